@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod topology;
+
 /// Declarative batch/job scheduler node agent.
 #[derive(Debug, Parser)]
 #[command(name = "corral", version, about, propagate_version = true)]
@@ -16,8 +18,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Show the CPUs, cores, NUMA nodes and memory the agent places jobs on.
+    Topology(topology::TopologyArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Topology(args) => topology::run(args),
+    }
 }

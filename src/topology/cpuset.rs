@@ -11,11 +11,17 @@ use std::marker::PhantomData;
 use std::str::FromStr;
 
 /// A logical CPU number as the kernel numbers it (`/sys/devices/system/cpu/cpuN`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct CpuId(pub u32);
 
 /// A NUMA node number (`/sys/devices/system/node/nodeN`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct NodeId(pub u32);
 
 impl fmt::Display for CpuId {
@@ -215,6 +221,15 @@ impl<T: ListId> serde::Serialize for IdList<T> {
     }
 }
 
+/// Reads the cpulist string form, so a set stored as JSON (a run record,
+/// `corral topology --json`) parses with the same rules as a sysfs file.
+impl<'de, T: ListId> serde::Deserialize<'de> for IdList<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +268,16 @@ mod tests {
         assert_eq!(a.difference(&b).to_string(), "0-1");
         assert!(!a.is_disjoint(&b));
         assert!(CpuSet::parse("1").unwrap().is_subset(&a));
+    }
+
+    #[test]
+    fn serde_uses_the_cpulist_string() {
+        let set: CpuSet = "0-3,8".parse().unwrap();
+        let json = serde_json::to_string(&set).unwrap();
+        assert_eq!(json, r#""0-3,8""#);
+        assert_eq!(serde_json::from_str::<CpuSet>(&json).unwrap(), set);
+        assert!(serde_json::from_str::<CpuSet>(r#""3-1""#).is_err());
+        assert_eq!(serde_json::to_string(&CpuId(7)).unwrap(), "7");
     }
 
     proptest::proptest! {

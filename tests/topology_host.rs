@@ -1,0 +1,25 @@
+//! Topology discovery on this machine's real /sys and /proc.
+
+use std::path::Path;
+
+use corral::topology::{discover, Bytes};
+
+#[test]
+fn discovers_the_running_machine() {
+    let topo = discover(Path::new("/sys"), Path::new("/proc")).expect("discover /sys");
+    let online = topo.online_cpus();
+    assert!(!online.is_empty());
+    let parallelism = std::thread::available_parallelism().unwrap().get();
+    // The agent's own affinity can be narrower than the machine.
+    assert!(online.len() >= parallelism, "{online:?} vs {parallelism}");
+    assert!(!topo.allowed_cpus().intersection(&online).is_empty());
+    // Every online CPU is in exactly one core and one node.
+    let in_cores: usize = topo.cores().iter().map(|c| c.cpus.len()).sum();
+    assert_eq!(in_cores, online.len());
+    let in_nodes: usize = topo.nodes().values().map(|n| n.cpus.len()).sum();
+    assert_eq!(in_nodes, online.len());
+    assert!(topo.memory_total() > Bytes::from_mib(64));
+    for (id, node) in topo.nodes() {
+        assert_eq!(topo.distance(*id, *id), Some(node.distances[id]));
+    }
+}
