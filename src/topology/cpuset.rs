@@ -178,6 +178,12 @@ impl<T: ListId> FromIterator<T> for IdList<T> {
     }
 }
 
+impl<T: ListId> Extend<T> for IdList<T> {
+    fn extend<I: IntoIterator<Item = T>>(&mut self, iter: I) {
+        self.ids.extend(iter.into_iter().map(ListId::raw));
+    }
+}
+
 impl<T: ListId> FromStr for IdList<T> {
     type Err = ListParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

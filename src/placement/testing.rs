@@ -1,0 +1,46 @@
+//! Shared helpers for the placement unit tests.
+
+use std::path::PathBuf;
+
+use crate::topology::{discover, Bytes, CpuSet, NodeSet, Topology};
+
+use super::{Assignment, CpuGrant, Ledger, PlacementConfig, Request, RunId};
+
+/// A machine from tests/fixtures/sysfs.
+pub fn fixture(name: &str) -> Topology {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs").join(name);
+    discover(&root.join("sys"), &root.join("proc")).unwrap()
+}
+
+pub fn ledger(topology: &Topology) -> Ledger {
+    Ledger::new(topology, PlacementConfig::default()).unwrap()
+}
+
+pub fn run(id: &str) -> RunId {
+    RunId::new(id)
+}
+
+pub fn cpus(list: &str) -> CpuSet {
+    list.parse().unwrap()
+}
+
+pub fn nodes(list: &str) -> NodeSet {
+    list.parse().unwrap()
+}
+
+pub fn gib(n: u64) -> Bytes {
+    Bytes::from_gib(n)
+}
+
+pub fn exclusive(owner: &str, n: u32) -> Request {
+    Request::exclusive(run(owner), n)
+}
+
+pub fn pinned(owner: &str, list: &str, mems: &str) -> Assignment {
+    Assignment {
+        owner: run(owner),
+        cpus: CpuGrant::Exclusive(cpus(list)),
+        mems: nodes(mems),
+        memory: Default::default(),
+    }
+}
