@@ -84,6 +84,15 @@ fn main() {
             }),
         ),
         (
+            "victims for 12 CPUs single-node, the 40 exclusive runs",
+            Box::new(|| {
+                let request = Request::exclusive(new_run(), 12).with_numa(NumaPolicy::SingleNode);
+                black_box(
+                    victims(&topo, &ledger, &request, &candidates[..EXCLUSIVE_RUNS]).unwrap(),
+                );
+            }),
+        ),
+        (
             "victims for a 100 GiB shared run, 10,000 candidates",
             Box::new(|| {
                 let request = Request::shared(new_run()).with_memory(Bytes::from_gib(100));

@@ -43,7 +43,8 @@ use super::ledger::Ledger;
 use super::request::{CpuRequest, NumaPolicy, Request};
 
 /// Decides where `request` goes, without changing `ledger`; record the
-/// result with [`Ledger::record`] (or use [`Ledger::admit`]).
+/// result with [`Ledger::record`] (or use [`Ledger::admit`]). `ledger` must
+/// have been built for `topology`.
 ///
 /// To place a run that already holds an assignment again (a thaw, an OOM
 /// grow), release its assignment first and record it back if placement

@@ -20,15 +20,17 @@ pub enum ParseError {
     WrongNode { line: usize, found: u32, expected: u32 },
 }
 
+/// The cause of `Read` and `Parse` is their `source()`, not part of their
+/// message, so that error chains (`{:#}` at the binary's edge) print it once.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
-    #[error("failed to read {path}: {source}")]
+    #[error("failed to read {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("failed to parse {path}: {source}")]
+    #[error("failed to parse {path}")]
     Parse {
         path: PathBuf,
         #[source]
