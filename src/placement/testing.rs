@@ -1,4 +1,4 @@
-//! Shared helpers for the placement unit tests.
+//! Fixtures and constructors shared by the placement unit tests.
 
 use std::path::PathBuf;
 
