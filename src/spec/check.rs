@@ -277,6 +277,15 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
     }
 }
 
+/// Reads an optional field: `Some(None)` when absent, `Some(Some(value))` when present and
+/// valid, `None` when present and wrong (already reported).
+pub fn optional<T>(node: Option<&Node>, read: impl FnOnce(&Node) -> Option<T>) -> Option<Option<T>> {
+    match node {
+        None => Some(None),
+        Some(node) => read(node).map(Some),
+    }
+}
+
 /// One entry of a mapping, its key already checked to be a string.
 #[derive(Debug, Clone)]
 pub struct Entry<'n> {
@@ -371,12 +380,16 @@ pub(crate) use choice;
 /// The known field closest to a misspelt one, if any is close enough to be a likely typo.
 pub fn closest(word: &str, known: &[&'static str]) -> Option<&'static str> {
     let limit = (word.chars().count() / 3).clamp(1, 3);
-    known
+    let typo = known
         .iter()
         .map(|k| (edit_distance(word, k), *k))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
+        .map(|(_, k)| k);
+    // A truncated name (`success` for `successful`) is far in edits but obvious to a reader.
+    typo.or_else(|| {
+        (word.len() >= 4).then(|| known.iter().find(|k| k.starts_with(word)).copied()).flatten()
+    })
 }
 
 /// Levenshtein distance; both words are short field names, so the quadratic table is fine.
@@ -415,6 +428,7 @@ mod tests {
         assert_eq!(closest("shedule", known), Some("schedule"));
         assert_eq!(closest("time_zone", known), Some("timezone"));
         assert_eq!(closest("cpu", known), Some("cpus"));
+        assert_eq!(closest("sched", known), Some("schedule"));
         assert_eq!(closest("banana", known), None);
     }
 
