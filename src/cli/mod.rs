@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod validate;
+
 /// Declarative batch/job scheduler node agent.
 #[derive(Debug, Parser)]
 #[command(name = "corral", version, about, propagate_version = true)]
@@ -16,8 +18,12 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    Validate(validate::ValidateArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Validate(args) => validate::run(args),
+    }
 }

@@ -232,3 +232,179 @@ impl JobSet {
         self.jobs.keys()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        compile_str(Path::new("jobs/etl.yaml"), text).unwrap_err().into_iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn every_mistake_in_a_file_is_reported_with_its_line() {
+        let text = "\
+name: Nightly-ETL
+command: [/usr/bin/python3, etl.py]
+schedule: '0 2 * * *'
+timezone: Europe/Berlln
+resources:
+  cpus: 2
+  cpu_weight: 100
+  memory:
+    soft: 2Gi
+    hard: 1Gi
+restart: {on: failure, backoff: 5m..10s}
+isolation:
+  namespaces: [pid, pid]
+";
+        assert_eq!(
+            problems(text),
+            [
+                "jobs/etl.yaml:1:7: name: invalid name \"Nightly-ETL\": it contains the upper-case letter 'N' at position 1; names are lower case",
+                "jobs/etl.yaml:4:11: timezone: unknown time zone \"Europe/Berlln\"; use an IANA name such as UTC or Europe/Berlin",
+                "jobs/etl.yaml:7:3: resources.cpu_weight: `cpus` and `cpu_weight` cannot both be set: exclusive cores are not shared, so there is nothing to weigh",
+                "jobs/etl.yaml:9:5: resources.memory.soft: `soft` (2Gi) must not be larger than `hard` (1Gi)",
+                "jobs/etl.yaml:11:33: restart.backoff: invalid backoff \"5m..10s\": the first wait is longer than the longest (write min..max)",
+                "jobs/etl.yaml:13:21: isolation.namespaces[1]: \"pid\" is listed twice",
+            ]
+        );
+    }
+
+    #[test]
+    fn mistakes_in_several_documents_are_all_reported() {
+        let text = "name: a\ncommand: [/bin/true]\npriority: high\n---\nname: b\n---\nname: c\ncommand: [/bin/true]\n";
+        assert_eq!(
+            problems(text),
+            [
+                "jobs/etl.yaml:3:11: priority: expected an integer, found the string \"high\"",
+                "jobs/etl.yaml:5:1: required field `command` is missing",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_is_reported_with_the_problems_before_it() {
+        let text = "name: a\ncommand: [/bin/true]\ntimeout: 1x\n---\nname: b\n  bad: indent\n";
+        let all = problems(text);
+        assert_eq!(all.len(), 2, "{all:#?}");
+        assert!(all[0].starts_with("jobs/etl.yaml:3:10: timeout: invalid duration"), "{all:#?}");
+        assert!(all[1].starts_with("jobs/etl.yaml:6:6: YAML: "), "{all:#?}");
+    }
+
+    #[test]
+    fn several_jobs_per_file_in_order() {
+        let jobs = compile_str(
+            Path::new("x.yaml"),
+            "name: a\ncommand: [/bin/true]\n---\n# second\nname: b\ncommand: [/bin/true]\n",
+        )
+        .unwrap();
+        let found: Vec<_> = jobs.iter().map(|j| (j.spec.name.as_str(), j.origin.to_string())).collect();
+        assert_eq!(found, [("a", "x.yaml:1:1".to_owned()), ("b", "x.yaml:5:1".to_owned())]);
+        assert!(compile_str(Path::new("x.yaml"), "# nothing here\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn job_file_names() {
+        for yes in ["a.yaml", "a.yml", "nightly-etl.yaml", "x.y.yaml"] {
+            assert!(is_job_file_name(yes), "{yes}");
+        }
+        for no in ["a.yaml~", ".a.yaml.swp", ".#a.yaml", "#a.yaml#", "a.yaml.bak", "a.json", "README", ".hidden.yaml", "a.YAML"] {
+            assert!(!is_job_file_name(no), "{no}");
+        }
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn directories_give_their_job_files_in_name_order_without_recursing() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "b.yml", "name: b\ncommand: [/bin/true]\n");
+        write(dir.path(), "a.yaml", "name: a\ncommand: [/bin/true]\n");
+        write(dir.path(), "a.yaml~", "garbage: [");
+        write(dir.path(), ".#a.yaml", "garbage: [");
+        write(dir.path(), ".a.yaml.swp", "\0\0");
+        write(dir.path(), "notes.txt", "hello");
+        fs::create_dir(dir.path().join("sub.yaml")).unwrap();
+        write(&dir.path().join("sub.yaml"), "c.yaml", "name: c\ncommand: [/bin/true]\n");
+        let files = job_files(dir.path()).unwrap();
+        let names: Vec<_> = files.iter().map(|f| f.file_name().unwrap().to_str().unwrap()).collect();
+        assert_eq!(names, ["a.yaml", "b.yml"]);
+
+        let load = load_paths(&[dir.path().to_owned()]);
+        assert!(load.is_ok());
+        assert_eq!(load.jobs.names().map(JobName::as_str).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(load.files.iter().map(|f| f.jobs).collect::<Vec<_>>(), [1, 1]);
+    }
+
+    #[test]
+    fn a_duplicate_name_names_both_files_and_rejects_the_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(dir.path(), "a.yaml", "name: etl\ncommand: [/bin/true]\n");
+        let b = write(dir.path(), "b.yaml", "name: other\ncommand: [/bin/true]\n---\nname: etl\ncommand: [/bin/false]\n");
+        let load = load_paths(&[a.clone(), b.clone()]);
+        assert!(!load.is_ok());
+        assert!(load.files[0].is_ok());
+        let problems: Vec<_> = load.diagnostics().map(|d| d.to_string()).collect();
+        assert_eq!(
+            problems,
+            [format!("{}:4:1: name: job \"etl\" is also defined at {}:1:1", b.display(), a.display())]
+        );
+        // The second file is rejected whole: its other job is not taken either.
+        assert_eq!(load.jobs.names().map(JobName::as_str).collect::<Vec<_>>(), ["etl"]);
+        assert_eq!(load.jobs.get(&JobName::parse("etl").unwrap()).unwrap().origin.file, a);
+    }
+
+    #[test]
+    fn a_duplicate_within_one_file_is_reported_too() {
+        let jobs = compile_str(Path::new("x.yaml"), "name: a\ncommand: [/bin/true]\n---\nname: a\ncommand: [/bin/true]\n").unwrap();
+        let problems: Vec<_> = JobSet::from_jobs(jobs).unwrap_err().into_iter().map(|d| d.to_string()).collect();
+        assert_eq!(problems, ["x.yaml:4:1: name: job \"a\" is also defined at x.yaml:1:1"]);
+    }
+
+    #[test]
+    fn unreadable_paths_are_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = write(dir.path(), "good.yaml", "name: good\ncommand: [/bin/true]\n");
+        let missing = dir.path().join("missing.yaml");
+        let load = load_paths(&[missing.clone(), good]);
+        assert_eq!(load.files.len(), 2);
+        assert!(!load.files[0].is_ok());
+        assert!(load.files[0].diagnostics[0].to_string().starts_with(&format!("{}: cannot read: ", missing.display())));
+        assert!(load.files[1].is_ok());
+        assert_eq!(load.jobs.len(), 1);
+    }
+
+    #[test]
+    fn hostile_files_are_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yaml");
+        fs::File::create(&big).unwrap().set_len(source::MAX_FILE_BYTES + 1).unwrap();
+        let binary = write(dir.path(), "bin.yaml", "name: x\0\n");
+        let latin1 = dir.path().join("latin1.yaml");
+        fs::write(&latin1, b"name: caf\xe9\n").unwrap();
+        let deep = write(dir.path(), "deep.yaml", &("a: ".to_owned() + &"[".repeat(200) + &"]".repeat(200)));
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 0..8 {
+            bomb += &format!("b{i}: &b{i} [{}]\n", vec![if i == 0 { "*a".to_owned() } else { format!("*b{}", i - 1) }; 10].join(", "));
+        }
+        let bomb = write(dir.path(), "bomb.yaml", &bomb);
+        let many = write(dir.path(), "many.yaml", &"name: a\n---\n".repeat(source::MAX_DOCUMENTS + 1));
+
+        let message = |path: &Path| load_file(path).unwrap_err().0[0].to_string();
+        assert_eq!(message(&big), format!("{}: file is 1048577 bytes; files are limited to 1048576 bytes", big.display()));
+        assert_eq!(message(&binary), format!("{}:1:8: binary data: NUL byte; a job file must be YAML text", binary.display()));
+        assert_eq!(message(&latin1), format!("{}:1:10: not UTF-8 text: invalid byte 0xe9", latin1.display()));
+        assert!(message(&deep).contains("YAML: "), "{}", message(&deep));
+        assert!(message(&bomb).contains("YAML: "), "{}", message(&bomb));
+        let many_problems = load_file(&many).unwrap_err();
+        assert!(
+            many_problems.iter().any(|d| d.error == SpecError::TooManyDocuments { limit: source::MAX_DOCUMENTS }),
+            "{many_problems}"
+        );
+    }
+}
