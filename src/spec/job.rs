@@ -191,8 +191,7 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
         None => Some(OnRemoval::Stop),
         Some(n) => cx.choice(n, &field("on_removal")),
     };
-    let resources = resources::compile(cx, job.get("resources"), &field("resources"));
-    let hard = resources.as_ref().map(|r| r.memory.hard);
+    let (resources, hard) = resources::compile(cx, job.get("resources"), &field("resources"));
     let oom = oom::compile(cx, job.get("oom"), &field("oom"), hard);
     let restart = restart::compile(cx, job.get("restart"), &field("restart"));
     let timeout = optional(job.get("timeout"), |n| {

@@ -178,9 +178,16 @@ pub const MAX_EXCLUSIVE_CPUS: u32 = 4096;
 
 const FIELDS: &[&str] = &["cpus", "cpu_weight", "cpu_quota", "numa", "memory", "pids"];
 
-pub(super) fn compile(cx: &mut Checker, node: Option<&Node>, path: &FieldPath) -> Option<Resources> {
-    let Some(node) = node else { return Some(Resources::default()) };
-    let fields = cx.map(node, path, FIELDS)?;
+/// Compiles `resources`. Besides the result, returns the hard memory limit on its own
+/// (`None` if `memory` did not compile), so that the OOM policy can be checked against it
+/// even when another part of `resources` is wrong.
+pub(super) fn compile(
+    cx: &mut Checker,
+    node: Option<&Node>,
+    path: &FieldPath,
+) -> (Option<Resources>, Option<Option<Bytes>>) {
+    let Some(node) = node else { return (Some(Resources::default()), Some(None)) };
+    let Some(fields) = cx.map(node, path, FIELDS) else { return (None, None) };
 
     let cpus = fields.get("cpus").map(|n| cx.int(n, &fields.field("cpus"), 1..=MAX_EXCLUSIVE_CPUS));
     let weight = fields.get("cpu_weight").map(|n| {
@@ -236,7 +243,11 @@ pub(super) fn compile(cx: &mut Checker, node: Option<&Node>, path: &FieldPath) -
         Some(n) => cx.int(n, &fields.field("pids"), 1..=MAX_PIDS).map(Some),
     };
 
-    Some(Resources { cpu: cpu?, cpu_quota: cpu_quota?, numa: numa?, memory: memory?, pids: pids? })
+    let hard = memory.map(|m| m.hard);
+    let resources = (|| {
+        Some(Resources { cpu: cpu?, cpu_quota: cpu_quota?, numa: numa?, memory: memory?, pids: pids? })
+    })();
+    (resources, hard)
 }
 
 fn quota(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<MilliCpus> {
