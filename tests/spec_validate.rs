@@ -103,7 +103,9 @@ fn hostile_files_fail_fast_with_a_message() {
     };
     let huge = dir.path().join("huge.yaml");
     std::fs::File::create(&huge).unwrap().set_len(1 << 30).unwrap();
-    let mut bomb = String::from("a: &a [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n");
+    let mut bomb = String::from(
+        "a: &a [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n",
+    );
     for i in 1..=9 {
         let prev = if i == 1 { "a".to_owned() } else { format!("l{}", i - 1) };
         bomb += &format!("l{i}: &l{i} [{}]\n", vec![format!("*{prev}"); 9].join(", "));
@@ -125,7 +127,11 @@ fn hostile_files_fail_fast_with_a_message() {
     let line_for = |file: &Path| -> String {
         out.lines().find(|l| l.starts_with(file.to_str().unwrap())).unwrap_or_default().to_owned()
     };
-    assert!(line_for(&files[0]).ends_with("file is 1073741824 bytes; files are limited to 1048576 bytes"), "{out}");
+    assert!(
+        line_for(&files[0])
+            .ends_with("file is 1073741824 bytes; files are limited to 1048576 bytes"),
+        "{out}"
+    );
     assert!(line_for(&files[1]).contains("binary data"), "{out}");
     assert!(line_for(&files[2]).contains("not UTF-8"), "{out}");
     assert!(line_for(&files[3]).contains("YAML: "), "{out}");
@@ -135,12 +141,13 @@ fn hostile_files_fail_fast_with_a_message() {
 
 #[test]
 fn the_example_agent_config_points_at_the_example_jobs() {
-    let config = corral::config::load(&repo().join("config/agent.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let config =
+        corral::config::load(&repo().join("config/agent.yaml")).unwrap_or_else(|e| panic!("{e}"));
     let jobs_dir = config.jobs_dir.canonicalize().unwrap();
     assert_eq!(jobs_dir, repo().join("jobs").canonicalize().unwrap());
     assert!(config.state_dir.starts_with(repo().join("config")), "{:?}", config.state_dir);
     assert!(config.listen.ip().is_loopback());
-    let load = corral::spec::load_paths(&[config.jobs_dir.clone()]);
+    let load = corral::spec::load_paths(&[&config.jobs_dir]);
     assert!(load.is_ok());
     assert!(load.jobs.len() >= 7);
 }

@@ -48,6 +48,9 @@ impl fmt::Display for CgroupParent {
     }
 }
 
+/// Where the agent looks for its configuration when not told otherwise.
+pub const DEFAULT_PATH: &str = "/etc/corral/agent.yaml";
+
 /// `sun_path` holds 108 bytes including the terminating NUL.
 pub const MAX_SOCKET_PATH: usize = 107;
 
@@ -126,7 +129,8 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics<ConfigError>> {
     let at_file = |pos, error: SpecError| {
         Diagnostics(vec![Diagnostic::new(path, pos, FieldPath::root(), ConfigError::from(error))])
     };
-    let text = source::read_file(path, source::MAX_FILE_BYTES).map_err(|(pos, e)| at_file(pos, e))?;
+    let text =
+        source::read_file(path, source::MAX_FILE_BYTES).map_err(|(pos, e)| at_file(pos, e))?;
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let base = std::path::absolute(parent)
         .map_err(|e| at_file(Pos::UNKNOWN, SpecError::Read { reason: e.to_string() }))?;
@@ -135,7 +139,11 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics<ConfigError>> {
 
 /// Compiles the text of a configuration file; `base` is the directory relative paths are
 /// resolved against. An empty file is all defaults.
-pub fn compile_str(file: &Path, text: &str, base: &Path) -> Result<AgentConfig, Diagnostics<ConfigError>> {
+pub fn compile_str(
+    file: &Path,
+    text: &str,
+    base: &Path,
+) -> Result<AgentConfig, Diagnostics<ConfigError>> {
     let mut cx: Checker<ConfigError> = Checker::new(file);
     let (documents, yaml_errors) = source::documents(text);
     for (pos, error) in yaml_errors {
@@ -165,7 +173,8 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
     let cgroup_parent = match fields.get("cgroup_parent") {
         None => Some(defaults.cgroup_parent),
         Some(n) => cx.parsed(n, &fields.field("cgroup_parent"), |text| {
-            CgroupParent::parse(text).map_err(|reason| SpecError::Name { value: text.to_owned(), reason })
+            CgroupParent::parse(text)
+                .map_err(|reason| SpecError::Name { value: text.to_owned(), reason })
         }),
     };
     let reserved_cpus = match fields.get("reserved_cpus") {
@@ -175,7 +184,11 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
             text.and_then(|text| match CpuSet::parse(&text) {
                 Ok(set) => Some(set),
                 Err(crate::topology::cpuset::ListParseError::Invalid { reason, .. }) => {
-                    cx.report(n.pos, &fields.field("reserved_cpus"), ConfigError::CpuList { value: text, reason });
+                    cx.report(
+                        n.pos,
+                        &fields.field("reserved_cpus"),
+                        ConfigError::CpuList { value: text, reason },
+                    );
                     None
                 }
             })
@@ -190,7 +203,11 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         Some(n) => cx.text(n, &fields.field("listen")).and_then(|text| match parse_listen(&text) {
             Ok(addr) => Some(addr),
             Err(reason) => {
-                cx.report(n.pos, &fields.field("listen"), ConfigError::Listen { value: text, reason });
+                cx.report(
+                    n.pos,
+                    &fields.field("listen"),
+                    ConfigError::Listen { value: text, reason },
+                );
                 None
             }
         }),
@@ -242,11 +259,15 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         None => Some(defaults.log_max_bytes),
         Some(n) => cx.bytes(n, &fields.field("log_max_bytes")).and_then(|b| {
             if b < MIN_LOG_BYTES {
-                cx.report(n.pos, &fields.field("log_max_bytes"), SpecError::Invalid {
-                    what: "log size",
-                    value: b.to_string(),
-                    reason: format!("it must be at least {MIN_LOG_BYTES}"),
-                });
+                cx.report(
+                    n.pos,
+                    &fields.field("log_max_bytes"),
+                    SpecError::Invalid {
+                        what: "log size",
+                        value: b.to_string(),
+                        reason: format!("it must be at least {MIN_LOG_BYTES}"),
+                    },
+                );
                 return None;
             }
             Some(b)
@@ -282,7 +303,11 @@ fn path(
     let text = cx.string(node, &fields.field(key))?;
     if text.is_empty() || text.contains('\0') {
         let reason = if text.is_empty() { "it is empty" } else { "it contains a NUL character" };
-        cx.report(node.pos, &fields.field(key), SpecError::Invalid { what: "path", value: text, reason: reason.into() });
+        cx.report(
+            node.pos,
+            &fields.field(key),
+            SpecError::Invalid { what: "path", value: text, reason: reason.into() },
+        );
         return None;
     }
     Some(base.join(text))
@@ -359,7 +384,8 @@ mod tests {
 
     #[test]
     fn relative_paths_are_relative_to_the_config_directory() {
-        let config = compile("jobs_dir: ../jobs\nstate_dir: state\nsocket: ./corral.sock\n").unwrap();
+        let config =
+            compile("jobs_dir: ../jobs\nstate_dir: state\nsocket: ./corral.sock\n").unwrap();
         assert_eq!(config.jobs_dir, Path::new("/etc/corral/../jobs"));
         assert_eq!(config.state_dir, Path::new("/etc/corral/state"));
         assert_eq!(config.socket, Path::new("/etc/corral/./corral.sock"));
@@ -373,10 +399,18 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(all.len(), 9, "{all:#?}");
-        assert!(all[0].starts_with("1 cgroup_parent: invalid name \"Corral/x\": it contains '/'"), "{all:#?}");
+        assert!(
+            all[0].starts_with("1 cgroup_parent: invalid name \"Corral/x\": it contains '/'"),
+            "{all:#?}"
+        );
         assert_eq!(all[1], "2 reserved_cpus: invalid CPU list \"3-1\": range 3-1 runs backwards");
-        assert!(all[2].starts_with("3 listen: invalid listen address \"localhost:9464\": write an IP address"));
-        assert_eq!(all[3], "4 default_user: default_user \"root\" is root, but allow_root_jobs is false");
+        assert!(all[2].starts_with(
+            "3 listen: invalid listen address \"localhost:9464\": write an IP address"
+        ));
+        assert_eq!(
+            all[3],
+            "4 default_user: default_user \"root\" is root, but allow_root_jobs is false"
+        );
         assert_eq!(all[4], "5 log_format: \"xml\" is not one of: text, json");
         assert!(all[5].starts_with("6 default_timezone: unknown time zone \"Moon/Base\""));
         assert!(all[6].starts_with("7 stop_grace: invalid duration \"30\""));
@@ -394,7 +428,10 @@ mod tests {
     fn listen_port_zero_and_garbage() {
         assert!(error("listen: 127.0.0.1:0\n").contains("port 0"));
         assert!(error("listen: 9464\n").contains("write an IP address and port"));
-        assert!(compile("listen: 0.0.0.0:9464\n").is_ok(), "a non-loopback address is allowed when written out");
+        assert!(
+            compile("listen: 0.0.0.0:9464\n").is_ok(),
+            "a non-loopback address is allowed when written out"
+        );
     }
 
     #[test]

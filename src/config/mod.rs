@@ -7,5 +7,7 @@
 mod agent;
 mod error;
 
-pub use agent::{compile_str, load, AgentConfig, CgroupParent, LogFormat, MAX_SOCKET_PATH};
+pub use agent::{
+    compile_str, load, AgentConfig, CgroupParent, LogFormat, DEFAULT_PATH, MAX_SOCKET_PATH,
+};
 pub use error::ConfigError;

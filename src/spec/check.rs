@@ -65,12 +65,20 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
             let Some(text) = self.key(key, path) else { continue };
             if let Some(first) = fields.entries.iter().find(|e| e.key == text) {
                 let first_line = first.key_pos.line;
-                self.report(key.pos, &path.key(&text), SpecError::DuplicateKey { key: text, first_line });
+                self.report(
+                    key.pos,
+                    &path.key(&text),
+                    SpecError::DuplicateKey { key: text, first_line },
+                );
                 continue;
             }
             if !known.contains(&text.as_str()) {
                 let suggestion = closest(&text, known);
-                self.report(key.pos, &path.key(&text), SpecError::UnknownField { key: text, suggestion });
+                self.report(
+                    key.pos,
+                    &path.key(&text),
+                    SpecError::UnknownField { key: text, suggestion },
+                );
                 continue;
             }
             fields.entries.push(Entry { key: text, key_pos: key.pos, value });
@@ -90,7 +98,11 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
             let Some(text) = self.key(key, path) else { continue };
             if let Some(first) = out.iter().find(|e| e.key == text) {
                 let first_line = first.key_pos.line;
-                self.report(key.pos, &path.key(&text), SpecError::DuplicateKey { key: text, first_line });
+                self.report(
+                    key.pos,
+                    &path.key(&text),
+                    SpecError::DuplicateKey { key: text, first_line },
+                );
                 continue;
             }
             out.push(Entry { key: text, key_pos: key.pos, value });
@@ -170,7 +182,11 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
             }
         };
         if value < min || value > max {
-            self.report(node.pos, path, SpecError::OutOfRange { value: value.to_string(), min, max });
+            self.report(
+                node.pos,
+                path,
+                SpecError::OutOfRange { value: value.to_string(), min, max },
+            );
             return None;
         }
         T::try_from(value).ok()
@@ -224,7 +240,11 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
                     } else {
                         super::quantity::QuantityError::Overflow
                     };
-                    self.report(node.pos, path, SpecError::Quantity { value: i.to_string(), reason });
+                    self.report(
+                        node.pos,
+                        path,
+                        SpecError::Quantity { value: i.to_string(), reason },
+                    );
                     None
                 }
             },
@@ -236,7 +256,11 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
                 }
             },
             other => {
-                self.report(node.pos, path, SpecError::wrong_type("a quantity such as 512Mi", other));
+                self.report(
+                    node.pos,
+                    path,
+                    SpecError::wrong_type("a quantity such as 512Mi", other),
+                );
                 None
             }
         }
@@ -279,7 +303,10 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
 
 /// Reads an optional field: `Some(None)` when absent, `Some(Some(value))` when present and
 /// valid, `None` when present and wrong (already reported).
-pub fn optional<T>(node: Option<&Node>, read: impl FnOnce(&Node) -> Option<T>) -> Option<Option<T>> {
+pub fn optional<T>(
+    node: Option<&Node>,
+    read: impl FnOnce(&Node) -> Option<T>,
+) -> Option<Option<T>> {
     match node {
         None => Some(None),
         Some(node) => read(node).map(Some),
@@ -458,7 +485,8 @@ mod tests {
         assert_eq!(fields.get("a").map(|n| &n.value), Some(&Value::Int(1)));
         assert!(fields.get("c").is_none(), "null counts as absent");
         assert_eq!(fields.key_pos("a"), Pos::new(1, 1));
-        let errors: Vec<_> = cx.into_diagnostics().into_iter().map(|d| (d.pos.line, d.error)).collect();
+        let errors: Vec<_> =
+            cx.into_diagnostics().into_iter().map(|d| (d.pos.line, d.error)).collect();
         assert_eq!(
             errors,
             vec![
@@ -477,7 +505,8 @@ mod tests {
         assert_eq!(cx.int(&node(Value::Int(0), 2), &p, 1u32..=10), None);
         assert_eq!(cx.int(&node(Value::Str("5".into()), 3), &p, 1u32..=10), None);
         assert_eq!(cx.int(&node(Value::Float(1.5), 4), &p, 1u32..=10), None);
-        let errors: Vec<_> = cx.into_diagnostics().into_iter().map(|d| d.error.to_string()).collect();
+        let errors: Vec<_> =
+            cx.into_diagnostics().into_iter().map(|d| d.error.to_string()).collect();
         assert_eq!(
             errors,
             vec![

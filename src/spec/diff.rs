@@ -104,7 +104,8 @@ mod tests {
             assert_eq!(names(&diff(&old, &new).changed), ["a"], "{edit}");
         }
         // Writing a default out explicitly is not a change.
-        let explicit = set("x.yaml", "name: a\ncommand: [/bin/true]\npriority: 50\npreemption: never\n");
+        let explicit =
+            set("x.yaml", "name: a\ncommand: [/bin/true]\npriority: 50\npreemption: never\n");
         assert!(diff(&old, &explicit).is_empty());
     }
 }

@@ -29,7 +29,9 @@ pub enum DurationError {
     Fraction,
     #[error("unknown unit `{unit}`; use d, h, m, s or ms")]
     UnknownUnit { unit: String },
-    #[error("`{unit}` is repeated or out of order; write units from largest to smallest, each once")]
+    #[error(
+        "`{unit}` is repeated or out of order; write units from largest to smallest, each once"
+    )]
     UnitOrder { unit: &'static str },
     #[error("it is longer than the longest allowed duration, 36500d")]
     TooLong,
@@ -60,7 +62,11 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
     while !rest.is_empty() {
         let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
-            return Err(if rest.starts_with('.') { DurationError::Fraction } else { DurationError::NoNumber });
+            return Err(if rest.starts_with('.') {
+                DurationError::Fraction
+            } else {
+                DurationError::NoNumber
+            });
         }
         let (number, after) = rest.split_at(digits);
         if after.starts_with('.') {
@@ -68,7 +74,11 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
         }
         let unit_len = after.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(after.len());
         if unit_len == 0 {
-            return Err(if after.is_empty() { DurationError::MissingUnit } else { DurationError::NoNumber });
+            return Err(if after.is_empty() {
+                DurationError::MissingUnit
+            } else {
+                DurationError::NoNumber
+            });
         }
         let (unit, after) = after.split_at(unit_len);
         let index = UNITS

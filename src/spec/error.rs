@@ -56,7 +56,12 @@ pub enum SpecError {
     #[error("`{field}` requires {requirement}")]
     Requires { field: &'static str, requirement: String },
     #[error("`{lower}` ({lower_value}) must not be larger than `{upper}` ({upper_value})")]
-    NotInOrder { lower: &'static str, lower_value: String, upper: &'static str, upper_value: String },
+    NotInOrder {
+        lower: &'static str,
+        lower_value: String,
+        upper: &'static str,
+        upper_value: String,
+    },
     #[error("{value:?} is listed twice")]
     DuplicateItem { value: String },
     #[error("job {name:?} is also defined at {other}")]

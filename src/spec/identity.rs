@@ -47,7 +47,8 @@ fn parse(text: &str, what: &'static str) -> Result<Result<u32, String>, SpecErro
     if !first_ok {
         return Err(invalid("a name must start with a letter or '_'".into()));
     }
-    if let Some(bad) = chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+    if let Some(bad) = chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
         return Err(invalid(format!("character {bad:?} is not allowed in an account name")));
     }
     Ok(Err(text.to_owned()))
@@ -120,7 +121,18 @@ mod tests {
 
     #[test]
     fn bad_syntax_is_refused() {
-        for bad in ["", "-x", "1abc", "a b", "a:b", "a/b", "4294967295", "99999999999", "é", &"a".repeat(33)] {
+        for bad in [
+            "",
+            "-x",
+            "1abc",
+            "a b",
+            "a:b",
+            "a/b",
+            "4294967295",
+            "99999999999",
+            "é",
+            &"a".repeat(33),
+        ] {
             assert!(UserRef::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -44,7 +44,11 @@ pub struct Hostname(String);
 
 impl Hostname {
     pub fn parse(text: &str) -> Result<Hostname, SpecError> {
-        let invalid = |reason: &str| SpecError::Invalid { what: "hostname", value: text.to_owned(), reason: reason.to_owned() };
+        let invalid = |reason: &str| SpecError::Invalid {
+            what: "hostname",
+            value: text.to_owned(),
+            reason: reason.to_owned(),
+        };
         if text.is_empty() {
             return Err(invalid("it is empty"));
         }
@@ -217,19 +221,26 @@ impl Isolation {
 
 const FIELDS: &[&str] = &["namespaces", "rootfs", "hostname", "readonly", "mounts", "capabilities"];
 
-pub(super) fn compile(cx: &mut Checker, node: Option<&Node>, path: &FieldPath) -> Option<Isolation> {
+pub(super) fn compile(
+    cx: &mut Checker,
+    node: Option<&Node>,
+    path: &FieldPath,
+) -> Option<Isolation> {
     let Some(node) = node else { return Some(Isolation::default()) };
     let fields = cx.map(node, path, FIELDS)?;
 
     let namespaces = match fields.get("namespaces") {
         None => Some(DEFAULT_NAMESPACES.iter().copied().collect()),
-        Some(n) => set(cx, n, &fields.field("namespaces"), |cx, item, path| cx.choice::<Namespace>(item, path)),
+        Some(n) => set(cx, n, &fields.field("namespaces"), |cx, item, path| {
+            cx.choice::<Namespace>(item, path)
+        }),
     };
     let rootfs = optional(fields.get("rootfs"), |n| {
         cx.parsed(n, &fields.field("rootfs"), |t| AbsPath::parse(t, "root filesystem"))
     });
-    let hostname =
-        optional(fields.get("hostname"), |n| cx.parsed(n, &fields.field("hostname"), Hostname::parse));
+    let hostname = optional(fields.get("hostname"), |n| {
+        cx.parsed(n, &fields.field("hostname"), Hostname::parse)
+    });
     let readonly = match fields.get("readonly") {
         None => Some(false),
         Some(n) => cx.boolean(n, &fields.field("readonly")),
@@ -267,7 +278,10 @@ pub(super) fn compile(cx: &mut Checker, node: Option<&Node>, path: &FieldPath) -
                     &fields.field(field),
                     SpecError::Requires {
                         field,
-                        requirement: format!("the `{}` namespace in `namespaces`", namespace.word()),
+                        requirement: format!(
+                            "the `{}` namespace in `namespaces`",
+                            namespace.word()
+                        ),
                     },
                 );
             }
@@ -301,7 +315,11 @@ fn set<T: Ord + fmt::Display>(
             Some(value) => {
                 if out.contains(&value) {
                     ok = false;
-                    cx.report(node.pos, &path, SpecError::DuplicateItem { value: value.to_string() });
+                    cx.report(
+                        node.pos,
+                        &path,
+                        SpecError::DuplicateItem { value: value.to_string() },
+                    );
                 } else {
                     out.insert(value);
                 }
@@ -321,9 +339,11 @@ fn mounts(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<Vec<Mount>>
             Some(m) => {
                 if out.iter().any(|other| other.target == m.target) {
                     ok = false;
-                    cx.report(item.pos, &path.index(i).key("target"), SpecError::DuplicateItem {
-                        value: m.target.to_string(),
-                    });
+                    cx.report(
+                        item.pos,
+                        &path.index(i).key("target"),
+                        SpecError::DuplicateItem { value: m.target.to_string() },
+                    );
                 } else {
                     out.push(m);
                 }
@@ -353,20 +373,25 @@ fn mount(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<Mount> {
     let size = optional(fields.get("size"), |n| cx.bytes(n, &fields.field("size")));
 
     if target.as_ref().is_some_and(AbsPath::is_root) {
-        cx.report(fields.key_pos("target"), &fields.field("target"), SpecError::Invalid {
-            what: "mount target",
-            value: "/".into(),
-            reason: "mounting over / is what `rootfs` is for".into(),
-        });
+        cx.report(
+            fields.key_pos("target"),
+            &fields.field("target"),
+            SpecError::Invalid {
+                what: "mount target",
+                value: "/".into(),
+                reason: "mounting over / is what `rootfs` is for".into(),
+            },
+        );
         return None;
     }
     let kind = match kind? {
         MountWord::Bind => {
             if fields.has("size") {
-                cx.report(fields.key_pos("size"), &fields.field("size"), SpecError::Requires {
-                    field: "size",
-                    requirement: "`kind: tmpfs`".into(),
-                });
+                cx.report(
+                    fields.key_pos("size"),
+                    &fields.field("size"),
+                    SpecError::Requires { field: "size", requirement: "`kind: tmpfs`".into() },
+                );
                 return None;
             }
             if !fields.has("source") {
@@ -377,10 +402,14 @@ fn mount(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<Mount> {
         }
         MountWord::Tmpfs => {
             if fields.has("source") {
-                cx.report(fields.key_pos("source"), &fields.field("source"), SpecError::Requires {
-                    field: "source",
-                    requirement: "`kind: bind`; a tmpfs starts empty".into(),
-                });
+                cx.report(
+                    fields.key_pos("source"),
+                    &fields.field("source"),
+                    SpecError::Requires {
+                        field: "source",
+                        requirement: "`kind: bind`; a tmpfs starts empty".into(),
+                    },
+                );
                 return None;
             }
             MountKind::Tmpfs { size: size? }
@@ -444,7 +473,10 @@ mod tests {
                 "7 isolation.mounts: `mounts` requires the `mount` namespace in `namespaces`",
             ]
         );
-        assert!(ok("isolation: {namespaces: [pid], readonly: false, mounts: []}\n").isolation.mounts.is_empty());
+        assert!(ok("isolation: {namespaces: [pid], readonly: false, mounts: []}\n")
+            .isolation
+            .mounts
+            .is_empty());
     }
 
     #[test]
@@ -469,8 +501,14 @@ mod tests {
 
     #[test]
     fn mount_kinds_and_their_fields() {
-        assert_eq!(error("isolation:\n  mounts:\n    - {target: /data}\n"), "5 isolation.mounts[0]: required field `source` is missing");
-        assert_eq!(error("isolation:\n  mounts:\n    - {source: /x}\n"), "5 isolation.mounts[0]: required field `target` is missing");
+        assert_eq!(
+            error("isolation:\n  mounts:\n    - {target: /data}\n"),
+            "5 isolation.mounts[0]: required field `source` is missing"
+        );
+        assert_eq!(
+            error("isolation:\n  mounts:\n    - {source: /x}\n"),
+            "5 isolation.mounts[0]: required field `target` is missing"
+        );
         assert_eq!(
             error("isolation:\n  mounts:\n    - {kind: tmpfs, source: /x, target: /t}\n"),
             "5 isolation.mounts[0].source: `source` requires `kind: bind`; a tmpfs starts empty"
@@ -506,7 +544,17 @@ mod tests {
         for ok in ["a", "etl-1", "etl.example.com", "A1"] {
             assert!(Hostname::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "a-", "a..b", "a_b", "a b", ".a", &"a".repeat(65), &format!("{}.b", "a".repeat(64))] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "a..b",
+            "a_b",
+            "a b",
+            ".a",
+            &"a".repeat(65),
+            &format!("{}.b", "a".repeat(64)),
+        ] {
             assert!(Hostname::parse(bad).is_err(), "{bad}");
         }
     }

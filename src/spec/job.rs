@@ -163,7 +163,8 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
 
     let name = job.require(cx, "name").and_then(|n| {
         cx.parsed(n, &field("name"), |text| {
-            JobName::parse(text).map_err(|reason| SpecError::Name { value: text.to_owned(), reason })
+            JobName::parse(text)
+                .map_err(|reason| SpecError::Name { value: text.to_owned(), reason })
         })
     });
     let description = optional(job.get("description"), |n| cx.string(n, &field("description")));
@@ -180,7 +181,9 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
     let recurrence = schedule::compile(cx, &job);
     let priority = match job.get("priority") {
         None => Some(Priority::DEFAULT),
-        Some(n) => cx.int(n, &field("priority"), Priority::MIN..=Priority::MAX).and_then(Priority::new),
+        Some(n) => {
+            cx.int(n, &field("priority"), Priority::MIN..=Priority::MAX).and_then(Priority::new)
+        }
     };
     let preemption = match job.get("preemption") {
         None => Some(Preemption::Never),
@@ -236,11 +239,15 @@ fn command(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<Command> {
         return None;
     };
     let Some((first, rest)) = items.split_first() else {
-        cx.report(node.pos, path, SpecError::Invalid {
-            what: "command",
-            value: "[]".into(),
-            reason: "it is empty; the first element is the program to run".into(),
-        });
+        cx.report(
+            node.pos,
+            path,
+            SpecError::Invalid {
+                what: "command",
+                value: "[]".into(),
+                reason: "it is empty; the first element is the program to run".into(),
+            },
+        );
         return None;
     };
     let program = cx.parsed(first, &path.index(0), |text| {
@@ -265,7 +272,8 @@ fn command(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<Command> {
                 Err(SpecError::Invalid {
                     what: "argument",
                     value: text.to_owned(),
-                    reason: "it contains a NUL character, which cannot be passed to a program".into(),
+                    reason: "it contains a NUL character, which cannot be passed to a program"
+                        .into(),
                 })
             } else {
                 Ok(text.to_owned())
@@ -295,11 +303,15 @@ fn env(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<BTreeMap<Strin
         let var_path = path.key(&entry.key);
         if !valid_env_name(&entry.key) {
             ok = false;
-            cx.report(entry.key_pos, &var_path, SpecError::Invalid {
-                what: "environment variable name",
-                value: entry.key.clone(),
-                reason: "use letters, digits and '_', not starting with a digit".into(),
-            });
+            cx.report(
+                entry.key_pos,
+                &var_path,
+                SpecError::Invalid {
+                    what: "environment variable name",
+                    value: entry.key.clone(),
+                    reason: "use letters, digits and '_', not starting with a digit".into(),
+                },
+            );
             continue;
         }
         // `KEY:` with nothing after it is an empty value, which is what a shell
@@ -353,7 +365,10 @@ mod tests {
         assert_eq!(spec.stop_grace, None);
         assert_eq!(spec.on_removal, OnRemoval::Stop);
         assert_eq!(spec.resources, Resources::default());
-        assert_eq!(spec.resources.cpu, CpuRequest::Shared { weight: crate::spec::CpuWeight::DEFAULT });
+        assert_eq!(
+            spec.resources.cpu,
+            CpuRequest::Shared { weight: crate::spec::CpuWeight::DEFAULT }
+        );
         assert_eq!(spec.oom, OomPolicy::Fail);
         assert_eq!(spec.restart, RestartPolicy::default());
         assert_eq!(spec.timeout, None);
@@ -364,7 +379,10 @@ mod tests {
 
     #[test]
     fn name_is_required() {
-        assert_eq!(compile("command: [/bin/true]\n").unwrap_err(), ["1 : required field `name` is missing"]);
+        assert_eq!(
+            compile("command: [/bin/true]\n").unwrap_err(),
+            ["1 : required field `name` is missing"]
+        );
         assert_eq!(
             compile("name:\ncommand: [/bin/true]\n").unwrap_err(),
             ["1 : required field `name` is missing"]
@@ -374,13 +392,25 @@ mod tests {
     #[test]
     fn each_bad_name_is_rejected_with_its_reason() {
         let cases = [
-            ("'../x'", "it contains '/'; a name is used as a single directory and cgroup name, not a path"),
-            ("a/b", "it contains '/'; a name is used as a single directory and cgroup name, not a path"),
+            (
+                "'../x'",
+                "it contains '/'; a name is used as a single directory and cgroup name, not a path",
+            ),
+            (
+                "a/b",
+                "it contains '/'; a name is used as a single directory and cgroup name, not a path",
+            ),
             ("'.'", "it contains '.'; names may only use a-z, 0-9 and '-'"),
             ("''", "it is empty"),
-            ("Nightly", "it contains the upper-case letter 'N' at position 1; names are lower case"),
+            (
+                "Nightly",
+                "it contains the upper-case letter 'N' at position 1; names are lower case",
+            ),
             (&"a".repeat(200), "it is 200 characters long; the limit is 63"),
-            ("a_b", "character '_' at position 2 is not allowed; names may only use a-z, 0-9 and '-'"),
+            (
+                "a_b",
+                "character '_' at position 2 is not allowed; names may only use a-z, 0-9 and '-'",
+            ),
             ("-a", "it must start and end with a letter or digit, not '-'"),
         ];
         for (name, reason) in cases {
@@ -389,7 +419,10 @@ mod tests {
             assert!(errors[0].starts_with("1 name: invalid name "), "{name}: {errors:?}");
             assert!(errors[0].ends_with(reason), "{name}: {errors:?}");
         }
-        assert_eq!(named("2024").unwrap_err(), ["1 name: expected a string, found the integer 2024"]);
+        assert_eq!(
+            named("2024").unwrap_err(),
+            ["1 name: expected a string, found the integer 2024"]
+        );
         assert!(named("'2024'").is_ok());
     }
 
@@ -404,7 +437,10 @@ mod tests {
             ["2 command: expected a list such as [\"/bin/sh\", \"-c\", \"echo hi\"], found the string \"/bin/echo hi\""]
         );
         let e = compile("name: t\ncommand: [bin/run]\n").unwrap_err();
-        assert!(e[0].starts_with("2 command[0]: invalid program \"bin/run\": a relative path"), "{e:?}");
+        assert!(
+            e[0].starts_with("2 command[0]: invalid program \"bin/run\": a relative path"),
+            "{e:?}"
+        );
         let e = compile("name: t\ncommand: ['']\n").unwrap_err();
         assert_eq!(e, ["2 command[0]: invalid program \"\": it is empty"]);
         let e = compile("name: t\ncommand: [/bin/echo, \"a\\0b\"]\n").unwrap_err();
@@ -433,7 +469,10 @@ mod tests {
         );
         assert_eq!(error("env:\n  A-B: a\n").split(':').next(), Some("4 env.A-B"));
         assert_eq!(error("env:\n  A: [1]\n"), "4 env.A: expected a string, found a list");
-        assert_eq!(error("env:\n  A: 1\n  A: 2\n"), "5 env.A: `A` is set twice; the first is on line 4");
+        assert_eq!(
+            error("env:\n  A: 1\n  A: 2\n"),
+            "5 env.A: `A` is set twice; the first is on line 4"
+        );
         assert_eq!(error("env: [A=1]\n"), "3 env: expected a mapping, found a list");
     }
 
@@ -463,30 +502,54 @@ mod tests {
         assert_eq!(spec.stop_grace, Some(Duration::from_secs(60)));
         assert_eq!(spec.on_removal, OnRemoval::Finish);
         assert_eq!(spec.timeout, Some(Duration::from_secs(7200)));
-        assert_eq!(ok("priority: 0\npreemption: requeue\nstop_grace: 0s\n").preemption, Preemption::Requeue);
-        assert_eq!(error("priority: 1001\n"), "3 priority: 1001 is out of range; allowed: 0 to 1000");
+        assert_eq!(
+            ok("priority: 0\npreemption: requeue\nstop_grace: 0s\n").preemption,
+            Preemption::Requeue
+        );
+        assert_eq!(
+            error("priority: 1001\n"),
+            "3 priority: 1001 is out of range; allowed: 0 to 1000"
+        );
         assert_eq!(error("priority: -1\n"), "3 priority: -1 is out of range; allowed: 0 to 1000");
-        assert_eq!(error("preemption: freeze\n"), "3 preemption: \"freeze\" is not one of: suspend, requeue, never");
-        assert_eq!(error("on_removal: keep\n"), "3 on_removal: \"keep\" is not one of: stop, finish");
+        assert_eq!(
+            error("preemption: freeze\n"),
+            "3 preemption: \"freeze\" is not one of: suspend, requeue, never"
+        );
+        assert_eq!(
+            error("on_removal: keep\n"),
+            "3 on_removal: \"keep\" is not one of: stop, finish"
+        );
         assert_eq!(
             error("timeout: 30\n"),
             "3 timeout: invalid duration \"30\": a number has no unit; add one of d, h, m, s, ms (for example 30s)"
         );
-        assert_eq!(error("timeout: 0s\n"), "3 timeout: invalid duration \"0s\": it must be longer than zero");
+        assert_eq!(
+            error("timeout: 0s\n"),
+            "3 timeout: invalid duration \"0s\": it must be longer than zero"
+        );
         assert!(error("stop_grace: soon\n").starts_with("3 stop_grace: invalid duration \"soon\""));
     }
 
     #[test]
     fn unknown_fields_are_errors_with_suggestions() {
-        assert_eq!(error("comand: [x]\n"), "3 comand: unknown field `comand`; did you mean `command`?");
+        assert_eq!(
+            error("comand: [x]\n"),
+            "3 comand: unknown field `comand`; did you mean `command`?"
+        );
         assert_eq!(error("timezone_name: UTC\n"), "3 timezone_name: unknown field `timezone_name`");
-        assert_eq!(error("resources: {cpu: 1}\n"), "3 resources.cpu: unknown field `cpu`; did you mean `cpus`?");
+        assert_eq!(
+            error("resources: {cpu: 1}\n"),
+            "3 resources.cpu: unknown field `cpu`; did you mean `cpus`?"
+        );
     }
 
     #[test]
     fn a_document_must_be_a_mapping() {
         assert_eq!(compile("- name: t\n").unwrap_err(), ["1 : expected a mapping, found a list"]);
-        assert_eq!(compile("just text\n").unwrap_err(), ["1 : expected a mapping, found the string \"just text\""]);
+        assert_eq!(
+            compile("just text\n").unwrap_err(),
+            ["1 : expected a mapping, found the string \"just text\""]
+        );
     }
 
     #[test]

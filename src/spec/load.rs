@@ -61,7 +61,9 @@ pub fn compile_str(file: &Path, text: &str) -> Result<Vec<Job>, Diagnostics> {
 pub fn load_file(path: &Path) -> Result<Vec<Job>, Diagnostics> {
     match source::read_file(path, source::MAX_FILE_BYTES) {
         Ok(text) => compile_str(path, &text),
-        Err((pos, error)) => Err(Diagnostics(vec![Diagnostic::new(path, pos, FieldPath::root(), error)])),
+        Err((pos, error)) => {
+            Err(Diagnostics(vec![Diagnostic::new(path, pos, FieldPath::root(), error)]))
+        }
     }
 }
 
@@ -73,13 +75,10 @@ pub fn is_job_file_name(name: &str) -> bool {
 }
 
 /// The job files directly inside `dir` (not in subdirectories), sorted by name.
-pub fn job_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
-    let read_error = |e: std::io::Error| {
-        Diagnostic::new(dir, Pos::UNKNOWN, FieldPath::root(), SpecError::Read { reason: e.to_string() })
-    };
+pub fn job_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    for entry in fs::read_dir(dir).map_err(read_error)? {
-        let entry = entry.map_err(read_error)?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
         // `metadata` follows symlinks: a link to a job file counts, a link to a directory
         // does not.
@@ -128,10 +127,11 @@ impl Load {
 
 /// Loads files and directories (their job files, see [`job_files`]). A job name defined
 /// twice is an error in the file that defines it second, which then contributes no jobs.
-pub fn load_paths(paths: &[PathBuf]) -> Load {
+pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Load {
     let mut files = Vec::new();
     let mut set = JobSet::default();
     for path in paths {
+        let path = path.as_ref();
         if path.is_dir() {
             match job_files(path) {
                 Ok(found) => {
@@ -139,8 +139,14 @@ pub fn load_paths(paths: &[PathBuf]) -> Load {
                         files.push(load_one(&file, &mut set));
                     }
                 }
-                Err(diagnostic) => {
-                    files.push(FileLoad { path: path.clone(), jobs: 0, diagnostics: vec![diagnostic] })
+                Err(e) => {
+                    let error = SpecError::Read { reason: e.to_string() };
+                    let diagnostic = Diagnostic::new(path, Pos::UNKNOWN, FieldPath::root(), error);
+                    files.push(FileLoad {
+                        path: path.to_owned(),
+                        jobs: 0,
+                        diagnostics: vec![diagnostic],
+                    });
                 }
             }
         } else {
@@ -153,7 +159,9 @@ pub fn load_paths(paths: &[PathBuf]) -> Load {
 fn load_one(path: &Path, set: &mut JobSet) -> FileLoad {
     let jobs = match load_file(path) {
         Ok(jobs) => jobs,
-        Err(diagnostics) => return FileLoad { path: path.to_owned(), jobs: 0, diagnostics: diagnostics.0 },
+        Err(diagnostics) => {
+            return FileLoad { path: path.to_owned(), jobs: 0, diagnostics: diagnostics.0 }
+        }
     };
     match set.extend(jobs) {
         Ok(count) => FileLoad { path: path.to_owned(), jobs: count, diagnostics: Vec::new() },
@@ -179,7 +187,8 @@ impl JobSet {
         let mut seen: BTreeMap<&JobName, &Origin> = BTreeMap::new();
         for job in &jobs {
             let name = &job.spec.name;
-            let earlier = self.jobs.get(name).map(|j| &j.origin).or_else(|| seen.get(name).copied());
+            let earlier =
+                self.jobs.get(name).map(|j| &j.origin).or_else(|| seen.get(name).copied());
             if let Some(other) = earlier {
                 diagnostics.push(Diagnostic::new(
                     &job.origin.file,
@@ -238,7 +247,11 @@ mod tests {
     use super::*;
 
     fn problems(text: &str) -> Vec<String> {
-        compile_str(Path::new("jobs/etl.yaml"), text).unwrap_err().into_iter().map(|d| d.to_string()).collect()
+        compile_str(Path::new("jobs/etl.yaml"), text)
+            .unwrap_err()
+            .into_iter()
+            .map(|d| d.to_string())
+            .collect()
     }
 
     #[test]
@@ -299,7 +312,8 @@ isolation:
             "name: a\ncommand: [/bin/true]\n---\n# second\nname: b\ncommand: [/bin/true]\n",
         )
         .unwrap();
-        let found: Vec<_> = jobs.iter().map(|j| (j.spec.name.as_str(), j.origin.to_string())).collect();
+        let found: Vec<_> =
+            jobs.iter().map(|j| (j.spec.name.as_str(), j.origin.to_string())).collect();
         assert_eq!(found, [("a", "x.yaml:1:1".to_owned()), ("b", "x.yaml:5:1".to_owned())]);
         assert!(compile_str(Path::new("x.yaml"), "# nothing here\n").unwrap().is_empty());
     }
@@ -309,7 +323,17 @@ isolation:
         for yes in ["a.yaml", "a.yml", "nightly-etl.yaml", "x.y.yaml"] {
             assert!(is_job_file_name(yes), "{yes}");
         }
-        for no in ["a.yaml~", ".a.yaml.swp", ".#a.yaml", "#a.yaml#", "a.yaml.bak", "a.json", "README", ".hidden.yaml", "a.YAML"] {
+        for no in [
+            "a.yaml~",
+            ".a.yaml.swp",
+            ".#a.yaml",
+            "#a.yaml#",
+            "a.yaml.bak",
+            "a.json",
+            "README",
+            ".hidden.yaml",
+            "a.YAML",
+        ] {
             assert!(!is_job_file_name(no), "{no}");
         }
     }
@@ -332,7 +356,8 @@ isolation:
         fs::create_dir(dir.path().join("sub.yaml")).unwrap();
         write(&dir.path().join("sub.yaml"), "c.yaml", "name: c\ncommand: [/bin/true]\n");
         let files = job_files(dir.path()).unwrap();
-        let names: Vec<_> = files.iter().map(|f| f.file_name().unwrap().to_str().unwrap()).collect();
+        let names: Vec<_> =
+            files.iter().map(|f| f.file_name().unwrap().to_str().unwrap()).collect();
         assert_eq!(names, ["a.yaml", "b.yml"]);
 
         let load = load_paths(&[dir.path().to_owned()]);
@@ -345,14 +370,22 @@ isolation:
     fn a_duplicate_name_names_both_files_and_rejects_the_second() {
         let dir = tempfile::tempdir().unwrap();
         let a = write(dir.path(), "a.yaml", "name: etl\ncommand: [/bin/true]\n");
-        let b = write(dir.path(), "b.yaml", "name: other\ncommand: [/bin/true]\n---\nname: etl\ncommand: [/bin/false]\n");
+        let b = write(
+            dir.path(),
+            "b.yaml",
+            "name: other\ncommand: [/bin/true]\n---\nname: etl\ncommand: [/bin/false]\n",
+        );
         let load = load_paths(&[a.clone(), b.clone()]);
         assert!(!load.is_ok());
         assert!(load.files[0].is_ok());
         let problems: Vec<_> = load.diagnostics().map(|d| d.to_string()).collect();
         assert_eq!(
             problems,
-            [format!("{}:4:1: name: job \"etl\" is also defined at {}:1:1", b.display(), a.display())]
+            [format!(
+                "{}:4:1: name: job \"etl\" is also defined at {}:1:1",
+                b.display(),
+                a.display()
+            )]
         );
         // The second file is rejected whole: its other job is not taken either.
         assert_eq!(load.jobs.names().map(JobName::as_str).collect::<Vec<_>>(), ["etl"]);
@@ -361,8 +394,13 @@ isolation:
 
     #[test]
     fn a_duplicate_within_one_file_is_reported_too() {
-        let jobs = compile_str(Path::new("x.yaml"), "name: a\ncommand: [/bin/true]\n---\nname: a\ncommand: [/bin/true]\n").unwrap();
-        let problems: Vec<_> = JobSet::from_jobs(jobs).unwrap_err().into_iter().map(|d| d.to_string()).collect();
+        let jobs = compile_str(
+            Path::new("x.yaml"),
+            "name: a\ncommand: [/bin/true]\n---\nname: a\ncommand: [/bin/true]\n",
+        )
+        .unwrap();
+        let problems: Vec<_> =
+            JobSet::from_jobs(jobs).unwrap_err().into_iter().map(|d| d.to_string()).collect();
         assert_eq!(problems, ["x.yaml:4:1: name: job \"a\" is also defined at x.yaml:1:1"]);
     }
 
@@ -374,7 +412,9 @@ isolation:
         let load = load_paths(&[missing.clone(), good]);
         assert_eq!(load.files.len(), 2);
         assert!(!load.files[0].is_ok());
-        assert!(load.files[0].diagnostics[0].to_string().starts_with(&format!("{}: cannot read: ", missing.display())));
+        assert!(load.files[0].diagnostics[0]
+            .to_string()
+            .starts_with(&format!("{}: cannot read: ", missing.display())));
         assert!(load.files[1].is_ok());
         assert_eq!(load.jobs.len(), 1);
     }
@@ -387,23 +427,45 @@ isolation:
         let binary = write(dir.path(), "bin.yaml", "name: x\0\n");
         let latin1 = dir.path().join("latin1.yaml");
         fs::write(&latin1, b"name: caf\xe9\n").unwrap();
-        let deep = write(dir.path(), "deep.yaml", &("a: ".to_owned() + &"[".repeat(200) + &"]".repeat(200)));
+        let deep = write(
+            dir.path(),
+            "deep.yaml",
+            &("a: ".to_owned() + &"[".repeat(200) + &"]".repeat(200)),
+        );
         let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 0..8 {
-            bomb += &format!("b{i}: &b{i} [{}]\n", vec![if i == 0 { "*a".to_owned() } else { format!("*b{}", i - 1) }; 10].join(", "));
+            bomb += &format!(
+                "b{i}: &b{i} [{}]\n",
+                vec![if i == 0 { "*a".to_owned() } else { format!("*b{}", i - 1) }; 10].join(", ")
+            );
         }
         let bomb = write(dir.path(), "bomb.yaml", &bomb);
-        let many = write(dir.path(), "many.yaml", &"name: a\n---\n".repeat(source::MAX_DOCUMENTS + 1));
+        let many =
+            write(dir.path(), "many.yaml", &"name: a\n---\n".repeat(source::MAX_DOCUMENTS + 1));
 
         let message = |path: &Path| load_file(path).unwrap_err().0[0].to_string();
-        assert_eq!(message(&big), format!("{}: file is 1048577 bytes; files are limited to 1048576 bytes", big.display()));
-        assert_eq!(message(&binary), format!("{}:1:8: binary data: NUL byte; a job file must be YAML text", binary.display()));
-        assert_eq!(message(&latin1), format!("{}:1:10: not UTF-8 text: invalid byte 0xe9", latin1.display()));
+        assert_eq!(
+            message(&big),
+            format!("{}: file is 1048577 bytes; files are limited to 1048576 bytes", big.display())
+        );
+        assert_eq!(
+            message(&binary),
+            format!(
+                "{}:1:8: binary data: NUL byte; a job file must be YAML text",
+                binary.display()
+            )
+        );
+        assert_eq!(
+            message(&latin1),
+            format!("{}:1:10: not UTF-8 text: invalid byte 0xe9", latin1.display())
+        );
         assert!(message(&deep).contains("YAML: "), "{}", message(&deep));
         assert!(message(&bomb).contains("YAML: "), "{}", message(&bomb));
         let many_problems = load_file(&many).unwrap_err();
         assert!(
-            many_problems.iter().any(|d| d.error == SpecError::TooManyDocuments { limit: source::MAX_DOCUMENTS }),
+            many_problems
+                .iter()
+                .any(|d| d.error == SpecError::TooManyDocuments { limit: source::MAX_DOCUMENTS }),
             "{many_problems}"
         );
     }

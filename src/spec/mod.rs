@@ -39,7 +39,9 @@ pub use error::{Diagnostic, Diagnostics, FieldPath, SpecError};
 pub use identity::{GroupRef, UserRef};
 pub use isolation::{Capability, Hostname, Isolation, Mount, MountKind, Namespace};
 pub use job::{Command, JobSpec, OnRemoval, Preemption, Priority};
-pub use load::{compile_str, job_files, load_file, load_paths, FileLoad, Job, JobSet, Load, Origin};
+pub use load::{
+    compile_str, job_files, load_file, load_paths, FileLoad, Job, JobSet, Load, Origin,
+};
 pub use name::JobName;
 pub use oom::{Factor, OomPolicy};
 pub use paths::AbsPath;

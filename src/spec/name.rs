@@ -28,7 +28,9 @@ pub enum NameError {
     Dot,
     #[error("it contains the upper-case letter {ch:?} at position {at}; names are lower case")]
     UpperCase { ch: char, at: usize },
-    #[error("character {ch:?} at position {at} is not allowed; names may only use a-z, 0-9 and '-'")]
+    #[error(
+        "character {ch:?} at position {at} is not allowed; names may only use a-z, 0-9 and '-'"
+    )]
     BadChar { ch: char, at: usize },
     #[error("it must start and end with a letter or digit, not '-'")]
     Hyphen,

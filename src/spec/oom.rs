@@ -32,7 +32,8 @@ impl Factor {
 
     pub fn parse(text: &str) -> Result<Factor, String> {
         let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-        let digits = |s: &str| !s.is_empty() && s.len() <= 6 && s.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 6 && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(whole) || (text.contains('.') && !digits(fraction)) {
             return Err("write a number such as 1.5".into());
         }
@@ -103,9 +104,11 @@ pub(super) fn compile(
     };
     let grow_to = fields.get("grow_to").and_then(|n| cx.bytes(n, &fields.field("grow_to")));
     let grow_step = fields.get("grow_step").and_then(|n| cx.bytes(n, &fields.field("grow_step")));
-    let factor = fields.get("requeue_factor").and_then(|n| factor(cx, n, &fields.field("requeue_factor")));
-    let requeue_max =
-        fields.get("requeue_max").and_then(|n| cx.int(n, &fields.field("requeue_max"), 1..=MAX_REQUEUE));
+    let factor =
+        fields.get("requeue_factor").and_then(|n| factor(cx, n, &fields.field("requeue_factor")));
+    let requeue_max = fields
+        .get("requeue_max")
+        .and_then(|n| cx.int(n, &fields.field("requeue_max"), 1..=MAX_REQUEUE));
 
     let action = action?;
     // Fields of one action set alongside another action do nothing; say so.
@@ -162,7 +165,11 @@ fn grow(
 ) -> Option<OomPolicy> {
     let Some(to) = grow_to else {
         if !fields.has("grow_to") {
-            cx.report(fields.key_pos("action"), fields.path(), SpecError::Missing { field: "grow_to" });
+            cx.report(
+                fields.key_pos("action"),
+                fields.path(),
+                SpecError::Missing { field: "grow_to" },
+            );
         }
         return None;
     };
@@ -197,7 +204,11 @@ fn grow(
             cx.report(
                 fields.key_pos("grow_step"),
                 &fields.field("grow_step"),
-                SpecError::Invalid { what: "grow_step", value: "0".into(), reason: "it must be larger than zero".into() },
+                SpecError::Invalid {
+                    what: "grow_step",
+                    value: "0".into(),
+                    reason: "it must be larger than zero".into(),
+                },
             );
             return None;
         }
@@ -259,7 +270,10 @@ mod tests {
             error(&format!("{HARD_1G}oom: {{action: grow, grow_to: 1Gi}}\n")),
             "4 oom.grow_to: invalid grow_to \"1Gi\": it must be larger than resources.memory.hard (1Gi)"
         );
-        assert_eq!(error(&format!("{HARD_1G}oom: {{action: grow}}\n")), "4 oom: required field `grow_to` is missing");
+        assert_eq!(
+            error(&format!("{HARD_1G}oom: {{action: grow}}\n")),
+            "4 oom: required field `grow_to` is missing"
+        );
         assert_eq!(
             error(&format!("{HARD_1G}oom: {{action: grow, grow_to: 2Gi, grow_step: 0}}\n")),
             "4 oom.grow_step: invalid grow_step \"0\": it must be larger than zero"
@@ -268,9 +282,15 @@ mod tests {
 
     #[test]
     fn requeue_with_and_without_growth() {
-        assert_eq!(ok("oom: {action: requeue}\n").oom, OomPolicy::Requeue { factor: Factor::ONE, max: 3 });
         assert_eq!(
-            ok(&format!("{HARD_1G}oom: {{action: requeue, requeue_factor: 1.5, requeue_max: 2}}\n")).oom,
+            ok("oom: {action: requeue}\n").oom,
+            OomPolicy::Requeue { factor: Factor::ONE, max: 3 }
+        );
+        assert_eq!(
+            ok(&format!(
+                "{HARD_1G}oom: {{action: requeue, requeue_factor: 1.5, requeue_max: 2}}\n"
+            ))
+            .oom,
             OomPolicy::Requeue { factor: Factor(150), max: 2 }
         );
         assert_eq!(
@@ -300,7 +320,10 @@ mod tests {
             error(&format!("{HARD_1G}oom: {{action: grow, grow_to: 2Gi, requeue_factor: 2}}\n")),
             "4 oom.requeue_factor: `requeue_factor` requires `action: requeue`"
         );
-        assert_eq!(error("oom: {action: panic}\n"), "3 oom.action: \"panic\" is not one of: fail, requeue, grow");
+        assert_eq!(
+            error("oom: {action: panic}\n"),
+            "3 oom.action: \"panic\" is not one of: fail, requeue, grow"
+        );
     }
 
     #[test]

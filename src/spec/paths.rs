@@ -19,7 +19,11 @@ pub struct AbsPath(PathBuf);
 impl AbsPath {
     /// Checks `text`; `what` names the field in the message ("working directory").
     pub fn parse(text: &str, what: &'static str) -> Result<AbsPath, SpecError> {
-        let invalid = |reason: &str| SpecError::Invalid { what, value: text.to_owned(), reason: reason.to_owned() };
+        let invalid = |reason: &str| SpecError::Invalid {
+            what,
+            value: text.to_owned(),
+            reason: reason.to_owned(),
+        };
         if text.is_empty() {
             return Err(invalid("it is empty"));
         }
@@ -88,7 +92,10 @@ mod tests {
         assert_eq!(reason("/srv/../etc"), "it contains a `..` component");
         assert_eq!(reason("/.."), "it contains a `..` component");
         assert_eq!(reason("/a\0b"), "it contains a NUL character");
-        assert_eq!(reason(&format!("/{}", "a".repeat(4095))), "it is longer than the kernel's 4095-byte path limit");
+        assert_eq!(
+            reason(&format!("/{}", "a".repeat(4095))),
+            "it is longer than the kernel's 4095-byte path limit"
+        );
         assert!(AbsPath::parse("/srv/..x/ok", "path").is_ok(), "`..x` is an ordinary name");
     }
 }

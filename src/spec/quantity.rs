@@ -57,7 +57,11 @@ impl fmt::Display for UnitHint {
             );
         }
         if let Some(upper) = UNITS.iter().find(|(u, _)| u.eq_ignore_ascii_case(unit)) {
-            return write!(f, "unknown unit `{unit}`; units are case-sensitive, did you mean `{}`?", upper.0);
+            return write!(
+                f,
+                "unknown unit `{unit}`; units are case-sensitive, did you mean `{}`?",
+                upper.0
+            );
         }
         write!(
             f,
@@ -111,13 +115,17 @@ impl Bytes {
         if input.starts_with('-') {
             return Err(QuantityError::Negative);
         }
-        let number_end = input.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(input.len());
+        let number_end =
+            input.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(input.len());
         let (number, unit) = input.split_at(number_end);
         let (whole, fraction) = match number.split_once('.') {
             Some((whole, fraction)) => (whole, fraction),
             None => (number, ""),
         };
-        if whole.is_empty() || (number.contains('.') && fraction.is_empty()) || fraction.contains('.') {
+        if whole.is_empty()
+            || (number.contains('.') && fraction.is_empty())
+            || fraction.contains('.')
+        {
             return Err(QuantityError::NoNumber);
         }
         if fraction.len() > MAX_DECIMALS {
@@ -138,8 +146,16 @@ impl Bytes {
         if whole.len() > 20 {
             return Err(QuantityError::Overflow);
         }
-        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| QuantityError::Overflow)? };
-        let fraction_value: u128 = if fraction.is_empty() { 0 } else { fraction.parse().map_err(|_| QuantityError::NoNumber)? };
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| QuantityError::Overflow)?
+        };
+        let fraction_value: u128 = if fraction.is_empty() {
+            0
+        } else {
+            fraction.parse().map_err(|_| QuantityError::NoNumber)?
+        };
         let scale = 10u128.pow(fraction.len() as u32);
         let scaled = whole
             .checked_mul(scale)

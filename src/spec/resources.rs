@@ -93,7 +93,10 @@ impl MilliCpus {
             }
             let whole: u64 = whole.parse().map_err(|_| "it is too large".to_owned())?;
             let fraction: u64 = format!("{fraction:0<3}").parse().unwrap_or(0);
-            whole.checked_mul(1000).and_then(|w| w.checked_add(fraction)).ok_or("it is too large")?
+            whole
+                .checked_mul(1000)
+                .and_then(|w| w.checked_add(fraction))
+                .ok_or("it is too large")?
         };
         u32::try_from(millis).ok().and_then(MilliCpus::new).ok_or_else(|| {
             format!("it must be between {}m and {} CPUs", Self::MIN, Self::MAX / 1000)
@@ -191,7 +194,8 @@ pub(super) fn compile(
 
     let cpus = fields.get("cpus").map(|n| cx.int(n, &fields.field("cpus"), 1..=MAX_EXCLUSIVE_CPUS));
     let weight = fields.get("cpu_weight").map(|n| {
-        cx.int(n, &fields.field("cpu_weight"), CpuWeight::MIN..=CpuWeight::MAX).and_then(CpuWeight::new)
+        cx.int(n, &fields.field("cpu_weight"), CpuWeight::MIN..=CpuWeight::MAX)
+            .and_then(CpuWeight::new)
     });
     let cpu = match (cpus, weight) {
         (Some(_), Some(_)) => {
@@ -245,7 +249,13 @@ pub(super) fn compile(
 
     let hard = memory.map(|m| m.hard);
     let resources = (|| {
-        Some(Resources { cpu: cpu?, cpu_quota: cpu_quota?, numa: numa?, memory: memory?, pids: pids? })
+        Some(Resources {
+            cpu: cpu?,
+            cpu_quota: cpu_quota?,
+            numa: numa?,
+            memory: memory?,
+            pids: pids?,
+        })
     })();
     (resources, hard)
 }
@@ -258,14 +268,22 @@ fn quota(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<MilliCpus> {
         Value::Float(x) if x.is_finite() && *x >= 0.0 => format!("{x}"),
         Value::Str(s) => s.clone(),
         other => {
-            cx.report(node.pos, path, SpecError::wrong_type("a number of CPUs such as 1.5 or 500m", other));
+            cx.report(
+                node.pos,
+                path,
+                SpecError::wrong_type("a number of CPUs such as 1.5 or 500m", other),
+            );
             return None;
         }
     };
     match MilliCpus::parse(&text) {
         Ok(quota) => Some(quota),
         Err(reason) => {
-            cx.report(node.pos, path, SpecError::Invalid { what: "CPU quota", value: text, reason });
+            cx.report(
+                node.pos,
+                path,
+                SpecError::Invalid { what: "CPU quota", value: text, reason },
+            );
             None
         }
     }
@@ -277,11 +295,15 @@ fn memory(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<MemoryLimit
         let Some(n) = fields.get(key) else { return Some(None) };
         let bytes = cx.bytes(n, &fields.field(key))?;
         if bytes < min {
-            cx.report(n.pos, &fields.field(key), SpecError::Invalid {
-                what: "memory limit",
-                value: bytes.to_string(),
-                reason: format!("it must be at least {min}; a job cannot run in less"),
-            });
+            cx.report(
+                n.pos,
+                &fields.field(key),
+                SpecError::Invalid {
+                    what: "memory limit",
+                    value: bytes.to_string(),
+                    reason: format!("it must be at least {min}; a job cannot run in less"),
+                },
+            );
             return None;
         }
         Some(Some((bytes, key)))
@@ -357,7 +379,10 @@ mod tests {
 
     #[test]
     fn cpu_ranges() {
-        assert_eq!(error("resources: {cpus: 0}\n"), "3 resources.cpus: 0 is out of range; allowed: 1 to 4096");
+        assert_eq!(
+            error("resources: {cpus: 0}\n"),
+            "3 resources.cpus: 0 is out of range; allowed: 1 to 4096"
+        );
         assert_eq!(
             error("resources: {cpu_weight: 0}\n"),
             "3 resources.cpu_weight: 0 is out of range; allowed: 1 to 10000"
@@ -366,7 +391,10 @@ mod tests {
             error("resources: {cpu_weight: 10001}\n"),
             "3 resources.cpu_weight: 10001 is out of range; allowed: 1 to 10000"
         );
-        assert_eq!(error("resources: {cpus: 1.5}\n"), "3 resources.cpus: expected an integer, found the number 1.5");
+        assert_eq!(
+            error("resources: {cpus: 1.5}\n"),
+            "3 resources.cpus: expected an integer, found the number 1.5"
+        );
         assert_eq!(
             error("resources: {numa: both}\n"),
             "3 resources.numa: \"both\" is not one of: none, prefer, single-node"
@@ -375,29 +403,40 @@ mod tests {
 
     #[test]
     fn cpu_quota_as_number_or_millicpus() {
-        let quota = |v: &str| ok(&format!("resources: {{cpu_quota: {v}}}\n")).resources.cpu_quota.unwrap().get();
+        let quota = |v: &str| {
+            ok(&format!("resources: {{cpu_quota: {v}}}\n")).resources.cpu_quota.unwrap().get()
+        };
         assert_eq!(quota("1.5"), 1500);
         assert_eq!(quota("2"), 2000);
         assert_eq!(quota("500m"), 500);
         assert_eq!(quota("'0.25'"), 250);
         assert!(error("resources: {cpu_quota: 0.0001}\n").contains("at most three decimal places"));
         assert!(error("resources: {cpu_quota: 5m}\n").contains("between 10m and 4096 CPUs"));
-        assert!(error("resources: {cpu_quota: lots}\n").starts_with("3 resources.cpu_quota: invalid CPU quota"));
+        assert!(error("resources: {cpu_quota: lots}\n")
+            .starts_with("3 resources.cpu_quota: invalid CPU quota"));
         assert_eq!(
             error("resources: {cpus: 1, cpu_quota: 2}\n"),
             "3 resources.cpu_quota: `cpu_quota` (2) must not be larger than `cpus` (1)"
         );
-        assert_eq!(ok("resources: {cpus: 2, cpu_quota: 1.5}\n").resources.cpu_quota.unwrap().get(), 1500);
+        assert_eq!(
+            ok("resources: {cpus: 2, cpu_quota: 1.5}\n").resources.cpu_quota.unwrap().get(),
+            1500
+        );
     }
 
     #[test]
     fn memory_limits_in_order() {
-        let m = ok("resources:\n  memory: {soft: 256Mi, high: 512Mi, hard: 1Gi, swap: 0}\n").resources.memory;
+        let m = ok("resources:\n  memory: {soft: 256Mi, high: 512Mi, hard: 1Gi, swap: 0}\n")
+            .resources
+            .memory;
         assert_eq!(m.soft, Some(Bytes(256 << 20)));
         assert_eq!(m.high, Some(Bytes(512 << 20)));
         assert_eq!(m.hard, Some(Bytes::GIB));
         assert_eq!(m.swap, Some(Bytes(0)));
-        assert_eq!(ok("resources: {memory: {hard: 1073741824}}\n").resources.memory.hard, Some(Bytes::GIB));
+        assert_eq!(
+            ok("resources: {memory: {hard: 1073741824}}\n").resources.memory.hard,
+            Some(Bytes::GIB)
+        );
         assert_eq!(
             error("resources:\n  memory:\n    soft: 2Gi\n    hard: 1Gi\n"),
             "5 resources.memory.soft: `soft` (2Gi) must not be larger than `hard` (1Gi)"
@@ -432,7 +471,10 @@ mod tests {
     #[test]
     fn pids_range() {
         assert_eq!(ok("resources: {pids: 512}\n").resources.pids, Some(512));
-        assert_eq!(error("resources: {pids: 0}\n"), "3 resources.pids: 0 is out of range; allowed: 1 to 4194304");
+        assert_eq!(
+            error("resources: {pids: 0}\n"),
+            "3 resources.pids: 0 is out of range; allowed: 1 to 4194304"
+        );
     }
 
     #[test]
@@ -481,7 +523,8 @@ mod tests {
 
     #[test]
     fn memsw_is_hard_plus_swap() {
-        let m = MemoryLimits { hard: Some(Bytes::GIB), swap: Some(Bytes::MIB), ..Default::default() };
+        let m =
+            MemoryLimits { hard: Some(Bytes::GIB), swap: Some(Bytes::MIB), ..Default::default() };
         assert_eq!(m.v1_memsw(), Some(Bytes((1 << 30) + (1 << 20))));
         assert_eq!(MemoryLimits::default().v1_memsw(), None);
     }

@@ -30,7 +30,8 @@ impl Backoff {
     /// Parses `10s..5m`, or a single duration for a constant wait.
     pub fn parse(text: &str) -> Result<Backoff, SpecError> {
         let parse_one = |part: &str| {
-            duration::parse(part).map_err(|reason| SpecError::Duration { value: part.to_owned(), reason })
+            duration::parse(part)
+                .map_err(|reason| SpecError::Duration { value: part.to_owned(), reason })
         };
         let (min, max) = match text.split_once("..") {
             Some((min, max)) => (parse_one(min)?, parse_one(max)?),
@@ -39,9 +40,15 @@ impl Backoff {
                 (d, d)
             }
         };
-        let invalid = |reason: &str| SpecError::Invalid { what: "backoff", value: text.to_owned(), reason: reason.to_owned() };
+        let invalid = |reason: &str| SpecError::Invalid {
+            what: "backoff",
+            value: text.to_owned(),
+            reason: reason.to_owned(),
+        };
         if min.is_zero() {
-            return Err(invalid("the first wait must be longer than zero, or a failing job restarts in a busy loop"));
+            return Err(invalid(
+                "the first wait must be longer than zero, or a failing job restarts in a busy loop",
+            ));
         }
         if min > max {
             return Err(invalid("the first wait is longer than the longest (write min..max)"));
@@ -76,11 +83,19 @@ const MAX_ATTEMPTS: u32 = 1000;
 
 impl Default for RestartPolicy {
     fn default() -> Self {
-        RestartPolicy { on: RestartOn::Never, attempts: DEFAULT_ATTEMPTS, backoff: Backoff::default() }
+        RestartPolicy {
+            on: RestartOn::Never,
+            attempts: DEFAULT_ATTEMPTS,
+            backoff: Backoff::default(),
+        }
     }
 }
 
-pub(super) fn compile(cx: &mut Checker, node: Option<&Node>, path: &FieldPath) -> Option<RestartPolicy> {
+pub(super) fn compile(
+    cx: &mut Checker,
+    node: Option<&Node>,
+    path: &FieldPath,
+) -> Option<RestartPolicy> {
     let Some(node) = node else { return Some(RestartPolicy::default()) };
     let fields = cx.map(node, path, &["on", "attempts", "backoff"])?;
     let on = match fields.get("on") {

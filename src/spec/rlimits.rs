@@ -100,7 +100,8 @@ impl Rlimits {
     }
 }
 
-const FIELDS: &[&str] = &["nofile", "nproc", "core", "stack", "memlock", "fsize", "data", "as", "cpu"];
+const FIELDS: &[&str] =
+    &["nofile", "nproc", "core", "stack", "memlock", "fsize", "data", "as", "cpu"];
 
 /// The kernel's ceiling for `nofile` (`fs.nr_open` cannot be set higher).
 const MAX_NOFILE: u64 = 1_073_741_816;
@@ -135,11 +136,15 @@ fn value(cx: &mut Checker, node: &Node, path: &FieldPath, limit: Rlimit) -> Opti
         Unit::Seconds => {
             let d = cx.duration(node, path)?;
             if d.subsec_millis() != 0 || d.is_zero() {
-                cx.report(node.pos, path, SpecError::Invalid {
-                    what: "CPU time limit",
-                    value: duration::format(d),
-                    reason: "it must be a whole number of seconds, at least 1s".into(),
-                });
+                cx.report(
+                    node.pos,
+                    path,
+                    SpecError::Invalid {
+                        what: "CPU time limit",
+                        value: duration::format(d),
+                        reason: "it must be a whole number of seconds, at least 1s".into(),
+                    },
+                );
                 return None;
             }
             d.as_secs()
@@ -147,11 +152,15 @@ fn value(cx: &mut Checker, node: &Node, path: &FieldPath, limit: Rlimit) -> Opti
     };
     // RLIM_INFINITY is all ones; a number that large would silently mean "unlimited".
     if n == u64::MAX {
-        cx.report(node.pos, path, SpecError::Invalid {
-            what: "limit",
-            value: Bytes(n).to_string(),
-            reason: "write `unlimited` instead".into(),
-        });
+        cx.report(
+            node.pos,
+            path,
+            SpecError::Invalid {
+                what: "limit",
+                value: Bytes(n).to_string(),
+                reason: "write `unlimited` instead".into(),
+            },
+        );
         return None;
     }
     Some(RlimitValue::Limited(n))
@@ -176,8 +185,14 @@ mod tests {
 
     #[test]
     fn limit_mistakes() {
-        assert_eq!(error("rlimits: {nofile: 0}\n"), "3 rlimits.nofile: 0 is out of range; allowed: 1 to 1073741816");
-        assert_eq!(error("rlimits: {nofile: many}\n"), "3 rlimits.nofile: expected an integer, found the string \"many\"");
+        assert_eq!(
+            error("rlimits: {nofile: 0}\n"),
+            "3 rlimits.nofile: 0 is out of range; allowed: 1 to 1073741816"
+        );
+        assert_eq!(
+            error("rlimits: {nofile: many}\n"),
+            "3 rlimits.nofile: expected an integer, found the string \"many\""
+        );
         assert_eq!(error("rlimits: {files: 10}\n"), "3 rlimits.files: unknown field `files`");
         assert_eq!(
             error("rlimits: {cpu: 1500ms}\n"),

@@ -27,10 +27,14 @@ impl Schedule {
     /// Parses with croner; the error is croner's own explanation.
     pub fn parse(text: &str) -> Result<Schedule, String> {
         if text.trim().eq_ignore_ascii_case("@reboot") {
-            return Err("@reboot is not supported; a job without `schedule` runs once when it is loaded".into());
+            return Err(
+                "@reboot is not supported; a job without `schedule` runs once when it is loaded"
+                    .into(),
+            );
         }
         // A seven-field line would be read as having a year field; standard cron has none.
-        let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
+        let parser =
+            CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
         match parser.parse(text) {
             Ok(cron) => Ok(Schedule { text: text.to_owned(), cron }),
             Err(error) => Err(error.to_string()),
@@ -139,7 +143,8 @@ pub(super) fn compile(cx: &mut Checker, job: &Fields) -> Option<Option<Recurrenc
                 &job.field(field),
                 SpecError::Requires {
                     field,
-                    requirement: "`schedule`; a job without one runs once, when it is loaded".into(),
+                    requirement: "`schedule`; a job without one runs once, when it is loaded"
+                        .into(),
                 },
             );
         }
@@ -148,7 +153,8 @@ pub(super) fn compile(cx: &mut Checker, job: &Fields) -> Option<Option<Recurrenc
 
     let path = job.field("schedule");
     let schedule = cx.parsed(schedule_node, &path, |text| {
-        Schedule::parse(text).map_err(|reason| SpecError::Schedule { value: text.to_owned(), reason })
+        Schedule::parse(text)
+            .map_err(|reason| SpecError::Schedule { value: text.to_owned(), reason })
     });
 
     let timezone = match job.get("timezone") {
@@ -215,7 +221,11 @@ pub(super) fn compile(cx: &mut Checker, job: &Fields) -> Option<Option<Recurrenc
     }))
 }
 
-fn history(cx: &mut Checker, node: &super::tree::Node, path: &super::error::FieldPath) -> Option<History> {
+fn history(
+    cx: &mut Checker,
+    node: &super::tree::Node,
+    path: &super::error::FieldPath,
+) -> Option<History> {
     let fields = cx.map(node, path, &["successful", "failed"])?;
     let mut read = |key: &str| match fields.get(key) {
         None => Some(DEFAULT_HISTORY),
@@ -234,11 +244,15 @@ pub(super) fn positive(
     duration: Duration,
 ) -> Option<Duration> {
     if duration.is_zero() {
-        cx.report(node.pos, path, SpecError::Invalid {
-            what: "duration",
-            value: super::duration::format(duration),
-            reason: "it must be longer than zero".into(),
-        });
+        cx.report(
+            node.pos,
+            path,
+            SpecError::Invalid {
+                what: "duration",
+                value: super::duration::format(duration),
+                reason: "it must be longer than zero".into(),
+            },
+        );
         return None;
     }
     Some(duration)
@@ -251,9 +265,11 @@ mod tests {
 
     #[test]
     fn a_recurring_job_with_every_field() {
-        let spec = ok("schedule: '0 2 * * *'\ntimezone: Europe/Berlin\nconcurrency: queue\ncatch_up: all\n\
+        let spec = ok(
+            "schedule: '0 2 * * *'\ntimezone: Europe/Berlin\nconcurrency: queue\ncatch_up: all\n\
                        catch_up_max: 5\nstarting_deadline: 10m\njitter: 30s\nsuspend: true\n\
-                       history: {successful: 1, failed: 10}\n");
+                       history: {successful: 1, failed: 10}\n",
+        );
         let r = spec.recurrence.unwrap();
         assert_eq!(r.schedule.as_str(), "0 2 * * *");
         assert_eq!(r.timezone, Some(chrono_tz::Europe::Berlin));
@@ -275,7 +291,10 @@ mod tests {
         assert_eq!(r.jitter, Duration::ZERO);
         assert!(!r.suspend);
         assert_eq!(r.history, History { successful: 3, failed: 3 });
-        assert_eq!(ok("schedule: '@daily'\ncatch_up: all\n").recurrence.unwrap().catch_up, CatchUp::All { max: 10 });
+        assert_eq!(
+            ok("schedule: '@daily'\ncatch_up: all\n").recurrence.unwrap().catch_up,
+            CatchUp::All { max: 10 }
+        );
     }
 
     #[test]
@@ -333,7 +352,10 @@ mod tests {
             error("schedule: '@daily'\ncatch_up: some\n"),
             "4 catch_up: \"some\" is not one of: none, latest, all"
         );
-        assert_eq!(error("schedule: '@daily'\nsuspend: yes\n"), "4 suspend: expected true or false, found the string \"yes\"");
+        assert_eq!(
+            error("schedule: '@daily'\nsuspend: yes\n"),
+            "4 suspend: expected true or false, found the string \"yes\""
+        );
         assert_eq!(
             error("schedule: '@daily'\nhistory: {success: 1}\n"),
             "4 history.success: unknown field `success`; did you mean `successful`?"
@@ -369,7 +391,9 @@ mod tests {
 
     #[test]
     fn bad_lines_carry_croners_explanation() {
-        for bad in ["", "* * * *", "0 0 0 1 1 * 2030", "61 * * * *", "* * * * MOO", "every day", "@reboot"] {
+        for bad in
+            ["", "* * * *", "0 0 0 1 1 * 2030", "61 * * * *", "* * * * MOO", "every day", "@reboot"]
+        {
             let err = Schedule::parse(bad).expect_err(bad);
             assert!(!err.is_empty(), "{bad:?}");
         }

@@ -144,11 +144,15 @@ fn budget_message(breach: &BudgetBreach) -> String {
         BudgetBreach::Aliases { .. } | BudgetBreach::AliasAnchorRatio { .. } => {
             format!("more than {MAX_ALIASES} aliases (*name) in one document")
         }
-        BudgetBreach::Anchors { .. } => format!("more than {MAX_ALIASES} anchors (&name) in one document"),
+        BudgetBreach::Anchors { .. } => {
+            format!("more than {MAX_ALIASES} anchors (&name) in one document")
+        }
         BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => {
             format!("more than {MAX_NODES} values in one document")
         }
-        BudgetBreach::Documents { .. } => format!("more than {MAX_DOCUMENTS} documents in one file"),
+        BudgetBreach::Documents { .. } => {
+            format!("more than {MAX_DOCUMENTS} documents in one file")
+        }
         other => format!("document exceeds a parser limit ({other:?})"),
     }
 }
@@ -263,7 +267,9 @@ mod tests {
     #[test]
     fn refuses_deep_nesting() {
         let block: String =
-            (0..100).map(|i| format!("{}k{i}:\n", "  ".repeat(i))).collect::<String>() + &"  ".repeat(100) + "x\n";
+            (0..100).map(|i| format!("{}k{i}:\n", "  ".repeat(i))).collect::<String>()
+                + &"  ".repeat(100)
+                + "x\n";
         let errors = yaml_errors(&block);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].1.contains("nested more than 32 levels"), "{errors:?}");
