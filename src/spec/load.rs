@@ -244,6 +244,8 @@ impl JobSet {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn problems(text: &str) -> Vec<String> {
@@ -468,5 +470,52 @@ isolation:
                 .any(|d| d.error == SpecError::TooManyDocuments { limit: source::MAX_DOCUMENTS }),
             "{many_problems}"
         );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,300}") {
+            let _ = compile_str(Path::new("x.yaml"), &text);
+        }
+
+        #[test]
+        fn yaml_shaped_text_never_panics(
+            text in "([a-z_]{1,8}|[0-9.]{1,6}|[-:,\\[\\]{}&*!|>'\"#~ ]|\n {0,4}){0,120}"
+        ) {
+            let _ = compile_str(Path::new("x.yaml"), &text);
+        }
+
+        #[test]
+        fn every_field_with_any_scalar_never_panics(
+            field in proptest::sample::select(crate::spec::job::FIELDS),
+            value in "[ -~]{0,20}",
+        ) {
+            let text = format!("name: t\ncommand: [/bin/true]\n{field}: {value}\n");
+            let _ = compile_str(Path::new("x.yaml"), &text);
+        }
+
+        #[test]
+        fn every_nested_field_with_any_scalar_never_panics(
+            section in proptest::sample::select(&[
+                "resources: {cpus: 1, FIELD: VALUE}",
+                "resources: {memory: {hard: 64Mi, FIELD: VALUE}}",
+                "resources: {memory: {hard: 64Mi}}\noom: {action: grow, FIELD: VALUE}",
+                "resources: {memory: {hard: 64Mi}}\noom: {action: requeue, FIELD: VALUE}",
+                "restart: {on: failure, FIELD: VALUE}",
+                "isolation: {FIELD: VALUE}",
+                "isolation: {mounts: [{kind: tmpfs, FIELD: VALUE}]}",
+                "isolation: {mounts: [{source: /a, FIELD: VALUE}]}",
+                "rlimits: {FIELD: VALUE}",
+                "schedule: '@daily'\nhistory: {FIELD: VALUE}",
+            ][..]),
+            field in "(cpus|cpu_weight|cpu_quota|numa|pids|soft|high|hard|swap|grow_to|grow_step|\
+                      requeue_factor|requeue_max|on|attempts|backoff|namespaces|rootfs|hostname|\
+                      readonly|capabilities|target|size|kind|nofile|core|cpu|successful|failed)",
+            value in "[ -~]{0,16}",
+        ) {
+            let section = section.replace("FIELD", &field).replace("VALUE", &format!("{value:?}"));
+            let text = format!("name: t\ncommand: [/bin/true]\n{section}\n");
+            let _ = compile_str(Path::new("x.yaml"), &text);
+        }
     }
 }

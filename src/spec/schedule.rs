@@ -133,8 +133,8 @@ pub const SCHEDULE_ONLY: &[&str] = &[
     "history",
 ];
 
-/// Compiles the scheduling fields of a job mapping. `Ok(None)`-like: returns `Some(None)`
-/// for a one-shot job, `None` when something was wrong (already reported).
+/// Compiles the scheduling fields of a job mapping: `Some(None)` for a one-shot job,
+/// `None` when something was wrong (already reported).
 pub(super) fn compile(cx: &mut Checker, job: &Fields) -> Option<Option<Recurrence>> {
     let Some(schedule_node) = job.get("schedule") else {
         for field in SCHEDULE_ONLY.iter().filter(|f| job.has(f)) {

@@ -121,6 +121,9 @@ fn options() -> serde_saphyr::Options {
     options.strict_booleans = true;
     // `0755` or `007` stays text rather than quietly becoming 755 or 7.
     options.leading_zero_numbers_as_strings = true;
+    // `.inf` and `.nan` stay text, for the field that gets one to refuse with its own
+    // message, instead of the parser abandoning the whole document.
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::AsString;
     options.with_snippet = false;
     options
 }
@@ -133,7 +136,12 @@ fn yaml_error(error: &serde_saphyr::Error) -> (Pos, SpecError) {
     let pos = error.location().map(Pos::from_location).unwrap_or(Pos::UNKNOWN);
     let message = match inner {
         serde_saphyr::Error::Budget { breach, .. } => budget_message(breach),
-        other => UserMessageFormatter.format_message(other).escape_debug().to_string(),
+        // The message may quote the input; keep control characters out of the terminal.
+        other => UserMessageFormatter
+            .format_message(other)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect(),
     };
     (pos, SpecError::Yaml { message })
 }
@@ -248,8 +256,15 @@ mod tests {
     }
 
     #[test]
-    fn yes_no_and_octal_looking_values_stay_strings() {
-        let (nodes, _) = documents("a: yes\nb: no\nc: on\nd: 0755\ne: true\n");
+    fn yaml_messages_are_plain_text() {
+        let errors = yaml_errors("a: [x\n");
+        assert_eq!(errors.len(), 1);
+        assert!(!errors[0].1.contains('\\'), "{errors:?}");
+    }
+
+    #[test]
+    fn yes_no_octal_and_infinite_looking_values_stay_strings() {
+        let (nodes, _) = documents("a: yes\nb: no\nc: on\nd: 0755\ne: true\nf: .inf\n");
         let Value::Map(entries) = &nodes[0].value else { panic!() };
         let values: Vec<_> = entries.iter().map(|(_, v)| v.value.clone()).collect();
         assert_eq!(
@@ -260,6 +275,7 @@ mod tests {
                 Value::Str("on".into()),
                 Value::Str("0755".into()),
                 Value::Bool(true),
+                Value::Str(".inf".into()),
             ]
         );
     }
