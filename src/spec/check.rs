@@ -216,6 +216,18 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
         }
     }
 
+    /// A duration longer than zero, for waits where zero would mean "immediately, always".
+    pub fn positive_duration(&mut self, node: &Node, path: &FieldPath) -> Option<Duration> {
+        let d = self.duration(node, path)?;
+        if d.is_zero() {
+            let reason = "it must be longer than zero".to_owned();
+            let value = duration::format(d);
+            self.report(node.pos, path, SpecError::Invalid { what: "duration", value, reason });
+            return None;
+        }
+        Some(d)
+    }
+
     /// The text of a duration-like value; a bare YAML integer is passed through as text so
     /// that the duration parser can say "missing unit" instead of "wrong type".
     pub fn duration_text(&mut self, node: &Node, path: &FieldPath) -> Option<String> {

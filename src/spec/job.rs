@@ -197,10 +197,7 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
     let (resources, hard) = resources::compile(cx, job.get("resources"), &field("resources"));
     let oom = oom::compile(cx, job.get("oom"), &field("oom"), hard);
     let restart = restart::compile(cx, job.get("restart"), &field("restart"));
-    let timeout = optional(job.get("timeout"), |n| {
-        let path = field("timeout");
-        cx.duration(n, &path).and_then(|d| schedule::positive(cx, n, &path, d))
-    });
+    let timeout = optional(job.get("timeout"), |n| cx.positive_duration(n, &field("timeout")));
     let isolation = isolation::compile(cx, job.get("isolation"), &field("isolation"));
     let rlimits = rlimits::compile(cx, job.get("rlimits"), &field("rlimits"));
 

@@ -2,7 +2,7 @@
 //!
 //! Compiling goes in two steps. [`source`] reads a file under strict limits and parses
 //! each YAML document into a [`tree::Node`] tree that remembers every line and column.
-//! [`job::compile`] then walks that tree by hand with the helpers in [`check`], recording
+//! [`job::compile`] then walks that tree by hand with the typed reads in [`check`], recording
 //! a [`Diagnostic`] for each problem and carrying on, so one run reports everything that
 //! is wrong with a file, each with its file, line, column and field path.
 //!

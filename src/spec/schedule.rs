@@ -11,7 +11,8 @@ use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 
 use super::check::{choice, Checker, Fields};
-use super::error::SpecError;
+use super::error::{FieldPath, SpecError};
+use super::tree::Node;
 
 /// A validated cron expression: 5 fields (`min hour day month weekday`), or 6 with seconds
 /// first; names (`MON`, `JAN`), `L`, `W`, `#` and the `@hourly`, `@daily`, `@weekly`,
@@ -191,10 +192,7 @@ pub(super) fn compile(cx: &mut Checker, job: &Fields) -> Option<Option<Recurrenc
     };
     let starting_deadline = match job.get("starting_deadline") {
         None => Some(None),
-        Some(node) => {
-            let path = job.field("starting_deadline");
-            cx.duration(node, &path).and_then(|d| positive(cx, node, &path, d)).map(Some)
-        }
+        Some(node) => cx.positive_duration(node, &job.field("starting_deadline")).map(Some),
     };
     let jitter = match job.get("jitter") {
         None => Some(Duration::ZERO),
@@ -221,11 +219,7 @@ pub(super) fn compile(cx: &mut Checker, job: &Fields) -> Option<Option<Recurrenc
     }))
 }
 
-fn history(
-    cx: &mut Checker,
-    node: &super::tree::Node,
-    path: &super::error::FieldPath,
-) -> Option<History> {
+fn history(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<History> {
     let fields = cx.map(node, path, &["successful", "failed"])?;
     let mut read = |key: &str| match fields.get(key) {
         None => Some(DEFAULT_HISTORY),
@@ -234,28 +228,6 @@ fn history(
     let successful = read("successful");
     let failed = read("failed");
     Some(History { successful: successful?, failed: failed? })
-}
-
-/// Reports a zero duration where only a positive one makes sense.
-pub(super) fn positive(
-    cx: &mut Checker,
-    node: &super::tree::Node,
-    path: &super::error::FieldPath,
-    duration: Duration,
-) -> Option<Duration> {
-    if duration.is_zero() {
-        cx.report(
-            node.pos,
-            path,
-            SpecError::Invalid {
-                what: "duration",
-                value: super::duration::format(duration),
-                reason: "it must be longer than zero".into(),
-            },
-        );
-        return None;
-    }
-    Some(duration)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Helpers for the compiler's unit tests: compile a snippet, get the spec or the problems.
+//! Shorthands for the compiler's unit tests: compile a snippet, get the spec or the problems.
 
 use std::path::Path;
 
