@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod topology;
+pub mod validate;
 
 /// Declarative batch/job scheduler node agent.
 #[derive(Debug, Parser)]
@@ -19,12 +20,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check job files and report every problem in them.
+    Validate(validate::ValidateArgs),
     /// Show the CPUs, cores, NUMA nodes and memory the agent places jobs on.
     Topology(topology::TopologyArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Validate(args) => validate::run(args),
         Command::Topology(args) => topology::run(args),
     }
 }

@@ -1,1 +1,53 @@
-//! Job spec compiler.
+//! Job spec compiler: job files (YAML) in, validated [`JobSpec`]s out.
+//!
+//! Compiling goes in two steps. [`source`] reads a file under strict limits and parses
+//! each YAML document into a [`tree::Node`] tree that remembers every line and column.
+//! [`job::compile`] then walks that tree by hand with the typed reads in [`check`], recording
+//! a [`Diagnostic`] for each problem and carrying on, so one run reports everything that
+//! is wrong with a file, each with its file, line, column and field path.
+//!
+//! Each part of a job has a file of its own: [`schedule`], [`resources`], [`oom`],
+//! [`restart`], [`isolation`], [`rlimits`]; value types with their own syntax have theirs:
+//! [`name`], [`quantity`], [`duration`], [`paths`], [`identity`]. [`load`] deals with files
+//! and directories and builds the [`JobSet`]; [`diff()`] compares two of those for a reload.
+//!
+//! The reference for the file format is `docs/spec.md`.
+
+pub mod check;
+pub mod diff;
+pub mod duration;
+pub mod error;
+pub mod identity;
+pub mod isolation;
+pub mod job;
+pub mod load;
+pub mod name;
+pub mod oom;
+pub mod paths;
+pub mod quantity;
+pub mod resources;
+pub mod restart;
+pub mod rlimits;
+pub mod schedule;
+pub mod source;
+#[cfg(test)]
+mod testutil;
+pub mod tree;
+
+pub use diff::{diff, JobSetDiff};
+pub use error::{Diagnostic, Diagnostics, FieldPath, SpecError};
+pub use identity::{GroupRef, UserRef};
+pub use isolation::{Capability, Hostname, Isolation, Mount, MountKind, Namespace};
+pub use job::{Command, JobSpec, OnRemoval, Preemption, Priority};
+pub use load::{
+    compile_str, job_files, load_file, load_paths, FileLoad, Job, JobSet, Load, Origin,
+};
+pub use name::JobName;
+pub use oom::{Factor, OomPolicy};
+pub use paths::AbsPath;
+pub use quantity::Bytes;
+pub use resources::{CpuRequest, CpuWeight, MemoryLimits, MilliCpus, NumaPolicy, Resources};
+pub use restart::{Backoff, RestartOn, RestartPolicy};
+pub use rlimits::{Rlimit, RlimitValue, Rlimits};
+pub use schedule::{CatchUp, Concurrency, History, Recurrence, Schedule};
+pub use tree::Pos;

@@ -1,0 +1,250 @@
+//! What can be wrong with a job file, and where.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::duration::DurationError;
+use super::name::NameError;
+use super::quantity::QuantityError;
+use super::tree::Pos;
+
+/// One problem found in a job file. Messages never repeat the field or the position:
+/// [`Diagnostic`] prints those in front of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read: {reason}")]
+    Read { reason: String },
+    #[error("file is {size} bytes; files are limited to {limit} bytes")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("not UTF-8 text: invalid byte 0x{byte:02x}")]
+    NotUtf8 { byte: u8 },
+    #[error("binary data: NUL byte; a job file must be YAML text")]
+    Binary,
+    #[error("YAML: {message}")]
+    Yaml { message: String },
+    #[error("more than {limit} documents in one file")]
+    TooManyDocuments { limit: usize },
+    #[error("required field `{field}` is missing")]
+    Missing { field: &'static str },
+    #[error("unknown field `{key}`{}", suggestion.map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
+    UnknownField { key: String, suggestion: Option<&'static str> },
+    #[error("`{key}` is set twice; the first is on line {first_line}")]
+    DuplicateKey { key: String, first_line: u32 },
+    #[error("mapping keys must be strings, found {found}")]
+    KeyNotString { found: &'static str },
+    #[error("expected {expected}, found {found}")]
+    WrongType { expected: &'static str, found: String },
+    #[error("{value:?} is not one of: {allowed}")]
+    NotOneOf { value: String, allowed: String },
+    #[error("{value} is out of range; allowed: {min} to {max}")]
+    OutOfRange { value: String, min: i128, max: i128 },
+    #[error("invalid name {value:?}: {reason}")]
+    Name { value: String, reason: NameError },
+    #[error("invalid quantity {value:?}: {reason}")]
+    Quantity { value: String, reason: QuantityError },
+    #[error("invalid duration {value:?}: {reason}")]
+    Duration { value: String, reason: DurationError },
+    #[error("invalid cron schedule {value:?}: {reason}")]
+    Schedule { value: String, reason: String },
+    #[error("unknown time zone {value:?}; use an IANA name such as UTC or Europe/Berlin")]
+    TimeZone { value: String },
+    /// A value with its own syntax (path, user name, environment name, …) that is wrong.
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid { what: &'static str, value: String, reason: String },
+    #[error("`{first}` and `{second}` cannot both be set: {why}")]
+    MutuallyExclusive { first: &'static str, second: &'static str, why: &'static str },
+    #[error("`{field}` requires {requirement}")]
+    Requires { field: &'static str, requirement: String },
+    #[error("`{lower}` ({lower_value}) must not be larger than `{upper}` ({upper_value})")]
+    NotInOrder {
+        lower: &'static str,
+        lower_value: String,
+        upper: &'static str,
+        upper_value: String,
+    },
+    #[error("{value:?} is listed twice")]
+    DuplicateItem { value: String },
+    #[error("job {name:?} is also defined at {other}")]
+    DuplicateJob { name: String, other: String },
+}
+
+impl SpecError {
+    /// A type mismatch, naming what was found (and its text, for scalars).
+    pub fn wrong_type(expected: &'static str, found: &super::tree::Value) -> SpecError {
+        use super::tree::Value;
+        let found = match found {
+            Value::Str(s) => format!("the string {s:?}"),
+            Value::Int(i) => format!("the integer {i}"),
+            Value::Float(x) => format!("the number {x}"),
+            Value::Bool(b) => format!("the boolean {b}"),
+            other => other.kind().to_owned(),
+        };
+        SpecError::WrongType { expected, found }
+    }
+}
+
+/// A dotted path to a field inside a document: `resources.memory.hard`, `command[0]`,
+/// `isolation.mounts[1].target`. Empty for problems with the document or file as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FieldPath(Vec<Segment>);
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+impl FieldPath {
+    pub fn root() -> FieldPath {
+        FieldPath(Vec::new())
+    }
+
+    pub fn key(&self, key: &str) -> FieldPath {
+        let mut path = self.clone();
+        path.0.push(Segment::Key(key.to_owned()));
+        path
+    }
+
+    pub fn index(&self, index: usize) -> FieldPath {
+        let mut path = self.clone();
+        path.0.push(Segment::Index(index));
+        path
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, segment) in self.0.iter().enumerate() {
+            match segment {
+                Segment::Key(key) if i == 0 => write!(f, "{key}")?,
+                Segment::Key(key) => write!(f, ".{key}")?,
+                Segment::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A problem, the file and position it was found at, and the field it concerns.
+///
+/// Prints as `FILE:LINE:COL: FIELD: message`, the shape editors and CI annotators
+/// understand. Problems with the file as a whole (unreadable, too large) have no
+/// position and print as `FILE: message`; problems with a whole document have no field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic<E = SpecError> {
+    pub file: PathBuf,
+    pub pos: Pos,
+    pub field: FieldPath,
+    pub error: E,
+}
+
+impl<E> Diagnostic<E> {
+    pub fn new(file: &Path, pos: Pos, field: FieldPath, error: impl Into<E>) -> Self {
+        Diagnostic { file: file.to_owned(), pos, field, error: error.into() }
+    }
+
+    /// Turns a diagnostic about a shared rule into one of a module that wraps [`SpecError`].
+    pub fn convert<F: From<E>>(self) -> Diagnostic<F> {
+        Diagnostic { file: self.file, pos: self.pos, field: self.field, error: self.error.into() }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for Diagnostic<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.file.display())?;
+        if self.pos.is_known() {
+            write!(f, "{}:{}:", self.pos.line, self.pos.column)?;
+        }
+        if !self.field.is_root() {
+            write!(f, " {}:", self.field)?;
+        }
+        write!(f, " {}", self.error)
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for Diagnostic<E> {}
+
+/// Every problem found in one or more files, in file and position order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostics<E = SpecError>(pub Vec<Diagnostic<E>>);
+
+impl<E> Diagnostics<E> {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Diagnostic<E>> {
+        self.0.iter()
+    }
+}
+
+impl<E> IntoIterator for Diagnostics<E> {
+    type Item = Diagnostic<E>;
+    type IntoIter = std::vec::IntoIter<Diagnostic<E>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for Diagnostics<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, diagnostic) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{diagnostic}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for Diagnostics<E> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_paths_print_dotted_with_indices() {
+        let path = FieldPath::root().key("isolation").key("mounts").index(1).key("target");
+        assert_eq!(path.to_string(), "isolation.mounts[1].target");
+        assert_eq!(FieldPath::root().key("command").index(0).to_string(), "command[0]");
+        assert_eq!(FieldPath::root().to_string(), "");
+    }
+
+    #[test]
+    fn diagnostics_print_file_line_column_field_message() {
+        let d: Diagnostic = Diagnostic::new(
+            Path::new("jobs/a.yaml"),
+            Pos::new(3, 9),
+            FieldPath::root().key("resources").key("cpus"),
+            SpecError::Missing { field: "x" },
+        );
+        assert_eq!(d.to_string(), "jobs/a.yaml:3:9: resources.cpus: required field `x` is missing");
+
+        let whole_file: Diagnostic = Diagnostic::new(
+            Path::new("a.yaml"),
+            Pos::UNKNOWN,
+            FieldPath::root(),
+            SpecError::TooLarge { size: 5, limit: 4 },
+        );
+        assert_eq!(whole_file.to_string(), "a.yaml: file is 5 bytes; files are limited to 4 bytes");
+    }
+
+    #[test]
+    fn unknown_field_suggests_a_close_name() {
+        let e = SpecError::UnknownField { key: "comand".into(), suggestion: Some("command") };
+        assert_eq!(e.to_string(), "unknown field `comand`; did you mean `command`?");
+        let e = SpecError::UnknownField { key: "zzz".into(), suggestion: None };
+        assert_eq!(e.to_string(), "unknown field `zzz`");
+    }
+}

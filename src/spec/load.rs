@@ -1,0 +1,521 @@
+//! Job files on disk: which files are job files, compiling them, and the set of jobs they
+//! define together.
+//!
+//! A file is accepted whole or not at all: if any document in it is wrong, none of its
+//! jobs are taken, so a half-edited file never half-applies.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::check::Checker;
+use super::error::{Diagnostic, Diagnostics, FieldPath, SpecError};
+use super::job::{self, JobSpec};
+use super::name::JobName;
+use super::source;
+use super::tree::Pos;
+
+/// Where a job was defined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    /// The position of the job's document (its first key).
+    pub pos: Pos,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.pos)
+    }
+}
+
+/// A compiled job and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub spec: JobSpec,
+    pub origin: Origin,
+}
+
+/// Compiles the text of a job file. `file` is used in diagnostics only.
+pub fn compile_str(file: &Path, text: &str) -> Result<Vec<Job>, Diagnostics> {
+    let mut cx: Checker = Checker::new(file);
+    let (documents, yaml_errors) = source::documents(text);
+    let mut jobs = Vec::new();
+    for document in &documents {
+        if let Some(spec) = job::compile(&mut cx, document) {
+            jobs.push(Job { spec, origin: Origin { file: file.to_owned(), pos: document.pos } });
+        }
+    }
+    for (pos, error) in yaml_errors {
+        cx.report(pos, &FieldPath::root(), error);
+    }
+    let diagnostics = cx.into_diagnostics();
+    if diagnostics.is_empty() {
+        Ok(jobs)
+    } else {
+        Err(Diagnostics(diagnostics))
+    }
+}
+
+/// Reads and compiles one job file.
+pub fn load_file(path: &Path) -> Result<Vec<Job>, Diagnostics> {
+    match source::read_file(path, source::MAX_FILE_BYTES) {
+        Ok(text) => compile_str(path, &text),
+        Err((pos, error)) => {
+            Err(Diagnostics(vec![Diagnostic::new(path, pos, FieldPath::root(), error)]))
+        }
+    }
+}
+
+/// Whether a directory entry is a job file: `*.yaml` or `*.yml`, not hidden. Hidden
+/// names cover editor droppings that end in `.yaml` (Emacs' `.#job.yaml` lock links, Vim's
+/// `.job.yaml.swp`); backups like `job.yaml~` or `job.yaml.bak` fail the suffix test.
+pub fn is_job_file_name(name: &str) -> bool {
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+/// The job files directly inside `dir` (not in subdirectories), sorted by name.
+pub fn job_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        // `metadata` follows symlinks: a link to a job file counts, a link to a directory
+        // does not.
+        let is_file = fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
+        if is_file && is_job_file_name(&name) {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The outcome for one file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileLoad {
+    pub path: PathBuf,
+    /// How many jobs the file defines (0 when it has problems).
+    pub jobs: usize,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl FileLoad {
+    pub fn is_ok(&self) -> bool {
+        self.diagnostics.is_empty()
+    }
+}
+
+/// The outcome of loading several files and directories together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Load {
+    /// Every file looked at, in the order given (directories expanded in name order).
+    pub files: Vec<FileLoad>,
+    /// The jobs of every file without problems.
+    pub jobs: JobSet,
+}
+
+impl Load {
+    pub fn is_ok(&self) -> bool {
+        self.files.iter().all(FileLoad::is_ok)
+    }
+
+    pub fn diagnostics(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.files.iter().flat_map(|f| f.diagnostics.iter())
+    }
+}
+
+/// Loads files and directories (their job files, see [`job_files`]). A job name defined
+/// twice is an error in the file that defines it second, which then contributes no jobs.
+pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Load {
+    let mut files = Vec::new();
+    let mut set = JobSet::default();
+    for path in paths {
+        let path = path.as_ref();
+        if path.is_dir() {
+            match job_files(path) {
+                Ok(found) => {
+                    for file in found {
+                        files.push(load_one(&file, &mut set));
+                    }
+                }
+                Err(e) => {
+                    let error = SpecError::Read { reason: e.to_string() };
+                    let diagnostic = Diagnostic::new(path, Pos::UNKNOWN, FieldPath::root(), error);
+                    files.push(FileLoad {
+                        path: path.to_owned(),
+                        jobs: 0,
+                        diagnostics: vec![diagnostic],
+                    });
+                }
+            }
+        } else {
+            files.push(load_one(path, &mut set));
+        }
+    }
+    Load { files, jobs: set }
+}
+
+fn load_one(path: &Path, set: &mut JobSet) -> FileLoad {
+    let jobs = match load_file(path) {
+        Ok(jobs) => jobs,
+        Err(diagnostics) => {
+            return FileLoad { path: path.to_owned(), jobs: 0, diagnostics: diagnostics.0 }
+        }
+    };
+    match set.extend(jobs) {
+        Ok(count) => FileLoad { path: path.to_owned(), jobs: count, diagnostics: Vec::new() },
+        Err(diagnostics) => FileLoad { path: path.to_owned(), jobs: 0, diagnostics },
+    }
+}
+
+/// Jobs by name; no name twice.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobSet {
+    jobs: BTreeMap<JobName, Job>,
+}
+
+impl JobSet {
+    pub fn new() -> JobSet {
+        JobSet::default()
+    }
+
+    /// Adds all of `jobs` (typically one file's), or none of them if any name is taken,
+    /// by the set or by another of `jobs`. Returns how many were added.
+    pub fn extend(&mut self, jobs: Vec<Job>) -> Result<usize, Vec<Diagnostic>> {
+        let mut diagnostics = Vec::new();
+        let mut seen: BTreeMap<&JobName, &Origin> = BTreeMap::new();
+        for job in &jobs {
+            let name = &job.spec.name;
+            let earlier =
+                self.jobs.get(name).map(|j| &j.origin).or_else(|| seen.get(name).copied());
+            if let Some(other) = earlier {
+                diagnostics.push(Diagnostic::new(
+                    &job.origin.file,
+                    job.origin.pos,
+                    FieldPath::root().key("name"),
+                    SpecError::DuplicateJob { name: name.to_string(), other: other.to_string() },
+                ));
+            }
+            seen.entry(name).or_insert(&job.origin);
+        }
+        if !diagnostics.is_empty() {
+            return Err(diagnostics);
+        }
+        let count = jobs.len();
+        for job in jobs {
+            self.jobs.insert(job.spec.name.clone(), job);
+        }
+        Ok(count)
+    }
+
+    /// A set from jobs, reporting every repeated name.
+    pub fn from_jobs(jobs: Vec<Job>) -> Result<JobSet, Diagnostics> {
+        let mut set = JobSet::new();
+        set.extend(jobs).map_err(Diagnostics)?;
+        Ok(set)
+    }
+
+    pub fn get(&self, name: &JobName) -> Option<&Job> {
+        self.jobs.get(name)
+    }
+
+    pub fn contains(&self, name: &JobName) -> bool {
+        self.jobs.contains_key(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Jobs in name order.
+    pub fn iter(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &JobName> {
+        self.jobs.keys()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        compile_str(Path::new("jobs/etl.yaml"), text)
+            .unwrap_err()
+            .into_iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn every_mistake_in_a_file_is_reported_with_its_line() {
+        let text = "\
+name: Nightly-ETL
+command: [/usr/bin/python3, etl.py]
+schedule: '0 2 * * *'
+timezone: Europe/Berlln
+resources:
+  cpus: 2
+  cpu_weight: 100
+  memory:
+    soft: 2Gi
+    hard: 1Gi
+restart: {on: failure, backoff: 5m..10s}
+isolation:
+  namespaces: [pid, pid]
+";
+        assert_eq!(
+            problems(text),
+            [
+                "jobs/etl.yaml:1:7: name: invalid name \"Nightly-ETL\": it contains the upper-case letter 'N' at position 1; names are lower case",
+                "jobs/etl.yaml:4:11: timezone: unknown time zone \"Europe/Berlln\"; use an IANA name such as UTC or Europe/Berlin",
+                "jobs/etl.yaml:7:3: resources.cpu_weight: `cpus` and `cpu_weight` cannot both be set: exclusive cores are not shared, so there is nothing to weigh",
+                "jobs/etl.yaml:9:5: resources.memory.soft: `soft` (2Gi) must not be larger than `hard` (1Gi)",
+                "jobs/etl.yaml:11:33: restart.backoff: invalid backoff \"5m..10s\": the first wait is longer than the longest (write min..max)",
+                "jobs/etl.yaml:13:21: isolation.namespaces[1]: \"pid\" is listed twice",
+            ]
+        );
+    }
+
+    #[test]
+    fn mistakes_in_several_documents_are_all_reported() {
+        let text = "name: a\ncommand: [/bin/true]\npriority: high\n---\nname: b\n---\nname: c\ncommand: [/bin/true]\n";
+        assert_eq!(
+            problems(text),
+            [
+                "jobs/etl.yaml:3:11: priority: expected an integer, found the string \"high\"",
+                "jobs/etl.yaml:5:1: required field `command` is missing",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_is_reported_with_the_problems_before_it() {
+        let text = "name: a\ncommand: [/bin/true]\ntimeout: 1x\n---\nname: b\n  bad: indent\n";
+        let all = problems(text);
+        assert_eq!(all.len(), 2, "{all:#?}");
+        assert!(all[0].starts_with("jobs/etl.yaml:3:10: timeout: invalid duration"), "{all:#?}");
+        assert!(all[1].starts_with("jobs/etl.yaml:6:6: YAML: "), "{all:#?}");
+    }
+
+    #[test]
+    fn several_jobs_per_file_in_order() {
+        let jobs = compile_str(
+            Path::new("x.yaml"),
+            "name: a\ncommand: [/bin/true]\n---\n# second\nname: b\ncommand: [/bin/true]\n",
+        )
+        .unwrap();
+        let found: Vec<_> =
+            jobs.iter().map(|j| (j.spec.name.as_str(), j.origin.to_string())).collect();
+        assert_eq!(found, [("a", "x.yaml:1:1".to_owned()), ("b", "x.yaml:5:1".to_owned())]);
+        assert!(compile_str(Path::new("x.yaml"), "# nothing here\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn job_file_names() {
+        for yes in ["a.yaml", "a.yml", "nightly-etl.yaml", "x.y.yaml"] {
+            assert!(is_job_file_name(yes), "{yes}");
+        }
+        for no in [
+            "a.yaml~",
+            ".a.yaml.swp",
+            ".#a.yaml",
+            "#a.yaml#",
+            "a.yaml.bak",
+            "a.json",
+            "README",
+            ".hidden.yaml",
+            "a.YAML",
+        ] {
+            assert!(!is_job_file_name(no), "{no}");
+        }
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn directories_give_their_job_files_in_name_order_without_recursing() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "b.yml", "name: b\ncommand: [/bin/true]\n");
+        write(dir.path(), "a.yaml", "name: a\ncommand: [/bin/true]\n");
+        write(dir.path(), "a.yaml~", "garbage: [");
+        write(dir.path(), ".#a.yaml", "garbage: [");
+        write(dir.path(), ".a.yaml.swp", "\0\0");
+        write(dir.path(), "notes.txt", "hello");
+        fs::create_dir(dir.path().join("sub.yaml")).unwrap();
+        write(&dir.path().join("sub.yaml"), "c.yaml", "name: c\ncommand: [/bin/true]\n");
+        let files = job_files(dir.path()).unwrap();
+        let names: Vec<_> =
+            files.iter().map(|f| f.file_name().unwrap().to_str().unwrap()).collect();
+        assert_eq!(names, ["a.yaml", "b.yml"]);
+
+        let load = load_paths(&[dir.path().to_owned()]);
+        assert!(load.is_ok());
+        assert_eq!(load.jobs.names().map(JobName::as_str).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(load.files.iter().map(|f| f.jobs).collect::<Vec<_>>(), [1, 1]);
+    }
+
+    #[test]
+    fn a_duplicate_name_names_both_files_and_rejects_the_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(dir.path(), "a.yaml", "name: etl\ncommand: [/bin/true]\n");
+        let b = write(
+            dir.path(),
+            "b.yaml",
+            "name: other\ncommand: [/bin/true]\n---\nname: etl\ncommand: [/bin/false]\n",
+        );
+        let load = load_paths(&[a.clone(), b.clone()]);
+        assert!(!load.is_ok());
+        assert!(load.files[0].is_ok());
+        let problems: Vec<_> = load.diagnostics().map(|d| d.to_string()).collect();
+        assert_eq!(
+            problems,
+            [format!(
+                "{}:4:1: name: job \"etl\" is also defined at {}:1:1",
+                b.display(),
+                a.display()
+            )]
+        );
+        // The second file is rejected whole: its other job is not taken either.
+        assert_eq!(load.jobs.names().map(JobName::as_str).collect::<Vec<_>>(), ["etl"]);
+        assert_eq!(load.jobs.get(&JobName::parse("etl").unwrap()).unwrap().origin.file, a);
+    }
+
+    #[test]
+    fn a_duplicate_within_one_file_is_reported_too() {
+        let jobs = compile_str(
+            Path::new("x.yaml"),
+            "name: a\ncommand: [/bin/true]\n---\nname: a\ncommand: [/bin/true]\n",
+        )
+        .unwrap();
+        let problems: Vec<_> =
+            JobSet::from_jobs(jobs).unwrap_err().into_iter().map(|d| d.to_string()).collect();
+        assert_eq!(problems, ["x.yaml:4:1: name: job \"a\" is also defined at x.yaml:1:1"]);
+    }
+
+    #[test]
+    fn unreadable_paths_are_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = write(dir.path(), "good.yaml", "name: good\ncommand: [/bin/true]\n");
+        let missing = dir.path().join("missing.yaml");
+        let load = load_paths(&[missing.clone(), good]);
+        assert_eq!(load.files.len(), 2);
+        assert!(!load.files[0].is_ok());
+        assert!(load.files[0].diagnostics[0]
+            .to_string()
+            .starts_with(&format!("{}: cannot read: ", missing.display())));
+        assert!(load.files[1].is_ok());
+        assert_eq!(load.jobs.len(), 1);
+    }
+
+    #[test]
+    fn hostile_files_are_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yaml");
+        fs::File::create(&big).unwrap().set_len(source::MAX_FILE_BYTES + 1).unwrap();
+        let binary = write(dir.path(), "bin.yaml", "name: x\0\n");
+        let latin1 = dir.path().join("latin1.yaml");
+        fs::write(&latin1, b"name: caf\xe9\n").unwrap();
+        let deep = write(
+            dir.path(),
+            "deep.yaml",
+            &("a: ".to_owned() + &"[".repeat(200) + &"]".repeat(200)),
+        );
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 0..8 {
+            bomb += &format!(
+                "b{i}: &b{i} [{}]\n",
+                vec![if i == 0 { "*a".to_owned() } else { format!("*b{}", i - 1) }; 10].join(", ")
+            );
+        }
+        let bomb = write(dir.path(), "bomb.yaml", &bomb);
+        let many =
+            write(dir.path(), "many.yaml", &"name: a\n---\n".repeat(source::MAX_DOCUMENTS + 1));
+
+        let message = |path: &Path| load_file(path).unwrap_err().0[0].to_string();
+        assert_eq!(
+            message(&big),
+            format!("{}: file is 1048577 bytes; files are limited to 1048576 bytes", big.display())
+        );
+        assert_eq!(
+            message(&binary),
+            format!(
+                "{}:1:8: binary data: NUL byte; a job file must be YAML text",
+                binary.display()
+            )
+        );
+        assert_eq!(
+            message(&latin1),
+            format!("{}:1:10: not UTF-8 text: invalid byte 0xe9", latin1.display())
+        );
+        assert!(message(&deep).contains("YAML: "), "{}", message(&deep));
+        assert!(message(&bomb).contains("YAML: "), "{}", message(&bomb));
+        let many_problems = load_file(&many).unwrap_err();
+        assert!(
+            many_problems
+                .iter()
+                .any(|d| d.error == SpecError::TooManyDocuments { limit: source::MAX_DOCUMENTS }),
+            "{many_problems}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,300}") {
+            let _ = compile_str(Path::new("x.yaml"), &text);
+        }
+
+        #[test]
+        fn yaml_shaped_text_never_panics(
+            text in "([a-z_]{1,8}|[0-9.]{1,6}|[-:,\\[\\]{}&*!|>'\"#~ ]|\n {0,4}){0,120}"
+        ) {
+            let _ = compile_str(Path::new("x.yaml"), &text);
+        }
+
+        #[test]
+        fn every_field_with_any_scalar_never_panics(
+            field in proptest::sample::select(crate::spec::job::FIELDS),
+            value in "[ -~]{0,20}",
+        ) {
+            let text = format!("name: t\ncommand: [/bin/true]\n{field}: {value}\n");
+            let _ = compile_str(Path::new("x.yaml"), &text);
+        }
+
+        #[test]
+        fn every_nested_field_with_any_scalar_never_panics(
+            section in proptest::sample::select(&[
+                "resources: {cpus: 1, FIELD: VALUE}",
+                "resources: {memory: {hard: 64Mi, FIELD: VALUE}}",
+                "resources: {memory: {hard: 64Mi}}\noom: {action: grow, FIELD: VALUE}",
+                "resources: {memory: {hard: 64Mi}}\noom: {action: requeue, FIELD: VALUE}",
+                "restart: {on: failure, FIELD: VALUE}",
+                "isolation: {FIELD: VALUE}",
+                "isolation: {mounts: [{kind: tmpfs, FIELD: VALUE}]}",
+                "isolation: {mounts: [{source: /a, FIELD: VALUE}]}",
+                "rlimits: {FIELD: VALUE}",
+                "schedule: '@daily'\nhistory: {FIELD: VALUE}",
+            ][..]),
+            field in "(cpus|cpu_weight|cpu_quota|numa|pids|soft|high|hard|swap|grow_to|grow_step|\
+                      requeue_factor|requeue_max|on|attempts|backoff|namespaces|rootfs|hostname|\
+                      readonly|capabilities|target|size|kind|nofile|core|cpu|successful|failed)",
+            value in "[ -~]{0,16}",
+        ) {
+            let section = section.replace("FIELD", &field).replace("VALUE", &format!("{value:?}"));
+            let text = format!("name: t\ncommand: [/bin/true]\n{section}\n");
+            let _ = compile_str(Path::new("x.yaml"), &text);
+        }
+    }
+}

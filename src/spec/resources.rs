@@ -1,0 +1,531 @@
+//! CPU, memory and process-count limits, and how each maps onto cgroup v1 and v2 files.
+
+use std::fmt;
+
+use super::check::{choice, Checker};
+use super::error::{FieldPath, SpecError};
+use super::quantity::Bytes;
+use super::tree::{Node, Value};
+
+/// How a job gets CPU time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CpuRequest {
+    /// Whole cores of its own, pinned (`cpuset.cpus`), taken out of the shared pool.
+    Exclusive { cpus: u32 },
+    /// A share of the pool of CPUs no job holds exclusively, by weight.
+    Shared { weight: CpuWeight },
+}
+
+impl Default for CpuRequest {
+    fn default() -> Self {
+        CpuRequest::Shared { weight: CpuWeight::DEFAULT }
+    }
+}
+
+/// A CPU weight in cgroup v2 units: 1 to 10000, default 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CpuWeight(u16);
+
+impl CpuWeight {
+    pub const MIN: u16 = 1;
+    pub const MAX: u16 = 10_000;
+    pub const DEFAULT: CpuWeight = CpuWeight(100);
+
+    pub fn new(weight: u16) -> Option<CpuWeight> {
+        (Self::MIN..=Self::MAX).contains(&weight).then_some(CpuWeight(weight))
+    }
+
+    pub fn get(self) -> u16 {
+        self.0
+    }
+
+    /// The value for cgroup v2 `cpu.weight`: the same number.
+    pub fn v2_weight(self) -> u64 {
+        u64::from(self.0)
+    }
+
+    /// The value for cgroup v1 `cpu.shares`: scaled so that the defaults match (weight 100
+    /// = 1024 shares), the same conversion systemd makes, clamped to the kernel's 2..=262144.
+    pub fn v1_shares(self) -> u64 {
+        (u64::from(self.0) * 1024 / 100).clamp(2, 262_144)
+    }
+}
+
+impl fmt::Display for CpuWeight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A CPU bandwidth cap in thousandths of a CPU: `1.5` CPUs is 1500, `500m` is 500.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MilliCpus(u32);
+
+impl MilliCpus {
+    /// The kernel refuses a quota under 1ms per period; at the default 100ms period that
+    /// is a hundredth of a CPU.
+    pub const MIN: u32 = 10;
+    pub const MAX: u32 = 4_096_000;
+
+    pub fn new(millis: u32) -> Option<MilliCpus> {
+        (Self::MIN..=Self::MAX).contains(&millis).then_some(MilliCpus(millis))
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// Parses `1.5`, `2`, `0.25` (CPUs, at most three decimals) or `500m` (millicpus).
+    pub fn parse(text: &str) -> Result<MilliCpus, String> {
+        let millis: u64 = if let Some(m) = text.strip_suffix('m') {
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("millicpus are a whole number followed by m, like 500m".into());
+            }
+            m.parse().map_err(|_| "it is too large".to_owned())?
+        } else {
+            let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            if !digits(whole) || (text.contains('.') && !digits(fraction)) {
+                return Err("write a number of CPUs like 1.5, or millicpus like 500m".into());
+            }
+            if fraction.len() > 3 {
+                return Err("at most three decimal places (a thousandth of a CPU)".into());
+            }
+            let whole: u64 = whole.parse().map_err(|_| "it is too large".to_owned())?;
+            let fraction: u64 = format!("{fraction:0<3}").parse().unwrap_or(0);
+            whole
+                .checked_mul(1000)
+                .and_then(|w| w.checked_add(fraction))
+                .ok_or("it is too large")?
+        };
+        u32::try_from(millis).ok().and_then(MilliCpus::new).ok_or_else(|| {
+            format!("it must be between {}m and {} CPUs", Self::MIN, Self::MAX / 1000)
+        })
+    }
+
+    /// The cgroup quota for a period of `period_us` microseconds (v1 `cpu.cfs_quota_us`,
+    /// the first number of v2 `cpu.max`).
+    pub fn quota_us(self, period_us: u64) -> u64 {
+        u64::from(self.0) * period_us / 1000
+    }
+}
+
+/// Prints as files write it: `1.5`, `2`, `0.25`, `0.005`.
+impl fmt::Display for MilliCpus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, fraction) = (self.0 / 1000, self.0 % 1000);
+        if fraction == 0 {
+            write!(f, "{whole}")
+        } else {
+            let digits = format!("{fraction:03}");
+            write!(f, "{whole}.{}", digits.trim_end_matches('0'))
+        }
+    }
+}
+
+/// Where a job's CPUs and memory come from, in NUMA terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum NumaPolicy {
+    /// Any CPUs, memory from anywhere.
+    #[default]
+    None,
+    /// Try to keep the job on one node; spread over several if no single node can hold it.
+    Prefer,
+    /// Keep the job on one node (CPUs and `cpuset.mems`); wait rather than spread.
+    SingleNode,
+}
+choice!(NumaPolicy { "none" => None, "prefer" => Prefer, "single-node" => SingleNode });
+
+/// Memory limits. Each is optional; when several are set, `soft <= high <= hard`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct MemoryLimits {
+    /// Reclaimed first under pressure above this; protected below it.
+    /// v1 `memory.soft_limit_in_bytes`, v2 `memory.low`.
+    pub soft: Option<Bytes>,
+    /// Throttled and reclaimed hard above this, not killed. v2 `memory.high`; v1 has no
+    /// such limit, so it is not enforced on v1 hosts.
+    pub high: Option<Bytes>,
+    /// Never more than this: the OOM policy takes over. v1 `memory.limit_in_bytes`,
+    /// v2 `memory.max`.
+    pub hard: Option<Bytes>,
+    /// Swap allowed on top of `hard`. v2 `memory.swap.max`; v1
+    /// `memory.memsw.limit_in_bytes` = hard + swap.
+    pub swap: Option<Bytes>,
+}
+
+impl MemoryLimits {
+    /// The value for cgroup v1 `memory.memsw.limit_in_bytes`, which counts memory and swap
+    /// together.
+    pub fn v1_memsw(&self) -> Option<Bytes> {
+        self.hard?.checked_add(self.swap?)
+    }
+}
+
+/// The resource section of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Resources {
+    pub cpu: CpuRequest,
+    /// A cap on CPU time, whatever the CPUs are (`cpu.max` / `cpu.cfs_quota_us`).
+    pub cpu_quota: Option<MilliCpus>,
+    pub numa: NumaPolicy,
+    pub memory: MemoryLimits,
+    /// Most tasks (processes and threads) at once: `pids.max`.
+    pub pids: Option<u32>,
+}
+
+/// The smallest memory limit accepted: less cannot even start a shell.
+pub const MIN_MEMORY: Bytes = Bytes::MIB;
+/// The kernel's largest `pid_max`.
+pub const MAX_PIDS: u32 = 4_194_304;
+pub const MAX_EXCLUSIVE_CPUS: u32 = 4096;
+
+const FIELDS: &[&str] = &["cpus", "cpu_weight", "cpu_quota", "numa", "memory", "pids"];
+
+/// Compiles `resources`. Besides the result, returns the hard memory limit on its own
+/// (`None` if `memory` did not compile), so that the OOM policy can be checked against it
+/// even when another part of `resources` is wrong.
+pub(super) fn compile(
+    cx: &mut Checker,
+    node: Option<&Node>,
+    path: &FieldPath,
+) -> (Option<Resources>, Option<Option<Bytes>>) {
+    let Some(node) = node else { return (Some(Resources::default()), Some(None)) };
+    let Some(fields) = cx.map(node, path, FIELDS) else { return (None, None) };
+
+    let cpus = fields.get("cpus").map(|n| cx.int(n, &fields.field("cpus"), 1..=MAX_EXCLUSIVE_CPUS));
+    let weight = fields.get("cpu_weight").map(|n| {
+        cx.int(n, &fields.field("cpu_weight"), CpuWeight::MIN..=CpuWeight::MAX)
+            .and_then(CpuWeight::new)
+    });
+    let cpu = match (cpus, weight) {
+        (Some(_), Some(_)) => {
+            cx.report(
+                fields.key_pos("cpu_weight"),
+                &fields.field("cpu_weight"),
+                SpecError::MutuallyExclusive {
+                    first: "cpus",
+                    second: "cpu_weight",
+                    why: "exclusive cores are not shared, so there is nothing to weigh",
+                },
+            );
+            None
+        }
+        (Some(cpus), None) => cpus.map(|cpus| CpuRequest::Exclusive { cpus }),
+        (None, Some(weight)) => weight.map(|weight| CpuRequest::Shared { weight }),
+        (None, None) => Some(CpuRequest::default()),
+    };
+
+    let cpu_quota = match fields.get("cpu_quota") {
+        None => Some(None),
+        Some(n) => quota(cx, n, &fields.field("cpu_quota")).map(Some),
+    };
+    if let (Some(Some(quota)), Some(Some(cpus))) = (cpu_quota, cpus) {
+        if u64::from(quota.get()) > u64::from(cpus) * 1000 {
+            cx.report(
+                fields.key_pos("cpu_quota"),
+                &fields.field("cpu_quota"),
+                SpecError::NotInOrder {
+                    lower: "cpu_quota",
+                    lower_value: quota.to_string(),
+                    upper: "cpus",
+                    upper_value: cpus.to_string(),
+                },
+            );
+        }
+    }
+
+    let numa = match fields.get("numa") {
+        None => Some(NumaPolicy::None),
+        Some(n) => cx.choice(n, &fields.field("numa")),
+    };
+    let memory = match fields.get("memory") {
+        None => Some(MemoryLimits::default()),
+        Some(n) => memory(cx, n, &fields.field("memory")),
+    };
+    let pids = match fields.get("pids") {
+        None => Some(None),
+        Some(n) => cx.int(n, &fields.field("pids"), 1..=MAX_PIDS).map(Some),
+    };
+
+    let hard = memory.map(|m| m.hard);
+    let resources = (|| {
+        Some(Resources {
+            cpu: cpu?,
+            cpu_quota: cpu_quota?,
+            numa: numa?,
+            memory: memory?,
+            pids: pids?,
+        })
+    })();
+    (resources, hard)
+}
+
+fn quota(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<MilliCpus> {
+    // A YAML number goes through its shortest decimal spelling, so `1.5` is parsed as the
+    // text 1.5 and not as the binary fraction nearest to it.
+    let text = match &node.value {
+        Value::Int(i) => i.to_string(),
+        Value::Float(x) if x.is_finite() && *x >= 0.0 => format!("{x}"),
+        Value::Str(s) => s.clone(),
+        other => {
+            cx.report(
+                node.pos,
+                path,
+                SpecError::wrong_type("a number of CPUs such as 1.5 or 500m", other),
+            );
+            return None;
+        }
+    };
+    match MilliCpus::parse(&text) {
+        Ok(quota) => Some(quota),
+        Err(reason) => {
+            cx.report(
+                node.pos,
+                path,
+                SpecError::Invalid { what: "CPU quota", value: text, reason },
+            );
+            None
+        }
+    }
+}
+
+fn memory(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<MemoryLimits> {
+    let fields = cx.map(node, path, &["soft", "high", "hard", "swap"])?;
+    let mut limit = |key: &'static str, min: Bytes| -> Option<Option<(Bytes, &'static str)>> {
+        let Some(n) = fields.get(key) else { return Some(None) };
+        let bytes = cx.bytes(n, &fields.field(key))?;
+        if bytes < min {
+            cx.report(
+                n.pos,
+                &fields.field(key),
+                SpecError::Invalid {
+                    what: "memory limit",
+                    value: bytes.to_string(),
+                    reason: format!("it must be at least {min}; a job cannot run in less"),
+                },
+            );
+            return None;
+        }
+        Some(Some((bytes, key)))
+    };
+    let soft = limit("soft", MIN_MEMORY);
+    let high = limit("high", MIN_MEMORY);
+    let hard = limit("hard", MIN_MEMORY);
+    let swap = limit("swap", Bytes(0));
+
+    // Every pair among the limits that are set, reported at the one that should be the
+    // smaller; the message gives both values.
+    let ordered = [soft.flatten(), high.flatten(), hard.flatten()];
+    for (i, lower) in ordered.iter().enumerate() {
+        for upper in &ordered[i + 1..] {
+            if let (Some((lo, lo_key)), Some((hi, hi_key))) = (lower, upper) {
+                if lo > hi {
+                    cx.report(
+                        fields.key_pos(lo_key),
+                        &fields.field(lo_key),
+                        SpecError::NotInOrder {
+                            lower: lo_key,
+                            lower_value: lo.to_string(),
+                            upper: hi_key,
+                            upper_value: hi.to_string(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    if fields.has("swap") && !fields.has("hard") {
+        cx.report(
+            fields.key_pos("swap"),
+            &fields.field("swap"),
+            SpecError::Requires {
+                field: "swap",
+                requirement: "`hard`: swap is allowed on top of a hard limit".into(),
+            },
+        );
+    }
+    let value = |o: Option<(Bytes, &str)>| o.map(|(b, _)| b);
+    Some(MemoryLimits {
+        soft: value(soft?),
+        high: value(high?),
+        hard: value(hard?),
+        swap: value(swap?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::testutil::{error, errors, ok};
+
+    #[test]
+    fn exclusive_cpus_or_a_weight() {
+        let r = ok("resources: {cpus: 2, numa: single-node}\n").resources;
+        assert_eq!(r.cpu, CpuRequest::Exclusive { cpus: 2 });
+        assert_eq!(r.numa, NumaPolicy::SingleNode);
+        let r = ok("resources: {cpu_weight: 500, numa: prefer}\n").resources;
+        assert_eq!(r.cpu, CpuRequest::Shared { weight: CpuWeight::new(500).unwrap() });
+        assert_eq!(r.numa, NumaPolicy::Prefer);
+    }
+
+    #[test]
+    fn cpus_and_cpu_weight_together_are_an_error() {
+        assert_eq!(
+            error("resources:\n  cpus: 1\n  cpu_weight: 200\n"),
+            "5 resources.cpu_weight: `cpus` and `cpu_weight` cannot both be set: \
+             exclusive cores are not shared, so there is nothing to weigh"
+        );
+    }
+
+    #[test]
+    fn cpu_ranges() {
+        assert_eq!(
+            error("resources: {cpus: 0}\n"),
+            "3 resources.cpus: 0 is out of range; allowed: 1 to 4096"
+        );
+        assert_eq!(
+            error("resources: {cpu_weight: 0}\n"),
+            "3 resources.cpu_weight: 0 is out of range; allowed: 1 to 10000"
+        );
+        assert_eq!(
+            error("resources: {cpu_weight: 10001}\n"),
+            "3 resources.cpu_weight: 10001 is out of range; allowed: 1 to 10000"
+        );
+        assert_eq!(
+            error("resources: {cpus: 1.5}\n"),
+            "3 resources.cpus: expected an integer, found the number 1.5"
+        );
+        assert_eq!(
+            error("resources: {numa: both}\n"),
+            "3 resources.numa: \"both\" is not one of: none, prefer, single-node"
+        );
+    }
+
+    #[test]
+    fn cpu_quota_as_number_or_millicpus() {
+        let quota = |v: &str| {
+            ok(&format!("resources: {{cpu_quota: {v}}}\n")).resources.cpu_quota.unwrap().get()
+        };
+        assert_eq!(quota("1.5"), 1500);
+        assert_eq!(quota("2"), 2000);
+        assert_eq!(quota("500m"), 500);
+        assert_eq!(quota("'0.25'"), 250);
+        assert!(error("resources: {cpu_quota: 0.0001}\n").contains("at most three decimal places"));
+        assert!(error("resources: {cpu_quota: 5m}\n").contains("between 10m and 4096 CPUs"));
+        assert!(error("resources: {cpu_quota: lots}\n")
+            .starts_with("3 resources.cpu_quota: invalid CPU quota"));
+        assert_eq!(
+            error("resources: {cpus: 1, cpu_quota: 2}\n"),
+            "3 resources.cpu_quota: `cpu_quota` (2) must not be larger than `cpus` (1)"
+        );
+        assert_eq!(
+            ok("resources: {cpus: 2, cpu_quota: 1.5}\n").resources.cpu_quota.unwrap().get(),
+            1500
+        );
+    }
+
+    #[test]
+    fn memory_limits_in_order() {
+        let m = ok("resources:\n  memory: {soft: 256Mi, high: 512Mi, hard: 1Gi, swap: 0}\n")
+            .resources
+            .memory;
+        assert_eq!(m.soft, Some(Bytes(256 << 20)));
+        assert_eq!(m.high, Some(Bytes(512 << 20)));
+        assert_eq!(m.hard, Some(Bytes::GIB));
+        assert_eq!(m.swap, Some(Bytes(0)));
+        assert_eq!(
+            ok("resources: {memory: {hard: 1073741824}}\n").resources.memory.hard,
+            Some(Bytes::GIB)
+        );
+        assert_eq!(
+            error("resources:\n  memory:\n    soft: 2Gi\n    hard: 1Gi\n"),
+            "5 resources.memory.soft: `soft` (2Gi) must not be larger than `hard` (1Gi)"
+        );
+        assert_eq!(
+            errors("resources:\n  memory:\n    soft: 2Gi\n    high: 1Gi\n    hard: 512Mi\n"),
+            [
+                "5 resources.memory.soft: `soft` (2Gi) must not be larger than `high` (1Gi)",
+                "5 resources.memory.soft: `soft` (2Gi) must not be larger than `hard` (512Mi)",
+                "6 resources.memory.high: `high` (1Gi) must not be larger than `hard` (512Mi)",
+            ]
+        );
+        assert_eq!(
+            error("resources: {memory: {swap: 1Gi}}\n"),
+            "3 resources.memory.swap: `swap` requires `hard`: swap is allowed on top of a hard limit"
+        );
+        assert_eq!(
+            error("resources: {memory: {hard: 1Ki}}\n"),
+            "3 resources.memory.hard: invalid memory limit \"1Ki\": it must be at least 1Mi; a job cannot run in less"
+        );
+        assert_eq!(
+            error("resources: {memory: {hard: 1GB}}\n"),
+            "3 resources.memory.hard: invalid quantity \"1GB\": unit `GB` is written without the B: \
+             use G (powers of 1000) or Gi (powers of 1024)"
+        );
+        assert_eq!(
+            error("resources: {memory: {hard: -1}}\n"),
+            "3 resources.memory.hard: invalid quantity \"-1\": it is negative"
+        );
+    }
+
+    #[test]
+    fn pids_range() {
+        assert_eq!(ok("resources: {pids: 512}\n").resources.pids, Some(512));
+        assert_eq!(
+            error("resources: {pids: 0}\n"),
+            "3 resources.pids: 0 is out of range; allowed: 1 to 4194304"
+        );
+    }
+
+    #[test]
+    fn weight_maps_to_v1_shares_like_systemd() {
+        assert_eq!(CpuWeight::DEFAULT.v1_shares(), 1024);
+        assert_eq!(CpuWeight::DEFAULT.v2_weight(), 100);
+        assert_eq!(CpuWeight::new(1).unwrap().v1_shares(), 10);
+        assert_eq!(CpuWeight::new(50).unwrap().v1_shares(), 512);
+        assert_eq!(CpuWeight::new(10_000).unwrap().v1_shares(), 102_400);
+        assert_eq!(CpuWeight::new(0), None);
+        assert_eq!(CpuWeight::new(10_001), None);
+    }
+
+    #[test]
+    fn quota_parses_cpus_and_millicpus() {
+        let q = |s: &str| MilliCpus::parse(s).map(MilliCpus::get);
+        assert_eq!(q("1.5"), Ok(1500));
+        assert_eq!(q("2"), Ok(2000));
+        assert_eq!(q("0.25"), Ok(250));
+        assert_eq!(q("0.01"), Ok(10));
+        assert_eq!(q("500m"), Ok(500));
+        assert_eq!(q("10m"), Ok(10));
+        assert!(q("9m").is_err());
+        assert!(q("0").is_err());
+        assert!(q("0.0001").is_err());
+        assert!(q("1.5m").is_err());
+        assert!(q("m").is_err());
+        assert!(q("-1").is_err());
+        assert!(q("1.").is_err());
+        assert!(q(".5").is_err());
+        assert!(q("4097").is_err());
+        assert!(q("99999999999999999999").is_err());
+        assert!(q("1 CPU").is_err());
+    }
+
+    #[test]
+    fn quota_display_and_cgroup_value() {
+        assert_eq!(MilliCpus::parse("1.5").unwrap().to_string(), "1.5");
+        assert_eq!(MilliCpus::parse("500m").unwrap().to_string(), "0.5");
+        assert_eq!(MilliCpus::parse("2").unwrap().to_string(), "2");
+        assert_eq!(MilliCpus::parse("5m").map(|q| q.to_string()).ok(), None);
+        assert_eq!(MilliCpus::parse("0.125").unwrap().to_string(), "0.125");
+        assert_eq!(MilliCpus::parse("1.5").unwrap().quota_us(100_000), 150_000);
+        assert_eq!(MilliCpus::parse("10m").unwrap().quota_us(100_000), 1_000);
+    }
+
+    #[test]
+    fn memsw_is_hard_plus_swap() {
+        let m =
+            MemoryLimits { hard: Some(Bytes::GIB), swap: Some(Bytes::MIB), ..Default::default() };
+        assert_eq!(m.v1_memsw(), Some(Bytes((1 << 30) + (1 << 20))));
+        assert_eq!(MemoryLimits::default().v1_memsw(), None);
+    }
+}
