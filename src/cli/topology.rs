@@ -50,7 +50,7 @@ pub fn render(topo: &Topology) -> String {
         plural(topo.cores().len(), "core"),
         plural(topo.threads_per_core(), "thread"),
         plural(topo.nodes().len(), "NUMA node"),
-        topo.memory_total(),
+        topo.memory_total().human(),
     );
     let offline = topo.offline_cpus();
     let _ = writeln!(
@@ -86,8 +86,12 @@ pub fn render(topo: &Topology) -> String {
         if node.memory_total.get() == 0 {
             let _ = writeln!(out, "  no memory");
         } else {
-            let _ =
-                writeln!(out, "  memory {} total, {} free", node.memory_total, node.memory_free);
+            let _ = writeln!(
+                out,
+                "  memory {} total, {} free",
+                node.memory_total.human(),
+                node.memory_free.human()
+            );
         }
     }
 

@@ -129,12 +129,12 @@ impl Availability {
         if k > 0 && demand.numa == NumaPolicy::SingleNode {
             let mut reason = format!(
                 "no single node has {k} free CPUs and {} free memory (",
-                Bytes(demand.memory)
+                Bytes(demand.memory).human()
             );
             for (i, node) in self.nodes.iter().enumerate() {
                 let sep = if i == 0 { "" } else { "; " };
                 let memory = if node.memory_node {
-                    Bytes(node.free_memory).to_string()
+                    Bytes(node.free_memory).human().to_string()
                 } else {
                     "no memory".to_owned()
                 };
@@ -145,8 +145,8 @@ impl Availability {
         }
         format!(
             "{} of memory requested, {} not yet charged on the allowed nodes",
-            Bytes(demand.memory),
-            Bytes(self.free_memory())
+            Bytes(demand.memory).human(),
+            Bytes(self.free_memory()).human()
         )
     }
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use super::duration;
 use super::error::{Diagnostic, FieldPath, SpecError};
-use super::quantity::Bytes;
 use super::tree::{Node, Pos, Value};
+use crate::units::Bytes;
 
 /// Collects the diagnostics of one file. `E` is the error type of the module doing the
 /// compiling; it only has to be able to hold the shared [`SpecError`]s.
@@ -248,9 +248,9 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
                 Ok(n) => Some(Bytes(n)),
                 Err(_) => {
                     let reason = if *i < 0 {
-                        super::quantity::QuantityError::Negative
+                        crate::units::QuantityError::Negative
                     } else {
-                        super::quantity::QuantityError::Overflow
+                        crate::units::QuantityError::Overflow
                     };
                     self.report(
                         node.pos,

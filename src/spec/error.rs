@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::duration::DurationError;
 use super::name::NameError;
-use super::quantity::QuantityError;
 use super::tree::Pos;
+use crate::units::QuantityError;
 
 /// One problem found in a job file. Messages never repeat the field or the position:
 /// [`Diagnostic`] prints those in front of them.

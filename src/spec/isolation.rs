@@ -6,8 +6,8 @@ use std::fmt;
 use super::check::{choice, optional, Checker, Choice};
 use super::error::{FieldPath, SpecError};
 use super::paths::AbsPath;
-use super::quantity::Bytes;
 use super::tree::Node;
+use crate::units::Bytes;
 
 /// A Linux namespace a job can be given its own copy of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

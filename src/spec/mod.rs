@@ -8,7 +8,7 @@
 //!
 //! Each part of a job has a file of its own: [`schedule`], [`resources`], [`oom`],
 //! [`restart`], [`isolation`], [`rlimits`]; value types with their own syntax have theirs:
-//! [`name`], [`quantity`], [`duration`], [`paths`], [`identity`]. [`load`] deals with files
+//! [`name`], [`duration`], [`paths`], [`identity`]. [`load`] deals with files
 //! and directories and builds the [`JobSet`]; [`diff()`] compares two of those for a reload.
 //!
 //! The reference for the file format is `docs/spec.md`.
@@ -24,7 +24,7 @@ pub mod load;
 pub mod name;
 pub mod oom;
 pub mod paths;
-pub mod quantity;
+
 pub mod resources;
 pub mod restart;
 pub mod rlimits;
@@ -34,6 +34,7 @@ pub mod source;
 mod testutil;
 pub mod tree;
 
+pub use crate::units::{Bytes, QuantityError};
 pub use diff::{diff, JobSetDiff};
 pub use error::{Diagnostic, Diagnostics, FieldPath, SpecError};
 pub use identity::{GroupRef, UserRef};
@@ -45,7 +46,6 @@ pub use load::{
 pub use name::JobName;
 pub use oom::{Factor, OomPolicy};
 pub use paths::AbsPath;
-pub use quantity::Bytes;
 pub use resources::{CpuRequest, CpuWeight, MemoryLimits, MilliCpus, NumaPolicy, Resources};
 pub use restart::{Backoff, RestartOn, RestartPolicy};
 pub use rlimits::{Rlimit, RlimitValue, Rlimits};

@@ -9,8 +9,8 @@ use std::fmt;
 
 use super::check::{choice, Checker};
 use super::error::{FieldPath, SpecError};
-use super::quantity::Bytes;
 use super::tree::{Node, Value};
+use crate::units::Bytes;
 
 /// A multiplier with two decimals, stored in hundredths: `1.5` is 150.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

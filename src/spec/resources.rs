@@ -4,8 +4,8 @@ use std::fmt;
 
 use super::check::{choice, Checker};
 use super::error::{FieldPath, SpecError};
-use super::quantity::Bytes;
 use super::tree::{Node, Value};
+use crate::units::Bytes;
 
 /// How a job gets CPU time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -7,8 +7,8 @@ use std::fmt;
 use super::check::{choice, Checker, Choice};
 use super::duration;
 use super::error::{FieldPath, SpecError};
-use super::quantity::Bytes;
 use super::tree::{Node, Value};
+use crate::units::Bytes;
 
 /// A limit `setrlimit(2)` knows, by the name job files use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

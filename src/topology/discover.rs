@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::bytes::Bytes;
 use super::cpuset::{CpuId, CpuSet, NodeId};
 use super::error::{ParseError, TopologyError};
 use super::model::{CoreId, CpuInfo, NodeInfo, PackageId, Topology};
 use super::parse::{self, MemInfo};
+use crate::units::Bytes;
 
 pub const DEFAULT_SYSFS: &str = "/sys";
 pub const DEFAULT_PROCFS: &str = "/proc";

@@ -1,19 +1,17 @@
 //! The machine's CPUs, cores, packages and NUMA nodes.
 //!
 //! - [`cpuset`]: CPU and node ids and the kernel's cpulist syntax.
-//! - [`bytes`]: the memory-size unit.
 //! - [`model`]: [`Topology`] and its parts, checked for consistency.
 //! - [`parse`]: pure parsers for the sysfs/procfs files.
 //! - [`discover`]: reads a sysfs and a procfs root into a [`Topology`].
 
-pub mod bytes;
 pub mod cpuset;
 pub mod discover;
 pub mod error;
 pub mod model;
 pub mod parse;
 
-pub use bytes::Bytes;
+pub use crate::units::Bytes;
 pub use cpuset::{CpuId, CpuSet, NodeId, NodeSet};
 pub use discover::{discover, DEFAULT_PROCFS, DEFAULT_SYSFS};
 pub use error::{ParseError, TopologyError};

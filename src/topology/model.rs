@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::bytes::Bytes;
 use super::cpuset::{CpuId, CpuSet, NodeId, NodeSet};
 use super::error::TopologyError;
+use crate::units::Bytes;
 
 /// The kernel's `core_id`. Unique only within a package (Intel numbers cores
 /// from 0 in every socket), so a physical core is identified by its set of

@@ -3,9 +3,9 @@
 //! Each takes the file's text and knows nothing of paths; the discovery layer
 //! attaches the path to any error.
 
-use super::bytes::Bytes;
 use super::cpuset::{CpuSet, NodeSet};
 use super::error::ParseError;
+use crate::units::Bytes;
 
 /// The two memory figures placement cares about, from a meminfo file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,8 @@
 //! Byte quantities: `512Mi`, `2G`, `1.5Gi`, `1048576`.
 //!
+//! One `Bytes` type serves every layer: job limits, per-node memory read from
+//! sysfs (which prints kibibytes as `kB`), and cgroup counters.
+//!
 //! Binary units (`Ki Mi Gi Ti Pi Ei`, powers of 1024) are what the kernel's limits are
 //! counted in and what most job files should use; decimal units (`K M G T P E`, powers of
 //! 1000) are accepted because disk and network people think in them. A plain number is
@@ -10,7 +13,20 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A number of bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Bytes(pub u64);
 
 /// Why a quantity does not parse.
@@ -89,12 +105,31 @@ const UNITS: &[(&str, u128)] = &[
 ];
 
 impl Bytes {
+    pub const ZERO: Bytes = Bytes(0);
     pub const KIB: Bytes = Bytes(1 << 10);
     pub const MIB: Bytes = Bytes(1 << 20);
     pub const GIB: Bytes = Bytes(1 << 30);
 
-    pub fn get(self) -> u64 {
+    pub const fn from_kib(kib: u64) -> Bytes {
+        Bytes(kib.saturating_mul(1 << 10))
+    }
+
+    pub const fn from_mib(mib: u64) -> Bytes {
+        Bytes(mib.saturating_mul(1 << 20))
+    }
+
+    pub const fn from_gib(gib: u64) -> Bytes {
+        Bytes(gib.saturating_mul(1 << 30))
+    }
+
+    pub const fn get(self) -> u64 {
         self.0
+    }
+
+    /// For people rather than job files: binary units with a space and one
+    /// decimal where the amount is not whole (`512 MiB`, `7.6 GiB`, `0 B`).
+    pub fn human(self) -> HumanBytes {
+        HumanBytes(self)
     }
 
     pub fn checked_add(self, other: Bytes) -> Option<Bytes> {
@@ -177,6 +212,28 @@ impl FromStr for Bytes {
     }
 }
 
+/// See [`Bytes::human`].
+#[derive(Debug, Clone, Copy)]
+pub struct HumanBytes(Bytes);
+
+impl fmt::Display for HumanBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+        let bytes = self.0 .0;
+        let mut unit = 0;
+        let mut scale = 1u64;
+        while unit + 1 < UNITS.len() && bytes / scale >= 1024 {
+            scale *= 1024;
+            unit += 1;
+        }
+        if bytes % scale == 0 {
+            write!(f, "{} {}", bytes / scale, UNITS[unit])
+        } else {
+            write!(f, "{:.1} {}", bytes as f64 / scale as f64, UNITS[unit])
+        }
+    }
+}
+
 /// Prints the shortest exact form, binary units first: `1Gi`, `1500M`, `1000`.
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -196,6 +253,21 @@ impl fmt::Display for Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prints_binary_units_for_people() {
+        assert_eq!(Bytes(0).human().to_string(), "0 B");
+        assert_eq!(Bytes(1023).human().to_string(), "1023 B");
+        assert_eq!(Bytes::from_kib(1).human().to_string(), "1 KiB");
+        assert_eq!(Bytes::from_mib(512).human().to_string(), "512 MiB");
+        assert_eq!(Bytes::from_kib(7956692).human().to_string(), "7.6 GiB");
+        assert_eq!(Bytes::from_gib(24).human().to_string(), "24 GiB");
+    }
+
+    #[test]
+    fn unit_constructors_saturate() {
+        assert_eq!(Bytes::from_kib(u64::MAX), Bytes(u64::MAX));
+    }
     use proptest::prelude::*;
 
     fn ok(s: &str) -> u64 {
