@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod shim;
+
 /// Declarative batch/job scheduler node agent.
 #[derive(Debug, Parser)]
 #[command(name = "corral", version, about, propagate_version = true)]
@@ -16,8 +18,14 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// The per-run container supervisor (started by the launcher).
+    #[command(name = "internal-shim", hide = true)]
+    InternalShim(shim::ShimArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::InternalShim(args) => Ok(shim::run(args)),
+    }
 }
