@@ -68,6 +68,9 @@ pub enum MountStep {
     RemountReadonly {
         target: PathBuf,
     },
+    /// Binds a path onto itself read-only, if the kernel has it (not every
+    /// kernel has `/proc/sysrq-trigger`).
+    ProtectReadonly { path: PathBuf },
     /// A device node; bind-mounted from the host's `/dev` where `mknod` is
     /// not allowed (a user namespace).
     Device {
@@ -140,8 +143,7 @@ pub fn plan(cfg: &ContainerConfig) -> Vec<MountStep> {
     // /proc/sys and the sysrq trigger are root-owned files that uid 0 may
     // write even without capabilities: make them read-only for root jobs.
     for path in ["/proc/sys", "/proc/sysrq-trigger"] {
-        steps.push(Bind { source: at(path), target: at(path), confine: None });
-        steps.push(RemountReadonly { target: at(path) });
+        steps.push(ProtectReadonly { path: at(path) });
     }
     steps.push(Mount {
         fstype: "sysfs",
@@ -300,6 +302,14 @@ pub fn apply(step: &MountStep) -> Result<(), SetupError> {
             .map_err(sys(format!("bind {} on {}", source.display(), target.display())))
         }
         MountStep::RemountReadonly { target } => remount_readonly(target),
+        MountStep::ProtectReadonly { path } => {
+            if path.symlink_metadata().is_err() {
+                return Ok(());
+            }
+            mount(Some(path), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(sys(format!("bind {} onto itself", path.display())))?;
+            remount_readonly(path)
+        }
         MountStep::Device { dir, device } => {
             let path = dir.join(device.name);
             let made = mknod(
@@ -351,9 +361,9 @@ mod tests {
         steps
             .iter()
             .filter_map(|s| match s {
-                MountStep::Mount { target, .. } | MountStep::Bind { target, .. } => {
-                    Some(target.display().to_string())
-                }
+                MountStep::Mount { target, .. }
+                | MountStep::Bind { target, .. }
+                | MountStep::ProtectReadonly { path: target } => Some(target.display().to_string()),
                 _ => None,
             })
             .collect()
