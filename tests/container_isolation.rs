@@ -165,3 +165,27 @@ fn without_rootfs_the_host_tree_is_visible_with_private_proc_and_tmp() {
     // Header, init, the shell, ps and wc: no host processes.
     assert!(lines[2].trim().parse::<u32>().unwrap() <= 5, "{out}");
 }
+
+#[test]
+fn user_namespace_maps_the_job_user_to_root_inside() {
+    let sandbox = Sandbox::new();
+    let shared = sandbox.tmp.path().join("userns-shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::os::unix::fs::chown(&shared, Some(JOB_UID), Some(1000)).unwrap();
+    let mut cfg = sandbox.config(
+        "userns",
+        "id -u; cat /proc/self/uid_map; grep CapEff /proc/self/status; ps -o pid | wc -l; touch /mnt/out/made",
+    );
+    cfg.namespaces.insert(corral::container::Namespace::User);
+    cfg.user = Some(IdSpec::Name("app".into()));
+    cfg.mounts.push(BindMount { source: shared.clone(), target: "/mnt/out".into(), readonly: false });
+    let out = run(&cfg);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0", "{out}");
+    let map: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(map, ["0", "1000", "1"]);
+    assert_eq!(lines[2], "CapEff:\t0000000000000000");
+    assert!(lines[3].trim().parse::<u32>().unwrap() <= 5, "{out}");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(shared.join("made")).unwrap().uid(), JOB_UID);
+}

@@ -242,6 +242,53 @@ fn ensure_mount_point(target: &Path, file: bool) -> Result<(), SetupError> {
     }
 }
 
+/// Fails if `target`, or its deepest existing ancestor, resolves (through
+/// symlinks) to a place outside `root`.
+fn check_confined(target: &Path, root: &Path) -> Result<(), SetupError> {
+    let root = fs::canonicalize(root).map_err(|e| SetupError::file("failed to resolve", root, &e))?;
+    let mut existing = target;
+    while existing.symlink_metadata().is_err() {
+        match existing.parent() {
+            Some(parent) => existing = parent,
+            None => break,
+        }
+    }
+    let resolved = fs::canonicalize(existing)
+        .map_err(|e| SetupError::file("failed to resolve mount target", existing, &e))?;
+    if resolved.starts_with(&root) {
+        Ok(())
+    } else {
+        Err(SetupError::MountTargetEscapes { target: target.to_owned(), resolved })
+    }
+}
+
+/// Creates the mount points that live in the rootfs itself (not inside a
+/// filesystem the plan mounts, like /dev/pts), from the host side.
+///
+/// Needed with a user namespace: the rootfs belongs to host root, who is
+/// nobody inside, so init could not create them there.
+pub fn prepare_rootfs(steps: &[MountStep], rootfs: &Path) -> Result<(), SetupError> {
+    let mut mounted: Vec<&Path> = Vec::new();
+    for step in steps {
+        let (target, file) = match step {
+            MountStep::Mount { target, .. } => (target, false),
+            MountStep::Bind { source, target, .. } => {
+                (target, fs::metadata(source).is_ok_and(|m| !m.is_dir()))
+            }
+            _ => continue,
+        };
+        if target == rootfs || !target.starts_with(rootfs) {
+            continue;
+        }
+        if !mounted.iter().any(|m| target.starts_with(m)) {
+            check_confined(target, rootfs)?;
+            ensure_mount_point(target, file)?;
+        }
+        mounted.push(target);
+    }
+    Ok(())
+}
+
 fn remount_readonly(target: &Path) -> Result<(), SetupError> {
     let current = statvfs(target).map_err(sys(format!("statvfs {}", target.display())))?.flags();
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;

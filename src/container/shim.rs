@@ -227,8 +227,12 @@ fn start(run: &RunDir, cfg: ContainerConfig) -> Result<Running, SetupError> {
     let signals =
         SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC).map_err(sys("signalfd"))?;
 
+    let steps = mounts::plan(&cfg);
+    if let (true, Some(rootfs)) = (userns, &cfg.rootfs) {
+        mounts::prepare_rootfs(&steps, rootfs)?;
+    }
     let plan = InitPlan {
-        steps: mounts::plan(&cfg),
+        steps,
         unshare: if userns { CloneFlags::empty() } else { init::unshare_flags(&cfg) },
         join_cgroups: !userns,
         die_with_parent: !userns,
