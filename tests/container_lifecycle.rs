@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -108,13 +108,19 @@ fn helper(mode: &str, config: &Path) -> Command {
 
 /// Not a test: a stand-in for the agent, run in its own process by the
 /// tests below so that it can be killed or have its output read. It
-/// launches the config in `CORRAL_TEST_CONFIG`, then either hangs
-/// (`hang`, writing `launched` next to the config once the job runs) or
-/// waits for the run (`wait`).
+/// launches the config in `CORRAL_TEST_CONFIG` (with its stdout moved to
+/// `CORRAL_TEST_STDOUT` first, if set), then either hangs (`hang`, writing
+/// `launched` next to the config once the job runs) or waits for the run
+/// (`wait`).
 #[test]
 #[ignore = "helper process for the tests in this file"]
 fn helper_launcher() {
     let path = PathBuf::from(std::env::var_os("CORRAL_TEST_CONFIG").unwrap());
+    if let Some(stdout) = std::env::var_os("CORRAL_TEST_STDOUT") {
+        let file = std::fs::OpenOptions::new().write(true).open(stdout).unwrap();
+        // SAFETY: dup2 onto fd 1 in this single-purpose helper process.
+        assert!(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&file), 1) } == 1);
+    }
     let cfg: ContainerConfig = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let launched = launcher().launch(&cfg).unwrap();
     match std::env::var("CORRAL_TEST_HELPER").unwrap().as_str() {
@@ -199,16 +205,31 @@ fn a_lost_run_is_reported_as_lost() {
     ));
 }
 
+/// Starts the helper in "wait" mode with its stdout (which the shim's copy
+/// of the job output inherits) on a FIFO, and returns the FIFO's read end.
+fn tee_helper(sandbox: &Sandbox, cfg: &ContainerConfig) -> (std::process::Child, std::fs::File) {
+    let config_path = write_config(sandbox.tmp.path(), cfg);
+    let fifo = sandbox.tmp.path().join(format!("{}.fifo", cfg.run));
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let agent = helper("wait", &config_path)
+        .env("CORRAL_TEST_STDOUT", &fifo)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Blocks until the helper opened the FIFO, which it does before launching.
+    let reader = std::fs::File::open(&fifo).unwrap();
+    (agent, reader)
+}
+
 #[test]
 fn output_streams_to_the_launcher_when_teeing() {
     let sandbox = Sandbox::new();
     let mut cfg = sandbox.config("tee", "echo to-out; echo to-err >&2");
     cfg.tee_output = true;
-    let config_path = write_config(sandbox.tmp.path(), &cfg);
-    let mut agent = helper("wait", &config_path).stdout(Stdio::piped()).spawn().unwrap();
+    let (mut agent, mut terminal) = tee_helper(&sandbox, &cfg);
     let mut seen = String::new();
-    agent.stdout.take().unwrap().read_to_string(&mut seen).unwrap();
-    assert!(agent.wait().unwrap().success());
+    terminal.read_to_string(&mut seen).unwrap();
+    agent.wait().unwrap();
     assert!(seen.contains("to-out"), "{seen}");
     assert_eq!(stdout_of(&cfg), "to-out\n");
 }
@@ -216,15 +237,13 @@ fn output_streams_to_the_launcher_when_teeing() {
 #[test]
 fn a_closed_terminal_does_not_disturb_the_job_or_its_log() {
     let sandbox = Sandbox::new();
-    let mut cfg = sandbox.config("epipe", "sleep 0.2; i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done");
+    let mut cfg = sandbox.config(
+        "epipe",
+        "sleep 0.2; i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done",
+    );
     cfg.tee_output = true;
-    let config_path = write_config(sandbox.tmp.path(), &cfg);
-    let mut agent = helper("wait", &config_path).stdout(Stdio::piped()).spawn().unwrap();
-    // The test harness in the helper prints a line first; after it, the
-    // "terminal" goes away, before the job prints anything.
-    let mut harness_line = String::new();
-    BufReader::new(agent.stdout.take().unwrap()).read_line(&mut harness_line).unwrap();
-    // The helper itself may die of the closed pipe; the run must not care.
+    let (mut agent, terminal) = tee_helper(&sandbox, &cfg);
+    drop(terminal); // the "terminal" goes away before the job prints
     agent.wait().unwrap();
     let status = wait_for_status(&cfg.run_dir).unwrap();
     assert!(status.exit.success());
