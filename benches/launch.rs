@@ -1,0 +1,154 @@
+//! Launch latency: from `launch()` to a recorded status for `/bin/true` in
+//! a full container (pid, mount, uts, ipc and net namespaces, a busybox
+//! rootfs mounted read-only), next to `crun run` of the equivalent OCI
+//! bundle (crun's default spec: the same five namespaces, read-only root).
+//!
+//! `cargo bench --bench launch` prints medians of 30 runs; under
+//! `cargo test` it does 3 runs of each as a smoke test.
+//!
+//! crun 1.8 refuses this machine's hybrid cgroup layout while the
+//! controller-less cgroup2 tree is mounted, so the benchmark first moves
+//! itself into a private mount namespace without that mount; both
+//! contenders run in it.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use corral::container::{ContainerConfig, Namespace};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn corral_config(rootfs: &Path, run_dir: &Path, run: &str) -> ContainerConfig {
+    let mut cfg = ContainerConfig::new("bench", run, run_dir, &["/bin/true"]);
+    cfg.namespaces =
+        [Namespace::Pid, Namespace::Mount, Namespace::Uts, Namespace::Ipc, Namespace::Net].into();
+    cfg.rootfs = Some(rootfs.to_owned());
+    cfg.readonly_rootfs = true;
+    cfg
+}
+
+/// Times `runs` launches after 3 untimed ones; `cgroups` makes each run
+/// also create cgroups in four v1 hierarchies, join them and remove them
+/// afterwards, as crun does for every container.
+fn bench_corral(rootfs: &Path, runs_root: &Path, runs: usize, cgroups: bool) -> Vec<Duration> {
+    let launcher = common::launcher();
+    let mut samples = Vec::new();
+    for i in 0..runs + 3 {
+        let name = common::unique("bench");
+        let mut cfg = corral_config(rootfs, &runs_root.join(&name), &name);
+        let start = Instant::now();
+        let dirs: Vec<_> = if cgroups {
+            ["cpu", "memory", "pids", "freezer"]
+                .iter()
+                .map(|c| Path::new("/sys/fs/cgroup").join(c).join(&name))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for dir in &dirs {
+            fs::create_dir(dir).unwrap();
+            cfg.cgroup_procs.push(dir.join("cgroup.procs"));
+        }
+        let status = launcher.launch(&cfg).expect("launch").wait().expect("status");
+        for dir in &dirs {
+            fs::remove_dir(dir).unwrap();
+        }
+        let elapsed = start.elapsed();
+        assert!(status.exit.success(), "{status:?}");
+        if i >= 3 {
+            samples.push(elapsed);
+        }
+    }
+    samples
+}
+
+/// An OCI bundle from `crun spec`, adjusted to run /bin/true without a
+/// terminal in the busybox rootfs.
+fn crun_bundle(dir: &Path, rootfs: &Path) -> bool {
+    fs::create_dir_all(dir).unwrap();
+    let spec = Command::new("crun").arg("spec").current_dir(dir).status();
+    if !spec.is_ok_and(|s| s.success()) {
+        return false;
+    }
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    config["process"]["terminal"] = false.into();
+    config["process"]["args"] = serde_json::json!(["/bin/true"]);
+    config["root"]["path"] = rootfs.to_str().unwrap().into();
+    fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    true
+}
+
+fn bench_crun(bundle: &Path, runs: usize) -> Vec<Duration> {
+    let mut samples = Vec::new();
+    for i in 0..runs + 3 {
+        let id = common::unique("corral-bench-crun");
+        let start = Instant::now();
+        let status = Command::new("crun")
+            .args(["run", "--bundle"])
+            .arg(bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .status()
+            .expect("crun");
+        let elapsed = start.elapsed();
+        assert!(status.success(), "crun run: {status}");
+        if i >= 3 {
+            samples.push(elapsed);
+        }
+    }
+    samples
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let runs = if full { 30 } else { 3 };
+
+    // Still single-threaded here, as unshare(CLONE_NEWNS) requires.
+    unshare(CloneFlags::CLONE_NEWNS).expect("unshare mount namespace");
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .expect("make / private");
+    let _ = umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = common::busybox_rootfs(&tmp.path().join("rootfs"));
+    let disk_runs = tmp.path().join("runs");
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+
+    let corral = median(bench_corral(&rootfs, &disk_runs, runs, false));
+    let corral_tmpfs = median(bench_corral(&rootfs, shm.path(), runs, false));
+    let corral_cgroups = median(bench_corral(&rootfs, &disk_runs, runs, true));
+    let crun = crun_bundle(&tmp.path().join("bundle"), &rootfs)
+        .then(|| median(bench_crun(&tmp.path().join("bundle"), runs)));
+
+    println!("launch to recorded exit status, /bin/true, pid+mount+uts+ipc+net, busybox rootfs (read-only)");
+    println!("median of {runs} runs after 3 warm-up runs");
+    println!("  corral (run dir on ext4, status fsynced)       {:7.2} ms", ms(corral));
+    println!("  corral (run dir on tmpfs)                      {:7.2} ms", ms(corral_tmpfs));
+    println!("  corral + create/join/remove 4 v1 cgroups       {:7.2} ms", ms(corral_cgroups));
+    match crun {
+        Some(crun) => {
+            println!("  crun run                                       {:7.2} ms", ms(crun));
+            println!("  crun / corral                                  {:7.2}x", ms(crun) / ms(corral));
+            println!(
+                "  crun / corral with cgroups                     {:7.2}x",
+                ms(crun) / ms(corral_cgroups)
+            );
+        }
+        None => println!("  crun run                                       (crun not installed)"),
+    }
+}
