@@ -143,7 +143,10 @@ fn main() {
     match crun {
         Some(crun) => {
             println!("  crun run                                       {:7.2} ms", ms(crun));
-            println!("  crun / corral                                  {:7.2}x", ms(crun) / ms(corral));
+            println!(
+                "  crun / corral                                  {:7.2}x",
+                ms(crun) / ms(corral)
+            );
             println!(
                 "  crun / corral with cgroups                     {:7.2}x",
                 ms(crun) / ms(corral_cgroups)

@@ -27,9 +27,11 @@ fn job_is_in_the_cgroups_from_its_first_instruction_and_the_shim_is_not() {
         assert!(line.ends_with(&format!("/{}", cgroups.name)), "{line}");
     }
 
-    let shim_cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", launched.shim().pid)).unwrap();
+    let shim_cgroups =
+        std::fs::read_to_string(format!("/proc/{}/cgroup", launched.shim().pid)).unwrap();
     assert!(!shim_cgroups.contains(&cgroups.name), "shim joined: {shim_cgroups}");
-    let init_cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", launched.init().pid)).unwrap();
+    let init_cgroups =
+        std::fs::read_to_string(format!("/proc/{}/cgroup", launched.init().pid)).unwrap();
     assert!(init_cgroups.contains(&cgroups.name), "init outside: {init_cgroups}");
     // Init and the job (sh, possibly sleep) are all accounted.
     let pids = std::fs::read_to_string(cgroups.dirs[2].join("cgroup.procs")).unwrap();

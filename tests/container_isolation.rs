@@ -16,8 +16,11 @@ fn run(cfg: &corral::container::ContainerConfig) -> String {
 fn sees_only_its_own_processes() {
     let sandbox = Sandbox::new();
     let out = run(&sandbox.config("ps", "ps -o pid,comm"));
-    let pids: Vec<u32> =
-        out.lines().skip(1).map(|l| l.split_whitespace().next().unwrap().parse().unwrap()).collect();
+    let pids: Vec<u32> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
     // init (1), the shell (2) and ps, which the shell may exec in place.
     assert!(pids.len() <= 3 && pids.iter().all(|&p| p <= 3), "{out}");
     assert!(out.contains("ps"), "{out}");
@@ -94,7 +97,11 @@ fn cannot_see_host_files_and_sees_its_binds() {
          touch /tmp/x && echo tmp-writable; \
          ls /dev",
     );
-    cfg.mounts.push(BindMount { source: host_dir.clone(), target: "/mnt/shared".into(), readonly: true });
+    cfg.mounts.push(BindMount {
+        source: host_dir.clone(),
+        target: "/mnt/shared".into(),
+        readonly: true,
+    });
     let out = run(&cfg);
     assert!(!out.contains("visible"), "{out}");
     assert!(out.contains("from the host"), "{out}");
@@ -125,7 +132,8 @@ fn environment_is_exactly_the_configured_one() {
     cfg.env.insert("TZ".into(), "UTC".into());
     cfg.workdir = Some("/tmp".into());
     let out = run(&cfg);
-    let mut vars: Vec<&str> = out.lines().filter(|l| !l.starts_with("PWD=") && !l.starts_with("SHLVL=")).collect();
+    let mut vars: Vec<&str> =
+        out.lines().filter(|l| !l.starts_with("PWD=") && !l.starts_with("SHLVL=")).collect();
     vars.sort();
     assert_eq!(
         vars,
@@ -155,7 +163,10 @@ fn without_rootfs_the_host_tree_is_visible_with_private_proc_and_tmp() {
     let marker = std::path::Path::new(env!("CARGO_BIN_EXE_corral"));
     let mut cfg = sandbox.config(
         "hostfs",
-        &format!("test -e {} && echo host-visible; ls /tmp | wc -l; /bin/busybox ps -o pid | wc -l", marker.display()),
+        &format!(
+            "test -e {} && echo host-visible; ls /tmp | wc -l; /bin/busybox ps -o pid | wc -l",
+            marker.display()
+        ),
     );
     cfg.rootfs = None;
     let out = run(&cfg);
@@ -178,7 +189,11 @@ fn user_namespace_maps_the_job_user_to_root_inside() {
     );
     cfg.namespaces.insert(corral::container::Namespace::User);
     cfg.user = Some(IdSpec::Name("app".into()));
-    cfg.mounts.push(BindMount { source: shared.clone(), target: "/mnt/out".into(), readonly: false });
+    cfg.mounts.push(BindMount {
+        source: shared.clone(),
+        target: "/mnt/out".into(),
+        readonly: false,
+    });
     let out = run(&cfg);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "0", "{out}");

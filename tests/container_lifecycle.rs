@@ -55,17 +55,13 @@ fn orphans_are_reaped_by_init() {
     let sandbox = Sandbox::new();
     // The subshell exits at once, orphaning its background sleep to PID 1,
     // which must reap it when it exits; then look for zombies.
-    let cfg = sandbox.config(
-        "zombies",
-        "(sleep 0.1 &); (sleep 0.1 &); sleep 0.6; cat /proc/[0-9]*/stat",
-    );
+    let cfg =
+        sandbox.config("zombies", "(sleep 0.1 &); (sleep 0.1 &); sleep 0.6; cat /proc/[0-9]*/stat");
     let status = launcher().launch(&cfg).unwrap().wait().unwrap();
     assert!(status.exit.success());
     let out = stdout_of(&cfg);
-    let states: Vec<&str> = out
-        .lines()
-        .map(|l| l[l.rfind(')').unwrap() + 2..].split(' ').next().unwrap())
-        .collect();
+    let states: Vec<&str> =
+        out.lines().map(|l| l[l.rfind(')').unwrap() + 2..].split(' ').next().unwrap()).collect();
     assert!(!states.is_empty());
     assert!(!states.contains(&"Z"), "zombie in container:\n{out}");
 }
@@ -237,10 +233,8 @@ fn output_streams_to_the_launcher_when_teeing() {
 #[test]
 fn a_closed_terminal_does_not_disturb_the_job_or_its_log() {
     let sandbox = Sandbox::new();
-    let mut cfg = sandbox.config(
-        "epipe",
-        "sleep 0.2; i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done",
-    );
+    let mut cfg = sandbox
+        .config("epipe", "sleep 0.2; i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done");
     cfg.tee_output = true;
     let (mut agent, terminal) = tee_helper(&sandbox, &cfg);
     drop(terminal); // the "terminal" goes away before the job prints

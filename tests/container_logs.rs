@@ -3,8 +3,8 @@
 mod common;
 
 use common::{launcher, stderr_of, stdout_of, Sandbox};
-use corral::container::LogStats;
 use corral::container::logs::marker;
+use corral::container::LogStats;
 
 #[test]
 fn stdout_and_stderr_go_to_their_own_files() {

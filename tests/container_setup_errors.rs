@@ -60,8 +60,11 @@ fn command_that_cannot_be_executed() {
     let sandbox = Sandbox::new();
     std::fs::write(sandbox.rootfs.join("bin/broken"), "\x7fELF garbage").unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(sandbox.rootfs.join("bin/broken"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        sandbox.rootfs.join("bin/broken"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let mut cfg = sandbox.config("noexec", "");
     cfg.command = vec!["broken".into()];
     let error = setup_error(&cfg);
@@ -84,7 +87,10 @@ fn unknown_user_and_group_are_looked_up_in_the_rootfs() {
     cfg.user = Some(IdSpec::Name("daemon".into()));
     assert_eq!(
         setup_error(&cfg),
-        SetupError::UnknownUser { name: "daemon".into(), passwd: sandbox.rootfs.join("etc/passwd") }
+        SetupError::UnknownUser {
+            name: "daemon".into(),
+            passwd: sandbox.rootfs.join("etc/passwd")
+        }
     );
     let mut cfg = sandbox.config("nogroup", "true");
     cfg.group = Some(IdSpec::Name("wheel".into()));

@@ -263,7 +263,6 @@ impl ContainerConfig {
         for (field, path) in &paths {
             no_nul(field, &path.to_string_lossy());
         }
-        drop(no_nul);
 
         if self.command.is_empty() || self.command[0].is_empty() {
             problems.push(ConfigProblem::EmptyCommand);

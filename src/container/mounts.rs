@@ -70,7 +70,9 @@ pub enum MountStep {
     },
     /// Binds a path onto itself read-only, if the kernel has it (not every
     /// kernel has `/proc/sysrq-trigger`).
-    ProtectReadonly { path: PathBuf },
+    ProtectReadonly {
+        path: PathBuf,
+    },
     /// A device node; bind-mounted from the host's `/dev` where `mknod` is
     /// not allowed (a user namespace).
     Device {
@@ -245,7 +247,8 @@ fn ensure_mount_point(target: &Path, file: bool) -> Result<(), SetupError> {
 /// Fails if `target`, or its deepest existing ancestor, resolves (through
 /// symlinks) to a place outside `root`.
 fn check_confined(target: &Path, root: &Path) -> Result<(), SetupError> {
-    let root = fs::canonicalize(root).map_err(|e| SetupError::file("failed to resolve", root, &e))?;
+    let root =
+        fs::canonicalize(root).map_err(|e| SetupError::file("failed to resolve", root, &e))?;
     let mut existing = target;
     while existing.symlink_metadata().is_err() {
         match existing.parent() {
