@@ -22,7 +22,7 @@ use super::config::ContainerConfig;
 use super::error::ContainerError;
 use super::procfs::ProcessIdentity;
 use super::protocol::{self, ShimReport};
-use super::rundir::RunDir;
+use super::rundir::{temp_path, RunDir};
 use super::shim::pidfd_open;
 use super::status::RunStatus;
 
@@ -210,9 +210,18 @@ pub fn read_status(run_dir: &Path) -> Result<Option<RunStatus>, ContainerError> 
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| ContainerError::BadFile { path, reason: e.to_string() }),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(read_unrenamed_status(&path)),
         Err(source) => Err(ContainerError::Io { what: "read", path, source }),
     }
+}
+
+/// After power loss the rename of `status.json.tmp` may not have reached
+/// the disk although its content, fsynced first, did. A temporary file
+/// that parses completely is that status; a partial one (the shim died
+/// while writing) is not a status at all.
+fn read_unrenamed_status(path: &Path) -> Option<RunStatus> {
+    let bytes = std::fs::read(temp_path(path)).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 fn read_pid_file(path: &Path) -> Result<Option<ProcessIdentity>, ContainerError> {
@@ -279,5 +288,47 @@ pub fn wait_for_status(run_dir: &Path) -> Result<RunStatus, ContainerError> {
             RunState::Finished(status) => Ok(status),
             _ => Err(lost()),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::container::status::{ExitSource, JobExit, LogStats};
+
+    fn sample() -> RunStatus {
+        RunStatus {
+            job: "j".into(),
+            run: "r".into(),
+            exit: JobExit::Exited { code: 3 },
+            exit_source: ExitSource::Init,
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            init: ProcessIdentity { pid: 9, start_time: 1 },
+            stdout: LogStats::default(),
+            stderr: LogStats::default(),
+        }
+    }
+
+    #[test]
+    fn status_is_read_from_a_complete_unrenamed_temp_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        assert_eq!(read_status(dir.path()).unwrap(), None);
+        let json = serde_json::to_vec(&sample()).unwrap();
+        std::fs::write(temp_path(&run.status()), &json[..json.len() / 2]).unwrap();
+        assert_eq!(read_status(dir.path()).unwrap(), None);
+        std::fs::write(temp_path(&run.status()), &json).unwrap();
+        assert_eq!(read_status(dir.path()).unwrap(), Some(sample()));
+    }
+
+    #[test]
+    fn a_directory_without_pid_files_or_status_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(probe(dir.path()).unwrap(), RunState::Lost);
+        std::fs::write(RunDir::new(dir.path()).shim_pid(), "garbage").unwrap();
+        assert!(matches!(probe(dir.path()), Err(ContainerError::BadFile { .. })));
     }
 }

@@ -37,10 +37,12 @@
 //! `START_TIME` is field 22 of `/proc/PID/stat`: a pid file names a process
 //! only while that process has the recorded start time, which guards every
 //! signal and every "is it still running" against pid reuse
-//! ([`ProcessIdentity`]). Pid files are replaced atomically (temporary file
-//! and rename); `status.json` is also fsynced, file and directory, before
-//! the shim exits, so a status that was once seen survives power loss.
-//! Its presence is what "finished" means.
+//! ([`ProcessIdentity`]). Files are replaced atomically (temporary file,
+//! then rename); `status.json.tmp` is also fsynced before its rename and
+//! the shim's exit, so a recorded status survives power loss: as
+//! `status.json`, or as a complete `status.json.tmp` if the rename itself
+//! was lost, which [`read_status`] accepts. A status's presence is what
+//! "finished" means.
 //!
 //! # Logs
 //!

@@ -1,6 +1,6 @@
 //! The run directory: where one run's files live, and how they are written.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -48,17 +48,28 @@ impl RunDir {
 pub enum Durability {
     /// Survives a crash of the writer (rename is atomic), not of the machine.
     ProcessCrash,
-    /// Also survives power loss: the file and the directory entry are fsynced.
+    /// Also survives power loss, as `path` or, if the rename had not reached
+    /// the disk yet, as a complete `path.tmp` (see [`temp_path`]).
     PowerLoss,
 }
 
-/// Replaces `path` with `contents` so that readers see the old file or the
-/// new one, never a torn mix: write `path.tmp`, (fsync,) rename over `path`,
-/// (fsync the directory, which holds the rename).
-pub fn atomic_write(path: &Path, contents: &[u8], durability: Durability) -> io::Result<()> {
+/// The temporary file [`atomic_write`] writes before renaming it.
+pub fn temp_path(path: &Path) -> PathBuf {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    PathBuf::from(tmp)
+}
+
+/// Replaces `path` with `contents` so that readers see the old file or the
+/// new one, never a torn mix: write `path.tmp`, (fsync it,) rename it over
+/// `path`.
+///
+/// The directory is not fsynced: that would be a second journal commit
+/// (milliseconds on a busy disk) on the path from a job's end to its
+/// recorded status. After power loss the rename may be missing, but then
+/// `path.tmp` is there, complete, and readers fall back to it.
+pub fn atomic_write(path: &Path, contents: &[u8], durability: Durability) -> io::Result<()> {
+    let tmp = temp_path(path);
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -71,12 +82,7 @@ pub fn atomic_write(path: &Path, contents: &[u8], durability: Durability) -> io:
         file.sync_all()?;
     }
     drop(file);
-    fs::rename(&tmp, path)?;
-    if durability == Durability::PowerLoss {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
