@@ -243,3 +243,29 @@ fn a_closed_terminal_does_not_disturb_the_job_or_its_log() {
     assert!(status.exit.success());
     assert_eq!(stdout_of(&cfg).lines().count(), 2000);
 }
+
+#[test]
+fn signals_to_the_shim_reach_the_job_too() {
+    let sandbox = Sandbox::new();
+    let cfg = sandbox.config(
+        "shimsig",
+        "trap 'echo got-usr1; exit 6' USR1; echo ready; while true; do sleep 0.02; done",
+    );
+    let launched = launcher().launch(&cfg).unwrap();
+    wait_until("the job to be ready", || stdout_of(&cfg).contains("ready"));
+    corral::container::signal_process(launched.shim(), Signal::SIGUSR1).unwrap();
+    let status = launched.wait().unwrap();
+    assert_eq!(status.exit, JobExit::Exited { code: 6 });
+}
+
+#[test]
+fn a_stale_pid_file_is_not_trusted() {
+    // A live pid with another start time: what a pid file looks like after
+    // its process died and the pid went to someone else (here: this test).
+    let me = corral::container::ProcessIdentity::of(Path::new("/proc"), std::process::id() as i32)
+        .unwrap();
+    let stale = corral::container::ProcessIdentity { start_time: me.start_time - 1, ..me };
+    assert!(!stale.is_alive(Path::new("/proc")));
+    // Were the guard missing, this would kill the test process.
+    assert!(corral::container::signal_process(stale, Signal::SIGKILL).is_err());
+}

@@ -296,12 +296,15 @@ impl ContainerConfig {
         if self.readonly_rootfs && self.rootfs.is_none() {
             problems.push(ConfigProblem::ReadonlyWithoutRootfs);
         }
-        if let Some(hostname) = &self.hostname {
-            if !self.has(Namespace::Uts) {
-                problems.push(ConfigProblem::HostnameWithoutUts);
-            }
+        if self.hostname.is_some() && !self.has(Namespace::Uts) {
+            problems.push(ConfigProblem::HostnameWithoutUts);
+        }
+        if self.has(Namespace::Uts) {
+            // Also the default (the job name), which the kernel would refuse
+            // just the same.
+            let hostname = self.effective_hostname();
             if hostname.is_empty() || hostname.len() > HOSTNAME_MAX || hostname.contains('\0') {
-                problems.push(ConfigProblem::BadHostname { hostname: hostname.clone() });
+                problems.push(ConfigProblem::BadHostname { hostname: hostname.to_owned() });
             }
         }
         for r in &self.rlimits {
@@ -372,6 +375,17 @@ mod tests {
             matches!(&problems[0], ConfigProblem::NulByte { field, .. } if field == "command[1]")
         );
         assert!(problems.contains(&ConfigProblem::BadName { field: "run", value: "../x".into() }));
+    }
+
+    #[test]
+    fn default_hostname_must_fit_too() {
+        let mut cfg = base();
+        cfg.namespaces.insert(Namespace::Uts);
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.job = "j".repeat(65);
+        assert!(matches!(&cfg.validate().unwrap_err()[..], [ConfigProblem::BadHostname { .. }]));
+        cfg.hostname = Some("short".into());
+        assert_eq!(cfg.validate(), Ok(()));
     }
 
     #[test]

@@ -69,9 +69,6 @@ pub struct InitPlan {
     pub join_cgroups: bool,
     /// Namespaces init unshares itself (not done already by the shim).
     pub unshare: CloneFlags,
-    /// Die with the shim. Off when init's parent is a short-lived stage
-    /// rather than the shim itself.
-    pub die_with_parent: bool,
 }
 
 /// Descriptors init inherits from the shim.
@@ -125,9 +122,8 @@ fn cstring(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, SetupError> {
 
 /// Everything up to the fork of the job.
 fn setup(plan: &InitPlan) -> Result<JobExec, SetupError> {
-    if plan.die_with_parent {
-        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set parent-death signal"))?;
-    }
+    // Without its shim nobody would record the run: end it instead.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set parent-death signal"))?;
     if plan.join_cgroups {
         join_cgroups(&plan.cfg.cgroup_procs)?;
     }
@@ -284,8 +280,10 @@ fn run_inner(plan: &InitPlan, messages: &mut File, stdio: JobStdio<'_>) -> Resul
         // the job needed; this keeps the number taken but drops the pipe.
         unsafe { libc::dup2(stdio.stdin.as_raw_fd(), fd.as_raw_fd()) };
     }
-    // A shim that is gone cannot be told; with die_with_parent we are being
-    // killed anyway, and otherwise the job runs on unrecorded.
-    let _ = protocol::send(messages, &InitMessage::Started);
+    // The parent-death signal cannot cover a shim that died before init
+    // asked for it; a failed write here (EPIPE) catches that case.
+    if protocol::send(messages, &InitMessage::Started).is_err() {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
     Ok(supervise(pid, &signals))
 }

@@ -57,7 +57,7 @@ pub fn main(run_dir: &Path) -> u8 {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let mut report = take_report_pipe();
     let run = RunDir::new(run_dir);
-    let started = load(&run).and_then(|cfg| start(&run, cfg));
+    let started = load(&run).and_then(|(cfg, shim)| start(&run, cfg, shim));
     let mut running = match started {
         Ok(running) => running,
         Err(error) => {
@@ -106,7 +106,7 @@ fn note(run: &RunDir, line: &str) {
     }
 }
 
-fn load(run: &RunDir) -> Result<ContainerConfig, SetupError> {
+fn load(run: &RunDir) -> Result<(ContainerConfig, ProcessIdentity), SetupError> {
     let path = run.config();
     let text = std::fs::read(&path).map_err(|e| SetupError::file("failed to read", &path, &e))?;
     let cfg = serde_json::from_slice(&text).map_err(|e| SetupError::File {
@@ -119,7 +119,7 @@ fn load(run: &RunDir) -> Result<ContainerConfig, SetupError> {
     })?;
     atomic_write(&run.shim_pid(), me.to_string().as_bytes(), Durability::ProcessCrash)
         .map_err(|e| SetupError::file("failed to write", run.shim_pid(), &e))?;
-    Ok(cfg)
+    Ok((cfg, me))
 }
 
 /// Reads a passwd-style file of the rootfs (or host); a missing file is
@@ -192,7 +192,7 @@ struct Running {
 }
 
 /// Everything before the job runs. Errors here go back to the launcher.
-fn start(run: &RunDir, cfg: ContainerConfig) -> Result<Running, SetupError> {
+fn start(run: &RunDir, cfg: ContainerConfig, shim: ProcessIdentity) -> Result<Running, SetupError> {
     if let Some(rootfs) = &cfg.rootfs {
         if !rootfs.is_dir() {
             return Err(SetupError::RootfsMissing { path: rootfs.clone() });
@@ -235,7 +235,6 @@ fn start(run: &RunDir, cfg: ContainerConfig) -> Result<Running, SetupError> {
         steps,
         unshare: if userns { CloneFlags::empty() } else { init::unshare_flags(&cfg) },
         join_cgroups: !userns,
-        die_with_parent: !userns,
         // Inside a user namespace the job's ids are mapped to 0.
         creds: if userns {
             Credentials { uid: 0, gid: 0, ..host_creds.clone() }
@@ -257,30 +256,39 @@ fn start(run: &RunDir, cfg: ContainerConfig) -> Result<Running, SetupError> {
     } else {
         spawn_init(&plan, fds)?
     };
-    // The kernel keeps an unreaped child's pid, so the pidfd and the
-    // identity below name init and not a successor.
-    let init_exit = pidfd_open(init_pid.as_raw()).map_err(sys("pidfd_open init"))?;
-    match protocol::receive::<InitMessage>(&mut messages) {
-        Ok(Some(InitMessage::Started)) => {}
-        other => {
+    let watch = || -> Result<_, SetupError> {
+        // The kernel keeps an unreaped child's pid, so the pidfd and the
+        // identity below name init and not a successor.
+        let init_exit = pidfd_open(init_pid.as_raw()).map_err(sys("pidfd_open init"))?;
+        let init = ProcessIdentity::of(Path::new(PROC), init_pid.as_raw()).map_err(|e| {
+            SetupError::File { what: "init's".into(), path: PROC.into(), message: e.to_string() }
+        })?;
+        Ok((init_exit, init))
+    };
+    let watched = watch();
+    let (init_exit, init) = match (protocol::receive::<InitMessage>(&mut messages), watched) {
+        (Ok(Some(InitMessage::Started)), Ok(watched)) => watched,
+        (message, watched) => {
+            // Whatever init is doing, it must not go on without a shim.
+            let _ = kill(init_pid, Signal::SIGKILL);
             let status = wait_raw(init_pid);
-            return Err(match other {
-                Ok(Some(InitMessage::Failed(error))) => error,
+            return Err(match (message, watched) {
+                (Ok(Some(InitMessage::Failed(error))), _) => error,
+                (_, Err(error)) => error,
                 _ => SetupError::InitDied {
                     detail: format!("{:?}", JobExit::from_wait_status(status)),
                 },
             });
         }
-    }
+    };
     let started_at = SystemTime::now();
-    let init = ProcessIdentity::of(Path::new(PROC), init_pid.as_raw()).map_err(|e| {
-        SetupError::File { what: "init's".into(), path: PROC.into(), message: e.to_string() }
-    })?;
-    atomic_write(&run.init_pid(), init.to_string().as_bytes(), Durability::ProcessCrash)
-        .map_err(|e| SetupError::file("failed to write", run.init_pid(), &e))?;
-    let shim = ProcessIdentity::of(Path::new(PROC), std::process::id() as i32).map_err(|e| {
-        SetupError::File { what: "own".into(), path: PROC.into(), message: e.to_string() }
-    })?;
+    if let Err(e) =
+        atomic_write(&run.init_pid(), init.to_string().as_bytes(), Durability::ProcessCrash)
+    {
+        let _ = kill(init_pid, Signal::SIGKILL);
+        wait_raw(init_pid);
+        return Err(SetupError::file("failed to write", run.init_pid(), &e));
+    }
     Ok(Running {
         run: run.clone(),
         cfg: plan.cfg,
@@ -327,15 +335,15 @@ fn spawn_init(plan: &InitPlan, fds: InitFds) -> Result<Pid, SetupError> {
 /// inside), the user namespace comes first so it owns the others (mounting
 /// /proc and sysfs needs that), and the pid namespace needs one more fork.
 /// So a short-lived first stage joins, unshares the user namespace, waits
-/// for the shim to write its id maps, unshares the rest and forks init; the
-/// shim, a child subreaper, inherits init when that stage exits.
+/// for the shim to write its id maps, unshares the rest and clones init
+/// with `CLONE_PARENT`, which makes init the shim's child like in the
+/// direct case (the shim reaps it and it dies with the shim).
 fn spawn_in_user_namespace(
     plan: &InitPlan,
     fds: InitFds,
     host: &Credentials,
     messages: &mut BufReader<File>,
 ) -> Result<Pid, SetupError> {
-    nix::sys::prctl::set_child_subreaper(true).map_err(sys("become child subreaper"))?;
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     // SAFETY: the shim is single-threaded, so the child may run any code.
     let stage = match unsafe { fork() }.map_err(sys("fork"))? {
@@ -355,11 +363,9 @@ fn spawn_in_user_namespace(
                     }
                     match unshare(flags).map_err(sys("unshare namespaces")) {
                         // SAFETY: still single-threaded.
-                        Ok(()) => match unsafe { fork() } {
-                            Ok(ForkResult::Child) => init::run(plan, fds),
-                            Ok(ForkResult::Parent { child }) => {
-                                InitMessage::InitPid { pid: child.as_raw() }
-                            }
+                        Ok(()) => match unsafe { fork_as_sibling() } {
+                            Ok(None) => init::run(plan, fds),
+                            Ok(Some(child)) => InitMessage::InitPid { pid: child.as_raw() },
                             Err(errno) => {
                                 InitMessage::Failed(SetupError::syscall("fork init", errno))
                             }
@@ -408,6 +414,35 @@ fn spawn_in_user_namespace(
     };
     wait_raw(stage);
     Ok(pid)
+}
+
+/// Like `fork`, but the child's parent is the caller's parent
+/// (`CLONE_PARENT`). Returns the child's pid in the parent, `None` in the
+/// child.
+///
+/// # Safety
+///
+/// The caller must be single-threaded. The raw clone bypasses glibc's fork
+/// wrapper, so the child's cached thread id is the caller's; the child must
+/// not rely on it (init does not: it uses no pthread calls, and the job it
+/// forks with glibc's fork gets a correct one).
+unsafe fn fork_as_sibling() -> Result<Option<Pid>, Errno> {
+    // SAFETY: with a null stack, clone duplicates the caller like fork; the
+    // caller guarantees no other thread exists whose locks could be held.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match Errno::result(rc)? {
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
 }
 
 fn user_namespace_stage(plan: &InitPlan, go: OwnedFd, out: &mut File) -> Result<(), SetupError> {
