@@ -24,6 +24,8 @@ fn sees_only_its_own_processes() {
     // init (1), the shell (2) and ps, which the shell may exec in place.
     assert!(pids.len() <= 3 && pids.iter().all(|&p| p <= 3), "{out}");
     assert!(out.contains("ps"), "{out}");
+    let init = out.lines().find(|l| l.split_whitespace().next() == Some("1")).unwrap();
+    assert!(init.ends_with("corral-init"), "{out}");
 }
 
 #[test]

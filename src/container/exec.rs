@@ -5,7 +5,7 @@
 //! Also the pure helpers that decide what the job gets: its environment
 //! and the resolved path of its command.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -63,7 +63,7 @@ pub struct JobExec {
     pub envp: Vec<CString>,
     pub workdir: CString,
     pub creds: Credentials,
-    pub keep_caps: std::collections::BTreeSet<Capability>,
+    pub keep_caps: BTreeSet<Capability>,
     pub rlimits: Vec<Rlimit>,
 }
 

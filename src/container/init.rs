@@ -122,6 +122,7 @@ fn cstring(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, SetupError> {
 
 /// Everything up to the fork of the job.
 fn setup(plan: &InitPlan) -> Result<JobExec, SetupError> {
+    let _ = nix::sys::prctl::set_name(c"corral-init");
     // Without its shim nobody would record the run: end it instead.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set parent-death signal"))?;
     if plan.join_cgroups {

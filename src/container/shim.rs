@@ -53,6 +53,8 @@ pub fn main(run_dir: &Path) -> u8 {
     // kills aimed at the launcher do not reach the run.
     let _ = nix::unistd::setsid();
     let _ = nix::unistd::chdir("/");
+    // Names in ps and top; the command line still says which run.
+    let _ = nix::sys::prctl::set_name(c"corral-shim");
     // SAFETY: ignoring a signal installs no handler code.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let mut report = take_report_pipe();
@@ -256,16 +258,7 @@ fn start(run: &RunDir, cfg: ContainerConfig, shim: ProcessIdentity) -> Result<Ru
     } else {
         spawn_init(&plan, fds)?
     };
-    let watch = || -> Result<_, SetupError> {
-        // The kernel keeps an unreaped child's pid, so the pidfd and the
-        // identity below name init and not a successor.
-        let init_exit = pidfd_open(init_pid.as_raw()).map_err(sys("pidfd_open init"))?;
-        let init = ProcessIdentity::of(Path::new(PROC), init_pid.as_raw()).map_err(|e| {
-            SetupError::File { what: "init's".into(), path: PROC.into(), message: e.to_string() }
-        })?;
-        Ok((init_exit, init))
-    };
-    let watched = watch();
+    let watched = watch_init(init_pid);
     let (init_exit, init) = match (protocol::receive::<InitMessage>(&mut messages), watched) {
         (Ok(Some(InitMessage::Started)), Ok(watched)) => watched,
         (message, watched) => {
@@ -303,6 +296,17 @@ fn start(run: &RunDir, cfg: ContainerConfig, shim: ProcessIdentity) -> Result<Ru
         signals,
         started_at,
     })
+}
+
+/// A pidfd that becomes readable when init exits, and init's identity.
+/// Init is an unreaped child, so its pid cannot have been reused yet: both
+/// name init and not a successor.
+fn watch_init(pid: Pid) -> Result<(OwnedFd, ProcessIdentity), SetupError> {
+    let exit = pidfd_open(pid.as_raw()).map_err(sys("pidfd_open init"))?;
+    let identity = ProcessIdentity::of(Path::new(PROC), pid.as_raw()).map_err(|e| {
+        SetupError::File { what: "init's".into(), path: PROC.into(), message: e.to_string() }
+    })?;
+    Ok((exit, identity))
 }
 
 fn wait_raw(pid: Pid) -> i32 {
