@@ -269,3 +269,16 @@ fn a_stale_pid_file_is_not_trusted() {
     // Were the guard missing, this would kill the test process.
     assert!(corral::container::signal_process(stale, Signal::SIGKILL).is_err());
 }
+
+#[test]
+fn runs_without_any_namespace_too() {
+    let sandbox = Sandbox::new();
+    let mut cfg = sandbox.config("bare", "echo $$; exit 4");
+    cfg.namespaces.clear();
+    cfg.rootfs = None;
+    let status = launcher().launch(&cfg).unwrap().wait().unwrap();
+    assert_eq!(status.exit, JobExit::Exited { code: 4 });
+    // A host pid: no pid namespace.
+    let pid: i32 = stdout_of(&cfg).trim().parse().unwrap();
+    assert!(pid > 2, "{pid}");
+}

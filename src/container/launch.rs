@@ -46,6 +46,11 @@ impl Default for Launcher {
 }
 
 /// A started run, as seen by the process that launched it.
+///
+/// The shim is this process's child: call [`Launched::wait`] (from
+/// `spawn_blocking` in async code) to reap it, or it stays a zombie after
+/// it exits until this process ends. Dropping a `Launched` does not affect
+/// the run.
 #[derive(Debug)]
 pub struct Launched {
     shim_process: Child,
