@@ -202,4 +202,24 @@ bad:x:notanumber:1:::
             Err(CredentialError::UnknownGroup { name: "ghosts".into() })
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(text in "\\PC*") {
+            parse_passwd(&text);
+            parse_group(&text);
+        }
+
+        #[test]
+        fn valid_lines_parse_back(
+            name in "[a-z_][a-z0-9_-]{0,15}",
+            uid in proptest::prelude::any::<u32>(),
+            gid in proptest::prelude::any::<u32>(),
+            home in "/[a-z/]{0,20}",
+        ) {
+            let line = format!("{name}:x:{uid}:{gid}:gecos:{home}:/bin/sh\n");
+            let parsed = parse_passwd(&line);
+            proptest::prop_assert_eq!(parsed, vec![PasswdEntry { name, uid, gid, home }]);
+        }
+    }
 }

@@ -111,4 +111,22 @@ mod tests {
         assert!("17 99 3".parse::<ProcessIdentity>().is_err());
         assert!("-1 99".parse::<ProcessIdentity>().is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn start_time_parser_never_panics(text in "\\PC*") {
+            parse_start_time(&text);
+        }
+
+        #[test]
+        fn start_time_is_found_whatever_the_command_name(
+            comm in "[ -~]{0,16}",
+            start in proptest::prelude::any::<u64>(),
+        ) {
+            let stat = format!(
+                "42 ({comm}) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 {start} 1000 200"
+            );
+            proptest::prop_assert_eq!(parse_start_time(&stat), Some(start));
+        }
+    }
 }
