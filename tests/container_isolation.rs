@@ -206,3 +206,21 @@ fn user_namespace_maps_the_job_user_to_root_inside() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(shared.join("made")).unwrap().uid(), JOB_UID);
 }
+
+#[test]
+fn relative_command_is_found_from_the_workdir() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.rootfs.join("srv/app")).unwrap();
+    std::fs::write(sandbox.rootfs.join("srv/app/run.sh"), "#!/bin/sh\necho ran from $PWD\n")
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        sandbox.rootfs.join("srv/app/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let mut cfg = sandbox.config("relative", "");
+    cfg.command = vec!["./run.sh".into()];
+    cfg.workdir = Some("/srv/app".into());
+    assert_eq!(run(&cfg), "ran from /srv/app\n");
+}

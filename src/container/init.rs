@@ -149,15 +149,20 @@ fn setup(plan: &InitPlan) -> Result<JobExec, SetupError> {
         return Err(SetupError::WorkdirMissing { path: workdir });
     }
     let env = exec::job_env(cfg, &plan.creds);
-    let path = exec::resolve_command(&cfg.command[0], &env["PATH"], exec::is_executable_file)
-        .ok_or_else(|| SetupError::CommandNotFound {
-            command: cfg.command[0].clone(),
-            place: match &cfg.rootfs {
-                Some(rootfs) => format!("rootfs {}", rootfs.display()),
-                None => "the host".into(),
-            },
-            path: env["PATH"].clone(),
-        })?;
+    // Relative names (`./run.sh`, or an empty PATH entry) are relative to
+    // the workdir, where the job will be when it calls execve.
+    let path = exec::resolve_command(&cfg.command[0], &env["PATH"], |p| {
+        exec::is_executable_file(&workdir.join(p))
+    })
+    .map(|p| workdir.join(p))
+    .ok_or_else(|| SetupError::CommandNotFound {
+        command: cfg.command[0].clone(),
+        place: match &cfg.rootfs {
+            Some(rootfs) => format!("rootfs {}", rootfs.display()),
+            None => "the host".into(),
+        },
+        path: env["PATH"].clone(),
+    })?;
     Ok(JobExec {
         path: cstring("command", path.into_os_string().into_encoded_bytes())?,
         argv: cfg
