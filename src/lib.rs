@@ -17,12 +17,15 @@
 //!
 //! Thin shell:
 //! - [`cli`]: the `corral` command line.
+//! - [`container`]: runs one job in namespaces, a rootfs and given cgroups,
+//!   under a per-run supervisor (the shim) that records how it ended.
 //!
 //! Later layers (cgroup drivers, container launcher, scheduler, store, metrics,
 //! API) get a module each, beside these.
 
 pub mod cli;
 pub mod config;
+pub mod container;
 pub mod placement;
 pub mod spec;
 pub mod topology;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 pub mod topology;
 pub mod validate;
+pub mod shim;
 
 /// Declarative batch/job scheduler node agent.
 #[derive(Debug, Parser)]
@@ -24,11 +25,15 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Show the CPUs, cores, NUMA nodes and memory the agent places jobs on.
     Topology(topology::TopologyArgs),
+    /// The per-run container supervisor (started by the launcher).
+    #[command(name = "internal-shim", hide = true)]
+    InternalShim(shim::ShimArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Topology(args) => topology::run(args),
+        Command::InternalShim(args) => Ok(shim::run(args)),
     }
 }

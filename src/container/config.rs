@@ -1,0 +1,419 @@
+//! What one container run needs: the launcher's input, also written to
+//! `<run_dir>/config.json` for the shim to read.
+//!
+//! This is deliberately not the job spec: a later layer maps a compiled job
+//! (plus its cgroups and placement) onto a [`ContainerConfig`]. Everything
+//! here is already resolved to what the kernel needs, except user and group
+//! names, which depend on the rootfs and are resolved by the shim.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::caps::Capability;
+
+/// The default `PATH` a job gets when its environment does not set one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Default cap on each of `stdout.log` and `stderr.log`: 16 MiB.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 16 << 20;
+
+/// The longest hostname the kernel accepts (`HOST_NAME_MAX`).
+const HOSTNAME_MAX: usize = 64;
+
+/// A Linux namespace a container may get a fresh instance of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Namespace {
+    Pid,
+    Mount,
+    Uts,
+    Ipc,
+    Net,
+    User,
+    Cgroup,
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Namespace::Pid => "pid",
+            Namespace::Mount => "mount",
+            Namespace::Uts => "uts",
+            Namespace::Ipc => "ipc",
+            Namespace::Net => "net",
+            Namespace::User => "user",
+            Namespace::Cgroup => "cgroup",
+        })
+    }
+}
+
+/// A user or group, by name (looked up in `/etc/passwd` / `/etc/group` of the
+/// rootfs, or of the host without one) or by number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IdSpec {
+    Id(u32),
+    Name(String),
+}
+
+impl fmt::Display for IdSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdSpec::Id(id) => write!(f, "{id}"),
+            IdSpec::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A host path made visible inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// Path on the host.
+    pub source: PathBuf,
+    /// Absolute path inside the container (inside the rootfs when there is one).
+    pub target: PathBuf,
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// Resources a job may be limited in with `setrlimit(2)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RlimitResource {
+    /// Open file descriptors (`RLIMIT_NOFILE`).
+    Nofile,
+    /// Processes of the job's uid (`RLIMIT_NPROC`).
+    Nproc,
+    /// Core dump size in bytes (`RLIMIT_CORE`).
+    Core,
+    /// Stack size in bytes (`RLIMIT_STACK`).
+    Stack,
+    /// CPU seconds (`RLIMIT_CPU`).
+    Cpu,
+    /// Locked memory in bytes (`RLIMIT_MEMLOCK`).
+    Memlock,
+    /// Largest file the job may write, in bytes (`RLIMIT_FSIZE`).
+    Fsize,
+}
+
+/// One `setrlimit(2)` call. `u64::MAX` means unlimited (`RLIM_INFINITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub resource: RlimitResource,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Everything the shim needs to start and supervise one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// Job name, exported to the job as `CORRAL_JOB`.
+    pub job: String,
+    /// Run id, exported to the job as `CORRAL_RUN`.
+    pub run: String,
+    /// Directory that holds this run's files (see the module docs). Created by
+    /// the launcher; must not have been used for another run.
+    pub run_dir: PathBuf,
+    /// `argv`. A first element without `/` is looked up in the job's `PATH`
+    /// inside the container.
+    pub command: Vec<String>,
+    /// The job's environment, exactly; `PATH`, `HOME`, `CORRAL_JOB` and
+    /// `CORRAL_RUN` are added (the first two only when missing).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory inside the container; `/` when unset.
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    /// The job's user; root when unset.
+    #[serde(default)]
+    pub user: Option<IdSpec>,
+    /// The job's group; the user's primary group when unset (for a numeric
+    /// user without a passwd entry: the group with the same number).
+    #[serde(default)]
+    pub group: Option<IdSpec>,
+    /// Namespaces the container gets fresh instances of.
+    #[serde(default)]
+    pub namespaces: BTreeSet<Namespace>,
+    /// Hostname inside a fresh UTS namespace; the job name when unset.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// A directory to use as `/`; the host's root (made private) when unset.
+    #[serde(default)]
+    pub rootfs: Option<PathBuf>,
+    /// Remount the rootfs read-only before the job starts.
+    #[serde(default)]
+    pub readonly_rootfs: bool,
+    #[serde(default)]
+    pub mounts: Vec<BindMount>,
+    /// `cgroup.procs` files the container's init writes `0` into, moving itself
+    /// (and so the job it forks later) into each cgroup before anything else.
+    #[serde(default)]
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Capabilities a job running as uid 0 keeps; ignored for other users,
+    /// who never have any.
+    #[serde(default)]
+    pub capabilities: BTreeSet<Capability>,
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    /// Cap on each of `stdout.log` and `stderr.log`.
+    #[serde(default = "default_log_max_bytes")]
+    pub log_max_bytes: u64,
+    /// Also copy the job's output to the launcher's stdout and stderr, for a
+    /// foreground run. Copying stops for good at the first failed write (a
+    /// closed terminal or pipe); the log files are unaffected.
+    #[serde(default)]
+    pub tee_output: bool,
+}
+
+fn default_log_max_bytes() -> u64 {
+    DEFAULT_LOG_MAX_BYTES
+}
+
+/// One thing wrong with a [`ContainerConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error("command is empty")]
+    EmptyCommand,
+    #[error("{field} contains a NUL byte: {value:?}")]
+    NulByte { field: String, value: String },
+    #[error("environment variable name {name:?} is empty or contains '='")]
+    BadEnvName { name: String },
+    #[error("{field} must be an absolute path, got {path:?}")]
+    NotAbsolute { field: &'static str, path: PathBuf },
+    #[error("{what} needs the mount namespace")]
+    NeedsMountNamespace { what: &'static str },
+    #[error("a hostname needs the uts namespace")]
+    HostnameWithoutUts,
+    #[error("hostname {hostname:?} is empty or longer than {HOSTNAME_MAX} bytes")]
+    BadHostname { hostname: String },
+    #[error("readonly_rootfs is set but there is no rootfs")]
+    ReadonlyWithoutRootfs,
+    #[error("rlimit {resource:?}: soft limit {soft} is above hard limit {hard}")]
+    RlimitSoftAboveHard { resource: RlimitResource, soft: u64, hard: u64 },
+    #[error("log_max_bytes must be at least 1")]
+    ZeroLogCap,
+    #[error("{field} {value:?} is not a single path component")]
+    BadName { field: &'static str, value: String },
+}
+
+impl ContainerConfig {
+    /// A config with defaults for everything but the essentials: no
+    /// namespaces, host root, root user.
+    pub fn new(job: &str, run: &str, run_dir: &Path, command: &[&str]) -> Self {
+        ContainerConfig {
+            job: job.to_owned(),
+            run: run.to_owned(),
+            run_dir: run_dir.to_owned(),
+            command: command.iter().map(|s| (*s).to_owned()).collect(),
+            env: BTreeMap::new(),
+            workdir: None,
+            user: None,
+            group: None,
+            namespaces: BTreeSet::new(),
+            hostname: None,
+            rootfs: None,
+            readonly_rootfs: false,
+            mounts: Vec::new(),
+            cgroup_procs: Vec::new(),
+            capabilities: BTreeSet::new(),
+            rlimits: Vec::new(),
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+            tee_output: false,
+        }
+    }
+
+    pub fn has(&self, ns: Namespace) -> bool {
+        self.namespaces.contains(&ns)
+    }
+
+    /// Every problem with this config, not just the first. Checks only what
+    /// can be known without touching the filesystem; the shim reports the
+    /// rest (missing rootfs, unknown user, ...) before the job starts.
+    pub fn validate(&self) -> Result<(), Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let mut no_nul = |field: &str, value: &str| {
+            if value.contains('\0') {
+                problems.push(ConfigProblem::NulByte {
+                    field: field.to_owned(),
+                    value: value.to_owned(),
+                });
+            }
+        };
+        no_nul("job", &self.job);
+        no_nul("run", &self.run);
+        for (i, arg) in self.command.iter().enumerate() {
+            no_nul(&format!("command[{i}]"), arg);
+        }
+        for (name, value) in &self.env {
+            no_nul(&format!("env {name}"), value);
+        }
+        let mut paths: Vec<(&'static str, &Path)> = vec![("run_dir", &self.run_dir)];
+        paths.extend(self.workdir.as_deref().map(|p| ("workdir", p)));
+        paths.extend(self.rootfs.as_deref().map(|p| ("rootfs", p)));
+        for m in &self.mounts {
+            paths.push(("mount source", &m.source));
+            paths.push(("mount target", &m.target));
+        }
+        for p in &self.cgroup_procs {
+            paths.push(("cgroup_procs", p));
+        }
+        for (field, path) in &paths {
+            no_nul(field, &path.to_string_lossy());
+        }
+
+        if self.command.is_empty() || self.command[0].is_empty() {
+            problems.push(ConfigProblem::EmptyCommand);
+        }
+        for name in self.env.keys() {
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                problems.push(ConfigProblem::BadEnvName { name: name.clone() });
+            }
+        }
+        for (field, path) in paths {
+            if !path.is_absolute() {
+                problems.push(ConfigProblem::NotAbsolute { field, path: path.to_owned() });
+            }
+        }
+        // The run id and job name end up in file names and environment
+        // variables; keep them to one harmless path component.
+        for (field, value) in [("job", &self.job), ("run", &self.run)] {
+            if value.is_empty() || value.contains('/') || value == "." || value == ".." {
+                problems.push(ConfigProblem::BadName { field, value: value.clone() });
+            }
+        }
+        let mount_ns = self.has(Namespace::Mount);
+        if !mount_ns {
+            if self.rootfs.is_some() {
+                problems.push(ConfigProblem::NeedsMountNamespace { what: "a rootfs" });
+            }
+            if !self.mounts.is_empty() {
+                problems.push(ConfigProblem::NeedsMountNamespace { what: "bind mounts" });
+            }
+        }
+        if self.readonly_rootfs && self.rootfs.is_none() {
+            problems.push(ConfigProblem::ReadonlyWithoutRootfs);
+        }
+        if self.hostname.is_some() && !self.has(Namespace::Uts) {
+            problems.push(ConfigProblem::HostnameWithoutUts);
+        }
+        if self.has(Namespace::Uts) {
+            // Also the default (the job name), which the kernel would refuse
+            // just the same.
+            let hostname = self.effective_hostname();
+            if hostname.is_empty() || hostname.len() > HOSTNAME_MAX || hostname.contains('\0') {
+                problems.push(ConfigProblem::BadHostname { hostname: hostname.to_owned() });
+            }
+        }
+        for r in &self.rlimits {
+            if r.soft > r.hard {
+                problems.push(ConfigProblem::RlimitSoftAboveHard {
+                    resource: r.resource,
+                    soft: r.soft,
+                    hard: r.hard,
+                });
+            }
+        }
+        if self.log_max_bytes == 0 {
+            problems.push(ConfigProblem::ZeroLogCap);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The hostname the UTS namespace gets.
+    pub fn effective_hostname(&self) -> &str {
+        self.hostname.as_deref().unwrap_or(&self.job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> ContainerConfig {
+        ContainerConfig::new("etl", "r1", Path::new("/var/lib/corral/runs/r1"), &["/bin/true"])
+    }
+
+    #[test]
+    fn minimal_config_is_valid() {
+        assert_eq!(base().validate(), Ok(()));
+    }
+
+    #[test]
+    fn collects_every_problem() {
+        let mut cfg = base();
+        cfg.command.clear();
+        cfg.workdir = Some("relative".into());
+        cfg.rootfs = Some("/srv/rootfs".into());
+        cfg.hostname = Some("h".into());
+        cfg.env.insert("A=B".into(), "x".into());
+        cfg.log_max_bytes = 0;
+        let problems = cfg.validate().unwrap_err();
+        assert!(problems.contains(&ConfigProblem::EmptyCommand));
+        assert!(problems
+            .contains(&ConfigProblem::NotAbsolute { field: "workdir", path: "relative".into() }));
+        assert!(problems.contains(&ConfigProblem::NeedsMountNamespace { what: "a rootfs" }));
+        assert!(problems.contains(&ConfigProblem::HostnameWithoutUts));
+        assert!(problems.contains(&ConfigProblem::BadEnvName { name: "A=B".into() }));
+        assert!(problems.contains(&ConfigProblem::ZeroLogCap));
+        assert_eq!(problems.len(), 6, "{problems:?}");
+    }
+
+    #[test]
+    fn rejects_nul_bytes_and_path_like_names() {
+        let mut cfg = base();
+        cfg.command.push("a\0b".into());
+        cfg.run = "../x".into();
+        let problems = cfg.validate().unwrap_err();
+        assert!(
+            matches!(&problems[0], ConfigProblem::NulByte { field, .. } if field == "command[1]")
+        );
+        assert!(problems.contains(&ConfigProblem::BadName { field: "run", value: "../x".into() }));
+    }
+
+    #[test]
+    fn default_hostname_must_fit_too() {
+        let mut cfg = base();
+        cfg.namespaces.insert(Namespace::Uts);
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.job = "j".repeat(65);
+        assert!(matches!(&cfg.validate().unwrap_err()[..], [ConfigProblem::BadHostname { .. }]));
+        cfg.hostname = Some("short".into());
+        assert_eq!(cfg.validate(), Ok(()));
+    }
+
+    #[test]
+    fn rlimit_soft_above_hard_is_refused() {
+        let mut cfg = base();
+        cfg.rlimits.push(Rlimit { resource: RlimitResource::Nofile, soft: 10, hard: 5 });
+        assert_eq!(
+            cfg.validate().unwrap_err(),
+            vec![ConfigProblem::RlimitSoftAboveHard {
+                resource: RlimitResource::Nofile,
+                soft: 10,
+                hard: 5
+            }]
+        );
+    }
+
+    #[test]
+    fn json_round_trip_with_defaults() {
+        let text = r#"{"job":"j","run":"r","run_dir":"/r","command":["true"],
+            "user":1000,"group":"staff","namespaces":["pid","net"],
+            "capabilities":["CAP_NET_BIND_SERVICE"]}"#;
+        let cfg: ContainerConfig = serde_json::from_str(text).unwrap();
+        assert_eq!(cfg.user, Some(IdSpec::Id(1000)));
+        assert_eq!(cfg.group, Some(IdSpec::Name("staff".into())));
+        assert!(cfg.has(Namespace::Pid) && cfg.has(Namespace::Net) && !cfg.has(Namespace::Uts));
+        assert_eq!(cfg.log_max_bytes, DEFAULT_LOG_MAX_BYTES);
+        let again: ContainerConfig =
+            serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(again, cfg);
+    }
+}

@@ -1,0 +1,107 @@
+//! Errors of the container layer.
+//!
+//! [`SetupError`] happens inside the shim or the container's init, before
+//! the job runs; it crosses process boundaries as JSON, so it carries plain
+//! data (paths, an errno number) rather than `io::Error`s. [`ContainerError`]
+//! is what the launcher API returns.
+
+use std::io;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use serde::{Deserialize, Serialize};
+
+use super::config::ConfigProblem;
+
+fn describe(errno: &i32) -> &'static str {
+    Errno::from_raw(*errno).desc()
+}
+
+/// Why a container did not get as far as running its job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum SetupError {
+    #[error("rootfs {path} does not exist or is not a directory")]
+    RootfsMissing { path: PathBuf },
+    #[error("command {command:?} not found in {place} (PATH={path})")]
+    CommandNotFound { command: String, place: String, path: String },
+    #[error("workdir {path} does not exist or is not a directory in the container")]
+    WorkdirMissing { path: PathBuf },
+    #[error("unknown user {name:?} (looked up in {passwd})")]
+    UnknownUser { name: String, passwd: PathBuf },
+    #[error("unknown group {name:?} (looked up in {group})")]
+    UnknownGroup { name: String, group: PathBuf },
+    #[error("mount target {target} leaves the rootfs (resolves to {resolved})")]
+    MountTargetEscapes { target: PathBuf, resolved: PathBuf },
+    #[error("failed to write 0 to {path}: {}", describe(errno))]
+    JoinCgroup { path: PathBuf, errno: i32 },
+    #[error("{what} {path}: {message}")]
+    File { what: String, path: PathBuf, message: String },
+    #[error("{what}: {}", describe(errno))]
+    Syscall { what: String, errno: i32 },
+    #[error("failed to execute {path}: {}", describe(errno))]
+    Exec { path: String, errno: i32 },
+    #[error("container init ended during setup: {detail}")]
+    InitDied { detail: String },
+}
+
+impl SetupError {
+    pub(crate) fn syscall(what: impl Into<String>, errno: Errno) -> Self {
+        SetupError::Syscall { what: what.into(), errno: errno as i32 }
+    }
+
+    pub(crate) fn file(what: &str, path: impl Into<PathBuf>, err: &io::Error) -> Self {
+        SetupError::File { what: what.to_owned(), path: path.into(), message: err.to_string() }
+    }
+}
+
+/// Errors of the launcher API.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("invalid container config: {}", join(problems))]
+    InvalidConfig { problems: Vec<ConfigProblem> },
+    #[error("run directory {path} already holds a run")]
+    RunDirInUse { path: PathBuf },
+    #[error("failed to {what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("failed to start the shim {exe}: {source}")]
+    SpawnShim { exe: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error("the shim of {run_dir} ended without {missing} ({status})")]
+    ShimDied { run_dir: PathBuf, missing: &'static str, status: String },
+    #[error("malformed {path}: {reason}")]
+    BadFile { path: PathBuf, reason: String },
+    #[error("run {run_dir} is lost: its shim is gone and left no status")]
+    Lost { run_dir: PathBuf },
+    #[error("failed to signal the container init (pid {pid}): {}", describe(errno))]
+    Signal { pid: i32, errno: i32 },
+}
+
+fn join(problems: &[ConfigProblem]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_errors_read_well_and_cross_processes() {
+        let err = SetupError::Exec { path: "/bin/nope".into(), errno: libc::ENOENT };
+        assert_eq!(err.to_string(), "failed to execute /bin/nope: No such file or directory");
+        let json = serde_json::to_string(&err).unwrap();
+        assert_eq!(serde_json::from_str::<SetupError>(&json).unwrap(), err);
+    }
+
+    #[test]
+    fn config_problems_are_all_listed() {
+        let err = ContainerError::InvalidConfig {
+            problems: vec![ConfigProblem::EmptyCommand, ConfigProblem::ZeroLogCap],
+        };
+        assert_eq!(
+            err.to_string(),
+            "invalid container config: command is empty; log_max_bytes must be at least 1"
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! The launcher API: start a run, wait for it, read its status.
+//!
+//! Everything here blocks. The agent calls it from `spawn_blocking`; the
+//! status file, not this process's memory, is the durable truth, so a
+//! restarted agent finds its runs again with [`probe`] and
+//! [`wait_for_status`].
+
+use std::fs::OpenOptions;
+use std::io::{BufReader, ErrorKind, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::unistd::pipe2;
+
+use super::config::ContainerConfig;
+use super::error::ContainerError;
+use super::procfs::ProcessIdentity;
+use super::protocol::{self, ShimReport};
+use super::rundir::{temp_path, RunDir};
+use super::shim::pidfd_open;
+use super::status::RunStatus;
+
+const PROC: &str = "/proc";
+
+/// Name of the hidden subcommand that runs the shim.
+pub const SHIM_SUBCOMMAND: &str = "internal-shim";
+
+/// Starts shims from a given corral executable.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    shim_exe: PathBuf,
+}
+
+impl Default for Launcher {
+    /// The running executable, via `/proc/self/exe`, which still works after
+    /// the file on disk was replaced by an upgrade.
+    fn default() -> Self {
+        Launcher { shim_exe: PathBuf::from("/proc/self/exe") }
+    }
+}
+
+/// A started run, as seen by the process that launched it.
+///
+/// The shim is this process's child: call [`Launched::wait`] (from
+/// `spawn_blocking` in async code) to reap it, or it stays a zombie after
+/// it exits until this process ends. Dropping a `Launched` does not affect
+/// the run.
+#[derive(Debug)]
+pub struct Launched {
+    shim_process: Child,
+    run_dir: PathBuf,
+    shim: ProcessIdentity,
+    init: ProcessIdentity,
+}
+
+/// Where a run stands, judged from its run directory alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    /// `status.json` exists.
+    Finished(RunStatus),
+    /// The shim recorded in `shim.pid` is still that same process.
+    Running { shim: ProcessIdentity, init: Option<ProcessIdentity> },
+    /// No status, and no shim to write one: the shim was killed, or the
+    /// machine rebooted.
+    Lost,
+}
+
+/// Starts `cfg` with the running executable as the shim.
+pub fn launch(cfg: &ContainerConfig) -> Result<Launched, ContainerError> {
+    Launcher::default().launch(cfg)
+}
+
+impl Launcher {
+    pub fn new(shim_exe: impl Into<PathBuf>) -> Self {
+        Launcher { shim_exe: shim_exe.into() }
+    }
+
+    /// Validates `cfg`, writes it to the run directory, starts the shim and
+    /// returns once the job's `execve` succeeded, or with the reason it
+    /// could not (missing rootfs, unknown user, command not found, ...).
+    pub fn launch(&self, cfg: &ContainerConfig) -> Result<Launched, ContainerError> {
+        cfg.validate().map_err(|problems| ContainerError::InvalidConfig { problems })?;
+        let run = RunDir::new(&cfg.run_dir);
+        std::fs::DirBuilder::new().recursive(true).mode(0o750).create(run.root()).map_err(
+            |source| ContainerError::Io { what: "create", path: run.root().to_owned(), source },
+        )?;
+        let io = |what, path: PathBuf| move |source| ContainerError::Io { what, path, source };
+        // create_new: a run directory holds one run, ever.
+        let mut file =
+            match OpenOptions::new().write(true).create_new(true).mode(0o640).open(run.config()) {
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    return Err(ContainerError::RunDirInUse { path: run.root().to_owned() })
+                }
+                other => other.map_err(io("create", run.config()))?,
+            };
+        let json = serde_json::to_vec_pretty(cfg).expect("config serializes");
+        file.write_all(&json).map_err(io("write", run.config()))?;
+        drop(file);
+
+        let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC)
+            .map_err(|e| io("create a pipe for", run.root().to_owned())(e.into()))?;
+        let output = || if cfg.tee_output { Stdio::inherit() } else { Stdio::null() };
+        let shim_process = {
+            // The Command holds the pipe's write end; it must be gone before
+            // reading, or the read would never see end-of-file.
+            let mut command = Command::new(&self.shim_exe);
+            command
+                .arg(SHIM_SUBCOMMAND)
+                .arg(run.root())
+                .stdin(Stdio::from(report_w))
+                .stdout(output())
+                .stderr(output());
+            command.spawn().map_err(|source| ContainerError::SpawnShim {
+                exe: self.shim_exe.clone(),
+                source,
+            })?
+        };
+        let mut launched = Launched {
+            shim_process,
+            run_dir: run.root().to_owned(),
+            shim: ProcessIdentity { pid: 0, start_time: 0 },
+            init: ProcessIdentity { pid: 0, start_time: 0 },
+        };
+        match protocol::receive::<ShimReport>(&mut BufReader::new(std::fs::File::from(report_r))) {
+            Ok(Some(ShimReport::Started { shim, init })) => {
+                launched.shim = shim;
+                launched.init = init;
+                Ok(launched)
+            }
+            Ok(Some(ShimReport::Failed(error))) => {
+                let _ = launched.shim_process.wait();
+                Err(ContainerError::Setup(error))
+            }
+            Ok(None) | Err(_) => {
+                let status = launched.shim_process.wait();
+                Err(ContainerError::ShimDied {
+                    run_dir: launched.run_dir,
+                    missing: "reporting whether the job started",
+                    status: format!("{status:?}"),
+                })
+            }
+        }
+    }
+}
+
+impl Launched {
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The shim, the run's supervisor (a host pid).
+    pub fn shim(&self) -> ProcessIdentity {
+        self.shim
+    }
+
+    /// The container's init (a host pid); signals sent to it reach the job.
+    pub fn init(&self) -> ProcessIdentity {
+        self.init
+    }
+
+    /// Sends `signal` to the container's init, which forwards SIGTERM,
+    /// SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 to the job; SIGKILL ends the
+    /// whole container.
+    pub fn signal(&self, signal: Signal) -> Result<(), ContainerError> {
+        signal_process(self.init, signal)
+    }
+
+    /// Waits for the shim to exit and returns the status it recorded.
+    pub fn wait(mut self) -> Result<RunStatus, ContainerError> {
+        let exit = self.shim_process.wait().map_err(|source| ContainerError::Io {
+            what: "wait for the shim of",
+            path: self.run_dir.clone(),
+            source,
+        })?;
+        read_status(&self.run_dir)?.ok_or_else(|| ContainerError::ShimDied {
+            run_dir: self.run_dir.clone(),
+            missing: "writing status.json",
+            status: exit.to_string(),
+        })
+    }
+}
+
+/// Signals `process` only if it is still the process the identity names:
+/// the pidfd pins the pid, and the start time proves it was not reused.
+pub fn signal_process(process: ProcessIdentity, signal: Signal) -> Result<(), ContainerError> {
+    let fail = |errno: Errno| ContainerError::Signal { pid: process.pid, errno: errno as i32 };
+    let pidfd = pidfd_open(process.pid).map_err(fail)?;
+    if !process.is_alive(Path::new(PROC)) {
+        return Err(fail(Errno::ESRCH));
+    }
+    // SAFETY: pidfd_send_signal with a null siginfo behaves like kill(2) on
+    // the process the descriptor refers to.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(rc).map(drop).map_err(fail)
+}
+
+/// The run's status, or `None` if it has not finished (or never started).
+pub fn read_status(run_dir: &Path) -> Result<Option<RunStatus>, ContainerError> {
+    let path = RunDir::new(run_dir).status();
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ContainerError::BadFile { path, reason: e.to_string() }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(read_unrenamed_status(&path)),
+        Err(source) => Err(ContainerError::Io { what: "read", path, source }),
+    }
+}
+
+/// After power loss the rename of `status.json.tmp` may not have reached
+/// the disk although its content, fsynced first, did. A temporary file
+/// that parses completely is that status; a partial one (the shim died
+/// while writing) is not a status at all.
+fn read_unrenamed_status(path: &Path) -> Option<RunStatus> {
+    let bytes = std::fs::read(temp_path(path)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn read_pid_file(path: &Path) -> Result<Option<ProcessIdentity>, ContainerError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.parse().map(Some).map_err(|reason: &str| ContainerError::BadFile {
+            path: path.to_owned(),
+            reason: reason.into(),
+        }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ContainerError::Io { what: "read", path: path.to_owned(), source }),
+    }
+}
+
+/// Where the run in `run_dir` stands, without being its parent.
+pub fn probe(run_dir: &Path) -> Result<RunState, ContainerError> {
+    let run = RunDir::new(run_dir);
+    if let Some(status) = read_status(run_dir)? {
+        return Ok(RunState::Finished(status));
+    }
+    let shim = read_pid_file(&run.shim_pid())?;
+    match shim {
+        Some(shim) if shim.is_alive(Path::new(PROC)) => {
+            Ok(RunState::Running { shim, init: read_pid_file(&run.init_pid())? })
+        }
+        // The shim may have written the status and exited between the two
+        // reads above.
+        _ => Ok(read_status(run_dir)?.map_or(RunState::Lost, RunState::Finished)),
+    }
+}
+
+/// Blocks until the run in `run_dir` has a status, for a caller that is
+/// not the shim's parent (a restarted agent). Uses a pidfd on the shim, so
+/// it sleeps in the kernel instead of polling the file.
+pub fn wait_for_status(run_dir: &Path) -> Result<RunStatus, ContainerError> {
+    let lost = || ContainerError::Lost { run_dir: run_dir.to_owned() };
+    loop {
+        let shim = match probe(run_dir)? {
+            RunState::Finished(status) => return Ok(status),
+            RunState::Lost => return Err(lost()),
+            RunState::Running { shim, .. } => shim,
+        };
+        let pidfd = match pidfd_open(shim.pid) {
+            Ok(fd) => fd,
+            Err(_) => continue, // exited just now; probe again
+        };
+        // The pidfd could have caught a process that reused the pid.
+        if !shim.is_alive(Path::new(PROC)) {
+            continue;
+        }
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(errno) => {
+                return Err(ContainerError::Io {
+                    what: "wait for the shim of",
+                    path: run_dir.to_owned(),
+                    source: errno.into(),
+                })
+            }
+        }
+        // The shim writes the status before it exits; one more probe
+        // returns Finished or Lost.
+        return match probe(run_dir)? {
+            RunState::Finished(status) => Ok(status),
+            _ => Err(lost()),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::container::status::{ExitSource, JobExit, LogStats};
+
+    fn sample() -> RunStatus {
+        RunStatus {
+            job: "j".into(),
+            run: "r".into(),
+            exit: JobExit::Exited { code: 3 },
+            exit_source: ExitSource::Init,
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            init: ProcessIdentity { pid: 9, start_time: 1 },
+            stdout: LogStats::default(),
+            stderr: LogStats::default(),
+        }
+    }
+
+    #[test]
+    fn status_is_read_from_a_complete_unrenamed_temp_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        assert_eq!(read_status(dir.path()).unwrap(), None);
+        let json = serde_json::to_vec(&sample()).unwrap();
+        std::fs::write(temp_path(&run.status()), &json[..json.len() / 2]).unwrap();
+        assert_eq!(read_status(dir.path()).unwrap(), None);
+        std::fs::write(temp_path(&run.status()), &json).unwrap();
+        assert_eq!(read_status(dir.path()).unwrap(), Some(sample()));
+    }
+
+    #[test]
+    fn a_directory_without_pid_files_or_status_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(probe(dir.path()).unwrap(), RunState::Lost);
+        std::fs::write(RunDir::new(dir.path()).shim_pid(), "garbage").unwrap();
+        assert!(matches!(probe(dir.path()), Err(ContainerError::BadFile { .. })));
+    }
+}

@@ -1,0 +1,101 @@
+//! Running one job in a container made from kernel primitives.
+//!
+//! # Processes
+//!
+//! ```text
+//! agent (multi-threaded) ── launch() ── spawns ──▶ shim  `corral internal-shim RUN_DIR`
+//!                                                   │  own session, outside the job's
+//!                                                   │  namespaces and cgroups
+//!                                                   └─ fork ─▶ init  (PID 1 of the pid ns)
+//!                                                               │  joins cgroups, unshares,
+//!                                                               │  mounts, pivot_root
+//!                                                               └─ fork ─▶ job (PID 2)
+//!                                                                          drops ids/caps, execve
+//! ```
+//!
+//! The agent never forks itself into a container: a fork of a
+//! multi-threaded process may only run async-signal-safe code. It starts
+//! the shim, a fresh single-threaded exec of the same binary, which does
+//! the work; see [`shim`] and [`init`]. The shim outlives the launcher: it
+//! is not the launcher's to kill, and it records the job's end in the run
+//! directory whether or not anyone is still waiting.
+//!
+//! # Run directory
+//!
+//! One directory per run, given as [`ContainerConfig::run_dir`]:
+//!
+//! | file          | written by | when                         | content |
+//! |---------------|------------|------------------------------|---------|
+//! | `config.json` | launcher   | before the shim starts       | the [`ContainerConfig`]; its presence marks the directory as used |
+//! | `shim.pid`    | shim       | first thing                  | `PID START_TIME` of the shim |
+//! | `init.pid`    | shim       | once the job has exec'd      | `PID START_TIME` of the container's init (host pid) |
+//! | `stdout.log`  | shim       | while the job runs           | the first `log_max_bytes` of the job's stdout, then one marker line |
+//! | `stderr.log`  | shim       | while the job runs           | the same for stderr |
+//! | `status.json` | shim       | once, after the job ended    | the [`RunStatus`]: exit code or signal, timestamps, log byte counts |
+//! | `shim.log`    | shim       | only if something went wrong after the launcher stopped listening | one line per problem |
+//!
+//! `START_TIME` is field 22 of `/proc/PID/stat`: a pid file names a process
+//! only while that process has the recorded start time, which guards every
+//! signal and every "is it still running" against pid reuse
+//! ([`ProcessIdentity`]). Files are replaced atomically (temporary file,
+//! then rename); `status.json.tmp` is also fsynced before its rename and
+//! the shim's exit, so a recorded status survives power loss: as
+//! `status.json`, or as a complete `status.json.tmp` if the rename itself
+//! was lost, which [`read_status`] accepts. A status's presence is what
+//! "finished" means.
+//!
+//! # Namespaces and identity
+//!
+//! [`ContainerConfig::namespaces`] lists the fresh namespaces: pid (the
+//! job is PID 2, a child of init), mount (see [`mounts`]), uts (hostname,
+//! the job name by default), ipc, net (only `lo`, brought up), cgroup
+//! (the joined cgroups become `/`) and user. With a user namespace exactly
+//! one uid and one gid are mapped: the job user's, to 0 inside. The job is
+//! root in its container and nobody special on the host; its capabilities
+//! are still dropped as for any job.
+//!
+//! The job runs with its configured uid and gid, no supplementary groups,
+//! `no_new_privs`, and no capabilities at all unless its user is root and
+//! [`ContainerConfig::capabilities`] lists some (bounding set included).
+//!
+//! # Signals
+//!
+//! SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 sent to the shim or to
+//! init reach the job ([`Launched::signal`], [`signal_process`]); SIGKILL
+//! to init ends the container. Killing the shim kills init (parent-death
+//! signal), since nobody would be left to record the run: a run whose shim
+//! is gone without a status is [`RunState::Lost`].
+//!
+//! # Logs
+//!
+//! See [`logs`]: the head of each stream is kept, the rest counted.
+//!
+//! # Latency
+//!
+//! `cargo bench --bench launch` measures launch to recorded status for
+//! `/bin/true` in a full container beside `crun run` of the same bundle.
+
+pub mod caps;
+pub mod config;
+pub mod error;
+pub mod exec;
+pub mod init;
+pub mod launch;
+pub mod logs;
+pub mod mounts;
+pub mod net;
+pub mod passwd;
+pub mod procfs;
+pub mod protocol;
+pub mod rundir;
+pub mod shim;
+pub mod status;
+
+pub use caps::Capability;
+pub use config::{BindMount, ContainerConfig, IdSpec, Namespace, Rlimit, RlimitResource};
+pub use error::{ContainerError, SetupError};
+pub use launch::{
+    launch, probe, read_status, signal_process, wait_for_status, Launched, Launcher, RunState,
+};
+pub use procfs::ProcessIdentity;
+pub use status::{ExitSource, JobExit, LogStats, RunStatus};

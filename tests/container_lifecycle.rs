@@ -1,0 +1,284 @@
+//! How runs end and who records it: exit codes, signals, reaping, signal
+//! forwarding, and a status that survives the death of its launcher.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{launcher, stdout_of, Sandbox};
+use corral::container::{
+    probe, wait_for_status, BindMount, ContainerConfig, ExitSource, JobExit, RunState,
+};
+use nix::sys::signal::Signal;
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn exit_codes_come_back() {
+    let sandbox = Sandbox::new();
+    for code in [0, 3, 42] {
+        let cfg = sandbox.config(&format!("exit{code}"), &format!("exit {code}"));
+        let status = launcher().launch(&cfg).unwrap().wait().unwrap();
+        assert_eq!(status.exit, JobExit::Exited { code });
+        assert_eq!(status.exit_source, ExitSource::Init);
+        assert_eq!((status.job.as_str(), status.run.as_str()), ("testjob", cfg.run.as_str()));
+        assert!(status.finished_at >= status.started_at);
+    }
+}
+
+#[test]
+fn death_by_signal_is_reported_as_such() {
+    let sandbox = Sandbox::new();
+    for (signal, code) in [("KILL", 137), ("TERM", 143)] {
+        let cfg = sandbox.config(&format!("sig{signal}"), &format!("kill -{signal} $$; sleep 5"));
+        let status = launcher().launch(&cfg).unwrap().wait().unwrap();
+        assert!(
+            matches!(status.exit, JobExit::Signaled { signal: s, .. } if 128 + s == code),
+            "{signal}: {:?}",
+            status.exit
+        );
+        assert_eq!(status.exit.code(), code);
+    }
+}
+
+#[test]
+fn orphans_are_reaped_by_init() {
+    let sandbox = Sandbox::new();
+    // The subshell exits at once, orphaning its background sleep to PID 1,
+    // which must reap it when it exits; then look for zombies.
+    let cfg =
+        sandbox.config("zombies", "(sleep 0.1 &); (sleep 0.1 &); sleep 0.6; cat /proc/[0-9]*/stat");
+    let status = launcher().launch(&cfg).unwrap().wait().unwrap();
+    assert!(status.exit.success());
+    let out = stdout_of(&cfg);
+    let states: Vec<&str> =
+        out.lines().map(|l| l[l.rfind(')').unwrap() + 2..].split(' ').next().unwrap()).collect();
+    assert!(!states.is_empty());
+    assert!(!states.contains(&"Z"), "zombie in container:\n{out}");
+}
+
+#[test]
+fn signals_to_init_are_forwarded_to_the_job() {
+    let sandbox = Sandbox::new();
+    let cfg = sandbox.config(
+        "forward",
+        "trap 'echo got-term; exit 5' TERM; echo ready; while true; do sleep 0.02; done",
+    );
+    let launched = launcher().launch(&cfg).unwrap();
+    wait_until("the job to be ready", || stdout_of(&cfg).contains("ready"));
+    launched.signal(Signal::SIGTERM).unwrap();
+    let status = launched.wait().unwrap();
+    assert_eq!(status.exit, JobExit::Exited { code: 5 });
+    assert!(stdout_of(&cfg).contains("got-term"));
+}
+
+#[test]
+fn sigkill_to_init_ends_the_whole_container() {
+    let sandbox = Sandbox::new();
+    let cfg = sandbox.config("killinit", "echo ready; sleep 30");
+    let launched = launcher().launch(&cfg).unwrap();
+    wait_until("the job to be ready", || stdout_of(&cfg).contains("ready"));
+    launched.signal(Signal::SIGKILL).unwrap();
+    let status = launched.wait().unwrap();
+    assert_eq!(status.exit, JobExit::Signaled { signal: 9, core_dumped: false });
+    assert_eq!(status.exit_source, ExitSource::InitDied);
+}
+
+/// The re-executed test binary, running `helper_launcher` alone.
+fn helper(mode: &str, config: &Path) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "helper_launcher", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("CORRAL_TEST_HELPER", mode)
+        .env("CORRAL_TEST_CONFIG", config);
+    cmd
+}
+
+/// Not a test: a stand-in for the agent, run in its own process by the
+/// tests below so that it can be killed or have its output read. It
+/// launches the config in `CORRAL_TEST_CONFIG` (with its stdout moved to
+/// `CORRAL_TEST_STDOUT` first, if set), then either hangs (`hang`, writing
+/// `launched` next to the config once the job runs) or waits for the run
+/// (`wait`).
+#[test]
+#[ignore = "helper process for the tests in this file"]
+fn helper_launcher() {
+    let path = PathBuf::from(std::env::var_os("CORRAL_TEST_CONFIG").unwrap());
+    if let Some(stdout) = std::env::var_os("CORRAL_TEST_STDOUT") {
+        let file = std::fs::OpenOptions::new().write(true).open(stdout).unwrap();
+        // SAFETY: dup2 onto fd 1 in this single-purpose helper process.
+        assert!(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&file), 1) } == 1);
+    }
+    let cfg: ContainerConfig = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let launched = launcher().launch(&cfg).unwrap();
+    match std::env::var("CORRAL_TEST_HELPER").unwrap().as_str() {
+        "hang" => {
+            std::fs::write(path.with_extension("launched"), "").unwrap();
+            std::thread::sleep(Duration::from_secs(600));
+        }
+        _ => {
+            launched.wait().unwrap();
+        }
+    }
+}
+
+fn write_config(dir: &Path, cfg: &ContainerConfig) -> PathBuf {
+    let path = dir.join(format!("{}.json", cfg.run));
+    std::fs::write(&path, serde_json::to_vec(cfg).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn status_is_recorded_after_the_launcher_is_sigkilled() {
+    let sandbox = Sandbox::new();
+    let gate = sandbox.tmp.path().join("gate");
+    std::fs::create_dir(&gate).unwrap();
+    // The job blocks until the test opens the gate, i.e. until after its
+    // launcher is dead.
+    let mut cfg = sandbox.config(
+        "orphaned",
+        "echo waiting; while [ ! -e /gate/open ]; do sleep 0.01; done; echo done; exit 7",
+    );
+    cfg.mounts.push(BindMount { source: gate.clone(), target: "/gate".into(), readonly: true });
+    let config_path = write_config(sandbox.tmp.path(), &cfg);
+    let mut agent = helper("hang", &config_path).stdout(Stdio::null()).spawn().unwrap();
+    wait_until("the helper to launch", || config_path.with_extension("launched").exists());
+
+    let RunState::Running { shim, init } = probe(&cfg.run_dir).unwrap() else {
+        panic!("run should be running")
+    };
+    assert!(init.is_some());
+    agent.kill().unwrap(); // SIGKILL
+    agent.wait().unwrap();
+
+    // The shim was the launcher's child; it is still there, and so is the run.
+    assert!(shim.is_alive(Path::new("/proc")));
+    assert!(matches!(probe(&cfg.run_dir).unwrap(), RunState::Running { .. }));
+    std::fs::write(gate.join("open"), "").unwrap();
+
+    // Not the shim's parent: waits on a pidfd, then reads status.json.
+    let status = wait_for_status(&cfg.run_dir).unwrap();
+    assert_eq!(status.exit, JobExit::Exited { code: 7 });
+    assert_eq!(stdout_of(&cfg), "waiting\ndone\n");
+    assert!(matches!(probe(&cfg.run_dir).unwrap(), RunState::Finished(_)));
+}
+
+#[test]
+fn shim_is_in_its_own_session() {
+    let sandbox = Sandbox::new();
+    let cfg = sandbox.config("session", "sleep 30");
+    let launched = launcher().launch(&cfg).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", launched.shim().pid)).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    // Fields 5 (pgrp) and 6 (session) equal the shim's pid: it leads both.
+    assert_eq!(fields[2], launched.shim().pid.to_string());
+    assert_eq!(fields[3], launched.shim().pid.to_string());
+    launched.signal(Signal::SIGKILL).unwrap();
+    launched.wait().unwrap();
+}
+
+#[test]
+fn a_lost_run_is_reported_as_lost() {
+    let sandbox = Sandbox::new();
+    let cfg = sandbox.config("lost", "sleep 30");
+    let launched = launcher().launch(&cfg).unwrap();
+    // Killing the shim kills init (parent-death signal), leaving no status.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(launched.shim().pid), Signal::SIGKILL)
+        .unwrap();
+    assert!(launched.wait().is_err());
+    assert_eq!(probe(&cfg.run_dir).unwrap(), RunState::Lost);
+    assert!(matches!(
+        wait_for_status(&cfg.run_dir),
+        Err(corral::container::ContainerError::Lost { .. })
+    ));
+}
+
+/// Starts the helper in "wait" mode with its stdout (which the shim's copy
+/// of the job output inherits) on a FIFO, and returns the FIFO's read end.
+fn tee_helper(sandbox: &Sandbox, cfg: &ContainerConfig) -> (std::process::Child, std::fs::File) {
+    let config_path = write_config(sandbox.tmp.path(), cfg);
+    let fifo = sandbox.tmp.path().join(format!("{}.fifo", cfg.run));
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let agent = helper("wait", &config_path)
+        .env("CORRAL_TEST_STDOUT", &fifo)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Blocks until the helper opened the FIFO, which it does before launching.
+    let reader = std::fs::File::open(&fifo).unwrap();
+    (agent, reader)
+}
+
+#[test]
+fn output_streams_to_the_launcher_when_teeing() {
+    let sandbox = Sandbox::new();
+    let mut cfg = sandbox.config("tee", "echo to-out; echo to-err >&2");
+    cfg.tee_output = true;
+    let (mut agent, mut terminal) = tee_helper(&sandbox, &cfg);
+    let mut seen = String::new();
+    terminal.read_to_string(&mut seen).unwrap();
+    agent.wait().unwrap();
+    assert!(seen.contains("to-out"), "{seen}");
+    assert_eq!(stdout_of(&cfg), "to-out\n");
+}
+
+#[test]
+fn a_closed_terminal_does_not_disturb_the_job_or_its_log() {
+    let sandbox = Sandbox::new();
+    let mut cfg = sandbox
+        .config("epipe", "sleep 0.2; i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done");
+    cfg.tee_output = true;
+    let (mut agent, terminal) = tee_helper(&sandbox, &cfg);
+    drop(terminal); // the "terminal" goes away before the job prints
+    agent.wait().unwrap();
+    let status = wait_for_status(&cfg.run_dir).unwrap();
+    assert!(status.exit.success());
+    assert_eq!(stdout_of(&cfg).lines().count(), 2000);
+}
+
+#[test]
+fn signals_to_the_shim_reach_the_job_too() {
+    let sandbox = Sandbox::new();
+    let cfg = sandbox.config(
+        "shimsig",
+        "trap 'echo got-usr1; exit 6' USR1; echo ready; while true; do sleep 0.02; done",
+    );
+    let launched = launcher().launch(&cfg).unwrap();
+    wait_until("the job to be ready", || stdout_of(&cfg).contains("ready"));
+    corral::container::signal_process(launched.shim(), Signal::SIGUSR1).unwrap();
+    let status = launched.wait().unwrap();
+    assert_eq!(status.exit, JobExit::Exited { code: 6 });
+}
+
+#[test]
+fn a_stale_pid_file_is_not_trusted() {
+    // A live pid with another start time: what a pid file looks like after
+    // its process died and the pid went to someone else (here: this test).
+    let me = corral::container::ProcessIdentity::of(Path::new("/proc"), std::process::id() as i32)
+        .unwrap();
+    let stale = corral::container::ProcessIdentity { start_time: me.start_time - 1, ..me };
+    assert!(!stale.is_alive(Path::new("/proc")));
+    // Were the guard missing, this would kill the test process.
+    assert!(corral::container::signal_process(stale, Signal::SIGKILL).is_err());
+}
+
+#[test]
+fn runs_without_any_namespace_too() {
+    let sandbox = Sandbox::new();
+    let mut cfg = sandbox.config("bare", "echo $$; exit 4");
+    cfg.namespaces.clear();
+    cfg.rootfs = None;
+    let status = launcher().launch(&cfg).unwrap().wait().unwrap();
+    assert_eq!(status.exit, JobExit::Exited { code: 4 });
+    // A host pid: no pid namespace.
+    let pid: i32 = stdout_of(&cfg).trim().parse().unwrap();
+    assert!(pid > 2, "{pid}");
+}
