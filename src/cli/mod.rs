@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod shim;
 pub mod topology;
 pub mod validate;
-pub mod shim;
 
 /// Declarative batch/job scheduler node agent.
 #[derive(Debug, Parser)]

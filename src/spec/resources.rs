@@ -238,6 +238,19 @@ pub(super) fn compile(
         None => Some(NumaPolicy::None),
         Some(n) => cx.choice(n, &fields.field("numa")),
     };
+    // NUMA placement is a property of exclusive cores: a shared-pool job runs on the
+    // whole pool, which spans every node, so `prefer`/`single-node` there would promise
+    // a locality the placer does not give.
+    if matches!(numa, Some(NumaPolicy::Prefer | NumaPolicy::SingleNode)) && cpus.is_none() {
+        cx.report(
+            fields.key_pos("numa"),
+            &fields.field("numa"),
+            SpecError::Requires {
+                field: "numa",
+                requirement: "exclusive `cpus`; shared-pool jobs run on every node".to_owned(),
+            },
+        );
+    }
     let memory = match fields.get("memory") {
         None => Some(MemoryLimits::default()),
         Some(n) => memory(cx, n, &fields.field("memory")),
@@ -363,9 +376,22 @@ mod tests {
         let r = ok("resources: {cpus: 2, numa: single-node}\n").resources;
         assert_eq!(r.cpu, CpuRequest::Exclusive { cpus: 2 });
         assert_eq!(r.numa, NumaPolicy::SingleNode);
-        let r = ok("resources: {cpu_weight: 500, numa: prefer}\n").resources;
-        assert_eq!(r.cpu, CpuRequest::Shared { weight: CpuWeight::new(500).unwrap() });
+        let r = ok("resources: {cpus: 1, numa: prefer}\n").resources;
         assert_eq!(r.numa, NumaPolicy::Prefer);
+        let r = ok("resources: {cpu_weight: 500}\n").resources;
+        assert_eq!(r.cpu, CpuRequest::Shared { weight: CpuWeight::new(500).unwrap() });
+        assert_eq!(r.numa, NumaPolicy::None);
+    }
+
+    #[test]
+    fn numa_placement_needs_exclusive_cpus() {
+        for policy in ["prefer", "single-node"] {
+            assert_eq!(
+                error(&format!("resources: {{cpu_weight: 500, numa: {policy}}}\n")),
+                "3 resources.numa: `numa` requires exclusive `cpus`; shared-pool jobs run on every node"
+            );
+        }
+        ok("resources: {cpu_weight: 500, numa: none}\n");
     }
 
     #[test]
