@@ -26,3 +26,4 @@ pub mod config;
 pub mod placement;
 pub mod spec;
 pub mod topology;
+pub mod watch;
