@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use super::policy::{self, DirProblem, Facts, Refusal, Rules};
 use super::snapshot::FileStamp;
@@ -83,6 +83,8 @@ fn look(dir: &Path, path: &Path, rules: &Rules, link_target: &mut Option<PathBuf
         let target = match fs::canonicalize(path) {
             Ok(target) => target,
             Err(e) => {
+                // Recorded so that the target's arrival brings the link back.
+                *link_target = dangling_target(dir, path);
                 let reason = Refusal::LinkBroken { error: e.to_string() };
                 return Outcome::Refused { reason, stamp: link_stamp };
             }
@@ -122,6 +124,25 @@ fn look(dir: &Path, path: &Path, rules: &Rules, link_target: &mut Option<PathBuf
         return Outcome::Refused { reason, stamp: Some(stamp) };
     }
     read(&target, stamp, rules.max_file_bytes)
+}
+
+/// Where a link that does not resolve would lead, if that is inside `dir`.
+/// Worked out from the text of the link alone (`..` taken lexically), so it is
+/// only a hint of where to look for its target appearing, never trusted for
+/// reading: the link is resolved properly once its target exists.
+fn dangling_target(dir: &Path, link: &Path) -> Option<PathBuf> {
+    let text = fs::read_link(link).ok()?;
+    let mut target = PathBuf::new();
+    for component in dir.join(text).components() {
+        match component {
+            Component::ParentDir => {
+                target.pop();
+            }
+            Component::CurDir => {}
+            other => target.push(other),
+        }
+    }
+    (target.starts_with(dir) && target != dir).then_some(target)
 }
 
 /// Reads a file that passed the rules when it had `stamp`, making sure that
@@ -298,6 +319,17 @@ mod tests {
             look_at(&dir, "a.yaml", &rules).outcome,
             Outcome::Refused { reason: Refusal::LinkBroken { .. }, .. }
         ));
+    }
+
+    #[test]
+    fn dangling_symlinks_record_where_their_target_would_be() {
+        let (_tmp, dir, rules) = setup();
+        symlink("lib/./../later.yaml", dir.join("a.yaml")).unwrap();
+        symlink("../outside.yaml", dir.join("b.yaml")).unwrap();
+        symlink(dir.join("lib/x.yaml"), dir.join("c.yaml")).unwrap();
+        assert_eq!(look_at(&dir, "a.yaml", &rules).link_target, Some(dir.join("later.yaml")));
+        assert_eq!(look_at(&dir, "b.yaml", &rules).link_target, None);
+        assert_eq!(look_at(&dir, "c.yaml", &rules).link_target, Some(dir.join("lib/x.yaml")));
     }
 
     #[test]

@@ -161,7 +161,8 @@ impl JobDirWatcher {
     /// Waits for the next batch of changes, in the order removals first, then
     /// additions and changes, each in path order. A batch is never empty,
     /// except the first, which reports the directory as found at start and
-    /// comes even if there is nothing in it.
+    /// comes even if there is nothing in it (files still being written then
+    /// come in later batches, once closed).
     ///
     /// Cancel safe: dropped before it returns, nothing is lost, and the next
     /// call picks up where it left off.
@@ -178,12 +179,15 @@ impl JobDirWatcher {
             let due = self.debouncer.settled(now);
             if !due.is_empty() {
                 let changes = self.settle(due).await;
-                if !changes.is_empty() || std::mem::take(&mut self.initial) {
+                if !changes.is_empty() {
+                    self.initial = false;
                     return Ok(changes);
                 }
                 continue;
             }
-            if self.initial && self.watched.is_some() && self.debouncer.is_empty() {
+            // Nothing found at start, or only files still open for writing,
+            // which come in later batches.
+            if self.initial && self.watched.is_some() && self.debouncer.next_deadline().is_none() {
                 self.initial = false;
                 return Ok(Vec::new());
             }
@@ -521,6 +525,9 @@ impl JobDirWatcher {
                     self.touch_links_below(&dir, Touch::Looked, now);
                     self.target_wds.insert(dir, wd);
                 }
+                // A dangling link's target directory that does not exist yet.
+                Err(WatchError::AddWatch { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound => {}
                 Err(error) => {
                     tracing::warn!(
                         error = %error,
