@@ -103,9 +103,14 @@ impl JobDirWatcher {
     /// The first [`JobDirWatcher::next_batch`] reports every job file found in
     /// it. Must be called within a tokio runtime.
     pub fn new(dir: impl AsRef<Path>, options: WatchOptions) -> Result<JobDirWatcher, WatchError> {
-        let dir = dir.as_ref();
-        let dir = std::path::absolute(dir)
-            .map_err(|source| WatchError::Resolve { path: dir.to_path_buf(), source })?;
+        let given = dir.as_ref();
+        let mut dir = std::path::absolute(given)
+            .map_err(|source| WatchError::Resolve { path: given.to_path_buf(), source })?;
+        // A path ending in `..` has no name to look for in its parent.
+        if dir.file_name().is_none() {
+            dir = fs::canonicalize(&dir)
+                .map_err(|source| WatchError::Resolve { path: given.to_path_buf(), source })?;
+        }
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .map_err(|e| WatchError::Init { source: e.into() })?;
         // SAFETY: `InotifyFd` owns the descriptor (an `OwnedFd` inside
