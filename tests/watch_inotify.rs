@@ -366,6 +366,17 @@ async fn a_symlink_leading_outside_is_refused() {
 }
 
 #[tokio::test]
+async fn a_symlink_owned_by_another_user_is_refused_even_inside() {
+    let f = Fixture::new();
+    f.write("real.yaml", "name: real\n");
+    let mut watcher = f.watch().await;
+    symlink("real.yaml", f.path("link.yaml")).unwrap();
+    std::os::unix::fs::lchown(f.path("link.yaml"), Some(4242), None).unwrap();
+    let changes = batch(&mut watcher).await;
+    assert!(matches!(refusal(&changes, "link.yaml"), Refusal::LinkOwner { .. }));
+}
+
+#[tokio::test]
 async fn a_symlink_inside_is_followed_and_its_target_watched() {
     let f = Fixture::new();
     fs::create_dir(f.path("available")).unwrap();

@@ -20,7 +20,9 @@
 //! watch. The one reach below the top level is through symlinks: a job file
 //! may be a symlink to a file in a subdirectory (the `available/` + enabled
 //! links pattern); the directory holding such a target gets a watch of its
-//! own, so editing the target is seen as editing the link.
+//! own, so editing the target is seen as editing the link. A link is looked at
+//! again when it changes, when its final target (after every link in a chain)
+//! or the directory holding that changes, and on rescans.
 //!
 //! # When a file is read
 //!
@@ -89,9 +91,9 @@
 //!   the file rules, and the directories between it and the jobs directory the
 //!   directory rules. A link to `/etc/shadow` is refused without being read.
 //!
-//! Hard links are not checked: they are the same file, and the kernel's
-//! `fs.protected_hardlinks` (on by default) stops users from linking files
-//! they could not write.
+//! Hard links are not checked: a hard link is the file itself, and the
+//! kernel's `fs.protected_hardlinks` (on by default) stops users from
+//! hard-linking files they neither own nor can read and write.
 //!
 //! A refused file is reported as `Refused` with the reason, once, and again
 //! only when the reason or the file changes.

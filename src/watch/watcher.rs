@@ -156,7 +156,9 @@ impl JobDirWatcher {
 
     /// Asks for every job file to be looked at again, as after a lost event.
     /// What differs from what was last reported comes out of a later
-    /// [`JobDirWatcher::next_batch`]; what does not, does not.
+    /// [`JobDirWatcher::next_batch`]; what does not, does not. Should listing
+    /// the directory fail, `next_batch` returns [`WatchError::List`] and the
+    /// rescan is dropped.
     pub fn rescan(&mut self) {
         if self.rescan.is_none() {
             self.rescan = Some(Touch::Looked);
@@ -262,14 +264,16 @@ impl JobDirWatcher {
                 self.forget_dir();
                 self.schedule_dir_check(now);
             }
+            // A moved directory keeps its watch, so it is removed here rather
+            // than left to report on a directory that is no longer where it was.
             Route::ParentGone => {
-                self.roles.remove(&event.wd);
+                self.remove_watch(event.wd);
                 self.parent_wd = None;
                 self.schedule_dir_check(now);
             }
             Route::TargetDirGone(dir) => {
                 let dir = dir.to_path_buf();
-                self.roles.remove(&event.wd);
+                self.remove_watch(event.wd);
                 self.target_wds.remove(&dir);
                 self.touch_links_below(&dir, Touch::Completed, now);
             }
