@@ -30,3 +30,4 @@ pub mod placement;
 pub mod spec;
 pub mod topology;
 pub mod units;
+pub mod watch;
