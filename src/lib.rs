@@ -16,11 +16,14 @@
 //!   CPU pool, NUMA-aware, and answers "whom would we have to preempt".
 //!
 //! Thin shell:
+//! - [`cgroup`]: job cgroups on v1, v2 and hybrid hosts: layout detection,
+//!   resource plans, freeze/thaw, kill, statistics and kernel events.
 //! - [`cli`]: the `corral` command line.
 //!
-//! Later layers (cgroup drivers, container launcher, scheduler, store, metrics,
+//! Later layers (container launcher, scheduler, store, metrics,
 //! API) get a module each, beside these.
 
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod placement;

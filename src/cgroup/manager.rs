@@ -1,0 +1,345 @@
+//! [`CgroupManager`]: the parent cgroup corral creates jobs under, set up once
+//! per agent, and the factory of [`JobCgroup`]s.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::error::CgroupError;
+use super::fs::{mkdir, read_knob};
+use super::job::JobCgroup;
+use super::layout::{Controller, Layout, LayoutKind, V2_USED};
+use super::path::{CgroupName, CgroupPath};
+use super::plan::{Plan, PlanMode};
+use super::resources::Resources;
+use super::{v1, v2};
+
+/// Where the parent path is rooted in each hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Anchor {
+    /// At the root of every hierarchy: `/sys/fs/cgroup/memory/<parent>`.
+    #[default]
+    HierarchyRoot,
+    /// Under this process's own cgroup in every hierarchy (from
+    /// `/proc/self/cgroup`), e.g. to nest inside a cgroup delegated to the
+    /// agent. On v2, that cgroup must not hold processes itself once
+    /// controllers are enabled in it (no-internal-process rule).
+    OwnCgroup,
+}
+
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// The parent of every job cgroup, relative to the anchor (`corral`).
+    pub parent: CgroupPath,
+    pub anchor: Anchor,
+    /// In a hybrid layout, use the v2 tree for freezing, `cgroup.kill`,
+    /// `cgroup.events` and PSI. When `false` the agent behaves as on pure v1.
+    pub use_unified: bool,
+}
+
+impl ManagerConfig {
+    pub fn new(parent: CgroupPath) -> Self {
+        ManagerConfig { parent, anchor: Anchor::HierarchyRoot, use_unified: true }
+    }
+}
+
+/// How jobs are frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FreezerKind {
+    /// `cgroup.freeze`, confirmed by a `cgroup.events` notification.
+    V2,
+    /// `freezer.state`, confirmed by re-reading.
+    V1,
+    None,
+}
+
+/// How all processes of a job are killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KillKind {
+    /// `cgroup.kill` (kernel 5.14+).
+    CgroupKill,
+    /// v1 freezer: freeze, SIGKILL every pid, thaw.
+    FreezeAndSignal,
+    /// SIGKILL every pid, repeated until the cgroup stays empty.
+    Signal,
+}
+
+/// What this host's layout lets corral do, probed once on the parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    pub freezer: FreezerKind,
+    pub kill: KillKind,
+    /// v1 `memory.memsw.*` (swap accounting): swap limits work on v1.
+    pub memsw: bool,
+    /// v2 `memory.swap.max`.
+    pub swap_max: bool,
+    /// `cgroup.events` notifications (`Populated`/`Emptied` events).
+    pub populated_events: bool,
+    /// PSI files in the job's v2 cgroup.
+    pub pressure: bool,
+    /// v1 memory controller: `OomMode::PauseAtLimit` works.
+    pub pause_at_limit: bool,
+}
+
+/// One v1 hierarchy jobs get a cgroup in.
+#[derive(Debug, Clone)]
+pub(crate) struct V1Parent {
+    pub controllers: Vec<Controller>,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub layout: Layout,
+    pub v1: Vec<V1Parent>,
+    /// The parent in the v2 tree, when jobs get a v2 cgroup.
+    pub unified: Option<PathBuf>,
+    /// Controllers enabled for jobs in the v2 tree.
+    pub v2_enabled: Vec<Controller>,
+    pub caps: Capabilities,
+    pub clk_tck: u64,
+}
+
+/// Creates and finds job cgroups under one parent.
+#[derive(Debug, Clone)]
+pub struct CgroupManager {
+    shared: Arc<Shared>,
+}
+
+fn anchor_dir(
+    anchor: Anchor,
+    mount_point: &Path,
+    own: Option<&str>,
+    dir_of: impl Fn(&str) -> Result<PathBuf, CgroupError>,
+    hierarchy: &str,
+) -> Result<PathBuf, CgroupError> {
+    match anchor {
+        Anchor::HierarchyRoot => Ok(mount_point.to_path_buf()),
+        Anchor::OwnCgroup => match own {
+            Some(own) => dir_of(own),
+            None => Err(CgroupError::OwnCgroupUnknown { hierarchy: hierarchy.to_owned() }),
+        },
+    }
+}
+
+fn clk_tck() -> u64 {
+    use nix::unistd::{sysconf, SysconfVar};
+    match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(hz)) if hz > 0 => hz as u64,
+        _ => 100,
+    }
+}
+
+impl CgroupManager {
+    /// Creates the parent in every hierarchy corral uses (if missing) and
+    /// prepares it for children: v1 cpusets filled from above, v2
+    /// controllers enabled in `cgroup.subtree_control` from the anchor down.
+    /// Then probes what the kernel offers there.
+    pub fn open(layout: Layout, config: &ManagerConfig) -> Result<Self, CgroupError> {
+        let use_unified = match layout.kind {
+            LayoutKind::V2 => true,
+            LayoutKind::Hybrid => config.use_unified,
+            LayoutKind::V1 => false,
+        };
+
+        let mut unified_parent = None;
+        let mut v2_enabled = Vec::new();
+        if let (true, Some(u)) = (use_unified, &layout.unified) {
+            let anchor = anchor_dir(
+                config.anchor,
+                &u.mount_point,
+                u.own_cgroup.as_deref(),
+                |c| u.dir_of(c),
+                "unified",
+            )?;
+            let available = v2::parse_controllers(&read_knob(&anchor.join(v2::CONTROLLERS))?);
+            let wanted: BTreeSet<Controller> =
+                V2_USED.into_iter().filter(|c| available.contains(c)).collect();
+            // Every level that has children needs the controllers enabled.
+            v2::enable_for_children(&anchor, &wanted)?;
+            let dirs = config.parent.dirs_under(&anchor);
+            for dir in &dirs {
+                mkdir(dir)?;
+                v2::enable_for_children(dir, &wanted)?;
+            }
+            unified_parent = dirs.last().cloned();
+            v2_enabled = wanted.into_iter().collect();
+        }
+        let unified_has =
+            |file: &str| unified_parent.as_ref().is_some_and(|d| d.join(file).exists());
+
+        let freezer = if unified_has(v2::freezer::FREEZE) {
+            FreezerKind::V2
+        } else if layout.v1_hierarchy(Controller::Freezer).is_some() {
+            FreezerKind::V1
+        } else {
+            FreezerKind::None
+        };
+        // Controllers jobs need a v1 cgroup for. cpuacct only feeds
+        // statistics, which the v2 tree's cpu.stat also provides.
+        let mut needed = vec![
+            Controller::Cpu,
+            Controller::Cpuset,
+            Controller::Memory,
+            Controller::Pids,
+            Controller::Blkio,
+        ];
+        if freezer == FreezerKind::V1 {
+            needed.push(Controller::Freezer);
+        }
+        if unified_parent.is_none() {
+            needed.push(Controller::Cpuacct);
+        }
+
+        let mut v1 = Vec::new();
+        for h in &layout.v1 {
+            if !h.controllers.iter().any(|c| needed.contains(c)) {
+                continue;
+            }
+            let anchor = anchor_dir(
+                config.anchor,
+                &h.mount_point,
+                h.own_cgroup.as_deref(),
+                |c| h.dir_of(c),
+                &h.label(),
+            )?;
+            let mut above = anchor.clone();
+            for dir in config.parent.dirs_under(&anchor) {
+                mkdir(&dir)?;
+                if h.controllers.contains(&Controller::Cpuset) {
+                    v1::cpuset::inherit_from(&above, &dir)?;
+                }
+                above = dir;
+            }
+            v1.push(V1Parent { controllers: h.controllers.clone(), dir: above });
+        }
+
+        let v1_dir = |c: Controller| v1.iter().find(|h| h.controllers.contains(&c)).map(|h| &h.dir);
+        let v1_memory = v1_dir(Controller::Memory);
+        let caps = Capabilities {
+            freezer,
+            kill: if unified_has(v2::kill::KILL) {
+                KillKind::CgroupKill
+            } else if freezer == FreezerKind::V1 {
+                KillKind::FreezeAndSignal
+            } else {
+                KillKind::Signal
+            },
+            memsw: v1_memory.is_some_and(|d| d.join(v1::memory::MEMSW_LIMIT).exists()),
+            swap_max: unified_has(v2::memory::SWAP_MAX),
+            populated_events: unified_has(v2::events::EVENTS),
+            pressure: unified_has(v2::psi::MEMORY),
+            pause_at_limit: v1_memory.is_some(),
+        };
+        Ok(CgroupManager {
+            shared: Arc::new(Shared {
+                layout,
+                v1,
+                unified: unified_parent,
+                v2_enabled,
+                caps,
+                clk_tck: clk_tck(),
+            }),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.shared.layout
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.shared.caps
+    }
+
+    /// The parent directory in every tree jobs are created in.
+    pub fn parent_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.shared.v1.iter().map(|h| h.dir.clone()).collect();
+        dirs.extend(self.shared.unified.clone());
+        dirs
+    }
+
+    /// A handle on the job cgroup `name`, whether or not it exists (e.g. to
+    /// adopt a running job after an agent restart).
+    pub fn job(&self, name: &CgroupName) -> JobCgroup {
+        JobCgroup::new(name.clone(), Arc::clone(&self.shared))
+    }
+
+    /// The job cgroups that exist under the parent (in its first tree).
+    pub fn jobs(&self) -> Result<Vec<CgroupName>, CgroupError> {
+        let Some(parent) = self.parent_dirs().into_iter().next() else { return Ok(Vec::new()) };
+        let entries = std::fs::read_dir(&parent)
+            .map_err(|source| CgroupError::Read { path: parent.clone(), source })?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry =
+                entry.map_err(|source| CgroupError::Read { path: parent.clone(), source })?;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if let Some(name) = entry.file_name().to_str().and_then(|n| CgroupName::new(n).ok())
+                {
+                    names.push(name);
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Validates `resources` for a new job under this parent without
+    /// creating anything: what [`create`](Self::create) would write.
+    pub fn plan(&self, resources: &Resources) -> Result<Plan, CgroupError> {
+        let probe = CgroupName::new("plan").expect("valid name");
+        let job = self.job(&probe);
+        Ok(super::plan::plan(&job.plan_context(PlanMode::Create)?, resources)?)
+    }
+
+    /// Creates the job cgroup `name` in every tree and applies `resources`.
+    ///
+    /// Nothing is created when `resources` is invalid. A leftover empty
+    /// cgroup of the same name (from an agent that died) is reused and fully
+    /// reset; one that holds processes is refused. On a failed write, the
+    /// directories created here are removed again.
+    pub fn create(
+        &self,
+        name: &CgroupName,
+        resources: &Resources,
+    ) -> Result<JobCgroup, CgroupError> {
+        let job = self.job(name);
+        let mut plan = super::plan::plan(&job.plan_context(PlanMode::Create)?, resources)?;
+        let mut created = Vec::new();
+        let mut reused = false;
+        for dir in job.dirs() {
+            match mkdir(dir) {
+                Ok(true) => created.push(dir.to_path_buf()),
+                Ok(false) => reused = true,
+                Err(err) => {
+                    remove_dirs(&created);
+                    return Err(err);
+                }
+            }
+        }
+        let result = (|| {
+            if reused {
+                job.ensure_empty()?;
+                plan = super::plan::plan(&job.plan_context(PlanMode::Update)?, resources)?;
+            }
+            job.apply(&plan)
+        })();
+        match result {
+            Ok(()) => Ok(job),
+            Err(err) => {
+                remove_dirs(&created);
+                Err(err)
+            }
+        }
+    }
+}
+
+fn remove_dirs(dirs: &[PathBuf]) {
+    for dir in dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
