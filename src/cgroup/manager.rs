@@ -343,3 +343,274 @@ fn remove_dirs(dirs: &[PathBuf]) {
         let _ = std::fs::remove_dir(dir);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::fake::{FakeFs, FakeKind};
+    use crate::cgroup::resources::{CpuWeight, MemoryLimits, MilliCpus, OomMode};
+    use crate::topology::{CpuSet, NodeSet};
+
+    const MI: u64 = 1 << 20;
+
+    fn config() -> ManagerConfig {
+        ManagerConfig::new(CgroupPath::new("corral").unwrap())
+    }
+
+    fn name(n: &str) -> CgroupName {
+        CgroupName::new(n).unwrap()
+    }
+
+    fn full_resources() -> Resources {
+        Resources {
+            cpu_weight: Some(CpuWeight(200)),
+            cpu_quota: Some(MilliCpus(500)),
+            cpus: Some(CpuSet::parse("1").unwrap()),
+            mems: Some(NodeSet::parse("0").unwrap()),
+            memory: MemoryLimits {
+                hard_bytes: Some(32 * MI),
+                soft_bytes: Some(16 * MI),
+                high_bytes: None,
+                swap_bytes: Some(0),
+            },
+            pids_max: Some(64),
+            oom: OomMode::Kill,
+        }
+    }
+
+    #[test]
+    fn v1_parent_is_created_with_its_cpuset_filled() {
+        let fs = FakeFs::new(FakeKind::V1);
+        fs.add_cgroup("corral");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let cpuset = fs.v1_root("cpuset").join("corral");
+        assert_eq!(fs.read(&cpuset.join("cpuset.cpus")), "0-3");
+        assert_eq!(fs.read(&cpuset.join("cpuset.mems")), "0");
+        assert_eq!(m.parent_dirs().len(), 7);
+        assert_eq!(
+            *m.capabilities(),
+            Capabilities {
+                freezer: FreezerKind::V1,
+                kill: KillKind::FreezeAndSignal,
+                memsw: true,
+                swap_max: false,
+                populated_events: false,
+                pressure: false,
+                pause_at_limit: true,
+            }
+        );
+    }
+
+    #[test]
+    fn v1_create_reuses_an_empty_leftover_and_writes_every_knob() {
+        let fs = FakeFs::new(FakeKind::V1);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let res = Resources { oom: OomMode::PauseAtLimit, ..full_resources() };
+        let job = m.create(&name("job-1"), &res).unwrap();
+        let leaf = |c: &str, f: &str| fs.read(&fs.v1_root(c).join("corral/job-1").join(f));
+        assert_eq!(leaf("cpuset", "cpuset.cpus"), "1");
+        assert_eq!(leaf("cpuset", "cpuset.mems"), "0");
+        assert_eq!(leaf("cpu", "cpu.shares"), "2048");
+        assert_eq!(leaf("cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(leaf("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(leaf("memory", "memory.limit_in_bytes"), "33554432");
+        assert_eq!(leaf("memory", "memory.memsw.limit_in_bytes"), "33554432");
+        assert_eq!(leaf("memory", "memory.soft_limit_in_bytes"), "16777216");
+        assert_eq!(leaf("memory", "memory.oom_control"), "1");
+        assert_eq!(leaf("pids", "pids.max"), "64");
+        assert_eq!(job.procs_files().len(), 7);
+        assert_eq!(m.jobs().unwrap(), vec![name("job-1")]);
+    }
+
+    #[test]
+    fn a_leftover_with_processes_is_refused() {
+        let fs = FakeFs::new(FakeKind::V1);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        std::fs::write(fs.v1_root("pids").join("corral/job-1/cgroup.procs"), "4242\n").unwrap();
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let err = m.create(&name("job-1"), &Resources::default()).unwrap_err();
+        assert!(matches!(err, CgroupError::LeafBusy { .. }), "{err}");
+    }
+
+    #[test]
+    fn invalid_resources_create_nothing() {
+        let fs = FakeFs::new(FakeKind::V1);
+        fs.add_cgroup("corral");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let res = Resources { cpu_weight: Some(CpuWeight(0)), pids_max: Some(0), ..Default::default() };
+        let err = m.create(&name("job-2"), &res).unwrap_err();
+        let CgroupError::Plan(plan) = &err else { panic!("{err}") };
+        assert_eq!(plan.problems.len(), 2);
+        for dir in m.parent_dirs() {
+            assert!(!dir.join("job-2").exists());
+        }
+    }
+
+    #[test]
+    fn a_failed_write_names_file_and_value_and_removes_what_was_created() {
+        let fs = FakeFs::new(FakeKind::V1);
+        fs.add_cgroup("corral");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        // The fake's mkdir makes empty directories: the first write fails.
+        let err = m.create(&name("job-3"), &Resources::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("\"0-3\"") && text.contains("corral/job-3/cpuset.cpus"), "{text}");
+        for dir in m.parent_dirs() {
+            assert!(!dir.join("job-3").exists());
+        }
+    }
+
+    #[test]
+    fn parent_can_be_anchored_at_the_agents_own_cgroup() {
+        let fs = FakeFs::new(FakeKind::V1);
+        let own: String = ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio"]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{}:{c}:/agent\n", i + 1))
+            .collect();
+        std::fs::write(fs.dir.path().join("self-cgroup"), own).unwrap();
+        fs.add_cgroup("agent");
+        std::fs::write(fs.v1_root("cpuset").join("agent/cpuset.cpus"), "2-3\n").unwrap();
+        std::fs::write(fs.v1_root("cpuset").join("agent/cpuset.mems"), "0\n").unwrap();
+        fs.add_cgroup("agent/corral");
+        let cfg = ManagerConfig { anchor: Anchor::OwnCgroup, ..config() };
+        let m = CgroupManager::open(fs.layout(), &cfg).unwrap();
+        assert!(m.parent_dirs().iter().all(|d| d.ends_with("agent/corral")));
+        assert_eq!(fs.read(&fs.v1_root("cpuset").join("agent/corral/cpuset.cpus")), "2-3");
+        // A job asking for CPUs outside the agent's cgroup is refused.
+        let res = Resources { cpus: Some(CpuSet::parse("0").unwrap()), ..Default::default() };
+        let err = m.plan(&res).unwrap_err();
+        assert!(err.to_string().contains("not within the parent's 2-3"), "{err}");
+    }
+
+    #[test]
+    fn unknown_own_cgroup_is_an_error() {
+        let fs = FakeFs::new(FakeKind::V1);
+        std::fs::write(fs.dir.path().join("self-cgroup"), "").unwrap();
+        let cfg = ManagerConfig { anchor: Anchor::OwnCgroup, ..config() };
+        let err = CgroupManager::open(fs.layout(), &cfg).unwrap_err();
+        assert!(matches!(err, CgroupError::OwnCgroupUnknown { .. }), "{err}");
+    }
+
+    #[test]
+    fn v2_enables_controllers_from_the_root_down() {
+        let fs = FakeFs::new(FakeKind::V2);
+        fs.add_cgroup("corral");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let root = fs.unified_root();
+        assert_eq!(fs.read(&root.join("cgroup.subtree_control")), "+cpu +cpuset +memory +pids +io");
+        assert_eq!(
+            fs.read(&root.join("corral/cgroup.subtree_control")),
+            "+cpu +cpuset +memory +pids +io"
+        );
+        assert_eq!(
+            *m.capabilities(),
+            Capabilities {
+                freezer: FreezerKind::V2,
+                kill: KillKind::CgroupKill,
+                memsw: false,
+                swap_max: true,
+                populated_events: true,
+                pressure: true,
+                pause_at_limit: false,
+            }
+        );
+    }
+
+    #[test]
+    fn v2_create_then_update_resets_unset_knobs() {
+        let fs = FakeFs::new(FakeKind::V2);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let mut res = full_resources();
+        res.memory.high_bytes = Some(24 * MI);
+        let job = m.create(&name("job-1"), &res).unwrap();
+        let leaf = |f: &str| fs.read(&fs.unified_root().join("corral/job-1").join(f));
+        assert_eq!(leaf("cpuset.cpus"), "1");
+        assert_eq!(leaf("cpu.weight"), "200");
+        assert_eq!(leaf("cpu.max"), "50000 100000");
+        assert_eq!(leaf("memory.max"), "33554432");
+        assert_eq!(leaf("memory.low"), "16777216");
+        assert_eq!(leaf("memory.high"), "25165824");
+        assert_eq!(leaf("memory.swap.max"), "0");
+        assert_eq!(leaf("memory.oom.group"), "1");
+        assert_eq!(leaf("pids.max"), "64");
+
+        let written = job.update(&Resources { cpu_weight: Some(CpuWeight(50)), ..Default::default() }).unwrap();
+        assert!(written.skipped.is_empty());
+        assert_eq!(leaf("cpu.weight"), "50");
+        assert_eq!(leaf("cpu.max"), "max 100000");
+        assert_eq!(leaf("cpuset.cpus"), "");
+        assert_eq!(leaf("memory.max"), "max");
+        assert_eq!(leaf("memory.low"), "0");
+        assert_eq!(leaf("pids.max"), "max");
+
+        // Pausing at the limit is a v1 feature.
+        let err = job.update(&Resources { oom: OomMode::PauseAtLimit, ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("pause at memory limit"), "{err}");
+    }
+
+    #[test]
+    fn hybrid_sets_resources_in_v1_and_uses_the_v2_tree_for_the_rest() {
+        let fs = FakeFs::new(FakeKind::Hybrid);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        // Nothing to enable in a controller-less v2 tree.
+        assert_eq!(fs.read(&fs.unified_root().join("cgroup.subtree_control")), "\n");
+        let caps = *m.capabilities();
+        assert_eq!((caps.freezer, caps.kill), (FreezerKind::V2, KillKind::CgroupKill));
+        assert!(caps.memsw && caps.pause_at_limit && caps.populated_events && caps.pressure);
+        // freezer and cpuacct hierarchies are not joined.
+        let parents = m.parent_dirs();
+        assert_eq!(parents.len(), 6);
+        assert!(!parents.iter().any(|d| d.starts_with(fs.v1_root("freezer"))));
+        assert!(!parents.iter().any(|d| d.starts_with(fs.v1_root("cpuacct"))));
+
+        let job = m.create(&name("job-1"), &full_resources()).unwrap();
+        assert_eq!(
+            fs.read(&fs.v1_root("memory").join("corral/job-1/memory.limit_in_bytes")),
+            "33554432"
+        );
+        let files = job.procs_files();
+        assert_eq!(files.len(), 6);
+        assert_eq!(files.last().unwrap(), &fs.unified_root().join("corral/job-1/cgroup.procs"));
+
+        let stats = job.stats().unwrap();
+        assert_eq!(stats.cpu.usage_ns, Some(0));
+        assert_eq!(stats.memory.under_oom, Some(false));
+        assert!(stats.pressure.unwrap().memory.is_some());
+    }
+
+    #[test]
+    fn hybrid_without_the_v2_tree_behaves_like_v1() {
+        let fs = FakeFs::new(FakeKind::Hybrid);
+        fs.add_cgroup("corral");
+        let cfg = ManagerConfig { use_unified: false, ..config() };
+        let m = CgroupManager::open(fs.layout(), &cfg).unwrap();
+        assert_eq!(m.capabilities().freezer, FreezerKind::V1);
+        assert_eq!(m.capabilities().kill, KillKind::FreezeAndSignal);
+        assert_eq!(m.parent_dirs().len(), 7);
+    }
+
+    #[tokio::test]
+    async fn v1_freeze_and_thaw_go_through_freezer_state() {
+        let fs = FakeFs::new(FakeKind::V1);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let job = m.create(&name("job-1"), &Resources::default()).unwrap();
+        let state = fs.v1_root("freezer").join("corral/job-1/freezer.state");
+        job.freeze(std::time::Duration::from_millis(100)).await.unwrap();
+        assert_eq!(fs.read(&state), "FROZEN");
+        assert_eq!(job.freezer_state().unwrap(), crate::cgroup::FreezerState::Frozen);
+        job.thaw(std::time::Duration::from_millis(100)).await.unwrap();
+        assert_eq!(fs.read(&state), "THAWED");
+        // An empty job is killed at once.
+        job.kill(std::time::Duration::from_millis(100)).await.unwrap();
+    }
+}

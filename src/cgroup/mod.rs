@@ -74,6 +74,8 @@
 
 pub mod error;
 pub mod events;
+#[cfg(test)]
+mod fake;
 pub mod freezer;
 pub mod fs;
 pub mod job;
