@@ -10,9 +10,12 @@
 //! | inotify `IN_MODIFY` on `cgroup.events` | v2 tree (hybrid too) | `Populated`, `Emptied`, `Frozen` |
 //! | PSI trigger on `memory.pressure`, `POLLPRI` | v2 tree (hybrid too) | `MemoryPressure` |
 //!
-//! The v1 eventfd also fires when the cgroup is removed; the stream then
-//! finds `memory.oom_control` gone and ends that source. When every source
-//! has ended (the cgroup was removed), [`EventStream::next`] returns `None`.
+//! Removal ends the stream: the parent of the job's v2 directory is watched
+//! for the job's `IN_DELETE` (the watched files are held open, so neither
+//! they nor the directory report their own deletion),
+//! and the v1 eventfd fires once more when its cgroup goes, after which
+//! `memory.oom_control` is found gone. Once every source has ended,
+//! [`EventStream::next`] returns `None`.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -121,6 +124,12 @@ struct Watched<T> {
 
 struct Inotified {
     fd: AsyncFd<InotifyFd>,
+    /// The parent of the job's v2 directory, watched for the job's removal:
+    /// the watched files are held open, which keeps their inodes alive, so
+    /// neither they nor the directory itself report `IN_DELETE_SELF`. Every
+    /// stream is woken by any sibling's removal and filters on the name.
+    parent: WatchDescriptor,
+    name: std::ffi::OsString,
     memory: Option<Watched<MemoryEventCounts>>,
     cgroup: Option<Watched<CgroupEventsState>>,
     populated: PopulatedTracker,
@@ -221,6 +230,12 @@ fn open_inotify(dirs: &EventDirs<'_>) -> Result<Option<Inotified>, CgroupError> 
             .map_err(|e| event_err(&path)(e.into()))?;
         Ok((wd, KnobFile::open(path)?))
     };
+    let (Some(parent_dir), Some(name)) = (unified.parent(), unified.file_name()) else {
+        return Ok(None);
+    };
+    let parent = ino
+        .add_watch(parent_dir, AddWatchFlags::IN_DELETE | AddWatchFlags::IN_ONLYDIR)
+        .map_err(|e| event_err(parent_dir)(e.into()))?;
     let (wd, file) = watch(unified.join(EVENTS))?;
     let baseline = parse_events(&file.read_string()?);
     let cgroup = Some(Watched { wd, file, last: baseline });
@@ -232,7 +247,14 @@ fn open_inotify(dirs: &EventDirs<'_>) -> Result<Option<Inotified>, CgroupError> 
         None
     };
     let fd = register(InotifyFd(ino), Interest::READABLE, unified)?;
-    Ok(Some(Inotified { fd, memory, cgroup, populated: PopulatedTracker::new(baseline) }))
+    Ok(Some(Inotified {
+        fd,
+        parent,
+        name: name.to_owned(),
+        memory,
+        cgroup,
+        populated: PopulatedTracker::new(baseline),
+    }))
 }
 
 fn write_trigger(path: &Path, trigger: PsiTrigger) -> io::Result<File> {
@@ -383,11 +405,17 @@ impl EventStream {
             return Err(CgroupError::Event { path: PathBuf::from("inotify"), source });
         }
         let mut touched = Vec::new();
+        let mut removed = false;
         loop {
             match src.fd.get_ref().0.read_events() {
                 Ok(events) => {
                     for event in events {
-                        touched.push((event.wd, event.mask.contains(AddWatchFlags::IN_IGNORED)));
+                        if event.wd == src.parent {
+                            removed |= event.name.as_deref() == Some(src.name.as_os_str());
+                        } else {
+                            let ignored = event.mask.contains(AddWatchFlags::IN_IGNORED);
+                            touched.push((event.wd, ignored));
+                        }
                     }
                 }
                 Err(Errno::EAGAIN) => break,
@@ -431,7 +459,12 @@ impl EventStream {
         if src.cgroup.as_ref().is_some_and(|w| gone(w.wd)) {
             src.cgroup = None;
         }
-        if src.memory.is_none() && src.cgroup.is_none() {
+        if removed {
+            // The cgroup was removed: every source is finished.
+            self.inotify = None;
+            self.v1_oom = None;
+            self.psi = None;
+        } else if src.memory.is_none() && src.cgroup.is_none() {
             self.inotify = None;
         }
         Ok(())

@@ -8,23 +8,41 @@ use tempfile::TempDir;
 use super::layout::{detect, HostPaths, Layout};
 
 const V1_FILES: &[(&str, &[(&str, &str)])] = &[
-    ("cpu", &[("cpu.shares", "1024\n"), ("cpu.cfs_period_us", "100000\n"), ("cpu.cfs_quota_us", "-1\n"), ("cpu.stat", "nr_periods 0\nnr_throttled 0\nthrottled_time 0\n")]),
+    (
+        "cpu",
+        &[
+            ("cpu.shares", "1024\n"),
+            ("cpu.cfs_period_us", "100000\n"),
+            ("cpu.cfs_quota_us", "-1\n"),
+            ("cpu.stat", "nr_periods 0\nnr_throttled 0\nthrottled_time 0\n"),
+        ],
+    ),
     ("cpuacct", &[("cpuacct.usage", "0\n"), ("cpuacct.stat", "user 0\nsystem 0\n")]),
     ("cpuset", &[("cpuset.cpus", "\n"), ("cpuset.mems", "\n")]),
-    ("memory", &[
-        ("memory.limit_in_bytes", "9223372036854771712\n"),
-        ("memory.soft_limit_in_bytes", "9223372036854771712\n"),
-        ("memory.memsw.limit_in_bytes", "9223372036854771712\n"),
-        ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n"),
-        ("memory.usage_in_bytes", "0\n"),
-        ("memory.max_usage_in_bytes", "0\n"),
-        ("memory.failcnt", "0\n"),
-        ("memory.stat", "total_rss 0\ntotal_cache 0\ntotal_inactive_file 0\n"),
-        ("cgroup.event_control", ""),
-    ]),
+    (
+        "memory",
+        &[
+            ("memory.limit_in_bytes", "9223372036854771712\n"),
+            ("memory.soft_limit_in_bytes", "9223372036854771712\n"),
+            ("memory.memsw.limit_in_bytes", "9223372036854771712\n"),
+            ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n"),
+            ("memory.usage_in_bytes", "0\n"),
+            ("memory.max_usage_in_bytes", "0\n"),
+            ("memory.failcnt", "0\n"),
+            ("memory.memsw.failcnt", "0\n"),
+            ("memory.stat", "total_rss 0\ntotal_cache 0\ntotal_inactive_file 0\n"),
+            ("cgroup.event_control", ""),
+        ],
+    ),
     ("pids", &[("pids.max", "max\n"), ("pids.current", "0\n")]),
     ("freezer", &[("freezer.state", "THAWED\n")]),
-    ("blkio", &[("blkio.throttle.io_service_bytes", "Total 0\n"), ("blkio.throttle.io_serviced", "Total 0\n")]),
+    (
+        "blkio",
+        &[
+            ("blkio.throttle.io_service_bytes", "Total 0\n"),
+            ("blkio.throttle.io_serviced", "Total 0\n"),
+        ],
+    ),
 ];
 
 const V2_FILES: &[(&str, &str)] = &[
@@ -107,14 +125,19 @@ impl FakeFs {
             write(fs.v1_root("cpuset").join("cpuset.cpus"), "0-3\n");
             write(fs.v1_root("cpuset").join("cpuset.mems"), "0\n");
             // The root memory cgroup shows memsw when swap accounting is on.
-            write(fs.v1_root("memory").join("memory.memsw.limit_in_bytes"), "9223372036854771712\n");
+            write(
+                fs.v1_root("memory").join("memory.memsw.limit_in_bytes"),
+                "9223372036854771712\n",
+            );
         }
         if kind != FakeKind::V1 {
             let root = fs.unified_root();
             std::fs::create_dir_all(&root).unwrap();
-            mountinfo.push_str(&format!("60 1 0:60 / {} rw - cgroup2 cgroup2 rw\n", root.display()));
+            mountinfo
+                .push_str(&format!("60 1 0:60 / {} rw - cgroup2 cgroup2 rw\n", root.display()));
             self_cgroup.push_str("0::/\n");
-            let controllers = if kind == FakeKind::V2 { "cpuset cpu io memory pids\n" } else { "hugetlb\n" };
+            let controllers =
+                if kind == FakeKind::V2 { "cpuset cpu io memory pids\n" } else { "hugetlb\n" };
             write(root.join("cgroup.controllers"), controllers);
             write(root.join("cgroup.subtree_control"), "\n");
             write(root.join("cgroup.procs"), "1\n");

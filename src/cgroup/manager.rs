@@ -440,7 +440,8 @@ mod tests {
         let fs = FakeFs::new(FakeKind::V1);
         fs.add_cgroup("corral");
         let m = CgroupManager::open(fs.layout(), &config()).unwrap();
-        let res = Resources { cpu_weight: Some(CpuWeight(0)), pids_max: Some(0), ..Default::default() };
+        let res =
+            Resources { cpu_weight: Some(CpuWeight(0)), pids_max: Some(0), ..Default::default() };
         let err = m.create(&name("job-2"), &res).unwrap_err();
         let CgroupError::Plan(plan) = &err else { panic!("{err}") };
         assert_eq!(plan.problems.len(), 2);
@@ -540,7 +541,9 @@ mod tests {
         assert_eq!(leaf("memory.oom.group"), "1");
         assert_eq!(leaf("pids.max"), "64");
 
-        let written = job.update(&Resources { cpu_weight: Some(CpuWeight(50)), ..Default::default() }).unwrap();
+        let written = job
+            .update(&Resources { cpu_weight: Some(CpuWeight(50)), ..Default::default() })
+            .unwrap();
         assert!(written.skipped.is_empty());
         assert_eq!(leaf("cpu.weight"), "50");
         assert_eq!(leaf("cpu.max"), "max 100000");
@@ -550,7 +553,9 @@ mod tests {
         assert_eq!(leaf("pids.max"), "max");
 
         // Pausing at the limit is a v1 feature.
-        let err = job.update(&Resources { oom: OomMode::PauseAtLimit, ..Default::default() }).unwrap_err();
+        let err = job
+            .update(&Resources { oom: OomMode::PauseAtLimit, ..Default::default() })
+            .unwrap_err();
         assert!(err.to_string().contains("pause at memory limit"), "{err}");
     }
 

@@ -16,7 +16,7 @@
 //! | `memory.file_bytes` (cache) | `memory.stat` `total_cache` | `memory.stat` `file` |
 //! | `memory.swap_bytes` | `memory.stat` `total_swap` (with memsw) | `memory.swap.current` |
 //! | `memory.max_usage_bytes` | `memory.max_usage_in_bytes` | `memory.peak` (kernel 5.19+) |
-//! | `memory.limit_hits` | `memory.failcnt` | `memory.events` `max` |
+//! | `memory.limit_hits` | `memory.failcnt` + `memory.memsw.failcnt` | `memory.events` `max` |
 //! | `memory.oom_events` | — | `memory.events` `oom` |
 //! | `memory.oom_kills` | `memory.oom_control` `oom_kill` | `memory.events` `oom_kill` |
 //! | `memory.under_oom` | `memory.oom_control` `under_oom` | — |
@@ -126,6 +126,7 @@ enum Source {
     V1MemoryUsage,
     V1MemoryMaxUsage,
     V1MemoryFailcnt,
+    V1MemswFailcnt,
     V1MemoryStat,
     V1OomControl,
     V1BlkioBytes,
@@ -192,6 +193,7 @@ impl StatsReader {
             wanted.push((Source::V1MemoryUsage, dir.join(v1::memory::USAGE), true));
             wanted.push((Source::V1MemoryMaxUsage, dir.join(v1::memory::MAX_USAGE), true));
             wanted.push((Source::V1MemoryFailcnt, dir.join(v1::memory::FAILCNT), true));
+            wanted.push((Source::V1MemswFailcnt, dir.join(v1::memory::MEMSW_FAILCNT), false));
             wanted.push((Source::V1MemoryStat, dir.join(v1::memory::STAT), true));
             wanted.push((Source::V1OomControl, dir.join(v1::memory::OOM_CONTROL), true));
         } else if let Some(dir) = v2(Controller::Memory) {
@@ -270,7 +272,12 @@ impl StatsReader {
                 Source::V1MemoryMaxUsage | Source::V2MemoryPeak => {
                     stats.memory.max_usage_bytes = number()
                 }
-                Source::V1MemoryFailcnt => stats.memory.limit_hits = number(),
+                // A failed charge counts against memsw or memory, not both.
+                Source::V1MemoryFailcnt | Source::V1MemswFailcnt => {
+                    if let Some(n) = number() {
+                        stats.memory.limit_hits = Some(stats.memory.limit_hits.unwrap_or(0) + n);
+                    }
+                }
                 Source::V1MemoryStat => {
                     inactive_file = v1::memory::parse_stat(text, &mut stats.memory)
                 }

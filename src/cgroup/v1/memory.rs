@@ -17,6 +17,7 @@ pub const OOM_CONTROL: &str = "memory.oom_control";
 pub const USAGE: &str = "memory.usage_in_bytes";
 pub const MAX_USAGE: &str = "memory.max_usage_in_bytes";
 pub const FAILCNT: &str = "memory.failcnt";
+pub const MEMSW_FAILCNT: &str = "memory.memsw.failcnt";
 pub const STAT: &str = "memory.stat";
 pub const EVENT_CONTROL: &str = "cgroup.event_control";
 
