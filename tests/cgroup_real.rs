@@ -433,11 +433,13 @@ async fn pause_at_limit_then_grow(use_unified: bool) {
     assert_eq!(out.trim(), "67108864");
     assert_eq!(job.stats().unwrap().memory.oom_kills, Some(0));
     // The hog is gone (only the v2 tree reports it).
-    while use_unified {
-        match next_event(&mut events, 5 * SECOND).await {
-            CgroupEvent::Emptied => break,
-            CgroupEvent::Oom { .. } | CgroupEvent::PausedAtLimit => {}
-            other => panic!("unexpected {other:?}"),
+    if use_unified {
+        loop {
+            match next_event(&mut events, 5 * SECOND).await {
+                CgroupEvent::Emptied => break,
+                CgroupEvent::Oom { .. } | CgroupEvent::PausedAtLimit => {}
+                other => panic!("unexpected {other:?}"),
+            }
         }
     }
     job.remove().unwrap();

@@ -78,6 +78,7 @@ pub mod events;
 mod fake;
 pub mod freezer;
 pub mod fs;
+pub mod inspect;
 pub mod job;
 pub mod layout;
 pub mod manager;

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod doctor;
+
 /// Declarative batch/job scheduler node agent.
 #[derive(Debug, Parser)]
 #[command(name = "corral", version, about, propagate_version = true)]
@@ -16,8 +18,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Check the host's cgroup layout for what corral needs.
+    Doctor(doctor::DoctorArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Doctor(args) => doctor::run(args),
+    }
 }

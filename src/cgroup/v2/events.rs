@@ -103,6 +103,6 @@ mod tests {
     fn parses_events() {
         let s = parse_events(include_str!("../../../tests/fixtures/cgroup/v2/cgroup.events"));
         assert_eq!(s, CgroupEventsState { populated: true, frozen: false });
-        assert_eq!(parse_events("populated 0\nfrozen 1\n").frozen, true);
+        assert!(parse_events("populated 0\nfrozen 1\n").frozen);
     }
 }
