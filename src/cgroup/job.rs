@@ -277,3 +277,22 @@ impl JobCgroup {
         first_error.map_or(Ok(()), Err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_can_run_on_any_tokio_worker() {
+        fn send<T: Send>(_: &T) {}
+        // Compile-time check only: the futures and the stream are `Send`.
+        fn check(job: &JobCgroup, events: &mut EventStream) {
+            send(job);
+            send(&job.freeze(Duration::ZERO));
+            send(&job.thaw(Duration::ZERO));
+            send(&job.kill(Duration::ZERO));
+            send(&events.next());
+        }
+        let _ = check;
+    }
+}

@@ -619,3 +619,60 @@ mod tests {
         job.kill(std::time::Duration::from_millis(100)).await.unwrap();
     }
 }
+
+#[cfg(test)]
+mod event_tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cgroup::events::{CgroupEvent, EventOptions};
+    use crate::cgroup::fake::{FakeFs, FakeKind};
+
+    /// Rewrites a fake knob in place, as the kernel does: no truncation, so
+    /// a reader never sees it empty.
+    fn kernel_update(path: &Path, content: &str) {
+        let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all(content.as_bytes()).unwrap();
+    }
+
+    async fn next(events: &mut crate::cgroup::EventStream) -> Option<CgroupEvent> {
+        tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("an event or the end of the stream")
+            .map(|r| r.unwrap())
+    }
+
+    #[tokio::test]
+    async fn v2_memory_and_cgroup_events_become_a_stream_that_ends_on_removal() {
+        let fs = FakeFs::new(FakeKind::V2);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        let m = CgroupManager::open(
+            fs.layout(),
+            &ManagerConfig::new(CgroupPath::new("corral").unwrap()),
+        )
+        .unwrap();
+        let job = m.create(&CgroupName::new("job-1").unwrap(), &Resources::default()).unwrap();
+        // A regular file cannot be polled, so no PSI trigger on a fake tree.
+        let mut events = job.events(&EventOptions { memory_pressure: None }).unwrap();
+        let sources = events.sources();
+        assert!(sources.memory_events && sources.cgroup_events && !sources.v1_oom);
+
+        let dir = fs.unified_root().join("corral/job-1");
+        kernel_update(&dir.join("cgroup.events"), "populated 1\nfrozen 0\n");
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::Populated));
+        kernel_update(&dir.join("memory.events"), "low 0\nhigh 2\nmax 0\noom 1\noom_kill 1\n");
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::MemoryHigh { count: 2 }));
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::Oom { count: 1 }));
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::OomKill { count: 1 }));
+        kernel_update(&dir.join("cgroup.events"), "populated 0\nfrozen 0\n");
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::Emptied));
+
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        job.remove().unwrap();
+        assert_eq!(next(&mut events).await, None);
+    }
+}

@@ -67,6 +67,11 @@ pub enum OomMode {
     Kill,
     /// The kernel stops the job's allocating tasks at the limit (v1
     /// `oom_kill_disable`) and reports it; raising the limit lets it go on.
+    ///
+    /// Only page faults in user space wait at the limit. Memory charged
+    /// inside a system call is refused instead: a `read()` into a buffer not
+    /// yet touched fails with `EFAULT`, other calls with `ENOMEM`, and the
+    /// job sees an error rather than a pause.
     PauseAtLimit,
 }
 

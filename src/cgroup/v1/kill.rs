@@ -62,18 +62,23 @@ pub(crate) async fn kill_all(
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         if remaining.is_zero() {
+            let first = &procs_files[0];
             return Err(CgroupError::KillTimeout {
-                path: procs_files[0].clone(),
+                path: first.parent().unwrap_or(first).to_path_buf(),
                 remaining: all_pids(procs_files)?.len(),
                 timeout,
             });
         }
         if let Some(dir) = freezer_dir {
             // A task in uninterruptible sleep can keep the cgroup FREEZING;
-            // signal anyway, the tasks that are stopped cannot fork.
-            let _ = freezer::set(dir, FreezerState::Frozen, remaining.min(ROUND)).await;
+            // signal anyway: the tasks that did stop cannot fork.
+            match freezer::set(dir, FreezerState::Frozen, remaining.min(ROUND)).await {
+                Ok(()) | Err(CgroupError::FreezerTimeout { .. }) => {}
+                Err(err) => return Err(err),
+            }
             signal_all(procs_files)?;
-            freezer::set(dir, FreezerState::Thawed, remaining.min(ROUND).max(ROUND)).await?;
+            // Thawing is immediate; the signals take effect on the way out.
+            freezer::set(dir, FreezerState::Thawed, ROUND).await?;
         } else {
             signal_all(procs_files)?;
         }

@@ -3,7 +3,7 @@
 //! The kernel keeps `memory.limit_in_bytes <= memory.memsw.limit_in_bytes` at
 //! every moment and refuses a write that would break it, so the two are
 //! written in an order that depends on where the limits are now; see
-//! [`limit_order`].
+//! `limit_order`.
 
 use crate::cgroup::layout::Controller;
 use crate::cgroup::plan::{Builder, Target};
