@@ -12,10 +12,10 @@
 //!
 //! Removal ends the stream: the parent of the job's v2 directory is watched
 //! for the job's `IN_DELETE` (the watched files are held open, so neither
-//! they nor the directory report their own deletion),
-//! and the v1 eventfd fires once more when its cgroup goes, after which
-//! `memory.oom_control` is found gone. Once every source has ended,
-//! [`EventStream::next`] returns `None`.
+//! they nor the directory report their own deletion), and the v1 eventfd
+//! fires once more when its cgroup goes, after which `memory.oom_control` is
+//! found gone. Once every source has ended, [`EventStream::next`] returns
+//! `None`.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};

@@ -23,6 +23,12 @@
 //! | `pids.current` | `pids.current` | `pids.current` |
 //! | `io` | `blkio.throttle.io_service_bytes` / `io_serviced` | `io.stat` |
 //! | `pressure` | — (v2 tree in a hybrid layout) | `cpu/memory/io.pressure` |
+//!
+//! In a hybrid layout the v2 tree's `cpu.stat` (present without controllers)
+//! replaces `cpuacct`, and its pressure files are read. Two kernel quirks
+//! show in v1 numbers: recent kernels count `blkio.throttle.*` only for
+//! devices with a throttle rule, and 6.18 leaves `memory.failcnt` at 0 even
+//! when the limit is hit (`under_oom` and the events still report it).
 
 use std::path::{Path, PathBuf};
 
