@@ -27,8 +27,8 @@
 //! In a hybrid layout the v2 tree's `cpu.stat` (present without controllers)
 //! replaces `cpuacct`, and its pressure files are read. Two kernel quirks
 //! show in v1 numbers: recent kernels count `blkio.throttle.*` only for
-//! devices with a throttle rule, and 6.18 leaves `memory.failcnt` at 0 even
-//! when the limit is hit (`under_oom` and the events still report it).
+//! devices with a throttle rule, and on 6.18 `memory.failcnt` was seen to stay
+//! at 0 while the limit was hit (`under_oom` and the events report it).
 
 use std::path::{Path, PathBuf};
 
