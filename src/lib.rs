@@ -16,13 +16,16 @@
 //!   CPU pool, NUMA-aware, and answers "whom would we have to preempt".
 //!
 //! Thin shell:
+//! - [`cgroup`]: job cgroups on v1, v2 and hybrid hosts: layout detection,
+//!   resource plans, freeze/thaw, kill, statistics and kernel events.
 //! - [`cli`]: the `corral` command line.
 //! - [`container`]: runs one job in namespaces, a rootfs and given cgroups,
 //!   under a per-run supervisor (the shim) that records how it ended.
 //!
-//! Later layers (cgroup drivers, container launcher, scheduler, store, metrics,
+//! Later layers (container launcher, scheduler, store, metrics,
 //! API) get a module each, beside these.
 
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod container;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod doctor;
 pub mod shim;
 pub mod topology;
 pub mod validate;
@@ -25,6 +26,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Show the CPUs, cores, NUMA nodes and memory the agent places jobs on.
     Topology(topology::TopologyArgs),
+    /// Check the host's cgroup layout for what corral needs.
+    Doctor(doctor::DoctorArgs),
     /// The per-run container supervisor (started by the launcher).
     #[command(name = "internal-shim", hide = true)]
     InternalShim(shim::ShimArgs),
@@ -35,5 +38,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate::run(args),
         Command::Topology(args) => topology::run(args),
         Command::InternalShim(args) => Ok(shim::run(args)),
+        Command::Doctor(args) => doctor::run(args),
     }
 }

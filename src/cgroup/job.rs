@@ -1,0 +1,298 @@
+//! [`JobCgroup`]: one job's cgroups, one directory per tree, behind one set
+//! of operations whatever the layout.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::unistd::Pid;
+
+use super::error::CgroupError;
+use super::events::{EventDirs, EventOptions, EventStream};
+use super::freezer::FreezerState;
+use super::fs::{read_pids, read_u64, read_value, rmdir, write_knob};
+use super::layout::Controller;
+use super::manager::{FreezerKind, KillKind, Shared};
+use super::path::CgroupName;
+use super::plan::{apply, plan, Plan, PlanContext, PlanMode, Target};
+use super::resources::Resources;
+use super::stats::{Stats, StatsReader, StatsSources};
+use super::{v1, v2};
+use crate::topology::{CpuSet, NodeSet};
+
+pub const PROCS: &str = "cgroup.procs";
+
+/// One job's cgroup in each tree corral uses.
+#[derive(Debug, Clone)]
+pub struct JobCgroup {
+    name: CgroupName,
+    shared: Arc<Shared>,
+    /// `(controllers of the hierarchy, job dir)`.
+    v1: Vec<(Vec<Controller>, PathBuf)>,
+    unified: Option<PathBuf>,
+}
+
+impl JobCgroup {
+    pub(crate) fn new(name: CgroupName, shared: Arc<Shared>) -> Self {
+        let v1 =
+            shared.v1.iter().map(|h| (h.controllers.clone(), h.dir.join(name.as_str()))).collect();
+        let unified = shared.unified.as_ref().map(|d| d.join(name.as_str()));
+        JobCgroup { name, shared, v1, unified }
+    }
+
+    pub fn name(&self) -> &CgroupName {
+        &self.name
+    }
+
+    /// The job's directory in every tree.
+    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
+        self.v1.iter().map(|(_, d)| d.as_path()).chain(self.unified.as_deref())
+    }
+
+    /// The job's directory in the tree carrying `controller` (v1), if any.
+    pub fn v1_dir(&self, controller: Controller) -> Option<&Path> {
+        self.v1.iter().find(|(cs, _)| cs.contains(&controller)).map(|(_, d)| d.as_path())
+    }
+
+    /// The job's directory in the v2 tree, if it has one.
+    pub fn unified_dir(&self) -> Option<&Path> {
+        self.unified.as_deref()
+    }
+
+    fn dir_for(&self, target: Target) -> Option<&Path> {
+        match target {
+            Target::V1(controller) => self.v1_dir(controller),
+            Target::Unified => self.unified_dir(),
+        }
+    }
+
+    /// Every `cgroup.procs` the job's processes must be in. A launcher can
+    /// join them itself before `exec`: writing `0` moves the writer.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs().map(|d| d.join(PROCS)).collect()
+    }
+
+    /// Moves `pid` into the job's cgroup in every tree.
+    pub fn add_process(&self, pid: Pid) -> Result<(), CgroupError> {
+        let value = pid.as_raw().to_string();
+        for file in self.procs_files() {
+            write_knob(&file, &value)?;
+        }
+        Ok(())
+    }
+
+    /// The processes in the job (read from its first tree).
+    pub fn pids(&self) -> Result<Vec<Pid>, CgroupError> {
+        match self.procs_files().first() {
+            Some(file) => Ok(read_pids(file)?.into_iter().map(Pid::from_raw).collect()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    pub(crate) fn ensure_empty(&self) -> Result<(), CgroupError> {
+        for file in self.procs_files() {
+            if !read_pids(&file)?.is_empty() {
+                let path = file.parent().unwrap_or(&file).to_path_buf();
+                return Err(CgroupError::LeafBusy { path });
+            }
+        }
+        Ok(())
+    }
+
+    /// Gathers what planning needs, with reads only.
+    pub(crate) fn plan_context(&self, mode: PlanMode) -> Result<PlanContext, CgroupError> {
+        let shared = &self.shared;
+        let v1: BTreeSet<Controller> =
+            self.v1.iter().flat_map(|(cs, _)| cs.iter().copied()).collect();
+        let v2: BTreeSet<Controller> = shared.v2_enabled.iter().copied().collect();
+        let parse_cpus = |path: PathBuf| -> Result<CpuSet, CgroupError> {
+            let text = read_value(&path)?;
+            CpuSet::parse(&text).map_err(|e| CgroupError::Parse { path, reason: e.to_string() })
+        };
+        let parse_mems = |path: PathBuf| -> Result<NodeSet, CgroupError> {
+            let text = read_value(&path)?;
+            NodeSet::parse(&text).map_err(|e| CgroupError::Parse { path, reason: e.to_string() })
+        };
+        let (parent_cpus, parent_mems) = if v1.contains(&Controller::Cpuset) {
+            let parent = shared.v1.iter().find(|h| h.controllers.contains(&Controller::Cpuset));
+            match parent {
+                Some(h) => (
+                    Some(parse_cpus(h.dir.join(v1::cpuset::CPUS))?),
+                    Some(parse_mems(h.dir.join(v1::cpuset::MEMS))?),
+                ),
+                None => (None, None),
+            }
+        } else if v2.contains(&Controller::Cpuset) {
+            match &shared.unified {
+                Some(dir) => (
+                    Some(parse_cpus(dir.join(v2::cpuset::CPUS_EFFECTIVE))?),
+                    Some(parse_mems(dir.join(v2::cpuset::MEMS_EFFECTIVE))?),
+                ),
+                None => (None, None),
+            }
+        } else {
+            (None, None)
+        };
+        let current_memory_limit = match (mode, shared.caps.memsw, self.v1_dir(Controller::Memory))
+        {
+            (PlanMode::Update, true, Some(dir)) => Some(read_u64(&dir.join(v1::memory::LIMIT))?),
+            _ => None,
+        };
+        Ok(PlanContext {
+            mode,
+            v1,
+            v2,
+            memsw: shared.caps.memsw,
+            swap_max: shared.caps.swap_max,
+            parent_cpus,
+            parent_mems,
+            current_memory_limit,
+        })
+    }
+
+    pub(crate) fn apply(&self, plan: &Plan) -> Result<(), CgroupError> {
+        apply(plan, |target| self.dir_for(target))
+    }
+
+    /// Changes a running job's resources to exactly `resources` (unset
+    /// settings return to the kernel's defaults). Returns what was written.
+    pub fn update(&self, resources: &Resources) -> Result<Plan, CgroupError> {
+        let plan = plan(&self.plan_context(PlanMode::Update)?, resources)?;
+        self.apply(&plan)?;
+        Ok(plan)
+    }
+
+    /// Stops every task of the job; returns once the kernel reports the
+    /// cgroup frozen. Memory stays charged.
+    pub async fn freeze(&self, timeout: Duration) -> Result<(), CgroupError> {
+        self.set_frozen(true, timeout).await
+    }
+
+    /// Lets a frozen job run again; returns once the kernel reports it.
+    pub async fn thaw(&self, timeout: Duration) -> Result<(), CgroupError> {
+        self.set_frozen(false, timeout).await
+    }
+
+    async fn set_frozen(&self, frozen: bool, timeout: Duration) -> Result<(), CgroupError> {
+        match (self.shared.caps.freezer, &self.unified, self.v1_dir(Controller::Freezer)) {
+            (FreezerKind::V2, Some(dir), _) => v2::freezer::set(dir, frozen, timeout).await,
+            (FreezerKind::V1, _, Some(dir)) => {
+                let want = if frozen { FreezerState::Frozen } else { FreezerState::Thawed };
+                v1::freezer::set(dir, want, timeout).await
+            }
+            _ => Err(CgroupError::Unsupported {
+                what: "freezing",
+                reason: "no v1 freezer hierarchy and no cgroup.freeze in the v2 tree".into(),
+            }),
+        }
+    }
+
+    pub fn freezer_state(&self) -> Result<FreezerState, CgroupError> {
+        match (self.shared.caps.freezer, &self.unified, self.v1_dir(Controller::Freezer)) {
+            (FreezerKind::V2, Some(dir), _) => v2::freezer::read_state(dir),
+            (FreezerKind::V1, _, Some(dir)) => v1::freezer::read_state(dir),
+            _ => Err(CgroupError::Unsupported {
+                what: "freezer state",
+                reason: "no freezer available".into(),
+            }),
+        }
+    }
+
+    /// SIGKILLs every process of the job, including ones forked meanwhile,
+    /// and returns once the job's cgroups are empty (ready for [`remove`]).
+    ///
+    /// [`remove`]: Self::remove
+    pub async fn kill(&self, timeout: Duration) -> Result<(), CgroupError> {
+        let v1_procs: Vec<PathBuf> = self.v1.iter().map(|(_, d)| d.join(PROCS)).collect();
+        let start = tokio::time::Instant::now();
+        if let (KillKind::CgroupKill, Some(dir)) = (self.shared.caps.kill, &self.unified) {
+            if !v2::kill::kill(dir, timeout).await? {
+                return Err(CgroupError::KillTimeout {
+                    path: dir.clone(),
+                    remaining: read_pids(&dir.join(PROCS))?.len(),
+                    timeout,
+                });
+            }
+            // A process that joined only the v1 hierarchies would have
+            // escaped cgroup.kill; finish with the v1 method.
+            if v1_procs.is_empty() {
+                return Ok(());
+            }
+        }
+        if v1_procs.is_empty() {
+            return Ok(());
+        }
+        let remaining = timeout.saturating_sub(start.elapsed());
+        let freezer = match self.shared.caps.freezer {
+            FreezerKind::V1 => self.v1_dir(Controller::Freezer),
+            _ => None,
+        };
+        v1::kill::kill_all(freezer, &v1_procs, remaining).await
+    }
+
+    /// Opens the job's statistics files for repeated reading.
+    pub fn stats_reader(&self) -> Result<StatsReader, CgroupError> {
+        let mut v1 = Vec::new();
+        for (controllers, dir) in &self.v1 {
+            for c in controllers {
+                v1.push((*c, dir.as_path()));
+            }
+        }
+        let sources = StatsSources {
+            v1,
+            unified: self.unified.as_deref().map(|d| (d, self.shared.v2_enabled.as_slice())),
+        };
+        StatsReader::open(&sources, self.shared.clk_tck)
+    }
+
+    /// Reads the job's statistics once.
+    pub fn stats(&self) -> Result<Stats, CgroupError> {
+        self.stats_reader()?.read()
+    }
+
+    /// Subscribes to the job's kernel notifications. Must be called from
+    /// within a tokio runtime.
+    pub fn events(&self, options: &EventOptions) -> Result<EventStream, CgroupError> {
+        let dirs = EventDirs {
+            v1_memory: self.v1_dir(Controller::Memory),
+            unified: self.unified.as_deref(),
+            unified_memory: self.shared.v2_enabled.contains(&Controller::Memory),
+        };
+        EventStream::open(&dirs, options)
+    }
+
+    /// Removes the job's cgroups. They must be empty (see [`kill`]); a
+    /// cgroup that is already gone is not an error. Every tree is tried; the
+    /// first failure is returned.
+    ///
+    /// [`kill`]: Self::kill
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        let mut first_error = None;
+        for dir in self.dirs() {
+            if let Err(err) = rmdir(dir) {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_can_run_on_any_tokio_worker() {
+        fn send<T: Send>(_: &T) {}
+        // Compile-time check only: the futures and the stream are `Send`.
+        fn check(job: &JobCgroup, events: &mut EventStream) {
+            send(job);
+            send(&job.freeze(Duration::ZERO));
+            send(&job.thaw(Duration::ZERO));
+            send(&job.kill(Duration::ZERO));
+            send(&events.next());
+        }
+        let _ = check;
+    }
+}

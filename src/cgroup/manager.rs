@@ -1,0 +1,678 @@
+//! [`CgroupManager`]: the parent cgroup corral creates jobs under, set up once
+//! per agent, and the factory of [`JobCgroup`]s.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::error::CgroupError;
+use super::fs::{mkdir, read_knob};
+use super::job::JobCgroup;
+use super::layout::{Controller, Layout, LayoutKind, V2_USED};
+use super::path::{CgroupName, CgroupPath};
+use super::plan::{Plan, PlanMode};
+use super::resources::Resources;
+use super::{v1, v2};
+
+/// Where the parent path is rooted in each hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Anchor {
+    /// At the root of every hierarchy: `/sys/fs/cgroup/memory/<parent>`.
+    #[default]
+    HierarchyRoot,
+    /// Under this process's own cgroup in every hierarchy (from
+    /// `/proc/self/cgroup`), e.g. to nest inside a cgroup delegated to the
+    /// agent. On v2, that cgroup must not hold processes itself once
+    /// controllers are enabled in it (no-internal-process rule).
+    OwnCgroup,
+}
+
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// The parent of every job cgroup, relative to the anchor (`corral`).
+    pub parent: CgroupPath,
+    pub anchor: Anchor,
+    /// In a hybrid layout, use the v2 tree for freezing, `cgroup.kill`,
+    /// `cgroup.events` and PSI. When `false` the agent behaves as on pure v1.
+    pub use_unified: bool,
+}
+
+impl ManagerConfig {
+    pub fn new(parent: CgroupPath) -> Self {
+        ManagerConfig { parent, anchor: Anchor::HierarchyRoot, use_unified: true }
+    }
+}
+
+/// How jobs are frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FreezerKind {
+    /// `cgroup.freeze`, confirmed by a `cgroup.events` notification.
+    V2,
+    /// `freezer.state`, confirmed by re-reading.
+    V1,
+    None,
+}
+
+/// How all processes of a job are killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KillKind {
+    /// `cgroup.kill` (kernel 5.14+).
+    CgroupKill,
+    /// v1 freezer: freeze, SIGKILL every pid, thaw.
+    FreezeAndSignal,
+    /// SIGKILL every pid, repeated until the cgroup stays empty.
+    Signal,
+}
+
+/// What this host's layout lets corral do, probed once on the parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    pub freezer: FreezerKind,
+    pub kill: KillKind,
+    /// v1 `memory.memsw.*` (swap accounting): swap limits work on v1.
+    pub memsw: bool,
+    /// v2 `memory.swap.max`.
+    pub swap_max: bool,
+    /// `cgroup.events` notifications (`Populated`/`Emptied` events).
+    pub populated_events: bool,
+    /// PSI files in the job's v2 cgroup.
+    pub pressure: bool,
+    /// v1 memory controller: `OomMode::PauseAtLimit` works.
+    pub pause_at_limit: bool,
+}
+
+/// One v1 hierarchy jobs get a cgroup in.
+#[derive(Debug, Clone)]
+pub(crate) struct V1Parent {
+    pub controllers: Vec<Controller>,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub layout: Layout,
+    pub v1: Vec<V1Parent>,
+    /// The parent in the v2 tree, when jobs get a v2 cgroup.
+    pub unified: Option<PathBuf>,
+    /// Controllers enabled for jobs in the v2 tree.
+    pub v2_enabled: Vec<Controller>,
+    pub caps: Capabilities,
+    pub clk_tck: u64,
+}
+
+/// Creates and finds job cgroups under one parent.
+#[derive(Debug, Clone)]
+pub struct CgroupManager {
+    shared: Arc<Shared>,
+}
+
+fn anchor_dir(
+    anchor: Anchor,
+    mount_point: &Path,
+    own: Option<&str>,
+    dir_of: impl Fn(&str) -> Result<PathBuf, CgroupError>,
+    hierarchy: &str,
+) -> Result<PathBuf, CgroupError> {
+    match anchor {
+        Anchor::HierarchyRoot => Ok(mount_point.to_path_buf()),
+        Anchor::OwnCgroup => match own {
+            Some(own) => dir_of(own),
+            None => Err(CgroupError::OwnCgroupUnknown { hierarchy: hierarchy.to_owned() }),
+        },
+    }
+}
+
+fn clk_tck() -> u64 {
+    use nix::unistd::{sysconf, SysconfVar};
+    match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(hz)) if hz > 0 => hz as u64,
+        _ => 100,
+    }
+}
+
+impl CgroupManager {
+    /// Creates the parent in every hierarchy corral uses (if missing) and
+    /// prepares it for children: v1 cpusets filled from above, v2
+    /// controllers enabled in `cgroup.subtree_control` from the anchor down.
+    /// Then probes what the kernel offers there.
+    pub fn open(layout: Layout, config: &ManagerConfig) -> Result<Self, CgroupError> {
+        let use_unified = match layout.kind {
+            LayoutKind::V2 => true,
+            LayoutKind::Hybrid => config.use_unified,
+            LayoutKind::V1 => false,
+        };
+
+        let mut unified_parent = None;
+        let mut v2_enabled = Vec::new();
+        if let (true, Some(u)) = (use_unified, &layout.unified) {
+            let anchor = anchor_dir(
+                config.anchor,
+                &u.mount_point,
+                u.own_cgroup.as_deref(),
+                |c| u.dir_of(c),
+                "unified",
+            )?;
+            let available = v2::parse_controllers(&read_knob(&anchor.join(v2::CONTROLLERS))?);
+            let wanted: BTreeSet<Controller> =
+                V2_USED.into_iter().filter(|c| available.contains(c)).collect();
+            // Every level that has children needs the controllers enabled.
+            v2::enable_for_children(&anchor, &wanted)?;
+            let dirs = config.parent.dirs_under(&anchor);
+            for dir in &dirs {
+                mkdir(dir)?;
+                v2::enable_for_children(dir, &wanted)?;
+            }
+            unified_parent = dirs.last().cloned();
+            v2_enabled = wanted.into_iter().collect();
+        }
+        let unified_has =
+            |file: &str| unified_parent.as_ref().is_some_and(|d| d.join(file).exists());
+
+        let freezer = if unified_has(v2::freezer::FREEZE) {
+            FreezerKind::V2
+        } else if layout.v1_hierarchy(Controller::Freezer).is_some() {
+            FreezerKind::V1
+        } else {
+            FreezerKind::None
+        };
+        // Controllers jobs need a v1 cgroup for. cpuacct only feeds
+        // statistics, which the v2 tree's cpu.stat also provides.
+        let mut needed = vec![
+            Controller::Cpu,
+            Controller::Cpuset,
+            Controller::Memory,
+            Controller::Pids,
+            Controller::Blkio,
+        ];
+        if freezer == FreezerKind::V1 {
+            needed.push(Controller::Freezer);
+        }
+        if unified_parent.is_none() {
+            needed.push(Controller::Cpuacct);
+        }
+
+        let mut v1 = Vec::new();
+        for h in &layout.v1 {
+            if !h.controllers.iter().any(|c| needed.contains(c)) {
+                continue;
+            }
+            let anchor = anchor_dir(
+                config.anchor,
+                &h.mount_point,
+                h.own_cgroup.as_deref(),
+                |c| h.dir_of(c),
+                &h.label(),
+            )?;
+            let mut above = anchor.clone();
+            for dir in config.parent.dirs_under(&anchor) {
+                mkdir(&dir)?;
+                if h.controllers.contains(&Controller::Cpuset) {
+                    v1::cpuset::inherit_from(&above, &dir)?;
+                }
+                above = dir;
+            }
+            v1.push(V1Parent { controllers: h.controllers.clone(), dir: above });
+        }
+
+        let v1_dir = |c: Controller| v1.iter().find(|h| h.controllers.contains(&c)).map(|h| &h.dir);
+        let v1_memory = v1_dir(Controller::Memory);
+        let caps = Capabilities {
+            freezer,
+            kill: if unified_has(v2::kill::KILL) {
+                KillKind::CgroupKill
+            } else if freezer == FreezerKind::V1 {
+                KillKind::FreezeAndSignal
+            } else {
+                KillKind::Signal
+            },
+            memsw: v1_memory.is_some_and(|d| d.join(v1::memory::MEMSW_LIMIT).exists()),
+            swap_max: unified_has(v2::memory::SWAP_MAX),
+            populated_events: unified_has(v2::events::EVENTS),
+            pressure: unified_has(v2::psi::MEMORY),
+            pause_at_limit: v1_memory.is_some(),
+        };
+        Ok(CgroupManager {
+            shared: Arc::new(Shared {
+                layout,
+                v1,
+                unified: unified_parent,
+                v2_enabled,
+                caps,
+                clk_tck: clk_tck(),
+            }),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.shared.layout
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.shared.caps
+    }
+
+    /// The parent directory in every tree jobs are created in.
+    pub fn parent_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.shared.v1.iter().map(|h| h.dir.clone()).collect();
+        dirs.extend(self.shared.unified.clone());
+        dirs
+    }
+
+    /// A handle on the job cgroup `name`, whether or not it exists (e.g. to
+    /// adopt a running job after an agent restart).
+    pub fn job(&self, name: &CgroupName) -> JobCgroup {
+        JobCgroup::new(name.clone(), Arc::clone(&self.shared))
+    }
+
+    /// The job cgroups that exist under the parent (in its first tree).
+    pub fn jobs(&self) -> Result<Vec<CgroupName>, CgroupError> {
+        let Some(parent) = self.parent_dirs().into_iter().next() else { return Ok(Vec::new()) };
+        let entries = std::fs::read_dir(&parent)
+            .map_err(|source| CgroupError::Read { path: parent.clone(), source })?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry =
+                entry.map_err(|source| CgroupError::Read { path: parent.clone(), source })?;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if let Some(name) = entry.file_name().to_str().and_then(|n| CgroupName::new(n).ok())
+                {
+                    names.push(name);
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Validates `resources` for a new job under this parent without
+    /// creating anything: what [`create`](Self::create) would write.
+    pub fn plan(&self, resources: &Resources) -> Result<Plan, CgroupError> {
+        let probe = CgroupName::new("plan").expect("valid name");
+        let job = self.job(&probe);
+        Ok(super::plan::plan(&job.plan_context(PlanMode::Create)?, resources)?)
+    }
+
+    /// Creates the job cgroup `name` in every tree and applies `resources`.
+    ///
+    /// Nothing is created when `resources` is invalid. A leftover empty
+    /// cgroup of the same name (from an agent that died) is reused and fully
+    /// reset; one that holds processes is refused. On a failed write, the
+    /// directories created here are removed again.
+    pub fn create(
+        &self,
+        name: &CgroupName,
+        resources: &Resources,
+    ) -> Result<JobCgroup, CgroupError> {
+        let job = self.job(name);
+        let mut plan = super::plan::plan(&job.plan_context(PlanMode::Create)?, resources)?;
+        let mut created = Vec::new();
+        let mut reused = false;
+        for dir in job.dirs() {
+            match mkdir(dir) {
+                Ok(true) => created.push(dir.to_path_buf()),
+                Ok(false) => reused = true,
+                Err(err) => {
+                    remove_dirs(&created);
+                    return Err(err);
+                }
+            }
+        }
+        let result = (|| {
+            if reused {
+                job.ensure_empty()?;
+                plan = super::plan::plan(&job.plan_context(PlanMode::Update)?, resources)?;
+            }
+            job.apply(&plan)
+        })();
+        match result {
+            Ok(()) => Ok(job),
+            Err(err) => {
+                remove_dirs(&created);
+                Err(err)
+            }
+        }
+    }
+}
+
+fn remove_dirs(dirs: &[PathBuf]) {
+    for dir in dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::fake::{FakeFs, FakeKind};
+    use crate::cgroup::resources::{CpuWeight, MemoryLimits, MilliCpus, OomMode};
+    use crate::topology::{CpuSet, NodeSet};
+
+    const MI: u64 = 1 << 20;
+
+    fn config() -> ManagerConfig {
+        ManagerConfig::new(CgroupPath::new("corral").unwrap())
+    }
+
+    fn name(n: &str) -> CgroupName {
+        CgroupName::new(n).unwrap()
+    }
+
+    fn full_resources() -> Resources {
+        Resources {
+            cpu_weight: Some(CpuWeight(200)),
+            cpu_quota: Some(MilliCpus(500)),
+            cpus: Some(CpuSet::parse("1").unwrap()),
+            mems: Some(NodeSet::parse("0").unwrap()),
+            memory: MemoryLimits {
+                hard_bytes: Some(32 * MI),
+                soft_bytes: Some(16 * MI),
+                high_bytes: None,
+                swap_bytes: Some(0),
+            },
+            pids_max: Some(64),
+            oom: OomMode::Kill,
+        }
+    }
+
+    #[test]
+    fn v1_parent_is_created_with_its_cpuset_filled() {
+        let fs = FakeFs::new(FakeKind::V1);
+        fs.add_cgroup("corral");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let cpuset = fs.v1_root("cpuset").join("corral");
+        assert_eq!(fs.read(&cpuset.join("cpuset.cpus")), "0-3");
+        assert_eq!(fs.read(&cpuset.join("cpuset.mems")), "0");
+        assert_eq!(m.parent_dirs().len(), 7);
+        assert_eq!(
+            *m.capabilities(),
+            Capabilities {
+                freezer: FreezerKind::V1,
+                kill: KillKind::FreezeAndSignal,
+                memsw: true,
+                swap_max: false,
+                populated_events: false,
+                pressure: false,
+                pause_at_limit: true,
+            }
+        );
+    }
+
+    #[test]
+    fn v1_create_reuses_an_empty_leftover_and_writes_every_knob() {
+        let fs = FakeFs::new(FakeKind::V1);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let res = Resources { oom: OomMode::PauseAtLimit, ..full_resources() };
+        let job = m.create(&name("job-1"), &res).unwrap();
+        let leaf = |c: &str, f: &str| fs.read(&fs.v1_root(c).join("corral/job-1").join(f));
+        assert_eq!(leaf("cpuset", "cpuset.cpus"), "1");
+        assert_eq!(leaf("cpuset", "cpuset.mems"), "0");
+        assert_eq!(leaf("cpu", "cpu.shares"), "2048");
+        assert_eq!(leaf("cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(leaf("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(leaf("memory", "memory.limit_in_bytes"), "33554432");
+        assert_eq!(leaf("memory", "memory.memsw.limit_in_bytes"), "33554432");
+        assert_eq!(leaf("memory", "memory.soft_limit_in_bytes"), "16777216");
+        assert_eq!(leaf("memory", "memory.oom_control"), "1");
+        assert_eq!(leaf("pids", "pids.max"), "64");
+        assert_eq!(job.procs_files().len(), 7);
+        assert_eq!(m.jobs().unwrap(), vec![name("job-1")]);
+    }
+
+    #[test]
+    fn a_leftover_with_processes_is_refused() {
+        let fs = FakeFs::new(FakeKind::V1);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        std::fs::write(fs.v1_root("pids").join("corral/job-1/cgroup.procs"), "4242\n").unwrap();
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let err = m.create(&name("job-1"), &Resources::default()).unwrap_err();
+        assert!(matches!(err, CgroupError::LeafBusy { .. }), "{err}");
+    }
+
+    #[test]
+    fn invalid_resources_create_nothing() {
+        let fs = FakeFs::new(FakeKind::V1);
+        fs.add_cgroup("corral");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let res =
+            Resources { cpu_weight: Some(CpuWeight(0)), pids_max: Some(0), ..Default::default() };
+        let err = m.create(&name("job-2"), &res).unwrap_err();
+        let CgroupError::Plan(plan) = &err else { panic!("{err}") };
+        assert_eq!(plan.problems.len(), 2);
+        for dir in m.parent_dirs() {
+            assert!(!dir.join("job-2").exists());
+        }
+    }
+
+    #[test]
+    fn a_failed_write_names_file_and_value_and_removes_what_was_created() {
+        let fs = FakeFs::new(FakeKind::V1);
+        fs.add_cgroup("corral");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        // The fake's mkdir makes empty directories: the first write fails.
+        let err = m.create(&name("job-3"), &Resources::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("\"0-3\"") && text.contains("corral/job-3/cpuset.cpus"), "{text}");
+        for dir in m.parent_dirs() {
+            assert!(!dir.join("job-3").exists());
+        }
+    }
+
+    #[test]
+    fn parent_can_be_anchored_at_the_agents_own_cgroup() {
+        let fs = FakeFs::new(FakeKind::V1);
+        let own: String = ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio"]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{}:{c}:/agent\n", i + 1))
+            .collect();
+        std::fs::write(fs.dir.path().join("self-cgroup"), own).unwrap();
+        fs.add_cgroup("agent");
+        std::fs::write(fs.v1_root("cpuset").join("agent/cpuset.cpus"), "2-3\n").unwrap();
+        std::fs::write(fs.v1_root("cpuset").join("agent/cpuset.mems"), "0\n").unwrap();
+        fs.add_cgroup("agent/corral");
+        let cfg = ManagerConfig { anchor: Anchor::OwnCgroup, ..config() };
+        let m = CgroupManager::open(fs.layout(), &cfg).unwrap();
+        assert!(m.parent_dirs().iter().all(|d| d.ends_with("agent/corral")));
+        assert_eq!(fs.read(&fs.v1_root("cpuset").join("agent/corral/cpuset.cpus")), "2-3");
+        // A job asking for CPUs outside the agent's cgroup is refused.
+        let res = Resources { cpus: Some(CpuSet::parse("0").unwrap()), ..Default::default() };
+        let err = m.plan(&res).unwrap_err();
+        assert!(err.to_string().contains("not within the parent's 2-3"), "{err}");
+    }
+
+    #[test]
+    fn unknown_own_cgroup_is_an_error() {
+        let fs = FakeFs::new(FakeKind::V1);
+        std::fs::write(fs.dir.path().join("self-cgroup"), "").unwrap();
+        let cfg = ManagerConfig { anchor: Anchor::OwnCgroup, ..config() };
+        let err = CgroupManager::open(fs.layout(), &cfg).unwrap_err();
+        assert!(matches!(err, CgroupError::OwnCgroupUnknown { .. }), "{err}");
+    }
+
+    #[test]
+    fn v2_enables_controllers_from_the_root_down() {
+        let fs = FakeFs::new(FakeKind::V2);
+        fs.add_cgroup("corral");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let root = fs.unified_root();
+        assert_eq!(fs.read(&root.join("cgroup.subtree_control")), "+cpu +cpuset +memory +pids +io");
+        assert_eq!(
+            fs.read(&root.join("corral/cgroup.subtree_control")),
+            "+cpu +cpuset +memory +pids +io"
+        );
+        assert_eq!(
+            *m.capabilities(),
+            Capabilities {
+                freezer: FreezerKind::V2,
+                kill: KillKind::CgroupKill,
+                memsw: false,
+                swap_max: true,
+                populated_events: true,
+                pressure: true,
+                pause_at_limit: false,
+            }
+        );
+    }
+
+    #[test]
+    fn v2_create_then_update_resets_unset_knobs() {
+        let fs = FakeFs::new(FakeKind::V2);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let mut res = full_resources();
+        res.memory.high_bytes = Some(24 * MI);
+        let job = m.create(&name("job-1"), &res).unwrap();
+        let leaf = |f: &str| fs.read(&fs.unified_root().join("corral/job-1").join(f));
+        assert_eq!(leaf("cpuset.cpus"), "1");
+        assert_eq!(leaf("cpu.weight"), "200");
+        assert_eq!(leaf("cpu.max"), "50000 100000");
+        assert_eq!(leaf("memory.max"), "33554432");
+        assert_eq!(leaf("memory.low"), "16777216");
+        assert_eq!(leaf("memory.high"), "25165824");
+        assert_eq!(leaf("memory.swap.max"), "0");
+        assert_eq!(leaf("memory.oom.group"), "1");
+        assert_eq!(leaf("pids.max"), "64");
+
+        let written = job
+            .update(&Resources { cpu_weight: Some(CpuWeight(50)), ..Default::default() })
+            .unwrap();
+        assert!(written.skipped.is_empty());
+        assert_eq!(leaf("cpu.weight"), "50");
+        assert_eq!(leaf("cpu.max"), "max 100000");
+        assert_eq!(leaf("cpuset.cpus"), "");
+        assert_eq!(leaf("memory.max"), "max");
+        assert_eq!(leaf("memory.low"), "0");
+        assert_eq!(leaf("pids.max"), "max");
+
+        // Pausing at the limit is a v1 feature.
+        let err = job
+            .update(&Resources { oom: OomMode::PauseAtLimit, ..Default::default() })
+            .unwrap_err();
+        assert!(err.to_string().contains("pause at memory limit"), "{err}");
+    }
+
+    #[test]
+    fn hybrid_sets_resources_in_v1_and_uses_the_v2_tree_for_the_rest() {
+        let fs = FakeFs::new(FakeKind::Hybrid);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        // Nothing to enable in a controller-less v2 tree.
+        assert_eq!(fs.read(&fs.unified_root().join("cgroup.subtree_control")), "\n");
+        let caps = *m.capabilities();
+        assert_eq!((caps.freezer, caps.kill), (FreezerKind::V2, KillKind::CgroupKill));
+        assert!(caps.memsw && caps.pause_at_limit && caps.populated_events && caps.pressure);
+        // freezer and cpuacct hierarchies are not joined.
+        let parents = m.parent_dirs();
+        assert_eq!(parents.len(), 6);
+        assert!(!parents.iter().any(|d| d.starts_with(fs.v1_root("freezer"))));
+        assert!(!parents.iter().any(|d| d.starts_with(fs.v1_root("cpuacct"))));
+
+        let job = m.create(&name("job-1"), &full_resources()).unwrap();
+        assert_eq!(
+            fs.read(&fs.v1_root("memory").join("corral/job-1/memory.limit_in_bytes")),
+            "33554432"
+        );
+        let files = job.procs_files();
+        assert_eq!(files.len(), 6);
+        assert_eq!(files.last().unwrap(), &fs.unified_root().join("corral/job-1/cgroup.procs"));
+
+        let stats = job.stats().unwrap();
+        assert_eq!(stats.cpu.usage_ns, Some(0));
+        assert_eq!(stats.memory.under_oom, Some(false));
+        assert!(stats.pressure.unwrap().memory.is_some());
+    }
+
+    #[test]
+    fn hybrid_without_the_v2_tree_behaves_like_v1() {
+        let fs = FakeFs::new(FakeKind::Hybrid);
+        fs.add_cgroup("corral");
+        let cfg = ManagerConfig { use_unified: false, ..config() };
+        let m = CgroupManager::open(fs.layout(), &cfg).unwrap();
+        assert_eq!(m.capabilities().freezer, FreezerKind::V1);
+        assert_eq!(m.capabilities().kill, KillKind::FreezeAndSignal);
+        assert_eq!(m.parent_dirs().len(), 7);
+    }
+
+    #[tokio::test]
+    async fn v1_freeze_and_thaw_go_through_freezer_state() {
+        let fs = FakeFs::new(FakeKind::V1);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let job = m.create(&name("job-1"), &Resources::default()).unwrap();
+        let state = fs.v1_root("freezer").join("corral/job-1/freezer.state");
+        job.freeze(std::time::Duration::from_millis(100)).await.unwrap();
+        assert_eq!(fs.read(&state), "FROZEN");
+        assert_eq!(job.freezer_state().unwrap(), crate::cgroup::FreezerState::Frozen);
+        job.thaw(std::time::Duration::from_millis(100)).await.unwrap();
+        assert_eq!(fs.read(&state), "THAWED");
+        // An empty job is killed at once.
+        job.kill(std::time::Duration::from_millis(100)).await.unwrap();
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cgroup::events::{CgroupEvent, EventOptions};
+    use crate::cgroup::fake::{FakeFs, FakeKind};
+
+    /// Rewrites a fake knob in place, as the kernel does: no truncation, so
+    /// a reader never sees it empty.
+    fn kernel_update(path: &Path, content: &str) {
+        let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all(content.as_bytes()).unwrap();
+    }
+
+    async fn next(events: &mut crate::cgroup::EventStream) -> Option<CgroupEvent> {
+        tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("an event or the end of the stream")
+            .map(|r| r.unwrap())
+    }
+
+    #[tokio::test]
+    async fn v2_memory_and_cgroup_events_become_a_stream_that_ends_on_removal() {
+        let fs = FakeFs::new(FakeKind::V2);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        let m = CgroupManager::open(
+            fs.layout(),
+            &ManagerConfig::new(CgroupPath::new("corral").unwrap()),
+        )
+        .unwrap();
+        let job = m.create(&CgroupName::new("job-1").unwrap(), &Resources::default()).unwrap();
+        // A regular file cannot be polled, so no PSI trigger on a fake tree.
+        let mut events = job.events(&EventOptions { memory_pressure: None }).unwrap();
+        let sources = events.sources();
+        assert!(sources.memory_events && sources.cgroup_events && !sources.v1_oom);
+
+        let dir = fs.unified_root().join("corral/job-1");
+        kernel_update(&dir.join("cgroup.events"), "populated 1\nfrozen 0\n");
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::Populated));
+        kernel_update(&dir.join("memory.events"), "low 0\nhigh 2\nmax 0\noom 1\noom_kill 1\n");
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::MemoryHigh { count: 2 }));
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::Oom { count: 1 }));
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::OomKill { count: 1 }));
+        kernel_update(&dir.join("cgroup.events"), "populated 0\nfrozen 0\n");
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::Emptied));
+
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        job.remove().unwrap();
+        assert_eq!(next(&mut events).await, None);
+    }
+}

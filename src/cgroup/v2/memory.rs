@@ -1,0 +1,195 @@
+//! v2 `memory`: `memory.max`, `memory.low`, `memory.high`, `memory.swap.max`,
+//! `memory.oom.group`, statistics and `memory.events`.
+//!
+//! The soft limit maps to `memory.low`, not `memory.high`: a v1 soft limit
+//! only matters under memory pressure, where groups above it are reclaimed
+//! first, and `memory.low` is exactly that (memory below it is protected,
+//! usage above it is reclaimed first). `memory.high` instead throttles the
+//! job as soon as it crosses the value, pressure or not; that is a limit, so
+//! it is its own setting.
+
+use crate::cgroup::plan::{Builder, PlanProblem, Target};
+use crate::cgroup::resources::{OomMode, Resources};
+use crate::cgroup::stats::{flat_keyed, MemoryStats};
+
+pub const MAX: &str = "memory.max";
+pub const LOW: &str = "memory.low";
+pub const HIGH: &str = "memory.high";
+pub const SWAP_MAX: &str = "memory.swap.max";
+pub const OOM_GROUP: &str = "memory.oom.group";
+pub const CURRENT: &str = "memory.current";
+pub const PEAK: &str = "memory.peak";
+pub const SWAP_CURRENT: &str = "memory.swap.current";
+pub const STAT: &str = "memory.stat";
+pub const EVENTS: &str = "memory.events";
+
+fn bytes_or(value: Option<u64>, default: &str) -> String {
+    value.map_or_else(|| default.to_owned(), |v| v.to_string())
+}
+
+pub(crate) fn plan(res: &Resources, b: &mut Builder<'_>) {
+    let t = Target::Unified;
+    let mem = res.memory;
+    match res.oom {
+        // A job is one unit: an OOM kill takes all of it rather than leaving
+        // a half-dead job running.
+        OomMode::Kill => b.write(t, OOM_GROUP, 1),
+        OomMode::PauseAtLimit => b.problem(PlanProblem::Unsupported {
+            setting: "pause at memory limit",
+            reason: "cgroup v2 cannot stop a job at its hard limit; set a memory high \
+                     limit below it to throttle the job and watch its events instead",
+        }),
+    }
+    if mem.soft_bytes.is_some() || b.updating() {
+        b.write(t, LOW, bytes_or(mem.soft_bytes, "0"));
+    }
+    // high before max: when both go down, the job is throttled before the
+    // new maximum can OOM-kill it.
+    if mem.high_bytes.is_some() || b.updating() {
+        b.write(t, HIGH, bytes_or(mem.high_bytes, "max"));
+    }
+    if mem.hard_bytes.is_some() || b.updating() {
+        b.write(t, MAX, bytes_or(mem.hard_bytes, "max"));
+    }
+    if b.ctx.swap_max {
+        if mem.swap_bytes.is_some() || b.updating() {
+            b.write(t, SWAP_MAX, bytes_or(mem.swap_bytes, "max"));
+        }
+    } else if mem.swap_bytes.is_some() {
+        b.skip(
+            "swap limit",
+            "swap accounting is off (no memory.swap.max): swap use is not limited",
+        );
+    }
+}
+
+/// Fills `memory` from v2 `memory.stat`; returns `inactive_file`.
+pub fn parse_stat(text: &str, memory: &mut MemoryStats) -> Option<u64> {
+    let mut inactive_file = None;
+    for (key, value) in flat_keyed(text) {
+        match key {
+            "anon" => memory.anon_bytes = Some(value),
+            "file" => memory.file_bytes = Some(value),
+            "inactive_file" => inactive_file = Some(value),
+            _ => {}
+        }
+    }
+    inactive_file
+}
+
+/// Counters of `memory.events` (each counts occurrences since creation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryEventCounts {
+    pub low: u64,
+    pub high: u64,
+    pub max: u64,
+    pub oom: u64,
+    pub oom_kill: u64,
+    pub oom_group_kill: u64,
+}
+
+pub fn parse_events(text: &str) -> MemoryEventCounts {
+    let mut out = MemoryEventCounts::default();
+    for (key, value) in flat_keyed(text) {
+        match key {
+            "low" => out.low = value,
+            "high" => out.high = value,
+            "max" => out.max = value,
+            "oom" => out.oom = value,
+            "oom_kill" => out.oom_kill = value,
+            "oom_group_kill" => out.oom_group_kill = value,
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::plan::tests::v2_ctx;
+    use crate::cgroup::plan::{plan, PlanMode};
+    use crate::cgroup::resources::MemoryLimits;
+
+    const MI: u64 = 1 << 20;
+
+    fn memory_writes(p: &crate::cgroup::Plan) -> Vec<(&str, &str)> {
+        p.writes
+            .iter()
+            .filter(|w| w.file.starts_with("memory."))
+            .map(|w| (w.file, w.value.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn limits_map_to_low_high_max_and_swap() {
+        let res = Resources {
+            memory: MemoryLimits {
+                hard_bytes: Some(1024 * MI),
+                soft_bytes: Some(512 * MI),
+                high_bytes: Some(900 * MI),
+                swap_bytes: Some(0),
+            },
+            ..Default::default()
+        };
+        let p = plan(&v2_ctx(PlanMode::Create), &res).unwrap();
+        assert_eq!(
+            memory_writes(&p),
+            vec![
+                (OOM_GROUP, "1"),
+                (LOW, "536870912"),
+                (HIGH, "943718400"),
+                (MAX, "1073741824"),
+                (SWAP_MAX, "0"),
+            ]
+        );
+    }
+
+    #[test]
+    fn update_resets_to_kernel_defaults() {
+        let p = plan(&v2_ctx(PlanMode::Update), &Resources::default()).unwrap();
+        assert_eq!(
+            memory_writes(&p),
+            vec![(OOM_GROUP, "1"), (LOW, "0"), (HIGH, "max"), (MAX, "max"), (SWAP_MAX, "max")]
+        );
+    }
+
+    #[test]
+    fn pause_at_limit_is_refused_on_v2() {
+        let res = Resources { oom: OomMode::PauseAtLimit, ..Default::default() };
+        let err = plan(&v2_ctx(PlanMode::Create), &res).unwrap_err();
+        assert!(err.to_string().contains("pause at memory limit"), "{err}");
+    }
+
+    #[test]
+    fn swap_without_swap_accounting_is_skipped() {
+        let mut ctx = v2_ctx(PlanMode::Create);
+        ctx.swap_max = false;
+        let res = Resources {
+            memory: MemoryLimits {
+                hard_bytes: Some(MI * 8),
+                swap_bytes: Some(0),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let p = plan(&ctx, &res).unwrap();
+        assert_eq!(p.value_of(SWAP_MAX), None);
+        assert_eq!(p.skipped[0].setting, "swap limit");
+    }
+
+    #[test]
+    fn parses_memory_stat_and_events() {
+        let mut m = MemoryStats::default();
+        let inactive =
+            parse_stat(include_str!("../../../tests/fixtures/cgroup/v2/memory.stat"), &mut m);
+        assert_eq!(m.anon_bytes, Some(10_047_488));
+        assert_eq!(m.file_bytes, Some(54_476_800));
+        assert_eq!(inactive, Some(36_864_000));
+        let events = parse_events(include_str!("../../../tests/fixtures/cgroup/v2/memory.events"));
+        assert_eq!(
+            events,
+            MemoryEventCounts { low: 0, high: 12, max: 3, oom: 1, oom_kill: 1, oom_group_kill: 1 }
+        );
+    }
+}
