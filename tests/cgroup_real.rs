@@ -187,8 +187,8 @@ fn resources_are_applied_read_back_updated_and_removed() {
     assert!(caps.populated_events && caps.pressure && caps.pause_at_limit);
 
     let res = Resources {
-        cpu_weight: Some(CpuWeight(300)),
-        cpu_quota: Some(MilliCpus(1500)),
+        cpu_weight: Some(CpuWeight::new(300).unwrap()),
+        cpu_quota: Some(MilliCpus::new(1500).unwrap()),
         cpus: Some(CpuSet::parse("1").unwrap()),
         mems: None,
         memory: MemoryLimits {
@@ -576,7 +576,6 @@ async fn stats_of_a_live_job_are_plausible() {
 fn invalid_resources_touch_nothing_on_the_host() {
     let t = TestParent::new(true);
     let res = Resources {
-        cpu_weight: Some(CpuWeight(20_000)),
         memory: MemoryLimits {
             soft_bytes: Some(2 * MI),
             hard_bytes: Some(MI),
@@ -585,7 +584,7 @@ fn invalid_resources_touch_nothing_on_the_host() {
         ..Default::default()
     };
     let err = t.manager.create(&CgroupName::new("bad").unwrap(), &res).unwrap_err();
-    assert!(err.to_string().contains("cpu weight"), "{err}");
+    assert!(err.to_string().contains("exceeds the hard limit"), "{err}");
     for dir in t.manager.parent_dirs() {
         assert!(!dir.join("bad").exists());
     }

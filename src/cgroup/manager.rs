@@ -363,8 +363,8 @@ mod tests {
 
     fn full_resources() -> Resources {
         Resources {
-            cpu_weight: Some(CpuWeight(200)),
-            cpu_quota: Some(MilliCpus(500)),
+            cpu_weight: Some(CpuWeight::new(200).unwrap()),
+            cpu_quota: Some(MilliCpus::new(500).unwrap()),
             cpus: Some(CpuSet::parse("1").unwrap()),
             mems: Some(NodeSet::parse("0").unwrap()),
             memory: MemoryLimits {
@@ -440,11 +440,10 @@ mod tests {
         let fs = FakeFs::new(FakeKind::V1);
         fs.add_cgroup("corral");
         let m = CgroupManager::open(fs.layout(), &config()).unwrap();
-        let res =
-            Resources { cpu_weight: Some(CpuWeight(0)), pids_max: Some(0), ..Default::default() };
+        let res = Resources { pids_max: Some(0), ..Default::default() };
         let err = m.create(&name("job-2"), &res).unwrap_err();
         let CgroupError::Plan(plan) = &err else { panic!("{err}") };
-        assert_eq!(plan.problems.len(), 2);
+        assert_eq!(plan.problems.len(), 1);
         for dir in m.parent_dirs() {
             assert!(!dir.join("job-2").exists());
         }
@@ -542,7 +541,10 @@ mod tests {
         assert_eq!(leaf("pids.max"), "64");
 
         let written = job
-            .update(&Resources { cpu_weight: Some(CpuWeight(50)), ..Default::default() })
+            .update(&Resources {
+                cpu_weight: Some(CpuWeight::new(50).unwrap()),
+                ..Default::default()
+            })
             .unwrap();
         assert!(written.skipped.is_empty());
         assert_eq!(leaf("cpu.weight"), "50");

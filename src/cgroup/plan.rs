@@ -193,25 +193,7 @@ impl<'a> Builder<'a> {
 
 /// Checks that do not depend on the cgroup version.
 fn check_values(res: &Resources, b: &mut Builder<'_>) {
-    use super::resources::{CpuWeight, MilliCpus};
-    if let Some(w) = res.cpu_weight {
-        if !(CpuWeight::MIN..=CpuWeight::MAX).contains(&w.0) {
-            b.problem(PlanProblem::OutOfRange {
-                setting: "cpu weight",
-                value: w.0.to_string(),
-                range: "1..=10000",
-            });
-        }
-    }
-    if let Some(q) = res.cpu_quota {
-        if !(MilliCpus::MIN..=MilliCpus::MAX).contains(&q.0) {
-            b.problem(PlanProblem::OutOfRange {
-                setting: "cpu quota (millicpus)",
-                value: q.0.to_string(),
-                range: "10..=1024000",
-            });
-        }
-    }
+    // CPU weight and quota need no check here: their types only hold values in range.
     if res.cpus.as_ref().is_some_and(|c| c.is_empty()) {
         b.problem(PlanProblem::EmptySet { setting: "cpus" });
     }
@@ -346,7 +328,7 @@ pub fn apply<'p>(plan: &Plan, dir: impl Fn(Target) -> Option<&'p Path>) -> Resul
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::cgroup::resources::{CpuWeight, MemoryLimits, MilliCpus};
+    use crate::cgroup::resources::{CpuWeight, MemoryLimits};
 
     pub(crate) fn v1_ctx(mode: PlanMode) -> PlanContext {
         PlanContext {
@@ -394,8 +376,6 @@ pub(crate) mod tests {
     #[test]
     fn all_problems_are_reported_together() {
         let res = Resources {
-            cpu_weight: Some(CpuWeight(0)),
-            cpu_quota: Some(MilliCpus(5)),
             cpus: Some(CpuSet::parse("2-5").unwrap()),
             mems: Some(NodeSet::new()),
             memory: MemoryLimits {
@@ -406,11 +386,11 @@ pub(crate) mod tests {
             },
             pids_max: Some(0),
             oom: OomMode::Kill,
+            ..Default::default()
         };
         let err = plan(&v1_ctx(PlanMode::Create), &res).unwrap_err();
         let text = err.to_string();
-        assert_eq!(err.problems.len(), 7, "{text}");
-        assert!(text.contains("cpu weight: 0 is outside 1..=10000"), "{text}");
+        assert_eq!(err.problems.len(), 5, "{text}");
         assert!(text.contains("cpus: 2-5 is not within the parent's 0-3"), "{text}");
         assert!(text.contains("mems: the set is empty"), "{text}");
         assert!(text.contains("soft limit 2097152 exceeds the hard limit 1048576"), "{text}");
@@ -470,7 +450,7 @@ pub(crate) mod tests {
     #[test]
     fn cpuset_is_written_before_everything_else() {
         let res = Resources {
-            cpu_weight: Some(CpuWeight(200)),
+            cpu_weight: Some(CpuWeight::new(200).unwrap()),
             cpus: Some(CpuSet::parse("1").unwrap()),
             memory: MemoryLimits { hard_bytes: Some(1 << 30), ..Default::default() },
             pids_max: Some(64),

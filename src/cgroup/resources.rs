@@ -10,40 +10,7 @@ use crate::topology::{CpuSet, NodeSet};
 /// default): a quota is then a number of microseconds of CPU per 100 ms.
 pub const CFS_PERIOD_US: u64 = 100_000;
 
-/// Relative CPU weight under contention, 1–10000; 100 is the default share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct CpuWeight(pub u32);
-
-impl CpuWeight {
-    pub const MIN: u32 = 1;
-    pub const MAX: u32 = 10_000;
-    pub const DEFAULT: CpuWeight = CpuWeight(100);
-
-    /// cgroup v1 `cpu.shares` for this weight: the v1 default of 1024 shares
-    /// corresponds to the v2 default weight of 100. The kernel refuses shares
-    /// below 2.
-    pub fn v1_shares(self) -> u64 {
-        (u64::from(self.0) * 1024 / 100).max(2)
-    }
-}
-
-/// A CPU bandwidth cap in thousandths of a CPU: 1500 lets the job use one and
-/// a half CPUs' worth of time per period, spread over whatever CPUs it runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct MilliCpus(pub u32);
-
-impl MilliCpus {
-    /// The kernel refuses quotas below 1 ms per period; with a 100 ms period
-    /// that is 10 millicpus.
-    pub const MIN: u32 = 10;
-    /// 1024 CPUs; bounds the arithmetic, far above any machine corral runs on.
-    pub const MAX: u32 = 1_024_000;
-
-    /// Microseconds of CPU time per [`CFS_PERIOD_US`].
-    pub fn quota_us(self) -> u64 {
-        u64::from(self.0) * CFS_PERIOD_US / 1000
-    }
-}
+pub use crate::units::{CpuWeight, MilliCpus};
 
 /// Memory limits in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -97,16 +64,15 @@ mod tests {
     #[test]
     fn weight_to_shares_keeps_defaults_aligned() {
         assert_eq!(CpuWeight::DEFAULT.v1_shares(), 1024);
-        assert_eq!(CpuWeight(1).v1_shares(), 10);
-        assert_eq!(CpuWeight(50).v1_shares(), 512);
-        assert_eq!(CpuWeight(10_000).v1_shares(), 102_400);
-        assert_eq!(CpuWeight(0).v1_shares(), 2);
+        assert_eq!(CpuWeight::new(1).unwrap().v1_shares(), 10);
+        assert_eq!(CpuWeight::new(50).unwrap().v1_shares(), 512);
+        assert_eq!(CpuWeight::new(10_000).unwrap().v1_shares(), 102_400);
     }
 
     #[test]
     fn millicpus_to_quota() {
-        assert_eq!(MilliCpus(1000).quota_us(), 100_000);
-        assert_eq!(MilliCpus(1500).quota_us(), 150_000);
-        assert_eq!(MilliCpus(10).quota_us(), 1_000);
+        assert_eq!(MilliCpus::new(1000).unwrap().quota_us(CFS_PERIOD_US), 100_000);
+        assert_eq!(MilliCpus::new(1500).unwrap().quota_us(CFS_PERIOD_US), 150_000);
+        assert_eq!(MilliCpus::new(10).unwrap().quota_us(CFS_PERIOD_US), 1_000);
     }
 }

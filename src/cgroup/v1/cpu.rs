@@ -24,7 +24,7 @@ pub(crate) fn plan(res: &Resources, b: &mut Builder<'_>) {
             // Period before quota: the kernel checks quota against the period
             // in force when the quota is written.
             b.write(TARGET, CFS_PERIOD, CFS_PERIOD_US);
-            b.write(TARGET, CFS_QUOTA, quota.quota_us());
+            b.write(TARGET, CFS_QUOTA, quota.quota_us(CFS_PERIOD_US));
         }
         None if b.updating() => b.write(TARGET, CFS_QUOTA, -1),
         None => {}
@@ -53,8 +53,8 @@ mod tests {
     #[test]
     fn weight_and_quota_map_to_shares_and_cfs() {
         let res = Resources {
-            cpu_weight: Some(CpuWeight(250)),
-            cpu_quota: Some(MilliCpus(1500)),
+            cpu_weight: Some(CpuWeight::new(250).unwrap()),
+            cpu_quota: Some(MilliCpus::new(1500).unwrap()),
             ..Default::default()
         };
         let p = plan(&v1_ctx(PlanMode::Create), &res).unwrap();

@@ -10,14 +10,16 @@ pub const STAT: &str = "cpu.stat";
 
 pub(crate) fn plan(res: &Resources, b: &mut Builder<'_>) {
     match res.cpu_weight {
-        Some(weight) => b.write(Target::Unified, WEIGHT, weight.0),
-        None if b.updating() => b.write(Target::Unified, WEIGHT, CpuWeight::DEFAULT.0),
+        Some(weight) => b.write(Target::Unified, WEIGHT, weight.get()),
+        None if b.updating() => b.write(Target::Unified, WEIGHT, CpuWeight::DEFAULT.get()),
         None => {}
     }
     match res.cpu_quota {
-        Some(quota) => {
-            b.write(Target::Unified, MAX, format!("{} {CFS_PERIOD_US}", quota.quota_us()))
-        }
+        Some(quota) => b.write(
+            Target::Unified,
+            MAX,
+            format!("{} {CFS_PERIOD_US}", quota.quota_us(CFS_PERIOD_US)),
+        ),
         None if b.updating() => b.write(Target::Unified, MAX, format!("max {CFS_PERIOD_US}")),
         None => {}
     }
@@ -49,8 +51,8 @@ mod tests {
     #[test]
     fn weight_is_passed_through_and_quota_uses_the_default_period() {
         let res = Resources {
-            cpu_weight: Some(CpuWeight(10_000)),
-            cpu_quota: Some(MilliCpus(250)),
+            cpu_weight: Some(CpuWeight::new(10_000).unwrap()),
+            cpu_quota: Some(MilliCpus::new(250).unwrap()),
             ..Default::default()
         };
         let p = plan(&v2_ctx(PlanMode::Create), &res).unwrap();
