@@ -24,5 +24,7 @@
 pub mod cli;
 pub mod config;
 pub mod placement;
+pub mod scheduler;
 pub mod spec;
+pub mod store;
 pub mod topology;
