@@ -55,7 +55,7 @@ impl fmt::Display for Bytes {
             scale *= 1024;
             unit += 1;
         }
-        if self.0 % scale == 0 {
+        if self.0.is_multiple_of(scale) {
             write!(f, "{} {}", self.0 / scale, UNITS[unit])
         } else {
             write!(f, "{:.1} {}", self.0 as f64 / scale as f64, UNITS[unit])
