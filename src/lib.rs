@@ -14,12 +14,16 @@
 //!   from a sysfs tree.
 //! - [`placement`]: the allocator that hands out exclusive cores and the shared
 //!   CPU pool, NUMA-aware, and answers "whom would we have to preempt".
+//! - [`scheduler`]: the run state machine, `transition(state, event, policy,
+//!   moment)`, with restart backoff, OOM and preemption policies.
 //!
 //! Thin shell:
 //! - [`cli`]: the `corral` command line.
+//! - [`store`]: run records, their history and the cron journal, durable in
+//!   SQLite, behind traits; the state directory lock.
 //!
-//! Later layers (cgroup drivers, container launcher, scheduler, store, metrics,
-//! API) get a module each, beside these.
+//! Later layers (cgroup drivers, container launcher, metrics, API) get a
+//! module each, beside these.
 
 pub mod cli;
 pub mod config;

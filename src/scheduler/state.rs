@@ -203,6 +203,36 @@ pub enum StopReason {
     Requested { by: String },
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_lists_every_phase_once() {
+        let by = RunId::new("x-1");
+        let all = [
+            Phase::Pending,
+            Phase::Placed,
+            Phase::Running { since: Timestamp::EPOCH },
+            Phase::Suspended { by, frozen: false, oom_pending: false },
+            Phase::OomPaused { frozen: false },
+            Phase::Stopping {
+                intent: StopIntent::Timeout,
+                deadline: Timestamp::EPOCH,
+                escalated: false,
+            },
+            Phase::BackoffWaiting { until: Timestamp::EPOCH, after: None },
+            Phase::Succeeded,
+            Phase::Failed { reason: FailReason::Timeout },
+            Phase::Killed { reason: StopReason::JobRemoved },
+        ];
+        let names: Vec<_> = all.iter().map(Phase::name).collect();
+        assert_eq!(names, Phase::NAMES);
+        let terminal: Vec<_> = all.iter().filter(|p| p.is_terminal()).map(Phase::name).collect();
+        assert_eq!(terminal, ["succeeded", "failed", "killed"]);
+    }
+}
+
 impl fmt::Display for StopReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

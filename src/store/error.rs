@@ -60,6 +60,9 @@ pub enum StoreError {
     #[error("stored {what} of {key} cannot be read: {detail}")]
     Decode { key: String, what: &'static str, detail: String },
 
+    #[error("{what} of {key} cannot be stored: {detail}")]
+    Unstorable { key: String, what: &'static str, detail: String },
+
     #[error("{what} {value} does not fit the store's 63-bit integers")]
     OutOfRange { what: &'static str, value: u64 },
 }

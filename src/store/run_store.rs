@@ -10,7 +10,7 @@ use super::records::{ExitInfo, LaunchInfo, Retention, RunDetail, RunRecord};
 /// either wholly there or wholly absent.
 pub trait RunStore: Send {
     /// Creates a run of `job` in `initial` state and returns its id
-    /// (`<job>-<seq>`, see [`run_id`](super::run_id)). The creation is the
+    /// (`<job>-<seq>`, see [`run_id()`](super::run_id())). The creation is the
     /// run's first transition.
     fn create_run(
         &mut self,

@@ -11,7 +11,7 @@ use crate::store::records::{
 use crate::store::run_id::run_id;
 use crate::store::run_store::RunStore;
 
-use super::codec::{decode_err, from_json, sql, to_i64, to_json, RawRun, RUN_COLUMNS};
+use super::codec::{from_json, sql, to_i64, to_json, RawRun, RUN_COLUMNS};
 use super::SqliteStore;
 
 /// Creates a run inside `tx`: advances the job's sequence, inserts the row
@@ -177,12 +177,10 @@ impl RunStore for SqliteStore {
 
     fn set_launch(&mut self, run: &RunId, launch: &LaunchInfo) -> Result<(), StoreError> {
         let start = to_i64("pid start time", launch.pid_start_time)?;
-        let dir = launch.run_dir.to_str().ok_or_else(|| {
-            decode_err(
-                run.as_str(),
-                "run directory",
-                "not UTF-8; run directories are made by corral",
-            )
+        let dir = launch.run_dir.to_str().ok_or_else(|| StoreError::Unstorable {
+            key: run.to_string(),
+            what: "run directory",
+            detail: format!("{} is not UTF-8", launch.run_dir.display()),
         })?;
         self.write("storing a launch", |tx| {
             let op = sql("storing a launch");
