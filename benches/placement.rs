@@ -165,7 +165,11 @@ fn busy_ledger(topo: &Topology) -> (Ledger, Vec<Candidate>) {
         candidates.push(Candidate {
             owner,
             priority: Priority((random.next() % 100) as i32),
-            mode: if random.next() % 2 == 0 { ReleaseMode::Suspend } else { ReleaseMode::Requeue },
+            mode: if random.next().is_multiple_of(2) {
+                ReleaseMode::Suspend
+            } else {
+                ReleaseMode::Requeue
+            },
         });
     }
     (ledger, candidates)

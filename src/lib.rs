@@ -14,6 +14,8 @@
 //!   from a sysfs tree.
 //! - [`placement`]: the allocator that hands out exclusive cores and the shared
 //!   CPU pool, NUMA-aware, and answers "whom would we have to preempt".
+//! - [`scheduler`]: the run state machine, `transition(state, event, policy,
+//!   moment)`, with restart backoff, OOM and preemption policies.
 //!
 //! Thin shell:
 //! - [`cgroup`]: job cgroups on v1, v2 and hybrid hosts: layout detection,
@@ -24,13 +26,20 @@
 //!
 //! Later layers (container launcher, scheduler, store, metrics,
 //! API) get a module each, beside these.
+//! - [`store`]: run records, their history and the cron journal, durable in
+//!   SQLite, behind traits; the state directory lock.
+//!
+//! Later layers (cgroup drivers, container launcher, metrics, API) get a
+//! module each, beside these.
 
 pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod container;
 pub mod placement;
+pub mod scheduler;
 pub mod spec;
+pub mod store;
 pub mod topology;
 pub mod units;
 pub mod watch;

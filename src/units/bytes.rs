@@ -226,7 +226,7 @@ impl fmt::Display for HumanBytes {
             scale *= 1024;
             unit += 1;
         }
-        if bytes % scale == 0 {
+        if bytes.is_multiple_of(scale) {
             write!(f, "{} {}", bytes / scale, UNITS[unit])
         } else {
             write!(f, "{:.1} {}", bytes as f64 / scale as f64, UNITS[unit])

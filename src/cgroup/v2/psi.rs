@@ -93,7 +93,7 @@ impl PsiTrigger {
     pub fn unprivileged_equivalent(self) -> Option<PsiTrigger> {
         const STEP: u128 = 2_000_000;
         let window = self.window.as_micros();
-        if window % STEP == 0 {
+        if window.is_multiple_of(STEP) {
             return None;
         }
         let rounded = window.div_ceil(STEP) * STEP;

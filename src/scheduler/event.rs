@@ -1,0 +1,107 @@
+//! Facts the shell reports about a run. Events say what happened, never
+//! what to do; [`transition`](super::transition()) decides that.
+
+use std::fmt;
+
+use crate::placement::{Assignment, RunId};
+
+use super::state::StopReason;
+
+/// How a process ended, as `waitpid` (or the shim's status file) tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The allocator granted CPUs and memory.
+    Placed(Assignment),
+    /// The job's init process exists; `start_time` is its start time in
+    /// clock ticks since boot (`/proc/PID/stat` field 22), which with the
+    /// pid identifies it even after pid reuse.
+    Launched {
+        pid: u32,
+        start_time: u64,
+    },
+    LaunchFailed {
+        detail: String,
+    },
+    /// The job's init process exited.
+    Exited(ExitStatus),
+    /// The process is gone and no exit status was recorded.
+    Lost {
+        detail: String,
+    },
+    /// The kernel reports the cgroup frozen.
+    Frozen,
+    /// The kernel reports the cgroup thawed.
+    Thawed,
+    /// The cgroup reached its hard memory limit.
+    OomNotified,
+    /// The kernel's OOM killer killed a process of the run.
+    OomKilled,
+    /// The preemption planner chose this run to be frozen for `by`.
+    PreemptSuspend {
+        by: RunId,
+    },
+    /// The preemption planner chose this run to be stopped and queued again for `by`.
+    PreemptRequeue {
+        by: RunId,
+    },
+    /// The run that caused a suspension no longer needs the room.
+    Resume,
+    StopRequested {
+        reason: StopReason,
+    },
+    /// Timers, armed by [`Action::ArmTimer`](super::Action::ArmTimer).
+    TimeoutElapsed,
+    GraceElapsed,
+    BackoffElapsed,
+    /// The agent restarted and found this run in the store; for runs with
+    /// processes, the shell has checked that the recorded process is still
+    /// the same one (pid and start time).
+    AdoptedAfterRestart,
+}
+
+impl Event {
+    /// A stable name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Placed(_) => "placed",
+            Event::Launched { .. } => "launched",
+            Event::LaunchFailed { .. } => "launch-failed",
+            Event::Exited(_) => "exited",
+            Event::Lost { .. } => "lost",
+            Event::Frozen => "frozen",
+            Event::Thawed => "thawed",
+            Event::OomNotified => "oom-notified",
+            Event::OomKilled => "oom-killed",
+            Event::PreemptSuspend { .. } => "preempt-suspend",
+            Event::PreemptRequeue { .. } => "preempt-requeue",
+            Event::Resume => "resume",
+            Event::StopRequested { .. } => "stop-requested",
+            Event::TimeoutElapsed => "timeout-elapsed",
+            Event::GraceElapsed => "grace-elapsed",
+            Event::BackoffElapsed => "backoff-elapsed",
+            Event::AdoptedAfterRestart => "adopted-after-restart",
+        }
+    }
+}

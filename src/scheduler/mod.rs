@@ -1,0 +1,70 @@
+//! The scheduler's decision core: what happens to a run, event by event.
+//!
+//! Pure: nothing here reads the clock, the kernel or the store. The shell
+//! reports [`Event`]s, calls [`transition()`] with the job's [`Policy`] and a
+//! [`Moment`] (the time and a random draw), records the resulting state and
+//! reason, and executes the [`Action`]s in order.
+//!
+//! - [`state`]: [`RunState`] and its [`Phase`]s.
+//! - [`event`]: [`Event`], the facts the shell reports.
+//! - [`action`]: [`Action`], what the shell must do; [`RunEvent`], what the
+//!   run's history keeps.
+//! - [`policy`]: [`Policy`]: restart, OOM, preemption, timeout, stop grace.
+//! - [`backoff`]: [`backoff_delay()`], exponential with jitter.
+//! - [`transition()`](mod@transition): the state machine.
+//! - [`job_name`]: [`JobName`]; [`time`]: [`Timestamp`].
+//!
+//! # The run state machine
+//!
+//! ```text
+//! Pending   ─Placed(a)──────────→ Placed      [Launch]
+//! Placed    ─Launched───────────→ Running     [ArmTimer(deadline)]
+//! Placed    ─LaunchFailed───────→ (ending: failed)
+//! Running   ─Exited(0)──────────→ (ending: succeeded)       [RecordExit, ReleasePlacement]
+//! Running   ─Exited(≠0)/Lost────→ (ending: failed)
+//! Running   ─PreemptSuspend─────→ Suspended   [Freeze]      ─Frozen→ [YieldCpus]
+//! Suspended ─Resume─────────────→ Running     [Thaw]        (or OomPaused if an OOM came meanwhile)
+//! Running   ─OomNotified────────→ OomPaused   [Freeze]
+//! OomPaused ─Frozen─────────────→ Running     [SetMemoryLimit, Thaw]   (grow, below the ceiling)
+//!                               → Stopping(oom) [KillAll]              (otherwise)
+//! Running   ─OomKilled──────────→ Stopping(oom) [KillAll]
+//! Running   ─TimeoutElapsed─────→ Stopping(timeout)  [Terminate, ArmTimer(grace)]
+//! Running   ─PreemptRequeue─────→ Stopping(requeue)  [Terminate, ArmTimer(grace)]
+//! any live  ─StopRequested──────→ Stopping(stop)     [Terminate, ArmTimer(grace)]
+//! Stopping  ─GraceElapsed───────→ Stopping  [KillAll]
+//! Stopping  ─Exited─────────────→ stop: Killed · timeout: (ending: failed)
+//!                                 requeue: Pending (same attempt) · oom: (ending: oom)
+//! (ending: oom)       → Pending, attempt+1, larger limit   [Enqueue]   (requeue/grow policy allows)
+//!                     → (ending: failed)                               (otherwise)
+//! (ending: failed)    → BackoffWaiting{until} [ArmTimer(backoff)]      (restart policy allows)
+//!                     → Failed                [RecordOutcome]
+//! (ending: succeeded) → BackoffWaiting (restart: always) | Succeeded
+//! BackoffWaiting ─BackoffElapsed→ Pending     [Enqueue]
+//! Pending | BackoffWaiting ─StopRequested→ Killed
+//! ```
+//!
+//! Succeeded, Failed and Killed are terminal: every event is refused there.
+//! Every transition carries a reason for the run's history.
+//!
+//! Timeouts measure *running* time: time spent frozen, for preemption or at
+//! the memory limit, does not count against the active deadline.
+
+pub mod action;
+pub mod backoff;
+pub mod error;
+pub mod event;
+pub mod job_name;
+pub mod policy;
+pub mod state;
+pub mod time;
+pub mod transition;
+
+pub use action::{Action, RunEvent, Timer};
+pub use backoff::{backoff_delay, Jitter};
+pub use error::InvalidTransition;
+pub use event::{Event, ExitStatus};
+pub use job_name::{JobName, JobNameError};
+pub use policy::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
+pub use state::{FailReason, Outcome, Phase, RunState, StopIntent, StopReason};
+pub use time::Timestamp;
+pub use transition::{transition, Moment, Transition};

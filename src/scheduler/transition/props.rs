@@ -1,0 +1,160 @@
+//! Random event sequences: no panics, terminal stays terminal, budgets hold,
+//! placement is taken and returned exactly once per attempt.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::placement::CpuGrant;
+use crate::scheduler::policy::{Factor, RestartPolicy};
+use crate::topology::NodeSet;
+
+fn event(i: u8, by: u8) -> Event {
+    let by = RunId::new(format!("other-{by}"));
+    match i % 19 {
+        0 | 1 => Event::Placed(Assignment {
+            owner: RunId::new("job-1"),
+            cpus: CpuGrant::Shared,
+            mems: "0".parse::<NodeSet>().unwrap(),
+            memory: Default::default(),
+        }),
+        2 => Event::Launched { pid: 100, start_time: 1 },
+        3 => Event::LaunchFailed { detail: "exec".into() },
+        4 => Event::Exited(ExitStatus::Code(0)),
+        5 => Event::Exited(ExitStatus::Code(1)),
+        6 => Event::Exited(ExitStatus::Signal(9)),
+        7 => Event::Lost { detail: "gone".into() },
+        8 => Event::Frozen,
+        9 => Event::Thawed,
+        10 => Event::OomNotified,
+        11 => Event::OomKilled,
+        12 => Event::PreemptSuspend { by },
+        13 => Event::PreemptRequeue { by },
+        14 => Event::Resume,
+        15 => Event::StopRequested { reason: StopReason::JobRemoved },
+        16 => Event::TimeoutElapsed,
+        17 => Event::GraceElapsed,
+        _ => {
+            if by.as_str().ends_with('0') {
+                Event::AdoptedAfterRestart
+            } else {
+                Event::BackoffElapsed
+            }
+        }
+    }
+}
+
+fn policy_strategy() -> impl Strategy<Value = Policy> {
+    let restart = (0u8..3, 0u32..4, 1u64..20, 0u64..100).prop_map(|(on, attempts, min, extra)| {
+        RestartPolicy {
+            on: [RestartOn::Never, RestartOn::Failure, RestartOn::Always][on as usize],
+            attempts,
+            backoff_min: Duration::from_secs(min),
+            backoff_max: Duration::from_secs(min + extra),
+        }
+    });
+    let oom = prop_oneof![
+        Just(OomPolicy::Fail),
+        (100u32..400, proptest::option::of(1u64..8), 0u32..4).prop_map(|(f, cap, max)| {
+            OomPolicy::Requeue {
+                factor: Factor::from_hundredths(f),
+                cap: cap.map(Bytes::from_gib),
+                max,
+            }
+        }),
+        (0u64..3, 1u64..8).prop_map(|(step, ceiling)| OomPolicy::Grow {
+            step: Bytes::from_mib(step * 512),
+            ceiling: Bytes::from_gib(ceiling),
+        }),
+    ];
+    let preemption = prop_oneof![
+        Just(PreemptionMode::Suspend),
+        Just(PreemptionMode::Requeue),
+        Just(PreemptionMode::Never)
+    ];
+    (restart, oom, preemption, proptest::option::of(0u64..200), 0u64..30).prop_map(
+        |(restart, oom, preemption, timeout, grace)| Policy {
+            restart,
+            oom,
+            preemption,
+            timeout: timeout.map(Duration::from_secs),
+            stop_grace: Duration::from_secs(grace),
+        },
+    )
+}
+
+/// The most memory the policy can ever grant, starting from `initial`.
+fn memory_bound(policy: &Policy, initial: Bytes) -> Option<Bytes> {
+    match policy.oom {
+        OomPolicy::Fail => Some(initial),
+        OomPolicy::Grow { ceiling, .. } => Some(initial.max(ceiling)),
+        OomPolicy::Requeue { cap: Some(cap), .. } => Some(initial.max(cap)),
+        OomPolicy::Requeue { cap: None, .. } => None,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_event_sequences_keep_the_invariants(
+        policy in policy_strategy(),
+        limit in proptest::option::of(1u64..4),
+        steps in proptest::collection::vec((0u8..19, 0u8..3, 0u64..120_000, 0.0f64..=1.0), 0..60),
+    ) {
+        let initial = limit.map(Bytes::from_gib);
+        let mut now = Timestamp::from_millis(1_700_000_000_000);
+        let mut st = RunState::new(initial, now);
+        let mut holds_placement = false;
+        for (i, by, dt, jitter) in steps {
+            now = now.plus(Duration::from_millis(dt));
+            let ev = event(i, by);
+            let result = transition(&st, &ev, &policy, Moment::new(now, Jitter::new(jitter)));
+            if st.is_terminal() {
+                prop_assert!(result.is_err(), "terminal {} accepted {}", st.phase, ev.name());
+                continue;
+            }
+            let Ok(tr) = result else { continue };
+            for action in &tr.actions {
+                match action {
+                    Action::Launch { memory_limit, .. } => {
+                        prop_assert!(!holds_placement, "launched twice");
+                        prop_assert_eq!(*memory_limit, st.memory_limit);
+                        holds_placement = true;
+                    }
+                    Action::ReleasePlacement => {
+                        prop_assert!(holds_placement, "released twice");
+                        holds_placement = false;
+                    }
+                    _ => {}
+                }
+            }
+            let next = &tr.next;
+            prop_assert_eq!(holds_placement, next.phase.may_have_processes(),
+                "{} -{}-> {}", st.phase, ev.name(), next.phase);
+            prop_assert!(next.restarts <= policy.restart.attempts);
+            if let OomPolicy::Requeue { max, .. } = policy.oom {
+                prop_assert!(next.oom_requeues <= max);
+            }
+            prop_assert_eq!(next.attempt, 1 + next.restarts + next.oom_requeues);
+            prop_assert!(next.attempt >= st.attempt, "attempts only grow");
+            if let (Some(bound), Some(limit)) = (memory_bound(&policy, initial.unwrap_or_default()), next.memory_limit) {
+                prop_assert!(limit <= bound, "{limit} over {bound}");
+            }
+            prop_assert!(next.memory_limit >= st.memory_limit, "limits never shrink");
+            prop_assert!(next.since <= now && next.since >= st.since);
+            if let Some(timeout) = policy.timeout {
+                if matches!(next.phase, Phase::Running { .. }) {
+                    prop_assert!(next.active <= timeout.max(st.active),
+                        "running past the deadline without being stopped");
+                }
+            }
+            let enqueued = tr.actions.contains(&Action::Enqueue);
+            let entered_pending = next.phase == Phase::Pending && st.phase != Phase::Pending;
+            let readopted = st.phase == Phase::Pending && matches!(ev, Event::AdoptedAfterRestart);
+            prop_assert_eq!(enqueued, entered_pending || readopted);
+            st = tr.next;
+        }
+    }
+}

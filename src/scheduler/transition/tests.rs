@@ -1,0 +1,866 @@
+//! Table-driven tests: one row per (phase, event, policy) that matters.
+
+use std::time::Duration;
+
+use super::*;
+use crate::placement::CpuGrant;
+use crate::scheduler::policy::{Factor, RestartPolicy};
+use crate::topology::NodeSet;
+
+const T0: i64 = 1_000_000;
+const GIB: Bytes = Bytes::from_gib(1);
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_millis(T0 + secs * 1000)
+}
+
+fn at(secs: i64) -> Moment {
+    Moment::new(t(secs), Jitter::NONE)
+}
+
+fn s(secs: u64) -> Duration {
+    Duration::from_secs(secs)
+}
+
+fn run(id: &str) -> RunId {
+    RunId::new(id)
+}
+
+fn assignment() -> Assignment {
+    Assignment {
+        owner: run("etl-1"),
+        cpus: CpuGrant::Shared,
+        mems: "0".parse::<NodeSet>().unwrap(),
+        memory: Default::default(),
+    }
+}
+
+/// Restart on failure twice, 10s..300s; OOM fails; suspend preemption;
+/// 100s timeout; 10s grace.
+fn policy() -> Policy {
+    Policy {
+        restart: RestartPolicy {
+            on: RestartOn::Failure,
+            attempts: 2,
+            backoff_min: s(10),
+            backoff_max: s(300),
+        },
+        oom: OomPolicy::Fail,
+        preemption: PreemptionMode::Suspend,
+        timeout: Some(s(100)),
+        stop_grace: s(10),
+    }
+}
+
+fn with(f: impl FnOnce(&mut Policy)) -> Policy {
+    let mut p = policy();
+    f(&mut p);
+    p
+}
+
+fn state(phase: Phase) -> RunState {
+    RunState { phase, ..RunState::new(Some(GIB), t(0)) }
+}
+
+fn pending() -> RunState {
+    state(Phase::Pending)
+}
+
+fn running() -> RunState {
+    state(Phase::Running { since: t(0) })
+}
+
+fn suspended(frozen: bool, oom_pending: bool) -> RunState {
+    state(Phase::Suspended { by: run("urgent-1"), frozen, oom_pending })
+}
+
+fn stopping(intent: StopIntent, escalated: bool) -> RunState {
+    state(Phase::Stopping { intent, deadline: t(10), escalated })
+}
+
+fn removed() -> StopReason {
+    StopReason::JobRemoved
+}
+
+fn stop(reason: StopReason) -> StopIntent {
+    StopIntent::Stop { reason }
+}
+
+fn arm(timer: Timer, secs: i64) -> Action {
+    Action::ArmTimer { timer, at: t(secs) }
+}
+
+struct Case {
+    name: &'static str,
+    from: RunState,
+    event: Event,
+    policy: Policy,
+    now: i64,
+    phase: Phase,
+    actions: Vec<Action>,
+}
+
+fn cases() -> Vec<Case> {
+    use Action as A;
+    use Event as E;
+    let exit = |code| E::Exited(ExitStatus::Code(code));
+    let failed_exit = |code| FailReason::Exit { status: ExitStatus::Code(code) };
+    let c = |name, from, event, policy, now, phase, actions| Case {
+        name,
+        from,
+        event,
+        policy,
+        now,
+        phase,
+        actions,
+    };
+    vec![
+        c(
+            "placement launches",
+            pending(),
+            E::Placed(assignment()),
+            policy(),
+            1,
+            Phase::Placed,
+            vec![A::Launch { assignment: assignment(), memory_limit: Some(GIB) }],
+        ),
+        c(
+            "stop while pending",
+            pending(),
+            E::StopRequested { reason: removed() },
+            policy(),
+            1,
+            Phase::Killed { reason: removed() },
+            vec![A::Dequeue, A::RecordOutcome(Outcome::Killed { reason: removed() })],
+        ),
+        c(
+            "adopt pending",
+            pending(),
+            E::AdoptedAfterRestart,
+            policy(),
+            1,
+            Phase::Pending,
+            vec![A::Enqueue],
+        ),
+        c(
+            "launch arms the deadline",
+            state(Phase::Placed),
+            E::Launched { pid: 7, start_time: 1 },
+            policy(),
+            2,
+            Phase::Running { since: t(2) },
+            vec![arm(Timer::ActiveDeadline, 102)],
+        ),
+        c(
+            "launch without timeout arms nothing",
+            state(Phase::Placed),
+            E::Launched { pid: 7, start_time: 1 },
+            with(|p| p.timeout = None),
+            2,
+            Phase::Running { since: t(2) },
+            vec![],
+        ),
+        c(
+            "launch failure restarts",
+            state(Phase::Placed),
+            E::LaunchFailed { detail: "no such file".into() },
+            policy(),
+            2,
+            Phase::BackoffWaiting {
+                until: t(12),
+                after: Some(FailReason::LaunchFailed { detail: "no such file".into() }),
+            },
+            vec![
+                A::ReleasePlacement,
+                A::RecordEvent(RunEvent::RestartScheduled { restart: 1, delay: s(10) }),
+                arm(Timer::Backoff, 12),
+            ],
+        ),
+        c(
+            "stop during launch kills the cgroup",
+            state(Phase::Placed),
+            E::StopRequested { reason: removed() },
+            policy(),
+            3,
+            Phase::Stopping { intent: stop(removed()), deadline: t(3), escalated: true },
+            vec![A::KillAll],
+        ),
+        c(
+            "success",
+            running(),
+            exit(0),
+            policy(),
+            50,
+            Phase::Succeeded,
+            vec![
+                A::RecordExit(ExitStatus::Code(0)),
+                A::ReleasePlacement,
+                A::RecordOutcome(Outcome::Succeeded),
+            ],
+        ),
+        c(
+            "success restarts under always",
+            running(),
+            exit(0),
+            with(|p| p.restart.on = RestartOn::Always),
+            50,
+            Phase::BackoffWaiting { until: t(60), after: None },
+            vec![
+                A::RecordExit(ExitStatus::Code(0)),
+                A::ReleasePlacement,
+                A::RecordEvent(RunEvent::RestartScheduled { restart: 1, delay: s(10) }),
+                arm(Timer::Backoff, 60),
+            ],
+        ),
+        c(
+            "failure restarts after backoff",
+            running(),
+            exit(3),
+            policy(),
+            50,
+            Phase::BackoffWaiting { until: t(60), after: Some(failed_exit(3)) },
+            vec![
+                A::RecordExit(ExitStatus::Code(3)),
+                A::ReleasePlacement,
+                A::RecordEvent(RunEvent::RestartScheduled { restart: 1, delay: s(10) }),
+                arm(Timer::Backoff, 60),
+            ],
+        ),
+        c(
+            "failure with restarts used up",
+            RunState { restarts: 2, attempt: 3, ..running() },
+            exit(3),
+            policy(),
+            50,
+            Phase::Failed { reason: failed_exit(3) },
+            vec![
+                A::RecordExit(ExitStatus::Code(3)),
+                A::ReleasePlacement,
+                A::RecordOutcome(Outcome::Failed { reason: failed_exit(3) }),
+            ],
+        ),
+        c(
+            "failure under restart never",
+            running(),
+            E::Exited(ExitStatus::Signal(9)),
+            with(|p| p.restart.on = RestartOn::Never),
+            50,
+            Phase::Failed { reason: FailReason::Exit { status: ExitStatus::Signal(9) } },
+            vec![
+                A::RecordExit(ExitStatus::Signal(9)),
+                A::ReleasePlacement,
+                A::RecordOutcome(Outcome::Failed {
+                    reason: FailReason::Exit { status: ExitStatus::Signal(9) },
+                }),
+            ],
+        ),
+        c(
+            "lost process fails",
+            running(),
+            E::Lost { detail: "pid gone".into() },
+            with(|p| p.restart.on = RestartOn::Never),
+            50,
+            Phase::Failed { reason: FailReason::Lost { detail: "pid gone".into() } },
+            vec![
+                A::ReleasePlacement,
+                A::RecordOutcome(Outcome::Failed {
+                    reason: FailReason::Lost { detail: "pid gone".into() },
+                }),
+            ],
+        ),
+        c(
+            "exit after an OOM kill is an OOM failure",
+            RunState { oom_killed: true, ..running() },
+            exit(0),
+            with(|p| p.restart.on = RestartOn::Never),
+            50,
+            Phase::Failed { reason: FailReason::Oom },
+            vec![
+                A::RecordExit(ExitStatus::Code(0)),
+                A::ReleasePlacement,
+                A::RecordOutcome(Outcome::Failed { reason: FailReason::Oom }),
+            ],
+        ),
+        c(
+            "suspend",
+            running(),
+            E::PreemptSuspend { by: run("urgent-1") },
+            policy(),
+            30,
+            Phase::Suspended { by: run("urgent-1"), frozen: false, oom_pending: false },
+            vec![
+                A::RecordEvent(RunEvent::Preempted {
+                    by: run("urgent-1"),
+                    mode: PreemptionMode::Suspend,
+                }),
+                A::Freeze,
+            ],
+        ),
+        c(
+            "frozen yields cpus",
+            suspended(false, false),
+            E::Frozen,
+            policy(),
+            31,
+            Phase::Suspended { by: run("urgent-1"), frozen: true, oom_pending: false },
+            vec![A::YieldCpus],
+        ),
+        c(
+            "second frozen is a no-op",
+            suspended(true, false),
+            E::Frozen,
+            policy(),
+            31,
+            Phase::Suspended { by: run("urgent-1"), frozen: true, oom_pending: false },
+            vec![],
+        ),
+        c(
+            "resume thaws and re-arms with the time left",
+            RunState { active: s(30), ..suspended(true, false) },
+            E::Resume,
+            policy(),
+            500,
+            Phase::Running { since: t(500) },
+            vec![A::Thaw, A::RecordEvent(RunEvent::Resumed), arm(Timer::ActiveDeadline, 570)],
+        ),
+        c(
+            "OOM while suspended is remembered",
+            suspended(true, false),
+            E::OomNotified,
+            policy(),
+            40,
+            Phase::Suspended { by: run("urgent-1"), frozen: true, oom_pending: true },
+            vec![A::RecordEvent(RunEvent::Oom { limit: Some(GIB) })],
+        ),
+        c(
+            "resume with a pending OOM runs the OOM policy",
+            suspended(true, true),
+            E::Resume,
+            with(|p| p.oom = OomPolicy::Grow { step: GIB, ceiling: Bytes::from_gib(4) }),
+            500,
+            Phase::Running { since: t(500) },
+            vec![
+                A::SetMemoryLimit(Bytes::from_gib(2)),
+                A::Thaw,
+                A::RecordEvent(RunEvent::MemoryGrown { from: GIB, to: Bytes::from_gib(2) }),
+                arm(Timer::ActiveDeadline, 600),
+            ],
+        ),
+        c(
+            "stop while suspended thaws after TERM",
+            suspended(true, false),
+            E::StopRequested { reason: removed() },
+            policy(),
+            40,
+            Phase::Stopping { intent: stop(removed()), deadline: t(50), escalated: false },
+            vec![A::Terminate, A::Thaw, arm(Timer::StopGrace, 50)],
+        ),
+        c(
+            "requeue preemption",
+            running(),
+            E::PreemptRequeue { by: run("urgent-1") },
+            with(|p| p.preemption = PreemptionMode::Requeue),
+            30,
+            Phase::Stopping {
+                intent: StopIntent::Requeue { by: run("urgent-1") },
+                deadline: t(40),
+                escalated: false,
+            },
+            vec![
+                A::RecordEvent(RunEvent::Preempted {
+                    by: run("urgent-1"),
+                    mode: PreemptionMode::Requeue,
+                }),
+                A::Terminate,
+                arm(Timer::StopGrace, 40),
+            ],
+        ),
+        c(
+            "requeued run goes back to pending",
+            stopping(StopIntent::Requeue { by: run("urgent-1") }, false),
+            E::Exited(ExitStatus::Signal(15)),
+            policy(),
+            35,
+            Phase::Pending,
+            vec![A::RecordExit(ExitStatus::Signal(15)), A::ReleasePlacement, A::Enqueue],
+        ),
+        c(
+            "OOM freezes",
+            running(),
+            E::OomNotified,
+            policy(),
+            20,
+            Phase::OomPaused { frozen: false },
+            vec![A::RecordEvent(RunEvent::Oom { limit: Some(GIB) }), A::Freeze],
+        ),
+        c(
+            "OOM grow in place",
+            state(Phase::OomPaused { frozen: false }),
+            E::Frozen,
+            with(|p| p.oom = OomPolicy::Grow { step: GIB, ceiling: Bytes::from_gib(4) }),
+            21,
+            Phase::Running { since: t(21) },
+            vec![
+                A::SetMemoryLimit(Bytes::from_gib(2)),
+                A::Thaw,
+                A::RecordEvent(RunEvent::MemoryGrown { from: GIB, to: Bytes::from_gib(2) }),
+                arm(Timer::ActiveDeadline, 121),
+            ],
+        ),
+        c(
+            "OOM at the ceiling kills",
+            state(Phase::OomPaused { frozen: false }),
+            E::Frozen,
+            with(|p| p.oom = OomPolicy::Grow { step: GIB, ceiling: GIB }),
+            21,
+            Phase::Stopping { intent: StopIntent::Oom, deadline: t(21), escalated: true },
+            vec![A::KillAll],
+        ),
+        c(
+            "OOM fail policy kills",
+            state(Phase::OomPaused { frozen: false }),
+            E::Frozen,
+            policy(),
+            21,
+            Phase::Stopping { intent: StopIntent::Oom, deadline: t(21), escalated: true },
+            vec![A::KillAll],
+        ),
+        c(
+            "OOM requeue with a larger limit",
+            stopping(StopIntent::Oom, true),
+            E::Exited(ExitStatus::Signal(9)),
+            with(|p| {
+                p.oom =
+                    OomPolicy::Requeue { factor: Factor::from_hundredths(150), cap: None, max: 2 }
+            }),
+            22,
+            Phase::Pending,
+            vec![
+                A::RecordExit(ExitStatus::Signal(9)),
+                A::ReleasePlacement,
+                A::RecordEvent(RunEvent::OomRequeued {
+                    from: Some(GIB),
+                    to: Some(Bytes::from_mib(1536)),
+                }),
+                A::Enqueue,
+            ],
+        ),
+        c(
+            "OOM requeue exhausted fails, then restart applies",
+            RunState { oom_requeues: 2, attempt: 3, ..stopping(StopIntent::Oom, true) },
+            E::Exited(ExitStatus::Signal(9)),
+            with(|p| {
+                p.oom =
+                    OomPolicy::Requeue { factor: Factor::from_hundredths(150), cap: None, max: 2 }
+            }),
+            22,
+            Phase::BackoffWaiting { until: t(32), after: Some(FailReason::Oom) },
+            vec![
+                A::RecordExit(ExitStatus::Signal(9)),
+                A::ReleasePlacement,
+                A::RecordEvent(RunEvent::RestartScheduled { restart: 1, delay: s(10) }),
+                arm(Timer::Backoff, 32),
+            ],
+        ),
+        c(
+            "OOM requeue at the cap fails",
+            stopping(StopIntent::Oom, true),
+            E::Exited(ExitStatus::Signal(9)),
+            with(|p| {
+                p.oom = OomPolicy::Requeue {
+                    factor: Factor::from_hundredths(200),
+                    cap: Some(GIB),
+                    max: 5,
+                };
+                p.restart.on = RestartOn::Never;
+            }),
+            22,
+            Phase::Failed { reason: FailReason::Oom },
+            vec![
+                A::RecordExit(ExitStatus::Signal(9)),
+                A::ReleasePlacement,
+                A::RecordOutcome(Outcome::Failed { reason: FailReason::Oom }),
+            ],
+        ),
+        c(
+            "exit while OOM-paused is an OOM ending",
+            state(Phase::OomPaused { frozen: false }),
+            exit(0),
+            with(|p| p.restart.on = RestartOn::Never),
+            22,
+            Phase::Failed { reason: FailReason::Oom },
+            vec![
+                A::RecordExit(ExitStatus::Code(0)),
+                A::ReleasePlacement,
+                A::RecordOutcome(Outcome::Failed { reason: FailReason::Oom }),
+            ],
+        ),
+        c(
+            "OOM kill kills the rest",
+            running(),
+            E::OomKilled,
+            policy(),
+            20,
+            Phase::Stopping { intent: StopIntent::Oom, deadline: t(20), escalated: true },
+            vec![A::RecordEvent(RunEvent::OomKilled), A::KillAll],
+        ),
+        c(
+            "OOM kill grows by requeue",
+            stopping(StopIntent::Oom, true),
+            E::Exited(ExitStatus::Signal(9)),
+            with(|p| p.oom = OomPolicy::Grow { step: GIB, ceiling: Bytes::from_gib(4) }),
+            22,
+            Phase::Pending,
+            vec![
+                A::RecordExit(ExitStatus::Signal(9)),
+                A::ReleasePlacement,
+                A::RecordEvent(RunEvent::OomRequeued {
+                    from: Some(GIB),
+                    to: Some(Bytes::from_gib(2)),
+                }),
+                A::Enqueue,
+            ],
+        ),
+        c(
+            "timeout stops",
+            running(),
+            E::TimeoutElapsed,
+            policy(),
+            100,
+            Phase::Stopping { intent: StopIntent::Timeout, deadline: t(110), escalated: false },
+            vec![A::Terminate, arm(Timer::StopGrace, 110)],
+        ),
+        c(
+            "early timeout is stale",
+            running(),
+            E::TimeoutElapsed,
+            policy(),
+            99,
+            Phase::Running { since: t(0) },
+            vec![],
+        ),
+        c(
+            "suspended time does not count",
+            RunState { active: s(60), ..state(Phase::Running { since: t(200) }) },
+            E::TimeoutElapsed,
+            policy(),
+            230,
+            Phase::Running { since: t(200) },
+            vec![],
+        ),
+        c(
+            "timed-out run fails and restarts",
+            stopping(StopIntent::Timeout, false),
+            exit(0),
+            policy(),
+            105,
+            Phase::BackoffWaiting { until: t(115), after: Some(FailReason::Timeout) },
+            vec![
+                A::RecordExit(ExitStatus::Code(0)),
+                A::ReleasePlacement,
+                A::RecordEvent(RunEvent::RestartScheduled { restart: 1, delay: s(10) }),
+                arm(Timer::Backoff, 115),
+            ],
+        ),
+        c(
+            "grace over kills",
+            stopping(stop(removed()), false),
+            E::GraceElapsed,
+            policy(),
+            10,
+            Phase::Stopping { intent: stop(removed()), deadline: t(10), escalated: true },
+            vec![A::KillAll],
+        ),
+        c(
+            "early grace timer is stale",
+            stopping(stop(removed()), false),
+            E::GraceElapsed,
+            policy(),
+            9,
+            Phase::Stopping { intent: stop(removed()), deadline: t(10), escalated: false },
+            vec![],
+        ),
+        c(
+            "OOM while stopping kills at once",
+            stopping(stop(removed()), false),
+            E::OomNotified,
+            policy(),
+            5,
+            Phase::Stopping { intent: stop(removed()), deadline: t(10), escalated: true },
+            vec![A::KillAll],
+        ),
+        c(
+            "stopped run is killed",
+            stopping(stop(removed()), true),
+            exit(0),
+            policy(),
+            11,
+            Phase::Killed { reason: removed() },
+            vec![
+                A::RecordExit(ExitStatus::Code(0)),
+                A::ReleasePlacement,
+                A::RecordOutcome(Outcome::Killed { reason: removed() }),
+            ],
+        ),
+        c(
+            "stop request overrides a requeue",
+            stopping(StopIntent::Requeue { by: run("urgent-1") }, false),
+            E::StopRequested { reason: removed() },
+            policy(),
+            5,
+            Phase::Stopping { intent: stop(removed()), deadline: t(10), escalated: false },
+            vec![],
+        ),
+        c(
+            "launch during stop kills again",
+            stopping(stop(removed()), true),
+            E::Launched { pid: 9, start_time: 1 },
+            policy(),
+            5,
+            Phase::Stopping { intent: stop(removed()), deadline: t(10), escalated: true },
+            vec![A::KillAll],
+        ),
+        c(
+            "launch failure during stop",
+            stopping(stop(removed()), true),
+            E::LaunchFailed { detail: "x".into() },
+            policy(),
+            5,
+            Phase::Killed { reason: removed() },
+            vec![A::ReleasePlacement, A::RecordOutcome(Outcome::Killed { reason: removed() })],
+        ),
+        c(
+            "backoff over queues",
+            state(Phase::BackoffWaiting { until: t(60), after: None }),
+            E::BackoffElapsed,
+            policy(),
+            60,
+            Phase::Pending,
+            vec![A::Enqueue],
+        ),
+        c(
+            "early backoff timer is stale",
+            state(Phase::BackoffWaiting { until: t(60), after: None }),
+            E::BackoffElapsed,
+            policy(),
+            59,
+            Phase::BackoffWaiting { until: t(60), after: None },
+            vec![],
+        ),
+        c(
+            "stop during backoff",
+            state(Phase::BackoffWaiting { until: t(60), after: None }),
+            E::StopRequested { reason: removed() },
+            policy(),
+            30,
+            Phase::Killed { reason: removed() },
+            vec![A::RecordOutcome(Outcome::Killed { reason: removed() })],
+        ),
+        c(
+            "adopt running re-arms the deadline with time left",
+            RunState { active: s(40), ..state(Phase::Running { since: t(100) }) },
+            E::AdoptedAfterRestart,
+            policy(),
+            110,
+            Phase::Running { since: t(100) },
+            vec![A::Watch, arm(Timer::ActiveDeadline, 160)],
+        ),
+        c(
+            "adopt suspended keeps it frozen",
+            suspended(true, false),
+            E::AdoptedAfterRestart,
+            policy(),
+            5,
+            Phase::Suspended { by: run("urgent-1"), frozen: true, oom_pending: false },
+            vec![A::Watch, A::Freeze],
+        ),
+        c(
+            "adopt OOM-paused waits for the freeze again",
+            state(Phase::OomPaused { frozen: true }),
+            E::AdoptedAfterRestart,
+            policy(),
+            5,
+            Phase::OomPaused { frozen: false },
+            vec![A::Watch, A::Freeze],
+        ),
+        c(
+            "adopt stopping re-arms grace",
+            stopping(stop(removed()), false),
+            E::AdoptedAfterRestart,
+            policy(),
+            5,
+            Phase::Stopping { intent: stop(removed()), deadline: t(10), escalated: false },
+            vec![A::Watch, arm(Timer::StopGrace, 10)],
+        ),
+        c(
+            "adopt backoff re-arms",
+            state(Phase::BackoffWaiting { until: t(60), after: None }),
+            E::AdoptedAfterRestart,
+            policy(),
+            5,
+            Phase::BackoffWaiting { until: t(60), after: None },
+            vec![arm(Timer::Backoff, 60)],
+        ),
+    ]
+}
+
+#[test]
+fn table() {
+    for case in cases() {
+        let got = transition(&case.from, &case.event, &case.policy, at(case.now))
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        assert_eq!(got.next.phase, case.phase, "{}", case.name);
+        assert_eq!(got.actions, case.actions, "{}", case.name);
+        assert!(!got.reason.is_empty(), "{}", case.name);
+        if got.next.phase.name() != case.from.phase.name() {
+            assert_eq!(got.next.since, t(case.now), "{}: phase entry time", case.name);
+        }
+    }
+}
+
+#[test]
+fn invalid_events_are_refused_with_phase_and_event() {
+    use Event as E;
+    let rows: Vec<(RunState, Event, Policy)> = vec![
+        (pending(), E::Exited(ExitStatus::Code(0)), policy()),
+        (pending(), E::Launched { pid: 1, start_time: 1 }, policy()),
+        (pending(), E::Frozen, policy()),
+        (pending(), E::PreemptSuspend { by: run("x-1") }, policy()),
+        (state(Phase::Placed), E::Placed(assignment()), policy()),
+        (state(Phase::Placed), E::Exited(ExitStatus::Code(0)), policy()),
+        (state(Phase::Placed), E::AdoptedAfterRestart, policy()),
+        (running(), E::Launched { pid: 1, start_time: 1 }, policy()),
+        (running(), E::Resume, policy()),
+        (running(), E::Placed(assignment()), policy()),
+        (
+            running(),
+            E::PreemptSuspend { by: run("x-1") },
+            with(|p| p.preemption = PreemptionMode::Never),
+        ),
+        (running(), E::PreemptRequeue { by: run("x-1") }, policy()),
+        (suspended(true, false), E::PreemptRequeue { by: run("x-1") }, policy()),
+        (state(Phase::OomPaused { frozen: true }), E::PreemptSuspend { by: run("x-1") }, policy()),
+        (state(Phase::OomPaused { frozen: true }), E::Resume, policy()),
+        (
+            state(Phase::BackoffWaiting { until: t(1), after: None }),
+            E::Exited(ExitStatus::Code(0)),
+            policy(),
+        ),
+        (state(Phase::Succeeded), E::AdoptedAfterRestart, policy()),
+        (state(Phase::Failed { reason: FailReason::Timeout }), E::BackoffElapsed, policy()),
+        (
+            state(Phase::Killed { reason: removed() }),
+            E::StopRequested { reason: removed() },
+            policy(),
+        ),
+    ];
+    for (from, event, policy) in rows {
+        let err = transition(&from, &event, &policy, at(1)).expect_err(&format!(
+            "{} in {} should be refused",
+            event.name(),
+            from.phase.name()
+        ));
+        assert_eq!(err.phase, from.phase.name());
+        assert_eq!(err.event, event.name());
+        assert!(err.to_string().contains(event.name()), "{err}");
+    }
+}
+
+/// Follows one run through a whole life and checks the counters on the way.
+#[test]
+fn a_life_with_suspension_oom_growth_and_restart() {
+    let policy = with(|p| {
+        p.oom = OomPolicy::Grow { step: GIB, ceiling: Bytes::from_gib(2) };
+        p.restart.attempts = 1;
+    });
+    let mut st = RunState::new(Some(GIB), t(0));
+    let go = |st: &mut RunState, event: Event, now: i64| {
+        let tr = transition(st, &event, &policy, at(now)).unwrap();
+        *st = tr.next.clone();
+        tr
+    };
+    go(&mut st, Event::Placed(assignment()), 0);
+    go(&mut st, Event::Launched { pid: 10, start_time: 5 }, 1);
+    go(&mut st, Event::PreemptSuspend { by: run("urgent-1") }, 21);
+    go(&mut st, Event::Frozen, 21);
+    go(&mut st, Event::Resume, 1000);
+    assert_eq!(st.active, s(20), "20s ran before the suspension");
+    go(&mut st, Event::OomNotified, 1010);
+    let grown = go(&mut st, Event::Frozen, 1011);
+    assert_eq!(grown.next.memory_limit, Some(Bytes::from_gib(2)));
+    // 30s ran so far, the timeout is 100s: the deadline is 70s of running away.
+    assert!(grown.actions.contains(&arm(Timer::ActiveDeadline, 1081)));
+    go(&mut st, Event::OomNotified, 1020);
+    let killed = go(&mut st, Event::Frozen, 1021);
+    assert!(killed.actions.contains(&Action::KillAll), "at the ceiling: {killed:?}");
+    let ended = go(&mut st, Event::Exited(ExitStatus::Signal(9)), 1022);
+    assert!(matches!(ended.next.phase, Phase::BackoffWaiting { .. }), "{:?}", ended.next.phase);
+    assert_eq!((st.attempt, st.restarts, st.oom_requeues), (2, 1, 0));
+    assert_eq!(st.active, Duration::ZERO, "a new attempt starts with a fresh deadline");
+    go(&mut st, Event::BackoffElapsed, 1032);
+    go(&mut st, Event::Placed(assignment()), 1033);
+    go(&mut st, Event::Launched { pid: 11, start_time: 6 }, 1033);
+    let last = go(&mut st, Event::Exited(ExitStatus::Code(1)), 1040);
+    assert_eq!(
+        last.next.phase,
+        Phase::Failed { reason: FailReason::Exit { status: ExitStatus::Code(1) } }
+    );
+    assert_eq!(st.memory_limit, Some(Bytes::from_gib(2)), "growth is kept across restarts");
+    assert!(transition(&st, &Event::BackoffElapsed, &policy, at(2000)).is_err());
+}
+
+#[test]
+fn preemption_requeue_keeps_the_attempt_and_resets_the_deadline() {
+    let policy = with(|p| p.preemption = PreemptionMode::Requeue);
+    let mut st = running();
+    for (event, now) in [
+        (Event::PreemptRequeue { by: run("urgent-1") }, 50),
+        (Event::GraceElapsed, 60),
+        (Event::Exited(ExitStatus::Signal(9)), 61),
+    ] {
+        st = transition(&st, &event, &policy, at(now)).unwrap().next;
+    }
+    assert_eq!(st.phase, Phase::Pending);
+    assert_eq!((st.attempt, st.restarts, st.active), (1, 0, Duration::ZERO));
+}
+
+#[test]
+fn noop_transitions_are_recognisable() {
+    let from = running();
+    let tr = transition(&from, &Event::Thawed, &policy(), at(5)).unwrap();
+    assert!(tr.is_noop(&from));
+    let tr = transition(&from, &Event::OomNotified, &policy(), at(5)).unwrap();
+    assert!(!tr.is_noop(&from));
+}
+
+#[test]
+fn jitter_moves_the_restart_time() {
+    let late = transition(
+        &running(),
+        &Event::Exited(ExitStatus::Code(1)),
+        &policy(),
+        Moment::new(t(50), Jitter::new(1.0)),
+    )
+    .unwrap();
+    assert_eq!(
+        late.next.phase,
+        Phase::BackoffWaiting {
+            until: t(50).plus(Duration::from_millis(12_500)),
+            after: Some(FailReason::Exit { status: ExitStatus::Code(1) }),
+        }
+    );
+}
+
+#[test]
+fn run_state_round_trips_through_json() {
+    for st in [
+        running(),
+        suspended(true, true),
+        stopping(StopIntent::Requeue { by: run("a-1") }, true),
+        state(Phase::BackoffWaiting { until: t(3), after: Some(FailReason::Timeout) }),
+        state(Phase::Killed { reason: StopReason::Requested { by: "ops".into() } }),
+    ] {
+        let json = serde_json::to_string(&st).unwrap();
+        assert_eq!(serde_json::from_str::<RunState>(&json).unwrap(), st, "{json}");
+    }
+}

@@ -1,0 +1,70 @@
+//! The run records interface, which a cluster backend can implement too.
+
+use crate::placement::{Assignment, RunId};
+use crate::scheduler::{JobName, RunEvent, RunState, Timestamp};
+
+use super::error::StoreError;
+use super::records::{ExitInfo, LaunchInfo, Retention, RunDetail, RunRecord};
+
+/// Durable run records. Every write is atomic: after a crash a write is
+/// either wholly there or wholly absent.
+pub trait RunStore: Send {
+    /// Creates a run of `job` in `initial` state and returns its id
+    /// (`<job>-<seq>`, see [`run_id()`](super::run_id())). The creation is the
+    /// run's first transition.
+    fn create_run(
+        &mut self,
+        job: &JobName,
+        initial: &RunState,
+        at: Timestamp,
+    ) -> Result<RunId, StoreError>;
+
+    /// Replaces the run's state `from` with `to` and appends the transition
+    /// to its history, in one transaction. Refuses with
+    /// [`StoreError::StateConflict`] if the stored state is not `from`, so
+    /// two writers cannot both act on the same state.
+    fn record_transition(
+        &mut self,
+        run: &RunId,
+        from: &RunState,
+        to: &RunState,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The run's current placement; `None` once released.
+    fn set_placement(
+        &mut self,
+        run: &RunId,
+        assignment: Option<&Assignment>,
+    ) -> Result<(), StoreError>;
+
+    fn set_launch(&mut self, run: &RunId, launch: &LaunchInfo) -> Result<(), StoreError>;
+
+    fn set_exit(&mut self, run: &RunId, exit: &ExitInfo) -> Result<(), StoreError>;
+
+    fn record_event(
+        &mut self,
+        run: &RunId,
+        at: Timestamp,
+        event: &RunEvent,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Every run not in a terminal phase, oldest first: what a restarted
+    /// agent must re-adopt.
+    fn active_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+
+    fn run(&self, run: &RunId) -> Result<Option<RunDetail>, StoreError>;
+
+    /// The job's runs, most recent first, at most `limit`.
+    fn runs_for_job(&self, job: &JobName, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Deletes the job's finished runs beyond the newest `keep` of each kind,
+    /// with their history. Active runs are never deleted. Returns how many
+    /// runs went.
+    fn prune(&mut self, job: &JobName, keep: Retention) -> Result<usize, StoreError>;
+
+    /// Deletes the oldest finished runs of all jobs beyond `max_finished`.
+    fn prune_all(&mut self, max_finished: usize) -> Result<usize, StoreError>;
+}

@@ -1,0 +1,385 @@
+//! [`RunStore`] on SQLite.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use crate::placement::{Assignment, RunId};
+use crate::scheduler::{ExitStatus, JobName, RunEvent, RunState, Timestamp};
+use crate::store::error::StoreError;
+use crate::store::records::{
+    EventRecord, ExitInfo, LaunchInfo, Retention, RunDetail, RunRecord, TransitionRecord,
+};
+use crate::store::run_id::run_id;
+use crate::store::run_store::RunStore;
+
+use super::codec::{from_json, sql, to_i64, to_json, RawRun, RUN_COLUMNS};
+use super::SqliteStore;
+
+/// Creates a run inside `tx`: advances the job's sequence, inserts the row
+/// and its first transition.
+pub(super) fn insert_run(
+    tx: &Transaction<'_>,
+    job: &JobName,
+    initial: &RunState,
+    at: Timestamp,
+) -> Result<RunId, StoreError> {
+    let op = sql("creating a run");
+    let seq: i64 = tx
+        .query_row(
+            "INSERT INTO run_seq (job, last) VALUES (?1, 1)
+             ON CONFLICT (job) DO UPDATE SET last = last + 1
+             RETURNING last",
+            [job.as_str()],
+            |r| r.get(0),
+        )
+        .map_err(&op)?;
+    let id = run_id(job, u64::try_from(seq).unwrap_or_default());
+    let terminal = initial.is_terminal();
+    tx.execute(
+        "INSERT INTO runs (id, job, seq, phase, terminal, state, created_at, updated_at, finished_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+        params![
+            id.as_str(),
+            job.as_str(),
+            seq,
+            initial.phase.name(),
+            terminal,
+            to_json(initial),
+            at.as_millis(),
+            terminal.then_some(at.as_millis()),
+        ],
+    )
+    .map_err(&op)?;
+    tx.execute(
+        "INSERT INTO transitions (run_id, n, at, from_phase, to_phase, reason)
+         VALUES (?1, 1, ?2, NULL, ?3, 'created')",
+        params![id.as_str(), at.as_millis(), initial.phase.name()],
+    )
+    .map_err(&op)?;
+    Ok(id)
+}
+
+/// Fails with [`StoreError::UnknownRun`] when an update touched no row.
+fn touched(run: &RunId, rows: usize) -> Result<(), StoreError> {
+    if rows == 0 {
+        Err(StoreError::UnknownRun { run: run.clone() })
+    } else {
+        Ok(())
+    }
+}
+
+fn next_n(tx: &Transaction<'_>, table: &str, run: &RunId) -> rusqlite::Result<i64> {
+    tx.query_row(
+        &format!("SELECT COALESCE(MAX(n), 0) + 1 FROM {table} WHERE run_id = ?1"),
+        [run.as_str()],
+        |r| r.get(0),
+    )
+}
+
+impl SqliteStore {
+    fn query_runs(
+        &self,
+        op: &'static str,
+        where_order: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let err = self.sql(op);
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs {where_order}"))
+            .map_err(&err)?;
+        let raws: Vec<RawRun> = stmt
+            .query_map(params, RawRun::from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(&err)?;
+        raws.into_iter().map(RawRun::decode).collect()
+    }
+}
+
+impl RunStore for SqliteStore {
+    fn create_run(
+        &mut self,
+        job: &JobName,
+        initial: &RunState,
+        at: Timestamp,
+    ) -> Result<RunId, StoreError> {
+        self.write("creating a run", |tx| insert_run(tx, job, initial, at))
+    }
+
+    fn record_transition(
+        &mut self,
+        run: &RunId,
+        from: &RunState,
+        to: &RunState,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.write("recording a transition", |tx| {
+            let op = sql("recording a transition");
+            let stored: Option<String> = tx
+                .query_row("SELECT state FROM runs WHERE id = ?1", [run.as_str()], |r| r.get(0))
+                .optional()
+                .map_err(&op)?;
+            let Some(stored) = stored else {
+                return Err(StoreError::UnknownRun { run: run.clone() });
+            };
+            // Compare decoded states, not JSON text: an upgraded agent may
+            // spell the same state differently.
+            let stored: RunState = from_json(run.as_str(), "state", &stored)?;
+            if stored != *from {
+                return Err(StoreError::StateConflict {
+                    run: run.clone(),
+                    expected: from.phase.name(),
+                    found: format!("{} (a different state)", stored.phase.name()),
+                });
+            }
+            let terminal = to.is_terminal();
+            tx.execute(
+                "UPDATE runs SET phase = ?2, terminal = ?3, state = ?4, updated_at = ?5,
+                     finished_at = CASE WHEN ?3 THEN ?5 END
+                 WHERE id = ?1",
+                params![run.as_str(), to.phase.name(), terminal, to_json(to), at.as_millis()],
+            )
+            .map_err(&op)?;
+            let n = next_n(tx, "transitions", run).map_err(&op)?;
+            tx.execute(
+                "INSERT INTO transitions (run_id, n, at, from_phase, to_phase, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    run.as_str(),
+                    n,
+                    at.as_millis(),
+                    from.phase.name(),
+                    to.phase.name(),
+                    reason
+                ],
+            )
+            .map_err(&op)?;
+            Ok(())
+        })
+    }
+
+    fn set_placement(
+        &mut self,
+        run: &RunId,
+        assignment: Option<&Assignment>,
+    ) -> Result<(), StoreError> {
+        let json = assignment.map(to_json);
+        self.write("storing a placement", |tx| {
+            let rows = tx
+                .execute(
+                    "UPDATE runs SET assignment = ?2 WHERE id = ?1",
+                    params![run.as_str(), json],
+                )
+                .map_err(sql("storing a placement"))?;
+            touched(run, rows)
+        })
+    }
+
+    fn set_launch(&mut self, run: &RunId, launch: &LaunchInfo) -> Result<(), StoreError> {
+        let start = to_i64("pid start time", launch.pid_start_time)?;
+        let dir = launch.run_dir.to_str().ok_or_else(|| StoreError::Unstorable {
+            key: run.to_string(),
+            what: "run directory",
+            detail: format!("{} is not UTF-8", launch.run_dir.display()),
+        })?;
+        self.write("storing a launch", |tx| {
+            let op = sql("storing a launch");
+            let rows = tx
+                .execute(
+                    "UPDATE runs SET shim_pid = ?2, init_pid = ?3, pid_start_time = ?4,
+                         run_dir = ?5, launched_at = ?6
+                     WHERE id = ?1",
+                    params![
+                        run.as_str(),
+                        launch.shim_pid,
+                        launch.init_pid,
+                        start,
+                        dir,
+                        launch.launched_at.as_millis()
+                    ],
+                )
+                .map_err(&op)?;
+            touched(run, rows)?;
+            // A cron-started run's actual start is its first launch.
+            tx.execute(
+                "UPDATE cron_journal SET started_at = ?2 WHERE run_id = ?1 AND started_at IS NULL",
+                params![run.as_str(), launch.launched_at.as_millis()],
+            )
+            .map_err(&op)?;
+            Ok(())
+        })
+    }
+
+    fn set_exit(&mut self, run: &RunId, exit: &ExitInfo) -> Result<(), StoreError> {
+        let (code, signal) = match exit.status {
+            ExitStatus::Code(c) => (Some(c), None),
+            ExitStatus::Signal(s) => (None, Some(s)),
+        };
+        let peak = exit.peak_memory.map(|b| to_i64("peak memory", b.get())).transpose()?;
+        let kills = to_i64("oom kills", exit.oom_kills)?;
+        self.write("storing an exit", |tx| {
+            let rows = tx
+                .execute(
+                    "UPDATE runs SET exit_code = ?2, exit_signal = ?3, exited_at = ?4,
+                         peak_memory = ?5, oom_kills = ?6, cpu_seconds = ?7
+                     WHERE id = ?1",
+                    params![
+                        run.as_str(),
+                        code,
+                        signal,
+                        exit.exited_at.as_millis(),
+                        peak,
+                        kills,
+                        exit.cpu_seconds
+                    ],
+                )
+                .map_err(sql("storing an exit"))?;
+            touched(run, rows)
+        })
+    }
+
+    fn record_event(
+        &mut self,
+        run: &RunId,
+        at: Timestamp,
+        event: &RunEvent,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.write("recording an event", |tx| {
+            let op = sql("recording an event");
+            let exists: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
+                    [run.as_str()],
+                    |r| r.get(0),
+                )
+                .map_err(&op)?;
+            touched(run, usize::from(exists))?;
+            let n = next_n(tx, "run_events", run).map_err(&op)?;
+            tx.execute(
+                "INSERT INTO run_events (run_id, n, at, kind, other_run, detail, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    run.as_str(),
+                    n,
+                    at.as_millis(),
+                    event.kind(),
+                    event.other_run().map(RunId::as_str),
+                    to_json(event),
+                    reason
+                ],
+            )
+            .map_err(&op)?;
+            Ok(())
+        })
+    }
+
+    fn active_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        self.query_runs(
+            "listing active runs",
+            "WHERE terminal = 0 ORDER BY created_at, job, seq",
+            [],
+        )
+    }
+
+    fn run(&self, run: &RunId) -> Result<Option<RunDetail>, StoreError> {
+        let op = "reading a run";
+        let Some(record) = self.query_runs(op, "WHERE id = ?1", [run.as_str()])?.into_iter().next()
+        else {
+            return Ok(None);
+        };
+        let err = self.sql(op);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT n, at, from_phase, to_phase, reason FROM transitions
+                 WHERE run_id = ?1 ORDER BY n",
+            )
+            .map_err(&err)?;
+        let transitions = stmt
+            .query_map([run.as_str()], |r| {
+                Ok(TransitionRecord {
+                    n: r.get(0)?,
+                    at: Timestamp::from_millis(r.get(1)?),
+                    from: r.get(2)?,
+                    to: r.get(3)?,
+                    reason: r.get(4)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(&err)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT n, at, detail, reason FROM run_events WHERE run_id = ?1 ORDER BY n",
+            )
+            .map_err(&err)?;
+        let raw_events = stmt
+            .query_map([run.as_str()], |r| {
+                Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get(3)?))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<(u32, i64, String, String)>, _>>())
+            .map_err(&err)?;
+        let events = raw_events
+            .into_iter()
+            .map(|(n, at, detail, reason)| {
+                Ok(EventRecord {
+                    n,
+                    at: Timestamp::from_millis(at),
+                    event: from_json(run.as_str(), "event", &detail)?,
+                    reason,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Some(RunDetail { record, transitions, events }))
+    }
+
+    fn runs_for_job(&self, job: &JobName, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query_runs(
+            "listing a job's runs",
+            "WHERE job = ?1 ORDER BY seq DESC LIMIT ?2",
+            params![job.as_str(), limit],
+        )
+    }
+
+    fn prune(&mut self, job: &JobName, keep: Retention) -> Result<usize, StoreError> {
+        self.write("pruning a job's runs", |tx| {
+            let op = sql("pruning a job's runs");
+            let mut deleted = 0;
+            for (phases, keep) in
+                [("'succeeded'", keep.successful), ("'failed', 'killed'", keep.failed)]
+            {
+                // Newest first by finish time; seq breaks ties so the order
+                // is total and the result deterministic.
+                deleted += tx
+                    .execute(
+                        &format!(
+                            "DELETE FROM runs WHERE id IN (
+                                 SELECT id FROM runs
+                                 WHERE job = ?1 AND terminal = 1 AND phase IN ({phases})
+                                 ORDER BY finished_at DESC, seq DESC
+                                 LIMIT -1 OFFSET ?2)"
+                        ),
+                        params![job.as_str(), keep],
+                    )
+                    .map_err(&op)?;
+            }
+            Ok(deleted)
+        })
+    }
+
+    fn prune_all(&mut self, max_finished: usize) -> Result<usize, StoreError> {
+        let keep = i64::try_from(max_finished).unwrap_or(i64::MAX);
+        self.write("pruning runs", |tx| {
+            tx.execute(
+                "DELETE FROM runs WHERE id IN (
+                     SELECT id FROM runs WHERE terminal = 1
+                     ORDER BY finished_at DESC, created_at DESC, id DESC
+                     LIMIT -1 OFFSET ?1)",
+                [keep],
+            )
+            .map_err(sql("pruning runs"))
+        })
+    }
+}

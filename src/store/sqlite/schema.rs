@@ -1,0 +1,188 @@
+//! The schema and its migrations, versioned with `PRAGMA user_version`.
+//!
+//! `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. Each runs in
+//! its own transaction together with the version bump, so a crash mid-way
+//! leaves the previous version intact. Released migrations are never
+//! edited; changes come as new entries.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::store::error::StoreError;
+
+/// `PRAGMA application_id` of a corral state database: "corr" in ASCII.
+pub const APPLICATION_ID: i64 = 0x636f_7272;
+
+pub const MIGRATIONS: &[&str] = &[V1];
+
+/// The version this build reads and writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Times are milliseconds since the Unix epoch (UTC). `state` is the
+/// scheduler's `RunState` as JSON, the source of truth for decisions; `phase`
+/// and `terminal` repeat what queries filter on.
+const V1: &str = "
+CREATE TABLE run_seq (
+    job  TEXT PRIMARY KEY,
+    last INTEGER NOT NULL CHECK (last > 0)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE runs (
+    id             TEXT PRIMARY KEY,
+    job            TEXT NOT NULL,
+    seq            INTEGER NOT NULL,
+    phase          TEXT NOT NULL,
+    terminal       INTEGER NOT NULL CHECK (terminal IN (0, 1)),
+    state          TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    finished_at    INTEGER,
+    assignment     TEXT,
+    shim_pid       INTEGER,
+    init_pid       INTEGER,
+    pid_start_time INTEGER,
+    run_dir        TEXT,
+    launched_at    INTEGER,
+    exit_code      INTEGER,
+    exit_signal    INTEGER,
+    exited_at      INTEGER,
+    peak_memory    INTEGER,
+    oom_kills      INTEGER,
+    cpu_seconds    REAL,
+    UNIQUE (job, seq),
+    CHECK ((finished_at IS NULL) = (terminal = 0)),
+    CHECK (exit_code IS NULL OR exit_signal IS NULL)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX runs_active ON runs (created_at) WHERE terminal = 0;
+CREATE INDEX runs_finished ON runs (finished_at) WHERE terminal = 1;
+
+CREATE TABLE transitions (
+    run_id     TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    n          INTEGER NOT NULL,
+    at         INTEGER NOT NULL,
+    from_phase TEXT,
+    to_phase   TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    PRIMARY KEY (run_id, n)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE run_events (
+    run_id    TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    n         INTEGER NOT NULL,
+    at        INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    other_run TEXT,
+    detail    TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    PRIMARY KEY (run_id, n)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX run_events_other ON run_events (other_run) WHERE other_run IS NOT NULL;
+
+-- Outlives the runs it names: pruning runs leaves run_id dangling on purpose.
+CREATE TABLE cron_journal (
+    job          TEXT NOT NULL,
+    scheduled_at INTEGER NOT NULL,
+    decision     TEXT NOT NULL CHECK (decision IN ('started', 'skipped', 'missed')),
+    run_id       TEXT,
+    reason       TEXT,
+    decided_at   INTEGER NOT NULL,
+    started_at   INTEGER,
+    PRIMARY KEY (job, scheduled_at),
+    CHECK ((decision = 'started') = (run_id IS NOT NULL))
+) STRICT, WITHOUT ROWID;
+CREATE INDEX cron_journal_run ON cron_journal (run_id) WHERE run_id IS NOT NULL;
+
+CREATE TABLE cron_state (
+    job             TEXT PRIMARY KEY,
+    last_considered INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+";
+
+/// Brings the database at `path` up to [`SCHEMA_VERSION`].
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let sql = |source| StoreError::Sql { op: "reading the schema version", source };
+    let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
+    let has_tables: bool = conn
+        .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema)", [], |r| r.get(0))
+        .map_err(sql)?;
+    if app_id != APPLICATION_ID && (app_id != 0 || has_tables) {
+        return Err(StoreError::Foreign { path: path.to_owned(), found: app_id });
+    }
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (version, migration) in (1..).zip(MIGRATIONS).skip(usize::try_from(found).unwrap_or(0)) {
+        let failed = |source| StoreError::Migration { path: path.to_owned(), version, source };
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(failed)?;
+        tx.execute_batch(migration).map_err(failed)?;
+        // Both pragmas write the database header inside the transaction, so
+        // they commit or roll back with the schema change.
+        tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(failed)?;
+        tx.pragma_update(None, "user_version", version).map_err(failed)?;
+        tx.commit().map_err(failed)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(conn: &Connection) -> i64 {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn migrates_an_empty_database_and_is_idempotent() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            tables,
+            ["cron_journal", "cron_state", "run_events", "run_seq", "runs", "transitions"]
+        );
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, Path::new("x.db")).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        let err = migrate(&mut conn, Path::new("x.db")).unwrap_err();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1)
+        );
+        assert!(err.to_string().contains("x.db"), "{err}");
+    }
+
+    #[test]
+    fn refuses_someone_elses_database() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE notes (body TEXT)").unwrap();
+        assert!(matches!(
+            migrate(&mut conn, Path::new("x.db")),
+            Err(StoreError::Foreign { found: 0, .. })
+        ));
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "application_id", 42).unwrap();
+        assert!(matches!(
+            migrate(&mut conn, Path::new("x.db")),
+            Err(StoreError::Foreign { found: 42, .. })
+        ));
+    }
+}

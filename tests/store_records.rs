@@ -1,0 +1,395 @@
+//! Round trips through the SQLite store: every operation of `RunStore` and
+//! `CronJournal`, pruning, run ids.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use corral::placement::{Assignment, CpuGrant, RunId};
+use corral::scheduler::{
+    ExitStatus, FailReason, JobName, Phase, PreemptionMode, RunEvent, RunState, StopReason,
+    Timestamp,
+};
+use corral::store::{
+    CronJournal, Decided, ExitInfo, FiringDecision, FiringOutcome, LaunchInfo, Retention, RunStore,
+    SqliteStore, StoreError,
+};
+use corral::topology::{Bytes, NodeSet};
+
+fn job(name: &str) -> JobName {
+    JobName::parse(name).unwrap()
+}
+
+fn t(ms: i64) -> Timestamp {
+    Timestamp::from_millis(1_700_000_000_000 + ms)
+}
+
+fn open() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join(SqliteStore::FILE_NAME)).unwrap();
+    (dir, store)
+}
+
+fn pending() -> RunState {
+    RunState::new(Some(Bytes::from_gib(1)), t(0))
+}
+
+fn with_phase(state: &RunState, phase: Phase) -> RunState {
+    RunState { phase, ..state.clone() }
+}
+
+/// Moves `run` from `from` to `phase`, returning the new state.
+fn advance(
+    store: &mut SqliteStore,
+    run: &RunId,
+    from: &RunState,
+    phase: Phase,
+    at: i64,
+) -> RunState {
+    let to = with_phase(from, phase);
+    store.record_transition(run, from, &to, t(at), "test").unwrap();
+    to
+}
+
+#[test]
+fn run_ids_count_per_job_from_one() {
+    let (_dir, mut store) = open();
+    let ids: Vec<String> = ["etl", "etl", "backup", "etl"]
+        .iter()
+        .map(|j| store.create_run(&job(j), &pending(), t(0)).unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["etl-1", "etl-2", "backup-1", "etl-3"]);
+}
+
+#[test]
+fn run_ids_are_not_reused_after_pruning_or_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corral.db");
+    {
+        let mut store = SqliteStore::open(&path).unwrap();
+        let st = pending();
+        let id = store.create_run(&job("etl"), &st, t(0)).unwrap();
+        advance(&mut store, &id, &st, Phase::Succeeded, 1);
+        assert_eq!(store.prune(&job("etl"), Retention { successful: 0, failed: 0 }).unwrap(), 1);
+    }
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.create_run(&job("etl"), &pending(), t(2)).unwrap().as_str(), "etl-2");
+}
+
+#[test]
+fn every_write_reads_back() {
+    let (_dir, mut store) = open();
+    let st0 = pending();
+    let id = store.create_run(&job("etl"), &st0, t(0)).unwrap();
+
+    let assignment = Assignment {
+        owner: id.clone(),
+        cpus: CpuGrant::Exclusive("2-3".parse().unwrap()),
+        mems: "0".parse::<NodeSet>().unwrap(),
+        memory: [(corral::topology::NodeId(0), Bytes::from_gib(1))].into_iter().collect(),
+    };
+    store.set_placement(&id, Some(&assignment)).unwrap();
+    let st1 = advance(&mut store, &id, &st0, Phase::Placed, 10);
+    let launch = LaunchInfo {
+        shim_pid: 4000,
+        init_pid: 4001,
+        pid_start_time: 123_456_789,
+        run_dir: PathBuf::from("/var/lib/corral/runs/etl-1"),
+        launched_at: t(20),
+    };
+    store.set_launch(&id, &launch).unwrap();
+    let st2 = advance(&mut store, &id, &st1, Phase::Running { since: t(20) }, 20);
+    let preempted =
+        RunEvent::Preempted { by: RunId::new("urgent-7"), mode: PreemptionMode::Suspend };
+    store.record_event(&id, t(30), &preempted, "suspending for urgent-7").unwrap();
+    let oom = RunEvent::Oom { limit: Some(Bytes::from_gib(1)) };
+    store.record_event(&id, t(40), &oom, "reached its limit").unwrap();
+
+    let active = store.active_runs().unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].state, st2);
+    assert_eq!(active[0].assignment.as_ref(), Some(&assignment));
+    assert_eq!(active[0].launch.as_ref(), Some(&launch));
+    assert_eq!(active[0].finished_at, None);
+
+    let exit = ExitInfo {
+        status: ExitStatus::Signal(9),
+        exited_at: t(50),
+        peak_memory: Some(Bytes::from_mib(1000)),
+        oom_kills: 1,
+        cpu_seconds: 12.5,
+    };
+    store.set_exit(&id, &exit).unwrap();
+    store.set_placement(&id, None).unwrap();
+    let failed = Phase::Failed { reason: FailReason::Exit { status: ExitStatus::Signal(9) } };
+    let st3 = advance(&mut store, &id, &st2, failed, 50);
+
+    assert!(store.active_runs().unwrap().is_empty());
+    let detail = store.run(&id).unwrap().expect("stored");
+    let rec = &detail.record;
+    assert_eq!((rec.id.as_str(), rec.job.as_str(), rec.seq), ("etl-1", "etl", 1));
+    assert_eq!(rec.state, st3);
+    assert_eq!((rec.created_at, rec.updated_at, rec.finished_at), (t(0), t(50), Some(t(50))));
+    assert_eq!(rec.assignment, None);
+    assert_eq!(rec.exit.as_ref(), Some(&exit));
+    let steps: Vec<_> = detail
+        .transitions
+        .iter()
+        .map(|tr| (tr.n, tr.at, tr.from.as_deref(), tr.to.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (1, t(0), None, "pending"),
+            (2, t(10), Some("pending"), "placed"),
+            (3, t(20), Some("placed"), "running"),
+            (4, t(50), Some("running"), "failed"),
+        ]
+    );
+    assert_eq!(detail.transitions[0].reason, "created");
+    let events: Vec<_> =
+        detail.events.iter().map(|e| (e.n, e.at, &e.event, e.reason.as_str())).collect();
+    assert_eq!(
+        events,
+        [(1, t(30), &preempted, "suspending for urgent-7"), (2, t(40), &oom, "reached its limit")]
+    );
+}
+
+#[test]
+fn exit_codes_and_missing_accounting_round_trip() {
+    let (_dir, mut store) = open();
+    let id = store.create_run(&job("etl"), &pending(), t(0)).unwrap();
+    let exit = ExitInfo {
+        status: ExitStatus::Code(3),
+        exited_at: t(5),
+        peak_memory: None,
+        oom_kills: 0,
+        cpu_seconds: 0.0,
+    };
+    store.set_exit(&id, &exit).unwrap();
+    let rec = store.run(&id).unwrap().unwrap().record;
+    assert_eq!(rec.exit, Some(exit));
+    assert_eq!(rec.launch, None);
+}
+
+#[test]
+fn a_stale_writer_cannot_overwrite_a_newer_state() {
+    let (_dir, mut store) = open();
+    let st0 = pending();
+    let id = store.create_run(&job("etl"), &st0, t(0)).unwrap();
+    advance(&mut store, &id, &st0, Phase::Placed, 1);
+    let err = store
+        .record_transition(&id, &st0, &with_phase(&st0, Phase::Placed), t(2), "again")
+        .unwrap_err();
+    assert!(matches!(err, StoreError::StateConflict { expected: "pending", .. }), "{err}");
+    assert_eq!(store.run(&id).unwrap().unwrap().transitions.len(), 2, "nothing appended");
+}
+
+#[test]
+fn writes_to_unknown_runs_fail() {
+    let (_dir, mut store) = open();
+    let ghost = RunId::new("ghost-1");
+    let unknown = |r: Result<(), StoreError>| matches!(r, Err(StoreError::UnknownRun { .. }));
+    assert!(unknown(store.set_placement(&ghost, None)));
+    assert!(unknown(store.record_event(&ghost, t(0), &RunEvent::Resumed, "x")));
+    assert!(unknown(store.record_transition(&ghost, &pending(), &pending(), t(0), "x")));
+    assert!(store.run(&ghost).unwrap().is_none());
+}
+
+#[test]
+fn runs_for_job_lists_newest_first() {
+    let (_dir, mut store) = open();
+    for i in 0..5 {
+        store.create_run(&job("etl"), &pending(), t(i)).unwrap();
+        store.create_run(&job("other"), &pending(), t(i)).unwrap();
+    }
+    let ids: Vec<String> =
+        store.runs_for_job(&job("etl"), 3).unwrap().into_iter().map(|r| r.id.to_string()).collect();
+    assert_eq!(ids, ["etl-5", "etl-4", "etl-3"]);
+    assert!(store.runs_for_job(&job("none"), 3).unwrap().is_empty());
+}
+
+/// Creates a run of `job` that ends in `phase` at `at` and has a transition
+/// and an event in its history.
+fn finished(store: &mut SqliteStore, name: &str, phase: Phase, at: i64) -> RunId {
+    let st = pending();
+    let id = store.create_run(&job(name), &st, t(at - 1)).unwrap();
+    store.record_event(&id, t(at), &RunEvent::Resumed, "x").unwrap();
+    advance(store, &id, &st, phase, at);
+    id
+}
+
+fn failed() -> Phase {
+    Phase::Failed { reason: FailReason::Timeout }
+}
+
+fn killed() -> Phase {
+    Phase::Killed { reason: StopReason::JobRemoved }
+}
+
+fn ids(store: &SqliteStore, name: &str) -> Vec<String> {
+    store.runs_for_job(&job(name), 100).unwrap().into_iter().map(|r| r.id.to_string()).collect()
+}
+
+#[test]
+fn prune_keeps_the_newest_of_each_kind_and_every_active_run() {
+    let (_dir, mut store) = open();
+    finished(&mut store, "etl", Phase::Succeeded, 10); // etl-1
+    finished(&mut store, "etl", failed(), 20); // etl-2
+    let active = store.create_run(&job("etl"), &pending(), t(25)).unwrap(); // etl-3
+    finished(&mut store, "etl", Phase::Succeeded, 30); // etl-4
+    finished(&mut store, "etl", killed(), 40); // etl-5
+    finished(&mut store, "etl", Phase::Succeeded, 50); // etl-6
+    finished(&mut store, "etl", failed(), 60); // etl-7
+    finished(&mut store, "other", Phase::Succeeded, 5);
+
+    let deleted = store.prune(&job("etl"), Retention { successful: 2, failed: 1 }).unwrap();
+    assert_eq!(deleted, 3);
+    assert_eq!(ids(&store, "etl"), ["etl-7", "etl-6", "etl-4", "etl-3"]);
+    assert_eq!(ids(&store, "other"), ["other-1"], "other jobs untouched");
+    assert!(store.run(&active).unwrap().is_some());
+
+    assert_eq!(store.prune(&job("etl"), Retention { successful: 0, failed: 0 }).unwrap(), 3);
+    assert_eq!(ids(&store, "etl"), ["etl-3"], "the active run survives even keep 0");
+}
+
+#[test]
+fn prune_removes_history_with_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corral.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    finished(&mut store, "etl", Phase::Succeeded, 10);
+    store.prune(&job("etl"), Retention { successful: 0, failed: 0 }).unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    for table in ["transitions", "run_events", "runs"] {
+        let n: i64 =
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
+}
+
+#[test]
+fn global_cap_keeps_the_most_recently_finished() {
+    let (_dir, mut store) = open();
+    finished(&mut store, "a", Phase::Succeeded, 10);
+    finished(&mut store, "b", failed(), 40);
+    finished(&mut store, "a", killed(), 30);
+    finished(&mut store, "c", Phase::Succeeded, 20);
+    store.create_run(&job("c"), &pending(), t(1)).unwrap();
+    assert_eq!(store.prune_all(2).unwrap(), 2);
+    assert_eq!(ids(&store, "a"), ["a-2"]);
+    assert_eq!(ids(&store, "b"), ["b-1"]);
+    assert_eq!(ids(&store, "c"), ["c-2"], "finished c-1 went, active c-2 stays");
+    assert_eq!(store.prune_all(0).unwrap(), 2);
+    assert_eq!(store.active_runs().unwrap().len(), 1);
+}
+
+#[test]
+fn a_firing_is_decided_once() {
+    let (_dir, mut store) = open();
+    let etl = job("etl");
+    let start = FiringDecision::Start { initial: pending() };
+    let first = store.decide_firing(&etl, t(60_000), t(60_010), &start).unwrap();
+    let Decided::Recorded { run: Some(run) } = first else { panic!("{first:?}") };
+    assert_eq!(run.as_str(), "etl-1");
+    assert_eq!(store.active_runs().unwrap().len(), 1, "the run exists with the decision");
+
+    // A second decision for the same firing, even a different one, changes nothing.
+    for again in
+        [start.clone(), FiringDecision::Missed, FiringDecision::Skip { reason: "x".into() }]
+    {
+        let Decided::AlreadyDecided(rec) =
+            store.decide_firing(&etl, t(60_000), t(61_000), &again).unwrap()
+        else {
+            panic!("decided twice")
+        };
+        assert_eq!(rec.outcome, FiringOutcome::Started { run: run.clone() });
+        assert_eq!(rec.decided_at, t(60_010));
+    }
+    assert_eq!(store.active_runs().unwrap().len(), 1, "no second run");
+
+    // The same time for another job is another firing.
+    assert!(matches!(
+        store.decide_firing(&job("other"), t(60_000), t(60_010), &FiringDecision::Missed),
+        Ok(Decided::Recorded { run: None })
+    ));
+}
+
+#[test]
+fn the_database_itself_forbids_a_second_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corral.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.decide_firing(&job("etl"), t(0), t(0), &FiringDecision::Missed).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let err = conn
+        .execute(
+            "INSERT INTO cron_journal (job, scheduled_at, decision, decided_at)
+             VALUES ('etl', ?1, 'missed', 0)",
+            [t(0).as_millis()],
+        )
+        .unwrap_err();
+    assert_eq!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::ConstraintViolation));
+}
+
+#[test]
+fn cron_journal_round_trips_and_records_the_actual_start() {
+    let (_dir, mut store) = open();
+    let etl = job("etl");
+    let minute = |m: i64| t(m * 60_000);
+    store.decide_firing(&etl, minute(1), minute(1), &FiringDecision::Missed).unwrap();
+    let skip = FiringDecision::Skip { reason: "previous run still going".into() };
+    store.decide_firing(&etl, minute(2), minute(2), &skip).unwrap();
+    let start = FiringDecision::Start { initial: pending() };
+    let Decided::Recorded { run: Some(run) } =
+        store.decide_firing(&etl, minute(3), minute(3), &start).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(store.firing(&etl, minute(3)).unwrap().unwrap().started_at, None);
+    let launch = LaunchInfo {
+        shim_pid: 1,
+        init_pid: 2,
+        pid_start_time: 3,
+        run_dir: PathBuf::from("/run/x"),
+        launched_at: minute(3).plus(Duration::from_millis(1500)),
+    };
+    store.set_launch(&run, &launch).unwrap();
+
+    let got = store.firings(&etl, 10).unwrap();
+    let summary: Vec<_> =
+        got.iter().map(|f| (f.scheduled_at, f.outcome.clone(), f.started_at)).collect();
+    assert_eq!(
+        summary,
+        [
+            (minute(3), FiringOutcome::Started { run: run.clone() }, Some(launch.launched_at)),
+            (minute(2), FiringOutcome::Skipped { reason: "previous run still going".into() }, None),
+            (minute(1), FiringOutcome::Missed, None),
+        ]
+    );
+    // A relaunch (restart) does not move the firing's actual start.
+    store.set_launch(&run, &LaunchInfo { launched_at: minute(9), ..launch.clone() }).unwrap();
+    assert_eq!(
+        store.firing(&etl, minute(3)).unwrap().unwrap().started_at,
+        Some(launch.launched_at)
+    );
+    assert_eq!(store.firing(&etl, minute(4)).unwrap(), None);
+
+    assert_eq!(store.prune_firings(&etl, 1).unwrap(), 2);
+    assert_eq!(store.firings(&etl, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn last_considered_follows_decisions_and_can_be_set() {
+    let (_dir, mut store) = open();
+    let etl = job("etl");
+    assert_eq!(store.last_considered(&etl).unwrap(), None);
+    store.decide_firing(&etl, t(5_000), t(5_000), &FiringDecision::Missed).unwrap();
+    assert_eq!(store.last_considered(&etl).unwrap(), Some(t(5_000)));
+    // Deciding an older firing late does not move it back.
+    store.decide_firing(&etl, t(1_000), t(6_000), &FiringDecision::Missed).unwrap();
+    assert_eq!(store.last_considered(&etl).unwrap(), Some(t(5_000)));
+    store.set_last_considered(&etl, t(9_000)).unwrap();
+    assert_eq!(store.last_considered(&etl).unwrap(), Some(t(9_000)));
+    assert_eq!(store.last_considered(&job("other")).unwrap(), None);
+}
