@@ -32,6 +32,7 @@
 //! Later layers (cgroup drivers, container launcher, metrics, API) get a
 //! module each, beside these.
 
+pub mod agent;
 pub mod cgroup;
 pub mod cli;
 pub mod config;
