@@ -23,6 +23,9 @@
 //! - [`cli`]: the `corral` command line.
 //! - [`container`]: runs one job in namespaces, a rootfs and given cgroups,
 //!   under a per-run supervisor (the shim) that records how it ended.
+//! - [`launch`]: a compiled job mapped onto placement, cgroup and container
+//!   inputs (pure), and the shell that starts one run and collects its
+//!   accounting; `corral run` and the agent both go through it.
 //!
 //! Later layers (container launcher, scheduler, store, metrics,
 //! API) get a module each, beside these.
@@ -36,6 +39,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod container;
+pub mod launch;
 pub mod placement;
 pub mod scheduler;
 pub mod spec;
