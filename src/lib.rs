@@ -16,27 +16,29 @@
 //!   CPU pool, NUMA-aware, and answers "whom would we have to preempt".
 //! - [`scheduler`]: the run state machine, `transition(state, event, policy,
 //!   moment)`, with restart backoff, OOM and preemption policies.
+//! - [`units`]: byte quantities, CPU weights and CPU quotas shared by every
+//!   layer, each a newtype that only holds values in range.
 //!
 //! Thin shell:
 //! - [`cgroup`]: job cgroups on v1, v2 and hybrid hosts: layout detection,
 //!   resource plans, freeze/thaw, kill, statistics and kernel events.
-//! - [`cli`]: the `corral` command line.
 //! - [`container`]: runs one job in namespaces, a rootfs and given cgroups,
 //!   under a per-run supervisor (the shim) that records how it ended.
-//!
-//! Later layers (container launcher, scheduler, store, metrics,
-//! API) get a module each, beside these.
+//! - [`watch`]: the jobs directory, watched with inotify, reported in settled
+//!   batches, with ownership and permission checks on every file.
+//! - [`launch`]: a compiled job mapped onto placement, cgroup and container
+//!   inputs (pure), and the shell that starts one run and collects its
+//!   accounting; `corral run` and the agent both go through it.
 //! - [`store`]: run records, their history and the cron journal, durable in
 //!   SQLite, behind traits; the state directory lock.
-//!
-//! Later layers (cgroup drivers, container launcher, metrics, API) get a
-//! module each, beside these.
+//! - [`cli`]: the `corral` command line, a file per subcommand.
 
 pub mod agent;
 pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod container;
+pub mod launch;
 pub mod placement;
 pub mod scheduler;
 pub mod spec;

@@ -3,7 +3,7 @@
 //! - [`cpuset`]: CPU and node ids and the kernel's cpulist syntax.
 //! - [`model`]: [`Topology`] and its parts, checked for consistency.
 //! - [`parse`]: pure parsers for the sysfs/procfs files.
-//! - [`discover`]: reads a sysfs and a procfs root into a [`Topology`].
+//! - [`discover`](mod@discover): reads a sysfs and a procfs root into a [`Topology`].
 
 pub mod cpuset;
 pub mod discover;

@@ -56,7 +56,7 @@ pub struct NodeInfo {
 }
 
 /// The machine's topology. Built by [`Topology::new`], which checks that the
-/// parts agree; discovery from sysfs is in [`super::discover`].
+/// parts agree; discovery from sysfs is in [`super::discover()`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Topology {
     cpus: BTreeMap<CpuId, CpuInfo>,
