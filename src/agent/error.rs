@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::cgroup::CgroupError;
+use crate::launch::LaunchError;
 use crate::placement::PlacementError;
 use crate::store::StoreError;
 use crate::topology::TopologyError;
@@ -21,12 +21,8 @@ pub enum AgentError {
     Topology(#[from] TopologyError),
     #[error("cannot set up job placement")]
     Placement(#[from] PlacementError),
-    #[error("cannot set up the cgroup parent {parent}")]
-    Cgroup {
-        parent: String,
-        #[source]
-        source: CgroupError,
-    },
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
     #[error("cannot create {path}")]
     StateDir {
         path: PathBuf,

@@ -61,9 +61,83 @@ use tracing::{error, info, warn};
 pub use error::AgentError;
 pub use supervisor::{Settings, Supervisor};
 
-use crate::store::RunStore;
-use crate::watch::{FileChange, WatchError};
+use crate::config::AgentConfig;
+use crate::launch::Host;
+use crate::store::{RunStore, SqliteStore, StateDirLock};
+use crate::watch::{FileChange, JobDirWatcher, WatchError, WatchOptions};
+use clock::Clock;
+use host::HostRuntime;
 use runtime::{Observation, Runtime};
+
+/// Runs the agent on this machine with `config` until `shutdown` completes.
+///
+/// Refuses to start when another agent holds the state directory, or when
+/// the store cannot be opened (a damaged database is reported, never
+/// touched).
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let _lock = StateDirLock::acquire(&config.state_dir)?;
+    let store = SqliteStore::open(&config.state_dir.join(SqliteStore::FILE_NAME))?;
+    let runs_dir = config.state_dir.join(crate::launch::plan::RUNS_DIR);
+    std::fs::create_dir_all(&runs_dir)
+        .map_err(|source| AgentError::StateDir { path: runs_dir.clone(), source })?;
+    let host = Host::discover(&config)?;
+    let topology = host.topology().clone();
+    let ledger = host.ledger()?;
+    info!(
+        jobs_dir = %config.jobs_dir.display(),
+        state_dir = %config.state_dir.display(),
+        cgroup_parent = %config.cgroup_parent,
+        cpus = %ledger.allocatable(),
+        "agent starting"
+    );
+    let settings = Settings {
+        runs_dir,
+        default_grace: config.stop_grace,
+        min_runtime_before_preemption: config.min_runtime_before_preemption,
+        allow_root_jobs: config.allow_root_jobs,
+        default_user: config.default_user.clone(),
+    };
+    let runtime = std::sync::Arc::new(HostRuntime::new(host));
+    let (sink, observations) = mpsc::unbounded_channel();
+    let mut supervisor =
+        Supervisor::new(settings, topology, ledger, store, runtime, Clock::system(), sink);
+    let recovered = supervisor.recover()?;
+    if recovered.runs > 0 || recovered.stray_cgroups > 0 {
+        info!(
+            runs = recovered.runs,
+            running = recovered.running,
+            ended_while_down = recovered.ended_while_down,
+            stray_cgroups = recovered.stray_cgroups,
+            "took over the runs of the previous agent"
+        );
+    }
+    let batches = watch_jobs(&config)?;
+    let on_exit = if config.stop_jobs_on_exit {
+        // Long enough for the default grace and a kill.
+        OnExit::StopJobs { wait: config.stop_grace + Duration::from_secs(15) }
+    } else {
+        OnExit::LeaveRunning
+    };
+    drive(supervisor, batches, observations, shutdown, on_exit).await?;
+    info!("agent stopped");
+    Ok(())
+}
+
+/// Starts the watcher of the jobs directory on a task of its own: a batch
+/// read is never interrupted by the main loop's other work.
+fn watch_jobs(config: &AgentConfig) -> Result<Batches, AgentError> {
+    let mut watcher = JobDirWatcher::new(&config.jobs_dir, WatchOptions::default())?;
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let batch = watcher.next_batch().await;
+            if tx.send(batch).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
 
 /// Batches of job file changes, as the watcher task delivers them.
 pub type Batches = mpsc::Receiver<Result<Vec<FileChange>, WatchError>>;

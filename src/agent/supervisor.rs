@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::placement::{Assignment, Ledger, RunId};
 use crate::scheduler::{
-    transition, Action, Event, Jitter, Moment, OomPolicy, Outcome, Phase, RunEvent, RunState,
+    transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunEvent, RunState,
     StopReason, Timestamp,
 };
 use crate::spec::{self, JobSpec, Priority, UserRef};
@@ -399,7 +399,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let from = run.state.phase.name();
         let to = t.next.phase.name();
         if from != to {
-            info!(run = %id, job = %run.job, from, to, "{}", t.reason);
+            info!(run = %id, job = %run.job, from = %from, to = %to, "{}", t.reason);
         } else {
             debug!(run = %id, job = %run.job, phase = to, "{}", t.reason);
         }

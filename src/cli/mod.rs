@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod agent;
 pub mod doctor;
 pub mod shim;
 pub mod topology;
@@ -22,6 +23,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node agent on a jobs directory.
+    Agent(agent::AgentArgs),
     /// Check job files and report every problem in them.
     Validate(validate::ValidateArgs),
     /// Show the CPUs, cores, NUMA nodes and memory the agent places jobs on.
@@ -35,6 +38,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Agent(args) => agent::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Topology(args) => topology::run(args),
         Command::InternalShim(args) => Ok(shim::run(args)),

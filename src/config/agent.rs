@@ -83,6 +83,13 @@ pub struct AgentConfig {
     /// The most output kept per run and per stream (stdout, stderr); older output is
     /// dropped first.
     pub log_max_bytes: Bytes,
+    /// A run is not preempted before it has run this long (since its start
+    /// or its last resume), so that runs do not thrash between frozen and
+    /// running.
+    pub min_runtime_before_preemption: Duration,
+    /// Stop every run when the agent stops, instead of leaving them running
+    /// for the next agent to adopt.
+    pub stop_jobs_on_exit: bool,
 }
 
 impl Default for AgentConfig {
