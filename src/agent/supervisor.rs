@@ -510,15 +510,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 }
                 self.store.record_event(id, now, &event, reason)?;
             }
-            Action::RecordOutcome(outcome) => match &outcome {
-                Outcome::Succeeded => info!(run = %id, job = %run.job, "run succeeded"),
-                Outcome::Failed { reason } => {
-                    warn!(run = %id, job = %run.job, "run failed: {reason}")
-                }
-                Outcome::Killed { reason } => {
-                    info!(run = %id, job = %run.job, "run killed: {reason}")
-                }
-            },
+            // The transition into the terminal phase is logged with its reason.
+            Action::RecordOutcome(outcome) => debug!(run = %id, "outcome: {outcome:?}"),
         }
         Ok(())
     }
