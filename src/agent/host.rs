@@ -112,17 +112,20 @@ impl Runtime for HostRuntime {
         let run = plan.run.clone();
         let err = |e: &dyn std::fmt::Display| RuntimeError::new("launch", &run, e);
         // The cpuset given is the shared pool for a shared-pool run.
-        let mut run_plan =
-            self.host.plan(&plan.spec, &plan.run, &plan.assignment, &plan.cpus).map_err(|e| err(&e))?;
+        let mut run_plan = self
+            .host
+            .plan(&plan.spec, &plan.run, &plan.assignment, &plan.cpus)
+            .map_err(|e| err(&e))?;
         // OOM handling may have raised the hard limit above the spec's.
         run_plan.resources.memory.hard_bytes = plan.memory_limit.map(Bytes::get);
         let mut container = run_plan.container.clone();
         container.run_dir = plan.run_dir.clone();
         let host = Arc::clone(&self.host);
-        let started = tokio::task::spawn_blocking(move || launch::start_with(&host, &run_plan, &container))
-            .await
-            .map_err(|e| err(&e))?
-            .map_err(|e| err(&e))?;
+        let started =
+            tokio::task::spawn_blocking(move || launch::start_with(&host, &run_plan, &container))
+                .await
+                .map_err(|e| err(&e))?
+                .map_err(|e| err(&e))?;
         let (shim, init) = (started.shim(), started.init());
         // The shim stays this process's child; the watcher reaps it.
         drop(started);
@@ -135,7 +138,13 @@ impl Runtime for HostRuntime {
         })
     }
 
-    fn watch(&self, run: &RunId, launch: &LaunchInfo, epoch: u64, sink: Sink) -> Result<(), RuntimeError> {
+    fn watch(
+        &self,
+        run: &RunId,
+        launch: &LaunchInfo,
+        epoch: u64,
+        sink: Sink,
+    ) -> Result<(), RuntimeError> {
         let cgroup = self.cgroup(run)?;
         let report = {
             let (run, sink) = (run.clone(), sink.clone());
@@ -150,7 +159,9 @@ impl Runtime for HostRuntime {
                 tokio::spawn(async move {
                     while let Some(event) = events.next().await {
                         match event {
-                            Ok(CgroupEvent::Oom { .. } | CgroupEvent::PausedAtLimit) => report(Observed::Oom),
+                            Ok(CgroupEvent::Oom { .. } | CgroupEvent::PausedAtLimit) => {
+                                report(Observed::Oom)
+                            }
                             Ok(CgroupEvent::OomKill { .. }) => report(Observed::OomKilled),
                             Ok(_) => {}
                             Err(e) => {
@@ -201,7 +212,8 @@ impl Runtime for HostRuntime {
     }
 
     fn signal(&self, run: &RunId, launch: &LaunchInfo, signal: Signal) -> Result<(), RuntimeError> {
-        let init = ProcessIdentity { pid: launch.init_pid as i32, start_time: launch.pid_start_time };
+        let init =
+            ProcessIdentity { pid: launch.init_pid as i32, start_time: launch.pid_start_time };
         container::signal_process(init, signal).map_err(|e| RuntimeError::new("signal", run, e))
     }
 
@@ -262,7 +274,9 @@ impl Runtime for HostRuntime {
                 status: exit_status(status.exit),
                 at: Timestamp::from(status.finished_at),
             },
-            container::RunState::Running { init: Some(init), .. } => Probe::Running { launch: launch_info(init) },
+            container::RunState::Running { init: Some(init), .. } => {
+                Probe::Running { launch: launch_info(init) }
+            }
             container::RunState::Running { shim, init: None } => {
                 // The start was under way when its agent died: the job never
                 // ran. The shim's death takes the container's init with it.
@@ -292,7 +306,9 @@ impl Runtime for HostRuntime {
                 let cpus = cgroup
                     .v1_dir(Controller::Cpuset)
                     .map(|d| d.join(crate::cgroup::v1::cpuset::CPUS))
-                    .or_else(|| cgroup.unified_dir().map(|d| d.join(crate::cgroup::v2::cpuset::CPUS)))
+                    .or_else(|| {
+                        cgroup.unified_dir().map(|d| d.join(crate::cgroup::v2::cpuset::CPUS))
+                    })
                     .and_then(|file| std::fs::read_to_string(file).ok())
                     .and_then(|text| CpuSet::parse(text.trim()).ok())
                     .filter(|set| !set.is_empty());

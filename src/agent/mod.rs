@@ -74,7 +74,10 @@ use runtime::{Observation, Runtime};
 /// Refuses to start when another agent holds the state directory, or when
 /// the store cannot be opened (a damaged database is reported, never
 /// touched).
-pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     let _lock = StateDirLock::acquire(&config.state_dir)?;
     let store = SqliteStore::open(&config.state_dir.join(SqliteStore::FILE_NAME))?;
     let runs_dir = config.state_dir.join(crate::launch::plan::RUNS_DIR);

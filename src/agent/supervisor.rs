@@ -22,8 +22,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::placement::{Assignment, Ledger, RunId};
 use crate::scheduler::{
-    transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunEvent, RunState,
-    StopReason, Timestamp,
+    transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunEvent, RunState, StopReason,
+    Timestamp,
 };
 use crate::spec::{self, JobSpec, Priority, UserRef};
 use crate::store::{ExitInfo, LaunchInfo, Retention, RunStore};
