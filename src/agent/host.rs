@@ -51,6 +51,9 @@ use super::runtime::{
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a pending freeze checks whether the job is paused at its limit.
 const PAUSE_CHECK: Duration = Duration::from_millis(50);
+/// How long a shim found still setting up a job after an agent restart gets
+/// to finish (setup takes milliseconds).
+const SETUP_PATIENCE: Duration = Duration::from_secs(5);
 /// How long killing every process of a run may take.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -260,6 +263,17 @@ impl Runtime for HostRuntime {
             return Ok(Probe::NotStarted);
         }
         let err = |e: ContainerError| RuntimeError::new("probe", run, e);
+        // A shim found without init.pid is still setting the job up (its
+        // launcher died mid-start); it carries on alone and either starts
+        // the job or records why not. Give it time to get there.
+        let mut found = container::probe(run_dir).map_err(err)?;
+        let patience = std::time::Instant::now() + SETUP_PATIENCE;
+        while matches!(found, container::RunState::Running { init: None, .. })
+            && std::time::Instant::now() < patience
+        {
+            std::thread::sleep(Duration::from_millis(10));
+            found = container::probe(run_dir).map_err(err)?;
+        }
         let shim = read_identity(&files.shim_pid());
         let launch_info = |init: ProcessIdentity| LaunchInfo {
             shim_pid: shim.map_or(0, |s| s.pid as u32),
@@ -268,7 +282,7 @@ impl Runtime for HostRuntime {
             run_dir: run_dir.to_owned(),
             launched_at: Timestamp::now(),
         };
-        Ok(match container::probe(run_dir).map_err(err)? {
+        Ok(match found {
             container::RunState::Finished(status) => Probe::Finished {
                 launch: launch_info(status.init),
                 status: exit_status(status.exit),
@@ -278,10 +292,14 @@ impl Runtime for HostRuntime {
                 Probe::Running { launch: launch_info(init) }
             }
             container::RunState::Running { shim, init: None } => {
-                // The start was under way when its agent died: the job never
-                // ran. The shim's death takes the container's init with it.
+                // Stuck in setup: the job has not run. The shim's death takes
+                // the container's init with it.
                 let _ = container::signal_process(shim, Signal::SIGKILL);
-                Probe::Lost { detail: "its start was interrupted before the job ran".into() }
+                Probe::NeverRan { detail: "its start did not complete".into() }
+            }
+            // init.pid is written once the job has started.
+            container::RunState::Lost if !files.init_pid().exists() => {
+                Probe::NeverRan { detail: "its start was interrupted before the job ran".into() }
             }
             container::RunState::Lost => {
                 Probe::Lost { detail: "no exit status recorded, and its shim is gone".into() }

@@ -62,7 +62,7 @@ pub fn adoption(state: &RunState, probe: Option<&Probe>) -> Adoption {
         _ => None,
     };
     match (&state.phase, probe) {
-        (Phase::Placed, None | Some(Probe::NotStarted)) => Start,
+        (Phase::Placed, None | Some(Probe::NotStarted | Probe::NeverRan { .. })) => Start,
         (Phase::Placed, Some(p @ Probe::Running { .. })) => {
             Events(vec![launched(p).expect("running"), Event::AdoptedAfterRestart])
         }
@@ -79,6 +79,7 @@ pub fn adoption(state: &RunState, probe: Option<&Probe>) -> Adoption {
             Probe::NotStarted => Events(vec![Event::Lost {
                 detail: "its run directory holds no trace of a start".into(),
             }]),
+            Probe::NeverRan { detail } => Events(vec![Event::Lost { detail: detail.clone() }]),
         },
         (phase, None) if phase.may_have_processes() => {
             Events(vec![Event::Lost { detail: "no launch on record".into() }])
@@ -249,6 +250,15 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 suspended_at: 0,
             },
         );
+        if let (Phase::Placed, Some(Probe::NeverRan { detail })) = (&record.state.phase, &probe) {
+            // Its directory is spent (a directory serves one start): a new
+            // placement time names a fresh one, recorded before it is used.
+            let now =
+                self.clock.now().max(record.state.since.plus(std::time::Duration::from_millis(1)));
+            let next = RunState { since: now, ..record.state.clone() };
+            let reason = format!("{detail}; starting it again");
+            self.set_state(&id, next, &reason, now)?;
+        }
         if matches!(record.state.phase, Phase::Suspended { frozen: true, .. }) {
             self.suspensions += 1;
             self.runs.get_mut(&id).expect("inserted").suspended_at = self.suspensions;
@@ -357,6 +367,12 @@ mod tests {
     fn a_placed_run_is_started_only_if_it_never_was() {
         let placed = state(Phase::Placed);
         assert_eq!(adoption(&placed, Some(&Probe::NotStarted)), Adoption::Start);
+        let never = Probe::NeverRan { detail: "interrupted".into() };
+        assert_eq!(adoption(&placed, Some(&never)), Adoption::Start);
+        assert!(matches!(
+            adoption(&state(RUNNING), Some(&never)),
+            Adoption::Events(e) if matches!(e[..], [Event::Lost { .. }])
+        ));
         assert_eq!(
             adoption(&placed, Some(&running())),
             Adoption::Events(vec![

@@ -102,6 +102,9 @@ pub enum Probe {
     Finished { launch: LaunchInfo, status: ExitStatus, at: Timestamp },
     /// Started, but nothing records how it ended.
     Lost { detail: String },
+    /// A start was begun but the job never ran: no record of it running,
+    /// and nothing left that could still start it.
+    NeverRan { detail: String },
     /// The run directory was never used: nothing was started.
     NotStarted,
 }

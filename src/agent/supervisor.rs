@@ -577,7 +577,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Records a state change the shell makes itself (not the state machine):
     /// a run taking a changed job's settings.
-    fn set_state(
+    pub(super) fn set_state(
         &mut self,
         id: &RunId,
         next: RunState,

@@ -194,13 +194,16 @@ impl TestAgent {
     /// Ids of every run of `job`.
     pub fn runs_of(&self, job: &str) -> Vec<String> {
         let Some(db) = self.db() else { return Vec::new() };
-        let mut stmt = db.prepare("SELECT id FROM runs WHERE job = ?1 ORDER BY seq").unwrap();
+        let Ok(mut stmt) = db.prepare("SELECT id FROM runs WHERE job = ?1 ORDER BY seq") else {
+            return Vec::new();
+        };
         stmt.query_map([job], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     }
 
     pub fn count_runs(&self) -> usize {
         let Some(db) = self.db() else { return 0 };
-        db.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0)).unwrap() as usize
+        // The table is missing until the agent has created the store.
+        db.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0)).unwrap_or(0) as usize
     }
 
     /// Waits until the run is in `phase`, failing with the agent's log.
