@@ -107,3 +107,21 @@ fn a_frozen_run_stays_frozen_across_an_agent_crash_and_resumes_under_the_next_ag
     assert_eq!(agent.read_data("low"), "done\n");
     assert_eq!(agent.read_data("high"), "done\n");
 }
+
+#[test]
+fn shared_pool_jobs_follow_the_pool_as_exclusive_jobs_come_and_go() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    agent.write_job("shared.yaml", &job("shared", "sleep 30", ""));
+    agent.wait_phase("shared-1", "running", secs(20));
+    agent.wait_for("the whole pool", secs(10), || cpus_of(&agent, "shared-1") == "0-1");
+    agent.write_job("pinned.yaml", &job("pinned", "sleep 1", "resources: {cpus: 1}\n"));
+    agent.wait_phase("pinned-1", "running", secs(20));
+    let pinned = cpus_of(&agent, "pinned-1");
+    agent.wait_for("the pool without the pinned CPU", secs(10), || {
+        let shared = cpus_of(&agent, "shared-1");
+        shared.len() == 1 && shared != pinned
+    });
+    agent.wait_phase("pinned-1", "succeeded", secs(20));
+    agent.wait_for("the whole pool again", secs(10), || cpus_of(&agent, "shared-1") == "0-1");
+}
