@@ -14,6 +14,8 @@
 //!   from a sysfs tree.
 //! - [`placement`]: the allocator that hands out exclusive cores and the shared
 //!   CPU pool, NUMA-aware, and answers "whom would we have to preempt".
+//! - [`scheduler`]: what runs when; [`scheduler::cron`] for recurring jobs (next
+//!   firing across clock changes, catch-up after downtime, overlap policies).
 //!
 //! Thin shell:
 //! - [`cli`]: the `corral` command line.
@@ -24,6 +26,7 @@
 pub mod cli;
 pub mod config;
 pub mod placement;
+pub mod scheduler;
 pub mod spec;
 pub mod topology;
 pub mod units;
