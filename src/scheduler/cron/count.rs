@@ -184,3 +184,104 @@ const DAY: u32 = 24 * 3600;
 fn seconds_of_day(t: NaiveDateTime) -> u32 {
     t.num_seconds_from_midnight()
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+    use chrono_tz::{Europe, Tz};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::scheduler::cron::next_fire::firings_between;
+    use crate::scheduler::cron::testutil::{
+        any_schedule, brute_force, clock_changes, schedule, utc,
+    };
+
+    fn count(text: &str, tz: Tz, from: &str, to: &str) -> u64 {
+        count_firings(&schedule(text), tz, utc(from), utc(to))
+    }
+
+    #[test]
+    fn whole_days_and_parts_of_days() {
+        assert_eq!(
+            count("* * * * *", Tz::UTC, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"),
+            1440
+        );
+        assert_eq!(count("* * * * *", Tz::UTC, "2026-01-01T00:00:00Z", "2026-01-01T00:00:59Z"), 0);
+        assert_eq!(count("* * * * *", Tz::UTC, "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"), 1);
+        assert_eq!(
+            count("*/20 * * * * *", Tz::UTC, "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"),
+            3
+        );
+        assert_eq!(
+            count("0 9-17 * * mon-fri", Tz::UTC, "2026-01-04T00:00:00Z", "2026-01-11T00:00:00Z"),
+            45
+        );
+        assert_eq!(count("30 2 * * *", Tz::UTC, "2026-01-01T02:30:00Z", "2026-01-01T02:30:00Z"), 0);
+        assert_eq!(count("0 0 30 2 *", Tz::UTC, "2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z"), 0);
+    }
+
+    #[test]
+    fn berlin_days_of_23_and_25_hours() {
+        let tz = Europe::Berlin;
+        // Local midnight to local midnight.
+        assert_eq!(count("0 * * * *", tz, "2026-03-28T22:59:59Z", "2026-03-29T21:59:59Z"), 23);
+        assert_eq!(count("0 * * * *", tz, "2026-10-24T21:59:59Z", "2026-10-25T22:59:59Z"), 25);
+        assert_eq!(count("30 2 * * *", tz, "2026-03-28T22:59:59Z", "2026-03-29T21:59:59Z"), 1);
+        assert_eq!(count("30 2 * * *", tz, "2026-10-24T21:59:59Z", "2026-10-25T22:59:59Z"), 1);
+        assert_eq!(count("* 2 * * *", tz, "2026-03-28T22:59:59Z", "2026-03-29T21:59:59Z"), 1);
+        assert_eq!(count("* 2 * * *", tz, "2026-10-24T21:59:59Z", "2026-10-25T22:59:59Z"), 60);
+        // Starting in the second showing of 02:00-02:59: 02:30 already ran.
+        assert_eq!(count("30 2 * * *", tz, "2026-10-25T01:10:00Z", "2026-10-25T12:00:00Z"), 0);
+        assert_eq!(count("*/30 * * * *", tz, "2026-10-25T01:10:00Z", "2026-10-25T02:00:00Z"), 2);
+        // Starting right at the jump forward: the skipped 02:30 runs at 03:00.
+        assert_eq!(count("30 2 * * *", tz, "2026-03-29T00:59:59Z", "2026-03-29T01:00:00Z"), 1);
+    }
+
+    #[test]
+    fn years_cost_days_not_firings() {
+        let started = std::time::Instant::now();
+        let tz = Europe::Berlin;
+        assert_eq!(
+            count("* * * * * *", tz, "2025-06-01T00:00:00Z", "2026-06-01T00:00:00Z"),
+            365 * 86_400
+        );
+        assert_eq!(
+            count("0 * * * *", tz, "2016-06-01T00:00:00Z", "2026-06-01T00:00:00Z"),
+            3652 * 24
+        );
+        assert_eq!(count("30 2 * * *", tz, "2016-06-01T00:00:00Z", "2026-06-01T00:00:00Z"), 3652);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn agrees_with_listing_over_a_year() {
+        for text in ["0 */5 * * *", "30 2 * * sun", "*/30 1-3 * * *", "0 0 L * *"] {
+            for (tz, _) in clock_changes() {
+                let s = schedule(text);
+                let (from, to) = (utc("2025-12-31T12:00:00Z"), utc("2027-01-01T12:00:00Z"));
+                let listed = firings_between(&s, tz, from, to, usize::MAX).count() as u64;
+                assert_eq!(count_firings(&s, tz, from, to), listed, "{text} in {tz}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn counts_what_the_rules_fire(
+            text in any_schedule(),
+            zone in 0..clock_changes().len(),
+            change in 0..2usize,
+            start in prop_oneof![-150i64..150, -130_000i64..130_000],
+            length in 0i64..200_000,
+        ) {
+            let (tz, changes) = &clock_changes()[zone];
+            let s = schedule(&text);
+            let from = changes[change % changes.len()] + TimeDelta::seconds(start);
+            let to = from + TimeDelta::seconds(length);
+            prop_assert_eq!(count_firings(&s, *tz, from, to), brute_force(&s, *tz, from, to).len() as u64);
+        }
+    }
+}

@@ -64,7 +64,7 @@ pub fn next_fire(schedule: &Schedule, tz: Tz, after: DateTime<Utc>) -> Option<Da
             }
         }
     };
-    earliest(walked, second_showing)
+    earliest(walked, second_showing).filter(|&t| t > after)
 }
 
 /// The last firing strictly before `before`, or `None` if there is none (croner searches
@@ -110,7 +110,7 @@ pub fn prev_fire(schedule: &Schedule, tz: Tz, before: DateTime<Utc>) -> Option<D
             }
         }
     };
-    walked.max(first_showing)
+    walked.max(first_showing).filter(|&t| t < before)
 }
 
 /// The firings in `(from, to]`, oldest first, at most `limit` of them.
@@ -141,7 +141,10 @@ impl Iterator for Firings<'_> {
         if self.left == 0 {
             return None;
         }
-        let next = next_fire(self.schedule, self.tz, self.after).filter(|&t| t <= self.until);
+        // `t > after` always holds; checking it anyway means a wrong answer ends the
+        // iteration instead of repeating forever.
+        let next = next_fire(self.schedule, self.tz, self.after)
+            .filter(|&t| t > self.after && t <= self.until);
         match next {
             Some(t) => {
                 self.after = t;
@@ -539,5 +542,55 @@ mod tests {
             .count(),
             0
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use chrono::TimeDelta;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::scheduler::cron::testutil::{any_schedule, brute_force, clock_changes, schedule};
+
+    fn window() -> impl Strategy<Value = (usize, usize, i64, i64)> {
+        // A zone, one of its clock changes, where the window starts relative to it (near
+        // it to the second, or within a day and a half), and how long it is.
+        (
+            0..clock_changes().len(),
+            0..2usize,
+            prop_oneof![-150i64..150, -130_000i64..130_000],
+            60i64..200_000,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn searches_agree_with_the_rules_minute_by_minute(text in any_schedule(), (zone, change, start, length) in window()) {
+            let (tz, changes) = &clock_changes()[zone];
+            let s = schedule(&text);
+            let from = changes[change % changes.len()] + TimeDelta::seconds(start);
+            let to = from + TimeDelta::seconds(length);
+            let expected = brute_force(&s, *tz, from, to);
+
+            let forward: Vec<_> = firings_between(&s, *tz, from, to, usize::MAX).collect();
+            prop_assert_eq!(&forward, &expected, "forward");
+
+            let mut backward = Vec::new();
+            let mut before = to + TimeDelta::nanoseconds(1);
+            while let Some(t) = prev_fire(&s, *tz, before).filter(|&t| t > from) {
+                backward.push(t);
+                before = t;
+            }
+            backward.reverse();
+            prop_assert_eq!(&backward, &expected, "backward");
+
+            // Each search also agrees with the other one step outside the window.
+            if let Some(&first) = expected.first() {
+                prop_assert!(prev_fire(&s, *tz, first).is_none_or(|p| p <= from));
+            }
+        }
     }
 }

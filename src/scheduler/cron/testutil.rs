@@ -73,3 +73,34 @@ pub fn brute_force(
     }
     firings
 }
+
+/// Zones with the instants (UTC) their clocks change in 2026, both ways: whole hours
+/// (Europe, America), half an hour (Lord Howe), odd offsets (Chatham, St John's), the
+/// southern hemisphere, and zones without changes.
+pub fn clock_changes() -> Vec<(chrono_tz::Tz, Vec<DateTime<Utc>>)> {
+    use chrono_tz::{America, Asia, Australia, Europe, Pacific};
+    vec![
+        (Europe::Berlin, vec![utc("2026-03-29T01:00:00Z"), utc("2026-10-25T01:00:00Z")]),
+        (Europe::London, vec![utc("2026-03-29T01:00:00Z"), utc("2026-10-25T01:00:00Z")]),
+        (America::New_York, vec![utc("2026-03-08T07:00:00Z"), utc("2026-11-01T06:00:00Z")]),
+        (America::St_Johns, vec![utc("2026-03-08T05:30:00Z"), utc("2026-11-01T04:30:00Z")]),
+        (Australia::Sydney, vec![utc("2026-04-04T16:00:00Z"), utc("2026-10-03T16:00:00Z")]),
+        (Australia::Lord_Howe, vec![utc("2026-04-04T15:00:00Z"), utc("2026-10-03T15:30:00Z")]),
+        (Pacific::Chatham, vec![utc("2026-04-04T14:00:00Z"), utc("2026-09-26T14:00:00Z")]),
+        (Asia::Kolkata, vec![utc("2026-03-29T01:00:00Z")]),
+        (chrono_tz::UTC, vec![utc("2026-03-29T01:00:00Z")]),
+    ]
+}
+
+/// Five-field schedules built from fields that meet clock changes in every way: fixed and
+/// interval hours, single and many minutes, and date fields that come and go.
+pub fn any_schedule() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let minute = prop::sample::select(vec!["*", "*/15", "*/7", "0", "30", "0,30", "5-10", "59"]);
+    let hour = prop::sample::select(vec![
+        "*", "*/2", "*/5", "0", "1", "2", "3", "1-3", "0,2", "2-4/2", "23", "1,2,3",
+    ]);
+    let day = prop::sample::select(vec!["*", "*", "*", "L", "4W", "29", "1-5"]);
+    let weekday = prop::sample::select(vec!["*", "*", "*", "sun", "mon-fri", "sat#1"]);
+    (minute, hour, day, weekday).prop_map(|(m, h, d, w)| format!("{m} {h} {d} * {w}"))
+}
