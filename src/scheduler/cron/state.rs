@@ -195,3 +195,278 @@ fn skipped(
         outcome: FiringOutcome::Skipped { reason },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::scheduler::cron::testutil::{recurrence, utc};
+    use crate::spec::{CatchUp, Concurrency, JobName, Recurrence};
+
+    /// A job every ten minutes with the given policy, and a run counter.
+    struct Agent {
+        name: JobName,
+        recurrence: Recurrence,
+        runs: u32,
+    }
+
+    impl Agent {
+        fn new(concurrency: Concurrency) -> Agent {
+            Agent {
+                name: JobName::parse("job").unwrap(),
+                recurrence: Recurrence { concurrency, ..recurrence("*/10 * * * *") },
+                runs: 0,
+            }
+        }
+
+        fn job(&self) -> CronJob<'_> {
+            CronJob {
+                name: &self.name,
+                recurrence: &self.recurrence,
+                tz: chrono_tz::UTC,
+                offset: Duration::ZERO,
+            }
+        }
+
+        fn tick(&mut self, state: &mut CronState, now: &str) -> Decisions {
+            let mut runs = self.runs;
+            let out = {
+                let job = self.job();
+                state.tick(&job, utc(now), 100, &mut || {
+                    runs += 1;
+                    RunId::new(format!("r{runs}"))
+                })
+            };
+            self.runs = runs;
+            out
+        }
+
+        fn ended(&mut self, state: &mut CronState, run: &str, now: &str) -> Decisions {
+            let mut runs = self.runs;
+            let out = {
+                let job = self.job();
+                state.run_ended(&job, &RunId::new(run), utc(now), &mut || {
+                    runs += 1;
+                    RunId::new(format!("r{runs}"))
+                })
+            };
+            self.runs = runs;
+            out
+        }
+    }
+
+    /// What the agent would read back after a restart.
+    fn restart(state: &CronState) -> CronState {
+        serde_json::from_str(&serde_json::to_string(state).unwrap()).unwrap()
+    }
+
+    fn start(run: &str, scheduled: &str) -> Action {
+        Action::Start { run: RunId::new(run), scheduled: utc(scheduled) }
+    }
+
+    fn outcomes(out: &Decisions) -> Vec<FiringOutcome> {
+        out.records.iter().map(|r| r.outcome.clone()).collect()
+    }
+
+    #[test]
+    fn the_first_tick_catches_nothing_up_and_says_when_to_wake() {
+        let mut agent = Agent::new(Concurrency::Forbid);
+        let mut state = CronState::default();
+        let out = agent.tick(&mut state, "2026-05-01T12:05:00Z");
+        assert_eq!(
+            out,
+            Decisions { wake_at: Some(utc("2026-05-01T12:10:00Z")), ..Default::default() }
+        );
+        assert_eq!(state.last_considered, Some(utc("2026-05-01T12:05:00Z")));
+        let out = agent.tick(&mut state, "2026-05-01T12:10:00.003Z");
+        assert_eq!(out.actions, vec![start("r1", "2026-05-01T12:10:00Z")]);
+        assert_eq!(outcomes(&out), vec![FiringOutcome::Started { run: RunId::new("r1") }]);
+        assert_eq!(out.wake_at, Some(utc("2026-05-01T12:20:00Z")));
+    }
+
+    #[test]
+    fn a_restart_never_runs_a_firing_twice() {
+        let mut agent = Agent::new(Concurrency::Allow);
+        let mut state =
+            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        let out = agent.tick(&mut state, "2026-05-01T12:10:00Z");
+        assert_eq!(out.actions, vec![start("r1", "2026-05-01T12:10:00Z")]);
+        // The agent persisted, crashed before or after starting r1, and came back.
+        let mut state = restart(&state);
+        let out = agent.tick(&mut state, "2026-05-01T12:10:30Z");
+        assert!(out.actions.is_empty() && out.records.is_empty(), "{out:?}");
+        assert_eq!(out.wake_at, Some(utc("2026-05-01T12:20:00Z")));
+    }
+
+    #[test]
+    fn forbid_remembers_the_running_run_across_a_restart() {
+        let mut agent = Agent::new(Concurrency::Forbid);
+        let mut state =
+            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        agent.tick(&mut state, "2026-05-01T12:10:00Z");
+        let mut state = restart(&state);
+        let out = agent.tick(&mut state, "2026-05-01T12:20:00Z");
+        assert!(out.actions.is_empty());
+        assert_eq!(outcomes(&out), vec![FiringOutcome::Skipped { reason: SkipReason::Overlap }]);
+        assert_eq!(out.records[0].scheduled, utc("2026-05-01T12:20:00Z"));
+        let out = agent.ended(&mut state, "r1", "2026-05-01T12:25:00Z");
+        assert_eq!(out.actions, vec![]);
+        let out = agent.tick(&mut state, "2026-05-01T12:30:00Z");
+        assert_eq!(out.actions, vec![start("r2", "2026-05-01T12:30:00Z")]);
+    }
+
+    #[test]
+    fn queue_holds_one_firing_across_a_restart() {
+        let mut agent = Agent::new(Concurrency::Queue);
+        let mut state =
+            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        agent.tick(&mut state, "2026-05-01T12:10:00Z");
+        let out = agent.tick(&mut state, "2026-05-01T12:20:00Z");
+        assert!(out.actions.is_empty() && out.records.is_empty());
+        assert_eq!(state.queued, Some(utc("2026-05-01T12:20:00Z")));
+        let out = agent.tick(&mut state, "2026-05-01T12:30:00Z");
+        assert_eq!(outcomes(&out), vec![FiringOutcome::Skipped { reason: SkipReason::QueueFull }]);
+        let mut state = restart(&state);
+        let out = agent.ended(&mut state, "r1", "2026-05-01T12:34:00Z");
+        assert_eq!(out.actions, vec![start("r2", "2026-05-01T12:20:00Z")]);
+        assert_eq!(
+            outcomes(&out),
+            vec![FiringOutcome::Late {
+                run: RunId::new("r2"),
+                delay: Duration::from_secs(14 * 60)
+            }]
+        );
+        assert_eq!(state.queued, None);
+        assert_eq!(state.active.len(), 1);
+    }
+
+    #[test]
+    fn a_queued_firing_past_its_deadline_is_dropped() {
+        let mut agent = Agent::new(Concurrency::Queue);
+        agent.recurrence.starting_deadline = Some(Duration::from_secs(300));
+        let mut state =
+            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        agent.tick(&mut state, "2026-05-01T12:10:00Z");
+        agent.tick(&mut state, "2026-05-01T12:20:00Z");
+        // At 12:30 the 12:20 firing is 10 minutes old: dropped, and 12:30 takes the slot.
+        let out = agent.tick(&mut state, "2026-05-01T12:30:00Z");
+        assert_eq!(
+            outcomes(&out),
+            vec![FiringOutcome::Skipped { reason: SkipReason::DeadlineExceeded }]
+        );
+        assert_eq!(out.records[0].scheduled, utc("2026-05-01T12:20:00Z"));
+        assert_eq!(state.queued, Some(utc("2026-05-01T12:30:00Z")));
+        let out = agent.ended(&mut state, "r1", "2026-05-01T12:36:00Z");
+        assert_eq!(
+            outcomes(&out),
+            vec![FiringOutcome::Skipped { reason: SkipReason::DeadlineExceeded }]
+        );
+        assert!(out.actions.is_empty());
+    }
+
+    #[test]
+    fn replace_stops_then_starts_and_the_newest_firing_wins() {
+        let mut agent = Agent::new(Concurrency::Replace);
+        let mut state =
+            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        agent.tick(&mut state, "2026-05-01T12:10:00Z");
+        let out = agent.tick(&mut state, "2026-05-01T12:20:00Z");
+        assert_eq!(out.actions, vec![Action::Stop { run: RunId::new("r1") }]);
+        assert!(state.active[0].stopping);
+        // The agent restarts before r1 has stopped: it asks again.
+        let mut state = restart(&state);
+        assert_eq!(state.pending_stops(), vec![Action::Stop { run: RunId::new("r1") }]);
+        // r1 ignores SIGTERM for ten minutes; the 12:30 firing replaces the waiting one.
+        let out = agent.tick(&mut state, "2026-05-01T12:30:00Z");
+        assert!(out.actions.is_empty());
+        assert_eq!(outcomes(&out), vec![FiringOutcome::Skipped { reason: SkipReason::Superseded }]);
+        assert_eq!(out.records[0].scheduled, utc("2026-05-01T12:20:00Z"));
+        let out = agent.ended(&mut state, "r1", "2026-05-01T12:30:20Z");
+        assert_eq!(out.actions, vec![start("r2", "2026-05-01T12:30:00Z")]);
+        assert_eq!(outcomes(&out), vec![FiringOutcome::Started { run: RunId::new("r2") }]);
+    }
+
+    #[test]
+    fn downtime_is_one_missed_record_and_a_late_start() {
+        let mut agent = Agent::new(Concurrency::Forbid);
+        let mut state =
+            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        let out = agent.tick(&mut state, "2026-05-03T09:01:00Z");
+        assert_eq!(out.actions, vec![start("r1", "2026-05-03T09:00:00Z")]);
+        let missed = &out.records[0];
+        assert_eq!(missed.scheduled, utc("2026-05-01T12:10:00Z"));
+        assert_eq!(
+            missed.outcome,
+            FiringOutcome::Missed {
+                count: 269,
+                last: utc("2026-05-03T08:50:00Z"),
+                suspended: false
+            }
+        );
+        assert_eq!(
+            out.records[1].outcome,
+            FiringOutcome::Late { run: RunId::new("r1"), delay: Duration::from_secs(60) }
+        );
+        assert_eq!(out.wake_at, Some(utc("2026-05-03T09:10:00Z")));
+    }
+
+    #[test]
+    fn a_suspended_job_records_its_firings_as_missed_while_suspended() {
+        let mut agent = Agent::new(Concurrency::Forbid);
+        agent.recurrence.suspend = true;
+        agent.recurrence.catch_up = CatchUp::All { max: 10 };
+        let mut state =
+            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        let out = agent.tick(&mut state, "2026-05-01T12:30:00Z");
+        assert!(out.actions.is_empty());
+        assert_eq!(
+            outcomes(&out),
+            vec![FiringOutcome::Missed {
+                count: 3,
+                last: utc("2026-05-01T12:30:00Z"),
+                suspended: true
+            }]
+        );
+        agent.recurrence.suspend = false;
+        let out = agent.tick(&mut state, "2026-05-01T12:31:00Z");
+        assert!(out.actions.is_empty() && out.records.is_empty(), "resuming starts nothing old");
+    }
+
+    #[test]
+    fn jitter_delays_the_wake_up_not_the_scheduled_time() {
+        let agent = Agent::new(Concurrency::Forbid);
+        let mut state =
+            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        let job = CronJob { offset: Duration::from_secs(42), ..agent.job() };
+        assert_eq!(state.wake_at(&job), Some(utc("2026-05-01T12:10:42Z")));
+        // Woken early: the firing is not due yet.
+        let out = state.tick(&job, utc("2026-05-01T12:10:30Z"), 100, &mut || RunId::new("x"));
+        assert!(out.actions.is_empty());
+        assert_eq!(out.wake_at, Some(utc("2026-05-01T12:10:42Z")));
+        let out = state.tick(&job, utc("2026-05-01T12:10:42Z"), 100, &mut || RunId::new("x"));
+        assert_eq!(out.actions, vec![start("x", "2026-05-01T12:10:00Z")]);
+        assert_eq!(outcomes(&out), vec![FiringOutcome::Started { run: RunId::new("x") }]);
+    }
+
+    #[test]
+    fn the_state_is_plain_json() {
+        let state = CronState {
+            last_considered: Some(utc("2026-05-01T12:05:00Z")),
+            queued: Some(utc("2026-05-01T12:10:00Z")),
+            active: vec![RunSummary {
+                run: RunId::new("r1"),
+                scheduled: utc("2026-05-01T12:00:00Z"),
+                stopping: false,
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(&state).unwrap(),
+            serde_json::json!({
+                "last_considered": "2026-05-01T12:05:00Z",
+                "queued": "2026-05-01T12:10:00Z",
+                "active": [{"run": "r1", "scheduled": "2026-05-01T12:00:00Z", "stopping": false}],
+            })
+        );
+    }
+}
