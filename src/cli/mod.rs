@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod schedule;
 pub mod topology;
 pub mod validate;
 
@@ -22,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Check job files and report every problem in them.
     Validate(validate::ValidateArgs),
+    /// Show when recurring jobs will run, in their time zone and in UTC.
+    Schedule(schedule::ScheduleArgs),
     /// Show the CPUs, cores, NUMA nodes and memory the agent places jobs on.
     Topology(topology::TopologyArgs),
 }
@@ -29,6 +32,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Schedule(args) => schedule::run(args),
         Command::Topology(args) => topology::run(args),
     }
 }
