@@ -154,10 +154,12 @@ pub struct Recurrence {
     pub timezone: Option<Tz>,
     pub concurrency: Concurrency,
     pub catch_up: CatchUp,
-    /// A run that cannot start within this long of its time is skipped.
+    /// A run that cannot start within this long of its time (plus its jitter delay) is
+    /// skipped.
     pub starting_deadline: Option<Duration>,
-    /// Each run starts after a random delay of up to this long, so that many jobs on
-    /// `0 * * * *` do not all start in the same second.
+    /// Each run starts after a delay of up to this long, fixed per job and machine, so that
+    /// many jobs on `0 * * * *` do not all start in the same second
+    /// (see `scheduler::cron::jitter`).
     pub jitter: Duration,
     /// The schedule is paused: no new runs start. Runs already going are left alone.
     pub suspend: bool,

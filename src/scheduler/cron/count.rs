@@ -2,7 +2,7 @@
 //!
 //! A machine that was off for a year owes a `* * * * *` job 525,600 firings. Catch-up
 //! starts a handful of them at most, but the rest are counted, and counting them one
-//! [`next_fire`](super::next_fire) at a time would take seconds. Here the range is cut at
+//! [`next_fire`](super::next_fire()) at a time would take seconds. Here the range is cut at
 //! the zone's clock changes into stretches where the clock runs evenly; in each stretch
 //! the matching wall-clock times are counted day by day, by arithmetic on the time-of-day
 //! fields, and the DST rules add or remove what they add or remove at each cut. The cost

@@ -35,10 +35,9 @@
 //!
 //! croner's own DST handling is not used. It is asked about wall-clock times only (as
 //! `NaiveDateTime`s, which have no clock changes), and [`dst`] maps its answers to instants.
-//! croner 4 classifies a schedule by its second, minute *and* hour fields (`0,30 2 * * *`
-//! counts as an interval job there and would be skipped on the spring day), and croner 3,
-//! which this crate used before, also ran fixed-time jobs scheduled just before a gap a
-//! second time just after it, and returned the two showings of a repeated hour out of order.
+//! croner tells fixed-time from interval schedules by the second, minute *and* hour fields
+//! together: `0,30 2 * * *` is an interval schedule there, so it would not run at all on the
+//! spring day and would run four times on the autumn day.
 //!
 //! # Catch-up
 //!
