@@ -23,14 +23,21 @@ const SECOND: TimeDelta = TimeDelta::seconds(1);
 /// closer than this that cancel out would go unseen; the tz database has none since 1970.
 const PROBE: TimeDelta = TimeDelta::hours(6);
 
+/// The span of croner's calendar, the years 1 to 5000: `FIRST` is the last second before it.
+const FIRST: DateTime<Utc> =
+    DateTime::from_timestamp(-62_135_596_801, 0).expect("0000-12-31T23:59:59Z");
+const LAST: DateTime<Utc> =
+    DateTime::from_timestamp(95_649_119_999, 0).expect("5000-12-31T23:59:59Z");
+
 /// The number of firings in `(from, to]`.
 pub fn count_firings(schedule: &Schedule, tz: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
     if !schedule.matches_some_day() {
         return 0;
     }
-    // Whole seconds, half open: [start, end).
-    let start = dst::floor_second(from) + SECOND;
-    let end = dst::floor_second(to) + SECOND;
+    // Whole seconds, half open: [start, end). croner's calendar ends with the year 5000,
+    // and so do the firings.
+    let start = dst::floor_second(from.clamp(FIRST, LAST)) + SECOND;
+    let end = dst::floor_second(to.clamp(FIRST, LAST)) + SECOND;
     if start >= end {
         return 0;
     }
@@ -219,6 +226,15 @@ mod tests {
         );
         assert_eq!(count("30 2 * * *", Tz::UTC, "2026-01-01T02:30:00Z", "2026-01-01T02:30:00Z"), 0);
         assert_eq!(count("0 0 30 2 *", Tz::UTC, "2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z"), 0);
+        let new_year = schedule("0 0 1 1 *");
+        let far = utc("4990-06-01T00:00:00Z");
+        let listed = firings_between(&new_year, Tz::UTC, far, DateTime::<Utc>::MAX_UTC, 100);
+        assert_eq!(
+            count_firings(&new_year, Tz::UTC, far, DateTime::<Utc>::MAX_UTC),
+            listed.count() as u64
+        );
+        let early = utc("0005-06-01T00:00:00Z");
+        assert_eq!(count_firings(&new_year, Tz::UTC, DateTime::<Utc>::MIN_UTC, early), 5);
     }
 
     #[test]

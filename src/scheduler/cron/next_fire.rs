@@ -172,7 +172,7 @@ fn ceil_second(instant: DateTime<Utc>) -> DateTime<Utc> {
     if floor == instant {
         floor
     } else {
-        floor + SECOND
+        floor.checked_add_signed(SECOND).unwrap_or(floor)
     }
 }
 
@@ -542,6 +542,21 @@ mod tests {
             .count(),
             0
         );
+    }
+
+    #[test]
+    fn the_ends_of_time_are_answers_not_panics() {
+        let s = schedule("0 0 1 1 *");
+        assert_eq!(next_fire(&s, Tz::UTC, DateTime::<Utc>::MAX_UTC), None);
+        assert_eq!(
+            prev_fire(&s, Tz::UTC, DateTime::<Utc>::MAX_UTC),
+            Some(utc("5000-01-01T00:00:00Z"))
+        );
+        assert_eq!(
+            next_fire(&s, Tz::UTC, DateTime::<Utc>::MIN_UTC),
+            Some(utc("0001-01-01T00:00:00Z"))
+        );
+        assert_eq!(prev_fire(&s, Tz::UTC, DateTime::<Utc>::MIN_UTC), None);
     }
 }
 

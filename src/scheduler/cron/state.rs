@@ -7,7 +7,8 @@
 //! records together, *then* carries out the actions: a crash in between loses at most the
 //! start of a run, never repeats one. After a restart it reloads the state, calls
 //! [`CronState::run_ended`] for runs that ended meanwhile (their shims recorded how), repeats
-//! [`CronState::pending_stops`], and ticks.
+//! [`CronState::pending_stops`], and ticks. When a job file changes the job's timing, the
+//! agent calls [`CronState::reschedule`].
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,7 @@ use super::catch_up::plan_catch_up;
 use super::concurrency::{
     on_fire, on_run_finished, AfterRun, FireDecision, RunSummary, SkipReason,
 };
-use super::job::CronJob;
+use super::job::{earlier, CronJob};
 use super::journal::{FiringOutcome, FiringRecord};
 use crate::placement::RunId;
 
@@ -99,6 +100,13 @@ impl CronState {
         self.settle_queue(job, now, new_run, &mut out);
         out.wake_at = self.wake_at(job);
         out
+    }
+
+    /// The job's schedule (or time zone, or jitter) was changed: the new one applies from
+    /// `now`, and catches nothing up from before the change.
+    pub fn reschedule(&mut self, job: &CronJob<'_>, now: DateTime<Utc>) {
+        let horizon = earlier(now, job.offset);
+        self.last_considered = Some(self.last_considered.map_or(horizon, |last| last.max(horizon)));
     }
 
     /// Stops decided before a restart, which may not have been carried out. Stopping a run
@@ -447,6 +455,22 @@ mod tests {
         let out = state.tick(&job, utc("2026-05-01T12:10:42Z"), 100, &mut || RunId::new("x"));
         assert_eq!(out.actions, vec![start("x", "2026-05-01T12:10:00Z")]);
         assert_eq!(outcomes(&out), vec![FiringOutcome::Started { run: RunId::new("x") }]);
+    }
+
+    #[test]
+    fn a_new_schedule_applies_from_now() {
+        let mut agent = Agent::new(Concurrency::Forbid);
+        let mut state =
+            CronState { last_considered: Some(utc("2026-05-01T12:00:00Z")), ..Default::default() };
+        // At 12:33 the job file changes from */10 to */15; 12:15 and 12:30 are not owed.
+        agent.recurrence = recurrence("*/15 * * * *");
+        state.reschedule(&agent.job(), utc("2026-05-01T12:33:00Z"));
+        let out = agent.tick(&mut state, "2026-05-01T12:33:00Z");
+        assert!(out.actions.is_empty() && out.records.is_empty(), "{out:?}");
+        assert_eq!(out.wake_at, Some(utc("2026-05-01T12:45:00Z")));
+        // A clock that went back does not move it back.
+        state.reschedule(&agent.job(), utc("2026-05-01T11:00:00Z"));
+        assert_eq!(state.last_considered, Some(utc("2026-05-01T12:33:00Z")));
     }
 
     #[test]
