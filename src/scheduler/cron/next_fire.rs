@@ -9,8 +9,8 @@
 //! into account.
 //!
 //! Every search ends: a schedule no day matches has no firings at all (checked once, when
-//! it is parsed), any other matches a day within 28 years of any date, and croner gives up
-//! at the year 5000.
+//! it is parsed), any other matches again within a few decades of any date (February 29th
+//! on a Monday is the rarest kind), and croner gives up at the year 5000.
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
