@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod doctor;
+pub mod schedule;
 pub mod shim;
 pub mod topology;
 pub mod validate;
@@ -24,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Check job files and report every problem in them.
     Validate(validate::ValidateArgs),
+    /// Show when recurring jobs will run, in their time zone and in UTC.
+    Schedule(schedule::ScheduleArgs),
     /// Show the CPUs, cores, NUMA nodes and memory the agent places jobs on.
     Topology(topology::TopologyArgs),
     /// Check the host's cgroup layout for what corral needs.
@@ -36,6 +39,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Schedule(args) => schedule::run(args),
         Command::Topology(args) => topology::run(args),
         Command::InternalShim(args) => Ok(shim::run(args)),
         Command::Doctor(args) => doctor::run(args),

@@ -1,4 +1,5 @@
-//! The scheduler's decision core: what happens to a run, event by event.
+//! The scheduler's decision core: what happens to a run, event by event, and
+//! when recurring jobs fire.
 //!
 //! Pure: nothing here reads the clock, the kernel or the store. The shell
 //! reports [`Event`]s, calls [`transition()`] with the job's [`Policy`] and a
@@ -13,6 +14,10 @@
 //! - [`backoff`]: [`backoff_delay()`], exponential with jitter.
 //! - [`transition()`](mod@transition): the state machine.
 //! - [`job_name`]: [`JobName`]; [`time`]: [`Timestamp`].
+//! - [`cron`]: recurring jobs: when a schedule fires (daylight saving time
+//!   included), what to catch up after downtime, what a firing does while the
+//!   previous run is still going, and the per-job state and journal that make
+//!   all of it survive a restart.
 //!
 //! # The run state machine
 //!
@@ -51,6 +56,7 @@
 
 pub mod action;
 pub mod backoff;
+pub mod cron;
 pub mod error;
 pub mod event;
 pub mod job_name;
