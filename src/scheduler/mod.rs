@@ -13,7 +13,7 @@
 //! - [`policy`]: [`Policy`]: restart, OOM, preemption, timeout, stop grace.
 //! - [`backoff`]: [`backoff_delay()`], exponential with jitter.
 //! - [`transition()`](mod@transition): the state machine.
-//! - [`time`]: [`Timestamp`].
+//! - [`Timestamp`] (in [`time`]): milliseconds since the epoch, UTC.
 //! - [`cron`]: recurring jobs: when a schedule fires (daylight saving time
 //!   included), what to catch up after downtime, what a firing does while the
 //!   previous run is still going, and the per-job state and journal that make
