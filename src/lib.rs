@@ -15,7 +15,9 @@
 //! - [`placement`]: the allocator that hands out exclusive cores and the shared
 //!   CPU pool, NUMA-aware, and answers "whom would we have to preempt".
 //! - [`scheduler`]: the run state machine, `transition(state, event, policy,
-//!   moment)`, with restart backoff, OOM and preemption policies.
+//!   moment)`, with restart backoff, OOM and preemption policies; and
+//!   [`scheduler::cron`] for recurring jobs (next firing across clock changes,
+//!   catch-up after downtime, overlap policies).
 //! - [`units`]: byte quantities, CPU weights and CPU quotas shared by every
 //!   layer, each a newtype that only holds values in range.
 //!
