@@ -33,6 +33,12 @@
 //!   accounting; `corral run` and the agent both go through it.
 //! - [`store`]: run records, their history and the cron journal, durable in
 //!   SQLite, behind traits; the state directory lock.
+//! - [`agent`]: `corral agent`: the jobs directory reconciled into runs, the
+//!   priority queue, preemption and OOM handling over the run state machine,
+//!   every transition stored before it is acted on, and crash recovery. Its
+//!   decisions (reconcile, queue, scheduling pass, adoption) are pure; the
+//!   machine is one trait, implemented on [`launch`], [`cgroup`] and
+//!   [`container`].
 //! - [`cli`]: the `corral` command line, a file per subcommand.
 
 pub mod agent;

@@ -249,7 +249,7 @@ impl Runtime for HostRuntime {
             return Ok(());
         }
         let job = parse_run_id(run)
-            .and_then(|(job, _)| crate::spec::JobName::parse(job.as_str()).ok())
+            .map(|(job, _)| job)
             .unwrap_or_else(|| crate::spec::JobName::parse("unknown").expect("valid name"));
         launch::collect(&job, run, &cgroup, KILL_TIMEOUT)
             .await

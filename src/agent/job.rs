@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::placement::{self, CpuRequest, Request, RunId};
-use crate::scheduler::{self, Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
+use crate::scheduler::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
 use crate::spec::{self, JobSpec, OnRemoval, Preemption, Priority};
 use crate::store::JobVersion;
 use crate::topology::Bytes;
@@ -114,11 +114,6 @@ impl RunMeta {
     pub fn from_version(version: &JobVersion) -> Option<RunMeta> {
         serde_json::from_str(&version.meta).ok()
     }
-}
-
-/// The job name in the scheduler's and store's type.
-pub fn job_name(name: &spec::JobName) -> scheduler::JobName {
-    scheduler::JobName::parse(name.as_str()).expect("spec job names are valid scheduler job names")
 }
 
 #[cfg(test)]

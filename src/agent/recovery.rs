@@ -186,10 +186,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     fn adopt(&mut self, record: RunRecord, probe: Option<Probe>) -> Result<(), AgentError> {
         let id = record.id.clone();
-        let Ok(job) = spec::JobName::parse(record.job.as_str()) else {
-            warn!(run = %id, "run of an unknown job name {}; left alone", record.job);
-            return Ok(());
-        };
+        let job = record.job.clone();
         let meta =
             record.version.as_ref().and_then(RunMeta::from_version).unwrap_or_else(|| RunMeta {
                 priority: spec::Priority::DEFAULT.get(),

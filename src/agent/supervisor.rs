@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::placement::{Assignment, Ledger, RunId};
 use crate::scheduler::{
-    transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunEvent, RunState, StopReason,
+    transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunState, StopReason,
     Timestamp,
 };
 use crate::spec::{self, JobSpec, Priority, UserRef};
@@ -220,7 +220,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             return Ok(());
         }
         let fingerprint = job::fingerprint(&spec);
-        let latest = self.store.runs_for_job(&job::job_name(name), 1)?;
+        let latest = self.store.runs_for_job(name, 1)?;
         if let Some(latest) = latest.first() {
             if latest.version.as_ref().is_some_and(|v| v.fingerprint == fingerprint) {
                 debug!(job = %name, run = %latest.id, "this version of the job already has its run");
@@ -235,7 +235,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let meta = RunMeta::of(&spec, self.settings.default_grace);
         let version = meta.version(&spec);
         let initial = RunState::new(spec.resources.memory.hard, now);
-        let id = self.store.create_versioned_run(&job::job_name(name), &initial, now, &version)?;
+        let id = self.store.create_versioned_run(name, &initial, now, &version)?;
         info!(run = %id, job = %name, priority = meta.priority, "run queued");
         let ops = RunOps::spawn(Arc::clone(&self.runtime), id.clone(), self.sink.clone());
         self.queue.push(id.clone(), meta.priority());
@@ -489,25 +489,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 };
                 self.store.set_exit(id, &exit)?;
             }
+            // The transition's reason, logged above, says what happened.
             Action::RecordEvent(event) => {
-                match &event {
-                    RunEvent::Oom { limit } => {
-                        warn!(run = %id, job = %run.job, limit = ?limit.map(|l| l.to_string()), "out of memory")
-                    }
-                    RunEvent::OomKilled => {
-                        warn!(run = %id, job = %run.job, "the kernel OOM-killed a process of the run")
-                    }
-                    RunEvent::MemoryGrown { from, to } => {
-                        info!(run = %id, job = %run.job, "memory limit grown from {from} to {to}")
-                    }
-                    RunEvent::OomRequeued { from, to } => info!(
-                        run = %id, job = %run.job,
-                        "requeued after OOM with limit {} (was {})",
-                        to.map_or("none".into(), |b| b.to_string()),
-                        from.map_or("none".into(), |b| b.to_string())
-                    ),
-                    _ => {}
-                }
                 self.store.record_event(id, now, &event, reason)?;
             }
             // The transition into the terminal phase is logged with its reason.
@@ -570,7 +553,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 .unwrap_or_default();
             let keep =
                 Retention { successful: history.successful.max(1), failed: history.failed.max(1) };
-            self.store.prune(&job::job_name(&run.job), keep)?;
+            self.store.prune(&run.job, keep)?;
         }
         Ok(())
     }
