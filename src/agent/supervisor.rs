@@ -22,8 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::placement::{Assignment, Ledger, RunId};
 use crate::scheduler::{
-    transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunState, StopReason,
-    Timestamp,
+    transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunState, StopReason, Timestamp,
 };
 use crate::spec::{self, JobSpec, Priority, UserRef};
 use crate::store::{ExitInfo, LaunchInfo, Retention, RunStore};
