@@ -22,7 +22,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::placement::{Assignment, Ledger, RunId};
 use crate::scheduler::{
-    transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunState, StopReason, Timestamp,
+    transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunState, StopIntent, StopReason,
+    Timestamp,
 };
 use crate::spec::{self, JobSpec, Priority, UserRef};
 use crate::store::{ExitInfo, LaunchInfo, Retention, RunStore};
@@ -113,6 +114,10 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     /// The jobs directory has been read once: runs without a job can be told
     /// from runs whose job is not known yet.
     pub(super) files_read: bool,
+    /// When a running run becomes old enough to be preempted while runs are
+    /// waiting: the scheduling pass must run again then, even if nothing
+    /// else happens.
+    rescan_at: Option<Timestamp>,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -146,6 +151,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             suspensions: 0,
             rng: seed | 1,
             files_read: false,
+            rescan_at: None,
         }
     }
 
@@ -160,7 +166,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
-        self.timers.next().map(|at| self.clock.instant(at))
+        let next = match (self.timers.next(), self.rescan_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(|at| self.clock.instant(at))
     }
 
     pub fn store(&self) -> &S {
@@ -212,7 +222,15 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let Some(found) = self.jobs.get(name) else { return Ok(()) };
         let spec = Arc::new(found.spec.clone());
         if let Some(id) = self.by_job.get(name).cloned() {
-            return self.take_over(&id, spec);
+            let stopping_for_good = self.runs.get(&id).is_some_and(|r| {
+                matches!(r.state.phase, Phase::Stopping { intent: StopIntent::Stop { .. }, .. })
+            });
+            if !stopping_for_good {
+                return self.take_over(&id, spec);
+            }
+            // Its run is on its way out (the file was removed and is back):
+            // the job starts afresh beside it.
+            self.by_job.remove(name);
         }
         if spec.recurrence.is_some() {
             info!(job = %name, "recurring job: its runs are started by the schedule engine, not on load");
@@ -221,7 +239,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let fingerprint = job::fingerprint(&spec);
         let latest = self.store.runs_for_job(name, 1)?;
         if let Some(latest) = latest.first() {
-            if latest.version.as_ref().is_some_and(|v| v.fingerprint == fingerprint) {
+            // A run stopped because its file was removed does not count: the
+            // file coming back asks for the job again.
+            let removed = matches!(
+                &latest.state.phase,
+                Phase::Killed { reason: StopReason::JobRemoved } | Phase::Stopping { .. }
+            );
+            if !removed && latest.version.as_ref().is_some_and(|v| v.fingerprint == fingerprint) {
                 debug!(job = %name, run = %latest.id, "this version of the job already has its run");
                 return Ok(());
             }
@@ -638,7 +662,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Delivers due timers.
     pub fn fire_timers(&mut self) -> Result<(), AgentError> {
-        for (id, event) in self.timers.due(self.clock.now()) {
+        let now = self.clock.now();
+        if self.rescan_at.is_some_and(|at| at <= now) {
+            // The pass that follows every wake-up is what was wanted.
+            self.rescan_at = None;
+        }
+        for (id, event) in self.timers.due(now) {
             self.handle(&id, event)?;
         }
         Ok(())
@@ -688,6 +717,20 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 preemptible: matches!(r.state.phase, Phase::Running { since } if now.since(since) >= min_runtime),
             })
             .collect();
+        self.rescan_at = if waiting.is_empty() {
+            None
+        } else {
+            self.runs
+                .values()
+                .filter(|r| r.meta.policy.preemption != crate::scheduler::PreemptionMode::Never)
+                .filter_map(|r| match r.state.phase {
+                    Phase::Running { since } if now.since(since) < min_runtime => {
+                        Some(since.plus(min_runtime))
+                    }
+                    _ => None,
+                })
+                .min()
+        };
         if !waiting.is_empty() {
             let steps = preempt::pass(
                 &self.topology,
@@ -867,11 +910,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         Jitter::new((self.rng >> 11) as f64 / (1u64 << 53) as f64)
-    }
-
-    /// Priority of the run, for tests and logs.
-    pub fn priority_of(&self, id: &RunId) -> Option<Priority> {
-        self.runs.get(id).map(|r| r.meta.priority())
     }
 }
 

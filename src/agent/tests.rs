@@ -211,6 +211,51 @@ async fn a_suspendable_low_priority_run_is_frozen_for_a_high_one_and_resumed_aft
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_requeue_victim_is_stopped_and_queued_again_with_its_attempt() {
+    let mut b = Bench::new();
+    b.files(&[(
+        "low.yaml",
+        &job("low", "priority: 10\npreemption: requeue\nresources: {cpus: 1}\n"),
+    )])
+    .await;
+    b.fake.clear();
+    b.files(&[("high.yaml", &job("high", "priority: 90\nresources: {cpus: 1}\n"))]).await;
+    // SIGTERM ended it (the fake's jobs die on it); high took the CPU.
+    assert_eq!(
+        b.fake.calls()[0],
+        Call::Signal(RunId::new("low-1"), nix::sys::signal::Signal::SIGTERM)
+    );
+    assert_eq!(b.fake.launched(), ["high-1"]);
+    assert_eq!(b.phase("low-1"), "pending");
+    assert_eq!(b.state("low-1").attempt, 1, "being preempted is not a failed attempt");
+    assert_eq!(b.events("low-1"), ["preempted"]);
+    b.fake.exit("high-1", 0);
+    b.settle().await;
+    assert_eq!(b.fake.launched(), ["high-1", "low-1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn young_runs_are_not_preempted() {
+    let mut b = Bench::new();
+    b.sup.settings.min_runtime_before_preemption = Duration::from_secs(10);
+    b.files(&[(
+        "low.yaml",
+        &job("low", "priority: 10\npreemption: suspend\nresources: {cpus: 1}\n"),
+    )])
+    .await;
+    b.fake.clear();
+    b.files(&[("high.yaml", &job("high", "priority: 90\nresources: {cpus: 1}\n"))]).await;
+    assert!(b.fake.calls().is_empty(), "{:?}", b.fake.calls());
+    // The agent wakes up when the run becomes old enough, with nothing
+    // else happening.
+    let wake = b.sup.next_deadline().expect("a wake-up is due");
+    assert_eq!(wake - tokio::time::Instant::now(), Duration::from_secs(10));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    b.settle().await;
+    assert_eq!(b.fake.calls()[0], Call::Freeze(RunId::new("low-1")));
+}
+
+#[tokio::test(start_paused = true)]
 async fn oom_grow_raises_the_limit_in_place() {
     let mut b = Bench::new();
     let spec =
@@ -288,6 +333,23 @@ async fn removal_stops_the_run_unless_it_may_finish() {
     b.fake.exit("b-1", 0);
     b.settle().await;
     assert_eq!(b.phase("b-1"), "succeeded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_file_removed_and_put_back_runs_its_job_again() {
+    let mut b = Bench::new();
+    b.files(&[("a.yaml", &job("a", ""))]).await;
+    b.remove("a.yaml").await;
+    assert!(matches!(b.state("a-1").phase, Phase::Killed { .. }));
+    b.files(&[("a.yaml", &job("a", ""))]).await;
+    assert_eq!(b.fake.launched(), ["a-1", "a-2"]);
+    // Also while the removed run is still stopping.
+    b.fake.clear();
+    let fake = Arc::clone(&b.fake);
+    b.sup.apply_files(vec![FileChange::Removed { path: "/jobs/a.yaml".into() }]).unwrap();
+    b.files(&[("a.yaml", &job("a", "env: {V: '2'}\n"))]).await;
+    assert_eq!(fake.launched(), ["a-3"]);
+    assert!(matches!(b.state("a-2").phase, Phase::Killed { .. }));
 }
 
 #[tokio::test(start_paused = true)]
