@@ -144,3 +144,27 @@ fn world_writable_files_and_root_jobs_are_refused() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     agent.wait_phase("open-1", "succeeded", secs(20));
 }
+
+#[test]
+fn two_agents_side_by_side_each_run_their_own_jobs() {
+    let mut a = TestAgent::new("");
+    let mut b = TestAgent::new("log_format: json\n");
+    a.start();
+    b.start();
+    a.write_job("x.yaml", &job("x", "sleep 0.5", ""));
+    b.write_job("x.yaml", &job("x", "sleep 0.5", ""));
+    a.wait_phase("x-1", "running", secs(20));
+    b.wait_phase("x-1", "running", secs(20));
+    assert!(a.cgroup("memory", "x-1").exists());
+    assert!(b.cgroup("memory", "x-1").exists(), "each under its own cgroup parent");
+    a.wait_phase("x-1", "succeeded", secs(20));
+    b.wait_phase("x-1", "succeeded", secs(20));
+    // JSON logs: one object per line.
+    let log = b.log_text();
+    assert!(!log.is_empty());
+    for line in log.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(value.get("fields").is_some(), "{line}");
+    }
+}

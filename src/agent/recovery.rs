@@ -281,12 +281,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// Starts a re-adopted run that was placed but never started.
     pub(super) fn relaunch(&mut self, id: &RunId) -> Result<(), AgentError> {
         let Some(run) = self.runs.get(id) else { return Ok(()) };
-        let now = self.clock.now();
         match run.assignment.clone() {
             Some(assignment) if run.spec.is_some() => {
                 let memory_limit = run.state.memory_limit;
                 info!(run = %id, "starting a run that was placed before the agent restarted");
-                self.execute_launch(id, assignment, memory_limit, now)
+                self.execute_launch(id, assignment, memory_limit)
             }
             _ => {
                 self.handle(

@@ -25,7 +25,7 @@ use crate::scheduler::{
     transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunState, StopIntent, StopReason,
     Timestamp,
 };
-use crate::spec::{self, JobSpec, Priority, UserRef};
+use crate::spec::{self, JobSpec, UserRef};
 use crate::store::{ExitInfo, LaunchInfo, Retention, RunStore};
 use crate::topology::{Bytes, CpuSet, Topology};
 use crate::watch::FileChange;
@@ -451,7 +451,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.queue.remove(id);
             }
             Action::Launch { assignment, memory_limit } => {
-                self.execute_launch(id, assignment, memory_limit, now)?;
+                self.execute_launch(id, assignment, memory_limit)?;
             }
             Action::Watch => {
                 let epoch = self.next_epoch;
@@ -528,7 +528,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         id: &RunId,
         assignment: Assignment,
         memory_limit: Option<Bytes>,
-        _now: Timestamp,
     ) -> Result<(), AgentError> {
         let Some(run) = self.runs.get_mut(id) else { return Ok(()) };
         let Some(spec) = run.spec.clone() else {

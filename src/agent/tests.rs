@@ -176,10 +176,6 @@ async fn a_suspendable_low_priority_run_is_frozen_for_a_high_one_and_resumed_aft
         &job("low", "priority: 10\npreemption: suspend\nresources: {cpus: 1}\n"),
     )])
     .await;
-    let low_cpus = match &b.fake.calls()[0] {
-        Call::Launch { cpus, .. } => cpus.clone(),
-        other => panic!("{other:?}"),
-    };
     b.fake.clear();
     b.files(&[("high.yaml", &job("high", "priority: 90\nresources: {cpus: 1}\n"))]).await;
     let calls = b.fake.calls();
@@ -204,7 +200,6 @@ async fn a_suspendable_low_priority_run_is_frozen_for_a_high_one_and_resumed_aft
     assert!(update < thaw, "{calls:?}");
     assert_eq!(b.phase("low-1"), "running");
     assert_eq!(b.events("low-1"), ["preempted", "resumed"]);
-    let _ = low_cpus;
     b.fake.exit("low-1", 0);
     b.settle().await;
     assert_eq!(b.phase("low-1"), "succeeded");
