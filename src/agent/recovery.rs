@@ -156,6 +156,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 }
             };
 
+        // The pool the live cpusets were written for: runs that ended while
+        // the agent was down change it as they are released below, and the
+        // shared-pool runs' cpusets follow.
+        self.pool = self.ledger.shared_pool().clone();
+
         // Cgroups of no run that may have processes.
         let keep: BTreeSet<&RunId> =
             records.iter().filter(|r| r.state.phase.may_have_processes()).map(|r| &r.id).collect();
@@ -180,7 +185,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             self.adopt(record, probe)?;
         }
-        self.pool = self.ledger.shared_pool().clone();
         Ok(summary)
     }
 
