@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod doctor;
+pub mod run;
 pub mod shim;
 pub mod topology;
 pub mod validate;
@@ -28,6 +29,8 @@ pub enum Command {
     Topology(topology::TopologyArgs),
     /// Check the host's cgroup layout for what corral needs.
     Doctor(doctor::DoctorArgs),
+    /// Run one job once, now, in the foreground.
+    Run(run::RunArgs),
     /// The per-run container supervisor (started by the launcher).
     #[command(name = "internal-shim", hide = true)]
     InternalShim(shim::ShimArgs),
@@ -39,5 +42,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topology(args) => topology::run(args),
         Command::InternalShim(args) => Ok(shim::run(args)),
         Command::Doctor(args) => doctor::run(args),
+        Command::Run(args) => run::run(args),
     }
 }
