@@ -223,7 +223,7 @@ fn a_fork_bomb_is_contained_and_its_cgroup_removed() {
             "timeout: 30s\nresources: {pids: 64}\n",
         ),
     );
-    let mut child =
+    let child =
         corral.command(&file).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     wait_until("the job's cgroup", || !corral.job_cgroups().is_empty());
     let pids = corral
