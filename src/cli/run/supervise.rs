@@ -8,7 +8,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
 use super::summary::Observed;
-use crate::cgroup::{CgroupEvent, EventOptions, JobCgroup};
+use crate::cgroup::{CgroupEvent, JobCgroup};
 use crate::container::{signal_process, ContainerConfig, ProcessIdentity};
 use crate::launch::{self, EndedRun, Host, RunPlan};
 use crate::units::Bytes;
@@ -82,7 +82,7 @@ pub async fn supervise(
 ) -> anyhow::Result<(EndedRun, Observed)> {
     let prepared = launch::prepare(host, plan)?;
     // Subscribed before the job starts, so that no OOM goes unseen.
-    let events = match prepared.cgroup().events(&EventOptions { memory_pressure: None }) {
+    let events = match prepared.cgroup().oom_events() {
         Ok(events) => Some(events),
         Err(err) => {
             notes
@@ -148,11 +148,12 @@ pub async fn supervise(
             }
         }
     };
-    // Notifications the kernel sent just before the end, not yet read.
+    // Notifications the kernel sent before the end and not read yet: one
+    // turn of the reactor to notice them, then whatever is ready, without
+    // waiting (the final statistics count OOM kills anyway).
     if let Some(events) = &mut events {
-        while let Ok(Some(Ok(event))) =
-            tokio::time::timeout(Duration::from_millis(1), events.next()).await
-        {
+        tokio::task::yield_now().await;
+        while let Ok(Some(Ok(event))) = tokio::time::timeout(Duration::ZERO, events.next()).await {
             watch.on_event(event).await;
         }
     }
