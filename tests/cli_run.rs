@@ -201,12 +201,29 @@ fn grow_raises_the_limit_until_the_job_fits_and_kills_it_at_the_ceiling() {
     assert_eq!(code(&output), 137, "{}", text(&output.stderr));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("limit raised to 96 MiB"), "{stderr}");
+    assert!(stderr.contains("out of memory at 96 MiB, with no room to grow; killing it"));
     assert!(
-        summary(&output).contains(
-            "OOM-killed (stopped at its memory limit of 96 MiB with no room to grow, then killed)"
-        ),
+        summary(&output)
+            .contains("OOM-killed (stopped at its memory limit of 96 MiB, then killed as a whole)"),
         "{stderr}"
     );
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn requeue_is_fatal_in_a_foreground_run() {
+    let corral = CorralRun::new();
+    let file = corral.job_file(
+        "requeue",
+        "name: requeue\ncommand: [awk, 'BEGIN { s = \"x\"; for (i = 0; i < 27; i++) s = s s }']\nresources: {memory: {hard: 32Mi}}\noom: {action: requeue, requeue_factor: 2}\n",
+    );
+    let output = corral.run(&file);
+    assert_eq!(code(&output), 137, "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    // Paused at the limit (the host can), then stopped whole: no retry.
+    assert!(stderr.contains("`oom: requeue` is not applied by a foreground run"), "{stderr}");
+    assert!(summary(&output).contains("OOM-killed (stopped at its memory limit of 32 MiB"));
+    assert_eq!(corral.run_dirs().len(), 1);
     assert_cleaned_up(&corral);
 }
 

@@ -94,7 +94,7 @@ impl fmt::Display for Ending {
             Ending::OomKilled => f.write_str("OOM-killed (killed by the kernel OOM killer)"),
             Ending::KilledAtLimit { limit } => write!(
                 f,
-                "OOM-killed (stopped at its memory limit of {} with no room to grow, then killed)",
+                "OOM-killed (stopped at its memory limit of {}, then killed as a whole)",
                 Bytes(limit).human()
             ),
             Ending::Unknown => f.write_str("ended without a recorded status"),
@@ -222,7 +222,7 @@ mod tests {
         let (text, code) = line(Some(exit), &stats(), &observed);
         assert!(
             text.contains(
-                "OOM-killed (stopped at its memory limit of 160 MiB with no room to grow"
+                "OOM-killed (stopped at its memory limit of 160 MiB, then killed as a whole)"
             ),
             "{text}"
         );

@@ -11,6 +11,7 @@ use super::summary::Observed;
 use crate::cgroup::{CgroupEvent, JobCgroup};
 use crate::container::{signal_process, ContainerConfig, ProcessIdentity};
 use crate::launch::{self, EndedRun, Host, RunPlan};
+use crate::spec::OomPolicy;
 use crate::units::Bytes;
 
 /// How long killing what is left of a job may take.
@@ -223,8 +224,14 @@ impl Watch<'_> {
                 }
             },
             None => {
+                let why = match self.plan.oom {
+                    OomPolicy::Grow { .. } => "with no room to grow",
+                    // Requeueing with larger limits is the agent's: a
+                    // foreground run is one run.
+                    _ => "and `oom: requeue` is not applied by a foreground run",
+                };
                 self.notes.say(&format!(
-                    "{}: out of memory at {}, with no room to grow; killing it",
+                    "{}: out of memory at {}, {why}; killing it",
                     self.name,
                     Bytes(limit).human()
                 ));
