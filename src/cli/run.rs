@@ -248,12 +248,12 @@ async fn attempt(
             status.finished_at.duration_since(status.started_at).unwrap_or(Duration::ZERO),
         ),
         Err(err) => {
-            eprintln!("corral: {err}");
+            supervise::error(&format!("corral: {err}"));
             (None, Duration::ZERO)
         }
     };
     if let Some(err) = &finished.cleanup {
-        eprintln!("corral: {err}");
+        supervise::error(&format!("corral: {err}"));
     }
     let (line, code) =
         summary_line(spec.name.as_str(), run.as_str(), exit, wall, &finished.stats, &observed);

@@ -38,9 +38,17 @@ impl Notes {
 
     pub fn print(&self, line: &str) {
         if !self.quiet {
-            eprintln!("{line}");
+            error(line);
         }
     }
+}
+
+/// Writes a line to stderr, ignoring failure: a closed terminal must not
+/// stop `corral run` from seeing its job to the end (`eprintln!` would
+/// panic).
+pub fn error(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// SIGINT, SIGTERM and SIGHUP, caught for the whole of `corral run`: from
