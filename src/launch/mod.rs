@@ -44,5 +44,5 @@ pub use plan::{
     container_config, placement_config, plan, request, resources, run_dir, PlanInputs, RunPlan,
 };
 pub use run::{
-    collect, prepare, start, start_with, EndedRun, FinalStats, FinishedRun, PreparedRun, StartedRun,
+    collect, prepare, start, EndedRun, FinalStats, FinishedRun, PreparedRun, StartedRun,
 };

@@ -74,16 +74,6 @@ pub fn start(host: &Host, plan: &RunPlan) -> Result<StartedRun, LaunchError> {
     prepare(host, plan)?.launch(&plan.container)
 }
 
-/// [`start`] with the container configuration adjusted by the caller
-/// (`tee_output` for a foreground run, say).
-pub fn start_with(
-    host: &Host,
-    plan: &RunPlan,
-    container: &ContainerConfig,
-) -> Result<StartedRun, LaunchError> {
-    prepare(host, plan)?.launch(container)
-}
-
 /// Creates the run's cgroup (validated as a whole before the first write;
 /// see [`crate::cgroup::CgroupManager::create`]).
 pub fn prepare(host: &Host, plan: &RunPlan) -> Result<PreparedRun, LaunchError> {
