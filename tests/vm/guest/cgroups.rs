@@ -96,8 +96,8 @@ pub fn freeze_and_thaw_confirmed_by_cgroup_events(_: &Context) {
         let start = Instant::now();
         job.cgroup.freeze(10 * SECOND).await.expect("freeze");
         println!("frozen after {:?}", start.elapsed());
-        assert_eq!(read(job.file("cgroup.freeze")), "1");
-        assert_eq!(flat_keyed(job.file("cgroup.events"))["frozen"], 1);
+        assert_eq!(read(job.file("cgroup.freeze")), "1", "the job's own cgroup.freeze");
+        assert_eq!(flat_keyed(job.file("cgroup.events"))["frozen"], 1, "cgroup.events");
         assert_eq!(job.cgroup.freezer_state().unwrap(), FreezerState::Frozen);
         event_matching(&mut events, 5 * SECOND, "Frozen(true)", |e| {
             *e == CgroupEvent::Frozen(true)
@@ -110,7 +110,8 @@ pub fn freeze_and_thaw_confirmed_by_cgroup_events(_: &Context) {
         assert!(after - before < 1_000, "a frozen job used {} us of CPU", after - before);
 
         job.cgroup.thaw(10 * SECOND).await.expect("thaw");
-        assert_eq!(flat_keyed(job.file("cgroup.events"))["frozen"], 0);
+        assert_eq!(read(job.file("cgroup.freeze")), "0", "the job's own cgroup.freeze");
+        assert_eq!(flat_keyed(job.file("cgroup.events"))["frozen"], 0, "cgroup.events");
         assert_eq!(job.cgroup.freezer_state().unwrap(), FreezerState::Thawed);
         event_matching(&mut events, 5 * SECOND, "Frozen(false)", |e| {
             *e == CgroupEvent::Frozen(false)

@@ -9,6 +9,7 @@ pub mod workload;
 
 use std::io::{Read, Seek, Write};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -146,6 +147,7 @@ pub fn suite_main(args: &[String]) -> ExitCode {
         let start = Instant::now();
         let passed = run_one(&exe, name, &args);
         let millis = start.elapsed().as_millis();
+        reset_cgroups();
         say(&format!("{} {name} {millis}", if passed { "pass" } else { "fail" }));
     }
     say("done");
@@ -154,7 +156,7 @@ pub fn suite_main(args: &[String]) -> ExitCode {
 
 /// Runs one test process with its output in a file, killing its process
 /// group at the timeout; prints the output; true if it passed.
-fn run_one(exe: &std::path::Path, name: &str, args: &SuiteArgs) -> bool {
+fn run_one(exe: &Path, name: &str, args: &SuiteArgs) -> bool {
     let mut log = tempfile::tempfile().expect("temporary file in /tmp");
     let child = Command::new(exe)
         .args(["guest-test", name, "--topology", args.topology.name])
@@ -199,6 +201,37 @@ fn run_one(exe: &std::path::Path, name: &str, args: &SuiteArgs) -> bool {
         None => {
             println!("[test killed after {:?}]", args.timeout);
             false
+        }
+    }
+}
+
+/// Thaws, kills and removes every cgroup a test left behind, with plain
+/// file operations, so one broken test cannot take the following ones down
+/// with it (a parent left frozen would stop every later job).
+fn reset_cgroups() {
+    fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(entry.path());
+                collect(&entry.path(), out);
+            }
+        }
+    }
+    let mut dirs = Vec::new();
+    collect(Path::new("/sys/fs/cgroup"), &mut dirs);
+    for dir in &dirs {
+        let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+    }
+    // Children before parents; a cgroup empties shortly after cgroup.kill.
+    for dir in dirs.iter().rev() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Err(e) = std::fs::remove_dir(dir) {
+            if Instant::now() > deadline {
+                println!("[cannot remove {} after the test: {e}]", dir.display());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }

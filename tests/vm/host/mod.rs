@@ -305,7 +305,12 @@ fn run_topology(
             booted.exit_code
         ));
     }
-    let console = tail(&booted.console, 200);
+    let console = if booted.console.trim().is_empty() {
+        "(empty: the kernel printed nothing at its quiet log level)\n".to_owned()
+    } else {
+        tail(&booted.console, 200)
+    };
+    let mut console_shown_in: Option<String> = None;
     for test in tests {
         let name = test_name(topo, test);
         let report = results.tests.get(*test);
@@ -327,7 +332,13 @@ fn run_topology(
             _ => {}
         }
         if let Some(problem) = &boot_problem {
-            why.push_str(&format!("[{problem}; guest console:]\n{console}"));
+            match &console_shown_in {
+                None => {
+                    why.push_str(&format!("[{problem}; guest console:]\n{console}"));
+                    console_shown_in = Some(name.clone());
+                }
+                Some(first) => why.push_str(&format!("[{problem}; console under {first}]\n")),
+            }
         }
         tally.failed.push((name, why));
     }
