@@ -16,7 +16,6 @@
 //!   CPU pool, NUMA-aware, and answers "whom would we have to preempt".
 //! - [`scheduler`]: the run state machine, `transition(state, event, policy,
 //!   moment)`, with restart backoff, OOM and preemption policies.
-//!
 //! - [`units`]: byte quantities, CPU weights and CPU quotas shared by every
 //!   layer, each a newtype that only holds values in range.
 //!
@@ -27,6 +26,9 @@
 //!   under a per-run supervisor (the shim) that records how it ended.
 //! - [`watch`]: the jobs directory, watched with inotify, reported in settled
 //!   batches, with ownership and permission checks on every file.
+//! - [`launch`]: a compiled job mapped onto placement, cgroup and container
+//!   inputs (pure), and the shell that starts one run and collects its
+//!   accounting; `corral run` and the agent both go through it.
 //! - [`store`]: run records, their history and the cron journal, durable in
 //!   SQLite, behind traits; the state directory lock.
 //! - [`cli`]: the `corral` command line, a file per subcommand.
@@ -35,6 +37,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod container;
+pub mod launch;
 pub mod placement;
 pub mod scheduler;
 pub mod spec;

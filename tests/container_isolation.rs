@@ -4,7 +4,7 @@
 mod common;
 
 use common::{launcher, stdout_of, Sandbox, JOB_UID};
-use corral::container::{BindMount, Capability, IdSpec, JobExit, Rlimit, RlimitResource};
+use corral::container::{Capability, IdSpec, JobExit, Mount, Rlimit, RlimitResource};
 
 fn run(cfg: &corral::container::ContainerConfig) -> String {
     let status = launcher().launch(cfg).expect("launch").wait().expect("status");
@@ -99,11 +99,7 @@ fn cannot_see_host_files_and_sees_its_binds() {
          touch /tmp/x && echo tmp-writable; \
          ls /dev",
     );
-    cfg.mounts.push(BindMount {
-        source: host_dir.clone(),
-        target: "/mnt/shared".into(),
-        readonly: true,
-    });
+    cfg.mounts.push(Mount::bind(host_dir.clone(), "/mnt/shared", true));
     let out = run(&cfg);
     assert!(!out.contains("visible"), "{out}");
     assert!(out.contains("from the host"), "{out}");
@@ -191,11 +187,7 @@ fn user_namespace_maps_the_job_user_to_root_inside() {
     );
     cfg.namespaces.insert(corral::container::Namespace::User);
     cfg.user = Some(IdSpec::Name("app".into()));
-    cfg.mounts.push(BindMount {
-        source: shared.clone(),
-        target: "/mnt/out".into(),
-        readonly: false,
-    });
+    cfg.mounts.push(Mount::bind(shared.clone(), "/mnt/out", false));
     let out = run(&cfg);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "0", "{out}");
@@ -223,4 +215,66 @@ fn relative_command_is_found_from_the_workdir() {
     cfg.command = vec!["./run.sh".into()];
     cfg.workdir = Some("/srv/app".into());
     assert_eq!(run(&cfg), "ran from /srv/app\n");
+}
+
+#[test]
+fn tmpfs_mounts_are_sized_and_can_be_read_only() {
+    let sandbox = Sandbox::new();
+    let mut cfg = sandbox.config(
+        "tmpfs",
+        "grep ' /scratch ' /proc/self/mounts; \
+         dd if=/dev/zero of=/scratch/big bs=1024 count=2048 2>/dev/null || echo scratch-full; \
+         touch /empty/x 2>/dev/null || echo empty-read-only",
+    );
+    cfg.mounts.push(Mount::tmpfs("/scratch", Some(1 << 20), false));
+    cfg.mounts.push(Mount::tmpfs("/empty", None, true));
+    let out = run(&cfg);
+    let line = out.lines().next().unwrap();
+    assert!(line.starts_with("tmpfs /scratch tmpfs rw,"), "{out}");
+    // mode=1777 is the tmpfs default, which the kernel does not list.
+    assert!(line.contains("size=1024k"), "{out}");
+    assert!(out.contains("scratch-full\n"), "{out}");
+    assert!(out.ends_with("empty-read-only\n"), "{out}");
+}
+
+#[test]
+fn data_and_address_space_rlimits_apply() {
+    let sandbox = Sandbox::new();
+    let mut cfg = sandbox.config(
+        "rlimit-mem",
+        "ulimit -d; ulimit -v; dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null || echo refused",
+    );
+    cfg.rlimits.push(Rlimit { resource: RlimitResource::Data, soft: 16 << 20, hard: 16 << 20 });
+    cfg.rlimits.push(Rlimit { resource: RlimitResource::As, soft: 32 << 20, hard: 32 << 20 });
+    // ulimit prints KiB; a 64 MiB buffer does not fit in 32 MiB of address space.
+    assert_eq!(run(&cfg), "16384\n32768\nrefused\n");
+}
+
+#[test]
+fn readonly_host_root_is_read_only_all_the_way_down() {
+    let sandbox = Sandbox::new();
+    // Two host mounts: the filesystem the sandbox is on, and /dev/shm (a
+    // tmpfs of its own), checked from a container without a rootfs.
+    let on_root = sandbox.tmp.path().join("probe");
+    let on_shm =
+        std::path::PathBuf::from(format!("/dev/shm/corral-ro-probe-{}", std::process::id()));
+    let mut cfg = sandbox.config(
+        "ro-host",
+        &format!(
+            "touch {} 2>/dev/null && echo root-writable; touch {} 2>/dev/null && echo shm-writable; \
+             touch /tmp/x && echo tmp-ok; touch /mnt/x && echo scratch-ok",
+            on_root.display(),
+            on_shm.display()
+        ),
+    );
+    cfg.rootfs = None;
+    cfg.readonly_rootfs = true;
+    // An existing directory: the host's root is read-only by the time
+    // mount points would be made.
+    cfg.mounts.push(Mount::tmpfs("/mnt", Some(1 << 20), false));
+    let out = run(&cfg);
+    let leaked = on_shm.exists();
+    let _ = std::fs::remove_file(&on_shm);
+    assert_eq!(out, "tmp-ok\nscratch-ok\n");
+    assert!(!on_root.exists() && !leaked);
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{launcher, stdout_of, Sandbox};
 use corral::container::{
-    probe, wait_for_status, BindMount, ContainerConfig, ExitSource, JobExit, RunState,
+    probe, wait_for_status, ContainerConfig, ExitSource, JobExit, Mount, RunState,
 };
 use nix::sys::signal::Signal;
 
@@ -147,7 +147,7 @@ fn status_is_recorded_after_the_launcher_is_sigkilled() {
         "orphaned",
         "echo waiting; while [ ! -e /gate/open ]; do sleep 0.01; done; echo done; exit 7",
     );
-    cfg.mounts.push(BindMount { source: gate.clone(), target: "/gate".into(), readonly: true });
+    cfg.mounts.push(Mount::bind(&gate, "/gate", true));
     let config_path = write_config(sandbox.tmp.path(), &cfg);
     let mut agent = helper("hang", &config_path).stdout(Stdio::null()).spawn().unwrap();
     wait_until("the helper to launch", || config_path.with_extension("launched").exists());

@@ -114,11 +114,11 @@ fn bind_target_symlinked_out_of_the_rootfs_is_refused() {
     let sandbox = Sandbox::new();
     std::os::unix::fs::symlink("/etc", sandbox.rootfs.join("escape")).unwrap();
     let mut cfg = sandbox.config("escape", "true");
-    cfg.mounts.push(corral::container::BindMount {
-        source: sandbox.tmp.path().to_path_buf(),
-        target: "/escape".into(),
-        readonly: true,
-    });
+    cfg.mounts.push(corral::container::Mount::bind(
+        sandbox.tmp.path().to_path_buf(),
+        "/escape",
+        true,
+    ));
     assert!(matches!(setup_error(&cfg), SetupError::MountTargetEscapes { .. }));
 }
 
@@ -141,4 +141,27 @@ fn a_run_directory_is_used_once() {
     let cfg = sandbox.config("once", "true");
     launcher().launch(&cfg).unwrap().wait().unwrap();
     assert!(matches!(launcher().launch(&cfg), Err(ContainerError::RunDirInUse { .. })));
+}
+
+#[test]
+fn uid_0_under_any_name_is_refused_when_root_is() {
+    let sandbox = Sandbox::new();
+    // A second name for uid 0, as some systems have.
+    let passwd = sandbox.rootfs.join("etc/passwd");
+    let mut text = std::fs::read_to_string(&passwd).unwrap();
+    text.push_str("toor:x:0:0:root:/root:/bin/sh\n");
+    std::fs::write(&passwd, text).unwrap();
+    for (run, user) in [("toor", Some(IdSpec::Name("toor".into()))), ("unset", None)] {
+        let mut cfg = sandbox.config(&format!("refuse-{run}"), "true");
+        cfg.user = user;
+        cfg.refuse_root = true;
+        let error = setup_error(&cfg);
+        assert!(matches!(&error, SetupError::RootRefused { .. }), "{error:?}");
+        assert!(error.to_string().contains("uid 0"), "{error}");
+    }
+    let mut cfg = sandbox.config("refuse-app", "true");
+    cfg.user = Some(IdSpec::Name("app".into()));
+    cfg.refuse_root = true;
+    let status = launcher().launch(&cfg).unwrap().wait().unwrap();
+    assert!(status.exit.success());
 }

@@ -75,7 +75,7 @@
 pub mod error;
 pub mod events;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 pub mod freezer;
 pub mod fs;
 pub mod inspect;

@@ -73,6 +73,11 @@ impl Capability {
     pub fn number(self) -> u8 {
         self.0
     }
+
+    /// The capability with kernel number `n`, if it has a name here.
+    pub fn from_number(n: u8) -> Option<Capability> {
+        (usize::from(n) < NAMES.len()).then_some(Capability(n))
+    }
 }
 
 /// Accepts `CAP_NET_ADMIN`, `net_admin` and any case in between.
@@ -199,6 +204,13 @@ mod tests {
             assert_eq!(cap.to_string().parse(), Ok(cap));
         }
         assert_eq!(Capability(40).to_string(), "CAP_CHECKPOINT_RESTORE");
+    }
+
+    #[test]
+    fn from_number_knows_the_named_ones_only() {
+        assert_eq!(Capability::from_number(10), Some(Capability::NET_BIND_SERVICE));
+        assert_eq!(Capability::from_number(40), Some(Capability(40)));
+        assert_eq!(Capability::from_number(41), None);
     }
 
     #[test]

@@ -68,15 +68,48 @@ impl fmt::Display for IdSpec {
     }
 }
 
-/// A host path made visible inside the container.
+/// What a [`Mount`] puts at its target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BindMount {
-    /// Path on the host.
-    pub source: PathBuf,
+#[serde(rename_all = "snake_case")]
+pub enum MountKind {
+    /// A host path (file or directory), bound recursively.
+    Bind { source: PathBuf },
+    /// A fresh, empty tmpfs with mode 1777, like `/tmp`. Its pages are
+    /// charged to the memory cgroup of the process that touches them, i.e.
+    /// to the job. `size_bytes` caps it (the kernel rounds up to whole
+    /// pages); unset, the kernel's default of half the machine's RAM.
+    Tmpfs { size_bytes: Option<u64> },
+}
+
+/// An extra mount inside the container, applied in list order (a later
+/// mount may sit inside an earlier one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub kind: MountKind,
     /// Absolute path inside the container (inside the rootfs when there is one).
     pub target: PathBuf,
     #[serde(default)]
     pub readonly: bool,
+}
+
+impl Mount {
+    /// A bind of the host path `source` at `target`.
+    pub fn bind(source: impl Into<PathBuf>, target: impl Into<PathBuf>, readonly: bool) -> Self {
+        Mount { kind: MountKind::Bind { source: source.into() }, target: target.into(), readonly }
+    }
+
+    /// A fresh tmpfs at `target`.
+    pub fn tmpfs(target: impl Into<PathBuf>, size_bytes: Option<u64>, readonly: bool) -> Self {
+        Mount { kind: MountKind::Tmpfs { size_bytes }, target: target.into(), readonly }
+    }
+
+    /// The host path of a bind mount.
+    pub fn source(&self) -> Option<&Path> {
+        match &self.kind {
+            MountKind::Bind { source } => Some(source),
+            MountKind::Tmpfs { .. } => None,
+        }
+    }
 }
 
 /// Resources a job may be limited in with `setrlimit(2)`.
@@ -97,6 +130,11 @@ pub enum RlimitResource {
     Memlock,
     /// Largest file the job may write, in bytes (`RLIMIT_FSIZE`).
     Fsize,
+    /// Data segment (heap, and since Linux 4.7 private writable mappings),
+    /// in bytes (`RLIMIT_DATA`).
+    Data,
+    /// Address space (all mappings), in bytes (`RLIMIT_AS`).
+    As,
 }
 
 /// One `setrlimit(2)` call. `u64::MAX` means unlimited (`RLIM_INFINITY`).
@@ -143,11 +181,14 @@ pub struct ContainerConfig {
     /// A directory to use as `/`; the host's root (made private) when unset.
     #[serde(default)]
     pub rootfs: Option<PathBuf>,
-    /// Remount the rootfs read-only before the job starts.
+    /// Make the root filesystem read-only before the job starts: the rootfs,
+    /// or without one the host's whole tree as the container sees it (every
+    /// mount below `/`, recursively). The container's own `/proc`, `/tmp`
+    /// and the `mounts` not marked read-only stay writable.
     #[serde(default)]
     pub readonly_rootfs: bool,
     #[serde(default)]
-    pub mounts: Vec<BindMount>,
+    pub mounts: Vec<Mount>,
     /// `cgroup.procs` files the container's init writes `0` into, moving itself
     /// (and so the job it forks later) into each cgroup before anything else.
     #[serde(default)]
@@ -156,6 +197,11 @@ pub struct ContainerConfig {
     /// who never have any.
     #[serde(default)]
     pub capabilities: BTreeSet<Capability>,
+    /// Refuse to start the job if its user resolves to uid 0 on the host.
+    /// Checked after the name lookup, so a second name for uid 0 in the
+    /// rootfs's `/etc/passwd` (`toor`) is caught too.
+    #[serde(default)]
+    pub refuse_root: bool,
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
     /// Cap on each of `stdout.log` and `stderr.log`.
@@ -189,12 +235,14 @@ pub enum ConfigProblem {
     HostnameWithoutUts,
     #[error("hostname {hostname:?} is empty or longer than {HOSTNAME_MAX} bytes")]
     BadHostname { hostname: String },
-    #[error("readonly_rootfs is set but there is no rootfs")]
-    ReadonlyWithoutRootfs,
+    #[error("a read-only root filesystem needs the mount namespace")]
+    ReadonlyWithoutMountNamespace,
     #[error("rlimit {resource:?}: soft limit {soft} is above hard limit {hard}")]
     RlimitSoftAboveHard { resource: RlimitResource, soft: u64, hard: u64 },
     #[error("log_max_bytes must be at least 1")]
     ZeroLogCap,
+    #[error("tmpfs at {target:?}: size 0 would mean no limit to the kernel")]
+    ZeroTmpfsSize { target: PathBuf },
     #[error("{field} {value:?} is not a single path component")]
     BadName { field: &'static str, value: String },
 }
@@ -219,6 +267,7 @@ impl ContainerConfig {
             mounts: Vec::new(),
             cgroup_procs: Vec::new(),
             capabilities: BTreeSet::new(),
+            refuse_root: false,
             rlimits: Vec::new(),
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             tee_output: false,
@@ -254,7 +303,7 @@ impl ContainerConfig {
         paths.extend(self.workdir.as_deref().map(|p| ("workdir", p)));
         paths.extend(self.rootfs.as_deref().map(|p| ("rootfs", p)));
         for m in &self.mounts {
-            paths.push(("mount source", &m.source));
+            paths.extend(m.source().map(|source| ("mount source", source)));
             paths.push(("mount target", &m.target));
         }
         for p in &self.cgroup_procs {
@@ -290,11 +339,11 @@ impl ContainerConfig {
                 problems.push(ConfigProblem::NeedsMountNamespace { what: "a rootfs" });
             }
             if !self.mounts.is_empty() {
-                problems.push(ConfigProblem::NeedsMountNamespace { what: "bind mounts" });
+                problems.push(ConfigProblem::NeedsMountNamespace { what: "mounts" });
             }
-        }
-        if self.readonly_rootfs && self.rootfs.is_none() {
-            problems.push(ConfigProblem::ReadonlyWithoutRootfs);
+            if self.readonly_rootfs {
+                problems.push(ConfigProblem::ReadonlyWithoutMountNamespace);
+            }
         }
         if self.hostname.is_some() && !self.has(Namespace::Uts) {
             problems.push(ConfigProblem::HostnameWithoutUts);
@@ -318,6 +367,11 @@ impl ContainerConfig {
         }
         if self.log_max_bytes == 0 {
             problems.push(ConfigProblem::ZeroLogCap);
+        }
+        for m in &self.mounts {
+            if m.kind == (MountKind::Tmpfs { size_bytes: Some(0) }) {
+                problems.push(ConfigProblem::ZeroTmpfsSize { target: m.target.clone() });
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -400,6 +454,50 @@ mod tests {
                 hard: 5
             }]
         );
+    }
+
+    #[test]
+    fn mounts_and_a_readonly_root_need_the_mount_namespace() {
+        let mut cfg = base();
+        cfg.readonly_rootfs = true;
+        cfg.mounts.push(Mount::tmpfs("/scratch", Some(1 << 20), false));
+        assert_eq!(
+            cfg.validate().unwrap_err(),
+            vec![
+                ConfigProblem::NeedsMountNamespace { what: "mounts" },
+                ConfigProblem::ReadonlyWithoutMountNamespace
+            ]
+        );
+        // A read-only host root is fine: no rootfs needed.
+        cfg.namespaces.insert(Namespace::Mount);
+        assert_eq!(cfg.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_tmpfs_of_size_zero_is_refused() {
+        let mut cfg = base();
+        cfg.namespaces.insert(Namespace::Mount);
+        cfg.mounts.push(Mount::tmpfs("/scratch", Some(0), false));
+        assert_eq!(
+            cfg.validate().unwrap_err(),
+            vec![ConfigProblem::ZeroTmpfsSize { target: "/scratch".into() }]
+        );
+    }
+
+    #[test]
+    fn mounts_round_trip_through_json() {
+        let mut cfg = base();
+        cfg.namespaces.insert(Namespace::Mount);
+        cfg.mounts.push(Mount::bind("/data", "/mnt/data", true));
+        cfg.mounts.push(Mount::tmpfs("/scratch", Some(16 << 20), false));
+        cfg.rlimits.push(Rlimit { resource: RlimitResource::As, soft: 1 << 30, hard: 1 << 30 });
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains(r#"{"tmpfs":{"size_bytes":16777216}}"#), "{json}");
+        assert!(json.contains(r#""resource":"as""#), "{json}");
+        let again: ContainerConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(again, cfg);
+        assert_eq!(cfg.mounts[0].source(), Some(Path::new("/data")));
+        assert_eq!(cfg.mounts[1].source(), None);
     }
 
     #[test]

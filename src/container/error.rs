@@ -31,6 +31,8 @@ pub enum SetupError {
     UnknownUser { name: String, passwd: PathBuf },
     #[error("unknown group {name:?} (looked up in {group})")]
     UnknownGroup { name: String, group: PathBuf },
+    #[error("user {user:?} is uid 0 (root), and root jobs are not allowed here")]
+    RootRefused { user: String },
     #[error("mount target {target} leaves the rootfs (resolves to {resolved})")]
     MountTargetEscapes { target: PathBuf, resolved: PathBuf },
     #[error("failed to write 0 to {path}: {}", describe(errno))]

@@ -83,6 +83,8 @@ fn resource(r: RlimitResource) -> Resource {
         RlimitResource::Cpu => Resource::RLIMIT_CPU,
         RlimitResource::Memlock => Resource::RLIMIT_MEMLOCK,
         RlimitResource::Fsize => Resource::RLIMIT_FSIZE,
+        RlimitResource::Data => Resource::RLIMIT_DATA,
+        RlimitResource::As => Resource::RLIMIT_AS,
     }
 }
 

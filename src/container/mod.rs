@@ -92,7 +92,7 @@ pub mod shim;
 pub mod status;
 
 pub use caps::Capability;
-pub use config::{BindMount, ContainerConfig, IdSpec, Namespace, Rlimit, RlimitResource};
+pub use config::{ContainerConfig, IdSpec, Mount, MountKind, Namespace, Rlimit, RlimitResource};
 pub use error::{ContainerError, SetupError};
 pub use launch::{
     launch, probe, read_status, signal_process, wait_for_status, Launched, Launcher, RunState,

@@ -3,12 +3,14 @@
 //! mount namespace.
 //!
 //! Without a rootfs the job sees the host's tree, made private so nothing
-//! mounted here propagates back, with a fresh `/proc` (for a new pid
-//! namespace), a private `/tmp` and the asked-for binds.
+//! mounted here propagates back (and, if asked, read-only as a whole:
+//! every mount below `/`), with a fresh `/proc` (for a new pid namespace),
+//! a private `/tmp` and the asked-for mounts.
 //!
 //! With a rootfs the job sees only that directory: it is bind-mounted onto
 //! itself (`pivot_root` wants a mount point), given `/proc`, `/sys`
-//! (read-only), a minimal `/dev`, `/tmp` and the binds, and becomes `/` by
+//! (read-only), a minimal `/dev`, `/tmp` and the asked-for mounts (binds
+//! and tmpfs), and becomes `/` by
 //! `pivot_root(".", ".")` followed by a lazy unmount of the old root, which
 //! ends up stacked under the new one. No path of the host stays reachable.
 
@@ -21,7 +23,7 @@ use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::unistd::{chdir, pivot_root};
 
-use super::config::{ContainerConfig, Namespace};
+use super::config::{ContainerConfig, Mount, MountKind, Namespace};
 use super::error::SetupError;
 
 /// A character device made in the container's `/dev`.
@@ -53,7 +55,7 @@ pub enum MountStep {
         fstype: &'static str,
         target: PathBuf,
         flags: MsFlags,
-        data: Option<&'static str>,
+        data: Option<String>,
     },
     /// A recursive bind. With `confine`, the target must resolve (following
     /// symlinks) to a path under it, so a symlink planted in a rootfs cannot
@@ -66,6 +68,11 @@ pub enum MountStep {
     /// Makes a mount read-only, keeping its other per-mount flags (the
     /// kernel refuses to clear locked ones in a user namespace).
     RemountReadonly {
+        target: PathBuf,
+    },
+    /// Makes `target` and every mount below it read-only in one step
+    /// (`mount_setattr(2)` with `AT_RECURSIVE`, Linux 5.12+).
+    RemountReadonlyRecursive {
         target: PathBuf,
     },
     /// Binds a path onto itself read-only, if the kernel has it (not every
@@ -111,6 +118,10 @@ pub fn plan(cfg: &ContainerConfig) -> Vec<MountStep> {
     let locked_down = nosuid_nodev | MsFlags::MS_NOEXEC;
     let mut steps = vec![MakeRootPrivate];
     let Some(rootfs) = &cfg.rootfs else {
+        // First, so that the container's own mounts below stay writable.
+        if cfg.readonly_rootfs {
+            steps.push(RemountReadonlyRecursive { target: "/".into() });
+        }
         if cfg.has(Namespace::Pid) {
             // Over the host's /proc, so ps & co. see the new pid namespace.
             steps.push(Mount {
@@ -124,17 +135,10 @@ pub fn plan(cfg: &ContainerConfig) -> Vec<MountStep> {
             fstype: "tmpfs",
             target: "/tmp".into(),
             flags: nosuid_nodev,
-            data: Some("mode=1777"),
+            data: Some("mode=1777".into()),
         });
-        for bind in &cfg.mounts {
-            steps.push(Bind {
-                source: bind.source.clone(),
-                target: bind.target.clone(),
-                confine: None,
-            });
-            if bind.readonly {
-                steps.push(RemountReadonly { target: bind.target.clone() });
-            }
+        for mount in &cfg.mounts {
+            extra_mount(&mut steps, mount, mount.target.clone(), None);
         }
         return steps;
     };
@@ -157,7 +161,7 @@ pub fn plan(cfg: &ContainerConfig) -> Vec<MountStep> {
         fstype: "tmpfs",
         target: at("/dev"),
         flags: MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        data: Some("mode=755,size=65536k"),
+        data: Some("mode=755,size=65536k".into()),
     });
     for device in DEVICES {
         steps.push(Device { dir: at("/dev"), device });
@@ -166,7 +170,7 @@ pub fn plan(cfg: &ContainerConfig) -> Vec<MountStep> {
         fstype: "devpts",
         target: at("/dev/pts"),
         flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        data: Some("newinstance,ptmxmode=0666,mode=0620"),
+        data: Some("newinstance,ptmxmode=0666,mode=0620".into()),
     });
     for (link, points_to) in [
         ("/dev/ptmx", "pts/ptmx"),
@@ -181,30 +185,52 @@ pub fn plan(cfg: &ContainerConfig) -> Vec<MountStep> {
         fstype: "tmpfs",
         target: at("/dev/shm"),
         flags: locked_down,
-        data: Some("mode=1777"),
+        data: Some("mode=1777".into()),
     });
     steps.push(Mount {
         fstype: "tmpfs",
         target: at("/tmp"),
         flags: nosuid_nodev,
-        data: Some("mode=1777"),
+        data: Some("mode=1777".into()),
     });
-    for bind in &cfg.mounts {
-        let target = in_root(rootfs, &bind.target);
-        steps.push(Bind {
-            source: bind.source.clone(),
-            target: target.clone(),
-            confine: Some(rootfs.clone()),
-        });
-        if bind.readonly {
-            steps.push(RemountReadonly { target });
-        }
+    for mount in &cfg.mounts {
+        extra_mount(&mut steps, mount, in_root(rootfs, &mount.target), Some(rootfs));
     }
     steps.push(PivotRoot { new_root: rootfs.clone() });
     if cfg.readonly_rootfs {
         steps.push(RemountReadonly { target: "/".into() });
     }
     steps
+}
+
+/// The steps of one of the config's `mounts`, placed at `target` (already
+/// joined onto the rootfs, if any).
+fn extra_mount(steps: &mut Vec<MountStep>, mount: &Mount, target: PathBuf, rootfs: Option<&Path>) {
+    match &mount.kind {
+        MountKind::Bind { source } => {
+            steps.push(MountStep::Bind {
+                source: source.clone(),
+                target: target.clone(),
+                confine: rootfs.map(Path::to_path_buf),
+            });
+            if mount.readonly {
+                steps.push(MountStep::RemountReadonly { target });
+            }
+        }
+        MountKind::Tmpfs { size_bytes } => {
+            let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            if mount.readonly {
+                // An empty read-only tmpfs is odd but legal; mounting it
+                // read-only at once needs no remount.
+                flags |= MsFlags::MS_RDONLY;
+            }
+            let mut data = "mode=1777".to_owned();
+            if let Some(size) = size_bytes {
+                data.push_str(&format!(",size={size}"));
+            }
+            steps.push(MountStep::Mount { fstype: "tmpfs", target, flags, data: Some(data) });
+        }
+    }
 }
 
 fn sys(what: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> SetupError {
@@ -311,6 +337,40 @@ fn remount_readonly(target: &Path) -> Result<(), SetupError> {
         .map_err(sys(format!("remount {} read-only", target.display())))
 }
 
+/// `struct mount_attr` of `<linux/mount.h>`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// One `mount_setattr(2)` call instead of a remount per submount: the set
+/// of mounts below `/` is the host's, unknown here, and a loop over
+/// `/proc/self/mountinfo` would race with mounts appearing meanwhile.
+fn remount_readonly_recursive(target: &Path) -> Result<(), SetupError> {
+    let what = || format!("make {} and every mount below it read-only", target.display());
+    let path = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|_| SetupError::syscall(what(), nix::errno::Errno::EINVAL))?;
+    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    // SAFETY: `path` is a NUL-terminated string and `attr` a properly laid
+    // out mount_attr whose size is passed along; the kernel only reads both.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    nix::errno::Errno::result(rc).map(drop).map_err(|errno| SetupError::syscall(what(), errno))
+}
+
 /// Applies one step. Runs in the container's init, inside its mount
 /// namespace.
 pub fn apply(step: &MountStep) -> Result<(), SetupError> {
@@ -325,7 +385,7 @@ pub fn apply(step: &MountStep) -> Result<(), SetupError> {
         .map_err(sys("make / private")),
         MountStep::Mount { fstype, target, flags, data } => {
             ensure_mount_point(target, false)?;
-            mount(Some(*fstype), target, Some(*fstype), *flags, *data)
+            mount(Some(*fstype), target, Some(*fstype), *flags, data.as_deref())
                 .map_err(sys(format!("mount {fstype} on {}", target.display())))
         }
         MountStep::Bind { source, target, confine } => {
@@ -352,6 +412,7 @@ pub fn apply(step: &MountStep) -> Result<(), SetupError> {
             .map_err(sys(format!("bind {} on {}", source.display(), target.display())))
         }
         MountStep::RemountReadonly { target } => remount_readonly(target),
+        MountStep::RemountReadonlyRecursive { target } => remount_readonly_recursive(target),
         MountStep::ProtectReadonly { path } => {
             if path.symlink_metadata().is_err() {
                 return Ok(());
@@ -399,7 +460,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::container::config::BindMount;
+    use crate::container::config::Mount as ExtraMount;
 
     fn cfg(namespaces: &[Namespace]) -> ContainerConfig {
         let mut cfg = ContainerConfig::new("j", "r", Path::new("/runs/r"), &["true"]);
@@ -435,15 +496,46 @@ mod tests {
     #[test]
     fn host_root_gets_private_proc_and_tmp() {
         let mut c = cfg(&[Namespace::Pid, Namespace::Mount]);
-        c.mounts.push(BindMount {
-            source: "/data".into(),
-            target: "/mnt/data".into(),
-            readonly: true,
-        });
+        c.mounts.push(ExtraMount::bind("/data", "/mnt/data", true));
         let steps = plan(&c);
         assert_eq!(steps[0], MountStep::MakeRootPrivate);
         assert_eq!(targets(&steps), ["/proc", "/tmp", "/mnt/data"]);
         assert_eq!(steps.last(), Some(&MountStep::RemountReadonly { target: "/mnt/data".into() }));
+    }
+
+    #[test]
+    fn readonly_host_root_comes_first_and_tmpfs_mounts_are_sized() {
+        let mut c = cfg(&[Namespace::Mount]);
+        c.readonly_rootfs = true;
+        c.mounts.push(ExtraMount::tmpfs("/scratch", Some(4096), false));
+        c.mounts.push(ExtraMount::tmpfs("/empty", None, true));
+        let steps = plan(&c);
+        assert_eq!(
+            steps[..2],
+            [
+                MountStep::MakeRootPrivate,
+                MountStep::RemountReadonlyRecursive { target: "/".into() }
+            ]
+        );
+        assert_eq!(targets(&steps), ["/tmp", "/scratch", "/empty"]);
+        assert_eq!(
+            steps[3],
+            MountStep::Mount {
+                fstype: "tmpfs",
+                target: "/scratch".into(),
+                flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                data: Some("mode=1777,size=4096".into()),
+            }
+        );
+        assert_eq!(
+            steps[4],
+            MountStep::Mount {
+                fstype: "tmpfs",
+                target: "/empty".into(),
+                flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
+                data: Some("mode=1777".into()),
+            }
+        );
     }
 
     #[test]
@@ -456,11 +548,8 @@ mod tests {
         let mut c = cfg(&[Namespace::Pid, Namespace::Mount]);
         c.rootfs = Some("/srv/root".into());
         c.readonly_rootfs = true;
-        c.mounts.push(BindMount {
-            source: "/data".into(),
-            target: "/data".into(),
-            readonly: false,
-        });
+        c.mounts.push(ExtraMount::bind("/data", "/data", false));
+        c.mounts.push(ExtraMount::tmpfs("/scratch", Some(16 << 20), false));
         let steps = plan(&c);
         assert_eq!(
             targets(&steps),
@@ -475,8 +564,15 @@ mod tests {
                 "/srv/root/dev/shm",
                 "/srv/root/tmp",
                 "/srv/root/data",
+                "/srv/root/scratch",
             ]
         );
+        assert!(steps.contains(&MountStep::Mount {
+            fstype: "tmpfs",
+            target: "/srv/root/scratch".into(),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            data: Some("mode=1777,size=16777216".into()),
+        }));
         let devices = steps.iter().filter(|s| matches!(s, MountStep::Device { .. })).count();
         assert_eq!(devices, DEVICES.len());
         assert!(steps.contains(&MountStep::Bind {

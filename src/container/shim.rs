@@ -201,6 +201,10 @@ fn start(run: &RunDir, cfg: ContainerConfig, shim: ProcessIdentity) -> Result<Ru
         }
     }
     let host_creds = resolve_credentials(&cfg)?;
+    if cfg.refuse_root && host_creds.uid == 0 {
+        let user = cfg.user.as_ref().map_or_else(|| "root".to_owned(), ToString::to_string);
+        return Err(SetupError::RootRefused { user });
+    }
     let userns = cfg.has(Namespace::User);
     let (tee_out, tee_err) = if cfg.tee_output {
         (dup_std(std::io::stdout()), dup_std(std::io::stderr()))

@@ -1,0 +1,131 @@
+//! [`Host`]: what launching needs to know about the machine, gathered once.
+
+use std::path::PathBuf;
+
+use super::error::LaunchError;
+use super::plan::{self, PlanInputs, RunPlan};
+use crate::cgroup::{
+    self, Anchor, CgroupManager, CgroupName, CgroupPath, HostPaths, ManagerConfig,
+};
+use crate::config::AgentConfig;
+use crate::container::Launcher;
+use crate::placement::{Assignment, Ledger, PlacementConfig, RunId};
+use crate::spec::JobSpec;
+use crate::topology::{self, CpuSet, Topology};
+
+/// Where the kernel's views are mounted; the real ones by default, fake
+/// trees in tests.
+#[derive(Debug, Clone)]
+pub struct HostRoots {
+    pub sysfs: PathBuf,
+    pub procfs: PathBuf,
+    pub cgroups: HostPaths,
+}
+
+impl Default for HostRoots {
+    fn default() -> Self {
+        HostRoots {
+            sysfs: PathBuf::from(topology::DEFAULT_SYSFS),
+            procfs: PathBuf::from(topology::DEFAULT_PROCFS),
+            cgroups: HostPaths::default(),
+        }
+    }
+}
+
+/// The machine: its topology, the cgroup parent jobs go under, the agent's
+/// configuration, and the executable that runs shims.
+#[derive(Debug, Clone)]
+pub struct Host {
+    config: AgentConfig,
+    topology: Topology,
+    cgroups: CgroupManager,
+    launcher: Launcher,
+}
+
+impl Host {
+    /// Reads the real machine; see [`discover_at`](Self::discover_at).
+    pub fn discover(config: &AgentConfig) -> Result<Host, LaunchError> {
+        Host::discover_at(config, &HostRoots::default())
+    }
+
+    /// Reads the topology and the cgroup layout under `roots`, and creates
+    /// the cgroup parent (`config.cgroup_parent`) at the root of every
+    /// hierarchy if it is missing. Shims are this executable.
+    pub fn discover_at(config: &AgentConfig, roots: &HostRoots) -> Result<Host, LaunchError> {
+        let topology = topology::discover(&roots.sysfs, &roots.procfs)
+            .map_err(|e| LaunchError::Topology(e.into()))?;
+        let layout =
+            cgroup::detect(&roots.cgroups).map_err(|e| LaunchError::CgroupLayout(e.into()))?;
+        let parent = config.cgroup_parent.as_str();
+        let cgroup_parent = |source: cgroup::CgroupError| LaunchError::CgroupParent {
+            parent: parent.to_owned(),
+            source: source.into(),
+        };
+        let manager_config = ManagerConfig {
+            parent: CgroupPath::new(parent).map_err(cgroup_parent)?,
+            anchor: Anchor::HierarchyRoot,
+            use_unified: true,
+        };
+        let cgroups = CgroupManager::open(layout, &manager_config).map_err(cgroup_parent)?;
+        Ok(Host { config: config.clone(), topology, cgroups, launcher: Launcher::default() })
+    }
+
+    /// Starts shims from another executable (tests, benchmarks).
+    pub fn with_launcher(self, launcher: Launcher) -> Host {
+        Host { launcher, ..self }
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn cgroups(&self) -> &CgroupManager {
+        &self.cgroups
+    }
+
+    pub fn launcher(&self) -> &Launcher {
+        &self.launcher
+    }
+
+    /// The placement configuration the agent config describes here.
+    pub fn placement_config(&self) -> PlacementConfig {
+        plan::placement_config(&self.config, &self.topology)
+    }
+
+    /// An empty ledger for this machine.
+    pub fn ledger(&self) -> Result<Ledger, LaunchError> {
+        Ledger::new(&self.topology, self.placement_config())
+            .map_err(|e| LaunchError::PlacementConfig(e.into()))
+    }
+
+    /// The plan of `run` of `spec`, placed at `assignment`; `shared_pool` is
+    /// the ledger's current pool.
+    pub fn plan(
+        &self,
+        spec: &JobSpec,
+        run: &RunId,
+        assignment: &Assignment,
+        shared_pool: &CpuSet,
+    ) -> Result<RunPlan, LaunchError> {
+        // Only the paths are needed here; a bad run id is reported by plan().
+        let cgroup_procs = match CgroupName::new(run.as_str()) {
+            Ok(name) => self.cgroups.job(&name).procs_files(),
+            Err(_) => Vec::new(),
+        };
+        plan::plan(
+            spec,
+            &PlanInputs {
+                config: &self.config,
+                run,
+                assignment,
+                shared_pool,
+                capabilities: self.cgroups.capabilities(),
+                cgroup_procs: &cgroup_procs,
+            },
+        )
+    }
+}

@@ -1,0 +1,44 @@
+//! From a compiled job to a running container, and back to its accounting.
+//!
+//! Pure core:
+//! - [`plan`](mod@plan): the mapping. [`request()`] (job → placement
+//!   request), [`resources()`] (job + assignment → job cgroup resources),
+//!   [`container_config()`] (job + agent config → container config), and
+//!   [`plan()`], all three at once as a [`RunPlan`].
+//! - [`oom`]: which [`OomMode`](crate::cgroup::OomMode) a policy gets on a
+//!   host, and one [`grow()`] step.
+//!
+//! Thin shell:
+//! - [`host`]: [`Host`], the machine as launching needs it (topology,
+//!   cgroup manager, agent config, shim executable), built once from
+//!   injectable roots.
+//! - [`run`]: [`start()`] creates the job cgroup and launches the container
+//!   (removing the cgroup again if the launch fails); [`StartedRun`] waits;
+//!   [`EndedRun::finish`] and [`collect()`] read the final statistics
+//!   before removing the cgroup.
+//!
+//! The whole mapping, field by field and for each cgroup version, is in
+//! `docs/run.md`.
+//!
+//! # Order of a launch
+//!
+//! ```text
+//! request(spec) ─▶ placement::place ─▶ plan(spec, assignment) ─▶ start:
+//!     create the job cgroup (validated as a whole first) ─▶ launch the shim,
+//!     whose init joins the cgroup before anything else ─▶ StartedRun
+//! StartedRun::wait ─▶ EndedRun::finish: kill leftovers, read stats, remove cgroup
+//! ```
+
+pub mod error;
+pub mod host;
+pub mod oom;
+pub mod plan;
+pub mod run;
+
+pub use error::{LaunchError, UserOrigin};
+pub use host::{Host, HostRoots};
+pub use oom::{grow, oom_mode};
+pub use plan::{
+    container_config, placement_config, plan, request, resources, run_dir, PlanInputs, RunPlan,
+};
+pub use run::{collect, start, start_with, EndedRun, FinalStats, FinishedRun, StartedRun};

@@ -1,0 +1,263 @@
+//! The pure mapping: a compiled job, the agent's configuration and a run id
+//! become a placement request, then (with the placement's answer) the job
+//! cgroup's resources and the container's configuration.
+//!
+//! Nothing here touches the machine: the cgroup's `cgroup.procs` paths and
+//! the host's cgroup capabilities come in as data.
+
+use std::path::{Path, PathBuf};
+
+use super::error::{LaunchError, UserOrigin};
+use super::oom::oom_mode;
+use crate::cgroup::{self, Capabilities, CgroupName, MemoryLimits};
+use crate::config::AgentConfig;
+use crate::container::{self, ContainerConfig, IdSpec, Mount, Rlimit, RlimitResource};
+use crate::placement::{self, Assignment, PlacementConfig, Request, RunId};
+use crate::spec::{self, JobName, JobSpec, OomPolicy};
+use crate::topology::{Bytes, CpuSet, Topology};
+
+/// The directory under the state directory that holds one directory per run.
+pub const RUNS_DIR: &str = "runs";
+
+/// Everything needed to start one run, decided before anything is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPlan {
+    pub job: JobName,
+    pub run: RunId,
+    /// The job cgroup's name under the agent's parent: the run id.
+    pub cgroup: CgroupName,
+    pub resources: cgroup::Resources,
+    pub container: ContainerConfig,
+    /// The job's OOM policy, for whoever handles the cgroup's OOM events.
+    pub oom: OomPolicy,
+}
+
+/// What [`plan`] maps, besides the job.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInputs<'a> {
+    pub config: &'a AgentConfig,
+    pub run: &'a RunId,
+    /// What placement handed the run.
+    pub assignment: &'a Assignment,
+    /// The shared pool now, the cpuset of a shared-pool run.
+    pub shared_pool: &'a CpuSet,
+    /// What the host's cgroups can do ([`crate::cgroup::CgroupManager::capabilities`]).
+    pub capabilities: &'a Capabilities,
+    /// The `cgroup.procs` files of the run's cgroup
+    /// ([`crate::cgroup::JobCgroup::procs_files`]), which the container's init
+    /// joins.
+    pub cgroup_procs: &'a [PathBuf],
+}
+
+/// The run's directory: `<state_dir>/runs/<run>`.
+pub fn run_dir(state_dir: &Path, run: &RunId) -> PathBuf {
+    state_dir.join(RUNS_DIR).join(run.as_str())
+}
+
+/// The placement configuration the agent's settings describe. The
+/// configuration reserves memory as one total; it is reserved on the first
+/// node with memory, where the kernel and the system's own processes
+/// mostly live.
+pub fn placement_config(config: &AgentConfig, topology: &Topology) -> PlacementConfig {
+    let mut placement = PlacementConfig {
+        reserved_cpus: config.reserved_cpus.clone(),
+        ..PlacementConfig::default()
+    };
+    if config.reserved_memory.get() > 0 {
+        if let Some(node) = topology.memory_nodes().iter().next() {
+            placement.reserved_memory.insert(node, config.reserved_memory);
+        }
+    }
+    placement
+}
+
+/// The job's demand on the machine. The memory accounted against the NUMA
+/// nodes is the hard limit: what the kernel guarantees the job can never
+/// exceed (soft and high are targets, not bounds).
+pub fn request(spec: &JobSpec, run: &RunId) -> Request {
+    let resources = &spec.resources;
+    let request = match resources.cpu {
+        spec::CpuRequest::Exclusive { cpus } => Request::exclusive(run.clone(), cpus),
+        spec::CpuRequest::Shared { .. } => Request::shared(run.clone()),
+    };
+    let request = request.with_numa(numa_policy(resources.numa));
+    match resources.memory.hard {
+        Some(hard) => request.with_memory(hard),
+        None => request,
+    }
+}
+
+/// The spec's and placement's NUMA policies name the same three choices;
+/// they are separate types because the spec's is a file format and
+/// placement's an allocator input.
+pub fn numa_policy(policy: spec::NumaPolicy) -> placement::NumaPolicy {
+    match policy {
+        spec::NumaPolicy::None => placement::NumaPolicy::None,
+        spec::NumaPolicy::Prefer => placement::NumaPolicy::Prefer,
+        spec::NumaPolicy::SingleNode => placement::NumaPolicy::SingleNode,
+    }
+}
+
+/// The job cgroup's resources. A CPU weight is set only for shared-pool
+/// jobs: exclusive cores are nobody else's, so there is nothing to weigh.
+pub fn resources(
+    spec: &JobSpec,
+    assignment: &Assignment,
+    shared_pool: &CpuSet,
+    capabilities: &Capabilities,
+) -> cgroup::Resources {
+    let r = &spec.resources;
+    cgroup::Resources {
+        cpu_weight: match r.cpu {
+            spec::CpuRequest::Shared { weight } => Some(weight),
+            spec::CpuRequest::Exclusive { .. } => None,
+        },
+        cpu_quota: r.cpu_quota,
+        cpus: Some(assignment.cpuset(shared_pool)),
+        mems: Some(assignment.mems.clone()),
+        memory: MemoryLimits {
+            hard_bytes: r.memory.hard.map(Bytes::get),
+            soft_bytes: r.memory.soft.map(Bytes::get),
+            high_bytes: r.memory.high.map(Bytes::get),
+            swap_bytes: r.memory.swap.map(Bytes::get),
+        },
+        pids_max: r.pids.map(u64::from),
+        oom: oom_mode(&spec.oom, capabilities),
+    }
+}
+
+/// The container's configuration. Refuses a job that would run as root
+/// unless the agent allows root jobs; with them refused, the shim also
+/// refuses any name that resolves to uid 0 in the job's `/etc/passwd`.
+pub fn container_config(
+    spec: &JobSpec,
+    config: &AgentConfig,
+    run: &RunId,
+    cgroup_procs: &[PathBuf],
+) -> Result<ContainerConfig, LaunchError> {
+    let job = spec.name.as_str();
+    let (user, origin) = match &spec.user {
+        Some(user) => (user, UserOrigin::Job),
+        None => (&config.default_user, UserOrigin::DefaultUser),
+    };
+    if user.is_root() && !config.allow_root_jobs {
+        return Err(LaunchError::RootRefused {
+            job: job.to_owned(),
+            user: user.to_string(),
+            origin,
+        });
+    }
+    let isolation = &spec.isolation;
+    let namespaces = isolation.namespaces.iter().map(|&ns| namespace(ns)).collect();
+    let mut capabilities = std::collections::BTreeSet::new();
+    for cap in &isolation.capabilities {
+        let number = cap.number();
+        let cap = container::Capability::from_number(number)
+            .ok_or_else(|| LaunchError::UnknownCapability { job: job.to_owned(), number })?;
+        capabilities.insert(cap);
+    }
+    let mut cfg = ContainerConfig::new(job, run.as_str(), &run_dir(&config.state_dir, run), &[]);
+    cfg.command = spec.command.argv().map(str::to_owned).collect();
+    cfg.env = spec.env.clone();
+    cfg.workdir = spec.workdir.as_ref().map(|p| p.as_path().to_path_buf());
+    cfg.user = Some(match user {
+        spec::UserRef::Name(name) => IdSpec::Name(name.clone()),
+        spec::UserRef::Id(id) => IdSpec::Id(*id),
+    });
+    cfg.group = spec.group.as_ref().map(|group| match group {
+        spec::GroupRef::Name(name) => IdSpec::Name(name.clone()),
+        spec::GroupRef::Id(id) => IdSpec::Id(*id),
+    });
+    cfg.namespaces = namespaces;
+    // Spelled out rather than left to the container's default, so that
+    // config.json says what the job saw.
+    cfg.hostname = match &isolation.hostname {
+        Some(hostname) => Some(hostname.as_str().to_owned()),
+        None if isolation.has(spec::Namespace::Uts) => Some(job.to_owned()),
+        None => None,
+    };
+    cfg.rootfs = isolation.rootfs.as_ref().map(|p| p.as_path().to_path_buf());
+    cfg.readonly_rootfs = isolation.readonly;
+    cfg.mounts = isolation.mounts.iter().map(mount).collect();
+    cfg.cgroup_procs = cgroup_procs.to_vec();
+    cfg.capabilities = capabilities;
+    cfg.refuse_root = !config.allow_root_jobs;
+    cfg.rlimits = spec
+        .rlimits
+        .0
+        .iter()
+        .map(|(&limit, &value)| {
+            // The spec sets soft and hard alike; RLIM_INFINITY is all ones.
+            let value = match value {
+                spec::RlimitValue::Limited(n) => n,
+                spec::RlimitValue::Unlimited => u64::MAX,
+            };
+            Rlimit { resource: rlimit(limit), soft: value, hard: value }
+        })
+        .collect();
+    cfg.log_max_bytes = config.log_max_bytes.get();
+    Ok(cfg)
+}
+
+/// The whole plan of one run. Also checks the container configuration,
+/// so that a job the container layer would refuse is refused here, before
+/// anything is created.
+pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchError> {
+    let job = spec.name.as_str();
+    let cgroup = CgroupName::new(inputs.run.as_str()).map_err(|source| LaunchError::RunId {
+        job: job.to_owned(),
+        run: inputs.run.to_string(),
+        source: source.into(),
+    })?;
+    let container = container_config(spec, inputs.config, inputs.run, inputs.cgroup_procs)?;
+    container.validate().map_err(|problems| LaunchError::Container {
+        job: job.to_owned(),
+        run: inputs.run.to_string(),
+        problems,
+    })?;
+    Ok(RunPlan {
+        job: spec.name.clone(),
+        run: inputs.run.clone(),
+        cgroup,
+        resources: resources(spec, inputs.assignment, inputs.shared_pool, inputs.capabilities),
+        container,
+        oom: spec.oom,
+    })
+}
+
+pub fn namespace(ns: spec::Namespace) -> container::Namespace {
+    match ns {
+        spec::Namespace::Pid => container::Namespace::Pid,
+        spec::Namespace::Mount => container::Namespace::Mount,
+        spec::Namespace::Uts => container::Namespace::Uts,
+        spec::Namespace::Ipc => container::Namespace::Ipc,
+        spec::Namespace::Net => container::Namespace::Net,
+        spec::Namespace::User => container::Namespace::User,
+        spec::Namespace::Cgroup => container::Namespace::Cgroup,
+    }
+}
+
+pub fn rlimit(limit: spec::Rlimit) -> RlimitResource {
+    match limit {
+        spec::Rlimit::Nofile => RlimitResource::Nofile,
+        spec::Rlimit::Nproc => RlimitResource::Nproc,
+        spec::Rlimit::Core => RlimitResource::Core,
+        spec::Rlimit::Stack => RlimitResource::Stack,
+        spec::Rlimit::Memlock => RlimitResource::Memlock,
+        spec::Rlimit::Fsize => RlimitResource::Fsize,
+        spec::Rlimit::Data => RlimitResource::Data,
+        spec::Rlimit::As => RlimitResource::As,
+        spec::Rlimit::Cpu => RlimitResource::Cpu,
+    }
+}
+
+fn mount(m: &spec::Mount) -> Mount {
+    let target = m.target.as_path();
+    match &m.kind {
+        spec::MountKind::Bind { source } => Mount::bind(source.as_path(), target, m.readonly),
+        spec::MountKind::Tmpfs { size } => Mount::tmpfs(target, size.map(Bytes::get), m.readonly),
+    }
+}
+
+#[cfg(test)]
+mod tests;
