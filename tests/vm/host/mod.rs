@@ -359,8 +359,10 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let total: usize = plan(&Options::default()).iter().map(|(_, t)| t.len()).sum();
     let plan = plan(&options);
     let count: usize = plan.iter().map(|(_, t)| t.len()).sum();
+    let filtered = total - count;
     if options.list {
         for (topo, tests) in &plan {
             for test in tests {
@@ -375,19 +377,19 @@ pub fn main(args: &[String]) -> ExitCode {
     let start = Instant::now();
     println!("\nrunning {count} tests");
     if count == 0 {
-        println!("\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n");
+        println!("\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; {filtered} filtered out; finished in 0.00s\n");
         return ExitCode::SUCCESS;
     }
     let env = match Environment::find(&options) {
         Ok(env) => env,
         Err(Missing::Prerequisite(why)) if std::env::var("CI").as_deref() != Ok("true") => {
             println!("skipping the VM suite ({count} tests): {why}");
-            println!("\ntest result: ok. 0 passed; 0 failed; {count} ignored; 0 measured; 0 filtered out; finished in 0.00s\n");
+            println!("\ntest result: ok. 0 passed; 0 failed; {count} ignored; 0 measured; {filtered} filtered out; finished in 0.00s\n");
             return ExitCode::SUCCESS;
         }
         Err(Missing::Prerequisite(why) | Missing::Misconfigured(why)) => {
             println!("the VM suite cannot run: {why}");
-            println!("\ntest result: FAILED. 0 passed; {count} failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n");
+            println!("\ntest result: FAILED. 0 passed; {count} failed; 0 ignored; 0 measured; {filtered} filtered out; finished in 0.00s\n");
             return ExitCode::FAILURE;
         }
     };
@@ -411,7 +413,7 @@ pub fn main(args: &[String]) -> ExitCode {
     }
     let secs = start.elapsed().as_secs_f64();
     if tally.failed.is_empty() {
-        println!("\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in {secs:.2}s\n", tally.passed);
+        println!("\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; {filtered} filtered out; finished in {secs:.2}s\n", tally.passed);
         return ExitCode::SUCCESS;
     }
     println!("\nfailures:\n");
@@ -423,7 +425,7 @@ pub fn main(args: &[String]) -> ExitCode {
         println!("    {name}");
     }
     println!(
-        "\ntest result: FAILED. {} passed; {} failed; 0 ignored; 0 measured; 0 filtered out; finished in {secs:.2}s\n",
+        "\ntest result: FAILED. {} passed; {} failed; 0 ignored; 0 measured; {filtered} filtered out; finished in {secs:.2}s\n",
         tally.passed,
         tally.failed.len()
     );
