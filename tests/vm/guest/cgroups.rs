@@ -227,3 +227,25 @@ pub fn memory_high_then_freeze_grow_thaw_lets_the_job_finish(_: &Context) {
     assert!(counts["high"] >= 1);
     assert_eq!(counts["oom_kill"], 0);
 }
+
+pub fn psi_trigger_fires_while_memory_high_throttles(_: &Context) {
+    let m = manager();
+    let limits = MemoryLimits { high_bytes: Some(16 * MI), ..MemoryLimits::default() };
+    let job = Job::create(&m, "pressure", &Resources { memory: limits, ..Resources::default() });
+    let exe = self_exe();
+    runtime().block_on(async {
+        let options = EventOptions { memory_pressure: Some(PsiTrigger::DEFAULT_MEMORY) };
+        let mut events = job.cgroup.events(&options).expect("event stream");
+        assert_eq!(events.sources().memory_pressure, Some(PsiTrigger::DEFAULT_MEMORY));
+        let mut child = job.spawn(&[&exe, "hog", "--mib", "64"], Stdio::null());
+        let start = Instant::now();
+        event_matching(&mut events, 30 * SECOND, "MemoryPressure", |e| {
+            *e == CgroupEvent::MemoryPressure
+        })
+        .await;
+        println!("pressure reported after {:?}", start.elapsed());
+        println!("memory.pressure: {}", read(job.file("memory.pressure")).replace('\n', " | "));
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+}

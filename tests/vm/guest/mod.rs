@@ -73,6 +73,11 @@ pub const TESTS: &[GuestTest] = &[
         run: cgroups::memory_high_then_freeze_grow_thaw_lets_the_job_finish,
     },
     GuestTest {
+        name: "psi_trigger_fires_while_memory_high_throttles",
+        scope: Scope::Once,
+        run: cgroups::psi_trigger_fires_while_memory_high_throttles,
+    },
+    GuestTest {
         name: "topology_is_seen_as_booted",
         scope: Scope::EveryTopology,
         run: numa::topology_is_seen_as_booted,
