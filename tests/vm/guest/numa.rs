@@ -20,7 +20,7 @@ use super::Context;
 /// Memory each test job really allocates.
 const HOG_MIB: u64 = 32;
 
-fn live_topology() -> Topology {
+pub fn live_topology() -> Topology {
     discover(Path::new("/sys"), Path::new("/proc")).expect("discover the guest's topology")
 }
 
