@@ -15,7 +15,9 @@
 //! - [`placement`]: the allocator that hands out exclusive cores and the shared
 //!   CPU pool, NUMA-aware, and answers "whom would we have to preempt".
 //! - [`scheduler`]: the run state machine, `transition(state, event, policy,
-//!   moment)`, with restart backoff, OOM and preemption policies.
+//!   moment)`, with restart backoff, OOM and preemption policies; and
+//!   [`scheduler::cron`] for recurring jobs (next firing across clock changes,
+//!   catch-up after downtime, overlap policies).
 //! - [`units`]: byte quantities, CPU weights and CPU quotas shared by every
 //!   layer, each a newtype that only holds values in range.
 //!
@@ -31,8 +33,15 @@
 //!   accounting; `corral run` and the agent both go through it.
 //! - [`store`]: run records, their history and the cron journal, durable in
 //!   SQLite, behind traits; the state directory lock.
+//! - [`agent`]: `corral agent`: the jobs directory reconciled into runs, the
+//!   priority queue, preemption and OOM handling over the run state machine,
+//!   every transition stored before it is acted on, and crash recovery. Its
+//!   decisions (reconcile, queue, scheduling pass, adoption) are pure; the
+//!   machine is one trait, implemented on [`launch`], [`cgroup`] and
+//!   [`container`].
 //! - [`cli`]: the `corral` command line, a file per subcommand.
 
+pub mod agent;
 pub mod cgroup;
 pub mod cli;
 pub mod config;

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod agent;
 pub mod doctor;
+pub mod schedule;
 pub mod shim;
 pub mod topology;
 pub mod validate;
@@ -22,8 +24,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node agent on a jobs directory.
+    Agent(agent::AgentArgs),
     /// Check job files and report every problem in them.
     Validate(validate::ValidateArgs),
+    /// Show when recurring jobs will run, in their time zone and in UTC.
+    Schedule(schedule::ScheduleArgs),
     /// Show the CPUs, cores, NUMA nodes and memory the agent places jobs on.
     Topology(topology::TopologyArgs),
     /// Check the host's cgroup layout for what corral needs.
@@ -35,7 +41,9 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Agent(args) => agent::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Schedule(args) => schedule::run(args),
         Command::Topology(args) => topology::run(args),
         Command::InternalShim(args) => Ok(shim::run(args)),
         Command::Doctor(args) => doctor::run(args),

@@ -1,4 +1,5 @@
-//! The scheduler's decision core: what happens to a run, event by event.
+//! The scheduler's decision core: what happens to a run, event by event, and
+//! when recurring jobs fire.
 //!
 //! Pure: nothing here reads the clock, the kernel or the store. The shell
 //! reports [`Event`]s, calls [`transition()`] with the job's [`Policy`] and a
@@ -12,7 +13,11 @@
 //! - [`policy`]: [`Policy`]: restart, OOM, preemption, timeout, stop grace.
 //! - [`backoff`]: [`backoff_delay()`], exponential with jitter.
 //! - [`transition()`](mod@transition): the state machine.
-//! - [`job_name`]: [`JobName`]; [`time`]: [`Timestamp`].
+//! - [`Timestamp`] (in [`time`]): milliseconds since the epoch, UTC.
+//! - [`cron`]: recurring jobs: when a schedule fires (daylight saving time
+//!   included), what to catch up after downtime, what a firing does while the
+//!   previous run is still going, and the per-job state and journal that make
+//!   all of it survive a restart.
 //!
 //! # The run state machine
 //!
@@ -51,19 +56,20 @@
 
 pub mod action;
 pub mod backoff;
+pub mod cron;
 pub mod error;
 pub mod event;
-pub mod job_name;
 pub mod policy;
 pub mod state;
 pub mod time;
 pub mod transition;
 
+/// Runs and journals name their job with the spec's validated name.
+pub use crate::spec::JobName;
 pub use action::{Action, RunEvent, Timer};
 pub use backoff::{backoff_delay, Jitter};
 pub use error::InvalidTransition;
 pub use event::{Event, ExitStatus};
-pub use job_name::{JobName, JobNameError};
 pub use policy::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
 pub use state::{FailReason, Outcome, Phase, RunState, StopIntent, StopReason};
 pub use time::Timestamp;

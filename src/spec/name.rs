@@ -8,8 +8,12 @@
 
 use std::fmt;
 
-/// A validated job name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A validated job name. It is stored (run records, the cron journal) as its plain text, and
+/// checked again when read back, so a damaged record cannot smuggle in a path.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct JobName(String);
 
 /// The longest name allowed.
@@ -90,6 +94,21 @@ impl AsRef<str> for JobName {
     }
 }
 
+impl TryFrom<String> for JobName {
+    type Error = NameError;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        check_label(&name)?;
+        Ok(JobName(name))
+    }
+}
+
+impl From<JobName> for String {
+    fn from(name: JobName) -> String {
+        name.0
+    }
+}
+
 impl std::str::FromStr for JobName {
     type Err = NameError;
 
@@ -109,6 +128,15 @@ mod tests {
         for name in ["a", "0", "nightly-etl", "a1-b2-c3", longest.as_str(), "9lives"] {
             assert_eq!(JobName::parse(name).map(|n| n.to_string()).as_deref(), Ok(name));
         }
+    }
+
+    #[test]
+    fn stored_as_text_and_checked_when_read_back() {
+        let name = JobName::parse("nightly-etl").unwrap();
+        assert_eq!(serde_json::to_string(&name).unwrap(), "\"nightly-etl\"");
+        assert_eq!(serde_json::from_str::<JobName>("\"nightly-etl\"").unwrap(), name);
+        let e = serde_json::from_str::<JobName>("\"../etc\"").unwrap_err().to_string();
+        assert!(e.contains("it contains '/'"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use chrono::{Days, NaiveDate, NaiveTime};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
@@ -22,6 +23,7 @@ use super::tree::Node;
 pub struct Schedule {
     text: String,
     cron: Cron,
+    matches_some_day: bool,
 }
 
 impl Schedule {
@@ -37,9 +39,20 @@ impl Schedule {
         let parser =
             CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
         match parser.parse(text) {
-            Ok(cron) => Ok(Schedule { text: text.to_owned(), cron }),
+            Ok(cron) => {
+                let matches_some_day = matches_some_day(&cron);
+                Ok(Schedule { text: text.to_owned(), cron, matches_some_day })
+            }
             Err(error) => Err(error.to_string()),
         }
+    }
+
+    /// Whether any day of the calendar matches the day-of-month, month and day-of-week
+    /// fields. `0 0 30 2 *` (February 30th) and `0 0 31 4,6 *` parse, but never fire: the job
+    /// compiler rejects them, and the scheduler finds no next time for them at once instead
+    /// of searching thousands of years.
+    pub fn matches_some_day(&self) -> bool {
+        self.matches_some_day
     }
 
     /// The expression as written.
@@ -51,6 +64,35 @@ impl Schedule {
     pub fn cron(&self) -> &Cron {
         &self.cron
     }
+}
+
+/// Without a year field a schedule repeats with the calendar. Within 2001–2099 the calendar
+/// repeats every 28 years, and 2000–2027 hold every kind of year (each weekday it can start
+/// on, leap or not), so a day-of-month/month/day-of-week combination that matches no day of
+/// those years matches no day ever. Most schedules match on one of the first days tried;
+/// only a schedule that never fires walks all 10,227 days.
+fn matches_some_day(cron: &Cron) -> bool {
+    let pattern = &cron.pattern;
+    let (Some(&hour), Some(&minute), Some(&second)) = (
+        pattern.hours.values().first(),
+        pattern.minutes.values().first(),
+        pattern.seconds.values().first(),
+    ) else {
+        return false;
+    };
+    let Some(time) = NaiveTime::from_hms_opt(hour.into(), minute.into(), second.into()) else {
+        return false;
+    };
+    let first = NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date");
+    let last = NaiveDate::from_ymd_opt(2027, 12, 31).expect("a valid date");
+    let mut day = first;
+    while day <= last {
+        if cron.is_time_matching(&day.and_time(time)).unwrap_or(false) {
+            return true;
+        }
+        day = day + Days::new(1);
+    }
+    false
 }
 
 /// What to do when a run is due while the previous one is still going.
@@ -112,10 +154,12 @@ pub struct Recurrence {
     pub timezone: Option<Tz>,
     pub concurrency: Concurrency,
     pub catch_up: CatchUp,
-    /// A run that cannot start within this long of its time is skipped.
+    /// A run that cannot start within this long of its time (plus its jitter delay) is
+    /// skipped.
     pub starting_deadline: Option<Duration>,
-    /// Each run starts after a random delay of up to this long, so that many jobs on
-    /// `0 * * * *` do not all start in the same second.
+    /// Each run starts after a delay of up to this long, fixed per job and machine, so that
+    /// many jobs on `0 * * * *` do not all start in the same second
+    /// (see `scheduler::cron::jitter`).
     pub jitter: Duration,
     /// The schedule is paused: no new runs start. Runs already going are left alone.
     pub suspend: bool,
@@ -154,8 +198,17 @@ pub(super) fn compile(cx: &mut Checker, job: &Fields) -> Option<Option<Recurrenc
 
     let path = job.field("schedule");
     let schedule = cx.parsed(schedule_node, &path, |text| {
-        Schedule::parse(text)
-            .map_err(|reason| SpecError::Schedule { value: text.to_owned(), reason })
+        let schedule = Schedule::parse(text)
+            .map_err(|reason| SpecError::Schedule { value: text.to_owned(), reason })?;
+        if !schedule.matches_some_day() {
+            return Err(SpecError::Schedule {
+                value: text.to_owned(),
+                reason: "it never fires: no day of the calendar matches its day-of-month, \
+                         month and day-of-week fields"
+                    .into(),
+            });
+        }
+        Ok(schedule)
     });
 
     let timezone = match job.get("timezone") {
@@ -370,6 +423,21 @@ mod tests {
             assert!(!err.is_empty(), "{bad:?}");
         }
         assert!(Schedule::parse("@reboot").unwrap_err().contains("runs once"));
+    }
+
+    #[test]
+    fn a_schedule_no_day_matches_is_an_error() {
+        for never in ["0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 0 31 2 *"] {
+            let schedule = Schedule::parse(never).unwrap();
+            assert!(!schedule.matches_some_day(), "{never}");
+            let e = error(&format!("schedule: '{never}'\n"));
+            assert!(e.contains("it never fires: no day of the calendar matches"), "{e}");
+        }
+        for rare in ["0 0 29 2 *", "0 0 29 2 mon", "0 0 31 * *", "0 0 L 2 *", "0 0 * 2 sun#5"] {
+            assert!(Schedule::parse(rare).unwrap().matches_some_day(), "{rare}");
+        }
+        // Both day fields restricted: a day matching either runs the job.
+        assert!(Schedule::parse("0 0 30 2 mon").unwrap().matches_some_day());
     }
 
     #[test]
