@@ -2,6 +2,7 @@
 //! (`vm_guest guest-test NAME`) so a panic or a hang ends only that test,
 //! and the tests themselves.
 
+mod agent;
 mod cgroups;
 mod numa;
 mod util;
@@ -91,6 +92,16 @@ pub const TESTS: &[GuestTest] = &[
         name: "too_big_for_a_node_single_node_refused_prefer_spans_nearest",
         scope: Scope::EveryTopology,
         run: numa::too_big_for_a_node_single_node_refused_prefer_spans_nearest,
+    },
+    GuestTest {
+        name: "agent_preempts_by_freezing_and_resumes_afterwards",
+        scope: Scope::Once,
+        run: agent::agent_preempts_by_freezing_and_resumes_afterwards,
+    },
+    GuestTest {
+        name: "agent_killed_with_sigkill_leaves_jobs_running_for_the_next_agent",
+        scope: Scope::Once,
+        run: agent::agent_killed_with_sigkill_leaves_jobs_running_for_the_next_agent,
     },
 ];
 
