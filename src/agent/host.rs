@@ -124,11 +124,12 @@ impl Runtime for HostRuntime {
         let mut container = run_plan.container.clone();
         container.run_dir = plan.run_dir.clone();
         let host = Arc::clone(&self.host);
-        let started =
-            tokio::task::spawn_blocking(move || launch::start_with(&host, &run_plan, &container))
-                .await
-                .map_err(|e| err(&e))?
-                .map_err(|e| err(&e))?;
+        let started = tokio::task::spawn_blocking(move || {
+            launch::prepare(&host, &run_plan)?.launch(&container)
+        })
+        .await
+        .map_err(|e| err(&e))?
+        .map_err(|e| err(&e))?;
         let (shim, init) = (started.shim(), started.init());
         // The shim stays this process's child; the watcher reaps it.
         drop(started);

@@ -418,6 +418,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             // placement on record.
             self.store.set_placement(id, Some(assignment))?;
         }
+        // How the run ended goes on record before the transition that says it
+        // ended, so whoever reads a finished run from the store also finds its exit.
+        for action in &t.actions {
+            if let Action::RecordExit(status) = action {
+                self.record_exit(id, *status, now)?;
+            }
+        }
+        let run = self.runs.get(id).expect("present above");
         self.store.record_transition(id, &run.state, &t.next, now, &t.reason)?;
         let from = run.state.phase.name();
         let to = t.next.phase.name();
@@ -499,19 +507,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 run.ops.send(run.epoch, Op::Remove);
             }
             Action::ArmTimer { timer, at } => self.timers.arm(id, timer, at),
-            Action::RecordExit(status) => {
-                let exit = match &run.exit {
-                    Some(exit) if exit.status == status => exit.clone(),
-                    _ => ExitInfo {
-                        status,
-                        exited_at: now,
-                        peak_memory: None,
-                        oom_kills: 0,
-                        cpu_seconds: 0.0,
-                    },
-                };
-                self.store.set_exit(id, &exit)?;
-            }
+            // Recorded before the transition; see `handle`.
+            Action::RecordExit(_) => {}
             // The transition's reason, logged above, says what happened.
             Action::RecordEvent(event) => {
                 self.store.record_event(id, now, &event, reason)?;
@@ -519,6 +516,27 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             // The transition into the terminal phase is logged with its reason.
             Action::RecordOutcome(outcome) => debug!(run = %id, "outcome: {outcome:?}"),
         }
+        Ok(())
+    }
+
+    fn record_exit(
+        &mut self,
+        id: &RunId,
+        status: crate::scheduler::ExitStatus,
+        now: Timestamp,
+    ) -> Result<(), AgentError> {
+        let Some(run) = self.runs.get(id) else { return Ok(()) };
+        let exit = match &run.exit {
+            Some(exit) if exit.status == status => exit.clone(),
+            _ => ExitInfo {
+                status,
+                exited_at: now,
+                peak_memory: None,
+                oom_kills: 0,
+                cpu_seconds: 0.0,
+            },
+        };
+        self.store.set_exit(id, &exit)?;
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 pub mod agent;
 pub mod doctor;
+pub mod run;
 pub mod schedule;
 pub mod shim;
 pub mod topology;
@@ -34,6 +35,8 @@ pub enum Command {
     Topology(topology::TopologyArgs),
     /// Check the host's cgroup layout for what corral needs.
     Doctor(doctor::DoctorArgs),
+    /// Run one job once, now, in the foreground.
+    Run(run::RunArgs),
     /// The per-run container supervisor (started by the launcher).
     #[command(name = "internal-shim", hide = true)]
     InternalShim(shim::ShimArgs),
@@ -47,5 +50,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Topology(args) => topology::run(args),
         Command::InternalShim(args) => Ok(shim::run(args)),
         Command::Doctor(args) => doctor::run(args),
+        Command::Run(args) => run::run(args),
     }
 }
