@@ -5,6 +5,7 @@
 mod agent;
 mod cgroups;
 mod numa;
+mod run;
 mod util;
 pub mod workload;
 
@@ -92,6 +93,21 @@ pub const TESTS: &[GuestTest] = &[
         name: "too_big_for_a_node_single_node_refused_prefer_spans_nearest",
         scope: Scope::EveryTopology,
         run: numa::too_big_for_a_node_single_node_refused_prefer_spans_nearest,
+    },
+    GuestTest {
+        name: "corral_run_reports_an_oom_kill",
+        scope: Scope::Once,
+        run: run::corral_run_reports_an_oom_kill,
+    },
+    GuestTest {
+        name: "corral_run_places_a_single_node_job_with_its_memory_there",
+        scope: Scope::EveryTopology,
+        run: run::corral_run_places_a_single_node_job_with_its_memory_there,
+    },
+    GuestTest {
+        name: "corral_run_refuses_too_big_single_node_and_spreads_prefer_to_nearest",
+        scope: Scope::EveryTopology,
+        run: run::corral_run_refuses_too_big_single_node_and_spreads_prefer_to_nearest,
     },
     GuestTest {
         name: "agent_preempts_by_freezing_and_resumes_afterwards",
