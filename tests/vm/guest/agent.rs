@@ -197,7 +197,7 @@ pub fn agent_preempts_by_freezing_and_resumes_afterwards(ctx: &Context) {
         &format!("priority: 90\nresources: {{cpus: {per_node}, numa: single-node}}\n"),
     );
     agent.wait_for("low-1 frozen in the kernel", 20 * SECOND, || agent.frozen("low-1"));
-    assert_eq!(read(agent.cgroup("low-1").join("cgroup.freeze")), "1");
+    assert_eq!(read(agent.cgroup("low-1").join("cgroup.freeze")), "1", "low-1's own cgroup.freeze");
     agent.wait_phase("high-1", "running", 20 * SECOND);
     assert_eq!(agent.phase("low-1").as_deref(), Some("suspended"));
     println!("high-1 runs on cpus {}", agent.cpus("high-1"));
