@@ -7,7 +7,7 @@
 //!
 //! - when the job's next firing is due ([`CronState::tick`]): the agent wakes
 //!   at [`CronJobs::next_wake`], through the main loop's next deadline, on
-//!   the injected clock;
+//!   the injected clock's calendar time (see [`clock`](super::clock));
 //! - when one of its runs ends ([`CronState::run_ended`]), from the
 //!   supervisor's `finish`;
 //! - when its file is read or changes, which also ticks it: after a restart
@@ -263,7 +263,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.cron_tick(name, &old)?;
                 if let (Some(old_rec), Some(new_rec)) = (&old.recurrence, &spec.recurrence) {
                     if timing_changed(old_rec, new_rec) {
-                        let now = instant(self.clock.now());
+                        let now = instant(self.clock.calendar());
                         let job = self.cron.job(name, new_rec);
                         let mut state = self.cron.jobs[name].state.clone();
                         state.reschedule(&job, now);
@@ -279,7 +279,20 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         for run in runs {
             self.take_over(&run, Arc::clone(spec))?;
         }
-        self.cron_tick(name, spec)
+        self.cron_tick(name, spec)?;
+        let wake_at = self.cron.jobs.get(name).and_then(|j| j.wake_at);
+        match (wake_at.and_then(Timestamp::to_datetime), spec.recurrence.as_ref()) {
+            (Some(at), _) => info!(
+                job = %name,
+                "recurring job: next run due at {}",
+                at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+            (None, Some(r)) if r.suspend => {
+                info!(job = %name, "recurring job suspended: nothing starts until its file resumes it")
+            }
+            _ => info!(job = %name, "recurring job: its schedule fires no more"),
+        }
+        Ok(())
     }
 
     /// Job `name` is gone from the jobs directory: its schedule stops, and its
@@ -338,7 +351,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let recurrence = spec.as_ref().and_then(|s| s.recurrence.as_ref());
         let decisions = match (recurrence, self.cron.stopped) {
             (Some(recurrence), false) => {
-                let now = instant(self.clock.now());
+                let now = instant(self.clock.calendar());
                 let next = self.store.next_run_id(job)?;
                 let mut ids = NextIds::new(job, &next);
                 let cron_job = self.cron.job(job, recurrence);
@@ -366,7 +379,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         let Some(entry) = self.cron.jobs.get(name) else { return Ok(()) };
         let mut state = entry.state.clone();
-        let now = instant(self.clock.now());
+        let now = instant(self.clock.calendar());
         let next = self.store.next_run_id(name)?;
         let mut ids = NextIds::new(name, &next);
         let job = self.cron.job(name, recurrence);
@@ -396,7 +409,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             entry.wake_at = wake_at;
             return Ok(());
         }
-        let now = self.clock.now();
+        // Runs live on the supervisor's time line; decisions on the calendar's.
+        let (now, decided_at) = (self.clock.now(), self.clock.calendar());
         // The run each start creates, as the store records it and as it is
         // then queued.
         let mut new_runs: HashMap<RunId, RunState> = HashMap::new();
@@ -419,7 +433,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             };
             batch.push((Timestamp::from(record.scheduled), decision));
         }
-        let answers = self.store.commit_cron(name, &state, now, &batch, JOURNAL_KEEP)?;
+        let answers = self.store.commit_cron(name, &state, decided_at, &batch, JOURNAL_KEEP)?;
         // Only a store that lost its cron state but kept its journal says a
         // firing was decided before; its run is then not started again.
         for (answer, record) in answers.iter().zip(&decisions.records) {

@@ -180,9 +180,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
-        let next =
-            [self.timers.next(), self.rescan_at, self.cron.next_wake()].into_iter().flatten().min();
-        next.map(|at| self.clock.instant(at))
+        let runs = [self.timers.next(), self.rescan_at].into_iter().flatten().min();
+        let runs = runs.map(|at| self.clock.instant(at));
+        // Firings are in calendar time, which may part from the runs' time line.
+        let firings = self.cron.next_wake().map(|at| self.clock.calendar_instant(at));
+        [runs, firings].into_iter().flatten().min()
     }
 
     pub fn store(&self) -> &S {
@@ -734,7 +736,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         for (id, event) in self.timers.due(now) {
             self.handle(&id, event)?;
         }
-        self.cron_wake(now)
+        self.cron_wake(self.clock.calendar())
     }
 
     // ---- Scheduling ----
