@@ -445,7 +445,7 @@ fn a_cron_step_commits_its_state_decisions_and_runs_together() {
         version: version.clone(),
     };
     let decisions = [
-        (t(60_000), CronDecision::Missed { count: 3, last: t(180_000) }),
+        (t(60_000), CronDecision::Missed { count: 3, last: t(180_000), suspended: false }),
         (t(240_000), CronDecision::Skip { reason: "overlap".into() }),
         (t(300_000), start(&etl_1)),
     ];

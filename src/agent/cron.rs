@@ -427,9 +427,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 FiringOutcome::Skipped { reason } => {
                     CronDecision::Skip { reason: skip_word(*reason).to_owned() }
                 }
-                FiringOutcome::Missed { count, last, .. } => {
-                    CronDecision::Missed { count: *count, last: Timestamp::from(*last) }
-                }
+                FiringOutcome::Missed { count, last, suspended } => CronDecision::Missed {
+                    count: *count,
+                    last: Timestamp::from(*last),
+                    suspended: *suspended,
+                },
             };
             batch.push((Timestamp::from(record.scheduled), decision));
         }
@@ -538,15 +540,16 @@ fn log_record(record: &FiringRecord) {
             info!(job = %job, scheduled = %scheduled, reason = skip_word(*reason), "firing skipped: {reason}")
         }
         FiringOutcome::Missed { count, last, suspended } => {
+            let last = last.to_rfc3339_opts(SecondsFormat::Millis, true);
             let why = if *suspended {
-                "while the job was suspended"
+                "the job was suspended"
             } else {
-                "while the agent was not running them (down, or past their starting_deadline, or not picked by catch_up)"
+                "they fell due while the agent was down (or the clock jumped), and catch_up \
+                 or starting_deadline does not start them"
             };
             warn!(
-                job = %job, missed = count, first = %scheduled,
-                last = %last.to_rfc3339_opts(SecondsFormat::Millis, true),
-                "{count} firing(s) missed {why}"
+                job = %job, missed = count, first = %scheduled, last = %last,
+                "{count} firing(s) missed, {scheduled} to {last}: {why}"
             )
         }
     }

@@ -627,21 +627,29 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             if let Some(held) = &run.assignment {
                 let _ = self.ledger.release(held);
             }
-            let keep = match run.spec.as_ref().and_then(|s| s.recurrence.as_ref()) {
+            let recurring = self.cron.owner(id).is_some();
+            let keep = match (run.spec.as_ref().map(|s| s.recurrence.as_ref()), recurring) {
                 // Exactly as the job says: a recurring job's runs are asked
                 // for by its schedule, not by "has this version run".
-                Some(r) => Retention { successful: r.history.successful, failed: r.history.failed },
+                (Some(Some(r)), _) => {
+                    Some(Retention { successful: r.history.successful, failed: r.history.failed })
+                }
+                // A recurring job's history is known once its file is read
+                // again after a restart; its next run's end prunes.
+                (None, true) => None,
                 // At least one: "this version already has its run" reads it.
-                None => {
+                _ => {
                     let history = spec::History::default();
-                    Retention {
+                    Some(Retention {
                         successful: history.successful.max(1),
                         failed: history.failed.max(1),
-                    }
+                    })
                 }
             };
-            self.store.prune(&run.job, keep)?;
-            self.prune_run_dirs(&run.job)?;
+            if let Some(keep) = keep {
+                self.store.prune(&run.job, keep)?;
+                self.prune_run_dirs(&run.job)?;
+            }
             self.cron_run_finished(&run.job, id)?;
         }
         Ok(())

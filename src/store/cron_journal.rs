@@ -69,8 +69,9 @@ pub enum CronDecision {
     Start { run: RunId, initial: RunState, version: JobVersion },
     /// Deliberately not run; `reason` is a short word (`overlap`, …).
     Skip { reason: String },
-    /// `count` firings, from this one to `last`, were missed.
-    Missed { count: u64, last: Timestamp },
+    /// `count` firings, from this one to `last`, were missed; `suspended`:
+    /// because the job was (recorded with the reason `suspended`).
+    Missed { count: u64, last: Timestamp, suspended: bool },
 }
 
 /// The answer to [`CronJournal::decide_firing`].

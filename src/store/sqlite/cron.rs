@@ -288,11 +288,11 @@ impl CronJournal for SqliteStore {
                         NewFiring { decision: "skipped", run: None, reason: Some(reason), missed: None },
                         None,
                     ),
-                    CronDecision::Missed { count, last } => (
+                    CronDecision::Missed { count, last, suspended } => (
                         NewFiring {
                             decision: "missed",
                             run: None,
-                            reason: None,
+                            reason: suspended.then_some("suspended"),
                             missed: Some((*count, *last)),
                         },
                         None,
