@@ -1,4 +1,4 @@
-//! Recurring jobs under the agent: the pure cron engine ([`scheduler::cron`])
+//! Recurring jobs under the agent: the pure cron engine ([`crate::scheduler::cron`])
 //! wired to the supervisor, the store and the clock.
 //!
 //! Each recurring job has a [`CronState`]: the last time it was considered,
@@ -15,7 +15,7 @@
 //!
 //! Every step goes the same way: the engine decides on a copy of the state;
 //! the store records the new state, the step's journal entries and the runs
-//! they start in **one transaction** ([`CronJournal::commit_cron`]); only then
+//! they start in **one transaction** ([`CronJournal::commit_cron`](crate::store::CronJournal::commit_cron)); only then
 //! are runs queued (and placed by the scheduling pass like any other run) or
 //! stopped. A crash before the commit loses the step: it is decided again at
 //! restart, and a firing that is then late counts as missed (`catch_up`

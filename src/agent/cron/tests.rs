@@ -421,3 +421,22 @@ async fn history_keeps_the_last_n_runs_and_their_files() {
     }
     assert_eq!(left, ["r-2", "r-3", "r-5"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_loses_its_schedule_keeps_its_run_and_fires_no_more() {
+    let mut b = Bench::new();
+    b.files(&[("r.yaml", &every_10s("r", ""))]).await;
+    b.advance(10).await;
+    // The one-shot version is taken over by the run under way: no second run.
+    b.files(&[("r.yaml", &job("r", ""))]).await;
+    assert!(b.sup.store().cron_states().unwrap().is_empty());
+    b.advance(30).await;
+    assert_eq!(b.fake.launched(), ["r-1"]);
+    assert_eq!(b.phase("r-1"), "running");
+    // And its schedule back: a new job to the schedule, from its next firing.
+    b.fake.exit("r-1", 0);
+    b.files(&[("r.yaml", &every_10s("r", "concurrency: allow\n"))]).await;
+    b.advance(10).await;
+    assert_eq!(b.fake.launched(), ["r-1", "r-2"]);
+    assert_eq!(b.fake.env("r-2")["CORRAL_SCHEDULED_AT"], "1970-01-01T00:17:30Z");
+}
