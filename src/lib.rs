@@ -35,7 +35,9 @@
 //!   SQLite, behind traits; the state directory lock.
 //! - [`agent`]: `corral agent`: the jobs directory reconciled into runs, the
 //!   priority queue, preemption and OOM handling over the run state machine,
-//!   every transition stored before it is acted on, and crash recovery. Its
+//!   every transition stored before it is acted on, recurring jobs fired by
+//!   the cron engine (each decision stored with its run before the run is
+//!   queued), and crash recovery. Its
 //!   decisions (reconcile, queue, scheduling pass, adoption) are pure; the
 //!   machine is one trait, implemented on [`launch`], [`cgroup`] and
 //!   [`container`].

@@ -345,6 +345,7 @@ fn every_example_job_succeeds() {
             "memory-grow",
             "pinned-compute",
             "report-cron",
+            "heartbeat",
         ]
         .into_iter()
         .map(|name| (name, scope.spawn(move || run(name))))
@@ -364,6 +365,7 @@ fn every_example_job_succeeds() {
     assert_eq!(out("memory-grow"), "67108864\n");
     assert_eq!(out("pinned-compute"), "counted to 3000000\n");
     assert_eq!(out("background-preemptible").lines().count(), 10);
+    assert!(out("heartbeat").starts_with("firing none (not started by a schedule), started "));
     assert_cleaned_up(&corral);
 }
 

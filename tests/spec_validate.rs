@@ -28,7 +28,7 @@ fn the_example_jobs_are_valid() {
     let out = stdout(&output);
     assert_eq!(output.status.code(), Some(0), "{out}{}", String::from_utf8_lossy(&output.stderr));
     let files: Vec<&str> = out.lines().collect();
-    assert!(files.len() >= 7, "{out}");
+    assert!(files.len() >= 8, "{out}");
     for line in &files {
         assert!(line.starts_with("OK jobs/") && line.ends_with("(1 job)"), "{line}");
     }
@@ -40,6 +40,7 @@ fn the_example_jobs_are_valid() {
         "background-preemptible",
         "memory-grow",
         "cleanup-hourly",
+        "heartbeat",
     ] {
         assert!(out.contains(&format!("OK jobs/{job}.yaml (1 job)")), "{job} missing from\n{out}");
     }

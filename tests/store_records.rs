@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use corral::placement::{Assignment, CpuGrant, RunId};
+use corral::scheduler::cron::{CronState, RunSummary};
 use corral::scheduler::{
     ExitStatus, FailReason, JobName, Phase, PreemptionMode, RunEvent, RunState, StopReason,
     Timestamp,
 };
 use corral::store::{
-    CronJournal, Decided, ExitInfo, FiringDecision, FiringOutcome, JobVersion, LaunchInfo,
-    Retention, RunStore, SqliteStore, StoreError,
+    CronDecision, CronJournal, Decided, ExitInfo, FiringDecision, FiringOutcome, JobVersion,
+    LaunchInfo, Retention, RunStore, SqliteStore, StoreError,
 };
 use corral::topology::{Bytes, NodeSet};
 
@@ -416,5 +417,89 @@ fn last_considered_follows_decisions_and_can_be_set() {
     assert_eq!(store.last_considered(&etl).unwrap(), Some(t(5_000)));
     store.set_last_considered(&etl, t(9_000)).unwrap();
     assert_eq!(store.last_considered(&etl).unwrap(), Some(t(9_000)));
+    // A state row written this way (or by a store before cron states were kept whole)
+    // reads as that time, with nothing waiting and nothing running.
+    let expected = CronState { last_considered: t(9_000).to_datetime(), ..CronState::default() };
+    assert_eq!(store.cron_states().unwrap(), [(etl.clone(), expected)]);
     assert_eq!(store.last_considered(&job("other")).unwrap(), None);
+}
+
+#[test]
+fn a_cron_step_commits_its_state_decisions_and_runs_together() {
+    let (_dir, mut store) = open();
+    let etl = job("etl");
+    let at = |ms: i64| t(ms).to_datetime().unwrap();
+    let etl_1 = store.next_run_id(&etl).unwrap();
+    assert_eq!(etl_1.as_str(), "etl-1");
+    let summary =
+        |run: &RunId, ms| RunSummary { run: run.clone(), scheduled: at(ms), stopping: false };
+    let state = CronState {
+        last_considered: Some(at(300_005)),
+        queued: None,
+        active: vec![summary(&etl_1, 300_000)],
+    };
+    let version = JobVersion { fingerprint: "f1".into(), meta: "{}".into() };
+    let start = |run: &RunId| CronDecision::Start {
+        run: run.clone(),
+        initial: pending(),
+        version: version.clone(),
+    };
+    let decisions = [
+        (t(60_000), CronDecision::Missed { count: 3, last: t(180_000), suspended: false }),
+        (t(240_000), CronDecision::Skip { reason: "overlap".into() }),
+        (t(300_000), start(&etl_1)),
+    ];
+    let answers = store.commit_cron(&etl, &state, t(300_005), &decisions, 100).unwrap();
+    assert_eq!(
+        answers,
+        [
+            Decided::Recorded { run: None },
+            Decided::Recorded { run: None },
+            Decided::Recorded { run: Some(etl_1.clone()) }
+        ]
+    );
+    assert_eq!(store.cron_states().unwrap(), [(etl.clone(), state.clone())]);
+    assert_eq!(store.last_considered(&etl).unwrap(), Some(t(300_005)));
+    let run = store.run(&etl_1).unwrap().unwrap().record;
+    assert_eq!(run.version, Some(version.clone()), "the run is labelled with its version");
+    let missed = store.firing(&etl, t(60_000)).unwrap().unwrap();
+    assert_eq!((missed.outcome, missed.missed), (FiringOutcome::Missed, Some((3, t(180_000)))));
+    assert_eq!(store.next_run_id(&etl).unwrap().as_str(), "etl-2");
+
+    // A firing decided before is not decided again: no run, and the state does not list it.
+    let etl_2 = RunId::new("etl-2");
+    let again = CronState {
+        active: vec![summary(&etl_1, 300_000), summary(&etl_2, 300_000)],
+        ..state.clone()
+    };
+    let answers =
+        store.commit_cron(&etl, &again, t(300_010), &[(t(300_000), start(&etl_2))], 100).unwrap();
+    assert!(
+        matches!(&answers[..], [Decided::AlreadyDecided(r)] if r.outcome == FiringOutcome::Started { run: etl_1.clone() })
+    );
+    assert_eq!(store.cron_states().unwrap(), [(etl.clone(), state.clone())]);
+    assert_eq!(store.next_run_id(&etl).unwrap().as_str(), "etl-2");
+
+    // A run id other than the job's next is refused, and nothing of the step is written.
+    let wrong = store.commit_cron(
+        &etl,
+        &state,
+        t(360_000),
+        &[(t(360_000), start(&RunId::new("etl-7")))],
+        100,
+    );
+    assert!(matches!(wrong, Err(StoreError::Unstorable { .. })), "{wrong:?}");
+    assert_eq!(store.firing(&etl, t(360_000)).unwrap(), None);
+    assert_eq!(store.next_run_id(&etl).unwrap().as_str(), "etl-2");
+
+    // `last_considered` never goes back; the journal is pruned to the newest entries.
+    let earlier = CronState { last_considered: Some(at(1_000)), ..state.clone() };
+    store.commit_cron(&etl, &earlier, t(400_000), &[], 1).unwrap();
+    assert_eq!(store.last_considered(&etl).unwrap(), Some(t(300_005)));
+    assert_eq!(store.cron_states().unwrap()[0].1.last_considered, Some(at(300_005)));
+    assert_eq!(store.firings(&etl, 10).unwrap().len(), 1);
+
+    store.forget_cron(&etl).unwrap();
+    assert!(store.cron_states().unwrap().is_empty());
+    assert_eq!(store.firings(&etl, 10).unwrap().len(), 1, "the journal outlives the state");
 }

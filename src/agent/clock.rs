@@ -5,6 +5,14 @@
 //! monotonic clock, so a clock step (NTP, an operator) neither fires timers
 //! early nor holds them back. Timestamps stored by an earlier agent are
 //! compared with this clock as they are.
+//!
+//! Schedules are the exception: "02:00 in Berlin" means the calendar, and
+//! the calendar is what the wall clock says *now*. After an NTP step (common
+//! at boot, when the agent may start before the clock is synchronised) or a
+//! suspend of the machine (during which the monotonic clock stands still),
+//! the two readings part. [`Clock::calendar`] reads the wall clock each time
+//! for the cron engine; the main loop checks it at least every
+//! [`CALENDAR_RECHECK`], so a step or a resume is noticed within that.
 
 use std::time::Duration;
 
@@ -12,21 +20,37 @@ use tokio::time::Instant;
 
 use crate::scheduler::Timestamp;
 
+/// The longest the agent sleeps towards a firing without looking at the
+/// wall clock again.
+pub const CALENDAR_RECHECK: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     base: Timestamp,
     start: Instant,
+    calendar: Calendar,
+}
+
+/// Where calendar time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Calendar {
+    /// The system's wall clock, read each time.
+    System,
+    /// This clock's own reading: one time line for everything (a clock
+    /// started at a given time, driven by `tokio::time`).
+    Own,
 }
 
 impl Clock {
-    /// A clock reading `base` now.
+    /// A clock reading `base` now; its calendar time is its own reading.
     pub fn starting_at(base: Timestamp) -> Clock {
-        Clock { base, start: Instant::now() }
+        Clock { base, start: Instant::now(), calendar: Calendar::Own }
     }
 
-    /// A clock reading the wall clock now.
+    /// A clock reading the wall clock now; its calendar time is the wall
+    /// clock's at each reading.
     pub fn system() -> Clock {
-        Clock::starting_at(Timestamp::now())
+        Clock { calendar: Calendar::System, ..Clock::starting_at(Timestamp::now()) }
     }
 
     pub fn now(&self) -> Timestamp {
@@ -38,6 +62,23 @@ impl Clock {
         let now = self.now();
         let ahead = if at > now { at.since(now) } else { Duration::ZERO };
         Instant::now() + ahead
+    }
+
+    /// Calendar time, which schedules are read in.
+    pub fn calendar(&self) -> Timestamp {
+        match self.calendar {
+            Calendar::System => Timestamp::now(),
+            Calendar::Own => self.now(),
+        }
+    }
+
+    /// When to look at the calendar again for something due at `at` in
+    /// calendar time: then, as far as can be told now, and no later than
+    /// [`CALENDAR_RECHECK`] from now.
+    pub fn calendar_instant(&self, at: Timestamp) -> Instant {
+        let now = self.calendar();
+        let ahead = if at > now { at.since(now) } else { Duration::ZERO };
+        Instant::now() + ahead.min(CALENDAR_RECHECK)
     }
 }
 
@@ -54,5 +95,20 @@ mod tests {
         let at = clock.instant(Timestamp::from_millis(2_250));
         assert_eq!(at - Instant::now(), Duration::from_secs(1));
         assert_eq!(clock.instant(Timestamp::from_millis(0)), Instant::now());
+        assert_eq!(clock.calendar(), clock.now());
+        let far = clock.now().plus(Duration::from_secs(3600));
+        assert_eq!(clock.calendar_instant(far) - Instant::now(), CALENDAR_RECHECK);
+        let near = clock.now().plus(Duration::from_secs(5));
+        assert_eq!(clock.calendar_instant(near) - Instant::now(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_system_calendar_is_the_wall_clock_at_each_reading() {
+        let clock = Clock::system();
+        // tokio's paused time stands still; the wall clock does not.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let wall = Timestamp::now();
+        assert!(clock.calendar().since(wall) < Duration::from_secs(1), "{:?}", clock.calendar());
+        assert!(clock.now().since(wall) >= Duration::from_secs(3599));
     }
 }

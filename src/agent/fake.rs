@@ -37,6 +37,8 @@ struct State {
     stats: HashMap<RunId, FinalStats>,
     /// Runs that die on SIGTERM.
     term_kills: bool,
+    /// The variables each run's latest launch added to its job's `env`.
+    envs: HashMap<RunId, std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Default)]
@@ -63,6 +65,16 @@ impl FakeRuntime {
                 _ => None,
             })
             .collect()
+    }
+
+    /// What the run's latest launch added to its job's `env`.
+    pub fn env(&self, run: &str) -> std::collections::BTreeMap<String, String> {
+        self.state.lock().unwrap().envs.get(&RunId::new(run)).cloned().unwrap_or_default()
+    }
+
+    /// Whether SIGTERM ends a run (it does unless told otherwise).
+    pub fn set_term_kills(&self, kills: bool) {
+        self.state.lock().unwrap().term_kills = kills;
     }
 
     pub fn clear(&self) {
@@ -122,6 +134,7 @@ impl Runtime for FakeRuntime {
             dir: plan.run_dir.clone(),
         });
         let mut state = self.state.lock().unwrap();
+        state.envs.insert(plan.run.clone(), plan.env.clone());
         state.next_pid += 2;
         Ok(LaunchInfo {
             shim_pid: 1000 + state.next_pid,

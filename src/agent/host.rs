@@ -123,6 +123,7 @@ impl Runtime for HostRuntime {
         run_plan.resources.memory.hard_bytes = plan.memory_limit.map(Bytes::get);
         let mut container = run_plan.container.clone();
         container.run_dir = plan.run_dir.clone();
+        container.env.extend(plan.env.clone());
         let host = Arc::clone(&self.host);
         let started = tokio::task::spawn_blocking(move || {
             launch::prepare(&host, &run_plan)?.launch(&container)

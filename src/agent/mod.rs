@@ -22,12 +22,15 @@
 //! - [`supervisor`]: every run, driven through the state machine; each
 //!   transition is stored before it is acted on.
 //! - [`recovery`]: taking over the runs of an earlier agent.
+//! - [`cron`]: recurring jobs: the cron engine's decisions, committed to the
+//!   store before their runs are queued or stopped.
 //! - [`runtime`]: the machine as a trait; [`host`] implements it on cgroups
 //!   and containers; [`ops`] carries out each run's operations in order.
 //! - [`clock`], [`timers`]: time from `tokio::time`, so tests can pause it.
 //!
 //! The main loop waits on four things at once: shutdown, a batch of job file
-//! changes, an observation from a run, and the next timer. After each, the
+//! changes, an observation from a run, and the next timer (a run's, or a
+//! recurring job's next firing). After each, the
 //! scheduling pass runs. Nothing in the loop blocks on the kernel: launches,
 //! freezes and kills run on each run's operation task and report back.
 //!
@@ -35,6 +38,7 @@
 //! described for operators in `docs/agent.md`.
 
 pub mod clock;
+pub mod cron;
 pub mod error;
 pub mod host;
 pub mod job;
@@ -104,6 +108,15 @@ pub async fn run(
     let (sink, observations) = mpsc::unbounded_channel();
     let mut supervisor =
         Supervisor::new(settings, topology, ledger, store, runtime, Clock::system(), sink);
+    supervisor.set_cron_settings(cron::CronSettings {
+        default_tz: config.default_timezone,
+        // As `corral schedule` names the machine, so that it shows the same jitter.
+        node: nix::unistd::gethostname()
+            .ok()
+            .and_then(|name| name.into_string().ok())
+            .unwrap_or_default(),
+        catch_up_limit: config.catch_up_limit,
+    });
     let recovered = supervisor.recover()?;
     if recovered.runs > 0 || recovered.stray_cgroups > 0 {
         info!(
@@ -189,6 +202,7 @@ pub async fn drive<R: Runtime, S: RunStore>(
         supervisor.schedule()?;
     }
     info!("shutting down: no new work is taken");
+    supervisor.stop_firing();
     match on_exit {
         OnExit::LeaveRunning => {
             // Starts under way are waited for, so that their runs are

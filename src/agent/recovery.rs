@@ -101,6 +101,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// Takes over the runs of an earlier agent. Called once, before the
     /// jobs directory is read.
     pub fn recover(&mut self) -> Result<Recovered, AgentError> {
+        // First, so that the runs of recurring jobs are known as such.
+        self.cron_load()?;
         let records = self.store.active_runs()?;
         let mut summary = Recovered { runs: records.len(), ..Recovered::default() };
         let live: BTreeMap<RunId, Option<CpuSet>> = match self.runtime.live_runs() {
@@ -185,6 +187,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             self.adopt(record, probe)?;
         }
+        self.cron_recovered()?;
         Ok(summary)
     }
 
@@ -232,7 +235,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
         }
         info!(run = %id, job = %job, phase = record.state.phase.name(), "re-adopting run");
-        self.by_job.insert(job.clone(), id.clone());
+        if self.cron.owner(&id).is_none() {
+            // A recurring job's runs are found through its cron state.
+            self.by_job.insert(job.clone(), id.clone());
+        }
         self.runs.insert(
             id.clone(),
             Run {

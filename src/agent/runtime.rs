@@ -6,6 +6,7 @@
 //! implements it with cgroups and containers; the unit tests use an
 //! in-memory fake that records every call.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +35,9 @@ pub struct LaunchPlan {
     /// A directory not used before; its name is derived from the run and its
     /// placement, so a restarted agent finds it again.
     pub run_dir: PathBuf,
+    /// Variables the agent adds to the job's `env` for this run (for a run
+    /// of a recurring job, the firing it is for).
+    pub env: BTreeMap<String, String>,
 }
 
 /// A running attempt's settings that may change while it runs.

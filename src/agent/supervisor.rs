@@ -31,6 +31,7 @@ use crate::topology::{Bytes, CpuSet, Topology};
 use crate::watch::FileChange;
 
 use super::clock::Clock;
+use super::cron::{CronJobs, CronSettings};
 use super::error::AgentError;
 use super::job::{self, RunMeta};
 use super::ops::{Op, RunOps};
@@ -118,6 +119,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     /// waiting: the scheduling pass must run again then, even if nothing
     /// else happens.
     rescan_at: Option<Timestamp>,
+    /// Recurring jobs (see [`cron`](super::cron)).
+    pub(super) cron: CronJobs,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -152,7 +155,18 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             rng: seed | 1,
             files_read: false,
             rescan_at: None,
+            cron: CronJobs::new(CronSettings::default()),
         }
+    }
+
+    /// The agent settings for recurring jobs; set before [`recover`](Self::recover).
+    pub fn set_cron_settings(&mut self, settings: CronSettings) {
+        self.cron.settings = settings;
+    }
+
+    /// No firing starts anything from now on (the agent is shutting down).
+    pub fn stop_firing(&mut self) {
+        self.cron_stop();
     }
 
     /// Runs not yet over.
@@ -166,11 +180,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
-        let next = match (self.timers.next(), self.rescan_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        next.map(|at| self.clock.instant(at))
+        let runs = [self.timers.next(), self.rescan_at].into_iter().flatten().min();
+        let runs = runs.map(|at| self.clock.instant(at));
+        // Firings are in calendar time, which may part from the runs' time line.
+        let firings = self.cron.next_wake().map(|at| self.clock.calendar_instant(at));
+        [runs, firings].into_iter().flatten().min()
     }
 
     pub fn store(&self) -> &S {
@@ -195,6 +209,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         if !self.files_read {
             self.files_read = true;
+            self.cron_files_read()?;
             // Runs re-adopted after a restart whose job is no longer there.
             let orphans: Vec<spec::JobName> =
                 self.by_job.keys().filter(|name| self.jobs.get(name).is_none()).cloned().collect();
@@ -221,6 +236,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     fn job_in_force(&mut self, name: &spec::JobName) -> Result<(), AgentError> {
         let Some(found) = self.jobs.get(name) else { return Ok(()) };
         let spec = Arc::new(found.spec.clone());
+        self.cron_job_in_force(name, &spec)?;
         if let Some(id) = self.by_job.get(name).cloned() {
             let stopping_for_good = self.runs.get(&id).is_some_and(|r| {
                 matches!(r.state.phase, Phase::Stopping { intent: StopIntent::Stop { .. }, .. })
@@ -233,7 +249,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             self.by_job.remove(name);
         }
         if spec.recurrence.is_some() {
-            info!(job = %name, "recurring job: its runs are started by the schedule engine, not on load");
+            debug!(job = %name, "recurring job: its runs are started by its schedule, not on load");
             return Ok(());
         }
         let fingerprint = job::fingerprint(&spec);
@@ -259,17 +275,31 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let version = meta.version(&spec);
         let initial = RunState::new(spec.resources.memory.hard, now);
         let id = self.store.create_versioned_run(name, &initial, now, &version)?;
+        self.by_job.insert(name.clone(), id.clone());
+        self.add_run(id, name, spec, meta, version.fingerprint, initial);
+        Ok(())
+    }
+
+    /// Queues run `id`, created in the store in state `initial`.
+    pub(super) fn add_run(
+        &mut self,
+        id: RunId,
+        name: &spec::JobName,
+        spec: Arc<JobSpec>,
+        meta: RunMeta,
+        fingerprint: String,
+        initial: RunState,
+    ) {
         info!(run = %id, job = %name, priority = meta.priority, "run queued");
         let ops = RunOps::spawn(Arc::clone(&self.runtime), id.clone(), self.sink.clone());
         self.queue.push(id.clone(), meta.priority());
-        self.by_job.insert(name.clone(), id.clone());
         self.runs.insert(
             id,
             Run {
                 job: name.clone(),
                 spec: Some(spec),
                 meta,
-                fingerprint: version.fingerprint,
+                fingerprint,
                 state: initial,
                 assignment: None,
                 launch: None,
@@ -281,13 +311,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 suspended_at: 0,
             },
         );
-        Ok(())
     }
 
     /// The run under way takes the job's new version: settings the kernel
     /// can change on a running job are applied now, the rest at its next
     /// attempt. See docs/agent.md for the field-by-field list.
-    fn take_over(&mut self, id: &RunId, spec: Arc<JobSpec>) -> Result<(), AgentError> {
+    pub(super) fn take_over(&mut self, id: &RunId, spec: Arc<JobSpec>) -> Result<(), AgentError> {
         let now = self.clock.now();
         let default_grace = self.settings.default_grace;
         let Some(run) = self.runs.get_mut(id) else { return Ok(()) };
@@ -358,7 +387,18 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// `name` is gone from the jobs directory.
     fn job_gone(&mut self, name: &spec::JobName) -> Result<(), AgentError> {
+        self.cron_job_gone(name)?;
         let Some(id) = self.by_job.get(name).cloned() else { return Ok(()) };
+        self.stop_for_removal(&id, name)
+    }
+
+    /// Stops run `id` of removed job `name`, or lets it finish (`on_removal`).
+    pub(super) fn stop_for_removal(
+        &mut self,
+        id: &RunId,
+        name: &spec::JobName,
+    ) -> Result<(), AgentError> {
+        let id = id.clone();
         let Some(run) = self.runs.get_mut(&id) else { return Ok(()) };
         if run.meta.finish_on_removal && run.state.phase.may_have_processes() {
             run.removed = true;
@@ -569,6 +609,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             assignment,
             memory_limit,
             run_dir: run_dir(&self.settings.runs_dir, id, run.state.since),
+            env: self.cron.env_for(id),
         };
         run.ops.send(epoch, Op::Launch(Box::new(plan)));
         Ok(())
@@ -586,14 +627,30 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             if let Some(held) = &run.assignment {
                 let _ = self.ledger.release(held);
             }
-            let history = run
-                .spec
-                .as_ref()
-                .and_then(|s| s.recurrence.as_ref().map(|r| r.history))
-                .unwrap_or_default();
-            let keep =
-                Retention { successful: history.successful.max(1), failed: history.failed.max(1) };
-            self.store.prune(&run.job, keep)?;
+            let recurring = self.cron.owner(id).is_some();
+            let keep = match (run.spec.as_ref().map(|s| s.recurrence.as_ref()), recurring) {
+                // Exactly as the job says: a recurring job's runs are asked
+                // for by its schedule, not by "has this version run".
+                (Some(Some(r)), _) => {
+                    Some(Retention { successful: r.history.successful, failed: r.history.failed })
+                }
+                // A recurring job's history is known once its file is read
+                // again after a restart; its next run's end prunes.
+                (None, true) => None,
+                // At least one: "this version already has its run" reads it.
+                _ => {
+                    let history = spec::History::default();
+                    Some(Retention {
+                        successful: history.successful.max(1),
+                        failed: history.failed.max(1),
+                    })
+                }
+            };
+            if let Some(keep) = keep {
+                self.store.prune(&run.job, keep)?;
+                self.prune_run_dirs(&run.job)?;
+            }
+            self.cron_run_finished(&run.job, id)?;
         }
         Ok(())
     }
@@ -687,7 +744,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         for (id, event) in self.timers.due(now) {
             self.handle(&id, event)?;
         }
-        Ok(())
+        self.cron_wake(self.clock.calendar())
     }
 
     // ---- Scheduling ----

@@ -23,12 +23,15 @@ fn vm() -> Topology {
     discover(&root.join("sys"), &root.join("proc")).unwrap()
 }
 
-struct Bench {
-    sup: Supervisor<FakeRuntime, SqliteStore>,
+pub(super) struct Bench {
+    pub(super) sup: Supervisor<FakeRuntime, SqliteStore>,
     rx: mpsc::UnboundedReceiver<Observation>,
-    fake: Arc<FakeRuntime>,
-    dir: tempfile::TempDir,
+    pub(super) fake: Arc<FakeRuntime>,
+    pub(super) dir: tempfile::TempDir,
 }
+
+/// Where the bench's clock starts: 1970-01-01T00:16:40Z.
+pub(super) const START: Timestamp = Timestamp::from_millis(1_000_000);
 
 fn settings(dir: &Path) -> Settings {
     Settings {
@@ -41,18 +44,23 @@ fn settings(dir: &Path) -> Settings {
 }
 
 impl Bench {
-    fn new() -> Bench {
+    pub(super) fn new() -> Bench {
         let dir = tempfile::tempdir().unwrap();
         Bench::on(dir, Arc::new(FakeRuntime::new()))
     }
 
     /// A supervisor over the store in `dir`, as after an agent restart.
     fn on(dir: tempfile::TempDir, fake: Arc<FakeRuntime>) -> Bench {
+        Bench::on_at(dir, fake, START)
+    }
+
+    /// [`on`](Bench::on) with the clock reading `now`.
+    fn on_at(dir: tempfile::TempDir, fake: Arc<FakeRuntime>, now: Timestamp) -> Bench {
         let topo = vm();
         let ledger = Ledger::new(&topo, PlacementConfig::default()).unwrap();
         let store = SqliteStore::open(&dir.path().join("corral.db")).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
-        let clock = Clock::starting_at(Timestamp::from_millis(1_000_000));
+        let clock = Clock::starting_at(now);
         let sup = Supervisor::new(
             settings(dir.path()),
             topo,
@@ -65,15 +73,24 @@ impl Bench {
         Bench { sup, rx, fake, dir }
     }
 
-    fn restart(self) -> Bench {
+    pub(super) fn restart(self) -> Bench {
         let Bench { sup, dir, fake, .. } = self;
         drop(sup);
         fake.clear();
         Bench::on(dir, fake)
     }
 
+    /// An agent restart after the agent was down `down`.
+    pub(super) fn restart_after(self, down: Duration) -> Bench {
+        let now = self.sup.clock.now().plus(down);
+        let Bench { sup, dir, fake, .. } = self;
+        drop(sup);
+        fake.clear();
+        Bench::on_at(dir, fake, now)
+    }
+
     /// Lets the run tasks work and the supervisor react until quiet.
-    async fn settle(&mut self) {
+    pub(super) async fn settle(&mut self) {
         for _ in 0..20 {
             for _ in 0..10 {
                 tokio::task::yield_now().await;
@@ -86,7 +103,7 @@ impl Bench {
         }
     }
 
-    async fn files(&mut self, files: &[(&str, &str)]) {
+    pub(super) async fn files(&mut self, files: &[(&str, &str)]) {
         let changes = files
             .iter()
             .map(|(name, text)| FileChange::Upserted {
@@ -98,28 +115,28 @@ impl Bench {
         self.settle().await;
     }
 
-    async fn remove(&mut self, name: &str) {
+    pub(super) async fn remove(&mut self, name: &str) {
         self.sup
             .apply_files(vec![FileChange::Removed { path: PathBuf::from("/jobs").join(name) }])
             .unwrap();
         self.settle().await;
     }
 
-    fn state(&self, run: &str) -> RunState {
+    pub(super) fn state(&self, run: &str) -> RunState {
         self.sup.store().run(&RunId::new(run)).unwrap().unwrap().record.state
     }
 
-    fn phase(&self, run: &str) -> &'static str {
+    pub(super) fn phase(&self, run: &str) -> &'static str {
         self.state(run).phase.name()
     }
 
-    fn events(&self, run: &str) -> Vec<&'static str> {
+    pub(super) fn events(&self, run: &str) -> Vec<&'static str> {
         let detail = self.sup.store().run(&RunId::new(run)).unwrap().unwrap();
         detail.events.iter().map(|e| e.event.kind()).collect()
     }
 }
 
-fn job(name: &str, extra: &str) -> String {
+pub(super) fn job(name: &str, extra: &str) -> String {
     format!("name: {name}\ncommand: [/bin/true]\n{extra}")
 }
 

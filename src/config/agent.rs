@@ -78,6 +78,9 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     /// The time zone of schedules that do not name one.
     pub default_timezone: Tz,
+    /// The most runs one recurring job starts at once to catch up on firings missed
+    /// while the agent was down, whatever its `catch_up_max`.
+    pub catch_up_limit: u32,
     /// Time between SIGTERM and SIGKILL for jobs that do not set `stop_grace`.
     pub stop_grace: Duration,
     /// The most output kept per run and per stream (stdout, stderr); older output is
@@ -106,6 +109,7 @@ impl Default for AgentConfig {
             allow_root_jobs: false,
             log_format: LogFormat::Text,
             default_timezone: Tz::UTC,
+            catch_up_limit: 100,
             stop_grace: Duration::from_secs(30),
             log_max_bytes: Bytes(16 << 20),
             min_runtime_before_preemption: Duration::from_secs(10),
@@ -126,6 +130,7 @@ const FIELDS: &[&str] = &[
     "allow_root_jobs",
     "log_format",
     "default_timezone",
+    "catch_up_limit",
     "stop_grace",
     "log_max_bytes",
     "min_runtime_before_preemption",
@@ -133,6 +138,8 @@ const FIELDS: &[&str] = &[
 ];
 
 const MIN_LOG_BYTES: Bytes = Bytes::KIB;
+/// As many as a job's `catch_up_max` may ask for.
+const MAX_CATCH_UP_LIMIT: u32 = 1000;
 
 /// Reads and compiles a configuration file; relative paths in it are taken relative to
 /// the directory the file is in.
@@ -262,6 +269,10 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
             text.parse::<Tz>().map_err(|_| SpecError::TimeZone { value: text.to_owned() })
         }),
     };
+    let catch_up_limit = match fields.get("catch_up_limit") {
+        None => Some(defaults.catch_up_limit),
+        Some(n) => cx.int(n, &fields.field("catch_up_limit"), 1..=MAX_CATCH_UP_LIMIT),
+    };
     let stop_grace = match fields.get("stop_grace") {
         None => Some(defaults.stop_grace),
         Some(n) => cx.duration(n, &fields.field("stop_grace")),
@@ -305,6 +316,7 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         allow_root_jobs: allow_root_jobs?,
         log_format: log_format?,
         default_timezone: default_timezone?,
+        catch_up_limit: catch_up_limit?,
         stop_grace: stop_grace?,
         log_max_bytes: log_max_bytes?,
         min_runtime_before_preemption: min_runtime_before_preemption?,
@@ -384,7 +396,8 @@ mod tests {
             "jobs_dir: /srv/jobs\nstate_dir: /srv/state\ncgroup_parent: corral-b\nreserved_cpus: 0,2-3\n\
              reserved_memory: 1Gi\nlisten: '[::1]:9500'\nsocket: /run/b.sock\ndefault_user: 1000\n\
              allow_root_jobs: true\nlog_format: json\ndefault_timezone: Europe/Berlin\nstop_grace: 1m\n\
-             log_max_bytes: 1Mi\nmin_runtime_before_preemption: 2s\nstop_jobs_on_exit: true\n",
+             log_max_bytes: 1Mi\nmin_runtime_before_preemption: 2s\nstop_jobs_on_exit: true\n\
+             catch_up_limit: 7\n",
         )
         .unwrap();
         assert_eq!(config.jobs_dir, Path::new("/srv/jobs"));
@@ -402,6 +415,8 @@ mod tests {
         assert_eq!(config.log_max_bytes, Bytes::MIB);
         assert_eq!(config.min_runtime_before_preemption, Duration::from_secs(2));
         assert!(config.stop_jobs_on_exit);
+        assert_eq!(config.catch_up_limit, 7);
+        assert!(error("catch_up_limit: 0\n").starts_with("1 catch_up_limit:"));
         assert_eq!(compile("reserved_cpus: 0\n").unwrap().reserved_cpus.to_string(), "0");
     }
 

@@ -55,6 +55,12 @@ impl Schedule {
         self.matches_some_day
     }
 
+    /// Whether the expression has a seconds field (six fields): its firings are a second
+    /// apart at the finest, not a minute.
+    pub fn has_seconds(&self) -> bool {
+        self.text.split_whitespace().count() == 6
+    }
+
     /// The expression as written.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -331,6 +337,18 @@ mod tests {
         let e = error("schedule: '0 0 1 1 * 2030 x'\n");
         assert!(e.starts_with("3 schedule: invalid cron schedule"), "{e}");
         assert_eq!(error("schedule: 5\n"), "3 schedule: expected a string, found the integer 5");
+    }
+
+    #[test]
+    fn six_fields_have_seconds() {
+        for (text, seconds) in [
+            ("*/2 * * * * *", true),
+            ("0 30 2 * * MON", true),
+            ("*/5 * * * *", false),
+            ("@hourly", false),
+        ] {
+            assert_eq!(Schedule::parse(text).unwrap().has_seconds(), seconds, "{text}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!   placement, launch, exit and events, list active runs for re-adoption,
 //!   prune history.
 //! - [`cron_journal`]: the [`CronJournal`] trait: one decision per (job,
-//!   scheduled time), and the per-job "last considered" time.
+//!   scheduled time), and each recurring job's cron state.
 //! - [`sqlite`]: [`SqliteStore`], both traits on one SQLite file.
 //! - [`lock`]: [`StateDirLock`], one agent per state directory.
 //! - [`run_id`](mod@run_id): run ids, `<job>-<seq>`.
@@ -68,7 +68,9 @@ pub mod run_id;
 pub mod run_store;
 pub mod sqlite;
 
-pub use cron_journal::{CronJournal, Decided, FiringDecision, FiringOutcome, FiringRecord};
+pub use cron_journal::{
+    CronDecision, CronJournal, Decided, FiringDecision, FiringOutcome, FiringRecord,
+};
 pub use error::StoreError;
 pub use lock::StateDirLock;
 pub use records::{

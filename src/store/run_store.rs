@@ -3,12 +3,16 @@
 use crate::placement::{Assignment, RunId};
 use crate::scheduler::{JobName, RunEvent, RunState, Timestamp};
 
+use super::cron_journal::CronJournal;
 use super::error::StoreError;
 use super::records::{ExitInfo, JobVersion, LaunchInfo, Retention, RunDetail, RunRecord};
 
 /// Durable run records. Every write is atomic: after a crash a write is
 /// either wholly there or wholly absent.
-pub trait RunStore: Send {
+///
+/// The cron journal is part of the same store: a cron decision creates the
+/// run it starts in the same transaction, so the two cannot live apart.
+pub trait RunStore: CronJournal + Send {
     /// Creates a run of `job` in `initial` state and returns its id
     /// (`<job>-<seq>`, see [`run_id()`](super::run_id())). The creation is the
     /// run's first transition.

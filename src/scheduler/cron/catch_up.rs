@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 
 use super::count::count_firings;
 use super::job::{earlier, CronJob};
-use super::journal::LATE_AFTER;
 use super::next_fire::{next_fire, prev_fire};
 use crate::spec::CatchUp;
 
@@ -34,7 +33,8 @@ pub struct Missed {
 ///
 /// - No `last_considered` (the job is new to the agent): nothing is caught up; the job's
 ///   firings start with the next one.
-/// - A firing is on time if it is decided less than [`LATE_AFTER`] (a minute) after it
+/// - A firing is on time if it is decided less than [`CronJob::late_after`] (a minute, a
+///   second for a schedule with a seconds field) after it
 ///   was due; one the agent did not get to in that time was missed while it was down (or
 ///   the machine was asleep, or the clock jumped).
 /// - `catch_up: none` starts the most recent firing only if it is on time; `latest` starts
@@ -73,7 +73,7 @@ pub fn plan_catch_up(
         CatchUp::All { max } => max,
     }
     .min(max_starts);
-    let on_time = |t| job.due(t) > earlier(now, LATE_AFTER);
+    let on_time = |t| job.due(t) > earlier(now, job.late_after());
     let startable = |t| job.may_start(t, now) && (catch_up != CatchUp::None || on_time(t));
     let mut to_start = Vec::new();
     let mut before = horizon + chrono::TimeDelta::nanoseconds(1);
@@ -161,6 +161,21 @@ mod tests {
         assert_eq!(p.to_start, vec![utc("2026-05-01T12:00:00Z")]);
         assert_eq!(p.missed, None);
         assert_eq!(p.last_considered, utc("2026-05-01T12:00:00.2Z"));
+    }
+
+    #[test]
+    fn a_seconds_schedule_is_late_after_a_second() {
+        // Every four seconds; the agent was down from :01 to :09.6, so :08 is 1.6 s old.
+        let every_4s = recurrence("*/4 * * * * *");
+        let none = Recurrence { catch_up: CatchUp::None, ..every_4s.clone() };
+        let p = plan(&none, Some("2026-05-01T12:00:01Z"), "2026-05-01T12:00:09.6Z", 100);
+        assert!(p.to_start.is_empty(), "{:?}", p.to_start);
+        assert_eq!(p.missed.unwrap().count, 2);
+        // Decided 0.6 s after it was due, the :08 firing is the current one, not a missed one.
+        let p = plan(&none, Some("2026-05-01T12:00:01Z"), "2026-05-01T12:00:08.6Z", 100);
+        assert_eq!(p.to_start, vec![utc("2026-05-01T12:00:08Z")]);
+        let p = plan(&every_4s, Some("2026-05-01T12:00:01Z"), "2026-05-01T12:00:09.6Z", 100);
+        assert_eq!(p.to_start, vec![utc("2026-05-01T12:00:08Z")]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 
 use super::jitter;
+use super::journal::late_after;
 use super::next_fire::next_fire;
 use crate::spec::{JobName, Recurrence, Schedule};
 
@@ -53,6 +54,11 @@ impl<'a> CronJob<'a> {
     pub fn next_due(&self, after: DateTime<Utc>) -> Option<Due> {
         let scheduled = next_fire(self.schedule(), self.tz, after)?;
         Some(Due { scheduled, at: self.due(scheduled) })
+    }
+
+    /// How late a firing may be decided and still be on time (see [`late_after()`]).
+    pub fn late_after(&self) -> Duration {
+        late_after(self.schedule())
     }
 
     /// When a firing is due.

@@ -8,11 +8,25 @@ use serde::{Deserialize, Serialize};
 
 use super::concurrency::SkipReason;
 use crate::placement::RunId;
-use crate::spec::JobName;
+use crate::spec::{JobName, Schedule};
 
 /// A start this long or more after the firing was due is recorded as [`FiringOutcome::Late`].
 /// A minute, cron's usual resolution: a run that missed its minute is late.
 pub const LATE_AFTER: Duration = Duration::from_secs(60);
+
+/// [`LATE_AFTER`] for a schedule with a seconds field: a run that missed its second is late.
+/// Otherwise a firing of `*/2 * * * * *` decided 30 s late would count as on time, and
+/// `catch_up: none` could not tell a missed firing from the current one.
+pub const LATE_AFTER_SECONDS: Duration = Duration::from_secs(1);
+
+/// How late a firing of `schedule` may be decided and still be on time.
+pub fn late_after(schedule: &Schedule) -> Duration {
+    if schedule.has_seconds() {
+        LATE_AFTER_SECONDS
+    } else {
+        LATE_AFTER
+    }
+}
 
 /// What was decided about a firing, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,10 +58,16 @@ pub enum FiringOutcome {
 }
 
 impl FiringOutcome {
-    /// `Started`, or `Late` if the start is [`LATE_AFTER`] or more after the firing was due.
-    pub fn started(run: RunId, due: DateTime<Utc>, now: DateTime<Utc>) -> FiringOutcome {
+    /// `Started`, or `Late` if the start is `late_after` (see [`late_after()`]) or more
+    /// after the firing was due.
+    pub fn started(
+        run: RunId,
+        due: DateTime<Utc>,
+        now: DateTime<Utc>,
+        late_after: Duration,
+    ) -> FiringOutcome {
         match (now - due).to_std() {
-            Ok(delay) if delay >= LATE_AFTER => FiringOutcome::Late { run, delay },
+            Ok(delay) if delay >= late_after => FiringOutcome::Late { run, delay },
             _ => FiringOutcome::Started { run },
         }
     }
@@ -71,16 +91,16 @@ mod tests {
         let due = utc("2026-01-01T00:00:00Z");
         let run = RunId::new("r1");
         assert_eq!(
-            FiringOutcome::started(run.clone(), due, utc("2026-01-01T00:00:59Z")),
+            FiringOutcome::started(run.clone(), due, utc("2026-01-01T00:00:59Z"), LATE_AFTER),
             FiringOutcome::Started { run: run.clone() }
         );
         assert_eq!(
-            FiringOutcome::started(run.clone(), due, utc("2026-01-01T00:01:00Z")),
+            FiringOutcome::started(run.clone(), due, utc("2026-01-01T00:01:00Z"), LATE_AFTER),
             FiringOutcome::Late { run: run.clone(), delay: Duration::from_secs(60) }
         );
         // A clock that stepped back does not make a start early.
         assert_eq!(
-            FiringOutcome::started(run.clone(), due, utc("2025-12-31T23:00:00Z")),
+            FiringOutcome::started(run.clone(), due, utc("2025-12-31T23:00:00Z"), LATE_AFTER),
             FiringOutcome::Started { run }
         );
     }

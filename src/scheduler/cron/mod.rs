@@ -42,7 +42,8 @@
 //! # Catch-up
 //!
 //! A firing is *due* at its scheduled time plus the job's jitter offset, and *on time* if
-//! the agent decides it within a minute of that. Firings the agent did not decide in time
+//! the agent decides it within a minute of that (within a second for a schedule with a
+//! seconds field: a `*/2 * * * * *` firing decided 30 s late was missed). Firings the agent did not decide in time
 //! (it was down, the machine was suspended, the clock jumped) were missed, and `catch_up`
 //! says what to do about them when the agent gets to them:
 //!
@@ -94,7 +95,7 @@ pub use concurrency::{on_fire, on_run_finished, AfterRun, FireDecision, RunSumma
 pub use count::count_firings;
 pub use dst::HourField;
 pub use job::{CronJob, Due};
-pub use journal::{FiringOutcome, FiringRecord, LATE_AFTER};
+pub use journal::{late_after, FiringOutcome, FiringRecord, LATE_AFTER, LATE_AFTER_SECONDS};
 pub use next_fire::{firings_between, next_fire, prev_fire, Firings};
 pub use state::{Action, CronState, Decisions};
 

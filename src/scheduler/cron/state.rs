@@ -184,7 +184,7 @@ impl CronState {
             job: job.name.clone(),
             scheduled,
             decided_at: now,
-            outcome: FiringOutcome::started(run.clone(), job.due(scheduled), now),
+            outcome: FiringOutcome::started(run.clone(), job.due(scheduled), now, job.late_after()),
         });
         out.actions.push(Action::Start { run, scheduled });
     }

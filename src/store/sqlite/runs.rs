@@ -59,7 +59,11 @@ pub(super) fn insert_run(
     Ok(id)
 }
 
-fn label(tx: &Transaction<'_>, run: &RunId, version: &JobVersion) -> Result<(), StoreError> {
+pub(super) fn label(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    version: &JobVersion,
+) -> Result<(), StoreError> {
     let rows = tx
         .execute(
             "UPDATE runs SET spec_version = ?2, spec_meta = ?3 WHERE id = ?1",

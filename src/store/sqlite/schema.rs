@@ -14,7 +14,7 @@ use crate::store::error::StoreError;
 /// `PRAGMA application_id` of a corral state database: "corr" in ASCII.
 pub const APPLICATION_ID: i64 = 0x636f_7272;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -106,6 +106,17 @@ CREATE TABLE cron_state (
 const V2: &str = "
 ALTER TABLE runs ADD COLUMN spec_version TEXT;
 ALTER TABLE runs ADD COLUMN spec_meta TEXT;
+";
+
+/// A recurring job's whole cron state: `state` is the cron engine's
+/// `CronState` as JSON (the firing waiting its turn, the runs under way and
+/// the firings they are for); `last_considered` stays the column that
+/// `decide_firing` moves and queries read. A 'missed' journal entry may
+/// stand for many firings: how many, and the scheduled time of the last.
+const V3: &str = "
+ALTER TABLE cron_state ADD COLUMN state TEXT;
+ALTER TABLE cron_journal ADD COLUMN missed_count INTEGER;
+ALTER TABLE cron_journal ADD COLUMN missed_last INTEGER;
 ";
 
 /// Brings the database at `path` up to [`SCHEMA_VERSION`].
