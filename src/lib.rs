@@ -40,6 +40,7 @@ pub mod cli;
 pub mod config;
 pub mod container;
 pub mod launch;
+pub mod metrics;
 pub mod placement;
 pub mod scheduler;
 pub mod spec;

@@ -64,12 +64,12 @@ pub mod state;
 pub mod time;
 pub mod transition;
 
+/// Runs and journals name their job with the spec's validated name.
+pub use crate::spec::JobName;
 pub use action::{Action, RunEvent, Timer};
 pub use backoff::{backoff_delay, Jitter};
 pub use error::InvalidTransition;
 pub use event::{Event, ExitStatus};
-/// Runs and journals name their job with the spec's validated name.
-pub use crate::spec::JobName;
 pub use policy::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
 pub use state::{FailReason, Outcome, Phase, RunState, StopIntent, StopReason};
 pub use time::Timestamp;
