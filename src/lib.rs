@@ -35,6 +35,7 @@
 //!   SQLite, behind traits; the state directory lock.
 //! - [`cli`]: the `corral` command line, a file per subcommand.
 
+pub mod api;
 pub mod cgroup;
 pub mod cli;
 pub mod config;
