@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use corral::metrics::Format;
 use metrics_fake::{full_metrics, sample_names};
 
-/// Every label name the module may use: `job`, `run` and closed sets.
+/// Every label name the module may use: `job_name`, `run` and closed sets.
+/// Never `job` or `instance`, which Prometheus sets on every target.
 const LABELS: &[&str] = &[
-    "job",
+    "job_name",
     "run",
     "state",
     "mode",
@@ -102,22 +103,23 @@ fn names_and_labels_follow_the_conventions() {
 fn per_run_series_are_labelled_by_job_and_run() {
     let scrape = full_metrics().render(Format::Prometheus).unwrap();
     for line in scrape.lines().filter(|l| l.starts_with("corral_run_")) {
-        assert_eq!(label_names(line)[..2], ["job", "run"], "{line}");
+        assert_eq!(label_names(line)[..2], ["job_name", "run"], "{line}");
     }
     // The run that ended keeps its OOM kill in the counter live runs use.
-    assert!(scrape.contains("corral_run_memory_oom_kills_total{job=\"etl\",run=\"etl-2\"} 1\n"));
-    assert!(scrape.contains("corral_run_exit_code{job=\"etl\",run=\"etl-2\"} 137\n"));
+    assert!(
+        scrape.contains("corral_run_memory_oom_kills_total{job_name=\"etl\",run=\"etl-2\"} 1\n")
+    );
+    assert!(scrape.contains("corral_run_exit_code{job_name=\"etl\",run=\"etl-2\"} 137\n"));
     assert!(scrape.contains(
-        "corral_run_pressure_stall_seconds_total{job=\"etl\",run=\"etl-3\",resource=\"memory\",kind=\"full\"} 0.5\n"
+        "corral_run_pressure_stall_seconds_total{job_name=\"etl\",run=\"etl-3\",resource=\"memory\",kind=\"full\"} 0.5\n"
     ));
     assert!(scrape.contains(
-        "corral_run_io_bytes_total{job=\"etl\",run=\"etl-3\",device=\"8:0\",direction=\"write\"} 8192\n"
+        "corral_run_io_bytes_total{job_name=\"etl\",run=\"etl-3\",device=\"8:0\",direction=\"write\"} 8192\n"
     ));
     // A queued run has a state but no cgroup numbers.
-    assert!(
-        scrape.contains("corral_run_state{job=\"batch\",run=\"batch-2\",state=\"pending\"} 1\n")
-    );
-    assert!(!scrape.contains("corral_run_memory_usage_bytes{job=\"batch\",run=\"batch-2\"}"));
+    assert!(scrape
+        .contains("corral_run_state{job_name=\"batch\",run=\"batch-2\",state=\"pending\"} 1\n"));
+    assert!(!scrape.contains("corral_run_memory_usage_bytes{job_name=\"batch\",run=\"batch-2\"}"));
 }
 
 #[test]

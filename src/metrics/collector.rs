@@ -15,7 +15,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 use tracing::debug;
 
-use super::finished::FinishedRuns;
+use super::finished::{FinishedRun, FinishedRuns};
 use super::source::{LiveRun, MetricsSource};
 use super::WallClock;
 use crate::cgroup::stats::DeviceIo;
@@ -43,11 +43,19 @@ impl fmt::Debug for RunCollector {
     }
 }
 
-/// `job` and `run` labels.
+/// The label naming a job. Not `job`: Prometheus gives every target a `job`
+/// label of its own and would rename ours to `exported_job` on ingestion.
+pub(super) const JOB_LABEL: &str = "job_name";
+
+/// `job_name` and `run` labels.
 type RunLabels<'a> = [(&'static str, &'a str); 2];
 
 fn run_labels(run: &LiveRun) -> RunLabels<'_> {
-    [("job", run.job.as_str()), ("run", run.run.as_str())]
+    [(JOB_LABEL, run.job.as_str()), ("run", run.run.as_str())]
+}
+
+fn ended_labels(run: &FinishedRun) -> RunLabels<'_> {
+    [(JOB_LABEL, run.job.as_str()), ("run", run.run.as_str())]
 }
 
 /// Writes one family: its descriptor, then every sample.
@@ -197,7 +205,7 @@ impl Collector for RunCollector {
             MetricType::Gauge,
             runs.iter().map(|r| ((run_labels(r), [("state", r.phase.name())]), 1u64)).chain(
                 ended.iter().map(|f| {
-                    (([("job", f.job.as_str()), ("run", f.run.as_str())], [("state", f.phase.name())]), 1)
+                    ((ended_labels(f), [("state", f.phase.name())]), 1)
                 }),
             ),
         )?;
@@ -257,7 +265,7 @@ impl Collector for RunCollector {
                 .iter()
                 .filter_map(|(r, s)| Some((run_labels(r), seconds_from_ns(s.cpu.usage_ns?))))
                 .chain(ended.iter().map(|f| {
-                    ([("job", f.job.as_str()), ("run", f.run.as_str())], f.cpu_seconds)
+                    (ended_labels(f), f.cpu_seconds)
                 })),
         )?;
         family(
@@ -341,7 +349,7 @@ impl Collector for RunCollector {
                 .iter()
                 .filter_map(|(r, s)| Some((run_labels(r), s.memory.max_usage_bytes?)))
                 .chain(ended.iter().filter_map(|f| {
-                    Some(([("job", f.job.as_str()), ("run", f.run.as_str())], f.peak_memory?.get()))
+                    Some((ended_labels(f), f.peak_memory?.get()))
                 })),
         )?;
         family(
@@ -370,7 +378,7 @@ impl Collector for RunCollector {
                 .iter()
                 .filter_map(|(r, s)| Some((run_labels(r), s.memory.oom_kills?)))
                 .chain(ended.iter().map(|f| {
-                    ([("job", f.job.as_str()), ("run", f.run.as_str())], f.oom_kills)
+                    (ended_labels(f), f.oom_kills)
                 })),
         )?;
         family(
@@ -452,9 +460,7 @@ impl Collector for RunCollector {
             "Exit code of a run that ended (128 + signal number when killed by a signal).",
             None,
             MetricType::Gauge,
-            ended.iter().filter_map(|f| {
-                Some(([("job", f.job.as_str()), ("run", f.run.as_str())], f.exit_code()?))
-            }),
+            ended.iter().filter_map(|f| Some((ended_labels(f), f.exit_code()?))),
         )?;
         family(
             e,
@@ -464,7 +470,7 @@ impl Collector for RunCollector {
             MetricType::Gauge,
             ended.iter().map(|f| {
                 let at = f.ended_at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                ([("job", f.job.as_str()), ("run", f.run.as_str())], at.as_secs_f64())
+                (ended_labels(f), at.as_secs_f64())
             }),
         )?;
 
@@ -479,7 +485,7 @@ impl Collector for RunCollector {
             let priority = job.priority.to_string();
             let preemption = job.preemption.to_string();
             job_metric.encode_info(&[
-                ("job", job.job.as_str()),
+                (JOB_LABEL, job.job.as_str()),
                 ("priority", priority.as_str()),
                 ("preemption", preemption.as_str()),
                 ("scheduled", if job.scheduled { "yes" } else { "no" }),
@@ -494,7 +500,7 @@ impl Collector for RunCollector {
             MetricType::Gauge,
             snapshot.jobs.iter().filter_map(|j| {
                 let at = j.next_fire?.duration_since(std::time::UNIX_EPOCH).ok()?;
-                Some(([("job", j.job.as_str())], at.as_secs_f64()))
+                Some(([(JOB_LABEL, j.job.as_str())], at.as_secs_f64()))
             }),
         )?;
 

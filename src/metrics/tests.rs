@@ -81,11 +81,11 @@ fn each_run_is_read_once_per_scrape() {
     assert_eq!(reads.load(Ordering::SeqCst), 1);
     assert_eq!(
         lines_for(&scrape, "corral_run_cpu_usage_seconds_total"),
-        ["corral_run_cpu_usage_seconds_total{job=\"etl\",run=\"etl-1\"} 2.5"]
+        ["corral_run_cpu_usage_seconds_total{job_name=\"etl\",run=\"etl-1\"} 2.5"]
     );
     assert_eq!(
         lines_for(&scrape, "corral_run_memory_hard_limit_bytes"),
-        ["corral_run_memory_hard_limit_bytes{job=\"etl\",run=\"etl-1\"} 1073741824"]
+        ["corral_run_memory_hard_limit_bytes{job_name=\"etl\",run=\"etl-1\"} 1073741824"]
     );
     // Missing values (no soft limit, no system time) are left out, not 0.
     assert!(lines_for(&scrape, "corral_run_memory_soft_limit_bytes").is_empty());
@@ -130,16 +130,16 @@ fn finished_runs_keep_their_counters_for_the_retention_then_go() {
     let scrape = metrics.render(Format::Prometheus).unwrap();
     assert_eq!(
         lines_for(&scrape, "corral_run_memory_oom_kills_total"),
-        ["corral_run_memory_oom_kills_total{job=\"etl\",run=\"etl-7\"} 2"]
+        ["corral_run_memory_oom_kills_total{job_name=\"etl\",run=\"etl-7\"} 2"]
     );
     assert_eq!(
         lines_for(&scrape, "corral_run_state"),
-        ["corral_run_state{job=\"etl\",run=\"etl-7\",state=\"succeeded\"} 1"]
+        ["corral_run_state{job_name=\"etl\",run=\"etl-7\",state=\"succeeded\"} 1"]
     );
     assert_eq!(lines_for(&scrape, "corral_run_exit_code").len(), 1);
     assert_eq!(
         lines_for(&scrape, "corral_run_end_timestamp_seconds"),
-        ["corral_run_end_timestamp_seconds{job=\"etl\",run=\"etl-7\"} 9900.0"]
+        ["corral_run_end_timestamp_seconds{job_name=\"etl\",run=\"etl-7\"} 9900.0"]
     );
 
     *now.lock().unwrap() = SystemTime::UNIX_EPOCH + Duration::from_secs(10_201);
@@ -204,9 +204,9 @@ fn node_families_and_zeroed_counters() {
         "corral_cgroup_layout_info{layout=\"hybrid\"} 1",
         "corral_allocated_cpus{numa_node=\"0\"} 1",
         "corral_allocatable_memory_bytes{numa_node=\"0\"} 1073741824",
-        "corral_run_frozen{job=\"etl\",run=\"etl-2\"} 1",
-        "corral_job_info{job=\"etl\",priority=\"50\",preemption=\"suspend\",scheduled=\"yes\",user=\"etl\"} 1",
-        "corral_job_next_fire_timestamp_seconds{job=\"etl\"} 60.0",
+        "corral_run_frozen{job_name=\"etl\",run=\"etl-2\"} 1",
+        "corral_job_info{job_name=\"etl\",priority=\"50\",preemption=\"suspend\",scheduled=\"yes\",user=\"etl\"} 1",
+        "corral_job_next_fire_timestamp_seconds{job_name=\"etl\"} 60.0",
         "corral_preemptions_total{mode=\"suspend\"} 0",
         "corral_cron_firings_total{outcome=\"missed\"} 0",
         "corral_build_info{version=\"0.1.0\"} 1",
