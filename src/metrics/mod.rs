@@ -33,7 +33,7 @@ pub mod finished;
 pub mod format;
 pub mod source;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -85,6 +85,9 @@ pub struct Metrics {
     agent: AgentMetrics,
     finished: Arc<Mutex<FinishedRuns>>,
     last_scrape: Arc<AtomicU64>,
+    /// Length of the previous scrape: the next one starts with room for it
+    /// rather than growing a 2 MB string by doubling.
+    last_len: AtomicUsize,
 }
 
 impl Metrics {
@@ -117,7 +120,7 @@ impl Metrics {
             last_scrape: last_scrape.clone(),
             read_errors: AtomicU64::new(0),
         }));
-        Metrics { registry, agent, finished, last_scrape }
+        Metrics { registry, agent, finished, last_scrape, last_len: AtomicUsize::new(0) }
     }
 
     /// The agent's counters and histograms, for [`Event::emit`].
@@ -134,13 +137,15 @@ impl Metrics {
     /// One scrape: reads every live run's statistics and encodes everything.
     pub fn render(&self, format: Format) -> Result<String, MetricsError> {
         let start = Instant::now();
-        let mut out = String::with_capacity(64 * 1024);
+        let last_len = self.last_len.load(Ordering::Relaxed);
+        let mut out = String::with_capacity((last_len + last_len / 8).max(64 * 1024));
         match format {
             Format::Prometheus => prometheus_text::encode(&mut out, &self.registry),
             Format::OpenMetrics => text::encode(&mut out, &self.registry),
         }
         .map_err(|_| MetricsError::Encode { format })?;
         self.last_scrape.store(start.elapsed().as_secs_f64().to_bits(), Ordering::Relaxed);
+        self.last_len.store(out.len(), Ordering::Relaxed);
         Ok(out)
     }
 }
