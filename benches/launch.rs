@@ -3,6 +3,11 @@
 //! rootfs mounted read-only), next to `crun run` of the equivalent OCI
 //! bundle (crun's default spec: the same five namespaces, read-only root).
 //!
+//! Beside them, the whole `corral run` command line for the same job file:
+//! process start to exit, including reading the job file, discovering the
+//! topology and cgroup layout, placing the job, creating and removing its
+//! cgroups, and the summary (with `--quiet`, nothing printed).
+//!
 //! `cargo bench --bench launch` prints medians of 30 runs; under
 //! `cargo test` it does 3 runs of each as a smoke test.
 //!
@@ -14,9 +19,11 @@
 //! millisecond to several.
 //!
 //! crun 1.8 refuses this machine's hybrid cgroup layout while the
-//! controller-less cgroup2 tree is mounted, so the benchmark first moves
-//! itself into a private mount namespace without that mount; both
-//! contenders run in it.
+//! controller-less cgroup2 tree is mounted, so the benchmark moves itself
+//! into a private mount namespace without that mount; every contender runs
+//! in it. `corral run` is also timed before the move, on the hybrid layout
+//! it normally uses (freezing and killing through the v2 tree, one more
+//! cgroup per run).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -124,9 +131,59 @@ fn bench_crun(bundle: &Path, runs: usize) -> Vec<Duration> {
     samples
 }
 
+/// Times `runs` whole `corral run` invocations of a `/bin/true` job in the
+/// busybox rootfs (read-only, the default five namespaces), after 3 untimed
+/// ones, with the state directory on tmpfs.
+fn bench_corral_run(rootfs: &Path, scratch: &Path, runs: usize) -> Vec<Duration> {
+    fs::create_dir_all(scratch).unwrap();
+    let job = scratch.join("bench-true.yaml");
+    fs::write(
+        &job,
+        format!(
+            "name: bench-true\nuser: app\ncommand: [/bin/true]\nisolation: {{rootfs: {}, readonly: true}}\n",
+            rootfs.display()
+        ),
+    )
+    .unwrap();
+    let parent = common::unique("corral-bench");
+    let mut samples = Vec::new();
+    for i in 0..runs + 3 {
+        let start = Instant::now();
+        let status = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .arg("run")
+            .arg(&job)
+            .arg("--quiet")
+            .arg("--state-dir")
+            .arg(scratch.join("state"))
+            .args(["--cgroup-parent", &parent])
+            .stdin(Stdio::null())
+            .status()
+            .expect("corral run");
+        let elapsed = start.elapsed();
+        assert!(status.success(), "corral run: {status}");
+        if i >= 3 {
+            samples.push(elapsed);
+        }
+    }
+    // corral run removes each job's cgroups; the parent is left for an
+    // agent, and removed here.
+    for entry in fs::read_dir("/sys/fs/cgroup").unwrap() {
+        let _ = fs::remove_dir(entry.unwrap().path().join(&parent));
+    }
+    samples
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let runs = if full { 30 } else { 3 };
+
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = common::busybox_rootfs(&tmp.path().join("rootfs"));
+    let disk_runs = tmp.path().join("runs");
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+
+    // Child processes only, no threads: unshare below still works.
+    let corral_run_hybrid = summarize(bench_corral_run(&rootfs, &shm.path().join("hybrid"), runs));
 
     // Still single-threaded here, as unshare(CLONE_NEWNS) requires.
     unshare(CloneFlags::CLONE_NEWNS).expect("unshare mount namespace");
@@ -134,14 +191,10 @@ fn main() {
         .expect("make / private");
     let _ = umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH);
 
-    let tmp = tempfile::tempdir().unwrap();
-    let rootfs = common::busybox_rootfs(&tmp.path().join("rootfs"));
-    let disk_runs = tmp.path().join("runs");
-    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
-
     let corral = summarize(bench_corral(&rootfs, shm.path(), runs, false));
     let corral_cgroups = summarize(bench_corral(&rootfs, shm.path(), runs, true));
     let corral_disk = summarize(bench_corral(&rootfs, &disk_runs, runs, false));
+    let corral_run_v1 = summarize(bench_corral_run(&rootfs, &shm.path().join("v1"), runs));
     let crun = crun_bundle(&tmp.path().join("bundle"), &rootfs)
         .then(|| summarize(bench_crun(&tmp.path().join("bundle"), runs)));
 
@@ -151,6 +204,9 @@ fn main() {
     row("corral, run dir on tmpfs", &corral);
     row("corral, + create/join/remove 6 v1 cgroups", &corral_cgroups);
     row("corral, run dir on ext4 (status fsynced)", &corral_disk);
+    println!("the whole command line, process start to exit, state on tmpfs:");
+    row("corral run (hybrid: 5 v1 cgroups + v2 tree)", &corral_run_hybrid);
+    row("corral run (v1 view, as crun sees the host)", &corral_run_v1);
     match crun {
         Some(crun) => {
             row("crun run (state on tmpfs, 9 v1 cgroups)", &crun);
@@ -158,6 +214,14 @@ fn main() {
             println!(
                 "  crun / corral with cgroups, medians: {:.2}x",
                 ms(crun.median) / ms(corral_cgroups.median)
+            );
+            println!(
+                "  crun run / corral run (hybrid), medians: {:.2}x",
+                ms(crun.median) / ms(corral_run_hybrid.median)
+            );
+            println!(
+                "  crun run / corral run (v1 view), medians: {:.2}x",
+                ms(crun.median) / ms(corral_run_v1.median)
             );
         }
         None => println!("  crun run: crun is not installed"),

@@ -33,8 +33,21 @@
 //!   accounting; `corral run` and the agent both go through it.
 //! - [`store`]: run records, their history and the cron journal, durable in
 //!   SQLite, behind traits; the state directory lock.
+//! - [`agent`]: `corral agent`: the jobs directory reconciled into runs, the
+//!   priority queue, preemption and OOM handling over the run state machine,
+//!   every transition stored before it is acted on, and crash recovery. Its
+//!   decisions (reconcile, queue, scheduling pass, adoption) are pure; the
+//!   machine is one trait, implemented on [`launch`], [`cgroup`] and
+//!   [`container`].
+//! - [`metrics`]: Prometheus families, collected at scrape time from a
+//!   snapshot of the agent and each run's cgroup files (kept open); finished
+//!   runs kept with their final counters; the agent's counters and one typed
+//!   event per place something countable happens.
+//! - [`api`]: the HTTP endpoint: `/metrics`, health checks, and read-only JSON
+//!   of jobs, runs and the node.
 //! - [`cli`]: the `corral` command line, a file per subcommand.
 
+pub mod agent;
 pub mod api;
 pub mod cgroup;
 pub mod cli;

@@ -3,15 +3,12 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{launcher, stdout_of, Sandbox};
-use corral::container::{
-    probe, wait_for_status, ContainerConfig, ExitSource, JobExit, Mount, RunState,
-};
+use common::{launcher, stdout_of, CorralRun, Sandbox};
+use corral::container::{probe, wait_for_status, ExitSource, JobExit, RunState};
 use nix::sys::signal::Signal;
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -93,66 +90,49 @@ fn sigkill_to_init_ends_the_whole_container() {
     assert_eq!(status.exit_source, ExitSource::InitDied);
 }
 
-/// The re-executed test binary, running `helper_launcher` alone.
-fn helper(mode: &str, config: &Path) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "helper_launcher", "--ignored", "--nocapture", "--test-threads=1"])
-        .env("CORRAL_TEST_HELPER", mode)
-        .env("CORRAL_TEST_CONFIG", config);
-    cmd
-}
-
-/// Not a test: a stand-in for the agent, run in its own process by the
-/// tests below so that it can be killed or have its output read. It
-/// launches the config in `CORRAL_TEST_CONFIG` (with its stdout moved to
-/// `CORRAL_TEST_STDOUT` first, if set), then either hangs (`hang`, writing
-/// `launched` next to the config once the job runs) or waits for the run
-/// (`wait`).
-#[test]
-#[ignore = "helper process for the tests in this file"]
-fn helper_launcher() {
-    let path = PathBuf::from(std::env::var_os("CORRAL_TEST_CONFIG").unwrap());
-    if let Some(stdout) = std::env::var_os("CORRAL_TEST_STDOUT") {
-        let file = std::fs::OpenOptions::new().write(true).open(stdout).unwrap();
-        // SAFETY: dup2 onto fd 1 in this single-purpose helper process.
-        assert!(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&file), 1) } == 1);
-    }
-    let cfg: ContainerConfig = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let launched = launcher().launch(&cfg).unwrap();
-    match std::env::var("CORRAL_TEST_HELPER").unwrap().as_str() {
-        "hang" => {
-            std::fs::write(path.with_extension("launched"), "").unwrap();
-            std::thread::sleep(Duration::from_secs(600));
-        }
-        _ => {
-            launched.wait().unwrap();
-        }
-    }
-}
-
-fn write_config(dir: &Path, cfg: &ContainerConfig) -> PathBuf {
-    let path = dir.join(format!("{}.json", cfg.run));
-    std::fs::write(&path, serde_json::to_vec(cfg).unwrap()).unwrap();
-    path
+/// A job file for `corral run`, the launcher the tests below kill or read
+/// from: the sandbox's busybox rootfs, as the unprivileged `app` user.
+fn job_file(
+    corral: &CorralRun,
+    sandbox: &Sandbox,
+    name: &str,
+    script: &str,
+    extra: &str,
+) -> PathBuf {
+    corral.job_file(
+        name,
+        &format!(
+            "name: {name}\nuser: app\ncommand: [/bin/sh, -c, {script:?}]\nisolation:\n  rootfs: {}\n{extra}",
+            sandbox.rootfs.display()
+        ),
+    )
 }
 
 #[test]
 fn status_is_recorded_after_the_launcher_is_sigkilled() {
     let sandbox = Sandbox::new();
+    let corral = CorralRun::new();
     let gate = sandbox.tmp.path().join("gate");
     std::fs::create_dir(&gate).unwrap();
     // The job blocks until the test opens the gate, i.e. until after its
     // launcher is dead.
-    let mut cfg = sandbox.config(
+    let file = job_file(
+        &corral,
+        &sandbox,
         "orphaned",
         "echo waiting; while [ ! -e /gate/open ]; do sleep 0.01; done; echo done; exit 7",
+        &format!("  mounts: [{{source: {}, target: /gate}}]\n", gate.display()),
     );
-    cfg.mounts.push(Mount::bind(&gate, "/gate", true));
-    let config_path = write_config(sandbox.tmp.path(), &cfg);
-    let mut agent = helper("hang", &config_path).stdout(Stdio::null()).spawn().unwrap();
-    wait_until("the helper to launch", || config_path.with_extension("launched").exists());
+    let mut agent =
+        corral.command(&file).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_until("the job to run", || {
+        corral.run_dirs().pop().is_some_and(|dir| {
+            std::fs::read_to_string(dir.join("stdout.log")).is_ok_and(|out| out == "waiting\n")
+        })
+    });
+    let run_dir = corral.run_dirs().pop().unwrap();
 
-    let RunState::Running { shim, init } = probe(&cfg.run_dir).unwrap() else {
+    let RunState::Running { shim, init } = probe(&run_dir).unwrap() else {
         panic!("run should be running")
     };
     assert!(init.is_some());
@@ -161,14 +141,14 @@ fn status_is_recorded_after_the_launcher_is_sigkilled() {
 
     // The shim was the launcher's child; it is still there, and so is the run.
     assert!(shim.is_alive(Path::new("/proc")));
-    assert!(matches!(probe(&cfg.run_dir).unwrap(), RunState::Running { .. }));
+    assert!(matches!(probe(&run_dir).unwrap(), RunState::Running { .. }));
     std::fs::write(gate.join("open"), "").unwrap();
 
     // Not the shim's parent: waits on a pidfd, then reads status.json.
-    let status = wait_for_status(&cfg.run_dir).unwrap();
+    let status = wait_for_status(&run_dir).unwrap();
     assert_eq!(status.exit, JobExit::Exited { code: 7 });
-    assert_eq!(stdout_of(&cfg), "waiting\ndone\n");
-    assert!(matches!(probe(&cfg.run_dir).unwrap(), RunState::Finished(_)));
+    assert_eq!(std::fs::read_to_string(run_dir.join("stdout.log")).unwrap(), "waiting\ndone\n");
+    assert!(matches!(probe(&run_dir).unwrap(), RunState::Finished(_)));
 }
 
 #[test]
@@ -201,47 +181,41 @@ fn a_lost_run_is_reported_as_lost() {
     ));
 }
 
-/// Starts the helper in "wait" mode with its stdout (which the shim's copy
-/// of the job output inherits) on a FIFO, and returns the FIFO's read end.
-fn tee_helper(sandbox: &Sandbox, cfg: &ContainerConfig) -> (std::process::Child, std::fs::File) {
-    let config_path = write_config(sandbox.tmp.path(), cfg);
-    let fifo = sandbox.tmp.path().join(format!("{}.fifo", cfg.run));
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let agent = helper("wait", &config_path)
-        .env("CORRAL_TEST_STDOUT", &fifo)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Blocks until the helper opened the FIFO, which it does before launching.
-    let reader = std::fs::File::open(&fifo).unwrap();
-    (agent, reader)
-}
-
 #[test]
 fn output_streams_to_the_launcher_when_teeing() {
     let sandbox = Sandbox::new();
-    let mut cfg = sandbox.config("tee", "echo to-out; echo to-err >&2");
-    cfg.tee_output = true;
-    let (mut agent, mut terminal) = tee_helper(&sandbox, &cfg);
-    let mut seen = String::new();
-    terminal.read_to_string(&mut seen).unwrap();
-    agent.wait().unwrap();
-    assert!(seen.contains("to-out"), "{seen}");
-    assert_eq!(stdout_of(&cfg), "to-out\n");
+    let corral = CorralRun::new();
+    let file = job_file(&corral, &sandbox, "tee", "echo to-out; echo to-err >&2", "");
+    // corral run launches with tee_output: the job's streams reach its own.
+    let output = corral.command(&file).args(["--quiet"]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "to-out\n");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "to-err\n");
+    let run_dir = corral.run_dirs().pop().unwrap();
+    assert_eq!(std::fs::read_to_string(run_dir.join("stdout.log")).unwrap(), "to-out\n");
+    assert_eq!(std::fs::read_to_string(run_dir.join("stderr.log")).unwrap(), "to-err\n");
 }
 
 #[test]
 fn a_closed_terminal_does_not_disturb_the_job_or_its_log() {
     let sandbox = Sandbox::new();
-    let mut cfg = sandbox
-        .config("epipe", "sleep 0.2; i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done");
-    cfg.tee_output = true;
-    let (mut agent, terminal) = tee_helper(&sandbox, &cfg);
-    drop(terminal); // the "terminal" goes away before the job prints
-    agent.wait().unwrap();
-    let status = wait_for_status(&cfg.run_dir).unwrap();
+    let corral = CorralRun::new();
+    let file = job_file(
+        &corral,
+        &sandbox,
+        "epipe",
+        "sleep 0.2; i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done",
+        "",
+    );
+    let mut agent =
+        corral.command(&file).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    drop(agent.stdout.take()); // the "terminal" goes away before the job prints
+    assert!(agent.wait().unwrap().success());
+    let run_dir = corral.run_dirs().pop().unwrap();
+    let status = wait_for_status(&run_dir).unwrap();
     assert!(status.exit.success());
-    assert_eq!(stdout_of(&cfg).lines().count(), 2000);
+    let log = std::fs::read_to_string(run_dir.join("stdout.log")).unwrap();
+    assert_eq!(log.lines().count(), 2000);
 }
 
 #[test]

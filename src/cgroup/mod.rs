@@ -60,8 +60,9 @@
 //! | OOM: kill | default (`memory.oom_control` 0): the kernel kills one task | `memory.oom.group` = 1: the whole job dies together |
 //! | OOM: pause at limit | `memory.oom_control` = 1 (`oom_kill_disable`): stopped at the limit, `under_oom 1` | refused: v2 cannot pause at `memory.max` |
 //!
-//! Validation (all problems at once, before any write): weight 1–10000,
-//! quota 10–1024000 millicpus, sets non-empty and within the parent's, limits
+//! Validation (all problems at once, before any write): weight (1–10000)
+//! and quota (10 millicpus to 4096 CPUs) are in range by their types, sets
+//! non-empty and within the parent's, limits
 //! ≥ 4096 bytes, soft ≤ hard, high ≤ hard, swap only with hard, pids ≥ 1, and
 //! every setting's controller present.
 //!

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod agent;
 pub mod doctor;
+pub mod run;
 pub mod schedule;
 pub mod shim;
 pub mod topology;
@@ -23,6 +25,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node agent on a jobs directory.
+    Agent(agent::AgentArgs),
     /// Check job files and report every problem in them.
     Validate(validate::ValidateArgs),
     /// Show when recurring jobs will run, in their time zone and in UTC.
@@ -31,6 +35,8 @@ pub enum Command {
     Topology(topology::TopologyArgs),
     /// Check the host's cgroup layout for what corral needs.
     Doctor(doctor::DoctorArgs),
+    /// Run one job once, now, in the foreground.
+    Run(run::RunArgs),
     /// The per-run container supervisor (started by the launcher).
     #[command(name = "internal-shim", hide = true)]
     InternalShim(shim::ShimArgs),
@@ -38,10 +44,12 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Agent(args) => agent::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Schedule(args) => schedule::run(args),
         Command::Topology(args) => topology::run(args),
         Command::InternalShim(args) => Ok(shim::run(args)),
         Command::Doctor(args) => doctor::run(args),
+        Command::Run(args) => run::run(args),
     }
 }

@@ -83,6 +83,13 @@ pub struct AgentConfig {
     /// The most output kept per run and per stream (stdout, stderr); older output is
     /// dropped first.
     pub log_max_bytes: Bytes,
+    /// A run is not preempted before it has run this long (since its start
+    /// or its last resume), so that runs do not thrash between frozen and
+    /// running.
+    pub min_runtime_before_preemption: Duration,
+    /// Stop every run when the agent stops, instead of leaving them running
+    /// for the next agent to adopt.
+    pub stop_jobs_on_exit: bool,
 }
 
 impl Default for AgentConfig {
@@ -101,6 +108,8 @@ impl Default for AgentConfig {
             default_timezone: Tz::UTC,
             stop_grace: Duration::from_secs(30),
             log_max_bytes: Bytes(16 << 20),
+            min_runtime_before_preemption: Duration::from_secs(10),
+            stop_jobs_on_exit: false,
         }
     }
 }
@@ -119,6 +128,8 @@ const FIELDS: &[&str] = &[
     "default_timezone",
     "stop_grace",
     "log_max_bytes",
+    "min_runtime_before_preemption",
+    "stop_jobs_on_exit",
 ];
 
 const MIN_LOG_BYTES: Bytes = Bytes::KIB;
@@ -273,6 +284,14 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
             Some(b)
         }),
     };
+    let min_runtime_before_preemption = match fields.get("min_runtime_before_preemption") {
+        None => Some(defaults.min_runtime_before_preemption),
+        Some(n) => cx.duration(n, &fields.field("min_runtime_before_preemption")),
+    };
+    let stop_jobs_on_exit = match fields.get("stop_jobs_on_exit") {
+        None => Some(defaults.stop_jobs_on_exit),
+        Some(n) => cx.boolean(n, &fields.field("stop_jobs_on_exit")),
+    };
 
     Some(AgentConfig {
         jobs_dir: jobs_dir?,
@@ -288,6 +307,8 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         default_timezone: default_timezone?,
         stop_grace: stop_grace?,
         log_max_bytes: log_max_bytes?,
+        min_runtime_before_preemption: min_runtime_before_preemption?,
+        stop_jobs_on_exit: stop_jobs_on_exit?,
     })
 }
 
@@ -363,7 +384,7 @@ mod tests {
             "jobs_dir: /srv/jobs\nstate_dir: /srv/state\ncgroup_parent: corral-b\nreserved_cpus: 0,2-3\n\
              reserved_memory: 1Gi\nlisten: '[::1]:9500'\nsocket: /run/b.sock\ndefault_user: 1000\n\
              allow_root_jobs: true\nlog_format: json\ndefault_timezone: Europe/Berlin\nstop_grace: 1m\n\
-             log_max_bytes: 1Mi\n",
+             log_max_bytes: 1Mi\nmin_runtime_before_preemption: 2s\nstop_jobs_on_exit: true\n",
         )
         .unwrap();
         assert_eq!(config.jobs_dir, Path::new("/srv/jobs"));
@@ -379,6 +400,8 @@ mod tests {
         assert_eq!(config.default_timezone, chrono_tz::Europe::Berlin);
         assert_eq!(config.stop_grace, Duration::from_secs(60));
         assert_eq!(config.log_max_bytes, Bytes::MIB);
+        assert_eq!(config.min_runtime_before_preemption, Duration::from_secs(2));
+        assert!(config.stop_jobs_on_exit);
         assert_eq!(compile("reserved_cpus: 0\n").unwrap().reserved_cpus.to_string(), "0");
     }
 

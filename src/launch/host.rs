@@ -129,3 +129,53 @@ impl Host {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::cgroup::fake::{FakeFs, FakeKind};
+    use crate::cgroup::OomMode;
+    use crate::placement::place;
+
+    #[test]
+    fn a_host_from_injected_roots_plans_runs_into_its_cgroup_parent() {
+        let fs = FakeFs::new(FakeKind::Hybrid);
+        fs.add_cgroup("batch");
+        let fixture =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs/vm-2cpu");
+        let roots = HostRoots {
+            sysfs: fixture.join("sys"),
+            procfs: fixture.join("proc"),
+            cgroups: fs.host_paths(),
+        };
+        let config = crate::config::compile_str(
+            Path::new("agent.yaml"),
+            "cgroup_parent: batch\nstate_dir: /state\nreserved_memory: 256Mi\n",
+            Path::new("/etc/corral"),
+        )
+        .unwrap();
+        let host = Host::discover_at(&config, &roots).unwrap();
+        assert_eq!(host.config().cgroup_parent.as_str(), "batch");
+        assert!(host.cgroups().capabilities().pause_at_limit);
+        assert_eq!(host.placement_config().reserved_memory.len(), 1);
+
+        let text = "name: etl\ncommand: [/bin/true]\nresources: {cpus: 1, memory: {hard: 64Mi}}\noom: {action: grow, grow_to: 128Mi}\n";
+        let spec = crate::spec::compile_str(Path::new("etl.yaml"), text).unwrap().remove(0).spec;
+        let run = RunId::new("etl-1");
+        let ledger = host.ledger().unwrap();
+        let assignment =
+            place(host.topology(), &ledger, &super::super::request(&spec, &run)).unwrap();
+        let plan = host.plan(&spec, &run, &assignment, ledger.shared_pool()).unwrap();
+        assert_eq!(plan.cgroup.as_str(), "etl-1");
+        assert_eq!(plan.resources.oom, OomMode::PauseAtLimit);
+        assert_eq!(plan.container.run_dir, Path::new("/state/runs/etl-1"));
+        // Init joins the run's cgroup in every tree: five v1 hierarchies
+        // and the v2 tree on a hybrid host.
+        let procs = &plan.container.cgroup_procs;
+        assert_eq!(procs.len(), 6, "{procs:?}");
+        assert!(procs.iter().all(|p| p.ends_with("batch/etl-1/cgroup.procs")), "{procs:?}");
+        assert_eq!(procs.last().unwrap(), &fs.unified_root().join("batch/etl-1/cgroup.procs"));
+    }
+}

@@ -13,7 +13,9 @@
 //!   cgroup manager, agent config, shim executable), built once from
 //!   injectable roots.
 //! - [`run`]: [`start()`] creates the job cgroup and launches the container
-//!   (removing the cgroup again if the launch fails); [`StartedRun`] waits;
+//!   (removing the cgroup again if the launch fails), in two steps if the
+//!   caller wants to subscribe to the cgroup's events in between
+//!   ([`prepare()`], [`PreparedRun::launch`]); [`StartedRun`] waits;
 //!   [`EndedRun::finish`] and [`collect()`] read the final statistics
 //!   before removing the cgroup.
 //!
@@ -41,4 +43,6 @@ pub use oom::{grow, oom_mode};
 pub use plan::{
     container_config, placement_config, plan, request, resources, run_dir, PlanInputs, RunPlan,
 };
-pub use run::{collect, start, start_with, EndedRun, FinalStats, FinishedRun, StartedRun};
+pub use run::{
+    collect, prepare, start, EndedRun, FinalStats, FinishedRun, PreparedRun, StartedRun,
+};

@@ -225,6 +225,7 @@ pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchEr
     })
 }
 
+/// The container layer's name for a job file's namespace: one for one.
 pub fn namespace(ns: spec::Namespace) -> container::Namespace {
     match ns {
         spec::Namespace::Pid => container::Namespace::Pid,
@@ -237,6 +238,7 @@ pub fn namespace(ns: spec::Namespace) -> container::Namespace {
     }
 }
 
+/// The container layer's name for a job file's rlimit: one for one.
 pub fn rlimit(limit: spec::Rlimit) -> RlimitResource {
     match limit {
         spec::Rlimit::Nofile => RlimitResource::Nofile,

@@ -9,7 +9,7 @@ use super::error::LaunchError;
 use super::host::Host;
 use super::plan::RunPlan;
 use crate::cgroup::{CgroupError, JobCgroup, Resources};
-use crate::container::{ContainerConfig, Launched, ProcessIdentity, RunStatus};
+use crate::container::{ContainerConfig, Launched, Launcher, ProcessIdentity, RunStatus};
 use crate::placement::RunId;
 use crate::spec::JobName;
 
@@ -46,45 +46,84 @@ pub struct FinalStats {
     pub oom_kills: Option<u64>,
 }
 
-/// A run that is over, its cgroup gone.
+/// A run that is over, its cgroup gone (unless `cleanup` says otherwise).
 #[derive(Debug)]
 pub struct FinishedRun {
     pub job: JobName,
     pub run: RunId,
     pub status: Result<RunStatus, LaunchError>,
     pub stats: FinalStats,
+    /// What went wrong emptying, reading or removing the cgroup, if anything.
+    pub cleanup: Option<LaunchError>,
+}
+
+/// A run whose cgroup exists and is configured, with nothing in it yet:
+/// the moment to subscribe to the cgroup's events, so that none is missed.
+#[derive(Debug)]
+pub struct PreparedRun {
+    job: JobName,
+    run: RunId,
+    cgroup: JobCgroup,
+    launcher: Launcher,
 }
 
 /// Creates the run's cgroup and starts its container there. Nothing is
 /// left behind on failure: a cgroup created here is removed again if the
 /// launch fails.
 pub fn start(host: &Host, plan: &RunPlan) -> Result<StartedRun, LaunchError> {
-    start_with(host, plan, &plan.container)
+    prepare(host, plan)?.launch(&plan.container)
 }
 
-/// [`start`] with the container configuration adjusted by the caller
-/// (`tee_output` for a foreground run).
-pub fn start_with(
-    host: &Host,
-    plan: &RunPlan,
-    container: &ContainerConfig,
-) -> Result<StartedRun, LaunchError> {
-    let names = || (plan.job.to_string(), plan.run.to_string());
+/// Creates the run's cgroup (validated as a whole before the first write;
+/// see [`crate::cgroup::CgroupManager::create`]).
+pub fn prepare(host: &Host, plan: &RunPlan) -> Result<PreparedRun, LaunchError> {
     let cgroup = host.cgroups().create(&plan.cgroup, &plan.resources).map_err(|source| {
-        let (job, run) = names();
-        LaunchError::CreateCgroup { job, run, source: source.into() }
+        LaunchError::CreateCgroup {
+            job: plan.job.to_string(),
+            run: plan.run.to_string(),
+            source: source.into(),
+        }
     })?;
-    match host.launcher().launch(container) {
-        Ok(launched) => {
-            Ok(StartedRun { job: plan.job.clone(), run: plan.run.clone(), cgroup, launched })
+    Ok(PreparedRun {
+        job: plan.job.clone(),
+        run: plan.run.clone(),
+        cgroup,
+        launcher: host.launcher().clone(),
+    })
+}
+
+impl PreparedRun {
+    pub fn cgroup(&self) -> &JobCgroup {
+        &self.cgroup
+    }
+
+    /// Starts the container (normally the plan's; a caller may adjust it,
+    /// e.g. `tee_output` for a foreground run). On failure the cgroup is
+    /// removed again.
+    pub fn launch(self, container: &ContainerConfig) -> Result<StartedRun, LaunchError> {
+        let PreparedRun { job, run, cgroup, launcher } = self;
+        match launcher.launch(container) {
+            Ok(launched) => Ok(StartedRun { job, run, cgroup, launched }),
+            Err(source) => {
+                // The job never ran (the shim reports failures before exec),
+                // so the cgroup holds at most a dying init.
+                let _ = remove_when_empty(&cgroup);
+                Err(LaunchError::Start {
+                    job: job.to_string(),
+                    run: run.to_string(),
+                    source: source.into(),
+                })
+            }
         }
-        Err(source) => {
-            // The job never ran (the shim reports failures before exec), so
-            // the cgroup holds at most a dying init; removal retries briefly.
-            let _ = remove_when_empty(&cgroup);
-            let (job, run) = names();
-            Err(LaunchError::Start { job, run, source: source.into() })
-        }
+    }
+
+    /// Gives the run up before launching: removes its cgroup.
+    pub fn abandon(self) -> Result<(), LaunchError> {
+        remove_when_empty(&self.cgroup).map_err(|source| LaunchError::RemoveCgroup {
+            job: self.job.to_string(),
+            run: self.run.to_string(),
+            source: source.into(),
+        })
     }
 }
 
@@ -146,21 +185,14 @@ impl StartedRun {
 
 impl EndedRun {
     /// Kills whatever the job left in its cgroup, reads the final
-    /// statistics and removes the cgroup. The statistics are returned even
-    /// when removal fails, which is reported as the run's error only if it
-    /// had none.
+    /// statistics and removes the cgroup (see [`collect`]).
     pub async fn finish(self, kill_timeout: Duration) -> FinishedRun {
-        let EndedRun { job, run, cgroup, mut status } = self;
-        let stats = match collect(&job, &run, &cgroup, kill_timeout).await {
-            Ok(stats) => stats,
-            Err((stats, err)) => {
-                if status.is_ok() {
-                    status = Err(err);
-                }
-                stats
-            }
+        let EndedRun { job, run, cgroup, status } = self;
+        let (stats, cleanup) = match collect(&job, &run, &cgroup, kill_timeout).await {
+            Ok(stats) => (stats, None),
+            Err((stats, err)) => (stats, Some(err)),
         };
-        FinishedRun { job, run, status, stats }
+        FinishedRun { job, run, status, stats, cleanup }
     }
 }
 

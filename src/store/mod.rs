@@ -72,7 +72,8 @@ pub use cron_journal::{CronJournal, Decided, FiringDecision, FiringOutcome, Firi
 pub use error::StoreError;
 pub use lock::StateDirLock;
 pub use records::{
-    EventRecord, ExitInfo, LaunchInfo, Retention, RunDetail, RunRecord, TransitionRecord,
+    EventRecord, ExitInfo, JobVersion, LaunchInfo, Retention, RunDetail, RunRecord,
+    TransitionRecord,
 };
 pub use run_id::{parse_run_id, run_id};
 pub use run_store::RunStore;

@@ -48,6 +48,18 @@ pub struct RunRecord {
     pub launch: Option<LaunchInfo>,
     /// The latest attempt's exit.
     pub exit: Option<ExitInfo>,
+    /// The version of its job the run is for, if its creator said.
+    pub version: Option<JobVersion>,
+}
+
+/// Which version of its job a run is for. Both parts are the creator's own
+/// encoding; the store only keeps them with the run, atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobVersion {
+    /// Equal for equal job definitions.
+    pub fingerprint: String,
+    /// What the creator needs to know about the job without reading it again.
+    pub meta: String,
 }
 
 /// One entry of a run's history.

@@ -4,7 +4,7 @@ use crate::placement::{Assignment, RunId};
 use crate::scheduler::{JobName, RunEvent, RunState, Timestamp};
 
 use super::error::StoreError;
-use super::records::{ExitInfo, LaunchInfo, Retention, RunDetail, RunRecord};
+use super::records::{ExitInfo, JobVersion, LaunchInfo, Retention, RunDetail, RunRecord};
 
 /// Durable run records. Every write is atomic: after a crash a write is
 /// either wholly there or wholly absent.
@@ -18,6 +18,21 @@ pub trait RunStore: Send {
         initial: &RunState,
         at: Timestamp,
     ) -> Result<RunId, StoreError>;
+
+    /// [`create_run`](Self::create_run), labelling the run with the version
+    /// of its job in the same transaction: after a crash the run exists with
+    /// its label or not at all, so "this version already has a run" is never
+    /// lost.
+    fn create_versioned_run(
+        &mut self,
+        job: &JobName,
+        initial: &RunState,
+        at: Timestamp,
+        version: &JobVersion,
+    ) -> Result<RunId, StoreError>;
+
+    /// Relabels a run, when a changed job is taken over by its run under way.
+    fn set_version(&mut self, run: &RunId, version: &JobVersion) -> Result<(), StoreError>;
 
     /// Replaces the run's state `from` with `to` and appends the transition
     /// to its history, in one transaction. Refuses with

@@ -144,3 +144,107 @@ impl Drop for TestCgroups {
         }
     }
 }
+
+/// `corral run` with its own state directory and a cgroup parent of its
+/// own (`corral-test-<pid>-<n>`), both removed on drop, even after a failed
+/// test: leftover processes in the parent's cgroups are killed first.
+pub struct CorralRun {
+    pub dir: tempfile::TempDir,
+    pub parent: String,
+}
+
+impl CorralRun {
+    pub fn new() -> Self {
+        CorralRun { dir: tempfile::tempdir().unwrap(), parent: unique("corral-test") }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Writes a job file into the scratch directory.
+    pub fn job_file(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.yaml"));
+        fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    /// `corral run FILE --state-dir … --cgroup-parent …`.
+    pub fn command(&self, file: &Path) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_corral"));
+        cmd.arg("run")
+            .arg(file)
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--cgroup-parent")
+            .arg(&self.parent)
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Runs `file` to its end.
+    pub fn run(&self, file: &Path) -> std::process::Output {
+        self.command(file).output().unwrap()
+    }
+
+    /// The run directories made so far, oldest first (run ids end in a
+    /// growing number).
+    pub fn run_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = match fs::read_dir(self.state_dir().join("runs")) {
+            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        };
+        dirs.sort();
+        dirs
+    }
+
+    /// The parent's directory in every cgroup tree it exists in.
+    pub fn parent_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        for entry in fs::read_dir("/sys/fs/cgroup").unwrap() {
+            let dir = entry.unwrap().path().join(&self.parent);
+            if dir.is_dir() {
+                dirs.push(dir);
+            }
+        }
+        dirs
+    }
+
+    /// The job cgroups under the parent, in any tree.
+    pub fn job_cgroups(&self) -> Vec<PathBuf> {
+        let mut jobs = Vec::new();
+        for parent in self.parent_dirs() {
+            for entry in fs::read_dir(&parent).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    jobs.push(path);
+                }
+            }
+        }
+        jobs
+    }
+}
+
+impl Drop for CorralRun {
+    fn drop(&mut self) {
+        for job in self.job_cgroups() {
+            for _ in 0..200 {
+                if let Ok(procs) = fs::read_to_string(job.join("cgroup.procs")) {
+                    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                if fs::remove_dir(&job).is_ok() || !job.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        for parent in self.parent_dirs() {
+            let _ = fs::remove_dir(parent);
+        }
+    }
+}

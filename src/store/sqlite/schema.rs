@@ -14,7 +14,7 @@ use crate::store::error::StoreError;
 /// `PRAGMA application_id` of a corral state database: "corr" in ASCII.
 pub const APPLICATION_ID: i64 = 0x636f_7272;
 
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -97,6 +97,15 @@ CREATE TABLE cron_state (
     job             TEXT PRIMARY KEY,
     last_considered INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
+";
+
+/// Which version of its job a run was made for: an opaque fingerprint the agent
+/// compares to decide whether a job file's current version already has a run,
+/// and the job's settings as the agent needs them before the job files are read
+/// (JSON).
+const V2: &str = "
+ALTER TABLE runs ADD COLUMN spec_version TEXT;
+ALTER TABLE runs ADD COLUMN spec_meta TEXT;
 ";
 
 /// Brings the database at `path` up to [`SCHEMA_VERSION`].

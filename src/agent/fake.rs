@@ -1,0 +1,195 @@
+//! An in-memory [`Runtime`] for the supervisor's unit tests: records every
+//! call, and lets the test decide how runs end.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::sys::signal::Signal;
+
+use crate::placement::RunId;
+use crate::scheduler::{ExitStatus, Timestamp};
+use crate::store::LaunchInfo;
+use crate::topology::{Bytes, CpuSet};
+
+use super::runtime::{
+    FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Probe, Runtime, RuntimeError, Sink,
+};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    Launch { run: RunId, cpus: CpuSet, memory: Option<Bytes>, dir: PathBuf },
+    Freeze(RunId),
+    Thaw(RunId),
+    Signal(RunId, Signal),
+    KillAll(RunId),
+    Update { run: RunId, cpus: CpuSet, memory: Option<Bytes> },
+    Remove(RunId),
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    watched: HashMap<RunId, (u64, Sink)>,
+    next_pid: u32,
+    probes: HashMap<PathBuf, Probe>,
+    live: Vec<(RunId, Option<CpuSet>)>,
+    stats: HashMap<RunId, FinalStats>,
+    /// Runs that die on SIGTERM.
+    term_kills: bool,
+}
+
+#[derive(Default)]
+pub struct FakeRuntime {
+    state: Mutex<State>,
+}
+
+impl FakeRuntime {
+    pub fn new() -> FakeRuntime {
+        let fake = FakeRuntime::default();
+        fake.state.lock().unwrap().term_kills = true;
+        fake
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    pub fn launched(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Launch { run, .. } => Some(run.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn clear(&self) {
+        self.state.lock().unwrap().calls.clear();
+    }
+
+    /// Reports `what` about the run's watched attempt.
+    pub fn report(&self, run: &RunId, what: Observed) {
+        let state = self.state.lock().unwrap();
+        let (epoch, sink) = state.watched.get(run).expect("run is watched");
+        sink.send(Observation { run: run.clone(), epoch: *epoch, what }).unwrap();
+    }
+
+    pub fn exit(&self, run: &str, code: i32) {
+        self.report(
+            &RunId::new(run),
+            Observed::Exited {
+                status: ExitStatus::Code(code),
+                at: Timestamp::EPOCH,
+                stats: FinalStats::default(),
+            },
+        );
+    }
+
+    pub fn set_probe(&self, dir: &Path, probe: Probe) {
+        self.state.lock().unwrap().probes.insert(dir.to_owned(), probe);
+    }
+
+    pub fn set_live(&self, live: Vec<(RunId, Option<CpuSet>)>) {
+        self.state.lock().unwrap().live = live;
+    }
+
+    pub fn set_stats(&self, run: &RunId, stats: FinalStats) {
+        self.state.lock().unwrap().stats.insert(run.clone(), stats);
+    }
+
+    fn record(&self, call: Call) {
+        self.state.lock().unwrap().calls.push(call);
+    }
+
+    fn end(&self, run: &RunId, status: ExitStatus) {
+        let state = self.state.lock().unwrap();
+        if let Some((epoch, sink)) = state.watched.get(run) {
+            let what =
+                Observed::Exited { status, at: Timestamp::EPOCH, stats: FinalStats::default() };
+            let _ = sink.send(Observation { run: run.clone(), epoch: *epoch, what });
+        }
+    }
+}
+
+impl Runtime for FakeRuntime {
+    async fn launch(&self, plan: LaunchPlan) -> Result<LaunchInfo, RuntimeError> {
+        self.record(Call::Launch {
+            run: plan.run.clone(),
+            cpus: plan.cpus.clone(),
+            memory: plan.memory_limit,
+            dir: plan.run_dir.clone(),
+        });
+        let mut state = self.state.lock().unwrap();
+        state.next_pid += 2;
+        Ok(LaunchInfo {
+            shim_pid: 1000 + state.next_pid,
+            init_pid: 1001 + state.next_pid,
+            pid_start_time: 7,
+            run_dir: plan.run_dir,
+            launched_at: Timestamp::EPOCH,
+        })
+    }
+
+    fn watch(
+        &self,
+        run: &RunId,
+        _: &LaunchInfo,
+        epoch: u64,
+        sink: Sink,
+    ) -> Result<(), RuntimeError> {
+        self.state.lock().unwrap().watched.insert(run.clone(), (epoch, sink));
+        Ok(())
+    }
+
+    async fn freeze(&self, run: &RunId) -> Result<(), RuntimeError> {
+        self.record(Call::Freeze(run.clone()));
+        Ok(())
+    }
+
+    async fn thaw(&self, run: &RunId) -> Result<(), RuntimeError> {
+        self.record(Call::Thaw(run.clone()));
+        Ok(())
+    }
+
+    fn signal(&self, run: &RunId, _: &LaunchInfo, signal: Signal) -> Result<(), RuntimeError> {
+        self.record(Call::Signal(run.clone(), signal));
+        if self.state.lock().unwrap().term_kills {
+            self.end(run, ExitStatus::Signal(signal as i32));
+        }
+        Ok(())
+    }
+
+    async fn kill_all(&self, run: &RunId) -> Result<(), RuntimeError> {
+        self.record(Call::KillAll(run.clone()));
+        self.end(run, ExitStatus::Signal(9));
+        Ok(())
+    }
+
+    fn update(&self, run: &RunId, settings: &LiveSettings) -> Result<(), RuntimeError> {
+        self.record(Call::Update {
+            run: run.clone(),
+            cpus: settings.cpus.clone(),
+            memory: settings.memory_limit,
+        });
+        Ok(())
+    }
+
+    async fn remove(&self, run: &RunId) -> Result<(), RuntimeError> {
+        self.record(Call::Remove(run.clone()));
+        Ok(())
+    }
+
+    fn probe(&self, _: &RunId, run_dir: &Path) -> Result<Probe, RuntimeError> {
+        Ok(self.state.lock().unwrap().probes.get(run_dir).cloned().unwrap_or(Probe::NotStarted))
+    }
+
+    fn stats(&self, run: &RunId) -> Option<FinalStats> {
+        self.state.lock().unwrap().stats.get(run).copied()
+    }
+
+    fn live_runs(&self) -> Result<Vec<(RunId, Option<CpuSet>)>, RuntimeError> {
+        Ok(self.state.lock().unwrap().live.clone())
+    }
+}

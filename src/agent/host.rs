@@ -1,0 +1,378 @@
+//! The machine as the agent's [`Runtime`]: job cgroups from [`crate::cgroup`],
+//! containers from [`crate::container`], put together by [`crate::launch`].
+//!
+//! # Watching a run
+//!
+//! - **Its end**: a pidfd on the run's shim (the process that records the
+//!   exit status), registered with the tokio reactor. When it becomes
+//!   readable the shim has exited; it is reaped if it is this process's child
+//!   and the status is read from the run directory. The same path serves
+//!   runs this agent launched and runs it adopted after a restart, which it
+//!   cannot `waitpid()`. Before the end is reported, the cgroup's accounting
+//!   is read (peak memory, OOM kills, CPU time): the cgroup is removed only
+//!   afterwards.
+//! - **Memory**: the cgroup's event stream (v1 OOM eventfd, v2
+//!   `memory.events`), mapped to "reached its limit" and "OOM kill".
+//!
+//! # Freezing at the memory limit
+//!
+//! A job paused at its v1 limit (`oom_kill_disable`, `under_oom 1`) sleeps in
+//! the kernel in a way the v2 freezer does not interrupt: `frozen 1` comes
+//! only once the limit is raised. Such a job cannot run anyway, so a freeze
+//! counts as done when the cgroup is frozen *or* paused at its limit; the
+//! freeze request stays in force and takes hold as soon as the job moves.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tracing::{debug, warn};
+
+use crate::cgroup::{CgroupEvent, CgroupName, Controller, EventOptions, JobCgroup};
+use crate::container::rundir::RunDir;
+use crate::container::shim::pidfd_open;
+use crate::container::{self, ContainerError, JobExit, ProcessIdentity};
+use crate::launch::{self, Host};
+use crate::placement::RunId;
+use crate::scheduler::{ExitStatus, Timestamp};
+use crate::store::{parse_run_id, LaunchInfo};
+use crate::topology::{Bytes, CpuSet};
+
+use super::runtime::{
+    FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Probe, Runtime, RuntimeError, Sink,
+};
+
+/// How long the kernel gets to confirm a freeze or thaw.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a pending freeze checks whether the job is paused at its limit.
+const PAUSE_CHECK: Duration = Duration::from_millis(50);
+/// How long a shim found still setting up a job after an agent restart gets
+/// to finish (setup takes milliseconds).
+const SETUP_PATIENCE: Duration = Duration::from_secs(5);
+/// How long killing every process of a run may take.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct HostRuntime {
+    host: Arc<Host>,
+}
+
+impl HostRuntime {
+    pub fn new(host: Host) -> HostRuntime {
+        HostRuntime { host: Arc::new(host) }
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    fn cgroup(&self, run: &RunId) -> Result<JobCgroup, RuntimeError> {
+        let name = CgroupName::new(run.as_str()).map_err(|e| RuntimeError::new("name", run, e))?;
+        Ok(self.host.cgroups().job(&name))
+    }
+
+    fn exists(cgroup: &JobCgroup) -> bool {
+        cgroup.dirs().any(Path::exists)
+    }
+}
+
+/// The job's accounting as the store keeps it.
+fn final_stats(cgroup: &JobCgroup) -> Option<FinalStats> {
+    if !HostRuntime::exists(cgroup) {
+        return None;
+    }
+    let stats = cgroup.stats().ok()?;
+    Some(FinalStats {
+        peak_memory: stats.memory.max_usage_bytes.map(Bytes),
+        oom_kills: stats.memory.oom_kills.unwrap_or(0),
+        cpu_seconds: stats.cpu.usage_ns.map_or(0.0, |ns| ns as f64 / 1e9),
+    })
+}
+
+fn paused_at_limit(cgroup: &JobCgroup) -> bool {
+    let Some(dir) = cgroup.v1_dir(Controller::Memory) else { return false };
+    std::fs::read_to_string(dir.join(crate::cgroup::v1::memory::OOM_CONTROL))
+        .is_ok_and(|text| crate::cgroup::v1::memory::parse_oom_control(&text).under_oom)
+}
+
+fn exit_status(exit: JobExit) -> ExitStatus {
+    match exit {
+        JobExit::Exited { code } => ExitStatus::Code(code),
+        JobExit::Signaled { signal, .. } => ExitStatus::Signal(signal),
+    }
+}
+
+fn read_identity(path: &Path) -> Option<ProcessIdentity> {
+    std::fs::read_to_string(path).ok()?.parse().ok()
+}
+
+impl Runtime for HostRuntime {
+    async fn launch(&self, plan: LaunchPlan) -> Result<LaunchInfo, RuntimeError> {
+        let run = plan.run.clone();
+        let err = |e: &dyn std::fmt::Display| RuntimeError::new("launch", &run, e);
+        // The cpuset given is the shared pool for a shared-pool run.
+        let mut run_plan = self
+            .host
+            .plan(&plan.spec, &plan.run, &plan.assignment, &plan.cpus)
+            .map_err(|e| err(&e))?;
+        // OOM handling may have raised the hard limit above the spec's.
+        run_plan.resources.memory.hard_bytes = plan.memory_limit.map(Bytes::get);
+        let mut container = run_plan.container.clone();
+        container.run_dir = plan.run_dir.clone();
+        let host = Arc::clone(&self.host);
+        let started = tokio::task::spawn_blocking(move || {
+            launch::prepare(&host, &run_plan)?.launch(&container)
+        })
+        .await
+        .map_err(|e| err(&e))?
+        .map_err(|e| err(&e))?;
+        let (shim, init) = (started.shim(), started.init());
+        // The shim stays this process's child; the watcher reaps it.
+        drop(started);
+        Ok(LaunchInfo {
+            shim_pid: shim.pid as u32,
+            init_pid: init.pid as u32,
+            pid_start_time: init.start_time,
+            run_dir: plan.run_dir,
+            launched_at: Timestamp::now(),
+        })
+    }
+
+    fn watch(
+        &self,
+        run: &RunId,
+        launch: &LaunchInfo,
+        epoch: u64,
+        sink: Sink,
+    ) -> Result<(), RuntimeError> {
+        let cgroup = self.cgroup(run)?;
+        let report = {
+            let (run, sink) = (run.clone(), sink.clone());
+            move |what| {
+                let _ = sink.send(Observation { run: run.clone(), epoch, what });
+            }
+        };
+        // Memory events, for as long as the cgroup exists.
+        match cgroup.events(&EventOptions { memory_pressure: None }) {
+            Ok(mut events) => {
+                let report = report.clone();
+                tokio::spawn(async move {
+                    while let Some(event) = events.next().await {
+                        match event {
+                            Ok(CgroupEvent::Oom { .. } | CgroupEvent::PausedAtLimit) => {
+                                report(Observed::Oom)
+                            }
+                            Ok(CgroupEvent::OomKill { .. }) => report(Observed::OomKilled),
+                            Ok(_) => {}
+                            Err(e) => {
+                                debug!("event stream ended: {e}");
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+            Err(e) => warn!(run = %run, "no memory notifications for this run: {e}"),
+        }
+        // The end.
+        let run_dir = launch.run_dir.clone();
+        let run = run.clone();
+        tokio::spawn(async move {
+            let what = match wait_for_end(&run_dir).await {
+                Ok((exit, at)) => {
+                    let stats = final_stats(&cgroup).unwrap_or_default();
+                    Observed::Exited { status: exit_status(exit), at, stats }
+                }
+                Err(detail) => Observed::Lost(detail),
+            };
+            debug!(run = %run, "{what:?}");
+            report(what);
+        });
+        Ok(())
+    }
+
+    async fn freeze(&self, run: &RunId) -> Result<(), RuntimeError> {
+        let cgroup = self.cgroup(run)?;
+        let freeze = cgroup.freeze(FREEZE_TIMEOUT);
+        tokio::pin!(freeze);
+        loop {
+            tokio::select! {
+                result = &mut freeze => return result.map_err(|e| RuntimeError::new("freeze", run, e)),
+                () = tokio::time::sleep(PAUSE_CHECK) => {
+                    if paused_at_limit(&cgroup) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn thaw(&self, run: &RunId) -> Result<(), RuntimeError> {
+        self.cgroup(run)?.thaw(FREEZE_TIMEOUT).await.map_err(|e| RuntimeError::new("thaw", run, e))
+    }
+
+    fn signal(&self, run: &RunId, launch: &LaunchInfo, signal: Signal) -> Result<(), RuntimeError> {
+        let init =
+            ProcessIdentity { pid: launch.init_pid as i32, start_time: launch.pid_start_time };
+        container::signal_process(init, signal).map_err(|e| RuntimeError::new("signal", run, e))
+    }
+
+    async fn kill_all(&self, run: &RunId) -> Result<(), RuntimeError> {
+        let cgroup = self.cgroup(run)?;
+        if !Self::exists(&cgroup) {
+            return Ok(());
+        }
+        cgroup.kill(KILL_TIMEOUT).await.map_err(|e| RuntimeError::new("kill", run, e))
+    }
+
+    fn update(&self, run: &RunId, settings: &LiveSettings) -> Result<(), RuntimeError> {
+        let cgroup = self.cgroup(run)?;
+        if !Self::exists(&cgroup) {
+            return Ok(());
+        }
+        let mut resources = launch::resources(
+            &settings.spec,
+            &settings.assignment,
+            &settings.cpus,
+            self.host.cgroups().capabilities(),
+        );
+        resources.memory.hard_bytes = settings.memory_limit.map(Bytes::get);
+        cgroup.update(&resources).map(drop).map_err(|e| RuntimeError::new("update", run, e))
+    }
+
+    async fn remove(&self, run: &RunId) -> Result<(), RuntimeError> {
+        let cgroup = self.cgroup(run)?;
+        if !Self::exists(&cgroup) {
+            return Ok(());
+        }
+        let job = parse_run_id(run)
+            .map(|(job, _)| job)
+            .unwrap_or_else(|| crate::spec::JobName::parse("unknown").expect("valid name"));
+        launch::collect(&job, run, &cgroup, KILL_TIMEOUT)
+            .await
+            .map(drop)
+            .map_err(|(_, e)| RuntimeError::new("remove", run, e))
+    }
+
+    fn probe(&self, run: &RunId, run_dir: &Path) -> Result<Probe, RuntimeError> {
+        let files = RunDir::new(run_dir);
+        if !files.config().exists() {
+            return Ok(Probe::NotStarted);
+        }
+        let err = |e: ContainerError| RuntimeError::new("probe", run, e);
+        // A shim found without init.pid is still setting the job up (its
+        // launcher died mid-start); it carries on alone and either starts
+        // the job or records why not. Give it time to get there.
+        let mut found = container::probe(run_dir).map_err(err)?;
+        let patience = std::time::Instant::now() + SETUP_PATIENCE;
+        while matches!(found, container::RunState::Running { init: None, .. })
+            && std::time::Instant::now() < patience
+        {
+            std::thread::sleep(Duration::from_millis(10));
+            found = container::probe(run_dir).map_err(err)?;
+        }
+        let shim = read_identity(&files.shim_pid());
+        let launch_info = |init: ProcessIdentity| LaunchInfo {
+            shim_pid: shim.map_or(0, |s| s.pid as u32),
+            init_pid: init.pid as u32,
+            pid_start_time: init.start_time,
+            run_dir: run_dir.to_owned(),
+            launched_at: Timestamp::now(),
+        };
+        Ok(match found {
+            container::RunState::Finished(status) => Probe::Finished {
+                launch: launch_info(status.init),
+                status: exit_status(status.exit),
+                at: Timestamp::from(status.finished_at),
+            },
+            container::RunState::Running { init: Some(init), .. } => {
+                Probe::Running { launch: launch_info(init) }
+            }
+            container::RunState::Running { shim, init: None } => {
+                // Stuck in setup: the job has not run. The shim's death takes
+                // the container's init with it.
+                let _ = container::signal_process(shim, Signal::SIGKILL);
+                Probe::NeverRan { detail: "its start did not complete".into() }
+            }
+            // init.pid is written once the job has started.
+            container::RunState::Lost if !files.init_pid().exists() => {
+                Probe::NeverRan { detail: "its start was interrupted before the job ran".into() }
+            }
+            container::RunState::Lost => {
+                Probe::Lost { detail: "no exit status recorded, and its shim is gone".into() }
+            }
+        })
+    }
+
+    fn stats(&self, run: &RunId) -> Option<FinalStats> {
+        final_stats(&self.cgroup(run).ok()?)
+    }
+
+    fn live_runs(&self) -> Result<Vec<(RunId, Option<CpuSet>)>, RuntimeError> {
+        let names = self
+            .host
+            .cgroups()
+            .jobs()
+            .map_err(|e| RuntimeError::new("list", &RunId::new("*"), e))?;
+        Ok(names
+            .into_iter()
+            .map(|name| {
+                let cgroup = self.host.cgroups().job(&name);
+                let cpus = cgroup
+                    .v1_dir(Controller::Cpuset)
+                    .map(|d| d.join(crate::cgroup::v1::cpuset::CPUS))
+                    .or_else(|| {
+                        cgroup.unified_dir().map(|d| d.join(crate::cgroup::v2::cpuset::CPUS))
+                    })
+                    .and_then(|file| std::fs::read_to_string(file).ok())
+                    .and_then(|text| CpuSet::parse(text.trim()).ok())
+                    .filter(|set| !set.is_empty());
+                (RunId::new(name.as_str()), cpus)
+            })
+            .collect())
+    }
+}
+
+/// Waits for the run in `run_dir` to end and returns how, from its status
+/// file; `Err` when it ended without one.
+async fn wait_for_end(run_dir: &Path) -> Result<(JobExit, Timestamp), String> {
+    for round in 0u32.. {
+        if round > 0 {
+            // An exited shim that is not this process's child stays a zombie
+            // (and so "alive") until its parent reaps it: wait a little
+            // rather than spin.
+            tokio::time::sleep(Duration::from_millis(10 * u64::from(round.min(10)))).await;
+        }
+        let shim = match container::probe(run_dir) {
+            Ok(container::RunState::Finished(status)) => {
+                return Ok((status.exit, Timestamp::from(status.finished_at)))
+            }
+            Ok(container::RunState::Lost) => {
+                return Err("no exit status recorded, and its shim is gone".into())
+            }
+            Ok(container::RunState::Running { shim, .. }) => shim,
+            Err(e) => return Err(e.to_string()),
+        };
+        let pidfd = match pidfd_open(shim.pid) {
+            Ok(fd) => fd,
+            Err(_) => continue, // exited just now: probe again
+        };
+        // The pidfd may have caught a process that took over the pid.
+        if !shim.is_alive(Path::new("/proc")) {
+            continue;
+        }
+        // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open
+        // (and the same descriptor) for the whole registration.
+        let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
+            .map_err(|e| format!("cannot wait for its shim: {e}"))?;
+        let _ = pidfd.readable().await;
+        // Reap it if it is this process's child (it is not after an agent
+        // restart: then its new parent does).
+        let _ = waitpid(Pid::from_raw(shim.pid), Some(WaitPidFlag::WNOHANG));
+    }
+    unreachable!("the loop above only ends by returning")
+}

@@ -1,0 +1,237 @@
+//! The agent: keeps the machine's runs equal to what the job files declare.
+//!
+//! ```text
+//!  jobs dir ──inotify──▶ watcher task ──batches──┐
+//!                                                 ▼
+//!  shutdown ─────────────────────────────▶ main loop (select!) ◀── timers (next deadline)
+//!                                                 │  ▲
+//!                       reconcile → supervisor ───┘  │ observations (launched, exited,
+//!                       (state machine, store,       │ OOM, frozen) tagged by attempt
+//!                        queue, ledger, preemption)  │
+//!                                 │ ops, per run, in order
+//!                                 ▼
+//!                              Runtime (cgroups + containers)
+//! ```
+//!
+//! - [`reconcile`]: file changes → the job set, each file's last good version,
+//!   problems reported once.
+//! - [`job`]: what a job spec means for its runs (policy, placement request,
+//!   version fingerprint).
+//! - [`queue`]: the priority queue. [`preempt`]: the scheduling pass, with
+//!   preemption decisions. Both pure.
+//! - [`supervisor`]: every run, driven through the state machine; each
+//!   transition is stored before it is acted on.
+//! - [`recovery`]: taking over the runs of an earlier agent.
+//! - [`runtime`]: the machine as a trait; [`host`] implements it on cgroups
+//!   and containers; [`ops`] carries out each run's operations in order.
+//! - [`clock`], [`timers`]: time from `tokio::time`, so tests can pause it.
+//!
+//! The main loop waits on four things at once: shutdown, a batch of job file
+//! changes, an observation from a run, and the next timer. After each, the
+//! scheduling pass runs. Nothing in the loop blocks on the kernel: launches,
+//! freezes and kills run on each run's operation task and report back.
+//!
+//! The directory semantics, preemption, OOM handling and recovery are
+//! described for operators in `docs/agent.md`.
+
+pub mod clock;
+pub mod error;
+pub mod host;
+pub mod job;
+pub mod ops;
+pub mod preempt;
+pub mod queue;
+pub mod reconcile;
+pub mod recovery;
+pub mod runtime;
+pub mod supervisor;
+pub mod timers;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+pub use error::AgentError;
+pub use supervisor::{Settings, Supervisor};
+
+use crate::config::AgentConfig;
+use crate::launch::Host;
+use crate::store::{RunStore, SqliteStore, StateDirLock};
+use crate::watch::{FileChange, JobDirWatcher, WatchError, WatchOptions};
+use clock::Clock;
+use host::HostRuntime;
+use runtime::{Observation, Runtime};
+
+/// Runs the agent on this machine with `config` until `shutdown` completes.
+///
+/// Refuses to start when another agent holds the state directory, or when
+/// the store cannot be opened (a damaged database is reported, never
+/// touched).
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let _lock = StateDirLock::acquire(&config.state_dir)?;
+    let store = SqliteStore::open(&config.state_dir.join(SqliteStore::FILE_NAME))?;
+    let runs_dir = config.state_dir.join(crate::launch::plan::RUNS_DIR);
+    std::fs::create_dir_all(&runs_dir)
+        .map_err(|source| AgentError::StateDir { path: runs_dir.clone(), source })?;
+    let host = Host::discover(&config)?;
+    let topology = host.topology().clone();
+    let ledger = host.ledger()?;
+    info!(
+        jobs_dir = %config.jobs_dir.display(),
+        state_dir = %config.state_dir.display(),
+        cgroup_parent = %config.cgroup_parent,
+        cpus = %ledger.allocatable(),
+        "agent starting"
+    );
+    let settings = Settings {
+        runs_dir,
+        default_grace: config.stop_grace,
+        min_runtime_before_preemption: config.min_runtime_before_preemption,
+        allow_root_jobs: config.allow_root_jobs,
+        default_user: config.default_user.clone(),
+    };
+    let runtime = std::sync::Arc::new(HostRuntime::new(host));
+    let (sink, observations) = mpsc::unbounded_channel();
+    let mut supervisor =
+        Supervisor::new(settings, topology, ledger, store, runtime, Clock::system(), sink);
+    let recovered = supervisor.recover()?;
+    if recovered.runs > 0 || recovered.stray_cgroups > 0 {
+        info!(
+            runs = recovered.runs,
+            running = recovered.running,
+            ended_while_down = recovered.ended_while_down,
+            stray_cgroups = recovered.stray_cgroups,
+            "took over the runs of the previous agent"
+        );
+    }
+    let batches = watch_jobs(&config)?;
+    let on_exit = if config.stop_jobs_on_exit {
+        // Long enough for the default grace and a kill.
+        OnExit::StopJobs { wait: config.stop_grace + Duration::from_secs(15) }
+    } else {
+        OnExit::LeaveRunning
+    };
+    drive(supervisor, batches, observations, shutdown, on_exit).await?;
+    info!("agent stopped");
+    Ok(())
+}
+
+/// Starts the watcher of the jobs directory on a task of its own: a batch
+/// read is never interrupted by the main loop's other work.
+fn watch_jobs(config: &AgentConfig) -> Result<Batches, AgentError> {
+    let mut watcher = JobDirWatcher::new(&config.jobs_dir, WatchOptions::default())?;
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let batch = watcher.next_batch().await;
+            if tx.send(batch).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Batches of job file changes, as the watcher task delivers them.
+pub type Batches = mpsc::Receiver<Result<Vec<FileChange>, WatchError>>;
+
+/// What the agent does with its runs when it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExit {
+    /// Leave them running: they belong to the machine, not to the agent
+    /// process; the next agent adopts them.
+    LeaveRunning,
+    /// Stop every run (SIGTERM, grace, kill) and wait for them, up to `wait`.
+    StopJobs { wait: Duration },
+}
+
+/// Runs the agent until `shutdown` completes: job file batches from
+/// `batches`, run observations from `observations`.
+pub async fn drive<R: Runtime, S: RunStore>(
+    mut supervisor: Supervisor<R, S>,
+    mut batches: Batches,
+    mut observations: mpsc::UnboundedReceiver<Observation>,
+    shutdown: impl Future<Output = ()>,
+    on_exit: OnExit,
+) -> Result<Supervisor<R, S>, AgentError> {
+    tokio::pin!(shutdown);
+    let mut watching = true;
+    loop {
+        let deadline = supervisor.next_deadline();
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(obs) = observations.recv() => supervisor.observe(obs)?,
+            batch = batches.recv(), if watching => match batch {
+                Some(Ok(changes)) => supervisor.apply_files(changes)?,
+                Some(Err(e)) => error!("job directory: {e}; the jobs in force stay as they are"),
+                None => {
+                    warn!("the job directory watcher stopped; no more changes will be seen");
+                    watching = false;
+                }
+            },
+            () = sleep_until(deadline) => supervisor.fire_timers()?,
+        }
+        // Take everything already reported before deciding again.
+        while let Ok(obs) = observations.try_recv() {
+            supervisor.observe(obs)?;
+        }
+        supervisor.schedule()?;
+    }
+    info!("shutting down: no new work is taken");
+    match on_exit {
+        OnExit::LeaveRunning => {
+            // Starts under way are waited for, so that their runs are
+            // recorded as running rather than found by the next agent.
+            settle(&mut supervisor, &mut observations, Duration::from_secs(10), |s| {
+                s.launches_under_way() == 0
+            })
+            .await?;
+            info!(runs = supervisor.live_runs(), "leaving the runs running");
+        }
+        OnExit::StopJobs { wait } => {
+            supervisor.stop_all("agent shutdown")?;
+            settle(&mut supervisor, &mut observations, wait, |s| s.live_runs() == 0).await?;
+            if supervisor.live_runs() > 0 {
+                warn!(runs = supervisor.live_runs(), "runs still stopping when the agent exits");
+            }
+        }
+    }
+    Ok(supervisor)
+}
+
+/// Processes observations and timers until `done` or `wait` has passed.
+async fn settle<R: Runtime, S: RunStore>(
+    supervisor: &mut Supervisor<R, S>,
+    observations: &mut mpsc::UnboundedReceiver<Observation>,
+    wait: Duration,
+    done: impl Fn(&Supervisor<R, S>) -> bool,
+) -> Result<(), AgentError> {
+    let give_up = tokio::time::Instant::now() + wait;
+    while !done(supervisor) {
+        let deadline = supervisor.next_deadline();
+        tokio::select! {
+            () = tokio::time::sleep_until(give_up) => break,
+            Some(obs) = observations.recv() => supervisor.observe(obs)?,
+            () = sleep_until(deadline) => supervisor.fire_timers()?,
+        }
+    }
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

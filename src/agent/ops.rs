@@ -1,0 +1,118 @@
+//! Kernel operations on one run, carried out one at a time and in order by a
+//! task of the run's own, so the agent's loop never waits on the kernel.
+//!
+//! Order matters and is kept: a cpuset written before a thaw, a limit raised
+//! before a thaw, a cgroup removed before the next attempt creates it again.
+//! Outcomes the state machine needs (launched, frozen, failures) come back as
+//! [`Observation`]s on the agent's channel, tagged with the attempt's epoch.
+
+use std::sync::Arc;
+
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc;
+
+use crate::placement::RunId;
+use crate::store::LaunchInfo;
+
+use super::runtime::{LaunchPlan, LiveSettings, Observation, Observed, Runtime, Sink};
+
+#[derive(Debug)]
+pub enum Op {
+    Launch(Box<LaunchPlan>),
+    Watch(LaunchInfo),
+    Freeze,
+    Thaw,
+    Update(Box<LiveSettings>),
+    Signal(LaunchInfo, Signal),
+    KillAll,
+    Remove,
+}
+
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Launch(_) => "launch",
+            Op::Watch(_) => "watch",
+            Op::Freeze => "freeze",
+            Op::Thaw => "thaw",
+            Op::Update(_) => "update",
+            Op::Signal(..) => "signal",
+            Op::KillAll => "kill",
+            Op::Remove => "remove",
+        }
+    }
+}
+
+/// The handle on a run's operation task. Dropping it lets the task finish
+/// what is queued and end.
+#[derive(Debug)]
+pub struct RunOps {
+    tx: mpsc::UnboundedSender<(u64, Op)>,
+}
+
+impl RunOps {
+    pub fn spawn<R: Runtime>(runtime: Arc<R>, run: RunId, sink: Sink) -> RunOps {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Op)>();
+        tokio::spawn(async move {
+            while let Some((epoch, op)) = rx.recv().await {
+                let report = |what| {
+                    // The agent is gone only when it is shutting down.
+                    let _ = sink.send(Observation { run: run.clone(), epoch, what });
+                };
+                let name = op.name();
+                let failed = |error: String| Observed::Failed { op: name, error };
+                match op {
+                    Op::Launch(plan) => match runtime.launch(*plan).await {
+                        Ok(launch) => {
+                            report(Observed::Launched(launch.clone()));
+                            if let Err(e) = runtime.watch(&run, &launch, epoch, sink.clone()) {
+                                report(failed(e.to_string()));
+                            }
+                        }
+                        Err(e) => report(Observed::LaunchFailed(e.detail)),
+                    },
+                    Op::Watch(launch) => {
+                        if let Err(e) = runtime.watch(&run, &launch, epoch, sink.clone()) {
+                            report(failed(e.to_string()));
+                        }
+                    }
+                    Op::Freeze => match runtime.freeze(&run).await {
+                        Ok(()) => report(Observed::Frozen),
+                        Err(e) => report(failed(e.to_string())),
+                    },
+                    Op::Thaw => {
+                        if let Err(e) = runtime.thaw(&run).await {
+                            report(failed(e.to_string()));
+                        }
+                    }
+                    Op::Update(settings) => {
+                        if let Err(e) = runtime.update(&run, &settings) {
+                            report(failed(e.to_string()));
+                        }
+                    }
+                    Op::Signal(launch, signal) => {
+                        // A process already gone is not a failure: its exit
+                        // is on its way.
+                        let _ = runtime.signal(&run, &launch, signal);
+                    }
+                    Op::KillAll => {
+                        if let Err(e) = runtime.kill_all(&run).await {
+                            report(failed(e.to_string()));
+                        }
+                    }
+                    Op::Remove => {
+                        if let Err(e) = runtime.remove(&run).await {
+                            report(failed(e.to_string()));
+                        }
+                    }
+                }
+            }
+        });
+        RunOps { tx }
+    }
+
+    pub fn send(&self, epoch: u64, op: Op) {
+        // The task ends only when this handle is dropped.
+        let _ = self.tx.send((epoch, op));
+    }
+}

@@ -1,0 +1,333 @@
+//! The jobs directory as the agent holds it: file changes in, the compiled
+//! job set and what changed in it out.
+//!
+//! Pure. Each file keeps the jobs of its *last good version*: a version that
+//! compiled and that the agent admits (see [`Admission`]). A new version that
+//! does not compile, is not admitted, or is refused by the watcher leaves the
+//! last good one in force, so a typo never stops a job. Each problem is
+//! reported in [`Reconciled::notes`] once, when it appears or changes, never
+//! again while it stands.
+//!
+//! A job name defined by two files belongs to the file that comes first in
+//! path order; the other file contributes none of its jobs (a file is taken
+//! whole or not at all) until the clash is gone.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::spec::{self, Job, JobName, JobSet, JobSetDiff, JobSpec};
+use crate::watch::FileChange;
+
+/// Whether the agent accepts a compiled job (e.g. `user: root` only where
+/// root jobs are allowed). `Err` holds the reason.
+pub trait Admission {
+    fn admit(&self, spec: &JobSpec) -> Result<(), String>;
+}
+
+impl<F: Fn(&JobSpec) -> Result<(), String>> Admission for F {
+    fn admit(&self, spec: &JobSpec) -> Result<(), String> {
+        self(spec)
+    }
+}
+
+/// Something to tell the operator about one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileNote {
+    /// A new version is in force.
+    Loaded { path: PathBuf, jobs: Vec<JobName> },
+    /// The new version has problems; `kept` jobs of the last good version
+    /// stay in force.
+    Invalid { path: PathBuf, problems: Vec<String>, kept: Vec<JobName> },
+    /// The watcher did not read the file; `kept` as above.
+    Refused { path: PathBuf, reason: String, kept: Vec<JobName> },
+    /// The file is gone, and with it `jobs`.
+    Removed { path: PathBuf, jobs: Vec<JobName> },
+}
+
+impl FileNote {
+    pub fn path(&self) -> &Path {
+        match self {
+            FileNote::Loaded { path, .. }
+            | FileNote::Invalid { path, .. }
+            | FileNote::Refused { path, .. }
+            | FileNote::Removed { path, .. } => path,
+        }
+    }
+}
+
+/// A problem that currently stands for a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileProblem {
+    Invalid(Vec<String>),
+    Refused(String),
+}
+
+impl fmt::Display for FileProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileProblem::Invalid(problems) => f.write_str(&problems.join("; ")),
+            FileProblem::Refused(reason) => write!(f, "refused: {reason}"),
+        }
+    }
+}
+
+/// The outcome of one batch of changes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reconciled {
+    /// Between the job set before and after the batch.
+    pub diff: JobSetDiff,
+    pub notes: Vec<FileNote>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct FileEntry {
+    good: Vec<Job>,
+    problem: Option<FileProblem>,
+    /// The file's jobs clash with an earlier file's: the reason, as reported.
+    clash: Option<Vec<String>>,
+}
+
+/// Every job file seen, its last good version and its standing problem.
+#[derive(Debug, Clone, Default)]
+pub struct JobDirectory {
+    files: BTreeMap<PathBuf, FileEntry>,
+    jobs: JobSet,
+}
+
+impl JobDirectory {
+    pub fn new() -> JobDirectory {
+        JobDirectory::default()
+    }
+
+    /// The jobs in force.
+    pub fn jobs(&self) -> &JobSet {
+        &self.jobs
+    }
+
+    pub fn get(&self, name: &JobName) -> Option<&Job> {
+        self.jobs.get(name)
+    }
+
+    /// Files whose current version is not in force, and why.
+    pub fn problems(&self) -> impl Iterator<Item = (&Path, &FileProblem)> {
+        self.files.iter().filter_map(|(p, e)| e.problem.as_ref().map(|pr| (p.as_path(), pr)))
+    }
+
+    /// Applies one batch from the watcher.
+    pub fn apply(&mut self, changes: Vec<FileChange>, admission: &impl Admission) -> Reconciled {
+        let mut notes = Vec::new();
+        for change in changes {
+            match change {
+                FileChange::Upserted { path, bytes } => {
+                    let entry = self.files.entry(path.clone()).or_default();
+                    match compile(&path, &bytes, admission) {
+                        Ok(jobs) => {
+                            let names = jobs.iter().map(|j| j.spec.name.clone()).collect();
+                            entry.good = jobs;
+                            entry.problem = None;
+                            notes.push(FileNote::Loaded { path, jobs: names });
+                        }
+                        Err(problems) => {
+                            entry.problem = Some(FileProblem::Invalid(problems.clone()));
+                            let kept = names_of(&entry.good);
+                            notes.push(FileNote::Invalid { path, problems, kept });
+                        }
+                    }
+                }
+                FileChange::Refused { path, reason } => {
+                    let entry = self.files.entry(path.clone()).or_default();
+                    let reason = reason.to_string();
+                    entry.problem = Some(FileProblem::Refused(reason.clone()));
+                    notes.push(FileNote::Refused { path, reason, kept: names_of(&entry.good) });
+                }
+                FileChange::Removed { path } => {
+                    let jobs =
+                        self.files.remove(&path).map(|e| names_of(&e.good)).unwrap_or_default();
+                    notes.push(FileNote::Removed { path, jobs });
+                }
+            }
+        }
+        let before = std::mem::take(&mut self.jobs);
+        self.rebuild(&mut notes);
+        Reconciled { diff: spec::diff(&before, &self.jobs), notes }
+    }
+
+    /// The job set from every file's last good version, in path order.
+    fn rebuild(&mut self, notes: &mut Vec<FileNote>) {
+        let mut set = JobSet::new();
+        for (path, entry) in &mut self.files {
+            let clash = match set.extend(entry.good.clone()) {
+                Ok(_) => None,
+                Err(diagnostics) => Some(diagnostics.iter().map(ToString::to_string).collect()),
+            };
+            if clash != entry.clash {
+                if let Some(problems) = &clash {
+                    notes.push(FileNote::Invalid {
+                        path: path.clone(),
+                        problems: problems.clone(),
+                        kept: Vec::new(),
+                    });
+                } else if entry.clash.is_some() && entry.problem.is_none() {
+                    notes
+                        .push(FileNote::Loaded { path: path.clone(), jobs: names_of(&entry.good) });
+                }
+                entry.clash = clash;
+            }
+        }
+        self.jobs = set;
+    }
+}
+
+fn names_of(jobs: &[Job]) -> Vec<JobName> {
+    jobs.iter().map(|j| j.spec.name.clone()).collect()
+}
+
+/// Compiles one file's bytes and admits every job in it, reporting every problem.
+fn compile(path: &Path, bytes: &[u8], admission: &impl Admission) -> Result<Vec<Job>, Vec<String>> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        vec![format!(
+            "{}: not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.valid_up_to()
+        )]
+    })?;
+    let jobs = spec::compile_str(path, text)
+        .map_err(|diagnostics| diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let refused: Vec<String> = jobs
+        .iter()
+        .filter_map(|job| {
+            admission
+                .admit(&job.spec)
+                .err()
+                .map(|why| format!("{}: job {}: {why}", job.origin, job.spec.name))
+        })
+        .collect();
+    if refused.is_empty() {
+        Ok(jobs)
+    } else {
+        Err(refused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::policy::Refusal;
+
+    fn allow_all(_: &JobSpec) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn up(path: &str, text: &str) -> FileChange {
+        FileChange::Upserted { path: PathBuf::from(path), bytes: text.as_bytes().to_vec() }
+    }
+
+    fn names(list: &[JobName]) -> Vec<&str> {
+        list.iter().map(JobName::as_str).collect()
+    }
+
+    const A: &str = "name: a\ncommand: [/bin/true]\n";
+    const A2: &str = "name: a\ncommand: [/bin/false]\n";
+    const B: &str = "name: b\ncommand: [/bin/true]\n";
+
+    #[test]
+    fn added_changed_removed() {
+        let mut dir = JobDirectory::new();
+        let r = dir.apply(vec![up("/j/a.yaml", A), up("/j/b.yaml", B)], &allow_all);
+        assert_eq!(names(&r.diff.added), ["a", "b"]);
+        assert_eq!(r.notes.len(), 2);
+        let r = dir.apply(vec![up("/j/a.yaml", A2)], &allow_all);
+        assert_eq!(names(&r.diff.changed), ["a"]);
+        let r = dir.apply(vec![FileChange::Removed { path: "/j/b.yaml".into() }], &allow_all);
+        assert_eq!(names(&r.diff.removed), ["b"]);
+        assert_eq!(
+            r.notes,
+            [FileNote::Removed {
+                path: "/j/b.yaml".into(),
+                jobs: vec![JobName::parse("b").unwrap()]
+            }]
+        );
+    }
+
+    #[test]
+    fn an_invalid_version_keeps_the_last_good_one_and_is_reported_once() {
+        let mut dir = JobDirectory::new();
+        dir.apply(vec![up("/j/a.yaml", A)], &allow_all);
+        let r = dir.apply(vec![up("/j/a.yaml", "name: a\ncommand: 3\n")], &allow_all);
+        assert!(r.diff.is_empty(), "{:?}", r.diff);
+        let [FileNote::Invalid { problems, kept, .. }] = r.notes.as_slice() else {
+            panic!("{:?}", r.notes)
+        };
+        assert!(problems[0].contains("/j/a.yaml:2"), "{problems:?}");
+        assert_eq!(names(kept), ["a"]);
+        assert_eq!(dir.problems().count(), 1);
+        // An unrelated batch says nothing more about it.
+        let r = dir.apply(vec![up("/j/b.yaml", B)], &allow_all);
+        assert_eq!(r.notes.len(), 1);
+        assert!(matches!(&r.notes[0], FileNote::Loaded { .. }));
+        // Valid again: the new version is in force, the problem gone.
+        let r = dir.apply(vec![up("/j/a.yaml", A2)], &allow_all);
+        assert_eq!(names(&r.diff.changed), ["a"]);
+        assert_eq!(dir.problems().count(), 0);
+    }
+
+    #[test]
+    fn a_new_invalid_file_adds_nothing() {
+        let mut dir = JobDirectory::new();
+        let r = dir.apply(vec![up("/j/x.yaml", "name: [\n")], &allow_all);
+        assert!(r.diff.is_empty());
+        assert!(matches!(&r.notes[0], FileNote::Invalid { kept, .. } if kept.is_empty()));
+        let r = dir.apply(vec![up("/j/y.yaml", "\u{0}\u{ff}")], &allow_all);
+        assert!(r.diff.is_empty());
+    }
+
+    #[test]
+    fn refused_files_keep_their_last_good_version() {
+        let mut dir = JobDirectory::new();
+        dir.apply(vec![up("/j/a.yaml", A)], &allow_all);
+        let reason = Refusal::Unreadable { error: "denied".into() };
+        let r =
+            dir.apply(vec![FileChange::Refused { path: "/j/a.yaml".into(), reason }], &allow_all);
+        assert!(r.diff.is_empty());
+        assert!(
+            matches!(&r.notes[0], FileNote::Refused { reason, .. } if reason.contains("denied"))
+        );
+        assert!(dir.jobs().contains(&JobName::parse("a").unwrap()));
+    }
+
+    #[test]
+    fn jobs_the_agent_does_not_admit_make_the_file_invalid() {
+        let no_root = |spec: &JobSpec| {
+            if spec.user.as_ref().is_some_and(|u| u.is_root()) {
+                Err("root jobs are not allowed".to_owned())
+            } else {
+                Ok(())
+            }
+        };
+        let mut dir = JobDirectory::new();
+        let r = dir
+            .apply(vec![up("/j/a.yaml", "name: a\ncommand: [/bin/true]\nuser: root\n")], &no_root);
+        assert!(r.diff.is_empty());
+        let [FileNote::Invalid { problems, .. }] = r.notes.as_slice() else { panic!() };
+        assert!(problems[0].contains("root jobs are not allowed"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_name_clash_keeps_the_first_file_and_is_reported_until_resolved() {
+        let mut dir = JobDirectory::new();
+        dir.apply(vec![up("/j/1.yaml", A)], &allow_all);
+        let r = dir.apply(vec![up("/j/2.yaml", &format!("{A2}---\n{B}"))], &allow_all);
+        assert!(r.diff.is_empty(), "{:?}", r.diff);
+        assert!(r.notes.iter().any(
+            |n| matches!(n, FileNote::Invalid { path, .. } if path == Path::new("/j/2.yaml"))
+        ));
+        // Nothing repeated on the next batch.
+        let r = dir.apply(vec![], &allow_all);
+        assert!(r.notes.is_empty());
+        // The first file goes: the second one's jobs come in.
+        let r = dir.apply(vec![FileChange::Removed { path: "/j/1.yaml".into() }], &allow_all);
+        assert_eq!(names(&r.diff.added), ["b"]);
+        assert_eq!(names(&r.diff.changed), ["a"]);
+    }
+}

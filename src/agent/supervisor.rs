@@ -1,0 +1,976 @@
+//! The supervisor: every run the agent manages, driven through the run state
+//! machine.
+//!
+//! Each event goes through [`transition()`]; the resulting state is written
+//! to the store *before* any of its actions is carried out, so that what the
+//! agent does is always explained by what it has recorded, and a restarted
+//! agent picks up from the record (see [`recovery`](super::recovery)). The
+//! actions then update the ledger and the queue here, and go to the run's
+//! operation task ([`RunOps`]) for anything that touches the kernel.
+//!
+//! Besides events, the supervisor reacts to the job set (a run per job
+//! version, changes taken over by the run under way, removals) and runs the
+//! scheduling pass ([`preempt::pass`]) after every change.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tracing::{debug, error, info, warn};
+
+use crate::placement::{Assignment, Ledger, RunId};
+use crate::scheduler::{
+    transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunState, StopIntent, StopReason,
+    Timestamp,
+};
+use crate::spec::{self, JobSpec, UserRef};
+use crate::store::{ExitInfo, LaunchInfo, Retention, RunStore};
+use crate::topology::{Bytes, CpuSet, Topology};
+use crate::watch::FileChange;
+
+use super::clock::Clock;
+use super::error::AgentError;
+use super::job::{self, RunMeta};
+use super::ops::{Op, RunOps};
+use super::preempt::{self, Active, Step, Waiting};
+use super::queue::RunQueue;
+use super::reconcile::{FileNote, JobDirectory};
+use super::runtime::{FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Runtime, Sink};
+use super::timers::Timers;
+
+/// The agent settings the supervisor decides with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Run directories go under `<runs_dir>/<run>/`.
+    pub runs_dir: PathBuf,
+    /// SIGTERM-to-SIGKILL grace of jobs that set none.
+    pub default_grace: Duration,
+    /// A run is not preempted before it has run this long.
+    pub min_runtime_before_preemption: Duration,
+    pub allow_root_jobs: bool,
+    pub default_user: UserRef,
+}
+
+impl Settings {
+    /// Whether the agent runs `spec` at all.
+    pub fn admit(&self, spec: &JobSpec) -> Result<(), String> {
+        let user = spec.user.as_ref().unwrap_or(&self.default_user);
+        if user.is_root() && !self.allow_root_jobs {
+            return Err("it would run as root, which this agent does not allow \
+                        (allow_root_jobs is false)"
+                .into());
+        }
+        Ok(())
+    }
+}
+
+/// One run the agent manages.
+#[derive(Debug)]
+pub(super) struct Run {
+    pub job: spec::JobName,
+    /// The version it runs (or will); `None` only between an agent restart
+    /// and the first reading of the jobs directory.
+    pub spec: Option<Arc<JobSpec>>,
+    pub meta: RunMeta,
+    pub fingerprint: String,
+    pub state: RunState,
+    pub assignment: Option<Assignment>,
+    pub launch: Option<LaunchInfo>,
+    /// Names the current attempt in observations.
+    pub epoch: u64,
+    pub ops: RunOps,
+    /// How the latest attempt ended, with its accounting.
+    pub exit: Option<ExitInfo>,
+    /// A launch is under way on the run's operation task.
+    pub launching: bool,
+    /// Its job is gone and it is finishing (`on_removal: finish`).
+    pub removed: bool,
+    /// When it was frozen, for resume order.
+    pub suspended_at: u64,
+}
+
+pub struct Supervisor<R: Runtime, S: RunStore> {
+    pub(super) settings: Settings,
+    pub(super) topology: Topology,
+    pub(super) ledger: Ledger,
+    pub(super) store: S,
+    pub(super) runtime: Arc<R>,
+    pub(super) clock: Clock,
+    pub(super) sink: Sink,
+    pub(super) jobs: JobDirectory,
+    pub(super) runs: BTreeMap<RunId, Run>,
+    pub(super) by_job: HashMap<spec::JobName, RunId>,
+    pub(super) queue: RunQueue,
+    pub(super) timers: Timers,
+    /// Victims of preemptions under way.
+    pub(super) preempting: BTreeSet<RunId>,
+    /// The shared pool last written to the shared-pool runs' cpusets.
+    pub(super) pool: CpuSet,
+    pub(super) next_epoch: u64,
+    pub(super) suspensions: u64,
+    rng: u64,
+    /// The jobs directory has been read once: runs without a job can be told
+    /// from runs whose job is not known yet.
+    pub(super) files_read: bool,
+    /// When a running run becomes old enough to be preempted while runs are
+    /// waiting: the scheduling pass must run again then, even if nothing
+    /// else happens.
+    rescan_at: Option<Timestamp>,
+}
+
+impl<R: Runtime, S: RunStore> Supervisor<R, S> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Settings,
+        topology: Topology,
+        ledger: Ledger,
+        store: S,
+        runtime: Arc<R>,
+        clock: Clock,
+        sink: Sink,
+    ) -> Supervisor<R, S> {
+        let seed = clock.now().as_millis() as u64 ^ (u64::from(std::process::id()) << 32);
+        Supervisor {
+            settings,
+            pool: ledger.shared_pool().clone(),
+            topology,
+            ledger,
+            store,
+            runtime,
+            clock,
+            sink,
+            jobs: JobDirectory::new(),
+            runs: BTreeMap::new(),
+            by_job: HashMap::new(),
+            queue: RunQueue::new(),
+            timers: Timers::default(),
+            preempting: BTreeSet::new(),
+            next_epoch: 1,
+            suspensions: 0,
+            rng: seed | 1,
+            files_read: false,
+            rescan_at: None,
+        }
+    }
+
+    /// Runs not yet over.
+    pub fn live_runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Runs whose launch is under way.
+    pub fn launches_under_way(&self) -> usize {
+        self.runs.values().filter(|r| r.launching).count()
+    }
+
+    pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        let next = match (self.timers.next(), self.rescan_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(|at| self.clock.instant(at))
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    // ---- The job set ----
+
+    /// Applies one batch of job file changes.
+    pub fn apply_files(&mut self, changes: Vec<FileChange>) -> Result<(), AgentError> {
+        let settings = self.settings.clone();
+        let reconciled = self.jobs.apply(changes, &|spec: &JobSpec| settings.admit(spec));
+        for note in &reconciled.notes {
+            log_note(note);
+        }
+        let diff = reconciled.diff;
+        for name in diff.added.iter().chain(&diff.changed) {
+            self.job_in_force(name)?;
+        }
+        for name in &diff.removed {
+            self.job_gone(name)?;
+        }
+        if !self.files_read {
+            self.files_read = true;
+            // Runs re-adopted after a restart whose job is no longer there.
+            let orphans: Vec<spec::JobName> =
+                self.by_job.keys().filter(|name| self.jobs.get(name).is_none()).cloned().collect();
+            for name in orphans {
+                self.job_gone(&name)?;
+            }
+            // Re-adopted runs whose job file has not changed still need it.
+            let unlaunched: Vec<RunId> = self
+                .runs
+                .iter()
+                .filter(|(_, r)| {
+                    matches!(r.state.phase, Phase::Placed) && r.launch.is_none() && !r.launching
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in unlaunched {
+                self.relaunch(&id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `name` was added or changed.
+    fn job_in_force(&mut self, name: &spec::JobName) -> Result<(), AgentError> {
+        let Some(found) = self.jobs.get(name) else { return Ok(()) };
+        let spec = Arc::new(found.spec.clone());
+        if let Some(id) = self.by_job.get(name).cloned() {
+            let stopping_for_good = self.runs.get(&id).is_some_and(|r| {
+                matches!(r.state.phase, Phase::Stopping { intent: StopIntent::Stop { .. }, .. })
+            });
+            if !stopping_for_good {
+                return self.take_over(&id, spec);
+            }
+            // Its run is on its way out (the file was removed and is back):
+            // the job starts afresh beside it.
+            self.by_job.remove(name);
+        }
+        if spec.recurrence.is_some() {
+            info!(job = %name, "recurring job: its runs are started by the schedule engine, not on load");
+            return Ok(());
+        }
+        let fingerprint = job::fingerprint(&spec);
+        let latest = self.store.runs_for_job(name, 1)?;
+        if let Some(latest) = latest.first() {
+            // A run stopped because its file was removed does not count: the
+            // file coming back asks for the job again.
+            let removed = matches!(
+                &latest.state.phase,
+                Phase::Killed { reason: StopReason::JobRemoved } | Phase::Stopping { .. }
+            );
+            if !removed && latest.version.as_ref().is_some_and(|v| v.fingerprint == fingerprint) {
+                debug!(job = %name, run = %latest.id, "this version of the job already has its run");
+                return Ok(());
+            }
+        }
+        self.create_run(name, spec)
+    }
+
+    fn create_run(&mut self, name: &spec::JobName, spec: Arc<JobSpec>) -> Result<(), AgentError> {
+        let now = self.clock.now();
+        let meta = RunMeta::of(&spec, self.settings.default_grace);
+        let version = meta.version(&spec);
+        let initial = RunState::new(spec.resources.memory.hard, now);
+        let id = self.store.create_versioned_run(name, &initial, now, &version)?;
+        info!(run = %id, job = %name, priority = meta.priority, "run queued");
+        let ops = RunOps::spawn(Arc::clone(&self.runtime), id.clone(), self.sink.clone());
+        self.queue.push(id.clone(), meta.priority());
+        self.by_job.insert(name.clone(), id.clone());
+        self.runs.insert(
+            id,
+            Run {
+                job: name.clone(),
+                spec: Some(spec),
+                meta,
+                fingerprint: version.fingerprint,
+                state: initial,
+                assignment: None,
+                launch: None,
+                epoch: 0,
+                ops,
+                exit: None,
+                launching: false,
+                removed: false,
+                suspended_at: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// The run under way takes the job's new version: settings the kernel
+    /// can change on a running job are applied now, the rest at its next
+    /// attempt. See docs/agent.md for the field-by-field list.
+    fn take_over(&mut self, id: &RunId, spec: Arc<JobSpec>) -> Result<(), AgentError> {
+        let now = self.clock.now();
+        let default_grace = self.settings.default_grace;
+        let Some(run) = self.runs.get_mut(id) else { return Ok(()) };
+        let meta = RunMeta::of(&spec, default_grace);
+        let version = meta.version(&spec);
+        // A re-adopted run sees its job for the first time since the restart:
+        // it changed if its fingerprint did.
+        let first_sight = run.spec.is_none();
+        let changed = match &run.spec {
+            None => version.fingerprint != run.fingerprint,
+            Some(old) => **old != *spec || run.removed,
+        };
+        if version.fingerprint != run.fingerprint || meta != run.meta {
+            self.store.set_version(id, &version)?;
+        }
+        let run = self.runs.get_mut(id).expect("present above");
+        run.fingerprint = version.fingerprint;
+        run.meta = meta;
+        run.spec = Some(Arc::clone(&spec));
+        run.removed = false;
+        self.queue.reprioritize(id, spec.priority);
+        if !changed {
+            return Ok(());
+        }
+        if !first_sight || run.state.phase.may_have_processes() {
+            info!(run = %id, job = %run.job, "job changed: the run under way takes the new version \
+                  (resources now where the kernel allows, command and environment at its next attempt)");
+        }
+        // The hard limit: raised for a run under way, never lowered (that
+        // could push a running job straight into OOM); a run not started yet
+        // takes the new value as it is.
+        let state = run.state.clone();
+        let new_hard = spec.resources.memory.hard;
+        let not_started =
+            matches!(state.phase, Phase::Pending) && state.attempt == 1 && state.oom_requeues == 0;
+        let limit = if not_started {
+            new_hard
+        } else {
+            match (state.memory_limit, new_hard) {
+                (Some(old), Some(new)) => Some(old.max(new)),
+                (old, _) => old,
+            }
+        };
+        if limit != state.memory_limit {
+            let mut next = state.clone();
+            next.memory_limit = limit;
+            let reason = format!(
+                "job changed: hard memory limit {} for this run",
+                limit.map_or("none".to_owned(), |l| l.to_string())
+            );
+            if state.phase.may_have_processes() {
+                if let Some(l) = limit {
+                    self.recharge(id, l);
+                }
+            }
+            self.set_state(id, next, &reason, now)?;
+        }
+        let run = self.runs.get(id).expect("present above");
+        if let Phase::Running { .. } = run.state.phase {
+            if let Some(timeout) = run.meta.policy.timeout {
+                let left = timeout.saturating_sub(run.state.active_at(now));
+                self.timers.arm(id, crate::scheduler::Timer::ActiveDeadline, now.plus(left));
+            }
+        }
+        self.push_settings(id);
+        Ok(())
+    }
+
+    /// `name` is gone from the jobs directory.
+    fn job_gone(&mut self, name: &spec::JobName) -> Result<(), AgentError> {
+        let Some(id) = self.by_job.get(name).cloned() else { return Ok(()) };
+        let Some(run) = self.runs.get_mut(&id) else { return Ok(()) };
+        if run.meta.finish_on_removal && run.state.phase.may_have_processes() {
+            run.removed = true;
+            // Finishing means this attempt only: nothing starts again.
+            run.meta.policy.restart.on = crate::scheduler::RestartOn::Never;
+            if let OomPolicy::Requeue { .. } = run.meta.policy.oom {
+                run.meta.policy.oom = OomPolicy::Fail;
+            }
+            info!(run = %id, job = %name, "job removed: its run is left to finish (on_removal: finish)");
+            return Ok(());
+        }
+        info!(run = %id, job = %name, "job removed: stopping its run");
+        let needs_launch_report =
+            matches!(run.state.phase, Phase::Placed) && !run.launching && run.launch.is_none();
+        self.handle(&id, Event::StopRequested { reason: StopReason::JobRemoved })?;
+        if needs_launch_report {
+            // Re-adopted before it was started, and never will be.
+            self.handle(
+                &id,
+                Event::LaunchFailed { detail: "not started: its job was removed".into() },
+            )?;
+        }
+        Ok(())
+    }
+
+    // ---- Events ----
+
+    /// Feeds `event` to the run's state machine, records the result and
+    /// carries out its actions. Returns whether the event was accepted.
+    pub(super) fn handle(&mut self, id: &RunId, event: Event) -> Result<bool, AgentError> {
+        let now = self.clock.now();
+        let jitter = self.jitter();
+        let Some(run) = self.runs.get(id) else {
+            debug!(run = %id, event = event.name(), "event for a run that is over");
+            return Ok(false);
+        };
+        let mut policy = run.meta.policy.clone();
+        if let (Phase::OomPaused { frozen: false }, Event::Frozen) = (&run.state.phase, &event) {
+            if let Some(why) = self.cannot_grow(run) {
+                warn!(run = %id, "cannot grow the memory limit: {why}; applying the failure path");
+                policy.oom = OomPolicy::Fail;
+            }
+        }
+        let t = match transition(&run.state, &event, &policy, Moment::new(now, jitter)) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(run = %id, "ignored: {e}");
+                return Ok(false);
+            }
+        };
+        if t.is_noop(&run.state) {
+            debug!(run = %id, "{}", t.reason);
+            return Ok(true);
+        }
+        if let Event::Placed(assignment) = &event {
+            // Before the transition: a run recorded as placed always has its
+            // placement on record.
+            self.store.set_placement(id, Some(assignment))?;
+        }
+        // How the run ended goes on record before the transition that says it
+        // ended, so whoever reads a finished run from the store also finds its exit.
+        for action in &t.actions {
+            if let Action::RecordExit(status) = action {
+                self.record_exit(id, *status, now)?;
+            }
+        }
+        let run = self.runs.get(id).expect("present above");
+        self.store.record_transition(id, &run.state, &t.next, now, &t.reason)?;
+        let from = run.state.phase.name();
+        let to = t.next.phase.name();
+        if from != to {
+            info!(run = %id, job = %run.job, from = %from, to = %to, "{}", t.reason);
+        } else {
+            debug!(run = %id, job = %run.job, phase = to, "{}", t.reason);
+        }
+        let run = self.runs.get_mut(id).expect("present above");
+        run.state = t.next;
+        for action in t.actions {
+            self.execute(id, action, &t.reason, now)?;
+        }
+        if self.runs.get(id).is_some_and(|r| r.state.is_terminal()) {
+            self.finish(id)?;
+        }
+        Ok(true)
+    }
+
+    fn execute(
+        &mut self,
+        id: &RunId,
+        action: Action,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), AgentError> {
+        let Some(run) = self.runs.get_mut(id) else { return Ok(()) };
+        match action {
+            Action::Enqueue => self.queue.push(id.clone(), run.meta.priority()),
+            Action::Dequeue => {
+                self.queue.remove(id);
+            }
+            Action::Launch { assignment, memory_limit } => {
+                self.execute_launch(id, assignment, memory_limit)?;
+            }
+            Action::Watch => {
+                let epoch = self.next_epoch;
+                self.next_epoch += 1;
+                run.epoch = epoch;
+                if let Some(launch) = run.launch.clone() {
+                    run.ops.send(epoch, Op::Watch(launch));
+                }
+            }
+            Action::Freeze => run.ops.send(run.epoch, Op::Freeze),
+            Action::Thaw => run.ops.send(run.epoch, Op::Thaw),
+            Action::SetMemoryLimit(limit) => {
+                self.recharge(id, limit);
+                self.push_settings(id);
+            }
+            Action::Terminate => {
+                if let Some(launch) = run.launch.clone() {
+                    run.ops.send(run.epoch, Op::Signal(launch, Signal::SIGTERM));
+                }
+            }
+            Action::KillAll => run.ops.send(run.epoch, Op::KillAll),
+            Action::YieldCpus => {
+                self.preempting.remove(id);
+                match self.ledger.suspend(id) {
+                    Ok((held, _)) => {
+                        self.store.set_placement(id, Some(&held))?;
+                        self.suspensions += 1;
+                        let run = self.runs.get_mut(id).expect("present");
+                        run.assignment = Some(held);
+                        run.suspended_at = self.suspensions;
+                    }
+                    Err(e) => warn!(run = %id, "frozen, but its CPUs could not be lent: {e}"),
+                }
+            }
+            Action::ReleasePlacement => {
+                self.preempting.remove(id);
+                run.launching = false;
+                if let Some(held) = run.assignment.take() {
+                    if let Err(e) = self.ledger.release(&held) {
+                        debug!(run = %id, "placement already released: {e}");
+                    }
+                    self.store.set_placement(id, None)?;
+                }
+                let run = self.runs.get(id).expect("present");
+                run.ops.send(run.epoch, Op::Remove);
+            }
+            Action::ArmTimer { timer, at } => self.timers.arm(id, timer, at),
+            // Recorded before the transition; see `handle`.
+            Action::RecordExit(_) => {}
+            // The transition's reason, logged above, says what happened.
+            Action::RecordEvent(event) => {
+                self.store.record_event(id, now, &event, reason)?;
+            }
+            // The transition into the terminal phase is logged with its reason.
+            Action::RecordOutcome(outcome) => debug!(run = %id, "outcome: {outcome:?}"),
+        }
+        Ok(())
+    }
+
+    fn record_exit(
+        &mut self,
+        id: &RunId,
+        status: crate::scheduler::ExitStatus,
+        now: Timestamp,
+    ) -> Result<(), AgentError> {
+        let Some(run) = self.runs.get(id) else { return Ok(()) };
+        let exit = match &run.exit {
+            Some(exit) if exit.status == status => exit.clone(),
+            _ => ExitInfo {
+                status,
+                exited_at: now,
+                peak_memory: None,
+                oom_kills: 0,
+                cpu_seconds: 0.0,
+            },
+        };
+        self.store.set_exit(id, &exit)?;
+        Ok(())
+    }
+
+    /// Starts an attempt of the run on `assignment`, on its operation task.
+    pub(super) fn execute_launch(
+        &mut self,
+        id: &RunId,
+        assignment: Assignment,
+        memory_limit: Option<Bytes>,
+    ) -> Result<(), AgentError> {
+        let Some(run) = self.runs.get_mut(id) else { return Ok(()) };
+        let Some(spec) = run.spec.clone() else {
+            // Only re-adopted runs lack a spec, and they are not started
+            // before the jobs directory has been read.
+            warn!(run = %id, "no job version to launch");
+            return Ok(());
+        };
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        run.epoch = epoch;
+        run.launch = None;
+        run.exit = None;
+        run.launching = true;
+        run.assignment = Some(assignment.clone());
+        let plan = LaunchPlan {
+            run: id.clone(),
+            attempt: run.state.attempt,
+            cpus: assignment.cpuset(self.ledger.shared_pool()),
+            spec,
+            assignment,
+            memory_limit,
+            run_dir: run_dir(&self.settings.runs_dir, id, run.state.since),
+        };
+        run.ops.send(epoch, Op::Launch(Box::new(plan)));
+        Ok(())
+    }
+
+    /// A run reached a terminal phase: forget it and prune its job's history.
+    fn finish(&mut self, id: &RunId) -> Result<(), AgentError> {
+        self.timers.forget(id);
+        self.queue.remove(id);
+        self.preempting.remove(id);
+        if let Some(run) = self.runs.remove(id) {
+            if self.by_job.get(&run.job) == Some(id) {
+                self.by_job.remove(&run.job);
+            }
+            if let Some(held) = &run.assignment {
+                let _ = self.ledger.release(held);
+            }
+            let history = run
+                .spec
+                .as_ref()
+                .and_then(|s| s.recurrence.as_ref().map(|r| r.history))
+                .unwrap_or_default();
+            let keep =
+                Retention { successful: history.successful.max(1), failed: history.failed.max(1) };
+            self.store.prune(&run.job, keep)?;
+        }
+        Ok(())
+    }
+
+    /// Records a state change the shell makes itself (not the state machine):
+    /// a run taking a changed job's settings.
+    pub(super) fn set_state(
+        &mut self,
+        id: &RunId,
+        next: RunState,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), AgentError> {
+        let run = self.runs.get_mut(id).expect("caller checked");
+        self.store.record_transition(id, &run.state, &next, now, reason)?;
+        run.state = next;
+        Ok(())
+    }
+
+    /// Something the runtime saw.
+    pub fn observe(&mut self, obs: Observation) -> Result<(), AgentError> {
+        let id = obs.run;
+        let Some(run) = self.runs.get_mut(&id) else { return Ok(()) };
+        if obs.epoch != run.epoch {
+            debug!(run = %id, "dropped a report about an earlier attempt: {:?}", obs.what);
+            return Ok(());
+        }
+        match obs.what {
+            Observed::Launched(launch) => {
+                run.launching = false;
+                run.launch = Some(launch.clone());
+                self.store.set_launch(&id, &launch)?;
+                self.handle(
+                    &id,
+                    Event::Launched { pid: launch.init_pid, start_time: launch.pid_start_time },
+                )?;
+            }
+            Observed::LaunchFailed(detail) => {
+                run.launching = false;
+                warn!(run = %id, job = %run.job, "launch failed: {detail}");
+                self.handle(&id, Event::LaunchFailed { detail })?;
+            }
+            Observed::Exited { status, at, stats } => {
+                run.exit = Some(exit_info(status, at, stats));
+                if stats.oom_kills > 0 && !run.state.oom_killed {
+                    // Reported on exit when the kernel's notification did not
+                    // arrive first: a kernel OOM kill is an OOM, never an
+                    // unexplained signal.
+                    self.handle(&id, Event::OomKilled)?;
+                }
+                self.handle(&id, Event::Exited(status))?;
+            }
+            Observed::Lost(detail) => {
+                self.handle(&id, Event::Lost { detail })?;
+            }
+            Observed::Oom => {
+                self.handle(&id, Event::OomNotified)?;
+            }
+            Observed::OomKilled => {
+                self.handle(&id, Event::OomKilled)?;
+            }
+            Observed::Frozen => {
+                self.handle(&id, Event::Frozen)?;
+            }
+            Observed::Failed { op, error } => {
+                warn!(run = %id, job = %run.job, "{op} failed: {error}");
+                match (&run.state.phase, op) {
+                    // The freeze did not happen: the run is not suspended after all.
+                    (Phase::Suspended { frozen: false, .. }, "freeze") => {
+                        self.preempting.remove(&id);
+                        self.handle(&id, Event::Resume)?;
+                    }
+                    // Paused at its limit it cannot run anyway: decide now.
+                    (Phase::OomPaused { frozen: false }, "freeze") => {
+                        self.handle(&id, Event::Frozen)?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers due timers.
+    pub fn fire_timers(&mut self) -> Result<(), AgentError> {
+        let now = self.clock.now();
+        if self.rescan_at.is_some_and(|at| at <= now) {
+            // The pass that follows every wake-up is what was wanted.
+            self.rescan_at = None;
+        }
+        for (id, event) in self.timers.due(now) {
+            self.handle(&id, event)?;
+        }
+        Ok(())
+    }
+
+    // ---- Scheduling ----
+
+    /// Places what can be placed, resumes what can be resumed, preempts for
+    /// the most important run that does not fit; then brings the shared
+    /// pool's cpusets up to date.
+    pub fn schedule(&mut self) -> Result<(), AgentError> {
+        if !self.files_read {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let mut waiting = Vec::new();
+        for (id, priority) in self.queue.iter() {
+            let Some(run) = self.runs.get(id) else { continue };
+            let Some(spec) = &run.spec else { continue };
+            let request = job::request(spec, id.clone(), run.state.memory_limit);
+            waiting.push(Waiting { priority, request, suspended: None });
+        }
+        let mut frozen: Vec<(&RunId, &Run)> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| matches!(r.state.phase, Phase::Suspended { frozen: true, .. }))
+            .collect();
+        frozen.sort_by_key(|(_, r)| r.suspended_at);
+        for (id, run) in frozen {
+            let (Some(spec), Some(held)) = (&run.spec, &run.assignment) else { continue };
+            let request = job::request(spec, id.clone(), run.state.memory_limit);
+            waiting.push(Waiting {
+                priority: run.meta.priority(),
+                request,
+                suspended: Some(held.clone()),
+            });
+        }
+        let min_runtime = self.settings.min_runtime_before_preemption;
+        let active: Vec<Active> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.assignment.is_some() && !r.removed)
+            .map(|(id, r)| Active {
+                run: id.clone(),
+                priority: r.meta.priority(),
+                mode: r.meta.policy.preemption,
+                preemptible: matches!(r.state.phase, Phase::Running { since } if now.since(since) >= min_runtime),
+            })
+            .collect();
+        self.rescan_at = if waiting.is_empty() {
+            None
+        } else {
+            self.runs
+                .values()
+                .filter(|r| r.meta.policy.preemption != crate::scheduler::PreemptionMode::Never)
+                .filter_map(|r| match r.state.phase {
+                    Phase::Running { since } if now.since(since) < min_runtime => {
+                        Some(since.plus(min_runtime))
+                    }
+                    _ => None,
+                })
+                .min()
+        };
+        if !waiting.is_empty() {
+            let steps = preempt::pass(
+                &self.topology,
+                &mut self.ledger,
+                waiting,
+                &active,
+                !self.preempting.is_empty(),
+            );
+            for step in steps {
+                self.carry_out(step)?;
+            }
+        }
+        self.sync_pool();
+        Ok(())
+    }
+
+    fn carry_out(&mut self, step: Step) -> Result<(), AgentError> {
+        match step {
+            Step::Place { assignment } => {
+                let id = assignment.owner.clone();
+                self.queue.remove(&id);
+                if let Some(run) = self.runs.get_mut(&id) {
+                    run.assignment = Some(assignment.clone());
+                }
+                if !self.handle(&id, Event::Placed(assignment.clone()))? {
+                    let _ = self.ledger.release(&assignment);
+                    if let Some(run) = self.runs.get_mut(&id) {
+                        run.assignment = None;
+                    }
+                }
+            }
+            Step::Resume { assignment } => {
+                let id = assignment.owner.clone();
+                self.store.set_placement(&id, Some(&assignment))?;
+                if let Some(run) = self.runs.get_mut(&id) {
+                    run.assignment = Some(assignment);
+                }
+                // The new cpuset is written before the thaw.
+                self.push_settings(&id);
+                self.handle(&id, Event::Resume)?;
+            }
+            Step::Preempt { for_run, priority, victims } => {
+                let who = self.runs.get(&for_run).map(|r| r.job.to_string()).unwrap_or_default();
+                for (victim, mode) in victims {
+                    let Some(v) = self.runs.get(&victim) else { continue };
+                    info!(
+                        run = %victim, job = %v.job, preempted_by = %for_run,
+                        "preempting {victim} (job {}, priority {}) by {mode} for {for_run} (job {who}, priority {priority}), which does not fit otherwise",
+                        v.job, v.meta.priority
+                    );
+                    let event = match mode {
+                        crate::scheduler::PreemptionMode::Suspend => {
+                            Event::PreemptSuspend { by: for_run.clone() }
+                        }
+                        crate::scheduler::PreemptionMode::Requeue => {
+                            Event::PreemptRequeue { by: for_run.clone() }
+                        }
+                        crate::scheduler::PreemptionMode::Never => continue,
+                    };
+                    if self.handle(&victim, event)? {
+                        self.preempting.insert(victim);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the shared pool into the cpusets of shared-pool runs when it
+    /// changed (an exclusive run started or ended, a run was frozen).
+    fn sync_pool(&mut self) {
+        if self.ledger.shared_pool() == &self.pool {
+            return;
+        }
+        self.pool = self.ledger.shared_pool().clone();
+        debug!(pool = %self.pool, "shared pool changed");
+        let shared: Vec<RunId> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| {
+                r.assignment.as_ref().is_some_and(Assignment::is_shared)
+                    && r.state.phase.may_have_processes()
+                    && (r.launch.is_some() || r.launching)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in shared {
+            self.push_settings(&id);
+        }
+    }
+
+    /// Sends the run's current settings (spec resources, cpuset, limit) to
+    /// its cgroup.
+    fn push_settings(&self, id: &RunId) {
+        let Some(run) = self.runs.get(id) else { return };
+        let (Some(spec), Some(assignment)) = (&run.spec, &run.assignment) else { return };
+        if !run.state.phase.may_have_processes() || (run.launch.is_none() && !run.launching) {
+            return;
+        }
+        let settings = LiveSettings {
+            spec: Arc::clone(spec),
+            cpus: assignment.cpuset(self.ledger.shared_pool()),
+            assignment: assignment.clone(),
+            memory_limit: run.state.memory_limit,
+        };
+        run.ops.send(run.epoch, Op::Update(Box::new(settings)));
+    }
+
+    /// Why growing the run's limit one step would not fit in its nodes'
+    /// free memory, if it would not.
+    fn cannot_grow(&self, run: &Run) -> Option<String> {
+        let OomPolicy::Grow { step, ceiling } = run.meta.policy.oom else { return None };
+        let limit = run.state.memory_limit?;
+        let grown = Bytes(limit.get().saturating_add(step.get())).min(ceiling);
+        let extra = grown.saturating_sub(limit);
+        let held = run.assignment.as_ref()?;
+        let free: u64 = held.mems.iter().map(|n| self.ledger.memory_free(n).get()).sum();
+        (extra.get() > free)
+            .then(|| format!("{extra} more needed, {} free on its nodes", Bytes(free)))
+    }
+
+    /// Charges the run's placement for a hard limit of `limit`. Where the
+    /// nodes do not have the memory, the old charge stays (and the limit is
+    /// raised all the same: the run is already using the memory).
+    fn recharge(&mut self, id: &RunId, limit: Bytes) {
+        let Some(held) = self.runs.get(id).and_then(|r| r.assignment.clone()) else { return };
+        let mut wanted = held.clone();
+        let mut extra = limit.saturating_sub(held.memory_total()).get();
+        for node in held.mems.iter() {
+            if extra == 0 {
+                break;
+            }
+            let take = extra.min(self.ledger.memory_free(node).get());
+            let entry = wanted.memory.entry(node).or_insert(Bytes::ZERO);
+            *entry = Bytes(entry.get() + take);
+            extra -= take;
+        }
+        if wanted == held {
+            return;
+        }
+        if self.ledger.release(&held).is_err() {
+            return;
+        }
+        match self.ledger.record(wanted.clone()) {
+            Ok(_) => {
+                if let Err(e) = self.store.set_placement(id, Some(&wanted)) {
+                    error!(run = %id, "cannot store the new memory charge: {e}");
+                }
+                if let Some(run) = self.runs.get_mut(id) {
+                    run.assignment = Some(wanted);
+                }
+            }
+            Err(e) => {
+                warn!(run = %id, "memory charge unchanged: {e}");
+                let _ = self.ledger.record(held);
+            }
+        }
+    }
+
+    // ---- Shutdown ----
+
+    /// Stops every run for good (agent shutdown with `stop_jobs_on_exit`).
+    pub fn stop_all(&mut self, by: &str) -> Result<(), AgentError> {
+        let ids: Vec<RunId> = self.runs.keys().cloned().collect();
+        for id in ids {
+            self.handle(
+                &id,
+                Event::StopRequested { reason: StopReason::Requested { by: by.to_owned() } },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn jitter(&mut self) -> Jitter {
+        // xorshift64: the backoff jitter needs spread, not cryptography.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        Jitter::new((self.rng >> 11) as f64 / (1u64 << 53) as f64)
+    }
+}
+
+/// Where one placement of a run keeps its files: named by the time it was
+/// placed, which the store records, so a restarted agent finds it.
+pub fn run_dir(runs_dir: &std::path::Path, run: &RunId, placed_at: Timestamp) -> PathBuf {
+    runs_dir.join(run.as_str()).join(placed_at.as_millis().to_string())
+}
+
+fn exit_info(status: crate::scheduler::ExitStatus, at: Timestamp, stats: FinalStats) -> ExitInfo {
+    ExitInfo {
+        status,
+        exited_at: at,
+        peak_memory: stats.peak_memory,
+        oom_kills: stats.oom_kills,
+        cpu_seconds: stats.cpu_seconds,
+    }
+}
+
+fn log_note(note: &FileNote) {
+    let names =
+        |jobs: &[spec::JobName]| jobs.iter().map(|j| j.as_str()).collect::<Vec<_>>().join(", ");
+    match note {
+        FileNote::Loaded { path, jobs } => {
+            info!(file = %path.display(), "job file loaded: {}", names(jobs))
+        }
+        FileNote::Invalid { path, problems, kept } => {
+            let kept = if kept.is_empty() {
+                "no earlier version is in force".to_owned()
+            } else {
+                format!("its last good version stays in force ({})", names(kept))
+            };
+            error!(file = %path.display(), "job file not applied, {kept}:\n  {}", problems.join("\n  "))
+        }
+        FileNote::Refused { path, reason, kept } => {
+            let kept = if kept.is_empty() {
+                String::new()
+            } else {
+                format!("; {} stay as last read", names(kept))
+            };
+            warn!(file = %path.display(), "job file refused: {reason}{kept}")
+        }
+        FileNote::Removed { path, jobs } => {
+            info!(file = %path.display(), "job file removed: {}", names(jobs))
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! The supervisor on a fake machine: job files in, runtime calls and store
+//! records out, on a paused clock.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::clock::Clock;
+use super::fake::{Call, FakeRuntime};
+use super::runtime::{FinalStats, Observation, Observed, Probe};
+use super::supervisor::{run_dir, Settings, Supervisor};
+use crate::placement::{Ledger, PlacementConfig, RunId};
+use crate::scheduler::{ExitStatus, FailReason, Phase, RunState, Timestamp};
+use crate::spec::UserRef;
+use crate::store::{LaunchInfo, RunStore, SqliteStore};
+use crate::topology::{discover, Topology};
+use crate::watch::FileChange;
+
+fn vm() -> Topology {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs/vm-2cpu");
+    discover(&root.join("sys"), &root.join("proc")).unwrap()
+}
+
+struct Bench {
+    sup: Supervisor<FakeRuntime, SqliteStore>,
+    rx: mpsc::UnboundedReceiver<Observation>,
+    fake: Arc<FakeRuntime>,
+    dir: tempfile::TempDir,
+}
+
+fn settings(dir: &Path) -> Settings {
+    Settings {
+        runs_dir: dir.join("runs"),
+        default_grace: Duration::from_secs(5),
+        min_runtime_before_preemption: Duration::ZERO,
+        allow_root_jobs: false,
+        default_user: UserRef::Name("nobody".into()),
+    }
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        Bench::on(dir, Arc::new(FakeRuntime::new()))
+    }
+
+    /// A supervisor over the store in `dir`, as after an agent restart.
+    fn on(dir: tempfile::TempDir, fake: Arc<FakeRuntime>) -> Bench {
+        let topo = vm();
+        let ledger = Ledger::new(&topo, PlacementConfig::default()).unwrap();
+        let store = SqliteStore::open(&dir.path().join("corral.db")).unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let clock = Clock::starting_at(Timestamp::from_millis(1_000_000));
+        let sup = Supervisor::new(
+            settings(dir.path()),
+            topo,
+            ledger,
+            store,
+            Arc::clone(&fake),
+            clock,
+            tx,
+        );
+        Bench { sup, rx, fake, dir }
+    }
+
+    fn restart(self) -> Bench {
+        let Bench { sup, dir, fake, .. } = self;
+        drop(sup);
+        fake.clear();
+        Bench::on(dir, fake)
+    }
+
+    /// Lets the run tasks work and the supervisor react until quiet.
+    async fn settle(&mut self) {
+        for _ in 0..20 {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            while let Ok(obs) = self.rx.try_recv() {
+                self.sup.observe(obs).unwrap();
+            }
+            self.sup.fire_timers().unwrap();
+            self.sup.schedule().unwrap();
+        }
+    }
+
+    async fn files(&mut self, files: &[(&str, &str)]) {
+        let changes = files
+            .iter()
+            .map(|(name, text)| FileChange::Upserted {
+                path: PathBuf::from("/jobs").join(name),
+                bytes: text.as_bytes().to_vec(),
+            })
+            .collect();
+        self.sup.apply_files(changes).unwrap();
+        self.settle().await;
+    }
+
+    async fn remove(&mut self, name: &str) {
+        self.sup
+            .apply_files(vec![FileChange::Removed { path: PathBuf::from("/jobs").join(name) }])
+            .unwrap();
+        self.settle().await;
+    }
+
+    fn state(&self, run: &str) -> RunState {
+        self.sup.store().run(&RunId::new(run)).unwrap().unwrap().record.state
+    }
+
+    fn phase(&self, run: &str) -> &'static str {
+        self.state(run).phase.name()
+    }
+
+    fn events(&self, run: &str) -> Vec<&'static str> {
+        let detail = self.sup.store().run(&RunId::new(run)).unwrap().unwrap();
+        detail.events.iter().map(|e| e.event.kind()).collect()
+    }
+}
+
+fn job(name: &str, extra: &str) -> String {
+    format!("name: {name}\ncommand: [/bin/true]\n{extra}")
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_job_gets_one_run_per_version() {
+    let mut b = Bench::new();
+    b.files(&[("a.yaml", &job("a", "")), ("b.yaml", &job("b", "")), ("c.yaml", &job("c", ""))])
+        .await;
+    assert_eq!(b.fake.launched(), ["a-1", "b-1", "c-1"]);
+    for run in ["a-1", "b-1", "c-1"] {
+        assert_eq!(b.phase(run), "running");
+        b.fake.exit(run, 0);
+    }
+    b.settle().await;
+    assert_eq!(b.phase("a-1"), "succeeded");
+    // The same version again (a restart reads every file): no new run.
+    let mut b = b.restart();
+    b.sup.recover().unwrap();
+    b.files(&[("a.yaml", &job("a", "")), ("b.yaml", &job("b", "")), ("c.yaml", &job("c", ""))])
+        .await;
+    assert!(b.fake.launched().is_empty());
+    // A new version of a finished job is a new run.
+    b.files(&[("a.yaml", &job("a", "env: {X: '1'}\n"))]).await;
+    assert_eq!(b.fake.launched(), ["a-2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recurring_jobs_are_left_to_the_schedule_engine() {
+    let mut b = Bench::new();
+    b.files(&[("r.yaml", &job("r", "schedule: '*/5 * * * *'\n"))]).await;
+    assert!(b.fake.launched().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn higher_priority_first_and_one_exclusive_cpu_at_a_time() {
+    let mut b = Bench::new();
+    b.files(&[
+        ("low.yaml", &job("low", "priority: 10\nresources: {cpus: 1}\n")),
+        ("high.yaml", &job("high", "priority: 90\nresources: {cpus: 1}\n")),
+    ])
+    .await;
+    assert_eq!(b.fake.launched(), ["high-1"]);
+    assert_eq!(b.phase("low-1"), "pending");
+    b.fake.exit("high-1", 0);
+    b.settle().await;
+    assert_eq!(b.fake.launched(), ["high-1", "low-1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_suspendable_low_priority_run_is_frozen_for_a_high_one_and_resumed_after() {
+    let mut b = Bench::new();
+    b.files(&[(
+        "low.yaml",
+        &job("low", "priority: 10\npreemption: suspend\nresources: {cpus: 1}\n"),
+    )])
+    .await;
+    b.fake.clear();
+    b.files(&[("high.yaml", &job("high", "priority: 90\nresources: {cpus: 1}\n"))]).await;
+    let calls = b.fake.calls();
+    let freeze = calls.iter().position(|c| *c == Call::Freeze(RunId::new("low-1"))).unwrap();
+    let launch = calls
+        .iter()
+        .position(|c| matches!(c, Call::Launch { run, .. } if run.as_str() == "high-1"))
+        .unwrap();
+    assert!(freeze < launch, "{calls:?}");
+    assert!(matches!(b.state("low-1").phase, Phase::Suspended { frozen: true, .. }));
+    assert_eq!(b.events("low-1"), ["preempted"]);
+
+    b.fake.clear();
+    b.fake.exit("high-1", 0);
+    b.settle().await;
+    let calls = b.fake.calls();
+    let update = calls
+        .iter()
+        .position(|c| matches!(c, Call::Update { run, cpus, .. } if run.as_str() == "low-1" && cpus.len() == 1))
+        .unwrap_or_else(|| panic!("re-pinned before the thaw: {calls:?}"));
+    let thaw = calls.iter().position(|c| *c == Call::Thaw(RunId::new("low-1"))).unwrap();
+    assert!(update < thaw, "{calls:?}");
+    assert_eq!(b.phase("low-1"), "running");
+    assert_eq!(b.events("low-1"), ["preempted", "resumed"]);
+    b.fake.exit("low-1", 0);
+    b.settle().await;
+    assert_eq!(b.phase("low-1"), "succeeded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_requeue_victim_is_stopped_and_queued_again_with_its_attempt() {
+    let mut b = Bench::new();
+    b.files(&[(
+        "low.yaml",
+        &job("low", "priority: 10\npreemption: requeue\nresources: {cpus: 1}\n"),
+    )])
+    .await;
+    b.fake.clear();
+    b.files(&[("high.yaml", &job("high", "priority: 90\nresources: {cpus: 1}\n"))]).await;
+    // SIGTERM ended it (the fake's jobs die on it); high took the CPU.
+    assert_eq!(
+        b.fake.calls()[0],
+        Call::Signal(RunId::new("low-1"), nix::sys::signal::Signal::SIGTERM)
+    );
+    assert_eq!(b.fake.launched(), ["high-1"]);
+    assert_eq!(b.phase("low-1"), "pending");
+    assert_eq!(b.state("low-1").attempt, 1, "being preempted is not a failed attempt");
+    assert_eq!(b.events("low-1"), ["preempted"]);
+    b.fake.exit("high-1", 0);
+    b.settle().await;
+    assert_eq!(b.fake.launched(), ["high-1", "low-1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn young_runs_are_not_preempted() {
+    let mut b = Bench::new();
+    b.sup.settings.min_runtime_before_preemption = Duration::from_secs(10);
+    b.files(&[(
+        "low.yaml",
+        &job("low", "priority: 10\npreemption: suspend\nresources: {cpus: 1}\n"),
+    )])
+    .await;
+    b.fake.clear();
+    b.files(&[("high.yaml", &job("high", "priority: 90\nresources: {cpus: 1}\n"))]).await;
+    assert!(b.fake.calls().is_empty(), "{:?}", b.fake.calls());
+    // The agent wakes up when the run becomes old enough, with nothing
+    // else happening.
+    let wake = b.sup.next_deadline().expect("a wake-up is due");
+    assert_eq!(wake - tokio::time::Instant::now(), Duration::from_secs(10));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    b.settle().await;
+    assert_eq!(b.fake.calls()[0], Call::Freeze(RunId::new("low-1")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn oom_grow_raises_the_limit_in_place() {
+    let mut b = Bench::new();
+    let spec =
+        "resources: {memory: {hard: 64Mi}}\noom: {action: grow, grow_to: 256Mi, grow_step: 64Mi}\n";
+    b.files(&[("m.yaml", &job("m", spec))]).await;
+    b.fake.clear();
+    b.fake.report(&RunId::new("m-1"), Observed::Oom);
+    b.settle().await;
+    let calls = b.fake.calls();
+    assert_eq!(calls[0], Call::Freeze(RunId::new("m-1")));
+    assert!(
+        matches!(&calls[1], Call::Update { memory: Some(m), .. } if m.get() == 128 << 20),
+        "{calls:?}"
+    );
+    assert_eq!(calls[2], Call::Thaw(RunId::new("m-1")));
+    assert_eq!(b.phase("m-1"), "running");
+    assert_eq!(b.events("m-1"), ["oom", "memory-grown"]);
+    b.fake.exit("m-1", 0);
+    b.settle().await;
+    assert_eq!(b.phase("m-1"), "succeeded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn oom_fail_and_kernel_oom_kills_end_as_oom() {
+    let mut b = Bench::new();
+    b.files(&[("f.yaml", &job("f", "resources: {memory: {hard: 64Mi}}\n"))]).await;
+    // The kernel killed it; only the exit's accounting says so.
+    let stats = FinalStats { oom_kills: 1, ..FinalStats::default() };
+    b.fake.report(
+        &RunId::new("f-1"),
+        Observed::Exited { status: ExitStatus::Signal(9), at: Timestamp::EPOCH, stats },
+    );
+    b.settle().await;
+    assert_eq!(b.state("f-1").phase, Phase::Failed { reason: FailReason::Oom });
+    assert_eq!(b.events("f-1"), ["oom-killed"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn oom_requeue_starts_again_with_a_larger_limit() {
+    let mut b = Bench::new();
+    let spec = "resources: {memory: {hard: 64Mi}}\noom: {action: requeue, requeue_factor: 2}\n";
+    b.files(&[("q.yaml", &job("q", spec))]).await;
+    b.fake.clear();
+    b.fake.report(&RunId::new("q-1"), Observed::Oom);
+    b.settle().await;
+    let launches: Vec<_> = b
+        .fake
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Launch { memory, .. } => memory,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(launches, [crate::topology::Bytes::from_mib(128)]);
+    assert_eq!(b.state("q-1").attempt, 2);
+    b.fake.exit("q-1", 0);
+    b.settle().await;
+    assert_eq!(b.phase("q-1"), "succeeded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn removal_stops_the_run_unless_it_may_finish() {
+    let mut b = Bench::new();
+    b.files(&[("a.yaml", &job("a", "")), ("b.yaml", &job("b", "on_removal: finish\n"))]).await;
+    b.fake.clear();
+    b.remove("a.yaml").await;
+    b.remove("b.yaml").await;
+    assert_eq!(
+        b.fake.calls()[0],
+        Call::Signal(RunId::new("a-1"), nix::sys::signal::Signal::SIGTERM)
+    );
+    assert!(matches!(b.state("a-1").phase, Phase::Killed { .. }));
+    assert_eq!(b.phase("b-1"), "running");
+    b.fake.exit("b-1", 0);
+    b.settle().await;
+    assert_eq!(b.phase("b-1"), "succeeded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_file_removed_and_put_back_runs_its_job_again() {
+    let mut b = Bench::new();
+    b.files(&[("a.yaml", &job("a", ""))]).await;
+    b.remove("a.yaml").await;
+    assert!(matches!(b.state("a-1").phase, Phase::Killed { .. }));
+    b.files(&[("a.yaml", &job("a", ""))]).await;
+    assert_eq!(b.fake.launched(), ["a-1", "a-2"]);
+    // Also while the removed run is still stopping.
+    b.fake.clear();
+    let fake = Arc::clone(&b.fake);
+    b.sup.apply_files(vec![FileChange::Removed { path: "/jobs/a.yaml".into() }]).unwrap();
+    b.files(&[("a.yaml", &job("a", "env: {V: '2'}\n"))]).await;
+    assert_eq!(fake.launched(), ["a-3"]);
+    assert!(matches!(b.state("a-2").phase, Phase::Killed { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalid_edit_changes_nothing_and_a_valid_one_is_taken_over_by_the_run() {
+    let mut b = Bench::new();
+    b.files(&[("a.yaml", &job("a", "resources: {memory: {hard: 64Mi}}\n"))]).await;
+    b.fake.clear();
+    b.files(&[("a.yaml", "name: a\ncommand: 7\n")]).await;
+    assert!(b.fake.calls().is_empty());
+    assert_eq!(b.phase("a-1"), "running");
+    b.files(&[("a.yaml", &job("a", "resources: {memory: {hard: 96Mi}, cpu_weight: 200}\n"))]).await;
+    let calls = b.fake.calls();
+    assert!(
+        matches!(&calls[..], [Call::Update { memory: Some(m), .. }] if m.get() == 96 << 20),
+        "{calls:?}"
+    );
+    assert_eq!(b.fake.launched().len(), 0, "no second run while the first takes the change");
+    b.fake.exit("a-1", 0);
+    b.settle().await;
+    assert_eq!(b.phase("a-1"), "succeeded");
+    assert!(b.fake.launched().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn root_jobs_are_refused_unless_allowed() {
+    let mut b = Bench::new();
+    b.files(&[("r.yaml", &job("r", "user: root\n"))]).await;
+    assert!(b.fake.launched().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_and_restarts_come_from_the_state_machine() {
+    let mut b = Bench::new();
+    b.files(&[(
+        "t.yaml",
+        &job("t", "timeout: 10s\nrestart: {on: failure, attempts: 1, backoff: 2s}\n"),
+    )])
+    .await;
+    tokio::time::advance(Duration::from_secs(11)).await;
+    b.settle().await;
+    // SIGTERM ended it; the restart waits out its backoff.
+    assert_eq!(b.phase("t-1"), "backoff-waiting");
+    tokio::time::advance(Duration::from_secs(3)).await;
+    b.settle().await;
+    assert_eq!(b.fake.launched(), ["t-1", "t-1"]);
+    assert_eq!(b.state("t-1").attempt, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_agent_adopts_running_runs_and_learns_how_others_ended() {
+    let mut b = Bench::new();
+    b.files(&[
+        ("a.yaml", &job("a", "")),
+        ("b.yaml", &job("b", "")),
+        ("c.yaml", &job("c", "priority: 1\nresources: {cpus: 1}\n")),
+        ("d.yaml", &job("d", "priority: 0\nresources: {cpus: 1}\n")),
+    ])
+    .await;
+    let launch_of = |b: &Bench, run: &str| -> LaunchInfo {
+        b.sup.store().run(&RunId::new(run)).unwrap().unwrap().record.launch.unwrap()
+    };
+    let a = launch_of(&b, "a-1");
+    let bl = launch_of(&b, "b-1");
+    let c = launch_of(&b, "c-1");
+    // The agent dies. Meanwhile b ends; a and c go on.
+    let fake = Arc::clone(&b.fake);
+    fake.set_probe(&a.run_dir, Probe::Running { launch: a.clone() });
+    fake.set_probe(&c.run_dir, Probe::Running { launch: c.clone() });
+    fake.set_probe(
+        &bl.run_dir,
+        Probe::Finished { launch: bl.clone(), status: ExitStatus::Code(3), at: Timestamp::EPOCH },
+    );
+    fake.set_live(vec![
+        (RunId::new("a-1"), None),
+        (RunId::new("b-1"), None),
+        (RunId::new("c-1"), Some("1".parse().unwrap())),
+        (RunId::new("zombie-9"), None),
+    ]);
+    let mut b = b.restart();
+    let summary = b.sup.recover().unwrap();
+    assert_eq!(
+        (summary.runs, summary.running, summary.ended_while_down, summary.stray_cgroups),
+        (4, 2, 1, 1)
+    );
+    b.files(&[
+        ("a.yaml", &job("a", "")),
+        ("b.yaml", &job("b", "")),
+        ("c.yaml", &job("c", "priority: 1\nresources: {cpus: 1}\n")),
+        ("d.yaml", &job("d", "priority: 0\nresources: {cpus: 1}\n")),
+    ])
+    .await;
+    assert_eq!(
+        b.state("b-1").phase,
+        Phase::Failed { reason: FailReason::Exit { status: ExitStatus::Code(3) } }
+    );
+    assert_eq!(b.phase("a-1"), "running");
+    assert!(b.fake.calls().contains(&Call::Remove(RunId::new("zombie-9"))));
+    // Nothing started twice; d still waits for c's CPU.
+    assert!(b.fake.launched().is_empty(), "{:?}", b.fake.launched());
+    assert_eq!(b.phase("d-1"), "pending");
+    b.fake.exit("c-1", 0);
+    b.settle().await;
+    assert_eq!(b.fake.launched(), ["d-1"]);
+}
+
+/// Records, as an agent that died right after placing it would have, a run
+/// of `job` placed on the shared pool and not started.
+fn forge_placed_run(b: &mut Bench, job: &str, spec: &str) -> (RunId, PathBuf) {
+    use crate::agent::job::RunMeta;
+    use crate::placement::{Assignment, CpuGrant};
+    let parsed = crate::spec::compile_str(Path::new("x.yaml"), spec).unwrap().remove(0).spec;
+    let version = RunMeta::of(&parsed, Duration::from_secs(5)).version(&parsed);
+    let name = crate::scheduler::JobName::parse(job).unwrap();
+    let store = &mut b.sup.store;
+    let pending = RunState::new(None, Timestamp::from_millis(5_000));
+    let run = store
+        .create_versioned_run(&name, &pending, Timestamp::from_millis(5_000), &version)
+        .unwrap();
+    let assignment = Assignment {
+        owner: run.clone(),
+        cpus: CpuGrant::Shared,
+        mems: "0".parse().unwrap(),
+        memory: Default::default(),
+    };
+    store.set_placement(&run, Some(&assignment)).unwrap();
+    let placed =
+        RunState { phase: Phase::Placed, since: Timestamp::from_millis(6_000), ..pending.clone() };
+    store
+        .record_transition(&run, &pending, &placed, Timestamp::from_millis(6_000), "placed")
+        .unwrap();
+    let dir = run_dir(&b.dir.path().join("runs"), &run, Timestamp::from_millis(6_000));
+    (run, dir)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_placed_but_not_started_before_a_restart_is_started_once() {
+    let mut b = Bench::new();
+    let spec = job("a", "");
+    let (run, dir) = forge_placed_run(&mut b, "a", &spec);
+    let mut b = b.restart();
+    b.sup.recover().unwrap();
+    assert!(b.fake.launched().is_empty(), "not before its job file is read");
+    b.files(&[("a.yaml", &spec)]).await;
+    let calls = b.fake.calls();
+    assert!(
+        matches!(&calls[..], [Call::Launch { run: r, dir: d, .. }] if *r == run && *d == dir),
+        "started once, in the directory named by its placement: {calls:?}"
+    );
+    assert_eq!(b.phase("a-1"), "running");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_found_under_way_after_a_restart_is_adopted_not_repeated() {
+    let mut b = Bench::new();
+    let spec = job("a", "");
+    let (run, dir) = forge_placed_run(&mut b, "a", &spec);
+    let launch = LaunchInfo {
+        shim_pid: 50,
+        init_pid: 51,
+        pid_start_time: 5,
+        run_dir: dir.clone(),
+        launched_at: Timestamp::EPOCH,
+    };
+    b.fake.set_probe(&dir, Probe::Running { launch: launch.clone() });
+    let mut b = b.restart();
+    b.sup.recover().unwrap();
+    b.files(&[("a.yaml", &spec)]).await;
+    assert!(b.fake.launched().is_empty());
+    assert_eq!(b.phase("a-1"), "running");
+    let stored = b.sup.store().run(&run).unwrap().unwrap().record.launch;
+    assert_eq!(stored, Some(launch));
+    b.fake.exit("a-1", 0);
+    b.settle().await;
+    assert_eq!(b.phase("a-1"), "succeeded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oom_kill_while_the_agent_was_down_is_recorded_as_oom() {
+    let mut b = Bench::new();
+    b.files(&[("f.yaml", &job("f", "resources: {memory: {hard: 64Mi}}\n"))]).await;
+    let run = RunId::new("f-1");
+    let launch = b.sup.store().run(&run).unwrap().unwrap().record.launch.unwrap();
+    b.fake.set_probe(
+        &launch.run_dir,
+        Probe::Finished {
+            launch: launch.clone(),
+            status: ExitStatus::Signal(9),
+            at: Timestamp::EPOCH,
+        },
+    );
+    b.fake.set_stats(&run, FinalStats { oom_kills: 1, ..FinalStats::default() });
+    let mut b = b.restart();
+    b.sup.recover().unwrap();
+    assert_eq!(b.state("f-1").phase, Phase::Failed { reason: FailReason::Oom });
+}

@@ -1,0 +1,95 @@
+//! Timers armed by the state machine, per run and kind. Re-arming replaces;
+//! timers are never cancelled, since a stale one is a no-op for the state
+//! machine.
+
+use std::collections::BTreeMap;
+
+use crate::placement::RunId;
+use crate::scheduler::{Event, Timer, Timestamp};
+
+#[derive(Debug, Default)]
+pub struct Timers {
+    armed: BTreeMap<(RunId, TimerKey), Timestamp>,
+}
+
+/// [`Timer`] with an order, for the map key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    ActiveDeadline,
+    StopGrace,
+    Backoff,
+}
+
+impl From<Timer> for TimerKey {
+    fn from(t: Timer) -> TimerKey {
+        match t {
+            Timer::ActiveDeadline => TimerKey::ActiveDeadline,
+            Timer::StopGrace => TimerKey::StopGrace,
+            Timer::Backoff => TimerKey::Backoff,
+        }
+    }
+}
+
+impl TimerKey {
+    fn event(self) -> Event {
+        match self {
+            TimerKey::ActiveDeadline => Event::TimeoutElapsed,
+            TimerKey::StopGrace => Event::GraceElapsed,
+            TimerKey::Backoff => Event::BackoffElapsed,
+        }
+    }
+}
+
+impl Timers {
+    pub fn arm(&mut self, run: &RunId, timer: Timer, at: Timestamp) {
+        self.armed.insert((run.clone(), timer.into()), at);
+    }
+
+    /// Forgets every timer of a run that is over.
+    pub fn forget(&mut self, run: &RunId) {
+        self.armed.retain(|(r, _), _| r != run);
+    }
+
+    pub fn next(&self) -> Option<Timestamp> {
+        self.armed.values().min().copied()
+    }
+
+    /// Removes and returns the timers due at `now`, as the events they deliver.
+    pub fn due(&mut self, now: Timestamp) -> Vec<(RunId, Event)> {
+        let due: Vec<(RunId, TimerKey)> =
+            self.armed.iter().filter(|(_, at)| **at <= now).map(|(k, _)| k.clone()).collect();
+        due.into_iter()
+            .map(|key| {
+                self.armed.remove(&key);
+                (key.0, key.1.event())
+            })
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.armed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.armed.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rearming_replaces_and_due_timers_fire_once() {
+        let mut t = Timers::default();
+        let a = RunId::new("a-1");
+        t.arm(&a, Timer::StopGrace, Timestamp::from_millis(50));
+        t.arm(&a, Timer::StopGrace, Timestamp::from_millis(10));
+        t.arm(&a, Timer::Backoff, Timestamp::from_millis(30));
+        assert_eq!(t.next(), Some(Timestamp::from_millis(10)));
+        assert_eq!(t.due(Timestamp::from_millis(20)), [(a.clone(), Event::GraceElapsed)]);
+        assert!(t.due(Timestamp::from_millis(20)).is_empty());
+        t.forget(&a);
+        assert!(t.is_empty());
+    }
+}

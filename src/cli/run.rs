@@ -1,0 +1,322 @@
+//! `corral run FILE`: run one job once, now, in the foreground.
+//!
+//! The job is compiled, placed alone against the live topology, given its
+//! cgroup and container exactly as the agent would, and its output streams
+//! to the terminal (and to the run directory's logs). `corral run` forwards
+//! SIGINT, SIGTERM and SIGHUP to the job, counts the cgroup's OOM events,
+//! applies the job's `timeout`, its `restart` policy and, where the host
+//! can pause a job at its limit, the `grow` OOM policy; after each run it
+//! reads the final accounting, removes the cgroup and prints a summary
+//! line, and it exits with the last run's exit code. See `docs/run.md`.
+
+mod summary;
+mod supervise;
+
+use std::io::ErrorKind;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+
+use crate::config::{self, AgentConfig, CgroupParent};
+use crate::container::{ContainerError, SetupError};
+use crate::launch::{self, Host, LaunchError};
+use crate::placement::RunId;
+use crate::spec::{self, JobSpec, RestartOn};
+
+pub use summary::{summary_line, Ending, Observed};
+
+/// Run one job once, in the foreground.
+///
+/// Exits with the job's exit code, or 128 + the number of the signal that
+/// killed it (137 for an OOM kill). Before the job runs: 2 for an invalid
+/// job file or configuration, 127 if the command is not found, 126 if it
+/// cannot be executed, 125 for any other failure of corral's.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The job file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The job to run, if the file defines several.
+    #[arg(long, value_name = "JOB")]
+    pub name: Option<String>,
+    /// The agent configuration to use (default: the built-in defaults).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the run's directory goes (`<DIR>/runs/<run>`); created if
+    /// missing. Overrides the configuration's `state_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The cgroup the job's cgroup is created under, in every hierarchy.
+    /// Overrides the configuration's `cgroup_parent`.
+    #[arg(long, value_name = "NAME")]
+    pub cgroup_parent: Option<String>,
+    /// Print nothing of corral's own but errors; the job's output still
+    /// streams.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Exit code for an invalid job file or configuration.
+const EXIT_INVALID: u8 = 2;
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let spec = match pick_job(&args) {
+        Ok(spec) => spec,
+        Err(message) => {
+            eprintln!("{message}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let config = match agent_config(&args) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("{message}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    match foreground(&spec, &config, args.quiet) {
+        Ok(code) => Ok(ExitCode::from(code)),
+        Err(err) => {
+            eprintln!("corral: {}", describe(&err));
+            Ok(ExitCode::from(failure_code(&err)))
+        }
+    }
+}
+
+/// The one job to run, or every problem with the file as `corral validate`
+/// prints them.
+fn pick_job(args: &RunArgs) -> Result<JobSpec, String> {
+    let file = args.file.display();
+    let mut jobs = match spec::load_file(&args.file) {
+        Ok(jobs) => jobs,
+        Err(diagnostics) => {
+            let n = diagnostics.len();
+            return Err(format!(
+                "{diagnostics}\ncorral: {n} problem{} in {file}",
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+    };
+    let names = || jobs.iter().map(|j| j.spec.name.to_string()).collect::<Vec<_>>().join(", ");
+    match &args.name {
+        Some(name) => match jobs.iter().position(|j| j.spec.name.as_str() == name) {
+            Some(i) => Ok(jobs.swap_remove(i).spec),
+            None => Err(format!("corral: {file} has no job {name:?}; it has: {}", names())),
+        },
+        None if jobs.len() == 1 => Ok(jobs.remove(0).spec),
+        None if jobs.is_empty() => Err(format!("corral: {file} defines no job")),
+        None => {
+            Err(format!("corral: {file} defines several jobs ({}); pick one with --name", names()))
+        }
+    }
+}
+
+fn agent_config(args: &RunArgs) -> Result<AgentConfig, String> {
+    let mut config = match &args.config {
+        Some(path) => config::load(path).map_err(|diagnostics| {
+            format!("{diagnostics}\ncorral: invalid configuration {}", path.display())
+        })?,
+        None => AgentConfig::default(),
+    };
+    if let Some(dir) = &args.state_dir {
+        config.state_dir = std::path::absolute(dir)
+            .map_err(|e| format!("corral: --state-dir {}: {e}", dir.display()))?;
+    }
+    if let Some(parent) = &args.cgroup_parent {
+        config.cgroup_parent = CgroupParent::parse(parent)
+            .map_err(|e| format!("corral: invalid --cgroup-parent {parent:?}: {e}"))?;
+    }
+    Ok(config)
+}
+
+/// A run id of its own: `<job>-<n>` where `n` is the time in milliseconds,
+/// bumped until its directory could be created. Time-based so that it does
+/// not collide with the agent's sequence numbers in a shared state
+/// directory; the directory's creation is what reserves it.
+fn reserve_run(config: &AgentConfig, spec: &JobSpec) -> anyhow::Result<RunId> {
+    let runs = config.state_dir.join(launch::plan::RUNS_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(&runs)
+        .with_context(|| format!("cannot create {}", runs.display()))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut seq = u64::try_from(now.as_millis()).unwrap_or(u64::MAX / 2);
+    loop {
+        // The form of the store's run ids, `<job>-<seq>`.
+        let run = RunId::new(format!("{}-{seq}", spec.name));
+        let dir = launch::run_dir(&config.state_dir, &run);
+        match std::fs::DirBuilder::new().mode(0o750).create(&dir) {
+            Ok(()) => return Ok(run),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => seq += 1,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
+    }
+}
+
+/// Runs the job, and again as its `restart` policy says, until an attempt
+/// is not restarted; returns that attempt's exit code.
+fn foreground(spec: &JobSpec, config: &AgentConfig, quiet: bool) -> anyhow::Result<u8> {
+    let notes = supervise::Notes { quiet };
+    let host = Host::discover(config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut signals = supervise::Signals::catch()?;
+        let restart = &spec.restart;
+        let mut restarts = 0;
+        loop {
+            let (code, observed) = attempt(&host, spec, config, &mut signals, notes).await?;
+            let again = match restart.on {
+                RestartOn::Never => false,
+                RestartOn::Failure => code != 0,
+                RestartOn::Always => true,
+            };
+            // A job stopped on request is not restarted.
+            if !again || restarts >= restart.attempts || observed.signaled.is_some() {
+                return Ok(code);
+            }
+            restarts += 1;
+            let delay = restart.backoff.delay(restarts);
+            notes.say(&format!(
+                "{}: restart {restarts} of {} in {}",
+                spec.name,
+                restart.attempts,
+                spec::duration::format(delay)
+            ));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                signal = signals.next() => {
+                    notes.say(&format!("{}: {} while waiting to restart; not restarting", spec.name, signal.as_str()));
+                    return Ok(code);
+                }
+            }
+        }
+    })
+}
+
+/// One run: placed, planned, started, watched, collected and summed up.
+async fn attempt(
+    host: &Host,
+    spec: &JobSpec,
+    config: &AgentConfig,
+    signals: &mut supervise::Signals,
+    notes: supervise::Notes,
+) -> anyhow::Result<(u8, Observed)> {
+    // Placed alone: a foreground run does not know what else runs here.
+    let mut ledger = host.ledger()?;
+    let run = reserve_run(config, spec)?;
+    let unreserve = || {
+        let _ = std::fs::remove_dir(launch::run_dir(&config.state_dir, &run));
+    };
+    let assignment = match ledger.admit(host.topology(), &launch::request(spec, &run)) {
+        Ok((assignment, _)) => assignment,
+        Err(source) => {
+            unreserve();
+            let job = spec.name.to_string();
+            return Err(LaunchError::Placement { job, source: source.into() }.into());
+        }
+    };
+    let plan = match host.plan(spec, &run, &assignment, ledger.shared_pool()) {
+        Ok(plan) => plan,
+        Err(err) => {
+            unreserve();
+            return Err(err.into());
+        }
+    };
+    let mut container = plan.container.clone();
+    container.tee_output = true;
+    notes.say(&format!(
+        "{} run {run} on cpus {} (mems {}) in {}",
+        spec.name,
+        plan.resources.cpus.as_ref().map_or_else(|| "any".to_owned(), ToString::to_string),
+        assignment.mems,
+        container.run_dir.display(),
+    ));
+    let limits = supervise::Limits {
+        timeout: spec.timeout,
+        stop_grace: spec.stop_grace.unwrap_or(config.stop_grace),
+    };
+    let (ended, observed) =
+        supervise::supervise(host, &plan, &container, limits, signals, notes).await?;
+    let finished = ended.finish(supervise::KILL_TIMEOUT).await;
+    let (exit, wall) = match &finished.status {
+        Ok(status) => (
+            Some(status.exit),
+            status.finished_at.duration_since(status.started_at).unwrap_or(Duration::ZERO),
+        ),
+        Err(err) => {
+            supervise::error(&format!("corral: {err}"));
+            (None, Duration::ZERO)
+        }
+    };
+    if let Some(err) = &finished.cleanup {
+        supervise::error(&format!("corral: {err}"));
+    }
+    let (line, code) =
+        summary_line(spec.name.as_str(), run.as_str(), exit, wall, &finished.stats, &observed);
+    notes.print(&line);
+    Ok((code, observed))
+}
+
+/// The error and its causes, each cause left out where the message before
+/// already quotes it (the library's errors say what their source said).
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+    }
+    text
+}
+
+/// The exit code for a failure of corral's own, before the job ran.
+fn failure_code(err: &anyhow::Error) -> u8 {
+    let setup = err.downcast_ref::<LaunchError>().and_then(|e| match e {
+        LaunchError::Start { source, .. } => match source.as_ref() {
+            ContainerError::Setup(setup) => Some(setup),
+            _ => None,
+        },
+        _ => None,
+    });
+    match setup {
+        Some(SetupError::CommandNotFound { .. }) => summary::EXIT_NOT_FOUND,
+        Some(SetupError::Exec { .. }) => summary::EXIT_CANNOT_EXECUTE,
+        _ => summary::EXIT_CORRAL_FAILED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_already_quoted_are_not_repeated() {
+        let setup = SetupError::CommandNotFound {
+            command: "nosuchcmd".into(),
+            place: "the host".into(),
+            path: "/bin".into(),
+        };
+        let err = anyhow::Error::from(LaunchError::Start {
+            job: "nf".into(),
+            run: "nf-1".into(),
+            source: Box::new(ContainerError::Setup(setup)),
+        });
+        assert_eq!(
+            describe(&err),
+            "job nf, run nf-1: command \"nosuchcmd\" not found in the host (PATH=/bin)"
+        );
+        assert_eq!(failure_code(&err), summary::EXIT_NOT_FOUND);
+        let io = std::io::Error::new(ErrorKind::PermissionDenied, "denied");
+        let err = anyhow::Error::from(io).context("cannot create /state/runs");
+        assert_eq!(describe(&err), "cannot create /state/runs: denied");
+        assert_eq!(failure_code(&err), summary::EXIT_CORRAL_FAILED);
+    }
+}

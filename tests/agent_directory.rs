@@ -1,0 +1,170 @@
+//! The declarative jobs directory, end to end: a real agent, real files,
+//! real cgroups.
+
+mod agent_harness;
+
+use agent_harness::{job, secs, TestAgent};
+
+#[test]
+fn dropping_three_files_runs_three_jobs_once_each() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    for name in ["one", "two", "three"] {
+        let script = format!("echo $CORRAL_RUN >> {}", agent.data_file(name).display());
+        agent.write_job(&format!("{name}.yaml"), &job(name, &script, ""));
+    }
+    for name in ["one", "two", "three"] {
+        agent.wait_phase(&format!("{name}-1"), "succeeded", secs(20));
+        assert_eq!(agent.read_data(name), format!("{name}-1\n"));
+        assert_eq!(agent.exit(&format!("{name}-1")), (Some(0), None));
+    }
+    // Their cgroups are gone once their accounting is read.
+    agent.wait_for("job cgroups removed", secs(10), || agent.job_cgroups().is_empty());
+    // A graceful stop and a restart: the same versions do not run again.
+    assert!(agent.stop().success());
+    agent.start();
+    agent.wait_for("the restarted agent to read the directory", secs(10), || {
+        agent.log_text().matches("job file loaded: one").count() == 2
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(agent.count_runs(), 3);
+    assert_eq!(agent.read_data("one"), "one-1\n");
+}
+
+#[test]
+fn edits_apply_live_where_the_kernel_allows_and_a_deleted_file_stops_its_run() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    agent.write_job(
+        "svc.yaml",
+        &job(
+            "svc",
+            "trap 'echo term >> DATA; exit 0' TERM; while true; do sleep 0.1; done",
+            "resources: {cpu_weight: 100, memory: {hard: 128Mi}}\n",
+        )
+        .replace("DATA", &agent.data_file("svc").display().to_string()),
+    );
+    agent.wait_phase("svc-1", "running", secs(20));
+    let shares = agent.cgroup("cpu", "svc-1").join("cpu.shares");
+    assert_eq!(std::fs::read_to_string(&shares).unwrap().trim(), "1024");
+
+    // A new weight and a higher memory limit reach the running job's cgroup;
+    // the run takes the new version, no second run starts.
+    agent.write_job(
+        "svc.yaml",
+        &job(
+            "svc",
+            "trap 'echo term >> DATA; exit 0' TERM; while true; do sleep 0.1; done",
+            "resources: {cpu_weight: 300, memory: {hard: 256Mi}}\n",
+        )
+        .replace("DATA", &agent.data_file("svc").display().to_string()),
+    );
+    let limit = agent.cgroup("memory", "svc-1").join("memory.limit_in_bytes");
+    agent.wait_for("the new weight in cpu.shares", secs(10), || {
+        std::fs::read_to_string(&shares).is_ok_and(|s| s.trim() == "3072")
+    });
+    assert_eq!(std::fs::read_to_string(&limit).unwrap().trim(), (256u64 << 20).to_string());
+    assert_eq!(agent.runs_of("svc"), ["svc-1"]);
+    assert_eq!(agent.phase("svc-1").as_deref(), Some("running"));
+
+    // Deleting the file stops the run: SIGTERM first, which the job handles.
+    agent.remove_job("svc.yaml");
+    agent.wait_phase("svc-1", "killed", secs(20));
+    assert_eq!(agent.read_data("svc"), "term\n");
+    assert!(agent.state_json("svc-1").contains("job-removed"), "{}", agent.state_json("svc-1"));
+}
+
+#[test]
+fn a_removed_job_that_ignores_sigterm_is_killed_after_its_grace() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    agent
+        .write_job("stubborn.yaml", &job("stubborn", "trap '' TERM; sleep 60", "stop_grace: 1s\n"));
+    agent.wait_phase("stubborn-1", "running", secs(20));
+    agent.remove_job("stubborn.yaml");
+    agent.wait_phase("stubborn-1", "killed", secs(20));
+    let transitions = agent.transitions("stubborn-1");
+    assert!(
+        transitions.iter().any(|(_, _, reason)| reason.contains("stop grace over")),
+        "{transitions:?}"
+    );
+}
+
+#[test]
+fn an_invalid_file_reports_its_error_once_and_leaves_the_previous_version_running() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    agent.write_job("keep.yaml", &job("keep", "sleep 60", ""));
+    agent.wait_phase("keep-1", "running", secs(20));
+    agent.write_job(
+        "keep.yaml",
+        "name: keep\ncommand: [/bin/sh, -c, 'sleep 60']\nresources: {cpus: lots}\n",
+    );
+    agent.wait_for("the error in the log", secs(10), || {
+        agent.log_text().contains("job file not applied")
+    });
+    let log = agent.log_text();
+    assert!(log.contains("keep.yaml:3"), "the error names file and line:\n{log}");
+    assert!(log.contains("its last good version stays in force (keep)"), "{log}");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(agent.log_text().matches("job file not applied").count(), 1, "logged once");
+    assert_eq!(agent.phase("keep-1").as_deref(), Some("running"));
+    assert_eq!(agent.runs_of("keep"), ["keep-1"]);
+    // A new file that is invalid from the start adds nothing.
+    agent.write_job("bad.yaml", "name: bad\n");
+    agent.wait_for("the second error", secs(10), || {
+        agent.log_text().matches("job file not applied").count() == 2
+    });
+    assert!(agent.runs_of("bad").is_empty());
+    // Valid again: picked up.
+    agent.write_job("bad.yaml", &job("bad", "true", ""));
+    agent.wait_phase("bad-1", "succeeded", secs(20));
+}
+
+#[test]
+fn world_writable_files_and_root_jobs_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut agent = TestAgent::new("");
+    agent.start();
+    let path = agent.jobs.join("open.yaml");
+    std::fs::write(&path, job("open", "true", "")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    agent.write_job("root.yaml", &job("root", "true", "user: root\n"));
+    agent.wait_for("the refusal in the log", secs(10), || {
+        agent.log_text().contains("world-writable")
+    });
+    agent.wait_for("the root refusal in the log", secs(10), || {
+        agent.log_text().contains("allow_root_jobs is false")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(agent.runs_of("open").is_empty());
+    assert!(agent.runs_of("root").is_empty());
+    assert_eq!(agent.log_text().matches("world-writable").count(), 1, "logged once");
+    // Fixed permissions: the file is read.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    agent.wait_phase("open-1", "succeeded", secs(20));
+}
+
+#[test]
+fn two_agents_side_by_side_each_run_their_own_jobs() {
+    let mut a = TestAgent::new("");
+    let mut b = TestAgent::new("log_format: json\n");
+    a.start();
+    b.start();
+    a.write_job("x.yaml", &job("x", "sleep 0.5", ""));
+    b.write_job("x.yaml", &job("x", "sleep 0.5", ""));
+    a.wait_phase("x-1", "running", secs(20));
+    b.wait_phase("x-1", "running", secs(20));
+    assert!(a.cgroup("memory", "x-1").exists());
+    assert!(b.cgroup("memory", "x-1").exists(), "each under its own cgroup parent");
+    a.wait_phase("x-1", "succeeded", secs(20));
+    b.wait_phase("x-1", "succeeded", secs(20));
+    // JSON logs: one object per line.
+    let log = b.log_text();
+    assert!(!log.is_empty());
+    for line in log.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(value.get("fields").is_some(), "{line}");
+    }
+}

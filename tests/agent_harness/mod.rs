@@ -1,0 +1,325 @@
+//! A real `corral agent` process on a temporary jobs directory, state
+//! directory and cgroup parent (`corral-test-<pid>-<n>`), driven by writing
+//! files and observed through the kernel and the store (read-only). Every
+//! cgroup under the parent is killed and removed when the harness is
+//! dropped, also after a failed assertion.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+/// Every cgroup tree on the test machine (hybrid layout).
+pub const TREES: &[&str] =
+    &["cpuset", "memory", "pids", "blkio", "freezer", "unified", "cpu", "cpuacct"];
+
+pub struct TestAgent {
+    /// Holds jobs/, state/, data/ and the configuration.
+    pub root: tempfile::TempDir,
+    pub jobs: PathBuf,
+    pub state: PathBuf,
+    /// World-writable scratch for the jobs (which run as `nobody`).
+    pub data: PathBuf,
+    pub config: PathBuf,
+    pub parent: String,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestAgent {
+    /// A harness with `extra` appended to its agent configuration. Not
+    /// started yet.
+    pub fn new(extra: &str) -> TestAgent {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let parent =
+            format!("corral-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        // Not under /tmp: jobs get a private /tmp, and the data files must be
+        // shared with the test.
+        let root = tempfile::Builder::new()
+            .prefix("agent-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let jobs = root.path().join("jobs");
+        let state = root.path().join("state");
+        let data = root.path().join("data");
+        fs::create_dir(&jobs).unwrap();
+        fs::create_dir(&data).unwrap();
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o777)).unwrap();
+        let config = root.path().join("agent.yaml");
+        fs::write(
+            &config,
+            format!(
+                "jobs_dir: jobs\nstate_dir: state\nsocket: state/corral.sock\ncgroup_parent: {parent}\n\
+                 stop_grace: 2s\nmin_runtime_before_preemption: 0s\n{extra}"
+            ),
+        )
+        .unwrap();
+        let log = root.path().join("agent.log");
+        TestAgent { jobs, state, data, config, parent, log, child: None, root }
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already started");
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["agent", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info,corral=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// Starts a second agent process on the same configuration and returns
+    /// its exit status and what it printed.
+    pub fn start_another(&self) -> (std::process::ExitStatus, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["agent", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// SIGTERM, and wait for the agent to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("started");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        wait_child(&mut child, Duration::from_secs(30))
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("started");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Writes a job file as deploy tools do: a hidden temporary, then a rename.
+    pub fn write_job(&self, file: &str, text: &str) {
+        let tmp = self.jobs.join(format!(".{file}.tmp"));
+        let mut f = fs::File::create(&tmp).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f.sync_all().unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::rename(&tmp, self.jobs.join(file)).unwrap();
+    }
+
+    pub fn remove_job(&self, file: &str) {
+        fs::remove_file(self.jobs.join(file)).unwrap();
+    }
+
+    pub fn data_file(&self, name: &str) -> PathBuf {
+        self.data.join(name)
+    }
+
+    pub fn read_data(&self, name: &str) -> String {
+        fs::read_to_string(self.data_file(name)).unwrap_or_default()
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The store, read-only.
+    pub fn db(&self) -> Option<Connection> {
+        let path = self.state.join("corral.db");
+        if !path.exists() {
+            return None;
+        }
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()
+    }
+
+    /// The run's phase, if the run exists.
+    pub fn phase(&self, run: &str) -> Option<String> {
+        let db = self.db()?;
+        db.query_row("SELECT phase FROM runs WHERE id = ?1", [run], |r| r.get(0)).optional().ok()?
+    }
+
+    /// The run's state as JSON text.
+    pub fn state_json(&self, run: &str) -> String {
+        let db = self.db().unwrap();
+        db.query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0)).unwrap()
+    }
+
+    /// `(exit code, exit signal)` of the run's latest attempt.
+    pub fn exit(&self, run: &str) -> (Option<i64>, Option<i64>) {
+        let db = self.db().unwrap();
+        db.query_row("SELECT exit_code, exit_signal FROM runs WHERE id = ?1", [run], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap()
+    }
+
+    /// Kinds of the run's recorded events, in order.
+    pub fn events(&self, run: &str) -> Vec<String> {
+        let db = self.db().unwrap();
+        let mut stmt =
+            db.prepare("SELECT kind FROM run_events WHERE run_id = ?1 ORDER BY n").unwrap();
+        stmt.query_map([run], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    /// `(to_phase, at, reason)` of the run's transitions, in order.
+    pub fn transitions(&self, run: &str) -> Vec<(String, i64, String)> {
+        let db = self.db().unwrap();
+        let mut stmt = db
+            .prepare("SELECT to_phase, at, reason FROM transitions WHERE run_id = ?1 ORDER BY n")
+            .unwrap();
+        stmt.query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Ids of every run of `job`.
+    pub fn runs_of(&self, job: &str) -> Vec<String> {
+        let Some(db) = self.db() else { return Vec::new() };
+        let Ok(mut stmt) = db.prepare("SELECT id FROM runs WHERE job = ?1 ORDER BY seq") else {
+            return Vec::new();
+        };
+        stmt.query_map([job], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    pub fn count_runs(&self) -> usize {
+        let Some(db) = self.db() else { return 0 };
+        // The table is missing until the agent has created the store.
+        db.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get::<_, i64>(0)).unwrap_or(0) as usize
+    }
+
+    /// Waits until the run is in `phase`, failing with the agent's log.
+    pub fn wait_phase(&self, run: &str, phase: &str, timeout: Duration) {
+        self.wait_for(&format!("{run} to be {phase}"), timeout, || {
+            self.phase(run).as_deref() == Some(phase)
+        });
+    }
+
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done() {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n--- agent log ---\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The run's cgroup directory in `tree` (e.g. "memory", "unified").
+    pub fn cgroup(&self, tree: &str, run: &str) -> PathBuf {
+        Path::new("/sys/fs/cgroup").join(tree).join(&self.parent).join(run)
+    }
+
+    /// Whether the kernel reports the run's cgroup frozen (v2 tree).
+    pub fn frozen(&self, run: &str) -> bool {
+        fs::read_to_string(self.cgroup("unified", run).join("cgroup.events"))
+            .is_ok_and(|t| t.lines().any(|l| l == "frozen 1"))
+    }
+
+    /// Job cgroups under the parent, in the memory tree.
+    pub fn job_cgroups(&self) -> Vec<String> {
+        let dir = Path::new("/sys/fs/cgroup/memory").join(&self.parent);
+        let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+fn wait_child(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the agent did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        cleanup_cgroups(&self.parent);
+    }
+}
+
+/// Kills everything in the parent's job cgroups and removes them and the
+/// parent from every tree.
+pub fn cleanup_cgroups(parent: &str) {
+    let unified = Path::new("/sys/fs/cgroup/unified").join(parent);
+    if let Ok(entries) = fs::read_dir(&unified) {
+        for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+            let _ = fs::write(e.path().join("cgroup.kill"), "1");
+        }
+    }
+    for tree in TREES {
+        let dir = Path::new("/sys/fs/cgroup").join(tree).join(parent);
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+            if let Ok(pids) = fs::read_to_string(e.path().join("cgroup.procs")) {
+                for pid in pids.lines().filter_map(|p| p.parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+    for tree in TREES {
+        let dir = Path::new("/sys/fs/cgroup").join(tree).join(parent);
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+            for _ in 0..200 {
+                if fs::remove_dir(e.path()).is_ok() || !e.path().exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = fs::remove_dir(&dir);
+    }
+}
+
+/// A one-shot job running `script` with `sh -c`, plus `extra` YAML lines.
+pub fn job(name: &str, script: &str, extra: &str) -> String {
+    let script = script.replace('\'', "''");
+    format!("name: {name}\ncommand: [/bin/sh, -c, '{script}']\n{extra}")
+}
+
+/// Ten seconds, scaled up on a busy machine by `CORRAL_TEST_SLOWNESS`.
+pub fn secs(n: u64) -> Duration {
+    let factor =
+        std::env::var("CORRAL_TEST_SLOWNESS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    Duration::from_secs(n * factor)
+}

@@ -1,0 +1,484 @@
+//! `corral run` on the real kernel: exit codes, signals, cpusets, cgroups,
+//! OOM, fork bombs, isolation, a status that outlives `corral run`, and
+//! every example job.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{CorralRun, Sandbox};
+use corral::container::{probe, wait_for_status, JobExit, RunState};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A job in the busybox rootfs, as the unprivileged `app` user.
+fn boxed(sandbox: &Sandbox, name: &str, script: &str, extra: &str) -> String {
+    format!(
+        "name: {name}\nuser: app\ncommand: [/bin/sh, -c, {script:?}]\nisolation:\n  rootfs: {}\n{extra}",
+        sandbox.rootfs.display()
+    )
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or_else(|| panic!("corral run died: {:?}", output.status))
+}
+
+/// The summary line corral printed last.
+fn summary(output: &Output) -> String {
+    let stderr = text(&output.stderr);
+    stderr.lines().rfind(|l| l.contains(" wall, ")).unwrap_or_else(|| panic!("{stderr}")).to_owned()
+}
+
+fn assert_cleaned_up(corral: &CorralRun) {
+    assert_eq!(corral.job_cgroups(), Vec::<PathBuf>::new(), "job cgroups left behind");
+}
+
+/// Reads the child's stdout up to a line equal to `want`.
+fn read_until(child: &mut Child, want: &str) -> BufReader<std::process::ChildStdout> {
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no {want:?} before end of output");
+        if line.trim_end() == want {
+            return out;
+        }
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn exit_codes_come_back_as_corral_s_own() {
+    let sandbox = Sandbox::new();
+    let corral = CorralRun::new();
+    for exit in [0, 3, 42] {
+        let file = corral.job_file("exit", &boxed(&sandbox, "exit", &format!("exit {exit}"), ""));
+        let output = corral.run(&file);
+        assert_eq!(code(&output), exit, "{}", text(&output.stderr));
+        assert!(summary(&output).contains(&format!(": exit {exit} in ")), "{}", summary(&output));
+    }
+    assert_eq!(corral.run_dirs().len(), 3);
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn a_job_killed_by_sigterm_exits_143() {
+    let sandbox = Sandbox::new();
+    let corral = CorralRun::new();
+    let file = corral.job_file("term", &boxed(&sandbox, "term", "kill -TERM $$; sleep 5", ""));
+    let output = corral.run(&file);
+    assert_eq!(code(&output), 143);
+    assert!(summary(&output).contains(": killed by SIGTERM in "), "{}", summary(&output));
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn sigterm_and_sigint_to_corral_run_reach_the_job() {
+    let sandbox = Sandbox::new();
+    let corral = CorralRun::new();
+    for (signal, expected, word) in
+        [(Signal::SIGTERM, 143, "SIGTERM"), (Signal::SIGINT, 130, "SIGINT")]
+    {
+        let file = corral.job_file("fwd", &boxed(&sandbox, "fwd", "echo ready; exec sleep 30", ""));
+        let mut child =
+            corral.command(&file).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let _out = read_until(&mut child, "ready");
+        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(code(&output), expected, "{}", text(&output.stderr));
+        assert!(summary(&output).contains(&format!(": killed by {word} in ")));
+    }
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn an_exclusive_cpu_is_pinned_and_the_job_is_in_its_cgroups() {
+    let sandbox = Sandbox::new();
+    let corral = CorralRun::new();
+    let file = corral.job_file(
+        "pinned",
+        &boxed(
+            &sandbox,
+            "pinned",
+            "grep -E '^(Cpus|Mems)_allowed_list' /proc/self/status; cat /proc/self/cgroup",
+            "resources: {cpus: 1, numa: single-node, memory: {hard: 32Mi}}\n",
+        ),
+    );
+    let output = corral.run(&file);
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+            .trim()
+            .to_owned()
+    };
+    let cpus = field("Cpus_allowed_list:");
+    assert!(cpus.parse::<u32>().is_ok(), "one CPU, got {cpus:?}");
+    assert_eq!(field("Mems_allowed_list:"), "0");
+    // The CPU corral said it placed the job on.
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains(&format!(" on cpus {cpus} (mems 0) ")), "{stderr}");
+
+    let run = corral.run_dirs()[0].file_name().unwrap().to_string_lossy().into_owned();
+    let leaf = format!("/{}/{run}", corral.parent);
+    for controller in ["cpuset", "cpu", "memory", "pids"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == controller)))
+            .unwrap_or_else(|| panic!("no {controller} line in {stdout}"));
+        assert!(line.ends_with(&leaf), "{line}");
+    }
+    assert!(stdout.lines().any(|l| l == format!("0::{leaf}")), "{stdout}");
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed_and_reported_as_such() {
+    let corral = CorralRun::new();
+    // The hog is the job's own process: awk doubling a string, on the host's
+    // tree (no rootfs), 32Mi allowed.
+    let file = corral.job_file(
+        "hog",
+        "name: hog\ncommand: [awk, 'BEGIN { s = \"x\"; for (i = 0; i < 27; i++) s = s s; print length(s) }']\nresources: {memory: {hard: 32Mi}}\noom: {action: fail}\n",
+    );
+    let output = corral.run(&file);
+    assert_eq!(code(&output), 137, "{}", text(&output.stderr));
+    let line = summary(&output);
+    assert!(line.contains(": OOM-killed (killed by the kernel OOM killer) in "), "{line}");
+    assert!(!line.contains("SIGKILL"), "{line}");
+    assert!(!line.ends_with(" 0 OOM events"), "{line}");
+    assert!(line.contains("peak memory 32 MiB"), "{line}");
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn grow_raises_the_limit_until_the_job_fits_and_kills_it_at_the_ceiling() {
+    let corral = CorralRun::new();
+    let doubling = |times: u32| {
+        format!("[awk, 'BEGIN {{ s = \"x\"; for (i = 0; i < {times}; i++) s = s s; print length(s) }}']")
+    };
+    // ~100Mi needed, 64Mi given, 160Mi allowed in 48Mi steps: one step.
+    let file = corral.job_file(
+        "grows",
+        &format!(
+            "name: grows\ncommand: {}\nresources: {{memory: {{hard: 64Mi}}}}\noom: {{action: grow, grow_to: 160Mi, grow_step: 48Mi}}\n",
+            doubling(26)
+        ),
+    );
+    let output = corral.run(&file);
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "67108864\n");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("out of memory at 64 MiB; limit raised to 112 MiB"), "{stderr}");
+    assert!(summary(&output).ends_with(", 1 OOM event"), "{stderr}");
+
+    // ~200Mi needed, at most 96Mi allowed: grown once, then killed whole.
+    let file = corral.job_file(
+        "ceiling",
+        &format!(
+            "name: ceiling\ncommand: {}\nresources: {{memory: {{hard: 64Mi}}}}\noom: {{action: grow, grow_to: 96Mi, grow_step: 32Mi}}\n",
+            doubling(27)
+        ),
+    );
+    let output = corral.run(&file);
+    assert_eq!(code(&output), 137, "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("limit raised to 96 MiB"), "{stderr}");
+    assert!(stderr.contains("out of memory at 96 MiB, with no room to grow; killing it"));
+    assert!(
+        summary(&output)
+            .contains("OOM-killed (stopped at its memory limit of 96 MiB, then killed as a whole)"),
+        "{stderr}"
+    );
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn requeue_is_fatal_in_a_foreground_run() {
+    let corral = CorralRun::new();
+    let file = corral.job_file(
+        "requeue",
+        "name: requeue\ncommand: [awk, 'BEGIN { s = \"x\"; for (i = 0; i < 27; i++) s = s s }']\nresources: {memory: {hard: 32Mi}}\noom: {action: requeue, requeue_factor: 2}\n",
+    );
+    let output = corral.run(&file);
+    assert_eq!(code(&output), 137, "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    // Paused at the limit (the host can), then stopped whole: no retry.
+    assert!(stderr.contains("`oom: requeue` is not applied by a foreground run"), "{stderr}");
+    assert!(summary(&output).contains("OOM-killed (stopped at its memory limit of 32 MiB"));
+    assert_eq!(corral.run_dirs().len(), 1);
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn a_fork_bomb_is_contained_and_its_cgroup_removed() {
+    let sandbox = Sandbox::new();
+    let corral = CorralRun::new();
+    let file = corral.job_file(
+        "bomb",
+        &boxed(
+            &sandbox,
+            "bomb",
+            "bomb() { bomb | bomb & }; bomb; sleep 2; echo survived; exit 0",
+            "timeout: 30s\nresources: {pids: 64}\n",
+        ),
+    );
+    let child =
+        corral.command(&file).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_until("the job's cgroup", || !corral.job_cgroups().is_empty());
+    let pids = corral
+        .job_cgroups()
+        .into_iter()
+        .find(|d| d.join("pids.max").exists())
+        .expect("a pids cgroup");
+    // While the bomb goes off: capped, and the cap holds.
+    let mut peak = 0;
+    for _ in 0..50 {
+        match std::fs::read_to_string(pids.join("pids.current")) {
+            Ok(current) => peak = peak.max(current.trim().parse::<u32>().unwrap()),
+            Err(_) => break,
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(peak > 1 && peak <= 64, "pids.current peaked at {peak}");
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("survived"));
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn the_container_sees_only_its_own_processes_hostname_and_loopback() {
+    let sandbox = Sandbox::new();
+    let corral = CorralRun::new();
+    let file = corral.job_file(
+        "iso",
+        &boxed(&sandbox, "iso", "ps -o pid | wc -l; hostname; ls /sys/class/net", ""),
+    );
+    let output = corral.run(&file);
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    // Header, init, the shell, ps (and wc): nothing of the host's.
+    let rows: u32 = lines[0].trim().parse().unwrap();
+    assert!(rows <= 5, "{stdout}");
+    assert_eq!(lines[1], "iso", "the job name by default");
+    assert_eq!(&lines[2..], ["lo"], "{stdout}");
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn the_exit_status_is_recorded_when_corral_run_is_sigkilled() {
+    let sandbox = Sandbox::new();
+    let corral = CorralRun::new();
+    let gate = sandbox.tmp.path().join("gate");
+    std::fs::create_dir(&gate).unwrap();
+    let file = corral.job_file(
+        "orphan",
+        &boxed(
+            &sandbox,
+            "orphan",
+            "echo waiting; while [ ! -e /gate/open ]; do sleep 0.01; done; echo done; exit 7",
+            &format!("  mounts: [{{source: {}, target: /gate}}]\n", gate.display()),
+        ),
+    );
+    let mut child =
+        corral.command(&file).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let _out = read_until(&mut child, "waiting");
+    let run_dir = corral.run_dirs().pop().unwrap();
+    let RunState::Running { shim, .. } = probe(&run_dir).unwrap() else { panic!("not running") };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // corral run is gone; the run goes on, supervised by its shim.
+    assert!(shim.is_alive(Path::new("/proc")));
+    std::fs::write(gate.join("open"), "").unwrap();
+    let status = wait_for_status(&run_dir).unwrap();
+    assert_eq!(status.exit, JobExit::Exited { code: 7 });
+    assert_eq!(std::fs::read_to_string(run_dir.join("stdout.log")).unwrap(), "waiting\ndone\n");
+    // Nobody collected the cgroups: the CorralRun guard removes them.
+}
+
+#[test]
+fn every_example_job_succeeds() {
+    let corral = CorralRun::new();
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("jobs");
+    let run = |name: &str| {
+        let output = corral.run(&examples.join(format!("{name}.yaml")));
+        (code(&output), output)
+    };
+    // shared-weighted fails on purpose when its marker in the host's /tmp
+    // is missing, and succeeds when restarted; cleanup-hourly removes the
+    // marker. Run in that order so both paths are taken.
+    let (c, output) = run("cleanup-hourly");
+    assert_eq!(c, 0, "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "cleaned\n");
+    let (c, output) = run("shared-weighted");
+    assert_eq!(c, 0, "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains(": exit 3 in ") && stderr.contains("restart 1 of 2 in 2s"), "{stderr}");
+    let (c, _) = run("cleanup-hourly");
+    assert_eq!(c, 0);
+
+    // The others can run side by side.
+    let others = std::thread::scope(|scope| {
+        let handles: Vec<_> = [
+            "background-preemptible",
+            "hello-batch",
+            "memory-grow",
+            "pinned-compute",
+            "report-cron",
+        ]
+        .into_iter()
+        .map(|name| (name, scope.spawn(move || run(name))))
+        .collect();
+        handles.into_iter().map(|(name, h)| (name, h.join().unwrap())).collect::<Vec<_>>()
+    });
+    for (name, (c, output)) in &others {
+        assert_eq!(*c, 0, "{name}: {}", text(&output.stderr));
+    }
+    let out = |name: &str| text(&others.iter().find(|(n, _)| *n == name).unwrap().1 .1.stdout);
+    let hello = out("hello-batch");
+    assert!(
+        hello.starts_with("hello from hello-batch as nobody\npid in its own namespace: 2\n"),
+        "{hello}"
+    );
+    assert!(hello.ends_with("1000\n"), "{hello}");
+    assert_eq!(out("memory-grow"), "67108864\n");
+    assert_eq!(out("pinned-compute"), "counted to 3000000\n");
+    assert_eq!(out("background-preemptible").lines().count(), 10);
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn an_invalid_job_file_exits_2_with_every_problem() {
+    let corral = CorralRun::new();
+    let file = corral.job_file("bad", "name: Bad\ncommand: []\nresources: {cpus: 0}\n");
+    let output = corral.run(&file);
+    assert_eq!(code(&output), 2);
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().filter(|l| l.contains("bad.yaml:")).count(), 3, "{stderr}");
+    assert!(stderr.contains("3 problems"), "{stderr}");
+    assert!(corral.run_dirs().is_empty());
+}
+
+#[test]
+fn a_file_with_several_jobs_needs_a_name() {
+    let corral = CorralRun::new();
+    let file = corral.job_file(
+        "two",
+        "name: one\ncommand: [/bin/true]\n---\nname: two\ncommand: [/bin/sh, -c, 'exit 5']\n",
+    );
+    let output = corral.run(&file);
+    assert_eq!(code(&output), 2);
+    assert!(text(&output.stderr).contains("several jobs (one, two); pick one with --name"));
+    let output = corral.command(&file).args(["--name", "two", "--quiet"]).output().unwrap();
+    assert_eq!(code(&output), 5);
+    assert_eq!(text(&output.stderr), "", "--quiet prints nothing of corral's own");
+    let output = corral.command(&file).args(["--name", "three"]).output().unwrap();
+    assert_eq!(code(&output), 2);
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn a_missing_command_is_127_and_leaves_no_cgroup() {
+    let sandbox = Sandbox::new();
+    let corral = CorralRun::new();
+    let file = corral.job_file(
+        "nocmd",
+        &format!(
+            "name: nocmd\nuser: app\ncommand: [nosuchcommand]\nisolation: {{rootfs: {}}}\n",
+            sandbox.rootfs.display()
+        ),
+    );
+    let output = corral.run(&file);
+    assert_eq!(code(&output), 127);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("command \"nosuchcommand\" not found in rootfs"), "{stderr}");
+    assert_eq!(stderr.matches("not found").count(), 1, "said once: {stderr}");
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn root_jobs_need_the_agent_s_permission() {
+    let sandbox = Sandbox::new();
+    let corral = CorralRun::new();
+    let file = corral.job_file(
+        "rooted",
+        &boxed(&sandbox, "rooted", "id -u", "").replace("user: app", "user: root"),
+    );
+    let output = corral.run(&file);
+    assert_eq!(code(&output), 125);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("job rooted: would run as \"root\" (from its `user`)"), "{stderr}");
+    assert!(stderr.contains("allow_root_jobs: true"), "{stderr}");
+    assert!(corral.run_dirs().is_empty(), "nothing made for a refused job");
+
+    let config = corral.job_file("agent", "allow_root_jobs: true\n");
+    let output = corral.command(&file).arg("--config").arg(&config).output().unwrap();
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "0\n");
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn a_job_past_its_timeout_is_stopped() {
+    let sandbox = Sandbox::new();
+    let corral = CorralRun::new();
+    // Ignores SIGTERM, so the grace period ends with everything killed.
+    let file = corral.job_file(
+        "slow",
+        &boxed(&sandbox, "slow", "trap '' TERM; sleep 30", "timeout: 500ms\nstop_grace: 500ms\n"),
+    );
+    let output = corral.run(&file);
+    assert_eq!(code(&output), 137, "{}", text(&output.stderr));
+    assert!(summary(&output).contains(": timed out after 500ms, then killed by SIGKILL in "));
+    assert_cleaned_up(&corral);
+}
+
+#[test]
+fn a_failed_run_is_restarted_as_its_policy_says() {
+    let sandbox = Sandbox::new();
+    let corral = CorralRun::new();
+    let marks = sandbox.tmp.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    std::os::unix::fs::chown(&marks, Some(common::JOB_UID), Some(common::JOB_GID)).unwrap();
+    let file = corral.job_file(
+        "flaky",
+        &boxed(
+            &sandbox,
+            "flaky",
+            "test -e /marks/two && exit 0; test -e /marks/one && touch /marks/two; touch /marks/one; exit 9",
+            &format!(
+                "  mounts: [{{source: {}, target: /marks, readonly: false}}]\nrestart: {{on: failure, attempts: 3, backoff: 50ms..1s}}\n",
+                marks.display()
+            ),
+        ),
+    );
+    let output = corral.run(&file);
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("restart 1 of 3 in 50ms") && stderr.contains("restart 2 of 3 in 100ms"),
+        "{stderr}"
+    );
+    assert_eq!(corral.run_dirs().len(), 3);
+    assert_cleaned_up(&corral);
+}
