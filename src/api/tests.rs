@@ -77,6 +77,7 @@ fn detail() -> RunDetail {
             finished_at: Some(Timestamp::from_millis(5_000)),
             assignment: None,
             launch: None,
+            version: None,
             exit: Some(ExitInfo {
                 status: ExitStatus::Signal(9),
                 exited_at: Timestamp::from_millis(5_000),
