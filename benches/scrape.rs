@@ -246,7 +246,9 @@ fn main() {
     // The scrape's own reading and parsing, without encoding.
     let handles: Vec<StatsHandle> =
         source.latest().runs.iter().filter_map(|r| r.stats.clone()).collect();
-    let parse = time(rounds, || handles.iter().map(|h| h.read().unwrap().pids.current).count());
+    let parse = time(rounds, || {
+        handles.iter().map(|h| h.read().unwrap().pids.current.unwrap_or(0)).sum::<u64>()
+    });
 
     println!(
         "{runs} runs, {} files, scrape of {} KiB in {series} series",

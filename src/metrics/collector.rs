@@ -16,7 +16,7 @@ use prometheus_client::registry::Unit;
 use tracing::debug;
 
 use super::finished::{FinishedRun, FinishedRuns};
-use super::source::{LiveRun, MetricsSource};
+use super::source::{LiveRun, MetricsSource, NumaAllocation};
 use super::WallClock;
 use crate::cgroup::stats::DeviceIo;
 use crate::cgroup::v2::psi::Pressure;
@@ -140,8 +140,17 @@ fn io_by_device(devices: &[DeviceIo], max: usize) -> Vec<(String, DeviceIo)> {
     out
 }
 
-/// `(resource, kind, total stall in µs)` for every pressure line present.
-fn pressure_lines(stats: &Stats) -> Vec<(&'static str, &'static str, u64)> {
+/// `(resource, kind, total stall in µs)`.
+type PressureLine = (&'static str, &'static str, u64);
+
+/// `(name, help, value)` of a per-run memory gauge.
+type MemoryGauge = (&'static str, &'static str, fn(&Stats) -> Option<u64>);
+
+/// `(name, help, unit, value)` of a per-NUMA-node gauge.
+type NodeGauge = (&'static str, &'static str, Option<Unit>, fn(&NumaAllocation) -> u64);
+
+/// Every pressure line present.
+fn pressure_lines(stats: &Stats) -> Vec<PressureLine> {
     let Some(p) = &stats.pressure else { return Vec::new() };
     let mut out = Vec::new();
     let mut push = |resource: &'static str, pressure: &Option<Pressure>| {
@@ -316,7 +325,7 @@ impl Collector for RunCollector {
         )?;
 
         // Runs: memory.
-        let memory_gauges: [(&str, &str, fn(&Stats) -> Option<u64>); 5] = [
+        let memory_gauges: [MemoryGauge; 5] = [
             ("run_memory_usage", "Memory charged to the run's cgroup, page cache included.", |s| {
                 s.memory.usage_bytes
             }),
@@ -438,7 +447,7 @@ impl Collector for RunCollector {
             MetricType::Counter,
             io_samples(|d| (d.read_ops, d.write_ops)),
         )?;
-        let pressure: Vec<(&LiveRun, Vec<(&str, &str, u64)>)> =
+        let pressure: Vec<(&LiveRun, Vec<PressureLine>)> =
             readings.iter().map(|(r, s)| (*r, pressure_lines(s))).collect();
         family(
             e,
@@ -548,9 +557,9 @@ impl Collector for RunCollector {
             )?
             .encode_info(&[("layout", layout.as_str())])?;
         }
-        let nodes: Vec<(String, &super::NumaAllocation)> =
+        let nodes: Vec<(String, &NumaAllocation)> =
             snapshot.numa.iter().map(|n| (n.node.0.to_string(), n)).collect();
-        let per_node: [(&str, &str, Option<Unit>, fn(&super::NumaAllocation) -> u64); 4] = [
+        let per_node: [NodeGauge; 4] = [
             (
                 "allocatable_cpus",
                 "CPUs of the NUMA node jobs may get: online, allowed, not reserved.",
