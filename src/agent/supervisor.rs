@@ -38,6 +38,7 @@ use super::preempt::{self, Active, Step, Waiting};
 use super::queue::RunQueue;
 use super::reconcile::{FileNote, JobDirectory};
 use super::runtime::{FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Runtime, Sink};
+use super::telemetry::Telemetry;
 use super::timers::Timers;
 
 /// The agent settings the supervisor decides with.
@@ -118,6 +119,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     /// waiting: the scheduling pass must run again then, even if nothing
     /// else happens.
     rescan_at: Option<Timestamp>,
+    /// Metrics and API views, when the agent serves them.
+    pub(super) telemetry: Option<Telemetry>,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -152,6 +155,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             rng: seed | 1,
             files_read: false,
             rescan_at: None,
+            telemetry: None,
         }
     }
 
@@ -435,7 +439,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             debug!(run = %id, job = %run.job, phase = to, "{}", t.reason);
         }
         let run = self.runs.get_mut(id).expect("present above");
-        run.state = t.next;
+        let before = std::mem::replace(&mut run.state, t.next);
+        self.count_transition(id, &before, now);
         for action in t.actions {
             self.execute(id, action, &t.reason, now)?;
         }
@@ -512,9 +517,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             // The transition's reason, logged above, says what happened.
             Action::RecordEvent(event) => {
                 self.store.record_event(id, now, &event, reason)?;
+                self.count_event(id, &event);
             }
             // The transition into the terminal phase is logged with its reason.
-            Action::RecordOutcome(outcome) => debug!(run = %id, "outcome: {outcome:?}"),
+            Action::RecordOutcome(outcome) => {
+                debug!(run = %id, "outcome: {outcome:?}");
+                self.count_outcome(id, &outcome, reason, now);
+            }
         }
         Ok(())
     }

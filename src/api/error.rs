@@ -19,6 +19,8 @@ pub enum ApiError {
     NoSuchJob(String),
     #[error("no run {0:?}")]
     NoSuchRun(String),
+    #[error("not ready: {0}")]
+    NotReady(String),
     #[error("reading the store: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -32,6 +34,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::NoSuchJob(_) | ApiError::NoSuchRun(_) => StatusCode::NOT_FOUND,
+            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -8,7 +8,7 @@
 //! | `GET /v1/jobs` | `{"jobs": [JobView…]}` |
 //! | `GET /v1/jobs/{name}` | a [`JobView`](super::model::JobView), or `404` |
 //! | `GET /v1/runs/{id}` | a [`RunView`](super::model::RunView), or `404` |
-//! | `GET /v1/node` | a [`NodeView`](super::model::NodeView) |
+//! | `GET /v1/node` | a [`NodeView`](super::model::NodeView), or `503` while the agent starts |
 //!
 //! Errors are `{"error": "..."}` with the status. Everything the agent
 //! answers with may block (file reads, the store), so it runs on tokio's
@@ -128,7 +128,10 @@ async fn run(
 }
 
 async fn node(State(e): State<Endpoints>) -> Result<Json<NodeView>, ApiError> {
-    Ok(Json(blocking(move || e.api.node()).await?))
+    blocking(move || e.api.node())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotReady("the agent is starting".into()))
 }
 
 async fn not_found() -> Response {

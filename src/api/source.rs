@@ -21,5 +21,6 @@ pub trait ApiSource: Send + Sync + 'static {
     /// A run from the store, with live statistics while it has a cgroup.
     fn run(&self, id: &RunId) -> Result<Option<RunView>, ApiError>;
 
-    fn node(&self) -> NodeView;
+    /// `None` until the agent knows its node (answered with 503).
+    fn node(&self) -> Option<NodeView>;
 }

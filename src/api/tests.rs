@@ -125,8 +125,8 @@ impl ApiSource for FakeAgent {
         Ok((id.as_str() == "etl-1").then(|| RunView::new(detail(), Some(stats))))
     }
 
-    fn node(&self) -> NodeView {
-        NodeView::new(&self.topology, &self.ledger, Some(LayoutKind::Hybrid), 2)
+    fn node(&self) -> Option<NodeView> {
+        self.ready.then(|| NodeView::new(&self.topology, &self.ledger, Some(LayoutKind::Hybrid), 2))
     }
 }
 
@@ -279,6 +279,14 @@ async fn node_view() {
     assert_eq!(numa["allocated_cpus"], 1);
     assert_eq!(numa["allocated_memory_bytes"], 1u64 << 30);
     assert!(node["topology"].is_object());
+}
+
+#[tokio::test]
+async fn node_view_while_starting_is_503() {
+    let addr = start(false).await;
+    let reply = get(addr, "/v1/node", None).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json()["error"], "not ready: the agent is starting");
 }
 
 #[tokio::test]
