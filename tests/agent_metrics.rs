@@ -203,6 +203,36 @@ fn health_readiness_and_the_json_views() {
 }
 
 #[test]
+fn a_preemption_shows_as_a_frozen_run_and_a_counted_suspension() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    // Two CPUs, one kept shared: one exclusive CPU to go round.
+    agent.write_job(
+        "low.yaml",
+        &job("low", "sleep 60", "priority: 10\npreemption: suspend\nresources: {cpus: 1}\n"),
+    );
+    agent.wait_phase("low-1", "running", secs(20));
+    agent.write_job("high.yaml", &job("high", "sleep 60", "priority: 90\nresources: {cpus: 1}\n"));
+    agent.wait_phase("high-1", "running", secs(20));
+    agent.wait_for("low-1 frozen in the kernel", secs(20), || agent.frozen("low-1"));
+
+    let mut text = String::new();
+    agent.wait_for("low-1 reported frozen", secs(10), || {
+        text = scrape(&agent);
+        sample(&text, "corral_run_frozen", &["run=\"low-1\""]) == Some(1.0)
+    });
+    assert_eq!(sample(&text, "corral_preemptions_total", &["mode=\"suspend\""]), Some(1.0));
+    assert_eq!(sample(&text, "corral_preemptions_total", &["mode=\"requeue\""]), Some(0.0));
+    assert_eq!(
+        sample(&text, "corral_run_state", &["run=\"low-1\"", "state=\"suspended\""]),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "corral_runs", &["state=\"suspended\""]), Some(1.0));
+    assert_eq!(sample(&text, "corral_run_exclusive_cpus", &["run=\"high-1\""]), Some(1.0));
+    assert_eq!(sample(&text, "corral_allocated_cpus", &["numa_node=\"0\""]), Some(1.0));
+}
+
+#[test]
 fn a_taken_port_stops_the_agent_before_it_touches_anything() {
     let agent = TestAgent::new("");
     let _holder = std::net::TcpListener::bind(agent.listen).unwrap();
