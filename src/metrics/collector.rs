@@ -171,14 +171,17 @@ impl Collector for RunCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let snapshot = self.source.snapshot();
         let now = (self.clock)();
-        let mut finished = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
-        finished.expire(now);
         // A run the agent still lists is live; a stale finished entry for it
         // would duplicate its series.
         let live_ids: std::collections::HashSet<&str> =
             snapshot.runs.iter().map(|r| r.run.as_str()).collect();
-        let ended: Vec<_> =
-            finished.iter().filter(|f| !live_ids.contains(f.run.as_str())).collect();
+        // Copied out so that the agent, adding a run that just ended, never
+        // waits for this scrape's file reads.
+        let ended: Vec<FinishedRun> = {
+            let mut finished = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+            finished.expire(now);
+            finished.iter().filter(|f| !live_ids.contains(f.run.as_str())).cloned().collect()
+        };
 
         // Each run's files are read exactly once per scrape, before any
         // family is written: families are grouped by name, runs are not.
