@@ -203,6 +203,26 @@ fn health_readiness_and_the_json_views() {
 }
 
 #[test]
+fn an_invalid_job_file_is_counted_and_its_problems_served() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    agent.write_job("steady.yaml", &job("steady", "sleep 60", ""));
+    agent.wait_phase("steady-1", "running", secs(20));
+    agent.write_job("steady.yaml", &job("steady", "sleep 60", "priority: lots\n"));
+    agent.wait_for("the invalid file counted", secs(20), || {
+        sample(&scrape(&agent), "corral_spec_files", &["status=\"invalid\""]) == Some(1.0)
+    });
+    let (status, _, body) = agent.http_get("/v1/jobs/steady", None);
+    assert_eq!(status, 200, "{body}");
+    let steady: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(steady["file_status"], "invalid", "{steady}");
+    let problem = steady["problems"][0].as_str().unwrap();
+    assert!(problem.contains("priority"), "{problem}");
+    // The last good version goes on.
+    assert_eq!(steady["runs"][0]["state"], "running");
+}
+
+#[test]
 fn a_preemption_shows_as_a_frozen_run_and_a_counted_suspension() {
     let mut agent = TestAgent::new("");
     agent.start();

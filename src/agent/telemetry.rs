@@ -27,6 +27,7 @@ use crate::scheduler::{FailReason, JobName, Outcome, Phase, RunEvent, RunState, 
 use crate::store::{RunStore, SqliteStore};
 
 use super::job;
+use super::reconcile::FileProblem;
 use super::runtime::Runtime;
 use super::supervisor::{Run, Supervisor};
 
@@ -159,7 +160,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     } else {
                         FileStatus::Valid
                     },
-                    problems: problem.map(|p| vec![p.to_string()]).unwrap_or_default(),
+                    problems: match problem {
+                        Some(FileProblem::Invalid(problems)) => problems.clone(),
+                        Some(refused @ FileProblem::Refused(_)) => vec![refused.to_string()],
+                        None => Vec::new(),
+                    },
                     priority: j.spec.priority.get(),
                     preemption: job::preemption_mode(j.spec.preemption),
                     schedule: j.spec.recurrence.as_ref().map(|r| r.schedule.as_str().to_owned()),

@@ -4,7 +4,7 @@
 //!
 //! ```ignore
 //! RunPreempted { job: &job, run: &victim, by: &winner, mode: PreemptKind::Suspend }
-//!     .emit(&metrics.agent);
+//!     .emit(metrics.agent());
 //! ```
 
 use std::time::Duration;
