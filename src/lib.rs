@@ -41,14 +41,22 @@
 //!   decisions (reconcile, queue, scheduling pass, adoption) are pure; the
 //!   machine is one trait, implemented on [`launch`], [`cgroup`] and
 //!   [`container`].
+//! - [`metrics`]: Prometheus families, collected at scrape time from a
+//!   snapshot of the agent and each run's cgroup files (kept open); finished
+//!   runs kept with their final counters; the agent's counters and one typed
+//!   event per place something countable happens.
+//! - [`api`]: the HTTP endpoint: `/metrics`, health checks, and read-only JSON
+//!   of jobs, runs and the node.
 //! - [`cli`]: the `corral` command line, a file per subcommand.
 
 pub mod agent;
+pub mod api;
 pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod container;
 pub mod launch;
+pub mod metrics;
 pub mod placement;
 pub mod scheduler;
 pub mod spec;

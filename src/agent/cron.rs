@@ -36,10 +36,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use tracing::{debug, info, warn};
 
+use crate::metrics::events::CronFired;
+use crate::metrics::Event as _;
 use crate::placement::RunId;
-use crate::scheduler::cron::{
-    self, CronJob, CronState, Decisions, FiringOutcome, FiringRecord, SkipReason,
-};
+use crate::scheduler::cron::{self, CronJob, CronState, Decisions, FiringOutcome};
 use crate::scheduler::{Event, RunState, StopReason, Timestamp};
 use crate::spec::{JobName, JobSpec, Recurrence};
 use crate::store::{parse_run_id, run_id, CronDecision, Decided, RunStore};
@@ -107,6 +107,12 @@ impl CronJobs {
         self.jobs.values().filter_map(|j| j.wake_at).min()
     }
 
+    /// When `job` is next due (its jitter included), for the metrics and API;
+    /// `None` for a one-shot or suspended job.
+    pub fn next_fire(&self, job: &JobName) -> Option<DateTime<Utc>> {
+        self.jobs.get(job)?.wake_at?.to_datetime()
+    }
+
     /// The job whose cron state lists `run` among its runs under way.
     pub fn owner(&self, run: &RunId) -> Option<&JobName> {
         self.jobs
@@ -160,15 +166,6 @@ fn timing_changed(old: &Recurrence, new: &Recurrence) -> bool {
 
 fn instant(t: Timestamp) -> DateTime<Utc> {
     t.to_datetime().unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
-fn skip_word(reason: SkipReason) -> &'static str {
-    match reason {
-        SkipReason::Overlap => "overlap",
-        SkipReason::QueueFull => "queue_full",
-        SkipReason::Superseded => "superseded",
-        SkipReason::DeadlineExceeded => "deadline_exceeded",
-    }
 }
 
 /// Names the runs one step starts: the job's next ids, in order, as the
@@ -425,7 +422,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     CronDecision::Start { run: run.clone(), initial, version: meta.version(spec) }
                 }
                 FiringOutcome::Skipped { reason } => {
-                    CronDecision::Skip { reason: skip_word(*reason).to_owned() }
+                    CronDecision::Skip { reason: reason.as_str().to_owned() }
                 }
                 FiringOutcome::Missed { count, last, suspended } => CronDecision::Missed {
                     count: *count,
@@ -452,7 +449,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         entry.wake_at = wake_at;
         for (answer, record) in answers.iter().zip(&decisions.records) {
             if matches!(answer, Decided::Recorded { .. }) {
-                log_record(record);
+                // One line and one count per decision, at the moment it is on record.
+                let fired = CronFired { record };
+                match &self.telemetry {
+                    Some(t) => fired.emit(t.metrics.agent()),
+                    None => fired.log(),
+                }
             }
         }
         // Carried out only now that they are on record.
@@ -520,37 +522,6 @@ fn remove_dir(dir: &Path) {
     if let Err(e) = std::fs::remove_dir_all(dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             warn!("cannot remove the files of a pruned run, {}: {e}", dir.display());
-        }
-    }
-}
-
-/// One line per decision, at the moment it is on record.
-fn log_record(record: &FiringRecord) {
-    let job = &record.job;
-    let scheduled = record.scheduled.to_rfc3339_opts(SecondsFormat::Millis, true);
-    match &record.outcome {
-        FiringOutcome::Started { run } => {
-            info!(job = %job, run = %run, scheduled = %scheduled, "firing: run {run} queued")
-        }
-        FiringOutcome::Late { run, delay } => info!(
-            job = %job, run = %run, scheduled = %scheduled, delay_ms = delay.as_millis() as u64,
-            "late firing: run {run} queued {:.1}s after it was due", delay.as_secs_f64()
-        ),
-        FiringOutcome::Skipped { reason } => {
-            info!(job = %job, scheduled = %scheduled, reason = skip_word(*reason), "firing skipped: {reason}")
-        }
-        FiringOutcome::Missed { count, last, suspended } => {
-            let last = last.to_rfc3339_opts(SecondsFormat::Millis, true);
-            let why = if *suspended {
-                "the job was suspended"
-            } else {
-                "they fell due while the agent was down (or the clock jumped), and catch_up \
-                 or starting_deadline does not start them"
-            };
-            warn!(
-                job = %job, missed = count, first = %scheduled, last = %last,
-                "{count} firing(s) missed, {scheduled} to {last}: {why}"
-            )
         }
     }
 }

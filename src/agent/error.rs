@@ -29,6 +29,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
     #[error("cannot wait for signals")]
     Signals(#[source] std::io::Error),
 }

@@ -38,6 +38,7 @@ use crate::container::rundir::RunDir;
 use crate::container::shim::pidfd_open;
 use crate::container::{self, ContainerError, JobExit, ProcessIdentity};
 use crate::launch::{self, Host};
+use crate::metrics::StatsHandle;
 use crate::placement::RunId;
 use crate::scheduler::{ExitStatus, Timestamp};
 use crate::store::{parse_run_id, LaunchInfo};
@@ -311,6 +312,18 @@ impl Runtime for HostRuntime {
 
     fn stats(&self, run: &RunId) -> Option<FinalStats> {
         final_stats(&self.cgroup(run).ok()?)
+    }
+
+    fn stats_handle(&self, run: &RunId) -> Option<StatsHandle> {
+        let cgroup = self.cgroup(run).ok()?;
+        match cgroup.stats_reader() {
+            Ok(reader) => Some(StatsHandle::new(reader)),
+            Err(e) => {
+                // Asked again after the next turn of the main loop.
+                debug!(run = %run, "statistics files not open: {e}");
+                None
+            }
+        }
     }
 
     fn live_runs(&self) -> Result<Vec<(RunId, Option<CpuSet>)>, RuntimeError> {

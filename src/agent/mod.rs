@@ -49,6 +49,7 @@ pub mod reconcile;
 pub mod recovery;
 pub mod runtime;
 pub mod supervisor;
+pub mod telemetry;
 pub mod timers;
 
 #[cfg(test)]
@@ -57,6 +58,7 @@ mod fake;
 mod tests;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -65,13 +67,16 @@ use tracing::{error, info, warn};
 pub use error::AgentError;
 pub use supervisor::{Settings, Supervisor};
 
+use crate::api::Endpoints;
 use crate::config::AgentConfig;
 use crate::launch::Host;
+use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
 use crate::store::{RunStore, SqliteStore, StateDirLock};
 use crate::watch::{FileChange, JobDirWatcher, WatchError, WatchOptions};
 use clock::Clock;
 use host::HostRuntime;
 use runtime::{Observation, Runtime};
+use telemetry::{AgentApi, Telemetry};
 
 /// Runs the agent on this machine with `config` until `shutdown` completes.
 ///
@@ -88,6 +93,10 @@ pub async fn run(
     std::fs::create_dir_all(&runs_dir)
         .map_err(|source| AgentError::StateDir { path: runs_dir.clone(), source })?;
     let host = Host::discover(&config)?;
+    // Bound before any run is touched: an agent that cannot serve its
+    // endpoint (the port is taken) stops here, having changed nothing.
+    let listener = crate::api::bind(config.listen).await?;
+    let layout = host.cgroups().layout().kind;
     let topology = host.topology().clone();
     let ledger = host.ledger()?;
     info!(
@@ -104,7 +113,7 @@ pub async fn run(
         allow_root_jobs: config.allow_root_jobs,
         default_user: config.default_user.clone(),
     };
-    let runtime = std::sync::Arc::new(HostRuntime::new(host));
+    let runtime = Arc::new(HostRuntime::new(host));
     let (sink, observations) = mpsc::unbounded_channel();
     let mut supervisor =
         Supervisor::new(settings, topology, ledger, store, runtime, Clock::system(), sink);
@@ -127,6 +136,21 @@ pub async fn run(
             "took over the runs of the previous agent"
         );
     }
+    let snapshot = Arc::new(PublishedSnapshot::default());
+    let metrics = Arc::new(Metrics::new(&MetricsConfig::default(), snapshot.clone()));
+    let telemetry = Telemetry::new(metrics.clone(), snapshot, Some(layout));
+    let views = telemetry.views.clone();
+    supervisor.set_telemetry(telemetry);
+    supervisor.publish();
+    // Run details come from the store; the API reads through a connection
+    // of its own, so a request never waits for the main loop.
+    let api_store = SqliteStore::open(&config.state_dir.join(SqliteStore::FILE_NAME))?;
+    let endpoints = Endpoints { api: Arc::new(AgentApi::new(views, api_store)), metrics };
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    info!(listen = %config.listen, "serving /metrics and the read-only API");
+    let server = tokio::spawn(crate::api::serve(listener, endpoints, async {
+        let _ = serving_stopped.await;
+    }));
     let batches = watch_jobs(&config)?;
     let on_exit = if config.stop_jobs_on_exit {
         // Long enough for the default grace and a kill.
@@ -134,7 +158,14 @@ pub async fn run(
     } else {
         OnExit::LeaveRunning
     };
-    drive(supervisor, batches, observations, shutdown, on_exit).await?;
+    let driven = drive(supervisor, batches, observations, shutdown, on_exit).await;
+    let _ = stop_serving.send(());
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => error!("{e}"),
+        Err(e) => error!("the HTTP endpoint's task failed: {e}"),
+    }
+    driven?;
     info!("agent stopped");
     Ok(())
 }
@@ -200,6 +231,7 @@ pub async fn drive<R: Runtime, S: RunStore>(
             supervisor.observe(obs)?;
         }
         supervisor.schedule()?;
+        supervisor.publish();
     }
     info!("shutting down: no new work is taken");
     supervisor.stop_firing();

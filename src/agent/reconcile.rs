@@ -109,6 +109,18 @@ impl JobDirectory {
         self.jobs.get(name)
     }
 
+    /// Job files seen: `(valid, invalid)`, where an invalid file's current
+    /// version is not in force.
+    pub fn file_counts(&self) -> (u64, u64) {
+        let invalid = self.files.values().filter(|e| e.problem.is_some()).count() as u64;
+        (self.files.len() as u64 - invalid, invalid)
+    }
+
+    /// The problem standing for the file at `path`, if any.
+    pub fn problem(&self, path: &Path) -> Option<&FileProblem> {
+        self.files.get(path).and_then(|e| e.problem.as_ref())
+    }
+
     /// Files whose current version is not in force, and why.
     pub fn problems(&self) -> impl Iterator<Item = (&Path, &FileProblem)> {
         self.files.iter().filter_map(|(p, e)| e.problem.as_ref().map(|pr| (p.as_path(), pr)))

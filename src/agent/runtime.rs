@@ -14,6 +14,7 @@ use std::sync::Arc;
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
+use crate::metrics::StatsHandle;
 use crate::placement::{Assignment, RunId};
 use crate::scheduler::{ExitStatus, Timestamp};
 use crate::spec::JobSpec;
@@ -172,6 +173,13 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// The run's accounting, read now.
     fn stats(&self, run: &RunId) -> Option<FinalStats>;
+
+    /// The run's statistics files, opened once for repeated reading by
+    /// scrapes; `None` where it has no cgroup (or none can be read).
+    fn stats_handle(&self, run: &RunId) -> Option<StatsHandle> {
+        let _ = run;
+        None
+    }
 
     /// Runs that have a cgroup under the agent's parent, with their current
     /// cpuset where it can be read.

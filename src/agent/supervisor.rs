@@ -39,6 +39,7 @@ use super::preempt::{self, Active, Step, Waiting};
 use super::queue::RunQueue;
 use super::reconcile::{FileNote, JobDirectory};
 use super::runtime::{FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Runtime, Sink};
+use super::telemetry::Telemetry;
 use super::timers::Timers;
 
 /// The agent settings the supervisor decides with.
@@ -121,6 +122,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     rescan_at: Option<Timestamp>,
     /// Recurring jobs (see [`cron`](super::cron)).
     pub(super) cron: CronJobs,
+    /// Metrics and API views, when the agent serves them.
+    pub(super) telemetry: Option<Telemetry>,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -156,6 +159,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             files_read: false,
             rescan_at: None,
             cron: CronJobs::new(CronSettings::default()),
+            telemetry: None,
         }
     }
 
@@ -475,7 +479,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             debug!(run = %id, job = %run.job, phase = to, "{}", t.reason);
         }
         let run = self.runs.get_mut(id).expect("present above");
-        run.state = t.next;
+        let before = std::mem::replace(&mut run.state, t.next);
+        self.count_transition(id, &before, now);
         for action in t.actions {
             self.execute(id, action, &t.reason, now)?;
         }
@@ -552,9 +557,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             // The transition's reason, logged above, says what happened.
             Action::RecordEvent(event) => {
                 self.store.record_event(id, now, &event, reason)?;
+                self.count_event(id, &event);
             }
             // The transition into the terminal phase is logged with its reason.
-            Action::RecordOutcome(outcome) => debug!(run = %id, "outcome: {outcome:?}"),
+            Action::RecordOutcome(outcome) => {
+                debug!(run = %id, "outcome: {outcome:?}");
+                self.count_outcome(id, &outcome, reason, now);
+            }
         }
         Ok(())
     }

@@ -125,11 +125,15 @@ impl KnobFile {
                 .file
                 .read_at(&mut chunk, offset)
                 .map_err(|source| CgroupError::Read { path: self.path.clone(), source })?;
-            if n == 0 {
-                break;
-            }
             bytes.extend_from_slice(&chunk[..n]);
             offset += n as u64;
+            // A short read is the end: kernfs fills the buffer up to the end
+            // of the content (seq_file and single-page attributes alike), and
+            // so does a regular file no one is writing. Stopping here spares
+            // the read that would return 0, half the system calls of a scrape.
+            if n < chunk.len() {
+                break;
+            }
         }
         *buf = String::from_utf8(bytes).map_err(|_| CgroupError::Parse {
             path: self.path.clone(),
@@ -165,4 +169,27 @@ pub(crate) fn register<T: OwnsFd>(
     // descriptor stays valid for the whole registration.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(inner, interest) }
         .map_err(|err| CgroupError::Event { path: path.to_owned(), source: err.into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_into_reads_files_of_any_size_again_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        // Around the 4096-byte chunk: short, exactly one chunk, several.
+        for len in [0, 10, 4095, 4096, 4097, 8192, 10_000] {
+            let path = dir.path().join(format!("f{len}"));
+            let content: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+            std::fs::write(&path, &content).unwrap();
+            let file = KnobFile::open(path.clone()).unwrap();
+            let mut buf = String::from("stale");
+            file.read_into(&mut buf).unwrap();
+            assert_eq!(buf, content, "{len} bytes");
+            std::fs::write(&path, "changed\n").unwrap();
+            file.read_into(&mut buf).unwrap();
+            assert_eq!(buf, "changed\n", "re-read after {len} bytes");
+        }
+    }
 }

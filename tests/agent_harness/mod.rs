@@ -30,6 +30,9 @@ pub struct TestAgent {
     pub config: PathBuf,
     pub parent: String,
     pub log: PathBuf,
+    /// Where its HTTP endpoint listens: a port that was free when the
+    /// harness was made, so agents of tests running at once do not collide.
+    pub listen: std::net::SocketAddr,
     child: Option<Child>,
 }
 
@@ -54,16 +57,17 @@ impl TestAgent {
         fs::create_dir(&data).unwrap();
         fs::set_permissions(&data, fs::Permissions::from_mode(0o777)).unwrap();
         let config = root.path().join("agent.yaml");
+        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         fs::write(
             &config,
             format!(
                 "jobs_dir: jobs\nstate_dir: state\nsocket: state/corral.sock\ncgroup_parent: {parent}\n\
-                 stop_grace: 2s\nmin_runtime_before_preemption: 0s\n{extra}"
+                 listen: {listen}\nstop_grace: 2s\nmin_runtime_before_preemption: 0s\n{extra}"
             ),
         )
         .unwrap();
         let log = root.path().join("agent.log");
-        TestAgent { jobs, state, data, config, parent, log, child: None, root }
+        TestAgent { jobs, state, data, config, parent, log, listen, child: None, root }
     }
 
     pub fn start(&mut self) {
@@ -116,6 +120,26 @@ impl TestAgent {
     }
 
     /// Writes a job file as deploy tools do: a hidden temporary, then a rename.
+    /// `GET path` from the agent's endpoint: status, content type, body.
+    pub fn http_get(&self, path: &str, accept: Option<&str>) -> (u16, String, String) {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(self.listen).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: corral\r\n{accept}Connection: close\r\n\r\n")
+            .unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let content_type = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-type: "))
+            .unwrap_or_default()
+            .to_string();
+        (status, content_type, body.to_string())
+    }
+
     pub fn write_job(&self, file: &str, text: &str) {
         let tmp = self.jobs.join(format!(".{file}.tmp"));
         let mut f = fs::File::create(&tmp).unwrap();

@@ -31,6 +31,18 @@ pub enum SkipReason {
     DeadlineExceeded,
 }
 
+impl SkipReason {
+    /// The reason as one word, as the journal and logs record it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Overlap => "overlap",
+            SkipReason::QueueFull => "queue_full",
+            SkipReason::Superseded => "superseded",
+            SkipReason::DeadlineExceeded => "deadline_exceeded",
+        }
+    }
+}
+
 impl std::fmt::Display for SkipReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -209,7 +209,9 @@ pub fn agent_preempts_by_freezing_and_resumes_afterwards(ctx: &Context) {
     agent.wait_for("low-1 thawed", 20 * SECOND, || {
         agent.phase("low-1").as_deref() == Some("running")
     });
-    assert!(!agent.frozen("low-1"));
+    // The resumption is recorded before the thaw is written (every
+    // transition is stored before it is acted on): the kernel follows.
+    agent.wait_for("low-1 thawed in the kernel", 20 * SECOND, || !agent.frozen("low-1"));
     agent.wait_phase("low-1", "succeeded", 30 * SECOND);
     assert_eq!(agent.read_data("low"), "done\n");
     assert_eq!(agent.read_data("low.progress").trim(), "20");

@@ -1,0 +1,316 @@
+//! What the agent shows the outside: after every turn of the main loop the
+//! supervisor publishes a snapshot for the metrics collector and the views
+//! the read-only API serves; transitions and recorded events are counted
+//! as they happen ([`crate::metrics::events`]).
+//!
+//! Nothing here blocks the loop on a scrape: the HTTP side reads what was
+//! last published (an `Arc` swap), and reads the runs' cgroup files itself
+//! through [`StatsHandle`]s opened once per attempt.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::api::model::{FileStatus, JobView, NodeView, RunSummary, RunView};
+use crate::api::{ApiError, ApiSource};
+use crate::cgroup::LayoutKind;
+use crate::metrics::agent::{EndState, OomAction, PreemptKind};
+use crate::metrics::events::{
+    Event as _, OomHandled, RunEnded, RunLaunched, RunPlaced, RunPreempted,
+};
+use crate::metrics::{
+    FinishedRun, JobInfo, LiveRun, Metrics, NumaAllocation, PublishedSnapshot, Snapshot, SpecFiles,
+    StatsHandle,
+};
+use crate::placement::{CpuGrant, RunId};
+use crate::scheduler::{FailReason, JobName, Outcome, Phase, RunEvent, RunState, Timestamp};
+use crate::store::{RunStore, SqliteStore};
+
+use super::job;
+use super::reconcile::FileProblem;
+use super::runtime::Runtime;
+use super::supervisor::{Run, Supervisor};
+
+/// The views the API serves, as last published.
+#[derive(Debug, Clone)]
+pub struct ApiViews {
+    /// The jobs directory has been read and earlier runs taken over.
+    pub ready: bool,
+    pub jobs: Vec<JobView>,
+    pub node: NodeView,
+    /// Live runs' statistics, for run details.
+    pub stats: HashMap<RunId, StatsHandle>,
+}
+
+/// Where the supervisor publishes, and what it counts into.
+pub struct Telemetry {
+    pub metrics: Arc<Metrics>,
+    pub snapshot: Arc<PublishedSnapshot>,
+    pub views: Arc<RwLock<Option<Arc<ApiViews>>>>,
+    pub layout: Option<LayoutKind>,
+    /// Per run: the launch its handle was opened for, and the handle.
+    handles: HashMap<RunId, ((u32, u64), StatsHandle)>,
+}
+
+impl Telemetry {
+    /// `snapshot` is the source `metrics` was made with.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        snapshot: Arc<PublishedSnapshot>,
+        layout: Option<LayoutKind>,
+    ) -> Telemetry {
+        Telemetry {
+            metrics,
+            snapshot,
+            views: Arc::new(RwLock::new(None)),
+            layout,
+            handles: HashMap::new(),
+        }
+    }
+}
+
+fn system_time(t: Timestamp) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(t.as_millis()).unwrap_or(0))
+}
+
+impl<R: Runtime, S: RunStore> Supervisor<R, S> {
+    pub fn set_telemetry(&mut self, telemetry: Telemetry) {
+        self.telemetry = Some(telemetry);
+    }
+
+    /// Publishes the state after a turn of the main loop. Opens the
+    /// statistics files of runs launched since the last turn and lets go of
+    /// those of runs that no longer have processes.
+    pub fn publish(&mut self) {
+        let Some(mut t) = self.telemetry.take() else { return };
+        let mut handles = std::mem::take(&mut t.handles);
+        handles.retain(|id, (launch, _)| {
+            self.runs.get(id).is_some_and(|r| {
+                r.state.phase.may_have_processes() && launch_key(r) == Some(*launch)
+            })
+        });
+        for (id, run) in &self.runs {
+            let Some(key) = launch_key(run) else { continue };
+            if run.state.phase.may_have_processes() && !handles.contains_key(id) {
+                if let Some(handle) = self.runtime.stats_handle(id) {
+                    handles.insert(id.clone(), (key, handle));
+                }
+            }
+        }
+        t.handles = handles;
+
+        let runs: Vec<LiveRun> = self
+            .runs
+            .iter()
+            .map(|(id, run)| live_run(id, run, t.handles.get(id).map(|(_, h)| h.clone())))
+            .collect();
+        let jobs: Vec<JobInfo> = self
+            .jobs
+            .jobs()
+            .iter()
+            .map(|j| JobInfo {
+                job: j.spec.name.clone(),
+                priority: j.spec.priority.get(),
+                preemption: job::preemption_mode(j.spec.preemption),
+                scheduled: j.spec.recurrence.is_some(),
+                user: j.spec.user.as_ref().unwrap_or(&self.settings.default_user).to_string(),
+                next_fire: self.cron.next_fire(&j.spec.name).map(SystemTime::from),
+            })
+            .collect();
+        let (valid, invalid) = self.jobs.file_counts();
+        let queue_length = self.queue.len() as u64;
+        t.snapshot.publish(Snapshot {
+            runs,
+            jobs,
+            queue_length,
+            spec_files: SpecFiles { valid, invalid },
+            layout: t.layout,
+            numa: NumaAllocation::from_ledger(&self.topology, &self.ledger),
+        });
+
+        let views = ApiViews {
+            ready: self.files_read,
+            jobs: self.job_views(),
+            node: NodeView::new(&self.topology, &self.ledger, t.layout, queue_length),
+            stats: t.handles.iter().map(|(id, (_, h))| (id.clone(), h.clone())).collect(),
+        };
+        *t.views.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(views));
+        self.telemetry = Some(t);
+    }
+
+    fn job_views(&self) -> Vec<JobView> {
+        let mut runs_of: HashMap<&JobName, Vec<RunSummary>> = HashMap::new();
+        for (id, run) in &self.runs {
+            runs_of.entry(&run.job).or_default().push(RunSummary::new(
+                id.clone(),
+                &run.state.phase,
+                run.state.since,
+            ));
+        }
+        self.jobs
+            .jobs()
+            .iter()
+            .map(|j| {
+                let problem = self.jobs.problem(&j.origin.file);
+                JobView {
+                    name: j.spec.name.clone(),
+                    file: Some(j.origin.file.display().to_string()),
+                    file_status: if problem.is_some() {
+                        FileStatus::Invalid
+                    } else {
+                        FileStatus::Valid
+                    },
+                    problems: match problem {
+                        Some(FileProblem::Invalid(problems)) => problems.clone(),
+                        Some(refused @ FileProblem::Refused(_)) => vec![refused.to_string()],
+                        None => Vec::new(),
+                    },
+                    priority: j.spec.priority.get(),
+                    preemption: job::preemption_mode(j.spec.preemption),
+                    schedule: j.spec.recurrence.as_ref().map(|r| r.schedule.as_str().to_owned()),
+                    next_fire: self.cron.next_fire(&j.spec.name),
+                    user: j.spec.user.as_ref().unwrap_or(&self.settings.default_user).to_string(),
+                    runs: runs_of.remove(&j.spec.name).unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Counts a transition that happened: `before` is the state it left.
+    pub(super) fn count_transition(&self, id: &RunId, before: &RunState, now: Timestamp) {
+        let (Some(t), Some(run)) = (&self.telemetry, self.runs.get(id)) else { return };
+        let agent = t.metrics.agent();
+        match (&before.phase, &run.state.phase) {
+            (Phase::Pending, Phase::Placed) => {
+                RunPlaced { job: &run.job, run: id, waited: now.since(before.since) }.emit(agent)
+            }
+            (Phase::Placed, Phase::Running { .. }) => {
+                RunLaunched { job: &run.job, run: id, took: now.since(before.since) }.emit(agent)
+            }
+            _ => {}
+        }
+    }
+
+    /// Counts an event recorded in a run's history.
+    pub(super) fn count_event(&self, id: &RunId, event: &RunEvent) {
+        let (Some(t), Some(run)) = (&self.telemetry, self.runs.get(id)) else { return };
+        let agent = t.metrics.agent();
+        match event {
+            RunEvent::Preempted { by, mode } => {
+                if let Some(mode) = PreemptKind::of(*mode) {
+                    RunPreempted { job: &run.job, run: id, by, mode }.emit(agent);
+                }
+            }
+            RunEvent::MemoryGrown { .. } => {
+                OomHandled { job: &run.job, run: id, action: OomAction::Grow }.emit(agent)
+            }
+            RunEvent::OomRequeued { .. } => {
+                OomHandled { job: &run.job, run: id, action: OomAction::Requeue }.emit(agent)
+            }
+            _ => {}
+        }
+    }
+
+    /// Counts a run's end and keeps its final counters in the scrape.
+    pub(super) fn count_outcome(
+        &self,
+        id: &RunId,
+        outcome: &Outcome,
+        reason: &str,
+        now: Timestamp,
+    ) {
+        let (Some(t), Some(run)) = (&self.telemetry, self.runs.get(id)) else { return };
+        let agent = t.metrics.agent();
+        if let Outcome::Failed { reason: FailReason::Oom } = outcome {
+            OomHandled { job: &run.job, run: id, action: OomAction::Fail }.emit(agent);
+        }
+        if let Some(state) = EndState::of(&run.state.phase) {
+            RunEnded { job: &run.job, run: id, state, detail: reason }.emit(agent);
+        }
+        let exit = run.exit.as_ref();
+        t.metrics.run_finished(FinishedRun {
+            job: run.job.clone(),
+            run: id.clone(),
+            phase: run.state.phase.clone(),
+            ended_at: system_time(now),
+            cpu_seconds: exit.map_or(0.0, |e| e.cpu_seconds),
+            peak_memory: exit.and_then(|e| e.peak_memory),
+            oom_kills: exit.map_or(0, |e| e.oom_kills),
+            exit: exit.map(|e| e.status),
+        });
+    }
+}
+
+/// Identifies the attempt a statistics handle was opened for.
+fn launch_key(run: &Run) -> Option<(u32, u64)> {
+    run.launch.as_ref().map(|l| (l.init_pid, l.pid_start_time))
+}
+
+fn live_run(id: &RunId, run: &Run, stats: Option<StatsHandle>) -> LiveRun {
+    let frozen = matches!(
+        run.state.phase,
+        Phase::Suspended { frozen: true, .. } | Phase::OomPaused { frozen: true }
+    );
+    let memory = run.spec.as_ref().map(|s| &s.resources.memory);
+    LiveRun {
+        job: run.job.clone(),
+        run: id.clone(),
+        phase: run.state.phase.clone(),
+        frozen,
+        exclusive_cpus: match run.assignment.as_ref().map(|a| &a.cpus) {
+            Some(CpuGrant::Exclusive(cpus)) => u32::try_from(cpus.len()).unwrap_or(u32::MAX),
+            _ => 0,
+        },
+        numa_nodes: run.assignment.as_ref().map(|a| a.mems.clone()).unwrap_or_default(),
+        memory_soft_limit: memory.and_then(|m| m.soft),
+        // The limit in force: an OOM policy may have grown it past the spec's.
+        memory_hard_limit: run.state.memory_limit.or(memory.and_then(|m| m.hard)),
+        stats,
+    }
+}
+
+/// The agent's answers to the read-only API: the last published views, and
+/// run details from the store through a connection of its own.
+pub struct AgentApi {
+    views: Arc<RwLock<Option<Arc<ApiViews>>>>,
+    store: Mutex<SqliteStore>,
+}
+
+impl AgentApi {
+    pub fn new(views: Arc<RwLock<Option<Arc<ApiViews>>>>, store: SqliteStore) -> AgentApi {
+        AgentApi { views, store: Mutex::new(store) }
+    }
+
+    fn views(&self) -> Option<Arc<ApiViews>> {
+        self.views.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl ApiSource for AgentApi {
+    fn ready(&self) -> Result<(), String> {
+        match self.views() {
+            Some(v) if v.ready => Ok(()),
+            Some(_) => Err("reading the jobs directory".into()),
+            None => Err("taking over the runs of the previous agent".into()),
+        }
+    }
+
+    fn jobs(&self) -> Vec<JobView> {
+        self.views().map(|v| v.jobs.clone()).unwrap_or_default()
+    }
+
+    fn job(&self, name: &JobName) -> Option<JobView> {
+        self.views()?.jobs.iter().find(|j| &j.name == name).cloned()
+    }
+
+    fn run(&self, id: &RunId) -> Result<Option<RunView>, ApiError> {
+        let detail = self.store.lock().unwrap_or_else(PoisonError::into_inner).run(id)?;
+        let Some(detail) = detail else { return Ok(None) };
+        let stats = self.views().and_then(|v| v.stats.get(id).and_then(|h| h.read().ok()));
+        Ok(Some(RunView::new(detail, stats)))
+    }
+
+    fn node(&self) -> Option<NodeView> {
+        self.views().map(|v| v.node.clone())
+    }
+}

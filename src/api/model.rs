@@ -1,0 +1,227 @@
+//! The JSON documents the read-only API serves. Field names are the
+//! contract with scripts: snake_case, sizes in bytes, times as RFC 3339 UTC.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::cgroup::{LayoutKind, Stats};
+use crate::metrics::NumaAllocation;
+use crate::placement::{Assignment, Ledger, RunId};
+use crate::scheduler::{ExitStatus, JobName, Phase, PreemptionMode, RunEvent, Timestamp};
+use crate::store::RunDetail;
+use crate::topology::{CpuSet, NodeId, Topology};
+
+fn time(t: Timestamp) -> Option<DateTime<Utc>> {
+    t.to_datetime()
+}
+
+/// `GET /v1/jobs` and `/v1/jobs/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobView {
+    pub name: JobName,
+    /// The job file it comes from.
+    pub file: Option<String>,
+    /// `valid`, or `invalid` when the file's latest version has problems
+    /// (the last good version, if any, stays in force).
+    pub file_status: FileStatus,
+    /// Every problem in the file's latest version, with file, line and field.
+    pub problems: Vec<String>,
+    pub priority: u16,
+    pub preemption: PreemptionMode,
+    /// The cron expression, for recurring jobs.
+    pub schedule: Option<String>,
+    pub next_fire: Option<DateTime<Utc>>,
+    pub user: String,
+    /// Its runs that have not ended.
+    pub runs: Vec<RunSummary>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    Valid,
+    Invalid,
+}
+
+/// A run in a job's list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub id: RunId,
+    pub state: &'static str,
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl RunSummary {
+    pub fn new(id: RunId, phase: &Phase, since: Timestamp) -> RunSummary {
+        RunSummary { id, state: phase.name(), since: time(since) }
+    }
+}
+
+/// `GET /v1/runs/{id}`: the stored record and history, and live numbers
+/// while the run has a cgroup.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunView {
+    pub id: RunId,
+    pub job: JobName,
+    pub seq: u64,
+    pub state: &'static str,
+    /// The state with its details (who suspended it, until when it waits, …).
+    pub phase: Phase,
+    pub attempt: u32,
+    pub restarts: u32,
+    pub oom_requeues: u32,
+    pub memory_limit_bytes: Option<u64>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// CPUs, memory nodes and memory placement gave it.
+    pub placement: Option<Assignment>,
+    pub launch: Option<LaunchView>,
+    pub exit: Option<ExitView>,
+    pub transitions: Vec<TransitionView>,
+    /// OOMs, preemptions, resumptions, restarts.
+    pub events: Vec<EventView>,
+    /// Read from its cgroup for this request; `None` once it has none.
+    pub stats: Option<Stats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LaunchView {
+    pub shim_pid: u32,
+    pub init_pid: u32,
+    pub run_dir: String,
+    pub launched_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExitView {
+    /// The exit code, or 128 + the signal number.
+    pub code: i64,
+    pub signal: Option<i32>,
+    pub exited_at: Option<DateTime<Utc>>,
+    pub peak_memory_bytes: Option<u64>,
+    pub oom_kills: u64,
+    pub cpu_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransitionView {
+    pub at: Option<DateTime<Utc>>,
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventView {
+    pub at: Option<DateTime<Utc>>,
+    pub event: RunEvent,
+    pub reason: String,
+}
+
+impl RunView {
+    pub fn new(detail: RunDetail, stats: Option<Stats>) -> RunView {
+        let RunDetail { record, transitions, events } = detail;
+        RunView {
+            state: record.state.phase.name(),
+            phase: record.state.phase,
+            attempt: record.state.attempt,
+            restarts: record.state.restarts,
+            oom_requeues: record.state.oom_requeues,
+            memory_limit_bytes: record.state.memory_limit.map(|b| b.get()),
+            id: record.id,
+            job: record.job,
+            seq: record.seq,
+            created_at: time(record.created_at),
+            updated_at: time(record.updated_at),
+            finished_at: record.finished_at.and_then(time),
+            placement: record.assignment,
+            launch: record.launch.map(|l| LaunchView {
+                shim_pid: l.shim_pid,
+                init_pid: l.init_pid,
+                run_dir: l.run_dir.display().to_string(),
+                launched_at: time(l.launched_at),
+            }),
+            exit: record.exit.map(|e| {
+                let (code, signal) = match e.status {
+                    ExitStatus::Code(c) => (i64::from(c), None),
+                    ExitStatus::Signal(s) => (128 + i64::from(s), Some(s)),
+                };
+                ExitView {
+                    code,
+                    signal,
+                    exited_at: time(e.exited_at),
+                    peak_memory_bytes: e.peak_memory.map(|b| b.get()),
+                    oom_kills: e.oom_kills,
+                    cpu_seconds: e.cpu_seconds,
+                }
+            }),
+            transitions: transitions
+                .into_iter()
+                .map(|t| TransitionView {
+                    at: time(t.at),
+                    from: t.from,
+                    to: t.to,
+                    reason: t.reason,
+                })
+                .collect(),
+            events: events
+                .into_iter()
+                .map(|e| EventView { at: time(e.at), event: e.event, reason: e.reason })
+                .collect(),
+            stats,
+        }
+    }
+}
+
+/// `GET /v1/node`: the machine, what is handed out, and the cgroup layout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeView {
+    pub layout: Option<LayoutKind>,
+    pub topology: Topology,
+    /// CPUs placement may hand out.
+    pub allocatable_cpus: CpuSet,
+    /// Allocatable CPUs no run holds exclusively.
+    pub shared_pool: CpuSet,
+    pub numa_nodes: Vec<NumaNodeView>,
+    /// Every placement in force.
+    pub assignments: Vec<Assignment>,
+    pub queue_length: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NumaNodeView {
+    pub node: NodeId,
+    pub allocatable_cpus: u32,
+    pub allocated_cpus: u32,
+    pub allocatable_memory_bytes: u64,
+    pub allocated_memory_bytes: u64,
+}
+
+impl NodeView {
+    pub fn new(
+        topology: &Topology,
+        ledger: &Ledger,
+        layout: Option<LayoutKind>,
+        queue_length: u64,
+    ) -> NodeView {
+        NodeView {
+            layout,
+            topology: topology.clone(),
+            allocatable_cpus: ledger.allocatable().clone(),
+            shared_pool: ledger.shared_pool().clone(),
+            numa_nodes: NumaAllocation::from_ledger(topology, ledger)
+                .into_iter()
+                .map(|n| NumaNodeView {
+                    node: n.node,
+                    allocatable_cpus: n.allocatable_cpus,
+                    allocated_cpus: n.allocated_cpus,
+                    allocatable_memory_bytes: n.allocatable_memory.get(),
+                    allocated_memory_bytes: n.allocated_memory.get(),
+                })
+                .collect(),
+            assignments: ledger.assignments().cloned().collect(),
+            queue_length,
+        }
+    }
+}

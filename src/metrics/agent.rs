@@ -1,0 +1,303 @@
+//! The agent's own counters and histograms: things that happen, counted as
+//! they happen (gauges of things that *are* come from the snapshot at scrape
+//! time instead).
+//!
+//! Every label value comes from a closed enum here, and every series of a
+//! labelled counter exists from the start at 0, so `rate()` and
+//! `increase()` see the first event rather than a series appearing at 1.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::placement::PlacementError;
+use crate::scheduler::cron::FiringOutcome;
+use crate::scheduler::{Phase, PreemptionMode};
+
+/// A closed set of label values.
+pub trait LabelValue: Copy + 'static {
+    const KEY: &'static str;
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+}
+
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident, $key:literal { $($(#[$vdoc:meta])* $variant:ident => $value:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl LabelValue for $name {
+            const KEY: &'static str = $key;
+            const ALL: &'static [Self] = &[$($name::$variant),+];
+            fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $value),+
+                }
+            }
+        }
+    };
+}
+
+label_enum!(
+    /// What a placement attempt came to.
+    PlacementOutcome, "outcome" {
+        Placed => "placed",
+        /// Valid, but no room now: the run stays queued.
+        NoFit => "no_fit",
+        /// Refused for any other reason (an invalid request, a ledger
+        /// inconsistency).
+        Refused => "refused",
+    }
+);
+
+impl PlacementOutcome {
+    pub fn of<T>(result: &Result<T, PlacementError>) -> PlacementOutcome {
+        match result {
+            Ok(_) => PlacementOutcome::Placed,
+            Err(error) => PlacementOutcome::of_error(error),
+        }
+    }
+
+    pub fn of_error(error: &PlacementError) -> PlacementOutcome {
+        match error {
+            PlacementError::NoFit { .. } => PlacementOutcome::NoFit,
+            _ => PlacementOutcome::Refused,
+        }
+    }
+}
+
+label_enum!(
+    /// How a run was preempted.
+    PreemptKind, "mode" {
+        /// Frozen; thawed later.
+        Suspend => "suspend",
+        /// Stopped and queued again.
+        Requeue => "requeue",
+    }
+);
+
+impl PreemptKind {
+    /// `None` for [`PreemptionMode::Never`], which is never preempted.
+    pub fn of(mode: PreemptionMode) -> Option<PreemptKind> {
+        match mode {
+            PreemptionMode::Suspend => Some(PreemptKind::Suspend),
+            PreemptionMode::Requeue => Some(PreemptKind::Requeue),
+            PreemptionMode::Never => None,
+        }
+    }
+}
+
+label_enum!(
+    /// What the OOM policy did about a run that reached its memory limit.
+    OomAction, "action" {
+        /// Raised the limit and let the run go on in place.
+        Grow => "grow",
+        /// Killed it and queued it again (with a larger limit).
+        Requeue => "requeue",
+        /// Failed the attempt.
+        Fail => "fail",
+    }
+);
+
+label_enum!(
+    /// What became of a cron firing.
+    CronOutcome, "outcome" {
+        Started => "started",
+        /// Started, but later than the firing was due.
+        Late => "late",
+        /// Not started, by the job's concurrency policy.
+        Skipped => "skipped",
+        /// Fell due while nothing could start it.
+        Missed => "missed",
+    }
+);
+
+impl CronOutcome {
+    /// The outcome and how many firings the record stands for.
+    pub fn of(outcome: &FiringOutcome) -> (CronOutcome, u64) {
+        match outcome {
+            FiringOutcome::Started { .. } => (CronOutcome::Started, 1),
+            FiringOutcome::Late { .. } => (CronOutcome::Late, 1),
+            FiringOutcome::Skipped { .. } => (CronOutcome::Skipped, 1),
+            FiringOutcome::Missed { count, .. } => (CronOutcome::Missed, *count),
+        }
+    }
+}
+
+label_enum!(
+    /// How a run ended for good.
+    EndState, "state" {
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Killed => "killed",
+    }
+);
+
+impl EndState {
+    /// `None` for a phase that is not an end.
+    pub fn of(phase: &Phase) -> Option<EndState> {
+        match phase {
+            Phase::Succeeded => Some(EndState::Succeeded),
+            Phase::Failed { .. } => Some(EndState::Failed),
+            Phase::Killed { .. } => Some(EndState::Killed),
+            _ => None,
+        }
+    }
+}
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// A counter family over one closed label.
+#[derive(Debug, Clone)]
+pub struct LabelledCounter<L> {
+    family: Family<Labels, Counter>,
+    _label: std::marker::PhantomData<L>,
+}
+
+impl<L: LabelValue> LabelledCounter<L> {
+    fn register(registry: &mut Registry, name: &str, help: &str) -> Self {
+        let family = Family::<Labels, Counter>::default();
+        for value in L::ALL {
+            drop(family.get_or_create(&[(L::KEY, value.as_str())]));
+        }
+        registry.register(name, help, family.clone());
+        LabelledCounter { family, _label: std::marker::PhantomData }
+    }
+
+    pub fn inc(&self, value: L) {
+        self.inc_by(value, 1);
+    }
+
+    pub fn inc_by(&self, value: L, n: u64) {
+        self.family.get_or_create(&[(L::KEY, value.as_str())]).inc_by(n);
+    }
+
+    pub fn get(&self, value: L) -> u64 {
+        self.family.get_or_create(&[(L::KEY, value.as_str())]).get()
+    }
+}
+
+/// The agent's event counters and latency histograms, registered in the
+/// metrics registry. Cheap to clone; clones count into the same series.
+#[derive(Debug, Clone)]
+pub struct AgentMetrics {
+    pub placement_decisions: LabelledCounter<PlacementOutcome>,
+    pub preemptions: LabelledCounter<PreemptKind>,
+    pub oom_events: LabelledCounter<OomAction>,
+    pub cron_firings: LabelledCounter<CronOutcome>,
+    pub runs_ended: LabelledCounter<EndState>,
+    /// From a run entering the queue to its placement.
+    pub scheduling_delay: Histogram,
+    /// From placement to the run's process running.
+    pub launch_latency: Histogram,
+}
+
+impl AgentMetrics {
+    pub(super) fn register(registry: &mut Registry) -> AgentMetrics {
+        let placement_decisions = LabelledCounter::register(
+            registry,
+            "placement_decisions",
+            "Placement attempts by outcome: placed, no_fit (no room now; the run stays queued), refused",
+        );
+        let preemptions = LabelledCounter::register(
+            registry,
+            "preemptions",
+            "Runs preempted to make room for higher-priority runs, by mode (suspend: frozen, requeue: stopped and queued again)",
+        );
+        let oom_events = LabelledCounter::register(
+            registry,
+            "oom_events",
+            "Runs that reached their memory limit, by the action the OOM policy took (grow, requeue, fail)",
+        );
+        let cron_firings = LabelledCounter::register(
+            registry,
+            "cron_firings",
+            "Cron firings by outcome: started, late (started after it was due), skipped (concurrency policy), missed",
+        );
+        let runs_ended = LabelledCounter::register(
+            registry,
+            "runs_ended",
+            "Runs that ended for good, by final state",
+        );
+        // 1 ms to ~17 min: an idle node places at once, a busy one queues
+        // runs for as long as the jobs before them take.
+        let scheduling_delay = Histogram::new(exponential_buckets(0.001, 4.0, 11));
+        registry.register_with_unit(
+            "scheduling_delay",
+            "Time from a run entering the queue to its placement",
+            Unit::Seconds,
+            scheduling_delay.clone(),
+        );
+        // 0.5 ms to ~4 s: a contained start is a couple of milliseconds; a
+        // large rootfs or a loaded machine stretches it.
+        let launch_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register_with_unit(
+            "launch_latency",
+            "Time from a run's placement to its process running in its container",
+            Unit::Seconds,
+            launch_latency.clone(),
+        );
+        AgentMetrics {
+            placement_decisions,
+            preemptions,
+            oom_events,
+            cron_firings,
+            runs_ended,
+            scheduling_delay,
+            launch_latency,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::RunId;
+    use crate::scheduler::FailReason;
+
+    #[test]
+    fn label_values_are_snake_case_and_distinct() {
+        fn check<L: LabelValue>() {
+            let values: Vec<_> = L::ALL.iter().map(|v| v.as_str()).collect();
+            for v in &values {
+                assert!(v.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{v}");
+            }
+            let mut unique = values.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), values.len());
+        }
+        check::<PlacementOutcome>();
+        check::<PreemptKind>();
+        check::<OomAction>();
+        check::<CronOutcome>();
+        check::<EndState>();
+    }
+
+    #[test]
+    fn outcomes_map_from_the_core_types() {
+        let owner = RunId::new("a-1");
+        assert_eq!(PlacementOutcome::of(&Ok::<(), _>(())), PlacementOutcome::Placed);
+        let no_fit = PlacementError::NoFit { owner: owner.clone(), reason: "full".into() };
+        assert_eq!(PlacementOutcome::of::<()>(&Err(no_fit)), PlacementOutcome::NoFit);
+        let bad = PlacementError::EmptyCpus { owner };
+        assert_eq!(PlacementOutcome::of::<()>(&Err(bad)), PlacementOutcome::Refused);
+        assert_eq!(PreemptKind::of(PreemptionMode::Never), None);
+        assert_eq!(PreemptKind::of(PreemptionMode::Suspend), Some(PreemptKind::Suspend));
+        assert_eq!(EndState::of(&Phase::Pending), None);
+        assert_eq!(
+            EndState::of(&Phase::Failed { reason: FailReason::Oom }),
+            Some(EndState::Failed)
+        );
+        let missed = FiringOutcome::Missed {
+            count: 5,
+            last: chrono::DateTime::UNIX_EPOCH,
+            suspended: false,
+        };
+        assert_eq!(CronOutcome::of(&missed), (CronOutcome::Missed, 5));
+    }
+}

@@ -1,0 +1,263 @@
+//! The agent's HTTP endpoint on the real kernel: per-run series read from
+//! live cgroups, a finished run's OOM kill kept in the scrape, the OOM
+//! policy counted, the JSON views, and promtool on a live scrape.
+
+mod agent_harness;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use agent_harness::{job, secs, TestAgent};
+
+/// The value of the sample `name{labels…}` whose labels include all of
+/// `has`, if there is one.
+fn sample(scrape: &str, name: &str, has: &[&str]) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        if !rest.starts_with(['{', ' ']) || !has.iter().all(|l| rest.contains(l)) {
+            return None;
+        }
+        rest.rsplit(' ').next()?.parse().ok()
+    })
+}
+
+fn scrape(agent: &TestAgent) -> String {
+    let (status, content_type, body) = agent.http_get("/metrics", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    body
+}
+
+/// Fills a shell string past 16 MiB: the kernel kills it at the limit.
+const HOG: &str = "x=abcdefgh; i=0; while [ $i -lt 23 ]; do x=\"$x$x\"; i=$((i+1)); done";
+
+#[test]
+fn live_runs_and_an_oom_kill_reach_the_scrape() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    agent.write_job("steady.yaml", &job("steady", "while :; do :; done", ""));
+    agent.write_job(
+        "oomy.yaml",
+        &job("oomy", HOG, "resources: {memory: {hard: 16Mi}}\noom: {action: fail}\n"),
+    );
+    agent.wait_phase("steady-1", "running", secs(30));
+    agent.wait_phase("oomy-1", "failed", secs(60));
+
+    // The running run, read from its cgroup at scrape time.
+    let mut text = String::new();
+    agent.wait_for("CPU time of steady-1", secs(30), || {
+        text = scrape(&agent);
+        sample(&text, "corral_run_cpu_usage_seconds_total", &["run=\"steady-1\""])
+            .is_some_and(|s| s > 0.0)
+    });
+    let run = ["job_name=\"steady\"", "run=\"steady-1\""];
+    assert_eq!(
+        sample(&text, "corral_run_state", &[&run[..], &["state=\"running\""]].concat()),
+        Some(1.0)
+    );
+    assert!(
+        sample(&text, "corral_run_memory_usage_bytes", &run).is_some_and(|b| b > 0.0),
+        "{text}"
+    );
+    assert!(sample(&text, "corral_run_tasks", &run).is_some_and(|n| n >= 1.0), "{text}");
+    assert_eq!(sample(&text, "corral_run_frozen", &run), Some(0.0));
+    assert_eq!(sample(&text, "corral_runs", &["state=\"running\""]), Some(1.0));
+    assert_eq!(sample(&text, "corral_cgroup_layout_info", &[]), Some(1.0));
+    assert_eq!(sample(&text, "corral_spec_files", &["status=\"valid\""]), Some(2.0));
+    assert!(
+        sample(&text, "corral_job_info", &["job_name=\"steady\"", "scheduled=\"no\""]).is_some()
+    );
+    assert_eq!(sample(&text, "corral_launch_latency_seconds_count", &[]), Some(2.0));
+
+    // The run that ended keeps its OOM kill; the policy's decision is counted.
+    let oomy = ["job_name=\"oomy\"", "run=\"oomy-1\""];
+    assert!(
+        sample(&text, "corral_run_memory_oom_kills_total", &oomy).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "corral_run_state", &[&oomy[..], &["state=\"failed\""]].concat()),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "corral_oom_events_total", &["action=\"fail\""]), Some(1.0));
+    assert_eq!(sample(&text, "corral_runs_ended_total", &["state=\"failed\""]), Some(1.0));
+
+    // OpenMetrics on request.
+    let (status, content_type, body) =
+        agent.http_get("/metrics", Some("application/openmetrics-text;version=1.0.0"));
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    assert!(body.ends_with("# EOF\n"));
+
+    // promtool, where it is installed (the promtool test says why it may not be).
+    if let Some(promtool) = promtool() {
+        let mut child = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && report.trim().is_empty(), "promtool: {report}");
+    }
+    dashboards_use_only_what_a_live_agent_exports(&text);
+}
+
+/// Every `corral_*` name in the dashboards and alert rules that a live
+/// agent with a running and an OOM-killed run would export is there. Names
+/// of events this test does not cause (preemptions, cron, I/O of devices
+/// with throttle rules, PSI totals on v1) may be absent from this scrape;
+/// the full check against every family is `tests/dashboards.rs`.
+fn dashboards_use_only_what_a_live_agent_exports(scrape: &str) {
+    let exported: BTreeSet<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with("# TYPE "))
+        .filter_map(|l| l.split(' ').nth(2))
+        .collect();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
+    let mut used = BTreeSet::new();
+    for file in ["node-overview.json", "job-detail.json", "alerts.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if let Some(name) = word.strip_prefix("corral_") {
+                used.insert(format!("corral_{name}"));
+            }
+        }
+    }
+    let family = |name: &str| {
+        for suffix in ["_bucket", "_count", "_sum"] {
+            if let Some(base) = name.strip_suffix(suffix) {
+                if exported.contains(base) {
+                    return true;
+                }
+            }
+        }
+        exported.contains(name)
+    };
+    let missing: Vec<_> = used.iter().filter(|n| !family(n)).collect();
+    assert!(missing.is_empty(), "used on a dashboard, not in a live scrape: {missing:?}");
+}
+
+fn promtool() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path).map(|dir| dir.join("promtool")).find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let reason = "promtool not found: install the Debian package prometheus (.ci/run does)";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
+        eprintln!("skipped the promtool check: {reason}");
+    }
+    found
+}
+
+#[test]
+fn health_readiness_and_the_json_views() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    agent.write_job("steady.yaml", &job("steady", "sleep 60", "priority: 70\n"));
+    agent.wait_phase("steady-1", "running", secs(30));
+
+    let (status, _, body) = agent.http_get("/healthz", None);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    agent.wait_for("readiness", secs(10), || agent.http_get("/readyz", None).0 == 200);
+
+    let (status, content_type, body) = agent.http_get("/v1/jobs", None);
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("application/json"), "{content_type}");
+    let jobs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let steady = &jobs["jobs"][0];
+    assert_eq!(steady["name"], "steady");
+    assert_eq!(steady["priority"], 70);
+    assert_eq!(steady["file_status"], "valid");
+    assert_eq!(steady["runs"][0]["id"], "steady-1");
+    assert_eq!(steady["runs"][0]["state"], "running");
+
+    let mut run = serde_json::Value::Null;
+    agent.wait_for("live statistics of steady-1", secs(10), || {
+        let (status, _, body) = agent.http_get("/v1/runs/steady-1", None);
+        assert_eq!(status, 200, "{body}");
+        run = serde_json::from_str(&body).unwrap();
+        run["stats"]["pids"]["current"].as_u64().is_some_and(|n| n >= 1)
+    });
+    assert_eq!(run["state"], "running");
+    assert_eq!(run["transitions"][0]["to"], "pending");
+    assert!(run["launch"]["init_pid"].as_u64().is_some(), "{run}");
+    assert!(run["placement"]["mems"].is_string(), "{run}");
+
+    assert_eq!(agent.http_get("/v1/runs/steady-99", None).0, 404);
+    assert_eq!(agent.http_get("/v1/jobs/nope", None).0, 404);
+    let (status, _, body) = agent.http_get("/v1/node", None);
+    assert_eq!(status, 200);
+    let node: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(node["layout"], "hybrid");
+    assert!(node["numa_nodes"][0]["allocatable_cpus"].as_u64().is_some_and(|n| n >= 1), "{node}");
+}
+
+#[test]
+fn an_invalid_job_file_is_counted_and_its_problems_served() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    agent.write_job("steady.yaml", &job("steady", "sleep 60", ""));
+    agent.wait_phase("steady-1", "running", secs(20));
+    agent.write_job("steady.yaml", &job("steady", "sleep 60", "priority: lots\n"));
+    agent.wait_for("the invalid file counted", secs(20), || {
+        sample(&scrape(&agent), "corral_spec_files", &["status=\"invalid\""]) == Some(1.0)
+    });
+    let (status, _, body) = agent.http_get("/v1/jobs/steady", None);
+    assert_eq!(status, 200, "{body}");
+    let steady: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(steady["file_status"], "invalid", "{steady}");
+    let problem = steady["problems"][0].as_str().unwrap();
+    assert!(problem.contains("priority"), "{problem}");
+    // The last good version goes on.
+    assert_eq!(steady["runs"][0]["state"], "running");
+}
+
+#[test]
+fn a_preemption_shows_as_a_frozen_run_and_a_counted_suspension() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    // Two CPUs, one kept shared: one exclusive CPU to go round.
+    agent.write_job(
+        "low.yaml",
+        &job("low", "sleep 60", "priority: 10\npreemption: suspend\nresources: {cpus: 1}\n"),
+    );
+    agent.wait_phase("low-1", "running", secs(20));
+    agent.write_job("high.yaml", &job("high", "sleep 60", "priority: 90\nresources: {cpus: 1}\n"));
+    agent.wait_phase("high-1", "running", secs(20));
+    agent.wait_for("low-1 frozen in the kernel", secs(20), || agent.frozen("low-1"));
+
+    let mut text = String::new();
+    agent.wait_for("low-1 reported frozen", secs(10), || {
+        text = scrape(&agent);
+        sample(&text, "corral_run_frozen", &["run=\"low-1\""]) == Some(1.0)
+    });
+    assert_eq!(sample(&text, "corral_preemptions_total", &["mode=\"suspend\""]), Some(1.0));
+    assert_eq!(sample(&text, "corral_preemptions_total", &["mode=\"requeue\""]), Some(0.0));
+    assert_eq!(
+        sample(&text, "corral_run_state", &["run=\"low-1\"", "state=\"suspended\""]),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "corral_runs", &["state=\"suspended\""]), Some(1.0));
+    assert_eq!(sample(&text, "corral_run_exclusive_cpus", &["run=\"high-1\""]), Some(1.0));
+    assert_eq!(sample(&text, "corral_allocated_cpus", &["numa_node=\"0\""]), Some(1.0));
+}
+
+#[test]
+fn a_taken_port_stops_the_agent_before_it_touches_anything() {
+    let agent = TestAgent::new("");
+    let _holder = std::net::TcpListener::bind(agent.listen).unwrap();
+    let (status, stderr) = agent.start_another();
+    assert!(!status.success());
+    assert!(stderr.contains(&agent.listen.to_string()), "{stderr}");
+    assert!(agent.job_cgroups().is_empty());
+}
