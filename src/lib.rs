@@ -44,6 +44,7 @@
 //! - [`cli`]: the `corral` command line, a file per subcommand.
 
 pub mod agent;
+pub mod api;
 pub mod cgroup;
 pub mod cli;
 pub mod config;

@@ -29,6 +29,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Control(#[from] crate::api::SocketError),
     #[error("cannot wait for signals")]
     Signals(#[source] std::io::Error),
 }

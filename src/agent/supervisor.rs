@@ -121,6 +121,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     rescan_at: Option<Timestamp>,
     /// Recurring jobs (see [`cron`](super::cron)).
     pub(super) cron: CronJobs,
+    /// Runs frozen by hand: the scheduling pass leaves them frozen.
+    pub(super) held: BTreeSet<RunId>,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -156,6 +158,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             files_read: false,
             rescan_at: None,
             cron: CronJobs::new(CronSettings::default()),
+            held: BTreeSet::new(),
         }
     }
 
@@ -768,6 +771,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             .runs
             .iter()
             .filter(|(_, r)| matches!(r.state.phase, Phase::Suspended { frozen: true, .. }))
+            .filter(|(id, _)| !self.held.contains(*id))
             .collect();
         frozen.sort_by_key(|(_, r)| r.suspended_at);
         for (id, run) in frozen {
