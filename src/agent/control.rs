@@ -2,9 +2,10 @@
 //!
 //! Reads come from the supervisor's runs and the store; changes go through
 //! the run state machine like any other event, and the answer says whether
-//! it accepted them. A freeze by hand is the suspend path with the operator
-//! as the cause ([`OPERATOR`]): the run keeps its memory, gives up its CPUs,
-//! and the scheduling pass does not resume it until it is thawed by hand.
+//! it accepted them. A freeze by hand ([`Event::SuspendRequested`]) is the
+//! suspend path with the operator as the cause ([`OPERATOR`]), whatever the
+//! job's preemption mode: the run keeps its memory, gives up its CPUs, and
+//! the scheduling pass does not resume it until it is thawed by hand.
 
 use crate::api::protocol::{
     EventLine, ExitView, Request, Response, RunRow, RunView, TransitionLine,
@@ -174,7 +175,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 run.state.phase.name()
             )));
         }
-        if !self.handle(id, Event::PreemptSuspend { by: RunId::new(OPERATOR) })? {
+        if !self.handle(id, Event::SuspendRequested { by: RunId::new(OPERATOR) })? {
             return Ok(Err(format!("{id} cannot be frozen now")));
         }
         self.held.insert(id.clone());
