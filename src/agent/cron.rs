@@ -391,6 +391,47 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         self.cron_commit(name, Some(spec), state, decisions)
     }
 
+    /// Fires recurring job `name` now, on request. Answers what became of
+    /// the firing, or why there is none.
+    pub(super) fn cron_trigger(
+        &mut self,
+        name: &JobName,
+    ) -> Result<Result<String, String>, AgentError> {
+        let Some(entry) = self.cron.jobs.get(name) else {
+            return Ok(Err(format!("{name} is not a recurring job the agent runs")));
+        };
+        if self.cron.stopped {
+            return Ok(Err("the agent is shutting down".into()));
+        }
+        let Some(spec) = entry.spec.clone() else {
+            return Ok(Err(format!("the job file of {name} has not been read yet")));
+        };
+        let Some(recurrence) = &spec.recurrence else {
+            return Ok(Err(format!("{name} is not a recurring job")));
+        };
+        let mut state = entry.state.clone();
+        let now = instant(self.clock.calendar());
+        let next = self.store.next_run_id(name)?;
+        let mut ids = NextIds::new(name, &next);
+        let job = self.cron.job(name, recurrence);
+        let mut decisions = state.trigger(&job, now, &mut || ids.take());
+        if recurrence.suspend {
+            decisions.wake_at = None;
+        }
+        let outcome = match decisions.records.first().map(|r| &r.outcome) {
+            Some(FiringOutcome::Started { run } | FiringOutcome::Late { run, .. }) => {
+                Ok(format!("started {run}"))
+            }
+            Some(FiringOutcome::Skipped { reason }) => Err(format!("not started: {reason}")),
+            _ if state.queued == Some(now) => {
+                Ok("queued behind the runs under way (concurrency: queue or replace)".into())
+            }
+            _ => Err("not started".into()),
+        };
+        self.cron_commit(name, Some(&spec), state, decisions)?;
+        Ok(outcome)
+    }
+
     /// Records the step (state, journal, new runs) in one transaction, then
     /// carries it out.
     fn cron_commit(

@@ -31,6 +31,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Api(#[from] crate::api::ApiError),
+    #[error(transparent)]
+    Control(#[from] crate::api::SocketError),
     #[error("cannot wait for signals")]
     Signals(#[source] std::io::Error),
 }

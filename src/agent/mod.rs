@@ -28,9 +28,10 @@
 //!   and containers; [`ops`] carries out each run's operations in order.
 //! - [`clock`], [`timers`]: time from `tokio::time`, so tests can pause it.
 //!
-//! The main loop waits on four things at once: shutdown, a batch of job file
-//! changes, an observation from a run, and the next timer (a run's, or a
-//! recurring job's next firing). After each, the
+//! The main loop waits on five things at once: shutdown, a batch of job file
+//! changes, an observation from a run, a request from the control socket
+//! ([`control`]), and the next timer (a run's, or a recurring job's next
+//! firing). After each, the
 //! scheduling pass runs. Nothing in the loop blocks on the kernel: launches,
 //! freezes and kills run on each run's operation task and report back.
 //!
@@ -38,6 +39,7 @@
 //! described for operators in `docs/agent.md`.
 
 pub mod clock;
+pub mod control;
 pub mod cron;
 pub mod error;
 pub mod host;
@@ -152,13 +154,14 @@ pub async fn run(
         let _ = serving_stopped.await;
     }));
     let batches = watch_jobs(&config)?;
+    let commands = listen(&config)?;
     let on_exit = if config.stop_jobs_on_exit {
         // Long enough for the default grace and a kill.
         OnExit::StopJobs { wait: config.stop_grace + Duration::from_secs(15) }
     } else {
         OnExit::LeaveRunning
     };
-    let driven = drive(supervisor, batches, observations, shutdown, on_exit).await;
+    let driven = drive(supervisor, batches, observations, commands, shutdown, on_exit).await;
     let _ = stop_serving.send(());
     match server.await {
         Ok(Ok(())) => {}
@@ -186,6 +189,19 @@ fn watch_jobs(config: &AgentConfig) -> Result<Batches, AgentError> {
     Ok(rx)
 }
 
+/// Listens on the control socket on a task of its own; requests come to the
+/// main loop. The socket file goes when the agent stops.
+fn listen(config: &AgentConfig) -> Result<Commands, AgentError> {
+    let socket = crate::api::ControlSocket::bind(&config.socket)?;
+    info!(socket = %socket.path().display(), "control socket ready");
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move { socket.serve(tx).await });
+    Ok(rx)
+}
+
+/// Requests from the control socket.
+pub type Commands = mpsc::Receiver<crate::api::Command>;
+
 /// Batches of job file changes, as the watcher task delivers them.
 pub type Batches = mpsc::Receiver<Result<Vec<FileChange>, WatchError>>;
 
@@ -205,11 +221,13 @@ pub async fn drive<R: Runtime, S: RunStore>(
     mut supervisor: Supervisor<R, S>,
     mut batches: Batches,
     mut observations: mpsc::UnboundedReceiver<Observation>,
+    mut commands: Commands,
     shutdown: impl Future<Output = ()>,
     on_exit: OnExit,
 ) -> Result<Supervisor<R, S>, AgentError> {
     tokio::pin!(shutdown);
     let mut watching = true;
+    let mut controlled = true;
     loop {
         let deadline = supervisor.next_deadline();
         tokio::select! {
@@ -223,6 +241,10 @@ pub async fn drive<R: Runtime, S: RunStore>(
                     warn!("the job directory watcher stopped; no more changes will be seen");
                     watching = false;
                 }
+            },
+            command = commands.recv(), if controlled => match command {
+                Some(command) => supervisor.command(command)?,
+                None => controlled = false,
             },
             () = sleep_until(deadline) => supervisor.fire_timers()?,
         }

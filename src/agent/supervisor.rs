@@ -124,6 +124,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) cron: CronJobs,
     /// Metrics and API views, when the agent serves them.
     pub(super) telemetry: Option<Telemetry>,
+    /// Runs frozen by hand: the scheduling pass leaves them frozen.
+    pub(super) held: BTreeSet<RunId>,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -160,6 +162,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             rescan_at: None,
             cron: CronJobs::new(CronSettings::default()),
             telemetry: None,
+            held: BTreeSet::new(),
         }
     }
 
@@ -777,6 +780,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             .runs
             .iter()
             .filter(|(_, r)| matches!(r.state.phase, Phase::Suspended { frozen: true, .. }))
+            .filter(|(id, _)| !self.held.contains(*id))
             .collect();
         frozen.sort_by_key(|(_, r)| r.suspended_at);
         for (id, run) in frozen {

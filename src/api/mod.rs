@@ -1,25 +1,37 @@
-//! The agent's HTTP endpoint: Prometheus metrics, health checks, and a
-//! read-only JSON view of jobs, runs and the node.
+//! How the world talks to a running agent.
+//!
+//! Reading, over HTTP (127.0.0.1:9464 by default): Prometheus metrics, health
+//! checks, and a read-only JSON view of jobs, runs and the node.
 //!
 //! - [`http`]: the routes and [`serve`](http::serve).
 //! - [`source`]: [`ApiSource`], what the agent answers with.
 //! - [`model`]: the JSON documents.
 //!
-//! The TCP endpoint (127.0.0.1:9464 by default) only reads: anyone who can
-//! reach the port can see job names, states and numbers, nothing more.
-//! Actions that change anything (run now, freeze, thaw, kill, requeue,
-//! reload) are not offered here at all; they belong on a Unix socket whose
-//! file permissions decide who may use them, so that exposing the metrics
-//! port to a Prometheus server never exposes control of the node.
+//! Changing, over the control socket, which the `corral` command line uses:
+//!
+//! - [`protocol`]: the requests and responses, one JSON document per line.
+//! - [`socket`]: the listener (a Unix socket only root can open) and the
+//!   client the command line uses.
+//!
+//! The TCP endpoint only reads: anyone who can reach the port can see job
+//! names, states and numbers, nothing more. Actions that change anything
+//! (freeze, thaw, kill, trigger) are served only on the socket: its file is
+//! mode 0600 and owned by root, and the agent also checks the peer's
+//! credentials on every connection, so exposing the metrics port to a
+//! Prometheus server never exposes control of the node.
 
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod protocol;
+pub mod socket;
 pub mod source;
 
 pub use error::ApiError;
 pub use http::{bind, router, serve, Endpoints};
 pub use model::{JobView, NodeView, RunView};
+pub use protocol::{Request, Response};
+pub use socket::{Client, ClientError, Command, ControlSocket, SocketError};
 pub use source::ApiSource;
 
 #[cfg(test)]

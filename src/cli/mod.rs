@@ -7,11 +7,19 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::api::Request;
+
+pub mod act;
 pub mod agent;
+pub mod client;
 pub mod doctor;
+pub mod events;
+pub mod logs;
+pub mod ps;
 pub mod run;
 pub mod schedule;
 pub mod shim;
+pub mod show;
 pub mod topology;
 pub mod validate;
 
@@ -37,6 +45,22 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Run one job once, now, in the foreground.
     Run(run::RunArgs),
+    /// List the runs the agent has under way.
+    Ps(ps::PsArgs),
+    /// Show a run, or a job's latest runs, in detail.
+    Show(show::ShowArgs),
+    /// Print a run's output.
+    Logs(logs::LogsArgs),
+    /// Freeze a running run until it is thawed.
+    Freeze(act::RunArgs),
+    /// Let a run frozen by `corral freeze` run again.
+    Thaw(act::RunArgs),
+    /// Stop a run for good.
+    Kill(act::RunArgs),
+    /// Start a run of a recurring job now.
+    Trigger(act::JobArgs),
+    /// Print run transitions, preemptions and OOMs.
+    Events(events::EventsArgs),
     /// The per-run container supervisor (started by the launcher).
     #[command(name = "internal-shim", hide = true)]
     InternalShim(shim::ShimArgs),
@@ -51,5 +75,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::InternalShim(args) => Ok(shim::run(args)),
         Command::Doctor(args) => doctor::run(args),
         Command::Run(args) => run::run(args),
+        Command::Ps(args) => ps::run(args),
+        Command::Show(args) => show::run(args),
+        Command::Logs(args) => logs::run(args),
+        Command::Freeze(a) => act::run(&a.socket, Request::Freeze { run: a.run }),
+        Command::Thaw(a) => act::run(&a.socket, Request::Thaw { run: a.run }),
+        Command::Kill(a) => act::run(&a.socket, Request::Kill { run: a.run }),
+        Command::Trigger(a) => act::run(&a.socket, Request::Trigger { job: a.job }),
+        Command::Events(args) => events::run(args),
     }
 }

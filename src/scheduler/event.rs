@@ -66,6 +66,12 @@ pub enum Event {
     PreemptRequeue {
         by: RunId,
     },
+    /// An operator asked for the run to be frozen (`corral freeze`), whatever
+    /// its preemption mode. It stays suspended, with `by` as the cause, until
+    /// the agent sends [`Event::Resume`] for the thaw.
+    SuspendRequested {
+        by: RunId,
+    },
     /// The run that caused a suspension no longer needs the room.
     Resume,
     StopRequested {
@@ -96,6 +102,7 @@ impl Event {
             Event::OomKilled => "oom-killed",
             Event::PreemptSuspend { .. } => "preempt-suspend",
             Event::PreemptRequeue { .. } => "preempt-requeue",
+            Event::SuspendRequested { .. } => "suspend-requested",
             Event::Resume => "resume",
             Event::StopRequested { .. } => "stop-requested",
             Event::TimeoutElapsed => "timeout-elapsed",

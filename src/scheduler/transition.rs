@@ -114,6 +114,7 @@ pub fn transition(
 
         (P::Running { .. }, E::OomNotified) => Ok(step.oom_notified()),
         (P::Running { .. }, E::PreemptSuspend { by }) => step.preempt_suspend(by),
+        (P::Running { .. }, E::SuspendRequested { by }) => Ok(step.suspend_requested(by)),
         (P::Running { .. } | P::Suspended { .. }, E::PreemptRequeue { by }) => {
             step.preempt_requeue(by)
         }
@@ -134,7 +135,9 @@ pub fn transition(
             Ok(step.to(next, vec![Action::YieldCpus], format!("frozen for {by}")))
         }
         (P::Suspended { .. }, E::Thawed) => Ok(step.noop("stale freezer report")),
-        (P::Suspended { .. }, E::PreemptSuspend { .. }) => Ok(step.noop("already suspended")),
+        (P::Suspended { .. }, E::PreemptSuspend { .. } | E::SuspendRequested { .. }) => {
+            Ok(step.noop("already suspended"))
+        }
         (P::Suspended { by, oom_pending, .. }, E::Resume) => Ok(step.resume(by, *oom_pending)),
         (P::Suspended { by, frozen, .. }, E::OomNotified) => {
             let mut next = state.clone();
@@ -222,6 +225,7 @@ pub fn transition(
             | E::Thawed
             | E::Resume
             | E::PreemptSuspend { .. }
+            | E::SuspendRequested { .. }
             | E::PreemptRequeue { .. },
         ) => Ok(step.noop("already stopping")),
         (P::Stopping { deadline, escalated, .. }, E::AdoptedAfterRestart) => {
@@ -254,6 +258,7 @@ pub fn transition(
         (_, E::PreemptSuspend { .. } | E::PreemptRequeue { .. }) => {
             step.invalid("only a running run can be preempted")
         }
+        (_, E::SuspendRequested { .. }) => step.invalid("only a running run can be frozen"),
         (_, E::Exited(_) | E::Lost { .. }) => step.invalid("the run has no process"),
         (_, E::Resume) => step.invalid("the run is not suspended"),
         (_, E::Launched { .. } | E::LaunchFailed { .. }) => step.invalid("no launch is under way"),
@@ -438,6 +443,14 @@ impl Step<'_> {
             vec![Action::RecordEvent(event), Action::Freeze],
             format!("suspending for {by}"),
         ))
+    }
+
+    /// A freeze by hand: the suspend path, whatever the job's preemption
+    /// mode, without a preemption on record.
+    fn suspend_requested(&self, by: &RunId) -> Transition {
+        let mut next = self.paused();
+        next.phase = Phase::Suspended { by: by.clone(), frozen: false, oom_pending: false };
+        self.to(next, vec![Action::Freeze], format!("frozen by {by}"))
     }
 
     fn preempt_requeue(&self, by: &RunId) -> Result<Transition, InvalidTransition> {

@@ -86,6 +86,20 @@ impl CronState {
         out
     }
 
+    /// Someone asked for a run now, outside the schedule: decided like a firing scheduled
+    /// `now`, so the job's concurrency policy applies to it as to any other.
+    pub fn trigger(
+        &mut self,
+        job: &CronJob<'_>,
+        now: DateTime<Utc>,
+        new_run: &mut dyn FnMut() -> RunId,
+    ) -> Decisions {
+        let mut out = Decisions::default();
+        self.fire(job, now, now, new_run, &mut out);
+        out.wake_at = self.wake_at(job);
+        out
+    }
+
     /// One of the job's runs ended (or was found ended after a restart): the firing waiting
     /// for it may start.
     pub fn run_ended(

@@ -12,7 +12,7 @@ use crate::topology::NodeSet;
 
 fn event(i: u8, by: u8) -> Event {
     let by = RunId::new(format!("other-{by}"));
-    match i % 19 {
+    match i % 20 {
         0 | 1 => Event::Placed(Assignment {
             owner: RunId::new("job-1"),
             cpus: CpuGrant::Shared,
@@ -35,6 +35,7 @@ fn event(i: u8, by: u8) -> Event {
         15 => Event::StopRequested { reason: StopReason::JobRemoved },
         16 => Event::TimeoutElapsed,
         17 => Event::GraceElapsed,
+        18 => Event::SuspendRequested { by },
         _ => {
             if by.as_str().ends_with('0') {
                 Event::AdoptedAfterRestart

@@ -297,6 +297,15 @@ fn cases() -> Vec<Case> {
             ],
         ),
         c(
+            "freeze by hand, whatever the preemption mode",
+            running(),
+            E::SuspendRequested { by: run("operator") },
+            with(|p| p.preemption = PreemptionMode::Never),
+            30,
+            Phase::Suspended { by: run("operator"), frozen: false, oom_pending: false },
+            vec![A::Freeze],
+        ),
+        c(
             "frozen yields cpus",
             suspended(false, false),
             E::Frozen,
@@ -726,6 +735,7 @@ fn invalid_events_are_refused_with_phase_and_event() {
         (pending(), E::Launched { pid: 1, start_time: 1 }, policy()),
         (pending(), E::Frozen, policy()),
         (pending(), E::PreemptSuspend { by: run("x-1") }, policy()),
+        (pending(), E::SuspendRequested { by: run("operator") }, policy()),
         (state(Phase::Placed), E::Placed(assignment()), policy()),
         (state(Phase::Placed), E::Exited(ExitStatus::Code(0)), policy()),
         (state(Phase::Placed), E::AdoptedAfterRestart, policy()),

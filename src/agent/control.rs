@@ -1,0 +1,248 @@
+//! Requests from the control socket, answered by the main loop.
+//!
+//! Reads come from the supervisor's runs and the store; changes go through
+//! the run state machine like any other event, and the answer says whether
+//! it accepted them. A freeze by hand ([`Event::SuspendRequested`]) is the
+//! suspend path with the operator as the cause ([`OPERATOR`]), whatever the
+//! job's preemption mode: the run keeps its memory, gives up its CPUs, and
+//! the scheduling pass does not resume it until it is thawed by hand.
+
+use crate::api::protocol::{
+    EventLine, ExitView, Request, Response, RunRow, RunView, TransitionLine,
+};
+use crate::api::Command;
+use crate::placement::{CpuGrant, RunId};
+use crate::scheduler::{Event, ExitStatus, Phase, StopReason, Timestamp};
+use crate::spec::JobName;
+use crate::store::{RunDetail, RunRecord, RunStore};
+
+use super::error::AgentError;
+use super::runtime::Runtime;
+use super::supervisor::Supervisor;
+
+/// The cause recorded for runs frozen by hand.
+pub const OPERATOR: &str = "operator";
+
+/// Runs of a job `show` lists, newest first.
+const SHOW_RUNS: usize = 5;
+/// Runs per job whose history `events` looks through.
+const EVENT_RUNS: usize = 5;
+/// The most entries one `events` answer carries.
+const EVENT_LINES: usize = 500;
+
+impl<R: Runtime, S: RunStore> Supervisor<R, S> {
+    /// Answers one request. Only a store failure is an error of the agent;
+    /// everything else is an answer.
+    pub fn command(&mut self, command: Command) -> Result<(), AgentError> {
+        let response = self.answer(command.request)?;
+        // The client may have gone; the change stands either way.
+        let _ = command.reply.send(response);
+        Ok(())
+    }
+
+    fn answer(&mut self, request: Request) -> Result<Response, AgentError> {
+        Ok(match request {
+            Request::Ps => Response::Ps { runs: self.ps()? },
+            Request::Show { target } => self.show(&target)?,
+            Request::Freeze { run } => done(self.freeze(&RunId::new(&run))?),
+            Request::Thaw { run } => done(self.thaw(&RunId::new(&run))?),
+            Request::Kill { run } => done(self.kill(&RunId::new(&run))?),
+            Request::Trigger { job } => match JobName::parse(&job) {
+                Ok(name) => done(self.cron_trigger(&name)?),
+                Err(e) => Response::Error { message: format!("{job:?}: {e}") },
+            },
+            Request::Events { since } => Response::Events { events: self.events(since)? },
+        })
+    }
+
+    fn ps(&self) -> Result<Vec<RunRow>, AgentError> {
+        let now = self.clock.now();
+        Ok(self.store.active_runs()?.iter().map(|r| self.row(r, now)).collect())
+    }
+
+    fn row(&self, record: &RunRecord, now: Timestamp) -> RunRow {
+        let live = self.runs.get(&record.id);
+        let assignment = live.and_then(|r| r.assignment.as_ref()).or(record.assignment.as_ref());
+        let state = live.map_or(&record.state, |r| &r.state);
+        let mut phase = state.phase.name().to_owned();
+        if self.held.contains(&record.id) {
+            phase.push_str(" (by operator)");
+        }
+        RunRow {
+            job: record.job.to_string(),
+            run: record.id.to_string(),
+            state: phase,
+            priority: live.map(|r| r.meta.priority),
+            cpus: match assignment.map(|a| &a.cpus) {
+                Some(CpuGrant::Exclusive(set)) => set.to_string(),
+                Some(CpuGrant::Shared) => "shared".into(),
+                None => String::new(),
+            },
+            numa: assignment.map(|a| a.mems.to_string()).unwrap_or_default(),
+            memory_limit_bytes: state.memory_limit.map(|b| b.get()),
+            age_seconds: now.since(record.created_at).as_secs(),
+            created_at: record.created_at.as_millis(),
+        }
+    }
+
+    fn show(&self, target: &str) -> Result<Response, AgentError> {
+        let now = self.clock.now();
+        if let Some(detail) = self.store.run(&RunId::new(target))? {
+            return Ok(Response::Show { runs: vec![self.view(&detail, now)] });
+        }
+        let Ok(job) = JobName::parse(target) else {
+            return Ok(Response::Error { message: format!("no run or job named {target:?}") });
+        };
+        let mut runs = Vec::new();
+        for record in self.store.runs_for_job(&job, SHOW_RUNS)? {
+            if let Some(detail) = self.store.run(&record.id)? {
+                runs.push(self.view(&detail, now));
+            }
+        }
+        if runs.is_empty() {
+            return Ok(Response::Error { message: format!("no run or job named {target:?}") });
+        }
+        Ok(Response::Show { runs })
+    }
+
+    fn view(&self, detail: &RunDetail, now: Timestamp) -> RunView {
+        let record = &detail.record;
+        let launch =
+            self.runs.get(&record.id).and_then(|r| r.launch.as_ref()).or(record.launch.as_ref());
+        RunView {
+            row: self.row(record, now),
+            attempt: record.state.attempt,
+            run_dir: launch.map(|l| l.run_dir.display().to_string()),
+            pid: launch.map(|l| l.init_pid),
+            exit: record.exit.as_ref().map(|e| ExitView {
+                status: e.status.to_string(),
+                exit_code: match e.status {
+                    ExitStatus::Code(c) => Some(c),
+                    ExitStatus::Signal(_) => None,
+                },
+                signal: match e.status {
+                    ExitStatus::Signal(s) => Some(s),
+                    ExitStatus::Code(_) => None,
+                },
+                at: e.exited_at.to_string(),
+                peak_memory_bytes: e.peak_memory.map(|b| b.get()),
+                oom_kills: e.oom_kills,
+                cpu_seconds: e.cpu_seconds,
+            }),
+            transitions: detail
+                .transitions
+                .iter()
+                .map(|t| TransitionLine {
+                    at: t.at.to_string(),
+                    from: t.from.clone(),
+                    to: t.to.clone(),
+                    reason: t.reason.clone(),
+                })
+                .collect(),
+            events: history(detail).into_iter().filter(|e| e.kind != "transition").collect(),
+        }
+    }
+
+    /// The recent history of every job's latest runs, oldest first.
+    fn events(&self, since: Option<i64>) -> Result<Vec<EventLine>, AgentError> {
+        let mut jobs: Vec<JobName> = self.jobs.jobs().iter().map(|j| j.spec.name.clone()).collect();
+        jobs.extend(self.runs.values().map(|r| r.job.clone()));
+        jobs.sort();
+        jobs.dedup();
+        let mut lines = Vec::new();
+        for job in &jobs {
+            for record in self.store.runs_for_job(job, EVENT_RUNS)? {
+                if since.is_some_and(|t| record.updated_at.as_millis() <= t) {
+                    continue;
+                }
+                if let Some(detail) = self.store.run(&record.id)? {
+                    lines.extend(history(&detail));
+                }
+            }
+        }
+        lines.retain(|l| since.is_none_or(|t| l.at_ms > t));
+        lines.sort_by(|a, b| (a.at_ms, &a.run).cmp(&(b.at_ms, &b.run)));
+        let skip = lines.len().saturating_sub(EVENT_LINES);
+        Ok(lines.split_off(skip))
+    }
+
+    /// Freezes `id` until it is thawed by hand.
+    fn freeze(&mut self, id: &RunId) -> Result<Result<String, String>, AgentError> {
+        let Some(run) = self.runs.get(id) else { return Ok(Err(not_live(id))) };
+        if !matches!(run.state.phase, Phase::Running { .. }) {
+            return Ok(Err(format!(
+                "{id} is {}; only a running run can be frozen",
+                run.state.phase.name()
+            )));
+        }
+        if !self.handle(id, Event::SuspendRequested { by: RunId::new(OPERATOR) })? {
+            return Ok(Err(format!("{id} cannot be frozen now")));
+        }
+        self.held.insert(id.clone());
+        Ok(Ok(format!("{id} is being frozen by operator; `corral thaw {id}` lets it run again")))
+    }
+
+    /// Lets a run frozen by hand run again, as soon as its CPUs are free.
+    fn thaw(&mut self, id: &RunId) -> Result<Result<String, String>, AgentError> {
+        if !self.held.remove(id) {
+            return Ok(Err(format!("{id} was not frozen by an operator")));
+        }
+        self.schedule()?;
+        Ok(Ok(match self.runs.get(id).map(|r| &r.state.phase) {
+            Some(Phase::Suspended { .. }) => {
+                format!("{id} resumes as soon as CPUs and memory for it are free")
+            }
+            Some(phase) => format!("{id} is {}", phase.name()),
+            None => format!("{id} is over"),
+        }))
+    }
+
+    /// Stops `id` for good: SIGTERM, its grace period, SIGKILL.
+    fn kill(&mut self, id: &RunId) -> Result<Result<String, String>, AgentError> {
+        if !self.runs.contains_key(id) {
+            return Ok(Err(not_live(id)));
+        }
+        let event = Event::StopRequested { reason: StopReason::Requested { by: OPERATOR.into() } };
+        if !self.handle(id, event)? {
+            return Ok(Err(format!("{id} cannot be stopped now")));
+        }
+        // A run frozen by hand is stopping now; nothing holds it any more.
+        self.held.remove(id);
+        Ok(Ok(format!("{id} is being stopped")))
+    }
+}
+
+fn done(outcome: Result<String, String>) -> Response {
+    match outcome {
+        Ok(message) => Response::Done { message },
+        Err(message) => Response::Error { message },
+    }
+}
+
+fn not_live(id: &RunId) -> String {
+    format!("no run {id} under way")
+}
+
+/// A run's transitions and events as event lines.
+fn history(detail: &RunDetail) -> Vec<EventLine> {
+    let record = &detail.record;
+    let line = |at: Timestamp, kind: String, detail: String| EventLine {
+        at_ms: at.as_millis(),
+        at: at.to_string(),
+        job: record.job.to_string(),
+        run: record.id.to_string(),
+        kind,
+        detail,
+    };
+    let mut lines: Vec<EventLine> = detail
+        .transitions
+        .iter()
+        .map(|t| {
+            let from = t.from.as_deref().unwrap_or("(new)");
+            line(t.at, "transition".into(), format!("{from} -> {}: {}", t.to, t.reason))
+        })
+        .collect();
+    lines.extend(detail.events.iter().map(|e| line(e.at, e.event.kind().into(), e.reason.clone())));
+    lines.sort_by_key(|l| l.at_ms);
+    lines
+}

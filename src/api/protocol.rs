@@ -1,0 +1,138 @@
+//! The control protocol: one JSON request per line, answered by one JSON
+//! response per line, on the same connection.
+
+use serde::{Deserialize, Serialize};
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "kebab-case")]
+pub enum Request {
+    /// The runs not yet over.
+    Ps,
+    /// A run by id, or the latest runs of a job by name.
+    Show { target: String },
+    /// Freeze a running run until it is thawed by hand.
+    Freeze { run: String },
+    /// Let a run frozen by hand run again.
+    Thaw { run: String },
+    /// Stop a run for good (SIGTERM, its grace period, SIGKILL).
+    Kill { run: String },
+    /// Start a run of a recurring job now, as if it had fired.
+    Trigger { job: String },
+    /// Transitions and run events recorded after `since` (milliseconds
+    /// since the epoch; all recent ones when absent).
+    Events { since: Option<i64> },
+}
+
+/// What the agent answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "kebab-case")]
+pub enum Response {
+    Ps {
+        runs: Vec<RunRow>,
+    },
+    Show {
+        runs: Vec<RunView>,
+    },
+    /// A change was accepted; `message` says what happens now.
+    Done {
+        message: String,
+    },
+    Events {
+        events: Vec<EventLine>,
+    },
+    /// Refused, or not understood.
+    Error {
+        message: String,
+    },
+}
+
+/// One line of `corral ps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRow {
+    pub job: String,
+    pub run: String,
+    pub state: String,
+    pub priority: Option<u16>,
+    /// Exclusive CPUs as a list (`2-3`), `shared`, or empty when not placed.
+    pub cpus: String,
+    /// NUMA nodes its memory comes from, as a list.
+    pub numa: String,
+    pub memory_limit_bytes: Option<u64>,
+    /// Since the run was created.
+    pub age_seconds: u64,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+}
+
+/// A run in detail (`corral show`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunView {
+    #[serde(flatten)]
+    pub row: RunRow,
+    pub attempt: u32,
+    /// Where its logs and status file are, once launched.
+    pub run_dir: Option<String>,
+    pub pid: Option<u32>,
+    pub exit: Option<ExitView>,
+    pub transitions: Vec<TransitionLine>,
+    pub events: Vec<EventLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitView {
+    /// `exit code N` or `signal N`.
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub at: String,
+    pub peak_memory_bytes: Option<u64>,
+    pub oom_kills: u64,
+    pub cpu_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionLine {
+    /// RFC 3339.
+    pub at: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: String,
+}
+
+/// A transition or a run event (OOM, preemption, …), for `corral events`
+/// and `corral show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventLine {
+    /// Milliseconds since the epoch, for ordering and `since`.
+    pub at_ms: i64,
+    /// RFC 3339.
+    pub at: String,
+    pub job: String,
+    pub run: String,
+    /// `transition`, or the event's kind (`oom`, `preempted`, …).
+    pub kind: String,
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_one_json_object_each() {
+        let text = serde_json::to_string(&Request::Freeze { run: "etl-3".into() }).unwrap();
+        assert_eq!(text, r#"{"request":"freeze","run":"etl-3"}"#);
+        let back: Request = serde_json::from_str(r#"{"request":"ps"}"#).unwrap();
+        assert_eq!(back, Request::Ps);
+        let events: Request = serde_json::from_str(r#"{"request":"events","since":5}"#).unwrap();
+        assert_eq!(events, Request::Events { since: Some(5) });
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let done = Response::Done { message: "ok".into() };
+        let text = serde_json::to_string(&done).unwrap();
+        assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), done);
+    }
+}

@@ -1,0 +1,77 @@
+//! `corral show`: one run, or a job's latest runs, in detail.
+
+use std::process::ExitCode;
+
+use super::client::{bytes, SocketArgs};
+use crate::api::protocol::RunView;
+use crate::api::{Request, Response};
+
+/// Show a run (by id) or the latest runs of a job (by name): state,
+/// placement, exit, transitions, OOM and preemption events.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// A run id (`JOB-N`) or a job name.
+    pub target: String,
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let Response::Show { runs } = args.socket.ask(&Request::Show { target: args.target })? else {
+        anyhow::bail!("the agent answered something else than run details");
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (i, run) in runs.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        print_run(run);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_run(run: &RunView) {
+    let r = &run.row;
+    println!("run:       {} (job {}, attempt {})", r.run, r.job, run.attempt);
+    println!("state:     {}", r.state);
+    if let Some(p) = r.priority {
+        println!("priority:  {p}");
+    }
+    if !r.cpus.is_empty() {
+        println!("cpus:      {} (NUMA node {})", r.cpus, r.numa);
+    }
+    println!("memory:    {}", bytes(r.memory_limit_bytes));
+    if let Some(pid) = run.pid {
+        println!("pid:       {pid}");
+    }
+    if let Some(dir) = &run.run_dir {
+        println!("run dir:   {dir}");
+    }
+    if let Some(exit) = &run.exit {
+        println!(
+            "exit:      {} at {} (peak memory {}, OOM kills {}, CPU {:.2}s)",
+            exit.status,
+            exit.at,
+            bytes(exit.peak_memory_bytes),
+            exit.oom_kills,
+            exit.cpu_seconds
+        );
+    }
+    println!("transitions:");
+    for t in &run.transitions {
+        let from = t.from.as_deref().unwrap_or("(new)");
+        println!("  {}  {from} -> {}: {}", t.at, t.to, t.reason);
+    }
+    if !run.events.is_empty() {
+        println!("events:");
+        for e in &run.events {
+            println!("  {}  {}: {}", e.at, e.kind, e.detail);
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The control socket and the commands that use it, against a real agent:
+//! `corral ps`, `show`, `freeze`, `thaw`, `kill`, `trigger`, `logs`,
+//! `events`, with the kernel's view checked beside the agent's.
+
+mod agent_harness;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::{Command, Output};
+
+use agent_harness::{job, secs, TestAgent};
+
+fn corral(agent: &TestAgent, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(args)
+        .arg("--config")
+        .arg(&agent.config)
+        .output()
+        .unwrap()
+}
+
+/// Runs `corral args`, which must succeed, and returns its stdout.
+fn ok(agent: &TestAgent, args: &[&str]) -> String {
+    let out = corral(agent, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "corral {args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn started(extra: &str) -> TestAgent {
+    let mut agent = TestAgent::new(extra);
+    agent.start();
+    let socket = agent.state.join("corral.sock");
+    agent.wait_for("the control socket", secs(20), || socket.exists());
+    agent
+}
+
+#[test]
+fn ps_freeze_thaw_and_kill_act_on_the_kernel() {
+    let agent = started("");
+    agent.write_job("work.yaml", &job("work", "echo hello from work; sleep 60", ""));
+    agent.wait_phase("work-1", "running", secs(20));
+
+    let table = ok(&agent, &["ps"]);
+    let header = table.lines().next().unwrap();
+    assert!(header.starts_with("JOB") && header.contains("MEMORY"), "{table}");
+    let line = table.lines().find(|l| l.contains("work-1")).expect("work-1 listed");
+    assert!(line.starts_with("work ") && line.contains("running"), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&agent, &["ps", "--json"])).unwrap();
+    assert_eq!(json[0]["run"], "work-1");
+    assert_eq!(json[0]["state"], "running");
+
+    agent.wait_for("the job's output", secs(20), || {
+        ok(&agent, &["logs", "work-1"]).contains("hello from work")
+    });
+
+    ok(&agent, &["freeze", "work-1"]);
+    agent.wait_for("work-1 frozen in the kernel", secs(20), || agent.frozen("work-1"));
+    agent.wait_phase("work-1", "suspended", secs(20));
+    let transitions = agent.transitions("work-1");
+    assert!(
+        transitions.iter().any(|(_, _, reason)| reason.contains("operator")),
+        "{transitions:?}"
+    );
+    // Frozen by hand, it stays frozen: nothing else is waiting, yet the
+    // scheduling pass does not resume it.
+    std::thread::sleep(secs(1));
+    assert!(agent.frozen("work-1"));
+    assert!(ok(&agent, &["ps"]).contains("suspended (by operator)"));
+
+    ok(&agent, &["thaw", "work-1"]);
+    agent.wait_for("work-1 thawed", secs(20), || !agent.frozen("work-1"));
+    agent.wait_phase("work-1", "running", secs(20));
+    let thaw_again = corral(&agent, &["thaw", "work-1"]);
+    assert!(!thaw_again.status.success(), "only a run frozen by hand can be thawed");
+
+    ok(&agent, &["kill", "work-1"]);
+    agent.wait_phase("work-1", "killed", secs(20));
+    let shown = ok(&agent, &["show", "work-1"]);
+    assert!(shown.contains("state:     killed"), "{shown}");
+    assert!(shown.contains("exit:"), "{shown}");
+    let events = ok(&agent, &["events"]);
+    assert!(events.contains("work-1") && events.contains("-> killed"), "{events}");
+}
+
+#[test]
+fn trigger_starts_a_run_of_a_recurring_job_now() {
+    let agent = started("");
+    let marker = agent.data_file("nightly.out").display().to_string();
+    agent.write_job(
+        "nightly.yaml",
+        &job("nightly", &format!("echo triggered; echo ran > {marker}"), "schedule: '0 0 1 1 *'\n"),
+    );
+    // The job file is read before the trigger names it.
+    agent.wait_for("the job known", secs(20), || {
+        corral(&agent, &["trigger", "nightly"]).status.success()
+    });
+    agent.wait_phase("nightly-1", "succeeded", secs(20));
+    assert_eq!(agent.read_data("nightly.out"), "ran\n");
+    assert_eq!(ok(&agent, &["logs", "nightly-1"]), "triggered\n");
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&agent, &["show", "nightly", "--json"])).unwrap();
+    assert_eq!(shown[0]["run"], "nightly-1");
+    assert_eq!(shown[0]["exit"]["exit_code"], 0);
+
+    let one_shot = corral(&agent, &["trigger", "missing"]);
+    assert!(!one_shot.status.success());
+    assert!(String::from_utf8_lossy(&one_shot.stderr).contains("not a recurring job"));
+}
+
+#[test]
+fn the_socket_is_root_only_and_a_stopped_agent_is_reported() {
+    let mut agent = started("");
+    let socket = agent.state.join("corral.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // Another user cannot connect (the file mode keeps it out).
+    let as_nobody = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_corral"))
+        .args(["ps", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(!as_nobody.status.success());
+    let stderr = String::from_utf8_lossy(&as_nobody.stderr);
+    assert!(stderr.contains("permission denied"), "{stderr}");
+
+    agent.stop();
+    assert!(!socket.exists(), "the agent removes its socket when it stops");
+    let out = corral(&agent, &["ps"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "no agent is listening on {}: is `corral agent` running?",
+            socket.display()
+        )),
+        "{stderr}"
+    );
+}
