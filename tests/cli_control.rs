@@ -48,11 +48,15 @@ fn ps_freeze_thaw_and_kill_act_on_the_kernel() {
     let table = ok(&agent, &["ps"]);
     let header = table.lines().next().unwrap();
     assert!(header.starts_with("JOB") && header.contains("MEMORY"), "{table}");
+    assert!(header.contains("CPU%") && header.contains("NEXT"), "{table}");
     let line = table.lines().find(|l| l.contains("work-1")).expect("work-1 listed");
     assert!(line.starts_with("work ") && line.contains("running"), "{table}");
     let json: serde_json::Value = serde_json::from_str(&ok(&agent, &["ps", "--json"])).unwrap();
     assert_eq!(json[0]["run"], "work-1");
     assert_eq!(json[0]["state"], "running");
+    assert!(json[0]["cpu_percent"].as_f64().is_some_and(|p| p >= 0.0), "{json}");
+    // Not a recurring job: no next firing.
+    assert!(json[0]["next_fire"].is_null(), "{json}");
 
     agent.wait_for("the job's output", secs(20), || {
         ok(&agent, &["logs", "work-1"]).contains("hello from work")

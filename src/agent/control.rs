@@ -64,6 +64,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let live = self.runs.get(&record.id);
         let assignment = live.and_then(|r| r.assignment.as_ref()).or(record.assignment.as_ref());
         let state = live.map_or(&record.state, |r| &r.state);
+        let next_fire = self.cron.next_fire(&record.job);
         let mut phase = state.phase.name().to_owned();
         if self.held.contains(&record.id) {
             phase.push_str(" (by operator)");
@@ -80,6 +81,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             },
             numa: assignment.map(|a| a.mems.to_string()).unwrap_or_default(),
             memory_limit_bytes: state.memory_limit.map(|b| b.get()),
+            cpu_percent: self.cpu_percent(&record.id, now),
+            next_fire: next_fire.map(|t| t.to_rfc3339()),
+            next_fire_in_seconds: next_fire.map(|t| {
+                let ms = t.timestamp_millis().saturating_sub(now.as_millis()).max(0);
+                u64::try_from(ms / 1000).unwrap_or(0)
+            }),
             age_seconds: now.since(record.created_at).as_secs(),
             created_at: record.created_at.as_millis(),
         }

@@ -176,6 +176,24 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             .collect()
     }
 
+    /// The CPU the current attempt of `id` used since it was launched, as a
+    /// percentage of one CPU: its cgroup's CPU usage (read through the
+    /// handle the metrics use) over the wall time since launch. `None` when
+    /// the run has no processes, or no statistics to read.
+    pub(super) fn cpu_percent(&self, id: &RunId, now: Timestamp) -> Option<f64> {
+        let run = self.runs.get(id)?;
+        if !run.state.phase.may_have_processes() {
+            return None;
+        }
+        let launch = run.launch.as_ref()?;
+        let (key, handle) = self.telemetry.as_ref()?.handles.get(id)?;
+        if launch_key(run) != Some(*key) {
+            return None;
+        }
+        let usage_ns = handle.read().ok()?.cpu.usage_ns?;
+        Some(cpu_share(usage_ns, now.since(launch.launched_at)))
+    }
+
     /// Counts a transition that happened: `before` is the state it left.
     pub(super) fn count_transition(&self, id: &RunId, before: &RunState, now: Timestamp) {
         let (Some(t), Some(run)) = (&self.telemetry, self.runs.get(id)) else { return };
@@ -239,6 +257,16 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             exit: exit.map(|e| e.status),
         });
     }
+}
+
+/// CPU time used over `wall` time, as a percentage of one CPU.
+fn cpu_share(usage_ns: u64, wall: Duration) -> f64 {
+    if wall.is_zero() {
+        return 0.0;
+    }
+    // Rounded to a tenth of a percent: more digits are noise in a table.
+    let percent = usage_ns as f64 / wall.as_nanos() as f64 * 100.0;
+    (percent * 10.0).round() / 10.0
 }
 
 /// Identifies the attempt a statistics handle was opened for.

@@ -48,7 +48,7 @@ pub enum Response {
 }
 
 /// One line of `corral ps`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRow {
     pub job: String,
     pub run: String,
@@ -59,6 +59,14 @@ pub struct RunRow {
     /// NUMA nodes its memory comes from, as a list.
     pub numa: String,
     pub memory_limit_bytes: Option<u64>,
+    /// CPU used by the current attempt since it was launched, as a
+    /// percentage of one CPU (`250.0` is two and a half CPUs); absent when
+    /// the run has no processes or its cgroup cannot be read.
+    pub cpu_percent: Option<f64>,
+    /// The job's next firing (RFC 3339), for recurring jobs.
+    pub next_fire: Option<String>,
+    /// Seconds until `next_fire`.
+    pub next_fire_in_seconds: Option<u64>,
     /// Since the run was created.
     pub age_seconds: u64,
     /// Milliseconds since the epoch.

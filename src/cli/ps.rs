@@ -6,7 +6,7 @@ use super::client::{age, bytes, table, SocketArgs};
 use crate::api::{Request, Response};
 
 /// List the runs not yet over: job, run, state, priority, CPUs, NUMA
-/// nodes, memory limit and age.
+/// nodes, CPU %, memory limit, age and the job's next firing.
 #[derive(Debug, clap::Args)]
 pub struct PsArgs {
     #[command(flatten)]
@@ -34,12 +34,17 @@ pub fn run(args: PsArgs) -> anyhow::Result<ExitCode> {
                 r.priority.map_or("-".into(), |p| p.to_string()),
                 or_dash(&r.cpus),
                 or_dash(&r.numa),
+                r.cpu_percent.map_or("-".into(), |p| format!("{p:.1}")),
                 bytes(r.memory_limit_bytes),
                 age(r.age_seconds),
+                r.next_fire_in_seconds.map_or("-".into(), |s| format!("in {}", age(s))),
             ]
         })
         .collect();
-    table(&["JOB", "RUN", "STATE", "PRIORITY", "CPUS", "NUMA", "MEMORY", "AGE"], &rows);
+    table(
+        &["JOB", "RUN", "STATE", "PRIORITY", "CPUS", "NUMA", "CPU%", "MEMORY", "AGE", "NEXT"],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
