@@ -24,6 +24,10 @@
 //! If there is none, the run keeps waiting and the pass goes on with the
 //! next runs, which may fit where it does not (a smaller request).
 //!
+//! Every waiting run tried that could not be given room is reported as a
+//! [`Step::NotPlaced`], with the ledger's reason, so that the caller can
+//! count placement failures; it changes nothing.
+//!
 //! While earlier preemptions are still under way (victims freezing or
 //! stopping), the pass places nothing that does not fit and preempts no
 //! more: the room being made is for the run that asked for it.
@@ -31,8 +35,8 @@
 use std::cmp::Reverse;
 
 use crate::placement::{
-    victims, Assignment, Candidate, Ledger, Priority as PlacementPriority, ReleaseMode, Request,
-    RunId,
+    victims, Assignment, Candidate, Ledger, PlacementError, Priority as PlacementPriority,
+    ReleaseMode, Request, RunId,
 };
 use crate::scheduler::PreemptionMode;
 use crate::spec::Priority;
@@ -68,6 +72,8 @@ pub enum Step {
     Resume { assignment: Assignment },
     /// Preempt `victims` (in this order) to make room for `for_run`.
     Preempt { for_run: RunId, priority: Priority, victims: Vec<(RunId, PreemptionMode)> },
+    /// `run` was tried and could not be given room now; it keeps waiting.
+    NotPlaced { run: RunId, error: PlacementError },
 }
 
 /// Runs one pass. `waiting` is in arrival order (the queue's order for
@@ -92,13 +98,16 @@ pub fn pass(
                 continue;
             }
         }
-        if let Ok((assignment, _)) = ledger.admit(topology, &w.request) {
-            steps.push(if w.suspended.is_some() {
-                Step::Resume { assignment }
-            } else {
-                Step::Place { assignment }
-            });
-            continue;
+        match ledger.admit(topology, &w.request) {
+            Ok((assignment, _)) => {
+                steps.push(if w.suspended.is_some() {
+                    Step::Resume { assignment }
+                } else {
+                    Step::Place { assignment }
+                });
+                continue;
+            }
+            Err(error) => steps.push(Step::NotPlaced { run: owner.clone(), error }),
         }
         let chosen = if preempting || asked {
             None
@@ -188,7 +197,22 @@ mod tests {
                 Step::Place { assignment } | Step::Resume { assignment } => {
                     Some(assignment.owner.as_str())
                 }
-                Step::Preempt { .. } => None,
+                Step::Preempt { .. } | Step::NotPlaced { .. } => None,
+            })
+            .collect()
+    }
+
+    /// The steps that change something.
+    fn decided(steps: &[Step]) -> Vec<&Step> {
+        steps.iter().filter(|s| !matches!(s, Step::NotPlaced { .. })).collect()
+    }
+
+    fn not_placed(steps: &[Step]) -> Vec<&str> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::NotPlaced { run, .. } => Some(run.as_str()),
+                _ => None,
             })
             .collect()
     }
@@ -206,6 +230,8 @@ mod tests {
             vec![pending("low-1", 10, 1), pending("high-1", 90, 1), pending("shared-1", 10, 0)];
         let steps = pass(&topo, &mut l, waiting, &[], false);
         assert_eq!(placed(&steps), ["high-1", "shared-1"]);
+        assert_eq!(not_placed(&steps), ["low-1"]);
+        assert!(matches!(&steps[1], Step::NotPlaced { error: PlacementError::NoFit { .. }, .. }));
         assert_eq!(l.len(), 2);
     }
 
@@ -217,9 +243,10 @@ mod tests {
         let running = [active("low-1", 10, PreemptionMode::Suspend)];
         let waiting = vec![pending("high-1", 90, 1), pending("shared-1", 5, 0)];
         let steps = pass(&topo, &mut l, waiting, &running, false);
+        assert_eq!(not_placed(&steps), ["high-1"]);
         assert_eq!(
-            steps,
-            [Step::Preempt {
+            decided(&steps),
+            [&Step::Preempt {
                 for_run: RunId::new("high-1"),
                 priority: p(90),
                 victims: vec![(RunId::new("low-1"), PreemptionMode::Suspend)],
@@ -227,7 +254,7 @@ mod tests {
         );
         // While it is under way, nothing else is tried.
         let steps = pass(&topo, &mut l, vec![pending("high-1", 90, 1)], &running, true);
-        assert!(steps.is_empty());
+        assert!(decided(&steps).is_empty());
     }
 
     #[test]
@@ -241,7 +268,7 @@ mod tests {
             Active { preemptible: false, ..active("a-1", 10, PreemptionMode::Suspend) },
         ] {
             let steps = pass(&topo, &mut l, vec![pending("high-1", 90, 1)], &[running], false);
-            assert!(steps.is_empty(), "{steps:?}");
+            assert!(decided(&steps).is_empty(), "{steps:?}");
         }
     }
 
@@ -257,7 +284,7 @@ mod tests {
         let frozen = Waiting { priority: p(10), request, suspended: Some(held.clone()) };
         // No room while high-1 holds the CPU: the holding stays.
         let steps = pass(&topo, &mut l, vec![frozen.clone()], &[], false);
-        assert!(steps.is_empty());
+        assert!(decided(&steps).is_empty());
         assert_eq!(l.get(&RunId::new("low-1")), Some(&held));
         let high = l.get(&RunId::new("high-1")).unwrap().clone();
         l.release(&high).unwrap();
@@ -282,11 +309,11 @@ mod tests {
             &[active("low-1", 10, PreemptionMode::Suspend)],
             false,
         );
-        assert!(steps.is_empty(), "{steps:?}");
+        assert!(decided(&steps).is_empty(), "{steps:?}");
         let steps =
             pass(&topo, &mut l, waiting, &[active("low-1", 10, PreemptionMode::Requeue)], false);
         assert!(
-            matches!(&steps[..], [Step::Preempt { victims, .. }] if victims[0].1 == PreemptionMode::Requeue)
+            matches!(&decided(&steps)[..], [Step::Preempt { victims, .. }] if victims[0].1 == PreemptionMode::Requeue)
         );
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tracing::{debug, error, info, warn};
 
+use crate::metrics::agent::PlacementOutcome;
 use crate::placement::{Assignment, Ledger, RunId};
 use crate::scheduler::{
     transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunState, StopIntent, StopReason,
@@ -126,6 +127,10 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) telemetry: Option<Telemetry>,
     /// Runs frozen by hand: the scheduling pass leaves them frozen.
     pub(super) held: BTreeSet<RunId>,
+    /// Waiting runs the scheduling pass could not place, with the outcome
+    /// last counted for them: a run that keeps waiting for the same reason
+    /// is counted once, not on every pass.
+    pub(super) unplaced: HashMap<RunId, PlacementOutcome>,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -163,6 +168,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             cron: CronJobs::new(CronSettings::default()),
             telemetry: None,
             held: BTreeSet::new(),
+            unplaced: HashMap::new(),
         }
     }
 
@@ -818,6 +824,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 })
                 .min()
         };
+        // Forget the failures of runs no longer waiting: placed, or over.
+        let waiting_ids: BTreeSet<&RunId> = waiting.iter().map(|w| &w.request.owner).collect();
+        self.unplaced.retain(|id, _| waiting_ids.contains(id));
         if !waiting.is_empty() {
             let steps = preempt::pass(
                 &self.topology,
@@ -836,6 +845,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     fn carry_out(&mut self, step: Step) -> Result<(), AgentError> {
         match step {
+            Step::NotPlaced { run, error } => self.count_not_placed(&run, &error),
             Step::Place { assignment } => {
                 let id = assignment.owner.clone();
                 self.queue.remove(&id);

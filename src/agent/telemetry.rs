@@ -14,15 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::api::model::{FileStatus, JobView, NodeView, RunSummary, RunView};
 use crate::api::{ApiError, ApiSource};
 use crate::cgroup::LayoutKind;
-use crate::metrics::agent::{EndState, OomAction, PreemptKind};
+use crate::metrics::agent::{EndState, OomAction, PlacementOutcome, PreemptKind};
 use crate::metrics::events::{
-    Event as _, OomHandled, RunEnded, RunLaunched, RunPlaced, RunPreempted,
+    Event as _, OomHandled, PlacementFailed, RunEnded, RunLaunched, RunPlaced, RunPreempted,
 };
 use crate::metrics::{
     FinishedRun, JobInfo, LiveRun, Metrics, NumaAllocation, PublishedSnapshot, Snapshot, SpecFiles,
     StatsHandle,
 };
-use crate::placement::{CpuGrant, RunId};
+use crate::placement::{CpuGrant, PlacementError, RunId};
 use crate::scheduler::{FailReason, JobName, Outcome, Phase, RunEvent, RunState, Timestamp};
 use crate::store::{RunStore, SqliteStore};
 
@@ -192,6 +192,22 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         let usage_ns = handle.read().ok()?.cpu.usage_ns?;
         Some(cpu_share(usage_ns, now.since(launch.launched_at)))
+    }
+
+    /// Counts a pending run the scheduling pass could not place: once when
+    /// it first fails, and again only when the outcome changes (`no_fit` to
+    /// `refused` or back), not on every pass while it keeps waiting. Frozen
+    /// runs waiting to resume are not counted, as their resumes are not.
+    pub(super) fn count_not_placed(&mut self, id: &RunId, error: &PlacementError) {
+        if !self.runs.get(id).is_some_and(|r| matches!(r.state.phase, Phase::Pending)) {
+            return;
+        }
+        let outcome = PlacementOutcome::of_error(error);
+        if self.unplaced.insert(id.clone(), outcome) == Some(outcome) {
+            return;
+        }
+        let (Some(t), Some(run)) = (&self.telemetry, self.runs.get(id)) else { return };
+        PlacementFailed { job: &run.job, run: id, error }.emit(t.metrics.agent());
     }
 
     /// Counts a transition that happened: `before` is the state it left.

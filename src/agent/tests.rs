@@ -186,6 +186,40 @@ async fn higher_priority_first_and_one_exclusive_cpu_at_a_time() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_run_that_does_not_fit_is_counted_once_while_it_waits() {
+    use crate::metrics::agent::PlacementOutcome;
+    use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
+
+    let mut b = Bench::new();
+    let snapshot = Arc::new(PublishedSnapshot::default());
+    let metrics = Arc::new(Metrics::new(&MetricsConfig::default(), snapshot.clone()));
+    b.sup.set_telemetry(super::telemetry::Telemetry::new(Arc::clone(&metrics), snapshot, None));
+    let count = |outcome| metrics.agent().placement_decisions.get(outcome);
+
+    b.files(&[
+        ("low.yaml", &job("low", "priority: 10\nresources: {cpus: 1}\n")),
+        ("high.yaml", &job("high", "priority: 90\nresources: {cpus: 1}\n")),
+    ])
+    .await;
+    // low-1 waited through every pass of the settling, and is counted once.
+    assert_eq!(b.phase("low-1"), "pending");
+    assert_eq!(count(PlacementOutcome::NoFit), 1);
+    assert_eq!(count(PlacementOutcome::Placed), 1);
+    b.sup.schedule().unwrap();
+    assert_eq!(count(PlacementOutcome::NoFit), 1);
+
+    b.fake.exit("high-1", 0);
+    b.settle().await;
+    assert_eq!(b.fake.launched(), ["high-1", "low-1"]);
+    assert_eq!(count(PlacementOutcome::Placed), 2);
+    // Another run that does not fit is counted in its turn.
+    b.files(&[("other.yaml", &job("other", "priority: 10\nresources: {cpus: 1}\n"))]).await;
+    assert_eq!(b.phase("other-1"), "pending");
+    assert_eq!(count(PlacementOutcome::NoFit), 2);
+    assert_eq!(count(PlacementOutcome::Refused), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_suspendable_low_priority_run_is_frozen_for_a_high_one_and_resumed_after() {
     let mut b = Bench::new();
     b.files(&[(
