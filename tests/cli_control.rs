@@ -1,5 +1,5 @@
 //! The control socket and the commands that use it, against a real agent:
-//! `corral ps`, `show`, `freeze`, `thaw`, `kill`, `trigger`, `logs`,
+//! `corral ps`, `show`, `freeze`, `thaw`, `kill`, `requeue`, `trigger`, `logs`,
 //! `events`, with the kernel's view checked beside the agent's.
 
 mod agent_harness;
@@ -89,6 +89,37 @@ fn ps_freeze_thaw_and_kill_act_on_the_kernel() {
     assert!(shown.contains("exit:"), "{shown}");
     let events = ok(&agent, &["events"]);
     assert!(events.contains("work-1") && events.contains("-> killed"), "{events}");
+}
+
+#[test]
+fn requeue_stops_a_run_and_queues_it_again_with_its_attempt() {
+    let agent = started("");
+    let starts = agent.data_file("starts").display().to_string();
+    agent.write_job(
+        "again.yaml",
+        &job("again", &format!("echo started >> {starts}; exec sleep 60"), "stop_grace: 1s\n"),
+    );
+    agent.wait_phase("again-1", "running", secs(20));
+
+    let said = ok(&agent, &["requeue", "again-1"]);
+    assert!(said.contains("queued again"), "{said}");
+    agent.wait_for("a second start", secs(20), || agent.read_data("starts").lines().count() == 2);
+    agent.wait_phase("again-1", "running", secs(20));
+    let transitions = agent.transitions("again-1");
+    assert!(
+        transitions.iter().any(|(to, _, reason)| to == "pending" && reason.contains("operator")),
+        "{transitions:?}"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&agent, &["show", "again-1", "--json"])).unwrap();
+    assert_eq!(shown[0]["attempt"], 1, "the attempt is kept: {shown}");
+    assert_eq!(agent.runs_of("again"), ["again-1"], "the same run, not a new one");
+    // Not a preemption: nothing recorded as one.
+    assert!(!agent.events("again-1").iter().any(|k| k == "preempted"));
+
+    let none = corral(&agent, &["requeue", "nope-1"]);
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no run nope-1"));
 }
 
 #[test]

@@ -47,6 +47,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             Request::Freeze { run } => done(self.freeze(&RunId::new(&run))?),
             Request::Thaw { run } => done(self.thaw(&RunId::new(&run))?),
             Request::Kill { run } => done(self.kill(&RunId::new(&run))?),
+            Request::Requeue { run } => done(self.requeue(&RunId::new(&run))?),
             Request::Trigger { job } => match JobName::parse(&job) {
                 Ok(name) => done(self.cron_trigger(&name)?),
                 Err(e) => Response::Error { message: format!("{job:?}: {e}") },
@@ -202,6 +203,24 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             Some(phase) => format!("{id} is {}", phase.name()),
             None => format!("{id} is over"),
         }))
+    }
+
+    /// Stops `id` gracefully (SIGTERM, its grace period, SIGKILL) and queues
+    /// it again with the same attempt, as a requeue preemption does.
+    fn requeue(&mut self, id: &RunId) -> Result<Result<String, String>, AgentError> {
+        let Some(run) = self.runs.get(id) else { return Ok(Err(not_live(id))) };
+        if !matches!(run.state.phase, Phase::Running { .. } | Phase::Suspended { .. }) {
+            return Ok(Err(format!(
+                "{id} is {}; only a running or suspended run can be requeued",
+                run.state.phase.name()
+            )));
+        }
+        if !self.handle(id, Event::RequeueRequested { by: RunId::new(OPERATOR) })? {
+            return Ok(Err(format!("{id} cannot be requeued now")));
+        }
+        // Queued again, it is placed like any other run: nothing holds it.
+        self.held.remove(id);
+        Ok(Ok(format!("{id} is being stopped and will be queued again")))
     }
 
     /// Stops `id` for good: SIGTERM, its grace period, SIGKILL.

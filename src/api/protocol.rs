@@ -15,6 +15,8 @@ pub enum Request {
     Freeze { run: String },
     /// Let a run frozen by hand run again.
     Thaw { run: String },
+    /// Stop a run gracefully and queue it again, keeping its attempt.
+    Requeue { run: String },
     /// Stop a run for good (SIGTERM, its grace period, SIGKILL).
     Kill { run: String },
     /// Start a run of a recurring job now, as if it had fired.

@@ -1,4 +1,4 @@
-//! `corral freeze|thaw|kill RUN` and `corral trigger JOB`: changes the
+//! `corral freeze|thaw|kill|requeue RUN` and `corral trigger JOB`: changes the
 //! agent makes through its run state machine, answered once it accepted or
 //! refused them.
 

@@ -57,6 +57,8 @@ pub enum Command {
     Thaw(act::RunArgs),
     /// Stop a run for good.
     Kill(act::RunArgs),
+    /// Stop a run gracefully and queue it again, keeping its attempt.
+    Requeue(act::RunArgs),
     /// Start a run of a recurring job now.
     Trigger(act::JobArgs),
     /// Print run transitions, preemptions and OOMs.
@@ -81,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Freeze(a) => act::run(&a.socket, Request::Freeze { run: a.run }),
         Command::Thaw(a) => act::run(&a.socket, Request::Thaw { run: a.run }),
         Command::Kill(a) => act::run(&a.socket, Request::Kill { run: a.run }),
+        Command::Requeue(a) => act::run(&a.socket, Request::Requeue { run: a.run }),
         Command::Trigger(a) => act::run(&a.socket, Request::Trigger { job: a.job }),
         Command::Events(args) => events::run(args),
     }

@@ -66,6 +66,12 @@ pub enum Event {
     PreemptRequeue {
         by: RunId,
     },
+    /// An operator asked for the run to be stopped gracefully and queued
+    /// again with its attempt (`corral requeue`), whatever its preemption
+    /// mode: the requeue-preemption path, without a preemption on record.
+    RequeueRequested {
+        by: RunId,
+    },
     /// An operator asked for the run to be frozen (`corral freeze`), whatever
     /// its preemption mode. It stays suspended, with `by` as the cause, until
     /// the agent sends [`Event::Resume`] for the thaw.
@@ -103,6 +109,7 @@ impl Event {
             Event::PreemptSuspend { .. } => "preempt-suspend",
             Event::PreemptRequeue { .. } => "preempt-requeue",
             Event::SuspendRequested { .. } => "suspend-requested",
+            Event::RequeueRequested { .. } => "requeue-requested",
             Event::Resume => "resume",
             Event::StopRequested { .. } => "stop-requested",
             Event::TimeoutElapsed => "timeout-elapsed",

@@ -35,6 +35,7 @@
 //! Running   ─OomKilled──────────→ Stopping(oom) [KillAll]
 //! Running   ─TimeoutElapsed─────→ Stopping(timeout)  [Terminate, ArmTimer(grace)]
 //! Running   ─PreemptRequeue─────→ Stopping(requeue)  [Terminate, ArmTimer(grace)]
+//! Running   ─RequeueRequested───→ Stopping(requeue)  [Terminate, ArmTimer(grace)]  (by hand)
 //! any live  ─StopRequested──────→ Stopping(stop)     [Terminate, ArmTimer(grace)]
 //! Stopping  ─GraceElapsed───────→ Stopping  [KillAll]
 //! Stopping  ─Exited─────────────→ stop: Killed · timeout: (ending: failed)

@@ -118,6 +118,9 @@ pub fn transition(
         (P::Running { .. } | P::Suspended { .. }, E::PreemptRequeue { by }) => {
             step.preempt_requeue(by)
         }
+        (P::Running { .. } | P::Suspended { .. }, E::RequeueRequested { by }) => {
+            Ok(step.begin_stop(StopIntent::Requeue { by: by.clone() }, vec![]))
+        }
         (P::Running { .. }, E::TimeoutElapsed) => Ok(step.timeout_elapsed()),
         (P::Running { .. }, E::Frozen | E::Thawed) => Ok(step.noop("stale freezer report")),
         (P::Running { .. }, E::AdoptedAfterRestart) => {
@@ -226,7 +229,8 @@ pub fn transition(
             | E::Resume
             | E::PreemptSuspend { .. }
             | E::SuspendRequested { .. }
-            | E::PreemptRequeue { .. },
+            | E::PreemptRequeue { .. }
+            | E::RequeueRequested { .. },
         ) => Ok(step.noop("already stopping")),
         (P::Stopping { deadline, escalated, .. }, E::AdoptedAfterRestart) => {
             let mut actions = vec![Action::Watch];
@@ -259,6 +263,9 @@ pub fn transition(
             step.invalid("only a running run can be preempted")
         }
         (_, E::SuspendRequested { .. }) => step.invalid("only a running run can be frozen"),
+        (_, E::RequeueRequested { .. }) => {
+            step.invalid("only a running or suspended run can be requeued")
+        }
         (_, E::Exited(_) | E::Lost { .. }) => step.invalid("the run has no process"),
         (_, E::Resume) => step.invalid("the run is not suspended"),
         (_, E::Launched { .. } | E::LaunchFailed { .. }) => step.invalid("no launch is under way"),

@@ -835,6 +835,24 @@ fn preemption_requeue_keeps_the_attempt_and_resets_the_deadline() {
 }
 
 #[test]
+fn a_requeue_by_hand_keeps_the_attempt_whatever_the_preemption_mode() {
+    // The job's mode is the default, not `requeue`; no preemption is recorded.
+    let mut st = running();
+    let first =
+        transition(&st, &Event::RequeueRequested { by: run("operator") }, &policy(), at(50))
+            .unwrap();
+    assert!(!first.actions.iter().any(|a| matches!(a, Action::RecordEvent(_))), "{first:?}");
+    st = first.next;
+    assert!(matches!(&st.phase, Phase::Stopping { intent: StopIntent::Requeue { .. }, .. }));
+    st = transition(&st, &Event::Exited(ExitStatus::Signal(15)), &policy(), at(51)).unwrap().next;
+    assert_eq!(st.phase, Phase::Pending);
+    assert_eq!((st.attempt, st.restarts), (1, 0));
+    let pending =
+        transition(&st, &Event::RequeueRequested { by: run("operator") }, &policy(), at(52));
+    assert!(pending.is_err(), "a pending run cannot be requeued");
+}
+
+#[test]
 fn noop_transitions_are_recognisable() {
     let from = running();
     let tr = transition(&from, &Event::Thawed, &policy(), at(5)).unwrap();
