@@ -7,9 +7,9 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{CorralRun, Sandbox};
+use common::{wait_until, CorralRun, Sandbox};
 use corral::container::{probe, wait_for_status, JobExit, RunState};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -50,14 +50,6 @@ fn read_until(child: &mut Child, want: &str) -> BufReader<std::process::ChildStd
         if line.trim_end() == want {
             return out;
         }
-    }
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

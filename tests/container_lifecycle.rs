@@ -5,19 +5,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use common::{launcher, stdout_of, CorralRun, Sandbox};
+use common::{launcher, stdout_of, wait_until, CorralRun, Sandbox};
 use corral::container::{probe, wait_for_status, ExitSource, JobExit, RunState};
 use nix::sys::signal::Signal;
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[test]
 fn exit_codes_come_back() {

@@ -21,6 +21,15 @@ pub const JOB_UID: u32 = 1000;
 pub const JOB_GID: u32 = 1000;
 
 /// The corral binary, which carries the shim subcommand.
+/// Polls `done` every 10 ms; fails the test after 20 s, naming `what`.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 pub fn launcher() -> Launcher {
     Launcher::new(env!("CARGO_BIN_EXE_corral"))
 }
