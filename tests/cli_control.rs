@@ -4,8 +4,11 @@
 
 mod agent_harness;
 
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
 
 use agent_harness::{job, secs, TestAgent};
 
@@ -89,6 +92,66 @@ fn ps_freeze_thaw_and_kill_act_on_the_kernel() {
     assert!(shown.contains("exit:"), "{shown}");
     let events = ok(&agent, &["events"]);
     assert!(events.contains("work-1") && events.contains("-> killed"), "{events}");
+}
+
+/// `corral events -f` is pushed each entry as the agent records it, and ends
+/// when the agent stops.
+#[test]
+fn events_follow_is_pushed_entries_as_they_happen_until_the_agent_stops() {
+    let mut agent = started("");
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["events", "--follow", "--json", "--config"])
+        .arg(&agent.config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = mpsc::channel::<serde_json::Value>();
+    let stdout = follower.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            if lines_tx.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    let mut wait_for_line = |what: &str, matches: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = Instant::now() + secs(30);
+        while !seen.iter().any(matches) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(value) => seen.push(value),
+                Err(_) => panic!("no event line for {what}; seen: {seen:#?}"),
+            }
+        }
+    };
+
+    agent.write_job("work.yaml", &job("work", "sleep 60", ""));
+    wait_for_line("work-1 created", &|v| {
+        v["run"] == "work-1" && v["detail"] == "(new) -> pending: created"
+    });
+    wait_for_line("work-1 running", &|v| {
+        v["run"] == "work-1" && v["detail"].as_str().is_some_and(|d| d.contains("-> running"))
+    });
+    ok(&agent, &["freeze", "work-1"]);
+    wait_for_line("the freeze", &|v| {
+        v["run"] == "work-1" && v["detail"] == "running -> suspended: frozen by operator"
+    });
+    ok(&agent, &["kill", "work-1"]);
+    wait_for_line("the kill", &|v| {
+        v["run"] == "work-1" && v["detail"].as_str().is_some_and(|d| d.contains("-> killed"))
+    });
+
+    agent.stop();
+    let status = follower.wait().unwrap();
+    reader.join().unwrap();
+    let mut stderr = String::new();
+    follower.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(!status.success(), "a follower whose agent stopped says so");
+    assert!(stderr.contains("the agent stopped"), "{stderr}");
 }
 
 #[test]

@@ -52,7 +52,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 Ok(name) => done(self.cron_trigger(&name)?),
                 Err(e) => Response::Error { message: format!("{job:?}: {e}") },
             },
-            Request::Events { since } => Response::Events { events: self.events(since)? },
+            // A follower's socket task asks for the history alone and
+            // follows the feed itself.
+            Request::Events { since, follow: _ } => {
+                Response::Events { events: self.events(since)?, upto: Some(self.feed.last()) }
+            }
         })
     }
 
@@ -252,23 +256,18 @@ fn not_live(id: &RunId) -> String {
 /// A run's transitions and events as event lines.
 fn history(detail: &RunDetail) -> Vec<EventLine> {
     let record = &detail.record;
-    let line = |at: Timestamp, kind: String, detail: String| EventLine {
-        at_ms: at.as_millis(),
-        at: at.to_string(),
-        job: record.job.to_string(),
-        run: record.id.to_string(),
-        kind,
-        detail,
-    };
+    let (job, run) = (record.job.as_str(), record.id.as_str());
     let mut lines: Vec<EventLine> = detail
         .transitions
         .iter()
-        .map(|t| {
-            let from = t.from.as_deref().unwrap_or("(new)");
-            line(t.at, "transition".into(), format!("{from} -> {}: {}", t.to, t.reason))
-        })
+        .map(|t| EventLine::transition(t.at, job, run, t.from.as_deref(), &t.to, &t.reason))
         .collect();
-    lines.extend(detail.events.iter().map(|e| line(e.at, e.event.kind().into(), e.reason.clone())));
+    lines.extend(
+        detail
+            .events
+            .iter()
+            .map(|e| EventLine::run_event(e.at, job, run, e.event.kind(), &e.reason)),
+    );
     lines.sort_by_key(|l| l.at_ms);
     lines
 }

@@ -69,7 +69,7 @@ use tracing::{error, info, warn};
 pub use error::AgentError;
 pub use supervisor::{Settings, Supervisor};
 
-use crate::api::Endpoints;
+use crate::api::{Endpoints, FeedTap};
 use crate::config::AgentConfig;
 use crate::launch::Host;
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
@@ -154,7 +154,7 @@ pub async fn run(
         let _ = serving_stopped.await;
     }));
     let batches = watch_jobs(&config)?;
-    let commands = listen(&config)?;
+    let commands = listen(&config, supervisor.feed().tap())?;
     let on_exit = if config.stop_jobs_on_exit {
         // Long enough for the default grace and a kill.
         OnExit::StopJobs { wait: config.stop_grace + Duration::from_secs(15) }
@@ -191,11 +191,11 @@ fn watch_jobs(config: &AgentConfig) -> Result<Batches, AgentError> {
 
 /// Listens on the control socket on a task of its own; requests come to the
 /// main loop. The socket file goes when the agent stops.
-fn listen(config: &AgentConfig) -> Result<Commands, AgentError> {
+fn listen(config: &AgentConfig, feed: FeedTap) -> Result<Commands, AgentError> {
     let socket = crate::api::ControlSocket::bind(&config.socket)?;
     info!(socket = %socket.path().display(), "control socket ready");
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move { socket.serve(tx).await });
+    tokio::spawn(async move { socket.serve(tx, feed).await });
     Ok(rx)
 }
 

@@ -20,11 +20,13 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tracing::{debug, error, info, warn};
 
+use crate::api::protocol::EventLine;
+use crate::api::EventFeed;
 use crate::metrics::agent::PlacementOutcome;
 use crate::placement::{Assignment, Ledger, RunId};
 use crate::scheduler::{
-    transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunState, StopIntent, StopReason,
-    Timestamp,
+    transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunEvent, RunState, StopIntent,
+    StopReason, Timestamp,
 };
 use crate::spec::{self, JobSpec, UserRef};
 use crate::store::{ExitInfo, LaunchInfo, Retention, RunStore};
@@ -127,6 +129,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) telemetry: Option<Telemetry>,
     /// Runs frozen by hand: the scheduling pass leaves them frozen.
     pub(super) held: BTreeSet<RunId>,
+    /// Every transition and run event, to followers of `corral events -f`.
+    pub(super) feed: EventFeed,
     /// Waiting runs the scheduling pass could not place, with the outcome
     /// last counted for them: a run that keeps waiting for the same reason
     /// is counted once, not on every pass.
@@ -168,6 +172,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             cron: CronJobs::new(CronSettings::default()),
             telemetry: None,
             held: BTreeSet::new(),
+            feed: EventFeed::new(),
             unplaced: HashMap::new(),
         }
     }
@@ -202,6 +207,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The feed the supervisor announces what it records on.
+    pub fn feed(&self) -> &EventFeed {
+        &self.feed
     }
 
     // ---- The job set ----
@@ -304,6 +314,17 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         initial: RunState,
     ) {
         info!(run = %id, job = %name, priority = meta.priority, "run queued");
+        self.announce(|| {
+            // As the store records a creation.
+            EventLine::transition(
+                initial.since,
+                name.as_str(),
+                id.as_str(),
+                None,
+                initial.phase.name(),
+                "created",
+            )
+        });
         let ops = RunOps::spawn(Arc::clone(&self.runtime), id.clone(), self.sink.clone());
         self.queue.push(id.clone(), meta.priority());
         self.runs.insert(
@@ -482,6 +503,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         self.store.record_transition(id, &run.state, &t.next, now, &t.reason)?;
         let from = run.state.phase.name();
         let to = t.next.phase.name();
+        self.announce(|| {
+            EventLine::transition(now, run.job.as_str(), id.as_str(), Some(from), to, &t.reason)
+        });
         if from != to {
             info!(run = %id, job = %run.job, from = %from, to = %to, "{}", t.reason);
         } else {
@@ -564,10 +588,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             // Recorded before the transition; see `handle`.
             Action::RecordExit(_) => {}
             // The transition's reason, logged above, says what happened.
-            Action::RecordEvent(event) => {
-                self.store.record_event(id, now, &event, reason)?;
-                self.count_event(id, &event);
-            }
+            Action::RecordEvent(event) => self.record_event(id, &event, reason, now)?,
             // The transition into the terminal phase is logged with its reason.
             Action::RecordOutcome(outcome) => {
                 debug!(run = %id, "outcome: {outcome:?}");
@@ -684,8 +705,38 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     ) -> Result<(), AgentError> {
         let run = self.runs.get_mut(id).expect("caller checked");
         self.store.record_transition(id, &run.state, &next, now, reason)?;
+        let (from, to) = (run.state.phase.name(), next.phase.name());
         run.state = next;
+        let run = &self.runs[id];
+        self.announce(|| {
+            EventLine::transition(now, run.job.as_str(), id.as_str(), Some(from), to, reason)
+        });
         Ok(())
+    }
+
+    /// Records something that happened to run `id`, counts it and announces it.
+    pub(super) fn record_event(
+        &mut self,
+        id: &RunId,
+        event: &RunEvent,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), AgentError> {
+        self.store.record_event(id, now, event, reason)?;
+        self.count_event(id, event);
+        if let Some(run) = self.runs.get(id) {
+            self.announce(|| {
+                EventLine::run_event(now, run.job.as_str(), id.as_str(), event.kind(), reason)
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends what `line` builds to followers of the feed, once it is on record.
+    fn announce(&self, line: impl FnOnce() -> EventLine) {
+        if self.feed.is_followed() {
+            self.feed.announce(line());
+        }
     }
 
     /// Something the runtime saw.

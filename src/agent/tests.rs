@@ -591,3 +591,44 @@ async fn an_oom_kill_while_the_agent_was_down_is_recorded_as_oom() {
     b.sup.recover().unwrap();
     assert_eq!(b.state("f-1").phase, Phase::Failed { reason: FailReason::Oom });
 }
+
+/// What followers of `corral events -f` are pushed is exactly what the
+/// store's history reads back: the socket relies on that to show each entry
+/// once when a follower's history read and the feed overlap.
+#[tokio::test(start_paused = true)]
+async fn every_recorded_entry_is_announced_as_the_history_reads_it() {
+    use crate::api::{Command, Request, Response};
+
+    let mut b = Bench::new();
+    let mut feed = b.sup.feed().subscribe();
+    b.files(&[(
+        "low.yaml",
+        &job("low", "priority: 10\npreemption: suspend\nresources: {cpus: 1}\n"),
+    )])
+    .await;
+    b.files(&[("high.yaml", &job("high", "priority: 90\nresources: {cpus: 1}\n"))]).await;
+    b.fake.exit("high-1", 0);
+    b.settle().await;
+    b.fake.exit("low-1", 3);
+    b.settle().await;
+
+    let mut announced = Vec::new();
+    while let Ok(entry) = feed.try_recv() {
+        announced.push(entry.line);
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    b.sup
+        .command(Command { request: Request::Events { since: None, follow: false }, reply })
+        .unwrap();
+    let Response::Events { events: mut history, upto } = answer.await.unwrap() else { panic!() };
+    assert_eq!(upto, Some(u64::try_from(announced.len()).unwrap()));
+    let key = |l: &crate::api::protocol::EventLine| {
+        (l.at_ms, l.run.clone(), l.kind.clone(), l.detail.clone())
+    };
+    announced.sort_by_key(key);
+    history.sort_by_key(key);
+    assert_eq!(announced, history);
+    let kinds: Vec<&str> = announced.iter().map(|l| l.kind.as_str()).collect();
+    assert!(kinds.contains(&"preempted") && kinds.contains(&"resumed"), "{kinds:?}");
+    assert!(announced.iter().any(|l| l.detail.starts_with("(new) -> pending")), "{announced:?}");
+}

@@ -10,6 +10,7 @@
 //! Changing, over the control socket, which the `corral` command line uses:
 //!
 //! - [`protocol`]: the requests and responses, one JSON document per line.
+//! - [`feed`]: transitions and run events pushed to followers of `events`.
 //! - [`socket`]: the listener (a Unix socket only root can open) and the
 //!   client the command line uses.
 //!
@@ -21,6 +22,7 @@
 //! Prometheus server never exposes control of the node.
 
 pub mod error;
+pub mod feed;
 pub mod http;
 pub mod model;
 pub mod protocol;
@@ -28,6 +30,7 @@ pub mod socket;
 pub mod source;
 
 pub use error::ApiError;
+pub use feed::{EventFeed, FeedTap};
 pub use http::{bind, router, serve, Endpoints};
 pub use model::{JobView, NodeView, RunView};
 pub use protocol::{Request, Response};

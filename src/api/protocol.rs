@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::scheduler::Timestamp;
+
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "kebab-case")]
@@ -22,8 +24,14 @@ pub enum Request {
     /// Start a run of a recurring job now, as if it had fired.
     Trigger { job: String },
     /// Transitions and run events recorded after `since` (milliseconds
-    /// since the epoch; all recent ones when absent).
-    Events { since: Option<i64> },
+    /// since the epoch; all recent ones when absent). With `follow`, the
+    /// answer is followed by one more `events` response per new entry as
+    /// the agent records it, until the client hangs up or the agent stops.
+    Events {
+        since: Option<i64>,
+        #[serde(default)]
+        follow: bool,
+    },
 }
 
 /// What the agent answers.
@@ -42,6 +50,11 @@ pub enum Response {
     },
     Events {
         events: Vec<EventLine>,
+        /// The position in the agent's event feed this answer is current
+        /// to: a follower skips entries of the feed up to it, which the
+        /// answer already holds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upto: Option<u64>,
     },
     /// Refused, or not understood.
     Error {
@@ -125,6 +138,37 @@ pub struct EventLine {
     pub detail: String,
 }
 
+impl EventLine {
+    /// A run's change of phase, as its history lists it.
+    pub fn transition(
+        at: Timestamp,
+        job: &str,
+        run: &str,
+        from: Option<&str>,
+        to: &str,
+        reason: &str,
+    ) -> EventLine {
+        let from = from.unwrap_or("(new)");
+        EventLine::new(at, job, run, "transition", format!("{from} -> {to}: {reason}"))
+    }
+
+    /// Something that happened to a run (`oom`, `preempted`, …).
+    pub fn run_event(at: Timestamp, job: &str, run: &str, kind: &str, reason: &str) -> EventLine {
+        EventLine::new(at, job, run, kind, reason.to_owned())
+    }
+
+    fn new(at: Timestamp, job: &str, run: &str, kind: &str, detail: String) -> EventLine {
+        EventLine {
+            at_ms: at.as_millis(),
+            at: at.to_string(),
+            job: job.to_owned(),
+            run: run.to_owned(),
+            kind: kind.to_owned(),
+            detail,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,7 +180,7 @@ mod tests {
         let back: Request = serde_json::from_str(r#"{"request":"ps"}"#).unwrap();
         assert_eq!(back, Request::Ps);
         let events: Request = serde_json::from_str(r#"{"request":"events","since":5}"#).unwrap();
-        assert_eq!(events, Request::Events { since: Some(5) });
+        assert_eq!(events, Request::Events { since: Some(5), follow: false });
     }
 
     #[test]

@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::protocol::{Request, Response};
+use super::feed::{Announced, FeedTap};
+use super::protocol::{EventLine, Request, Response};
 
 /// Only root may open the socket. The mode is set right after `bind`; the
 /// peer check below also covers the moment in between.
@@ -94,8 +96,8 @@ impl ControlSocket {
     }
 
     /// Accepts connections until the main loop goes away; each connection
-    /// gets a task of its own.
-    pub async fn serve(&self, commands: mpsc::Sender<Command>) {
+    /// gets a task of its own. Followers of `events` read from `feed`.
+    pub async fn serve(&self, commands: mpsc::Sender<Command>, feed: FeedTap) {
         loop {
             let stream = match self.listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -108,7 +110,7 @@ impl ControlSocket {
             if commands.is_closed() {
                 return;
             }
-            tokio::spawn(connection(stream, commands.clone()));
+            tokio::spawn(connection(stream, commands.clone(), feed.clone()));
         }
     }
 }
@@ -125,7 +127,7 @@ fn allowed(uid: u32) -> bool {
     uid == 0 || uid == nix::unistd::geteuid().as_raw()
 }
 
-async fn connection(stream: UnixStream, commands: mpsc::Sender<Command>) {
+async fn connection(stream: UnixStream, commands: mpsc::Sender<Command>, feed: FeedTap) {
     let uid = match stream.peer_cred() {
         Ok(cred) => cred.uid(),
         Err(e) => {
@@ -143,15 +145,115 @@ async fn connection(stream: UnixStream, commands: mpsc::Sender<Command>) {
             Response::Error { message: format!("uid {uid} may not use the control socket") }
         } else {
             match serde_json::from_str::<Request>(&line) {
+                Ok(Request::Events { since, follow: true }) => {
+                    // The rest of the connection is the feed.
+                    follow(since, &commands, &feed, &mut lines, &mut write).await;
+                    return;
+                }
                 Ok(request) => ask(&commands, request).await,
                 Err(e) => Response::Error { message: format!("not a request: {e}") },
             }
         };
-        let mut text = serde_json::to_string(&response).expect("responses serialize");
-        text.push('\n');
-        if write.write_all(text.as_bytes()).await.is_err() || !allowed(uid) {
+        if send(&mut write, &response).await.is_err() || !allowed(uid) {
             return;
         }
+    }
+}
+
+async fn send(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    response: &Response,
+) -> std::io::Result<()> {
+    let mut text = serde_json::to_string(response).expect("responses serialize");
+    text.push('\n');
+    write.write_all(text.as_bytes()).await
+}
+
+/// Sends the history after `since`, then every entry of the feed as it
+/// comes, until the client hangs up or the agent stops.
+async fn follow(
+    since: Option<i64>,
+    commands: &mpsc::Sender<Command>,
+    feed: &FeedTap,
+    client: &mut tokio::io::Lines<tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) {
+    // Subscribed before the history is asked for: whatever is recorded in
+    // between is in the feed, and `upto` says which of it the history holds.
+    let Some(mut entries) = feed.subscribe() else {
+        let _ =
+            send(write, &Response::Error { message: "the agent is shutting down".into() }).await;
+        return;
+    };
+    let mut shown = Shown::default();
+    let mut since = since;
+    loop {
+        let (history, upto) = match ask(commands, Request::Events { since, follow: false }).await {
+            Response::Events { events, upto } => (events, upto.unwrap_or(0)),
+            other => {
+                let _ = send(write, &other).await;
+                return;
+            }
+        };
+        let history = shown.fresh(history);
+        if send(write, &Response::Events { events: history, upto: None }).await.is_err() {
+            return;
+        }
+        let lagged = loop {
+            let entry = tokio::select! {
+                entry = entries.recv() => entry,
+                // Anything from the client, or its hanging up, ends the feed.
+                _ = client.next_line() => return,
+            };
+            match entry {
+                Ok(Announced { seq, .. }) if seq <= upto => {}
+                Ok(Announced { line, .. }) => {
+                    shown.note(&line);
+                    let events = vec![line];
+                    if send(write, &Response::Events { events, upto: None }).await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => break missed,
+                Err(RecvError::Closed) => return,
+            }
+        };
+        debug!("control socket: a follower fell {lagged} entries behind; reading the store");
+        // Back to the store from the last moment shown; what was shown at
+        // that very millisecond is not shown again.
+        entries = entries.resubscribe();
+        since = shown.last_at.map(|at| at - 1);
+    }
+}
+
+/// What a follower was sent at the latest millisecond, so that reading the
+/// store again after a lag does not repeat it.
+#[derive(Debug, Default)]
+struct Shown {
+    last_at: Option<i64>,
+    at_last: Vec<EventLine>,
+}
+
+impl Shown {
+    /// The lines of a history read not shown yet, noted as shown.
+    fn fresh(&mut self, lines: Vec<EventLine>) -> Vec<EventLine> {
+        let mut fresh = Vec::with_capacity(lines.len());
+        for line in lines {
+            if Some(line.at_ms) == self.last_at && self.at_last.contains(&line) {
+                continue;
+            }
+            self.note(&line);
+            fresh.push(line);
+        }
+        fresh
+    }
+
+    fn note(&mut self, line: &EventLine) {
+        if Some(line.at_ms) != self.last_at {
+            self.last_at = Some(line.at_ms);
+            self.at_last.clear();
+        }
+        self.at_last.push(line.clone());
     }
 }
 
@@ -200,25 +302,40 @@ impl Client {
     }
 
     pub fn ask(&mut self, request: &Request) -> Result<Response, ClientError> {
-        let io = |source| ClientError::Io { path: self.path.clone(), source };
+        self.send(request)?;
+        self.receive()?.ok_or_else(|| ClientError::Io {
+            path: self.path.clone(),
+            source: std::io::ErrorKind::UnexpectedEof.into(),
+        })
+    }
+
+    pub fn send(&mut self, request: &Request) -> Result<(), ClientError> {
         let mut text = serde_json::to_string(request).expect("requests serialize");
         text.push('\n');
-        self.reader.get_mut().write_all(text.as_bytes()).map_err(io)?;
+        self.reader
+            .get_mut()
+            .write_all(text.as_bytes())
+            .map_err(|source| ClientError::Io { path: self.path.clone(), source })
+    }
+
+    /// The next response; `None` once the agent has closed the connection.
+    pub fn receive(&mut self) -> Result<Option<Response>, ClientError> {
         let mut line = String::new();
-        let n = self.reader.read_line(&mut line).map_err(io)?;
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .map_err(|source| ClientError::Io { path: self.path.clone(), source })?;
         if n == 0 {
-            return Err(ClientError::Io {
-                path: self.path.clone(),
-                source: std::io::ErrorKind::UnexpectedEof.into(),
-            });
+            return Ok(None);
         }
-        serde_json::from_str(&line).map_err(ClientError::Garbled)
+        serde_json::from_str(&line).map(Some).map_err(ClientError::Garbled)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::EventFeed;
 
     #[tokio::test]
     async fn a_request_is_answered_by_the_main_loop_and_the_file_is_root_only() {
@@ -233,7 +350,7 @@ mod tests {
                 let _ = cmd.reply.send(Response::Done { message: format!("{:?}", cmd.request) });
             }
         });
-        let server = tokio::spawn(async move { socket.serve(tx).await });
+        let server = tokio::spawn(async move { socket.serve(tx, EventFeed::new().tap()).await });
         let client_path = path.clone();
         let answer = tokio::task::spawn_blocking(move || {
             let mut client = Client::connect(&client_path).unwrap();
@@ -245,6 +362,64 @@ mod tests {
         // A second agent does not take the socket over.
         assert!(matches!(ControlSocket::bind(&path), Err(SocketError::InUse { .. })));
         server.abort();
+    }
+
+    fn line(at: i64, detail: &str) -> EventLine {
+        let at = crate::scheduler::Timestamp::from_millis(at);
+        EventLine::run_event(at, "etl", "etl-1", "oom", detail)
+    }
+
+    /// The main loop's side of a follower: the history it answers holds an
+    /// entry also sent on the feed (recorded between the follower's
+    /// subscription and its history read), which must be shown once; later
+    /// entries are pushed; the feed's end ends the connection.
+    #[tokio::test]
+    async fn a_follower_gets_the_history_then_each_entry_once_until_the_feed_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corral.sock");
+        let socket = ControlSocket::bind(&path).unwrap();
+        let feed = EventFeed::new();
+        let (tx, mut rx) = mpsc::channel::<Command>(1);
+        let tap = feed.tap();
+        let server = tokio::spawn(async move { socket.serve(tx, tap).await });
+        let main_loop = tokio::spawn(async move {
+            let cmd = rx.recv().await.unwrap();
+            assert_eq!(cmd.request, Request::Events { since: None, follow: false });
+            feed.announce(line(20, "between"));
+            let history = vec![line(10, "old"), line(20, "between")];
+            let _ = cmd.reply.send(Response::Events { events: history, upto: Some(feed.last()) });
+            feed.announce(line(30, "new"));
+            feed.announce(line(30, "newer"));
+            // The agent stops: its feed goes.
+            drop(feed);
+        });
+        let client_path = path.clone();
+        let shown = tokio::task::spawn_blocking(move || {
+            let mut client = Client::connect(&client_path).unwrap();
+            client.send(&Request::Events { since: None, follow: true }).unwrap();
+            let mut shown = Vec::new();
+            while let Some(response) = client.receive().unwrap() {
+                let Response::Events { events, .. } = response else { panic!("{response:?}") };
+                shown.extend(events.into_iter().map(|e| e.detail));
+            }
+            shown
+        })
+        .await
+        .unwrap();
+        assert_eq!(shown, ["old", "between", "new", "newer"]);
+        main_loop.await.unwrap();
+        server.abort();
+    }
+
+    #[test]
+    fn shown_lines_are_not_repeated_when_the_store_is_read_again() {
+        let mut shown = Shown::default();
+        assert_eq!(shown.fresh(vec![line(1, "a"), line(2, "b")]).len(), 2);
+        shown.note(&line(2, "c"));
+        // Read again from just before the last millisecond shown.
+        let again = shown.fresh(vec![line(2, "b"), line(2, "c"), line(2, "d"), line(3, "e")]);
+        let details: Vec<_> = again.iter().map(|l| l.detail.as_str()).collect();
+        assert_eq!(details, ["d", "e"]);
     }
 
     #[test]

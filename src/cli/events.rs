@@ -1,7 +1,7 @@
 //! `corral events [-f]`: run transitions, preemptions and OOMs.
 
+use std::io::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use super::client::SocketArgs;
 use crate::api::protocol::EventLine;
@@ -13,7 +13,7 @@ use crate::api::{Request, Response};
 pub struct EventsArgs {
     #[command(flatten)]
     pub socket: SocketArgs,
-    /// Keep printing new ones as they happen.
+    /// Keep printing new ones as the agent records them (pushed, not polled).
     #[arg(short, long)]
     pub follow: bool,
     /// Print one JSON object per line.
@@ -21,27 +21,26 @@ pub struct EventsArgs {
     pub json: bool,
 }
 
-const POLL: Duration = Duration::from_millis(500);
-
 pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let mut client = args.socket.connect()?;
-    let mut since = None;
+    client.send(&Request::Events { since: None, follow: args.follow })?;
+    // Without `--follow` one answer comes; with it, one per new entry, pushed
+    // by the agent as it records them, until the agent stops.
     loop {
-        let events = match client.ask(&Request::Events { since })? {
-            Response::Events { events } => events,
-            Response::Error { message } => anyhow::bail!("{message}"),
-            other => anyhow::bail!("unexpected answer from the agent: {other:?}"),
-        };
-        for e in &events {
-            print(e, args.json)?;
+        match client.receive()? {
+            Some(Response::Events { events, .. }) => {
+                for e in &events {
+                    print(e, args.json)?;
+                }
+                std::io::stdout().flush()?;
+                if !args.follow {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            Some(Response::Error { message }) => anyhow::bail!("{message}"),
+            Some(other) => anyhow::bail!("unexpected answer from the agent: {other:?}"),
+            None => anyhow::bail!("the agent stopped"),
         }
-        if let Some(last) = events.last() {
-            since = Some(last.at_ms);
-        }
-        if !args.follow {
-            return Ok(ExitCode::SUCCESS);
-        }
-        std::thread::sleep(POLL);
     }
 }
 
