@@ -5,14 +5,17 @@
 //! it accepted them. A freeze by hand ([`Event::SuspendRequested`]) is the
 //! suspend path with the operator as the cause ([`OPERATOR`]), whatever the
 //! job's preemption mode: the run keeps its memory, gives up its CPUs, and
-//! the scheduling pass does not resume it until it is thawed by hand.
+//! the scheduling pass does not resume it until it is thawed by hand. The
+//! hold needs no record of its own: a run suspended "by operator" with no
+//! [`RunEvent::Released`] since is held, which is how a restarted agent
+//! finds it held again ([`is_held`]).
 
 use crate::api::protocol::{
     EventLine, ExitView, Request, Response, RunRow, RunView, TransitionLine,
 };
 use crate::api::Command;
 use crate::placement::{CpuGrant, RunId};
-use crate::scheduler::{Event, ExitStatus, Phase, StopReason, Timestamp};
+use crate::scheduler::{Event, ExitStatus, Phase, RunEvent, StopReason, Timestamp};
 use crate::spec::JobName;
 use crate::store::{RunDetail, RunRecord, RunStore};
 
@@ -196,9 +199,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Lets a run frozen by hand run again, as soon as its CPUs are free.
     fn thaw(&mut self, id: &RunId) -> Result<Result<String, String>, AgentError> {
-        if !self.held.remove(id) {
+        if !self.held.contains(id) {
             return Ok(Err(format!("{id} was not frozen by an operator")));
         }
+        // On record before it takes effect: an agent restarting before the
+        // run resumes must not take it for held again.
+        self.record_event(id, &RunEvent::Released, "thawed by operator", self.clock.now())?;
+        self.held.remove(id);
         self.schedule()?;
         Ok(Ok(match self.runs.get(id).map(|r| &r.state.phase) {
             Some(Phase::Suspended { .. }) => {
@@ -240,6 +247,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         self.held.remove(id);
         Ok(Ok(format!("{id} is being stopped")))
     }
+}
+
+/// Whether a run, as stored, is frozen by hand and not yet thawed.
+pub(super) fn is_held(detail: &RunDetail) -> bool {
+    let state = &detail.record.state;
+    let Phase::Suspended { by, .. } = &state.phase else { return false };
+    by.as_str() == OPERATOR
+        && !detail.events.iter().any(|e| e.event == RunEvent::Released && e.at >= state.since)
 }
 
 fn done(outcome: Result<String, String>) -> Response {

@@ -36,6 +36,7 @@ use crate::spec;
 use crate::store::{RunRecord, RunStore};
 use crate::topology::CpuSet;
 
+use super::control::{is_held, OPERATOR};
 use super::error::AgentError;
 use super::job::RunMeta;
 use super::ops::RunOps;
@@ -235,6 +236,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
         }
         info!(run = %id, job = %job, phase = record.state.phase.name(), "re-adopting run");
+        if matches!(&record.state.phase, Phase::Suspended { by, .. } if by.as_str() == OPERATOR) {
+            let held = self.store.run(&id)?.is_some_and(|detail| is_held(&detail));
+            if held {
+                info!(run = %id, job = %job, "frozen by operator: stays frozen until `corral thaw`");
+                self.held.insert(id.clone());
+            }
+        }
         if self.cron.owner(&id).is_none() {
             // A recurring job's runs are found through its cron state.
             self.by_job.insert(job.clone(), id.clone());

@@ -632,3 +632,72 @@ async fn every_recorded_entry_is_announced_as_the_history_reads_it() {
     assert!(kinds.contains(&"preempted") && kinds.contains(&"resumed"), "{kinds:?}");
     assert!(announced.iter().any(|l| l.detail.starts_with("(new) -> pending")), "{announced:?}");
 }
+
+/// Asks the supervisor what the control socket would, and returns the answer.
+async fn ask(b: &mut Bench, request: crate::api::Request) -> crate::api::Response {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    b.sup.command(crate::api::Command { request, reply }).unwrap();
+    b.settle().await;
+    answer.await.unwrap()
+}
+
+/// A restart of the agent with `runs` living on through it (as they do: the
+/// shim outlives the agent), then the jobs directory holding `files`.
+async fn restart_keeping(b: Bench, runs: &[&str], files: &[(&str, &str)]) -> Bench {
+    let fake = Arc::clone(&b.fake);
+    let mut live = Vec::new();
+    for run in runs {
+        let id = RunId::new(*run);
+        let launch = b.sup.store().run(&id).unwrap().unwrap().record.launch.unwrap();
+        fake.set_probe(&launch.run_dir, Probe::Running { launch: launch.clone() });
+        live.push((id, None));
+    }
+    fake.set_live(live);
+    let mut b = b.restart();
+    b.sup.recover().unwrap();
+    b.files(files).await;
+    b
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_freeze_by_hand_outlives_an_agent_restart_and_a_thaw_does_too() {
+    use crate::api::{Request, Response};
+
+    let work = job("work", "resources: {cpus: 1}\n");
+    let hog = job("hog", "priority: 90\nresources: {cpus: 1}\n");
+    let mut b = Bench::new();
+    b.files(&[("work.yaml", &work)]).await;
+    let freeze = ask(&mut b, Request::Freeze { run: "work-1".into() }).await;
+    assert!(matches!(freeze, Response::Done { .. }), "{freeze:?}");
+    assert!(matches!(b.state("work-1").phase, Phase::Suspended { frozen: true, .. }));
+
+    // Restarted, the agent keeps it frozen though its CPU is free.
+    let mut b = restart_keeping(b, &["work-1"], &[("work.yaml", &work)]).await;
+    assert!(matches!(b.state("work-1").phase, Phase::Suspended { .. }), "{:?}", b.state("work-1"));
+    assert!(!b.fake.calls().contains(&Call::Thaw(RunId::new("work-1"))), "{:?}", b.fake.calls());
+    let Response::Ps { runs } = ask(&mut b, Request::Ps).await else { panic!() };
+    assert_eq!(runs[0].state, "suspended (by operator)");
+
+    // Thawed, it resumes; the thaw is in its history.
+    let thaw = ask(&mut b, Request::Thaw { run: "work-1".into() }).await;
+    assert!(matches!(thaw, Response::Done { .. }), "{thaw:?}");
+    assert_eq!(b.phase("work-1"), "running");
+    assert_eq!(b.events("work-1"), ["released", "resumed"]);
+
+    // Frozen again, and thawed while another run holds the CPU: an agent
+    // restarting before it resumes does not take it for held.
+    ask(&mut b, Request::Freeze { run: "work-1".into() }).await;
+    b.files(&[("hog.yaml", &hog)]).await;
+    assert_eq!(b.phase("hog-1"), "running");
+    ask(&mut b, Request::Thaw { run: "work-1".into() }).await;
+    assert!(matches!(b.state("work-1").phase, Phase::Suspended { .. }));
+    let files = [("work.yaml", work.as_str()), ("hog.yaml", hog.as_str())];
+    let mut b = restart_keeping(b, &["work-1", "hog-1"], &files).await;
+    let Response::Ps { runs } = ask(&mut b, Request::Ps).await else { panic!() };
+    let states: Vec<(&str, &str)> =
+        runs.iter().map(|r| (r.run.as_str(), r.state.as_str())).collect();
+    assert_eq!(states, [("hog-1", "running"), ("work-1", "suspended")]);
+    b.fake.exit("hog-1", 0);
+    b.settle().await;
+    assert_eq!(b.phase("work-1"), "running");
+}

@@ -82,6 +82,9 @@ pub enum RunEvent {
     Preempted { by: RunId, mode: PreemptionMode },
     /// Thawed after a suspension.
     Resumed,
+    /// An operator let a run they froze by hand run again; it resumes when
+    /// there is room ([`Resumed`](RunEvent::Resumed) then).
+    Released,
     /// The attempt ended and another follows after `delay`.
     RestartScheduled { restart: u32, delay: Duration },
 }
@@ -95,6 +98,7 @@ impl RunEvent {
             RunEvent::OomRequeued { .. } => "oom-requeued",
             RunEvent::Preempted { .. } => "preempted",
             RunEvent::Resumed => "resumed",
+            RunEvent::Released => "released",
             RunEvent::RestartScheduled { .. } => "restart-scheduled",
         }
     }
