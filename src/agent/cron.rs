@@ -299,7 +299,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         self.store.forget_cron(name)?;
         info!(job = %name, "recurring job removed: its schedule stops");
         for run in entry.state.active {
-            self.stop_for_removal(&run.run, name)?;
+            self.stop_for_removal(&run.run)?;
         }
         Ok(())
     }
@@ -525,7 +525,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             ),
             None => "a newer firing (concurrency: replace)".to_owned(),
         };
-        info!(run = %run, job = %name, "stopping the run: {by} replaces it");
+        info!(parent: &self.span(run), "stopping the run: {by} replaces it");
         self.handle(run, Event::StopRequested { reason: StopReason::Requested { by } })?;
         Ok(())
     }

@@ -31,7 +31,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument as _};
 
 use crate::cgroup::{CgroupEvent, CgroupName, Controller, EventOptions, JobCgroup};
 use crate::container::rundir::RunDir;
@@ -162,38 +162,44 @@ impl Runtime for HostRuntime {
         match cgroup.events(&EventOptions { memory_pressure: None }) {
             Ok(mut events) => {
                 let report = report.clone();
-                tokio::spawn(async move {
-                    while let Some(event) = events.next().await {
-                        match event {
-                            Ok(CgroupEvent::Oom { .. } | CgroupEvent::PausedAtLimit) => {
-                                report(Observed::Oom)
-                            }
-                            Ok(CgroupEvent::OomKill { .. }) => report(Observed::OomKilled),
-                            Ok(_) => {}
-                            Err(e) => {
-                                debug!("event stream ended: {e}");
-                                break;
+                // In the run's span, as the operation that starts them is.
+                tokio::spawn(
+                    async move {
+                        while let Some(event) = events.next().await {
+                            match event {
+                                Ok(CgroupEvent::Oom { .. } | CgroupEvent::PausedAtLimit) => {
+                                    report(Observed::Oom)
+                                }
+                                Ok(CgroupEvent::OomKill { .. }) => report(Observed::OomKilled),
+                                Ok(_) => {}
+                                Err(e) => {
+                                    debug!("event stream ended: {e}");
+                                    break;
+                                }
                             }
                         }
                     }
-                });
+                    .in_current_span(),
+                );
             }
-            Err(e) => warn!(run = %run, "no memory notifications for this run: {e}"),
+            Err(e) => warn!("no memory notifications for this run: {e}"),
         }
         // The end.
         let run_dir = launch.run_dir.clone();
-        let run = run.clone();
-        tokio::spawn(async move {
-            let what = match wait_for_end(&run_dir).await {
-                Ok((exit, at)) => {
-                    let stats = final_stats(&cgroup).unwrap_or_default();
-                    Observed::Exited { status: exit_status(exit), at, stats }
-                }
-                Err(detail) => Observed::Lost(detail),
-            };
-            debug!(run = %run, "{what:?}");
-            report(what);
-        });
+        tokio::spawn(
+            async move {
+                let what = match wait_for_end(&run_dir).await {
+                    Ok((exit, at)) => {
+                        let stats = final_stats(&cgroup).unwrap_or_default();
+                        Observed::Exited { status: exit_status(exit), at, stats }
+                    }
+                    Err(detail) => Observed::Lost(detail),
+                };
+                debug!("{what:?}");
+                report(what);
+            }
+            .in_current_span(),
+        );
         Ok(())
     }
 

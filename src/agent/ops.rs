@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
+use tracing::{Instrument as _, Span};
 
 use crate::placement::RunId;
 use crate::store::LaunchInfo;
@@ -47,72 +48,77 @@ impl Op {
 /// what is queued and end.
 #[derive(Debug)]
 pub struct RunOps {
-    tx: mpsc::UnboundedSender<(u64, Op)>,
+    tx: mpsc::UnboundedSender<(u64, Op, Span)>,
 }
 
 impl RunOps {
     pub fn spawn<R: Runtime>(runtime: Arc<R>, run: RunId, sink: Sink) -> RunOps {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Op)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Op, Span)>();
         tokio::spawn(async move {
-            while let Some((epoch, op)) = rx.recv().await {
-                let report = |what| {
-                    // The agent is gone only when it is shutting down.
-                    let _ = sink.send(Observation { run: run.clone(), epoch, what });
-                };
-                let name = op.name();
-                let failed = |error: String| Observed::Failed { op: name, error };
-                match op {
-                    Op::Launch(plan) => match runtime.launch(*plan).await {
-                        Ok(launch) => {
-                            report(Observed::Launched(launch.clone()));
-                            if let Err(e) = runtime.watch(&run, &launch, epoch, sink.clone()) {
-                                report(failed(e.to_string()));
-                            }
-                        }
-                        Err(e) => report(Observed::LaunchFailed(e.detail)),
-                    },
-                    Op::Watch(launch) => {
-                        if let Err(e) = runtime.watch(&run, &launch, epoch, sink.clone()) {
-                            report(failed(e.to_string()));
-                        }
-                    }
-                    Op::Freeze => match runtime.freeze(&run).await {
-                        Ok(()) => report(Observed::Frozen),
-                        Err(e) => report(failed(e.to_string())),
-                    },
-                    Op::Thaw => {
-                        if let Err(e) = runtime.thaw(&run).await {
-                            report(failed(e.to_string()));
-                        }
-                    }
-                    Op::Update(settings) => {
-                        if let Err(e) = runtime.update(&run, &settings) {
-                            report(failed(e.to_string()));
-                        }
-                    }
-                    Op::Signal(launch, signal) => {
-                        // A process already gone is not a failure: its exit
-                        // is on its way.
-                        let _ = runtime.signal(&run, &launch, signal);
-                    }
-                    Op::KillAll => {
-                        if let Err(e) = runtime.kill_all(&run).await {
-                            report(failed(e.to_string()));
-                        }
-                    }
-                    Op::Remove => {
-                        if let Err(e) = runtime.remove(&run).await {
-                            report(failed(e.to_string()));
-                        }
-                    }
-                }
+            while let Some((epoch, op, span)) = rx.recv().await {
+                carry_out(&*runtime, &run, &sink, epoch, op).instrument(span).await;
             }
         });
         RunOps { tx }
     }
 
-    pub fn send(&self, epoch: u64, op: Op) {
+    /// Queues `op` for the attempt `epoch`; what it logs goes in `span`,
+    /// the attempt's.
+    pub fn send(&self, epoch: u64, op: Op, span: Span) {
         // The task ends only when this handle is dropped.
-        let _ = self.tx.send((epoch, op));
+        let _ = self.tx.send((epoch, op, span));
+    }
+}
+
+async fn carry_out<R: Runtime>(runtime: &R, run: &RunId, sink: &Sink, epoch: u64, op: Op) {
+    let report = |what| {
+        // The agent is gone only when it is shutting down.
+        let _ = sink.send(Observation { run: run.clone(), epoch, what });
+    };
+    let name = op.name();
+    let failed = |error: String| Observed::Failed { op: name, error };
+    match op {
+        Op::Launch(plan) => match runtime.launch(*plan).await {
+            Ok(launch) => {
+                report(Observed::Launched(launch.clone()));
+                if let Err(e) = runtime.watch(run, &launch, epoch, sink.clone()) {
+                    report(failed(e.to_string()));
+                }
+            }
+            Err(e) => report(Observed::LaunchFailed(e.detail)),
+        },
+        Op::Watch(launch) => {
+            if let Err(e) = runtime.watch(run, &launch, epoch, sink.clone()) {
+                report(failed(e.to_string()));
+            }
+        }
+        Op::Freeze => match runtime.freeze(run).await {
+            Ok(()) => report(Observed::Frozen),
+            Err(e) => report(failed(e.to_string())),
+        },
+        Op::Thaw => {
+            if let Err(e) = runtime.thaw(run).await {
+                report(failed(e.to_string()));
+            }
+        }
+        Op::Update(settings) => {
+            if let Err(e) = runtime.update(run, &settings) {
+                report(failed(e.to_string()));
+            }
+        }
+        Op::Signal(launch, signal) => {
+            // A process already gone is not a failure: its exit is on its way.
+            let _ = runtime.signal(run, &launch, signal);
+        }
+        Op::KillAll => {
+            if let Err(e) = runtime.kill_all(run).await {
+                report(failed(e.to_string()));
+            }
+        }
+        Op::Remove => {
+            if let Err(e) = runtime.remove(run).await {
+                report(failed(e.to_string()));
+            }
+        }
     }
 }

@@ -41,7 +41,7 @@ use super::error::AgentError;
 use super::job::RunMeta;
 use super::ops::RunOps;
 use super::runtime::{Probe, Runtime};
-use super::supervisor::{run_dir, Run, Supervisor};
+use super::supervisor::{run_dir, run_span, Run, Supervisor};
 
 /// What to tell a re-adopted run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,11 +235,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.store.set_launch(&id, found)?;
             }
         }
-        info!(run = %id, job = %job, phase = record.state.phase.name(), "re-adopting run");
+        let span = run_span(&job, &id, record.state.attempt);
+        info!(parent: &span, phase = record.state.phase.name(), "re-adopting run");
         if matches!(&record.state.phase, Phase::Suspended { by, .. } if by.as_str() == OPERATOR) {
             let held = self.store.run(&id)?.is_some_and(|detail| is_held(&detail));
             if held {
-                info!(run = %id, job = %job, "frozen by operator: stays frozen until `corral thaw`");
+                info!(parent: &span, "frozen by operator: stays frozen until `corral thaw`");
                 self.held.insert(id.clone());
             }
         }
@@ -263,6 +264,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 launching: false,
                 removed: false,
                 suspended_at: 0,
+                span,
             },
         );
         if let (Phase::Placed, Some(Probe::NeverRan { detail })) = (&record.state.phase, &probe) {
@@ -302,7 +304,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         match run.assignment.clone() {
             Some(assignment) if run.spec.is_some() => {
                 let memory_limit = run.state.memory_limit;
-                info!(run = %id, "starting a run that was placed before the agent restarted");
+                info!(parent: &run.span, "starting a run that was placed before the agent restarted");
                 self.execute_launch(id, assignment, memory_limit)
             }
             _ => {

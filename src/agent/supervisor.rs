@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Span};
 
 use crate::api::protocol::EventLine;
 use crate::api::EventFeed;
@@ -94,6 +94,23 @@ pub(super) struct Run {
     pub removed: bool,
     /// When it was frozen, for resume order.
     pub suspended_at: u64,
+    /// Its current attempt's span: every line logged about the run, here
+    /// and on its operation task, is in it.
+    pub span: Span,
+}
+
+impl Run {
+    /// Queues `op` on the run's operation task, for its current attempt.
+    fn send(&self, op: Op) {
+        self.ops.send(self.epoch, op, self.span.clone());
+    }
+}
+
+/// The span of attempt `attempt` of run `run`: the job, the run id and the
+/// attempt on every line logged about it (`run{job=etl run=etl-3 attempt=2}:`
+/// in text logs, `span` and `spans` in JSON logs).
+pub(super) fn run_span(job: &spec::JobName, run: &RunId, attempt: u32) -> Span {
+    tracing::info_span!("run", job = %job, run = %run, attempt)
 }
 
 pub struct Supervisor<R: Runtime, S: RunStore> {
@@ -209,6 +226,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         &self.store
     }
 
+    /// The span of run `id`'s current attempt; none for a run that is over.
+    pub(super) fn span(&self, id: &RunId) -> Span {
+        self.runs.get(id).map_or_else(Span::none, |run| run.span.clone())
+    }
+
     /// The feed the supervisor announces what it records on.
     pub fn feed(&self) -> &EventFeed {
         &self.feed
@@ -313,7 +335,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         fingerprint: String,
         initial: RunState,
     ) {
-        info!(run = %id, job = %name, priority = meta.priority, "run queued");
+        let span = run_span(name, &id, initial.attempt);
+        info!(parent: &span, priority = meta.priority, "run queued");
         self.announce(|| {
             // As the store records a creation.
             EventLine::transition(
@@ -343,6 +366,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 launching: false,
                 removed: false,
                 suspended_at: 0,
+                span,
             },
         );
     }
@@ -376,7 +400,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             return Ok(());
         }
         if !first_sight || run.state.phase.may_have_processes() {
-            info!(run = %id, job = %run.job, "job changed: the run under way takes the new version \
+            info!(parent: &run.span, "job changed: the run under way takes the new version \
                   (resources now where the kernel allows, command and environment at its next attempt)");
         }
         // The hard limit: raised for a run under way, never lowered (that
@@ -423,15 +447,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     fn job_gone(&mut self, name: &spec::JobName) -> Result<(), AgentError> {
         self.cron_job_gone(name)?;
         let Some(id) = self.by_job.get(name).cloned() else { return Ok(()) };
-        self.stop_for_removal(&id, name)
+        self.stop_for_removal(&id)
     }
 
-    /// Stops run `id` of removed job `name`, or lets it finish (`on_removal`).
-    pub(super) fn stop_for_removal(
-        &mut self,
-        id: &RunId,
-        name: &spec::JobName,
-    ) -> Result<(), AgentError> {
+    /// Stops run `id` of a removed job, or lets it finish (`on_removal`).
+    pub(super) fn stop_for_removal(&mut self, id: &RunId) -> Result<(), AgentError> {
         let id = id.clone();
         let Some(run) = self.runs.get_mut(&id) else { return Ok(()) };
         if run.meta.finish_on_removal && run.state.phase.may_have_processes() {
@@ -441,10 +461,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             if let OomPolicy::Requeue { .. } = run.meta.policy.oom {
                 run.meta.policy.oom = OomPolicy::Fail;
             }
-            info!(run = %id, job = %name, "job removed: its run is left to finish (on_removal: finish)");
+            info!(parent: &run.span, "job removed: its run is left to finish (on_removal: finish)");
             return Ok(());
         }
-        info!(run = %id, job = %name, "job removed: stopping its run");
+        info!(parent: &run.span, "job removed: stopping its run");
         let needs_launch_report =
             matches!(run.state.phase, Phase::Placed) && !run.launching && run.launch.is_none();
         self.handle(&id, Event::StopRequested { reason: StopReason::JobRemoved })?;
@@ -472,19 +492,19 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let mut policy = run.meta.policy.clone();
         if let (Phase::OomPaused { frozen: false }, Event::Frozen) = (&run.state.phase, &event) {
             if let Some(why) = self.cannot_grow(run) {
-                warn!(run = %id, "cannot grow the memory limit: {why}; applying the failure path");
+                warn!(parent: &run.span, "cannot grow the memory limit: {why}; applying the failure path");
                 policy.oom = OomPolicy::Fail;
             }
         }
         let t = match transition(&run.state, &event, &policy, Moment::new(now, jitter)) {
             Ok(t) => t,
             Err(e) => {
-                warn!(run = %id, "ignored: {e}");
+                warn!(parent: &run.span, "ignored: {e}");
                 return Ok(false);
             }
         };
         if t.is_noop(&run.state) {
-            debug!(run = %id, "{}", t.reason);
+            debug!(parent: &run.span, "{}", t.reason);
             return Ok(true);
         }
         if let Event::Placed(assignment) = &event {
@@ -499,17 +519,22 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.record_exit(id, *status, now)?;
             }
         }
-        let run = self.runs.get(id).expect("present above");
+        let run = self.runs.get_mut(id).expect("present above");
         self.store.record_transition(id, &run.state, &t.next, now, &t.reason)?;
+        if t.next.attempt != run.state.attempt {
+            // The transition that starts an attempt is its span's first line.
+            run.span = run_span(&run.job, id, t.next.attempt);
+        }
+        let run = self.runs.get(id).expect("present above");
         let from = run.state.phase.name();
         let to = t.next.phase.name();
         self.announce(|| {
             EventLine::transition(now, run.job.as_str(), id.as_str(), Some(from), to, &t.reason)
         });
         if from != to {
-            info!(run = %id, job = %run.job, from = %from, to = %to, "{}", t.reason);
+            info!(parent: &run.span, from = %from, to = %to, "{}", t.reason);
         } else {
-            debug!(run = %id, job = %run.job, phase = to, "{}", t.reason);
+            debug!(parent: &run.span, phase = to, "{}", t.reason);
         }
         let run = self.runs.get_mut(id).expect("present above");
         let before = std::mem::replace(&mut run.state, t.next);
@@ -544,21 +569,21 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.next_epoch += 1;
                 run.epoch = epoch;
                 if let Some(launch) = run.launch.clone() {
-                    run.ops.send(epoch, Op::Watch(launch));
+                    run.send(Op::Watch(launch));
                 }
             }
-            Action::Freeze => run.ops.send(run.epoch, Op::Freeze),
-            Action::Thaw => run.ops.send(run.epoch, Op::Thaw),
+            Action::Freeze => run.send(Op::Freeze),
+            Action::Thaw => run.send(Op::Thaw),
             Action::SetMemoryLimit(limit) => {
                 self.recharge(id, limit);
                 self.push_settings(id);
             }
             Action::Terminate => {
                 if let Some(launch) = run.launch.clone() {
-                    run.ops.send(run.epoch, Op::Signal(launch, Signal::SIGTERM));
+                    run.send(Op::Signal(launch, Signal::SIGTERM));
                 }
             }
-            Action::KillAll => run.ops.send(run.epoch, Op::KillAll),
+            Action::KillAll => run.send(Op::KillAll),
             Action::YieldCpus => {
                 self.preempting.remove(id);
                 match self.ledger.suspend(id) {
@@ -569,7 +594,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                         run.assignment = Some(held);
                         run.suspended_at = self.suspensions;
                     }
-                    Err(e) => warn!(run = %id, "frozen, but its CPUs could not be lent: {e}"),
+                    Err(e) => {
+                        warn!(parent: &self.span(id), "frozen, but its CPUs could not be lent: {e}")
+                    }
                 }
             }
             Action::ReleasePlacement => {
@@ -577,12 +604,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 run.launching = false;
                 if let Some(held) = run.assignment.take() {
                     if let Err(e) = self.ledger.release(&held) {
-                        debug!(run = %id, "placement already released: {e}");
+                        debug!(parent: &self.span(id), "placement already released: {e}");
                     }
                     self.store.set_placement(id, None)?;
                 }
                 let run = self.runs.get(id).expect("present");
-                run.ops.send(run.epoch, Op::Remove);
+                run.send(Op::Remove);
             }
             Action::ArmTimer { timer, at } => self.timers.arm(id, timer, at),
             // Recorded before the transition; see `handle`.
@@ -591,7 +618,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             Action::RecordEvent(event) => self.record_event(id, &event, reason, now)?,
             // The transition into the terminal phase is logged with its reason.
             Action::RecordOutcome(outcome) => {
-                debug!(run = %id, "outcome: {outcome:?}");
+                debug!(parent: &self.span(id), "outcome: {outcome:?}");
                 self.count_outcome(id, &outcome, reason, now);
             }
         }
@@ -630,7 +657,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let Some(spec) = run.spec.clone() else {
             // Only re-adopted runs lack a spec, and they are not started
             // before the jobs directory has been read.
-            warn!(run = %id, "no job version to launch");
+            warn!(parent: &run.span, "no job version to launch");
             return Ok(());
         };
         let epoch = self.next_epoch;
@@ -650,7 +677,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             run_dir: run_dir(&self.settings.runs_dir, id, run.state.since),
             env: self.cron.env_for(id),
         };
-        run.ops.send(epoch, Op::Launch(Box::new(plan)));
+        run.send(Op::Launch(Box::new(plan)));
         Ok(())
     }
 
@@ -744,7 +771,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let id = obs.run;
         let Some(run) = self.runs.get_mut(&id) else { return Ok(()) };
         if obs.epoch != run.epoch {
-            debug!(run = %id, "dropped a report about an earlier attempt: {:?}", obs.what);
+            debug!(parent: &run.span, "dropped a report about an earlier attempt: {:?}", obs.what);
             return Ok(());
         }
         match obs.what {
@@ -759,7 +786,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             Observed::LaunchFailed(detail) => {
                 run.launching = false;
-                warn!(run = %id, job = %run.job, "launch failed: {detail}");
+                warn!(parent: &run.span, "launch failed: {detail}");
                 self.handle(&id, Event::LaunchFailed { detail })?;
             }
             Observed::Exited { status, at, stats } => {
@@ -785,7 +812,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.handle(&id, Event::Frozen)?;
             }
             Observed::Failed { op, error } => {
-                warn!(run = %id, job = %run.job, "{op} failed: {error}");
+                warn!(parent: &run.span, "{op} failed: {error}");
                 match (&run.state.phase, op) {
                     // The freeze did not happen: the run is not suspended after all.
                     (Phase::Suspended { frozen: false, .. }, "freeze") => {
@@ -925,7 +952,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 for (victim, mode) in victims {
                     let Some(v) = self.runs.get(&victim) else { continue };
                     info!(
-                        run = %victim, job = %v.job, preempted_by = %for_run,
+                        parent: &v.span, preempted_by = %for_run,
                         "preempting {victim} (job {}, priority {}) by {mode} for {for_run} (job {who}, priority {priority}), which does not fit otherwise",
                         v.job, v.meta.priority
                     );
@@ -984,7 +1011,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             assignment: assignment.clone(),
             memory_limit: run.state.memory_limit,
         };
-        run.ops.send(run.epoch, Op::Update(Box::new(settings)));
+        run.send(Op::Update(Box::new(settings)));
     }
 
     /// Why growing the run's limit one step would not fit in its nodes'
@@ -1025,14 +1052,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         match self.ledger.record(wanted.clone()) {
             Ok(_) => {
                 if let Err(e) = self.store.set_placement(id, Some(&wanted)) {
-                    error!(run = %id, "cannot store the new memory charge: {e}");
+                    error!(parent: &self.span(id), "cannot store the new memory charge: {e}");
                 }
                 if let Some(run) = self.runs.get_mut(id) {
                     run.assignment = Some(wanted);
                 }
             }
             Err(e) => {
-                warn!(run = %id, "memory charge unchanged: {e}");
+                warn!(parent: &self.span(id), "memory charge unchanged: {e}");
                 let _ = self.ledger.record(held);
             }
         }

@@ -701,3 +701,78 @@ async fn a_freeze_by_hand_outlives_an_agent_restart_and_a_thaw_does_too() {
     b.settle().await;
     assert_eq!(b.phase("work-1"), "running");
 }
+
+/// Log lines as the agent's JSON log format writes them, captured.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    }
+}
+
+/// Every line about a run is in its attempt's span (job, run id, attempt),
+/// so a log search for a run finds all of it: the transitions, the lines
+/// about its removal or its failures, and those of its next attempt.
+#[tokio::test(start_paused = true)]
+async fn every_line_about_a_run_is_in_the_span_of_its_attempt() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let mut b = Bench::new();
+    b.files(&[("t.yaml", &job("t", "restart: {on: failure, attempts: 1, backoff: 2s}\n"))]).await;
+    b.fake.exit("t-1", 1);
+    b.settle().await;
+    tokio::time::advance(Duration::from_secs(3)).await;
+    b.settle().await;
+    assert_eq!(b.state("t-1").attempt, 2);
+    b.remove("t.yaml").await;
+
+    let lines = captured.lines();
+    let about_run: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["span"]["run"] == "t-1").collect();
+    for line in &about_run {
+        assert_eq!(line["span"]["name"], "run", "{line}");
+        assert_eq!(line["span"]["job"], "t", "{line}");
+    }
+    let message = |l: &serde_json::Value| l["fields"]["message"].as_str().unwrap_or("").to_owned();
+    let attempt_of = |text: &str| -> Vec<String> {
+        about_run
+            .iter()
+            .filter(|l| message(l).contains(text) || l["fields"]["to"] == text)
+            .map(|l| l["span"]["attempt"].to_string())
+            .collect()
+    };
+    assert_eq!(attempt_of("run queued"), ["1"]);
+    assert_eq!(attempt_of("running"), ["1", "2"], "{about_run:#?}");
+    assert_eq!(attempt_of("job removed: stopping its run"), ["2"]);
+    // Nothing about the run is logged outside it.
+    let outside: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["span"]["run"] != "t-1" && l.to_string().contains("t-1"))
+        .collect();
+    assert!(outside.is_empty(), "{outside:#?}");
+}
