@@ -210,6 +210,39 @@ fn trigger_starts_a_run_of_a_recurring_job_now() {
     assert!(String::from_utf8_lossy(&one_shot.stderr).contains("not a recurring job"));
 }
 
+/// `corral ps` as uid 65534 with the given group options (`setpriv`).
+fn ps_as_nobody(socket: &std::path::Path, groups: &[&str]) -> Output {
+    Command::new("setpriv")
+        .arg("--reuid=65534")
+        .args(groups)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_corral"))
+        .args(["ps", "--socket"])
+        .arg(socket)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn members_of_the_socket_group_may_drive_the_agent_and_others_may_not() {
+    let agent = started("socket_group: nogroup\n");
+    let socket = agent.state.join("corral.sock");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 65534);
+
+    // By its primary group, or by a supplementary one.
+    for groups in [&["--regid=65534", "--clear-groups"][..], &["--regid=4321", "--groups=65534"]] {
+        let out = ps_as_nobody(&socket, groups);
+        assert!(out.status.success(), "{groups:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("JOB"));
+    }
+    let outsider = ps_as_nobody(&socket, &["--regid=4321", "--clear-groups"]);
+    assert!(!outsider.status.success());
+    let stderr = String::from_utf8_lossy(&outsider.stderr);
+    assert!(stderr.contains("permission denied"), "{stderr}");
+}
+
 #[test]
 fn the_socket_is_root_only_and_a_stopped_agent_is_reported() {
     let mut agent = started("");

@@ -192,7 +192,7 @@ fn watch_jobs(config: &AgentConfig) -> Result<Batches, AgentError> {
 /// Listens on the control socket on a task of its own; requests come to the
 /// main loop. The socket file goes when the agent stops.
 fn listen(config: &AgentConfig, feed: FeedTap) -> Result<Commands, AgentError> {
-    let socket = crate::api::ControlSocket::bind(&config.socket)?;
+    let socket = crate::api::ControlSocket::bind(&config.socket, config.socket_group.as_ref())?;
     info!(socket = %socket.path().display(), "control socket ready");
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move { socket.serve(tx, feed).await });

@@ -11,14 +11,16 @@
 //!
 //! - [`protocol`]: the requests and responses, one JSON document per line.
 //! - [`feed`]: transitions and run events pushed to followers of `events`.
-//! - [`socket`]: the listener (a Unix socket only root can open) and the
+//! - [`socket`]: the listener (a Unix socket only root, or the members of a
+//!   configured group, can open) and the
 //!   client the command line uses.
 //!
 //! The TCP endpoint only reads: anyone who can reach the port can see job
 //! names, states and numbers, nothing more. Actions that change anything
 //! (freeze, thaw, kill, trigger) are served only on the socket: its file is
-//! mode 0600 and owned by root, and the agent also checks the peer's
-//! credentials on every connection, so exposing the metrics port to a
+//! mode 0600 and owned by root (0660 and the `socket_group`'s when one is
+//! configured), and the agent also checks the peer's credentials on every
+//! connection, so exposing the metrics port to a
 //! Prometheus server never exposes control of the node.
 
 pub mod error;

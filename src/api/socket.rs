@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use tokio::net::unix::UCred;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, oneshot};
@@ -17,10 +18,14 @@ use tracing::{debug, warn};
 
 use super::feed::{Announced, FeedTap};
 use super::protocol::{EventLine, Request, Response};
+use crate::spec::GroupRef;
 
-/// Only root may open the socket. The mode is set right after `bind`; the
-/// peer check below also covers the moment in between.
+/// Only root may open the socket, unless a group is given access
+/// ([`GROUP_MODE`]). The mode is set right after `bind`; the peer check below
+/// also covers the moment in between.
 const SOCKET_MODE: u32 = 0o600;
+/// Root and the members of the socket's group (`socket_group`).
+const GROUP_MODE: u32 = 0o660;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
@@ -44,6 +49,15 @@ pub enum SocketError {
         #[source]
         source: std::io::Error,
     },
+    #[error("socket_group {group}: no such group on this machine")]
+    UnknownGroup { group: String },
+    #[error("cannot give group {gid} the control socket {path}")]
+    Group {
+        path: PathBuf,
+        gid: u32,
+        #[source]
+        source: nix::Error,
+    },
     #[error("cannot set mode {mode:o} on the control socket {path}")]
     Mode {
         path: PathBuf,
@@ -65,12 +79,30 @@ pub struct Command {
 pub struct ControlSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// Besides root, the members of this group may use it.
+    group: Option<u32>,
+}
+
+/// The group id `group` names on this machine.
+pub fn resolve_group(group: &GroupRef) -> Result<u32, SocketError> {
+    let unknown = || SocketError::UnknownGroup { group: group.to_string() };
+    match group {
+        GroupRef::Id(gid) => Ok(*gid),
+        GroupRef::Name(name) => match nix::unistd::Group::from_name(name) {
+            Ok(Some(found)) => Ok(found.gid.as_raw()),
+            _ => Err(unknown()),
+        },
+    }
 }
 
 impl ControlSocket {
     /// Listens on `path`, creating its directory. A socket file left by an
     /// agent that is gone is replaced; one an agent still answers on is not.
-    pub fn bind(path: &Path) -> Result<ControlSocket, SocketError> {
+    /// With `group`, the file belongs to that group and is mode 0660, and
+    /// the group's members may use it as root does; without, it is root's
+    /// alone (0600).
+    pub fn bind(path: &Path, group: Option<&GroupRef>) -> Result<ControlSocket, SocketError> {
+        let group = group.map(resolve_group).transpose()?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|source| SocketError::Dir { path: dir.to_owned(), source })?;
@@ -84,10 +116,17 @@ impl ControlSocket {
         }
         let listener = UnixListener::bind(path)
             .map_err(|source| SocketError::Bind { path: path.to_owned(), source })?;
-        let socket = ControlSocket { listener, path: path.to_owned() };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(
-            |source| SocketError::Mode { path: path.to_owned(), mode: SOCKET_MODE, source },
-        )?;
+        let socket = ControlSocket { listener, path: path.to_owned(), group };
+        let mode = match group {
+            Some(gid) => {
+                nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+                    .map_err(|source| SocketError::Group { path: path.to_owned(), gid, source })?;
+                GROUP_MODE
+            }
+            None => SOCKET_MODE,
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|source| SocketError::Mode { path: path.to_owned(), mode, source })?;
         Ok(socket)
     }
 
@@ -110,7 +149,7 @@ impl ControlSocket {
             if commands.is_closed() {
                 return;
             }
-            tokio::spawn(connection(stream, commands.clone(), feed.clone()));
+            tokio::spawn(connection(stream, self.group, commands.clone(), feed.clone()));
         }
     }
 }
@@ -121,27 +160,55 @@ impl Drop for ControlSocket {
     }
 }
 
-/// Whether a peer with `uid` may use the socket: root, or the agent's own
-/// user (an agent run unprivileged for development).
-fn allowed(uid: u32) -> bool {
-    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+/// Whether a peer may use the socket: root, the agent's own user (an agent
+/// run unprivileged for development), or a member of the socket's `group`,
+/// by its primary group or one of its supplementary groups. The file's mode
+/// already keeps everyone else out; this check does not depend on it.
+fn allowed(peer: &UCred, group: Option<u32>) -> bool {
+    let uid = peer.uid();
+    if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+        return true;
+    }
+    let Some(group) = group else { return false };
+    peer.gid() == group
+        || peer.pid().is_some_and(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|status| supplementary_groups(&status).contains(&group))
+        })
 }
 
-async fn connection(stream: UnixStream, commands: mpsc::Sender<Command>, feed: FeedTap) {
-    let uid = match stream.peer_cred() {
-        Ok(cred) => cred.uid(),
+/// The `Groups:` line of a `/proc/PID/status`.
+fn supplementary_groups(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .map(|ids| ids.split_whitespace().filter_map(|id| id.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+async fn connection(
+    stream: UnixStream,
+    group: Option<u32>,
+    commands: mpsc::Sender<Command>,
+    feed: FeedTap,
+) {
+    let peer = match stream.peer_cred() {
+        Ok(cred) => cred,
         Err(e) => {
             debug!("control socket: no peer credentials: {e}");
             return;
         }
     };
+    // Decided once per connection, as the peer was when it connected.
+    let permitted = allowed(&peer, group);
+    let uid = peer.uid();
     let (read, mut write) = stream.into_split();
     let mut lines = tokio::io::BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if line.trim().is_empty() {
             continue;
         }
-        let response = if !allowed(uid) {
+        let response = if !permitted {
             Response::Error { message: format!("uid {uid} may not use the control socket") }
         } else {
             match serde_json::from_str::<Request>(&line) {
@@ -154,7 +221,7 @@ async fn connection(stream: UnixStream, commands: mpsc::Sender<Command>, feed: F
                 Err(e) => Response::Error { message: format!("not a request: {e}") },
             }
         };
-        if send(&mut write, &response).await.is_err() || !allowed(uid) {
+        if send(&mut write, &response).await.is_err() || !permitted {
             return;
         }
     }
@@ -271,7 +338,7 @@ async fn ask(commands: &mpsc::Sender<Command>, request: Request) -> Response {
 pub enum ClientError {
     #[error("no agent is listening on {path}: is `corral agent` running?")]
     NotRunning { path: PathBuf },
-    #[error("permission denied on {path}: the control socket is for root")]
+    #[error("permission denied on {path}: the control socket is for root (and the agent's socket_group)")]
     Denied { path: PathBuf },
     #[error("cannot talk to the agent on {path}")]
     Io {
@@ -341,7 +408,7 @@ mod tests {
     async fn a_request_is_answered_by_the_main_loop_and_the_file_is_root_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/corral.sock");
-        let socket = ControlSocket::bind(&path).unwrap();
+        let socket = ControlSocket::bind(&path, None).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let (tx, mut rx) = mpsc::channel::<Command>(1);
@@ -360,7 +427,7 @@ mod tests {
         .unwrap();
         assert_eq!(answer, Response::Done { message: "Ps".into() });
         // A second agent does not take the socket over.
-        assert!(matches!(ControlSocket::bind(&path), Err(SocketError::InUse { .. })));
+        assert!(matches!(ControlSocket::bind(&path, None), Err(SocketError::InUse { .. })));
         server.abort();
     }
 
@@ -377,7 +444,7 @@ mod tests {
     async fn a_follower_gets_the_history_then_each_entry_once_until_the_feed_ends() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("corral.sock");
-        let socket = ControlSocket::bind(&path).unwrap();
+        let socket = ControlSocket::bind(&path, None).unwrap();
         let feed = EventFeed::new();
         let (tx, mut rx) = mpsc::channel::<Command>(1);
         let tap = feed.tap();
@@ -422,6 +489,32 @@ mod tests {
         assert_eq!(details, ["d", "e"]);
     }
 
+    #[tokio::test]
+    async fn a_socket_group_owns_the_file_and_unknown_groups_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corral.sock");
+        let socket = ControlSocket::bind(&path, Some(&GroupRef::Id(65534))).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 65534);
+        drop(socket);
+        let unknown = GroupRef::Name("no-such-group-corral".into());
+        let err = ControlSocket::bind(&path, Some(&unknown)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "socket_group no-such-group-corral: no such group on this machine"
+        );
+        assert_eq!(resolve_group(&GroupRef::Name("root".into())).unwrap(), 0);
+    }
+
+    #[test]
+    fn supplementary_groups_come_from_the_status_file() {
+        let status = "Name:\tcorral\nUid:\t0\t0\t0\t0\nGroups:\t4 27 65534 \nNgid:\t0\n";
+        assert_eq!(supplementary_groups(status), [4, 27, 65534]);
+        assert!(supplementary_groups("Groups:\n").is_empty());
+        assert!(supplementary_groups("Name:\tx\n").is_empty());
+    }
+
     #[test]
     fn a_stale_socket_is_replaced_and_a_missing_one_is_reported() {
         let dir = tempfile::tempdir().unwrap();
@@ -431,7 +524,7 @@ mod tests {
         assert!(path.exists());
         assert!(matches!(Client::connect(&path), Err(ClientError::NotRunning { .. })));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let socket = rt.block_on(async { ControlSocket::bind(&path) }).unwrap();
+        let socket = rt.block_on(async { ControlSocket::bind(&path, None) }).unwrap();
         drop(socket);
         assert!(!path.exists());
     }

@@ -12,7 +12,7 @@ use crate::spec::check::{choice, Checker, Fields};
 use crate::spec::error::{Diagnostic, Diagnostics, FieldPath};
 use crate::spec::name::{check_label, NameError};
 use crate::spec::tree::Node;
-use crate::spec::{source, Bytes, Pos, SpecError, UserRef};
+use crate::spec::{source, Bytes, GroupRef, Pos, SpecError, UserRef};
 use crate::topology::CpuSet;
 
 /// How the agent writes its log.
@@ -71,6 +71,8 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// The control socket for the `corral` command line.
     pub socket: PathBuf,
+    /// Besides root, the members of this group may use the control socket.
+    pub socket_group: Option<GroupRef>,
     /// Who jobs without a `user` run as.
     pub default_user: UserRef,
     /// Whether a job may run as root (uid 0), by its own `user` or by `default_user`.
@@ -105,6 +107,7 @@ impl Default for AgentConfig {
             reserved_memory: Bytes(0),
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464),
             socket: PathBuf::from("/run/corral/corral.sock"),
+            socket_group: None,
             default_user: UserRef::Name("nobody".into()),
             allow_root_jobs: false,
             log_format: LogFormat::Text,
@@ -126,6 +129,7 @@ const FIELDS: &[&str] = &[
     "reserved_memory",
     "listen",
     "socket",
+    "socket_group",
     "default_user",
     "allow_root_jobs",
     "log_format",
@@ -242,6 +246,10 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         }
         Some(socket)
     });
+    let socket_group = match fields.get("socket_group") {
+        None => Some(defaults.socket_group),
+        Some(n) => cx.parsed_text(n, &fields.field("socket_group"), GroupRef::parse).map(Some),
+    };
     let default_user = match fields.get("default_user") {
         None => Some(defaults.default_user),
         Some(n) => cx.parsed_text(n, &fields.field("default_user"), UserRef::parse),
@@ -312,6 +320,7 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         reserved_memory: reserved_memory?,
         listen: listen?,
         socket: socket?,
+        socket_group: socket_group?,
         default_user: default_user?,
         allow_root_jobs: allow_root_jobs?,
         log_format: log_format?,
@@ -397,7 +406,7 @@ mod tests {
              reserved_memory: 1Gi\nlisten: '[::1]:9500'\nsocket: /run/b.sock\ndefault_user: 1000\n\
              allow_root_jobs: true\nlog_format: json\ndefault_timezone: Europe/Berlin\nstop_grace: 1m\n\
              log_max_bytes: 1Mi\nmin_runtime_before_preemption: 2s\nstop_jobs_on_exit: true\n\
-             catch_up_limit: 7\n",
+             catch_up_limit: 7\nsocket_group: corral-ops\n",
         )
         .unwrap();
         assert_eq!(config.jobs_dir, Path::new("/srv/jobs"));
@@ -416,6 +425,10 @@ mod tests {
         assert_eq!(config.min_runtime_before_preemption, Duration::from_secs(2));
         assert!(config.stop_jobs_on_exit);
         assert_eq!(config.catch_up_limit, 7);
+        assert_eq!(config.socket_group, Some(GroupRef::Name("corral-ops".into())));
+        assert_eq!(compile("socket_group: 0\n").unwrap().socket_group, Some(GroupRef::Id(0)));
+        assert_eq!(compile("").unwrap().socket_group, None);
+        assert!(error("socket_group: '-x'\n").starts_with("1 socket_group:"));
         assert!(error("catch_up_limit: 0\n").starts_with("1 catch_up_limit:"));
         assert_eq!(compile("reserved_cpus: 0\n").unwrap().reserved_cpus.to_string(), "0");
     }
