@@ -139,10 +139,26 @@ pub async fn run(
         );
     }
     let snapshot = Arc::new(PublishedSnapshot::default());
-    let metrics = Arc::new(Metrics::new(&MetricsConfig::default(), snapshot.clone()));
+    let metrics_config = MetricsConfig {
+        finished_retention: config.finished_run_retention,
+        ..MetricsConfig::default()
+    };
+    let metrics = Arc::new(Metrics::new(&metrics_config, snapshot.clone()));
     let telemetry = Telemetry::new(metrics.clone(), snapshot, Some(layout));
     let views = telemetry.views.clone();
     supervisor.set_telemetry(telemetry);
+    // Before the first scrape can be served, so that no scrape after a
+    // restart misses a run that ended within the retention.
+    match supervisor.restore_finished() {
+        Ok(0) => {}
+        Ok(restored) => info!(
+            restored,
+            retention = %crate::spec::duration::format(config.finished_run_retention),
+            "runs that ended within the retention are back in the scrape"
+        ),
+        // Only the scrape loses: the runs themselves were taken over above.
+        Err(e) => warn!("runs that ended before this start are not in the scrape: {e}"),
+    }
     supervisor.publish();
     // Run details come from the store; the API reads through a connection
     // of its own, so a request never waits for the main loop.
