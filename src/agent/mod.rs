@@ -89,6 +89,8 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    // Before the launcher is made: it records the limit shims get back.
+    raise_nofile();
     let _lock = StateDirLock::acquire(&config.state_dir)?;
     let store = SqliteStore::open(&config.state_dir.join(SqliteStore::FILE_NAME))?;
     let runs_dir = config.state_dir.join(crate::launch::plan::RUNS_DIR);
@@ -187,6 +189,34 @@ pub async fn run(
     driven?;
     info!("agent stopped");
     Ok(())
+}
+
+/// Raises the agent's descriptor limit for its runs' open statistics files
+/// (see [`crate::container::nofile`]). Not fatal: with the limit it was
+/// given the agent works, for fewer runs; a run whose files cannot be
+/// opened is still run, only without statistics.
+fn raise_nofile() {
+    use crate::container::nofile::{self, RECOMMENDED_HARD};
+    match nofile::raise_to_hard() {
+        Ok(raised) => {
+            info!(
+                inherited_soft = raised.inherited.soft,
+                soft = raised.now.soft,
+                hard = raised.now.hard,
+                "open file limit (RLIMIT_NOFILE) raised to the hard limit; jobs get the inherited one"
+            );
+            if raised.now.hard < RECOMMENDED_HARD {
+                warn!(
+                    hard = raised.now.hard,
+                    recommended = RECOMMENDED_HARD,
+                    "the hard open file limit holds the statistics files of about {} live runs; \
+                     raise it (LimitNOFILE= in a systemd unit, ulimit -Hn) for more",
+                    nofile::runs_within(raised.now.hard)
+                );
+            }
+        }
+        Err(e) => warn!("{e}; going on with the limit the agent was started with"),
+    }
 }
 
 /// Starts the watcher of the jobs directory on a task of its own: a batch
