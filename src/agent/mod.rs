@@ -199,11 +199,16 @@ fn raise_nofile() {
     use crate::container::nofile::{self, RECOMMENDED_HARD};
     match nofile::raise_to_hard() {
         Ok(raised) => {
+            let what = if raised.inherited == raised.now {
+                "open file limit (RLIMIT_NOFILE): the soft limit is the hard one already"
+            } else {
+                "open file limit (RLIMIT_NOFILE) raised to the hard limit; jobs get the inherited one"
+            };
             info!(
                 inherited_soft = raised.inherited.soft,
                 soft = raised.now.soft,
                 hard = raised.now.hard,
-                "open file limit (RLIMIT_NOFILE) raised to the hard limit; jobs get the inherited one"
+                "{what}"
             );
             if raised.now.hard < RECOMMENDED_HARD {
                 warn!(
