@@ -1,6 +1,7 @@
 //! The agent's HTTP endpoint on the real kernel: per-run series read from
-//! live cgroups, a finished run's OOM kill kept in the scrape, the OOM
-//! policy counted, the JSON views, and promtool on a live scrape.
+//! live cgroups, a finished run's OOM kill kept in the scrape (across agent
+//! restarts too, for the configured retention), the OOM policy counted, the
+//! JSON views, and promtool on a live scrape.
 
 mod agent_harness;
 
@@ -110,6 +111,84 @@ fn live_runs_and_an_oom_kill_reach_the_scrape() {
         assert!(out.status.success() && report.trim().is_empty(), "promtool: {report}");
     }
     dashboards_use_only_what_a_live_agent_exports(&text);
+}
+
+/// The samples of `run`, as `name{labels} value` lines, sorted.
+fn series_of(scrape: &str, run: &str) -> Vec<String> {
+    let label = format!("run=\"{run}\"");
+    let mut lines: Vec<String> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(&label))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Whether the shim of `run` has recorded how it ended.
+fn exit_recorded(agent: &TestAgent, run: &str) -> bool {
+    let Ok(placements) = std::fs::read_dir(agent.state.join("runs").join(run)) else {
+        return false;
+    };
+    placements.flatten().any(|p| p.path().join("status.json").exists())
+}
+
+#[test]
+fn ended_runs_keep_their_final_series_across_restarts_for_the_retention() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    let go = agent.data_file("go");
+    let limits = "resources: {memory: {hard: 16Mi}}\noom: {action: fail}\n";
+    agent.write_job("oomy.yaml", &job("oomy", HOG, limits));
+    let wait_then_hog = format!("while [ ! -e {} ]; do sleep 0.1; done; {HOG}", go.display());
+    agent.write_job("late.yaml", &job("late", &wait_then_hog, limits));
+    agent.wait_phase("oomy-1", "failed", secs(60));
+    agent.wait_phase("late-1", "running", secs(30));
+
+    let before = series_of(&scrape(&agent), "oomy-1");
+    let text = before.join("\n");
+    assert!(
+        sample(&text, "corral_run_memory_oom_kills_total", &[]).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    // The shell was killed with SIGKILL: 128 + 9.
+    assert_eq!(sample(&text, "corral_run_exit_code", &[]), Some(137.0), "{text}");
+    assert!(sample(&text, "corral_run_end_timestamp_seconds", &[]).is_some(), "{text}");
+
+    // The agent stops, leaving late-1 running; it is OOM-killed while no
+    // agent runs, and its shim records the exit.
+    assert!(agent.stop().success());
+    std::fs::write(&go, "").unwrap();
+    agent.wait_for("late-1's exit recorded", secs(60), || exit_recorded(&agent, "late-1"));
+
+    agent.start();
+    agent.wait_phase("late-1", "failed", secs(30));
+    let text = scrape(&agent);
+    assert_eq!(series_of(&text, "oomy-1"), before, "oomy-1's final series, as before the restart");
+    let late = series_of(&text, "late-1").join("\n");
+    assert!(
+        sample(&late, "corral_run_memory_oom_kills_total", &[]).is_some_and(|n| n >= 1.0),
+        "the OOM kill recovery read from late-1's cgroup: {late}"
+    );
+    assert_eq!(sample(&late, "corral_run_exit_code", &[]), Some(137.0), "{late}");
+    assert!(sample(&late, "corral_run_memory_max_usage_bytes", &[]).is_some(), "{late}");
+    let states: Vec<&str> = late.lines().filter(|l| l.starts_with("corral_run_state{")).collect();
+    assert!(matches!(states[..], [one] if one.contains("state=\"failed\"")), "{late}");
+
+    // A restart with a retention both runs' ends are older than.
+    assert!(agent.stop().success());
+    let mut config = std::fs::OpenOptions::new().append(true).open(&agent.config).unwrap();
+    config.write_all(b"finished_run_retention: 1s\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    agent.start();
+    agent.wait_for("readiness", secs(30), || {
+        std::net::TcpStream::connect(agent.listen).is_ok()
+            && agent.http_get("/readyz", None).0 == 200
+    });
+    let text = scrape(&agent);
+    assert!(series_of(&text, "oomy-1").is_empty(), "{text}");
+    assert!(series_of(&text, "late-1").is_empty(), "{text}");
+    assert_eq!(sample(&text, "corral_spec_files", &["status=\"valid\""]), Some(2.0), "{text}");
 }
 
 /// Every `corral_*` name in the dashboards and alert rules that a live

@@ -311,6 +311,54 @@ fn global_cap_keeps_the_most_recently_finished() {
 }
 
 #[test]
+fn finished_since_lists_the_runs_that_ended_in_the_window_newest_first() {
+    let (_dir, mut store) = open();
+    finished(&mut store, "a", Phase::Succeeded, 10); // a-1
+    finished(&mut store, "b", failed(), 20); // b-1
+    finished(&mut store, "a", killed(), 40); // a-2
+    finished(&mut store, "c", Phase::Succeeded, 30); // c-1
+                                                     // Active runs are never listed, however recent.
+    store.create_run(&job("c"), &pending(), t(50)).unwrap();
+    let running = store.create_run(&job("d"), &pending(), t(51)).unwrap();
+    advance(&mut store, &running, &pending(), Phase::Running { since: t(52) }, 52);
+
+    let listed = |store: &SqliteStore, since: i64, limit: usize| -> Vec<String> {
+        let runs = store.finished_since(t(since), limit).unwrap();
+        runs.into_iter().map(|r| r.id.to_string()).collect()
+    };
+    // A run that ended exactly at the start of the window is in it.
+    assert_eq!(listed(&store, 20, 10), ["a-2", "c-1", "b-1"]);
+    assert_eq!(listed(&store, 21, 10), ["a-2", "c-1"]);
+    assert_eq!(listed(&store, 0, 10), ["a-2", "c-1", "b-1", "a-1"]);
+    // The limit keeps the most recently finished.
+    assert_eq!(listed(&store, 0, 2), ["a-2", "c-1"]);
+    assert!(listed(&store, 0, 0).is_empty());
+    assert!(listed(&store, 41, 10).is_empty());
+}
+
+#[test]
+fn finished_since_returns_the_final_counters() {
+    let (_dir, mut store) = open();
+    let st = pending();
+    let id = store.create_run(&job("oomy"), &st, t(0)).unwrap();
+    let running = advance(&mut store, &id, &st, Phase::Running { since: t(1) }, 1);
+    let exit = ExitInfo {
+        status: ExitStatus::Signal(9),
+        exited_at: t(5),
+        peak_memory: Some(Bytes::from_mib(16)),
+        oom_kills: 2,
+        cpu_seconds: 0.25,
+    };
+    store.set_exit(&id, &exit).unwrap();
+    advance(&mut store, &id, &running, Phase::Failed { reason: FailReason::Oom }, 6);
+    let runs = store.finished_since(t(6), 10).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].finished_at, Some(t(6)));
+    assert_eq!(runs[0].exit, Some(exit));
+    assert_eq!(runs[0].state.phase, Phase::Failed { reason: FailReason::Oom });
+}
+
+#[test]
 fn a_firing_is_decided_once() {
     let (_dir, mut store) = open();
     let etl = job("etl");

@@ -89,6 +89,8 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    // Before the launcher is made: it records the limit shims get back.
+    raise_nofile();
     let _lock = StateDirLock::acquire(&config.state_dir)?;
     let store = SqliteStore::open(&config.state_dir.join(SqliteStore::FILE_NAME))?;
     let runs_dir = config.state_dir.join(crate::launch::plan::RUNS_DIR);
@@ -139,10 +141,26 @@ pub async fn run(
         );
     }
     let snapshot = Arc::new(PublishedSnapshot::default());
-    let metrics = Arc::new(Metrics::new(&MetricsConfig::default(), snapshot.clone()));
+    let metrics_config = MetricsConfig {
+        finished_retention: config.finished_run_retention,
+        ..MetricsConfig::default()
+    };
+    let metrics = Arc::new(Metrics::new(&metrics_config, snapshot.clone()));
     let telemetry = Telemetry::new(metrics.clone(), snapshot, Some(layout));
     let views = telemetry.views.clone();
     supervisor.set_telemetry(telemetry);
+    // Before the first scrape can be served, so that no scrape after a
+    // restart misses a run that ended within the retention.
+    match supervisor.restore_finished() {
+        Ok(0) => {}
+        Ok(restored) => info!(
+            restored,
+            retention = %crate::spec::duration::format(config.finished_run_retention),
+            "runs that ended within the retention are back in the scrape"
+        ),
+        // Only the scrape loses: the runs themselves were taken over above.
+        Err(e) => warn!("runs that ended before this start are not in the scrape: {e}"),
+    }
     supervisor.publish();
     // Run details come from the store; the API reads through a connection
     // of its own, so a request never waits for the main loop.
@@ -171,6 +189,39 @@ pub async fn run(
     driven?;
     info!("agent stopped");
     Ok(())
+}
+
+/// Raises the agent's descriptor limit for its runs' open statistics files
+/// (see [`crate::container::nofile`]). Not fatal: with the limit it was
+/// given the agent works, for fewer runs; a run whose files cannot be
+/// opened is still run, only without statistics.
+fn raise_nofile() {
+    use crate::container::nofile::{self, RECOMMENDED_HARD};
+    match nofile::raise_to_hard() {
+        Ok(raised) => {
+            let what = if raised.inherited == raised.now {
+                "open file limit (RLIMIT_NOFILE): the soft limit is the hard one already"
+            } else {
+                "open file limit (RLIMIT_NOFILE) raised to the hard limit; jobs get the inherited one"
+            };
+            info!(
+                inherited_soft = raised.inherited.soft,
+                soft = raised.now.soft,
+                hard = raised.now.hard,
+                "{what}"
+            );
+            if raised.now.hard < RECOMMENDED_HARD {
+                warn!(
+                    hard = raised.now.hard,
+                    recommended = RECOMMENDED_HARD,
+                    "the hard open file limit holds the statistics files of about {} live runs; \
+                     raise it (LimitNOFILE= in a systemd unit, ulimit -Hn) for more",
+                    nofile::runs_within(raised.now.hard)
+                );
+            }
+        }
+        Err(e) => warn!("{e}; going on with the limit the agent was started with"),
+    }
 }
 
 /// Starts the watcher of the jobs directory on a task of its own: a batch

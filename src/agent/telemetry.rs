@@ -26,6 +26,7 @@ use crate::placement::{CpuGrant, PlacementError, RunId};
 use crate::scheduler::{FailReason, JobName, Outcome, Phase, RunEvent, RunState, Timestamp};
 use crate::store::{RunStore, SqliteStore};
 
+use super::error::AgentError;
 use super::job;
 use super::reconcile::FileProblem;
 use super::runtime::Runtime;
@@ -76,6 +77,34 @@ fn system_time(t: Timestamp) -> SystemTime {
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     pub fn set_telemetry(&mut self, telemetry: Telemetry) {
         self.telemetry = Some(telemetry);
+    }
+
+    /// Puts the runs that ended within the metrics' retention back in the
+    /// scrape, with their final counters as the store recorded them, newest
+    /// first up to the metrics' cap. Returns how many.
+    ///
+    /// Called once at start, after [`recover`](Self::recover) and before the
+    /// endpoint serves. That covers both the runs that ended before the
+    /// previous agent stopped and those recovery found ended while no agent
+    /// ran: recovery finalizes them before telemetry is set, so nothing else
+    /// pushes them. A run that ends later is pushed as it ends; the retained
+    /// runs are keyed by run id, so no run is in the scrape twice.
+    ///
+    /// A run's retention counts from its `finished_at`: for a run that ended
+    /// while the agent was down, the moment recovery learned of it, so
+    /// Prometheus, which could not have seen it end, still gets the whole
+    /// retention to see it.
+    pub fn restore_finished(&self) -> Result<usize, AgentError> {
+        let Some(t) = &self.telemetry else { return Ok(0) };
+        let config = t.metrics.config();
+        let since = self.clock.now().minus(config.finished_retention);
+        let records = self.store.finished_since(since, config.max_finished_runs)?;
+        let mut restored = 0;
+        for run in records.iter().filter_map(FinishedRun::from_record) {
+            t.metrics.run_finished(run);
+            restored += 1;
+        }
+        Ok(restored)
     }
 
     /// Publishes the state after a turn of the main loop. Opens the

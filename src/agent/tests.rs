@@ -776,3 +776,100 @@ async fn every_line_about_a_run_is_in_the_span_of_its_attempt() {
         .collect();
     assert!(outside.is_empty(), "{outside:#?}");
 }
+
+/// The sample lines of `name` for `run` in a Prometheus text scrape.
+fn samples<'a>(scrape: &'a str, name: &str, run: &str) -> Vec<&'a str> {
+    let run = format!("run=\"{run}\"");
+    scrape
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{')))
+        .filter(|l| l.contains(&run))
+        .collect()
+}
+
+fn value(scrape: &str, name: &str, run: &str) -> Option<f64> {
+    match samples(scrape, name, run)[..] {
+        [line] => line.rsplit(' ').next()?.parse().ok(),
+        [] => None,
+        ref many => panic!("{name} of {run} is in the scrape {} times: {many:?}", many.len()),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn runs_that_ended_within_the_retention_are_in_the_scrape_again_after_a_restart() {
+    use crate::metrics::{Format, Metrics, MetricsConfig, PublishedSnapshot};
+    use crate::topology::Bytes;
+    use std::time::UNIX_EPOCH;
+
+    let mut b = Bench::new();
+    b.files(&[
+        ("old.yaml", &job("old", "")),
+        ("done.yaml", &job("done", "")),
+        ("oomy.yaml", &job("oomy", "resources: {memory: {hard: 64Mi}}\n")),
+    ])
+    .await;
+    // old-1 ends, and 20 minutes later done-1 ends, both while the agent runs.
+    b.fake.exit("old-1", 0);
+    b.settle().await;
+    tokio::time::advance(Duration::from_secs(20 * 60)).await;
+    let done_stats =
+        FinalStats { peak_memory: Some(Bytes::from_mib(8)), oom_kills: 0, cpu_seconds: 1.5 };
+    b.fake.report(
+        &RunId::new("done-1"),
+        Observed::Exited { status: ExitStatus::Code(0), at: START, stats: done_stats },
+    );
+    b.settle().await;
+    assert_eq!((b.phase("old-1"), b.phase("done-1")), ("succeeded", "succeeded"));
+    // oomy-1 is OOM-killed while the agent is down: recovery finds the
+    // shim's status and reads the counters from the cgroup left behind.
+    let oomy = RunId::new("oomy-1");
+    let launch = b.sup.store().run(&oomy).unwrap().unwrap().record.launch.unwrap();
+    b.fake.set_probe(
+        &launch.run_dir,
+        Probe::Finished { launch: launch.clone(), status: ExitStatus::Signal(9), at: START },
+    );
+    b.fake.set_stats(
+        &oomy,
+        FinalStats { peak_memory: Some(Bytes::from_mib(64)), oom_kills: 1, cpu_seconds: 0.25 },
+    );
+
+    let mut b = b.restart_after(Duration::from_secs(60));
+    b.sup.recover().unwrap();
+    assert_eq!(b.state("oomy-1").phase, Phase::Failed { reason: FailReason::Oom });
+    let now = b.sup.clock.now();
+    let wall = UNIX_EPOCH + Duration::from_millis(now.as_millis() as u64);
+    let snapshot = Arc::new(PublishedSnapshot::default());
+    let metrics = Arc::new(Metrics::with_clock(
+        &MetricsConfig::default(),
+        snapshot.clone(),
+        Arc::new(move || wall),
+    ));
+    b.sup.set_telemetry(super::telemetry::Telemetry::new(metrics.clone(), snapshot, None));
+    // old-1 ended 21 minutes ago, past the 15-minute retention.
+    assert_eq!(b.sup.restore_finished().unwrap(), 2);
+    b.sup.publish();
+
+    let check = |scrape: &str| {
+        assert_eq!(value(scrape, "corral_run_memory_oom_kills_total", "oomy-1"), Some(1.0));
+        assert_eq!(value(scrape, "corral_run_exit_code", "oomy-1"), Some(137.0));
+        assert_eq!(value(scrape, "corral_run_cpu_usage_seconds_total", "oomy-1"), Some(0.25));
+        assert_eq!(
+            value(scrape, "corral_run_memory_max_usage_bytes", "oomy-1"),
+            Some((64 << 20) as f64)
+        );
+        // Counted from when recovery learned it ended.
+        assert_eq!(
+            value(scrape, "corral_run_end_timestamp_seconds", "oomy-1"),
+            Some(now.as_millis() as f64 / 1000.0)
+        );
+        assert_eq!(samples(scrape, "corral_run_state", "oomy-1").len(), 1, "{scrape}");
+        assert!(samples(scrape, "corral_run_state", "oomy-1")[0].contains("state=\"failed\""));
+        assert_eq!(value(scrape, "corral_run_cpu_usage_seconds_total", "done-1"), Some(1.5));
+        assert_eq!(value(scrape, "corral_run_exit_code", "done-1"), Some(0.0));
+        assert!(samples(scrape, "corral_run_state", "old-1").is_empty(), "{scrape}");
+    };
+    check(&metrics.render(Format::Prometheus).unwrap());
+    // Putting them back again changes nothing: each run is there once.
+    assert_eq!(b.sup.restore_finished().unwrap(), 2);
+    check(&metrics.render(Format::Prometheus).unwrap());
+}

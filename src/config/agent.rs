@@ -95,6 +95,9 @@ pub struct AgentConfig {
     /// Stop every run when the agent stops, instead of leaving them running
     /// for the next agent to adopt.
     pub stop_jobs_on_exit: bool,
+    /// How long a run that ended stays in the metrics scrape with its final
+    /// counters. Zero: a run's series go as soon as it ends.
+    pub finished_run_retention: Duration,
 }
 
 impl Default for AgentConfig {
@@ -117,6 +120,7 @@ impl Default for AgentConfig {
             log_max_bytes: Bytes(16 << 20),
             min_runtime_before_preemption: Duration::from_secs(10),
             stop_jobs_on_exit: false,
+            finished_run_retention: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -139,11 +143,16 @@ const FIELDS: &[&str] = &[
     "log_max_bytes",
     "min_runtime_before_preemption",
     "stop_jobs_on_exit",
+    "finished_run_retention",
 ];
 
 const MIN_LOG_BYTES: Bytes = Bytes::KIB;
 /// As many as a job's `catch_up_max` may ask for.
 const MAX_CATCH_UP_LIMIT: u32 = 1000;
+/// Ended runs are kept in the scrape for alerts and `increase()` windows,
+/// which are minutes long; past a day a run's history belongs to the store
+/// (`corral show`), not to series that every scrape carries.
+const MAX_FINISHED_RUN_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Reads and compiles a configuration file; relative paths in it are taken relative to
 /// the directory the file is in.
@@ -311,6 +320,27 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         None => Some(defaults.stop_jobs_on_exit),
         Some(n) => cx.boolean(n, &fields.field("stop_jobs_on_exit")),
     };
+    let finished_run_retention = match fields.get("finished_run_retention") {
+        None => Some(defaults.finished_run_retention),
+        Some(n) => cx.duration(n, &fields.field("finished_run_retention")).and_then(|d| {
+            if d > MAX_FINISHED_RUN_RETENTION {
+                cx.report(
+                    n.pos,
+                    &fields.field("finished_run_retention"),
+                    SpecError::Invalid {
+                        what: "retention",
+                        value: crate::spec::duration::format(d),
+                        reason: format!(
+                            "it must be at most {}; older runs are in the store (corral show)",
+                            crate::spec::duration::format(MAX_FINISHED_RUN_RETENTION)
+                        ),
+                    },
+                );
+                return None;
+            }
+            Some(d)
+        }),
+    };
 
     Some(AgentConfig {
         jobs_dir: jobs_dir?,
@@ -330,6 +360,7 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         log_max_bytes: log_max_bytes?,
         min_runtime_before_preemption: min_runtime_before_preemption?,
         stop_jobs_on_exit: stop_jobs_on_exit?,
+        finished_run_retention: finished_run_retention?,
     })
 }
 
@@ -397,6 +428,7 @@ mod tests {
         assert_eq!(config.stop_grace, Duration::from_secs(30));
         assert_eq!(config.log_max_bytes, Bytes(16 << 20));
         assert!(config.reserved_cpus.is_empty());
+        assert_eq!(config.finished_run_retention, Duration::from_secs(15 * 60));
     }
 
     #[test]
@@ -406,7 +438,7 @@ mod tests {
              reserved_memory: 1Gi\nlisten: '[::1]:9500'\nsocket: /run/b.sock\ndefault_user: 1000\n\
              allow_root_jobs: true\nlog_format: json\ndefault_timezone: Europe/Berlin\nstop_grace: 1m\n\
              log_max_bytes: 1Mi\nmin_runtime_before_preemption: 2s\nstop_jobs_on_exit: true\n\
-             catch_up_limit: 7\nsocket_group: corral-ops\n",
+             catch_up_limit: 7\nsocket_group: corral-ops\nfinished_run_retention: 1h\n",
         )
         .unwrap();
         assert_eq!(config.jobs_dir, Path::new("/srv/jobs"));
@@ -429,6 +461,7 @@ mod tests {
         assert_eq!(compile("socket_group: 0\n").unwrap().socket_group, Some(GroupRef::Id(0)));
         assert_eq!(compile("").unwrap().socket_group, None);
         assert!(error("socket_group: '-x'\n").starts_with("1 socket_group:"));
+        assert_eq!(config.finished_run_retention, Duration::from_secs(3600));
         assert!(error("catch_up_limit: 0\n").starts_with("1 catch_up_limit:"));
         assert_eq!(compile("reserved_cpus: 0\n").unwrap().reserved_cpus.to_string(), "0");
     }
@@ -467,6 +500,25 @@ mod tests {
         assert!(all[6].starts_with("7 stop_grace: invalid duration \"30\""));
         assert_eq!(all[7], "8 log_max_bytes: invalid log size \"10\": it must be at least 1Ki");
         assert_eq!(all[8], "9 job_dir: unknown field `job_dir`; did you mean `jobs_dir`?");
+    }
+
+    #[test]
+    fn finished_run_retention_is_zero_to_a_day() {
+        assert_eq!(
+            compile("finished_run_retention: 0s\n").unwrap().finished_run_retention,
+            Duration::ZERO
+        );
+        assert_eq!(
+            compile("finished_run_retention: 24h\n").unwrap().finished_run_retention,
+            MAX_FINISHED_RUN_RETENTION
+        );
+        assert_eq!(
+            error("finished_run_retention: 24h1s\n"),
+            "1 finished_run_retention: invalid retention \"1d1s\": it must be at most 1d; \
+             older runs are in the store (corral show)"
+        );
+        assert!(error("finished_run_retention: 15\n")
+            .starts_with("1 finished_run_retention: invalid duration"));
     }
 
     #[test]

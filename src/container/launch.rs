@@ -9,6 +9,7 @@ use std::fs::OpenOptions;
 use std::io::{BufReader, ErrorKind, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -20,6 +21,7 @@ use nix::unistd::pipe2;
 
 use super::config::ContainerConfig;
 use super::error::ContainerError;
+use super::nofile::{self, NofileLimit};
 use super::procfs::ProcessIdentity;
 use super::protocol::{self, ShimReport};
 use super::rundir::{temp_path, RunDir};
@@ -35,13 +37,16 @@ pub const SHIM_SUBCOMMAND: &str = "internal-shim";
 #[derive(Debug, Clone)]
 pub struct Launcher {
     shim_exe: PathBuf,
+    /// The descriptor limit shims start with, when this process raised its
+    /// own: the one it was started with ([`nofile::inherited`]).
+    child_nofile: Option<NofileLimit>,
 }
 
 impl Default for Launcher {
     /// The running executable, via `/proc/self/exe`, which still works after
     /// the file on disk was replaced by an upgrade.
     fn default() -> Self {
-        Launcher { shim_exe: PathBuf::from("/proc/self/exe") }
+        Launcher::new("/proc/self/exe")
     }
 }
 
@@ -77,8 +82,11 @@ pub fn launch(cfg: &ContainerConfig) -> Result<Launched, ContainerError> {
 }
 
 impl Launcher {
+    /// Shims get the descriptor limit this process was started with, also
+    /// when it has raised its own since: create the launcher after
+    /// [`nofile::raise_to_hard`].
     pub fn new(shim_exe: impl Into<PathBuf>) -> Self {
-        Launcher { shim_exe: shim_exe.into() }
+        Launcher { shim_exe: shim_exe.into(), child_nofile: nofile::inherited() }
     }
 
     /// Validates `cfg`, writes it to the run directory, starts the shim and
@@ -116,6 +124,9 @@ impl Launcher {
                 .stdin(Stdio::from(report_w))
                 .stdout(output())
                 .stderr(output());
+            if let Some(limit) = self.child_nofile {
+                restore_nofile(&mut command, limit);
+            }
             command.spawn().map_err(|source| ContainerError::SpawnShim {
                 exe: self.shim_exe.clone(),
                 source,
@@ -147,6 +158,31 @@ impl Launcher {
             }
         }
     }
+}
+
+/// Makes `command`'s process start with `limit`, set between `fork` and
+/// `execve`: from then on the shim, the container's init and the job
+/// inherit it.
+///
+/// Done where processes leave the agent, so that neither the shim nor
+/// anything after it needs to know the agent raised its limit. The cost:
+/// with a hook, `Command` forks instead of using `posix_spawn` (which
+/// shares the parent's memory until the exec), so each launch copies the
+/// agent's page tables.
+fn restore_nofile(command: &mut Command, limit: NofileLimit) {
+    let rlimit = limit.as_rlimit();
+    let hook = move || {
+        // SAFETY: `setrlimit` is a system call, async-signal-safe, which is
+        // all a child forked from a multi-threaded process may run; it reads
+        // the copy of `rlimit` this closure owns.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook allocates nothing, takes no lock and touches no
+    // state shared with the parent (see above).
+    unsafe { command.pre_exec(hook) };
 }
 
 impl Launched {

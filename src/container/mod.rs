@@ -84,6 +84,7 @@ pub mod launch;
 pub mod logs;
 pub mod mounts;
 pub mod net;
+pub mod nofile;
 pub mod passwd;
 pub mod procfs;
 pub mod protocol;

@@ -60,7 +60,8 @@ pub type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 pub struct MetricsConfig {
     /// How long a run that ended stays in the scrape with its final
     /// counters. Longer than the usual `rate()` window and alert `for:`, so
-    /// both see a short job's OOM kill.
+    /// both see a short job's OOM kill. Zero: a run's series go with it.
+    /// The agent config's `finished_run_retention`.
     pub finished_retention: Duration,
     /// At most this many ended runs are kept, the oldest dropped first.
     pub max_finished_runs: usize,
@@ -81,6 +82,7 @@ impl Default for MetricsConfig {
 /// The registry, the agent's counters, and the scrape-time collector.
 #[derive(Debug)]
 pub struct Metrics {
+    config: MetricsConfig,
     registry: Registry,
     agent: AgentMetrics,
     finished: Arc<Mutex<FinishedRuns>>,
@@ -120,7 +122,20 @@ impl Metrics {
             last_scrape: last_scrape.clone(),
             read_errors: AtomicU64::new(0),
         }));
-        Metrics { registry, agent, finished, last_scrape, last_len: AtomicUsize::new(0) }
+        Metrics {
+            config: config.clone(),
+            registry,
+            agent,
+            finished,
+            last_scrape,
+            last_len: AtomicUsize::new(0),
+        }
+    }
+
+    /// What the metrics were made with: an agent that restarts asks the
+    /// store for the runs that ended within `finished_retention`.
+    pub fn config(&self) -> &MetricsConfig {
+        &self.config
     }
 
     /// The agent's counters and histograms, for [`Event::emit`].

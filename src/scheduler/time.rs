@@ -51,6 +51,12 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(ms))
     }
 
+    /// `self - d`, saturating at the start of time.
+    pub fn minus(self, d: Duration) -> Timestamp {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_sub(ms))
+    }
+
     /// How long after `earlier` this is; zero if it is not after it (the
     /// clock stepped back).
     pub fn since(self, earlier: Timestamp) -> Duration {
@@ -98,6 +104,8 @@ mod tests {
         let t = Timestamp::from_millis(1_000);
         assert_eq!(t.plus(Duration::from_millis(500)), Timestamp::from_millis(1_500));
         assert_eq!(Timestamp::from_millis(i64::MAX - 1).plus(Duration::MAX).as_millis(), i64::MAX);
+        assert_eq!(t.minus(Duration::from_millis(1_500)), Timestamp::from_millis(-500));
+        assert_eq!(Timestamp::from_millis(i64::MIN + 1).minus(Duration::MAX).as_millis(), i64::MIN);
         assert_eq!(Timestamp::from_millis(1_500).since(t), Duration::from_millis(500));
         assert_eq!(t.since(Timestamp::from_millis(1_500)), Duration::ZERO);
     }

@@ -74,6 +74,11 @@ pub trait RunStore: CronJournal + Send {
     /// agent must re-adopt.
     fn active_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
 
+    /// The runs that reached a terminal phase at or after `since`, the most
+    /// recently finished first, at most `limit`: what a restarted agent puts
+    /// back in the scrape with their final counters.
+    fn finished_since(&self, since: Timestamp, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+
     fn run(&self, run: &RunId) -> Result<Option<RunDetail>, StoreError>;
 
     /// The job's runs, most recent first, at most `limit`.

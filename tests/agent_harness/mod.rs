@@ -71,18 +71,29 @@ impl TestAgent {
     }
 
     pub fn start(&mut self) {
+        self.start_with(|_| {});
+    }
+
+    /// Starts the agent with `adjust` applied to its command first (to
+    /// start it with given resource limits, say).
+    pub fn start_with(&mut self, adjust: impl FnOnce(&mut Command)) {
         assert!(self.child.is_none(), "already started");
         let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
+        command
             .args(["agent", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info,corral=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+            .stderr(log);
+        adjust(&mut command);
+        self.child = Some(command.spawn().unwrap());
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("started").id()
     }
 
     /// Starts a second agent process on the same configuration and returns

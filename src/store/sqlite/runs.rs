@@ -82,6 +82,13 @@ fn touched(run: &RunId, rows: usize) -> Result<(), StoreError> {
     }
 }
 
+/// Runs that ended at or after `?1`, newest first, at most `?2`. `terminal
+/// = 1` is spelled out so that the partial index `runs_finished` applies:
+/// the scan covers the runs that ended in the window, not every run kept.
+/// The tie-breakers make the order total, as `prune_all`'s.
+const FINISHED_SINCE: &str = "WHERE terminal = 1 AND finished_at >= ?1
+     ORDER BY finished_at DESC, created_at DESC, id DESC LIMIT ?2";
+
 fn next_n(tx: &Transaction<'_>, table: &str, run: &RunId) -> rusqlite::Result<i64> {
     tx.query_row(
         &format!("SELECT COALESCE(MAX(n), 0) + 1 FROM {table} WHERE run_id = ?1"),
@@ -315,6 +322,15 @@ impl RunStore for SqliteStore {
         )
     }
 
+    fn finished_since(&self, since: Timestamp, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query_runs(
+            "listing recently finished runs",
+            FINISHED_SINCE,
+            params![since.as_millis(), limit],
+        )
+    }
+
     fn run(&self, run: &RunId) -> Result<Option<RunDetail>, StoreError> {
         let op = "reading a run";
         let Some(record) = self.query_runs(op, "WHERE id = ?1", [run.as_str()])?.into_iter().next()
@@ -414,5 +430,31 @@ impl RunStore for SqliteStore {
             )
             .map_err(sql("pruning runs"))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The listing at agent start must stay a range scan of the finished
+    /// runs' index however many runs the store keeps.
+    #[test]
+    fn finished_since_reads_the_finished_runs_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join(SqliteStore::FILE_NAME)).unwrap();
+        let mut stmt = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN SELECT {RUN_COLUMNS} FROM runs {FINISHED_SINCE}"))
+            .unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(params![0, 10], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("USING INDEX runs_finished (finished_at>?)")),
+            "{plan:?}"
+        );
     }
 }
