@@ -591,3 +591,119 @@ async fn an_oom_kill_while_the_agent_was_down_is_recorded_as_oom() {
     b.sup.recover().unwrap();
     assert_eq!(b.state("f-1").phase, Phase::Failed { reason: FailReason::Oom });
 }
+
+fn upsert(name: &str, text: &str) -> FileChange {
+    FileChange::Upserted {
+        path: PathBuf::from("/jobs").join(name),
+        bytes: text.as_bytes().to_vec(),
+    }
+}
+
+fn reloaded(answer: crate::api::Response) -> crate::api::protocol::ReloadReport {
+    match answer {
+        crate::api::Response::Reloaded(report) => report,
+        other => panic!("not a reload report: {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_is_applied_as_a_batch_and_answered_with_the_files_as_they_stand() {
+    let mut b = Bench::new();
+    let jobs = Path::new("/jobs");
+    b.files(&[("old.yaml", &job("old", "")), ("kept.yaml", &job("kept", ""))]).await;
+
+    let read = vec![
+        FileChange::Removed { path: "/jobs/old.yaml".into() },
+        upsert("kept.yaml", "name: kept\ncommand: 7\n"),
+        upsert("new.yaml", &job("new", "")),
+    ];
+    let report = reloaded(b.sup.apply_reload(jobs, Ok(read)).unwrap());
+    b.settle().await;
+    assert_eq!(report.jobs_dir, "/jobs");
+    assert_eq!(
+        (report.added, report.changed, report.removed),
+        (vec!["new".to_owned()], vec![], vec!["old".to_owned()])
+    );
+    assert_eq!((report.files_applied, report.files_not_applied), (1, 1));
+    let [file] = report.not_applied.as_slice() else { panic!("{:?}", report.not_applied) };
+    assert_eq!(file.file, "/jobs/kept.yaml");
+    assert!(file.problems[0].contains("/jobs/kept.yaml:2"), "{:?}", file.problems);
+    assert_eq!(file.in_force, ["kept"]);
+    assert!(b.fake.launched().contains(&"new-1".to_owned()));
+
+    // Nothing read anew: nothing changed, and the file still stands as it is.
+    let again = reloaded(b.sup.apply_reload(jobs, Ok(Vec::new())).unwrap());
+    assert!(again.added.is_empty() && again.changed.is_empty() && again.removed.is_empty());
+    assert_eq!(again.not_applied.len(), 1);
+    assert!(!again.all_applied());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_cannot_read_the_directory_changes_nothing_and_says_why() {
+    let mut b = Bench::new();
+    b.files(&[("a.yaml", &job("a", ""))]).await;
+    let gone = crate::watch::WatchError::List {
+        path: "/jobs".into(),
+        source: std::io::Error::from_raw_os_error(libc::EIO),
+    };
+    let answer = b.sup.apply_reload(Path::new("/jobs"), Err(gone)).unwrap();
+    let crate::api::Response::Error { message } = answer else { panic!("{answer:?}") };
+    assert!(message.starts_with("failed to list job directory /jobs: "), "{message}");
+    assert!(message.ends_with("; the jobs in force stay as they are"), "{message}");
+    assert!(message.contains("Input/output error"), "the cause is given: {message}");
+    assert!(b.sup.jobs.get(&crate::spec::JobName::parse("a").unwrap()).is_some());
+}
+
+/// The main loop hands a reload to the watcher task (played here by a task
+/// that answers with a fixed read) and answers once the read is applied;
+/// with the watcher task gone, a reload is answered at once.
+#[tokio::test(start_paused = true)]
+async fn the_main_loop_hands_reloads_to_the_watcher_task_and_answers_when_applied() {
+    use tokio::sync::oneshot;
+
+    use super::{drive, DirUpdate, JobFiles, OnExit};
+    use crate::api::{Command, Request, Response};
+
+    let Bench { sup, rx, fake, dir: _dir } = Bench::new();
+    let (updates_tx, updates) = mpsc::channel(4);
+    let (reloads, mut asked) = mpsc::channel::<oneshot::Sender<Response>>(4);
+    let watcher = tokio::spawn(async move {
+        // One reload, then the task ends, as a watcher that failed would.
+        let reply = asked.recv().await.unwrap();
+        let read = Ok(vec![upsert("a.yaml", &job("a", ""))]);
+        updates_tx.send(DirUpdate::Reloaded { read, reply }).await.unwrap();
+    });
+    let files = JobFiles { updates, reloads, dir: PathBuf::from("/jobs") };
+    let (commands_tx, commands) = mpsc::channel(4);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let agent = tokio::spawn(drive(
+        sup,
+        files,
+        rx,
+        commands,
+        async {
+            let _ = stopped.await;
+        },
+        OnExit::LeaveRunning,
+    ));
+
+    let ask = |commands_tx: mpsc::Sender<Command>| async move {
+        let (reply, answer) = oneshot::channel();
+        commands_tx.send(Command { request: Request::Reload, reply }).await.unwrap();
+        answer.await.unwrap()
+    };
+    let report = reloaded(ask(commands_tx.clone()).await);
+    assert_eq!(report.added, ["a"]);
+    assert!(report.all_applied());
+    watcher.await.unwrap();
+
+    let Response::Error { message } = ask(commands_tx.clone()).await else {
+        panic!("a reload without a watcher task must be refused")
+    };
+    assert!(message.contains("no longer watched"), "{message}");
+
+    stop.send(()).unwrap();
+    let sup = agent.await.unwrap().unwrap();
+    assert!(sup.jobs.get(&crate::spec::JobName::parse("a").unwrap()).is_some());
+    assert_eq!(fake.launched(), ["a-1"]);
+}
