@@ -1,10 +1,11 @@
 //! The control socket and the commands that use it, against a real agent:
 //! `corral ps`, `show`, `freeze`, `thaw`, `kill`, `requeue`, `trigger`, `logs`,
-//! `events`, with the kernel's view checked beside the agent's.
+//! `events`, `reload`, with the kernel's view checked beside the agent's.
 
 mod agent_harness;
 
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::fs;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
@@ -274,4 +275,77 @@ fn the_socket_is_root_only_and_a_stopped_agent_is_reported() {
         )),
         "{stderr}"
     );
+}
+
+#[test]
+fn reload_reads_the_directory_now_and_exits_1_while_a_file_is_not_applied() {
+    let mut agent = started("");
+    // Held open for writing, a file never settles, so the watcher never
+    // reads it by itself: only the reload can have found it.
+    let held_path = agent.jobs.join("held.yaml");
+    let mut held = fs::File::create(&held_path).unwrap();
+    fs::set_permissions(&held_path, fs::Permissions::from_mode(0o644)).unwrap();
+    held.write_all(job("held", "exit 0", "").as_bytes()).unwrap();
+    let said = ok(&agent, &["reload"]);
+    assert_eq!(
+        said,
+        format!("{}: 1 job file, applied\nadded: held\n", agent.jobs.display()),
+        "{}",
+        agent.log_text()
+    );
+    agent.wait_phase("held-1", "succeeded", secs(20));
+    drop(held);
+
+    // A file that does not compile and one the watcher refuses to read:
+    // whether or not the watcher got to them first, the reload lists both.
+    agent.write_job("bad.yaml", "name: bad\ncommand: 3\n");
+    agent.write_job("open.yaml", &job("open", "exit 0", ""));
+    let open_path = agent.jobs.join("open.yaml");
+    fs::set_permissions(&open_path, fs::Permissions::from_mode(0o666)).unwrap();
+    let out = corral(&agent, &["reload"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains(": 3 job files, 1 applied, 2 not applied\n"), "{said}");
+    let bad = agent.jobs.join("bad.yaml").display().to_string();
+    assert!(said.contains(&format!("not applied:\n  {bad}\n    {bad}:2:")), "{said}");
+    assert!(
+        said.contains(&format!(
+            "  {}\n    refused: it is world-writable (mode 0666)\n",
+            open_path.display()
+        )),
+        "{said}"
+    );
+
+    // The same, for scripts. Nothing changed since the last reload, yet
+    // both files are still listed: the answer is the directory's state.
+    let out = corral(&agent, &["reload", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["jobs_dir"], agent.jobs.display().to_string());
+    assert_eq!(
+        (json["files_applied"].as_u64(), json["files_not_applied"].as_u64()),
+        (Some(1), Some(2))
+    );
+    for list in ["added", "changed", "removed"] {
+        assert_eq!(json[list], serde_json::json!([]), "{list}: {json}");
+    }
+    let not_applied = json["not_applied"].as_array().unwrap();
+    assert_eq!(not_applied.len(), 2, "{json}");
+    assert_eq!(not_applied[0]["file"], bad);
+    assert!(not_applied[0]["problems"][0].as_str().unwrap().contains("command"), "{json}");
+    assert_eq!(not_applied[0]["in_force"], serde_json::json!([]));
+    assert_eq!(not_applied[1]["problems"][0], "refused: it is world-writable (mode 0666)");
+
+    // Both fixed: every file applied, exit 0.
+    agent.write_job("bad.yaml", &job("bad", "exit 0", ""));
+    fs::set_permissions(&open_path, fs::Permissions::from_mode(0o644)).unwrap();
+    let said = ok(&agent, &["reload"]);
+    assert!(said.contains(": 3 job files, all applied\n"), "{said}");
+    assert!(!said.contains("not applied"), "{said}");
+
+    // No agent: the error every control command gives, with status 2.
+    agent.stop();
+    let out = corral(&agent, &["reload"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no agent is listening"));
 }

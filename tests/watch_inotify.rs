@@ -665,3 +665,118 @@ async fn after_a_queue_overflow_a_rescan_reports_exactly_what_changed() {
     );
     quiet(&mut watcher).await;
 }
+
+async fn reload(watcher: &mut JobDirWatcher) -> Vec<FileChange> {
+    timeout(PATIENCE, watcher.reload()).await.expect("the reload did not finish").unwrap()
+}
+
+/// With a quiet period of an hour, nothing settles during the test: whatever
+/// comes out came from the reload, read at once.
+#[tokio::test]
+async fn a_reload_reads_every_file_at_once_and_reports_only_what_changed() {
+    let f = Fixture::new();
+    f.write("same.yaml", "name: same\n");
+    f.write("edited.yaml", "name: edited\n");
+    f.write("gone.yaml", "name: gone\n");
+    let slow = WatchOptions { quiet_period: Duration::from_secs(3600), ..options() };
+    let mut watcher = JobDirWatcher::new(&f.dir, slow).unwrap();
+    // Before the first batch: the reload reports the directory as found.
+    assert_eq!(
+        summary(&reload(&mut watcher).await),
+        ["+edited.yaml: name: edited\n", "+gone.yaml: name: gone\n", "+same.yaml: name: same\n"]
+    );
+
+    f.write("edited.yaml", "name: edited\nversion: 2\n");
+    fs::remove_file(f.path("gone.yaml")).unwrap();
+    f.write("new.yaml", "name: new\n");
+    f.write("open.yaml", "name: open\n");
+    fs::set_permissions(f.path("open.yaml"), fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(
+        summary(&reload(&mut watcher).await),
+        [
+            "-gone.yaml",
+            "+edited.yaml: name: edited\nversion: 2\n",
+            "+new.yaml: name: new\n",
+            "!open.yaml: it is world-writable (mode 0666)"
+        ]
+    );
+    // Nothing new: an empty answer, not the same changes again.
+    assert!(reload(&mut watcher).await.is_empty());
+}
+
+#[tokio::test]
+async fn what_a_reload_reported_is_not_reported_again() {
+    let f = Fixture::new();
+    f.write("a.yaml", "name: a\n");
+    let mut watcher = f.watch().await;
+    f.write("a.yaml", "name: a\nversion: 2\n");
+    f.write("b.yaml", "name: b\n");
+    assert_eq!(
+        summary(&reload(&mut watcher).await),
+        ["+a.yaml: name: a\nversion: 2\n", "+b.yaml: name: b\n"]
+    );
+    quiet(&mut watcher).await;
+    f.write("c.yaml", "name: c\n");
+    assert_eq!(summary(&batch(&mut watcher).await), ["+c.yaml: name: c\n"]);
+}
+
+#[tokio::test]
+async fn a_reload_reads_a_file_still_being_written_as_it_stands() {
+    let f = Fixture::new();
+    let mut watcher = f.watch().await;
+    let mut file = File::create(f.path("a.yaml")).unwrap();
+    file.write_all(b"name: a\n").unwrap();
+    // Open for writing, the file never settles on its own.
+    quiet(&mut watcher).await;
+    assert_eq!(summary(&reload(&mut watcher).await), ["+a.yaml: name: a\n"]);
+    // The writer goes on and closes: the close brings the rest.
+    file.write_all(b"command: [/bin/true]\n").unwrap();
+    drop(file);
+    assert_eq!(summary(&batch(&mut watcher).await), ["+a.yaml: name: a\ncommand: [/bin/true]\n"]);
+}
+
+#[tokio::test]
+async fn a_reload_of_a_missing_directory_is_an_error_and_its_return_a_diff() {
+    let f = Fixture::new();
+    f.write("a.yaml", "name: a\n");
+    f.write("b.yaml", "name: b\n");
+    let mut watcher = f.watch().await;
+    fs::remove_dir_all(&f.dir).unwrap();
+    let error = timeout(PATIENCE, watcher.reload()).await.unwrap().unwrap_err();
+    assert!(matches!(error, WatchError::DirectoryGone { ref path } if *path == f.dir), "{error}");
+    // Asked again, it says so again: each reload answers for itself.
+    let again = timeout(PATIENCE, watcher.reload()).await.unwrap().unwrap_err();
+    assert!(matches!(again, WatchError::DirectoryGone { .. }), "{again}");
+    // next_batch does not repeat what the reload said.
+    quiet(&mut watcher).await;
+
+    fs::create_dir(&f.dir).unwrap();
+    f.write("a.yaml", "name: a\n");
+    assert_eq!(summary(&reload(&mut watcher).await), ["-b.yaml"]);
+    f.write("c.yaml", "name: c\n");
+    assert_eq!(summary(&batch(&mut watcher).await), ["+c.yaml: name: c\n"]);
+}
+
+/// A directory above the jobs directory made world-writable: no watch sees
+/// a change of mode two levels up, a reload does.
+#[tokio::test]
+async fn a_reload_checks_the_directories_above_again() {
+    let f = Fixture::new();
+    f.write("a.yaml", "name: a\n");
+    let mut watcher = f.watch().await;
+    fs::set_permissions(f.tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let error = timeout(PATIENCE, watcher.reload()).await.unwrap().unwrap_err();
+    assert!(
+        matches!(error, WatchError::UnsafeDirectory { ref dir, .. } if dir == f.tmp.path()),
+        "{error}"
+    );
+    // Not trusted, so not watched meanwhile.
+    f.write("b.yaml", "name: b\n");
+    quiet(&mut watcher).await;
+
+    fs::set_permissions(f.tmp.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(summary(&reload(&mut watcher).await), ["+b.yaml: name: b\n"]);
+    // Watched again.
+    f.write("c.yaml", "name: c\n");
+    assert_eq!(summary(&batch(&mut watcher).await), ["+c.yaml: name: c\n"]);
+}

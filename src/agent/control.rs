@@ -9,15 +9,26 @@
 //! hold needs no record of its own: a run suspended "by operator" with no
 //! [`RunEvent::Released`] since is held, which is how a restarted agent
 //! finds it held again ([`is_held`]).
+//!
+//! A reload is the exception to "answered here": it needs the jobs directory
+//! read, which the main loop never does itself. The main loop hands it to the
+//! watcher task and, when the read comes back, [`Supervisor::apply_reload`]
+//! applies it like any batch and answers with a [`ReloadReport`].
+
+use std::path::Path;
+
+use tracing::error;
 
 use crate::api::protocol::{
-    EventLine, ExitView, Request, Response, RunRow, RunView, TransitionLine,
+    EventLine, ExitView, FileNotApplied, ReloadReport, Request, Response, RunRow, RunView,
+    TransitionLine,
 };
 use crate::api::Command;
 use crate::placement::{CpuGrant, RunId};
 use crate::scheduler::{Event, ExitStatus, Phase, RunEvent, StopReason, Timestamp};
-use crate::spec::JobName;
+use crate::spec::{JobName, JobSetDiff};
 use crate::store::{RunDetail, RunRecord, RunStore};
+use crate::watch::{FileChange, WatchError};
 
 use super::error::AgentError;
 use super::runtime::Runtime;
@@ -25,6 +36,10 @@ use super::supervisor::Supervisor;
 
 /// The cause recorded for runs frozen by hand.
 pub const OPERATOR: &str = "operator";
+
+/// The answer to a reload once the watcher task is gone.
+pub const NOT_WATCHED: &str =
+    "the jobs directory is no longer watched (see the agent's log); restart the agent";
 
 /// Runs of a job `show` lists, newest first.
 const SHOW_RUNS: usize = 5;
@@ -60,7 +75,54 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             Request::Events { since, follow: _ } => {
                 Response::Events { events: self.events(since)?, upto: Some(self.feed.last()) }
             }
+            // The main loop hands reloads to the watcher task, whose reads
+            // come back through `apply_reload`; one arrives here only once
+            // that task is gone.
+            Request::Reload => Response::Error { message: NOT_WATCHED.into() },
         })
+    }
+
+    /// Applies what a reload read, exactly as a batch from the watcher is
+    /// applied, and answers with the outcome. A reload that could not read
+    /// the directory changes nothing.
+    pub fn apply_reload(
+        &mut self,
+        jobs_dir: &Path,
+        read: Result<Vec<FileChange>, WatchError>,
+    ) -> Result<Response, AgentError> {
+        let changes = match read {
+            Ok(changes) => changes,
+            Err(e) => {
+                let message = format!("{}; the jobs in force stay as they are", with_causes(&e));
+                error!("job directory: {message}");
+                return Ok(Response::Error { message });
+            }
+        };
+        let diff = self.apply_files(changes)?;
+        Ok(Response::Reloaded(self.reload_report(jobs_dir, &diff)))
+    }
+
+    /// `diff` is what the reload changed; the files are as they stand now.
+    fn reload_report(&self, jobs_dir: &Path, diff: &JobSetDiff) -> ReloadReport {
+        let (files_applied, files_not_applied) = self.jobs.file_counts();
+        ReloadReport {
+            jobs_dir: jobs_dir.display().to_string(),
+            files_applied,
+            files_not_applied,
+            added: names(&diff.added),
+            changed: names(&diff.changed),
+            removed: names(&diff.removed),
+            not_applied: self
+                .jobs
+                .not_applied()
+                .into_iter()
+                .map(|file| FileNotApplied {
+                    file: file.path.display().to_string(),
+                    problems: file.problems,
+                    in_force: names(&file.in_force),
+                })
+                .collect(),
+        }
     }
 
     fn ps(&self) -> Result<Vec<RunRow>, AgentError> {
@@ -262,6 +324,23 @@ fn done(outcome: Result<String, String>) -> Response {
         Ok(message) => Response::Done { message },
         Err(message) => Response::Error { message },
     }
+}
+
+fn names(jobs: &[JobName]) -> Vec<String> {
+    jobs.iter().map(ToString::to_string).collect()
+}
+
+/// The error and what caused it, as one line: the watcher's errors name the
+/// path and leave the system's reason to their source.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 fn not_live(id: &RunId) -> String {

@@ -35,6 +35,12 @@
 //! scheduling pass runs. Nothing in the loop blocks on the kernel: launches,
 //! freezes and kills run on each run's operation task and report back.
 //!
+//! Nor does it read the jobs directory: a reload asked for on the control
+//! socket is handed, with its reply, to the watcher task, which reads the
+//! directory and sends the outcome back in line with its batches
+//! ([`DirUpdate`]); the main loop applies it as it applies a batch, and
+//! answers.
+//!
 //! The directory semantics, preemption, OOM handling and recovery are
 //! described for operators in `docs/agent.md`.
 
@@ -60,16 +66,17 @@ mod fake;
 mod tests;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 pub use error::AgentError;
 pub use supervisor::{Settings, Supervisor};
 
-use crate::api::{Endpoints, FeedTap};
+use crate::api::{Endpoints, FeedTap, Request, Response};
 use crate::config::AgentConfig;
 use crate::launch::Host;
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
@@ -171,7 +178,7 @@ pub async fn run(
     let server = tokio::spawn(crate::api::serve(listener, endpoints, async {
         let _ = serving_stopped.await;
     }));
-    let batches = watch_jobs(&config)?;
+    let files = watch_jobs(&config)?;
     let commands = listen(&config, supervisor.feed().tap())?;
     let on_exit = if config.stop_jobs_on_exit {
         // Long enough for the default grace and a kill.
@@ -179,7 +186,7 @@ pub async fn run(
     } else {
         OnExit::LeaveRunning
     };
-    let driven = drive(supervisor, batches, observations, commands, shutdown, on_exit).await;
+    let driven = drive(supervisor, files, observations, commands, shutdown, on_exit).await;
     let _ = stop_serving.send(());
     match server.await {
         Ok(Ok(())) => {}
@@ -225,20 +232,33 @@ fn raise_nofile() {
 }
 
 /// Starts the watcher of the jobs directory on a task of its own: a batch
-/// read is never interrupted by the main loop's other work.
-fn watch_jobs(config: &AgentConfig) -> Result<Batches, AgentError> {
+/// read is never interrupted by the main loop's other work, and the main loop
+/// never waits on the filesystem. The task also serves reloads.
+fn watch_jobs(config: &AgentConfig) -> Result<JobFiles, AgentError> {
     let mut watcher = JobDirWatcher::new(&config.jobs_dir, WatchOptions::default())?;
-    let (tx, rx) = mpsc::channel(16);
+    let dir = watcher.dir().to_path_buf();
+    let (tx, updates) = mpsc::channel(16);
+    let (reloads, mut asked) = mpsc::channel::<oneshot::Sender<Response>>(RELOADS_WAITING);
     tokio::spawn(async move {
         loop {
-            let batch = watcher.next_batch().await;
-            if tx.send(batch).await.is_err() {
+            // Dropping a half-done `next_batch` for a reload loses nothing:
+            // it is cancel safe, and the reload reads everything anyway.
+            let update = tokio::select! {
+                batch = watcher.next_batch() => DirUpdate::Batch(batch),
+                Some(reply) = asked.recv() => {
+                    DirUpdate::Reloaded { read: watcher.reload().await, reply }
+                }
+            };
+            if tx.send(update).await.is_err() {
                 break;
             }
         }
     });
-    Ok(rx)
+    Ok(JobFiles { updates, reloads, dir })
 }
+
+/// Reloads that may wait for the watcher task before more are turned away.
+const RELOADS_WAITING: usize = 8;
 
 /// Listens on the control socket on a task of its own; requests come to the
 /// main loop. The socket file goes when the agent stops.
@@ -253,8 +273,42 @@ fn listen(config: &AgentConfig, feed: FeedTap) -> Result<Commands, AgentError> {
 /// Requests from the control socket.
 pub type Commands = mpsc::Receiver<crate::api::Command>;
 
-/// Batches of job file changes, as the watcher task delivers them.
-pub type Batches = mpsc::Receiver<Result<Vec<FileChange>, WatchError>>;
+/// What the watcher task sends the main loop, in the order it read the
+/// directory.
+#[derive(Debug)]
+pub enum DirUpdate {
+    /// Changes the watcher saw by itself.
+    Batch(Result<Vec<FileChange>, WatchError>),
+    /// What a reload read, and where its answer goes.
+    Reloaded { read: Result<Vec<FileChange>, WatchError>, reply: oneshot::Sender<Response> },
+}
+
+/// The main loop's end of the watcher task.
+#[derive(Debug)]
+pub struct JobFiles {
+    pub updates: mpsc::Receiver<DirUpdate>,
+    /// Where reload requests go, each with its reply.
+    pub reloads: mpsc::Sender<oneshot::Sender<Response>>,
+    /// The jobs directory, as the watcher reports paths under it.
+    pub dir: PathBuf,
+}
+
+impl JobFiles {
+    /// Hands a reload to the watcher task without waiting for it: when too
+    /// many are waiting, or the task is gone, it is answered at once.
+    fn ask_reload(&self, reply: oneshot::Sender<Response>) {
+        use mpsc::error::TrySendError;
+        let (reply, message) = match self.reloads.try_send(reply) {
+            Ok(()) => return,
+            Err(TrySendError::Full(reply)) => (
+                reply,
+                format!("{RELOADS_WAITING} reloads are already waiting; try again once they are answered"),
+            ),
+            Err(TrySendError::Closed(reply)) => (reply, control::NOT_WATCHED.to_owned()),
+        };
+        let _ = reply.send(Response::Error { message });
+    }
+}
 
 /// What the agent does with its runs when it stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,11 +320,12 @@ pub enum OnExit {
     StopJobs { wait: Duration },
 }
 
-/// Runs the agent until `shutdown` completes: job file batches from
-/// `batches`, run observations from `observations`.
+/// Runs the agent until `shutdown` completes: job file batches and reloads
+/// from `files`, run observations from `observations`, requests from
+/// `commands`.
 pub async fn drive<R: Runtime, S: RunStore>(
     mut supervisor: Supervisor<R, S>,
-    mut batches: Batches,
+    mut files: JobFiles,
     mut observations: mpsc::UnboundedReceiver<Observation>,
     mut commands: Commands,
     shutdown: impl Future<Output = ()>,
@@ -285,15 +340,27 @@ pub async fn drive<R: Runtime, S: RunStore>(
             biased;
             () = &mut shutdown => break,
             Some(obs) = observations.recv() => supervisor.observe(obs)?,
-            batch = batches.recv(), if watching => match batch {
-                Some(Ok(changes)) => supervisor.apply_files(changes)?,
-                Some(Err(e)) => error!("job directory: {e}; the jobs in force stay as they are"),
+            update = files.updates.recv(), if watching => match update {
+                Some(DirUpdate::Batch(Ok(changes))) => {
+                    supervisor.apply_files(changes)?;
+                }
+                Some(DirUpdate::Batch(Err(e))) => {
+                    error!("job directory: {e}; the jobs in force stay as they are")
+                }
+                Some(DirUpdate::Reloaded { read, reply }) => {
+                    let answer = supervisor.apply_reload(&files.dir, read)?;
+                    // The client may have gone; the reload stands either way.
+                    let _ = reply.send(answer);
+                }
                 None => {
                     warn!("the job directory watcher stopped; no more changes will be seen");
                     watching = false;
                 }
             },
             command = commands.recv(), if controlled => match command {
+                Some(crate::api::Command { request: Request::Reload, reply }) if watching => {
+                    files.ask_reload(reply)
+                }
                 Some(command) => supervisor.command(command)?,
                 None => controlled = false,
             },

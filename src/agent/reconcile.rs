@@ -80,12 +80,29 @@ pub struct Reconciled {
     pub notes: Vec<FileNote>,
 }
 
+/// A job file whose current version is not in force, as it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotApplied {
+    pub path: PathBuf,
+    /// The file's own problems, then its clash with an earlier file.
+    pub problems: Vec<String>,
+    /// Jobs of its last good version that stay in force.
+    pub in_force: Vec<JobName>,
+}
+
 #[derive(Debug, Clone, Default)]
 struct FileEntry {
     good: Vec<Job>,
     problem: Option<FileProblem>,
     /// The file's jobs clash with an earlier file's: the reason, as reported.
     clash: Option<Vec<String>>,
+}
+
+impl FileEntry {
+    /// Whether the file's current version is the one in force.
+    fn is_applied(&self) -> bool {
+        self.problem.is_none() && self.clash.is_none()
+    }
 }
 
 /// Every job file seen, its last good version and its standing problem.
@@ -110,10 +127,31 @@ impl JobDirectory {
     }
 
     /// Job files seen: `(valid, invalid)`, where an invalid file's current
-    /// version is not in force.
+    /// version is not in force: it has a problem of its own, or its jobs
+    /// clash with an earlier file's.
     pub fn file_counts(&self) -> (u64, u64) {
-        let invalid = self.files.values().filter(|e| e.problem.is_some()).count() as u64;
+        let invalid = self.files.values().filter(|e| !e.is_applied()).count() as u64;
         (self.files.len() as u64 - invalid, invalid)
+    }
+
+    /// Every file whose current version is not in force, in path order, with
+    /// everything that stands against it now (not only what changed lately).
+    pub fn not_applied(&self) -> Vec<NotApplied> {
+        self.files
+            .iter()
+            .filter(|(_, e)| !e.is_applied())
+            .map(|(path, e)| {
+                let mut problems = match &e.problem {
+                    Some(FileProblem::Invalid(problems)) => problems.clone(),
+                    Some(refused @ FileProblem::Refused(_)) => vec![refused.to_string()],
+                    None => Vec::new(),
+                };
+                problems.extend(e.clash.iter().flatten().cloned());
+                // A clashing file contributes none of its jobs, whichever version.
+                let in_force = if e.clash.is_none() { names_of(&e.good) } else { Vec::new() };
+                NotApplied { path: path.clone(), problems, in_force }
+            })
+            .collect()
     }
 
     /// The problem standing for the file at `path`, if any.
@@ -323,6 +361,50 @@ mod tests {
         assert!(r.diff.is_empty());
         let [FileNote::Invalid { problems, .. }] = r.notes.as_slice() else { panic!() };
         assert!(problems[0].contains("root jobs are not allowed"), "{problems:?}");
+    }
+
+    #[test]
+    fn files_not_applied_are_listed_with_every_standing_problem() {
+        let mut dir = JobDirectory::new();
+        dir.apply(vec![up("/j/a.yaml", A), up("/j/b.yaml", B)], &allow_all);
+        assert_eq!(dir.file_counts(), (2, 0));
+        assert!(dir.not_applied().is_empty());
+
+        // An invalid edit of a.yaml, a refused c.yaml, a d.yaml clashing with b.
+        let reason = Refusal::Unreadable { error: "denied".into() };
+        dir.apply(
+            vec![
+                up("/j/a.yaml", "name: a\ncommand: 3\n"),
+                FileChange::Refused { path: "/j/c.yaml".into(), reason },
+                up("/j/d.yaml", B),
+            ],
+            &allow_all,
+        );
+        // Listed again by a later batch that changed none of them.
+        dir.apply(vec![], &allow_all);
+        assert_eq!(dir.file_counts(), (1, 3));
+        let listed = dir.not_applied();
+        let paths: Vec<&Path> = listed.iter().map(|n| n.path.as_path()).collect();
+        assert_eq!(paths, [Path::new("/j/a.yaml"), Path::new("/j/c.yaml"), Path::new("/j/d.yaml")]);
+        assert!(listed[0].problems[0].contains("/j/a.yaml:2"), "{:?}", listed[0]);
+        assert_eq!(names(&listed[0].in_force), ["a"]);
+        assert_eq!(listed[1].problems, ["refused: it cannot be read: denied"]);
+        assert!(listed[1].in_force.is_empty());
+        assert_eq!(listed[2].problems.len(), 1);
+        assert!(listed[2].problems[0].contains('b'), "{:?}", listed[2]);
+        assert!(listed[2].in_force.is_empty());
+
+        // Each fixed: nothing is listed.
+        dir.apply(
+            vec![
+                up("/j/a.yaml", A2),
+                FileChange::Removed { path: "/j/c.yaml".into() },
+                FileChange::Removed { path: "/j/d.yaml".into() },
+            ],
+            &allow_all,
+        );
+        assert!(dir.not_applied().is_empty());
+        assert_eq!(dir.file_counts(), (2, 0));
     }
 
     #[test]

@@ -238,8 +238,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     // ---- The job set ----
 
-    /// Applies one batch of job file changes.
-    pub fn apply_files(&mut self, changes: Vec<FileChange>) -> Result<(), AgentError> {
+    /// Applies one batch of job file changes; returns how the job set changed.
+    pub fn apply_files(
+        &mut self,
+        changes: Vec<FileChange>,
+    ) -> Result<spec::JobSetDiff, AgentError> {
         let settings = self.settings.clone();
         let reconciled = self.jobs.apply(changes, &|spec: &JobSpec| settings.admit(spec));
         for note in &reconciled.notes {
@@ -274,7 +277,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.relaunch(&id)?;
             }
         }
-        Ok(())
+        Ok(diff)
     }
 
     /// `name` was added or changed.

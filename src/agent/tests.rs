@@ -733,6 +733,10 @@ impl Captured {
 /// about its removal or its failures, and those of its next attempt.
 #[tokio::test(start_paused = true)]
 async fn every_line_about_a_run_is_in_the_span_of_its_attempt() {
+    // A process-wide subscriber: a thread-scoped one misses events whose
+    // call sites other tests' threads reached first (tracing caches each
+    // call site's interest process-wide). The lines of other tests land
+    // here too; the job's name is used by no other test.
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -740,23 +744,25 @@ async fn every_line_about_a_run_is_in_the_span_of_its_attempt() {
         .with_max_level(tracing::Level::DEBUG)
         .with_writer(move || writer.clone())
         .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).expect("the only test setting one");
 
     let mut b = Bench::new();
-    b.files(&[("t.yaml", &job("t", "restart: {on: failure, attempts: 1, backoff: 2s}\n"))]).await;
-    b.fake.exit("t-1", 1);
+    let spec = job("span-probe", "restart: {on: failure, attempts: 1, backoff: 2s}\n");
+    b.files(&[("span-probe.yaml", &spec)]).await;
+    let run = "span-probe-1";
+    b.fake.exit(run, 1);
     b.settle().await;
     tokio::time::advance(Duration::from_secs(3)).await;
     b.settle().await;
-    assert_eq!(b.state("t-1").attempt, 2);
-    b.remove("t.yaml").await;
+    assert_eq!(b.state(run).attempt, 2);
+    b.remove("span-probe.yaml").await;
 
     let lines = captured.lines();
     let about_run: Vec<&serde_json::Value> =
-        lines.iter().filter(|l| l["span"]["run"] == "t-1").collect();
+        lines.iter().filter(|l| l["span"]["run"] == run).collect();
     for line in &about_run {
         assert_eq!(line["span"]["name"], "run", "{line}");
-        assert_eq!(line["span"]["job"], "t", "{line}");
+        assert_eq!(line["span"]["job"], "span-probe", "{line}");
     }
     let message = |l: &serde_json::Value| l["fields"]["message"].as_str().unwrap_or("").to_owned();
     let attempt_of = |text: &str| -> Vec<String> {
@@ -770,10 +776,8 @@ async fn every_line_about_a_run_is_in_the_span_of_its_attempt() {
     assert_eq!(attempt_of("running"), ["1", "2"], "{about_run:#?}");
     assert_eq!(attempt_of("job removed: stopping its run"), ["2"]);
     // Nothing about the run is logged outside it.
-    let outside: Vec<&serde_json::Value> = lines
-        .iter()
-        .filter(|l| l["span"]["run"] != "t-1" && l.to_string().contains("t-1"))
-        .collect();
+    let outside: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["span"]["run"] != run && l.to_string().contains(run)).collect();
     assert!(outside.is_empty(), "{outside:#?}");
 }
 
@@ -872,4 +876,120 @@ async fn runs_that_ended_within_the_retention_are_in_the_scrape_again_after_a_re
     // Putting them back again changes nothing: each run is there once.
     assert_eq!(b.sup.restore_finished().unwrap(), 2);
     check(&metrics.render(Format::Prometheus).unwrap());
+}
+
+fn upsert(name: &str, text: &str) -> FileChange {
+    FileChange::Upserted {
+        path: PathBuf::from("/jobs").join(name),
+        bytes: text.as_bytes().to_vec(),
+    }
+}
+
+fn reloaded(answer: crate::api::Response) -> crate::api::protocol::ReloadReport {
+    match answer {
+        crate::api::Response::Reloaded(report) => report,
+        other => panic!("not a reload report: {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_is_applied_as_a_batch_and_answered_with_the_files_as_they_stand() {
+    let mut b = Bench::new();
+    let jobs = Path::new("/jobs");
+    b.files(&[("old.yaml", &job("old", "")), ("kept.yaml", &job("kept", ""))]).await;
+
+    let read = vec![
+        FileChange::Removed { path: "/jobs/old.yaml".into() },
+        upsert("kept.yaml", "name: kept\ncommand: 7\n"),
+        upsert("new.yaml", &job("new", "")),
+    ];
+    let report = reloaded(b.sup.apply_reload(jobs, Ok(read)).unwrap());
+    b.settle().await;
+    assert_eq!(report.jobs_dir, "/jobs");
+    assert_eq!(
+        (report.added, report.changed, report.removed),
+        (vec!["new".to_owned()], vec![], vec!["old".to_owned()])
+    );
+    assert_eq!((report.files_applied, report.files_not_applied), (1, 1));
+    let [file] = report.not_applied.as_slice() else { panic!("{:?}", report.not_applied) };
+    assert_eq!(file.file, "/jobs/kept.yaml");
+    assert!(file.problems[0].contains("/jobs/kept.yaml:2"), "{:?}", file.problems);
+    assert_eq!(file.in_force, ["kept"]);
+    assert!(b.fake.launched().contains(&"new-1".to_owned()));
+
+    // Nothing read anew: nothing changed, and the file still stands as it is.
+    let again = reloaded(b.sup.apply_reload(jobs, Ok(Vec::new())).unwrap());
+    assert!(again.added.is_empty() && again.changed.is_empty() && again.removed.is_empty());
+    assert_eq!(again.not_applied.len(), 1);
+    assert!(!again.all_applied());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_cannot_read_the_directory_changes_nothing_and_says_why() {
+    let mut b = Bench::new();
+    b.files(&[("a.yaml", &job("a", ""))]).await;
+    let gone = crate::watch::WatchError::List {
+        path: "/jobs".into(),
+        source: std::io::Error::from_raw_os_error(libc::EIO),
+    };
+    let answer = b.sup.apply_reload(Path::new("/jobs"), Err(gone)).unwrap();
+    let crate::api::Response::Error { message } = answer else { panic!("{answer:?}") };
+    assert!(message.starts_with("failed to list job directory /jobs: "), "{message}");
+    assert!(message.ends_with("; the jobs in force stay as they are"), "{message}");
+    assert!(message.contains("Input/output error"), "the cause is given: {message}");
+    assert!(b.sup.jobs.get(&crate::spec::JobName::parse("a").unwrap()).is_some());
+}
+
+/// The main loop hands a reload to the watcher task (played here by a task
+/// that answers with a fixed read) and answers once the read is applied;
+/// with the watcher task gone, a reload is answered at once.
+#[tokio::test(start_paused = true)]
+async fn the_main_loop_hands_reloads_to_the_watcher_task_and_answers_when_applied() {
+    use tokio::sync::oneshot;
+
+    use super::{drive, DirUpdate, JobFiles, OnExit};
+    use crate::api::{Command, Request, Response};
+
+    let Bench { sup, rx, fake, dir: _dir } = Bench::new();
+    let (updates_tx, updates) = mpsc::channel(4);
+    let (reloads, mut asked) = mpsc::channel::<oneshot::Sender<Response>>(4);
+    let watcher = tokio::spawn(async move {
+        // One reload, then the task ends, as a watcher that failed would.
+        let reply = asked.recv().await.unwrap();
+        let read = Ok(vec![upsert("a.yaml", &job("a", ""))]);
+        updates_tx.send(DirUpdate::Reloaded { read, reply }).await.unwrap();
+    });
+    let files = JobFiles { updates, reloads, dir: PathBuf::from("/jobs") };
+    let (commands_tx, commands) = mpsc::channel(4);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let agent = tokio::spawn(drive(
+        sup,
+        files,
+        rx,
+        commands,
+        async {
+            let _ = stopped.await;
+        },
+        OnExit::LeaveRunning,
+    ));
+
+    let ask = |commands_tx: mpsc::Sender<Command>| async move {
+        let (reply, answer) = oneshot::channel();
+        commands_tx.send(Command { request: Request::Reload, reply }).await.unwrap();
+        answer.await.unwrap()
+    };
+    let report = reloaded(ask(commands_tx.clone()).await);
+    assert_eq!(report.added, ["a"]);
+    assert!(report.all_applied());
+    watcher.await.unwrap();
+
+    let Response::Error { message } = ask(commands_tx.clone()).await else {
+        panic!("a reload without a watcher task must be refused")
+    };
+    assert!(message.contains("no longer watched"), "{message}");
+
+    stop.send(()).unwrap();
+    let sup = agent.await.unwrap().unwrap();
+    assert!(sup.jobs.get(&crate::spec::JobName::parse("a").unwrap()).is_some());
+    assert_eq!(fake.launched(), ["a-1"]);
 }

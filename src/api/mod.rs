@@ -17,10 +17,11 @@
 //!
 //! The TCP endpoint only reads: anyone who can reach the port can see job
 //! names, states and numbers, nothing more. Actions that change anything
-//! (freeze, thaw, kill, trigger) are served only on the socket: its file is
-//! mode 0600 and owned by root (0660 and the `socket_group`'s when one is
-//! configured), and the agent also checks the peer's credentials on every
-//! connection, so exposing the metrics port to a
+//! (freeze, thaw, kill, requeue, trigger, and reload, which reads the jobs
+//! directory again now and applies it) are served only on the socket: its
+//! file is mode 0600 and owned by root (0660 and the `socket_group`'s when
+//! one is configured), and the agent also checks the peer's credentials on
+//! every connection, so exposing the metrics port to a
 //! Prometheus server never exposes control of the node.
 
 pub mod error;

@@ -32,6 +32,8 @@ pub enum Request {
         #[serde(default)]
         follow: bool,
     },
+    /// Read the jobs directory again now, and say what came of it.
+    Reload,
 }
 
 /// What the agent answers.
@@ -56,10 +58,50 @@ pub enum Response {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         upto: Option<u64>,
     },
+    /// The jobs directory was read again and the outcome applied.
+    Reloaded(ReloadReport),
     /// Refused, or not understood.
     Error {
         message: String,
     },
+}
+
+/// What a reload of the jobs directory found (`corral reload`). The job
+/// names are those whose jobs this reload added, changed or removed; the
+/// files not applied are all those that stand so now, also those this reload
+/// did not change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// The jobs directory, as configured.
+    pub jobs_dir: String,
+    /// Job files whose current version is in force.
+    pub files_applied: u64,
+    /// Job files whose current version is not in force.
+    pub files_not_applied: u64,
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    /// In path order.
+    pub not_applied: Vec<FileNotApplied>,
+}
+
+impl ReloadReport {
+    /// Whether every job file's current version is in force.
+    pub fn all_applied(&self) -> bool {
+        self.files_not_applied == 0
+    }
+}
+
+/// A job file whose current version is not in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileNotApplied {
+    pub file: String,
+    /// Every problem that stands against it: compile errors with line and
+    /// field, the watcher's reason for refusing it, a clash with an earlier
+    /// file.
+    pub problems: Vec<String>,
+    /// Jobs of its last good version that stay in force meanwhile.
+    pub in_force: Vec<String>,
 }
 
 /// One line of `corral ps`.
@@ -188,5 +230,27 @@ mod tests {
         let done = Response::Done { message: "ok".into() };
         let text = serde_json::to_string(&done).unwrap();
         assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), done);
+    }
+
+    #[test]
+    fn a_reload_is_asked_and_answered_flat() {
+        let text = serde_json::to_string(&Request::Reload).unwrap();
+        assert_eq!(text, r#"{"request":"reload"}"#);
+        let reloaded = Response::Reloaded(ReloadReport {
+            jobs_dir: "/jobs".into(),
+            files_applied: 1,
+            files_not_applied: 1,
+            added: vec!["a".into()],
+            changed: Vec::new(),
+            removed: Vec::new(),
+            not_applied: vec![FileNotApplied {
+                file: "/jobs/b.yaml".into(),
+                problems: vec!["refused: it is world-writable (mode 0666)".into()],
+                in_force: Vec::new(),
+            }],
+        });
+        let text = serde_json::to_string(&reloaded).unwrap();
+        assert!(text.starts_with(r#"{"response":"reloaded","jobs_dir":"/jobs","#), "{text}");
+        assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), reloaded);
     }
 }

@@ -16,6 +16,7 @@ pub mod doctor;
 pub mod events;
 pub mod logs;
 pub mod ps;
+pub mod reload;
 pub mod run;
 pub mod schedule;
 pub mod shim;
@@ -63,6 +64,8 @@ pub enum Command {
     Trigger(act::JobArgs),
     /// Print run transitions, preemptions and OOMs.
     Events(events::EventsArgs),
+    /// Read the jobs directory again now and show what came of it.
+    Reload(reload::ReloadArgs),
     /// The per-run container supervisor (started by the launcher).
     #[command(name = "internal-shim", hide = true)]
     InternalShim(shim::ShimArgs),
@@ -86,5 +89,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Requeue(a) => act::run(&a.socket, Request::Requeue { run: a.run }),
         Command::Trigger(a) => act::run(&a.socket, Request::Trigger { job: a.job }),
         Command::Events(args) => events::run(args),
+        Command::Reload(args) => reload::run(args),
     }
 }

@@ -542,7 +542,7 @@ impl Collector for RunCollector {
         family(
             e,
             "spec_files",
-            "Job files in the jobs directory by status: valid, or invalid (at least one problem; the last good version stays in force).",
+            "Job files in the jobs directory by status: valid, or invalid (not in force as it stands: it has a problem, or a job name an earlier file holds).",
             None,
             MetricType::Gauge,
             [

@@ -77,8 +77,10 @@ pub struct JobInfo {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpecFiles {
     pub valid: u64,
-    /// Files with at least one problem; the last good version of the job,
-    /// if any, stays in force.
+    /// Files whose current version is not in force: it has at least one
+    /// problem (the last good version, if any, stays in force), or it
+    /// defines a job name an earlier file holds (none of its jobs are in
+    /// force).
     pub invalid: u64,
 }
 

@@ -58,6 +58,16 @@
 //! file is known to be still open for writing (its close may be among the lost
 //! events), so each is read once it has been quiet for the quiet period.
 //!
+//! # Reloads
+//!
+//! [`JobDirWatcher::reload`] is a rescan an operator asked for, done at once:
+//! the directory itself is checked again, then every job file in it and every
+//! path reported before is read now, with no quiet period, and the diff
+//! against the snapshot is returned straight away (possibly empty). A file
+//! still being written is read as it stands; its close brings it back through
+//! the usual settling. A directory that is gone, unsafe or cannot be listed is
+//! an error rather than an empty diff.
+//!
 //! # The directory itself
 //!
 //! The directory's parent is watched too. When the jobs directory is removed,

@@ -2,7 +2,7 @@
 //! instance, turns events into touches, and on each batch reads the settled
 //! files and reports how they differ from the snapshot.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
@@ -165,6 +165,43 @@ impl JobDirWatcher {
         }
     }
 
+    /// Reads the jobs directory now, as an operator asks for it, and returns
+    /// what differs from what was last reported (possibly nothing).
+    ///
+    /// Pending events are taken in first, then the directory itself is looked
+    /// at again (it may have been replaced, or a directory above it made
+    /// unsafe, without an event the watcher sees). Then every job file in it
+    /// and every path reported before is read at once, without waiting for
+    /// the quiet period: the operator asked, so a file still being written is
+    /// read as it stands. Should that half file not compile, the agent keeps
+    /// its last good version, and the writer's close brings it back for
+    /// another read once it settles. A file that changes while it is read is
+    /// left to settle and comes in a later batch.
+    ///
+    /// What this returns is recorded as reported, so `next_batch` does not
+    /// report it again. A directory that is gone, fails the directory rules or
+    /// cannot be listed is an error, never an empty answer; the error is not
+    /// returned again by `next_batch`, which waits for the directory to come
+    /// back as it does after an event.
+    ///
+    /// Cancel safe as `next_batch` is: nothing is recorded until the reads
+    /// are done.
+    pub async fn reload(&mut self) -> Result<Vec<FileChange>, WatchError> {
+        let now = Instant::now();
+        self.drain(now)?;
+        if let Err(error) = self.look_at_dir(now) {
+            // The caller hears of it now; next_batch need not say it again.
+            self.dir_problem = Some(DirStatus::of(&error));
+            return Err(error);
+        }
+        let paths = self.rescan_paths()?;
+        // This is the look at everything a pending rescan asked for.
+        self.rescan = None;
+        let changes = self.settle(paths.into_iter().collect()).await;
+        self.initial = false;
+        Ok(changes)
+    }
+
     /// Waits for the next batch of changes, in the order removals first, then
     /// additions and changes, each in path order. A batch is never empty,
     /// except the first, which reports the directory as found at start and
@@ -319,6 +356,18 @@ impl JobDirWatcher {
     /// Looks at the jobs directory again after something happened to it: a
     /// replacement is watched and rescanned, a problem is returned once.
     fn check_dir(&mut self, now: Instant) -> Result<(), WatchError> {
+        let Err(error) = self.look_at_dir(now) else { return Ok(()) };
+        let status = DirStatus::of(&error);
+        if self.dir_problem.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        self.dir_problem = Some(status);
+        Err(error)
+    }
+
+    /// Watches the parent again if its watch is gone, and establishes the
+    /// jobs directory; a directory that fails is no longer watched.
+    fn look_at_dir(&mut self, now: Instant) -> Result<(), WatchError> {
         self.dir_check_at = None;
         if self.parent_wd.is_none() && self.watch_parent().is_err() {
             self.dir_check_at = Some(now + PARENT_RETRY);
@@ -330,11 +379,6 @@ impl JobDirWatcher {
             }
             Err(error) => {
                 self.forget_dir();
-                let status = DirStatus::of(&error);
-                if self.dir_problem.as_ref() == Some(&status) {
-                    return Ok(());
-                }
-                self.dir_problem = Some(status);
                 Err(error)
             }
         }
@@ -423,7 +467,16 @@ impl JobDirWatcher {
 
     /// Touches every job file in the directory and every one reported before.
     fn list(&mut self, touch: Touch, now: Instant) -> Result<(), WatchError> {
-        let Some(watched) = &self.watched else { return Ok(()) };
+        for path in self.rescan_paths()? {
+            self.debouncer.touch(path, touch, now);
+        }
+        Ok(())
+    }
+
+    /// Every job file in the directory now and every one reported before
+    /// (to find what went away); none while no directory is watched.
+    fn rescan_paths(&self) -> Result<BTreeSet<PathBuf>, WatchError> {
+        let Some(watched) = &self.watched else { return Ok(BTreeSet::new()) };
         let list_error = |source| WatchError::List { path: self.dir.clone(), source };
         let mut listed = Vec::new();
         for entry in fs::read_dir(&watched.real).map_err(list_error)? {
@@ -432,10 +485,7 @@ impl JobDirWatcher {
                 listed.push(self.dir.join(name));
             }
         }
-        for path in self.snapshot.rescan_paths(listed) {
-            self.debouncer.touch(path, touch, now);
-        }
-        Ok(())
+        Ok(self.snapshot.rescan_paths(listed))
     }
 
     /// Reads the settled paths and turns what differs from the snapshot into
