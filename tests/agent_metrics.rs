@@ -145,7 +145,13 @@ fn ended_runs_keep_their_final_series_across_restarts_for_the_retention() {
     agent.wait_phase("oomy-1", "failed", secs(60));
     agent.wait_phase("late-1", "running", secs(30));
 
-    let before = series_of(&scrape(&agent), "oomy-1");
+    // The store has the end before the scrape does: the agent publishes
+    // after the turn of its loop that stored it.
+    let mut before = Vec::new();
+    agent.wait_for("oomy-1's end in the scrape", secs(20), || {
+        before = series_of(&scrape(&agent), "oomy-1");
+        sample(&before.join("\n"), "corral_run_exit_code", &[]).is_some()
+    });
     let text = before.join("\n");
     assert!(
         sample(&text, "corral_run_memory_oom_kills_total", &[]).is_some_and(|n| n >= 1.0),

@@ -186,4 +186,34 @@ fn prometheus_scrapes_per_job_series_an_oom_kill_and_a_preemption() {
     assert_eq!(value("corral_runs{state=\"suspended\"}"), Some(1.0));
     // No series lost its job_name to the target's job label.
     assert_eq!(prometheus.query("count({exported_job!=\"\"})").unwrap().len(), 0);
+
+    // The example OOM alert fires for oomy-1, whose series Prometheus first
+    // scraped already counting the kill (the job ended before Prometheus
+    // started): the case an alert on increase() alone misses.
+    let expr = alert_expr("CorralRunOomKilled");
+    let firing = prometheus.query(&expr).unwrap();
+    let runs: Vec<&serde_json::Value> = firing.iter().map(|(labels, _)| &labels["run"]).collect();
+    assert_eq!(runs, ["oomy-1"], "{expr}: {firing:?}");
+    assert_eq!(firing[0].1, 1.0);
+}
+
+/// The expression of `alert` in dashboards/alerts.yaml.
+fn alert_expr(alert: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Rules {
+        groups: Vec<Group>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Group {
+        rules: Vec<Rule>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Rule {
+        alert: String,
+        expr: String,
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/alerts.yaml");
+    let rules: Rules = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let rule = rules.groups.into_iter().flat_map(|g| g.rules).find(|r| r.alert == alert);
+    rule.unwrap_or_else(|| panic!("no alert {alert}")).expr
 }
