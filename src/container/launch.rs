@@ -9,7 +9,6 @@ use std::fs::OpenOptions;
 use std::io::{BufReader, ErrorKind, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -32,6 +31,8 @@ const PROC: &str = "/proc";
 
 /// Name of the hidden subcommand that runs the shim.
 pub const SHIM_SUBCOMMAND: &str = "internal-shim";
+/// The shim's option carrying the descriptor limit to start the run with.
+pub const SHIM_NOFILE_FLAG: &str = "--nofile";
 
 /// Starts shims from a given corral executable.
 #[derive(Debug, Clone)]
@@ -125,7 +126,9 @@ impl Launcher {
                 .stdout(output())
                 .stderr(output());
             if let Some(limit) = self.child_nofile {
-                restore_nofile(&mut command, limit);
+                // The shim sets it first thing; the container's init and the
+                // job inherit it from there.
+                command.arg(SHIM_NOFILE_FLAG).arg(limit.to_string());
             }
             command.spawn().map_err(|source| ContainerError::SpawnShim {
                 exe: self.shim_exe.clone(),
@@ -158,31 +161,6 @@ impl Launcher {
             }
         }
     }
-}
-
-/// Makes `command`'s process start with `limit`, set between `fork` and
-/// `execve`: from then on the shim, the container's init and the job
-/// inherit it.
-///
-/// Done where processes leave the agent, so that neither the shim nor
-/// anything after it needs to know the agent raised its limit. The cost:
-/// with a hook, `Command` forks instead of using `posix_spawn` (which
-/// shares the parent's memory until the exec), so each launch copies the
-/// agent's page tables.
-fn restore_nofile(command: &mut Command, limit: NofileLimit) {
-    let rlimit = limit.as_rlimit();
-    let hook = move || {
-        // SAFETY: `setrlimit` is a system call, async-signal-safe, which is
-        // all a child forked from a multi-threaded process may run; it reads
-        // the copy of `rlimit` this closure owns.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    };
-    // SAFETY: the hook allocates nothing, takes no lock and touches no
-    // state shared with the parent (see above).
-    unsafe { command.pre_exec(hook) };
 }
 
 impl Launched {

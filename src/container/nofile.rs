@@ -16,10 +16,13 @@
 //! what it would have got from whoever started the agent: programs that
 //! size tables by the limit, or close every descriptor up to it, slow
 //! down with a huge one, and `select(2)` cannot take descriptors past
-//! 1023. The launcher therefore starts each shim with the limit the agent
-//! was started with ([`inherited`]); the container's init and the job
-//! inherit it from there, and a job that sets `rlimits.nofile` gets its
-//! own value instead, set in the job process (`exec.rs`).
+//! 1023. The launcher therefore tells each shim the limit the agent was
+//! started with ([`inherited`]), and the shim sets it before anything else;
+//! the container's init and the job inherit it
+//! from there, and a job that sets `rlimits.nofile` gets its own value
+//! instead, set in the job process (`exec.rs`). Setting it in the shim
+//! rather than between `fork` and `execve` keeps the launch on
+//! `posix_spawn`, which does not copy the agent's page tables.
 //!
 //! The limit the agent was started with is recorded once per process,
 //! beside the limit itself: both describe the process, not any one part
@@ -50,10 +53,26 @@ impl NofileLimit {
     pub fn raised(self) -> Option<NofileLimit> {
         (self.soft < self.hard).then_some(NofileLimit { soft: self.hard, hard: self.hard })
     }
+}
 
-    /// As a `setrlimit(2)` argument.
-    pub fn as_rlimit(self) -> libc::rlimit {
-        libc::rlimit { rlim_cur: self.soft, rlim_max: self.hard }
+/// `SOFT:HARD`, as the shim's `--nofile` takes it.
+impl std::fmt::Display for NofileLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.soft, self.hard)
+    }
+}
+
+impl std::str::FromStr for NofileLimit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<NofileLimit, String> {
+        let bad = || format!("{text:?}: expected SOFT:HARD, two numbers with SOFT <= HARD");
+        let (soft, hard) = text.split_once(':').ok_or_else(bad)?;
+        let (soft, hard) = (soft.parse().map_err(|_| bad())?, hard.parse().map_err(|_| bad())?);
+        if soft > hard {
+            return Err(bad());
+        }
+        Ok(NofileLimit { soft, hard })
     }
 }
 
@@ -159,8 +178,12 @@ mod tests {
     }
 
     #[test]
-    fn an_rlimit_carries_both_values() {
-        let r = NofileLimit { soft: 1024, hard: 4096 }.as_rlimit();
-        assert_eq!((r.rlim_cur, r.rlim_max), (1024, 4096));
+    fn the_shim_option_round_trips_and_refuses_nonsense() {
+        let limit = NofileLimit { soft: 1024, hard: 4096 };
+        assert_eq!(limit.to_string(), "1024:4096");
+        assert_eq!("1024:4096".parse(), Ok(limit));
+        for bad in ["1024", "4096:1024", "a:b", ":", "1024:4096:1"] {
+            assert!(bad.parse::<NofileLimit>().is_err(), "{bad}");
+        }
     }
 }

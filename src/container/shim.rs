@@ -25,6 +25,7 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
+use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
@@ -40,6 +41,8 @@ use super::protocol::{self, InitMessage, ShimReport};
 use super::rundir::{atomic_write, Durability, RunDir};
 use super::status::{ExitSource, JobExit, RunStatus};
 
+use super::nofile::NofileLimit;
+
 const PROC: &str = "/proc";
 
 fn sys(what: &str) -> impl FnOnce(Errno) -> SetupError + '_ {
@@ -47,8 +50,10 @@ fn sys(what: &str) -> impl FnOnce(Errno) -> SetupError + '_ {
 }
 
 /// The shim's whole life; returns its exit code (0 when a status was
-/// recorded, also for a job that failed).
-pub fn main(run_dir: &Path) -> u8 {
+/// recorded, also for a job that failed). With `nofile`, the run (the shim,
+/// its init and the job) has that open-file limit: the one the agent was
+/// started with, before it raised its own.
+pub fn main(run_dir: &Path, nofile: Option<NofileLimit>) -> u8 {
     // Own session and process group: terminal signals and process-group
     // kills aimed at the launcher do not reach the run.
     let _ = nix::unistd::setsid();
@@ -59,7 +64,13 @@ pub fn main(run_dir: &Path) -> u8 {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let mut report = take_report_pipe();
     let run = RunDir::new(run_dir);
-    let started = load(&run).and_then(|(cfg, shim)| start(&run, cfg, shim));
+    let started = nofile
+        .map_or(Ok(()), |limit| {
+            setrlimit(Resource::RLIMIT_NOFILE, limit.soft, limit.hard)
+                .map_err(sys("setrlimit(RLIMIT_NOFILE)"))
+        })
+        .and_then(|()| load(&run))
+        .and_then(|(cfg, shim)| start(&run, cfg, shim));
     let mut running = match started {
         Ok(running) => running,
         Err(error) => {
