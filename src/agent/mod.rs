@@ -137,6 +137,17 @@ pub async fn run(
             .unwrap_or_default(),
         catch_up_limit: config.catch_up_limit,
     });
+    let snapshot = Arc::new(PublishedSnapshot::default());
+    let metrics_config = MetricsConfig {
+        finished_retention: config.finished_run_retention,
+        ..MetricsConfig::default()
+    };
+    let metrics = Arc::new(Metrics::new(&metrics_config, snapshot.clone()));
+    let telemetry = Telemetry::new(metrics.clone(), snapshot, Some(layout));
+    let views = telemetry.views.clone();
+    // Before recovery: runs that ended while no agent ran are counted as
+    // they are found (runs ended, OOM failures), like any other end.
+    supervisor.set_telemetry(telemetry);
     let recovered = supervisor.recover()?;
     if recovered.runs > 0 || recovered.stray_cgroups > 0 {
         info!(
@@ -147,15 +158,6 @@ pub async fn run(
             "took over the runs of the previous agent"
         );
     }
-    let snapshot = Arc::new(PublishedSnapshot::default());
-    let metrics_config = MetricsConfig {
-        finished_retention: config.finished_run_retention,
-        ..MetricsConfig::default()
-    };
-    let metrics = Arc::new(Metrics::new(&metrics_config, snapshot.clone()));
-    let telemetry = Telemetry::new(metrics.clone(), snapshot, Some(layout));
-    let views = telemetry.views.clone();
-    supervisor.set_telemetry(telemetry);
     // Before the first scrape can be served, so that no scrape after a
     // restart misses a run that ended within the retention.
     match supervisor.restore_finished() {

@@ -102,6 +102,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// Takes over the runs of an earlier agent. Called once, before the
     /// jobs directory is read.
     pub fn recover(&mut self) -> Result<Recovered, AgentError> {
+        self.recovering = true;
+        let recovered = self.take_over_runs();
+        self.recovering = false;
+        recovered
+    }
+
+    fn take_over_runs(&mut self) -> Result<Recovered, AgentError> {
         // First, so that the runs of recurring jobs are known as such.
         self.cron_load()?;
         let records = self.store.active_runs()?;

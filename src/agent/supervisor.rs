@@ -146,6 +146,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) telemetry: Option<Telemetry>,
     /// Runs frozen by hand: the scheduling pass leaves them frozen.
     pub(super) held: BTreeSet<RunId>,
+    /// Recovery is taking over the runs of an earlier agent.
+    pub(super) recovering: bool,
     /// Every transition and run event, to followers of `corral events -f`.
     pub(super) feed: EventFeed,
     /// Waiting runs the scheduling pass could not place, with the outcome
@@ -189,6 +191,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             cron: CronJobs::new(CronSettings::default()),
             telemetry: None,
             held: BTreeSet::new(),
+            recovering: false,
             feed: EventFeed::new(),
             unplaced: HashMap::new(),
         }

@@ -241,7 +241,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Counts a transition that happened: `before` is the state it left.
     pub(super) fn count_transition(&self, id: &RunId, before: &RunState, now: Timestamp) {
+        // A run taken over was placed and launched by an earlier agent: the
+        // time the agent was down is no scheduling delay or launch latency.
+        if self.recovering {
+            return;
+        }
         let (Some(t), Some(run)) = (&self.telemetry, self.runs.get(id)) else { return };
+        let _in_run = run.span.enter();
         let agent = t.metrics.agent();
         match (&before.phase, &run.state.phase) {
             (Phase::Pending, Phase::Placed) => {
@@ -257,6 +263,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// Counts an event recorded in a run's history.
     pub(super) fn count_event(&self, id: &RunId, event: &RunEvent) {
         let (Some(t), Some(run)) = (&self.telemetry, self.runs.get(id)) else { return };
+        let _in_run = run.span.enter();
         let agent = t.metrics.agent();
         match event {
             RunEvent::Preempted { by, mode } => {
@@ -283,6 +290,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         now: Timestamp,
     ) {
         let (Some(t), Some(run)) = (&self.telemetry, self.runs.get(id)) else { return };
+        let _in_run = run.span.enter();
         let agent = t.metrics.agent();
         if let Outcome::Failed { reason: FailReason::Oom } = outcome {
             OomHandled { job: &run.job, run: id, action: OomAction::Fail }.emit(agent);

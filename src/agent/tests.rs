@@ -993,3 +993,46 @@ async fn the_main_loop_hands_reloads_to_the_watcher_task_and_answers_when_applie
     assert!(sup.jobs.get(&crate::spec::JobName::parse("a").unwrap()).is_some());
     assert_eq!(fake.launched(), ["a-1"]);
 }
+
+/// Runs that ended while no agent ran are counted when recovery finds them,
+/// as any other end is; runs an earlier agent started are not timed again
+/// (their "launch latency" would be the time the agent was down).
+#[tokio::test(start_paused = true)]
+async fn recovery_counts_the_ends_it_finds_and_times_no_launch() {
+    use crate::metrics::agent::{EndState, OomAction};
+    use crate::metrics::{Format, Metrics, MetricsConfig, PublishedSnapshot};
+
+    let mut b = Bench::new();
+    b.files(&[("f.yaml", &job("f", "resources: {memory: {hard: 64Mi}}\n"))]).await;
+    let oomy = RunId::new("f-1");
+    let launch = b.sup.store().run(&oomy).unwrap().unwrap().record.launch.unwrap();
+    let killed = ExitStatus::Signal(9);
+    let run_dir = launch.run_dir.clone();
+    b.fake.set_probe(&run_dir, Probe::Finished { launch, status: killed, at: START });
+    b.fake.set_stats(&oomy, FinalStats { oom_kills: 1, ..FinalStats::default() });
+    let spec = job("a", "");
+    let (_, dir) = forge_placed_run(&mut b, "a", &spec);
+    let started = LaunchInfo {
+        shim_pid: 50,
+        init_pid: 51,
+        pid_start_time: 5,
+        run_dir: dir.clone(),
+        launched_at: START,
+    };
+    b.fake.set_probe(&dir, Probe::Running { launch: started });
+
+    let mut b = b.restart_after(Duration::from_secs(3600));
+    let snapshot = Arc::new(PublishedSnapshot::default());
+    let metrics = Arc::new(Metrics::new(&MetricsConfig::default(), snapshot.clone()));
+    b.sup.set_telemetry(super::telemetry::Telemetry::new(Arc::clone(&metrics), snapshot, None));
+    b.sup.recover().unwrap();
+    b.files(&[("f.yaml", &job("f", "resources: {memory: {hard: 64Mi}}\n")), ("a.yaml", &spec)])
+        .await;
+
+    assert_eq!(b.phase("f-1"), "failed");
+    assert_eq!(b.phase("a-1"), "running");
+    assert_eq!(metrics.agent().oom_events.get(OomAction::Fail), 1);
+    assert_eq!(metrics.agent().runs_ended.get(EndState::Failed), 1);
+    let scrape = metrics.render(Format::Prometheus).unwrap();
+    assert!(scrape.contains("\ncorral_launch_latency_seconds_count 0\n"), "{scrape}");
+}
