@@ -59,6 +59,9 @@ fn ps_freeze_thaw_and_kill_act_on_the_kernel() {
     assert_eq!(json[0]["run"], "work-1");
     assert_eq!(json[0]["state"], "running");
     assert!(json[0]["cpu_percent"].as_f64().is_some_and(|p| p >= 0.0), "{json}");
+    // The memory the run's cgroup counts, shown against its limit (none here).
+    assert!(json[0]["memory_bytes"].as_u64().is_some_and(|b| b > 0), "{json}");
+    assert!(line.contains(" / -"), "{table}");
     // Not a recurring job: no next firing.
     assert!(json[0]["next_fire"].is_null(), "{json}");
 

@@ -135,6 +135,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let assignment = live.and_then(|r| r.assignment.as_ref()).or(record.assignment.as_ref());
         let state = live.map_or(&record.state, |r| &r.state);
         let next_fire = self.cron.next_fire(&record.job);
+        let usage = self.live_usage(&record.id, now);
         let mut phase = state.phase.name().to_owned();
         if self.held.contains(&record.id) {
             phase.push_str(" (by operator)");
@@ -151,7 +152,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             },
             numa: assignment.map(|a| a.mems.to_string()).unwrap_or_default(),
             memory_limit_bytes: state.memory_limit.map(|b| b.get()),
-            cpu_percent: self.cpu_percent(&record.id, now),
+            cpu_percent: usage.cpu_percent,
+            memory_bytes: usage.memory_bytes,
             next_fire: next_fire.map(|t| t.to_rfc3339()),
             next_fire_in_seconds: next_fire.map(|t| {
                 let ms = t.timestamp_millis().saturating_sub(now.as_millis()).max(0);

@@ -70,6 +70,13 @@ impl Telemetry {
     }
 }
 
+/// What a live run uses, for `corral ps`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct LiveUsage {
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: Option<u64>,
+}
+
 fn system_time(t: Timestamp) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(t.as_millis()).unwrap_or(0))
 }
@@ -207,20 +214,30 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// The CPU the current attempt of `id` used since it was launched, as a
     /// percentage of one CPU: its cgroup's CPU usage (read through the
-    /// handle the metrics use) over the wall time since launch. `None` when
-    /// the run has no processes, or no statistics to read.
-    pub(super) fn cpu_percent(&self, id: &RunId, now: Timestamp) -> Option<f64> {
-        let run = self.runs.get(id)?;
-        if !run.state.phase.may_have_processes() {
-            return None;
-        }
-        let launch = run.launch.as_ref()?;
-        let (key, handle) = self.telemetry.as_ref()?.handles.get(id)?;
-        if launch_key(run) != Some(*key) {
-            return None;
-        }
-        let usage_ns = handle.read().ok()?.cpu.usage_ns?;
-        Some(cpu_share(usage_ns, now.since(launch.launched_at)))
+    /// handle the metrics use) over the wall time since launch; and the
+    /// memory it uses now. Neither when the run has no processes, or no
+    /// statistics to read.
+    pub(super) fn live_usage(&self, id: &RunId, now: Timestamp) -> LiveUsage {
+        let read = || {
+            let run = self.runs.get(id)?;
+            if !run.state.phase.may_have_processes() {
+                return None;
+            }
+            let launch = run.launch.as_ref()?;
+            let (key, handle) = self.telemetry.as_ref()?.handles.get(id)?;
+            if launch_key(run) != Some(*key) {
+                return None;
+            }
+            let stats = handle.read().ok()?;
+            Some(LiveUsage {
+                cpu_percent: stats
+                    .cpu
+                    .usage_ns
+                    .map(|ns| cpu_share(ns, now.since(launch.launched_at))),
+                memory_bytes: stats.memory.usage_bytes,
+            })
+        };
+        read().unwrap_or_default()
     }
 
     /// Counts a pending run the scheduling pass could not place: once when

@@ -116,6 +116,11 @@ pub struct RunRow {
     /// NUMA nodes its memory comes from, as a list.
     pub numa: String,
     pub memory_limit_bytes: Option<u64>,
+    /// Memory the run uses now: its cgroup's usage, the figure the hard
+    /// limit applies to; absent when it has no processes or its cgroup
+    /// cannot be read.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
     /// CPU used by the current attempt since it was launched, as a
     /// percentage of one CPU (`250.0` is two and a half CPUs); absent when
     /// the run has no processes or its cgroup cannot be read.
