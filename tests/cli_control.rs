@@ -7,6 +7,7 @@ mod agent_harness;
 use std::fs;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -148,6 +149,20 @@ fn events_follow_is_pushed_entries_as_they_happen_until_the_agent_stops() {
     wait_for_line("the kill", &|v| {
         v["run"] == "work-1" && v["detail"].as_str().is_some_and(|d| d.contains("-> killed"))
     });
+
+    // A follower whose reader is gone (`corral events -f | head`) ends at its
+    // next line, of SIGPIPE as other tools do, not with a panic.
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    drop(read_end);
+    let headless = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["events", "--follow", "--config"])
+        .arg(&agent.config)
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(headless.status.signal(), Some(libc::SIGPIPE), "{headless:?}");
+    assert!(headless.stderr.is_empty(), "{}", String::from_utf8_lossy(&headless.stderr));
 
     agent.stop();
     let status = follower.wait().unwrap();

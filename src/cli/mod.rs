@@ -24,6 +24,24 @@ pub mod show;
 pub mod topology;
 pub mod validate;
 
+impl Command {
+    /// Whether the command does nothing but report: it may end the moment
+    /// nobody reads what it prints. The agent, the shim and `corral run`
+    /// may not: they look after runs whatever happens to their output.
+    fn only_prints(&self) -> bool {
+        !matches!(self, Command::Agent(_) | Command::InternalShim(_) | Command::Run(_))
+    }
+}
+
+/// Lets SIGPIPE end the process, as it ends other Unix tools: `corral
+/// events -f | head -3` stops after three lines. Rust starts programs with
+/// SIGPIPE ignored, which turns the reader going away into an error on the
+/// next write, and into a panic in `println!`.
+fn end_quietly_when_the_reader_goes() {
+    // SAFETY: restores the default disposition; no handler code runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 /// Declarative batch/job scheduler node agent.
 #[derive(Debug, Parser)]
 #[command(name = "corral", version, about, propagate_version = true)]
@@ -72,6 +90,9 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if cli.command.only_prints() {
+        end_quietly_when_the_reader_goes();
+    }
     match cli.command {
         Command::Agent(args) => agent::run(args),
         Command::Validate(args) => validate::run(args),
