@@ -108,7 +108,7 @@ impl Run {
 
 /// The span of attempt `attempt` of run `run`: the job, the run id and the
 /// attempt on every line logged about it (`run{job=etl run=etl-3 attempt=2}:`
-/// in text logs, `span` and `spans` in JSON logs).
+/// in text logs, the `span` object in JSON logs).
 pub(super) fn run_span(job: &spec::JobName, run: &RunId, attempt: u32) -> Span {
     tracing::info_span!("run", job = %job, run = %run, attempt)
 }
