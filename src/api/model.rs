@@ -142,19 +142,16 @@ impl RunView {
                 run_dir: l.run_dir.display().to_string(),
                 launched_at: time(l.launched_at),
             }),
-            exit: record.exit.map(|e| {
-                let (code, signal) = match e.status {
-                    ExitStatus::Code(c) => (i64::from(c), None),
-                    ExitStatus::Signal(s) => (128 + i64::from(s), Some(s)),
-                };
-                ExitView {
-                    code,
-                    signal,
-                    exited_at: time(e.exited_at),
-                    peak_memory_bytes: e.peak_memory.map(|b| b.get()),
-                    oom_kills: e.oom_kills,
-                    cpu_seconds: e.cpu_seconds,
-                }
+            exit: record.exit.map(|e| ExitView {
+                code: e.status.shell_code(),
+                signal: match e.status {
+                    ExitStatus::Signal(s) => Some(s),
+                    ExitStatus::Code(_) => None,
+                },
+                exited_at: time(e.exited_at),
+                peak_memory_bytes: e.peak_memory.map(|b| b.get()),
+                oom_kills: e.oom_kills,
+                cpu_seconds: e.cpu_seconds,
             }),
             transitions: transitions
                 .into_iter()

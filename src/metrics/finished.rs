@@ -56,10 +56,7 @@ impl FinishedRun {
     /// The exit code as a shell reports it: the code, or 128 + the signal
     /// number for a run killed by a signal.
     pub fn exit_code(&self) -> Option<i64> {
-        self.exit.map(|status| match status {
-            ExitStatus::Code(code) => i64::from(code),
-            ExitStatus::Signal(signal) => 128 + i64::from(signal),
-        })
+        self.exit.map(ExitStatus::shell_code)
     }
 }
 

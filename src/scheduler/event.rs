@@ -19,6 +19,15 @@ impl ExitStatus {
     pub fn success(self) -> bool {
         self == ExitStatus::Code(0)
     }
+
+    /// The exit code as a shell reports it: the code, or 128 + the signal
+    /// number for a process killed by a signal.
+    pub fn shell_code(self) -> i64 {
+        match self {
+            ExitStatus::Code(code) => i64::from(code),
+            ExitStatus::Signal(signal) => 128 + i64::from(signal),
+        }
+    }
 }
 
 impl fmt::Display for ExitStatus {
