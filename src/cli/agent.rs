@@ -63,9 +63,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
 
 /// The configuration file with the flags applied over it.
 fn load(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
-    let mut config = config::load(&args.config)
-        .map_err(|diagnostics| anyhow::anyhow!("{diagnostics}"))
-        .with_context(|| format!("invalid configuration {}", args.config.display()))?;
+    let mut config = super::load_config(&args.config)?;
     if let Some(dir) = &args.jobs_dir {
         config.jobs_dir = std::path::absolute(dir)?;
     }

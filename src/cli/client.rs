@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-
 use crate::api::{Client, Request, Response};
 use crate::config::{self, AgentConfig};
 
@@ -28,10 +26,7 @@ impl SocketArgs {
         if !self.config.exists() {
             return Ok(AgentConfig::default().socket);
         }
-        let config = config::load(&self.config)
-            .map_err(|diagnostics| anyhow::anyhow!("{diagnostics}"))
-            .with_context(|| format!("invalid configuration {}", self.config.display()))?;
-        Ok(config.socket)
+        Ok(super::load_config(&self.config)?.socket)
     }
 
     pub fn connect(&self) -> anyhow::Result<Client> {

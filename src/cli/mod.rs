@@ -3,11 +3,14 @@
 //! Commands return the process exit code they want; `anyhow` is used only at
 //! this edge, to attach context to errors from the library modules.
 
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::api::Request;
+use crate::config::{self, AgentConfig};
 
 pub mod act;
 pub mod agent;
@@ -31,6 +34,14 @@ impl Command {
     fn only_prints(&self) -> bool {
         !matches!(self, Command::Agent(_) | Command::InternalShim(_) | Command::Run(_))
     }
+}
+
+/// The agent configuration file at `path`, every problem in it reported
+/// under its name.
+fn load_config(path: &Path) -> anyhow::Result<AgentConfig> {
+    config::load(path)
+        .map_err(|diagnostics| anyhow::anyhow!("{diagnostics}"))
+        .with_context(|| format!("invalid configuration {}", path.display()))
 }
 
 /// Lets SIGPIPE end the process, as it ends other Unix tools: `corral
