@@ -4,13 +4,14 @@
 //! JSON views, and promtool on a live scrape.
 
 mod agent_harness;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use agent_harness::{job, secs, TestAgent};
+use agent_harness::{job, secs, TestAgent, OOM_HOG};
 
 /// The value of the sample `name{labels…}` whose labels include all of
 /// `has`, if there is one.
@@ -31,9 +32,6 @@ fn scrape(agent: &TestAgent) -> String {
     body
 }
 
-/// Fills a shell string past 16 MiB: the kernel kills it at the limit.
-const HOG: &str = "x=abcdefgh; i=0; while [ $i -lt 23 ]; do x=\"$x$x\"; i=$((i+1)); done";
-
 #[test]
 fn live_runs_and_an_oom_kill_reach_the_scrape() {
     let mut agent = TestAgent::new("");
@@ -41,7 +39,7 @@ fn live_runs_and_an_oom_kill_reach_the_scrape() {
     agent.write_job("steady.yaml", &job("steady", "while :; do :; done", ""));
     agent.write_job(
         "oomy.yaml",
-        &job("oomy", HOG, "resources: {memory: {hard: 16Mi}}\noom: {action: fail}\n"),
+        &job("oomy", OOM_HOG, "resources: {memory: {hard: 16Mi}}\noom: {action: fail}\n"),
     );
     agent.wait_phase("steady-1", "running", secs(30));
     agent.wait_phase("oomy-1", "failed", secs(60));
@@ -93,22 +91,9 @@ fn live_runs_and_an_oom_kill_reach_the_scrape() {
     assert!(body.ends_with("# EOF\n"));
 
     // promtool, where it is installed (the promtool test says why it may not be).
-    if let Some(promtool) = promtool() {
-        let mut child = Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success() && report.trim().is_empty(), "promtool: {report}");
+    if let Some(promtool) = prometheus::installed("promtool") {
+        let (passed, report) = prometheus::check_metrics(&promtool, &text);
+        assert!(passed && report.trim().is_empty(), "promtool: {report}");
     }
     dashboards_use_only_what_a_live_agent_exports(&text);
 }
@@ -139,8 +124,8 @@ fn ended_runs_keep_their_final_series_across_restarts_for_the_retention() {
     agent.start();
     let go = agent.data_file("go");
     let limits = "resources: {memory: {hard: 16Mi}}\noom: {action: fail}\n";
-    agent.write_job("oomy.yaml", &job("oomy", HOG, limits));
-    let wait_then_hog = format!("while [ ! -e {} ]; do sleep 0.1; done; {HOG}", go.display());
+    agent.write_job("oomy.yaml", &job("oomy", OOM_HOG, limits));
+    let wait_then_hog = format!("while [ ! -e {} ]; do sleep 0.1; done; {OOM_HOG}", go.display());
     agent.write_job("late.yaml", &job("late", &wait_then_hog, limits));
     agent.wait_phase("oomy-1", "failed", secs(60));
     agent.wait_phase("late-1", "running", secs(30));
@@ -230,18 +215,6 @@ fn dashboards_use_only_what_a_live_agent_exports(scrape: &str) {
     };
     let missing: Vec<_> = used.iter().filter(|n| !family(n)).collect();
     assert!(missing.is_empty(), "used on a dashboard, not in a live scrape: {missing:?}");
-}
-
-fn promtool() -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path).map(|dir| dir.join("promtool")).find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let reason = "promtool not found: install the Debian package prometheus (.ci/run does)";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
-        eprintln!("skipped the promtool check: {reason}");
-    }
-    found
 }
 
 #[test]

@@ -6,13 +6,15 @@
 //! prometheus binary skips the test with a note; under `CI=true` it fails.
 
 mod agent_harness;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use agent_harness::{job, secs, TestAgent};
+use agent_harness::{job, secs, TestAgent, OOM_HOG};
 
 /// A Prometheus server on a free loopback port, stopped when dropped.
 struct Prometheus {
@@ -118,29 +120,14 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
-fn prometheus_binary() -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path).map(|dir| dir.join("prometheus")).find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let reason = "prometheus not found: install the Debian package prometheus (.ci/run does)";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
-        eprintln!("skipped: {reason}");
-    }
-    found
-}
-
-/// Fills a shell string past 16 MiB: the kernel kills it at the limit.
-const HOG: &str = "x=abcdefgh; i=0; while [ $i -lt 23 ]; do x=\"$x$x\"; i=$((i+1)); done";
-
 #[test]
 fn prometheus_scrapes_per_job_series_an_oom_kill_and_a_preemption() {
-    let Some(binary) = prometheus_binary() else { return };
+    let Some(binary) = prometheus::installed("prometheus") else { return };
     let mut agent = TestAgent::new("");
     agent.start();
     agent.write_job(
         "oomy.yaml",
-        &job("oomy", HOG, "resources: {memory: {hard: 16Mi}}\noom: {action: fail}\n"),
+        &job("oomy", OOM_HOG, "resources: {memory: {hard: 16Mi}}\noom: {action: fail}\n"),
     );
     agent.write_job(
         "low.yaml",
@@ -199,21 +186,6 @@ fn prometheus_scrapes_per_job_series_an_oom_kill_and_a_preemption() {
 
 /// The expression of `alert` in dashboards/alerts.yaml.
 fn alert_expr(alert: &str) -> String {
-    #[derive(serde::Deserialize)]
-    struct Rules {
-        groups: Vec<Group>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Group {
-        rules: Vec<Rule>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Rule {
-        alert: String,
-        expr: String,
-    }
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/alerts.yaml");
-    let rules: Rules = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let rule = rules.groups.into_iter().flat_map(|g| g.rules).find(|r| r.alert == alert);
+    let rule = prometheus::alert_rules().into_iter().find(|r| r.alert == alert);
     rule.unwrap_or_else(|| panic!("no alert {alert}")).expr
 }

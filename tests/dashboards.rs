@@ -5,6 +5,8 @@
 
 #[path = "common/metrics_fake.rs"]
 mod metrics_fake;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -334,32 +336,10 @@ fn dashboard_queries_use_exported_metrics_and_labels() {
     assert!(unused.is_empty(), "on no dashboard: {unused:?}");
 }
 
-#[derive(serde::Deserialize)]
-struct RuleFile {
-    groups: Vec<RuleGroup>,
-}
-
-#[derive(serde::Deserialize)]
-struct RuleGroup {
-    rules: Vec<Rule>,
-}
-
-#[derive(serde::Deserialize)]
-struct Rule {
-    alert: String,
-    expr: String,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-}
-
 #[test]
 fn alert_rules_use_exported_metrics_and_labels() {
     let exported = Exported::from_fake();
-    let text = std::fs::read_to_string(dashboards_dir().join("alerts.yaml")).unwrap();
-    let rules: RuleFile = serde_saphyr::from_str(&text).unwrap();
-    let alerts: Vec<&Rule> = rules.groups.iter().flat_map(|g| &g.rules).collect();
+    let alerts = prometheus::alert_rules();
     let names: BTreeSet<&str> = alerts.iter().map(|r| r.alert.as_str()).collect();
     for wanted in [
         "CorralRunOomKilled",
@@ -370,7 +350,7 @@ fn alert_rules_use_exported_metrics_and_labels() {
         assert!(names.contains(wanted), "no {wanted}");
     }
     let mut problems = Vec::new();
-    for rule in alerts {
+    for rule in &alerts {
         let context = format!("alert {}", rule.alert);
         if check_expr(&exported, &rule.expr, &context, &mut problems).is_empty() {
             problems.push(format!("{context}: uses no corral metric"));

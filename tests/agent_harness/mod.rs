@@ -346,6 +346,10 @@ pub fn cleanup_cgroups(parent: &str) {
     }
 }
 
+/// A script that fills a shell string past 16 MiB: under a 16Mi hard limit
+/// the kernel OOM-kills it.
+pub const OOM_HOG: &str = "x=abcdefgh; i=0; while [ $i -lt 23 ]; do x=\"$x$x\"; i=$((i+1)); done";
+
 /// A one-shot job running `script` with `sh -c`, plus `extra` YAML lines.
 pub fn job(name: &str, script: &str, extra: &str) -> String {
     let script = script.replace('\'', "''");
