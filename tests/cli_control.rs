@@ -270,13 +270,7 @@ fn the_socket_is_root_only_and_a_stopped_agent_is_reported() {
     assert_eq!(mode, 0o600);
 
     // Another user cannot connect (the file mode keeps it out).
-    let as_nobody = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_corral"))
-        .args(["ps", "--socket"])
-        .arg(&socket)
-        .output()
-        .unwrap();
+    let as_nobody = ps_as_nobody(&socket, &["--regid=65534", "--clear-groups"]);
     assert!(!as_nobody.status.success());
     let stderr = String::from_utf8_lossy(&as_nobody.stderr);
     assert!(stderr.contains("permission denied"), "{stderr}");
