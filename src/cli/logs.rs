@@ -1,6 +1,6 @@
 //! `corral logs RUN [-f]`: a run's output, from its run directory.
 
-use std::io::{Read as _, Seek as _, SeekFrom};
+use std::io::{Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -72,11 +72,9 @@ impl Tail {
     fn copy_to(&mut self, to: &mut impl std::io::Write) -> anyhow::Result<()> {
         let Some(mut file) = open(&self.path)? else { return Ok(()) };
         file.seek(SeekFrom::Start(self.offset))?;
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf)
-            .with_context(|| format!("cannot read {}", self.path.display()))?;
-        self.offset += buf.len() as u64;
-        to.write_all(&buf)?;
+        // Streamed: a run's log can be larger than this process should hold.
+        self.offset += std::io::copy(&mut file, to)
+            .with_context(|| format!("cannot copy {}", self.path.display()))?;
         to.flush()?;
         Ok(())
     }
