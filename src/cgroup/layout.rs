@@ -92,16 +92,7 @@ impl fmt::Display for Controller {
     }
 }
 
-/// Controllers corral creates job cgroups in (v1) or enables (v2).
-pub const V1_USED: [Controller; 7] = [
-    Controller::Cpu,
-    Controller::Cpuacct,
-    Controller::Cpuset,
-    Controller::Memory,
-    Controller::Pids,
-    Controller::Freezer,
-    Controller::Blkio,
-];
+/// Controllers corral enables for jobs in the v2 tree (those it offers).
 pub const V2_USED: [Controller; 5] =
     [Controller::Cpuset, Controller::Cpu, Controller::Io, Controller::Memory, Controller::Pids];
 
@@ -384,7 +375,7 @@ impl Layout {
         self.v1.iter().find(|h| h.controllers.contains(&controller))
     }
 
-    /// True when the v2 tree offers `controller` (and v1 does not hold it).
+    /// True when the v2 tree's root offers `controller`.
     pub fn unified_offers(&self, controller: Controller) -> bool {
         self.unified.as_ref().is_some_and(|u| u.controllers.contains(&controller))
     }
