@@ -379,6 +379,12 @@ impl Layout {
     pub fn unified_offers(&self, controller: Controller) -> bool {
         self.unified.as_ref().is_some_and(|u| u.controllers.contains(&controller))
     }
+
+    /// The v2 tree jobs get a cgroup in: on pure v2 always, on a hybrid host
+    /// when `use_unified` asks for it.
+    pub fn unified_for_jobs(&self, use_unified: bool) -> Option<&UnifiedHierarchy> {
+        self.unified.as_ref().filter(|_| use_unified || self.kind == LayoutKind::V2)
+    }
 }
 
 /// Where to read the mount table and the process's cgroups from.
@@ -477,6 +483,8 @@ mod tests {
         assert_eq!(unified.own_cgroup.as_deref(), Some("/"));
         assert_eq!(unified.controllers, BTreeSet::from([Controller::Hugetlb]));
         assert!(!layout.unified_offers(Controller::Memory));
+        assert_eq!(layout.unified_for_jobs(true), layout.unified.as_ref());
+        assert_eq!(layout.unified_for_jobs(false), None);
     }
 
     #[test]
@@ -510,6 +518,8 @@ mod tests {
         assert!(layout.v1.is_empty());
         assert!(layout.unified_offers(Controller::Memory));
         assert!(layout.unified_offers(Controller::Io));
+        // No v1 hierarchy to fall back to: the v2 tree is used regardless.
+        assert!(layout.unified_for_jobs(false).is_some());
         let unified = layout.unified.unwrap();
         assert_eq!(
             unified.dir_of("/system.slice/corral.service").unwrap(),
