@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
-use common::{wait_until, CorralRun, Sandbox};
+use common::{cgroup_line, wait_until, CorralRun, Sandbox};
 use corral::container::{probe, wait_for_status, JobExit, RunState};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -131,10 +131,7 @@ fn an_exclusive_cpu_is_pinned_and_the_job_is_in_its_cgroups() {
     let run = corral.run_dirs()[0].file_name().unwrap().to_string_lossy().into_owned();
     let leaf = format!("/{}/{run}", corral.parent);
     for controller in ["cpuset", "cpu", "memory", "pids"] {
-        let line = stdout
-            .lines()
-            .find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == controller)))
-            .unwrap_or_else(|| panic!("no {controller} line in {stdout}"));
+        let line = cgroup_line(&stdout, controller);
         assert!(line.ends_with(&leaf), "{line}");
     }
     assert!(stdout.lines().any(|l| l == format!("0::{leaf}")), "{stdout}");
