@@ -231,19 +231,25 @@ fn a_fork_bomb_is_contained_and_its_cgroup_removed() {
     );
     let child =
         corral.command(&file).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_until("the job's cgroup", || !corral.job_cgroups().is_empty());
-    let pids = corral
-        .job_cgroups()
-        .into_iter()
-        .find(|d| d.join("pids.max").exists())
-        .expect("a pids cgroup");
-    // While the bomb goes off: capped, and the cap holds.
+    let mut pids = None;
+    wait_until("the job's pids cgroup", || {
+        pids = corral.job_cgroups().into_iter().find(|d| d.join("pids.max").exists());
+        pids.is_some()
+    });
+    let current_file = pids.unwrap().join("pids.current");
+    let current =
+        || std::fs::read_to_string(&current_file).ok().map(|n| n.trim().parse::<u32>().unwrap());
+    // The cgroup exists before the container is set up, which on a busy
+    // machine can outlast any fixed sampling window: sample from when the
+    // job runs (more than its init in the cgroup) while the bomb goes off.
     let mut peak = 0;
+    wait_until("the job to run", || {
+        peak = peak.max(current().unwrap_or(0));
+        peak > 1
+    });
     for _ in 0..50 {
-        match std::fs::read_to_string(pids.join("pids.current")) {
-            Ok(current) => peak = peak.max(current.trim().parse::<u32>().unwrap()),
-            Err(_) => break,
-        }
+        let Some(now) = current() else { break };
+        peak = peak.max(now);
         std::thread::sleep(Duration::from_millis(10));
     }
     let output = child.wait_with_output().unwrap();
