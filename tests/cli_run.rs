@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
-use common::{wait_until, CorralRun, Sandbox};
+use common::{cgroup_line, wait_until, CorralRun, Sandbox};
 use corral::container::{probe, wait_for_status, JobExit, RunState};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -131,10 +131,7 @@ fn an_exclusive_cpu_is_pinned_and_the_job_is_in_its_cgroups() {
     let run = corral.run_dirs()[0].file_name().unwrap().to_string_lossy().into_owned();
     let leaf = format!("/{}/{run}", corral.parent);
     for controller in ["cpuset", "cpu", "memory", "pids"] {
-        let line = stdout
-            .lines()
-            .find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == controller)))
-            .unwrap_or_else(|| panic!("no {controller} line in {stdout}"));
+        let line = cgroup_line(&stdout, controller);
         assert!(line.ends_with(&leaf), "{line}");
     }
     assert!(stdout.lines().any(|l| l == format!("0::{leaf}")), "{stdout}");
@@ -234,19 +231,25 @@ fn a_fork_bomb_is_contained_and_its_cgroup_removed() {
     );
     let child =
         corral.command(&file).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_until("the job's cgroup", || !corral.job_cgroups().is_empty());
-    let pids = corral
-        .job_cgroups()
-        .into_iter()
-        .find(|d| d.join("pids.max").exists())
-        .expect("a pids cgroup");
-    // While the bomb goes off: capped, and the cap holds.
+    let mut pids = None;
+    wait_until("the job's pids cgroup", || {
+        pids = corral.job_cgroups().into_iter().find(|d| d.join("pids.max").exists());
+        pids.is_some()
+    });
+    let current_file = pids.unwrap().join("pids.current");
+    let current =
+        || std::fs::read_to_string(&current_file).ok().map(|n| n.trim().parse::<u32>().unwrap());
+    // The cgroup exists before the container is set up, which on a busy
+    // machine can outlast any fixed sampling window: sample from when the
+    // job runs (more than its init in the cgroup) while the bomb goes off.
     let mut peak = 0;
+    wait_until("the job to run", || {
+        peak = peak.max(current().unwrap_or(0));
+        peak > 1
+    });
     for _ in 0..50 {
-        match std::fs::read_to_string(pids.join("pids.current")) {
-            Ok(current) => peak = peak.max(current.trim().parse::<u32>().unwrap()),
-            Err(_) => break,
-        }
+        let Some(now) = current() else { break };
+        peak = peak.max(now);
         std::thread::sleep(Duration::from_millis(10));
     }
     let output = child.wait_with_output().unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{launcher, stdout_of, Sandbox, TestCgroups};
+use common::{cgroup_line, launcher, stdout_of, wait_until, Sandbox, TestCgroups};
 use corral::container::Namespace;
 
 #[test]
@@ -13,17 +13,10 @@ fn job_is_in_the_cgroups_from_its_first_instruction_and_the_shim_is_not() {
     let mut cfg = sandbox.config("cg", "cat /proc/self/cgroup; echo ready; sleep 30");
     cfg.cgroup_procs = cgroups.procs_files();
     let launched = launcher().launch(&cfg).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !stdout_of(&cfg).contains("ready") {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_until("the job to be ready", || stdout_of(&cfg).contains("ready"));
     let inside = stdout_of(&cfg);
     for controller in common::V1_CONTROLLERS {
-        let line = inside
-            .lines()
-            .find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == *controller)))
-            .unwrap_or_else(|| panic!("no {controller} line in {inside}"));
+        let line = cgroup_line(&inside, controller);
         assert!(line.ends_with(&format!("/{}", cgroups.name)), "{line}");
     }
 
@@ -52,6 +45,6 @@ fn cgroup_namespace_makes_the_job_cgroup_the_root() {
     assert!(status.exit.success());
     let inside = stdout_of(&cfg);
     assert!(!inside.contains(&cgroups.name), "{inside}");
-    let pids_line = inside.lines().find(|l| l.contains(":pids:")).unwrap();
+    let pids_line = cgroup_line(&inside, "pids");
     assert_eq!(pids_line.rsplit(':').next(), Some("/"));
 }

@@ -212,7 +212,7 @@ fn open_v1_oom(dir: &Path) -> Result<V1Oom, CgroupError> {
     // "<eventfd> <fd of memory.oom_control>" registers for OOM notifications.
     write_knob(
         &dir.join(EVENT_CONTROL),
-        &format!("{} {}", efd.as_raw_fd(), oom_control.file().as_raw_fd()),
+        &format!("{} {}", efd.as_raw_fd(), oom_control.as_raw_fd()),
     )?;
     let oom_kill = parse_oom_control(&oom_control.read_string()?).oom_kill.unwrap_or(0);
     let fd = register(efd, Interest::READABLE, oom_control.path())?;

@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -110,10 +111,6 @@ impl KnobFile {
         &self.path
     }
 
-    pub(crate) fn file(&self) -> &File {
-        &self.file
-    }
-
     /// Replaces `buf` with the file's current content.
     pub fn read_into(&self, buf: &mut String) -> Result<(), CgroupError> {
         buf.clear();
@@ -149,9 +146,15 @@ impl KnobFile {
     }
 }
 
+impl AsRawFd for KnobFile {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
 /// Types that own one descriptor for their whole life and always return it
 /// from `as_raw_fd`: the condition for registering them with the reactor.
-pub(crate) trait OwnsFd: std::os::fd::AsRawFd {}
+pub(crate) trait OwnsFd: AsRawFd {}
 
 impl OwnsFd for File {}
 impl OwnsFd for KnobFile {}

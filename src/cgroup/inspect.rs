@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::layout::{Controller, Layout, LayoutKind};
+use super::layout::{Controller, Layout, V2_USED};
 use super::manager::{Anchor, FreezerKind, KillKind};
 use super::path::CgroupPath;
 use super::{v1, v2};
@@ -120,12 +120,7 @@ pub fn inspect(layout: &Layout, options: &InspectOptions) -> Inspection {
         };
 
     // The v2 tree, when corral would use it.
-    let use_unified = match layout.kind {
-        LayoutKind::V2 => true,
-        LayoutKind::Hybrid => options.use_unified,
-        LayoutKind::V1 => false,
-    };
-    let unified = layout.unified.as_ref().filter(|_| use_unified);
+    let unified = layout.unified_for_jobs(options.use_unified);
     let mut v2_available = Vec::new();
     let mut v2_anchor = None;
     if let Some(u) = unified {
@@ -191,16 +186,8 @@ pub fn inspect(layout: &Layout, options: &InspectOptions) -> Inspection {
 
     // v2: controllers must be enabled from the anchor down to the parent.
     if let (Some(u), Some(anchor)) = (unified, &v2_anchor) {
-        let needed: Vec<Controller> = [
-            Controller::Cpuset,
-            Controller::Cpu,
-            Controller::Io,
-            Controller::Memory,
-            Controller::Pids,
-        ]
-        .into_iter()
-        .filter(|c| v2_available.contains(c))
-        .collect();
+        let needed: Vec<Controller> =
+            V2_USED.into_iter().filter(|c| v2_available.contains(c)).collect();
         let mut levels = vec![anchor.clone()];
         levels.extend(options.parent.dirs_under(anchor));
         for dir in levels.iter().take_while(|d| d.is_dir()) {
@@ -270,23 +257,14 @@ pub fn inspect(layout: &Layout, options: &InspectOptions) -> Inspection {
             None => release.is_some_and(|r| r >= since),
         }
     };
-    let freezer = if v2_offers(v2::freezer::FREEZE, FREEZE_SINCE) {
-        FreezerKind::V2
-    } else if layout.v1_hierarchy(Controller::Freezer).is_some() {
-        FreezerKind::V1
-    } else {
-        FreezerKind::None
-    };
+    let freezer = FreezerKind::choose(
+        v2_offers(v2::freezer::FREEZE, FREEZE_SINCE),
+        layout.v1_hierarchy(Controller::Freezer).is_some(),
+    );
     if freezer == FreezerKind::None {
         say(Severity::Error, "no freezer (no v1 freezer hierarchy, no cgroup.freeze in a v2 tree): jobs cannot be suspended".into());
     }
-    let kill = if v2_offers(v2::kill::KILL, KILL_SINCE) {
-        KillKind::CgroupKill
-    } else if freezer == FreezerKind::V1 {
-        KillKind::FreezeAndSignal
-    } else {
-        KillKind::Signal
-    };
+    let kill = KillKind::choose(v2_offers(v2::kill::KILL, KILL_SINCE), freezer);
     if kill == KillKind::Signal {
         say(
             Severity::Warning,

@@ -214,12 +214,9 @@ impl JobCgroup {
                     timeout,
                 });
             }
-            // A process that joined only the v1 hierarchies would have
-            // escaped cgroup.kill; finish with the v1 method.
-            if v1_procs.is_empty() {
-                return Ok(());
-            }
         }
+        // A process that joined only the v1 hierarchies would have escaped
+        // cgroup.kill; the v1 method finishes the job there.
         if v1_procs.is_empty() {
             return Ok(());
         }

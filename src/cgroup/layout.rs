@@ -92,16 +92,7 @@ impl fmt::Display for Controller {
     }
 }
 
-/// Controllers corral creates job cgroups in (v1) or enables (v2).
-pub const V1_USED: [Controller; 7] = [
-    Controller::Cpu,
-    Controller::Cpuacct,
-    Controller::Cpuset,
-    Controller::Memory,
-    Controller::Pids,
-    Controller::Freezer,
-    Controller::Blkio,
-];
+/// Controllers corral enables for jobs in the v2 tree (those it offers).
 pub const V2_USED: [Controller; 5] =
     [Controller::Cpuset, Controller::Cpu, Controller::Io, Controller::Memory, Controller::Pids];
 
@@ -384,9 +375,15 @@ impl Layout {
         self.v1.iter().find(|h| h.controllers.contains(&controller))
     }
 
-    /// True when the v2 tree offers `controller` (and v1 does not hold it).
+    /// True when the v2 tree's root offers `controller`.
     pub fn unified_offers(&self, controller: Controller) -> bool {
         self.unified.as_ref().is_some_and(|u| u.controllers.contains(&controller))
+    }
+
+    /// The v2 tree jobs get a cgroup in: on pure v2 always, on a hybrid host
+    /// when `use_unified` asks for it.
+    pub fn unified_for_jobs(&self, use_unified: bool) -> Option<&UnifiedHierarchy> {
+        self.unified.as_ref().filter(|_| use_unified || self.kind == LayoutKind::V2)
     }
 }
 
@@ -486,6 +483,8 @@ mod tests {
         assert_eq!(unified.own_cgroup.as_deref(), Some("/"));
         assert_eq!(unified.controllers, BTreeSet::from([Controller::Hugetlb]));
         assert!(!layout.unified_offers(Controller::Memory));
+        assert_eq!(layout.unified_for_jobs(true), layout.unified.as_ref());
+        assert_eq!(layout.unified_for_jobs(false), None);
     }
 
     #[test]
@@ -519,6 +518,8 @@ mod tests {
         assert!(layout.v1.is_empty());
         assert!(layout.unified_offers(Controller::Memory));
         assert!(layout.unified_offers(Controller::Io));
+        // No v1 hierarchy to fall back to: the v2 tree is used regardless.
+        assert!(layout.unified_for_jobs(false).is_some());
         let unified = layout.unified.unwrap();
         assert_eq!(
             unified.dir_of("/system.slice/corral.service").unwrap(),

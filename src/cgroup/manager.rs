@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::error::CgroupError;
 use super::fs::{mkdir, read_knob};
 use super::job::JobCgroup;
-use super::layout::{Controller, Layout, LayoutKind, V2_USED};
+use super::layout::{Controller, Layout, V2_USED};
 use super::path::{CgroupName, CgroupPath};
 use super::plan::{Plan, PlanMode};
 use super::resources::Resources;
@@ -56,6 +56,21 @@ pub enum FreezerKind {
     None,
 }
 
+impl FreezerKind {
+    /// The v2 freezer wherever the job's v2 cgroup has `cgroup.freeze`: the
+    /// kernel confirms it by notification, and a task it froze still dies
+    /// on SIGKILL. Otherwise the v1 hierarchy's, if one is mounted.
+    pub(crate) fn choose(v2_freeze: bool, v1_freezer: bool) -> FreezerKind {
+        if v2_freeze {
+            FreezerKind::V2
+        } else if v1_freezer {
+            FreezerKind::V1
+        } else {
+            FreezerKind::None
+        }
+    }
+}
+
 /// How all processes of a job are killed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,6 +81,20 @@ pub enum KillKind {
     FreezeAndSignal,
     /// SIGKILL every pid, repeated until the cgroup stays empty.
     Signal,
+}
+
+impl KillKind {
+    /// `cgroup.kill` where the job's v2 cgroup has it; else freezing first
+    /// with a v1 freezer, so nothing forks between listing and signalling.
+    pub(crate) fn choose(v2_kill: bool, freezer: FreezerKind) -> KillKind {
+        if v2_kill {
+            KillKind::CgroupKill
+        } else if freezer == FreezerKind::V1 {
+            KillKind::FreezeAndSignal
+        } else {
+            KillKind::Signal
+        }
+    }
 }
 
 /// What this host's layout lets corral do, probed once on the parent.
@@ -140,15 +169,9 @@ impl CgroupManager {
     /// controllers enabled in `cgroup.subtree_control` from the anchor down.
     /// Then probes what the kernel offers there.
     pub fn open(layout: Layout, config: &ManagerConfig) -> Result<Self, CgroupError> {
-        let use_unified = match layout.kind {
-            LayoutKind::V2 => true,
-            LayoutKind::Hybrid => config.use_unified,
-            LayoutKind::V1 => false,
-        };
-
         let mut unified_parent = None;
         let mut v2_enabled = Vec::new();
-        if let (true, Some(u)) = (use_unified, &layout.unified) {
+        if let Some(u) = layout.unified_for_jobs(config.use_unified) {
             let anchor = anchor_dir(
                 config.anchor,
                 &u.mount_point,
@@ -172,13 +195,10 @@ impl CgroupManager {
         let unified_has =
             |file: &str| unified_parent.as_ref().is_some_and(|d| d.join(file).exists());
 
-        let freezer = if unified_has(v2::freezer::FREEZE) {
-            FreezerKind::V2
-        } else if layout.v1_hierarchy(Controller::Freezer).is_some() {
-            FreezerKind::V1
-        } else {
-            FreezerKind::None
-        };
+        let freezer = FreezerKind::choose(
+            unified_has(v2::freezer::FREEZE),
+            layout.v1_hierarchy(Controller::Freezer).is_some(),
+        );
         // Controllers jobs need a v1 cgroup for. cpuacct only feeds
         // statistics, which the v2 tree's cpu.stat also provides.
         let mut needed = vec![
@@ -222,13 +242,7 @@ impl CgroupManager {
         let v1_memory = v1_dir(Controller::Memory);
         let caps = Capabilities {
             freezer,
-            kill: if unified_has(v2::kill::KILL) {
-                KillKind::CgroupKill
-            } else if freezer == FreezerKind::V1 {
-                KillKind::FreezeAndSignal
-            } else {
-                KillKind::Signal
-            },
+            kill: KillKind::choose(unified_has(v2::kill::KILL), freezer),
             memsw: v1_memory.is_some_and(|d| d.join(v1::memory::MEMSW_LIMIT).exists()),
             swap_max: unified_has(v2::memory::SWAP_MAX),
             populated_events: unified_has(v2::events::EVENTS),

@@ -369,8 +369,17 @@ pub(crate) mod tests {
         }
     }
 
+    /// `(file, value)` of every planned write to a file named `prefix*`.
+    pub(crate) fn writes_to<'p>(plan: &'p Plan, prefix: &str) -> Vec<(&'p str, &'p str)> {
+        plan.writes
+            .iter()
+            .filter(|w| w.file.starts_with(prefix))
+            .map(|w| (w.file, w.value.as_str()))
+            .collect()
+    }
+
     fn files(plan: &Plan) -> Vec<(&str, &str)> {
-        plan.writes.iter().map(|w| (w.file, w.value.as_str())).collect()
+        writes_to(plan, "")
     }
 
     #[test]

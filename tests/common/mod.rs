@@ -20,7 +20,6 @@ pub const APPLETS: &[&str] = &[
 pub const JOB_UID: u32 = 1000;
 pub const JOB_GID: u32 = 1000;
 
-/// The corral binary, which carries the shim subcommand.
 /// Polls `done` every 10 ms; fails the test after 20 s, naming `what`.
 pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -30,6 +29,16 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The line of a `/proc/PID/cgroup` listing for the hierarchy carrying
+/// `controller` (`4:cpu,cpuacct:/path`); fails the test when there is none.
+pub fn cgroup_line<'a>(listing: &'a str, controller: &str) -> &'a str {
+    listing
+        .lines()
+        .find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == controller)))
+        .unwrap_or_else(|| panic!("no {controller} line in {listing}"))
+}
+
+/// The corral binary, which carries the shim subcommand.
 pub fn launcher() -> Launcher {
     Launcher::new(env!("CARGO_BIN_EXE_corral"))
 }

@@ -146,7 +146,7 @@ pub fn parse_oom_control(text: &str) -> OomControl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroup::plan::tests::v1_ctx;
+    use crate::cgroup::plan::tests::{v1_ctx, writes_to};
     use crate::cgroup::plan::{plan, PlanMode};
     use crate::cgroup::resources::MemoryLimits;
 
@@ -164,14 +164,6 @@ mod tests {
         }
     }
 
-    fn memory_writes(p: &crate::cgroup::Plan) -> Vec<(&str, &str)> {
-        p.writes
-            .iter()
-            .filter(|w| w.file.starts_with("memory."))
-            .map(|w| (w.file, w.value.as_str()))
-            .collect()
-    }
-
     #[test]
     fn hard_soft_and_swap_on_a_fresh_cgroup() {
         let p =
@@ -179,7 +171,7 @@ mod tests {
                 .unwrap();
         // Fresh: both limits unlimited, so the limit goes first.
         assert_eq!(
-            memory_writes(&p),
+            writes_to(&p, "memory."),
             vec![(SOFT_LIMIT, "268435456"), (LIMIT, "536870912"), (MEMSW_LIMIT, "603979776"),]
         );
     }
@@ -189,7 +181,7 @@ mod tests {
         let mut ctx = v1_ctx(PlanMode::Update);
         ctx.current_memory_limit = Some(32 * MI);
         let p = plan(&ctx, &mem(Some(64 * MI), None, Some(0))).unwrap();
-        let w = memory_writes(&p);
+        let w = writes_to(&p, "memory.");
         let memsw = w.iter().position(|(f, _)| *f == MEMSW_LIMIT).unwrap();
         let limit = w.iter().position(|(f, _)| *f == LIMIT).unwrap();
         assert!(memsw < limit, "{w:?}");
@@ -201,7 +193,7 @@ mod tests {
         let mut ctx = v1_ctx(PlanMode::Update);
         ctx.current_memory_limit = Some(1024 * MI);
         let p = plan(&ctx, &mem(Some(64 * MI), None, Some(0))).unwrap();
-        let w = memory_writes(&p);
+        let w = writes_to(&p, "memory.");
         let memsw = w.iter().position(|(f, _)| *f == MEMSW_LIMIT).unwrap();
         let limit = w.iter().position(|(f, _)| *f == LIMIT).unwrap();
         assert!(limit < memsw, "{w:?}");
@@ -250,7 +242,7 @@ mod tests {
     fn update_resets_everything_unset() {
         let p = plan(&v1_ctx(PlanMode::Update), &Resources::default()).unwrap();
         assert_eq!(
-            memory_writes(&p),
+            writes_to(&p, "memory."),
             vec![(OOM_CONTROL, "0"), (SOFT_LIMIT, "-1"), (MEMSW_LIMIT, "-1"), (LIMIT, "-1")]
         );
     }
@@ -259,7 +251,7 @@ mod tests {
     fn pause_at_limit_disables_the_killer() {
         let res = Resources { oom: OomMode::PauseAtLimit, ..mem(Some(32 * MI), None, None) };
         let p = plan(&v1_ctx(PlanMode::Create), &res).unwrap();
-        assert_eq!(memory_writes(&p), vec![(OOM_CONTROL, "1"), (LIMIT, "33554432")]);
+        assert_eq!(writes_to(&p, "memory."), vec![(OOM_CONTROL, "1"), (LIMIT, "33554432")]);
     }
 
     #[test]
@@ -269,7 +261,7 @@ mod tests {
         let mut res = mem(Some(64 * MI), None, Some(MI));
         res.memory.high_bytes = Some(48 * MI);
         let p = plan(&ctx, &res).unwrap();
-        assert_eq!(memory_writes(&p), vec![(LIMIT, "67108864")]);
+        assert_eq!(writes_to(&p, "memory."), vec![(LIMIT, "67108864")]);
         let skipped: Vec<_> = p.skipped.iter().map(|s| s.setting).collect();
         assert_eq!(skipped, vec!["memory high limit", "swap limit"]);
     }

@@ -7,7 +7,6 @@
 //! by the kernel to one notification per 10 ms; the last state is always
 //! reported.
 
-use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -39,12 +38,6 @@ pub fn parse_events(text: &str) -> CgroupEventsState {
         }
     }
     out
-}
-
-impl AsRawFd for KnobFile {
-    fn as_raw_fd(&self) -> RawFd {
-        self.file().as_raw_fd()
-    }
 }
 
 /// `cgroup.events` of one cgroup, registered for `POLLPRI` wake-ups.

@@ -107,19 +107,11 @@ pub fn parse_events(text: &str) -> MemoryEventCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroup::plan::tests::v2_ctx;
+    use crate::cgroup::plan::tests::{v2_ctx, writes_to};
     use crate::cgroup::plan::{plan, PlanMode};
     use crate::cgroup::resources::MemoryLimits;
 
     const MI: u64 = 1 << 20;
-
-    fn memory_writes(p: &crate::cgroup::Plan) -> Vec<(&str, &str)> {
-        p.writes
-            .iter()
-            .filter(|w| w.file.starts_with("memory."))
-            .map(|w| (w.file, w.value.as_str()))
-            .collect()
-    }
 
     #[test]
     fn limits_map_to_low_high_max_and_swap() {
@@ -134,7 +126,7 @@ mod tests {
         };
         let p = plan(&v2_ctx(PlanMode::Create), &res).unwrap();
         assert_eq!(
-            memory_writes(&p),
+            writes_to(&p, "memory."),
             vec![
                 (OOM_GROUP, "1"),
                 (LOW, "536870912"),
@@ -149,7 +141,7 @@ mod tests {
     fn update_resets_to_kernel_defaults() {
         let p = plan(&v2_ctx(PlanMode::Update), &Resources::default()).unwrap();
         assert_eq!(
-            memory_writes(&p),
+            writes_to(&p, "memory."),
             vec![(OOM_GROUP, "1"), (LOW, "0"), (HIGH, "max"), (MAX, "max"), (SWAP_MAX, "max")]
         );
     }
