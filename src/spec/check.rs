@@ -7,7 +7,6 @@
 //!
 //! A field that is present with a null value (`timeout:` or `timeout: ~`) counts as absent.
 
-use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
@@ -27,10 +26,6 @@ pub struct Checker<'f, E = SpecError> {
 impl<'f, E: From<SpecError>> Checker<'f, E> {
     pub fn new(file: &'f Path) -> Self {
         Checker { file, diagnostics: Vec::new() }
-    }
-
-    pub fn file(&self) -> &'f Path {
-        self.file
     }
 
     pub fn report(&mut self, pos: Pos, field: &FieldPath, error: impl Into<E>) {
@@ -230,7 +225,7 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
 
     /// The text of a duration-like value; a bare YAML integer is passed through as text so
     /// that the duration parser can say "missing unit" instead of "wrong type".
-    pub fn duration_text(&mut self, node: &Node, path: &FieldPath) -> Option<String> {
+    fn duration_text(&mut self, node: &Node, path: &FieldPath) -> Option<String> {
         match &node.value {
             Value::Str(s) => Some(s.clone()),
             Value::Int(i) => Some(i.to_string()),
@@ -417,7 +412,7 @@ macro_rules! choice {
 pub(crate) use choice;
 
 /// The known field closest to a misspelt one, if any is close enough to be a likely typo.
-pub fn closest(word: &str, known: &[&'static str]) -> Option<&'static str> {
+fn closest(word: &str, known: &[&'static str]) -> Option<&'static str> {
     let limit = (word.chars().count() / 3).clamp(1, 3);
     let typo = known
         .iter()
@@ -445,11 +440,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
-}
-
-/// Formats a list of words for messages: `pid, mount, uts`.
-pub fn word_list<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
-    items.into_iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
