@@ -273,6 +273,36 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
         }
     }
 
+    /// A decimal number checked by `parse`, whose reason is reported as an invalid `what`.
+    /// A YAML number is read back through its shortest decimal spelling, so `1.5` is the
+    /// text 1.5 and not the binary fraction nearest to it; a string is taken as written
+    /// (`500m`).
+    pub fn decimal<T>(
+        &mut self,
+        node: &Node,
+        path: &FieldPath,
+        expected: &'static str,
+        what: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let text = match &node.value {
+            Value::Int(i) => i.to_string(),
+            Value::Float(x) if x.is_finite() && *x >= 0.0 => format!("{x}"),
+            Value::Str(s) => s.clone(),
+            other => {
+                self.report(node.pos, path, SpecError::wrong_type(expected, other));
+                return None;
+            }
+        };
+        match parse(&text) {
+            Ok(value) => Some(value),
+            Err(reason) => {
+                self.report(node.pos, path, SpecError::Invalid { what, value: text, reason });
+                None
+            }
+        }
+    }
+
     /// A string checked by `parse`, whose error is reported at the node.
     pub fn parsed<T>(
         &mut self,

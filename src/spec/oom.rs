@@ -9,7 +9,7 @@ use std::fmt;
 
 use super::check::{choice, Checker};
 use super::error::{FieldPath, SpecError};
-use super::tree::{Node, Value};
+use super::tree::Node;
 use crate::units::decimal::{self, DecimalError};
 use crate::units::Bytes;
 
@@ -93,8 +93,10 @@ pub(super) fn compile(
     };
     let grow_to = fields.get("grow_to").and_then(|n| cx.bytes(n, &fields.field("grow_to")));
     let grow_step = fields.get("grow_step").and_then(|n| cx.bytes(n, &fields.field("grow_step")));
-    let factor =
-        fields.get("requeue_factor").and_then(|n| factor(cx, n, &fields.field("requeue_factor")));
+    let factor = fields.get("requeue_factor").and_then(|n| {
+        let path = fields.field("requeue_factor");
+        cx.decimal(n, &path, "a number such as 1.5", "factor", Factor::parse)
+    });
     let requeue_max = fields
         .get("requeue_max")
         .and_then(|n| cx.int(n, &fields.field("requeue_max"), 1..=MAX_REQUEUE));
@@ -207,25 +209,6 @@ fn grow(
         None => to.saturating_sub(hard),
     };
     Some(OomPolicy::Grow { to, step })
-}
-
-fn factor(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<Factor> {
-    let text = match &node.value {
-        Value::Int(i) => i.to_string(),
-        Value::Float(x) if x.is_finite() && *x >= 0.0 => format!("{x}"),
-        Value::Str(s) => s.clone(),
-        other => {
-            cx.report(node.pos, path, SpecError::wrong_type("a number such as 1.5", other));
-            return None;
-        }
-    };
-    match Factor::parse(&text) {
-        Ok(f) => Some(f),
-        Err(reason) => {
-            cx.report(node.pos, path, SpecError::Invalid { what: "factor", value: text, reason });
-            None
-        }
-    }
 }
 
 #[cfg(test)]
