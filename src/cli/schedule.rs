@@ -79,10 +79,7 @@ pub fn run(args: ScheduleArgs) -> anyhow::Result<ExitCode> {
     }
 
     let after = args.after.unwrap_or_else(Utc::now);
-    let node = nix::unistd::gethostname()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_default();
+    let node = jitter::node_name();
     let mut out = String::new();
     let mut first = true;
     for job in jobs {
