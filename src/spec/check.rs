@@ -51,39 +51,24 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
         path: &FieldPath,
         known: &'static [&'static str],
     ) -> Option<Fields<'n>> {
-        let Value::Map(entries) = &node.value else {
-            self.report(node.pos, path, SpecError::wrong_type("a mapping", &node.value));
-            return None;
-        };
-        let mut fields = Fields { pos: node.pos, path: path.clone(), entries: Vec::new() };
-        for (key, value) in entries {
-            let Some(text) = self.key(key, path) else { continue };
-            if let Some(first) = fields.entries.iter().find(|e| e.key == text) {
-                let first_line = first.key_pos.line;
-                self.report(
-                    key.pos,
-                    &path.key(&text),
-                    SpecError::DuplicateKey { key: text, first_line },
-                );
-                continue;
-            }
-            if !known.contains(&text.as_str()) {
-                let suggestion = closest(&text, known);
-                self.report(
-                    key.pos,
-                    &path.key(&text),
-                    SpecError::UnknownField { key: text, suggestion },
-                );
-                continue;
-            }
-            fields.entries.push(Entry { key: text, key_pos: key.pos, value });
-        }
-        Some(fields)
+        let entries = self.entries(node, path, Some(known))?;
+        Some(Fields { pos: node.pos, path: path.clone(), entries })
     }
 
-    /// Opens a mapping with free-form keys (environment variables, resource limits by name).
-    /// Duplicate and non-string keys are reported; every entry is returned in file order.
+    /// Opens a mapping with free-form keys (environment variables). Duplicate and
+    /// non-string keys are reported; every entry is returned in file order.
     pub fn free_map<'n>(&mut self, node: &'n Node, path: &FieldPath) -> Option<Vec<Entry<'n>>> {
+        self.entries(node, path, None)
+    }
+
+    /// The entries of a mapping in file order, less the ones reported: keys that are not
+    /// strings, repeated, or (if `known` is given) not in `known`.
+    fn entries<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &FieldPath,
+        known: Option<&'static [&'static str]>,
+    ) -> Option<Vec<Entry<'n>>> {
         let Value::Map(entries) = &node.value else {
             self.report(node.pos, path, SpecError::wrong_type("a mapping", &node.value));
             return None;
@@ -93,14 +78,17 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
             let Some(text) = self.key(key, path) else { continue };
             if let Some(first) = out.iter().find(|e| e.key == text) {
                 let first_line = first.key_pos.line;
-                self.report(
-                    key.pos,
-                    &path.key(&text),
-                    SpecError::DuplicateKey { key: text, first_line },
-                );
-                continue;
+                let error = SpecError::DuplicateKey { key: text.clone(), first_line };
+                self.report(key.pos, &path.key(&text), error);
+            } else if let Some(known) = known.filter(|k| !k.contains(&text.as_str())) {
+                let error = SpecError::UnknownField {
+                    key: text.clone(),
+                    suggestion: closest(&text, known),
+                };
+                self.report(key.pos, &path.key(&text), error);
+            } else {
+                out.push(Entry { key: text, key_pos: key.pos, value });
             }
-            out.push(Entry { key: text, key_pos: key.pos, value });
         }
         Some(out)
     }
@@ -311,13 +299,7 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
         parse: impl FnOnce(&str) -> Result<T, SpecError>,
     ) -> Option<T> {
         let text = self.string(node, path)?;
-        match parse(&text) {
-            Ok(value) => Some(value),
-            Err(error) => {
-                self.report(node.pos, path, error);
-                None
-            }
-        }
+        parse(&text).map_err(|error| self.report(node.pos, path, error)).ok()
     }
 
     /// Like [`Checker::parsed`], but accepting integers and booleans as their text.
@@ -328,13 +310,7 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
         parse: impl FnOnce(&str) -> Result<T, SpecError>,
     ) -> Option<T> {
         let text = self.text(node, path)?;
-        match parse(&text) {
-            Ok(value) => Some(value),
-            Err(error) => {
-                self.report(node.pos, path, error);
-                None
-            }
-        }
+        parse(&text).map_err(|error| self.report(node.pos, path, error)).ok()
     }
 }
 
