@@ -97,7 +97,8 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
         match &key.value {
             Value::Str(s) => Some(s.clone()),
             // `1: x` or `true: x`: YAML typed the key, but it is still a name the user wrote.
-            Value::Int(_) | Value::Bool(_) => key.key_text(),
+            Value::Int(i) => Some(i.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
             other => {
                 self.report(key.pos, path, SpecError::KeyNotString { found: other.kind() });
                 None
