@@ -130,11 +130,7 @@ pub async fn run(
         Supervisor::new(settings, topology, ledger, store, runtime, Clock::system(), sink);
     supervisor.set_cron_settings(cron::CronSettings {
         default_tz: config.default_timezone,
-        // As `corral schedule` names the machine, so that it shows the same jitter.
-        node: nix::unistd::gethostname()
-            .ok()
-            .and_then(|name| name.into_string().ok())
-            .unwrap_or_default(),
+        node: crate::scheduler::cron::jitter::node_name(),
         catch_up_limit: config.catch_up_limit,
     });
     let snapshot = Arc::new(PublishedSnapshot::default());

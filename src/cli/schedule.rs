@@ -35,7 +35,7 @@ pub struct ScheduleArgs {
     pub after: Option<DateTime<Utc>>,
     /// Time zone of schedules that set no `timezone`. Default: the agent configuration's
     /// `default_timezone` (see --config), or UTC.
-    #[arg(long, value_name = "ZONE", value_parser = parse_zone)]
+    #[arg(long, value_name = "ZONE", value_parser = spec::schedule::parse_timezone)]
     pub timezone: Option<Tz>,
     /// Agent configuration file to take `default_timezone` from.
     #[arg(long, value_name = "FILE")]
@@ -79,10 +79,7 @@ pub fn run(args: ScheduleArgs) -> anyhow::Result<ExitCode> {
     }
 
     let after = args.after.unwrap_or_else(Utc::now);
-    let node = nix::unistd::gethostname()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_default();
+    let node = jitter::node_name();
     let mut out = String::new();
     let mut first = true;
     for job in jobs {
@@ -155,10 +152,4 @@ fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.to_utc())
         .map_err(|e| format!("{e}; expected RFC 3339, e.g. 2026-03-28T12:00:00Z"))
-}
-
-fn parse_zone(text: &str) -> Result<Tz, String> {
-    text.parse::<Tz>().map_err(|_| {
-        format!("unknown time zone {text:?}; use an IANA name such as UTC or Europe/Berlin")
-    })
 }

@@ -11,6 +11,7 @@ use super::error::ConfigError;
 use crate::spec::check::{choice, Checker, Fields};
 use crate::spec::error::{Diagnostic, Diagnostics, FieldPath};
 use crate::spec::name::{check_label, NameError};
+use crate::spec::schedule::parse_timezone;
 use crate::spec::tree::Node;
 use crate::spec::{source, Bytes, GroupRef, Pos, SpecError, UserRef};
 use crate::topology::CpuSet;
@@ -282,9 +283,7 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
     };
     let default_timezone = match fields.get("default_timezone") {
         None => Some(defaults.default_timezone),
-        Some(n) => cx.parsed(n, &fields.field("default_timezone"), |text| {
-            text.parse::<Tz>().map_err(|_| SpecError::TimeZone { value: text.to_owned() })
-        }),
+        Some(n) => cx.parsed(n, &fields.field("default_timezone"), parse_timezone),
     };
     let catch_up_limit = match fields.get("catch_up_limit") {
         None => Some(defaults.catch_up_limit),

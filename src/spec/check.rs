@@ -7,7 +7,6 @@
 //!
 //! A field that is present with a null value (`timeout:` or `timeout: ~`) counts as absent.
 
-use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
@@ -27,10 +26,6 @@ pub struct Checker<'f, E = SpecError> {
 impl<'f, E: From<SpecError>> Checker<'f, E> {
     pub fn new(file: &'f Path) -> Self {
         Checker { file, diagnostics: Vec::new() }
-    }
-
-    pub fn file(&self) -> &'f Path {
-        self.file
     }
 
     pub fn report(&mut self, pos: Pos, field: &FieldPath, error: impl Into<E>) {
@@ -56,39 +51,24 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
         path: &FieldPath,
         known: &'static [&'static str],
     ) -> Option<Fields<'n>> {
-        let Value::Map(entries) = &node.value else {
-            self.report(node.pos, path, SpecError::wrong_type("a mapping", &node.value));
-            return None;
-        };
-        let mut fields = Fields { pos: node.pos, path: path.clone(), entries: Vec::new() };
-        for (key, value) in entries {
-            let Some(text) = self.key(key, path) else { continue };
-            if let Some(first) = fields.entries.iter().find(|e| e.key == text) {
-                let first_line = first.key_pos.line;
-                self.report(
-                    key.pos,
-                    &path.key(&text),
-                    SpecError::DuplicateKey { key: text, first_line },
-                );
-                continue;
-            }
-            if !known.contains(&text.as_str()) {
-                let suggestion = closest(&text, known);
-                self.report(
-                    key.pos,
-                    &path.key(&text),
-                    SpecError::UnknownField { key: text, suggestion },
-                );
-                continue;
-            }
-            fields.entries.push(Entry { key: text, key_pos: key.pos, value });
-        }
-        Some(fields)
+        let entries = self.entries(node, path, Some(known))?;
+        Some(Fields { pos: node.pos, path: path.clone(), entries })
     }
 
-    /// Opens a mapping with free-form keys (environment variables, resource limits by name).
-    /// Duplicate and non-string keys are reported; every entry is returned in file order.
+    /// Opens a mapping with free-form keys (environment variables). Duplicate and
+    /// non-string keys are reported; every entry is returned in file order.
     pub fn free_map<'n>(&mut self, node: &'n Node, path: &FieldPath) -> Option<Vec<Entry<'n>>> {
+        self.entries(node, path, None)
+    }
+
+    /// The entries of a mapping in file order, less the ones reported: keys that are not
+    /// strings, repeated, or (if `known` is given) not in `known`.
+    fn entries<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &FieldPath,
+        known: Option<&'static [&'static str]>,
+    ) -> Option<Vec<Entry<'n>>> {
         let Value::Map(entries) = &node.value else {
             self.report(node.pos, path, SpecError::wrong_type("a mapping", &node.value));
             return None;
@@ -98,14 +78,17 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
             let Some(text) = self.key(key, path) else { continue };
             if let Some(first) = out.iter().find(|e| e.key == text) {
                 let first_line = first.key_pos.line;
-                self.report(
-                    key.pos,
-                    &path.key(&text),
-                    SpecError::DuplicateKey { key: text, first_line },
-                );
-                continue;
+                let error = SpecError::DuplicateKey { key: text.clone(), first_line };
+                self.report(key.pos, &path.key(&text), error);
+            } else if let Some(known) = known.filter(|k| !k.contains(&text.as_str())) {
+                let error = SpecError::UnknownField {
+                    key: text.clone(),
+                    suggestion: closest(&text, known),
+                };
+                self.report(key.pos, &path.key(&text), error);
+            } else {
+                out.push(Entry { key: text, key_pos: key.pos, value });
             }
-            out.push(Entry { key: text, key_pos: key.pos, value });
         }
         Some(out)
     }
@@ -114,7 +97,8 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
         match &key.value {
             Value::Str(s) => Some(s.clone()),
             // `1: x` or `true: x`: YAML typed the key, but it is still a name the user wrote.
-            Value::Int(_) | Value::Bool(_) => key.key_text(),
+            Value::Int(i) => Some(i.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
             other => {
                 self.report(key.pos, path, SpecError::KeyNotString { found: other.kind() });
                 None
@@ -230,7 +214,7 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
 
     /// The text of a duration-like value; a bare YAML integer is passed through as text so
     /// that the duration parser can say "missing unit" instead of "wrong type".
-    pub fn duration_text(&mut self, node: &Node, path: &FieldPath) -> Option<String> {
+    fn duration_text(&mut self, node: &Node, path: &FieldPath) -> Option<String> {
         match &node.value {
             Value::Str(s) => Some(s.clone()),
             Value::Int(i) => Some(i.to_string()),
@@ -278,6 +262,36 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
         }
     }
 
+    /// A decimal number checked by `parse`, whose reason is reported as an invalid `what`.
+    /// A YAML number is read back through its shortest decimal spelling, so `1.5` is the
+    /// text 1.5 and not the binary fraction nearest to it; a string is taken as written
+    /// (`500m`).
+    pub fn decimal<T>(
+        &mut self,
+        node: &Node,
+        path: &FieldPath,
+        expected: &'static str,
+        what: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let text = match &node.value {
+            Value::Int(i) => i.to_string(),
+            Value::Float(x) if x.is_finite() && *x >= 0.0 => format!("{x}"),
+            Value::Str(s) => s.clone(),
+            other => {
+                self.report(node.pos, path, SpecError::wrong_type(expected, other));
+                return None;
+            }
+        };
+        match parse(&text) {
+            Ok(value) => Some(value),
+            Err(reason) => {
+                self.report(node.pos, path, SpecError::Invalid { what, value: text, reason });
+                None
+            }
+        }
+    }
+
     /// A string checked by `parse`, whose error is reported at the node.
     pub fn parsed<T>(
         &mut self,
@@ -286,13 +300,7 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
         parse: impl FnOnce(&str) -> Result<T, SpecError>,
     ) -> Option<T> {
         let text = self.string(node, path)?;
-        match parse(&text) {
-            Ok(value) => Some(value),
-            Err(error) => {
-                self.report(node.pos, path, error);
-                None
-            }
-        }
+        parse(&text).map_err(|error| self.report(node.pos, path, error)).ok()
     }
 
     /// Like [`Checker::parsed`], but accepting integers and booleans as their text.
@@ -303,13 +311,7 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
         parse: impl FnOnce(&str) -> Result<T, SpecError>,
     ) -> Option<T> {
         let text = self.text(node, path)?;
-        match parse(&text) {
-            Ok(value) => Some(value),
-            Err(error) => {
-                self.report(node.pos, path, error);
-                None
-            }
-        }
+        parse(&text).map_err(|error| self.report(node.pos, path, error)).ok()
     }
 }
 
@@ -417,7 +419,7 @@ macro_rules! choice {
 pub(crate) use choice;
 
 /// The known field closest to a misspelt one, if any is close enough to be a likely typo.
-pub fn closest(word: &str, known: &[&'static str]) -> Option<&'static str> {
+fn closest(word: &str, known: &[&'static str]) -> Option<&'static str> {
     let limit = (word.chars().count() / 3).clamp(1, 3);
     let typo = known
         .iter()
@@ -445,11 +447,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
-}
-
-/// Formats a list of words for messages: `pid, mount, uts`.
-pub fn word_list<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
-    items.into_iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

@@ -146,11 +146,6 @@ impl<E> Diagnostic<E> {
     pub fn new(file: &Path, pos: Pos, field: FieldPath, error: impl Into<E>) -> Self {
         Diagnostic { file: file.to_owned(), pos, field, error: error.into() }
     }
-
-    /// Turns a diagnostic about a shared rule into one of a module that wraps [`SpecError`].
-    pub fn convert<F: From<E>>(self) -> Diagnostic<F> {
-        Diagnostic { file: self.file, pos: self.pos, field: self.field, error: self.error.into() }
-    }
 }
 
 impl<E: fmt::Display> fmt::Display for Diagnostic<E> {

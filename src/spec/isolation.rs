@@ -259,18 +259,14 @@ pub(super) fn compile(
     // Things that need a namespace the list leaves out.
     let mut ok = true;
     if let Some(namespaces) = &namespaces {
+        // `readonly: false` and `mounts: []` ask for nothing, so they need nothing.
         let needs = [
-            ("hostname", Namespace::Uts),
-            ("rootfs", Namespace::Mount),
-            ("readonly", Namespace::Mount),
-            ("mounts", Namespace::Mount),
+            ("hostname", fields.has("hostname"), Namespace::Uts),
+            ("rootfs", fields.has("rootfs"), Namespace::Mount),
+            ("readonly", readonly == Some(true), Namespace::Mount),
+            ("mounts", mounts.as_ref().is_some_and(|m| !m.is_empty()), Namespace::Mount),
         ];
-        for (field, namespace) in needs {
-            let set = match field {
-                "readonly" => readonly == Some(true),
-                "mounts" => mounts.as_ref().is_some_and(|m| !m.is_empty()),
-                _ => fields.has(field),
-            };
+        for (field, set, namespace) in needs {
             if set && !namespaces.contains(&namespace) {
                 ok = false;
                 cx.report(

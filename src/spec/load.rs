@@ -14,6 +14,7 @@ use super::job::{self, JobSpec};
 use super::name::JobName;
 use super::source;
 use super::tree::Pos;
+use crate::watch::is_job_file_name;
 
 /// Where a job was defined.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,23 +68,19 @@ pub fn load_file(path: &Path) -> Result<Vec<Job>, Diagnostics> {
     }
 }
 
-/// Whether a directory entry is a job file: `*.yaml` or `*.yml`, not hidden. Hidden
-/// names cover editor droppings that end in `.yaml` (Emacs' `.#job.yaml` lock links, Vim's
-/// `.job.yaml.swp`); backups like `job.yaml~` or `job.yaml.bak` fail the suffix test.
-pub fn is_job_file_name(name: &str) -> bool {
-    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
-}
-
-/// The job files directly inside `dir` (not in subdirectories), sorted by name.
+/// The job files directly inside `dir` (not in subdirectories), sorted by name. Which
+/// names are job files is the agent's watcher's rule, so that `corral validate DIR` checks
+/// exactly the files the agent would run.
 pub fn job_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if !is_job_file_name(&entry.file_name()) {
+            continue;
+        }
         // `metadata` follows symlinks: a link to a job file counts, a link to a directory
         // does not.
-        let is_file = fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
-        if is_file && is_job_file_name(&name) {
+        if fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
             files.push(entry.path());
         }
     }
@@ -322,6 +319,7 @@ isolation:
 
     #[test]
     fn job_file_names() {
+        let is_job_file_name = |name: &str| is_job_file_name(std::ffi::OsStr::new(name));
         for yes in ["a.yaml", "a.yml", "nightly-etl.yaml", "x.y.yaml"] {
             assert!(is_job_file_name(yes), "{yes}");
         }

@@ -9,7 +9,8 @@ use std::fmt;
 
 use super::check::{choice, Checker};
 use super::error::{FieldPath, SpecError};
-use super::tree::{Node, Value};
+use super::tree::Node;
+use crate::units::decimal::{self, DecimalError};
 use crate::units::Bytes;
 
 /// A multiplier with two decimals, stored in hundredths: `1.5` is 150.
@@ -31,33 +32,21 @@ impl Factor {
     }
 
     pub fn parse(text: &str) -> Result<Factor, String> {
-        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-        let digits =
-            |s: &str| !s.is_empty() && s.len() <= 6 && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(whole) || (text.contains('.') && !digits(fraction)) {
-            return Err("write a number such as 1.5".into());
+        let hundredths = decimal::parse(text, 2).map_err(|e| match e {
+            DecimalError::NotANumber => "write a number such as 1.5",
+            DecimalError::TooManyPlaces => "at most two decimal places",
+            DecimalError::TooLarge => "it is too large",
+        })?;
+        match u32::try_from(hundredths) {
+            Ok(h) if (Factor::ONE.0..=Factor::MAX).contains(&h) => Ok(Factor(h)),
+            _ => Err("it must be between 1 and 10".into()),
         }
-        if fraction.len() > 2 {
-            return Err("at most two decimal places".into());
-        }
-        let whole: u32 = whole.parse().map_err(|_| "it is too large".to_owned())?;
-        let fraction: u32 = format!("{fraction:0<2}").parse().unwrap_or(0);
-        let hundredths = whole.saturating_mul(100).saturating_add(fraction);
-        if !(Factor::ONE.0..=Factor::MAX).contains(&hundredths) {
-            return Err("it must be between 1 and 10".into());
-        }
-        Ok(Factor(hundredths))
     }
 }
 
 impl fmt::Display for Factor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (whole, fraction) = (self.0 / 100, self.0 % 100);
-        if fraction == 0 {
-            write!(f, "{whole}")
-        } else {
-            write!(f, "{whole}.{}", format!("{fraction:02}").trim_end_matches('0'))
-        }
+        decimal::write(f, self.0.into(), 2)
     }
 }
 
@@ -104,8 +93,10 @@ pub(super) fn compile(
     };
     let grow_to = fields.get("grow_to").and_then(|n| cx.bytes(n, &fields.field("grow_to")));
     let grow_step = fields.get("grow_step").and_then(|n| cx.bytes(n, &fields.field("grow_step")));
-    let factor =
-        fields.get("requeue_factor").and_then(|n| factor(cx, n, &fields.field("requeue_factor")));
+    let factor = fields.get("requeue_factor").and_then(|n| {
+        let path = fields.field("requeue_factor");
+        cx.decimal(n, &path, "a number such as 1.5", "factor", Factor::parse)
+    });
     let requeue_max = fields
         .get("requeue_max")
         .and_then(|n| cx.int(n, &fields.field("requeue_max"), 1..=MAX_REQUEUE));
@@ -218,25 +209,6 @@ fn grow(
         None => to.saturating_sub(hard),
     };
     Some(OomPolicy::Grow { to, step })
-}
-
-fn factor(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<Factor> {
-    let text = match &node.value {
-        Value::Int(i) => i.to_string(),
-        Value::Float(x) if x.is_finite() && *x >= 0.0 => format!("{x}"),
-        Value::Str(s) => s.clone(),
-        other => {
-            cx.report(node.pos, path, SpecError::wrong_type("a number such as 1.5", other));
-            return None;
-        }
-    };
-    match Factor::parse(&text) {
-        Ok(f) => Some(f),
-        Err(reason) => {
-            cx.report(node.pos, path, SpecError::Invalid { what: "factor", value: text, reason });
-            None
-        }
-    }
 }
 
 #[cfg(test)]

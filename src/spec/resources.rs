@@ -2,7 +2,7 @@
 
 use super::check::{choice, Checker};
 use super::error::{FieldPath, SpecError};
-use super::tree::{Node, Value};
+use super::tree::Node;
 use crate::units::Bytes;
 pub use crate::units::{CpuWeight, MilliCpus};
 
@@ -115,7 +115,11 @@ pub(super) fn compile(
 
     let cpu_quota = match fields.get("cpu_quota") {
         None => Some(None),
-        Some(n) => quota(cx, n, &fields.field("cpu_quota")).map(Some),
+        Some(n) => {
+            let expected = "a number of CPUs such as 1.5 or 500m";
+            cx.decimal(n, &fields.field("cpu_quota"), expected, "CPU quota", MilliCpus::parse)
+                .map(Some)
+        }
     };
     if let (Some(Some(quota)), Some(Some(cpus))) = (cpu_quota, cpus) {
         if u64::from(quota.get()) > u64::from(cpus) * 1000 {
@@ -169,35 +173,6 @@ pub(super) fn compile(
         })
     })();
     (resources, hard)
-}
-
-fn quota(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<MilliCpus> {
-    // A YAML number goes through its shortest decimal spelling, so `1.5` is parsed as the
-    // text 1.5 and not as the binary fraction nearest to it.
-    let text = match &node.value {
-        Value::Int(i) => i.to_string(),
-        Value::Float(x) if x.is_finite() && *x >= 0.0 => format!("{x}"),
-        Value::Str(s) => s.clone(),
-        other => {
-            cx.report(
-                node.pos,
-                path,
-                SpecError::wrong_type("a number of CPUs such as 1.5 or 500m", other),
-            );
-            return None;
-        }
-    };
-    match MilliCpus::parse(&text) {
-        Ok(quota) => Some(quota),
-        Err(reason) => {
-            cx.report(
-                node.pos,
-                path,
-                SpecError::Invalid { what: "CPU quota", value: text, reason },
-            );
-            None
-        }
-    }
 }
 
 fn memory(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<MemoryLimits> {

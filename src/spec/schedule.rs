@@ -101,6 +101,12 @@ fn matches_some_day(cron: &Cron) -> bool {
     false
 }
 
+/// An IANA time zone name (`UTC`, `Europe/Berlin`), as job files, the agent configuration
+/// and `corral schedule --timezone` write it.
+pub fn parse_timezone(text: &str) -> Result<Tz, SpecError> {
+    text.parse::<Tz>().map_err(|_| SpecError::TimeZone { value: text.to_owned() })
+}
+
 /// What to do when a run is due while the previous one is still going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Concurrency {
@@ -219,11 +225,7 @@ pub(super) fn compile(cx: &mut Checker, job: &Fields) -> Option<Option<Recurrenc
 
     let timezone = match job.get("timezone") {
         None => Some(None),
-        Some(node) => cx
-            .parsed(node, &job.field("timezone"), |text| {
-                text.parse::<Tz>().map_err(|_| SpecError::TimeZone { value: text.to_owned() })
-            })
-            .map(Some),
+        Some(node) => cx.parsed(node, &job.field("timezone"), parse_timezone).map(Some),
     };
     let concurrency = match job.get("concurrency") {
         None => Some(Concurrency::Forbid),

@@ -92,18 +92,6 @@ impl Node {
         matches!(self.value, Value::Null)
     }
 
-    /// The text of a scalar node as a mapping key would read it; `None` for collections.
-    pub fn key_text(&self) -> Option<String> {
-        match &self.value {
-            Value::Str(s) => Some(s.clone()),
-            Value::Int(i) => Some(i.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            Value::Float(f) => Some(f.to_string()),
-            Value::Null => Some(String::new()),
-            Value::Seq(_) | Value::Map(_) => None,
-        }
-    }
-
     fn from_spanned(spanned: Spanned<Value>) -> Node {
         Node { value: spanned.value, pos: Pos::from_location(spanned.referenced) }
     }

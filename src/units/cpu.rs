@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::decimal::{self, DecimalError};
+
 /// A CPU weight in cgroup v2 units: 1 to 10000, default 100.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CpuWeight(u16);
@@ -63,20 +65,15 @@ impl MilliCpus {
             }
             m.parse().map_err(|_| "it is too large".to_owned())?
         } else {
-            let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-            if !digits(whole) || (text.contains('.') && !digits(fraction)) {
-                return Err("write a number of CPUs like 1.5, or millicpus like 500m".into());
-            }
-            if fraction.len() > 3 {
-                return Err("at most three decimal places (a thousandth of a CPU)".into());
-            }
-            let whole: u64 = whole.parse().map_err(|_| "it is too large".to_owned())?;
-            let fraction: u64 = format!("{fraction:0<3}").parse().unwrap_or(0);
-            whole
-                .checked_mul(1000)
-                .and_then(|w| w.checked_add(fraction))
-                .ok_or("it is too large")?
+            decimal::parse(text, 3).map_err(|e| match e {
+                DecimalError::NotANumber => {
+                    "write a number of CPUs like 1.5, or millicpus like 500m"
+                }
+                DecimalError::TooManyPlaces => {
+                    "at most three decimal places (a thousandth of a CPU)"
+                }
+                DecimalError::TooLarge => "it is too large",
+            })?
         };
         u32::try_from(millis).ok().and_then(MilliCpus::new).ok_or_else(|| {
             format!("it must be between {}m and {} CPUs", Self::MIN, Self::MAX / 1000)
@@ -93,12 +90,6 @@ impl MilliCpus {
 /// Prints as files write it: `1.5`, `2`, `0.25`, `0.005`.
 impl fmt::Display for MilliCpus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (whole, fraction) = (self.0 / 1000, self.0 % 1000);
-        if fraction == 0 {
-            write!(f, "{whole}")
-        } else {
-            let digits = format!("{fraction:03}");
-            write!(f, "{whole}.{}", digits.trim_end_matches('0'))
-        }
+        decimal::write(f, self.0.into(), 3)
     }
 }

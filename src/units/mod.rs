@@ -4,6 +4,7 @@
 
 mod bytes;
 mod cpu;
+pub mod decimal;
 
 pub use bytes::{Bytes, HumanBytes, QuantityError};
 pub use cpu::{CpuWeight, MilliCpus};

@@ -32,6 +32,13 @@ pub fn offset(node: &str, job: &JobName, max: Duration) -> Duration {
     Duration::from_millis(mix(hash.finish()) % window)
 }
 
+/// The node name offsets are keyed by: the machine's hostname, or empty if it is not UTF-8.
+/// The agent and `corral schedule` both take it from here, so that the delay the command
+/// shows is the one the agent applies.
+pub fn node_name() -> String {
+    nix::unistd::gethostname().ok().and_then(|name| name.into_string().ok()).unwrap_or_default()
+}
+
 /// 64-bit FNV-1a (Fowler, Noll, Vo): simple, fast, fixed by its specification.
 struct Fnv1a(u64);
 
