@@ -863,7 +863,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         for (id, priority) in self.queue.iter() {
             let Some(run) = self.runs.get(id) else { continue };
             let Some(spec) = &run.spec else { continue };
-            let request = job::request(spec, id.clone(), run.state.memory_limit);
+            let request = job::request(spec, id, run.state.memory_limit);
             waiting.push(Waiting { priority, request, suspended: None });
         }
         let mut frozen: Vec<(&RunId, &Run)> = self
@@ -875,7 +875,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         frozen.sort_by_key(|(_, r)| r.suspended_at);
         for (id, run) in frozen {
             let (Some(spec), Some(held)) = (&run.spec, &run.assignment) else { continue };
-            let request = job::request(spec, id.clone(), run.state.memory_limit);
+            let request = job::request(spec, id, run.state.memory_limit);
             waiting.push(Waiting {
                 priority: run.meta.priority(),
                 request,
