@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::placement::{Request, RunId};
+use crate::scheduler::cron::jitter::Fnv1a;
 use crate::scheduler::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
 use crate::spec::{self, JobSpec, OnRemoval, Preemption, Priority};
 use crate::store::JobVersion;
@@ -64,13 +65,9 @@ pub fn request(spec: &JobSpec, owner: &RunId, memory: Option<Bytes>) -> Request 
 pub fn fingerprint(spec: &JobSpec) -> String {
     // FNV-1a over the spec's full debug rendering, which lists every field,
     // maps and sets in key order.
-    let text = format!("{spec:?}");
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    let mut hash = Fnv1a::new();
+    hash.write(format!("{spec:?}").as_bytes());
+    format!("{:016x}", hash.finish())
 }
 
 /// What a run needs to be managed before the job files are read again after
