@@ -42,7 +42,7 @@ use crate::placement::RunId;
 use crate::scheduler::cron::{self, CronJob, CronState, Decisions, FiringOutcome};
 use crate::scheduler::{Event, RunState, StopReason, Timestamp};
 use crate::spec::{JobName, JobSpec, Recurrence};
-use crate::store::{parse_run_id, run_id, CronDecision, Decided, RunStore};
+use crate::store::{parse_run_id, run_id, CronDecision, Decided, JobVersion, RunStore};
 
 use super::error::AgentError;
 use super::job::RunMeta;
@@ -452,15 +452,22 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         // The run each start creates, as the store records it and as it is
         // then queued.
         let mut new_runs: HashMap<RunId, RunState> = HashMap::new();
+        // Every run one step starts is of the same version, worked out once.
+        let default_grace = self.settings.default_grace;
+        let mut version: Option<(RunMeta, JobVersion)> = None;
         let mut batch = Vec::with_capacity(decisions.records.len());
         for record in &decisions.records {
             let decision = match &record.outcome {
                 FiringOutcome::Started { run } | FiringOutcome::Late { run, .. } => {
                     let spec = spec.expect("only a known version starts runs");
                     let initial = RunState::new(spec.resources.memory.hard, now);
-                    let meta = RunMeta::of(spec, self.settings.default_grace);
+                    let (_, version) = version.get_or_insert_with(|| {
+                        let meta = RunMeta::of(spec, default_grace);
+                        let version = meta.version(spec);
+                        (meta, version)
+                    });
                     new_runs.insert(run.clone(), initial.clone());
-                    CronDecision::Start { run: run.clone(), initial, version: meta.version(spec) }
+                    CronDecision::Start { run: run.clone(), initial, version: version.clone() }
                 }
                 FiringOutcome::Skipped { reason } => {
                     CronDecision::Skip { reason: reason.as_str().to_owned() }
@@ -502,12 +509,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         for action in decisions.actions {
             match action {
                 cron::Action::Start { run, .. } => {
-                    let (Some(initial), Some(spec)) = (new_runs.remove(&run), spec) else {
+                    let (Some(initial), Some(spec), Some((meta, version))) =
+                        (new_runs.remove(&run), spec, &version)
+                    else {
                         continue;
                     };
-                    let meta = RunMeta::of(spec, self.settings.default_grace);
-                    let fingerprint = super::job::fingerprint(spec);
-                    self.add_run(run, name, Arc::clone(spec), meta, fingerprint, initial);
+                    let fingerprint = version.fingerprint.clone();
+                    self.add_run(run, name, Arc::clone(spec), meta.clone(), fingerprint, initial);
                 }
                 cron::Action::Stop { run } => self.cron_stop_run(name, &run)?,
             }

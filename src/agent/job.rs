@@ -62,7 +62,7 @@ pub fn request(spec: &JobSpec, owner: &RunId, memory: Option<Bytes>) -> Request 
 /// A fingerprint equal for equal specs (within one build of corral, which is
 /// all "this version already ran" needs across agent restarts: an upgrade that
 /// changes the spec model may treat unchanged files as new versions once).
-pub fn fingerprint(spec: &JobSpec) -> String {
+fn fingerprint(spec: &JobSpec) -> String {
     // FNV-1a over the spec's full debug rendering, which lists every field,
     // maps and sets in key order.
     let mut hash = Fnv1a::new();

@@ -29,7 +29,7 @@ use crate::scheduler::{
     StopReason, Timestamp,
 };
 use crate::spec::{self, JobSpec, UserRef};
-use crate::store::{ExitInfo, LaunchInfo, Retention, RunStore};
+use crate::store::{ExitInfo, JobVersion, LaunchInfo, Retention, RunStore};
 use crate::topology::{Bytes, CpuSet, Topology};
 use crate::watch::FileChange;
 
@@ -303,7 +303,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             debug!(job = %name, "recurring job: its runs are started by its schedule, not on load");
             return Ok(());
         }
-        let fingerprint = job::fingerprint(&spec);
+        let meta = RunMeta::of(&spec, self.settings.default_grace);
+        let version = meta.version(&spec);
         let latest = self.store.runs_for_job(name, 1)?;
         if let Some(latest) = latest.first() {
             // A run stopped because its file was removed does not count: the
@@ -312,18 +313,24 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 &latest.state.phase,
                 Phase::Killed { reason: StopReason::JobRemoved } | Phase::Stopping { .. }
             );
-            if !removed && latest.version.as_ref().is_some_and(|v| v.fingerprint == fingerprint) {
+            if !removed
+                && latest.version.as_ref().is_some_and(|v| v.fingerprint == version.fingerprint)
+            {
                 debug!(job = %name, run = %latest.id, "this version of the job already has its run");
                 return Ok(());
             }
         }
-        self.create_run(name, spec)
+        self.create_run(name, spec, meta, version)
     }
 
-    fn create_run(&mut self, name: &spec::JobName, spec: Arc<JobSpec>) -> Result<(), AgentError> {
+    fn create_run(
+        &mut self,
+        name: &spec::JobName,
+        spec: Arc<JobSpec>,
+        meta: RunMeta,
+        version: JobVersion,
+    ) -> Result<(), AgentError> {
         let now = self.clock.now();
-        let meta = RunMeta::of(&spec, self.settings.default_grace);
-        let version = meta.version(&spec);
         let initial = RunState::new(spec.resources.memory.hard, now);
         let id = self.store.create_versioned_run(name, &initial, now, &version)?;
         self.by_job.insert(name.clone(), id.clone());
