@@ -804,13 +804,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             Observed::Exited { status, at, stats } => {
                 run.exit = Some(exit_info(status, at, stats));
-                if stats.oom_kills > 0 && !run.state.oom_killed {
-                    // Reported on exit when the kernel's notification did not
-                    // arrive first: a kernel OOM kill is an OOM, never an
-                    // unexplained signal.
-                    self.handle(&id, Event::OomKilled)?;
-                }
-                self.handle(&id, Event::Exited(status))?;
+                self.exited(&id, status)?;
             }
             Observed::Lost(detail) => {
                 self.handle(&id, Event::Lost { detail })?;
@@ -840,6 +834,25 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The run's processes ended with `status`, its accounting read into
+    /// `exit`: by this agent's watch, or found by recovery.
+    pub(super) fn exited(
+        &mut self,
+        id: &RunId,
+        status: crate::scheduler::ExitStatus,
+    ) -> Result<(), AgentError> {
+        // Counted by the cgroup but not reported by the kernel's notification
+        // first: a kernel OOM kill is an OOM, never an unexplained signal.
+        let unreported_oom_kill = self.runs.get(id).is_some_and(|r| {
+            r.exit.as_ref().is_some_and(|e| e.oom_kills > 0) && !r.state.oom_killed
+        });
+        if unreported_oom_kill {
+            self.handle(id, Event::OomKilled)?;
+        }
+        self.handle(id, Event::Exited(status))?;
         Ok(())
     }
 
@@ -1107,7 +1120,12 @@ pub fn run_dir(runs_dir: &std::path::Path, run: &RunId, placed_at: Timestamp) ->
     runs_dir.join(run.as_str()).join(placed_at.as_millis().to_string())
 }
 
-fn exit_info(status: crate::scheduler::ExitStatus, at: Timestamp, stats: FinalStats) -> ExitInfo {
+/// How an attempt ended, with the accounting read from its cgroup.
+pub(super) fn exit_info(
+    status: crate::scheduler::ExitStatus,
+    at: Timestamp,
+    stats: FinalStats,
+) -> ExitInfo {
     ExitInfo {
         status,
         exited_at: at,
