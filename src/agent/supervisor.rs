@@ -902,7 +902,29 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 suspended: Some(held.clone()),
             });
         }
+        if waiting.is_empty() {
+            // Nothing to place, resume or preempt for: the pass follows every
+            // turn of the main loop, and usually ends here.
+            self.rescan_at = None;
+            self.unplaced.clear();
+            self.sync_pool();
+            return Ok(());
+        }
         let min_runtime = self.settings.min_runtime_before_preemption;
+        self.rescan_at = self
+            .runs
+            .values()
+            .filter(|r| r.meta.policy.preemption != crate::scheduler::PreemptionMode::Never)
+            .filter_map(|r| match r.state.phase {
+                Phase::Running { since } if now.since(since) < min_runtime => {
+                    Some(since.plus(min_runtime))
+                }
+                _ => None,
+            })
+            .min();
+        // Forget the failures of runs no longer waiting: placed, or over.
+        let waiting_ids: BTreeSet<&RunId> = waiting.iter().map(|w| &w.request.owner).collect();
+        self.unplaced.retain(|id, _| waiting_ids.contains(id));
         let active: Vec<Active> = self
             .runs
             .iter()
@@ -914,34 +936,15 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 preemptible: matches!(r.state.phase, Phase::Running { since } if now.since(since) >= min_runtime),
             })
             .collect();
-        self.rescan_at = if waiting.is_empty() {
-            None
-        } else {
-            self.runs
-                .values()
-                .filter(|r| r.meta.policy.preemption != crate::scheduler::PreemptionMode::Never)
-                .filter_map(|r| match r.state.phase {
-                    Phase::Running { since } if now.since(since) < min_runtime => {
-                        Some(since.plus(min_runtime))
-                    }
-                    _ => None,
-                })
-                .min()
-        };
-        // Forget the failures of runs no longer waiting: placed, or over.
-        let waiting_ids: BTreeSet<&RunId> = waiting.iter().map(|w| &w.request.owner).collect();
-        self.unplaced.retain(|id, _| waiting_ids.contains(id));
-        if !waiting.is_empty() {
-            let steps = preempt::pass(
-                &self.topology,
-                &mut self.ledger,
-                waiting,
-                &active,
-                !self.preempting.is_empty(),
-            );
-            for step in steps {
-                self.carry_out(step)?;
-            }
+        let steps = preempt::pass(
+            &self.topology,
+            &mut self.ledger,
+            waiting,
+            &active,
+            !self.preempting.is_empty(),
+        );
+        for step in steps {
+            self.carry_out(step)?;
         }
         self.sync_pool();
         Ok(())
