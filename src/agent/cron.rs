@@ -29,12 +29,11 @@
 //! found through the cron state instead.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::metrics::events::CronFired;
 use crate::metrics::Event as _;
@@ -536,42 +535,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         info!(parent: &self.span(run), "stopping the run: {by} replaces it");
         self.handle(run, Event::StopRequested { reason: StopReason::Requested { by } })?;
         Ok(())
-    }
-
-    /// Deletes the run directories (logs, status, config) of `job`'s runs
-    /// whose records are gone: a pruned run takes its files with it.
-    pub(super) fn prune_run_dirs(&self, job: &JobName) -> Result<(), AgentError> {
-        let kept: std::collections::HashSet<RunId> =
-            self.store.runs_for_job(job, usize::MAX)?.into_iter().map(|r| r.id).collect();
-        let runs_dir = self.settings.runs_dir.clone();
-        let Ok(entries) = std::fs::read_dir(&runs_dir) else { return Ok(()) };
-        let stale: Vec<std::path::PathBuf> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let id = RunId::new(e.file_name().to_str()?.to_owned());
-                let (of, _) = parse_run_id(&id)?;
-                (&of == job && !kept.contains(&id)).then(|| e.path())
-            })
-            .collect();
-        if stale.is_empty() {
-            return Ok(());
-        }
-        debug!(job = %job, dirs = stale.len(), "removing the files of pruned runs");
-        // Logs can be large: removed off the main loop.
-        tokio::task::spawn_blocking(move || {
-            for dir in stale {
-                remove_dir(&dir);
-            }
-        });
-        Ok(())
-    }
-}
-
-fn remove_dir(dir: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            warn!("cannot remove the files of a pruned run, {}: {e}", dir.display());
-        }
     }
 }
 

@@ -29,7 +29,7 @@ use crate::scheduler::{
     StopReason, Timestamp,
 };
 use crate::spec::{self, JobSpec, UserRef};
-use crate::store::{ExitInfo, JobVersion, LaunchInfo, Retention, RunStore};
+use crate::store::{parse_run_id, ExitInfo, JobVersion, LaunchInfo, Retention, RunStore};
 use crate::topology::{Bytes, CpuSet, Topology};
 use crate::watch::FileChange;
 
@@ -725,12 +725,43 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     })
                 }
             };
+            // The runs directory is listed only when records went: a run
+            // ending rarely pushes one out. (Files a crash left behind after
+            // their record was pruned go with the job's next prune.)
             if let Some(keep) = keep {
-                self.store.prune(&run.job, keep)?;
-                self.prune_run_dirs(&run.job)?;
+                if self.store.prune(&run.job, keep)? > 0 {
+                    self.prune_run_dirs(&run.job)?;
+                }
             }
             self.cron_run_finished(&run.job, id)?;
         }
+        Ok(())
+    }
+
+    /// Deletes the run directories (logs, status, config) of `job`'s runs
+    /// whose records are gone: a pruned run takes its files with it.
+    fn prune_run_dirs(&self, job: &spec::JobName) -> Result<(), AgentError> {
+        let kept: std::collections::HashSet<RunId> =
+            self.store.runs_for_job(job, usize::MAX)?.into_iter().map(|r| r.id).collect();
+        let Ok(entries) = std::fs::read_dir(&self.settings.runs_dir) else { return Ok(()) };
+        let stale: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let id = RunId::new(e.file_name().to_str()?.to_owned());
+                let (of, _) = parse_run_id(&id)?;
+                (&of == job && !kept.contains(&id)).then(|| e.path())
+            })
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        debug!(job = %job, dirs = stale.len(), "removing the files of pruned runs");
+        // Logs can be large: removed off the main loop.
+        tokio::task::spawn_blocking(move || {
+            for dir in stale {
+                remove_dir(&dir);
+            }
+        });
         Ok(())
     }
 
@@ -1135,6 +1166,14 @@ pub(super) fn exit_info(
         peak_memory: stats.peak_memory,
         oom_kills: stats.oom_kills,
         cpu_seconds: stats.cpu_seconds,
+    }
+}
+
+fn remove_dir(dir: &std::path::Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            warn!("cannot remove the files of a pruned run, {}: {e}", dir.display());
+        }
     }
 }
 
