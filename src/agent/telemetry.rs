@@ -196,11 +196,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     } else {
                         FileStatus::Valid
                     },
-                    problems: match problem {
-                        Some(FileProblem::Invalid(problems)) => problems.clone(),
-                        Some(refused @ FileProblem::Refused(_)) => vec![refused.to_string()],
-                        None => Vec::new(),
-                    },
+                    problems: problem.map(FileProblem::lines).unwrap_or_default(),
                     priority: j.spec.priority.get(),
                     preemption: job::preemption_mode(j.spec.preemption),
                     schedule: j.spec.recurrence.as_ref().map(|r| r.schedule.as_str().to_owned()),
