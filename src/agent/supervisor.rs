@@ -157,7 +157,6 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: Settings,
         topology: Topology,
