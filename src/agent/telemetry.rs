@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::api::model::{FileStatus, JobView, NodeView, RunSummary, RunView};
 use crate::api::{ApiError, ApiSource};
@@ -75,10 +75,6 @@ impl Telemetry {
 pub(super) struct LiveUsage {
     pub cpu_percent: Option<f64>,
     pub memory_bytes: Option<u64>,
-}
-
-fn system_time(t: Timestamp) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(t.as_millis()).unwrap_or(0))
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -316,7 +312,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             job: run.job.clone(),
             run: id.clone(),
             phase: run.state.phase.clone(),
-            ended_at: system_time(now),
+            ended_at: SystemTime::from(now),
             cpu_seconds: exit.map_or(0.0, |e| e.cpu_seconds),
             peak_memory: exit.and_then(|e| e.peak_memory),
             oom_kills: exit.map_or(0, |e| e.oom_kills),

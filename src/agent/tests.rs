@@ -820,7 +820,7 @@ fn value(scrape: &str, name: &str, run: &str) -> Option<f64> {
 async fn runs_that_ended_within_the_retention_are_in_the_scrape_again_after_a_restart() {
     use crate::metrics::Format;
     use crate::topology::Bytes;
-    use std::time::UNIX_EPOCH;
+    use std::time::SystemTime;
 
     let mut b = Bench::new();
     b.files(&[
@@ -858,7 +858,7 @@ async fn runs_that_ended_within_the_retention_are_in_the_scrape_again_after_a_re
     b.sup.recover().unwrap();
     assert_eq!(b.state("oomy-1").phase, Phase::Failed { reason: FailReason::Oom });
     let now = b.sup.clock.now();
-    let wall = UNIX_EPOCH + Duration::from_millis(now.as_millis() as u64);
+    let wall = SystemTime::from(now);
     let metrics = b.telemetry(|snapshot| {
         Metrics::with_clock(&MetricsConfig::default(), snapshot, Arc::new(move || wall))
     });
