@@ -29,12 +29,11 @@
 //! found through the cron state instead.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::metrics::events::CronFired;
 use crate::metrics::Event as _;
@@ -42,7 +41,7 @@ use crate::placement::RunId;
 use crate::scheduler::cron::{self, CronJob, CronState, Decisions, FiringOutcome};
 use crate::scheduler::{Event, RunState, StopReason, Timestamp};
 use crate::spec::{JobName, JobSpec, Recurrence};
-use crate::store::{parse_run_id, run_id, CronDecision, Decided, RunStore};
+use crate::store::{parse_run_id, run_id, CronDecision, Decided, JobVersion, RunStore};
 
 use super::error::AgentError;
 use super::job::RunMeta;
@@ -452,15 +451,22 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         // The run each start creates, as the store records it and as it is
         // then queued.
         let mut new_runs: HashMap<RunId, RunState> = HashMap::new();
+        // Every run one step starts is of the same version, worked out once.
+        let default_grace = self.settings.default_grace;
+        let mut version: Option<(RunMeta, JobVersion)> = None;
         let mut batch = Vec::with_capacity(decisions.records.len());
         for record in &decisions.records {
             let decision = match &record.outcome {
                 FiringOutcome::Started { run } | FiringOutcome::Late { run, .. } => {
                     let spec = spec.expect("only a known version starts runs");
                     let initial = RunState::new(spec.resources.memory.hard, now);
-                    let meta = RunMeta::of(spec, self.settings.default_grace);
+                    let (_, version) = version.get_or_insert_with(|| {
+                        let meta = RunMeta::of(spec, default_grace);
+                        let version = meta.version(spec);
+                        (meta, version)
+                    });
                     new_runs.insert(run.clone(), initial.clone());
-                    CronDecision::Start { run: run.clone(), initial, version: meta.version(spec) }
+                    CronDecision::Start { run: run.clone(), initial, version: version.clone() }
                 }
                 FiringOutcome::Skipped { reason } => {
                     CronDecision::Skip { reason: reason.as_str().to_owned() }
@@ -502,12 +508,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         for action in decisions.actions {
             match action {
                 cron::Action::Start { run, .. } => {
-                    let (Some(initial), Some(spec)) = (new_runs.remove(&run), spec) else {
+                    let (Some(initial), Some(spec), Some((meta, version))) =
+                        (new_runs.remove(&run), spec, &version)
+                    else {
                         continue;
                     };
-                    let meta = RunMeta::of(spec, self.settings.default_grace);
-                    let fingerprint = super::job::fingerprint(spec);
-                    self.add_run(run, name, Arc::clone(spec), meta, fingerprint, initial);
+                    let fingerprint = version.fingerprint.clone();
+                    self.add_run(run, name, Arc::clone(spec), meta.clone(), fingerprint, initial);
                 }
                 cron::Action::Stop { run } => self.cron_stop_run(name, &run)?,
             }
@@ -528,42 +535,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         info!(parent: &self.span(run), "stopping the run: {by} replaces it");
         self.handle(run, Event::StopRequested { reason: StopReason::Requested { by } })?;
         Ok(())
-    }
-
-    /// Deletes the run directories (logs, status, config) of `job`'s runs
-    /// whose records are gone: a pruned run takes its files with it.
-    pub(super) fn prune_run_dirs(&self, job: &JobName) -> Result<(), AgentError> {
-        let kept: std::collections::HashSet<RunId> =
-            self.store.runs_for_job(job, usize::MAX)?.into_iter().map(|r| r.id).collect();
-        let runs_dir = self.settings.runs_dir.clone();
-        let Ok(entries) = std::fs::read_dir(&runs_dir) else { return Ok(()) };
-        let stale: Vec<std::path::PathBuf> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let id = RunId::new(e.file_name().to_str()?.to_owned());
-                let (of, _) = parse_run_id(&id)?;
-                (&of == job && !kept.contains(&id)).then(|| e.path())
-            })
-            .collect();
-        if stale.is_empty() {
-            return Ok(());
-        }
-        debug!(job = %job, dirs = stale.len(), "removing the files of pruned runs");
-        // Logs can be large: removed off the main loop.
-        tokio::task::spawn_blocking(move || {
-            for dir in stale {
-                remove_dir(&dir);
-            }
-        });
-        Ok(())
-    }
-}
-
-fn remove_dir(dir: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            warn!("cannot remove the files of a pruned run, {}: {e}", dir.display());
-        }
     }
 }
 

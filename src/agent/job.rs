@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use crate::placement::{self, CpuRequest, Request, RunId};
+use crate::placement::{Request, RunId};
+use crate::scheduler::cron::jitter::Fnv1a;
 use crate::scheduler::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
 use crate::spec::{self, JobSpec, OnRemoval, Preemption, Priority};
 use crate::store::JobVersion;
@@ -51,34 +52,22 @@ pub fn preemption_mode(p: Preemption) -> PreemptionMode {
     }
 }
 
-/// What run `owner` of `spec` asks the allocator for, with `memory` (the
-/// run's current hard limit, which OOM handling may have raised) charged.
-pub fn request(spec: &JobSpec, owner: RunId, memory: Option<Bytes>) -> Request {
-    let cpus = match spec.resources.cpu {
-        spec::CpuRequest::Exclusive { cpus } => CpuRequest::Exclusive(cpus),
-        spec::CpuRequest::Shared { .. } => CpuRequest::Shared,
-    };
-    let numa = match spec.resources.numa {
-        spec::NumaPolicy::None => placement::NumaPolicy::None,
-        spec::NumaPolicy::Prefer => placement::NumaPolicy::Prefer,
-        spec::NumaPolicy::SingleNode => placement::NumaPolicy::SingleNode,
-    };
-    Request { owner, cpus, numa, memory }
+/// What run `owner` of `spec` asks the allocator for: what `corral run`
+/// asks for it, with `memory` (the run's current hard limit, which OOM
+/// handling may have raised) charged instead of the spec's.
+pub fn request(spec: &JobSpec, owner: &RunId, memory: Option<Bytes>) -> Request {
+    Request { memory, ..crate::launch::request(spec, owner) }
 }
 
 /// A fingerprint equal for equal specs (within one build of corral, which is
 /// all "this version already ran" needs across agent restarts: an upgrade that
 /// changes the spec model may treat unchanged files as new versions once).
-pub fn fingerprint(spec: &JobSpec) -> String {
+fn fingerprint(spec: &JobSpec) -> String {
     // FNV-1a over the spec's full debug rendering, which lists every field,
     // maps and sets in key order.
-    let text = format!("{spec:?}");
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    let mut hash = Fnv1a::new();
+    hash.write(format!("{spec:?}").as_bytes());
+    format!("{:016x}", hash.finish())
 }
 
 /// What a run needs to be managed before the job files are read again after
@@ -121,6 +110,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::placement::{self, CpuRequest};
 
     fn spec(text: &str) -> JobSpec {
         spec::compile_str(Path::new("t.yaml"), text).unwrap().remove(0).spec
@@ -171,11 +161,15 @@ mod tests {
     #[test]
     fn requests_carry_cpus_numa_and_memory() {
         let s = spec("name: a\ncommand: [/bin/true]\nresources: {cpus: 2, numa: single-node}\n");
-        let r = request(&s, RunId::new("a-1"), Some(Bytes::from_mib(5)));
+        let r = request(&s, &RunId::new("a-1"), Some(Bytes::from_mib(5)));
         assert_eq!(r.cpus, CpuRequest::Exclusive(2));
         assert_eq!(r.numa, placement::NumaPolicy::SingleNode);
         assert_eq!(r.memory, Some(Bytes::from_mib(5)));
-        let shared = request(&spec("name: a\ncommand: [/bin/true]\n"), RunId::new("a-1"), None);
+        let shared = request(&spec("name: a\ncommand: [/bin/true]\n"), &RunId::new("a-1"), None);
         assert_eq!(shared.cpus, CpuRequest::Shared);
+        // The run's limit is charged, not the spec's.
+        let grown = spec("name: a\ncommand: [/bin/true]\nresources: {memory: {hard: 64Mi}}\n");
+        let r = request(&grown, &RunId::new("a-1"), Some(Bytes::from_mib(128)));
+        assert_eq!(r.memory, Some(Bytes::from_mib(128)));
     }
 }

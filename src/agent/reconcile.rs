@@ -45,22 +45,21 @@ pub enum FileNote {
     Removed { path: PathBuf, jobs: Vec<JobName> },
 }
 
-impl FileNote {
-    pub fn path(&self) -> &Path {
-        match self {
-            FileNote::Loaded { path, .. }
-            | FileNote::Invalid { path, .. }
-            | FileNote::Refused { path, .. }
-            | FileNote::Removed { path, .. } => path,
-        }
-    }
-}
-
 /// A problem that currently stands for a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileProblem {
     Invalid(Vec<String>),
     Refused(String),
+}
+
+impl FileProblem {
+    /// The problem as lines of an answer (the API's job view, a reload).
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            FileProblem::Invalid(problems) => problems.clone(),
+            refused @ FileProblem::Refused(_) => vec![refused.to_string()],
+        }
+    }
 }
 
 impl fmt::Display for FileProblem {
@@ -141,11 +140,7 @@ impl JobDirectory {
             .iter()
             .filter(|(_, e)| !e.is_applied())
             .map(|(path, e)| {
-                let mut problems = match &e.problem {
-                    Some(FileProblem::Invalid(problems)) => problems.clone(),
-                    Some(refused @ FileProblem::Refused(_)) => vec![refused.to_string()],
-                    None => Vec::new(),
-                };
+                let mut problems = e.problem.as_ref().map(FileProblem::lines).unwrap_or_default();
                 problems.extend(e.clash.iter().flatten().cloned());
                 // A clashing file contributes none of its jobs, whichever version.
                 let in_force = if e.clash.is_none() { names_of(&e.good) } else { Vec::new() };
@@ -157,11 +152,6 @@ impl JobDirectory {
     /// The problem standing for the file at `path`, if any.
     pub fn problem(&self, path: &Path) -> Option<&FileProblem> {
         self.files.get(path).and_then(|e| e.problem.as_ref())
-    }
-
-    /// Files whose current version is not in force, and why.
-    pub fn problems(&self) -> impl Iterator<Item = (&Path, &FileProblem)> {
-        self.files.iter().filter_map(|(p, e)| e.problem.as_ref().map(|pr| (p.as_path(), pr)))
     }
 
     /// Applies one batch from the watcher.
@@ -311,7 +301,8 @@ mod tests {
         };
         assert!(problems[0].contains("/j/a.yaml:2"), "{problems:?}");
         assert_eq!(names(kept), ["a"]);
-        assert_eq!(dir.problems().count(), 1);
+        assert!(dir.problem(Path::new("/j/a.yaml")).is_some());
+        assert_eq!(dir.file_counts(), (0, 1));
         // An unrelated batch says nothing more about it.
         let r = dir.apply(vec![up("/j/b.yaml", B)], &allow_all);
         assert_eq!(r.notes.len(), 1);
@@ -319,7 +310,8 @@ mod tests {
         // Valid again: the new version is in force, the problem gone.
         let r = dir.apply(vec![up("/j/a.yaml", A2)], &allow_all);
         assert_eq!(names(&r.diff.changed), ["a"]);
-        assert_eq!(dir.problems().count(), 0);
+        assert!(dir.problem(Path::new("/j/a.yaml")).is_none());
+        assert_eq!(dir.file_counts(), (2, 0));
     }
 
     #[test]

@@ -41,7 +41,7 @@ use super::error::AgentError;
 use super::job::RunMeta;
 use super::ops::RunOps;
 use super::runtime::{Probe, Runtime};
-use super::supervisor::{run_dir, run_span, Run, Supervisor};
+use super::supervisor::{exit_info, run_dir, run_span, Run, Supervisor};
 
 /// What to tell a re-adopted run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,13 +227,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             Some(Probe::Finished { launch: found, status, at }) => {
                 launch = Some(found.clone());
                 let stats = self.runtime.stats(&id).unwrap_or_default();
-                exit = Some(crate::store::ExitInfo {
-                    status: *status,
-                    exited_at: *at,
-                    peak_memory: stats.peak_memory,
-                    oom_kills: stats.oom_kills,
-                    cpu_seconds: stats.cpu_seconds,
-                });
+                exit = Some(exit_info(*status, *at, stats));
             }
             _ => {}
         }
@@ -267,7 +261,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 launch,
                 epoch: 0,
                 ops,
-                exit: exit.clone(),
+                exit,
                 launching: false,
                 removed: false,
                 suspended_at: 0,
@@ -291,14 +285,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             Adoption::Start => {} // once the jobs directory has been read
             Adoption::Events(events) => {
                 for event in events {
-                    if let (Event::Exited(_), Some(exit)) = (&event, &exit) {
-                        if exit.oom_kills > 0
-                            && !self.runs.get(&id).is_some_and(|r| r.state.oom_killed)
-                        {
-                            self.handle(&id, Event::OomKilled)?;
+                    match event {
+                        Event::Exited(status) => self.exited(&id, status)?,
+                        event => {
+                            self.handle(&id, event)?;
                         }
                     }
-                    self.handle(&id, event)?;
                 }
             }
         }

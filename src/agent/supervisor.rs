@@ -29,7 +29,7 @@ use crate::scheduler::{
     StopReason, Timestamp,
 };
 use crate::spec::{self, JobSpec, UserRef};
-use crate::store::{ExitInfo, LaunchInfo, Retention, RunStore};
+use crate::store::{parse_run_id, ExitInfo, JobVersion, LaunchInfo, Retention, RunStore};
 use crate::topology::{Bytes, CpuSet, Topology};
 use crate::watch::FileChange;
 
@@ -157,7 +157,6 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: Settings,
         topology: Topology,
@@ -303,7 +302,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             debug!(job = %name, "recurring job: its runs are started by its schedule, not on load");
             return Ok(());
         }
-        let fingerprint = job::fingerprint(&spec);
+        let meta = RunMeta::of(&spec, self.settings.default_grace);
+        let version = meta.version(&spec);
         let latest = self.store.runs_for_job(name, 1)?;
         if let Some(latest) = latest.first() {
             // A run stopped because its file was removed does not count: the
@@ -312,18 +312,24 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 &latest.state.phase,
                 Phase::Killed { reason: StopReason::JobRemoved } | Phase::Stopping { .. }
             );
-            if !removed && latest.version.as_ref().is_some_and(|v| v.fingerprint == fingerprint) {
+            if !removed
+                && latest.version.as_ref().is_some_and(|v| v.fingerprint == version.fingerprint)
+            {
                 debug!(job = %name, run = %latest.id, "this version of the job already has its run");
                 return Ok(());
             }
         }
-        self.create_run(name, spec)
+        self.create_run(name, spec, meta, version)
     }
 
-    fn create_run(&mut self, name: &spec::JobName, spec: Arc<JobSpec>) -> Result<(), AgentError> {
+    fn create_run(
+        &mut self,
+        name: &spec::JobName,
+        spec: Arc<JobSpec>,
+        meta: RunMeta,
+        version: JobVersion,
+    ) -> Result<(), AgentError> {
         let now = self.clock.now();
-        let meta = RunMeta::of(&spec, self.settings.default_grace);
-        let version = meta.version(&spec);
         let initial = RunState::new(spec.resources.memory.hard, now);
         let id = self.store.create_versioned_run(name, &initial, now, &version)?;
         self.by_job.insert(name.clone(), id.clone());
@@ -718,12 +724,43 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     })
                 }
             };
+            // The runs directory is listed only when records went: a run
+            // ending rarely pushes one out. (Files a crash left behind after
+            // their record was pruned go with the job's next prune.)
             if let Some(keep) = keep {
-                self.store.prune(&run.job, keep)?;
-                self.prune_run_dirs(&run.job)?;
+                if self.store.prune(&run.job, keep)? > 0 {
+                    self.prune_run_dirs(&run.job)?;
+                }
             }
             self.cron_run_finished(&run.job, id)?;
         }
+        Ok(())
+    }
+
+    /// Deletes the run directories (logs, status, config) of `job`'s runs
+    /// whose records are gone: a pruned run takes its files with it.
+    fn prune_run_dirs(&self, job: &spec::JobName) -> Result<(), AgentError> {
+        let kept: std::collections::HashSet<RunId> =
+            self.store.runs_for_job(job, usize::MAX)?.into_iter().map(|r| r.id).collect();
+        let Ok(entries) = std::fs::read_dir(&self.settings.runs_dir) else { return Ok(()) };
+        let stale: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let id = RunId::new(e.file_name().to_str()?.to_owned());
+                let (of, _) = parse_run_id(&id)?;
+                (&of == job && !kept.contains(&id)).then(|| e.path())
+            })
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        debug!(job = %job, dirs = stale.len(), "removing the files of pruned runs");
+        // Logs can be large: removed off the main loop.
+        tokio::task::spawn_blocking(move || {
+            for dir in stale {
+                remove_dir(&dir);
+            }
+        });
         Ok(())
     }
 
@@ -797,13 +834,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             Observed::Exited { status, at, stats } => {
                 run.exit = Some(exit_info(status, at, stats));
-                if stats.oom_kills > 0 && !run.state.oom_killed {
-                    // Reported on exit when the kernel's notification did not
-                    // arrive first: a kernel OOM kill is an OOM, never an
-                    // unexplained signal.
-                    self.handle(&id, Event::OomKilled)?;
-                }
-                self.handle(&id, Event::Exited(status))?;
+                self.exited(&id, status)?;
             }
             Observed::Lost(detail) => {
                 self.handle(&id, Event::Lost { detail })?;
@@ -836,6 +867,25 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         Ok(())
     }
 
+    /// The run's processes ended with `status`, its accounting read into
+    /// `exit`: by this agent's watch, or found by recovery.
+    pub(super) fn exited(
+        &mut self,
+        id: &RunId,
+        status: crate::scheduler::ExitStatus,
+    ) -> Result<(), AgentError> {
+        // Counted by the cgroup but not reported by the kernel's notification
+        // first: a kernel OOM kill is an OOM, never an unexplained signal.
+        let unreported_oom_kill = self.runs.get(id).is_some_and(|r| {
+            r.exit.as_ref().is_some_and(|e| e.oom_kills > 0) && !r.state.oom_killed
+        });
+        if unreported_oom_kill {
+            self.handle(id, Event::OomKilled)?;
+        }
+        self.handle(id, Event::Exited(status))?;
+        Ok(())
+    }
+
     /// Delivers due timers.
     pub fn fire_timers(&mut self) -> Result<(), AgentError> {
         let now = self.clock.now();
@@ -863,7 +913,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         for (id, priority) in self.queue.iter() {
             let Some(run) = self.runs.get(id) else { continue };
             let Some(spec) = &run.spec else { continue };
-            let request = job::request(spec, id.clone(), run.state.memory_limit);
+            let request = job::request(spec, id, run.state.memory_limit);
             waiting.push(Waiting { priority, request, suspended: None });
         }
         let mut frozen: Vec<(&RunId, &Run)> = self
@@ -875,14 +925,36 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         frozen.sort_by_key(|(_, r)| r.suspended_at);
         for (id, run) in frozen {
             let (Some(spec), Some(held)) = (&run.spec, &run.assignment) else { continue };
-            let request = job::request(spec, id.clone(), run.state.memory_limit);
+            let request = job::request(spec, id, run.state.memory_limit);
             waiting.push(Waiting {
                 priority: run.meta.priority(),
                 request,
                 suspended: Some(held.clone()),
             });
         }
+        if waiting.is_empty() {
+            // Nothing to place, resume or preempt for: the pass follows every
+            // turn of the main loop, and usually ends here.
+            self.rescan_at = None;
+            self.unplaced.clear();
+            self.sync_pool();
+            return Ok(());
+        }
         let min_runtime = self.settings.min_runtime_before_preemption;
+        self.rescan_at = self
+            .runs
+            .values()
+            .filter(|r| r.meta.policy.preemption != crate::scheduler::PreemptionMode::Never)
+            .filter_map(|r| match r.state.phase {
+                Phase::Running { since } if now.since(since) < min_runtime => {
+                    Some(since.plus(min_runtime))
+                }
+                _ => None,
+            })
+            .min();
+        // Forget the failures of runs no longer waiting: placed, or over.
+        let waiting_ids: BTreeSet<&RunId> = waiting.iter().map(|w| &w.request.owner).collect();
+        self.unplaced.retain(|id, _| waiting_ids.contains(id));
         let active: Vec<Active> = self
             .runs
             .iter()
@@ -894,34 +966,15 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 preemptible: matches!(r.state.phase, Phase::Running { since } if now.since(since) >= min_runtime),
             })
             .collect();
-        self.rescan_at = if waiting.is_empty() {
-            None
-        } else {
-            self.runs
-                .values()
-                .filter(|r| r.meta.policy.preemption != crate::scheduler::PreemptionMode::Never)
-                .filter_map(|r| match r.state.phase {
-                    Phase::Running { since } if now.since(since) < min_runtime => {
-                        Some(since.plus(min_runtime))
-                    }
-                    _ => None,
-                })
-                .min()
-        };
-        // Forget the failures of runs no longer waiting: placed, or over.
-        let waiting_ids: BTreeSet<&RunId> = waiting.iter().map(|w| &w.request.owner).collect();
-        self.unplaced.retain(|id, _| waiting_ids.contains(id));
-        if !waiting.is_empty() {
-            let steps = preempt::pass(
-                &self.topology,
-                &mut self.ledger,
-                waiting,
-                &active,
-                !self.preempting.is_empty(),
-            );
-            for step in steps {
-                self.carry_out(step)?;
-            }
+        let steps = preempt::pass(
+            &self.topology,
+            &mut self.ledger,
+            waiting,
+            &active,
+            !self.preempting.is_empty(),
+        );
+        for step in steps {
+            self.carry_out(step)?;
         }
         self.sync_pool();
         Ok(())
@@ -1100,13 +1153,26 @@ pub fn run_dir(runs_dir: &std::path::Path, run: &RunId, placed_at: Timestamp) ->
     runs_dir.join(run.as_str()).join(placed_at.as_millis().to_string())
 }
 
-fn exit_info(status: crate::scheduler::ExitStatus, at: Timestamp, stats: FinalStats) -> ExitInfo {
+/// How an attempt ended, with the accounting read from its cgroup.
+pub(super) fn exit_info(
+    status: crate::scheduler::ExitStatus,
+    at: Timestamp,
+    stats: FinalStats,
+) -> ExitInfo {
     ExitInfo {
         status,
         exited_at: at,
         peak_memory: stats.peak_memory,
         oom_kills: stats.oom_kills,
         cpu_seconds: stats.cpu_seconds,
+    }
+}
+
+fn remove_dir(dir: &std::path::Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            warn!("cannot remove the files of a pruned run, {}: {e}", dir.display());
+        }
     }
 }
 

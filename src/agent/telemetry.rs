@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::api::model::{FileStatus, JobView, NodeView, RunSummary, RunView};
 use crate::api::{ApiError, ApiSource};
@@ -75,10 +75,6 @@ impl Telemetry {
 pub(super) struct LiveUsage {
     pub cpu_percent: Option<f64>,
     pub memory_bytes: Option<u64>,
-}
-
-fn system_time(t: Timestamp) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(t.as_millis()).unwrap_or(0))
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -196,11 +192,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     } else {
                         FileStatus::Valid
                     },
-                    problems: match problem {
-                        Some(FileProblem::Invalid(problems)) => problems.clone(),
-                        Some(refused @ FileProblem::Refused(_)) => vec![refused.to_string()],
-                        None => Vec::new(),
-                    },
+                    problems: problem.map(FileProblem::lines).unwrap_or_default(),
                     priority: j.spec.priority.get(),
                     preemption: job::preemption_mode(j.spec.preemption),
                     schedule: j.spec.recurrence.as_ref().map(|r| r.schedule.as_str().to_owned()),
@@ -320,7 +312,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             job: run.job.clone(),
             run: id.clone(),
             phase: run.state.phase.clone(),
-            ended_at: system_time(now),
+            ended_at: SystemTime::from(now),
             cpu_seconds: exit.map_or(0.0, |e| e.cpu_seconds),
             peak_memory: exit.and_then(|e| e.peak_memory),
             oom_kills: exit.map_or(0, |e| e.oom_kills),

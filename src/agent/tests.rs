@@ -11,6 +11,8 @@ use super::clock::Clock;
 use super::fake::{Call, FakeRuntime};
 use super::runtime::{FinalStats, Observation, Observed, Probe};
 use super::supervisor::{run_dir, Settings, Supervisor};
+use super::telemetry::Telemetry;
+use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
 use crate::placement::{Ledger, PlacementConfig, RunId};
 use crate::scheduler::{ExitStatus, FailReason, Phase, RunState, Timestamp};
 use crate::spec::UserRef;
@@ -104,13 +106,7 @@ impl Bench {
     }
 
     pub(super) async fn files(&mut self, files: &[(&str, &str)]) {
-        let changes = files
-            .iter()
-            .map(|(name, text)| FileChange::Upserted {
-                path: PathBuf::from("/jobs").join(name),
-                bytes: text.as_bytes().to_vec(),
-            })
-            .collect();
+        let changes = files.iter().map(|(name, text)| upsert(name, text)).collect();
         self.sup.apply_files(changes).unwrap();
         self.settle().await;
     }
@@ -134,10 +130,37 @@ impl Bench {
         let detail = self.sup.store().run(&RunId::new(run)).unwrap().unwrap();
         detail.events.iter().map(|e| e.event.kind()).collect()
     }
+
+    /// The run's launch, as the store recorded it.
+    pub(super) fn launch(&self, run: &str) -> LaunchInfo {
+        self.sup.store().run(&RunId::new(run)).unwrap().unwrap().record.launch.unwrap()
+    }
+
+    /// Has the supervisor count into, and publish for, metrics that `make`
+    /// builds over the snapshot it publishes to, as the agent does.
+    fn telemetry(&mut self, make: impl FnOnce(Arc<PublishedSnapshot>) -> Metrics) -> Arc<Metrics> {
+        let snapshot = Arc::new(PublishedSnapshot::default());
+        let metrics = Arc::new(make(Arc::clone(&snapshot)));
+        self.sup.set_telemetry(Telemetry::new(Arc::clone(&metrics), snapshot, None));
+        metrics
+    }
+
+    /// [`telemetry`](Bench::telemetry) with the default metrics.
+    fn metrics(&mut self) -> Arc<Metrics> {
+        self.telemetry(|snapshot| Metrics::new(&MetricsConfig::default(), snapshot))
+    }
 }
 
 pub(super) fn job(name: &str, extra: &str) -> String {
     format!("name: {name}\ncommand: [/bin/true]\n{extra}")
+}
+
+/// The watcher's report of job file `name` in `/jobs` holding `text`.
+fn upsert(name: &str, text: &str) -> FileChange {
+    FileChange::Upserted {
+        path: PathBuf::from("/jobs").join(name),
+        bytes: text.as_bytes().to_vec(),
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -188,12 +211,9 @@ async fn higher_priority_first_and_one_exclusive_cpu_at_a_time() {
 #[tokio::test(start_paused = true)]
 async fn a_run_that_does_not_fit_is_counted_once_while_it_waits() {
     use crate::metrics::agent::PlacementOutcome;
-    use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
 
     let mut b = Bench::new();
-    let snapshot = Arc::new(PublishedSnapshot::default());
-    let metrics = Arc::new(Metrics::new(&MetricsConfig::default(), snapshot.clone()));
-    b.sup.set_telemetry(super::telemetry::Telemetry::new(Arc::clone(&metrics), snapshot, None));
+    let metrics = b.metrics();
     let count = |outcome| metrics.agent().placement_decisions.get(outcome);
 
     b.files(&[
@@ -454,12 +474,9 @@ async fn a_restarted_agent_adopts_running_runs_and_learns_how_others_ended() {
         ("d.yaml", &job("d", "priority: 0\nresources: {cpus: 1}\n")),
     ])
     .await;
-    let launch_of = |b: &Bench, run: &str| -> LaunchInfo {
-        b.sup.store().run(&RunId::new(run)).unwrap().unwrap().record.launch.unwrap()
-    };
-    let a = launch_of(&b, "a-1");
-    let bl = launch_of(&b, "b-1");
-    let c = launch_of(&b, "c-1");
+    let a = b.launch("a-1");
+    let bl = b.launch("b-1");
+    let c = b.launch("c-1");
     // The agent dies. Meanwhile b ends; a and c go on.
     let fake = Arc::clone(&b.fake);
     fake.set_probe(&a.run_dir, Probe::Running { launch: a.clone() });
@@ -577,7 +594,7 @@ async fn an_oom_kill_while_the_agent_was_down_is_recorded_as_oom() {
     let mut b = Bench::new();
     b.files(&[("f.yaml", &job("f", "resources: {memory: {hard: 64Mi}}\n"))]).await;
     let run = RunId::new("f-1");
-    let launch = b.sup.store().run(&run).unwrap().unwrap().record.launch.unwrap();
+    let launch = b.launch("f-1");
     b.fake.set_probe(
         &launch.run_dir,
         Probe::Finished {
@@ -648,7 +665,7 @@ async fn restart_keeping(b: Bench, runs: &[&str], files: &[(&str, &str)]) -> Ben
     let mut live = Vec::new();
     for run in runs {
         let id = RunId::new(*run);
-        let launch = b.sup.store().run(&id).unwrap().unwrap().record.launch.unwrap();
+        let launch = b.launch(run);
         fake.set_probe(&launch.run_dir, Probe::Running { launch: launch.clone() });
         live.push((id, None));
     }
@@ -801,9 +818,9 @@ fn value(scrape: &str, name: &str, run: &str) -> Option<f64> {
 
 #[tokio::test(start_paused = true)]
 async fn runs_that_ended_within_the_retention_are_in_the_scrape_again_after_a_restart() {
-    use crate::metrics::{Format, Metrics, MetricsConfig, PublishedSnapshot};
+    use crate::metrics::Format;
     use crate::topology::Bytes;
-    use std::time::UNIX_EPOCH;
+    use std::time::SystemTime;
 
     let mut b = Bench::new();
     b.files(&[
@@ -827,7 +844,7 @@ async fn runs_that_ended_within_the_retention_are_in_the_scrape_again_after_a_re
     // oomy-1 is OOM-killed while the agent is down: recovery finds the
     // shim's status and reads the counters from the cgroup left behind.
     let oomy = RunId::new("oomy-1");
-    let launch = b.sup.store().run(&oomy).unwrap().unwrap().record.launch.unwrap();
+    let launch = b.launch("oomy-1");
     b.fake.set_probe(
         &launch.run_dir,
         Probe::Finished { launch: launch.clone(), status: ExitStatus::Signal(9), at: START },
@@ -841,14 +858,10 @@ async fn runs_that_ended_within_the_retention_are_in_the_scrape_again_after_a_re
     b.sup.recover().unwrap();
     assert_eq!(b.state("oomy-1").phase, Phase::Failed { reason: FailReason::Oom });
     let now = b.sup.clock.now();
-    let wall = UNIX_EPOCH + Duration::from_millis(now.as_millis() as u64);
-    let snapshot = Arc::new(PublishedSnapshot::default());
-    let metrics = Arc::new(Metrics::with_clock(
-        &MetricsConfig::default(),
-        snapshot.clone(),
-        Arc::new(move || wall),
-    ));
-    b.sup.set_telemetry(super::telemetry::Telemetry::new(metrics.clone(), snapshot, None));
+    let wall = SystemTime::from(now);
+    let metrics = b.telemetry(|snapshot| {
+        Metrics::with_clock(&MetricsConfig::default(), snapshot, Arc::new(move || wall))
+    });
     // old-1 ended 21 minutes ago, past the 15-minute retention.
     assert_eq!(b.sup.restore_finished().unwrap(), 2);
     b.sup.publish();
@@ -876,13 +889,6 @@ async fn runs_that_ended_within_the_retention_are_in_the_scrape_again_after_a_re
     // Putting them back again changes nothing: each run is there once.
     assert_eq!(b.sup.restore_finished().unwrap(), 2);
     check(&metrics.render(Format::Prometheus).unwrap());
-}
-
-fn upsert(name: &str, text: &str) -> FileChange {
-    FileChange::Upserted {
-        path: PathBuf::from("/jobs").join(name),
-        bytes: text.as_bytes().to_vec(),
-    }
 }
 
 fn reloaded(answer: crate::api::Response) -> crate::api::protocol::ReloadReport {
@@ -1000,12 +1006,12 @@ async fn the_main_loop_hands_reloads_to_the_watcher_task_and_answers_when_applie
 #[tokio::test(start_paused = true)]
 async fn recovery_counts_the_ends_it_finds_and_times_no_launch() {
     use crate::metrics::agent::{EndState, OomAction};
-    use crate::metrics::{Format, Metrics, MetricsConfig, PublishedSnapshot};
+    use crate::metrics::Format;
 
     let mut b = Bench::new();
     b.files(&[("f.yaml", &job("f", "resources: {memory: {hard: 64Mi}}\n"))]).await;
     let oomy = RunId::new("f-1");
-    let launch = b.sup.store().run(&oomy).unwrap().unwrap().record.launch.unwrap();
+    let launch = b.launch("f-1");
     let killed = ExitStatus::Signal(9);
     let run_dir = launch.run_dir.clone();
     b.fake.set_probe(&run_dir, Probe::Finished { launch, status: killed, at: START });
@@ -1022,9 +1028,7 @@ async fn recovery_counts_the_ends_it_finds_and_times_no_launch() {
     b.fake.set_probe(&dir, Probe::Running { launch: started });
 
     let mut b = b.restart_after(Duration::from_secs(3600));
-    let snapshot = Arc::new(PublishedSnapshot::default());
-    let metrics = Arc::new(Metrics::new(&MetricsConfig::default(), snapshot.clone()));
-    b.sup.set_telemetry(super::telemetry::Telemetry::new(Arc::clone(&metrics), snapshot, None));
+    let metrics = b.metrics();
     b.sup.recover().unwrap();
     b.files(&[("f.yaml", &job("f", "resources: {memory: {hard: 64Mi}}\n")), ("a.yaml", &spec)])
         .await;

@@ -9,40 +9,21 @@ use crate::scheduler::{Event, Timer, Timestamp};
 
 #[derive(Debug, Default)]
 pub struct Timers {
-    armed: BTreeMap<(RunId, TimerKey), Timestamp>,
+    armed: BTreeMap<(RunId, Timer), Timestamp>,
 }
 
-/// [`Timer`] with an order, for the map key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerKey {
-    ActiveDeadline,
-    StopGrace,
-    Backoff,
-}
-
-impl From<Timer> for TimerKey {
-    fn from(t: Timer) -> TimerKey {
-        match t {
-            Timer::ActiveDeadline => TimerKey::ActiveDeadline,
-            Timer::StopGrace => TimerKey::StopGrace,
-            Timer::Backoff => TimerKey::Backoff,
-        }
-    }
-}
-
-impl TimerKey {
-    fn event(self) -> Event {
-        match self {
-            TimerKey::ActiveDeadline => Event::TimeoutElapsed,
-            TimerKey::StopGrace => Event::GraceElapsed,
-            TimerKey::Backoff => Event::BackoffElapsed,
-        }
+/// The event a timer delivers when it is due.
+fn event(timer: Timer) -> Event {
+    match timer {
+        Timer::ActiveDeadline => Event::TimeoutElapsed,
+        Timer::StopGrace => Event::GraceElapsed,
+        Timer::Backoff => Event::BackoffElapsed,
     }
 }
 
 impl Timers {
     pub fn arm(&mut self, run: &RunId, timer: Timer, at: Timestamp) {
-        self.armed.insert((run.clone(), timer.into()), at);
+        self.armed.insert((run.clone(), timer), at);
     }
 
     /// Forgets every timer of a run that is over.
@@ -56,22 +37,14 @@ impl Timers {
 
     /// Removes and returns the timers due at `now`, as the events they deliver.
     pub fn due(&mut self, now: Timestamp) -> Vec<(RunId, Event)> {
-        let due: Vec<(RunId, TimerKey)> =
+        let due: Vec<(RunId, Timer)> =
             self.armed.iter().filter(|(_, at)| **at <= now).map(|(k, _)| k.clone()).collect();
         due.into_iter()
             .map(|key| {
                 self.armed.remove(&key);
-                (key.0, key.1.event())
+                (key.0, event(key.1))
             })
             .collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.armed.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.armed.is_empty()
     }
 }
 
@@ -90,6 +63,6 @@ mod tests {
         assert_eq!(t.due(Timestamp::from_millis(20)), [(a.clone(), Event::GraceElapsed)]);
         assert!(t.due(Timestamp::from_millis(20)).is_empty());
         t.forget(&a);
-        assert!(t.is_empty());
+        assert_eq!(t.next(), None, "nothing of a forgotten run stays armed");
     }
 }

@@ -10,7 +10,7 @@
 //! [`MetricsConfig::finished_retention`]: super::MetricsConfig::finished_retention
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::placement::RunId;
 use crate::scheduler::{ExitStatus, JobName, Phase};
@@ -45,7 +45,7 @@ impl FinishedRun {
             job: record.job.clone(),
             run: record.id.clone(),
             phase: record.state.phase.clone(),
-            ended_at: system_time(ended.as_millis()),
+            ended_at: SystemTime::from(ended),
             cpu_seconds: exit.map_or(0.0, |e| e.cpu_seconds),
             peak_memory: exit.and_then(|e| e.peak_memory),
             oom_kills: exit.map_or(0, |e| e.oom_kills),
@@ -57,15 +57,6 @@ impl FinishedRun {
     /// number for a run killed by a signal.
     pub fn exit_code(&self) -> Option<i64> {
         self.exit.map(ExitStatus::shell_code)
-    }
-}
-
-fn system_time(millis: i64) -> SystemTime {
-    let magnitude = Duration::from_millis(millis.unsigned_abs());
-    if millis >= 0 {
-        UNIX_EPOCH + magnitude
-    } else {
-        UNIX_EPOCH - magnitude
     }
 }
 
@@ -125,6 +116,8 @@ impl FinishedRuns {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
     use crate::scheduler::FailReason;
 
@@ -202,11 +195,5 @@ mod tests {
         r.exit = None;
         r.phase = Phase::Failed { reason: FailReason::Timeout };
         assert_eq!(r.exit_code(), None);
-    }
-
-    #[test]
-    fn negative_timestamps_do_not_panic() {
-        assert_eq!(system_time(-1000), UNIX_EPOCH - Duration::from_secs(1));
-        assert_eq!(system_time(1500), UNIX_EPOCH + Duration::from_millis(1500));
     }
 }

@@ -56,7 +56,7 @@ pub enum Action {
     RecordOutcome(Outcome),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
     /// Delivers [`Event::TimeoutElapsed`](super::Event::TimeoutElapsed).
     ActiveDeadline,

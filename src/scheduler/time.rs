@@ -79,6 +79,17 @@ impl From<SystemTime> for Timestamp {
     }
 }
 
+impl From<Timestamp> for SystemTime {
+    fn from(t: Timestamp) -> SystemTime {
+        let magnitude = Duration::from_millis(t.0.unsigned_abs());
+        if t.0 >= 0 {
+            UNIX_EPOCH + magnitude
+        } else {
+            UNIX_EPOCH - magnitude
+        }
+    }
+}
+
 impl From<chrono::DateTime<chrono::Utc>> for Timestamp {
     fn from(t: chrono::DateTime<chrono::Utc>) -> Timestamp {
         Timestamp(t.timestamp_millis())
@@ -117,5 +128,12 @@ mod tests {
         assert_eq!(t.to_string(), "2025-11-29T08:00:00.123Z");
         let before = Timestamp::from(UNIX_EPOCH - Duration::from_millis(5));
         assert_eq!(before.as_millis(), -5);
+    }
+
+    #[test]
+    fn converts_to_system_time_either_side_of_the_epoch() {
+        let system_time = |ms| SystemTime::from(Timestamp::from_millis(ms));
+        assert_eq!(system_time(-1000), UNIX_EPOCH - Duration::from_secs(1));
+        assert_eq!(system_time(1500), UNIX_EPOCH + Duration::from_millis(1500));
     }
 }

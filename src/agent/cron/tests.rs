@@ -54,8 +54,7 @@ impl Bench {
 
     /// What the fake machine says of the run's directory after a restart: still going.
     fn still_running(&self, run: &str) {
-        let launch = self.sup.store().run(&RunId::new(run)).unwrap().unwrap().record.launch;
-        let launch = launch.expect("launched");
+        let launch = self.launch(run);
         self.fake.set_probe(&launch.run_dir.clone(), Probe::Running { launch });
     }
 }
