@@ -7,6 +7,7 @@ use super::check::{choice, optional, Checker, Choice};
 use super::error::{FieldPath, SpecError};
 use super::paths::AbsPath;
 use super::tree::Node;
+use crate::container::caps::NAMES as CAPABILITY_NAMES;
 use crate::units::Bytes;
 
 /// A Linux namespace a job can be given its own copy of.
@@ -80,63 +81,18 @@ impl fmt::Display for Hostname {
     }
 }
 
-/// Capability names by number, as in `<linux/capability.h>` (Linux 5.9+).
-const CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
 /// A Linux capability, by its kernel number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Capability(u8);
 
 impl Capability {
     pub fn parse(text: &str) -> Result<Capability, SpecError> {
-        if let Some(n) = CAPABILITIES.iter().position(|c| *c == text) {
+        if let Some(n) = CAPABILITY_NAMES.iter().position(|c| *c == text) {
             return Ok(Capability(n as u8));
         }
         let upper = text.to_ascii_uppercase();
         let guess = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
-        let reason = if CAPABILITIES.contains(&guess.as_str()) {
+        let reason = if CAPABILITY_NAMES.contains(&guess.as_str()) {
             format!("did you mean {guess}?")
         } else {
             "not a Linux capability (see capabilities(7))".to_owned()
@@ -150,7 +106,7 @@ impl Capability {
     }
 
     pub fn name(self) -> &'static str {
-        CAPABILITIES[usize::from(self.0)]
+        CAPABILITY_NAMES[usize::from(self.0)]
     }
 }
 
