@@ -212,7 +212,7 @@ async fn attempt(
         let _ = std::fs::remove_dir(launch::run_dir(&config.state_dir, &run));
     };
     let assignment = match ledger.admit(host.topology(), &launch::request(spec, &run)) {
-        Ok((assignment, _)) => assignment,
+        Ok(assignment) => assignment,
         Err(source) => {
             unreserve();
             let job = spec.name.to_string();

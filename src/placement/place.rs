@@ -291,7 +291,7 @@ mod tests {
     use crate::topology::NodeSet;
 
     fn admit(topo: &Topology, ledger: &mut Ledger, request: Request) -> Assignment {
-        ledger.admit(topo, &request).unwrap_or_else(|e| panic!("{e}")).0
+        ledger.admit(topo, &request).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn exclusive_of(a: &Assignment) -> String {
