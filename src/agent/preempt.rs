@@ -162,15 +162,13 @@ fn choose_victims(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
     use crate::placement::{CpuGrant, PlacementConfig};
-    use crate::topology::{discover, Bytes};
+    use crate::topology::testing::fixture;
+    use crate::topology::Bytes;
 
     fn vm() -> Topology {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs/vm-2cpu");
-        discover(&root.join("sys"), &root.join("proc")).unwrap()
+        fixture("vm-2cpu")
     }
 
     fn p(n: u16) -> Priority {
