@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::placement::{self, CpuRequest, Request, RunId};
+use crate::scheduler::cron::jitter::Fnv1a;
 use crate::scheduler::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
 use crate::spec::{self, JobSpec, OnRemoval, Preemption, Priority};
 use crate::store::JobVersion;
@@ -70,15 +71,11 @@ pub fn request(spec: &JobSpec, owner: RunId, memory: Option<Bytes>) -> Request {
 /// all "this version already ran" needs across agent restarts: an upgrade that
 /// changes the spec model may treat unchanged files as new versions once).
 pub fn fingerprint(spec: &JobSpec) -> String {
-    // FNV-1a over the spec's full debug rendering, which lists every field,
-    // maps and sets in key order.
-    let text = format!("{spec:?}");
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    // The spec's full debug rendering lists every field, maps and sets in
+    // key order.
+    let mut hash = Fnv1a::new();
+    hash.write(format!("{spec:?}").as_bytes());
+    format!("{:016x}", hash.finish())
 }
 
 /// What a run needs to be managed before the job files are read again after

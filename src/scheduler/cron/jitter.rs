@@ -32,25 +32,26 @@ pub fn offset(node: &str, job: &JobName, max: Duration) -> Duration {
     Duration::from_millis(mix(hash.finish()) % window)
 }
 
-/// 64-bit FNV-1a (Fowler, Noll, Vo): simple, fast, fixed by its specification.
-struct Fnv1a(u64);
+/// 64-bit FNV-1a (Fowler, Noll, Vo): simple, fast, fixed by its specification, so its
+/// values may be stored. The agent's job fingerprints use it too.
+pub(crate) struct Fnv1a(u64);
 
 impl Fnv1a {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
 
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Fnv1a(Self::OFFSET_BASIS)
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 ^= u64::from(b);
             self.0 = self.0.wrapping_mul(Self::PRIME);
         }
     }
 
-    fn finish(&self) -> u64 {
+    pub(crate) fn finish(&self) -> u64 {
         self.0
     }
 }
