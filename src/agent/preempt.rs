@@ -99,7 +99,7 @@ pub fn pass(
             }
         }
         match ledger.admit(topology, &w.request) {
-            Ok((assignment, _)) => {
+            Ok(assignment) => {
                 steps.push(if w.suspended.is_some() {
                     Step::Resume { assignment }
                 } else {
@@ -162,15 +162,13 @@ fn choose_victims(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
     use crate::placement::{CpuGrant, PlacementConfig};
-    use crate::topology::{discover, Bytes};
+    use crate::topology::testing::fixture;
+    use crate::topology::Bytes;
 
     fn vm() -> Topology {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs/vm-2cpu");
-        discover(&root.join("sys"), &root.join("proc")).unwrap()
+        fixture("vm-2cpu")
     }
 
     fn p(n: u16) -> Priority {
@@ -278,7 +276,7 @@ mod tests {
         let mut l = ledger(&topo);
         let request = Request::exclusive(RunId::new("low-1"), 1).with_memory(Bytes::from_mib(64));
         l.admit(&topo, &request).unwrap();
-        let (held, _) = l.suspend(&RunId::new("low-1")).unwrap();
+        let held = l.suspend(&RunId::new("low-1")).unwrap();
         assert_eq!(held.cpus, CpuGrant::Shared);
         l.admit(&topo, &Request::exclusive(RunId::new("high-1"), 1)).unwrap();
         let frozen = Waiting { priority: p(10), request, suspended: Some(held.clone()) };

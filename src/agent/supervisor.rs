@@ -599,7 +599,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             Action::YieldCpus => {
                 self.preempting.remove(id);
                 match self.ledger.suspend(id) {
-                    Ok((held, _)) => {
+                    Ok(held) => {
                         self.store.set_placement(id, Some(&held))?;
                         self.suspensions += 1;
                         let run = self.runs.get_mut(id).expect("present");

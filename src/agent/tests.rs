@@ -17,12 +17,12 @@ use crate::placement::{Ledger, PlacementConfig, RunId};
 use crate::scheduler::{ExitStatus, FailReason, Phase, RunState, Timestamp};
 use crate::spec::UserRef;
 use crate::store::{LaunchInfo, RunStore, SqliteStore};
-use crate::topology::{discover, Topology};
+use crate::topology::testing::fixture;
+use crate::topology::Topology;
 use crate::watch::FileChange;
 
 fn vm() -> Topology {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs/vm-2cpu");
-    discover(&root.join("sys"), &root.join("proc")).unwrap()
+    fixture("vm-2cpu")
 }
 
 pub(super) struct Bench {

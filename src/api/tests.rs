@@ -1,6 +1,5 @@
 //! The endpoint served for real on loopback, answering from a fake agent.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,8 @@ use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
 use crate::placement::{Ledger, PlacementConfig, Request, RunId};
 use crate::scheduler::{ExitStatus, JobName, Phase, PreemptionMode, RunEvent, RunState, Timestamp};
 use crate::store::{EventRecord, ExitInfo, RunDetail, RunRecord, TransitionRecord};
-use crate::topology::{discover, Bytes, Topology};
+use crate::topology::testing::fixture;
+use crate::topology::{Bytes, Topology};
 
 use super::model::{FileStatus, RunSummary};
 
@@ -25,8 +25,7 @@ struct FakeAgent {
 }
 
 fn topology() -> Topology {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs/vm-2cpu");
-    discover(&root.join("sys"), &root.join("proc")).unwrap()
+    fixture("vm-2cpu")
 }
 
 fn etl() -> JobView {

@@ -24,6 +24,7 @@ use crate::config::{self, AgentConfig, CgroupParent};
 use crate::container::{ContainerError, SetupError};
 use crate::launch::{self, Host, LaunchError};
 use crate::placement::RunId;
+use crate::scheduler::{backoff_delay, Jitter};
 use crate::spec::{self, JobSpec, RestartOn};
 
 pub use summary::{summary_line, Ending, Observed};
@@ -179,7 +180,9 @@ fn foreground(spec: &JobSpec, config: &AgentConfig, quiet: bool) -> anyhow::Resu
                 return Ok(code);
             }
             restarts += 1;
-            let delay = restart.backoff.delay(restarts);
+            // No jitter: a foreground run restarts alone.
+            let (min, max) = (restart.backoff.min, restart.backoff.max);
+            let delay = backoff_delay(restarts, min, max, Jitter::NONE);
             notes.say(&format!(
                 "{}: restart {restarts} of {} in {}",
                 spec.name,
@@ -212,7 +215,7 @@ async fn attempt(
         let _ = std::fs::remove_dir(launch::run_dir(&config.state_dir, &run));
     };
     let assignment = match ledger.admit(host.topology(), &launch::request(spec, &run)) {
-        Ok((assignment, _)) => assignment,
+        Ok(assignment) => assignment,
         Err(source) => {
             unreserve();
             let job = spec.name.to_string();

@@ -143,8 +143,7 @@ mod tests {
     fn a_host_from_injected_roots_plans_runs_into_its_cgroup_parent() {
         let fs = FakeFs::new(FakeKind::Hybrid);
         fs.add_cgroup("batch");
-        let fixture =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs/vm-2cpu");
+        let fixture = crate::topology::testing::fixture_root("vm-2cpu");
         let roots = HostRoots {
             sysfs: fixture.join("sys"),
             procfs: fixture.join("proc"),

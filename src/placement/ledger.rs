@@ -10,17 +10,6 @@ use super::error::PlacementError;
 use super::place::place;
 use super::request::{Request, RunId};
 
-/// The shared pool after a ledger change. `changed` says whether the shell
-/// must rewrite `cpuset.cpus` of the shared-pool runs; `generation` counts
-/// pool changes since the ledger was built, so a shell that applies updates
-/// asynchronously can drop stale ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolUpdate {
-    pub changed: bool,
-    pub pool: CpuSet,
-    pub generation: u64,
-}
-
 /// Current assignments and the aggregates placement reads: exclusive CPU
 /// holders, memory charged per node and the shared pool. Every update keeps
 /// the aggregates in step, so [`place`] costs the same with 10 or 10,000
@@ -28,7 +17,7 @@ pub struct PoolUpdate {
 ///
 /// Updates are checked: no CPU held twice, only allocatable CPUs, memory never
 /// over the node's capacity, the shared pool never below its minimum.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ledger {
     config: PlacementConfig,
     /// Online ∩ allowed − reserved.
@@ -39,7 +28,6 @@ pub struct Ledger {
     holders: BTreeMap<CpuId, RunId>,
     charged: BTreeMap<NodeId, u64>,
     pool: CpuSet,
-    generation: u64,
 }
 
 impl Ledger {
@@ -94,7 +82,6 @@ impl Ledger {
             assignments: BTreeMap::new(),
             holders: BTreeMap::new(),
             charged: BTreeMap::new(),
-            generation: 0,
         })
     }
 
@@ -131,24 +118,25 @@ impl Ledger {
         &mut self,
         topology: &Topology,
         request: &Request,
-    ) -> Result<(Assignment, PoolUpdate), PlacementError> {
+    ) -> Result<Assignment, PlacementError> {
         let assignment = place(topology, self, request)?;
-        let update = self.record(assignment.clone())?;
-        Ok((assignment, update))
+        self.record(assignment.clone())?;
+        Ok(assignment)
     }
 
     /// Records an assignment made by [`place`] (or read back from the
     /// kernel), after checking it against the current holdings.
-    pub fn record(&mut self, assignment: Assignment) -> Result<PoolUpdate, PlacementError> {
+    pub fn record(&mut self, assignment: Assignment) -> Result<(), PlacementError> {
         if let Some(problem) = self.check(&assignment).into_iter().next() {
             return Err(problem);
         }
-        Ok(self.apply(assignment))
+        self.apply(assignment);
+        Ok(())
     }
 
     /// Returns everything `assignment` holds. It must be the assignment the
     /// ledger has for its owner.
-    pub fn release(&mut self, assignment: &Assignment) -> Result<PoolUpdate, PlacementError> {
+    pub fn release(&mut self, assignment: &Assignment) -> Result<(), PlacementError> {
         if self.assignments.get(&assignment.owner) != Some(assignment) {
             return Err(PlacementError::NotHeld { owner: assignment.owner.clone() });
         }
@@ -160,7 +148,8 @@ impl Ledger {
                 self.charged.remove(node);
             }
         }
-        Ok(self.return_cpus(&held))
+        self.return_cpus(&held);
+        Ok(())
     }
 
     /// Turns `owner`'s exclusive CPUs back into shared-pool CPUs while its
@@ -170,14 +159,14 @@ impl Ledger {
     /// which is harmless while it is frozen and right once it is thawed
     /// without being placed again. A run already on the shared pool is
     /// returned unchanged.
-    pub fn suspend(&mut self, owner: &RunId) -> Result<(Assignment, PoolUpdate), PlacementError> {
+    pub fn suspend(&mut self, owner: &RunId) -> Result<Assignment, PlacementError> {
         let Some(held) = self.assignments.get(owner).cloned() else {
             return Err(PlacementError::NotHeld { owner: owner.clone() });
         };
-        let update = self.return_cpus(&held);
+        self.return_cpus(&held);
         let suspended = Assignment { cpus: CpuGrant::Shared, ..held };
         self.assignments.insert(owner.clone(), suspended.clone());
-        Ok((suspended, update))
+        Ok(suspended)
     }
 
     pub fn config(&self) -> &PlacementConfig {
@@ -189,7 +178,9 @@ impl Ledger {
         &self.allocatable
     }
 
-    /// The shared pool: allocatable CPUs no run holds exclusively.
+    /// The shared pool: allocatable CPUs no run holds exclusively. It
+    /// changes when exclusive CPUs are recorded, released or suspended; the
+    /// shell then rewrites `cpuset.cpus` of the shared-pool runs.
     pub fn shared_pool(&self) -> &CpuSet {
         &self.pool
     }
@@ -201,11 +192,6 @@ impl Ledger {
 
     pub fn holder(&self, cpu: CpuId) -> Option<&RunId> {
         self.holders.get(&cpu)
-    }
-
-    /// Number of shared-pool changes since the ledger was built.
-    pub fn generation(&self) -> u64 {
-        self.generation
     }
 
     pub fn get(&self, owner: &RunId) -> Option<&Assignment> {
@@ -307,14 +293,12 @@ impl Ledger {
     }
 
     /// Records a checked assignment.
-    fn apply(&mut self, assignment: Assignment) -> PoolUpdate {
-        let mut changed = false;
+    fn apply(&mut self, assignment: Assignment) {
         if let CpuGrant::Exclusive(cpus) = &assignment.cpus {
             for cpu in cpus.iter() {
                 self.holders.insert(cpu, assignment.owner.clone());
                 self.pool.remove(cpu);
             }
-            changed = true;
         }
         for (&node, &bytes) in &assignment.memory {
             if bytes.get() > 0 {
@@ -322,44 +306,17 @@ impl Ledger {
             }
         }
         self.assignments.insert(assignment.owner.clone(), assignment);
-        self.pool_update(changed)
     }
 
-    fn return_cpus(&mut self, held: &Assignment) -> PoolUpdate {
-        let mut changed = false;
+    fn return_cpus(&mut self, held: &Assignment) {
         if let CpuGrant::Exclusive(cpus) = &held.cpus {
             for cpu in cpus.iter() {
                 self.holders.remove(&cpu);
                 self.pool.insert(cpu);
             }
-            changed = true;
         }
-        self.pool_update(changed)
-    }
-
-    fn pool_update(&mut self, changed: bool) -> PoolUpdate {
-        if changed {
-            self.generation += 1;
-        }
-        PoolUpdate { changed, pool: self.pool.clone(), generation: self.generation }
     }
 }
-
-/// Two ledgers are equal when they hold the same assignments under the same
-/// configuration; `generation` counts history, not state, and is ignored.
-impl PartialEq for Ledger {
-    fn eq(&self, other: &Ledger) -> bool {
-        self.config == other.config
-            && self.allocatable == other.allocatable
-            && self.memory_capacity == other.memory_capacity
-            && self.assignments == other.assignments
-            && self.holders == other.holders
-            && self.charged == other.charged
-            && self.pool == other.pool
-    }
-}
-
-impl Eq for Ledger {}
 
 #[cfg(test)]
 mod tests {
@@ -372,8 +329,8 @@ mod tests {
         let mut ledger = ledger(&topo);
         assert_eq!(ledger.shared_pool(), &cpus("0-63"));
         let a = pinned("a", "0,32", "0");
-        let update = ledger.record(a.clone()).unwrap();
-        assert_eq!(update, PoolUpdate { changed: true, pool: cpus("1-31,33-63"), generation: 1 });
+        ledger.record(a.clone()).unwrap();
+        assert_eq!(ledger.shared_pool(), &cpus("1-31,33-63"));
         assert_eq!(ledger.holder(crate::topology::CpuId(32)), Some(&run("a")));
 
         let shared = Assignment {
@@ -382,9 +339,8 @@ mod tests {
             mems: nodes("0-3"),
             memory: [(NodeId(1), gib(1))].into(),
         };
-        let update = ledger.record(shared.clone()).unwrap();
-        assert!(!update.changed);
-        assert_eq!(update.generation, 1);
+        ledger.record(shared.clone()).unwrap();
+        assert_eq!(ledger.shared_pool(), &cpus("1-31,33-63"), "a shared run takes no CPUs");
         assert_eq!(ledger.memory_charged(NodeId(1)), gib(1));
 
         // Releasing something other than what is held is refused.
@@ -392,8 +348,8 @@ mod tests {
         wrong.mems = nodes("1");
         assert_eq!(ledger.release(&wrong), Err(PlacementError::NotHeld { owner: run("a") }));
 
-        let update = ledger.release(&a).unwrap();
-        assert_eq!(update, PoolUpdate { changed: true, pool: cpus("0-63"), generation: 2 });
+        ledger.release(&a).unwrap();
+        assert_eq!(ledger.shared_pool(), &cpus("0-63"));
         ledger.release(&shared).unwrap();
         assert_eq!(ledger, super::Ledger::new(&topo, PlacementConfig::default()).unwrap());
     }
@@ -449,16 +405,15 @@ mod tests {
         let mut a = pinned("a", "0-3", "0");
         a.memory = [(NodeId(0), gib(4))].into();
         ledger.record(a.clone()).unwrap();
-        let (suspended, update) = ledger.suspend(&run("a")).unwrap();
-        assert!(update.changed);
-        assert_eq!(update.pool, cpus("0-63"));
+        let suspended = ledger.suspend(&run("a")).unwrap();
+        assert_eq!(ledger.shared_pool(), &cpus("0-63"));
         assert_eq!(suspended, Assignment { cpus: CpuGrant::Shared, ..a });
         assert_eq!(ledger.memory_charged(NodeId(0)), gib(4));
         assert_eq!(ledger.get(&run("a")), Some(&suspended));
         // Suspending again changes nothing.
-        let (again, update) = ledger.suspend(&run("a")).unwrap();
+        let again = ledger.suspend(&run("a")).unwrap();
         assert_eq!(again, suspended);
-        assert!(!update.changed);
+        assert_eq!(ledger.shared_pool(), &cpus("0-63"));
         ledger.release(&suspended).unwrap();
         assert_eq!(ledger.memory_charged(NodeId(0)), Bytes::ZERO);
     }

@@ -19,8 +19,7 @@
 //! that no run holds exclusively is in the shared pool. The agent itself
 //! and every shared-pool run execute there, so the pool never shrinks below
 //! [`PlacementConfig::min_shared_cpus`] (at least 1): an exclusive request
-//! that would take the last pool CPUs does not fit. Ledger updates return a
-//! [`PoolUpdate`] saying whether the pool changed.
+//! that would take the last pool CPUs does not fit.
 
 pub mod assignment;
 pub mod config;
@@ -35,7 +34,7 @@ pub mod victims;
 pub use assignment::{Assignment, CpuGrant};
 pub use config::PlacementConfig;
 pub use error::PlacementError;
-pub use ledger::{Ledger, PoolUpdate};
+pub use ledger::Ledger;
 pub use place::place;
 pub use request::{CpuRequest, NumaPolicy, Request, RunId};
 pub use victims::{victims, Candidate, Priority, ReleaseMode, EXACT_SEARCH_BUDGET};

@@ -112,17 +112,18 @@ fn place_exclusive(
     let ranked: Vec<NodeId> = plan.cpu_nodes.iter().map(|&i| room.nodes[i].id).collect();
     let cpus = pick_cpus(topology, ledger.shared_pool(), &held, &ranked, demand.cpus);
 
-    let (mems, memory) = if demand.numa == NumaPolicy::None {
-        let order = by_distance(topology, room, plan.seed, |i| room.nodes[i].memory_node);
-        let mems = order.iter().map(|&i| room.nodes[i].id).collect();
-        (mems, charge(room, &order, demand.memory))
+    // Memory nodes, nearest first: every one for `none`, the plan's otherwise.
+    let order: Vec<usize> = if demand.numa == NumaPolicy::None {
+        by_distance(topology, room, plan.seed, |i| room.nodes[i].memory_node)
     } else {
-        let order: Vec<usize> =
-            plan.nodes.iter().copied().filter(|&i| room.nodes[i].memory_node).collect();
-        let mems = order.iter().map(|&i| room.nodes[i].id).collect();
-        (mems, charge(room, &order, demand.memory))
+        plan.nodes.iter().copied().filter(|&i| room.nodes[i].memory_node).collect()
     };
-    Assignment { owner: request.owner.clone(), cpus: CpuGrant::Exclusive(cpus), mems, memory }
+    Assignment {
+        owner: request.owner.clone(),
+        cpus: CpuGrant::Exclusive(cpus),
+        mems: order.iter().map(|&i| room.nodes[i].id).collect(),
+        memory: charge(room, &order, demand.memory),
+    }
 }
 
 /// Nodes chosen for an exclusive request, nearest to `seed` first: those
@@ -291,7 +292,7 @@ mod tests {
     use crate::topology::NodeSet;
 
     fn admit(topo: &Topology, ledger: &mut Ledger, request: Request) -> Assignment {
-        ledger.admit(topo, &request).unwrap_or_else(|e| panic!("{e}")).0
+        ledger.admit(topo, &request).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn exclusive_of(a: &Assignment) -> String {

@@ -1,16 +1,9 @@
 //! Fixtures and constructors shared by the placement unit tests.
 
-use std::path::PathBuf;
-
-use crate::topology::{discover, Bytes, CpuSet, NodeSet, Topology};
+pub use crate::topology::testing::fixture;
+use crate::topology::{Bytes, CpuSet, NodeSet, Topology};
 
 use super::{Assignment, CpuGrant, Ledger, PlacementConfig, Request, RunId};
-
-/// A machine from tests/fixtures/sysfs.
-pub fn fixture(name: &str) -> Topology {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs").join(name);
-    discover(&root.join("sys"), &root.join("proc")).unwrap()
-}
 
 pub fn ledger(topology: &Topology) -> Ledger {
     Ledger::new(topology, PlacementConfig::default()).unwrap()

@@ -64,6 +64,12 @@ mod tests {
             assert_eq!(backoff_delay(attempt, S(10), S(300), Jitter::NONE), S(want), "{attempt}");
         }
         assert_eq!(backoff_delay(0, S(10), S(300), Jitter::NONE), S(10));
+        // A max the doubling does not land on.
+        let delays: Vec<_> =
+            (1..=6).map(|n| backoff_delay(n, S(10), S(60), Jitter::NONE).as_secs()).collect();
+        assert_eq!(delays, vec![10, 20, 40, 60, 60, 60]);
+        assert_eq!(backoff_delay(0, S(10), S(60), Jitter::NONE), S(10));
+        assert_eq!(backoff_delay(u32::MAX, S(10), S(60), Jitter::NONE), S(60));
     }
 
     #[test]

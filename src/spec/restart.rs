@@ -19,7 +19,8 @@ pub enum RestartOn {
 }
 choice!(RestartOn { "never" => Never, "failure" => Failure, "always" => Always });
 
-/// The wait before each restart: `min` first, doubling each time, never more than `max`.
+/// The wait before each restart: `min` first, doubling each time, never more than `max`
+/// (see [`crate::scheduler::backoff_delay`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Backoff {
     pub min: Duration,
@@ -54,12 +55,6 @@ impl Backoff {
             return Err(invalid("the first wait is longer than the longest (write min..max)"));
         }
         Ok(Backoff { min, max })
-    }
-
-    /// The wait before restart number `attempt` (1 for the first restart).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(31);
-        self.min.saturating_mul(1 << doublings).min(self.max)
     }
 }
 
@@ -188,14 +183,5 @@ mod tests {
         assert!(matches!(Backoff::parse("10s...5m"), Err(SpecError::Duration { .. })));
         assert!(matches!(Backoff::parse("10s-5m"), Err(SpecError::Duration { .. })));
         assert!(matches!(Backoff::parse(""), Err(SpecError::Duration { .. })));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_max() {
-        let b = Backoff::parse("10s..1m").unwrap();
-        let delays: Vec<_> = (1..=6).map(|n| b.delay(n).as_secs()).collect();
-        assert_eq!(delays, vec![10, 20, 40, 60, 60, 60]);
-        assert_eq!(b.delay(0), secs(10));
-        assert_eq!(b.delay(u32::MAX), secs(60));
     }
 }

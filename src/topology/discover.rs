@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::cpuset::{CpuId, CpuSet, NodeId};
+use super::cpuset::{CpuId, CpuSet, IdList, ListId, NodeId};
 use super::error::{ParseError, TopologyError};
 use super::model::{CoreId, CpuInfo, NodeInfo, PackageId, Topology};
 use super::parse::{self, MemInfo};
@@ -31,12 +31,10 @@ const LOCAL_DISTANCE: u32 = 10;
 pub fn discover(sysfs: &Path, procfs: &Path) -> Result<Topology, TopologyError> {
     let cpu_dir = sysfs.join("devices/system/cpu");
     let online = read_list::<CpuId>(&cpu_dir.join("online"))?;
-    let offline = match read_optional(&cpu_dir.join("offline"))? {
-        Some(text) => parse_list(&cpu_dir.join("offline"), &text)?,
-        None => match read_optional(&cpu_dir.join("present"))? {
-            Some(text) => parse_list::<CpuId>(&cpu_dir.join("present"), &text)?.difference(&online),
-            None => CpuSet::new(),
-        },
+    // Older kernels have no `offline` file: what is present but not online is.
+    let offline = match read_optional_list(&cpu_dir.join("offline"))? {
+        Some(offline) => offline,
+        None => read_optional_list(&cpu_dir.join("present"))?.unwrap_or_default(),
     }
     .difference(&online);
 
@@ -46,8 +44,10 @@ pub fn discover(sysfs: &Path, procfs: &Path) -> Result<Topology, TopologyError> 
     }
 
     let node_dir = sysfs.join("devices/system/node");
-    let mut nodes = if node_dir.is_dir() {
-        read_nodes(&node_dir, &online)?
+    let nodes = if node_dir.is_dir() {
+        let mut nodes = read_nodes(&node_dir, &online)?;
+        correct_single_memory_node(&mut nodes, procfs)?;
+        nodes
     } else {
         // A kernel without CONFIG_NUMA has no node directory: one node holds
         // every CPU and all memory.
@@ -63,7 +63,6 @@ pub fn discover(sysfs: &Path, procfs: &Path) -> Result<Topology, TopologyError> 
             },
         )])
     };
-    correct_single_memory_node(&mut nodes, procfs)?;
 
     let mut cpus = BTreeMap::new();
     for (cpu, (core, package, siblings)) in placed {
@@ -103,17 +102,16 @@ fn read_cpu(dir: &Path, online: &CpuSet) -> Result<(CoreId, PackageId, CpuSet), 
         parse_with(&topo.join("physical_package_id"), |t| parse::parse_id(t, "package id"))?;
     // core_cpus_list is the Linux 5.x name; older kernels only have
     // thread_siblings_list, with the same content.
-    let new_name = topo.join("core_cpus_list");
-    let siblings = match read_optional(&new_name)? {
-        Some(text) => parse_list::<CpuId>(&new_name, &text)?,
+    let siblings = match read_optional_list(&topo.join("core_cpus_list"))? {
+        Some(siblings) => siblings,
         None => read_list(&topo.join("thread_siblings_list"))?,
     };
     Ok((CoreId(core), PackageId(package), siblings.intersection(online)))
 }
 
 fn read_nodes(dir: &Path, online: &CpuSet) -> Result<BTreeMap<NodeId, NodeInfo>, TopologyError> {
-    let ids: Vec<NodeId> = match read_optional(&dir.join("online"))? {
-        Some(text) => parse_list::<NodeId>(&dir.join("online"), &text)?.iter().collect(),
+    let ids: Vec<NodeId> = match read_optional_list::<NodeId>(&dir.join("online"))? {
+        Some(online) => online.iter().collect(),
         None => node_dirs(dir)?,
     };
     let mut nodes = BTreeMap::new();
@@ -206,18 +204,18 @@ fn parse_with<T>(
     parser(&text).map_err(|source| TopologyError::Parse { path: PathBuf::from(path), source })
 }
 
-fn parse_list<T: super::cpuset::ListId>(
-    path: &Path,
-    text: &str,
-) -> Result<super::cpuset::IdList<T>, TopologyError> {
-    super::cpuset::IdList::parse(text)
+fn parse_list<T: ListId>(path: &Path, text: &str) -> Result<IdList<T>, TopologyError> {
+    IdList::parse(text)
         .map_err(|err| TopologyError::Parse { path: path.to_owned(), source: err.into() })
 }
 
-fn read_list<T: super::cpuset::ListId>(
-    path: &Path,
-) -> Result<super::cpuset::IdList<T>, TopologyError> {
+fn read_list<T: ListId>(path: &Path) -> Result<IdList<T>, TopologyError> {
     parse_list(path, &read(path)?)
+}
+
+/// A list file that older kernels or some architectures do not have.
+fn read_optional_list<T: ListId>(path: &Path) -> Result<Option<IdList<T>>, TopologyError> {
+    read_optional(path)?.map(|text| parse_list(path, &text)).transpose()
 }
 
 #[cfg(test)]

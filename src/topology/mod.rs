@@ -10,6 +10,8 @@ pub mod discover;
 pub mod error;
 pub mod model;
 pub mod parse;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use crate::units::Bytes;
 pub use cpuset::{CpuId, CpuSet, NodeId, NodeSet};

@@ -101,9 +101,7 @@ fn every_numa_policy_converts() {
 
 #[test]
 fn reserved_memory_sits_on_the_first_memory_node() {
-    let root =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs/memoryless-nodes");
-    let topology = crate::topology::discover(&root.join("sys"), &root.join("proc")).unwrap();
+    let topology = crate::topology::testing::fixture("memoryless-nodes");
     let first = topology.memory_nodes().iter().next().unwrap();
     let p = placement_config(&config("reserved_cpus: '0'\nreserved_memory: 1Gi\n"), &topology);
     assert_eq!(p.reserved_cpus, cpus("0"));

@@ -107,14 +107,10 @@ mod tests {
     use crate::scheduler::cron::testutil::{recurrence, utc};
     use crate::spec::{JobName, Recurrence};
 
+    /// Plans for a job in UTC unless its recurrence names a zone.
     fn plan(rec: &Recurrence, last: Option<&str>, now: &str, cap: u32) -> CatchUpPlan {
         let name = JobName::parse("job").unwrap();
-        let job = CronJob {
-            name: &name,
-            recurrence: rec,
-            tz: rec.timezone.unwrap_or(chrono_tz::UTC),
-            offset: Duration::ZERO,
-        };
+        let job = CronJob::new(&name, rec, chrono_tz::UTC, "node");
         plan_catch_up(&job, last.map(utc), utc(now), cap)
     }
 

@@ -39,8 +39,8 @@ pub fn node_name() -> String {
     nix::unistd::gethostname().ok().and_then(|name| name.into_string().ok()).unwrap_or_default()
 }
 
-/// 64-bit FNV-1a (Fowler, Noll, Vo): simple, fast, fixed by its specification.
-/// Also what the agent's job version fingerprints are made with.
+/// 64-bit FNV-1a (Fowler, Noll, Vo): simple, fast, fixed by its specification, so its
+/// values may be stored. The agent's job fingerprints use it too.
 pub(crate) struct Fnv1a(u64);
 
 impl Fnv1a {

@@ -215,20 +215,30 @@ mod tests {
         next_fire(&schedule(text), tz, utc(after))
     }
 
+    /// The firings in `(from, to]` found by [`prev_fire`] alone, from `to` back.
+    pub(super) fn backward(
+        s: &Schedule,
+        tz: Tz,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<DateTime<Utc>> {
+        let mut found = Vec::new();
+        let mut before = to + TimeDelta::nanoseconds(1);
+        while let Some(t) = prev_fire(s, tz, before).filter(|&t| t > from) {
+            found.push(t);
+            before = t;
+        }
+        found.reverse();
+        found
+    }
+
     /// Checks the searches both ways against the brute force on one window.
     fn agree(text: &str, tz: Tz, from: &str, to: &str) {
         let s = schedule(text);
         let expected = brute_force(&s, tz, utc(from), utc(to));
         let forward: Vec<_> = firings_between(&s, tz, utc(from), utc(to), usize::MAX).collect();
         assert_eq!(forward, expected, "{text} in {tz} forward");
-        let mut backward = Vec::new();
-        let mut before = utc(to) + TimeDelta::seconds(1);
-        while let Some(t) = prev_fire(&s, tz, before).filter(|&t| t > utc(from)) {
-            backward.push(t);
-            before = t;
-        }
-        backward.reverse();
-        assert_eq!(backward, expected, "{text} in {tz} backward");
+        assert_eq!(backward(&s, tz, utc(from), utc(to)), expected, "{text} in {tz} backward");
     }
 
     #[test]
@@ -562,6 +572,7 @@ mod properties {
     use chrono::TimeDelta;
     use proptest::prelude::*;
 
+    use super::tests::backward;
     use super::*;
     use crate::scheduler::cron::testutil::{any_schedule, brute_force, clock_changes, schedule};
 
@@ -590,14 +601,7 @@ mod properties {
             let forward: Vec<_> = firings_between(&s, *tz, from, to, usize::MAX).collect();
             prop_assert_eq!(&forward, &expected, "forward");
 
-            let mut backward = Vec::new();
-            let mut before = to + TimeDelta::nanoseconds(1);
-            while let Some(t) = prev_fire(&s, *tz, before).filter(|&t| t > from) {
-                backward.push(t);
-                before = t;
-            }
-            backward.reverse();
-            prop_assert_eq!(&backward, &expected, "backward");
+            prop_assert_eq!(&backward(&s, *tz, from, to), &expected, "backward");
 
             // Each search also agrees with the other one step outside the window.
             if let Some(&first) = expected.first() {

@@ -243,39 +243,37 @@ mod tests {
         }
 
         fn job(&self) -> CronJob<'_> {
-            CronJob {
-                name: &self.name,
-                recurrence: &self.recurrence,
-                tz: chrono_tz::UTC,
-                offset: Duration::ZERO,
-            }
+            utc_job(&self.name, &self.recurrence)
+        }
+
+        /// Calls `f` with the job and a namer that goes on from the last run named: r1, r2, …
+        fn decide(
+            &mut self,
+            f: impl FnOnce(&CronJob<'_>, &mut dyn FnMut() -> RunId) -> Decisions,
+        ) -> Decisions {
+            let Agent { name, recurrence, runs } = self;
+            f(&utc_job(name, recurrence), &mut || {
+                *runs += 1;
+                RunId::new(format!("r{runs}"))
+            })
         }
 
         fn tick(&mut self, state: &mut CronState, now: &str) -> Decisions {
-            let mut runs = self.runs;
-            let out = {
-                let job = self.job();
-                state.tick(&job, utc(now), 100, &mut || {
-                    runs += 1;
-                    RunId::new(format!("r{runs}"))
-                })
-            };
-            self.runs = runs;
-            out
+            self.decide(|job, new_run| state.tick(job, utc(now), 100, new_run))
         }
 
         fn ended(&mut self, state: &mut CronState, run: &str, now: &str) -> Decisions {
-            let mut runs = self.runs;
-            let out = {
-                let job = self.job();
-                state.run_ended(&job, &RunId::new(run), utc(now), &mut || {
-                    runs += 1;
-                    RunId::new(format!("r{runs}"))
-                })
-            };
-            self.runs = runs;
-            out
+            self.decide(|job, new_run| state.run_ended(job, &RunId::new(run), utc(now), new_run))
         }
+    }
+
+    fn utc_job<'a>(name: &'a JobName, recurrence: &'a Recurrence) -> CronJob<'a> {
+        CronJob { name, recurrence, tz: chrono_tz::UTC, offset: Duration::ZERO }
+    }
+
+    /// A job's state after a tick at `last`.
+    fn considered_at(last: &str) -> CronState {
+        CronState { last_considered: Some(utc(last)), ..Default::default() }
     }
 
     /// What the agent would read back after a restart.
@@ -310,8 +308,7 @@ mod tests {
     #[test]
     fn a_restart_never_runs_a_firing_twice() {
         let mut agent = Agent::new(Concurrency::Allow);
-        let mut state =
-            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        let mut state = considered_at("2026-05-01T12:05:00Z");
         let out = agent.tick(&mut state, "2026-05-01T12:10:00Z");
         assert_eq!(out.actions, vec![start("r1", "2026-05-01T12:10:00Z")]);
         // The agent persisted, crashed before or after starting r1, and came back.
@@ -324,8 +321,7 @@ mod tests {
     #[test]
     fn forbid_remembers_the_running_run_across_a_restart() {
         let mut agent = Agent::new(Concurrency::Forbid);
-        let mut state =
-            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        let mut state = considered_at("2026-05-01T12:05:00Z");
         agent.tick(&mut state, "2026-05-01T12:10:00Z");
         let mut state = restart(&state);
         let out = agent.tick(&mut state, "2026-05-01T12:20:00Z");
@@ -341,8 +337,7 @@ mod tests {
     #[test]
     fn queue_holds_one_firing_across_a_restart() {
         let mut agent = Agent::new(Concurrency::Queue);
-        let mut state =
-            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        let mut state = considered_at("2026-05-01T12:05:00Z");
         agent.tick(&mut state, "2026-05-01T12:10:00Z");
         let out = agent.tick(&mut state, "2026-05-01T12:20:00Z");
         assert!(out.actions.is_empty() && out.records.is_empty());
@@ -367,8 +362,7 @@ mod tests {
     fn a_queued_firing_past_its_deadline_is_dropped() {
         let mut agent = Agent::new(Concurrency::Queue);
         agent.recurrence.starting_deadline = Some(Duration::from_secs(300));
-        let mut state =
-            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        let mut state = considered_at("2026-05-01T12:05:00Z");
         agent.tick(&mut state, "2026-05-01T12:10:00Z");
         agent.tick(&mut state, "2026-05-01T12:20:00Z");
         // At 12:30 the 12:20 firing is 10 minutes old: dropped, and 12:30 takes the slot.
@@ -390,8 +384,7 @@ mod tests {
     #[test]
     fn replace_stops_then_starts_and_the_newest_firing_wins() {
         let mut agent = Agent::new(Concurrency::Replace);
-        let mut state =
-            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        let mut state = considered_at("2026-05-01T12:05:00Z");
         agent.tick(&mut state, "2026-05-01T12:10:00Z");
         let out = agent.tick(&mut state, "2026-05-01T12:20:00Z");
         assert_eq!(out.actions, vec![Action::Stop { run: RunId::new("r1") }]);
@@ -412,8 +405,7 @@ mod tests {
     #[test]
     fn downtime_is_one_missed_record_and_a_late_start() {
         let mut agent = Agent::new(Concurrency::Forbid);
-        let mut state =
-            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        let mut state = considered_at("2026-05-01T12:05:00Z");
         let out = agent.tick(&mut state, "2026-05-03T09:01:00Z");
         assert_eq!(out.actions, vec![start("r1", "2026-05-03T09:00:00Z")]);
         let missed = &out.records[0];
@@ -438,8 +430,7 @@ mod tests {
         let mut agent = Agent::new(Concurrency::Forbid);
         agent.recurrence.suspend = true;
         agent.recurrence.catch_up = CatchUp::All { max: 10 };
-        let mut state =
-            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        let mut state = considered_at("2026-05-01T12:05:00Z");
         let out = agent.tick(&mut state, "2026-05-01T12:30:00Z");
         assert!(out.actions.is_empty());
         assert_eq!(
@@ -458,8 +449,7 @@ mod tests {
     #[test]
     fn jitter_delays_the_wake_up_not_the_scheduled_time() {
         let agent = Agent::new(Concurrency::Forbid);
-        let mut state =
-            CronState { last_considered: Some(utc("2026-05-01T12:05:00Z")), ..Default::default() };
+        let mut state = considered_at("2026-05-01T12:05:00Z");
         let job = CronJob { offset: Duration::from_secs(42), ..agent.job() };
         assert_eq!(state.wake_at(&job), Some(utc("2026-05-01T12:10:42Z")));
         // Woken early: the firing is not due yet.
@@ -474,8 +464,7 @@ mod tests {
     #[test]
     fn a_new_schedule_applies_from_now() {
         let mut agent = Agent::new(Concurrency::Forbid);
-        let mut state =
-            CronState { last_considered: Some(utc("2026-05-01T12:00:00Z")), ..Default::default() };
+        let mut state = considered_at("2026-05-01T12:00:00Z");
         // At 12:33 the job file changes from */10 to */15; 12:15 and 12:30 are not owed.
         agent.recurrence = recurrence("*/15 * * * *");
         state.reschedule(&agent.job(), utc("2026-05-01T12:33:00Z"));

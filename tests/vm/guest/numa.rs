@@ -132,7 +132,7 @@ pub fn single_node_jobs_get_a_node_each_with_their_memory_there(_: &Context) {
         let request = Request::exclusive(RunId::new(format!("node-{i}")), 1)
             .with_numa(NumaPolicy::SingleNode)
             .with_memory(need);
-        let (a, _) = ledger.admit(&topo, &request).expect("a node with room");
+        let a = ledger.admit(&topo, &request).expect("a node with room");
         println!("{}: cpus {:?}, mems {}", a.owner, a.exclusive_cpus(), a.mems);
         assert_eq!(a.mems.len(), 1, "single-node memory");
         assert_eq!(cpu_nodes(&topo, &a), a.mems.iter().collect(), "CPUs on the memory node");
