@@ -225,14 +225,7 @@ fn names_of(jobs: &[Job]) -> Vec<JobName> {
 
 /// Compiles one file's bytes and admits every job in it, reporting every problem.
 fn compile(path: &Path, bytes: &[u8], admission: &impl Admission) -> Result<Vec<Job>, Vec<String>> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        vec![format!(
-            "{}: not UTF-8 text (invalid byte at offset {})",
-            path.display(),
-            e.valid_up_to()
-        )]
-    })?;
-    let jobs = spec::compile_str(path, text)
+    let jobs = spec::compile_bytes(path, bytes)
         .map_err(|diagnostics| diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let refused: Vec<String> = jobs
         .iter()
@@ -312,6 +305,27 @@ mod tests {
         assert_eq!(names(&r.diff.changed), ["a"]);
         assert!(dir.problem(Path::new("/j/a.yaml")).is_none());
         assert_eq!(dir.file_counts(), (2, 0));
+    }
+
+    /// A file that is not text is reported as `corral validate` reports it:
+    /// the position of the offending byte and what is wrong with it.
+    #[test]
+    fn a_file_that_is_not_text_is_refused_where_its_bad_byte_is() {
+        let mut dir = JobDirectory::new();
+        let latin1 = FileChange::Upserted {
+            path: PathBuf::from("/j/a.yaml"),
+            bytes: b"name: a\ndescription: caf\xe9\n".to_vec(),
+        };
+        let binary =
+            FileChange::Upserted { path: PathBuf::from("/j/b.yaml"), bytes: b"name: b\0".to_vec() };
+        dir.apply(vec![latin1, binary], &allow_all);
+        let problem = |file| dir.problem(Path::new(file)).unwrap().lines();
+        assert_eq!(problem("/j/a.yaml"), ["/j/a.yaml:2:17: not UTF-8 text: invalid byte 0xe9"]);
+        assert_eq!(
+            problem("/j/b.yaml"),
+            ["/j/b.yaml:1:8: binary data: NUL byte; a job file must be YAML text"]
+        );
+        assert_eq!(dir.file_counts(), (0, 2));
     }
 
     #[test]

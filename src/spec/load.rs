@@ -58,14 +58,25 @@ pub fn compile_str(file: &Path, text: &str) -> Result<Vec<Job>, Diagnostics> {
     }
 }
 
+/// Compiles the contents of a job file as read: refused as a whole, with the
+/// offending byte's position, when it is not text.
+pub fn compile_bytes(file: &Path, bytes: &[u8]) -> Result<Vec<Job>, Diagnostics> {
+    match source::decode(bytes) {
+        Ok(text) => compile_str(file, text),
+        Err((pos, error)) => Err(at_file(file, pos, error)),
+    }
+}
+
 /// Reads and compiles one job file.
 pub fn load_file(path: &Path) -> Result<Vec<Job>, Diagnostics> {
     match source::read_file(path, source::MAX_FILE_BYTES) {
         Ok(text) => compile_str(path, &text),
-        Err((pos, error)) => {
-            Err(Diagnostics(vec![Diagnostic::new(path, pos, FieldPath::root(), error)]))
-        }
+        Err((pos, error)) => Err(at_file(path, pos, error)),
     }
+}
+
+fn at_file(path: &Path, pos: Pos, error: SpecError) -> Diagnostics {
+    Diagnostics(vec![Diagnostic::new(path, pos, FieldPath::root(), error)])
 }
 
 /// The job files directly inside `dir` (not in subdirectories), sorted by name. Which

@@ -41,7 +41,8 @@ pub use identity::{GroupRef, UserRef};
 pub use isolation::{Capability, Hostname, Isolation, Mount, MountKind, Namespace};
 pub use job::{Command, JobSpec, OnRemoval, Preemption, Priority};
 pub use load::{
-    compile_str, job_files, load_file, load_paths, FileLoad, Job, JobSet, Load, Origin,
+    compile_bytes, compile_str, job_files, load_file, load_paths, FileLoad, Job, JobSet, Load,
+    Origin,
 };
 pub use name::JobName;
 pub use oom::{Factor, OomPolicy};

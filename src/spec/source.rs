@@ -52,18 +52,17 @@ pub fn read_file(path: &Path, limit: u64) -> Result<String, (Pos, SpecError)> {
     if bytes.len() as u64 > limit {
         return Err(at_file(SpecError::TooLarge { size: bytes.len() as u64, limit }));
     }
-    decode(bytes)
+    decode(&bytes).map(str::to_owned)
 }
 
 /// Checks that bytes are text: no NUL (the mark of a binary file, and of a string that
 /// could never reach `execve` intact) and valid UTF-8.
-pub fn decode(bytes: Vec<u8>) -> Result<String, (Pos, SpecError)> {
+pub fn decode(bytes: &[u8]) -> Result<&str, (Pos, SpecError)> {
     if let Some(offset) = bytes.iter().position(|&b| b == 0) {
-        return Err((pos_of(&bytes, offset), SpecError::Binary));
+        return Err((pos_of(bytes, offset), SpecError::Binary));
     }
-    String::from_utf8(bytes).map_err(|e| {
-        let offset = e.utf8_error().valid_up_to();
-        let bytes = e.as_bytes();
+    std::str::from_utf8(bytes).map_err(|e| {
+        let offset = e.valid_up_to();
         (pos_of(bytes, offset), SpecError::NotUtf8 { byte: bytes[offset] })
     })
 }
@@ -217,15 +216,15 @@ mod tests {
         let file = write_temp(b"name: a\ncommand: [x\0y]\n");
         let (pos, error) = read_file(file.path(), MAX_FILE_BYTES).unwrap_err();
         assert_eq!((pos, error), (Pos::new(2, 12), SpecError::Binary));
-        let elf = decode(b"\x7fELF\x02\x01\x01\0\0\0".to_vec()).unwrap_err();
+        let elf = decode(b"\x7fELF\x02\x01\x01\0\0\0").unwrap_err();
         assert_eq!(elf, (Pos::new(1, 8), SpecError::Binary));
     }
 
     #[test]
     fn refuses_non_utf8_with_its_position() {
-        let latin1 = decode(b"name: a\ndescription: caf\xe9\n".to_vec()).unwrap_err();
+        let latin1 = decode(b"name: a\ndescription: caf\xe9\n").unwrap_err();
         assert_eq!(latin1, (Pos::new(2, 17), SpecError::NotUtf8 { byte: 0xe9 }));
-        let utf16 = decode(b"\xff\xfen\0a\0".to_vec()).unwrap_err();
+        let utf16 = decode(b"\xff\xfen\0a\0").unwrap_err();
         assert_eq!(utf16.1, SpecError::Binary);
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use nix::unistd::Uid;
 
 /// The job compiler's cap on a file's size; bigger files are refused unread.
-pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 20;
+pub const DEFAULT_MAX_FILE_BYTES: u64 = crate::spec::source::MAX_FILE_BYTES;
 
 /// Settings for [`super::JobDirWatcher::new`]. `Default` gives the values the
 /// agent uses unless configured otherwise.
