@@ -494,13 +494,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let entry = self.cron.jobs.get_mut(name).expect("present above");
         entry.state = state;
         entry.wake_at = wake_at;
-        for (answer, record) in answers.iter().zip(&decisions.records) {
-            if matches!(answer, Decided::Recorded { .. }) {
-                // One line and one count per decision, at the moment it is on record.
-                let fired = CronFired { record };
-                match &self.telemetry {
-                    Some(t) => fired.emit(t.metrics.agent()),
-                    None => fired.log(),
+        if let Some(t) = &self.telemetry {
+            for (answer, record) in answers.iter().zip(&decisions.records) {
+                if matches!(answer, Decided::Recorded { .. }) {
+                    // One line and one count per decision, at the moment it is on record.
+                    CronFired { record }.emit(t.metrics.agent());
                 }
             }
         }

@@ -119,8 +119,7 @@ pub struct CronFired<'a> {
 }
 
 impl CronFired<'_> {
-    /// The log line alone, for a supervisor that counts nothing (tests).
-    pub fn log(&self) {
+    fn log(&self) {
         let record = self.record;
         let job = &record.job;
         let scheduled = record.scheduled.to_rfc3339_opts(SecondsFormat::Millis, true);
