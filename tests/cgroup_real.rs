@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use corral::cgroup::{
     detect, Anchor, CgroupEvent, CgroupManager, CgroupName, CgroupPath, CpuWeight, EventOptions,
     FreezerKind, FreezerState, HostPaths, JobCgroup, KillKind, LayoutKind, ManagerConfig,
-    MemoryLimits, MilliCpus, OomMode, Resources,
+    MemoryLimits, MilliCpus, Notifier, OomMode, Resources,
 };
 use corral::topology::CpuSet;
 use nix::sys::signal::{kill, Signal};
@@ -397,7 +397,7 @@ async fn pause_at_limit_then_grow(use_unified: bool) {
         MemoryLimits { hard_bytes: Some(32 * MI), swap_bytes: Some(0), ..Default::default() };
     let res = Resources { memory: limits, oom: OomMode::PauseAtLimit, ..Default::default() };
     let job = t.create("hog", &res);
-    let mut events = job.events(&EventOptions { memory_pressure: None }).unwrap();
+    let mut events = job.events(&Notifier::new(), &EventOptions { memory_pressure: None }).unwrap();
     assert!(events.sources().v1_oom);
     assert_eq!(events.sources().cgroup_events, use_unified);
 
@@ -463,7 +463,7 @@ async fn a_job_over_its_limit_is_oom_killed_and_counted() {
     let limits =
         MemoryLimits { hard_bytes: Some(32 * MI), swap_bytes: Some(0), ..Default::default() };
     let job = t.create("hog", &Resources { memory: limits, ..Default::default() });
-    let mut events = job.events(&EventOptions { memory_pressure: None }).unwrap();
+    let mut events = job.events(&Notifier::new(), &EventOptions { memory_pressure: None }).unwrap();
     let mut child = spawn_in(&job, MEMORY_HOG);
     let status = wait_exit(&mut child, 30 * SECOND).await;
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{status:?}");
@@ -490,7 +490,7 @@ async fn a_job_over_its_limit_is_oom_killed_and_counted() {
 async fn the_last_process_leaving_is_reported() {
     let t = TestParent::new(true);
     let job = t.create("short", &Resources::default());
-    let mut events = job.events(&EventOptions::default()).unwrap();
+    let mut events = job.events(&Notifier::new(), &EventOptions::default()).unwrap();
     let mut child = spawn_in(&job, "sleep 0.3");
     assert_eq!(next_event(&mut events, 5 * SECOND).await, CgroupEvent::Populated);
     assert_eq!(next_event(&mut events, 5 * SECOND).await, CgroupEvent::Emptied);
@@ -505,7 +505,7 @@ async fn memory_pressure_trigger_fires_on_the_unified_tree() {
     let t = TestParent::new(true);
     let limits = MemoryLimits { hard_bytes: Some(8 * MI), ..Default::default() };
     let job = t.create("thrash", &Resources { memory: limits, ..Default::default() });
-    let mut events = job.events(&EventOptions::default()).unwrap();
+    let mut events = job.events(&Notifier::new(), &EventOptions::default()).unwrap();
     let trigger = events.sources().memory_pressure.expect("PSI trigger registered");
     eprintln!("PSI trigger in force: {trigger}");
 
@@ -587,5 +587,68 @@ fn invalid_resources_touch_nothing_on_the_host() {
     assert!(err.to_string().contains("exceeds the hard limit"), "{err}");
     for dir in t.manager.parent_dirs() {
         assert!(!dir.join("bad").exists());
+    }
+}
+
+/// More event streams than the per-user inotify instance limit (128 by
+/// default): they share one instance, and each still hears its own job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_event_streams_share_one_inotify_instance() {
+    const JOBS: usize = 400;
+    let limit: usize = read(Path::new("/proc/sys/fs/inotify/max_user_instances")).parse().unwrap();
+    eprintln!("fs.inotify.max_user_instances = {limit}");
+    let t = TestParent::new(true);
+    let notifier = Notifier::new();
+    let mut jobs = Vec::new();
+    for i in 0..JOBS {
+        let job = t.create(&format!("j{i}"), &Resources::default());
+        let events = job
+            .events(&notifier, &EventOptions { memory_pressure: None })
+            .unwrap_or_else(|e| panic!("stream {i}: {e}"));
+        assert!(events.sources().cgroup_events && events.sources().v1_oom);
+        jobs.push((job, events));
+    }
+    let instances = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|l| l.to_string_lossy() == "anon_inode:inotify")
+            })
+            .count()
+    };
+    // One for these streams; the other tests of this binary, running at the
+    // same time, hold a few of their own.
+    let open = instances(std::process::id());
+    eprintln!("{open} inotify instances open in this process for {JOBS} streams");
+    assert!(open < 16, "{open} inotify instances for {JOBS} streams");
+
+    // Every other job gets a process: exactly those hear `Populated`.
+    let mut children = Vec::new();
+    for (job, _) in jobs.iter().step_by(2) {
+        children.push(spawn_in(job, "sleep 30"));
+    }
+    for (i, (_, events)) in jobs.iter_mut().enumerate().step_by(2) {
+        assert_eq!(next_event(events, 5 * SECOND).await, CgroupEvent::Populated, "j{i}");
+    }
+    for (i, (_, events)) in jobs.iter_mut().enumerate().skip(1).step_by(2) {
+        let heard = tokio::time::timeout(Duration::from_millis(1), events.next()).await;
+        assert!(heard.is_err(), "j{i} heard {heard:?}");
+    }
+    // Removed, every stream ends: the shared parent watch tells each its own.
+    for (job, events) in &mut jobs {
+        job.kill(5 * SECOND).await.unwrap();
+        job.remove().unwrap();
+        let end = tokio::time::timeout(5 * SECOND, async {
+            while let Some(event) = events.next().await {
+                event.unwrap();
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "{} did not end", job.name());
+    }
+    for mut child in children {
+        let _ = child.wait();
     }
 }

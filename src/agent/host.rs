@@ -11,8 +11,11 @@
 //!   cannot `waitpid()`. Before the end is reported, the cgroup's accounting
 //!   is read (peak memory, OOM kills, CPU time): the cgroup is removed only
 //!   afterwards.
-//! - **Memory**: the cgroup's event stream (v1 OOM eventfd, v2
-//!   `memory.events`), mapped to "reached its limit" and "OOM kill".
+//! - **Memory**: the cgroup's OOM notifications (v1 OOM eventfd, v2
+//!   `memory.events` watched on the agent's one shared inotify instance),
+//!   mapped to "reached its limit" and "OOM kill". A run whose
+//!   notifications cannot be set up is not left running without them: the
+//!   failure goes to the state machine, which stops the run and says why.
 //!
 //! # Freezing at the memory limit
 //!
@@ -31,9 +34,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tracing::{debug, warn, Instrument as _};
+use tracing::{debug, Instrument as _};
 
-use crate::cgroup::{CgroupEvent, CgroupName, Controller, EventOptions, JobCgroup};
+use crate::cgroup::{CgroupEvent, CgroupName, Controller, JobCgroup, Notifier};
 use crate::container::rundir::RunDir;
 use crate::container::shim::pidfd_open;
 use crate::container::{self, ContainerError, JobExit, ProcessIdentity};
@@ -60,11 +63,13 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct HostRuntime {
     host: Arc<Host>,
+    /// The one inotify instance every run's memory notifications share.
+    notifier: Notifier,
 }
 
 impl HostRuntime {
     pub fn new(host: Host) -> HostRuntime {
-        HostRuntime { host: Arc::new(host) }
+        HostRuntime { host: Arc::new(host), notifier: Notifier::new() }
     }
 
     pub fn host(&self) -> &Host {
@@ -158,45 +163,47 @@ impl Runtime for HostRuntime {
                 let _ = sink.send(Observation { run: run.clone(), epoch, what });
             }
         };
-        // Memory events, for as long as the cgroup exists.
-        match cgroup.events(&EventOptions { memory_pressure: None }) {
-            Ok(mut events) => {
-                let report = report.clone();
-                // In the run's span, as the operation that starts them is.
-                tokio::spawn(
-                    async move {
-                        while let Some(event) = events.next().await {
-                            match event {
-                                Ok(CgroupEvent::Oom { .. } | CgroupEvent::PausedAtLimit) => {
-                                    report(Observed::Oom)
-                                }
-                                Ok(CgroupEvent::OomKill { .. }) => report(Observed::OomKilled),
-                                Ok(_) => {}
-                                Err(e) => {
-                                    debug!("event stream ended: {e}");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    .in_current_span(),
-                );
-            }
-            Err(e) => warn!("no memory notifications for this run: {e}"),
-        }
+        // Memory events, for as long as the cgroup exists. Opened before
+        // the end is watched, but a failure is returned only after that,
+        // so the run's end is recorded whatever happens here.
+        let events = cgroup.oom_events(&self.notifier);
         // The end.
         let run_dir = launch.run_dir.clone();
+        let ending = cgroup.clone();
+        {
+            let report = report.clone();
+            tokio::spawn(
+                async move {
+                    let what = match wait_for_end(&run_dir).await {
+                        Ok((exit, at)) => {
+                            let stats = final_stats(&ending).unwrap_or_default();
+                            Observed::Exited { status: exit_status(exit), at, stats }
+                        }
+                        Err(detail) => Observed::Lost(detail),
+                    };
+                    debug!("{what:?}");
+                    report(what);
+                }
+                .in_current_span(),
+            );
+        }
+        let mut events = events.map_err(|e| RuntimeError::new("watch", run, e))?;
+        // In the run's span, as the operation that starts them is.
         tokio::spawn(
             async move {
-                let what = match wait_for_end(&run_dir).await {
-                    Ok((exit, at)) => {
-                        let stats = final_stats(&cgroup).unwrap_or_default();
-                        Observed::Exited { status: exit_status(exit), at, stats }
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(CgroupEvent::Oom { .. } | CgroupEvent::PausedAtLimit) => {
+                            report(Observed::Oom)
+                        }
+                        Ok(CgroupEvent::OomKill { .. }) => report(Observed::OomKilled),
+                        Ok(_) => {}
+                        Err(e) => {
+                            debug!("event stream ended: {e}");
+                            break;
+                        }
                     }
-                    Err(detail) => Observed::Lost(detail),
-                };
-                debug!("{what:?}");
-                report(what);
+                }
             }
             .in_current_span(),
         );

@@ -860,6 +860,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     (Phase::OomPaused { frozen: false }, "freeze") => {
                         self.handle(&id, Event::Frozen)?;
                     }
+                    (_, "watch") => {
+                        self.handle(&id, Event::WatchFailed { detail: error })?;
+                    }
                     _ => {}
                 }
             }

@@ -1,7 +1,10 @@
 //! A job's kernel notifications as one async stream of [`CgroupEvent`]s.
 //!
 //! Every source is a file descriptor registered with the tokio reactor
-//! (`AsyncFd`); nothing is polled on a timer.
+//! (`AsyncFd`); nothing is polled on a timer. inotify watches go on one
+//! instance shared by every stream ([`Notifier`]): the kernel allows a user
+//! only a few inotify instances (128 by default), and a node holds many more
+//! runs than that.
 //!
 //! | Source | Layout | Events |
 //! |---|---|---|
@@ -20,19 +23,19 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{Interest, Ready};
 
 use super::error::CgroupError;
-use super::fs::{register, write_knob, KnobFile, OwnsFd};
+use super::fs::{register, write_knob, KnobFile};
+use super::notify::{Delivered, Notifier, Subscription};
 use super::v1::memory::{parse_oom_control, EVENT_CONTROL, OOM_CONTROL};
 use super::v2::events::{parse_events, CgroupEventsState, EVENTS};
 use super::v2::memory::{
@@ -99,16 +102,6 @@ pub(crate) struct EventDirs<'a> {
     pub unified_memory: bool,
 }
 
-struct InotifyFd(Inotify);
-
-impl OwnsFd for InotifyFd {}
-
-impl AsRawFd for InotifyFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
-    }
-}
-
 struct V1Oom {
     fd: AsyncFd<EventFd>,
     // Held open: the registration lives as long as both descriptors.
@@ -117,19 +110,21 @@ struct V1Oom {
 }
 
 struct Watched<T> {
-    wd: WatchDescriptor,
+    slot: u32,
     file: KnobFile,
     last: T,
 }
 
+/// Slots of the two watched files in the stream's [`Subscription`].
+const CGROUP_EVENTS_SLOT: u32 = 0;
+const MEMORY_EVENTS_SLOT: u32 = 1;
+
 struct Inotified {
-    fd: AsyncFd<InotifyFd>,
-    /// The parent of the job's v2 directory, watched for the job's removal:
+    /// Watches on the agent's shared inotify instance ([`Notifier`]). The
+    /// parent of the job's v2 directory is watched for the job's removal:
     /// the watched files are held open, which keeps their inodes alive, so
-    /// neither they nor the directory itself report `IN_DELETE_SELF`. Every
-    /// stream is woken by any sibling's removal and filters on the name.
-    parent: WatchDescriptor,
-    name: std::ffi::OsString,
+    /// neither they nor the directory itself report `IN_DELETE_SELF`.
+    sub: Subscription,
     memory: Option<Watched<MemoryEventCounts>>,
     cgroup: Option<Watched<CgroupEventsState>>,
     populated: PopulatedTracker,
@@ -219,42 +214,33 @@ fn open_v1_oom(dir: &Path) -> Result<V1Oom, CgroupError> {
     Ok(V1Oom { fd, oom_control, oom_kill })
 }
 
-fn open_inotify(dirs: &EventDirs<'_>) -> Result<Option<Inotified>, CgroupError> {
+fn open_inotify(
+    notifier: &Notifier,
+    dirs: &EventDirs<'_>,
+) -> Result<Option<Inotified>, CgroupError> {
     let Some(unified) = dirs.unified else { return Ok(None) };
-    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-        .map_err(|e| event_err(unified)(e.into()))?;
-    // Watch first, then read the baseline: a change after the read is seen.
-    let watch = |path: PathBuf| -> Result<(WatchDescriptor, KnobFile), CgroupError> {
-        let wd = ino
-            .add_watch(&path, AddWatchFlags::IN_MODIFY)
-            .map_err(|e| event_err(&path)(e.into()))?;
-        Ok((wd, KnobFile::open(path)?))
-    };
     let (Some(parent_dir), Some(name)) = (unified.parent(), unified.file_name()) else {
         return Ok(None);
     };
-    let parent = ino
-        .add_watch(parent_dir, AddWatchFlags::IN_DELETE | AddWatchFlags::IN_ONLYDIR)
-        .map_err(|e| event_err(parent_dir)(e.into()))?;
-    let (wd, file) = watch(unified.join(EVENTS))?;
+    let mut sub = notifier.subscribe();
+    // Watch first, then read the baseline: a change after the read is seen.
+    let mut watch = |file: &str, slot: u32| -> Result<KnobFile, CgroupError> {
+        let path = unified.join(file);
+        sub.watch_file(&path, slot)?;
+        KnobFile::open(path)
+    };
+    let file = watch(EVENTS, CGROUP_EVENTS_SLOT)?;
     let baseline = parse_events(&file.read_string()?);
-    let cgroup = Some(Watched { wd, file, last: baseline });
+    let cgroup = Some(Watched { slot: CGROUP_EVENTS_SLOT, file, last: baseline });
     let memory = if dirs.unified_memory {
-        let (wd, file) = watch(unified.join(MEMORY_EVENTS))?;
+        let file = watch(MEMORY_EVENTS, MEMORY_EVENTS_SLOT)?;
         let last = parse_memory_events(&file.read_string()?);
-        Some(Watched { wd, file, last })
+        Some(Watched { slot: MEMORY_EVENTS_SLOT, file, last })
     } else {
         None
     };
-    let fd = register(InotifyFd(ino), Interest::READABLE, unified)?;
-    Ok(Some(Inotified {
-        fd,
-        parent,
-        name: name.to_owned(),
-        memory,
-        cgroup,
-        populated: PopulatedTracker::new(baseline),
-    }))
+    sub.watch_removal(parent_dir, name)?;
+    Ok(Some(Inotified { sub, memory, cgroup, populated: PopulatedTracker::new(baseline) }))
 }
 
 fn write_trigger(path: &Path, trigger: PsiTrigger) -> io::Result<File> {
@@ -303,17 +289,28 @@ async fn wait_ready<T: AsRawFd>(fd: Option<&AsyncFd<T>>, interest: Interest) -> 
     Ok(ready)
 }
 
+async fn delivered(inotify: Option<&Inotified>) -> Delivered {
+    match inotify {
+        Some(src) => src.sub.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 enum Wake {
     V1Oom(io::Result<Ready>),
-    Inotify(io::Result<Ready>),
+    Inotify(Delivered),
     Psi(io::Result<Ready>),
 }
 
 impl EventStream {
     /// Must be called from within a tokio runtime.
-    pub(crate) fn open(dirs: &EventDirs<'_>, options: &EventOptions) -> Result<Self, CgroupError> {
+    pub(crate) fn open(
+        notifier: &Notifier,
+        dirs: &EventDirs<'_>,
+        options: &EventOptions,
+    ) -> Result<Self, CgroupError> {
         let v1_oom = dirs.v1_memory.map(open_v1_oom).transpose()?;
-        let inotify = open_inotify(dirs)?;
+        let inotify = open_inotify(notifier, dirs)?;
         let psi = match (dirs.unified, options.memory_pressure) {
             (Some(dir), Some(trigger)) => open_psi(dir, trigger)?,
             _ => None,
@@ -344,7 +341,7 @@ impl EventStream {
             }
             let wake = tokio::select! {
                 r = wait_ready(self.v1_oom.as_ref().map(|s| &s.fd), Interest::READABLE) => Wake::V1Oom(r),
-                r = wait_ready(self.inotify.as_ref().map(|s| &s.fd), Interest::READABLE) => Wake::Inotify(r),
+                d = delivered(self.inotify.as_ref()) => Wake::Inotify(d),
                 r = wait_ready(self.psi.as_ref().map(|s| &s.fd), Interest::PRIORITY | Interest::ERROR) => Wake::Psi(r),
             };
             let result = match wake {
@@ -398,40 +395,13 @@ impl EventStream {
         Ok(())
     }
 
-    fn on_inotify(&mut self, ready: io::Result<Ready>) -> Result<(), CgroupError> {
+    fn on_inotify(&mut self, delivered: Delivered) -> Result<(), CgroupError> {
         let Some(src) = self.inotify.as_mut() else { return Ok(()) };
-        if let Err(source) = ready {
-            self.inotify = None;
-            return Err(CgroupError::Event { path: PathBuf::from("inotify"), source });
-        }
-        let mut touched = Vec::new();
-        let mut removed = false;
-        loop {
-            match src.fd.get_ref().0.read_events() {
-                Ok(events) => {
-                    for event in events {
-                        if event.wd == src.parent {
-                            removed |= event.name.as_deref() == Some(src.name.as_os_str());
-                        } else {
-                            let ignored = event.mask.contains(AddWatchFlags::IN_IGNORED);
-                            touched.push((event.wd, ignored));
-                        }
-                    }
-                }
-                Err(Errno::EAGAIN) => break,
-                Err(errno) => {
-                    self.inotify = None;
-                    return Err(CgroupError::Event {
-                        path: PathBuf::from("inotify"),
-                        source: errno.into(),
-                    });
-                }
-            }
-        }
-        let hit = |wd: WatchDescriptor| touched.iter().any(|(w, _)| *w == wd);
-        let gone = |wd: WatchDescriptor| touched.iter().any(|(w, ignored)| *w == wd && *ignored);
+        // After an overflow every file is read again: events were lost.
+        let hit = |slot: u32| delivered.overflowed || delivered.modified & (1 << slot) != 0;
+        let gone = |slot: u32| delivered.ignored & (1 << slot) != 0;
 
-        if let Some(watch) = src.memory.as_mut().filter(|w| hit(w.wd)) {
+        if let Some(watch) = src.memory.as_mut().filter(|w| hit(w.slot)) {
             match watch.file.read_into(&mut self.buf) {
                 Ok(()) => {
                     let now = parse_memory_events(&self.buf);
@@ -442,10 +412,10 @@ impl EventStream {
                 Err(err) => return Err(err),
             }
         }
-        if src.memory.as_ref().is_some_and(|w| gone(w.wd)) {
+        if src.memory.as_ref().is_some_and(|w| gone(w.slot)) {
             src.memory = None;
         }
-        if let Some(watch) = src.cgroup.as_mut().filter(|w| hit(w.wd)) {
+        if let Some(watch) = src.cgroup.as_mut().filter(|w| hit(w.slot)) {
             match watch.file.read_into(&mut self.buf) {
                 Ok(()) => {
                     let now = parse_events(&self.buf);
@@ -456,10 +426,10 @@ impl EventStream {
                 Err(err) => return Err(err),
             }
         }
-        if src.cgroup.as_ref().is_some_and(|w| gone(w.wd)) {
+        if src.cgroup.as_ref().is_some_and(|w| gone(w.slot)) {
             src.cgroup = None;
         }
-        if removed {
+        if delivered.removed {
             // The cgroup was removed: every source is finished.
             self.inotify = None;
             self.v1_oom = None;

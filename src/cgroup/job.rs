@@ -14,6 +14,7 @@ use super::freezer::FreezerState;
 use super::fs::{read_pids, read_u64, read_value, rmdir, write_knob};
 use super::layout::Controller;
 use super::manager::{FreezerKind, KillKind, Shared};
+use super::notify::Notifier;
 use super::path::CgroupName;
 use super::plan::{apply, plan, Plan, PlanContext, PlanMode, Target};
 use super::resources::Resources;
@@ -248,32 +249,38 @@ impl JobCgroup {
         self.stats_reader()?.read()
     }
 
-    /// Subscribes to the job's kernel notifications. Must be called from
-    /// within a tokio runtime.
-    pub fn events(&self, options: &EventOptions) -> Result<EventStream, CgroupError> {
+    /// Subscribes to the job's kernel notifications; inotify watches go on
+    /// `notifier`'s shared instance. Must be called from within a tokio
+    /// runtime.
+    pub fn events(
+        &self,
+        notifier: &Notifier,
+        options: &EventOptions,
+    ) -> Result<EventStream, CgroupError> {
         let dirs = EventDirs {
             v1_memory: self.v1_dir(Controller::Memory),
             unified: self.unified.as_deref(),
             unified_memory: self.shared.v2_enabled.contains(&Controller::Memory),
         };
-        EventStream::open(&dirs, options)
+        EventStream::open(notifier, &dirs, options)
     }
 
     /// Subscribes to the job's OOM notifications only (`Oom`, `OomKill`,
     /// `PausedAtLimit`, and v2's `MemoryHigh`/`MemoryMax`): the v1 eventfd,
     /// or v2 `memory.events`. Where the memory controller is v1 (hybrid
-    /// hosts) this needs no inotify instance, whose closing waits for an
-    /// SRCU grace period (around 10 ms): the choice for a short-lived
-    /// process that must exit promptly. Must be called from within a tokio
-    /// runtime.
-    pub fn oom_events(&self) -> Result<EventStream, CgroupError> {
+    /// hosts) this watches nothing with inotify, so `notifier` opens no
+    /// instance, whose closing waits for an SRCU grace period (around
+    /// 10 ms): the choice for a short-lived process that must exit promptly,
+    /// and for the agent, which needs nothing else. Must be called from
+    /// within a tokio runtime.
+    pub fn oom_events(&self, notifier: &Notifier) -> Result<EventStream, CgroupError> {
         let unified_memory = self.shared.v2_enabled.contains(&Controller::Memory);
         let dirs = EventDirs {
             v1_memory: self.v1_dir(Controller::Memory),
             unified: if unified_memory { self.unified.as_deref() } else { None },
             unified_memory,
         };
-        EventStream::open(&dirs, &EventOptions { memory_pressure: None })
+        EventStream::open(notifier, &dirs, &EventOptions { memory_pressure: None })
     }
 
     /// Removes the job's cgroups. They must be empty (see [`kill`]); a

@@ -644,6 +644,7 @@ mod event_tests {
     use super::*;
     use crate::cgroup::events::{CgroupEvent, EventOptions};
     use crate::cgroup::fake::{FakeFs, FakeKind};
+    use crate::cgroup::Notifier;
 
     /// Rewrites a fake knob in place, as the kernel does: no truncation, so
     /// a reader never sees it empty.
@@ -671,8 +672,10 @@ mod event_tests {
             .unwrap()
             .create(&name, &Resources::default())
             .unwrap();
-        let sources = job.oom_events().unwrap().sources();
+        let notifier = Notifier::new();
+        let sources = job.oom_events(&notifier).unwrap().sources();
         assert!(sources.v1_oom && !sources.memory_events && !sources.cgroup_events);
+        assert!(!notifier.is_open());
         assert_eq!(sources.memory_pressure, None);
         // Pure v2: memory.events.
         let fs = FakeFs::new(FakeKind::V2);
@@ -682,7 +685,7 @@ mod event_tests {
             .unwrap()
             .create(&name, &Resources::default())
             .unwrap();
-        let sources = job.oom_events().unwrap().sources();
+        let sources = job.oom_events(&Notifier::new()).unwrap().sources();
         assert!(!sources.v1_oom && sources.memory_events);
         assert_eq!(sources.memory_pressure, None);
     }
@@ -699,7 +702,8 @@ mod event_tests {
         .unwrap();
         let job = m.create(&CgroupName::new("job-1").unwrap(), &Resources::default()).unwrap();
         // A regular file cannot be polled, so no PSI trigger on a fake tree.
-        let mut events = job.events(&EventOptions { memory_pressure: None }).unwrap();
+        let mut events =
+            job.events(&Notifier::new(), &EventOptions { memory_pressure: None }).unwrap();
         let sources = events.sources();
         assert!(sources.memory_events && sources.cgroup_events && !sources.v1_oom);
 

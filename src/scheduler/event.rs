@@ -67,6 +67,11 @@ pub enum Event {
     OomNotified,
     /// The kernel's OOM killer killed a process of the run.
     OomKilled,
+    /// The run's memory notifications could not be set up: it would run
+    /// with no OOM handling.
+    WatchFailed {
+        detail: String,
+    },
     /// The preemption planner chose this run to be frozen for `by`.
     PreemptSuspend {
         by: RunId,
@@ -115,6 +120,7 @@ impl Event {
             Event::Thawed => "thawed",
             Event::OomNotified => "oom-notified",
             Event::OomKilled => "oom-killed",
+            Event::WatchFailed { .. } => "watch-failed",
             Event::PreemptSuspend { .. } => "preempt-suspend",
             Event::PreemptRequeue { .. } => "preempt-requeue",
             Event::SuspendRequested { .. } => "suspend-requested",

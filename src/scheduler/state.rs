@@ -201,6 +201,9 @@ pub enum StopReason {
     Replaced { by: RunId },
     /// Someone asked (CLI, API).
     Requested { by: String },
+    /// Its memory notifications could not be set up, so a memory limit
+    /// would go unhandled (never grown, never reported).
+    Unwatched { detail: String },
 }
 
 #[cfg(test)]
@@ -240,6 +243,9 @@ impl fmt::Display for StopReason {
             StopReason::JobChanged => f.write_str("job changed"),
             StopReason::Replaced { by } => write!(f, "replaced by {by}"),
             StopReason::Requested { by } => write!(f, "stop requested by {by}"),
+            StopReason::Unwatched { detail } => {
+                write!(f, "its memory notifications could not be set up: {detail}")
+            }
         }
     }
 }

@@ -111,6 +111,15 @@ pub fn transition(
             P::Running { .. } | P::Suspended { .. } | P::OomPaused { .. },
             E::StopRequested { reason },
         ) => Ok(step.begin_stop(StopIntent::Stop { reason: reason.clone() }, vec![])),
+        // Running on without memory notifications would leave a run at its
+        // limit unhandled: paused there for good (v1) or killed unexplained.
+        (
+            P::Running { .. } | P::Suspended { .. } | P::OomPaused { .. },
+            E::WatchFailed { detail },
+        ) => Ok(step.begin_stop(
+            StopIntent::Stop { reason: StopReason::Unwatched { detail: detail.clone() } },
+            vec![],
+        )),
 
         (P::Running { .. }, E::OomNotified) => Ok(step.oom_notified()),
         (P::Running { .. }, E::PreemptSuspend { by }) => step.preempt_suspend(by),
@@ -200,6 +209,7 @@ pub fn transition(
         (P::Stopping { intent, deadline, escalated: false }, E::OomNotified) => {
             Ok(step.escalate(intent, *deadline, "reached its memory limit while stopping"))
         }
+        (P::Stopping { .. }, E::WatchFailed { .. }) => Ok(step.noop("already stopping")),
         (P::Stopping { .. }, E::OomKilled) => {
             let mut next = state.clone();
             next.oom_killed = true;
@@ -270,7 +280,7 @@ pub fn transition(
         (_, E::Resume) => step.invalid("the run is not suspended"),
         (_, E::Launched { .. } | E::LaunchFailed { .. }) => step.invalid("no launch is under way"),
         (_, E::Placed(_)) => step.invalid("the run is not waiting for placement"),
-        (_, E::Frozen | E::Thawed | E::OomNotified | E::OomKilled) => {
+        (_, E::Frozen | E::Thawed | E::OomNotified | E::OomKilled | E::WatchFailed { .. }) => {
             step.invalid("the run has no cgroup")
         }
         (_, E::StopRequested { .. } | E::AdoptedAfterRestart) => {

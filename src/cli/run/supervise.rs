@@ -8,7 +8,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
 use super::summary::Observed;
-use crate::cgroup::{CgroupEvent, JobCgroup};
+use crate::cgroup::{CgroupEvent, JobCgroup, Notifier};
 use crate::container::{signal_process, ContainerConfig, ProcessIdentity};
 use crate::launch::{self, EndedRun, Host, RunPlan};
 use crate::spec::OomPolicy;
@@ -91,7 +91,7 @@ pub async fn supervise(
 ) -> anyhow::Result<(EndedRun, Observed)> {
     let prepared = launch::prepare(host, plan)?;
     // Subscribed before the job starts, so that no OOM goes unseen.
-    let events = match prepared.cgroup().oom_events() {
+    let events = match prepared.cgroup().oom_events(&Notifier::new()) {
         Ok(events) => Some(events),
         Err(err) => {
             notes

@@ -11,7 +11,7 @@ use crate::scheduler::policy::{Factor, RestartPolicy};
 use crate::topology::NodeSet;
 
 /// How many kinds of event [`event`] makes; the strategy draws from all of them.
-const EVENT_KINDS: u8 = 20;
+const EVENT_KINDS: u8 = 21;
 
 fn event(i: u8, by: u8) -> Event {
     let by = RunId::new(format!("other-{by}"));
@@ -39,6 +39,7 @@ fn event(i: u8, by: u8) -> Event {
         16 => Event::TimeoutElapsed,
         17 => Event::GraceElapsed,
         18 => Event::SuspendRequested { by },
+        19 => Event::WatchFailed { detail: "inotify".into() },
         _ => {
             if by.as_str().ends_with('0') {
                 Event::AdoptedAfterRestart

@@ -90,7 +90,8 @@ pub fn freeze_and_thaw_confirmed_by_cgroup_events(_: &Context) {
     let job = Job::create(&m, "freeze", &Resources::default());
     let mut child = job.spawn(&["sh", "-c", "while :; do :; done"], Stdio::null());
     runtime().block_on(async {
-        let mut events = job.cgroup.events(&no_psi()).expect("event stream");
+        let mut events =
+            job.cgroup.events(&corral::cgroup::Notifier::new(), &no_psi()).expect("event stream");
         wait_until("the busy loop to use CPU", 10 * SECOND, || job.cpu_usage_us() > 20_000);
 
         let start = Instant::now();
@@ -146,7 +147,8 @@ pub fn kill_takes_a_forking_job_down(_: &Context) {
     let pids = job.pids();
     println!("{} processes before the kill", pids.len());
     runtime().block_on(async {
-        let mut events = job.cgroup.events(&no_psi()).expect("event stream");
+        let mut events =
+            job.cgroup.events(&corral::cgroup::Notifier::new(), &no_psi()).expect("event stream");
         let start = Instant::now();
         job.cgroup.kill(10 * SECOND).await.expect("kill");
         println!("empty after {:?}", start.elapsed());
@@ -176,7 +178,8 @@ pub fn oom_kill_reported_through_memory_events(_: &Context) {
     assert_eq!(read(job.file("memory.oom.group")), "1");
     let exe = self_exe();
     runtime().block_on(async {
-        let mut events = job.cgroup.events(&no_psi()).expect("event stream");
+        let mut events =
+            job.cgroup.events(&corral::cgroup::Notifier::new(), &no_psi()).expect("event stream");
         let mut child = job.spawn(&[&exe, "hog", "--mib", "96"], Stdio::null());
         let start = Instant::now();
         let event = event_matching(
@@ -204,7 +207,8 @@ pub fn memory_high_then_freeze_grow_thaw_lets_the_job_finish(_: &Context) {
     let exe = self_exe();
     runtime().block_on(async {
         let options = EventOptions { memory_pressure: Some(PsiTrigger::DEFAULT_MEMORY) };
-        let mut events = job.cgroup.events(&options).expect("event stream");
+        let mut events =
+            job.cgroup.events(&corral::cgroup::Notifier::new(), &options).expect("event stream");
         println!("event sources: {:?}", events.sources());
         let mut child = job.spawn(&[&exe, "hog", "--mib", "64"], Stdio::piped());
         let stdout = child.stdout.take().unwrap();
@@ -235,7 +239,8 @@ pub fn psi_trigger_fires_while_memory_high_throttles(_: &Context) {
     let exe = self_exe();
     runtime().block_on(async {
         let options = EventOptions { memory_pressure: Some(PsiTrigger::DEFAULT_MEMORY) };
-        let mut events = job.cgroup.events(&options).expect("event stream");
+        let mut events =
+            job.cgroup.events(&corral::cgroup::Notifier::new(), &options).expect("event stream");
         assert_eq!(events.sources().memory_pressure, Some(PsiTrigger::DEFAULT_MEMORY));
         let mut child = job.spawn(&[&exe, "hog", "--mib", "64"], Stdio::null());
         let start = Instant::now();
