@@ -14,7 +14,7 @@ use super::supervisor::{run_dir, Settings, Supervisor};
 use super::telemetry::Telemetry;
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
 use crate::placement::{Ledger, PlacementConfig, RunId};
-use crate::scheduler::{ExitStatus, FailReason, Phase, RunState, Timestamp};
+use crate::scheduler::{ExitStatus, FailReason, Phase, RunState, StopReason, Timestamp};
 use crate::spec::UserRef;
 use crate::store::{LaunchInfo, RunStore, SqliteStore};
 use crate::topology::testing::fixture;
@@ -1039,4 +1039,24 @@ async fn recovery_counts_the_ends_it_finds_and_times_no_launch() {
     assert_eq!(metrics.agent().runs_ended.get(EndState::Failed), 1);
     let scrape = metrics.render(Format::Prometheus).unwrap();
     assert!(scrape.contains("\ncorral_launch_latency_seconds_count 0\n"), "{scrape}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_memory_notifications_fail_is_stopped_and_says_why() {
+    let mut b = Bench::new();
+    b.files(&[("w.yaml", &job("w", "resources: {memory: {hard: 64Mi}}\n"))]).await;
+    assert_eq!(b.phase("w-1"), "running");
+    b.fake.clear();
+    let error = "failed to watch memory.events: Too many open files".to_owned();
+    b.fake.report(&RunId::new("w-1"), Observed::Failed { op: "watch", error: error.clone() });
+    b.settle().await;
+    // Stopped (the fake dies on SIGTERM), never left running unhandled.
+    assert_eq!(
+        b.fake.calls()[0],
+        Call::Signal(RunId::new("w-1"), nix::sys::signal::Signal::SIGTERM)
+    );
+    assert_eq!(
+        b.state("w-1").phase,
+        Phase::Killed { reason: StopReason::Unwatched { detail: error } }
+    );
 }
