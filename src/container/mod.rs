@@ -80,6 +80,7 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod init;
+pub mod inroot;
 pub mod launch;
 pub mod logs;
 pub mod mounts;
