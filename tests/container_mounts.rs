@@ -226,6 +226,19 @@ fn relative_symlink_in_rootfs_keeps_bind_inside_it() {
 }
 
 #[test]
+fn user_namespace_mount_points_are_prepared_inside_the_rootfs() {
+    let p = Planted::new();
+    p.link("/mnt", &p.host.0);
+    let mut cfg = p.sandbox.config("userns-link", &tmpfs_probe("/mnt/scratch"));
+    cfg.namespaces.insert(corral::container::Namespace::User);
+    cfg.user = Some(corral::container::IdSpec::Name("app".into()));
+    cfg.mounts.push(Mount::tmpfs("/mnt/scratch", Some(1 << 20), false));
+    assert_eq!(run_ok(&cfg), "inside\n1\n");
+    p.assert_host_untouched();
+    assert!(p.sandbox.rootfs.join(p.host_rel()).join("scratch").is_dir());
+}
+
+#[test]
 fn dotdot_chain_symlink_stays_at_the_rootfs_root() {
     let p = Planted::new();
     // /up -> ../../../..: at the rootfs's `/`, `..` is `/` again.
@@ -310,4 +323,69 @@ fn dangling_symlink_is_made_inside_and_a_loop_is_refused_with_the_target_named()
     );
     assert!(error.to_string().contains("/loop1/x"), "{error}");
     p.assert_host_untouched();
+}
+
+/// Mount points in the calling thread's mount table.
+fn thread_mounts() -> Vec<PathBuf> {
+    fs::read_to_string("/proc/thread-self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .collect()
+}
+
+#[test]
+fn a_symlink_swapped_in_after_resolution_does_not_redirect_the_mount() {
+    use corral::container::inroot::{Kind, Root};
+    use corral::container::mounts::mount_fresh_at;
+    use nix::mount::MsFlags;
+    use std::os::fd::AsFd;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(&rootfs).unwrap();
+    fs::create_dir(&outside).unwrap();
+    // The swap happens between resolving and mounting, deterministically:
+    // in a thread of its own with a private mount namespace (unsharing
+    // CLONE_NEWNS affects the calling thread only), so nothing it mounts
+    // is seen by the host or by other tests, and all of it goes with the
+    // thread.
+    let (rootfs_in, outside_in) = (rootfs.clone(), outside.clone());
+    let mounts = std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .unwrap();
+        let root = Root::open(&rootfs_in).unwrap();
+        let at = root.make(Path::new("/mnt"), Kind::Dir, true).unwrap();
+        fs::rename(rootfs_in.join("mnt"), rootfs_in.join("mnt.resolved")).unwrap();
+        symlink(&outside_in, rootfs_in.join("mnt")).unwrap();
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        mount_fresh_at("tmpfs", at.as_fd(), flags, Some("size=64k")).unwrap();
+        // The same mount by path, as before: it follows the swapped link.
+        nix::mount::mount(
+            Some("tmpfs"),
+            &rootfs_in.join("mnt"),
+            Some("tmpfs"),
+            flags,
+            None::<&str>,
+        )
+        .unwrap();
+        thread_mounts()
+    })
+    .join()
+    .unwrap();
+    let resolved = fs::canonicalize(&rootfs).unwrap().join("mnt.resolved");
+    let outside = fs::canonicalize(&outside).unwrap();
+    assert!(mounts.contains(&resolved), "no mount at {}: {mounts:?}", resolved.display());
+    // Only the by-path mount reached the swapped-in target.
+    assert_eq!(mounts.iter().filter(|m| **m == outside).count(), 1, "{mounts:?}");
+    assert!(!thread_mounts().contains(&resolved), "the mount leaked out of the thread");
 }
