@@ -10,7 +10,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use common::{launcher, stderr_of, stdout_of, unique, Sandbox};
+use common::{launcher, stderr_of, stdout_of, unique, CorralRun, Sandbox};
 use corral::container::{ContainerConfig, ContainerError, JobExit, Mount, SetupError};
 
 /// A fresh directory on the host, outside any rootfs and outside /tmp
@@ -136,6 +136,28 @@ fn without_rootfs_mounts_over_existing_paths_and_inside_its_own_tmpfs() {
     assert_eq!(run_ok(&cfg), "shared\n1\n");
     assert_eq!(host.entries(), ["scratch"]);
     assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "the tmpfs's contents leaked");
+}
+
+#[test]
+fn corral_run_reports_a_missing_host_target_by_name() {
+    let corral = CorralRun::new();
+    let host = HostDir::new("corral-mt-cli");
+    let target = host.absent("missing/cache");
+    let file = corral.job_file(
+        "absent",
+        &format!(
+            "name: absent\ncommand: [/bin/true]\nisolation:\n  mounts: [{{kind: tmpfs, target: {}}}]\n",
+            target.display()
+        ),
+    );
+    let output = corral.run(&file);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("mount target {} does not exist on the host", target.display())),
+        "{stderr}"
+    );
+    assert_eq!(host.entries(), Vec::<String>::new(), "a mount point was left on the host");
 }
 
 /// A rootfs with a host directory to aim symlinks at.

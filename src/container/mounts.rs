@@ -410,9 +410,9 @@ fn remount_readonly_recursive(target: &Path) -> Result<(), SetupError> {
 fn clone_tree(dirfd: RawFd, path: &Path, at_flags: libc::c_int) -> Result<OwnedFd, Errno> {
     let path = cpath(path)?;
     let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | at_flags as libc::c_uint;
-    // SAFETY: `path` is NUL-terminated; on success the kernel returns a new
-    // descriptor that nothing else owns.
+    // SAFETY: `path` is NUL-terminated and only read by the kernel.
     let fd = unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) };
+    // SAFETY: on success open_tree returns a new descriptor nothing else owns.
     Errno::result(fd).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
