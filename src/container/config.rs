@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -245,6 +245,10 @@ pub enum ConfigProblem {
     ZeroTmpfsSize { target: PathBuf },
     #[error("{field} {value:?} is not a single path component")]
     BadName { field: &'static str, value: String },
+    /// Where a mount lies is decided from its path (inside a tmpfs of the
+    /// job, or not), which `..` would make a lie; `/` would cover it all.
+    #[error("mount target {target:?} must name a directory below / without '..' components")]
+    BadMountTarget { target: PathBuf },
 }
 
 impl ContainerConfig {
@@ -372,6 +376,13 @@ impl ContainerConfig {
             if m.kind == (MountKind::Tmpfs { size_bytes: Some(0) }) {
                 problems.push(ConfigProblem::ZeroTmpfsSize { target: m.target.clone() });
             }
+            let plain = m
+                .target
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+            if !plain || m.target.parent().is_none() {
+                problems.push(ConfigProblem::BadMountTarget { target: m.target.clone() });
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -397,6 +408,17 @@ mod tests {
     #[test]
     fn minimal_config_is_valid() {
         assert_eq!(base().validate(), Ok(()));
+    }
+
+    #[test]
+    fn mount_targets_are_plain_paths_below_the_root() {
+        for target in ["/", "/srv/../etc", "/.."] {
+            let mut cfg = base();
+            cfg.namespaces.insert(Namespace::Mount);
+            cfg.mounts.push(Mount::tmpfs(target, None, false));
+            let want = ConfigProblem::BadMountTarget { target: target.into() };
+            assert_eq!(cfg.validate(), Err(vec![want]), "{target}");
+        }
     }
 
     #[test]

@@ -33,8 +33,18 @@ pub enum SetupError {
     UnknownGroup { name: String, group: PathBuf },
     #[error("user {user:?} is uid 0 (root), and root jobs are not allowed here")]
     RootRefused { user: String },
-    #[error("mount target {target} leaves the rootfs (resolves to {resolved})")]
-    MountTargetEscapes { target: PathBuf, resolved: PathBuf },
+    #[error(
+        "mount target {target} does not exist on the host: without a rootfs a job mounts only \
+         over existing paths (create it on the host, or put it under a tmpfs mount of the job)"
+    )]
+    MountTargetNotOnHost { target: PathBuf },
+    #[error(
+        "mount target {target} does not exist in the job's mount at {mount}, and mount points \
+         are made only in the rootfs and in tmpfs mounts (create it in that mount's source)"
+    )]
+    MountTargetInMount { target: PathBuf, mount: PathBuf },
+    #[error("mount target {target} resolves to the root of the rootfs (through a symlink)")]
+    MountTargetIsRoot { target: PathBuf },
     #[error("failed to write 0 to {path}: {}", describe(errno))]
     JoinCgroup { path: PathBuf, errno: i32 },
     #[error("{what} {path}: {message}")]

@@ -140,8 +140,9 @@ fn setup(plan: &InitPlan) -> Result<JobExec, SetupError> {
     if cfg.has(Namespace::Net) {
         super::net::loopback_up()?;
     }
+    let mut filesystem = mounts::Applier::new()?;
     for step in &plan.steps {
-        mounts::apply(step)?;
+        filesystem.apply(step)?;
     }
 
     let workdir = cfg.workdir.clone().unwrap_or_else(|| PathBuf::from("/"));

@@ -47,7 +47,8 @@
 //! # Namespaces and identity
 //!
 //! [`ContainerConfig::namespaces`] lists the fresh namespaces: pid (the
-//! job is PID 2, a child of init), mount (see [`mounts`]), uts (hostname,
+//! job is PID 2, a child of init), mount (see [`mounts`]; targets are
+//! resolved inside the job's root by [`inroot`]), uts (hostname,
 //! the job name by default), ipc, net (only `lo`, brought up), cgroup
 //! (the joined cgroups become `/`) and user. With a user namespace exactly
 //! one uid and one gid are mapped: the job user's, to 0 inside. The job is
@@ -80,6 +81,7 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod init;
+pub mod inroot;
 pub mod launch;
 pub mod logs;
 pub mod mounts;

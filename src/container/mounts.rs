@@ -13,18 +13,30 @@
 //! and tmpfs), and becomes `/` by
 //! `pivot_root(".", ".")` followed by a lazy unmount of the old root, which
 //! ends up stacked under the new one. No path of the host stays reachable.
+//!
+//! Every target is resolved inside the tree the job will see (the rootfs,
+//! or the host's `/`) by [`super::inroot`], and mounted onto through the
+//! descriptor that resolution returned, never by path: a symlink in a
+//! rootfs cannot lead a mount, or a created mount point, onto the host.
+//! Missing mount points are made only where they cannot be host files: in
+//! the rootfs and in tmpfs mounts of the container, never in the host's
+//! tree (a job without a rootfs mounts over existing paths only) nor in a
+//! bind mount's source.
 
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::sys::stat::{fstat, makedev, mknodat, Mode, SFlag};
 use nix::sys::statvfs::{statvfs, FsFlags};
-use nix::unistd::{chdir, pivot_root};
+use nix::unistd::{chdir, fchdir, pivot_root, symlinkat};
 
 use super::config::{ContainerConfig, Mount, MountKind, Namespace};
 use super::error::SetupError;
+use super::inroot::{Kind, ResolveError, Root};
 
 /// A character device made in the container's `/dev`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,25 +57,59 @@ pub const DEVICES: [Device; 6] = [
     Device { name: "tty", major: 5, minor: 0 },
 ];
 
+/// Where a mount target lies, which decides whether a missing one may be
+/// made: only where it cannot land on a file of the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Within {
+    /// The rootfs's own tree (as resolved inside it).
+    Rootfs,
+    /// A tmpfs this container mounted at that path (as the job sees it).
+    Tmpfs(PathBuf),
+    /// Another mount of this container at that path: a bind, whose files
+    /// are the host's, or a kernel filesystem (proc, sysfs, devpts).
+    Mount(PathBuf),
+    /// The host's own tree, seen by a job without a rootfs.
+    Host,
+}
+
+impl Within {
+    /// Whether missing mount points may be made there.
+    pub fn may_create(&self) -> bool {
+        matches!(self, Within::Rootfs | Within::Tmpfs(_))
+    }
+}
+
+/// A mount target: a path as the job sees it, resolved at setup inside the
+/// rootfs (or the host's `/`) without following symlinks out of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub path: PathBuf,
+    pub within: Within,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountStep {
     /// `MS_REC | MS_PRIVATE` on `/`: mounts made in the container never
     /// propagate to the host, and `pivot_root` accepts the tree.
     MakeRootPrivate,
-    /// A fresh filesystem. Missing mount points are created.
+    /// Binds the rootfs onto itself (`pivot_root` wants a mount point);
+    /// every later target is resolved inside that mount.
+    EnterRootfs {
+        rootfs: PathBuf,
+    },
+    /// A fresh filesystem.
     Mount {
         fstype: &'static str,
-        target: PathBuf,
+        target: Target,
         flags: MsFlags,
         data: Option<String>,
     },
-    /// A recursive bind. With `confine`, the target must resolve (following
-    /// symlinks) to a path under it, so a symlink planted in a rootfs cannot
-    /// redirect the bind onto a host path.
+    /// A recursive bind of a host path; with `readonly`, read-only all the
+    /// way down, before it is attached.
     Bind {
         source: PathBuf,
-        target: PathBuf,
-        confine: Option<PathBuf>,
+        target: Target,
+        readonly: bool,
     },
     /// Makes a mount read-only, keeping its other per-mount flags (the
     /// kernel refuses to clear locked ones in a user namespace).
@@ -80,17 +126,18 @@ pub enum MountStep {
     ProtectReadonly {
         path: PathBuf,
     },
-    /// A device node; bind-mounted from the host's `/dev` where `mknod` is
-    /// not allowed (a user namespace).
+    /// A device node in `dir`; bind-mounted from the host's `/dev` where
+    /// `mknod` is not allowed (a user namespace).
     Device {
         dir: PathBuf,
         device: Device,
     },
     Symlink {
-        link: PathBuf,
+        dir: PathBuf,
+        name: &'static str,
         points_to: &'static str,
     },
-    /// Makes `new_root` the root and detaches the old one.
+    /// Makes the rootfs the root and detaches the old one.
     PivotRoot {
         new_root: PathBuf,
     },
@@ -98,6 +145,8 @@ pub enum MountStep {
 
 /// Joins a container path onto the rootfs: `/etc/x` under `/srv/root` is
 /// `/srv/root/etc/x`. `..` components are dropped, never followed upwards.
+/// Lexical only: for reading files the operator put there, never for
+/// creating or mounting (see [`super::inroot`]).
 pub fn in_root(root: &Path, path: &Path) -> PathBuf {
     let mut out = root.to_path_buf();
     for part in path.components() {
@@ -106,6 +155,50 @@ pub fn in_root(root: &Path, path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// The mounts planned so far, to tell where a new target lies.
+struct Layout {
+    base: Within,
+    /// (path, is a tmpfs), in mount order.
+    mounted: Vec<(PathBuf, bool)>,
+}
+
+impl Layout {
+    /// `path` as a target: it lies in the deepest earlier mount above it,
+    /// or in the base tree.
+    fn target(&self, path: impl Into<PathBuf>) -> Target {
+        let path = path.into();
+        let within = self
+            .mounted
+            .iter()
+            .rev()
+            .filter(|(m, _)| path.starts_with(m) && path != *m)
+            .max_by_key(|(m, _)| m.components().count())
+            .map_or_else(
+                || self.base.clone(),
+                |(m, tmpfs)| {
+                    if *tmpfs {
+                        Within::Tmpfs(m.clone())
+                    } else {
+                        Within::Mount(m.clone())
+                    }
+                },
+            );
+        Target { path, within }
+    }
+
+    fn mount(
+        &mut self,
+        fstype: &'static str,
+        path: &str,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> MountStep {
+        let target = self.target(path);
+        self.mounted.push((target.path.clone(), fstype == "tmpfs"));
+        MountStep::Mount { fstype, target, flags, data: data.map(str::to_owned) }
+    }
 }
 
 /// The steps for `cfg`, in order. Empty without a mount namespace.
@@ -118,83 +211,59 @@ pub fn plan(cfg: &ContainerConfig) -> Vec<MountStep> {
     let locked_down = nosuid_nodev | MsFlags::MS_NOEXEC;
     let mut steps = vec![MakeRootPrivate];
     let Some(rootfs) = &cfg.rootfs else {
+        let mut layout = Layout { base: Within::Host, mounted: Vec::new() };
         // First, so that the container's own mounts below stay writable.
         if cfg.readonly_rootfs {
             steps.push(RemountReadonlyRecursive { target: "/".into() });
         }
         if cfg.has(Namespace::Pid) {
             // Over the host's /proc, so ps & co. see the new pid namespace.
-            steps.push(Mount {
-                fstype: "proc",
-                target: "/proc".into(),
-                flags: locked_down,
-                data: None,
-            });
+            steps.push(layout.mount("proc", "/proc", locked_down, None));
         }
-        steps.push(Mount {
-            fstype: "tmpfs",
-            target: "/tmp".into(),
-            flags: nosuid_nodev,
-            data: Some("mode=1777".into()),
-        });
+        steps.push(layout.mount("tmpfs", "/tmp", nosuid_nodev, Some("mode=1777")));
         for mount in &cfg.mounts {
-            extra_mount(&mut steps, mount, mount.target.clone(), None);
+            extra_mount(&mut steps, &mut layout, mount);
         }
         return steps;
     };
 
-    let at = |path: &str| in_root(rootfs, Path::new(path));
-    steps.push(Bind { source: rootfs.clone(), target: rootfs.clone(), confine: None });
-    steps.push(Mount { fstype: "proc", target: at("/proc"), flags: locked_down, data: None });
+    let mut layout = Layout { base: Within::Rootfs, mounted: Vec::new() };
+    steps.push(EnterRootfs { rootfs: rootfs.clone() });
+    steps.push(layout.mount("proc", "/proc", locked_down, None));
     // /proc/sys and the sysrq trigger are root-owned files that uid 0 may
     // write even without capabilities: make them read-only for root jobs.
     for path in ["/proc/sys", "/proc/sysrq-trigger"] {
-        steps.push(ProtectReadonly { path: at(path) });
+        steps.push(ProtectReadonly { path: path.into() });
     }
-    steps.push(Mount {
-        fstype: "sysfs",
-        target: at("/sys"),
-        flags: locked_down | MsFlags::MS_RDONLY,
-        data: None,
-    });
-    steps.push(Mount {
-        fstype: "tmpfs",
-        target: at("/dev"),
-        flags: MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        data: Some("mode=755,size=65536k".into()),
-    });
+    steps.push(layout.mount("sysfs", "/sys", locked_down | MsFlags::MS_RDONLY, None));
+    steps.push(layout.mount(
+        "tmpfs",
+        "/dev",
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    ));
     for device in DEVICES {
-        steps.push(Device { dir: at("/dev"), device });
+        steps.push(Device { dir: "/dev".into(), device });
     }
-    steps.push(Mount {
-        fstype: "devpts",
-        target: at("/dev/pts"),
-        flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        data: Some("newinstance,ptmxmode=0666,mode=0620".into()),
-    });
-    for (link, points_to) in [
-        ("/dev/ptmx", "pts/ptmx"),
-        ("/dev/fd", "/proc/self/fd"),
-        ("/dev/stdin", "/proc/self/fd/0"),
-        ("/dev/stdout", "/proc/self/fd/1"),
-        ("/dev/stderr", "/proc/self/fd/2"),
+    steps.push(layout.mount(
+        "devpts",
+        "/dev/pts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    ));
+    for (name, points_to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
     ] {
-        steps.push(Symlink { link: at(link), points_to });
+        steps.push(Symlink { dir: "/dev".into(), name, points_to });
     }
-    steps.push(Mount {
-        fstype: "tmpfs",
-        target: at("/dev/shm"),
-        flags: locked_down,
-        data: Some("mode=1777".into()),
-    });
-    steps.push(Mount {
-        fstype: "tmpfs",
-        target: at("/tmp"),
-        flags: nosuid_nodev,
-        data: Some("mode=1777".into()),
-    });
+    steps.push(layout.mount("tmpfs", "/dev/shm", locked_down, Some("mode=1777")));
+    steps.push(layout.mount("tmpfs", "/tmp", nosuid_nodev, Some("mode=1777")));
     for mount in &cfg.mounts {
-        extra_mount(&mut steps, mount, in_root(rootfs, &mount.target), Some(rootfs));
+        extra_mount(&mut steps, &mut layout, mount);
     }
     steps.push(PivotRoot { new_root: rootfs.clone() });
     if cfg.readonly_rootfs {
@@ -203,21 +272,20 @@ pub fn plan(cfg: &ContainerConfig) -> Vec<MountStep> {
     steps
 }
 
-/// The steps of one of the config's `mounts`, placed at `target` (already
-/// joined onto the rootfs, if any).
-fn extra_mount(steps: &mut Vec<MountStep>, mount: &Mount, target: PathBuf, rootfs: Option<&Path>) {
+/// The step of one of the config's `mounts`.
+fn extra_mount(steps: &mut Vec<MountStep>, layout: &mut Layout, mount: &Mount) {
+    let target = layout.target(&mount.target);
     match &mount.kind {
         MountKind::Bind { source } => {
+            layout.mounted.push((target.path.clone(), false));
             steps.push(MountStep::Bind {
                 source: source.clone(),
-                target: target.clone(),
-                confine: rootfs.map(Path::to_path_buf),
+                target,
+                readonly: mount.readonly,
             });
-            if mount.readonly {
-                steps.push(MountStep::RemountReadonly { target });
-            }
         }
         MountKind::Tmpfs { size_bytes } => {
+            layout.mounted.push((target.path.clone(), true));
             let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
             if mount.readonly {
                 // An empty read-only tmpfs is odd but legal; mounting it
@@ -238,82 +306,44 @@ fn sys(what: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> SetupError 
     move |errno| SetupError::syscall(what, errno)
 }
 
-/// Creates a mount point of the right kind: a file to bind a file onto, a
-/// directory otherwise.
-fn ensure_mount_point(target: &Path, file: bool) -> Result<(), SetupError> {
-    if target.symlink_metadata().is_ok() {
-        return Ok(());
-    }
-    if let Some(parent) = target.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(|e| SetupError::file("failed to create mount point", parent, &e))?;
-    }
-    let made = if file {
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(target)
-            .map(drop)
-    } else {
-        fs::DirBuilder::new().mode(0o755).create(target)
-    };
-    match made {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-            Err(SetupError::file("failed to create mount point", target, &e))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Fails if `target`, or its deepest existing ancestor, resolves (through
-/// symlinks) to a place outside `root`.
-fn check_confined(target: &Path, root: &Path) -> Result<(), SetupError> {
-    let root =
-        fs::canonicalize(root).map_err(|e| SetupError::file("failed to resolve", root, &e))?;
-    let mut existing = target;
-    while existing.symlink_metadata().is_err() {
-        match existing.parent() {
-            Some(parent) => existing = parent,
-            None => break,
-        }
-    }
-    let resolved = fs::canonicalize(existing)
-        .map_err(|e| SetupError::file("failed to resolve mount target", existing, &e))?;
-    if resolved.starts_with(&root) {
-        Ok(())
-    } else {
-        Err(SetupError::MountTargetEscapes { target: target.to_owned(), resolved })
+/// The setup error for a target that could not be resolved or made.
+fn target_error(target: &Target, error: ResolveError) -> SetupError {
+    let path = target.path.clone();
+    match error {
+        ResolveError::Missing { .. } => match &target.within {
+            Within::Mount(mount) => {
+                SetupError::MountTargetInMount { target: path, mount: mount.clone() }
+            }
+            // Rootfs and tmpfs targets are made, never missing.
+            _ => SetupError::MountTargetNotOnHost { target: path },
+        },
+        ResolveError::Os { path: at, errno } => SetupError::syscall(
+            format!("resolve mount target {} (at {})", path.display(), at.display()),
+            errno,
+        ),
     }
 }
 
 /// Creates the mount points that live in the rootfs itself (not inside a
-/// filesystem the plan mounts, like /dev/pts), from the host side.
+/// filesystem the plan mounts, like /dev/pts), from the host side, resolved
+/// inside the rootfs like init resolves them.
 ///
 /// Needed with a user namespace: the rootfs belongs to host root, who is
 /// nobody inside, so init could not create them there.
 pub fn prepare_rootfs(steps: &[MountStep], rootfs: &Path) -> Result<(), SetupError> {
-    let mut mounted: Vec<&Path> = Vec::new();
+    let root = Root::open(rootfs).map_err(|_| SetupError::RootfsMissing { path: rootfs.into() })?;
     for step in steps {
-        let (target, file) = match step {
-            MountStep::Mount { target, .. } => (target, false),
+        let (target, kind) = match step {
+            MountStep::Mount { target, .. } => (target, Kind::Dir),
             MountStep::Bind { source, target, .. } => {
-                (target, fs::metadata(source).is_ok_and(|m| !m.is_dir()))
+                let file = fs::metadata(source).is_ok_and(|m| !m.is_dir());
+                (target, if file { Kind::File } else { Kind::Dir })
             }
             _ => continue,
         };
-        if target == rootfs || !target.starts_with(rootfs) {
-            continue;
+        if target.within == Within::Rootfs {
+            root.make(&target.path, kind, true).map_err(|e| target_error(target, e))?;
         }
-        if !mounted.iter().any(|m| target.starts_with(m)) {
-            check_confined(target, rootfs)?;
-            ensure_mount_point(target, file)?;
-        }
-        mounted.push(target);
     }
     Ok(())
 }
@@ -337,120 +367,226 @@ fn remount_readonly(target: &Path) -> Result<(), SetupError> {
         .map_err(sys(format!("remount {} read-only", target.display())))
 }
 
-/// `struct mount_attr` of `<linux/mount.h>`.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+fn cpath(path: &Path) -> Result<CString, Errno> {
+    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)
 }
 
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
+/// `mount_setattr(2)` making `path` under `dirfd` (or `dirfd` itself, with
+/// an empty path) read-only, with `AT_RECURSIVE` every mount below it too.
+fn set_readonly(dirfd: RawFd, path: &Path, at_flags: libc::c_int) -> Result<(), Errno> {
+    let path = cpath(path)?;
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is a NUL-terminated string and `attr` a mount_attr
+    // whose size is passed along; the kernel only reads both.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            at_flags as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    Errno::result(rc).map(drop)
+}
 
 /// One `mount_setattr(2)` call instead of a remount per submount: the set
 /// of mounts below `/` is the host's, unknown here, and a loop over
 /// `/proc/self/mountinfo` would race with mounts appearing meanwhile.
 fn remount_readonly_recursive(target: &Path) -> Result<(), SetupError> {
-    let what = || format!("make {} and every mount below it read-only", target.display());
-    let path = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|_| SetupError::syscall(what(), nix::errno::Errno::EINVAL))?;
-    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
-    // SAFETY: `path` is a NUL-terminated string and `attr` a properly laid
-    // out mount_attr whose size is passed along; the kernel only reads both.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::AT_RECURSIVE as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    nix::errno::Errno::result(rc).map(drop).map_err(|errno| SetupError::syscall(what(), errno))
+    set_readonly(libc::AT_FDCWD, target, libc::AT_RECURSIVE)
+        .map_err(sys(format!("make {} and every mount below it read-only", target.display())))
 }
 
-/// Applies one step. Runs in the container's init, inside its mount
-/// namespace.
-pub fn apply(step: &MountStep) -> Result<(), SetupError> {
-    match step {
-        MountStep::MakeRootPrivate => mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
+/// A detached copy of the mount tree at `path` under `dirfd` (or at
+/// `dirfd` itself, with an empty path and `AT_EMPTY_PATH`), by
+/// `open_tree(2)`; with `AT_RECURSIVE` it takes the mounts below along.
+fn clone_tree(dirfd: RawFd, path: &Path, at_flags: libc::c_int) -> Result<OwnedFd, Errno> {
+    let path = cpath(path)?;
+    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | at_flags as libc::c_uint;
+    // SAFETY: `path` is NUL-terminated and only read by the kernel.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) };
+    // SAFETY: on success open_tree returns a new descriptor nothing else owns.
+    Errno::result(fd).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Attaches the detached tree `tree` onto the directory or file `at`, both
+/// descriptors (`move_mount(2)`): nothing is looked up by name.
+fn attach(tree: BorrowedFd<'_>, at: BorrowedFd<'_>) -> Result<(), Errno> {
+    let empty = c"";
+    // SAFETY: both paths are the empty NUL-terminated string, both
+    // descriptors are open for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            at.as_raw_fd(),
+            empty.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
         )
-        .map_err(sys("make / private")),
-        MountStep::Mount { fstype, target, flags, data } => {
-            ensure_mount_point(target, false)?;
-            mount(Some(*fstype), target, Some(*fstype), *flags, data.as_deref())
-                .map_err(sys(format!("mount {fstype} on {}", target.display())))
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// Mounts a fresh `fstype` onto the directory `at` refers to, through its
+/// `/proc/self/fd` entry: the kernel follows that link to the very
+/// directory opened, whatever its path has become since.
+pub fn mount_fresh_at(
+    fstype: &str,
+    at: BorrowedFd<'_>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), Errno> {
+    let through = format!("/proc/self/fd/{}", at.as_raw_fd());
+    mount(Some(fstype), through.as_str(), Some(fstype), flags, data)
+}
+
+/// Applies the steps of a plan in order, in the container's init, inside
+/// its mount namespace. Targets are resolved in the current root: the
+/// host's `/` at first, the rootfs from [`MountStep::EnterRootfs`] on.
+pub struct Applier {
+    root: Root,
+}
+
+impl Applier {
+    pub fn new() -> Result<Self, SetupError> {
+        Ok(Applier { root: Root::open(Path::new("/")).map_err(sys("open /"))? })
+    }
+
+    /// Opens `target`, making what is missing where that is allowed, and
+    /// refuses the root itself (a mount there would cover the whole tree).
+    fn resolve(&self, target: &Target, kind: Kind) -> Result<OwnedFd, SetupError> {
+        let fd = self
+            .root
+            .make(&target.path, kind, target.within.may_create())
+            .map_err(|e| target_error(target, e))?;
+        let is_root = self
+            .root
+            .is_root(fd.as_fd())
+            .map_err(sys(format!("stat mount target {}", target.path.display())))?;
+        if is_root {
+            return Err(SetupError::MountTargetIsRoot { target: target.path.clone() });
         }
-        MountStep::Bind { source, target, confine } => {
-            let meta = fs::metadata(source)
-                .map_err(|e| SetupError::file("bind mount source", source, &e))?;
-            ensure_mount_point(target, !meta.is_dir())?;
-            if let Some(root) = confine {
-                let resolved = fs::canonicalize(target)
-                    .map_err(|e| SetupError::file("failed to resolve mount target", target, &e))?;
-                if !resolved.starts_with(root) {
-                    return Err(SetupError::MountTargetEscapes {
-                        target: target.clone(),
-                        resolved,
-                    });
-                }
+        Ok(fd)
+    }
+
+    /// The directory `dir` resolved inside the root; it exists (the plan
+    /// made it).
+    fn dir(&self, dir: &Path) -> Result<OwnedFd, SetupError> {
+        self.root.open_path(dir).map_err(sys(format!("open {}", dir.display())))
+    }
+
+    fn bind(&self, source: &Path, target: &Target, readonly: bool) -> Result<(), SetupError> {
+        let what = || format!("bind {} on {}", source.display(), target.path.display());
+        let tree = clone_tree(libc::AT_FDCWD, source, libc::AT_RECURSIVE).map_err(|errno| {
+            SetupError::File {
+                what: "bind mount source".into(),
+                path: source.to_owned(),
+                message: errno.desc().into(),
             }
-            mount(
-                Some(source),
-                target,
+        })?;
+        let is_dir =
+            fstat(tree.as_fd()).map_err(sys(what()))?.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let at = self.resolve(target, if is_dir { Kind::Dir } else { Kind::File })?;
+        if readonly {
+            set_readonly(tree.as_raw_fd(), Path::new(""), libc::AT_EMPTY_PATH | libc::AT_RECURSIVE)
+                .map_err(sys(format!("make the bind of {} read-only", source.display())))?;
+        }
+        attach(tree.as_fd(), at.as_fd()).map_err(sys(what()))
+    }
+
+    pub fn apply(&mut self, step: &MountStep) -> Result<(), SetupError> {
+        match step {
+            MountStep::MakeRootPrivate => mount(
                 None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
                 None::<&str>,
             )
-            .map_err(sys(format!("bind {} on {}", source.display(), target.display())))
-        }
-        MountStep::RemountReadonly { target } => remount_readonly(target),
-        MountStep::RemountReadonlyRecursive { target } => remount_readonly_recursive(target),
-        MountStep::ProtectReadonly { path } => {
-            if path.symlink_metadata().is_err() {
-                return Ok(());
+            .map_err(sys("make / private")),
+            MountStep::EnterRootfs { rootfs } => {
+                let what = || format!("bind the rootfs {} onto itself", rootfs.display());
+                let tree =
+                    clone_tree(libc::AT_FDCWD, rootfs, libc::AT_RECURSIVE).map_err(sys(what()))?;
+                let at = Root::open(rootfs).map_err(sys(what()))?;
+                attach(tree.as_fd(), at.fd()).map_err(sys(what()))?;
+                // The tree's descriptor is now the root of the attached
+                // mount: everything below is resolved in it.
+                self.root = Root::from_fd(tree);
+                Ok(())
             }
-            mount(Some(path), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .map_err(sys(format!("bind {} onto itself", path.display())))?;
-            remount_readonly(path)
-        }
-        MountStep::Device { dir, device } => {
-            let path = dir.join(device.name);
-            let made = mknod(
-                &path,
-                SFlag::S_IFCHR,
-                Mode::from_bits_truncate(0o666),
-                makedev(device.major, device.minor),
-            );
-            match made {
-                Ok(()) => Ok(()),
-                // No CAP_MKNOD over the host (user namespace): borrow the
-                // host's node instead.
-                Err(nix::errno::Errno::EPERM) => apply(&MountStep::Bind {
-                    source: Path::new("/dev").join(device.name),
-                    target: path,
-                    confine: None,
-                }),
-                Err(errno) => Err(SetupError::syscall(format!("mknod {}", path.display()), errno)),
+            MountStep::Mount { fstype, target, flags, data } => {
+                let at = self.resolve(target, Kind::Dir)?;
+                mount_fresh_at(fstype, at.as_fd(), *flags, data.as_deref())
+                    .map_err(sys(format!("mount {fstype} on {}", target.path.display())))
             }
-        }
-        MountStep::Symlink { link, points_to } => std::os::unix::fs::symlink(points_to, link)
-            .map_err(|e| SetupError::file("failed to create symlink", link, &e)),
-        MountStep::PivotRoot { new_root } => {
-            chdir(new_root).map_err(sys(format!("chdir {}", new_root.display())))?;
-            // With both arguments ".", the old root is stacked under the new
-            // one at "/"; unmounting "." then peels it off, so no directory
-            // for the old root is needed inside the rootfs.
-            pivot_root(".", ".").map_err(sys(format!("pivot_root into {}", new_root.display())))?;
-            umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach the old root"))?;
-            chdir("/").map_err(sys("chdir / in the new root"))
+            MountStep::Bind { source, target, readonly } => self.bind(source, target, *readonly),
+            MountStep::RemountReadonly { target } => remount_readonly(target),
+            MountStep::RemountReadonlyRecursive { target } => remount_readonly_recursive(target),
+            MountStep::ProtectReadonly { path } => {
+                let what = || format!("bind {} onto itself read-only", path.display());
+                let at = match self.root.open_path(path) {
+                    Ok(fd) => fd,
+                    Err(Errno::ENOENT) => return Ok(()),
+                    Err(errno) => return Err(sys(what())(errno)),
+                };
+                let tree = clone_tree(at.as_raw_fd(), Path::new(""), libc::AT_EMPTY_PATH)
+                    .map_err(sys(what()))?;
+                set_readonly(tree.as_raw_fd(), Path::new(""), libc::AT_EMPTY_PATH)
+                    .map_err(sys(what()))?;
+                attach(tree.as_fd(), at.as_fd()).map_err(sys(what()))
+            }
+            MountStep::Device { dir, device } => {
+                let dir_fd = self.dir(dir)?;
+                let path = dir.join(device.name);
+                let made = mknodat(
+                    dir_fd.as_fd(),
+                    device.name,
+                    SFlag::S_IFCHR,
+                    Mode::from_bits_truncate(0o666),
+                    makedev(device.major, device.minor),
+                );
+                match made {
+                    Ok(()) => Ok(()),
+                    // No CAP_MKNOD over the host (user namespace): borrow the
+                    // host's node instead.
+                    Err(Errno::EPERM) => self.bind(
+                        &Path::new("/dev").join(device.name),
+                        &Target { path, within: Within::Tmpfs(dir.clone()) },
+                        false,
+                    ),
+                    Err(errno) => {
+                        Err(SetupError::syscall(format!("mknod {}", path.display()), errno))
+                    }
+                }
+            }
+            MountStep::Symlink { dir, name, points_to } => {
+                let dir_fd = self.dir(dir)?;
+                symlinkat(*points_to, dir_fd.as_fd(), *name)
+                    .map_err(sys(format!("create symlink {}", dir.join(name).display())))
+            }
+            MountStep::PivotRoot { new_root } => {
+                // By descriptor: the rootfs's path could have been swapped
+                // on the host since it was bound.
+                fchdir(self.root.fd()).map_err(sys(format!("chdir {}", new_root.display())))?;
+                // With both arguments ".", the old root is stacked under the new
+                // one at "/"; unmounting "." then peels it off, so no directory
+                // for the old root is needed inside the rootfs.
+                pivot_root(".", ".")
+                    .map_err(sys(format!("pivot_root into {}", new_root.display())))?;
+                umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach the old root"))?;
+                chdir("/").map_err(sys("chdir / in the new root"))?;
+                self.root = Root::open(Path::new("/")).map_err(sys("open / in the new root"))?;
+                Ok(())
+            }
         }
     }
 }
@@ -472,9 +608,10 @@ mod tests {
         steps
             .iter()
             .filter_map(|s| match s {
-                MountStep::Mount { target, .. }
-                | MountStep::Bind { target, .. }
-                | MountStep::ProtectReadonly { path: target } => Some(target.display().to_string()),
+                MountStep::Mount { target, .. } | MountStep::Bind { target, .. } => {
+                    Some(target.path.display().to_string())
+                }
+                MountStep::ProtectReadonly { path } => Some(path.display().to_string()),
                 _ => None,
             })
             .collect()
@@ -500,7 +637,14 @@ mod tests {
         let steps = plan(&c);
         assert_eq!(steps[0], MountStep::MakeRootPrivate);
         assert_eq!(targets(&steps), ["/proc", "/tmp", "/mnt/data"]);
-        assert_eq!(steps.last(), Some(&MountStep::RemountReadonly { target: "/mnt/data".into() }));
+        assert_eq!(
+            steps.last(),
+            Some(&MountStep::Bind {
+                source: "/data".into(),
+                target: Target { path: "/mnt/data".into(), within: Within::Host },
+                readonly: true,
+            })
+        );
     }
 
     #[test]
@@ -522,7 +666,7 @@ mod tests {
             steps[3],
             MountStep::Mount {
                 fstype: "tmpfs",
-                target: "/scratch".into(),
+                target: Target { path: "/scratch".into(), within: Within::Host },
                 flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 data: Some("mode=1777,size=4096".into()),
             }
@@ -531,7 +675,7 @@ mod tests {
             steps[4],
             MountStep::Mount {
                 fstype: "tmpfs",
-                target: "/empty".into(),
+                target: Target { path: "/empty".into(), within: Within::Host },
                 flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
                 data: Some("mode=1777".into()),
             }
@@ -554,22 +698,22 @@ mod tests {
         assert_eq!(
             targets(&steps),
             [
-                "/srv/root",
-                "/srv/root/proc",
-                "/srv/root/proc/sys",
-                "/srv/root/proc/sysrq-trigger",
-                "/srv/root/sys",
-                "/srv/root/dev",
-                "/srv/root/dev/pts",
-                "/srv/root/dev/shm",
-                "/srv/root/tmp",
-                "/srv/root/data",
-                "/srv/root/scratch",
+                "/proc",
+                "/proc/sys",
+                "/proc/sysrq-trigger",
+                "/sys",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/tmp",
+                "/data",
+                "/scratch",
             ]
         );
+        assert_eq!(steps[1], MountStep::EnterRootfs { rootfs: "/srv/root".into() });
         assert!(steps.contains(&MountStep::Mount {
             fstype: "tmpfs",
-            target: "/srv/root/scratch".into(),
+            target: Target { path: "/scratch".into(), within: Within::Rootfs },
             flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             data: Some("mode=1777,size=16777216".into()),
         }));
@@ -577,11 +721,58 @@ mod tests {
         assert_eq!(devices, DEVICES.len());
         assert!(steps.contains(&MountStep::Bind {
             source: "/data".into(),
-            target: "/srv/root/data".into(),
-            confine: Some("/srv/root".into()),
+            target: Target { path: "/data".into(), within: Within::Rootfs },
+            readonly: false,
         }));
         let n = steps.len();
         assert_eq!(steps[n - 2], MountStep::PivotRoot { new_root: "/srv/root".into() });
         assert_eq!(steps[n - 1], MountStep::RemountReadonly { target: "/".into() });
+    }
+
+    fn within(steps: &[MountStep], path: &str) -> Within {
+        steps
+            .iter()
+            .find_map(|s| match s {
+                MountStep::Mount { target, .. } | MountStep::Bind { target, .. }
+                    if target.path == Path::new(path) =>
+                {
+                    Some(target.within.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no target {path}"))
+    }
+
+    #[test]
+    fn targets_know_whether_missing_mount_points_may_be_made() {
+        let mut c = cfg(&[Namespace::Pid, Namespace::Mount]);
+        c.mounts.push(ExtraMount::tmpfs("/srv/scratch", None, false));
+        c.mounts.push(ExtraMount::bind("/data", "/srv/scratch/in", false));
+        c.mounts.push(ExtraMount::tmpfs("/srv/scratch/in/cache", None, false));
+        c.mounts.push(ExtraMount::tmpfs("/srv/scratch/other", None, false));
+        c.mounts.push(ExtraMount::tmpfs("/tmp/work", None, false));
+        let steps = plan(&c);
+        // Without a rootfs: the host's tree is never written to, a job's
+        // own tmpfs is, a bind's source is not.
+        assert_eq!(within(&steps, "/proc"), Within::Host);
+        assert_eq!(within(&steps, "/srv/scratch"), Within::Host);
+        assert_eq!(within(&steps, "/srv/scratch/in"), Within::Tmpfs("/srv/scratch".into()));
+        assert_eq!(
+            within(&steps, "/srv/scratch/in/cache"),
+            Within::Mount("/srv/scratch/in".into())
+        );
+        assert_eq!(within(&steps, "/srv/scratch/other"), Within::Tmpfs("/srv/scratch".into()));
+        assert_eq!(within(&steps, "/tmp/work"), Within::Tmpfs("/tmp".into()));
+        assert!(!Within::Host.may_create() && !Within::Mount("/x".into()).may_create());
+
+        c.rootfs = Some("/srv/root".into());
+        let steps = plan(&c);
+        assert_eq!(within(&steps, "/srv/scratch"), Within::Rootfs);
+        assert_eq!(within(&steps, "/dev/pts"), Within::Tmpfs("/dev".into()));
+        assert_eq!(
+            within(&steps, "/srv/scratch/in/cache"),
+            Within::Mount("/srv/scratch/in".into())
+        );
+        assert!(Within::Rootfs.may_create());
     }
 }
