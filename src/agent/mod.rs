@@ -121,8 +121,7 @@ pub async fn run(
         runs_dir,
         default_grace: config.stop_grace,
         min_runtime_before_preemption: config.min_runtime_before_preemption,
-        allow_root_jobs: config.allow_root_jobs,
-        default_user: config.default_user.clone(),
+        admission: config.admission(),
     };
     let runtime = Arc::new(HostRuntime::new(host));
     let (sink, observations) = mpsc::unbounded_channel();

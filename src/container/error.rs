@@ -33,6 +33,11 @@ pub enum SetupError {
     UnknownGroup { name: String, group: PathBuf },
     #[error("user {user:?} is uid 0 (root), and root jobs are not allowed here")]
     RootRefused { user: String },
+    #[error(
+        "its group resolves to gid {gid}, which is {}, and such groups are not allowed here",
+        if *gid == 0 { "root's".to_owned() } else { format!("the privileged group {group:?}") }
+    )]
+    GroupRefused { group: String, gid: u32 },
     #[error("mount target {target} leaves the rootfs (resolves to {resolved})")]
     MountTargetEscapes { target: PathBuf, resolved: PathBuf },
     #[error("failed to write 0 to {path}: {}", describe(errno))]
