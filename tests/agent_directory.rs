@@ -197,6 +197,24 @@ fn privileged_groups_and_a_shared_uid_without_pid_namespace_wait_for_permission(
 }
 
 #[test]
+fn a_file_name_cannot_forge_log_lines() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    let forged = "x\n2026-01-01T00:00:00Z  INFO corral: forged \u{1b}[31mred.yaml";
+    agent.write_job(forged, &job("forger", "exit 0", "comand: 3\n"));
+    agent.wait_for("the file's problem in the log", secs(10), || {
+        agent.log_text().contains("job file not applied")
+    });
+    let log = agent.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("forged")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(!log.contains('\u{1b}'), "{log}");
+    let escaped = "x\\n2026-01-01T00:00:00Z  INFO corral: forged \\u{1b}[31mred.yaml";
+    assert!(lines[0].contains(&format!("{escaped}:3:1: comand: unknown field")), "{log}");
+    assert!(lines[0].contains(&format!("file={}/{escaped}", agent.jobs.display())), "{log}");
+}
+
+#[test]
 fn two_agents_side_by_side_each_run_their_own_jobs() {
     let mut a = TestAgent::new("");
     let mut b = TestAgent::new("log_format: json\n");

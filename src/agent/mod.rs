@@ -50,6 +50,7 @@ pub mod cron;
 pub mod error;
 pub mod host;
 pub mod job;
+pub mod logging;
 pub mod ops;
 pub mod preempt;
 pub mod queue;

@@ -1175,7 +1175,7 @@ fn log_note(note: &FileNote) {
             } else {
                 format!("its last good version stays in force ({})", names(kept))
             };
-            error!(file = %path.display(), "job file not applied, {kept}:\n  {}", problems.join("\n  "))
+            error!(file = %path.display(), "job file not applied, {kept}: {}", problems.join("; "))
         }
         FileNote::Refused { path, reason, kept } => {
             let kept = if kept.is_empty() {
