@@ -189,6 +189,13 @@ impl FieldPath {
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The path without its last segment (the root stays the root).
+    pub fn parent(&self) -> FieldPath {
+        let mut path = self.clone();
+        path.0.pop();
+        path
+    }
 }
 
 impl fmt::Display for FieldPath {
@@ -227,12 +234,13 @@ impl Diagnostic<SpecError> {
     /// The same problem at the same place, its message
     /// [redacted](SpecError::redacted).
     pub fn redacted(&self) -> Diagnostic<String> {
-        Diagnostic {
-            file: self.file.clone(),
-            pos: self.pos,
-            field: self.field.clone(),
-            error: self.error.redacted(),
-        }
+        // A key the schema does not know is the file's text, not a field name:
+        // a misplaced line (`hunter2: x`) is reported at its parent.
+        let field = match self.error {
+            SpecError::UnknownField { .. } | SpecError::DuplicateKey { .. } => self.field.parent(),
+            _ => self.field.clone(),
+        };
+        Diagnostic { file: self.file.clone(), pos: self.pos, field, error: self.error.redacted() }
     }
 }
 
@@ -358,6 +366,24 @@ mod tests {
             assert!(!redacted.contains(secret), "{redacted}");
             assert!(!redacted.contains("s3cr3t"), "{redacted}");
         }
+    }
+
+    #[test]
+    fn a_key_the_schema_does_not_know_is_left_out_of_the_redacted_path() {
+        let d: Diagnostic = Diagnostic::new(
+            Path::new("a.yaml"),
+            Pos::new(5, 3),
+            FieldPath::root().key("resources").key("hunter2"),
+            SpecError::UnknownField { key: "hunter2".into(), suggestion: None },
+        );
+        assert_eq!(d.redacted().to_string(), "a.yaml:5:3: resources: unknown field");
+        let top: Diagnostic = Diagnostic::new(
+            Path::new("a.yaml"),
+            Pos::new(1, 1),
+            FieldPath::root().key("hunter2"),
+            SpecError::DuplicateKey { key: "hunter2".into(), first_line: 1 },
+        );
+        assert_eq!(top.redacted().to_string(), "a.yaml:1:1: set twice; the first is on line 1");
     }
 
     #[test]
