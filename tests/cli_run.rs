@@ -457,7 +457,7 @@ fn privileged_groups_need_the_agent_s_permission() {
     // On the host's filesystem, as the default user, where `shadow` would
     // read /etc/shadow.
     let host_job = |name: &str, group: &str| {
-        corral.job_file(name, &format!("name: {name}\ncommand: [id, -g]\ngroup: {group}\n"))
+        corral.job_file(name, &format!("name: {name}\ncommand: [id, -G]\ngroup: {group}\n"))
     };
     let by_name = host_job("byname", "shadow");
     let gid0 = host_job("gidzero", "'0'");
@@ -483,6 +483,8 @@ fn privileged_groups_need_the_agent_s_permission() {
     for (file, gid) in [(&by_name, shadow), (&gid0, 0), (&by_number, shadow)] {
         let output = corral.command(file).arg("--config").arg(&config).output().unwrap();
         assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+        // That one group and no other: supplementary groups are cleared, so
+        // none of root's (or the user's) can come along.
         assert_eq!(text(&output.stdout), format!("{gid}\n"));
     }
     assert_cleaned_up(&corral);
