@@ -146,6 +146,75 @@ fn world_writable_files_and_root_jobs_are_refused() {
 }
 
 #[test]
+fn privileged_groups_and_a_shared_uid_without_pid_namespace_wait_for_permission() {
+    let files = |agent: &TestAgent| {
+        let out = |name: &str| agent.data_file(name).display().to_string();
+        agent.write_job(
+            "shadow.yaml",
+            &job("shadow", &format!("id -g > {}", out("shadow")), "group: shadow\n"),
+        );
+        agent.write_job(
+            "gid0.yaml",
+            &job("gid0", &format!("id -g > {}", out("gid0")), "group: '0'\n"),
+        );
+        agent.write_job(
+            "nopid.yaml",
+            &job("nopid", &format!("echo $$ > {}", out("nopid")), "isolation:\n  namespaces: []\n"),
+        );
+    };
+    let mut agent = TestAgent::new("");
+    agent.start();
+    files(&agent);
+    for said in [
+        "shadow.yaml:3:8: group: group \"shadow\" is privileged",
+        "gid0.yaml:3:8: group: group \"0\" is privileged",
+        "nopid.yaml:4:15: isolation.namespaces: without a pid namespace",
+    ] {
+        agent.wait_for(said, secs(10), || agent.log_text().contains(said));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for name in ["shadow", "gid0", "nopid"] {
+        assert!(agent.runs_of(name).is_empty(), "{name} ran");
+    }
+    agent.stop();
+
+    let mut allowed =
+        TestAgent::new("allow_root_jobs: true\nallow_shared_uid_without_pid_namespace: true\n");
+    allowed.start();
+    files(&allowed);
+    for name in ["shadow", "gid0", "nopid"] {
+        allowed.wait_phase(&format!("{name}-1"), "succeeded", secs(20));
+    }
+    let shadow = std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("shadow:x:").map(|r| r.trim_end_matches(':').to_owned()))
+        .unwrap();
+    assert_eq!(allowed.read_data("shadow").trim(), shadow);
+    assert_eq!(allowed.read_data("gid0"), "0\n");
+    let pid: u32 = allowed.read_data("nopid").trim().parse().unwrap();
+    assert!(pid > 1, "a host pid, not 1 of its own namespace: {pid}");
+}
+
+#[test]
+fn a_file_name_cannot_forge_log_lines() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    let forged = "x\n2026-01-01T00:00:00Z  INFO corral: forged \u{1b}[31mred.yaml";
+    agent.write_job(forged, &job("forger", "exit 0", "comand: 3\n"));
+    agent.wait_for("the file's problem in the log", secs(10), || {
+        agent.log_text().contains("job file not applied")
+    });
+    let log = agent.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("forged")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(!log.contains('\u{1b}'), "{log}");
+    let escaped = "x\\n2026-01-01T00:00:00Z  INFO corral: forged \\u{1b}[31mred.yaml";
+    assert!(lines[0].contains(&format!("{escaped}:3:1: comand: unknown field")), "{log}");
+    assert!(lines[0].contains(&format!("file={}/{escaped}", agent.jobs.display())), "{log}");
+}
+
+#[test]
 fn two_agents_side_by_side_each_run_their_own_jobs() {
     let mut a = TestAgent::new("");
     let mut b = TestAgent::new("log_format: json\n");

@@ -290,6 +290,38 @@ fn the_socket_is_root_only_and_a_stopped_agent_is_reported() {
 }
 
 #[test]
+fn the_http_api_does_not_quote_a_root_only_job_file_but_reload_does() {
+    let agent = started("");
+    agent.write_job("vault.yaml", &job("vault", "exit 0", ""));
+    agent.wait_phase("vault-1", "succeeded", secs(20));
+    let secret = "hunter2-TOPSECRET-9f1c";
+    let path = agent.jobs.join("vault.yaml");
+    agent.write_job("vault.yaml", &job("vault", "exit 0", &format!("workdir: {secret}\n")));
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let file = path.display().to_string();
+    agent.wait_for("the problem in the log", secs(10), || {
+        agent.log_text().contains(&format!("{file}:3:10: workdir: invalid"))
+    });
+
+    let (status, _, body) = agent.http_get("/v1/jobs/vault", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("TOPSECRET"), "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["file_status"], "invalid");
+    assert_eq!(json["problems"][0], format!("{file}:3:10: workdir: invalid working directory"));
+    let (_, _, list) = agent.http_get("/v1/jobs", None);
+    assert!(!list.contains("TOPSECRET") && list.contains("invalid working directory"), "{list}");
+
+    // Root asks over the control socket, and is told all of it.
+    let out = corral(&agent, &["reload"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("{file}:3:10: workdir: invalid working directory \"{secret}\"")),
+        "{said}"
+    );
+}
+
+#[test]
 fn reload_reads_the_directory_now_and_exits_1_while_a_file_is_not_applied() {
     let mut agent = started("");
     // Held open for writing, a file never settles, so the watcher never

@@ -422,16 +422,71 @@ fn root_jobs_need_the_agent_s_permission() {
         &boxed(&sandbox, "rooted", "id -u", "").replace("user: app", "user: root"),
     );
     let output = corral.run(&file);
-    assert_eq!(code(&output), 125);
+    assert_eq!(code(&output), 2);
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("job rooted: would run as \"root\" (from its `user`)"), "{stderr}");
-    assert!(stderr.contains("allow_root_jobs: true"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:2:7: user: it would run as root", file.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("allow_root_jobs is false"), "{stderr}");
     assert!(corral.run_dirs().is_empty(), "nothing made for a refused job");
 
     let config = corral.job_file("agent", "allow_root_jobs: true\n");
     let output = corral.command(&file).arg("--config").arg(&config).output().unwrap();
     assert_eq!(code(&output), 0, "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout), "0\n");
+    assert_cleaned_up(&corral);
+}
+
+/// The gid of `name` in the host's group database.
+fn host_gid(name: &str) -> u32 {
+    let groups = std::fs::read_to_string("/etc/group").unwrap();
+    groups
+        .lines()
+        .find_map(|l| {
+            let fields: Vec<&str> = l.split(':').collect();
+            (fields[0] == name).then(|| fields[2].parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no group {name} on this host"))
+}
+
+#[test]
+fn privileged_groups_need_the_agent_s_permission() {
+    let corral = CorralRun::new();
+    let shadow = host_gid("shadow");
+    // On the host's filesystem, as the default user, where `shadow` would
+    // read /etc/shadow.
+    let host_job = |name: &str, group: &str| {
+        corral.job_file(name, &format!("name: {name}\ncommand: [id, -G]\ngroup: {group}\n"))
+    };
+    let by_name = host_job("byname", "shadow");
+    let gid0 = host_job("gidzero", "'0'");
+    for (file, group) in [(&by_name, "shadow"), (&gid0, "0")] {
+        let output = corral.run(file);
+        assert_eq!(code(&output), 2, "{}", text(&output.stderr));
+        let stderr = text(&output.stderr);
+        let said = format!("{}:3:8: group: group {group:?} is privileged", file.display());
+        assert!(stderr.contains(&said), "{stderr}");
+    }
+    // A number is only known to be `shadow` once resolved: the shim refuses it.
+    let by_number = host_job("bynumber", &format!("'{shadow}'"));
+    let output = corral.run(&by_number);
+    assert_eq!(code(&output), 125, "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("gid {shadow}, which is the privileged group \"shadow\"")),
+        "{stderr}"
+    );
+    assert!(corral.run_dirs().len() <= 1, "at most the refused run's directory");
+
+    let config = corral.job_file("agent", "allow_root_jobs: true\n");
+    for (file, gid) in [(&by_name, shadow), (&gid0, 0), (&by_number, shadow)] {
+        let output = corral.command(file).arg("--config").arg(&config).output().unwrap();
+        assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+        // That one group and no other: supplementary groups are cleared, so
+        // none of root's (or the user's) can come along.
+        assert_eq!(text(&output.stdout), format!("{gid}\n"));
+    }
     assert_cleaned_up(&corral);
 }
 

@@ -2,7 +2,8 @@
 //! on duplicate job names across files, and on hostile input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -145,7 +146,151 @@ fn the_example_agent_config_points_at_the_example_jobs() {
     assert_eq!(jobs_dir, repo().join("jobs").canonicalize().unwrap());
     assert!(config.state_dir.starts_with(repo().join("config")), "{:?}", config.state_dir);
     assert!(config.listen.ip().is_loopback());
-    let load = corral::spec::load_paths(&[&config.jobs_dir]);
+    let rules = corral::spec::LoadRules {
+        files: corral::watch::policy::Rules::checking_as(nix::unistd::geteuid()),
+        admission: Some(config.admission()),
+    };
+    let load = corral::spec::load_paths(&[&config.jobs_dir], &rules);
     assert!(load.is_ok());
     assert!(load.jobs.len() >= 7);
+}
+
+/// Runs `corral validate ARGS`, killing it if it has not finished within
+/// `limit`: a hang is a failure, not a stuck test run.
+fn validate_within(limit: Duration, args: &[&str]) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .arg("validate")
+        .args(args)
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run corral");
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "corral validate {args:?} still running after {limit:?}; stdout:\n{}",
+                stdout(&output)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = started.elapsed();
+    (child.wait_with_output().unwrap(), elapsed)
+}
+
+/// A marker the tests look for in corral's output; it must never appear.
+const MARKER: &str = "MARKER-7f3a9c-must-not-be-printed";
+
+/// A jobs directory with a fifo named like a job file and a symlink to a
+/// file outside it whose text (invalid YAML, as /etc/shadow is) holds the marker.
+fn hostile_dir() -> (tempfile::TempDir, tempfile::TempDir) {
+    let jobs = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("shadow");
+    std::fs::write(&secret, format!("root:{MARKER}:19000:0:99999:7:::\n")).unwrap();
+    nix::unistd::mkfifo(
+        &jobs.path().join("x.yaml"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&secret, jobs.path().join("link.yaml")).unwrap();
+    (jobs, outside)
+}
+
+#[test]
+fn a_fifo_is_refused_at_once_given_alone_or_in_a_directory() {
+    let (jobs, _outside) = hostile_dir();
+    let fifo = jobs.path().join("x.yaml");
+    for arg in [fifo.to_str().unwrap(), jobs.path().to_str().unwrap()] {
+        let (output, elapsed) = validate_within(Duration::from_secs(20), &[arg]);
+        assert_eq!(output.status.code(), Some(1));
+        let out = stdout(&output);
+        let line = out.lines().find(|l| l.contains("x.yaml")).unwrap_or_default();
+        assert!(
+            line.ends_with("x.yaml: refused: it is a fifo, not a regular file"),
+            "{arg}: {out}"
+        );
+        assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    }
+}
+
+#[test]
+fn a_symlink_out_of_the_directory_is_refused_unread() {
+    let (jobs, outside) = hostile_dir();
+    let link = jobs.path().join("link.yaml");
+    for arg in [link.to_str().unwrap(), jobs.path().to_str().unwrap()] {
+        let (output, _) = validate_within(Duration::from_secs(20), &[arg]);
+        assert_eq!(output.status.code(), Some(1));
+        let out = stdout(&output);
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(!out.contains(MARKER) && !err.contains(MARKER), "{out}{err}");
+        let line = out.lines().find(|l| l.contains("link.yaml")).unwrap_or_default();
+        let target = outside.path().canonicalize().unwrap().join("shadow");
+        assert!(
+            line.ends_with(&format!(
+                "link.yaml: refused: it is a symlink to {}, outside the jobs directory",
+                target.display()
+            )),
+            "{arg}: {out}"
+        );
+    }
+    // A link to a job file in the same directory is read, as the agent reads it.
+    std::fs::write(jobs.path().join("real.yml"), "name: a\ncommand: [/bin/true]\n").unwrap();
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("real.yml", &link).unwrap();
+    let output = validate(&[link.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+}
+
+#[test]
+fn the_agents_admission_rules_apply_and_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("name: {}\ncommand: [/bin/true]\n{text}", &name[..1]))
+            .unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let root = write("r.yaml", "user: root\n");
+    let zero = write("z.yaml", "user: '0'\n");
+    let shadow = write("s.yaml", "group: shadow\n");
+    let gid0 = write("g.yaml", "group: '0'\n");
+    let shared = write("n.yaml", "isolation:\n  namespaces: []\n");
+    let files = [&root, &zero, &shadow, &gid0, &shared].map(String::as_str);
+
+    let output = validate(&files);
+    assert_eq!(output.status.code(), Some(1));
+    let out = stdout(&output);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("admission rules of the built-in defaults: root jobs refused"), "{err}");
+    let expected = [
+        format!("{root}:3:7: user: it would run as root"),
+        format!("{zero}:3:7: user: it would run as root"),
+        format!("{shadow}:3:8: group: group \"shadow\" is privileged"),
+        format!("{gid0}:3:8: group: group \"0\" is privileged"),
+        format!("{shared}:4:15: isolation.namespaces: without a pid namespace"),
+    ];
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{out}");
+    for (line, prefix) in lines.iter().zip(&expected) {
+        assert!(line.starts_with(prefix.as_str()), "expected {prefix:?}\n     got {line:?}");
+    }
+
+    let config = dir.path().join("agent.conf");
+    std::fs::write(
+        &config,
+        "allow_root_jobs: true\nallow_shared_uid_without_pid_namespace: true\n",
+    )
+    .unwrap();
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend(files);
+    let output = validate(&args);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{}{err}", stdout(&output));
+    assert!(err.contains("root jobs and privileged groups allowed"), "{err}");
+    assert!(err.contains(config.to_str().unwrap()), "{err}");
 }

@@ -50,6 +50,7 @@ pub mod cron;
 pub mod error;
 pub mod host;
 pub mod job;
+pub mod logging;
 pub mod ops;
 pub mod preempt;
 pub mod queue;
@@ -121,8 +122,7 @@ pub async fn run(
         runs_dir,
         default_grace: config.stop_grace,
         min_runtime_before_preemption: config.min_runtime_before_preemption,
-        allow_root_jobs: config.allow_root_jobs,
-        default_user: config.default_user.clone(),
+        admission: config.admission(),
     };
     let runtime = Arc::new(HostRuntime::new(host));
     let (sink, observations) = mpsc::unbounded_channel();

@@ -16,18 +16,24 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::spec::{self, Job, JobName, JobSet, JobSetDiff, JobSpec};
+use crate::spec::{self, AdmissionRules, Diagnostic, Job, JobName, JobSet, JobSetDiff};
 use crate::watch::FileChange;
 
 /// Whether the agent accepts a compiled job (e.g. `user: root` only where
-/// root jobs are allowed). `Err` holds the reason.
+/// root jobs are allowed): every reason it does not, at its field.
 pub trait Admission {
-    fn admit(&self, spec: &JobSpec) -> Result<(), String>;
+    fn admit(&self, job: &Job) -> Vec<Diagnostic>;
 }
 
-impl<F: Fn(&JobSpec) -> Result<(), String>> Admission for F {
-    fn admit(&self, spec: &JobSpec) -> Result<(), String> {
-        self(spec)
+impl Admission for AdmissionRules {
+    fn admit(&self, job: &Job) -> Vec<Diagnostic> {
+        self.check(job)
+    }
+}
+
+impl<F: Fn(&Job) -> Vec<Diagnostic>> Admission for F {
+    fn admit(&self, job: &Job) -> Vec<Diagnostic> {
+        self(job)
     }
 }
 
@@ -48,15 +54,29 @@ pub enum FileNote {
 /// A problem that currently stands for a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileProblem {
-    Invalid(Vec<String>),
+    Invalid(Vec<Diagnostic>),
     Refused(String),
 }
 
 impl FileProblem {
-    /// The problem as lines of an answer (the API's job view, a reload).
+    /// The problem as lines of an answer to root (a reload over the control
+    /// socket): every message whole, quoting the file's values.
     pub fn lines(&self) -> Vec<String> {
         match self {
-            FileProblem::Invalid(problems) => problems.clone(),
+            FileProblem::Invalid(problems) => problems.iter().map(ToString::to_string).collect(),
+            refused @ FileProblem::Refused(_) => vec![refused.to_string()],
+        }
+    }
+
+    /// The problem as lines anyone on the machine may read (the HTTP API):
+    /// positions and fields but no value from the file, which may be readable
+    /// by root alone (see [`crate::spec::SpecError::redacted`]). A refusal says
+    /// what is wrong with the file's type, owner or mode, never its content.
+    pub fn redacted_lines(&self) -> Vec<String> {
+        match self {
+            FileProblem::Invalid(problems) => {
+                problems.iter().map(|d| d.redacted().to_string()).collect()
+            }
             refused @ FileProblem::Refused(_) => vec![refused.to_string()],
         }
     }
@@ -65,7 +85,10 @@ impl FileProblem {
 impl fmt::Display for FileProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FileProblem::Invalid(problems) => f.write_str(&problems.join("; ")),
+            FileProblem::Invalid(problems) => {
+                let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                f.write_str(&lines.join("; "))
+            }
             FileProblem::Refused(reason) => write!(f, "refused: {reason}"),
         }
     }
@@ -168,8 +191,9 @@ impl JobDirectory {
                             entry.problem = None;
                             notes.push(FileNote::Loaded { path, jobs: names });
                         }
-                        Err(problems) => {
-                            entry.problem = Some(FileProblem::Invalid(problems.clone()));
+                        Err(diagnostics) => {
+                            let problems = diagnostics.iter().map(ToString::to_string).collect();
+                            entry.problem = Some(FileProblem::Invalid(diagnostics));
                             let kept = names_of(&entry.good);
                             notes.push(FileNote::Invalid { path, problems, kept });
                         }
@@ -224,18 +248,13 @@ fn names_of(jobs: &[Job]) -> Vec<JobName> {
 }
 
 /// Compiles one file's bytes and admits every job in it, reporting every problem.
-fn compile(path: &Path, bytes: &[u8], admission: &impl Admission) -> Result<Vec<Job>, Vec<String>> {
-    let jobs = spec::compile_bytes(path, bytes)
-        .map_err(|diagnostics| diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let refused: Vec<String> = jobs
-        .iter()
-        .filter_map(|job| {
-            admission
-                .admit(&job.spec)
-                .err()
-                .map(|why| format!("{}: job {}: {why}", job.origin, job.spec.name))
-        })
-        .collect();
+fn compile(
+    path: &Path,
+    bytes: &[u8],
+    admission: &impl Admission,
+) -> Result<Vec<Job>, Vec<Diagnostic>> {
+    let jobs = spec::compile_bytes(path, bytes).map_err(|diagnostics| diagnostics.0)?;
+    let refused: Vec<Diagnostic> = jobs.iter().flat_map(|job| admission.admit(job)).collect();
     if refused.is_empty() {
         Ok(jobs)
     } else {
@@ -248,8 +267,8 @@ mod tests {
     use super::*;
     use crate::watch::policy::Refusal;
 
-    fn allow_all(_: &JobSpec) -> Result<(), String> {
-        Ok(())
+    fn allow_all(_: &Job) -> Vec<Diagnostic> {
+        Vec::new()
     }
 
     fn up(path: &str, text: &str) -> FileChange {
@@ -354,19 +373,17 @@ mod tests {
 
     #[test]
     fn jobs_the_agent_does_not_admit_make_the_file_invalid() {
-        let no_root = |spec: &JobSpec| {
-            if spec.user.as_ref().is_some_and(|u| u.is_root()) {
-                Err("root jobs are not allowed".to_owned())
-            } else {
-                Ok(())
-            }
-        };
         let mut dir = JobDirectory::new();
-        let r = dir
-            .apply(vec![up("/j/a.yaml", "name: a\ncommand: [/bin/true]\nuser: root\n")], &no_root);
+        let text = "name: a\ncommand: [/bin/true]\nuser: root\ngroup: shadow\n";
+        let r = dir.apply(vec![up("/j/a.yaml", text)], &AdmissionRules::default());
         assert!(r.diff.is_empty());
         let [FileNote::Invalid { problems, .. }] = r.notes.as_slice() else { panic!() };
-        assert!(problems[0].contains("root jobs are not allowed"), "{problems:?}");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("/j/a.yaml:3:7: user: it would run as root"),
+            "{problems:?}"
+        );
+        assert!(problems[1].starts_with("/j/a.yaml:4:8: group: group \"shadow\" is privileged"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::scheduler::{
     transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunEvent, RunState, StopIntent,
     StopReason, Timestamp,
 };
-use crate::spec::{self, JobSpec, UserRef};
+use crate::spec::{self, AdmissionRules, JobSpec};
 use crate::store::{parse_run_id, ExitInfo, JobVersion, LaunchInfo, Retention, RunStore};
 use crate::topology::{Bytes, CpuSet, Topology};
 use crate::watch::FileChange;
@@ -54,21 +54,8 @@ pub struct Settings {
     pub default_grace: Duration,
     /// A run is not preempted before it has run this long.
     pub min_runtime_before_preemption: Duration,
-    pub allow_root_jobs: bool,
-    pub default_user: UserRef,
-}
-
-impl Settings {
-    /// Whether the agent runs `spec` at all.
-    pub fn admit(&self, spec: &JobSpec) -> Result<(), String> {
-        let user = spec.user.as_ref().unwrap_or(&self.default_user);
-        if user.is_root() && !self.allow_root_jobs {
-            return Err("it would run as root, which this agent does not allow \
-                        (allow_root_jobs is false)"
-                .into());
-        }
-        Ok(())
-    }
+    /// Which jobs the agent runs at all; holds the `default_user`.
+    pub admission: AdmissionRules,
 }
 
 /// One run the agent manages.
@@ -245,8 +232,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         &mut self,
         changes: Vec<FileChange>,
     ) -> Result<spec::JobSetDiff, AgentError> {
-        let settings = self.settings.clone();
-        let reconciled = self.jobs.apply(changes, &|spec: &JobSpec| settings.admit(spec));
+        let reconciled = self.jobs.apply(changes, &self.settings.admission);
         for note in &reconciled.notes {
             log_note(note);
         }
@@ -1192,7 +1178,7 @@ fn log_note(note: &FileNote) {
             } else {
                 format!("its last good version stays in force ({})", names(kept))
             };
-            error!(file = %path.display(), "job file not applied, {kept}:\n  {}", problems.join("\n  "))
+            error!(file = %path.display(), "job file not applied, {kept}: {}", problems.join("; "))
         }
         FileNote::Refused { path, reason, kept } => {
             let kept = if kept.is_empty() {

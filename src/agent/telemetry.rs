@@ -145,7 +145,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 priority: j.spec.priority.get(),
                 preemption: job::preemption_mode(j.spec.preemption),
                 scheduled: j.spec.recurrence.is_some(),
-                user: j.spec.user.as_ref().unwrap_or(&self.settings.default_user).to_string(),
+                user: j
+                    .spec
+                    .user
+                    .as_ref()
+                    .unwrap_or(&self.settings.admission.default_user)
+                    .to_string(),
                 next_fire: self.cron.next_fire(&j.spec.name).map(SystemTime::from),
             })
             .collect();
@@ -192,12 +197,17 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     } else {
                         FileStatus::Valid
                     },
-                    problems: problem.map(FileProblem::lines).unwrap_or_default(),
+                    problems: problem.map(FileProblem::redacted_lines).unwrap_or_default(),
                     priority: j.spec.priority.get(),
                     preemption: job::preemption_mode(j.spec.preemption),
                     schedule: j.spec.recurrence.as_ref().map(|r| r.schedule.as_str().to_owned()),
                     next_fire: self.cron.next_fire(&j.spec.name),
-                    user: j.spec.user.as_ref().unwrap_or(&self.settings.default_user).to_string(),
+                    user: j
+                        .spec
+                        .user
+                        .as_ref()
+                        .unwrap_or(&self.settings.admission.default_user)
+                        .to_string(),
                     runs: runs_of.remove(&j.spec.name).unwrap_or_default(),
                 }
             })

@@ -15,7 +15,6 @@ use super::telemetry::Telemetry;
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
 use crate::placement::{Ledger, PlacementConfig, RunId};
 use crate::scheduler::{ExitStatus, FailReason, Phase, RunState, StopReason, Timestamp};
-use crate::spec::UserRef;
 use crate::store::{LaunchInfo, RunStore, SqliteStore};
 use crate::topology::testing::fixture;
 use crate::topology::Topology;
@@ -40,8 +39,7 @@ fn settings(dir: &Path) -> Settings {
         runs_dir: dir.join("runs"),
         default_grace: Duration::from_secs(5),
         min_runtime_before_preemption: Duration::ZERO,
-        allow_root_jobs: false,
-        default_user: UserRef::Name("nobody".into()),
+        admission: crate::spec::AdmissionRules::default(),
     }
 }
 

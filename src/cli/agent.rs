@@ -86,14 +86,17 @@ fn load(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
     Ok(config)
 }
 
-/// Logs go to stderr, one line per event; `RUST_LOG` adjusts the level
-/// (default `info`).
+/// Logs go to stderr, one line per event, with control characters in any
+/// field escaped (see [`crate::agent::logging`]); `RUST_LOG` adjusts the
+/// level (default `info`).
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Text => {
+            builder.with_ansi(false).fmt_fields(crate::agent::logging::EscapedFields).init()
+        }
         LogFormat::Json => builder.json().init(),
     }
 }

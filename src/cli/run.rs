@@ -64,15 +64,15 @@ pub struct RunArgs {
 const EXIT_INVALID: u8 = 2;
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let spec = match pick_job(&args) {
-        Ok(spec) => spec,
+    let config = match agent_config(&args) {
+        Ok(config) => config,
         Err(message) => {
             eprintln!("{message}");
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
-    let config = match agent_config(&args) {
-        Ok(config) => config,
+    let spec = match pick_job(&args, &config) {
+        Ok(spec) => spec,
         Err(message) => {
             eprintln!("{message}");
             return Ok(ExitCode::from(EXIT_INVALID));
@@ -87,11 +87,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The one job to run, or every problem with the file as `corral validate`
-/// prints them.
-fn pick_job(args: &RunArgs) -> Result<JobSpec, String> {
+/// The one job to run, or every problem with the file as `corral validate
+/// --config` prints them: the agent's admission rules apply here too.
+fn pick_job(args: &RunArgs, config: &AgentConfig) -> Result<JobSpec, String> {
     let file = args.file.display();
-    let mut jobs = match spec::load_file(&args.file) {
+    let admission = config.admission();
+    let admitted = spec::load_file(&args.file).and_then(|jobs| {
+        let refused: Vec<_> = jobs.iter().flat_map(|job| admission.check(job)).collect();
+        if refused.is_empty() {
+            Ok(jobs)
+        } else {
+            Err(spec::Diagnostics(refused))
+        }
+    });
+    let mut jobs = match admitted {
         Ok(jobs) => jobs,
         Err(diagnostics) => {
             let n = diagnostics.len();

@@ -60,7 +60,11 @@ pub fn run(args: ScheduleArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let load = spec::load_paths(&args.paths);
+    let rules = spec::LoadRules {
+        files: crate::watch::policy::Rules::checking_as(nix::unistd::geteuid()),
+        admission: None,
+    };
+    let load = spec::load_paths(&args.paths, &rules);
     for diagnostic in load.diagnostics() {
         eprintln!("{diagnostic}");
     }

@@ -13,7 +13,7 @@ use crate::spec::error::{Diagnostic, Diagnostics, FieldPath};
 use crate::spec::name::{check_label, NameError};
 use crate::spec::schedule::parse_timezone;
 use crate::spec::tree::Node;
-use crate::spec::{source, Bytes, GroupRef, Pos, SpecError, UserRef};
+use crate::spec::{source, AdmissionRules, Bytes, GroupRef, Pos, SpecError, UserRef};
 use crate::topology::CpuSet;
 
 /// How the agent writes its log.
@@ -76,8 +76,16 @@ pub struct AgentConfig {
     pub socket_group: Option<GroupRef>,
     /// Who jobs without a `user` run as.
     pub default_user: UserRef,
-    /// Whether a job may run as root (uid 0), by its own `user` or by `default_user`.
+    /// Whether a job may run as root (uid 0), by its own `user` or by `default_user`,
+    /// or with gid 0 or one of `privileged_groups` as its group.
     pub allow_root_jobs: bool,
+    /// Groups as good as root (by name, resolved when a job starts, or by
+    /// gid): refused to jobs unless `allow_root_jobs`.
+    pub privileged_groups: Vec<GroupRef>,
+    /// Whether a job running as `default_user` may go without a pid namespace,
+    /// where it and every other such job can read each other's environment and
+    /// signal each other.
+    pub allow_shared_uid_without_pid_namespace: bool,
     pub log_format: LogFormat,
     /// The time zone of schedules that do not name one.
     pub default_timezone: Tz,
@@ -114,6 +122,8 @@ impl Default for AgentConfig {
             socket_group: None,
             default_user: UserRef::Name("nobody".into()),
             allow_root_jobs: false,
+            privileged_groups: crate::spec::admission::default_privileged_groups(),
+            allow_shared_uid_without_pid_namespace: false,
             log_format: LogFormat::Text,
             default_timezone: Tz::UTC,
             catch_up_limit: 100,
@@ -137,6 +147,8 @@ const FIELDS: &[&str] = &[
     "socket_group",
     "default_user",
     "allow_root_jobs",
+    "privileged_groups",
+    "allow_shared_uid_without_pid_namespace",
     "log_format",
     "default_timezone",
     "catch_up_limit",
@@ -277,6 +289,25 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
             );
         }
     }
+    let privileged_groups = match fields.get("privileged_groups") {
+        None => Some(defaults.privileged_groups),
+        Some(n) => {
+            let path = fields.field("privileged_groups");
+            cx.seq(n, &path).and_then(|items| {
+                let groups: Vec<Option<GroupRef>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| cx.parsed_text(item, &path.index(i), GroupRef::parse))
+                    .collect();
+                groups.into_iter().collect::<Option<Vec<_>>>()
+            })
+        }
+    };
+    let allow_shared_uid_without_pid_namespace =
+        match fields.get("allow_shared_uid_without_pid_namespace") {
+            None => Some(defaults.allow_shared_uid_without_pid_namespace),
+            Some(n) => cx.boolean(n, &fields.field("allow_shared_uid_without_pid_namespace")),
+        };
     let log_format = match fields.get("log_format") {
         None => Some(defaults.log_format),
         Some(n) => cx.choice(n, &fields.field("log_format")),
@@ -352,6 +383,8 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         socket_group: socket_group?,
         default_user: default_user?,
         allow_root_jobs: allow_root_jobs?,
+        privileged_groups: privileged_groups?,
+        allow_shared_uid_without_pid_namespace: allow_shared_uid_without_pid_namespace?,
         log_format: log_format?,
         default_timezone: default_timezone?,
         catch_up_limit: catch_up_limit?,
@@ -361,6 +394,18 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         stop_jobs_on_exit: stop_jobs_on_exit?,
         finished_run_retention: finished_run_retention?,
     })
+}
+
+impl AgentConfig {
+    /// The rules deciding which compiled jobs this agent runs.
+    pub fn admission(&self) -> AdmissionRules {
+        AdmissionRules {
+            default_user: self.default_user.clone(),
+            allow_root_jobs: self.allow_root_jobs,
+            privileged_groups: self.privileged_groups.clone(),
+            allow_shared_uid_without_pid_namespace: self.allow_shared_uid_without_pid_namespace,
+        }
+    }
 }
 
 /// A path field: absolute as written, or relative to `base`.
@@ -428,6 +473,26 @@ mod tests {
         assert_eq!(config.log_max_bytes, Bytes(16 << 20));
         assert!(config.reserved_cpus.is_empty());
         assert_eq!(config.finished_run_retention, Duration::from_secs(15 * 60));
+        let groups: Vec<String> = config.privileged_groups.iter().map(|g| g.to_string()).collect();
+        assert_eq!(groups, ["shadow", "disk", "sudo", "docker", "adm"]);
+        assert!(!config.allow_shared_uid_without_pid_namespace);
+    }
+
+    #[test]
+    fn privileged_groups_by_name_or_id() {
+        let config = compile(
+            "privileged_groups: [shadow, 42, wheel]\nallow_shared_uid_without_pid_namespace: true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.privileged_groups,
+            [GroupRef::Name("shadow".into()), GroupRef::Id(42), GroupRef::Name("wheel".into())]
+        );
+        assert!(config.allow_shared_uid_without_pid_namespace);
+        assert!(config.admission().allow_shared_uid_without_pid_namespace);
+        assert!(compile("privileged_groups: []\n").unwrap().privileged_groups.is_empty());
+        assert!(error("privileged_groups: [ok, 'a b']\n").starts_with("1 privileged_groups[1]:"));
+        assert!(error("privileged_groups: shadow\n").contains("expected a list"));
     }
 
     #[test]

@@ -202,6 +202,12 @@ pub struct ContainerConfig {
     /// rootfs's `/etc/passwd` (`toor`) is caught too.
     #[serde(default)]
     pub refuse_root: bool,
+    /// Refuse to start the job if its gid (from `group`, or the user's
+    /// primary group) is one of these, names resolved in the host's and the
+    /// rootfs's `/etc/group` (gid 0 is refused with `refuse_root`). The job
+    /// gets no supplementary groups, so its one gid is all there is to check.
+    #[serde(default)]
+    pub refuse_groups: Vec<IdSpec>,
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
     /// Cap on each of `stdout.log` and `stderr.log`.
@@ -272,6 +278,7 @@ impl ContainerConfig {
             cgroup_procs: Vec::new(),
             capabilities: BTreeSet::new(),
             refuse_root: false,
+            refuse_groups: Vec::new(),
             rlimits: Vec::new(),
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             tee_output: false,

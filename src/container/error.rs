@@ -34,6 +34,11 @@ pub enum SetupError {
     #[error("user {user:?} is uid 0 (root), and root jobs are not allowed here")]
     RootRefused { user: String },
     #[error(
+        "its group resolves to gid {gid}, which is {}, and such groups are not allowed here",
+        if *gid == 0 { "root's".to_owned() } else { format!("the privileged group {group:?}") }
+    )]
+    GroupRefused { group: String, gid: u32 },
+    #[error(
         "mount target {target} does not exist on the host: without a rootfs a job mounts only \
          over existing paths (create it on the host, or put it under a tmpfs mount of the job)"
     )]

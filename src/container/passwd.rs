@@ -123,6 +123,29 @@ pub fn resolve(
     Ok(Credentials { uid, gid, home: entry.map(|e| e.home.clone()).filter(|h| !h.is_empty()) })
 }
 
+/// The gids of `refused` groups, with the name each was given by: numbers as
+/// they are, names as found in any of `dbs` (the host's and the rootfs's group
+/// files, which may disagree: a name refused on either is refused). A name in
+/// none of them cannot be a job's group.
+pub fn refused_gids(refused: &[IdSpec], dbs: &[&[GroupEntry]]) -> Vec<(u32, String)> {
+    let mut gids = Vec::new();
+    for spec in refused {
+        match spec {
+            IdSpec::Id(id) => gids.push((*id, id.to_string())),
+            IdSpec::Name(name) => match name.parse() {
+                Ok(id) => gids.push((id, name.clone())),
+                Err(_) => gids.extend(
+                    dbs.iter()
+                        .flat_map(|db| db.iter())
+                        .filter(|g| &g.name == name)
+                        .map(|g| (g.gid, name.clone())),
+                ),
+            },
+        }
+    }
+    gids
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +177,21 @@ bad:x:notanumber:1:::
         );
         let groups = parse_group(GROUP);
         assert_eq!(groups.iter().map(|g| g.gid).collect::<Vec<_>>(), [0, 50, 1001]);
+    }
+
+    #[test]
+    fn refused_groups_resolve_in_every_database() {
+        let host = parse_group("shadow:x:42:\ndisk:x:6:\n");
+        let rootfs = parse_group("shadow:x:15:\n");
+        let refused = [
+            IdSpec::Name("shadow".into()),
+            IdSpec::Name("disk".into()),
+            IdSpec::Name("docker".into()),
+            IdSpec::Id(7),
+        ];
+        let gids: Vec<u32> =
+            refused_gids(&refused, &[&host, &rootfs]).into_iter().map(|(gid, _)| gid).collect();
+        assert_eq!(gids, [42, 15, 6, 7]);
     }
 
     #[test]

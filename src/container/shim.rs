@@ -161,6 +161,34 @@ fn resolve_credentials(cfg: &ContainerConfig) -> Result<Credentials, SetupError>
     })
 }
 
+/// Refuses gid 0 (with `refuse_root`) and the `refuse_groups`, resolved now,
+/// as the user's primary group can be one of them without the job saying so.
+fn check_group(cfg: &ContainerConfig, gid: u32) -> Result<(), SetupError> {
+    let group = || {
+        cfg.group
+            .as_ref()
+            .map_or_else(|| "the user's primary group".to_owned(), ToString::to_string)
+    };
+    if cfg.refuse_root && gid == 0 {
+        return Err(SetupError::GroupRefused { group: group(), gid });
+    }
+    if cfg.refuse_groups.is_empty() {
+        return Ok(());
+    }
+    let host = passwd::parse_group(&read_db(Path::new("/etc/group"))?);
+    let rootfs = match &cfg.rootfs {
+        Some(root) => passwd::parse_group(&read_db(&in_root(root, Path::new("/etc/group")))?),
+        None => Vec::new(),
+    };
+    match passwd::refused_gids(&cfg.refuse_groups, &[&host, &rootfs])
+        .into_iter()
+        .find(|(g, _)| *g == gid)
+    {
+        Some((gid, name)) => Err(SetupError::GroupRefused { group: name, gid }),
+        None => Ok(()),
+    }
+}
+
 fn open_log(path: &Path) -> Result<File, SetupError> {
     OpenOptions::new()
         .write(true)
@@ -216,6 +244,7 @@ fn start(run: &RunDir, cfg: ContainerConfig, shim: ProcessIdentity) -> Result<Ru
         let user = cfg.user.as_ref().map_or_else(|| "root".to_owned(), ToString::to_string);
         return Err(SetupError::RootRefused { user });
     }
+    check_group(&cfg, host_creds.gid)?;
     let userns = cfg.has(Namespace::User);
     let (tee_out, tee_err) = if cfg.tee_output {
         (dup_std(std::io::stdout()), dup_std(std::io::stderr()))

@@ -126,6 +126,13 @@ pub fn resources(
     }
 }
 
+fn id_spec(group: &spec::GroupRef) -> IdSpec {
+    match group {
+        spec::GroupRef::Name(name) => IdSpec::Name(name.clone()),
+        spec::GroupRef::Id(id) => IdSpec::Id(*id),
+    }
+}
+
 /// The container's configuration. Refuses a job that would run as root
 /// unless the agent allows root jobs; with them refused, the shim also
 /// refuses any name that resolves to uid 0 in the job's `/etc/passwd`.
@@ -164,10 +171,7 @@ pub fn container_config(
         spec::UserRef::Name(name) => IdSpec::Name(name.clone()),
         spec::UserRef::Id(id) => IdSpec::Id(*id),
     });
-    cfg.group = spec.group.as_ref().map(|group| match group {
-        spec::GroupRef::Name(name) => IdSpec::Name(name.clone()),
-        spec::GroupRef::Id(id) => IdSpec::Id(*id),
-    });
+    cfg.group = spec.group.as_ref().map(id_spec);
     cfg.namespaces = namespaces;
     // Spelled out rather than left to the container's default, so that
     // config.json says what the job saw.
@@ -182,6 +186,9 @@ pub fn container_config(
     cfg.cgroup_procs = cgroup_procs.to_vec();
     cfg.capabilities = capabilities;
     cfg.refuse_root = !config.allow_root_jobs;
+    if !config.allow_root_jobs {
+        cfg.refuse_groups = config.privileged_groups.iter().map(id_spec).collect();
+    }
     cfg.rlimits = spec
         .rlimits
         .0

@@ -7,6 +7,7 @@ use super::duration::DurationError;
 use super::name::NameError;
 use super::tree::Pos;
 use crate::units::QuantityError;
+use crate::watch::policy::Refusal;
 
 /// One problem found in a job file. Messages never repeat the field or the position:
 /// [`Diagnostic`] prints those in front of them.
@@ -66,6 +67,26 @@ pub enum SpecError {
     DuplicateItem { value: String },
     #[error("job {name:?} is also defined at {other}")]
     DuplicateJob { name: String, other: String },
+    /// The watcher's file rules (type, symlinks, owner, mode) refused it unread.
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    #[error(
+        "it would run as root{}, which this agent does not allow (allow_root_jobs is false)",
+        if *from_default { " (the agent's default_user)" } else { "" }
+    )]
+    RootUser { from_default: bool },
+    #[error(
+        "group {group:?} is privileged (gid 0 or in the agent's privileged_groups), which this \
+         agent does not allow (allow_root_jobs is false)"
+    )]
+    PrivilegedGroup { group: String },
+    #[error(
+        "without a pid namespace, this job runs as the agent's default_user {user:?} in sight of \
+         every other job that does: they could read its environment and signal it, and it theirs; \
+         add `pid` to `namespaces`, give the job a `user` of its own, or set \
+         `allow_shared_uid_without_pid_namespace: true` in the agent configuration"
+    )]
+    SharedUidWithoutPid { user: String },
 }
 
 impl SpecError {
@@ -80,6 +101,60 @@ impl SpecError {
             other => other.kind().to_owned(),
         };
         SpecError::WrongType { expected, found }
+    }
+}
+
+impl SpecError {
+    /// The message without any value taken from the file: what the HTTP API
+    /// shows of a job file that only root may read, where a mistyped value can
+    /// be a password. Field names, limits and allowed values are corral's own
+    /// and stay; the full message is in the agent log and in `corral reload`.
+    pub fn redacted(&self) -> String {
+        use SpecError as E;
+        match self {
+            // Nothing of the file's content in these.
+            E::Read { .. }
+            | E::TooLarge { .. }
+            | E::Binary
+            | E::TooManyDocuments { .. }
+            | E::Missing { .. }
+            | E::KeyNotString { .. }
+            | E::MutuallyExclusive { .. }
+            | E::Requires { .. }
+            | E::Refused(_)
+            | E::RootUser { .. } => self.to_string(),
+            E::NotUtf8 { .. } => "not UTF-8 text".into(),
+            // The parser's message quotes the text around the mistake.
+            E::Yaml { .. } => "YAML syntax error".into(),
+            E::UnknownField { suggestion, .. } => match suggestion {
+                Some(s) => format!("unknown field; did you mean `{s}`?"),
+                None => "unknown field".into(),
+            },
+            E::DuplicateKey { first_line, .. } => {
+                format!("set twice; the first is on line {first_line}")
+            }
+            E::WrongType { expected, .. } => format!("expected {expected}"),
+            E::NotOneOf { allowed, .. } => format!("not one of: {allowed}"),
+            E::OutOfRange { min, max, .. } => format!("out of range; allowed: {min} to {max}"),
+            E::Name { .. } => "invalid name".into(),
+            E::Quantity { .. } => "invalid quantity".into(),
+            E::Duration { .. } => "invalid duration".into(),
+            E::Schedule { .. } => "invalid cron schedule".into(),
+            E::TimeZone { .. } => "unknown time zone".into(),
+            E::Invalid { what, .. } => format!("invalid {what}"),
+            E::NotInOrder { lower, upper, .. } => {
+                format!("`{lower}` must not be larger than `{upper}`")
+            }
+            E::DuplicateItem { .. } => "listed twice".into(),
+            E::DuplicateJob { other, .. } => format!("the job is also defined at {other}"),
+            E::PrivilegedGroup { .. } => "the group is privileged (gid 0 or in the agent's \
+                                          privileged_groups) and allow_root_jobs is false"
+                .into(),
+            E::SharedUidWithoutPid { .. } => "without a pid namespace, the job would share the \
+                                              agent's default_user with other jobs; add `pid`, \
+                                              set a `user`, or allow it in the agent configuration"
+                .into(),
+        }
     }
 }
 
@@ -114,6 +189,13 @@ impl FieldPath {
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The path without its last segment (the root stays the root).
+    pub fn parent(&self) -> FieldPath {
+        let mut path = self.clone();
+        path.0.pop();
+        path
+    }
 }
 
 impl fmt::Display for FieldPath {
@@ -145,6 +227,20 @@ pub struct Diagnostic<E = SpecError> {
 impl<E> Diagnostic<E> {
     pub fn new(file: &Path, pos: Pos, field: FieldPath, error: impl Into<E>) -> Self {
         Diagnostic { file: file.to_owned(), pos, field, error: error.into() }
+    }
+}
+
+impl Diagnostic<SpecError> {
+    /// The same problem at the same place, its message
+    /// [redacted](SpecError::redacted).
+    pub fn redacted(&self) -> Diagnostic<String> {
+        // A key the schema does not know is the file's text, not a field name:
+        // a misplaced line (`hunter2: x`) is reported at its parent.
+        let field = match self.error {
+            SpecError::UnknownField { .. } | SpecError::DuplicateKey { .. } => self.field.parent(),
+            _ => self.field.clone(),
+        };
+        Diagnostic { file: self.file.clone(), pos: self.pos, field, error: self.error.redacted() }
     }
 }
 
@@ -233,6 +329,62 @@ mod tests {
             SpecError::TooLarge { size: 5, limit: 4 },
         );
         assert_eq!(whole_file.to_string(), "a.yaml: file is 5 bytes; files are limited to 4 bytes");
+    }
+
+    #[test]
+    fn redacted_messages_keep_the_place_and_drop_the_value() {
+        let secret = "hunter2-s3cr3t";
+        let errors = [
+            SpecError::Yaml { message: format!("did not find expected key near {secret}") },
+            SpecError::WrongType { expected: "a list", found: format!("the string {secret:?}") },
+            SpecError::NotOneOf { value: secret.into(), allowed: "a, b".into() },
+            SpecError::OutOfRange { value: secret.into(), min: 0, max: 9 },
+            SpecError::Invalid { what: "path", value: secret.into(), reason: secret.into() },
+            SpecError::UnknownField { key: secret.into(), suggestion: Some("command") },
+            SpecError::Duration { value: secret.into(), reason: DurationError::Empty },
+            SpecError::TimeZone { value: secret.into() },
+            SpecError::DuplicateItem { value: secret.into() },
+            SpecError::PrivilegedGroup { group: secret.into() },
+            SpecError::SharedUidWithoutPid { user: secret.into() },
+            SpecError::NotInOrder {
+                lower: "soft",
+                lower_value: secret.into(),
+                upper: "hard",
+                upper_value: secret.into(),
+            },
+        ];
+        for error in errors {
+            assert!(error.to_string().contains(secret), "the full message quotes it: {error}");
+            let d: Diagnostic = Diagnostic::new(
+                Path::new("/j/a.yaml"),
+                Pos::new(4, 9),
+                FieldPath::root().key("env").key("TOKEN"),
+                error,
+            );
+            let redacted = d.redacted().to_string();
+            // An unknown key is reported at its parent; see the test below.
+            assert!(redacted.starts_with("/j/a.yaml:4:9: env"), "{redacted}");
+            assert!(!redacted.contains(secret), "{redacted}");
+            assert!(!redacted.contains("s3cr3t"), "{redacted}");
+        }
+    }
+
+    #[test]
+    fn a_key_the_schema_does_not_know_is_left_out_of_the_redacted_path() {
+        let d: Diagnostic = Diagnostic::new(
+            Path::new("a.yaml"),
+            Pos::new(5, 3),
+            FieldPath::root().key("resources").key("hunter2"),
+            SpecError::UnknownField { key: "hunter2".into(), suggestion: None },
+        );
+        assert_eq!(d.redacted().to_string(), "a.yaml:5:3: resources: unknown field");
+        let top: Diagnostic = Diagnostic::new(
+            Path::new("a.yaml"),
+            Pos::new(1, 1),
+            FieldPath::root().key("hunter2"),
+            SpecError::DuplicateKey { key: "hunter2".into(), first_line: 1 },
+        );
+        assert_eq!(top.redacted().to_string(), "a.yaml:1:1: set twice; the first is on line 1");
     }
 
     #[test]

@@ -8,13 +8,16 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::admission::AdmissionRules;
 use super::check::Checker;
 use super::error::{Diagnostic, Diagnostics, FieldPath, SpecError};
 use super::job::{self, JobSpec};
 use super::name::JobName;
 use super::source;
-use super::tree::Pos;
+use super::tree::{Node, Pos, Value};
+use crate::watch::inspect::{self, Outcome};
 use crate::watch::is_job_file_name;
+use crate::watch::policy::{Refusal, Rules as FileRules};
 
 /// Where a job was defined.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +25,48 @@ pub struct Origin {
     pub file: PathBuf,
     /// The position of the job's document (its first key).
     pub pos: Pos,
+    /// Where the values of the fields [`super::admission`] judges are written,
+    /// by dotted path, for fields the document sets.
+    pub fields: BTreeMap<&'static str, Pos>,
+}
+
+/// The fields whose positions an [`Origin`] keeps.
+const ADMISSION_FIELDS: &[&str] = &["user", "group", "isolation", "isolation.namespaces"];
+
+impl Origin {
+    fn new(file: &Path, document: &Node) -> Origin {
+        let fields = ADMISSION_FIELDS
+            .iter()
+            .filter_map(|&field| value_at(document, field).map(|node| (field, node.pos)))
+            .collect();
+        Origin { file: file.to_owned(), pos: document.pos, fields }
+    }
+
+    /// Where `field` (a dotted path) is written; else the closest enclosing
+    /// field that is, else the document.
+    pub fn pos_of(&self, field: &str) -> Pos {
+        let mut path = field;
+        loop {
+            if let Some(&pos) = self.fields.get(path) {
+                return pos;
+            }
+            match path.rsplit_once('.') {
+                Some((parent, _)) => path = parent,
+                None => return self.pos,
+            }
+        }
+    }
+}
+
+/// The value at a dotted path of mapping keys.
+fn value_at<'a>(document: &'a Node, path: &str) -> Option<&'a Node> {
+    path.split('.').try_fold(document, |node, key| match &node.value {
+        Value::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key))
+            .map(|(_, v)| v),
+        _ => None,
+    })
 }
 
 impl std::fmt::Display for Origin {
@@ -44,7 +89,7 @@ pub fn compile_str(file: &Path, text: &str) -> Result<Vec<Job>, Diagnostics> {
     let mut jobs = Vec::new();
     for document in &documents {
         if let Some(spec) = job::compile(&mut cx, document) {
-            jobs.push(Job { spec, origin: Origin { file: file.to_owned(), pos: document.pos } });
+            jobs.push(Job { spec, origin: Origin::new(file, document) });
         }
     }
     for (pos, error) in yaml_errors {
@@ -79,9 +124,39 @@ fn at_file(path: &Path, pos: Pos, error: SpecError) -> Diagnostics {
     Diagnostics(vec![Diagnostic::new(path, pos, FieldPath::root(), error)])
 }
 
+/// Reads one job file the way the agent's watcher does: [`FileRules`] judged on
+/// `lstat` before the file is opened (so a fifo is never opened for a blocking
+/// read and a device never opened at all), a symlink followed only to a file
+/// inside the directory the link is in, and the read capped at the size limit.
+pub fn read_checked(path: &Path, rules: &FileRules) -> Result<Vec<u8>, Diagnostics> {
+    let fail = |error| Err(at_file(path, Pos::UNKNOWN, error));
+    let (Some(name), parent) = (path.file_name(), path.parent()) else {
+        return fail(SpecError::Read { reason: "it names no file".into() });
+    };
+    let parent = parent.filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // The watcher judges links against the canonical jobs directory; here the
+    // directory the file is in stands for it.
+    let dir = match fs::canonicalize(parent) {
+        Ok(dir) => dir,
+        Err(e) => return fail(SpecError::Read { reason: e.to_string() }),
+    };
+    match inspect::inspect(&dir, name, rules).outcome {
+        Outcome::Accepted(bytes) => Ok(bytes),
+        Outcome::Absent => fail(SpecError::Read { reason: "no such file".into() }),
+        Outcome::Refused { reason: Refusal::TooLarge { size, limit }, .. } => {
+            fail(SpecError::TooLarge { size, limit })
+        }
+        Outcome::Refused { reason, .. } => fail(SpecError::Refused(reason)),
+        Outcome::Unsettled => fail(SpecError::Read {
+            reason: "it changed while being read; try again once it is written".into(),
+        }),
+    }
+}
+
 /// The job files directly inside `dir` (not in subdirectories), sorted by name. Which
 /// names are job files is the agent's watcher's rule, so that `corral validate DIR` checks
-/// exactly the files the agent would run.
+/// exactly the files the agent would look at, whatever their type: a fifo or a link
+/// named like a job file is listed, and [`read_checked`] refuses it.
 pub fn job_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -89,9 +164,8 @@ pub fn job_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         if !is_job_file_name(&entry.file_name()) {
             continue;
         }
-        // `metadata` follows symlinks: a link to a job file counts, a link to a directory
-        // does not.
-        if fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+        // Not followed: a link is judged by the file rules, like the watcher does.
+        if entry.file_type().is_ok_and(|t| !t.is_dir()) {
             files.push(entry.path());
         }
     }
@@ -133,9 +207,18 @@ impl Load {
     }
 }
 
+/// What files are read and which jobs taken when loading paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadRules {
+    /// The watcher's rules for reading a file.
+    pub files: FileRules,
+    /// An agent's admission rules, when its verdict is wanted too.
+    pub admission: Option<AdmissionRules>,
+}
+
 /// Loads files and directories (their job files, see [`job_files`]). A job name defined
 /// twice is an error in the file that defines it second, which then contributes no jobs.
-pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Load {
+pub fn load_paths<P: AsRef<Path>>(paths: &[P], rules: &LoadRules) -> Load {
     let mut files = Vec::new();
     let mut set = JobSet::default();
     for path in paths {
@@ -144,7 +227,7 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Load {
             match job_files(path) {
                 Ok(found) => {
                     for file in found {
-                        files.push(load_one(&file, &mut set));
+                        files.push(load_one(&file, rules, &mut set));
                     }
                 }
                 Err(e) => {
@@ -158,22 +241,27 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Load {
                 }
             }
         } else {
-            files.push(load_one(path, &mut set));
+            files.push(load_one(path, rules, &mut set));
         }
     }
     Load { files, jobs: set }
 }
 
-fn load_one(path: &Path, set: &mut JobSet) -> FileLoad {
-    let jobs = match load_file(path) {
+fn load_one(path: &Path, rules: &LoadRules, set: &mut JobSet) -> FileLoad {
+    let refused = |diagnostics| FileLoad { path: path.to_owned(), jobs: 0, diagnostics };
+    let jobs = match read_checked(path, &rules.files).and_then(|b| compile_bytes(path, &b)) {
         Ok(jobs) => jobs,
-        Err(diagnostics) => {
-            return FileLoad { path: path.to_owned(), jobs: 0, diagnostics: diagnostics.0 }
-        }
+        Err(diagnostics) => return refused(diagnostics.0),
     };
+    if let Some(admission) = &rules.admission {
+        let problems: Vec<Diagnostic> = jobs.iter().flat_map(|job| admission.check(job)).collect();
+        if !problems.is_empty() {
+            return refused(problems);
+        }
+    }
     match set.extend(jobs) {
         Ok(count) => FileLoad { path: path.to_owned(), jobs: count, diagnostics: Vec::new() },
-        Err(diagnostics) => FileLoad { path: path.to_owned(), jobs: 0, diagnostics },
+        Err(diagnostics) => refused(diagnostics),
     }
 }
 
@@ -349,6 +437,10 @@ isolation:
         }
     }
 
+    fn rules() -> LoadRules {
+        LoadRules { files: FileRules::checking_as(nix::unistd::geteuid()), admission: None }
+    }
+
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);
         fs::write(&path, text).unwrap();
@@ -371,7 +463,7 @@ isolation:
             files.iter().map(|f| f.file_name().unwrap().to_str().unwrap()).collect();
         assert_eq!(names, ["a.yaml", "b.yml"]);
 
-        let load = load_paths(&[dir.path().to_owned()]);
+        let load = load_paths(&[dir.path().to_owned()], &rules());
         assert!(load.is_ok());
         assert_eq!(load.jobs.names().map(JobName::as_str).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(load.files.iter().map(|f| f.jobs).collect::<Vec<_>>(), [1, 1]);
@@ -386,7 +478,7 @@ isolation:
             "b.yaml",
             "name: other\ncommand: [/bin/true]\n---\nname: etl\ncommand: [/bin/false]\n",
         );
-        let load = load_paths(&[a.clone(), b.clone()]);
+        let load = load_paths(&[a.clone(), b.clone()], &rules());
         assert!(!load.is_ok());
         assert!(load.files[0].is_ok());
         let problems: Vec<_> = load.diagnostics().map(|d| d.to_string()).collect();
@@ -420,7 +512,7 @@ isolation:
         let dir = tempfile::tempdir().unwrap();
         let good = write(dir.path(), "good.yaml", "name: good\ncommand: [/bin/true]\n");
         let missing = dir.path().join("missing.yaml");
-        let load = load_paths(&[missing.clone(), good]);
+        let load = load_paths(&[missing.clone(), good], &rules());
         assert_eq!(load.files.len(), 2);
         assert!(!load.files[0].is_ok());
         assert!(load.files[0].diagnostics[0]

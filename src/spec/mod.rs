@@ -13,6 +13,7 @@
 //!
 //! The reference for the file format is `docs/spec.md`.
 
+pub mod admission;
 pub mod check;
 pub mod diff;
 pub mod duration;
@@ -35,14 +36,15 @@ mod testutil;
 pub mod tree;
 
 pub use crate::units::{Bytes, QuantityError};
+pub use admission::AdmissionRules;
 pub use diff::{diff, JobSetDiff};
 pub use error::{Diagnostic, Diagnostics, FieldPath, SpecError};
 pub use identity::{GroupRef, UserRef};
 pub use isolation::{Capability, Hostname, Isolation, Mount, MountKind, Namespace};
 pub use job::{Command, JobSpec, OnRemoval, Preemption, Priority};
 pub use load::{
-    compile_bytes, compile_str, job_files, load_file, load_paths, FileLoad, Job, JobSet, Load,
-    Origin,
+    compile_bytes, compile_str, job_files, load_file, load_paths, read_checked, FileLoad, Job,
+    JobSet, Load, LoadRules, Origin,
 };
 pub use name::JobName;
 pub use oom::{Factor, OomPolicy};

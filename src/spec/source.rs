@@ -6,8 +6,9 @@
 //! budget (nesting depth, aliases, nodes, documents) so that a "billion laughs" file or a
 //! deeply nested one fails in milliseconds instead of exhausting memory or the stack.
 
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use serde_saphyr::{budget::BudgetBreach, MessageFormatter, UserMessageFormatter};
@@ -37,10 +38,21 @@ pub const MAX_NODES: usize = 100_000;
 pub fn read_file(path: &Path, limit: u64) -> Result<String, (Pos, SpecError)> {
     let at_file = |error| (Pos::UNKNOWN, error);
     let read_error = |e: std::io::Error| at_file(SpecError::Read { reason: e.to_string() });
-    let file = File::open(path).map_err(read_error)?;
+    // O_NONBLOCK: opening a fifo read-only otherwise waits for a writer,
+    // forever if none comes. It is refused below once open.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read_error)?;
     let metadata = file.metadata().map_err(read_error)?;
     if metadata.is_dir() {
         return Err(at_file(SpecError::Read { reason: "it is a directory".into() }));
+    }
+    if metadata.file_type().is_fifo() || metadata.file_type().is_socket() {
+        return Err(at_file(SpecError::Read {
+            reason: "it is a fifo or socket, not a file".into(),
+        }));
     }
     if metadata.len() > limit {
         return Err(at_file(SpecError::TooLarge { size: metadata.len(), limit }));
@@ -201,6 +213,15 @@ mod tests {
     fn refuses_endless_special_files() {
         let (_, error) = read_file(Path::new("/dev/zero"), MAX_FILE_BYTES).unwrap_err();
         assert_eq!(error, SpecError::TooLarge { size: MAX_FILE_BYTES + 1, limit: MAX_FILE_BYTES });
+    }
+
+    #[test]
+    fn refuses_a_fifo_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("x.yaml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let (_, error) = read_file(&fifo, MAX_FILE_BYTES).unwrap_err();
+        assert!(matches!(&error, SpecError::Read { reason } if reason.contains("fifo")), "{error}");
     }
 
     #[test]

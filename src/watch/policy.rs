@@ -121,6 +121,17 @@ impl From<&WatchOptions> for Rules {
     }
 }
 
+impl Rules {
+    /// The rules for checking job files from the command line (`corral
+    /// validate`, `corral schedule`) as the agent would read them: the same
+    /// type, symlink, mode and size rules, with `invoker` allowed to own files
+    /// besides root, as files are checked in a checkout before they are
+    /// deployed (and `chown`ed) to the jobs directory.
+    pub fn checking_as(invoker: Uid) -> Rules {
+        Rules { owners: Owners { extra: Some(invoker) }, ..Rules::from(&WatchOptions::default()) }
+    }
+}
+
 /// What the rules look at in a stat result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Facts {

@@ -1,0 +1,213 @@
+//! Whether an agent runs a compiled job at all: the rules a valid job file
+//! must also pass on a given agent (no root, no privileged group, no uid
+//! shared across jobs without a pid namespace), decided from the file alone.
+//!
+//! Pure. The agent applies these to every job file it reads and
+//! `corral validate --config` applies the same ones, so the two agree. What
+//! the file cannot tell (a name that resolves to uid 0 or to a privileged
+//! gid in the job's `/etc/passwd` and `/etc/group`) is checked again by the
+//! container when the job starts.
+
+use std::fmt;
+
+use super::error::{Diagnostic, FieldPath, SpecError};
+use super::identity::{GroupRef, UserRef};
+use super::isolation::Namespace;
+use super::load::Job;
+
+/// The groups refused by default: each gives its members root or
+/// root-equivalent access on a stock Debian-like system. `shadow` reads
+/// password hashes, `disk` writes raw block devices, `sudo` runs anything
+/// as root (given a password, which a batch job might find), `docker` starts
+/// privileged containers, `adm` reads the system logs.
+pub const DEFAULT_PRIVILEGED_GROUPS: &[&str] = &["shadow", "disk", "sudo", "docker", "adm"];
+
+/// The admission rules of one agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmissionRules {
+    /// Who jobs without a `user` run as.
+    pub default_user: UserRef,
+    /// Whether a job may run as uid 0, or with gid 0 or a privileged group.
+    pub allow_root_jobs: bool,
+    /// Groups treated like gid 0 (by name or number), refused unless root
+    /// jobs are allowed.
+    pub privileged_groups: Vec<GroupRef>,
+    /// Whether a job that runs as `default_user` may go without a pid
+    /// namespace, where every other such job can see and signal it.
+    pub allow_shared_uid_without_pid_namespace: bool,
+}
+
+impl Default for AdmissionRules {
+    fn default() -> AdmissionRules {
+        AdmissionRules {
+            default_user: UserRef::Name("nobody".into()),
+            allow_root_jobs: false,
+            privileged_groups: default_privileged_groups(),
+            allow_shared_uid_without_pid_namespace: false,
+        }
+    }
+}
+
+pub fn default_privileged_groups() -> Vec<GroupRef> {
+    DEFAULT_PRIVILEGED_GROUPS.iter().map(|&name| GroupRef::Name(name.to_owned())).collect()
+}
+
+impl GroupRef {
+    /// The superuser's group, by name or by id.
+    pub fn is_root(&self) -> bool {
+        matches!(self, GroupRef::Id(0)) || matches!(self, GroupRef::Name(n) if n == "root")
+    }
+}
+
+impl AdmissionRules {
+    /// Whether `group` is gid 0 or one of the privileged groups, as written
+    /// (a number is compared with numbers, a name with names; the container
+    /// compares resolved gids).
+    pub fn is_privileged(&self, group: &GroupRef) -> bool {
+        group.is_root() || self.privileged_groups.contains(group)
+    }
+
+    /// Every reason the agent would not run `job`, each at the field it is about.
+    pub fn check(&self, job: &Job) -> Vec<Diagnostic> {
+        let spec = &job.spec;
+        let at = |field: &'static str, error: SpecError| {
+            let path = field.split('.').fold(FieldPath::root(), |p, key| p.key(key));
+            Diagnostic::new(&job.origin.file, job.origin.pos_of(field), path, error)
+        };
+        let mut problems = Vec::new();
+        if !self.allow_root_jobs {
+            match &spec.user {
+                Some(user) if user.is_root() => {
+                    problems.push(at("user", SpecError::RootUser { from_default: false }))
+                }
+                None if self.default_user.is_root() => {
+                    problems.push(at("user", SpecError::RootUser { from_default: true }))
+                }
+                _ => {}
+            }
+            if let Some(group) = spec.group.as_ref().filter(|g| self.is_privileged(g)) {
+                problems.push(at("group", SpecError::PrivilegedGroup { group: group.to_string() }));
+            }
+        }
+        // Jobs that set the same `user` share it too, but by their authors' choice;
+        // the default user is shared by every job that does not choose.
+        let shares_uid = spec.user.as_ref().is_none_or(|u| *u == self.default_user);
+        if shares_uid
+            && !spec.isolation.has(Namespace::Pid)
+            && !self.allow_shared_uid_without_pid_namespace
+        {
+            problems.push(at(
+                "isolation.namespaces",
+                SpecError::SharedUidWithoutPid { user: self.default_user.to_string() },
+            ));
+        }
+        problems
+    }
+}
+
+/// One line saying which rules are applied, for `corral validate`.
+impl fmt::Display for AdmissionRules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let groups = self.privileged_groups.iter().map(ToString::to_string).collect::<Vec<_>>();
+        if self.allow_root_jobs {
+            f.write_str("root jobs and privileged groups allowed")?;
+        } else {
+            write!(
+                f,
+                "root jobs refused; gid 0 and privileged groups refused ({})",
+                if groups.is_empty() { "none listed".to_owned() } else { groups.join(", ") }
+            )?;
+        }
+        write!(f, "; default_user {}", self.default_user)?;
+        if self.allow_shared_uid_without_pid_namespace {
+            f.write_str("; jobs without a pid namespace allowed as default_user")
+        } else {
+            f.write_str("; jobs without a pid namespace refused as default_user")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::compile_str;
+    use std::path::Path;
+
+    fn problems(rules: &AdmissionRules, text: &str) -> Vec<String> {
+        let jobs = compile_str(Path::new("a.yaml"), text).unwrap();
+        jobs.iter().flat_map(|j| rules.check(j)).map(|d| d.to_string()).collect()
+    }
+
+    const HEAD: &str = "name: a\ncommand: [/bin/true]\n";
+
+    #[test]
+    fn root_by_name_or_id_is_refused_at_the_user_field() {
+        let rules = AdmissionRules::default();
+        assert_eq!(
+            problems(&rules, &format!("{HEAD}user: root\n")),
+            ["a.yaml:3:7: user: it would run as root, which this agent does not allow \
+              (allow_root_jobs is false)"]
+        );
+        assert_eq!(problems(&rules, &format!("{HEAD}user: '0'\n")).len(), 1);
+        assert!(problems(&rules, &format!("{HEAD}user: etl\n")).is_empty());
+        let root_default = AdmissionRules { default_user: UserRef::Id(0), ..rules };
+        assert!(problems(&root_default, HEAD)[0].contains("default_user"));
+    }
+
+    #[test]
+    fn gid_zero_and_privileged_groups_are_refused_like_root() {
+        let rules = AdmissionRules::default();
+        for group in ["'0'", "root", "shadow", "disk", "sudo", "docker", "adm"] {
+            let found = problems(&rules, &format!("{HEAD}group: {group}\n"));
+            assert_eq!(found.len(), 1, "{group}: {found:?}");
+            assert!(found[0].starts_with("a.yaml:3:8: group: group "), "{found:?}");
+            assert!(found[0].contains("is privileged"), "{found:?}");
+        }
+        assert!(problems(&rules, &format!("{HEAD}group: staff\n")).is_empty());
+        assert!(problems(&rules, &format!("{HEAD}group: '42'\n")).is_empty(), "left to the start");
+        let by_number =
+            AdmissionRules { privileged_groups: vec![GroupRef::Id(42)], ..rules.clone() };
+        assert_eq!(problems(&by_number, &format!("{HEAD}group: '42'\n")).len(), 1);
+        assert!(problems(&by_number, &format!("{HEAD}group: shadow\n")).is_empty());
+        let allowed = AdmissionRules { allow_root_jobs: true, ..rules };
+        assert!(problems(&allowed, &format!("{HEAD}user: root\ngroup: shadow\n")).is_empty());
+    }
+
+    #[test]
+    fn no_pid_namespace_is_refused_for_jobs_sharing_the_default_user() {
+        let rules = AdmissionRules::default();
+        let shared = format!("{HEAD}isolation:\n  namespaces: [mount, net]\n");
+        let found = problems(&rules, &shared);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("a.yaml:4:15: isolation.namespaces: without a pid namespace"),
+            "{found:?}"
+        );
+        assert!(found[0].contains("\"nobody\""), "{found:?}");
+        assert_eq!(problems(&rules, &format!("{HEAD}isolation: {{namespaces: []}}\n")).len(), 1);
+        assert!(problems(&rules, &format!("{HEAD}user: etl\nisolation: {{namespaces: []}}\n"))
+            .is_empty());
+        assert_eq!(
+            problems(&rules, &format!("{HEAD}user: nobody\nisolation: {{namespaces: []}}\n")).len(),
+            1
+        );
+        assert!(problems(&rules, HEAD).is_empty(), "the default namespaces include pid");
+        let allowed = AdmissionRules { allow_shared_uid_without_pid_namespace: true, ..rules };
+        assert!(problems(&allowed, &shared).is_empty());
+    }
+
+    #[test]
+    fn every_problem_of_a_job_is_reported() {
+        let found =
+            problems(&AdmissionRules::default(), &format!("{HEAD}user: root\ngroup: adm\n"));
+        assert_eq!(found.len(), 2, "{found:?}");
+    }
+
+    #[test]
+    fn the_rules_say_what_they_are() {
+        let text = AdmissionRules::default().to_string();
+        assert!(text.contains("root jobs refused"), "{text}");
+        assert!(text.contains("shadow, disk, sudo, docker, adm"), "{text}");
+        assert!(text.contains("default_user nobody"), "{text}");
+    }
+}
