@@ -10,11 +10,12 @@
 //! | `GET /v1/runs/{id}` | a [`RunView`](super::model::RunView), or `404` |
 //! | `GET /v1/node` | a [`NodeView`](super::model::NodeView), or `503` while the agent starts |
 //!
+//! Connections are served, capped and timed by [`super::server`].
+//!
 //! Errors are `{"error": "..."}` with the status. Everything the agent
 //! answers with may block (file reads, the store), so it runs on tokio's
 //! blocking threads and a slow scrape never stalls another request.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -45,19 +46,6 @@ pub struct Endpoints {
 /// Binds the configured address; the error names it.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ApiError> {
     TcpListener::bind(addr).await.map_err(|source| ApiError::Bind { addr, source })
-}
-
-/// Serves on `listener` until `shutdown` completes, then finishes the
-/// requests under way.
-pub async fn serve(
-    listener: TcpListener,
-    endpoints: Endpoints,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ApiError> {
-    axum::serve(listener, router(endpoints))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ApiError::Serve)
 }
 
 pub fn router(endpoints: Endpoints) -> Router {
