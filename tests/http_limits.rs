@@ -127,7 +127,10 @@ fn an_idle_flood_past_the_cap_is_closed_by_the_agent_and_healthz_answers_again()
     // agent holds at most the cap and one being turned away.
     let during = open_fds(agent.pid());
     let opened_in = started.elapsed();
-    assert!(during <= idle_fds + CAP + 1 + SLACK, "{during} descriptors, {idle_fds} idle, flood {FLOOD}");
+    assert!(
+        during <= idle_fds + CAP + 1 + SLACK,
+        "{during} descriptors, {idle_fds} idle, flood {FLOOD}"
+    );
 
     all_closed_by_the_agent(&mut streams, secs(3));
     let answered = healthz_answers_within(agent.listen, secs(2));
