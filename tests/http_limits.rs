@@ -2,7 +2,8 @@
 //! this (unprivileged-looking) client: the agent's descriptors stay near
 //! `http.max_connections`, idle connections are closed by the agent,
 //! `/healthz` answers again within the header timeout, and the control
-//! socket answers throughout. Loopback only; every loop is bounded.
+//! socket answers throughout; out of descriptors, the accept loop backs off.
+//! Loopback only; every loop is bounded.
 
 mod agent_harness;
 
@@ -274,4 +275,48 @@ impl NofileExt for Command {
         // SAFETY: see the hook.
         unsafe { self.pre_exec(hook) }
     }
+}
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
+    const LIMIT: u64 = 100;
+    let mut agent = TestAgent::new("http: {max_connections: 8, header_timeout: 300ms}\n");
+    agent.start_with(|command| {
+        command.pre_exec_nofile(LIMIT);
+    });
+    serving(&agent);
+    // Root's connections to the control socket are not capped: enough of
+    // them use up the agent's descriptors, as runs could.
+    let socket = agent.state.join("corral.sock");
+    let hogs: Vec<_> =
+        (0..LIMIT).map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap()).collect();
+    agent.wait_for("the agent out of descriptors", secs(10), || {
+        open_fds(agent.pid()) as u64 >= LIMIT
+    });
+    // Connections the agent cannot accept wait in the kernel's queue.
+    let waiting: Vec<_> =
+        (0..20).map(|_| TcpStream::connect_timeout(&agent.listen, secs(5)).unwrap()).collect();
+    let before = cpu_ticks(agent.pid());
+    std::thread::sleep(secs(2));
+    let used = cpu_ticks(agent.pid()) - before;
+    // A loop retrying accept at once would burn a whole CPU: 200 ticks.
+    assert!(used < 40, "the agent used {used} ticks in 2 s while out of descriptors");
+    let log = agent.log_text();
+    assert!(log.contains("HTTP endpoint: cannot accept connections"), "{log}");
+
+    drop(hogs);
+    drop(waiting);
+    healthz_answers_within(agent.listen, secs(5));
+    let failed = counter(&agent, "corral_http_connections_refused_total{reason=\"accept_error\"}");
+    // 50 ms doubling to 1 s: 4 or 5 tries in 2 s, not thousands.
+    assert!((1..=10).contains(&failed), "{failed} failed accepts counted");
+    assert!(agent.stop().success());
 }
