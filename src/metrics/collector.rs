@@ -541,6 +541,14 @@ impl Collector for RunCollector {
         )?;
         family(
             e,
+            "store_writable",
+            "1 while the agent's state database takes writes; 0 while it does not (a full state disk, a deleted database): no new work is taken then.",
+            None,
+            MetricType::Gauge,
+            [(NoLabels, u64::from(!snapshot.store_unwritable))],
+        )?;
+        family(
+            e,
             "spec_files",
             "Job files in the jobs directory by status: valid, or invalid (not in force as it stands: it has a problem, or a job name an earlier file holds).",
             None,

@@ -91,4 +91,14 @@ pub trait RunStore: CronJournal + Send {
 
     /// Deletes the oldest finished runs of all jobs beyond `max_finished`.
     fn prune_all(&mut self, max_finished: usize) -> Result<usize, StoreError>;
+
+    /// Whether a write would be recorded now: the store is the one opened
+    /// and takes a commit. [`StoreError::is_unwritable`] errors say it
+    /// would not; the check itself records nothing a reader would see.
+    fn check_writable(&mut self) -> Result<(), StoreError>;
+
+    /// Whether the store is still where it was opened (its file not deleted
+    /// or replaced); cheaper than [`check_writable`](Self::check_writable),
+    /// and writes nothing.
+    fn check_file(&self) -> Result<(), StoreError>;
 }
