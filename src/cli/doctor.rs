@@ -119,8 +119,8 @@ impl StateDirCheck {
         use crate::agent::recovery::{store_is_blank, used_run_dirs};
         let fs = nix::sys::statvfs::statvfs(dir).ok();
         let free_bytes =
-            fs.as_ref().map(|s| u64::from(s.blocks_available()) * u64::from(s.fragment_size()));
-        let free_inodes = fs.as_ref().map(|s| u64::from(s.files_available()));
+            fs.as_ref().map(|s| s.blocks_available().saturating_mul(s.fragment_size()));
+        let free_inodes = fs.as_ref().map(|s| s.files_available());
         let database_blank = store_is_blank(&dir.join(crate::store::SqliteStore::FILE_NAME));
         let run_dirs = used_run_dirs(&dir.join(crate::launch::plan::RUNS_DIR)).len();
         let findings = judge_state_dir(dir, free_bytes, free_inodes, database_blank, run_dirs);
@@ -142,7 +142,7 @@ impl StateDirCheck {
         let mut out = String::new();
         let _ = writeln!(out, "state directory {}:", self.path.display());
         let free = match (self.free_bytes, self.free_inodes) {
-            (Some(b), Some(i)) => format!("{} and {i} inodes free", crate::topology::Bytes(b)),
+            (Some(b), Some(i)) => format!("{} and {i} inodes free", approx_bytes(b)),
             _ => "unknown".to_owned(),
         };
         let _ = writeln!(out, "  space           {free}");
@@ -158,6 +158,23 @@ impl StateDirCheck {
             let _ = writeln!(out, "  {tag}: {}", f.message);
         }
         out
+    }
+}
+
+/// `b` bytes for a reader, to one decimal in the largest binary unit that
+/// fits (free space is never a round number).
+fn approx_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = b as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
@@ -178,7 +195,7 @@ fn judge_state_dir(
             format!(
                 "the filesystem of {dir} is full ({} free): the agent cannot record \
                  anything and takes no new work; free space there",
-                crate::topology::Bytes(b)
+                approx_bytes(b)
             ),
         )),
         Some(b) if b < LOW_SPACE => findings.push(finding(
@@ -186,7 +203,7 @@ fn judge_state_dir(
             format!(
                 "the filesystem of {dir} has {} free: the state database and run logs may \
                  soon fill it",
-                crate::topology::Bytes(b)
+                approx_bytes(b)
             ),
         )),
         Some(_) => {}
@@ -325,8 +342,10 @@ mod state_dir_tests {
         assert!(judge_state_dir(dir, plenty, Some(1000), true, 0).is_empty(), "a new machine");
         let full = judge_state_dir(dir, Some(4096), Some(1000), false, 0);
         assert_eq!(severities(&full), [Severity::Error]);
-        let expected = format!("/var/lib/corral is full ({} free)", crate::topology::Bytes(4096));
-        assert!(full[0].message.contains(&expected), "{full:?}");
+        let expected = "/var/lib/corral is full (4.0 KiB free)";
+        assert!(full[0].message.contains(expected), "{full:?}");
+        assert_eq!(approx_bytes(1023), "1023 B");
+        assert_eq!(approx_bytes(3 << 30), "3.0 GiB");
         let no_inodes = judge_state_dir(dir, plenty, Some(0), false, 0);
         assert_eq!(severities(&no_inodes), [Severity::Error]);
         assert_eq!(
