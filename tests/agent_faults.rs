@@ -169,6 +169,41 @@ fn full_state_disk_holds_the_agent_and_records_the_end_once_space_returns() {
 }
 
 #[test]
+fn an_agent_started_on_a_full_disk_refuses_to_take_over_and_loses_nothing() {
+    let mut agent = TestAgent::new("");
+    let _disk = Tmpfs::mount(&agent.state, "16m");
+    agent.start();
+    agent.write_job(
+        "work.yaml",
+        &job("work", &gated(&agent, "work", 0), "restart: {on: failure}\n"),
+    );
+    agent.wait_phase("work-1", "running", secs(20));
+    agent.kill9();
+
+    // The job ends while no agent runs and the disk is full: its shim
+    // keeps the status.
+    let filler = fill(&agent.state);
+    open_gate(&agent, "work");
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, stderr) = start_bounded(&agent);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("cannot take over the runs of the previous agent")
+            && stderr.contains("database or disk is full")
+            && stderr.contains("Nothing was changed"),
+        "{stderr}"
+    );
+    assert_eq!(agent.phase("work-1").as_deref(), Some("running"), "nothing recorded");
+
+    fs::remove_file(&filler).unwrap();
+    agent.start();
+    agent.wait_phase("work-1", "succeeded", secs(30));
+    assert_eq!(agent.exit("work-1"), (Some(0), None), "the status the shim kept");
+    assert_eq!(agent.read_data("work.count"), "start\n", "work started exactly once");
+    agent.stop();
+}
+
+#[test]
 fn a_database_deleted_under_the_agent_stops_new_work_and_is_not_recreated() {
     let mut agent = TestAgent::new("");
     agent.start();

@@ -349,8 +349,9 @@ pub enum OnExit {
     StopJobs { wait: Duration },
 }
 
-/// How often the store's file is checked to be the one opened, when
-/// nothing is being written: a deleted database is noticed within this.
+/// How often the store is checked with a write of its own, so that a full
+/// disk or a deleted database shows in `/readyz` within this even when the
+/// agent has nothing to record.
 const STORE_CHECK: Duration = Duration::from_secs(10);
 
 /// Runs the agent until `shutdown` completes: job file batches and reloads
@@ -424,7 +425,15 @@ pub async fn drive<R: Runtime, S: RunStore>(
                 Some(_) => retry_store(&mut supervisor, &mut fault),
                 None => supervisor.fire_timers(),
             },
-            _ = store_check.tick(), if !holding => supervisor.check_store().map_err(AgentError::from),
+            _ = store_check.tick(), if !holding => match supervisor.check_writable() {
+                // Only a store that cannot be written matters here; anything
+                // else (busy, say) is for the next real write to report.
+                Err(AgentError::Store(e)) if !e.is_unwritable() => {
+                    warn!("checking the state database: {e}");
+                    Ok(())
+                }
+                checked => checked,
+            },
         };
         absorb(turn, &mut supervisor, &mut fault)?;
         // Take everything already reported before deciding again.

@@ -238,11 +238,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         self.store_problem = problem;
     }
 
-    /// Whether the store is still the file opened.
-    pub fn check_store(&self) -> Result<(), crate::store::StoreError> {
-        self.store.check_file()
-    }
-
     /// Whether a write to the store goes through now.
     pub fn check_writable(&mut self) -> Result<(), AgentError> {
         Ok(self.store.check_writable()?)

@@ -94,11 +94,6 @@ pub trait RunStore: CronJournal + Send {
 
     /// Whether a write would be recorded now: the store is the one opened
     /// and takes a commit. [`StoreError::is_unwritable`] errors say it
-    /// would not; the check itself records nothing a reader would see.
+    /// would not. The check commits, but changes nothing a reader sees.
     fn check_writable(&mut self) -> Result<(), StoreError>;
-
-    /// Whether the store is still where it was opened (its file not deleted
-    /// or replaced); cheaper than [`check_writable`](Self::check_writable),
-    /// and writes nothing.
-    fn check_file(&self) -> Result<(), StoreError>;
 }

@@ -300,6 +300,20 @@ mod tests {
     }
 
     #[test]
+    fn the_write_check_commits_a_change_another_connection_sees() {
+        // A check that SQLite turned into a no-op would pass on a full disk.
+        let (dir, mut store) = store();
+        let other = Connection::open(dir.path().join(SqliteStore::FILE_NAME)).unwrap();
+        let version =
+            || -> i64 { other.query_row("PRAGMA data_version", [], |r| r.get(0)).unwrap() };
+        let before = version();
+        store.check_writable().unwrap();
+        assert_ne!(version(), before, "the check wrote nothing");
+        let schema: i64 = other.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(schema, schema::SCHEMA_VERSION, "and changed nothing a reader sees");
+    }
+
+    #[test]
     fn a_full_disk_is_unwritable_not_damage() {
         let e = StoreError::Sql {
             op: "creating a run",

@@ -422,10 +422,6 @@ impl RunStore for SqliteStore {
         self.probe_write()
     }
 
-    fn check_file(&self) -> Result<(), StoreError> {
-        SqliteStore::check_file(self)
-    }
-
     fn prune_all(&mut self, max_finished: usize) -> Result<usize, StoreError> {
         let keep = i64::try_from(max_finished).unwrap_or(i64::MAX);
         self.write("pruning runs", |tx| {
