@@ -298,3 +298,40 @@ fn an_emptied_database_with_live_runs_is_refused_and_nothing_runs_twice() {
         }
     });
 }
+
+/// `corral_run_frozen` of `run`, from a scrape.
+fn run_frozen(agent: &TestAgent, run: &str) -> Option<String> {
+    let (_, _, body) = agent.http_get("/metrics", None);
+    body.lines()
+        .filter(|l| l.starts_with("corral_run_frozen{") && l.contains(&format!("run=\"{run}\"")))
+        .find_map(|l| l.rsplit(' ').next().map(str::to_owned))
+}
+
+#[test]
+fn a_job_frozen_by_hand_through_the_kernel_file_is_reported_and_left_alone() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    agent.write_job("work.yaml", &job("work", &gated(&agent, "work", 0), ""));
+    agent.wait_phase("work-1", "running", secs(20));
+    agent.wait_for("the run in the scrape", secs(10), || run_frozen(&agent, "work-1").is_some());
+    assert_eq!(run_frozen(&agent, "work-1").as_deref(), Some("0"));
+
+    // An administrator freezes the job behind the agent's back.
+    let freeze = agent.cgroup("unified", "work-1").join("cgroup.freeze");
+    fs::write(&freeze, "1").unwrap();
+    agent.wait_for("the kernel to freeze it", secs(10), || agent.frozen("work-1"));
+    agent.wait_for("the scrape to report it frozen", secs(10), || {
+        run_frozen(&agent, "work-1").as_deref() == Some("1")
+    });
+    // The agent does not fight the administrator: the run stays as it was
+    // recorded, frozen until thawed the same way.
+    open_gate(&agent, "work");
+    for_a_while(Duration::from_secs(1), || {
+        assert_eq!(agent.phase("work-1").as_deref(), Some("running"));
+        assert!(agent.frozen("work-1"), "thawed by the agent");
+    });
+    fs::write(&freeze, "0").unwrap();
+    agent.wait_phase("work-1", "succeeded", secs(20));
+    assert_eq!(agent.read_data("work.count"), "start\n");
+    agent.stop();
+}

@@ -227,7 +227,15 @@ impl Collector for RunCollector {
             "Whether the kernel reports the run's cgroup frozen (1) or not (0).",
             None,
             MetricType::Gauge,
-            runs.iter().map(|r| (run_labels(r), u64::from(r.frozen))),
+            // The kernel's word where it can be read: a job frozen by hand
+            // through the cgroup's freezer file shows too.
+            runs.iter().map(|r| {
+                let kernel = readings
+                    .iter()
+                    .find(|(read, _)| std::ptr::eq(*read, r))
+                    .and_then(|(_, stats)| stats.frozen);
+                (run_labels(r), u64::from(kernel.unwrap_or(r.frozen)))
+            }),
         )?;
         family(
             e,
