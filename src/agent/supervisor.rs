@@ -871,6 +871,16 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 run.exit = Some(exit_info(status, at, stats));
                 self.exited(&id, status)?;
             }
+            Observed::CgroupRemoved { status, at } => {
+                warn!(parent: &run.span, "{status} after its cgroup was removed behind the agent's back");
+                run.exit = Some(exit_info(status, at, FinalStats::default()));
+                // Lost, not Exited: the job did not end by itself, and what
+                // ended it is known only from the missing cgroup.
+                let detail = format!(
+                    "{status} after its cgroup was removed by someone other than the agent"
+                );
+                self.handle(&id, Event::Lost { detail })?;
+            }
             Observed::Lost(detail) => {
                 self.handle(&id, Event::Lost { detail })?;
             }
