@@ -9,7 +9,6 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::time::Duration;
 
 use agent_harness::{job, secs, TestAgent, TREES};
 use nix::sys::signal::{kill, Signal};
@@ -117,37 +116,41 @@ fn a_rootfs_removed_under_a_running_job_is_recorded_and_the_next_run_fails_to_la
         )
     };
     agent.start();
-    // Writes a heartbeat for as long as it runs, with a binary it loaded
-    // from the rootfs.
-    agent.write_job("boxed.yaml", &spec("boxed", "while true; do echo beat; sleep 0.1; done"));
+    // Beats until `sleep`, a binary it runs from the rootfs each time,
+    // cannot be run any more.
+    let beating = "while sleep 0.1; do echo beat; done; echo sleep failed >&2; exit 3";
+    agent.write_job("boxed.yaml", &spec("boxed", beating));
     agent.wait_phase("boxed-1", "running", secs(20));
-    fs::remove_dir_all(&rootfs).unwrap();
-    assert!(!rootfs.exists());
-
-    // The job's mount namespace holds the tree it started in: it goes on.
-    std::thread::sleep(Duration::from_millis(500));
     let run_dir = |run: &str| {
         let dir = agent.state.join("runs").join(run);
         fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path()
     };
-    let beats = || fs::read_to_string(run_dir("boxed-1").join("stdout.log")).unwrap().len();
-    let before = beats();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(beats() > before, "the job keeps running on the removed tree");
-    assert_eq!(agent.phase("boxed-1").as_deref(), Some("running"));
+    let log = |run: &str, name: &str| fs::read_to_string(run_dir(run).join(name)).unwrap();
+    agent.wait_for("a first beat", secs(10), || log("boxed-1", "stdout.log").contains("beat"));
+    fs::remove_dir_all(&rootfs).unwrap();
+    assert!(!rootfs.exists());
 
-    // A new version of the job: its run cannot start.
+    // The job's mount namespace holds the root it started in, but its
+    // files are gone: the shell already running goes on, the next `sleep`
+    // cannot be executed, and the job ends as it says it does.
+    agent.wait_phase("boxed-1", "failed", secs(20));
+    assert_eq!(agent.exit("boxed-1"), (Some(3), None));
+    let reason = agent.transitions("boxed-1").last().unwrap().2.clone();
+    assert_eq!(reason, "failed: exit code 3");
+    assert!(log("boxed-1", "stderr.log").ends_with("sleep failed\n"));
+
+    // A new version of the job: its run cannot start, and says why.
     agent.write_job("boxed.yaml", &spec("boxed", "echo again"));
-    agent.wait_for("the first run to end", secs(20), || {
-        agent.phase("boxed-1").is_some_and(|p| p != "running" && p != "stopping")
-    });
-    agent.wait_for("the second run to fail", secs(20), || {
-        agent.phase("boxed-2").as_deref() == Some("failed")
-    });
+    agent.wait_phase("boxed-2", "failed", secs(20));
     let reason = agent.transitions("boxed-2").last().unwrap().2.clone();
-    assert!(reason.contains("launch"), "{reason}");
-    assert!(reason.contains(&rootfs.display().to_string()), "{reason}");
-    assert!(reason.contains("rootfs"), "{reason}");
+    let expected = format!("launch failed: job boxed, run boxed-2:");
+    assert!(reason.starts_with(&format!("failed: {expected}")), "{reason}");
+    assert!(
+        reason
+            .contains(&format!("rootfs {} does not exist or is not a directory", rootfs.display())),
+        "{reason}"
+    );
+    assert_eq!(agent.exit("boxed-2"), (None, None), "it never ran");
     assert!(agent.is_running(), "the agent stayed up");
 
     // And the agent goes on running other jobs.
