@@ -303,6 +303,14 @@ impl Runtime for HostRuntime {
         // launcher died mid-start); it carries on alone and either starts
         // the job or records why not. Give it time to get there.
         let mut found = container::probe(run_dir).map_err(err)?;
+        // No shim on record: its launcher may have died just after starting
+        // it, before it wrote shim.pid. Give the directory up so that such a
+        // shim does not start the job; one that got there first is found.
+        if found == container::RunState::Lost && !files.shim_pid().exists() {
+            if container::abandon(run_dir).map_err(err)? {
+                found = container::probe(run_dir).map_err(err)?;
+            }
+        }
         let patience = std::time::Instant::now() + SETUP_PATIENCE;
         while matches!(found, container::RunState::Running { init: None, .. })
             && std::time::Instant::now() < patience

@@ -104,7 +104,8 @@ pub use caps::Capability;
 pub use config::{ContainerConfig, IdSpec, Mount, MountKind, Namespace, Rlimit, RlimitResource};
 pub use error::{ContainerError, SetupError};
 pub use launch::{
-    launch, probe, read_status, signal_process, wait_for_status, Launched, Launcher, RunState,
+    abandon, launch, probe, read_status, signal_process, wait_for_status, Launched, Launcher,
+    RunState,
 };
 pub use procfs::ProcessIdentity;
 pub use status::{ExitSource, JobExit, LogStats, RunStatus};
