@@ -306,10 +306,11 @@ impl Runtime for HostRuntime {
         // No shim on record: its launcher may have died just after starting
         // it, before it wrote shim.pid. Give the directory up so that such a
         // shim does not start the job; one that got there first is found.
-        if found == container::RunState::Lost && !files.shim_pid().exists() {
-            if container::abandon(run_dir).map_err(err)? {
-                found = container::probe(run_dir).map_err(err)?;
-            }
+        if found == container::RunState::Lost
+            && !files.shim_pid().exists()
+            && container::abandon(run_dir).map_err(err)?
+        {
+            found = container::probe(run_dir).map_err(err)?;
         }
         let patience = std::time::Instant::now() + SETUP_PATIENCE;
         while matches!(found, container::RunState::Running { init: None, .. })

@@ -872,8 +872,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.exited(&id, status)?;
             }
             Observed::CgroupRemoved { status, at } => {
-                warn!(parent: &run.span, "{status} after its cgroup was removed behind the agent's back");
                 run.exit = Some(exit_info(status, at, FinalStats::default()));
+                // The exit status the shim saw goes on record first, as for
+                // any end; the accounting went with the cgroup.
+                self.record_exit(&id, status, self.clock.now())?;
                 // Lost, not Exited: the job did not end by itself, and what
                 // ended it is known only from the missing cgroup.
                 let detail = format!(

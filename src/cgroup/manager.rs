@@ -483,6 +483,25 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_parent_is_made_again_only_where_it_is_missing() {
+        let fs = FakeFs::new(FakeKind::V1);
+        fs.add_cgroup("corral");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        assert_eq!(m.restore_parent().unwrap(), Vec::<PathBuf>::new());
+        let pids = fs.v1_root("pids").join("corral");
+        std::fs::remove_dir_all(&pids).unwrap();
+        assert_eq!(m.restore_parent().unwrap(), vec![pids.clone()]);
+        assert!(pids.is_dir());
+        // A cpuset parent made again gets its CPUs from above, like at start:
+        // the fake's new directories have no knob files, so the write fails,
+        // naming the file.
+        let cpuset = fs.v1_root("cpuset").join("corral");
+        std::fs::remove_dir_all(&cpuset).unwrap();
+        let err = m.restore_parent().unwrap_err().to_string();
+        assert!(err.contains(&cpuset.join("cpuset.cpus").display().to_string()), "{err}");
+    }
+
+    #[test]
     fn v1_create_reuses_an_empty_leftover_and_writes_every_knob() {
         let fs = FakeFs::new(FakeKind::V1);
         fs.add_cgroup("corral");
