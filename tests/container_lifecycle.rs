@@ -247,3 +247,48 @@ fn runs_without_any_namespace_too() {
     let pid: i32 = stdout_of(&cfg).trim().parse().unwrap();
     assert!(pid > 2, "{pid}");
 }
+
+/// A launcher that dies between starting the shim and the shim writing
+/// `shim.pid` leaves a run directory with a config and no shim on record. A
+/// restarted agent gives it up (and starts the run again elsewhere); the
+/// shim, reaching the directory only then, must not start the job as well.
+#[test]
+fn a_shim_that_reaches_a_given_up_run_directory_does_not_start_the_job() {
+    let sandbox = Sandbox::new();
+    let cfg = sandbox.config("late", "echo ran");
+    let run = corral::container::rundir::RunDir::new(&cfg.run_dir);
+    std::fs::create_dir_all(run.root()).unwrap();
+    std::fs::write(run.config(), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    assert!(!corral::container::abandon(run.root()).unwrap(), "no shim on record");
+
+    // The report pipe of a launcher that is gone.
+    let (dead_end, report) = nix::unistd::pipe().unwrap();
+    drop(dead_end);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+        .arg(corral::container::launch::SHIM_SUBCOMMAND)
+        .arg(run.root())
+        .stdin(Stdio::from(report))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(!run.init_pid().exists(), "no container was started");
+    assert!(std::fs::read_to_string(run.stdout_log()).unwrap_or_default().is_empty());
+    assert_eq!(probe(run.root()).unwrap(), RunState::Lost);
+    let note = std::fs::read_to_string(run.shim_log()).unwrap();
+    assert!(note.contains("was given up by a restarted agent"), "{note}");
+}
+
+/// A shim already on record when the directory is given up is reported, and
+/// the run it started goes on to record its end.
+#[test]
+fn giving_up_a_run_directory_whose_shim_is_on_record_leaves_the_run_alone() {
+    let sandbox = Sandbox::new();
+    let cfg = sandbox.config("early", "sleep 0.3; echo ran");
+    let launched = launcher().launch(&cfg).unwrap();
+    assert!(corral::container::abandon(&cfg.run_dir).unwrap(), "its shim is on record");
+    let status = launched.wait().unwrap();
+    assert_eq!(status.exit, JobExit::Exited { code: 0 });
+    assert_eq!(stdout_of(&cfg), "ran\n");
+}

@@ -34,7 +34,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tracing::{debug, Instrument as _};
+use tracing::{debug, warn, Instrument as _};
 
 use crate::cgroup::{CgroupEvent, CgroupName, Controller, JobCgroup, Notifier};
 use crate::container::rundir::RunDir;
@@ -132,7 +132,21 @@ impl Runtime for HostRuntime {
         container.env.extend(plan.env.clone());
         let host = Arc::clone(&self.host);
         let started = tokio::task::spawn_blocking(move || {
-            launch::prepare(&host, &run_plan)?.launch(&container)
+            // An administrator may have killed everything under the parent
+            // and removed it: the runs that were there have ended on record,
+            // and new ones need the parent back.
+            let made = host.cgroups().restore_parent().map_err(|e| e.to_string())?;
+            if !made.is_empty() {
+                let dirs: Vec<_> = made.iter().map(|d| d.display().to_string()).collect();
+                warn!(
+                    dirs = dirs.join(" "),
+                    "the cgroup parent was removed behind the agent's back; made the cgroup \
+                     parent again"
+                );
+            }
+            launch::prepare(&host, &run_plan)
+                .and_then(|prepared| prepared.launch(&container))
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| err(&e))?
@@ -175,6 +189,12 @@ impl Runtime for HostRuntime {
             tokio::spawn(
                 async move {
                     let what = match wait_for_end(&run_dir).await {
+                        // The agent removes a run's cgroup only after its
+                        // end is reported: gone before means someone else
+                        // removed it, after killing what ran in it.
+                        Ok((exit, at)) if !HostRuntime::exists(&ending) => {
+                            Observed::CgroupRemoved { status: exit_status(exit), at }
+                        }
                         Ok((exit, at)) => {
                             let stats = final_stats(&ending).unwrap_or_default();
                             Observed::Exited { status: exit_status(exit), at, stats }
@@ -283,6 +303,15 @@ impl Runtime for HostRuntime {
         // launcher died mid-start); it carries on alone and either starts
         // the job or records why not. Give it time to get there.
         let mut found = container::probe(run_dir).map_err(err)?;
+        // No shim on record: its launcher may have died just after starting
+        // it, before it wrote shim.pid. Give the directory up so that such a
+        // shim does not start the job; one that got there first is found.
+        if found == container::RunState::Lost
+            && !files.shim_pid().exists()
+            && container::abandon(run_dir).map_err(err)?
+        {
+            found = container::probe(run_dir).map_err(err)?;
+        }
         let patience = std::time::Instant::now() + SETUP_PATIENCE;
         while matches!(found, container::RunState::Running { init: None, .. })
             && std::time::Instant::now() < patience

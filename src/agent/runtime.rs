@@ -70,6 +70,13 @@ pub enum Observed {
         at: Timestamp,
         stats: FinalStats,
     },
+    /// The job ended with `status` after its cgroup was removed by someone
+    /// other than the agent: its processes were killed behind the agent's
+    /// back, and its accounting went with the cgroup.
+    CgroupRemoved {
+        status: ExitStatus,
+        at: Timestamp,
+    },
     /// No process and no recorded exit status.
     Lost(String),
     /// The run reached its hard memory limit.

@@ -871,6 +871,18 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 run.exit = Some(exit_info(status, at, stats));
                 self.exited(&id, status)?;
             }
+            Observed::CgroupRemoved { status, at } => {
+                run.exit = Some(exit_info(status, at, FinalStats::default()));
+                // The exit status the shim saw goes on record first, as for
+                // any end; the accounting went with the cgroup.
+                self.record_exit(&id, status, self.clock.now())?;
+                // Lost, not Exited: the job did not end by itself, and what
+                // ended it is known only from the missing cgroup.
+                let detail = format!(
+                    "{status} after its cgroup was removed by someone other than the agent"
+                );
+                self.handle(&id, Event::Lost { detail })?;
+            }
             Observed::Lost(detail) => {
                 self.handle(&id, Event::Lost { detail })?;
             }

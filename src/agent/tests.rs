@@ -358,6 +358,22 @@ async fn oom_fail_and_kernel_oom_kills_end_as_oom() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_run_whose_cgroup_was_removed_by_someone_else_ends_lost_with_its_signal() {
+    let mut b = Bench::new();
+    b.files(&[("g.yaml", &job("g", ""))]).await;
+    b.fake.report(
+        &RunId::new("g-1"),
+        Observed::CgroupRemoved { status: ExitStatus::Signal(9), at: Timestamp::EPOCH },
+    );
+    b.settle().await;
+    let detail = "killed by signal 9 after its cgroup was removed by someone other than the agent";
+    assert_eq!(
+        b.state("g-1").phase,
+        Phase::Failed { reason: FailReason::Lost { detail: detail.into() } }
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn oom_requeue_starts_again_with_a_larger_limit() {
     let mut b = Bench::new();
     let spec = "resources: {memory: {hard: 64Mi}}\noom: {action: requeue, requeue_factor: 2}\n";

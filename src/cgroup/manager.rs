@@ -131,6 +131,49 @@ pub(crate) struct Shared {
     pub v2_enabled: Vec<Controller>,
     pub caps: Capabilities,
     pub clk_tck: u64,
+    /// How the parent was made in each tree, to make it again.
+    pub parent_levels: Vec<ParentLevels>,
+}
+
+/// The parent's directories in one tree, from below its anchor down, and
+/// what each new level needs before it can hold children.
+#[derive(Debug, Clone)]
+pub(crate) struct ParentLevels {
+    pub anchor: PathBuf,
+    pub dirs: Vec<PathBuf>,
+    pub prepare: Prepare,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Prepare {
+    /// v2: these controllers enabled in `cgroup.subtree_control`.
+    Unified(BTreeSet<Controller>),
+    /// v1 cpuset: `cpuset.cpus` and `cpuset.mems` copied from the level above.
+    V1Cpuset,
+    /// Any other v1 hierarchy: nothing but the directory.
+    V1,
+}
+
+impl ParentLevels {
+    /// Makes the missing levels (an existing one is left as it is: it may
+    /// have children whose settings depend on it). Returns whether any was
+    /// made.
+    fn make(&self) -> Result<bool, CgroupError> {
+        let mut made = false;
+        let mut above = self.anchor.clone();
+        for dir in &self.dirs {
+            if mkdir(dir)? {
+                made = true;
+                match &self.prepare {
+                    Prepare::Unified(wanted) => v2::enable_for_children(dir, wanted)?,
+                    Prepare::V1Cpuset => v1::cpuset::inherit_from(&above, dir)?,
+                    Prepare::V1 => {}
+                }
+            }
+            above = dir.clone();
+        }
+        Ok(made)
+    }
 }
 
 /// Creates and finds job cgroups under one parent.
@@ -171,6 +214,7 @@ impl CgroupManager {
     pub fn open(layout: Layout, config: &ManagerConfig) -> Result<Self, CgroupError> {
         let mut unified_parent = None;
         let mut v2_enabled = Vec::new();
+        let mut parent_levels = Vec::new();
         if let Some(u) = layout.unified_for_jobs(config.use_unified) {
             let anchor = anchor_dir(
                 config.anchor,
@@ -190,7 +234,8 @@ impl CgroupManager {
                 v2::enable_for_children(dir, &wanted)?;
             }
             unified_parent = dirs.last().cloned();
-            v2_enabled = wanted.into_iter().collect();
+            v2_enabled = wanted.iter().copied().collect();
+            parent_levels.push(ParentLevels { anchor, dirs, prepare: Prepare::Unified(wanted) });
         }
         let unified_has =
             |file: &str| unified_parent.as_ref().is_some_and(|d| d.join(file).exists());
@@ -227,15 +272,22 @@ impl CgroupManager {
                 |c| h.dir_of(c),
                 &h.label(),
             )?;
+            let dirs = config.parent.dirs_under(&anchor);
             let mut above = anchor.clone();
-            for dir in config.parent.dirs_under(&anchor) {
-                mkdir(&dir)?;
+            for dir in &dirs {
+                mkdir(dir)?;
                 if h.controllers.contains(&Controller::Cpuset) {
-                    v1::cpuset::inherit_from(&above, &dir)?;
+                    v1::cpuset::inherit_from(&above, dir)?;
                 }
-                above = dir;
+                above = dir.clone();
             }
             v1.push(V1Parent { controllers: h.controllers.clone(), dir: above });
+            let prepare = if h.controllers.contains(&Controller::Cpuset) {
+                Prepare::V1Cpuset
+            } else {
+                Prepare::V1
+            };
+            parent_levels.push(ParentLevels { anchor, dirs, prepare });
         }
 
         let v1_dir = |c: Controller| v1.iter().find(|h| h.controllers.contains(&c)).map(|h| &h.dir);
@@ -257,6 +309,7 @@ impl CgroupManager {
                 v2_enabled,
                 caps,
                 clk_tck: clk_tck(),
+                parent_levels,
             }),
         })
     }
@@ -274,6 +327,20 @@ impl CgroupManager {
         let mut dirs: Vec<PathBuf> = self.shared.v1.iter().map(|h| h.dir.clone()).collect();
         dirs.extend(self.shared.unified.clone());
         dirs
+    }
+
+    /// Makes the parent again in every tree where it is gone (an
+    /// administrator removed it, after killing what ran under it), prepared
+    /// as [`CgroupManager::open`] prepares it. Returns the trees' parent
+    /// directories that were made; empty when all were there.
+    pub fn restore_parent(&self) -> Result<Vec<PathBuf>, CgroupError> {
+        let mut made = Vec::new();
+        for levels in &self.shared.parent_levels {
+            if levels.dirs.last().is_some_and(|d| !d.exists()) && levels.make()? {
+                made.extend(levels.dirs.last().cloned());
+            }
+        }
+        Ok(made)
     }
 
     /// A handle on the job cgroup `name`, whether or not it exists (e.g. to
@@ -413,6 +480,25 @@ mod tests {
                 pause_at_limit: true,
             }
         );
+    }
+
+    #[test]
+    fn a_removed_parent_is_made_again_only_where_it_is_missing() {
+        let fs = FakeFs::new(FakeKind::V1);
+        fs.add_cgroup("corral");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        assert_eq!(m.restore_parent().unwrap(), Vec::<PathBuf>::new());
+        let pids = fs.v1_root("pids").join("corral");
+        std::fs::remove_dir_all(&pids).unwrap();
+        assert_eq!(m.restore_parent().unwrap(), vec![pids.clone()]);
+        assert!(pids.is_dir());
+        // A cpuset parent made again gets its CPUs from above, like at start:
+        // the fake's new directories have no knob files, so the write fails,
+        // naming the file.
+        let cpuset = fs.v1_root("cpuset").join("corral");
+        std::fs::remove_dir_all(&cpuset).unwrap();
+        let err = m.restore_parent().unwrap_err().to_string();
+        assert!(err.contains(&cpuset.join("cpuset.cpus").display().to_string()), "{err}");
     }
 
     #[test]

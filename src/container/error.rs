@@ -21,6 +21,11 @@ fn describe(errno: &i32) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(rename_all = "snake_case")]
 pub enum SetupError {
+    #[error(
+        "the run directory {run_dir} was given up by a restarted agent before this shim \
+         reached it; the run is started again elsewhere"
+    )]
+    Abandoned { run_dir: PathBuf },
     #[error("rootfs {path} does not exist or is not a directory")]
     RootfsMissing { path: PathBuf },
     #[error("command {command:?} not found in {place} (PATH={path})")]

@@ -271,6 +271,26 @@ pub fn probe(run_dir: &Path) -> Result<RunState, ContainerError> {
     }
 }
 
+/// Gives up a start that has a `config.json` but no shim on record, as a
+/// restarted agent does: the launcher may have died between starting the
+/// shim and the shim writing `shim.pid`, and that shim would go on to start
+/// the job. Makes `abandoned` (which a shim checks after writing
+/// `shim.pid`), then returns whether a shim is on record after all: if so,
+/// it may be going on or giving up, and [`probe`] tells which; if not, no
+/// shim will ever start the job from this directory.
+pub fn abandon(run_dir: &Path) -> Result<bool, ContainerError> {
+    let run = RunDir::new(run_dir);
+    let path = run.abandoned();
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(&path)
+        .map_err(|source| ContainerError::Io { what: "create", path: path.clone(), source })?;
+    Ok(run.shim_pid().exists())
+}
+
 /// Blocks until the run in `run_dir` has a status, for a caller that is
 /// not the shim's parent (a restarted agent). Uses a pidfd on the shim, so
 /// it sleeps in the kernel instead of polling the file.

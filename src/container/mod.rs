@@ -33,6 +33,7 @@
 //! | `stderr.log`  | shim       | while the job runs           | the same for stderr |
 //! | `status.json` | shim       | once, after the job ended    | the [`RunStatus`]: exit code or signal, timestamps, log byte counts |
 //! | `shim.log`    | shim       | only if something went wrong after the launcher stopped listening | one line per problem |
+//! | `abandoned`   | a restarted agent | when it finds `config.json` but no `shim.pid` | empty; a shim that finds it after writing `shim.pid` gives up ([`abandon`]) |
 //!
 //! `START_TIME` is field 22 of `/proc/PID/stat`: a pid file names a process
 //! only while that process has the recorded start time, which guards every
@@ -104,7 +105,8 @@ pub use caps::Capability;
 pub use config::{ContainerConfig, IdSpec, Mount, MountKind, Namespace, Rlimit, RlimitResource};
 pub use error::{ContainerError, SetupError};
 pub use launch::{
-    launch, probe, read_status, signal_process, wait_for_status, Launched, Launcher, RunState,
+    abandon, launch, probe, read_status, signal_process, wait_for_status, Launched, Launcher,
+    RunState,
 };
 pub use procfs::ProcessIdentity;
 pub use status::{ExitSource, JobExit, LogStats, RunStatus};

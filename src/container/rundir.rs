@@ -42,6 +42,11 @@ impl RunDir {
     pub fn shim_log(&self) -> PathBuf {
         self.root.join("shim.log")
     }
+    /// Made by a restarted agent that gave up a start it found no shim for
+    /// (see [`crate::container::abandon`]).
+    pub fn abandoned(&self) -> PathBuf {
+        self.root.join("abandoned")
+    }
 }
 
 /// Whether [`atomic_write`] waits for the data to reach the disk.

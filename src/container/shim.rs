@@ -75,9 +75,12 @@ pub fn main(run_dir: &Path, nofile: Option<NofileLimit>) -> u8 {
     let mut running = match started {
         Ok(running) => running,
         Err(error) => {
-            if let Some(report) = &mut report {
-                let _ = protocol::send(report, &ShimReport::Failed(error));
-            } else {
+            // A launcher that died meanwhile (EPIPE) hears nothing: the run
+            // directory is then the only place to say why.
+            let told = report.as_mut().is_some_and(|report| {
+                protocol::send(report, &ShimReport::Failed(error.clone())).is_ok()
+            });
+            if !told {
                 note(&run, &format!("setup failed: {error}"));
             }
             return 1;
@@ -133,6 +136,13 @@ fn load(run: &RunDir) -> Result<(ContainerConfig, ProcessIdentity), SetupError> 
     })?;
     atomic_write(&run.shim_pid(), me.to_string().as_bytes(), Durability::ProcessCrash)
         .map_err(|e| SetupError::file("failed to write", run.shim_pid(), &e))?;
+    // Checked only after shim.pid is there, the reverse of the order
+    // `abandon` works in: a restarted agent either sees this shim or this
+    // shim sees that the agent gave the directory up, and a run never
+    // starts twice.
+    if run.abandoned().exists() {
+        return Err(SetupError::Abandoned { run_dir: run.root().to_owned() });
+    }
     Ok((cfg, me))
 }
 
