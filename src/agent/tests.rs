@@ -40,7 +40,16 @@ fn settings(dir: &Path) -> Settings {
         default_grace: Duration::from_secs(5),
         min_runtime_before_preemption: Duration::ZERO,
         admission: crate::spec::AdmissionRules::default(),
+        host_ids: fake_host_ids(dir),
     }
+}
+
+/// A host with no accounts and no processes, for dynamic uids.
+fn fake_host_ids(dir: &Path) -> crate::dynamic_user::HostRoots {
+    let roots =
+        crate::dynamic_user::HostRoots { etc: dir.join("host-etc"), proc: dir.join("host-proc") };
+    std::fs::create_dir_all(&roots.proc).unwrap();
+    roots
 }
 
 impl Bench {

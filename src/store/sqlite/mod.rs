@@ -5,6 +5,7 @@ mod codec;
 mod cron;
 mod runs;
 pub mod schema;
+mod users;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
