@@ -30,9 +30,7 @@ use crate::scheduler::{
     StopReason, Timestamp,
 };
 use crate::spec::{self, AdmissionRules, JobSpec};
-use crate::store::{
-    parse_run_id, ExitInfo, JobVersion, LaunchInfo, Retention, RunStore,
-};
+use crate::store::{parse_run_id, ExitInfo, JobVersion, LaunchInfo, Retention, RunStore};
 use crate::topology::{Bytes, CpuSet, Topology};
 use crate::watch::FileChange;
 
@@ -715,8 +713,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         let range = self.settings.admission.dynamic_users;
         let now = self.clock.now();
-        match dynamic_user::job_uid(&mut self.store, &spec.name, range, &self.settings.host_ids, now)
-        {
+        match dynamic_user::job_uid(
+            &mut self.store,
+            &spec.name,
+            range,
+            &self.settings.host_ids,
+            now,
+        ) {
             Ok(uid) => Ok(Ok(Some(uid))),
             Err(DynamicUserError::Store(e)) => Err(e.into()),
             Err(e) => Ok(Err(e.to_string())),
@@ -728,7 +731,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// that escaped its run keeps the uid from being handed out again: see
     /// [`dynamic_user::allocate`].)
     pub(super) fn release_uid_if_unused(&mut self, job: &spec::JobName) -> Result<(), AgentError> {
-        if !self.files_read || self.jobs.get(job).is_some() || self.runs.values().any(|r| r.job == *job)
+        if !self.files_read
+            || self.jobs.get(job).is_some()
+            || self.runs.values().any(|r| r.job == *job)
         {
             return Ok(());
         }

@@ -13,9 +13,7 @@ use crate::spec::error::{Diagnostic, Diagnostics, FieldPath};
 use crate::spec::name::{check_label, NameError};
 use crate::spec::schedule::parse_timezone;
 use crate::spec::tree::Node;
-use crate::spec::{
-    source, AdmissionRules, Bytes, DefaultUser, GroupRef, Pos, SpecError, UidRange,
-};
+use crate::spec::{source, AdmissionRules, Bytes, DefaultUser, GroupRef, Pos, SpecError, UidRange};
 use crate::topology::CpuSet;
 
 /// How the agent writes its log.
@@ -616,8 +614,9 @@ mod tests {
         assert_eq!((ranged.dynamic_users.first(), ranged.dynamic_users.len()), (70000, 10));
         assert_eq!(ranged.admission().dynamic_users, ranged.dynamic_users);
         assert_eq!(compile("dynamic_users: {}\n").unwrap().dynamic_users, UidRange::DEFAULT);
-        assert!(error("dynamic_users: {range: 60000-65534}\n")
-            .starts_with("1 dynamic_users.range: invalid uid range \"60000-65534\": it contains 65534"));
+        assert!(error("dynamic_users: {range: 60000-65534}\n").starts_with(
+            "1 dynamic_users.range: invalid uid range \"60000-65534\": it contains 65534"
+        ));
         assert!(error("dynamic_users: {range: 0-9}\n").contains("uid 0 is root"));
         assert!(error("dynamic_users: {ranges: 1-9}\n").contains("did you mean `range`?"));
     }

@@ -85,8 +85,7 @@ fn process_ids(proc: &Path) -> Result<BTreeSet<u32>, DynamicUserError> {
     for entry in std::fs::read_dir(proc).map_err(read_err)? {
         let entry = entry.map_err(read_err)?;
         let name = entry.file_name();
-        if !name.to_str().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        {
+        if !name.to_str().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
             continue;
         }
         let path = entry.path().join("status");
@@ -128,10 +127,16 @@ mod tests {
     fn accounts_and_processes_of_a_fake_host() {
         let dir = tempfile::tempdir().unwrap();
         let roots = HostRoots { etc: dir.path().join("etc"), proc: dir.path().join("proc") };
-        write(&roots.etc.join("passwd"), "root:x:0:0::/root:/bin/sh\nsvc:x:61190:61190::/:/bin/false\n");
+        write(
+            &roots.etc.join("passwd"),
+            "root:x:0:0::/root:/bin/sh\nsvc:x:61190:61190::/:/bin/false\n",
+        );
         write(&roots.etc.join("group"), "root:x:0:\nlate:x:61200:\n");
         write(&roots.proc.join("1/status"), "Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n");
-        write(&roots.proc.join("4242/status"), "Uid:\t61184\t61184\t61184\t61184\nGid:\t61184\t61184\t61184\t61184\n");
+        write(
+            &roots.proc.join("4242/status"),
+            "Uid:\t61184\t61184\t61184\t61184\nGid:\t61184\t61184\t61184\t61184\n",
+        );
         write(&roots.proc.join("self/status"), "Uid:\t5\t5\t5\t5\n");
         write(&roots.proc.join("meminfo"), "MemTotal: 1 kB\n");
         std::fs::create_dir_all(roots.proc.join("77")).unwrap(); // exited mid-scan
@@ -144,9 +149,8 @@ mod tests {
             ids.accounts_in(UidRange::DEFAULT),
             [(61190, "user svc"), (61200, "group late")]
         );
-        let picked = super::super::pick(UidRange::DEFAULT, super::super::Order::Lowest, |u| {
-            ids.in_use(u)
-        });
+        let picked =
+            super::super::pick(UidRange::DEFAULT, super::super::Order::Lowest, |u| ids.in_use(u));
         assert_eq!(picked, Some(61185));
     }
 

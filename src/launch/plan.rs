@@ -156,12 +156,13 @@ pub fn container_config(
         (Some(user), _) => (user, UserOrigin::Job),
         (None, spec::DefaultUser::Account(user)) => (user, UserOrigin::DefaultUser),
         (None, spec::DefaultUser::Dynamic) => {
-            let uid = dynamic_uid
-                .filter(|&uid| config.dynamic_users.contains(uid))
-                .ok_or_else(|| LaunchError::NoDynamicUid {
-                    job: job.to_owned(),
-                    uid: dynamic_uid,
-                    range: config.dynamic_users.to_string(),
+            let uid =
+                dynamic_uid.filter(|&uid| config.dynamic_users.contains(uid)).ok_or_else(|| {
+                    LaunchError::NoDynamicUid {
+                        job: job.to_owned(),
+                        uid: dynamic_uid,
+                        range: config.dynamic_users.to_string(),
+                    }
                 })?;
             dynamic = spec::UserRef::Id(uid);
             (&dynamic, UserOrigin::Dynamic)
@@ -242,13 +243,8 @@ pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchEr
         run: inputs.run.to_string(),
         source: source.into(),
     })?;
-    let container = container_config(
-        spec,
-        inputs.config,
-        inputs.run,
-        inputs.cgroup_procs,
-        inputs.dynamic_uid,
-    )?;
+    let container =
+        container_config(spec, inputs.config, inputs.run, inputs.cgroup_procs, inputs.dynamic_uid)?;
     container.validate().map_err(|problems| LaunchError::Container {
         job: job.to_owned(),
         run: inputs.run.to_string(),

@@ -276,10 +276,11 @@ fn user_and_group_come_from_the_job_or_the_default_user() {
     let cfg = container("user: 1001\ngroup: staff\n");
     assert_eq!((cfg.user, cfg.group), (Some(IdSpec::Id(1001)), Some(IdSpec::Name("staff".into()))));
     // No user: the agent's default_user; no group: the user's own.
-    let cfg = container_config(&spec(""), &config("default_user: nobody\n"), &run(), &[], None)
-        .unwrap();
+    let cfg =
+        container_config(&spec(""), &config("default_user: nobody\n"), &run(), &[], None).unwrap();
     assert_eq!((cfg.user, cfg.group), (Some(IdSpec::Name("nobody".into())), None));
-    let cfg = container_config(&spec(""), &config("default_user: 4242\n"), &run(), &[], None).unwrap();
+    let cfg =
+        container_config(&spec(""), &config("default_user: 4242\n"), &run(), &[], None).unwrap();
     assert_eq!(cfg.user, Some(IdSpec::Id(4242)));
     assert!(cfg.refuse_root, "uid 0 under another name is refused by the shim too");
 }
@@ -306,8 +307,9 @@ fn a_dynamic_default_user_runs_as_its_uid_and_the_gid_of_that_number() {
 #[test]
 fn root_is_refused_unless_the_agent_allows_it() {
     for user in ["root", "0"] {
-        let err = container_config(&spec(&format!("user: '{user}'\n")), &config(""), &run(), &[], None)
-            .unwrap_err();
+        let err =
+            container_config(&spec(&format!("user: '{user}'\n")), &config(""), &run(), &[], None)
+                .unwrap_err();
         assert!(
             matches!(&err, LaunchError::RootRefused { job, origin: UserOrigin::Job, .. } if job == "etl"),
             "{err}"
@@ -378,7 +380,8 @@ fn capabilities_rlimits_log_cap_and_cgroups() {
         "isolation: {capabilities: [CAP_NET_BIND_SERVICE, CAP_SYS_NICE]}\nrlimits: {nofile: 1024, core: 0, data: 1Gi, as: unlimited, cpu: 1m, nproc: 100, stack: 8Mi, memlock: 64Ki, fsize: 1Gi}\n",
     );
     let procs = [PathBuf::from("/sys/fs/cgroup/pids/corral/etl-7/cgroup.procs")];
-    let cfg = container_config(&job, &config("log_max_bytes: 1Mi\n"), &run(), &procs, Some(61184)).unwrap();
+    let cfg = container_config(&job, &config("log_max_bytes: 1Mi\n"), &run(), &procs, Some(61184))
+        .unwrap();
     assert_eq!(
         cfg.capabilities,
         [Capability::NET_BIND_SERVICE, "CAP_SYS_NICE".parse().unwrap()].into()
