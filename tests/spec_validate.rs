@@ -274,10 +274,11 @@ fn the_agents_admission_rules_apply_and_are_named() {
         format!("{gid0}:3:8: group: group \"0\" is privileged"),
     ];
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), expected.len(), "{out}");
+    assert_eq!(lines.len(), expected.len() + 1, "{out}");
     for (line, prefix) in lines.iter().zip(&expected) {
         assert!(line.starts_with(prefix.as_str()), "expected {prefix:?}\n     got {line:?}");
     }
+    assert_eq!(lines[4], format!("OK {shared} (1 job)"));
     // By default a job without `user` has a uid of its own: no pid namespace
     // exposes it to nobody. A shared default_user brings the rule back.
     assert!(err.contains("default_user dynamic (a uid of its own per job"), "{err}");
