@@ -236,7 +236,7 @@ async fn attempt(
         Ok(uid) => uid,
         Err(err) => {
             unreserve();
-            return Err(err.into());
+            return Err(err);
         }
     };
     let plan = match host.plan(spec, &run, &assignment, ledger.shared_pool(), dynamic_uid) {

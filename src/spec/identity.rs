@@ -193,6 +193,7 @@ impl UidRange {
         u64::from(self.last - self.first) + 1
     }
 
+    /// Never: [`UidRange::parse`] refuses a range that runs backwards.
     pub fn is_empty(&self) -> bool {
         false
     }

@@ -198,6 +198,25 @@ mod tests {
     }
 
     #[test]
+    fn a_version_3_database_gains_the_dynamic_users_table_and_keeps_its_runs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (version, migration) in (1..).zip(&MIGRATIONS[..3]) {
+            conn.execute_batch(migration).unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        conn.execute("INSERT INTO cron_state (job, last_considered) VALUES ('a', 7)", []).unwrap();
+        migrate(&mut conn, Path::new("x.db")).unwrap();
+        assert_eq!(version(&conn), 4);
+        let kept: i64 =
+            conn.query_row("SELECT last_considered FROM cron_state", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 7);
+        conn.execute("INSERT INTO dynamic_users VALUES ('a', 61184, 1)", []).unwrap();
+        assert!(conn.execute("INSERT INTO dynamic_users VALUES ('b', 61184, 1)", []).is_err());
+        assert!(conn.execute("INSERT INTO dynamic_users VALUES ('c', 0, 1)", []).is_err());
+    }
+
+    #[test]
     fn refuses_a_newer_schema() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn, Path::new("x.db")).unwrap();
