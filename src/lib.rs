@@ -48,7 +48,8 @@
 //!   runs kept with their final counters; the agent's counters and one typed
 //!   event per place something countable happens.
 //! - [`api`]: the HTTP endpoint: `/metrics`, health checks, and read-only JSON
-//!   of jobs, runs and the node.
+//!   of jobs, runs and the node, its connections capped and each under a
+//!   deadline; and the control socket.
 //! - [`cli`]: the `corral` command line, a file per subcommand.
 
 pub mod agent;

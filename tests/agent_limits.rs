@@ -52,9 +52,10 @@ fn the_agent_raises_its_open_file_limit_and_its_jobs_get_the_one_it_was_given() 
     let log = agent.log_text();
     assert!(log.contains("inherited_soft=1024 soft=4096 hard=4096"), "{log}");
     // 4096 descriptors hold far fewer than the thousand runs an agent is
-    // built for: the agent says so.
+    // built for: the agent says so, after the 129 the HTTP endpoint may
+    // hold at its default of 128 connections.
     assert!(
-        log.contains("the hard open file limit holds the statistics files of about 201 live runs"),
+        log.contains("the hard open file limit holds the statistics files of about 195 live runs"),
         "{log}"
     );
 }

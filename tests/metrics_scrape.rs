@@ -31,6 +31,8 @@ const LABELS: &[&str] = &[
     "preemption",
     "scheduled",
     "user",
+    "reason",
+    "phase",
 ];
 
 /// `# TYPE` lines: family name → type.

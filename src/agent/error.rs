@@ -33,6 +33,13 @@ pub enum AgentError {
     Api(#[from] crate::api::ApiError),
     #[error(transparent)]
     Control(#[from] crate::api::SocketError),
+    #[error(
+        "http.max_connections is {max_connections}, but the open file limit of {limit} leaves \
+         room for {allowed} HTTP connections beside what the agent and its runs need (the port \
+         may take a quarter of the descriptors); lower http.max_connections, or raise the hard \
+         limit (LimitNOFILE= in a systemd unit, ulimit -Hn)"
+    )]
+    HttpBudget { max_connections: u32, limit: u64, allowed: u64 },
     #[error("cannot wait for signals")]
     Signals(#[source] std::io::Error),
 }

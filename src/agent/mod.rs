@@ -98,7 +98,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     // Before the launcher is made: it records the limit shims get back.
-    raise_nofile();
+    raise_nofile(&config);
+    check_http_budget(&config)?;
     let _lock = StateDirLock::acquire(&config.state_dir)?;
     let store = SqliteStore::open(&config.state_dir.join(SqliteStore::FILE_NAME))?;
     let runs_dir = config.state_dir.join(crate::launch::plan::RUNS_DIR);
@@ -177,7 +178,7 @@ pub async fn run(
     let endpoints = Endpoints { api: Arc::new(AgentApi::new(views, api_store)), metrics };
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     info!(listen = %config.listen, "serving /metrics and the read-only API");
-    let server = tokio::spawn(crate::api::serve(listener, endpoints, async {
+    let server = tokio::spawn(crate::api::serve(listener, endpoints, config.http, async {
         let _ = serving_stopped.await;
     }));
     let files = watch_jobs(&config)?;
@@ -190,10 +191,8 @@ pub async fn run(
     };
     let driven = drive(supervisor, files, observations, commands, shutdown, on_exit).await;
     let _ = stop_serving.send(());
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => error!("{e}"),
-        Err(e) => error!("the HTTP endpoint's task failed: {e}"),
+    if let Err(e) = server.await {
+        error!("the HTTP endpoint's task failed: {e}");
     }
     driven?;
     info!("agent stopped");
@@ -204,8 +203,9 @@ pub async fn run(
 /// (see [`crate::container::nofile`]). Not fatal: with the limit it was
 /// given the agent works, for fewer runs; a run whose files cannot be
 /// opened is still run, only without statistics.
-fn raise_nofile() {
+fn raise_nofile(config: &AgentConfig) {
     use crate::container::nofile::{self, RECOMMENDED_HARD};
+    let http = nofile::http_needs(config.http.max_connections);
     match nofile::raise_to_hard() {
         Ok(raised) => {
             let what = if raised.inherited == raised.now {
@@ -219,18 +219,36 @@ fn raise_nofile() {
                 hard = raised.now.hard,
                 "{what}"
             );
-            if raised.now.hard < RECOMMENDED_HARD {
+            if raised.now.hard < RECOMMENDED_HARD + http {
                 warn!(
                     hard = raised.now.hard,
-                    recommended = RECOMMENDED_HARD,
+                    recommended = RECOMMENDED_HARD + http,
                     "the hard open file limit holds the statistics files of about {} live runs; \
                      raise it (LimitNOFILE= in a systemd unit, ulimit -Hn) for more",
-                    nofile::runs_within(raised.now.hard)
+                    nofile::runs_within(raised.now.hard.saturating_sub(http))
                 );
             }
         }
         Err(e) => warn!("{e}; going on with the limit the agent was started with"),
     }
+}
+
+/// Refuses a `max_connections` that would let the HTTP port take more than
+/// its share of the descriptor limit now in force: whatever the port is
+/// sent, the agent keeps the rest for its store, sockets and runs.
+fn check_http_budget(config: &AgentConfig) -> Result<(), AgentError> {
+    use crate::container::nofile::{self, NofileLimit};
+    let Ok(limit) = NofileLimit::current() else { return Ok(()) };
+    let max_connections = config.http.max_connections;
+    let allowed = nofile::http_share(limit.soft);
+    if nofile::http_needs(max_connections) > allowed {
+        return Err(AgentError::HttpBudget {
+            max_connections,
+            limit: limit.soft,
+            allowed: allowed.saturating_sub(nofile::http_needs(0)),
+        });
+    }
+    Ok(())
 }
 
 /// Starts the watcher of the jobs directory on a task of its own: a batch

@@ -13,8 +13,6 @@ use crate::store::StoreError;
 pub enum ApiError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("serving HTTP: {0}")]
-    Serve(#[source] std::io::Error),
     #[error("no job named {0:?}")]
     NoSuchJob(String),
     #[error("no run {0:?}")]

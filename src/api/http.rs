@@ -10,11 +10,12 @@
 //! | `GET /v1/runs/{id}` | a [`RunView`](super::model::RunView), or `404` |
 //! | `GET /v1/node` | a [`NodeView`](super::model::NodeView), or `503` while the agent starts |
 //!
+//! Connections are served, capped and timed by [`super::server`].
+//!
 //! Errors are `{"error": "..."}` with the status. Everything the agent
 //! answers with may block (file reads, the store), so it runs on tokio's
 //! blocking threads and a slow scrape never stalls another request.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use super::error::ApiError;
 use super::model::{JobView, NodeView, RunView};
@@ -42,22 +43,26 @@ pub struct Endpoints {
     pub metrics: Arc<Metrics>,
 }
 
+/// Connections the kernel completes and queues while the agent has not yet
+/// accepted them. The standard library's 128 overflows when a burst of
+/// connections meets an agent busy for a few milliseconds, and each
+/// overflow costs the client a one-second SYN retransmit; the accept loop
+/// drains the queue fast (past the cap it closes at once), so a deeper
+/// queue holds no connection for long. The kernel caps it at
+/// `net.core.somaxconn`.
+const BACKLOG: u32 = 1024;
+
 /// Binds the configured address; the error names it.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ApiError> {
-    TcpListener::bind(addr).await.map_err(|source| ApiError::Bind { addr, source })
-}
-
-/// Serves on `listener` until `shutdown` completes, then finishes the
-/// requests under way.
-pub async fn serve(
-    listener: TcpListener,
-    endpoints: Endpoints,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ApiError> {
-    axum::serve(listener, router(endpoints))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ApiError::Serve)
+    let bind = || {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        // As the standard library does: a restarted agent can bind its port
+        // while connections of the previous one are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    bind().map_err(|source| ApiError::Bind { addr, source })
 }
 
 pub fn router(endpoints: Endpoints) -> Router {

@@ -3,7 +3,9 @@
 //! Reading, over HTTP (127.0.0.1:9464 by default): Prometheus metrics, health
 //! checks, and a read-only JSON view of jobs, runs and the node.
 //!
-//! - [`http`]: the routes and [`serve`](http::serve).
+//! - [`http`]: the routes.
+//! - [`server`]: the connections: capped, each under a deadline
+//!   ([`serve`](server::serve)).
 //! - [`source`]: [`ApiSource`], what the agent answers with.
 //! - [`model`]: the JSON documents.
 //!
@@ -29,14 +31,16 @@ pub mod feed;
 pub mod http;
 pub mod model;
 pub mod protocol;
+pub mod server;
 pub mod socket;
 pub mod source;
 
 pub use error::ApiError;
 pub use feed::{EventFeed, FeedTap};
-pub use http::{bind, router, serve, Endpoints};
+pub use http::{bind, router, Endpoints};
 pub use model::{JobView, NodeView, RunView};
 pub use protocol::{Request, Response};
+pub use server::serve;
 pub use socket::{Client, ClientError, Command, ControlSocket, SocketError};
 pub use source::ApiSource;
 

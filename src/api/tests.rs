@@ -9,6 +9,8 @@ use tokio::net::TcpStream;
 
 use super::*;
 use crate::cgroup::{LayoutKind, Stats};
+use crate::config::HttpLimits;
+use crate::metrics::{HttpDeadline, RefusedReason};
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
 use crate::placement::{Ledger, PlacementConfig, Request, RunId};
 use crate::scheduler::{ExitStatus, JobName, Phase, PreemptionMode, RunEvent, RunState, Timestamp};
@@ -22,6 +24,8 @@ struct FakeAgent {
     ready: bool,
     topology: Topology,
     ledger: Ledger,
+    /// How long `/readyz` takes to answer: a slow handler.
+    slow_ready: Duration,
 }
 
 fn topology() -> Topology {
@@ -105,6 +109,7 @@ fn detail() -> RunDetail {
 
 impl ApiSource for FakeAgent {
     fn ready(&self) -> Result<(), String> {
+        std::thread::sleep(self.slow_ready);
         if self.ready {
             Ok(())
         } else {
@@ -133,18 +138,29 @@ impl ApiSource for FakeAgent {
 
 /// Serves a fake agent on a free loopback port; returns the address.
 async fn start(ready: bool) -> std::net::SocketAddr {
+    start_limited(ready, HttpLimits::default(), Duration::ZERO).await.0
+}
+
+/// As [`start`], under `limits`, with a `/readyz` that takes `slow_ready`;
+/// also returns the metrics, to read the endpoint's counters.
+async fn start_limited(
+    ready: bool,
+    limits: HttpLimits,
+    slow_ready: Duration,
+) -> (std::net::SocketAddr, Arc<Metrics>) {
     let topology = topology();
     let mut ledger = Ledger::new(&topology, PlacementConfig::default()).unwrap();
     ledger
         .admit(&topology, &Request::exclusive(RunId::new("etl-1"), 1).with_memory(Bytes::GIB))
         .unwrap();
-    let api = Arc::new(FakeAgent { ready, topology, ledger });
+    let api = Arc::new(FakeAgent { ready, topology, ledger, slow_ready });
     let metrics =
         Arc::new(Metrics::new(&MetricsConfig::default(), Arc::new(PublishedSnapshot::default())));
     let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(listener, Endpoints { api, metrics }, std::future::pending()));
-    addr
+    let endpoints = Endpoints { api, metrics: metrics.clone() };
+    tokio::spawn(serve(listener, endpoints, limits, std::future::pending()));
+    (addr, metrics)
 }
 
 struct Reply {
@@ -311,4 +327,169 @@ async fn binding_a_taken_port_names_the_address() {
     let addr = listener.local_addr().unwrap();
     let err = bind(addr).await.unwrap_err();
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Reads until the server closes the connection (EOF or a reset), for at
+/// most `within`; returns what was read and how long it took, or panics if
+/// the connection is still open then.
+async fn until_closed(stream: &mut TcpStream, within: Duration) -> (String, Duration) {
+    let started = tokio::time::Instant::now();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(started + within, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "still open after {within:?}; read so far: {:?}",
+                String::from_utf8_lossy(&raw)
+            ),
+        }
+    }
+    (String::from_utf8_lossy(&raw).into_owned(), started.elapsed())
+}
+
+/// Whether the server leaves the connection open for `for_at_least`.
+async fn stays_open(stream: &mut TcpStream, for_at_least: Duration) -> bool {
+    let mut buf = [0u8; 1];
+    tokio::time::timeout(for_at_least, stream.read(&mut buf)).await.is_err()
+}
+
+const HEALTHZ_KEEP_ALIVE: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: corral\r\n\r\n";
+
+#[tokio::test]
+async fn a_peer_that_sends_nothing_or_half_a_head_is_closed_at_the_header_timeout() {
+    let limits = HttpLimits { header_timeout: millis(300), ..HttpLimits::default() };
+    let (addr, metrics) = start_limited(true, limits, Duration::ZERO).await;
+    let started = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut half = TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"GET /heal").await.unwrap();
+    // One byte every 100 ms: activity does not buy time.
+    let mut trickle = TcpStream::connect(addr).await.unwrap();
+    let dripping = tokio::spawn(async move {
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: corral\r\n" {
+            if trickle.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(millis(100)).await;
+        }
+        trickle
+    });
+    for stream in [&mut silent, &mut half] {
+        let (text, _) = until_closed(stream, Duration::from_secs(3)).await;
+        let took = started.elapsed();
+        assert!(took >= millis(250), "closed after {took:?}");
+        assert!(!text.contains("200 OK"), "{text}");
+    }
+    let mut trickle = dripping.await.unwrap();
+    let (text, _) = until_closed(&mut trickle, Duration::from_secs(3)).await;
+    assert!(!text.contains("200 OK"), "{text}");
+    // Cut at its header timeout, long before its 38 bytes were all sent.
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(metrics.agent().http_timed_out.get(HttpDeadline::Header), 3);
+    assert_eq!(get(addr, "/healthz", None).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_waits_its_idle_timeout_not_the_header_timeout() {
+    let limits = HttpLimits {
+        header_timeout: millis(200),
+        idle_timeout: millis(1500),
+        ..HttpLimits::default()
+    };
+    let (addr, metrics) = start_limited(true, limits, Duration::ZERO).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..2 {
+        stream.write_all(HEALTHZ_KEEP_ALIVE).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 200 OK") && head.ends_with("ok\n"), "{head}");
+        // Well past the header timeout, still open for the next request.
+        assert!(stays_open(&mut stream, millis(600)).await);
+    }
+    let (_, took) = until_closed(&mut stream, Duration::from_secs(3)).await;
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(metrics.agent().http_timed_out.get(HttpDeadline::Idle), 1);
+    assert_eq!(metrics.agent().http_timed_out.get(HttpDeadline::Header), 0);
+}
+
+#[tokio::test]
+async fn a_request_answered_too_slowly_is_cut_at_the_request_timeout() {
+    let limits = HttpLimits { request_timeout: millis(300), ..HttpLimits::default() };
+    let (addr, metrics) = start_limited(true, limits, Duration::from_secs(2)).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: corral\r\n\r\n").await.unwrap();
+    let (text, took) = until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(text.is_empty(), "{text}");
+    assert!(took >= millis(250) && took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(metrics.agent().http_timed_out.get(HttpDeadline::Request), 1);
+}
+
+#[tokio::test]
+async fn past_max_connections_a_connection_is_told_503_and_closed_at_once() {
+    let limits =
+        HttpLimits { max_connections: 2, header_timeout: millis(500), ..HttpLimits::default() };
+    let (addr, metrics) = start_limited(true, limits, Duration::ZERO).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // The two are accepted in order; give the loop a moment to take them.
+    tokio::time::sleep(millis(50)).await;
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let (text, took) = until_closed(&mut third, Duration::from_secs(1)).await;
+    assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+    assert!(text.ends_with("too many open connections\n"), "{text}");
+    assert!(took < millis(400), "{took:?}");
+    assert_eq!(metrics.agent().http_refused.get(RefusedReason::MaxConnections), 1);
+    // The held ones time out, and their slots serve again.
+    for stream in &mut held {
+        until_closed(stream, Duration::from_secs(3)).await;
+    }
+    assert_eq!(get(addr, "/healthz", None).await.status, 200);
+    assert_eq!(metrics.agent().http_refused.get(RefusedReason::MaxConnections), 1);
+    assert_eq!(metrics.agent().http_timed_out.get(HttpDeadline::Header), 2);
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_the_request_under_way_and_closes_idle_ones() {
+    let (addr, _metrics) = {
+        let topology = topology();
+        let ledger = Ledger::new(&topology, PlacementConfig::default()).unwrap();
+        let api = Arc::new(FakeAgent { ready: true, topology, ledger, slow_ready: millis(400) });
+        let metrics = Arc::new(Metrics::new(
+            &MetricsConfig::default(),
+            Arc::new(PublishedSnapshot::default()),
+        ));
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let endpoints = Endpoints { api, metrics: metrics.clone() };
+        let server = tokio::spawn(serve(listener, endpoints, HttpLimits::default(), async {
+            let _ = stopped.await;
+        }));
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        busy.write_all(b"GET /readyz HTTP/1.1\r\nHost: corral\r\n\r\n").await.unwrap();
+        tokio::time::sleep(millis(100)).await;
+        stop.send(()).unwrap();
+        let (answer, _) = until_closed(&mut busy, Duration::from_secs(3)).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        // Without a request it never began, the idle one is closed well
+        // before its 5 s header timeout.
+        let (_, took) = until_closed(&mut idle, Duration::from_secs(2)).await;
+        assert!(took < Duration::from_secs(2));
+        tokio::time::timeout(Duration::from_secs(3), server).await.unwrap().unwrap();
+        (addr, metrics)
+    };
+    assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed");
 }

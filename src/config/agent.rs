@@ -111,6 +111,36 @@ pub struct AgentConfig {
     /// How long a run that ended stays in the metrics scrape with its final
     /// counters. Zero: a run's series go as soon as it ends.
     pub finished_run_retention: Duration,
+    /// How much of the agent the HTTP endpoint may hold: connections and
+    /// how long each may take.
+    pub http: HttpLimits,
+}
+
+/// Bounds on the HTTP endpoint, so that whoever can reach the port cannot
+/// hold the agent's descriptors or memory (see `docs/config.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections open at once; more are accepted and closed at once.
+    pub max_connections: u32,
+    /// From a connection's accept, or the first byte of a later request on
+    /// it, until the request's head (request line and headers) is in.
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// From a request's head to the last byte of its response: a client
+    /// that sends its body or reads the answer slowly is cut off here.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 128,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for AgentConfig {
@@ -137,6 +167,7 @@ impl Default for AgentConfig {
             min_runtime_before_preemption: Duration::from_secs(10),
             stop_jobs_on_exit: false,
             finished_run_retention: Duration::from_secs(15 * 60),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -163,7 +194,20 @@ const FIELDS: &[&str] = &[
     "min_runtime_before_preemption",
     "stop_jobs_on_exit",
     "finished_run_retention",
+    "http",
 ];
+
+const HTTP_FIELDS: &[&str] =
+    &["max_connections", "header_timeout", "idle_timeout", "request_timeout"];
+/// A ceiling far above what a metrics port needs, below what the kernel's
+/// listen backlog and the descriptor limits of ordinary hosts hold; the agent
+/// also checks it against its own descriptor limit at start.
+const MAX_HTTP_CONNECTIONS: u32 = 65_536;
+/// Longer than any of these would let an idle peer hold a connection for
+/// minutes, which is what the limits are there to prevent.
+const MAX_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+const MAX_HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 const MIN_LOG_BYTES: Bytes = Bytes::KIB;
 /// As many as a job's `catch_up_max` may ask for.
@@ -388,6 +432,11 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         }),
     };
 
+    let http = match fields.get("http") {
+        None => Some(defaults.http),
+        Some(n) => http_limits(cx, n, &fields.field("http")),
+    };
+
     Some(AgentConfig {
         jobs_dir: jobs_dir?,
         state_dir: state_dir?,
@@ -410,6 +459,48 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         min_runtime_before_preemption: min_runtime_before_preemption?,
         stop_jobs_on_exit: stop_jobs_on_exit?,
         finished_run_retention: finished_run_retention?,
+        http: http?,
+    })
+}
+
+/// The `http` mapping; keys left out keep their defaults.
+fn http_limits(cx: &mut Checker<ConfigError>, node: &Node, path: &FieldPath) -> Option<HttpLimits> {
+    let defaults = HttpLimits::default();
+    let fields = cx.map(node, path, HTTP_FIELDS)?;
+    let max_connections = match fields.get("max_connections") {
+        None => Some(defaults.max_connections),
+        Some(n) => cx.int(n, &fields.field("max_connections"), 1..=MAX_HTTP_CONNECTIONS),
+    };
+    let mut timeout = |key: &'static str, default: Duration, max: Duration| {
+        let Some(n) = fields.get(key) else { return Some(default) };
+        let d = cx.positive_duration(n, &fields.field(key))?;
+        if d > max {
+            let max = crate::spec::duration::format(max);
+            cx.report(
+                n.pos,
+                &fields.field(key),
+                SpecError::Invalid {
+                    what: "timeout",
+                    value: crate::spec::duration::format(d),
+                    reason: format!(
+                        "it must be at most {max}: a longer one lets idle peers hold connections"
+                    ),
+                },
+            );
+            return None;
+        }
+        Some(d)
+    };
+    let header_timeout =
+        timeout("header_timeout", defaults.header_timeout, MAX_HTTP_HEADER_TIMEOUT);
+    let idle_timeout = timeout("idle_timeout", defaults.idle_timeout, MAX_HTTP_IDLE_TIMEOUT);
+    let request_timeout =
+        timeout("request_timeout", defaults.request_timeout, MAX_HTTP_REQUEST_TIMEOUT);
+    Some(HttpLimits {
+        max_connections: max_connections?,
+        header_timeout: header_timeout?,
+        idle_timeout: idle_timeout?,
+        request_timeout: request_timeout?,
     })
 }
 
@@ -619,6 +710,58 @@ mod tests {
         ));
         assert!(error("dynamic_users: {range: 0-9}\n").contains("uid 0 is root"));
         assert!(error("dynamic_users: {ranges: 1-9}\n").contains("did you mean `range`?"));
+    }
+
+    #[test]
+    fn http_limits_default_and_each_key_alone() {
+        assert_eq!(compile("").unwrap().http, HttpLimits::default());
+        let set = compile(
+            "http:\n  max_connections: 16\n  header_timeout: 200ms\n  idle_timeout: 1m\n  \
+             request_timeout: 10s\n",
+        )
+        .unwrap()
+        .http;
+        assert_eq!(
+            set,
+            HttpLimits {
+                max_connections: 16,
+                header_timeout: Duration::from_millis(200),
+                idle_timeout: Duration::from_secs(60),
+                request_timeout: Duration::from_secs(10),
+            }
+        );
+        let one = compile("http: {idle_timeout: 5s}\n").unwrap().http;
+        assert_eq!(
+            one,
+            HttpLimits { idle_timeout: Duration::from_secs(5), ..HttpLimits::default() }
+        );
+    }
+
+    #[test]
+    fn http_limit_mistakes_are_all_reported_with_their_key() {
+        let all = compile(
+            "http:\n  max_connections: 0\n  header_timeout: 0s\n  idle_timeout: 11m\n  \
+             request_timeout: 30\n  max_conections: 4\n",
+        )
+        .unwrap_err();
+        assert_eq!(all.len(), 5, "{all:#?}");
+        assert!(all[0].starts_with("2 http.max_connections: "), "{all:#?}");
+        assert!(all[0].contains("65536"), "{all:#?}");
+        assert_eq!(
+            all[1],
+            "3 http.header_timeout: invalid duration \"0s\": it must be longer than zero"
+        );
+        assert_eq!(
+            all[2],
+            "4 http.idle_timeout: invalid timeout \"11m\": it must be at most 10m: \
+             a longer one lets idle peers hold connections"
+        );
+        assert!(all[3].starts_with("5 http.request_timeout: invalid duration \"30\""), "{all:#?}");
+        assert_eq!(
+            all[4],
+            "6 http.max_conections: unknown field `max_conections`; did you mean `max_connections`?"
+        );
+        assert!(error("http: 5\n").starts_with("1 http: "));
     }
 
     #[test]

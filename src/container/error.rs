@@ -31,6 +31,13 @@ pub enum SetupError {
     UnknownUser { name: String, passwd: PathBuf },
     #[error("unknown group {name:?} (looked up in {group})")]
     UnknownGroup { name: String, group: PathBuf },
+    #[error(
+        "{path} is {kind}, not a regular file: user and group names are read from it \
+         (make it a regular file, or remove it and give the job numeric ids)"
+    )]
+    AccountFileNotRegular { path: PathBuf, kind: String },
+    #[error("{path} is larger than {limit} bytes, the most read to look up user and group names")]
+    AccountFileTooLarge { path: PathBuf, limit: u64 },
     #[error("user {user:?} is uid 0 (root), and root jobs are not allowed here")]
     RootRefused { user: String },
     #[error(

@@ -11,10 +11,13 @@
 //! links (`/proc/PID/fd/N`) are refused. What comes back is an `O_PATH`
 //! descriptor; missing components are made with `mkdirat(2)` relative to
 //! such descriptors, and the caller mounts through the descriptor, so a
-//! symlink planted after the lookup changes nothing.
+//! symlink planted after the lookup changes nothing. Files read from the
+//! root (its /etc/passwd and /etc/group, read as root on the host) are
+//! found the same way and read only if regular and small.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
@@ -38,6 +41,35 @@ pub enum ResolveError {
     /// Resolving or creating `path` failed.
     #[error("{path}: {}", errno.desc())]
     Os { path: PathBuf, errno: Errno },
+}
+
+/// Why [`Root::read_file`] could not give a file's contents.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// `path` is a FIFO, device, directory or socket: opening one for
+    /// reading can block (a FIFO with no writer) or act on a device.
+    #[error("{path} is {kind}, not a regular file")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    /// `path` holds more than the caller's limit.
+    #[error("{path} is larger than {limit} bytes")]
+    TooLarge { path: PathBuf, limit: u64 },
+    /// Resolving, opening or reading `path` failed.
+    #[error("{path}: {}", errno.desc())]
+    Os { path: PathBuf, errno: Errno },
+}
+
+/// What a file that is not a regular one is, for messages.
+fn kind_of(mode: libc::mode_t) -> Option<&'static str> {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => None,
+        libc::S_IFIFO => Some("a FIFO"),
+        libc::S_IFCHR => Some("a character device"),
+        libc::S_IFBLK => Some("a block device"),
+        libc::S_IFDIR => Some("a directory"),
+        libc::S_IFSOCK => Some("a socket"),
+        libc::S_IFLNK => Some("a symlink"),
+        _ => Some("not a regular file"),
+    }
 }
 
 /// A directory that paths are looked up in as if it were `/`.
@@ -93,6 +125,60 @@ impl Root {
     /// root too.
     pub fn open_path(&self, path: &Path) -> Result<OwnedFd, Errno> {
         openat2(self.fd.as_fd(), &relative(path), how())
+    }
+
+    /// The contents of the regular file at `path` inside the root, at most
+    /// `limit` bytes, or `None` if nothing is there. Symlinks on the way,
+    /// the last component's too, are followed inside the root, as the job
+    /// itself would see them.
+    ///
+    /// The file is looked up `O_PATH` and checked to be a regular file
+    /// before it is opened for reading: an open is what blocks on a FIFO
+    /// without a writer, or starts a device. It is then reopened through
+    /// its descriptor, so what is read is the inode checked, whatever
+    /// happens to the path meanwhile; `O_NONBLOCK` keeps even that open
+    /// from waiting.
+    pub fn read_file(&self, path: &Path, limit: u64) -> Result<Option<Vec<u8>>, ReadError> {
+        let os = |errno| ReadError::Os { path: path.to_owned(), errno };
+        let found = match self.open_path(path) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(errno) => return Err(os(errno)),
+        };
+        let regular = |fd: BorrowedFd<'_>| -> Result<u64, ReadError> {
+            let stat = fstat(fd).map_err(os)?;
+            if let Some(kind) = kind_of(stat.st_mode) {
+                return Err(ReadError::NotRegular { path: path.to_owned(), kind });
+            }
+            let size = u64::try_from(stat.st_size).unwrap_or(0);
+            if size > limit {
+                return Err(ReadError::TooLarge { path: path.to_owned(), limit });
+            }
+            Ok(size)
+        };
+        regular(found.as_fd())?;
+        // The descriptor's own /proc entry, opened by the kernel as the
+        // inode it names rather than by following a path (openat2 would
+        // refuse it as a magic link, which is what we want for the job's
+        // paths but not for our own descriptor).
+        let fd = nix::fcntl::open(
+            Path::new(&format!("/proc/self/fd/{}", found.as_raw_fd())),
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(os)?;
+        let size = regular(fd.as_fd())?;
+        // The size may grow after the check: read one byte past the limit
+        // to notice, never more.
+        let mut text = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        std::fs::File::from(fd)
+            .take(limit + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| os(errno_of(&e)))?;
+        if text.len() as u64 > limit {
+            return Err(ReadError::TooLarge { path: path.to_owned(), limit });
+        }
+        Ok(Some(text))
     }
 
     /// Whether `fd` is this root's own directory (the same inode on the
@@ -201,7 +287,6 @@ fn errno_of(e: &std::io::Error) -> Errno {
 /// The path an open descriptor refers to, as the kernel names it (for
 /// messages and tests; never to be opened again).
 pub fn fd_path(fd: BorrowedFd<'_>) -> std::io::Result<PathBuf> {
-    use std::os::fd::AsRawFd;
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
@@ -332,6 +417,54 @@ mod tests {
         assert_eq!(f.root().open_path(Path::new("/fd")).unwrap_err(), Errno::ENOENT);
         let root = Root::open(Path::new("/")).unwrap();
         assert_eq!(root.open_path(Path::new("/proc/self/cwd")).unwrap_err(), Errno::ELOOP);
+    }
+
+    #[test]
+    fn files_are_read_through_symlinks_inside_the_root() {
+        let f = Fixture::new();
+        fs::write(f.outside().join("passwd"), "host").unwrap();
+        fs::write(f.root_dir().join("etc/passwd"), "image").unwrap();
+        let root = f.root();
+        let read = |path: &str| root.read_file(Path::new(path), 16);
+        assert_eq!(read("/etc/passwd").unwrap().as_deref(), Some(&b"image"[..]));
+        // Absolute and climbing links land inside: on the image's file,
+        // or on nothing, never on the host's.
+        f.link("abs", f.outside().join("passwd"));
+        let climb = "../".repeat(f.root_dir().components().count() + 2);
+        f.link(
+            "rel",
+            format!("{climb}{}/passwd", f.outside().strip_prefix("/").unwrap().display()),
+        );
+        f.link("up", format!("{climb}etc/passwd"));
+        assert_eq!(read("/abs").unwrap(), None);
+        assert_eq!(read("/rel").unwrap(), None);
+        assert_eq!(read("/up").unwrap().as_deref(), Some(&b"image"[..]));
+        assert_eq!(read("/missing/passwd").unwrap(), None);
+    }
+
+    #[test]
+    fn only_small_regular_files_are_read() {
+        let f = Fixture::new();
+        let root = f.root();
+        let fifo = f.root_dir().join("etc/group");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o644)).unwrap();
+        // No writer: an open for reading would wait for one.
+        assert_eq!(
+            root.read_file(Path::new("/etc/group"), 16).unwrap_err(),
+            ReadError::NotRegular { path: "/etc/group".into(), kind: "a FIFO" }
+        );
+        assert_eq!(
+            root.read_file(Path::new("/etc"), 16).unwrap_err(),
+            ReadError::NotRegular { path: "/etc".into(), kind: "a directory" }
+        );
+        fs::write(f.root_dir().join("etc/passwd"), [b'x'; 17]).unwrap();
+        assert_eq!(
+            root.read_file(Path::new("/etc/passwd"), 16).unwrap_err(),
+            ReadError::TooLarge { path: "/etc/passwd".into(), limit: 16 }
+        );
+        assert_eq!(root.read_file(Path::new("/etc/passwd"), 17).unwrap().unwrap().len(), 17);
+        fs::write(f.root_dir().join("etc/passwd"), "").unwrap();
+        assert_eq!(root.read_file(Path::new("/etc/passwd"), 0).unwrap(), Some(vec![]));
     }
 
     #[test]

@@ -55,6 +55,10 @@
 //! root in its container and nobody special on the host; its capabilities
 //! are still dropped as for any job.
 //!
+//! User and group names come from the job's root: its /etc/passwd and
+//! /etc/group ([`passwd`]), read by the shim through [`inroot`] so that a
+//! symlink in a rootfs never leads to the host's files.
+//!
 //! The job runs with its configured uid and gid, no supplementary groups,
 //! `no_new_privs`, and no capabilities at all unless its user is root and
 //! [`ContainerConfig::capabilities`] lists some (bounding set included).

@@ -26,7 +26,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -141,20 +141,6 @@ pub enum MountStep {
     PivotRoot {
         new_root: PathBuf,
     },
-}
-
-/// Joins a container path onto the rootfs: `/etc/x` under `/srv/root` is
-/// `/srv/root/etc/x`. `..` components are dropped, never followed upwards.
-/// Lexical only: for reading files the operator put there, never for
-/// creating or mounting (see [`super::inroot`]).
-pub fn in_root(root: &Path, path: &Path) -> PathBuf {
-    let mut out = root.to_path_buf();
-    for part in path.components() {
-        if let Component::Normal(part) = part {
-            out.push(part);
-        }
-    }
-    out
 }
 
 /// The mounts planned so far, to tell where a new target lies.
@@ -615,14 +601,6 @@ mod tests {
                 _ => None,
             })
             .collect()
-    }
-
-    #[test]
-    fn in_root_never_climbs_out() {
-        let root = Path::new("/srv/root");
-        assert_eq!(in_root(root, Path::new("/etc/passwd")), Path::new("/srv/root/etc/passwd"));
-        assert_eq!(in_root(root, Path::new("/../../etc")), Path::new("/srv/root/etc"));
-        assert_eq!(in_root(root, Path::new("/a/../b")), Path::new("/srv/root/a/b"));
     }
 
     #[test]

@@ -91,11 +91,27 @@ pub enum NofileError {
 pub const PER_RUN: u64 = 20;
 
 /// Descriptors the agent holds whatever it runs: the store and its WAL, the
-/// listening and control sockets and their connections, the jobs
-/// directory's inotify, the async runtime's epoll and wakers, standard
-/// streams. 20 were counted in an idle agent; the rest is room for
-/// connections to the endpoint and the control socket.
+/// listening and control sockets, the jobs directory's inotify, the async
+/// runtime's epoll and wakers, standard streams. 20 were counted in an idle
+/// agent; the rest is room for connections to the control socket (root's
+/// only). Connections to the HTTP endpoint are counted apart
+/// ([`http_needs`]).
 pub const BASE: u64 = 64;
+
+/// Descriptors the HTTP endpoint holds at most with `max_connections`: one
+/// per connection, and one more for a connection being turned away at the
+/// cap (accepted and closed at once). Its listener is in [`BASE`].
+pub fn http_needs(max_connections: u32) -> u64 {
+    u64::from(max_connections) + 1
+}
+
+/// The most descriptors the HTTP endpoint may hold under a limit of
+/// `limit`: a quarter of what is not [`BASE`]. The other three quarters are
+/// for runs, so that no flood of connections, however large, takes the
+/// descriptors a run's statistics files or the store need.
+pub fn http_share(limit: u64) -> u64 {
+    limit.saturating_sub(BASE) / 4
+}
 
 /// How many live runs one agent is built and measured for: the scale of the
 /// scrape benchmark and of the "1000 runs on 2 CPUs" reliability target.
@@ -175,6 +191,18 @@ mod tests {
         assert!(runs_within(524_288) > EXPECTED_RUNS);
         assert_eq!(runs_within(4096), 201);
         assert_eq!(runs_within(10), 0);
+    }
+
+    #[test]
+    fn the_http_endpoint_gets_a_quarter_of_the_limit_beyond_the_base() {
+        // The default of 128 connections fits a hard limit of 1024, the
+        // smallest common one, with three quarters left for runs.
+        assert_eq!(http_share(1024), 240);
+        assert!(http_needs(128) <= http_share(1024));
+        assert!(http_needs(240) > http_share(1024));
+        assert_eq!(http_share(20_000), 4984);
+        assert_eq!(http_share(BASE), 0);
+        assert_eq!(http_share(0), 0);
     }
 
     #[test]

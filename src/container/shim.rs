@@ -18,7 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use nix::errno::Errno;
@@ -33,8 +33,9 @@ use nix::unistd::{fork, pipe2, ForkResult, Pid};
 use super::config::{ContainerConfig, Namespace};
 use super::error::SetupError;
 use super::init::{self, InitFds, InitPlan};
+use super::inroot::{ReadError, Root};
 use super::logs::CappedLog;
-use super::mounts::{self, in_root};
+use super::mounts;
 use super::passwd::{self, CredentialError, Credentials};
 use super::procfs::ProcessIdentity;
 use super::protocol::{self, InitMessage, ShimReport};
@@ -135,22 +136,44 @@ fn load(run: &RunDir) -> Result<(ContainerConfig, ProcessIdentity), SetupError> 
     Ok((cfg, me))
 }
 
-/// Reads a passwd-style file of the rootfs (or host); a missing file is
-/// empty, so numeric ids still work in a bare rootfs.
-fn read_db(path: &Path) -> Result<String, SetupError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(SetupError::file("failed to read", path, &e)),
-    }
+/// The most read of a rootfs's /etc/passwd or /etc/group: far more than
+/// any real account database, small enough that a job's image cannot make
+/// the shim (outside the job's memory limit) hold much.
+const ACCOUNT_FILE_LIMIT: u64 = 4 << 20;
+
+/// Reads `/etc/NAME` (`passwd` or `group`) of a job's root `dir` (the
+/// rootfs, or the host's `/`), resolved inside it: the shim runs as root on
+/// the host, and a symlink in an image must not make it read (or hang on) a
+/// host file. Returns the host path that messages name, and the text; a
+/// missing file is empty, so numeric ids still work in a bare rootfs.
+fn read_db(dir: &Path, name: &str) -> Result<(PathBuf, String), SetupError> {
+    let shown = dir.join("etc").join(name);
+    let failed = |what: &str, path: &Path, errno: Errno| SetupError::File {
+        what: what.into(),
+        path: path.to_owned(),
+        message: errno.desc().into(),
+    };
+    let root = Root::open(dir).map_err(|errno| failed("failed to open", dir, errno))?;
+    let text = match root.read_file(&Path::new("/etc").join(name), ACCOUNT_FILE_LIMIT) {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        Ok(None) => String::new(),
+        Err(ReadError::NotRegular { kind, .. }) => {
+            return Err(SetupError::AccountFileNotRegular { path: shown, kind: kind.into() })
+        }
+        Err(ReadError::TooLarge { limit, .. }) => {
+            return Err(SetupError::AccountFileTooLarge { path: shown, limit })
+        }
+        Err(ReadError::Os { errno, .. }) => return Err(failed("failed to read", &shown, errno)),
+    };
+    Ok((shown, text))
 }
 
 fn resolve_credentials(cfg: &ContainerConfig) -> Result<Credentials, SetupError> {
-    let root = cfg.rootfs.as_deref().unwrap_or(Path::new("/"));
-    let passwd_path = in_root(root, Path::new("/etc/passwd"));
-    let group_path = in_root(root, Path::new("/etc/group"));
-    let users = passwd::parse_passwd(&read_db(&passwd_path)?);
-    let groups = passwd::parse_group(&read_db(&group_path)?);
+    let dir = cfg.rootfs.as_deref().unwrap_or(Path::new("/"));
+    let (passwd_path, users) = read_db(dir, "passwd")?;
+    let (group_path, groups) = read_db(dir, "group")?;
+    let users = passwd::parse_passwd(&users);
+    let groups = passwd::parse_group(&groups);
     passwd::resolve(cfg.user.as_ref(), cfg.group.as_ref(), &users, &groups).map_err(|e| match e {
         CredentialError::UnknownUser { name } => {
             SetupError::UnknownUser { name, passwd: passwd_path }
@@ -175,9 +198,9 @@ fn check_group(cfg: &ContainerConfig, gid: u32) -> Result<(), SetupError> {
     if cfg.refuse_groups.is_empty() {
         return Ok(());
     }
-    let host = passwd::parse_group(&read_db(Path::new("/etc/group"))?);
+    let host = passwd::parse_group(&read_db(Path::new("/"), "group")?.1);
     let rootfs = match &cfg.rootfs {
-        Some(root) => passwd::parse_group(&read_db(&in_root(root, Path::new("/etc/group")))?),
+        Some(root) => passwd::parse_group(&read_db(root, "group")?.1),
         None => Vec::new(),
     };
     match passwd::refused_gids(&cfg.refuse_groups, &[&host, &rootfs])

@@ -149,6 +149,29 @@ impl EndState {
     }
 }
 
+label_enum!(
+    /// Why the HTTP endpoint turned a connection away.
+    RefusedReason, "reason" {
+        /// `http.max_connections` were open: accepted and closed at once.
+        MaxConnections => "max_connections",
+        /// `accept` itself failed (out of descriptors, mostly): the
+        /// connection waits in the kernel's queue while the agent backs off.
+        AcceptError => "accept_error",
+    }
+);
+
+label_enum!(
+    /// Which of the HTTP endpoint's deadlines closed a connection.
+    HttpDeadline, "phase" {
+        /// The request's head did not arrive within `header_timeout`.
+        Header => "header",
+        /// A kept-alive connection sent no next request within `idle_timeout`.
+        Idle => "idle",
+        /// The request and its response took longer than `request_timeout`.
+        Request => "request",
+    }
+);
+
 type Labels = [(&'static str, &'static str); 1];
 
 /// A counter family over one closed label.
@@ -190,6 +213,8 @@ pub struct AgentMetrics {
     pub oom_events: LabelledCounter<OomAction>,
     pub cron_firings: LabelledCounter<CronOutcome>,
     pub runs_ended: LabelledCounter<EndState>,
+    pub http_refused: LabelledCounter<RefusedReason>,
+    pub http_timed_out: LabelledCounter<HttpDeadline>,
     /// From a run entering the queue to its placement.
     pub scheduling_delay: Histogram,
     /// From placement to the run's process running.
@@ -223,6 +248,16 @@ impl AgentMetrics {
             "runs_ended",
             "Runs that ended for good, by final state",
         );
+        let http_refused = LabelledCounter::register(
+            registry,
+            "http_connections_refused",
+            "Connections to the HTTP endpoint turned away, by reason: max_connections (closed at once), accept_error (accept failed; the agent backed off)",
+        );
+        let http_timed_out = LabelledCounter::register(
+            registry,
+            "http_connections_timed_out",
+            "HTTP connections the endpoint closed at a deadline, by phase: header (request head too slow), idle (no next request), request (request and response too slow)",
+        );
         // 1 ms to ~17 min: an idle node places at once, a busy one queues
         // runs for as long as the jobs before them take.
         let scheduling_delay = Histogram::new(exponential_buckets(0.001, 4.0, 11));
@@ -247,6 +282,8 @@ impl AgentMetrics {
             oom_events,
             cron_firings,
             runs_ended,
+            http_refused,
+            http_timed_out,
             scheduling_delay,
             launch_latency,
         }
@@ -276,6 +313,8 @@ mod tests {
         check::<OomAction>();
         check::<CronOutcome>();
         check::<EndState>();
+        check::<RefusedReason>();
+        check::<HttpDeadline>();
     }
 
     #[test]

@@ -14,7 +14,8 @@ use chrono::SecondsFormat;
 use tracing::{debug, info, warn};
 
 use super::agent::{
-    AgentMetrics, CronOutcome, EndState, LabelValue, OomAction, PlacementOutcome, PreemptKind,
+    AgentMetrics, CronOutcome, EndState, HttpDeadline, LabelValue, OomAction, PlacementOutcome,
+    PreemptKind, RefusedReason,
 };
 use crate::placement::{PlacementError, RunId};
 use crate::scheduler::cron::{FiringOutcome, FiringRecord};
@@ -182,6 +183,35 @@ impl Event for RunEnded<'_> {
     }
 }
 
+/// The HTTP endpoint turned a connection away. Logged at debug level: a
+/// flood is thousands of these, and the counter is what an alert watches.
+pub struct HttpConnectionRefused<'a> {
+    pub reason: RefusedReason,
+    /// The peer, when the connection was accepted; otherwise the error.
+    pub detail: &'a dyn std::fmt::Display,
+}
+
+impl Event for HttpConnectionRefused<'_> {
+    fn emit(&self, metrics: &AgentMetrics) {
+        debug!(reason = self.reason.as_str(), "HTTP connection refused: {}", self.detail);
+        metrics.http_refused.inc(self.reason);
+    }
+}
+
+/// The HTTP endpoint closed a connection at one of its deadlines.
+#[derive(Debug)]
+pub struct HttpConnectionTimedOut {
+    pub peer: std::net::SocketAddr,
+    pub phase: HttpDeadline,
+}
+
+impl Event for HttpConnectionTimedOut {
+    fn emit(&self, metrics: &AgentMetrics) {
+        debug!(peer = %self.peer, phase = self.phase.as_str(), "HTTP connection closed at its deadline");
+        metrics.http_timed_out.inc(self.phase);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +242,10 @@ mod tests {
         };
         CronFired { record: &record }.emit(&metrics);
         RunEnded { job: &job, run: &run, state: EndState::Failed, detail: "exit 1" }.emit(&metrics);
+        let peer: std::net::SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        HttpConnectionRefused { reason: RefusedReason::MaxConnections, detail: &peer }
+            .emit(&metrics);
+        HttpConnectionTimedOut { peer, phase: HttpDeadline::Idle }.emit(&metrics);
 
         assert_eq!(metrics.placement_decisions.get(PlacementOutcome::Placed), 1);
         assert_eq!(metrics.placement_decisions.get(PlacementOutcome::NoFit), 1);
@@ -225,6 +259,10 @@ mod tests {
         assert_eq!(metrics.oom_events.get(OomAction::Grow), 1);
         assert_eq!(metrics.cron_firings.get(CronOutcome::Missed), 3);
         assert_eq!(metrics.runs_ended.get(EndState::Failed), 1);
+        assert_eq!(metrics.http_refused.get(RefusedReason::MaxConnections), 1);
+        assert_eq!(metrics.http_refused.get(RefusedReason::AcceptError), 0);
+        assert_eq!(metrics.http_timed_out.get(HttpDeadline::Idle), 1);
+        assert_eq!(metrics.http_timed_out.get(HttpDeadline::Header), 0);
         for state in EndState::ALL {
             if *state != EndState::Failed {
                 assert_eq!(metrics.runs_ended.get(*state), 0);

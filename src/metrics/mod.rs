@@ -41,7 +41,10 @@ use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-pub use agent::{AgentMetrics, CronOutcome, EndState, OomAction, PlacementOutcome, PreemptKind};
+pub use agent::{
+    AgentMetrics, CronOutcome, EndState, HttpDeadline, OomAction, PlacementOutcome, PreemptKind,
+    RefusedReason,
+};
 pub use error::MetricsError;
 pub use events::Event;
 pub use finished::{FinishedRun, FinishedRuns};
