@@ -146,6 +146,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     /// last counted for them: a run that keeps waiting for the same reason
     /// is counted once, not on every pass.
     pub(super) unplaced: HashMap<RunId, PlacementOutcome>,
+    /// Hands out the jobs' dynamic uids (recorded in `store`).
+    uids: dynamic_user::Allocator,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -160,6 +162,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     ) -> Supervisor<R, S> {
         let seed = clock.now().as_millis() as u64 ^ (u64::from(std::process::id()) << 32);
         Supervisor {
+            uids: dynamic_user::Allocator::new(settings.host_ids.clone()),
             settings,
             pool: ledger.shared_pool().clone(),
             topology,
@@ -713,13 +716,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         let range = self.settings.admission.dynamic_users;
         let now = self.clock.now();
-        match dynamic_user::job_uid(
-            &mut self.store,
-            &spec.name,
-            range,
-            &self.settings.host_ids,
-            now,
-        ) {
+        match self.uids.job_uid(&mut self.store, &spec.name, range, now) {
             Ok(uid) => Ok(Ok(Some(uid))),
             Err(DynamicUserError::Store(e)) => Err(e.into()),
             Err(e) => Ok(Err(e.to_string())),
@@ -738,6 +735,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             return Ok(());
         }
         if let Some(uid) = self.store.release_uid(job)? {
+            self.uids.released();
             info!(job = %job, "released dynamic uid {uid}");
         }
         Ok(())

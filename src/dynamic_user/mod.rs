@@ -5,8 +5,8 @@
 //! - [`allocate`]: the pure choice of a uid, given what is unavailable.
 //! - [`host`]: what is unavailable on the machine: uids and gids of host
 //!   accounts, and of every process (read from an injected procfs root).
-//! - [`store`](mod@store): a job's uid as the agent gets it, recorded in the
-//!   store before it is used.
+//! - [`store`](mod@store): the agent's [`Allocator`]: a job's uid from the
+//!   store, or chosen and recorded there before it is used.
 //!
 //! The agent records each job's uid in the store
 //! ([`DynamicUsers`](crate::store::DynamicUsers)) before launching a run
@@ -20,4 +20,4 @@ pub mod store;
 pub use allocate::{pick, Order};
 pub use error::DynamicUserError;
 pub use host::{HostIds, HostRoots};
-pub use store::job_uid;
+pub use store::Allocator;
