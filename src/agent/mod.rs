@@ -340,9 +340,6 @@ pub enum OnExit {
     StopJobs { wait: Duration },
 }
 
-/// Runs the agent until `shutdown` completes: job file batches and reloads
-/// from `files`, run observations from `observations`, requests from
-/// `commands`.
 /// Host accounts and groups numbered inside `dynamic_users` are never handed
 /// out, but a range that holds them is likely a mistake: say so once.
 fn warn_accounts_in_range(config: &AgentConfig, roots: &crate::dynamic_user::HostRoots) {
@@ -366,6 +363,9 @@ fn warn_accounts_in_range(config: &AgentConfig, roots: &crate::dynamic_user::Hos
     }
 }
 
+/// Runs the agent until `shutdown` completes: job file batches and reloads
+/// from `files`, run observations from `observations`, requests from
+/// `commands`.
 pub async fn drive<R: Runtime, S: RunStore>(
     mut supervisor: Supervisor<R, S>,
     mut files: JobFiles,
