@@ -96,8 +96,8 @@ impl AdmissionRules {
         }
         // A uid from the range belongs to whichever job the agent gave it;
         // asking for one by number would be asking for another job's files
-        // and processes. (A name that resolves into the range is caught when
-        // the agent warns about accounts in the range at start.)
+        // and processes. (A name that resolves into the range is a host
+        // account, whose number the agent never hands out.)
         if let Some(UserRef::Id(uid)) = &spec.user {
             if self.dynamic_users.contains(*uid) {
                 problems.push(at(
