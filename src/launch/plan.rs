@@ -213,6 +213,7 @@ pub fn container_config(
     cfg.cgroup_procs = cgroup_procs.to_vec();
     cfg.capabilities = capabilities;
     cfg.refuse_root = !config.allow_root_jobs;
+    cfg.refuse_ids_in = Some((config.dynamic_users.first(), config.dynamic_users.last()));
     if !config.allow_root_jobs {
         cfg.refuse_groups = config.privileged_groups.iter().map(id_spec).collect();
     }

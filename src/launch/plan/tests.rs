@@ -292,6 +292,7 @@ fn a_dynamic_default_user_runs_as_its_uid_and_the_gid_of_that_number() {
     let got = plan("", Some(70003)).unwrap();
     assert_eq!((got.user, got.group), (Some(IdSpec::Id(70003)), Some(IdSpec::Id(70003))));
     assert!(got.refuse_root);
+    assert_eq!(got.refuse_ids_in, Some((70000, 70009)), "names mapped into it are refused");
     let got = plan("group: staff\n", Some(70003)).unwrap();
     assert_eq!(got.group, Some(IdSpec::Name("staff".into())), "the job's group wins");
     // A job with a user of its own has no use for the dynamic uid.
