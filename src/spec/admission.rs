@@ -102,7 +102,24 @@ impl AdmissionRules {
             if self.dynamic_users.contains(*uid) {
                 problems.push(at(
                     "user",
-                    SpecError::DynamicUid { uid: *uid, range: self.dynamic_users.to_string() },
+                    SpecError::DynamicUid {
+                        what: "uid",
+                        id: *uid,
+                        range: self.dynamic_users.to_string(),
+                    },
+                ));
+            }
+        }
+        // The gid of the same number is that job's group too.
+        if let Some(GroupRef::Id(gid)) = &spec.group {
+            if self.dynamic_users.contains(*gid) {
+                problems.push(at(
+                    "group",
+                    SpecError::DynamicUid {
+                        what: "gid",
+                        id: *gid,
+                        range: self.dynamic_users.to_string(),
+                    },
                 ));
             }
         }
@@ -240,6 +257,9 @@ mod tests {
         assert!(found[0].starts_with("a.yaml:3:7: user: uid 61200 is in the agent's dynamic_users"));
         assert!(found[0].contains("61184-65519"), "{found:?}");
         assert!(problems(&rules, &format!("{HEAD}user: '61183'\n")).is_empty());
+        let found = problems(&rules, &format!("{HEAD}group: '65519'\n"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("a.yaml:3:8: group: gid 65519 is in"), "{found:?}");
     }
 
     #[test]

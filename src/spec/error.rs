@@ -88,10 +88,11 @@ pub enum SpecError {
     )]
     SharedUidWithoutPid { user: String },
     #[error(
-        "uid {uid} is in the agent's dynamic_users range {range}, whose uids belong to the jobs \
-         the agent gives them; leave out `user` to get a uid of its own, or pick one outside"
+        "{what} {id} is in the agent's dynamic_users range {range}, whose uids (and the gids \
+         of the same numbers) belong to the jobs the agent gives them; leave out `user` to get \
+         a uid of its own, or pick one outside"
     )]
-    DynamicUid { uid: u32, range: String },
+    DynamicUid { what: &'static str, id: u32, range: String },
 }
 
 impl SpecError {
