@@ -179,6 +179,7 @@ fn snapshot(host: &Host) -> Snapshot {
             allocatable_memory: Bytes::from_gib(23),
             allocated_memory: Bytes::from_mib(128 * host.jobs.len() as u64),
         }],
+        store_unwritable: false,
     }
 }
 

@@ -40,6 +40,23 @@ pub enum AgentError {
          limit (LimitNOFILE= in a systemd unit, ulimit -Hn)"
     )]
     HttpBudget { max_connections: u32, limit: u64, allowed: u64 },
+    #[error(
+        "cannot take over the runs of the previous agent: {0}. Nothing was changed: the runs \
+         keep running and their shims keep their exit statuses; start the agent again once \
+         the database can be written"
+    )]
+    CannotTakeOver(#[source] StoreError),
+    #[error(
+        "the state database {} is missing or empty, but an earlier agent ran here: {found}. \
+         Starting afresh would take live runs for strays and kill them, and run finished \
+         one-shot jobs again, so the agent does not start. Put the database back (with its \
+         -wal file) if there is a copy; otherwise see \"Lost state database\" in \
+         docs/agent.md: let the live runs end or stop them, remove the files of jobs that \
+         must not run again, then move {} aside and start the agent",
+        path.display(),
+        runs_dir.display()
+    )]
+    LostStore { path: PathBuf, runs_dir: PathBuf, found: crate::agent::recovery::LostStoreEvidence },
     #[error("cannot wait for signals")]
     Signals(#[source] std::io::Error),
 }

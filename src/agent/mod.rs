@@ -27,6 +27,8 @@
 //! - [`runtime`]: the machine as a trait; [`host`] implements it on cgroups
 //!   and containers; [`ops`] carries out each run's operations in order.
 //! - [`clock`], [`timers`]: time from `tokio::time`, so tests can pause it.
+//! - [`store_fault`]: holding, not stopping, while the store cannot be
+//!   written (a full state disk, a deleted database).
 //!
 //! The main loop waits on five things at once: shutdown, a batch of job file
 //! changes, an observation from a run, a request from the control socket
@@ -57,6 +59,7 @@ pub mod queue;
 pub mod reconcile;
 pub mod recovery;
 pub mod runtime;
+pub mod store_fault;
 pub mod supervisor;
 pub mod telemetry;
 pub mod timers;
@@ -86,6 +89,7 @@ use crate::watch::{FileChange, JobDirWatcher, WatchError, WatchOptions};
 use clock::Clock;
 use host::HostRuntime;
 use runtime::{Observation, Runtime};
+use store_fault::StoreFault;
 use telemetry::{AgentApi, Telemetry};
 
 /// Runs the agent on this machine with `config` until `shutdown` completes.
@@ -101,11 +105,31 @@ pub async fn run(
     raise_nofile(&config);
     check_http_budget(&config)?;
     let _lock = StateDirLock::acquire(&config.state_dir)?;
-    let store = SqliteStore::open(&config.state_dir.join(SqliteStore::FILE_NAME))?;
+    let db_path = config.state_dir.join(SqliteStore::FILE_NAME);
     let runs_dir = config.state_dir.join(crate::launch::plan::RUNS_DIR);
+    let host = Host::discover(&config)?;
+    // Before the database is opened, which would create an empty one that
+    // the next start could not tell from a real history.
+    if recovery::store_is_blank(&db_path) {
+        // Cgroups with processes: an empty one left by a run that ended is
+        // harmless (a started agent removes it).
+        let live = host
+            .cgroups()
+            .jobs()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|name| host.cgroups().job(name).pids().is_ok_and(|pids| !pids.is_empty()));
+        let found = recovery::LostStoreEvidence {
+            run_dirs: recovery::used_run_dirs(&runs_dir),
+            live_cgroups: live.map(|name| name.as_str().to_owned()).collect(),
+        };
+        if !found.is_empty() {
+            return Err(AgentError::LostStore { path: db_path, runs_dir, found });
+        }
+    }
+    let store = SqliteStore::open(&db_path)?;
     std::fs::create_dir_all(&runs_dir)
         .map_err(|source| AgentError::StateDir { path: runs_dir.clone(), source })?;
-    let host = Host::discover(&config)?;
     // Bound before any run is touched: an agent that cannot serve its
     // endpoint (the port is taken) stops here, having changed nothing.
     let listener = crate::api::bind(config.listen).await?;
@@ -149,7 +173,14 @@ pub async fn run(
     // Before recovery: runs that ended while no agent ran are counted as
     // they are found (runs ended, OOM failures), like any other end.
     supervisor.set_telemetry(telemetry);
-    let recovered = supervisor.recover()?;
+    // Taking over records what it finds before acting on it; with nothing
+    // recordable it would act blind, so a store that cannot be written
+    // stops the start (the runs keep going and their shims keep their exit
+    // statuses for the next try).
+    let recovered = supervisor.recover().map_err(|e| match e {
+        AgentError::Store(source) if source.is_unwritable() => AgentError::CannotTakeOver(source),
+        e => e,
+    })?;
     if recovered.runs > 0 || recovered.stray_cgroups > 0 {
         info!(
             runs = recovered.runs,
@@ -174,7 +205,7 @@ pub async fn run(
     supervisor.publish();
     // Run details come from the store; the API reads through a connection
     // of its own, so a request never waits for the main loop.
-    let api_store = SqliteStore::open(&config.state_dir.join(SqliteStore::FILE_NAME))?;
+    let api_store = SqliteStore::open(&db_path)?;
     let endpoints = Endpoints { api: Arc::new(AgentApi::new(views, api_store)), metrics };
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     info!(listen = %config.listen, "serving /metrics and the read-only API");
@@ -363,9 +394,17 @@ fn warn_accounts_in_range(config: &AgentConfig, roots: &crate::dynamic_user::Hos
     }
 }
 
+/// How often the store is checked with a write of its own, so that a full
+/// disk or a deleted database shows in `/readyz` within this even when the
+/// agent has nothing to record.
+const STORE_CHECK: Duration = Duration::from_secs(10);
+
 /// Runs the agent until `shutdown` completes: job file batches and reloads
 /// from `files`, run observations from `observations`, requests from
 /// `commands`.
+///
+/// A store that cannot be written does not stop the loop: it holds (see
+/// [`store_fault`]) until a write goes through again.
 pub async fn drive<R: Runtime, S: RunStore>(
     mut supervisor: Supervisor<R, S>,
     mut files: JobFiles,
@@ -377,47 +416,94 @@ pub async fn drive<R: Runtime, S: RunStore>(
     tokio::pin!(shutdown);
     let mut watching = true;
     let mut controlled = true;
+    let mut fault: Option<StoreFault> = None;
+    let mut store_check = tokio::time::interval(STORE_CHECK);
+    store_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let deadline = supervisor.next_deadline();
-        tokio::select! {
+        // While holding, only the next try of the store is due.
+        let deadline = match &fault {
+            Some(f) => Some(f.retry_at),
+            None => supervisor.next_deadline(),
+        };
+        let holding = fault.is_some();
+        let turn = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            Some(obs) = observations.recv() => supervisor.observe(obs)?,
-            update = files.updates.recv(), if watching => match update {
-                Some(DirUpdate::Batch(Ok(changes))) => {
-                    supervisor.apply_files(changes)?;
-                }
+            Some(obs) = observations.recv() => deliver(&mut supervisor, &mut fault, obs),
+            update = files.updates.recv(), if watching && !holding => match update {
+                Some(DirUpdate::Batch(Ok(changes))) => supervisor.apply_files(changes).map(drop),
                 Some(DirUpdate::Batch(Err(e))) => {
-                    error!("job directory: {e}; the jobs in force stay as they are")
+                    error!("job directory: {e}; the jobs in force stay as they are");
+                    Ok(())
                 }
                 Some(DirUpdate::Reloaded { read, reply }) => {
-                    let answer = supervisor.apply_reload(&files.dir, read)?;
-                    // The client may have gone; the reload stands either way.
-                    let _ = reply.send(answer);
+                    supervisor.apply_reload(&files.dir, read).map(|answer| {
+                        // The client may have gone; the reload stands either way.
+                        let _ = reply.send(answer);
+                    })
                 }
                 None => {
                     warn!("the job directory watcher stopped; no more changes will be seen");
                     watching = false;
+                    Ok(())
                 }
             },
             command = commands.recv(), if controlled => match command {
-                Some(crate::api::Command { request: Request::Reload, reply }) if watching => {
-                    files.ask_reload(reply)
+                Some(command) if fault.is_some() && command.request.changes_something() => {
+                    let reason = fault.as_ref().map_or("", |f| &f.reason);
+                    let _ = command.reply.send(Response::Error {
+                        message: format!("{HOLDING}: {reason}"),
+                    });
+                    Ok(())
                 }
-                Some(command) => supervisor.command(command)?,
-                None => controlled = false,
+                Some(crate::api::Command { request: Request::Reload, reply }) if watching => {
+                    files.ask_reload(reply);
+                    Ok(())
+                }
+                Some(command) => supervisor.command(command),
+                None => {
+                    controlled = false;
+                    Ok(())
+                }
             },
-            () = sleep_until(deadline) => supervisor.fire_timers()?,
-        }
+            () = sleep_until(deadline) => match &mut fault {
+                Some(_) => retry_store(&mut supervisor, &mut fault),
+                None => supervisor.fire_timers(),
+            },
+            _ = store_check.tick(), if !holding => match supervisor.check_writable() {
+                // Only a store that cannot be written matters here; anything
+                // else (busy, say) is for the next real write to report.
+                Err(AgentError::Store(e)) if !e.is_unwritable() => {
+                    warn!("checking the state database: {e}");
+                    Ok(())
+                }
+                checked => checked,
+            },
+        };
+        absorb(turn, &mut supervisor, &mut fault)?;
         // Take everything already reported before deciding again.
         while let Ok(obs) = observations.try_recv() {
-            supervisor.observe(obs)?;
+            let delivered = deliver(&mut supervisor, &mut fault, obs);
+            absorb(delivered, &mut supervisor, &mut fault)?;
         }
-        supervisor.schedule()?;
+        if fault.is_none() {
+            let scheduled = supervisor.schedule();
+            absorb(scheduled, &mut supervisor, &mut fault)?;
+        }
         supervisor.publish();
     }
     info!("shutting down: no new work is taken");
     supervisor.stop_firing();
+    if let Some(fault) = &fault {
+        // Nothing more can be recorded: whatever happens now is left for the
+        // next agent, which reads it from the run directories.
+        warn!(
+            unrecorded_reports = fault.deferred(),
+            "the state database still cannot be written; leaving every run running for the \
+             next agent to take over (their shims keep their exit statuses)"
+        );
+        return Ok(supervisor);
+    }
     match on_exit {
         OnExit::LeaveRunning => {
             // Starts under way are waited for, so that their runs are
@@ -437,6 +523,116 @@ pub async fn drive<R: Runtime, S: RunStore>(
         }
     }
     Ok(supervisor)
+}
+
+/// The answer to a request that would change something while the store
+/// cannot be written.
+pub const HOLDING: &str =
+    "the state database cannot be written, so the agent takes no new work and changes nothing \
+     until it can";
+
+/// Hands `obs` to the supervisor, or keeps it while the store cannot be
+/// written. A report whose recording failed is kept too, to be delivered
+/// again: the store writes a report's records before the state change
+/// they explain, so delivering it again finds the run where it was.
+fn deliver<R: Runtime, S: RunStore>(
+    supervisor: &mut Supervisor<R, S>,
+    fault: &mut Option<StoreFault>,
+    obs: Observation,
+) -> Result<(), AgentError> {
+    if let Some(fault) = fault {
+        fault.defer(obs);
+        return Ok(());
+    }
+    let kept = obs.clone();
+    match supervisor.observe(obs) {
+        Err(AgentError::Store(e)) if e.is_unwritable() => {
+            let f = hold(supervisor, fault, &e);
+            f.defer(kept);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Holds on an unwritable store's error; passes every other result on.
+fn absorb<R: Runtime, S: RunStore>(
+    result: Result<(), AgentError>,
+    supervisor: &mut Supervisor<R, S>,
+    fault: &mut Option<StoreFault>,
+) -> Result<(), AgentError> {
+    match result {
+        Err(AgentError::Store(e)) if e.is_unwritable() => {
+            hold(supervisor, fault, &e);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Starts holding (or holds on) because of `e`.
+fn hold<'f, R: Runtime, S: RunStore>(
+    supervisor: &mut Supervisor<R, S>,
+    fault: &'f mut Option<StoreFault>,
+    e: &crate::store::StoreError,
+) -> &'f mut StoreFault {
+    let now = tokio::time::Instant::now();
+    let reason = e.to_string();
+    match fault {
+        Some(f) => {
+            f.failed_again(reason.clone(), now);
+            warn!(
+                next_try_in = ?f.retry_at - now,
+                unrecorded_reports = f.deferred(),
+                "still holding: {}",
+                f.reason
+            );
+        }
+        None => {
+            error!(
+                "{reason}. Holding: no new work is taken, running jobs are left alone and what \
+                 happens to them is recorded once the database takes writes again; \
+                 trying again in {:?}",
+                store_fault::FIRST_RETRY
+            );
+            *fault = Some(StoreFault::new(reason.clone(), now));
+        }
+    }
+    supervisor.set_store_problem(Some(reason));
+    fault.as_mut().expect("set above")
+}
+
+/// Tries the store again: on success, delivers the reports kept meanwhile,
+/// in order, looks again at the jobs whose runs may not have been created,
+/// and stops holding.
+fn retry_store<R: Runtime, S: RunStore>(
+    supervisor: &mut Supervisor<R, S>,
+    fault: &mut Option<StoreFault>,
+) -> Result<(), AgentError> {
+    supervisor.check_writable()?;
+    let mut delivered = 0;
+    while let Some(obs) = fault.as_mut().and_then(StoreFault::next_deferred) {
+        let kept = obs.clone();
+        match supervisor.observe(obs) {
+            Ok(()) => delivered += 1,
+            Err(AgentError::Store(e)) if e.is_unwritable() => {
+                hold(supervisor, fault, &e).undo_next(kept);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    supervisor.revisit_jobs()?;
+    if let Some(f) = fault.take() {
+        info!(
+            held_for = ?f.since.elapsed(),
+            tries = f.tries + 1,
+            reports_recorded = delivered,
+            "the state database takes writes again; taking new work"
+        );
+    }
+    supervisor.set_store_problem(None);
+    Ok(())
 }
 
 /// Processes observations and timers until `done` or `wait` has passed.

@@ -89,6 +89,72 @@ pub fn adoption(state: &RunState, probe: Option<&Probe>) -> Adoption {
     }
 }
 
+/// Whether the database at `path` holds nothing: missing, or a file of
+/// zero bytes (what SQLite would take for a new, empty database).
+pub fn store_is_blank(path: &std::path::Path) -> bool {
+    match std::fs::metadata(path) {
+        Ok(meta) => meta.len() == 0,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+/// The runs whose directories under `runs_dir` were used for a start (they
+/// hold a `config.json`): each is a run some agent recorded, and the
+/// directories of pruned runs go with their records.
+pub fn used_run_dirs(runs_dir: &std::path::Path) -> Vec<RunId> {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else { return Vec::new() };
+    let mut found: Vec<RunId> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let id = RunId::new(entry.file_name().to_str()?.to_owned());
+            crate::store::parse_run_id(&id)?;
+            let used = std::fs::read_dir(entry.path()).ok()?.filter_map(Result::ok).any(|placed| {
+                crate::container::rundir::RunDir::new(placed.path()).config().exists()
+            });
+            used.then_some(id)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// What shows that runs were recorded in a database that is now gone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LostStoreEvidence {
+    pub run_dirs: Vec<RunId>,
+    /// Job cgroups under the agent's parent.
+    pub live_cgroups: Vec<String>,
+}
+
+impl LostStoreEvidence {
+    pub fn is_empty(&self) -> bool {
+        self.run_dirs.is_empty() && self.live_cgroups.is_empty()
+    }
+}
+
+impl std::fmt::Display for LostStoreEvidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn some(names: &[&str]) -> String {
+            const SHOWN: usize = 5;
+            let mut text = names.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
+            if names.len() > SHOWN {
+                text.push_str(&format!(" and {} more", names.len() - SHOWN));
+            }
+            text
+        }
+        let dirs: Vec<&str> = self.run_dirs.iter().map(RunId::as_str).collect();
+        let live: Vec<&str> = self.live_cgroups.iter().map(String::as_str).collect();
+        let mut parts = Vec::new();
+        if !dirs.is_empty() {
+            parts.push(format!("{} run directories ({})", dirs.len(), some(&dirs)));
+        }
+        if !live.is_empty() {
+            parts.push(format!("{} live job cgroups ({})", live.len(), some(&live)));
+        }
+        f.write_str(&parts.join(" and "))
+    }
+}
+
 /// What recovery found, for the start-up log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Recovered {

@@ -136,6 +136,9 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) cron: CronJobs,
     /// Metrics and API views, when the agent serves them.
     pub(super) telemetry: Option<Telemetry>,
+    /// Why the store cannot be written, while it cannot (see
+    /// [`store_fault`](super::store_fault)).
+    pub(super) store_problem: Option<String>,
     /// Runs frozen by hand: the scheduling pass leaves them frozen.
     pub(super) held: BTreeSet<RunId>,
     /// Recovery is taking over the runs of an earlier agent.
@@ -185,6 +188,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             cron: CronJobs::new(CronSettings::default()),
             telemetry: None,
             held: BTreeSet::new(),
+            store_problem: None,
             recovering: false,
             feed: EventFeed::new(),
             unplaced: HashMap::new(),
@@ -221,6 +225,39 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Says (in `/readyz` and the metrics) why the store cannot be written,
+    /// or that it can again.
+    pub fn set_store_problem(&mut self, problem: Option<String>) {
+        self.store_problem = problem;
+    }
+
+    /// Whether a write to the store goes through now.
+    pub fn check_writable(&mut self) -> Result<(), AgentError> {
+        Ok(self.store.check_writable()?)
+    }
+
+    /// Creates the runs of one-shot jobs in force that have none and whose
+    /// version has not run: after the store refused a write part-way
+    /// through a batch of job files, the jobs after the refusal are in
+    /// force without their runs. A job whose version has its run is left
+    /// alone, so this never starts anything twice.
+    pub fn revisit_jobs(&mut self) -> Result<(), AgentError> {
+        if !self.files_read {
+            return Ok(());
+        }
+        let without_run: Vec<spec::JobName> = self
+            .jobs
+            .jobs()
+            .iter()
+            .filter(|j| j.spec.recurrence.is_none() && !self.by_job.contains_key(&j.spec.name))
+            .map(|j| j.spec.name.clone())
+            .collect();
+        for name in without_run {
+            self.job_in_force(&name)?;
+        }
+        Ok(())
     }
 
     /// The span of run `id`'s current attempt; none for a run that is over.
@@ -549,13 +586,25 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let run = self.runs.get_mut(id).expect("present above");
         let before = std::mem::replace(&mut run.state, t.next);
         self.count_transition(id, &before, now);
+        // The transition is on record: every action it asks for is carried
+        // out, even after one failed to record its part (a full disk), so
+        // that the run is where the record says. The first failure is
+        // reported once all are done.
+        let mut failed = None;
         for action in t.actions {
-            self.execute(id, action, &t.reason, now)?;
+            if let Err(e) = self.execute(id, action, &t.reason, now) {
+                failed.get_or_insert(e);
+            }
         }
         if self.runs.get(id).is_some_and(|r| r.state.is_terminal()) {
-            self.finish(id)?;
+            if let Err(e) = self.finish(id) {
+                failed.get_or_insert(e);
+            }
         }
-        Ok(true)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
     }
 
     fn execute(
@@ -1041,12 +1090,19 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 if let Some(run) = self.runs.get_mut(&id) {
                     run.assignment = Some(assignment.clone());
                 }
-                if !self.handle(&id, Event::Placed(assignment.clone()))? {
+                let placed = self.handle(&id, Event::Placed(assignment.clone()));
+                if !matches!(placed, Ok(true)) {
                     let _ = self.ledger.release(&assignment);
                     if let Some(run) = self.runs.get_mut(&id) {
                         run.assignment = None;
+                        // Not placed after all (its placement could not be
+                        // recorded): it waits again.
+                        if placed.is_err() && matches!(run.state.phase, Phase::Pending) {
+                            self.queue.push(id.clone(), run.meta.priority());
+                        }
                     }
                 }
+                placed?;
             }
             Step::Resume { assignment } => {
                 let id = assignment.owner.clone();

@@ -37,6 +37,9 @@ use super::supervisor::{Run, Supervisor};
 pub struct ApiViews {
     /// The jobs directory has been read and earlier runs taken over.
     pub ready: bool,
+    /// Why the store cannot be written, while it cannot: the agent takes no
+    /// new work then.
+    pub store_problem: Option<String>,
     pub jobs: Vec<JobView>,
     pub node: NodeView,
     /// Live runs' statistics, for run details.
@@ -158,10 +161,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             spec_files: SpecFiles { valid, invalid },
             layout: t.layout,
             numa: NumaAllocation::from_ledger(&self.topology, &self.ledger),
+            store_unwritable: self.store_problem.is_some(),
         });
 
         let views = ApiViews {
             ready: self.files_read,
+            store_problem: self.store_problem.clone(),
             jobs: self.job_views(),
             node: NodeView::new(&self.topology, &self.ledger, t.layout, queue_length),
             stats: t.handles.iter().map(|(id, (_, h))| (id.clone(), h.clone())).collect(),
@@ -396,6 +401,10 @@ impl AgentApi {
 impl ApiSource for AgentApi {
     fn ready(&self) -> Result<(), String> {
         match self.views() {
+            Some(v) if v.store_problem.is_some() => Err(format!(
+                "the state database cannot be written, so no new work is taken ({})",
+                v.store_problem.as_deref().unwrap_or_default()
+            )),
             Some(v) if v.ready => Ok(()),
             Some(_) => Err("reading the jobs directory".into()),
             None => Err("taking over the runs of the previous agent".into()),

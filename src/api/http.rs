@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /metrics` | the scrape: Prometheus text, or OpenMetrics if `Accept` prefers it |
 //! | `GET /healthz` | `200 ok` while the process serves requests |
-//! | `GET /readyz` | `200 ready`, or `503` with what the agent still waits for |
+//! | `GET /readyz` | `200 ready`, or `503` with what the agent still waits for, or why it takes no new work |
 //! | `GET /v1/jobs` | `{"jobs": [JobView…]}` |
 //! | `GET /v1/jobs/{name}` | a [`JobView`](super::model::JobView), or `404` |
 //! | `GET /v1/runs/{id}` | a [`RunView`](super::model::RunView), or `404` |

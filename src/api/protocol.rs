@@ -36,6 +36,22 @@ pub enum Request {
     Reload,
 }
 
+impl Request {
+    /// Whether answering it may change a run or the job set (and so needs
+    /// the store to record the change), rather than only read.
+    pub fn changes_something(&self) -> bool {
+        match self {
+            Request::Ps | Request::Show { .. } | Request::Events { .. } => false,
+            Request::Freeze { .. }
+            | Request::Thaw { .. }
+            | Request::Requeue { .. }
+            | Request::Kill { .. }
+            | Request::Trigger { .. }
+            | Request::Reload => true,
+        }
+    }
+}
+
 /// What the agent answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "kebab-case")]

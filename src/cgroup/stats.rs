@@ -113,6 +113,10 @@ pub struct Stats {
     pub io: Option<Vec<DeviceIo>>,
     /// `None` when no v2 tree is used.
     pub pressure: Option<PressureStats>,
+    /// The kernel reports the cgroup frozen, whoever froze it (the agent, or
+    /// someone writing `cgroup.freeze` or `freezer.state` by hand); `None`
+    /// when the job has no freezer files.
+    pub frozen: Option<bool>,
 }
 
 impl Stats {
@@ -146,6 +150,8 @@ enum Source {
     V2IoStat,
     PidsCurrent,
     Pressure(PressureKind),
+    V1FreezerState,
+    V2CgroupEvents,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +232,11 @@ impl StatsReader {
             ] {
                 wanted.push((Source::Pressure(kind), dir.join(file), false));
             }
+            // Every non-root v2 cgroup has it; `frozen` since 5.2.
+            wanted.push((Source::V2CgroupEvents, dir.join(v2::events::EVENTS), false));
+        }
+        if let Some(dir) = v1_dir(Controller::Freezer) {
+            wanted.push((Source::V1FreezerState, dir.join(v1::freezer::STATE), false));
         }
 
         let mut files = Vec::with_capacity(wanted.len());
@@ -311,6 +322,16 @@ impl StatsReader {
                     stats.io = Some(v1::blkio::parse_throttle(&self.blkio_bytes, text))
                 }
                 Source::V2IoStat => stats.io = Some(v2::io::parse_stat(text)),
+                // A job is frozen if either freezer of a hybrid host holds it.
+                Source::V1FreezerState => {
+                    let frozen = v1::freezer::parse_state(text)
+                        == Some(crate::cgroup::freezer::FreezerState::Frozen);
+                    stats.frozen = Some(stats.frozen.unwrap_or(false) || frozen);
+                }
+                Source::V2CgroupEvents => {
+                    let frozen = v2::events::parse_events(text).frozen;
+                    stats.frozen = Some(stats.frozen.unwrap_or(false) || frozen);
+                }
                 Source::Pressure(kind) => {
                     let pressure = stats.pressure.get_or_insert_with(Default::default);
                     let parsed = psi::parse(text);

@@ -47,6 +47,10 @@ pub struct DoctorArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also check the agent's state directory: free space for its database,
+    /// and a database lost while run directories show an earlier agent.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
@@ -67,12 +71,158 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         cap_sys_resource: cap_sys_resource(),
     };
     let report = inspect(&layout, &options);
+    let state = args.state_dir.as_deref().map(StateDirCheck::of);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(state) = &state {
+            value["state_dir"] = serde_json::to_value(state)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", render(&report));
+        if let Some(state) = &state {
+            print!("{}", state.render());
+        }
     }
-    Ok(if report.usable() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    let state_ok = state.as_ref().is_none_or(StateDirCheck::usable);
+    Ok(if report.usable() && state_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Below this much free space the agent's next writes may fail.
+const LOW_SPACE: u64 = 64 << 20;
+/// Below this, it is as good as full: a commit needs a few pages.
+const NO_SPACE: u64 = 1 << 20;
+
+/// What `--state-dir` found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StateDirCheck {
+    pub path: PathBuf,
+    /// Bytes and inodes an unprivileged writer may still use; `None` when
+    /// the filesystem could not be asked.
+    pub free_bytes: Option<u64>,
+    pub free_inodes: Option<u64>,
+    /// `corral.db` is missing or has zero bytes.
+    pub database_blank: bool,
+    /// Run directories that were used for a start.
+    pub run_dirs: usize,
+    pub findings: Vec<StateFinding>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StateFinding {
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl StateDirCheck {
+    pub fn of(dir: &std::path::Path) -> StateDirCheck {
+        use crate::agent::recovery::{store_is_blank, used_run_dirs};
+        let fs = nix::sys::statvfs::statvfs(dir).ok();
+        let free_bytes =
+            fs.as_ref().map(|s| s.blocks_available().saturating_mul(s.fragment_size()));
+        let free_inodes = fs.as_ref().map(|s| s.files_available());
+        let database_blank = store_is_blank(&dir.join(crate::store::SqliteStore::FILE_NAME));
+        let run_dirs = used_run_dirs(&dir.join(crate::launch::plan::RUNS_DIR)).len();
+        let findings = judge_state_dir(dir, free_bytes, free_inodes, database_blank, run_dirs);
+        StateDirCheck {
+            path: dir.to_owned(),
+            free_bytes,
+            free_inodes,
+            database_blank,
+            run_dirs,
+            findings,
+        }
+    }
+
+    pub fn usable(&self) -> bool {
+        self.findings.iter().all(|f| f.severity != Severity::Error)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "state directory {}:", self.path.display());
+        let free = match (self.free_bytes, self.free_inodes) {
+            (Some(b), Some(i)) => format!("{} and {i} inodes free", approx_bytes(b)),
+            _ => "unknown".to_owned(),
+        };
+        let _ = writeln!(out, "  space           {free}");
+        let db = if self.database_blank { "missing or empty" } else { "present" };
+        let _ = writeln!(out, "  database        {db}");
+        let _ = writeln!(out, "  run directories {}", self.run_dirs);
+        for f in &self.findings {
+            let tag = match f.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+                Severity::Info => "info",
+            };
+            let _ = writeln!(out, "  {tag}: {}", f.message);
+        }
+        out
+    }
+}
+
+/// `b` bytes for a reader, to one decimal in the largest binary unit that
+/// fits (free space is never a round number).
+fn approx_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = b as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The state directory's problems, from what was measured.
+fn judge_state_dir(
+    dir: &std::path::Path,
+    free_bytes: Option<u64>,
+    free_inodes: Option<u64>,
+    database_blank: bool,
+    run_dirs: usize,
+) -> Vec<StateFinding> {
+    let finding = |severity, message: String| StateFinding { severity, message };
+    let mut findings = Vec::new();
+    let dir = dir.display();
+    match free_bytes {
+        Some(b) if b < NO_SPACE || free_inodes == Some(0) => findings.push(finding(
+            Severity::Error,
+            format!(
+                "the filesystem of {dir} is full ({} free): the agent cannot record \
+                 anything and takes no new work; free space there",
+                approx_bytes(b)
+            ),
+        )),
+        Some(b) if b < LOW_SPACE => findings.push(finding(
+            Severity::Warning,
+            format!(
+                "the filesystem of {dir} has {} free: the state database and run logs may \
+                 soon fill it",
+                approx_bytes(b)
+            ),
+        )),
+        Some(_) => {}
+        None => findings.push(finding(
+            Severity::Warning,
+            format!("cannot tell how much space is free on the filesystem of {dir}"),
+        )),
+    }
+    if database_blank && run_dirs > 0 {
+        findings.push(finding(
+            Severity::Error,
+            format!(
+                "the state database is missing or empty but {run_dirs} run directories show \
+                 an earlier agent: the agent will not start; see \"Lost state database\" \
+                 in docs/agent.md"
+            ),
+        ));
+    }
+    findings
 }
 
 /// Whether this process has `CAP_SYS_RESOURCE` in its effective set.
@@ -173,4 +323,51 @@ pub fn render(report: &Inspection) -> String {
         if report.usable() { "corral can run here" } else { "corral cannot run here" }
     );
     out
+}
+
+#[cfg(test)]
+mod state_dir_tests {
+    use super::*;
+    use std::path::Path;
+
+    fn severities(findings: &[StateFinding]) -> Vec<Severity> {
+        findings.iter().map(|f| f.severity).collect()
+    }
+
+    #[test]
+    fn judges_space_and_a_lost_database() {
+        let dir = Path::new("/var/lib/corral");
+        let plenty = Some(1 << 30);
+        assert!(judge_state_dir(dir, plenty, Some(1000), false, 3).is_empty());
+        assert!(judge_state_dir(dir, plenty, Some(1000), true, 0).is_empty(), "a new machine");
+        let full = judge_state_dir(dir, Some(4096), Some(1000), false, 0);
+        assert_eq!(severities(&full), [Severity::Error]);
+        let expected = "/var/lib/corral is full (4.0 KiB free)";
+        assert!(full[0].message.contains(expected), "{full:?}");
+        assert_eq!(approx_bytes(1023), "1023 B");
+        assert_eq!(approx_bytes(3 << 30), "3.0 GiB");
+        let no_inodes = judge_state_dir(dir, plenty, Some(0), false, 0);
+        assert_eq!(severities(&no_inodes), [Severity::Error]);
+        assert_eq!(
+            severities(&judge_state_dir(dir, Some(10 << 20), Some(9), false, 0)),
+            [Severity::Warning]
+        );
+        let lost = judge_state_dir(dir, plenty, Some(9), true, 2);
+        assert_eq!(severities(&lost), [Severity::Error]);
+        assert!(lost[0].message.contains("2 run directories"), "{lost:?}");
+    }
+
+    #[test]
+    fn checks_a_real_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("runs/etl-1/1700000000000");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("config.json"), "{}").unwrap();
+        let check = StateDirCheck::of(dir.path());
+        assert!(check.database_blank);
+        assert_eq!(check.run_dirs, 1);
+        assert!(check.free_bytes.is_some());
+        assert!(!check.usable());
+        assert!(check.render().contains("database        missing or empty"), "{}", check.render());
+    }
 }

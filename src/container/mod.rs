@@ -42,7 +42,9 @@
 //! the shim's exit, so a recorded status survives power loss: as
 //! `status.json`, or as a complete `status.json.tmp` if the rename itself
 //! was lost, which [`read_status`] accepts. A status's presence is what
-//! "finished" means.
+//! "finished" means. When the status cannot be written (a full disk), the
+//! shim keeps it in memory and tries again with backoff, for as long as it
+//! takes: until then the shim is alive, and the run counts as still ending.
 //!
 //! # Namespaces and identity
 //!

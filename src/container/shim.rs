@@ -39,7 +39,7 @@ use super::mounts;
 use super::passwd::{self, CredentialError, Credentials};
 use super::procfs::ProcessIdentity;
 use super::protocol::{self, InitMessage, ShimReport};
-use super::rundir::{atomic_write, Durability, RunDir};
+use super::rundir::{atomic_write, retry_until_written, Durability, RunDir};
 use super::status::{ExitSource, JobExit, RunStatus};
 
 use super::nofile::NofileLimit;
@@ -652,7 +652,27 @@ impl Running {
             stderr: self.stderr_log.stats(),
         };
         let json = serde_json::to_vec_pretty(&status).map_err(std::io::Error::other)?;
-        atomic_write(&self.run.status(), &json, Durability::PowerLoss)
+        // The status exists only in this process until it is written: on a
+        // full disk the shim stays alive with it, and the agent, which
+        // waits for the shim's exit before reading the file, sees a run
+        // still ending rather than one that ended without a trace.
+        let path = self.run.status();
+        retry_until_written(
+            || atomic_write(&path, &json, Durability::PowerLoss),
+            std::thread::sleep,
+            |e, attempt| {
+                if attempt == 1 || attempt % 100 == 0 {
+                    note(
+                        &self.run,
+                        &format!(
+                            "cannot write {} (try {attempt}): {e}; \
+                             keeping the exit status and trying again",
+                            path.display()
+                        ),
+                    );
+                }
+            },
+        )
     }
 }
 

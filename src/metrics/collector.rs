@@ -227,7 +227,15 @@ impl Collector for RunCollector {
             "Whether the kernel reports the run's cgroup frozen (1) or not (0).",
             None,
             MetricType::Gauge,
-            runs.iter().map(|r| (run_labels(r), u64::from(r.frozen))),
+            // The kernel's word where it can be read: a job frozen by hand
+            // through the cgroup's freezer file shows too.
+            runs.iter().map(|r| {
+                let kernel = readings
+                    .iter()
+                    .find(|(read, _)| std::ptr::eq(*read, r))
+                    .and_then(|(_, stats)| stats.frozen);
+                (run_labels(r), u64::from(kernel.unwrap_or(r.frozen)))
+            }),
         )?;
         family(
             e,
@@ -538,6 +546,14 @@ impl Collector for RunCollector {
             None,
             MetricType::Gauge,
             [(NoLabels, snapshot.queue_length)],
+        )?;
+        family(
+            e,
+            "store_writable",
+            "1 while the agent's state database takes writes; 0 while it does not (a full state disk, a deleted database): no new work is taken then.",
+            None,
+            MetricType::Gauge,
+            [(NoLabels, u64::from(!snapshot.store_unwritable))],
         )?;
         family(
             e,

@@ -39,6 +39,9 @@ pub struct Snapshot {
     pub layout: Option<LayoutKind>,
     /// One entry per NUMA node the agent allocates from.
     pub numa: Vec<NumaAllocation>,
+    /// The agent's store refuses writes (a full state disk, a deleted
+    /// database): it takes no new work.
+    pub store_unwritable: bool,
 }
 
 /// One run that has not ended.

@@ -193,11 +193,13 @@ fn node_families_and_zeroed_counters() {
             allocatable_memory: Bytes::GIB,
             allocated_memory: Bytes::MIB,
         }],
+        store_unwritable: true,
     });
     let metrics = Metrics::new(&MetricsConfig::default(), Arc::new(source));
     let scrape = metrics.render(Format::Prometheus).unwrap();
     for line in [
         "corral_runs{state=\"suspended\"} 1",
+        "corral_store_writable 0",
         "corral_runs{state=\"running\"} 0",
         "corral_queue_length 3",
         "corral_spec_files{status=\"invalid\"} 1",

@@ -51,6 +51,20 @@ pub enum StoreError {
     #[error("state database error during {op}: {source}")]
     Sql { op: &'static str, source: rusqlite::Error },
 
+    #[error(
+        "the state database {path} cannot be written ({op}): {detail}; free space on its \
+         filesystem (df, du) or make it writable"
+    )]
+    Unwritable { path: PathBuf, op: &'static str, detail: String },
+
+    #[error(
+        "the state database {path} was removed or replaced while the agent ran ({detail}). \
+         The agent records nothing more and takes no new work; the runs it has keep going. \
+         Stop the agent (jobs keep running) and put the database back, or follow \
+         \"Lost state database\" in docs/agent.md"
+    )]
+    Replaced { path: PathBuf, detail: String },
+
     #[error("no run {run} in the store")]
     UnknownRun { run: RunId },
 
@@ -65,4 +79,13 @@ pub enum StoreError {
 
     #[error("{what} {value} does not fit the store's 63-bit integers")]
     OutOfRange { what: &'static str, value: u64 },
+}
+
+impl StoreError {
+    /// The store cannot take writes now, though what it holds is intact:
+    /// the agent waits (see `docs/agent.md`, "Full or lost state disk")
+    /// rather than stop.
+    pub fn is_unwritable(&self) -> bool {
+        matches!(self, StoreError::Unwritable { .. } | StoreError::Replaced { .. })
+    }
 }

@@ -93,4 +93,9 @@ pub trait RunStore: CronJournal + DynamicUsers + Send {
 
     /// Deletes the oldest finished runs of all jobs beyond `max_finished`.
     fn prune_all(&mut self, max_finished: usize) -> Result<usize, StoreError>;
+
+    /// Whether a write would be recorded now: the store is the one opened
+    /// and takes a commit. [`StoreError::is_unwritable`] errors say it
+    /// would not. The check commits, but changes nothing a reader sees.
+    fn check_writable(&mut self) -> Result<(), StoreError>;
 }

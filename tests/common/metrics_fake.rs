@@ -133,6 +133,7 @@ pub fn full_snapshot() -> Snapshot {
             allocatable_memory: Bytes::from_gib(23),
             allocated_memory: Bytes::from_mib(1536),
         }],
+        store_unwritable: false,
     }
 }
 

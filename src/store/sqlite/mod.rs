@@ -7,6 +7,7 @@ mod runs;
 pub mod schema;
 mod users;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,6 +49,9 @@ pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     busy_timeout: Duration,
+    /// `(device, inode)` of the file opened: a commit into a file that is
+    /// no longer at `path` would be lost to every later reader.
+    identity: (u64, u64),
 }
 
 impl SqliteStore {
@@ -90,7 +94,42 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", synchronous).map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
         schema::migrate(&mut conn, path)?;
-        Ok(SqliteStore { conn, path: path.to_owned(), busy_timeout: options.busy_timeout })
+        // After the open and the migration: the file exists now, and the
+        // connection holds it.
+        let meta = std::fs::metadata(path).map_err(|e| StoreError::Open {
+            path: path.to_owned(),
+            source: rusqlite::Error::InvalidPath(format!("{}: {e}", path.display()).into()),
+        })?;
+        Ok(SqliteStore {
+            conn,
+            path: path.to_owned(),
+            busy_timeout: options.busy_timeout,
+            identity: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// Whether `path` is still the file this store opened. Deleting the
+    /// file (and its `-wal`) while the agent runs leaves the connection
+    /// writing into an unlinked inode: every commit would succeed and be
+    /// gone at the next start.
+    pub fn check_file(&self) -> Result<(), StoreError> {
+        let replaced = |detail: String| StoreError::Replaced { path: self.path.clone(), detail };
+        let (dev, ino) = self.identity;
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == (dev, ino) => Ok(()),
+            Ok(meta) => Err(replaced(format!(
+                "another file is there now: inode {} on device {:#x}, the agent opened inode \
+                 {ino} on device {dev:#x}",
+                meta.ino(),
+                meta.dev()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(replaced("the file is gone".into()))
+            }
+            // Cannot tell (a permission change, say): the write itself
+            // will say whether it works.
+            Err(_) => Ok(()),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -113,13 +152,32 @@ impl SqliteStore {
         op: &'static str,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.check_file()?;
         let waited = self.busy_timeout;
         let err = |e| sql_err(op, waited, e);
-        let tx =
-            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-        let value = f(&tx)?;
-        tx.commit().map_err(err)?;
-        Ok(value)
+        let written = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)
+            .and_then(|tx| {
+                let value = f(&tx)?;
+                tx.commit().map_err(err)?;
+                Ok(value)
+            });
+        written.map_err(|e| unwritable(e, &self.path))
+    }
+
+    /// A commit that changes nothing but the database header's change
+    /// counter: it needs a page written to the WAL, so it fails as a real
+    /// write would on a full or read-only disk.
+    fn probe_write(&mut self) -> Result<(), StoreError> {
+        self.write("checking that the database can be written", |tx| {
+            let version: i64 = tx
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(|source| StoreError::Sql { op: "reading the schema version", source })?;
+            tx.pragma_update(None, "user_version", version)
+                .map_err(|source| StoreError::Sql { op: "rewriting the schema version", source })
+        })
     }
 
     fn sql(&self, op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -137,6 +195,28 @@ fn sql_err(op: &'static str, waited: Duration, source: rusqlite::Error) -> Store
         StoreError::Busy { op, waited }
     } else {
         StoreError::Sql { op, source }
+    }
+}
+
+/// A write SQLite refused because the disk is full, read-only or failing
+/// becomes [`StoreError::Unwritable`]: the database itself is intact (a
+/// failed commit is rolled back), so the agent can wait for it.
+fn unwritable(e: StoreError, path: &Path) -> StoreError {
+    match e {
+        StoreError::Sql { op, source }
+            if matches!(
+                source.sqlite_error_code(),
+                Some(
+                    ErrorCode::DiskFull
+                        | ErrorCode::ReadOnly
+                        | ErrorCode::SystemIoFailure
+                        | ErrorCode::CannotOpen
+                )
+            ) =>
+        {
+            StoreError::Unwritable { path: path.to_owned(), op, detail: source.to_string() }
+        }
+        e => e,
     }
 }
 
@@ -163,4 +243,90 @@ fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         return Ok(());
     }
     Err(StoreError::Corrupt { path: path.to_owned(), detail: problems.join("; ") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::{JobName, RunState, Timestamp};
+    use crate::store::RunStore;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join(SqliteStore::FILE_NAME)).unwrap();
+        (dir, store)
+    }
+
+    fn create(store: &mut SqliteStore) -> Result<crate::placement::RunId, StoreError> {
+        let job = JobName::parse("a").unwrap();
+        store.create_run(
+            &job,
+            &RunState::new(None, Timestamp::from_millis(1)),
+            Timestamp::from_millis(1),
+        )
+    }
+
+    #[test]
+    fn a_deleted_database_refuses_every_write() {
+        let (dir, mut store) = store();
+        store.check_writable().unwrap();
+        create(&mut store).unwrap();
+        for name in ["corral.db", "corral.db-wal", "corral.db-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(name));
+        }
+        let err = store.check_writable().unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Replaced { detail, .. } if detail == "the file is gone"),
+            "{err}"
+        );
+        assert!(err.is_unwritable());
+        let err = create(&mut store).unwrap_err();
+        assert!(matches!(err, StoreError::Replaced { .. }), "{err}");
+        // Nothing was created in its place.
+        assert!(!dir.path().join("corral.db").exists());
+    }
+
+    #[test]
+    fn a_database_replaced_by_another_file_refuses_every_write() {
+        let (dir, mut store) = store();
+        let path = dir.path().join("corral.db");
+        std::fs::rename(&path, dir.path().join("moved.db")).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        let err = create(&mut store).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Replaced { detail, .. } if detail.starts_with("another file is there now")),
+            "{err}"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as found");
+    }
+
+    #[test]
+    fn the_write_check_commits_a_change_another_connection_sees() {
+        // A check that SQLite turned into a no-op would pass on a full disk.
+        let (dir, mut store) = store();
+        let other = Connection::open(dir.path().join(SqliteStore::FILE_NAME)).unwrap();
+        let version =
+            || -> i64 { other.query_row("PRAGMA data_version", [], |r| r.get(0)).unwrap() };
+        let before = version();
+        store.check_writable().unwrap();
+        assert_ne!(version(), before, "the check wrote nothing");
+        let schema: i64 = other.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(schema, schema::SCHEMA_VERSION, "and changed nothing a reader sees");
+    }
+
+    #[test]
+    fn a_full_disk_is_unwritable_not_damage() {
+        let e = StoreError::Sql {
+            op: "creating a run",
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                None,
+            ),
+        };
+        let e = unwritable(e, Path::new("/s/corral.db"));
+        assert!(e.is_unwritable(), "{e}");
+        assert!(e.to_string().contains("/s/corral.db cannot be written (creating a run)"), "{e}");
+        let busy = StoreError::Busy { op: "x", waited: Duration::ZERO };
+        assert!(!unwritable(busy, Path::new("/s")).is_unwritable());
+    }
 }

@@ -418,6 +418,10 @@ impl RunStore for SqliteStore {
         })
     }
 
+    fn check_writable(&mut self) -> Result<(), StoreError> {
+        self.probe_write()
+    }
+
     fn prune_all(&mut self, max_finished: usize) -> Result<usize, StoreError> {
         let keep = i64::try_from(max_finished).unwrap_or(i64::MAX);
         self.write("pruning runs", |tx| {
