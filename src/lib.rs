@@ -24,6 +24,8 @@
 //! Thin shell:
 //! - [`cgroup`]: job cgroups on v1, v2 and hybrid hosts: layout detection,
 //!   resource plans, freeze/thaw, kill, statistics and kernel events.
+//! - [`dynamic_user`]: a uid of its own per job without `user`, chosen from
+//!   the configured range away from host accounts and every process's ids.
 //! - [`container`]: runs one job in namespaces, a rootfs and given cgroups,
 //!   under a per-run supervisor (the shim) that records how it ended.
 //! - [`watch`]: the jobs directory, watched with inotify, reported in settled
@@ -56,6 +58,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod container;
+pub mod dynamic_user;
 pub mod launch;
 pub mod metrics;
 pub mod placement;

@@ -162,7 +162,8 @@ fn privileged_groups_and_a_shared_uid_without_pid_namespace_wait_for_permission(
             &job("nopid", &format!("echo $$ > {}", out("nopid")), "isolation:\n  namespaces: []\n"),
         );
     };
-    let mut agent = TestAgent::new("");
+    // The jobs share the default user only when it is an account.
+    let mut agent = TestAgent::new("default_user: nobody\n");
     agent.start();
     files(&agent);
     for said in [
@@ -236,4 +237,77 @@ fn two_agents_side_by_side_each_run_their_own_jobs() {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(value.get("fields").is_some(), "{line}");
     }
+}
+
+/// Two jobs without `user` and without a pid namespace: `x` and `y`, each
+/// writing its uid, then trying to read the other's environment and to
+/// signal it while both run. Returns what each found.
+fn two_jobs_in_sight_of_each_other(agent: &TestAgent) -> [(String, String, String); 2] {
+    let data = agent.data.display().to_string();
+    for (me, other) in [("x", "y"), ("y", "x")] {
+        let script = format!(
+            "id -u >> {data}/{me}.uids; echo $$ > {data}/{me}.pid.tmp; mv {data}/{me}.pid.tmp {data}/{me}.pid; \
+             while [ ! -s {data}/{other}.pid ]; do sleep 0.05; done; o=$(cat {data}/{other}.pid); \
+             if cat /proc/$o/environ > /dev/null 2>&1; then echo read; else echo refused; fi > {data}/{me}.environ; \
+             if kill -0 $o 2> /dev/null; then echo signalled; else echo refused; fi > {data}/{me}.kill; \
+             while [ ! -s {data}/{other}.kill ]; do sleep 0.05; done"
+        );
+        agent.write_job(&format!("{me}.yaml"), &job(me, &script, "isolation:\n  namespaces: []\n"));
+    }
+    ["x", "y"].map(|me| {
+        agent.wait_phase(&format!("{me}-1"), "succeeded", secs(30));
+        (
+            agent.read_data(&format!("{me}.uids")),
+            agent.read_data(&format!("{me}.environ")),
+            agent.read_data(&format!("{me}.kill")),
+        )
+    })
+}
+
+#[test]
+fn jobs_without_user_have_uids_of_their_own_and_keep_them_across_a_crash() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    let [(x_uids, x_environ, x_kill), (y_uids, y_environ, y_kill)] =
+        two_jobs_in_sight_of_each_other(&agent);
+    let x_uid: u32 = x_uids.trim().parse().unwrap();
+    let y_uid: u32 = y_uids.trim().parse().unwrap();
+    assert_ne!(x_uid, y_uid);
+    for uid in [x_uid, y_uid] {
+        assert!((61184..=65519).contains(&uid), "{uid} outside the default range");
+    }
+    assert_eq!((x_environ.as_str(), y_environ.as_str()), ("refused\n", "refused\n"));
+    assert_eq!((x_kill.as_str(), y_kill.as_str()), ("refused\n", "refused\n"));
+    let (status, _, body) = agent.http_get("/v1/jobs/x", None);
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((&view["user"], &view["dynamic_uid"]), (&"dynamic".into(), &x_uid.into()));
+
+    // kill -9, then a new job z first and a new version of x: z gets a uid
+    // neither x nor y holds, and x's run has x's uid again.
+    agent.kill9();
+    agent.start();
+    let data = agent.data.display();
+    agent.write_job("z.yaml", &job("z", &format!("id -u >> {data}/z.uids"), ""));
+    agent.wait_phase("z-1", "succeeded", secs(30));
+    let z_uid: u32 = agent.read_data("z.uids").trim().parse().unwrap();
+    assert!(z_uid != x_uid && z_uid != y_uid, "z {z_uid}, x {x_uid}, y {y_uid}");
+    agent.write_job(
+        "x.yaml",
+        &job("x", &format!("id -u >> {data}/x.uids"), "isolation:\n  namespaces: []\n"),
+    );
+    agent.wait_phase("x-2", "succeeded", secs(30));
+    assert_eq!(agent.read_data("x.uids"), format!("{x_uid}\n{x_uid}\n"));
+}
+
+#[test]
+fn jobs_sharing_the_default_user_without_pid_namespace_see_each_other() {
+    // What dynamic users prevent: under one shared account, with the check
+    // switched off, each job reads the other's environment and may signal it.
+    let mut agent =
+        TestAgent::new("default_user: nobody\nallow_shared_uid_without_pid_namespace: true\n");
+    agent.start();
+    let [(x_uids, x_environ, x_kill), (y_uids, ..)] = two_jobs_in_sight_of_each_other(&agent);
+    assert_eq!((x_uids.as_str(), y_uids.as_str()), ("65534\n", "65534\n"));
+    assert_eq!((x_environ.as_str(), x_kill.as_str()), ("read\n", "signalled\n"));
 }

@@ -95,6 +95,12 @@ fn ps_freeze_thaw_and_kill_act_on_the_kernel() {
     let shown = ok(&agent, &["show", "work-1"]);
     assert!(shown.contains("state:     killed"), "{shown}");
     assert!(shown.contains("exit:"), "{shown}");
+    // No `user`: a uid of its own from the default range (which one depends
+    // on the uids other tests' jobs have at the time).
+    let line = shown.lines().find(|l| l.starts_with("uid:")).unwrap_or_else(|| panic!("{shown}"));
+    let uid: u32 = line.split_whitespace().nth(1).and_then(|u| u.parse().ok()).unwrap();
+    assert_eq!(line, format!("uid:       {uid} (dynamic, gid {uid})"));
+    assert!((61184..=65519).contains(&uid), "{shown}");
     let events = ok(&agent, &["events"]);
     assert!(events.contains("work-1") && events.contains("-> killed"), "{events}");
 }

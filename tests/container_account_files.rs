@@ -155,3 +155,34 @@ fn an_oversized_passwd_is_refused_by_its_size() {
     );
     assert!(error.to_string().contains("larger than"), "{error}");
 }
+
+/// A rootfs account whose uid falls in the agent's dynamic range would
+/// run as some other job's dynamic user: refused, with the range named; the
+/// same uid given by number (the job's own dynamic uid) runs, with no
+/// passwd entry and HOME=/.
+#[test]
+fn a_name_mapped_into_the_dynamic_range_is_refused_and_a_number_runs() {
+    let sandbox = Sandbox::new();
+    fs::write(
+        sandbox.rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nlate:x:70001:100::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    let mut cfg = user_job(&sandbox, "mapped", "late");
+    cfg.refuse_ids_in = Some((70000, 70009));
+    match setup_error(&cfg) {
+        SetupError::DynamicIdRefused { what, name, id, first, last } => {
+            assert_eq!((what.as_str(), name.as_str(), id), ("user", "late", 70001));
+            assert_eq!((first, last), (70000, 70009));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut own = sandbox.config("own", "id -u; id -g; id -G; echo $HOME");
+    own.user = Some(IdSpec::Id(70003));
+    own.group = Some(IdSpec::Id(70003));
+    own.refuse_ids_in = Some((70000, 70009));
+    let status = launcher().launch(&own).expect("launch").wait().expect("status");
+    assert_eq!(status.exit, JobExit::Exited { code: 0 }, "stderr: {}", stderr_of(&own));
+    assert_eq!(stdout_of(&own), "70003\n70003\n70003\n/\n");
+}

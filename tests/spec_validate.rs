@@ -272,13 +272,26 @@ fn the_agents_admission_rules_apply_and_are_named() {
         format!("{zero}:3:7: user: it would run as root"),
         format!("{shadow}:3:8: group: group \"shadow\" is privileged"),
         format!("{gid0}:3:8: group: group \"0\" is privileged"),
-        format!("{shared}:4:15: isolation.namespaces: without a pid namespace"),
     ];
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), expected.len(), "{out}");
+    assert_eq!(lines.len(), expected.len() + 1, "{out}");
     for (line, prefix) in lines.iter().zip(&expected) {
         assert!(line.starts_with(prefix.as_str()), "expected {prefix:?}\n     got {line:?}");
     }
+    assert_eq!(lines[4], format!("OK {shared} (1 job)"));
+    // By default a job without `user` has a uid of its own: no pid namespace
+    // exposes it to nobody. A shared default_user brings the rule back.
+    assert!(err.contains("default_user dynamic (a uid of its own per job"), "{err}");
+    let shared_config = dir.path().join("shared.conf");
+    std::fs::write(&shared_config, "default_user: nobody\n").unwrap();
+    let output = validate(&["--config", shared_config.to_str().unwrap(), &shared]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output)
+            .starts_with(&format!("{shared}:4:15: isolation.namespaces: without a pid namespace")),
+        "{}",
+        stdout(&output)
+    );
 
     let config = dir.path().join("agent.conf");
     std::fs::write(

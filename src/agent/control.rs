@@ -193,6 +193,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             attempt: record.state.attempt,
             run_dir: launch.map(|l| l.run_dir.display().to_string()),
             pid: launch.map(|l| l.init_pid),
+            // A job keeps its uid across runs; a listing is not refused
+            // for want of it.
+            dynamic_uid: self.store.job_uid(&record.job).ok().flatten(),
             exit: record.exit.as_ref().map(|e| ExitView {
                 status: e.status.to_string(),
                 exit_code: match e.status {

@@ -39,6 +39,8 @@ struct State {
     term_kills: bool,
     /// The variables each run's latest launch added to its job's `env`.
     envs: HashMap<RunId, std::collections::BTreeMap<String, String>>,
+    /// The dynamic uid each run's latest launch was given.
+    uids: HashMap<RunId, Option<u32>>,
 }
 
 #[derive(Default)]
@@ -70,6 +72,11 @@ impl FakeRuntime {
     /// What the run's latest launch added to its job's `env`.
     pub fn env(&self, run: &str) -> std::collections::BTreeMap<String, String> {
         self.state.lock().unwrap().envs.get(&RunId::new(run)).cloned().unwrap_or_default()
+    }
+
+    /// The dynamic uid the run's latest launch was given.
+    pub fn uid(&self, run: &str) -> Option<u32> {
+        self.state.lock().unwrap().uids.get(&RunId::new(run)).copied().flatten()
     }
 
     /// Whether SIGTERM ends a run (it does unless told otherwise).
@@ -135,6 +142,7 @@ impl Runtime for FakeRuntime {
         });
         let mut state = self.state.lock().unwrap();
         state.envs.insert(plan.run.clone(), plan.env.clone());
+        state.uids.insert(plan.run.clone(), plan.dynamic_uid);
         state.next_pid += 2;
         Ok(LaunchInfo {
             shim_pid: 1000 + state.next_pid,

@@ -123,7 +123,7 @@ impl Runtime for HostRuntime {
         // The cpuset given is the shared pool for a shared-pool run.
         let mut run_plan = self
             .host
-            .plan(&plan.spec, &plan.run, &plan.assignment, &plan.cpus)
+            .plan(&plan.spec, &plan.run, &plan.assignment, &plan.cpus, plan.dynamic_uid)
             .map_err(|e| err(&e))?;
         // OOM handling may have raised the hard limit above the spec's.
         run_plan.resources.memory.hard_bytes = plan.memory_limit.map(Bytes::get);

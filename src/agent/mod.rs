@@ -143,11 +143,15 @@ pub async fn run(
         cpus = %ledger.allocatable(),
         "agent starting"
     );
+    if config.default_user == crate::spec::DefaultUser::Dynamic {
+        warn_accounts_in_range(&config, &crate::dynamic_user::HostRoots::default());
+    }
     let settings = Settings {
         runs_dir,
         default_grace: config.stop_grace,
         min_runtime_before_preemption: config.min_runtime_before_preemption,
         admission: config.admission(),
+        host_ids: crate::dynamic_user::HostRoots::default(),
     };
     let runtime = Arc::new(HostRuntime::new(host));
     let (sink, observations) = mpsc::unbounded_channel();
@@ -365,6 +369,29 @@ pub enum OnExit {
     LeaveRunning,
     /// Stop every run (SIGTERM, grace, kill) and wait for them, up to `wait`.
     StopJobs { wait: Duration },
+}
+
+/// Host accounts and groups numbered inside `dynamic_users` are never handed
+/// out, but a range that holds them is likely a mistake: say so once.
+fn warn_accounts_in_range(config: &AgentConfig, roots: &crate::dynamic_user::HostRoots) {
+    let range = config.dynamic_users;
+    match crate::dynamic_user::HostIds::read(roots) {
+        Ok(ids) => {
+            let found = ids.accounts_in(range);
+            if !found.is_empty() {
+                let list: Vec<String> =
+                    found.iter().take(10).map(|(id, what)| format!("{what} ({id})")).collect();
+                warn!(
+                    "dynamic_users range {range} holds {} host account(s) or group(s): {}{}; \
+                     their numbers are skipped. Move the range clear of /etc/passwd and /etc/group",
+                    found.len(),
+                    list.join(", "),
+                    if found.len() > 10 { ", ..." } else { "" }
+                );
+            }
+        }
+        Err(e) => warn!("cannot check the dynamic_users range against host accounts: {e}"),
+    }
 }
 
 /// How often the store is checked with a write of its own, so that a full

@@ -39,6 +39,9 @@ pub struct LaunchPlan {
     /// Variables the agent adds to the job's `env` for this run (for a run
     /// of a recurring job, the firing it is for).
     pub env: BTreeMap<String, String>,
+    /// The job's uid from the `dynamic_users` range, already in the store;
+    /// `None` when it runs as its `user` or a shared `default_user`.
+    pub dynamic_uid: Option<u32>,
 }
 
 /// A running attempt's settings that may change while it runs.

@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn, Span};
 
 use crate::api::protocol::EventLine;
 use crate::api::EventFeed;
+use crate::dynamic_user::{self, DynamicUserError};
 use crate::metrics::agent::PlacementOutcome;
 use crate::placement::{Assignment, Ledger, RunId};
 use crate::scheduler::{
@@ -54,8 +55,12 @@ pub struct Settings {
     pub default_grace: Duration,
     /// A run is not preempted before it has run this long.
     pub min_runtime_before_preemption: Duration,
-    /// Which jobs the agent runs at all; holds the `default_user`.
+    /// Which jobs the agent runs at all; holds the `default_user` and the
+    /// `dynamic_users` range.
     pub admission: AdmissionRules,
+    /// Where the host's accounts and processes are read, to keep dynamic
+    /// uids clear of them.
+    pub host_ids: crate::dynamic_user::HostRoots,
 }
 
 /// One run the agent manages.
@@ -144,6 +149,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     /// last counted for them: a run that keeps waiting for the same reason
     /// is counted once, not on every pass.
     pub(super) unplaced: HashMap<RunId, PlacementOutcome>,
+    /// Hands out the jobs' dynamic uids (recorded in `store`).
+    uids: dynamic_user::Allocator,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -158,6 +165,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     ) -> Supervisor<R, S> {
         let seed = clock.now().as_millis() as u64 ^ (u64::from(std::process::id()) << 32);
         Supervisor {
+            uids: dynamic_user::Allocator::new(settings.host_ids.clone()),
             settings,
             pool: ledger.shared_pool().clone(),
             topology,
@@ -301,6 +309,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             for id in unlaunched {
                 self.relaunch(&id)?;
             }
+        }
+        // Jobs removed now, or while the agent was down, whose runs are over.
+        for allocation in self.store.job_uids()? {
+            self.release_uid_if_unused(&allocation.job)?;
         }
         Ok(diff)
     }
@@ -700,13 +712,15 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         assignment: Assignment,
         memory_limit: Option<Bytes>,
     ) -> Result<(), AgentError> {
-        let Some(run) = self.runs.get_mut(id) else { return Ok(()) };
+        let Some(run) = self.runs.get(id) else { return Ok(()) };
         let Some(spec) = run.spec.clone() else {
             // Only re-adopted runs lack a spec, and they are not started
             // before the jobs directory has been read.
             warn!(parent: &run.span, "no job version to launch");
             return Ok(());
         };
+        let dynamic_uid = self.dynamic_uid(&spec)?;
+        let Some(run) = self.runs.get_mut(id) else { return Ok(()) };
         let epoch = self.next_epoch;
         self.next_epoch += 1;
         run.epoch = epoch;
@@ -723,8 +737,56 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             memory_limit,
             run_dir: run_dir(&self.settings.runs_dir, id, run.state.since),
             env: self.cron.env_for(id),
+            dynamic_uid: dynamic_uid.as_ref().ok().copied().flatten(),
         };
-        run.send(Op::Launch(Box::new(plan)));
+        match dynamic_uid {
+            Ok(_) => run.send(Op::Launch(Box::new(plan))),
+            // Reported the way a failed start is, so the state machine
+            // decides (restart backoff, then failed).
+            Err(detail) => {
+                let _ = self.sink.send(Observation {
+                    run: id.clone(),
+                    epoch,
+                    what: Observed::LaunchFailed(detail),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The uid a run of `spec` gets from the `dynamic_users` range, recorded
+    /// in the store before the run is launched; `None` for a job with a
+    /// `user`, or under a shared `default_user`. `Err` is why none could be
+    /// had, for the run's launch failure (store failures are the agent's).
+    fn dynamic_uid(&mut self, spec: &JobSpec) -> Result<Result<Option<u32>, String>, AgentError> {
+        if spec.user.is_some() || self.settings.admission.default_user != spec::DefaultUser::Dynamic
+        {
+            return Ok(Ok(None));
+        }
+        let range = self.settings.admission.dynamic_users;
+        let now = self.clock.now();
+        match self.uids.job_uid(&mut self.store, &spec.name, range, now) {
+            Ok(uid) => Ok(Ok(Some(uid))),
+            Err(DynamicUserError::Store(e)) => Err(e.into()),
+            Err(e) => Ok(Err(e.to_string())),
+        }
+    }
+
+    /// Gives up the dynamic uid of `job` once it is gone from the jobs
+    /// directory and none of its runs may have processes left. (A process
+    /// that escaped its run keeps the uid from being handed out again: see
+    /// [`dynamic_user::allocate`].)
+    pub(super) fn release_uid_if_unused(&mut self, job: &spec::JobName) -> Result<(), AgentError> {
+        if !self.files_read
+            || self.jobs.get(job).is_some()
+            || self.runs.values().any(|r| r.job == *job)
+        {
+            return Ok(());
+        }
+        if let Some(uid) = self.store.release_uid(job)? {
+            self.uids.released();
+            info!(job = %job, "released dynamic uid {uid}");
+        }
         Ok(())
     }
 
@@ -768,6 +830,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 }
             }
             self.cron_run_finished(&run.job, id)?;
+            self.release_uid_if_unused(&run.job)?;
         }
         Ok(())
     }

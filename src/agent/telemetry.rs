@@ -148,12 +148,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 priority: j.spec.priority.get(),
                 preemption: job::preemption_mode(j.spec.preemption),
                 scheduled: j.spec.recurrence.is_some(),
-                user: j
-                    .spec
-                    .user
-                    .as_ref()
-                    .unwrap_or(&self.settings.admission.default_user)
-                    .to_string(),
+                user: self.user_of(&j.spec),
                 next_fire: self.cron.next_fire(&j.spec.name).map(SystemTime::from),
             })
             .collect();
@@ -180,7 +175,23 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         self.telemetry = Some(t);
     }
 
+    /// Who a job runs as, as metrics label it and the API says it: its
+    /// `user`, or the default (`dynamic`: a uid of its own).
+    fn user_of(&self, spec: &crate::spec::JobSpec) -> String {
+        match &spec.user {
+            Some(user) => user.to_string(),
+            None => self.settings.admission.default_user.to_string(),
+        }
+    }
+
     fn job_views(&self) -> Vec<JobView> {
+        // The view is best effort: a store that cannot be read now shows
+        // no uids rather than no jobs.
+        let uids: HashMap<JobName, u32> = self
+            .store
+            .job_uids()
+            .map(|all| all.into_iter().map(|a| (a.job, a.uid)).collect())
+            .unwrap_or_default();
         let mut runs_of: HashMap<&JobName, Vec<RunSummary>> = HashMap::new();
         for (id, run) in &self.runs {
             runs_of.entry(&run.job).or_default().push(RunSummary::new(
@@ -207,12 +218,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     preemption: job::preemption_mode(j.spec.preemption),
                     schedule: j.spec.recurrence.as_ref().map(|r| r.schedule.as_str().to_owned()),
                     next_fire: self.cron.next_fire(&j.spec.name),
-                    user: j
-                        .spec
-                        .user
-                        .as_ref()
-                        .unwrap_or(&self.settings.admission.default_user)
-                        .to_string(),
+                    user: self.user_of(&j.spec),
+                    dynamic_uid: uids.get(&j.spec.name).copied(),
                     runs: runs_of.remove(&j.spec.name).unwrap_or_default(),
                 }
             })

@@ -40,7 +40,16 @@ fn settings(dir: &Path) -> Settings {
         default_grace: Duration::from_secs(5),
         min_runtime_before_preemption: Duration::ZERO,
         admission: crate::spec::AdmissionRules::default(),
+        host_ids: fake_host_ids(dir),
     }
+}
+
+/// A host with no accounts and no processes, for dynamic uids.
+fn fake_host_ids(dir: &Path) -> crate::dynamic_user::HostRoots {
+    let roots =
+        crate::dynamic_user::HostRoots { etc: dir.join("host-etc"), proc: dir.join("host-proc") };
+    std::fs::create_dir_all(&roots.proc).unwrap();
+    roots
 }
 
 impl Bench {
@@ -182,6 +191,64 @@ async fn each_job_gets_one_run_per_version() {
     // A new version of a finished job is a new run.
     b.files(&[("a.yaml", &job("a", "env: {X: '1'}\n"))]).await;
     assert_eq!(b.fake.launched(), ["a-2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_without_user_get_uids_of_their_own_kept_until_the_job_is_gone() {
+    use crate::store::DynamicUsers;
+    let mut b = Bench::new();
+    b.files(&[
+        ("a.yaml", &job("a", "")),
+        ("b.yaml", &job("b", "")),
+        ("u.yaml", &job("u", "user: etl\n")),
+    ])
+    .await;
+    assert_eq!(b.fake.launched(), ["a-1", "b-1", "u-1"]);
+    assert_eq!(
+        (b.fake.uid("a-1"), b.fake.uid("b-1"), b.fake.uid("u-1")),
+        (Some(61184), Some(61185), None)
+    );
+    b.fake.exit("a-1", 0);
+    b.settle().await;
+    // Every run of a job has its uid, across versions and agent restarts.
+    b.files(&[("a.yaml", &job("a", "env: {X: '1'}\n"))]).await;
+    assert_eq!(b.fake.uid("a-2"), Some(61184));
+    let mut b = b.restart();
+    b.sup.recover().unwrap();
+    b.files(&[
+        ("a.yaml", &job("a", "env: {X: '2'}\n")),
+        ("b.yaml", &job("b", "")),
+        ("u.yaml", &job("u", "user: etl\n")),
+    ])
+    .await;
+    assert_eq!(b.fake.launched(), ["a-3"]);
+    assert_eq!(b.fake.uid("a-3"), Some(61184));
+
+    // b's file goes: its uid is given up once its run has ended.
+    b.remove("b.yaml").await;
+    assert_eq!(b.phase("b-1"), "failed", "stopped for removal");
+    assert_eq!(b.sup.store().job_uid(&crate::spec::JobName::parse("b").unwrap()).unwrap(), None);
+    // A process left with 61185 keeps it from the next job.
+    let status = b.dir.path().join("host-proc/4242/status");
+    std::fs::create_dir_all(status.parent().unwrap()).unwrap();
+    std::fs::write(&status, "Uid:\t61185\t61185\t61185\t61185\n").unwrap();
+    b.files(&[("c.yaml", &job("c", ""))]).await;
+    assert_eq!(b.fake.uid("c-1"), Some(61186));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_free_dynamic_uid_fails_the_launch_naming_the_range() {
+    let mut b = Bench::new();
+    b.sup.settings.admission.dynamic_users = crate::spec::UidRange::parse("70000-70000").unwrap();
+    b.files(&[("a.yaml", &job("a", "")), ("b.yaml", &job("b", ""))]).await;
+    assert_eq!(b.fake.launched(), ["a-1"]);
+    assert_eq!(b.fake.uid("a-1"), Some(70000));
+    let detail = b.sup.store().run(&RunId::new("b-1")).unwrap().unwrap();
+    let reasons: Vec<&str> = detail.transitions.iter().map(|t| t.reason.as_str()).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("no free uid in dynamic_users range 70000-70000")),
+        "{reasons:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

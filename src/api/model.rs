@@ -31,7 +31,12 @@ pub struct JobView {
     /// The cron expression, for recurring jobs.
     pub schedule: Option<String>,
     pub next_fire: Option<DateTime<Utc>>,
+    /// Its `user`, or the agent's `default_user` (`dynamic` for a uid of
+    /// its own).
     pub user: String,
+    /// Its uid from the `dynamic_users` range, once its first run was
+    /// given one.
+    pub dynamic_uid: Option<u32>,
     /// Its runs that have not ended.
     pub runs: Vec<RunSummary>,
 }

@@ -160,6 +160,9 @@ pub struct RunView {
     /// Where its logs and status file are, once launched.
     pub run_dir: Option<String>,
     pub pid: Option<u32>,
+    /// The job's uid from the `dynamic_users` range, if it has one.
+    #[serde(default)]
+    pub dynamic_uid: Option<u32>,
     pub exit: Option<ExitView>,
     pub transitions: Vec<TransitionLine>,
     pub events: Vec<EventLine>,

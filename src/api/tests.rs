@@ -43,6 +43,7 @@ fn etl() -> JobView {
         schedule: Some("0 2 * * *".into()),
         next_fire: chrono::DateTime::from_timestamp(1_800_000_000, 0),
         user: "etl".into(),
+        dynamic_uid: None,
         runs: vec![RunSummary::new(
             RunId::new("etl-1"),
             &Phase::Running { since: Timestamp::from_millis(1_000) },
@@ -61,7 +62,8 @@ fn broken() -> JobView {
         preemption: PreemptionMode::Never,
         schedule: None,
         next_fire: None,
-        user: "nobody".into(),
+        user: "dynamic".into(),
+        dynamic_uid: Some(61184),
         runs: vec![],
     }
 }
@@ -232,6 +234,8 @@ async fn jobs_list_and_detail() {
     assert_eq!(jobs[0]["name"], "broken");
     assert_eq!(jobs[0]["file_status"], "invalid");
     assert_eq!(jobs[0]["problems"][0], "broken.yaml:3: resources.cpus: expected a number");
+    assert_eq!((&jobs[0]["user"], &jobs[0]["dynamic_uid"]), (&"dynamic".into(), &61184.into()));
+    assert!(jobs[1]["dynamic_uid"].is_null());
 
     let one = get(addr, "/v1/jobs/etl", None).await.json();
     assert_eq!(one["name"], "etl");

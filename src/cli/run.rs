@@ -22,6 +22,7 @@ use anyhow::Context;
 
 use crate::config::{self, AgentConfig, CgroupParent};
 use crate::container::{ContainerError, SetupError};
+use crate::dynamic_user;
 use crate::launch::{self, Host, LaunchError};
 use crate::placement::RunId;
 use crate::scheduler::{backoff_delay, Jitter};
@@ -231,7 +232,14 @@ async fn attempt(
             return Err(LaunchError::Placement { job, source: source.into() }.into());
         }
     };
-    let plan = match host.plan(spec, &run, &assignment, ledger.shared_pool()) {
+    let dynamic_uid = match one_run_uid(spec, config) {
+        Ok(uid) => uid,
+        Err(err) => {
+            unreserve();
+            return Err(err);
+        }
+    };
+    let plan = match host.plan(spec, &run, &assignment, ledger.shared_pool(), dynamic_uid) {
         Ok(plan) => plan,
         Err(err) => {
             unreserve();
@@ -275,6 +283,26 @@ async fn attempt(
 
 /// The error and its causes, each cause left out where the message before
 /// already quotes it (the library's errors say what their source said).
+/// The uid of a foreground run of a job without `user` under `default_user:
+/// dynamic`: with no store to record it, one no process and no host account
+/// has, taken for this run only and from the top of the range, away from
+/// the agent's allocations (which start at the bottom). Chosen again for each
+/// attempt: a job whose processes are all gone holds nothing.
+fn one_run_uid(spec: &JobSpec, config: &AgentConfig) -> anyhow::Result<Option<u32>> {
+    if spec.user.is_some() || config.default_user != spec::DefaultUser::Dynamic {
+        return Ok(None);
+    }
+    let host = dynamic_user::HostIds::read(&dynamic_user::HostRoots::default())?;
+    let range = config.dynamic_users;
+    let uid = dynamic_user::pick(range, dynamic_user::Order::Highest, |uid| host.in_use(uid))
+        .ok_or_else(|| dynamic_user::DynamicUserError::Exhausted {
+            job: spec.name.to_string(),
+            range: range.to_string(),
+            allocated: 0,
+        })?;
+    Ok(Some(uid))
+}
+
 fn describe(err: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in err.chain() {

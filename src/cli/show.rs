@@ -50,6 +50,9 @@ fn print_run(run: &RunView) {
     if let Some(pid) = run.pid {
         println!("pid:       {pid}");
     }
+    if let Some(uid) = run.dynamic_uid {
+        println!("uid:       {uid} (dynamic, gid {uid})");
+    }
     if let Some(dir) = &run.run_dir {
         println!("run dir:   {dir}");
     }

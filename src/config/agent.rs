@@ -13,7 +13,7 @@ use crate::spec::error::{Diagnostic, Diagnostics, FieldPath};
 use crate::spec::name::{check_label, NameError};
 use crate::spec::schedule::parse_timezone;
 use crate::spec::tree::Node;
-use crate::spec::{source, AdmissionRules, Bytes, GroupRef, Pos, SpecError, UserRef};
+use crate::spec::{source, AdmissionRules, Bytes, DefaultUser, GroupRef, Pos, SpecError, UidRange};
 use crate::topology::CpuSet;
 
 /// How the agent writes its log.
@@ -74,8 +74,12 @@ pub struct AgentConfig {
     pub socket: PathBuf,
     /// Besides root, the members of this group may use the control socket.
     pub socket_group: Option<GroupRef>,
-    /// Who jobs without a `user` run as.
-    pub default_user: UserRef,
+    /// Who jobs without a `user` run as: a uid of their own from
+    /// `dynamic_users` (the default), or one shared account.
+    pub default_user: DefaultUser,
+    /// The uids (and gids of the same numbers) handed out to jobs when
+    /// `default_user` is `dynamic`.
+    pub dynamic_users: UidRange,
     /// Whether a job may run as root (uid 0), by its own `user` or by `default_user`,
     /// or with gid 0 or one of `privileged_groups` as its group.
     pub allow_root_jobs: bool,
@@ -150,7 +154,8 @@ impl Default for AgentConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464),
             socket: PathBuf::from("/run/corral/corral.sock"),
             socket_group: None,
-            default_user: UserRef::Name("nobody".into()),
+            default_user: DefaultUser::Dynamic,
+            dynamic_users: UidRange::DEFAULT,
             allow_root_jobs: false,
             privileged_groups: crate::spec::admission::default_privileged_groups(),
             allow_shared_uid_without_pid_namespace: false,
@@ -177,6 +182,7 @@ const FIELDS: &[&str] = &[
     "socket",
     "socket_group",
     "default_user",
+    "dynamic_users",
     "allow_root_jobs",
     "privileged_groups",
     "allow_shared_uid_without_pid_namespace",
@@ -318,7 +324,17 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
     };
     let default_user = match fields.get("default_user") {
         None => Some(defaults.default_user),
-        Some(n) => cx.parsed_text(n, &fields.field("default_user"), UserRef::parse),
+        Some(n) => cx.parsed_text(n, &fields.field("default_user"), DefaultUser::parse),
+    };
+    let dynamic_users = match fields.get("dynamic_users") {
+        None => Some(defaults.dynamic_users),
+        Some(n) => {
+            let path = fields.field("dynamic_users");
+            cx.map(n, &path, &["range"]).and_then(|sub| match sub.get("range") {
+                None => Some(defaults.dynamic_users),
+                Some(range) => cx.parsed_text(range, &sub.field("range"), UidRange::parse),
+            })
+        }
     };
     let allow_root_jobs = match fields.get("allow_root_jobs") {
         None => Some(defaults.allow_root_jobs),
@@ -431,6 +447,7 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         socket: socket?,
         socket_group: socket_group?,
         default_user: default_user?,
+        dynamic_users: dynamic_users?,
         allow_root_jobs: allow_root_jobs?,
         privileged_groups: privileged_groups?,
         allow_shared_uid_without_pid_namespace: allow_shared_uid_without_pid_namespace?,
@@ -492,6 +509,7 @@ impl AgentConfig {
     pub fn admission(&self) -> AdmissionRules {
         AdmissionRules {
             default_user: self.default_user.clone(),
+            dynamic_users: self.dynamic_users,
             allow_root_jobs: self.allow_root_jobs,
             privileged_groups: self.privileged_groups.clone(),
             allow_shared_uid_without_pid_namespace: self.allow_shared_uid_without_pid_namespace,
@@ -536,6 +554,7 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::UserRef;
 
     fn compile(text: &str) -> Result<AgentConfig, Vec<String>> {
         compile_str(Path::new("agent.yaml"), text, Path::new("/etc/corral")).map_err(|d| {
@@ -557,7 +576,8 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:9464");
         assert!(config.listen.ip().is_loopback());
         assert_eq!(config.cgroup_parent.as_str(), "corral");
-        assert_eq!(config.default_user, UserRef::Name("nobody".into()));
+        assert_eq!(config.default_user, DefaultUser::Dynamic);
+        assert_eq!(config.dynamic_users.to_string(), "61184-65519");
         assert!(!config.allow_root_jobs);
         assert_eq!(config.default_timezone, Tz::UTC);
         assert_eq!(config.stop_grace, Duration::from_secs(30));
@@ -603,7 +623,7 @@ mod tests {
         assert_eq!(config.reserved_memory, Bytes::GIB);
         assert_eq!(config.listen.to_string(), "[::1]:9500");
         assert_eq!(config.socket, Path::new("/run/b.sock"));
-        assert_eq!(config.default_user, UserRef::Id(1000));
+        assert_eq!(config.default_user, DefaultUser::Account(UserRef::Id(1000)));
         assert!(config.allow_root_jobs);
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.default_timezone, chrono_tz::Europe::Berlin);
@@ -674,6 +694,22 @@ mod tests {
         );
         assert!(error("finished_run_retention: 15\n")
             .starts_with("1 finished_run_retention: invalid duration"));
+    }
+
+    #[test]
+    fn default_user_dynamic_or_an_account_and_the_range() {
+        let shared = compile("default_user: nobody\n").unwrap();
+        assert_eq!(shared.default_user, DefaultUser::Account(UserRef::Name("nobody".into())));
+        assert_eq!(compile("default_user: dynamic\n").unwrap().default_user, DefaultUser::Dynamic);
+        let ranged = compile("dynamic_users: {range: 70000-70009}\n").unwrap();
+        assert_eq!((ranged.dynamic_users.first(), ranged.dynamic_users.len()), (70000, 10));
+        assert_eq!(ranged.admission().dynamic_users, ranged.dynamic_users);
+        assert_eq!(compile("dynamic_users: {}\n").unwrap().dynamic_users, UidRange::DEFAULT);
+        assert!(error("dynamic_users: {range: 60000-65534}\n").starts_with(
+            "1 dynamic_users.range: invalid uid range \"60000-65534\": it contains 65534"
+        ));
+        assert!(error("dynamic_users: {range: 0-9}\n").contains("uid 0 is root"));
+        assert!(error("dynamic_users: {ranges: 1-9}\n").contains("did you mean `range`?"));
     }
 
     #[test]

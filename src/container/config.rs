@@ -208,6 +208,14 @@ pub struct ContainerConfig {
     /// gets no supplementary groups, so its one gid is all there is to check.
     #[serde(default)]
     pub refuse_groups: Vec<IdSpec>,
+    /// The agent's `dynamic_users` range, first and last: refuse to start
+    /// the job if its uid or gid falls inside it other than by number. Those
+    /// ids belong to the jobs the agent gave them; a job's own dynamic uid
+    /// comes by number, and numbers in the range written in a job file are
+    /// refused before it gets here, so what is left to catch is a name that
+    /// the rootfs's `/etc/passwd` or `/etc/group` maps into the range.
+    #[serde(default)]
+    pub refuse_ids_in: Option<(u32, u32)>,
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
     /// Cap on each of `stdout.log` and `stderr.log`.
@@ -279,6 +287,7 @@ impl ContainerConfig {
             capabilities: BTreeSet::new(),
             refuse_root: false,
             refuse_groups: Vec::new(),
+            refuse_ids_in: None,
             rlimits: Vec::new(),
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             tee_output: false,

@@ -46,6 +46,11 @@ pub enum SetupError {
     #[error("user {user:?} is uid 0 (root), and root jobs are not allowed here")]
     RootRefused { user: String },
     #[error(
+        "{what} {name:?} resolves to {id}, inside the dynamic_users range {first}-{last} whose \
+         ids belong to the jobs the agent gives them; use an account outside the range"
+    )]
+    DynamicIdRefused { what: String, name: String, id: u32, first: u32, last: u32 },
+    #[error(
         "its group resolves to gid {gid}, which is {}, and such groups are not allowed here",
         if *gid == 0 { "root's".to_owned() } else { format!("the privileged group {group:?}") }
     )]

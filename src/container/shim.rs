@@ -30,7 +30,7 @@ use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
-use super::config::{ContainerConfig, Namespace};
+use super::config::{ContainerConfig, IdSpec, Namespace};
 use super::error::SetupError;
 use super::init::{self, InitFds, InitPlan};
 use super::inroot::{ReadError, Root};
@@ -222,6 +222,39 @@ fn check_group(cfg: &ContainerConfig, gid: u32) -> Result<(), SetupError> {
     }
 }
 
+/// Refuses a uid or gid inside the agent's dynamic range that did not come
+/// by number (see [`ContainerConfig::refuse_ids_in`]).
+fn check_dynamic_range(cfg: &ContainerConfig, creds: &Credentials) -> Result<(), SetupError> {
+    let Some((first, last)) = cfg.refuse_ids_in else { return Ok(()) };
+    let by_name = |spec: Option<&IdSpec>| match spec {
+        Some(IdSpec::Id(_)) => None,
+        Some(IdSpec::Name(name)) if name.parse::<u32>().is_ok() => None,
+        Some(IdSpec::Name(name)) => Some(name.clone()),
+        None => Some(String::new()),
+    };
+    let refused = |what: &str, name: String, id: u32| SetupError::DynamicIdRefused {
+        what: what.to_owned(),
+        name,
+        id,
+        first,
+        last,
+    };
+    let user = by_name(cfg.user.as_ref());
+    if let Some(name) = user.clone().filter(|_| (first..=last).contains(&creds.uid)) {
+        return Err(refused("user", name, creds.uid));
+    }
+    // Without `group` the gid is the user's: from its passwd entry when it
+    // was named, the uid's own number when it came by number.
+    let group = match &cfg.group {
+        Some(_) => by_name(cfg.group.as_ref()),
+        None => user.map(|name| format!("{name}'s primary group")),
+    };
+    match group {
+        Some(name) if (first..=last).contains(&creds.gid) => Err(refused("group", name, creds.gid)),
+        _ => Ok(()),
+    }
+}
+
 fn open_log(path: &Path) -> Result<File, SetupError> {
     OpenOptions::new()
         .write(true)
@@ -278,6 +311,7 @@ fn start(run: &RunDir, cfg: ContainerConfig, shim: ProcessIdentity) -> Result<Ru
         return Err(SetupError::RootRefused { user });
     }
     check_group(&cfg, host_creds.gid)?;
+    check_dynamic_range(&cfg, &host_creds)?;
     let userns = cfg.has(Namespace::User);
     let (tee_out, tee_err) = if cfg.tee_output {
         (dup_std(std::io::stdout()), dup_std(std::io::stderr()))
@@ -671,5 +705,46 @@ fn pump(pipe: &mut Option<OwnedFd>, log: &mut CappedLog<File, File>, buf: &mut [
             *pipe = None;
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(user: Option<IdSpec>, group: Option<IdSpec>) -> ContainerConfig {
+        let mut cfg =
+            ContainerConfig::new("j", "j-1", Path::new("/state/runs/j-1"), &["/bin/true"]);
+        cfg.user = user;
+        cfg.group = group;
+        cfg.refuse_ids_in = Some((70000, 70009));
+        cfg
+    }
+
+    fn creds(uid: u32, gid: u32) -> Credentials {
+        Credentials { uid, gid, home: None }
+    }
+
+    #[test]
+    fn ids_inside_the_dynamic_range_come_by_number_or_not_at_all() {
+        let name = |n: &str| Some(IdSpec::Name(n.into()));
+        // The job's own dynamic uid, by number, with its gid.
+        let own = cfg(Some(IdSpec::Id(70003)), Some(IdSpec::Id(70003)));
+        assert!(check_dynamic_range(&own, &creds(70003, 70003)).is_ok());
+        // A rootfs account mapped into the range.
+        let err = check_dynamic_range(&cfg(name("app"), None), &creds(70001, 100)).unwrap_err();
+        assert!(
+            matches!(err, SetupError::DynamicIdRefused { ref what, id: 70001, .. } if what == "user")
+        );
+        assert!(err.to_string().contains("\"app\" resolves to 70001"), "{err}");
+        // Its primary group, or a named group, mapped into the range.
+        let err = check_dynamic_range(&cfg(name("app"), None), &creds(1000, 70002)).unwrap_err();
+        assert!(err.to_string().contains("\"app's primary group\""), "{err}");
+        let named_group = cfg(Some(IdSpec::Id(1000)), name("grp"));
+        assert!(check_dynamic_range(&named_group, &creds(1000, 70002)).is_err());
+        // Outside the range, or no range: nothing to say.
+        assert!(check_dynamic_range(&cfg(name("app"), name("grp")), &creds(1000, 1000)).is_ok());
+        let unchecked = ContainerConfig { refuse_ids_in: None, ..cfg(name("app"), None) };
+        assert!(check_dynamic_range(&unchecked, &creds(70001, 70001)).is_ok());
     }
 }

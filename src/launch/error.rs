@@ -16,6 +16,8 @@ pub enum UserOrigin {
     Job,
     /// The agent's `default_user`, for a job without `user`.
     DefaultUser,
+    /// A uid of the job's own from the `dynamic_users` range.
+    Dynamic,
 }
 
 impl fmt::Display for UserOrigin {
@@ -23,6 +25,7 @@ impl fmt::Display for UserOrigin {
         f.write_str(match self {
             UserOrigin::Job => "its `user`",
             UserOrigin::DefaultUser => "the agent's `default_user`",
+            UserOrigin::Dynamic => "the agent's `dynamic_users` range",
         })
     }
 }
@@ -34,6 +37,13 @@ pub enum LaunchError {
          `allow_root_jobs: true` in the agent configuration"
     )]
     RootRefused { job: String, user: String, origin: UserOrigin },
+
+    #[error(
+        "job {job}: runs as a dynamic user (default_user: dynamic) but was given {} from the \
+         dynamic_users range {range}",
+        uid.map_or_else(|| "no uid".to_owned(), |uid| format!("uid {uid}, which is not"))
+    )]
+    NoDynamicUid { job: String, uid: Option<u32>, range: String },
 
     #[error("job {job}: run id {run:?} cannot name a cgroup: {source}")]
     RunId { job: String, run: String, source: Box<CgroupError> },

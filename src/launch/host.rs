@@ -103,13 +103,15 @@ impl Host {
     }
 
     /// The plan of `run` of `spec`, placed at `assignment`; `shared_pool` is
-    /// the ledger's current pool.
+    /// the ledger's current pool; `dynamic_uid` the job's uid from the
+    /// `dynamic_users` range, if it runs as a dynamic user.
     pub fn plan(
         &self,
         spec: &JobSpec,
         run: &RunId,
         assignment: &Assignment,
         shared_pool: &CpuSet,
+        dynamic_uid: Option<u32>,
     ) -> Result<RunPlan, LaunchError> {
         // Only the paths are needed here; a bad run id is reported by plan().
         let cgroup_procs = match CgroupName::new(run.as_str()) {
@@ -125,6 +127,7 @@ impl Host {
                 shared_pool,
                 capabilities: self.cgroups.capabilities(),
                 cgroup_procs: &cgroup_procs,
+                dynamic_uid,
             },
         )
     }
@@ -166,8 +169,9 @@ mod tests {
         let ledger = host.ledger().unwrap();
         let assignment =
             place(host.topology(), &ledger, &super::super::request(&spec, &run)).unwrap();
-        let plan = host.plan(&spec, &run, &assignment, ledger.shared_pool()).unwrap();
+        let plan = host.plan(&spec, &run, &assignment, ledger.shared_pool(), Some(61184)).unwrap();
         assert_eq!(plan.cgroup.as_str(), "etl-1");
+        assert_eq!(plan.container.user, Some(crate::container::IdSpec::Id(61184)));
         assert_eq!(plan.resources.oom, OomMode::PauseAtLimit);
         assert_eq!(plan.container.run_dir, Path::new("/state/runs/etl-1"));
         // Init joins the run's cgroup in every tree: five v1 hierarchies

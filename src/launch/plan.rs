@@ -47,6 +47,9 @@ pub struct PlanInputs<'a> {
     /// ([`crate::cgroup::JobCgroup::procs_files`]), which the container's init
     /// joins.
     pub cgroup_procs: &'a [PathBuf],
+    /// The job's uid from the `dynamic_users` range, when it has no `user`
+    /// and the default user is `dynamic`.
+    pub dynamic_uid: Option<u32>,
 }
 
 /// The run's directory: `<state_dir>/runs/<run>`.
@@ -136,16 +139,34 @@ fn id_spec(group: &spec::GroupRef) -> IdSpec {
 /// The container's configuration. Refuses a job that would run as root
 /// unless the agent allows root jobs; with them refused, the shim also
 /// refuses any name that resolves to uid 0 in the job's `/etc/passwd`.
+///
+/// A job without `user` under a `dynamic` default runs as `dynamic_uid`,
+/// with the gid of the same number (unless it names a `group`): no passwd
+/// entry, no supplementary groups, `HOME=/` unless its `env` says otherwise.
 pub fn container_config(
     spec: &JobSpec,
     config: &AgentConfig,
     run: &RunId,
     cgroup_procs: &[PathBuf],
+    dynamic_uid: Option<u32>,
 ) -> Result<ContainerConfig, LaunchError> {
     let job = spec.name.as_str();
-    let (user, origin) = match &spec.user {
-        Some(user) => (user, UserOrigin::Job),
-        None => (&config.default_user, UserOrigin::DefaultUser),
+    let dynamic;
+    let (user, origin) = match (&spec.user, &config.default_user) {
+        (Some(user), _) => (user, UserOrigin::Job),
+        (None, spec::DefaultUser::Account(user)) => (user, UserOrigin::DefaultUser),
+        (None, spec::DefaultUser::Dynamic) => {
+            let uid =
+                dynamic_uid.filter(|&uid| config.dynamic_users.contains(uid)).ok_or_else(|| {
+                    LaunchError::NoDynamicUid {
+                        job: job.to_owned(),
+                        uid: dynamic_uid,
+                        range: config.dynamic_users.to_string(),
+                    }
+                })?;
+            dynamic = spec::UserRef::Id(uid);
+            (&dynamic, UserOrigin::Dynamic)
+        }
     };
     if user.is_root() && !config.allow_root_jobs {
         return Err(LaunchError::RootRefused {
@@ -171,7 +192,13 @@ pub fn container_config(
         spec::UserRef::Name(name) => IdSpec::Name(name.clone()),
         spec::UserRef::Id(id) => IdSpec::Id(*id),
     });
-    cfg.group = spec.group.as_ref().map(id_spec);
+    cfg.group = match (&spec.group, origin) {
+        (Some(group), _) => Some(id_spec(group)),
+        // Spelled out: a host group of that number, had one appeared since
+        // the allocation, would otherwise still not be the job's.
+        (None, UserOrigin::Dynamic) => cfg.user.clone(),
+        (None, _) => None,
+    };
     cfg.namespaces = namespaces;
     // Spelled out rather than left to the container's default, so that
     // config.json says what the job saw.
@@ -186,6 +213,7 @@ pub fn container_config(
     cfg.cgroup_procs = cgroup_procs.to_vec();
     cfg.capabilities = capabilities;
     cfg.refuse_root = !config.allow_root_jobs;
+    cfg.refuse_ids_in = Some((config.dynamic_users.first(), config.dynamic_users.last()));
     if !config.allow_root_jobs {
         cfg.refuse_groups = config.privileged_groups.iter().map(id_spec).collect();
     }
@@ -216,7 +244,8 @@ pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchEr
         run: inputs.run.to_string(),
         source: source.into(),
     })?;
-    let container = container_config(spec, inputs.config, inputs.run, inputs.cgroup_procs)?;
+    let container =
+        container_config(spec, inputs.config, inputs.run, inputs.cgroup_procs, inputs.dynamic_uid)?;
     container.validate().map_err(|problems| LaunchError::Container {
         job: job.to_owned(),
         run: inputs.run.to_string(),

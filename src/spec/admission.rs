@@ -1,6 +1,7 @@
 //! Whether an agent runs a compiled job at all: the rules a valid job file
 //! must also pass on a given agent (no root, no privileged group, no uid
-//! shared across jobs without a pid namespace), decided from the file alone.
+//! shared across jobs without a pid namespace, no `user` inside the range of
+//! dynamic uids), decided from the file alone.
 //!
 //! Pure. The agent applies these to every job file it reads and
 //! `corral validate --config` applies the same ones, so the two agree. What
@@ -11,7 +12,7 @@
 use std::fmt;
 
 use super::error::{Diagnostic, FieldPath, SpecError};
-use super::identity::{GroupRef, UserRef};
+use super::identity::{DefaultUser, GroupRef, UidRange, UserRef};
 use super::isolation::Namespace;
 use super::load::Job;
 
@@ -26,7 +27,10 @@ pub const DEFAULT_PRIVILEGED_GROUPS: &[&str] = &["shadow", "disk", "sudo", "dock
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdmissionRules {
     /// Who jobs without a `user` run as.
-    pub default_user: UserRef,
+    pub default_user: DefaultUser,
+    /// The uids the agent hands out to jobs, which no job may ask for by
+    /// number.
+    pub dynamic_users: UidRange,
     /// Whether a job may run as uid 0, or with gid 0 or a privileged group.
     pub allow_root_jobs: bool,
     /// Groups treated like gid 0 (by name or number), refused unless root
@@ -40,7 +44,8 @@ pub struct AdmissionRules {
 impl Default for AdmissionRules {
     fn default() -> AdmissionRules {
         AdmissionRules {
-            default_user: UserRef::Name("nobody".into()),
+            default_user: DefaultUser::Dynamic,
+            dynamic_users: UidRange::DEFAULT,
             allow_root_jobs: false,
             privileged_groups: default_privileged_groups(),
             allow_shared_uid_without_pid_namespace: false,
@@ -89,17 +94,49 @@ impl AdmissionRules {
                 problems.push(at("group", SpecError::PrivilegedGroup { group: group.to_string() }));
             }
         }
+        // A uid from the range belongs to whichever job the agent gave it;
+        // asking for one by number would be asking for another job's files
+        // and processes. (A name that resolves into the range is a host
+        // account, whose number the agent never hands out.)
+        if let Some(UserRef::Id(uid)) = &spec.user {
+            if self.dynamic_users.contains(*uid) {
+                problems.push(at(
+                    "user",
+                    SpecError::DynamicUid {
+                        what: "uid",
+                        id: *uid,
+                        range: self.dynamic_users.to_string(),
+                    },
+                ));
+            }
+        }
+        // The gid of the same number is that job's group too.
+        if let Some(GroupRef::Id(gid)) = &spec.group {
+            if self.dynamic_users.contains(*gid) {
+                problems.push(at(
+                    "group",
+                    SpecError::DynamicUid {
+                        what: "gid",
+                        id: *gid,
+                        range: self.dynamic_users.to_string(),
+                    },
+                ));
+            }
+        }
         // Jobs that set the same `user` share it too, but by their authors' choice;
-        // the default user is shared by every job that does not choose.
-        let shares_uid = spec.user.as_ref().is_none_or(|u| *u == self.default_user);
-        if shares_uid
-            && !spec.isolation.has(Namespace::Pid)
-            && !self.allow_shared_uid_without_pid_namespace
-        {
-            problems.push(at(
-                "isolation.namespaces",
-                SpecError::SharedUidWithoutPid { user: self.default_user.to_string() },
-            ));
+        // a shared default user is shared by every job that does not choose. A
+        // dynamic default shares nothing: each job name has its own uid.
+        if let Some(shared) = self.default_user.account() {
+            let shares_uid = spec.user.as_ref().is_none_or(|u| u == shared);
+            if shares_uid
+                && !spec.isolation.has(Namespace::Pid)
+                && !self.allow_shared_uid_without_pid_namespace
+            {
+                problems.push(at(
+                    "isolation.namespaces",
+                    SpecError::SharedUidWithoutPid { user: shared.to_string() },
+                ));
+            }
         }
         problems
     }
@@ -119,7 +156,9 @@ impl fmt::Display for AdmissionRules {
             )?;
         }
         write!(f, "; default_user {}", self.default_user)?;
-        if self.allow_shared_uid_without_pid_namespace {
+        if self.default_user == DefaultUser::Dynamic {
+            write!(f, " (a uid of its own per job, from {})", self.dynamic_users)
+        } else if self.allow_shared_uid_without_pid_namespace {
             f.write_str("; jobs without a pid namespace allowed as default_user")
         } else {
             f.write_str("; jobs without a pid namespace refused as default_user")
@@ -150,7 +189,8 @@ mod tests {
         );
         assert_eq!(problems(&rules, &format!("{HEAD}user: '0'\n")).len(), 1);
         assert!(problems(&rules, &format!("{HEAD}user: etl\n")).is_empty());
-        let root_default = AdmissionRules { default_user: UserRef::Id(0), ..rules };
+        let root_default =
+            AdmissionRules { default_user: DefaultUser::Account(UserRef::Id(0)), ..rules };
         assert!(problems(&root_default, HEAD)[0].contains("default_user"));
     }
 
@@ -175,7 +215,10 @@ mod tests {
 
     #[test]
     fn no_pid_namespace_is_refused_for_jobs_sharing_the_default_user() {
-        let rules = AdmissionRules::default();
+        let rules = AdmissionRules {
+            default_user: DefaultUser::Account(UserRef::Name("nobody".into())),
+            ..AdmissionRules::default()
+        };
         let shared = format!("{HEAD}isolation:\n  namespaces: [mount, net]\n");
         let found = problems(&rules, &shared);
         assert_eq!(found.len(), 1, "{found:?}");
@@ -197,6 +240,29 @@ mod tests {
     }
 
     #[test]
+    fn a_dynamic_default_user_shares_no_uid_so_no_pid_namespace_is_allowed() {
+        let rules = AdmissionRules::default();
+        assert_eq!(rules.default_user, DefaultUser::Dynamic);
+        assert!(problems(&rules, &format!("{HEAD}isolation: {{namespaces: []}}\n")).is_empty());
+        // A named account is still shared by whoever names it.
+        assert!(problems(&rules, &format!("{HEAD}user: etl\nisolation: {{namespaces: []}}\n"))
+            .is_empty());
+    }
+
+    #[test]
+    fn a_user_inside_the_dynamic_range_is_refused() {
+        let rules = AdmissionRules::default();
+        let found = problems(&rules, &format!("{HEAD}user: '61200'\n"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("a.yaml:3:7: user: uid 61200 is in the agent's dynamic_users"));
+        assert!(found[0].contains("61184-65519"), "{found:?}");
+        assert!(problems(&rules, &format!("{HEAD}user: '61183'\n")).is_empty());
+        let found = problems(&rules, &format!("{HEAD}group: '65519'\n"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("a.yaml:3:8: group: gid 65519 is in"), "{found:?}");
+    }
+
+    #[test]
     fn every_problem_of_a_job_is_reported() {
         let found =
             problems(&AdmissionRules::default(), &format!("{HEAD}user: root\ngroup: adm\n"));
@@ -208,6 +274,12 @@ mod tests {
         let text = AdmissionRules::default().to_string();
         assert!(text.contains("root jobs refused"), "{text}");
         assert!(text.contains("shadow, disk, sudo, docker, adm"), "{text}");
-        assert!(text.contains("default_user nobody"), "{text}");
+        assert!(text.contains("default_user dynamic (a uid of its own per job, from 61184-65519)"));
+        let shared = AdmissionRules {
+            default_user: DefaultUser::Account(UserRef::Name("nobody".into())),
+            ..AdmissionRules::default()
+        };
+        let text = shared.to_string();
+        assert!(text.contains("default_user nobody; jobs without a pid namespace refused"));
     }
 }

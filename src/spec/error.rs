@@ -87,6 +87,12 @@ pub enum SpecError {
          `allow_shared_uid_without_pid_namespace: true` in the agent configuration"
     )]
     SharedUidWithoutPid { user: String },
+    #[error(
+        "{what} {id} is in the agent's dynamic_users range {range}, whose uids (and the gids \
+         of the same numbers) belong to the jobs the agent gives them; leave out `user` to get \
+         a uid of its own, or pick one outside"
+    )]
+    DynamicUid { what: &'static str, id: u32, range: String },
 }
 
 impl SpecError {
@@ -154,6 +160,7 @@ impl SpecError {
                                               agent's default_user with other jobs; add `pid`, \
                                               set a `user`, or allow it in the agent configuration"
                 .into(),
+            E::DynamicUid { .. } => "the uid is in the agent's dynamic_users range".into(),
         }
     }
 }

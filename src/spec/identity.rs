@@ -77,6 +77,134 @@ impl GroupRef {
     }
 }
 
+/// Who jobs without a `user` run as: an account, or a uid of their own
+/// from the agent's `dynamic_users` range (the word `dynamic`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DefaultUser {
+    /// One uid per job name, allocated by the agent.
+    Dynamic,
+    /// One account shared by every job without `user`.
+    Account(UserRef),
+}
+
+impl DefaultUser {
+    /// The word that selects [`DefaultUser::Dynamic`]. An account that is
+    /// really named so is given by its uid instead.
+    pub const DYNAMIC: &'static str = "dynamic";
+
+    pub fn parse(text: &str) -> Result<DefaultUser, SpecError> {
+        if text == Self::DYNAMIC {
+            return Ok(DefaultUser::Dynamic);
+        }
+        UserRef::parse(text).map(DefaultUser::Account)
+    }
+
+    /// The shared account, if jobs without `user` share one.
+    pub fn account(&self) -> Option<&UserRef> {
+        match self {
+            DefaultUser::Dynamic => None,
+            DefaultUser::Account(user) => Some(user),
+        }
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.account().is_some_and(UserRef::is_root)
+    }
+}
+
+impl fmt::Display for DefaultUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DefaultUser::Dynamic => f.write_str(Self::DYNAMIC),
+            DefaultUser::Account(user) => user.fmt(f),
+        }
+    }
+}
+
+/// A range of uids (and the gids of the same numbers) the agent hands out
+/// to jobs, one per job name: `first-last`, both included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UidRange {
+    first: u32,
+    last: u32,
+}
+
+impl UidRange {
+    /// systemd's range for its dynamic users, which distributions leave
+    /// free of accounts (it sits below 65534 `nobody` and 65535, the 16-bit
+    /// `(uid_t)-1`).
+    pub const DEFAULT: UidRange = UidRange { first: 61184, last: 65519 };
+    /// Uids at or above 2^31 are negative to tools that store them in a
+    /// signed 32-bit integer; the range stays below.
+    pub const MAX: u32 = (1 << 31) - 1;
+    /// Never handed out: `nobody`, and 65535 which 16-bit interfaces read
+    /// as "no uid".
+    pub const RESERVED: [u32; 2] = [65534, 65535];
+
+    /// `first-last`: at least 1, at most [`UidRange::MAX`], in order, and
+    /// without the [reserved](UidRange::RESERVED) uids.
+    pub fn parse(text: &str) -> Result<UidRange, SpecError> {
+        let invalid = |reason: String| SpecError::Invalid {
+            what: "uid range",
+            value: text.to_owned(),
+            reason,
+        };
+        let (a, b) = text
+            .split_once('-')
+            .ok_or_else(|| invalid("write it as FIRST-LAST, for example 61184-65519".into()))?;
+        let number = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| invalid(format!("{s:?} is not a uid (a whole number)")))
+        };
+        let (first, last) = (number(a)?, number(b)?);
+        if first == 0 {
+            return Err(invalid("uid 0 is root; the range starts at 1 or above".into()));
+        }
+        if last > Self::MAX {
+            return Err(invalid(format!("uids above {} are not handed out", Self::MAX)));
+        }
+        if first > last {
+            return Err(invalid(format!("{first} is larger than {last}")));
+        }
+        if let Some(uid) = Self::RESERVED.iter().find(|&&u| (first..=last).contains(&u)) {
+            return Err(invalid(format!(
+                "it contains {uid}, which is reserved ({}); end it at 65533 or start it at 65536",
+                if *uid == 65534 { "nobody" } else { "the 16-bit \"no uid\"" }
+            )));
+        }
+        Ok(UidRange { first, last })
+    }
+
+    pub fn first(&self) -> u32 {
+        self.first
+    }
+
+    pub fn last(&self) -> u32 {
+        self.last
+    }
+
+    pub fn contains(&self, uid: u32) -> bool {
+        (self.first..=self.last).contains(&uid)
+    }
+
+    /// How many uids it holds.
+    pub fn len(&self) -> u64 {
+        u64::from(self.last - self.first) + 1
+    }
+
+    /// Never: [`UidRange::parse`] refuses a range that runs backwards.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl fmt::Display for UidRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
 impl fmt::Display for UserRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -117,6 +245,40 @@ mod tests {
         assert!(UserRef::parse("0").unwrap().is_root());
         assert!(!UserRef::parse("nobody").unwrap().is_root());
         assert!(!UserRef::parse("00root").is_ok_and(|u| u.is_root()));
+    }
+
+    #[test]
+    fn the_default_user_is_dynamic_or_an_account() {
+        assert_eq!(DefaultUser::parse("dynamic"), Ok(DefaultUser::Dynamic));
+        assert_eq!(
+            DefaultUser::parse("nobody"),
+            Ok(DefaultUser::Account(UserRef::Name("nobody".into())))
+        );
+        assert_eq!(DefaultUser::parse("0").map(|d| d.is_root()), Ok(true));
+        assert!(!DefaultUser::Dynamic.is_root());
+        assert_eq!(DefaultUser::Dynamic.to_string(), "dynamic");
+    }
+
+    #[test]
+    fn uid_ranges() {
+        let range = UidRange::parse("61184-65519").unwrap();
+        assert_eq!(range, UidRange::DEFAULT);
+        assert_eq!((range.len(), range.to_string()), (4336, "61184-65519".to_owned()));
+        assert!(range.contains(61184) && range.contains(65519) && !range.contains(65520));
+        assert_eq!(UidRange::parse("70000-70000").unwrap().len(), 1);
+        assert!(UidRange::parse("100000-2147483647").is_ok());
+        for (bad, why) in [
+            ("0-10", "uid 0 is root"),
+            ("10", "FIRST-LAST"),
+            ("5-x", "not a uid"),
+            ("20-10", "larger than"),
+            ("60000-65534", "nobody"),
+            ("65535-70000", "16-bit"),
+            ("100-2147483648", "above 2147483647"),
+        ] {
+            let err = UidRange::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

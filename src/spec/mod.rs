@@ -39,7 +39,7 @@ pub use crate::units::{Bytes, QuantityError};
 pub use admission::AdmissionRules;
 pub use diff::{diff, JobSetDiff};
 pub use error::{Diagnostic, Diagnostics, FieldPath, SpecError};
-pub use identity::{GroupRef, UserRef};
+pub use identity::{DefaultUser, GroupRef, UidRange, UserRef};
 pub use isolation::{Capability, Hostname, Isolation, Mount, MountKind, Namespace};
 pub use job::{Command, JobSpec, OnRemoval, Preemption, Priority};
 pub use load::{

@@ -5,7 +5,9 @@
 //!   prune history.
 //! - [`cron_journal`]: the [`CronJournal`] trait: one decision per (job,
 //!   scheduled time), and each recurring job's cron state.
-//! - [`sqlite`]: [`SqliteStore`], both traits on one SQLite file.
+//! - [`dynamic_users`]: the [`DynamicUsers`] trait: the uid each job was
+//!   given from the agent's `dynamic_users` range.
+//! - [`sqlite`]: [`SqliteStore`], the traits on one SQLite file.
 //! - [`lock`]: [`StateDirLock`], one agent per state directory.
 //! - [`run_id`](mod@run_id): run ids, `<job>-<seq>`.
 //!
@@ -61,6 +63,7 @@
 //! the machine.
 
 pub mod cron_journal;
+pub mod dynamic_users;
 pub mod error;
 pub mod lock;
 pub mod records;
@@ -71,6 +74,7 @@ pub mod sqlite;
 pub use cron_journal::{
     CronDecision, CronJournal, Decided, FiringDecision, FiringOutcome, FiringRecord,
 };
+pub use dynamic_users::{DynamicUsers, UidAllocation};
 pub use error::StoreError;
 pub use lock::StateDirLock;
 pub use records::{

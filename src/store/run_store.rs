@@ -4,6 +4,7 @@ use crate::placement::{Assignment, RunId};
 use crate::scheduler::{JobName, RunEvent, RunState, Timestamp};
 
 use super::cron_journal::CronJournal;
+use super::dynamic_users::DynamicUsers;
 use super::error::StoreError;
 use super::records::{ExitInfo, JobVersion, LaunchInfo, Retention, RunDetail, RunRecord};
 
@@ -11,8 +12,9 @@ use super::records::{ExitInfo, JobVersion, LaunchInfo, Retention, RunDetail, Run
 /// either wholly there or wholly absent.
 ///
 /// The cron journal is part of the same store: a cron decision creates the
-/// run it starts in the same transaction, so the two cannot live apart.
-pub trait RunStore: CronJournal + Send {
+/// run it starts in the same transaction, so the two cannot live apart. The
+/// jobs' dynamic uids are kept beside them, as runs are launched with them.
+pub trait RunStore: CronJournal + DynamicUsers + Send {
     /// Creates a run of `job` in `initial` state and returns its id
     /// (`<job>-<seq>`, see [`run_id()`](super::run_id())). The creation is the
     /// run's first transition.

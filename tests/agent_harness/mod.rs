@@ -25,7 +25,8 @@ pub struct TestAgent {
     pub root: tempfile::TempDir,
     pub jobs: PathBuf,
     pub state: PathBuf,
-    /// World-writable scratch for the jobs (which run as `nobody`).
+    /// World-writable scratch for the jobs (which run under uids of their own
+    /// from the dynamic_users range, or as `nobody` where a test says so).
     pub data: PathBuf,
     pub config: PathBuf,
     pub parent: String,

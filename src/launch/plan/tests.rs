@@ -58,8 +58,9 @@ fn shared() -> Assignment {
     Assignment { cpus: CpuGrant::Shared, ..exclusive("0", "0") }
 }
 
+/// Under the default configuration: a job without `user` has a dynamic uid.
 fn container(yaml: &str) -> ContainerConfig {
-    container_config(&spec(yaml), &config(""), &run(), &[]).unwrap()
+    container_config(&spec(yaml), &config(""), &run(), &[], Some(61184)).unwrap()
 }
 
 // --- placement request -------------------------------------------------------
@@ -275,18 +276,41 @@ fn user_and_group_come_from_the_job_or_the_default_user() {
     let cfg = container("user: 1001\ngroup: staff\n");
     assert_eq!((cfg.user, cfg.group), (Some(IdSpec::Id(1001)), Some(IdSpec::Name("staff".into()))));
     // No user: the agent's default_user; no group: the user's own.
-    let cfg = container("");
+    let cfg =
+        container_config(&spec(""), &config("default_user: nobody\n"), &run(), &[], None).unwrap();
     assert_eq!((cfg.user, cfg.group), (Some(IdSpec::Name("nobody".into())), None));
-    let cfg = container_config(&spec(""), &config("default_user: 4242\n"), &run(), &[]).unwrap();
+    let cfg =
+        container_config(&spec(""), &config("default_user: 4242\n"), &run(), &[], None).unwrap();
     assert_eq!(cfg.user, Some(IdSpec::Id(4242)));
     assert!(cfg.refuse_root, "uid 0 under another name is refused by the shim too");
 }
 
 #[test]
+fn a_dynamic_default_user_runs_as_its_uid_and_the_gid_of_that_number() {
+    let cfg = config("dynamic_users: {range: 70000-70009}\n");
+    let plan = |yaml: &str, uid| container_config(&spec(yaml), &cfg, &run(), &[], uid);
+    let got = plan("", Some(70003)).unwrap();
+    assert_eq!((got.user, got.group), (Some(IdSpec::Id(70003)), Some(IdSpec::Id(70003))));
+    assert!(got.refuse_root);
+    assert_eq!(got.refuse_ids_in, Some((70000, 70009)), "names mapped into it are refused");
+    let got = plan("group: staff\n", Some(70003)).unwrap();
+    assert_eq!(got.group, Some(IdSpec::Name("staff".into())), "the job's group wins");
+    // A job with a user of its own has no use for the dynamic uid.
+    assert_eq!(plan("user: etl\n", Some(70003)).unwrap().user, Some(IdSpec::Name("etl".into())));
+    for (uid, says) in [(None, "given no uid"), (Some(61184), "uid 61184, which is not")] {
+        let err = plan("", uid).unwrap_err();
+        assert!(matches!(err, LaunchError::NoDynamicUid { .. }), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+        assert!(err.to_string().contains("70000-70009"), "{err}");
+    }
+}
+
+#[test]
 fn root_is_refused_unless_the_agent_allows_it() {
     for user in ["root", "0"] {
-        let err = container_config(&spec(&format!("user: '{user}'\n")), &config(""), &run(), &[])
-            .unwrap_err();
+        let err =
+            container_config(&spec(&format!("user: '{user}'\n")), &config(""), &run(), &[], None)
+                .unwrap_err();
         assert!(
             matches!(&err, LaunchError::RootRefused { job, origin: UserOrigin::Job, .. } if job == "etl"),
             "{err}"
@@ -296,16 +320,16 @@ fn root_is_refused_unless_the_agent_allows_it() {
     // A default_user of root is refused by the config compiler already; a
     // config built otherwise (flags, code) is checked here all the same.
     let mut rooted = config("");
-    rooted.default_user = UserRef::Id(0);
-    let err = container_config(&spec(""), &rooted, &run(), &[]).unwrap_err();
+    rooted.default_user = spec::DefaultUser::Account(UserRef::Id(0));
+    let err = container_config(&spec(""), &rooted, &run(), &[], None).unwrap_err();
     assert!(matches!(err, LaunchError::RootRefused { origin: UserOrigin::DefaultUser, .. }));
     assert!(err.to_string().contains("default_user"), "{err}");
 
     let allowed = config("allow_root_jobs: true\ndefault_user: root\n");
-    let cfg = container_config(&spec(""), &allowed, &run(), &[]).unwrap();
+    let cfg = container_config(&spec(""), &allowed, &run(), &[], None).unwrap();
     assert_eq!(cfg.user, Some(IdSpec::Name("root".into())));
     assert!(!cfg.refuse_root);
-    let cfg = container_config(&spec("user: 0\n"), &allowed, &run(), &[]).unwrap();
+    let cfg = container_config(&spec("user: 0\n"), &allowed, &run(), &[], None).unwrap();
     assert_eq!(cfg.user, Some(IdSpec::Id(0)));
 }
 
@@ -357,7 +381,8 @@ fn capabilities_rlimits_log_cap_and_cgroups() {
         "isolation: {capabilities: [CAP_NET_BIND_SERVICE, CAP_SYS_NICE]}\nrlimits: {nofile: 1024, core: 0, data: 1Gi, as: unlimited, cpu: 1m, nproc: 100, stack: 8Mi, memlock: 64Ki, fsize: 1Gi}\n",
     );
     let procs = [PathBuf::from("/sys/fs/cgroup/pids/corral/etl-7/cgroup.procs")];
-    let cfg = container_config(&job, &config("log_max_bytes: 1Mi\n"), &run(), &procs).unwrap();
+    let cfg = container_config(&job, &config("log_max_bytes: 1Mi\n"), &run(), &procs, Some(61184))
+        .unwrap();
     assert_eq!(
         cfg.capabilities,
         [Capability::NET_BIND_SERVICE, "CAP_SYS_NICE".parse().unwrap()].into()
@@ -397,6 +422,7 @@ fn plan_names_the_cgroup_after_the_run_and_keeps_the_oom_policy() {
         shared_pool: &cpus("0-1"),
         capabilities: &caps(true),
         cgroup_procs: &[],
+        dynamic_uid: Some(61184),
     };
     let plan = plan(&job, &inputs).unwrap();
     assert_eq!(plan.job.as_str(), "etl");
@@ -419,6 +445,7 @@ fn a_run_id_that_cannot_be_a_cgroup_is_refused() {
         shared_pool: &cpus("0"),
         capabilities: &caps(false),
         cgroup_procs: &[],
+        dynamic_uid: Some(61184),
     };
     let err = plan(&spec(""), &inputs).unwrap_err();
     assert!(matches!(&err, LaunchError::RunId { job, run, .. } if job == "etl" && run == "etl/7"));

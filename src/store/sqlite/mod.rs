@@ -5,6 +5,7 @@ mod codec;
 mod cron;
 mod runs;
 pub mod schema;
+mod users;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

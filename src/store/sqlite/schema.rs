@@ -14,7 +14,7 @@ use crate::store::error::StoreError;
 /// `PRAGMA application_id` of a corral state database: "corr" in ASCII.
 pub const APPLICATION_ID: i64 = 0x636f_7272;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -119,6 +119,17 @@ ALTER TABLE cron_journal ADD COLUMN missed_count INTEGER;
 ALTER TABLE cron_journal ADD COLUMN missed_last INTEGER;
 ";
 
+/// The uid each job without `user` was given from the `dynamic_users`
+/// range (see [`DynamicUsers`](crate::store::DynamicUsers)). A uid is unique:
+/// two jobs never hold the same one.
+const V4: &str = "
+CREATE TABLE dynamic_users (
+    job          TEXT PRIMARY KEY,
+    uid          INTEGER NOT NULL UNIQUE CHECK (uid > 0),
+    allocated_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+";
+
 /// Brings the database at `path` up to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let sql = |source| StoreError::Sql { op: "reading the schema version", source };
@@ -174,8 +185,35 @@ mod tests {
             .unwrap();
         assert_eq!(
             tables,
-            ["cron_journal", "cron_state", "run_events", "run_seq", "runs", "transitions"]
+            [
+                "cron_journal",
+                "cron_state",
+                "dynamic_users",
+                "run_events",
+                "run_seq",
+                "runs",
+                "transitions"
+            ]
         );
+    }
+
+    #[test]
+    fn a_version_3_database_gains_the_dynamic_users_table_and_keeps_its_runs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (version, migration) in (1..).zip(&MIGRATIONS[..3]) {
+            conn.execute_batch(migration).unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        conn.execute("INSERT INTO cron_state (job, last_considered) VALUES ('a', 7)", []).unwrap();
+        migrate(&mut conn, Path::new("x.db")).unwrap();
+        assert_eq!(version(&conn), 4);
+        let kept: i64 =
+            conn.query_row("SELECT last_considered FROM cron_state", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 7);
+        conn.execute("INSERT INTO dynamic_users VALUES ('a', 61184, 1)", []).unwrap();
+        assert!(conn.execute("INSERT INTO dynamic_users VALUES ('b', 61184, 1)", []).is_err());
+        assert!(conn.execute("INSERT INTO dynamic_users VALUES ('c', 0, 1)", []).is_err());
     }
 
     #[test]

@@ -30,7 +30,7 @@ impl Agent {
         for dir in ["jobs", "state", "data"] {
             fs::create_dir_all(root.join(dir)).unwrap();
         }
-        // The jobs run as nobody and report through files here.
+        // The jobs run under dynamic uids and report through files here.
         fs::set_permissions(root.join("data"), fs::Permissions::from_mode(0o777)).unwrap();
         fs::write(
             root.join("agent.yaml"),
