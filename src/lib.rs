@@ -48,6 +48,9 @@
 //! - [`api`]: the HTTP endpoint: `/metrics`, health checks, and read-only JSON
 //!   of jobs, runs and the node.
 //! - [`cli`]: the `corral` command line, a file per subcommand.
+//!
+//! [`fuzzing`] re-exports the few crate-private parsers the fuzz targets in
+//! `fuzz/` drive (docs/fuzzing.md); nothing else uses it.
 
 pub mod agent;
 pub mod api;
@@ -55,6 +58,8 @@ pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod container;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod launch;
 pub mod metrics;
 pub mod placement;

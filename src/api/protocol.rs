@@ -36,6 +36,13 @@ pub enum Request {
     Reload,
 }
 
+impl Request {
+    /// Reads one request line as the control socket receives it.
+    pub fn decode(line: &str) -> Result<Request, serde_json::Error> {
+        serde_json::from_str(line)
+    }
+}
+
 /// What the agent answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "kebab-case")]

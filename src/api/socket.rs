@@ -211,7 +211,7 @@ async fn connection(
         let response = if !permitted {
             Response::Error { message: format!("uid {uid} may not use the control socket") }
         } else {
-            match serde_json::from_str::<Request>(&line) {
+            match Request::decode(&line) {
                 Ok(Request::Events { since, follow: true }) => {
                     // The rest of the connection is the feed.
                     follow(since, &commands, &feed, &mut lines, &mut write).await;

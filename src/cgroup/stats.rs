@@ -41,7 +41,7 @@ use super::v2::psi::{self, Pressure};
 use super::{v1, v2};
 
 /// Splits `key value` lines, skipping lines whose value is not a number.
-pub(crate) fn flat_keyed(text: &str) -> impl Iterator<Item = (&str, u64)> {
+pub fn flat_keyed(text: &str) -> impl Iterator<Item = (&str, u64)> {
     text.lines().filter_map(|line| {
         let mut fields = line.split_whitespace();
         let key = fields.next()?;
