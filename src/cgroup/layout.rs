@@ -213,7 +213,8 @@ pub struct SelfCgroups {
 /// Parses `/proc/self/cgroup` (`hierarchy-id:controller-list:path` per line).
 pub fn parse_self_cgroup(text: &str) -> SelfCgroups {
     let mut out = SelfCgroups::default();
-    for line in text.lines() {
+    // Lines end in `\n` alone; `lines()` would also take a `\r` that belongs to a path.
+    for line in text.split('\n') {
         let mut parts = line.splitn(3, ':');
         let (Some(id), Some(list), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
@@ -456,6 +457,15 @@ mod tests {
     const V1_COMOUNT: &str = include_str!("../../tests/fixtures/cgroup/mountinfo-v1-comount");
     const V2: &str = include_str!("../../tests/fixtures/cgroup/mountinfo-v2");
     const CONTAINER: &str = include_str!("../../tests/fixtures/cgroup/mountinfo-v1-container");
+
+    /// Found by the `cgroup_layout` fuzz target: a cgroup name may end in a carriage
+    /// return, which the kernel writes as is before the line's `\n`.
+    #[test]
+    fn self_cgroup_paths_keep_a_trailing_carriage_return() {
+        let own = parse_self_cgroup("7:blkio:/job\r\n0::/job\r\n");
+        assert_eq!(own.v1, vec![(vec!["blkio".to_owned()], "/job\r".to_owned())]);
+        assert_eq!(own.unified.as_deref(), Some("/job\r"));
+    }
 
     #[test]
     fn hybrid_host_is_detected_with_named_hierarchy_ignored() {
