@@ -51,6 +51,9 @@
 //!   of jobs, runs and the node, its connections capped and each under a
 //!   deadline; and the control socket.
 //! - [`cli`]: the `corral` command line, a file per subcommand.
+//!
+//! [`fuzzing`] re-exports the few crate-private parsers the fuzz targets in
+//! `fuzz/` drive (docs/fuzzing.md); nothing else uses it.
 
 pub mod agent;
 pub mod api;
@@ -59,6 +62,8 @@ pub mod cli;
 pub mod config;
 pub mod container;
 pub mod dynamic_user;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod launch;
 pub mod metrics;
 pub mod placement;

@@ -50,6 +50,11 @@ impl Request {
             | Request::Reload => true,
         }
     }
+
+    /// Reads one request line as the control socket receives it.
+    pub fn decode(line: &str) -> Result<Request, serde_json::Error> {
+        serde_json::from_str(line)
+    }
 }
 
 /// What the agent answers.

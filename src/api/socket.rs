@@ -203,15 +203,28 @@ async fn connection(
     let permitted = allowed(&peer, group);
     let uid = peer.uid();
     let (read, mut write) = stream.into_split();
-    let mut lines = tokio::io::BufReader::new(read).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut lines = tokio::io::BufReader::new(read);
+    loop {
+        let line = match next_line(&mut lines).await {
+            Ok(Some(line)) => line,
+            Ok(None) => return,
+            Err(RequestLineError::Io(e)) => {
+                debug!("control socket: reading a request failed: {e}");
+                return;
+            }
+            Err(RequestLineError::TooLong) => {
+                let message = format!("a request line is at most {MAX_REQUEST_LINE} bytes");
+                let _ = send(&mut write, &Response::Error { message }).await;
+                return;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
         let response = if !permitted {
             Response::Error { message: format!("uid {uid} may not use the control socket") }
         } else {
-            match serde_json::from_str::<Request>(&line) {
+            match Request::decode(&line) {
                 Ok(Request::Events { since, follow: true }) => {
                     // The rest of the connection is the feed.
                     follow(since, &commands, &feed, &mut lines, &mut write).await;
@@ -225,6 +238,39 @@ async fn connection(
             return;
         }
     }
+}
+
+/// The longest request line read: requests are a few hundred bytes, and any
+/// local user may connect, so a line without an end must not grow the agent.
+const MAX_REQUEST_LINE: u64 = 64 * 1024;
+
+enum RequestLineError {
+    TooLong,
+    Io(std::io::Error),
+}
+
+type ClientReader = tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>;
+
+/// The next line from the client, without its end; `None` once it hangs up.
+async fn next_line(reader: &mut ClientReader) -> Result<Option<String>, RequestLineError> {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = Vec::new();
+    let read = (&mut *reader)
+        .take(MAX_REQUEST_LINE + 1)
+        .read_until(b'\n', &mut buf)
+        .await
+        .map_err(RequestLineError::Io)?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    } else if read as u64 > MAX_REQUEST_LINE {
+        return Err(RequestLineError::TooLong);
+    }
+    String::from_utf8(buf).map(Some).map_err(|e| {
+        RequestLineError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    })
 }
 
 async fn send(
@@ -242,7 +288,7 @@ async fn follow(
     since: Option<i64>,
     commands: &mpsc::Sender<Command>,
     feed: &FeedTap,
-    client: &mut tokio::io::Lines<tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>>,
+    client: &mut ClientReader,
     write: &mut tokio::net::unix::OwnedWriteHalf,
 ) {
     // Subscribed before the history is asked for: whatever is recorded in
@@ -270,7 +316,7 @@ async fn follow(
             let entry = tokio::select! {
                 entry = entries.recv() => entry,
                 // Anything from the client, or its hanging up, ends the feed.
-                _ = client.next_line() => return,
+                _ = next_line(client) => return,
             };
             match entry {
                 Ok(Announced { seq, .. }) if seq <= upto => {}
@@ -428,6 +474,40 @@ mod tests {
         assert_eq!(answer, Response::Done { message: "Ps".into() });
         // A second agent does not take the socket over.
         assert!(matches!(ControlSocket::bind(&path, None), Err(SocketError::InUse { .. })));
+        server.abort();
+    }
+
+    /// A line with no end is cut off at the cap and answered, not buffered
+    /// for as long as the peer keeps sending.
+    #[tokio::test]
+    async fn a_request_line_without_an_end_is_refused_at_the_cap() {
+        use std::io::{Read as _, Write as _};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corral.sock");
+        let socket = ControlSocket::bind(&path, None).unwrap();
+        let (tx, _rx) = mpsc::channel::<Command>(1);
+        let server = tokio::spawn(async move { socket.serve(tx, EventFeed::new().tap()).await });
+        let client_path = path.clone();
+        let (sent, answer) = tokio::task::spawn_blocking(move || {
+            let mut stream = std::os::unix::net::UnixStream::connect(&client_path).unwrap();
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            let chunk = vec![b'x'; 8192];
+            let mut sent = 0usize;
+            // Far past the cap; the agent stops reading and answers.
+            while sent < 64 * MAX_REQUEST_LINE as usize {
+                match stream.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(_) => break,
+                }
+            }
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            (sent, answer)
+        })
+        .await
+        .unwrap();
+        assert!(answer.contains("a request line is at most 65536 bytes"), "{answer:?}");
+        assert!(sent < 64 * MAX_REQUEST_LINE as usize, "the agent kept reading: {sent} bytes");
         server.abort();
     }
 

@@ -63,7 +63,7 @@ pub(crate) fn rmdir(path: &Path) -> Result<(), CgroupError> {
 }
 
 /// Parses `cgroup.procs`: one pid per line.
-pub(crate) fn parse_pids(path: &Path, text: &str) -> Result<Vec<i32>, CgroupError> {
+pub fn parse_pids(path: &Path, text: &str) -> Result<Vec<i32>, CgroupError> {
     text.lines()
         .filter(|line| !line.trim().is_empty())
         .map(|line| {

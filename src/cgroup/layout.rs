@@ -141,11 +141,14 @@ pub enum MountKind {
 /// `name=...` instead.
 pub fn parse_mountinfo(text: &str) -> Result<Vec<CgroupMount>, String> {
     let mut mounts = Vec::new();
-    for (index, line) in text.lines().enumerate() {
+    // Fields are separated by single spaces, lines end in `\n`. The kernel escapes space,
+    // tab, newline and backslash in paths and writes any other character, whitespace
+    // included, as it is: splitting on whitespace in general would cut such a path.
+    for (index, line) in text.split('\n').enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let fields: Vec<&str> = line.split_whitespace().collect();
+        let fields: Vec<&str> = line.split(' ').filter(|f| !f.is_empty()).collect();
         let Some(sep) = fields.iter().position(|f| *f == "-") else {
             return Err(format!("line {}: no ' - ' separator", index + 1));
         };
@@ -213,7 +216,8 @@ pub struct SelfCgroups {
 /// Parses `/proc/self/cgroup` (`hierarchy-id:controller-list:path` per line).
 pub fn parse_self_cgroup(text: &str) -> SelfCgroups {
     let mut out = SelfCgroups::default();
-    for line in text.lines() {
+    // Lines end in `\n` alone; `lines()` would also take a `\r` that belongs to a path.
+    for line in text.split('\n') {
         let mut parts = line.splitn(3, ':');
         let (Some(id), Some(list), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
@@ -456,6 +460,27 @@ mod tests {
     const V1_COMOUNT: &str = include_str!("../../tests/fixtures/cgroup/mountinfo-v1-comount");
     const V2: &str = include_str!("../../tests/fixtures/cgroup/mountinfo-v2");
     const CONTAINER: &str = include_str!("../../tests/fixtures/cgroup/mountinfo-v1-container");
+
+    /// Found by the `cgroup_layout` fuzz target: the kernel escapes only space, tab,
+    /// newline and backslash in a path; any other whitespace is written as it is.
+    #[test]
+    fn mount_paths_keep_whitespace_the_kernel_does_not_escape() {
+        let line = "36 25 0:31 /my\u{c}cgroups /sys/fs/cgroup/a\rb\u{a0}c\\040d rw,nosuid \
+                    shared:9 - cgroup2 cgroup2 rw\n";
+        let mounts = parse_mountinfo(line).unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].root, "/my\u{c}cgroups");
+        assert_eq!(mounts[0].mount_point, Path::new("/sys/fs/cgroup/a\rb\u{a0}c d"));
+    }
+
+    /// Found by the `cgroup_layout` fuzz target: a cgroup name may end in a carriage
+    /// return, which the kernel writes as is before the line's `\n`.
+    #[test]
+    fn self_cgroup_paths_keep_a_trailing_carriage_return() {
+        let own = parse_self_cgroup("7:blkio:/job\r\n0::/job\r\n");
+        assert_eq!(own.v1, vec![(vec!["blkio".to_owned()], "/job\r".to_owned())]);
+        assert_eq!(own.unified.as_deref(), Some("/job\r"));
+    }
 
     #[test]
     fn hybrid_host_is_detected_with_named_hierarchy_ignored() {

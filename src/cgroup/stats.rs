@@ -41,7 +41,7 @@ use super::v2::psi::{self, Pressure};
 use super::{v1, v2};
 
 /// Splits `key value` lines, skipping lines whose value is not a number.
-pub(crate) fn flat_keyed(text: &str) -> impl Iterator<Item = (&str, u64)> {
+pub fn flat_keyed(text: &str) -> impl Iterator<Item = (&str, u64)> {
     text.lines().filter_map(|line| {
         let mut fields = line.split_whitespace();
         let key = fields.next()?;
@@ -292,7 +292,8 @@ impl StatsReader {
                 // A failed charge counts against memsw or memory, not both.
                 Source::V1MemoryFailcnt | Source::V1MemswFailcnt => {
                     if let Some(n) = number() {
-                        stats.memory.limit_hits = Some(stats.memory.limit_hits.unwrap_or(0) + n);
+                        stats.memory.limit_hits =
+                            Some(stats.memory.limit_hits.unwrap_or(0).saturating_add(n));
                     }
                 }
                 Source::V1MemoryStat => {
@@ -427,6 +428,22 @@ mod tests {
         let pressure = stats.pressure.unwrap();
         assert_eq!(pressure.memory.unwrap().some.total_us, 58_761_459);
         assert_eq!(pressure.cpu, None);
+    }
+
+    /// The two v1 fail counters are added up: huge ones must not overflow.
+    #[test]
+    fn v1_fail_counts_add_up_without_overflow() {
+        let src = fixture_dir(V1);
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+        std::fs::write(dir.path().join(v1::memory::FAILCNT), format!("{}\n", u64::MAX)).unwrap();
+        std::fs::write(dir.path().join(v1::memory::MEMSW_FAILCNT), "1\n").unwrap();
+        let sources = StatsSources { v1: vec![(Controller::Memory, dir.path())], unified: None };
+        let stats = StatsReader::open(&sources, 100).unwrap().read().unwrap();
+        assert_eq!(stats.memory.limit_hits, Some(u64::MAX));
     }
 
     #[test]

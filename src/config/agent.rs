@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 
 use super::error::ConfigError;
+use crate::cgroup::{CgroupError, CgroupName};
 use crate::spec::check::{choice, Checker, Fields};
 use crate::spec::error::{Diagnostic, Diagnostics, FieldPath};
 use crate::spec::name::{check_label, NameError};
@@ -35,6 +36,11 @@ pub struct CgroupParent(String);
 impl CgroupParent {
     pub fn parse(name: &str) -> Result<CgroupParent, NameError> {
         check_label(name)?;
+        // It is a cgroup directory in every hierarchy too; a name the cgroup layer refuses
+        // would otherwise pass here and fail at the first launch.
+        if let Err(CgroupError::InvalidName { reason, .. }) = CgroupName::new(name) {
+            return Err(NameError::Cgroup { reason });
+        }
         Ok(CgroupParent(name.to_owned()))
     }
 
@@ -639,6 +645,20 @@ mod tests {
         assert_eq!(config.finished_run_retention, Duration::from_secs(3600));
         assert!(error("catch_up_limit: 0\n").starts_with("1 catch_up_limit:"));
         assert_eq!(compile("reserved_cpus: 0\n").unwrap().reserved_cpus.to_string(), "0");
+    }
+
+    /// Found checking the `config_compile` fuzz target's invariant: `tasks` is a valid
+    /// label but not a cgroup name (every v1 cgroup holds a file of that name), so the
+    /// agent accepted it and failed at its first launch.
+    #[test]
+    fn cgroup_parent_must_be_a_cgroup_name() {
+        assert_eq!(
+            error("cgroup_parent: tasks\n"),
+            "1 cgroup_parent: invalid name \"tasks\": a cgroup cannot have this name: \
+             collides with a cgroup v1 file name"
+        );
+        assert!(CgroupParent::parse("tasks").is_err());
+        assert_eq!(compile("cgroup_parent: tasks-b\n").unwrap().cgroup_parent.as_str(), "tasks-b");
     }
 
     #[test]

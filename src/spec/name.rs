@@ -38,6 +38,9 @@ pub enum NameError {
     BadChar { ch: char, at: usize },
     #[error("it must start and end with a letter or digit, not '-'")]
     Hyphen,
+    /// Names that are labels, but not cgroup names (`tasks`, a v1 file in every cgroup).
+    #[error("a cgroup cannot have this name: {reason}")]
+    Cgroup { reason: &'static str },
 }
 
 /// Checks `name` against the label rule above.

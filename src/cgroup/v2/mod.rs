@@ -21,7 +21,7 @@ use crate::cgroup::layout::Controller;
 pub const CONTROLLERS: &str = "cgroup.controllers";
 pub const SUBTREE_CONTROL: &str = "cgroup.subtree_control";
 
-pub(crate) fn parse_controllers(text: &str) -> BTreeSet<Controller> {
+pub fn parse_controllers(text: &str) -> BTreeSet<Controller> {
     text.split_whitespace().filter_map(Controller::from_name).collect()
 }
 
