@@ -46,10 +46,14 @@ fn live_runs_and_an_oom_kill_reach_the_scrape() {
 
     // The running run, read from its cgroup at scrape time.
     let mut text = String::new();
-    agent.wait_for("CPU time of steady-1", secs(30), || {
+    // The scrape reads a snapshot the agent publishes after it stores a
+    // change: on a busy machine it can trail the store by a moment.
+    agent.wait_for("CPU time of steady-1 and the end of oomy-1", secs(30), || {
         text = scrape(&agent);
         sample(&text, "corral_run_cpu_usage_seconds_total", &["run=\"steady-1\""])
             .is_some_and(|s| s > 0.0)
+            && sample(&text, "corral_run_state", &["run=\"oomy-1\"", "state=\"failed\""])
+                == Some(1.0)
     });
     let run = ["job_name=\"steady\"", "run=\"steady-1\""];
     assert_eq!(

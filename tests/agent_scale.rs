@@ -11,7 +11,11 @@ fn two_hundred_files_at_once_all_complete_in_priority_order_on_two_cpus() {
     let mut agent = TestAgent::new("");
     agent.start();
     agent.wait_for("the agent to start", secs(10), || agent.log_text().contains("agent starting"));
-    let log = agent.data_file("log").display().to_string();
+    // A file per run: each job runs under a uid of its own, so they cannot
+    // all append to one file.
+    let ran = agent.data_file("ran");
+    std::fs::create_dir(&ran).unwrap();
+    std::fs::set_permissions(&ran, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     for i in 0..JOBS {
         let name = format!("j{i:03}");
         let priority = (i * 7) % 5 * 10;
@@ -21,7 +25,7 @@ fn two_hundred_files_at_once_all_complete_in_priority_order_on_two_cpus() {
             &format!("{name}.yaml"),
             &job(
                 &name,
-                &format!("echo $CORRAL_RUN >> {log}"),
+                &format!("echo $CORRAL_RUN >> {}/$CORRAL_RUN", ran.display()),
                 &format!("priority: {priority}\nresources: {{cpus: 1}}\n"),
             ),
         );
@@ -34,7 +38,11 @@ fn two_hundred_files_at_once_all_complete_in_priority_order_on_two_cpus() {
         .is_ok_and(|n| n as usize == JOBS)
     });
     assert_eq!(agent.count_runs(), JOBS, "one run per file");
-    assert_eq!(agent.read_data("log").lines().count(), JOBS, "each ran once");
+    for entry in std::fs::read_dir(&ran).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1, "{path:?} ran once");
+    }
+    assert_eq!(std::fs::read_dir(&ran).unwrap().count(), JOBS, "each ran");
 
     // (job, placed at, ended at, created at) of every run, by placement.
     let db = agent.db().unwrap();

@@ -268,9 +268,9 @@ async fn next_line(reader: &mut ClientReader) -> Result<Option<String>, RequestL
     } else if read as u64 > MAX_REQUEST_LINE {
         return Err(RequestLineError::TooLong);
     }
-    String::from_utf8(buf).map(Some).map_err(|e| {
-        RequestLineError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-    })
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|e| RequestLineError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 async fn send(
