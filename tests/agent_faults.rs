@@ -120,16 +120,23 @@ fn for_a_while(d: Duration, mut ok: impl FnMut()) {
     }
 }
 
-#[test]
-fn full_state_disk_holds_the_agent_and_records_the_end_once_space_returns() {
+/// An agent whose state directory is a 16 MiB tmpfs, running `work`, a
+/// gated job that exits 0 and would be restarted after a failure.
+fn running_on_a_small_disk() -> (TestAgent, Tmpfs) {
     let mut agent = TestAgent::new("");
-    let _disk = Tmpfs::mount(&agent.state, "16m");
+    let disk = Tmpfs::mount(&agent.state, "16m");
     agent.start();
     agent.write_job(
         "work.yaml",
         &job("work", &gated(&agent, "work", 0), "restart: {on: failure}\n"),
     );
     agent.wait_phase("work-1", "running", secs(20));
+    (agent, disk)
+}
+
+#[test]
+fn full_state_disk_holds_the_agent_and_records_the_end_once_space_returns() {
+    let (mut agent, _disk) = running_on_a_small_disk();
     agent.wait_for("ready", secs(10), || readyz(&agent).0 == 200);
 
     let filler = fill(&agent.state);
@@ -170,14 +177,7 @@ fn full_state_disk_holds_the_agent_and_records_the_end_once_space_returns() {
 
 #[test]
 fn an_agent_started_on_a_full_disk_refuses_to_take_over_and_loses_nothing() {
-    let mut agent = TestAgent::new("");
-    let _disk = Tmpfs::mount(&agent.state, "16m");
-    agent.start();
-    agent.write_job(
-        "work.yaml",
-        &job("work", &gated(&agent, "work", 0), "restart: {on: failure}\n"),
-    );
-    agent.wait_phase("work-1", "running", secs(20));
+    let (mut agent, _disk) = running_on_a_small_disk();
     agent.kill9();
 
     // The job ends while no agent runs and the disk is full: its shim

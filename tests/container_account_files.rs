@@ -9,32 +9,15 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{launcher, stderr_of, stdout_of, unique, Sandbox};
+use common::{launcher, stderr_of, stdout_of, HostDir, Sandbox};
 use corral::container::{ContainerConfig, ContainerError, IdSpec, JobExit, SetupError};
 
 /// A user that exists only in the host-side file the rootfs links to.
 const INTRUDER: &str = "intruder:x:4321:4321:intruder:/:/bin/sh\n";
-
-/// A fresh directory on the host, outside the rootfs, removed on drop.
-struct HostDir(PathBuf);
-
-impl HostDir {
-    fn new(prefix: &str) -> Self {
-        let path = Path::new("/var/tmp").join(unique(prefix));
-        fs::create_dir_all(&path).unwrap();
-        HostDir(path)
-    }
-}
-
-impl Drop for HostDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The setup error of launching `cfg`, which must come back within
 /// `within` (a blocking read in the shim would otherwise hang the test).

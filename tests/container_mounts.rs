@@ -10,43 +10,8 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use common::{launcher, stderr_of, stdout_of, unique, CorralRun, Sandbox};
+use common::{launcher, stderr_of, stdout_of, CorralRun, HostDir, Sandbox};
 use corral::container::{ContainerConfig, ContainerError, JobExit, Mount, SetupError};
-
-/// A fresh directory on the host, outside any rootfs and outside /tmp
-/// (which a job with a mount namespace does not see), removed on drop.
-struct HostDir(PathBuf);
-
-impl HostDir {
-    fn new(prefix: &str) -> Self {
-        let path = Path::new("/var/tmp").join(unique(prefix));
-        fs::create_dir_all(&path).unwrap();
-        HostDir(path)
-    }
-
-    /// A path in it that does not exist (yet).
-    fn absent(&self, name: &str) -> PathBuf {
-        let path = self.0.join(name);
-        assert!(path.symlink_metadata().is_err());
-        path
-    }
-
-    /// What the directory holds, by name.
-    fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for HostDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Mount points (field 5) of this process's mount table at or below `dir`.
 fn host_mounts_under(dir: &Path) -> Vec<String> {

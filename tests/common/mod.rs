@@ -49,6 +49,41 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A fresh directory on the host, outside any rootfs and outside /tmp
+/// (which a job with a mount namespace does not see), removed on drop.
+pub struct HostDir(pub PathBuf);
+
+impl HostDir {
+    pub fn new(prefix: &str) -> Self {
+        let path = Path::new("/var/tmp").join(unique(prefix));
+        fs::create_dir_all(&path).unwrap();
+        HostDir(path)
+    }
+
+    /// A path in it that does not exist (yet).
+    pub fn absent(&self, name: &str) -> PathBuf {
+        let path = self.0.join(name);
+        assert!(path.symlink_metadata().is_err());
+        path
+    }
+
+    /// What the directory holds, by name.
+    pub fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for HostDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Builds a minimal rootfs at `dir`: a copy of the static busybox (a copy,
 /// not a link, so a job writing to its /bin cannot touch the host's),
 /// applet symlinks, passwd and group with root and `app` (uid 1000), and
