@@ -207,7 +207,16 @@ impl Runtime for HostRuntime {
                 .in_current_span(),
             );
         }
-        let mut events = events.map_err(|e| RuntimeError::new("watch", run, e))?;
+        let mut events = match events {
+            Ok(events) => events,
+            // No cgroup left to watch (removed behind the agent's back while
+            // it was down, say): the end, on its way, says what happened.
+            Err(e) if e.is_gone() => {
+                debug!("no memory notifications to watch: {e}");
+                return Ok(());
+            }
+            Err(e) => return Err(RuntimeError::new("watch", run, e)),
+        };
         // In the run's span, as the operation that starts them is.
         tokio::spawn(
             async move {
