@@ -9,11 +9,10 @@ use std::path::{Path, PathBuf};
 
 use super::error::CgroupError;
 use super::layout::Controller;
+use crate::spec::name::RESERVED_CGROUP_NAMES;
 
 const MAX_NAME_LEN: usize = 128;
 
-/// Names of v1 files that live beside child cgroups and carry no dot.
-const RESERVED: &[&str] = &["tasks", "notify_on_release", "release_agent"];
 
 /// One path component: the name of a single cgroup directory.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,7 +37,7 @@ impl CgroupName {
         if !name.as_bytes()[0].is_ascii_alphanumeric() && name.as_bytes()[0] != b'_' {
             return invalid("must start with a letter, digit or _");
         }
-        if RESERVED.contains(&name.as_str()) {
+        if RESERVED_CGROUP_NAMES.contains(&name.as_str()) {
             return invalid("collides with a cgroup v1 file name");
         }
         if let Some((prefix, _)) = name.split_once('.') {

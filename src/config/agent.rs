@@ -8,10 +8,9 @@ use std::time::Duration;
 use chrono_tz::Tz;
 
 use super::error::ConfigError;
-use crate::cgroup::{CgroupError, CgroupName};
 use crate::spec::check::{choice, Checker, Fields};
 use crate::spec::error::{Diagnostic, Diagnostics, FieldPath};
-use crate::spec::name::{check_label, NameError};
+use crate::spec::name::{check_cgroup_label, NameError};
 use crate::spec::schedule::parse_timezone;
 use crate::spec::tree::Node;
 use crate::spec::{source, AdmissionRules, Bytes, DefaultUser, GroupRef, Pos, SpecError, UidRange};
@@ -35,12 +34,9 @@ pub struct CgroupParent(String);
 
 impl CgroupParent {
     pub fn parse(name: &str) -> Result<CgroupParent, NameError> {
-        check_label(name)?;
-        // It is a cgroup directory in every hierarchy too; a name the cgroup layer refuses
+        // It is a cgroup directory in every hierarchy too: a name a cgroup cannot have
         // would otherwise pass here and fail at the first launch.
-        if let Err(CgroupError::InvalidName { reason, .. }) = CgroupName::new(name) {
-            return Err(NameError::Cgroup { reason });
-        }
+        check_cgroup_label(name)?;
         Ok(CgroupParent(name.to_owned()))
     }
 

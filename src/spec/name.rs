@@ -43,6 +43,20 @@ pub enum NameError {
     Cgroup { reason: &'static str },
 }
 
+/// Files a cgroup v1 directory holds beside its child cgroups whose names carry no dot
+/// (the others look like `<controller>.<file>`): no cgroup can have these names.
+pub const RESERVED_CGROUP_NAMES: &[&str] = &["tasks", "notify_on_release", "release_agent"];
+
+/// Checks `name` against the label rule above, and that a cgroup can have it (a label
+/// used as a cgroup name on its own, like the agent's cgroup parent).
+pub fn check_cgroup_label(name: &str) -> Result<(), NameError> {
+    check_label(name)?;
+    if RESERVED_CGROUP_NAMES.contains(&name) {
+        return Err(NameError::Cgroup { reason: "collides with a cgroup v1 file name" });
+    }
+    Ok(())
+}
+
 /// Checks `name` against the label rule above.
 pub fn check_label(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
