@@ -146,11 +146,11 @@ fn the_example_agent_config_points_at_the_example_jobs() {
     assert_eq!(jobs_dir, repo().join("jobs").canonicalize().unwrap());
     assert!(config.state_dir.starts_with(repo().join("config")), "{:?}", config.state_dir);
     assert!(config.listen.ip().is_loopback());
-    let rules = corral::spec::LoadRules {
+    let rules = corral::watch::LoadRules {
         files: corral::watch::policy::Rules::checking_as(nix::unistd::geteuid()),
         admission: Some(config.admission()),
     };
-    let load = corral::spec::load_paths(&[&config.jobs_dir], &rules);
+    let load = corral::watch::load_paths(&[&config.jobs_dir], &rules);
     assert!(load.is_ok());
     assert!(load.jobs.len() >= 7);
 }

@@ -13,7 +13,6 @@ use crate::spec::name::RESERVED_CGROUP_NAMES;
 
 const MAX_NAME_LEN: usize = 128;
 
-
 /// One path component: the name of a single cgroup directory.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CgroupName(String);

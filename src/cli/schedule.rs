@@ -12,6 +12,7 @@ use crate::config;
 use crate::scheduler::cron::dst::{self, Showing};
 use crate::scheduler::cron::{firings_between, jitter};
 use crate::spec::{self, duration, Job, JobName, Recurrence};
+use crate::watch;
 
 /// Show the next times recurring jobs will run, in their time zone and in UTC.
 ///
@@ -60,11 +61,11 @@ pub fn run(args: ScheduleArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let rules = spec::LoadRules {
+    let rules = watch::LoadRules {
         files: crate::watch::policy::Rules::checking_as(nix::unistd::geteuid()),
         admission: None,
     };
-    let load = spec::load_paths(&args.paths, &rules);
+    let load = watch::load_paths(&args.paths, &rules);
     for diagnostic in load.diagnostics() {
         eprintln!("{diagnostic}");
     }

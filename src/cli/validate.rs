@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::config::{self, AgentConfig};
-use crate::spec::{self, LoadRules};
 use crate::watch::policy::Rules;
+use crate::watch::{self, LoadRules};
 
 /// Check job files and print every problem in them.
 ///
@@ -46,7 +46,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     eprintln!("corral: admission rules of {from}: {admission}");
     let rules =
         LoadRules { files: Rules::checking_as(nix::unistd::geteuid()), admission: Some(admission) };
-    let load = spec::load_paths(&args.paths, &rules);
+    let load = watch::load_paths(&args.paths, &rules);
     let mut out = std::io::stdout().lock();
     for file in &load.files {
         if file.is_ok() {

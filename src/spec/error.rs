@@ -7,7 +7,6 @@ use super::duration::DurationError;
 use super::name::NameError;
 use super::tree::Pos;
 use crate::units::QuantityError;
-use crate::watch::policy::Refusal;
 
 /// One problem found in a job file. Messages never repeat the field or the position:
 /// [`Diagnostic`] prints those in front of them.
@@ -67,9 +66,10 @@ pub enum SpecError {
     DuplicateItem { value: String },
     #[error("job {name:?} is also defined at {other}")]
     DuplicateJob { name: String, other: String },
-    /// The watcher's file rules (type, symlinks, owner, mode) refused it unread.
-    #[error("refused: {0}")]
-    Refused(Refusal),
+    /// The watcher's file rules (type, symlinks, owner, mode) refused it unread; the
+    /// reason is the rule's own message.
+    #[error("refused: {reason}")]
+    Refused { reason: String },
     #[error(
         "it would run as root{}, which this agent does not allow (allow_root_jobs is false)",
         if *from_default { " (the agent's default_user)" } else { "" }
@@ -127,7 +127,7 @@ impl SpecError {
             | E::KeyNotString { .. }
             | E::MutuallyExclusive { .. }
             | E::Requires { .. }
-            | E::Refused(_)
+            | E::Refused { .. }
             | E::RootUser { .. } => self.to_string(),
             E::NotUtf8 { .. } => "not UTF-8 text".into(),
             // The parser's message quotes the text around the mistake.

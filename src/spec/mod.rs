@@ -42,10 +42,7 @@ pub use error::{Diagnostic, Diagnostics, FieldPath, SpecError};
 pub use identity::{DefaultUser, GroupRef, UidRange, UserRef};
 pub use isolation::{Capability, Hostname, Isolation, Mount, MountKind, Namespace};
 pub use job::{Command, JobSpec, OnRemoval, Preemption, Priority};
-pub use load::{
-    compile_bytes, compile_str, job_files, load_file, load_paths, read_checked, FileLoad, Job,
-    JobSet, Load, LoadRules, Origin,
-};
+pub use load::{compile_bytes, compile_str, load_file, Job, JobSet, Origin};
 pub use name::JobName;
 pub use oom::{Factor, OomPolicy};
 pub use paths::AbsPath;

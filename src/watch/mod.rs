@@ -4,7 +4,9 @@
 //! [`JobDirWatcher`] watches the directory with inotify and yields batches of
 //! [`FileChange`]s: `Upserted { path, bytes }`, `Removed { path }` or
 //! `Refused { path, reason }`. It deals in files and bytes; compiling the bytes
-//! into jobs is the agent's business.
+//! into jobs is the agent's business. [`load`] reads job files with the same
+//! rules for the commands that run without an agent (`corral validate`,
+//! `corral schedule`).
 //!
 //! # What is a job file
 //!
@@ -122,6 +124,7 @@ pub mod error;
 pub mod event;
 pub mod inspect;
 pub mod links;
+pub mod load;
 pub mod name;
 pub mod options;
 pub mod policy;
@@ -130,6 +133,7 @@ pub mod watcher;
 
 pub use change::FileChange;
 pub use error::WatchError;
+pub use load::{job_files, load_paths, read_checked, FileLoad, Load, LoadRules};
 pub use name::is_job_file_name;
 pub use options::{WatchOptions, DEFAULT_MAX_FILE_BYTES};
 pub use policy::{DirProblem, FileKind, Mode, Refusal};
