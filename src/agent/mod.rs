@@ -394,9 +394,9 @@ fn warn_accounts_in_range(config: &AgentConfig, roots: &crate::dynamic_user::Hos
     }
 }
 
-/// How often the store is checked with a write of its own, so that a full
-/// disk or a deleted database shows in `/readyz` within this even when the
-/// agent has nothing to record.
+/// How often the store is checked, so that a full disk or a deleted
+/// database shows in `/readyz` within this even when the agent has nothing
+/// to record. The check writes only when the disk looks full.
 const STORE_CHECK: Duration = Duration::from_secs(10);
 
 /// Runs the agent until `shutdown` completes: job file batches and reloads

@@ -90,8 +90,8 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
 
 /// Below this much free space the agent's next writes may fail.
 const LOW_SPACE: u64 = 64 << 20;
-/// Below this, it is as good as full: a commit needs a few pages.
-const NO_SPACE: u64 = 1 << 20;
+/// Below this, it is as good as full: the store's own threshold.
+const NO_SPACE: u64 = crate::store::SqliteStore::NO_SPACE;
 
 /// What `--state-dir` found.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -96,6 +96,7 @@ pub trait RunStore: CronJournal + DynamicUsers + Send {
 
     /// Whether a write would be recorded now: the store is the one opened
     /// and takes a commit. [`StoreError::is_unwritable`] errors say it
-    /// would not. The check commits, but changes nothing a reader sees.
+    /// would not. It writes only when the disk looks full or read-only, and
+    /// then changes nothing a reader sees.
     fn check_writable(&mut self) -> Result<(), StoreError>;
 }

@@ -419,7 +419,7 @@ impl RunStore for SqliteStore {
     }
 
     fn check_writable(&mut self) -> Result<(), StoreError> {
-        self.probe_write()
+        self.check_writable_cheaply()
     }
 
     fn prune_all(&mut self, max_finished: usize) -> Result<usize, StoreError> {
