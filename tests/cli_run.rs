@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
-use common::{cgroup_line, wait_until, CorralRun, Sandbox};
+use common::{cgroup_line, secs, wait_until, CorralRun, Sandbox};
 use corral::container::{probe, wait_for_status, JobExit, RunState};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -232,7 +232,7 @@ fn a_fork_bomb_is_contained_and_its_cgroup_removed() {
     let child =
         corral.command(&file).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut pids = None;
-    wait_until("the job's pids cgroup", || {
+    wait_until("the job's pids cgroup", secs(20), || {
         pids = corral.job_cgroups().into_iter().find(|d| d.join("pids.max").exists());
         pids.is_some()
     });
@@ -243,7 +243,7 @@ fn a_fork_bomb_is_contained_and_its_cgroup_removed() {
     // machine can outlast any fixed sampling window: sample from when the
     // job runs (more than its init in the cgroup) while the bomb goes off.
     let mut peak = 0;
-    wait_until("the job to run", || {
+    wait_until("the job to run", secs(20), || {
         peak = peak.max(current().unwrap_or(0));
         peak > 1
     });
