@@ -5,6 +5,8 @@
 //! write: each run appends the firing it is for (`CORRAL_SCHEDULED_AT`).
 
 mod agent_harness;
+#[path = "common/seed.rs"]
+mod seed;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -302,16 +304,20 @@ fn kill_9_at_any_moment_never_runs_a_firing_twice() {
     agent.write_job("k.yaml", &running);
     // Killed at varying moments: between a decision and its run's start, during a
     // start, while runs go.
-    for round in 0..4u32 {
+    let mut choices = seed::Choices::seeded("kill_9_at_any_moment_never_runs_a_firing_twice");
+    for _ in 0..4 {
         agent.start();
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
-        let wait = 700 + u64::from((nanos ^ round.wrapping_mul(2_654_435_761)) % 1_500);
-        std::thread::sleep(Duration::from_millis(wait));
+        std::thread::sleep(Duration::from_millis(choices.pick(700..=2_199)));
         agent.kill9();
         std::thread::sleep(Duration::from_millis(300));
     }
+    let restarted = now_ms();
     agent.start();
-    std::thread::sleep(Duration::from_millis(2_000));
+    agent.wait_for("firings decided by the last agent", secs(20), || {
+        let journal = journal(&agent, "k");
+        let runs = started(&journal);
+        runs.len() >= 5 && runs.iter().any(|f| f.scheduled > restarted)
+    });
     // Nothing fires any more; every run on record finishes.
     agent.write_job("k.yaml", &suspended);
     agent.wait_for("every run of k to end", secs(20), || {
