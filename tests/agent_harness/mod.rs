@@ -274,6 +274,37 @@ impl TestAgent {
         });
     }
 
+    /// Whether the run's shim has recorded how the run ended (its
+    /// `status.json`), which it does with or without an agent running.
+    pub fn exit_recorded(&self, run: &str) -> bool {
+        let Ok(placements) = fs::read_dir(self.state.join("runs").join(run)) else {
+            return false;
+        };
+        placements.flatten().any(|p| p.path().join("status.json").exists())
+    }
+
+    /// A point after which the agent has reconciled every job file written
+    /// before: writes `<name>.yaml`, a recurring job that never fires (it
+    /// adds no run), and waits until the agent has loaded it. The agent takes
+    /// the directory's changes one batch at a time, in order, and stores the
+    /// runs a batch creates before it reads the next.
+    pub fn sync_files(&self, name: &str) {
+        self.write_job(&format!("{name}.yaml"), &job(name, "true", "schedule: '0 0 1 1 *'\n"));
+        self.wait_for(&format!("{name}.yaml loaded"), secs(20), || {
+            self.log_text().contains(&format!("job file loaded: {name}"))
+        });
+    }
+
+    /// A point after which the agent has acted on everything written before
+    /// and run a scheduling pass since: writes `<name>.yaml`, a job on the
+    /// shared pool that does nothing, and waits for its run to succeed. A
+    /// run starts only from a scheduling pass, which tries every waiting run
+    /// (higher priority first) and decides every preemption.
+    pub fn run_marker(&self, name: &str) {
+        self.write_job(&format!("{name}.yaml"), &job(name, "true", ""));
+        self.wait_phase(&format!("{name}-1"), "succeeded", secs(20));
+    }
+
     /// The run's cgroup directory in `tree` (e.g. "memory", "unified").
     pub fn cgroup(&self, tree: &str, run: &str) -> PathBuf {
         Path::new("/sys/fs/cgroup").join(tree).join(&self.parent).join(run)
