@@ -234,7 +234,9 @@ fn replace_stops_the_running_run_then_starts_the_new_firing() {
 
 #[test]
 fn catch_up_none_latest_and_all_after_the_agent_was_stopped() {
-    const PERIOD: i64 = 3000;
+    // Long enough that a slow agent start on a loaded machine still decides
+    // the last missed firing before the next one is due.
+    const PERIOD: i64 = 5000;
     let mut agent = TestAgent::new("");
     for (name, policy) in [
         ("none", "catch_up: none\n"),
@@ -243,7 +245,7 @@ fn catch_up_none_latest_and_all_after_the_agent_was_stopped() {
     ] {
         agent.write_job(
             &format!("{name}.yaml"),
-            &logging_job(&agent, name, "*/3 * * * * *", "true", policy),
+            &logging_job(&agent, name, "*/5 * * * * *", "true", policy),
         );
     }
     agent.start();
@@ -254,8 +256,8 @@ fn catch_up_none_latest_and_all_after_the_agent_was_stopped() {
     let stopped = now_ms();
     // Down across at least three firings; back 1.3 s after one of them, so that firing
     // is late (by more than a second) when the agent decides it, and the next one is not
-    // due yet.
-    let last_missed = (stopped + 9_500 + PERIOD - 1) / PERIOD * PERIOD;
+    // due for 3.7 s more.
+    let last_missed = (stopped + 2 * PERIOD + 500 + PERIOD - 1) / PERIOD * PERIOD;
     std::thread::sleep(Duration::from_millis((last_missed + 1_300 - now_ms()) as u64));
     agent.start();
     agent.wait_for("a run of each job after the restart", secs(20), || {
