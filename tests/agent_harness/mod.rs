@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+// A test binary with both this harness and `common` has the helper twice,
+// which is harmless.
+#[allow(clippy::duplicate_mod)]
 #[path = "../common/wait.rs"]
 mod wait;
 pub use wait::{secs, wait_until};
