@@ -559,9 +559,10 @@ async fn stats_of_a_live_job_are_plausible() {
     let pressure = first.pressure.as_ref().unwrap();
     assert!(pressure.cpu.is_some() && pressure.memory.is_some() && pressure.io.is_some());
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let second = reader.read().unwrap();
-    assert!(second.cpu.usage_ns.unwrap() > first.cpu.usage_ns.unwrap(), "kept-open files re-read");
+    // The busy job goes on using CPU: its kept-open files, read again, say so.
+    wait_until("kept-open files re-read", 10 * SECOND, || {
+        reader.read().unwrap().cpu.usage_ns.unwrap() > first.cpu.usage_ns.unwrap()
+    });
     job.kill(5 * SECOND).await.unwrap();
     child.wait().unwrap();
     job.remove().unwrap();
