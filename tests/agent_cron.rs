@@ -5,6 +5,8 @@
 //! write: each run appends the firing it is for (`CORRAL_SCHEDULED_AT`).
 
 mod agent_harness;
+#[path = "common/seed.rs"]
+mod seed;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -232,7 +234,9 @@ fn replace_stops_the_running_run_then_starts_the_new_firing() {
 
 #[test]
 fn catch_up_none_latest_and_all_after_the_agent_was_stopped() {
-    const PERIOD: i64 = 3000;
+    // Long enough that a slow agent start on a loaded machine still decides
+    // the last missed firing before the next one is due.
+    const PERIOD: i64 = 5000;
     let mut agent = TestAgent::new("");
     for (name, policy) in [
         ("none", "catch_up: none\n"),
@@ -241,7 +245,7 @@ fn catch_up_none_latest_and_all_after_the_agent_was_stopped() {
     ] {
         agent.write_job(
             &format!("{name}.yaml"),
-            &logging_job(&agent, name, "*/3 * * * * *", "true", policy),
+            &logging_job(&agent, name, "*/5 * * * * *", "true", policy),
         );
     }
     agent.start();
@@ -252,8 +256,8 @@ fn catch_up_none_latest_and_all_after_the_agent_was_stopped() {
     let stopped = now_ms();
     // Down across at least three firings; back 1.3 s after one of them, so that firing
     // is late (by more than a second) when the agent decides it, and the next one is not
-    // due yet.
-    let last_missed = (stopped + 9_500 + PERIOD - 1) / PERIOD * PERIOD;
+    // due for 3.7 s more.
+    let last_missed = (stopped + 2 * PERIOD + 500 + PERIOD - 1) / PERIOD * PERIOD;
     std::thread::sleep(Duration::from_millis((last_missed + 1_300 - now_ms()) as u64));
     agent.start();
     agent.wait_for("a run of each job after the restart", secs(20), || {
@@ -302,16 +306,20 @@ fn kill_9_at_any_moment_never_runs_a_firing_twice() {
     agent.write_job("k.yaml", &running);
     // Killed at varying moments: between a decision and its run's start, during a
     // start, while runs go.
-    for round in 0..4u32 {
+    let mut choices = seed::Choices::seeded("kill_9_at_any_moment_never_runs_a_firing_twice");
+    for _ in 0..4 {
         agent.start();
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
-        let wait = 700 + u64::from((nanos ^ round.wrapping_mul(2_654_435_761)) % 1_500);
-        std::thread::sleep(Duration::from_millis(wait));
+        std::thread::sleep(Duration::from_millis(choices.pick(700..=2_199)));
         agent.kill9();
         std::thread::sleep(Duration::from_millis(300));
     }
+    let restarted = now_ms();
     agent.start();
-    std::thread::sleep(Duration::from_millis(2_000));
+    agent.wait_for("firings decided by the last agent", secs(20), || {
+        let journal = journal(&agent, "k");
+        let runs = started(&journal);
+        runs.len() >= 5 && runs.iter().any(|f| f.scheduled > restarted)
+    });
     // Nothing fires any more; every run on record finishes.
     agent.write_job("k.yaml", &suspended);
     agent.wait_for("every run of k to end", secs(20), || {

@@ -26,7 +26,7 @@ fn dropping_three_files_runs_three_jobs_once_each() {
     agent.wait_for("the restarted agent to read the directory", secs(10), || {
         agent.log_text().matches("job file loaded: one").count() == 2
     });
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    agent.sync_files("later");
     assert_eq!(agent.count_runs(), 3);
     assert_eq!(agent.read_data("one"), "one-1\n");
 }
@@ -106,7 +106,7 @@ fn an_invalid_file_reports_its_error_once_and_leaves_the_previous_version_runnin
     let log = agent.log_text();
     assert!(log.contains("keep.yaml:3"), "the error names file and line:\n{log}");
     assert!(log.contains("its last good version stays in force (keep)"), "{log}");
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    agent.run_marker("later");
     assert_eq!(agent.log_text().matches("job file not applied").count(), 1, "logged once");
     assert_eq!(agent.phase("keep-1").as_deref(), Some("running"));
     assert_eq!(agent.runs_of("keep"), ["keep-1"]);
@@ -136,7 +136,7 @@ fn world_writable_files_and_root_jobs_are_refused() {
     agent.wait_for("the root refusal in the log", secs(10), || {
         agent.log_text().contains("allow_root_jobs is false")
     });
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    agent.run_marker("later");
     assert!(agent.runs_of("open").is_empty());
     assert!(agent.runs_of("root").is_empty());
     assert_eq!(agent.log_text().matches("world-writable").count(), 1, "logged once");
@@ -173,7 +173,7 @@ fn privileged_groups_and_a_shared_uid_without_pid_namespace_wait_for_permission(
     ] {
         agent.wait_for(said, secs(10), || agent.log_text().contains(said));
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    agent.run_marker("later");
     for name in ["shadow", "gid0", "nopid"] {
         assert!(agent.runs_of(name).is_empty(), "{name} ran");
     }

@@ -184,7 +184,10 @@ fn an_agent_started_on_a_full_disk_refuses_to_take_over_and_loses_nothing() {
     // keeps the status.
     let filler = fill(&agent.state);
     open_gate(&agent, "work");
-    std::thread::sleep(Duration::from_millis(500));
+    agent.wait_for("work-1's processes to end", secs(20), || {
+        fs::read_to_string(agent.cgroup("memory", "work-1").join("cgroup.procs"))
+            .map_or(true, |procs| procs.trim().is_empty())
+    });
     let (status, stderr) = start_bounded(&agent);
     assert!(!status.success());
     assert!(
@@ -260,7 +263,8 @@ fn lost_store_is_refused(lose: impl FnOnce(&Path)) {
     // Nothing was killed, nothing run again.
     assert!(agent.job_cgroups().contains(&"live-1".to_owned()));
     assert_eq!(agent.read_data("live.count"), "start\n");
-    std::thread::sleep(Duration::from_millis(300));
+    // The refusing agent has exited (start_bounded waited for it): nothing
+    // is left that could start done-1 again.
     assert_eq!(agent.read_data("done.count"), "start\n");
 
     // The documented way on: let the live run end, drop the job files of

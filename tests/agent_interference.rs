@@ -29,7 +29,7 @@ fn kill_and_remove_parent(agent: &TestAgent) {
         let Ok(entries) = fs::read_dir(&dir) else { continue };
         for child in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
             // The killed processes leave their cgroups as they are reaped.
-            common::wait_until("a job cgroup to empty", || {
+            common::wait_until("a job cgroup to empty", secs(20), || {
                 fs::remove_dir(child.path()).is_ok() || !child.path().exists()
             });
         }

@@ -115,13 +115,6 @@ fn series_of(scrape: &str, run: &str) -> Vec<String> {
 }
 
 /// Whether the shim of `run` has recorded how it ended.
-fn exit_recorded(agent: &TestAgent, run: &str) -> bool {
-    let Ok(placements) = std::fs::read_dir(agent.state.join("runs").join(run)) else {
-        return false;
-    };
-    placements.flatten().any(|p| p.path().join("status.json").exists())
-}
-
 #[test]
 fn ended_runs_keep_their_final_series_across_restarts_for_the_retention() {
     let mut agent = TestAgent::new("");
@@ -154,7 +147,7 @@ fn ended_runs_keep_their_final_series_across_restarts_for_the_retention() {
     // agent runs, and its shim records the exit.
     assert!(agent.stop().success());
     std::fs::write(&go, "").unwrap();
-    agent.wait_for("late-1's exit recorded", secs(60), || exit_recorded(&agent, "late-1"));
+    agent.wait_for("late-1's exit recorded", secs(60), || agent.exit_recorded("late-1"));
 
     agent.start();
     agent.wait_phase("late-1", "failed", secs(30));
@@ -174,7 +167,12 @@ fn ended_runs_keep_their_final_series_across_restarts_for_the_retention() {
     assert!(agent.stop().success());
     let mut config = std::fs::OpenOptions::new().append(true).open(&agent.config).unwrap();
     config.write_all(b"finished_run_retention: 1s\n").unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let ended = |run: &str| agent.transitions(run).last().expect("it ran").1;
+    let last_end = ended("oomy-1").max(ended("late-1"));
+    agent.wait_for("both runs' ends older than the retention", secs(10), || {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        now.as_millis() as i64 > last_end + 1_000
+    });
     agent.start();
     agent.wait_for("readiness", secs(30), || {
         std::net::TcpStream::connect(agent.listen).is_ok()

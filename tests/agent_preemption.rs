@@ -44,7 +44,10 @@ fn a_high_priority_job_freezes_a_suspendable_one_which_resumes_and_completes_aft
     agent.wait_phase("high-1", "running", secs(20));
     assert_eq!(agent.phase("low-1").as_deref(), Some("suspended"));
     let progress = agent.read_data("low.progress");
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    // While high-1 counts four steps, low-1 would have counted as many.
+    let high_step = || agent.read_data("high.progress").trim().parse::<u32>().unwrap_or(0);
+    let high_from = high_step();
+    agent.wait_for("high-1 to count four steps", secs(20), || high_step() >= high_from + 4);
     assert_eq!(agent.read_data("low.progress"), progress, "a frozen job makes no progress");
     assert!(agent.frozen("low-1"));
     assert_eq!(cpus_of(&agent, "high-1").len(), 1);
@@ -68,12 +71,17 @@ fn a_high_priority_job_freezes_a_suspendable_one_which_resumes_and_completes_aft
 fn never_and_equal_priority_jobs_are_not_preempted() {
     let mut agent = TestAgent::new("");
     agent.start();
-    agent.write_job("first.yaml", &job("first", "sleep 2", "priority: 10\nresources: {cpus: 1}\n"));
+    // Holds its CPU until the test has looked.
+    let go = agent.data_file("first.go").display().to_string();
+    let gated = format!("while [ ! -e {go} ]; do sleep 0.05; done");
+    agent.write_job("first.yaml", &job("first", &gated, "priority: 10\nresources: {cpus: 1}\n"));
     agent.wait_phase("first-1", "running", secs(20));
     agent.write_job("second.yaml", &job("second", "true", "priority: 90\nresources: {cpus: 1}\n"));
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The pass that starts the marker on the shared CPU tried second-1 first.
+    agent.run_marker("later");
     assert_eq!(agent.phase("second-1").as_deref(), Some("pending"));
     assert!(!agent.frozen("first-1"));
+    std::fs::write(&go, "").unwrap();
     agent.wait_phase("first-1", "succeeded", secs(20));
     agent.wait_phase("second-1", "succeeded", secs(20));
 }
@@ -91,10 +99,11 @@ fn a_frozen_run_stays_frozen_across_an_agent_crash_and_resumes_under_the_next_ag
         ),
     );
     agent.wait_phase("low-1", "running", secs(20));
-    agent.write_job(
-        "high.yaml",
-        &job("high", &counter(&agent, "high", 15), "priority: 90\nresources: {cpus: 1}\n"),
-    );
+    // Counts only once the test has looked: high-1 holds its CPU until then.
+    let go = agent.data_file("high.go").display().to_string();
+    let gated_high =
+        format!("while [ ! -e {go} ]; do sleep 0.05; done; {}", counter(&agent, "high", 15));
+    agent.write_job("high.yaml", &job("high", &gated_high, "priority: 90\nresources: {cpus: 1}\n"));
     agent.wait_for("low-1 frozen", secs(20), || agent.frozen("low-1"));
     agent.wait_phase("high-1", "running", secs(20));
     agent.kill9();
@@ -102,8 +111,10 @@ fn a_frozen_run_stays_frozen_across_an_agent_crash_and_resumes_under_the_next_ag
     agent.wait_for("the new agent to take over", secs(10), || {
         agent.log_text().contains("took over the runs")
     });
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // A scheduling pass of the new agent has looked at low-1.
+    agent.run_marker("later");
     assert!(agent.frozen("low-1"), "kept suspended");
+    std::fs::write(&go, "").unwrap();
     agent.wait_phase("high-1", "succeeded", secs(30));
     agent.wait_phase("low-1", "succeeded", secs(30));
     assert_eq!(agent.read_data("low"), "done\n");

@@ -42,7 +42,7 @@ fn kill_9_during_runs_then_restart_readopts_every_run_and_starts_none_twice() {
 
     agent.kill9();
     // Jobs keep running while the agent is down; "short" ends meanwhile.
-    std::thread::sleep(Duration::from_millis(1_500));
+    agent.wait_for("short-1's shim to record its end", secs(20), || agent.exit_recorded("short-1"));
     assert_eq!(agent.read_data("long.count"), "start\n");
     agent.start();
 

@@ -19,6 +19,12 @@ use corral::topology::CpuSet;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+// The conditions waited for read kernel files only: polling them blocks one
+// worker of a test's runtime, and nothing on it has to run meanwhile.
+#[path = "common/wait.rs"]
+mod wait;
+use wait::wait_until;
+
 const MI: u64 = 1 << 20;
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -134,14 +140,6 @@ async fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
         }
         assert!(Instant::now() < deadline, "pid {} still running after {timeout:?}", child.id());
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -266,7 +264,7 @@ async fn a_process_joins_every_tree_and_follows_live_cpuset_changes() {
     let mut child = spawn_in(&job, "exec sleep 30");
     let pid = child.id();
     let joined_all = || job.procs_files().iter().all(|f| read(f) == pid.to_string());
-    wait_until("the job to join every tree", 5 * SECOND, joined_all).await;
+    wait_until("the job to join every tree", 5 * SECOND, joined_all);
     assert_eq!(job.pids().unwrap(), vec![Pid::from_raw(pid as i32)]);
 
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
@@ -316,7 +314,7 @@ async fn freeze_and_thaw_a_busy_loop(use_unified: bool) {
     let t = TestParent::new(use_unified);
     let job = t.create("busy", &Resources::default());
     let mut child = spawn_in(&job, "while :; do :; done");
-    wait_until("the loop to burn CPU", 10 * SECOND, || cpu_usage(&job) > 20_000_000).await;
+    wait_until("the loop to burn CPU", 10 * SECOND, || cpu_usage(&job) > 20_000_000);
 
     let start = Instant::now();
     job.freeze(5 * SECOND).await.unwrap();
@@ -329,7 +327,7 @@ async fn freeze_and_thaw_a_busy_loop(use_unified: bool) {
 
     job.thaw(5 * SECOND).await.unwrap();
     assert_eq!(job.freezer_state().unwrap(), FreezerState::Thawed);
-    wait_until("the loop to run again", 10 * SECOND, || cpu_usage(&job) > still + 20_000_000).await;
+    wait_until("the loop to run again", 10 * SECOND, || cpu_usage(&job) > still + 20_000_000);
     eprintln!("freeze confirmed by the kernel after {took:?} (unified tree: {use_unified})");
 
     job.kill(5 * SECOND).await.unwrap();
@@ -360,8 +358,7 @@ async fn kill_a_fork_bomb(use_unified: bool) {
     let pids_current = job.v1_dir(corral::cgroup::Controller::Pids).unwrap().join("pids.current");
     wait_until("the bomb to reach the limit", 20 * SECOND, || {
         read(&pids_current).parse::<u64>().unwrap() >= 60
-    })
-    .await;
+    });
     assert!(read(&pids_current).parse::<u64>().unwrap() <= 64);
 
     job.kill(10 * SECOND).await.unwrap();
@@ -407,8 +404,7 @@ async fn pause_at_limit_then_grow(use_unified: bool) {
     }
     let oom_control =
         job.v1_dir(corral::cgroup::Controller::Memory).unwrap().join("memory.oom_control");
-    wait_until("the job to be paused", 20 * SECOND, || read(&oom_control).contains("under_oom 1"))
-        .await;
+    wait_until("the job to be paused", 20 * SECOND, || read(&oom_control).contains("under_oom 1"));
     let paused_seen = Instant::now();
     // The notification is there within a second of the kernel pausing it.
     assert!(matches!(next_event(&mut events, SECOND).await, CgroupEvent::Oom { .. }));
@@ -544,8 +540,7 @@ async fn stats_of_a_live_job_are_plausible() {
     wait_until("CPU and memory use", 20 * SECOND, || {
         let s = job.stats().unwrap();
         s.cpu.usage_ns.unwrap() > 200_000_000 && s.memory.anon_bytes.unwrap() > 20_000_000
-    })
-    .await;
+    });
     let first = reader.read().unwrap();
     let cpu = &first.cpu;
     assert!(cpu.user_ns.unwrap() > 0);
@@ -564,9 +559,10 @@ async fn stats_of_a_live_job_are_plausible() {
     let pressure = first.pressure.as_ref().unwrap();
     assert!(pressure.cpu.is_some() && pressure.memory.is_some() && pressure.io.is_some());
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let second = reader.read().unwrap();
-    assert!(second.cpu.usage_ns.unwrap() > first.cpu.usage_ns.unwrap(), "kept-open files re-read");
+    // The busy job goes on using CPU: its kept-open files, read again, say so.
+    wait_until("kept-open files re-read", 10 * SECOND, || {
+        reader.read().unwrap().cpu.usage_ns.unwrap() > first.cpu.usage_ns.unwrap()
+    });
     job.kill(5 * SECOND).await.unwrap();
     child.wait().unwrap();
     job.remove().unwrap();

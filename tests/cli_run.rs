@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
-use common::{cgroup_line, wait_until, CorralRun, Sandbox};
+use common::{cgroup_line, secs, wait_until, CorralRun, Sandbox};
 use corral::container::{probe, wait_for_status, JobExit, RunState};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -225,14 +225,17 @@ fn a_fork_bomb_is_contained_and_its_cgroup_removed() {
         &boxed(
             &sandbox,
             "bomb",
-            "bomb() { bomb | bomb & }; bomb; sleep 2; echo survived; exit 0",
+            // The shell forks its `sleep` before the bomb fills the cgroup,
+            // and the bomb goes off in a subshell: a shell that cannot fork
+            // exits, and the one that reports must not need to.
+            "sleep 2 & s=$!; (bomb() { bomb | bomb & }; bomb); wait $s; echo survived; exit 0",
             "timeout: 30s\nresources: {pids: 64}\n",
         ),
     );
     let child =
         corral.command(&file).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut pids = None;
-    wait_until("the job's pids cgroup", || {
+    wait_until("the job's pids cgroup", secs(20), || {
         pids = corral.job_cgroups().into_iter().find(|d| d.join("pids.max").exists());
         pids.is_some()
     });
@@ -243,7 +246,7 @@ fn a_fork_bomb_is_contained_and_its_cgroup_removed() {
     // machine can outlast any fixed sampling window: sample from when the
     // job runs (more than its init in the cgroup) while the bomb goes off.
     let mut peak = 0;
-    wait_until("the job to run", || {
+    wait_until("the job to run", secs(20), || {
         peak = peak.max(current().unwrap_or(0));
         peak > 1
     });

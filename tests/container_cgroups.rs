@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{cgroup_line, launcher, stdout_of, wait_until, Sandbox, TestCgroups};
+use common::{cgroup_line, launcher, secs, stdout_of, wait_until, Sandbox, TestCgroups};
 use corral::container::Namespace;
 
 #[test]
@@ -13,7 +13,7 @@ fn job_is_in_the_cgroups_from_its_first_instruction_and_the_shim_is_not() {
     let mut cfg = sandbox.config("cg", "cat /proc/self/cgroup; echo ready; sleep 30");
     cfg.cgroup_procs = cgroups.procs_files();
     let launched = launcher().launch(&cfg).unwrap();
-    wait_until("the job to be ready", || stdout_of(&cfg).contains("ready"));
+    wait_until("the job to be ready", secs(20), || stdout_of(&cfg).contains("ready"));
     let inside = stdout_of(&cfg);
     for controller in common::V1_CONTROLLERS {
         let line = cgroup_line(&inside, controller);

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{launcher, stdout_of, wait_until, CorralRun, Sandbox};
+use common::{launcher, secs, stdout_of, wait_until, CorralRun, Sandbox};
 use corral::container::{probe, wait_for_status, ExitSource, JobExit, RunState};
 use nix::sys::signal::Signal;
 
@@ -62,7 +62,7 @@ fn signals_to_init_are_forwarded_to_the_job() {
         "trap 'echo got-term; exit 5' TERM; echo ready; while true; do sleep 0.02; done",
     );
     let launched = launcher().launch(&cfg).unwrap();
-    wait_until("the job to be ready", || stdout_of(&cfg).contains("ready"));
+    wait_until("the job to be ready", secs(20), || stdout_of(&cfg).contains("ready"));
     launched.signal(Signal::SIGTERM).unwrap();
     let status = launched.wait().unwrap();
     assert_eq!(status.exit, JobExit::Exited { code: 5 });
@@ -74,7 +74,7 @@ fn sigkill_to_init_ends_the_whole_container() {
     let sandbox = Sandbox::new();
     let cfg = sandbox.config("killinit", "echo ready; sleep 30");
     let launched = launcher().launch(&cfg).unwrap();
-    wait_until("the job to be ready", || stdout_of(&cfg).contains("ready"));
+    wait_until("the job to be ready", secs(20), || stdout_of(&cfg).contains("ready"));
     launched.signal(Signal::SIGKILL).unwrap();
     let status = launched.wait().unwrap();
     assert_eq!(status.exit, JobExit::Signaled { signal: 9, core_dumped: false });
@@ -116,7 +116,7 @@ fn status_is_recorded_after_the_launcher_is_sigkilled() {
     );
     let mut agent =
         corral.command(&file).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_until("the job to run", || {
+    wait_until("the job to run", secs(20), || {
         corral.run_dirs().pop().is_some_and(|dir| {
             std::fs::read_to_string(dir.join("stdout.log")).is_ok_and(|out| out == "waiting\n")
         })
@@ -217,7 +217,7 @@ fn signals_to_the_shim_reach_the_job_too() {
         "trap 'echo got-usr1; exit 6' USR1; echo ready; while true; do sleep 0.02; done",
     );
     let launched = launcher().launch(&cfg).unwrap();
-    wait_until("the job to be ready", || stdout_of(&cfg).contains("ready"));
+    wait_until("the job to be ready", secs(20), || stdout_of(&cfg).contains("ready"));
     corral::container::signal_process(launched.shim(), Signal::SIGUSR1).unwrap();
     let status = launched.wait().unwrap();
     assert_eq!(status.exit, JobExit::Exited { code: 6 });

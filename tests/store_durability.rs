@@ -6,6 +6,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/seed.rs"]
+mod seed;
+
 use corral::scheduler::{JobName, Phase, RunState, Timestamp};
 use corral::store::sqlite::schema::SCHEMA_VERSION;
 use corral::store::{
@@ -57,16 +60,11 @@ fn crash_child_writer() {
     }
 }
 
-/// Cheap varying kill points without a random-number dependency.
-fn kill_after(round: u32) -> usize {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    20 + ((nanos ^ round.wrapping_mul(2_654_435_761)) % 400) as usize
-}
-
 #[test]
 fn killed_writers_lose_nothing_and_leave_nothing_half_written() {
     let dir = tempfile::tempdir().unwrap();
+    let mut choices =
+        seed::Choices::seeded("killed_writers_lose_nothing_and_leave_nothing_half_written");
     // firing → the furthest phase reported committed.
     let mut committed: BTreeMap<i64, String> = BTreeMap::new();
     for round in 0..3 {
@@ -78,7 +76,8 @@ fn killed_writers_lose_nothing_and_leave_nothing_half_written() {
             .spawn()
             .unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let target = kill_after(round);
+        // Killed after a varying number of commits.
+        let target = choices.pick(20..=419) as usize;
         let mut seen = 0;
         for line in lines {
             let line = line.unwrap();

@@ -15,7 +15,7 @@ use super::telemetry::Telemetry;
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
 use crate::placement::{Ledger, PlacementConfig, RunId};
 use crate::scheduler::{ExitStatus, FailReason, Phase, RunState, StopReason, Timestamp};
-use crate::store::{LaunchInfo, RunStore, SqliteStore};
+use crate::store::{CronJournal, LaunchInfo, RunStore, SqliteStore};
 use crate::topology::testing::fixture;
 use crate::topology::Topology;
 use crate::watch::FileChange;
@@ -255,6 +255,12 @@ async fn no_free_dynamic_uid_fails_the_launch_naming_the_range() {
 async fn recurring_jobs_are_left_to_the_schedule_engine() {
     let mut b = Bench::new();
     b.files(&[("r.yaml", &job("r", "schedule: '*/5 * * * *'\n"))]).await;
+    // In force, and handed to the schedule engine: not a file that failed to
+    // load and so started nothing.
+    assert_eq!(b.sup.jobs.problem(Path::new("/jobs/r.yaml")), None);
+    let scheduled: Vec<String> =
+        b.sup.store().cron_states().unwrap().into_iter().map(|(job, _)| job.to_string()).collect();
+    assert_eq!(scheduled, ["r"]);
     assert!(b.fake.launched().is_empty());
 }
 
@@ -524,7 +530,17 @@ async fn an_invalid_edit_changes_nothing_and_a_valid_one_is_taken_over_by_the_ru
 async fn root_jobs_are_refused_unless_allowed() {
     let mut b = Bench::new();
     b.files(&[("r.yaml", &job("r", "user: root\n"))]).await;
+    // Refused for running as root and for nothing else: the file compiled.
+    let problem = b.sup.jobs.problem(Path::new("/jobs/r.yaml")).expect("the file is refused");
+    let lines = problem.lines();
+    assert!(lines.len() == 1 && lines[0].contains("allow_root_jobs is false"), "{lines:#?}");
     assert!(b.fake.launched().is_empty());
+
+    let mut allowed = Bench::new();
+    allowed.sup.settings.admission.allow_root_jobs = true;
+    allowed.files(&[("r.yaml", &job("r", "user: root\n"))]).await;
+    assert_eq!(allowed.sup.jobs.problem(Path::new("/jobs/r.yaml")), None);
+    assert_eq!(allowed.fake.launched(), ["r-1"]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -12,22 +12,31 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+// A test binary with both this harness and `common` has the helper twice,
+// which is harmless.
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/wait.rs"]
+mod wait;
+pub use wait::{secs, wait_until};
 
 /// Every cgroup tree on the test machine (hybrid layout).
 pub const TREES: &[&str] =
     &["cpuset", "memory", "pids", "blkio", "freezer", "unified", "cpu", "cpuacct"];
 
 pub struct TestAgent {
-    /// Holds jobs/, state/, data/ and the configuration.
+    /// Holds jobs/, state/ and the configuration.
     pub root: tempfile::TempDir,
     pub jobs: PathBuf,
     pub state: PathBuf,
     /// World-writable scratch for the jobs (which run under uids of their own
     /// from the dynamic_users range, or as `nobody` where a test says so).
     pub data: PathBuf,
+    /// Removes `data` on drop.
+    data_dir: tempfile::TempDir,
     pub config: PathBuf,
     pub parent: String,
     pub log: PathBuf,
@@ -44,8 +53,6 @@ impl TestAgent {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let parent =
             format!("corral-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        // Not under /tmp: jobs get a private /tmp, and the data files must be
-        // shared with the test.
         let root = tempfile::Builder::new()
             .prefix("agent-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -53,9 +60,15 @@ impl TestAgent {
         fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let jobs = root.path().join("jobs");
         let state = root.path().join("state");
-        let data = root.path().join("data");
         fs::create_dir(&jobs).unwrap();
-        fs::create_dir(&data).unwrap();
+        // Jobs get a private /tmp, and the target directory may be under
+        // /tmp (a checkout there): the files jobs share with the test live
+        // in a directory of their own under /var/tmp, wherever the checkout is.
+        let data_dir = tempfile::Builder::new()
+            .prefix(&format!("{parent}-data-"))
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let data = data_dir.path().to_path_buf();
         fs::set_permissions(&data, fs::Permissions::from_mode(0o777)).unwrap();
         let config = root.path().join("agent.yaml");
         let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -68,7 +81,7 @@ impl TestAgent {
         )
         .unwrap();
         let log = root.path().join("agent.log");
-        TestAgent { jobs, state, data, config, parent, log, listen, child: None, root }
+        TestAgent { jobs, state, data, data_dir, config, parent, log, listen, child: None, root }
     }
 
     pub fn start(&mut self) {
@@ -111,13 +124,21 @@ impl TestAgent {
 
     /// SIGTERM, and wait for the agent to exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("started");
+        let child = self.child.as_mut().expect("started");
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        wait_child(&mut child, Duration::from_secs(30))
+        // Left in place until it has exited, so that a failed wait still
+        // kills it on drop.
+        let mut status = None;
+        wait_until("the agent to exit", Duration::from_secs(30), || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        self.child = None;
+        status.unwrap()
     }
 
     /// kill -9.
@@ -131,7 +152,6 @@ impl TestAgent {
         self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
-    /// Writes a job file as deploy tools do: a hidden temporary, then a rename.
     /// `GET path` from the agent's endpoint: status, content type, body.
     pub fn http_get(&self, path: &str, accept: Option<&str>) -> (u16, String, String) {
         use std::io::Read;
@@ -152,6 +172,7 @@ impl TestAgent {
         (status, content_type, body.to_string())
     }
 
+    /// Writes a job file as deploy tools do: a hidden temporary, then a rename.
     pub fn write_job(&self, file: &str, text: &str) {
         let tmp = self.jobs.join(format!(".{file}.tmp"));
         let mut f = fs::File::create(&tmp).unwrap();
@@ -249,17 +270,42 @@ impl TestAgent {
         });
     }
 
-    pub fn wait_for(&self, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !done() {
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}\n--- agent log ---\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
+    /// [`wait_until`], with the agent's log in the failure message.
+    pub fn wait_for(&self, what: &str, timeout: Duration, done: impl FnMut() -> bool) {
+        wait::wait_until_or(what, timeout, done, || {
+            format!("\n--- agent log ---\n{}", self.log_text())
+        });
+    }
+
+    /// Whether the run's shim has recorded how the run ended (its
+    /// `status.json`), which it does with or without an agent running.
+    pub fn exit_recorded(&self, run: &str) -> bool {
+        let Ok(placements) = fs::read_dir(self.state.join("runs").join(run)) else {
+            return false;
+        };
+        placements.flatten().any(|p| p.path().join("status.json").exists())
+    }
+
+    /// A point after which the agent has reconciled every job file written
+    /// before: writes `<name>.yaml`, a recurring job that never fires (it
+    /// adds no run), and waits until the agent has loaded it. The agent takes
+    /// the directory's changes one batch at a time, in order, and stores the
+    /// runs a batch creates before it reads the next.
+    pub fn sync_files(&self, name: &str) {
+        self.write_job(&format!("{name}.yaml"), &job(name, "true", "schedule: '0 0 1 1 *'\n"));
+        self.wait_for(&format!("{name}.yaml loaded"), secs(20), || {
+            self.log_text().contains(&format!("job file loaded: {name}"))
+        });
+    }
+
+    /// A point after which the agent has acted on everything written before
+    /// and run a scheduling pass since: writes `<name>.yaml`, a job on the
+    /// shared pool that does nothing, and waits for its run to succeed. A
+    /// run starts only from a scheduling pass, which tries every waiting run
+    /// (higher priority first) and decides every preemption.
+    pub fn run_marker(&self, name: &str) {
+        self.write_job(&format!("{name}.yaml"), &job(name, "true", ""));
+        self.wait_phase(&format!("{name}-1"), "succeeded", secs(20));
     }
 
     /// The run's cgroup directory in `tree` (e.g. "memory", "unified").
@@ -282,20 +328,6 @@ impl TestAgent {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect()
-    }
-}
-
-fn wait_child(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the agent did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -355,11 +387,4 @@ pub const OOM_HOG: &str = "x=abcdefgh; i=0; while [ $i -lt 23 ]; do x=\"$x$x\"; 
 pub fn job(name: &str, script: &str, extra: &str) -> String {
     let script = script.replace('\'', "''");
     format!("name: {name}\ncommand: [/bin/sh, -c, '{script}']\n{extra}")
-}
-
-/// Ten seconds, scaled up on a busy machine by `CORRAL_TEST_SLOWNESS`.
-pub fn secs(n: u64) -> Duration {
-    let factor =
-        std::env::var("CORRAL_TEST_SLOWNESS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    Duration::from_secs(n * factor)
 }

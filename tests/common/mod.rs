@@ -20,14 +20,9 @@ pub const APPLETS: &[&str] = &[
 pub const JOB_UID: u32 = 1000;
 pub const JOB_GID: u32 = 1000;
 
-/// Polls `done` every 10 ms; fails the test after 20 s, naming `what`.
-pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
+pub mod wait;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use wait::{secs, wait_until};
 
 /// The line of a `/proc/PID/cgroup` listing for the hierarchy carrying
 /// `controller` (`4:cpu,cpuacct:/path`); fails the test when there is none.

@@ -6,10 +6,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+use super::util::wait::wait_until_or;
 use super::util::{read, CGROUP_ROOT, CORRAL};
 use super::Context;
 
@@ -134,16 +135,8 @@ impl Agent {
             .unwrap_or(0)
     }
 
-    fn wait_for(&self, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !done() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}\n--- agent log ---\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
+    fn wait_for(&self, what: &str, timeout: Duration, done: impl FnMut() -> bool) {
+        wait_until_or(what, timeout, done, || format!("\n--- agent log ---\n{}", self.log_text()));
     }
 
     fn wait_phase(&self, run: &str, phase: &str, timeout: Duration) {

@@ -130,13 +130,9 @@ pub fn wait_line(stdout: ChildStdout, needle: &str, timeout: Duration) -> String
         .unwrap_or_else(|_| panic!("no line with {needle:?} within {timeout:?}"))
 }
 
-pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+#[path = "../../common/wait.rs"]
+pub mod wait;
+pub use wait::wait_until;
 
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
