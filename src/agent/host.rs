@@ -36,7 +36,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tracing::{debug, warn, Instrument as _};
 
-use crate::cgroup::{CgroupEvent, CgroupName, Controller, JobCgroup, Notifier};
+use crate::cgroup::{CgroupEvent, CgroupName, JobCgroup, Notifier};
 use crate::container::rundir::RunDir;
 use crate::container::shim::pidfd_open;
 use crate::container::{self, ContainerError, JobExit, ProcessIdentity};
@@ -80,15 +80,11 @@ impl HostRuntime {
         let name = CgroupName::new(run.as_str()).map_err(|e| RuntimeError::new("name", run, e))?;
         Ok(self.host.cgroups().job(&name))
     }
-
-    fn exists(cgroup: &JobCgroup) -> bool {
-        cgroup.dirs().any(Path::exists)
-    }
 }
 
 /// The job's accounting as the store keeps it.
 fn final_stats(cgroup: &JobCgroup) -> Option<FinalStats> {
-    if !HostRuntime::exists(cgroup) {
+    if !cgroup.exists() {
         return None;
     }
     let stats = cgroup.stats().ok()?;
@@ -97,12 +93,6 @@ fn final_stats(cgroup: &JobCgroup) -> Option<FinalStats> {
         oom_kills: stats.memory.oom_kills.unwrap_or(0),
         cpu_seconds: stats.cpu.usage_ns.map_or(0.0, |ns| ns as f64 / 1e9),
     })
-}
-
-fn paused_at_limit(cgroup: &JobCgroup) -> bool {
-    let Some(dir) = cgroup.v1_dir(Controller::Memory) else { return false };
-    std::fs::read_to_string(dir.join(crate::cgroup::v1::memory::OOM_CONTROL))
-        .is_ok_and(|text| crate::cgroup::v1::memory::parse_oom_control(&text).under_oom)
 }
 
 fn exit_status(exit: JobExit) -> ExitStatus {
@@ -192,7 +182,7 @@ impl Runtime for HostRuntime {
                         // The agent removes a run's cgroup only after its
                         // end is reported: gone before means someone else
                         // removed it, after killing what ran in it.
-                        Ok((exit, at)) if !HostRuntime::exists(&ending) => {
+                        Ok((exit, at)) if !ending.exists() => {
                             Observed::CgroupRemoved { status: exit_status(exit), at }
                         }
                         Ok((exit, at)) => {
@@ -247,7 +237,9 @@ impl Runtime for HostRuntime {
             tokio::select! {
                 result = &mut freeze => return result.map_err(|e| RuntimeError::new("freeze", run, e)),
                 () = tokio::time::sleep(PAUSE_CHECK) => {
-                    if paused_at_limit(&cgroup) {
+                    // Unreadable means not known to be paused: keep waiting
+                    // for the freeze, which reports its own failure.
+                    if cgroup.paused_at_limit().unwrap_or(false) {
                         return Ok(());
                     }
                 }
@@ -267,7 +259,7 @@ impl Runtime for HostRuntime {
 
     async fn kill_all(&self, run: &RunId) -> Result<(), RuntimeError> {
         let cgroup = self.cgroup(run)?;
-        if !Self::exists(&cgroup) {
+        if !cgroup.exists() {
             return Ok(());
         }
         cgroup.kill(KILL_TIMEOUT).await.map_err(|e| RuntimeError::new("kill", run, e))
@@ -275,7 +267,7 @@ impl Runtime for HostRuntime {
 
     fn update(&self, run: &RunId, settings: &LiveSettings) -> Result<(), RuntimeError> {
         let cgroup = self.cgroup(run)?;
-        if !Self::exists(&cgroup) {
+        if !cgroup.exists() {
             return Ok(());
         }
         let mut resources = launch::resources(
@@ -290,7 +282,7 @@ impl Runtime for HostRuntime {
 
     async fn remove(&self, run: &RunId) -> Result<(), RuntimeError> {
         let cgroup = self.cgroup(run)?;
-        if !Self::exists(&cgroup) {
+        if !cgroup.exists() {
             return Ok(());
         }
         let job = parse_run_id(run)
@@ -386,16 +378,8 @@ impl Runtime for HostRuntime {
         Ok(names
             .into_iter()
             .map(|name| {
-                let cgroup = self.host.cgroups().job(&name);
-                let cpus = cgroup
-                    .v1_dir(Controller::Cpuset)
-                    .map(|d| d.join(crate::cgroup::v1::cpuset::CPUS))
-                    .or_else(|| {
-                        cgroup.unified_dir().map(|d| d.join(crate::cgroup::v2::cpuset::CPUS))
-                    })
-                    .and_then(|file| std::fs::read_to_string(file).ok())
-                    .and_then(|text| CpuSet::parse(text.trim()).ok())
-                    .filter(|set| !set.is_empty());
+                // Recovery falls back on the placement on record.
+                let cpus = self.host.cgroups().job(&name).cpus().ok().flatten();
                 (RunId::new(name.as_str()), cpus)
             })
             .collect())
