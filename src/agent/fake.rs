@@ -13,8 +13,10 @@ use crate::store::LaunchInfo;
 use crate::topology::{Bytes, CpuSet};
 
 use super::runtime::{
-    FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Probe, Runtime, RuntimeError, Sink,
+    FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Operation, Probe, Runtime,
+    RuntimeError, Sink,
 };
+use crate::cgroup::CgroupError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
@@ -41,6 +43,8 @@ struct State {
     envs: HashMap<RunId, std::collections::BTreeMap<String, String>>,
     /// The dynamic uid each run's latest launch was given.
     uids: HashMap<RunId, Option<u32>>,
+    /// What every freeze fails with, when set.
+    freeze_error: Option<fn() -> CgroupError>,
 }
 
 #[derive(Default)]
@@ -82,6 +86,11 @@ impl FakeRuntime {
     /// Whether SIGTERM ends a run (it does unless told otherwise).
     pub fn set_term_kills(&self, kills: bool) {
         self.state.lock().unwrap().term_kills = kills;
+    }
+
+    /// Makes every freeze from now on fail with what `error` makes.
+    pub fn fail_freezes(&self, error: fn() -> CgroupError) {
+        self.state.lock().unwrap().freeze_error = Some(error);
     }
 
     pub fn clear(&self) {
@@ -166,7 +175,10 @@ impl Runtime for FakeRuntime {
 
     async fn freeze(&self, run: &RunId) -> Result<(), RuntimeError> {
         self.record(Call::Freeze(run.clone()));
-        Ok(())
+        match self.state.lock().unwrap().freeze_error {
+            Some(error) => Err(RuntimeError::new(Operation::Freeze, run, error())),
+            None => Ok(()),
+        }
     }
 
     async fn thaw(&self, run: &RunId) -> Result<(), RuntimeError> {

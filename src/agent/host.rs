@@ -48,7 +48,8 @@ use crate::store::{parse_run_id, LaunchInfo};
 use crate::topology::{Bytes, CpuSet};
 
 use super::runtime::{
-    FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Probe, Runtime, RuntimeError, Sink,
+    Cause, FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Operation, Probe, Runtime,
+    RuntimeError, Sink,
 };
 
 /// How long the kernel gets to confirm a freeze or thaw.
@@ -77,7 +78,8 @@ impl HostRuntime {
     }
 
     fn cgroup(&self, run: &RunId) -> Result<JobCgroup, RuntimeError> {
-        let name = CgroupName::new(run.as_str()).map_err(|e| RuntimeError::new("name", run, e))?;
+        let name = CgroupName::new(run.as_str())
+            .map_err(|e| RuntimeError::new(Operation::Name, run, e))?;
         Ok(self.host.cgroups().job(&name))
     }
 }
@@ -109,12 +111,12 @@ fn read_identity(path: &Path) -> Option<ProcessIdentity> {
 impl Runtime for HostRuntime {
     async fn launch(&self, plan: LaunchPlan) -> Result<LaunchInfo, RuntimeError> {
         let run = plan.run.clone();
-        let err = |e: &dyn std::fmt::Display| RuntimeError::new("launch", &run, e);
+        let err = |e: Cause| RuntimeError::new(Operation::Launch, &run, e);
         // The cpuset given is the shared pool for a shared-pool run.
         let mut run_plan = self
             .host
             .plan(&plan.spec, &plan.run, &plan.assignment, &plan.cpus, plan.dynamic_uid)
-            .map_err(|e| err(&e))?;
+            .map_err(|e| err(e.into()))?;
         // OOM handling may have raised the hard limit above the spec's.
         run_plan.resources.memory.hard_bytes = plan.memory_limit.map(Bytes::get);
         let mut container = run_plan.container.clone();
@@ -125,7 +127,7 @@ impl Runtime for HostRuntime {
             // An administrator may have killed everything under the parent
             // and removed it: the runs that were there have ended on record,
             // and new ones need the parent back.
-            let made = host.cgroups().restore_parent().map_err(|e| e.to_string())?;
+            let made = host.cgroups().restore_parent().map_err(Cause::from)?;
             if !made.is_empty() {
                 let dirs: Vec<_> = made.iter().map(|d| d.display().to_string()).collect();
                 warn!(
@@ -136,11 +138,11 @@ impl Runtime for HostRuntime {
             }
             launch::prepare(&host, &run_plan)
                 .and_then(|prepared| prepared.launch(&container))
-                .map_err(|e| e.to_string())
+                .map_err(Cause::from)
         })
         .await
-        .map_err(|e| err(&e))?
-        .map_err(|e| err(&e))?;
+        .map_err(|e| err(e.into()))?
+        .map_err(err)?;
         let (shim, init) = (started.shim(), started.init());
         // The shim stays this process's child; the watcher reaps it.
         drop(started);
@@ -205,7 +207,7 @@ impl Runtime for HostRuntime {
                 debug!("no memory notifications to watch: {e}");
                 return Ok(());
             }
-            Err(e) => return Err(RuntimeError::new("watch", run, e)),
+            Err(e) => return Err(RuntimeError::new(Operation::Watch, run, e)),
         };
         // In the run's span, as the operation that starts them is.
         tokio::spawn(
@@ -235,7 +237,9 @@ impl Runtime for HostRuntime {
         tokio::pin!(freeze);
         loop {
             tokio::select! {
-                result = &mut freeze => return result.map_err(|e| RuntimeError::new("freeze", run, e)),
+                result = &mut freeze => {
+                    return result.map_err(|e| RuntimeError::new(Operation::Freeze, run, e))
+                }
                 () = tokio::time::sleep(PAUSE_CHECK) => {
                     // Unreadable means not known to be paused: keep waiting
                     // for the freeze, which reports its own failure.
@@ -248,13 +252,17 @@ impl Runtime for HostRuntime {
     }
 
     async fn thaw(&self, run: &RunId) -> Result<(), RuntimeError> {
-        self.cgroup(run)?.thaw(FREEZE_TIMEOUT).await.map_err(|e| RuntimeError::new("thaw", run, e))
+        self.cgroup(run)?
+            .thaw(FREEZE_TIMEOUT)
+            .await
+            .map_err(|e| RuntimeError::new(Operation::Thaw, run, e))
     }
 
     fn signal(&self, run: &RunId, launch: &LaunchInfo, signal: Signal) -> Result<(), RuntimeError> {
         let init =
             ProcessIdentity { pid: launch.init_pid as i32, start_time: launch.pid_start_time };
-        container::signal_process(init, signal).map_err(|e| RuntimeError::new("signal", run, e))
+        container::signal_process(init, signal)
+            .map_err(|e| RuntimeError::new(Operation::Signal, run, e))
     }
 
     async fn kill_all(&self, run: &RunId) -> Result<(), RuntimeError> {
@@ -262,7 +270,7 @@ impl Runtime for HostRuntime {
         if !cgroup.exists() {
             return Ok(());
         }
-        cgroup.kill(KILL_TIMEOUT).await.map_err(|e| RuntimeError::new("kill", run, e))
+        cgroup.kill(KILL_TIMEOUT).await.map_err(|e| RuntimeError::new(Operation::Kill, run, e))
     }
 
     fn update(&self, run: &RunId, settings: &LiveSettings) -> Result<(), RuntimeError> {
@@ -277,7 +285,10 @@ impl Runtime for HostRuntime {
             self.host.cgroups().capabilities(),
         );
         resources.memory.hard_bytes = settings.memory_limit.map(Bytes::get);
-        cgroup.update(&resources).map(drop).map_err(|e| RuntimeError::new("update", run, e))
+        cgroup
+            .update(&resources)
+            .map(drop)
+            .map_err(|e| RuntimeError::new(Operation::Update, run, e))
     }
 
     async fn remove(&self, run: &RunId) -> Result<(), RuntimeError> {
@@ -291,7 +302,7 @@ impl Runtime for HostRuntime {
         launch::collect(&job, run, &cgroup, KILL_TIMEOUT)
             .await
             .map(drop)
-            .map_err(|(_, e)| RuntimeError::new("remove", run, e))
+            .map_err(|(_, e)| RuntimeError::new(Operation::Remove, run, e))
     }
 
     fn probe(&self, run: &RunId, run_dir: &Path) -> Result<Probe, RuntimeError> {
@@ -299,7 +310,7 @@ impl Runtime for HostRuntime {
         if !files.config().exists() {
             return Ok(Probe::NotStarted);
         }
-        let err = |e: ContainerError| RuntimeError::new("probe", run, e);
+        let err = |e: ContainerError| RuntimeError::new(Operation::Probe, run, e);
         // A shim found without init.pid is still setting the job up (its
         // launcher died mid-start); it carries on alone and either starts
         // the job or records why not. Give it time to get there.
@@ -374,7 +385,7 @@ impl Runtime for HostRuntime {
             .host
             .cgroups()
             .jobs()
-            .map_err(|e| RuntimeError::new("list", &RunId::new("*"), e))?;
+            .map_err(|e| RuntimeError::new(Operation::List, &RunId::new("*"), e))?;
         Ok(names
             .into_iter()
             .map(|name| {

@@ -9,9 +9,10 @@ use tokio::sync::mpsc;
 
 use super::clock::Clock;
 use super::fake::{Call, FakeRuntime};
-use super::runtime::{FinalStats, Observation, Observed, Probe};
+use super::runtime::{FinalStats, Observation, Observed, Operation, Probe, RuntimeError};
 use super::supervisor::{run_dir, Settings, Supervisor};
 use super::telemetry::Telemetry;
+use crate::cgroup::CgroupError;
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
 use crate::placement::{Ledger, PlacementConfig, RunId};
 use crate::scheduler::{ExitStatus, FailReason, Phase, RunState, StopReason, Timestamp};
@@ -339,6 +340,59 @@ async fn a_suspendable_low_priority_run_is_frozen_for_a_high_one_and_resumed_aft
     b.fake.exit("low-1", 0);
     b.settle().await;
     assert_eq!(b.phase("low-1"), "succeeded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_victim_whose_freeze_times_out_is_resumed() {
+    let mut b = Bench::new();
+    b.files(&[(
+        "low.yaml",
+        &job("low", "priority: 10\npreemption: suspend\nresources: {cpus: 1}\n"),
+    )])
+    .await;
+    b.fake.fail_freezes(|| CgroupError::FreezerTimeout {
+        path: "/sys/fs/cgroup/unified/corral/low-1".into(),
+        wanted: "frozen",
+        state: "freezing".into(),
+        timeout: Duration::from_secs(10),
+    });
+    b.fake.clear();
+    b.files(&[("high.yaml", &job("high", "priority: 90\nresources: {cpus: 1}\n"))]).await;
+    // Not suspended after all: thawed and resumed, and high did not get
+    // its CPU.
+    let calls = b.fake.calls();
+    assert_eq!(calls[..2], [Call::Freeze(RunId::new("low-1")), Call::Thaw(RunId::new("low-1"))]);
+    assert_eq!(b.events("low-1")[..2], ["preempted", "resumed"]);
+    assert!(!b.fake.launched().contains(&"high-1".to_owned()), "{calls:?}");
+    assert_eq!(b.phase("high-1"), "pending");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_victim_whose_cgroup_is_gone_is_left_to_the_report_of_its_end() {
+    let mut b = Bench::new();
+    b.files(&[(
+        "low.yaml",
+        &job("low", "priority: 10\npreemption: suspend\nresources: {cpus: 1}\n"),
+    )])
+    .await;
+    b.fake.fail_freezes(|| CgroupError::Write {
+        path: "/sys/fs/cgroup/unified/corral/low-1/cgroup.freeze".into(),
+        value: "1".into(),
+        source: std::io::Error::from_raw_os_error(libc::ENOENT),
+    });
+    b.fake.clear();
+    b.files(&[("high.yaml", &job("high", "priority: 90\nresources: {cpus: 1}\n"))]).await;
+    assert_eq!(b.fake.calls()[0], Call::Freeze(RunId::new("low-1")));
+    // Not resumed (there is nothing to resume): its end is on its way.
+    assert!(matches!(b.state("low-1").phase, Phase::Suspended { frozen: false, .. }));
+    assert!(!b.fake.calls().contains(&Call::Thaw(RunId::new("low-1"))), "{:?}", b.fake.calls());
+    b.fake.report(
+        &RunId::new("low-1"),
+        Observed::CgroupRemoved { status: ExitStatus::Signal(9), at: Timestamp::EPOCH },
+    );
+    b.settle().await;
+    assert_eq!(b.phase("low-1"), "failed");
+    assert_eq!(b.fake.launched(), ["high-1"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1128,8 +1182,13 @@ async fn a_run_whose_memory_notifications_fail_is_stopped_and_says_why() {
     b.files(&[("w.yaml", &job("w", "resources: {memory: {hard: 64Mi}}\n"))]).await;
     assert_eq!(b.phase("w-1"), "running");
     b.fake.clear();
-    let error = "failed to watch memory.events: Too many open files".to_owned();
-    b.fake.report(&RunId::new("w-1"), Observed::Failed { op: "watch", error: error.clone() });
+    let cause = CgroupError::Event {
+        path: "/sys/fs/cgroup/unified/corral/w-1/memory.events".into(),
+        source: std::io::Error::from_raw_os_error(libc::EMFILE),
+    };
+    let error = cause.to_string();
+    let failed = RuntimeError::new(Operation::Watch, &RunId::new("w-1"), cause);
+    b.fake.report(&RunId::new("w-1"), Observed::Failed(failed));
     b.settle().await;
     // Stopped (the fake dies on SIGTERM), never left running unhandled.
     assert_eq!(
