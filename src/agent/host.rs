@@ -104,6 +104,13 @@ fn exit_status(exit: JobExit) -> ExitStatus {
     }
 }
 
+/// When the file at `path` was last written.
+fn modified(path: &Path) -> Result<Timestamp, ContainerError> {
+    std::fs::metadata(path).and_then(|m| m.modified()).map(Timestamp::from).map_err(|source| {
+        ContainerError::Io { what: "read the modification time of", path: path.to_owned(), source }
+    })
+}
+
 fn read_identity(path: &Path) -> Option<ProcessIdentity> {
     std::fs::read_to_string(path).ok()?.parse().ok()
 }
@@ -332,12 +339,20 @@ impl Runtime for HostRuntime {
             found = container::probe(run_dir).map_err(err)?;
         }
         let shim = read_identity(&files.shim_pid());
+        // When the job started, as the run directory tells: the shim writes
+        // init.pid once the job runs; the config, written just before the
+        // start, stands in for it where it is missing. Never the time of the
+        // probe, which would make an adopted run look just started.
+        let launched_at = match modified(&files.init_pid()) {
+            Ok(at) => at,
+            Err(_) => modified(&files.config()).map_err(err)?,
+        };
         let launch_info = |init: ProcessIdentity| LaunchInfo {
             shim_pid: shim.map_or(0, |s| s.pid as u32),
             init_pid: init.pid as u32,
             pid_start_time: init.start_time,
             run_dir: run_dir.to_owned(),
-            launched_at: Timestamp::now(),
+            launched_at,
         };
         Ok(match found {
             container::RunState::Finished(status) => Probe::Finished {

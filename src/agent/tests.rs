@@ -653,6 +653,26 @@ async fn a_restarted_agent_adopts_running_runs_and_learns_how_others_ended() {
     assert_eq!(b.fake.launched(), ["d-1"]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_adopted_run_keeps_the_launch_time_on_record() {
+    let mut b = Bench::new();
+    b.files(&[("a.yaml", &job("a", "")), ("b.yaml", &job("b", ""))]).await;
+    let a = b.launch("a-1");
+    // What the probe makes of the run directory is close to the time on
+    // record, not equal; a new process in the same directory is another
+    // launch.
+    let probed = LaunchInfo { launched_at: START.plus(Duration::from_millis(3)), ..a.clone() };
+    b.fake.set_probe(&a.run_dir, Probe::Running { launch: probed });
+    let bl = b.launch("b-1");
+    let other =
+        LaunchInfo { pid_start_time: bl.pid_start_time + 1, launched_at: START, ..bl.clone() };
+    b.fake.set_probe(&bl.run_dir, Probe::Running { launch: other.clone() });
+    let mut b = b.restart_after(Duration::from_secs(600));
+    b.sup.recover().unwrap();
+    assert_eq!(b.launch("a-1"), a);
+    assert_eq!(b.launch("b-1"), other);
+}
+
 /// Records, as an agent that died right after placing it would have, a run
 /// of `job` placed on the shared pool and not started.
 fn forge_placed_run(b: &mut Bench, job: &str, spec: &str) -> (RunId, PathBuf) {
