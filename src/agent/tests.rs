@@ -12,6 +12,7 @@ use super::fake::{Call, FakeRuntime};
 use super::runtime::{FinalStats, Observation, Observed, Operation, Probe, RuntimeError};
 use super::supervisor::{run_dir, Settings, Supervisor};
 use super::telemetry::Telemetry;
+use crate::api::socket::response;
 use crate::cgroup::CgroupError;
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
 use crate::placement::{Ledger, PlacementConfig, RunId};
@@ -792,7 +793,9 @@ async fn every_recorded_entry_is_announced_as_the_history_reads_it() {
     b.sup
         .command(Command { request: Request::Events { since: None, follow: false }, reply })
         .unwrap();
-    let Response::Events { events: mut history, upto } = answer.await.unwrap() else { panic!() };
+    let Ok(Response::Events { events: mut history, upto }) = answer.await.unwrap() else {
+        panic!()
+    };
     assert_eq!(upto, Some(u64::try_from(announced.len()).unwrap()));
     let key = |l: &crate::api::protocol::EventLine| {
         (l.at_ms, l.run.clone(), l.kind.clone(), l.detail.clone())
@@ -810,7 +813,7 @@ async fn ask(b: &mut Bench, request: crate::api::Request) -> crate::api::Respons
     let (reply, answer) = tokio::sync::oneshot::channel();
     b.sup.command(crate::api::Command { request, reply }).unwrap();
     b.settle().await;
-    answer.await.unwrap()
+    response(answer.await.unwrap())
 }
 
 /// A restart of the agent with `runs` living on through it (as they do: the
@@ -1064,7 +1067,7 @@ async fn a_reload_is_applied_as_a_batch_and_answered_with_the_files_as_they_stan
         upsert("kept.yaml", "name: kept\ncommand: 7\n"),
         upsert("new.yaml", &job("new", "")),
     ];
-    let report = reloaded(b.sup.apply_reload(jobs, Ok(read)).unwrap());
+    let report = reloaded(response(b.sup.apply_reload(jobs, Ok(read)).unwrap()));
     b.settle().await;
     assert_eq!(report.jobs_dir, "/jobs");
     assert_eq!(
@@ -1079,7 +1082,7 @@ async fn a_reload_is_applied_as_a_batch_and_answered_with_the_files_as_they_stan
     assert!(b.fake.launched().contains(&"new-1".to_owned()));
 
     // Nothing read anew: nothing changed, and the file still stands as it is.
-    let again = reloaded(b.sup.apply_reload(jobs, Ok(Vec::new())).unwrap());
+    let again = reloaded(response(b.sup.apply_reload(jobs, Ok(Vec::new())).unwrap()));
     assert!(again.added.is_empty() && again.changed.is_empty() && again.removed.is_empty());
     assert_eq!(again.not_applied.len(), 1);
     assert!(!again.all_applied());
@@ -1093,7 +1096,7 @@ async fn a_reload_that_cannot_read_the_directory_changes_nothing_and_says_why() 
         path: "/jobs".into(),
         source: std::io::Error::from_raw_os_error(libc::EIO),
     };
-    let answer = b.sup.apply_reload(Path::new("/jobs"), Err(gone)).unwrap();
+    let answer = response(b.sup.apply_reload(Path::new("/jobs"), Err(gone)).unwrap());
     let crate::api::Response::Error { message } = answer else { panic!("{answer:?}") };
     assert!(message.starts_with("failed to list job directory /jobs: "), "{message}");
     assert!(message.ends_with("; the jobs in force stay as they are"), "{message}");
@@ -1113,7 +1116,7 @@ async fn the_main_loop_hands_reloads_to_the_watcher_task_and_answers_when_applie
 
     let Bench { sup, rx, fake, dir: _dir } = Bench::new();
     let (updates_tx, updates) = mpsc::channel(4);
-    let (reloads, mut asked) = mpsc::channel::<oneshot::Sender<Response>>(4);
+    let (reloads, mut asked) = mpsc::channel::<oneshot::Sender<crate::api::Answer>>(4);
     let watcher = tokio::spawn(async move {
         // One reload, then the task ends, as a watcher that failed would.
         let reply = asked.recv().await.unwrap();
@@ -1137,7 +1140,7 @@ async fn the_main_loop_hands_reloads_to_the_watcher_task_and_answers_when_applie
     let ask = |commands_tx: mpsc::Sender<Command>| async move {
         let (reply, answer) = oneshot::channel();
         commands_tx.send(Command { request: Request::Reload, reply }).await.unwrap();
-        answer.await.unwrap()
+        response(answer.await.unwrap())
     };
     let report = reloaded(ask(commands_tx.clone()).await);
     assert_eq!(report.added, ["a"]);
