@@ -77,9 +77,10 @@ impl HostRuntime {
         &self.host
     }
 
-    fn cgroup(&self, run: &RunId) -> Result<JobCgroup, RuntimeError> {
-        let name = CgroupName::new(run.as_str())
-            .map_err(|e| RuntimeError::new(Operation::Name, run, e))?;
+    /// The run's cgroup; `op` is what it is wanted for, which a failure
+    /// names.
+    fn cgroup(&self, run: &RunId, op: Operation) -> Result<JobCgroup, RuntimeError> {
+        let name = CgroupName::new(run.as_str()).map_err(|e| RuntimeError::new(op, run, e))?;
         Ok(self.host.cgroups().job(&name))
     }
 }
@@ -169,7 +170,7 @@ impl Runtime for HostRuntime {
         epoch: u64,
         sink: Sink,
     ) -> Result<(), RuntimeError> {
-        let cgroup = self.cgroup(run)?;
+        let cgroup = self.cgroup(run, Operation::Watch)?;
         let report = {
             let (run, sink) = (run.clone(), sink.clone());
             move |what| {
@@ -239,7 +240,7 @@ impl Runtime for HostRuntime {
     }
 
     async fn freeze(&self, run: &RunId) -> Result<(), RuntimeError> {
-        let cgroup = self.cgroup(run)?;
+        let cgroup = self.cgroup(run, Operation::Freeze)?;
         let freeze = cgroup.freeze(FREEZE_TIMEOUT);
         tokio::pin!(freeze);
         loop {
@@ -259,7 +260,7 @@ impl Runtime for HostRuntime {
     }
 
     async fn thaw(&self, run: &RunId) -> Result<(), RuntimeError> {
-        self.cgroup(run)?
+        self.cgroup(run, Operation::Thaw)?
             .thaw(FREEZE_TIMEOUT)
             .await
             .map_err(|e| RuntimeError::new(Operation::Thaw, run, e))
@@ -273,7 +274,7 @@ impl Runtime for HostRuntime {
     }
 
     async fn kill_all(&self, run: &RunId) -> Result<(), RuntimeError> {
-        let cgroup = self.cgroup(run)?;
+        let cgroup = self.cgroup(run, Operation::Kill)?;
         if !cgroup.exists() {
             return Ok(());
         }
@@ -281,7 +282,7 @@ impl Runtime for HostRuntime {
     }
 
     fn update(&self, run: &RunId, settings: &LiveSettings) -> Result<(), RuntimeError> {
-        let cgroup = self.cgroup(run)?;
+        let cgroup = self.cgroup(run, Operation::Update)?;
         if !cgroup.exists() {
             return Ok(());
         }
@@ -299,7 +300,7 @@ impl Runtime for HostRuntime {
     }
 
     async fn remove(&self, run: &RunId) -> Result<(), RuntimeError> {
-        let cgroup = self.cgroup(run)?;
+        let cgroup = self.cgroup(run, Operation::Remove)?;
         if !cgroup.exists() {
             return Ok(());
         }
@@ -380,11 +381,11 @@ impl Runtime for HostRuntime {
     }
 
     fn stats(&self, run: &RunId) -> Option<FinalStats> {
-        final_stats(&self.cgroup(run).ok()?)
+        final_stats(&self.cgroup(run, Operation::Stats).ok()?)
     }
 
     fn stats_handle(&self, run: &RunId) -> Option<StatsHandle> {
-        let cgroup = self.cgroup(run).ok()?;
+        let cgroup = self.cgroup(run, Operation::Stats).ok()?;
         match cgroup.stats_reader() {
             Ok(reader) => Some(StatsHandle::new(reader)),
             Err(e) => {

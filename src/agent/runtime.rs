@@ -127,8 +127,6 @@ pub enum Probe {
 /// What the agent asked of the runtime for one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
-    /// Turning the run id into a cgroup name.
-    Name,
     Launch,
     Watch,
     Freeze,
@@ -138,6 +136,8 @@ pub enum Operation {
     Update,
     Remove,
     Probe,
+    /// Reading its accounting.
+    Stats,
     /// Listing the runs that have a cgroup.
     List,
 }
@@ -145,7 +145,6 @@ pub enum Operation {
 impl std::fmt::Display for Operation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Operation::Name => "name",
             Operation::Launch => "launch",
             Operation::Watch => "watch",
             Operation::Freeze => "freeze",
@@ -155,6 +154,7 @@ impl std::fmt::Display for Operation {
             Operation::Update => "update",
             Operation::Remove => "remove",
             Operation::Probe => "probe",
+            Operation::Stats => "stats",
             Operation::List => "list",
         })
     }
@@ -264,4 +264,47 @@ pub trait Runtime: Send + Sync + 'static {
     /// Runs that have a cgroup under the agent's parent, with their current
     /// cpuset where it can be read.
     fn live_runs(&self) -> Result<Vec<(RunId, Option<CpuSet>)>, RuntimeError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn failed(cause: impl Into<Cause>) -> RuntimeError {
+        RuntimeError::new(Operation::Freeze, &RunId::new("a-1"), cause)
+    }
+
+    #[test]
+    fn a_failure_says_whether_the_cgroup_is_gone_or_the_kernel_was_too_slow() {
+        let gone = failed(CgroupError::Write {
+            path: "/sys/fs/cgroup/unified/corral/a-1/cgroup.freeze".into(),
+            value: "1".into(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        });
+        assert!(gone.is_cgroup_gone() && !gone.timed_out());
+        let busy = failed(CgroupError::Write {
+            path: "/sys/fs/cgroup/unified/corral/a-1/cgroup.freeze".into(),
+            value: "1".into(),
+            source: io::Error::from_raw_os_error(libc::EBUSY),
+        });
+        assert!(!busy.is_cgroup_gone() && !busy.timed_out());
+        let slow = failed(CgroupError::FreezerTimeout {
+            path: "/sys/fs/cgroup/unified/corral/a-1".into(),
+            wanted: "frozen",
+            state: "freezing".into(),
+            timeout: Duration::from_secs(10),
+        });
+        assert!(slow.timed_out() && !slow.is_cgroup_gone());
+        // A run whose init is gone is not a cgroup that is gone.
+        let lost = failed(ContainerError::Lost { run_dir: "/runs/a-1".into() });
+        assert!(!lost.is_cgroup_gone());
+        assert_eq!(
+            slow.to_string(),
+            "freeze a-1: cgroup /sys/fs/cgroup/unified/corral/a-1 did not reach frozen within \
+             10s; it is stuck in freezing"
+        );
+    }
 }
