@@ -45,6 +45,8 @@ struct State {
     uids: HashMap<RunId, Option<u32>>,
     /// What every freeze fails with, when set.
     freeze_error: Option<fn() -> CgroupError>,
+    /// What every watch fails with, when set.
+    watch_error: Option<fn() -> CgroupError>,
 }
 
 #[derive(Default)]
@@ -91,6 +93,11 @@ impl FakeRuntime {
     /// Makes every freeze from now on fail with what `error` makes.
     pub fn fail_freezes(&self, error: fn() -> CgroupError) {
         self.state.lock().unwrap().freeze_error = Some(error);
+    }
+
+    /// Makes every watch from now on fail with what `error` makes.
+    pub fn fail_watches(&self, error: fn() -> CgroupError) {
+        self.state.lock().unwrap().watch_error = Some(error);
     }
 
     pub fn clear(&self) {
@@ -169,8 +176,13 @@ impl Runtime for FakeRuntime {
         epoch: u64,
         sink: Sink,
     ) -> Result<(), RuntimeError> {
-        self.state.lock().unwrap().watched.insert(run.clone(), (epoch, sink));
-        Ok(())
+        let mut state = self.state.lock().unwrap();
+        // The end is watched even when memory notifications fail.
+        state.watched.insert(run.clone(), (epoch, sink));
+        match state.watch_error {
+            Some(error) => Err(RuntimeError::new(Operation::Watch, run, error())),
+            None => Ok(()),
+        }
     }
 
     async fn freeze(&self, run: &RunId) -> Result<(), RuntimeError> {

@@ -1200,6 +1200,24 @@ async fn recovery_counts_the_ends_it_finds_and_times_no_launch() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_run_whose_memory_notifications_fail_at_launch_is_stopped_too() {
+    let mut b = Bench::new();
+    b.fake.fail_watches(|| CgroupError::Event {
+        path: "/sys/fs/cgroup/unified/corral/w-1/memory.events".into(),
+        source: std::io::Error::from_raw_os_error(libc::EMFILE),
+    });
+    b.files(&[("w.yaml", &job("w", "resources: {memory: {hard: 64Mi}}\n"))]).await;
+    assert!(b
+        .fake
+        .calls()
+        .contains(&Call::Signal(RunId::new("w-1"), nix::sys::signal::Signal::SIGTERM)));
+    let Phase::Killed { reason: StopReason::Unwatched { detail } } = b.state("w-1").phase else {
+        panic!("{:?}", b.state("w-1").phase)
+    };
+    assert!(detail.contains("memory.events"), "{detail}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_run_whose_memory_notifications_fail_is_stopped_and_says_why() {
     let mut b = Bench::new();
     b.files(&[("w.yaml", &job("w", "resources: {memory: {hard: 64Mi}}\n"))]).await;
