@@ -450,7 +450,8 @@ pub async fn drive<R: Runtime, S: RunStore>(
             command = commands.recv(), if controlled => match command {
                 Some(command) if fault.is_some() && command.request.changes_something() => {
                     let reason = fault.as_ref().map_or("", |f| &f.reason).to_owned();
-                    let _ = command.reply.send(Err(ControlError::Holding { holding: HOLDING, reason }));
+                    let refused = ControlError::Holding { holding: HOLDING, reason };
+                    let _ = command.reply.send(Err(refused));
                     Ok(())
                 }
                 Some(crate::api::Command { request: Request::Reload, reply }) if watching => {
