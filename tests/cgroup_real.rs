@@ -208,6 +208,7 @@ fn resources_are_applied_read_back_updated_and_removed() {
     assert_eq!(v1("cpu", "cpu.cfs_period_us"), "100000");
     assert_eq!(v1("cpu", "cpu.cfs_quota_us"), "150000");
     assert_eq!(v1("cpuset", "cpuset.cpus"), "1");
+    assert_eq!(job.cpus().unwrap(), Some(CpuSet::parse("1").unwrap()));
     assert_eq!(v1("cpuset", "cpuset.mems"), "0");
     assert_eq!(v1("memory", "memory.limit_in_bytes"), "67108864");
     assert_eq!(v1("memory", "memory.memsw.limit_in_bytes"), "67108864");
@@ -413,6 +414,7 @@ async fn pause_at_limit_then_grow(use_unified: bool) {
 
     let stats = job.stats().unwrap();
     assert_eq!(stats.memory.under_oom, Some(true));
+    assert!(job.paused_at_limit().unwrap());
     assert!(stats.memory.usage_bytes.unwrap() >= 31 * MI);
     // Present, though this kernel (6.18) no longer counts v1 failcnt.
     assert!(stats.memory.limit_hits.is_some());
@@ -424,6 +426,7 @@ async fn pause_at_limit_then_grow(use_unified: bool) {
     job.update(&Resources { memory: grown, ..res }).unwrap();
     let status = wait_exit(&mut child, 30 * SECOND).await;
     assert!(status.success(), "{status:?}");
+    assert!(!job.paused_at_limit().unwrap());
     let mut out = String::new();
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     assert_eq!(out.trim(), "67108864");

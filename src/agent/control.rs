@@ -20,10 +20,10 @@ use std::path::Path;
 use tracing::error;
 
 use crate::api::protocol::{
-    EventLine, ExitView, FileNotApplied, ReloadReport, Request, Response, RunRow, RunView,
-    TransitionLine,
+    Accepted, ControlError, EventLine, ExitView, FileNotApplied, ReloadReport, Request, Response,
+    RunRow, RunView, TransitionLine,
 };
-use crate::api::Command;
+use crate::api::{Answer, Command};
 use crate::placement::{CpuGrant, RunId};
 use crate::scheduler::{Event, ExitStatus, Phase, RunEvent, StopReason, Timestamp};
 use crate::spec::{JobName, JobSetDiff};
@@ -37,10 +37,6 @@ use super::supervisor::Supervisor;
 /// The cause recorded for runs frozen by hand.
 pub const OPERATOR: &str = "operator";
 
-/// The answer to a reload once the watcher task is gone.
-pub const NOT_WATCHED: &str =
-    "the jobs directory is no longer watched (see the agent's log); restart the agent";
-
 /// Runs of a job `show` lists, newest first.
 const SHOW_RUNS: usize = 5;
 /// Runs per job whose history `events` looks through.
@@ -50,17 +46,20 @@ const EVENT_LINES: usize = 500;
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// Answers one request. Only a store failure is an error of the agent;
-    /// everything else is an answer.
+    /// everything else, a refusal too, is an answer.
     pub fn command(&mut self, command: Command) -> Result<(), AgentError> {
-        let response = self.answer(command.request)?;
+        let answer = self.answer(command.request)?;
         // The client may have gone; the change stands either way.
-        let _ = command.reply.send(response);
+        let _ = command.reply.send(answer);
         Ok(())
     }
 
-    fn answer(&mut self, request: Request) -> Result<Response, AgentError> {
+    fn answer(&mut self, request: Request) -> Result<Answer, AgentError> {
+        let done = |accepted: Result<Accepted, ControlError>| {
+            accepted.map(|accepted| Response::Done { message: accepted.to_string() })
+        };
         Ok(match request {
-            Request::Ps => Response::Ps { runs: self.ps()? },
+            Request::Ps => Ok(Response::Ps { runs: self.ps()? }),
             Request::Show { target } => self.show(&target)?,
             Request::Freeze { run } => done(self.freeze(&RunId::new(&run))?),
             Request::Thaw { run } => done(self.thaw(&RunId::new(&run))?),
@@ -68,17 +67,17 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             Request::Requeue { run } => done(self.requeue(&RunId::new(&run))?),
             Request::Trigger { job } => match JobName::parse(&job) {
                 Ok(name) => done(self.cron_trigger(&name)?),
-                Err(e) => Response::Error { message: format!("{job:?}: {e}") },
+                Err(e) => Err(ControlError::InvalidJobName { job, reason: e.to_string() }),
             },
             // A follower's socket task asks for the history alone and
             // follows the feed itself.
             Request::Events { since, follow: _ } => {
-                Response::Events { events: self.events(since)?, upto: Some(self.feed.last()) }
+                Ok(Response::Events { events: self.events(since)?, upto: Some(self.feed.last()) })
             }
             // The main loop hands reloads to the watcher task, whose reads
             // come back through `apply_reload`; one arrives here only once
             // that task is gone.
-            Request::Reload => Response::Error { message: NOT_WATCHED.into() },
+            Request::Reload => Err(ControlError::NotWatched),
         })
     }
 
@@ -89,17 +88,17 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         &mut self,
         jobs_dir: &Path,
         read: Result<Vec<FileChange>, WatchError>,
-    ) -> Result<Response, AgentError> {
+    ) -> Result<Answer, AgentError> {
         let changes = match read {
             Ok(changes) => changes,
             Err(e) => {
-                let message = format!("{}; the jobs in force stay as they are", with_causes(&e));
-                error!("job directory: {message}");
-                return Ok(Response::Error { message });
+                let refused = ControlError::ReloadFailed { cause: with_causes(&e) };
+                error!("job directory: {refused}");
+                return Ok(Err(refused));
             }
         };
         let diff = self.apply_files(changes)?;
-        Ok(Response::Reloaded(self.reload_report(jobs_dir, &diff)))
+        Ok(Ok(Response::Reloaded(self.reload_report(jobs_dir, &diff))))
     }
 
     /// `diff` is what the reload changed; the files are as they stand now.
@@ -164,13 +163,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
     }
 
-    fn show(&self, target: &str) -> Result<Response, AgentError> {
+    fn show(&self, target: &str) -> Result<Answer, AgentError> {
         let now = self.clock.now();
         if let Some(detail) = self.store.run(&RunId::new(target))? {
-            return Ok(Response::Show { runs: vec![self.view(&detail, now)] });
+            return Ok(Ok(Response::Show { runs: vec![self.view(&detail, now)] }));
         }
+        let not_found = || Ok(Err(ControlError::NoRunOrJob { target: target.to_owned() }));
         let Ok(job) = JobName::parse(target) else {
-            return Ok(Response::Error { message: format!("no run or job named {target:?}") });
+            return not_found();
         };
         let mut runs = Vec::new();
         for record in self.store.runs_for_job(&job, SHOW_RUNS)? {
@@ -179,9 +179,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
         }
         if runs.is_empty() {
-            return Ok(Response::Error { message: format!("no run or job named {target:?}") });
+            return not_found();
         }
-        Ok(Response::Show { runs })
+        Ok(Ok(Response::Show { runs }))
     }
 
     fn view(&self, detail: &RunDetail, now: Timestamp) -> RunView {
@@ -249,70 +249,73 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// Freezes `id` until it is thawed by hand.
-    fn freeze(&mut self, id: &RunId) -> Result<Result<String, String>, AgentError> {
+    fn freeze(&mut self, id: &RunId) -> Result<Result<Accepted, ControlError>, AgentError> {
         let Some(run) = self.runs.get(id) else { return Ok(Err(not_live(id))) };
         if !matches!(run.state.phase, Phase::Running { .. }) {
-            return Ok(Err(format!(
-                "{id} is {}; only a running run can be frozen",
-                run.state.phase.name()
-            )));
+            return Ok(Err(ControlError::WrongPhase {
+                run: id.clone(),
+                phase: run.state.phase.name(),
+                allowed: "running",
+                action: "frozen",
+            }));
         }
         if !self.handle(id, Event::SuspendRequested { by: RunId::new(OPERATOR) })? {
-            return Ok(Err(format!("{id} cannot be frozen now")));
+            return Ok(Err(ControlError::NotNow { run: id.clone(), action: "frozen" }));
         }
         self.held.insert(id.clone());
-        Ok(Ok(format!("{id} is being frozen by operator; `corral thaw {id}` lets it run again")))
+        Ok(Ok(Accepted::Freezing { run: id.clone() }))
     }
 
     /// Lets a run frozen by hand run again, as soon as its CPUs are free.
-    fn thaw(&mut self, id: &RunId) -> Result<Result<String, String>, AgentError> {
+    fn thaw(&mut self, id: &RunId) -> Result<Result<Accepted, ControlError>, AgentError> {
         if !self.held.contains(id) {
-            return Ok(Err(format!("{id} was not frozen by an operator")));
+            return Ok(Err(ControlError::NotHeld { run: id.clone() }));
         }
         // On record before it takes effect: an agent restarting before the
         // run resumes must not take it for held again.
         self.record_event(id, &RunEvent::Released, "thawed by operator", self.clock.now())?;
         self.held.remove(id);
         self.schedule()?;
+        let run = id.clone();
         Ok(Ok(match self.runs.get(id).map(|r| &r.state.phase) {
-            Some(Phase::Suspended { .. }) => {
-                format!("{id} resumes as soon as CPUs and memory for it are free")
-            }
-            Some(phase) => format!("{id} is {}", phase.name()),
-            None => format!("{id} is over"),
+            Some(Phase::Suspended { .. }) => Accepted::ResumesWhenFree { run },
+            Some(phase) => Accepted::ThawedIn { run, phase: phase.name() },
+            None => Accepted::ThawedOver { run },
         }))
     }
 
     /// Stops `id` gracefully (SIGTERM, its grace period, SIGKILL) and queues
     /// it again with the same attempt, as a requeue preemption does.
-    fn requeue(&mut self, id: &RunId) -> Result<Result<String, String>, AgentError> {
+    fn requeue(&mut self, id: &RunId) -> Result<Result<Accepted, ControlError>, AgentError> {
         let Some(run) = self.runs.get(id) else { return Ok(Err(not_live(id))) };
         if !matches!(run.state.phase, Phase::Running { .. } | Phase::Suspended { .. }) {
-            return Ok(Err(format!(
-                "{id} is {}; only a running or suspended run can be requeued",
-                run.state.phase.name()
-            )));
+            return Ok(Err(ControlError::WrongPhase {
+                run: id.clone(),
+                phase: run.state.phase.name(),
+                allowed: "running or suspended",
+                action: "requeued",
+            }));
         }
         if !self.handle(id, Event::RequeueRequested { by: RunId::new(OPERATOR) })? {
-            return Ok(Err(format!("{id} cannot be requeued now")));
+            return Ok(Err(ControlError::NotNow { run: id.clone(), action: "requeued" }));
         }
         // Queued again, it is placed like any other run: nothing holds it.
         self.held.remove(id);
-        Ok(Ok(format!("{id} is being stopped and will be queued again")))
+        Ok(Ok(Accepted::Requeuing { run: id.clone() }))
     }
 
     /// Stops `id` for good: SIGTERM, its grace period, SIGKILL.
-    fn kill(&mut self, id: &RunId) -> Result<Result<String, String>, AgentError> {
+    fn kill(&mut self, id: &RunId) -> Result<Result<Accepted, ControlError>, AgentError> {
         if !self.runs.contains_key(id) {
             return Ok(Err(not_live(id)));
         }
         let event = Event::StopRequested { reason: StopReason::Requested { by: OPERATOR.into() } };
         if !self.handle(id, event)? {
-            return Ok(Err(format!("{id} cannot be stopped now")));
+            return Ok(Err(ControlError::NotNow { run: id.clone(), action: "stopped" }));
         }
         // A run frozen by hand is stopping now; nothing holds it any more.
         self.held.remove(id);
-        Ok(Ok(format!("{id} is being stopped")))
+        Ok(Ok(Accepted::Stopping { run: id.clone() }))
     }
 }
 
@@ -322,13 +325,6 @@ pub(super) fn is_held(detail: &RunDetail) -> bool {
     let Phase::Suspended { by, .. } = &state.phase else { return false };
     by.as_str() == OPERATOR
         && !detail.events.iter().any(|e| e.event == RunEvent::Released && e.at >= state.since)
-}
-
-fn done(outcome: Result<String, String>) -> Response {
-    match outcome {
-        Ok(message) => Response::Done { message },
-        Err(message) => Response::Error { message },
-    }
 }
 
 fn names(jobs: &[JobName]) -> Vec<String> {
@@ -348,8 +344,8 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn not_live(id: &RunId) -> String {
-    format!("no run {id} under way")
+fn not_live(id: &RunId) -> ControlError {
+    ControlError::NotLive { run: id.clone() }
 }
 
 /// A run's transitions and events as event lines.

@@ -35,6 +35,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use tracing::{info, warn};
 
+use crate::api::{Accepted, ControlError};
 use crate::metrics::events::CronFired;
 use crate::metrics::Event as _;
 use crate::placement::RunId;
@@ -395,18 +396,18 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     pub(super) fn cron_trigger(
         &mut self,
         name: &JobName,
-    ) -> Result<Result<String, String>, AgentError> {
+    ) -> Result<Result<Accepted, ControlError>, AgentError> {
         let Some(entry) = self.cron.jobs.get(name) else {
-            return Ok(Err(format!("{name} is not a recurring job the agent runs")));
+            return Ok(Err(ControlError::NotScheduled { job: name.clone() }));
         };
         if self.cron.stopped {
-            return Ok(Err("the agent is shutting down".into()));
+            return Ok(Err(ControlError::ShuttingDown));
         }
         let Some(spec) = entry.spec.clone() else {
-            return Ok(Err(format!("the job file of {name} has not been read yet")));
+            return Ok(Err(ControlError::JobNotRead { job: name.clone() }));
         };
         let Some(recurrence) = &spec.recurrence else {
-            return Ok(Err(format!("{name} is not a recurring job")));
+            return Ok(Err(ControlError::NotRecurring { job: name.clone() }));
         };
         let mut state = entry.state.clone();
         let now = instant(self.clock.calendar());
@@ -419,13 +420,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         let outcome = match decisions.records.first().map(|r| &r.outcome) {
             Some(FiringOutcome::Started { run } | FiringOutcome::Late { run, .. }) => {
-                Ok(format!("started {run}"))
+                Ok(Accepted::Started { run: run.clone() })
             }
-            Some(FiringOutcome::Skipped { reason }) => Err(format!("not started: {reason}")),
-            _ if state.queued == Some(now) => {
-                Ok("queued behind the runs under way (concurrency: queue or replace)".into())
+            Some(FiringOutcome::Skipped { reason }) => {
+                Err(ControlError::Skipped { reason: reason.to_string() })
             }
-            _ => Err("not started".into()),
+            _ if state.queued == Some(now) => Ok(Accepted::QueuedBehind),
+            _ => Err(ControlError::NotStarted),
         };
         self.cron_commit(name, Some(&spec), state, decisions)?;
         Ok(outcome)

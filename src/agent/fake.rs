@@ -13,8 +13,10 @@ use crate::store::LaunchInfo;
 use crate::topology::{Bytes, CpuSet};
 
 use super::runtime::{
-    FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Probe, Runtime, RuntimeError, Sink,
+    FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Operation, Probe, Runtime,
+    RuntimeError, Sink,
 };
+use crate::cgroup::CgroupError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
@@ -41,6 +43,10 @@ struct State {
     envs: HashMap<RunId, std::collections::BTreeMap<String, String>>,
     /// The dynamic uid each run's latest launch was given.
     uids: HashMap<RunId, Option<u32>>,
+    /// What every freeze fails with, when set.
+    freeze_error: Option<fn() -> CgroupError>,
+    /// What every watch fails with, when set.
+    watch_error: Option<fn() -> CgroupError>,
 }
 
 #[derive(Default)]
@@ -82,6 +88,16 @@ impl FakeRuntime {
     /// Whether SIGTERM ends a run (it does unless told otherwise).
     pub fn set_term_kills(&self, kills: bool) {
         self.state.lock().unwrap().term_kills = kills;
+    }
+
+    /// Makes every freeze from now on fail with what `error` makes.
+    pub fn fail_freezes(&self, error: fn() -> CgroupError) {
+        self.state.lock().unwrap().freeze_error = Some(error);
+    }
+
+    /// Makes every watch from now on fail with what `error` makes.
+    pub fn fail_watches(&self, error: fn() -> CgroupError) {
+        self.state.lock().unwrap().watch_error = Some(error);
     }
 
     pub fn clear(&self) {
@@ -160,13 +176,21 @@ impl Runtime for FakeRuntime {
         epoch: u64,
         sink: Sink,
     ) -> Result<(), RuntimeError> {
-        self.state.lock().unwrap().watched.insert(run.clone(), (epoch, sink));
-        Ok(())
+        let mut state = self.state.lock().unwrap();
+        // The end is watched even when memory notifications fail.
+        state.watched.insert(run.clone(), (epoch, sink));
+        match state.watch_error {
+            Some(error) => Err(RuntimeError::new(Operation::Watch, run, error())),
+            None => Ok(()),
+        }
     }
 
     async fn freeze(&self, run: &RunId) -> Result<(), RuntimeError> {
         self.record(Call::Freeze(run.clone()));
-        Ok(())
+        match self.state.lock().unwrap().freeze_error {
+            Some(error) => Err(RuntimeError::new(Operation::Freeze, run, error())),
+            None => Ok(()),
+        }
     }
 
     async fn thaw(&self, run: &RunId) -> Result<(), RuntimeError> {

@@ -36,7 +36,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tracing::{debug, warn, Instrument as _};
 
-use crate::cgroup::{CgroupEvent, CgroupName, Controller, JobCgroup, Notifier};
+use crate::cgroup::{CgroupEvent, CgroupName, JobCgroup, Notifier};
 use crate::container::rundir::RunDir;
 use crate::container::shim::pidfd_open;
 use crate::container::{self, ContainerError, JobExit, ProcessIdentity};
@@ -48,7 +48,8 @@ use crate::store::{parse_run_id, LaunchInfo};
 use crate::topology::{Bytes, CpuSet};
 
 use super::runtime::{
-    FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Probe, Runtime, RuntimeError, Sink,
+    Cause, FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Operation, Probe, Runtime,
+    RuntimeError, Sink,
 };
 
 /// How long the kernel gets to confirm a freeze or thaw.
@@ -76,19 +77,17 @@ impl HostRuntime {
         &self.host
     }
 
-    fn cgroup(&self, run: &RunId) -> Result<JobCgroup, RuntimeError> {
-        let name = CgroupName::new(run.as_str()).map_err(|e| RuntimeError::new("name", run, e))?;
+    /// The run's cgroup; `op` is what it is wanted for, which a failure
+    /// names.
+    fn cgroup(&self, run: &RunId, op: Operation) -> Result<JobCgroup, RuntimeError> {
+        let name = CgroupName::new(run.as_str()).map_err(|e| RuntimeError::new(op, run, e))?;
         Ok(self.host.cgroups().job(&name))
-    }
-
-    fn exists(cgroup: &JobCgroup) -> bool {
-        cgroup.dirs().any(Path::exists)
     }
 }
 
 /// The job's accounting as the store keeps it.
 fn final_stats(cgroup: &JobCgroup) -> Option<FinalStats> {
-    if !HostRuntime::exists(cgroup) {
+    if !cgroup.exists() {
         return None;
     }
     let stats = cgroup.stats().ok()?;
@@ -99,17 +98,18 @@ fn final_stats(cgroup: &JobCgroup) -> Option<FinalStats> {
     })
 }
 
-fn paused_at_limit(cgroup: &JobCgroup) -> bool {
-    let Some(dir) = cgroup.v1_dir(Controller::Memory) else { return false };
-    std::fs::read_to_string(dir.join(crate::cgroup::v1::memory::OOM_CONTROL))
-        .is_ok_and(|text| crate::cgroup::v1::memory::parse_oom_control(&text).under_oom)
-}
-
 fn exit_status(exit: JobExit) -> ExitStatus {
     match exit {
         JobExit::Exited { code } => ExitStatus::Code(code),
         JobExit::Signaled { signal, .. } => ExitStatus::Signal(signal),
     }
+}
+
+/// When the file at `path` was last written.
+fn modified(path: &Path) -> Result<Timestamp, ContainerError> {
+    std::fs::metadata(path).and_then(|m| m.modified()).map(Timestamp::from).map_err(|source| {
+        ContainerError::Io { what: "read the modification time of", path: path.to_owned(), source }
+    })
 }
 
 fn read_identity(path: &Path) -> Option<ProcessIdentity> {
@@ -119,12 +119,12 @@ fn read_identity(path: &Path) -> Option<ProcessIdentity> {
 impl Runtime for HostRuntime {
     async fn launch(&self, plan: LaunchPlan) -> Result<LaunchInfo, RuntimeError> {
         let run = plan.run.clone();
-        let err = |e: &dyn std::fmt::Display| RuntimeError::new("launch", &run, e);
+        let err = |e: Cause| RuntimeError::new(Operation::Launch, &run, e);
         // The cpuset given is the shared pool for a shared-pool run.
         let mut run_plan = self
             .host
             .plan(&plan.spec, &plan.run, &plan.assignment, &plan.cpus, plan.dynamic_uid)
-            .map_err(|e| err(&e))?;
+            .map_err(|e| err(e.into()))?;
         // OOM handling may have raised the hard limit above the spec's.
         run_plan.resources.memory.hard_bytes = plan.memory_limit.map(Bytes::get);
         let mut container = run_plan.container.clone();
@@ -135,7 +135,7 @@ impl Runtime for HostRuntime {
             // An administrator may have killed everything under the parent
             // and removed it: the runs that were there have ended on record,
             // and new ones need the parent back.
-            let made = host.cgroups().restore_parent().map_err(|e| e.to_string())?;
+            let made = host.cgroups().restore_parent().map_err(Cause::from)?;
             if !made.is_empty() {
                 let dirs: Vec<_> = made.iter().map(|d| d.display().to_string()).collect();
                 warn!(
@@ -146,11 +146,11 @@ impl Runtime for HostRuntime {
             }
             launch::prepare(&host, &run_plan)
                 .and_then(|prepared| prepared.launch(&container))
-                .map_err(|e| e.to_string())
+                .map_err(Cause::from)
         })
         .await
-        .map_err(|e| err(&e))?
-        .map_err(|e| err(&e))?;
+        .map_err(|e| err(e.into()))?
+        .map_err(err)?;
         let (shim, init) = (started.shim(), started.init());
         // The shim stays this process's child; the watcher reaps it.
         drop(started);
@@ -170,7 +170,7 @@ impl Runtime for HostRuntime {
         epoch: u64,
         sink: Sink,
     ) -> Result<(), RuntimeError> {
-        let cgroup = self.cgroup(run)?;
+        let cgroup = self.cgroup(run, Operation::Watch)?;
         let report = {
             let (run, sink) = (run.clone(), sink.clone());
             move |what| {
@@ -192,7 +192,7 @@ impl Runtime for HostRuntime {
                         // The agent removes a run's cgroup only after its
                         // end is reported: gone before means someone else
                         // removed it, after killing what ran in it.
-                        Ok((exit, at)) if !HostRuntime::exists(&ending) => {
+                        Ok((exit, at)) if !ending.exists() => {
                             Observed::CgroupRemoved { status: exit_status(exit), at }
                         }
                         Ok((exit, at)) => {
@@ -215,7 +215,7 @@ impl Runtime for HostRuntime {
                 debug!("no memory notifications to watch: {e}");
                 return Ok(());
             }
-            Err(e) => return Err(RuntimeError::new("watch", run, e)),
+            Err(e) => return Err(RuntimeError::new(Operation::Watch, run, e)),
         };
         // In the run's span, as the operation that starts them is.
         tokio::spawn(
@@ -240,14 +240,18 @@ impl Runtime for HostRuntime {
     }
 
     async fn freeze(&self, run: &RunId) -> Result<(), RuntimeError> {
-        let cgroup = self.cgroup(run)?;
+        let cgroup = self.cgroup(run, Operation::Freeze)?;
         let freeze = cgroup.freeze(FREEZE_TIMEOUT);
         tokio::pin!(freeze);
         loop {
             tokio::select! {
-                result = &mut freeze => return result.map_err(|e| RuntimeError::new("freeze", run, e)),
+                result = &mut freeze => {
+                    return result.map_err(|e| RuntimeError::new(Operation::Freeze, run, e))
+                }
                 () = tokio::time::sleep(PAUSE_CHECK) => {
-                    if paused_at_limit(&cgroup) {
+                    // Unreadable means not known to be paused: keep waiting
+                    // for the freeze, which reports its own failure.
+                    if cgroup.paused_at_limit().unwrap_or(false) {
                         return Ok(());
                     }
                 }
@@ -256,26 +260,30 @@ impl Runtime for HostRuntime {
     }
 
     async fn thaw(&self, run: &RunId) -> Result<(), RuntimeError> {
-        self.cgroup(run)?.thaw(FREEZE_TIMEOUT).await.map_err(|e| RuntimeError::new("thaw", run, e))
+        self.cgroup(run, Operation::Thaw)?
+            .thaw(FREEZE_TIMEOUT)
+            .await
+            .map_err(|e| RuntimeError::new(Operation::Thaw, run, e))
     }
 
     fn signal(&self, run: &RunId, launch: &LaunchInfo, signal: Signal) -> Result<(), RuntimeError> {
         let init =
             ProcessIdentity { pid: launch.init_pid as i32, start_time: launch.pid_start_time };
-        container::signal_process(init, signal).map_err(|e| RuntimeError::new("signal", run, e))
+        container::signal_process(init, signal)
+            .map_err(|e| RuntimeError::new(Operation::Signal, run, e))
     }
 
     async fn kill_all(&self, run: &RunId) -> Result<(), RuntimeError> {
-        let cgroup = self.cgroup(run)?;
-        if !Self::exists(&cgroup) {
+        let cgroup = self.cgroup(run, Operation::Kill)?;
+        if !cgroup.exists() {
             return Ok(());
         }
-        cgroup.kill(KILL_TIMEOUT).await.map_err(|e| RuntimeError::new("kill", run, e))
+        cgroup.kill(KILL_TIMEOUT).await.map_err(|e| RuntimeError::new(Operation::Kill, run, e))
     }
 
     fn update(&self, run: &RunId, settings: &LiveSettings) -> Result<(), RuntimeError> {
-        let cgroup = self.cgroup(run)?;
-        if !Self::exists(&cgroup) {
+        let cgroup = self.cgroup(run, Operation::Update)?;
+        if !cgroup.exists() {
             return Ok(());
         }
         let mut resources = launch::resources(
@@ -285,12 +293,15 @@ impl Runtime for HostRuntime {
             self.host.cgroups().capabilities(),
         );
         resources.memory.hard_bytes = settings.memory_limit.map(Bytes::get);
-        cgroup.update(&resources).map(drop).map_err(|e| RuntimeError::new("update", run, e))
+        cgroup
+            .update(&resources)
+            .map(drop)
+            .map_err(|e| RuntimeError::new(Operation::Update, run, e))
     }
 
     async fn remove(&self, run: &RunId) -> Result<(), RuntimeError> {
-        let cgroup = self.cgroup(run)?;
-        if !Self::exists(&cgroup) {
+        let cgroup = self.cgroup(run, Operation::Remove)?;
+        if !cgroup.exists() {
             return Ok(());
         }
         let job = parse_run_id(run)
@@ -299,7 +310,7 @@ impl Runtime for HostRuntime {
         launch::collect(&job, run, &cgroup, KILL_TIMEOUT)
             .await
             .map(drop)
-            .map_err(|(_, e)| RuntimeError::new("remove", run, e))
+            .map_err(|(_, e)| RuntimeError::new(Operation::Remove, run, e))
     }
 
     fn probe(&self, run: &RunId, run_dir: &Path) -> Result<Probe, RuntimeError> {
@@ -307,7 +318,7 @@ impl Runtime for HostRuntime {
         if !files.config().exists() {
             return Ok(Probe::NotStarted);
         }
-        let err = |e: ContainerError| RuntimeError::new("probe", run, e);
+        let err = |e: ContainerError| RuntimeError::new(Operation::Probe, run, e);
         // A shim found without init.pid is still setting the job up (its
         // launcher died mid-start); it carries on alone and either starts
         // the job or records why not. Give it time to get there.
@@ -329,12 +340,20 @@ impl Runtime for HostRuntime {
             found = container::probe(run_dir).map_err(err)?;
         }
         let shim = read_identity(&files.shim_pid());
+        // When the job started, as the run directory tells: the shim writes
+        // init.pid once the job runs; the config, written just before the
+        // start, stands in for it where it is missing. Never the time of the
+        // probe, which would make an adopted run look just started.
+        let launched_at = match modified(&files.init_pid()) {
+            Ok(at) => at,
+            Err(_) => modified(&files.config()).map_err(err)?,
+        };
         let launch_info = |init: ProcessIdentity| LaunchInfo {
             shim_pid: shim.map_or(0, |s| s.pid as u32),
             init_pid: init.pid as u32,
             pid_start_time: init.start_time,
             run_dir: run_dir.to_owned(),
-            launched_at: Timestamp::now(),
+            launched_at,
         };
         Ok(match found {
             container::RunState::Finished(status) => Probe::Finished {
@@ -362,11 +381,11 @@ impl Runtime for HostRuntime {
     }
 
     fn stats(&self, run: &RunId) -> Option<FinalStats> {
-        final_stats(&self.cgroup(run).ok()?)
+        final_stats(&self.cgroup(run, Operation::Stats).ok()?)
     }
 
     fn stats_handle(&self, run: &RunId) -> Option<StatsHandle> {
-        let cgroup = self.cgroup(run).ok()?;
+        let cgroup = self.cgroup(run, Operation::Stats).ok()?;
         match cgroup.stats_reader() {
             Ok(reader) => Some(StatsHandle::new(reader)),
             Err(e) => {
@@ -382,20 +401,12 @@ impl Runtime for HostRuntime {
             .host
             .cgroups()
             .jobs()
-            .map_err(|e| RuntimeError::new("list", &RunId::new("*"), e))?;
+            .map_err(|e| RuntimeError::new(Operation::List, &RunId::new("*"), e))?;
         Ok(names
             .into_iter()
             .map(|name| {
-                let cgroup = self.host.cgroups().job(&name);
-                let cpus = cgroup
-                    .v1_dir(Controller::Cpuset)
-                    .map(|d| d.join(crate::cgroup::v1::cpuset::CPUS))
-                    .or_else(|| {
-                        cgroup.unified_dir().map(|d| d.join(crate::cgroup::v2::cpuset::CPUS))
-                    })
-                    .and_then(|file| std::fs::read_to_string(file).ok())
-                    .and_then(|text| CpuSet::parse(text.trim()).ok())
-                    .filter(|set| !set.is_empty());
+                // Recovery falls back on the placement on record.
+                let cpus = self.host.cgroups().job(&name).cpus().ok().flatten();
                 (RunId::new(name.as_str()), cpus)
             })
             .collect())

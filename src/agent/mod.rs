@@ -80,7 +80,7 @@ use tracing::{error, info, warn};
 pub use error::AgentError;
 pub use supervisor::{Settings, Supervisor};
 
-use crate::api::{Endpoints, FeedTap, Request, Response};
+use crate::api::{Answer, ControlError, Endpoints, FeedTap, Request};
 use crate::config::AgentConfig;
 use crate::launch::Host;
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
@@ -289,7 +289,7 @@ fn watch_jobs(config: &AgentConfig) -> Result<JobFiles, AgentError> {
     let mut watcher = JobDirWatcher::new(&config.jobs_dir, WatchOptions::default())?;
     let dir = watcher.dir().to_path_buf();
     let (tx, updates) = mpsc::channel(16);
-    let (reloads, mut asked) = mpsc::channel::<oneshot::Sender<Response>>(RELOADS_WAITING);
+    let (reloads, mut asked) = mpsc::channel::<oneshot::Sender<Answer>>(RELOADS_WAITING);
     tokio::spawn(async move {
         loop {
             // Dropping a half-done `next_batch` for a reload loses nothing:
@@ -331,7 +331,7 @@ pub enum DirUpdate {
     /// Changes the watcher saw by itself.
     Batch(Result<Vec<FileChange>, WatchError>),
     /// What a reload read, and where its answer goes.
-    Reloaded { read: Result<Vec<FileChange>, WatchError>, reply: oneshot::Sender<Response> },
+    Reloaded { read: Result<Vec<FileChange>, WatchError>, reply: oneshot::Sender<Answer> },
 }
 
 /// The main loop's end of the watcher task.
@@ -339,7 +339,7 @@ pub enum DirUpdate {
 pub struct JobFiles {
     pub updates: mpsc::Receiver<DirUpdate>,
     /// Where reload requests go, each with its reply.
-    pub reloads: mpsc::Sender<oneshot::Sender<Response>>,
+    pub reloads: mpsc::Sender<oneshot::Sender<Answer>>,
     /// The jobs directory, as the watcher reports paths under it.
     pub dir: PathBuf,
 }
@@ -347,17 +347,16 @@ pub struct JobFiles {
 impl JobFiles {
     /// Hands a reload to the watcher task without waiting for it: when too
     /// many are waiting, or the task is gone, it is answered at once.
-    fn ask_reload(&self, reply: oneshot::Sender<Response>) {
+    fn ask_reload(&self, reply: oneshot::Sender<Answer>) {
         use mpsc::error::TrySendError;
-        let (reply, message) = match self.reloads.try_send(reply) {
+        let (reply, refused) = match self.reloads.try_send(reply) {
             Ok(()) => return,
-            Err(TrySendError::Full(reply)) => (
-                reply,
-                format!("{RELOADS_WAITING} reloads are already waiting; try again once they are answered"),
-            ),
-            Err(TrySendError::Closed(reply)) => (reply, control::NOT_WATCHED.to_owned()),
+            Err(TrySendError::Full(reply)) => {
+                (reply, ControlError::ReloadsWaiting { waiting: RELOADS_WAITING })
+            }
+            Err(TrySendError::Closed(reply)) => (reply, ControlError::NotWatched),
         };
-        let _ = reply.send(Response::Error { message });
+        let _ = reply.send(Err(refused));
     }
 }
 
@@ -450,10 +449,9 @@ pub async fn drive<R: Runtime, S: RunStore>(
             },
             command = commands.recv(), if controlled => match command {
                 Some(command) if fault.is_some() && command.request.changes_something() => {
-                    let reason = fault.as_ref().map_or("", |f| &f.reason);
-                    let _ = command.reply.send(Response::Error {
-                        message: format!("{HOLDING}: {reason}"),
-                    });
+                    let reason = fault.as_ref().map_or("", |f| &f.reason).to_owned();
+                    let refused = ControlError::Holding { holding: HOLDING, reason };
+                    let _ = command.reply.send(Err(refused));
                     Ok(())
                 }
                 Some(crate::api::Command { request: Request::Reload, reply }) if watching => {

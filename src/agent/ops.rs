@@ -29,21 +29,6 @@ pub enum Op {
     Remove,
 }
 
-impl Op {
-    fn name(&self) -> &'static str {
-        match self {
-            Op::Launch(_) => "launch",
-            Op::Watch(_) => "watch",
-            Op::Freeze => "freeze",
-            Op::Thaw => "thaw",
-            Op::Update(_) => "update",
-            Op::Signal(..) => "signal",
-            Op::KillAll => "kill",
-            Op::Remove => "remove",
-        }
-    }
-}
-
 /// The handle on a run's operation task. Dropping it lets the task finish
 /// what is queued and end.
 #[derive(Debug)]
@@ -75,35 +60,34 @@ async fn carry_out<R: Runtime>(runtime: &R, run: &RunId, sink: &Sink, epoch: u64
         // The agent is gone only when it is shutting down.
         let _ = sink.send(Observation { run: run.clone(), epoch, what });
     };
-    let name = op.name();
-    let failed = |error: String| Observed::Failed { op: name, error };
     match op {
         Op::Launch(plan) => match runtime.launch(*plan).await {
             Ok(launch) => {
                 report(Observed::Launched(launch.clone()));
                 if let Err(e) = runtime.watch(run, &launch, epoch, sink.clone()) {
-                    report(failed(e.to_string()));
+                    report(Observed::Failed(e));
                 }
             }
-            Err(e) => report(Observed::LaunchFailed(e.detail)),
+            // The run is named in the run's log lines already.
+            Err(e) => report(Observed::LaunchFailed(e.cause.to_string())),
         },
         Op::Watch(launch) => {
             if let Err(e) = runtime.watch(run, &launch, epoch, sink.clone()) {
-                report(failed(e.to_string()));
+                report(Observed::Failed(e));
             }
         }
         Op::Freeze => match runtime.freeze(run).await {
             Ok(()) => report(Observed::Frozen),
-            Err(e) => report(failed(e.to_string())),
+            Err(e) => report(Observed::Failed(e)),
         },
         Op::Thaw => {
             if let Err(e) = runtime.thaw(run).await {
-                report(failed(e.to_string()));
+                report(Observed::Failed(e));
             }
         }
         Op::Update(settings) => {
             if let Err(e) = runtime.update(run, &settings) {
-                report(failed(e.to_string()));
+                report(Observed::Failed(e));
             }
         }
         Op::Signal(launch, signal) => {
@@ -112,12 +96,12 @@ async fn carry_out<R: Runtime>(runtime: &R, run: &RunId, sink: &Sink, epoch: u64
         }
         Op::KillAll => {
             if let Err(e) = runtime.kill_all(run).await {
-                report(failed(e.to_string()));
+                report(Observed::Failed(e));
             }
         }
         Op::Remove => {
             if let Err(e) = runtime.remove(run).await {
-                report(failed(e.to_string()));
+                report(Observed::Failed(e));
             }
         }
     }

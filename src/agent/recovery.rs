@@ -33,7 +33,7 @@ use tracing::{info, warn};
 use crate::placement::{Assignment, CpuGrant, Ledger, RunId};
 use crate::scheduler::{Event, Phase, RunState};
 use crate::spec;
-use crate::store::{RunRecord, RunStore};
+use crate::store::{LaunchInfo, RunRecord, RunStore};
 use crate::topology::CpuSet;
 
 use super::control::{is_held, OPERATOR};
@@ -289,9 +289,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let mut launch = record.launch.clone();
         let mut exit = None;
         match &probe {
-            Some(Probe::Running { launch: found }) => launch = Some(found.clone()),
+            Some(Probe::Running { launch: found }) => {
+                launch = Some(adopted_launch(found, record.launch.as_ref()))
+            }
             Some(Probe::Finished { launch: found, status, at }) => {
-                launch = Some(found.clone());
+                launch = Some(adopted_launch(found, record.launch.as_ref()));
                 let stats = self.runtime.stats(&id).unwrap_or_default();
                 exit = Some(exit_info(*status, *at, stats));
             }
@@ -398,6 +400,23 @@ fn live_assignment(record: &RunRecord, stored: &Assignment, live: Option<CpuSet>
     a
 }
 
+/// The launch a probe found, as the run keeps it. The probe can only tell
+/// when the job started from its run directory; the launch on record, when it
+/// is the same process, keeps the time the agent recorded, which the API
+/// showed before the restart and CPU shares are measured from.
+fn adopted_launch(found: &LaunchInfo, recorded: Option<&LaunchInfo>) -> LaunchInfo {
+    match recorded {
+        Some(r)
+            if r.init_pid == found.init_pid
+                && r.pid_start_time == found.pid_start_time
+                && r.run_dir == found.run_dir =>
+        {
+            LaunchInfo { launched_at: r.launched_at, ..found.clone() }
+        }
+        _ => found.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -405,7 +424,6 @@ mod tests {
     use super::*;
     use crate::placement::RunId;
     use crate::scheduler::{ExitStatus, StopIntent, Timestamp};
-    use crate::store::LaunchInfo;
 
     fn state(phase: Phase) -> RunState {
         RunState { phase, ..RunState::new(None, Timestamp::EPOCH) }

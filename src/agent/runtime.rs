@@ -14,6 +14,9 @@ use std::sync::Arc;
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
+use crate::cgroup::CgroupError;
+use crate::container::ContainerError;
+use crate::launch::LaunchError;
 use crate::metrics::StatsHandle;
 use crate::placement::{Assignment, RunId};
 use crate::scheduler::{ExitStatus, Timestamp};
@@ -63,7 +66,7 @@ pub struct FinalStats {
 }
 
 /// Something the runtime saw happen to an attempt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Observed {
     Launched(LaunchInfo),
     LaunchFailed(String),
@@ -88,17 +91,14 @@ pub enum Observed {
     OomKilled,
     /// A freeze asked for is confirmed by the kernel.
     Frozen,
-    /// An operation on the run failed.
-    Failed {
-        op: &'static str,
-        error: String,
-    },
+    /// An operation on the run failed; the error says which.
+    Failed(RuntimeError),
 }
 
 /// An observation of one attempt: `epoch` names the attempt (the agent gives
 /// each launch or adoption a new one) so that late reports about an earlier
 /// attempt are recognised and dropped.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Observation {
     pub run: RunId,
     pub epoch: u64,
@@ -124,17 +124,87 @@ pub enum Probe {
     NotStarted,
 }
 
+/// What the agent asked of the runtime for one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Launch,
+    Watch,
+    Freeze,
+    Thaw,
+    Signal,
+    Kill,
+    Update,
+    Remove,
+    Probe,
+    /// Reading its accounting.
+    Stats,
+    /// Listing the runs that have a cgroup.
+    List,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Operation::Launch => "launch",
+            Operation::Watch => "watch",
+            Operation::Freeze => "freeze",
+            Operation::Thaw => "thaw",
+            Operation::Signal => "signal",
+            Operation::Kill => "kill",
+            Operation::Update => "update",
+            Operation::Remove => "remove",
+            Operation::Probe => "probe",
+            Operation::Stats => "stats",
+            Operation::List => "list",
+        })
+    }
+}
+
+/// Why an operation failed, as the layer that failed reported it.
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {run}: {detail}")]
+pub enum Cause {
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// The blocking task carrying the operation panicked or was cancelled.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A failed operation on a run. Shared, not copied, when its report is kept
+/// to be delivered again (the underlying errors cannot be cloned).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{op} {run}: {cause}")]
 pub struct RuntimeError {
-    pub op: &'static str,
+    pub op: Operation,
     pub run: RunId,
-    pub detail: String,
+    pub cause: Arc<Cause>,
 }
 
 impl RuntimeError {
-    pub fn new(op: &'static str, run: &RunId, detail: impl ToString) -> RuntimeError {
-        RuntimeError { op, run: run.clone(), detail: detail.to_string() }
+    pub fn new(op: Operation, run: &RunId, cause: impl Into<Cause>) -> RuntimeError {
+        RuntimeError { op, run: run.clone(), cause: Arc::new(cause.into()) }
+    }
+
+    /// Whether it failed because the run's cgroup is no longer there: removed
+    /// by someone else, which kills what ran in it, so the run's end is on
+    /// its way from its watch.
+    pub fn is_cgroup_gone(&self) -> bool {
+        match &*self.cause {
+            Cause::Cgroup(e) => e.is_gone(),
+            _ => false,
+        }
+    }
+
+    /// Whether the kernel did not confirm a freeze, thaw or kill in time.
+    pub fn timed_out(&self) -> bool {
+        matches!(
+            *self.cause,
+            Cause::Cgroup(CgroupError::FreezerTimeout { .. } | CgroupError::KillTimeout { .. })
+        )
     }
 }
 
@@ -194,4 +264,47 @@ pub trait Runtime: Send + Sync + 'static {
     /// Runs that have a cgroup under the agent's parent, with their current
     /// cpuset where it can be read.
     fn live_runs(&self) -> Result<Vec<(RunId, Option<CpuSet>)>, RuntimeError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn failed(cause: impl Into<Cause>) -> RuntimeError {
+        RuntimeError::new(Operation::Freeze, &RunId::new("a-1"), cause)
+    }
+
+    #[test]
+    fn a_failure_says_whether_the_cgroup_is_gone_or_the_kernel_was_too_slow() {
+        let gone = failed(CgroupError::Write {
+            path: "/sys/fs/cgroup/unified/corral/a-1/cgroup.freeze".into(),
+            value: "1".into(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        });
+        assert!(gone.is_cgroup_gone() && !gone.timed_out());
+        let busy = failed(CgroupError::Write {
+            path: "/sys/fs/cgroup/unified/corral/a-1/cgroup.freeze".into(),
+            value: "1".into(),
+            source: io::Error::from_raw_os_error(libc::EBUSY),
+        });
+        assert!(!busy.is_cgroup_gone() && !busy.timed_out());
+        let slow = failed(CgroupError::FreezerTimeout {
+            path: "/sys/fs/cgroup/unified/corral/a-1".into(),
+            wanted: "frozen",
+            state: "freezing".into(),
+            timeout: Duration::from_secs(10),
+        });
+        assert!(slow.timed_out() && !slow.is_cgroup_gone());
+        // A run whose init is gone is not a cgroup that is gone.
+        let lost = failed(ContainerError::Lost { run_dir: "/runs/a-1".into() });
+        assert!(!lost.is_cgroup_gone());
+        assert_eq!(
+            slow.to_string(),
+            "freeze a-1: cgroup /sys/fs/cgroup/unified/corral/a-1 did not reach frozen within \
+             10s; it is stuck in freezing"
+        );
+    }
 }

@@ -42,7 +42,9 @@ use super::ops::{Op, RunOps};
 use super::preempt::{self, Active, Step, Waiting};
 use super::queue::RunQueue;
 use super::reconcile::{FileNote, JobDirectory};
-use super::runtime::{FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Runtime, Sink};
+use super::runtime::{
+    FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Operation, Runtime, Sink,
+};
 use super::telemetry::Telemetry;
 use super::timers::Timers;
 
@@ -958,20 +960,25 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             Observed::Frozen => {
                 self.handle(&id, Event::Frozen)?;
             }
-            Observed::Failed { op, error } => {
-                warn!(parent: &run.span, "{op} failed: {error}");
-                match (&run.state.phase, op) {
+            Observed::Failed(error) => {
+                warn!(parent: &run.span, "{error}");
+                match (&run.state.phase, error.op) {
+                    // Removed behind the agent's back, which killed what ran in
+                    // it: the run's end is on its way from its watch and says
+                    // so; acting on the run now would only fail again.
+                    _ if error.is_cgroup_gone() => {}
                     // The freeze did not happen: the run is not suspended after all.
-                    (Phase::Suspended { frozen: false, .. }, "freeze") => {
+                    (Phase::Suspended { frozen: false, .. }, Operation::Freeze) => {
                         self.preempting.remove(&id);
                         self.handle(&id, Event::Resume)?;
                     }
                     // Paused at its limit it cannot run anyway: decide now.
-                    (Phase::OomPaused { frozen: false }, "freeze") => {
+                    (Phase::OomPaused { frozen: false }, Operation::Freeze) => {
                         self.handle(&id, Event::Frozen)?;
                     }
-                    (_, "watch") => {
-                        self.handle(&id, Event::WatchFailed { detail: error })?;
+                    (_, Operation::Watch) => {
+                        let detail = error.cause.to_string();
+                        self.handle(&id, Event::WatchFailed { detail })?;
                     }
                     _ => {}
                 }

@@ -9,9 +9,11 @@ use tokio::sync::mpsc;
 
 use super::clock::Clock;
 use super::fake::{Call, FakeRuntime};
-use super::runtime::{FinalStats, Observation, Observed, Probe};
+use super::runtime::{FinalStats, Observation, Observed, Operation, Probe, RuntimeError};
 use super::supervisor::{run_dir, Settings, Supervisor};
 use super::telemetry::Telemetry;
+use crate::api::socket::response;
+use crate::cgroup::CgroupError;
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
 use crate::placement::{Ledger, PlacementConfig, RunId};
 use crate::scheduler::{ExitStatus, FailReason, Phase, RunState, StopReason, Timestamp};
@@ -348,6 +350,59 @@ async fn a_suspendable_low_priority_run_is_frozen_for_a_high_one_and_resumed_aft
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_victim_whose_freeze_times_out_is_resumed() {
+    let mut b = Bench::new();
+    b.files(&[(
+        "low.yaml",
+        &job("low", "priority: 10\npreemption: suspend\nresources: {cpus: 1}\n"),
+    )])
+    .await;
+    b.fake.fail_freezes(|| CgroupError::FreezerTimeout {
+        path: "/sys/fs/cgroup/unified/corral/low-1".into(),
+        wanted: "frozen",
+        state: "freezing".into(),
+        timeout: Duration::from_secs(10),
+    });
+    b.fake.clear();
+    b.files(&[("high.yaml", &job("high", "priority: 90\nresources: {cpus: 1}\n"))]).await;
+    // Not suspended after all: thawed and resumed, and high did not get
+    // its CPU.
+    let calls = b.fake.calls();
+    assert_eq!(calls[..2], [Call::Freeze(RunId::new("low-1")), Call::Thaw(RunId::new("low-1"))]);
+    assert_eq!(b.events("low-1")[..2], ["preempted", "resumed"]);
+    assert!(!b.fake.launched().contains(&"high-1".to_owned()), "{calls:?}");
+    assert_eq!(b.phase("high-1"), "pending");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_victim_whose_cgroup_is_gone_is_left_to_the_report_of_its_end() {
+    let mut b = Bench::new();
+    b.files(&[(
+        "low.yaml",
+        &job("low", "priority: 10\npreemption: suspend\nresources: {cpus: 1}\n"),
+    )])
+    .await;
+    b.fake.fail_freezes(|| CgroupError::Write {
+        path: "/sys/fs/cgroup/unified/corral/low-1/cgroup.freeze".into(),
+        value: "1".into(),
+        source: std::io::Error::from_raw_os_error(libc::ENOENT),
+    });
+    b.fake.clear();
+    b.files(&[("high.yaml", &job("high", "priority: 90\nresources: {cpus: 1}\n"))]).await;
+    assert_eq!(b.fake.calls()[0], Call::Freeze(RunId::new("low-1")));
+    // Not resumed (there is nothing to resume): its end is on its way.
+    assert!(matches!(b.state("low-1").phase, Phase::Suspended { frozen: false, .. }));
+    assert!(!b.fake.calls().contains(&Call::Thaw(RunId::new("low-1"))), "{:?}", b.fake.calls());
+    b.fake.report(
+        &RunId::new("low-1"),
+        Observed::CgroupRemoved { status: ExitStatus::Signal(9), at: Timestamp::EPOCH },
+    );
+    b.settle().await;
+    assert_eq!(b.phase("low-1"), "failed");
+    assert_eq!(b.fake.launched(), ["high-1"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_requeue_victim_is_stopped_and_queued_again_with_its_attempt() {
     let mut b = Bench::new();
     b.files(&[(
@@ -615,6 +670,26 @@ async fn a_restarted_agent_adopts_running_runs_and_learns_how_others_ended() {
     assert_eq!(b.fake.launched(), ["d-1"]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_adopted_run_keeps_the_launch_time_on_record() {
+    let mut b = Bench::new();
+    b.files(&[("a.yaml", &job("a", "")), ("b.yaml", &job("b", ""))]).await;
+    let a = b.launch("a-1");
+    // What the probe makes of the run directory is close to the time on
+    // record, not equal; a new process in the same directory is another
+    // launch.
+    let probed = LaunchInfo { launched_at: START.plus(Duration::from_millis(3)), ..a.clone() };
+    b.fake.set_probe(&a.run_dir, Probe::Running { launch: probed });
+    let bl = b.launch("b-1");
+    let other =
+        LaunchInfo { pid_start_time: bl.pid_start_time + 1, launched_at: START, ..bl.clone() };
+    b.fake.set_probe(&bl.run_dir, Probe::Running { launch: other.clone() });
+    let mut b = b.restart_after(Duration::from_secs(600));
+    b.sup.recover().unwrap();
+    assert_eq!(b.launch("a-1"), a);
+    assert_eq!(b.launch("b-1"), other);
+}
+
 /// Records, as an agent that died right after placing it would have, a run
 /// of `job` placed on the shared pool and not started.
 fn forge_placed_run(b: &mut Bench, job: &str, spec: &str) -> (RunId, PathBuf) {
@@ -734,7 +809,9 @@ async fn every_recorded_entry_is_announced_as_the_history_reads_it() {
     b.sup
         .command(Command { request: Request::Events { since: None, follow: false }, reply })
         .unwrap();
-    let Response::Events { events: mut history, upto } = answer.await.unwrap() else { panic!() };
+    let Ok(Response::Events { events: mut history, upto }) = answer.await.unwrap() else {
+        panic!()
+    };
     assert_eq!(upto, Some(u64::try_from(announced.len()).unwrap()));
     let key = |l: &crate::api::protocol::EventLine| {
         (l.at_ms, l.run.clone(), l.kind.clone(), l.detail.clone())
@@ -752,7 +829,7 @@ async fn ask(b: &mut Bench, request: crate::api::Request) -> crate::api::Respons
     let (reply, answer) = tokio::sync::oneshot::channel();
     b.sup.command(crate::api::Command { request, reply }).unwrap();
     b.settle().await;
-    answer.await.unwrap()
+    response(answer.await.unwrap())
 }
 
 /// A restart of the agent with `runs` living on through it (as they do: the
@@ -1006,7 +1083,7 @@ async fn a_reload_is_applied_as_a_batch_and_answered_with_the_files_as_they_stan
         upsert("kept.yaml", "name: kept\ncommand: 7\n"),
         upsert("new.yaml", &job("new", "")),
     ];
-    let report = reloaded(b.sup.apply_reload(jobs, Ok(read)).unwrap());
+    let report = reloaded(response(b.sup.apply_reload(jobs, Ok(read)).unwrap()));
     b.settle().await;
     assert_eq!(report.jobs_dir, "/jobs");
     assert_eq!(
@@ -1021,7 +1098,7 @@ async fn a_reload_is_applied_as_a_batch_and_answered_with_the_files_as_they_stan
     assert!(b.fake.launched().contains(&"new-1".to_owned()));
 
     // Nothing read anew: nothing changed, and the file still stands as it is.
-    let again = reloaded(b.sup.apply_reload(jobs, Ok(Vec::new())).unwrap());
+    let again = reloaded(response(b.sup.apply_reload(jobs, Ok(Vec::new())).unwrap()));
     assert!(again.added.is_empty() && again.changed.is_empty() && again.removed.is_empty());
     assert_eq!(again.not_applied.len(), 1);
     assert!(!again.all_applied());
@@ -1035,7 +1112,7 @@ async fn a_reload_that_cannot_read_the_directory_changes_nothing_and_says_why() 
         path: "/jobs".into(),
         source: std::io::Error::from_raw_os_error(libc::EIO),
     };
-    let answer = b.sup.apply_reload(Path::new("/jobs"), Err(gone)).unwrap();
+    let answer = response(b.sup.apply_reload(Path::new("/jobs"), Err(gone)).unwrap());
     let crate::api::Response::Error { message } = answer else { panic!("{answer:?}") };
     assert!(message.starts_with("failed to list job directory /jobs: "), "{message}");
     assert!(message.ends_with("; the jobs in force stay as they are"), "{message}");
@@ -1055,7 +1132,7 @@ async fn the_main_loop_hands_reloads_to_the_watcher_task_and_answers_when_applie
 
     let Bench { sup, rx, fake, dir: _dir } = Bench::new();
     let (updates_tx, updates) = mpsc::channel(4);
-    let (reloads, mut asked) = mpsc::channel::<oneshot::Sender<Response>>(4);
+    let (reloads, mut asked) = mpsc::channel::<oneshot::Sender<crate::api::Answer>>(4);
     let watcher = tokio::spawn(async move {
         // One reload, then the task ends, as a watcher that failed would.
         let reply = asked.recv().await.unwrap();
@@ -1079,7 +1156,7 @@ async fn the_main_loop_hands_reloads_to_the_watcher_task_and_answers_when_applie
     let ask = |commands_tx: mpsc::Sender<Command>| async move {
         let (reply, answer) = oneshot::channel();
         commands_tx.send(Command { request: Request::Reload, reply }).await.unwrap();
-        answer.await.unwrap()
+        response(answer.await.unwrap())
     };
     let report = reloaded(ask(commands_tx.clone()).await);
     assert_eq!(report.added, ["a"]);
@@ -1139,13 +1216,36 @@ async fn recovery_counts_the_ends_it_finds_and_times_no_launch() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_run_whose_memory_notifications_fail_at_launch_is_stopped_too() {
+    let mut b = Bench::new();
+    b.fake.fail_watches(|| CgroupError::Event {
+        path: "/sys/fs/cgroup/unified/corral/w-1/memory.events".into(),
+        source: std::io::Error::from_raw_os_error(libc::EMFILE),
+    });
+    b.files(&[("w.yaml", &job("w", "resources: {memory: {hard: 64Mi}}\n"))]).await;
+    assert!(b
+        .fake
+        .calls()
+        .contains(&Call::Signal(RunId::new("w-1"), nix::sys::signal::Signal::SIGTERM)));
+    let Phase::Killed { reason: StopReason::Unwatched { detail } } = b.state("w-1").phase else {
+        panic!("{:?}", b.state("w-1").phase)
+    };
+    assert!(detail.contains("memory.events"), "{detail}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_run_whose_memory_notifications_fail_is_stopped_and_says_why() {
     let mut b = Bench::new();
     b.files(&[("w.yaml", &job("w", "resources: {memory: {hard: 64Mi}}\n"))]).await;
     assert_eq!(b.phase("w-1"), "running");
     b.fake.clear();
-    let error = "failed to watch memory.events: Too many open files".to_owned();
-    b.fake.report(&RunId::new("w-1"), Observed::Failed { op: "watch", error: error.clone() });
+    let cause = CgroupError::Event {
+        path: "/sys/fs/cgroup/unified/corral/w-1/memory.events".into(),
+        source: std::io::Error::from_raw_os_error(libc::EMFILE),
+    };
+    let error = cause.to_string();
+    let failed = RuntimeError::new(Operation::Watch, &RunId::new("w-1"), cause);
+    b.fake.report(&RunId::new("w-1"), Observed::Failed(failed));
     b.settle().await;
     // Stopped (the fake dies on SIGTERM), never left running unhandled.
     assert_eq!(

@@ -39,9 +39,9 @@ pub use error::ApiError;
 pub use feed::{EventFeed, FeedTap};
 pub use http::{bind, router, Endpoints};
 pub use model::{JobView, NodeView, RunView};
-pub use protocol::{Request, Response};
+pub use protocol::{Accepted, ControlError, Request, Response};
 pub use server::serve;
-pub use socket::{Client, ClientError, Command, ControlSocket, SocketError};
+pub use socket::{Answer, Client, ClientError, Command, ControlSocket, SocketError};
 pub use source::ApiSource;
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::placement::RunId;
 use crate::scheduler::Timestamp;
+use crate::spec::JobName;
 
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +87,107 @@ pub enum Response {
     Error {
         message: String,
     },
+}
+
+/// A change the agent accepted, and what happens now; sent as a `done`
+/// response whose message is its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Frozen by hand, until thawed by hand.
+    Freezing { run: RunId },
+    /// Thawed by hand and waiting to be placed again.
+    ResumesWhenFree { run: RunId },
+    /// Thawed by hand; already in another phase than suspended.
+    ThawedIn { run: RunId, phase: &'static str },
+    /// Thawed by hand after it was over.
+    ThawedOver { run: RunId },
+    /// Stopping gracefully, to be queued again.
+    Requeuing { run: RunId },
+    /// Stopping gracefully, for good.
+    Stopping { run: RunId },
+    /// A run of a recurring job started now.
+    Started { run: RunId },
+    /// A firing of a recurring job queued behind its runs under way.
+    QueuedBehind,
+}
+
+impl std::fmt::Display for Accepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Accepted::Freezing { run } => write!(
+                f,
+                "{run} is being frozen by operator; `corral thaw {run}` lets it run again"
+            ),
+            Accepted::ResumesWhenFree { run } => {
+                write!(f, "{run} resumes as soon as CPUs and memory for it are free")
+            }
+            Accepted::ThawedIn { run, phase } => write!(f, "{run} is {phase}"),
+            Accepted::ThawedOver { run } => write!(f, "{run} is over"),
+            Accepted::Requeuing { run } => {
+                write!(f, "{run} is being stopped and will be queued again")
+            }
+            Accepted::Stopping { run } => write!(f, "{run} is being stopped"),
+            Accepted::Started { run } => write!(f, "started {run}"),
+            Accepted::QueuedBehind => {
+                f.write_str("queued behind the runs under way (concurrency: queue or replace)")
+            }
+        }
+    }
+}
+
+/// Why a request was refused or not carried out; sent as an `error`
+/// response whose message is its text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    // What the request names does not exist.
+    #[error("no run {run} under way")]
+    NotLive { run: RunId },
+    #[error("no run or job named {target:?}")]
+    NoRunOrJob { target: String },
+    #[error("{job:?}: {reason}")]
+    InvalidJobName { job: String, reason: String },
+    #[error("{job} is not a recurring job the agent runs")]
+    NotScheduled { job: JobName },
+    #[error("{job} is not a recurring job")]
+    NotRecurring { job: JobName },
+
+    // The run or job is not in a state that allows it.
+    #[error("{run} is {phase}; only a {allowed} run can be {action}")]
+    WrongPhase { run: RunId, phase: &'static str, allowed: &'static str, action: &'static str },
+    /// The run state machine did not take the request where the run is now.
+    #[error("{run} cannot be {action} now")]
+    NotNow { run: RunId, action: &'static str },
+    #[error("{run} was not frozen by an operator")]
+    NotHeld { run: RunId },
+    #[error("the job file of {job} has not been read yet")]
+    JobNotRead { job: JobName },
+    /// A firing asked for by hand that the job's concurrency policy skipped.
+    #[error("not started: {reason}")]
+    Skipped { reason: String },
+    #[error("not started")]
+    NotStarted,
+
+    // The agent cannot do it now.
+    #[error("the agent is shutting down")]
+    ShuttingDown,
+    /// The store takes no writes; `reason` is the store's.
+    #[error("{holding}: {reason}")]
+    Holding { holding: &'static str, reason: String },
+    #[error("the jobs directory is no longer watched (see the agent's log); restart the agent")]
+    NotWatched,
+    #[error("{waiting} reloads are already waiting; try again once they are answered")]
+    ReloadsWaiting { waiting: usize },
+    /// The jobs directory could not be read; `cause` with its causes.
+    #[error("{cause}; the jobs in force stay as they are")]
+    ReloadFailed { cause: String },
+
+    // The request itself.
+    #[error("uid {uid} may not use the control socket")]
+    NotPermitted { uid: u32 },
+    #[error("not a request: {reason}")]
+    NotARequest { reason: String },
+    #[error("a request line is at most {max} bytes")]
+    LineTooLong { max: u64 },
 }
 
 /// What a reload of the jobs directory found (`corral reload`). The job
@@ -259,6 +362,77 @@ mod tests {
         let done = Response::Done { message: "ok".into() };
         let text = serde_json::to_string(&done).unwrap();
         assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), done);
+    }
+
+    /// The texts are what `corral` prints: they are the command line's
+    /// output, whatever the types behind them.
+    #[test]
+    fn refusals_and_acceptances_read_as_the_command_line_prints_them() {
+        let run = || RunId::new("etl-3");
+        let job = || JobName::parse("etl").unwrap();
+        let cases: Vec<(String, &str)> = vec![
+            (ControlError::NotLive { run: run() }.to_string(), "no run etl-3 under way"),
+            (
+                ControlError::NoRunOrJob { target: "x".into() }.to_string(),
+                "no run or job named \"x\"",
+            ),
+            (
+                ControlError::WrongPhase {
+                    run: run(),
+                    phase: "pending",
+                    allowed: "running or suspended",
+                    action: "requeued",
+                }
+                .to_string(),
+                "etl-3 is pending; only a running or suspended run can be requeued",
+            ),
+            (
+                ControlError::NotNow { run: run(), action: "stopped" }.to_string(),
+                "etl-3 cannot be stopped now",
+            ),
+            (
+                ControlError::NotHeld { run: run() }.to_string(),
+                "etl-3 was not frozen by an operator",
+            ),
+            (
+                ControlError::NotScheduled { job: job() }.to_string(),
+                "etl is not a recurring job the agent runs",
+            ),
+            (ControlError::NotRecurring { job: job() }.to_string(), "etl is not a recurring job"),
+            (
+                ControlError::JobNotRead { job: job() }.to_string(),
+                "the job file of etl has not been read yet",
+            ),
+            (ControlError::NotStarted.to_string(), "not started"),
+            (ControlError::ShuttingDown.to_string(), "the agent is shutting down"),
+            (
+                ControlError::ReloadsWaiting { waiting: 8 }.to_string(),
+                "8 reloads are already waiting; try again once they are answered",
+            ),
+            (
+                ControlError::NotPermitted { uid: 1000 }.to_string(),
+                "uid 1000 may not use the control socket",
+            ),
+            (
+                Accepted::Freezing { run: run() }.to_string(),
+                "etl-3 is being frozen by operator; `corral thaw etl-3` lets it run again",
+            ),
+            (
+                Accepted::ResumesWhenFree { run: run() }.to_string(),
+                "etl-3 resumes as soon as CPUs and memory for it are free",
+            ),
+            (Accepted::ThawedIn { run: run(), phase: "stopping" }.to_string(), "etl-3 is stopping"),
+            (Accepted::ThawedOver { run: run() }.to_string(), "etl-3 is over"),
+            (
+                Accepted::Requeuing { run: run() }.to_string(),
+                "etl-3 is being stopped and will be queued again",
+            ),
+            (Accepted::Stopping { run: run() }.to_string(), "etl-3 is being stopped"),
+            (Accepted::Started { run: run() }.to_string(), "started etl-3"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(text, expected);
+        }
     }
 
     #[test]

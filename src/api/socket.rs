@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::feed::{Announced, FeedTap};
-use super::protocol::{EventLine, Request, Response};
+use super::protocol::{ControlError, EventLine, Request, Response};
 use crate::spec::GroupRef;
 
 /// Only root may open the socket, unless a group is given access
@@ -71,7 +71,16 @@ pub enum SocketError {
 #[derive(Debug)]
 pub struct Command {
     pub request: Request,
-    pub reply: oneshot::Sender<Response>,
+    pub reply: oneshot::Sender<Answer>,
+}
+
+/// The agent's answer to a request: a response, or why there is none.
+pub type Answer = Result<Response, ControlError>;
+
+/// The answer as the client gets it: a refusal is an `error` response
+/// carrying its text.
+pub fn response(answer: Answer) -> Response {
+    answer.unwrap_or_else(|refused| Response::Error { message: refused.to_string() })
 }
 
 /// The listening socket. The file is removed when this is dropped.
@@ -213,16 +222,16 @@ async fn connection(
                 return;
             }
             Err(RequestLineError::TooLong) => {
-                let message = format!("a request line is at most {MAX_REQUEST_LINE} bytes");
-                let _ = send(&mut write, &Response::Error { message }).await;
+                let refused = ControlError::LineTooLong { max: MAX_REQUEST_LINE };
+                let _ = send(&mut write, &response(Err(refused))).await;
                 return;
             }
         };
         if line.trim().is_empty() {
             continue;
         }
-        let response = if !permitted {
-            Response::Error { message: format!("uid {uid} may not use the control socket") }
+        let answer = if !permitted {
+            Err(ControlError::NotPermitted { uid })
         } else {
             match Request::decode(&line) {
                 Ok(Request::Events { since, follow: true }) => {
@@ -231,10 +240,10 @@ async fn connection(
                     return;
                 }
                 Ok(request) => ask(&commands, request).await,
-                Err(e) => Response::Error { message: format!("not a request: {e}") },
+                Err(e) => Err(ControlError::NotARequest { reason: e.to_string() }),
             }
         };
-        if send(&mut write, &response).await.is_err() || !permitted {
+        if send(&mut write, &response(answer)).await.is_err() || !permitted {
             return;
         }
     }
@@ -294,17 +303,16 @@ async fn follow(
     // Subscribed before the history is asked for: whatever is recorded in
     // between is in the feed, and `upto` says which of it the history holds.
     let Some(mut entries) = feed.subscribe() else {
-        let _ =
-            send(write, &Response::Error { message: "the agent is shutting down".into() }).await;
+        let _ = send(write, &response(Err(ControlError::ShuttingDown))).await;
         return;
     };
     let mut shown = Shown::default();
     let mut since = since;
     loop {
         let (history, upto) = match ask(commands, Request::Events { since, follow: false }).await {
-            Response::Events { events, upto } => (events, upto.unwrap_or(0)),
+            Ok(Response::Events { events, upto }) => (events, upto.unwrap_or(0)),
             other => {
-                let _ = send(write, &other).await;
+                let _ = send(write, &response(other)).await;
                 return;
             }
         };
@@ -370,14 +378,12 @@ impl Shown {
     }
 }
 
-async fn ask(commands: &mpsc::Sender<Command>, request: Request) -> Response {
+async fn ask(commands: &mpsc::Sender<Command>, request: Request) -> Answer {
     let (reply, answer) = oneshot::channel();
     if commands.send(Command { request, reply }).await.is_err() {
-        return Response::Error { message: "the agent is shutting down".into() };
+        return Err(ControlError::ShuttingDown);
     }
-    answer
-        .await
-        .unwrap_or_else(|_| Response::Error { message: "the agent is shutting down".into() })
+    answer.await.unwrap_or(Err(ControlError::ShuttingDown))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -460,7 +466,8 @@ mod tests {
         let (tx, mut rx) = mpsc::channel::<Command>(1);
         tokio::spawn(async move {
             while let Some(cmd) = rx.recv().await {
-                let _ = cmd.reply.send(Response::Done { message: format!("{:?}", cmd.request) });
+                let _ =
+                    cmd.reply.send(Ok(Response::Done { message: format!("{:?}", cmd.request) }));
             }
         });
         let server = tokio::spawn(async move { socket.serve(tx, EventFeed::new().tap()).await });
@@ -534,7 +541,8 @@ mod tests {
             assert_eq!(cmd.request, Request::Events { since: None, follow: false });
             feed.announce(line(20, "between"));
             let history = vec![line(10, "old"), line(20, "between")];
-            let _ = cmd.reply.send(Response::Events { events: history, upto: Some(feed.last()) });
+            let _ =
+                cmd.reply.send(Ok(Response::Events { events: history, upto: Some(feed.last()) }));
             feed.announce(line(30, "new"));
             feed.announce(line(30, "newer"));
             // The agent stops: its feed goes.

@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use super::error::CgroupError;
 use super::events::{EventDirs, EventOptions, EventStream};
 use super::freezer::FreezerState;
-use super::fs::{read_pids, read_u64, read_value, rmdir, write_knob};
+use super::fs::{read_knob, read_pids, read_u64, read_value, rmdir, write_knob};
 use super::layout::Controller;
 use super::manager::{FreezerKind, KillKind, Shared};
 use super::notify::Notifier;
@@ -187,6 +187,38 @@ impl JobCgroup {
                 reason: "no v1 freezer hierarchy and no cgroup.freeze in the v2 tree".into(),
             }),
         }
+    }
+
+    /// Whether the job is stopped at its hard memory limit: v1 with the OOM
+    /// killer disabled parks it there (`under_oom 1`) until the limit is
+    /// raised. Never true elsewhere: v2 cannot pause at `memory.max`.
+    pub fn paused_at_limit(&self) -> Result<bool, CgroupError> {
+        let Some(dir) = self.v1_dir(Controller::Memory) else { return Ok(false) };
+        let text = read_knob(&dir.join(v1::memory::OOM_CONTROL))?;
+        Ok(v1::memory::parse_oom_control(&text).under_oom)
+    }
+
+    /// The CPUs the job may run on now, as its cpuset says; `None` where it
+    /// has no cpuset controller, or its own set is empty (a v2 cgroup then
+    /// inherits its parent's).
+    pub fn cpus(&self) -> Result<Option<CpuSet>, CgroupError> {
+        let file = match (self.v1_dir(Controller::Cpuset), &self.unified) {
+            (Some(dir), _) => dir.join(v1::cpuset::CPUS),
+            (None, Some(dir)) if self.shared.v2_enabled.contains(&Controller::Cpuset) => {
+                dir.join(v2::cpuset::CPUS)
+            }
+            _ => return Ok(None),
+        };
+        let text = read_value(&file)?;
+        let set = CpuSet::parse(&text)
+            .map_err(|e| CgroupError::Parse { path: file.clone(), reason: e.to_string() })?;
+        Ok(Some(set).filter(|set| !set.is_empty()))
+    }
+
+    /// Whether the job's cgroup exists in any tree (it may have been removed
+    /// behind the agent's back).
+    pub fn exists(&self) -> bool {
+        self.dirs().any(Path::exists)
     }
 
     pub fn freezer_state(&self) -> Result<FreezerState, CgroupError> {

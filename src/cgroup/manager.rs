@@ -720,6 +720,43 @@ mod tests {
         // An empty job is killed at once.
         job.kill(std::time::Duration::from_millis(100)).await.unwrap();
     }
+
+    #[test]
+    fn a_job_reports_its_pause_at_the_limit_and_its_cpuset_on_every_layout() {
+        for kind in [FakeKind::V1, FakeKind::V2, FakeKind::Hybrid] {
+            let fs = FakeFs::new(kind);
+            fs.add_cgroup("corral");
+            fs.add_cgroup("corral/job-1");
+            let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+            let job = m.job(&name("job-1"));
+            assert!(job.exists(), "{kind:?}");
+            assert!(!job.paused_at_limit().unwrap(), "{kind:?}");
+            // The fixture's job cpuset is empty: nothing of its own yet.
+            assert_eq!(job.cpus().unwrap(), None, "{kind:?}");
+
+            let resources =
+                Resources { cpus: Some(CpuSet::parse("1-2").unwrap()), ..full_resources() };
+            job.update(&resources).unwrap();
+            assert_eq!(job.cpus().unwrap(), Some(CpuSet::parse("1-2").unwrap()), "{kind:?}");
+
+            if kind != FakeKind::V2 {
+                let oom_control = fs.v1_root("memory").join("corral/job-1/memory.oom_control");
+                std::fs::write(&oom_control, "oom_kill_disable 1\nunder_oom 1\noom_kill 0\n")
+                    .unwrap();
+                assert!(job.paused_at_limit().unwrap(), "{kind:?}");
+                // A file that cannot be read is an error, not "not paused".
+                std::fs::remove_file(&oom_control).unwrap();
+                assert!(job.paused_at_limit().is_err(), "{kind:?}");
+            }
+        }
+        // No cgroup at all: not there, and nothing to read.
+        let fs = FakeFs::new(FakeKind::V2);
+        fs.add_cgroup("corral");
+        let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+        let job = m.job(&name("job-2"));
+        assert!(!job.exists());
+        assert!(job.cpus().unwrap_err().is_gone());
+    }
 }
 
 #[cfg(test)]

@@ -102,4 +102,4 @@ pub use path::{CgroupName, CgroupPath};
 pub use plan::{Plan, PlanError, PlanProblem, PlannedWrite, Skipped};
 pub use resources::{CpuWeight, MemoryLimits, MilliCpus, OomMode, Resources};
 pub use stats::{Stats, StatsReader};
-pub use v2::psi::{PsiTrigger, StallKind};
+pub use v2::psi::{Pressure, PsiTrigger, StallKind};

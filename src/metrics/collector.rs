@@ -19,7 +19,7 @@ use super::finished::{FinishedRun, FinishedRuns};
 use super::source::{LiveRun, MetricsSource, NumaAllocation};
 use super::WallClock;
 use crate::cgroup::stats::DeviceIo;
-use crate::cgroup::v2::psi::Pressure;
+use crate::cgroup::Pressure;
 use crate::cgroup::Stats;
 
 /// Phases a run that has not ended can be in: the values of `corral_runs`.
