@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use corral::placement::{
     place, victims, Candidate, Ledger, NumaPolicy, PlacementConfig, Priority, ReleaseMode, Request,
-    RunId,
 };
-use corral::topology::{discover, Bytes, Topology};
+use corral::topology::{discover, Topology};
+use corral::vocab::Bytes;
+use corral::vocab::RunId;
 
 const RUNS: usize = 10_000;
 const EXCLUSIVE_RUNS: usize = 40;

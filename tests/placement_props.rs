@@ -10,9 +10,11 @@ use proptest::prelude::*;
 
 use corral::placement::{
     place, victims, Assignment, Candidate, Ledger, NumaPolicy, PlacementConfig, PlacementError,
-    Priority, ReleaseMode, Request, RunId,
+    Priority, ReleaseMode, Request,
 };
-use corral::topology::{discover, Bytes, CpuId, CpuSet, NodeId, Topology};
+use corral::topology::{discover, CpuId, CpuSet, NodeId, Topology};
+use corral::vocab::Bytes;
+use corral::vocab::RunId;
 
 const MACHINES: [&str; 5] =
     ["vm-2cpu", "dual-socket-snc", "memoryless-nodes", "offline-cpus", "no-numa"];

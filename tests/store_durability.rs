@@ -6,12 +6,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use corral::scheduler::{JobName, Phase, RunState, Timestamp};
+use corral::scheduler::{Phase, RunState};
 use corral::store::sqlite::schema::SCHEMA_VERSION;
 use corral::store::{
     CronJournal, Decided, Durability, FiringDecision, FiringOutcome, RunStore, SqliteStore,
     StateDirLock, StoreError, StoreOptions,
 };
+use corral::vocab::JobName;
+use corral::vocab::Timestamp;
 
 const CHILD_ENV: &str = "CORRAL_STORE_CRASH_CHILD_DIR";
 

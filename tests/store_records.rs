@@ -4,17 +4,20 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use corral::placement::{Assignment, CpuGrant, RunId};
+use corral::placement::{Assignment, CpuGrant};
 use corral::scheduler::cron::{CronState, RunSummary};
 use corral::scheduler::{
-    ExitStatus, FailReason, JobName, Phase, PreemptionMode, RunEvent, RunState, StopReason,
-    Timestamp,
+    ExitStatus, FailReason, Phase, PreemptionMode, RunEvent, RunState, StopReason,
 };
 use corral::store::{
     CronDecision, CronJournal, Decided, ExitInfo, FiringDecision, FiringOutcome, JobVersion,
     LaunchInfo, Retention, RunStore, SqliteStore, StoreError,
 };
-use corral::topology::{Bytes, NodeSet};
+use corral::topology::NodeSet;
+use corral::vocab::Bytes;
+use corral::vocab::JobName;
+use corral::vocab::RunId;
+use corral::vocab::Timestamp;
 
 fn job(name: &str) -> JobName {
     JobName::parse(name).unwrap()

@@ -37,11 +37,15 @@ use tracing::{info, warn};
 
 use crate::metrics::events::CronFired;
 use crate::metrics::Event as _;
-use crate::placement::RunId;
 use crate::scheduler::cron::{self, CronJob, CronState, Decisions, FiringOutcome};
-use crate::scheduler::{Event, RunState, StopReason, Timestamp};
-use crate::spec::{JobName, JobSpec, Recurrence};
-use crate::store::{parse_run_id, run_id, CronDecision, Decided, JobVersion, RunStore};
+use crate::scheduler::{Event, RunState, StopReason};
+use crate::spec::{JobSpec, Recurrence};
+use crate::store::{CronDecision, Decided, JobVersion, RunStore};
+use crate::vocab::parse_run_id;
+use crate::vocab::run_id;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::error::AgentError;
 use super::job::RunMeta;

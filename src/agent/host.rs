@@ -42,10 +42,13 @@ use crate::container::shim::pidfd_open;
 use crate::container::{self, ContainerError, JobExit, ProcessIdentity};
 use crate::launch::{self, Host};
 use crate::metrics::StatsHandle;
-use crate::placement::RunId;
-use crate::scheduler::{ExitStatus, Timestamp};
-use crate::store::{parse_run_id, LaunchInfo};
-use crate::topology::{Bytes, CpuSet};
+use crate::scheduler::ExitStatus;
+use crate::store::LaunchInfo;
+use crate::topology::CpuSet;
+use crate::vocab::parse_run_id;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::runtime::{
     FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Probe, Runtime, RuntimeError, Sink,
@@ -295,7 +298,7 @@ impl Runtime for HostRuntime {
         }
         let job = parse_run_id(run)
             .map(|(job, _)| job)
-            .unwrap_or_else(|| crate::spec::JobName::parse("unknown").expect("valid name"));
+            .unwrap_or_else(|| crate::vocab::JobName::parse("unknown").expect("valid name"));
         launch::collect(&job, run, &cgroup, KILL_TIMEOUT)
             .await
             .map(drop)

@@ -6,12 +6,13 @@
 
 use std::time::Duration;
 
-use crate::placement::{Request, RunId};
+use crate::placement::Request;
 use crate::scheduler::cron::jitter::Fnv1a;
 use crate::scheduler::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
 use crate::spec::{self, JobSpec, OnRemoval, Preemption, Priority};
 use crate::store::JobVersion;
-use crate::topology::Bytes;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
 
 /// The state machine's rules for runs of `spec`; `default_grace` where the
 /// job sets no `stop_grace`.

@@ -36,11 +36,12 @@ use std::cmp::Reverse;
 
 use crate::placement::{
     victims, Assignment, Candidate, Ledger, PlacementError, Priority as PlacementPriority,
-    ReleaseMode, Request, RunId,
+    ReleaseMode, Request,
 };
 use crate::scheduler::PreemptionMode;
 use crate::spec::Priority;
 use crate::topology::Topology;
+use crate::vocab::RunId;
 
 /// A run waiting for CPUs and memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +166,7 @@ mod tests {
     use super::*;
     use crate::placement::{CpuGrant, PlacementConfig};
     use crate::topology::testing::fixture;
-    use crate::topology::Bytes;
+    use crate::vocab::Bytes;
 
     fn vm() -> Topology {
         fixture("vm-2cpu")

@@ -22,9 +22,12 @@ use crate::metrics::{
     FinishedRun, JobInfo, LiveRun, Metrics, NumaAllocation, PublishedSnapshot, Snapshot, SpecFiles,
     StatsHandle,
 };
-use crate::placement::{CpuGrant, PlacementError, RunId};
-use crate::scheduler::{FailReason, JobName, Outcome, Phase, RunEvent, RunState, Timestamp};
+use crate::placement::{CpuGrant, PlacementError};
+use crate::scheduler::{FailReason, Outcome, Phase, RunEvent, RunState};
 use crate::store::{RunStore, SqliteStore};
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::error::AgentError;
 use super::job;

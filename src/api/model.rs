@@ -6,10 +6,13 @@ use serde::Serialize;
 
 use crate::cgroup::{LayoutKind, Stats};
 use crate::metrics::NumaAllocation;
-use crate::placement::{Assignment, Ledger, RunId};
-use crate::scheduler::{ExitStatus, JobName, Phase, PreemptionMode, RunEvent, Timestamp};
+use crate::placement::{Assignment, Ledger};
+use crate::scheduler::{ExitStatus, Phase, PreemptionMode, RunEvent};
 use crate::store::RunDetail;
 use crate::topology::{CpuSet, NodeId, Topology};
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 fn time(t: Timestamp) -> Option<DateTime<Utc>> {
     t.to_datetime()

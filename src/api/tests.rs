@@ -12,11 +12,15 @@ use crate::cgroup::{LayoutKind, Stats};
 use crate::config::HttpLimits;
 use crate::metrics::{HttpDeadline, RefusedReason};
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
-use crate::placement::{Ledger, PlacementConfig, Request, RunId};
-use crate::scheduler::{ExitStatus, JobName, Phase, PreemptionMode, RunEvent, RunState, Timestamp};
+use crate::placement::{Ledger, PlacementConfig, Request};
+use crate::scheduler::{ExitStatus, Phase, PreemptionMode, RunEvent, RunState};
 use crate::store::{EventRecord, ExitInfo, RunDetail, RunRecord, TransitionRecord};
 use crate::topology::testing::fixture;
-use crate::topology::{Bytes, Topology};
+use crate::topology::Topology;
+use crate::vocab::Bytes;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::model::{FileStatus, RunSummary};
 

@@ -24,9 +24,9 @@ use crate::config::{self, AgentConfig, CgroupParent};
 use crate::container::{ContainerError, SetupError};
 use crate::dynamic_user;
 use crate::launch::{self, Host, LaunchError};
-use crate::placement::RunId;
 use crate::scheduler::{backoff_delay, Jitter};
 use crate::spec::{self, JobSpec, RestartOn};
+use crate::vocab::RunId;
 
 pub use summary::{summary_line, Ending, Observed};
 

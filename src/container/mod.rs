@@ -101,8 +101,7 @@ pub mod rundir;
 pub mod shim;
 pub mod status;
 
-pub use caps::Capability;
-pub use config::{ContainerConfig, IdSpec, Mount, MountKind, Namespace, Rlimit, RlimitResource};
+pub use config::{ContainerConfig, IdSpec, Mount, MountKind, Rlimit, RlimitResource};
 pub use error::{ContainerError, SetupError};
 pub use launch::{
     abandon, launch, probe, read_status, signal_process, wait_for_status, Launched, Launcher,

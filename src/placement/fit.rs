@@ -6,7 +6,8 @@
 
 use std::fmt::Write as _;
 
-use crate::topology::{Bytes, NodeId, Topology};
+use crate::topology::{NodeId, Topology};
+use crate::vocab::Bytes;
 
 use super::ledger::Ledger;
 use super::request::{NumaPolicy, Request};

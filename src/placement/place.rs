@@ -33,7 +33,8 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
-use crate::topology::{Bytes, CpuSet, NodeId, Topology};
+use crate::topology::{CpuSet, NodeId, Topology};
+use crate::vocab::Bytes;
 
 use super::assignment::{Assignment, CpuGrant};
 use super::cores::pick_cpus;

@@ -2,31 +2,7 @@
 
 use std::fmt;
 
-use crate::topology::Bytes;
-
-/// The run that owns an assignment. Placement only compares and orders these;
-/// the scheduler decides what they look like.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(transparent)]
-pub struct RunId(String);
-
-impl RunId {
-    pub fn new(id: impl Into<String>) -> RunId {
-        RunId(id.into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for RunId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+use crate::vocab::{Bytes, RunId};
 
 /// Where a run's CPUs and memory may come from.
 #[derive(

@@ -37,7 +37,8 @@ use crate::topology::Topology;
 use super::fit::{Availability, Demand};
 use super::ledger::Ledger;
 use super::place::validate;
-use super::request::{NumaPolicy, Request, RunId};
+use super::request::{NumaPolicy, Request};
+use crate::vocab::RunId;
 
 /// Sets evaluated by the exact search before it gives way to the greedy one.
 /// Each evaluation is a few additions and comparisons per node, so the
@@ -487,7 +488,7 @@ mod tests {
         let mut candidates = Vec::new();
         for i in 0..1000 {
             let owner = format!("s{i:04}");
-            let memory = crate::topology::Bytes::from_mib(16);
+            let memory = crate::vocab::Bytes::from_mib(16);
             ledger
                 .record(Assignment {
                     owner: run(&owner),
@@ -500,8 +501,7 @@ mod tests {
         }
         let capacity = ledger.memory_capacity(NodeId(0));
         let left = capacity.get() - (1000 << 24);
-        let request =
-            Request::shared(run("x")).with_memory(crate::topology::Bytes(left + (4 << 30)));
+        let request = Request::shared(run("x")).with_memory(crate::vocab::Bytes(left + (4 << 30)));
         let chosen = victims(&topo, &ledger, &request, &candidates).unwrap();
         assert_eq!(chosen.len(), 256);
         // Cheapest priorities first: 256 runs of priority 0..=1 exist (143 + 143).

@@ -10,9 +10,11 @@
 //! considered time, the firing waiting its turn, its runs under way), the
 //! decisions of the step, and the runs they start, in one transaction.
 
-use crate::placement::RunId;
 use crate::scheduler::cron::CronState;
-use crate::scheduler::{JobName, RunState, Timestamp};
+use crate::scheduler::RunState;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::error::StoreError;
 use super::records::JobVersion;

@@ -12,10 +12,11 @@ use nix::sys::signal::Signal;
 use super::super::fake::Call;
 use super::super::runtime::Probe;
 use super::super::tests::{job, Bench};
-use crate::placement::RunId;
-use crate::scheduler::{ExitStatus, Phase, Timestamp};
-use crate::spec::JobName;
+use crate::scheduler::{ExitStatus, Phase};
 use crate::store::{CronJournal, FiringOutcome, RunStore};
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 fn every_10s(name: &str, extra: &str) -> String {
     job(name, &format!("schedule: '*/10 * * * * *'\n{extra}"))

@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 
 use crate::container::JobExit;
 use crate::launch::FinalStats;
-use crate::units::Bytes;
+use crate::vocab::Bytes;
 
 /// Exit code when the job never ran or its end is unknown: corral itself
 /// failed (as `docker run` and `podman run` use 125).

@@ -12,7 +12,7 @@ use crate::cgroup::{CgroupEvent, JobCgroup, Notifier};
 use crate::container::{signal_process, ContainerConfig, ProcessIdentity};
 use crate::launch::{self, EndedRun, Host, RunPlan};
 use crate::spec::OomPolicy;
-use crate::units::Bytes;
+use crate::vocab::Bytes;
 
 /// How long killing what is left of a job may take.
 pub const KILL_TIMEOUT: Duration = Duration::from_secs(10);

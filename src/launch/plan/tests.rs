@@ -5,10 +5,14 @@ use super::*;
 use crate::cgroup::fake::{FakeFs, FakeKind};
 use crate::cgroup::{CgroupManager, CgroupPath, FreezerKind, KillKind, ManagerConfig, OomMode};
 use crate::config::compile_str as compile_config;
-use crate::container::{Capability, MountKind, Namespace};
+use crate::container::MountKind;
 use crate::placement::CpuGrant;
-use crate::spec::{CpuWeight, MilliCpus, UserRef};
+use crate::spec::UserRef;
 use crate::topology::{NodeId, NodeSet};
+use crate::vocab::Capability;
+use crate::vocab::CpuWeight;
+use crate::vocab::MilliCpus;
+use crate::vocab::Namespace;
 
 const MI: u64 = 1 << 20;
 

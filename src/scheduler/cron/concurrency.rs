@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::placement::RunId;
 use crate::spec::Concurrency;
+use crate::vocab::RunId;
 
 /// A run of the job that has started and not yet ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use super::concurrency::{
 };
 use super::job::{earlier, CronJob};
 use super::journal::{FiringOutcome, FiringRecord};
-use crate::placement::RunId;
+use crate::vocab::RunId;
 
 /// The persisted scheduling state of one recurring job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,7 +224,8 @@ mod tests {
 
     use super::*;
     use crate::scheduler::cron::testutil::{recurrence, utc};
-    use crate::spec::{CatchUp, Concurrency, JobName, Recurrence};
+    use crate::spec::{CatchUp, Concurrency, Recurrence};
+    use crate::vocab::JobName;
 
     /// A job every ten minutes with the given policy, and a run counter.
     struct Agent {

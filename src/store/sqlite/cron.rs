@@ -2,14 +2,15 @@
 
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
-use crate::placement::RunId;
 use crate::scheduler::cron::CronState;
-use crate::scheduler::{JobName, Timestamp};
 use crate::store::cron_journal::{
     CronDecision, CronJournal, Decided, FiringDecision, FiringOutcome, FiringRecord,
 };
 use crate::store::error::StoreError;
-use crate::store::run_id::run_id;
+use crate::vocab::run_id;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::codec::{decode_err, from_json, sql, to_i64, to_json};
 use super::runs::{insert_run, label};
