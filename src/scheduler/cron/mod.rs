@@ -91,7 +91,9 @@ pub mod state;
 mod testutil;
 
 pub use catch_up::{plan_catch_up, CatchUpPlan, Missed};
-pub use concurrency::{on_fire, on_run_finished, AfterRun, FireDecision, RunSummary, SkipReason};
+pub use concurrency::{
+    on_fire, on_run_finished, AfterRun, OverlapDecision, RunSummary, SkipReason,
+};
 pub use count::count_firings;
 pub use dst::HourField;
 pub use job::{CronJob, Due};

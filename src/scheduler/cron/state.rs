@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catch_up::plan_catch_up;
 use super::concurrency::{
-    on_fire, on_run_finished, AfterRun, FireDecision, RunSummary, SkipReason,
+    on_fire, on_run_finished, AfterRun, OverlapDecision, RunSummary, SkipReason,
 };
 use super::job::{earlier, CronJob};
 use super::journal::{FiringOutcome, FiringRecord};
@@ -147,9 +147,11 @@ impl CronState {
         out: &mut Decisions,
     ) {
         match on_fire(job.recurrence.concurrency, &self.active, self.queued.is_some()) {
-            FireDecision::Start => self.start(job, scheduled, now, new_run, out),
-            FireDecision::Skip { reason } => out.records.push(skipped(job, scheduled, now, reason)),
-            FireDecision::ReplaceThenStart { stop } => {
+            OverlapDecision::Start => self.start(job, scheduled, now, new_run, out),
+            OverlapDecision::Skip { reason } => {
+                out.records.push(skipped(job, scheduled, now, reason))
+            }
+            OverlapDecision::ReplaceThenStart { stop } => {
                 for run in stop {
                     if let Some(active) = self.active.iter_mut().find(|r| r.run == run) {
                         active.stopping = true;
@@ -160,7 +162,7 @@ impl CronState {
                     out.records.push(skipped(job, waiting, now, SkipReason::Superseded));
                 }
             }
-            FireDecision::Queue => self.queued = Some(scheduled),
+            OverlapDecision::Queue => self.queued = Some(scheduled),
         }
     }
 
