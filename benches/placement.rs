@@ -13,10 +13,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use corral::placement::{
-    place, victims, Candidate, Ledger, NumaPolicy, PlacementConfig, Priority, ReleaseMode, Request,
+    place, victims, Candidate, Ledger, PlacementConfig, Priority, ReleaseMode, Request,
 };
 use corral::topology::{discover, Topology};
 use corral::vocab::Bytes;
+use corral::vocab::NumaPolicy;
 use corral::vocab::RunId;
 
 const RUNS: usize = 10_000;

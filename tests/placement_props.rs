@@ -9,11 +9,12 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 
 use corral::placement::{
-    place, victims, Assignment, Candidate, Ledger, NumaPolicy, PlacementConfig, PlacementError,
-    Priority, ReleaseMode, Request,
+    place, victims, Assignment, Candidate, Ledger, PlacementConfig, PlacementError, Priority,
+    ReleaseMode, Request,
 };
 use corral::topology::{discover, CpuId, CpuSet, NodeId, Topology};
 use corral::vocab::Bytes;
+use corral::vocab::NumaPolicy;
 use corral::vocab::RunId;
 
 const MACHINES: [&str; 5] =

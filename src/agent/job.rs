@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::placement::Request;
 use crate::scheduler::cron::jitter::Fnv1a;
-use crate::scheduler::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
+use crate::scheduler::{Factor, OomPolicy, Policy, PreemptionMode, RestartPolicy};
 use crate::spec::{self, JobSpec, OnRemoval, Preemption, Priority};
 use crate::store::JobVersion;
 use crate::vocab::Bytes;
@@ -18,11 +18,7 @@ use crate::vocab::RunId;
 /// job sets no `stop_grace`.
 pub fn policy(spec: &JobSpec, default_grace: Duration) -> Policy {
     let restart = RestartPolicy {
-        on: match spec.restart.on {
-            spec::RestartOn::Never => RestartOn::Never,
-            spec::RestartOn::Failure => RestartOn::Failure,
-            spec::RestartOn::Always => RestartOn::Always,
-        },
+        on: spec.restart.on,
         attempts: spec.restart.attempts,
         backoff_min: spec.restart.backoff.min,
         backoff_max: spec.restart.backoff.max,
@@ -111,7 +107,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::placement::{self, CpuRequest};
+    use crate::placement::CpuRequest;
+    use crate::spec::RestartOn;
 
     fn spec(text: &str) -> JobSpec {
         spec::compile_str(Path::new("t.yaml"), text).unwrap().remove(0).spec
@@ -164,7 +161,7 @@ mod tests {
         let s = spec("name: a\ncommand: [/bin/true]\nresources: {cpus: 2, numa: single-node}\n");
         let r = request(&s, &RunId::new("a-1"), Some(Bytes::from_mib(5)));
         assert_eq!(r.cpus, CpuRequest::Exclusive(2));
-        assert_eq!(r.numa, placement::NumaPolicy::SingleNode);
+        assert_eq!(r.numa, crate::vocab::NumaPolicy::SingleNode);
         assert_eq!(r.memory, Some(Bytes::from_mib(5)));
         let shared = request(&spec("name: a\ncommand: [/bin/true]\n"), &RunId::new("a-1"), None);
         assert_eq!(shared.cpus, CpuRequest::Shared);

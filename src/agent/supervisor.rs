@@ -508,7 +508,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         if run.meta.finish_on_removal && run.state.phase.may_have_processes() {
             run.removed = true;
             // Finishing means this attempt only: nothing starts again.
-            run.meta.policy.restart.on = crate::scheduler::RestartOn::Never;
+            run.meta.policy.restart.on = crate::spec::RestartOn::Never;
             if let OomPolicy::Requeue { .. } = run.meta.policy.oom {
                 run.meta.policy.oom = OomPolicy::Fail;
             }

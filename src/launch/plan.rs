@@ -12,7 +12,7 @@ use super::oom::oom_mode;
 use crate::cgroup::{self, Capabilities, CgroupName, MemoryLimits};
 use crate::config::AgentConfig;
 use crate::container::{ContainerConfig, IdSpec, Mount, Rlimit, RlimitResource};
-use crate::placement::{self, Assignment, PlacementConfig, Request};
+use crate::placement::{Assignment, PlacementConfig, Request};
 use crate::spec::{self, JobSpec, OomPolicy};
 use crate::topology::{CpuSet, Topology};
 use crate::vocab::Bytes;
@@ -86,21 +86,10 @@ pub fn request(spec: &JobSpec, run: &RunId) -> Request {
         spec::CpuRequest::Exclusive { cpus } => Request::exclusive(run.clone(), cpus),
         spec::CpuRequest::Shared { .. } => Request::shared(run.clone()),
     };
-    let request = request.with_numa(numa_policy(resources.numa));
+    let request = request.with_numa(resources.numa);
     match resources.memory.hard {
         Some(hard) => request.with_memory(hard),
         None => request,
-    }
-}
-
-/// The spec's and placement's NUMA policies name the same three choices;
-/// they are separate types because the spec's is a file format and
-/// placement's an allocator input.
-pub fn numa_policy(policy: spec::NumaPolicy) -> placement::NumaPolicy {
-    match policy {
-        spec::NumaPolicy::None => placement::NumaPolicy::None,
-        spec::NumaPolicy::Prefer => placement::NumaPolicy::Prefer,
-        spec::NumaPolicy::SingleNode => placement::NumaPolicy::SingleNode,
     }
 }
 

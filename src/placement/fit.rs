@@ -10,7 +10,8 @@ use crate::topology::{NodeId, Topology};
 use crate::vocab::Bytes;
 
 use super::ledger::Ledger;
-use super::request::{NumaPolicy, Request};
+use super::request::Request;
+use crate::vocab::NumaPolicy;
 
 /// Free resources of one node.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 //! Pure: every decision is a function of a [`Topology`](crate::topology::Topology),
 //! a [`Ledger`] and a [`Request`]. The shell writes the resulting cpusets.
 //!
-//! - [`request`]: [`Request`], [`NumaPolicy`]; its owner is a [`crate::vocab::RunId`].
+//! - [`request`]: [`Request`]; its owner is a [`crate::vocab::RunId`], its NUMA policy a
+//!   [`crate::vocab::NumaPolicy`].
 //! - [`assignment`]: [`Assignment`], what a run got.
 //! - [`config`]: [`PlacementConfig`]: reserved CPUs and memory, the shared
 //!   pool's minimum.
@@ -36,7 +37,7 @@ pub use config::PlacementConfig;
 pub use error::PlacementError;
 pub use ledger::Ledger;
 pub use place::place;
-pub use request::{CpuRequest, NumaPolicy, Request};
+pub use request::{CpuRequest, Request};
 pub use victims::{victims, Candidate, Priority, ReleaseMode, EXACT_SEARCH_BUDGET};
 
 #[cfg(test)]

@@ -41,7 +41,8 @@ use super::cores::pick_cpus;
 use super::error::PlacementError;
 use super::fit::{Availability, Demand};
 use super::ledger::Ledger;
-use super::request::{CpuRequest, NumaPolicy, Request};
+use super::request::{CpuRequest, Request};
+use crate::vocab::NumaPolicy;
 
 /// Decides where `request` goes, without changing `ledger`; record the
 /// result with [`Ledger::record`] (or use [`Ledger::admit`]). `ledger` must

@@ -1,36 +1,6 @@
 //! What a run asks of the allocator.
 
-use std::fmt;
-
-use crate::vocab::{Bytes, RunId};
-
-/// Where a run's CPUs and memory may come from.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum NumaPolicy {
-    /// CPUs anywhere (still as few nodes as possible); memory from every
-    /// allowed node.
-    #[default]
-    None,
-    /// One node if one has room; otherwise the fewest, nearest nodes. Memory
-    /// comes from the nodes of the CPUs (and the nearest memory nodes if those
-    /// lack memory).
-    Prefer,
-    /// CPUs and memory on one node, or no placement.
-    SingleNode,
-}
-
-impl fmt::Display for NumaPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NumaPolicy::None => "none",
-            NumaPolicy::Prefer => "prefer",
-            NumaPolicy::SingleNode => "single-node",
-        })
-    }
-}
+use crate::vocab::{Bytes, NumaPolicy, RunId};
 
 /// CPUs of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -37,7 +37,8 @@ use crate::topology::Topology;
 use super::fit::{Availability, Demand};
 use super::ledger::Ledger;
 use super::place::validate;
-use super::request::{NumaPolicy, Request};
+use super::request::Request;
+use crate::vocab::NumaPolicy;
 use crate::vocab::RunId;
 
 /// Sets evaluated by the exact search before it gives way to the greedy one.

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use crate::spec::RestartOn;
 use crate::vocab::Bytes;
 
 /// Everything about a job that the run state machine decides with.
@@ -32,21 +33,6 @@ impl Default for Policy {
             stop_grace: Duration::from_secs(10),
         }
     }
-}
-
-/// Which endings lead to another attempt.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartOn {
-    #[default]
-    Never,
-    /// A non-zero exit, a signal, a timeout, a failed OOM policy, a failed
-    /// launch or a lost process.
-    Failure,
-    /// Any ending, success included.
-    Always,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

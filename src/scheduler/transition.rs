@@ -17,8 +17,9 @@ use super::action::{Action, RunEvent, Timer};
 use super::backoff::{backoff_delay, Jitter};
 use super::error::InvalidTransition;
 use super::event::{Event, ExitStatus};
-use super::policy::{OomPolicy, Policy, PreemptionMode, RestartOn};
+use super::policy::{OomPolicy, Policy, PreemptionMode};
 use super::state::{FailReason, Outcome, Phase, RunState, StopIntent, StopReason};
+use crate::spec::RestartOn;
 use crate::vocab::Timestamp;
 
 /// What the shell samples from the world for one transition.

@@ -44,7 +44,7 @@ pub use job::{Command, JobSpec, OnRemoval, Preemption, Priority};
 pub use load::{compile_bytes, compile_str, load_file, Job, JobSet, Origin};
 pub use oom::{Factor, OomPolicy};
 pub use paths::AbsPath;
-pub use resources::{CpuRequest, MemoryLimits, NumaPolicy, Resources};
+pub use resources::{CpuRequest, MemoryLimits, Resources};
 pub use restart::{Backoff, RestartOn, RestartPolicy};
 pub use rlimits::{Rlimit, RlimitValue, Rlimits};
 pub use schedule::{CatchUp, Concurrency, History, Recurrence, Schedule};

@@ -1,5 +1,5 @@
 //! The words every layer shares: run ids, job names, byte quantities, CPU weights and
-//! quotas, wall-clock timestamps, capabilities and namespaces.
+//! quotas, wall-clock timestamps, capabilities, namespaces and NUMA policies.
 //!
 //! Each is a newtype or a closed enum that only holds valid values, so the layers that
 //! consume them (placement, cgroup plans, the container, the store) need not re-check,
@@ -12,6 +12,7 @@ mod cpu;
 pub mod decimal;
 mod job_name;
 mod namespace;
+mod numa;
 mod run_id;
 mod time;
 
@@ -20,5 +21,6 @@ pub use capability::{Capability, UnknownCapability, CAPABILITY_NAMES};
 pub use cpu::{CpuWeight, MilliCpus};
 pub use job_name::{check_cgroup_label, check_label, JobName, NameError, RESERVED_CGROUP_NAMES};
 pub use namespace::Namespace;
+pub use numa::NumaPolicy;
 pub use run_id::{parse_run_id, run_id, RunId};
 pub use time::Timestamp;

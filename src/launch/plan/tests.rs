@@ -6,7 +6,7 @@ use crate::cgroup::fake::{FakeFs, FakeKind};
 use crate::cgroup::{CgroupManager, CgroupPath, FreezerKind, KillKind, ManagerConfig, OomMode};
 use crate::config::compile_str as compile_config;
 use crate::container::MountKind;
-use crate::placement::CpuGrant;
+use crate::placement::{self, CpuGrant};
 use crate::spec::UserRef;
 use crate::topology::{NodeId, NodeSet};
 use crate::vocab::Capability;
@@ -77,7 +77,7 @@ fn exclusive_cpus_numa_and_hard_memory_make_the_request() {
     );
     assert_eq!(r.owner, run());
     assert_eq!(r.cpus, placement::CpuRequest::Exclusive(2));
-    assert_eq!(r.numa, placement::NumaPolicy::SingleNode);
+    assert_eq!(r.numa, crate::vocab::NumaPolicy::SingleNode);
     // The hard limit is what is accounted, not the soft one.
     assert_eq!(r.memory, Some(Bytes::from_gib(2)));
 }
@@ -86,7 +86,7 @@ fn exclusive_cpus_numa_and_hard_memory_make_the_request() {
 fn a_shared_job_without_limits_asks_for_the_pool_and_no_memory() {
     let r = request(&spec(""), &run());
     assert_eq!(r.cpus, placement::CpuRequest::Shared);
-    assert_eq!(r.numa, placement::NumaPolicy::None);
+    assert_eq!(r.numa, crate::vocab::NumaPolicy::None);
     assert_eq!(r.memory, None);
     let r = request(&spec("resources: {cpu_weight: 300, memory: {soft: 64Mi}}\n"), &run());
     assert_eq!((r.cpus, r.memory), (placement::CpuRequest::Shared, None));
@@ -95,9 +95,9 @@ fn a_shared_job_without_limits_asks_for_the_pool_and_no_memory() {
 #[test]
 fn every_numa_policy_converts() {
     for (word, want) in [
-        ("none", placement::NumaPolicy::None),
-        ("prefer", placement::NumaPolicy::Prefer),
-        ("single-node", placement::NumaPolicy::SingleNode),
+        ("none", crate::vocab::NumaPolicy::None),
+        ("prefer", crate::vocab::NumaPolicy::Prefer),
+        ("single-node", crate::vocab::NumaPolicy::SingleNode),
     ] {
         let r = request(&spec(&format!("resources: {{cpus: 1, numa: {word}}}\n")), &run());
         assert_eq!(r.numa, want, "{word}");

@@ -7,11 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use corral::cgroup::{MemoryLimits, Resources};
-use corral::placement::{
-    place, Assignment, Ledger, NumaPolicy, PlacementConfig, PlacementError, Request,
-};
+use corral::placement::{place, Assignment, Ledger, PlacementConfig, PlacementError, Request};
 use corral::topology::{discover, CpuSet, NodeId, NodeSet, Topology};
 use corral::vocab::Bytes;
+use corral::vocab::NumaPolicy;
 use corral::vocab::RunId;
 
 use super::util::{
