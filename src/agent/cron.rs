@@ -253,7 +253,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 // First sight since the agent started: stops decided before a
                 // restart may not have been carried out.
                 for action in entry.state.pending_stops() {
-                    if let cron::Action::Stop { run } = action {
+                    if let cron::CronAction::Stop { run } = action {
                         self.cron_stop_run(name, &run)?;
                     }
                 }
@@ -509,7 +509,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         // Carried out only now that they are on record.
         for action in decisions.actions {
             match action {
-                cron::Action::Start { run, .. } => {
+                cron::CronAction::Start { run, .. } => {
                     let (Some(initial), Some(spec), Some((meta, version))) =
                         (new_runs.remove(&run), spec, &version)
                     else {
@@ -518,7 +518,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     let fingerprint = version.fingerprint.clone();
                     self.add_run(run, name, Arc::clone(spec), meta.clone(), fingerprint, initial);
                 }
-                cron::Action::Stop { run } => self.cron_stop_run(name, &run)?,
+                cron::CronAction::Stop { run } => self.cron_stop_run(name, &run)?,
             }
         }
         Ok(())

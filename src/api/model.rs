@@ -43,7 +43,7 @@ pub struct JobView {
     /// given one.
     pub dynamic_uid: Option<u32>,
     /// Its runs that have not ended.
-    pub runs: Vec<RunSummary>,
+    pub runs: Vec<RunListing>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -55,15 +55,15 @@ pub enum FileStatus {
 
 /// A run in a job's list.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunSummary {
+pub struct RunListing {
     pub id: RunId,
     pub state: &'static str,
     pub since: Option<DateTime<Utc>>,
 }
 
-impl RunSummary {
-    pub fn new(id: RunId, phase: &Phase, since: Timestamp) -> RunSummary {
-        RunSummary { id, state: phase.name(), since: time(since) }
+impl RunListing {
+    pub fn new(id: RunId, phase: &Phase, since: Timestamp) -> RunListing {
+        RunListing { id, state: phase.name(), since: time(since) }
     }
 }
 

@@ -22,7 +22,7 @@ use crate::vocab::JobName;
 use crate::vocab::RunId;
 use crate::vocab::Timestamp;
 
-use super::model::{FileStatus, RunSummary};
+use super::model::{FileStatus, RunListing};
 
 struct FakeAgent {
     ready: bool,
@@ -48,7 +48,7 @@ fn etl() -> JobView {
         next_fire: chrono::DateTime::from_timestamp(1_800_000_000, 0),
         user: "etl".into(),
         dynamic_uid: None,
-        runs: vec![RunSummary::new(
+        runs: vec![RunListing::new(
             RunId::new("etl-1"),
             &Phase::Running { since: Timestamp::from_millis(1_000) },
             Timestamp::from_millis(1_000),

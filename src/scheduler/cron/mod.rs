@@ -99,7 +99,7 @@ pub use dst::HourField;
 pub use job::{CronJob, Due};
 pub use journal::{late_after, FiringOutcome, FiringRecord, LATE_AFTER, LATE_AFTER_SECONDS};
 pub use next_fire::{firings_between, next_fire, prev_fire, Firings};
-pub use state::{Action, CronState, Decisions};
+pub use state::{CronAction, CronState, Decisions};
 
 #[doc(no_inline)]
 pub use crate::spec::Schedule;
