@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::placement::Request;
 use crate::scheduler::cron::jitter::Fnv1a;
-use crate::scheduler::{Factor, OomPolicy, Policy, PreemptionMode, RestartPolicy};
+use crate::scheduler::{OomPolicy, Policy, PreemptionMode, RestartPolicy};
 use crate::spec::{self, JobSpec, OnRemoval, Preemption, Priority};
 use crate::store::JobVersion;
 use crate::vocab::Bytes;
@@ -25,11 +25,7 @@ pub fn policy(spec: &JobSpec, default_grace: Duration) -> Policy {
     };
     let oom = match spec.oom {
         spec::OomPolicy::Fail => OomPolicy::Fail,
-        spec::OomPolicy::Requeue { factor, max } => OomPolicy::Requeue {
-            factor: Factor::from_hundredths(factor.hundredths()),
-            cap: None,
-            max,
-        },
+        spec::OomPolicy::Requeue { factor, max } => OomPolicy::Requeue { factor, cap: None, max },
         spec::OomPolicy::Grow { to, step } => OomPolicy::Grow { step, ceiling: to },
     };
     Policy {

@@ -69,6 +69,6 @@ pub use action::{Action, RunEvent, Timer};
 pub use backoff::{backoff_delay, Jitter};
 pub use error::InvalidTransition;
 pub use event::{Event, ExitStatus};
-pub use policy::{Factor, OomPolicy, Policy, PreemptionMode, RestartPolicy};
+pub use policy::{OomPolicy, Policy, PreemptionMode, RestartPolicy};
 pub use state::{FailReason, Outcome, Phase, RunState, StopIntent, StopReason};
 pub use transition::{transition, Moment, Transition};
