@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 
 use corral::placement::{
-    place, victims, Assignment, Candidate, Ledger, PlacementConfig, PlacementError, Priority,
+    place, victims, Assignment, Candidate, Ledger, PlacementConfig, PlacementError, Rank,
     ReleaseMode, Request,
 };
 use corral::topology::{discover, CpuId, CpuSet, NodeId, Topology};
@@ -271,7 +271,7 @@ proptest! {
             .filter(|(_, (pick, _, _))| *pick)
             .map(|(a, &(_, priority, requeue))| Candidate {
                 owner: a.owner.clone(),
-                priority: Priority(priority),
+                priority: Rank(priority),
                 mode: if requeue { ReleaseMode::Requeue } else { ReleaseMode::Suspend },
             })
             .collect();

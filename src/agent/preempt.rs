@@ -35,8 +35,7 @@
 use std::cmp::Reverse;
 
 use crate::placement::{
-    victims, Assignment, Candidate, Ledger, PlacementError, Priority as PlacementPriority,
-    ReleaseMode, Request,
+    victims, Assignment, Candidate, Ledger, PlacementError, Rank, ReleaseMode, Request,
 };
 use crate::scheduler::PreemptionMode;
 use crate::spec::Priority;
@@ -146,7 +145,7 @@ fn choose_victims(
                 PreemptionMode::Requeue => ReleaseMode::Requeue,
                 PreemptionMode::Never => return None,
             };
-            let priority = PlacementPriority(i32::from(a.priority.get()));
+            let priority = Rank(i32::from(a.priority.get()));
             Some(Candidate { owner: a.run.clone(), priority, mode })
         })
         .collect();

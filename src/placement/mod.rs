@@ -38,7 +38,7 @@ pub use error::PlacementError;
 pub use ledger::Ledger;
 pub use place::place;
 pub use request::{CpuRequest, Request};
-pub use victims::{victims, Candidate, Priority, ReleaseMode, EXACT_SEARCH_BUDGET};
+pub use victims::{victims, Candidate, Rank, ReleaseMode, EXACT_SEARCH_BUDGET};
 
 #[cfg(test)]
 mod testing;

@@ -51,7 +51,7 @@ pub const EXACT_SEARCH_BUDGET: u64 = 20_000;
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 #[serde(transparent)]
-pub struct Priority(pub i32);
+pub struct Rank(pub i32);
 
 /// What preempting a run frees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -70,7 +70,7 @@ pub enum ReleaseMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub owner: RunId,
-    pub priority: Priority,
+    pub priority: Rank,
     pub mode: ReleaseMode,
 }
 
@@ -370,7 +370,7 @@ mod tests {
     use crate::topology::NodeId;
 
     fn candidate(owner: &str, priority: i32, mode: ReleaseMode) -> Candidate {
-        Candidate { owner: run(owner), priority: Priority(priority), mode }
+        Candidate { owner: run(owner), priority: Rank(priority), mode }
     }
 
     fn owners(list: &[&str]) -> Option<Vec<RunId>> {
