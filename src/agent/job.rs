@@ -103,7 +103,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::placement::CpuRequest;
+    use crate::placement::CpuDemand;
     use crate::spec::RestartOn;
 
     fn spec(text: &str) -> JobSpec {
@@ -156,11 +156,11 @@ mod tests {
     fn requests_carry_cpus_numa_and_memory() {
         let s = spec("name: a\ncommand: [/bin/true]\nresources: {cpus: 2, numa: single-node}\n");
         let r = request(&s, &RunId::new("a-1"), Some(Bytes::from_mib(5)));
-        assert_eq!(r.cpus, CpuRequest::Exclusive(2));
+        assert_eq!(r.cpus, CpuDemand::Exclusive(2));
         assert_eq!(r.numa, crate::vocab::NumaPolicy::SingleNode);
         assert_eq!(r.memory, Some(Bytes::from_mib(5)));
         let shared = request(&spec("name: a\ncommand: [/bin/true]\n"), &RunId::new("a-1"), None);
-        assert_eq!(shared.cpus, CpuRequest::Shared);
+        assert_eq!(shared.cpus, CpuDemand::Shared);
         // The run's limit is charged, not the spec's.
         let grown = spec("name: a\ncommand: [/bin/true]\nresources: {memory: {hard: 64Mi}}\n");
         let r = request(&grown, &RunId::new("a-1"), Some(Bytes::from_mib(128)));

@@ -37,7 +37,7 @@ pub use config::PlacementConfig;
 pub use error::PlacementError;
 pub use ledger::Ledger;
 pub use place::place;
-pub use request::{CpuRequest, Request};
+pub use request::{CpuDemand, Request};
 pub use victims::{victims, Candidate, Rank, ReleaseMode, EXACT_SEARCH_BUDGET};
 
 #[cfg(test)]

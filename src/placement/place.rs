@@ -41,7 +41,7 @@ use super::cores::pick_cpus;
 use super::error::PlacementError;
 use super::fit::{Availability, Demand};
 use super::ledger::Ledger;
-use super::request::{CpuRequest, Request};
+use super::request::{CpuDemand, Request};
 use crate::vocab::NumaPolicy;
 
 /// Decides where `request` goes, without changing `ledger`; record the
@@ -69,8 +69,8 @@ pub fn place(
         });
     }
     let assignment = match request.cpus {
-        CpuRequest::Shared => place_shared(&room, request),
-        CpuRequest::Exclusive(_) => place_exclusive(topology, ledger, &room, request, &demand),
+        CpuDemand::Shared => place_shared(&room, request),
+        CpuDemand::Exclusive(_) => place_exclusive(topology, ledger, &room, request, &demand),
     };
     Ok(assignment)
 }
@@ -80,8 +80,8 @@ pub(crate) fn validate(request: &Request) -> Result<(), PlacementError> {
         Err(PlacementError::InvalidRequest { owner: request.owner.clone(), reason: reason.into() })
     };
     match (request.cpus, request.numa) {
-        (CpuRequest::Exclusive(0), _) => invalid("zero exclusive CPUs"),
-        (CpuRequest::Shared, NumaPolicy::SingleNode) => {
+        (CpuDemand::Exclusive(0), _) => invalid("zero exclusive CPUs"),
+        (CpuDemand::Shared, NumaPolicy::SingleNode) => {
             invalid("single-node needs exclusive CPUs: the shared pool spans nodes")
         }
         _ => Ok(()),

@@ -5,7 +5,7 @@ use crate::vocab::{Bytes, NumaPolicy, RunId};
 /// CPUs of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum CpuRequest {
+pub enum CpuDemand {
     /// This many CPUs for the run alone, pinned.
     Exclusive(u32),
     /// The shared pool, whatever it currently is.
@@ -16,7 +16,7 @@ pub enum CpuRequest {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Request {
     pub owner: RunId,
-    pub cpus: CpuRequest,
+    pub cpus: CpuDemand,
     pub numa: NumaPolicy,
     /// Memory to account against the nodes: the run's hard limit. `None` (or
     /// zero) places the run without accounting memory.
@@ -25,11 +25,11 @@ pub struct Request {
 
 impl Request {
     pub fn exclusive(owner: RunId, cpus: u32) -> Request {
-        Request { owner, cpus: CpuRequest::Exclusive(cpus), numa: NumaPolicy::None, memory: None }
+        Request { owner, cpus: CpuDemand::Exclusive(cpus), numa: NumaPolicy::None, memory: None }
     }
 
     pub fn shared(owner: RunId) -> Request {
-        Request { owner, cpus: CpuRequest::Shared, numa: NumaPolicy::None, memory: None }
+        Request { owner, cpus: CpuDemand::Shared, numa: NumaPolicy::None, memory: None }
     }
 
     pub fn with_numa(self, numa: NumaPolicy) -> Request {
@@ -43,8 +43,8 @@ impl Request {
     /// Exclusive CPUs asked for; 0 for the shared pool.
     pub fn exclusive_cpus(&self) -> usize {
         match self.cpus {
-            CpuRequest::Exclusive(n) => n as usize,
-            CpuRequest::Shared => 0,
+            CpuDemand::Exclusive(n) => n as usize,
+            CpuDemand::Shared => 0,
         }
     }
 

@@ -76,7 +76,7 @@ fn exclusive_cpus_numa_and_hard_memory_make_the_request() {
         &run(),
     );
     assert_eq!(r.owner, run());
-    assert_eq!(r.cpus, placement::CpuRequest::Exclusive(2));
+    assert_eq!(r.cpus, placement::CpuDemand::Exclusive(2));
     assert_eq!(r.numa, crate::vocab::NumaPolicy::SingleNode);
     // The hard limit is what is accounted, not the soft one.
     assert_eq!(r.memory, Some(Bytes::from_gib(2)));
@@ -85,11 +85,11 @@ fn exclusive_cpus_numa_and_hard_memory_make_the_request() {
 #[test]
 fn a_shared_job_without_limits_asks_for_the_pool_and_no_memory() {
     let r = request(&spec(""), &run());
-    assert_eq!(r.cpus, placement::CpuRequest::Shared);
+    assert_eq!(r.cpus, placement::CpuDemand::Shared);
     assert_eq!(r.numa, crate::vocab::NumaPolicy::None);
     assert_eq!(r.memory, None);
     let r = request(&spec("resources: {cpu_weight: 300, memory: {soft: 64Mi}}\n"), &run());
-    assert_eq!((r.cpus, r.memory), (placement::CpuRequest::Shared, None));
+    assert_eq!((r.cpus, r.memory), (placement::CpuDemand::Shared, None));
 }
 
 #[test]
