@@ -18,8 +18,9 @@
 //!   moment)`, with restart backoff, OOM and preemption policies; and
 //!   [`scheduler::cron`] for recurring jobs (next firing across clock changes,
 //!   catch-up after downtime, overlap policies).
-//! - [`units`]: byte quantities, CPU weights and CPU quotas shared by every
-//!   layer, each a newtype that only holds values in range.
+//! - [`vocab`]: the words every layer shares (run ids, job names, byte
+//!   quantities, CPU weights and quotas, timestamps, capabilities, namespaces),
+//!   each a type that only holds valid values; it depends on no other module.
 //!
 //! Thin shell:
 //! - [`cgroup`]: job cgroups on v1, v2 and hybrid hosts: layout detection,
@@ -71,5 +72,5 @@ pub mod scheduler;
 pub mod spec;
 pub mod store;
 pub mod topology;
-pub mod units;
+pub mod vocab;
 pub mod watch;

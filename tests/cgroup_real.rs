@@ -11,11 +11,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use corral::cgroup::{
-    detect, Anchor, CgroupEvent, CgroupManager, CgroupName, CgroupPath, CpuWeight, EventOptions,
-    FreezerKind, FreezerState, HostPaths, JobCgroup, KillKind, LayoutKind, ManagerConfig,
-    MemoryLimits, MilliCpus, Notifier, OomMode, Resources,
+    detect, Anchor, CgroupEvent, CgroupManager, CgroupName, CgroupPath, EventOptions, FreezerKind,
+    FreezerState, HostPaths, JobCgroup, KillKind, LayoutKind, ManagerConfig, MemoryLimits,
+    Notifier, OomMode, Resources,
 };
 use corral::topology::CpuSet;
+use corral::vocab::CpuWeight;
+use corral::vocab::MilliCpus;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

@@ -9,10 +9,13 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 
 use corral::placement::{
-    place, victims, Assignment, Candidate, Ledger, NumaPolicy, PlacementConfig, PlacementError,
-    Priority, ReleaseMode, Request, RunId,
+    place, victims, Assignment, Candidate, Ledger, PlacementConfig, PlacementError, Rank,
+    ReleaseMode, Request,
 };
-use corral::topology::{discover, Bytes, CpuId, CpuSet, NodeId, Topology};
+use corral::topology::{discover, CpuId, CpuSet, NodeId, Topology};
+use corral::vocab::Bytes;
+use corral::vocab::NumaPolicy;
+use corral::vocab::RunId;
 
 const MACHINES: [&str; 5] =
     ["vm-2cpu", "dual-socket-snc", "memoryless-nodes", "offline-cpus", "no-numa"];
@@ -268,7 +271,7 @@ proptest! {
             .filter(|(_, (pick, _, _))| *pick)
             .map(|(a, &(_, priority, requeue))| Candidate {
                 owner: a.owner.clone(),
-                priority: Priority(priority),
+                priority: Rank(priority),
                 mode: if requeue { ReleaseMode::Requeue } else { ReleaseMode::Suspend },
             })
             .collect();

@@ -20,14 +20,17 @@ use std::path::Path;
 use tracing::error;
 
 use crate::api::protocol::{
-    Accepted, ControlError, EventLine, ExitView, FileNotApplied, ReloadReport, Request, Response,
-    RunRow, RunView, TransitionLine,
+    Accepted, ControlError, EventLine, FileNotApplied, ReloadReport, Request, Response, RunRow,
+    ShownRun,
 };
+use crate::api::run::{LiveFacts, RunFacts};
 use crate::api::{Answer, Command};
-use crate::placement::{CpuGrant, RunId};
-use crate::scheduler::{Event, ExitStatus, Phase, RunEvent, StopReason, Timestamp};
-use crate::spec::{JobName, JobSetDiff};
+use crate::scheduler::{Event, Phase, RunEvent, StopReason};
+use crate::spec::JobSetDiff;
 use crate::store::{RunDetail, RunRecord, RunStore};
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 use crate::watch::{FileChange, WatchError};
 
 use super::error::AgentError;
@@ -129,38 +132,26 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         Ok(self.store.active_runs()?.iter().map(|r| self.row(r, now)).collect())
     }
 
-    fn row(&self, record: &RunRecord, now: Timestamp) -> RunRow {
+    /// What the agent knows of `record`'s run beyond the record.
+    fn live_facts(&self, record: &RunRecord, now: Timestamp) -> LiveFacts<'_> {
         let live = self.runs.get(&record.id);
-        let assignment = live.and_then(|r| r.assignment.as_ref()).or(record.assignment.as_ref());
-        let state = live.map_or(&record.state, |r| &r.state);
-        let next_fire = self.cron.next_fire(&record.job);
         let usage = self.live_usage(&record.id, now);
-        let mut phase = state.phase.name().to_owned();
-        if self.held.contains(&record.id) {
-            phase.push_str(" (by operator)");
-        }
-        RunRow {
-            job: record.job.to_string(),
-            run: record.id.to_string(),
-            state: phase,
+        LiveFacts {
+            state: live.map(|r| &r.state),
+            assignment: live.and_then(|r| r.assignment.as_ref()),
+            launch: live.and_then(|r| r.launch.as_ref()),
             priority: live.map(|r| r.meta.priority),
-            cpus: match assignment.map(|a| &a.cpus) {
-                Some(CpuGrant::Exclusive(set)) => set.to_string(),
-                Some(CpuGrant::Shared) => "shared".into(),
-                None => String::new(),
-            },
-            numa: assignment.map(|a| a.mems.to_string()).unwrap_or_default(),
-            memory_limit_bytes: state.memory_limit.map(|b| b.get()),
+            held: self.held.contains(&record.id),
             cpu_percent: usage.cpu_percent,
             memory_bytes: usage.memory_bytes,
-            next_fire: next_fire.map(|t| t.to_rfc3339()),
-            next_fire_in_seconds: next_fire.map(|t| {
-                let ms = t.timestamp_millis().saturating_sub(now.as_millis()).max(0);
-                u64::try_from(ms / 1000).unwrap_or(0)
-            }),
-            age_seconds: now.since(record.created_at).as_secs(),
-            created_at: record.created_at.as_millis(),
+            next_fire: self.cron.next_fire(&record.job),
+            dynamic_uid: None,
+            stats: None,
         }
+    }
+
+    fn row(&self, record: &RunRecord, now: Timestamp) -> RunRow {
+        RunFacts::record(record).with_live(self.live_facts(record, now)).row(now)
     }
 
     fn show(&self, target: &str) -> Result<Answer, AgentError> {
@@ -184,45 +175,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         Ok(Ok(Response::Show { runs }))
     }
 
-    fn view(&self, detail: &RunDetail, now: Timestamp) -> RunView {
-        let record = &detail.record;
-        let launch =
-            self.runs.get(&record.id).and_then(|r| r.launch.as_ref()).or(record.launch.as_ref());
-        RunView {
-            row: self.row(record, now),
-            attempt: record.state.attempt,
-            run_dir: launch.map(|l| l.run_dir.display().to_string()),
-            pid: launch.map(|l| l.init_pid),
+    fn view(&self, detail: &RunDetail, now: Timestamp) -> ShownRun {
+        let live = LiveFacts {
             // A job keeps its uid across runs; a listing is not refused
             // for want of it.
-            dynamic_uid: self.store.job_uid(&record.job).ok().flatten(),
-            exit: record.exit.as_ref().map(|e| ExitView {
-                status: e.status.to_string(),
-                exit_code: match e.status {
-                    ExitStatus::Code(c) => Some(c),
-                    ExitStatus::Signal(_) => None,
-                },
-                signal: match e.status {
-                    ExitStatus::Signal(s) => Some(s),
-                    ExitStatus::Code(_) => None,
-                },
-                at: e.exited_at.to_string(),
-                peak_memory_bytes: e.peak_memory.map(|b| b.get()),
-                oom_kills: e.oom_kills,
-                cpu_seconds: e.cpu_seconds,
-            }),
-            transitions: detail
-                .transitions
-                .iter()
-                .map(|t| TransitionLine {
-                    at: t.at.to_string(),
-                    from: t.from.clone(),
-                    to: t.to.clone(),
-                    reason: t.reason.clone(),
-                })
-                .collect(),
-            events: history(detail).into_iter().filter(|e| e.kind != "transition").collect(),
-        }
+            dynamic_uid: self.store.job_uid(&detail.record.job).ok().flatten(),
+            ..self.live_facts(&detail.record, now)
+        };
+        RunFacts::stored(detail).with_live(live).shown(now)
     }
 
     /// The recent history of every job's latest runs, oldest first.
@@ -238,7 +198,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     continue;
                 }
                 if let Some(detail) = self.store.run(&record.id)? {
-                    lines.extend(history(&detail));
+                    lines.extend(RunFacts::stored(&detail).history());
                 }
             }
         }
@@ -346,23 +306,4 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 
 fn not_live(id: &RunId) -> ControlError {
     ControlError::NotLive { run: id.clone() }
-}
-
-/// A run's transitions and events as event lines.
-fn history(detail: &RunDetail) -> Vec<EventLine> {
-    let record = &detail.record;
-    let (job, run) = (record.job.as_str(), record.id.as_str());
-    let mut lines: Vec<EventLine> = detail
-        .transitions
-        .iter()
-        .map(|t| EventLine::transition(t.at, job, run, t.from.as_deref(), &t.to, &t.reason))
-        .collect();
-    lines.extend(
-        detail
-            .events
-            .iter()
-            .map(|e| EventLine::run_event(e.at, job, run, e.event.kind(), &e.reason)),
-    );
-    lines.sort_by_key(|l| l.at_ms);
-    lines
 }

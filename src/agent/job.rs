@@ -6,33 +6,26 @@
 
 use std::time::Duration;
 
-use crate::placement::{Request, RunId};
+use crate::placement::Request;
 use crate::scheduler::cron::jitter::Fnv1a;
-use crate::scheduler::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
+use crate::scheduler::{OomPolicy, Policy, PreemptionMode, RestartPolicy};
 use crate::spec::{self, JobSpec, OnRemoval, Preemption, Priority};
 use crate::store::JobVersion;
-use crate::topology::Bytes;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
 
 /// The state machine's rules for runs of `spec`; `default_grace` where the
 /// job sets no `stop_grace`.
 pub fn policy(spec: &JobSpec, default_grace: Duration) -> Policy {
     let restart = RestartPolicy {
-        on: match spec.restart.on {
-            spec::RestartOn::Never => RestartOn::Never,
-            spec::RestartOn::Failure => RestartOn::Failure,
-            spec::RestartOn::Always => RestartOn::Always,
-        },
+        on: spec.restart.on,
         attempts: spec.restart.attempts,
         backoff_min: spec.restart.backoff.min,
         backoff_max: spec.restart.backoff.max,
     };
     let oom = match spec.oom {
         spec::OomPolicy::Fail => OomPolicy::Fail,
-        spec::OomPolicy::Requeue { factor, max } => OomPolicy::Requeue {
-            factor: Factor::from_hundredths(factor.hundredths()),
-            cap: None,
-            max,
-        },
+        spec::OomPolicy::Requeue { factor, max } => OomPolicy::Requeue { factor, cap: None, max },
         spec::OomPolicy::Grow { to, step } => OomPolicy::Grow { step, ceiling: to },
     };
     Policy {
@@ -110,7 +103,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::placement::{self, CpuRequest};
+    use crate::placement::CpuDemand;
+    use crate::spec::RestartOn;
 
     fn spec(text: &str) -> JobSpec {
         spec::compile_str(Path::new("t.yaml"), text).unwrap().remove(0).spec
@@ -162,11 +156,11 @@ mod tests {
     fn requests_carry_cpus_numa_and_memory() {
         let s = spec("name: a\ncommand: [/bin/true]\nresources: {cpus: 2, numa: single-node}\n");
         let r = request(&s, &RunId::new("a-1"), Some(Bytes::from_mib(5)));
-        assert_eq!(r.cpus, CpuRequest::Exclusive(2));
-        assert_eq!(r.numa, placement::NumaPolicy::SingleNode);
+        assert_eq!(r.cpus, CpuDemand::Exclusive(2));
+        assert_eq!(r.numa, crate::vocab::NumaPolicy::SingleNode);
         assert_eq!(r.memory, Some(Bytes::from_mib(5)));
         let shared = request(&spec("name: a\ncommand: [/bin/true]\n"), &RunId::new("a-1"), None);
-        assert_eq!(shared.cpus, CpuRequest::Shared);
+        assert_eq!(shared.cpus, CpuDemand::Shared);
         // The run's limit is charged, not the spec's.
         let grown = spec("name: a\ncommand: [/bin/true]\nresources: {memory: {hard: 64Mi}}\n");
         let r = request(&grown, &RunId::new("a-1"), Some(Bytes::from_mib(128)));

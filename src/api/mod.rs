@@ -8,6 +8,8 @@
 //!   ([`serve`](server::serve)).
 //! - [`source`]: [`ApiSource`], what the agent answers with.
 //! - [`model`]: the JSON documents.
+//! - [`run`]: [`RunFacts`](run::RunFacts), the one read model of a run, and
+//!   its projections onto the HTTP document and the control socket's lines.
 //!
 //! Changing, over the control socket, which the `corral` command line uses:
 //!
@@ -31,6 +33,7 @@ pub mod feed;
 pub mod http;
 pub mod model;
 pub mod protocol;
+pub mod run;
 pub mod server;
 pub mod socket;
 pub mod source;

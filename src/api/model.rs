@@ -6,10 +6,15 @@ use serde::Serialize;
 
 use crate::cgroup::{LayoutKind, Stats};
 use crate::metrics::NumaAllocation;
-use crate::placement::{Assignment, Ledger, RunId};
-use crate::scheduler::{ExitStatus, JobName, Phase, PreemptionMode, RunEvent, Timestamp};
+use crate::placement::{Assignment, Ledger};
+use crate::scheduler::{Phase, PreemptionMode, RunEvent};
 use crate::store::RunDetail;
 use crate::topology::{CpuSet, NodeId, Topology};
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
+
+use super::run::{LiveFacts, RunFacts};
 
 fn time(t: Timestamp) -> Option<DateTime<Utc>> {
     t.to_datetime()
@@ -38,7 +43,7 @@ pub struct JobView {
     /// given one.
     pub dynamic_uid: Option<u32>,
     /// Its runs that have not ended.
-    pub runs: Vec<RunSummary>,
+    pub runs: Vec<RunListing>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,20 +55,20 @@ pub enum FileStatus {
 
 /// A run in a job's list.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunSummary {
+pub struct RunListing {
     pub id: RunId,
     pub state: &'static str,
     pub since: Option<DateTime<Utc>>,
 }
 
-impl RunSummary {
-    pub fn new(id: RunId, phase: &Phase, since: Timestamp) -> RunSummary {
-        RunSummary { id, state: phase.name(), since: time(since) }
+impl RunListing {
+    pub fn new(id: RunId, phase: &Phase, since: Timestamp) -> RunListing {
+        RunListing { id, state: phase.name(), since: time(since) }
     }
 }
 
 /// `GET /v1/runs/{id}`: the stored record and history, and live numbers
-/// while the run has a cgroup.
+/// while the run has a cgroup. Made by [`RunFacts::http`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunView {
     pub id: RunId,
@@ -125,54 +130,10 @@ pub struct EventView {
 }
 
 impl RunView {
+    /// The document for a run read from the store, with its cgroup's statistics
+    /// (see [`RunFacts::http`]).
     pub fn new(detail: RunDetail, stats: Option<Stats>) -> RunView {
-        let RunDetail { record, transitions, events } = detail;
-        RunView {
-            state: record.state.phase.name(),
-            phase: record.state.phase,
-            attempt: record.state.attempt,
-            restarts: record.state.restarts,
-            oom_requeues: record.state.oom_requeues,
-            memory_limit_bytes: record.state.memory_limit.map(|b| b.get()),
-            id: record.id,
-            job: record.job,
-            seq: record.seq,
-            created_at: time(record.created_at),
-            updated_at: time(record.updated_at),
-            finished_at: record.finished_at.and_then(time),
-            placement: record.assignment,
-            launch: record.launch.map(|l| LaunchView {
-                shim_pid: l.shim_pid,
-                init_pid: l.init_pid,
-                run_dir: l.run_dir.display().to_string(),
-                launched_at: time(l.launched_at),
-            }),
-            exit: record.exit.map(|e| ExitView {
-                code: e.status.shell_code(),
-                signal: match e.status {
-                    ExitStatus::Signal(s) => Some(s),
-                    ExitStatus::Code(_) => None,
-                },
-                exited_at: time(e.exited_at),
-                peak_memory_bytes: e.peak_memory.map(|b| b.get()),
-                oom_kills: e.oom_kills,
-                cpu_seconds: e.cpu_seconds,
-            }),
-            transitions: transitions
-                .into_iter()
-                .map(|t| TransitionView {
-                    at: time(t.at),
-                    from: t.from,
-                    to: t.to,
-                    reason: t.reason,
-                })
-                .collect(),
-            events: events
-                .into_iter()
-                .map(|e| EventView { at: time(e.at), event: e.event, reason: e.reason })
-                .collect(),
-            stats,
-        }
+        RunFacts::stored(&detail).with_live(LiveFacts { stats, ..LiveFacts::default() }).http()
     }
 }
 

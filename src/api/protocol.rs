@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::placement::RunId;
-use crate::scheduler::Timestamp;
-use crate::spec::JobName;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +67,7 @@ pub enum Response {
         runs: Vec<RunRow>,
     },
     Show {
-        runs: Vec<RunView>,
+        runs: Vec<ShownRun>,
     },
     /// A change was accepted; `message` says what happens now.
     Done {
@@ -228,7 +228,7 @@ pub struct FileNotApplied {
     pub in_force: Vec<String>,
 }
 
-/// One line of `corral ps`.
+/// One line of `corral ps`, made by [`RunFacts::row`](super::run::RunFacts::row).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRow {
     pub job: String,
@@ -259,9 +259,9 @@ pub struct RunRow {
     pub created_at: i64,
 }
 
-/// A run in detail (`corral show`).
+/// A run in detail (`corral show`), made by [`RunFacts::shown`](super::run::RunFacts::shown).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunView {
+pub struct ShownRun {
     #[serde(flatten)]
     pub row: RunRow,
     pub attempt: u32,
@@ -271,13 +271,14 @@ pub struct RunView {
     /// The job's uid from the `dynamic_users` range, if it has one.
     #[serde(default)]
     pub dynamic_uid: Option<u32>,
-    pub exit: Option<ExitView>,
+    pub exit: Option<ExitLine>,
     pub transitions: Vec<TransitionLine>,
     pub events: Vec<EventLine>,
 }
 
+/// How the attempt `corral show` tells of ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExitView {
+pub struct ExitLine {
     /// `exit code N` or `signal N`.
     pub status: String,
     pub exit_code: Option<i32>,

@@ -100,6 +100,6 @@ pub use manager::{Anchor, Capabilities, CgroupManager, FreezerKind, KillKind, Ma
 pub use notify::Notifier;
 pub use path::{CgroupName, CgroupPath};
 pub use plan::{Plan, PlanError, PlanProblem, PlannedWrite, Skipped};
-pub use resources::{CpuWeight, MemoryLimits, MilliCpus, OomMode, Resources};
+pub use resources::{MemoryLimits, OomMode, Resources};
 pub use stats::{Stats, StatsReader};
 pub use v2::psi::{Pressure, PsiTrigger, StallKind};

@@ -1,4 +1,4 @@
-//! Linux capabilities: names, and dropping them before the job runs.
+//! Linux capabilities: dropping them before the job runs.
 //!
 //! The job gets no capabilities unless it runs as uid 0 and the config lists
 //! some. The bounding set is cut to that list too, which matters for root:
@@ -6,80 +6,21 @@
 //! the bounding set, not the current sets, is what really limits it.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::str::FromStr;
 
 use nix::errno::Errno;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-// The table is the job spec's (pure); the container maps it onto the kernel.
-use crate::spec::isolation::CAPABILITY_NAMES as NAMES;
-
-/// A capability by its kernel number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Capability(u8);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown capability {0:?}")]
-pub struct UnknownCapability(pub String);
-
-impl Capability {
-    pub const NET_BIND_SERVICE: Capability = Capability(10);
-    pub const SYS_ADMIN: Capability = Capability(21);
-
-    pub fn number(self) -> u8 {
-        self.0
-    }
-
-    /// The capability with kernel number `n`, if it has a name here.
-    pub fn from_number(n: u8) -> Option<Capability> {
-        (usize::from(n) < NAMES.len()).then_some(Capability(n))
-    }
-}
-
-/// Accepts `CAP_NET_ADMIN`, `net_admin` and any case in between.
-impl FromStr for Capability {
-    type Err = UnknownCapability;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let upper = s.to_ascii_uppercase();
-        let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
-        NAMES
-            .iter()
-            .position(|name| *name == full)
-            .map(|i| Capability(i as u8))
-            .ok_or_else(|| UnknownCapability(s.to_owned()))
-    }
-}
-
-impl fmt::Display for Capability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(NAMES[usize::from(self.0)])
-    }
-}
-
-impl Serialize for Capability {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Capability {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+use crate::vocab::Capability;
 
 /// The 64-bit mask the kernel uses for a set of capabilities.
 pub fn mask(caps: &BTreeSet<Capability>) -> u64 {
-    caps.iter().fold(0, |m, c| m | 1 << c.0)
+    caps.iter().fold(0, |m, c| m | 1 << c.number())
 }
 
 /// Removes every capability not in `keep` from the bounding set. Needs
 /// `CAP_SETPCAP`, so it runs before the uid change.
 pub fn drop_bounding_set(keep: &BTreeSet<Capability>) -> Result<(), Errno> {
     let keep = mask(keep);
-    // The kernel may know more capabilities than NAMES; walk until it says
+    // The kernel may know more capabilities than the names table; walk until it says
     // EINVAL (past CAP_LAST_CAP) instead of trusting the table.
     for cap in 0..64u64 {
         if keep & (1 << cap) != 0 {
@@ -145,30 +86,6 @@ pub fn set_current(keep: &BTreeSet<Capability>) -> Result<(), Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_names_in_any_spelling() {
-        assert_eq!("CAP_NET_BIND_SERVICE".parse(), Ok(Capability::NET_BIND_SERVICE));
-        assert_eq!("net_bind_service".parse(), Ok(Capability::NET_BIND_SERVICE));
-        assert_eq!("Cap_Sys_Admin".parse(), Ok(Capability::SYS_ADMIN));
-        assert_eq!("CAP_FLY".parse::<Capability>(), Err(UnknownCapability("CAP_FLY".into())));
-    }
-
-    #[test]
-    fn every_name_round_trips() {
-        for i in 0..NAMES.len() {
-            let cap = Capability(i as u8);
-            assert_eq!(cap.to_string().parse(), Ok(cap));
-        }
-        assert_eq!(Capability(40).to_string(), "CAP_CHECKPOINT_RESTORE");
-    }
-
-    #[test]
-    fn from_number_knows_the_named_ones_only() {
-        assert_eq!(Capability::from_number(10), Some(Capability::NET_BIND_SERVICE));
-        assert_eq!(Capability::from_number(40), Some(Capability(40)));
-        assert_eq!(Capability::from_number(41), None);
-    }
 
     #[test]
     fn mask_sets_one_bit_per_capability() {

@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::caps::Capability;
+use crate::vocab::{Capability, Namespace};
 
 /// The default `PATH` a job gets when its environment does not set one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -22,33 +22,6 @@ pub const DEFAULT_LOG_MAX_BYTES: u64 = 16 << 20;
 
 /// The longest hostname the kernel accepts (`HOST_NAME_MAX`).
 const HOSTNAME_MAX: usize = 64;
-
-/// A Linux namespace a container may get a fresh instance of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Namespace {
-    Pid,
-    Mount,
-    Uts,
-    Ipc,
-    Net,
-    User,
-    Cgroup,
-}
-
-impl fmt::Display for Namespace {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Namespace::Pid => "pid",
-            Namespace::Mount => "mount",
-            Namespace::Uts => "uts",
-            Namespace::Ipc => "ipc",
-            Namespace::Net => "net",
-            Namespace::User => "user",
-            Namespace::Cgroup => "cgroup",
-        })
-    }
-}
 
 /// A user or group, by name (looked up in `/etc/passwd` / `/etc/group` of the
 /// rootfs, or of the host without one) or by number.

@@ -72,7 +72,7 @@
 //! init reach the job ([`Launched::signal`], [`signal_process`]); SIGKILL
 //! to init ends the container. Killing the shim kills init (parent-death
 //! signal), since nobody would be left to record the run: a run whose shim
-//! is gone without a status is [`RunState::Lost`].
+//! is gone without a status is [`ShimState::Lost`].
 //!
 //! # Logs
 //!
@@ -101,12 +101,11 @@ pub mod rundir;
 pub mod shim;
 pub mod status;
 
-pub use caps::Capability;
-pub use config::{ContainerConfig, IdSpec, Mount, MountKind, Namespace, Rlimit, RlimitResource};
+pub use config::{ContainerConfig, IdSpec, Mount, MountKind, Rlimit, RlimitResource};
 pub use error::{ContainerError, SetupError};
 pub use launch::{
     abandon, launch, probe, read_status, signal_process, wait_for_status, Launched, Launcher,
-    RunState,
+    ShimState,
 };
 pub use procfs::ProcessIdentity;
 pub use status::{ExitSource, JobExit, LogStats, RunStatus};

@@ -48,9 +48,6 @@ pub enum LaunchError {
     #[error("job {job}: run id {run:?} cannot name a cgroup: {source}")]
     RunId { job: String, run: String, source: Box<CgroupError> },
 
-    #[error("job {job}: capability number {number} has no name in the container layer")]
-    UnknownCapability { job: String, number: u8 },
-
     #[error("job {job}, run {run}: the container config is invalid: {}", join(problems))]
     Container { job: String, run: String, problems: Vec<ConfigProblem> },
 

@@ -11,10 +11,13 @@ use super::error::{LaunchError, UserOrigin};
 use super::oom::oom_mode;
 use crate::cgroup::{self, Capabilities, CgroupName, MemoryLimits};
 use crate::config::AgentConfig;
-use crate::container::{self, ContainerConfig, IdSpec, Mount, Rlimit, RlimitResource};
-use crate::placement::{self, Assignment, PlacementConfig, Request, RunId};
-use crate::spec::{self, JobName, JobSpec, OomPolicy};
-use crate::topology::{Bytes, CpuSet, Topology};
+use crate::container::{ContainerConfig, IdSpec, Mount, Rlimit, RlimitResource};
+use crate::placement::{Assignment, PlacementConfig, Request};
+use crate::spec::{self, JobSpec, OomPolicy};
+use crate::topology::{CpuSet, Topology};
+use crate::vocab::Bytes;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
 
 /// The directory under the state directory that holds one directory per run.
 pub const RUNS_DIR: &str = "runs";
@@ -83,21 +86,10 @@ pub fn request(spec: &JobSpec, run: &RunId) -> Request {
         spec::CpuRequest::Exclusive { cpus } => Request::exclusive(run.clone(), cpus),
         spec::CpuRequest::Shared { .. } => Request::shared(run.clone()),
     };
-    let request = request.with_numa(numa_policy(resources.numa));
+    let request = request.with_numa(resources.numa);
     match resources.memory.hard {
         Some(hard) => request.with_memory(hard),
         None => request,
-    }
-}
-
-/// The spec's and placement's NUMA policies name the same three choices;
-/// they are separate types because the spec's is a file format and
-/// placement's an allocator input.
-pub fn numa_policy(policy: spec::NumaPolicy) -> placement::NumaPolicy {
-    match policy {
-        spec::NumaPolicy::None => placement::NumaPolicy::None,
-        spec::NumaPolicy::Prefer => placement::NumaPolicy::Prefer,
-        spec::NumaPolicy::SingleNode => placement::NumaPolicy::SingleNode,
     }
 }
 
@@ -176,14 +168,6 @@ pub fn container_config(
         });
     }
     let isolation = &spec.isolation;
-    let namespaces = isolation.namespaces.iter().map(|&ns| namespace(ns)).collect();
-    let mut capabilities = std::collections::BTreeSet::new();
-    for cap in &isolation.capabilities {
-        let number = cap.number();
-        let cap = container::Capability::from_number(number)
-            .ok_or_else(|| LaunchError::UnknownCapability { job: job.to_owned(), number })?;
-        capabilities.insert(cap);
-    }
     let mut cfg = ContainerConfig::new(job, run.as_str(), &run_dir(&config.state_dir, run), &[]);
     cfg.command = spec.command.argv().map(str::to_owned).collect();
     cfg.env = spec.env.clone();
@@ -199,19 +183,19 @@ pub fn container_config(
         (None, UserOrigin::Dynamic) => cfg.user.clone(),
         (None, _) => None,
     };
-    cfg.namespaces = namespaces;
+    cfg.namespaces = isolation.namespaces.clone();
     // Spelled out rather than left to the container's default, so that
     // config.json says what the job saw.
     cfg.hostname = match &isolation.hostname {
         Some(hostname) => Some(hostname.as_str().to_owned()),
-        None if isolation.has(spec::Namespace::Uts) => Some(job.to_owned()),
+        None if isolation.has(crate::vocab::Namespace::Uts) => Some(job.to_owned()),
         None => None,
     };
     cfg.rootfs = isolation.rootfs.as_ref().map(|p| p.as_path().to_path_buf());
     cfg.readonly_rootfs = isolation.readonly;
     cfg.mounts = isolation.mounts.iter().map(mount).collect();
     cfg.cgroup_procs = cgroup_procs.to_vec();
-    cfg.capabilities = capabilities;
+    cfg.capabilities = isolation.capabilities.clone();
     cfg.refuse_root = !config.allow_root_jobs;
     cfg.refuse_ids_in = Some((config.dynamic_users.first(), config.dynamic_users.last()));
     if !config.allow_root_jobs {
@@ -259,19 +243,6 @@ pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchEr
         container,
         oom: spec.oom,
     })
-}
-
-/// The container layer's name for a job file's namespace: one for one.
-pub fn namespace(ns: spec::Namespace) -> container::Namespace {
-    match ns {
-        spec::Namespace::Pid => container::Namespace::Pid,
-        spec::Namespace::Mount => container::Namespace::Mount,
-        spec::Namespace::Uts => container::Namespace::Uts,
-        spec::Namespace::Ipc => container::Namespace::Ipc,
-        spec::Namespace::Net => container::Namespace::Net,
-        spec::Namespace::User => container::Namespace::User,
-        spec::Namespace::Cgroup => container::Namespace::Cgroup,
-    }
 }
 
 /// The container layer's name for a job file's rlimit: one for one.

@@ -4,7 +4,8 @@
 //! Pure: every decision is a function of a [`Topology`](crate::topology::Topology),
 //! a [`Ledger`] and a [`Request`]. The shell writes the resulting cpusets.
 //!
-//! - [`request`]: [`Request`], [`NumaPolicy`], [`RunId`].
+//! - [`request`]: [`Request`]; its owner is a [`crate::vocab::RunId`], its NUMA policy a
+//!   [`crate::vocab::NumaPolicy`].
 //! - [`assignment`]: [`Assignment`], what a run got.
 //! - [`config`]: [`PlacementConfig`]: reserved CPUs and memory, the shared
 //!   pool's minimum.
@@ -36,8 +37,8 @@ pub use config::PlacementConfig;
 pub use error::PlacementError;
 pub use ledger::Ledger;
 pub use place::place;
-pub use request::{CpuRequest, NumaPolicy, Request, RunId};
-pub use victims::{victims, Candidate, Priority, ReleaseMode, EXACT_SEARCH_BUDGET};
+pub use request::{CpuDemand, Request};
+pub use victims::{victims, Candidate, Rank, ReleaseMode, EXACT_SEARCH_BUDGET};
 
 #[cfg(test)]
 mod testing;

@@ -13,7 +13,7 @@
 //! - [`policy`]: [`Policy`]: restart, OOM, preemption, timeout, stop grace.
 //! - [`backoff`]: [`backoff_delay()`], exponential with jitter.
 //! - [`transition()`](mod@transition): the state machine.
-//! - [`Timestamp`] (in [`time`]): milliseconds since the epoch, UTC.
+//! - Times are [`crate::vocab::Timestamp`]s: milliseconds since the epoch, UTC.
 //! - [`cron`]: recurring jobs: when a schedule fires (daylight saving time
 //!   included), what to catch up after downtime, what a firing does while the
 //!   previous run is still going, and the per-job state and journal that make
@@ -62,16 +62,13 @@ pub mod error;
 pub mod event;
 pub mod policy;
 pub mod state;
-pub mod time;
 pub mod transition;
 
 /// Runs and journals name their job with the spec's validated name.
-pub use crate::spec::JobName;
 pub use action::{Action, RunEvent, Timer};
 pub use backoff::{backoff_delay, Jitter};
 pub use error::InvalidTransition;
 pub use event::{Event, ExitStatus};
-pub use policy::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
+pub use policy::{OomPolicy, Policy, PreemptionMode, RestartPolicy};
 pub use state::{FailReason, Outcome, Phase, RunState, StopIntent, StopReason};
-pub use time::Timestamp;
 pub use transition::{transition, Moment, Transition};

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use crate::topology::Bytes;
+use crate::spec::RestartOn;
+use crate::vocab::Bytes;
+use crate::vocab::Factor;
 
 /// Everything about a job that the run state machine decides with.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -34,21 +36,6 @@ impl Default for Policy {
     }
 }
 
-/// Which endings lead to another attempt.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartOn {
-    #[default]
-    Never,
-    /// A non-zero exit, a signal, a timeout, a failed OOM policy, a failed
-    /// launch or a lost process.
-    Failure,
-    /// Any ending, success included.
-    Always,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RestartPolicy {
     pub on: RestartOn,
@@ -68,32 +55,6 @@ impl Default for RestartPolicy {
             backoff_min: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
         }
-    }
-}
-
-/// A multiplier in hundredths: `Factor::from_hundredths(150)` is ×1.5.
-/// Integer so that memory sizes scale exactly and the same way everywhere.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(transparent)]
-pub struct Factor(u32);
-
-impl Factor {
-    pub const ONE: Factor = Factor(100);
-
-    pub const fn from_hundredths(h: u32) -> Factor {
-        Factor(h)
-    }
-
-    pub const fn hundredths(self) -> u32 {
-        self.0
-    }
-
-    /// `bytes` times this factor, rounded down, saturating.
-    pub fn apply(self, bytes: Bytes) -> Bytes {
-        let scaled = u128::from(bytes.get()) * u128::from(self.0) / 100;
-        Bytes(u64::try_from(scaled).unwrap_or(u64::MAX))
     }
 }
 
@@ -134,17 +95,5 @@ impl std::fmt::Display for PreemptionMode {
             PreemptionMode::Requeue => "requeue",
             PreemptionMode::Never => "never",
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn factor_scales_exactly_and_saturates() {
-        assert_eq!(Factor::from_hundredths(150).apply(Bytes::from_mib(100)), Bytes::from_mib(150));
-        assert_eq!(Factor::ONE.apply(Bytes(7)), Bytes(7));
-        assert_eq!(Factor::from_hundredths(1000).apply(Bytes(u64::MAX)), Bytes(u64::MAX));
     }
 }

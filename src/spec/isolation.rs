@@ -7,75 +7,19 @@ use super::check::{choice, optional, Checker, Choice};
 use super::error::{FieldPath, SpecError};
 use super::paths::AbsPath;
 use super::tree::Node;
-use crate::units::Bytes;
+use crate::vocab::{Bytes, Capability, Namespace};
 
-/// Capability names by kernel number, 0..=40 (`include/uapi/linux/capability.h`,
-/// Linux 5.9+): the one list both the job files and the container use.
-pub const CAPABILITY_NAMES: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
-/// A Linux namespace a job can be given its own copy of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Namespace {
-    Pid,
-    Mount,
-    Uts,
-    Ipc,
-    /// A network namespace of its own has only a loopback interface: no network.
-    Net,
-    User,
-    Cgroup,
+impl Choice for Namespace {
+    const ALL: &'static [(&'static str, Self)] = &[
+        (Namespace::Pid.word(), Namespace::Pid),
+        (Namespace::Mount.word(), Namespace::Mount),
+        (Namespace::Uts.word(), Namespace::Uts),
+        (Namespace::Ipc.word(), Namespace::Ipc),
+        (Namespace::Net.word(), Namespace::Net),
+        (Namespace::User.word(), Namespace::User),
+        (Namespace::Cgroup.word(), Namespace::Cgroup),
+    ];
 }
-choice!(Namespace {
-    "pid" => Pid,
-    "mount" => Mount,
-    "uts" => Uts,
-    "ipc" => Ipc,
-    "net" => Net,
-    "user" => User,
-    "cgroup" => Cgroup,
-});
 
 /// The namespaces a job gets when its file does not say: everything but `user` (which
 /// changes what root and file ownership mean inside) and `cgroup` (which hides the job's
@@ -126,39 +70,17 @@ impl fmt::Display for Hostname {
     }
 }
 
-/// A Linux capability, by its kernel number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Capability(u8);
-
-impl Capability {
-    pub fn parse(text: &str) -> Result<Capability, SpecError> {
-        if let Some(n) = CAPABILITY_NAMES.iter().position(|c| *c == text) {
-            return Ok(Capability(n as u8));
-        }
-        let upper = text.to_ascii_uppercase();
-        let guess = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
-        let reason = if CAPABILITY_NAMES.contains(&guess.as_str()) {
-            format!("did you mean {guess}?")
-        } else {
-            "not a Linux capability (see capabilities(7))".to_owned()
-        };
-        Err(SpecError::Invalid { what: "capability", value: text.to_owned(), reason })
+/// A capability as a job file names it: exactly as the kernel headers spell it, with a
+/// hint for near misses (`NET_ADMIN`, `cap_net_admin`).
+pub fn parse_capability(text: &str) -> Result<Capability, SpecError> {
+    if let Some(cap) = Capability::from_name(text) {
+        return Ok(cap);
     }
-
-    /// The number `capset(2)` and the bounding-set `prctl`s take.
-    pub fn number(self) -> u8 {
-        self.0
-    }
-
-    pub fn name(self) -> &'static str {
-        CAPABILITY_NAMES[usize::from(self.0)]
-    }
-}
-
-impl fmt::Display for Capability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+    let reason = match text.parse::<Capability>() {
+        Ok(guess) => format!("did you mean {guess}?"),
+        Err(_) => "not a Linux capability (see capabilities(7))".to_owned(),
+    };
+    Err(SpecError::Invalid { what: "capability", value: text.to_owned(), reason })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -253,7 +175,7 @@ pub(super) fn compile(
     let capabilities = match fields.get("capabilities") {
         None => Some(BTreeSet::new()),
         Some(n) => set(cx, n, &fields.field("capabilities"), |cx, item, path| {
-            cx.parsed(item, path, Capability::parse)
+            cx.parsed(item, path, parse_capability)
         }),
     };
 
@@ -558,11 +480,11 @@ mod tests {
 
     #[test]
     fn capabilities_by_name_with_hints() {
-        assert_eq!(Capability::parse("CAP_CHOWN").map(Capability::number), Ok(0));
-        assert_eq!(Capability::parse("CAP_NET_ADMIN").map(Capability::number), Ok(12));
-        assert_eq!(Capability::parse("CAP_CHECKPOINT_RESTORE").map(Capability::number), Ok(40));
-        assert_eq!(Capability::parse("CAP_SYS_ADMIN").unwrap().to_string(), "CAP_SYS_ADMIN");
-        let hint = |t: &str| match Capability::parse(t) {
+        assert_eq!(parse_capability("CAP_CHOWN").map(Capability::number), Ok(0));
+        assert_eq!(parse_capability("CAP_NET_ADMIN").map(Capability::number), Ok(12));
+        assert_eq!(parse_capability("CAP_CHECKPOINT_RESTORE").map(Capability::number), Ok(40));
+        assert_eq!(parse_capability("CAP_SYS_ADMIN").unwrap().to_string(), "CAP_SYS_ADMIN");
+        let hint = |t: &str| match parse_capability(t) {
             Err(SpecError::Invalid { reason, .. }) => reason,
             other => panic!("{other:?}"),
         };

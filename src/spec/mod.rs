@@ -8,8 +8,9 @@
 //!
 //! Each part of a job has a file of its own: [`schedule`], [`resources`], [`oom`],
 //! [`restart`], [`isolation`], [`rlimits`]; value types with their own syntax have theirs:
-//! [`name`], [`duration`], [`paths`], [`identity`]. [`load`] deals with files
-//! and directories and builds the [`JobSet`]; [`diff()`] compares two of those for a reload.
+//! [`duration`], [`paths`], [`identity`] (job names and byte quantities are shared words,
+//! in [`crate::vocab`]). [`load`] deals with files and directories and builds the
+//! [`JobSet`]; [`diff()`] compares two of those for a reload.
 //!
 //! The reference for the file format is `docs/spec.md`.
 
@@ -22,7 +23,6 @@ pub mod identity;
 pub mod isolation;
 pub mod job;
 pub mod load;
-pub mod name;
 pub mod oom;
 pub mod paths;
 
@@ -35,18 +35,16 @@ pub mod source;
 mod testutil;
 pub mod tree;
 
-pub use crate::units::{Bytes, QuantityError};
 pub use admission::AdmissionRules;
 pub use diff::{diff, JobSetDiff};
 pub use error::{Diagnostic, Diagnostics, FieldPath, SpecError};
 pub use identity::{DefaultUser, GroupRef, UidRange, UserRef};
-pub use isolation::{Capability, Hostname, Isolation, Mount, MountKind, Namespace};
+pub use isolation::{Hostname, Isolation, Mount, MountKind};
 pub use job::{Command, JobSpec, OnRemoval, Preemption, Priority};
 pub use load::{compile_bytes, compile_str, load_file, Job, JobSet, Origin};
-pub use name::JobName;
-pub use oom::{Factor, OomPolicy};
+pub use oom::OomPolicy;
 pub use paths::AbsPath;
-pub use resources::{CpuRequest, CpuWeight, MemoryLimits, MilliCpus, NumaPolicy, Resources};
+pub use resources::{CpuRequest, MemoryLimits, Resources};
 pub use restart::{Backoff, RestartOn, RestartPolicy};
 pub use rlimits::{Rlimit, RlimitValue, Rlimits};
 pub use schedule::{CatchUp, Concurrency, History, Recurrence, Schedule};

@@ -5,48 +5,28 @@
 //! kill and queue it again (with more memory, if asked), or raise its limit in place and
 //! thaw it.
 
-use std::fmt;
-
 use super::check::{choice, Checker};
 use super::error::{FieldPath, SpecError};
 use super::tree::Node;
-use crate::units::decimal::{self, DecimalError};
-use crate::units::Bytes;
+use crate::vocab::decimal::{self, DecimalError};
+use crate::vocab::Bytes;
+use crate::vocab::Factor;
 
-/// A multiplier with two decimals, stored in hundredths: `1.5` is 150.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Factor(u32);
+/// The largest `requeue_factor`, in hundredths: ×10.
+const MAX_FACTOR: u32 = 1000;
 
-impl Factor {
-    pub const ONE: Factor = Factor(100);
-    const MAX: u32 = 1000;
-
-    pub fn hundredths(self) -> u32 {
-        self.0
-    }
-
-    /// `bytes` times this factor, rounded down; `None` on overflow.
-    pub fn apply(self, bytes: Bytes) -> Option<Bytes> {
-        let scaled = u128::from(bytes.get()) * u128::from(self.0) / 100;
-        u64::try_from(scaled).ok().map(Bytes)
-    }
-
-    pub fn parse(text: &str) -> Result<Factor, String> {
-        let hundredths = decimal::parse(text, 2).map_err(|e| match e {
-            DecimalError::NotANumber => "write a number such as 1.5",
-            DecimalError::TooManyPlaces => "at most two decimal places",
-            DecimalError::TooLarge => "it is too large",
-        })?;
-        match u32::try_from(hundredths) {
-            Ok(h) if (Factor::ONE.0..=Factor::MAX).contains(&h) => Ok(Factor(h)),
-            _ => Err("it must be between 1 and 10".into()),
+/// A `requeue_factor` as the job file writes it: 1 to 10, at most two decimals.
+pub fn parse_factor(text: &str) -> Result<Factor, String> {
+    let hundredths = decimal::parse(text, 2).map_err(|e| match e {
+        DecimalError::NotANumber => "write a number such as 1.5",
+        DecimalError::TooManyPlaces => "at most two decimal places",
+        DecimalError::TooLarge => "it is too large",
+    })?;
+    match u32::try_from(hundredths) {
+        Ok(h) if (Factor::ONE.hundredths()..=MAX_FACTOR).contains(&h) => {
+            Ok(Factor::from_hundredths(h))
         }
-    }
-}
-
-impl fmt::Display for Factor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        decimal::write(f, self.0.into(), 2)
+        _ => Err("it must be between 1 and 10".into()),
     }
 }
 
@@ -95,7 +75,7 @@ pub(super) fn compile(
     let grow_step = fields.get("grow_step").and_then(|n| cx.bytes(n, &fields.field("grow_step")));
     let factor = fields.get("requeue_factor").and_then(|n| {
         let path = fields.field("requeue_factor");
-        cx.decimal(n, &path, "a number such as 1.5", "factor", Factor::parse)
+        cx.decimal(n, &path, "a number such as 1.5", "factor", parse_factor)
     });
     let requeue_max = fields
         .get("requeue_max")
@@ -263,7 +243,7 @@ mod tests {
                 "{HARD_1G}oom: {{action: requeue, requeue_factor: 1.5, requeue_max: 2}}\n"
             ))
             .oom,
-            OomPolicy::Requeue { factor: Factor(150), max: 2 }
+            OomPolicy::Requeue { factor: Factor::from_hundredths(150), max: 2 }
         );
         assert_eq!(
             error("oom: {action: requeue, requeue_factor: 2}\n"),
@@ -300,22 +280,22 @@ mod tests {
 
     #[test]
     fn factors_parse_with_two_decimals() {
-        assert_eq!(Factor::parse("1.5").map(Factor::hundredths), Ok(150));
-        assert_eq!(Factor::parse("2").map(Factor::hundredths), Ok(200));
-        assert_eq!(Factor::parse("1.25").map(Factor::hundredths), Ok(125));
-        assert_eq!(Factor::parse("10").map(Factor::hundredths), Ok(1000));
+        assert_eq!(parse_factor("1.5").map(Factor::hundredths), Ok(150));
+        assert_eq!(parse_factor("2").map(Factor::hundredths), Ok(200));
+        assert_eq!(parse_factor("1.25").map(Factor::hundredths), Ok(125));
+        assert_eq!(parse_factor("10").map(Factor::hundredths), Ok(1000));
         for bad in ["0.5", "0", "10.01", "1.234", "x", "", "1.", ".5", "-1", "99999999999"] {
-            assert!(Factor::parse(bad).is_err(), "{bad:?}");
+            assert!(parse_factor(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(Factor::parse("1.5").unwrap().to_string(), "1.5");
-        assert_eq!(Factor::parse("1.05").unwrap().to_string(), "1.05");
+        assert_eq!(parse_factor("1.5").unwrap().to_string(), "1.5");
+        assert_eq!(parse_factor("1.05").unwrap().to_string(), "1.05");
         assert_eq!(Factor::ONE.to_string(), "1");
     }
 
     #[test]
     fn factor_multiplies_bytes() {
-        let f = Factor::parse("1.5").unwrap();
-        assert_eq!(f.apply(Bytes::GIB), Some(Bytes(3 << 29)));
-        assert_eq!(Factor::parse("2").unwrap().apply(Bytes(u64::MAX)), None);
+        let f = parse_factor("1.5").unwrap();
+        assert_eq!(f.checked_apply(Bytes::GIB), Some(Bytes(3 << 29)));
+        assert_eq!(parse_factor("2").unwrap().checked_apply(Bytes(u64::MAX)), None);
     }
 }

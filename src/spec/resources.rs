@@ -1,10 +1,10 @@
 //! CPU, memory and process-count limits, and how each maps onto cgroup v1 and v2 files.
 
-use super::check::{choice, Checker};
+use super::check::{Checker, Choice};
 use super::error::{FieldPath, SpecError};
 use super::tree::Node;
-use crate::units::Bytes;
-pub use crate::units::{CpuWeight, MilliCpus};
+use crate::vocab::Bytes;
+use crate::vocab::{CpuWeight, MilliCpus, NumaPolicy};
 
 /// How a job gets CPU time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,18 +21,13 @@ impl Default for CpuRequest {
     }
 }
 
-/// Where a job's CPUs and memory come from, in NUMA terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum NumaPolicy {
-    /// Any CPUs, memory from anywhere.
-    #[default]
-    None,
-    /// Try to keep the job on one node; spread over several if no single node can hold it.
-    Prefer,
-    /// Keep the job on one node (CPUs and `cpuset.mems`); wait rather than spread.
-    SingleNode,
+impl Choice for NumaPolicy {
+    const ALL: &'static [(&'static str, Self)] = &[
+        (NumaPolicy::None.word(), NumaPolicy::None),
+        (NumaPolicy::Prefer.word(), NumaPolicy::Prefer),
+        (NumaPolicy::SingleNode.word(), NumaPolicy::SingleNode),
+    ];
 }
-choice!(NumaPolicy { "none" => None, "prefer" => Prefer, "single-node" => SingleNode });
 
 /// Memory limits. Each is optional; when several are set, `soft <= high <= hard`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

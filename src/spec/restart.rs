@@ -7,12 +7,16 @@ use super::duration;
 use super::error::{FieldPath, SpecError};
 use super::tree::Node;
 
-/// Which endings lead to a restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// Which endings lead to a restart; the run state machine decides by it as it is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum RestartOn {
     #[default]
     Never,
-    /// A non-zero exit, a signal, a timeout or a failed OOM policy.
+    /// A non-zero exit, a signal, a timeout, a failed OOM policy, a failed launch or a
+    /// lost process.
     Failure,
     /// Any ending, success included, until the attempts run out.
     Always,

@@ -9,7 +9,9 @@
 //!   given from the agent's `dynamic_users` range.
 //! - [`sqlite`]: [`SqliteStore`], the traits on one SQLite file.
 //! - [`lock`]: [`StateDirLock`], one agent per state directory.
-//! - [`run_id`](mod@run_id): run ids, `<job>-<seq>`.
+//!
+//! Run ids (`<job>-<seq>`) are made by [`crate::vocab::run_id()`]; the store
+//! keeps the per-job sequence they are numbered by.
 //!
 //! The traits are what the agent uses; a cluster backend (etcd) can
 //! implement them too.
@@ -67,12 +69,11 @@ pub mod dynamic_users;
 pub mod error;
 pub mod lock;
 pub mod records;
-pub mod run_id;
 pub mod run_store;
 pub mod sqlite;
 
 pub use cron_journal::{
-    CronDecision, CronJournal, Decided, FiringDecision, FiringOutcome, FiringRecord,
+    CronDecision, CronJournal, Decided, FiringDecision, JournalEntry, JournalOutcome,
 };
 pub use dynamic_users::{DynamicUsers, UidAllocation};
 pub use error::StoreError;
@@ -81,6 +82,5 @@ pub use records::{
     EventRecord, ExitInfo, JobVersion, LaunchInfo, Retention, RunDetail, RunRecord,
     TransitionRecord,
 };
-pub use run_id::{parse_run_id, run_id};
 pub use run_store::RunStore;
 pub use sqlite::{Durability, SqliteStore, StoreOptions};

@@ -7,10 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use corral::cgroup::{MemoryLimits, Resources};
-use corral::placement::{
-    place, Assignment, Ledger, NumaPolicy, PlacementConfig, PlacementError, Request, RunId,
-};
-use corral::topology::{discover, Bytes, CpuSet, NodeId, NodeSet, Topology};
+use corral::placement::{place, Assignment, Ledger, PlacementConfig, PlacementError, Request};
+use corral::topology::{discover, CpuSet, NodeId, NodeSet, Topology};
+use corral::vocab::Bytes;
+use corral::vocab::NumaPolicy;
+use corral::vocab::RunId;
 
 use super::util::{
     allowed_lists, anon_pages_per_node, manager, read, self_exe, wait_line, Job, CORRAL, MI,

@@ -8,8 +8,33 @@
 //! runs are pruned. The split is unambiguous: the job is everything before
 //! the last `-`, and a sequence number never contains one.
 
-use crate::placement::RunId;
-use crate::scheduler::JobName;
+use std::fmt;
+
+use super::JobName;
+
+/// The id of one run. Placement only compares and orders these; [`run_id`] decides what
+/// they look like.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+impl RunId {
+    pub fn new(id: impl Into<String>) -> RunId {
+        RunId(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// The id of run number `seq` of `job`.
 pub fn run_id(job: &JobName, seq: u64) -> RunId {
