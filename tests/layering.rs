@@ -13,8 +13,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// The modules that decide: no IO of their own, roots and clocks handed in.
-const CORE: &[&str] = &["spec", "config", "topology", "placement", "scheduler", "units"];
+/// The modules that decide, and the vocabulary they share: no IO of their
+/// own, roots and clocks handed in.
+const CORE: &[&str] = &["vocab", "spec", "config", "topology", "placement", "scheduler"];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
@@ -139,8 +140,7 @@ fn crate_modules_named(code: &str) -> BTreeSet<String> {
         if let Some(group) = trimmed.strip_prefix('{') {
             let mut depth = 1;
             let mut branch_start = true;
-            let mut chars = group.char_indices();
-            while let Some((i, c)) = chars.next() {
+            for (i, c) in group.char_indices() {
                 match c {
                     '{' => depth += 1,
                     '}' => {
