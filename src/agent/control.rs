@@ -3,7 +3,7 @@
 //! Reads come from the supervisor's runs and the store; changes go through
 //! the run state machine like any other event, and the answer says whether
 //! it accepted them. A freeze by hand ([`Event::SuspendRequested`]) is the
-//! suspend path with the operator as the cause ([`OPERATOR`]), whatever the
+//! suspend path with the operator as the cause ([`SuspendedBy::Operator`]), whatever the
 //! job's preemption mode: the run keeps its memory, gives up its CPUs, and
 //! the scheduling pass does not resume it until it is thawed by hand. The
 //! hold needs no record of its own: a run suspended "by operator" with no
@@ -25,7 +25,7 @@ use crate::api::protocol::{
 };
 use crate::api::Command;
 use crate::placement::{CpuGrant, RunId};
-use crate::scheduler::{Event, ExitStatus, Phase, RunEvent, StopReason, Timestamp};
+use crate::scheduler::{Event, ExitStatus, Phase, RunEvent, StopReason, SuspendedBy, Timestamp};
 use crate::spec::{JobName, JobSetDiff};
 use crate::store::{RunDetail, RunRecord, RunStore};
 use crate::watch::{FileChange, WatchError};
@@ -34,8 +34,8 @@ use super::error::AgentError;
 use super::runtime::Runtime;
 use super::supervisor::Supervisor;
 
-/// The cause recorded for runs frozen by hand.
-pub const OPERATOR: &str = "operator";
+/// Who asks, in the reasons of what is done by hand.
+pub const OPERATOR: &str = SuspendedBy::OPERATOR;
 
 /// The answer to a reload once the watcher task is gone.
 pub const NOT_WATCHED: &str =
@@ -257,7 +257,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 run.state.phase.name()
             )));
         }
-        if !self.handle(id, Event::SuspendRequested { by: RunId::new(OPERATOR) })? {
+        if !self.handle(id, Event::SuspendRequested)? {
             return Ok(Err(format!("{id} cannot be frozen now")));
         }
         self.held.insert(id.clone());
@@ -293,7 +293,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 run.state.phase.name()
             )));
         }
-        if !self.handle(id, Event::RequeueRequested { by: RunId::new(OPERATOR) })? {
+        if !self.handle(id, Event::RequeueRequested)? {
             return Ok(Err(format!("{id} cannot be requeued now")));
         }
         // Queued again, it is placed like any other run: nothing holds it.
@@ -319,9 +319,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 /// Whether a run, as stored, is frozen by hand and not yet thawed.
 pub(super) fn is_held(detail: &RunDetail) -> bool {
     let state = &detail.record.state;
-    let Phase::Suspended { by, .. } = &state.phase else { return false };
-    by.as_str() == OPERATOR
-        && !detail.events.iter().any(|e| e.event == RunEvent::Released && e.at >= state.since)
+    let Phase::Suspended { by: SuspendedBy::Operator, .. } = &state.phase else { return false };
+    !detail.events.iter().any(|e| e.event == RunEvent::Released && e.at >= state.since)
 }
 
 fn done(outcome: Result<String, String>) -> Response {

@@ -31,12 +31,12 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::placement::{Assignment, CpuGrant, Ledger, RunId};
-use crate::scheduler::{Event, Phase, RunState};
+use crate::scheduler::{Event, Phase, RunState, SuspendedBy};
 use crate::spec;
 use crate::store::{RunRecord, RunStore};
 use crate::topology::CpuSet;
 
-use super::control::{is_held, OPERATOR};
+use super::control::is_held;
 use super::error::AgentError;
 use super::job::RunMeta;
 use super::ops::RunOps;
@@ -304,7 +304,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         let span = run_span(&job, &id, record.state.attempt);
         info!(parent: &span, phase = record.state.phase.name(), "re-adopting run");
-        if matches!(&record.state.phase, Phase::Suspended { by, .. } if by.as_str() == OPERATOR) {
+        if matches!(&record.state.phase, Phase::Suspended { by: SuspendedBy::Operator, .. }) {
             let held = self.store.run(&id)?.is_some_and(|detail| is_held(&detail));
             if held {
                 info!(parent: &span, "frozen by operator: stays frozen until `corral thaw`");
@@ -329,19 +329,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 ops,
                 exit,
                 launching: false,
-                removed: false,
                 suspended_at: 0,
                 span,
             },
         );
         if let (Phase::Placed, Some(Probe::NeverRan { detail })) = (&record.state.phase, &probe) {
-            // Its directory is spent (a directory serves one start): a new
-            // placement time names a fresh one, recorded before it is used.
-            let now =
-                self.clock.now().max(record.state.since.plus(std::time::Duration::from_millis(1)));
-            let next = RunState { since: now, ..record.state.clone() };
-            let reason = format!("{detail}; starting it again");
-            self.set_state(&id, next, &reason, now)?;
+            // A new placement time, recorded before it is used, names a
+            // fresh directory.
+            self.handle(&id, Event::NeverStarted { detail: detail.clone() })?;
         }
         if matches!(record.state.phase, Phase::Suspended { frozen: true, .. }) {
             self.suspensions += 1;
@@ -478,7 +473,11 @@ mod tests {
     fn runs_with_processes_are_watched_or_told_how_they_ended() {
         for phase in [
             RUNNING,
-            Phase::Suspended { by: RunId::new("x-1"), frozen: true, oom_pending: false },
+            Phase::Suspended {
+                by: crate::scheduler::SuspendedBy::Run(RunId::new("x-1")),
+                frozen: true,
+                oom_pending: false,
+            },
             Phase::OomPaused { frozen: true },
             Phase::Stopping {
                 intent: StopIntent::Timeout,

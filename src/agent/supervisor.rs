@@ -26,8 +26,8 @@ use crate::dynamic_user::{self, DynamicUserError};
 use crate::metrics::agent::PlacementOutcome;
 use crate::placement::{Assignment, Ledger, RunId};
 use crate::scheduler::{
-    transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunEvent, RunState, StopIntent,
-    StopReason, Timestamp,
+    transition, Action, Event, Jitter, Moment, Phase, RunEvent, RunState, StopIntent, StopReason,
+    Timestamp,
 };
 use crate::spec::{self, AdmissionRules, JobSpec};
 use crate::store::{parse_run_id, ExitInfo, JobVersion, LaunchInfo, Retention, RunStore};
@@ -82,8 +82,6 @@ pub(super) struct Run {
     pub exit: Option<ExitInfo>,
     /// A launch is under way on the run's operation task.
     pub launching: bool,
-    /// Its job is gone and it is finishing (`on_removal: finish`).
-    pub removed: bool,
     /// When it was frozen, for resume order.
     pub suspended_at: u64,
     /// Its current attempt's span: every line logged about the run, here
@@ -411,7 +409,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 ops,
                 exit: None,
                 launching: false,
-                removed: false,
                 suspended_at: 0,
                 span,
             },
@@ -422,7 +419,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// can change on a running job are applied now, the rest at its next
     /// attempt. See docs/agent.md for the field-by-field list.
     pub(super) fn take_over(&mut self, id: &RunId, spec: Arc<JobSpec>) -> Result<(), AgentError> {
-        let now = self.clock.now();
         let default_grace = self.settings.default_grace;
         let Some(run) = self.runs.get_mut(id) else { return Ok(()) };
         let meta = RunMeta::of(&spec, default_grace);
@@ -432,7 +428,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let first_sight = run.spec.is_none();
         let changed = match &run.spec {
             None => version.fingerprint != run.fingerprint,
-            Some(old) => **old != *spec || run.removed,
+            Some(old) => **old != *spec || run.state.finishing,
         };
         if version.fingerprint != run.fingerprint || meta != run.meta {
             self.store.set_version(id, &version)?;
@@ -441,7 +437,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         run.fingerprint = version.fingerprint;
         run.meta = meta;
         run.spec = Some(Arc::clone(&spec));
-        run.removed = false;
         self.queue.reprioritize(id, spec.priority);
         if !changed {
             return Ok(());
@@ -450,43 +445,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             info!(parent: &run.span, "job changed: the run under way takes the new version \
                   (resources now where the kernel allows, command and environment at its next attempt)");
         }
-        // The hard limit: raised for a run under way, never lowered (that
-        // could push a running job straight into OOM); a run not started yet
-        // takes the new value as it is.
-        let state = run.state.clone();
-        let new_hard = spec.resources.memory.hard;
-        let not_started =
-            matches!(state.phase, Phase::Pending) && state.attempt == 1 && state.oom_requeues == 0;
-        let limit = if not_started {
-            new_hard
-        } else {
-            match (state.memory_limit, new_hard) {
-                (Some(old), Some(new)) => Some(old.max(new)),
-                (old, _) => old,
-            }
-        };
-        if limit != state.memory_limit {
-            let mut next = state.clone();
-            next.memory_limit = limit;
-            let reason = format!(
-                "job changed: hard memory limit {} for this run",
-                limit.map_or("none".to_owned(), |l| l.to_string())
-            );
-            if state.phase.may_have_processes() {
-                if let Some(l) = limit {
-                    self.recharge(id, l);
-                }
-            }
-            self.set_state(id, next, &reason, now)?;
-        }
-        let run = self.runs.get(id).expect("present above");
-        if let Phase::Running { .. } = run.state.phase {
-            if let Some(timeout) = run.meta.policy.timeout {
-                let left = timeout.saturating_sub(run.state.active_at(now));
-                self.timers.arm(id, crate::scheduler::Timer::ActiveDeadline, now.plus(left));
-            }
-        }
-        self.push_settings(id);
+        let memory_hard = spec.resources.memory.hard;
+        self.handle(id, Event::JobChanged { memory_hard })?;
         Ok(())
     }
 
@@ -500,21 +460,17 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// Stops run `id` of a removed job, or lets it finish (`on_removal`).
     pub(super) fn stop_for_removal(&mut self, id: &RunId) -> Result<(), AgentError> {
         let id = id.clone();
-        let Some(run) = self.runs.get_mut(&id) else { return Ok(()) };
-        if run.meta.finish_on_removal && run.state.phase.may_have_processes() {
-            run.removed = true;
-            // Finishing means this attempt only: nothing starts again.
-            run.meta.policy.restart.on = crate::scheduler::RestartOn::Never;
-            if let OomPolicy::Requeue { .. } = run.meta.policy.oom {
-                run.meta.policy.oom = OomPolicy::Fail;
-            }
-            info!(parent: &run.span, "job removed: its run is left to finish (on_removal: finish)");
-            return Ok(());
-        }
-        info!(parent: &run.span, "job removed: stopping its run");
+        let Some(run) = self.runs.get(&id) else { return Ok(()) };
+        let finish = run.meta.finish_on_removal;
+        let span = run.span.clone();
         let needs_launch_report =
             matches!(run.state.phase, Phase::Placed) && !run.launching && run.launch.is_none();
-        self.handle(&id, Event::StopRequested { reason: StopReason::JobRemoved })?;
+        self.handle(&id, Event::JobRemoved { finish })?;
+        if self.runs.get(&id).is_some_and(|r| r.state.finishing) {
+            info!(parent: &span, "job removed: its run is left to finish (on_removal: finish)");
+            return Ok(());
+        }
+        info!(parent: &span, "job removed: stopping its run");
         if needs_launch_report {
             // Re-adopted before it was started, and never will be.
             self.handle(
@@ -536,14 +492,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             debug!(run = %id, event = event.name(), "event for a run that is over");
             return Ok(false);
         };
-        let mut policy = run.meta.policy.clone();
-        if let (Phase::OomPaused { frozen: false }, Event::Frozen) = (&run.state.phase, &event) {
-            if let Some(why) = self.cannot_grow(run) {
-                warn!(parent: &run.span, "cannot grow the memory limit: {why}; applying the failure path");
-                policy.oom = OomPolicy::Fail;
-            }
+        let mut moment = Moment::new(now, jitter);
+        if let Some(held) = &run.assignment {
+            let free = held.mems.iter().map(|n| self.ledger.memory_free(n).get()).sum();
+            moment = moment.with_memory_free(Bytes(free));
         }
-        let t = match transition(&run.state, &event, &policy, Moment::new(now, jitter)) {
+        let t = match transition(&run.state, &event, &run.meta.policy, moment) {
             Ok(t) => t,
             Err(e) => {
                 warn!(parent: &run.span, "ignored: {e}");
@@ -637,6 +591,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.recharge(id, limit);
                 self.push_settings(id);
             }
+            Action::UpdateSettings => self.push_settings(id),
             Action::Terminate => {
                 if let Some(launch) = run.launch.clone() {
                     run.send(Op::Signal(launch, Signal::SIGTERM));
@@ -862,26 +817,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         Ok(())
     }
 
-    /// Records a state change the shell makes itself (not the state machine):
-    /// a run taking a changed job's settings.
-    pub(super) fn set_state(
-        &mut self,
-        id: &RunId,
-        next: RunState,
-        reason: &str,
-        now: Timestamp,
-    ) -> Result<(), AgentError> {
-        let run = self.runs.get_mut(id).expect("caller checked");
-        self.store.record_transition(id, &run.state, &next, now, reason)?;
-        let (from, to) = (run.state.phase.name(), next.phase.name());
-        run.state = next;
-        let run = &self.runs[id];
-        self.announce(|| {
-            EventLine::transition(now, run.job.as_str(), id.as_str(), Some(from), to, reason)
-        });
-        Ok(())
-    }
-
     /// Records something that happened to run `id`, counts it and announces it.
     pub(super) fn record_event(
         &mut self,
@@ -1071,7 +1006,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let active: Vec<Active> = self
             .runs
             .iter()
-            .filter(|(_, r)| r.assignment.is_some() && !r.removed)
+            .filter(|(_, r)| r.assignment.is_some() && !r.state.finishing)
             .map(|(id, r)| Active {
                 run: id.clone(),
                 priority: r.meta.priority(),
@@ -1191,19 +1126,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             memory_limit: run.state.memory_limit,
         };
         run.send(Op::Update(Box::new(settings)));
-    }
-
-    /// Why growing the run's limit one step would not fit in its nodes'
-    /// free memory, if it would not.
-    fn cannot_grow(&self, run: &Run) -> Option<String> {
-        let OomPolicy::Grow { step, ceiling } = run.meta.policy.oom else { return None };
-        let limit = run.state.memory_limit?;
-        let grown = Bytes(limit.get().saturating_add(step.get())).min(ceiling);
-        let extra = grown.saturating_sub(limit);
-        let held = run.assignment.as_ref()?;
-        let free: u64 = held.mems.iter().map(|n| self.ledger.memory_free(n).get()).sum();
-        (extra.get() > free)
-            .then(|| format!("{extra} more needed, {} free on its nodes", Bytes(free)))
     }
 
     /// Charges the run's placement for a hard limit of `limit`. Where the

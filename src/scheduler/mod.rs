@@ -72,6 +72,8 @@ pub use backoff::{backoff_delay, Jitter};
 pub use error::InvalidTransition;
 pub use event::{Event, ExitStatus};
 pub use policy::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
-pub use state::{FailReason, Outcome, Phase, RunState, StopIntent, StopReason};
+pub use state::{
+    FailReason, Outcome, Phase, RequeuedBy, RunState, StopIntent, StopReason, SuspendedBy,
+};
 pub use time::Timestamp;
 pub use transition::{transition, Moment, Transition};
