@@ -44,9 +44,9 @@ use crate::spec::{JobName, JobSpec, Recurrence};
 use crate::store::{parse_run_id, run_id, CronDecision, Decided, JobVersion, RunStore};
 
 use super::error::AgentError;
-use super::job::RunMeta;
 use super::runtime::Runtime;
 use super::supervisor::Supervisor;
+use crate::scheduler::RunMeta;
 
 /// The environment variable that tells a run of a recurring job the firing
 /// it is for: the scheduled time, RFC 3339 in UTC (`2026-05-01T12:10:00Z`).
@@ -462,7 +462,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     let initial = RunState::new(spec.resources.memory.hard, now);
                     let (_, version) = version.get_or_insert_with(|| {
                         let meta = RunMeta::of(spec, default_grace);
-                        let version = meta.version(spec);
+                        let version = super::job::version(&meta, spec);
                         (meta, version)
                     });
                     new_runs.insert(run.clone(), initial.clone());

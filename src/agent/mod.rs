@@ -15,10 +15,10 @@
 //!
 //! - [`reconcile`]: file changes → the job set, each file's last good version,
 //!   problems reported once.
-//! - [`job`]: what a job spec means for its runs (policy, placement request,
-//!   version fingerprint).
-//! - [`queue`]: the priority queue. [`preempt`]: the scheduling pass, with
-//!   preemption decisions. Both pure.
+//! - [`job`]: what a job spec means for its runs beyond the scheduler's
+//!   [`RunMeta`](crate::scheduler::RunMeta): placement request, version record.
+//! - The priority queue, the scheduling pass with its preemption decisions
+//!   and the policy mapping are pure and live in [`crate::scheduler`].
 //! - [`supervisor`]: every run, driven through the state machine; each
 //!   transition is stored before it is acted on.
 //! - [`recovery`]: taking over the runs of an earlier agent.
@@ -54,8 +54,6 @@ pub mod host;
 pub mod job;
 pub mod logging;
 pub mod ops;
-pub mod preempt;
-pub mod queue;
 pub mod reconcile;
 pub mod recovery;
 pub mod runtime;

@@ -38,10 +38,10 @@ use crate::topology::CpuSet;
 
 use super::control::is_held;
 use super::error::AgentError;
-use super::job::RunMeta;
 use super::ops::RunOps;
 use super::runtime::{Probe, Runtime};
 use super::supervisor::{exit_info, run_dir, run_span, Run, Supervisor};
+use crate::scheduler::RunMeta;
 
 /// What to tell a re-adopted run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,7 +269,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let id = record.id.clone();
         let job = record.job.clone();
         let meta =
-            record.version.as_ref().and_then(RunMeta::from_version).unwrap_or_else(|| RunMeta {
+            record.version.as_ref().and_then(super::job::meta_of).unwrap_or_else(|| RunMeta {
                 priority: spec::Priority::DEFAULT.get(),
                 finish_on_removal: false,
                 policy: crate::scheduler::Policy {

@@ -37,14 +37,15 @@ use crate::watch::FileChange;
 use super::clock::Clock;
 use super::cron::{CronJobs, CronSettings};
 use super::error::AgentError;
-use super::job::{self, RunMeta};
+use super::job;
 use super::ops::{Op, RunOps};
-use super::preempt::{self, Active, Step, Waiting};
-use super::queue::RunQueue;
 use super::reconcile::{FileNote, JobDirectory};
 use super::runtime::{FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Runtime, Sink};
 use super::telemetry::Telemetry;
 use super::timers::Timers;
+use crate::scheduler::preempt::{self, Active, Step, Waiting};
+use crate::scheduler::RunMeta;
+use crate::scheduler::RunQueue;
 
 /// The agent settings the supervisor decides with.
 #[derive(Debug, Clone)]
@@ -336,7 +337,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             return Ok(());
         }
         let meta = RunMeta::of(&spec, self.settings.default_grace);
-        let version = meta.version(&spec);
+        let version = job::version(&meta, &spec);
         let latest = self.store.runs_for_job(name, 1)?;
         if let Some(latest) = latest.first() {
             // A run stopped because its file was removed does not count: the
@@ -422,7 +423,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let default_grace = self.settings.default_grace;
         let Some(run) = self.runs.get_mut(id) else { return Ok(()) };
         let meta = RunMeta::of(&spec, default_grace);
-        let version = meta.version(&spec);
+        let version = job::version(&meta, &spec);
         // A re-adopted run sees its job for the first time since the restart:
         // it changed if its fingerprint did.
         let first_sight = run.spec.is_none();

@@ -23,11 +23,11 @@ use crate::metrics::{
     StatsHandle,
 };
 use crate::placement::{CpuGrant, PlacementError, RunId};
+use crate::scheduler::run_meta::preemption_mode;
 use crate::scheduler::{FailReason, JobName, Outcome, Phase, RunEvent, RunState, Timestamp};
 use crate::store::{RunStore, SqliteStore};
 
 use super::error::AgentError;
-use super::job;
 use super::reconcile::FileProblem;
 use super::runtime::Runtime;
 use super::supervisor::{Run, Supervisor};
@@ -146,7 +146,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             .map(|j| JobInfo {
                 job: j.spec.name.clone(),
                 priority: j.spec.priority.get(),
-                preemption: job::preemption_mode(j.spec.preemption),
+                preemption: preemption_mode(j.spec.preemption),
                 scheduled: j.spec.recurrence.is_some(),
                 user: self.user_of(&j.spec),
                 next_fire: self.cron.next_fire(&j.spec.name).map(SystemTime::from),
@@ -215,7 +215,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     },
                     problems: problem.map(FileProblem::redacted_lines).unwrap_or_default(),
                     priority: j.spec.priority.get(),
-                    preemption: job::preemption_mode(j.spec.preemption),
+                    preemption: preemption_mode(j.spec.preemption),
                     schedule: j.spec.recurrence.as_ref().map(|r| r.schedule.as_str().to_owned()),
                     next_fire: self.cron.next_fire(&j.spec.name),
                     user: self.user_of(&j.spec),

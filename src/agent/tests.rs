@@ -605,7 +605,8 @@ fn forge_placed_run(b: &mut Bench, job: &str, spec: &str) -> (RunId, PathBuf) {
     use crate::agent::job::RunMeta;
     use crate::placement::{Assignment, CpuGrant};
     let parsed = crate::spec::compile_str(Path::new("x.yaml"), spec).unwrap().remove(0).spec;
-    let version = RunMeta::of(&parsed, Duration::from_secs(5)).version(&parsed);
+    let version =
+        crate::agent::job::version(&RunMeta::of(&parsed, Duration::from_secs(5)), &parsed);
     let name = crate::scheduler::JobName::parse(job).unwrap();
     let store = &mut b.sup.store;
     let pending = RunState::new(None, Timestamp::from_millis(5_000));

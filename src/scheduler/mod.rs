@@ -14,6 +14,12 @@
 //! - [`backoff`]: [`backoff_delay()`], exponential with jitter.
 //! - [`transition()`](mod@transition): the state machine.
 //! - [`Timestamp`] (in [`time`]): milliseconds since the epoch, UTC.
+//! - [`run_meta`]: a job spec mapped onto the [`Policy`] and the
+//!   [`RunMeta`] its runs are managed with.
+//! - [`queue`]: the queue of runs waiting for placement, by priority then
+//!   arrival. [`preempt`]: one scheduling pass over it: which runs start or
+//!   resume now, and whom to preempt for the most important one that does
+//!   not fit.
 //! - [`cron`]: recurring jobs: when a schedule fires (daylight saving time
 //!   included), what to catch up after downtime, what a firing does while the
 //!   previous run is still going, and the per-job state and journal that make
@@ -61,6 +67,9 @@ pub mod cron;
 pub mod error;
 pub mod event;
 pub mod policy;
+pub mod preempt;
+pub mod queue;
+pub mod run_meta;
 pub mod state;
 pub mod time;
 pub mod transition;
@@ -72,6 +81,9 @@ pub use backoff::{backoff_delay, Jitter};
 pub use error::InvalidTransition;
 pub use event::{Event, ExitStatus};
 pub use policy::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
+pub use preempt::{Active, Step, Waiting};
+pub use queue::RunQueue;
+pub use run_meta::RunMeta;
 pub use state::{
     FailReason, Outcome, Phase, RequeuedBy, RunState, StopIntent, StopReason, SuspendedBy,
 };

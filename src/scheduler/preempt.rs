@@ -34,11 +34,11 @@
 
 use std::cmp::Reverse;
 
+use super::policy::PreemptionMode;
 use crate::placement::{
     victims, Assignment, Candidate, Ledger, PlacementError, Priority as PlacementPriority,
     ReleaseMode, Request, RunId,
 };
-use crate::scheduler::PreemptionMode;
 use crate::spec::Priority;
 use crate::topology::Topology;
 
