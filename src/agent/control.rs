@@ -187,7 +187,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     fn view(&self, detail: &RunDetail, now: Timestamp) -> RunView {
         let record = &detail.record;
         let launch =
-            self.runs.get(&record.id).and_then(|r| r.launch.as_ref()).or(record.launch.as_ref());
+            self.runs.get(&record.id).and_then(|r| r.launch.info()).or(record.launch.as_ref());
         RunView {
             row: self.row(record, now),
             attempt: record.state.attempt,
@@ -303,7 +303,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Stops `id` for good: SIGTERM, its grace period, SIGKILL.
     fn kill(&mut self, id: &RunId) -> Result<Result<String, String>, AgentError> {
-        if !self.runs.contains_key(id) {
+        if !self.runs.contains(id) {
             return Ok(Err(not_live(id)));
         }
         let event = Event::StopRequested { reason: StopReason::Requested { by: OPERATOR.into() } };

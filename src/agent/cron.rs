@@ -25,7 +25,7 @@
 //!
 //! Runs of recurring jobs are ordinary runs of the supervisor (restart, OOM,
 //! timeout, preemption policies apply), but they are not "the run under way"
-//! of their job (`by_job`): a job may have several (`allow`), and they are
+//! of their job (see [`RunTable`](super::runs::RunTable)): a job may have several (`allow`), and they are
 //! found through the cron state instead.
 
 use std::collections::{BTreeMap, HashMap};
@@ -204,7 +204,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         for name in names {
             let entry = &self.cron.jobs[&name];
             let mut state = entry.state.clone();
-            state.active.retain(|r| self.runs.contains_key(&r.run));
+            state.active.retain(|r| self.runs.contains(&r.run));
             if state != entry.state {
                 self.cron_commit(&name, None, state, Decisions::default())?;
             }
@@ -231,7 +231,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.store.forget_cron(name)?;
                 info!(job = %name, "the job has no schedule any more: nothing fires from now on");
                 if let Some(newest) = entry.state.active.last() {
-                    self.by_job.entry(name.clone()).or_insert_with(|| newest.run.clone());
+                    self.runs.make_current(&newest.run);
                 }
                 for run in entry.state.active {
                     self.take_over(&run.run, Arc::clone(spec))?;

@@ -39,8 +39,9 @@ use crate::topology::CpuSet;
 use super::control::is_held;
 use super::error::AgentError;
 use super::ops::RunOps;
+use super::runs::{run_span, LaunchState, Run};
 use super::runtime::{Probe, Runtime};
-use super::supervisor::{exit_info, run_dir, run_span, Run, Supervisor};
+use super::supervisor::{exit_info, run_dir, Supervisor};
 use crate::scheduler::RunMeta;
 
 /// What to tell a re-adopted run.
@@ -311,10 +312,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.held.insert(id.clone());
             }
         }
-        if self.cron.owner(&id).is_none() {
-            // A recurring job's runs are found through its cron state.
-            self.by_job.insert(job.clone(), id.clone());
-        }
+        let one_shot = self.cron.owner(&id).is_none();
         self.runs.insert(
             id.clone(),
             Run {
@@ -324,15 +322,18 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 fingerprint,
                 state: record.state.clone(),
                 assignment,
-                launch,
+                launch: launch.map_or(LaunchState::NotStarted, LaunchState::Launched),
                 epoch: 0,
                 ops,
                 exit,
-                launching: false,
                 suspended_at: 0,
                 span,
             },
         );
+        if one_shot {
+            // A recurring job's runs are found through its cron state.
+            self.runs.make_current(&id);
+        }
         if let (Phase::Placed, Some(Probe::NeverRan { detail })) = (&record.state.phase, &probe) {
             // A new placement time, recorded before it is used, names a
             // fresh directory.
@@ -340,7 +341,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         if matches!(record.state.phase, Phase::Suspended { frozen: true, .. }) {
             self.suspensions += 1;
-            self.runs.get_mut(&id).expect("inserted").suspended_at = self.suspensions;
+            if let Some(run) = self.runs.get_mut(&id) {
+                run.suspended_at = self.suspensions;
+            }
         }
         match adoption(&record.state, probe.as_ref()) {
             Adoption::Start => {} // once the jobs directory has been read

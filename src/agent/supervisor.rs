@@ -12,7 +12,7 @@
 //! version, changes taken over by the run under way, removals) and runs the
 //! scheduling pass ([`preempt::pass`]) after every change.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +30,7 @@ use crate::scheduler::{
     Timestamp,
 };
 use crate::spec::{self, AdmissionRules, JobSpec};
-use crate::store::{parse_run_id, ExitInfo, JobVersion, LaunchInfo, Retention, RunStore};
+use crate::store::{parse_run_id, ExitInfo, JobVersion, Retention, RunStore};
 use crate::topology::{Bytes, CpuSet, Topology};
 use crate::watch::FileChange;
 
@@ -40,6 +40,7 @@ use super::error::AgentError;
 use super::job;
 use super::ops::{Op, RunOps};
 use super::reconcile::{FileNote, JobDirectory};
+use super::runs::{run_span, LaunchState, Run, RunTable};
 use super::runtime::{FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Runtime, Sink};
 use super::telemetry::Telemetry;
 use super::timers::Timers;
@@ -64,46 +65,6 @@ pub struct Settings {
     pub host_ids: crate::dynamic_user::HostRoots,
 }
 
-/// One run the agent manages.
-#[derive(Debug)]
-pub(super) struct Run {
-    pub job: spec::JobName,
-    /// The version it runs (or will); `None` only between an agent restart
-    /// and the first reading of the jobs directory.
-    pub spec: Option<Arc<JobSpec>>,
-    pub meta: RunMeta,
-    pub fingerprint: String,
-    pub state: RunState,
-    pub assignment: Option<Assignment>,
-    pub launch: Option<LaunchInfo>,
-    /// Names the current attempt in observations.
-    pub epoch: u64,
-    pub ops: RunOps,
-    /// How the latest attempt ended, with its accounting.
-    pub exit: Option<ExitInfo>,
-    /// A launch is under way on the run's operation task.
-    pub launching: bool,
-    /// When it was frozen, for resume order.
-    pub suspended_at: u64,
-    /// Its current attempt's span: every line logged about the run, here
-    /// and on its operation task, is in it.
-    pub span: Span,
-}
-
-impl Run {
-    /// Queues `op` on the run's operation task, for its current attempt.
-    fn send(&self, op: Op) {
-        self.ops.send(self.epoch, op, self.span.clone());
-    }
-}
-
-/// The span of attempt `attempt` of run `run`: the job, the run id and the
-/// attempt on every line logged about it (`run{job=etl run=etl-3 attempt=2}:`
-/// in text logs, the `span` object in JSON logs).
-pub(super) fn run_span(job: &spec::JobName, run: &RunId, attempt: u32) -> Span {
-    tracing::info_span!("run", job = %job, run = %run, attempt)
-}
-
 pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) settings: Settings,
     pub(super) topology: Topology,
@@ -113,8 +74,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) clock: Clock,
     pub(super) sink: Sink,
     pub(super) jobs: JobDirectory,
-    pub(super) runs: BTreeMap<RunId, Run>,
-    pub(super) by_job: HashMap<spec::JobName, RunId>,
+    /// Every run, and each one-shot job's run under way.
+    pub(super) runs: RunTable,
     pub(super) queue: RunQueue,
     pub(super) timers: Timers,
     /// Victims of preemptions under way.
@@ -174,8 +135,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             clock,
             sink,
             jobs: JobDirectory::new(),
-            runs: BTreeMap::new(),
-            by_job: HashMap::new(),
+            runs: RunTable::default(),
             queue: RunQueue::new(),
             timers: Timers::default(),
             preempting: BTreeSet::new(),
@@ -211,7 +171,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Runs whose launch is under way.
     pub fn launches_under_way(&self) -> usize {
-        self.runs.values().filter(|r| r.launching).count()
+        self.runs.launches_under_way()
     }
 
     pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
@@ -250,7 +210,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             .jobs
             .jobs()
             .iter()
-            .filter(|j| j.spec.recurrence.is_none() && !self.by_job.contains_key(&j.spec.name))
+            .filter(|j| j.spec.recurrence.is_none() && self.runs.current(&j.spec.name).is_none())
             .map(|j| j.spec.name.clone())
             .collect();
         for name in without_run {
@@ -291,21 +251,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             self.files_read = true;
             self.cron_files_read()?;
             // Runs re-adopted after a restart whose job is no longer there.
-            let orphans: Vec<spec::JobName> =
-                self.by_job.keys().filter(|name| self.jobs.get(name).is_none()).cloned().collect();
+            let mut orphans = self.runs.jobs_with_current();
+            orphans.retain(|name| self.jobs.get(name).is_none());
             for name in orphans {
                 self.job_gone(&name)?;
             }
             // Re-adopted runs whose job file has not changed still need it.
-            let unlaunched: Vec<RunId> = self
-                .runs
-                .iter()
-                .filter(|(_, r)| {
-                    matches!(r.state.phase, Phase::Placed) && r.launch.is_none() && !r.launching
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in unlaunched {
+            for id in self.runs.placed_not_launched() {
                 self.relaunch(&id)?;
             }
         }
@@ -321,7 +273,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let Some(found) = self.jobs.get(name) else { return Ok(()) };
         let spec = Arc::new(found.spec.clone());
         self.cron_job_in_force(name, &spec)?;
-        if let Some(id) = self.by_job.get(name).cloned() {
+        if let Some(id) = self.runs.current(name).cloned() {
             let stopping_for_good = self.runs.get(&id).is_some_and(|r| {
                 matches!(r.state.phase, Phase::Stopping { intent: StopIntent::Stop { .. }, .. })
             });
@@ -330,7 +282,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             // Its run is on its way out (the file was removed and is back):
             // the job starts afresh beside it.
-            self.by_job.remove(name);
+            self.runs.release_current(name);
         }
         if spec.recurrence.is_some() {
             debug!(job = %name, "recurring job: its runs are started by its schedule, not on load");
@@ -366,8 +318,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let now = self.clock.now();
         let initial = RunState::new(spec.resources.memory.hard, now);
         let id = self.store.create_versioned_run(name, &initial, now, &version)?;
-        self.by_job.insert(name.clone(), id.clone());
-        self.add_run(id, name, spec, meta, version.fingerprint, initial);
+        self.add_run(id.clone(), name, spec, meta, version.fingerprint, initial);
+        self.runs.make_current(&id);
         Ok(())
     }
 
@@ -405,11 +357,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 fingerprint,
                 state: initial,
                 assignment: None,
-                launch: None,
+                launch: LaunchState::NotStarted,
                 epoch: 0,
                 ops,
                 exit: None,
-                launching: false,
                 suspended_at: 0,
                 span,
             },
@@ -434,7 +385,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         if version.fingerprint != run.fingerprint || meta != run.meta {
             self.store.set_version(id, &version)?;
         }
-        let run = self.runs.get_mut(id).expect("present above");
         run.fingerprint = version.fingerprint;
         run.meta = meta;
         run.spec = Some(Arc::clone(&spec));
@@ -454,7 +404,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// `name` is gone from the jobs directory.
     fn job_gone(&mut self, name: &spec::JobName) -> Result<(), AgentError> {
         self.cron_job_gone(name)?;
-        let Some(id) = self.by_job.get(name).cloned() else { return Ok(()) };
+        let Some(id) = self.runs.current(name).cloned() else { return Ok(()) };
         self.stop_for_removal(&id)
     }
 
@@ -465,7 +415,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let finish = run.meta.finish_on_removal;
         let span = run.span.clone();
         let needs_launch_report =
-            matches!(run.state.phase, Phase::Placed) && !run.launching && run.launch.is_none();
+            matches!(run.state.phase, Phase::Placed) && run.launch == LaunchState::NotStarted;
         self.handle(&id, Event::JobRemoved { finish })?;
         if self.runs.get(&id).is_some_and(|r| r.state.finishing) {
             info!(parent: &span, "job removed: its run is left to finish (on_removal: finish)");
@@ -489,14 +439,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     pub(super) fn handle(&mut self, id: &RunId, event: Event) -> Result<bool, AgentError> {
         let now = self.clock.now();
         let jitter = self.jitter();
-        let Some(run) = self.runs.get(id) else {
+        let Some(run) = self.runs.get_mut(id) else {
             debug!(run = %id, event = event.name(), "event for a run that is over");
             return Ok(false);
         };
         let mut moment = Moment::new(now, jitter);
         if let Some(held) = &run.assignment {
-            let free = held.mems.iter().map(|n| self.ledger.memory_free(n).get()).sum();
-            moment = moment.with_memory_free(Bytes(free));
+            moment = moment.with_memory_free(free_on_nodes(&self.ledger, held));
         }
         let t = match transition(&run.state, &event, &run.meta.policy, moment) {
             Ok(t) => t,
@@ -518,19 +467,17 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         // ended, so whoever reads a finished run from the store also finds its exit.
         for action in &t.actions {
             if let Action::RecordExit(status) = action {
-                self.record_exit(id, *status, now)?;
+                self.store.set_exit(id, &exit_on_record(run.exit.as_ref(), *status, now))?;
             }
         }
-        let run = self.runs.get_mut(id).expect("present above");
         self.store.record_transition(id, &run.state, &t.next, now, &t.reason)?;
         if t.next.attempt != run.state.attempt {
             // The transition that starts an attempt is its span's first line.
             run.span = run_span(&run.job, id, t.next.attempt);
         }
-        let run = self.runs.get(id).expect("present above");
         let from = run.state.phase.name();
         let to = t.next.phase.name();
-        self.announce(|| {
+        announce(&self.feed, || {
             EventLine::transition(now, run.job.as_str(), id.as_str(), Some(from), to, &t.reason)
         });
         if from != to {
@@ -538,8 +485,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         } else {
             debug!(parent: &run.span, phase = to, "{}", t.reason);
         }
-        let run = self.runs.get_mut(id).expect("present above");
         let before = std::mem::replace(&mut run.state, t.next);
+        let ended = run.state.is_terminal();
         self.count_transition(id, &before, now);
         // The transition is on record: every action it asks for is carried
         // out, even after one failed to record its part (a full disk), so
@@ -551,7 +498,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 failed.get_or_insert(e);
             }
         }
-        if self.runs.get(id).is_some_and(|r| r.state.is_terminal()) {
+        if ended {
             if let Err(e) = self.finish(id) {
                 failed.get_or_insert(e);
             }
@@ -582,8 +529,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 let epoch = self.next_epoch;
                 self.next_epoch += 1;
                 run.epoch = epoch;
-                if let Some(launch) = run.launch.clone() {
-                    run.send(Op::Watch(launch));
+                if let Some(launch) = run.launch.info() {
+                    run.send(Op::Watch(launch.clone()));
                 }
             }
             Action::Freeze => run.send(Op::Freeze),
@@ -594,8 +541,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             Action::UpdateSettings => self.push_settings(id),
             Action::Terminate => {
-                if let Some(launch) = run.launch.clone() {
-                    run.send(Op::Signal(launch, Signal::SIGTERM));
+                if let Some(launch) = run.launch.info() {
+                    run.send(Op::Signal(launch.clone(), Signal::SIGTERM));
                 }
             }
             Action::KillAll => run.send(Op::KillAll),
@@ -605,9 +552,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     Ok(held) => {
                         self.store.set_placement(id, Some(&held))?;
                         self.suspensions += 1;
-                        let run = self.runs.get_mut(id).expect("present");
-                        run.assignment = Some(held);
-                        run.suspended_at = self.suspensions;
+                        if let Some(run) = self.runs.get_mut(id) {
+                            run.assignment = Some(held);
+                            run.suspended_at = self.suspensions;
+                        }
                     }
                     Err(e) => {
                         warn!(parent: &self.span(id), "frozen, but its CPUs could not be lent: {e}")
@@ -616,14 +564,15 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             Action::ReleasePlacement => {
                 self.preempting.remove(id);
-                run.launching = false;
+                if run.launch == LaunchState::Launching {
+                    run.launch = LaunchState::NotStarted;
+                }
                 if let Some(held) = run.assignment.take() {
                     if let Err(e) = self.ledger.release(&held) {
-                        debug!(parent: &self.span(id), "placement already released: {e}");
+                        debug!(parent: &run.span, "placement already released: {e}");
                     }
                     self.store.set_placement(id, None)?;
                 }
-                let run = self.runs.get(id).expect("present");
                 run.send(Op::Remove);
             }
             Action::ArmTimer { timer, at } => self.timers.arm(id, timer, at),
@@ -647,17 +596,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         now: Timestamp,
     ) -> Result<(), AgentError> {
         let Some(run) = self.runs.get(id) else { return Ok(()) };
-        let exit = match &run.exit {
-            Some(exit) if exit.status == status => exit.clone(),
-            _ => ExitInfo {
-                status,
-                exited_at: now,
-                peak_memory: None,
-                oom_kills: 0,
-                cpu_seconds: 0.0,
-            },
-        };
-        self.store.set_exit(id, &exit)?;
+        self.store.set_exit(id, &exit_on_record(run.exit.as_ref(), status, now))?;
         Ok(())
     }
 
@@ -680,9 +619,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let epoch = self.next_epoch;
         self.next_epoch += 1;
         run.epoch = epoch;
-        run.launch = None;
         run.exit = None;
-        run.launching = true;
+        run.launch = LaunchState::Launching;
         run.assignment = Some(assignment.clone());
         let plan = LaunchPlan {
             run: id.clone(),
@@ -752,9 +690,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         self.queue.remove(id);
         self.preempting.remove(id);
         if let Some(run) = self.runs.remove(id) {
-            if self.by_job.get(&run.job) == Some(id) {
-                self.by_job.remove(&run.job);
-            }
             if let Some(held) = &run.assignment {
                 let _ = self.ledger.release(held);
             }
@@ -838,9 +773,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Sends what `line` builds to followers of the feed, once it is on record.
     fn announce(&self, line: impl FnOnce() -> EventLine) {
-        if self.feed.is_followed() {
-            self.feed.announce(line());
-        }
+        announce(&self.feed, line);
     }
 
     /// Something the runtime saw.
@@ -853,8 +786,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         match obs.what {
             Observed::Launched(launch) => {
-                run.launching = false;
-                run.launch = Some(launch.clone());
+                run.launch = LaunchState::Launched(launch.clone());
                 self.store.set_launch(&id, &launch)?;
                 self.handle(
                     &id,
@@ -862,7 +794,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 )?;
             }
             Observed::LaunchFailed(detail) => {
-                run.launching = false;
+                run.launch = LaunchState::NotStarted;
                 warn!(parent: &run.span, "launch failed: {detail}");
                 self.handle(&id, Event::LaunchFailed { detail })?;
             }
@@ -1101,9 +1033,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             .runs
             .iter()
             .filter(|(_, r)| {
-                r.assignment.as_ref().is_some_and(Assignment::is_shared)
-                    && r.state.phase.may_have_processes()
-                    && (r.launch.is_some() || r.launching)
+                r.assignment.as_ref().is_some_and(Assignment::is_shared) && r.has_live_cgroup()
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -1117,7 +1047,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     fn push_settings(&self, id: &RunId) {
         let Some(run) = self.runs.get(id) else { return };
         let (Some(spec), Some(assignment)) = (&run.spec, &run.assignment) else { return };
-        if !run.state.phase.may_have_processes() || (run.launch.is_none() && !run.launching) {
+        if !run.has_live_cgroup() {
             return;
         }
         let settings = LiveSettings {
@@ -1171,8 +1101,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Stops every run for good (agent shutdown with `stop_jobs_on_exit`).
     pub fn stop_all(&mut self, by: &str) -> Result<(), AgentError> {
-        let ids: Vec<RunId> = self.runs.keys().cloned().collect();
-        for id in ids {
+        for id in self.runs.ids() {
             self.handle(
                 &id,
                 Event::StopRequested { reason: StopReason::Requested { by: by.to_owned() } },
@@ -1194,6 +1123,32 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 /// placed, which the store records, so a restarted agent finds it.
 pub fn run_dir(runs_dir: &std::path::Path, run: &RunId, placed_at: Timestamp) -> PathBuf {
     runs_dir.join(run.as_str()).join(placed_at.as_millis().to_string())
+}
+
+/// Free memory on the NUMA nodes of `held`: the room its run can grow in.
+fn free_on_nodes(ledger: &Ledger, held: &Assignment) -> Bytes {
+    Bytes(held.mems.iter().map(|node| ledger.memory_free(node).get()).sum())
+}
+
+/// Sends what `line` builds to followers of `feed`, once it is on record.
+fn announce(feed: &EventFeed, line: impl FnOnce() -> EventLine) {
+    if feed.is_followed() {
+        feed.announce(line());
+    }
+}
+
+/// What goes on record for an attempt that ended with `status`: its exit
+/// with the accounting, when that was read for this status; else the bare
+/// status at `now`.
+fn exit_on_record(
+    read: Option<&ExitInfo>,
+    status: crate::scheduler::ExitStatus,
+    now: Timestamp,
+) -> ExitInfo {
+    match read {
+        Some(exit) if exit.status == status => exit.clone(),
+        _ => ExitInfo { status, exited_at: now, peak_memory: None, oom_kills: 0, cpu_seconds: 0.0 },
+    }
 }
 
 /// How an attempt ended, with the accounting read from its cgroup.

@@ -29,8 +29,9 @@ use crate::store::{RunStore, SqliteStore};
 
 use super::error::AgentError;
 use super::reconcile::FileProblem;
+use super::runs::Run;
 use super::runtime::Runtime;
-use super::supervisor::{Run, Supervisor};
+use super::supervisor::Supervisor;
 
 /// The views the API serves, as last published.
 #[derive(Debug, Clone)]
@@ -124,7 +125,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 r.state.phase.may_have_processes() && launch_key(r) == Some(*launch)
             })
         });
-        for (id, run) in &self.runs {
+        for (id, run) in self.runs.iter() {
             let Some(key) = launch_key(run) else { continue };
             if run.state.phase.may_have_processes() && !handles.contains_key(id) {
                 if let Some(handle) = self.runtime.stats_handle(id) {
@@ -193,7 +194,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             .map(|all| all.into_iter().map(|a| (a.job, a.uid)).collect())
             .unwrap_or_default();
         let mut runs_of: HashMap<&JobName, Vec<RunSummary>> = HashMap::new();
-        for (id, run) in &self.runs {
+        for (id, run) in self.runs.iter() {
             runs_of.entry(&run.job).or_default().push(RunSummary::new(
                 id.clone(),
                 &run.state.phase,
@@ -237,7 +238,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             if !run.state.phase.may_have_processes() {
                 return None;
             }
-            let launch = run.launch.as_ref()?;
+            let launch = run.launch.info()?;
             let (key, handle) = self.telemetry.as_ref()?.handles.get(id)?;
             if launch_key(run) != Some(*key) {
                 return None;
@@ -355,7 +356,7 @@ fn cpu_share(usage_ns: u64, wall: Duration) -> f64 {
 
 /// Identifies the attempt a statistics handle was opened for.
 fn launch_key(run: &Run) -> Option<(u32, u64)> {
-    run.launch.as_ref().map(|l| (l.init_pid, l.pid_start_time))
+    run.launch.info().map(|l| (l.init_pid, l.pid_start_time))
 }
 
 fn live_run(id: &RunId, run: &Run, stats: Option<StatsHandle>) -> LiveRun {
