@@ -56,6 +56,7 @@ pub mod logging;
 pub mod ops;
 pub mod reconcile;
 pub mod recovery;
+pub mod run_files;
 pub mod runs;
 pub mod runtime;
 pub mod store_fault;

@@ -30,7 +30,7 @@ use crate::scheduler::{
     Timestamp,
 };
 use crate::spec::{self, AdmissionRules, JobSpec};
-use crate::store::{parse_run_id, ExitInfo, JobVersion, Retention, RunStore};
+use crate::store::{ExitInfo, JobVersion, Retention, RunStore};
 use crate::topology::{Bytes, CpuSet, Topology};
 use crate::watch::FileChange;
 
@@ -39,7 +39,8 @@ use super::cron::{CronJobs, CronSettings};
 use super::error::AgentError;
 use super::job;
 use super::ops::{Op, RunOps};
-use super::reconcile::{FileNote, JobDirectory};
+use super::reconcile::JobDirectory;
+use super::run_files;
 use super::runs::{run_span, LaunchState, Run, RunTable};
 use super::runtime::{FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Runtime, Sink};
 use super::telemetry::Telemetry;
@@ -238,7 +239,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     ) -> Result<spec::JobSetDiff, AgentError> {
         let reconciled = self.jobs.apply(changes, &self.settings.admission);
         for note in &reconciled.notes {
-            log_note(note);
+            note.log();
         }
         let diff = reconciled.diff;
         for name in diff.added.iter().chain(&diff.changed) {
@@ -717,39 +718,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             // their record was pruned go with the job's next prune.)
             if let Some(keep) = keep {
                 if self.store.prune(&run.job, keep)? > 0 {
-                    self.prune_run_dirs(&run.job)?;
+                    run_files::prune(&self.settings.runs_dir, &self.store, &run.job)?;
                 }
             }
             self.cron_run_finished(&run.job, id)?;
             self.release_uid_if_unused(&run.job)?;
         }
-        Ok(())
-    }
-
-    /// Deletes the run directories (logs, status, config) of `job`'s runs
-    /// whose records are gone: a pruned run takes its files with it.
-    fn prune_run_dirs(&self, job: &spec::JobName) -> Result<(), AgentError> {
-        let kept: std::collections::HashSet<RunId> =
-            self.store.runs_for_job(job, usize::MAX)?.into_iter().map(|r| r.id).collect();
-        let Ok(entries) = std::fs::read_dir(&self.settings.runs_dir) else { return Ok(()) };
-        let stale: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let id = RunId::new(e.file_name().to_str()?.to_owned());
-                let (of, _) = parse_run_id(&id)?;
-                (&of == job && !kept.contains(&id)).then(|| e.path())
-            })
-            .collect();
-        if stale.is_empty() {
-            return Ok(());
-        }
-        debug!(job = %job, dirs = stale.len(), "removing the files of pruned runs");
-        // Logs can be large: removed off the main loop.
-        tokio::task::spawn_blocking(move || {
-            for dir in stale {
-                remove_dir(&dir);
-            }
-        });
         Ok(())
     }
 
@@ -1163,42 +1137,5 @@ pub(super) fn exit_info(
         peak_memory: stats.peak_memory,
         oom_kills: stats.oom_kills,
         cpu_seconds: stats.cpu_seconds,
-    }
-}
-
-fn remove_dir(dir: &std::path::Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            warn!("cannot remove the files of a pruned run, {}: {e}", dir.display());
-        }
-    }
-}
-
-fn log_note(note: &FileNote) {
-    let names =
-        |jobs: &[spec::JobName]| jobs.iter().map(|j| j.as_str()).collect::<Vec<_>>().join(", ");
-    match note {
-        FileNote::Loaded { path, jobs } => {
-            info!(file = %path.display(), "job file loaded: {}", names(jobs))
-        }
-        FileNote::Invalid { path, problems, kept } => {
-            let kept = if kept.is_empty() {
-                "no earlier version is in force".to_owned()
-            } else {
-                format!("its last good version stays in force ({})", names(kept))
-            };
-            error!(file = %path.display(), "job file not applied, {kept}: {}", problems.join("; "))
-        }
-        FileNote::Refused { path, reason, kept } => {
-            let kept = if kept.is_empty() {
-                String::new()
-            } else {
-                format!("; {} stay as last read", names(kept))
-            };
-            warn!(file = %path.display(), "job file refused: {reason}{kept}")
-        }
-        FileNote::Removed { path, jobs } => {
-            info!(file = %path.display(), "job file removed: {}", names(jobs))
-        }
     }
 }
