@@ -33,6 +33,7 @@ use crate::watch::{FileChange, WatchError};
 use super::error::AgentError;
 use super::runtime::Runtime;
 use super::supervisor::Supervisor;
+use super::telemetry::LiveUsage;
 
 /// Who asks, in the reasons of what is done by hand.
 pub const OPERATOR: &str = SuspendedBy::OPERATOR;
@@ -135,7 +136,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let assignment = live.and_then(|r| r.assignment.as_ref()).or(record.assignment.as_ref());
         let state = live.map_or(&record.state, |r| &r.state);
         let next_fire = self.cron.next_fire(&record.job);
-        let usage = self.live_usage(&record.id, now);
+        let usage = match (&self.telemetry, live) {
+            (Some(t), Some(run)) => t.live_usage(&record.id, run, now),
+            _ => LiveUsage::default(),
+        };
         let mut phase = state.phase.name().to_owned();
         if self.held.contains(&record.id) {
             phase.push_str(" (by operator)");

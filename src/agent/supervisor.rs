@@ -12,7 +12,7 @@
 //! version, changes taken over by the run under way, removals) and runs the
 //! scheduling pass ([`preempt::pass`]) after every change.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,6 @@ use tracing::{debug, error, info, warn, Span};
 use crate::api::protocol::EventLine;
 use crate::api::EventFeed;
 use crate::dynamic_user::{self, DynamicUserError};
-use crate::metrics::agent::PlacementOutcome;
 use crate::placement::{Assignment, Ledger, RunId};
 use crate::scheduler::{
     transition, Action, Event, Jitter, Moment, Phase, RunEvent, RunState, StopIntent, StopReason,
@@ -43,7 +42,7 @@ use super::reconcile::JobDirectory;
 use super::run_files;
 use super::runs::{run_span, LaunchState, Run, RunTable};
 use super::runtime::{FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Runtime, Sink};
-use super::telemetry::Telemetry;
+use super::telemetry::{AgentState, Telemetry};
 use super::timers::Timers;
 use crate::scheduler::preempt::{self, Active, Step, Waiting};
 use crate::scheduler::RunMeta;
@@ -106,10 +105,6 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) recovering: bool,
     /// Every transition and run event, to followers of `corral events -f`.
     pub(super) feed: EventFeed,
-    /// Waiting runs the scheduling pass could not place, with the outcome
-    /// last counted for them: a run that keeps waiting for the same reason
-    /// is counted once, not on every pass.
-    pub(super) unplaced: HashMap<RunId, PlacementOutcome>,
     /// Hands out the jobs' dynamic uids (recorded in `store`).
     uids: dynamic_user::Allocator,
 }
@@ -151,7 +146,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             store_problem: None,
             recovering: false,
             feed: EventFeed::new(),
-            unplaced: HashMap::new(),
         }
     }
 
@@ -223,6 +217,35 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// The span of run `id`'s current attempt; none for a run that is over.
     pub(super) fn span(&self, id: &RunId) -> Span {
         self.runs.get(id).map_or_else(Span::none, |run| run.span.clone())
+    }
+
+    pub fn set_telemetry(&mut self, telemetry: Telemetry) {
+        self.telemetry = Some(telemetry);
+    }
+
+    /// Puts the runs that ended within the metrics' retention back in the
+    /// scrape (see [`Telemetry::restore_finished`]); returns how many.
+    pub fn restore_finished(&self) -> Result<usize, AgentError> {
+        let Some(t) = &self.telemetry else { return Ok(0) };
+        t.restore_finished(&self.store, self.clock.now())
+    }
+
+    /// Publishes the state after a turn of the main loop.
+    pub fn publish(&mut self) {
+        let Some(t) = &mut self.telemetry else { return };
+        t.publish(&AgentState {
+            runs: &self.runs,
+            jobs: &self.jobs,
+            cron: &self.cron,
+            queue_length: self.queue.len(),
+            topology: &self.topology,
+            ledger: &self.ledger,
+            store: &self.store,
+            runtime: &*self.runtime,
+            store_problem: self.store_problem.as_deref(),
+            ready: self.files_read,
+            default_user: &self.settings.admission.default_user,
+        });
     }
 
     /// The feed the supervisor announces what it records on.
@@ -488,7 +511,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         let before = std::mem::replace(&mut run.state, t.next);
         let ended = run.state.is_terminal();
-        self.count_transition(id, &before, now);
+        // A run taken over was placed and launched by an earlier agent: the
+        // time the agent was down is no scheduling delay or launch latency.
+        if let (Some(t), false) = (&self.telemetry, self.recovering) {
+            t.count_transition(id, run, &before, now);
+        }
         // The transition is on record: every action it asks for is carried
         // out, even after one failed to record its part (a full disk), so
         // that the run is where the record says. The first failure is
@@ -584,7 +611,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             // The transition into the terminal phase is logged with its reason.
             Action::RecordOutcome(outcome) => {
                 debug!(parent: &self.span(id), "outcome: {outcome:?}");
-                self.count_outcome(id, &outcome, reason, now);
+                if let (Some(t), Some(run)) = (&self.telemetry, self.runs.get(id)) {
+                    t.count_outcome(id, run, &outcome, reason, now);
+                }
             }
         }
         Ok(())
@@ -736,8 +765,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         now: Timestamp,
     ) -> Result<(), AgentError> {
         self.store.record_event(id, now, event, reason)?;
-        self.count_event(id, event);
         if let Some(run) = self.runs.get(id) {
+            if let Some(t) = &self.telemetry {
+                t.count_event(id, run, event);
+            }
             self.announce(|| {
                 EventLine::run_event(now, run.job.as_str(), id.as_str(), event.kind(), reason)
             });
@@ -891,7 +922,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             // Nothing to place, resume or preempt for: the pass follows every
             // turn of the main loop, and usually ends here.
             self.rescan_at = None;
-            self.unplaced.clear();
+            if let Some(t) = &mut self.telemetry {
+                t.still_waiting(&BTreeSet::new());
+            }
             self.sync_pool();
             return Ok(());
         }
@@ -909,7 +942,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             .min();
         // Forget the failures of runs no longer waiting: placed, or over.
         let waiting_ids: BTreeSet<&RunId> = waiting.iter().map(|w| &w.request.owner).collect();
-        self.unplaced.retain(|id, _| waiting_ids.contains(id));
+        if let Some(t) = &mut self.telemetry {
+            t.still_waiting(&waiting_ids);
+        }
         let active: Vec<Active> = self
             .runs
             .iter()
@@ -937,7 +972,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     fn carry_out(&mut self, step: Step) -> Result<(), AgentError> {
         match step {
-            Step::NotPlaced { run, error } => self.count_not_placed(&run, &error),
+            Step::NotPlaced { run, error } => {
+                if let (Some(t), Some(waiting)) = (&mut self.telemetry, self.runs.get(&run)) {
+                    t.count_not_placed(&run, waiting, &error);
+                }
+            }
             Step::Place { assignment } => {
                 let id = assignment.owner.clone();
                 self.queue.remove(&id);
