@@ -34,7 +34,7 @@ use crate::topology::{Bytes, CpuSet, Topology};
 use crate::watch::FileChange;
 
 use super::clock::Clock;
-use super::cron::{CronJobs, CronSettings};
+use super::cron::{CronJobs, CronOrder, CronSettings, CronStep};
 use super::error::AgentError;
 use super::job;
 use super::ops::{Op, RunOps};
@@ -156,7 +156,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// No firing starts anything from now on (the agent is shutting down).
     pub fn stop_firing(&mut self) {
-        self.cron_stop();
+        self.cron.stop();
     }
 
     /// Runs not yet over.
@@ -273,7 +273,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         if !self.files_read {
             self.files_read = true;
-            self.cron_files_read()?;
+            // Recurring jobs known from the store whose file is gone.
+            for name in self.cron.unread() {
+                self.cron_job_gone(&name)?;
+            }
             // Runs re-adopted after a restart whose job is no longer there.
             let mut orphans = self.runs.jobs_with_current();
             orphans.retain(|name| self.jobs.get(name).is_none());
@@ -454,6 +457,120 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             )?;
         }
         Ok(())
+    }
+
+    // ---- Recurring jobs: the cron engine's steps, carried out ----
+
+    /// The cron engine with what its steps record with.
+    fn cron_step(&mut self) -> (&mut CronJobs, CronStep<'_, S>) {
+        let step = CronStep {
+            store: &mut self.store,
+            now: self.clock.now(),
+            calendar: self.clock.calendar(),
+            default_grace: self.settings.default_grace,
+            metrics: self.telemetry.as_ref().map(|t| &*t.metrics),
+        };
+        (&mut self.cron, step)
+    }
+
+    /// Carries out, in order, what a cron step put on record.
+    fn cron_orders(&mut self, orders: Vec<CronOrder>) -> Result<(), AgentError> {
+        for order in orders {
+            match order {
+                CronOrder::Start { run, job, spec, meta, fingerprint, initial } => {
+                    self.add_run(run, &job, spec, meta, fingerprint, initial);
+                }
+                CronOrder::Stop { run, by } => {
+                    info!(parent: &self.span(&run), "stopping the run: {by} replaces it");
+                    let reason = StopReason::Requested { by };
+                    self.handle(&run, Event::StopRequested { reason })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every recurring job's cron state, before runs are re-adopted.
+    pub(super) fn cron_load(&mut self) -> Result<(), AgentError> {
+        self.cron.load(&self.store)
+    }
+
+    /// After re-adoption: runs that ended unnoticed leave the cron states.
+    pub(super) fn cron_recovered(&mut self) -> Result<(), AgentError> {
+        let live: BTreeSet<RunId> = self.runs.ids().into_iter().collect();
+        let (cron, mut step) = self.cron_step();
+        let orders = cron.recovered(&mut step, |run| live.contains(run))?;
+        self.cron_orders(orders)
+    }
+
+    /// `spec` is now the version of job `name` in force (added or changed).
+    /// Its cron side: the schedule starts or follows the change, its runs
+    /// under way take the new version, and it ticks.
+    fn cron_job_in_force(
+        &mut self,
+        name: &spec::JobName,
+        spec: &Arc<JobSpec>,
+    ) -> Result<(), AgentError> {
+        if spec.recurrence.is_none() {
+            let Some(runs) = self.cron.forget(&mut self.store, name)? else { return Ok(()) };
+            info!(job = %name, "the job has no schedule any more: nothing fires from now on");
+            // No longer recurring: its newest run is the job's run under way.
+            if let Some(newest) = runs.last() {
+                self.runs.make_current(newest);
+            }
+            for run in runs {
+                self.take_over(&run, Arc::clone(spec))?;
+            }
+            return Ok(());
+        }
+        match self.cron.set_version(name, spec) {
+            // First sight since the agent started: stops decided before a
+            // restart may not have been carried out.
+            None => {
+                let stops = self.cron.pending_stops(name);
+                self.cron_orders(stops)?;
+            }
+            Some(old) => {
+                // What fell due under the old version is decided by it.
+                let (cron, mut step) = self.cron_step();
+                let orders = cron.tick(&mut step, name, &old)?;
+                self.cron_orders(orders)?;
+                let (cron, mut step) = self.cron_step();
+                let orders = cron.reschedule(&mut step, name, &old, spec)?;
+                self.cron_orders(orders)?;
+            }
+        }
+        for run in self.cron.active_runs(name) {
+            self.take_over(&run, Arc::clone(spec))?;
+        }
+        let (cron, mut step) = self.cron_step();
+        let orders = cron.tick(&mut step, name, spec)?;
+        self.cron_orders(orders)?;
+        self.cron.log_next(name, spec);
+        Ok(())
+    }
+
+    /// Job `name` is gone from the jobs directory: its schedule stops, and its
+    /// runs under way are stopped or left to finish (`on_removal`).
+    fn cron_job_gone(&mut self, name: &spec::JobName) -> Result<(), AgentError> {
+        let Some(runs) = self.cron.forget(&mut self.store, name)? else { return Ok(()) };
+        info!(job = %name, "recurring job removed: its schedule stops");
+        for run in runs {
+            self.stop_for_removal(&run)?;
+        }
+        Ok(())
+    }
+
+    /// Fires recurring job `name` now, on request. Answers what became of
+    /// the firing, or why there is none.
+    pub(super) fn cron_trigger(
+        &mut self,
+        name: &spec::JobName,
+    ) -> Result<Result<String, String>, AgentError> {
+        let (cron, mut step) = self.cron_step();
+        let (outcome, orders) = cron.trigger(&mut step, name)?;
+        self.cron_orders(orders)?;
+        Ok(outcome)
     }
 
     // ---- Events ----
@@ -750,7 +867,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     run_files::prune(&self.settings.runs_dir, &self.store, &run.job)?;
                 }
             }
-            self.cron_run_finished(&run.job, id)?;
+            let (cron, mut step) = self.cron_step();
+            let orders = cron.run_finished(&mut step, &run.job, id)?;
+            self.cron_orders(orders)?;
             self.release_uid_if_unused(&run.job)?;
         }
         Ok(())
@@ -882,7 +1001,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         for (id, event) in self.timers.due(now) {
             self.handle(&id, event)?;
         }
-        self.cron_wake(self.clock.calendar())
+        let (cron, mut step) = self.cron_step();
+        let orders = cron.wake(&mut step)?;
+        self.cron_orders(orders)
     }
 
     // ---- Scheduling ----
