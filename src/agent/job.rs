@@ -7,8 +7,9 @@
 use crate::placement::{Request, RunId};
 use crate::scheduler::cron::jitter::Fnv1a;
 pub use crate::scheduler::RunMeta;
-use crate::spec::JobSpec;
-use crate::store::JobVersion;
+use crate::scheduler::{Phase, StopReason};
+use crate::spec::{History, JobSpec};
+use crate::store::{JobVersion, Retention, RunRecord};
 use crate::topology::Bytes;
 
 /// What run `owner` of `spec` asks the allocator for: what `corral run`
@@ -41,6 +42,38 @@ pub fn version(meta: &RunMeta, spec: &JobSpec) -> JobVersion {
 /// The meta a version record was written with.
 pub fn meta_of(version: &JobVersion) -> Option<RunMeta> {
     serde_json::from_str(&version.meta).ok()
+}
+
+/// Whether `latest`, the newest run of a job, is the run of `version`: a
+/// version with its run is not started again. A run stopped because its file
+/// was removed does not count: the file coming back asks for the job again.
+pub fn has_run_of(latest: &RunRecord, version: &JobVersion) -> bool {
+    let removed = matches!(
+        &latest.state.phase,
+        Phase::Killed { reason: StopReason::JobRemoved } | Phase::Stopping { .. }
+    );
+    !removed && latest.version.as_ref().is_some_and(|v| v.fingerprint == version.fingerprint)
+}
+
+/// How many of a job's ended runs the store keeps, once a run of `spec` ends
+/// (`recurring`: the run was started by the job's schedule); `None`: prune
+/// nothing now.
+pub fn retention(spec: Option<&JobSpec>, recurring: bool) -> Option<Retention> {
+    match (spec.map(|s| s.recurrence.as_ref()), recurring) {
+        // Exactly as the job says: a recurring job's runs are asked for by
+        // its schedule, not by "has this version run".
+        (Some(Some(r)), _) => {
+            Some(Retention { successful: r.history.successful, failed: r.history.failed })
+        }
+        // A recurring job's history is known once its file is read again
+        // after a restart; its next run's end prunes.
+        (None, true) => None,
+        // At least one: "this version already has its run" reads it.
+        _ => {
+            let history = History::default();
+            Some(Retention { successful: history.successful.max(1), failed: history.failed.max(1) })
+        }
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ pub mod host;
 pub mod job;
 pub mod logging;
 pub mod ops;
+pub mod placing;
 pub mod reconcile;
 pub mod recovery;
 pub mod run_files;
@@ -78,7 +79,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 pub use error::AgentError;
-pub use supervisor::{Settings, Supervisor};
+pub use supervisor::Supervisor;
 
 use crate::api::{Endpoints, FeedTap, Request, Response};
 use crate::config::AgentConfig;
@@ -91,6 +92,23 @@ use host::HostRuntime;
 use runtime::{Observation, Runtime};
 use store_fault::StoreFault;
 use telemetry::{AgentApi, Telemetry};
+
+/// The agent settings the supervisor decides with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Run directories go under `<runs_dir>/<run>/`.
+    pub runs_dir: PathBuf,
+    /// SIGTERM-to-SIGKILL grace of jobs that set none.
+    pub default_grace: Duration,
+    /// A run is not preempted before it has run this long.
+    pub min_runtime_before_preemption: Duration,
+    /// Which jobs the agent runs at all; holds the `default_user` and the
+    /// `dynamic_users` range.
+    pub admission: crate::spec::AdmissionRules,
+    /// Where the host's accounts and processes are read, to keep dynamic
+    /// uids clear of them.
+    pub host_ids: crate::dynamic_user::HostRoots,
+}
 
 /// Runs the agent on this machine with `config` until `shutdown` completes.
 ///

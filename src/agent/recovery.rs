@@ -39,9 +39,10 @@ use crate::topology::CpuSet;
 use super::control::is_held;
 use super::error::AgentError;
 use super::ops::RunOps;
+use super::runs::exit_info;
 use super::runs::{run_span, LaunchState, Run};
 use super::runtime::{Probe, Runtime};
-use super::supervisor::{exit_info, run_dir, Supervisor};
+use super::supervisor::{run_dir, Supervisor};
 use crate::scheduler::RunMeta;
 
 /// What to tell a re-adopted run.

@@ -11,11 +11,12 @@ use std::sync::Arc;
 use tracing::Span;
 
 use crate::placement::{Assignment, RunId};
-use crate::scheduler::{Phase, RunMeta, RunState};
+use crate::scheduler::{ExitStatus, Phase, RunMeta, RunState, Timestamp};
 use crate::spec::{JobName, JobSpec};
 use crate::store::{ExitInfo, LaunchInfo};
 
 use super::ops::{Op, RunOps};
+use super::runtime::FinalStats;
 
 /// Where the current attempt's launch is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,5 +180,30 @@ impl RunTable {
             })
             .map(|(id, _)| id.clone())
             .collect()
+    }
+}
+
+/// What goes on record for an attempt that ended with `status`: its exit
+/// with the accounting, when that was read for this status; else the bare
+/// status at `now`.
+pub(super) fn exit_on_record(
+    read: Option<&ExitInfo>,
+    status: crate::scheduler::ExitStatus,
+    now: Timestamp,
+) -> ExitInfo {
+    match read {
+        Some(exit) if exit.status == status => exit.clone(),
+        _ => ExitInfo { status, exited_at: now, peak_memory: None, oom_kills: 0, cpu_seconds: 0.0 },
+    }
+}
+
+/// How an attempt ended, with the accounting read from its cgroup.
+pub(super) fn exit_info(status: ExitStatus, at: Timestamp, stats: FinalStats) -> ExitInfo {
+    ExitInfo {
+        status,
+        exited_at: at,
+        peak_memory: stats.peak_memory,
+        oom_kills: stats.oom_kills,
+        cpu_seconds: stats.cpu_seconds,
     }
 }

@@ -15,7 +15,6 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tracing::{debug, error, info, warn, Span};
@@ -28,8 +27,8 @@ use crate::scheduler::{
     transition, Action, Event, Jitter, Moment, Phase, RunEvent, RunState, StopIntent, StopReason,
     Timestamp,
 };
-use crate::spec::{self, AdmissionRules, JobSpec};
-use crate::store::{ExitInfo, JobVersion, Retention, RunStore};
+use crate::spec::{self, JobSpec};
+use crate::store::{JobVersion, RunStore};
 use crate::topology::{Bytes, CpuSet, Topology};
 use crate::watch::FileChange;
 
@@ -38,32 +37,17 @@ use super::cron::{CronJobs, CronOrder, CronSettings, CronStep};
 use super::error::AgentError;
 use super::job;
 use super::ops::{Op, RunOps};
+use super::placing;
 use super::reconcile::JobDirectory;
 use super::run_files;
-use super::runs::{run_span, LaunchState, Run, RunTable};
-use super::runtime::{FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Runtime, Sink};
+use super::runs::{exit_info, exit_on_record, run_span, LaunchState, Run, RunTable};
+use super::runtime::{FinalStats, LaunchPlan, Observation, Observed, Runtime, Sink};
 use super::telemetry::{AgentState, Telemetry};
 use super::timers::Timers;
-use crate::scheduler::preempt::{self, Active, Step, Waiting};
+use super::Settings;
+use crate::scheduler::preempt::{self, Step};
 use crate::scheduler::RunMeta;
 use crate::scheduler::RunQueue;
-
-/// The agent settings the supervisor decides with.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Run directories go under `<runs_dir>/<run>/`.
-    pub runs_dir: PathBuf,
-    /// SIGTERM-to-SIGKILL grace of jobs that set none.
-    pub default_grace: Duration,
-    /// A run is not preempted before it has run this long.
-    pub min_runtime_before_preemption: Duration,
-    /// Which jobs the agent runs at all; holds the `default_user` and the
-    /// `dynamic_users` range.
-    pub admission: AdmissionRules,
-    /// Where the host's accounts and processes are read, to keep dynamic
-    /// uids clear of them.
-    pub host_ids: crate::dynamic_user::HostRoots,
-}
 
 pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) settings: Settings,
@@ -318,19 +302,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let meta = RunMeta::of(&spec, self.settings.default_grace);
         let version = job::version(&meta, &spec);
         let latest = self.store.runs_for_job(name, 1)?;
-        if let Some(latest) = latest.first() {
-            // A run stopped because its file was removed does not count: the
-            // file coming back asks for the job again.
-            let removed = matches!(
-                &latest.state.phase,
-                Phase::Killed { reason: StopReason::JobRemoved } | Phase::Stopping { .. }
-            );
-            if !removed
-                && latest.version.as_ref().is_some_and(|v| v.fingerprint == version.fingerprint)
-            {
-                debug!(job = %name, run = %latest.id, "this version of the job already has its run");
-                return Ok(());
-            }
+        if let Some(latest) = latest.first().filter(|r| job::has_run_of(r, &version)) {
+            debug!(job = %name, run = %latest.id, "this version of the job already has its run");
+            return Ok(());
         }
         self.create_run(name, spec, meta, version)
     }
@@ -586,7 +560,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         };
         let mut moment = Moment::new(now, jitter);
         if let Some(held) = &run.assignment {
-            moment = moment.with_memory_free(free_on_nodes(&self.ledger, held));
+            moment = moment.with_memory_free(placing::free_on_nodes(&self.ledger, held));
         }
         let t = match transition(&run.state, &event, &run.meta.policy, moment) {
             Ok(t) => t,
@@ -841,24 +815,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 let _ = self.ledger.release(held);
             }
             let recurring = self.cron.owner(id).is_some();
-            let keep = match (run.spec.as_ref().map(|s| s.recurrence.as_ref()), recurring) {
-                // Exactly as the job says: a recurring job's runs are asked
-                // for by its schedule, not by "has this version run".
-                (Some(Some(r)), _) => {
-                    Some(Retention { successful: r.history.successful, failed: r.history.failed })
-                }
-                // A recurring job's history is known once its file is read
-                // again after a restart; its next run's end prunes.
-                (None, true) => None,
-                // At least one: "this version already has its run" reads it.
-                _ => {
-                    let history = spec::History::default();
-                    Some(Retention {
-                        successful: history.successful.max(1),
-                        failed: history.failed.max(1),
-                    })
-                }
-            };
+            let keep = job::retention(run.spec.as_deref(), recurring);
             // The runs directory is listed only when records went: a run
             // ending rarely pushes one out. (Files a crash left behind after
             // their record was pruned go with the job's next prune.)
@@ -1016,29 +973,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             return Ok(());
         }
         let now = self.clock.now();
-        let mut waiting = Vec::new();
-        for (id, priority) in self.queue.iter() {
-            let Some(run) = self.runs.get(id) else { continue };
-            let Some(spec) = &run.spec else { continue };
-            let request = job::request(spec, id, run.state.memory_limit);
-            waiting.push(Waiting { priority, request, suspended: None });
-        }
-        let mut frozen: Vec<(&RunId, &Run)> = self
-            .runs
-            .iter()
-            .filter(|(_, r)| matches!(r.state.phase, Phase::Suspended { frozen: true, .. }))
-            .filter(|(id, _)| !self.held.contains(*id))
-            .collect();
-        frozen.sort_by_key(|(_, r)| r.suspended_at);
-        for (id, run) in frozen {
-            let (Some(spec), Some(held)) = (&run.spec, &run.assignment) else { continue };
-            let request = job::request(spec, id, run.state.memory_limit);
-            waiting.push(Waiting {
-                priority: run.meta.priority(),
-                request,
-                suspended: Some(held.clone()),
-            });
-        }
+        let waiting = placing::waiting(&self.queue, &self.runs, &self.held);
         if waiting.is_empty() {
             // Nothing to place, resume or preempt for: the pass follows every
             // turn of the main loop, and usually ends here.
@@ -1050,33 +985,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             return Ok(());
         }
         let min_runtime = self.settings.min_runtime_before_preemption;
-        self.rescan_at = self
-            .runs
-            .values()
-            .filter(|r| r.meta.policy.preemption != crate::scheduler::PreemptionMode::Never)
-            .filter_map(|r| match r.state.phase {
-                Phase::Running { since } if now.since(since) < min_runtime => {
-                    Some(since.plus(min_runtime))
-                }
-                _ => None,
-            })
-            .min();
+        self.rescan_at = placing::next_preemptible(&self.runs, now, min_runtime);
         // Forget the failures of runs no longer waiting: placed, or over.
         let waiting_ids: BTreeSet<&RunId> = waiting.iter().map(|w| &w.request.owner).collect();
         if let Some(t) = &mut self.telemetry {
             t.still_waiting(&waiting_ids);
         }
-        let active: Vec<Active> = self
-            .runs
-            .iter()
-            .filter(|(_, r)| r.assignment.is_some() && !r.state.finishing)
-            .map(|(id, r)| Active {
-                run: id.clone(),
-                priority: r.meta.priority(),
-                mode: r.meta.policy.preemption,
-                preemptible: matches!(r.state.phase, Phase::Running { since } if now.since(since) >= min_runtime),
-            })
-            .collect();
+        let active = placing::active(&self.runs, now, min_runtime);
         let steps = preempt::pass(
             &self.topology,
             &mut self.ledger,
@@ -1163,15 +1078,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         self.pool = self.ledger.shared_pool().clone();
         debug!(pool = %self.pool, "shared pool changed");
-        let shared: Vec<RunId> = self
-            .runs
-            .iter()
-            .filter(|(_, r)| {
-                r.assignment.as_ref().is_some_and(Assignment::is_shared) && r.has_live_cgroup()
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in shared {
+        for id in placing::shared_pool_runs(&self.runs) {
             self.push_settings(&id);
         }
     }
@@ -1180,17 +1087,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// its cgroup.
     fn push_settings(&self, id: &RunId) {
         let Some(run) = self.runs.get(id) else { return };
-        let (Some(spec), Some(assignment)) = (&run.spec, &run.assignment) else { return };
-        if !run.has_live_cgroup() {
-            return;
+        if let Some(settings) = placing::live_settings(run, self.ledger.shared_pool()) {
+            run.send(Op::Update(Box::new(settings)));
         }
-        let settings = LiveSettings {
-            spec: Arc::clone(spec),
-            cpus: assignment.cpuset(self.ledger.shared_pool()),
-            assignment: assignment.clone(),
-            memory_limit: run.state.memory_limit,
-        };
-        run.send(Op::Update(Box::new(settings)));
     }
 
     /// Charges the run's placement for a hard limit of `limit`. Where the
@@ -1198,17 +1097,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// raised all the same: the run is already using the memory).
     fn recharge(&mut self, id: &RunId, limit: Bytes) {
         let Some(held) = self.runs.get(id).and_then(|r| r.assignment.clone()) else { return };
-        let mut wanted = held.clone();
-        let mut extra = limit.saturating_sub(held.memory_total()).get();
-        for node in held.mems.iter() {
-            if extra == 0 {
-                break;
-            }
-            let take = extra.min(self.ledger.memory_free(node).get());
-            let entry = wanted.memory.entry(node).or_insert(Bytes::ZERO);
-            *entry = Bytes(entry.get() + take);
-            extra -= take;
-        }
+        let wanted = placing::charged_for(&self.ledger, &held, limit);
         if wanted == held {
             return;
         }
@@ -1259,43 +1148,9 @@ pub fn run_dir(runs_dir: &std::path::Path, run: &RunId, placed_at: Timestamp) ->
     runs_dir.join(run.as_str()).join(placed_at.as_millis().to_string())
 }
 
-/// Free memory on the NUMA nodes of `held`: the room its run can grow in.
-fn free_on_nodes(ledger: &Ledger, held: &Assignment) -> Bytes {
-    Bytes(held.mems.iter().map(|node| ledger.memory_free(node).get()).sum())
-}
-
 /// Sends what `line` builds to followers of `feed`, once it is on record.
 fn announce(feed: &EventFeed, line: impl FnOnce() -> EventLine) {
     if feed.is_followed() {
         feed.announce(line());
-    }
-}
-
-/// What goes on record for an attempt that ended with `status`: its exit
-/// with the accounting, when that was read for this status; else the bare
-/// status at `now`.
-fn exit_on_record(
-    read: Option<&ExitInfo>,
-    status: crate::scheduler::ExitStatus,
-    now: Timestamp,
-) -> ExitInfo {
-    match read {
-        Some(exit) if exit.status == status => exit.clone(),
-        _ => ExitInfo { status, exited_at: now, peak_memory: None, oom_kills: 0, cpu_seconds: 0.0 },
-    }
-}
-
-/// How an attempt ended, with the accounting read from its cgroup.
-pub(super) fn exit_info(
-    status: crate::scheduler::ExitStatus,
-    at: Timestamp,
-    stats: FinalStats,
-) -> ExitInfo {
-    ExitInfo {
-        status,
-        exited_at: at,
-        peak_memory: stats.peak_memory,
-        oom_kills: stats.oom_kills,
-        cpu_seconds: stats.cpu_seconds,
     }
 }
