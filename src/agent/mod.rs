@@ -64,6 +64,7 @@ pub mod store_fault;
 pub mod supervisor;
 pub mod telemetry;
 pub mod timers;
+pub mod uids;
 
 #[cfg(test)]
 mod fake;

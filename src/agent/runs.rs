@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tracing::Span;
 
 use crate::placement::{Assignment, RunId};
-use crate::scheduler::{ExitStatus, Phase, RunMeta, RunState, Timestamp};
+use crate::scheduler::{ExitStatus, Jitter, Phase, RunMeta, RunState, Timestamp};
 use crate::spec::{JobName, JobSpec};
 use crate::store::{ExitInfo, LaunchInfo};
 
@@ -205,5 +205,24 @@ pub(super) fn exit_info(status: ExitStatus, at: Timestamp, stats: FinalStats) ->
         peak_memory: stats.peak_memory,
         oom_kills: stats.oom_kills,
         cpu_seconds: stats.cpu_seconds,
+    }
+}
+
+/// Draws the backoff jitter of restarts.
+#[derive(Debug)]
+pub(super) struct JitterSource(u64);
+
+impl JitterSource {
+    pub fn new(seed: u64) -> JitterSource {
+        // xorshift64 never leaves zero.
+        JitterSource(seed | 1)
+    }
+
+    pub fn draw(&mut self) -> Jitter {
+        // xorshift64: the backoff jitter needs spread, not cryptography.
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Jitter::new((self.0 >> 11) as f64 / (1u64 << 53) as f64)
     }
 }

@@ -21,11 +21,9 @@ use tracing::{debug, error, info, warn, Span};
 
 use crate::api::protocol::EventLine;
 use crate::api::EventFeed;
-use crate::dynamic_user::{self, DynamicUserError};
 use crate::placement::{Assignment, Ledger, RunId};
 use crate::scheduler::{
-    transition, Action, Event, Jitter, Moment, Phase, RunEvent, RunState, StopIntent, StopReason,
-    Timestamp,
+    transition, Action, Event, Moment, Phase, RunEvent, RunState, StopIntent, StopReason, Timestamp,
 };
 use crate::spec::{self, JobSpec};
 use crate::store::{JobVersion, RunStore};
@@ -40,10 +38,11 @@ use super::ops::{Op, RunOps};
 use super::placing;
 use super::reconcile::JobDirectory;
 use super::run_files;
-use super::runs::{exit_info, exit_on_record, run_span, LaunchState, Run, RunTable};
+use super::runs::{exit_info, exit_on_record, run_span, JitterSource, LaunchState, Run, RunTable};
 use super::runtime::{FinalStats, LaunchPlan, Observation, Observed, Runtime, Sink};
 use super::telemetry::{AgentState, Telemetry};
 use super::timers::Timers;
+use super::uids::JobUids;
 use super::Settings;
 use crate::scheduler::preempt::{self, Step};
 use crate::scheduler::RunMeta;
@@ -68,7 +67,7 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) pool: CpuSet,
     pub(super) next_epoch: u64,
     pub(super) suspensions: u64,
-    rng: u64,
+    jitter: JitterSource,
     /// The jobs directory has been read once: runs without a job can be told
     /// from runs whose job is not known yet.
     pub(super) files_read: bool,
@@ -90,7 +89,7 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     /// Every transition and run event, to followers of `corral events -f`.
     pub(super) feed: EventFeed,
     /// Hands out the jobs' dynamic uids (recorded in `store`).
-    uids: dynamic_user::Allocator,
+    uids: JobUids,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -105,7 +104,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     ) -> Supervisor<R, S> {
         let seed = clock.now().as_millis() as u64 ^ (u64::from(std::process::id()) << 32);
         Supervisor {
-            uids: dynamic_user::Allocator::new(settings.host_ids.clone()),
+            uids: JobUids::new(settings.host_ids.clone()),
             settings,
             pool: ledger.shared_pool().clone(),
             topology,
@@ -121,7 +120,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             preempting: BTreeSet::new(),
             next_epoch: 1,
             suspensions: 0,
-            rng: seed | 1,
+            jitter: JitterSource::new(seed),
             files_read: false,
             rescan_at: None,
             cron: CronJobs::new(CronSettings::default()),
@@ -553,7 +552,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// carries out its actions. Returns whether the event was accepted.
     pub(super) fn handle(&mut self, id: &RunId, event: Event) -> Result<bool, AgentError> {
         let now = self.clock.now();
-        let jitter = self.jitter();
+        let jitter = self.jitter.draw();
         let Some(run) = self.runs.get_mut(id) else {
             debug!(run = %id, event = event.name(), "event for a run that is over");
             return Ok(false);
@@ -774,23 +773,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// `user`, or under a shared `default_user`. `Err` is why none could be
     /// had, for the run's launch failure (store failures are the agent's).
     fn dynamic_uid(&mut self, spec: &JobSpec) -> Result<Result<Option<u32>, String>, AgentError> {
-        if spec.user.is_some() || self.settings.admission.default_user != spec::DefaultUser::Dynamic
-        {
-            return Ok(Ok(None));
-        }
-        let range = self.settings.admission.dynamic_users;
         let now = self.clock.now();
-        match self.uids.job_uid(&mut self.store, &spec.name, range, now) {
-            Ok(uid) => Ok(Ok(Some(uid))),
-            Err(DynamicUserError::Store(e)) => Err(e.into()),
-            Err(e) => Ok(Err(e.to_string())),
-        }
+        self.uids.for_run(&mut self.store, &self.settings.admission, spec, now)
     }
 
     /// Gives up the dynamic uid of `job` once it is gone from the jobs
     /// directory and none of its runs may have processes left. (A process
     /// that escaped its run keeps the uid from being handed out again: see
-    /// [`dynamic_user::allocate`].)
+    /// [`crate::dynamic_user::allocate`].)
     pub(super) fn release_uid_if_unused(&mut self, job: &spec::JobName) -> Result<(), AgentError> {
         if !self.files_read
             || self.jobs.get(job).is_some()
@@ -798,11 +788,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         {
             return Ok(());
         }
-        if let Some(uid) = self.store.release_uid(job)? {
-            self.uids.released();
-            info!(job = %job, "released dynamic uid {uid}");
-        }
-        Ok(())
+        self.uids.release(&mut self.store, job)
     }
 
     /// A run reached a terminal phase: forget it and prune its job's history.
@@ -1131,14 +1117,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             )?;
         }
         Ok(())
-    }
-
-    fn jitter(&mut self) -> Jitter {
-        // xorshift64: the backoff jitter needs spread, not cryptography.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        Jitter::new((self.rng >> 11) as f64 / (1u64 << 53) as f64)
     }
 }
 
