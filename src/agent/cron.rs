@@ -189,18 +189,21 @@ impl NextIds {
 /// on record.
 #[derive(Debug)]
 pub(super) enum CronOrder {
-    /// Queue run `run` of `job`, which the step created in the store in
-    /// state `initial`.
-    Start {
-        run: RunId,
-        job: JobName,
-        spec: Arc<JobSpec>,
-        meta: RunMeta,
-        fingerprint: String,
-        initial: RunState,
-    },
+    /// Queue a run the step created in the store.
+    Start(Box<NewRun>),
     /// Stop `run` gracefully: `by` replaces it (`concurrency: replace`).
     Stop { run: RunId, by: String },
+}
+
+/// Run `run` of `job`, created in the store in state `initial`.
+#[derive(Debug)]
+pub(super) struct NewRun {
+    pub run: RunId,
+    pub job: JobName,
+    pub spec: Arc<JobSpec>,
+    pub meta: RunMeta,
+    pub fingerprint: String,
+    pub initial: RunState,
 }
 
 /// What a cron step records with and reads the time from.
@@ -549,14 +552,14 @@ impl CronJobs {
                     else {
                         continue;
                     };
-                    orders.push(CronOrder::Start {
+                    orders.push(CronOrder::Start(Box::new(NewRun {
                         run,
                         job: name.clone(),
                         spec: Arc::clone(spec),
                         meta: meta.clone(),
                         fingerprint: version.fingerprint.clone(),
                         initial,
-                    });
+                    })));
                 }
                 cron::Action::Stop { run } => orders.push(self.stop_order(name, run)),
             }

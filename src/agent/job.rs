@@ -122,4 +122,22 @@ mod tests {
         let r = request(&grown, &RunId::new("a-1"), Some(Bytes::from_mib(128)));
         assert_eq!(r.memory, Some(Bytes::from_mib(128)));
     }
+
+    #[test]
+    fn retention_is_the_jobs_own_for_recurring_runs_and_one_of_each_at_least_otherwise() {
+        let recurring = spec(
+            "name: a\ncommand: [/bin/true]\nschedule: \"0 * * * *\"\nhistory: {successful: 3, failed: 0}\n",
+        );
+        assert_eq!(retention(Some(&recurring), true), Some(Retention { successful: 3, failed: 0 }));
+        // Its file not read since a restart: its next run's end prunes.
+        assert_eq!(retention(None, true), None);
+        let default = History::default();
+        let keep = Some(Retention {
+            successful: default.successful.max(1),
+            failed: default.failed.max(1),
+        });
+        let one_shot = spec("name: a\ncommand: [/bin/true]\n");
+        assert_eq!(retention(Some(&one_shot), false), keep);
+        assert_eq!(retention(None, false), keep);
+    }
 }

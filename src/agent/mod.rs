@@ -21,6 +21,11 @@
 //!   and the policy mapping are pure and live in [`crate::scheduler`].
 //! - [`supervisor`]: every run, driven through the state machine; each
 //!   transition is stored before it is acted on.
+//! - [`runs`]: the runs ([`runs::RunTable`]) and each job's run under way;
+//!   [`placing`]: what the scheduling pass is given, and a run's cgroup
+//!   settings and memory charge; [`uids`]: the jobs' dynamic uids;
+//!   [`run_files`]: the files each run keeps under the runs directory.
+//! - [`telemetry`]: counts and the views the metrics and the API read.
 //! - [`recovery`]: taking over the runs of an earlier agent.
 //! - [`cron`]: recurring jobs: the cron engine's decisions, committed to the
 //!   store before their runs are queued or stopped.

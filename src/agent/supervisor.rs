@@ -11,6 +11,15 @@
 //! Besides events, the supervisor reacts to the job set (a run per job
 //! version, changes taken over by the run under way, removals) and runs the
 //! scheduling pass ([`preempt::pass`]) after every change.
+//!
+//! Its parts own their state and are handed what they need:
+//! [`RunTable`] (the runs, and each job's run under way), [`CronJobs`] (the
+//! recurring jobs, whose steps come back as [`CronOrder`]s to carry out),
+//! [`Telemetry`] (counts and published views), [`JobUids`] (dynamic uids);
+//! [`placing`] works out what the scheduling pass is given and what a run's
+//! cgroup is to be set to. Taking over an earlier agent's runs is in
+//! [`recovery`](super::recovery), and the control socket's requests in
+//! [`control`](super::control).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -31,7 +40,7 @@ use crate::topology::{Bytes, CpuSet, Topology};
 use crate::watch::FileChange;
 
 use super::clock::Clock;
-use super::cron::{CronJobs, CronOrder, CronSettings, CronStep};
+use super::cron::{CronJobs, CronOrder, CronSettings, CronStep, NewRun};
 use super::error::AgentError;
 use super::job;
 use super::ops::{Op, RunOps};
@@ -450,7 +459,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     fn cron_orders(&mut self, orders: Vec<CronOrder>) -> Result<(), AgentError> {
         for order in orders {
             match order {
-                CronOrder::Start { run, job, spec, meta, fingerprint, initial } => {
+                CronOrder::Start(new) => {
+                    let NewRun { run, job, spec, meta, fingerprint, initial } = *new;
                     self.add_run(run, &job, spec, meta, fingerprint, initial);
                 }
                 CronOrder::Stop { run, by } => {

@@ -6,7 +6,8 @@
 //! [`Moment`] (the time and a random draw), records the resulting state and
 //! reason, and executes the [`Action`]s in order.
 //!
-//! - [`state`]: [`RunState`] and its [`Phase`]s.
+//! - [`state`]: [`RunState`] and its [`Phase`]s; [`SuspendedBy`], who a run
+//!   is frozen for (a run, or an operator).
 //! - [`event`]: [`Event`], the facts the shell reports.
 //! - [`action`]: [`Action`], what the shell must do; [`RunEvent`], what the
 //!   run's history keeps.
@@ -53,7 +54,16 @@
 //! (ending: succeeded) → BackoffWaiting (restart: always) | Succeeded
 //! BackoffWaiting ─BackoffElapsed→ Pending     [Enqueue]
 //! Pending | BackoffWaiting ─StopRequested→ Killed
+//! any live  ─JobChanged(hard)───→ same phase, limit raised (never lowered
+//!                                  once started)  [SetMemoryLimit | UpdateSettings, ArmTimer]
+//! any live  ─JobRemoved{finish}─→ same phase, finishing: no restart, no OOM requeue
+//!                                  (with processes; otherwise as StopRequested)
+//! Placed    ─NeverStarted───────→ Placed under a new placement time
 //! ```
+//!
+//! Growing in place also needs the room: [`Moment::memory_free`] is the free
+//! memory on the run's nodes, and a growth that does not fit takes the kill
+//! path with the refusal in the transition's reason.
 //!
 //! Succeeded, Failed and Killed are terminal: every event is refused there.
 //! Every transition carries a reason for the run's history.
