@@ -178,7 +178,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     fn take_over_runs(&mut self) -> Result<Recovered, AgentError> {
         // First, so that the runs of recurring jobs are known as such.
-        self.cron_load()?;
+        // Before the runs, so that the runs of recurring jobs are known as such.
+        self.cron.load(&self.store)?;
         let records = self.store.active_runs()?;
         let mut summary = Recovered { runs: records.len(), ..Recovered::default() };
         let live: BTreeMap<RunId, Option<CpuSet>> = match self.runtime.live_runs() {
@@ -263,7 +264,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             self.adopt(record, probe)?;
         }
-        self.cron_recovered()?;
+        // Runs the cron states list that ended unnoticed leave them.
+        let live: BTreeSet<RunId> = self.runs.ids().into_iter().collect();
+        let (cron, mut step) = self.cron_step();
+        let orders = cron.recovered(&mut step, |run| live.contains(run))?;
+        self.cron_orders(orders)?;
         Ok(summary)
     }
 

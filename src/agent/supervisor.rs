@@ -444,7 +444,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     // ---- Recurring jobs: the cron engine's steps, carried out ----
 
     /// The cron engine with what its steps record with.
-    fn cron_step(&mut self) -> (&mut CronJobs, CronStep<'_, S>) {
+    pub(super) fn cron_step(&mut self) -> (&mut CronJobs, CronStep<'_, S>) {
         let step = CronStep {
             store: &mut self.store,
             now: self.clock.now(),
@@ -456,7 +456,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// Carries out, in order, what a cron step put on record.
-    fn cron_orders(&mut self, orders: Vec<CronOrder>) -> Result<(), AgentError> {
+    pub(super) fn cron_orders(&mut self, orders: Vec<CronOrder>) -> Result<(), AgentError> {
         for order in orders {
             match order {
                 CronOrder::Start(new) => {
@@ -471,19 +471,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
         }
         Ok(())
-    }
-
-    /// Reads every recurring job's cron state, before runs are re-adopted.
-    pub(super) fn cron_load(&mut self) -> Result<(), AgentError> {
-        self.cron.load(&self.store)
-    }
-
-    /// After re-adoption: runs that ended unnoticed leave the cron states.
-    pub(super) fn cron_recovered(&mut self) -> Result<(), AgentError> {
-        let live: BTreeSet<RunId> = self.runs.ids().into_iter().collect();
-        let (cron, mut step) = self.cron_step();
-        let orders = cron.recovered(&mut step, |run| live.contains(run))?;
-        self.cron_orders(orders)
     }
 
     /// `spec` is now the version of job `name` in force (added or changed).
