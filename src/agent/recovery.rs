@@ -178,7 +178,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     fn take_over_runs(&mut self) -> Result<Recovered, AgentError> {
         // First, so that the runs of recurring jobs are known as such.
-        // Before the runs, so that the runs of recurring jobs are known as such.
         self.cron.load(&self.store)?;
         let records = self.store.active_runs()?;
         let mut summary = Recovered { runs: records.len(), ..Recovered::default() };
