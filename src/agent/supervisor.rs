@@ -600,8 +600,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let ended = run.state.is_terminal();
         // A run taken over was placed and launched by an earlier agent: the
         // time the agent was down is no scheduling delay or launch latency.
-        if let (Some(t), false) = (&self.telemetry, self.recovering) {
-            t.count_transition(id, run, &before, now);
+        if let (Some(telemetry), false) = (&self.telemetry, self.recovering) {
+            telemetry.count_transition(id, run, &before, now);
         }
         // The transition is on record: every action it asks for is carried
         // out, even after one failed to record its part (a full disk), so
