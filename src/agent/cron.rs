@@ -25,7 +25,7 @@
 //!
 //! Runs of recurring jobs are ordinary runs of the supervisor (restart, OOM,
 //! timeout, preemption policies apply), but they are not "the run under way"
-//! of their job (see [`RunTable`](super::runs::RunTable)): a job may have several (`allow`), and they are
+//! of their job (see `RunTable` in [`runs`](super::runs)): a job may have several (`allow`), and they are
 //! found through the cron state instead.
 
 use std::collections::{BTreeMap, HashMap};

@@ -21,7 +21,7 @@
 //!   and the policy mapping are pure and live in [`crate::scheduler`].
 //! - [`supervisor`]: every run, driven through the state machine; each
 //!   transition is stored before it is acted on.
-//! - [`runs`]: the runs ([`runs::RunTable`]) and each job's run under way;
+//! - [`runs`]: the runs (`RunTable`) and each job's run under way;
 //!   [`placing`]: what the scheduling pass is given, and a run's cgroup
 //!   settings and memory charge; [`uids`]: the jobs' dynamic uids;
 //!   [`run_files`]: the files each run keeps under the runs directory.

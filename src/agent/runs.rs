@@ -1,6 +1,6 @@
 //! The runs the agent manages, and which of them is each job's run under way.
 //!
-//! [`RunTable`] owns both, so that "the run under way of a job" always names
+//! `RunTable` owns both, so that "the run under way of a job" always names
 //! a run the agent manages: a run leaves the index when it leaves the table.
 //! Runs of recurring jobs are in the table but, except for a job that stops
 //! being recurring, not in the index (see [`cron`](super::cron)).

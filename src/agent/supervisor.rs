@@ -13,9 +13,9 @@
 //! scheduling pass ([`preempt::pass`]) after every change.
 //!
 //! Its parts own their state and are handed what they need:
-//! [`RunTable`] (the runs, and each job's run under way), [`CronJobs`] (the
-//! recurring jobs, whose steps come back as [`CronOrder`]s to carry out),
-//! [`Telemetry`] (counts and published views), [`JobUids`] (dynamic uids);
+//! `RunTable` (the runs, and each job's run under way), [`CronJobs`] (the
+//! recurring jobs, whose steps come back as `CronOrder`s to carry out),
+//! [`Telemetry`] (counts and published views), `JobUids` (dynamic uids);
 //! [`placing`] works out what the scheduling pass is given and what a run's
 //! cgroup is to be set to. Taking over an earlier agent's runs is in
 //! [`recovery`](super::recovery), and the control socket's requests in
@@ -216,7 +216,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// Puts the runs that ended within the metrics' retention back in the
-    /// scrape (see [`Telemetry::restore_finished`]); returns how many.
+    /// scrape (see `Telemetry::restore_finished`); returns how many.
     pub fn restore_finished(&self) -> Result<usize, AgentError> {
         let Some(t) = &self.telemetry else { return Ok(0) };
         t.restore_finished(&self.store, self.clock.now())

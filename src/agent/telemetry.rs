@@ -1,5 +1,5 @@
 //! What the agent shows the outside: after every turn of the main loop the
-//! supervisor publishes a snapshot of its state ([`AgentState`]) for the
+//! supervisor publishes a snapshot of its state (`AgentState`) for the
 //! metrics collector and the views the read-only API serves; transitions and
 //! recorded events are counted as they happen ([`crate::metrics::events`]).
 //! [`Telemetry`] owns what this needs between turns: the runs' open
