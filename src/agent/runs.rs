@@ -226,3 +226,6 @@ impl JitterSource {
         Jitter::new((self.0 >> 11) as f64 / (1u64 << 53) as f64)
     }
 }
+
+#[cfg(test)]
+mod tests;

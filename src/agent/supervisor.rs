@@ -385,12 +385,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let meta = RunMeta::of(&spec, default_grace);
         let version = job::version(&meta, &spec);
         // A re-adopted run sees its job for the first time since the restart:
-        // it changed if its fingerprint did.
+        // it changed if its fingerprint did. A run left to finish sees its
+        // job come back.
         let first_sight = run.spec.is_none();
-        let changed = match &run.spec {
-            None => version.fingerprint != run.fingerprint,
-            Some(old) => **old != *spec || run.state.finishing,
-        };
+        let changed = run.state.finishing
+            || match &run.spec {
+                None => version.fingerprint != run.fingerprint,
+                Some(old) => **old != *spec,
+            };
         if version.fingerprint != run.fingerprint || meta != run.meta {
             self.store.set_version(id, &version)?;
         }
