@@ -38,11 +38,15 @@ use tracing::{info, warn};
 
 use crate::metrics::events::CronFired;
 use crate::metrics::{Event as _, Metrics};
-use crate::placement::RunId;
 use crate::scheduler::cron::{self, CronJob, CronState, Decisions, FiringOutcome};
-use crate::scheduler::{RunMeta, RunState, Timestamp};
-use crate::spec::{JobName, JobSpec, Recurrence};
-use crate::store::{parse_run_id, run_id, CronDecision, Decided, JobVersion, RunStore};
+use crate::scheduler::{RunMeta, RunState};
+use crate::spec::{JobSpec, Recurrence};
+use crate::store::{CronDecision, Decided, JobVersion, RunStore};
+use crate::vocab::parse_run_id;
+use crate::vocab::run_id;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::error::AgentError;
 
@@ -291,8 +295,8 @@ impl CronJobs {
             .pending_stops()
             .into_iter()
             .filter_map(|action| match action {
-                cron::Action::Stop { run } => Some(self.stop_order(name, run)),
-                cron::Action::Start { .. } => None,
+                cron::CronAction::Stop { run } => Some(self.stop_order(name, run)),
+                cron::CronAction::Start { .. } => None,
             })
             .collect()
     }
@@ -546,7 +550,7 @@ impl CronJobs {
         let mut orders = Vec::new();
         for action in decisions.actions {
             match action {
-                cron::Action::Start { run, .. } => {
+                cron::CronAction::Start { run, .. } => {
                     let (Some(initial), Some(spec), Some((meta, version))) =
                         (new_runs.remove(&run), spec, &version)
                     else {
@@ -561,7 +565,7 @@ impl CronJobs {
                         initial,
                     })));
                 }
-                cron::Action::Stop { run } => orders.push(self.stop_order(name, run)),
+                cron::CronAction::Stop { run } => orders.push(self.stop_order(name, run)),
             }
         }
         Ok(orders)

@@ -7,10 +7,12 @@ use std::sync::Mutex;
 
 use nix::sys::signal::Signal;
 
-use crate::placement::RunId;
-use crate::scheduler::{ExitStatus, Timestamp};
+use crate::scheduler::ExitStatus;
 use crate::store::LaunchInfo;
-use crate::topology::{Bytes, CpuSet};
+use crate::topology::CpuSet;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::runtime::{
     FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Probe, Runtime, RuntimeError, Sink,

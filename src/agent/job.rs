@@ -4,13 +4,14 @@
 //!
 //! Pure.
 
-use crate::placement::{Request, RunId};
+use crate::placement::Request;
 use crate::scheduler::cron::jitter::Fnv1a;
 pub use crate::scheduler::RunMeta;
 use crate::scheduler::{Phase, StopReason};
 use crate::spec::{History, JobSpec};
 use crate::store::{JobVersion, Retention, RunRecord};
-use crate::topology::Bytes;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
 
 /// What run `owner` of `spec` asks the allocator for: what `corral run`
 /// asks for it, with `memory` (the run's current hard limit, which OOM
@@ -82,7 +83,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::placement::{self, CpuRequest};
+    use crate::placement::{self, CpuDemand};
     use crate::spec;
 
     fn spec(text: &str) -> JobSpec {
@@ -112,11 +113,11 @@ mod tests {
     fn requests_carry_cpus_numa_and_memory() {
         let s = spec("name: a\ncommand: [/bin/true]\nresources: {cpus: 2, numa: single-node}\n");
         let r = request(&s, &RunId::new("a-1"), Some(Bytes::from_mib(5)));
-        assert_eq!(r.cpus, CpuRequest::Exclusive(2));
-        assert_eq!(r.numa, placement::NumaPolicy::SingleNode);
+        assert_eq!(r.cpus, CpuDemand::Exclusive(2));
+        assert_eq!(r.numa, crate::vocab::NumaPolicy::SingleNode);
         assert_eq!(r.memory, Some(Bytes::from_mib(5)));
         let shared = request(&spec("name: a\ncommand: [/bin/true]\n"), &RunId::new("a-1"), None);
-        assert_eq!(shared.cpus, CpuRequest::Shared);
+        assert_eq!(shared.cpus, CpuDemand::Shared);
         // The run's limit is charged, not the spec's.
         let grown = spec("name: a\ncommand: [/bin/true]\nresources: {memory: {hard: 64Mi}}\n");
         let r = request(&grown, &RunId::new("a-1"), Some(Bytes::from_mib(128)));

@@ -8,10 +8,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::placement::{Assignment, Ledger, RunId};
+use crate::placement::{Assignment, Ledger};
 use crate::scheduler::preempt::{Active, Waiting};
-use crate::scheduler::{Phase, PreemptionMode, RunQueue, Timestamp};
-use crate::topology::{Bytes, CpuSet};
+use crate::scheduler::{Phase, PreemptionMode, RunQueue};
+use crate::topology::CpuSet;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::job;
 use super::runs::{Run, RunTable};

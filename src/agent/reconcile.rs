@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use tracing::{error, info, warn};
 
-use crate::spec::{self, AdmissionRules, Diagnostic, Job, JobName, JobSet, JobSetDiff};
+use crate::spec::{self, AdmissionRules, Diagnostic, Job, JobSet, JobSetDiff};
+use crate::vocab::JobName;
 use crate::watch::FileChange;
 
 /// Whether the agent accepts a compiled job (e.g. `user: root` only where
@@ -267,8 +268,9 @@ fn compile(
 impl FileNote {
     /// Says what became of the file, at the level its news deserves.
     pub fn log(&self) {
-        let names =
-            |jobs: &[spec::JobName]| jobs.iter().map(|j| j.as_str()).collect::<Vec<_>>().join(", ");
+        let names = |jobs: &[crate::vocab::JobName]| {
+            jobs.iter().map(|j| j.as_str()).collect::<Vec<_>>().join(", ")
+        };
         match self {
             FileNote::Loaded { path, jobs } => {
                 info!(file = %path.display(), "job file loaded: {}", names(jobs))

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use tracing::{debug, warn};
 
-use crate::placement::RunId;
-use crate::spec::JobName;
-use crate::store::{parse_run_id, RunStore};
+use crate::store::RunStore;
+use crate::vocab::parse_run_id;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
 
 use super::error::AgentError;
 

@@ -10,10 +10,13 @@ use std::sync::Arc;
 
 use tracing::Span;
 
-use crate::placement::{Assignment, RunId};
-use crate::scheduler::{ExitStatus, Jitter, Phase, RunMeta, RunState, Timestamp};
-use crate::spec::{JobName, JobSpec};
+use crate::placement::Assignment;
+use crate::scheduler::{ExitStatus, Jitter, Phase, RunMeta, RunState};
+use crate::spec::JobSpec;
 use crate::store::{ExitInfo, LaunchInfo};
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::ops::{Op, RunOps};
 use super::runtime::FinalStats;

@@ -15,11 +15,14 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
 use crate::metrics::StatsHandle;
-use crate::placement::{Assignment, RunId};
-use crate::scheduler::{ExitStatus, Timestamp};
+use crate::placement::Assignment;
+use crate::scheduler::ExitStatus;
 use crate::spec::JobSpec;
 use crate::store::LaunchInfo;
-use crate::topology::{Bytes, CpuSet};
+use crate::topology::CpuSet;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 /// Everything needed to start one attempt of a run.
 #[derive(Debug, Clone)]

@@ -30,13 +30,15 @@ use tracing::{debug, error, info, warn, Span};
 
 use crate::api::protocol::EventLine;
 use crate::api::EventFeed;
-use crate::placement::{Assignment, Ledger, RunId};
+use crate::placement::{Assignment, Ledger};
 use crate::scheduler::{
     transition, Action, Event, Moment, Phase, RunEvent, RunState, StopIntent, StopReason, Timestamp,
 };
 use crate::spec::{self, JobSpec};
 use crate::store::{JobVersion, RunStore};
-use crate::topology::{Bytes, CpuSet, Topology};
+use crate::topology::{CpuSet, Topology};
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
 use crate::watch::FileChange;
 
 use super::clock::Clock;
@@ -193,7 +195,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         if !self.files_read {
             return Ok(());
         }
-        let without_run: Vec<spec::JobName> = self
+        let without_run: Vec<crate::vocab::JobName> = self
             .jobs
             .jobs()
             .iter()
@@ -288,7 +290,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// `name` was added or changed.
-    fn job_in_force(&mut self, name: &spec::JobName) -> Result<(), AgentError> {
+    fn job_in_force(&mut self, name: &crate::vocab::JobName) -> Result<(), AgentError> {
         let Some(found) = self.jobs.get(name) else { return Ok(()) };
         let spec = Arc::new(found.spec.clone());
         self.cron_job_in_force(name, &spec)?;
@@ -319,7 +321,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     fn create_run(
         &mut self,
-        name: &spec::JobName,
+        name: &crate::vocab::JobName,
         spec: Arc<JobSpec>,
         meta: RunMeta,
         version: JobVersion,
@@ -336,7 +338,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     pub(super) fn add_run(
         &mut self,
         id: RunId,
-        name: &spec::JobName,
+        name: &crate::vocab::JobName,
         spec: Arc<JobSpec>,
         meta: RunMeta,
         fingerprint: String,
@@ -413,7 +415,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// `name` is gone from the jobs directory.
-    fn job_gone(&mut self, name: &spec::JobName) -> Result<(), AgentError> {
+    fn job_gone(&mut self, name: &crate::vocab::JobName) -> Result<(), AgentError> {
         self.cron_job_gone(name)?;
         let Some(id) = self.runs.current(name).cloned() else { return Ok(()) };
         self.stop_for_removal(&id)
@@ -480,7 +482,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// under way take the new version, and it ticks.
     fn cron_job_in_force(
         &mut self,
-        name: &spec::JobName,
+        name: &crate::vocab::JobName,
         spec: &Arc<JobSpec>,
     ) -> Result<(), AgentError> {
         if spec.recurrence.is_none() {
@@ -524,7 +526,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Job `name` is gone from the jobs directory: its schedule stops, and its
     /// runs under way are stopped or left to finish (`on_removal`).
-    fn cron_job_gone(&mut self, name: &spec::JobName) -> Result<(), AgentError> {
+    fn cron_job_gone(&mut self, name: &crate::vocab::JobName) -> Result<(), AgentError> {
         let Some(runs) = self.cron.forget(&mut self.store, name)? else { return Ok(()) };
         info!(job = %name, "recurring job removed: its schedule stops");
         for run in runs {
@@ -537,7 +539,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// the firing, or why there is none.
     pub(super) fn cron_trigger(
         &mut self,
-        name: &spec::JobName,
+        name: &crate::vocab::JobName,
     ) -> Result<Result<String, String>, AgentError> {
         let (cron, mut step) = self.cron_step();
         let (outcome, orders) = cron.trigger(&mut step, name)?;
@@ -780,7 +782,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// directory and none of its runs may have processes left. (A process
     /// that escaped its run keeps the uid from being handed out again: see
     /// [`crate::dynamic_user::allocate`].)
-    pub(super) fn release_uid_if_unused(&mut self, job: &spec::JobName) -> Result<(), AgentError> {
+    pub(super) fn release_uid_if_unused(
+        &mut self,
+        job: &crate::vocab::JobName,
+    ) -> Result<(), AgentError> {
         if !self.files_read
             || self.jobs.get(job).is_some()
             || self.runs.values().any(|r| r.job == *job)

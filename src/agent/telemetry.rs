@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::api::model::{FileStatus, JobView, NodeView, RunSummary, RunView};
+use crate::api::model::{FileStatus, JobView, NodeView, RunListing, RunView};
 use crate::api::{ApiError, ApiSource};
 use crate::cgroup::LayoutKind;
 use crate::metrics::agent::{EndState, OomAction, PlacementOutcome, PreemptKind};
@@ -25,12 +25,15 @@ use crate::metrics::{
     StatsHandle,
 };
 use crate::placement::Ledger;
-use crate::placement::{CpuGrant, PlacementError, RunId};
+use crate::placement::{CpuGrant, PlacementError};
 use crate::scheduler::run_meta::preemption_mode;
-use crate::scheduler::{FailReason, JobName, Outcome, Phase, RunEvent, RunState, Timestamp};
+use crate::scheduler::{FailReason, Outcome, Phase, RunEvent, RunState};
 use crate::spec::{DefaultUser, JobSpec};
 use crate::store::{RunStore, SqliteStore};
 use crate::topology::Topology;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::cron::CronJobs;
 use super::error::AgentError;
@@ -338,9 +341,9 @@ fn job_views<R: Runtime, S: RunStore>(agent: &AgentState<'_, R, S>) -> Vec<JobVi
         .job_uids()
         .map(|all| all.into_iter().map(|a| (a.job, a.uid)).collect())
         .unwrap_or_default();
-    let mut runs_of: HashMap<&JobName, Vec<RunSummary>> = HashMap::new();
+    let mut runs_of: HashMap<&JobName, Vec<RunListing>> = HashMap::new();
     for (id, run) in agent.runs.iter() {
-        runs_of.entry(&run.job).or_default().push(RunSummary::new(
+        runs_of.entry(&run.job).or_default().push(RunListing::new(
             id.clone(),
             &run.state.phase,
             run.state.since,

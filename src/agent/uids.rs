@@ -6,9 +6,10 @@
 use tracing::info;
 
 use crate::dynamic_user::{Allocator, DynamicUserError, HostRoots};
-use crate::scheduler::Timestamp;
-use crate::spec::{AdmissionRules, DefaultUser, JobName, JobSpec};
+use crate::spec::{AdmissionRules, DefaultUser, JobSpec};
 use crate::store::RunStore;
+use crate::vocab::JobName;
+use crate::vocab::Timestamp;
 
 use super::error::AgentError;
 

@@ -24,11 +24,11 @@ use crate::config::{self, AgentConfig, CgroupParent};
 use crate::container::{ContainerError, SetupError};
 use crate::dynamic_user;
 use crate::launch::{self, Host, LaunchError};
-use crate::placement::RunId;
 use crate::scheduler::{backoff_delay, Jitter};
 use crate::spec::{self, JobSpec, RestartOn};
+use crate::vocab::RunId;
 
-pub use summary::{summary_line, Ending, Observed};
+pub use summary::{summary_line, Ending, RunObservations};
 
 /// Run one job once, in the foreground.
 ///
@@ -217,7 +217,7 @@ async fn attempt(
     config: &AgentConfig,
     signals: &mut supervise::Signals,
     notes: supervise::Notes,
-) -> anyhow::Result<(u8, Observed)> {
+) -> anyhow::Result<(u8, RunObservations)> {
     // Placed alone: a foreground run does not know what else runs here.
     let mut ledger = host.ledger()?;
     let run = reserve_run(config, spec)?;

@@ -9,9 +9,10 @@ use crate::cgroup::{
 };
 use crate::config::AgentConfig;
 use crate::container::Launcher;
-use crate::placement::{Assignment, Ledger, PlacementConfig, RunId};
+use crate::placement::{Assignment, Ledger, PlacementConfig};
 use crate::spec::JobSpec;
 use crate::topology::{self, CpuSet, Topology};
+use crate::vocab::RunId;
 
 /// Where the kernel's views are mounted; the real ones by default, fake
 /// trees in tests.

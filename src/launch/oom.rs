@@ -49,7 +49,8 @@ pub fn grow(current: &Resources, policy: &OomPolicy) -> Option<Resources> {
 mod tests {
     use super::*;
     use crate::cgroup::{FreezerKind, KillKind, MemoryLimits};
-    use crate::spec::{Bytes, Factor};
+    use crate::vocab::Bytes;
+    use crate::vocab::Factor;
 
     const MI: u64 = 1 << 20;
 

@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-use crate::placement::{Assignment, RunId};
-use crate::topology::Bytes;
+use crate::placement::Assignment;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
 
 use super::state::StopReason;
 

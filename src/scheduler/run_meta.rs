@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use crate::spec::{self, JobSpec, OnRemoval, Preemption, Priority};
 
-use super::policy::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
+use super::policy::{OomPolicy, Policy, PreemptionMode, RestartPolicy};
+use crate::spec::RestartOn;
+use crate::vocab::Factor;
 
 /// The state machine's rules for runs of `spec`; `default_grace` where the
 /// job sets no `stop_grace`.
@@ -79,7 +81,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::topology::Bytes;
+    use crate::vocab::Bytes;
 
     fn spec(text: &str) -> JobSpec {
         spec::compile_str(Path::new("t.yaml"), text).unwrap().remove(0).spec

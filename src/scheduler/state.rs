@@ -4,12 +4,13 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use crate::placement::RunId;
-use crate::topology::Bytes;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
 
 use super::event::ExitStatus;
-use super::policy::{OomPolicy, Policy, RestartOn};
-use super::time::Timestamp;
+use super::policy::{OomPolicy, Policy};
+use crate::spec::RestartOn;
+use crate::vocab::Timestamp;
 
 /// A run's whole decision-relevant state. Serializable: the store keeps it
 /// verbatim so that a restarted agent resumes every run exactly where it was.
@@ -362,7 +363,7 @@ mod tests {
                 attempts: 3,
                 ..Default::default()
             },
-            oom: OomPolicy::Requeue { factor: crate::scheduler::Factor::ONE, cap: None, max: 2 },
+            oom: OomPolicy::Requeue { factor: crate::vocab::Factor::ONE, cap: None, max: 2 },
             ..Policy::default()
         };
         let mut state = RunState::new(None, Timestamp::EPOCH);

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use super::super::runtime::Probe;
 use super::super::tests::{job, Bench};
-use crate::placement::RunId;
 use crate::scheduler::{FailReason, Phase};
+use crate::vocab::RunId;
 
 /// An agent restart with `runs` living on through it (their shims outlive
 /// the agent), then the jobs directory holding `files`.

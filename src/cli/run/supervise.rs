@@ -7,12 +7,12 @@ use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
-use super::summary::Observed;
+use super::summary::RunObservations;
 use crate::cgroup::{CgroupEvent, JobCgroup, Notifier};
 use crate::container::{signal_process, ContainerConfig, ProcessIdentity};
 use crate::launch::{self, EndedRun, Host, RunPlan};
 use crate::spec::OomPolicy;
-use crate::units::Bytes;
+use crate::vocab::Bytes;
 
 /// How long killing what is left of a job may take.
 pub const KILL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,7 +88,7 @@ pub async fn supervise(
     limits: Limits,
     signals: &mut Signals,
     notes: Notes,
-) -> anyhow::Result<(EndedRun, Observed)> {
+) -> anyhow::Result<(EndedRun, RunObservations)> {
     let prepared = launch::prepare(host, plan)?;
     // Subscribed before the job starts, so that no OOM goes unseen.
     let events = match prepared.cgroup().oom_events(&Notifier::new()) {
@@ -111,7 +111,7 @@ pub async fn supervise(
         init,
         plan,
         resources: plan.resources.clone(),
-        observed: Observed::default(),
+        observed: RunObservations::default(),
         notes,
         name: format!("{job} run {run}"),
     };
@@ -175,7 +175,7 @@ struct Watch<'a> {
     plan: &'a RunPlan,
     /// The cgroup's resources now (grown from the plan's).
     resources: crate::cgroup::Resources,
-    observed: Observed,
+    observed: RunObservations,
     notes: Notes,
     name: String,
 }
