@@ -3,7 +3,7 @@
 //! Reads come from the supervisor's runs and the store; changes go through
 //! the run state machine like any other event, and the answer says whether
 //! it accepted them. A freeze by hand ([`Event::SuspendRequested`]) is the
-//! suspend path with the operator as the cause ([`OPERATOR`]), whatever the
+//! suspend path with the operator as the cause ([`SuspendedBy::Operator`]), whatever the
 //! job's preemption mode: the run keeps its memory, gives up its CPUs, and
 //! the scheduling pass does not resume it until it is thawed by hand. The
 //! hold needs no record of its own: a run suspended "by operator" with no
@@ -25,7 +25,7 @@ use crate::api::protocol::{
 };
 use crate::api::run::{LiveFacts, RunFacts};
 use crate::api::{Answer, Command};
-use crate::scheduler::{Event, Phase, RunEvent, StopReason};
+use crate::scheduler::{Event, Phase, RunEvent, StopReason, SuspendedBy};
 use crate::spec::JobSetDiff;
 use crate::store::{RunDetail, RunRecord, RunStore};
 use crate::vocab::JobName;
@@ -36,9 +36,10 @@ use crate::watch::{FileChange, WatchError};
 use super::error::AgentError;
 use super::runtime::Runtime;
 use super::supervisor::Supervisor;
+use super::telemetry::LiveUsage;
 
-/// The cause recorded for runs frozen by hand.
-pub const OPERATOR: &str = "operator";
+/// Who asks, in the reasons of what is done by hand.
+pub const OPERATOR: &str = SuspendedBy::OPERATOR;
 
 /// Runs of a job `show` lists, newest first.
 const SHOW_RUNS: usize = 5;
@@ -135,11 +136,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// What the agent knows of `record`'s run beyond the record.
     fn live_facts(&self, record: &RunRecord, now: Timestamp) -> LiveFacts<'_> {
         let live = self.runs.get(&record.id);
-        let usage = self.live_usage(&record.id, now);
+        let usage = match (&self.telemetry, live) {
+            (Some(t), Some(run)) => t.live_usage(&record.id, run, now),
+            _ => LiveUsage::default(),
+        };
         LiveFacts {
             state: live.map(|r| &r.state),
             assignment: live.and_then(|r| r.assignment.as_ref()),
-            launch: live.and_then(|r| r.launch.as_ref()),
+            launch: live.and_then(|r| r.launch.info()),
             priority: live.map(|r| r.meta.priority),
             held: self.held.contains(&record.id),
             cpu_percent: usage.cpu_percent,
@@ -219,7 +223,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 action: "frozen",
             }));
         }
-        if !self.handle(id, Event::SuspendRequested { by: RunId::new(OPERATOR) })? {
+        if !self.handle(id, Event::SuspendRequested)? {
             return Ok(Err(ControlError::NotNow { run: id.clone(), action: "frozen" }));
         }
         self.held.insert(id.clone());
@@ -256,7 +260,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 action: "requeued",
             }));
         }
-        if !self.handle(id, Event::RequeueRequested { by: RunId::new(OPERATOR) })? {
+        if !self.handle(id, Event::RequeueRequested)? {
             return Ok(Err(ControlError::NotNow { run: id.clone(), action: "requeued" }));
         }
         // Queued again, it is placed like any other run: nothing holds it.
@@ -266,7 +270,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Stops `id` for good: SIGTERM, its grace period, SIGKILL.
     fn kill(&mut self, id: &RunId) -> Result<Result<Accepted, ControlError>, AgentError> {
-        if !self.runs.contains_key(id) {
+        if !self.runs.contains(id) {
             return Ok(Err(not_live(id)));
         }
         let event = Event::StopRequested { reason: StopReason::Requested { by: OPERATOR.into() } };
@@ -282,9 +286,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 /// Whether a run, as stored, is frozen by hand and not yet thawed.
 pub(super) fn is_held(detail: &RunDetail) -> bool {
     let state = &detail.record.state;
-    let Phase::Suspended { by, .. } = &state.phase else { return false };
-    by.as_str() == OPERATOR
-        && !detail.events.iter().any(|e| e.event == RunEvent::Released && e.at >= state.since)
+    let Phase::Suspended { by: SuspendedBy::Operator, .. } = &state.phase else { return false };
+    !detail.events.iter().any(|e| e.event == RunEvent::Released && e.at >= state.since)
 }
 
 fn names(jobs: &[JobName]) -> Vec<String> {

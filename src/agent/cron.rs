@@ -25,11 +25,12 @@
 //!
 //! Runs of recurring jobs are ordinary runs of the supervisor (restart, OOM,
 //! timeout, preemption policies apply), but they are not "the run under way"
-//! of their job (`by_job`): a job may have several (`allow`), and they are
+//! of their job (see `RunTable` in [`runs`](super::runs)): a job may have several (`allow`), and they are
 //! found through the cron state instead.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
@@ -37,9 +38,9 @@ use tracing::{info, warn};
 
 use crate::api::{Accepted, ControlError};
 use crate::metrics::events::CronFired;
-use crate::metrics::Event as _;
+use crate::metrics::{Event as _, Metrics};
 use crate::scheduler::cron::{self, CronJob, CronState, Decisions, FiringOutcome};
-use crate::scheduler::{Event, RunState, StopReason};
+use crate::scheduler::{RunMeta, RunState};
 use crate::spec::{JobSpec, Recurrence};
 use crate::store::{CronDecision, Decided, JobVersion, RunStore};
 use crate::vocab::parse_run_id;
@@ -49,9 +50,6 @@ use crate::vocab::RunId;
 use crate::vocab::Timestamp;
 
 use super::error::AgentError;
-use super::job::RunMeta;
-use super::runtime::Runtime;
-use super::supervisor::Supervisor;
 
 /// The environment variable that tells a run of a recurring job the firing
 /// it is for: the scheduled time, RFC 3339 in UTC (`2026-05-01T12:10:00Z`).
@@ -192,96 +190,152 @@ impl NextIds {
     }
 }
 
-impl<R: Runtime, S: RunStore> Supervisor<R, S> {
+/// What a step of the cron engine asks of the supervisor, once the step is
+/// on record.
+#[derive(Debug)]
+pub(super) enum CronOrder {
+    /// Queue a run the step created in the store.
+    Start(Box<NewRun>),
+    /// Stop `run` gracefully: `by` replaces it (`concurrency: replace`).
+    Stop { run: RunId, by: String },
+}
+
+/// Run `run` of `job`, created in the store in state `initial`.
+#[derive(Debug)]
+pub(super) struct NewRun {
+    pub run: RunId,
+    pub job: JobName,
+    pub spec: Arc<JobSpec>,
+    pub meta: RunMeta,
+    pub fingerprint: String,
+    pub initial: RunState,
+}
+
+/// What a cron step records with and reads the time from.
+pub(super) struct CronStep<'a, S: RunStore> {
+    pub store: &'a mut S,
+    /// Now on the runs' time line: the new runs' creation time.
+    pub now: Timestamp,
+    /// Now on the calendar, which firings are decided on.
+    pub calendar: Timestamp,
+    /// Stop grace of jobs that set none, for the new runs' policy.
+    pub default_grace: Duration,
+    /// Where each decision on record is counted, when the agent counts.
+    pub metrics: Option<&'a Metrics>,
+}
+
+impl CronJobs {
     /// Reads every recurring job's cron state (at start, before the runs are
     /// re-adopted, so that the runs of recurring jobs are known as such).
-    pub(super) fn cron_load(&mut self) -> Result<(), AgentError> {
-        for (name, state) in self.store.cron_states()? {
-            self.cron.jobs.insert(name, Scheduled { state, spec: None, wake_at: None });
+    pub(super) fn load<S: RunStore>(&mut self, store: &S) -> Result<(), AgentError> {
+        for (name, state) in store.cron_states()? {
+            self.jobs.insert(name, Scheduled { state, spec: None, wake_at: None });
         }
         Ok(())
     }
 
-    /// After re-adoption: runs a state lists that the store has as over (they
-    /// ended and the agent stopped before it noted it) leave the state.
-    pub(super) fn cron_recovered(&mut self) -> Result<(), AgentError> {
-        let names: Vec<JobName> = self.cron.jobs.keys().cloned().collect();
+    /// After re-adoption: runs a state lists that are not `live` (they ended
+    /// and the agent stopped before it noted it) leave the state.
+    pub(super) fn recovered<S: RunStore>(
+        &mut self,
+        step: &mut CronStep<'_, S>,
+        live: impl Fn(&RunId) -> bool,
+    ) -> Result<Vec<CronOrder>, AgentError> {
+        let mut orders = Vec::new();
+        let names: Vec<JobName> = self.jobs.keys().cloned().collect();
         for name in names {
-            let entry = &self.cron.jobs[&name];
+            let entry = &self.jobs[&name];
             let mut state = entry.state.clone();
-            state.active.retain(|r| self.runs.contains_key(&r.run));
+            state.active.retain(|r| live(&r.run));
             if state != entry.state {
-                self.cron_commit(&name, None, state, Decisions::default())?;
+                orders.extend(self.commit(step, &name, None, state, Decisions::default())?);
             }
         }
-        Ok(())
+        Ok(orders)
     }
 
     /// The agent is shutting down: no firing starts anything any more.
-    pub(super) fn cron_stop(&mut self) {
-        self.cron.stopped = true;
+    pub(super) fn stop(&mut self) {
+        self.stopped = true;
     }
 
-    /// `spec` is now the version of job `name` in force (added or changed).
-    /// Its cron side: the schedule starts or follows the change, its runs
-    /// under way take the new version, and it ticks.
-    pub(super) fn cron_job_in_force(
+    /// Job `name` is no longer recurring: its schedule is forgotten. Returns
+    /// its runs under way, oldest first, if it was recurring.
+    pub(super) fn forget<S: RunStore>(
+        &mut self,
+        store: &mut S,
+        name: &JobName,
+    ) -> Result<Option<Vec<RunId>>, AgentError> {
+        let Some(entry) = self.jobs.remove(name) else { return Ok(None) };
+        store.forget_cron(name)?;
+        Ok(Some(entry.state.active.into_iter().map(|r| r.run).collect()))
+    }
+
+    /// `spec`, recurring, is now the version of job `name` in force; returns
+    /// the version it replaces (`None` the first time the job is seen since
+    /// the agent started).
+    pub(super) fn set_version(
         &mut self,
         name: &JobName,
         spec: &Arc<JobSpec>,
-    ) -> Result<(), AgentError> {
-        if spec.recurrence.is_none() {
-            if let Some(entry) = self.cron.jobs.remove(name) {
-                // No longer recurring: its newest run is the job's run under way.
-                self.store.forget_cron(name)?;
-                info!(job = %name, "the job has no schedule any more: nothing fires from now on");
-                if let Some(newest) = entry.state.active.last() {
-                    self.by_job.entry(name.clone()).or_insert_with(|| newest.run.clone());
-                }
-                for run in entry.state.active {
-                    self.take_over(&run.run, Arc::clone(spec))?;
-                }
-            }
-            return Ok(());
-        }
-        let entry = self.cron.jobs.entry(name.clone()).or_insert_with(|| Scheduled {
+    ) -> Option<Arc<JobSpec>> {
+        let entry = self.jobs.entry(name.clone()).or_insert_with(|| Scheduled {
             state: CronState::default(),
             spec: None,
             wake_at: None,
         });
-        match entry.spec.replace(Arc::clone(spec)) {
-            None => {
-                // First sight since the agent started: stops decided before a
-                // restart may not have been carried out.
-                for action in entry.state.pending_stops() {
-                    if let cron::CronAction::Stop { run } = action {
-                        self.cron_stop_run(name, &run)?;
-                    }
-                }
-            }
-            Some(old) => {
-                // What fell due under the old version is decided by it.
-                self.cron_tick(name, &old)?;
-                if let (Some(old_rec), Some(new_rec)) = (&old.recurrence, &spec.recurrence) {
-                    if timing_changed(old_rec, new_rec) {
-                        let now = instant(self.clock.calendar());
-                        let job = self.cron.job(name, new_rec);
-                        let mut state = self.cron.jobs[name].state.clone();
-                        state.reschedule(&job, now);
-                        // The tick below sets the wake-up.
-                        self.cron_commit(name, Some(spec), state, Decisions::default())?;
-                        info!(job = %name, schedule = new_rec.schedule.as_str(), "schedule changed: it applies from the next firing");
-                    }
-                }
-            }
+        entry.spec.replace(Arc::clone(spec))
+    }
+
+    /// The stops the state decided that may not have been carried out before
+    /// a restart.
+    pub(super) fn pending_stops(&self, name: &JobName) -> Vec<CronOrder> {
+        let Some(entry) = self.jobs.get(name) else { return Vec::new() };
+        entry
+            .state
+            .pending_stops()
+            .into_iter()
+            .filter_map(|action| match action {
+                cron::CronAction::Stop { run } => Some(self.stop_order(name, run)),
+                cron::CronAction::Start { .. } => None,
+            })
+            .collect()
+    }
+
+    /// After a new version `new` of `name` replaced `old`: if its firings
+    /// moved, the schedule applies from the next firing.
+    pub(super) fn reschedule<S: RunStore>(
+        &mut self,
+        step: &mut CronStep<'_, S>,
+        name: &JobName,
+        old: &JobSpec,
+        new: &Arc<JobSpec>,
+    ) -> Result<Vec<CronOrder>, AgentError> {
+        let (Some(old_rec), Some(new_rec)) = (&old.recurrence, &new.recurrence) else {
+            return Ok(Vec::new());
+        };
+        if !timing_changed(old_rec, new_rec) {
+            return Ok(Vec::new());
         }
-        let runs: Vec<RunId> =
-            self.cron.jobs[name].state.active.iter().map(|r| r.run.clone()).collect();
-        for run in runs {
-            self.take_over(&run, Arc::clone(spec))?;
-        }
-        self.cron_tick(name, spec)?;
-        let wake_at = self.cron.jobs.get(name).and_then(|j| j.wake_at);
+        let Some(entry) = self.jobs.get(name) else { return Ok(Vec::new()) };
+        let mut state = entry.state.clone();
+        state.reschedule(&self.job(name, new_rec), instant(step.calendar));
+        // The tick that follows sets the wake-up.
+        let orders = self.commit(step, name, Some(new), state, Decisions::default())?;
+        info!(job = %name, schedule = new_rec.schedule.as_str(), "schedule changed: it applies from the next firing");
+        Ok(orders)
+    }
+
+    /// The runs under way of recurring job `name`, oldest first.
+    pub(super) fn active_runs(&self, name: &JobName) -> Vec<RunId> {
+        self.jobs
+            .get(name)
+            .map_or_else(Vec::new, |j| j.state.active.iter().map(|r| r.run.clone()).collect())
+    }
+
+    /// Says when `name` fires next, once its version is in force.
+    pub(super) fn log_next(&self, name: &JobName, spec: &JobSpec) {
+        let wake_at = self.jobs.get(name).and_then(|j| j.wake_at);
         match (wake_at.and_then(Timestamp::to_datetime), spec.recurrence.as_ref()) {
             (Some(at), _) => info!(
                 job = %name,
@@ -293,69 +347,51 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             _ => info!(job = %name, "recurring job: its schedule fires no more"),
         }
-        Ok(())
     }
 
-    /// Job `name` is gone from the jobs directory: its schedule stops, and its
-    /// runs under way are stopped or left to finish (`on_removal`).
-    pub(super) fn cron_job_gone(&mut self, name: &JobName) -> Result<(), AgentError> {
-        let Some(entry) = self.cron.jobs.remove(name) else { return Ok(()) };
-        self.store.forget_cron(name)?;
-        info!(job = %name, "recurring job removed: its schedule stops");
-        for run in entry.state.active {
-            self.stop_for_removal(&run.run)?;
-        }
-        Ok(())
+    /// Jobs known from the store whose file has not been read: once the
+    /// jobs directory has been read, their files are gone.
+    pub(super) fn unread(&self) -> Vec<JobName> {
+        self.jobs.iter().filter(|(_, j)| j.spec.is_none()).map(|(n, _)| n.clone()).collect()
     }
 
-    /// The jobs directory has been read for the first time: recurring jobs
-    /// known from the store whose file is gone are removed.
-    pub(super) fn cron_files_read(&mut self) -> Result<(), AgentError> {
-        let gone: Vec<JobName> = self
-            .cron
-            .jobs
-            .iter()
-            .filter(|(_, j)| j.spec.is_none())
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in gone {
-            self.cron_job_gone(&name)?;
+    /// Ticks every job whose next firing is due at `step.calendar`.
+    pub(super) fn wake<S: RunStore>(
+        &mut self,
+        step: &mut CronStep<'_, S>,
+    ) -> Result<Vec<CronOrder>, AgentError> {
+        let mut orders = Vec::new();
+        if self.stopped {
+            return Ok(orders);
         }
-        Ok(())
-    }
-
-    /// Ticks every job whose next firing is due at `now`.
-    pub(super) fn cron_wake(&mut self, now: Timestamp) -> Result<(), AgentError> {
-        if self.cron.stopped {
-            return Ok(());
-        }
-        for name in self.cron.due(now) {
-            if let Some(spec) = self.cron.jobs.get(&name).and_then(|j| j.spec.clone()) {
-                self.cron_tick(&name, &spec)?;
+        for name in self.due(step.calendar) {
+            if let Some(spec) = self.jobs.get(&name).and_then(|j| j.spec.clone()) {
+                orders.extend(self.tick(step, &name, &spec)?);
             }
         }
-        Ok(())
+        Ok(orders)
     }
 
     /// Run `run` of job `job` is over: the firing waiting for it may start.
-    pub(super) fn cron_run_finished(
+    pub(super) fn run_finished<S: RunStore>(
         &mut self,
+        step: &mut CronStep<'_, S>,
         job: &JobName,
         run: &RunId,
-    ) -> Result<(), AgentError> {
-        let Some(entry) = self.cron.jobs.get(job) else { return Ok(()) };
+    ) -> Result<Vec<CronOrder>, AgentError> {
+        let Some(entry) = self.jobs.get(job) else { return Ok(Vec::new()) };
         if !entry.state.active.iter().any(|r| &r.run == run) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut state = entry.state.clone();
         let spec = entry.spec.clone();
         let recurrence = spec.as_ref().and_then(|s| s.recurrence.as_ref());
-        let decisions = match (recurrence, self.cron.stopped) {
+        let decisions = match (recurrence, self.stopped) {
             (Some(recurrence), false) => {
-                let now = instant(self.clock.calendar());
-                let next = self.store.next_run_id(job)?;
+                let now = instant(step.calendar);
+                let next = step.store.next_run_id(job)?;
                 let mut ids = NextIds::new(job, &next);
-                let cron_job = self.cron.job(job, recurrence);
+                let cron_job = self.job(job, recurrence);
                 state.run_ended(&cron_job, run, now, &mut || ids.take())
             }
             // Its file has not been read since a restart, or the agent is
@@ -369,55 +405,61 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 }
             }
         };
-        self.cron_commit(job, spec.as_ref(), state, decisions)
+        self.commit(step, job, spec.as_ref(), state, decisions)
     }
 
     /// Decides every firing of `name` due now, under version `spec`.
-    fn cron_tick(&mut self, name: &JobName, spec: &Arc<JobSpec>) -> Result<(), AgentError> {
-        let Some(recurrence) = &spec.recurrence else { return Ok(()) };
-        if self.cron.stopped {
-            return Ok(());
+    pub(super) fn tick<S: RunStore>(
+        &mut self,
+        step: &mut CronStep<'_, S>,
+        name: &JobName,
+        spec: &Arc<JobSpec>,
+    ) -> Result<Vec<CronOrder>, AgentError> {
+        let Some(recurrence) = &spec.recurrence else { return Ok(Vec::new()) };
+        if self.stopped {
+            return Ok(Vec::new());
         }
-        let Some(entry) = self.cron.jobs.get(name) else { return Ok(()) };
+        let Some(entry) = self.jobs.get(name) else { return Ok(Vec::new()) };
         let mut state = entry.state.clone();
-        let now = instant(self.clock.calendar());
-        let next = self.store.next_run_id(name)?;
+        let now = instant(step.calendar);
+        let next = step.store.next_run_id(name)?;
         let mut ids = NextIds::new(name, &next);
-        let job = self.cron.job(name, recurrence);
-        let mut decisions =
-            state.tick(&job, now, self.cron.settings.catch_up_limit, &mut || ids.take());
+        let job = self.job(name, recurrence);
+        let mut decisions = state.tick(&job, now, self.settings.catch_up_limit, &mut || ids.take());
         if recurrence.suspend {
             // A suspended job is looked at again when its file changes (or
             // the agent restarts), not at each of its firings: its firings
             // are then recorded as missed while suspended, in one entry.
             decisions.wake_at = None;
         }
-        self.cron_commit(name, Some(spec), state, decisions)
+        self.commit(step, name, Some(spec), state, decisions)
     }
 
     /// Fires recurring job `name` now, on request. Answers what became of
-    /// the firing, or why there is none.
-    pub(super) fn cron_trigger(
+    /// the firing, or why there is none, with what to carry out.
+    pub(super) fn trigger<S: RunStore>(
         &mut self,
+        step: &mut CronStep<'_, S>,
         name: &JobName,
-    ) -> Result<Result<Accepted, ControlError>, AgentError> {
-        let Some(entry) = self.cron.jobs.get(name) else {
-            return Ok(Err(ControlError::NotScheduled { job: name.clone() }));
+    ) -> Result<(Result<Accepted, ControlError>, Vec<CronOrder>), AgentError> {
+        let refused = |why: ControlError| Ok((Err(why), Vec::new()));
+        let Some(entry) = self.jobs.get(name) else {
+            return refused(ControlError::NotScheduled { job: name.clone() });
         };
-        if self.cron.stopped {
-            return Ok(Err(ControlError::ShuttingDown));
+        if self.stopped {
+            return refused(ControlError::ShuttingDown);
         }
         let Some(spec) = entry.spec.clone() else {
-            return Ok(Err(ControlError::JobNotRead { job: name.clone() }));
+            return refused(ControlError::JobNotRead { job: name.clone() });
         };
         let Some(recurrence) = &spec.recurrence else {
-            return Ok(Err(ControlError::NotRecurring { job: name.clone() }));
+            return refused(ControlError::NotRecurring { job: name.clone() });
         };
         let mut state = entry.state.clone();
-        let now = instant(self.clock.calendar());
-        let next = self.store.next_run_id(name)?;
+        let now = instant(step.calendar);
+        let next = step.store.next_run_id(name)?;
         let mut ids = NextIds::new(name, &next);
-        let job = self.cron.job(name, recurrence);
+        let job = self.job(name, recurrence);
         let mut decisions = state.trigger(&job, now, &mut || ids.take());
         if recurrence.suspend {
             decisions.wake_at = None;
@@ -432,42 +474,41 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             _ if state.queued == Some(now) => Ok(Accepted::QueuedBehind),
             _ => Err(ControlError::NotStarted),
         };
-        self.cron_commit(name, Some(&spec), state, decisions)?;
-        Ok(outcome)
+        let orders = self.commit(step, name, Some(&spec), state, decisions)?;
+        Ok((outcome, orders))
     }
 
     /// Records the step (state, journal, new runs) in one transaction, then
-    /// carries it out.
-    fn cron_commit(
+    /// says what to carry out.
+    fn commit<S: RunStore>(
         &mut self,
+        step: &mut CronStep<'_, S>,
         name: &JobName,
         spec: Option<&Arc<JobSpec>>,
         mut state: CronState,
         decisions: Decisions,
-    ) -> Result<(), AgentError> {
-        let Some(entry) = self.cron.jobs.get_mut(name) else { return Ok(()) };
+    ) -> Result<Vec<CronOrder>, AgentError> {
+        let Some(entry) = self.jobs.get_mut(name) else { return Ok(Vec::new()) };
         let wake_at = decisions.wake_at.map(Timestamp::from);
         if state == entry.state && decisions.records.is_empty() && decisions.actions.is_empty() {
             entry.wake_at = wake_at;
-            return Ok(());
+            return Ok(Vec::new());
         }
-        // Runs live on the supervisor's time line; decisions on the calendar's.
-        let (now, decided_at) = (self.clock.now(), self.clock.calendar());
         // The run each start creates, as the store records it and as it is
         // then queued.
         let mut new_runs: HashMap<RunId, RunState> = HashMap::new();
         // Every run one step starts is of the same version, worked out once.
-        let default_grace = self.settings.default_grace;
         let mut version: Option<(RunMeta, JobVersion)> = None;
         let mut batch = Vec::with_capacity(decisions.records.len());
         for record in &decisions.records {
             let decision = match &record.outcome {
                 FiringOutcome::Started { run } | FiringOutcome::Late { run, .. } => {
                     let spec = spec.expect("only a known version starts runs");
-                    let initial = RunState::new(spec.resources.memory.hard, now);
+                    // Runs live on the supervisor's time line; decisions on the calendar's.
+                    let initial = RunState::new(spec.resources.memory.hard, step.now);
                     let (_, version) = version.get_or_insert_with(|| {
-                        let meta = RunMeta::of(spec, default_grace);
-                        let version = meta.version(spec);
+                        let meta = RunMeta::of(spec, step.default_grace);
+                        let version = super::job::version(&meta, spec);
                         (meta, version)
                     });
                     new_runs.insert(run.clone(), initial.clone());
@@ -484,7 +525,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             };
             batch.push((Timestamp::from(record.scheduled), decision));
         }
-        let answers = self.store.commit_cron(name, &state, decided_at, &batch, JOURNAL_KEEP)?;
+        let answers = step.store.commit_cron(name, &state, step.calendar, &batch, JOURNAL_KEEP)?;
         // Only a store that lost its cron state but kept its journal says a
         // firing was decided before; its run is then not started again.
         for (answer, record) in answers.iter().zip(&decisions.records) {
@@ -496,18 +537,18 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 }
             }
         }
-        let entry = self.cron.jobs.get_mut(name).expect("present above");
         entry.state = state;
         entry.wake_at = wake_at;
-        if let Some(t) = &self.telemetry {
+        if let Some(metrics) = step.metrics {
             for (answer, record) in answers.iter().zip(&decisions.records) {
                 if matches!(answer, Decided::Recorded { .. }) {
                     // One line and one count per decision, at the moment it is on record.
-                    CronFired { record }.emit(t.metrics.agent());
+                    CronFired { record }.emit(metrics.agent());
                 }
             }
         }
         // Carried out only now that they are on record.
+        let mut orders = Vec::new();
         for action in decisions.actions {
             match action {
                 cron::CronAction::Start { run, .. } => {
@@ -516,18 +557,24 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     else {
                         continue;
                     };
-                    let fingerprint = version.fingerprint.clone();
-                    self.add_run(run, name, Arc::clone(spec), meta.clone(), fingerprint, initial);
+                    orders.push(CronOrder::Start(Box::new(NewRun {
+                        run,
+                        job: name.clone(),
+                        spec: Arc::clone(spec),
+                        meta: meta.clone(),
+                        fingerprint: version.fingerprint.clone(),
+                        initial,
+                    })));
                 }
-                cron::CronAction::Stop { run } => self.cron_stop_run(name, &run)?,
+                cron::CronAction::Stop { run } => orders.push(self.stop_order(name, run)),
             }
         }
-        Ok(())
+        Ok(orders)
     }
 
-    /// Stops `run` gracefully for the firing that replaces it.
-    fn cron_stop_run(&mut self, name: &JobName, run: &RunId) -> Result<(), AgentError> {
-        let waiting = self.cron.jobs.get(name).and_then(|j| j.state.queued);
+    /// Stops `run` gracefully for the firing of `name` that replaces it.
+    fn stop_order(&self, name: &JobName, run: RunId) -> CronOrder {
+        let waiting = self.jobs.get(name).and_then(|j| j.state.queued);
         let by = match waiting {
             Some(t) => format!(
                 "the firing scheduled at {} (concurrency: replace)",
@@ -535,9 +582,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             ),
             None => "a newer firing (concurrency: replace)".to_owned(),
         };
-        info!(parent: &self.span(run), "stopping the run: {by} replaces it");
-        self.handle(run, Event::StopRequested { reason: StopReason::Requested { by } })?;
-        Ok(())
+        CronOrder::Stop { run, by }
     }
 }
 

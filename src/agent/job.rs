@@ -1,49 +1,17 @@
-//! What the agent derives from a job spec for its runs: the state machine's
-//! [`Policy`], the placement [`Request`], the version fingerprint, and the
-//! facts kept with each run in the store ([`RunMeta`]).
+//! What the agent derives from a job spec for its runs beyond the
+//! scheduler's [`RunMeta`]: the placement [`Request`], and the version record
+//! (fingerprint and meta) kept with each run in the store.
 //!
 //! Pure.
 
-use std::time::Duration;
-
 use crate::placement::Request;
 use crate::scheduler::cron::jitter::Fnv1a;
-use crate::scheduler::{OomPolicy, Policy, PreemptionMode, RestartPolicy};
-use crate::spec::{self, JobSpec, OnRemoval, Preemption, Priority};
-use crate::store::JobVersion;
+pub use crate::scheduler::RunMeta;
+use crate::scheduler::{Phase, StopReason};
+use crate::spec::{History, JobSpec};
+use crate::store::{JobVersion, Retention, RunRecord};
 use crate::vocab::Bytes;
 use crate::vocab::RunId;
-
-/// The state machine's rules for runs of `spec`; `default_grace` where the
-/// job sets no `stop_grace`.
-pub fn policy(spec: &JobSpec, default_grace: Duration) -> Policy {
-    let restart = RestartPolicy {
-        on: spec.restart.on,
-        attempts: spec.restart.attempts,
-        backoff_min: spec.restart.backoff.min,
-        backoff_max: spec.restart.backoff.max,
-    };
-    let oom = match spec.oom {
-        spec::OomPolicy::Fail => OomPolicy::Fail,
-        spec::OomPolicy::Requeue { factor, max } => OomPolicy::Requeue { factor, cap: None, max },
-        spec::OomPolicy::Grow { to, step } => OomPolicy::Grow { step, ceiling: to },
-    };
-    Policy {
-        restart,
-        oom,
-        preemption: preemption_mode(spec.preemption),
-        timeout: spec.timeout,
-        stop_grace: spec.stop_grace.unwrap_or(default_grace),
-    }
-}
-
-pub fn preemption_mode(p: Preemption) -> PreemptionMode {
-    match p {
-        Preemption::Suspend => PreemptionMode::Suspend,
-        Preemption::Requeue => PreemptionMode::Requeue,
-        Preemption::Never => PreemptionMode::Never,
-    }
-}
 
 /// What run `owner` of `spec` asks the allocator for: what `corral run`
 /// asks for it, with `memory` (the run's current hard limit, which OOM
@@ -63,74 +31,63 @@ fn fingerprint(spec: &JobSpec) -> String {
     format!("{:016x}", hash.finish())
 }
 
-/// What a run needs to be managed before the job files are read again after
-/// a restart, or after its job file is gone.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RunMeta {
-    pub priority: u16,
-    /// Let the run finish when its job is removed.
-    pub finish_on_removal: bool,
-    pub policy: Policy,
+/// The version record of `spec` as run with `meta`: its fingerprint, and the
+/// meta a restarted agent manages the run with before the job files are read.
+pub fn version(meta: &RunMeta, spec: &JobSpec) -> JobVersion {
+    JobVersion {
+        fingerprint: fingerprint(spec),
+        meta: serde_json::to_string(meta).expect("run meta serializes"),
+    }
 }
 
-impl RunMeta {
-    pub fn of(spec: &JobSpec, default_grace: Duration) -> RunMeta {
-        RunMeta {
-            priority: spec.priority.get(),
-            finish_on_removal: spec.on_removal == OnRemoval::Finish,
-            policy: policy(spec, default_grace),
+/// The meta a version record was written with.
+pub fn meta_of(version: &JobVersion) -> Option<RunMeta> {
+    serde_json::from_str(&version.meta).ok()
+}
+
+/// Whether `latest`, the newest run of a job, is the run of `version`: a
+/// version with its run is not started again. A run stopped because its file
+/// was removed does not count: the file coming back asks for the job again.
+pub fn has_run_of(latest: &RunRecord, version: &JobVersion) -> bool {
+    let removed = matches!(
+        &latest.state.phase,
+        Phase::Killed { reason: StopReason::JobRemoved } | Phase::Stopping { .. }
+    );
+    !removed && latest.version.as_ref().is_some_and(|v| v.fingerprint == version.fingerprint)
+}
+
+/// How many of a job's ended runs the store keeps, once a run of `spec` ends
+/// (`recurring`: the run was started by the job's schedule); `None`: prune
+/// nothing now.
+pub fn retention(spec: Option<&JobSpec>, recurring: bool) -> Option<Retention> {
+    match (spec.map(|s| s.recurrence.as_ref()), recurring) {
+        // Exactly as the job says: a recurring job's runs are asked for by
+        // its schedule, not by "has this version run".
+        (Some(Some(r)), _) => {
+            Some(Retention { successful: r.history.successful, failed: r.history.failed })
         }
-    }
-
-    pub fn priority(&self) -> Priority {
-        Priority::new(self.priority).unwrap_or_default()
-    }
-
-    pub fn version(&self, spec: &JobSpec) -> JobVersion {
-        JobVersion {
-            fingerprint: fingerprint(spec),
-            meta: serde_json::to_string(self).expect("run meta serializes"),
+        // A recurring job's history is known once its file is read again
+        // after a restart; its next run's end prunes.
+        (None, true) => None,
+        // At least one: "this version already has its run" reads it.
+        _ => {
+            let history = History::default();
+            Some(Retention { successful: history.successful.max(1), failed: history.failed.max(1) })
         }
-    }
-
-    pub fn from_version(version: &JobVersion) -> Option<RunMeta> {
-        serde_json::from_str(&version.meta).ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::time::Duration;
 
     use super::*;
     use crate::placement::CpuDemand;
-    use crate::spec::RestartOn;
+    use crate::spec;
 
     fn spec(text: &str) -> JobSpec {
         spec::compile_str(Path::new("t.yaml"), text).unwrap().remove(0).spec
-    }
-
-    #[test]
-    fn policy_maps_every_part() {
-        let s = spec(
-            "name: a\ncommand: [/bin/true]\npreemption: suspend\ntimeout: 1m\nstop_grace: 3s\n\
-             restart: {on: failure, attempts: 2, backoff: 1s..4s}\n\
-             resources: {memory: {hard: 64Mi}}\noom: {action: grow, grow_to: 256Mi, grow_step: 64Mi}\n",
-        );
-        let p = policy(&s, Duration::from_secs(30));
-        assert_eq!(p.preemption, PreemptionMode::Suspend);
-        assert_eq!(p.timeout, Some(Duration::from_secs(60)));
-        assert_eq!(p.stop_grace, Duration::from_secs(3));
-        assert_eq!(p.restart.on, RestartOn::Failure);
-        assert_eq!(p.restart.attempts, 2);
-        assert_eq!(p.restart.backoff_max, Duration::from_secs(4));
-        assert_eq!(
-            p.oom,
-            OomPolicy::Grow { step: Bytes::from_mib(64), ceiling: Bytes::from_mib(256) }
-        );
-        let d = policy(&spec("name: a\ncommand: [/bin/true]\n"), Duration::from_secs(30));
-        assert_eq!(d.stop_grace, Duration::from_secs(30));
-        assert_eq!(d.preemption, PreemptionMode::Never);
     }
 
     #[test]
@@ -146,8 +103,8 @@ mod tests {
     fn meta_round_trips_through_the_store_label() {
         let s = spec("name: a\ncommand: [/bin/true]\npriority: 70\non_removal: finish\n");
         let meta = RunMeta::of(&s, Duration::from_secs(5));
-        let version = meta.version(&s);
-        assert_eq!(RunMeta::from_version(&version), Some(meta.clone()));
+        let version = version(&meta, &s);
+        assert_eq!(meta_of(&version), Some(meta.clone()));
         assert!(meta.finish_on_removal);
         assert_eq!(meta.priority().get(), 70);
     }
@@ -165,5 +122,23 @@ mod tests {
         let grown = spec("name: a\ncommand: [/bin/true]\nresources: {memory: {hard: 64Mi}}\n");
         let r = request(&grown, &RunId::new("a-1"), Some(Bytes::from_mib(128)));
         assert_eq!(r.memory, Some(Bytes::from_mib(128)));
+    }
+
+    #[test]
+    fn retention_is_the_jobs_own_for_recurring_runs_and_one_of_each_at_least_otherwise() {
+        let recurring = spec(
+            "name: a\ncommand: [/bin/true]\nschedule: \"0 * * * *\"\nhistory: {successful: 3, failed: 0}\n",
+        );
+        assert_eq!(retention(Some(&recurring), true), Some(Retention { successful: 3, failed: 0 }));
+        // Its file not read since a restart: its next run's end prunes.
+        assert_eq!(retention(None, true), None);
+        let default = History::default();
+        let keep = Some(Retention {
+            successful: default.successful.max(1),
+            failed: default.failed.max(1),
+        });
+        let one_shot = spec("name: a\ncommand: [/bin/true]\n");
+        assert_eq!(retention(Some(&one_shot), false), keep);
+        assert_eq!(retention(None, false), keep);
     }
 }

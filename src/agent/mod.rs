@@ -15,12 +15,17 @@
 //!
 //! - [`reconcile`]: file changes → the job set, each file's last good version,
 //!   problems reported once.
-//! - [`job`]: what a job spec means for its runs (policy, placement request,
-//!   version fingerprint).
-//! - [`queue`]: the priority queue. [`preempt`]: the scheduling pass, with
-//!   preemption decisions. Both pure.
+//! - [`job`]: what a job spec means for its runs beyond the scheduler's
+//!   [`RunMeta`](crate::scheduler::RunMeta): placement request, version record.
+//! - The priority queue, the scheduling pass with its preemption decisions
+//!   and the policy mapping are pure and live in [`crate::scheduler`].
 //! - [`supervisor`]: every run, driven through the state machine; each
 //!   transition is stored before it is acted on.
+//! - [`runs`]: the runs (`RunTable`) and each job's run under way;
+//!   [`placing`]: what the scheduling pass is given, and a run's cgroup
+//!   settings and memory charge; [`uids`]: the jobs' dynamic uids;
+//!   [`run_files`]: the files each run keeps under the runs directory.
+//! - [`telemetry`]: counts and the views the metrics and the API read.
 //! - [`recovery`]: taking over the runs of an earlier agent.
 //! - [`cron`]: recurring jobs: the cron engine's decisions, committed to the
 //!   store before their runs are queued or stopped.
@@ -54,15 +59,17 @@ pub mod host;
 pub mod job;
 pub mod logging;
 pub mod ops;
-pub mod preempt;
-pub mod queue;
+pub mod placing;
 pub mod reconcile;
 pub mod recovery;
+pub mod run_files;
+pub mod runs;
 pub mod runtime;
 pub mod store_fault;
 pub mod supervisor;
 pub mod telemetry;
 pub mod timers;
+pub mod uids;
 
 #[cfg(test)]
 mod fake;
@@ -78,7 +85,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 pub use error::AgentError;
-pub use supervisor::{Settings, Supervisor};
+pub use supervisor::Supervisor;
 
 use crate::api::{Answer, ControlError, Endpoints, FeedTap, Request};
 use crate::config::AgentConfig;
@@ -91,6 +98,23 @@ use host::HostRuntime;
 use runtime::{Observation, Runtime};
 use store_fault::StoreFault;
 use telemetry::{AgentApi, Telemetry};
+
+/// The agent settings the supervisor decides with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Run directories go under `<runs_dir>/<run>/`.
+    pub runs_dir: PathBuf,
+    /// SIGTERM-to-SIGKILL grace of jobs that set none.
+    pub default_grace: Duration,
+    /// A run is not preempted before it has run this long.
+    pub min_runtime_before_preemption: Duration,
+    /// Which jobs the agent runs at all; holds the `default_user` and the
+    /// `dynamic_users` range.
+    pub admission: crate::spec::AdmissionRules,
+    /// Where the host's accounts and processes are read, to keep dynamic
+    /// uids clear of them.
+    pub host_ids: crate::dynamic_user::HostRoots,
+}
 
 /// Runs the agent on this machine with `config` until `shutdown` completes.
 ///

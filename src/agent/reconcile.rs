@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use tracing::{error, info, warn};
+
 use crate::spec::{self, AdmissionRules, Diagnostic, Job, JobSet, JobSetDiff};
 use crate::vocab::JobName;
 use crate::watch::FileChange;
@@ -260,6 +262,39 @@ fn compile(
         Ok(jobs)
     } else {
         Err(refused)
+    }
+}
+
+impl FileNote {
+    /// Says what became of the file, at the level its news deserves.
+    pub fn log(&self) {
+        let names = |jobs: &[crate::vocab::JobName]| {
+            jobs.iter().map(|j| j.as_str()).collect::<Vec<_>>().join(", ")
+        };
+        match self {
+            FileNote::Loaded { path, jobs } => {
+                info!(file = %path.display(), "job file loaded: {}", names(jobs))
+            }
+            FileNote::Invalid { path, problems, kept } => {
+                let kept = if kept.is_empty() {
+                    "no earlier version is in force".to_owned()
+                } else {
+                    format!("its last good version stays in force ({})", names(kept))
+                };
+                error!(file = %path.display(), "job file not applied, {kept}: {}", problems.join("; "))
+            }
+            FileNote::Refused { path, reason, kept } => {
+                let kept = if kept.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} stay as last read", names(kept))
+                };
+                warn!(file = %path.display(), "job file refused: {reason}{kept}")
+            }
+            FileNote::Removed { path, jobs } => {
+                info!(file = %path.display(), "job file removed: {}", names(jobs))
+            }
+        }
     }
 }
 

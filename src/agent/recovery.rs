@@ -31,18 +31,20 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::placement::{Assignment, CpuGrant, Ledger};
-use crate::scheduler::{Event, Phase, RunState};
+use crate::scheduler::{Event, Phase, RunState, SuspendedBy};
 use crate::spec;
 use crate::store::{LaunchInfo, RunRecord, RunStore};
 use crate::topology::CpuSet;
 use crate::vocab::RunId;
 
-use super::control::{is_held, OPERATOR};
+use super::control::is_held;
 use super::error::AgentError;
-use super::job::RunMeta;
 use super::ops::RunOps;
+use super::runs::exit_info;
+use super::runs::{run_span, LaunchState, Run};
 use super::runtime::{Probe, Runtime};
-use super::supervisor::{exit_info, run_dir, run_span, Run, Supervisor};
+use super::supervisor::{run_dir, Supervisor};
+use crate::scheduler::RunMeta;
 
 /// What to tell a re-adopted run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +179,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     fn take_over_runs(&mut self) -> Result<Recovered, AgentError> {
         // First, so that the runs of recurring jobs are known as such.
-        self.cron_load()?;
+        self.cron.load(&self.store)?;
         let records = self.store.active_runs()?;
         let mut summary = Recovered { runs: records.len(), ..Recovered::default() };
         let live: BTreeMap<RunId, Option<CpuSet>> = match self.runtime.live_runs() {
@@ -262,7 +264,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             self.adopt(record, probe)?;
         }
-        self.cron_recovered()?;
+        // Runs the cron states list that ended unnoticed leave them.
+        let live: BTreeSet<RunId> = self.runs.ids().into_iter().collect();
+        let (cron, mut step) = self.cron_step();
+        let orders = cron.recovered(&mut step, |run| live.contains(run))?;
+        self.cron_orders(orders)?;
         Ok(summary)
     }
 
@@ -270,7 +276,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let id = record.id.clone();
         let job = record.job.clone();
         let meta =
-            record.version.as_ref().and_then(RunMeta::from_version).unwrap_or_else(|| RunMeta {
+            record.version.as_ref().and_then(super::job::meta_of).unwrap_or_else(|| RunMeta {
                 priority: spec::Priority::DEFAULT.get(),
                 finish_on_removal: false,
                 policy: crate::scheduler::Policy {
@@ -307,17 +313,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         let span = run_span(&job, &id, record.state.attempt);
         info!(parent: &span, phase = record.state.phase.name(), "re-adopting run");
-        if matches!(&record.state.phase, Phase::Suspended { by, .. } if by.as_str() == OPERATOR) {
+        if matches!(&record.state.phase, Phase::Suspended { by: SuspendedBy::Operator, .. }) {
             let held = self.store.run(&id)?.is_some_and(|detail| is_held(&detail));
             if held {
                 info!(parent: &span, "frozen by operator: stays frozen until `corral thaw`");
                 self.held.insert(id.clone());
             }
         }
-        if self.cron.owner(&id).is_none() {
-            // A recurring job's runs are found through its cron state.
-            self.by_job.insert(job.clone(), id.clone());
-        }
+        let one_shot = self.cron.owner(&id).is_none();
         self.runs.insert(
             id.clone(),
             Run {
@@ -327,28 +330,28 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 fingerprint,
                 state: record.state.clone(),
                 assignment,
-                launch,
+                launch: launch.map_or(LaunchState::NotStarted, LaunchState::Launched),
                 epoch: 0,
                 ops,
                 exit,
-                launching: false,
-                removed: false,
                 suspended_at: 0,
                 span,
             },
         );
+        if one_shot {
+            // A recurring job's runs are found through its cron state.
+            self.runs.make_current(&id);
+        }
         if let (Phase::Placed, Some(Probe::NeverRan { detail })) = (&record.state.phase, &probe) {
-            // Its directory is spent (a directory serves one start): a new
-            // placement time names a fresh one, recorded before it is used.
-            let now =
-                self.clock.now().max(record.state.since.plus(std::time::Duration::from_millis(1)));
-            let next = RunState { since: now, ..record.state.clone() };
-            let reason = format!("{detail}; starting it again");
-            self.set_state(&id, next, &reason, now)?;
+            // A new placement time, recorded before it is used, names a
+            // fresh directory.
+            self.handle(&id, Event::NeverStarted { detail: detail.clone() })?;
         }
         if matches!(record.state.phase, Phase::Suspended { frozen: true, .. }) {
             self.suspensions += 1;
-            self.runs.get_mut(&id).expect("inserted").suspended_at = self.suspensions;
+            if let Some(run) = self.runs.get_mut(&id) {
+                run.suspended_at = self.suspensions;
+            }
         }
         match adoption(&record.state, probe.as_ref()) {
             Adoption::Start => {} // once the jobs directory has been read
@@ -498,7 +501,11 @@ mod tests {
     fn runs_with_processes_are_watched_or_told_how_they_ended() {
         for phase in [
             RUNNING,
-            Phase::Suspended { by: RunId::new("x-1"), frozen: true, oom_pending: false },
+            Phase::Suspended {
+                by: crate::scheduler::SuspendedBy::Run(RunId::new("x-1")),
+                frozen: true,
+                oom_pending: false,
+            },
             Phase::OomPaused { frozen: true },
             Phase::Stopping {
                 intent: StopIntent::Timeout,

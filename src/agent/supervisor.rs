@@ -11,105 +11,55 @@
 //! Besides events, the supervisor reacts to the job set (a run per job
 //! version, changes taken over by the run under way, removals) and runs the
 //! scheduling pass ([`preempt::pass`]) after every change.
+//!
+//! Its parts own their state and are handed what they need:
+//! `RunTable` (the runs, and each job's run under way), [`CronJobs`] (the
+//! recurring jobs, whose steps come back as `CronOrder`s to carry out),
+//! [`Telemetry`] (counts and published views), `JobUids` (dynamic uids);
+//! [`placing`] works out what the scheduling pass is given and what a run's
+//! cgroup is to be set to. Taking over an earlier agent's runs is in
+//! [`recovery`](super::recovery), and the control socket's requests in
+//! [`control`](super::control).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tracing::{debug, error, info, warn, Span};
 
 use crate::api::protocol::EventLine;
 use crate::api::EventFeed;
-use crate::dynamic_user::{self, DynamicUserError};
-use crate::metrics::agent::PlacementOutcome;
+use crate::api::{Accepted, ControlError};
 use crate::placement::{Assignment, Ledger};
 use crate::scheduler::{
-    transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunEvent, RunState, StopIntent,
-    StopReason,
+    transition, Action, Event, Moment, Phase, RunEvent, RunState, StopIntent, StopReason,
 };
-use crate::spec::{self, AdmissionRules, JobSpec};
-use crate::store::{ExitInfo, JobVersion, LaunchInfo, Retention, RunStore};
+use crate::spec::{self, JobSpec};
+use crate::store::{JobVersion, RunStore};
 use crate::topology::{CpuSet, Topology};
-use crate::vocab::parse_run_id;
 use crate::vocab::Bytes;
 use crate::vocab::RunId;
 use crate::vocab::Timestamp;
 use crate::watch::FileChange;
 
 use super::clock::Clock;
-use super::cron::{CronJobs, CronSettings};
+use super::cron::{CronJobs, CronOrder, CronSettings, CronStep, NewRun};
 use super::error::AgentError;
-use super::job::{self, RunMeta};
+use super::job;
 use super::ops::{Op, RunOps};
-use super::preempt::{self, Active, Step, Waiting};
-use super::queue::RunQueue;
-use super::reconcile::{FileNote, JobDirectory};
-use super::runtime::{
-    FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Operation, Runtime, Sink,
-};
-use super::telemetry::Telemetry;
+use super::placing;
+use super::reconcile::JobDirectory;
+use super::run_files;
+use super::runs::{exit_info, exit_on_record, run_span, JitterSource, LaunchState, Run, RunTable};
+use super::runtime::{FinalStats, LaunchPlan, Observation, Observed, Operation, Runtime, Sink};
+use super::telemetry::{AgentState, Telemetry};
 use super::timers::Timers;
-
-/// The agent settings the supervisor decides with.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Run directories go under `<runs_dir>/<run>/`.
-    pub runs_dir: PathBuf,
-    /// SIGTERM-to-SIGKILL grace of jobs that set none.
-    pub default_grace: Duration,
-    /// A run is not preempted before it has run this long.
-    pub min_runtime_before_preemption: Duration,
-    /// Which jobs the agent runs at all; holds the `default_user` and the
-    /// `dynamic_users` range.
-    pub admission: AdmissionRules,
-    /// Where the host's accounts and processes are read, to keep dynamic
-    /// uids clear of them.
-    pub host_ids: crate::dynamic_user::HostRoots,
-}
-
-/// One run the agent manages.
-#[derive(Debug)]
-pub(super) struct Run {
-    pub job: crate::vocab::JobName,
-    /// The version it runs (or will); `None` only between an agent restart
-    /// and the first reading of the jobs directory.
-    pub spec: Option<Arc<JobSpec>>,
-    pub meta: RunMeta,
-    pub fingerprint: String,
-    pub state: RunState,
-    pub assignment: Option<Assignment>,
-    pub launch: Option<LaunchInfo>,
-    /// Names the current attempt in observations.
-    pub epoch: u64,
-    pub ops: RunOps,
-    /// How the latest attempt ended, with its accounting.
-    pub exit: Option<ExitInfo>,
-    /// A launch is under way on the run's operation task.
-    pub launching: bool,
-    /// Its job is gone and it is finishing (`on_removal: finish`).
-    pub removed: bool,
-    /// When it was frozen, for resume order.
-    pub suspended_at: u64,
-    /// Its current attempt's span: every line logged about the run, here
-    /// and on its operation task, is in it.
-    pub span: Span,
-}
-
-impl Run {
-    /// Queues `op` on the run's operation task, for its current attempt.
-    fn send(&self, op: Op) {
-        self.ops.send(self.epoch, op, self.span.clone());
-    }
-}
-
-/// The span of attempt `attempt` of run `run`: the job, the run id and the
-/// attempt on every line logged about it (`run{job=etl run=etl-3 attempt=2}:`
-/// in text logs, the `span` object in JSON logs).
-pub(super) fn run_span(job: &crate::vocab::JobName, run: &RunId, attempt: u32) -> Span {
-    tracing::info_span!("run", job = %job, run = %run, attempt)
-}
+use super::uids::JobUids;
+use super::Settings;
+use crate::scheduler::preempt::{self, Step};
+use crate::scheduler::RunMeta;
+use crate::scheduler::RunQueue;
 
 pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) settings: Settings,
@@ -120,8 +70,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) clock: Clock,
     pub(super) sink: Sink,
     pub(super) jobs: JobDirectory,
-    pub(super) runs: BTreeMap<RunId, Run>,
-    pub(super) by_job: HashMap<crate::vocab::JobName, RunId>,
+    /// Every run, and each one-shot job's run under way.
+    pub(super) runs: RunTable,
     pub(super) queue: RunQueue,
     pub(super) timers: Timers,
     /// Victims of preemptions under way.
@@ -130,7 +80,7 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) pool: CpuSet,
     pub(super) next_epoch: u64,
     pub(super) suspensions: u64,
-    rng: u64,
+    jitter: JitterSource,
     /// The jobs directory has been read once: runs without a job can be told
     /// from runs whose job is not known yet.
     pub(super) files_read: bool,
@@ -151,12 +101,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) recovering: bool,
     /// Every transition and run event, to followers of `corral events -f`.
     pub(super) feed: EventFeed,
-    /// Waiting runs the scheduling pass could not place, with the outcome
-    /// last counted for them: a run that keeps waiting for the same reason
-    /// is counted once, not on every pass.
-    pub(super) unplaced: HashMap<RunId, PlacementOutcome>,
     /// Hands out the jobs' dynamic uids (recorded in `store`).
-    uids: dynamic_user::Allocator,
+    uids: JobUids,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -171,7 +117,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     ) -> Supervisor<R, S> {
         let seed = clock.now().as_millis() as u64 ^ (u64::from(std::process::id()) << 32);
         Supervisor {
-            uids: dynamic_user::Allocator::new(settings.host_ids.clone()),
+            uids: JobUids::new(settings.host_ids.clone()),
             settings,
             pool: ledger.shared_pool().clone(),
             topology,
@@ -181,14 +127,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             clock,
             sink,
             jobs: JobDirectory::new(),
-            runs: BTreeMap::new(),
-            by_job: HashMap::new(),
+            runs: RunTable::default(),
             queue: RunQueue::new(),
             timers: Timers::default(),
             preempting: BTreeSet::new(),
             next_epoch: 1,
             suspensions: 0,
-            rng: seed | 1,
+            jitter: JitterSource::new(seed),
             files_read: false,
             rescan_at: None,
             cron: CronJobs::new(CronSettings::default()),
@@ -197,7 +142,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             store_problem: None,
             recovering: false,
             feed: EventFeed::new(),
-            unplaced: HashMap::new(),
         }
     }
 
@@ -208,7 +152,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// No firing starts anything from now on (the agent is shutting down).
     pub fn stop_firing(&mut self) {
-        self.cron_stop();
+        self.cron.stop();
     }
 
     /// Runs not yet over.
@@ -218,7 +162,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Runs whose launch is under way.
     pub fn launches_under_way(&self) -> usize {
-        self.runs.values().filter(|r| r.launching).count()
+        self.runs.launches_under_way()
     }
 
     pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
@@ -257,7 +201,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             .jobs
             .jobs()
             .iter()
-            .filter(|j| j.spec.recurrence.is_none() && !self.by_job.contains_key(&j.spec.name))
+            .filter(|j| j.spec.recurrence.is_none() && self.runs.current(&j.spec.name).is_none())
             .map(|j| j.spec.name.clone())
             .collect();
         for name in without_run {
@@ -269,6 +213,35 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// The span of run `id`'s current attempt; none for a run that is over.
     pub(super) fn span(&self, id: &RunId) -> Span {
         self.runs.get(id).map_or_else(Span::none, |run| run.span.clone())
+    }
+
+    pub fn set_telemetry(&mut self, telemetry: Telemetry) {
+        self.telemetry = Some(telemetry);
+    }
+
+    /// Puts the runs that ended within the metrics' retention back in the
+    /// scrape (see `Telemetry::restore_finished`); returns how many.
+    pub fn restore_finished(&self) -> Result<usize, AgentError> {
+        let Some(t) = &self.telemetry else { return Ok(0) };
+        t.restore_finished(&self.store, self.clock.now())
+    }
+
+    /// Publishes the state after a turn of the main loop.
+    pub fn publish(&mut self) {
+        let Some(t) = &mut self.telemetry else { return };
+        t.publish(&AgentState {
+            runs: &self.runs,
+            jobs: &self.jobs,
+            cron: &self.cron,
+            queue_length: self.queue.len(),
+            topology: &self.topology,
+            ledger: &self.ledger,
+            store: &self.store,
+            runtime: &*self.runtime,
+            store_problem: self.store_problem.as_deref(),
+            ready: self.files_read,
+            default_user: &self.settings.admission.default_user,
+        });
     }
 
     /// The feed the supervisor announces what it records on.
@@ -285,7 +258,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     ) -> Result<spec::JobSetDiff, AgentError> {
         let reconciled = self.jobs.apply(changes, &self.settings.admission);
         for note in &reconciled.notes {
-            log_note(note);
+            note.log();
         }
         let diff = reconciled.diff;
         for name in diff.added.iter().chain(&diff.changed) {
@@ -296,23 +269,18 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         if !self.files_read {
             self.files_read = true;
-            self.cron_files_read()?;
+            // Recurring jobs known from the store whose file is gone.
+            for name in self.cron.unread() {
+                self.cron_job_gone(&name)?;
+            }
             // Runs re-adopted after a restart whose job is no longer there.
-            let orphans: Vec<crate::vocab::JobName> =
-                self.by_job.keys().filter(|name| self.jobs.get(name).is_none()).cloned().collect();
+            let mut orphans = self.runs.jobs_with_current();
+            orphans.retain(|name| self.jobs.get(name).is_none());
             for name in orphans {
                 self.job_gone(&name)?;
             }
             // Re-adopted runs whose job file has not changed still need it.
-            let unlaunched: Vec<RunId> = self
-                .runs
-                .iter()
-                .filter(|(_, r)| {
-                    matches!(r.state.phase, Phase::Placed) && r.launch.is_none() && !r.launching
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in unlaunched {
+            for id in self.runs.placed_not_launched() {
                 self.relaunch(&id)?;
             }
         }
@@ -328,7 +296,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let Some(found) = self.jobs.get(name) else { return Ok(()) };
         let spec = Arc::new(found.spec.clone());
         self.cron_job_in_force(name, &spec)?;
-        if let Some(id) = self.by_job.get(name).cloned() {
+        if let Some(id) = self.runs.current(name).cloned() {
             let stopping_for_good = self.runs.get(&id).is_some_and(|r| {
                 matches!(r.state.phase, Phase::Stopping { intent: StopIntent::Stop { .. }, .. })
             });
@@ -337,28 +305,18 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             // Its run is on its way out (the file was removed and is back):
             // the job starts afresh beside it.
-            self.by_job.remove(name);
+            self.runs.release_current(name);
         }
         if spec.recurrence.is_some() {
             debug!(job = %name, "recurring job: its runs are started by its schedule, not on load");
             return Ok(());
         }
         let meta = RunMeta::of(&spec, self.settings.default_grace);
-        let version = meta.version(&spec);
+        let version = job::version(&meta, &spec);
         let latest = self.store.runs_for_job(name, 1)?;
-        if let Some(latest) = latest.first() {
-            // A run stopped because its file was removed does not count: the
-            // file coming back asks for the job again.
-            let removed = matches!(
-                &latest.state.phase,
-                Phase::Killed { reason: StopReason::JobRemoved } | Phase::Stopping { .. }
-            );
-            if !removed
-                && latest.version.as_ref().is_some_and(|v| v.fingerprint == version.fingerprint)
-            {
-                debug!(job = %name, run = %latest.id, "this version of the job already has its run");
-                return Ok(());
-            }
+        if let Some(latest) = latest.first().filter(|r| job::has_run_of(r, &version)) {
+            debug!(job = %name, run = %latest.id, "this version of the job already has its run");
+            return Ok(());
         }
         self.create_run(name, spec, meta, version)
     }
@@ -373,8 +331,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let now = self.clock.now();
         let initial = RunState::new(spec.resources.memory.hard, now);
         let id = self.store.create_versioned_run(name, &initial, now, &version)?;
-        self.by_job.insert(name.clone(), id.clone());
-        self.add_run(id, name, spec, meta, version.fingerprint, initial);
+        self.add_run(id.clone(), name, spec, meta, version.fingerprint, initial);
+        self.runs.make_current(&id);
         Ok(())
     }
 
@@ -412,12 +370,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 fingerprint,
                 state: initial,
                 assignment: None,
-                launch: None,
+                launch: LaunchState::NotStarted,
                 epoch: 0,
                 ops,
                 exit: None,
-                launching: false,
-                removed: false,
                 suspended_at: 0,
                 span,
             },
@@ -428,26 +384,25 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// can change on a running job are applied now, the rest at its next
     /// attempt. See docs/agent.md for the field-by-field list.
     pub(super) fn take_over(&mut self, id: &RunId, spec: Arc<JobSpec>) -> Result<(), AgentError> {
-        let now = self.clock.now();
         let default_grace = self.settings.default_grace;
         let Some(run) = self.runs.get_mut(id) else { return Ok(()) };
         let meta = RunMeta::of(&spec, default_grace);
-        let version = meta.version(&spec);
+        let version = job::version(&meta, &spec);
         // A re-adopted run sees its job for the first time since the restart:
-        // it changed if its fingerprint did.
+        // it changed if its fingerprint did. A run left to finish sees its
+        // job come back.
         let first_sight = run.spec.is_none();
-        let changed = match &run.spec {
-            None => version.fingerprint != run.fingerprint,
-            Some(old) => **old != *spec || run.removed,
-        };
+        let changed = run.state.finishing
+            || match &run.spec {
+                None => version.fingerprint != run.fingerprint,
+                Some(old) => **old != *spec,
+            };
         if version.fingerprint != run.fingerprint || meta != run.meta {
             self.store.set_version(id, &version)?;
         }
-        let run = self.runs.get_mut(id).expect("present above");
         run.fingerprint = version.fingerprint;
         run.meta = meta;
         run.spec = Some(Arc::clone(&spec));
-        run.removed = false;
         self.queue.reprioritize(id, spec.priority);
         if !changed {
             return Ok(());
@@ -456,71 +411,32 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             info!(parent: &run.span, "job changed: the run under way takes the new version \
                   (resources now where the kernel allows, command and environment at its next attempt)");
         }
-        // The hard limit: raised for a run under way, never lowered (that
-        // could push a running job straight into OOM); a run not started yet
-        // takes the new value as it is.
-        let state = run.state.clone();
-        let new_hard = spec.resources.memory.hard;
-        let not_started =
-            matches!(state.phase, Phase::Pending) && state.attempt == 1 && state.oom_requeues == 0;
-        let limit = if not_started {
-            new_hard
-        } else {
-            match (state.memory_limit, new_hard) {
-                (Some(old), Some(new)) => Some(old.max(new)),
-                (old, _) => old,
-            }
-        };
-        if limit != state.memory_limit {
-            let mut next = state.clone();
-            next.memory_limit = limit;
-            let reason = format!(
-                "job changed: hard memory limit {} for this run",
-                limit.map_or("none".to_owned(), |l| l.to_string())
-            );
-            if state.phase.may_have_processes() {
-                if let Some(l) = limit {
-                    self.recharge(id, l);
-                }
-            }
-            self.set_state(id, next, &reason, now)?;
-        }
-        let run = self.runs.get(id).expect("present above");
-        if let Phase::Running { .. } = run.state.phase {
-            if let Some(timeout) = run.meta.policy.timeout {
-                let left = timeout.saturating_sub(run.state.active_at(now));
-                self.timers.arm(id, crate::scheduler::Timer::ActiveDeadline, now.plus(left));
-            }
-        }
-        self.push_settings(id);
+        let memory_hard = spec.resources.memory.hard;
+        self.handle(id, Event::JobChanged { memory_hard })?;
         Ok(())
     }
 
     /// `name` is gone from the jobs directory.
     fn job_gone(&mut self, name: &crate::vocab::JobName) -> Result<(), AgentError> {
         self.cron_job_gone(name)?;
-        let Some(id) = self.by_job.get(name).cloned() else { return Ok(()) };
+        let Some(id) = self.runs.current(name).cloned() else { return Ok(()) };
         self.stop_for_removal(&id)
     }
 
     /// Stops run `id` of a removed job, or lets it finish (`on_removal`).
     pub(super) fn stop_for_removal(&mut self, id: &RunId) -> Result<(), AgentError> {
         let id = id.clone();
-        let Some(run) = self.runs.get_mut(&id) else { return Ok(()) };
-        if run.meta.finish_on_removal && run.state.phase.may_have_processes() {
-            run.removed = true;
-            // Finishing means this attempt only: nothing starts again.
-            run.meta.policy.restart.on = crate::spec::RestartOn::Never;
-            if let OomPolicy::Requeue { .. } = run.meta.policy.oom {
-                run.meta.policy.oom = OomPolicy::Fail;
-            }
-            info!(parent: &run.span, "job removed: its run is left to finish (on_removal: finish)");
+        let Some(run) = self.runs.get(&id) else { return Ok(()) };
+        let finish = run.meta.finish_on_removal;
+        let span = run.span.clone();
+        let needs_launch_report =
+            matches!(run.state.phase, Phase::Placed) && run.launch == LaunchState::NotStarted;
+        self.handle(&id, Event::JobRemoved { finish })?;
+        if self.runs.get(&id).is_some_and(|r| r.state.finishing) {
+            info!(parent: &span, "job removed: its run is left to finish (on_removal: finish)");
             return Ok(());
         }
-        info!(parent: &run.span, "job removed: stopping its run");
-        let needs_launch_report =
-            matches!(run.state.phase, Phase::Placed) && !run.launching && run.launch.is_none();
-        self.handle(&id, Event::StopRequested { reason: StopReason::JobRemoved })?;
+        info!(parent: &span, "job removed: stopping its run");
         if needs_launch_report {
             // Re-adopted before it was started, and never will be.
             self.handle(
@@ -531,25 +447,124 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         Ok(())
     }
 
+    // ---- Recurring jobs: the cron engine's steps, carried out ----
+
+    /// The cron engine with what its steps record with.
+    pub(super) fn cron_step(&mut self) -> (&mut CronJobs, CronStep<'_, S>) {
+        let step = CronStep {
+            store: &mut self.store,
+            now: self.clock.now(),
+            calendar: self.clock.calendar(),
+            default_grace: self.settings.default_grace,
+            metrics: self.telemetry.as_ref().map(|t| &*t.metrics),
+        };
+        (&mut self.cron, step)
+    }
+
+    /// Carries out, in order, what a cron step put on record.
+    pub(super) fn cron_orders(&mut self, orders: Vec<CronOrder>) -> Result<(), AgentError> {
+        for order in orders {
+            match order {
+                CronOrder::Start(new) => {
+                    let NewRun { run, job, spec, meta, fingerprint, initial } = *new;
+                    self.add_run(run, &job, spec, meta, fingerprint, initial);
+                }
+                CronOrder::Stop { run, by } => {
+                    info!(parent: &self.span(&run), "stopping the run: {by} replaces it");
+                    let reason = StopReason::Requested { by };
+                    self.handle(&run, Event::StopRequested { reason })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `spec` is now the version of job `name` in force (added or changed).
+    /// Its cron side: the schedule starts or follows the change, its runs
+    /// under way take the new version, and it ticks.
+    fn cron_job_in_force(
+        &mut self,
+        name: &crate::vocab::JobName,
+        spec: &Arc<JobSpec>,
+    ) -> Result<(), AgentError> {
+        if spec.recurrence.is_none() {
+            let Some(runs) = self.cron.forget(&mut self.store, name)? else { return Ok(()) };
+            info!(job = %name, "the job has no schedule any more: nothing fires from now on");
+            // No longer recurring: its newest run is the job's run under way.
+            if let Some(newest) = runs.last() {
+                self.runs.make_current(newest);
+            }
+            for run in runs {
+                self.take_over(&run, Arc::clone(spec))?;
+            }
+            return Ok(());
+        }
+        match self.cron.set_version(name, spec) {
+            // First sight since the agent started: stops decided before a
+            // restart may not have been carried out.
+            None => {
+                let stops = self.cron.pending_stops(name);
+                self.cron_orders(stops)?;
+            }
+            Some(old) => {
+                // What fell due under the old version is decided by it.
+                let (cron, mut step) = self.cron_step();
+                let orders = cron.tick(&mut step, name, &old)?;
+                self.cron_orders(orders)?;
+                let (cron, mut step) = self.cron_step();
+                let orders = cron.reschedule(&mut step, name, &old, spec)?;
+                self.cron_orders(orders)?;
+            }
+        }
+        for run in self.cron.active_runs(name) {
+            self.take_over(&run, Arc::clone(spec))?;
+        }
+        let (cron, mut step) = self.cron_step();
+        let orders = cron.tick(&mut step, name, spec)?;
+        self.cron_orders(orders)?;
+        self.cron.log_next(name, spec);
+        Ok(())
+    }
+
+    /// Job `name` is gone from the jobs directory: its schedule stops, and its
+    /// runs under way are stopped or left to finish (`on_removal`).
+    fn cron_job_gone(&mut self, name: &crate::vocab::JobName) -> Result<(), AgentError> {
+        let Some(runs) = self.cron.forget(&mut self.store, name)? else { return Ok(()) };
+        info!(job = %name, "recurring job removed: its schedule stops");
+        for run in runs {
+            self.stop_for_removal(&run)?;
+        }
+        Ok(())
+    }
+
+    /// Fires recurring job `name` now, on request. Answers what became of
+    /// the firing, or why there is none.
+    pub(super) fn cron_trigger(
+        &mut self,
+        name: &crate::vocab::JobName,
+    ) -> Result<Result<Accepted, ControlError>, AgentError> {
+        let (cron, mut step) = self.cron_step();
+        let (outcome, orders) = cron.trigger(&mut step, name)?;
+        self.cron_orders(orders)?;
+        Ok(outcome)
+    }
+
     // ---- Events ----
 
     /// Feeds `event` to the run's state machine, records the result and
     /// carries out its actions. Returns whether the event was accepted.
     pub(super) fn handle(&mut self, id: &RunId, event: Event) -> Result<bool, AgentError> {
         let now = self.clock.now();
-        let jitter = self.jitter();
-        let Some(run) = self.runs.get(id) else {
+        let jitter = self.jitter.draw();
+        let Some(run) = self.runs.get_mut(id) else {
             debug!(run = %id, event = event.name(), "event for a run that is over");
             return Ok(false);
         };
-        let mut policy = run.meta.policy.clone();
-        if let (Phase::OomPaused { frozen: false }, Event::Frozen) = (&run.state.phase, &event) {
-            if let Some(why) = self.cannot_grow(run) {
-                warn!(parent: &run.span, "cannot grow the memory limit: {why}; applying the failure path");
-                policy.oom = OomPolicy::Fail;
-            }
+        let mut moment = Moment::new(now, jitter);
+        if let Some(held) = &run.assignment {
+            moment = moment.with_memory_free(placing::free_on_nodes(&self.ledger, held));
         }
-        let t = match transition(&run.state, &event, &policy, Moment::new(now, jitter)) {
+        let t = match transition(&run.state, &event, &run.meta.policy, moment) {
             Ok(t) => t,
             Err(e) => {
                 warn!(parent: &run.span, "ignored: {e}");
@@ -569,19 +584,17 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         // ended, so whoever reads a finished run from the store also finds its exit.
         for action in &t.actions {
             if let Action::RecordExit(status) = action {
-                self.record_exit(id, *status, now)?;
+                self.store.set_exit(id, &exit_on_record(run.exit.as_ref(), *status, now))?;
             }
         }
-        let run = self.runs.get_mut(id).expect("present above");
         self.store.record_transition(id, &run.state, &t.next, now, &t.reason)?;
         if t.next.attempt != run.state.attempt {
             // The transition that starts an attempt is its span's first line.
             run.span = run_span(&run.job, id, t.next.attempt);
         }
-        let run = self.runs.get(id).expect("present above");
         let from = run.state.phase.name();
         let to = t.next.phase.name();
-        self.announce(|| {
+        announce(&self.feed, || {
             EventLine::transition(now, run.job.as_str(), id.as_str(), Some(from), to, &t.reason)
         });
         if from != to {
@@ -589,9 +602,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         } else {
             debug!(parent: &run.span, phase = to, "{}", t.reason);
         }
-        let run = self.runs.get_mut(id).expect("present above");
         let before = std::mem::replace(&mut run.state, t.next);
-        self.count_transition(id, &before, now);
+        let ended = run.state.is_terminal();
+        // A run taken over was placed and launched by an earlier agent: the
+        // time the agent was down is no scheduling delay or launch latency.
+        if let (Some(telemetry), false) = (&self.telemetry, self.recovering) {
+            telemetry.count_transition(id, run, &before, now);
+        }
         // The transition is on record: every action it asks for is carried
         // out, even after one failed to record its part (a full disk), so
         // that the run is where the record says. The first failure is
@@ -602,7 +619,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 failed.get_or_insert(e);
             }
         }
-        if self.runs.get(id).is_some_and(|r| r.state.is_terminal()) {
+        if ended {
             if let Err(e) = self.finish(id) {
                 failed.get_or_insert(e);
             }
@@ -633,8 +650,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 let epoch = self.next_epoch;
                 self.next_epoch += 1;
                 run.epoch = epoch;
-                if let Some(launch) = run.launch.clone() {
-                    run.send(Op::Watch(launch));
+                if let Some(launch) = run.launch.info() {
+                    run.send(Op::Watch(launch.clone()));
                 }
             }
             Action::Freeze => run.send(Op::Freeze),
@@ -643,9 +660,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.recharge(id, limit);
                 self.push_settings(id);
             }
+            Action::UpdateSettings => self.push_settings(id),
             Action::Terminate => {
-                if let Some(launch) = run.launch.clone() {
-                    run.send(Op::Signal(launch, Signal::SIGTERM));
+                if let Some(launch) = run.launch.info() {
+                    run.send(Op::Signal(launch.clone(), Signal::SIGTERM));
                 }
             }
             Action::KillAll => run.send(Op::KillAll),
@@ -655,9 +673,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     Ok(held) => {
                         self.store.set_placement(id, Some(&held))?;
                         self.suspensions += 1;
-                        let run = self.runs.get_mut(id).expect("present");
-                        run.assignment = Some(held);
-                        run.suspended_at = self.suspensions;
+                        if let Some(run) = self.runs.get_mut(id) {
+                            run.assignment = Some(held);
+                            run.suspended_at = self.suspensions;
+                        }
                     }
                     Err(e) => {
                         warn!(parent: &self.span(id), "frozen, but its CPUs could not be lent: {e}")
@@ -666,14 +685,15 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             Action::ReleasePlacement => {
                 self.preempting.remove(id);
-                run.launching = false;
+                if run.launch == LaunchState::Launching {
+                    run.launch = LaunchState::NotStarted;
+                }
                 if let Some(held) = run.assignment.take() {
                     if let Err(e) = self.ledger.release(&held) {
-                        debug!(parent: &self.span(id), "placement already released: {e}");
+                        debug!(parent: &run.span, "placement already released: {e}");
                     }
                     self.store.set_placement(id, None)?;
                 }
-                let run = self.runs.get(id).expect("present");
                 run.send(Op::Remove);
             }
             Action::ArmTimer { timer, at } => self.timers.arm(id, timer, at),
@@ -684,7 +704,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             // The transition into the terminal phase is logged with its reason.
             Action::RecordOutcome(outcome) => {
                 debug!(parent: &self.span(id), "outcome: {outcome:?}");
-                self.count_outcome(id, &outcome, reason, now);
+                if let (Some(t), Some(run)) = (&self.telemetry, self.runs.get(id)) {
+                    t.count_outcome(id, run, &outcome, reason, now);
+                }
             }
         }
         Ok(())
@@ -697,17 +719,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         now: Timestamp,
     ) -> Result<(), AgentError> {
         let Some(run) = self.runs.get(id) else { return Ok(()) };
-        let exit = match &run.exit {
-            Some(exit) if exit.status == status => exit.clone(),
-            _ => ExitInfo {
-                status,
-                exited_at: now,
-                peak_memory: None,
-                oom_kills: 0,
-                cpu_seconds: 0.0,
-            },
-        };
-        self.store.set_exit(id, &exit)?;
+        self.store.set_exit(id, &exit_on_record(run.exit.as_ref(), status, now))?;
         Ok(())
     }
 
@@ -730,9 +742,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let epoch = self.next_epoch;
         self.next_epoch += 1;
         run.epoch = epoch;
-        run.launch = None;
         run.exit = None;
-        run.launching = true;
+        run.launch = LaunchState::Launching;
         run.assignment = Some(assignment.clone());
         let plan = LaunchPlan {
             run: id.clone(),
@@ -765,23 +776,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// `user`, or under a shared `default_user`. `Err` is why none could be
     /// had, for the run's launch failure (store failures are the agent's).
     fn dynamic_uid(&mut self, spec: &JobSpec) -> Result<Result<Option<u32>, String>, AgentError> {
-        if spec.user.is_some() || self.settings.admission.default_user != spec::DefaultUser::Dynamic
-        {
-            return Ok(Ok(None));
-        }
-        let range = self.settings.admission.dynamic_users;
         let now = self.clock.now();
-        match self.uids.job_uid(&mut self.store, &spec.name, range, now) {
-            Ok(uid) => Ok(Ok(Some(uid))),
-            Err(DynamicUserError::Store(e)) => Err(e.into()),
-            Err(e) => Ok(Err(e.to_string())),
-        }
+        self.uids.for_run(&mut self.store, &self.settings.admission, spec, now)
     }
 
     /// Gives up the dynamic uid of `job` once it is gone from the jobs
     /// directory and none of its runs may have processes left. (A process
     /// that escaped its run keeps the uid from being handed out again: see
-    /// [`dynamic_user::allocate`].)
+    /// [`crate::dynamic_user::allocate`].)
     pub(super) fn release_uid_if_unused(
         &mut self,
         job: &crate::vocab::JobName,
@@ -792,11 +794,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         {
             return Ok(());
         }
-        if let Some(uid) = self.store.release_uid(job)? {
-            self.uids.released();
-            info!(job = %job, "released dynamic uid {uid}");
-        }
-        Ok(())
+        self.uids.release(&mut self.store, job)
     }
 
     /// A run reached a terminal phase: forget it and prune its job's history.
@@ -805,89 +803,24 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         self.queue.remove(id);
         self.preempting.remove(id);
         if let Some(run) = self.runs.remove(id) {
-            if self.by_job.get(&run.job) == Some(id) {
-                self.by_job.remove(&run.job);
-            }
             if let Some(held) = &run.assignment {
                 let _ = self.ledger.release(held);
             }
             let recurring = self.cron.owner(id).is_some();
-            let keep = match (run.spec.as_ref().map(|s| s.recurrence.as_ref()), recurring) {
-                // Exactly as the job says: a recurring job's runs are asked
-                // for by its schedule, not by "has this version run".
-                (Some(Some(r)), _) => {
-                    Some(Retention { successful: r.history.successful, failed: r.history.failed })
-                }
-                // A recurring job's history is known once its file is read
-                // again after a restart; its next run's end prunes.
-                (None, true) => None,
-                // At least one: "this version already has its run" reads it.
-                _ => {
-                    let history = spec::History::default();
-                    Some(Retention {
-                        successful: history.successful.max(1),
-                        failed: history.failed.max(1),
-                    })
-                }
-            };
+            let keep = job::retention(run.spec.as_deref(), recurring);
             // The runs directory is listed only when records went: a run
             // ending rarely pushes one out. (Files a crash left behind after
             // their record was pruned go with the job's next prune.)
             if let Some(keep) = keep {
                 if self.store.prune(&run.job, keep)? > 0 {
-                    self.prune_run_dirs(&run.job)?;
+                    run_files::prune(&self.settings.runs_dir, &self.store, &run.job)?;
                 }
             }
-            self.cron_run_finished(&run.job, id)?;
+            let (cron, mut step) = self.cron_step();
+            let orders = cron.run_finished(&mut step, &run.job, id)?;
+            self.cron_orders(orders)?;
             self.release_uid_if_unused(&run.job)?;
         }
-        Ok(())
-    }
-
-    /// Deletes the run directories (logs, status, config) of `job`'s runs
-    /// whose records are gone: a pruned run takes its files with it.
-    fn prune_run_dirs(&self, job: &crate::vocab::JobName) -> Result<(), AgentError> {
-        let kept: std::collections::HashSet<RunId> =
-            self.store.runs_for_job(job, usize::MAX)?.into_iter().map(|r| r.id).collect();
-        let Ok(entries) = std::fs::read_dir(&self.settings.runs_dir) else { return Ok(()) };
-        let stale: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let id = RunId::new(e.file_name().to_str()?.to_owned());
-                let (of, _) = parse_run_id(&id)?;
-                (&of == job && !kept.contains(&id)).then(|| e.path())
-            })
-            .collect();
-        if stale.is_empty() {
-            return Ok(());
-        }
-        debug!(job = %job, dirs = stale.len(), "removing the files of pruned runs");
-        // Logs can be large: removed off the main loop.
-        tokio::task::spawn_blocking(move || {
-            for dir in stale {
-                remove_dir(&dir);
-            }
-        });
-        Ok(())
-    }
-
-    /// Records a state change the shell makes itself (not the state machine):
-    /// a run taking a changed job's settings.
-    pub(super) fn set_state(
-        &mut self,
-        id: &RunId,
-        next: RunState,
-        reason: &str,
-        now: Timestamp,
-    ) -> Result<(), AgentError> {
-        let run = self.runs.get_mut(id).expect("caller checked");
-        self.store.record_transition(id, &run.state, &next, now, reason)?;
-        let (from, to) = (run.state.phase.name(), next.phase.name());
-        run.state = next;
-        let run = &self.runs[id];
-        self.announce(|| {
-            EventLine::transition(now, run.job.as_str(), id.as_str(), Some(from), to, reason)
-        });
         Ok(())
     }
 
@@ -900,8 +833,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         now: Timestamp,
     ) -> Result<(), AgentError> {
         self.store.record_event(id, now, event, reason)?;
-        self.count_event(id, event);
         if let Some(run) = self.runs.get(id) {
+            if let Some(t) = &self.telemetry {
+                t.count_event(id, run, event);
+            }
             self.announce(|| {
                 EventLine::run_event(now, run.job.as_str(), id.as_str(), event.kind(), reason)
             });
@@ -911,9 +846,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Sends what `line` builds to followers of the feed, once it is on record.
     fn announce(&self, line: impl FnOnce() -> EventLine) {
-        if self.feed.is_followed() {
-            self.feed.announce(line());
-        }
+        announce(&self.feed, line);
     }
 
     /// Something the runtime saw.
@@ -926,8 +859,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         match obs.what {
             Observed::Launched(launch) => {
-                run.launching = false;
-                run.launch = Some(launch.clone());
+                run.launch = LaunchState::Launched(launch.clone());
                 self.store.set_launch(&id, &launch)?;
                 self.handle(
                     &id,
@@ -935,7 +867,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 )?;
             }
             Observed::LaunchFailed(detail) => {
-                run.launching = false;
+                run.launch = LaunchState::NotStarted;
                 warn!(parent: &run.span, "launch failed: {detail}");
                 self.handle(&id, Event::LaunchFailed { detail })?;
             }
@@ -1023,7 +955,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         for (id, event) in self.timers.due(now) {
             self.handle(&id, event)?;
         }
-        self.cron_wake(self.clock.calendar())
+        let (cron, mut step) = self.cron_step();
+        let orders = cron.wake(&mut step)?;
+        self.cron_orders(orders)
     }
 
     // ---- Scheduling ----
@@ -1036,63 +970,25 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             return Ok(());
         }
         let now = self.clock.now();
-        let mut waiting = Vec::new();
-        for (id, priority) in self.queue.iter() {
-            let Some(run) = self.runs.get(id) else { continue };
-            let Some(spec) = &run.spec else { continue };
-            let request = job::request(spec, id, run.state.memory_limit);
-            waiting.push(Waiting { priority, request, suspended: None });
-        }
-        let mut frozen: Vec<(&RunId, &Run)> = self
-            .runs
-            .iter()
-            .filter(|(_, r)| matches!(r.state.phase, Phase::Suspended { frozen: true, .. }))
-            .filter(|(id, _)| !self.held.contains(*id))
-            .collect();
-        frozen.sort_by_key(|(_, r)| r.suspended_at);
-        for (id, run) in frozen {
-            let (Some(spec), Some(held)) = (&run.spec, &run.assignment) else { continue };
-            let request = job::request(spec, id, run.state.memory_limit);
-            waiting.push(Waiting {
-                priority: run.meta.priority(),
-                request,
-                suspended: Some(held.clone()),
-            });
-        }
+        let waiting = placing::waiting(&self.queue, &self.runs, &self.held);
         if waiting.is_empty() {
             // Nothing to place, resume or preempt for: the pass follows every
             // turn of the main loop, and usually ends here.
             self.rescan_at = None;
-            self.unplaced.clear();
+            if let Some(t) = &mut self.telemetry {
+                t.still_waiting(&BTreeSet::new());
+            }
             self.sync_pool();
             return Ok(());
         }
         let min_runtime = self.settings.min_runtime_before_preemption;
-        self.rescan_at = self
-            .runs
-            .values()
-            .filter(|r| r.meta.policy.preemption != crate::scheduler::PreemptionMode::Never)
-            .filter_map(|r| match r.state.phase {
-                Phase::Running { since } if now.since(since) < min_runtime => {
-                    Some(since.plus(min_runtime))
-                }
-                _ => None,
-            })
-            .min();
+        self.rescan_at = placing::next_preemptible(&self.runs, now, min_runtime);
         // Forget the failures of runs no longer waiting: placed, or over.
         let waiting_ids: BTreeSet<&RunId> = waiting.iter().map(|w| &w.request.owner).collect();
-        self.unplaced.retain(|id, _| waiting_ids.contains(id));
-        let active: Vec<Active> = self
-            .runs
-            .iter()
-            .filter(|(_, r)| r.assignment.is_some() && !r.removed)
-            .map(|(id, r)| Active {
-                run: id.clone(),
-                priority: r.meta.priority(),
-                mode: r.meta.policy.preemption,
-                preemptible: matches!(r.state.phase, Phase::Running { since } if now.since(since) >= min_runtime),
-            })
-            .collect();
+        if let Some(t) = &mut self.telemetry {
+            t.still_waiting(&waiting_ids);
+        }
+        let active = placing::active(&self.runs, now, min_runtime);
         let steps = preempt::pass(
             &self.topology,
             &mut self.ledger,
@@ -1109,7 +1005,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     fn carry_out(&mut self, step: Step) -> Result<(), AgentError> {
         match step {
-            Step::NotPlaced { run, error } => self.count_not_placed(&run, &error),
+            Step::NotPlaced { run, error } => {
+                if let (Some(t), Some(waiting)) = (&mut self.telemetry, self.runs.get(&run)) {
+                    t.count_not_placed(&run, waiting, &error);
+                }
+            }
             Step::Place { assignment } => {
                 let id = assignment.owner.clone();
                 self.queue.remove(&id);
@@ -1175,17 +1075,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
         self.pool = self.ledger.shared_pool().clone();
         debug!(pool = %self.pool, "shared pool changed");
-        let shared: Vec<RunId> = self
-            .runs
-            .iter()
-            .filter(|(_, r)| {
-                r.assignment.as_ref().is_some_and(Assignment::is_shared)
-                    && r.state.phase.may_have_processes()
-                    && (r.launch.is_some() || r.launching)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in shared {
+        for id in placing::shared_pool_runs(&self.runs) {
             self.push_settings(&id);
         }
     }
@@ -1194,30 +1084,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// its cgroup.
     fn push_settings(&self, id: &RunId) {
         let Some(run) = self.runs.get(id) else { return };
-        let (Some(spec), Some(assignment)) = (&run.spec, &run.assignment) else { return };
-        if !run.state.phase.may_have_processes() || (run.launch.is_none() && !run.launching) {
-            return;
+        if let Some(settings) = placing::live_settings(run, self.ledger.shared_pool()) {
+            run.send(Op::Update(Box::new(settings)));
         }
-        let settings = LiveSettings {
-            spec: Arc::clone(spec),
-            cpus: assignment.cpuset(self.ledger.shared_pool()),
-            assignment: assignment.clone(),
-            memory_limit: run.state.memory_limit,
-        };
-        run.send(Op::Update(Box::new(settings)));
-    }
-
-    /// Why growing the run's limit one step would not fit in its nodes'
-    /// free memory, if it would not.
-    fn cannot_grow(&self, run: &Run) -> Option<String> {
-        let OomPolicy::Grow { step, ceiling } = run.meta.policy.oom else { return None };
-        let limit = run.state.memory_limit?;
-        let grown = Bytes(limit.get().saturating_add(step.get())).min(ceiling);
-        let extra = grown.saturating_sub(limit);
-        let held = run.assignment.as_ref()?;
-        let free: u64 = held.mems.iter().map(|n| self.ledger.memory_free(n).get()).sum();
-        (extra.get() > free)
-            .then(|| format!("{extra} more needed, {} free on its nodes", Bytes(free)))
     }
 
     /// Charges the run's placement for a hard limit of `limit`. Where the
@@ -1225,17 +1094,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// raised all the same: the run is already using the memory).
     fn recharge(&mut self, id: &RunId, limit: Bytes) {
         let Some(held) = self.runs.get(id).and_then(|r| r.assignment.clone()) else { return };
-        let mut wanted = held.clone();
-        let mut extra = limit.saturating_sub(held.memory_total()).get();
-        for node in held.mems.iter() {
-            if extra == 0 {
-                break;
-            }
-            let take = extra.min(self.ledger.memory_free(node).get());
-            let entry = wanted.memory.entry(node).or_insert(Bytes::ZERO);
-            *entry = Bytes(entry.get() + take);
-            extra -= take;
-        }
+        let wanted = placing::charged_for(&self.ledger, &held, limit);
         if wanted == held {
             return;
         }
@@ -1262,22 +1121,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Stops every run for good (agent shutdown with `stop_jobs_on_exit`).
     pub fn stop_all(&mut self, by: &str) -> Result<(), AgentError> {
-        let ids: Vec<RunId> = self.runs.keys().cloned().collect();
-        for id in ids {
+        for id in self.runs.ids() {
             self.handle(
                 &id,
                 Event::StopRequested { reason: StopReason::Requested { by: by.to_owned() } },
             )?;
         }
         Ok(())
-    }
-
-    fn jitter(&mut self) -> Jitter {
-        // xorshift64: the backoff jitter needs spread, not cryptography.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        Jitter::new((self.rng >> 11) as f64 / (1u64 << 53) as f64)
     }
 }
 
@@ -1287,55 +1137,9 @@ pub fn run_dir(runs_dir: &std::path::Path, run: &RunId, placed_at: Timestamp) ->
     runs_dir.join(run.as_str()).join(placed_at.as_millis().to_string())
 }
 
-/// How an attempt ended, with the accounting read from its cgroup.
-pub(super) fn exit_info(
-    status: crate::scheduler::ExitStatus,
-    at: Timestamp,
-    stats: FinalStats,
-) -> ExitInfo {
-    ExitInfo {
-        status,
-        exited_at: at,
-        peak_memory: stats.peak_memory,
-        oom_kills: stats.oom_kills,
-        cpu_seconds: stats.cpu_seconds,
-    }
-}
-
-fn remove_dir(dir: &std::path::Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            warn!("cannot remove the files of a pruned run, {}: {e}", dir.display());
-        }
-    }
-}
-
-fn log_note(note: &FileNote) {
-    let names = |jobs: &[crate::vocab::JobName]| {
-        jobs.iter().map(|j| j.as_str()).collect::<Vec<_>>().join(", ")
-    };
-    match note {
-        FileNote::Loaded { path, jobs } => {
-            info!(file = %path.display(), "job file loaded: {}", names(jobs))
-        }
-        FileNote::Invalid { path, problems, kept } => {
-            let kept = if kept.is_empty() {
-                "no earlier version is in force".to_owned()
-            } else {
-                format!("its last good version stays in force ({})", names(kept))
-            };
-            error!(file = %path.display(), "job file not applied, {kept}: {}", problems.join("; "))
-        }
-        FileNote::Refused { path, reason, kept } => {
-            let kept = if kept.is_empty() {
-                String::new()
-            } else {
-                format!("; {} stay as last read", names(kept))
-            };
-            warn!(file = %path.display(), "job file refused: {reason}{kept}")
-        }
-        FileNote::Removed { path, jobs } => {
-            info!(file = %path.display(), "job file removed: {}", names(jobs))
-        }
+/// Sends what `line` builds to followers of `feed`, once it is on record.
+fn announce(feed: &EventFeed, line: impl FnOnce() -> EventLine) {
+    if feed.is_followed() {
+        feed.announce(line());
     }
 }

@@ -1,13 +1,15 @@
 //! What the agent shows the outside: after every turn of the main loop the
-//! supervisor publishes a snapshot for the metrics collector and the views
-//! the read-only API serves; transitions and recorded events are counted
-//! as they happen ([`crate::metrics::events`]).
+//! supervisor publishes a snapshot of its state (`AgentState`) for the
+//! metrics collector and the views the read-only API serves; transitions and
+//! recorded events are counted as they happen ([`crate::metrics::events`]).
+//! [`Telemetry`] owns what this needs between turns: the runs' open
+//! statistics files and the placement failures already counted.
 //!
 //! Nothing here blocks the loop on a scrape: the HTTP side reads what was
 //! last published (an `Arc` swap), and reads the runs' cgroup files itself
 //! through [`StatsHandle`]s opened once per attempt.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -22,18 +24,22 @@ use crate::metrics::{
     FinishedRun, JobInfo, LiveRun, Metrics, NumaAllocation, PublishedSnapshot, Snapshot, SpecFiles,
     StatsHandle,
 };
+use crate::placement::Ledger;
 use crate::placement::{CpuGrant, PlacementError};
+use crate::scheduler::run_meta::preemption_mode;
 use crate::scheduler::{FailReason, Outcome, Phase, RunEvent, RunState};
+use crate::spec::{DefaultUser, JobSpec};
 use crate::store::{RunStore, SqliteStore};
+use crate::topology::Topology;
 use crate::vocab::JobName;
 use crate::vocab::RunId;
 use crate::vocab::Timestamp;
 
+use super::cron::CronJobs;
 use super::error::AgentError;
-use super::job;
-use super::reconcile::FileProblem;
+use super::reconcile::{FileProblem, JobDirectory};
+use super::runs::{Run, RunTable};
 use super::runtime::Runtime;
-use super::supervisor::{Run, Supervisor};
 
 /// The views the API serves, as last published.
 #[derive(Debug, Clone)]
@@ -57,6 +63,10 @@ pub struct Telemetry {
     pub layout: Option<LayoutKind>,
     /// Per run: the launch its handle was opened for, and the handle.
     handles: HashMap<RunId, ((u32, u64), StatsHandle)>,
+    /// Waiting runs the scheduling pass could not place, with the outcome
+    /// last counted for them: a run that keeps waiting for the same reason
+    /// is counted once, not on every pass.
+    unplaced: HashMap<RunId, PlacementOutcome>,
 }
 
 impl Telemetry {
@@ -72,6 +82,7 @@ impl Telemetry {
             views: Arc::new(RwLock::new(None)),
             layout,
             handles: HashMap::new(),
+            unplaced: HashMap::new(),
         }
     }
 }
@@ -83,165 +94,127 @@ pub(super) struct LiveUsage {
     pub memory_bytes: Option<u64>,
 }
 
-impl<R: Runtime, S: RunStore> Supervisor<R, S> {
-    pub fn set_telemetry(&mut self, telemetry: Telemetry) {
-        self.telemetry = Some(telemetry);
-    }
+/// What a snapshot is made of: the agent's state after a turn of its main
+/// loop, borrowed for the moment of publishing.
+pub(super) struct AgentState<'a, R: Runtime, S: RunStore> {
+    pub runs: &'a RunTable,
+    pub jobs: &'a JobDirectory,
+    pub cron: &'a CronJobs,
+    pub queue_length: usize,
+    pub topology: &'a Topology,
+    pub ledger: &'a Ledger,
+    pub store: &'a S,
+    /// Opens the statistics files of runs launched since the last snapshot.
+    pub runtime: &'a R,
+    pub store_problem: Option<&'a str>,
+    /// The jobs directory has been read and earlier runs taken over.
+    pub ready: bool,
+    /// Who jobs without a `user` run as.
+    pub default_user: &'a DefaultUser,
+}
 
+impl Telemetry {
     /// Puts the runs that ended within the metrics' retention back in the
     /// scrape, with their final counters as the store recorded them, newest
     /// first up to the metrics' cap. Returns how many.
     ///
-    /// Called once at start, after [`recover`](Self::recover) and before the
-    /// endpoint serves. That covers both the runs that ended before the
-    /// previous agent stopped and those recovery found ended while no agent
-    /// ran: recovery finalizes them before telemetry is set, so nothing else
-    /// pushes them. A run that ends later is pushed as it ends; the retained
-    /// runs are keyed by run id, so no run is in the scrape twice.
+    /// Called once at start, after recovery and before the endpoint serves.
+    /// That covers both the runs that ended before the previous agent stopped
+    /// and those recovery found ended while no agent ran: recovery finalizes
+    /// them before telemetry is set, so nothing else pushes them. A run that
+    /// ends later is pushed as it ends; the retained runs are keyed by run
+    /// id, so no run is in the scrape twice.
     ///
     /// A run's retention counts from its `finished_at`: for a run that ended
     /// while the agent was down, the moment recovery learned of it, so
     /// Prometheus, which could not have seen it end, still gets the whole
     /// retention to see it.
-    pub fn restore_finished(&self) -> Result<usize, AgentError> {
-        let Some(t) = &self.telemetry else { return Ok(0) };
-        let config = t.metrics.config();
-        let since = self.clock.now().minus(config.finished_retention);
-        let records = self.store.finished_since(since, config.max_finished_runs)?;
+    pub(super) fn restore_finished<S: RunStore>(
+        &self,
+        store: &S,
+        now: Timestamp,
+    ) -> Result<usize, AgentError> {
+        let config = self.metrics.config();
+        let since = now.minus(config.finished_retention);
+        let records = store.finished_since(since, config.max_finished_runs)?;
         let mut restored = 0;
         for run in records.iter().filter_map(FinishedRun::from_record) {
-            t.metrics.run_finished(run);
+            self.metrics.run_finished(run);
             restored += 1;
         }
         Ok(restored)
     }
 
-    /// Publishes the state after a turn of the main loop. Opens the
-    /// statistics files of runs launched since the last turn and lets go of
-    /// those of runs that no longer have processes.
-    pub fn publish(&mut self) {
-        let Some(mut t) = self.telemetry.take() else { return };
-        let mut handles = std::mem::take(&mut t.handles);
-        handles.retain(|id, (launch, _)| {
-            self.runs.get(id).is_some_and(|r| {
+    /// Publishes `agent` after a turn of the main loop. Opens the statistics
+    /// files of runs launched since the last turn and lets go of those of
+    /// runs that no longer have processes.
+    pub(super) fn publish<R: Runtime, S: RunStore>(&mut self, agent: &AgentState<'_, R, S>) {
+        self.handles.retain(|id, (launch, _)| {
+            agent.runs.get(id).is_some_and(|r| {
                 r.state.phase.may_have_processes() && launch_key(r) == Some(*launch)
             })
         });
-        for (id, run) in &self.runs {
+        for (id, run) in agent.runs.iter() {
             let Some(key) = launch_key(run) else { continue };
-            if run.state.phase.may_have_processes() && !handles.contains_key(id) {
-                if let Some(handle) = self.runtime.stats_handle(id) {
-                    handles.insert(id.clone(), (key, handle));
+            if run.state.phase.may_have_processes() && !self.handles.contains_key(id) {
+                if let Some(handle) = agent.runtime.stats_handle(id) {
+                    self.handles.insert(id.clone(), (key, handle));
                 }
             }
         }
-        t.handles = handles;
 
-        let runs: Vec<LiveRun> = self
+        let runs: Vec<LiveRun> = agent
             .runs
             .iter()
-            .map(|(id, run)| live_run(id, run, t.handles.get(id).map(|(_, h)| h.clone())))
+            .map(|(id, run)| live_run(id, run, self.handles.get(id).map(|(_, h)| h.clone())))
             .collect();
-        let jobs: Vec<JobInfo> = self
+        let jobs: Vec<JobInfo> = agent
             .jobs
             .jobs()
             .iter()
             .map(|j| JobInfo {
                 job: j.spec.name.clone(),
                 priority: j.spec.priority.get(),
-                preemption: job::preemption_mode(j.spec.preemption),
+                preemption: preemption_mode(j.spec.preemption),
                 scheduled: j.spec.recurrence.is_some(),
-                user: self.user_of(&j.spec),
-                next_fire: self.cron.next_fire(&j.spec.name).map(SystemTime::from),
+                user: user_of(&j.spec, agent.default_user),
+                next_fire: agent.cron.next_fire(&j.spec.name).map(SystemTime::from),
             })
             .collect();
-        let (valid, invalid) = self.jobs.file_counts();
-        let queue_length = self.queue.len() as u64;
-        t.snapshot.publish(Snapshot {
+        let (valid, invalid) = agent.jobs.file_counts();
+        let queue_length = agent.queue_length as u64;
+        self.snapshot.publish(Snapshot {
             runs,
             jobs,
             queue_length,
             spec_files: SpecFiles { valid, invalid },
-            layout: t.layout,
-            numa: NumaAllocation::from_ledger(&self.topology, &self.ledger),
-            store_unwritable: self.store_problem.is_some(),
+            layout: self.layout,
+            numa: NumaAllocation::from_ledger(agent.topology, agent.ledger),
+            store_unwritable: agent.store_problem.is_some(),
         });
 
         let views = ApiViews {
-            ready: self.files_read,
-            store_problem: self.store_problem.clone(),
-            jobs: self.job_views(),
-            node: NodeView::new(&self.topology, &self.ledger, t.layout, queue_length),
-            stats: t.handles.iter().map(|(id, (_, h))| (id.clone(), h.clone())).collect(),
+            ready: agent.ready,
+            store_problem: agent.store_problem.map(str::to_owned),
+            jobs: job_views(agent),
+            node: NodeView::new(agent.topology, agent.ledger, self.layout, queue_length),
+            stats: self.handles.iter().map(|(id, (_, h))| (id.clone(), h.clone())).collect(),
         };
-        *t.views.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(views));
-        self.telemetry = Some(t);
+        *self.views.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(views));
     }
 
-    /// Who a job runs as, as metrics label it and the API says it: its
-    /// `user`, or the default (`dynamic`: a uid of its own).
-    fn user_of(&self, spec: &crate::spec::JobSpec) -> String {
-        match &spec.user {
-            Some(user) => user.to_string(),
-            None => self.settings.admission.default_user.to_string(),
-        }
-    }
-
-    fn job_views(&self) -> Vec<JobView> {
-        // The view is best effort: a store that cannot be read now shows
-        // no uids rather than no jobs.
-        let uids: HashMap<JobName, u32> = self
-            .store
-            .job_uids()
-            .map(|all| all.into_iter().map(|a| (a.job, a.uid)).collect())
-            .unwrap_or_default();
-        let mut runs_of: HashMap<&JobName, Vec<RunListing>> = HashMap::new();
-        for (id, run) in &self.runs {
-            runs_of.entry(&run.job).or_default().push(RunListing::new(
-                id.clone(),
-                &run.state.phase,
-                run.state.since,
-            ));
-        }
-        self.jobs
-            .jobs()
-            .iter()
-            .map(|j| {
-                let problem = self.jobs.problem(&j.origin.file);
-                JobView {
-                    name: j.spec.name.clone(),
-                    file: Some(j.origin.file.display().to_string()),
-                    file_status: if problem.is_some() {
-                        FileStatus::Invalid
-                    } else {
-                        FileStatus::Valid
-                    },
-                    problems: problem.map(FileProblem::redacted_lines).unwrap_or_default(),
-                    priority: j.spec.priority.get(),
-                    preemption: job::preemption_mode(j.spec.preemption),
-                    schedule: j.spec.recurrence.as_ref().map(|r| r.schedule.as_str().to_owned()),
-                    next_fire: self.cron.next_fire(&j.spec.name),
-                    user: self.user_of(&j.spec),
-                    dynamic_uid: uids.get(&j.spec.name).copied(),
-                    runs: runs_of.remove(&j.spec.name).unwrap_or_default(),
-                }
-            })
-            .collect()
-    }
-
-    /// The CPU the current attempt of `id` used since it was launched, as a
+    /// The CPU the current attempt of `run` used since it was launched, as a
     /// percentage of one CPU: its cgroup's CPU usage (read through the
     /// handle the metrics use) over the wall time since launch; and the
     /// memory it uses now. Neither when the run has no processes, or no
     /// statistics to read.
-    pub(super) fn live_usage(&self, id: &RunId, now: Timestamp) -> LiveUsage {
+    pub(super) fn live_usage(&self, id: &RunId, run: &Run, now: Timestamp) -> LiveUsage {
         let read = || {
-            let run = self.runs.get(id)?;
             if !run.state.phase.may_have_processes() {
                 return None;
             }
-            let launch = run.launch.as_ref()?;
-            let (key, handle) = self.telemetry.as_ref()?.handles.get(id)?;
+            let launch = run.launch.info()?;
+            let (key, handle) = self.handles.get(id)?;
             if launch_key(run) != Some(*key) {
                 return None;
             }
@@ -261,28 +234,34 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// it first fails, and again only when the outcome changes (`no_fit` to
     /// `refused` or back), not on every pass while it keeps waiting. Frozen
     /// runs waiting to resume are not counted, as their resumes are not.
-    pub(super) fn count_not_placed(&mut self, id: &RunId, error: &PlacementError) {
-        if !self.runs.get(id).is_some_and(|r| matches!(r.state.phase, Phase::Pending)) {
+    pub(super) fn count_not_placed(&mut self, id: &RunId, run: &Run, error: &PlacementError) {
+        if !matches!(run.state.phase, Phase::Pending) {
             return;
         }
         let outcome = PlacementOutcome::of_error(error);
         if self.unplaced.insert(id.clone(), outcome) == Some(outcome) {
             return;
         }
-        let (Some(t), Some(run)) = (&self.telemetry, self.runs.get(id)) else { return };
-        PlacementFailed { job: &run.job, run: id, error }.emit(t.metrics.agent());
+        PlacementFailed { job: &run.job, run: id, error }.emit(self.metrics.agent());
     }
 
-    /// Counts a transition that happened: `before` is the state it left.
-    pub(super) fn count_transition(&self, id: &RunId, before: &RunState, now: Timestamp) {
-        // A run taken over was placed and launched by an earlier agent: the
-        // time the agent was down is no scheduling delay or launch latency.
-        if self.recovering {
-            return;
-        }
-        let (Some(t), Some(run)) = (&self.telemetry, self.runs.get(id)) else { return };
+    /// Forgets the placement failures of runs no longer waiting (placed, or
+    /// over): the next failure of a run is counted afresh.
+    pub(super) fn still_waiting(&mut self, waiting: &BTreeSet<&RunId>) {
+        self.unplaced.retain(|id, _| waiting.contains(id));
+    }
+
+    /// Counts a transition of `run` that happened: `before` is the state it
+    /// left.
+    pub(super) fn count_transition(
+        &self,
+        id: &RunId,
+        run: &Run,
+        before: &RunState,
+        now: Timestamp,
+    ) {
         let _in_run = run.span.enter();
-        let agent = t.metrics.agent();
+        let agent = self.metrics.agent();
         match (&before.phase, &run.state.phase) {
             (Phase::Pending, Phase::Placed) => {
                 RunPlaced { job: &run.job, run: id, waited: now.since(before.since) }.emit(agent)
@@ -295,10 +274,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// Counts an event recorded in a run's history.
-    pub(super) fn count_event(&self, id: &RunId, event: &RunEvent) {
-        let (Some(t), Some(run)) = (&self.telemetry, self.runs.get(id)) else { return };
+    pub(super) fn count_event(&self, id: &RunId, run: &Run, event: &RunEvent) {
         let _in_run = run.span.enter();
-        let agent = t.metrics.agent();
+        let agent = self.metrics.agent();
         match event {
             RunEvent::Preempted { by, mode } => {
                 if let Some(mode) = PreemptKind::of(*mode) {
@@ -319,13 +297,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     pub(super) fn count_outcome(
         &self,
         id: &RunId,
+        run: &Run,
         outcome: &Outcome,
         reason: &str,
         now: Timestamp,
     ) {
-        let (Some(t), Some(run)) = (&self.telemetry, self.runs.get(id)) else { return };
         let _in_run = run.span.enter();
-        let agent = t.metrics.agent();
+        let agent = self.metrics.agent();
         if let Outcome::Failed { reason: FailReason::Oom } = outcome {
             OomHandled { job: &run.job, run: id, action: OomAction::Fail }.emit(agent);
         }
@@ -333,7 +311,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             RunEnded { job: &run.job, run: id, state, detail: reason }.emit(agent);
         }
         let exit = run.exit.as_ref();
-        t.metrics.run_finished(FinishedRun {
+        self.metrics.run_finished(FinishedRun {
             job: run.job.clone(),
             run: id.clone(),
             phase: run.state.phase.clone(),
@@ -344,6 +322,58 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             exit: exit.map(|e| e.status),
         });
     }
+}
+
+/// Who a job runs as, as metrics label it and the API says it: its `user`,
+/// or the default (`dynamic`: a uid of its own).
+fn user_of(spec: &JobSpec, default_user: &DefaultUser) -> String {
+    match &spec.user {
+        Some(user) => user.to_string(),
+        None => default_user.to_string(),
+    }
+}
+
+fn job_views<R: Runtime, S: RunStore>(agent: &AgentState<'_, R, S>) -> Vec<JobView> {
+    // The view is best effort: a store that cannot be read now shows no
+    // uids rather than no jobs.
+    let uids: HashMap<JobName, u32> = agent
+        .store
+        .job_uids()
+        .map(|all| all.into_iter().map(|a| (a.job, a.uid)).collect())
+        .unwrap_or_default();
+    let mut runs_of: HashMap<&JobName, Vec<RunListing>> = HashMap::new();
+    for (id, run) in agent.runs.iter() {
+        runs_of.entry(&run.job).or_default().push(RunListing::new(
+            id.clone(),
+            &run.state.phase,
+            run.state.since,
+        ));
+    }
+    agent
+        .jobs
+        .jobs()
+        .iter()
+        .map(|j| {
+            let problem = agent.jobs.problem(&j.origin.file);
+            JobView {
+                name: j.spec.name.clone(),
+                file: Some(j.origin.file.display().to_string()),
+                file_status: if problem.is_some() {
+                    FileStatus::Invalid
+                } else {
+                    FileStatus::Valid
+                },
+                problems: problem.map(FileProblem::redacted_lines).unwrap_or_default(),
+                priority: j.spec.priority.get(),
+                preemption: preemption_mode(j.spec.preemption),
+                schedule: j.spec.recurrence.as_ref().map(|r| r.schedule.as_str().to_owned()),
+                next_fire: agent.cron.next_fire(&j.spec.name),
+                user: user_of(&j.spec, agent.default_user),
+                dynamic_uid: uids.get(&j.spec.name).copied(),
+                runs: runs_of.remove(&j.spec.name).unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 /// CPU time used over `wall` time, as a percentage of one CPU.
@@ -358,7 +388,7 @@ fn cpu_share(usage_ns: u64, wall: Duration) -> f64 {
 
 /// Identifies the attempt a statistics handle was opened for.
 fn launch_key(run: &Run) -> Option<(u32, u64)> {
-    run.launch.as_ref().map(|l| (l.init_pid, l.pid_start_time))
+    run.launch.info().map(|l| (l.init_pid, l.pid_start_time))
 }
 
 fn live_run(id: &RunId, run: &Run, stats: Option<StatsHandle>) -> LiveRun {

@@ -10,8 +10,9 @@ use tokio::sync::mpsc;
 use super::clock::Clock;
 use super::fake::{Call, FakeRuntime};
 use super::runtime::{FinalStats, Observation, Observed, Operation, Probe, RuntimeError};
-use super::supervisor::{run_dir, Settings, Supervisor};
+use super::supervisor::{run_dir, Supervisor};
 use super::telemetry::Telemetry;
+use super::Settings;
 use crate::api::socket::response;
 use crate::cgroup::CgroupError;
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
@@ -698,7 +699,8 @@ fn forge_placed_run(b: &mut Bench, job: &str, spec: &str) -> (RunId, PathBuf) {
     use crate::agent::job::RunMeta;
     use crate::placement::{Assignment, CpuGrant};
     let parsed = crate::spec::compile_str(Path::new("x.yaml"), spec).unwrap().remove(0).spec;
-    let version = RunMeta::of(&parsed, Duration::from_secs(5)).version(&parsed);
+    let version =
+        crate::agent::job::version(&RunMeta::of(&parsed, Duration::from_secs(5)), &parsed);
     let name = crate::vocab::JobName::parse(job).unwrap();
     let store = &mut b.sup.store;
     let pending = RunState::new(None, Timestamp::from_millis(5_000));

@@ -170,7 +170,11 @@ fn node_families_and_zeroed_counters() {
     let reads = Arc::new(AtomicUsize::new(0));
     let mut suspended = live(
         "etl-2",
-        Phase::Suspended { by: RunId::new("x-1"), frozen: true, oom_pending: false },
+        Phase::Suspended {
+            by: crate::scheduler::SuspendedBy::Run(RunId::new("x-1")),
+            frozen: true,
+            oom_pending: false,
+        },
         None,
         &reads,
     );

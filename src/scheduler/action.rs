@@ -29,8 +29,12 @@ pub enum Action {
     Watch,
     Freeze,
     Thaw,
-    /// Raise the hard limit in place (and re-charge the ledger).
+    /// Raise the hard limit in place (and re-charge the ledger); the run's
+    /// other settings go to its cgroup with it.
     SetMemoryLimit(Bytes),
+    /// Send the run's current settings (its job's resources, its cpuset,
+    /// its hard limit) to its cgroup: its job changed.
+    UpdateSettings,
     /// SIGTERM to the job's init process.
     Terminate,
     /// SIGKILL to every process in the run's cgroup. The shell thaws the

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::placement::Assignment;
+use crate::vocab::Bytes;
 use crate::vocab::RunId;
 
 use super::state::StopReason;
@@ -84,19 +85,35 @@ pub enum Event {
     /// An operator asked for the run to be stopped gracefully and queued
     /// again with its attempt (`corral requeue`), whatever its preemption
     /// mode: the requeue-preemption path, without a preemption on record.
-    RequeueRequested {
-        by: RunId,
-    },
+    RequeueRequested,
     /// An operator asked for the run to be frozen (`corral freeze`), whatever
-    /// its preemption mode. It stays suspended, with `by` as the cause, until
-    /// the agent sends [`Event::Resume`] for the thaw.
-    SuspendRequested {
-        by: RunId,
-    },
+    /// its preemption mode. It stays suspended by
+    /// [`SuspendedBy::Operator`](super::SuspendedBy::Operator) until the
+    /// agent sends [`Event::Resume`] for the thaw.
+    SuspendRequested,
     /// The run that caused a suspension no longer needs the room.
     Resume,
     StopRequested {
         reason: StopReason,
+    },
+    /// A new version of the run's job is in force; `memory_hard` is its hard
+    /// memory limit. The run takes it under the new version's policy: the
+    /// limit of a run under way is raised, never lowered.
+    JobChanged {
+        memory_hard: Option<Bytes>,
+    },
+    /// The run's job is gone from the jobs directory. With `finish`
+    /// (`on_removal: finish`) a run with processes finishes its attempt and
+    /// nothing more; otherwise it is stopped.
+    JobRemoved {
+        finish: bool,
+    },
+    /// After an agent restart: the launch recorded as under way never
+    /// started a process, and its run directory is spent (one serves one
+    /// start). The run stays placed under a new placement time, which names
+    /// a fresh directory, and is started again.
+    NeverStarted {
+        detail: String,
     },
     /// Timers, armed by [`Action::ArmTimer`](super::Action::ArmTimer).
     TimeoutElapsed,
@@ -124,10 +141,13 @@ impl Event {
             Event::WatchFailed { .. } => "watch-failed",
             Event::PreemptSuspend { .. } => "preempt-suspend",
             Event::PreemptRequeue { .. } => "preempt-requeue",
-            Event::SuspendRequested { .. } => "suspend-requested",
-            Event::RequeueRequested { .. } => "requeue-requested",
+            Event::SuspendRequested => "suspend-requested",
+            Event::RequeueRequested => "requeue-requested",
             Event::Resume => "resume",
             Event::StopRequested { .. } => "stop-requested",
+            Event::JobChanged { .. } => "job-changed",
+            Event::JobRemoved { .. } => "job-removed",
+            Event::NeverStarted { .. } => "never-started",
             Event::TimeoutElapsed => "timeout-elapsed",
             Event::GraceElapsed => "grace-elapsed",
             Event::BackoffElapsed => "backoff-elapsed",

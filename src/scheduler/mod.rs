@@ -6,7 +6,8 @@
 //! [`Moment`] (the time and a random draw), records the resulting state and
 //! reason, and executes the [`Action`]s in order.
 //!
-//! - [`state`]: [`RunState`] and its [`Phase`]s.
+//! - [`state`]: [`RunState`] and its [`Phase`]s; [`SuspendedBy`], who a run
+//!   is frozen for (a run, or an operator).
 //! - [`event`]: [`Event`], the facts the shell reports.
 //! - [`action`]: [`Action`], what the shell must do; [`RunEvent`], what the
 //!   run's history keeps.
@@ -14,6 +15,12 @@
 //! - [`backoff`]: [`backoff_delay()`], exponential with jitter.
 //! - [`transition()`](mod@transition): the state machine.
 //! - Times are [`crate::vocab::Timestamp`]s: milliseconds since the epoch, UTC.
+//! - [`run_meta`]: a job spec mapped onto the [`Policy`] and the
+//!   [`RunMeta`] its runs are managed with.
+//! - [`queue`]: the queue of runs waiting for placement, by priority then
+//!   arrival. [`preempt`]: one scheduling pass over it: which runs start or
+//!   resume now, and whom to preempt for the most important one that does
+//!   not fit.
 //! - [`cron`]: recurring jobs: when a schedule fires (daylight saving time
 //!   included), what to catch up after downtime, what a firing does while the
 //!   previous run is still going, and the per-job state and journal that make
@@ -47,7 +54,16 @@
 //! (ending: succeeded) → BackoffWaiting (restart: always) | Succeeded
 //! BackoffWaiting ─BackoffElapsed→ Pending     [Enqueue]
 //! Pending | BackoffWaiting ─StopRequested→ Killed
+//! any live  ─JobChanged(hard)───→ same phase, limit raised (never lowered
+//!                                  once started)  [SetMemoryLimit | UpdateSettings, ArmTimer]
+//! any live  ─JobRemoved{finish}─→ same phase, finishing: no restart, no OOM requeue
+//!                                  (with processes; otherwise as StopRequested)
+//! Placed    ─NeverStarted───────→ Placed under a new placement time
 //! ```
+//!
+//! Growing in place also needs the room: [`Moment::memory_free`] is the free
+//! memory on the run's nodes, and a growth that does not fit takes the kill
+//! path with the refusal in the transition's reason.
 //!
 //! Succeeded, Failed and Killed are terminal: every event is refused there.
 //! Every transition carries a reason for the run's history.
@@ -61,6 +77,9 @@ pub mod cron;
 pub mod error;
 pub mod event;
 pub mod policy;
+pub mod preempt;
+pub mod queue;
+pub mod run_meta;
 pub mod state;
 pub mod transition;
 
@@ -70,5 +89,10 @@ pub use backoff::{backoff_delay, Jitter};
 pub use error::InvalidTransition;
 pub use event::{Event, ExitStatus};
 pub use policy::{OomPolicy, Policy, PreemptionMode, RestartPolicy};
-pub use state::{FailReason, Outcome, Phase, RunState, StopIntent, StopReason};
+pub use preempt::{Active, Step, Waiting};
+pub use queue::RunQueue;
+pub use run_meta::RunMeta;
+pub use state::{
+    FailReason, Outcome, Phase, RequeuedBy, RunState, StopIntent, StopReason, SuspendedBy,
+};
 pub use transition::{transition, Moment, Transition};

@@ -74,6 +74,19 @@ pub enum OomPolicy {
     Grow { step: Bytes, ceiling: Bytes },
 }
 
+impl OomPolicy {
+    /// The hard limit after one growth step from `limit`, if the policy
+    /// grows and the step is a growth at all (not at the ceiling already).
+    /// The one rule for growing: in place at the limit, and for the next
+    /// attempt after an OOM kill.
+    pub fn grown_limit(&self, limit: Option<Bytes>) -> Option<Bytes> {
+        let OomPolicy::Grow { step, ceiling } = *self else { return None };
+        let limit = limit?;
+        let grown = Bytes(limit.get().saturating_add(step.get())).min(ceiling);
+        (grown > limit).then_some(grown)
+    }
+}
+
 /// What may be done to a run to make room for a higher-priority one.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
@@ -95,5 +108,30 @@ impl std::fmt::Display for PreemptionMode {
             PreemptionMode::Requeue => "requeue",
             PreemptionMode::Never => "never",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_is_one_step_up_to_the_ceiling() {
+        let grow = OomPolicy::Grow { step: Bytes::from_mib(64), ceiling: Bytes::from_mib(160) };
+        let mib = |n| Some(Bytes::from_mib(n));
+        assert_eq!(grow.grown_limit(mib(64)), mib(128));
+        assert_eq!(grow.grown_limit(mib(128)), mib(160), "capped at the ceiling");
+        assert_eq!(grow.grown_limit(mib(160)), None, "at the ceiling: no growth");
+        assert_eq!(grow.grown_limit(mib(200)), None, "above it: never lowered");
+        assert_eq!(grow.grown_limit(None), None, "no limit: nothing to grow");
+        assert_eq!(
+            OomPolicy::Grow { step: Bytes(1), ceiling: Bytes(u64::MAX) }
+                .grown_limit(Some(Bytes(u64::MAX))),
+            None
+        );
+        assert_eq!(OomPolicy::Fail.grown_limit(mib(64)), None);
+        let requeue =
+            OomPolicy::Requeue { factor: Factor::from_hundredths(200), cap: None, max: 1 };
+        assert_eq!(requeue.grown_limit(mib(64)), None);
     }
 }

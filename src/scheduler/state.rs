@@ -1,5 +1,6 @@
 //! Where a run is in its life, and what it carries from attempt to attempt.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -7,6 +8,8 @@ use crate::vocab::Bytes;
 use crate::vocab::RunId;
 
 use super::event::ExitStatus;
+use super::policy::{OomPolicy, Policy};
+use crate::spec::RestartOn;
 use crate::vocab::Timestamp;
 
 /// A run's whole decision-relevant state. Serializable: the store keeps it
@@ -32,6 +35,12 @@ pub struct RunState {
     /// The kernel's OOM killer hit this attempt, so its end is an OOM ending
     /// whatever the exit status says.
     pub oom_killed: bool,
+    /// Its job is gone and it finishes the attempt under way, nothing more
+    /// (`on_removal: finish`): no restart, no OOM requeue
+    /// ([`RunState::policy_in_force`]). Records written before this field
+    /// existed read as `false`.
+    #[serde(default)]
+    pub finishing: bool,
 }
 
 impl RunState {
@@ -46,7 +55,22 @@ impl RunState {
             memory_limit,
             active: Duration::ZERO,
             oom_killed: false,
+            finishing: false,
         }
+    }
+
+    /// The rules that apply to the run now: the job's `policy`, narrowed to
+    /// "this attempt only" while the run finishes after its job was removed.
+    pub fn policy_in_force<'p>(&self, policy: &'p Policy) -> Cow<'p, Policy> {
+        if !self.finishing {
+            return Cow::Borrowed(policy);
+        }
+        let mut narrowed = policy.clone();
+        narrowed.restart.on = RestartOn::Never;
+        if let OomPolicy::Requeue { .. } = narrowed.oom {
+            narrowed.oom = OomPolicy::Fail;
+        }
+        Cow::Owned(narrowed)
     }
 
     pub fn is_terminal(&self) -> bool {
@@ -82,9 +106,9 @@ pub enum Phase {
         /// Start of the current running stretch (launch, resume or grow).
         since: Timestamp,
     },
-    /// Frozen to make room for `by`.
+    /// Frozen to make room for a run, or by hand.
     Suspended {
-        by: RunId,
+        by: SuspendedBy,
         /// The kernel has reported the cgroup frozen.
         frozen: bool,
         /// An OOM notification arrived while frozen. Under cgroup v1 with the
@@ -174,6 +198,62 @@ impl fmt::Display for Phase {
     }
 }
 
+/// Who a run is frozen for.
+///
+/// Stored as one string, as it was when only run ids were kept here: a run's
+/// id, or `"operator"` for a freeze by hand. No run id is `"operator"` (run
+/// ids end in `-<number>`), so the two never mix up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SuspendedBy {
+    /// To make room for this run.
+    Run(RunId),
+    /// By hand (`corral freeze`); only a thaw by hand lets it run again.
+    Operator,
+}
+
+impl SuspendedBy {
+    /// How a freeze by hand is written, in the store and in reasons.
+    pub const OPERATOR: &'static str = "operator";
+
+    fn from_stored(text: &str) -> SuspendedBy {
+        if text == Self::OPERATOR {
+            SuspendedBy::Operator
+        } else {
+            SuspendedBy::Run(RunId::new(text))
+        }
+    }
+
+    fn as_stored(&self) -> &str {
+        match self {
+            SuspendedBy::Run(run) => run.as_str(),
+            SuspendedBy::Operator => Self::OPERATOR,
+        }
+    }
+}
+
+impl fmt::Display for SuspendedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_stored())
+    }
+}
+
+impl serde::Serialize for SuspendedBy {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_stored())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SuspendedBy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(SuspendedBy::from_stored(&text))
+    }
+}
+
+/// Who a run is requeued for: the same two causes as a suspension, stored
+/// the same way.
+pub type RequeuedBy = SuspendedBy;
+
 /// Why a run is being stopped, which decides where it goes once its
 /// processes are gone.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -183,8 +263,9 @@ pub enum StopIntent {
     Stop { reason: StopReason },
     /// The active deadline passed: the attempt fails with [`FailReason::Timeout`].
     Timeout,
-    /// Preempted by requeue: back to [`Phase::Pending`], same attempt.
-    Requeue { by: RunId },
+    /// Preempted by requeue, or requeued by hand: back to
+    /// [`Phase::Pending`], same attempt.
+    Requeue { by: RequeuedBy },
     /// Out of memory: the OOM policy decides at exit (requeue or fail).
     Oom,
 }
@@ -217,7 +298,7 @@ mod tests {
             Phase::Pending,
             Phase::Placed,
             Phase::Running { since: Timestamp::EPOCH },
-            Phase::Suspended { by, frozen: false, oom_pending: false },
+            Phase::Suspended { by: SuspendedBy::Run(by), frozen: false, oom_pending: false },
             Phase::OomPaused { frozen: false },
             Phase::Stopping {
                 intent: StopIntent::Timeout,
@@ -233,6 +314,67 @@ mod tests {
         assert_eq!(names, Phase::NAMES);
         let terminal: Vec<_> = all.iter().filter(|p| p.is_terminal()).map(Phase::name).collect();
         assert_eq!(terminal, ["succeeded", "failed", "killed"]);
+    }
+
+    #[test]
+    fn suspended_by_reads_and_writes_the_stored_strings() {
+        let by_run = Phase::Suspended {
+            by: SuspendedBy::Run(RunId::new("urgent-3")),
+            frozen: true,
+            oom_pending: false,
+        };
+        let text = serde_json::to_string(&by_run).unwrap();
+        // As written before there was a type for it: the run id itself.
+        assert_eq!(
+            text,
+            r#"{"phase":"suspended","by":"urgent-3","frozen":true,"oom_pending":false}"#
+        );
+        assert_eq!(serde_json::from_str::<Phase>(&text).unwrap(), by_run);
+
+        let by_hand =
+            Phase::Suspended { by: SuspendedBy::Operator, frozen: false, oom_pending: true };
+        let text = serde_json::to_string(&by_hand).unwrap();
+        assert_eq!(
+            text,
+            r#"{"phase":"suspended","by":"operator","frozen":false,"oom_pending":true}"#
+        );
+        // A freeze by hand as older agents stored it: a run id "operator".
+        let older = r#"{"phase":"suspended","by":"operator","frozen":false,"oom_pending":true}"#;
+        assert_eq!(serde_json::from_str::<Phase>(older).unwrap(), by_hand);
+        assert_eq!(SuspendedBy::Operator.to_string(), "operator");
+        assert_eq!(SuspendedBy::Run(RunId::new("urgent-3")).to_string(), "urgent-3");
+    }
+
+    #[test]
+    fn states_stored_before_finishing_existed_still_read() {
+        let now = Timestamp::from_millis(5);
+        let mut stored = serde_json::to_value(RunState::new(None, now)).unwrap();
+        stored.as_object_mut().unwrap().remove("finishing");
+        let read: RunState = serde_json::from_value(stored).unwrap();
+        assert_eq!(read, RunState::new(None, now));
+        assert!(!read.finishing);
+    }
+
+    #[test]
+    fn a_finishing_run_has_no_restart_and_no_oom_requeue() {
+        let policy = Policy {
+            restart: crate::scheduler::RestartPolicy {
+                on: RestartOn::Always,
+                attempts: 3,
+                ..Default::default()
+            },
+            oom: OomPolicy::Requeue { factor: crate::vocab::Factor::ONE, cap: None, max: 2 },
+            ..Policy::default()
+        };
+        let mut state = RunState::new(None, Timestamp::EPOCH);
+        assert_eq!(*state.policy_in_force(&policy), policy);
+        state.finishing = true;
+        let narrowed = state.policy_in_force(&policy);
+        assert_eq!(narrowed.restart.on, RestartOn::Never);
+        assert_eq!(narrowed.oom, OomPolicy::Fail);
+        let grow =
+            Policy { oom: OomPolicy::Grow { step: Bytes(1), ceiling: Bytes(2) }, ..policy.clone() };
+        assert_eq!(state.policy_in_force(&grow).oom, grow.oom, "growing in place stays");
     }
 }
 

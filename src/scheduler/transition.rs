@@ -18,7 +18,9 @@ use super::backoff::{backoff_delay, Jitter};
 use super::error::InvalidTransition;
 use super::event::{Event, ExitStatus};
 use super::policy::{OomPolicy, Policy, PreemptionMode};
-use super::state::{FailReason, Outcome, Phase, RunState, StopIntent, StopReason};
+use super::state::{
+    FailReason, Outcome, Phase, RequeuedBy, RunState, StopIntent, StopReason, SuspendedBy,
+};
 use crate::spec::RestartOn;
 use crate::vocab::Timestamp;
 
@@ -28,11 +30,20 @@ pub struct Moment {
     pub now: Timestamp,
     /// Used only when a restart is scheduled.
     pub jitter: Jitter,
+    /// Memory not yet charged on the NUMA nodes the run holds: the room a
+    /// growth in place must fit in. `None` where it is not known (a run
+    /// without a placement), which sets no bound.
+    pub memory_free: Option<Bytes>,
 }
 
 impl Moment {
     pub fn new(now: Timestamp, jitter: Jitter) -> Moment {
-        Moment { now, jitter }
+        Moment { now, jitter, memory_free: None }
+    }
+
+    /// The same moment, with `free` bytes of room on the run's nodes.
+    pub fn with_memory_free(self, free: Bytes) -> Moment {
+        Moment { memory_free: Some(free), ..self }
     }
 }
 
@@ -52,19 +63,37 @@ impl Transition {
     }
 }
 
-/// Decides what `event` means for a run in `state` under `policy`.
+/// Decides what `event` means for a run in `state` under `policy` (its
+/// job's policy; a run that is finishing after its job was removed narrows
+/// it, see [`RunState::policy_in_force`]).
 pub fn transition(
     state: &RunState,
     event: &Event,
     policy: &Policy,
     moment: Moment,
 ) -> Result<Transition, InvalidTransition> {
-    let step = Step { from: state, policy, now: moment.now, jitter: moment.jitter, event };
+    let policy = state.policy_in_force(policy);
+    let step = Step {
+        from: state,
+        policy: &policy,
+        now: moment.now,
+        jitter: moment.jitter,
+        memory_free: moment.memory_free,
+        event,
+    };
     if state.is_terminal() {
         return step.invalid("the run is over; a new run starts from a new record");
     }
     use Event as E;
     use Phase as P;
+    if let E::JobRemoved { finish } = event {
+        if *finish && state.phase.may_have_processes() {
+            return Ok(step.left_to_finish());
+        }
+        // Stopped the way any stop for good is, from whatever phase.
+        let stop = E::StopRequested { reason: StopReason::JobRemoved };
+        return transition(state, &stop, &policy, moment);
+    }
     match (&state.phase, event) {
         // Timers are never cancelled; one that no longer applies is stale.
         (_, E::TimeoutElapsed) if !matches!(state.phase, P::Running { .. }) => step.stale_timer(),
@@ -72,6 +101,8 @@ pub fn transition(
         (_, E::BackoffElapsed) if !matches!(state.phase, P::BackoffWaiting { .. }) => {
             step.stale_timer()
         }
+
+        (_, E::JobChanged { memory_hard }) => Ok(step.job_changed(*memory_hard)),
 
         (P::Pending, E::Placed(assignment)) => Ok(step.placed(assignment)),
         (P::Pending, E::StopRequested { reason }) => {
@@ -88,6 +119,13 @@ pub fn transition(
             vec![],
         )),
         (P::Placed, E::StopRequested { reason }) => Ok(step.stop_before_launch(reason)),
+        (P::Placed, E::NeverStarted { detail }) => {
+            // The placement time names the run directory: a fresh one is
+            // later than the spent one even if the clock is not.
+            let mut next = state.clone();
+            next.since = step.now.max(state.since.plus(Duration::from_millis(1)));
+            Ok(Transition { next, actions: vec![], reason: format!("{detail}; starting it again") })
+        }
         (P::Placed, E::AdoptedAfterRestart) => step.invalid(
             "the launch was under way when the agent stopped; report Launched or LaunchFailed \
              from the run's launch record instead",
@@ -125,12 +163,12 @@ pub fn transition(
 
         (P::Running { .. }, E::OomNotified) => Ok(step.oom_notified()),
         (P::Running { .. }, E::PreemptSuspend { by }) => step.preempt_suspend(by),
-        (P::Running { .. }, E::SuspendRequested { by }) => Ok(step.suspend_requested(by)),
+        (P::Running { .. }, E::SuspendRequested) => Ok(step.suspend_requested()),
         (P::Running { .. } | P::Suspended { .. }, E::PreemptRequeue { by }) => {
             step.preempt_requeue(by)
         }
-        (P::Running { .. } | P::Suspended { .. }, E::RequeueRequested { by }) => {
-            Ok(step.begin_stop(StopIntent::Requeue { by: by.clone() }, vec![]))
+        (P::Running { .. } | P::Suspended { .. }, E::RequeueRequested) => {
+            Ok(step.begin_stop(StopIntent::Requeue { by: SuspendedBy::Operator }, vec![]))
         }
         (P::Running { .. }, E::TimeoutElapsed) => Ok(step.timeout_elapsed()),
         (P::Running { .. }, E::Frozen | E::Thawed) => Ok(step.noop("stale freezer report")),
@@ -149,7 +187,7 @@ pub fn transition(
             Ok(step.to(next, vec![Action::YieldCpus], format!("frozen for {by}")))
         }
         (P::Suspended { .. }, E::Thawed) => Ok(step.noop("stale freezer report")),
-        (P::Suspended { .. }, E::PreemptSuspend { .. } | E::SuspendRequested { .. }) => {
+        (P::Suspended { .. }, E::PreemptSuspend { .. } | E::SuspendRequested) => {
             Ok(step.noop("already suspended"))
         }
         (P::Suspended { by, oom_pending, .. }, E::Resume) => Ok(step.resume(by, *oom_pending)),
@@ -240,9 +278,9 @@ pub fn transition(
             | E::Thawed
             | E::Resume
             | E::PreemptSuspend { .. }
-            | E::SuspendRequested { .. }
+            | E::SuspendRequested
             | E::PreemptRequeue { .. }
-            | E::RequeueRequested { .. },
+            | E::RequeueRequested,
         ) => Ok(step.noop("already stopping")),
         (P::Stopping { deadline, escalated, .. }, E::AdoptedAfterRestart) => {
             let mut actions = vec![Action::Watch];
@@ -274,18 +312,18 @@ pub fn transition(
         (_, E::PreemptSuspend { .. } | E::PreemptRequeue { .. }) => {
             step.invalid("only a running run can be preempted")
         }
-        (_, E::SuspendRequested { .. }) => step.invalid("only a running run can be frozen"),
-        (_, E::RequeueRequested { .. }) => {
-            step.invalid("only a running or suspended run can be requeued")
-        }
+        (_, E::SuspendRequested) => step.invalid("only a running run can be frozen"),
+        (_, E::RequeueRequested) => step.invalid("only a running or suspended run can be requeued"),
         (_, E::Exited(_) | E::Lost { .. }) => step.invalid("the run has no process"),
         (_, E::Resume) => step.invalid("the run is not suspended"),
-        (_, E::Launched { .. } | E::LaunchFailed { .. }) => step.invalid("no launch is under way"),
+        (_, E::Launched { .. } | E::LaunchFailed { .. } | E::NeverStarted { .. }) => {
+            step.invalid("no launch is under way")
+        }
         (_, E::Placed(_)) => step.invalid("the run is not waiting for placement"),
         (_, E::Frozen | E::Thawed | E::OomNotified | E::OomKilled | E::WatchFailed { .. }) => {
             step.invalid("the run has no cgroup")
         }
-        (_, E::StopRequested { .. } | E::AdoptedAfterRestart) => {
+        (_, E::StopRequested { .. } | E::JobRemoved { .. } | E::AdoptedAfterRestart) => {
             step.invalid("not handled in this phase")
         }
         (_, E::TimeoutElapsed | E::GraceElapsed | E::BackoffElapsed) => step.stale_timer(),
@@ -300,9 +338,9 @@ enum Ending {
     /// Out of memory: the OOM policy decides between requeue and failure.
     Oom,
     Killed(StopReason),
-    /// Preempted by requeue.
+    /// Preempted by requeue, or requeued by hand.
     Requeue {
-        by: RunId,
+        by: RequeuedBy,
     },
 }
 
@@ -323,6 +361,8 @@ struct Step<'a> {
     policy: &'a Policy,
     now: Timestamp,
     jitter: Jitter,
+    /// Room for a growth in place, where known.
+    memory_free: Option<Bytes>,
     event: &'a Event,
 }
 
@@ -436,6 +476,60 @@ impl Step<'_> {
         self.to(next, vec![Action::KillAll], format!("{why}; killing every process"))
     }
 
+    /// The run takes its job's new version. The hard limit is raised for a
+    /// run under way, never lowered (that could push a running job straight
+    /// into OOM); a run not started yet takes the new value as it is. A run
+    /// that was finishing after its job was removed is the job's run again.
+    fn job_changed(&self, memory_hard: Option<Bytes>) -> Transition {
+        let from = self.from;
+        let not_started =
+            matches!(from.phase, Phase::Pending) && from.attempt == 1 && from.oom_requeues == 0;
+        let limit = if not_started {
+            memory_hard
+        } else {
+            match (from.memory_limit, memory_hard) {
+                (Some(old), Some(new)) => Some(old.max(new)),
+                (old, _) => old,
+            }
+        };
+        let mut next = from.clone();
+        next.memory_limit = limit;
+        next.finishing = false;
+        let mut actions = Vec::new();
+        if from.phase.may_have_processes() {
+            actions.push(match limit {
+                Some(raised) if limit != from.memory_limit => Action::SetMemoryLimit(raised),
+                _ => Action::UpdateSettings,
+            });
+        }
+        if let Phase::Running { .. } = from.phase {
+            // The new version's timeout, less the running time already spent.
+            actions.extend(self.arm_deadline(from));
+        }
+        let reason = if limit != from.memory_limit {
+            let limit = limit.map_or("none".to_owned(), |l| l.to_string());
+            format!("job changed: hard memory limit {limit} for this run")
+        } else {
+            "job changed: the run takes the new version".to_owned()
+        };
+        Transition { next, actions, reason }
+    }
+
+    /// `on_removal: finish`: the attempt under way runs to its end, and
+    /// nothing follows it (see [`RunState::policy_in_force`]).
+    fn left_to_finish(&self) -> Transition {
+        if self.from.finishing {
+            return self.noop("already finishing");
+        }
+        let mut next = self.from.clone();
+        next.finishing = true;
+        Transition {
+            next,
+            actions: vec![],
+            reason: "job removed: its run is left to finish (on_removal: finish)".into(),
+        }
+    }
+
     fn timeout_elapsed(&self) -> Transition {
         let Some(timeout) = self.policy.timeout else {
             return self.noop("no timeout set");
@@ -455,7 +549,11 @@ impl Step<'_> {
             ));
         }
         let mut next = self.paused();
-        next.phase = Phase::Suspended { by: by.clone(), frozen: false, oom_pending: false };
+        next.phase = Phase::Suspended {
+            by: SuspendedBy::Run(by.clone()),
+            frozen: false,
+            oom_pending: false,
+        };
         let event = RunEvent::Preempted { by: by.clone(), mode: PreemptionMode::Suspend };
         Ok(self.to(
             next,
@@ -466,10 +564,12 @@ impl Step<'_> {
 
     /// A freeze by hand: the suspend path, whatever the job's preemption
     /// mode, without a preemption on record.
-    fn suspend_requested(&self, by: &RunId) -> Transition {
+    fn suspend_requested(&self) -> Transition {
+        let by = SuspendedBy::Operator;
+        let reason = format!("frozen by {by}");
         let mut next = self.paused();
-        next.phase = Phase::Suspended { by: by.clone(), frozen: false, oom_pending: false };
-        self.to(next, vec![Action::Freeze], format!("frozen by {by}"))
+        next.phase = Phase::Suspended { by, frozen: false, oom_pending: false };
+        self.to(next, vec![Action::Freeze], reason)
     }
 
     fn preempt_requeue(&self, by: &RunId) -> Result<Transition, InvalidTransition> {
@@ -480,11 +580,11 @@ impl Step<'_> {
             ));
         }
         let event = RunEvent::Preempted { by: by.clone(), mode: PreemptionMode::Requeue };
-        Ok(self
-            .begin_stop(StopIntent::Requeue { by: by.clone() }, vec![Action::RecordEvent(event)]))
+        let intent = StopIntent::Requeue { by: SuspendedBy::Run(by.clone()) };
+        Ok(self.begin_stop(intent, vec![Action::RecordEvent(event)]))
     }
 
-    fn resume(&self, by: &RunId, oom_pending: bool) -> Transition {
+    fn resume(&self, by: &SuspendedBy, oom_pending: bool) -> Transition {
         if oom_pending {
             let mut next = self.from.clone();
             next.phase = Phase::OomPaused { frozen: true };
@@ -523,29 +623,43 @@ impl Step<'_> {
         )
     }
 
-    /// The run is frozen at its limit: grow in place if the policy allows,
-    /// otherwise kill it and let the OOM ending decide.
+    /// The run is frozen at its limit: grow in place if the policy allows
+    /// and its nodes have the room, otherwise kill it and let the OOM ending
+    /// decide.
     fn decide_oom(&self, state: RunState) -> Transition {
-        if let OomPolicy::Grow { step, ceiling } = self.policy.oom {
-            if let Some(grown) = grow(state.memory_limit, step, ceiling) {
-                let from = state.memory_limit.unwrap_or(Bytes::ZERO);
-                let mut next = state;
-                next.memory_limit = Some(grown);
-                return self.running(
-                    next,
-                    vec![
-                        Action::SetMemoryLimit(grown),
-                        Action::Thaw,
-                        Action::RecordEvent(RunEvent::MemoryGrown { from, to: grown }),
-                    ],
-                    format!("memory limit raised from {from} to {grown}"),
-                );
+        let mut refused = None;
+        if let Some(grown) = self.policy.oom.grown_limit(state.memory_limit) {
+            let from = state.memory_limit.unwrap_or(Bytes::ZERO);
+            let extra = grown.saturating_sub(from);
+            match self.memory_free {
+                Some(free) if extra > free => {
+                    refused = Some(format!(
+                        "cannot grow the memory limit: {extra} more needed, {free} free on its nodes"
+                    ));
+                }
+                _ => {
+                    let mut next = state;
+                    next.memory_limit = Some(grown);
+                    return self.running(
+                        next,
+                        vec![
+                            Action::SetMemoryLimit(grown),
+                            Action::Thaw,
+                            Action::RecordEvent(RunEvent::MemoryGrown { from, to: grown }),
+                        ],
+                        format!("memory limit raised from {from} to {grown}"),
+                    );
+                }
             }
         }
         let mut next = state;
         next.phase =
             Phase::Stopping { intent: StopIntent::Oom, deadline: self.now, escalated: true };
-        self.to(next, vec![Action::KillAll], "out of memory; killing the run".into())
+        let reason = match refused {
+            Some(why) => format!("out of memory; {why}; killing the run"),
+            None => "out of memory; killing the run".into(),
+        };
+        self.to(next, vec![Action::KillAll], reason)
     }
 
     fn exited(&self, state: RunState, status: ExitStatus, ending: Option<Ending>) -> Transition {
@@ -599,7 +713,7 @@ impl Step<'_> {
             OomPolicy::Requeue { .. } => None,
             // The process is gone, so growing in place is no longer possible:
             // start over with the grown limit.
-            OomPolicy::Grow { step, ceiling } => grow(limit, step, ceiling).map(Some),
+            OomPolicy::Grow { .. } => self.policy.oom.grown_limit(limit).map(Some),
         };
         let Some(to) = requeue_to else {
             return self.restart_or_finish(state, Some(FailReason::Oom), actions);
@@ -680,13 +794,6 @@ impl Step<'_> {
         actions.push(Action::RecordOutcome(Outcome::Killed { reason }));
         self.to(next, actions, text)
     }
-}
-
-/// The limit after one growth step, if that is a growth at all.
-fn grow(limit: Option<Bytes>, step: Bytes, ceiling: Bytes) -> Option<Bytes> {
-    let limit = limit?;
-    let grown = Bytes(limit.get().saturating_add(step.get())).min(ceiling);
-    (grown > limit).then_some(grown)
 }
 
 #[cfg(test)]

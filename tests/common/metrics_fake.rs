@@ -87,7 +87,11 @@ pub fn full_snapshot() -> Snapshot {
     let suspended = LiveRun {
         job: job("batch"),
         run: RunId::new("batch-1"),
-        phase: Phase::Suspended { by: RunId::new("etl-3"), frozen: true, oom_pending: false },
+        phase: Phase::Suspended {
+            by: corral::scheduler::SuspendedBy::Run(RunId::new("etl-3")),
+            frozen: true,
+            oom_pending: false,
+        },
         frozen: true,
         exclusive_cpus: 0,
         numa_nodes: NodeSet::from_iter([NodeId(0)]),

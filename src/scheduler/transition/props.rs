@@ -1,5 +1,7 @@
 //! Random event sequences: no panics, terminal stays terminal, budgets hold,
-//! placement is taken and returned exactly once per attempt.
+//! placement is taken and returned exactly once per attempt, a changed job
+//! never lowers the limit of a run under way, a run left to finish is never
+//! started again, and a growth in place fits the room it was given.
 
 use std::time::Duration;
 
@@ -12,10 +14,17 @@ use crate::topology::NodeSet;
 use crate::vocab::Factor;
 
 /// How many kinds of event [`event`] makes; the strategy draws from all of them.
-const EVENT_KINDS: u8 = 21;
+const EVENT_KINDS: u8 = 24;
+
+/// The hard limits a changed job may set: none, below, at and above the
+/// initial limits the test draws (1..4 GiB).
+fn changed_hard(by: u8) -> Option<Bytes> {
+    [None, Some(Bytes::from_mib(512)), Some(Bytes::from_gib(3)), Some(Bytes::from_gib(6))]
+        [usize::from(by) % 4]
+}
 
 fn event(i: u8, by: u8) -> Event {
-    let by = RunId::new(format!("other-{by}"));
+    let by_run = RunId::new(format!("other-{by}"));
     match i % EVENT_KINDS {
         0 | 1 => Event::Placed(Assignment {
             owner: RunId::new("job-1"),
@@ -33,16 +42,19 @@ fn event(i: u8, by: u8) -> Event {
         9 => Event::Thawed,
         10 => Event::OomNotified,
         11 => Event::OomKilled,
-        12 => Event::PreemptSuspend { by },
-        13 => Event::PreemptRequeue { by },
+        12 => Event::PreemptSuspend { by: by_run },
+        13 => Event::PreemptRequeue { by: by_run },
         14 => Event::Resume,
         15 => Event::StopRequested { reason: StopReason::JobRemoved },
         16 => Event::TimeoutElapsed,
         17 => Event::GraceElapsed,
-        18 => Event::SuspendRequested { by },
+        18 => Event::SuspendRequested,
         19 => Event::WatchFailed { detail: "inotify".into() },
+        21 => Event::JobChanged { memory_hard: changed_hard(by) },
+        22 => Event::JobRemoved { finish: by % 2 == 1 },
+        23 => Event::NeverStarted { detail: "directory spent".into() },
         _ => {
-            if by.as_str().ends_with('0') {
+            if by == 0 {
                 Event::AdoptedAfterRestart
             } else {
                 Event::BackoffElapsed
@@ -107,16 +119,28 @@ proptest! {
     fn random_event_sequences_keep_the_invariants(
         policy in policy_strategy(),
         limit in proptest::option::of(1u64..4),
-        steps in proptest::collection::vec((0..EVENT_KINDS, 0u8..3, 0u64..120_000, 0.0f64..=1.0), 0..60),
+        steps in proptest::collection::vec(
+            (0..EVENT_KINDS, 0u8..4, 0u64..120_000, 0.0f64..=1.0, proptest::option::of(0u64..3)),
+            0..60,
+        ),
     ) {
         let initial = limit.map(Bytes::from_gib);
         let mut now = Timestamp::from_millis(1_700_000_000_000);
         let mut st = RunState::new(initial, now);
         let mut holds_placement = false;
-        for (i, by, dt, jitter) in steps {
+        // The largest limit a changed job has asked for so far.
+        let mut asked = initial;
+        for (i, by, dt, jitter, free_gib) in steps {
             now = now.plus(Duration::from_millis(dt));
             let ev = event(i, by);
-            let result = transition(&st, &ev, &policy, Moment::new(now, Jitter::new(jitter)));
+            let mut moment = Moment::new(now, Jitter::new(jitter));
+            if let Some(gib) = free_gib {
+                moment = moment.with_memory_free(Bytes::from_gib(gib));
+            }
+            if let Event::JobChanged { memory_hard: Some(hard) } = ev {
+                asked = asked.max(Some(hard));
+            }
+            let result = transition(&st, &ev, &policy, moment);
             if st.is_terminal() {
                 prop_assert!(result.is_err(), "terminal {} accepted {}", st.phase, ev.name());
                 continue;
@@ -145,10 +169,51 @@ proptest! {
             }
             prop_assert_eq!(next.attempt, 1 + next.restarts + next.oom_requeues);
             prop_assert!(next.attempt >= st.attempt, "attempts only grow");
-            if let (Some(bound), Some(limit)) = (memory_bound(&policy, initial.unwrap_or_default()), next.memory_limit) {
+            if let (Some(bound), Some(limit)) = (memory_bound(&policy, asked.unwrap_or_default()), next.memory_limit) {
                 prop_assert!(limit <= bound, "{limit} over {bound}");
             }
-            prop_assert!(next.memory_limit >= st.memory_limit, "limits never shrink");
+            let not_started =
+                st.phase == Phase::Pending && st.attempt == 1 && st.oom_requeues == 0;
+            match &ev {
+                // The one place a limit may go down: a run that never ran
+                // takes its changed job's limit as it is.
+                Event::JobChanged { memory_hard } if not_started => {
+                    prop_assert_eq!(next.memory_limit, *memory_hard);
+                }
+                Event::JobChanged { memory_hard } => {
+                    prop_assert!(next.memory_limit >= st.memory_limit, "lowered under way");
+                    let raised = match (st.memory_limit, *memory_hard) {
+                        (Some(old), Some(new)) => Some(old.max(new)),
+                        (old, _) => old,
+                    };
+                    prop_assert_eq!(next.memory_limit, raised);
+                    prop_assert_eq!(&next.phase, &st.phase, "a changed job changes no phase");
+                    prop_assert!(!next.finishing, "a job back in force ends the finishing");
+                }
+                _ => prop_assert!(next.memory_limit >= st.memory_limit, "limits never shrink"),
+            }
+            for action in &tr.actions {
+                let Action::SetMemoryLimit(to) = action else { continue };
+                prop_assert!(next.phase.may_have_processes(), "a limit set on no processes");
+                prop_assert_eq!(next.memory_limit, Some(*to));
+                if !matches!(ev, Event::JobChanged { .. }) {
+                    // Growth in place: one step of the policy's rule, within the room.
+                    prop_assert_eq!(policy.oom.grown_limit(st.memory_limit), Some(*to));
+                    if let (Some(free), Some(from)) = (moment.memory_free, st.memory_limit) {
+                        prop_assert!(to.saturating_sub(from) <= free, "grown past the room");
+                    }
+                }
+            }
+            if st.finishing && next.finishing {
+                // Left to finish: this attempt and nothing after it.
+                prop_assert_eq!(next.attempt, st.attempt, "{} started again", st.phase);
+                prop_assert!(!matches!(next.phase, Phase::BackoffWaiting { .. }),
+                    "{} -{}-> {}", st.phase, ev.name(), next.phase);
+            }
+            if matches!(ev, Event::JobRemoved { finish: true }) && st.phase.may_have_processes() {
+                prop_assert!(next.finishing);
+                prop_assert_eq!(&next.phase, &st.phase);
+            }
             prop_assert!(next.since <= now && next.since >= st.since);
             if let Some(timeout) = policy.timeout {
                 if matches!(next.phase, Phase::Running { .. }) {

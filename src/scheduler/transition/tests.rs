@@ -72,7 +72,7 @@ fn running() -> RunState {
 }
 
 fn suspended(frozen: bool, oom_pending: bool) -> RunState {
-    state(Phase::Suspended { by: run("urgent-1"), frozen, oom_pending })
+    state(Phase::Suspended { by: SuspendedBy::Run(run("urgent-1")), frozen, oom_pending })
 }
 
 fn stopping(intent: StopIntent, escalated: bool) -> RunState {
@@ -288,7 +288,11 @@ fn cases() -> Vec<Case> {
             E::PreemptSuspend { by: run("urgent-1") },
             policy(),
             30,
-            Phase::Suspended { by: run("urgent-1"), frozen: false, oom_pending: false },
+            Phase::Suspended {
+                by: SuspendedBy::Run(run("urgent-1")),
+                frozen: false,
+                oom_pending: false,
+            },
             vec![
                 A::RecordEvent(RunEvent::Preempted {
                     by: run("urgent-1"),
@@ -300,10 +304,10 @@ fn cases() -> Vec<Case> {
         c(
             "freeze by hand, whatever the preemption mode",
             running(),
-            E::SuspendRequested { by: run("operator") },
+            E::SuspendRequested,
             with(|p| p.preemption = PreemptionMode::Never),
             30,
-            Phase::Suspended { by: run("operator"), frozen: false, oom_pending: false },
+            Phase::Suspended { by: SuspendedBy::Operator, frozen: false, oom_pending: false },
             vec![A::Freeze],
         ),
         c(
@@ -312,7 +316,11 @@ fn cases() -> Vec<Case> {
             E::Frozen,
             policy(),
             31,
-            Phase::Suspended { by: run("urgent-1"), frozen: true, oom_pending: false },
+            Phase::Suspended {
+                by: SuspendedBy::Run(run("urgent-1")),
+                frozen: true,
+                oom_pending: false,
+            },
             vec![A::YieldCpus],
         ),
         c(
@@ -321,7 +329,11 @@ fn cases() -> Vec<Case> {
             E::Frozen,
             policy(),
             31,
-            Phase::Suspended { by: run("urgent-1"), frozen: true, oom_pending: false },
+            Phase::Suspended {
+                by: SuspendedBy::Run(run("urgent-1")),
+                frozen: true,
+                oom_pending: false,
+            },
             vec![],
         ),
         c(
@@ -339,7 +351,11 @@ fn cases() -> Vec<Case> {
             E::OomNotified,
             policy(),
             40,
-            Phase::Suspended { by: run("urgent-1"), frozen: true, oom_pending: true },
+            Phase::Suspended {
+                by: SuspendedBy::Run(run("urgent-1")),
+                frozen: true,
+                oom_pending: true,
+            },
             vec![A::RecordEvent(RunEvent::Oom { limit: Some(GIB) })],
         ),
         c(
@@ -372,7 +388,7 @@ fn cases() -> Vec<Case> {
             with(|p| p.preemption = PreemptionMode::Requeue),
             30,
             Phase::Stopping {
-                intent: StopIntent::Requeue { by: run("urgent-1") },
+                intent: StopIntent::Requeue { by: SuspendedBy::Run(run("urgent-1")) },
                 deadline: t(40),
                 escalated: false,
             },
@@ -387,7 +403,7 @@ fn cases() -> Vec<Case> {
         ),
         c(
             "requeued run goes back to pending",
-            stopping(StopIntent::Requeue { by: run("urgent-1") }, false),
+            stopping(StopIntent::Requeue { by: SuspendedBy::Run(run("urgent-1")) }, false),
             E::Exited(ExitStatus::Signal(15)),
             policy(),
             35,
@@ -614,7 +630,7 @@ fn cases() -> Vec<Case> {
         ),
         c(
             "stop request overrides a requeue",
-            stopping(StopIntent::Requeue { by: run("urgent-1") }, false),
+            stopping(StopIntent::Requeue { by: SuspendedBy::Run(run("urgent-1")) }, false),
             E::StopRequested { reason: removed() },
             policy(),
             5,
@@ -681,7 +697,11 @@ fn cases() -> Vec<Case> {
             E::AdoptedAfterRestart,
             policy(),
             5,
-            Phase::Suspended { by: run("urgent-1"), frozen: true, oom_pending: false },
+            Phase::Suspended {
+                by: SuspendedBy::Run(run("urgent-1")),
+                frozen: true,
+                oom_pending: false,
+            },
             vec![A::Watch, A::Freeze],
         ),
         c(
@@ -736,7 +756,7 @@ fn invalid_events_are_refused_with_phase_and_event() {
         (pending(), E::Launched { pid: 1, start_time: 1 }, policy()),
         (pending(), E::Frozen, policy()),
         (pending(), E::PreemptSuspend { by: run("x-1") }, policy()),
-        (pending(), E::SuspendRequested { by: run("operator") }, policy()),
+        (pending(), E::SuspendRequested, policy()),
         (state(Phase::Placed), E::Placed(assignment()), policy()),
         (state(Phase::Placed), E::Exited(ExitStatus::Code(0)), policy()),
         (state(Phase::Placed), E::AdoptedAfterRestart, policy()),
@@ -839,17 +859,14 @@ fn preemption_requeue_keeps_the_attempt_and_resets_the_deadline() {
 fn a_requeue_by_hand_keeps_the_attempt_whatever_the_preemption_mode() {
     // The job's mode is the default, not `requeue`; no preemption is recorded.
     let mut st = running();
-    let first =
-        transition(&st, &Event::RequeueRequested { by: run("operator") }, &policy(), at(50))
-            .unwrap();
+    let first = transition(&st, &Event::RequeueRequested, &policy(), at(50)).unwrap();
     assert!(!first.actions.iter().any(|a| matches!(a, Action::RecordEvent(_))), "{first:?}");
     st = first.next;
     assert!(matches!(&st.phase, Phase::Stopping { intent: StopIntent::Requeue { .. }, .. }));
     st = transition(&st, &Event::Exited(ExitStatus::Signal(15)), &policy(), at(51)).unwrap().next;
     assert_eq!(st.phase, Phase::Pending);
     assert_eq!((st.attempt, st.restarts), (1, 0));
-    let pending =
-        transition(&st, &Event::RequeueRequested { by: run("operator") }, &policy(), at(52));
+    let pending = transition(&st, &Event::RequeueRequested, &policy(), at(52));
     assert!(pending.is_err(), "a pending run cannot be requeued");
 }
 
@@ -885,11 +902,160 @@ fn run_state_round_trips_through_json() {
     for st in [
         running(),
         suspended(true, true),
-        stopping(StopIntent::Requeue { by: run("a-1") }, true),
+        stopping(StopIntent::Requeue { by: SuspendedBy::Run(run("a-1")) }, true),
         state(Phase::BackoffWaiting { until: t(3), after: Some(FailReason::Timeout) }),
         state(Phase::Killed { reason: StopReason::Requested { by: "ops".into() } }),
     ] {
         let json = serde_json::to_string(&st).unwrap();
         assert_eq!(serde_json::from_str::<RunState>(&json).unwrap(), st, "{json}");
     }
+}
+
+#[test]
+fn a_changed_job_raises_the_limit_of_a_run_under_way_never_lowers_it() {
+    let two = Bytes::from_gib(2);
+    let half = Bytes::from_mib(512);
+    let changed = |st: &RunState, hard| {
+        transition(st, &Event::JobChanged { memory_hard: hard }, &policy(), at(40)).unwrap()
+    };
+    // Running for 30s of its 100s timeout: raised in place, deadline re-armed
+    // from the running time already spent.
+    let mut st = running();
+    st.phase = Phase::Running { since: t(10) };
+    let raised = changed(&st, Some(two));
+    assert_eq!(raised.next.memory_limit, Some(two));
+    assert_eq!(raised.next.phase, st.phase, "the phase and its entry time stay");
+    assert_eq!(raised.next.since, st.since);
+    assert_eq!(raised.actions, [Action::SetMemoryLimit(two), arm(Timer::ActiveDeadline, 110)]);
+    assert!(raised.reason.contains("hard memory limit 2Gi"), "{}", raised.reason);
+    // Lower or gone: kept; the new settings still go to the cgroup.
+    for hard in [Some(half), None] {
+        let kept = changed(&st, hard);
+        assert_eq!(kept.next.memory_limit, Some(GIB));
+        assert_eq!(kept.actions, [Action::UpdateSettings, arm(Timer::ActiveDeadline, 110)]);
+    }
+    // Frozen: no deadline to re-arm.
+    let frozen = changed(&suspended(true, false), Some(two));
+    assert_eq!(frozen.actions, [Action::SetMemoryLimit(two)]);
+    // Not started yet: the new value as it is, lower or none included.
+    for hard in [Some(half), Some(two), None] {
+        let fresh = changed(&pending(), hard);
+        assert_eq!(fresh.next.memory_limit, hard);
+        assert!(fresh.actions.is_empty(), "no processes, nothing to set");
+    }
+    // Queued again after an OOM or a restart, it has started before: kept.
+    let mut requeued = pending();
+    requeued.oom_requeues = 1;
+    requeued.attempt = 2;
+    assert_eq!(changed(&requeued, Some(half)).next.memory_limit, Some(GIB));
+    let mut restarted = state(Phase::BackoffWaiting { until: t(60), after: None });
+    restarted.attempt = 2;
+    restarted.restarts = 1;
+    assert_eq!(changed(&restarted, Some(half)).next.memory_limit, Some(GIB));
+    // The same limit on a run without processes changes nothing.
+    assert!(changed(&pending(), Some(GIB)).is_noop(&pending()));
+}
+
+#[test]
+fn a_removed_job_stops_its_run_or_lets_it_finish() {
+    let removed_event = |finish| Event::JobRemoved { finish };
+    let restarting = with(|p| {
+        p.restart.on = RestartOn::Always;
+        p.oom = OomPolicy::Requeue { factor: Factor::from_hundredths(200), cap: None, max: 3 };
+    });
+    // Stopped: exactly as a stop for good.
+    let stopped = transition(&running(), &removed_event(false), &restarting, at(5)).unwrap();
+    let as_stop =
+        transition(&running(), &Event::StopRequested { reason: removed() }, &restarting, at(5))
+            .unwrap();
+    assert_eq!(stopped, as_stop);
+    // A run without processes is stopped even when the job says finish.
+    let pending_gone = transition(&pending(), &removed_event(true), &restarting, at(5)).unwrap();
+    assert_eq!(pending_gone.next.phase, Phase::Killed { reason: removed() });
+
+    // Left to finish: on record, nothing done now.
+    let left = transition(&running(), &removed_event(true), &restarting, at(5)).unwrap();
+    assert!(left.next.finishing);
+    assert!(left.actions.is_empty());
+    assert!(!left.is_noop(&running()), "the decision is recorded");
+    let again = transition(&left.next, &removed_event(true), &restarting, at(6)).unwrap();
+    assert!(again.is_noop(&left.next));
+    // It ends for good however it ends: no restart, no OOM requeue.
+    let failed =
+        transition(&left.next, &Event::Exited(ExitStatus::Code(1)), &restarting, at(7)).unwrap();
+    assert_eq!(failed.next.phase, Phase::Failed { reason: failed_exit(1) });
+    let succeeded =
+        transition(&left.next, &Event::Exited(ExitStatus::Code(0)), &restarting, at(7)).unwrap();
+    assert_eq!(succeeded.next.phase, Phase::Succeeded);
+    let oom = transition(&left.next, &Event::OomKilled, &restarting, at(7)).unwrap().next;
+    let oom = transition(&oom, &Event::Exited(ExitStatus::Signal(9)), &restarting, at(8)).unwrap();
+    assert_eq!(oom.next.phase, Phase::Failed { reason: FailReason::Oom });
+    // The job back: its run again, with the job's own policy.
+    let back =
+        transition(&left.next, &Event::JobChanged { memory_hard: Some(GIB) }, &restarting, at(9))
+            .unwrap();
+    assert!(!back.next.finishing);
+    let restarted =
+        transition(&back.next, &Event::Exited(ExitStatus::Code(0)), &restarting, at(10)).unwrap();
+    assert!(matches!(restarted.next.phase, Phase::BackoffWaiting { .. }));
+}
+
+fn failed_exit(code: i32) -> FailReason {
+    FailReason::Exit { status: ExitStatus::Code(code) }
+}
+
+#[test]
+fn growth_in_place_needs_the_room_on_the_runs_nodes() {
+    let grow = with(|p| p.oom = OomPolicy::Grow { step: GIB, ceiling: Bytes::from_gib(4) });
+    let paused = state(Phase::OomPaused { frozen: false });
+    let frozen_with = |free| {
+        let moment = at(5).with_memory_free(free);
+        transition(&paused, &Event::Frozen, &grow, moment).unwrap()
+    };
+    let grown = frozen_with(GIB);
+    assert_eq!(grown.next.memory_limit, Some(Bytes::from_gib(2)), "exactly the room it needs");
+    let refused = frozen_with(Bytes::from_mib(1023));
+    assert_eq!(
+        refused.next.phase,
+        Phase::Stopping { intent: StopIntent::Oom, deadline: t(5), escalated: true }
+    );
+    assert_eq!(refused.actions, [Action::KillAll]);
+    assert_eq!(refused.next.memory_limit, Some(GIB), "not grown");
+    assert!(
+        refused.reason.contains("cannot grow the memory limit: 1Gi more needed, 1023Mi free"),
+        "{}",
+        refused.reason
+    );
+    // Its end follows the policy: queued again with the grown limit.
+    let ended =
+        transition(&refused.next, &Event::Exited(ExitStatus::Signal(9)), &grow, at(6)).unwrap();
+    assert_eq!(ended.next.phase, Phase::Pending);
+    assert_eq!(ended.next.memory_limit, Some(Bytes::from_gib(2)));
+    // A resume that finds an OOM waiting decides by the same rule.
+    let resumed = transition(
+        &suspended(true, true),
+        &Event::Resume,
+        &grow,
+        at(5).with_memory_free(Bytes::ZERO),
+    )
+    .unwrap();
+    assert!(matches!(resumed.next.phase, Phase::Stopping { intent: StopIntent::Oom, .. }));
+    // Room unknown: no bound.
+    let unbounded = transition(&paused, &Event::Frozen, &grow, at(5)).unwrap();
+    assert_eq!(unbounded.next.memory_limit, Some(Bytes::from_gib(2)));
+}
+
+#[test]
+fn a_launch_that_never_started_is_placed_again_under_a_later_time() {
+    let placed = state(Phase::Placed);
+    let event = Event::NeverStarted { detail: "no process was started".into() };
+    // The clock behind the record: still later than the spent placement.
+    let again = transition(&placed, &event, &policy(), Moment::new(t(-5), Jitter::NONE)).unwrap();
+    assert_eq!(again.next.phase, Phase::Placed);
+    assert_eq!(again.next.since, t(0).plus(Duration::from_millis(1)));
+    assert!(again.actions.is_empty());
+    assert_eq!(again.reason, "no process was started; starting it again");
+    let later = transition(&placed, &event, &policy(), at(7)).unwrap();
+    assert_eq!(later.next.since, t(7));
+    assert!(transition(&running(), &event, &policy(), at(7)).is_err());
 }

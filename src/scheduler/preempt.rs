@@ -34,10 +34,10 @@
 
 use std::cmp::Reverse;
 
+use super::policy::PreemptionMode;
 use crate::placement::{
     victims, Assignment, Candidate, Ledger, PlacementError, Rank, ReleaseMode, Request,
 };
-use crate::scheduler::PreemptionMode;
 use crate::spec::Priority;
 use crate::topology::Topology;
 use crate::vocab::RunId;

@@ -2,8 +2,8 @@
 //! first come, first served.
 //!
 //! Pure. The order is the order in which the scheduler tries to place runs;
-//! see the agent's module documentation for what happens when the first run
-//! does not fit.
+//! see [`preempt`](super::preempt) for what happens when the first run does
+//! not fit.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
