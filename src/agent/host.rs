@@ -8,9 +8,10 @@
 //!   readable the shim has exited; it is reaped if it is this process's child
 //!   and the status is read from the run directory. The same path serves
 //!   runs this agent launched and runs it adopted after a restart, which it
-//!   cannot `waitpid()`. Before the end is reported, the cgroup's accounting
-//!   is read (peak memory, OOM kills, CPU time): the cgroup is removed only
-//!   afterwards.
+//!   cannot `waitpid()`. Before the end is reported, whatever the job left
+//!   in its cgroup is killed and the cgroup's accounting is read, once
+//!   (peak memory, OOM kills, CPU time): that reading is what the agent
+//!   records. The cgroup is removed only afterwards.
 //! - **Memory**: the cgroup's OOM notifications (v1 OOM eventfd, v2
 //!   `memory.events` watched on the agent's one shared inotify instance),
 //!   mapped to "reached its limit" and "OOM kill". A run whose
@@ -40,12 +41,13 @@ use crate::cgroup::{CgroupEvent, CgroupName, Controller, JobCgroup, Notifier};
 use crate::container::rundir::RunDir;
 use crate::container::shim::pidfd_open;
 use crate::container::{self, ContainerError, JobExit, ProcessIdentity};
-use crate::launch::{self, Host};
+use crate::launch::{self, Host, LaunchError, RunInputs, RunPlan};
 use crate::metrics::StatsHandle;
 use crate::placement::RunId;
 use crate::scheduler::{ExitStatus, Timestamp};
+use crate::spec::JobSpec;
 use crate::store::{parse_run_id, LaunchInfo};
-use crate::topology::{Bytes, CpuSet};
+use crate::topology::CpuSet;
 
 use super::runtime::{
     FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Probe, Runtime, RuntimeError, Sink,
@@ -86,17 +88,11 @@ impl HostRuntime {
     }
 }
 
-/// The job's accounting as the store keeps it.
-fn final_stats(cgroup: &JobCgroup) -> Option<FinalStats> {
-    if !HostRuntime::exists(cgroup) {
-        return None;
-    }
-    let stats = cgroup.stats().ok()?;
-    Some(FinalStats {
-        peak_memory: stats.memory.max_usage_bytes.map(Bytes),
-        oom_kills: stats.memory.oom_kills.unwrap_or(0),
-        cpu_seconds: stats.cpu.usage_ns.map_or(0.0, |ns| ns as f64 / 1e9),
-    })
+/// The run's job name, for the launch layer's messages.
+fn job_of(run: &RunId) -> crate::spec::JobName {
+    parse_run_id(run)
+        .map(|(job, _)| job)
+        .unwrap_or_else(|| crate::spec::JobName::parse("unknown").expect("valid name"))
 }
 
 fn paused_at_limit(cgroup: &JobCgroup) -> bool {
@@ -117,19 +113,14 @@ fn read_identity(path: &Path) -> Option<ProcessIdentity> {
 }
 
 impl Runtime for HostRuntime {
+    fn plan(&self, spec: &JobSpec, run: &RunInputs<'_>) -> Result<RunPlan, LaunchError> {
+        self.host.plan(spec, run)
+    }
+
     async fn launch(&self, plan: LaunchPlan) -> Result<LaunchInfo, RuntimeError> {
-        let run = plan.run.clone();
+        let run = plan.run().clone();
+        let run_dir = plan.run_dir().to_owned();
         let err = |e: &dyn std::fmt::Display| RuntimeError::new("launch", &run, e);
-        // The cpuset given is the shared pool for a shared-pool run.
-        let mut run_plan = self
-            .host
-            .plan(&plan.spec, &plan.run, &plan.assignment, &plan.cpus, plan.dynamic_uid)
-            .map_err(|e| err(&e))?;
-        // OOM handling may have raised the hard limit above the spec's.
-        run_plan.resources.memory.hard_bytes = plan.memory_limit.map(Bytes::get);
-        let mut container = run_plan.container.clone();
-        container.run_dir = plan.run_dir.clone();
-        container.env.extend(plan.env.clone());
         let host = Arc::clone(&self.host);
         let started = tokio::task::spawn_blocking(move || {
             // An administrator may have killed everything under the parent
@@ -144,9 +135,7 @@ impl Runtime for HostRuntime {
                      parent again"
                 );
             }
-            launch::prepare(&host, &run_plan)
-                .and_then(|prepared| prepared.launch(&container))
-                .map_err(|e| e.to_string())
+            launch::start(&host, &plan.plan).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| err(&e))?
@@ -158,7 +147,7 @@ impl Runtime for HostRuntime {
             shim_pid: shim.pid as u32,
             init_pid: init.pid as u32,
             pid_start_time: init.start_time,
-            run_dir: plan.run_dir,
+            run_dir,
             launched_at: Timestamp::now(),
         })
     }
@@ -184,6 +173,7 @@ impl Runtime for HostRuntime {
         // The end.
         let run_dir = launch.run_dir.clone();
         let ending = cgroup.clone();
+        let run_id = run.clone();
         {
             let report = report.clone();
             tokio::spawn(
@@ -196,7 +186,20 @@ impl Runtime for HostRuntime {
                             Observed::CgroupRemoved { status: exit_status(exit), at }
                         }
                         Ok((exit, at)) => {
-                            let stats = final_stats(&ending).unwrap_or_default();
+                            // Leftovers (background processes of a job without
+                            // a pid namespace) are killed first, so that the
+                            // one reading is final.
+                            let job = job_of(&run_id);
+                            let stats =
+                                match launch::empty_and_read(&job, &run_id, &ending, KILL_TIMEOUT)
+                                    .await
+                                {
+                                    Ok(stats) => stats,
+                                    Err((stats, e)) => {
+                                        warn!("final statistics: {e}");
+                                        stats
+                                    }
+                                };
                             Observed::Exited { status: exit_status(exit), at, stats }
                         }
                         Err(detail) => Observed::Lost(detail),
@@ -278,13 +281,15 @@ impl Runtime for HostRuntime {
         if !Self::exists(&cgroup) {
             return Ok(());
         }
-        let mut resources = launch::resources(
+        // The same mapping as the launch plan's, with the limit in force:
+        // a grown limit raises `high` with it.
+        let resources = launch::resources(
             &settings.spec,
             &settings.assignment,
             &settings.cpus,
             self.host.cgroups().capabilities(),
+            settings.memory_limit,
         );
-        resources.memory.hard_bytes = settings.memory_limit.map(Bytes::get);
         cgroup.update(&resources).map(drop).map_err(|e| RuntimeError::new("update", run, e))
     }
 
@@ -293,13 +298,10 @@ impl Runtime for HostRuntime {
         if !Self::exists(&cgroup) {
             return Ok(());
         }
-        let job = parse_run_id(run)
-            .map(|(job, _)| job)
-            .unwrap_or_else(|| crate::spec::JobName::parse("unknown").expect("valid name"));
-        launch::collect(&job, run, &cgroup, KILL_TIMEOUT)
+        // The final statistics were read when the end was reported.
+        launch::remove(&job_of(run), run, &cgroup, KILL_TIMEOUT)
             .await
-            .map(drop)
-            .map_err(|(_, e)| RuntimeError::new("remove", run, e))
+            .map_err(|e| RuntimeError::new("remove", run, e))
     }
 
     fn probe(&self, run: &RunId, run_dir: &Path) -> Result<Probe, RuntimeError> {
@@ -362,7 +364,11 @@ impl Runtime for HostRuntime {
     }
 
     fn stats(&self, run: &RunId) -> Option<FinalStats> {
-        final_stats(&self.cgroup(run).ok()?)
+        let cgroup = self.cgroup(run).ok()?;
+        if !Self::exists(&cgroup) {
+            return None;
+        }
+        cgroup.stats().ok().map(|stats| launch::final_stats(&stats))
     }
 
     fn stats_handle(&self, run: &RunId) -> Option<StatsHandle> {

@@ -239,7 +239,9 @@ async fn jobs_without_user_get_uids_of_their_own_kept_until_the_job_is_gone() {
 #[tokio::test(start_paused = true)]
 async fn no_free_dynamic_uid_fails_the_launch_naming_the_range() {
     let mut b = Bench::new();
-    b.sup.settings.admission.dynamic_users = crate::spec::UidRange::parse("70000-70000").unwrap();
+    let range = crate::spec::UidRange::parse("70000-70000").unwrap();
+    b.sup.settings.admission.dynamic_users = range;
+    b.fake.configure(|config| config.dynamic_users = range);
     b.files(&[("a.yaml", &job("a", "")), ("b.yaml", &job("b", ""))]).await;
     assert_eq!(b.fake.launched(), ["a-1"]);
     assert_eq!(b.fake.uid("a-1"), Some(70000));
@@ -414,7 +416,7 @@ async fn oom_fail_and_kernel_oom_kills_end_as_oom() {
     let mut b = Bench::new();
     b.files(&[("f.yaml", &job("f", "resources: {memory: {hard: 64Mi}}\n"))]).await;
     // The kernel killed it; only the exit's accounting says so.
-    let stats = FinalStats { oom_kills: 1, ..FinalStats::default() };
+    let stats = FinalStats { oom_kills: Some(1), ..FinalStats::default() };
     b.fake.report(
         &RunId::new("f-1"),
         Observed::Exited { status: ExitStatus::Signal(9), at: Timestamp::EPOCH, stats },
@@ -684,7 +686,7 @@ async fn an_oom_kill_while_the_agent_was_down_is_recorded_as_oom() {
             at: Timestamp::EPOCH,
         },
     );
-    b.fake.set_stats(&run, FinalStats { oom_kills: 1, ..FinalStats::default() });
+    b.fake.set_stats(&run, FinalStats { oom_kills: Some(1), ..FinalStats::default() });
     let mut b = b.restart();
     b.sup.recover().unwrap();
     assert_eq!(b.state("f-1").phase, Phase::Failed { reason: FailReason::Oom });
@@ -900,7 +902,6 @@ fn value(scrape: &str, name: &str, run: &str) -> Option<f64> {
 #[tokio::test(start_paused = true)]
 async fn runs_that_ended_within_the_retention_are_in_the_scrape_again_after_a_restart() {
     use crate::metrics::Format;
-    use crate::topology::Bytes;
     use std::time::SystemTime;
 
     let mut b = Bench::new();
@@ -914,8 +915,12 @@ async fn runs_that_ended_within_the_retention_are_in_the_scrape_again_after_a_re
     b.fake.exit("old-1", 0);
     b.settle().await;
     tokio::time::advance(Duration::from_secs(20 * 60)).await;
-    let done_stats =
-        FinalStats { peak_memory: Some(Bytes::from_mib(8)), oom_kills: 0, cpu_seconds: 1.5 };
+    let done_stats = FinalStats {
+        peak_memory_bytes: Some(8 << 20),
+        oom_kills: Some(0),
+        cpu_seconds: Some(1.5),
+        ..FinalStats::default()
+    };
     b.fake.report(
         &RunId::new("done-1"),
         Observed::Exited { status: ExitStatus::Code(0), at: START, stats: done_stats },
@@ -932,7 +937,12 @@ async fn runs_that_ended_within_the_retention_are_in_the_scrape_again_after_a_re
     );
     b.fake.set_stats(
         &oomy,
-        FinalStats { peak_memory: Some(Bytes::from_mib(64)), oom_kills: 1, cpu_seconds: 0.25 },
+        FinalStats {
+            peak_memory_bytes: Some(64 << 20),
+            oom_kills: Some(1),
+            cpu_seconds: Some(0.25),
+            ..FinalStats::default()
+        },
     );
 
     let mut b = b.restart_after(Duration::from_secs(60));
@@ -1096,7 +1106,7 @@ async fn recovery_counts_the_ends_it_finds_and_times_no_launch() {
     let killed = ExitStatus::Signal(9);
     let run_dir = launch.run_dir.clone();
     b.fake.set_probe(&run_dir, Probe::Finished { launch, status: killed, at: START });
-    b.fake.set_stats(&oomy, FinalStats { oom_kills: 1, ..FinalStats::default() });
+    b.fake.set_stats(&oomy, FinalStats { oom_kills: Some(1), ..FinalStats::default() });
     let spec = job("a", "");
     let (_, dir) = forge_placed_run(&mut b, "a", &spec);
     let started = LaunchInfo {

@@ -12,6 +12,7 @@
 mod summary;
 mod supervise;
 
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ use crate::container::{ContainerError, SetupError};
 use crate::dynamic_user;
 use crate::launch::{self, Host, LaunchError};
 use crate::placement::RunId;
-use crate::scheduler::{backoff_delay, Jitter};
+use crate::scheduler::{backoff_delay, Jitter, Timestamp};
 use crate::spec::{self, JobSpec, RestartOn};
 
 pub use summary::{summary_line, Ending, Observed};
@@ -148,7 +149,7 @@ fn agent_config(args: &RunArgs) -> Result<AgentConfig, String> {
 /// not collide with the agent's sequence numbers in a shared state
 /// directory; the directory's creation is what reserves it.
 fn reserve_run(config: &AgentConfig, spec: &JobSpec) -> anyhow::Result<RunId> {
-    let runs = config.state_dir.join(launch::plan::RUNS_DIR);
+    let runs = launch::runs_dir(&config.state_dir);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o750)
@@ -159,7 +160,7 @@ fn reserve_run(config: &AgentConfig, spec: &JobSpec) -> anyhow::Result<RunId> {
     loop {
         // The form of the store's run ids, `<job>-<seq>`.
         let run = RunId::new(format!("{}-{seq}", spec.name));
-        let dir = launch::run_dir(&config.state_dir, &run);
+        let dir = runs.join(run.as_str());
         match std::fs::DirBuilder::new().mode(0o750).create(&dir) {
             Ok(()) => return Ok(run),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => seq += 1,
@@ -222,7 +223,7 @@ async fn attempt(
     let mut ledger = host.ledger()?;
     let run = reserve_run(config, spec)?;
     let unreserve = || {
-        let _ = std::fs::remove_dir(launch::run_dir(&config.state_dir, &run));
+        let _ = std::fs::remove_dir(launch::runs_dir(&config.state_dir).join(run.as_str()));
     };
     let assignment = match ledger.admit(host.topology(), &launch::request(spec, &run)) {
         Ok(assignment) => assignment,
@@ -239,7 +240,17 @@ async fn attempt(
             return Err(err);
         }
     };
-    let plan = match host.plan(spec, &run, &assignment, ledger.shared_pool(), dynamic_uid) {
+    let run_dir = launch::run_dir(&launch::runs_dir(&config.state_dir), &run, Timestamp::now());
+    let inputs = launch::RunInputs {
+        run: &run,
+        assignment: &assignment,
+        shared_pool: ledger.shared_pool(),
+        memory_limit: spec.resources.memory.hard,
+        run_dir: &run_dir,
+        env: &BTreeMap::new(),
+        dynamic_uid,
+    };
+    let plan = match host.plan(spec, &inputs) {
         Ok(plan) => plan,
         Err(err) => {
             unreserve();
@@ -259,8 +270,16 @@ async fn attempt(
         timeout: spec.timeout,
         stop_grace: spec.stop_grace.unwrap_or(config.stop_grace),
     };
-    let (ended, observed) =
-        supervise::supervise(host, &plan, &container, limits, signals, notes).await?;
+    let (ended, observed) = supervise::supervise(
+        host,
+        &plan,
+        &spec.resources.memory,
+        &container,
+        limits,
+        signals,
+        notes,
+    )
+    .await?;
     let finished = ended.finish(supervise::KILL_TIMEOUT).await;
     let (exit, wall) = match &finished.status {
         Ok(status) => (

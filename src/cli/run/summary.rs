@@ -149,6 +149,7 @@ mod tests {
 
     fn stats() -> FinalStats {
         FinalStats {
+            cpu_seconds: Some(0.45),
             cpu_user_seconds: Some(0.4),
             cpu_system_seconds: Some(0.05),
             peak_memory_bytes: Some(12_897_485),

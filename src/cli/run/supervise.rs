@@ -84,6 +84,7 @@ impl Signals {
 pub async fn supervise(
     host: &Host,
     plan: &RunPlan,
+    spec_memory: &crate::spec::MemoryLimits,
     container: &ContainerConfig,
     limits: Limits,
     signals: &mut Signals,
@@ -110,6 +111,7 @@ pub async fn supervise(
         cgroup,
         init,
         plan,
+        spec_memory,
         resources: plan.resources.clone(),
         observed: Observed::default(),
         notes,
@@ -173,6 +175,7 @@ struct Watch<'a> {
     cgroup: JobCgroup,
     init: ProcessIdentity,
     plan: &'a RunPlan,
+    spec_memory: &'a crate::spec::MemoryLimits,
     /// The cgroup's resources now (grown from the plan's).
     resources: crate::cgroup::Resources,
     observed: Observed,
@@ -213,24 +216,34 @@ impl Watch<'_> {
             return;
         }
         let limit = self.resources.memory.hard_bytes.unwrap_or(0);
-        match launch::grow(&self.resources, &self.plan.oom) {
-            Some(next) => match self.cgroup.update(&next) {
-                Ok(_) => {
-                    let grown = next.memory.hard_bytes.unwrap_or(0);
-                    self.notes.say(&format!(
-                        "{}: out of memory at {}; limit raised to {}",
-                        self.name,
-                        Bytes(limit).human(),
-                        Bytes(grown).human()
-                    ));
-                    self.resources = next;
+        let grown = match self.plan.oom {
+            OomPolicy::Grow { to, step } if limit < to.get() => {
+                Some(Bytes(limit.saturating_add(step.get()).min(to.get())))
+            }
+            _ => None,
+        };
+        match grown {
+            Some(grown) => {
+                let mut next = self.resources.clone();
+                next.memory = launch::memory_limits(self.spec_memory, Some(grown));
+                match self.cgroup.update(&next) {
+                    Ok(_) => {
+                        self.notes.say(&format!(
+                            "{}: out of memory at {}; limit raised to {}",
+                            self.name,
+                            Bytes(limit).human(),
+                            grown.human()
+                        ));
+                        self.resources = next;
+                    }
+                    Err(err) => {
+                        self.notes
+                            .say(&format!("{}: cannot raise the memory limit: {err}", self.name));
+                        self.observed.killed_at_limit = Some(limit);
+                        self.kill().await;
+                    }
                 }
-                Err(err) => {
-                    self.notes.say(&format!("{}: cannot raise the memory limit: {err}", self.name));
-                    self.observed.killed_at_limit = Some(limit);
-                    self.kill().await;
-                }
-            },
+            }
             None => {
                 let why = match self.plan.oom {
                     OomPolicy::Grow { .. } => "with no room to grow",

@@ -11,7 +11,7 @@ use crate::scheduler::policy::{Factor, RestartPolicy};
 use crate::topology::NodeSet;
 
 /// How many kinds of event [`event`] makes; the strategy draws from all of them.
-const EVENT_KINDS: u8 = 21;
+const EVENT_KINDS: u8 = 22;
 
 fn event(i: u8, by: u8) -> Event {
     let by = RunId::new(format!("other-{by}"));
@@ -40,6 +40,7 @@ fn event(i: u8, by: u8) -> Event {
         17 => Event::GraceElapsed,
         18 => Event::SuspendRequested { by },
         19 => Event::WatchFailed { detail: "inotify".into() },
+        20 => Event::Refused { detail: "root".into() },
         _ => {
             if by.as_str().ends_with('0') {
                 Event::AdoptedAfterRestart
