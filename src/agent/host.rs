@@ -447,3 +447,58 @@ async fn wait_for_end(run_dir: &Path) -> Result<(JobExit, Timestamp), String> {
     }
     unreachable!("the loop above only ends by returning")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::cgroup::fake::{FakeFs, FakeKind};
+    use crate::launch::HostRoots;
+    use crate::placement::{Assignment, CpuGrant};
+    use crate::topology::Bytes;
+
+    /// A grown limit reaches the cgroup with `high` raised by as much, as
+    /// at launch: the one mapping serves both.
+    #[tokio::test]
+    async fn an_update_with_a_grown_limit_raises_memory_high_too() {
+        let fs = FakeFs::new(FakeKind::V2);
+        fs.add_cgroup("corral");
+        // The fake kernel's files of the run's cgroup, made in advance.
+        fs.add_cgroup("corral/etl-1");
+        let fixture = crate::topology::testing::fixture_root("vm-2cpu");
+        let roots = HostRoots {
+            sysfs: fixture.join("sys"),
+            procfs: fixture.join("proc"),
+            cgroups: fs.host_paths(),
+        };
+        let host = Host::discover_at(&crate::config::AgentConfig::default(), &roots).unwrap();
+        let text =
+            "name: etl\ncommand: [/bin/true]\nresources: {memory: {high: 48Mi, hard: 64Mi}}\n";
+        let spec = crate::spec::compile_str(Path::new("etl.yaml"), text).unwrap().remove(0).spec;
+        let run = RunId::new("etl-1");
+        let assignment = Assignment {
+            owner: run.clone(),
+            cpus: CpuGrant::Shared,
+            mems: "0".parse().unwrap(),
+            memory: Default::default(),
+        };
+        let cpus: CpuSet = "0-1".parse().unwrap();
+        let caps = host.cgroups().capabilities().clone();
+        let at_launch =
+            launch::resources(&spec, &assignment, &cpus, &caps, spec.resources.memory.hard);
+        let name = CgroupName::new(run.as_str()).unwrap();
+        host.cgroups().create(&name, &at_launch).unwrap();
+        let runtime = HostRuntime::new(host);
+        let settings = LiveSettings {
+            spec: Arc::new(spec),
+            assignment,
+            cpus,
+            memory_limit: Some(Bytes::from_mib(112)),
+        };
+        runtime.update(&run, &settings).unwrap();
+        let dir = fs.unified_root().join("corral/etl-1");
+        assert_eq!(fs.read(&dir.join("memory.max")).trim(), (112u64 << 20).to_string());
+        assert_eq!(fs.read(&dir.join("memory.high")).trim(), (96u64 << 20).to_string());
+    }
+}

@@ -254,6 +254,31 @@ async fn no_free_dynamic_uid_fails_the_launch_naming_the_range() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_refused_plan_fails_the_run_before_it_is_placed_and_without_restarts() {
+    let mut b = Bench::new();
+    // The host's configuration makes jobs without `user` run as root,
+    // which it does not allow: every plan of such a job is refused.
+    b.fake.configure(|config| {
+        config.default_user = crate::spec::DefaultUser::Account(crate::spec::UserRef::Id(0))
+    });
+    let refused = "resources: {cpus: 1}\nrestart: {on: failure, attempts: 3, backoff: 1s..2s}\n";
+    b.files(&[("a.yaml", &job("a", refused))]).await;
+    assert!(b.fake.launched().is_empty());
+    assert_eq!(b.phase("a-1"), "failed");
+    let detail = b.sup.store().run(&RunId::new("a-1")).unwrap().unwrap();
+    let phases: Vec<&str> = detail.transitions.iter().map(|t| t.to.as_str()).collect();
+    assert_eq!(phases, ["pending", "failed"], "never placed");
+    let last = &detail.transitions.last().unwrap().reason;
+    assert!(last.contains("allow_root_jobs") && last.contains("not restarted"), "{last}");
+    assert_eq!(detail.record.assignment, None);
+    // The CPU it was about to be given went back: the one exclusive CPU
+    // this machine has room for goes to the next job.
+    b.fake.configure(|config| config.default_user = crate::spec::DefaultUser::Dynamic);
+    b.files(&[("x.yaml", &job("x", "resources: {cpus: 1}\n"))]).await;
+    assert_eq!(b.fake.launched(), ["x-1"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn recurring_jobs_are_left_to_the_schedule_engine() {
     let mut b = Bench::new();
     b.files(&[("r.yaml", &job("r", "schedule: '*/5 * * * *'\n"))]).await;
