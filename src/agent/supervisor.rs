@@ -746,6 +746,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             run_dir: &run_dir,
             env: &env,
             dynamic_uid,
+            tee_output: false,
         };
         Ok(Some(
             self.runtime

@@ -12,22 +12,21 @@
 mod summary;
 mod supervise;
 
-use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
+use crate::agent::host::HostRuntime;
 use crate::config::{self, AgentConfig, CgroupParent};
 use crate::container::{ContainerError, SetupError};
 use crate::dynamic_user;
 use crate::launch::{self, Host, LaunchError};
 use crate::placement::RunId;
-use crate::scheduler::{backoff_delay, Jitter, Timestamp};
-use crate::spec::{self, JobSpec, RestartOn};
+use crate::spec::{self, JobSpec};
 
 pub use summary::{summary_line, Ending, Observed};
 
@@ -80,7 +79,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
-    match foreground(&spec, &config, args.quiet) {
+    match foreground(spec, &config, args.quiet) {
         Ok(code) => Ok(ExitCode::from(code)),
         Err(err) => {
             eprintln!("corral: {}", describe(&err));
@@ -169,135 +168,33 @@ fn reserve_run(config: &AgentConfig, spec: &JobSpec) -> anyhow::Result<RunId> {
     }
 }
 
-/// Runs the job, and again as its `restart` policy says, until an attempt
-/// is not restarted; returns that attempt's exit code.
-fn foreground(spec: &JobSpec, config: &AgentConfig, quiet: bool) -> anyhow::Result<u8> {
+/// Runs the job through the run state machine, as the agent would (see
+/// [`supervise`]); returns the last attempt's exit code.
+fn foreground(spec: JobSpec, config: &AgentConfig, quiet: bool) -> anyhow::Result<u8> {
     let notes = supervise::Notes { quiet };
     let host = Host::discover(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut signals = supervise::Signals::catch()?;
-        let restart = &spec.restart;
-        let mut restarts = 0;
-        loop {
-            let (code, observed) = attempt(&host, spec, config, &mut signals, notes).await?;
-            let again = match restart.on {
-                RestartOn::Never => false,
-                RestartOn::Failure => code != 0,
-                RestartOn::Always => true,
-            };
-            // A job stopped on request is not restarted.
-            if !again || restarts >= restart.attempts || observed.signaled.is_some() {
-                return Ok(code);
-            }
-            restarts += 1;
-            // No jitter: a foreground run restarts alone.
-            let (min, max) = (restart.backoff.min, restart.backoff.max);
-            let delay = backoff_delay(restarts, min, max, Jitter::NONE);
-            notes.say(&format!(
-                "{}: restart {restarts} of {} in {}",
-                spec.name,
-                restart.attempts,
-                spec::duration::format(delay)
-            ));
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                signal = signals.next() => {
-                    notes.say(&format!("{}: {} while waiting to restart; not restarting", spec.name, signal.as_str()));
-                    return Ok(code);
-                }
-            }
+        let run = reserve_run(config, &spec)?;
+        let reserved = launch::runs_dir(&config.state_dir).join(run.as_str());
+        let uid = || one_run_uid(&spec, config);
+        let result = match supervise::Foreground::new(
+            HostRuntime::new(host),
+            spec.clone(),
+            config,
+            run,
+            notes,
+        ) {
+            Ok(foreground) => foreground.run(&mut signals, &uid).await,
+            Err(err) => Err(err.into()),
+        };
+        if result.is_err() {
+            // The run's id is given back if nothing was made for it.
+            let _ = std::fs::remove_dir(&reserved);
         }
+        result
     })
-}
-
-/// One run: placed, planned, started, watched, collected and summed up.
-async fn attempt(
-    host: &Host,
-    spec: &JobSpec,
-    config: &AgentConfig,
-    signals: &mut supervise::Signals,
-    notes: supervise::Notes,
-) -> anyhow::Result<(u8, Observed)> {
-    // Placed alone: a foreground run does not know what else runs here.
-    let mut ledger = host.ledger()?;
-    let run = reserve_run(config, spec)?;
-    let unreserve = || {
-        let _ = std::fs::remove_dir(launch::runs_dir(&config.state_dir).join(run.as_str()));
-    };
-    let assignment = match ledger.admit(host.topology(), &launch::request(spec, &run)) {
-        Ok(assignment) => assignment,
-        Err(source) => {
-            unreserve();
-            let job = spec.name.to_string();
-            return Err(LaunchError::Placement { job, source: source.into() }.into());
-        }
-    };
-    let dynamic_uid = match one_run_uid(spec, config) {
-        Ok(uid) => uid,
-        Err(err) => {
-            unreserve();
-            return Err(err);
-        }
-    };
-    let run_dir = launch::run_dir(&launch::runs_dir(&config.state_dir), &run, Timestamp::now());
-    let inputs = launch::RunInputs {
-        run: &run,
-        assignment: &assignment,
-        shared_pool: ledger.shared_pool(),
-        memory_limit: spec.resources.memory.hard,
-        run_dir: &run_dir,
-        env: &BTreeMap::new(),
-        dynamic_uid,
-    };
-    let plan = match host.plan(spec, &inputs) {
-        Ok(plan) => plan,
-        Err(err) => {
-            unreserve();
-            return Err(err.into());
-        }
-    };
-    let mut container = plan.container.clone();
-    container.tee_output = true;
-    notes.say(&format!(
-        "{} run {run} on cpus {} (mems {}) in {}",
-        spec.name,
-        plan.resources.cpus.as_ref().map_or_else(|| "any".to_owned(), ToString::to_string),
-        assignment.mems,
-        container.run_dir.display(),
-    ));
-    let limits = supervise::Limits {
-        timeout: spec.timeout,
-        stop_grace: spec.stop_grace.unwrap_or(config.stop_grace),
-    };
-    let (ended, observed) = supervise::supervise(
-        host,
-        &plan,
-        &spec.resources.memory,
-        &container,
-        limits,
-        signals,
-        notes,
-    )
-    .await?;
-    let finished = ended.finish(supervise::KILL_TIMEOUT).await;
-    let (exit, wall) = match &finished.status {
-        Ok(status) => (
-            Some(status.exit),
-            status.finished_at.duration_since(status.started_at).unwrap_or(Duration::ZERO),
-        ),
-        Err(err) => {
-            supervise::error(&format!("corral: {err}"));
-            (None, Duration::ZERO)
-        }
-    };
-    if let Some(err) = &finished.cleanup {
-        supervise::error(&format!("corral: {err}"));
-    }
-    let (line, code) =
-        summary_line(spec.name.as_str(), run.as_str(), exit, wall, &finished.stats, &observed);
-    notes.print(&line);
-    Ok((code, observed))
 }
 
 /// The error and its causes, each cause left out where the message before

@@ -167,6 +167,7 @@ mod tests {
             run_dir: &run_dir,
             env: &env,
             dynamic_uid: Some(61184),
+            tee_output: false,
         };
         let plan = host.plan(&spec, &inputs).unwrap();
         assert_eq!(plan.cgroup.as_str(), "etl-1");

@@ -60,6 +60,9 @@ pub struct RunInputs<'a> {
     /// The job's uid from the `dynamic_users` range, when it has no `user`
     /// and the default user is `dynamic`.
     pub dynamic_uid: Option<u32>,
+    /// The job's output goes to the caller's stdout and stderr too, besides
+    /// the run directory's logs (`corral run`).
+    pub tee_output: bool,
 }
 
 /// What [`plan`] maps, besides the job: the run's inputs and the host's
@@ -82,6 +85,7 @@ pub struct PlanInputs<'a> {
     pub memory_limit: Option<Bytes>,
     pub run_dir: &'a Path,
     pub env: &'a BTreeMap<String, String>,
+    pub tee_output: bool,
 }
 
 impl<'a> PlanInputs<'a> {
@@ -104,6 +108,7 @@ impl<'a> PlanInputs<'a> {
             memory_limit: run.memory_limit,
             run_dir: run.run_dir,
             env: run.env,
+            tee_output: run.tee_output,
         }
     }
 }
@@ -335,7 +340,7 @@ pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchEr
         run: inputs.run.to_string(),
         source: source.into(),
     })?;
-    let container = container_config(
+    let mut container = container_config(
         spec,
         inputs.config,
         inputs.run,
@@ -344,6 +349,7 @@ pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchEr
         inputs.cgroup_procs,
         inputs.dynamic_uid,
     )?;
+    container.tee_output = inputs.tee_output;
     container.validate().map_err(|problems| LaunchError::Container {
         job: job.to_owned(),
         run: inputs.run.to_string(),

@@ -543,6 +543,7 @@ fn plan_names_the_cgroup_after_the_run_and_keeps_the_oom_policy() {
         memory_limit: None,
         run_dir: Path::new(RUN_DIR),
         env: &no_env(),
+        tee_output: false,
     };
     let plan = plan(&job, &inputs).unwrap();
     assert_eq!(plan.job.as_str(), "etl");
@@ -570,6 +571,7 @@ fn a_run_id_that_cannot_be_a_cgroup_is_refused() {
         memory_limit: None,
         run_dir: Path::new(RUN_DIR),
         env: &no_env(),
+        tee_output: false,
     };
     let err = plan(&spec(""), &inputs).unwrap_err();
     assert!(matches!(&err, LaunchError::RunId { job, run, .. } if job == "etl" && run == "etl/7"));
