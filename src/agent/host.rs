@@ -484,7 +484,7 @@ mod tests {
             memory: Default::default(),
         };
         let cpus: CpuSet = "0-1".parse().unwrap();
-        let caps = host.cgroups().capabilities().clone();
+        let caps = *host.cgroups().capabilities();
         let at_launch =
             launch::resources(&spec, &assignment, &cpus, &caps, spec.resources.memory.hard);
         let name = CgroupName::new(run.as_str()).unwrap();

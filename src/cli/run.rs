@@ -1,13 +1,13 @@
 //! `corral run FILE`: run one job once, now, in the foreground.
 //!
-//! The job is compiled, placed alone against the live topology, given its
-//! cgroup and container exactly as the agent would, and its output streams
-//! to the terminal (and to the run directory's logs). `corral run` forwards
-//! SIGINT, SIGTERM and SIGHUP to the job, counts the cgroup's OOM events,
-//! applies the job's `timeout`, its `restart` policy and, where the host
-//! can pause a job at its limit, the `grow` OOM policy; after each run it
-//! reads the final accounting, removes the cgroup and prints a summary
-//! line, and it exits with the last run's exit code. See `docs/run.md`.
+//! The job is compiled, placed alone against the live topology, planned,
+//! given its cgroup and container exactly as the agent would, and its
+//! output streams to the terminal (and to the run directory's logs). The
+//! run is driven by the agent's run state machine through a one-run
+//! executor ([`supervise`]) on the agent's runtime: restarts, timeout, stop
+//! grace and OOM handling are the agent's. SIGINT, SIGTERM and SIGHUP
+//! become stop requests. After each attempt it prints a summary line, and
+//! it exits with the last attempt's exit code. See `docs/run.md`.
 
 mod summary;
 mod supervise;
@@ -47,8 +47,8 @@ pub struct RunArgs {
     /// The agent configuration to use (default: the built-in defaults).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Where the run's directory goes (`<DIR>/runs/<run>`); created if
-    /// missing. Overrides the configuration's `state_dir`.
+    /// Where the run's directories go (`<DIR>/runs/<run>/<placed-at>`);
+    /// created if missing. Overrides the configuration's `state_dir`.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// The cgroup the job's cgroup is created under, in every hierarchy.
@@ -197,8 +197,6 @@ fn foreground(spec: JobSpec, config: &AgentConfig, quiet: bool) -> anyhow::Resul
     })
 }
 
-/// The error and its causes, each cause left out where the message before
-/// already quotes it (the library's errors say what their source said).
 /// The uid of a foreground run of a job without `user` under `default_user:
 /// dynamic`: with no store to record it, one no process and no host account
 /// has, taken for this run only and from the top of the range, away from
@@ -219,6 +217,8 @@ fn one_run_uid(spec: &JobSpec, config: &AgentConfig) -> anyhow::Result<Option<u3
     Ok(Some(uid))
 }
 
+/// The error and its causes, each cause left out where the message before
+/// already quotes it (the library's errors say what their source said).
 fn describe(err: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in err.chain() {
