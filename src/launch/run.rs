@@ -252,7 +252,9 @@ pub async fn empty_and_read(
 }
 
 /// Removes a run's cgroup, killing anything still in it first; its
-/// statistics are not read.
+/// statistics are not read. The removal is tried even when the kill
+/// failed: a cgroup missing from some trees (made by hand, or half
+/// removed) cannot be killed as a whole, but an empty one can go.
 pub async fn remove(
     job: &JobName,
     run: &RunId,
@@ -260,14 +262,18 @@ pub async fn remove(
     kill_timeout: Duration,
 ) -> Result<(), LaunchError> {
     let names = || (job.to_string(), run.to_string());
-    cgroup.kill(kill_timeout).await.map_err(|source| {
-        let (job, run) = names();
-        LaunchError::Kill { job, run, source: source.into() }
-    })?;
-    remove_when_empty_async(cgroup).await.map_err(|source| {
-        let (job, run) = names();
-        LaunchError::RemoveCgroup { job, run, source: source.into() }
-    })
+    let killed = cgroup.kill(kill_timeout).await;
+    match (remove_when_empty_async(cgroup).await, killed) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Err(source)) => {
+            let (job, run) = names();
+            Err(LaunchError::Kill { job, run, source: source.into() })
+        }
+        (Err(source), Ok(())) => {
+            let (job, run) = names();
+            Err(LaunchError::RemoveCgroup { job, run, source: source.into() })
+        }
+    }
 }
 
 /// The final statistics in the units reported: seconds and bytes.

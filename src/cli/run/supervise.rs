@@ -288,6 +288,8 @@ impl Foreground {
     /// the restart policy: what fails is the job's setup, not its run.
     fn start(&mut self) -> Result<(), LaunchError> {
         let Some(plan) = self.placed.take() else { return Ok(()) };
+        // The attempt's wall time counts from here: its setup is part of it.
+        let launched_at = Timestamp::now();
         let started = match launch::start(self.runtime.host(), &plan) {
             Ok(started) => started,
             Err(err) => {
@@ -305,7 +307,7 @@ impl Foreground {
             init_pid: init.pid as u32,
             pid_start_time: init.start_time,
             run_dir: plan.container.run_dir.clone(),
-            launched_at: Timestamp::now(),
+            launched_at,
         };
         self.epoch += 1;
         self.launch = Some(launch.clone());
@@ -511,10 +513,19 @@ impl Foreground {
                 self.policy.restart.attempts,
                 crate::spec::duration::format(*delay)
             )),
-            RunEvent::OomRequeued { .. }
-            | RunEvent::Preempted { .. }
-            | RunEvent::Resumed
-            | RunEvent::Released => {}
+            // Killed by the kernel where it could not be paused (pure v2):
+            // the policy starts it again with the larger limit.
+            RunEvent::OomRequeued { from, to } => {
+                let limit =
+                    |l: &Option<Bytes>| l.map_or("none".to_owned(), |l| l.human().to_string());
+                self.notes.say(&format!(
+                    "{}: out of memory at {}; starting again with a limit of {}",
+                    self.name,
+                    limit(from),
+                    limit(to)
+                ));
+            }
+            RunEvent::Preempted { .. } | RunEvent::Resumed | RunEvent::Released => {}
         }
     }
 
