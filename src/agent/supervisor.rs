@@ -1157,7 +1157,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     Ok(Some(Err(detail))) => {
                         let _ = self.ledger.release(&assignment);
                         warn!(parent: &self.span(&id), "not started: {detail}");
-                        self.handle_at(&id, Event::Refused { detail }, placed_at)?;
+                        let refused = self.handle_at(&id, Event::Refused { detail }, placed_at);
+                        if refused.is_err() {
+                            // Its refusal could not be recorded: it waits again.
+                            if let Some(run) = self.runs.get(&id) {
+                                self.queue.push(id.clone(), run.meta.priority());
+                            }
+                        }
+                        refused?;
                         return Ok(());
                     }
                     Ok(None) => {
