@@ -4,7 +4,7 @@
 //! given its cgroup and container exactly as the agent would, and its
 //! output streams to the terminal (and to the run directory's logs). The
 //! run is driven by the agent's run state machine through a one-run
-//! executor ([`supervise`]) on the agent's runtime: restarts, timeout, stop
+//! executor (`supervise.rs`) on the agent's runtime: restarts, timeout, stop
 //! grace and OOM handling are the agent's. SIGINT, SIGTERM and SIGHUP
 //! become stop requests. After each attempt it prints a summary line, and
 //! it exits with the last attempt's exit code. See `docs/run.md`.
@@ -169,7 +169,7 @@ fn reserve_run(config: &AgentConfig, spec: &JobSpec) -> anyhow::Result<RunId> {
 }
 
 /// Runs the job through the run state machine, as the agent would (see
-/// [`supervise`]); returns the last attempt's exit code.
+/// `supervise.rs`); returns the last attempt's exit code.
 fn foreground(spec: JobSpec, config: &AgentConfig, quiet: bool) -> anyhow::Result<u8> {
     let notes = supervise::Notes { quiet };
     let host = Host::discover(config)?;
