@@ -362,7 +362,6 @@ impl Foreground {
     /// A signal to `corral run` asks for the run to stop; the job gets that
     /// signal rather than SIGTERM.
     fn on_signal(&mut self, signal: Signal) {
-        self.observed.signaled = Some(signal);
         self.stop_signal = signal;
         match &self.state.phase {
             Phase::Stopping { .. } => {
