@@ -33,7 +33,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use corral::container::{ContainerConfig, Namespace};
+use corral::container::ContainerConfig;
+use corral::vocab::Namespace;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 

@@ -13,10 +13,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use corral::placement::{
-    place, victims, Candidate, Ledger, NumaPolicy, PlacementConfig, Priority, ReleaseMode, Request,
+    place, victims, Candidate, Ledger, NumaPolicy, PlacementConfig, Rank, ReleaseMode, Request,
     RunId,
 };
-use corral::topology::{discover, Bytes, Topology};
+use corral::topology::{discover, Topology};
+use corral::vocab::Bytes;
 
 const RUNS: usize = 10_000;
 const EXCLUSIVE_RUNS: usize = 40;
@@ -164,7 +165,7 @@ fn busy_ledger(topo: &Topology) -> (Ledger, Vec<Candidate>) {
         ledger.admit(topo, &request).unwrap_or_else(|e| panic!("building the ledger: {e}"));
         candidates.push(Candidate {
             owner,
-            priority: Priority((random.next() % 100) as i32),
+            priority: Rank((random.next() % 100) as i32),
             mode: if random.next().is_multiple_of(2) {
                 ReleaseMode::Suspend
             } else {

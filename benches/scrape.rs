@@ -36,9 +36,12 @@ use corral::metrics::{
     Format, JobInfo, LiveRun, Metrics, MetricsConfig, NumaAllocation, PublishedSnapshot, Snapshot,
     SpecFiles, StatsHandle,
 };
-use corral::placement::RunId;
-use corral::scheduler::{JobName, Phase, PreemptionMode, Timestamp};
-use corral::topology::{Bytes, NodeId, NodeSet};
+use corral::scheduler::{Phase, PreemptionMode};
+use corral::topology::{NodeId, NodeSet};
+use corral::vocab::Bytes;
+use corral::vocab::JobName;
+use corral::vocab::RunId;
+use corral::vocab::Timestamp;
 
 /// Hierarchies of a v1 host, as mounted at `/sys/fs/cgroup/<name>`.
 const HIERARCHIES: &[&str] = &["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio"];

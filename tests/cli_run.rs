@@ -10,7 +10,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
 use common::{cgroup_line, wait_until, CorralRun, Sandbox};
-use corral::container::{probe, wait_for_status, JobExit, RunState};
+use corral::container::{probe, wait_for_status, JobExit, ShimState};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -300,7 +300,7 @@ fn the_exit_status_is_recorded_when_corral_run_is_sigkilled() {
         corral.command(&file).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let _out = read_until(&mut child, "waiting");
     let run_dir = corral.run_dirs().pop().unwrap();
-    let RunState::Running { shim, .. } = probe(&run_dir).unwrap() else { panic!("not running") };
+    let ShimState::Running { shim, .. } = probe(&run_dir).unwrap() else { panic!("not running") };
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{cgroup_line, launcher, stdout_of, wait_until, Sandbox, TestCgroups};
-use corral::container::Namespace;
+use corral::vocab::Namespace;
 
 #[test]
 fn job_is_in_the_cgroups_from_its_first_instruction_and_the_shim_is_not() {

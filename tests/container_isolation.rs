@@ -4,7 +4,8 @@
 mod common;
 
 use common::{launcher, stdout_of, Sandbox, JOB_UID};
-use corral::container::{Capability, IdSpec, JobExit, Mount, Rlimit, RlimitResource};
+use corral::container::{IdSpec, JobExit, Mount, Rlimit, RlimitResource};
+use corral::vocab::Capability;
 
 fn run(cfg: &corral::container::ContainerConfig) -> String {
     let status = launcher().launch(cfg).expect("launch").wait().expect("status");
@@ -185,7 +186,7 @@ fn user_namespace_maps_the_job_user_to_root_inside() {
         "userns",
         "id -u; cat /proc/self/uid_map; grep CapEff /proc/self/status; ps -o pid | wc -l; touch /mnt/out/made",
     );
-    cfg.namespaces.insert(corral::container::Namespace::User);
+    cfg.namespaces.insert(corral::vocab::Namespace::User);
     cfg.user = Some(IdSpec::Name("app".into()));
     cfg.mounts.push(Mount::bind(shared.clone(), "/mnt/out", false));
     let out = run(&cfg);

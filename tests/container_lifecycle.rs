@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::{launcher, stdout_of, wait_until, CorralRun, Sandbox};
-use corral::container::{probe, wait_for_status, ExitSource, JobExit, RunState};
+use corral::container::{probe, wait_for_status, ExitSource, JobExit, ShimState};
 use nix::sys::signal::Signal;
 
 #[test]
@@ -123,7 +123,7 @@ fn status_is_recorded_after_the_launcher_is_sigkilled() {
     });
     let run_dir = corral.run_dirs().pop().unwrap();
 
-    let RunState::Running { shim, init } = probe(&run_dir).unwrap() else {
+    let ShimState::Running { shim, init } = probe(&run_dir).unwrap() else {
         panic!("run should be running")
     };
     assert!(init.is_some());
@@ -132,14 +132,14 @@ fn status_is_recorded_after_the_launcher_is_sigkilled() {
 
     // The shim was the launcher's child; it is still there, and so is the run.
     assert!(shim.is_alive(Path::new("/proc")));
-    assert!(matches!(probe(&run_dir).unwrap(), RunState::Running { .. }));
+    assert!(matches!(probe(&run_dir).unwrap(), ShimState::Running { .. }));
     std::fs::write(gate.join("open"), "").unwrap();
 
     // Not the shim's parent: waits on a pidfd, then reads status.json.
     let status = wait_for_status(&run_dir).unwrap();
     assert_eq!(status.exit, JobExit::Exited { code: 7 });
     assert_eq!(std::fs::read_to_string(run_dir.join("stdout.log")).unwrap(), "waiting\ndone\n");
-    assert!(matches!(probe(&run_dir).unwrap(), RunState::Finished(_)));
+    assert!(matches!(probe(&run_dir).unwrap(), ShimState::Finished(_)));
 }
 
 #[test]
@@ -165,7 +165,7 @@ fn a_lost_run_is_reported_as_lost() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(launched.shim().pid), Signal::SIGKILL)
         .unwrap();
     assert!(launched.wait().is_err());
-    assert_eq!(probe(&cfg.run_dir).unwrap(), RunState::Lost);
+    assert_eq!(probe(&cfg.run_dir).unwrap(), ShimState::Lost);
     assert!(matches!(
         wait_for_status(&cfg.run_dir),
         Err(corral::container::ContainerError::Lost { .. })
@@ -275,7 +275,7 @@ fn a_shim_that_reaches_a_given_up_run_directory_does_not_start_the_job() {
     assert_eq!(status.code(), Some(1));
     assert!(!run.init_pid().exists(), "no container was started");
     assert!(std::fs::read_to_string(run.stdout_log()).unwrap_or_default().is_empty());
-    assert_eq!(probe(run.root()).unwrap(), RunState::Lost);
+    assert_eq!(probe(run.root()).unwrap(), ShimState::Lost);
     let note = std::fs::read_to_string(run.shim_log()).unwrap();
     assert!(note.contains("was given up by a restarted agent"), "{note}");
 }

@@ -217,7 +217,7 @@ fn user_namespace_mount_points_are_prepared_inside_the_rootfs() {
     let p = Planted::new();
     p.link("/mnt", &p.host.0);
     let mut cfg = p.sandbox.config("userns-link", &tmpfs_probe("/mnt/scratch"));
-    cfg.namespaces.insert(corral::container::Namespace::User);
+    cfg.namespaces.insert(corral::vocab::Namespace::User);
     cfg.user = Some(corral::container::IdSpec::Name("app".into()));
     cfg.mounts.push(Mount::tmpfs("/mnt/scratch", Some(1 << 20), false));
     assert_eq!(run_ok(&cfg), "inside\n1\n");

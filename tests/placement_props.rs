@@ -10,9 +10,10 @@ use proptest::prelude::*;
 
 use corral::placement::{
     place, victims, Assignment, Candidate, Ledger, NumaPolicy, PlacementConfig, PlacementError,
-    Priority, ReleaseMode, Request, RunId,
+    Rank, ReleaseMode, Request, RunId,
 };
-use corral::topology::{discover, Bytes, CpuId, CpuSet, NodeId, Topology};
+use corral::topology::{discover, CpuId, CpuSet, NodeId, Topology};
+use corral::vocab::Bytes;
 
 const MACHINES: [&str; 5] =
     ["vm-2cpu", "dual-socket-snc", "memoryless-nodes", "offline-cpus", "no-numa"];
@@ -268,7 +269,7 @@ proptest! {
             .filter(|(_, (pick, _, _))| *pick)
             .map(|(a, &(_, priority, requeue))| Candidate {
                 owner: a.owner.clone(),
-                priority: Priority(priority),
+                priority: Rank(priority),
                 mode: if requeue { ReleaseMode::Requeue } else { ReleaseMode::Suspend },
             })
             .collect();

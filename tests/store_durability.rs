@@ -6,12 +6,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use corral::scheduler::{JobName, Phase, RunState, Timestamp};
+use corral::scheduler::{Phase, RunState};
 use corral::store::sqlite::schema::SCHEMA_VERSION;
 use corral::store::{
-    CronJournal, Decided, Durability, FiringDecision, FiringOutcome, RunStore, SqliteStore,
+    CronJournal, Decided, Durability, FiringDecision, JournalOutcome, RunStore, SqliteStore,
     StateDirLock, StoreError, StoreOptions,
 };
+use corral::vocab::JobName;
+use corral::vocab::Timestamp;
 
 const CHILD_ENV: &str = "CORRAL_STORE_CRASH_CHILD_DIR";
 
@@ -108,7 +110,7 @@ fn killed_writers_lose_nothing_and_leave_nothing_half_written() {
                 .firing(&job(), minute(*i))
                 .unwrap()
                 .unwrap_or_else(|| panic!("round {round}: committed firing {i} lost"));
-            let FiringOutcome::Started { run } = firing.outcome else { panic!() };
+            let JournalOutcome::Started { run } = firing.outcome else { panic!() };
             let detail = store.run(&run).unwrap().expect("the firing's run exists");
             if phase == "placed" {
                 assert_eq!(detail.record.state.phase, Phase::Placed, "round {round}: {run}");

@@ -4,17 +4,19 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use corral::placement::{Assignment, CpuGrant, RunId};
+use corral::placement::{Assignment, CpuGrant};
 use corral::scheduler::cron::{CronState, RunSummary};
 use corral::scheduler::{
     ExitStatus, FailReason, JobName, Phase, PreemptionMode, RunEvent, RunState, StopReason,
     Timestamp,
 };
 use corral::store::{
-    CronDecision, CronJournal, Decided, ExitInfo, FiringDecision, FiringOutcome, JobVersion,
+    CronDecision, CronJournal, Decided, ExitInfo, FiringDecision, JobVersion, JournalOutcome,
     LaunchInfo, Retention, RunStore, SqliteStore, StoreError,
 };
-use corral::topology::{Bytes, NodeSet};
+use corral::topology::NodeSet;
+use corral::vocab::Bytes;
+use corral::vocab::RunId;
 
 fn job(name: &str) -> JobName {
     JobName::parse(name).unwrap()
@@ -377,7 +379,7 @@ fn a_firing_is_decided_once() {
         else {
             panic!("decided twice")
         };
-        assert_eq!(rec.outcome, FiringOutcome::Started { run: run.clone() });
+        assert_eq!(rec.outcome, JournalOutcome::Started { run: run.clone() });
         assert_eq!(rec.decided_at, t(60_010));
     }
     assert_eq!(store.active_runs().unwrap().len(), 1, "no second run");
@@ -436,9 +438,13 @@ fn cron_journal_round_trips_and_records_the_actual_start() {
     assert_eq!(
         summary,
         [
-            (minute(3), FiringOutcome::Started { run: run.clone() }, Some(launch.launched_at)),
-            (minute(2), FiringOutcome::Skipped { reason: "previous run still going".into() }, None),
-            (minute(1), FiringOutcome::Missed, None),
+            (minute(3), JournalOutcome::Started { run: run.clone() }, Some(launch.launched_at)),
+            (
+                minute(2),
+                JournalOutcome::Skipped { reason: "previous run still going".into() },
+                None
+            ),
+            (minute(1), JournalOutcome::Missed, None),
         ]
     );
     // A relaunch (restart) does not move the firing's actual start.
@@ -511,7 +517,7 @@ fn a_cron_step_commits_its_state_decisions_and_runs_together() {
     let run = store.run(&etl_1).unwrap().unwrap().record;
     assert_eq!(run.version, Some(version.clone()), "the run is labelled with its version");
     let missed = store.firing(&etl, t(60_000)).unwrap().unwrap();
-    assert_eq!((missed.outcome, missed.missed), (FiringOutcome::Missed, Some((3, t(180_000)))));
+    assert_eq!((missed.outcome, missed.missed), (JournalOutcome::Missed, Some((3, t(180_000)))));
     assert_eq!(store.next_run_id(&etl).unwrap().as_str(), "etl-2");
 
     // A firing decided before is not decided again: no run, and the state does not list it.
@@ -523,7 +529,7 @@ fn a_cron_step_commits_its_state_decisions_and_runs_together() {
     let answers =
         store.commit_cron(&etl, &again, t(300_010), &[(t(300_000), start(&etl_2))], 100).unwrap();
     assert!(
-        matches!(&answers[..], [Decided::AlreadyDecided(r)] if r.outcome == FiringOutcome::Started { run: etl_1.clone() })
+        matches!(&answers[..], [Decided::AlreadyDecided(r)] if r.outcome == JournalOutcome::Started { run: etl_1.clone() })
     );
     assert_eq!(store.cron_states().unwrap(), [(etl.clone(), state.clone())]);
     assert_eq!(store.next_run_id(&etl).unwrap().as_str(), "etl-2");

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use corral::topology::{discover, Bytes, CoreId, CpuId, CpuSet, NodeId, PackageId, Topology};
+use corral::topology::{discover, CoreId, CpuId, CpuSet, NodeId, PackageId, Topology};
+use corral::vocab::Bytes;
 
 fn fixture(name: &str) -> Topology {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs").join(name);

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use corral::topology::{discover, Bytes};
+use corral::topology::discover;
+use corral::vocab::Bytes;
 
 #[test]
 fn discovers_the_running_machine() {

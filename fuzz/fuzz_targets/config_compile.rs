@@ -14,7 +14,7 @@ use std::time::Duration;
 use corral::cgroup::CgroupPath;
 use corral::config::{compile_str, MAX_SOCKET_PATH};
 use corral::spec::source::decode;
-use corral::spec::Bytes;
+use corral::vocab::Bytes;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {

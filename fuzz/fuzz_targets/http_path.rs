@@ -18,9 +18,10 @@ use axum::http::{Request, StatusCode, Uri};
 use axum::Router;
 use corral::api::{router, ApiError, ApiSource, Endpoints, JobView, NodeView, RunView};
 use corral::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
-use corral::placement::RunId;
-use corral::scheduler::JobName;
-use corral::store::{parse_run_id, run_id};
+use corral::vocab::RunId;
+use corral::vocab::JobName;
+use corral::vocab::parse_run_id;
+use corral::vocab::run_id;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
 

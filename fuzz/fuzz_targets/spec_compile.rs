@@ -22,7 +22,7 @@ fuzz_target!(|bytes: &[u8]| {
             for job in jobs {
                 let name = job.spec.name.as_str();
                 assert!(
-                    corral::spec::JobName::parse(name).is_ok(),
+                    corral::vocab::JobName::parse(name).is_ok(),
                     "compiled name {name:?} is not a job name"
                 );
                 for seq in [1, u64::MAX] {

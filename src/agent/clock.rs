@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::scheduler::Timestamp;
+use crate::vocab::Timestamp;
 
 /// The longest the agent sleeps towards a firing without looking at the
 /// wall clock again.

@@ -24,10 +24,13 @@ use crate::api::protocol::{
     TransitionLine,
 };
 use crate::api::Command;
-use crate::placement::{CpuGrant, RunId};
-use crate::scheduler::{Event, ExitStatus, Phase, RunEvent, StopReason, Timestamp};
-use crate::spec::{JobName, JobSetDiff};
+use crate::placement::CpuGrant;
+use crate::scheduler::{Event, ExitStatus, Phase, RunEvent, StopReason};
+use crate::spec::JobSetDiff;
 use crate::store::{RunDetail, RunRecord, RunStore};
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 use crate::watch::{FileChange, WatchError};
 
 use super::error::AgentError;

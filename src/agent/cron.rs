@@ -37,11 +37,15 @@ use tracing::{info, warn};
 
 use crate::metrics::events::CronFired;
 use crate::metrics::Event as _;
-use crate::placement::RunId;
 use crate::scheduler::cron::{self, CronJob, CronState, Decisions, FiringOutcome};
-use crate::scheduler::{Event, RunState, StopReason, Timestamp};
-use crate::spec::{JobName, JobSpec, Recurrence};
-use crate::store::{parse_run_id, run_id, CronDecision, Decided, JobVersion, RunStore};
+use crate::scheduler::{Event, RunState, StopReason};
+use crate::spec::{JobSpec, Recurrence};
+use crate::store::{CronDecision, Decided, JobVersion, RunStore};
+use crate::vocab::parse_run_id;
+use crate::vocab::run_id;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::error::AgentError;
 use super::job::RunMeta;
@@ -249,7 +253,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 // First sight since the agent started: stops decided before a
                 // restart may not have been carried out.
                 for action in entry.state.pending_stops() {
-                    if let cron::Action::Stop { run } = action {
+                    if let cron::CronAction::Stop { run } = action {
                         self.cron_stop_run(name, &run)?;
                     }
                 }
@@ -505,7 +509,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         // Carried out only now that they are on record.
         for action in decisions.actions {
             match action {
-                cron::Action::Start { run, .. } => {
+                cron::CronAction::Start { run, .. } => {
                     let (Some(initial), Some(spec), Some((meta, version))) =
                         (new_runs.remove(&run), spec, &version)
                     else {
@@ -514,7 +518,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     let fingerprint = version.fingerprint.clone();
                     self.add_run(run, name, Arc::clone(spec), meta.clone(), fingerprint, initial);
                 }
-                cron::Action::Stop { run } => self.cron_stop_run(name, &run)?,
+                cron::CronAction::Stop { run } => self.cron_stop_run(name, &run)?,
             }
         }
         Ok(())

@@ -10,11 +10,13 @@ use nix::sys::signal::Signal;
 use crate::cgroup::{Capabilities, FreezerKind, KillKind};
 use crate::config::AgentConfig;
 use crate::launch::{self, LaunchError, RunInputs, RunPlan};
-use crate::placement::RunId;
-use crate::scheduler::{ExitStatus, Timestamp};
+use crate::scheduler::ExitStatus;
 use crate::spec::JobSpec;
 use crate::store::LaunchInfo;
-use crate::topology::{Bytes, CpuSet};
+use crate::topology::CpuSet;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::runtime::{
     FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Probe, Runtime, RuntimeError, Sink,

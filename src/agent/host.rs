@@ -43,11 +43,13 @@ use crate::container::shim::pidfd_open;
 use crate::container::{self, ContainerError, JobExit, ProcessIdentity};
 use crate::launch::{self, Host, LaunchError, RunInputs, RunPlan};
 use crate::metrics::StatsHandle;
-use crate::placement::RunId;
-use crate::scheduler::{ExitStatus, Timestamp};
+use crate::scheduler::ExitStatus;
 use crate::spec::JobSpec;
-use crate::store::{parse_run_id, LaunchInfo};
+use crate::store::LaunchInfo;
 use crate::topology::CpuSet;
+use crate::vocab::parse_run_id;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::runtime::{
     FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Probe, Runtime, RuntimeError, Sink,
@@ -89,10 +91,10 @@ impl HostRuntime {
 }
 
 /// The run's job name, for the launch layer's messages.
-fn job_of(run: &RunId) -> crate::spec::JobName {
+fn job_of(run: &RunId) -> crate::vocab::JobName {
     parse_run_id(run)
         .map(|(job, _)| job)
-        .unwrap_or_else(|| crate::spec::JobName::parse("unknown").expect("valid name"))
+        .unwrap_or_else(|| crate::vocab::JobName::parse("unknown").expect("valid name"))
 }
 
 fn paused_at_limit(cgroup: &JobCgroup) -> bool {
@@ -317,14 +319,14 @@ impl Runtime for HostRuntime {
         // No shim on record: its launcher may have died just after starting
         // it, before it wrote shim.pid. Give the directory up so that such a
         // shim does not start the job; one that got there first is found.
-        if found == container::RunState::Lost
+        if found == container::ShimState::Lost
             && !files.shim_pid().exists()
             && container::abandon(run_dir).map_err(err)?
         {
             found = container::probe(run_dir).map_err(err)?;
         }
         let patience = std::time::Instant::now() + SETUP_PATIENCE;
-        while matches!(found, container::RunState::Running { init: None, .. })
+        while matches!(found, container::ShimState::Running { init: None, .. })
             && std::time::Instant::now() < patience
         {
             std::thread::sleep(Duration::from_millis(10));
@@ -339,25 +341,25 @@ impl Runtime for HostRuntime {
             launched_at: Timestamp::now(),
         };
         Ok(match found {
-            container::RunState::Finished(status) => Probe::Finished {
+            container::ShimState::Finished(status) => Probe::Finished {
                 launch: launch_info(status.init),
                 status: exit_status(status.exit),
                 at: Timestamp::from(status.finished_at),
             },
-            container::RunState::Running { init: Some(init), .. } => {
+            container::ShimState::Running { init: Some(init), .. } => {
                 Probe::Running { launch: launch_info(init) }
             }
-            container::RunState::Running { shim, init: None } => {
+            container::ShimState::Running { shim, init: None } => {
                 // Stuck in setup: the job has not run. The shim's death takes
                 // the container's init with it.
                 let _ = container::signal_process(shim, Signal::SIGKILL);
                 Probe::NeverRan { detail: "its start did not complete".into() }
             }
             // init.pid is written once the job has started.
-            container::RunState::Lost if !files.init_pid().exists() => {
+            container::ShimState::Lost if !files.init_pid().exists() => {
                 Probe::NeverRan { detail: "its start was interrupted before the job ran".into() }
             }
-            container::RunState::Lost => {
+            container::ShimState::Lost => {
                 Probe::Lost { detail: "no exit status recorded, and its shim is gone".into() }
             }
         })
@@ -419,13 +421,13 @@ async fn wait_for_end(run_dir: &Path) -> Result<(JobExit, Timestamp), String> {
             tokio::time::sleep(Duration::from_millis(10 * u64::from(round.min(10)))).await;
         }
         let shim = match container::probe(run_dir) {
-            Ok(container::RunState::Finished(status)) => {
+            Ok(container::ShimState::Finished(status)) => {
                 return Ok((status.exit, Timestamp::from(status.finished_at)))
             }
-            Ok(container::RunState::Lost) => {
+            Ok(container::ShimState::Lost) => {
                 return Err("no exit status recorded, and its shim is gone".into())
             }
-            Ok(container::RunState::Running { shim, .. }) => shim,
+            Ok(container::ShimState::Running { shim, .. }) => shim,
             Err(e) => return Err(e.to_string()),
         };
         let pidfd = match pidfd_open(shim.pid) {
@@ -456,7 +458,7 @@ mod tests {
     use crate::cgroup::fake::{FakeFs, FakeKind};
     use crate::launch::HostRoots;
     use crate::placement::{Assignment, CpuGrant};
-    use crate::topology::Bytes;
+    use crate::vocab::Bytes;
 
     /// A grown limit reaches the cgroup with `high` raised by as much, as
     /// at launch: the one mapping serves both.

@@ -6,12 +6,15 @@
 
 use std::time::Duration;
 
-use crate::placement::{Request, RunId};
+use crate::placement::Request;
 use crate::scheduler::cron::jitter::Fnv1a;
-use crate::scheduler::{Factor, OomPolicy, Policy, PreemptionMode, RestartOn, RestartPolicy};
+use crate::scheduler::{OomPolicy, Policy, PreemptionMode, RestartPolicy};
+use crate::spec::RestartOn;
 use crate::spec::{self, JobSpec, OnRemoval, Preemption, Priority};
 use crate::store::JobVersion;
-use crate::topology::Bytes;
+use crate::vocab::Bytes;
+use crate::vocab::Factor;
+use crate::vocab::RunId;
 
 /// The state machine's rules for runs of `spec`; `default_grace` where the
 /// job sets no `stop_grace`.
@@ -110,7 +113,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::placement::{self, CpuRequest};
+    use crate::placement::{self, CpuDemand};
 
     fn spec(text: &str) -> JobSpec {
         spec::compile_str(Path::new("t.yaml"), text).unwrap().remove(0).spec
@@ -162,11 +165,11 @@ mod tests {
     fn requests_carry_cpus_numa_and_memory() {
         let s = spec("name: a\ncommand: [/bin/true]\nresources: {cpus: 2, numa: single-node}\n");
         let r = request(&s, &RunId::new("a-1"), Some(Bytes::from_mib(5)));
-        assert_eq!(r.cpus, CpuRequest::Exclusive(2));
-        assert_eq!(r.numa, placement::NumaPolicy::SingleNode);
+        assert_eq!(r.cpus, CpuDemand::Exclusive(2));
+        assert_eq!(r.numa, crate::vocab::NumaPolicy::SingleNode);
         assert_eq!(r.memory, Some(Bytes::from_mib(5)));
         let shared = request(&spec("name: a\ncommand: [/bin/true]\n"), &RunId::new("a-1"), None);
-        assert_eq!(shared.cpus, CpuRequest::Shared);
+        assert_eq!(shared.cpus, CpuDemand::Shared);
         // The run's limit is charged, not the spec's.
         let grown = spec("name: a\ncommand: [/bin/true]\nresources: {memory: {hard: 64Mi}}\n");
         let r = request(&grown, &RunId::new("a-1"), Some(Bytes::from_mib(128)));

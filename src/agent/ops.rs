@@ -12,8 +12,8 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tracing::{Instrument as _, Span};
 
-use crate::placement::RunId;
 use crate::store::LaunchInfo;
+use crate::vocab::RunId;
 
 use super::runtime::{LaunchPlan, LiveSettings, Observation, Observed, Runtime, Sink};
 

@@ -35,8 +35,7 @@
 use std::cmp::Reverse;
 
 use crate::placement::{
-    victims, Assignment, Candidate, Ledger, PlacementError, Priority as PlacementPriority,
-    ReleaseMode, Request, RunId,
+    victims, Assignment, Candidate, Ledger, PlacementError, Rank, ReleaseMode, Request, RunId,
 };
 use crate::scheduler::PreemptionMode;
 use crate::spec::Priority;
@@ -145,7 +144,7 @@ fn choose_victims(
                 PreemptionMode::Requeue => ReleaseMode::Requeue,
                 PreemptionMode::Never => return None,
             };
-            let priority = PlacementPriority(i32::from(a.priority.get()));
+            let priority = Rank(i32::from(a.priority.get()));
             Some(Candidate { owner: a.run.clone(), priority, mode })
         })
         .collect();
@@ -165,7 +164,7 @@ mod tests {
     use super::*;
     use crate::placement::{CpuGrant, PlacementConfig};
     use crate::topology::testing::fixture;
-    use crate::topology::Bytes;
+    use crate::vocab::Bytes;
 
     fn vm() -> Topology {
         fixture("vm-2cpu")

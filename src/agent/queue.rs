@@ -8,8 +8,8 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::placement::RunId;
 use crate::spec::Priority;
+use crate::vocab::RunId;
 
 /// Position in the queue: priority (higher first), then arrival.
 type Key = (Reverse<Priority>, u64);

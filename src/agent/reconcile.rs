@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::spec::{self, AdmissionRules, Diagnostic, Job, JobName, JobSet, JobSetDiff};
+use crate::spec::{self, AdmissionRules, Diagnostic, Job, JobSet, JobSetDiff};
+use crate::vocab::JobName;
 use crate::watch::FileChange;
 
 /// Whether the agent accepts a compiled job (e.g. `user: root` only where

@@ -30,11 +30,12 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::placement::{Assignment, CpuGrant, Ledger, RunId};
+use crate::placement::{Assignment, CpuGrant, Ledger};
 use crate::scheduler::{Event, Phase, RunState};
 use crate::spec;
 use crate::store::{RunRecord, RunStore};
 use crate::topology::CpuSet;
+use crate::vocab::RunId;
 
 use super::control::{is_held, OPERATOR};
 use super::error::AgentError;
@@ -107,7 +108,7 @@ pub fn used_run_dirs(runs_dir: &std::path::Path) -> Vec<RunId> {
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let id = RunId::new(entry.file_name().to_str()?.to_owned());
-            crate::store::parse_run_id(&id)?;
+            crate::vocab::parse_run_id(&id)?;
             let used = std::fs::read_dir(entry.path()).ok()?.filter_map(Result::ok).any(|placed| {
                 crate::container::rundir::RunDir::new(placed.path()).config().exists()
             });
@@ -403,9 +404,10 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::placement::RunId;
-    use crate::scheduler::{ExitStatus, StopIntent, Timestamp};
+    use crate::scheduler::{ExitStatus, StopIntent};
     use crate::store::LaunchInfo;
+    use crate::vocab::RunId;
+    use crate::vocab::Timestamp;
 
     fn state(phase: Phase) -> RunState {
         RunState { phase, ..RunState::new(None, Timestamp::EPOCH) }

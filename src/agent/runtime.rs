@@ -16,11 +16,14 @@ use tokio::sync::mpsc;
 pub use crate::launch::FinalStats;
 use crate::launch::{LaunchError, RunInputs, RunPlan};
 use crate::metrics::StatsHandle;
-use crate::placement::{Assignment, RunId};
-use crate::scheduler::{ExitStatus, Timestamp};
+use crate::placement::Assignment;
+use crate::scheduler::ExitStatus;
 use crate::spec::JobSpec;
 use crate::store::LaunchInfo;
-use crate::topology::{Bytes, CpuSet};
+use crate::topology::CpuSet;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 /// Everything needed to start one attempt of a run: its final plan, built
 /// ([`Runtime::plan`]) and checked before the run's placement was

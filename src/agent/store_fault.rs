@@ -93,7 +93,7 @@ impl StoreFault {
 mod tests {
     use super::*;
     use crate::agent::runtime::Observed;
-    use crate::placement::RunId;
+    use crate::vocab::RunId;
 
     fn obs(n: u64) -> Observation {
         Observation { run: RunId::new("a-1"), epoch: n, what: Observed::Oom }

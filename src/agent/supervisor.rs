@@ -24,14 +24,17 @@ use crate::api::protocol::EventLine;
 use crate::api::EventFeed;
 use crate::dynamic_user::{self, DynamicUserError};
 use crate::metrics::agent::PlacementOutcome;
-use crate::placement::{Assignment, Ledger, RunId};
+use crate::placement::{Assignment, Ledger};
 use crate::scheduler::{
     transition, Action, Event, Jitter, Moment, OomPolicy, Phase, RunEvent, RunState, StopIntent,
     StopReason, Timestamp,
 };
 use crate::spec::{self, AdmissionRules, JobSpec};
-use crate::store::{parse_run_id, ExitInfo, JobVersion, LaunchInfo, Retention, RunStore};
-use crate::topology::{Bytes, CpuSet, Topology};
+use crate::store::{ExitInfo, JobVersion, LaunchInfo, Retention, RunStore};
+use crate::topology::{CpuSet, Topology};
+use crate::vocab::parse_run_id;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
 use crate::watch::FileChange;
 
 use super::clock::Clock;
@@ -66,7 +69,7 @@ pub struct Settings {
 /// One run the agent manages.
 #[derive(Debug)]
 pub(super) struct Run {
-    pub job: spec::JobName,
+    pub job: crate::vocab::JobName,
     /// The version it runs (or will); `None` only between an agent restart
     /// and the first reading of the jobs directory.
     pub spec: Option<Arc<JobSpec>>,
@@ -101,7 +104,7 @@ impl Run {
 /// The span of attempt `attempt` of run `run`: the job, the run id and the
 /// attempt on every line logged about it (`run{job=etl run=etl-3 attempt=2}:`
 /// in text logs, the `span` object in JSON logs).
-pub(super) fn run_span(job: &spec::JobName, run: &RunId, attempt: u32) -> Span {
+pub(super) fn run_span(job: &crate::vocab::JobName, run: &RunId, attempt: u32) -> Span {
     tracing::info_span!("run", job = %job, run = %run, attempt)
 }
 
@@ -115,7 +118,7 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) sink: Sink,
     pub(super) jobs: JobDirectory,
     pub(super) runs: BTreeMap<RunId, Run>,
-    pub(super) by_job: HashMap<spec::JobName, RunId>,
+    pub(super) by_job: HashMap<crate::vocab::JobName, RunId>,
     pub(super) queue: RunQueue,
     pub(super) timers: Timers,
     /// Victims of preemptions under way.
@@ -251,7 +254,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         if !self.files_read {
             return Ok(());
         }
-        let without_run: Vec<spec::JobName> = self
+        let without_run: Vec<crate::vocab::JobName> = self
             .jobs
             .jobs()
             .iter()
@@ -296,7 +299,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             self.files_read = true;
             self.cron_files_read()?;
             // Runs re-adopted after a restart whose job is no longer there.
-            let orphans: Vec<spec::JobName> =
+            let orphans: Vec<crate::vocab::JobName> =
                 self.by_job.keys().filter(|name| self.jobs.get(name).is_none()).cloned().collect();
             for name in orphans {
                 self.job_gone(&name)?;
@@ -322,7 +325,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// `name` was added or changed.
-    fn job_in_force(&mut self, name: &spec::JobName) -> Result<(), AgentError> {
+    fn job_in_force(&mut self, name: &crate::vocab::JobName) -> Result<(), AgentError> {
         let Some(found) = self.jobs.get(name) else { return Ok(()) };
         let spec = Arc::new(found.spec.clone());
         self.cron_job_in_force(name, &spec)?;
@@ -363,7 +366,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     fn create_run(
         &mut self,
-        name: &spec::JobName,
+        name: &crate::vocab::JobName,
         spec: Arc<JobSpec>,
         meta: RunMeta,
         version: JobVersion,
@@ -380,7 +383,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     pub(super) fn add_run(
         &mut self,
         id: RunId,
-        name: &spec::JobName,
+        name: &crate::vocab::JobName,
         spec: Arc<JobSpec>,
         meta: RunMeta,
         fingerprint: String,
@@ -495,7 +498,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// `name` is gone from the jobs directory.
-    fn job_gone(&mut self, name: &spec::JobName) -> Result<(), AgentError> {
+    fn job_gone(&mut self, name: &crate::vocab::JobName) -> Result<(), AgentError> {
         self.cron_job_gone(name)?;
         let Some(id) = self.by_job.get(name).cloned() else { return Ok(()) };
         self.stop_for_removal(&id)
@@ -508,7 +511,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         if run.meta.finish_on_removal && run.state.phase.may_have_processes() {
             run.removed = true;
             // Finishing means this attempt only: nothing starts again.
-            run.meta.policy.restart.on = crate::scheduler::RestartOn::Never;
+            run.meta.policy.restart.on = crate::spec::RestartOn::Never;
             if let OomPolicy::Requeue { .. } = run.meta.policy.oom {
                 run.meta.policy.oom = OomPolicy::Fail;
             }
@@ -825,7 +828,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// directory and none of its runs may have processes left. (A process
     /// that escaped its run keeps the uid from being handed out again: see
     /// [`dynamic_user::allocate`].)
-    pub(super) fn release_uid_if_unused(&mut self, job: &spec::JobName) -> Result<(), AgentError> {
+    pub(super) fn release_uid_if_unused(
+        &mut self,
+        job: &crate::vocab::JobName,
+    ) -> Result<(), AgentError> {
         if !self.files_read
             || self.jobs.get(job).is_some()
             || self.runs.values().any(|r| r.job == *job)
@@ -886,7 +892,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Deletes the run directories (logs, status, config) of `job`'s runs
     /// whose records are gone: a pruned run takes its files with it.
-    fn prune_run_dirs(&self, job: &spec::JobName) -> Result<(), AgentError> {
+    fn prune_run_dirs(&self, job: &crate::vocab::JobName) -> Result<(), AgentError> {
         let kept: std::collections::HashSet<RunId> =
             self.store.runs_for_job(job, usize::MAX)?.into_iter().map(|r| r.id).collect();
         let Ok(entries) = std::fs::read_dir(&self.settings.runs_dir) else { return Ok(()) };
@@ -1380,8 +1386,9 @@ fn remove_dir(dir: &std::path::Path) {
 }
 
 fn log_note(note: &FileNote) {
-    let names =
-        |jobs: &[spec::JobName]| jobs.iter().map(|j| j.as_str()).collect::<Vec<_>>().join(", ");
+    let names = |jobs: &[crate::vocab::JobName]| {
+        jobs.iter().map(|j| j.as_str()).collect::<Vec<_>>().join(", ")
+    };
     match note {
         FileNote::Loaded { path, jobs } => {
             info!(file = %path.display(), "job file loaded: {}", names(jobs))

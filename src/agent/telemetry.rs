@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::api::model::{FileStatus, JobView, NodeView, RunSummary, RunView};
+use crate::api::model::{FileStatus, JobView, NodeView, RunListing, RunView};
 use crate::api::{ApiError, ApiSource};
 use crate::cgroup::LayoutKind;
 use crate::metrics::agent::{EndState, OomAction, PlacementOutcome, PreemptKind};
@@ -22,9 +22,12 @@ use crate::metrics::{
     FinishedRun, JobInfo, LiveRun, Metrics, NumaAllocation, PublishedSnapshot, Snapshot, SpecFiles,
     StatsHandle,
 };
-use crate::placement::{CpuGrant, PlacementError, RunId};
-use crate::scheduler::{FailReason, JobName, Outcome, Phase, RunEvent, RunState, Timestamp};
+use crate::placement::{CpuGrant, PlacementError};
+use crate::scheduler::{FailReason, Outcome, Phase, RunEvent, RunState};
 use crate::store::{RunStore, SqliteStore};
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::error::AgentError;
 use super::job;
@@ -192,9 +195,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             .job_uids()
             .map(|all| all.into_iter().map(|a| (a.job, a.uid)).collect())
             .unwrap_or_default();
-        let mut runs_of: HashMap<&JobName, Vec<RunSummary>> = HashMap::new();
+        let mut runs_of: HashMap<&JobName, Vec<RunListing>> = HashMap::new();
         for (id, run) in &self.runs {
-            runs_of.entry(&run.job).or_default().push(RunSummary::new(
+            runs_of.entry(&run.job).or_default().push(RunListing::new(
                 id.clone(),
                 &run.state.phase,
                 run.state.since,

@@ -13,11 +13,13 @@ use super::runtime::{FinalStats, Observation, Observed, Probe};
 use super::supervisor::{run_dir, Settings, Supervisor};
 use super::telemetry::Telemetry;
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
-use crate::placement::{Ledger, PlacementConfig, RunId};
-use crate::scheduler::{ExitStatus, FailReason, Phase, RunState, StopReason, Timestamp};
+use crate::placement::{Ledger, PlacementConfig};
+use crate::scheduler::{ExitStatus, FailReason, Phase, RunState, StopReason};
 use crate::store::{LaunchInfo, RunStore, SqliteStore};
 use crate::topology::testing::fixture;
 use crate::topology::Topology;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 use crate::watch::FileChange;
 
 fn vm() -> Topology {
@@ -227,7 +229,7 @@ async fn jobs_without_user_get_uids_of_their_own_kept_until_the_job_is_gone() {
     // b's file goes: its uid is given up once its run has ended.
     b.remove("b.yaml").await;
     assert_eq!(b.phase("b-1"), "failed", "stopped for removal");
-    assert_eq!(b.sup.store().job_uid(&crate::spec::JobName::parse("b").unwrap()).unwrap(), None);
+    assert_eq!(b.sup.store().job_uid(&crate::vocab::JobName::parse("b").unwrap()).unwrap(), None);
     // A process left with 61185 keeps it from the next job.
     let status = b.dir.path().join("host-proc/4242/status");
     std::fs::create_dir_all(status.parent().unwrap()).unwrap();
@@ -484,7 +486,7 @@ async fn oom_requeue_starts_again_with_a_larger_limit() {
             _ => None,
         })
         .collect();
-    assert_eq!(launches, [crate::topology::Bytes::from_mib(128)]);
+    assert_eq!(launches, [crate::vocab::Bytes::from_mib(128)]);
     assert_eq!(b.state("q-1").attempt, 2);
     b.fake.exit("q-1", 0);
     b.settle().await;
@@ -633,7 +635,7 @@ fn forge_placed_run(b: &mut Bench, job: &str, spec: &str) -> (RunId, PathBuf) {
     use crate::placement::{Assignment, CpuGrant};
     let parsed = crate::spec::compile_str(Path::new("x.yaml"), spec).unwrap().remove(0).spec;
     let version = RunMeta::of(&parsed, Duration::from_secs(5)).version(&parsed);
-    let name = crate::scheduler::JobName::parse(job).unwrap();
+    let name = crate::vocab::JobName::parse(job).unwrap();
     let store = &mut b.sup.store;
     let pending = RunState::new(None, Timestamp::from_millis(5_000));
     let run = store
@@ -1059,7 +1061,7 @@ async fn a_reload_that_cannot_read_the_directory_changes_nothing_and_says_why() 
     assert!(message.starts_with("failed to list job directory /jobs: "), "{message}");
     assert!(message.ends_with("; the jobs in force stay as they are"), "{message}");
     assert!(message.contains("Input/output error"), "the cause is given: {message}");
-    assert!(b.sup.jobs.get(&crate::spec::JobName::parse("a").unwrap()).is_some());
+    assert!(b.sup.jobs.get(&crate::vocab::JobName::parse("a").unwrap()).is_some());
 }
 
 /// The main loop hands a reload to the watcher task (played here by a task
@@ -1112,7 +1114,7 @@ async fn the_main_loop_hands_reloads_to_the_watcher_task_and_answers_when_applie
 
     stop.send(()).unwrap();
     let sup = agent.await.unwrap().unwrap();
-    assert!(sup.jobs.get(&crate::spec::JobName::parse("a").unwrap()).is_some());
+    assert!(sup.jobs.get(&crate::vocab::JobName::parse("a").unwrap()).is_some());
     assert_eq!(fake.launched(), ["a-1"]);
 }
 

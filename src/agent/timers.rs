@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::placement::RunId;
-use crate::scheduler::{Event, Timer, Timestamp};
+use crate::scheduler::{Event, Timer};
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 #[derive(Debug, Default)]
 pub struct Timers {

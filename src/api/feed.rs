@@ -101,7 +101,7 @@ impl FeedTap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::Timestamp;
+    use crate::vocab::Timestamp;
 
     fn line(n: i64) -> EventLine {
         EventLine::run_event(Timestamp::from_millis(n), "etl", "etl-1", "oom", "limit reached")

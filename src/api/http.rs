@@ -31,8 +31,8 @@ use super::error::ApiError;
 use super::model::{JobView, NodeView, RunView};
 use super::source::ApiSource;
 use crate::metrics::{Format, Metrics};
-use crate::placement::RunId;
-use crate::scheduler::JobName;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
 
 const TEXT: &str = "text/plain; charset=utf-8";
 

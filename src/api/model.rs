@@ -6,10 +6,13 @@ use serde::Serialize;
 
 use crate::cgroup::{LayoutKind, Stats};
 use crate::metrics::NumaAllocation;
-use crate::placement::{Assignment, Ledger, RunId};
-use crate::scheduler::{ExitStatus, JobName, Phase, PreemptionMode, RunEvent, Timestamp};
+use crate::placement::{Assignment, Ledger};
+use crate::scheduler::{ExitStatus, Phase, PreemptionMode, RunEvent};
 use crate::store::RunDetail;
 use crate::topology::{CpuSet, NodeId, Topology};
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 fn time(t: Timestamp) -> Option<DateTime<Utc>> {
     t.to_datetime()
@@ -38,7 +41,7 @@ pub struct JobView {
     /// given one.
     pub dynamic_uid: Option<u32>,
     /// Its runs that have not ended.
-    pub runs: Vec<RunSummary>,
+    pub runs: Vec<RunListing>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,15 +53,15 @@ pub enum FileStatus {
 
 /// A run in a job's list.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunSummary {
+pub struct RunListing {
     pub id: RunId,
     pub state: &'static str,
     pub since: Option<DateTime<Utc>>,
 }
 
-impl RunSummary {
-    pub fn new(id: RunId, phase: &Phase, since: Timestamp) -> RunSummary {
-        RunSummary { id, state: phase.name(), since: time(since) }
+impl RunListing {
+    pub fn new(id: RunId, phase: &Phase, since: Timestamp) -> RunListing {
+        RunListing { id, state: phase.name(), since: time(since) }
     }
 }
 

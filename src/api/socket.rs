@@ -512,7 +512,7 @@ mod tests {
     }
 
     fn line(at: i64, detail: &str) -> EventLine {
-        let at = crate::scheduler::Timestamp::from_millis(at);
+        let at = crate::vocab::Timestamp::from_millis(at);
         EventLine::run_event(at, "etl", "etl-1", "oom", detail)
     }
 

@@ -2,8 +2,8 @@
 
 use super::error::ApiError;
 use super::model::{JobView, NodeView, RunView};
-use crate::placement::RunId;
-use crate::scheduler::JobName;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
 
 /// The agent's side of the read-only API. Calls may block (run details come
 /// from the store): the server makes them on blocking threads, never on the

@@ -12,13 +12,17 @@ use crate::cgroup::{LayoutKind, Stats};
 use crate::config::HttpLimits;
 use crate::metrics::{HttpDeadline, RefusedReason};
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
-use crate::placement::{Ledger, PlacementConfig, Request, RunId};
-use crate::scheduler::{ExitStatus, JobName, Phase, PreemptionMode, RunEvent, RunState, Timestamp};
+use crate::placement::{Ledger, PlacementConfig, Request};
+use crate::scheduler::{ExitStatus, Phase, PreemptionMode, RunEvent, RunState};
 use crate::store::{EventRecord, ExitInfo, RunDetail, RunRecord, TransitionRecord};
 use crate::topology::testing::fixture;
-use crate::topology::{Bytes, Topology};
+use crate::topology::Topology;
+use crate::vocab::Bytes;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
-use super::model::{FileStatus, RunSummary};
+use super::model::{FileStatus, RunListing};
 
 struct FakeAgent {
     ready: bool,
@@ -44,7 +48,7 @@ fn etl() -> JobView {
         next_fire: chrono::DateTime::from_timestamp(1_800_000_000, 0),
         user: "etl".into(),
         dynamic_uid: None,
-        runs: vec![RunSummary::new(
+        runs: vec![RunListing::new(
             RunId::new("etl-1"),
             &Phase::Running { since: Timestamp::from_millis(1_000) },
             Timestamp::from_millis(1_000),

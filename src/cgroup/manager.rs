@@ -429,8 +429,10 @@ fn remove_dirs(dirs: &[PathBuf]) {
 mod tests {
     use super::*;
     use crate::cgroup::fake::{FakeFs, FakeKind};
-    use crate::cgroup::resources::{CpuWeight, MemoryLimits, MilliCpus, OomMode};
+    use crate::cgroup::resources::{MemoryLimits, OomMode};
     use crate::topology::{CpuSet, NodeSet};
+    use crate::vocab::CpuWeight;
+    use crate::vocab::MilliCpus;
 
     const MI: u64 = 1 << 20;
 

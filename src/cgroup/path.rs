@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::CgroupError;
 use super::layout::Controller;
-use crate::spec::name::RESERVED_CGROUP_NAMES;
+use crate::vocab::RESERVED_CGROUP_NAMES;
 
 const MAX_NAME_LEN: usize = 128;
 

@@ -328,7 +328,8 @@ pub fn apply<'p>(plan: &Plan, dir: impl Fn(Target) -> Option<&'p Path>) -> Resul
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::cgroup::resources::{CpuWeight, MemoryLimits};
+    use crate::cgroup::resources::MemoryLimits;
+    use crate::vocab::CpuWeight;
 
     pub(crate) fn v1_ctx(mode: PlanMode) -> PlanContext {
         PlanContext {

@@ -10,7 +10,7 @@ use crate::topology::{CpuSet, NodeSet};
 /// default): a quota is then a number of microseconds of CPU per 100 ms.
 pub const CFS_PERIOD_US: u64 = 100_000;
 
-pub use crate::units::{CpuWeight, MilliCpus};
+use crate::vocab::{CpuWeight, MilliCpus};
 
 /// Memory limits in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -56,7 +56,7 @@ pub fn age(seconds: u64) -> String {
 /// Bytes as people read them: `512Mi`, `2Gi`.
 pub fn bytes(b: Option<u64>) -> String {
     match b {
-        Some(b) => crate::units::Bytes(b).to_string(),
+        Some(b) => crate::vocab::Bytes(b).to_string(),
         None => "-".into(),
     }
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use super::client::{age, table, SocketArgs};
 use crate::api::{Request, Response};
-use crate::units::Bytes;
+use crate::vocab::Bytes;
 
 /// List the runs not yet over: job, run, state, priority, CPUs, NUMA
 /// nodes, CPU %, memory in use and its limit, age and the job's next firing.

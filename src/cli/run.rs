@@ -25,10 +25,10 @@ use crate::config::{self, AgentConfig, CgroupParent};
 use crate::container::{ContainerError, SetupError};
 use crate::dynamic_user;
 use crate::launch::{self, Host, LaunchError};
-use crate::placement::RunId;
 use crate::spec::{self, JobSpec};
+use crate::vocab::RunId;
 
-pub use summary::{summary_line, Ending, Observed};
+pub use summary::{summary_line, Ending, RunObservations};
 
 /// Run one job once, in the foreground.
 ///

@@ -11,7 +11,8 @@ use chrono_tz::Tz;
 use crate::config;
 use crate::scheduler::cron::dst::{self, Showing};
 use crate::scheduler::cron::{firings_between, jitter};
-use crate::spec::{self, duration, Job, JobName, Recurrence};
+use crate::spec::{self, duration, Job, Recurrence};
+use crate::vocab::JobName;
 use crate::watch;
 
 /// Show the next times recurring jobs will run, in their time zone and in UTC.

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::client::{bytes, SocketArgs};
-use crate::api::protocol::RunView;
+use crate::api::protocol::ShownRun;
 use crate::api::{Request, Response};
 
 /// Show a run (by id) or the latest runs of a job (by name): state,
@@ -36,7 +36,7 @@ pub fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_run(run: &RunView) {
+fn print_run(run: &ShownRun) {
     let r = &run.row;
     println!("run:       {} (job {}, attempt {})", r.run, r.job, run.attempt);
     println!("state:     {}", r.state);

@@ -10,11 +10,13 @@ use chrono_tz::Tz;
 use super::error::ConfigError;
 use crate::spec::check::{choice, Checker, Fields};
 use crate::spec::error::{Diagnostic, Diagnostics, FieldPath};
-use crate::spec::name::{check_cgroup_label, NameError};
 use crate::spec::schedule::parse_timezone;
 use crate::spec::tree::Node;
-use crate::spec::{source, AdmissionRules, Bytes, DefaultUser, GroupRef, Pos, SpecError, UidRange};
+use crate::spec::{source, AdmissionRules, DefaultUser, GroupRef, Pos, SpecError, UidRange};
 use crate::topology::CpuSet;
+use crate::vocab::check_cgroup_label;
+use crate::vocab::Bytes;
+use crate::vocab::NameError;
 
 /// How the agent writes its log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

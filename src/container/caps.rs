@@ -13,7 +13,7 @@ use nix::errno::Errno;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 // The table is the job spec's (pure); the container maps it onto the kernel.
-use crate::spec::isolation::CAPABILITY_NAMES as NAMES;
+use crate::vocab::CAPABILITY_NAMES as NAMES;
 
 /// A capability by its kernel number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

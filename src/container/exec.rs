@@ -17,11 +17,12 @@ use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::unistd::{Gid, Uid};
 
-use super::caps::{self, Capability};
+use super::caps;
 use super::config::{ContainerConfig, Rlimit, RlimitResource, DEFAULT_PATH};
 use super::error::SetupError;
 use super::passwd::Credentials;
 use super::protocol::{self, InitMessage};
+use crate::vocab::Capability;
 
 /// The job's environment: the config's variables exactly, plus `PATH` and
 /// `HOME` when missing, plus `CORRAL_JOB` and `CORRAL_RUN` always.

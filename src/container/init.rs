@@ -34,13 +34,14 @@ use nix::sys::signalfd::{SfdFlags, SigSet, SignalFd};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
-use super::config::{ContainerConfig, Namespace};
+use super::config::ContainerConfig;
 use super::error::SetupError;
 use super::exec::{self, JobExec, JobStdio};
 use super::mounts::{self, MountStep};
 use super::passwd::Credentials;
 use super::protocol::{self, InitMessage};
 use super::status::JobExit;
+use crate::vocab::Namespace;
 
 /// Signals init passes on to the job.
 pub const FORWARDED: [Signal; 5] =

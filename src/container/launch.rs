@@ -67,7 +67,7 @@ pub struct Launched {
 
 /// Where a run stands, judged from its run directory alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunState {
+pub enum ShimState {
     /// `status.json` exists.
     Finished(RunStatus),
     /// The shim recorded in `shim.pid` is still that same process.
@@ -255,19 +255,19 @@ fn read_pid_file(path: &Path) -> Result<Option<ProcessIdentity>, ContainerError>
 }
 
 /// Where the run in `run_dir` stands, without being its parent.
-pub fn probe(run_dir: &Path) -> Result<RunState, ContainerError> {
+pub fn probe(run_dir: &Path) -> Result<ShimState, ContainerError> {
     let run = RunDir::new(run_dir);
     if let Some(status) = read_status(run_dir)? {
-        return Ok(RunState::Finished(status));
+        return Ok(ShimState::Finished(status));
     }
     let shim = read_pid_file(&run.shim_pid())?;
     match shim {
         Some(shim) if shim.is_alive(Path::new(PROC)) => {
-            Ok(RunState::Running { shim, init: read_pid_file(&run.init_pid())? })
+            Ok(ShimState::Running { shim, init: read_pid_file(&run.init_pid())? })
         }
         // The shim may have written the status and exited between the two
         // reads above.
-        _ => Ok(read_status(run_dir)?.map_or(RunState::Lost, RunState::Finished)),
+        _ => Ok(read_status(run_dir)?.map_or(ShimState::Lost, ShimState::Finished)),
     }
 }
 
@@ -298,9 +298,9 @@ pub fn wait_for_status(run_dir: &Path) -> Result<RunStatus, ContainerError> {
     let lost = || ContainerError::Lost { run_dir: run_dir.to_owned() };
     loop {
         let shim = match probe(run_dir)? {
-            RunState::Finished(status) => return Ok(status),
-            RunState::Lost => return Err(lost()),
-            RunState::Running { shim, .. } => shim,
+            ShimState::Finished(status) => return Ok(status),
+            ShimState::Lost => return Err(lost()),
+            ShimState::Running { shim, .. } => shim,
         };
         let pidfd = match pidfd_open(shim.pid) {
             Ok(fd) => fd,
@@ -324,7 +324,7 @@ pub fn wait_for_status(run_dir: &Path) -> Result<RunStatus, ContainerError> {
         // The shim writes the status before it exits; one more probe
         // returns Finished or Lost.
         return match probe(run_dir)? {
-            RunState::Finished(status) => Ok(status),
+            ShimState::Finished(status) => Ok(status),
             _ => Err(lost()),
         };
     }
@@ -366,7 +366,7 @@ mod tests {
     #[test]
     fn a_directory_without_pid_files_or_status_is_lost() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(probe(dir.path()).unwrap(), RunState::Lost);
+        assert_eq!(probe(dir.path()).unwrap(), ShimState::Lost);
         std::fs::write(RunDir::new(dir.path()).shim_pid(), "garbage").unwrap();
         assert!(matches!(probe(dir.path()), Err(ContainerError::BadFile { .. })));
     }

@@ -72,7 +72,7 @@
 //! init reach the job ([`Launched::signal`], [`signal_process`]); SIGKILL
 //! to init ends the container. Killing the shim kills init (parent-death
 //! signal), since nobody would be left to record the run: a run whose shim
-//! is gone without a status is [`RunState::Lost`].
+//! is gone without a status is [`ShimState::Lost`].
 //!
 //! # Logs
 //!

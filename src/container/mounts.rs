@@ -34,9 +34,10 @@ use nix::sys::stat::{fstat, makedev, mknodat, Mode, SFlag};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::unistd::{chdir, fchdir, pivot_root, symlinkat};
 
-use super::config::{ContainerConfig, Mount, MountKind, Namespace};
+use super::config::{ContainerConfig, Mount, MountKind};
 use super::error::SetupError;
 use super::inroot::{Kind, ResolveError, Root};
+use crate::vocab::Namespace;
 
 /// A character device made in the container's `/dev`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,7 +30,7 @@ use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
-use super::config::{ContainerConfig, IdSpec, Namespace};
+use super::config::{ContainerConfig, IdSpec};
 use super::error::SetupError;
 use super::init::{self, InitFds, InitPlan};
 use super::inroot::{ReadError, Root};
@@ -41,6 +41,7 @@ use super::procfs::ProcessIdentity;
 use super::protocol::{self, InitMessage, ShimReport};
 use super::rundir::{atomic_write, retry_until_written, Durability, RunDir};
 use super::status::{ExitSource, JobExit, RunStatus};
+use crate::vocab::Namespace;
 
 use super::nofile::NofileLimit;
 

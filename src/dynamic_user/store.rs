@@ -8,9 +8,10 @@ use tracing::warn;
 use super::allocate::{pick, Order};
 use super::error::DynamicUserError;
 use super::host::{HostIds, HostRoots};
-use crate::scheduler::{JobName, Timestamp};
 use crate::spec::UidRange;
 use crate::store::DynamicUsers;
+use crate::vocab::JobName;
+use crate::vocab::Timestamp;
 
 /// How long one reading of the host's accounts and processes serves new
 /// allocations. Jobs added together (a jobs directory read at start, a

@@ -124,7 +124,8 @@ mod tests {
     use super::*;
     use crate::cgroup::fake::{FakeFs, FakeKind};
     use crate::cgroup::OomMode;
-    use crate::placement::{place, RunId};
+    use crate::placement::place;
+    use crate::vocab::RunId;
 
     #[test]
     fn a_host_from_injected_roots_plans_runs_into_its_cgroup_parent() {
@@ -156,14 +157,14 @@ mod tests {
         let run_dir = plan::run_dir(
             &plan::runs_dir(&host.config().state_dir),
             &run,
-            crate::scheduler::Timestamp::from_millis(5),
+            crate::vocab::Timestamp::from_millis(5),
         );
         let env = std::collections::BTreeMap::from([("X".to_owned(), "1".to_owned())]);
         let inputs = RunInputs {
             run: &run,
             assignment: &assignment,
             shared_pool: ledger.shared_pool(),
-            memory_limit: Some(crate::units::Bytes::from_mib(96)),
+            memory_limit: Some(crate::vocab::Bytes::from_mib(96)),
             run_dir: &run_dir,
             env: &env,
             dynamic_uid: Some(61184),

@@ -32,7 +32,8 @@ pub fn oom_mode(policy: &OomPolicy, capabilities: &Capabilities) -> OomMode {
 mod tests {
     use super::*;
     use crate::cgroup::{FreezerKind, KillKind};
-    use crate::spec::{Bytes, Factor};
+    use crate::vocab::Bytes;
+    use crate::vocab::Factor;
 
     fn caps(pause_at_limit: bool) -> Capabilities {
         Capabilities {

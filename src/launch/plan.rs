@@ -16,10 +16,13 @@ use super::oom::oom_mode;
 use crate::cgroup::{self, Capabilities, CgroupName, MemoryLimits};
 use crate::config::AgentConfig;
 use crate::container::{self, ContainerConfig, IdSpec, Mount, Rlimit, RlimitResource};
-use crate::placement::{self, Assignment, PlacementConfig, Request, RunId};
-use crate::scheduler::Timestamp;
-use crate::spec::{self, JobName, JobSpec, OomPolicy};
-use crate::topology::{Bytes, CpuSet, Topology};
+use crate::placement::{self, Assignment, PlacementConfig, Request};
+use crate::spec::{self, JobSpec, OomPolicy};
+use crate::topology::{CpuSet, Topology};
+use crate::vocab::Bytes;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 /// The directory under the state directory that holds one directory per run.
 pub const RUNS_DIR: &str = "runs";
@@ -163,11 +166,11 @@ pub fn request(spec: &JobSpec, run: &RunId) -> Request {
 /// The spec's and placement's NUMA policies name the same three choices;
 /// they are separate types because the spec's is a file format and
 /// placement's an allocator input.
-pub fn numa_policy(policy: spec::NumaPolicy) -> placement::NumaPolicy {
+pub fn numa_policy(policy: crate::vocab::NumaPolicy) -> crate::vocab::NumaPolicy {
     match policy {
-        spec::NumaPolicy::None => placement::NumaPolicy::None,
-        spec::NumaPolicy::Prefer => placement::NumaPolicy::Prefer,
-        spec::NumaPolicy::SingleNode => placement::NumaPolicy::SingleNode,
+        crate::vocab::NumaPolicy::None => crate::vocab::NumaPolicy::None,
+        crate::vocab::NumaPolicy::Prefer => crate::vocab::NumaPolicy::Prefer,
+        crate::vocab::NumaPolicy::SingleNode => crate::vocab::NumaPolicy::SingleNode,
     }
 }
 
@@ -275,7 +278,7 @@ pub fn container_config(
     let mut capabilities = std::collections::BTreeSet::new();
     for cap in &isolation.capabilities {
         let number = cap.number();
-        let cap = container::Capability::from_number(number)
+        let cap = crate::vocab::Capability::from_number(number)
             .ok_or_else(|| LaunchError::UnknownCapability { job: job.to_owned(), number })?;
         capabilities.insert(cap);
     }
@@ -300,7 +303,7 @@ pub fn container_config(
     // config.json says what the job saw.
     cfg.hostname = match &isolation.hostname {
         Some(hostname) => Some(hostname.as_str().to_owned()),
-        None if isolation.has(spec::Namespace::Uts) => Some(job.to_owned()),
+        None if isolation.has(crate::vocab::Namespace::Uts) => Some(job.to_owned()),
         None => None,
     };
     cfg.rootfs = isolation.rootfs.as_ref().map(|p| p.as_path().to_path_buf());
@@ -375,15 +378,15 @@ pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchEr
 }
 
 /// The container layer's name for a job file's namespace: one for one.
-pub fn namespace(ns: spec::Namespace) -> container::Namespace {
+pub fn namespace(ns: crate::vocab::Namespace) -> crate::vocab::Namespace {
     match ns {
-        spec::Namespace::Pid => container::Namespace::Pid,
-        spec::Namespace::Mount => container::Namespace::Mount,
-        spec::Namespace::Uts => container::Namespace::Uts,
-        spec::Namespace::Ipc => container::Namespace::Ipc,
-        spec::Namespace::Net => container::Namespace::Net,
-        spec::Namespace::User => container::Namespace::User,
-        spec::Namespace::Cgroup => container::Namespace::Cgroup,
+        crate::vocab::Namespace::Pid => crate::vocab::Namespace::Pid,
+        crate::vocab::Namespace::Mount => crate::vocab::Namespace::Mount,
+        crate::vocab::Namespace::Uts => crate::vocab::Namespace::Uts,
+        crate::vocab::Namespace::Ipc => crate::vocab::Namespace::Ipc,
+        crate::vocab::Namespace::Net => crate::vocab::Namespace::Net,
+        crate::vocab::Namespace::User => crate::vocab::Namespace::User,
+        crate::vocab::Namespace::Cgroup => crate::vocab::Namespace::Cgroup,
     }
 }
 

@@ -10,8 +10,8 @@ use super::host::Host;
 use super::plan::RunPlan;
 use crate::cgroup::{CgroupError, JobCgroup, Resources};
 use crate::container::{ContainerConfig, Launched, Launcher, ProcessIdentity, RunStatus};
-use crate::placement::RunId;
-use crate::spec::JobName;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
 
 /// A run whose job is executing (or has just ended, unobserved).
 #[derive(Debug)]

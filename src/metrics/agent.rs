@@ -293,8 +293,8 @@ impl AgentMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::RunId;
     use crate::scheduler::FailReason;
+    use crate::vocab::RunId;
 
     #[test]
     fn label_values_are_snake_case_and_distinct() {

@@ -17,9 +17,10 @@ use super::agent::{
     AgentMetrics, CronOutcome, EndState, HttpDeadline, LabelValue, OomAction, PlacementOutcome,
     PreemptKind, RefusedReason,
 };
-use crate::placement::{PlacementError, RunId};
+use crate::placement::PlacementError;
 use crate::scheduler::cron::{FiringOutcome, FiringRecord};
-use crate::scheduler::JobName;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
 
 /// Something that happened, logged and counted in one call.
 pub trait Event {

@@ -12,10 +12,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use crate::placement::RunId;
-use crate::scheduler::{ExitStatus, JobName, Phase};
+use crate::scheduler::{ExitStatus, Phase};
 use crate::store::RunRecord;
-use crate::topology::Bytes;
+use crate::vocab::Bytes;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
 
 /// A run that ended, with what its cgroup counted.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,9 +12,12 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use crate::cgroup::{CgroupError, LayoutKind, Stats, StatsReader};
-use crate::placement::{Ledger, RunId};
-use crate::scheduler::{JobName, Phase, PreemptionMode};
-use crate::topology::{Bytes, NodeId, NodeSet, Topology};
+use crate::placement::Ledger;
+use crate::scheduler::{Phase, PreemptionMode};
+use crate::topology::{NodeId, NodeSet, Topology};
+use crate::vocab::Bytes;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
 
 /// Everything a scrape needs from the agent, taken in one call.
 pub trait MetricsSource: Send + Sync + 'static {

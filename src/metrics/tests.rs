@@ -5,9 +5,12 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::cgroup::{CgroupError, LayoutKind, Stats};
-use crate::placement::RunId;
-use crate::scheduler::{ExitStatus, JobName, Phase, PreemptionMode, Timestamp};
-use crate::topology::{Bytes, NodeId, NodeSet};
+use crate::scheduler::{ExitStatus, Phase, PreemptionMode};
+use crate::topology::{NodeId, NodeSet};
+use crate::vocab::Bytes;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 /// Canned statistics that count how often they are read.
 struct Canned {

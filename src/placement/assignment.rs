@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::topology::{Bytes, CpuSet, NodeId, NodeSet};
+use crate::topology::{CpuSet, NodeId, NodeSet};
+use crate::vocab::Bytes;
 
-use super::request::RunId;
+use crate::vocab::RunId;
 
 /// A run's CPUs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

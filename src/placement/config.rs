@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::topology::{Bytes, CpuSet, NodeId};
+use crate::topology::{CpuSet, NodeId};
+use crate::vocab::Bytes;
 
 /// Fixed inputs of placement, from the agent configuration.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -1,8 +1,9 @@
 //! Why a placement, a ledger update or a rebuild was refused.
 
-use crate::topology::{Bytes, CpuId, CpuSet, NodeId, NodeSet};
+use crate::topology::{CpuId, CpuSet, NodeId, NodeSet};
+use crate::vocab::Bytes;
 
-use super::request::RunId;
+use crate::vocab::RunId;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {

@@ -6,10 +6,12 @@
 
 use std::fmt::Write as _;
 
-use crate::topology::{Bytes, NodeId, Topology};
+use crate::topology::{NodeId, Topology};
+use crate::vocab::Bytes;
 
 use super::ledger::Ledger;
-use super::request::{NumaPolicy, Request};
+use super::request::Request;
+use crate::vocab::NumaPolicy;
 
 /// Free resources of one node.
 #[derive(Debug, Clone, PartialEq, Eq)]

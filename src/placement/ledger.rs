@@ -2,13 +2,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::topology::{Bytes, CpuId, CpuSet, NodeId, NodeSet, Topology};
+use crate::topology::{CpuId, CpuSet, NodeId, NodeSet, Topology};
+use crate::vocab::Bytes;
 
 use super::assignment::{Assignment, CpuGrant};
 use super::config::PlacementConfig;
 use super::error::PlacementError;
 use super::place::place;
-use super::request::{Request, RunId};
+use super::request::Request;
+use crate::vocab::RunId;
 
 /// Current assignments and the aggregates placement reads: exclusive CPU
 /// holders, memory charged per node and the shared pool. Every update keeps

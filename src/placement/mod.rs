@@ -36,8 +36,8 @@ pub use config::PlacementConfig;
 pub use error::PlacementError;
 pub use ledger::Ledger;
 pub use place::place;
-pub use request::{CpuRequest, NumaPolicy, Request, RunId};
-pub use victims::{victims, Candidate, Priority, ReleaseMode, EXACT_SEARCH_BUDGET};
+pub use request::{CpuDemand, NumaPolicy, Request, RunId};
+pub use victims::{victims, Candidate, Rank, ReleaseMode, EXACT_SEARCH_BUDGET};
 
 #[cfg(test)]
 mod testing;

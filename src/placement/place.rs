@@ -33,14 +33,16 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
-use crate::topology::{Bytes, CpuSet, NodeId, Topology};
+use crate::topology::{CpuSet, NodeId, Topology};
+use crate::vocab::Bytes;
 
 use super::assignment::{Assignment, CpuGrant};
 use super::cores::pick_cpus;
 use super::error::PlacementError;
 use super::fit::{Availability, Demand};
 use super::ledger::Ledger;
-use super::request::{CpuRequest, NumaPolicy, Request};
+use super::request::{CpuDemand, Request};
+use crate::vocab::NumaPolicy;
 
 /// Decides where `request` goes, without changing `ledger`; record the
 /// result with [`Ledger::record`] (or use [`Ledger::admit`]). `ledger` must
@@ -67,8 +69,8 @@ pub fn place(
         });
     }
     let assignment = match request.cpus {
-        CpuRequest::Shared => place_shared(&room, request),
-        CpuRequest::Exclusive(_) => place_exclusive(topology, ledger, &room, request, &demand),
+        CpuDemand::Shared => place_shared(&room, request),
+        CpuDemand::Exclusive(_) => place_exclusive(topology, ledger, &room, request, &demand),
     };
     Ok(assignment)
 }
@@ -78,8 +80,8 @@ pub(crate) fn validate(request: &Request) -> Result<(), PlacementError> {
         Err(PlacementError::InvalidRequest { owner: request.owner.clone(), reason: reason.into() })
     };
     match (request.cpus, request.numa) {
-        (CpuRequest::Exclusive(0), _) => invalid("zero exclusive CPUs"),
-        (CpuRequest::Shared, NumaPolicy::SingleNode) => {
+        (CpuDemand::Exclusive(0), _) => invalid("zero exclusive CPUs"),
+        (CpuDemand::Shared, NumaPolicy::SingleNode) => {
             invalid("single-node needs exclusive CPUs: the shared pool spans nodes")
         }
         _ => Ok(()),

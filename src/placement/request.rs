@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::topology::Bytes;
+use crate::vocab::Bytes;
 
 /// The run that owns an assignment. Placement only compares and orders these;
 /// the scheduler decides what they look like.
@@ -59,7 +59,7 @@ impl fmt::Display for NumaPolicy {
 /// CPUs of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum CpuRequest {
+pub enum CpuDemand {
     /// This many CPUs for the run alone, pinned.
     Exclusive(u32),
     /// The shared pool, whatever it currently is.
@@ -70,7 +70,7 @@ pub enum CpuRequest {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Request {
     pub owner: RunId,
-    pub cpus: CpuRequest,
+    pub cpus: CpuDemand,
     pub numa: NumaPolicy,
     /// Memory to account against the nodes: the run's hard limit. `None` (or
     /// zero) places the run without accounting memory.
@@ -79,11 +79,11 @@ pub struct Request {
 
 impl Request {
     pub fn exclusive(owner: RunId, cpus: u32) -> Request {
-        Request { owner, cpus: CpuRequest::Exclusive(cpus), numa: NumaPolicy::None, memory: None }
+        Request { owner, cpus: CpuDemand::Exclusive(cpus), numa: NumaPolicy::None, memory: None }
     }
 
     pub fn shared(owner: RunId) -> Request {
-        Request { owner, cpus: CpuRequest::Shared, numa: NumaPolicy::None, memory: None }
+        Request { owner, cpus: CpuDemand::Shared, numa: NumaPolicy::None, memory: None }
     }
 
     pub fn with_numa(self, numa: NumaPolicy) -> Request {
@@ -97,8 +97,8 @@ impl Request {
     /// Exclusive CPUs asked for; 0 for the shared pool.
     pub fn exclusive_cpus(&self) -> usize {
         match self.cpus {
-            CpuRequest::Exclusive(n) => n as usize,
-            CpuRequest::Shared => 0,
+            CpuDemand::Exclusive(n) => n as usize,
+            CpuDemand::Shared => 0,
         }
     }
 

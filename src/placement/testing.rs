@@ -1,9 +1,11 @@
 //! Fixtures and constructors shared by the placement unit tests.
 
 pub use crate::topology::testing::fixture;
-use crate::topology::{Bytes, CpuSet, NodeSet, Topology};
+use crate::topology::{CpuSet, NodeSet, Topology};
+use crate::vocab::Bytes;
 
-use super::{Assignment, CpuGrant, Ledger, PlacementConfig, Request, RunId};
+use super::{Assignment, CpuGrant, Ledger, PlacementConfig, Request};
+use crate::vocab::RunId;
 
 pub fn ledger(topology: &Topology) -> Ledger {
     Ledger::new(topology, PlacementConfig::default()).unwrap()

@@ -37,7 +37,9 @@ use crate::topology::Topology;
 use super::fit::{Availability, Demand};
 use super::ledger::Ledger;
 use super::place::validate;
-use super::request::{NumaPolicy, Request, RunId};
+use super::request::Request;
+use crate::vocab::NumaPolicy;
+use crate::vocab::RunId;
 
 /// Sets evaluated by the exact search before it gives way to the greedy one.
 /// Each evaluation is a few additions and comparisons per node, so the
@@ -49,7 +51,7 @@ pub const EXACT_SEARCH_BUDGET: u64 = 20_000;
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 #[serde(transparent)]
-pub struct Priority(pub i32);
+pub struct Rank(pub i32);
 
 /// What preempting a run frees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -68,7 +70,7 @@ pub enum ReleaseMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub owner: RunId,
-    pub priority: Priority,
+    pub priority: Rank,
     pub mode: ReleaseMode,
 }
 
@@ -368,7 +370,7 @@ mod tests {
     use crate::topology::NodeId;
 
     fn candidate(owner: &str, priority: i32, mode: ReleaseMode) -> Candidate {
-        Candidate { owner: run(owner), priority: Priority(priority), mode }
+        Candidate { owner: run(owner), priority: Rank(priority), mode }
     }
 
     fn owners(list: &[&str]) -> Option<Vec<RunId>> {
@@ -487,7 +489,7 @@ mod tests {
         let mut candidates = Vec::new();
         for i in 0..1000 {
             let owner = format!("s{i:04}");
-            let memory = crate::topology::Bytes::from_mib(16);
+            let memory = crate::vocab::Bytes::from_mib(16);
             ledger
                 .record(Assignment {
                     owner: run(&owner),
@@ -500,8 +502,7 @@ mod tests {
         }
         let capacity = ledger.memory_capacity(NodeId(0));
         let left = capacity.get() - (1000 << 24);
-        let request =
-            Request::shared(run("x")).with_memory(crate::topology::Bytes(left + (4 << 30)));
+        let request = Request::shared(run("x")).with_memory(crate::vocab::Bytes(left + (4 << 30)));
         let chosen = victims(&topo, &ledger, &request, &candidates).unwrap();
         assert_eq!(chosen.len(), 256);
         // Cheapest priorities first: 256 runs of priority 0..=1 exist (143 + 143).

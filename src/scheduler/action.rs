@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
-use crate::placement::{Assignment, RunId};
-use crate::topology::Bytes;
+use crate::placement::Assignment;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
 
 use super::event::ExitStatus;
 use super::policy::PreemptionMode;
 use super::state::Outcome;
-use super::time::Timestamp;
+use crate::vocab::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {

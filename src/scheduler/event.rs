@@ -3,7 +3,8 @@
 
 use std::fmt;
 
-use crate::placement::{Assignment, RunId};
+use crate::placement::Assignment;
+use crate::vocab::RunId;
 
 use super::state::StopReason;
 

@@ -66,7 +66,7 @@ pub mod time;
 pub mod transition;
 
 /// Runs and journals name their job with the spec's validated name.
-pub use crate::spec::JobName;
+pub use crate::vocab::JobName;
 pub use action::{Action, RunEvent, Timer};
 pub use backoff::{backoff_delay, Jitter};
 pub use error::InvalidTransition;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::topology::Bytes;
+use crate::vocab::Bytes;
 
 /// Everything about a job that the run state machine decides with.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

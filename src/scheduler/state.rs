@@ -3,11 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::placement::RunId;
-use crate::topology::Bytes;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
 
 use super::event::ExitStatus;
-use super::time::Timestamp;
+use crate::vocab::Timestamp;
 
 /// A run's whole decision-relevant state. Serializable: the store keeps it
 /// verbatim so that a restarted agent resumes every run exactly where it was.

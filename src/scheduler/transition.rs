@@ -9,16 +9,18 @@
 
 use std::time::Duration;
 
-use crate::placement::{Assignment, RunId};
-use crate::topology::Bytes;
+use crate::placement::Assignment;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
 
 use super::action::{Action, RunEvent, Timer};
 use super::backoff::{backoff_delay, Jitter};
 use super::error::InvalidTransition;
 use super::event::{Event, ExitStatus};
-use super::policy::{OomPolicy, Policy, PreemptionMode, RestartOn};
+use super::policy::{OomPolicy, Policy, PreemptionMode};
 use super::state::{FailReason, Outcome, Phase, RunState, StopIntent, StopReason};
-use super::time::Timestamp;
+use crate::spec::RestartOn;
+use crate::vocab::Timestamp;
 
 /// What the shell samples from the world for one transition.
 #[derive(Debug, Clone, Copy, PartialEq)]

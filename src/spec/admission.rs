@@ -13,8 +13,8 @@ use std::fmt;
 
 use super::error::{Diagnostic, FieldPath, SpecError};
 use super::identity::{DefaultUser, GroupRef, UidRange, UserRef};
-use super::isolation::Namespace;
 use super::load::Job;
+use crate::vocab::Namespace;
 
 /// The groups refused by default: each gives its members root or
 /// root-equivalent access on a stock Debian-like system. `shadow` reads

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::duration;
 use super::error::{Diagnostic, FieldPath, SpecError};
 use super::tree::{Node, Pos, Value};
-use crate::units::Bytes;
+use crate::vocab::Bytes;
 
 /// Collects the diagnostics of one file. `E` is the error type of the module doing the
 /// compiling; it only has to be able to hold the shared [`SpecError`]s.
@@ -232,9 +232,9 @@ impl<'f, E: From<SpecError>> Checker<'f, E> {
                 Ok(n) => Some(Bytes(n)),
                 Err(_) => {
                     let reason = if *i < 0 {
-                        crate::units::QuantityError::Negative
+                        crate::vocab::QuantityError::Negative
                     } else {
-                        crate::units::QuantityError::Overflow
+                        crate::vocab::QuantityError::Overflow
                     };
                     self.report(
                         node.pos,

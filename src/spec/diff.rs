@@ -1,7 +1,7 @@
 //! What changed between two sets of jobs: the plan for a reload.
 
 use super::load::JobSet;
-use super::name::JobName;
+use crate::vocab::JobName;
 
 /// Jobs to start managing, to reconfigure, and to let go, each in name order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -4,9 +4,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::duration::DurationError;
-use super::name::NameError;
 use super::tree::Pos;
-use crate::units::QuantityError;
+use crate::vocab::NameError;
+use crate::vocab::QuantityError;
 
 /// One problem found in a job file. Messages never repeat the field or the position:
 /// [`Diagnostic`] prints those in front of them.

@@ -7,7 +7,7 @@ use super::check::{choice, optional, Checker, Choice};
 use super::error::{FieldPath, SpecError};
 use super::paths::AbsPath;
 use super::tree::Node;
-use crate::units::Bytes;
+use crate::vocab::Bytes;
 
 /// Capability names by kernel number, 0..=40 (`include/uapi/linux/capability.h`,
 /// Linux 5.9+): the one list both the job files and the container use.

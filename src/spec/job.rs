@@ -8,7 +8,6 @@ use super::check::{choice, optional, Checker};
 use super::error::{FieldPath, SpecError};
 use super::identity::{GroupRef, UserRef};
 use super::isolation::{self, Isolation};
-use super::name::JobName;
 use super::oom::{self, OomPolicy};
 use super::paths::AbsPath;
 use super::resources::{self, Resources};
@@ -16,6 +15,7 @@ use super::restart::{self, RestartPolicy};
 use super::rlimits::{self, Rlimits};
 use super::schedule::{self, Recurrence};
 use super::tree::{Node, Value};
+use crate::vocab::JobName;
 
 /// One job, as its file describes it. Two specs are equal exactly when running one instead
 /// of the other would make no difference, which is what reloads compare.
@@ -342,7 +342,8 @@ fn env(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<BTreeMap<Strin
 mod tests {
     use super::*;
     use crate::spec::testutil::{compile, error, ok};
-    use crate::spec::{CpuRequest, Namespace};
+    use crate::spec::CpuRequest;
+    use crate::vocab::Namespace;
 
     fn named(name: &str) -> Result<JobSpec, Vec<String>> {
         compile(&format!("name: {name}\ncommand: [/bin/true]\n"))
@@ -364,7 +365,7 @@ mod tests {
         assert_eq!(spec.resources, Resources::default());
         assert_eq!(
             spec.resources.cpu,
-            CpuRequest::Shared { weight: crate::spec::CpuWeight::DEFAULT }
+            CpuRequest::Shared { weight: crate::vocab::CpuWeight::DEFAULT }
         );
         assert_eq!(spec.oom, OomPolicy::Fail);
         assert_eq!(spec.restart, RestartPolicy::default());

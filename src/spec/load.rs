@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use super::check::Checker;
 use super::error::{Diagnostic, Diagnostics, FieldPath, SpecError};
 use super::job::{self, JobSpec};
-use super::name::JobName;
 use super::source;
 use super::tree::{Node, Pos, Value};
+use crate::vocab::JobName;
 
 /// Where a job was defined.
 #[derive(Debug, Clone, PartialEq, Eq)]

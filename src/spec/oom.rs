@@ -10,8 +10,8 @@ use std::fmt;
 use super::check::{choice, Checker};
 use super::error::{FieldPath, SpecError};
 use super::tree::Node;
-use crate::units::decimal::{self, DecimalError};
-use crate::units::Bytes;
+use crate::vocab::decimal::{self, DecimalError};
+use crate::vocab::Bytes;
 
 /// A multiplier with two decimals, stored in hundredths: `1.5` is 150.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

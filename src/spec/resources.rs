@@ -3,8 +3,8 @@
 use super::check::{choice, Checker};
 use super::error::{FieldPath, SpecError};
 use super::tree::Node;
-use crate::units::Bytes;
-pub use crate::units::{CpuWeight, MilliCpus};
+use crate::vocab::Bytes;
+use crate::vocab::{CpuWeight, MilliCpus};
 
 /// How a job gets CPU time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

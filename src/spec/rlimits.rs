@@ -8,7 +8,7 @@ use super::check::{choice, Checker, Choice};
 use super::duration;
 use super::error::{FieldPath, SpecError};
 use super::tree::{Node, Value};
-use crate::units::Bytes;
+use crate::vocab::Bytes;
 
 /// A limit `setrlimit(2)` knows, by the name job files use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -10,9 +10,11 @@
 //! considered time, the firing waiting its turn, its runs under way), the
 //! decisions of the step, and the runs they start, in one transaction.
 
-use crate::placement::RunId;
 use crate::scheduler::cron::CronState;
-use crate::scheduler::{JobName, RunState, Timestamp};
+use crate::scheduler::RunState;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::error::StoreError;
 use super::records::JobVersion;
@@ -30,18 +32,18 @@ pub enum FiringDecision {
 
 /// A decision as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FiringOutcome {
+pub enum JournalOutcome {
     Started { run: RunId },
     Skipped { reason: String },
     Missed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FiringRecord {
+pub struct JournalEntry {
     pub job: JobName,
     /// The time the schedule named, in UTC.
     pub scheduled_at: Timestamp,
-    pub outcome: FiringOutcome,
+    pub outcome: JournalOutcome,
     pub decided_at: Timestamp,
     /// When the started run's process was launched (first launch).
     pub started_at: Option<Timestamp>,
@@ -50,7 +52,7 @@ pub struct FiringRecord {
     pub missed: Option<(u64, Timestamp)>,
 }
 
-impl FiringRecord {
+impl JournalEntry {
     /// From the time the schedule named to the run's first launch: the job's
     /// jitter delay, the wait for a place on the machine, and for a caught-up
     /// or queued firing the time it waited.
@@ -80,7 +82,7 @@ pub enum Decided {
     /// This decision was recorded; `run` is the run it created, if any.
     Recorded { run: Option<RunId> },
     /// The firing had been decided before; nothing was written.
-    AlreadyDecided(FiringRecord),
+    AlreadyDecided(JournalEntry),
 }
 
 pub trait CronJournal: Send {
@@ -99,10 +101,10 @@ pub trait CronJournal: Send {
         &self,
         job: &JobName,
         scheduled_at: Timestamp,
-    ) -> Result<Option<FiringRecord>, StoreError>;
+    ) -> Result<Option<JournalEntry>, StoreError>;
 
     /// The job's firings, most recent first, at most `limit`.
-    fn firings(&self, job: &JobName, limit: usize) -> Result<Vec<FiringRecord>, StoreError>;
+    fn firings(&self, job: &JobName, limit: usize) -> Result<Vec<JournalEntry>, StoreError>;
 
     /// The latest scheduled time the cron engine has dealt with for `job`:
     /// the next firing to consider comes after it.

@@ -8,7 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::scheduler::{JobName, Timestamp};
+use crate::vocab::JobName;
+use crate::vocab::Timestamp;
 
 use super::error::StoreError;
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::placement::RunId;
+use crate::vocab::RunId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

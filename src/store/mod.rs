@@ -72,7 +72,7 @@ pub mod run_store;
 pub mod sqlite;
 
 pub use cron_journal::{
-    CronDecision, CronJournal, Decided, FiringDecision, FiringOutcome, FiringRecord,
+    CronDecision, CronJournal, Decided, FiringDecision, JournalEntry, JournalOutcome,
 };
 pub use dynamic_users::{DynamicUsers, UidAllocation};
 pub use error::StoreError;

@@ -2,9 +2,12 @@
 
 use std::path::PathBuf;
 
-use crate::placement::{Assignment, RunId};
-use crate::scheduler::{ExitStatus, JobName, RunEvent, RunState, Timestamp};
-use crate::topology::Bytes;
+use crate::placement::Assignment;
+use crate::scheduler::{ExitStatus, RunEvent, RunState};
+use crate::vocab::Bytes;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 /// How to find a run's processes again after an agent restart.
 #[derive(Debug, Clone, PartialEq, Eq)]

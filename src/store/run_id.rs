@@ -8,8 +8,8 @@
 //! runs are pruned. The split is unambiguous: the job is everything before
 //! the last `-`, and a sequence number never contains one.
 
-use crate::placement::RunId;
-use crate::scheduler::JobName;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
 
 /// The id of run number `seq` of `job`.
 pub fn run_id(job: &JobName, seq: u64) -> RunId {

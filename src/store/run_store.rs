@@ -1,7 +1,10 @@
 //! The run records interface, which a cluster backend can implement too.
 
-use crate::placement::{Assignment, RunId};
-use crate::scheduler::{JobName, RunEvent, RunState, Timestamp};
+use crate::placement::Assignment;
+use crate::scheduler::{RunEvent, RunState};
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::cron_journal::CronJournal;
 use super::dynamic_users::DynamicUsers;

@@ -12,7 +12,7 @@ use super::cpuset::{CpuId, CpuSet, IdList, ListId, NodeId};
 use super::error::{ParseError, TopologyError};
 use super::model::{CoreId, CpuInfo, NodeInfo, PackageId, Topology};
 use super::parse::{self, MemInfo};
-use crate::units::Bytes;
+use crate::vocab::Bytes;
 
 pub const DEFAULT_SYSFS: &str = "/sys";
 pub const DEFAULT_PROCFS: &str = "/proc";

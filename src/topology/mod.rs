@@ -13,7 +13,7 @@ pub mod parse;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use crate::units::Bytes;
+pub use crate::vocab::Bytes;
 pub use cpuset::{CpuId, CpuSet, NodeId, NodeSet};
 pub use discover::{discover, DEFAULT_PROCFS, DEFAULT_SYSFS};
 pub use error::{ParseError, TopologyError};

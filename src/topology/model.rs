@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::cpuset::{CpuId, CpuSet, NodeId, NodeSet};
 use super::error::TopologyError;
-use crate::units::Bytes;
+use crate::vocab::Bytes;
 
 /// The kernel's `core_id`. Unique only within a package (Intel numbers cores
 /// from 0 in every socket), so a physical core is identified by its set of

@@ -5,7 +5,7 @@
 
 use super::cpuset::{CpuSet, NodeSet};
 use super::error::ParseError;
-use crate::units::Bytes;
+use crate::vocab::Bytes;
 
 /// The two memory figures placement cares about, from a meminfo file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -159,7 +159,7 @@ fn load_one(path: &Path, rules: &LoadRules, set: &mut JobSet) -> FileLoad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::JobName;
+    use crate::vocab::JobName;
 
     #[test]
     fn job_file_names() {

@@ -85,7 +85,7 @@ pub enum Entry {
 
 /// What was found at some paths: `None` where nothing is (or nothing that is a
 /// job file any more).
-pub type Observed = BTreeMap<PathBuf, Option<Entry>>;
+pub type Findings = BTreeMap<PathBuf, Option<Entry>>;
 
 /// The paths whose entry changed, each in name order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -141,7 +141,7 @@ impl Snapshot {
     /// How `observed` differs from the snapshot. Paths not in `observed` are
     /// not compared: after events only the paths they touched are looked at,
     /// after a rescan every path from [`Snapshot::rescan_paths`] is.
-    pub fn diff(&self, observed: &Observed) -> SnapshotDiff {
+    pub fn diff(&self, observed: &Findings) -> SnapshotDiff {
         let mut diff = SnapshotDiff::default();
         for (path, now) in observed {
             match (self.entries.get(path), now) {
@@ -156,7 +156,7 @@ impl Snapshot {
     }
 
     /// Records `observed` as reported.
-    pub fn apply(&mut self, observed: Observed) {
+    pub fn apply(&mut self, observed: Findings) {
         for (path, now) in observed {
             match now {
                 Some(entry) => self.entries.insert(path, entry),
@@ -175,7 +175,7 @@ mod tests {
         PathBuf::from("/jobs").join(name)
     }
 
-    fn observed(entries: &[(&str, Option<Entry>)]) -> Observed {
+    fn observed(entries: &[(&str, Option<Entry>)]) -> Findings {
         entries.iter().map(|(name, entry)| (path(name), entry.clone())).collect()
     }
 
@@ -304,7 +304,7 @@ mod tests {
             "deleted.yaml" => None,
             other => panic!("unexpected {other}"),
         };
-        let seen: Observed = paths.iter().map(|p| (p.clone(), now(p))).collect();
+        let seen: Findings = paths.iter().map(|p| (p.clone(), now(p))).collect();
 
         let diff = old.diff(&seen);
         assert_eq!(

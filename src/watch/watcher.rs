@@ -26,7 +26,7 @@ use super::links::Links;
 use super::name::is_job_file_name;
 use super::options::WatchOptions;
 use super::policy::{DirProblem, Rules};
-use super::snapshot::{Digester, Entry, Observed, Snapshot};
+use super::snapshot::{Digester, Entry, Findings, Snapshot};
 
 /// How often to look for the jobs directory while even its parent is missing,
 /// and there is no watch left to say when either comes back.
@@ -518,7 +518,7 @@ impl JobDirWatcher {
 
         let now = Instant::now();
         self.debouncer.remove(&due);
-        let mut observed = Observed::new();
+        let mut observed = Findings::new();
         let mut contents = HashMap::new();
         for (path, inspection) in inspections {
             self.links.set(&path, inspection.link_target);

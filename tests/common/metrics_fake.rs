@@ -14,9 +14,12 @@ use corral::metrics::{
     FinishedRun, JobInfo, LiveRun, Metrics, MetricsConfig, NumaAllocation, PublishedSnapshot,
     ReadStats, Snapshot, SpecFiles, StatsHandle,
 };
-use corral::placement::RunId;
-use corral::scheduler::{ExitStatus, FailReason, JobName, Phase, PreemptionMode, Timestamp};
-use corral::topology::{Bytes, NodeId, NodeSet};
+use corral::scheduler::{ExitStatus, FailReason, Phase, PreemptionMode};
+use corral::topology::{NodeId, NodeSet};
+use corral::vocab::Bytes;
+use corral::vocab::JobName;
+use corral::vocab::RunId;
+use corral::vocab::Timestamp;
 
 /// Statistics as a hybrid host reports them for a busy run: every field set.
 pub fn full_stats() -> Stats {

@@ -8,7 +8,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use corral::container::{ContainerConfig, Launcher, Namespace};
+use corral::container::{ContainerConfig, Launcher};
+use corral::vocab::Namespace;
 
 /// Applets linked into every test rootfs's /bin.
 pub const APPLETS: &[&str] = &[

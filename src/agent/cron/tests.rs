@@ -12,10 +12,11 @@ use nix::sys::signal::Signal;
 use super::super::fake::Call;
 use super::super::runtime::Probe;
 use super::super::tests::{job, Bench};
-use crate::placement::RunId;
-use crate::scheduler::{ExitStatus, Phase, Timestamp};
-use crate::spec::JobName;
-use crate::store::{CronJournal, FiringOutcome, RunStore};
+use crate::scheduler::{ExitStatus, Phase};
+use crate::store::{CronJournal, JournalOutcome, RunStore};
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 fn every_10s(name: &str, extra: &str) -> String {
     job(name, &format!("schedule: '*/10 * * * * *'\n{extra}"))
@@ -36,10 +37,10 @@ impl Bench {
             .map(|r| {
                 let at = r.scheduled_at.to_datetime().unwrap().format("%H:%M:%S").to_string();
                 let what = match (&r.outcome, r.missed) {
-                    (FiringOutcome::Started { run }, _) => format!("started {run}"),
-                    (FiringOutcome::Skipped { reason }, _) => format!("skipped {reason}"),
-                    (FiringOutcome::Missed, Some((count, _))) => format!("missed {count}"),
-                    (FiringOutcome::Missed, None) => "missed".into(),
+                    (JournalOutcome::Started { run }, _) => format!("started {run}"),
+                    (JournalOutcome::Skipped { reason }, _) => format!("skipped {reason}"),
+                    (JournalOutcome::Missed, Some((count, _))) => format!("missed {count}"),
+                    (JournalOutcome::Missed, None) => "missed".into(),
                 };
                 (at, what)
             })

@@ -48,7 +48,8 @@ mod tests {
     use super::*;
     use crate::cgroup::plan::tests::v1_ctx;
     use crate::cgroup::plan::{plan, PlanMode};
-    use crate::cgroup::resources::{CpuWeight, MilliCpus};
+    use crate::vocab::CpuWeight;
+    use crate::vocab::MilliCpus;
 
     #[test]
     fn weight_and_quota_map_to_shares_and_cfs() {

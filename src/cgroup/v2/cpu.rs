@@ -1,8 +1,9 @@
 //! v2 `cpu`: `cpu.weight`, `cpu.max`, `cpu.stat`.
 
 use crate::cgroup::plan::{Builder, Target};
-use crate::cgroup::resources::{CpuWeight, Resources, CFS_PERIOD_US};
+use crate::cgroup::resources::{Resources, CFS_PERIOD_US};
 use crate::cgroup::stats::{flat_keyed, CpuStats};
+use crate::vocab::CpuWeight;
 
 pub const WEIGHT: &str = "cpu.weight";
 pub const MAX: &str = "cpu.max";
@@ -46,7 +47,7 @@ mod tests {
     use super::*;
     use crate::cgroup::plan::tests::v2_ctx;
     use crate::cgroup::plan::{plan, PlanMode};
-    use crate::cgroup::resources::MilliCpus;
+    use crate::vocab::MilliCpus;
 
     #[test]
     fn weight_is_passed_through_and_quota_uses_the_default_period() {

@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 
 use crate::container::JobExit;
 use crate::launch::FinalStats;
-use crate::units::Bytes;
+use crate::vocab::Bytes;
 
 /// Exit code when the job never ran or its end is unknown: corral itself
 /// failed (as `docker run` and `podman run` use 125).
@@ -20,7 +20,7 @@ pub const EXIT_NOT_FOUND: u8 = 127;
 /// What `corral run` saw happen to one attempt of the job, besides its
 /// exit status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Observed {
+pub struct RunObservations {
     /// Times the attempt reached its hard limit, as the run state machine
     /// recorded them (one per OOM, however many notifications the kernel
     /// sent for it).
@@ -55,7 +55,7 @@ pub enum Ending {
 }
 
 impl Ending {
-    pub fn of(exit: Option<JobExit>, observed: &Observed, oom_kills: u64) -> Ending {
+    pub fn of(exit: Option<JobExit>, observed: &RunObservations, oom_kills: u64) -> Ending {
         match exit {
             None => Ending::Unknown,
             Some(JobExit::Exited { code }) => Ending::Exited { code },
@@ -109,7 +109,7 @@ pub fn summary_line(
     exit: Option<JobExit>,
     wall: Duration,
     stats: &FinalStats,
-    observed: &Observed,
+    observed: &RunObservations,
 ) -> (String, u8) {
     let oom_kills = observed.oom_kills.max(stats.oom_kills.unwrap_or(0));
     let oom_events = observed.oom_events.max(stats.oom_events.unwrap_or(0)).max(oom_kills);
@@ -158,20 +158,22 @@ mod tests {
         }
     }
 
-    fn line(exit: Option<JobExit>, stats: &FinalStats, observed: &Observed) -> (String, u8) {
+    fn line(exit: Option<JobExit>, stats: &FinalStats, observed: &RunObservations) -> (String, u8) {
         summary_line("etl", "etl-7", exit, Duration::from_millis(1234), stats, observed)
     }
 
     #[test]
     fn a_clean_exit() {
-        let (text, code) = line(Some(JobExit::Exited { code: 0 }), &stats(), &Observed::default());
+        let (text, code) =
+            line(Some(JobExit::Exited { code: 0 }), &stats(), &RunObservations::default());
         assert_eq!(
             text,
             "corral: etl run etl-7: exit 0 in 1.23s wall, 0.45s CPU (0.40 user, 0.05 system), \
              peak memory 12.3 MiB, 0 OOM events"
         );
         assert_eq!(code, 0);
-        let (text, code) = line(Some(JobExit::Exited { code: 42 }), &stats(), &Observed::default());
+        let (text, code) =
+            line(Some(JobExit::Exited { code: 42 }), &stats(), &RunObservations::default());
         assert!(text.contains(": exit 42 in"), "{text}");
         assert_eq!(code, 42);
     }
@@ -179,11 +181,11 @@ mod tests {
     #[test]
     fn signals_are_named_and_coded_the_shell_way() {
         let exit = JobExit::Signaled { signal: libc::SIGTERM, core_dumped: false };
-        let (text, code) = line(Some(exit), &stats(), &Observed::default());
+        let (text, code) = line(Some(exit), &stats(), &RunObservations::default());
         assert!(text.contains(": killed by SIGTERM in"), "{text}");
         assert_eq!(code, 143);
         let exit = JobExit::Signaled { signal: libc::SIGKILL, core_dumped: false };
-        let (text, code) = line(Some(exit), &stats(), &Observed::default());
+        let (text, code) = line(Some(exit), &stats(), &RunObservations::default());
         assert!(text.contains(": killed by SIGKILL in"), "{text}");
         assert_eq!(code, 137);
     }
@@ -193,12 +195,13 @@ mod tests {
         let exit = JobExit::Signaled { signal: libc::SIGKILL, core_dumped: false };
         // Counted by the kernel (v1 oom_control) ...
         let counted = FinalStats { oom_kills: Some(1), ..stats() };
-        let (text, code) = line(Some(exit), &counted, &Observed::default());
+        let (text, code) = line(Some(exit), &counted, &RunObservations::default());
         assert!(text.contains(": OOM-killed (killed by the kernel OOM killer) in"), "{text}");
         assert!(text.ends_with(", 1 OOM event"), "{text}");
         assert_eq!(code, 137);
         // ... or seen in the event stream only.
-        let observed = Observed { oom_events: 2, oom_kills: 1, ..Observed::default() };
+        let observed =
+            RunObservations { oom_events: 2, oom_kills: 1, ..RunObservations::default() };
         let (text, _) = line(Some(exit), &stats(), &observed);
         assert!(text.contains("OOM-killed") && text.ends_with(", 2 OOM events"), "{text}");
     }
@@ -207,7 +210,7 @@ mod tests {
     fn a_process_lost_to_the_oom_killer_is_mentioned_after_a_plain_exit() {
         let counted = FinalStats { oom_kills: Some(1), ..stats() };
         let (text, code) =
-            line(Some(JobExit::Exited { code: 137 }), &counted, &Observed::default());
+            line(Some(JobExit::Exited { code: 137 }), &counted, &RunObservations::default());
         assert!(
             text.contains(": exit 137 after the kernel OOM killer killed 1 of its processes in"),
             "{text}"
@@ -218,8 +221,11 @@ mod tests {
     #[test]
     fn killed_at_the_limit_and_timed_out() {
         let exit = JobExit::Signaled { signal: libc::SIGKILL, core_dumped: false };
-        let observed =
-            Observed { oom_events: 3, killed_at_limit: Some(160 << 20), ..Observed::default() };
+        let observed = RunObservations {
+            oom_events: 3,
+            killed_at_limit: Some(160 << 20),
+            ..RunObservations::default()
+        };
         let (text, code) = line(Some(exit), &stats(), &observed);
         assert!(
             text.contains(
@@ -228,7 +234,10 @@ mod tests {
             "{text}"
         );
         assert_eq!(code, 137);
-        let observed = Observed { timed_out: Some(Duration::from_secs(30)), ..Observed::default() };
+        let observed = RunObservations {
+            timed_out: Some(Duration::from_secs(30)),
+            ..RunObservations::default()
+        };
         let exit = JobExit::Signaled { signal: libc::SIGTERM, core_dumped: false };
         let (text, code) = line(Some(exit), &stats(), &observed);
         assert!(text.contains(": timed out after 30s, then killed by SIGTERM in"), "{text}");
@@ -237,7 +246,7 @@ mod tests {
 
     #[test]
     fn unknown_numbers_say_so() {
-        let (text, code) = line(None, &FinalStats::default(), &Observed::default());
+        let (text, code) = line(None, &FinalStats::default(), &RunObservations::default());
         assert_eq!(
             text,
             "corral: etl run etl-7: ended without a recorded status in 1.23s wall, \

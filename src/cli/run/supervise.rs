@@ -25,24 +25,25 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::summary::{summary_line, Observed};
+use super::summary::{summary_line, RunObservations};
 use crate::agent::clock::Clock;
 use crate::agent::host::HostRuntime;
 use crate::agent::job;
 use crate::agent::ops::{self, Op};
-use crate::agent::runtime::{FinalStats, LiveSettings, Observation, Observed as Seen, Sink};
+use crate::agent::runtime::{FinalStats, LiveSettings, Observation, RunObservations as Seen, Sink};
 use crate::cgroup::OomMode;
 use crate::config::AgentConfig;
 use crate::container::JobExit;
 use crate::launch::{self, LaunchError, RunPlan};
-use crate::placement::{Assignment, Ledger, RunId};
+use crate::placement::{Assignment, Ledger};
 use crate::scheduler::{
     transition, Action, Event, ExitStatus, Jitter, Moment, OomPolicy, Phase, Policy, RunEvent,
     RunState, StopIntent, StopReason, Timer, Timestamp,
 };
 use crate::spec::JobSpec;
 use crate::store::LaunchInfo;
-use crate::units::Bytes;
+use crate::vocab::Bytes;
+use crate::vocab::RunId;
 
 /// How long the end of a run may take to be tidied up (the cgroup emptied
 /// and removed, the event streams closed) once it is over.
@@ -141,7 +142,7 @@ pub struct Foreground {
     /// `corral run` received.
     stop_signal: Signal,
     /// What was seen of the current attempt, for its summary line.
-    observed: Observed,
+    observed: RunObservations,
     /// The exit code of the last attempt that ended.
     code: Option<u8>,
     notes: Notes,
@@ -184,7 +185,7 @@ impl Foreground {
             work: VecDeque::new(),
             timers: BTreeMap::new(),
             stop_signal: Signal::SIGTERM,
-            observed: Observed::default(),
+            observed: RunObservations::default(),
             code: None,
             notes,
         })
@@ -267,7 +268,7 @@ impl Foreground {
         ));
         self.pauses_at_limit = plan.resources.oom == OomMode::PauseAtLimit;
         self.placed = Some(plan);
-        self.observed = Observed::default();
+        self.observed = RunObservations::default();
         self.handle_at(Event::Placed(assignment), placed_at);
         Ok(())
     }

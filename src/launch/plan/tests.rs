@@ -5,10 +5,14 @@ use super::*;
 use crate::cgroup::fake::{FakeFs, FakeKind};
 use crate::cgroup::{CgroupManager, CgroupPath, FreezerKind, KillKind, ManagerConfig, OomMode};
 use crate::config::compile_str as compile_config;
-use crate::container::{Capability, MountKind, Namespace};
+use crate::container::MountKind;
 use crate::placement::CpuGrant;
-use crate::spec::{CpuWeight, MilliCpus, UserRef};
+use crate::spec::UserRef;
 use crate::topology::{NodeId, NodeSet};
+use crate::vocab::Capability;
+use crate::vocab::CpuWeight;
+use crate::vocab::MilliCpus;
+use crate::vocab::Namespace;
 
 const MI: u64 = 1 << 20;
 
@@ -88,8 +92,8 @@ fn exclusive_cpus_numa_and_hard_memory_make_the_request() {
         &run(),
     );
     assert_eq!(r.owner, run());
-    assert_eq!(r.cpus, placement::CpuRequest::Exclusive(2));
-    assert_eq!(r.numa, placement::NumaPolicy::SingleNode);
+    assert_eq!(r.cpus, placement::CpuDemand::Exclusive(2));
+    assert_eq!(r.numa, crate::vocab::NumaPolicy::SingleNode);
     // The hard limit is what is accounted, not the soft one.
     assert_eq!(r.memory, Some(Bytes::from_gib(2)));
 }
@@ -97,19 +101,19 @@ fn exclusive_cpus_numa_and_hard_memory_make_the_request() {
 #[test]
 fn a_shared_job_without_limits_asks_for_the_pool_and_no_memory() {
     let r = request(&spec(""), &run());
-    assert_eq!(r.cpus, placement::CpuRequest::Shared);
-    assert_eq!(r.numa, placement::NumaPolicy::None);
+    assert_eq!(r.cpus, placement::CpuDemand::Shared);
+    assert_eq!(r.numa, crate::vocab::NumaPolicy::None);
     assert_eq!(r.memory, None);
     let r = request(&spec("resources: {cpu_weight: 300, memory: {soft: 64Mi}}\n"), &run());
-    assert_eq!((r.cpus, r.memory), (placement::CpuRequest::Shared, None));
+    assert_eq!((r.cpus, r.memory), (placement::CpuDemand::Shared, None));
 }
 
 #[test]
 fn every_numa_policy_converts() {
     for (word, want) in [
-        ("none", placement::NumaPolicy::None),
-        ("prefer", placement::NumaPolicy::Prefer),
-        ("single-node", placement::NumaPolicy::SingleNode),
+        ("none", crate::vocab::NumaPolicy::None),
+        ("prefer", crate::vocab::NumaPolicy::Prefer),
+        ("single-node", crate::vocab::NumaPolicy::SingleNode),
     ] {
         let r = request(&spec(&format!("resources: {{cpus: 1, numa: {word}}}\n")), &run());
         assert_eq!(r.numa, want, "{word}");
@@ -333,7 +337,7 @@ fn command_env_workdir_and_run_dir() {
     );
     assert_eq!(cfg.workdir, Some(PathBuf::from("/srv/etl")));
     assert_eq!(cfg.run_dir, Path::new(RUN_DIR));
-    let placed_at = crate::scheduler::Timestamp::from_millis(1000);
+    let placed_at = crate::vocab::Timestamp::from_millis(1000);
     assert_eq!(run_dir(Path::new("/state/runs"), &run(), placed_at), Path::new(RUN_DIR));
     assert_eq!(runs_dir(Path::new("/state")), Path::new("/state/runs"));
     assert_eq!(container("").workdir, None);

@@ -105,7 +105,8 @@ mod tests {
 
     use super::*;
     use crate::scheduler::cron::testutil::{recurrence, utc};
-    use crate::spec::{JobName, Recurrence};
+    use crate::spec::Recurrence;
+    use crate::vocab::JobName;
 
     /// Plans for a job in UTC unless its recurrence names a zone.
     fn plan(rec: &Recurrence, last: Option<&str>, now: &str, cap: u32) -> CatchUpPlan {

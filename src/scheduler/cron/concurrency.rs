@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::placement::RunId;
 use crate::spec::Concurrency;
+use crate::vocab::RunId;
 
 /// A run of the job that has started and not yet ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +58,7 @@ impl std::fmt::Display for SkipReason {
 
 /// What a firing does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FireDecision {
+pub enum OverlapDecision {
     /// Start a run now.
     Start,
     /// Start nothing; the firing is recorded as skipped.
@@ -74,20 +74,20 @@ pub enum FireDecision {
 
 /// Decides what a firing does, given the job's runs still going and whether a firing is
 /// already waiting for them to end.
-pub fn on_fire(policy: Concurrency, active: &[RunSummary], queued: bool) -> FireDecision {
+pub fn on_fire(policy: Concurrency, active: &[RunSummary], queued: bool) -> OverlapDecision {
     if active.is_empty() {
         // Nothing to wait for. (A waiting firing is started when the last run ends, so one
         // can only be left over here if the policy was changed from `queue` to another.)
-        return FireDecision::Start;
+        return OverlapDecision::Start;
     }
     match policy {
-        Concurrency::Allow => FireDecision::Start,
-        Concurrency::Forbid => FireDecision::Skip { reason: SkipReason::Overlap },
-        Concurrency::Replace => FireDecision::ReplaceThenStart {
+        Concurrency::Allow => OverlapDecision::Start,
+        Concurrency::Forbid => OverlapDecision::Skip { reason: SkipReason::Overlap },
+        Concurrency::Replace => OverlapDecision::ReplaceThenStart {
             stop: active.iter().filter(|r| !r.stopping).map(|r| r.run.clone()).collect(),
         },
-        Concurrency::Queue if queued => FireDecision::Skip { reason: SkipReason::QueueFull },
-        Concurrency::Queue => FireDecision::Queue,
+        Concurrency::Queue if queued => OverlapDecision::Skip { reason: SkipReason::QueueFull },
+        Concurrency::Queue => OverlapDecision::Queue,
     }
 }
 
@@ -136,25 +136,25 @@ mod tests {
         for policy in
             [Concurrency::Allow, Concurrency::Forbid, Concurrency::Replace, Concurrency::Queue]
         {
-            assert_eq!(on_fire(policy, &[], false), FireDecision::Start, "{policy:?}");
+            assert_eq!(on_fire(policy, &[], false), OverlapDecision::Start, "{policy:?}");
         }
     }
 
     #[test]
     fn allow_starts_alongside() {
-        assert_eq!(on_fire(Concurrency::Allow, &[run("a", false)], false), FireDecision::Start);
+        assert_eq!(on_fire(Concurrency::Allow, &[run("a", false)], false), OverlapDecision::Start);
     }
 
     #[test]
     fn forbid_skips_while_a_run_is_going() {
         assert_eq!(
             on_fire(Concurrency::Forbid, &[run("a", false)], false),
-            FireDecision::Skip { reason: SkipReason::Overlap }
+            OverlapDecision::Skip { reason: SkipReason::Overlap }
         );
         // A run being stopped is still going.
         assert_eq!(
             on_fire(Concurrency::Forbid, &[run("a", true)], false),
-            FireDecision::Skip { reason: SkipReason::Overlap }
+            OverlapDecision::Skip { reason: SkipReason::Overlap }
         );
     }
 
@@ -162,20 +162,20 @@ mod tests {
     fn replace_stops_what_is_not_stopping_yet() {
         assert_eq!(
             on_fire(Concurrency::Replace, &[run("a", false), run("b", true)], false),
-            FireDecision::ReplaceThenStart { stop: vec![RunId::new("a")] }
+            OverlapDecision::ReplaceThenStart { stop: vec![RunId::new("a")] }
         );
         assert_eq!(
             on_fire(Concurrency::Replace, &[run("b", true)], true),
-            FireDecision::ReplaceThenStart { stop: vec![] }
+            OverlapDecision::ReplaceThenStart { stop: vec![] }
         );
     }
 
     #[test]
     fn queue_holds_one_and_skips_the_next() {
-        assert_eq!(on_fire(Concurrency::Queue, &[run("a", false)], false), FireDecision::Queue);
+        assert_eq!(on_fire(Concurrency::Queue, &[run("a", false)], false), OverlapDecision::Queue);
         assert_eq!(
             on_fire(Concurrency::Queue, &[run("a", false)], true),
-            FireDecision::Skip { reason: SkipReason::QueueFull }
+            OverlapDecision::Skip { reason: SkipReason::QueueFull }
         );
     }
 

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use crate::spec::JobName;
+use crate::vocab::JobName;
 
 /// The job's delay after each scheduled time, in `[0, max)`.
 pub fn offset(node: &str, job: &JobName, max: Duration) -> Duration {

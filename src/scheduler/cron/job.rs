@@ -8,7 +8,8 @@ use chrono_tz::Tz;
 use super::jitter;
 use super::journal::late_after;
 use super::next_fire::next_fire;
-use crate::spec::{JobName, Recurrence, Schedule};
+use crate::spec::{Recurrence, Schedule};
+use crate::vocab::JobName;
 
 /// A recurring job's recurrence, with what depends on the agent settled: the time zone (the
 /// job's own or the agent's `default_timezone`) and the job's jitter offset on this node.

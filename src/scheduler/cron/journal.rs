@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::concurrency::SkipReason;
-use crate::placement::RunId;
-use crate::spec::{JobName, Schedule};
+use crate::spec::Schedule;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
 
 /// A start this long or more after the firing was due is recorded as [`FiringOutcome::Late`].
 /// A minute, cron's usual resolution: a run that missed its minute is late.

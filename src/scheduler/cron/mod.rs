@@ -91,13 +91,15 @@ pub mod state;
 mod testutil;
 
 pub use catch_up::{plan_catch_up, CatchUpPlan, Missed};
-pub use concurrency::{on_fire, on_run_finished, AfterRun, FireDecision, RunSummary, SkipReason};
+pub use concurrency::{
+    on_fire, on_run_finished, AfterRun, OverlapDecision, RunSummary, SkipReason,
+};
 pub use count::count_firings;
 pub use dst::HourField;
 pub use job::{CronJob, Due};
 pub use journal::{late_after, FiringOutcome, FiringRecord, LATE_AFTER, LATE_AFTER_SECONDS};
 pub use next_fire::{firings_between, next_fire, prev_fire, Firings};
-pub use state::{Action, CronState, Decisions};
+pub use state::{CronAction, CronState, Decisions};
 
 #[doc(no_inline)]
 pub use crate::spec::Schedule;

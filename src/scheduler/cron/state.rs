@@ -2,7 +2,7 @@
 //! runs a firing twice nor forgets a run it must not overlap or a firing waiting its turn.
 //!
 //! The agent drives it with two events: a tick, when the job's next firing is due (and once
-//! at start-up), and the end of one of the job's runs. Each returns the [`Action`]s to
+//! at start-up), and the end of one of the job's runs. Each returns the [`CronAction`]s to
 //! carry out and the journal records to write. The agent persists the new state and the
 //! records together, *then* carries out the actions: a crash in between loses at most the
 //! start of a run, never repeats one. After a restart it reloads the state, calls
@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use super::catch_up::plan_catch_up;
 use super::concurrency::{
-    on_fire, on_run_finished, AfterRun, FireDecision, RunSummary, SkipReason,
+    on_fire, on_run_finished, AfterRun, OverlapDecision, RunSummary, SkipReason,
 };
 use super::job::{earlier, CronJob};
 use super::journal::{FiringOutcome, FiringRecord};
-use crate::placement::RunId;
+use crate::vocab::RunId;
 
 /// The persisted scheduling state of one recurring job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +36,7 @@ pub struct CronState {
 
 /// Something for the agent to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum CronAction {
     /// Start a run of the job, with this id, for this firing.
     Start { run: RunId, scheduled: DateTime<Utc> },
     /// Stop a run gracefully (SIGTERM, the grace period, SIGKILL).
@@ -46,7 +46,7 @@ pub enum Action {
 /// What one event produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decisions {
-    pub actions: Vec<Action>,
+    pub actions: Vec<CronAction>,
     /// Journal records, to be written with the state.
     pub records: Vec<FiringRecord>,
     /// When to tick next: when the next firing is due. `None`: never again.
@@ -125,11 +125,11 @@ impl CronState {
 
     /// Stops decided before a restart, which may not have been carried out. Stopping a run
     /// twice is harmless; not stopping it would leave the replacing firing waiting forever.
-    pub fn pending_stops(&self) -> Vec<Action> {
+    pub fn pending_stops(&self) -> Vec<CronAction> {
         self.active
             .iter()
             .filter(|r| r.stopping)
-            .map(|r| Action::Stop { run: r.run.clone() })
+            .map(|r| CronAction::Stop { run: r.run.clone() })
             .collect()
     }
 
@@ -147,20 +147,22 @@ impl CronState {
         out: &mut Decisions,
     ) {
         match on_fire(job.recurrence.concurrency, &self.active, self.queued.is_some()) {
-            FireDecision::Start => self.start(job, scheduled, now, new_run, out),
-            FireDecision::Skip { reason } => out.records.push(skipped(job, scheduled, now, reason)),
-            FireDecision::ReplaceThenStart { stop } => {
+            OverlapDecision::Start => self.start(job, scheduled, now, new_run, out),
+            OverlapDecision::Skip { reason } => {
+                out.records.push(skipped(job, scheduled, now, reason))
+            }
+            OverlapDecision::ReplaceThenStart { stop } => {
                 for run in stop {
                     if let Some(active) = self.active.iter_mut().find(|r| r.run == run) {
                         active.stopping = true;
                     }
-                    out.actions.push(Action::Stop { run });
+                    out.actions.push(CronAction::Stop { run });
                 }
                 if let Some(waiting) = self.queued.replace(scheduled) {
                     out.records.push(skipped(job, waiting, now, SkipReason::Superseded));
                 }
             }
-            FireDecision::Queue => self.queued = Some(scheduled),
+            OverlapDecision::Queue => self.queued = Some(scheduled),
         }
     }
 
@@ -200,7 +202,7 @@ impl CronState {
             decided_at: now,
             outcome: FiringOutcome::started(run.clone(), job.due(scheduled), now, job.late_after()),
         });
-        out.actions.push(Action::Start { run, scheduled });
+        out.actions.push(CronAction::Start { run, scheduled });
     }
 }
 
@@ -224,7 +226,8 @@ mod tests {
 
     use super::*;
     use crate::scheduler::cron::testutil::{recurrence, utc};
-    use crate::spec::{CatchUp, Concurrency, JobName, Recurrence};
+    use crate::spec::{CatchUp, Concurrency, Recurrence};
+    use crate::vocab::JobName;
 
     /// A job every ten minutes with the given policy, and a run counter.
     struct Agent {
@@ -281,8 +284,8 @@ mod tests {
         serde_json::from_str(&serde_json::to_string(state).unwrap()).unwrap()
     }
 
-    fn start(run: &str, scheduled: &str) -> Action {
-        Action::Start { run: RunId::new(run), scheduled: utc(scheduled) }
+    fn start(run: &str, scheduled: &str) -> CronAction {
+        CronAction::Start { run: RunId::new(run), scheduled: utc(scheduled) }
     }
 
     fn outcomes(out: &Decisions) -> Vec<FiringOutcome> {
@@ -387,11 +390,11 @@ mod tests {
         let mut state = considered_at("2026-05-01T12:05:00Z");
         agent.tick(&mut state, "2026-05-01T12:10:00Z");
         let out = agent.tick(&mut state, "2026-05-01T12:20:00Z");
-        assert_eq!(out.actions, vec![Action::Stop { run: RunId::new("r1") }]);
+        assert_eq!(out.actions, vec![CronAction::Stop { run: RunId::new("r1") }]);
         assert!(state.active[0].stopping);
         // The agent restarts before r1 has stopped: it asks again.
         let mut state = restart(&state);
-        assert_eq!(state.pending_stops(), vec![Action::Stop { run: RunId::new("r1") }]);
+        assert_eq!(state.pending_stops(), vec![CronAction::Stop { run: RunId::new("r1") }]);
         // r1 ignores SIGTERM for ten minutes; the 12:30 firing replaces the waiting one.
         let out = agent.tick(&mut state, "2026-05-01T12:30:00Z");
         assert!(out.actions.is_empty());

@@ -7,8 +7,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::placement::CpuGrant;
-use crate::scheduler::policy::{Factor, RestartPolicy};
+use crate::scheduler::policy::RestartPolicy;
 use crate::topology::NodeSet;
+use crate::vocab::Factor;
 
 /// How many kinds of event [`event`] makes; the strategy draws from all of them.
 const EVENT_KINDS: u8 = 22;

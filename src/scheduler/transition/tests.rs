@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::placement::CpuGrant;
-use crate::scheduler::policy::{Factor, RestartPolicy};
+use crate::scheduler::policy::RestartPolicy;
 use crate::topology::NodeSet;
+use crate::vocab::Factor;
 
 const T0: i64 = 1_000_000;
 const GIB: Bytes = Bytes::from_gib(1);

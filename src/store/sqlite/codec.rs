@@ -8,11 +8,14 @@ use std::path::PathBuf;
 
 use rusqlite::Row;
 
-use crate::placement::{Assignment, RunId};
-use crate::scheduler::{ExitStatus, JobName, RunState, Timestamp};
+use crate::placement::Assignment;
+use crate::scheduler::{ExitStatus, RunState};
 use crate::store::error::StoreError;
 use crate::store::records::{ExitInfo, JobVersion, LaunchInfo, RunRecord};
-use crate::topology::Bytes;
+use crate::vocab::Bytes;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 pub fn to_i64(what: &'static str, value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })

@@ -2,14 +2,15 @@
 
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
-use crate::placement::RunId;
 use crate::scheduler::cron::CronState;
-use crate::scheduler::{JobName, Timestamp};
 use crate::store::cron_journal::{
-    CronDecision, CronJournal, Decided, FiringDecision, FiringOutcome, FiringRecord,
+    CronDecision, CronJournal, Decided, FiringDecision, JournalEntry, JournalOutcome,
 };
 use crate::store::error::StoreError;
-use crate::store::run_id::run_id;
+use crate::vocab::run_id;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::codec::{decode_err, from_json, sql, to_i64, to_json};
 use super::runs::{insert_run, label};
@@ -44,13 +45,13 @@ fn raw_firing(r: &Row<'_>) -> rusqlite::Result<RawFiring> {
     ))
 }
 
-fn decode_firing(raw: RawFiring) -> Result<FiringRecord, StoreError> {
+fn decode_firing(raw: RawFiring) -> Result<JournalEntry, StoreError> {
     let (job, scheduled_at, decision, run, reason, decided_at, started_at, count, last) = raw;
     let key = format!("cron firing {job}@{scheduled_at}");
     let outcome = match (decision.as_str(), run) {
-        ("started", Some(run)) => FiringOutcome::Started { run: RunId::new(run) },
-        ("skipped", _) => FiringOutcome::Skipped { reason: reason.unwrap_or_default() },
-        ("missed", _) => FiringOutcome::Missed,
+        ("started", Some(run)) => JournalOutcome::Started { run: RunId::new(run) },
+        ("skipped", _) => JournalOutcome::Skipped { reason: reason.unwrap_or_default() },
+        ("missed", _) => JournalOutcome::Missed,
         (other, _) => return Err(decode_err(&key, "decision", other)),
     };
     let missed = match (count, last) {
@@ -60,7 +61,7 @@ fn decode_firing(raw: RawFiring) -> Result<FiringRecord, StoreError> {
         )),
         _ => None,
     };
-    Ok(FiringRecord {
+    Ok(JournalEntry {
         job: JobName::parse(&job).map_err(|e| decode_err(&key, "job name", e))?,
         scheduled_at: Timestamp::from_millis(scheduled_at),
         outcome,
@@ -74,7 +75,7 @@ fn existing(
     tx: &Transaction<'_>,
     job: &JobName,
     scheduled_at: Timestamp,
-) -> Result<Option<FiringRecord>, StoreError> {
+) -> Result<Option<JournalEntry>, StoreError> {
     tx.query_row(
         &format!("SELECT {FIRING_COLUMNS} FROM cron_journal WHERE job = ?1 AND scheduled_at = ?2"),
         params![job.as_str(), scheduled_at.as_millis()],
@@ -175,7 +176,7 @@ impl CronJournal for SqliteStore {
         &self,
         job: &JobName,
         scheduled_at: Timestamp,
-    ) -> Result<Option<FiringRecord>, StoreError> {
+    ) -> Result<Option<JournalEntry>, StoreError> {
         let raw = self
             .conn
             .query_row(
@@ -190,7 +191,7 @@ impl CronJournal for SqliteStore {
         raw.map(decode_firing).transpose()
     }
 
-    fn firings(&self, job: &JobName, limit: usize) -> Result<Vec<FiringRecord>, StoreError> {
+    fn firings(&self, job: &JobName, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
         let err = self.sql("listing cron decisions");
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut stmt = self

@@ -272,8 +272,10 @@ fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::{JobName, RunState, Timestamp};
+    use crate::scheduler::RunState;
     use crate::store::RunStore;
+    use crate::vocab::JobName;
+    use crate::vocab::Timestamp;
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -281,7 +283,7 @@ mod tests {
         (dir, store)
     }
 
-    fn create(store: &mut SqliteStore) -> Result<crate::placement::RunId, StoreError> {
+    fn create(store: &mut SqliteStore) -> Result<crate::vocab::RunId, StoreError> {
         let job = JobName::parse("a").unwrap();
         store.create_run(
             &job,

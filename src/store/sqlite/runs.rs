@@ -2,15 +2,18 @@
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use crate::placement::{Assignment, RunId};
-use crate::scheduler::{ExitStatus, JobName, RunEvent, RunState, Timestamp};
+use crate::placement::Assignment;
+use crate::scheduler::{ExitStatus, RunEvent, RunState};
 use crate::store::error::StoreError;
 use crate::store::records::{
     EventRecord, ExitInfo, JobVersion, LaunchInfo, Retention, RunDetail, RunRecord,
     TransitionRecord,
 };
-use crate::store::run_id::run_id;
 use crate::store::run_store::RunStore;
+use crate::vocab::run_id;
+use crate::vocab::JobName;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 use super::codec::{from_json, sql, to_i64, to_json, RawRun, RUN_COLUMNS};
 use super::SqliteStore;

@@ -4,9 +4,10 @@ use std::collections::BTreeSet;
 
 use rusqlite::OptionalExtension;
 
-use crate::scheduler::{JobName, Timestamp};
 use crate::store::dynamic_users::{DynamicUsers, UidAllocation};
 use crate::store::error::StoreError;
+use crate::vocab::JobName;
+use crate::vocab::Timestamp;
 
 use super::codec::{decode_err, sql};
 use super::SqliteStore;

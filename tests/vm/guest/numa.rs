@@ -10,7 +10,8 @@ use corral::cgroup::{MemoryLimits, Resources};
 use corral::placement::{
     place, Assignment, Ledger, NumaPolicy, PlacementConfig, PlacementError, Request, RunId,
 };
-use corral::topology::{discover, Bytes, CpuSet, NodeId, NodeSet, Topology};
+use corral::topology::{discover, CpuSet, NodeId, NodeSet, Topology};
+use corral::vocab::Bytes;
 
 use super::util::{
     allowed_lists, anon_pages_per_node, manager, read, self_exe, wait_line, Job, CORRAL, MI,
