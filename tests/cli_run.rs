@@ -128,7 +128,9 @@ fn an_exclusive_cpu_is_pinned_and_the_job_is_in_its_cgroups() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains(&format!(" on cpus {cpus} (mems 0) ")), "{stderr}");
 
-    let run = corral.run_dirs()[0].file_name().unwrap().to_string_lossy().into_owned();
+    // The run's directory is `runs/<run>/<placed-at>`.
+    let run_dir = &corral.run_dirs()[0];
+    let run = run_dir.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
     let leaf = format!("/{}/{run}", corral.parent);
     for controller in ["cpuset", "cpu", "memory", "pids"] {
         let line = cgroup_line(&stdout, controller);

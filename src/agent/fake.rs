@@ -7,7 +7,11 @@ use std::sync::Mutex;
 
 use nix::sys::signal::Signal;
 
+use crate::cgroup::{Capabilities, FreezerKind, KillKind};
+use crate::config::AgentConfig;
+use crate::launch::{self, LaunchError, RunInputs, RunPlan};
 use crate::scheduler::ExitStatus;
+use crate::spec::JobSpec;
 use crate::store::LaunchInfo;
 use crate::topology::CpuSet;
 use crate::vocab::Bytes;
@@ -49,6 +53,8 @@ struct State {
     freeze_error: Option<fn() -> CgroupError>,
     /// What every watch fails with, when set.
     watch_error: Option<fn() -> CgroupError>,
+    /// The agent configuration plans are made with.
+    config: AgentConfig,
 }
 
 #[derive(Default)]
@@ -85,6 +91,11 @@ impl FakeRuntime {
     /// The dynamic uid the run's latest launch was given.
     pub fn uid(&self, run: &str) -> Option<u32> {
         self.state.lock().unwrap().uids.get(&RunId::new(run)).copied().flatten()
+    }
+
+    /// Changes the agent configuration runs are planned with.
+    pub fn configure(&self, change: impl FnOnce(&mut AgentConfig)) {
+        change(&mut self.state.lock().unwrap().config);
     }
 
     /// Whether SIGTERM ends a run (it does unless told otherwise).
@@ -151,22 +162,39 @@ impl FakeRuntime {
 }
 
 impl Runtime for FakeRuntime {
+    fn plan(&self, spec: &JobSpec, run: &RunInputs<'_>) -> Result<RunPlan, LaunchError> {
+        // A v2 host; the run's cgroup is nowhere in particular.
+        let capabilities = Capabilities {
+            freezer: FreezerKind::V2,
+            kill: KillKind::CgroupKill,
+            memsw: false,
+            swap_max: true,
+            populated_events: true,
+            pressure: true,
+            pause_at_limit: false,
+        };
+        let config = self.state.lock().unwrap().config.clone();
+        launch::plan(spec, &launch::PlanInputs::new(run, &config, &capabilities, &[]))
+    }
+
     async fn launch(&self, plan: LaunchPlan) -> Result<LaunchInfo, RuntimeError> {
+        let run = plan.run().clone();
+        let plan = plan.plan;
         self.record(Call::Launch {
-            run: plan.run.clone(),
-            cpus: plan.cpus.clone(),
-            memory: plan.memory_limit,
-            dir: plan.run_dir.clone(),
+            run: run.clone(),
+            cpus: plan.resources.cpus.clone().unwrap_or_default(),
+            memory: plan.resources.memory.hard_bytes.map(Bytes),
+            dir: plan.container.run_dir.clone(),
         });
         let mut state = self.state.lock().unwrap();
-        state.envs.insert(plan.run.clone(), plan.env.clone());
-        state.uids.insert(plan.run.clone(), plan.dynamic_uid);
+        state.envs.insert(run.clone(), plan.container.env.clone());
+        state.uids.insert(run, plan.dynamic_uid);
         state.next_pid += 2;
         Ok(LaunchInfo {
             shim_pid: 1000 + state.next_pid,
             init_pid: 1001 + state.next_pid,
             pid_start_time: 7,
-            run_dir: plan.run_dir,
+            run_dir: plan.container.run_dir,
             launched_at: Timestamp::EPOCH,
         })
     }

@@ -8,9 +8,10 @@
 //!   readable the shim has exited; it is reaped if it is this process's child
 //!   and the status is read from the run directory. The same path serves
 //!   runs this agent launched and runs it adopted after a restart, which it
-//!   cannot `waitpid()`. Before the end is reported, the cgroup's accounting
-//!   is read (peak memory, OOM kills, CPU time): the cgroup is removed only
-//!   afterwards.
+//!   cannot `waitpid()`. Before the end is reported, whatever the job left
+//!   in its cgroup is killed and the cgroup's accounting is read, once
+//!   (peak memory, OOM kills, CPU time): that reading is what the agent
+//!   records. The cgroup is removed only afterwards.
 //! - **Memory**: the cgroup's OOM notifications (v1 OOM eventfd, v2
 //!   `memory.events` watched on the agent's one shared inotify instance),
 //!   mapped to "reached its limit" and "OOM kill". A run whose
@@ -40,13 +41,13 @@ use crate::cgroup::{CgroupEvent, CgroupName, JobCgroup, Notifier};
 use crate::container::rundir::RunDir;
 use crate::container::shim::pidfd_open;
 use crate::container::{self, ContainerError, JobExit, ProcessIdentity};
-use crate::launch::{self, Host};
+use crate::launch::{self, Host, LaunchError, RunInputs, RunPlan};
 use crate::metrics::StatsHandle;
 use crate::scheduler::ExitStatus;
+use crate::spec::JobSpec;
 use crate::store::LaunchInfo;
 use crate::topology::CpuSet;
 use crate::vocab::parse_run_id;
-use crate::vocab::Bytes;
 use crate::vocab::RunId;
 use crate::vocab::Timestamp;
 
@@ -88,17 +89,11 @@ impl HostRuntime {
     }
 }
 
-/// The job's accounting as the store keeps it.
-fn final_stats(cgroup: &JobCgroup) -> Option<FinalStats> {
-    if !cgroup.exists() {
-        return None;
-    }
-    let stats = cgroup.stats().ok()?;
-    Some(FinalStats {
-        peak_memory: stats.memory.max_usage_bytes.map(Bytes),
-        oom_kills: stats.memory.oom_kills.unwrap_or(0),
-        cpu_seconds: stats.cpu.usage_ns.map_or(0.0, |ns| ns as f64 / 1e9),
-    })
+/// The run's job name, for the launch layer's messages.
+fn job_of(run: &RunId) -> crate::vocab::JobName {
+    parse_run_id(run)
+        .map(|(job, _)| job)
+        .unwrap_or_else(|| crate::vocab::JobName::parse("unknown").expect("valid name"))
 }
 
 fn exit_status(exit: JobExit) -> ExitStatus {
@@ -120,19 +115,14 @@ fn read_identity(path: &Path) -> Option<ProcessIdentity> {
 }
 
 impl Runtime for HostRuntime {
+    fn plan(&self, spec: &JobSpec, run: &RunInputs<'_>) -> Result<RunPlan, LaunchError> {
+        self.host.plan(spec, run)
+    }
+
     async fn launch(&self, plan: LaunchPlan) -> Result<LaunchInfo, RuntimeError> {
-        let run = plan.run.clone();
+        let run = plan.run().clone();
+        let run_dir = plan.run_dir().to_owned();
         let err = |e: Cause| RuntimeError::new(Operation::Launch, &run, e);
-        // The cpuset given is the shared pool for a shared-pool run.
-        let mut run_plan = self
-            .host
-            .plan(&plan.spec, &plan.run, &plan.assignment, &plan.cpus, plan.dynamic_uid)
-            .map_err(|e| err(e.into()))?;
-        // OOM handling may have raised the hard limit above the spec's.
-        run_plan.resources.memory.hard_bytes = plan.memory_limit.map(Bytes::get);
-        let mut container = run_plan.container.clone();
-        container.run_dir = plan.run_dir.clone();
-        container.env.extend(plan.env.clone());
         let host = Arc::clone(&self.host);
         let started = tokio::task::spawn_blocking(move || {
             // An administrator may have killed everything under the parent
@@ -147,9 +137,7 @@ impl Runtime for HostRuntime {
                      parent again"
                 );
             }
-            launch::prepare(&host, &run_plan)
-                .and_then(|prepared| prepared.launch(&container))
-                .map_err(Cause::from)
+            launch::start(&host, &plan.plan).map_err(Cause::from)
         })
         .await
         .map_err(|e| err(e.into()))?
@@ -161,7 +149,7 @@ impl Runtime for HostRuntime {
             shim_pid: shim.pid as u32,
             init_pid: init.pid as u32,
             pid_start_time: init.start_time,
-            run_dir: plan.run_dir,
+            run_dir,
             launched_at: Timestamp::now(),
         })
     }
@@ -187,6 +175,7 @@ impl Runtime for HostRuntime {
         // The end.
         let run_dir = launch.run_dir.clone();
         let ending = cgroup.clone();
+        let run_id = run.clone();
         {
             let report = report.clone();
             tokio::spawn(
@@ -199,7 +188,20 @@ impl Runtime for HostRuntime {
                             Observed::CgroupRemoved { status: exit_status(exit), at }
                         }
                         Ok((exit, at)) => {
-                            let stats = final_stats(&ending).unwrap_or_default();
+                            // Leftovers (background processes of a job without
+                            // a pid namespace) are killed first, so that the
+                            // one reading is final.
+                            let job = job_of(&run_id);
+                            let stats =
+                                match launch::empty_and_read(&job, &run_id, &ending, KILL_TIMEOUT)
+                                    .await
+                                {
+                                    Ok(stats) => stats,
+                                    Err((stats, e)) => {
+                                        warn!("final statistics: {e}");
+                                        stats
+                                    }
+                                };
                             Observed::Exited { status: exit_status(exit), at, stats }
                         }
                         Err(detail) => Observed::Lost(detail),
@@ -289,13 +291,15 @@ impl Runtime for HostRuntime {
         if !cgroup.exists() {
             return Ok(());
         }
-        let mut resources = launch::resources(
+        // The same mapping as the launch plan's, with the limit in force:
+        // a grown limit raises `high` with it.
+        let resources = launch::resources(
             &settings.spec,
             &settings.assignment,
             &settings.cpus,
             self.host.cgroups().capabilities(),
+            settings.memory_limit,
         );
-        resources.memory.hard_bytes = settings.memory_limit.map(Bytes::get);
         cgroup
             .update(&resources)
             .map(drop)
@@ -307,13 +311,10 @@ impl Runtime for HostRuntime {
         if !cgroup.exists() {
             return Ok(());
         }
-        let job = parse_run_id(run)
-            .map(|(job, _)| job)
-            .unwrap_or_else(|| crate::vocab::JobName::parse("unknown").expect("valid name"));
-        launch::collect(&job, run, &cgroup, KILL_TIMEOUT)
+        // The final statistics were read when the end was reported.
+        launch::remove(&job_of(run), run, &cgroup, KILL_TIMEOUT)
             .await
-            .map(drop)
-            .map_err(|(_, e)| RuntimeError::new(Operation::Remove, run, e))
+            .map_err(|e| RuntimeError::new(Operation::Remove, run, e))
     }
 
     fn probe(&self, run: &RunId, run_dir: &Path) -> Result<Probe, RuntimeError> {
@@ -384,7 +385,11 @@ impl Runtime for HostRuntime {
     }
 
     fn stats(&self, run: &RunId) -> Option<FinalStats> {
-        final_stats(&self.cgroup(run, Operation::Stats).ok()?)
+        let cgroup = self.cgroup(run, Operation::Stats).ok()?;
+        if !cgroup.exists() {
+            return None;
+        }
+        cgroup.stats().ok().map(|stats| launch::final_stats(&stats))
     }
 
     fn stats_handle(&self, run: &RunId) -> Option<StatsHandle> {
@@ -454,4 +459,59 @@ async fn wait_for_end(run_dir: &Path) -> Result<(JobExit, Timestamp), String> {
         let _ = waitpid(Pid::from_raw(shim.pid), Some(WaitPidFlag::WNOHANG));
     }
     unreachable!("the loop above only ends by returning")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::cgroup::fake::{FakeFs, FakeKind};
+    use crate::launch::HostRoots;
+    use crate::placement::{Assignment, CpuGrant};
+    use crate::vocab::Bytes;
+
+    /// A grown limit reaches the cgroup with `high` raised by as much, as
+    /// at launch: the one mapping serves both.
+    #[tokio::test]
+    async fn an_update_with_a_grown_limit_raises_memory_high_too() {
+        let fs = FakeFs::new(FakeKind::V2);
+        fs.add_cgroup("corral");
+        // The fake kernel's files of the run's cgroup, made in advance.
+        fs.add_cgroup("corral/etl-1");
+        let fixture = crate::topology::testing::fixture_root("vm-2cpu");
+        let roots = HostRoots {
+            sysfs: fixture.join("sys"),
+            procfs: fixture.join("proc"),
+            cgroups: fs.host_paths(),
+        };
+        let host = Host::discover_at(&crate::config::AgentConfig::default(), &roots).unwrap();
+        let text =
+            "name: etl\ncommand: [/bin/true]\nresources: {memory: {high: 48Mi, hard: 64Mi}}\n";
+        let spec = crate::spec::compile_str(Path::new("etl.yaml"), text).unwrap().remove(0).spec;
+        let run = RunId::new("etl-1");
+        let assignment = Assignment {
+            owner: run.clone(),
+            cpus: CpuGrant::Shared,
+            mems: "0".parse().unwrap(),
+            memory: Default::default(),
+        };
+        let cpus: CpuSet = "0-1".parse().unwrap();
+        let caps = *host.cgroups().capabilities();
+        let at_launch =
+            launch::resources(&spec, &assignment, &cpus, &caps, spec.resources.memory.hard);
+        let name = CgroupName::new(run.as_str()).unwrap();
+        host.cgroups().create(&name, &at_launch).unwrap();
+        let runtime = HostRuntime::new(host);
+        let settings = LiveSettings {
+            spec: Arc::new(spec),
+            assignment,
+            cpus,
+            memory_limit: Some(Bytes::from_mib(112)),
+        };
+        runtime.update(&run, &settings).unwrap();
+        let dir = fs.unified_root().join("corral/etl-1");
+        assert_eq!(fs.read(&dir.join("memory.max")).trim(), (112u64 << 20).to_string());
+        assert_eq!(fs.read(&dir.join("memory.high")).trim(), (96u64 << 20).to_string());
+    }
 }

@@ -55,7 +55,10 @@ impl RunOps {
     }
 }
 
-async fn carry_out<R: Runtime>(runtime: &R, run: &RunId, sink: &Sink, epoch: u64, op: Op) {
+/// Carries out one operation on `run` for the attempt `epoch`, reporting
+/// what the state machine needs to `sink`. The operation task runs these
+/// one after another; `corral run` calls it directly for its one run.
+pub async fn carry_out<R: Runtime>(runtime: &R, run: &RunId, sink: &Sink, epoch: u64, op: Op) {
     let report = |what| {
         // The agent is gone only when it is shutting down.
         let _ = sink.send(Observation { run: run.clone(), epoch, what });

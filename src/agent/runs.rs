@@ -14,6 +14,7 @@ use crate::placement::Assignment;
 use crate::scheduler::{ExitStatus, Jitter, Phase, RunMeta, RunState};
 use crate::spec::JobSpec;
 use crate::store::{ExitInfo, LaunchInfo};
+use crate::vocab::Bytes;
 use crate::vocab::JobName;
 use crate::vocab::RunId;
 use crate::vocab::Timestamp;
@@ -205,9 +206,9 @@ pub(super) fn exit_info(status: ExitStatus, at: Timestamp, stats: FinalStats) ->
     ExitInfo {
         status,
         exited_at: at,
-        peak_memory: stats.peak_memory,
-        oom_kills: stats.oom_kills,
-        cpu_seconds: stats.cpu_seconds,
+        peak_memory: stats.peak_memory_bytes.map(Bytes),
+        oom_kills: stats.oom_kills.unwrap_or(0),
+        cpu_seconds: stats.cpu_seconds.unwrap_or(0.0),
     }
 }
 

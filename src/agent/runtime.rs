@@ -6,9 +6,8 @@
 //! implements it with cgroups and containers; the unit tests use an
 //! in-memory fake that records every call.
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use nix::sys::signal::Signal;
@@ -16,7 +15,8 @@ use tokio::sync::mpsc;
 
 use crate::cgroup::CgroupError;
 use crate::container::ContainerError;
-use crate::launch::LaunchError;
+pub use crate::launch::FinalStats;
+use crate::launch::{LaunchError, RunInputs, RunPlan};
 use crate::metrics::StatsHandle;
 use crate::placement::Assignment;
 use crate::scheduler::ExitStatus;
@@ -27,27 +27,25 @@ use crate::vocab::Bytes;
 use crate::vocab::RunId;
 use crate::vocab::Timestamp;
 
-/// Everything needed to start one attempt of a run.
+/// Everything needed to start one attempt of a run: its final plan, built
+/// ([`Runtime::plan`]) and checked before the run's placement was
+/// committed. Nothing changes it afterwards.
 #[derive(Debug, Clone)]
 pub struct LaunchPlan {
-    pub run: RunId,
     pub attempt: u32,
-    pub spec: Arc<JobSpec>,
-    pub assignment: Assignment,
-    /// The cpuset to start with: the exclusive CPUs, or the shared pool now.
-    pub cpus: CpuSet,
-    /// The hard limit of this attempt (the spec's, or what OOM handling made
-    /// of it).
-    pub memory_limit: Option<Bytes>,
-    /// A directory not used before; its name is derived from the run and its
-    /// placement, so a restarted agent finds it again.
-    pub run_dir: PathBuf,
-    /// Variables the agent adds to the job's `env` for this run (for a run
-    /// of a recurring job, the firing it is for).
-    pub env: BTreeMap<String, String>,
-    /// The job's uid from the `dynamic_users` range, already in the store;
-    /// `None` when it runs as its `user` or a shared `default_user`.
-    pub dynamic_uid: Option<u32>,
+    pub plan: RunPlan,
+}
+
+impl LaunchPlan {
+    pub fn run(&self) -> &RunId {
+        &self.plan.run
+    }
+
+    /// The placement's directory, named from the run and its placement
+    /// time, so a restarted agent finds it again.
+    pub fn run_dir(&self) -> &Path {
+        &self.plan.container.run_dir
+    }
 }
 
 /// A running attempt's settings that may change while it runs.
@@ -56,16 +54,9 @@ pub struct LiveSettings {
     pub spec: Arc<JobSpec>,
     pub assignment: Assignment,
     pub cpus: CpuSet,
+    /// The hard limit in force; the other memory limits follow it
+    /// ([`crate::launch::memory_limits`]).
     pub memory_limit: Option<Bytes>,
-}
-
-/// Accounting read from an attempt's cgroup once its processes are gone,
-/// before the cgroup is removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct FinalStats {
-    pub peak_memory: Option<Bytes>,
-    pub oom_kills: u64,
-    pub cpu_seconds: f64,
 }
 
 /// Something the runtime saw happen to an attempt.
@@ -73,7 +64,8 @@ pub struct FinalStats {
 pub enum Observed {
     Launched(LaunchInfo),
     LaunchFailed(String),
-    /// The job ended; `stats` were read before anything was removed.
+    /// The job ended; `stats` were read once whatever it left in its cgroup
+    /// was killed, before the cgroup was removed.
     Exited {
         status: ExitStatus,
         at: Timestamp,
@@ -214,6 +206,14 @@ impl RuntimeError {
 /// The machine, as the supervisor uses it. Operations on one run are issued
 /// one at a time, in order; operations on different runs may overlap.
 pub trait Runtime: Send + Sync + 'static {
+    /// The final plan of one placement of a run of `spec`. Pure: built from
+    /// the host's facts the runtime gathered once (agent configuration,
+    /// cgroup capabilities, where a run's cgroup is), nothing read or
+    /// written. A job the host would refuse (root not allowed, a dynamic
+    /// uid out of range, a container configuration the container layer
+    /// rejects) is refused here, before anything is created.
+    fn plan(&self, spec: &JobSpec, run: &RunInputs<'_>) -> Result<RunPlan, LaunchError>;
+
     /// Creates the attempt's cgroup and starts it; returns once the job's
     /// program runs (or could not be started).
     fn launch(
@@ -252,7 +252,7 @@ pub trait Runtime: Send + Sync + 'static {
     fn remove(&self, run: &RunId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Where the attempt in `run_dir` stands.
-    fn probe(&self, run: &RunId, run_dir: &std::path::Path) -> Result<Probe, RuntimeError>;
+    fn probe(&self, run: &RunId, run_dir: &Path) -> Result<Probe, RuntimeError>;
 
     /// The run's accounting, read now.
     fn stats(&self, run: &RunId) -> Option<FinalStats>;

@@ -22,7 +22,6 @@
 //! [`control`](super::control).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use nix::sys::signal::Signal;
@@ -103,6 +102,9 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) feed: EventFeed,
     /// Hands out the jobs' dynamic uids (recorded in `store`).
     uids: JobUids,
+    /// The plan of the run being placed now, built before its placement
+    /// was recorded; its launch takes it.
+    placing: Option<LaunchPlan>,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -142,6 +144,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             store_problem: None,
             recovering: false,
             feed: EventFeed::new(),
+            placing: None,
         }
     }
 
@@ -554,7 +557,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// Feeds `event` to the run's state machine, records the result and
     /// carries out its actions. Returns whether the event was accepted.
     pub(super) fn handle(&mut self, id: &RunId, event: Event) -> Result<bool, AgentError> {
-        let now = self.clock.now();
+        self.handle_at(id, event, self.clock.now())
+    }
+
+    /// [`handle`](Self::handle) at `now`: for an event something was named
+    /// after already (a placement's run directory, by its time).
+    fn handle_at(&mut self, id: &RunId, event: Event, now: Timestamp) -> Result<bool, AgentError> {
         let jitter = self.jitter.draw();
         let Some(run) = self.runs.get_mut(id) else {
             debug!(run = %id, event = event.name(), "event for a run that is over");
@@ -723,7 +731,51 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         Ok(())
     }
 
-    /// Starts an attempt of the run on `assignment`, on its operation task.
+    /// The final plan of run `id` placed on `assignment` at `placed_at`,
+    /// with the hard limit in force, the firing's environment and the job's
+    /// dynamic uid. `Some(Err)` says why the host refuses the run; `None`
+    /// when there is no run, or no job version, to plan.
+    fn plan_launch(
+        &mut self,
+        id: &RunId,
+        assignment: &Assignment,
+        placed_at: Timestamp,
+    ) -> Result<Option<Result<LaunchPlan, String>>, AgentError> {
+        let Some(run) = self.runs.get(id) else { return Ok(None) };
+        let Some(spec) = run.spec.clone() else {
+            // Only re-adopted runs lack a spec, and they are not started
+            // before the jobs directory has been read.
+            warn!(parent: &run.span, "no job version to launch");
+            return Ok(None);
+        };
+        let (attempt, memory_limit) = (run.state.attempt, run.state.memory_limit);
+        let dynamic_uid = match self.dynamic_uid(&spec)? {
+            Ok(uid) => uid,
+            Err(detail) => return Ok(Some(Err(detail))),
+        };
+        let run_dir = run_dir(&self.settings.runs_dir, id, placed_at);
+        let env = self.cron.env_for(id);
+        let inputs = crate::launch::RunInputs {
+            run: id,
+            assignment,
+            shared_pool: self.ledger.shared_pool(),
+            memory_limit,
+            run_dir: &run_dir,
+            env: &env,
+            dynamic_uid,
+            tee_output: false,
+        };
+        Ok(Some(
+            self.runtime
+                .plan(&spec, &inputs)
+                .map(|plan| LaunchPlan { attempt, plan })
+                .map_err(|e| e.to_string()),
+        ))
+    }
+
+    /// Starts an attempt of the run on `assignment`, on its operation task:
+    /// with the plan built when it was placed, or (a run placed before an
+    /// agent restart) one built now for the placement on record.
     pub(super) fn execute_launch(
         &mut self,
         id: &RunId,
@@ -731,35 +783,31 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         memory_limit: Option<Bytes>,
     ) -> Result<(), AgentError> {
         let Some(run) = self.runs.get(id) else { return Ok(()) };
-        let Some(spec) = run.spec.clone() else {
-            // Only re-adopted runs lack a spec, and they are not started
-            // before the jobs directory has been read.
-            warn!(parent: &run.span, "no job version to launch");
-            return Ok(());
+        let placed_at = run.state.since;
+        let prepared = self.placing.take().filter(|p| {
+            p.run() == id
+                && p.plan.resources.memory.hard_bytes == memory_limit.map(Bytes::get)
+                && p.run_dir() == run_dir(&self.settings.runs_dir, id, placed_at)
+        });
+        let plan = match prepared {
+            Some(plan) => Ok(plan),
+            None => match self.plan_launch(id, &assignment, placed_at)? {
+                Some(plan) => plan,
+                None => return Ok(()),
+            },
         };
-        let dynamic_uid = self.dynamic_uid(&spec)?;
         let Some(run) = self.runs.get_mut(id) else { return Ok(()) };
         let epoch = self.next_epoch;
         self.next_epoch += 1;
         run.epoch = epoch;
         run.exit = None;
         run.launch = LaunchState::Launching;
-        run.assignment = Some(assignment.clone());
-        let plan = LaunchPlan {
-            run: id.clone(),
-            attempt: run.state.attempt,
-            cpus: assignment.cpuset(self.ledger.shared_pool()),
-            spec,
-            assignment,
-            memory_limit,
-            run_dir: run_dir(&self.settings.runs_dir, id, run.state.since),
-            env: self.cron.env_for(id),
-            dynamic_uid: dynamic_uid.as_ref().ok().copied().flatten(),
-        };
-        match dynamic_uid {
-            Ok(_) => run.send(Op::Launch(Box::new(plan))),
-            // Reported the way a failed start is, so the state machine
-            // decides (restart backoff, then failed).
+        run.assignment = Some(assignment);
+        match plan {
+            Ok(plan) => run.send(Op::Launch(Box::new(plan))),
+            // Placed before a restart, refused now (its job changed, or the
+            // agent's configuration): the launch failed, and the state
+            // machine decides.
             Err(detail) => {
                 let _ = self.sink.send(Observation {
                     run: id.clone(),
@@ -774,7 +822,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// The uid a run of `spec` gets from the `dynamic_users` range, recorded
     /// in the store before the run is launched; `None` for a job with a
     /// `user`, or under a shared `default_user`. `Err` is why none could be
-    /// had, for the run's launch failure (store failures are the agent's).
+    /// had, for the run's refusal (store failures are the agent's).
     fn dynamic_uid(&mut self, spec: &JobSpec) -> Result<Result<Option<u32>, String>, AgentError> {
         let now = self.clock.now();
         self.uids.for_run(&mut self.store, &self.settings.admission, spec, now)
@@ -1013,10 +1061,46 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             Step::Place { assignment } => {
                 let id = assignment.owner.clone();
                 self.queue.remove(&id);
+                // The plan is built and checked before the placement is
+                // recorded: a run the host refuses fails as refused, and
+                // never holds a placement for a launch that cannot happen.
+                let placed_at = self.clock.now();
+                let plan = match self.plan_launch(&id, &assignment, placed_at) {
+                    Ok(Some(Ok(plan))) => plan,
+                    Ok(Some(Err(detail))) => {
+                        let _ = self.ledger.release(&assignment);
+                        warn!(parent: &self.span(&id), "not started: {detail}");
+                        let refused = self.handle_at(&id, Event::Refused { detail }, placed_at);
+                        if refused.is_err() {
+                            // Its refusal could not be recorded: it waits again.
+                            if let Some(run) = self.runs.get(&id) {
+                                self.queue.push(id.clone(), run.meta.priority());
+                            }
+                        }
+                        refused?;
+                        return Ok(());
+                    }
+                    Ok(None) => {
+                        let _ = self.ledger.release(&assignment);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        // Not placed after all (its uid could not be
+                        // recorded): it waits again.
+                        let _ = self.ledger.release(&assignment);
+                        if let Some(run) = self.runs.get(&id) {
+                            self.queue.push(id.clone(), run.meta.priority());
+                        }
+                        return Err(e);
+                    }
+                };
                 if let Some(run) = self.runs.get_mut(&id) {
                     run.assignment = Some(assignment.clone());
                 }
-                let placed = self.handle(&id, Event::Placed(assignment.clone()));
+                self.placing = Some(plan);
+                let placed = self.handle_at(&id, Event::Placed(assignment.clone()), placed_at);
+                // Taken by the launch the placement asked for, if it was recorded.
+                self.placing = None;
                 if !matches!(placed, Ok(true)) {
                     let _ = self.ledger.release(&assignment);
                     if let Some(run) = self.runs.get_mut(&id) {
@@ -1131,11 +1215,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 }
 
-/// Where one placement of a run keeps its files: named by the time it was
-/// placed, which the store records, so a restarted agent finds it.
-pub fn run_dir(runs_dir: &std::path::Path, run: &RunId, placed_at: Timestamp) -> PathBuf {
-    runs_dir.join(run.as_str()).join(placed_at.as_millis().to_string())
-}
+/// Where one placement of a run keeps its files (the layout `corral run`
+/// uses too).
+pub use crate::launch::run_dir;
 
 /// Sends what `line` builds to followers of `feed`, once it is on record.
 fn announce(feed: &EventFeed, line: impl FnOnce() -> EventLine) {

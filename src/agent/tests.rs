@@ -244,7 +244,9 @@ async fn jobs_without_user_get_uids_of_their_own_kept_until_the_job_is_gone() {
 #[tokio::test(start_paused = true)]
 async fn no_free_dynamic_uid_fails_the_launch_naming_the_range() {
     let mut b = Bench::new();
-    b.sup.settings.admission.dynamic_users = crate::spec::UidRange::parse("70000-70000").unwrap();
+    let range = crate::spec::UidRange::parse("70000-70000").unwrap();
+    b.sup.settings.admission.dynamic_users = range;
+    b.fake.configure(|config| config.dynamic_users = range);
     b.files(&[("a.yaml", &job("a", "")), ("b.yaml", &job("b", ""))]).await;
     assert_eq!(b.fake.launched(), ["a-1"]);
     assert_eq!(b.fake.uid("a-1"), Some(70000));
@@ -254,6 +256,31 @@ async fn no_free_dynamic_uid_fails_the_launch_naming_the_range() {
         reasons.iter().any(|r| r.contains("no free uid in dynamic_users range 70000-70000")),
         "{reasons:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_plan_fails_the_run_before_it_is_placed_and_without_restarts() {
+    let mut b = Bench::new();
+    // The host's configuration makes jobs without `user` run as root,
+    // which it does not allow: every plan of such a job is refused.
+    b.fake.configure(|config| {
+        config.default_user = crate::spec::DefaultUser::Account(crate::spec::UserRef::Id(0))
+    });
+    let refused = "resources: {cpus: 1}\nrestart: {on: failure, attempts: 3, backoff: 1s..2s}\n";
+    b.files(&[("a.yaml", &job("a", refused))]).await;
+    assert!(b.fake.launched().is_empty());
+    assert_eq!(b.phase("a-1"), "failed");
+    let detail = b.sup.store().run(&RunId::new("a-1")).unwrap().unwrap();
+    let phases: Vec<&str> = detail.transitions.iter().map(|t| t.to.as_str()).collect();
+    assert_eq!(phases, ["pending", "failed"], "never placed");
+    let last = &detail.transitions.last().unwrap().reason;
+    assert!(last.contains("allow_root_jobs") && last.contains("not restarted"), "{last}");
+    assert_eq!(detail.record.assignment, None);
+    // The CPU it was about to be given went back: the one exclusive CPU
+    // this machine has room for goes to the next job.
+    b.fake.configure(|config| config.default_user = crate::spec::DefaultUser::Dynamic);
+    b.files(&[("x.yaml", &job("x", "resources: {cpus: 1}\n"))]).await;
+    assert_eq!(b.fake.launched(), ["x-1"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -478,7 +505,7 @@ async fn oom_fail_and_kernel_oom_kills_end_as_oom() {
     let mut b = Bench::new();
     b.files(&[("f.yaml", &job("f", "resources: {memory: {hard: 64Mi}}\n"))]).await;
     // The kernel killed it; only the exit's accounting says so.
-    let stats = FinalStats { oom_kills: 1, ..FinalStats::default() };
+    let stats = FinalStats { oom_kills: Some(1), ..FinalStats::default() };
     b.fake.report(
         &RunId::new("f-1"),
         Observed::Exited { status: ExitStatus::Signal(9), at: Timestamp::EPOCH, stats },
@@ -595,7 +622,9 @@ async fn root_jobs_are_refused_unless_allowed() {
     assert!(b.fake.launched().is_empty());
 
     let mut allowed = Bench::new();
+    // The agent's configuration, as admission and the runtime's plans read it.
     allowed.sup.settings.admission.allow_root_jobs = true;
+    allowed.fake.configure(|config| config.allow_root_jobs = true);
     allowed.files(&[("r.yaml", &job("r", "user: root\n"))]).await;
     assert_eq!(allowed.sup.jobs.problem(Path::new("/jobs/r.yaml")), None);
     assert_eq!(allowed.fake.launched(), ["r-1"]);
@@ -779,7 +808,7 @@ async fn an_oom_kill_while_the_agent_was_down_is_recorded_as_oom() {
             at: Timestamp::EPOCH,
         },
     );
-    b.fake.set_stats(&run, FinalStats { oom_kills: 1, ..FinalStats::default() });
+    b.fake.set_stats(&run, FinalStats { oom_kills: Some(1), ..FinalStats::default() });
     let mut b = b.restart();
     b.sup.recover().unwrap();
     assert_eq!(b.state("f-1").phase, Phase::Failed { reason: FailReason::Oom });
@@ -997,7 +1026,6 @@ fn value(scrape: &str, name: &str, run: &str) -> Option<f64> {
 #[tokio::test(start_paused = true)]
 async fn runs_that_ended_within_the_retention_are_in_the_scrape_again_after_a_restart() {
     use crate::metrics::Format;
-    use crate::vocab::Bytes;
     use std::time::SystemTime;
 
     let mut b = Bench::new();
@@ -1011,8 +1039,12 @@ async fn runs_that_ended_within_the_retention_are_in_the_scrape_again_after_a_re
     b.fake.exit("old-1", 0);
     b.settle().await;
     tokio::time::advance(Duration::from_secs(20 * 60)).await;
-    let done_stats =
-        FinalStats { peak_memory: Some(Bytes::from_mib(8)), oom_kills: 0, cpu_seconds: 1.5 };
+    let done_stats = FinalStats {
+        peak_memory_bytes: Some(8 << 20),
+        oom_kills: Some(0),
+        cpu_seconds: Some(1.5),
+        ..FinalStats::default()
+    };
     b.fake.report(
         &RunId::new("done-1"),
         Observed::Exited { status: ExitStatus::Code(0), at: START, stats: done_stats },
@@ -1029,7 +1061,12 @@ async fn runs_that_ended_within_the_retention_are_in_the_scrape_again_after_a_re
     );
     b.fake.set_stats(
         &oomy,
-        FinalStats { peak_memory: Some(Bytes::from_mib(64)), oom_kills: 1, cpu_seconds: 0.25 },
+        FinalStats {
+            peak_memory_bytes: Some(64 << 20),
+            oom_kills: Some(1),
+            cpu_seconds: Some(0.25),
+            ..FinalStats::default()
+        },
     );
 
     let mut b = b.restart_after(Duration::from_secs(60));
@@ -1193,7 +1230,7 @@ async fn recovery_counts_the_ends_it_finds_and_times_no_launch() {
     let killed = ExitStatus::Signal(9);
     let run_dir = launch.run_dir.clone();
     b.fake.set_probe(&run_dir, Probe::Finished { launch, status: killed, at: START });
-    b.fake.set_stats(&oomy, FinalStats { oom_kills: 1, ..FinalStats::default() });
+    b.fake.set_stats(&oomy, FinalStats { oom_kills: Some(1), ..FinalStats::default() });
     let spec = job("a", "");
     let (_, dir) = forge_placed_run(&mut b, "a", &spec);
     let started = LaunchInfo {

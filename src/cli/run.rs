@@ -1,13 +1,13 @@
 //! `corral run FILE`: run one job once, now, in the foreground.
 //!
-//! The job is compiled, placed alone against the live topology, given its
-//! cgroup and container exactly as the agent would, and its output streams
-//! to the terminal (and to the run directory's logs). `corral run` forwards
-//! SIGINT, SIGTERM and SIGHUP to the job, counts the cgroup's OOM events,
-//! applies the job's `timeout`, its `restart` policy and, where the host
-//! can pause a job at its limit, the `grow` OOM policy; after each run it
-//! reads the final accounting, removes the cgroup and prints a summary
-//! line, and it exits with the last run's exit code. See `docs/run.md`.
+//! The job is compiled, placed alone against the live topology, planned,
+//! given its cgroup and container exactly as the agent would, and its
+//! output streams to the terminal (and to the run directory's logs). The
+//! run is driven by the agent's run state machine through a one-run
+//! executor (`supervise.rs`) on the agent's runtime: restarts, timeout, stop
+//! grace and OOM handling are the agent's. SIGINT, SIGTERM and SIGHUP
+//! become stop requests. After each attempt it prints a summary line, and
+//! it exits with the last attempt's exit code. See `docs/run.md`.
 
 mod summary;
 mod supervise;
@@ -16,16 +16,16 @@ use std::io::ErrorKind;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
+use crate::agent::host::HostRuntime;
 use crate::config::{self, AgentConfig, CgroupParent};
 use crate::container::{ContainerError, SetupError};
 use crate::dynamic_user;
 use crate::launch::{self, Host, LaunchError};
-use crate::scheduler::{backoff_delay, Jitter};
-use crate::spec::{self, JobSpec, RestartOn};
+use crate::spec::{self, JobSpec};
 use crate::vocab::RunId;
 
 pub use summary::{summary_line, Ending, RunObservations};
@@ -47,8 +47,8 @@ pub struct RunArgs {
     /// The agent configuration to use (default: the built-in defaults).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Where the run's directory goes (`<DIR>/runs/<run>`); created if
-    /// missing. Overrides the configuration's `state_dir`.
+    /// Where the run's directories go (`<DIR>/runs/<run>/<placed-at>`);
+    /// created if missing. Overrides the configuration's `state_dir`.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// The cgroup the job's cgroup is created under, in every hierarchy.
@@ -79,7 +79,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
-    match foreground(&spec, &config, args.quiet) {
+    match foreground(spec, &config, args.quiet) {
         Ok(code) => Ok(ExitCode::from(code)),
         Err(err) => {
             eprintln!("corral: {}", describe(&err));
@@ -148,7 +148,7 @@ fn agent_config(args: &RunArgs) -> Result<AgentConfig, String> {
 /// not collide with the agent's sequence numbers in a shared state
 /// directory; the directory's creation is what reserves it.
 fn reserve_run(config: &AgentConfig, spec: &JobSpec) -> anyhow::Result<RunId> {
-    let runs = config.state_dir.join(launch::plan::RUNS_DIR);
+    let runs = launch::runs_dir(&config.state_dir);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o750)
@@ -159,7 +159,7 @@ fn reserve_run(config: &AgentConfig, spec: &JobSpec) -> anyhow::Result<RunId> {
     loop {
         // The form of the store's run ids, `<job>-<seq>`.
         let run = RunId::new(format!("{}-{seq}", spec.name));
-        let dir = launch::run_dir(&config.state_dir, &run);
+        let dir = runs.join(run.as_str());
         match std::fs::DirBuilder::new().mode(0o750).create(&dir) {
             Ok(()) => return Ok(run),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => seq += 1,
@@ -168,117 +168,33 @@ fn reserve_run(config: &AgentConfig, spec: &JobSpec) -> anyhow::Result<RunId> {
     }
 }
 
-/// Runs the job, and again as its `restart` policy says, until an attempt
-/// is not restarted; returns that attempt's exit code.
-fn foreground(spec: &JobSpec, config: &AgentConfig, quiet: bool) -> anyhow::Result<u8> {
+/// Runs the job through the run state machine, as the agent would (see
+/// `supervise.rs`); returns the last attempt's exit code.
+fn foreground(spec: JobSpec, config: &AgentConfig, quiet: bool) -> anyhow::Result<u8> {
     let notes = supervise::Notes { quiet };
     let host = Host::discover(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut signals = supervise::Signals::catch()?;
-        let restart = &spec.restart;
-        let mut restarts = 0;
-        loop {
-            let (code, observed) = attempt(&host, spec, config, &mut signals, notes).await?;
-            let again = match restart.on {
-                RestartOn::Never => false,
-                RestartOn::Failure => code != 0,
-                RestartOn::Always => true,
-            };
-            // A job stopped on request is not restarted.
-            if !again || restarts >= restart.attempts || observed.signaled.is_some() {
-                return Ok(code);
-            }
-            restarts += 1;
-            // No jitter: a foreground run restarts alone.
-            let (min, max) = (restart.backoff.min, restart.backoff.max);
-            let delay = backoff_delay(restarts, min, max, Jitter::NONE);
-            notes.say(&format!(
-                "{}: restart {restarts} of {} in {}",
-                spec.name,
-                restart.attempts,
-                spec::duration::format(delay)
-            ));
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                signal = signals.next() => {
-                    notes.say(&format!("{}: {} while waiting to restart; not restarting", spec.name, signal.as_str()));
-                    return Ok(code);
-                }
-            }
+        let run = reserve_run(config, &spec)?;
+        let reserved = launch::runs_dir(&config.state_dir).join(run.as_str());
+        let uid = || one_run_uid(&spec, config);
+        let result = match supervise::Foreground::new(
+            HostRuntime::new(host),
+            spec.clone(),
+            config,
+            run,
+            notes,
+        ) {
+            Ok(foreground) => foreground.run(&mut signals, &uid).await,
+            Err(err) => Err(err.into()),
+        };
+        if result.is_err() {
+            // The run's id is given back if nothing was made for it.
+            let _ = std::fs::remove_dir(&reserved);
         }
+        result
     })
-}
-
-/// One run: placed, planned, started, watched, collected and summed up.
-async fn attempt(
-    host: &Host,
-    spec: &JobSpec,
-    config: &AgentConfig,
-    signals: &mut supervise::Signals,
-    notes: supervise::Notes,
-) -> anyhow::Result<(u8, RunObservations)> {
-    // Placed alone: a foreground run does not know what else runs here.
-    let mut ledger = host.ledger()?;
-    let run = reserve_run(config, spec)?;
-    let unreserve = || {
-        let _ = std::fs::remove_dir(launch::run_dir(&config.state_dir, &run));
-    };
-    let assignment = match ledger.admit(host.topology(), &launch::request(spec, &run)) {
-        Ok(assignment) => assignment,
-        Err(source) => {
-            unreserve();
-            let job = spec.name.to_string();
-            return Err(LaunchError::Placement { job, source: source.into() }.into());
-        }
-    };
-    let dynamic_uid = match one_run_uid(spec, config) {
-        Ok(uid) => uid,
-        Err(err) => {
-            unreserve();
-            return Err(err);
-        }
-    };
-    let plan = match host.plan(spec, &run, &assignment, ledger.shared_pool(), dynamic_uid) {
-        Ok(plan) => plan,
-        Err(err) => {
-            unreserve();
-            return Err(err.into());
-        }
-    };
-    let mut container = plan.container.clone();
-    container.tee_output = true;
-    notes.say(&format!(
-        "{} run {run} on cpus {} (mems {}) in {}",
-        spec.name,
-        plan.resources.cpus.as_ref().map_or_else(|| "any".to_owned(), ToString::to_string),
-        assignment.mems,
-        container.run_dir.display(),
-    ));
-    let limits = supervise::Limits {
-        timeout: spec.timeout,
-        stop_grace: spec.stop_grace.unwrap_or(config.stop_grace),
-    };
-    let (ended, observed) =
-        supervise::supervise(host, &plan, &container, limits, signals, notes).await?;
-    let finished = ended.finish(supervise::KILL_TIMEOUT).await;
-    let (exit, wall) = match &finished.status {
-        Ok(status) => (
-            Some(status.exit),
-            status.finished_at.duration_since(status.started_at).unwrap_or(Duration::ZERO),
-        ),
-        Err(err) => {
-            supervise::error(&format!("corral: {err}"));
-            (None, Duration::ZERO)
-        }
-    };
-    if let Some(err) = &finished.cleanup {
-        supervise::error(&format!("corral: {err}"));
-    }
-    let (line, code) =
-        summary_line(spec.name.as_str(), run.as_str(), exit, wall, &finished.stats, &observed);
-    notes.print(&line);
-    Ok((code, observed))
 }
 
 /// The error and its causes, each cause left out where the message before
@@ -303,6 +219,8 @@ fn one_run_uid(spec: &JobSpec, config: &AgentConfig) -> anyhow::Result<Option<u3
     Ok(Some(uid))
 }
 
+/// The error and its causes, each cause left out where the message before
+/// already quotes it (the library's errors say what their source said).
 fn describe(err: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in err.chain() {

@@ -3,16 +3,15 @@
 use std::path::PathBuf;
 
 use super::error::LaunchError;
-use super::plan::{self, PlanInputs, RunPlan};
+use super::plan::{self, PlanInputs, RunInputs, RunPlan};
 use crate::cgroup::{
     self, Anchor, CgroupManager, CgroupName, CgroupPath, HostPaths, ManagerConfig,
 };
 use crate::config::AgentConfig;
 use crate::container::Launcher;
-use crate::placement::{Assignment, Ledger, PlacementConfig};
+use crate::placement::{Ledger, PlacementConfig};
 use crate::spec::JobSpec;
-use crate::topology::{self, CpuSet, Topology};
-use crate::vocab::RunId;
+use crate::topology::{self, Topology};
 
 /// Where the kernel's views are mounted; the real ones by default, fake
 /// trees in tests.
@@ -103,33 +102,17 @@ impl Host {
             .map_err(|e| LaunchError::PlacementConfig(e.into()))
     }
 
-    /// The plan of `run` of `spec`, placed at `assignment`; `shared_pool` is
-    /// the ledger's current pool; `dynamic_uid` the job's uid from the
-    /// `dynamic_users` range, if it runs as a dynamic user.
-    pub fn plan(
-        &self,
-        spec: &JobSpec,
-        run: &RunId,
-        assignment: &Assignment,
-        shared_pool: &CpuSet,
-        dynamic_uid: Option<u32>,
-    ) -> Result<RunPlan, LaunchError> {
+    /// The final plan of one placement of a run of `spec`: pure, from the
+    /// facts gathered at discovery (nothing is read or written).
+    pub fn plan(&self, spec: &JobSpec, run: &RunInputs<'_>) -> Result<RunPlan, LaunchError> {
         // Only the paths are needed here; a bad run id is reported by plan().
-        let cgroup_procs = match CgroupName::new(run.as_str()) {
+        let cgroup_procs = match CgroupName::new(run.run.as_str()) {
             Ok(name) => self.cgroups.job(&name).procs_files(),
             Err(_) => Vec::new(),
         };
         plan::plan(
             spec,
-            &PlanInputs {
-                config: &self.config,
-                run,
-                assignment,
-                shared_pool,
-                capabilities: self.cgroups.capabilities(),
-                cgroup_procs: &cgroup_procs,
-                dynamic_uid,
-            },
+            &PlanInputs::new(run, &self.config, self.cgroups.capabilities(), &cgroup_procs),
         )
     }
 }
@@ -142,6 +125,7 @@ mod tests {
     use crate::cgroup::fake::{FakeFs, FakeKind};
     use crate::cgroup::OomMode;
     use crate::placement::place;
+    use crate::vocab::RunId;
 
     #[test]
     fn a_host_from_injected_roots_plans_runs_into_its_cgroup_parent() {
@@ -170,11 +154,31 @@ mod tests {
         let ledger = host.ledger().unwrap();
         let assignment =
             place(host.topology(), &ledger, &super::super::request(&spec, &run)).unwrap();
-        let plan = host.plan(&spec, &run, &assignment, ledger.shared_pool(), Some(61184)).unwrap();
+        let run_dir = plan::run_dir(
+            &plan::runs_dir(&host.config().state_dir),
+            &run,
+            crate::vocab::Timestamp::from_millis(5),
+        );
+        let env = std::collections::BTreeMap::from([("X".to_owned(), "1".to_owned())]);
+        let inputs = RunInputs {
+            run: &run,
+            assignment: &assignment,
+            shared_pool: ledger.shared_pool(),
+            memory_limit: Some(crate::vocab::Bytes::from_mib(96)),
+            run_dir: &run_dir,
+            env: &env,
+            dynamic_uid: Some(61184),
+            tee_output: false,
+        };
+        let plan = host.plan(&spec, &inputs).unwrap();
         assert_eq!(plan.cgroup.as_str(), "etl-1");
         assert_eq!(plan.container.user, Some(crate::container::IdSpec::Id(61184)));
         assert_eq!(plan.resources.oom, OomMode::PauseAtLimit);
-        assert_eq!(plan.container.run_dir, Path::new("/state/runs/etl-1"));
+        // Final as built: the limit in force, the placement's directory and
+        // the extra environment are the inputs'.
+        assert_eq!(plan.container.run_dir, Path::new("/state/runs/etl-1/5"));
+        assert_eq!(plan.resources.memory.hard_bytes, Some(96 << 20));
+        assert_eq!(plan.container.env.get("X").map(String::as_str), Some("1"));
         // Init joins the run's cgroup in every tree: five v1 hierarchies
         // and the v2 tree on a hybrid host.
         let procs = &plan.container.cgroup_procs;

@@ -2,11 +2,13 @@
 //!
 //! Pure core:
 //! - [`plan`](mod@plan): the mapping. [`request()`] (job → placement
-//!   request), [`resources()`] (job + assignment → job cgroup resources),
+//!   request), [`resources()`] (job + assignment + the memory limit in force
+//!   → job cgroup resources, its memory limits from [`memory_limits()`]),
 //!   [`container_config()`] (job + agent config → container config), and
-//!   [`plan()`], all three at once as a [`RunPlan`].
+//!   [`plan()`], all three at once as a final [`RunPlan`]; [`run_dir()`],
+//!   the one layout of run directories.
 //! - [`oom`]: which [`OomMode`](crate::cgroup::OomMode) a policy gets on a
-//!   host, and one [`grow()`] step.
+//!   host.
 //!
 //! Thin shell:
 //! - [`host`]: [`Host`], the machine as launching needs it (topology,
@@ -16,8 +18,11 @@
 //!   (removing the cgroup again if the launch fails), in two steps if the
 //!   caller wants to subscribe to the cgroup's events in between
 //!   ([`prepare()`], [`PreparedRun::launch`]); [`StartedRun`] waits;
-//!   [`EndedRun::finish`] and [`collect()`] read the final statistics
-//!   before removing the cgroup.
+//!   [`EndedRun::finish`] and [`collect()`] empty the cgroup, read the final
+//!   statistics ([`FinalStats`], read once, with nothing left in the
+//!   cgroup) and remove the cgroup; [`empty_and_read()`] and [`remove()`]
+//!   are those two halves for callers that report the statistics before
+//!   removing.
 //!
 //! The whole mapping, field by field and for each cgroup version, is in
 //! `docs/run.md`.
@@ -25,10 +30,10 @@
 //! # Order of a launch
 //!
 //! ```text
-//! request(spec) ─▶ placement::place ─▶ plan(spec, assignment) ─▶ start:
+//! request(spec) ─▶ placement::place ─▶ plan(spec, run inputs) ─▶ start:
 //!     create the job cgroup (validated as a whole first) ─▶ launch the shim,
 //!     whose init joins the cgroup before anything else ─▶ StartedRun
-//! StartedRun::wait ─▶ EndedRun::finish: kill leftovers, read stats, remove cgroup
+//! StartedRun::wait ─▶ EndedRun::finish: kill leftovers, read stats once, remove cgroup
 //! ```
 
 pub mod error;
@@ -39,10 +44,12 @@ pub mod run;
 
 pub use error::{LaunchError, UserOrigin};
 pub use host::{Host, HostRoots};
-pub use oom::{grow, oom_mode};
+pub use oom::oom_mode;
 pub use plan::{
-    container_config, placement_config, plan, request, resources, run_dir, PlanInputs, RunPlan,
+    container_config, memory_limits, placement_config, plan, request, resources, run_dir, runs_dir,
+    PlanInputs, RunInputs, RunPlan,
 };
 pub use run::{
-    collect, prepare, start, EndedRun, FinalStats, FinishedRun, PreparedRun, StartedRun,
+    collect, empty_and_read, final_stats, prepare, remove, start, EndedRun, FinalStats,
+    FinishedRun, PreparedRun, StartedRun,
 };

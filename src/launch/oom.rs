@@ -1,5 +1,7 @@
 //! How a job's OOM policy meets the kernel: which [`OomMode`] its cgroup
-//! gets, and the limits after one grow step.
+//! gets. (How far a limit grows is the run state machine's decision,
+//! [`crate::scheduler`]; the cgroup's limits for a limit in force are
+//! [`super::plan::memory_limits`].)
 //!
 //! | Policy | Host can pause at the limit (v1 memory controller) | Host cannot (pure v2) |
 //! |---|---|---|
@@ -13,7 +15,7 @@
 //! see [`OomMode::PauseAtLimit`] for allocations inside system calls,
 //! which fail instead of pausing.
 
-use crate::cgroup::{Capabilities, OomMode, Resources};
+use crate::cgroup::{Capabilities, OomMode};
 use crate::spec::OomPolicy;
 
 /// The cgroup OOM mode for `policy` on a host with `capabilities`.
@@ -26,33 +28,12 @@ pub fn oom_mode(policy: &OomPolicy, capabilities: &Capabilities) -> OomMode {
     }
 }
 
-/// The resources after one grow step from `current`: the hard limit raised
-/// by the policy's step but not beyond `grow_to`, and `high` (if set)
-/// raised by as much. `None` when the policy is not `grow`, there is no
-/// hard limit, or the limit is already at `grow_to`: the OOM is then fatal.
-pub fn grow(current: &Resources, policy: &OomPolicy) -> Option<Resources> {
-    let OomPolicy::Grow { to, step } = policy else { return None };
-    let hard = current.memory.hard_bytes?;
-    if hard >= to.get() {
-        return None;
-    }
-    let grown = hard.saturating_add(step.get()).min(to.get());
-    let added = grown - hard;
-    let mut next = current.clone();
-    next.memory.hard_bytes = Some(grown);
-    next.memory.high_bytes =
-        current.memory.high_bytes.map(|high| high.saturating_add(added).min(grown));
-    Some(next)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroup::{FreezerKind, KillKind, MemoryLimits};
+    use crate::cgroup::{FreezerKind, KillKind};
     use crate::vocab::Bytes;
     use crate::vocab::Factor;
-
-    const MI: u64 = 1 << 20;
 
     fn caps(pause_at_limit: bool) -> Capabilities {
         Capabilities {
@@ -79,47 +60,5 @@ mod tests {
         assert_eq!(oom_mode(&requeue, &caps(true)), OomMode::PauseAtLimit);
         assert_eq!(oom_mode(&grow, &caps(false)), OomMode::Kill);
         assert_eq!(oom_mode(&requeue, &caps(false)), OomMode::Kill);
-    }
-
-    fn with_memory(hard: Option<u64>, high: Option<u64>) -> Resources {
-        Resources {
-            memory: MemoryLimits {
-                hard_bytes: hard,
-                high_bytes: high,
-                soft_bytes: Some(8 * MI),
-                swap_bytes: Some(0),
-            },
-            pids_max: Some(10),
-            ..Resources::default()
-        }
-    }
-
-    #[test]
-    fn grow_steps_up_to_the_ceiling_then_stops() {
-        let policy = grow_policy(160, 48);
-        let first = grow(&with_memory(Some(64 * MI), None), &policy).unwrap();
-        assert_eq!(first.memory.hard_bytes, Some(112 * MI));
-        // Everything else stays as it was.
-        assert_eq!(first.memory.soft_bytes, Some(8 * MI));
-        assert_eq!(first.memory.swap_bytes, Some(0));
-        assert_eq!(first.memory.high_bytes, None);
-        assert_eq!(first.pids_max, Some(10));
-        let second = grow(&first, &policy).unwrap();
-        assert_eq!(second.memory.hard_bytes, Some(160 * MI), "the last step is cut at grow_to");
-        assert_eq!(grow(&second, &policy), None);
-    }
-
-    #[test]
-    fn high_grows_by_as_much_as_hard() {
-        let policy = grow_policy(100, 30);
-        let next = grow(&with_memory(Some(64 * MI), Some(48 * MI)), &policy).unwrap();
-        assert_eq!(next.memory.hard_bytes, Some(94 * MI));
-        assert_eq!(next.memory.high_bytes, Some(78 * MI));
-    }
-
-    #[test]
-    fn nothing_to_grow_without_grow_or_without_a_hard_limit() {
-        assert_eq!(grow(&with_memory(Some(64 * MI), None), &OomPolicy::Fail), None);
-        assert_eq!(grow(&with_memory(None, None), &grow_policy(160, 48)), None);
     }
 }

@@ -3,8 +3,12 @@
 //! cgroup's resources and the container's configuration.
 //!
 //! Nothing here touches the machine: the cgroup's `cgroup.procs` paths and
-//! the host's cgroup capabilities come in as data.
+//! the host's cgroup capabilities come in as data. A plan is final: what
+//! the run gets (the memory limit in force, its directory, the extra
+//! environment, its uid) is an input, and nothing changes the plan after
+//! it is built.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::error::{LaunchError, UserOrigin};
@@ -18,6 +22,7 @@ use crate::topology::{CpuSet, Topology};
 use crate::vocab::Bytes;
 use crate::vocab::JobName;
 use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
 /// The directory under the state directory that holds one directory per run.
 pub const RUNS_DIR: &str = "runs";
@@ -33,9 +38,38 @@ pub struct RunPlan {
     pub container: ContainerConfig,
     /// The job's OOM policy, for whoever handles the cgroup's OOM events.
     pub oom: OomPolicy,
+    /// The uid from the `dynamic_users` range the job runs as, if it runs
+    /// as a dynamic user.
+    pub dynamic_uid: Option<u32>,
 }
 
-/// What [`plan`] maps, besides the job.
+/// What one placement of a run brings to its plan, besides the job and the
+/// host's facts.
+#[derive(Debug, Clone, Copy)]
+pub struct RunInputs<'a> {
+    pub run: &'a RunId,
+    /// What placement handed the run.
+    pub assignment: &'a Assignment,
+    /// The shared pool now, the cpuset of a shared-pool run.
+    pub shared_pool: &'a CpuSet,
+    /// The hard memory limit in force: the spec's, or what OOM handling
+    /// made of it ([`crate::scheduler::RunState::memory_limit`]).
+    pub memory_limit: Option<Bytes>,
+    /// The directory of this placement of the run ([`run_dir`]).
+    pub run_dir: &'a Path,
+    /// Variables added to the job's `env` for this run (for a run of a
+    /// recurring job, the firing it is for); they win over the job's own.
+    pub env: &'a BTreeMap<String, String>,
+    /// The job's uid from the `dynamic_users` range, when it has no `user`
+    /// and the default user is `dynamic`.
+    pub dynamic_uid: Option<u32>,
+    /// The job's output goes to the caller's stdout and stderr too, besides
+    /// the run directory's logs (`corral run`).
+    pub tee_output: bool,
+}
+
+/// What [`plan`] maps, besides the job: the run's inputs and the host's
+/// facts.
 #[derive(Debug, Clone, Copy)]
 pub struct PlanInputs<'a> {
     pub config: &'a AgentConfig,
@@ -50,14 +84,50 @@ pub struct PlanInputs<'a> {
     /// ([`crate::cgroup::JobCgroup::procs_files`]), which the container's init
     /// joins.
     pub cgroup_procs: &'a [PathBuf],
-    /// The job's uid from the `dynamic_users` range, when it has no `user`
-    /// and the default user is `dynamic`.
     pub dynamic_uid: Option<u32>,
+    pub memory_limit: Option<Bytes>,
+    pub run_dir: &'a Path,
+    pub env: &'a BTreeMap<String, String>,
+    pub tee_output: bool,
 }
 
-/// The run's directory: `<state_dir>/runs/<run>`.
-pub fn run_dir(state_dir: &Path, run: &RunId) -> PathBuf {
-    state_dir.join(RUNS_DIR).join(run.as_str())
+impl<'a> PlanInputs<'a> {
+    /// The run's inputs with the host's facts: its agent configuration,
+    /// its cgroup capabilities and the run cgroup's `cgroup.procs` files.
+    pub fn new(
+        run: &RunInputs<'a>,
+        config: &'a AgentConfig,
+        capabilities: &'a Capabilities,
+        cgroup_procs: &'a [PathBuf],
+    ) -> PlanInputs<'a> {
+        PlanInputs {
+            config,
+            run: run.run,
+            assignment: run.assignment,
+            shared_pool: run.shared_pool,
+            capabilities,
+            cgroup_procs,
+            dynamic_uid: run.dynamic_uid,
+            memory_limit: run.memory_limit,
+            run_dir: run.run_dir,
+            env: run.env,
+            tee_output: run.tee_output,
+        }
+    }
+}
+
+/// The directory that holds one directory per run: `<state_dir>/runs`.
+pub fn runs_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join(RUNS_DIR)
+}
+
+/// Where one placement of a run keeps its files:
+/// `<runs_dir>/<run>/<placed_at in ms>`. Each placement gets a directory
+/// not used before (a shim's status files are never reused), and the name
+/// is derived from the placement time the agent's store records, so a
+/// restarted agent finds it again. `corral run` uses the same layout.
+pub fn run_dir(runs_dir: &Path, run: &RunId, placed_at: Timestamp) -> PathBuf {
+    runs_dir.join(run.as_str()).join(placed_at.as_millis().to_string())
 }
 
 /// The placement configuration the agent's settings describe. The
@@ -93,13 +163,38 @@ pub fn request(spec: &JobSpec, run: &RunId) -> Request {
     }
 }
 
-/// The job cgroup's resources. A CPU weight is set only for shared-pool
-/// jobs: exclusive cores are nobody else's, so there is nothing to weigh.
+/// The job cgroup's memory limits with `hard` in force: the spec's limits,
+/// the hard one replaced by `hard`, and `high` (if set) raised by as much
+/// as `hard` was raised above the spec's, but never above `hard`: a job
+/// whose hard limit OOM handling grew is throttled as far below its new
+/// limit as it was below its old one.
+pub fn memory_limits(memory: &spec::MemoryLimits, hard: Option<Bytes>) -> MemoryLimits {
+    let raised = match (memory.hard, hard) {
+        (Some(spec), Some(hard)) => hard.saturating_sub(spec),
+        _ => Bytes::ZERO,
+    };
+    let high = memory.high.map(|high| {
+        let high = Bytes(high.get().saturating_add(raised.get()));
+        hard.map_or(high, |hard| high.min(hard))
+    });
+    MemoryLimits {
+        hard_bytes: hard.map(Bytes::get),
+        soft_bytes: memory.soft.map(Bytes::get),
+        high_bytes: high.map(Bytes::get),
+        swap_bytes: memory.swap.map(Bytes::get),
+    }
+}
+
+/// The job cgroup's resources, with the hard memory limit `memory_limit`
+/// in force (see [`memory_limits`]). A CPU weight is set only for
+/// shared-pool jobs: exclusive cores are nobody else's, so there is nothing
+/// to weigh.
 pub fn resources(
     spec: &JobSpec,
     assignment: &Assignment,
     shared_pool: &CpuSet,
     capabilities: &Capabilities,
+    memory_limit: Option<Bytes>,
 ) -> cgroup::Resources {
     let r = &spec.resources;
     cgroup::Resources {
@@ -110,12 +205,7 @@ pub fn resources(
         cpu_quota: r.cpu_quota,
         cpus: Some(assignment.cpuset(shared_pool)),
         mems: Some(assignment.mems.clone()),
-        memory: MemoryLimits {
-            hard_bytes: r.memory.hard.map(Bytes::get),
-            soft_bytes: r.memory.soft.map(Bytes::get),
-            high_bytes: r.memory.high.map(Bytes::get),
-            swap_bytes: r.memory.swap.map(Bytes::get),
-        },
+        memory: memory_limits(&r.memory, memory_limit),
         pids_max: r.pids.map(u64::from),
         oom: oom_mode(&spec.oom, capabilities),
     }
@@ -135,10 +225,15 @@ fn id_spec(group: &spec::GroupRef) -> IdSpec {
 /// A job without `user` under a `dynamic` default runs as `dynamic_uid`,
 /// with the gid of the same number (unless it names a `group`): no passwd
 /// entry, no supplementary groups, `HOME=/` unless its `env` says otherwise.
+///
+/// `extra_env` is added to the job's `env`, winning where both name a
+/// variable.
 pub fn container_config(
     spec: &JobSpec,
     config: &AgentConfig,
     run: &RunId,
+    run_dir: &Path,
+    extra_env: &BTreeMap<String, String>,
     cgroup_procs: &[PathBuf],
     dynamic_uid: Option<u32>,
 ) -> Result<ContainerConfig, LaunchError> {
@@ -168,9 +263,10 @@ pub fn container_config(
         });
     }
     let isolation = &spec.isolation;
-    let mut cfg = ContainerConfig::new(job, run.as_str(), &run_dir(&config.state_dir, run), &[]);
+    let mut cfg = ContainerConfig::new(job, run.as_str(), run_dir, &[]);
     cfg.command = spec.command.argv().map(str::to_owned).collect();
     cfg.env = spec.env.clone();
+    cfg.env.extend(extra_env.iter().map(|(k, v)| (k.clone(), v.clone())));
     cfg.workdir = spec.workdir.as_ref().map(|p| p.as_path().to_path_buf());
     cfg.user = Some(match user {
         spec::UserRef::Name(name) => IdSpec::Name(name.clone()),
@@ -228,8 +324,16 @@ pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchEr
         run: inputs.run.to_string(),
         source: source.into(),
     })?;
-    let container =
-        container_config(spec, inputs.config, inputs.run, inputs.cgroup_procs, inputs.dynamic_uid)?;
+    let mut container = container_config(
+        spec,
+        inputs.config,
+        inputs.run,
+        inputs.run_dir,
+        inputs.env,
+        inputs.cgroup_procs,
+        inputs.dynamic_uid,
+    )?;
+    container.tee_output = inputs.tee_output;
     container.validate().map_err(|problems| LaunchError::Container {
         job: job.to_owned(),
         run: inputs.run.to_string(),
@@ -239,9 +343,18 @@ pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchEr
         job: spec.name.clone(),
         run: inputs.run.clone(),
         cgroup,
-        resources: resources(spec, inputs.assignment, inputs.shared_pool, inputs.capabilities),
+        resources: resources(
+            spec,
+            inputs.assignment,
+            inputs.shared_pool,
+            inputs.capabilities,
+            inputs.memory_limit,
+        ),
         container,
         oom: spec.oom,
+        dynamic_uid: inputs.dynamic_uid.filter(|_| {
+            spec.user.is_none() && inputs.config.default_user == spec::DefaultUser::Dynamic
+        }),
     })
 }
 

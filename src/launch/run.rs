@@ -32,13 +32,17 @@ pub struct EndedRun {
     pub status: Result<RunStatus, LaunchError>,
 }
 
-/// What a run's cgroup counted, read once the job had ended.
+/// What a run's cgroup counted, read once: after the job ended and
+/// whatever it left in the cgroup was killed, before the cgroup is removed.
+/// The agent records it with the run's end; `corral run` prints it.
 ///
 /// `None` where the host's layout has no such counter (see the statistics
 /// table in [`crate::cgroup::stats`]): v1 counts OOM kills but not OOM
 /// events, which only its event stream reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct FinalStats {
+    /// All CPU time, in seconds (v1 `cpuacct.usage`, v2 `usage_usec`).
+    pub cpu_seconds: Option<f64>,
     pub cpu_user_seconds: Option<f64>,
     pub cpu_system_seconds: Option<f64>,
     pub peak_memory_bytes: Option<u64>,
@@ -197,10 +201,30 @@ impl EndedRun {
 }
 
 /// Empties, reads and removes a run's cgroup: for a run that ended, found
-/// after a restart or otherwise. Statistics are read after the kill (so
-/// they are final) and before the removal (after which they are gone).
+/// after a restart or otherwise. See [`empty_and_read`] and [`remove`].
 /// On an error the statistics read so far come with it.
 pub async fn collect(
+    job: &JobName,
+    run: &RunId,
+    cgroup: &JobCgroup,
+    kill_timeout: Duration,
+) -> Result<FinalStats, (FinalStats, LaunchError)> {
+    let stats = match empty_and_read(job, run, cgroup, kill_timeout).await {
+        Ok(stats) => stats,
+        Err((stats, err)) => {
+            let _ = remove_when_empty_async(cgroup).await;
+            return Err((stats, err));
+        }
+    };
+    remove(job, run, cgroup, kill_timeout).await.map_err(|err| (stats, err))?;
+    Ok(stats)
+}
+
+/// Kills whatever is left in a run's cgroup and reads its final
+/// statistics: after the kill, so that they are final (the leftovers'
+/// CPU time and memory count too), and before the removal, after which
+/// they are gone. On an error the statistics read so far come with it.
+pub async fn empty_and_read(
     job: &JobName,
     run: &RunId,
     cgroup: &JobCgroup,
@@ -214,7 +238,6 @@ pub async fn collect(
         Ok(stats) => final_stats(&stats),
         Err(source) => {
             let (job, run) = names();
-            let _ = remove_when_empty_async(cgroup).await;
             return Err((
                 FinalStats::default(),
                 LaunchError::Stats { job, run, source: source.into() },
@@ -225,16 +248,39 @@ pub async fn collect(
         let (job, run) = names();
         return Err((stats, LaunchError::Kill { job, run, source: source.into() }));
     }
-    remove_when_empty_async(cgroup).await.map_err(|source| {
-        let (job, run) = names();
-        (stats, LaunchError::RemoveCgroup { job, run, source: source.into() })
-    })?;
     Ok(stats)
 }
 
-fn final_stats(stats: &crate::cgroup::Stats) -> FinalStats {
+/// Removes a run's cgroup, killing anything still in it first; its
+/// statistics are not read. The removal is tried even when the kill
+/// failed: a cgroup missing from some trees (made by hand, or half
+/// removed) cannot be killed as a whole, but an empty one can go.
+pub async fn remove(
+    job: &JobName,
+    run: &RunId,
+    cgroup: &JobCgroup,
+    kill_timeout: Duration,
+) -> Result<(), LaunchError> {
+    let names = || (job.to_string(), run.to_string());
+    let killed = cgroup.kill(kill_timeout).await;
+    match (remove_when_empty_async(cgroup).await, killed) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Err(source)) => {
+            let (job, run) = names();
+            Err(LaunchError::Kill { job, run, source: source.into() })
+        }
+        (Err(source), Ok(())) => {
+            let (job, run) = names();
+            Err(LaunchError::RemoveCgroup { job, run, source: source.into() })
+        }
+    }
+}
+
+/// The final statistics in the units reported: seconds and bytes.
+pub fn final_stats(stats: &crate::cgroup::Stats) -> FinalStats {
     let seconds = |ns: Option<u64>| ns.map(|ns| ns as f64 / 1e9);
     FinalStats {
+        cpu_seconds: seconds(stats.cpu.usage_ns),
         cpu_user_seconds: seconds(stats.cpu.user_ns),
         cpu_system_seconds: seconds(stats.cpu.system_ns),
         peak_memory_bytes: stats.memory.max_usage_bytes,

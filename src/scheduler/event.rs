@@ -55,6 +55,14 @@ pub enum Event {
     LaunchFailed {
         detail: String,
     },
+    /// The run cannot be started on this host as its job stands: its launch
+    /// plan, checked before the placement is committed, was refused (root
+    /// not allowed, no dynamic uid, a container configuration the container
+    /// layer rejects). Trying again would be refused again, so the run
+    /// fails without restarts.
+    Refused {
+        detail: String,
+    },
     /// The job's init process exited.
     Exited(ExitStatus),
     /// The process is gone and no exit status was recorded.
@@ -132,6 +140,7 @@ impl Event {
             Event::Placed(_) => "placed",
             Event::Launched { .. } => "launched",
             Event::LaunchFailed { .. } => "launch-failed",
+            Event::Refused { .. } => "refused",
             Event::Exited(_) => "exited",
             Event::Lost { .. } => "lost",
             Event::Frozen => "frozen",

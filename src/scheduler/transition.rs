@@ -108,6 +108,7 @@ pub fn transition(
         (P::Pending, E::StopRequested { reason }) => {
             Ok(step.killed(state.clone(), reason.clone(), vec![Action::Dequeue]))
         }
+        (P::Pending, E::Refused { detail }) => Ok(step.refused(detail)),
         (P::Pending, E::AdoptedAfterRestart) => {
             Ok(step.same(vec![Action::Enqueue], "re-queued after agent restart"))
         }
@@ -320,6 +321,7 @@ pub fn transition(
             step.invalid("no launch is under way")
         }
         (_, E::Placed(_)) => step.invalid("the run is not waiting for placement"),
+        (_, E::Refused { .. }) => step.invalid("the run is not waiting for placement"),
         (_, E::Frozen | E::Thawed | E::OomNotified | E::OomKilled | E::WatchFailed { .. }) => {
             step.invalid("the run has no cgroup")
         }
@@ -430,6 +432,16 @@ impl Step<'_> {
             None => "the shared pool".to_owned(),
         };
         self.to(next, vec![launch], format!("placed on {cpus}, mems {}", assignment.mems))
+    }
+
+    /// Failed for good before it was placed: nothing ran, nothing is held.
+    fn refused(&self, detail: &str) -> Transition {
+        let mut next = self.from.clone();
+        let reason = FailReason::LaunchFailed { detail: detail.to_owned() };
+        let text = format!("failed: {reason}; not restarted, it would be refused again");
+        next.phase = Phase::Failed { reason: reason.clone() };
+        let actions = vec![Action::Dequeue, Action::RecordOutcome(Outcome::Failed { reason })];
+        self.to(next, actions, text)
     }
 
     fn launched(&self, pid: u32) -> Transition {

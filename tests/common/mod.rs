@@ -236,13 +236,18 @@ impl CorralRun {
         self.command(file).output().unwrap()
     }
 
-    /// The run directories made so far, oldest first (run ids end in a
-    /// growing number).
+    /// The run directories made so far, one per placement
+    /// (`runs/<run>/<placed-at>`), oldest first (run ids end in a growing
+    /// number, placement times grow).
     pub fn run_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = match fs::read_dir(self.state_dir().join("runs")) {
-            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
-            Err(_) => Vec::new(),
+        let list = |dir: &Path| -> Vec<PathBuf> {
+            match fs::read_dir(dir) {
+                Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+                Err(_) => Vec::new(),
+            }
         };
+        let mut dirs: Vec<PathBuf> =
+            list(&self.state_dir().join("runs")).iter().flat_map(|run| list(run)).collect();
         dirs.sort();
         dirs
     }

@@ -17,21 +17,21 @@ pub const EXIT_CANNOT_EXECUTE: u8 = 126;
 /// Exit code when the command is not found.
 pub const EXIT_NOT_FOUND: u8 = 127;
 
-/// What `corral run` saw happen to the job, besides its exit status.
+/// What `corral run` saw happen to one attempt of the job, besides its
+/// exit status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunObservations {
-    /// OOM events counted from the cgroup's event stream.
+    /// Times the attempt reached its hard limit, as the run state machine
+    /// recorded them (one per OOM, however many notifications the kernel
+    /// sent for it).
     pub oom_events: u64,
-    /// OOM kills counted from the event stream.
+    /// Kernel OOM kills the run state machine recorded.
     pub oom_kills: u64,
     /// The job hit its hard limit with no room left to grow, and corral
     /// killed it there: the limit it was stopped at.
     pub killed_at_limit: Option<u64>,
     /// The job ran past its `timeout` and was stopped: the timeout.
     pub timed_out: Option<Duration>,
-    /// The last signal `corral run` received and passed on to the job: it
-    /// was asked to stop, so it is not restarted.
-    pub signaled: Option<Signal>,
 }
 
 /// How the run ended, as the summary tells it.
@@ -149,6 +149,7 @@ mod tests {
 
     fn stats() -> FinalStats {
         FinalStats {
+            cpu_seconds: Some(0.45),
             cpu_user_seconds: Some(0.4),
             cpu_system_seconds: Some(0.05),
             peak_memory_bytes: Some(12_897_485),

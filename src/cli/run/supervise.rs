@@ -1,29 +1,56 @@
-//! Watching one foreground run until it ends: signals from the terminal,
-//! the cgroup's OOM events, the job's timeout.
+//! The one-run executor behind `corral run`: the job driven through the
+//! agent's run state machine ([`transition()`]), on the agent's runtime
+//! ([`HostRuntime`]) and its per-run operations ([`ops::carry_out`]).
+//!
+//! Restarts and their backoff, the timeout, the stop grace and the OOM
+//! policy are the state machine's, as under the agent; what is particular
+//! to a foreground run is small: it is placed alone, its output is teed to
+//! the terminal, SIGINT, SIGTERM and SIGHUP become stop requests (the job
+//! gets the signal received), a failed start ends `corral run` at once, and
+//! `oom: requeue` fails the run (there is no queue to put it back in).
+//!
+//! Operations are carried out here, one at a time and in order, but only
+//! when no observation is waiting: as on the agent's operation task, an
+//! event is taken in before the kernel work a previous event asked for, so
+//! the kernel's second notification of one OOM finds the run already
+//! paused.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::time::Instant;
+use tokio::sync::mpsc;
+use tracing::debug;
 
-use super::summary::RunObservations;
-use crate::cgroup::{CgroupEvent, JobCgroup, Notifier};
-use crate::container::{signal_process, ContainerConfig, ProcessIdentity};
-use crate::launch::{self, EndedRun, Host, RunPlan};
-use crate::spec::OomPolicy;
+use super::summary::{summary_line, RunObservations};
+use crate::agent::clock::Clock;
+use crate::agent::host::HostRuntime;
+use crate::agent::job;
+use crate::agent::ops::{self, Op};
+use crate::agent::runtime::{
+    FinalStats, LiveSettings, Observation, Observed as Seen, Operation, Sink,
+};
+use crate::cgroup::OomMode;
+use crate::config::AgentConfig;
+use crate::container::JobExit;
+use crate::launch::{self, LaunchError, RunPlan};
+use crate::placement::{Assignment, Ledger};
+use crate::scheduler::{
+    transition, Action, Event, ExitStatus, Jitter, Moment, OomPolicy, Phase, Policy, RunEvent,
+    RunState, StopIntent, StopReason, Timer,
+};
+use crate::spec::JobSpec;
+use crate::store::LaunchInfo;
 use crate::vocab::Bytes;
+use crate::vocab::RunId;
+use crate::vocab::Timestamp;
 
-/// How long killing what is left of a job may take.
-pub const KILL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The run's time limits.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub timeout: Option<Duration>,
-    /// Between SIGTERM and killing the whole cgroup, once timed out.
-    pub stop_grace: Duration,
-}
+/// How long the end of a run may take to be tidied up (the cgroup emptied
+/// and removed, the event streams closed) once it is over.
+const TIDY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Prints corral's own progress lines, unless quiet.
 #[derive(Debug, Clone, Copy)]
@@ -79,173 +106,477 @@ impl Signals {
     }
 }
 
-/// Starts the run and watches it to its end. Returns the ended run (its
-/// cgroup not yet collected) and what was seen on the way.
-pub async fn supervise(
-    host: &Host,
-    plan: &RunPlan,
-    container: &ContainerConfig,
-    limits: Limits,
-    signals: &mut Signals,
-    notes: Notes,
-) -> anyhow::Result<(EndedRun, RunObservations)> {
-    let prepared = launch::prepare(host, plan)?;
-    // Subscribed before the job starts, so that no OOM goes unseen.
-    let events = match prepared.cgroup().oom_events(&Notifier::new()) {
-        Ok(events) => Some(events),
-        Err(err) => {
-            notes
-                .say(&format!("cannot watch the job's cgroup events, OOMs are not counted: {err}"));
-            None
-        }
-    };
-    let started = prepared.launch(container)?;
-    let job = plan.job.to_string();
-    let run = plan.run.to_string();
-    let cgroup = started.cgroup().clone();
-    let init = started.init();
-    let mut wait = tokio::task::spawn_blocking(move || started.wait());
+/// The dynamic uid of each attempt of a foreground run (see
+/// `one_run_uid` in the command).
+pub type UidSource<'a> = &'a dyn Fn() -> anyhow::Result<Option<u32>>;
 
-    let mut watch = Watch {
-        cgroup,
-        init,
-        plan,
-        resources: plan.resources.clone(),
-        observed: RunObservations::default(),
-        notes,
-        name: format!("{job} run {run}"),
-    };
-    let mut events = events;
-    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-    let deadline = limits.timeout.map(|t| Instant::now() + t);
-    let mut kill_at: Option<Instant> = None;
-    let ended = loop {
-        tokio::select! {
-            // Events first: an OOM that killed the job is counted before
-            // its end is.
-            biased;
-            event = async { events.as_mut().expect("guarded").next().await }, if events.is_some() => {
-                match event {
-                    Some(Ok(event)) => watch.on_event(event).await,
-                    Some(Err(err)) => {
-                        watch.notes.say(&format!("stopped watching cgroup events: {err}"));
-                        events = None;
-                    }
-                    None => events = None,
-                }
-            }
-            ended = &mut wait => break ended?,
-            signal = signals.next() => {
-                watch.observed.signaled = Some(signal);
-                watch.forward(signal);
-            }
-            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && kill_at.is_none() => {
-                let timeout = limits.timeout.unwrap_or_default();
-                watch.observed.timed_out = Some(timeout);
-                watch.notes.say(&format!(
-                    "{}: timed out after {}; SIGTERM, then everything is killed after {}",
-                    watch.name,
-                    crate::spec::duration::format(timeout),
-                    crate::spec::duration::format(limits.stop_grace),
-                ));
-                watch.forward(Signal::SIGTERM);
-                kill_at = Some(Instant::now() + limits.stop_grace);
-            }
-            _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
-                kill_at = Some(far);
-                watch.kill().await;
-            }
-        }
-    };
-    // Notifications the kernel sent before the end and not read yet: one
-    // turn of the reactor to notice them, then whatever is ready, without
-    // waiting (the final statistics count OOM kills anyway).
-    if let Some(events) = &mut events {
-        tokio::task::yield_now().await;
-        while let Ok(Some(Ok(event))) = tokio::time::timeout(Duration::ZERO, events.next()).await {
-            watch.on_event(event).await;
-        }
-    }
-    Ok((ended, watch.observed))
+/// What the executor carries out, in order.
+#[derive(Debug)]
+enum Work {
+    /// Start the attempt placed with the plan kept in `Foreground::placed`.
+    Launch,
+    Op(Op),
 }
 
-struct Watch<'a> {
-    cgroup: JobCgroup,
-    init: ProcessIdentity,
-    plan: &'a RunPlan,
-    /// The cgroup's resources now (grown from the plan's).
-    resources: crate::cgroup::Resources,
+/// One run of one job, in the foreground.
+pub struct Foreground {
+    runtime: Arc<HostRuntime>,
+    spec: Arc<JobSpec>,
+    run: RunId,
+    runs_dir: PathBuf,
+    policy: Policy,
+    state: RunState,
+    clock: Clock,
+    ledger: Ledger,
+    assignment: Option<Assignment>,
+    /// The plan of the attempt just placed, until it is launched.
+    placed: Option<RunPlan>,
+    launch: Option<LaunchInfo>,
+    /// The attempt's jobs cgroup pauses the job at its hard limit.
+    pauses_at_limit: bool,
+    epoch: u64,
+    /// Given to the runtime's watchers; dropped once the run is over, so
+    /// that the observation channel closes when they are done.
+    sink: Option<Sink>,
+    observations: mpsc::UnboundedReceiver<Observation>,
+    work: VecDeque<Work>,
+    timers: BTreeMap<Timer, Timestamp>,
+    /// What the job gets when it is asked to stop: SIGTERM, or the signal
+    /// `corral run` received.
+    stop_signal: Signal,
+    /// What was seen of the current attempt, for its summary line.
     observed: RunObservations,
+    /// The exit code of the last attempt that ended.
+    code: Option<u8>,
     notes: Notes,
     name: String,
 }
 
-impl Watch<'_> {
-    fn forward(&self, signal: Signal) {
-        // The job may be gone already; its status tells the rest.
-        let _ = signal_process(self.init, signal);
-    }
-
-    async fn kill(&self) {
-        if let Err(err) = self.cgroup.kill(KILL_TIMEOUT).await {
-            self.notes.say(&format!("{}: {err}", self.name));
+impl Foreground {
+    pub fn new(
+        runtime: HostRuntime,
+        spec: JobSpec,
+        config: &AgentConfig,
+        run: RunId,
+        notes: Notes,
+    ) -> Result<Foreground, LaunchError> {
+        let ledger = runtime.host().ledger()?;
+        let mut policy = crate::scheduler::run_meta::policy(&spec, config.stop_grace);
+        // A foreground run has no queue to be put back in.
+        if let OomPolicy::Requeue { .. } = policy.oom {
+            policy.oom = OomPolicy::Fail;
         }
+        let clock = Clock::system();
+        let (sink, observations) = mpsc::unbounded_channel();
+        Ok(Foreground {
+            runtime: Arc::new(runtime),
+            state: RunState::new(spec.resources.memory.hard, clock.now()),
+            name: format!("{} run {run}", spec.name),
+            spec: Arc::new(spec),
+            runs_dir: launch::runs_dir(&config.state_dir),
+            run,
+            policy,
+            clock,
+            ledger,
+            assignment: None,
+            placed: None,
+            launch: None,
+            pauses_at_limit: false,
+            epoch: 0,
+            sink: Some(sink),
+            observations,
+            work: VecDeque::new(),
+            timers: BTreeMap::new(),
+            stop_signal: Signal::SIGTERM,
+            observed: RunObservations::default(),
+            code: None,
+            notes,
+        })
     }
 
-    async fn on_event(&mut self, event: CgroupEvent) {
-        match event {
-            CgroupEvent::Oom { count } => self.observed.oom_events += count,
-            CgroupEvent::OomKill { count } => self.observed.oom_kills += count,
-            CgroupEvent::PausedAtLimit => self.at_limit().await,
-            _ => {}
+    /// Runs the job until the state machine says the run is over; returns
+    /// the last attempt's exit code. A placement, plan or start that fails
+    /// ends it at once, with that error.
+    pub async fn run(mut self, signals: &mut Signals, uid: UidSource<'_>) -> anyhow::Result<u8> {
+        let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        while !(self.state.is_terminal() && self.work.is_empty()) {
+            // What happened first, then what to do about it.
+            if let Ok(observation) = self.observations.try_recv() {
+                self.observe(observation);
+                continue;
+            }
+            if let Some(work) = self.work.pop_front() {
+                self.carry_out(work).await?;
+                continue;
+            }
+            if matches!(self.state.phase, Phase::Pending) {
+                self.place(uid()?)?;
+                continue;
+            }
+            let timer = self.timers.iter().min_by_key(|(_, at)| **at).map(|(t, at)| (*t, *at));
+            let wake = timer.map_or(far, |(_, at)| self.clock.instant(at));
+            tokio::select! {
+                Some(observation) = self.observations.recv() => self.observe(observation),
+                signal = signals.next() => self.on_signal(signal),
+                () = tokio::time::sleep_until(wake), if timer.is_some() => {
+                    let (timer, _) = timer.expect("guarded");
+                    self.timers.remove(&timer);
+                    let event = match timer {
+                        Timer::ActiveDeadline => Event::TimeoutElapsed,
+                        Timer::StopGrace => Event::GraceElapsed,
+                        Timer::Backoff => Event::BackoffElapsed,
+                    };
+                    self.handle(event);
+                }
+            }
         }
+        self.tidy_up().await;
+        Ok(self.code.unwrap_or(super::summary::EXIT_CORRAL_FAILED))
     }
 
-    /// The kernel stopped the job at its hard limit (v1, `oom: grow` or
-    /// `requeue`): grow once more if the policy has room, else the OOM is
-    /// fatal and the job is killed as a whole.
-    async fn at_limit(&mut self) {
-        // The notification may be stale: a grow step made already, or the
-        // job gone. Only a job the kernel holds at the limit right now is
-        // acted on.
-        let under_oom = self.cgroup.stats().ok().and_then(|s| s.memory.under_oom);
-        if under_oom == Some(false) {
+    /// Places the run alone, plans it (final: nothing changes the plan
+    /// after this) and records the placement with the state machine.
+    fn place(&mut self, dynamic_uid: Option<u32>) -> Result<(), LaunchError> {
+        let host = self.runtime.host();
+        let request = job::request(&self.spec, &self.run, self.state.memory_limit);
+        let assignment = self.ledger.admit(host.topology(), &request).map_err(|source| {
+            LaunchError::Placement { job: self.spec.name.to_string(), source: source.into() }
+        })?;
+        let placed_at = self.clock.now();
+        let run_dir = launch::run_dir(&self.runs_dir, &self.run, placed_at);
+        let inputs = launch::RunInputs {
+            run: &self.run,
+            assignment: &assignment,
+            shared_pool: self.ledger.shared_pool(),
+            memory_limit: self.state.memory_limit,
+            run_dir: &run_dir,
+            env: &BTreeMap::new(),
+            dynamic_uid,
+            tee_output: true,
+        };
+        let plan = match host.plan(&self.spec, &inputs) {
+            Ok(plan) => plan,
+            Err(err) => {
+                let _ = self.ledger.release(&assignment);
+                return Err(err);
+            }
+        };
+        self.notes.say(&format!(
+            "{} run {} on cpus {} (mems {}) in {}",
+            self.spec.name,
+            self.run,
+            plan.resources.cpus.as_ref().map_or_else(|| "any".to_owned(), ToString::to_string),
+            assignment.mems,
+            run_dir.display(),
+        ));
+        self.pauses_at_limit = plan.resources.oom == OomMode::PauseAtLimit;
+        self.placed = Some(plan);
+        self.observed = RunObservations::default();
+        self.handle_at(Event::Placed(assignment), placed_at);
+        Ok(())
+    }
+
+    async fn carry_out(&mut self, work: Work) -> anyhow::Result<()> {
+        match work {
+            Work::Launch => self.start()?,
+            Work::Op(op) => {
+                let Some(sink) = &self.sink else { return Ok(()) };
+                ops::carry_out(&*self.runtime, &self.run, sink, self.epoch, op).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the placed attempt and watches it. A start that fails ends
+    /// `corral run` with the launch error (exit 125, 126 or 127), whatever
+    /// the restart policy: what fails is the job's setup, not its run.
+    fn start(&mut self) -> Result<(), LaunchError> {
+        let Some(plan) = self.placed.take() else { return Ok(()) };
+        // The attempt's wall time counts from here: its setup is part of it.
+        let launched_at = Timestamp::now();
+        let started = match launch::start(self.runtime.host(), &plan) {
+            Ok(started) => started,
+            Err(err) => {
+                if let Some(held) = self.assignment.take() {
+                    let _ = self.ledger.release(&held);
+                }
+                return Err(err);
+            }
+        };
+        let (shim, init) = (started.shim(), started.init());
+        // The shim stays this process's child; the watcher reaps it.
+        drop(started);
+        let launch = LaunchInfo {
+            shim_pid: shim.pid as u32,
+            init_pid: init.pid as u32,
+            pid_start_time: init.start_time,
+            run_dir: plan.container.run_dir.clone(),
+            launched_at,
+        };
+        self.epoch += 1;
+        self.launch = Some(launch.clone());
+        // Watched before anything else is done to it.
+        self.work.push_front(Work::Op(Op::Watch(launch.clone())));
+        self.handle(Event::Launched { pid: launch.init_pid, start_time: launch.pid_start_time });
+        Ok(())
+    }
+
+    fn observe(&mut self, observation: Observation) {
+        if observation.epoch != self.epoch {
+            debug!("dropped a report about an earlier attempt: {:?}", observation.what);
             return;
         }
-        let limit = self.resources.memory.hard_bytes.unwrap_or(0);
-        match launch::grow(&self.resources, &self.plan.oom) {
-            Some(next) => match self.cgroup.update(&next) {
-                Ok(_) => {
-                    let grown = next.memory.hard_bytes.unwrap_or(0);
-                    self.notes.say(&format!(
-                        "{}: out of memory at {}; limit raised to {}",
-                        self.name,
-                        Bytes(limit).human(),
-                        Bytes(grown).human()
-                    ));
-                    self.resources = next;
+        match observation.what {
+            Seen::Exited { status, at, stats } => {
+                self.summarise(Some(status), at, &stats);
+                // A kernel OOM kill counted by the cgroup but not reported
+                // is an OOM all the same, as under the agent.
+                if stats.oom_kills.unwrap_or(0) > 0 && !self.state.oom_killed {
+                    self.handle(Event::OomKilled);
                 }
-                Err(err) => {
-                    self.notes.say(&format!("{}: cannot raise the memory limit: {err}", self.name));
-                    self.observed.killed_at_limit = Some(limit);
-                    self.kill().await;
+                self.handle(Event::Exited(status));
+            }
+            Seen::CgroupRemoved { status, at } => {
+                self.summarise(Some(status), at, &FinalStats::default());
+                let detail =
+                    format!("{status} after its cgroup was removed by someone other than corral");
+                self.handle(Event::Lost { detail });
+            }
+            Seen::Lost(detail) => {
+                self.summarise(None, Timestamp::now(), &FinalStats::default());
+                self.handle(Event::Lost { detail });
+            }
+            Seen::Oom => self.handle(Event::OomNotified),
+            Seen::OomKilled => self.handle(Event::OomKilled),
+            Seen::Frozen => self.handle(Event::Frozen),
+            // Launches are carried out here, not reported.
+            Seen::Launched(_) | Seen::LaunchFailed(_) => {}
+            Seen::Failed(error) => {
+                self.notes.say(&format!("{}: {} failed: {}", self.name, error.op, error.cause));
+                match (&self.state.phase, error.op) {
+                    // Gone with its processes: the end, on its way, says so.
+                    _ if error.is_cgroup_gone() => {}
+                    // Paused at its limit it cannot run anyway: decide now.
+                    (Phase::OomPaused { frozen: false }, Operation::Freeze) => {
+                        self.handle(Event::Frozen)
+                    }
+                    (_, Operation::Watch) => {
+                        self.handle(Event::WatchFailed { detail: error.cause.to_string() })
+                    }
+                    _ => {}
                 }
-            },
-            None => {
-                let why = match self.plan.oom {
-                    OomPolicy::Grow { .. } => "with no room to grow",
-                    // Requeueing with larger limits is the agent's: a
-                    // foreground run is one run.
-                    _ => "and `oom: requeue` is not applied by a foreground run",
+            }
+        }
+    }
+
+    /// A signal to `corral run` asks for the run to stop; the job gets that
+    /// signal rather than SIGTERM.
+    fn on_signal(&mut self, signal: Signal) {
+        self.stop_signal = signal;
+        match &self.state.phase {
+            Phase::Stopping { .. } => {
+                // Already stopping: passed on as it is.
+                if let Some(launch) = &self.launch {
+                    self.work.push_back(Work::Op(Op::Signal(launch.clone(), signal)));
+                }
+            }
+            Phase::BackoffWaiting { .. } => {
+                self.notes.say(&format!(
+                    "{}: {} while waiting to restart; not restarting",
+                    self.spec.name,
+                    signal.as_str()
+                ));
+                self.stop(signal);
+            }
+            _ => self.stop(signal),
+        }
+    }
+
+    fn stop(&mut self, signal: Signal) {
+        let by = format!("corral run ({})", signal.as_str());
+        self.handle(Event::StopRequested { reason: StopReason::Requested { by } });
+    }
+
+    fn handle(&mut self, event: Event) {
+        self.handle_at(event, self.clock.now());
+    }
+
+    /// Feeds `event` to the state machine and queues what it asks for.
+    fn handle_at(&mut self, event: Event, now: Timestamp) {
+        let moment = Moment::new(now, Jitter::NONE);
+        let t = match transition(&self.state, &event, &self.policy, moment) {
+            Ok(t) => t,
+            Err(e) => {
+                debug!("ignored: {e}");
+                return;
+            }
+        };
+        debug!("{} -> {}: {}", self.state.phase, t.next.phase, t.reason);
+        let before = std::mem::replace(&mut self.state, t.next);
+        self.note_change(&before);
+        for action in t.actions {
+            self.act(action);
+        }
+    }
+
+    /// What a change of phase means to the person watching.
+    fn note_change(&mut self, before: &RunState) {
+        let limit = before.memory_limit.unwrap_or(Bytes::ZERO);
+        match (&before.phase, &self.state.phase) {
+            (Phase::Running { .. }, Phase::Stopping { intent: StopIntent::Timeout, .. }) => {
+                let timeout = self.policy.timeout.unwrap_or_default();
+                self.observed.timed_out = Some(timeout);
+                self.notes.say(&format!(
+                    "{}: timed out after {}; {}, then everything is killed after {}",
+                    self.name,
+                    crate::spec::duration::format(timeout),
+                    self.stop_signal.as_str(),
+                    crate::spec::duration::format(self.policy.stop_grace),
+                ));
+            }
+            // Held at its limit, and the policy has nothing left: killed
+            // there as a whole.
+            (Phase::OomPaused { .. }, Phase::Stopping { intent: StopIntent::Oom, .. })
+                if self.pauses_at_limit && !self.state.oom_killed =>
+            {
+                let why = match self.spec.oom {
+                    crate::spec::OomPolicy::Grow { .. } => "with no room to grow",
+                    crate::spec::OomPolicy::Requeue { .. } => {
+                        "and `oom: requeue` is not applied by a foreground run"
+                    }
+                    crate::spec::OomPolicy::Fail => "and `oom: fail`",
                 };
                 self.notes.say(&format!(
                     "{}: out of memory at {}, {why}; killing it",
                     self.name,
-                    Bytes(limit).human()
+                    limit.human()
                 ));
-                self.observed.killed_at_limit = Some(limit);
-                self.kill().await;
+                self.observed.killed_at_limit = Some(limit.get());
             }
+            _ => {}
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            // Placed again by the loop when it finds the run pending.
+            Action::Enqueue | Action::Dequeue => {}
+            Action::Launch { assignment, .. } => {
+                self.assignment = Some(assignment);
+                self.work.push_back(Work::Launch);
+            }
+            Action::Watch => {
+                if let Some(launch) = &self.launch {
+                    self.work.push_back(Work::Op(Op::Watch(launch.clone())));
+                }
+            }
+            Action::Freeze => self.work.push_back(Work::Op(Op::Freeze)),
+            Action::Thaw => self.work.push_back(Work::Op(Op::Thaw)),
+            // A foreground run's job never changes under it, so its settings
+            // change only with its limit; both send what is in force.
+            Action::SetMemoryLimit(_) | Action::UpdateSettings => {
+                let Some(assignment) = &self.assignment else { return };
+                let settings = LiveSettings {
+                    spec: Arc::clone(&self.spec),
+                    cpus: assignment.cpuset(self.ledger.shared_pool()),
+                    assignment: assignment.clone(),
+                    memory_limit: self.state.memory_limit,
+                };
+                self.work.push_back(Work::Op(Op::Update(Box::new(settings))));
+            }
+            Action::Terminate => {
+                if let Some(launch) = &self.launch {
+                    self.work.push_back(Work::Op(Op::Signal(launch.clone(), self.stop_signal)));
+                }
+            }
+            Action::KillAll => self.work.push_back(Work::Op(Op::KillAll)),
+            // Nobody else runs here to take the CPUs.
+            Action::YieldCpus => {}
+            Action::ReleasePlacement => {
+                if let Some(held) = self.assignment.take() {
+                    let _ = self.ledger.release(&held);
+                }
+                self.launch = None;
+                self.work.push_back(Work::Op(Op::Remove));
+            }
+            Action::ArmTimer { timer, at } => {
+                self.timers.insert(timer, at);
+            }
+            Action::RecordEvent(event) => self.note_event(&event),
+            // Said in the summary line of each attempt.
+            Action::RecordExit(_) | Action::RecordOutcome(_) => {}
+        }
+    }
+
+    fn note_event(&mut self, event: &RunEvent) {
+        match event {
+            RunEvent::Oom { .. } => self.observed.oom_events += 1,
+            RunEvent::OomKilled => self.observed.oom_kills += 1,
+            RunEvent::MemoryGrown { from, to } => self.notes.say(&format!(
+                "{}: out of memory at {}; limit raised to {}",
+                self.name,
+                from.human(),
+                to.human()
+            )),
+            RunEvent::RestartScheduled { restart, delay } => self.notes.say(&format!(
+                "{}: restart {restart} of {} in {}",
+                self.spec.name,
+                self.policy.restart.attempts,
+                crate::spec::duration::format(*delay)
+            )),
+            // Killed by the kernel where it could not be paused (pure v2):
+            // the policy starts it again with the larger limit.
+            RunEvent::OomRequeued { from, to } => {
+                let limit =
+                    |l: &Option<Bytes>| l.map_or("none".to_owned(), |l| l.human().to_string());
+                self.notes.say(&format!(
+                    "{}: out of memory at {}; starting again with a limit of {}",
+                    self.name,
+                    limit(from),
+                    limit(to)
+                ));
+            }
+            RunEvent::Preempted { .. } | RunEvent::Resumed | RunEvent::Released => {}
+        }
+    }
+
+    /// Prints the summary line of the attempt that ended.
+    fn summarise(&mut self, status: Option<ExitStatus>, at: Timestamp, stats: &FinalStats) {
+        let exit = status.map(|status| match status {
+            ExitStatus::Code(code) => JobExit::Exited { code },
+            ExitStatus::Signal(signal) => JobExit::Signaled { signal, core_dumped: false },
+        });
+        let wall = match &self.launch {
+            Some(launch) if status.is_some() => at.since(launch.launched_at),
+            _ => Duration::ZERO,
+        };
+        let (line, code) = summary_line(
+            self.spec.name.as_str(),
+            self.run.as_str(),
+            exit,
+            wall,
+            stats,
+            &self.observed,
+        );
+        self.notes.print(&line);
+        self.code = Some(code);
+    }
+
+    /// Once the run is over: waits until the runtime's watchers are done
+    /// (the cgroup was emptied and removed by the last operation), so that
+    /// nothing is left behind when `corral run` exits.
+    async fn tidy_up(&mut self) {
+        self.sink = None;
+        let drained = tokio::time::timeout(TIDY_TIMEOUT, async {
+            while let Some(observation) = self.observations.recv().await {
+                if let Seen::Failed(error) = observation.what {
+                    self.notes.say(&format!("{}: {} failed: {}", self.name, error.op, error.cause));
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            debug!("the run's watchers did not finish in {TIDY_TIMEOUT:?}");
         }
     }
 }

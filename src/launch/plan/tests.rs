@@ -6,7 +6,7 @@ use crate::cgroup::fake::{FakeFs, FakeKind};
 use crate::cgroup::{CgroupManager, CgroupPath, FreezerKind, KillKind, ManagerConfig, OomMode};
 use crate::config::compile_str as compile_config;
 use crate::container::MountKind;
-use crate::placement::{self, CpuGrant};
+use crate::placement::{CpuDemand, CpuGrant};
 use crate::spec::UserRef;
 use crate::topology::{NodeId, NodeSet};
 use crate::vocab::Capability;
@@ -31,6 +31,13 @@ fn config(yaml: &str) -> AgentConfig {
 
 fn run() -> RunId {
     RunId::new("etl-7")
+}
+
+/// The directory of the run placed at 1s past the epoch.
+const RUN_DIR: &str = "/state/runs/etl-7/1000";
+
+fn no_env() -> BTreeMap<String, String> {
+    BTreeMap::new()
 }
 
 fn caps(pause_at_limit: bool) -> Capabilities {
@@ -64,7 +71,16 @@ fn shared() -> Assignment {
 
 /// Under the default configuration: a job without `user` has a dynamic uid.
 fn container(yaml: &str) -> ContainerConfig {
-    container_config(&spec(yaml), &config(""), &run(), &[], Some(61184)).unwrap()
+    container_config(
+        &spec(yaml),
+        &config(""),
+        &run(),
+        Path::new(RUN_DIR),
+        &no_env(),
+        &[],
+        Some(61184),
+    )
+    .unwrap()
 }
 
 // --- placement request -------------------------------------------------------
@@ -76,7 +92,7 @@ fn exclusive_cpus_numa_and_hard_memory_make_the_request() {
         &run(),
     );
     assert_eq!(r.owner, run());
-    assert_eq!(r.cpus, placement::CpuDemand::Exclusive(2));
+    assert_eq!(r.cpus, CpuDemand::Exclusive(2));
     assert_eq!(r.numa, crate::vocab::NumaPolicy::SingleNode);
     // The hard limit is what is accounted, not the soft one.
     assert_eq!(r.memory, Some(Bytes::from_gib(2)));
@@ -85,11 +101,11 @@ fn exclusive_cpus_numa_and_hard_memory_make_the_request() {
 #[test]
 fn a_shared_job_without_limits_asks_for_the_pool_and_no_memory() {
     let r = request(&spec(""), &run());
-    assert_eq!(r.cpus, placement::CpuDemand::Shared);
+    assert_eq!(r.cpus, CpuDemand::Shared);
     assert_eq!(r.numa, crate::vocab::NumaPolicy::None);
     assert_eq!(r.memory, None);
     let r = request(&spec("resources: {cpu_weight: 300, memory: {soft: 64Mi}}\n"), &run());
-    assert_eq!((r.cpus, r.memory), (placement::CpuDemand::Shared, None));
+    assert_eq!((r.cpus, r.memory), (CpuDemand::Shared, None));
 }
 
 #[test]
@@ -122,7 +138,7 @@ fn a_shared_job_gets_its_weight_and_the_pool() {
     let job = spec(
         "resources:\n  cpu_weight: 200\n  cpu_quota: 500m\n  memory: {soft: 16Mi, high: 24Mi, hard: 32Mi, swap: 8Mi}\n  pids: 64\n",
     );
-    let r = resources(&job, &shared(), &cpus("0-2"), &caps(true));
+    let r = resources(&job, &shared(), &cpus("0-2"), &caps(true), job.resources.memory.hard);
     assert_eq!(
         r,
         cgroup::Resources {
@@ -141,7 +157,7 @@ fn a_shared_job_gets_its_weight_and_the_pool() {
         }
     );
     // The default weight is written too: a shared job always says its weight.
-    let r = resources(&spec(""), &shared(), &cpus("0-2"), &caps(true));
+    let r = resources(&spec(""), &shared(), &cpus("0-2"), &caps(true), None);
     assert_eq!(r.cpu_weight, Some(CpuWeight::DEFAULT));
     assert_eq!(r.memory, MemoryLimits::default());
     assert_eq!(r.pids_max, None);
@@ -150,7 +166,7 @@ fn a_shared_job_gets_its_weight_and_the_pool() {
 #[test]
 fn an_exclusive_job_gets_its_cores_and_mems_and_no_weight() {
     let job = spec("resources: {cpus: 2, numa: single-node, cpu_quota: 1.5}\n");
-    let r = resources(&job, &exclusive("2-3", "1"), &cpus("0-1"), &caps(true));
+    let r = resources(&job, &exclusive("2-3", "1"), &cpus("0-1"), &caps(true), None);
     assert_eq!(r.cpu_weight, None);
     assert_eq!(r.cpu_quota, Some(MilliCpus::new(1500).unwrap()));
     assert_eq!(r.cpus, Some(cpus("2-3")));
@@ -162,7 +178,7 @@ fn oom_mode_follows_policy_and_host() {
     let grow = spec("resources: {memory: {hard: 64Mi}}\noom: {action: grow, grow_to: 128Mi}\n");
     let requeue = spec("resources: {memory: {hard: 64Mi}}\noom: {action: requeue}\n");
     let fail = spec("resources: {memory: {hard: 64Mi}}\n");
-    let mode = |job: &JobSpec, pause| resources(job, &shared(), &cpus("0"), &caps(pause)).oom;
+    let mode = |job: &JobSpec, pause| resources(job, &shared(), &cpus("0"), &caps(pause), None).oom;
     assert_eq!(mode(&grow, true), OomMode::PauseAtLimit);
     assert_eq!(mode(&requeue, true), OomMode::PauseAtLimit);
     assert_eq!(mode(&fail, true), OomMode::Kill);
@@ -177,7 +193,8 @@ fn planned(kind: FakeKind, job: &JobSpec, assignment: &Assignment) -> cgroup::Pl
     let manager =
         CgroupManager::open(fs.layout(), &ManagerConfig::new(CgroupPath::new("corral").unwrap()))
             .unwrap();
-    let r = resources(job, assignment, &cpus("0-1"), manager.capabilities());
+    let r =
+        resources(job, assignment, &cpus("0-1"), manager.capabilities(), job.resources.memory.hard);
     manager.plan(&r).unwrap()
 }
 
@@ -218,6 +235,58 @@ fn shared_job_cgroup_writes_on_v1_and_v2() {
     assert_eq!(v2.value_of("memory.oom.group"), Some("1"));
     assert_eq!(v2.value_of("pids.max"), Some("64"));
     assert!(v2.skipped.is_empty());
+}
+
+#[test]
+fn high_follows_the_hard_limit_in_force_and_never_passes_it() {
+    let memory = spec("resources: {memory: {soft: 16Mi, high: 48Mi, hard: 64Mi, swap: 8Mi}}\n")
+        .resources
+        .memory;
+    let at = |mib: u64| memory_limits(&memory, Some(Bytes::from_mib(mib)));
+    assert_eq!(
+        at(64),
+        MemoryLimits {
+            hard_bytes: Some(64 * MI),
+            soft_bytes: Some(16 * MI),
+            high_bytes: Some(48 * MI),
+            swap_bytes: Some(8 * MI),
+        },
+        "the spec's limits when its hard limit is in force"
+    );
+    // Grown by 30Mi (an OOM grow step, or a requeue with a larger limit):
+    // high by as much; soft and swap stay.
+    assert_eq!(
+        at(94),
+        MemoryLimits { hard_bytes: Some(94 * MI), high_bytes: Some(78 * MI), ..at(64) }
+    );
+    // Below the spec's hard limit, high is cut at the limit in force.
+    assert_eq!(at(32).high_bytes, Some(32 * MI));
+    // No high in the spec: none, however far hard grows.
+    let no_high = spec("resources: {memory: {hard: 64Mi}}\n").resources.memory;
+    assert_eq!(memory_limits(&no_high, Some(Bytes::from_mib(256))).high_bytes, None);
+    // No hard limit in force: high as the spec says.
+    let no_hard = spec("resources: {memory: {high: 48Mi}}\n").resources.memory;
+    assert_eq!(
+        memory_limits(&no_hard, None),
+        MemoryLimits { high_bytes: Some(48 * MI), ..MemoryLimits::default() }
+    );
+}
+
+#[test]
+fn a_grown_limit_writes_memory_max_and_a_raised_memory_high_on_v2() {
+    let job = spec(
+        "resources: {memory: {high: 48Mi, hard: 64Mi}}\noom: {action: grow, grow_to: 160Mi, grow_step: 48Mi}\n",
+    );
+    let fs = FakeFs::new(FakeKind::V2);
+    fs.add_cgroup("corral");
+    let manager =
+        CgroupManager::open(fs.layout(), &ManagerConfig::new(CgroupPath::new("corral").unwrap()))
+            .unwrap();
+    let grown = Some(Bytes::from_mib(112));
+    let r = resources(&job, &shared(), &cpus("0-1"), manager.capabilities(), grown);
+    let v2 = manager.plan(&r).unwrap();
+    assert_eq!(v2.value_of("memory.max"), Some("117440512"));
+    assert_eq!(v2.value_of("memory.high"), Some("100663296"));
 }
 
 #[test]
@@ -267,8 +336,10 @@ fn command_env_workdir_and_run_dir() {
         BTreeMap::from([("EMPTY".to_owned(), String::new()), ("TZ".to_owned(), "UTC".to_owned())])
     );
     assert_eq!(cfg.workdir, Some(PathBuf::from("/srv/etl")));
-    assert_eq!(cfg.run_dir, Path::new("/var/lib/corral/runs/etl-7"));
-    assert_eq!(run_dir(Path::new("/state"), &run()), Path::new("/state/runs/etl-7"));
+    assert_eq!(cfg.run_dir, Path::new(RUN_DIR));
+    let placed_at = crate::vocab::Timestamp::from_millis(1000);
+    assert_eq!(run_dir(Path::new("/state/runs"), &run(), placed_at), Path::new(RUN_DIR));
+    assert_eq!(runs_dir(Path::new("/state")), Path::new("/state/runs"));
     assert_eq!(container("").workdir, None);
     assert!(!cfg.tee_output, "teeing is the caller's choice");
 }
@@ -280,11 +351,27 @@ fn user_and_group_come_from_the_job_or_the_default_user() {
     let cfg = container("user: 1001\ngroup: staff\n");
     assert_eq!((cfg.user, cfg.group), (Some(IdSpec::Id(1001)), Some(IdSpec::Name("staff".into()))));
     // No user: the agent's default_user; no group: the user's own.
-    let cfg =
-        container_config(&spec(""), &config("default_user: nobody\n"), &run(), &[], None).unwrap();
+    let cfg = container_config(
+        &spec(""),
+        &config("default_user: nobody\n"),
+        &run(),
+        Path::new(RUN_DIR),
+        &no_env(),
+        &[],
+        None,
+    )
+    .unwrap();
     assert_eq!((cfg.user, cfg.group), (Some(IdSpec::Name("nobody".into())), None));
-    let cfg =
-        container_config(&spec(""), &config("default_user: 4242\n"), &run(), &[], None).unwrap();
+    let cfg = container_config(
+        &spec(""),
+        &config("default_user: 4242\n"),
+        &run(),
+        Path::new(RUN_DIR),
+        &no_env(),
+        &[],
+        None,
+    )
+    .unwrap();
     assert_eq!(cfg.user, Some(IdSpec::Id(4242)));
     assert!(cfg.refuse_root, "uid 0 under another name is refused by the shim too");
 }
@@ -292,7 +379,9 @@ fn user_and_group_come_from_the_job_or_the_default_user() {
 #[test]
 fn a_dynamic_default_user_runs_as_its_uid_and_the_gid_of_that_number() {
     let cfg = config("dynamic_users: {range: 70000-70009}\n");
-    let plan = |yaml: &str, uid| container_config(&spec(yaml), &cfg, &run(), &[], uid);
+    let plan = |yaml: &str, uid| {
+        container_config(&spec(yaml), &cfg, &run(), Path::new(RUN_DIR), &no_env(), &[], uid)
+    };
     let got = plan("", Some(70003)).unwrap();
     assert_eq!((got.user, got.group), (Some(IdSpec::Id(70003)), Some(IdSpec::Id(70003))));
     assert!(got.refuse_root);
@@ -312,9 +401,16 @@ fn a_dynamic_default_user_runs_as_its_uid_and_the_gid_of_that_number() {
 #[test]
 fn root_is_refused_unless_the_agent_allows_it() {
     for user in ["root", "0"] {
-        let err =
-            container_config(&spec(&format!("user: '{user}'\n")), &config(""), &run(), &[], None)
-                .unwrap_err();
+        let err = container_config(
+            &spec(&format!("user: '{user}'\n")),
+            &config(""),
+            &run(),
+            Path::new(RUN_DIR),
+            &no_env(),
+            &[],
+            None,
+        )
+        .unwrap_err();
         assert!(
             matches!(&err, LaunchError::RootRefused { job, origin: UserOrigin::Job, .. } if job == "etl"),
             "{err}"
@@ -325,15 +421,28 @@ fn root_is_refused_unless_the_agent_allows_it() {
     // config built otherwise (flags, code) is checked here all the same.
     let mut rooted = config("");
     rooted.default_user = spec::DefaultUser::Account(UserRef::Id(0));
-    let err = container_config(&spec(""), &rooted, &run(), &[], None).unwrap_err();
+    let err =
+        container_config(&spec(""), &rooted, &run(), Path::new(RUN_DIR), &no_env(), &[], None)
+            .unwrap_err();
     assert!(matches!(err, LaunchError::RootRefused { origin: UserOrigin::DefaultUser, .. }));
     assert!(err.to_string().contains("default_user"), "{err}");
 
     let allowed = config("allow_root_jobs: true\ndefault_user: root\n");
-    let cfg = container_config(&spec(""), &allowed, &run(), &[], None).unwrap();
+    let cfg =
+        container_config(&spec(""), &allowed, &run(), Path::new(RUN_DIR), &no_env(), &[], None)
+            .unwrap();
     assert_eq!(cfg.user, Some(IdSpec::Name("root".into())));
     assert!(!cfg.refuse_root);
-    let cfg = container_config(&spec("user: 0\n"), &allowed, &run(), &[], None).unwrap();
+    let cfg = container_config(
+        &spec("user: 0\n"),
+        &allowed,
+        &run(),
+        Path::new(RUN_DIR),
+        &no_env(),
+        &[],
+        None,
+    )
+    .unwrap();
     assert_eq!(cfg.user, Some(IdSpec::Id(0)));
 }
 
@@ -385,8 +494,16 @@ fn capabilities_rlimits_log_cap_and_cgroups() {
         "isolation: {capabilities: [CAP_NET_BIND_SERVICE, CAP_SYS_NICE]}\nrlimits: {nofile: 1024, core: 0, data: 1Gi, as: unlimited, cpu: 1m, nproc: 100, stack: 8Mi, memlock: 64Ki, fsize: 1Gi}\n",
     );
     let procs = [PathBuf::from("/sys/fs/cgroup/pids/corral/etl-7/cgroup.procs")];
-    let cfg = container_config(&job, &config("log_max_bytes: 1Mi\n"), &run(), &procs, Some(61184))
-        .unwrap();
+    let cfg = container_config(
+        &job,
+        &config("log_max_bytes: 1Mi\n"),
+        &run(),
+        Path::new(RUN_DIR),
+        &no_env(),
+        &procs,
+        Some(61184),
+    )
+    .unwrap();
     assert_eq!(
         cfg.capabilities,
         [Capability::NET_BIND_SERVICE, "CAP_SYS_NICE".parse().unwrap()].into()
@@ -427,12 +544,17 @@ fn plan_names_the_cgroup_after_the_run_and_keeps_the_oom_policy() {
         capabilities: &caps(true),
         cgroup_procs: &[],
         dynamic_uid: Some(61184),
+        memory_limit: None,
+        run_dir: Path::new(RUN_DIR),
+        env: &no_env(),
+        tee_output: false,
     };
     let plan = plan(&job, &inputs).unwrap();
     assert_eq!(plan.job.as_str(), "etl");
     assert_eq!(plan.run, run());
     assert_eq!(plan.cgroup.as_str(), "etl-7");
-    assert_eq!(plan.container.run_dir, Path::new("/state/runs/etl-7"));
+    assert_eq!(plan.container.run_dir, Path::new(RUN_DIR));
+    assert_eq!(plan.dynamic_uid, Some(61184));
     assert_eq!(plan.resources.oom, OomMode::PauseAtLimit);
     assert_eq!(plan.oom, OomPolicy::Grow { to: Bytes::from_mib(160), step: Bytes::from_mib(96) });
     assert_eq!(plan.resources.cpus, Some(cpus("0-1")));
@@ -450,6 +572,10 @@ fn a_run_id_that_cannot_be_a_cgroup_is_refused() {
         capabilities: &caps(false),
         cgroup_procs: &[],
         dynamic_uid: Some(61184),
+        memory_limit: None,
+        run_dir: Path::new(RUN_DIR),
+        env: &no_env(),
+        tee_output: false,
     };
     let err = plan(&spec(""), &inputs).unwrap_err();
     assert!(matches!(&err, LaunchError::RunId { job, run, .. } if job == "etl" && run == "etl/7"));
@@ -458,6 +584,6 @@ fn a_run_id_that_cannot_be_a_cgroup_is_refused() {
 #[test]
 fn mems_of_every_node_for_a_shared_job_on_two_nodes() {
     let assignment = Assignment { mems: "0-1".parse().unwrap(), ..shared() };
-    let r = resources(&spec(""), &assignment, &cpus("0-7"), &caps(false));
+    let r = resources(&spec(""), &assignment, &cpus("0-7"), &caps(false), None);
     assert_eq!(r.mems, Some([NodeId(0), NodeId(1)].into_iter().collect()));
 }

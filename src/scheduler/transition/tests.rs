@@ -135,6 +135,21 @@ fn cases() -> Vec<Case> {
             vec![A::Dequeue, A::RecordOutcome(Outcome::Killed { reason: removed() })],
         ),
         c(
+            // Even with restarts left: it would be refused again.
+            "a refused plan fails the run without restarts",
+            pending(),
+            E::Refused { detail: "root refused".into() },
+            policy(),
+            1,
+            Phase::Failed { reason: FailReason::LaunchFailed { detail: "root refused".into() } },
+            vec![
+                A::Dequeue,
+                A::RecordOutcome(Outcome::Failed {
+                    reason: FailReason::LaunchFailed { detail: "root refused".into() },
+                }),
+            ],
+        ),
+        c(
             "adopt pending",
             pending(),
             E::AdoptedAfterRestart,

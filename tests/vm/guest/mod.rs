@@ -100,6 +100,11 @@ pub const TESTS: &[GuestTest] = &[
         run: run::corral_run_reports_an_oom_kill,
     },
     GuestTest {
+        name: "corral_run_grows_a_killed_job_and_raises_memory_high",
+        scope: Scope::Once,
+        run: run::corral_run_grows_a_killed_job_and_raises_memory_high,
+    },
+    GuestTest {
         name: "corral_run_places_a_single_node_job_with_its_memory_there",
         scope: Scope::EveryTopology,
         run: run::corral_run_places_a_single_node_job_with_its_memory_there,

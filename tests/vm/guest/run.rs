@@ -117,6 +117,40 @@ pub fn corral_run_refuses_too_big_single_node_and_spreads_prefer_to_nearest(ctx:
     );
 }
 
+/// On pure v2 the kernel cannot pause a job at its limit: under `oom:
+/// grow` the attempt is killed and the run starts again with a grown limit
+/// (or is grown in place first, when the OOM notification is acted on
+/// before the kill lands: which of the two happens is a race). Whatever
+/// the path, every attempt's `memory.high` is raised by as much as its
+/// hard limit was, which each attempt prints from its own cgroup first.
+pub fn corral_run_grows_a_killed_job_and_raises_memory_high(_: &Context) {
+    let script = "dir=/sys/fs/cgroup$(sed -n s/^0:://p /proc/self/cgroup); \
+                  echo limits $(cat $dir/memory.max) $(cat $dir/memory.high); \
+                  exec /corral-vm/vm_guest hog --mib 48";
+    let body = format!(
+        "command: [/bin/sh, -c, '{script}']\nresources:\n  memory: {{high: 30Mi, hard: 32Mi}}\n\
+         oom: {{action: grow, grow_to: 224Mi, grow_step: 64Mi}}\n"
+    );
+    let (output, code) = corral_run("grow-v2", &body);
+    assert_eq!(code, Some(0), "no grown attempt succeeded");
+    let limits: Vec<(u64, u64)> = output
+        .lines()
+        .filter_map(|l| l.strip_prefix("limits "))
+        .map(|l| {
+            let (max, high) = l.split_once(' ').unwrap();
+            (max.parse().unwrap(), high.parse().unwrap())
+        })
+        .collect();
+    assert!(limits.len() >= 2, "the run did not start again: {limits:?}");
+    assert_eq!(limits[0], (32 << 20, 30 << 20), "the spec's limits first");
+    for (max, high) in &limits[1..] {
+        assert!(*max > 32 << 20, "not grown: {limits:?}");
+        assert_eq!(*high, max - (2 << 20), "high not raised with the limit: {limits:?}");
+    }
+    assert!(output.contains("; starting again with a limit of "), "no grown restart");
+    assert!(output.contains("hog: allocated 48 MiB"));
+}
+
 pub fn corral_run_reports_an_oom_kill(_: &Context) {
     let body = format!("{}resources:\n  memory: {{hard: 32Mi}}\n", hog_command(96));
     let (output, code) = corral_run("oom-hog", &body);
