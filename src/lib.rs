@@ -2,6 +2,9 @@
 //!
 //! # Layout
 //!
+//! ARCHITECTURE.md (at the top of the repository) follows one job through
+//! these modules and states the rules between them.
+//!
 //! The crate is split into a pure core, which decides, and a thin shell, which
 //! touches the kernel. The core never reads `/sys`, `/proc` or the clock on its
 //! own: roots and clocks are handed in, so it is tested on fake trees.
@@ -15,7 +18,9 @@
 //! - [`placement`]: the allocator that hands out exclusive cores and the shared
 //!   CPU pool, NUMA-aware, and answers "whom would we have to preempt".
 //! - [`scheduler`]: the run state machine, `transition(state, event, policy,
-//!   moment)`, with restart backoff, OOM and preemption policies; and
+//!   moment)`, with restart backoff, OOM and preemption policies, the one
+//!   place a run's fate is decided; the policy a job spec maps to, the queue
+//!   and the scheduling pass (place, resume, preempt); and
 //!   [`scheduler::cron`] for recurring jobs (next firing across clock changes,
 //!   catch-up after downtime, overlap policies).
 //! - [`vocab`]: the words every layer shares (run ids, job names, byte
@@ -40,10 +45,10 @@
 //!   priority queue, preemption and OOM handling over the run state machine,
 //!   every transition stored before it is acted on, recurring jobs fired by
 //!   the cron engine (each decision stored with its run before the run is
-//!   queued), and crash recovery. Its
-//!   decisions (reconcile, queue, scheduling pass, adoption) are pure; the
-//!   machine is one trait, implemented on [`launch`], [`cgroup`] and
-//!   [`container`].
+//!   queued), and crash recovery. It decides nothing the core can: it feeds
+//!   events to [`scheduler`] and carries out the actions; the machine is one
+//!   trait, implemented on [`launch`], [`cgroup`] and [`container`], which
+//!   `corral run` drives through the same state machine.
 //! - [`metrics`]: Prometheus families, collected at scrape time from a
 //!   snapshot of the agent and each run's cgroup files (kept open); finished
 //!   runs kept with their final counters; the agent's counters and one typed
