@@ -30,7 +30,8 @@ use tracing::{debug, error, info, warn, Span};
 
 use crate::api::protocol::EventLine;
 use crate::api::EventFeed;
-use crate::api::{Accepted, ControlError};
+use crate::api::protocol::Response;
+use crate::api::{Answer, Command};
 use crate::placement::{Assignment, Ledger};
 use crate::scheduler::{
     transition, Action, Event, Moment, Phase, RunEvent, RunState, StopIntent, StopReason,
@@ -41,9 +42,10 @@ use crate::topology::{CpuSet, Topology};
 use crate::vocab::Bytes;
 use crate::vocab::RunId;
 use crate::vocab::Timestamp;
-use crate::watch::FileChange;
+use crate::watch::{FileChange, WatchError};
 
 use super::clock::Clock;
+use super::control::{self, ControlOrder, ControlView};
 use super::cron::{CronJobs, CronOrder, CronSettings, CronStep, NewRun};
 use super::error::AgentError;
 use super::job;
@@ -247,6 +249,75 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// The feed the supervisor announces what it records on.
     pub fn feed(&self) -> &EventFeed {
         &self.feed
+    }
+
+    // ---- The control socket ----
+
+    /// What the control socket's handlers read.
+    fn control_view(&self) -> ControlView<'_, S> {
+        ControlView {
+            store: &self.store,
+            runs: &self.runs,
+            held: &self.held,
+            jobs: &self.jobs,
+            cron: &self.cron,
+            telemetry: self.telemetry.as_ref(),
+            feed: &self.feed,
+            now: self.clock.now(),
+        }
+    }
+
+    /// Answers one request from the control socket; a change goes through
+    /// the run state machine like any other event. Only a store failure is
+    /// an error of the agent; everything else, a refusal too, is an answer.
+    pub fn command(&mut self, command: Command) -> Result<(), AgentError> {
+        let answer = match self.control_view().order(command.request)? {
+            ControlOrder::Answer(answer) => answer,
+            ControlOrder::Feed(change) => {
+                let taken = self.handle(&change.run, change.event.clone())?;
+                if taken && change.held {
+                    self.held.insert(change.run.clone());
+                } else if taken {
+                    self.held.remove(&change.run);
+                }
+                change.answer(taken)
+            }
+            ControlOrder::Release { run } => {
+                // On record before it takes effect: an agent restarting
+                // before the run resumes must not take it for held again.
+                let now = self.clock.now();
+                self.record_event(&run, &RunEvent::Released, "thawed by operator", now)?;
+                self.held.remove(&run);
+                self.schedule()?;
+                let phase = self.runs.get(&run).map(|r| &r.state.phase);
+                control::done(Ok(control::thawed(run.clone(), phase)))
+            }
+            ControlOrder::Trigger { job } => {
+                let (cron, mut step) = self.cron_step();
+                let (outcome, orders) = cron.trigger(&mut step, &job)?;
+                self.cron_orders(orders)?;
+                control::done(outcome)
+            }
+        };
+        // The client may have gone; the change stands either way.
+        let _ = command.reply.send(answer);
+        Ok(())
+    }
+
+    /// Applies what a reload read, exactly as a batch from the watcher is
+    /// applied, and answers with the outcome. A reload that could not read
+    /// the directory changes nothing.
+    pub fn apply_reload(
+        &mut self,
+        jobs_dir: &std::path::Path,
+        read: Result<Vec<FileChange>, WatchError>,
+    ) -> Result<Answer, AgentError> {
+        let changes = match read {
+            Ok(changes) => changes,
+            Err(e) => return Ok(control::reload_failed(&e)),
+        };
+        let diff = self.apply_files(changes)?;
+        Ok(Ok(Response::Reloaded(self.control_view().reload_report(jobs_dir, &diff))))
     }
 
     // ---- The job set ----
@@ -535,18 +606,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             self.stop_for_removal(&run)?;
         }
         Ok(())
-    }
-
-    /// Fires recurring job `name` now, on request. Answers what became of
-    /// the firing, or why there is none.
-    pub(super) fn cron_trigger(
-        &mut self,
-        name: &crate::vocab::JobName,
-    ) -> Result<Result<Accepted, ControlError>, AgentError> {
-        let (cron, mut step) = self.cron_step();
-        let (outcome, orders) = cron.trigger(&mut step, name)?;
-        self.cron_orders(orders)?;
-        Ok(outcome)
     }
 
     // ---- Events ----
