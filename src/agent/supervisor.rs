@@ -51,6 +51,7 @@ use super::error::AgentError;
 use super::job;
 use super::ops::{Op, RunOps};
 use super::placing;
+use super::recovery::{self, Adopted, Adoption, Recovered, Survey};
 use super::reconcile::JobDirectory;
 use super::run_files;
 use super::runs::{exit_info, exit_on_record, run_span, JitterSource, LaunchState, Run, RunTable};
@@ -249,6 +250,126 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// The feed the supervisor announces what it records on.
     pub fn feed(&self) -> &EventFeed {
         &self.feed
+    }
+
+    // ---- Taking over ----
+
+    /// Takes over the runs of an earlier agent (see
+    /// [`recovery`](super::recovery)). Called once, before the jobs
+    /// directory is read.
+    pub fn recover(&mut self) -> Result<Recovered, AgentError> {
+        self.recovering = true;
+        let recovered = self.take_over_runs();
+        self.recovering = false;
+        recovered
+    }
+
+    fn take_over_runs(&mut self) -> Result<Recovered, AgentError> {
+        // First, so that the runs of recurring jobs are known as such.
+        self.cron.load(&self.store)?;
+        let survey = Survey::read(&self.store, &*self.runtime, &self.settings.runs_dir)?;
+        let plan =
+            recovery::take_over(survey, &self.topology, &self.ledger, self.settings.default_grace)?;
+        self.ledger = plan.ledger;
+        // The pool the live cpusets were written for: runs that ended while
+        // the agent was down change it as they are released below, and the
+        // shared-pool runs' cpusets follow.
+        self.pool = self.ledger.shared_pool().clone();
+        for stray in plan.strays {
+            info!(cgroup = %stray, "removing the cgroup of a run that no longer exists");
+            let runtime = Arc::clone(&self.runtime);
+            tokio::spawn(async move {
+                if let Err(e) = runtime.remove(&stray).await {
+                    warn!("{e}");
+                }
+            });
+        }
+        for adopted in plan.runs {
+            self.adopt(adopted)?;
+        }
+        // Runs the cron states list that ended unnoticed leave them.
+        let live: BTreeSet<RunId> = self.runs.ids().into_iter().collect();
+        let (cron, mut step) = self.cron_step();
+        let orders = cron.recovered(&mut step, |run| live.contains(run))?;
+        self.cron_orders(orders)?;
+        Ok(plan.summary)
+    }
+
+    /// Manages run `a` of an earlier agent from now on, and tells it what
+    /// happened while no agent ran.
+    fn adopt(&mut self, a: Adopted) -> Result<(), AgentError> {
+        let id = a.id.clone();
+        if let Some(found) = &a.launch_to_record {
+            self.store.set_launch(&id, found)?;
+        }
+        let span = run_span(&a.job, &id, a.state.attempt);
+        info!(parent: &span, phase = a.state.phase.name(), "re-adopting run");
+        if a.held {
+            info!(parent: &span, "frozen by operator: stays frozen until `corral thaw`");
+            self.held.insert(id.clone());
+        }
+        let frozen = a.frozen();
+        let one_shot = self.cron.owner(&id).is_none();
+        let ops = RunOps::spawn(Arc::clone(&self.runtime), id.clone(), self.sink.clone());
+        let run = Run {
+            job: a.job,
+            spec: None,
+            meta: a.meta,
+            fingerprint: a.fingerprint,
+            state: a.state,
+            assignment: a.assignment,
+            launch: a.launch,
+            epoch: 0,
+            ops,
+            exit: a.exit,
+            suspended_at: 0,
+            span,
+        };
+        self.runs.insert(id.clone(), run);
+        if one_shot {
+            // A recurring job's runs are found through its cron state.
+            self.runs.make_current(&id);
+        }
+        if let Some(detail) = a.never_started {
+            // A new placement time, recorded before it is used, names a
+            // fresh directory.
+            self.handle(&id, Event::NeverStarted { detail })?;
+        }
+        if frozen {
+            self.suspensions += 1;
+            if let Some(run) = self.runs.get_mut(&id) {
+                run.suspended_at = self.suspensions;
+            }
+        }
+        let Adoption::Events(events) = a.adoption else {
+            // Started once the jobs directory has been read.
+            return Ok(());
+        };
+        for event in events {
+            match event {
+                Event::Exited(status) => self.exited(&id, status)?,
+                event => {
+                    self.handle(&id, event)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a re-adopted run that was placed but never started.
+    fn relaunch(&mut self, id: &RunId) -> Result<(), AgentError> {
+        let Some(run) = self.runs.get(id) else { return Ok(()) };
+        match recovery::relaunch(run) {
+            Some((assignment, memory_limit)) => {
+                info!(parent: &run.span, "starting a run that was placed before the agent restarted");
+                self.execute_launch(id, assignment, memory_limit)
+            }
+            None => {
+                let detail = "placement lost in an agent restart".into();
+                self.handle(id, Event::LaunchFailed { detail })?;
+                Ok(())
+            }
+        }
     }
 
     // ---- The control socket ----
