@@ -57,6 +57,7 @@ pub mod cron;
 pub mod error;
 pub mod host;
 pub mod job;
+pub mod job_side;
 pub mod logging;
 pub mod ops;
 pub mod placing;

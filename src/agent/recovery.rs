@@ -224,7 +224,9 @@ impl Survey {
                 Err(e) => Probe::Lost { detail: e.to_string() },
             };
             if matches!(probe, Probe::Finished { .. }) {
-                survey.stats.insert(record.id.clone(), runtime.stats(&record.id).unwrap_or_default());
+                survey
+                    .stats
+                    .insert(record.id.clone(), runtime.stats(&record.id).unwrap_or_default());
             }
             survey.probes.insert(record.id.clone(), probe);
         }

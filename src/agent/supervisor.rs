@@ -21,7 +21,7 @@
 //! [`recovery`](super::recovery), and the control socket's requests in
 //! [`control`](super::control).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -29,15 +29,13 @@ use nix::sys::signal::Signal;
 use tracing::{debug, error, info, warn, Span};
 
 use crate::api::protocol::EventLine;
-use crate::api::EventFeed;
 use crate::api::protocol::Response;
+use crate::api::EventFeed;
 use crate::api::{Answer, Command};
 use crate::placement::{Assignment, Ledger};
-use crate::scheduler::{
-    transition, Action, Event, Moment, Phase, RunEvent, RunState, StopIntent, StopReason,
-};
+use crate::scheduler::{transition, Action, Event, Moment, Phase, RunEvent, RunState, StopReason};
 use crate::spec::{self, JobSpec};
-use crate::store::{JobVersion, RunStore};
+use crate::store::RunStore;
 use crate::topology::{CpuSet, Topology};
 use crate::vocab::Bytes;
 use crate::vocab::RunId;
@@ -49,10 +47,11 @@ use super::control::{self, ControlOrder, ControlView};
 use super::cron::{CronJobs, CronOrder, CronSettings, CronStep, NewRun};
 use super::error::AgentError;
 use super::job;
+use super::job_side::{self, JobSide, JobStep, Order};
 use super::ops::{Op, RunOps};
 use super::placing;
-use super::recovery::{self, Adopted, Adoption, Recovered, Survey};
 use super::reconcile::JobDirectory;
+use super::recovery::{self, Adopted, Adoption, Recovered, Survey};
 use super::run_files;
 use super::runs::{exit_info, exit_on_record, run_span, JitterSource, LaunchState, Run, RunTable};
 use super::runtime::{FinalStats, LaunchPlan, Observation, Observed, Operation, Runtime, Sink};
@@ -200,17 +199,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         if !self.files_read {
             return Ok(());
         }
-        let without_run: Vec<crate::vocab::JobName> = self
+        let without_run: Vec<Order> = self
             .jobs
             .jobs()
             .iter()
             .filter(|j| j.spec.recurrence.is_none() && self.runs.current(&j.spec.name).is_none())
-            .map(|j| j.spec.name.clone())
+            .map(|j| Order::Then(JobStep::InForce(j.spec.name.clone())))
             .collect();
-        for name in without_run {
-            self.job_in_force(&name)?;
-        }
-        Ok(())
+        self.carry_out_orders(without_run)
     }
 
     /// The span of run `id`'s current attempt; none for a run that is over.
@@ -453,78 +449,59 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             note.log();
         }
         let diff = reconciled.diff;
-        for name in diff.added.iter().chain(&diff.changed) {
-            self.job_in_force(name)?;
-        }
-        for name in &diff.removed {
-            self.job_gone(name)?;
-        }
-        if !self.files_read {
-            self.files_read = true;
-            // Recurring jobs known from the store whose file is gone.
-            for name in self.cron.unread() {
-                self.cron_job_gone(&name)?;
-            }
-            // Runs re-adopted after a restart whose job is no longer there.
-            let mut orphans = self.runs.jobs_with_current();
-            orphans.retain(|name| self.jobs.get(name).is_none());
-            for name in orphans {
-                self.job_gone(&name)?;
-            }
-            // Re-adopted runs whose job file has not changed still need it.
-            for id in self.runs.placed_not_launched() {
-                self.relaunch(&id)?;
-            }
-        }
-        // Jobs removed now, or while the agent was down, whose runs are over.
-        for allocation in self.store.job_uids()? {
-            self.release_uid_if_unused(&allocation.job)?;
-        }
+        self.carry_out_orders(job_side::batch(&diff, !self.files_read))?;
         Ok(diff)
     }
 
-    /// `name` was added or changed.
-    fn job_in_force(&mut self, name: &crate::vocab::JobName) -> Result<(), AgentError> {
-        let Some(found) = self.jobs.get(name) else { return Ok(()) };
-        let spec = Arc::new(found.spec.clone());
-        self.cron_job_in_force(name, &spec)?;
-        if let Some(id) = self.runs.current(name).cloned() {
-            let stopping_for_good = self.runs.get(&id).is_some_and(|r| {
-                matches!(r.state.phase, Phase::Stopping { intent: StopIntent::Stop { .. }, .. })
-            });
-            if !stopping_for_good {
-                return self.take_over(&id, spec);
-            }
-            // Its run is on its way out (the file was removed and is back):
-            // the job starts afresh beside it.
-            self.runs.release_current(name);
+    /// The job side (see [`job_side`](super::job_side)), borrowing what it decides on.
+    fn job_side(&mut self) -> JobSide<'_, S> {
+        JobSide {
+            jobs: &self.jobs,
+            files_read: &mut self.files_read,
+            runs: &mut self.runs,
+            queue: &mut self.queue,
+            cron: &mut self.cron,
+            store: &mut self.store,
+            now: self.clock.now(),
+            calendar: self.clock.calendar(),
+            default_grace: self.settings.default_grace,
+            metrics: self.telemetry.as_ref().map(|t| &*t.metrics),
         }
-        if spec.recurrence.is_some() {
-            debug!(job = %name, "recurring job: its runs are started by its schedule, not on load");
-            return Ok(());
-        }
-        let meta = RunMeta::of(&spec, self.settings.default_grace);
-        let version = job::version(&meta, &spec);
-        let latest = self.store.runs_for_job(name, 1)?;
-        if let Some(latest) = latest.first().filter(|r| job::has_run_of(r, &version)) {
-            debug!(job = %name, run = %latest.id, "this version of the job already has its run");
-            return Ok(());
-        }
-        self.create_run(name, spec, meta, version)
     }
 
-    fn create_run(
-        &mut self,
-        name: &crate::vocab::JobName,
-        spec: Arc<JobSpec>,
-        meta: RunMeta,
-        version: JobVersion,
-    ) -> Result<(), AgentError> {
-        let now = self.clock.now();
-        let initial = RunState::new(spec.resources.memory.hard, now);
-        let id = self.store.create_versioned_run(name, &initial, now, &version)?;
-        self.add_run(id.clone(), name, spec, meta, version.fingerprint, initial);
-        self.runs.make_current(&id);
+    /// Carries out `orders` in sequence; a step of the job side is decided
+    /// when it is reached, and what it leads to comes next.
+    fn carry_out_orders(&mut self, orders: Vec<Order>) -> Result<(), AgentError> {
+        let mut todo = VecDeque::from(orders);
+        while let Some(order) = todo.pop_front() {
+            match order {
+                Order::Feed(run, event) => {
+                    self.handle(&run, event)?;
+                }
+                Order::Add { run, current } => {
+                    let NewRun { run, job, spec, meta, fingerprint, initial } = *run;
+                    self.add_run(run.clone(), &job, spec, meta, fingerprint, initial);
+                    if current {
+                        self.runs.make_current(&run);
+                    }
+                }
+                Order::Cron(CronOrder::Start(new)) => {
+                    todo.push_front(Order::Add { run: new, current: false });
+                }
+                Order::Cron(CronOrder::Stop { run, by }) => {
+                    info!(parent: &self.span(&run), "stopping the run: {by} replaces it");
+                    let reason = StopReason::Requested { by };
+                    self.handle(&run, Event::StopRequested { reason })?;
+                }
+                Order::Relaunch(run) => self.relaunch(&run)?,
+                Order::ReleaseUid(job) => self.release_uid_if_unused(&job)?,
+                Order::Then(step) => {
+                    for next in self.job_side().step(step)?.into_iter().rev() {
+                        todo.push_front(next);
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -572,74 +549,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         );
     }
 
-    /// The run under way takes the job's new version: settings the kernel
-    /// can change on a running job are applied now, the rest at its next
-    /// attempt. See docs/agent.md for the field-by-field list.
-    pub(super) fn take_over(&mut self, id: &RunId, spec: Arc<JobSpec>) -> Result<(), AgentError> {
-        let default_grace = self.settings.default_grace;
-        let Some(run) = self.runs.get_mut(id) else { return Ok(()) };
-        let meta = RunMeta::of(&spec, default_grace);
-        let version = job::version(&meta, &spec);
-        // A re-adopted run sees its job for the first time since the restart:
-        // it changed if its fingerprint did. A run left to finish sees its
-        // job come back.
-        let first_sight = run.spec.is_none();
-        let changed = run.state.finishing
-            || match &run.spec {
-                None => version.fingerprint != run.fingerprint,
-                Some(old) => **old != *spec,
-            };
-        if version.fingerprint != run.fingerprint || meta != run.meta {
-            self.store.set_version(id, &version)?;
-        }
-        run.fingerprint = version.fingerprint;
-        run.meta = meta;
-        run.spec = Some(Arc::clone(&spec));
-        self.queue.reprioritize(id, spec.priority);
-        if !changed {
-            return Ok(());
-        }
-        if !first_sight || run.state.phase.may_have_processes() {
-            info!(parent: &run.span, "job changed: the run under way takes the new version \
-                  (resources now where the kernel allows, command and environment at its next attempt)");
-        }
-        let memory_hard = spec.resources.memory.hard;
-        self.handle(id, Event::JobChanged { memory_hard })?;
-        Ok(())
-    }
-
-    /// `name` is gone from the jobs directory.
-    fn job_gone(&mut self, name: &crate::vocab::JobName) -> Result<(), AgentError> {
-        self.cron_job_gone(name)?;
-        let Some(id) = self.runs.current(name).cloned() else { return Ok(()) };
-        self.stop_for_removal(&id)
-    }
-
-    /// Stops run `id` of a removed job, or lets it finish (`on_removal`).
-    pub(super) fn stop_for_removal(&mut self, id: &RunId) -> Result<(), AgentError> {
-        let id = id.clone();
-        let Some(run) = self.runs.get(&id) else { return Ok(()) };
-        let finish = run.meta.finish_on_removal;
-        let span = run.span.clone();
-        let needs_launch_report =
-            matches!(run.state.phase, Phase::Placed) && run.launch == LaunchState::NotStarted;
-        self.handle(&id, Event::JobRemoved { finish })?;
-        if self.runs.get(&id).is_some_and(|r| r.state.finishing) {
-            info!(parent: &span, "job removed: its run is left to finish (on_removal: finish)");
-            return Ok(());
-        }
-        info!(parent: &span, "job removed: stopping its run");
-        if needs_launch_report {
-            // Re-adopted before it was started, and never will be.
-            self.handle(
-                &id,
-                Event::LaunchFailed { detail: "not started: its job was removed".into() },
-            )?;
-        }
-        Ok(())
-    }
-
-    // ---- Recurring jobs: the cron engine's steps, carried out ----
+    // ---- Recurring jobs: the cron engine's steps ----
 
     /// The cron engine with what its steps record with.
     pub(super) fn cron_step(&mut self) -> (&mut CronJobs, CronStep<'_, S>) {
@@ -654,79 +564,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// Carries out, in order, what a cron step put on record.
-    pub(super) fn cron_orders(&mut self, orders: Vec<CronOrder>) -> Result<(), AgentError> {
-        for order in orders {
-            match order {
-                CronOrder::Start(new) => {
-                    let NewRun { run, job, spec, meta, fingerprint, initial } = *new;
-                    self.add_run(run, &job, spec, meta, fingerprint, initial);
-                }
-                CronOrder::Stop { run, by } => {
-                    info!(parent: &self.span(&run), "stopping the run: {by} replaces it");
-                    let reason = StopReason::Requested { by };
-                    self.handle(&run, Event::StopRequested { reason })?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// `spec` is now the version of job `name` in force (added or changed).
-    /// Its cron side: the schedule starts or follows the change, its runs
-    /// under way take the new version, and it ticks.
-    fn cron_job_in_force(
-        &mut self,
-        name: &crate::vocab::JobName,
-        spec: &Arc<JobSpec>,
-    ) -> Result<(), AgentError> {
-        if spec.recurrence.is_none() {
-            let Some(runs) = self.cron.forget(&mut self.store, name)? else { return Ok(()) };
-            info!(job = %name, "the job has no schedule any more: nothing fires from now on");
-            // No longer recurring: its newest run is the job's run under way.
-            if let Some(newest) = runs.last() {
-                self.runs.make_current(newest);
-            }
-            for run in runs {
-                self.take_over(&run, Arc::clone(spec))?;
-            }
-            return Ok(());
-        }
-        match self.cron.set_version(name, spec) {
-            // First sight since the agent started: stops decided before a
-            // restart may not have been carried out.
-            None => {
-                let stops = self.cron.pending_stops(name);
-                self.cron_orders(stops)?;
-            }
-            Some(old) => {
-                // What fell due under the old version is decided by it.
-                let (cron, mut step) = self.cron_step();
-                let orders = cron.tick(&mut step, name, &old)?;
-                self.cron_orders(orders)?;
-                let (cron, mut step) = self.cron_step();
-                let orders = cron.reschedule(&mut step, name, &old, spec)?;
-                self.cron_orders(orders)?;
-            }
-        }
-        for run in self.cron.active_runs(name) {
-            self.take_over(&run, Arc::clone(spec))?;
-        }
-        let (cron, mut step) = self.cron_step();
-        let orders = cron.tick(&mut step, name, spec)?;
-        self.cron_orders(orders)?;
-        self.cron.log_next(name, spec);
-        Ok(())
-    }
-
-    /// Job `name` is gone from the jobs directory: its schedule stops, and its
-    /// runs under way are stopped or left to finish (`on_removal`).
-    fn cron_job_gone(&mut self, name: &crate::vocab::JobName) -> Result<(), AgentError> {
-        let Some(runs) = self.cron.forget(&mut self.store, name)? else { return Ok(()) };
-        info!(job = %name, "recurring job removed: its schedule stops");
-        for run in runs {
-            self.stop_for_removal(&run)?;
-        }
-        Ok(())
+    fn cron_orders(&mut self, orders: Vec<CronOrder>) -> Result<(), AgentError> {
+        self.carry_out_orders(orders.into_iter().map(Order::Cron).collect())
     }
 
     // ---- Events ----
