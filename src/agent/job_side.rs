@@ -28,25 +28,9 @@ use crate::vocab::{JobName, RunId, Timestamp};
 use super::cron::{CronJobs, CronOrder, CronStep, NewRun};
 use super::error::AgentError;
 use super::job;
+use super::orders::Order;
 use super::reconcile::JobDirectory;
 use super::runs::{LaunchState, RunTable};
-
-/// What a component decided that the supervisor carries out, in order.
-#[derive(Debug)]
-pub(super) enum Order {
-    /// Feed `event` to the run's state machine.
-    Feed(RunId, Event),
-    /// Queue a run created in the store; `current`: as its job's run under way.
-    Add { run: Box<NewRun>, current: bool },
-    /// What a cron step put on record.
-    Cron(CronOrder),
-    /// Start a re-adopted run that was placed but never started.
-    Relaunch(RunId),
-    /// Give up the job's dynamic uid if nothing uses it any more.
-    ReleaseUid(JobName),
-    /// Decide `JobStep` once the orders before it are carried out.
-    Then(JobStep),
-}
 
 /// A decision of the job side, taken when the supervisor reaches it.
 #[derive(Debug)]

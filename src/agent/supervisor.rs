@@ -36,7 +36,7 @@ use crate::placement::{Assignment, Ledger};
 use crate::scheduler::{transition, Action, Event, Moment, Phase, RunEvent, RunState, StopReason};
 use crate::spec::{self, JobSpec};
 use crate::store::RunStore;
-use crate::topology::{CpuSet, Topology};
+use crate::topology::Topology;
 use crate::vocab::Bytes;
 use crate::vocab::RunId;
 use crate::vocab::Timestamp;
@@ -47,19 +47,22 @@ use super::control::{self, ControlOrder, ControlView};
 use super::cron::{CronJobs, CronOrder, CronSettings, CronStep, NewRun};
 use super::error::AgentError;
 use super::job;
-use super::job_side::{self, JobSide, JobStep, Order};
+use super::job_side::{self, JobSide, JobStep};
 use super::ops::{Op, RunOps};
+use super::orders::Order;
 use super::placing;
 use super::reconcile::JobDirectory;
 use super::recovery::{self, Adopted, Adoption, Recovered, Survey};
+use super::reports;
 use super::run_files;
-use super::runs::{exit_info, exit_on_record, run_span, JitterSource, LaunchState, Run, RunTable};
-use super::runtime::{FinalStats, LaunchPlan, Observation, Observed, Operation, Runtime, Sink};
+use super::runs::{exit_on_record, run_span, JitterSource, LaunchState, Run, RunTable};
+use super::runtime::{LaunchPlan, Observation, Observed, Runtime, Sink};
+use super::scheduling::{self, PassInput, Scheduling};
 use super::telemetry::{AgentState, Telemetry};
 use super::timers::Timers;
 use super::uids::JobUids;
 use super::Settings;
-use crate::scheduler::preempt::{self, Step};
+use crate::scheduler::preempt::Step;
 use crate::scheduler::RunMeta;
 use crate::scheduler::RunQueue;
 
@@ -76,20 +79,13 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) runs: RunTable,
     pub(super) queue: RunQueue,
     pub(super) timers: Timers,
-    /// Victims of preemptions under way.
-    pub(super) preempting: BTreeSet<RunId>,
-    /// The shared pool last written to the shared-pool runs' cpusets.
-    pub(super) pool: CpuSet,
+    /// Preemptions under way, the shared pool as written, the next rescan.
+    scheduling: Scheduling,
     pub(super) next_epoch: u64,
-    pub(super) suspensions: u64,
     jitter: JitterSource,
     /// The jobs directory has been read once: runs without a job can be told
     /// from runs whose job is not known yet.
     pub(super) files_read: bool,
-    /// When a running run becomes old enough to be preempted while runs are
-    /// waiting: the scheduling pass must run again then, even if nothing
-    /// else happens.
-    rescan_at: Option<Timestamp>,
     /// Recurring jobs (see [`cron`](super::cron)).
     pub(super) cron: CronJobs,
     /// Metrics and API views, when the agent serves them.
@@ -121,7 +117,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         Supervisor {
             uids: JobUids::new(settings.host_ids.clone()),
             settings,
-            pool: ledger.shared_pool().clone(),
+            scheduling: Scheduling::new(&ledger),
             topology,
             ledger,
             store,
@@ -132,12 +128,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             runs: RunTable::default(),
             queue: RunQueue::new(),
             timers: Timers::default(),
-            preempting: BTreeSet::new(),
             next_epoch: 1,
-            suspensions: 0,
             jitter: JitterSource::new(seed),
             files_read: false,
-            rescan_at: None,
             cron: CronJobs::new(CronSettings::default()),
             telemetry: None,
             held: BTreeSet::new(),
@@ -168,7 +161,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
-        let runs = [self.timers.next(), self.rescan_at].into_iter().flatten().min();
+        let runs = [self.timers.next(), self.scheduling.rescan_at()].into_iter().flatten().min();
         let runs = runs.map(|at| self.clock.instant(at));
         // Firings are in calendar time, which may part from the runs' time line.
         let firings = self.cron.next_wake().map(|at| self.clock.calendar_instant(at));
@@ -270,7 +263,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         // The pool the live cpusets were written for: runs that ended while
         // the agent was down change it as they are released below, and the
         // shared-pool runs' cpusets follow.
-        self.pool = self.ledger.shared_pool().clone();
+        self.scheduling = Scheduling::new(&self.ledger);
         for stray in plan.strays {
             info!(cgroup = %stray, "removing the cgroup of a run that no longer exists");
             let runtime = Arc::clone(&self.runtime);
@@ -332,9 +325,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             self.handle(&id, Event::NeverStarted { detail })?;
         }
         if frozen {
-            self.suspensions += 1;
+            let order = self.scheduling.frozen();
             if let Some(run) = self.runs.get_mut(&id) {
-                run.suspended_at = self.suspensions;
+                run.suspended_at = order;
             }
         }
         let Adoption::Events(events) = a.adoption else {
@@ -478,6 +471,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 Order::Feed(run, event) => {
                     self.handle(&run, event)?;
                 }
+                Order::Exited(run, status) => self.exited(&run, status)?,
                 Order::Add { run, current } => {
                     let NewRun { run, job, spec, meta, fingerprint, initial } = *run;
                     self.add_run(run.clone(), &job, spec, meta, fingerprint, initial);
@@ -687,14 +681,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             Action::KillAll => run.send(Op::KillAll),
             Action::YieldCpus => {
-                self.preempting.remove(id);
+                self.scheduling.preempted(id);
                 match self.ledger.suspend(id) {
                     Ok(held) => {
                         self.store.set_placement(id, Some(&held))?;
-                        self.suspensions += 1;
+                        let order = self.scheduling.frozen();
                         if let Some(run) = self.runs.get_mut(id) {
                             run.assignment = Some(held);
-                            run.suspended_at = self.suspensions;
+                            run.suspended_at = order;
                         }
                     }
                     Err(e) => {
@@ -703,7 +697,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 }
             }
             Action::ReleasePlacement => {
-                self.preempting.remove(id);
+                self.scheduling.preempted(id);
                 if run.launch == LaunchState::Launching {
                     run.launch = LaunchState::NotStarted;
                 }
@@ -820,7 +814,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     fn finish(&mut self, id: &RunId) -> Result<(), AgentError> {
         self.timers.forget(id);
         self.queue.remove(id);
-        self.preempting.remove(id);
+        self.scheduling.preempted(id);
         if let Some(run) = self.runs.remove(id) {
             if let Some(held) = &run.assignment {
                 let _ = self.ledger.release(held);
@@ -868,7 +862,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         announce(&self.feed, line);
     }
 
-    /// Something the runtime saw.
+    /// Something the runtime saw (see [`reports`](super::reports)).
     pub fn observe(&mut self, obs: Observation) -> Result<(), AgentError> {
         let id = obs.run;
         let Some(run) = self.runs.get_mut(&id) else { return Ok(()) };
@@ -876,73 +870,17 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             debug!(parent: &run.span, "dropped a report about an earlier attempt: {:?}", obs.what);
             return Ok(());
         }
-        match obs.what {
-            Observed::Launched(launch) => {
-                run.launch = LaunchState::Launched(launch.clone());
-                self.store.set_launch(&id, &launch)?;
-                self.handle(
-                    &id,
-                    Event::Launched { pid: launch.init_pid, start_time: launch.pid_start_time },
-                )?;
-            }
-            Observed::LaunchFailed(detail) => {
-                run.launch = LaunchState::NotStarted;
-                warn!(parent: &run.span, "launch failed: {detail}");
-                self.handle(&id, Event::LaunchFailed { detail })?;
-            }
-            Observed::Exited { status, at, stats } => {
-                run.exit = Some(exit_info(status, at, stats));
-                self.exited(&id, status)?;
-            }
-            Observed::CgroupRemoved { status, at } => {
-                run.exit = Some(exit_info(status, at, FinalStats::default()));
-                // The exit status the shim saw goes on record first, as for
-                // any end; the accounting went with the cgroup.
-                self.record_exit(&id, status, self.clock.now())?;
-                // Lost, not Exited: the job did not end by itself, and what
-                // ended it is known only from the missing cgroup.
-                let detail = format!(
-                    "{status} after its cgroup was removed by someone other than the agent"
-                );
-                self.handle(&id, Event::Lost { detail })?;
-            }
-            Observed::Lost(detail) => {
-                self.handle(&id, Event::Lost { detail })?;
-            }
-            Observed::Oom => {
-                self.handle(&id, Event::OomNotified)?;
-            }
-            Observed::OomKilled => {
-                self.handle(&id, Event::OomKilled)?;
-            }
-            Observed::Frozen => {
-                self.handle(&id, Event::Frozen)?;
-            }
-            Observed::Failed(error) => {
-                warn!(parent: &run.span, "{error}");
-                match (&run.state.phase, error.op) {
-                    // Removed behind the agent's back, which killed what ran in
-                    // it: the run's end is on its way from its watch and says
-                    // so; acting on the run now would only fail again.
-                    _ if error.is_cgroup_gone() => {}
-                    // The freeze did not happen: the run is not suspended after all.
-                    (Phase::Suspended { frozen: false, .. }, Operation::Freeze) => {
-                        self.preempting.remove(&id);
-                        self.handle(&id, Event::Resume)?;
-                    }
-                    // Paused at its limit it cannot run anyway: decide now.
-                    (Phase::OomPaused { frozen: false }, Operation::Freeze) => {
-                        self.handle(&id, Event::Frozen)?;
-                    }
-                    (_, Operation::Watch) => {
-                        let detail = error.cause.to_string();
-                        self.handle(&id, Event::WatchFailed { detail })?;
-                    }
-                    _ => {}
-                }
-            }
+        let reading = reports::read(&id, run, obs.what);
+        if let Some(launch) = &reading.launch {
+            self.store.set_launch(&id, launch)?;
         }
-        Ok(())
+        if let Some(status) = reading.exit {
+            self.record_exit(&id, status, self.clock.now())?;
+        }
+        if reading.preempted {
+            self.scheduling.preempted(&id);
+        }
+        self.carry_out_orders(reading.orders)
     }
 
     /// The run's processes ended with `status`, its accounting read into
@@ -967,10 +905,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// Delivers due timers.
     pub fn fire_timers(&mut self) -> Result<(), AgentError> {
         let now = self.clock.now();
-        if self.rescan_at.is_some_and(|at| at <= now) {
-            // The pass that follows every wake-up is what was wanted.
-            self.rescan_at = None;
-        }
+        self.scheduling.woke(now);
         for (id, event) in self.timers.due(now) {
             self.handle(&id, event)?;
         }
@@ -988,33 +923,16 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         if !self.files_read {
             return Ok(());
         }
-        let now = self.clock.now();
-        let waiting = placing::waiting(&self.queue, &self.runs, &self.held);
-        if waiting.is_empty() {
-            // Nothing to place, resume or preempt for: the pass follows every
-            // turn of the main loop, and usually ends here.
-            self.rescan_at = None;
-            if let Some(t) = &mut self.telemetry {
-                t.still_waiting(&BTreeSet::new());
-            }
-            self.sync_pool();
-            return Ok(());
-        }
-        let min_runtime = self.settings.min_runtime_before_preemption;
-        self.rescan_at = placing::next_preemptible(&self.runs, now, min_runtime);
-        // Forget the failures of runs no longer waiting: placed, or over.
-        let waiting_ids: BTreeSet<&RunId> = waiting.iter().map(|w| &w.request.owner).collect();
-        if let Some(t) = &mut self.telemetry {
-            t.still_waiting(&waiting_ids);
-        }
-        let active = placing::active(&self.runs, now, min_runtime);
-        let steps = preempt::pass(
-            &self.topology,
-            &mut self.ledger,
-            waiting,
-            &active,
-            !self.preempting.is_empty(),
-        );
+        let steps = self.scheduling.pass(PassInput {
+            topology: &self.topology,
+            ledger: &mut self.ledger,
+            queue: &self.queue,
+            runs: &self.runs,
+            held: &self.held,
+            now: self.clock.now(),
+            min_runtime: self.settings.min_runtime_before_preemption,
+            telemetry: self.telemetry.as_mut(),
+        });
         for step in steps {
             self.carry_out(step)?;
         }
@@ -1078,7 +996,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                         crate::scheduler::PreemptionMode::Never => continue,
                     };
                     if self.handle(&victim, event)? {
-                        self.preempting.insert(victim);
+                        self.scheduling.preempting(victim);
                     }
                 }
             }
@@ -1087,15 +1005,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// Writes the shared pool into the cpusets of shared-pool runs when it
-    /// changed (an exclusive run started or ended, a run was frozen).
+    /// changed.
     fn sync_pool(&mut self) {
-        if self.ledger.shared_pool() == &self.pool {
-            return;
-        }
-        self.pool = self.ledger.shared_pool().clone();
-        debug!(pool = %self.pool, "shared pool changed");
-        for id in placing::shared_pool_runs(&self.runs) {
-            self.push_settings(&id);
+        if self.scheduling.pool_changed(&self.ledger).is_some() {
+            for id in placing::shared_pool_runs(&self.runs) {
+                self.push_settings(&id);
+            }
         }
     }
 
@@ -1108,32 +1023,18 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
     }
 
-    /// Charges the run's placement for a hard limit of `limit`. Where the
-    /// nodes do not have the memory, the old charge stays (and the limit is
-    /// raised all the same: the run is already using the memory).
+    /// Charges the run's placement for a hard limit of `limit` (see
+    /// [`scheduling::recharge`]).
     fn recharge(&mut self, id: &RunId, limit: Bytes) {
-        let Some(held) = self.runs.get(id).and_then(|r| r.assignment.clone()) else { return };
-        let wanted = placing::charged_for(&self.ledger, &held, limit);
-        if wanted == held {
+        let Some(run) = self.runs.get_mut(id) else { return };
+        let Some(held) = &run.assignment else { return };
+        let Some(wanted) = scheduling::recharge(&mut self.ledger, held, limit, &run.span) else {
             return;
+        };
+        if let Err(e) = self.store.set_placement(id, Some(&wanted)) {
+            error!(parent: &run.span, "cannot store the new memory charge: {e}");
         }
-        if self.ledger.release(&held).is_err() {
-            return;
-        }
-        match self.ledger.record(wanted.clone()) {
-            Ok(_) => {
-                if let Err(e) = self.store.set_placement(id, Some(&wanted)) {
-                    error!(parent: &self.span(id), "cannot store the new memory charge: {e}");
-                }
-                if let Some(run) = self.runs.get_mut(id) {
-                    run.assignment = Some(wanted);
-                }
-            }
-            Err(e) => {
-                warn!(parent: &self.span(id), "memory charge unchanged: {e}");
-                let _ = self.ledger.record(held);
-            }
-        }
+        run.assignment = Some(wanted);
     }
 
     // ---- Shutdown ----

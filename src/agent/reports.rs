@@ -1,0 +1,84 @@
+//! What a report from a run's operation task means for the run.
+//!
+//! [`read`] takes a report about the run's current attempt (older ones are
+//! dropped before) and notes on the run what it says (the launch, how the
+//! attempt ended); it returns what goes on record before anything else, and
+//! the events for the state machine, which the supervisor records and
+//! carries out.
+
+use tracing::warn;
+
+use crate::scheduler::{Event, ExitStatus, Phase};
+use crate::store::LaunchInfo;
+use crate::vocab::RunId;
+
+use super::orders::Order;
+use super::runs::{exit_info, LaunchState, Run};
+use super::runtime::{FinalStats, Observed, Operation};
+
+/// What a report asks of the supervisor, in this order.
+#[derive(Debug, Default)]
+pub(super) struct Reading {
+    /// The launch, on record before the state machine hears of it.
+    pub launch: Option<LaunchInfo>,
+    /// The exit status the shim saw, on record before the run's end.
+    pub exit: Option<ExitStatus>,
+    /// The run is no victim of a preemption under way any more.
+    pub preempted: bool,
+    pub orders: Vec<Order>,
+}
+
+/// What report `what` about run `id`'s current attempt means for `run`.
+pub(super) fn read(id: &RunId, run: &mut Run, what: Observed) -> Reading {
+    let feed =
+        |event| Reading { orders: vec![Order::Feed(id.clone(), event)], ..Reading::default() };
+    match what {
+        Observed::Launched(launch) => {
+            run.launch = LaunchState::Launched(launch.clone());
+            let event = Event::Launched { pid: launch.init_pid, start_time: launch.pid_start_time };
+            Reading { launch: Some(launch), ..feed(event) }
+        }
+        Observed::LaunchFailed(detail) => {
+            run.launch = LaunchState::NotStarted;
+            warn!(parent: &run.span, "launch failed: {detail}");
+            feed(Event::LaunchFailed { detail })
+        }
+        Observed::Exited { status, at, stats } => {
+            run.exit = Some(exit_info(status, at, stats));
+            Reading { orders: vec![Order::Exited(id.clone(), status)], ..Reading::default() }
+        }
+        Observed::CgroupRemoved { status, at } => {
+            run.exit = Some(exit_info(status, at, FinalStats::default()));
+            // Lost, not Exited: the job did not end by itself, and what
+            // ended it is known only from the missing cgroup. The exit
+            // status the shim saw goes on record first, as for any end; the
+            // accounting went with the cgroup.
+            let detail =
+                format!("{status} after its cgroup was removed by someone other than the agent");
+            Reading { exit: Some(status), ..feed(Event::Lost { detail }) }
+        }
+        Observed::Lost(detail) => feed(Event::Lost { detail }),
+        Observed::Oom => feed(Event::OomNotified),
+        Observed::OomKilled => feed(Event::OomKilled),
+        Observed::Frozen => feed(Event::Frozen),
+        Observed::Failed(error) => {
+            warn!(parent: &run.span, "{error}");
+            match (&run.state.phase, error.op) {
+                // Removed behind the agent's back, which killed what ran in
+                // it: the run's end is on its way from its watch and says
+                // so; acting on the run now would only fail again.
+                _ if error.is_cgroup_gone() => Reading::default(),
+                // The freeze did not happen: the run is not suspended after all.
+                (Phase::Suspended { frozen: false, .. }, Operation::Freeze) => {
+                    Reading { preempted: true, ..feed(Event::Resume) }
+                }
+                // Paused at its limit it cannot run anyway: decide now.
+                (Phase::OomPaused { frozen: false }, Operation::Freeze) => feed(Event::Frozen),
+                (_, Operation::Watch) => {
+                    feed(Event::WatchFailed { detail: error.cause.to_string() })
+                }
+                _ => Reading::default(),
+            }
+        }
+    }
+}

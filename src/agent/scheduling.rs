@@ -1,0 +1,153 @@
+//! What the scheduling pass keeps between passes: the preemptions under
+//! way, the shared pool last written to the shared-pool runs' cpusets, when
+//! the pass must run again though nothing happens, and the order frozen runs
+//! resume in.
+//!
+//! [`Scheduling::pass`] hands the pure pass ([`preempt::pass`]) the runs as
+//! [`placing`](super::placing) sees them and returns its steps; the
+//! supervisor carries them out, and tells this component what became of
+//! them (a victim taken, a run frozen, a preemption over).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tracing::{debug, warn, Span};
+
+use crate::placement::{Assignment, Ledger};
+use crate::scheduler::preempt::{self, Step};
+use crate::scheduler::RunQueue;
+use crate::topology::{CpuSet, Topology};
+use crate::vocab::{Bytes, RunId, Timestamp};
+
+use super::placing;
+use super::runs::RunTable;
+use super::telemetry::Telemetry;
+
+#[derive(Debug)]
+pub(super) struct Scheduling {
+    /// Victims of preemptions under way.
+    preempting: BTreeSet<RunId>,
+    /// The shared pool last written to the shared-pool runs' cpusets.
+    pool: CpuSet,
+    /// When a running run becomes old enough to be preempted while runs are
+    /// waiting: the pass must run again then, even if nothing else happens.
+    rescan_at: Option<Timestamp>,
+    /// Freezes so far: a frozen run's number is its place in the resume order.
+    freezes: u64,
+}
+
+/// What one scheduling pass is handed.
+pub(super) struct PassInput<'a> {
+    pub topology: &'a Topology,
+    pub ledger: &'a mut Ledger,
+    pub queue: &'a RunQueue,
+    pub runs: &'a RunTable,
+    /// Runs frozen by hand, which the pass leaves frozen.
+    pub held: &'a BTreeSet<RunId>,
+    pub now: Timestamp,
+    pub min_runtime: Duration,
+    pub telemetry: Option<&'a mut Telemetry>,
+}
+
+impl Scheduling {
+    /// With the shared pool of `ledger` as the one the runs' cpusets have.
+    pub fn new(ledger: &Ledger) -> Scheduling {
+        Scheduling {
+            preempting: BTreeSet::new(),
+            pool: ledger.shared_pool().clone(),
+            rescan_at: None,
+            freezes: 0,
+        }
+    }
+
+    /// When the pass must run again, though nothing else happens.
+    pub fn rescan_at(&self) -> Option<Timestamp> {
+        self.rescan_at
+    }
+
+    /// The agent woke at `now`: the pass that follows every wake-up is the
+    /// rescan that was due.
+    pub fn woke(&mut self, now: Timestamp) {
+        if self.rescan_at.is_some_and(|at| at <= now) {
+            self.rescan_at = None;
+        }
+    }
+
+    /// Places what can be placed, resumes what can be resumed, preempts for
+    /// the most important run that does not fit: the steps, in order. The
+    /// ledger holds the placements the steps hand out.
+    pub fn pass(&mut self, input: PassInput<'_>) -> Vec<Step> {
+        let PassInput { topology, ledger, queue, runs, held, now, min_runtime, telemetry } = input;
+        let waiting = placing::waiting(queue, runs, held);
+        if waiting.is_empty() {
+            // Nothing to place, resume or preempt for: the pass follows every
+            // turn of the main loop, and usually ends here.
+            self.rescan_at = None;
+            if let Some(t) = telemetry {
+                t.still_waiting(&BTreeSet::new());
+            }
+            return Vec::new();
+        }
+        self.rescan_at = placing::next_preemptible(runs, now, min_runtime);
+        // Forget the failures of runs no longer waiting: placed, or over.
+        let waiting_ids: BTreeSet<&RunId> = waiting.iter().map(|w| &w.request.owner).collect();
+        if let Some(t) = telemetry {
+            t.still_waiting(&waiting_ids);
+        }
+        let active = placing::active(runs, now, min_runtime);
+        preempt::pass(topology, ledger, waiting, &active, !self.preempting.is_empty())
+    }
+
+    /// `victim` took the preemption it was chosen for.
+    pub fn preempting(&mut self, victim: RunId) {
+        self.preempting.insert(victim);
+    }
+
+    /// `run` is no victim of a preemption under way any more: frozen, its
+    /// placement released, its freeze failed, or over.
+    pub fn preempted(&mut self, run: &RunId) {
+        self.preempting.remove(run);
+    }
+
+    /// A run was frozen: its place in the resume order.
+    pub fn frozen(&mut self) -> u64 {
+        self.freezes += 1;
+        self.freezes
+    }
+
+    /// The shared pool, when it changed since it was last written to the
+    /// shared-pool runs' cpusets (an exclusive run started or ended, a run
+    /// was frozen); from now on it counts as written.
+    pub fn pool_changed(&mut self, ledger: &Ledger) -> Option<&CpuSet> {
+        if ledger.shared_pool() == &self.pool {
+            return None;
+        }
+        self.pool = ledger.shared_pool().clone();
+        debug!(pool = %self.pool, "shared pool changed");
+        Some(&self.pool)
+    }
+}
+
+/// Charges `held` in `ledger` for a hard limit of `limit`: the new charge,
+/// when it changed. Where the nodes do not have the memory, the old charge
+/// stays (and the limit is raised all the same: the run is already using
+/// the memory).
+pub(super) fn recharge(
+    ledger: &mut Ledger,
+    held: &Assignment,
+    limit: Bytes,
+    span: &Span,
+) -> Option<Assignment> {
+    let wanted = placing::charged_for(ledger, held, limit);
+    if &wanted == held || ledger.release(held).is_err() {
+        return None;
+    }
+    match ledger.record(wanted.clone()) {
+        Ok(_) => Some(wanted),
+        Err(e) => {
+            warn!(parent: span, "memory charge unchanged: {e}");
+            let _ = ledger.record(held.clone());
+            None
+        }
+    }
+}
