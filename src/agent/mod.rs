@@ -63,6 +63,7 @@ pub mod ops;
 pub mod orders;
 pub mod placing;
 pub mod reconcile;
+pub mod recorder;
 pub mod recovery;
 pub mod reports;
 pub mod run_files;

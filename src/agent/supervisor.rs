@@ -28,7 +28,6 @@ use std::sync::Arc;
 use nix::sys::signal::Signal;
 use tracing::{debug, error, info, warn, Span};
 
-use crate::api::protocol::EventLine;
 use crate::api::protocol::Response;
 use crate::api::EventFeed;
 use crate::api::{Answer, Command};
@@ -52,6 +51,7 @@ use super::ops::{Op, RunOps};
 use super::orders::Order;
 use super::placing;
 use super::reconcile::JobDirectory;
+use super::recorder::Recorder;
 use super::recovery::{self, Adopted, Adoption, Recovered, Survey};
 use super::reports;
 use super::run_files;
@@ -97,8 +97,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) held: BTreeSet<RunId>,
     /// Recovery is taking over the runs of an earlier agent.
     pub(super) recovering: bool,
-    /// Every transition and run event, to followers of `corral events -f`.
-    pub(super) feed: EventFeed,
+    /// Puts what happens to runs on record and announces it.
+    recorder: Recorder,
     /// Hands out the jobs' dynamic uids (recorded in `store`).
     uids: JobUids,
 }
@@ -136,7 +136,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             held: BTreeSet::new(),
             store_problem: None,
             recovering: false,
-            feed: EventFeed::new(),
+            recorder: Recorder::default(),
         }
     }
 
@@ -238,7 +238,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// The feed the supervisor announces what it records on.
     pub fn feed(&self) -> &EventFeed {
-        &self.feed
+        self.recorder.feed()
     }
 
     // ---- Taking over ----
@@ -372,7 +372,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             jobs: &self.jobs,
             cron: &self.cron,
             telemetry: self.telemetry.as_ref(),
-            feed: &self.feed,
+            feed: self.recorder.feed(),
             now: self.clock.now(),
         }
     }
@@ -511,17 +511,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     ) {
         let span = run_span(name, &id, initial.attempt);
         info!(parent: &span, priority = meta.priority, "run queued");
-        self.announce(|| {
-            // As the store records a creation.
-            EventLine::transition(
-                initial.since,
-                name.as_str(),
-                id.as_str(),
-                None,
-                initial.phase.name(),
-                "created",
-            )
-        });
+        self.recorder.created(name, &id, &initial);
         let ops = RunOps::spawn(Arc::clone(&self.runtime), id.clone(), self.sink.clone());
         self.queue.push(id.clone(), meta.priority());
         self.runs.insert(
@@ -588,33 +578,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             debug!(parent: &run.span, "{}", t.reason);
             return Ok(true);
         }
-        if let Event::Placed(assignment) = &event {
-            // Before the transition: a run recorded as placed always has its
-            // placement on record.
-            self.store.set_placement(id, Some(assignment))?;
-        }
-        // How the run ended goes on record before the transition that says it
-        // ended, so whoever reads a finished run from the store also finds its exit.
-        for action in &t.actions {
-            if let Action::RecordExit(status) = action {
-                self.store.set_exit(id, &exit_on_record(run.exit.as_ref(), *status, now))?;
-            }
-        }
-        self.store.record_transition(id, &run.state, &t.next, now, &t.reason)?;
-        if t.next.attempt != run.state.attempt {
-            // The transition that starts an attempt is its span's first line.
-            run.span = run_span(&run.job, id, t.next.attempt);
-        }
-        let from = run.state.phase.name();
-        let to = t.next.phase.name();
-        announce(&self.feed, || {
-            EventLine::transition(now, run.job.as_str(), id.as_str(), Some(from), to, &t.reason)
-        });
-        if from != to {
-            info!(parent: &run.span, from = %from, to = %to, "{}", t.reason);
-        } else {
-            debug!(parent: &run.span, phase = to, "{}", t.reason);
-        }
+        self.recorder.transition(&mut self.store, id, run, &event, &t, now)?;
         let before = std::mem::replace(&mut run.state, t.next);
         let ended = run.state.is_terminal();
         // A run taken over was placed and launched by an earlier agent: the
@@ -845,21 +809,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         reason: &str,
         now: Timestamp,
     ) -> Result<(), AgentError> {
-        self.store.record_event(id, now, event, reason)?;
-        if let Some(run) = self.runs.get(id) {
-            if let Some(t) = &self.telemetry {
-                t.count_event(id, run, event);
-            }
-            self.announce(|| {
-                EventLine::run_event(now, run.job.as_str(), id.as_str(), event.kind(), reason)
-            });
-        }
-        Ok(())
-    }
-
-    /// Sends what `line` builds to followers of the feed, once it is on record.
-    fn announce(&self, line: impl FnOnce() -> EventLine) {
-        announce(&self.feed, line);
+        let (run, telemetry) = (self.runs.get(id), self.telemetry.as_ref());
+        self.recorder.event(&mut self.store, telemetry, id, run, event, reason, now)
     }
 
     /// Something the runtime saw (see [`reports`](super::reports)).
@@ -1055,11 +1006,4 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 /// placed, which the store records, so a restarted agent finds it.
 pub fn run_dir(runs_dir: &std::path::Path, run: &RunId, placed_at: Timestamp) -> PathBuf {
     runs_dir.join(run.as_str()).join(placed_at.as_millis().to_string())
-}
-
-/// Sends what `line` builds to followers of `feed`, once it is on record.
-fn announce(feed: &EventFeed, line: impl FnOnce() -> EventLine) {
-    if feed.is_followed() {
-        feed.announce(line());
-    }
 }
