@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use tracing::warn;
+use tracing::{warn, Span};
 
 use crate::placement::{Assignment, CpuGrant, Ledger};
 use crate::scheduler::{Event, Phase, RunMeta, RunState, SuspendedBy};
@@ -45,6 +45,8 @@ use crate::vocab::{Bytes, JobName, RunId};
 
 use super::control::is_held;
 use super::error::AgentError;
+use super::ops::RunOps;
+use super::orders::Order;
 use super::runs::{exit_info, LaunchState, Run};
 use super::runtime::{FinalStats, Probe, Runtime};
 use super::supervisor::run_dir;
@@ -272,6 +274,30 @@ impl Adopted {
     /// Frozen when the agent stopped: it resumes in the order it is adopted.
     pub fn frozen(&self) -> bool {
         matches!(self.state.phase, Phase::Suspended { frozen: true, .. })
+    }
+
+    /// The run as the agent manages it, its operations going to `ops`; and
+    /// what to feed it, in order, once it is managed.
+    pub fn into_run(self, ops: RunOps, span: Span) -> (Run, Vec<Order>) {
+        let id = self.id;
+        let mut orders = Vec::new();
+        if let Some(detail) = self.never_started {
+            // A new placement time, recorded before it is used, names a
+            // fresh directory.
+            orders.push(Order::Feed(id.clone(), Event::NeverStarted { detail }));
+        }
+        // `Start`: once the jobs directory has been read.
+        if let Adoption::Events(events) = self.adoption {
+            orders.extend(events.into_iter().map(|event| match event {
+                Event::Exited(status) => Order::Exited(id.clone(), status),
+                event => Order::Feed(id.clone(), event),
+            }));
+        }
+        let mut run = Run::new(self.job, None, self.meta, self.fingerprint, self.state, ops, span);
+        run.assignment = self.assignment;
+        run.launch = self.launch;
+        run.exit = self.exit;
+        (run, orders)
     }
 }
 

@@ -73,6 +73,33 @@ pub(super) struct Run {
 }
 
 impl Run {
+    /// A run in `state` with nothing started, placed or ended yet; `spec`
+    /// is `None` for a run re-adopted before its job is read.
+    pub fn new(
+        job: JobName,
+        spec: Option<Arc<JobSpec>>,
+        meta: RunMeta,
+        fingerprint: String,
+        state: RunState,
+        ops: RunOps,
+        span: Span,
+    ) -> Run {
+        Run {
+            job,
+            spec,
+            meta,
+            fingerprint,
+            state,
+            assignment: None,
+            launch: LaunchState::NotStarted,
+            epoch: 0,
+            ops,
+            exit: None,
+            suspended_at: 0,
+            span,
+        }
+    }
+
     /// Queues `op` on the run's operation task, for its current attempt.
     pub fn send(&self, op: Op) {
         self.ops.send(self.epoch, op, self.span.clone());

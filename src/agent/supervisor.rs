@@ -52,7 +52,7 @@ use super::orders::Order;
 use super::placing;
 use super::reconcile::JobDirectory;
 use super::recorder::Recorder;
-use super::recovery::{self, Adopted, Adoption, Recovered, Survey};
+use super::recovery::{self, Adopted, Recovered, Survey};
 use super::reports;
 use super::run_files;
 use super::runs::{exit_on_record, run_span, JitterSource, LaunchState, Run, RunTable};
@@ -300,49 +300,16 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let frozen = a.frozen();
         let one_shot = self.cron.owner(&id).is_none();
         let ops = RunOps::spawn(Arc::clone(&self.runtime), id.clone(), self.sink.clone());
-        let run = Run {
-            job: a.job,
-            spec: None,
-            meta: a.meta,
-            fingerprint: a.fingerprint,
-            state: a.state,
-            assignment: a.assignment,
-            launch: a.launch,
-            epoch: 0,
-            ops,
-            exit: a.exit,
-            suspended_at: 0,
-            span,
-        };
+        let (mut run, orders) = a.into_run(ops, span);
+        if frozen {
+            run.suspended_at = self.scheduling.frozen();
+        }
         self.runs.insert(id.clone(), run);
         if one_shot {
             // A recurring job's runs are found through its cron state.
             self.runs.make_current(&id);
         }
-        if let Some(detail) = a.never_started {
-            // A new placement time, recorded before it is used, names a
-            // fresh directory.
-            self.handle(&id, Event::NeverStarted { detail })?;
-        }
-        if frozen {
-            let order = self.scheduling.frozen();
-            if let Some(run) = self.runs.get_mut(&id) {
-                run.suspended_at = order;
-            }
-        }
-        let Adoption::Events(events) = a.adoption else {
-            // Started once the jobs directory has been read.
-            return Ok(());
-        };
-        for event in events {
-            match event {
-                Event::Exited(status) => self.exited(&id, status)?,
-                event => {
-                    self.handle(&id, event)?;
-                }
-            }
-        }
-        Ok(())
+        self.carry_out_orders(orders)
     }
 
     /// Starts a re-adopted run that was placed but never started.
@@ -514,23 +481,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         self.recorder.created(name, &id, &initial);
         let ops = RunOps::spawn(Arc::clone(&self.runtime), id.clone(), self.sink.clone());
         self.queue.push(id.clone(), meta.priority());
-        self.runs.insert(
-            id,
-            Run {
-                job: name.clone(),
-                spec: Some(spec),
-                meta,
-                fingerprint,
-                state: initial,
-                assignment: None,
-                launch: LaunchState::NotStarted,
-                epoch: 0,
-                ops,
-                exit: None,
-                suspended_at: 0,
-                span,
-            },
-        );
+        let run = Run::new(name.clone(), Some(spec), meta, fingerprint, initial, ops, span);
+        self.runs.insert(id, run);
     }
 
     // ---- Recurring jobs: the cron engine's steps ----
