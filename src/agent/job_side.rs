@@ -14,11 +14,13 @@
 //! orders before it are carried out. So the job side changes the runs'
 //! records and the cron states, never a run's phase.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{debug, info, Span};
 
+use crate::api::{Accepted, ControlError};
 use crate::metrics::Metrics;
 use crate::scheduler::{Event, Phase, RunMeta, RunQueue, RunState, StopIntent};
 use crate::spec::{JobSetDiff, JobSpec};
@@ -79,6 +81,18 @@ pub(super) enum JobStep {
     Orphans,
     /// Re-adopted runs placed but never started, now that their jobs are known.
     Relaunches,
+    /// One-shot jobs in force without a run whose version has not run
+    /// (after the store refused a write part-way through a batch).
+    Revisit,
+    /// Recurring jobs whose next firing is due.
+    Wake,
+    /// Run `run` of `job` is over: a firing waiting for it may start.
+    RunFinished {
+        job: JobName,
+        run: RunId,
+    },
+    /// After re-adoption: the cron states keep only the runs in the table.
+    CronRecovered,
 }
 
 /// The orders for a batch of job file changes that made `diff`; `first`:
@@ -160,6 +174,30 @@ impl<S: RunStore> JobSide<'_, S> {
                 orders.push(Order::Then(LogNext(name, spec)));
                 orders
             }
+            Revisit if !*self.files_read => Vec::new(),
+            Revisit => then(
+                self.jobs
+                    .jobs()
+                    .iter()
+                    .filter(|j| {
+                        j.spec.recurrence.is_none() && self.runs.current(&j.spec.name).is_none()
+                    })
+                    .map(|j| InForce(j.spec.name.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+            Wake => {
+                let (cron, mut step) = self.cron_step();
+                cron_orders(cron.wake(&mut step)?)
+            }
+            RunFinished { job, run } => {
+                let (cron, mut step) = self.cron_step();
+                cron_orders(cron.run_finished(&mut step, &job, &run)?)
+            }
+            CronRecovered => {
+                let live: BTreeSet<RunId> = self.runs.ids().into_iter().collect();
+                let (cron, mut step) = self.cron_step();
+                cron_orders(cron.recovered(&mut step, |run| live.contains(run))?)
+            }
             LogNext(name, spec) => {
                 self.cron.log_next(&name, &spec);
                 Vec::new()
@@ -189,6 +227,17 @@ impl<S: RunStore> JobSide<'_, S> {
                 vec![Order::Feed(run, Event::LaunchFailed { detail })]
             }
         })
+    }
+
+    /// Fires recurring job `job` now, on request: what became of the
+    /// firing, or why there is none, and the orders it leads to.
+    pub fn trigger(
+        &mut self,
+        job: &JobName,
+    ) -> Result<(Result<Accepted, ControlError>, Vec<Order>), AgentError> {
+        let (cron, mut step) = self.cron_step();
+        let (outcome, orders) = cron.trigger(&mut step, job)?;
+        Ok((outcome, cron_orders(orders)))
     }
 
     /// The cron engine with what its steps record with.

@@ -43,7 +43,7 @@ use crate::watch::{FileChange, WatchError};
 
 use super::clock::Clock;
 use super::control::{self, ControlOrder, ControlView};
-use super::cron::{CronJobs, CronOrder, CronSettings, CronStep, NewRun};
+use super::cron::{CronJobs, CronOrder, CronSettings, NewRun};
 use super::error::AgentError;
 use super::job;
 use super::job_side::{self, JobSide, JobStep};
@@ -189,17 +189,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// force without their runs. A job whose version has its run is left
     /// alone, so this never starts anything twice.
     pub fn revisit_jobs(&mut self) -> Result<(), AgentError> {
-        if !self.files_read {
-            return Ok(());
-        }
-        let without_run: Vec<Order> = self
-            .jobs
-            .jobs()
-            .iter()
-            .filter(|j| j.spec.recurrence.is_none() && self.runs.current(&j.spec.name).is_none())
-            .map(|j| Order::Then(JobStep::InForce(j.spec.name.clone())))
-            .collect();
-        self.carry_out_orders(without_run)
+        self.carry_out_orders(vec![Order::Then(JobStep::Revisit)])
     }
 
     /// The span of run `id`'s current attempt; none for a run that is over.
@@ -277,10 +267,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             self.adopt(adopted)?;
         }
         // Runs the cron states list that ended unnoticed leave them.
-        let live: BTreeSet<RunId> = self.runs.ids().into_iter().collect();
-        let (cron, mut step) = self.cron_step();
-        let orders = cron.recovered(&mut step, |run| live.contains(run))?;
-        self.cron_orders(orders)?;
+        self.carry_out_orders(vec![Order::Then(JobStep::CronRecovered)])?;
         Ok(plan.summary)
     }
 
@@ -370,9 +357,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 control::done(Ok(control::thawed(run.clone(), phase)))
             }
             ControlOrder::Trigger { job } => {
-                let (cron, mut step) = self.cron_step();
-                let (outcome, orders) = cron.trigger(&mut step, &job)?;
-                self.cron_orders(orders)?;
+                let (outcome, orders) = self.job_side().trigger(&job)?;
+                self.carry_out_orders(orders)?;
                 control::done(outcome)
             }
         };
@@ -483,25 +469,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         self.queue.push(id.clone(), meta.priority());
         let run = Run::new(name.clone(), Some(spec), meta, fingerprint, initial, ops, span);
         self.runs.insert(id, run);
-    }
-
-    // ---- Recurring jobs: the cron engine's steps ----
-
-    /// The cron engine with what its steps record with.
-    pub(super) fn cron_step(&mut self) -> (&mut CronJobs, CronStep<'_, S>) {
-        let step = CronStep {
-            store: &mut self.store,
-            now: self.clock.now(),
-            calendar: self.clock.calendar(),
-            default_grace: self.settings.default_grace,
-            metrics: self.telemetry.as_ref().map(|t| &*t.metrics),
-        };
-        (&mut self.cron, step)
-    }
-
-    /// Carries out, in order, what a cron step put on record.
-    fn cron_orders(&mut self, orders: Vec<CronOrder>) -> Result<(), AgentError> {
-        self.carry_out_orders(orders.into_iter().map(Order::Cron).collect())
     }
 
     // ---- Events ----
@@ -745,10 +712,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                     run_files::prune(&self.settings.runs_dir, &self.store, &run.job)?;
                 }
             }
-            let (cron, mut step) = self.cron_step();
-            let orders = cron.run_finished(&mut step, &run.job, id)?;
-            self.cron_orders(orders)?;
-            self.release_uid_if_unused(&run.job)?;
+            let job = run.job.clone();
+            let finished = JobStep::RunFinished { job: job.clone(), run: id.clone() };
+            self.carry_out_orders(vec![Order::Then(finished), Order::ReleaseUid(job)])?;
         }
         Ok(())
     }
@@ -812,9 +778,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         for (id, event) in self.timers.due(now) {
             self.handle(&id, event)?;
         }
-        let (cron, mut step) = self.cron_step();
-        let orders = cron.wake(&mut step)?;
-        self.cron_orders(orders)
+        self.carry_out_orders(vec![Order::Then(JobStep::Wake)])
     }
 
     // ---- Scheduling ----
