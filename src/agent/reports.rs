@@ -28,6 +28,17 @@ pub(super) struct Reading {
     pub orders: Vec<Order>,
 }
 
+/// What feeds run `id` (`run`, unless it is over), whose processes ended
+/// with `status`: an OOM kill
+/// its cgroup counted but the kernel's notification did not report goes
+/// first, since a kernel OOM kill is an OOM, never an unexplained signal.
+pub(super) fn ended(id: &RunId, run: Option<&Run>, status: ExitStatus) -> Vec<Order> {
+    let unreported_oom_kill = run
+        .is_some_and(|r| r.exit.as_ref().is_some_and(|e| e.oom_kills > 0) && !r.state.oom_killed);
+    let oom = unreported_oom_kill.then(|| Order::Feed(id.clone(), Event::OomKilled));
+    oom.into_iter().chain([Order::Feed(id.clone(), Event::Exited(status))]).collect()
+}
+
 /// What report `what` about run `id`'s current attempt means for `run`.
 pub(super) fn read(id: &RunId, run: &mut Run, what: Observed) -> Reading {
     let feed =

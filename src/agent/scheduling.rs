@@ -11,16 +11,19 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tracing::{debug, warn, Span};
+use tracing::{debug, info, warn, Span};
 
 use crate::placement::{Assignment, Ledger};
 use crate::scheduler::preempt::{self, Step};
-use crate::scheduler::RunQueue;
+use crate::scheduler::{Event, PreemptionMode, RunQueue};
+use crate::spec::Priority;
+use crate::store::RunStore;
 use crate::topology::{CpuSet, Topology};
 use crate::vocab::{Bytes, RunId, Timestamp};
 
+use super::error::AgentError;
 use super::placing;
-use super::runs::RunTable;
+use super::runs::{LaunchState, Run, RunTable};
 use super::telemetry::Telemetry;
 
 #[derive(Debug)]
@@ -126,6 +129,78 @@ impl Scheduling {
         debug!(pool = %self.pool, "shared pool changed");
         Some(&self.pool)
     }
+}
+
+impl Scheduling {
+    /// Frozen run `id` lends its CPUs: the placement it holds now goes on
+    /// record, and it gets its place in the resume order.
+    pub fn lend_cpus<S: RunStore>(
+        &mut self,
+        ledger: &mut Ledger,
+        store: &mut S,
+        id: &RunId,
+        run: &mut Run,
+    ) -> Result<(), AgentError> {
+        self.preempted(id);
+        match ledger.suspend(id) {
+            Ok(held) => {
+                store.set_placement(id, Some(&held))?;
+                run.suspended_at = self.frozen();
+                run.assignment = Some(held);
+            }
+            Err(e) => warn!(parent: &run.span, "frozen, but its CPUs could not be lent: {e}"),
+        }
+        Ok(())
+    }
+
+    /// Run `id` gives its placement back (its attempt is over, or was
+    /// never started): off the ledger and off the record.
+    pub fn release<S: RunStore>(
+        &mut self,
+        ledger: &mut Ledger,
+        store: &mut S,
+        id: &RunId,
+        run: &mut Run,
+    ) -> Result<(), AgentError> {
+        self.preempted(id);
+        if run.launch == LaunchState::Launching {
+            run.launch = LaunchState::NotStarted;
+        }
+        if let Some(held) = run.assignment.take() {
+            if let Err(e) = ledger.release(&held) {
+                debug!(parent: &run.span, "placement already released: {e}");
+            }
+            store.set_placement(id, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// The events that preempt `victims` for `for_run` (of `priority`), which
+/// does not fit otherwise; each preemption is logged on its victim's span.
+pub(super) fn preemptions(
+    runs: &RunTable,
+    for_run: &RunId,
+    priority: Priority,
+    victims: Vec<(RunId, PreemptionMode)>,
+) -> Vec<(RunId, Event)> {
+    let who = runs.get(for_run).map(|r| r.job.to_string()).unwrap_or_default();
+    let mut events = Vec::new();
+    for (victim, mode) in victims {
+        let Some(v) = runs.get(&victim) else { continue };
+        info!(
+            parent: &v.span, preempted_by = %for_run,
+            "preempting {victim} (job {}, priority {}) by {mode} for {for_run} (job {who}, priority {priority}), which does not fit otherwise",
+            v.job, v.meta.priority
+        );
+        let event = match mode {
+            PreemptionMode::Suspend => Event::PreemptSuspend { by: for_run.clone() },
+            PreemptionMode::Requeue => Event::PreemptRequeue { by: for_run.clone() },
+            PreemptionMode::Never => continue,
+        };
+        events.push((victim, event));
+    }
+    events
 }
 
 /// Charges `held` in `ledger` for a hard limit of `limit`: the new charge,

@@ -424,7 +424,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 Order::Feed(run, event) => {
                     self.handle(&run, event)?;
                 }
-                Order::Exited(run, status) => self.exited(&run, status)?,
+                Order::Exited(id, status) => {
+                    for next in reports::ended(&id, self.runs.get(&id), status).into_iter().rev() {
+                        todo.push_front(next);
+                    }
+                }
                 Order::Add { run, current } => {
                     let NewRun { run, job, spec, meta, fingerprint, initial } = *run;
                     self.add_run(run.clone(), &job, spec, meta, fingerprint, initial);
@@ -564,32 +568,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             Action::KillAll => run.send(Op::KillAll),
             Action::YieldCpus => {
-                self.scheduling.preempted(id);
-                match self.ledger.suspend(id) {
-                    Ok(held) => {
-                        self.store.set_placement(id, Some(&held))?;
-                        let order = self.scheduling.frozen();
-                        if let Some(run) = self.runs.get_mut(id) {
-                            run.assignment = Some(held);
-                            run.suspended_at = order;
-                        }
-                    }
-                    Err(e) => {
-                        warn!(parent: &self.span(id), "frozen, but its CPUs could not be lent: {e}")
-                    }
-                }
+                self.scheduling.lend_cpus(&mut self.ledger, &mut self.store, id, run)?;
             }
             Action::ReleasePlacement => {
-                self.scheduling.preempted(id);
-                if run.launch == LaunchState::Launching {
-                    run.launch = LaunchState::NotStarted;
-                }
-                if let Some(held) = run.assignment.take() {
-                    if let Err(e) = self.ledger.release(&held) {
-                        debug!(parent: &run.span, "placement already released: {e}");
-                    }
-                    self.store.set_placement(id, None)?;
-                }
+                self.scheduling.release(&mut self.ledger, &mut self.store, id, run)?;
                 run.send(Op::Remove);
             }
             Action::ArmTimer { timer, at } => self.timers.arm(id, timer, at),
@@ -704,14 +686,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             let recurring = self.cron.owner(id).is_some();
             let keep = job::retention(run.spec.as_deref(), recurring);
-            // The runs directory is listed only when records went: a run
-            // ending rarely pushes one out. (Files a crash left behind after
-            // their record was pruned go with the job's next prune.)
-            if let Some(keep) = keep {
-                if self.store.prune(&run.job, keep)? > 0 {
-                    run_files::prune(&self.settings.runs_dir, &self.store, &run.job)?;
-                }
-            }
+            run_files::prune_history(&self.settings.runs_dir, &mut self.store, &run.job, keep)?;
             let job = run.job.clone();
             let finished = JobStep::RunFinished { job: job.clone(), run: id.clone() };
             self.carry_out_orders(vec![Order::Then(finished), Order::ReleaseUid(job)])?;
@@ -750,25 +725,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             self.scheduling.preempted(&id);
         }
         self.carry_out_orders(reading.orders)
-    }
-
-    /// The run's processes ended with `status`, its accounting read into
-    /// `exit`: by this agent's watch, or found by recovery.
-    pub(super) fn exited(
-        &mut self,
-        id: &RunId,
-        status: crate::scheduler::ExitStatus,
-    ) -> Result<(), AgentError> {
-        // Counted by the cgroup but not reported by the kernel's notification
-        // first: a kernel OOM kill is an OOM, never an unexplained signal.
-        let unreported_oom_kill = self.runs.get(id).is_some_and(|r| {
-            r.exit.as_ref().is_some_and(|e| e.oom_kills > 0) && !r.state.oom_killed
-        });
-        if unreported_oom_kill {
-            self.handle(id, Event::OomKilled)?;
-        }
-        self.handle(id, Event::Exited(status))?;
-        Ok(())
     }
 
     /// Delivers due timers.
@@ -845,23 +801,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.handle(&id, Event::Resume)?;
             }
             Step::Preempt { for_run, priority, victims } => {
-                let who = self.runs.get(&for_run).map(|r| r.job.to_string()).unwrap_or_default();
-                for (victim, mode) in victims {
-                    let Some(v) = self.runs.get(&victim) else { continue };
-                    info!(
-                        parent: &v.span, preempted_by = %for_run,
-                        "preempting {victim} (job {}, priority {}) by {mode} for {for_run} (job {who}, priority {priority}), which does not fit otherwise",
-                        v.job, v.meta.priority
-                    );
-                    let event = match mode {
-                        crate::scheduler::PreemptionMode::Suspend => {
-                            Event::PreemptSuspend { by: for_run.clone() }
-                        }
-                        crate::scheduler::PreemptionMode::Requeue => {
-                            Event::PreemptRequeue { by: for_run.clone() }
-                        }
-                        crate::scheduler::PreemptionMode::Never => continue,
-                    };
+                for (victim, event) in
+                    scheduling::preemptions(&self.runs, &for_run, priority, victims)
+                {
                     if self.handle(&victim, event)? {
                         self.scheduling.preempting(victim);
                     }
