@@ -88,13 +88,22 @@ pub(super) struct Change {
     pub run: RunId,
     pub event: Event,
     /// Whether the run is held (frozen by hand) once the event is accepted.
-    pub held: bool,
+    held: bool,
     /// What is being done, for the refusal when the event is not accepted.
     action: &'static str,
     accepted: Accepted,
 }
 
 impl Change {
+    /// Holds the run, or lets it go, once the state machine took the event.
+    pub fn hold(&self, held: &mut BTreeSet<RunId>) {
+        if self.held {
+            held.insert(self.run.clone());
+        } else {
+            held.remove(&self.run);
+        }
+    }
+
     /// The answer once the state machine took (`true`) or ignored the event.
     pub fn answer(self, taken: bool) -> Answer {
         done(if taken {

@@ -32,9 +32,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{warn, Span};
+use tracing::{info, warn, Span};
 
 use crate::placement::{Assignment, CpuGrant, Ledger};
 use crate::scheduler::{Event, Phase, RunMeta, RunState, SuspendedBy};
@@ -409,6 +410,20 @@ fn adopted(
         exit,
         held,
         never_started,
+    }
+}
+
+/// Kills and removes the cgroups of `strays`, runs that no longer exist,
+/// each on a task of its own.
+pub(super) fn remove_strays<R: Runtime>(runtime: &Arc<R>, strays: Vec<RunId>) {
+    for stray in strays {
+        info!(cgroup = %stray, "removing the cgroup of a run that no longer exists");
+        let runtime = Arc::clone(runtime);
+        tokio::spawn(async move {
+            if let Err(e) = runtime.remove(&stray).await {
+                warn!("{e}");
+            }
+        });
     }
 }
 

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use nix::sys::signal::Signal;
 use tracing::Span;
 
 use crate::placement::Assignment;
@@ -103,6 +104,21 @@ impl Run {
     /// Queues `op` on the run's operation task, for its current attempt.
     pub fn send(&self, op: Op) {
         self.ops.send(self.epoch, op, self.span.clone());
+    }
+
+    /// Watches the attempt's processes, once launched, as attempt `epoch`.
+    pub fn watch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        if let Some(launch) = self.launch.info() {
+            self.send(Op::Watch(launch.clone()));
+        }
+    }
+
+    /// Asks the attempt's processes, once launched, to stop (SIGTERM).
+    pub fn terminate(&self) {
+        if let Some(launch) = self.launch.info() {
+            self.send(Op::Signal(launch.clone(), Signal::SIGTERM));
+        }
     }
 
     /// The run's cgroup may hold processes of this attempt whose settings

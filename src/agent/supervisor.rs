@@ -1,31 +1,25 @@
-//! The supervisor: every run the agent manages, driven through the run state
-//! machine.
+//! The supervisor: the coordinator that owns the agent's components and is
+//! the one path into the run state machine.
 //!
-//! Each event goes through [`transition()`]; the resulting state is written
-//! to the store *before* any of its actions is carried out, so that what the
-//! agent does is always explained by what it has recorded, and a restarted
-//! agent picks up from the record (see [`recovery`](super::recovery)). The
-//! actions then update the ledger and the queue here, and go to the run's
-//! operation task ([`RunOps`]) for anything that touches the kernel.
+//! [`handle`](Supervisor::handle) feeds one event to a run's
+//! [`transition()`], has the [`Recorder`] put the result on record *before*
+//! any action is carried out (so a restarted agent picks up from the record),
+//! then carries the actions out: the queue, the ledger and timers here, the
+//! kernel through the run's operation task ([`RunOps`]).
+//! [`schedule`](Supervisor::schedule) runs the scheduling pass after every
+//! turn of the main loop and carries out its steps.
 //!
-//! Besides events, the supervisor reacts to the job set (a run per job
-//! version, changes taken over by the run under way, removals) and runs the
-//! scheduling pass ([`preempt::pass`]) after every change.
-//!
-//! Its parts own their state and are handed what they need:
-//! `RunTable` (the runs, and each job's run under way), [`CronJobs`] (the
-//! recurring jobs, whose steps come back as `CronOrder`s to carry out),
-//! [`Telemetry`] (counts and published views), `JobUids` (dynamic uids);
-//! [`placing`] works out what the scheduling pass is given and what a run's
-//! cgroup is to be set to. Taking over an earlier agent's runs is in
-//! [`recovery`](super::recovery), and the control socket's requests in
-//! [`control`](super::control).
+//! Everything else decides elsewhere and comes back as a value to carry out:
+//! the job side and the cron engine as [`Order`]s (see [`orders`](super::orders)),
+//! a run's reports as a [`Reading`](super::reports::Reading), recovery as a
+//! [`TakeOver`](super::recovery::TakeOver), the control socket as a
+//! [`ControlOrder`]. The map of which file owns which state is in
+//! [`agent`](super).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use nix::sys::signal::Signal;
 use tracing::{debug, error, info, warn, Span};
 
 use crate::api::protocol::Response;
@@ -254,15 +248,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         // the agent was down change it as they are released below, and the
         // shared-pool runs' cpusets follow.
         self.scheduling = Scheduling::new(&self.ledger);
-        for stray in plan.strays {
-            info!(cgroup = %stray, "removing the cgroup of a run that no longer exists");
-            let runtime = Arc::clone(&self.runtime);
-            tokio::spawn(async move {
-                if let Err(e) = runtime.remove(&stray).await {
-                    warn!("{e}");
-                }
-            });
-        }
+        recovery::remove_strays(&self.runtime, plan.strays);
         for adopted in plan.runs {
             self.adopt(adopted)?;
         }
@@ -339,10 +325,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             ControlOrder::Answer(answer) => answer,
             ControlOrder::Feed(change) => {
                 let taken = self.handle(&change.run, change.event.clone())?;
-                if taken && change.held {
-                    self.held.insert(change.run.clone());
-                } else if taken {
-                    self.held.remove(&change.run);
+                if taken {
+                    change.hold(&mut self.held);
                 }
                 change.answer(taken)
             }
@@ -547,12 +531,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.execute_launch(id, assignment, memory_limit)?;
             }
             Action::Watch => {
-                let epoch = self.next_epoch;
+                run.watch(self.next_epoch);
                 self.next_epoch += 1;
-                run.epoch = epoch;
-                if let Some(launch) = run.launch.info() {
-                    run.send(Op::Watch(launch.clone()));
-                }
             }
             Action::Freeze => run.send(Op::Freeze),
             Action::Thaw => run.send(Op::Thaw),
@@ -561,11 +541,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.push_settings(id);
             }
             Action::UpdateSettings => self.push_settings(id),
-            Action::Terminate => {
-                if let Some(launch) = run.launch.info() {
-                    run.send(Op::Signal(launch.clone(), Signal::SIGTERM));
-                }
-            }
+            Action::Terminate => run.terminate(),
             Action::KillAll => run.send(Op::KillAll),
             Action::YieldCpus => {
                 self.scheduling.lend_cpus(&mut self.ledger, &mut self.store, id, run)?;
@@ -850,13 +826,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Stops every run for good (agent shutdown with `stop_jobs_on_exit`).
     pub fn stop_all(&mut self, by: &str) -> Result<(), AgentError> {
-        for id in self.runs.ids() {
-            self.handle(
-                &id,
-                Event::StopRequested { reason: StopReason::Requested { by: by.to_owned() } },
-            )?;
-        }
-        Ok(())
+        let stop = |id| {
+            let reason = StopReason::Requested { by: by.to_owned() };
+            Order::Feed(id, Event::StopRequested { reason })
+        };
+        self.carry_out_orders(self.runs.ids().into_iter().map(stop).collect())
     }
 }
 
