@@ -380,3 +380,44 @@ fn then(steps: impl IntoIterator<Item = JobStep>) -> Vec<Order> {
 fn cron_orders(orders: Vec<CronOrder>) -> Vec<Order> {
     orders.into_iter().map(Order::Cron).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(n: &str) -> JobName {
+        JobName::parse(n).unwrap()
+    }
+
+    fn steps(orders: &[Order]) -> Vec<String> {
+        orders
+            .iter()
+            .map(|o| match o {
+                Order::Then(JobStep::InForce(n)) => format!("in-force {n}"),
+                Order::Then(JobStep::Gone(n)) => format!("gone {n}"),
+                Order::Then(JobStep::FirstRead) => "first-read".into(),
+                Order::Then(JobStep::ReleaseUids) => "release-uids".into(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_takes_new_and_changed_jobs_then_removals_then_settles_uids() {
+        let diff = JobSetDiff {
+            added: vec![name("a")],
+            changed: vec![name("b")],
+            removed: vec![name("c")],
+        };
+        assert_eq!(
+            steps(&batch(&diff, false)),
+            ["in-force a", "in-force b", "gone c", "release-uids"]
+        );
+    }
+
+    #[test]
+    fn the_first_batch_settles_what_the_store_knew_before_the_uids() {
+        let diff = JobSetDiff { added: vec![name("a")], ..JobSetDiff::default() };
+        assert_eq!(steps(&batch(&diff, true)), ["in-force a", "first-read", "release-uids"]);
+    }
+}

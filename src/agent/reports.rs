@@ -93,3 +93,94 @@ pub(super) fn read(id: &RunId, run: &mut Run, what: Observed) -> Reading {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::agent::runs::testing;
+    use crate::store::ExitInfo;
+    use crate::vocab::Timestamp;
+
+    const RUNNING: Phase = Phase::Running { since: Timestamp::EPOCH };
+
+    fn feeds(orders: &[Order]) -> Vec<&'static str> {
+        orders
+            .iter()
+            .map(|o| match o {
+                Order::Feed(_, event) => event.name(),
+                Order::Exited(..) => "exited (to decide)",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    fn exit_with(oom_kills: u64) -> ExitInfo {
+        ExitInfo {
+            status: ExitStatus::Signal(9),
+            exited_at: Timestamp::EPOCH,
+            peak_memory: None,
+            oom_kills,
+            cpu_seconds: 0.0,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oom_kill_the_kernel_did_not_report_goes_before_the_exit() {
+        let id = RunId::new("a-1");
+        let mut run = testing::run("a-1", RUNNING, 50);
+        run.exit = Some(exit_with(1));
+        let status = ExitStatus::Signal(9);
+        assert_eq!(feeds(&ended(&id, Some(&run), status)), ["oom-killed", "exited"]);
+        // Reported already: counted once.
+        run.state.oom_killed = true;
+        assert_eq!(feeds(&ended(&id, Some(&run), status)), ["exited"]);
+        run.state.oom_killed = false;
+        run.exit = Some(exit_with(0));
+        assert_eq!(feeds(&ended(&id, Some(&run), status)), ["exited"]);
+        // A run that is over still hears of it, and ignores it.
+        assert_eq!(feeds(&ended(&id, None, status)), ["exited"]);
+    }
+
+    #[tokio::test]
+    async fn a_launch_goes_on_record_and_on_the_run_before_the_state_machine_hears_of_it() {
+        let id = RunId::new("a-1");
+        let mut run = testing::run("a-1", Phase::Placed, 50);
+        let launch = LaunchInfo {
+            shim_pid: 10,
+            init_pid: 11,
+            pid_start_time: 99,
+            run_dir: PathBuf::from("/r"),
+            launched_at: Timestamp::EPOCH,
+        };
+        let reading = read(&id, &mut run, Observed::Launched(launch.clone()));
+        assert_eq!(reading.launch.as_ref(), Some(&launch));
+        assert_eq!(run.launch, LaunchState::Launched(launch));
+        assert_eq!(feeds(&reading.orders), ["launched"]);
+        assert!(reading.exit.is_none() && !reading.preempted);
+    }
+
+    #[tokio::test]
+    async fn a_removed_cgroup_records_the_shims_status_and_loses_the_run() {
+        let id = RunId::new("a-1");
+        let mut run = testing::run("a-1", RUNNING, 50);
+        let status = ExitStatus::Signal(9);
+        let reading = read(&id, &mut run, Observed::CgroupRemoved { status, at: Timestamp::EPOCH });
+        assert_eq!(reading.exit, Some(status));
+        assert_eq!(run.exit.as_ref().map(|e| e.status), Some(status));
+        assert_eq!(feeds(&reading.orders), ["lost"]);
+    }
+
+    #[tokio::test]
+    async fn an_exit_is_decided_when_it_is_reached() {
+        let id = RunId::new("a-1");
+        let mut run = testing::run("a-1", RUNNING, 50);
+        let status = ExitStatus::Code(0);
+        let what = Observed::Exited { status, at: Timestamp::EPOCH, stats: FinalStats::default() };
+        let reading = read(&id, &mut run, what);
+        assert_eq!(feeds(&reading.orders), ["exited (to decide)"]);
+        assert!(reading.exit.is_none(), "a watched exit is recorded by its transition");
+        assert_eq!(run.exit.as_ref().map(|e| e.status), Some(status));
+    }
+}

@@ -275,3 +275,28 @@ impl JitterSource {
 
 #[cfg(test)]
 mod tests;
+
+/// Runs for the unit tests of the supervisor's components.
+#[cfg(test)]
+pub(super) mod testing {
+    use std::sync::Arc;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::agent::fake::FakeRuntime;
+    use crate::scheduler::Policy;
+
+    /// Run `id` (of the job its id names) in `phase`, at priority
+    /// `priority`, its operations going to a fake machine. Needs a Tokio
+    /// runtime, for its operation task.
+    pub fn run(id: &str, phase: Phase, priority: u16) -> Run {
+        let id = RunId::new(id);
+        let (job, _) = crate::vocab::parse_run_id(&id).expect("a run id");
+        let (sink, _) = mpsc::unbounded_channel();
+        let ops = RunOps::spawn(Arc::new(FakeRuntime::new()), id, sink);
+        let meta = RunMeta { priority, finish_on_removal: false, policy: Policy::default() };
+        let state = RunState { phase, ..RunState::new(None, Timestamp::EPOCH) };
+        Run::new(job, None, meta, String::new(), state, ops, Span::none())
+    }
+}

@@ -226,3 +226,76 @@ pub(super) fn recharge(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::runs::testing;
+    use crate::scheduler::Phase;
+
+    const RUNNING: Phase = Phase::Running { since: Timestamp::EPOCH };
+
+    #[tokio::test]
+    async fn each_victim_gets_the_event_of_its_mode_and_never_mode_victims_none() {
+        let mut runs = RunTable::default();
+        for id in ["low-1", "mid-1", "keep-1", "want-1"] {
+            runs.insert(RunId::new(id), testing::run(id, RUNNING, 10));
+        }
+        let victims = vec![
+            (RunId::new("low-1"), PreemptionMode::Suspend),
+            (RunId::new("mid-1"), PreemptionMode::Requeue),
+            (RunId::new("keep-1"), PreemptionMode::Never),
+            // Over since the pass chose it.
+            (RunId::new("gone-1"), PreemptionMode::Suspend),
+        ];
+        let by = RunId::new("want-1");
+        let events = preemptions(&runs, &by, Priority::DEFAULT, victims);
+        assert_eq!(
+            events,
+            [
+                (RunId::new("low-1"), Event::PreemptSuspend { by: by.clone() }),
+                (RunId::new("mid-1"), Event::PreemptRequeue { by }),
+            ]
+        );
+    }
+
+    #[test]
+    fn frozen_runs_are_numbered_in_the_order_they_froze() {
+        let topology = crate::topology::testing::fixture("vm-2cpu");
+        let ledger = Ledger::new(&topology, Default::default()).unwrap();
+        let mut scheduling = Scheduling::new(&ledger);
+        let first = scheduling.frozen();
+        assert!(scheduling.frozen() > first);
+    }
+
+    #[test]
+    fn a_rescan_due_is_dropped_when_the_agent_wakes_for_it_and_kept_before() {
+        let topology = crate::topology::testing::fixture("vm-2cpu");
+        let ledger = Ledger::new(&topology, Default::default()).unwrap();
+        let mut scheduling = Scheduling::new(&ledger);
+        let at = Timestamp::EPOCH.plus(Duration::from_secs(10));
+        scheduling.rescan_at = Some(at);
+        scheduling.woke(Timestamp::EPOCH.plus(Duration::from_secs(9)));
+        assert_eq!(scheduling.rescan_at(), Some(at));
+        scheduling.woke(at);
+        assert_eq!(scheduling.rescan_at(), None);
+    }
+
+    #[test]
+    fn the_pool_counts_as_changed_once() {
+        let topology = crate::topology::testing::fixture("vm-2cpu");
+        let mut ledger = Ledger::new(&topology, Default::default()).unwrap();
+        let mut scheduling = Scheduling::new(&ledger);
+        assert_eq!(scheduling.pool_changed(&ledger), None);
+        let cpu = ledger.shared_pool().iter().last().expect("a CPU in the pool");
+        let exclusive = Assignment {
+            owner: RunId::new("x-1"),
+            cpus: crate::placement::CpuGrant::Exclusive(CpuSet::from_iter([cpu])),
+            mems: "0".parse().unwrap(),
+            memory: Default::default(),
+        };
+        ledger.record(exclusive).unwrap();
+        assert!(scheduling.pool_changed(&ledger).is_some_and(|p| !p.contains(cpu)));
+        assert_eq!(scheduling.pool_changed(&ledger), None);
+    }
+}

@@ -62,35 +62,35 @@ use crate::scheduler::RunQueue;
 
 pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) settings: Settings,
-    pub(super) topology: Topology,
-    pub(super) ledger: Ledger,
+    topology: Topology,
+    ledger: Ledger,
     pub(super) store: S,
-    pub(super) runtime: Arc<R>,
+    runtime: Arc<R>,
     pub(super) clock: Clock,
-    pub(super) sink: Sink,
+    sink: Sink,
     pub(super) jobs: JobDirectory,
     /// Every run, and each one-shot job's run under way.
-    pub(super) runs: RunTable,
-    pub(super) queue: RunQueue,
-    pub(super) timers: Timers,
+    runs: RunTable,
+    queue: RunQueue,
+    timers: Timers,
     /// Preemptions under way, the shared pool as written, the next rescan.
     scheduling: Scheduling,
-    pub(super) next_epoch: u64,
+    next_epoch: u64,
     jitter: JitterSource,
     /// The jobs directory has been read once: runs without a job can be told
     /// from runs whose job is not known yet.
-    pub(super) files_read: bool,
+    files_read: bool,
     /// Recurring jobs (see [`cron`](super::cron)).
-    pub(super) cron: CronJobs,
+    cron: CronJobs,
     /// Metrics and API views, when the agent serves them.
-    pub(super) telemetry: Option<Telemetry>,
+    telemetry: Option<Telemetry>,
     /// Why the store cannot be written, while it cannot (see
     /// [`store_fault`](super::store_fault)).
-    pub(super) store_problem: Option<String>,
+    store_problem: Option<String>,
     /// Runs frozen by hand: the scheduling pass leaves them frozen.
-    pub(super) held: BTreeSet<RunId>,
+    held: BTreeSet<RunId>,
     /// Recovery is taking over the runs of an earlier agent.
-    pub(super) recovering: bool,
+    recovering: bool,
     /// Puts what happens to runs on record and announces it.
     recorder: Recorder,
     /// Hands out the jobs' dynamic uids (recorded in `store`).
@@ -187,7 +187,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// The span of run `id`'s current attempt; none for a run that is over.
-    pub(super) fn span(&self, id: &RunId) -> Span {
+    fn span(&self, id: &RunId) -> Span {
         self.runs.get(id).map_or_else(Span::none, |run| run.span.clone())
     }
 
@@ -441,7 +441,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// Queues run `id`, created in the store in state `initial`.
-    pub(super) fn add_run(
+    fn add_run(
         &mut self,
         id: RunId,
         name: &crate::vocab::JobName,
@@ -463,7 +463,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Feeds `event` to the run's state machine, records the result and
     /// carries out its actions. Returns whether the event was accepted.
-    pub(super) fn handle(&mut self, id: &RunId, event: Event) -> Result<bool, AgentError> {
+    fn handle(&mut self, id: &RunId, event: Event) -> Result<bool, AgentError> {
         let now = self.clock.now();
         let jitter = self.jitter.draw();
         let Some(run) = self.runs.get_mut(id) else {
@@ -638,10 +638,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// directory and none of its runs may have processes left. (A process
     /// that escaped its run keeps the uid from being handed out again: see
     /// [`crate::dynamic_user::allocate`].)
-    pub(super) fn release_uid_if_unused(
-        &mut self,
-        job: &crate::vocab::JobName,
-    ) -> Result<(), AgentError> {
+    fn release_uid_if_unused(&mut self, job: &crate::vocab::JobName) -> Result<(), AgentError> {
         if !self.files_read
             || self.jobs.get(job).is_some()
             || self.runs.values().any(|r| r.job == *job)
@@ -671,7 +668,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// Records something that happened to run `id`, counts it and announces it.
-    pub(super) fn record_event(
+    fn record_event(
         &mut self,
         id: &RunId,
         event: &RunEvent,
