@@ -368,3 +368,135 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 fn not_live(id: &RunId) -> ControlError {
     ControlError::NotLive { run: id.clone() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::runs::testing;
+    use crate::store::SqliteStore;
+
+    const RUNNING: Phase = Phase::Running { since: Timestamp::EPOCH };
+
+    /// What the handlers read: runs "a-1" (running) and "b-1" (pending),
+    /// "h-1" held.
+    struct Fixture {
+        store: SqliteStore,
+        runs: RunTable,
+        held: BTreeSet<RunId>,
+        jobs: JobDirectory,
+        cron: CronJobs,
+        feed: EventFeed,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(&dir.path().join("corral.db")).unwrap();
+            let mut runs = RunTable::default();
+            runs.insert(RunId::new("a-1"), testing::run("a-1", RUNNING, 50));
+            runs.insert(RunId::new("b-1"), testing::run("b-1", Phase::Pending, 50));
+            Fixture {
+                store,
+                runs,
+                held: BTreeSet::from([RunId::new("h-1")]),
+                jobs: JobDirectory::new(),
+                cron: CronJobs::default(),
+                feed: EventFeed::new(),
+                _dir: dir,
+            }
+        }
+
+        fn order(&self, request: Request) -> ControlOrder {
+            let view = ControlView {
+                store: &self.store,
+                runs: &self.runs,
+                held: &self.held,
+                jobs: &self.jobs,
+                cron: &self.cron,
+                telemetry: None,
+                feed: &self.feed,
+                now: Timestamp::EPOCH,
+            };
+            view.order(request).unwrap()
+        }
+    }
+
+    fn refusal(order: ControlOrder) -> ControlError {
+        match order {
+            ControlOrder::Answer(Err(e)) => e,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    fn change(order: ControlOrder) -> Change {
+        match order {
+            ControlOrder::Feed(change) => change,
+            other => panic!("no change: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_freeze_of_a_running_run_is_fed_and_holds_it_once_taken() {
+        let f = Fixture::new();
+        let freeze = change(f.order(Request::Freeze { run: "a-1".into() }));
+        assert_eq!(freeze.event, Event::SuspendRequested);
+        let mut held = BTreeSet::new();
+        freeze.hold(&mut held);
+        assert!(held.contains(&RunId::new("a-1")));
+        let refused = freeze.answer(false).unwrap_err();
+        assert!(matches!(refused, ControlError::NotNow { action: "frozen", .. }));
+    }
+
+    #[tokio::test]
+    async fn a_freeze_outside_running_or_of_no_live_run_is_refused_without_an_event() {
+        let f = Fixture::new();
+        let pending = refusal(f.order(Request::Freeze { run: "b-1".into() }));
+        assert!(matches!(pending, ControlError::WrongPhase { phase: "pending", .. }));
+        let missing = refusal(f.order(Request::Freeze { run: "z-1".into() }));
+        assert!(matches!(missing, ControlError::NotLive { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_kill_or_requeue_lets_go_of_the_hold() {
+        let f = Fixture::new();
+        for request in [Request::Kill { run: "a-1".into() }, Request::Requeue { run: "a-1".into() }]
+        {
+            let stop = change(f.order(request));
+            let mut held = BTreeSet::from([RunId::new("a-1")]);
+            stop.hold(&mut held);
+            assert!(held.is_empty());
+            assert!(stop.answer(true).is_ok());
+        }
+        let pending = refusal(f.order(Request::Requeue { run: "b-1".into() }));
+        assert!(matches!(pending, ControlError::WrongPhase { action: "requeued", .. }));
+    }
+
+    #[tokio::test]
+    async fn only_a_held_run_is_thawed() {
+        let f = Fixture::new();
+        let thaw = f.order(Request::Thaw { run: "h-1".into() });
+        assert!(matches!(thaw, ControlOrder::Release { run } if run.as_str() == "h-1"));
+        let not_held = refusal(f.order(Request::Thaw { run: "a-1".into() }));
+        assert!(matches!(not_held, ControlError::NotHeld { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_trigger_names_a_valid_job_or_is_refused() {
+        let f = Fixture::new();
+        let trigger = f.order(Request::Trigger { job: "nightly".into() });
+        assert!(matches!(trigger, ControlOrder::Trigger { job } if job.as_str() == "nightly"));
+        let bad = refusal(f.order(Request::Trigger { job: "Not A Name".into() }));
+        assert!(matches!(bad, ControlError::InvalidJobName { .. }));
+    }
+
+    #[test]
+    fn a_thaw_answers_where_the_run_is_after_the_pass() {
+        let run = RunId::new("h-1");
+        let frozen =
+            Phase::Suspended { by: SuspendedBy::Operator, frozen: true, oom_pending: false };
+        assert!(matches!(thawed(run.clone(), Some(&frozen)), Accepted::ResumesWhenFree { .. }));
+        assert!(matches!(thawed(run.clone(), Some(&RUNNING)), Accepted::ThawedIn { .. }));
+        assert!(matches!(thawed(run, None), Accepted::ThawedOver { .. }));
+    }
+}
