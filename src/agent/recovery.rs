@@ -503,6 +503,64 @@ mod tests {
 
     const RUNNING: Phase = Phase::Running { since: Timestamp::EPOCH };
 
+    fn record(id: &str, phase: Phase, assignment: Option<Assignment>) -> RunRecord {
+        let id = RunId::new(id);
+        let (job, seq) = crate::vocab::parse_run_id(&id).unwrap();
+        RunRecord {
+            id,
+            job,
+            seq,
+            state: state(phase),
+            created_at: Timestamp::EPOCH,
+            updated_at: Timestamp::EPOCH,
+            finished_at: None,
+            assignment,
+            launch: None,
+            exit: None,
+            version: None,
+        }
+    }
+
+    fn pinned(owner: &str, cpu: u32) -> Assignment {
+        Assignment {
+            owner: RunId::new(owner),
+            cpus: CpuGrant::Exclusive(CpuSet::from_iter([crate::topology::CpuId(cpu)])),
+            mems: "0".parse().unwrap(),
+            memory: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_take_over_keeps_the_placements_of_runs_with_processes_and_removes_stray_cgroups() {
+        let topology = crate::topology::testing::fixture("vm-2cpu");
+        let ledger = Ledger::new(&topology, Default::default()).unwrap();
+        let running = record("a-1", RUNNING, Some(pinned("a-1", 1)));
+        // Waiting again: what it held before the restart is not its any more.
+        let pending = record("b-1", Phase::Pending, Some(pinned("b-1", 1)));
+        let launch = launch();
+        let survey = Survey {
+            records: vec![running, pending],
+            live: BTreeMap::from([(RunId::new("a-1"), None), (RunId::new("old-3"), None)]),
+            probes: BTreeMap::from([(RunId::new("a-1"), Probe::Running { launch })]),
+            ..Survey::default()
+        };
+        let plan = take_over(survey, &topology, &ledger, Duration::from_secs(10)).unwrap();
+        assert_eq!(plan.strays, [RunId::new("old-3")]);
+        assert_eq!(
+            plan.summary,
+            Recovered { runs: 2, running: 1, ended_while_down: 0, stray_cgroups: 1 }
+        );
+        assert_eq!(plan.ledger.get(&RunId::new("a-1")), Some(&pinned("a-1", 1)));
+        assert_eq!(plan.ledger.get(&RunId::new("b-1")), None);
+        let ids: Vec<&str> = plan.runs.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a-1", "b-1"]);
+        let (a, b) = (&plan.runs[0], &plan.runs[1]);
+        assert_eq!(a.adoption, Adoption::Events(vec![Event::AdoptedAfterRestart]));
+        assert_eq!(a.launch_to_record.as_ref().map(|l| l.init_pid), Some(11));
+        assert_eq!(b.assignment, None);
+        assert_eq!(b.meta.policy.stop_grace, Duration::from_secs(10));
+    }
+
     #[test]
     fn runs_without_processes_are_resumed_where_they_were() {
         assert_eq!(
