@@ -50,21 +50,19 @@ pub(super) enum JobStep {
     CronInForce(JobName, Arc<JobSpec>),
     /// After the old version's due firings: the schedule moves if its
     /// timing changed.
-    Reschedule {
-        job: JobName,
-        old: Arc<JobSpec>,
-        new: Arc<JobSpec>,
-    },
+    Reschedule { job: JobName, old: Arc<JobSpec>, new: Arc<JobSpec> },
     /// The recurring job's runs under way take the new version.
     CronRunsTakeOver(JobName, Arc<JobSpec>),
     /// What falls due under the version in force.
     Tick(JobName, Arc<JobSpec>),
+    /// Says when the job fires next, once what its tick started is queued.
     LogNext(JobName, Arc<JobSpec>),
     /// The one-shot side of a job in force: its run under way takes the
     /// version, or the version gets a run of its own.
     OneShot(JobName, Arc<JobSpec>),
     /// The run under way takes the job's new version.
     TakeOver(RunId, Arc<JobSpec>),
+    /// The schedule of a job that is gone stops; its runs are removed.
     CronGone(JobName),
     /// The run under way of a job that is gone.
     StopCurrent(JobName),
@@ -72,11 +70,7 @@ pub(super) enum JobStep {
     Remove(RunId),
     /// After the removal was fed: a re-adopted run that will never start is
     /// told so.
-    Removed {
-        run: RunId,
-        span: Span,
-        needs_launch_report: bool,
-    },
+    Removed { run: RunId, span: Span, needs_launch_report: bool },
     /// Runs re-adopted after a restart whose job is no longer there.
     Orphans,
     /// Re-adopted runs placed but never started, now that their jobs are known.
@@ -87,10 +81,7 @@ pub(super) enum JobStep {
     /// Recurring jobs whose next firing is due.
     Wake,
     /// Run `run` of `job` is over: a firing waiting for it may start.
-    RunFinished {
-        job: JobName,
-        run: RunId,
-    },
+    RunFinished { job: JobName, run: RunId },
     /// After re-adoption: the cron states keep only the runs in the table.
     CronRecovered,
 }
