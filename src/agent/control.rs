@@ -1,8 +1,8 @@
 //! Requests from the control socket, answered by the main loop.
 //!
-//! The handlers read through a [`ControlView`] (the store, the runs, the
+//! The handlers read through a `ControlView` (the store, the runs, the
 //! held set, the clock's now, the telemetry) and change nothing themselves:
-//! a request that changes a run comes back as a [`ControlOrder`], the event
+//! a request that changes a run comes back as a `ControlOrder`, the event
 //! the supervisor feeds the run state machine like any other, and the
 //! answer says whether it accepted it. A freeze by hand ([`Event::SuspendRequested`]) is the
 //! suspend path with the operator as the cause ([`SuspendedBy::Operator`]), whatever the

@@ -7,10 +7,10 @@
 //! to finish (`on_removal`). After the first reading of the jobs directory,
 //! what was re-adopted without its job is settled the same way.
 //!
-//! [`JobSide`] takes one [`JobStep`] at a time and returns the [`Order`]s it
+//! `JobSide` takes one `JobStep` at a time and returns the `Order`s it
 //! leads to. Feeding a run's state machine is the supervisor's: it carries
 //! the orders out in sequence, and a step that depends on what an earlier
-//! event did to a run comes back as [`Order::Then`], decided only once the
+//! event did to a run comes back as `Order::Then`, decided only once the
 //! orders before it are carried out. So the job side changes the runs'
 //! records and the cron states, never a run's phase.
 

@@ -1,6 +1,6 @@
 //! What goes on record about a run, and who hears of it once it is.
 //!
-//! The [`Recorder`] owns the feed followers of `corral events -f` read. A
+//! The `Recorder` owns the feed followers of `corral events -f` read. A
 //! transition is written to the store before any of its actions runs, and
 //! announced only once it is on record, so that a follower never sees what
 //! the store does not hold.

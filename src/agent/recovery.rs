@@ -20,9 +20,9 @@
 //!    a status → lost; suspended → kept frozen; placed but never started →
 //!    started once its job file has been read.
 //!
-//! The decisions are [`Survey::read`] (the store and the runtime, read
-//! once), then [`take_over`] (the ledger, the stray cgroups and each run as
-//! [`Adopted`], a value); the supervisor carries them out through its
+//! The decisions are `Survey::read` (the store and the runtime, read
+//! once), then `take_over` (the ledger, the stray cgroups and each run as
+//! `Adopted`, a value); the supervisor carries them out through its
 //! ordinary paths, feeding each run its [`Adoption`] events.
 //!
 //! A run is started only after its placement is recorded, in a directory

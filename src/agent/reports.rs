@@ -1,6 +1,6 @@
 //! What a report from a run's operation task means for the run.
 //!
-//! [`read`] takes a report about the run's current attempt (older ones are
+//! `read` takes a report about the run's current attempt (older ones are
 //! dropped before) and notes on the run what it says (the launch, how the
 //! attempt ended); it returns what goes on record before anything else, and
 //! the events for the state machine, which the supervisor records and

@@ -3,8 +3,8 @@
 //! the pass must run again though nothing happens, and the order frozen runs
 //! resume in.
 //!
-//! [`Scheduling::pass`] hands the pure pass ([`preempt::pass`]) the runs as
-//! [`placing`](super::placing) sees them and returns its steps; the
+//! `Scheduling::pass` hands the pure pass ([`preempt::pass`]) the runs as
+//! [`placing`] sees them and returns its steps; the
 //! supervisor carries them out, and tells this component what became of
 //! them (a victim taken, a run frozen, a preemption over).
 

@@ -1,8 +1,8 @@
 //! The supervisor: the coordinator that owns the agent's components and is
 //! the one path into the run state machine.
 //!
-//! [`handle`](Supervisor::handle) feeds one event to a run's
-//! [`transition()`], has the [`Recorder`] put the result on record *before*
+//! `handle()` feeds one event to a run's
+//! [`transition()`], has the `Recorder` put the result on record *before*
 //! any action is carried out (so a restarted agent picks up from the record),
 //! then carries the actions out: the queue, the ledger and timers here, the
 //! kernel through the run's operation task ([`RunOps`]).
@@ -10,10 +10,10 @@
 //! turn of the main loop and carries out its steps.
 //!
 //! Everything else decides elsewhere and comes back as a value to carry out:
-//! the job side and the cron engine as [`Order`]s (see [`orders`](super::orders)),
-//! a run's reports as a [`Reading`](super::reports::Reading), recovery as a
-//! [`TakeOver`](super::recovery::TakeOver), the control socket as a
-//! [`ControlOrder`]. The map of which file owns which state is in
+//! the job side and the cron engine as `Order`s (see [`orders`](super::orders)),
+//! a run's reports as a `Reading` ([`reports`]), recovery as a
+//! `TakeOver` ([`recovery`]), the control socket as a
+//! `ControlOrder` ([`control`]). The map of which file owns which state is in
 //! [`agent`](super).
 
 use std::collections::{BTreeSet, VecDeque};
@@ -228,7 +228,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     // ---- Taking over ----
 
     /// Takes over the runs of an earlier agent (see
-    /// [`recovery`](super::recovery)). Called once, before the jobs
+    /// [`recovery`]). Called once, before the jobs
     /// directory is read.
     pub fn recover(&mut self) -> Result<Recovered, AgentError> {
         self.recovering = true;
@@ -679,7 +679,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         self.recorder.event(&mut self.store, telemetry, id, run, event, reason, now)
     }
 
-    /// Something the runtime saw (see [`reports`](super::reports)).
+    /// Something the runtime saw (see [`reports`]).
     pub fn observe(&mut self, obs: Observation) -> Result<(), AgentError> {
         let id = obs.run;
         let Some(run) = self.runs.get_mut(&id) else { return Ok(()) };
