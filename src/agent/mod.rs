@@ -13,22 +13,43 @@
 //!                              Runtime (cgroups + containers)
 //! ```
 //!
-//! - [`reconcile`]: file changes → the job set, each file's last good version,
-//!   problems reported once.
-//! - [`job`]: what a job spec means for its runs beyond the scheduler's
-//!   [`RunMeta`](crate::scheduler::RunMeta): placement request, version record.
-//! - The priority queue, the scheduling pass with its preemption decisions
-//!   and the policy mapping are pure and live in [`crate::scheduler`].
-//! - [`supervisor`]: every run, driven through the state machine; each
-//!   transition is stored before it is acted on.
-//! - [`runs`]: the runs (`RunTable`) and each job's run under way;
-//!   [`placing`]: what the scheduling pass is given, and a run's cgroup
-//!   settings and memory charge; [`uids`]: the jobs' dynamic uids;
-//!   [`run_files`]: the files each run keeps under the runs directory.
+//! Which file owns which state, and the invariant it keeps:
+//!
+//! - [`supervisor`]: the coordinator. It owns the components below and is
+//!   the one path into the run state machine: `handle()` feeds one event,
+//!   has the result stored, then carries out its actions; `schedule()` runs
+//!   the scheduling pass. No other file changes a run's phase: the others
+//!   return what to feed it ([`orders`]: events, runs to add, steps to
+//!   decide once the orders before them are carried out).
+//! - [`recorder`]: the event feed. A transition is on record before any of
+//!   its actions runs, and announced only once it is.
+//! - [`runs`]: every run and each one-shot job's run under way (`RunTable`):
+//!   the run under way of a job always names a run in the table.
+//! - [`reconcile`]: file changes → the job set, each file's last good
+//!   version, problems reported once. [`job_side`]: what a job added,
+//!   changed or removed asks of its runs and its schedule, one step at a
+//!   time, returned as orders.
+//! - [`cron`]: the recurring jobs' states; each decision is committed to the
+//!   store with its runs before they are queued or stopped.
+//! - [`scheduling`]: the preemptions under way, the shared pool as last
+//!   written to the runs' cpusets, the next rescan and the resume order;
+//!   [`placing`]: what the pass is given, a run's cgroup settings and
+//!   memory charge. The pass itself, the queue and the policy mapping are
+//!   pure and live in [`crate::scheduler`].
+//! - [`reports`]: what a report from a run's operation task means for it.
+//! - [`recovery`]: taking over the runs of an earlier agent, decided from one
+//!   survey of the store and the runtime: the ledger rebuilt, stray cgroups,
+//!   each run adopted with the events that say what happened while no agent
+//!   ran.
+//! - [`control`]: the control socket's requests, answered from a read view;
+//!   a change comes back as the event to feed. The runs frozen by hand (the
+//!   held set) are the supervisor's, and only a freeze, thaw, kill or
+//!   requeue changes them.
 //! - [`telemetry`]: counts and the views the metrics and the API read.
-//! - [`recovery`]: taking over the runs of an earlier agent.
-//! - [`cron`]: recurring jobs: the cron engine's decisions, committed to the
-//!   store before their runs are queued or stopped.
+//! - [`job`]: what a job spec means for its runs beyond the scheduler's
+//!   [`RunMeta`](crate::scheduler::RunMeta): placement request, version
+//!   record. [`uids`]: the jobs' dynamic uids; [`run_files`]: the files each
+//!   run keeps under the runs directory.
 //! - [`runtime`]: the machine as a trait; [`host`] implements it on cgroups
 //!   and containers; [`ops`] carries out each run's operations in order.
 //! - [`clock`], [`timers`]: time from `tokio::time`, so tests can pause it.
@@ -57,14 +78,19 @@ pub mod cron;
 pub mod error;
 pub mod host;
 pub mod job;
+pub mod job_side;
 pub mod logging;
 pub mod ops;
+pub mod orders;
 pub mod placing;
 pub mod reconcile;
+pub mod recorder;
 pub mod recovery;
+pub mod reports;
 pub mod run_files;
 pub mod runs;
 pub mod runtime;
+pub mod scheduling;
 pub mod store_fault;
 pub mod supervisor;
 pub mod telemetry;

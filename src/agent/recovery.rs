@@ -20,31 +20,37 @@
 //!    a status → lost; suspended → kept frozen; placed but never started →
 //!    started once its job file has been read.
 //!
+//! The decisions are `Survey::read` (the store and the runtime, read
+//! once), then `take_over` (the ledger, the stray cgroups and each run as
+//! `Adopted`, a value); the supervisor carries them out through its
+//! ordinary paths, feeding each run its [`Adoption`] events.
+//!
 //! A run is started only after its placement is recorded, in a directory
 //! named by that record, and a directory is used for one start only: so a
 //! start interrupted at any point is either found (and adopted) or known
 //! not to have happened, and nothing runs twice.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{info, warn, Span};
 
 use crate::placement::{Assignment, CpuGrant, Ledger};
-use crate::scheduler::{Event, Phase, RunState, SuspendedBy};
+use crate::scheduler::{Event, Phase, RunMeta, RunState, SuspendedBy};
 use crate::spec;
-use crate::store::{LaunchInfo, RunRecord, RunStore};
-use crate::topology::CpuSet;
-use crate::vocab::RunId;
+use crate::store::{ExitInfo, LaunchInfo, RunRecord, RunStore};
+use crate::topology::{CpuSet, Topology};
+use crate::vocab::{Bytes, JobName, RunId};
 
 use super::control::is_held;
 use super::error::AgentError;
 use super::ops::RunOps;
-use super::runs::exit_info;
-use super::runs::{run_span, LaunchState, Run};
-use super::runtime::{Probe, Runtime};
-use super::supervisor::{run_dir, Supervisor};
-use crate::scheduler::RunMeta;
+use super::orders::Order;
+use super::runs::{exit_info, LaunchState, Run};
+use super::runtime::{FinalStats, Probe, Runtime};
+use super::supervisor::run_dir;
 
 /// What to tell a re-adopted run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,225 +173,268 @@ pub struct Recovered {
     pub stray_cgroups: usize,
 }
 
-impl<R: Runtime, S: RunStore> Supervisor<R, S> {
-    /// Takes over the runs of an earlier agent. Called once, before the
-    /// jobs directory is read.
-    pub fn recover(&mut self) -> Result<Recovered, AgentError> {
-        self.recovering = true;
-        let recovered = self.take_over_runs();
-        self.recovering = false;
-        recovered
-    }
+/// What the store and the runtime say about the runs of an earlier agent:
+/// everything recovery decides from, read before anything is decided.
+#[derive(Debug, Default)]
+pub(super) struct Survey {
+    /// The runs the store says are not over.
+    pub records: Vec<RunRecord>,
+    /// Job cgroups under the agent's parent, with their cpusets.
+    pub live: BTreeMap<RunId, Option<CpuSet>>,
+    /// What the probe of each run that may have processes found.
+    pub probes: BTreeMap<RunId, Probe>,
+    /// The accounting of runs that ended while the agent was down.
+    pub stats: BTreeMap<RunId, FinalStats>,
+    /// Runs suspended by the operator and not thawed since.
+    pub held: BTreeSet<RunId>,
+}
 
-    fn take_over_runs(&mut self) -> Result<Recovered, AgentError> {
-        // First, so that the runs of recurring jobs are known as such.
-        self.cron.load(&self.store)?;
-        let records = self.store.active_runs()?;
-        let mut summary = Recovered { runs: records.len(), ..Recovered::default() };
-        let live: BTreeMap<RunId, Option<CpuSet>> = match self.runtime.live_runs() {
+impl Survey {
+    /// Reads the runs not over from `store`, and probes each one that may
+    /// have processes through its run directory (under `runs_dir` for a run
+    /// placed but without a launch on record).
+    pub fn read<R: Runtime, S: RunStore>(
+        store: &S,
+        runtime: &R,
+        runs_dir: &Path,
+    ) -> Result<Survey, AgentError> {
+        let records = store.active_runs()?;
+        let live = match runtime.live_runs() {
             Ok(live) => live.into_iter().collect(),
             Err(e) => {
                 warn!("cannot list the cgroups of runs: {e}");
                 BTreeMap::new()
             }
         };
-
-        let mut probes = BTreeMap::new();
+        let mut survey = Survey { live, ..Survey::default() };
         for record in &records {
             let phase = &record.state.phase;
+            if matches!(phase, Phase::Suspended { by: SuspendedBy::Operator, .. })
+                && store.run(&record.id)?.is_some_and(|detail| is_held(&detail))
+            {
+                survey.held.insert(record.id.clone());
+            }
             if !phase.may_have_processes() {
                 continue;
             }
             let dir = match (&record.launch, phase) {
                 (Some(launch), _) => launch.run_dir.clone(),
-                (None, Phase::Placed) => {
-                    run_dir(&self.settings.runs_dir, &record.id, record.state.since)
-                }
+                (None, Phase::Placed) => run_dir(runs_dir, &record.id, record.state.since),
                 (None, _) => continue,
             };
-            let probe = match self.runtime.probe(&record.id, &dir) {
+            let probe = match runtime.probe(&record.id, &dir) {
                 Ok(probe) => probe,
                 Err(e) => Probe::Lost { detail: e.to_string() },
             };
-            probes.insert(record.id.clone(), probe);
-        }
-
-        // The ledger: what runs with processes hold, as the kernel has it.
-        let mut held = Vec::new();
-        for record in &records {
-            let (Some(assignment), true) =
-                (&record.assignment, record.state.phase.may_have_processes())
-            else {
-                continue;
-            };
-            held.push(live_assignment(record, assignment, live.get(&record.id).cloned().flatten()));
-        }
-        self.ledger =
-            match Ledger::rebuild(&self.topology, self.ledger.config().clone(), held.clone()) {
-                Ok(ledger) => ledger,
-                Err(e) => {
-                    warn!("the runs' placements do not add up ({e}); keeping those that fit");
-                    let mut ledger = Ledger::new(&self.topology, self.ledger.config().clone())?;
-                    for a in held {
-                        if let Err(e) = ledger.record(a) {
-                            warn!("placement dropped: {e}");
-                        }
-                    }
-                    ledger
-                }
-            };
-
-        // The pool the live cpusets were written for: runs that ended while
-        // the agent was down change it as they are released below, and the
-        // shared-pool runs' cpusets follow.
-        self.pool = self.ledger.shared_pool().clone();
-
-        // Cgroups of no run that may have processes.
-        let keep: BTreeSet<&RunId> =
-            records.iter().filter(|r| r.state.phase.may_have_processes()).map(|r| &r.id).collect();
-        for stray in live.keys().filter(|id| !keep.contains(id)) {
-            summary.stray_cgroups += 1;
-            info!(cgroup = %stray, "removing the cgroup of a run that no longer exists");
-            let runtime = Arc::clone(&self.runtime);
-            let stray = stray.clone();
-            tokio::spawn(async move {
-                if let Err(e) = runtime.remove(&stray).await {
-                    warn!("{e}");
-                }
-            });
-        }
-
-        for record in records {
-            let probe = probes.remove(&record.id);
-            match &probe {
-                Some(Probe::Running { .. }) => summary.running += 1,
-                Some(Probe::Finished { .. }) => summary.ended_while_down += 1,
-                _ => {}
+            if matches!(probe, Probe::Finished { .. }) {
+                survey
+                    .stats
+                    .insert(record.id.clone(), runtime.stats(&record.id).unwrap_or_default());
             }
-            self.adopt(record, probe)?;
+            survey.probes.insert(record.id.clone(), probe);
         }
-        // Runs the cron states list that ended unnoticed leave them.
-        let live: BTreeSet<RunId> = self.runs.ids().into_iter().collect();
-        let (cron, mut step) = self.cron_step();
-        let orders = cron.recovered(&mut step, |run| live.contains(run))?;
-        self.cron_orders(orders)?;
-        Ok(summary)
+        survey.records = records;
+        Ok(survey)
+    }
+}
+
+/// How the agent takes over: the ledger rebuilt from the runs' placements,
+/// the cgroups to remove, and each run as it is adopted, in the store's order.
+#[derive(Debug)]
+pub(super) struct TakeOver {
+    pub ledger: Ledger,
+    /// Cgroups of no run that may have processes.
+    pub strays: Vec<RunId>,
+    pub runs: Vec<Adopted>,
+    pub summary: Recovered,
+}
+
+/// One run of an earlier agent, as this one manages it from now on.
+#[derive(Debug)]
+pub(super) struct Adopted {
+    pub id: RunId,
+    pub job: JobName,
+    pub meta: RunMeta,
+    pub fingerprint: String,
+    pub state: RunState,
+    pub assignment: Option<Assignment>,
+    pub launch: LaunchState,
+    /// A launch the probe found that the store does not have yet.
+    pub launch_to_record: Option<LaunchInfo>,
+    pub exit: Option<ExitInfo>,
+    /// Frozen by the operator and not thawed: stays frozen.
+    pub held: bool,
+    /// Placed, and its start was found never to have happened: it gets a new
+    /// placement time (a fresh directory) before anything else.
+    pub never_started: Option<String>,
+    /// What to tell it once it is managed.
+    pub adoption: Adoption,
+}
+
+impl Adopted {
+    /// Frozen when the agent stopped: it resumes in the order it is adopted.
+    pub fn frozen(&self) -> bool {
+        matches!(self.state.phase, Phase::Suspended { frozen: true, .. })
     }
 
-    fn adopt(&mut self, record: RunRecord, probe: Option<Probe>) -> Result<(), AgentError> {
-        let id = record.id.clone();
-        let job = record.job.clone();
-        let meta =
-            record.version.as_ref().and_then(super::job::meta_of).unwrap_or_else(|| RunMeta {
-                priority: spec::Priority::DEFAULT.get(),
-                finish_on_removal: false,
-                policy: crate::scheduler::Policy {
-                    stop_grace: self.settings.default_grace,
-                    ..Default::default()
-                },
-            });
-        let fingerprint =
-            record.version.as_ref().map(|v| v.fingerprint.clone()).unwrap_or_default();
-        let assignment = match &record.assignment {
-            Some(a) if record.state.phase.may_have_processes() => {
-                self.ledger.get(&id).cloned().or(Some(a.clone()))
-            }
-            _ => None,
-        };
-        let ops = RunOps::spawn(Arc::clone(&self.runtime), id.clone(), self.sink.clone());
-        let mut launch = record.launch.clone();
-        let mut exit = None;
-        match &probe {
-            Some(Probe::Running { launch: found }) => {
-                launch = Some(adopted_launch(found, record.launch.as_ref()))
-            }
-            Some(Probe::Finished { launch: found, status, at }) => {
-                launch = Some(adopted_launch(found, record.launch.as_ref()));
-                let stats = self.runtime.stats(&id).unwrap_or_default();
-                exit = Some(exit_info(*status, *at, stats));
-            }
-            _ => {}
-        }
-        if launch != record.launch {
-            if let Some(found) = &launch {
-                self.store.set_launch(&id, found)?;
-            }
-        }
-        let span = run_span(&job, &id, record.state.attempt);
-        info!(parent: &span, phase = record.state.phase.name(), "re-adopting run");
-        if matches!(&record.state.phase, Phase::Suspended { by: SuspendedBy::Operator, .. }) {
-            let held = self.store.run(&id)?.is_some_and(|detail| is_held(&detail));
-            if held {
-                info!(parent: &span, "frozen by operator: stays frozen until `corral thaw`");
-                self.held.insert(id.clone());
-            }
-        }
-        let one_shot = self.cron.owner(&id).is_none();
-        self.runs.insert(
-            id.clone(),
-            Run {
-                job,
-                spec: None,
-                meta,
-                fingerprint,
-                state: record.state.clone(),
-                assignment,
-                launch: launch.map_or(LaunchState::NotStarted, LaunchState::Launched),
-                epoch: 0,
-                ops,
-                exit,
-                suspended_at: 0,
-                span,
-            },
-        );
-        if one_shot {
-            // A recurring job's runs are found through its cron state.
-            self.runs.make_current(&id);
-        }
-        if let (Phase::Placed, Some(Probe::NeverRan { detail })) = (&record.state.phase, &probe) {
+    /// The run as the agent manages it, its operations going to `ops`; and
+    /// what to feed it, in order, once it is managed.
+    pub fn into_run(self, ops: RunOps, span: Span) -> (Run, Vec<Order>) {
+        let id = self.id;
+        let mut orders = Vec::new();
+        if let Some(detail) = self.never_started {
             // A new placement time, recorded before it is used, names a
             // fresh directory.
-            self.handle(&id, Event::NeverStarted { detail: detail.clone() })?;
+            orders.push(Order::Feed(id.clone(), Event::NeverStarted { detail }));
         }
-        if matches!(record.state.phase, Phase::Suspended { frozen: true, .. }) {
-            self.suspensions += 1;
-            if let Some(run) = self.runs.get_mut(&id) {
-                run.suspended_at = self.suspensions;
-            }
+        // `Start`: once the jobs directory has been read.
+        if let Adoption::Events(events) = self.adoption {
+            orders.extend(events.into_iter().map(|event| match event {
+                Event::Exited(status) => Order::Exited(id.clone(), status),
+                event => Order::Feed(id.clone(), event),
+            }));
         }
-        match adoption(&record.state, probe.as_ref()) {
-            Adoption::Start => {} // once the jobs directory has been read
-            Adoption::Events(events) => {
-                for event in events {
-                    match event {
-                        Event::Exited(status) => self.exited(&id, status)?,
-                        event => {
-                            self.handle(&id, event)?;
-                        }
-                    }
+        let mut run = Run::new(self.job, None, self.meta, self.fingerprint, self.state, ops, span);
+        run.assignment = self.assignment;
+        run.launch = self.launch;
+        run.exit = self.exit;
+        (run, orders)
+    }
+}
+
+/// Decides how the runs in `survey` are taken over, with `ledger`'s
+/// configuration on `topology` for the rebuilt ledger.
+pub(super) fn take_over(
+    mut survey: Survey,
+    topology: &Topology,
+    ledger: &Ledger,
+    default_grace: Duration,
+) -> Result<TakeOver, AgentError> {
+    let records = std::mem::take(&mut survey.records);
+    let mut summary = Recovered { runs: records.len(), ..Recovered::default() };
+
+    // The ledger: what runs with processes hold, as the kernel has it.
+    let mut held = Vec::new();
+    for record in &records {
+        let (Some(assignment), true) =
+            (&record.assignment, record.state.phase.may_have_processes())
+        else {
+            continue;
+        };
+        let live = survey.live.get(&record.id).cloned().flatten();
+        held.push(live_assignment(record, assignment, live));
+    }
+    let ledger = match Ledger::rebuild(topology, ledger.config().clone(), held.clone()) {
+        Ok(ledger) => ledger,
+        Err(e) => {
+            warn!("the runs' placements do not add up ({e}); keeping those that fit");
+            let mut ledger = Ledger::new(topology, ledger.config().clone())?;
+            for a in held {
+                if let Err(e) = ledger.record(a) {
+                    warn!("placement dropped: {e}");
                 }
             }
+            ledger
         }
-        Ok(())
-    }
+    };
 
-    /// Starts a re-adopted run that was placed but never started.
-    pub(super) fn relaunch(&mut self, id: &RunId) -> Result<(), AgentError> {
-        let Some(run) = self.runs.get(id) else { return Ok(()) };
-        match run.assignment.clone() {
-            Some(assignment) if run.spec.is_some() => {
-                let memory_limit = run.state.memory_limit;
-                info!(parent: &run.span, "starting a run that was placed before the agent restarted");
-                self.execute_launch(id, assignment, memory_limit)
-            }
-            _ => {
-                self.handle(
-                    id,
-                    Event::LaunchFailed { detail: "placement lost in an agent restart".into() },
-                )?;
-                Ok(())
-            }
+    let keep: BTreeSet<&RunId> =
+        records.iter().filter(|r| r.state.phase.may_have_processes()).map(|r| &r.id).collect();
+    let strays: Vec<RunId> = survey.live.keys().filter(|id| !keep.contains(id)).cloned().collect();
+    summary.stray_cgroups = strays.len();
+
+    let mut runs = Vec::new();
+    for record in records {
+        let probe = survey.probes.remove(&record.id);
+        match &probe {
+            Some(Probe::Running { .. }) => summary.running += 1,
+            Some(Probe::Finished { .. }) => summary.ended_while_down += 1,
+            _ => {}
         }
+        let stats = survey.stats.remove(&record.id).unwrap_or_default();
+        let held = survey.held.contains(&record.id);
+        runs.push(adopted(record, probe, &ledger, stats, held, default_grace));
+    }
+    Ok(TakeOver { ledger, strays, runs, summary })
+}
+
+/// How run `record` is adopted given its `probe`.
+fn adopted(
+    record: RunRecord,
+    probe: Option<Probe>,
+    ledger: &Ledger,
+    stats: FinalStats,
+    held: bool,
+    default_grace: Duration,
+) -> Adopted {
+    let id = record.id.clone();
+    let meta = record.version.as_ref().and_then(super::job::meta_of).unwrap_or_else(|| RunMeta {
+        priority: spec::Priority::DEFAULT.get(),
+        finish_on_removal: false,
+        policy: crate::scheduler::Policy { stop_grace: default_grace, ..Default::default() },
+    });
+    let fingerprint = record.version.as_ref().map(|v| v.fingerprint.clone()).unwrap_or_default();
+    let assignment = match &record.assignment {
+        Some(a) if record.state.phase.may_have_processes() => {
+            ledger.get(&id).cloned().or(Some(a.clone()))
+        }
+        _ => None,
+    };
+    let mut launch = record.launch.clone();
+    let mut exit = None;
+    match &probe {
+        Some(Probe::Running { launch: found }) => {
+            launch = Some(adopted_launch(found, record.launch.as_ref()))
+        }
+        Some(Probe::Finished { launch: found, status, at }) => {
+            launch = Some(adopted_launch(found, record.launch.as_ref()));
+            exit = Some(exit_info(*status, *at, stats));
+        }
+        _ => {}
+    }
+    let launch_to_record = launch.clone().filter(|_| launch != record.launch);
+    let never_started = match (&record.state.phase, &probe) {
+        (Phase::Placed, Some(Probe::NeverRan { detail })) => Some(detail.clone()),
+        _ => None,
+    };
+    Adopted {
+        adoption: adoption(&record.state, probe.as_ref()),
+        id,
+        job: record.job,
+        meta,
+        fingerprint,
+        state: record.state,
+        assignment,
+        launch: launch.map_or(LaunchState::NotStarted, LaunchState::Launched),
+        launch_to_record,
+        exit,
+        held,
+        never_started,
+    }
+}
+
+/// Kills and removes the cgroups of `strays`, runs that no longer exist,
+/// each on a task of its own.
+pub(super) fn remove_strays<R: Runtime>(runtime: &Arc<R>, strays: Vec<RunId>) {
+    for stray in strays {
+        info!(cgroup = %stray, "removing the cgroup of a run that no longer exists");
+        let runtime = Arc::clone(runtime);
+        tokio::spawn(async move {
+            if let Err(e) = runtime.remove(&stray).await {
+                warn!("{e}");
+            }
+        });
+    }
+}
+
+/// Where a re-adopted run that was placed but never started is started,
+/// once its job is known; `None`: its placement is lost, and it cannot be.
+pub(super) fn relaunch(run: &Run) -> Option<(Assignment, Option<Bytes>)> {
+    match &run.assignment {
+        Some(assignment) if run.spec.is_some() => {
+            Some((assignment.clone(), run.state.memory_limit))
+        }
+        _ => None,
     }
 }
 
@@ -453,6 +502,64 @@ mod tests {
     }
 
     const RUNNING: Phase = Phase::Running { since: Timestamp::EPOCH };
+
+    fn record(id: &str, phase: Phase, assignment: Option<Assignment>) -> RunRecord {
+        let id = RunId::new(id);
+        let (job, seq) = crate::vocab::parse_run_id(&id).unwrap();
+        RunRecord {
+            id,
+            job,
+            seq,
+            state: state(phase),
+            created_at: Timestamp::EPOCH,
+            updated_at: Timestamp::EPOCH,
+            finished_at: None,
+            assignment,
+            launch: None,
+            exit: None,
+            version: None,
+        }
+    }
+
+    fn pinned(owner: &str, cpu: u32) -> Assignment {
+        Assignment {
+            owner: RunId::new(owner),
+            cpus: CpuGrant::Exclusive(CpuSet::from_iter([crate::topology::CpuId(cpu)])),
+            mems: "0".parse().unwrap(),
+            memory: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_take_over_keeps_the_placements_of_runs_with_processes_and_removes_stray_cgroups() {
+        let topology = crate::topology::testing::fixture("vm-2cpu");
+        let ledger = Ledger::new(&topology, Default::default()).unwrap();
+        let running = record("a-1", RUNNING, Some(pinned("a-1", 1)));
+        // Waiting again: what it held before the restart is not its any more.
+        let pending = record("b-1", Phase::Pending, Some(pinned("b-1", 1)));
+        let launch = launch();
+        let survey = Survey {
+            records: vec![running, pending],
+            live: BTreeMap::from([(RunId::new("a-1"), None), (RunId::new("old-3"), None)]),
+            probes: BTreeMap::from([(RunId::new("a-1"), Probe::Running { launch })]),
+            ..Survey::default()
+        };
+        let plan = take_over(survey, &topology, &ledger, Duration::from_secs(10)).unwrap();
+        assert_eq!(plan.strays, [RunId::new("old-3")]);
+        assert_eq!(
+            plan.summary,
+            Recovered { runs: 2, running: 1, ended_while_down: 0, stray_cgroups: 1 }
+        );
+        assert_eq!(plan.ledger.get(&RunId::new("a-1")), Some(&pinned("a-1", 1)));
+        assert_eq!(plan.ledger.get(&RunId::new("b-1")), None);
+        let ids: Vec<&str> = plan.runs.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a-1", "b-1"]);
+        let (a, b) = (&plan.runs[0], &plan.runs[1]);
+        assert_eq!(a.adoption, Adoption::Events(vec![Event::AdoptedAfterRestart]));
+        assert_eq!(a.launch_to_record.as_ref().map(|l| l.init_pid), Some(11));
+        assert_eq!(b.assignment, None);
+        assert_eq!(b.meta.policy.stop_grace, Duration::from_secs(10));
+    }
 
     #[test]
     fn runs_without_processes_are_resumed_where_they_were() {

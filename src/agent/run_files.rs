@@ -5,20 +5,35 @@ use std::path::{Path, PathBuf};
 
 use tracing::{debug, warn};
 
-use crate::store::RunStore;
+use crate::store::{Retention, RunStore};
 use crate::vocab::parse_run_id;
 use crate::vocab::JobName;
 use crate::vocab::RunId;
 
 use super::error::AgentError;
 
+/// Prunes `job`'s history to `keep` records once one of its runs ended,
+/// and the files of the records that went. The runs directory is listed
+/// only when records went: a run ending rarely pushes one out. (Files a
+/// crash left behind after their record was pruned go with the job's next
+/// prune.)
+pub(super) fn prune_history<S: RunStore>(
+    runs_dir: &Path,
+    store: &mut S,
+    job: &JobName,
+    keep: Option<Retention>,
+) -> Result<(), AgentError> {
+    if let Some(keep) = keep {
+        if store.prune(job, keep)? > 0 {
+            prune(runs_dir, store, job)?;
+        }
+    }
+    Ok(())
+}
+
 /// Deletes the run directories (logs, status, config) of `job`'s runs
 /// whose records are gone: a pruned run takes its files with it.
-pub(super) fn prune<S: RunStore>(
-    runs_dir: &Path,
-    store: &S,
-    job: &JobName,
-) -> Result<(), AgentError> {
+fn prune<S: RunStore>(runs_dir: &Path, store: &S, job: &JobName) -> Result<(), AgentError> {
     let kept: std::collections::HashSet<RunId> =
         store.runs_for_job(job, usize::MAX)?.into_iter().map(|r| r.id).collect();
     let Ok(entries) = std::fs::read_dir(runs_dir) else { return Ok(()) };

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use nix::sys::signal::Signal;
 use tracing::Span;
 
 use crate::placement::Assignment;
@@ -74,9 +75,51 @@ pub(super) struct Run {
 }
 
 impl Run {
+    /// A run in `state` with nothing started, placed or ended yet; `spec`
+    /// is `None` for a run re-adopted before its job is read.
+    pub fn new(
+        job: JobName,
+        spec: Option<Arc<JobSpec>>,
+        meta: RunMeta,
+        fingerprint: String,
+        state: RunState,
+        ops: RunOps,
+        span: Span,
+    ) -> Run {
+        Run {
+            job,
+            spec,
+            meta,
+            fingerprint,
+            state,
+            assignment: None,
+            launch: LaunchState::NotStarted,
+            epoch: 0,
+            ops,
+            exit: None,
+            suspended_at: 0,
+            span,
+        }
+    }
+
     /// Queues `op` on the run's operation task, for its current attempt.
     pub fn send(&self, op: Op) {
         self.ops.send(self.epoch, op, self.span.clone());
+    }
+
+    /// Watches the attempt's processes, once launched, as attempt `epoch`.
+    pub fn watch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        if let Some(launch) = self.launch.info() {
+            self.send(Op::Watch(launch.clone()));
+        }
+    }
+
+    /// Asks the attempt's processes, once launched, to stop (SIGTERM).
+    pub fn terminate(&self) {
+        if let Some(launch) = self.launch.info() {
+            self.send(Op::Signal(launch.clone(), Signal::SIGTERM));
+        }
     }
 
     /// The run's cgroup may hold processes of this attempt whose settings
@@ -233,3 +276,28 @@ impl JitterSource {
 
 #[cfg(test)]
 mod tests;
+
+/// Runs for the unit tests of the supervisor's components.
+#[cfg(test)]
+pub(super) mod testing {
+    use std::sync::Arc;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::agent::fake::FakeRuntime;
+    use crate::scheduler::Policy;
+
+    /// Run `id` (of the job its id names) in `phase`, at priority
+    /// `priority`, its operations going to a fake machine. Needs a Tokio
+    /// runtime, for its operation task.
+    pub fn run(id: &str, phase: Phase, priority: u16) -> Run {
+        let id = RunId::new(id);
+        let (job, _) = crate::vocab::parse_run_id(&id).expect("a run id");
+        let (sink, _) = mpsc::unbounded_channel();
+        let ops = RunOps::spawn(Arc::new(FakeRuntime::new()), id, sink);
+        let meta = RunMeta { priority, finish_on_removal: false, policy: Policy::default() };
+        let state = RunState { phase, ..RunState::new(None, Timestamp::EPOCH) };
+        Run::new(job, None, meta, String::new(), state, ops, Span::none())
+    }
+}

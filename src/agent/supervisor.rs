@@ -1,105 +1,97 @@
-//! The supervisor: every run the agent manages, driven through the run state
-//! machine.
+//! The supervisor: the coordinator that owns the agent's components and is
+//! the one path into the run state machine.
 //!
-//! Each event goes through [`transition()`]; the resulting state is written
-//! to the store *before* any of its actions is carried out, so that what the
-//! agent does is always explained by what it has recorded, and a restarted
-//! agent picks up from the record (see [`recovery`](super::recovery)). The
-//! actions then update the ledger and the queue here, and go to the run's
-//! operation task ([`RunOps`]) for anything that touches the kernel.
+//! `handle()` feeds one event to a run's
+//! [`transition()`], has the `Recorder` put the result on record *before*
+//! any action is carried out (so a restarted agent picks up from the record),
+//! then carries the actions out: the queue, the ledger and timers here, the
+//! kernel through the run's operation task ([`RunOps`]).
+//! [`schedule`](Supervisor::schedule) runs the scheduling pass after every
+//! turn of the main loop and carries out its steps.
 //!
-//! Besides events, the supervisor reacts to the job set (a run per job
-//! version, changes taken over by the run under way, removals) and runs the
-//! scheduling pass ([`preempt::pass`]) after every change.
-//!
-//! Its parts own their state and are handed what they need:
-//! `RunTable` (the runs, and each job's run under way), [`CronJobs`] (the
-//! recurring jobs, whose steps come back as `CronOrder`s to carry out),
-//! [`Telemetry`] (counts and published views), `JobUids` (dynamic uids);
-//! [`placing`] works out what the scheduling pass is given and what a run's
-//! cgroup is to be set to. Taking over an earlier agent's runs is in
-//! [`recovery`](super::recovery), and the control socket's requests in
-//! [`control`](super::control).
+//! Everything else decides elsewhere and comes back as a value to carry out:
+//! the job side and the cron engine as `Order`s (see [`orders`](super::orders)),
+//! a run's reports as a `Reading` ([`reports`]), recovery as a
+//! `TakeOver` ([`recovery`]), the control socket as a
+//! `ControlOrder` ([`control`]). The map of which file owns which state is in
+//! [`agent`](super).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use nix::sys::signal::Signal;
 use tracing::{debug, error, info, warn, Span};
 
-use crate::api::protocol::EventLine;
+use crate::api::protocol::Response;
 use crate::api::EventFeed;
-use crate::api::{Accepted, ControlError};
+use crate::api::{Answer, Command};
 use crate::placement::{Assignment, Ledger};
-use crate::scheduler::{
-    transition, Action, Event, Moment, Phase, RunEvent, RunState, StopIntent, StopReason,
-};
+use crate::scheduler::{transition, Action, Event, Moment, Phase, RunEvent, RunState, StopReason};
 use crate::spec::{self, JobSpec};
-use crate::store::{JobVersion, RunStore};
-use crate::topology::{CpuSet, Topology};
+use crate::store::RunStore;
+use crate::topology::Topology;
 use crate::vocab::Bytes;
 use crate::vocab::RunId;
 use crate::vocab::Timestamp;
-use crate::watch::FileChange;
+use crate::watch::{FileChange, WatchError};
 
 use super::clock::Clock;
-use super::cron::{CronJobs, CronOrder, CronSettings, CronStep, NewRun};
+use super::control::{self, ControlOrder, ControlView};
+use super::cron::{CronJobs, CronOrder, CronSettings, NewRun};
 use super::error::AgentError;
 use super::job;
+use super::job_side::{self, JobSide, JobStep};
 use super::ops::{Op, RunOps};
+use super::orders::Order;
 use super::placing;
 use super::reconcile::JobDirectory;
+use super::recorder::Recorder;
+use super::recovery::{self, Adopted, Recovered, Survey};
+use super::reports;
 use super::run_files;
-use super::runs::{exit_info, exit_on_record, run_span, JitterSource, LaunchState, Run, RunTable};
-use super::runtime::{FinalStats, LaunchPlan, Observation, Observed, Operation, Runtime, Sink};
+use super::runs::{exit_on_record, run_span, JitterSource, LaunchState, Run, RunTable};
+use super::runtime::{LaunchPlan, Observation, Observed, Runtime, Sink};
+use super::scheduling::{self, PassInput, Scheduling};
 use super::telemetry::{AgentState, Telemetry};
 use super::timers::Timers;
 use super::uids::JobUids;
 use super::Settings;
-use crate::scheduler::preempt::{self, Step};
+use crate::scheduler::preempt::Step;
 use crate::scheduler::RunMeta;
 use crate::scheduler::RunQueue;
 
 pub struct Supervisor<R: Runtime, S: RunStore> {
     pub(super) settings: Settings,
-    pub(super) topology: Topology,
-    pub(super) ledger: Ledger,
+    topology: Topology,
+    ledger: Ledger,
     pub(super) store: S,
-    pub(super) runtime: Arc<R>,
+    runtime: Arc<R>,
     pub(super) clock: Clock,
-    pub(super) sink: Sink,
+    sink: Sink,
     pub(super) jobs: JobDirectory,
     /// Every run, and each one-shot job's run under way.
-    pub(super) runs: RunTable,
-    pub(super) queue: RunQueue,
-    pub(super) timers: Timers,
-    /// Victims of preemptions under way.
-    pub(super) preempting: BTreeSet<RunId>,
-    /// The shared pool last written to the shared-pool runs' cpusets.
-    pub(super) pool: CpuSet,
-    pub(super) next_epoch: u64,
-    pub(super) suspensions: u64,
+    runs: RunTable,
+    queue: RunQueue,
+    timers: Timers,
+    /// Preemptions under way, the shared pool as written, the next rescan.
+    scheduling: Scheduling,
+    next_epoch: u64,
     jitter: JitterSource,
     /// The jobs directory has been read once: runs without a job can be told
     /// from runs whose job is not known yet.
-    pub(super) files_read: bool,
-    /// When a running run becomes old enough to be preempted while runs are
-    /// waiting: the scheduling pass must run again then, even if nothing
-    /// else happens.
-    rescan_at: Option<Timestamp>,
+    files_read: bool,
     /// Recurring jobs (see [`cron`](super::cron)).
-    pub(super) cron: CronJobs,
+    cron: CronJobs,
     /// Metrics and API views, when the agent serves them.
-    pub(super) telemetry: Option<Telemetry>,
+    telemetry: Option<Telemetry>,
     /// Why the store cannot be written, while it cannot (see
     /// [`store_fault`](super::store_fault)).
-    pub(super) store_problem: Option<String>,
+    store_problem: Option<String>,
     /// Runs frozen by hand: the scheduling pass leaves them frozen.
-    pub(super) held: BTreeSet<RunId>,
+    held: BTreeSet<RunId>,
     /// Recovery is taking over the runs of an earlier agent.
-    pub(super) recovering: bool,
-    /// Every transition and run event, to followers of `corral events -f`.
-    pub(super) feed: EventFeed,
+    recovering: bool,
+    /// Puts what happens to runs on record and announces it.
+    recorder: Recorder,
     /// Hands out the jobs' dynamic uids (recorded in `store`).
     uids: JobUids,
     /// The plan of the run being placed now, built before its placement
@@ -121,7 +113,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         Supervisor {
             uids: JobUids::new(settings.host_ids.clone()),
             settings,
-            pool: ledger.shared_pool().clone(),
+            scheduling: Scheduling::new(&ledger),
             topology,
             ledger,
             store,
@@ -132,18 +124,15 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             runs: RunTable::default(),
             queue: RunQueue::new(),
             timers: Timers::default(),
-            preempting: BTreeSet::new(),
             next_epoch: 1,
-            suspensions: 0,
             jitter: JitterSource::new(seed),
             files_read: false,
-            rescan_at: None,
             cron: CronJobs::new(CronSettings::default()),
             telemetry: None,
             held: BTreeSet::new(),
             store_problem: None,
             recovering: false,
-            feed: EventFeed::new(),
+            recorder: Recorder::default(),
             placing: None,
         }
     }
@@ -169,7 +158,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
-        let runs = [self.timers.next(), self.rescan_at].into_iter().flatten().min();
+        let runs = [self.timers.next(), self.scheduling.rescan_at()].into_iter().flatten().min();
         let runs = runs.map(|at| self.clock.instant(at));
         // Firings are in calendar time, which may part from the runs' time line.
         let firings = self.cron.next_wake().map(|at| self.clock.calendar_instant(at));
@@ -197,24 +186,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// force without their runs. A job whose version has its run is left
     /// alone, so this never starts anything twice.
     pub fn revisit_jobs(&mut self) -> Result<(), AgentError> {
-        if !self.files_read {
-            return Ok(());
-        }
-        let without_run: Vec<crate::vocab::JobName> = self
-            .jobs
-            .jobs()
-            .iter()
-            .filter(|j| j.spec.recurrence.is_none() && self.runs.current(&j.spec.name).is_none())
-            .map(|j| j.spec.name.clone())
-            .collect();
-        for name in without_run {
-            self.job_in_force(&name)?;
-        }
-        Ok(())
+        self.carry_out_orders(vec![Order::Then(JobStep::Revisit)])
     }
 
     /// The span of run `id`'s current attempt; none for a run that is over.
-    pub(super) fn span(&self, id: &RunId) -> Span {
+    fn span(&self, id: &RunId) -> Span {
         self.runs.get(id).map_or_else(Span::none, |run| run.span.clone())
     }
 
@@ -249,7 +225,149 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// The feed the supervisor announces what it records on.
     pub fn feed(&self) -> &EventFeed {
-        &self.feed
+        self.recorder.feed()
+    }
+
+    // ---- Taking over ----
+
+    /// Takes over the runs of an earlier agent (see
+    /// [`recovery`]). Called once, before the jobs
+    /// directory is read.
+    pub fn recover(&mut self) -> Result<Recovered, AgentError> {
+        self.recovering = true;
+        let recovered = self.take_over_runs();
+        self.recovering = false;
+        recovered
+    }
+
+    fn take_over_runs(&mut self) -> Result<Recovered, AgentError> {
+        // First, so that the runs of recurring jobs are known as such.
+        self.cron.load(&self.store)?;
+        let survey = Survey::read(&self.store, &*self.runtime, &self.settings.runs_dir)?;
+        let plan =
+            recovery::take_over(survey, &self.topology, &self.ledger, self.settings.default_grace)?;
+        self.ledger = plan.ledger;
+        // The pool the live cpusets were written for: runs that ended while
+        // the agent was down change it as they are released below, and the
+        // shared-pool runs' cpusets follow.
+        self.scheduling = Scheduling::new(&self.ledger);
+        recovery::remove_strays(&self.runtime, plan.strays);
+        for adopted in plan.runs {
+            self.adopt(adopted)?;
+        }
+        // Runs the cron states list that ended unnoticed leave them.
+        self.carry_out_orders(vec![Order::Then(JobStep::CronRecovered)])?;
+        Ok(plan.summary)
+    }
+
+    /// Manages run `a` of an earlier agent from now on, and tells it what
+    /// happened while no agent ran.
+    fn adopt(&mut self, a: Adopted) -> Result<(), AgentError> {
+        let id = a.id.clone();
+        if let Some(found) = &a.launch_to_record {
+            self.store.set_launch(&id, found)?;
+        }
+        let span = run_span(&a.job, &id, a.state.attempt);
+        info!(parent: &span, phase = a.state.phase.name(), "re-adopting run");
+        if a.held {
+            info!(parent: &span, "frozen by operator: stays frozen until `corral thaw`");
+            self.held.insert(id.clone());
+        }
+        let frozen = a.frozen();
+        let one_shot = self.cron.owner(&id).is_none();
+        let ops = RunOps::spawn(Arc::clone(&self.runtime), id.clone(), self.sink.clone());
+        let (mut run, orders) = a.into_run(ops, span);
+        if frozen {
+            run.suspended_at = self.scheduling.frozen();
+        }
+        self.runs.insert(id.clone(), run);
+        if one_shot {
+            // A recurring job's runs are found through its cron state.
+            self.runs.make_current(&id);
+        }
+        self.carry_out_orders(orders)
+    }
+
+    /// Starts a re-adopted run that was placed but never started.
+    fn relaunch(&mut self, id: &RunId) -> Result<(), AgentError> {
+        let Some(run) = self.runs.get(id) else { return Ok(()) };
+        match recovery::relaunch(run) {
+            Some((assignment, memory_limit)) => {
+                info!(parent: &run.span, "starting a run that was placed before the agent restarted");
+                self.execute_launch(id, assignment, memory_limit)
+            }
+            None => {
+                let detail = "placement lost in an agent restart".into();
+                self.handle(id, Event::LaunchFailed { detail })?;
+                Ok(())
+            }
+        }
+    }
+
+    // ---- The control socket ----
+
+    /// What the control socket's handlers read.
+    fn control_view(&self) -> ControlView<'_, S> {
+        ControlView {
+            store: &self.store,
+            runs: &self.runs,
+            held: &self.held,
+            jobs: &self.jobs,
+            cron: &self.cron,
+            telemetry: self.telemetry.as_ref(),
+            feed: self.recorder.feed(),
+            now: self.clock.now(),
+        }
+    }
+
+    /// Answers one request from the control socket; a change goes through
+    /// the run state machine like any other event. Only a store failure is
+    /// an error of the agent; everything else, a refusal too, is an answer.
+    pub fn command(&mut self, command: Command) -> Result<(), AgentError> {
+        let answer = match self.control_view().order(command.request)? {
+            ControlOrder::Answer(answer) => answer,
+            ControlOrder::Feed(change) => {
+                let taken = self.handle(&change.run, change.event.clone())?;
+                if taken {
+                    change.hold(&mut self.held);
+                }
+                change.answer(taken)
+            }
+            ControlOrder::Release { run } => {
+                // On record before it takes effect: an agent restarting
+                // before the run resumes must not take it for held again.
+                let now = self.clock.now();
+                self.record_event(&run, &RunEvent::Released, "thawed by operator", now)?;
+                self.held.remove(&run);
+                self.schedule()?;
+                let phase = self.runs.get(&run).map(|r| &r.state.phase);
+                control::done(Ok(control::thawed(run.clone(), phase)))
+            }
+            ControlOrder::Trigger { job } => {
+                let (outcome, orders) = self.job_side().trigger(&job)?;
+                self.carry_out_orders(orders)?;
+                control::done(outcome)
+            }
+        };
+        // The client may have gone; the change stands either way.
+        let _ = command.reply.send(answer);
+        Ok(())
+    }
+
+    /// Applies what a reload read, exactly as a batch from the watcher is
+    /// applied, and answers with the outcome. A reload that could not read
+    /// the directory changes nothing.
+    pub fn apply_reload(
+        &mut self,
+        jobs_dir: &std::path::Path,
+        read: Result<Vec<FileChange>, WatchError>,
+    ) -> Result<Answer, AgentError> {
+        let changes = match read {
+            Ok(changes) => changes,
+            Err(e) => return Ok(control::reload_failed(&e)),
+        };
+        let diff = self.apply_files(changes)?;
+        Ok(Ok(Response::Reloaded(self.control_view().reload_report(jobs_dir, &diff))))
     }
 
     // ---- The job set ----
@@ -264,83 +382,69 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             note.log();
         }
         let diff = reconciled.diff;
-        for name in diff.added.iter().chain(&diff.changed) {
-            self.job_in_force(name)?;
-        }
-        for name in &diff.removed {
-            self.job_gone(name)?;
-        }
-        if !self.files_read {
-            self.files_read = true;
-            // Recurring jobs known from the store whose file is gone.
-            for name in self.cron.unread() {
-                self.cron_job_gone(&name)?;
-            }
-            // Runs re-adopted after a restart whose job is no longer there.
-            let mut orphans = self.runs.jobs_with_current();
-            orphans.retain(|name| self.jobs.get(name).is_none());
-            for name in orphans {
-                self.job_gone(&name)?;
-            }
-            // Re-adopted runs whose job file has not changed still need it.
-            for id in self.runs.placed_not_launched() {
-                self.relaunch(&id)?;
-            }
-        }
-        // Jobs removed now, or while the agent was down, whose runs are over.
-        for allocation in self.store.job_uids()? {
-            self.release_uid_if_unused(&allocation.job)?;
-        }
+        self.carry_out_orders(job_side::batch(&diff, !self.files_read))?;
         Ok(diff)
     }
 
-    /// `name` was added or changed.
-    fn job_in_force(&mut self, name: &crate::vocab::JobName) -> Result<(), AgentError> {
-        let Some(found) = self.jobs.get(name) else { return Ok(()) };
-        let spec = Arc::new(found.spec.clone());
-        self.cron_job_in_force(name, &spec)?;
-        if let Some(id) = self.runs.current(name).cloned() {
-            let stopping_for_good = self.runs.get(&id).is_some_and(|r| {
-                matches!(r.state.phase, Phase::Stopping { intent: StopIntent::Stop { .. }, .. })
-            });
-            if !stopping_for_good {
-                return self.take_over(&id, spec);
-            }
-            // Its run is on its way out (the file was removed and is back):
-            // the job starts afresh beside it.
-            self.runs.release_current(name);
+    /// The job side (see [`job_side`](super::job_side)), borrowing what it decides on.
+    fn job_side(&mut self) -> JobSide<'_, S> {
+        JobSide {
+            jobs: &self.jobs,
+            files_read: &mut self.files_read,
+            runs: &mut self.runs,
+            queue: &mut self.queue,
+            cron: &mut self.cron,
+            store: &mut self.store,
+            now: self.clock.now(),
+            calendar: self.clock.calendar(),
+            default_grace: self.settings.default_grace,
+            metrics: self.telemetry.as_ref().map(|t| &*t.metrics),
         }
-        if spec.recurrence.is_some() {
-            debug!(job = %name, "recurring job: its runs are started by its schedule, not on load");
-            return Ok(());
-        }
-        let meta = RunMeta::of(&spec, self.settings.default_grace);
-        let version = job::version(&meta, &spec);
-        let latest = self.store.runs_for_job(name, 1)?;
-        if let Some(latest) = latest.first().filter(|r| job::has_run_of(r, &version)) {
-            debug!(job = %name, run = %latest.id, "this version of the job already has its run");
-            return Ok(());
-        }
-        self.create_run(name, spec, meta, version)
     }
 
-    fn create_run(
-        &mut self,
-        name: &crate::vocab::JobName,
-        spec: Arc<JobSpec>,
-        meta: RunMeta,
-        version: JobVersion,
-    ) -> Result<(), AgentError> {
-        let now = self.clock.now();
-        let initial = RunState::new(spec.resources.memory.hard, now);
-        let id = self.store.create_versioned_run(name, &initial, now, &version)?;
-        self.add_run(id.clone(), name, spec, meta, version.fingerprint, initial);
-        self.runs.make_current(&id);
+    /// Carries out `orders` in sequence; a step of the job side is decided
+    /// when it is reached, and what it leads to comes next.
+    fn carry_out_orders(&mut self, orders: Vec<Order>) -> Result<(), AgentError> {
+        let mut todo = VecDeque::from(orders);
+        while let Some(order) = todo.pop_front() {
+            match order {
+                Order::Feed(run, event) => {
+                    self.handle(&run, event)?;
+                }
+                Order::Exited(id, status) => {
+                    for next in reports::ended(&id, self.runs.get(&id), status).into_iter().rev() {
+                        todo.push_front(next);
+                    }
+                }
+                Order::Add { run, current } => {
+                    let NewRun { run, job, spec, meta, fingerprint, initial } = *run;
+                    self.add_run(run.clone(), &job, spec, meta, fingerprint, initial);
+                    if current {
+                        self.runs.make_current(&run);
+                    }
+                }
+                Order::Cron(CronOrder::Start(new)) => {
+                    todo.push_front(Order::Add { run: new, current: false });
+                }
+                Order::Cron(CronOrder::Stop { run, by }) => {
+                    info!(parent: &self.span(&run), "stopping the run: {by} replaces it");
+                    let reason = StopReason::Requested { by };
+                    self.handle(&run, Event::StopRequested { reason })?;
+                }
+                Order::Relaunch(run) => self.relaunch(&run)?,
+                Order::ReleaseUid(job) => self.release_uid_if_unused(&job)?,
+                Order::Then(step) => {
+                    for next in self.job_side().step(step)?.into_iter().rev() {
+                        todo.push_front(next);
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
     /// Queues run `id`, created in the store in state `initial`.
-    pub(super) fn add_run(
+    fn add_run(
         &mut self,
         id: RunId,
         name: &crate::vocab::JobName,
@@ -351,212 +455,18 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     ) {
         let span = run_span(name, &id, initial.attempt);
         info!(parent: &span, priority = meta.priority, "run queued");
-        self.announce(|| {
-            // As the store records a creation.
-            EventLine::transition(
-                initial.since,
-                name.as_str(),
-                id.as_str(),
-                None,
-                initial.phase.name(),
-                "created",
-            )
-        });
+        self.recorder.created(name, &id, &initial);
         let ops = RunOps::spawn(Arc::clone(&self.runtime), id.clone(), self.sink.clone());
         self.queue.push(id.clone(), meta.priority());
-        self.runs.insert(
-            id,
-            Run {
-                job: name.clone(),
-                spec: Some(spec),
-                meta,
-                fingerprint,
-                state: initial,
-                assignment: None,
-                launch: LaunchState::NotStarted,
-                epoch: 0,
-                ops,
-                exit: None,
-                suspended_at: 0,
-                span,
-            },
-        );
-    }
-
-    /// The run under way takes the job's new version: settings the kernel
-    /// can change on a running job are applied now, the rest at its next
-    /// attempt. See docs/agent.md for the field-by-field list.
-    pub(super) fn take_over(&mut self, id: &RunId, spec: Arc<JobSpec>) -> Result<(), AgentError> {
-        let default_grace = self.settings.default_grace;
-        let Some(run) = self.runs.get_mut(id) else { return Ok(()) };
-        let meta = RunMeta::of(&spec, default_grace);
-        let version = job::version(&meta, &spec);
-        // A re-adopted run sees its job for the first time since the restart:
-        // it changed if its fingerprint did. A run left to finish sees its
-        // job come back.
-        let first_sight = run.spec.is_none();
-        let changed = run.state.finishing
-            || match &run.spec {
-                None => version.fingerprint != run.fingerprint,
-                Some(old) => **old != *spec,
-            };
-        if version.fingerprint != run.fingerprint || meta != run.meta {
-            self.store.set_version(id, &version)?;
-        }
-        run.fingerprint = version.fingerprint;
-        run.meta = meta;
-        run.spec = Some(Arc::clone(&spec));
-        self.queue.reprioritize(id, spec.priority);
-        if !changed {
-            return Ok(());
-        }
-        if !first_sight || run.state.phase.may_have_processes() {
-            info!(parent: &run.span, "job changed: the run under way takes the new version \
-                  (resources now where the kernel allows, command and environment at its next attempt)");
-        }
-        let memory_hard = spec.resources.memory.hard;
-        self.handle(id, Event::JobChanged { memory_hard })?;
-        Ok(())
-    }
-
-    /// `name` is gone from the jobs directory.
-    fn job_gone(&mut self, name: &crate::vocab::JobName) -> Result<(), AgentError> {
-        self.cron_job_gone(name)?;
-        let Some(id) = self.runs.current(name).cloned() else { return Ok(()) };
-        self.stop_for_removal(&id)
-    }
-
-    /// Stops run `id` of a removed job, or lets it finish (`on_removal`).
-    pub(super) fn stop_for_removal(&mut self, id: &RunId) -> Result<(), AgentError> {
-        let id = id.clone();
-        let Some(run) = self.runs.get(&id) else { return Ok(()) };
-        let finish = run.meta.finish_on_removal;
-        let span = run.span.clone();
-        let needs_launch_report =
-            matches!(run.state.phase, Phase::Placed) && run.launch == LaunchState::NotStarted;
-        self.handle(&id, Event::JobRemoved { finish })?;
-        if self.runs.get(&id).is_some_and(|r| r.state.finishing) {
-            info!(parent: &span, "job removed: its run is left to finish (on_removal: finish)");
-            return Ok(());
-        }
-        info!(parent: &span, "job removed: stopping its run");
-        if needs_launch_report {
-            // Re-adopted before it was started, and never will be.
-            self.handle(
-                &id,
-                Event::LaunchFailed { detail: "not started: its job was removed".into() },
-            )?;
-        }
-        Ok(())
-    }
-
-    // ---- Recurring jobs: the cron engine's steps, carried out ----
-
-    /// The cron engine with what its steps record with.
-    pub(super) fn cron_step(&mut self) -> (&mut CronJobs, CronStep<'_, S>) {
-        let step = CronStep {
-            store: &mut self.store,
-            now: self.clock.now(),
-            calendar: self.clock.calendar(),
-            default_grace: self.settings.default_grace,
-            metrics: self.telemetry.as_ref().map(|t| &*t.metrics),
-        };
-        (&mut self.cron, step)
-    }
-
-    /// Carries out, in order, what a cron step put on record.
-    pub(super) fn cron_orders(&mut self, orders: Vec<CronOrder>) -> Result<(), AgentError> {
-        for order in orders {
-            match order {
-                CronOrder::Start(new) => {
-                    let NewRun { run, job, spec, meta, fingerprint, initial } = *new;
-                    self.add_run(run, &job, spec, meta, fingerprint, initial);
-                }
-                CronOrder::Stop { run, by } => {
-                    info!(parent: &self.span(&run), "stopping the run: {by} replaces it");
-                    let reason = StopReason::Requested { by };
-                    self.handle(&run, Event::StopRequested { reason })?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// `spec` is now the version of job `name` in force (added or changed).
-    /// Its cron side: the schedule starts or follows the change, its runs
-    /// under way take the new version, and it ticks.
-    fn cron_job_in_force(
-        &mut self,
-        name: &crate::vocab::JobName,
-        spec: &Arc<JobSpec>,
-    ) -> Result<(), AgentError> {
-        if spec.recurrence.is_none() {
-            let Some(runs) = self.cron.forget(&mut self.store, name)? else { return Ok(()) };
-            info!(job = %name, "the job has no schedule any more: nothing fires from now on");
-            // No longer recurring: its newest run is the job's run under way.
-            if let Some(newest) = runs.last() {
-                self.runs.make_current(newest);
-            }
-            for run in runs {
-                self.take_over(&run, Arc::clone(spec))?;
-            }
-            return Ok(());
-        }
-        match self.cron.set_version(name, spec) {
-            // First sight since the agent started: stops decided before a
-            // restart may not have been carried out.
-            None => {
-                let stops = self.cron.pending_stops(name);
-                self.cron_orders(stops)?;
-            }
-            Some(old) => {
-                // What fell due under the old version is decided by it.
-                let (cron, mut step) = self.cron_step();
-                let orders = cron.tick(&mut step, name, &old)?;
-                self.cron_orders(orders)?;
-                let (cron, mut step) = self.cron_step();
-                let orders = cron.reschedule(&mut step, name, &old, spec)?;
-                self.cron_orders(orders)?;
-            }
-        }
-        for run in self.cron.active_runs(name) {
-            self.take_over(&run, Arc::clone(spec))?;
-        }
-        let (cron, mut step) = self.cron_step();
-        let orders = cron.tick(&mut step, name, spec)?;
-        self.cron_orders(orders)?;
-        self.cron.log_next(name, spec);
-        Ok(())
-    }
-
-    /// Job `name` is gone from the jobs directory: its schedule stops, and its
-    /// runs under way are stopped or left to finish (`on_removal`).
-    fn cron_job_gone(&mut self, name: &crate::vocab::JobName) -> Result<(), AgentError> {
-        let Some(runs) = self.cron.forget(&mut self.store, name)? else { return Ok(()) };
-        info!(job = %name, "recurring job removed: its schedule stops");
-        for run in runs {
-            self.stop_for_removal(&run)?;
-        }
-        Ok(())
-    }
-
-    /// Fires recurring job `name` now, on request. Answers what became of
-    /// the firing, or why there is none.
-    pub(super) fn cron_trigger(
-        &mut self,
-        name: &crate::vocab::JobName,
-    ) -> Result<Result<Accepted, ControlError>, AgentError> {
-        let (cron, mut step) = self.cron_step();
-        let (outcome, orders) = cron.trigger(&mut step, name)?;
-        self.cron_orders(orders)?;
-        Ok(outcome)
+        let run = Run::new(name.clone(), Some(spec), meta, fingerprint, initial, ops, span);
+        self.runs.insert(id, run);
     }
 
     // ---- Events ----
 
     /// Feeds `event` to the run's state machine, records the result and
     /// carries out its actions. Returns whether the event was accepted.
-    pub(super) fn handle(&mut self, id: &RunId, event: Event) -> Result<bool, AgentError> {
+    fn handle(&mut self, id: &RunId, event: Event) -> Result<bool, AgentError> {
         self.handle_at(id, event, self.clock.now())
     }
 
@@ -583,33 +493,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             debug!(parent: &run.span, "{}", t.reason);
             return Ok(true);
         }
-        if let Event::Placed(assignment) = &event {
-            // Before the transition: a run recorded as placed always has its
-            // placement on record.
-            self.store.set_placement(id, Some(assignment))?;
-        }
-        // How the run ended goes on record before the transition that says it
-        // ended, so whoever reads a finished run from the store also finds its exit.
-        for action in &t.actions {
-            if let Action::RecordExit(status) = action {
-                self.store.set_exit(id, &exit_on_record(run.exit.as_ref(), *status, now))?;
-            }
-        }
-        self.store.record_transition(id, &run.state, &t.next, now, &t.reason)?;
-        if t.next.attempt != run.state.attempt {
-            // The transition that starts an attempt is its span's first line.
-            run.span = run_span(&run.job, id, t.next.attempt);
-        }
-        let from = run.state.phase.name();
-        let to = t.next.phase.name();
-        announce(&self.feed, || {
-            EventLine::transition(now, run.job.as_str(), id.as_str(), Some(from), to, &t.reason)
-        });
-        if from != to {
-            info!(parent: &run.span, from = %from, to = %to, "{}", t.reason);
-        } else {
-            debug!(parent: &run.span, phase = to, "{}", t.reason);
-        }
+        self.recorder.transition(&mut self.store, id, run, &event, &t, now)?;
         let before = std::mem::replace(&mut run.state, t.next);
         let ended = run.state.is_terminal();
         // A run taken over was placed and launched by an earlier agent: the
@@ -655,12 +539,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.execute_launch(id, assignment, memory_limit)?;
             }
             Action::Watch => {
-                let epoch = self.next_epoch;
+                run.watch(self.next_epoch);
                 self.next_epoch += 1;
-                run.epoch = epoch;
-                if let Some(launch) = run.launch.info() {
-                    run.send(Op::Watch(launch.clone()));
-                }
             }
             Action::Freeze => run.send(Op::Freeze),
             Action::Thaw => run.send(Op::Thaw),
@@ -669,39 +549,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.push_settings(id);
             }
             Action::UpdateSettings => self.push_settings(id),
-            Action::Terminate => {
-                if let Some(launch) = run.launch.info() {
-                    run.send(Op::Signal(launch.clone(), Signal::SIGTERM));
-                }
-            }
+            Action::Terminate => run.terminate(),
             Action::KillAll => run.send(Op::KillAll),
             Action::YieldCpus => {
-                self.preempting.remove(id);
-                match self.ledger.suspend(id) {
-                    Ok(held) => {
-                        self.store.set_placement(id, Some(&held))?;
-                        self.suspensions += 1;
-                        if let Some(run) = self.runs.get_mut(id) {
-                            run.assignment = Some(held);
-                            run.suspended_at = self.suspensions;
-                        }
-                    }
-                    Err(e) => {
-                        warn!(parent: &self.span(id), "frozen, but its CPUs could not be lent: {e}")
-                    }
-                }
+                self.scheduling.lend_cpus(&mut self.ledger, &mut self.store, id, run)?;
             }
             Action::ReleasePlacement => {
-                self.preempting.remove(id);
-                if run.launch == LaunchState::Launching {
-                    run.launch = LaunchState::NotStarted;
-                }
-                if let Some(held) = run.assignment.take() {
-                    if let Err(e) = self.ledger.release(&held) {
-                        debug!(parent: &run.span, "placement already released: {e}");
-                    }
-                    self.store.set_placement(id, None)?;
-                }
+                self.scheduling.release(&mut self.ledger, &mut self.store, id, run)?;
                 run.send(Op::Remove);
             }
             Action::ArmTimer { timer, at } => self.timers.arm(id, timer, at),
@@ -832,10 +686,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     /// directory and none of its runs may have processes left. (A process
     /// that escaped its run keeps the uid from being handed out again: see
     /// [`crate::dynamic_user::allocate`].)
-    pub(super) fn release_uid_if_unused(
-        &mut self,
-        job: &crate::vocab::JobName,
-    ) -> Result<(), AgentError> {
+    fn release_uid_if_unused(&mut self, job: &crate::vocab::JobName) -> Result<(), AgentError> {
         if !self.files_read
             || self.jobs.get(job).is_some()
             || self.runs.values().any(|r| r.job == *job)
@@ -849,55 +700,34 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     fn finish(&mut self, id: &RunId) -> Result<(), AgentError> {
         self.timers.forget(id);
         self.queue.remove(id);
-        self.preempting.remove(id);
+        self.scheduling.preempted(id);
         if let Some(run) = self.runs.remove(id) {
             if let Some(held) = &run.assignment {
                 let _ = self.ledger.release(held);
             }
             let recurring = self.cron.owner(id).is_some();
             let keep = job::retention(run.spec.as_deref(), recurring);
-            // The runs directory is listed only when records went: a run
-            // ending rarely pushes one out. (Files a crash left behind after
-            // their record was pruned go with the job's next prune.)
-            if let Some(keep) = keep {
-                if self.store.prune(&run.job, keep)? > 0 {
-                    run_files::prune(&self.settings.runs_dir, &self.store, &run.job)?;
-                }
-            }
-            let (cron, mut step) = self.cron_step();
-            let orders = cron.run_finished(&mut step, &run.job, id)?;
-            self.cron_orders(orders)?;
-            self.release_uid_if_unused(&run.job)?;
+            run_files::prune_history(&self.settings.runs_dir, &mut self.store, &run.job, keep)?;
+            let job = run.job.clone();
+            let finished = JobStep::RunFinished { job: job.clone(), run: id.clone() };
+            self.carry_out_orders(vec![Order::Then(finished), Order::ReleaseUid(job)])?;
         }
         Ok(())
     }
 
     /// Records something that happened to run `id`, counts it and announces it.
-    pub(super) fn record_event(
+    fn record_event(
         &mut self,
         id: &RunId,
         event: &RunEvent,
         reason: &str,
         now: Timestamp,
     ) -> Result<(), AgentError> {
-        self.store.record_event(id, now, event, reason)?;
-        if let Some(run) = self.runs.get(id) {
-            if let Some(t) = &self.telemetry {
-                t.count_event(id, run, event);
-            }
-            self.announce(|| {
-                EventLine::run_event(now, run.job.as_str(), id.as_str(), event.kind(), reason)
-            });
-        }
-        Ok(())
+        let (run, telemetry) = (self.runs.get(id), self.telemetry.as_ref());
+        self.recorder.event(&mut self.store, telemetry, id, run, event, reason, now)
     }
 
-    /// Sends what `line` builds to followers of the feed, once it is on record.
-    fn announce(&self, line: impl FnOnce() -> EventLine) {
-        announce(&self.feed, line);
-    }
-
-    /// Something the runtime saw.
+    /// Something the runtime saw (see [`reports`]).
     pub fn observe(&mut self, obs: Observation) -> Result<(), AgentError> {
         let id = obs.run;
         let Some(run) = self.runs.get_mut(&id) else { return Ok(()) };
@@ -905,107 +735,27 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             debug!(parent: &run.span, "dropped a report about an earlier attempt: {:?}", obs.what);
             return Ok(());
         }
-        match obs.what {
-            Observed::Launched(launch) => {
-                run.launch = LaunchState::Launched(launch.clone());
-                self.store.set_launch(&id, &launch)?;
-                self.handle(
-                    &id,
-                    Event::Launched { pid: launch.init_pid, start_time: launch.pid_start_time },
-                )?;
-            }
-            Observed::LaunchFailed(detail) => {
-                run.launch = LaunchState::NotStarted;
-                warn!(parent: &run.span, "launch failed: {detail}");
-                self.handle(&id, Event::LaunchFailed { detail })?;
-            }
-            Observed::Exited { status, at, stats } => {
-                run.exit = Some(exit_info(status, at, stats));
-                self.exited(&id, status)?;
-            }
-            Observed::CgroupRemoved { status, at } => {
-                run.exit = Some(exit_info(status, at, FinalStats::default()));
-                // The exit status the shim saw goes on record first, as for
-                // any end; the accounting went with the cgroup.
-                self.record_exit(&id, status, self.clock.now())?;
-                // Lost, not Exited: the job did not end by itself, and what
-                // ended it is known only from the missing cgroup.
-                let detail = format!(
-                    "{status} after its cgroup was removed by someone other than the agent"
-                );
-                self.handle(&id, Event::Lost { detail })?;
-            }
-            Observed::Lost(detail) => {
-                self.handle(&id, Event::Lost { detail })?;
-            }
-            Observed::Oom => {
-                self.handle(&id, Event::OomNotified)?;
-            }
-            Observed::OomKilled => {
-                self.handle(&id, Event::OomKilled)?;
-            }
-            Observed::Frozen => {
-                self.handle(&id, Event::Frozen)?;
-            }
-            Observed::Failed(error) => {
-                warn!(parent: &run.span, "{error}");
-                match (&run.state.phase, error.op) {
-                    // Removed behind the agent's back, which killed what ran in
-                    // it: the run's end is on its way from its watch and says
-                    // so; acting on the run now would only fail again.
-                    _ if error.is_cgroup_gone() => {}
-                    // The freeze did not happen: the run is not suspended after all.
-                    (Phase::Suspended { frozen: false, .. }, Operation::Freeze) => {
-                        self.preempting.remove(&id);
-                        self.handle(&id, Event::Resume)?;
-                    }
-                    // Paused at its limit it cannot run anyway: decide now.
-                    (Phase::OomPaused { frozen: false }, Operation::Freeze) => {
-                        self.handle(&id, Event::Frozen)?;
-                    }
-                    (_, Operation::Watch) => {
-                        let detail = error.cause.to_string();
-                        self.handle(&id, Event::WatchFailed { detail })?;
-                    }
-                    _ => {}
-                }
-            }
+        let reading = reports::read(&id, run, obs.what);
+        if let Some(launch) = &reading.launch {
+            self.store.set_launch(&id, launch)?;
         }
-        Ok(())
-    }
-
-    /// The run's processes ended with `status`, its accounting read into
-    /// `exit`: by this agent's watch, or found by recovery.
-    pub(super) fn exited(
-        &mut self,
-        id: &RunId,
-        status: crate::scheduler::ExitStatus,
-    ) -> Result<(), AgentError> {
-        // Counted by the cgroup but not reported by the kernel's notification
-        // first: a kernel OOM kill is an OOM, never an unexplained signal.
-        let unreported_oom_kill = self.runs.get(id).is_some_and(|r| {
-            r.exit.as_ref().is_some_and(|e| e.oom_kills > 0) && !r.state.oom_killed
-        });
-        if unreported_oom_kill {
-            self.handle(id, Event::OomKilled)?;
+        if let Some(status) = reading.exit {
+            self.record_exit(&id, status, self.clock.now())?;
         }
-        self.handle(id, Event::Exited(status))?;
-        Ok(())
+        if reading.preempted {
+            self.scheduling.preempted(&id);
+        }
+        self.carry_out_orders(reading.orders)
     }
 
     /// Delivers due timers.
     pub fn fire_timers(&mut self) -> Result<(), AgentError> {
         let now = self.clock.now();
-        if self.rescan_at.is_some_and(|at| at <= now) {
-            // The pass that follows every wake-up is what was wanted.
-            self.rescan_at = None;
-        }
+        self.scheduling.woke(now);
         for (id, event) in self.timers.due(now) {
             self.handle(&id, event)?;
         }
-        let (cron, mut step) = self.cron_step();
-        let orders = cron.wake(&mut step)?;
-        self.cron_orders(orders)
+        self.carry_out_orders(vec![Order::Then(JobStep::Wake)])
     }
 
     // ---- Scheduling ----
@@ -1017,33 +767,16 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         if !self.files_read {
             return Ok(());
         }
-        let now = self.clock.now();
-        let waiting = placing::waiting(&self.queue, &self.runs, &self.held);
-        if waiting.is_empty() {
-            // Nothing to place, resume or preempt for: the pass follows every
-            // turn of the main loop, and usually ends here.
-            self.rescan_at = None;
-            if let Some(t) = &mut self.telemetry {
-                t.still_waiting(&BTreeSet::new());
-            }
-            self.sync_pool();
-            return Ok(());
-        }
-        let min_runtime = self.settings.min_runtime_before_preemption;
-        self.rescan_at = placing::next_preemptible(&self.runs, now, min_runtime);
-        // Forget the failures of runs no longer waiting: placed, or over.
-        let waiting_ids: BTreeSet<&RunId> = waiting.iter().map(|w| &w.request.owner).collect();
-        if let Some(t) = &mut self.telemetry {
-            t.still_waiting(&waiting_ids);
-        }
-        let active = placing::active(&self.runs, now, min_runtime);
-        let steps = preempt::pass(
-            &self.topology,
-            &mut self.ledger,
-            waiting,
-            &active,
-            !self.preempting.is_empty(),
-        );
+        let steps = self.scheduling.pass(PassInput {
+            topology: &self.topology,
+            ledger: &mut self.ledger,
+            queue: &self.queue,
+            runs: &self.runs,
+            held: &self.held,
+            now: self.clock.now(),
+            min_runtime: self.settings.min_runtime_before_preemption,
+            telemetry: self.telemetry.as_mut(),
+        });
         for step in steps {
             self.carry_out(step)?;
         }
@@ -1125,25 +858,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.handle(&id, Event::Resume)?;
             }
             Step::Preempt { for_run, priority, victims } => {
-                let who = self.runs.get(&for_run).map(|r| r.job.to_string()).unwrap_or_default();
-                for (victim, mode) in victims {
-                    let Some(v) = self.runs.get(&victim) else { continue };
-                    info!(
-                        parent: &v.span, preempted_by = %for_run,
-                        "preempting {victim} (job {}, priority {}) by {mode} for {for_run} (job {who}, priority {priority}), which does not fit otherwise",
-                        v.job, v.meta.priority
-                    );
-                    let event = match mode {
-                        crate::scheduler::PreemptionMode::Suspend => {
-                            Event::PreemptSuspend { by: for_run.clone() }
-                        }
-                        crate::scheduler::PreemptionMode::Requeue => {
-                            Event::PreemptRequeue { by: for_run.clone() }
-                        }
-                        crate::scheduler::PreemptionMode::Never => continue,
-                    };
+                for (victim, event) in
+                    scheduling::preemptions(&self.runs, &for_run, priority, victims)
+                {
                     if self.handle(&victim, event)? {
-                        self.preempting.insert(victim);
+                        self.scheduling.preempting(victim);
                     }
                 }
             }
@@ -1152,15 +871,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// Writes the shared pool into the cpusets of shared-pool runs when it
-    /// changed (an exclusive run started or ended, a run was frozen).
+    /// changed.
     fn sync_pool(&mut self) {
-        if self.ledger.shared_pool() == &self.pool {
-            return;
-        }
-        self.pool = self.ledger.shared_pool().clone();
-        debug!(pool = %self.pool, "shared pool changed");
-        for id in placing::shared_pool_runs(&self.runs) {
-            self.push_settings(&id);
+        if self.scheduling.pool_changed(&self.ledger).is_some() {
+            for id in placing::shared_pool_runs(&self.runs) {
+                self.push_settings(&id);
+            }
         }
     }
 
@@ -1173,55 +889,32 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         }
     }
 
-    /// Charges the run's placement for a hard limit of `limit`. Where the
-    /// nodes do not have the memory, the old charge stays (and the limit is
-    /// raised all the same: the run is already using the memory).
+    /// Charges the run's placement for a hard limit of `limit` (see
+    /// [`scheduling::recharge`]).
     fn recharge(&mut self, id: &RunId, limit: Bytes) {
-        let Some(held) = self.runs.get(id).and_then(|r| r.assignment.clone()) else { return };
-        let wanted = placing::charged_for(&self.ledger, &held, limit);
-        if wanted == held {
+        let Some(run) = self.runs.get_mut(id) else { return };
+        let Some(held) = &run.assignment else { return };
+        let Some(wanted) = scheduling::recharge(&mut self.ledger, held, limit, &run.span) else {
             return;
+        };
+        if let Err(e) = self.store.set_placement(id, Some(&wanted)) {
+            error!(parent: &run.span, "cannot store the new memory charge: {e}");
         }
-        if self.ledger.release(&held).is_err() {
-            return;
-        }
-        match self.ledger.record(wanted.clone()) {
-            Ok(_) => {
-                if let Err(e) = self.store.set_placement(id, Some(&wanted)) {
-                    error!(parent: &self.span(id), "cannot store the new memory charge: {e}");
-                }
-                if let Some(run) = self.runs.get_mut(id) {
-                    run.assignment = Some(wanted);
-                }
-            }
-            Err(e) => {
-                warn!(parent: &self.span(id), "memory charge unchanged: {e}");
-                let _ = self.ledger.record(held);
-            }
-        }
+        run.assignment = Some(wanted);
     }
 
     // ---- Shutdown ----
 
     /// Stops every run for good (agent shutdown with `stop_jobs_on_exit`).
     pub fn stop_all(&mut self, by: &str) -> Result<(), AgentError> {
-        for id in self.runs.ids() {
-            self.handle(
-                &id,
-                Event::StopRequested { reason: StopReason::Requested { by: by.to_owned() } },
-            )?;
-        }
-        Ok(())
+        let stop = |id| {
+            let reason = StopReason::Requested { by: by.to_owned() };
+            Order::Feed(id, Event::StopRequested { reason })
+        };
+        self.carry_out_orders(self.runs.ids().into_iter().map(stop).collect())
     }
 }
 
 /// Where one placement of a run keeps its files (the layout `corral run`
 /// uses too).
 pub use crate::launch::run_dir;
-
-/// Sends what `line` builds to followers of `feed`, once it is on record.
-fn announce(feed: &EventFeed, line: impl FnOnce() -> EventLine) {
-    if feed.is_followed() {
-        feed.announce(line());
-    }
-}
