@@ -36,6 +36,9 @@
 //!   [`placing`]: what the pass is given, a run's cgroup settings and
 //!   memory charge. The pass itself, the queue and the policy mapping are
 //!   pure and live in [`crate::scheduler`].
+//! - [`launching`]: the plan of the run being placed, built and checked
+//!   before its placement is recorded and taken as it is by its launch;
+//!   the epochs that name each launch in its reports.
 //! - [`reports`]: what a report from a run's operation task means for it.
 //! - [`recovery`]: taking over the runs of an earlier agent, decided from one
 //!   survey of the store and the runtime: the ledger rebuilt, stray cgroups,
@@ -79,6 +82,7 @@ pub mod error;
 pub mod host;
 pub mod job;
 pub mod job_side;
+pub mod launching;
 pub mod logging;
 pub mod ops;
 pub mod orders;

@@ -40,6 +40,7 @@ use super::cron::{CronJobs, CronOrder, CronSettings, NewRun};
 use super::error::AgentError;
 use super::job;
 use super::job_side::{self, JobSide, JobStep};
+use super::launching::{Launches, Planning};
 use super::ops::{Op, RunOps};
 use super::orders::Order;
 use super::placing;
@@ -74,7 +75,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     timers: Timers,
     /// Preemptions under way, the shared pool as written, the next rescan.
     scheduling: Scheduling,
-    next_epoch: u64,
+    /// The plan of the run being placed now; the next launch's epoch.
+    launches: Launches,
     jitter: JitterSource,
     /// The jobs directory has been read once: runs without a job can be told
     /// from runs whose job is not known yet.
@@ -94,9 +96,6 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     recorder: Recorder,
     /// Hands out the jobs' dynamic uids (recorded in `store`).
     uids: JobUids,
-    /// The plan of the run being placed now, built before its placement
-    /// was recorded; its launch takes it.
-    placing: Option<LaunchPlan>,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -124,7 +123,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             runs: RunTable::default(),
             queue: RunQueue::new(),
             timers: Timers::default(),
-            next_epoch: 1,
+            launches: Launches::default(),
             jitter: JitterSource::new(seed),
             files_read: false,
             cron: CronJobs::new(CronSettings::default()),
@@ -133,7 +132,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             store_problem: None,
             recovering: false,
             recorder: Recorder::default(),
-            placing: None,
         }
     }
 
@@ -539,8 +537,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.execute_launch(id, assignment, memory_limit)?;
             }
             Action::Watch => {
-                run.watch(self.next_epoch);
-                self.next_epoch += 1;
+                run.watch(self.launches.next_epoch());
             }
             Action::Freeze => run.send(Op::Freeze),
             Action::Thaw => run.send(Op::Thaw),
@@ -585,10 +582,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         Ok(())
     }
 
-    /// The final plan of run `id` placed on `assignment` at `placed_at`,
-    /// with the hard limit in force, the firing's environment and the job's
-    /// dynamic uid. `Some(Err)` says why the host refuses the run; `None`
-    /// when there is no run, or no job version, to plan.
+    /// The final plan of run `id` placed on `assignment` at `placed_at`
+    /// (see [`Planning::plan`]).
     fn plan_launch(
         &mut self,
         id: &RunId,
@@ -596,35 +591,17 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         placed_at: Timestamp,
     ) -> Result<Option<Result<LaunchPlan, String>>, AgentError> {
         let Some(run) = self.runs.get(id) else { return Ok(None) };
-        let Some(spec) = run.spec.clone() else {
-            // Only re-adopted runs lack a spec, and they are not started
-            // before the jobs directory has been read.
-            warn!(parent: &run.span, "no job version to launch");
-            return Ok(None);
-        };
-        let (attempt, memory_limit) = (run.state.attempt, run.state.memory_limit);
-        let dynamic_uid = match self.dynamic_uid(&spec)? {
-            Ok(uid) => uid,
-            Err(detail) => return Ok(Some(Err(detail))),
-        };
-        let run_dir = run_dir(&self.settings.runs_dir, id, placed_at);
-        let env = self.cron.env_for(id);
-        let inputs = crate::launch::RunInputs {
-            run: id,
-            assignment,
+        let planning = Planning {
+            runtime: &*self.runtime,
+            store: &mut self.store,
+            uids: &mut self.uids,
+            admission: &self.settings.admission,
+            cron: &self.cron,
+            runs_dir: &self.settings.runs_dir,
             shared_pool: self.ledger.shared_pool(),
-            memory_limit,
-            run_dir: &run_dir,
-            env: &env,
-            dynamic_uid,
-            tee_output: false,
+            now: self.clock.now(),
         };
-        Ok(Some(
-            self.runtime
-                .plan(&spec, &inputs)
-                .map(|plan| LaunchPlan { attempt, plan })
-                .map_err(|e| e.to_string()),
-        ))
+        planning.plan(id, run, assignment, placed_at)
     }
 
     /// Starts an attempt of the run on `assignment`, on its operation task:
@@ -638,11 +615,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     ) -> Result<(), AgentError> {
         let Some(run) = self.runs.get(id) else { return Ok(()) };
         let placed_at = run.state.since;
-        let prepared = self.placing.take().filter(|p| {
-            p.run() == id
-                && p.plan.resources.memory.hard_bytes == memory_limit.map(Bytes::get)
-                && p.run_dir() == run_dir(&self.settings.runs_dir, id, placed_at)
-        });
+        let dir = run_dir(&self.settings.runs_dir, id, placed_at);
+        let prepared = self.launches.take(id, memory_limit, &dir);
         let plan = match prepared {
             Some(plan) => Ok(plan),
             None => match self.plan_launch(id, &assignment, placed_at)? {
@@ -651,8 +625,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             },
         };
         let Some(run) = self.runs.get_mut(id) else { return Ok(()) };
-        let epoch = self.next_epoch;
-        self.next_epoch += 1;
+        let epoch = self.launches.next_epoch();
         run.epoch = epoch;
         run.exit = None;
         run.launch = LaunchState::Launching;
@@ -671,15 +644,6 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
         }
         Ok(())
-    }
-
-    /// The uid a run of `spec` gets from the `dynamic_users` range, recorded
-    /// in the store before the run is launched; `None` for a job with a
-    /// `user`, or under a shared `default_user`. `Err` is why none could be
-    /// had, for the run's refusal (store failures are the agent's).
-    fn dynamic_uid(&mut self, spec: &JobSpec) -> Result<Result<Option<u32>, String>, AgentError> {
-        let now = self.clock.now();
-        self.uids.for_run(&mut self.store, &self.settings.admission, spec, now)
     }
 
     /// Gives up the dynamic uid of `job` once it is gone from the jobs
@@ -806,12 +770,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                         let refused = self.handle_at(&id, Event::Refused { detail }, placed_at);
                         if refused.is_err() {
                             // Its refusal could not be recorded: it waits again.
-                            if let Some(run) = self.runs.get(&id) {
-                                self.queue.push(id.clone(), run.meta.priority());
-                            }
+                            self.wait_again(&id);
                         }
-                        refused?;
-                        return Ok(());
+                        return refused.map(drop);
                     }
                     Ok(None) => {
                         let _ = self.ledger.release(&assignment);
@@ -821,28 +782,27 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                         // Not placed after all (its uid could not be
                         // recorded): it waits again.
                         let _ = self.ledger.release(&assignment);
-                        if let Some(run) = self.runs.get(&id) {
-                            self.queue.push(id.clone(), run.meta.priority());
-                        }
+                        self.wait_again(&id);
                         return Err(e);
                     }
                 };
                 if let Some(run) = self.runs.get_mut(&id) {
                     run.assignment = Some(assignment.clone());
                 }
-                self.placing = Some(plan);
+                self.launches.hold(Some(plan));
                 let placed = self.handle_at(&id, Event::Placed(assignment.clone()), placed_at);
                 // Taken by the launch the placement asked for, if it was recorded.
-                self.placing = None;
+                self.launches.hold(None);
                 if !matches!(placed, Ok(true)) {
                     let _ = self.ledger.release(&assignment);
-                    if let Some(run) = self.runs.get_mut(&id) {
+                    let pending = self.runs.get_mut(&id).is_some_and(|run| {
                         run.assignment = None;
-                        // Not placed after all (its placement could not be
-                        // recorded): it waits again.
-                        if placed.is_err() && matches!(run.state.phase, Phase::Pending) {
-                            self.queue.push(id.clone(), run.meta.priority());
-                        }
+                        matches!(run.state.phase, Phase::Pending)
+                    });
+                    // Not placed after all (its placement could not be
+                    // recorded): it waits again.
+                    if placed.is_err() && pending {
+                        self.wait_again(&id);
                     }
                 }
                 placed?;
@@ -868,6 +828,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
         }
         Ok(())
+    }
+
+    /// Puts run `id` back in the queue: its placement did not go on record.
+    fn wait_again(&mut self, id: &RunId) {
+        if let Some(run) = self.runs.get(id) {
+            self.queue.push(id.clone(), run.meta.priority());
+        }
     }
 
     /// Writes the shared pool into the cpusets of shared-pool runs when it
