@@ -723,6 +723,9 @@ impl Step<'_> {
                 }
             },
             OomPolicy::Requeue { .. } => None,
+            // A run left to finish after its job was removed has this
+            // attempt only: growing in place was its last chance.
+            OomPolicy::Grow { .. } if state.finishing => None,
             // The process is gone, so growing in place is no longer possible:
             // start over with the grown limit.
             OomPolicy::Grow { .. } => self.policy.oom.grown_limit(limit).map(Some),

@@ -1005,6 +1005,15 @@ fn a_removed_job_stops_its_run_or_lets_it_finish() {
     let oom = transition(&left.next, &Event::OomKilled, &restarting, at(7)).unwrap().next;
     let oom = transition(&oom, &Event::Exited(ExitStatus::Signal(9)), &restarting, at(8)).unwrap();
     assert_eq!(oom.next.phase, Phase::Failed { reason: FailReason::Oom });
+    // Under `grow` too: a kill that growing in place did not prevent ends
+    // it, where a run of a job in force would start over with more memory.
+    let growing = with(|p| p.oom = OomPolicy::Grow { step: GIB, ceiling: Bytes::from_gib(4) });
+    let mut limited = left.next.clone();
+    limited.memory_limit = Some(GIB);
+    let oom = transition(&limited, &Event::OomKilled, &growing, at(7)).unwrap().next;
+    let oom = transition(&oom, &Event::Exited(ExitStatus::Signal(9)), &growing, at(8)).unwrap();
+    assert_eq!(oom.next.phase, Phase::Failed { reason: FailReason::Oom });
+    assert_eq!(oom.next.attempt, left.next.attempt);
     // The job back: its run again, with the job's own policy.
     let back =
         transition(&left.next, &Event::JobChanged { memory_hard: Some(GIB) }, &restarting, at(9))
