@@ -1,5 +1,7 @@
 //! What a report from a run's operation task means for the run.
 //!
+//! [`events`] is the meaning itself, the events for the run state machine;
+//! the agent and `corral run` both read their runs' reports through it.
 //! `read` takes a report about the run's current attempt (older ones are
 //! dropped before) and notes on the run what it says (the launch, how the
 //! attempt ended); it returns what goes on record before anything else, and
@@ -8,7 +10,7 @@
 
 use tracing::warn;
 
-use crate::scheduler::{Event, ExitStatus, Phase};
+use crate::scheduler::{Event, ExitStatus, Phase, RunState};
 use crate::store::LaunchInfo;
 use crate::vocab::RunId;
 
@@ -28,70 +30,105 @@ pub(super) struct Reading {
     pub orders: Vec<Order>,
 }
 
+/// The events report `what` about a run's current attempt means, in order,
+/// for the run in `state`. `owner` names who manages the run, in the reason
+/// of a cgroup removed behind its back.
+pub fn events(what: &Observed, state: &RunState, owner: &str) -> Vec<Event> {
+    match what {
+        Observed::Launched(launch) => {
+            vec![Event::Launched { pid: launch.init_pid, start_time: launch.pid_start_time }]
+        }
+        Observed::LaunchFailed(detail) => vec![Event::LaunchFailed { detail: detail.clone() }],
+        Observed::Exited { status, stats, .. } => {
+            end_events(*status, stats.oom_kills.unwrap_or(0), state)
+        }
+        // Lost, not Exited: the job did not end by itself, and what ended
+        // it is known only from the missing cgroup.
+        Observed::CgroupRemoved { status, .. } => vec![Event::Lost {
+            detail: format!("{status} after its cgroup was removed by someone other than {owner}"),
+        }],
+        Observed::Lost(detail) => vec![Event::Lost { detail: detail.clone() }],
+        Observed::Oom => vec![Event::OomNotified],
+        Observed::OomKilled => vec![Event::OomKilled],
+        Observed::Frozen => vec![Event::Frozen],
+        Observed::Failed(error) => match (&state.phase, error.op) {
+            // Removed behind its owner's back, which killed what ran in it:
+            // the run's end is on its way from its watch and says so; acting
+            // on the run now would only fail again.
+            _ if error.is_cgroup_gone() => Vec::new(),
+            // The freeze did not happen: the run is not suspended after all.
+            (Phase::Suspended { frozen: false, .. }, Operation::Freeze) => vec![Event::Resume],
+            // Paused at its limit it cannot run anyway: decide now.
+            (Phase::OomPaused { frozen: false }, Operation::Freeze) => vec![Event::Frozen],
+            (_, Operation::Watch) => vec![Event::WatchFailed { detail: error.cause.to_string() }],
+            _ => Vec::new(),
+        },
+    }
+}
+
+/// The events of an end with `status` after `oom_kills` kernel OOM kills:
+/// one the kernel's notification did not report goes first, since a kernel
+/// OOM kill is an OOM, never an unexplained signal.
+fn end_events(status: ExitStatus, oom_kills: u64, state: &RunState) -> Vec<Event> {
+    let unreported_oom_kill = oom_kills > 0 && !state.oom_killed;
+    unreported_oom_kill
+        .then_some(Event::OomKilled)
+        .into_iter()
+        .chain([Event::Exited(status)])
+        .collect()
+}
+
 /// What feeds run `id` (`run`, unless it is over), whose processes ended
-/// with `status`: an OOM kill
-/// its cgroup counted but the kernel's notification did not report goes
-/// first, since a kernel OOM kill is an OOM, never an unexplained signal.
+/// with `status`, the accounting of the end already on the run (see
+/// [`end_events`]).
 pub(super) fn ended(id: &RunId, run: Option<&Run>, status: ExitStatus) -> Vec<Order> {
-    let unreported_oom_kill = run
-        .is_some_and(|r| r.exit.as_ref().is_some_and(|e| e.oom_kills > 0) && !r.state.oom_killed);
-    let oom = unreported_oom_kill.then(|| Order::Feed(id.clone(), Event::OomKilled));
-    oom.into_iter().chain([Order::Feed(id.clone(), Event::Exited(status))]).collect()
+    let events = match run {
+        Some(run) => {
+            let oom_kills = run.exit.as_ref().map_or(0, |e| e.oom_kills);
+            end_events(status, oom_kills, &run.state)
+        }
+        None => vec![Event::Exited(status)],
+    };
+    events.into_iter().map(|event| Order::Feed(id.clone(), event)).collect()
 }
 
 /// What report `what` about run `id`'s current attempt means for `run`.
 pub(super) fn read(id: &RunId, run: &mut Run, what: Observed) -> Reading {
-    let feed =
-        |event| Reading { orders: vec![Order::Feed(id.clone(), event)], ..Reading::default() };
-    match what {
+    let mut reading = Reading::default();
+    match &what {
         Observed::Launched(launch) => {
             run.launch = LaunchState::Launched(launch.clone());
-            let event = Event::Launched { pid: launch.init_pid, start_time: launch.pid_start_time };
-            Reading { launch: Some(launch), ..feed(event) }
+            reading.launch = Some(launch.clone());
         }
         Observed::LaunchFailed(detail) => {
             run.launch = LaunchState::NotStarted;
             warn!(parent: &run.span, "launch failed: {detail}");
-            feed(Event::LaunchFailed { detail })
         }
+        // Decided when it is reached (see [`ended`]), with the accounting
+        // noted on the run here.
         Observed::Exited { status, at, stats } => {
-            run.exit = Some(exit_info(status, at, stats));
-            Reading { orders: vec![Order::Exited(id.clone(), status)], ..Reading::default() }
+            run.exit = Some(exit_info(*status, *at, *stats));
+            reading.orders.push(Order::Exited(id.clone(), *status));
+            return reading;
         }
+        // The exit status the shim saw goes on record first, as for any
+        // end; the accounting went with the cgroup.
         Observed::CgroupRemoved { status, at } => {
-            run.exit = Some(exit_info(status, at, FinalStats::default()));
-            // Lost, not Exited: the job did not end by itself, and what
-            // ended it is known only from the missing cgroup. The exit
-            // status the shim saw goes on record first, as for any end; the
-            // accounting went with the cgroup.
-            let detail =
-                format!("{status} after its cgroup was removed by someone other than the agent");
-            Reading { exit: Some(status), ..feed(Event::Lost { detail }) }
+            run.exit = Some(exit_info(*status, *at, FinalStats::default()));
+            reading.exit = Some(*status);
         }
-        Observed::Lost(detail) => feed(Event::Lost { detail }),
-        Observed::Oom => feed(Event::OomNotified),
-        Observed::OomKilled => feed(Event::OomKilled),
-        Observed::Frozen => feed(Event::Frozen),
         Observed::Failed(error) => {
             warn!(parent: &run.span, "{error}");
-            match (&run.state.phase, error.op) {
-                // Removed behind the agent's back, which killed what ran in
-                // it: the run's end is on its way from its watch and says
-                // so; acting on the run now would only fail again.
-                _ if error.is_cgroup_gone() => Reading::default(),
-                // The freeze did not happen: the run is not suspended after all.
-                (Phase::Suspended { frozen: false, .. }, Operation::Freeze) => {
-                    Reading { preempted: true, ..feed(Event::Resume) }
-                }
-                // Paused at its limit it cannot run anyway: decide now.
-                (Phase::OomPaused { frozen: false }, Operation::Freeze) => feed(Event::Frozen),
-                (_, Operation::Watch) => {
-                    feed(Event::WatchFailed { detail: error.cause.to_string() })
-                }
-                _ => Reading::default(),
-            }
+            // A freeze that did not happen ends the preemption it was for.
+            reading.preempted = error.op == Operation::Freeze
+                && !error.is_cgroup_gone()
+                && matches!(run.state.phase, Phase::Suspended { frozen: false, .. });
         }
+        _ => {}
     }
+    let events = events(&what, &run.state, "the agent");
+    reading.orders = events.into_iter().map(|event| Order::Feed(id.clone(), event)).collect();
+    reading
 }
 
 #[cfg(test)]

@@ -30,9 +30,8 @@ use crate::agent::clock::Clock;
 use crate::agent::host::HostRuntime;
 use crate::agent::job;
 use crate::agent::ops::{self, Op};
-use crate::agent::runtime::{
-    FinalStats, LiveSettings, Observation, Observed as Seen, Operation, Sink,
-};
+use crate::agent::reports;
+use crate::agent::runtime::{FinalStats, LiveSettings, Observation, Observed as Seen, Sink};
 use crate::cgroup::OomMode;
 use crate::config::AgentConfig;
 use crate::container::JobExit;
@@ -326,46 +325,22 @@ impl Foreground {
             debug!("dropped a report about an earlier attempt: {:?}", observation.what);
             return;
         }
-        match observation.what {
-            Seen::Exited { status, at, stats } => {
-                self.summarise(Some(status), at, &stats);
-                // A kernel OOM kill counted by the cgroup but not reported
-                // is an OOM all the same, as under the agent.
-                if stats.oom_kills.unwrap_or(0) > 0 && !self.state.oom_killed {
-                    self.handle(Event::OomKilled);
-                }
-                self.handle(Event::Exited(status));
-            }
+        // What the report says, as the agent reads it; then what it means.
+        match &observation.what {
+            Seen::Exited { status, at, stats } => self.summarise(Some(*status), *at, stats),
             Seen::CgroupRemoved { status, at } => {
-                self.summarise(Some(status), at, &FinalStats::default());
-                let detail =
-                    format!("{status} after its cgroup was removed by someone other than corral");
-                self.handle(Event::Lost { detail });
+                self.summarise(Some(*status), *at, &FinalStats::default())
             }
-            Seen::Lost(detail) => {
-                self.summarise(None, Timestamp::now(), &FinalStats::default());
-                self.handle(Event::Lost { detail });
-            }
-            Seen::Oom => self.handle(Event::OomNotified),
-            Seen::OomKilled => self.handle(Event::OomKilled),
-            Seen::Frozen => self.handle(Event::Frozen),
-            // Launches are carried out here, not reported.
-            Seen::Launched(_) | Seen::LaunchFailed(_) => {}
+            Seen::Lost(_) => self.summarise(None, Timestamp::now(), &FinalStats::default()),
             Seen::Failed(error) => {
-                self.notes.say(&format!("{}: {} failed: {}", self.name, error.op, error.cause));
-                match (&self.state.phase, error.op) {
-                    // Gone with its processes: the end, on its way, says so.
-                    _ if error.is_cgroup_gone() => {}
-                    // Paused at its limit it cannot run anyway: decide now.
-                    (Phase::OomPaused { frozen: false }, Operation::Freeze) => {
-                        self.handle(Event::Frozen)
-                    }
-                    (_, Operation::Watch) => {
-                        self.handle(Event::WatchFailed { detail: error.cause.to_string() })
-                    }
-                    _ => {}
-                }
+                self.notes.say(&format!("{}: {} failed: {}", self.name, error.op, error.cause))
             }
+            // Launches are carried out here, not reported.
+            Seen::Launched(_) | Seen::LaunchFailed(_) => return,
+            Seen::Oom | Seen::OomKilled | Seen::Frozen => {}
+        }
+        for event in reports::events(&observation.what, &self.state, "corral") {
+            self.handle(event);
         }
     }
 
