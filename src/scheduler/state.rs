@@ -61,6 +61,9 @@ impl RunState {
 
     /// The rules that apply to the run now: the job's `policy`, narrowed to
     /// "this attempt only" while the run finishes after its job was removed.
+    /// (Growing in place stays; an OOM ending of a finishing run starts no
+    /// new attempt under any policy, which the transition's OOM ending
+    /// checks itself.)
     pub fn policy_in_force<'p>(&self, policy: &'p Policy) -> Cow<'p, Policy> {
         if !self.finishing {
             return Cow::Borrowed(policy);

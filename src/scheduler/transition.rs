@@ -712,6 +712,9 @@ impl Step<'_> {
     fn oom_ending(&self, state: RunState, mut actions: Vec<Action>) -> Transition {
         let limit = state.memory_limit;
         let requeue_to = match self.policy.oom {
+            // A run left to finish after its job was removed has this
+            // attempt only, whatever its policy would start next.
+            _ if state.finishing => None,
             OomPolicy::Fail => None,
             OomPolicy::Requeue { factor, cap, max } if state.oom_requeues < max => match limit {
                 // No limit: the machine ran out, not the job. Try again as is.
@@ -723,9 +726,6 @@ impl Step<'_> {
                 }
             },
             OomPolicy::Requeue { .. } => None,
-            // A run left to finish after its job was removed has this
-            // attempt only: growing in place was its last chance.
-            OomPolicy::Grow { .. } if state.finishing => None,
             // The process is gone, so growing in place is no longer possible:
             // start over with the grown limit.
             OomPolicy::Grow { .. } => self.policy.oom.grown_limit(limit).map(Some),
