@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use crate::cgroup::Stats;
 use crate::placement::{Assignment, CpuGrant};
 use crate::scheduler::{ExitStatus, RunState};
-use crate::store::{ExitInfo, LaunchInfo, RunDetail, RunRecord};
+use crate::store::{EventRecord, ExitInfo, LaunchInfo, RunDetail, RunRecord, TransitionRecord};
 use crate::vocab::Timestamp;
 
 use super::model::{EventView, ExitView, LaunchView, RunView, TransitionView};
@@ -112,9 +112,7 @@ impl<'a> RunFacts<'a> {
                 cpu_seconds: e.cpu_seconds,
             }),
             transitions: self
-                .detail
-                .map(|d| &d.transitions[..])
-                .unwrap_or_default()
+                .transitions()
                 .iter()
                 .map(|t| TransitionView {
                     at: t.at.to_datetime(),
@@ -124,9 +122,7 @@ impl<'a> RunFacts<'a> {
                 })
                 .collect(),
             events: self
-                .detail
-                .map(|d| &d.events[..])
-                .unwrap_or_default()
+                .events()
                 .iter()
                 .map(|e| EventView {
                     at: e.at.to_datetime(),
@@ -195,9 +191,7 @@ impl<'a> RunFacts<'a> {
                 cpu_seconds: e.cpu_seconds,
             }),
             transitions: self
-                .detail
-                .map(|d| &d.transitions[..])
-                .unwrap_or_default()
+                .transitions()
                 .iter()
                 .map(|t| TransitionLine {
                     at: t.at.to_string(),
@@ -210,18 +204,26 @@ impl<'a> RunFacts<'a> {
         }
     }
 
+    /// Its stored transitions; none for a run of which only the record was read.
+    fn transitions(&self) -> &'a [TransitionRecord] {
+        self.detail.map_or(&[], |d| &d.transitions)
+    }
+
+    /// Its stored run events; none for a run of which only the record was read.
+    fn events(&self) -> &'a [EventRecord] {
+        self.detail.map_or(&[], |d| &d.events)
+    }
+
     /// Its transitions and events as event lines, oldest first.
     pub fn history(&self) -> Vec<EventLine> {
-        let Some(detail) = self.detail else { return Vec::new() };
         let (job, run) = (self.record.job.as_str(), self.record.id.as_str());
-        let mut lines: Vec<EventLine> = detail
-            .transitions
+        let mut lines: Vec<EventLine> = self
+            .transitions()
             .iter()
             .map(|t| EventLine::transition(t.at, job, run, t.from.as_deref(), &t.to, &t.reason))
             .collect();
         lines.extend(
-            detail
-                .events
+            self.events()
                 .iter()
                 .map(|e| EventLine::run_event(e.at, job, run, e.event.kind(), &e.reason)),
         );
