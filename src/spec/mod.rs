@@ -16,10 +16,12 @@
 
 pub mod admission;
 pub mod check;
+pub mod devices;
 pub mod diff;
 pub mod duration;
 pub mod error;
 pub mod identity;
+pub mod io;
 pub mod isolation;
 pub mod job;
 pub mod load;
@@ -49,3 +51,5 @@ pub use restart::{Backoff, RestartOn, RestartPolicy};
 pub use rlimits::{Rlimit, RlimitValue, Rlimits};
 pub use schedule::{CatchUp, Concurrency, History, Recurrence, Schedule};
 pub use tree::Pos;
+pub use devices::{DeviceAccess, DeviceAllow};
+pub use io::{BlockDevice, IoDeviceLimit, IoLimits};
