@@ -73,6 +73,7 @@
 //! [`JobCgroup::update`] writes every knob, unset ones back to the kernel
 //! default.
 
+pub mod devices;
 pub mod error;
 pub mod events;
 #[cfg(test)]
@@ -80,6 +81,7 @@ pub(crate) mod fake;
 pub mod freezer;
 pub mod fs;
 pub mod inspect;
+pub mod io;
 pub mod job;
 pub mod layout;
 pub mod manager;
@@ -91,9 +93,11 @@ pub mod stats;
 pub mod v1;
 pub mod v2;
 
+pub use devices::{Access as DeviceAccess, DeviceRule, DeviceType, SAFE_DEVICES};
 pub use error::CgroupError;
 pub use events::{CgroupEvent, EventOptions, EventSources, EventStream};
 pub use freezer::FreezerState;
+pub use io::{IoResources, IoThrottle};
 pub use job::JobCgroup;
 pub use layout::{detect, Controller, HostPaths, Layout, LayoutKind};
 pub use manager::{Anchor, Capabilities, CgroupManager, FreezerKind, KillKind, ManagerConfig};

@@ -259,8 +259,10 @@ mod tests {
         );
         for bad in ["vda", "8:", "8:x", "4096:0", "-1:0"] {
             assert!(
-                error(&format!("resources: {{io: {{limits: [{{device: '{bad}', write_bps: 1Mi}}]}}}}\n"))
-                    .contains("invalid block device"),
+                error(&format!(
+                    "resources: {{io: {{limits: [{{device: '{bad}', write_bps: 1Mi}}]}}}}\n"
+                ))
+                .contains("invalid block device"),
                 "{bad}"
             );
         }

@@ -38,9 +38,11 @@ mod testutil;
 pub mod tree;
 
 pub use admission::AdmissionRules;
+pub use devices::{DeviceAccess, DeviceAllow};
 pub use diff::{diff, JobSetDiff};
 pub use error::{Diagnostic, Diagnostics, FieldPath, SpecError};
 pub use identity::{DefaultUser, GroupRef, UidRange, UserRef};
+pub use io::{BlockDevice, IoDeviceLimit, IoLimits};
 pub use isolation::{Hostname, Isolation, Mount, MountKind};
 pub use job::{Command, JobSpec, OnRemoval, Preemption, Priority};
 pub use load::{compile_bytes, compile_str, load_file, Job, JobSet, Origin};
@@ -51,5 +53,3 @@ pub use restart::{Backoff, RestartOn, RestartPolicy};
 pub use rlimits::{Rlimit, RlimitValue, Rlimits};
 pub use schedule::{CatchUp, Concurrency, History, Recurrence, Schedule};
 pub use tree::Pos;
-pub use devices::{DeviceAccess, DeviceAllow};
-pub use io::{BlockDevice, IoDeviceLimit, IoLimits};
