@@ -46,7 +46,10 @@ fn a_root_job_opens_only_the_safe_set_and_what_its_file_lists() {
         ("readonly", "isolation: {devices: [{path: /dev/fuse, access: r}]}\n"),
     ] {
         let script = probe(&devices, &agent.data_file(name));
-        agent.write_job(&format!("{name}.yaml"), &job(name, &script, &format!("user: root\n{extra}")));
+        agent.write_job(
+            &format!("{name}.yaml"),
+            &job(name, &script, &format!("user: root\n{extra}")),
+        );
     }
     for name in ["plain", "fuse", "readonly"] {
         agent.wait_phase(&format!("{name}-1"), "succeeded", secs(30));
