@@ -5,6 +5,7 @@
 //! this host's unified hierarchy, which runs it beside the v1 controller.
 
 mod agent_harness;
+mod common;
 
 use std::path::Path;
 
@@ -87,4 +88,33 @@ fn a_device_the_host_lacks_refuses_the_run_with_the_reason() {
         "{reasons:?}"
     );
     assert!(agent.job_cgroups().is_empty(), "nothing was created");
+}
+
+#[test]
+fn a_rootfs_gets_its_listed_devices_made_in_its_dev() {
+    let images =
+        tempfile::Builder::new().prefix("rootfs-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let rootfs = common::busybox_rootfs(&images.path().join("rootfs"));
+    let mut agent = TestAgent::new("allow_root_jobs: true\n");
+    agent.start();
+    let out = Path::new("/data/nodes");
+    let script = format!(
+        "for n in /dev/net/tun /dev/fuse /dev/vda; do if test -c $n; then echo \"$n made\"; \
+         else echo \"$n absent\"; fi; done > {out}; {}",
+        probe(&["/dev/net/tun", "/dev/fuse"], out),
+        out = out.display()
+    );
+    let extra = format!(
+        "user: root\nisolation:\n  rootfs: {}\n  mounts: [{{source: {}, target: /data, readonly: false}}]\n  \
+         devices: [{{path: /dev/net/tun, access: rw}}, {{path: /dev/fuse, access: r}}]\n",
+        rootfs.display(),
+        agent.data.display()
+    );
+    agent.write_job("inroot.yaml", &job("inroot", &script, &extra));
+    agent.wait_phase("inroot-1", "succeeded", secs(30));
+    assert_eq!(
+        agent.read_data("nodes"),
+        "/dev/net/tun made\n/dev/fuse made\n/dev/vda absent\n\
+         /dev/net/tun r ok\n/dev/net/tun w ok\n/dev/fuse r ok\n/dev/fuse w denied\n"
+    );
 }

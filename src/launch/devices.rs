@@ -157,6 +157,31 @@ pub fn device_rules(spec: &JobSpec, numbers: &DeviceNumbers) -> Vec<DeviceRule> 
     rules
 }
 
+/// The nodes a rootfs's `/dev` gets besides the safe set: the job's listed
+/// devices, as the host has them. None without a rootfs, where the job
+/// sees the host's `/dev`.
+pub fn rootfs_nodes(
+    spec: &JobSpec,
+    numbers: &DeviceNumbers,
+) -> Vec<crate::container::devices::DeviceNode> {
+    if spec.isolation.rootfs.is_none() {
+        return Vec::new();
+    }
+    spec.isolation
+        .devices
+        .iter()
+        .filter_map(|device| {
+            let node = numbers.get(device.path.as_path())?;
+            Some(crate::container::devices::DeviceNode {
+                path: device.path.as_path().to_path_buf(),
+                block: node.kind == DeviceType::Block,
+                major: node.major.into(),
+                minor: node.minor.into(),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +239,13 @@ mod tests {
             spec("isolation: {rootfs: /var/tmp/r, devices: [{path: /dev/null, access: r}]}\n");
         let numbers = DeviceNumbers::resolve(&job).unwrap();
         assert_eq!(device_rules(&job, &numbers).last().unwrap().to_string(), "c 1:3 rm");
+        let nodes = rootfs_nodes(&job, &numbers);
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(
+            (nodes[0].path.as_path(), nodes[0].block, nodes[0].major, nodes[0].minor),
+            (Path::new("/dev/null"), false, 1, 3)
+        );
+        let hosted = spec("isolation: {devices: [{path: /dev/null}]}\n");
+        assert!(rootfs_nodes(&hosted, &DeviceNumbers::resolve(&hosted).unwrap()).is_empty());
     }
 }

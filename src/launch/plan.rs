@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::devices::{device_rules, io_resources, DeviceNumbers, NO_DEVICES};
+use super::devices::{device_rules, io_resources, rootfs_nodes, DeviceNumbers, NO_DEVICES};
 use super::error::{LaunchError, UserOrigin};
 use super::oom::oom_mode;
 use crate::cgroup::{self, Capabilities, CgroupName, MemoryLimits};
@@ -344,6 +344,7 @@ pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchEr
     )?;
     container.tee_output = inputs.tee_output;
     inputs.devices.check(spec)?;
+    container.devices = rootfs_nodes(spec, inputs.devices);
     container.validate().map_err(|problems| LaunchError::Container {
         job: job.to_owned(),
         run: inputs.run.to_string(),
