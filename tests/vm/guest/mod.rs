@@ -4,6 +4,7 @@
 
 mod agent;
 mod cgroups;
+mod iodev;
 mod numa;
 mod run;
 mod util;
@@ -123,6 +124,16 @@ pub const TESTS: &[GuestTest] = &[
         name: "agent_killed_with_sigkill_leaves_jobs_running_for_the_next_agent",
         scope: Scope::Once,
         run: agent::agent_killed_with_sigkill_leaves_jobs_running_for_the_next_agent,
+    },
+    GuestTest {
+        name: "devices_are_an_allow_list_enforced_by_a_device_program",
+        scope: Scope::Once,
+        run: iodev::devices_are_an_allow_list_enforced_by_a_device_program,
+    },
+    GuestTest {
+        name: "io_max_holds_a_direct_writer_near_its_limit",
+        scope: Scope::Once,
+        run: iodev::io_max_holds_a_direct_writer_near_its_limit,
     },
 ];
 
