@@ -151,6 +151,10 @@ impl JobCgroup {
             current_memory_limit,
             io_weight_files: self.io_weight_files(),
             device_program: shared.device_program,
+            current_device_list: match (mode, self.v1_dir(Controller::Devices)) {
+                (PlanMode::Update, Some(dir)) => Some(read_knob(&dir.join(v1::devices::LIST))?),
+                _ => None,
+            },
         })
     }
 

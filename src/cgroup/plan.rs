@@ -108,6 +108,10 @@ pub struct PlanContext {
     pub io_weight_files: Vec<&'static str>,
     /// The job has a v2 cgroup a device program can be attached to.
     pub device_program: bool,
+    /// The job's v1 `devices.list` (Update mode): a list that already
+    /// holds what is wanted is not written again, since rewriting it
+    /// denies everything for a moment under a running job.
+    pub current_device_list: Option<String>,
 }
 
 impl PlanContext {
@@ -399,6 +403,7 @@ pub(crate) mod tests {
             current_memory_limit: None,
             io_weight_files: Vec::new(),
             device_program: false,
+            current_device_list: None,
         }
     }
 
@@ -420,6 +425,7 @@ pub(crate) mod tests {
             current_memory_limit: None,
             io_weight_files: Vec::new(),
             device_program: false,
+            current_device_list: None,
         }
     }
 
