@@ -1,5 +1,6 @@
 //! I/O and device control on pure v2, through `corral run`: `io.max` holds
-//! an `O_DIRECT` writer on the guest's virtio disk near its limit, and the
+//! an `O_DIRECT` writer on the guest's virtio disk near its limit, the
+//! weight lands in `io.weight`, and the
 //! device program attached to each run's cgroup lets a root job open only
 //! the safe set and what its file lists, with the access listed.
 
@@ -106,11 +107,12 @@ pub fn io_max_holds_a_direct_writer_near_its_limit(_: &Context) {
          read t1 rest < /proc/uptime; echo \"took $t0 $t1\"; \
          cg=$(sed -n \"s/^0:://p\" /proc/self/cgroup); \
          echo \"io.max $(cat /sys/fs/cgroup$cg/io.max)\"; \
+         echo \"io.weight $(cat /sys/fs/cgroup$cg/io.weight)\"; \
          echo \"io.stat $(grep \"^{disk} \" /sys/fs/cgroup$cg/io.stat)\"",
         blocks = WRITTEN / (64 << 10),
     );
     let extra = format!(
-        "resources: {{io: {{limits: [{{device: {DISK}, write_bps: 1Mi}}]}}}}\n\
+        "resources: {{io: {{weight: 300, limits: [{{device: {DISK}, write_bps: 1Mi}}]}}}}\n\
          isolation: {{devices: [{{path: {DISK}, access: rw}}]}}\n"
     );
     let (out, code) = run_root("direct", &script, &extra);
@@ -123,6 +125,8 @@ pub fn io_max_holds_a_direct_writer_near_its_limit(_: &Context) {
             .to_owned()
     };
     assert!(field("io.max ").starts_with(&format!("{disk} rbps=max wbps=1048576 ")), "{out}");
+    // The guest kernel has iocost, so every v2 cgroup with `io` has io.weight.
+    assert_eq!(field("io.weight "), "default 300", "{out}");
     let took: Vec<f64> = field("took ").split_whitespace().map(|t| t.parse().unwrap()).collect();
     let rate = WRITTEN as f64 / (1 << 20) as f64 / (took[1] - took[0]);
     println!("{} MiB written with O_DIRECT at {rate:.2} MiB/s under write_bps: 1Mi", WRITTEN >> 20);
