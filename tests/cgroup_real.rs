@@ -171,7 +171,7 @@ fn this_host_is_detected_as_hybrid() {
     assert!(layout.named.iter().any(|n| n.name == "systemd"));
     let unified = layout.unified.as_ref().unwrap();
     assert_eq!(unified.mount_point, Path::new("/sys/fs/cgroup/unified"));
-    for c in ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio"] {
+    for c in ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices"] {
         let c = corral::cgroup::Controller::from_name(c).unwrap();
         assert!(layout.v1_hierarchy(c).is_some(), "{c} not found");
         assert!(!layout.unified_offers(c));
@@ -199,6 +199,7 @@ fn resources_are_applied_read_back_updated_and_removed() {
         },
         pids_max: Some(100),
         oom: OomMode::Kill,
+        ..Default::default()
     };
     let plan = t.manager.plan(&res).unwrap();
     assert_eq!(plan.skipped.len(), 1, "memory.high has no v1 counterpart");
@@ -281,7 +282,7 @@ async fn a_process_joins_every_tree_and_follows_live_cpuset_changes() {
             .find(|l| l.starts_with(&format!("{id}:{list}:")))
             .map(|l| l.splitn(3, ':').nth(2).unwrap().to_owned())
             .unwrap();
-        let joined = ["cpu", "cpuset", "memory", "pids", "blkio", ""].contains(&list);
+        let joined = ["cpu", "cpuset", "memory", "pids", "blkio", "devices", ""].contains(&list);
         if joined {
             let want = format!("{}/{}/pinned", own_path.trim_end_matches('/'), t.prefix);
             assert_eq!(path, want, "hierarchy {list:?}");

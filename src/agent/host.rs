@@ -293,12 +293,15 @@ impl Runtime for HostRuntime {
         }
         // The same mapping as the launch plan's, with the limit in force:
         // a grown limit raises `high` with it.
+        let devices = launch::DeviceNumbers::resolve(&settings.spec)
+            .map_err(|e| RuntimeError::new(Operation::Update, run, e))?;
         let resources = launch::resources(
             &settings.spec,
             &settings.assignment,
             &settings.cpus,
             self.host.cgroups().capabilities(),
             settings.memory_limit,
+            &devices,
         );
         cgroup
             .update(&resources)
@@ -498,8 +501,14 @@ mod tests {
         };
         let cpus: CpuSet = "0-1".parse().unwrap();
         let caps = *host.cgroups().capabilities();
-        let at_launch =
-            launch::resources(&spec, &assignment, &cpus, &caps, spec.resources.memory.hard);
+        let at_launch = launch::resources(
+            &spec,
+            &assignment,
+            &cpus,
+            &caps,
+            spec.resources.memory.hard,
+            &launch::NO_DEVICES,
+        );
         let name = CgroupName::new(run.as_str()).unwrap();
         host.cgroups().create(&name, &at_launch).unwrap();
         let runtime = HostRuntime::new(host);

@@ -56,6 +56,9 @@ pub enum CgroupError {
     #[error("{what} is not available: {reason}")]
     Unsupported { what: &'static str, reason: String },
 
+    #[error("cannot {step} the device program of cgroup {path}: {source}{}", if verifier.is_empty() { String::new() } else { format!("; the verifier says: {verifier}") })]
+    DeviceProgram { path: PathBuf, step: &'static str, source: io::Error, verifier: String },
+
     #[error("cgroup {path} did not reach {wanted} within {timeout:?}; it is stuck in {state}")]
     FreezerTimeout { path: PathBuf, wanted: &'static str, state: String, timeout: Duration },
 

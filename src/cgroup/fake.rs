@@ -41,8 +41,13 @@ const V1_FILES: &[(&str, &[(&str, &str)])] = &[
         &[
             ("blkio.throttle.io_service_bytes", "Total 0\n"),
             ("blkio.throttle.io_serviced", "Total 0\n"),
+            ("blkio.throttle.read_bps_device", ""),
+            ("blkio.throttle.write_bps_device", ""),
+            ("blkio.throttle.read_iops_device", ""),
+            ("blkio.throttle.write_iops_device", ""),
         ],
     ),
+    ("devices", &[("devices.allow", ""), ("devices.deny", ""), ("devices.list", "a *:* rwm\n")]),
 ];
 
 const V2_FILES: &[(&str, &str)] = &[

@@ -149,7 +149,32 @@ impl JobCgroup {
             parent_cpus,
             parent_mems,
             current_memory_limit,
+            io_weight_files: self.io_weight_files(),
+            device_program: shared.device_program,
+            current_device_list: match (mode, self.v1_dir(Controller::Devices)) {
+                (PlanMode::Update, Some(dir)) => Some(read_knob(&dir.join(v1::devices::LIST))?),
+                _ => None,
+            },
         })
+    }
+
+    /// The I/O weight files the job's cgroup will have: its parent's, which
+    /// shows the same files (they come and go with the I/O schedulers).
+    fn io_weight_files(&self) -> Vec<&'static str> {
+        let shared = &self.shared;
+        let mut files = Vec::new();
+        if let Some(h) = shared.v1.iter().find(|h| h.controllers.contains(&Controller::Blkio)) {
+            files.extend(
+                [v1::blkio::WEIGHT, v1::blkio::BFQ_WEIGHT]
+                    .into_iter()
+                    .filter(|f| h.dir.join(f).exists()),
+            );
+        } else if let Some(dir) = &shared.unified {
+            files.extend(
+                [v2::io::WEIGHT, v2::io::BFQ_WEIGHT].into_iter().filter(|f| dir.join(f).exists()),
+            );
+        }
+        files
     }
 
     pub(crate) fn apply(&self, plan: &Plan) -> Result<(), CgroupError> {

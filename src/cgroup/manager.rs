@@ -137,6 +137,9 @@ pub(crate) struct Shared {
     pub clk_tck: u64,
     /// How the parent was made in each tree, to make it again.
     pub parent_levels: Vec<ParentLevels>,
+    /// The v2 parent is on a cgroup2 filesystem, where jobs can get a
+    /// device program (`BPF_CGROUP_DEVICE` attaches to nothing else).
+    pub device_program: bool,
 }
 
 /// The parent's directories in one tree, from below its anchor down, and
@@ -230,6 +233,11 @@ fn confine(delegated: Option<&Path>, dir: &Path) -> Result<(), CgroupError> {
     }
 }
 
+fn on_cgroup2(dir: &Path) -> bool {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
+    statfs(dir).is_ok_and(|fs| fs.filesystem_type() == CGROUP2_SUPER_MAGIC)
+}
+
 fn clk_tck() -> u64 {
     use nix::unistd::{sysconf, SysconfVar};
     match sysconf(SysconfVar::CLK_TCK) {
@@ -286,6 +294,7 @@ impl CgroupManager {
             Controller::Memory,
             Controller::Pids,
             Controller::Blkio,
+            Controller::Devices,
         ];
         if freezer == FreezerKind::V1 {
             needed.push(Controller::Freezer);
@@ -336,6 +345,7 @@ impl CgroupManager {
             pressure: unified_has(v2::psi::MEMORY),
             pause_at_limit: v1_memory.is_some(),
         };
+        let device_program = unified_parent.as_deref().is_some_and(on_cgroup2);
         Ok(CgroupManager {
             shared: Arc::new(Shared {
                 layout,
@@ -345,6 +355,7 @@ impl CgroupManager {
                 caps,
                 clk_tck: clk_tck(),
                 parent_levels,
+                device_program,
             }),
         })
     }
@@ -493,6 +504,8 @@ mod tests {
             },
             pids_max: Some(64),
             oom: OomMode::Kill,
+            io: Default::default(),
+            devices: None,
         }
     }
 
@@ -504,7 +517,7 @@ mod tests {
         let cpuset = fs.v1_root("cpuset").join("corral");
         assert_eq!(fs.read(&cpuset.join("cpuset.cpus")), "0-3");
         assert_eq!(fs.read(&cpuset.join("cpuset.mems")), "0");
-        assert_eq!(m.parent_dirs().len(), 7);
+        assert_eq!(m.parent_dirs().len(), 8);
         assert_eq!(
             *m.capabilities(),
             Capabilities {
@@ -557,7 +570,7 @@ mod tests {
         assert_eq!(leaf("memory", "memory.soft_limit_in_bytes"), "16777216");
         assert_eq!(leaf("memory", "memory.oom_control"), "1");
         assert_eq!(leaf("pids", "pids.max"), "64");
-        assert_eq!(job.procs_files().len(), 7);
+        assert_eq!(job.procs_files().len(), 8);
         assert_eq!(m.jobs().unwrap(), vec![name("job-1")]);
     }
 
@@ -603,11 +616,12 @@ mod tests {
     #[test]
     fn parent_can_be_anchored_at_the_agents_own_cgroup() {
         let fs = FakeFs::new(FakeKind::V1);
-        let own: String = ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio"]
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{}:{c}:/agent\n", i + 1))
-            .collect();
+        let own: String =
+            ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices"]
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{}:{c}:/agent\n", i + 1))
+                .collect();
         std::fs::write(fs.dir.path().join("self-cgroup"), own).unwrap();
         fs.add_cgroup("agent");
         std::fs::write(fs.v1_root("cpuset").join("agent/cpuset.cpus"), "2-3\n").unwrap();
@@ -711,7 +725,7 @@ mod tests {
         assert!(caps.memsw && caps.pause_at_limit && caps.populated_events && caps.pressure);
         // freezer and cpuacct hierarchies are not joined.
         let parents = m.parent_dirs();
-        assert_eq!(parents.len(), 6);
+        assert_eq!(parents.len(), 7);
         assert!(!parents.iter().any(|d| d.starts_with(fs.v1_root("freezer"))));
         assert!(!parents.iter().any(|d| d.starts_with(fs.v1_root("cpuacct"))));
 
@@ -721,7 +735,7 @@ mod tests {
             "33554432"
         );
         let files = job.procs_files();
-        assert_eq!(files.len(), 6);
+        assert_eq!(files.len(), 7);
         assert_eq!(files.last().unwrap(), &fs.unified_root().join("corral/job-1/cgroup.procs"));
 
         let stats = job.stats().unwrap();
@@ -738,7 +752,7 @@ mod tests {
         let m = CgroupManager::open(fs.layout(), &cfg).unwrap();
         assert_eq!(m.capabilities().freezer, FreezerKind::V1);
         assert_eq!(m.capabilities().kill, KillKind::FreezeAndSignal);
-        assert_eq!(m.parent_dirs().len(), 7);
+        assert_eq!(m.parent_dirs().len(), 8);
     }
 
     #[tokio::test]

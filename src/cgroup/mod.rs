@@ -20,7 +20,7 @@
 //!
 //! | Layout | Job cgroups | Freeze | Kill | Empty notification | PSI |
 //! |---|---|---|---|---|---|
-//! | v1 | one per used hierarchy (`cpu`, `cpuacct`, `cpuset`, `memory`, `pids`, `freezer`, `blkio`; co-mounts count once) | `freezer.state`, re-read with back-off | freeze, SIGKILL each pid, thaw | none | none |
+//! | v1 | one per used hierarchy (`cpu`, `cpuacct`, `cpuset`, `memory`, `pids`, `freezer`, `blkio`, `devices`; co-mounts count once) | `freezer.state`, re-read with back-off | freeze, SIGKILL each pid, thaw | none | none |
 //! | v2 | one, controllers `cpuset cpu io memory pids` enabled down from the anchor | `cgroup.freeze` + `cgroup.events` | `cgroup.kill` | `cgroup.events` | yes |
 //! | hybrid | one per used v1 hierarchy, plus one in the v2 tree | v2 `cgroup.freeze` | `cgroup.kill` | `cgroup.events` | yes (v2 tree) |
 //!
@@ -61,6 +61,9 @@
 //! | pids max | `pids.max` | `pids.max` |
 //! | OOM: kill | default (`memory.oom_control` 0): the kernel kills one task | `memory.oom.group` = 1: the whole job dies together |
 //! | OOM: pause at limit | `memory.oom_control` = 1 (`oom_kill_disable`): stopped at the limit, `under_oom 1` | refused: v2 cannot pause at `memory.max` |
+//! | I/O weight *w* ([`io`]) | `blkio.bfq.weight` / `blkio.weight`, rescaled, where they exist; else skipped | `io.weight` = "default *w*", `io.bfq.weight` rescaled, where they exist; else skipped |
+//! | I/O throttles | `blkio.throttle.{read,write}_{bps,iops}_device` = "MAJ:MIN *n*" | `io.max` = "MAJ:MIN rbps= wbps= riops= wiops=" |
+//! | device rules ([`devices`]) | `devices.deny` = "a", then a `devices.allow` line each (an update finding them in place writes nothing) | a `BPF_CGROUP_DEVICE` program ([`v2::devices`]) attached after the writes |
 //!
 //! Validation (all problems at once, before any write): weight (1–10000)
 //! and quota (10 millicpus to 4096 CPUs) are in range by their types, sets
@@ -71,11 +74,12 @@
 //! Write order: cpuset first (a v1 task cannot join before), then cpu
 //! (period before quota), memory (v1: `oom_control` first; limit and memsw in
 //! the order that keeps limit ≤ memsw at every step; v2: `oom.group`, `low`,
-//! `high`, then `max`), pids. A new cgroup only gets the settings asked for;
+//! `high`, then `max`), pids, I/O, device rules. A new cgroup only gets the settings asked for;
 //! [`JobCgroup::update`] writes every knob, unset ones back to the kernel
 //! default.
 
 pub mod delegation;
+pub mod devices;
 pub mod error;
 pub mod events;
 #[cfg(test)]
@@ -83,6 +87,7 @@ pub(crate) mod fake;
 pub mod freezer;
 pub mod fs;
 pub mod inspect;
+pub mod io;
 pub mod job;
 pub mod layout;
 pub mod manager;
@@ -94,9 +99,11 @@ pub mod stats;
 pub mod v1;
 pub mod v2;
 
+pub use devices::{Access as DeviceAccess, DeviceRule, DeviceType, SAFE_DEVICES};
 pub use error::CgroupError;
 pub use events::{CgroupEvent, EventOptions, EventSources, EventStream};
 pub use freezer::FreezerState;
+pub use io::{IoResources, IoThrottle};
 pub use job::JobCgroup;
 pub use layout::{detect, Controller, HostPaths, Layout, LayoutKind};
 pub use manager::{Anchor, Capabilities, CgroupManager, FreezerKind, KillKind, ManagerConfig};

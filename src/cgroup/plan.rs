@@ -59,6 +59,9 @@ pub struct Skipped {
 pub struct Plan {
     pub writes: Vec<PlannedWrite>,
     pub skipped: Vec<Skipped>,
+    /// Device rules enforced by a BPF program attached to the job's v2
+    /// cgroup (there is no v2 knob for them), after the writes.
+    pub device_program: Option<Vec<super::devices::DeviceRule>>,
 }
 
 impl Plan {
@@ -99,6 +102,16 @@ pub struct PlanContext {
     /// The job's current v1 `memory.limit_in_bytes` (Update mode with memsw):
     /// decides the order of the limit and memsw writes.
     pub current_memory_limit: Option<u64>,
+    /// The I/O weight files the job's cgroup has (`blkio.weight` only with
+    /// CFQ, the `bfq` ones only with BFQ loaded, `io.weight` in every v2
+    /// cgroup with `io` enabled).
+    pub io_weight_files: Vec<&'static str>,
+    /// The job has a v2 cgroup a device program can be attached to.
+    pub device_program: bool,
+    /// The job's v1 `devices.list` (Update mode): a list that already
+    /// holds what is wanted is not written again, since rewriting it
+    /// denies everything for a moment under a running job.
+    pub current_device_list: Option<String>,
 }
 
 impl PlanContext {
@@ -167,11 +180,18 @@ pub(crate) struct Builder<'a> {
     writes: Vec<PlannedWrite>,
     skipped: Vec<Skipped>,
     problems: Vec<PlanProblem>,
+    device_program: Option<Vec<super::devices::DeviceRule>>,
 }
 
 impl<'a> Builder<'a> {
     fn new(ctx: &'a PlanContext) -> Self {
-        Builder { ctx, writes: Vec::new(), skipped: Vec::new(), problems: Vec::new() }
+        Builder {
+            ctx,
+            writes: Vec::new(),
+            skipped: Vec::new(),
+            problems: Vec::new(),
+            device_program: None,
+        }
     }
 
     pub fn write(&mut self, target: Target, file: &'static str, value: impl ToString) {
@@ -188,6 +208,10 @@ impl<'a> Builder<'a> {
 
     pub fn updating(&self) -> bool {
         self.ctx.mode == PlanMode::Update
+    }
+
+    pub fn device_program(&mut self, rules: Vec<super::devices::DeviceRule>) {
+        self.device_program = Some(rules);
     }
 }
 
@@ -301,9 +325,29 @@ pub fn plan(ctx: &PlanContext, res: &Resources) -> Result<Plan, PlanError> {
         Some(CgroupVersion::V2) => v2::pids::plan(res, &mut b),
         None => missing(&mut b, res.pids_max.is_some(), "pids max", Controller::Pids),
     }
+    if ctx.v1.contains(&Controller::Blkio) {
+        v1::blkio::plan(res, &mut b);
+    } else if ctx.v2.contains(&Controller::Io) {
+        v2::io::plan(res, &mut b);
+    } else {
+        missing(&mut b, !res.io.throttles.is_empty(), "I/O limits", Controller::Io);
+        if res.io.weight.is_some() {
+            b.skip("I/O weight", "the job has no I/O controller");
+        }
+    }
+    if ctx.v1.contains(&Controller::Devices) {
+        v1::devices::plan(res, &mut b);
+    } else if ctx.device_program {
+        v2::devices::plan(res, &mut b);
+    } else if res.devices.is_some() {
+        b.skip(
+            "device allow-list",
+            "no v1 devices hierarchy and no v2 cgroup to attach a device program to",
+        );
+    }
 
     if b.problems.is_empty() {
-        Ok(Plan { writes: b.writes, skipped: b.skipped })
+        Ok(Plan { writes: b.writes, skipped: b.skipped, device_program: b.device_program })
     } else {
         Err(PlanError { problems: b.problems })
     }
@@ -321,6 +365,15 @@ pub fn apply<'p>(plan: &Plan, dir: impl Fn(Target) -> Option<&'p Path>) -> Resul
             });
         };
         write_knob(&dir.join(write.file), &write.value)?;
+    }
+    if let Some(rules) = &plan.device_program {
+        let Some(dir) = dir(Target::Unified) else {
+            return Err(CgroupError::Unsupported {
+                what: "device rules",
+                reason: "the job has no cgroup in the v2 tree".into(),
+            });
+        };
+        v2::devices::attach(dir, rules)?;
     }
     Ok(())
 }
@@ -348,6 +401,9 @@ pub(crate) mod tests {
             parent_cpus: Some(CpuSet::parse("0-3").unwrap()),
             parent_mems: Some(NodeSet::parse("0-1").unwrap()),
             current_memory_limit: None,
+            io_weight_files: Vec::new(),
+            device_program: false,
+            current_device_list: None,
         }
     }
 
@@ -367,6 +423,9 @@ pub(crate) mod tests {
             parent_cpus: Some(CpuSet::parse("0-3").unwrap()),
             parent_mems: Some(NodeSet::parse("0-1").unwrap()),
             current_memory_limit: None,
+            io_weight_files: Vec::new(),
+            device_program: false,
+            current_device_list: None,
         }
     }
 
@@ -484,6 +543,7 @@ pub(crate) mod tests {
                 PlannedWrite { target: Target::Unified, file: "cpu.max", value: "max".into() },
             ],
             skipped: vec![],
+            device_program: None,
         };
         let err = apply(&plan, |_| Some(dir.path())).unwrap_err();
         assert_eq!(std::fs::read_to_string(dir.path().join("cpu.weight")).unwrap(), "7");
@@ -502,6 +562,7 @@ pub(crate) mod tests {
                 value: "1".into(),
             }],
             skipped: vec![],
+            device_program: None,
         };
         assert!(matches!(apply(&plan, |_| None), Err(CgroupError::Unsupported { .. })));
     }

@@ -55,6 +55,11 @@ pub struct Resources {
     /// Maximum number of tasks (processes and threads).
     pub pids_max: Option<u64>,
     pub oom: OomMode,
+    /// Block I/O weight and throttles.
+    pub io: super::io::IoResources,
+    /// The device nodes the job may use, everything else denied; `None`
+    /// leaves device access as the kernel has it (all allowed).
+    pub devices: Option<Vec<super::devices::DeviceRule>>,
 }
 
 #[cfg(test)]

@@ -199,6 +199,10 @@ pub struct ContainerConfig {
     /// closed terminal or pipe); the log files are unaffected.
     #[serde(default)]
     pub tee_output: bool,
+    /// Device nodes made in the rootfs's `/dev` besides the safe set
+    /// (ignored without a rootfs: the job sees the host's `/dev`).
+    #[serde(default)]
+    pub devices: Vec<super::devices::DeviceNode>,
 }
 
 fn default_log_max_bytes() -> u64 {
@@ -264,6 +268,7 @@ impl ContainerConfig {
             rlimits: Vec::new(),
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             tee_output: false,
+            devices: Vec::new(),
         }
     }
 

@@ -85,6 +85,7 @@
 
 pub mod caps;
 pub mod config;
+pub mod devices;
 pub mod error;
 pub mod exec;
 pub mod init;

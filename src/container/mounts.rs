@@ -138,6 +138,11 @@ pub enum MountStep {
         name: &'static str,
         points_to: &'static str,
     },
+    /// A device node the job lists, in the rootfs's `/dev`; bound from the
+    /// host's node where `mknod` is not allowed, as for [`MountStep::Device`].
+    ListedDevice {
+        node: super::devices::DeviceNode,
+    },
     /// Makes the rootfs the root and detaches the old one.
     PivotRoot {
         new_root: PathBuf,
@@ -231,6 +236,9 @@ pub fn plan(cfg: &ContainerConfig) -> Vec<MountStep> {
     ));
     for device in DEVICES {
         steps.push(Device { dir: "/dev".into(), device });
+    }
+    for node in &cfg.devices {
+        steps.push(ListedDevice { node: node.clone() });
     }
     steps.push(layout.mount(
         "devpts",
@@ -555,6 +563,17 @@ impl Applier {
                     }
                 }
             }
+            MountStep::ListedDevice { node } => match super::devices::make(&self.root, node) {
+                Ok(()) => Ok(()),
+                Err(Errno::EPERM) => self.bind(
+                    &node.path,
+                    &Target { path: node.path.clone(), within: Within::Tmpfs("/dev".into()) },
+                    false,
+                ),
+                Err(errno) => {
+                    Err(SetupError::syscall(format!("mknod {}", node.path.display()), errno))
+                }
+            },
             MountStep::Symlink { dir, name, points_to } => {
                 let dir_fd = self.dir(dir)?;
                 symlinkat(*points_to, dir_fd.as_fd(), *name)

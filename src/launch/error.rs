@@ -87,6 +87,9 @@ pub enum LaunchError {
     #[error("job {job}, run {run}: cannot read its final statistics: {source}")]
     Stats { job: String, run: String, source: Box<CgroupError> },
 
+    #[error("job {job}: device {}: {reason}", path.display())]
+    Device { job: String, path: std::path::PathBuf, reason: String },
+
     #[error("job {job}, run {run}: cannot remove its cgroup: {source}")]
     RemoveCgroup { job: String, run: String, source: Box<CgroupError> },
 }

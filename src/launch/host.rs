@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::devices::DeviceNumbers;
 use super::error::LaunchError;
 use super::plan::{self, PlanInputs, RunInputs, RunPlan};
 use crate::cgroup::delegation::{self, Mode, RootRequest};
@@ -130,17 +131,24 @@ impl Host {
             .map_err(|e| LaunchError::PlacementConfig(e.into()))
     }
 
-    /// The final plan of one placement of a run of `spec`: pure, from the
-    /// facts gathered at discovery (nothing is read or written).
+    /// The final plan of one placement of a run of `spec`, from the facts
+    /// gathered at discovery and the job's device nodes (nothing is
+    /// written).
     pub fn plan(&self, spec: &JobSpec, run: &RunInputs<'_>) -> Result<RunPlan, LaunchError> {
         // Only the paths are needed here; a bad run id is reported by plan().
         let cgroup_procs = match CgroupName::new(run.run.as_str()) {
             Ok(name) => self.cgroups.job(&name).procs_files(),
             Err(_) => Vec::new(),
         };
+        // The one read: the nodes behind the job's device paths, which
+        // refuse the run here if the host lacks them.
+        let devices = DeviceNumbers::resolve(spec)?;
         plan::plan(
             spec,
-            &PlanInputs::new(run, &self.config, self.cgroups.capabilities(), &cgroup_procs),
+            &PlanInputs {
+                devices: &devices,
+                ..PlanInputs::new(run, &self.config, self.cgroups.capabilities(), &cgroup_procs)
+            },
         )
     }
 }
@@ -207,10 +215,10 @@ mod tests {
         assert_eq!(plan.container.run_dir, Path::new("/state/runs/etl-1/5"));
         assert_eq!(plan.resources.memory.hard_bytes, Some(96 << 20));
         assert_eq!(plan.container.env.get("X").map(String::as_str), Some("1"));
-        // Init joins the run's cgroup in every tree: five v1 hierarchies
+        // Init joins the run's cgroup in every tree: six v1 hierarchies
         // and the v2 tree on a hybrid host.
         let procs = &plan.container.cgroup_procs;
-        assert_eq!(procs.len(), 6, "{procs:?}");
+        assert_eq!(procs.len(), 7, "{procs:?}");
         assert!(procs.iter().all(|p| p.ends_with("batch/etl-1/cgroup.procs")), "{procs:?}");
         assert_eq!(procs.last().unwrap(), &fs.unified_root().join("batch/etl-1/cgroup.procs"));
     }

@@ -36,12 +36,14 @@
 //! StartedRun::wait ─▶ EndedRun::finish: kill leftovers, read stats once, remove cgroup
 //! ```
 
+pub mod devices;
 pub mod error;
 pub mod host;
 pub mod oom;
 pub mod plan;
 pub mod run;
 
+pub use devices::{DeviceNumbers, NO_DEVICES};
 pub use error::{LaunchError, UserOrigin};
 pub use host::{Host, HostRoots};
 pub use oom::oom_mode;

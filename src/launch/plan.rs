@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::devices::{device_rules, io_resources, rootfs_nodes, DeviceNumbers, NO_DEVICES};
 use super::error::{LaunchError, UserOrigin};
 use super::oom::oom_mode;
 use crate::cgroup::{self, Capabilities, CgroupName, MemoryLimits};
@@ -89,6 +90,9 @@ pub struct PlanInputs<'a> {
     pub run_dir: &'a Path,
     pub env: &'a BTreeMap<String, String>,
     pub tee_output: bool,
+    /// The host's nodes behind the job's device paths
+    /// ([`DeviceNumbers::resolve`]); none by [`PlanInputs::new`].
+    pub devices: &'a DeviceNumbers,
 }
 
 impl<'a> PlanInputs<'a> {
@@ -112,6 +116,7 @@ impl<'a> PlanInputs<'a> {
             run_dir: run.run_dir,
             env: run.env,
             tee_output: run.tee_output,
+            devices: &NO_DEVICES,
         }
     }
 }
@@ -188,13 +193,15 @@ pub fn memory_limits(memory: &spec::MemoryLimits, hard: Option<Bytes>) -> Memory
 /// The job cgroup's resources, with the hard memory limit `memory_limit`
 /// in force (see [`memory_limits`]). A CPU weight is set only for
 /// shared-pool jobs: exclusive cores are nobody else's, so there is nothing
-/// to weigh.
+/// to weigh. Device access is always an allow-list: the safe set and the
+/// job's `isolation.devices`, by the numbers in `devices`.
 pub fn resources(
     spec: &JobSpec,
     assignment: &Assignment,
     shared_pool: &CpuSet,
     capabilities: &Capabilities,
     memory_limit: Option<Bytes>,
+    devices: &DeviceNumbers,
 ) -> cgroup::Resources {
     let r = &spec.resources;
     cgroup::Resources {
@@ -208,6 +215,8 @@ pub fn resources(
         memory: memory_limits(&r.memory, memory_limit),
         pids_max: r.pids.map(u64::from),
         oom: oom_mode(&spec.oom, capabilities),
+        io: io_resources(spec, devices),
+        devices: Some(device_rules(spec, devices)),
     }
 }
 
@@ -334,6 +343,8 @@ pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchEr
         inputs.dynamic_uid,
     )?;
     container.tee_output = inputs.tee_output;
+    inputs.devices.check(spec)?;
+    container.devices = rootfs_nodes(spec, inputs.devices);
     container.validate().map_err(|problems| LaunchError::Container {
         job: job.to_owned(),
         run: inputs.run.to_string(),
@@ -349,6 +360,7 @@ pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchEr
             inputs.shared_pool,
             inputs.capabilities,
             inputs.memory_limit,
+            inputs.devices,
         ),
         container,
         oom: spec.oom,

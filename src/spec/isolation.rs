@@ -121,6 +121,8 @@ pub struct Isolation {
     /// The only capabilities the job keeps (bounding, permitted, effective and ambient
     /// sets); empty by default, so even a root job holds none.
     pub capabilities: BTreeSet<Capability>,
+    /// Device nodes the job may use besides the safe set every job gets.
+    pub devices: Vec<super::devices::DeviceAllow>,
 }
 
 impl Default for Isolation {
@@ -132,6 +134,7 @@ impl Default for Isolation {
             readonly: false,
             mounts: Vec::new(),
             capabilities: BTreeSet::new(),
+            devices: Vec::new(),
         }
     }
 }
@@ -142,7 +145,8 @@ impl Isolation {
     }
 }
 
-const FIELDS: &[&str] = &["namespaces", "rootfs", "hostname", "readonly", "mounts", "capabilities"];
+const FIELDS: &[&str] =
+    &["namespaces", "rootfs", "hostname", "readonly", "mounts", "capabilities", "devices"];
 
 pub(super) fn compile(
     cx: &mut Checker,
@@ -177,6 +181,11 @@ pub(super) fn compile(
         Some(n) => set(cx, n, &fields.field("capabilities"), |cx, item, path| {
             cx.parsed(item, path, parse_capability)
         }),
+    };
+
+    let devices = match fields.get("devices") {
+        None => Some(Vec::new()),
+        Some(n) => super::devices::compile(cx, n, &fields.field("devices")),
     };
 
     // Things that need a namespace the list leaves out.
@@ -215,6 +224,7 @@ pub(super) fn compile(
         readonly: readonly?,
         mounts: mounts?,
         capabilities: capabilities?,
+        devices: devices?,
     })
 }
 

@@ -6,8 +6,9 @@
 //! a [`Diagnostic`] for each problem and carrying on, so one run reports everything that
 //! is wrong with a file, each with its file, line, column and field path.
 //!
-//! Each part of a job has a file of its own: [`schedule`], [`resources`], [`oom`],
-//! [`restart`], [`isolation`], [`rlimits`]; value types with their own syntax have theirs:
+//! Each part of a job has a file of its own: [`schedule`], [`resources`] (with [`io`]),
+//! [`oom`], [`restart`], [`isolation`] (with [`devices`]), [`rlimits`]; value types with
+//! their own syntax have theirs:
 //! [`duration`], [`paths`], [`identity`] (job names and byte quantities are shared words,
 //! in [`crate::vocab`]). [`load`] deals with files and directories and builds the
 //! [`JobSet`]; [`diff()`] compares two of those for a reload.
@@ -16,10 +17,12 @@
 
 pub mod admission;
 pub mod check;
+pub mod devices;
 pub mod diff;
 pub mod duration;
 pub mod error;
 pub mod identity;
+pub mod io;
 pub mod isolation;
 pub mod job;
 pub mod load;
@@ -36,9 +39,11 @@ mod testutil;
 pub mod tree;
 
 pub use admission::AdmissionRules;
+pub use devices::{DeviceAccess, DeviceAllow};
 pub use diff::{diff, JobSetDiff};
 pub use error::{Diagnostic, Diagnostics, FieldPath, SpecError};
 pub use identity::{DefaultUser, GroupRef, UidRange, UserRef};
+pub use io::{BlockDevice, IoDeviceLimit, IoLimits};
 pub use isolation::{Hostname, Isolation, Mount, MountKind};
 pub use job::{Command, JobSpec, OnRemoval, Preemption, Priority};
 pub use load::{compile_bytes, compile_str, load_file, Job, JobSet, Origin};

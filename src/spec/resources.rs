@@ -55,7 +55,7 @@ impl MemoryLimits {
 }
 
 /// The resource section of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Resources {
     pub cpu: CpuRequest,
     /// A cap on CPU time, whatever the CPUs are (`cpu.max` / `cpu.cfs_quota_us`).
@@ -64,6 +64,8 @@ pub struct Resources {
     pub memory: MemoryLimits,
     /// Most tasks (processes and threads) at once: `pids.max`.
     pub pids: Option<u32>,
+    /// Block I/O weight and per-device throttles (`io.*` / `blkio.*`).
+    pub io: super::io::IoLimits,
 }
 
 /// The smallest memory limit accepted: less cannot even start a shell.
@@ -72,7 +74,7 @@ pub const MIN_MEMORY: Bytes = Bytes::MIB;
 pub const MAX_PIDS: u32 = 4_194_304;
 pub const MAX_EXCLUSIVE_CPUS: u32 = 4096;
 
-const FIELDS: &[&str] = &["cpus", "cpu_weight", "cpu_quota", "numa", "memory", "pids"];
+const FIELDS: &[&str] = &["cpus", "cpu_weight", "cpu_quota", "numa", "memory", "pids", "io"];
 
 /// Compiles `resources`. Besides the result, returns the hard memory limit on its own
 /// (`None` if `memory` did not compile), so that the OOM policy can be checked against it
@@ -157,6 +159,11 @@ pub(super) fn compile(
         Some(n) => cx.int(n, &fields.field("pids"), 1..=MAX_PIDS).map(Some),
     };
 
+    let io = match fields.get("io") {
+        None => Some(super::io::IoLimits::default()),
+        Some(n) => super::io::compile(cx, n, &fields.field("io")),
+    };
+
     let hard = memory.map(|m| m.hard);
     let resources = (|| {
         Some(Resources {
@@ -165,6 +172,7 @@ pub(super) fn compile(
             numa: numa?,
             memory: memory?,
             pids: pids?,
+            io: io?,
         })
     })();
     (resources, hard)

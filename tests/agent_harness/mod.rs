@@ -25,7 +25,7 @@ pub use wait::{secs, wait_until};
 
 /// Every cgroup tree on the test machine (hybrid layout).
 pub const TREES: &[&str] =
-    &["cpuset", "memory", "pids", "blkio", "freezer", "unified", "cpu", "cpuacct"];
+    &["cpuset", "memory", "pids", "blkio", "freezer", "unified", "cpu", "cpuacct", "devices"];
 
 pub struct TestAgent {
     /// Holds jobs/, state/ and the configuration.

@@ -5,6 +5,7 @@ pub mod blkio;
 pub mod cpu;
 pub mod cpuacct;
 pub mod cpuset;
+pub mod devices;
 pub mod freezer;
 pub mod kill;
 pub mod memory;

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod cpuset;
+pub mod devices;
 pub mod events;
 pub mod freezer;
 pub mod io;

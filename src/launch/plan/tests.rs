@@ -138,7 +138,14 @@ fn a_shared_job_gets_its_weight_and_the_pool() {
     let job = spec(
         "resources:\n  cpu_weight: 200\n  cpu_quota: 500m\n  memory: {soft: 16Mi, high: 24Mi, hard: 32Mi, swap: 8Mi}\n  pids: 64\n",
     );
-    let r = resources(&job, &shared(), &cpus("0-2"), &caps(true), job.resources.memory.hard);
+    let r = resources(
+        &job,
+        &shared(),
+        &cpus("0-2"),
+        &caps(true),
+        job.resources.memory.hard,
+        &NO_DEVICES,
+    );
     assert_eq!(
         r,
         cgroup::Resources {
@@ -154,10 +161,12 @@ fn a_shared_job_gets_its_weight_and_the_pool() {
             },
             pids_max: Some(64),
             oom: OomMode::Kill,
+            io: Default::default(),
+            devices: Some(crate::cgroup::SAFE_DEVICES.to_vec()),
         }
     );
     // The default weight is written too: a shared job always says its weight.
-    let r = resources(&spec(""), &shared(), &cpus("0-2"), &caps(true), None);
+    let r = resources(&spec(""), &shared(), &cpus("0-2"), &caps(true), None, &NO_DEVICES);
     assert_eq!(r.cpu_weight, Some(CpuWeight::DEFAULT));
     assert_eq!(r.memory, MemoryLimits::default());
     assert_eq!(r.pids_max, None);
@@ -166,7 +175,7 @@ fn a_shared_job_gets_its_weight_and_the_pool() {
 #[test]
 fn an_exclusive_job_gets_its_cores_and_mems_and_no_weight() {
     let job = spec("resources: {cpus: 2, numa: single-node, cpu_quota: 1.5}\n");
-    let r = resources(&job, &exclusive("2-3", "1"), &cpus("0-1"), &caps(true), None);
+    let r = resources(&job, &exclusive("2-3", "1"), &cpus("0-1"), &caps(true), None, &NO_DEVICES);
     assert_eq!(r.cpu_weight, None);
     assert_eq!(r.cpu_quota, Some(MilliCpus::new(1500).unwrap()));
     assert_eq!(r.cpus, Some(cpus("2-3")));
@@ -178,7 +187,9 @@ fn oom_mode_follows_policy_and_host() {
     let grow = spec("resources: {memory: {hard: 64Mi}}\noom: {action: grow, grow_to: 128Mi}\n");
     let requeue = spec("resources: {memory: {hard: 64Mi}}\noom: {action: requeue}\n");
     let fail = spec("resources: {memory: {hard: 64Mi}}\n");
-    let mode = |job: &JobSpec, pause| resources(job, &shared(), &cpus("0"), &caps(pause), None).oom;
+    let mode = |job: &JobSpec, pause| {
+        resources(job, &shared(), &cpus("0"), &caps(pause), None, &NO_DEVICES).oom
+    };
     assert_eq!(mode(&grow, true), OomMode::PauseAtLimit);
     assert_eq!(mode(&requeue, true), OomMode::PauseAtLimit);
     assert_eq!(mode(&fail, true), OomMode::Kill);
@@ -193,8 +204,14 @@ fn planned(kind: FakeKind, job: &JobSpec, assignment: &Assignment) -> cgroup::Pl
     let manager =
         CgroupManager::open(fs.layout(), &ManagerConfig::new(CgroupPath::new("corral").unwrap()))
             .unwrap();
-    let r =
-        resources(job, assignment, &cpus("0-1"), manager.capabilities(), job.resources.memory.hard);
+    let r = resources(
+        job,
+        assignment,
+        &cpus("0-1"),
+        manager.capabilities(),
+        job.resources.memory.hard,
+        &NO_DEVICES,
+    );
     manager.plan(&r).unwrap()
 }
 
@@ -217,6 +234,15 @@ fn shared_job_cgroup_writes_on_v1_and_v2() {
             "memory.limit_in_bytes = \"33554432\"",
             "memory.memsw.limit_in_bytes = \"41943040\"",
             "pids.max = \"64\"",
+            "devices.deny = \"a\"",
+            "devices.allow = \"c 1:3 rwm\"",
+            "devices.allow = \"c 1:5 rwm\"",
+            "devices.allow = \"c 1:7 rwm\"",
+            "devices.allow = \"c 1:8 rwm\"",
+            "devices.allow = \"c 1:9 rwm\"",
+            "devices.allow = \"c 5:0 rwm\"",
+            "devices.allow = \"c 5:2 rwm\"",
+            "devices.allow = \"c 136:* rwm\"",
         ]
     );
     // v1 has no memory.high: dropped, and said so.
@@ -234,7 +260,10 @@ fn shared_job_cgroup_writes_on_v1_and_v2() {
     assert_eq!(v2.value_of("memory.swap.max"), Some("8388608"));
     assert_eq!(v2.value_of("memory.oom.group"), Some("1"));
     assert_eq!(v2.value_of("pids.max"), Some("64"));
-    assert!(v2.skipped.is_empty());
+    // Device rules are a program attached to a cgroup2 filesystem, which a
+    // fake tree is not: the only setting dropped, and said so.
+    let skipped: Vec<&str> = v2.skipped.iter().map(|s| s.setting).collect();
+    assert_eq!(skipped, ["device allow-list"]);
 }
 
 #[test]
@@ -283,7 +312,7 @@ fn a_grown_limit_writes_memory_max_and_a_raised_memory_high_on_v2() {
         CgroupManager::open(fs.layout(), &ManagerConfig::new(CgroupPath::new("corral").unwrap()))
             .unwrap();
     let grown = Some(Bytes::from_mib(112));
-    let r = resources(&job, &shared(), &cpus("0-1"), manager.capabilities(), grown);
+    let r = resources(&job, &shared(), &cpus("0-1"), manager.capabilities(), grown, &NO_DEVICES);
     let v2 = manager.plan(&r).unwrap();
     assert_eq!(v2.value_of("memory.max"), Some("117440512"));
     assert_eq!(v2.value_of("memory.high"), Some("100663296"));
@@ -548,6 +577,7 @@ fn plan_names_the_cgroup_after_the_run_and_keeps_the_oom_policy() {
         run_dir: Path::new(RUN_DIR),
         env: &no_env(),
         tee_output: false,
+        devices: &NO_DEVICES,
     };
     let plan = plan(&job, &inputs).unwrap();
     assert_eq!(plan.job.as_str(), "etl");
@@ -576,6 +606,7 @@ fn a_run_id_that_cannot_be_a_cgroup_is_refused() {
         run_dir: Path::new(RUN_DIR),
         env: &no_env(),
         tee_output: false,
+        devices: &NO_DEVICES,
     };
     let err = plan(&spec(""), &inputs).unwrap_err();
     assert!(matches!(&err, LaunchError::RunId { job, run, .. } if job == "etl" && run == "etl/7"));
@@ -584,6 +615,37 @@ fn a_run_id_that_cannot_be_a_cgroup_is_refused() {
 #[test]
 fn mems_of_every_node_for_a_shared_job_on_two_nodes() {
     let assignment = Assignment { mems: "0-1".parse().unwrap(), ..shared() };
-    let r = resources(&spec(""), &assignment, &cpus("0-7"), &caps(false), None);
+    let r = resources(&spec(""), &assignment, &cpus("0-7"), &caps(false), None, &NO_DEVICES);
     assert_eq!(r.mems, Some([NodeId(0), NodeId(1)].into_iter().collect()));
+}
+
+#[test]
+fn a_job_naming_a_device_the_plan_was_not_given_is_refused() {
+    let cfg = config("state_dir: /state\n");
+    let job = spec("isolation: {devices: [{path: /dev/fuse}]}\n");
+    let inputs = PlanInputs {
+        config: &cfg,
+        run: &run(),
+        assignment: &shared(),
+        shared_pool: &cpus("0-1"),
+        capabilities: &caps(true),
+        cgroup_procs: &[],
+        dynamic_uid: Some(61184),
+        memory_limit: None,
+        run_dir: Path::new(RUN_DIR),
+        env: &no_env(),
+        tee_output: false,
+        devices: &NO_DEVICES,
+    };
+    let err = plan(&job, &inputs).unwrap_err();
+    assert!(matches!(&err, LaunchError::Device { path, .. } if path == Path::new("/dev/fuse")));
+    let fuse = crate::launch::devices::DeviceNode {
+        kind: crate::cgroup::DeviceType::Char,
+        major: 10,
+        minor: 229,
+    };
+    let numbers = DeviceNumbers::from_nodes([(PathBuf::from("/dev/fuse"), fuse)]);
+    let plan = plan(&job, &PlanInputs { devices: &numbers, ..inputs }).unwrap();
+    let rules = plan.resources.devices.unwrap();
+    assert_eq!(rules.last().unwrap().to_string(), "c 10:229 rw");
 }

@@ -4,6 +4,7 @@
 
 mod agent;
 mod cgroups;
+mod iodev;
 mod numa;
 mod run;
 mod service;
@@ -129,6 +130,16 @@ pub const TESTS: &[GuestTest] = &[
         name: "agent_in_a_delegated_cgroup_keeps_to_it_and_adopts_after_kill9",
         scope: Scope::Once,
         run: service::agent_in_a_delegated_cgroup_keeps_to_it_and_adopts_after_kill9,
+    },
+    GuestTest {
+        name: "devices_are_an_allow_list_enforced_by_a_device_program",
+        scope: Scope::Once,
+        run: iodev::devices_are_an_allow_list_enforced_by_a_device_program,
+    },
+    GuestTest {
+        name: "io_max_holds_a_direct_writer_near_its_limit",
+        scope: Scope::Once,
+        run: iodev::io_max_holds_a_direct_writer_near_its_limit,
     },
 ];
 

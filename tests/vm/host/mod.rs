@@ -226,6 +226,19 @@ impl Payload {
         );
         c.data("etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\n");
         c.symlink("bin/sh", "busybox");
+        // Modules /init loads, in the order fetch-kernel wrote (the disk's
+        // virtio stack, tun and fuse); a kernel given without them gets none.
+        let modules = vm_dir().join("modules");
+        if let Ok(order) = std::fs::read_to_string(modules.join("load-order")) {
+            for name in order.lines().filter(|l| !l.is_empty()) {
+                c.copy(
+                    &format!("corral-vm/modules/{name}.ko"),
+                    0o644,
+                    &modules.join(format!("{name}.ko")),
+                );
+            }
+            c.copy("corral-vm/modules/load-order", 0o644, &modules.join("load-order"));
+        }
         Ok(c)
     }
 }
@@ -279,6 +292,7 @@ fn run_topology(
             timeout: env.boot_timeout,
             console_log: env.work.join(format!("{}.console", topo.name)),
             results_log: env.work.join(format!("{}.results", topo.name)),
+            disk: env.work.join(format!("{}.disk", topo.name)),
         })
     });
     let booted = match booted {

@@ -44,6 +44,8 @@ pub struct Boot<'a> {
     /// Where the console and result port are written.
     pub console_log: PathBuf,
     pub results_log: PathBuf,
+    /// A raw disk image, made sparse for each boot.
+    pub disk: PathBuf,
 }
 
 #[derive(Debug)]
@@ -62,6 +64,9 @@ pub struct Booted {
 /// `panic=-1` makes a panic reboot at once, which `-no-reboot` turns into
 /// qemu exiting, so a panic never waits for the timeout.
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 quiet panic=-1 cgroup_no_v1=all";
+
+/// The size of the guest's disk.
+pub const DISK_BYTES: u64 = 64 << 20;
 
 pub fn command(boot: &Boot) -> Command {
     let t = boot.topology;
@@ -84,6 +89,8 @@ pub fn command(boot: &Boot) -> Command {
     cmd.arg("-initrd").arg(boot.initramfs);
     cmd.args(["-append", KERNEL_CMDLINE]);
     cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+    // The guest's one block device (/dev/vda), for the I/O and device tests.
+    cmd.arg("-drive").arg(format!("file={},if=virtio,format=raw", boot.disk.display()));
     // ttyS0: the console; ttyS1: the guest suite's results.
     cmd.arg("-serial").arg(format!("file:{}", boot.console_log.display()));
     cmd.arg("-serial").arg(format!("file:{}", boot.results_log.display()));
@@ -94,6 +101,9 @@ pub fn command(boot: &Boot) -> Command {
 pub fn run(boot: &Boot) -> std::io::Result<Booted> {
     let _ = std::fs::remove_file(&boot.console_log);
     let _ = std::fs::remove_file(&boot.results_log);
+    // Fresh and sparse each boot: 64 MiB the guest may overwrite, taking
+    // only what it writes on the host's disk.
+    std::fs::File::create(&boot.disk)?.set_len(DISK_BYTES)?;
     let start = Instant::now();
     let qemu_log = boot.console_log.with_extension("qemu");
     let mut child = command(boot).stderr(std::fs::File::create(&qemu_log)?).spawn()?;
