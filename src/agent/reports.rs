@@ -56,6 +56,9 @@ pub fn events(what: &Observed, state: &RunState, owner: &str) -> Vec<Event> {
             // the run's end is on its way from its watch and says so; acting
             // on the run now would only fail again.
             _ if error.is_cgroup_gone() => Vec::new(),
+            // A freeze that found the job already killed by the kernel (v2,
+            // faster than its watcher): a kill, never a pause to decide on.
+            (_, Operation::Freeze) if error.is_oom_kill() => vec![Event::OomKilled],
             // The freeze did not happen: the run is not suspended after all.
             (Phase::Suspended { frozen: false, .. }, Operation::Freeze) => vec![Event::Resume],
             // Paused at its limit it cannot run anyway: decide now.

@@ -182,7 +182,8 @@ fn oom_mode_follows_policy_and_host() {
     assert_eq!(mode(&grow, true), OomMode::PauseAtLimit);
     assert_eq!(mode(&requeue, true), OomMode::PauseAtLimit);
     assert_eq!(mode(&fail, true), OomMode::Kill);
-    assert_eq!(mode(&grow, false), OomMode::Kill);
+    assert_eq!(mode(&grow, false), OomMode::FreezeAtHigh);
+    assert_eq!(mode(&fail, false), OomMode::Kill);
 }
 
 /// The knob writes the mapped resources turn into, per layout: the table in
