@@ -223,4 +223,23 @@ mod tests {
         assert!(reading.exit.is_none(), "a watched exit is recorded by its transition");
         assert_eq!(run.exit.as_ref().map(|e| e.status), Some(status));
     }
+
+    #[tokio::test]
+    async fn a_freeze_that_finds_an_oom_kill_is_the_kill_not_a_pause() {
+        use super::super::runtime::{Cause, RuntimeError};
+        let id = RunId::new("a-1");
+        let failed =
+            |cause: Cause| Observed::Failed(RuntimeError::new(Operation::Freeze, &id, cause));
+        let paused = || testing::run("a-1", Phase::OomPaused { frozen: false }, 50);
+        let killed = failed(Cause::OomKilledFirst { kills: 1 });
+        assert_eq!(feeds(&read(&id, &mut paused(), killed).orders), ["oom-killed"]);
+        // Any other failed freeze at the limit still lets the policy decide.
+        let timeout = failed(Cause::Cgroup(crate::cgroup::CgroupError::FreezerTimeout {
+            path: "/sys/fs/cgroup/corral/a-1".into(),
+            wanted: "frozen",
+            state: "0".into(),
+            timeout: std::time::Duration::from_secs(1),
+        }));
+        assert_eq!(feeds(&read(&id, &mut paused(), timeout).orders), ["frozen"]);
+    }
 }

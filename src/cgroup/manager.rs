@@ -835,9 +835,10 @@ mod event_tests {
         let dir = fs.unified_root().join("corral/job-1");
         kernel_update(&dir.join("cgroup.events"), "populated 1\nfrozen 0\n");
         assert_eq!(next(&mut events).await, Some(CgroupEvent::Populated));
-        kernel_update(&dir.join("memory.events"), "low 0\nhigh 2\nmax 0\noom 1\noom_kill 1\n");
+        kernel_update(&dir.join("memory.events"), "low 0\nhigh 2\nmax 0\noom 1\noom_kill 0\n");
         assert_eq!(next(&mut events).await, Some(CgroupEvent::MemoryHigh { count: 2 }));
         assert_eq!(next(&mut events).await, Some(CgroupEvent::Oom { count: 1 }));
+        kernel_update(&dir.join("memory.events"), "low 0\nhigh 2\nmax 0\noom 1\noom_kill 1\n");
         assert_eq!(next(&mut events).await, Some(CgroupEvent::OomKill { count: 1 }));
         kernel_update(&dir.join("cgroup.events"), "populated 0\nfrozen 0\n");
         assert_eq!(next(&mut events).await, Some(CgroupEvent::Emptied));

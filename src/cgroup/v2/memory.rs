@@ -256,7 +256,7 @@ mod tests {
         assert!(pauses_at_high(p.value_of(HIGH).unwrap(), p.value_of(MAX).unwrap()));
         assert!(pauses_at_high("1073741824\n", "1181116006\n"));
         assert!(!pauses_at_high("max\n", "max\n"));
-        assert!(!pauses_at_high("50331648\n", "67108864\n"));
+        assert!(!pauses_at_high("41943040\n", "67108864\n"));
         assert!(!pauses_at_high("67108864\n", "max\n"));
     }
 
