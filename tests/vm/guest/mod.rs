@@ -5,6 +5,7 @@
 mod agent;
 mod cgroups;
 mod numa;
+mod oom;
 mod run;
 mod util;
 pub mod workload;
@@ -123,6 +124,26 @@ pub const TESTS: &[GuestTest] = &[
         name: "agent_killed_with_sigkill_leaves_jobs_running_for_the_next_agent",
         scope: Scope::Once,
         run: agent::agent_killed_with_sigkill_leaves_jobs_running_for_the_next_agent,
+    },
+    GuestTest {
+        name: "agent_oom_grow_freezes_a_slow_allocator_and_grows_it_in_place",
+        scope: Scope::Once,
+        run: oom::agent_oom_grow_freezes_a_slow_allocator_and_grows_it_in_place,
+    },
+    GuestTest {
+        name: "agent_oom_requeue_starts_a_bigger_second_attempt",
+        scope: Scope::Once,
+        run: oom::agent_oom_requeue_starts_a_bigger_second_attempt,
+    },
+    GuestTest {
+        name: "agent_oom_fail_is_killed_at_the_limit",
+        scope: Scope::Once,
+        run: oom::agent_oom_fail_is_killed_at_the_limit,
+    },
+    GuestTest {
+        name: "agent_oom_burst_is_killed_then_grown_as_a_new_attempt",
+        scope: Scope::Once,
+        run: oom::agent_oom_burst_is_killed_then_grown_as_a_new_attempt,
     },
 ];
 
