@@ -54,6 +54,8 @@ struct Seen {
     past_limit: Option<u64>,
     /// `memory.high` and `memory.max` after the thaw.
     after_thaw: Option<(u64, u64)>,
+    /// From the first `high` event to `memory.high` raised.
+    grown_after: Option<Duration>,
     oom_kills: u64,
 }
 
@@ -87,6 +89,11 @@ fn watch(dir: std::path::PathBuf, stop: Arc<AtomicBool>) -> JoinHandle<Seen> {
                     seen.past_limit = number("memory.current").map(|c| c.saturating_sub(HARD));
                 }
             }
+            if let (Some(at), None) = (high_at, seen.grown_after) {
+                if number("memory.high").is_some_and(|high| high > HARD) {
+                    seen.grown_after = Some(at.elapsed());
+                }
+            }
             if frozen && !now_frozen && seen.after_thaw.is_none() {
                 seen.after_thaw = number("memory.high").zip(number("memory.max"));
             }
@@ -110,11 +117,14 @@ fn run_watched(agent: &Agent, job: &str, script: &str, extra: &str, phase: &str)
 }
 
 fn report(what: &str, seen: &Seen) {
-    if let (Some(reaction), Some(past)) = (seen.reaction, seen.past_limit) {
+    let ms =
+        |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.1}", d.as_secs_f64() * 1e3));
+    if let Some(past) = seen.past_limit {
         println!(
-            "measured ({what}): high event to frozen {:.1} ms; {} KiB allocated past the hard \
-             limit when frozen",
-            reaction.as_secs_f64() * 1000.0,
+            "measured ({what}): high event to frozen {} ms, to the limit raised {} ms; {} KiB \
+             allocated past the hard limit when frozen",
+            ms(seen.reaction),
+            ms(seen.grown_after),
             past / 1024
         );
     }
