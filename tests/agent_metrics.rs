@@ -84,7 +84,10 @@ fn live_runs_and_an_oom_kill_reach_the_scrape() {
         sample(&text, "corral_run_state", &[&oomy[..], &["state=\"failed\""]].concat()),
         Some(1.0)
     );
-    assert_eq!(sample(&text, "corral_oom_events_total", &["action=\"fail\""]), Some(1.0));
+    assert_eq!(
+        sample(&text, "corral_oom_events_total", &["action=\"fail\"", "reached=\"killed\""]),
+        Some(1.0)
+    );
     assert_eq!(sample(&text, "corral_runs_ended_total", &["state=\"failed\""]), Some(1.0));
 
     // OpenMetrics on request.

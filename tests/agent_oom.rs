@@ -77,3 +77,55 @@ fn fail_fails_the_run_with_reason_oom() {
     );
     assert!(agent.read_data("fail").is_empty());
 }
+
+/// The v1 pause, measured: the kernel stops the job at its limit
+/// (`under_oom 1`) on its own, so nothing is allocated past it; the agent's
+/// reaction is the time from the pause to the raised limit. The figures
+/// are printed (run with `--nocapture`), not asserted; what is asserted is
+/// that the job never held more than its limit before it was grown.
+#[test]
+fn grow_on_v1_holds_the_job_at_its_limit_until_it_is_grown() {
+    const LIMIT: u64 = 32 << 20;
+    let mut agent = TestAgent::new("");
+    agent.start();
+    let dir = agent.cgroup("memory", "measure-1");
+    let number = |file: &str| -> Option<u64> {
+        std::fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
+    };
+    agent.write_job(
+        "measure.yaml",
+        &job(
+            "measure",
+            &hog(&agent, "measure"),
+            "resources: {memory: {hard: 32Mi}}\noom: {action: grow, grow_to: 1Gi, grow_step: 64Mi}\n",
+        ),
+    );
+    let (mut paused_at, mut grown_after, mut peak_when_paused) = (None, None, None);
+    let deadline = std::time::Instant::now() + secs(60);
+    while grown_after.is_none() && std::time::Instant::now() < deadline {
+        let control = std::fs::read_to_string(dir.join("memory.oom_control")).unwrap_or_default();
+        if paused_at.is_none() && control.lines().any(|l| l == "under_oom 1") {
+            paused_at = Some(std::time::Instant::now());
+            peak_when_paused = number("memory.max_usage_in_bytes");
+        }
+        if let Some(at) = paused_at {
+            if number("memory.limit_in_bytes").is_some_and(|l| l > LIMIT) {
+                grown_after = Some(at.elapsed());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    agent.wait_phase("measure-1", "succeeded", secs(60));
+    let (Some(grown_after), Some(peak)) = (grown_after, peak_when_paused) else {
+        panic!("the pause at the limit was not seen: {:?}", agent.events("measure-1"));
+    };
+    println!(
+        "measured (v1 pause, grow): paused at the limit to the limit raised {:.1} ms; \
+         peak {} KiB, {} KiB past the hard limit",
+        grown_after.as_secs_f64() * 1000.0,
+        peak / 1024,
+        peak.saturating_sub(LIMIT) / 1024
+    );
+    assert!(peak <= LIMIT, "held {peak} bytes at a {LIMIT}-byte limit");
+    assert_eq!(agent.events("measure-1")[..2], ["oom", "memory-grown"]);
+}

@@ -168,7 +168,7 @@ fn prometheus_scrapes_per_job_series_an_oom_kill_and_a_preemption() {
     assert_eq!(cpu.len(), 1, "{cpu:?}");
     assert_eq!(cpu[0].0["priority"], "90");
     assert_eq!(cpu[0].0["run"], "high-1");
-    assert_eq!(value("corral_oom_events_total{action=\"fail\"}"), Some(1.0));
+    assert_eq!(value("corral_oom_events_total{action=\"fail\",reached=\"killed\"}"), Some(1.0));
     assert_eq!(value("corral_run_frozen{run=\"low-1\"}"), Some(1.0));
     assert_eq!(value("corral_runs{state=\"suspended\"}"), Some(1.0));
     // No series lost its job_name to the target's job label.

@@ -33,6 +33,7 @@ const LABELS: &[&str] = &[
     "user",
     "reason",
     "phase",
+    "reached",
 ];
 
 /// `# TYPE` lines: family name → type.

@@ -19,7 +19,7 @@ use crate::vocab::RunId;
 use crate::vocab::Timestamp;
 
 use super::runtime::{
-    FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Operation, Probe, Runtime,
+    Cause, FinalStats, LaunchPlan, LiveSettings, Observation, Observed, Operation, Probe, Runtime,
     RuntimeError, Sink,
 };
 use crate::cgroup::CgroupError;
@@ -51,6 +51,9 @@ struct State {
     uids: HashMap<RunId, Option<u32>>,
     /// What every freeze fails with, when set.
     freeze_error: Option<fn() -> CgroupError>,
+    /// Every freeze finds the job OOM-killed (v2, the kernel faster than
+    /// the freeze).
+    freeze_finds_oom_kill: bool,
     /// What every watch fails with, when set.
     watch_error: Option<fn() -> CgroupError>,
     /// The agent configuration plans are made with.
@@ -113,6 +116,11 @@ impl FakeRuntime {
         self.state.lock().unwrap().watch_error = Some(error);
     }
 
+    /// Makes every freeze find the job already OOM-killed by the kernel.
+    pub fn oom_kill_before_freezes(&self) {
+        self.state.lock().unwrap().freeze_finds_oom_kill = true;
+    }
+
     pub fn clear(&self) {
         self.state.lock().unwrap().calls.clear();
     }
@@ -154,8 +162,9 @@ impl FakeRuntime {
     fn end(&self, run: &RunId, status: ExitStatus) {
         let state = self.state.lock().unwrap();
         if let Some((epoch, sink)) = state.watched.get(run) {
-            let what =
-                Observed::Exited { status, at: Timestamp::EPOCH, stats: FinalStats::default() };
+            // The accounting read from the cgroup at the end, as the host's.
+            let stats = state.stats.get(run).copied().unwrap_or_default();
+            let what = Observed::Exited { status, at: Timestamp::EPOCH, stats };
             let _ = sink.send(Observation { run: run.clone(), epoch: *epoch, what });
         }
     }
@@ -217,8 +226,12 @@ impl Runtime for FakeRuntime {
 
     async fn freeze(&self, run: &RunId) -> Result<(), RuntimeError> {
         self.record(Call::Freeze(run.clone()));
-        match self.state.lock().unwrap().freeze_error {
+        let state = self.state.lock().unwrap();
+        match state.freeze_error {
             Some(error) => Err(RuntimeError::new(Operation::Freeze, run, error())),
+            None if state.freeze_finds_oom_kill => {
+                Err(RuntimeError::new(Operation::Freeze, run, Cause::OomKilledFirst { kills: 1 }))
+            }
             None => Ok(()),
         }
     }

@@ -25,6 +25,13 @@
 //! only once the limit is raised. Such a job cannot run anyway, so a freeze
 //! counts as done when the cgroup is frozen *or* paused at its limit; the
 //! freeze request stays in force and takes hold as soon as the job moves.
+//!
+//! On v2 the pause at the limit is the freeze itself, asked for when
+//! `memory.high` (at the hard limit) is crossed. A job that allocates faster
+//! reaches `memory.max` and is killed meanwhile; its cgroup then reads
+//! `frozen 1` as soon as it is empty. So a freeze confirmed on v2 is checked
+//! against the cgroup's `oom_kill` count, and a kill found there is reported
+//! as the kill it is, not as a job paused at its limit.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -227,9 +234,11 @@ impl Runtime for HostRuntime {
             async move {
                 while let Some(event) = events.next().await {
                     match event {
-                        Ok(CgroupEvent::Oom { .. } | CgroupEvent::PausedAtLimit) => {
-                            report(Observed::Oom)
-                        }
+                        Ok(
+                            CgroupEvent::Oom { .. }
+                            | CgroupEvent::PausedAtLimit
+                            | CgroupEvent::LimitReached,
+                        ) => report(Observed::Oom),
                         Ok(CgroupEvent::OomKill { .. }) => report(Observed::OomKilled),
                         Ok(_) => {}
                         Err(e) => {
@@ -251,7 +260,17 @@ impl Runtime for HostRuntime {
         loop {
             tokio::select! {
                 result = &mut freeze => {
-                    return result.map_err(|e| RuntimeError::new(Operation::Freeze, run, e))
+                    result.map_err(|e| RuntimeError::new(Operation::Freeze, run, e))?;
+                    // Unreadable means not known to be killed: the end, on
+                    // its way if it was, carries the kill count.
+                    return match cgroup.v2_oom_kills() {
+                        Ok(Some(kills)) if kills > 0 => Err(RuntimeError::new(
+                            Operation::Freeze,
+                            run,
+                            Cause::OomKilledFirst { kills },
+                        )),
+                        _ => Ok(()),
+                    };
                 }
                 () = tokio::time::sleep(PAUSE_CHECK) => {
                     // Unreadable means not known to be paused: keep waiting

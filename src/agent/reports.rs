@@ -56,6 +56,9 @@ pub fn events(what: &Observed, state: &RunState, owner: &str) -> Vec<Event> {
             // the run's end is on its way from its watch and says so; acting
             // on the run now would only fail again.
             _ if error.is_cgroup_gone() => Vec::new(),
+            // A freeze that found the job already killed by the kernel (v2,
+            // faster than its watcher): a kill, never a pause to decide on.
+            (_, Operation::Freeze) if error.is_oom_kill() => vec![Event::OomKilled],
             // The freeze did not happen: the run is not suspended after all.
             (Phase::Suspended { frozen: false, .. }, Operation::Freeze) => vec![Event::Resume],
             // Paused at its limit it cannot run anyway: decide now.
@@ -219,5 +222,24 @@ mod tests {
         assert_eq!(feeds(&reading.orders), ["exited (to decide)"]);
         assert!(reading.exit.is_none(), "a watched exit is recorded by its transition");
         assert_eq!(run.exit.as_ref().map(|e| e.status), Some(status));
+    }
+
+    #[tokio::test]
+    async fn a_freeze_that_finds_an_oom_kill_is_the_kill_not_a_pause() {
+        use super::super::runtime::{Cause, RuntimeError};
+        let id = RunId::new("a-1");
+        let failed =
+            |cause: Cause| Observed::Failed(RuntimeError::new(Operation::Freeze, &id, cause));
+        let paused = || testing::run("a-1", Phase::OomPaused { frozen: false }, 50);
+        let killed = failed(Cause::OomKilledFirst { kills: 1 });
+        assert_eq!(feeds(&read(&id, &mut paused(), killed).orders), ["oom-killed"]);
+        // Any other failed freeze at the limit still lets the policy decide.
+        let timeout = failed(Cause::Cgroup(crate::cgroup::CgroupError::FreezerTimeout {
+            path: "/sys/fs/cgroup/corral/a-1".into(),
+            wanted: "frozen",
+            state: "0".into(),
+            timeout: std::time::Duration::from_secs(1),
+        }));
+        assert_eq!(feeds(&read(&id, &mut paused(), timeout).orders), ["frozen"]);
     }
 }

@@ -167,6 +167,10 @@ pub enum Cause {
     /// The blocking task carrying the operation panicked or was cancelled.
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),
+    /// A freeze found the job OOM-killed: the kernel reached it first, and a
+    /// dying job is not paused at its limit.
+    #[error("the kernel OOM-killed {kills} of its processes before it was frozen")]
+    OomKilledFirst { kills: u64 },
 }
 
 /// A failed operation on a run. Shared, not copied, when its report is kept
@@ -192,6 +196,11 @@ impl RuntimeError {
             Cause::Cgroup(e) => e.is_gone(),
             _ => false,
         }
+    }
+
+    /// Whether the operation found the job OOM-killed by the kernel.
+    pub fn is_oom_kill(&self) -> bool {
+        matches!(*self.cause, Cause::OomKilledFirst { .. })
     }
 
     /// Whether the kernel did not confirm a freeze, thaw or kill in time.

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use crate::api::model::{FileStatus, JobView, NodeView, RunListing, RunView};
 use crate::api::{ApiError, ApiSource};
 use crate::cgroup::LayoutKind;
-use crate::metrics::agent::{EndState, OomAction, PlacementOutcome, PreemptKind};
+use crate::metrics::agent::{EndState, OomAction, OomReached, PlacementOutcome, PreemptKind};
 use crate::metrics::events::{
     Event as _, OomHandled, PlacementFailed, RunEnded, RunLaunched, RunPlaced, RunPreempted,
 };
@@ -283,12 +283,21 @@ impl Telemetry {
                     RunPreempted { job: &run.job, run: id, by, mode }.emit(agent);
                 }
             }
-            RunEvent::MemoryGrown { .. } => {
-                OomHandled { job: &run.job, run: id, action: OomAction::Grow }.emit(agent)
+            // Grown in place: the run was stopped at its limit, alive.
+            RunEvent::MemoryGrown { .. } => OomHandled {
+                job: &run.job,
+                run: id,
+                action: OomAction::Grow,
+                reached: OomReached::Paused,
             }
-            RunEvent::OomRequeued { .. } => {
-                OomHandled { job: &run.job, run: id, action: OomAction::Requeue }.emit(agent)
+            .emit(agent),
+            RunEvent::OomRequeued { .. } => OomHandled {
+                job: &run.job,
+                run: id,
+                action: OomAction::Requeue,
+                reached: oom_reached(run),
             }
+            .emit(agent),
             _ => {}
         }
     }
@@ -305,7 +314,8 @@ impl Telemetry {
         let _in_run = run.span.enter();
         let agent = self.metrics.agent();
         if let Outcome::Failed { reason: FailReason::Oom } = outcome {
-            OomHandled { job: &run.job, run: id, action: OomAction::Fail }.emit(agent);
+            let reached = oom_reached(run);
+            OomHandled { job: &run.job, run: id, action: OomAction::Fail, reached }.emit(agent);
         }
         if let Some(state) = EndState::of(&run.state.phase) {
             RunEnded { job: &run.job, run: id, state, detail: reason }.emit(agent);
@@ -461,5 +471,18 @@ impl ApiSource for AgentApi {
 
     fn node(&self) -> Option<NodeView> {
         self.views().map(|v| v.node.clone())
+    }
+}
+
+/// How the attempt that just ended came to its OOM ending: the kernel's
+/// count of OOM kills in its cgroup, read when it ended (a kill the agent
+/// made after a pause is not the kernel's), or the kill the state machine
+/// heard of.
+fn oom_reached(run: &Run) -> OomReached {
+    let kernel_kills = run.exit.as_ref().map_or(0, |e| e.oom_kills);
+    if kernel_kills > 0 || run.state.oom_killed {
+        OomReached::Killed
+    } else {
+        OomReached::Paused
     }
 }

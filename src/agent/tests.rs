@@ -480,6 +480,7 @@ async fn young_runs_are_not_preempted() {
 #[tokio::test(start_paused = true)]
 async fn oom_grow_raises_the_limit_in_place() {
     let mut b = Bench::new();
+    let metrics = b.metrics();
     let spec =
         "resources: {memory: {hard: 64Mi}}\noom: {action: grow, grow_to: 256Mi, grow_step: 64Mi}\n";
     b.files(&[("m.yaml", &job("m", spec))]).await;
@@ -495,9 +496,49 @@ async fn oom_grow_raises_the_limit_in_place() {
     assert_eq!(calls[2], Call::Thaw(RunId::new("m-1")));
     assert_eq!(b.phase("m-1"), "running");
     assert_eq!(b.events("m-1"), ["oom", "memory-grown"]);
+    let oom = metrics.agent().oom_events.clone();
+    assert_eq!(oom.get(crate::metrics::OomAction::Grow, crate::metrics::OomReached::Paused), 1);
     b.fake.exit("m-1", 0);
     b.settle().await;
     assert_eq!(b.phase("m-1"), "succeeded");
+}
+
+/// v2: the limit reached, then the kernel killed the job before the freeze
+/// took hold. It is not grown in place as if paused; the kill ends the
+/// attempt and the grow policy starts the next one with the grown limit.
+#[tokio::test(start_paused = true)]
+async fn oom_grow_after_a_kill_that_beat_the_freeze_starts_again_grown() {
+    use crate::metrics::agent::{OomAction, OomReached};
+    let mut b = Bench::new();
+    let metrics = b.metrics();
+    let spec =
+        "resources: {memory: {hard: 64Mi}}\noom: {action: grow, grow_to: 256Mi, grow_step: 64Mi}\n";
+    b.files(&[("m.yaml", &job("m", spec))]).await;
+    b.fake.oom_kill_before_freezes();
+    b.fake.set_stats(&RunId::new("m-1"), FinalStats { oom_kills: Some(1), ..Default::default() });
+    b.fake.clear();
+    b.fake.report(&RunId::new("m-1"), Observed::Oom);
+    b.settle().await;
+    assert!(
+        !b.fake.calls().iter().any(|c| matches!(c, Call::Update { .. } | Call::Thaw(_))),
+        "grown in place: {:?}",
+        b.fake.calls()
+    );
+    // The kill ended the attempt (the fake's kill reports the end at once).
+    let launches: Vec<_> = b
+        .fake
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Launch { memory, .. } => memory,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(launches, [crate::vocab::Bytes::from_mib(128)]);
+    assert_eq!(b.events("m-1"), ["oom", "oom-killed", "oom-requeued"]);
+    let oom = metrics.agent().oom_events.clone();
+    assert_eq!(oom.get(OomAction::Requeue, OomReached::Killed), 1);
+    assert_eq!(oom.get(OomAction::Grow, OomReached::Paused), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1220,7 +1261,7 @@ async fn the_main_loop_hands_reloads_to_the_watcher_task_and_answers_when_applie
 /// (their "launch latency" would be the time the agent was down).
 #[tokio::test(start_paused = true)]
 async fn recovery_counts_the_ends_it_finds_and_times_no_launch() {
-    use crate::metrics::agent::{EndState, OomAction};
+    use crate::metrics::agent::{EndState, OomAction, OomReached};
     use crate::metrics::Format;
 
     let mut b = Bench::new();
@@ -1250,7 +1291,7 @@ async fn recovery_counts_the_ends_it_finds_and_times_no_launch() {
 
     assert_eq!(b.phase("f-1"), "failed");
     assert_eq!(b.phase("a-1"), "running");
-    assert_eq!(metrics.agent().oom_events.get(OomAction::Fail), 1);
+    assert_eq!(metrics.agent().oom_events.get(OomAction::Fail, OomReached::Killed), 1);
     assert_eq!(metrics.agent().runs_ended.get(EndState::Failed), 1);
     let scrape = metrics.render(Format::Prometheus).unwrap();
     assert!(scrape.contains("\ncorral_launch_latency_seconds_count 0\n"), "{scrape}");

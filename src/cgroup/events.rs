@@ -9,7 +9,7 @@
 //! | Source | Layout | Events |
 //! |---|---|---|
 //! | eventfd registered in `cgroup.event_control` on `memory.oom_control` | v1 memory | `Oom`, then `PausedAtLimit` (`under_oom 1`) or `OomKill` (`oom_kill` grew) |
-//! | inotify `IN_MODIFY` on `memory.events` | v2 memory | `MemoryHigh`, `MemoryMax`, `Oom`, `OomKill` (counter deltas) |
+//! | inotify `IN_MODIFY` on `memory.events` | v2 memory | `MemoryHigh`, `MemoryMax`, `Oom`, `OomKill` (counter deltas); `LimitReached` where `memory.high` is the pause point |
 //! | inotify `IN_MODIFY` on `cgroup.events` | v2 tree (hybrid too) | `Populated`, `Emptied`, `Frozen` |
 //! | PSI trigger on `memory.pressure`, `POLLPRI` | v2 tree (hybrid too) | `MemoryPressure` |
 //!
@@ -19,6 +19,20 @@
 //! fires once more when its cgroup goes, after which `memory.oom_control` is
 //! found gone. Once every source has ended, [`EventStream::next`] returns
 //! `None`.
+//!
+//! # Reached the limit, or being killed
+//!
+//! Where `memory.high` is the pause point (`memory.max` the freeze margin
+//! above it, [`OomMode::FreezeAtHigh`](super::OomMode::FreezeAtHigh), read
+//! from the cgroup's own files when the stream opens), a `high` increment
+//! is [`CgroupEvent::LimitReached`]: the job is throttled at its limit and
+//! should be frozen. A job that allocates fast enough crosses `high` and
+//! reaches `memory.max` between two notifications (the kernel sends at most
+//! one per 10 ms), and is then already being killed: a reading in which
+//! `oom_kill` grew is a kill and nothing else, so a dying job is never
+//! frozen and grown as if it were paused, and `oom` alone (reclaim at
+//! `memory.max` failed, the kill is coming) is not reported as reaching the
+//! limit either.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -34,12 +48,13 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{Interest, Ready};
 
 use super::error::CgroupError;
-use super::fs::{register, write_knob, KnobFile};
+use super::fs::{read_knob, register, write_knob, KnobFile};
 use super::notify::{Delivered, Notifier, Subscription};
 use super::v1::memory::{parse_oom_control, EVENT_CONTROL, OOM_CONTROL};
 use super::v2::events::{parse_events, CgroupEventsState, EVENTS};
 use super::v2::memory::{
-    parse_events as parse_memory_events, MemoryEventCounts, EVENTS as MEMORY_EVENTS,
+    parse_events as parse_memory_events, pauses_at_high, MemoryEventCounts,
+    EVENTS as MEMORY_EVENTS, HIGH, MAX,
 };
 use super::v2::psi::{PsiTrigger, MEMORY as MEMORY_PRESSURE};
 
@@ -57,6 +72,10 @@ pub enum CgroupEvent {
     PausedAtLimit,
     /// v2: usage went over `memory.high` `count` times (throttled).
     MemoryHigh { count: u64 },
+    /// v2 with `memory.high` as the pause point at the hard limit: usage
+    /// reached the limit and no OOM kill came with it; the job is throttled
+    /// there until it is frozen.
+    LimitReached,
     /// v2: usage hit `memory.max` `count` times.
     MemoryMax { count: u64 },
     /// The memory pressure trigger fired.
@@ -115,6 +134,15 @@ struct Watched<T> {
     last: T,
 }
 
+/// How a job's `memory.events` readings are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemoryEventsMeaning {
+    /// `memory.high` is a throttle (or unset): its events are only counted.
+    Throttle,
+    /// `memory.high` is the pause point at the hard limit.
+    PausePoint,
+}
+
 /// Slots of the two watched files in the stream's [`Subscription`].
 const CGROUP_EVENTS_SLOT: u32 = 0;
 const MEMORY_EVENTS_SLOT: u32 = 1;
@@ -126,6 +154,7 @@ struct Inotified {
     /// neither they nor the directory itself report `IN_DELETE_SELF`.
     sub: Subscription,
     memory: Option<Watched<MemoryEventCounts>>,
+    memory_meaning: MemoryEventsMeaning,
     cgroup: Option<Watched<CgroupEventsState>>,
     populated: PopulatedTracker,
 }
@@ -171,18 +200,36 @@ impl PopulatedTracker {
     }
 }
 
-fn memory_deltas(old: MemoryEventCounts, new: MemoryEventCounts, out: &mut VecDeque<CgroupEvent>) {
+pub(crate) fn memory_deltas(
+    old: MemoryEventCounts,
+    new: MemoryEventCounts,
+    meaning: MemoryEventsMeaning,
+    out: &mut VecDeque<CgroupEvent>,
+) {
     let grew = |a: u64, b: u64| Some(b.saturating_sub(a)).filter(|d| *d > 0);
-    if let Some(count) = grew(old.high, new.high) {
+    let killed = grew(old.oom_kill, new.oom_kill);
+    let high = grew(old.high, new.high);
+    if let Some(count) = high {
         out.push_back(CgroupEvent::MemoryHigh { count });
     }
     if let Some(count) = grew(old.max, new.max) {
         out.push_back(CgroupEvent::MemoryMax { count });
     }
-    if let Some(count) = grew(old.oom, new.oom) {
-        out.push_back(CgroupEvent::Oom { count });
+    match meaning {
+        MemoryEventsMeaning::Throttle => {
+            // With a kill in the same reading there is nothing left to
+            // freeze: the kill is the event.
+            if let Some(count) = grew(old.oom, new.oom).filter(|_| killed.is_none()) {
+                out.push_back(CgroupEvent::Oom { count });
+            }
+        }
+        MemoryEventsMeaning::PausePoint => {
+            if high.is_some() && killed.is_none() && new.oom_kill == 0 {
+                out.push_back(CgroupEvent::LimitReached);
+            }
+        }
     }
-    if let Some(count) = grew(old.oom_kill, new.oom_kill) {
+    if let Some(count) = killed {
         out.push_back(CgroupEvent::OomKill { count });
     }
 }
@@ -239,8 +286,24 @@ fn open_inotify(
     } else {
         None
     };
+    // A grown limit moves `memory.high` and `memory.max` together, so what
+    // the files say now holds for the cgroup's life.
+    let read = |file: &str| read_knob(&unified.join(file)).ok();
+    let memory_meaning = if memory.is_some()
+        && read(HIGH).zip(read(MAX)).is_some_and(|(high, max)| pauses_at_high(&high, &max))
+    {
+        MemoryEventsMeaning::PausePoint
+    } else {
+        MemoryEventsMeaning::Throttle
+    };
     sub.watch_removal(parent_dir, name)?;
-    Ok(Some(Inotified { sub, memory, cgroup, populated: PopulatedTracker::new(baseline) }))
+    Ok(Some(Inotified {
+        sub,
+        memory,
+        memory_meaning,
+        cgroup,
+        populated: PopulatedTracker::new(baseline),
+    }))
 }
 
 fn write_trigger(path: &Path, trigger: PsiTrigger) -> io::Result<File> {
@@ -405,7 +468,7 @@ impl EventStream {
             match watch.file.read_into(&mut self.buf) {
                 Ok(()) => {
                     let now = parse_memory_events(&self.buf);
-                    memory_deltas(watch.last, now, &mut self.pending);
+                    memory_deltas(watch.last, now, src.memory_meaning, &mut self.pending);
                     watch.last = now;
                 }
                 Err(err) if err.is_gone() => src.memory = None,
@@ -506,20 +569,73 @@ mod tests {
         assert_eq!(e, vec![Frozen(true), Frozen(false), Emptied]);
     }
 
+    fn deltas(
+        old: MemoryEventCounts,
+        new: MemoryEventCounts,
+        meaning: MemoryEventsMeaning,
+    ) -> Vec<CgroupEvent> {
+        let mut out = VecDeque::new();
+        memory_deltas(old, new, meaning, &mut out);
+        out.into()
+    }
+
+    fn counts(high: u64, max: u64, oom: u64, oom_kill: u64) -> MemoryEventCounts {
+        MemoryEventCounts { high, max, oom, oom_kill, ..Default::default() }
+    }
+
     #[test]
     fn memory_event_deltas() {
-        let mut out = VecDeque::new();
-        let old = MemoryEventCounts { high: 1, max: 2, oom: 0, oom_kill: 0, ..Default::default() };
-        let new =
-            MemoryEventCounts { high: 4, max: 2, oom: 1, oom_kill: 1, low: 9, oom_group_kill: 1 };
-        memory_deltas(old, new, &mut out);
+        use CgroupEvent::*;
+        let old = counts(1, 2, 0, 0);
+        let new = MemoryEventCounts { low: 9, oom_group_kill: 1, ..counts(4, 3, 1, 0) };
         assert_eq!(
-            Vec::from(out),
-            vec![
-                CgroupEvent::MemoryHigh { count: 3 },
-                CgroupEvent::Oom { count: 1 },
-                CgroupEvent::OomKill { count: 1 }
-            ]
+            deltas(old, new, MemoryEventsMeaning::Throttle),
+            vec![MemoryHigh { count: 3 }, MemoryMax { count: 1 }, Oom { count: 1 }]
+        );
+    }
+
+    #[test]
+    fn a_kill_in_the_reading_is_the_only_oom_event() {
+        use CgroupEvent::*;
+        let old = counts(1, 2, 0, 0);
+        let new = counts(4, 3, 1, 1);
+        assert_eq!(
+            deltas(old, new, MemoryEventsMeaning::Throttle),
+            vec![MemoryHigh { count: 3 }, MemoryMax { count: 1 }, OomKill { count: 1 }]
+        );
+        assert_eq!(
+            deltas(old, new, MemoryEventsMeaning::PausePoint),
+            vec![MemoryHigh { count: 3 }, MemoryMax { count: 1 }, OomKill { count: 1 }]
+        );
+    }
+
+    #[test]
+    fn at_the_pause_point_a_high_event_is_the_limit_reached() {
+        use CgroupEvent::*;
+        assert_eq!(
+            deltas(counts(0, 0, 0, 0), counts(1, 0, 0, 0), MemoryEventsMeaning::PausePoint),
+            vec![MemoryHigh { count: 1 }, LimitReached]
+        );
+        // A throttle is only counted.
+        assert_eq!(
+            deltas(counts(0, 0, 0, 0), counts(1, 0, 0, 0), MemoryEventsMeaning::Throttle),
+            vec![MemoryHigh { count: 1 }]
+        );
+    }
+
+    #[test]
+    fn at_the_pause_point_reaching_max_is_not_the_limit_reached() {
+        use CgroupEvent::*;
+        // Reclaim at memory.max failed: the kill follows in a later reading.
+        assert_eq!(
+            deltas(counts(5, 0, 0, 0), counts(5, 1, 1, 0), MemoryEventsMeaning::PausePoint),
+            vec![MemoryMax { count: 1 }]
+        );
+        // A job already killed once in this cgroup is dying, however many
+        // high events its last allocations raised.
+        assert_eq!(
+            deltas(counts(5, 1, 1, 1), counts(6, 1, 1, 1), MemoryEventsMeaning::PausePoint),
+            vec![MemoryHigh { count: 1 }]
         );
     }
 }

@@ -327,7 +327,9 @@ pub fn inspect(layout: &Layout, options: &InspectOptions) -> Inspection {
     if !pause_at_limit && v2_available.contains(&Controller::Memory) {
         say(
             Severity::Info,
-            "memory is on v2: jobs cannot be paused at their limit (OOM kills the whole job)"
+            "memory is on v2: the kernel cannot pause a job at its limit; `oom: grow` and \
+             `requeue` jobs are frozen at memory.high (their hard limit) instead, memory.max a \
+             margin above, and one that allocates faster than the freeze is OOM-killed as a whole"
                 .into(),
         );
     }

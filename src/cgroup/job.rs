@@ -223,6 +223,18 @@ impl JobCgroup {
         Ok(v1::memory::parse_oom_control(&text).under_oom)
     }
 
+    /// How many of the job's processes the kernel OOM-killed, from v2
+    /// `memory.events`; `None` where the memory controller is not on v2 (v1
+    /// reports kills through its OOM eventfd).
+    pub fn v2_oom_kills(&self) -> Result<Option<u64>, CgroupError> {
+        let Some(dir) = self.unified.as_deref() else { return Ok(None) };
+        if !self.shared.v2_enabled.contains(&Controller::Memory) {
+            return Ok(None);
+        }
+        let text = read_knob(&dir.join(v2::memory::EVENTS))?;
+        Ok(Some(v2::memory::parse_events(&text).oom_kill))
+    }
+
     /// The CPUs the job may run on now, as its cpuset says; `None` where it
     /// has no cpuset controller, or its own set is empty (a v2 cgroup then
     /// inherits its parent's).

@@ -864,6 +864,55 @@ mod event_tests {
         assert_eq!(sources.memory_pressure, None);
     }
 
+    /// A job created to freeze at `memory.high` is recognised from its own
+    /// files: its `high` events are the limit reached, until a kill.
+    #[tokio::test]
+    async fn a_high_event_of_a_job_paused_at_high_is_the_limit_reached() {
+        use crate::cgroup::resources::{MemoryLimits, OomMode};
+        let fs = FakeFs::new(FakeKind::V2);
+        fs.add_cgroup("corral");
+        fs.add_cgroup("corral/job-1");
+        let m = CgroupManager::open(
+            fs.layout(),
+            &ManagerConfig::new(CgroupPath::new("corral").unwrap()),
+        )
+        .unwrap();
+        let res = Resources {
+            memory: MemoryLimits { hard_bytes: Some(32 << 20), ..Default::default() },
+            oom: OomMode::FreezeAtHigh,
+            ..Default::default()
+        };
+        let job = m.create(&CgroupName::new("job-1").unwrap(), &res).unwrap();
+        let mut events = job.oom_events(&Notifier::new()).unwrap();
+        let dir = fs.unified_root().join("corral/job-1");
+        kernel_update(&dir.join("memory.events"), "low 0\nhigh 3\nmax 0\noom 0\noom_kill 0\n");
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::MemoryHigh { count: 3 }));
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::LimitReached));
+        kernel_update(&dir.join("memory.events"), "low 0\nhigh 4\nmax 1\noom 1\noom_kill 1\n");
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::MemoryHigh { count: 1 }));
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::MemoryMax { count: 1 }));
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::OomKill { count: 1 }));
+
+        // The same high event of a job with a plain throttle is only counted.
+        fs.add_cgroup("corral/job-2");
+        let plain = Resources {
+            memory: MemoryLimits {
+                hard_bytes: Some(32 << 20),
+                high_bytes: Some(24 << 20),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let job = m.create(&CgroupName::new("job-2").unwrap(), &plain).unwrap();
+        let mut events = job.oom_events(&Notifier::new()).unwrap();
+        let dir = fs.unified_root().join("corral/job-2");
+        kernel_update(&dir.join("memory.events"), "low 0\nhigh 3\nmax 0\noom 0\noom_kill 0\n");
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::MemoryHigh { count: 3 }));
+        kernel_update(&dir.join("memory.events"), "low 0\nhigh 3\nmax 1\noom 1\noom_kill 0\n");
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::MemoryMax { count: 1 }));
+        assert_eq!(next(&mut events).await, Some(CgroupEvent::Oom { count: 1 }));
+    }
+
     #[tokio::test]
     async fn v2_memory_and_cgroup_events_become_a_stream_that_ends_on_removal() {
         let fs = FakeFs::new(FakeKind::V2);
@@ -884,9 +933,10 @@ mod event_tests {
         let dir = fs.unified_root().join("corral/job-1");
         kernel_update(&dir.join("cgroup.events"), "populated 1\nfrozen 0\n");
         assert_eq!(next(&mut events).await, Some(CgroupEvent::Populated));
-        kernel_update(&dir.join("memory.events"), "low 0\nhigh 2\nmax 0\noom 1\noom_kill 1\n");
+        kernel_update(&dir.join("memory.events"), "low 0\nhigh 2\nmax 0\noom 1\noom_kill 0\n");
         assert_eq!(next(&mut events).await, Some(CgroupEvent::MemoryHigh { count: 2 }));
         assert_eq!(next(&mut events).await, Some(CgroupEvent::Oom { count: 1 }));
+        kernel_update(&dir.join("memory.events"), "low 0\nhigh 2\nmax 0\noom 1\noom_kill 1\n");
         assert_eq!(next(&mut events).await, Some(CgroupEvent::OomKill { count: 1 }));
         kernel_update(&dir.join("cgroup.events"), "populated 0\nfrozen 0\n");
         assert_eq!(next(&mut events).await, Some(CgroupEvent::Emptied));

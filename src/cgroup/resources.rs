@@ -40,6 +40,14 @@ pub enum OomMode {
     /// yet touched fails with `EFAULT`, other calls with `ENOMEM`, and the
     /// job sees an error rather than a pause.
     PauseAtLimit,
+    /// v2 has no pause at `memory.max`: `memory.high` goes at the hard limit
+    /// (the kernel throttles the job there and counts `high` events) and
+    /// `memory.max` a margin above it
+    /// ([`freeze_margin`](crate::cgroup::v2::memory::freeze_margin)), so
+    /// that whoever watches `memory.events` can freeze the job before the
+    /// kernel kills it. A job that allocates faster than that reaches
+    /// `memory.max` and is OOM-killed as a whole, as with `Kill`.
+    FreezeAtHigh,
 }
 
 /// The resources of one job cgroup. `None` means "the kernel's default".

@@ -104,6 +104,18 @@ label_enum!(
 );
 
 label_enum!(
+    /// How a run at its memory limit came to the OOM policy's notice.
+    OomReached, "reached" {
+        /// Stopped at its limit (v1: paused by the kernel; v2: frozen at
+        /// `memory.high`), nothing killed: the policy acted on a whole job.
+        Paused => "paused",
+        /// The kernel's OOM killer got there first (a fail policy, or a job
+        /// that allocated faster than it could be frozen).
+        Killed => "killed",
+    }
+);
+
+label_enum!(
     /// What became of a cron firing.
     CronOutcome, "outcome" {
         Started => "started",
@@ -204,13 +216,46 @@ impl<L: LabelValue> LabelledCounter<L> {
     }
 }
 
+/// A counter with two labels, each from a closed set; every combination
+/// exists from the start at 0.
+#[derive(Debug, Clone)]
+pub struct LabelledCounter2<A, B> {
+    family: Family<[(&'static str, &'static str); 2], Counter>,
+    _labels: std::marker::PhantomData<(A, B)>,
+}
+
+impl<A: LabelValue, B: LabelValue> LabelledCounter2<A, B> {
+    fn register(registry: &mut Registry, name: &str, help: &str) -> Self {
+        let family = Family::<[(&'static str, &'static str); 2], Counter>::default();
+        for a in A::ALL {
+            for b in B::ALL {
+                drop(family.get_or_create(&Self::labels(*a, *b)));
+            }
+        }
+        registry.register(name, help, family.clone());
+        LabelledCounter2 { family, _labels: std::marker::PhantomData }
+    }
+
+    fn labels(a: A, b: B) -> [(&'static str, &'static str); 2] {
+        [(A::KEY, a.as_str()), (B::KEY, b.as_str())]
+    }
+
+    pub fn inc(&self, a: A, b: B) {
+        self.family.get_or_create(&Self::labels(a, b)).inc();
+    }
+
+    pub fn get(&self, a: A, b: B) -> u64 {
+        self.family.get_or_create(&Self::labels(a, b)).get()
+    }
+}
+
 /// The agent's event counters and latency histograms, registered in the
 /// metrics registry. Cheap to clone; clones count into the same series.
 #[derive(Debug, Clone)]
 pub struct AgentMetrics {
     pub placement_decisions: LabelledCounter<PlacementOutcome>,
     pub preemptions: LabelledCounter<PreemptKind>,
-    pub oom_events: LabelledCounter<OomAction>,
+    pub oom_events: LabelledCounter2<OomAction, OomReached>,
     pub cron_firings: LabelledCounter<CronOutcome>,
     pub runs_ended: LabelledCounter<EndState>,
     pub http_refused: LabelledCounter<RefusedReason>,
@@ -233,10 +278,10 @@ impl AgentMetrics {
             "preemptions",
             "Runs preempted to make room for higher-priority runs, by mode (suspend: frozen, requeue: stopped and queued again)",
         );
-        let oom_events = LabelledCounter::register(
+        let oom_events = LabelledCounter2::register(
             registry,
             "oom_events",
-            "Runs that reached their memory limit, by the action the OOM policy took (grow, requeue, fail)",
+            "Runs that reached their memory limit, by the action the OOM policy took (grow, requeue, fail) and how the limit was reached (paused: stopped there, nothing killed; killed: the kernel OOM-killed first)",
         );
         let cron_firings = LabelledCounter::register(
             registry,
@@ -311,6 +356,7 @@ mod tests {
         check::<PlacementOutcome>();
         check::<PreemptKind>();
         check::<OomAction>();
+        check::<OomReached>();
         check::<CronOutcome>();
         check::<EndState>();
         check::<RefusedReason>();

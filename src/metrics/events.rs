@@ -14,8 +14,8 @@ use chrono::SecondsFormat;
 use tracing::{debug, info, warn};
 
 use super::agent::{
-    AgentMetrics, CronOutcome, EndState, HttpDeadline, LabelValue, OomAction, PlacementOutcome,
-    PreemptKind, RefusedReason,
+    AgentMetrics, CronOutcome, EndState, HttpDeadline, LabelValue, OomAction, OomReached,
+    PlacementOutcome, PreemptKind, RefusedReason,
 };
 use crate::placement::PlacementError;
 use crate::scheduler::cron::{FiringOutcome, FiringRecord};
@@ -105,12 +105,14 @@ pub struct OomHandled<'a> {
     pub job: &'a JobName,
     pub run: &'a RunId,
     pub action: OomAction,
+    pub reached: OomReached,
 }
 
 impl Event for OomHandled<'_> {
     fn emit(&self, metrics: &AgentMetrics) {
-        warn!(job = %self.job, run = %self.run, action = self.action.as_str(), "out of memory");
-        metrics.oom_events.inc(self.action);
+        let (action, reached) = (self.action.as_str(), self.reached.as_str());
+        warn!(job = %self.job, run = %self.run, action, reached, "out of memory");
+        metrics.oom_events.inc(self.action, self.reached);
     }
 }
 
@@ -229,7 +231,8 @@ mod tests {
         PlacementFailed { job: &job, run: &run, error: &full }.emit(&metrics);
         RunLaunched { job: &job, run: &run, took: Duration::from_millis(2) }.emit(&metrics);
         RunPreempted { job: &job, run: &run, by: &run, mode: PreemptKind::Requeue }.emit(&metrics);
-        OomHandled { job: &job, run: &run, action: OomAction::Grow }.emit(&metrics);
+        OomHandled { job: &job, run: &run, action: OomAction::Grow, reached: OomReached::Paused }
+            .emit(&metrics);
         let missed = FiringOutcome::Missed {
             count: 3,
             last: chrono::DateTime::UNIX_EPOCH,
@@ -257,7 +260,8 @@ mod tests {
         assert!(text.contains("\nscheduling_delay_seconds_sum 0.02\n"), "{text}");
         assert!(text.contains("\nlaunch_latency_seconds_count 1\n"), "{text}");
         assert_eq!(metrics.preemptions.get(PreemptKind::Requeue), 1);
-        assert_eq!(metrics.oom_events.get(OomAction::Grow), 1);
+        assert_eq!(metrics.oom_events.get(OomAction::Grow, OomReached::Paused), 1);
+        assert_eq!(metrics.oom_events.get(OomAction::Grow, OomReached::Killed), 0);
         assert_eq!(metrics.cron_firings.get(CronOutcome::Missed), 3);
         assert_eq!(metrics.runs_ended.get(EndState::Failed), 1);
         assert_eq!(metrics.http_refused.get(RefusedReason::MaxConnections), 1);

@@ -42,8 +42,8 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 pub use agent::{
-    AgentMetrics, CronOutcome, EndState, HttpDeadline, OomAction, PlacementOutcome, PreemptKind,
-    RefusedReason,
+    AgentMetrics, CronOutcome, EndState, HttpDeadline, OomAction, OomReached, PlacementOutcome,
+    PreemptKind, RefusedReason,
 };
 pub use error::MetricsError;
 pub use events::Event;

@@ -251,6 +251,11 @@ pub fn transition(
             Ok(step.escalate(intent, *deadline, "reached its memory limit while stopping"))
         }
         (P::Stopping { .. }, E::WatchFailed { .. }) => Ok(step.noop("already stopping")),
+        // The kernel kills a job's processes one by one (v2: all of them,
+        // `memory.oom.group`), each counted: one kill on record is the news.
+        (P::Stopping { .. }, E::OomKilled) if state.oom_killed => {
+            Ok(step.noop("OOM kill already on record"))
+        }
         (P::Stopping { .. }, E::OomKilled) => {
             let mut next = state.clone();
             next.oom_killed = true;

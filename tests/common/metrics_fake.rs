@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use corral::cgroup::stats::{DeviceIo, PressureStats};
 use corral::cgroup::v2::psi::{Pressure, PsiLine};
 use corral::cgroup::{CgroupError, LayoutKind, Stats};
-use corral::metrics::agent::{CronOutcome, OomAction, PreemptKind};
+use corral::metrics::agent::{CronOutcome, OomAction, OomReached, PreemptKind};
 use corral::metrics::{
     FinishedRun, JobInfo, LiveRun, Metrics, MetricsConfig, NumaAllocation, PublishedSnapshot,
     ReadStats, Snapshot, SpecFiles, StatsHandle,
@@ -166,7 +166,7 @@ pub fn full_metrics() -> Metrics {
     metrics.run_finished(oom_killed_run());
     let agent = metrics.agent();
     agent.preemptions.inc(PreemptKind::Suspend);
-    agent.oom_events.inc(OomAction::Fail);
+    agent.oom_events.inc(OomAction::Fail, OomReached::Killed);
     agent.cron_firings.inc(CronOutcome::Started);
     agent.cron_firings.inc_by(CronOutcome::Missed, 2);
     agent.scheduling_delay.observe(0.003);

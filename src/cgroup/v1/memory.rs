@@ -6,7 +6,7 @@
 //! `limit_order`.
 
 use crate::cgroup::layout::Controller;
-use crate::cgroup::plan::{Builder, Target};
+use crate::cgroup::plan::{Builder, PlanProblem, Target};
 use crate::cgroup::resources::{OomMode, Resources};
 use crate::cgroup::stats::{flat_keyed, MemoryStats};
 
@@ -59,6 +59,10 @@ pub(crate) fn plan(res: &Resources, b: &mut Builder<'_>) {
         OomMode::PauseAtLimit => b.write(TARGET, OOM_CONTROL, 1),
         OomMode::Kill if b.updating() => b.write(TARGET, OOM_CONTROL, 0),
         OomMode::Kill => {}
+        OomMode::FreezeAtHigh => b.problem(PlanProblem::Unsupported {
+            setting: "freeze at memory high",
+            reason: "cgroup v1 has no memory.high; pause at the hard limit instead",
+        }),
     }
     if mem.soft_bytes.is_some() || b.updating() {
         b.write(TARGET, SOFT_LIMIT, bytes(mem.soft_bytes));

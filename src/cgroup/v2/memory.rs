@@ -7,6 +7,15 @@
 //! usage above it is reclaimed first). `memory.high` instead throttles the
 //! job as soon as it crosses the value, pressure or not; that is a limit, so
 //! it is its own setting.
+//!
+//! With [`OomMode::FreezeAtHigh`] `memory.high` is taken by the pause point
+//! instead: it goes at the hard limit and `memory.max` [`freeze_margin`]
+//! above it. Crossing `memory.high` does not stop a job, it only throttles
+//! it (the kernel reclaims and makes the allocator sleep on its way back to
+//! user space) and counts a `high` event, whose inotify notification wakes
+//! the agent to freeze it. The margin is room for what the job allocates
+//! between the event and the freeze; a job that allocates faster than that
+//! reaches `memory.max` and is OOM-killed as a whole.
 
 use crate::cgroup::plan::{Builder, PlanProblem, Target};
 use crate::cgroup::resources::{OomMode, Resources};
@@ -23,6 +32,33 @@ pub const SWAP_CURRENT: &str = "memory.swap.current";
 pub const STAT: &str = "memory.stat";
 pub const EVENTS: &str = "memory.events";
 
+/// Least room above the hard limit for a job frozen at `memory.high`.
+pub const FREEZE_MARGIN_MIN: u64 = 16 << 20;
+/// Most room above the hard limit: a job frozen at its limit holds at most
+/// this much more than it asked for.
+pub const FREEZE_MARGIN_MAX: u64 = 1 << 30;
+
+/// How far above `hard` `memory.max` goes for a job frozen at `memory.high`
+/// ([`OomMode::FreezeAtHigh`]): a tenth of the limit, at least 16 MiB (the
+/// overshoot of a throttled job before the freeze is a few MiB, see
+/// docs/spec.md) and at most 1 GiB.
+pub fn freeze_margin(hard: u64) -> u64 {
+    (hard / 10).clamp(FREEZE_MARGIN_MIN, FREEZE_MARGIN_MAX)
+}
+
+/// Whether a job cgroup whose `memory.high` reads `high` and `memory.max`
+/// reads `max` was set up with `memory.high` as its pause point
+/// ([`OomMode::FreezeAtHigh`]): `max` is exactly the freeze margin above
+/// `high`. (A throttle set by hand the same distance below the limit would
+/// read the same; it would then be frozen at its throttle, which under
+/// `oom.action: fail` ends the job as reaching its limit would.)
+pub fn pauses_at_high(high: &str, max: &str) -> bool {
+    match (high.trim().parse::<u64>(), max.trim().parse::<u64>()) {
+        (Ok(high), Ok(max)) => high.checked_add(freeze_margin(high)) == Some(max),
+        _ => false,
+    }
+}
+
 fn bytes_or(value: Option<u64>, default: &str) -> String {
     value.map_or_else(|| default.to_owned(), |v| v.to_string())
 }
@@ -33,7 +69,7 @@ pub(crate) fn plan(res: &Resources, b: &mut Builder<'_>) {
     match res.oom {
         // A job is one unit: an OOM kill takes all of it rather than leaving
         // a half-dead job running.
-        OomMode::Kill => b.write(t, OOM_GROUP, 1),
+        OomMode::Kill | OomMode::FreezeAtHigh => b.write(t, OOM_GROUP, 1),
         OomMode::PauseAtLimit => b.problem(PlanProblem::Unsupported {
             setting: "pause at memory limit",
             reason: "cgroup v2 cannot stop a job at its hard limit; set a memory high \
@@ -43,13 +79,26 @@ pub(crate) fn plan(res: &Resources, b: &mut Builder<'_>) {
     if mem.soft_bytes.is_some() || b.updating() {
         b.write(t, LOW, bytes_or(mem.soft_bytes, "0"));
     }
+    let (high, max) = match (res.oom, mem.hard_bytes) {
+        (OomMode::FreezeAtHigh, Some(hard)) => {
+            if mem.high_bytes.is_some_and(|high| high < hard) {
+                b.skip(
+                    "memory high limit",
+                    "memory.high is the pause point at the hard limit for oom grow and \
+                     requeue; only the hard limit is enforced",
+                );
+            }
+            (Some(hard), Some(hard.saturating_add(freeze_margin(hard))))
+        }
+        _ => (mem.high_bytes, mem.hard_bytes),
+    };
     // high before max: when both go down, the job is throttled before the
     // new maximum can OOM-kill it.
-    if mem.high_bytes.is_some() || b.updating() {
-        b.write(t, HIGH, bytes_or(mem.high_bytes, "max"));
+    if high.is_some() || b.updating() {
+        b.write(t, HIGH, bytes_or(high, "max"));
     }
-    if mem.hard_bytes.is_some() || b.updating() {
-        b.write(t, MAX, bytes_or(mem.hard_bytes, "max"));
+    if max.is_some() || b.updating() {
+        b.write(t, MAX, bytes_or(max, "max"));
     }
     if b.ctx.swap_max {
         if mem.swap_bytes.is_some() || b.updating() {
@@ -151,6 +200,64 @@ mod tests {
         let res = Resources { oom: OomMode::PauseAtLimit, ..Default::default() };
         let err = plan(&v2_ctx(PlanMode::Create), &res).unwrap_err();
         assert!(err.to_string().contains("pause at memory limit"), "{err}");
+    }
+
+    fn freeze_at_high(hard: u64, high: Option<u64>) -> Resources {
+        Resources {
+            memory: MemoryLimits { hard_bytes: Some(hard), high_bytes: high, ..Default::default() },
+            oom: OomMode::FreezeAtHigh,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn freeze_at_high_puts_high_at_the_limit_and_max_a_margin_above() {
+        let p = plan(&v2_ctx(PlanMode::Create), &freeze_at_high(64 * MI, None)).unwrap();
+        assert_eq!(
+            writes_to(&p, "memory."),
+            vec![(OOM_GROUP, "1"), (HIGH, "67108864"), (MAX, "83886080")]
+        );
+        assert!(p.skipped.is_empty());
+    }
+
+    #[test]
+    fn a_grown_limit_moves_high_and_max_together() {
+        let p = plan(&v2_ctx(PlanMode::Update), &freeze_at_high(1024 * MI, None)).unwrap();
+        assert_eq!(p.value_of(HIGH), Some("1073741824"));
+        assert_eq!(p.value_of(MAX), Some((1024 * MI + 1024 * MI / 10).to_string().as_str()));
+    }
+
+    #[test]
+    fn a_lower_high_gives_way_to_the_pause_point_and_says_so() {
+        let p = plan(&v2_ctx(PlanMode::Create), &freeze_at_high(64 * MI, Some(48 * MI))).unwrap();
+        assert_eq!(p.value_of(HIGH), Some("67108864"));
+        assert_eq!(p.skipped[0].setting, "memory high limit");
+    }
+
+    #[test]
+    fn freeze_at_high_without_a_hard_limit_sets_no_limits() {
+        let res = Resources { oom: OomMode::FreezeAtHigh, ..Default::default() };
+        let p = plan(&v2_ctx(PlanMode::Create), &res).unwrap();
+        assert_eq!(writes_to(&p, "memory."), vec![(OOM_GROUP, "1")]);
+    }
+
+    #[test]
+    fn the_margin_is_a_tenth_of_the_limit_within_its_bounds() {
+        assert_eq!(freeze_margin(MI), FREEZE_MARGIN_MIN);
+        assert_eq!(freeze_margin(160 * MI), FREEZE_MARGIN_MIN);
+        assert_eq!(freeze_margin(1000 * MI), 100 * MI);
+        assert_eq!(freeze_margin(64 << 30), FREEZE_MARGIN_MAX);
+        assert_eq!(freeze_margin(u64::MAX), FREEZE_MARGIN_MAX);
+    }
+
+    #[test]
+    fn the_pause_point_is_recognised_from_the_cgroup_files() {
+        let p = plan(&v2_ctx(PlanMode::Create), &freeze_at_high(64 * MI, None)).unwrap();
+        assert!(pauses_at_high(p.value_of(HIGH).unwrap(), p.value_of(MAX).unwrap()));
+        assert!(pauses_at_high("1073741824\n", "1181116006\n"));
+        assert!(!pauses_at_high("max\n", "max\n"));
+        assert!(!pauses_at_high("41943040\n", "67108864\n"));
+        assert!(!pauses_at_high("67108864\n", "max\n"));
     }
 
     #[test]

@@ -131,7 +131,8 @@ pub struct Foreground {
     /// The plan of the attempt just placed, until it is launched.
     placed: Option<RunPlan>,
     launch: Option<LaunchInfo>,
-    /// The attempt's jobs cgroup pauses the job at its hard limit.
+    /// The attempt's job is paused at its hard limit (v1 by the kernel, v2
+    /// by the freeze at `memory.high`).
     pauses_at_limit: bool,
     epoch: u64,
     /// Given to the runtime's watchers; dropped once the run is over, so
@@ -268,7 +269,8 @@ impl Foreground {
             assignment.mems,
             run_dir.display(),
         ));
-        self.pauses_at_limit = plan.resources.oom == OomMode::PauseAtLimit;
+        self.pauses_at_limit =
+            matches!(plan.resources.oom, OomMode::PauseAtLimit | OomMode::FreezeAtHigh);
         self.placed = Some(plan);
         self.observed = RunObservations::default();
         self.handle_at(Event::Placed(assignment), placed_at);

@@ -193,7 +193,8 @@ fn oom_mode_follows_policy_and_host() {
     assert_eq!(mode(&grow, true), OomMode::PauseAtLimit);
     assert_eq!(mode(&requeue, true), OomMode::PauseAtLimit);
     assert_eq!(mode(&fail, true), OomMode::Kill);
-    assert_eq!(mode(&grow, false), OomMode::Kill);
+    assert_eq!(mode(&grow, false), OomMode::FreezeAtHigh);
+    assert_eq!(mode(&fail, false), OomMode::Kill);
 }
 
 /// The knob writes the mapped resources turn into, per layout: the table in
@@ -302,7 +303,7 @@ fn high_follows_the_hard_limit_in_force_and_never_passes_it() {
 }
 
 #[test]
-fn a_grown_limit_writes_memory_max_and_a_raised_memory_high_on_v2() {
+fn a_grown_limit_moves_the_pause_point_and_memory_max_together_on_v2() {
     let job = spec(
         "resources: {memory: {high: 48Mi, hard: 64Mi}}\noom: {action: grow, grow_to: 160Mi, grow_step: 48Mi}\n",
     );
@@ -314,8 +315,10 @@ fn a_grown_limit_writes_memory_max_and_a_raised_memory_high_on_v2() {
     let grown = Some(Bytes::from_mib(112));
     let r = resources(&job, &shared(), &cpus("0-1"), manager.capabilities(), grown, &NO_DEVICES);
     let v2 = manager.plan(&r).unwrap();
-    assert_eq!(v2.value_of("memory.max"), Some("117440512"));
-    assert_eq!(v2.value_of("memory.high"), Some("100663296"));
+    // memory.high is the pause point at the grown limit (the spec's lower
+    // `high` gives way to it); memory.max the 16 MiB margin above.
+    assert_eq!(v2.value_of("memory.high"), Some("117440512"));
+    assert_eq!(v2.value_of("memory.max"), Some("134217728"));
 }
 
 #[test]

@@ -1083,3 +1083,15 @@ fn a_launch_that_never_started_is_placed_again_under_a_later_time() {
     assert_eq!(later.next.since, t(7));
     assert!(transition(&running(), &event, &policy(), at(7)).is_err());
 }
+
+#[test]
+fn an_oom_kill_while_stopping_is_recorded_once() {
+    let first = stopping(StopIntent::Oom, true);
+    let t1 = transition(&first, &Event::OomKilled, &policy(), at(11)).unwrap();
+    assert!(t1.next.oom_killed);
+    assert_eq!(t1.actions, vec![Action::RecordEvent(RunEvent::OomKilled)]);
+    // The next process of the same job the kernel kills is no news.
+    let t2 = transition(&t1.next, &Event::OomKilled, &policy(), at(11)).unwrap();
+    assert!(t2.actions.is_empty(), "{:?}", t2.actions);
+    assert_eq!(t2.next, t1.next);
+}

@@ -19,14 +19,14 @@ const SECOND: Duration = Duration::from_secs(1);
 const PARENT: &str = "corral-agent";
 
 /// An agent process with its own jobs, state and data directories.
-struct Agent {
+pub(super) struct Agent {
     root: PathBuf,
     child: Option<Child>,
 }
 
 impl Agent {
     /// An agent whose files go in `/run/<name>`.
-    fn new(name: &str) -> Agent {
+    pub(super) fn new(name: &str) -> Agent {
         let root = Path::new("/run").join(name);
         for dir in ["jobs", "state", "data"] {
             fs::create_dir_all(root.join(dir)).unwrap();
@@ -45,7 +45,7 @@ impl Agent {
         Agent { root, child: None }
     }
 
-    fn start(&mut self) {
+    pub(super) fn start(&mut self) {
         let log = fs::OpenOptions::new().create(true).append(true).open(self.log()).unwrap();
         let child = Command::new(CORRAL)
             .args(["agent", "--config"])
@@ -69,21 +69,21 @@ impl Agent {
         self.root.join("agent.log")
     }
 
-    fn log_text(&self) -> String {
+    pub(super) fn log_text(&self) -> String {
         fs::read_to_string(self.log()).unwrap_or_default()
     }
 
-    fn data(&self, name: &str) -> PathBuf {
+    pub(super) fn data(&self, name: &str) -> PathBuf {
         self.root.join("data").join(name)
     }
 
-    fn read_data(&self, name: &str) -> String {
+    pub(super) fn read_data(&self, name: &str) -> String {
         fs::read_to_string(self.data(name)).unwrap_or_default()
     }
 
     /// Writes a one-shot job running `script` as deploy tools do: a hidden
     /// temporary, then a rename.
-    fn write_job(&self, name: &str, script: &str, extra: &str) {
+    pub(super) fn write_job(&self, name: &str, script: &str, extra: &str) {
         let script = script.replace('\'', "''");
         let text = format!("name: {name}\ncommand: [/bin/sh, -c, '{script}']\n{extra}");
         let tmp = self.root.join("jobs").join(format!(".{name}.tmp"));
@@ -108,12 +108,12 @@ impl Agent {
             .flatten()
     }
 
-    fn phase(&self, run: &str) -> Option<String> {
+    pub(super) fn phase(&self, run: &str) -> Option<String> {
         let db = self.db()?;
         db.query_row("SELECT phase FROM runs WHERE id = ?1", [run], |r| r.get(0)).optional().ok()?
     }
 
-    fn exit(&self, run: &str) -> (Option<i64>, Option<i64>) {
+    pub(super) fn exit(&self, run: &str) -> (Option<i64>, Option<i64>) {
         self.db()
             .unwrap()
             .query_row("SELECT exit_code, exit_signal FROM runs WHERE id = ?1", [run], |r| {
@@ -122,35 +122,35 @@ impl Agent {
             .unwrap()
     }
 
-    fn events(&self, run: &str) -> Vec<String> {
+    pub(super) fn events(&self, run: &str) -> Vec<String> {
         let db = self.db().unwrap();
         let mut stmt =
             db.prepare("SELECT kind FROM run_events WHERE run_id = ?1 ORDER BY n").unwrap();
         stmt.query_map([run], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     }
 
-    fn count_runs(&self) -> i64 {
+    pub(super) fn count_runs(&self) -> i64 {
         self.db()
             .and_then(|db| db.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0)).ok())
             .unwrap_or(0)
     }
 
-    fn wait_for(&self, what: &str, timeout: Duration, done: impl FnMut() -> bool) {
+    pub(super) fn wait_for(&self, what: &str, timeout: Duration, done: impl FnMut() -> bool) {
         wait_until_or(what, timeout, done, || format!("\n--- agent log ---\n{}", self.log_text()));
     }
 
-    fn wait_phase(&self, run: &str, phase: &str, timeout: Duration) {
+    pub(super) fn wait_phase(&self, run: &str, phase: &str, timeout: Duration) {
         self.wait_for(&format!("{run} to be {phase}"), timeout, || {
             self.phase(run).as_deref() == Some(phase)
         });
     }
 
-    fn cgroup(&self, run: &str) -> PathBuf {
+    pub(super) fn cgroup(&self, run: &str) -> PathBuf {
         Path::new(CGROUP_ROOT).join(PARENT).join(run)
     }
 
     /// The kernel's word: `frozen 1` in the run's `cgroup.events`.
-    fn frozen(&self, run: &str) -> bool {
+    pub(super) fn frozen(&self, run: &str) -> bool {
         fs::read_to_string(self.cgroup(run).join("cgroup.events"))
             .is_ok_and(|t| t.lines().any(|l| l == "frozen 1"))
     }

@@ -6,6 +6,7 @@ mod agent;
 mod cgroups;
 mod iodev;
 mod numa;
+mod oom;
 mod run;
 mod service;
 mod util;
@@ -140,6 +141,26 @@ pub const TESTS: &[GuestTest] = &[
         name: "io_max_holds_a_direct_writer_near_its_limit",
         scope: Scope::Once,
         run: iodev::io_max_holds_a_direct_writer_near_its_limit,
+    },
+    GuestTest {
+        name: "agent_oom_grow_freezes_a_slow_allocator_and_grows_it_in_place",
+        scope: Scope::Once,
+        run: oom::agent_oom_grow_freezes_a_slow_allocator_and_grows_it_in_place,
+    },
+    GuestTest {
+        name: "agent_oom_requeue_starts_a_bigger_second_attempt",
+        scope: Scope::Once,
+        run: oom::agent_oom_requeue_starts_a_bigger_second_attempt,
+    },
+    GuestTest {
+        name: "agent_oom_fail_is_killed_at_the_limit",
+        scope: Scope::Once,
+        run: oom::agent_oom_fail_is_killed_at_the_limit,
+    },
+    GuestTest {
+        name: "agent_oom_burst_is_killed_then_grown_as_a_new_attempt",
+        scope: Scope::Once,
+        run: oom::agent_oom_burst_is_killed_then_grown_as_a_new_attempt,
     },
 ];
 
