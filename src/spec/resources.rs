@@ -2,6 +2,7 @@
 
 use super::check::{Checker, Choice};
 use super::error::{FieldPath, SpecError};
+use super::hugepages::HugepageLimits;
 use super::tree::Node;
 use crate::vocab::Bytes;
 use crate::vocab::{CpuWeight, MilliCpus, NumaPolicy};
@@ -64,6 +65,9 @@ pub struct Resources {
     pub memory: MemoryLimits,
     /// Most tasks (processes and threads) at once: `pids.max`.
     pub pids: Option<u32>,
+    /// Most memory in huge pages, per page size: v1
+    /// `hugetlb.<size>.limit_in_bytes`, v2 `hugetlb.<size>.max`.
+    pub hugepages: HugepageLimits,
 }
 
 /// The smallest memory limit accepted: less cannot even start a shell.
@@ -72,7 +76,8 @@ pub const MIN_MEMORY: Bytes = Bytes::MIB;
 pub const MAX_PIDS: u32 = 4_194_304;
 pub const MAX_EXCLUSIVE_CPUS: u32 = 4096;
 
-const FIELDS: &[&str] = &["cpus", "cpu_weight", "cpu_quota", "numa", "memory", "pids"];
+const FIELDS: &[&str] =
+    &["cpus", "cpu_weight", "cpu_quota", "numa", "memory", "pids", "hugepages"];
 
 /// Compiles `resources`. Besides the result, returns the hard memory limit on its own
 /// (`None` if `memory` did not compile), so that the OOM policy can be checked against it
@@ -157,6 +162,11 @@ pub(super) fn compile(
         Some(n) => cx.int(n, &fields.field("pids"), 1..=MAX_PIDS).map(Some),
     };
 
+    let hugepages = match fields.get("hugepages") {
+        None => Some(HugepageLimits::default()),
+        Some(n) => super::hugepages::compile(cx, n, &fields.field("hugepages")),
+    };
+
     let hard = memory.map(|m| m.hard);
     let resources = (|| {
         Some(Resources {
@@ -165,6 +175,7 @@ pub(super) fn compile(
             numa: numa?,
             memory: memory?,
             pids: pids?,
+            hugepages: hugepages?,
         })
     })();
     (resources, hard)
