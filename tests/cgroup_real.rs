@@ -199,6 +199,7 @@ fn resources_are_applied_read_back_updated_and_removed() {
         },
         pids_max: Some(100),
         oom: OomMode::Kill,
+        ..Default::default()
     };
     let plan = t.manager.plan(&res).unwrap();
     assert_eq!(plan.skipped.len(), 1, "memory.high has no v1 counterpart");

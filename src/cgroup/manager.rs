@@ -259,6 +259,9 @@ impl CgroupManager {
         if unified_parent.is_none() {
             needed.push(Controller::Cpuacct);
         }
+        // Huge page limits on a v1 host; on a hybrid host the kernel may
+        // have bound hugetlb to the v2 tree instead, enabled there above.
+        needed.push(Controller::Hugetlb);
 
         let mut v1 = Vec::new();
         for h in &layout.v1 {
@@ -320,6 +323,13 @@ impl CgroupManager {
 
     pub fn capabilities(&self) -> &Capabilities {
         &self.shared.caps
+    }
+
+    /// Whether a job cgroup gets `controller`: a v1 hierarchy of it, or
+    /// the v2 tree jobs are placed in with it enabled.
+    pub fn jobs_have(&self, controller: Controller) -> bool {
+        self.shared.v1.iter().any(|h| h.controllers.contains(&controller))
+            || self.shared.v2_enabled.contains(&controller)
     }
 
     /// The parent directory in every tree jobs are created in.
@@ -458,6 +468,7 @@ mod tests {
             },
             pids_max: Some(64),
             oom: OomMode::Kill,
+            ..Default::default()
         }
     }
 
@@ -669,8 +680,10 @@ mod tests {
         fs.add_cgroup("corral");
         fs.add_cgroup("corral/job-1");
         let m = CgroupManager::open(fs.layout(), &config()).unwrap();
-        // Nothing to enable in a controller-less v2 tree.
-        assert_eq!(fs.read(&fs.unified_root().join("cgroup.subtree_control")), "\n");
+        // The v2 tree carries only hugetlb, enabled for jobs' huge page limits.
+        assert_eq!(fs.read(&fs.unified_root().join("cgroup.subtree_control")), "+hugetlb");
+        assert!(m.jobs_have(Controller::Hugetlb) && m.jobs_have(Controller::Memory));
+        assert!(!m.jobs_have(Controller::Devices));
         let caps = *m.capabilities();
         assert_eq!((caps.freezer, caps.kill), (FreezerKind::V2, KillKind::CgroupKill));
         assert!(caps.memsw && caps.pause_at_limit && caps.populated_events && caps.pressure);

@@ -301,6 +301,11 @@ pub fn plan(ctx: &PlanContext, res: &Resources) -> Result<Plan, PlanError> {
         Some(CgroupVersion::V2) => v2::pids::plan(res, &mut b),
         None => missing(&mut b, res.pids_max.is_some(), "pids max", Controller::Pids),
     }
+    match ctx.version(Controller::Hugetlb) {
+        Some(CgroupVersion::V1) => v1::hugetlb::plan(res, &mut b),
+        Some(CgroupVersion::V2) => v2::hugetlb::plan(res, &mut b),
+        None => missing(&mut b, !res.hugetlb.is_empty(), "huge page limits", Controller::Hugetlb),
+    }
 
     if b.problems.is_empty() {
         Ok(Plan { writes: b.writes, skipped: b.skipped })

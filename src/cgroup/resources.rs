@@ -55,6 +55,9 @@ pub struct Resources {
     /// Maximum number of tasks (processes and threads).
     pub pids_max: Option<u64>,
     pub oom: OomMode,
+    /// Huge page limits, one per page size (none: the kernel's default,
+    /// unlimited).
+    pub hugetlb: Vec<super::hugetlb::HugetlbLimit>,
 }
 
 #[cfg(test)]

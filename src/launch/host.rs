@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 
 use super::error::LaunchError;
+use super::hugepages::HugepageHost;
 use super::plan::{self, PlanInputs, RunInputs, RunPlan};
 use crate::cgroup::{
-    self, Anchor, CgroupManager, CgroupName, CgroupPath, HostPaths, ManagerConfig,
+    self, Anchor, CgroupManager, CgroupName, CgroupPath, Controller, HostPaths, ManagerConfig,
 };
 use crate::config::AgentConfig;
 use crate::container::Launcher;
@@ -40,6 +41,8 @@ pub struct Host {
     topology: Topology,
     cgroups: CgroupManager,
     launcher: Launcher,
+    /// `<sysfs>/kernel/mm/hugepages`, read when a job limits huge pages.
+    hugepages_dir: PathBuf,
 }
 
 impl Host {
@@ -67,7 +70,13 @@ impl Host {
             use_unified: true,
         };
         let cgroups = CgroupManager::open(layout, &manager_config).map_err(cgroup_parent)?;
-        Ok(Host { config: config.clone(), topology, cgroups, launcher: Launcher::default() })
+        Ok(Host {
+            config: config.clone(),
+            topology,
+            cgroups,
+            launcher: Launcher::default(),
+            hugepages_dir: roots.sysfs.join("kernel/mm/hugepages"),
+        })
     }
 
     /// Starts shims from another executable (tests, benchmarks).
@@ -102,18 +111,27 @@ impl Host {
             .map_err(|e| LaunchError::PlacementConfig(e.into()))
     }
 
-    /// The final plan of one placement of a run of `spec`: pure, from the
-    /// facts gathered at discovery (nothing is read or written).
+    /// The final plan of one placement of a run of `spec`, from the facts
+    /// gathered at discovery; nothing is written. The one thing read is the
+    /// host's huge page pools, for a job that limits huge pages: an
+    /// administrator reserves pages while the agent runs.
     pub fn plan(&self, spec: &JobSpec, run: &RunInputs<'_>) -> Result<RunPlan, LaunchError> {
         // Only the paths are needed here; a bad run id is reported by plan().
         let cgroup_procs = match CgroupName::new(run.run.as_str()) {
             Ok(name) => self.cgroups.job(&name).procs_files(),
             Err(_) => Vec::new(),
         };
-        plan::plan(
-            spec,
-            &PlanInputs::new(run, &self.config, self.cgroups.capabilities(), &cgroup_procs),
-        )
+        let hugepages = if spec.resources.hugepages.is_empty() {
+            None
+        } else {
+            let controller = self.cgroups.jobs_have(Controller::Hugetlb);
+            Some(HugepageHost::read(&self.hugepages_dir, controller))
+        };
+        let inputs = PlanInputs::new(run, &self.config, self.cgroups.capabilities(), &cgroup_procs);
+        match &hugepages {
+            Some(hugepages) => plan::plan(spec, &inputs.with_hugepages(hugepages)),
+            None => plan::plan(spec, &inputs),
+        }
     }
 }
 

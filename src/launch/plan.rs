@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::error::{LaunchError, UserOrigin};
+use super::hugepages::{self, cgroup_limit, HugepageHost, UNKNOWN_HOST};
 use super::oom::oom_mode;
 use crate::cgroup::{self, Capabilities, CgroupName, MemoryLimits};
 use crate::config::AgentConfig;
@@ -89,6 +90,9 @@ pub struct PlanInputs<'a> {
     pub run_dir: &'a Path,
     pub env: &'a BTreeMap<String, String>,
     pub tee_output: bool,
+    /// What the host offers for huge pages; read only for a job that
+    /// limits them ([`HugepageHost::read`]).
+    pub hugepages: &'a HugepageHost,
 }
 
 impl<'a> PlanInputs<'a> {
@@ -112,7 +116,13 @@ impl<'a> PlanInputs<'a> {
             run_dir: run.run_dir,
             env: run.env,
             tee_output: run.tee_output,
+            hugepages: &UNKNOWN_HOST,
         }
+    }
+
+    /// The same, with the host's huge page facts.
+    pub fn with_hugepages(self, hugepages: &'a HugepageHost) -> PlanInputs<'a> {
+        PlanInputs { hugepages, ..self }
     }
 }
 
@@ -208,6 +218,7 @@ pub fn resources(
         memory: memory_limits(&r.memory, memory_limit),
         pids_max: r.pids.map(u64::from),
         oom: oom_mode(&spec.oom, capabilities),
+        hugetlb: r.hugepages.iter().map(|l| cgroup_limit(l.size, l.limit)).collect(),
     }
 }
 
@@ -338,6 +349,10 @@ pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchEr
         job: job.to_owned(),
         run: inputs.run.to_string(),
         problems,
+    })?;
+    // Refused rather than started without the limit.
+    hugepages::check(&spec.resources.hugepages, inputs.hugepages).map_err(|refusal| {
+        LaunchError::Hugepages { job: job.to_owned(), run: inputs.run.to_string(), refusal }
     })?;
     Ok(RunPlan {
         job: spec.name.clone(),

@@ -200,7 +200,9 @@ mod tests {
     #[test]
     fn a_size_not_of_the_architecture_names_the_valid_ones() {
         let message = error("resources:\n  hugepages: [{size: 3Mi, limit: 3Mi}]\n");
-        assert!(message.starts_with("4 resources.hugepages[0].size: invalid huge page size \"3Mi\""));
+        assert!(
+            message.starts_with("4 resources.hugepages[0].size: invalid huge page size \"3Mi\"")
+        );
         assert!(message.ends_with(&valid_sizes()), "{message}");
     }
 

@@ -76,8 +76,7 @@ pub const MIN_MEMORY: Bytes = Bytes::MIB;
 pub const MAX_PIDS: u32 = 4_194_304;
 pub const MAX_EXCLUSIVE_CPUS: u32 = 4096;
 
-const FIELDS: &[&str] =
-    &["cpus", "cpu_weight", "cpu_quota", "numa", "memory", "pids", "hugepages"];
+const FIELDS: &[&str] = &["cpus", "cpu_weight", "cpu_quota", "numa", "memory", "pids", "hugepages"];
 
 /// Compiles `resources`. Besides the result, returns the hard memory limit on its own
 /// (`None` if `memory` did not compile), so that the OOM policy can be checked against it

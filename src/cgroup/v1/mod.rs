@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod cpuacct;
 pub mod cpuset;
 pub mod freezer;
+pub mod hugetlb;
 pub mod kill;
 pub mod memory;
 pub mod pids;

@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod cpuset;
 pub mod events;
 pub mod freezer;
+pub mod hugetlb;
 pub mod io;
 pub mod kill;
 pub mod memory;
