@@ -4,6 +4,7 @@
 
 mod agent;
 mod cgroups;
+mod contain;
 mod numa;
 mod run;
 mod util;
@@ -123,6 +124,16 @@ pub const TESTS: &[GuestTest] = &[
         name: "agent_killed_with_sigkill_leaves_jobs_running_for_the_next_agent",
         scope: Scope::Once,
         run: agent::agent_killed_with_sigkill_leaves_jobs_running_for_the_next_agent,
+    },
+    GuestTest {
+        name: "huge_page_limits_land_in_the_v2_cgroup_or_the_run_is_refused",
+        scope: Scope::Once,
+        run: contain::huge_page_limits_land_in_the_v2_cgroup_or_the_run_is_refused,
+    },
+    GuestTest {
+        name: "a_root_job_without_rootfs_sees_masked_and_readonly_kernel_files",
+        scope: Scope::Once,
+        run: contain::a_root_job_without_rootfs_sees_masked_and_readonly_kernel_files,
     },
 ];
 
