@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use crate::cgroup::HugetlbLimit;
 use crate::spec::HugepageLimits;
@@ -42,8 +43,11 @@ pub struct HugepageHost {
 
 /// The facts of a host nobody read: no controller, no pools. Any limit is
 /// refused against it.
-pub static UNKNOWN_HOST: HugepageHost =
-    HugepageHost { dir: PathBuf::new(), controller: false, pools: BTreeMap::new() };
+pub static UNKNOWN_HOST: LazyLock<HugepageHost> = LazyLock::new(|| HugepageHost {
+    dir: PathBuf::new(),
+    controller: false,
+    pools: BTreeMap::new(),
+});
 
 impl HugepageHost {
     /// The pools under `dir` (`/sys/kernel/mm/hugepages`). A missing or
