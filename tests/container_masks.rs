@@ -166,3 +166,23 @@ fn without_a_network_namespace_the_host_sysfs_stays() {
     let listed: usize = run_ok(&cfg).trim().parse().unwrap();
     assert_eq!(listed, fs::read_dir("/sys/class/net").unwrap().count());
 }
+
+#[test]
+fn a_user_namespace_job_without_rootfs_gets_the_same_view() {
+    let sandbox = Sandbox::new();
+    let mut cfg = host_job(
+        &sandbox,
+        "userns-host",
+        &format!("ls /sys/class/net; echo --; {}", probe_script(&MASKED)),
+    );
+    cfg.namespaces.insert(Namespace::User);
+    cfg.user = Some(corral::container::IdSpec::Id(common::JOB_UID));
+    let out = run_ok(&cfg);
+    let (net, probes) = out.split_once("--\n").expect("marker");
+    assert_eq!(net, "lo\n", "{out}");
+    let seen = parse_probe(probes);
+    for path in MASKED {
+        let expected = if Path::new(path).exists() { "0" } else { "absent" };
+        assert_eq!(seen[path], expected, "{path} in {out}");
+    }
+}
