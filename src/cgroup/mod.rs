@@ -40,8 +40,8 @@
 //! `cpuset`, every created level gets its parent's `cpuset.cpus`/`mems`
 //! (empty sets refuse tasks); `cgroup.clone_children` is left alone as it
 //! belongs to a parent corral may not own. In v2, each level from the anchor
-//! down to the parent gets `+cpuset +cpu +io +memory +pids` (those the anchor
-//! offers) in `cgroup.subtree_control`; a non-root level holding processes
+//! down to the parent gets `+cpuset +cpu +io +memory +pids +hugetlb` (those the
+//! anchor offers) in `cgroup.subtree_control`; a non-root level holding processes
 //! cannot (no-internal-process rule) and is reported as such.
 //!
 //! # Mapping of [`Resources`]
@@ -59,6 +59,7 @@
 //! | pids max | `pids.max` | `pids.max` |
 //! | OOM: kill | default (`memory.oom_control` 0): the kernel kills one task | `memory.oom.group` = 1: the whole job dies together |
 //! | OOM: pause at limit | `memory.oom_control` = 1 (`oom_kill_disable`): stopped at the limit, `under_oom 1` | refused: v2 cannot pause at `memory.max` |
+//! | huge pages of size *s* ([`hugetlb`]) | `hugetlb.<s>.limit_in_bytes` | `hugetlb.<s>.max`; also on a hybrid host whose kernel binds `hugetlb` to the v2 tree |
 //!
 //! Validation (all problems at once, before any write): weight (1–10000)
 //! and quota (10 millicpus to 4096 CPUs) are in range by their types, sets
@@ -69,9 +70,9 @@
 //! Write order: cpuset first (a v1 task cannot join before), then cpu
 //! (period before quota), memory (v1: `oom_control` first; limit and memsw in
 //! the order that keeps limit ≤ memsw at every step; v2: `oom.group`, `low`,
-//! `high`, then `max`), pids. A new cgroup only gets the settings asked for;
+//! `high`, then `max`), pids, hugetlb. A new cgroup only gets the settings asked for;
 //! [`JobCgroup::update`] writes every knob, unset ones back to the kernel
-//! default.
+//! default, except huge page sizes no longer listed, which keep their limit.
 
 pub mod error;
 pub mod events;
