@@ -150,7 +150,7 @@ pub enum MountStep {
     },
     /// A fresh read-only sysfs of the job's network namespace over the
     /// host's, with the host's mounts at `carry` carried over into it
-    /// ([`super::masks::fresh_sysfs`]).
+    /// ([`super::masks::CARRIED_OVER`]).
     Sysfs {
         target: Target,
         carry: Vec<PathBuf>,
