@@ -1,7 +1,8 @@
 //! `resources.hugepages` through a real agent on this hybrid host, where
 //! the kernel binds the hugetlb controller to the v2 tree: the limit lands
 //! in the run's v2 cgroup, and a size the host has no pages of refuses the
-//! run with the reason, in `corral show` and the log.
+//! run with the reason, in `corral show` and the log; a size the
+//! architecture does not have is an error in the file.
 
 mod agent_harness;
 
@@ -122,4 +123,28 @@ fn a_size_without_pages_on_this_host_is_refused_with_the_reason() {
     // Never started: no cgroup was made for it.
     assert!(!agent.cgroup("unified", "gig-1").exists());
     assert_eq!(agent.exit("gig-1"), (None, None));
+}
+
+#[test]
+fn corral_validate_names_the_valid_sizes_for_a_size_the_architecture_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("odd.yaml");
+    fs::write(
+        &file,
+        "name: odd\ncommand: [/bin/true]\nresources:\n  hugepages:\n    - {size: 4Mi, limit: 8Mi}\n",
+    )
+    .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_corral")).arg("validate").arg(&file).output().unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    let sizes = corral::spec::hugepages::valid_sizes();
+    let expected = format!(
+        "{}:5:14: resources.hugepages[0].size: invalid huge page size \"4Mi\": this architecture \
+         ({}) has huge pages of {sizes}",
+        file.display(),
+        std::env::consts::ARCH
+    );
+    assert!(text.contains(&expected), "{text}");
 }
