@@ -9,6 +9,7 @@ mod agent_harness;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 
 use agent_harness::{job, secs, TestAgent};
 
@@ -24,21 +25,27 @@ fn read_count(path: &Path) -> u64 {
 
 /// Lets the kernel take up to `pages` 2 MiB pages from free memory on
 /// demand (nothing is reserved up front) for as long as it lives, if the
-/// pool has none; puts the old setting back on drop.
+/// pool has none; puts the old setting back on drop. The tests of this
+/// binary that need pages hold it one at a time, so one's drop cannot take
+/// the pages from under another's launch.
 struct Overcommit {
     file: PathBuf,
     before: Option<u64>,
+    _one_at_a_time: MutexGuard<'static, ()>,
 }
+
+static POOL: Mutex<()> = Mutex::new(());
 
 impl Overcommit {
     fn two_mib(pages: u64) -> Overcommit {
+        let one_at_a_time = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let file = pool_file(2048, "nr_overcommit_hugepages");
         let before = read_count(&file);
         if read_count(&pool_file(2048, "nr_hugepages")) > 0 || before > 0 {
-            return Overcommit { file, before: None };
+            return Overcommit { file, before: None, _one_at_a_time: one_at_a_time };
         }
         fs::write(&file, pages.to_string()).unwrap();
-        Overcommit { file, before: Some(before) }
+        Overcommit { file, before: Some(before), _one_at_a_time: one_at_a_time }
     }
 }
 
@@ -48,6 +55,13 @@ impl Drop for Overcommit {
             let _ = fs::write(&self.file, before.to_string());
         }
     }
+}
+
+/// Whether a `hugetlb.<size>.max` holds the kernel's "no limit": `max`
+/// as written, or, never written, the largest count of whole pages.
+fn unlimited(value: String) -> bool {
+    let value = value.trim();
+    value == "max" || value.parse::<u64>().is_ok_and(|n| n > 1 << 60)
 }
 
 fn started() -> TestAgent {
@@ -89,7 +103,7 @@ fn a_huge_page_limit_lands_in_the_runs_v2_cgroup_on_this_hybrid_host() {
     // "no limit", which it prints as `max` or (rounded down to whole pages)
     // as the largest count it has.
     let other = fs::read_to_string(dir.join("hugetlb.1GB.max")).unwrap();
-    assert!(other.trim() == "max" || other.trim().parse::<u64>().unwrap() > 1 << 60, "{other}");
+    assert!(unlimited(other.clone()), "{other}");
     let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap();
     assert!(!procs.trim().is_empty(), "the job is in the v2 cgroup that holds the limit");
 }
@@ -147,4 +161,24 @@ fn corral_validate_names_the_valid_sizes_for_a_size_the_architecture_lacks() {
         std::env::consts::ARCH
     );
     assert!(text.contains(&expected), "{text}");
+}
+
+#[test]
+fn a_changed_job_s_run_under_way_takes_its_new_huge_page_limits() {
+    let _pages = Overcommit::two_mib(4);
+    let agent = started();
+    let file = |hugepages: &str| job("change", "sleep 60", &format!("resources:\n{hugepages}"));
+    agent.write_job("change.yaml", &file("  hugepages: [{size: 2Mi, limit: 4Mi}]\n"));
+    agent.wait_phase("change-1", "running", secs(30));
+    let max = agent.cgroup("unified", "change-1").join("hugetlb.2MB.max");
+    assert_eq!(fs::read_to_string(&max).unwrap().trim(), "4194304");
+
+    agent.write_job("change.yaml", &file("  hugepages: [{size: 2Mi, limit: 8Mi}]\n"));
+    agent.wait_for("the raised limit", secs(30), || {
+        fs::read_to_string(&max).is_ok_and(|v| v.trim() == "8388608")
+    });
+    // Dropped from the list: no limit any more.
+    agent.write_job("change.yaml", &file("  pids: 100\n"));
+    agent.wait_for("the limit lifted", secs(30), || fs::read_to_string(&max).is_ok_and(unlimited));
+    assert_eq!(agent.phase("change-1").as_deref(), Some("running"));
 }

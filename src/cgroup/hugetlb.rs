@@ -38,6 +38,23 @@ fn files(page_size: u64) -> Option<(&'static str, &'static str)> {
     FILES.iter().find(|f| f.0 == page_size).map(|f| (f.2, f.3))
 }
 
+/// The page sizes the hugetlb controller has limit files for in `dir` (a
+/// cgroup of its hierarchy): the kernel makes them for every size it has.
+pub fn sizes_in(dir: &std::path::Path) -> Vec<u64> {
+    FILES
+        .iter()
+        .filter(|(_, _, v1, v2)| dir.join(v1).exists() || dir.join(v2).exists())
+        .map(|f| f.0)
+        .collect()
+}
+
+/// The sizes in `sizes` that `limits` does not limit.
+pub fn unlisted(limits: &[HugetlbLimit], sizes: &[u64]) -> impl Iterator<Item = u64> {
+    let unlisted: Vec<u64> =
+        sizes.iter().copied().filter(|s| !limits.iter().any(|l| l.page_size == *s)).collect();
+    unlisted.into_iter()
+}
+
 /// v1 `hugetlb.<size>.limit_in_bytes`.
 pub fn v1_limit_file(page_size: u64) -> Option<&'static str> {
     files(page_size).map(|f| f.0)
@@ -63,5 +80,14 @@ mod tests {
         assert_eq!(v2_max_file(1 << 30), Some("hugetlb.1GB.max"));
         assert_eq!(v2_max_file(8 << 20), None);
         assert_eq!(size_name(8 << 10), "8KB");
+    }
+
+    #[test]
+    fn sizes_are_found_by_their_limit_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hugetlb.2MB.max"), "max\n").unwrap();
+        std::fs::write(dir.path().join("hugetlb.1GB.limit_in_bytes"), "-1\n").unwrap();
+        std::fs::write(dir.path().join("hugetlb.2MB.current"), "0\n").unwrap();
+        assert_eq!(sizes_in(dir.path()), [2 << 20, 1 << 30]);
     }
 }

@@ -149,6 +149,7 @@ impl JobCgroup {
             parent_cpus,
             parent_mems,
             current_memory_limit,
+            hugetlb_sizes: shared.hugetlb_sizes.clone(),
         })
     }
 

@@ -133,6 +133,9 @@ pub(crate) struct Shared {
     pub clk_tck: u64,
     /// How the parent was made in each tree, to make it again.
     pub parent_levels: Vec<ParentLevels>,
+    /// The huge page sizes the kernel has hugetlb limits for, found once on
+    /// the parent.
+    pub hugetlb_sizes: Vec<u64>,
 }
 
 /// The parent's directories in one tree, from below its anchor down, and
@@ -295,6 +298,11 @@ impl CgroupManager {
 
         let v1_dir = |c: Controller| v1.iter().find(|h| h.controllers.contains(&c)).map(|h| &h.dir);
         let v1_memory = v1_dir(Controller::Memory);
+        let hugetlb_parent = v1_dir(Controller::Hugetlb).cloned().or_else(|| {
+            unified_parent.clone().filter(|_| v2_enabled.contains(&Controller::Hugetlb))
+        });
+        let hugetlb_sizes =
+            hugetlb_parent.map_or_else(Vec::new, |dir| super::hugetlb::sizes_in(&dir));
         let caps = Capabilities {
             freezer,
             kill: KillKind::choose(unified_has(v2::kill::KILL), freezer),
@@ -313,6 +321,7 @@ impl CgroupManager {
                 caps,
                 clk_tck: clk_tck(),
                 parent_levels,
+                hugetlb_sizes,
             }),
         })
     }

@@ -72,7 +72,8 @@
 //! the order that keeps limit ≤ memsw at every step; v2: `oom.group`, `low`,
 //! `high`, then `max`), pids, hugetlb. A new cgroup only gets the settings asked for;
 //! [`JobCgroup::update`] writes every knob, unset ones back to the kernel
-//! default, except huge page sizes no longer listed, which keep their limit.
+//! default (huge page sizes not listed: no limit, for every size the
+//! kernel has, as found on the parent).
 
 pub mod error;
 pub mod events;

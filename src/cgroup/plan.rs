@@ -99,6 +99,9 @@ pub struct PlanContext {
     /// The job's current v1 `memory.limit_in_bytes` (Update mode with memsw):
     /// decides the order of the limit and memsw writes.
     pub current_memory_limit: Option<u64>,
+    /// The huge page sizes the job's hugetlb controller has limits for:
+    /// in Update mode, those not asked for go back to no limit.
+    pub hugetlb_sizes: Vec<u64>,
 }
 
 impl PlanContext {
@@ -353,6 +356,7 @@ pub(crate) mod tests {
             parent_cpus: Some(CpuSet::parse("0-3").unwrap()),
             parent_mems: Some(NodeSet::parse("0-1").unwrap()),
             current_memory_limit: None,
+            hugetlb_sizes: Vec::new(),
         }
     }
 
@@ -372,6 +376,7 @@ pub(crate) mod tests {
             parent_cpus: Some(CpuSet::parse("0-3").unwrap()),
             parent_mems: Some(NodeSet::parse("0-1").unwrap()),
             current_memory_limit: None,
+            hugetlb_sizes: Vec::new(),
         }
     }
 

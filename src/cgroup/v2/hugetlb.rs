@@ -1,6 +1,6 @@
 //! v2 `hugetlb`: `hugetlb.<size>.max`, in bytes, `max` for none.
 
-use crate::cgroup::hugetlb::v2_max_file;
+use crate::cgroup::hugetlb::{unlisted, v2_max_file};
 use crate::cgroup::plan::{Builder, PlanProblem, Target};
 use crate::cgroup::resources::Resources;
 
@@ -12,6 +12,11 @@ pub(crate) fn plan(res: &Resources, b: &mut Builder<'_>) {
                 setting: "huge page limit",
                 reason: "no huge page size of that many bytes is known",
             }),
+        }
+    }
+    if b.updating() {
+        for file in unlisted(&res.hugetlb, &b.ctx.hugetlb_sizes).filter_map(v2_max_file) {
+            b.write(Target::Unified, file, "max");
         }
     }
 }
@@ -38,5 +43,15 @@ mod tests {
         ctx.v2.remove(&Controller::Hugetlb);
         let err = plan(&ctx, &res).unwrap_err().to_string();
         assert!(err.contains("needs the hugetlb controller"), "{err}");
+    }
+
+    #[test]
+    fn an_update_lifts_the_limits_no_longer_asked_for() {
+        let mut ctx = v2_ctx(PlanMode::Update);
+        ctx.v2.insert(Controller::Hugetlb);
+        ctx.hugetlb_sizes = vec![2 << 20, 1 << 30];
+        let p = plan(&ctx, &Resources::default()).unwrap();
+        assert_eq!(p.value_of("hugetlb.2MB.max"), Some("max"));
+        assert_eq!(p.value_of("hugetlb.1GB.max"), Some("max"));
     }
 }
