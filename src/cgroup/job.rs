@@ -155,6 +155,7 @@ impl JobCgroup {
                 (PlanMode::Update, Some(dir)) => Some(read_knob(&dir.join(v1::devices::LIST))?),
                 _ => None,
             },
+            hugetlb_sizes: shared.hugetlb_sizes.clone(),
         })
     }
 

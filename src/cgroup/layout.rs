@@ -93,8 +93,14 @@ impl fmt::Display for Controller {
 }
 
 /// Controllers corral enables for jobs in the v2 tree (those it offers).
-pub const V2_USED: [Controller; 5] =
-    [Controller::Cpuset, Controller::Cpu, Controller::Io, Controller::Memory, Controller::Pids];
+pub const V2_USED: [Controller; 6] = [
+    Controller::Cpuset,
+    Controller::Cpu,
+    Controller::Io,
+    Controller::Memory,
+    Controller::Pids,
+    Controller::Hugetlb,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -140,6 +140,9 @@ pub(crate) struct Shared {
     /// The v2 parent is on a cgroup2 filesystem, where jobs can get a
     /// device program (`BPF_CGROUP_DEVICE` attaches to nothing else).
     pub device_program: bool,
+    /// The huge page sizes the kernel has hugetlb limits for, found once on
+    /// the parent.
+    pub hugetlb_sizes: Vec<u64>,
 }
 
 /// The parent's directories in one tree, from below its anchor down, and
@@ -302,6 +305,9 @@ impl CgroupManager {
         if unified_parent.is_none() {
             needed.push(Controller::Cpuacct);
         }
+        // Huge page limits on a v1 host; on a hybrid host the kernel may
+        // have bound hugetlb to the v2 tree instead, enabled there above.
+        needed.push(Controller::Hugetlb);
 
         let mut v1 = Vec::new();
         for h in &layout.v1 {
@@ -336,6 +342,11 @@ impl CgroupManager {
 
         let v1_dir = |c: Controller| v1.iter().find(|h| h.controllers.contains(&c)).map(|h| &h.dir);
         let v1_memory = v1_dir(Controller::Memory);
+        let hugetlb_parent = v1_dir(Controller::Hugetlb).cloned().or_else(|| {
+            unified_parent.clone().filter(|_| v2_enabled.contains(&Controller::Hugetlb))
+        });
+        let hugetlb_sizes =
+            hugetlb_parent.map_or_else(Vec::new, |dir| super::hugetlb::sizes_in(&dir));
         let caps = Capabilities {
             freezer,
             kill: KillKind::choose(unified_has(v2::kill::KILL), freezer),
@@ -356,6 +367,7 @@ impl CgroupManager {
                 clk_tck: clk_tck(),
                 parent_levels,
                 device_program,
+                hugetlb_sizes,
             }),
         })
     }
@@ -366,6 +378,13 @@ impl CgroupManager {
 
     pub fn capabilities(&self) -> &Capabilities {
         &self.shared.caps
+    }
+
+    /// Whether a job cgroup gets `controller`: a v1 hierarchy of it, or
+    /// the v2 tree jobs are placed in with it enabled.
+    pub fn jobs_have(&self, controller: Controller) -> bool {
+        self.shared.v1.iter().any(|h| h.controllers.contains(&controller))
+            || self.shared.v2_enabled.contains(&controller)
     }
 
     /// The parent directory in every tree jobs are created in.
@@ -504,8 +523,7 @@ mod tests {
             },
             pids_max: Some(64),
             oom: OomMode::Kill,
-            io: Default::default(),
-            devices: None,
+            ..Default::default()
         }
     }
 
@@ -718,8 +736,10 @@ mod tests {
         fs.add_cgroup("corral");
         fs.add_cgroup("corral/job-1");
         let m = CgroupManager::open(fs.layout(), &config()).unwrap();
-        // Nothing to enable in a controller-less v2 tree.
-        assert_eq!(fs.read(&fs.unified_root().join("cgroup.subtree_control")), "\n");
+        // The v2 tree carries only hugetlb, enabled for jobs' huge page limits.
+        assert_eq!(fs.read(&fs.unified_root().join("cgroup.subtree_control")), "+hugetlb");
+        assert!(m.jobs_have(Controller::Hugetlb) && m.jobs_have(Controller::Memory));
+        assert!(!m.jobs_have(Controller::Devices));
         let caps = *m.capabilities();
         assert_eq!((caps.freezer, caps.kill), (FreezerKind::V2, KillKind::CgroupKill));
         assert!(caps.memsw && caps.pause_at_limit && caps.populated_events && caps.pressure);

@@ -42,8 +42,8 @@
 //! `cpuset`, every created level gets its parent's `cpuset.cpus`/`mems`
 //! (empty sets refuse tasks); `cgroup.clone_children` is left alone as it
 //! belongs to a parent corral may not own. In v2, each level from the anchor
-//! down to the parent gets `+cpuset +cpu +io +memory +pids` (those the anchor
-//! offers) in `cgroup.subtree_control`; a non-root level holding processes
+//! down to the parent gets `+cpuset +cpu +io +memory +pids +hugetlb` (those the
+//! anchor offers) in `cgroup.subtree_control`; a non-root level holding processes
 //! cannot (no-internal-process rule) and is reported as such.
 //!
 //! # Mapping of [`Resources`]
@@ -64,6 +64,7 @@
 //! | I/O weight *w* ([`io`]) | `blkio.bfq.weight` / `blkio.weight`, rescaled, where they exist; else skipped | `io.weight` = "default *w*", `io.bfq.weight` rescaled, where they exist; else skipped |
 //! | I/O throttles | `blkio.throttle.{read,write}_{bps,iops}_device` = "MAJ:MIN *n*" | `io.max` = "MAJ:MIN rbps= wbps= riops= wiops=" |
 //! | device rules ([`devices`]) | `devices.deny` = "a", then a `devices.allow` line each (an update finding them in place writes nothing) | a `BPF_CGROUP_DEVICE` program ([`v2::devices`]) attached after the writes |
+//! | huge pages of size *s* ([`hugetlb`]) | `hugetlb.<s>.limit_in_bytes` | `hugetlb.<s>.max`; also on a hybrid host whose kernel binds `hugetlb` to the v2 tree |
 //!
 //! Validation (all problems at once, before any write): weight (1–10000)
 //! and quota (10 millicpus to 4096 CPUs) are in range by their types, sets
@@ -74,9 +75,10 @@
 //! Write order: cpuset first (a v1 task cannot join before), then cpu
 //! (period before quota), memory (v1: `oom_control` first; limit and memsw in
 //! the order that keeps limit ≤ memsw at every step; v2: `oom.group`, `low`,
-//! `high`, then `max`), pids, I/O, device rules. A new cgroup only gets the settings asked for;
+//! `high`, then `max`), pids, I/O, device rules, hugetlb. A new cgroup only gets the settings asked for;
 //! [`JobCgroup::update`] writes every knob, unset ones back to the kernel
-//! default.
+//! default (huge page sizes not listed: no limit, for every size the
+//! kernel has, as found on the parent).
 
 pub mod delegation;
 pub mod devices;
@@ -86,6 +88,7 @@ pub mod events;
 pub(crate) mod fake;
 pub mod freezer;
 pub mod fs;
+pub mod hugetlb;
 pub mod inspect;
 pub mod io;
 pub mod job;
@@ -103,6 +106,7 @@ pub use devices::{Access as DeviceAccess, DeviceRule, DeviceType, SAFE_DEVICES};
 pub use error::CgroupError;
 pub use events::{CgroupEvent, EventOptions, EventSources, EventStream};
 pub use freezer::FreezerState;
+pub use hugetlb::HugetlbLimit;
 pub use io::{IoResources, IoThrottle};
 pub use job::JobCgroup;
 pub use layout::{detect, Controller, HostPaths, Layout, LayoutKind};

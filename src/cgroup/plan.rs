@@ -112,6 +112,9 @@ pub struct PlanContext {
     /// holds what is wanted is not written again, since rewriting it
     /// denies everything for a moment under a running job.
     pub current_device_list: Option<String>,
+    /// The huge page sizes the job's hugetlb controller has limits for:
+    /// in Update mode, those not asked for go back to no limit.
+    pub hugetlb_sizes: Vec<u64>,
 }
 
 impl PlanContext {
@@ -345,6 +348,11 @@ pub fn plan(ctx: &PlanContext, res: &Resources) -> Result<Plan, PlanError> {
             "no v1 devices hierarchy and no v2 cgroup to attach a device program to",
         );
     }
+    match ctx.version(Controller::Hugetlb) {
+        Some(CgroupVersion::V1) => v1::hugetlb::plan(res, &mut b),
+        Some(CgroupVersion::V2) => v2::hugetlb::plan(res, &mut b),
+        None => missing(&mut b, !res.hugetlb.is_empty(), "huge page limits", Controller::Hugetlb),
+    }
 
     if b.problems.is_empty() {
         Ok(Plan { writes: b.writes, skipped: b.skipped, device_program: b.device_program })
@@ -404,6 +412,7 @@ pub(crate) mod tests {
             io_weight_files: Vec::new(),
             device_program: false,
             current_device_list: None,
+            hugetlb_sizes: Vec::new(),
         }
     }
 
@@ -426,6 +435,7 @@ pub(crate) mod tests {
             io_weight_files: Vec::new(),
             device_program: false,
             current_device_list: None,
+            hugetlb_sizes: Vec::new(),
         }
     }
 

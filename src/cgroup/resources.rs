@@ -68,6 +68,9 @@ pub struct Resources {
     /// The device nodes the job may use, everything else denied; `None`
     /// leaves device access as the kernel has it (all allowed).
     pub devices: Option<Vec<super::devices::DeviceRule>>,
+    /// Huge page limits, one per page size (none: the kernel's default,
+    /// unlimited).
+    pub hugetlb: Vec<super::hugetlb::HugetlbLimit>,
 }
 
 #[cfg(test)]

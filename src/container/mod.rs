@@ -92,6 +92,7 @@ pub mod init;
 pub mod inroot;
 pub mod launch;
 pub mod logs;
+pub mod masks;
 pub mod mounts;
 pub mod net;
 pub mod nofile;

@@ -37,6 +37,7 @@ use nix::unistd::{chdir, fchdir, pivot_root, symlinkat};
 use super::config::{ContainerConfig, Mount, MountKind};
 use super::error::SetupError;
 use super::inroot::{Kind, ResolveError, Root};
+use super::masks;
 use crate::vocab::Namespace;
 
 /// A character device made in the container's `/dev`.
@@ -147,6 +148,18 @@ pub enum MountStep {
     PivotRoot {
         new_root: PathBuf,
     },
+    /// Hides a kernel file or directory, if the kernel has it
+    /// ([`super::masks`]).
+    Mask {
+        path: PathBuf,
+    },
+    /// A fresh read-only sysfs of the job's network namespace over the
+    /// host's, with the host's mounts at `carry` carried over into it
+    /// ([`super::masks::CARRIED_OVER`]).
+    Sysfs {
+        target: Target,
+        carry: Vec<PathBuf>,
+    },
 }
 
 /// The mounts planned so far, to tell where a new target lies.
@@ -212,6 +225,18 @@ pub fn plan(cfg: &ContainerConfig) -> Vec<MountStep> {
             // Over the host's /proc, so ps & co. see the new pid namespace.
             steps.push(layout.mount("proc", "/proc", locked_down, None));
         }
+        if cfg.has(Namespace::Net) {
+            // The host's sysfs lists the host's network devices.
+            let target = layout.target("/sys");
+            layout.mounted.push((target.path.clone(), false));
+            let carry = masks::CARRIED_OVER.iter().map(PathBuf::from).collect();
+            steps.push(Sysfs { target, carry });
+        }
+        if cfg.has(Namespace::Pid) {
+            // Only over a /proc of the job's own: with the host's, the
+            // job sees the host's processes anyway.
+            steps.extend(masks::steps());
+        }
         steps.push(layout.mount("tmpfs", "/tmp", nosuid_nodev, Some("mode=1777")));
         for mount in &cfg.mounts {
             extra_mount(&mut steps, &mut layout, mount);
@@ -222,12 +247,8 @@ pub fn plan(cfg: &ContainerConfig) -> Vec<MountStep> {
     let mut layout = Layout { base: Within::Rootfs, mounted: Vec::new() };
     steps.push(EnterRootfs { rootfs: rootfs.clone() });
     steps.push(layout.mount("proc", "/proc", locked_down, None));
-    // /proc/sys and the sysrq trigger are root-owned files that uid 0 may
-    // write even without capabilities: make them read-only for root jobs.
-    for path in ["/proc/sys", "/proc/sysrq-trigger"] {
-        steps.push(ProtectReadonly { path: path.into() });
-    }
     steps.push(layout.mount("sysfs", "/sys", locked_down | MsFlags::MS_RDONLY, None));
+    steps.extend(masks::steps());
     steps.push(layout.mount(
         "tmpfs",
         "/dev",
@@ -368,7 +389,7 @@ fn cpath(path: &Path) -> Result<CString, Errno> {
 
 /// `mount_setattr(2)` making `path` under `dirfd` (or `dirfd` itself, with
 /// an empty path) read-only, with `AT_RECURSIVE` every mount below it too.
-fn set_readonly(dirfd: RawFd, path: &Path, at_flags: libc::c_int) -> Result<(), Errno> {
+pub(super) fn set_readonly(dirfd: RawFd, path: &Path, at_flags: libc::c_int) -> Result<(), Errno> {
     let path = cpath(path)?;
     let attr = libc::mount_attr {
         attr_set: libc::MOUNT_ATTR_RDONLY,
@@ -402,7 +423,11 @@ fn remount_readonly_recursive(target: &Path) -> Result<(), SetupError> {
 /// A detached copy of the mount tree at `path` under `dirfd` (or at
 /// `dirfd` itself, with an empty path and `AT_EMPTY_PATH`), by
 /// `open_tree(2)`; with `AT_RECURSIVE` it takes the mounts below along.
-fn clone_tree(dirfd: RawFd, path: &Path, at_flags: libc::c_int) -> Result<OwnedFd, Errno> {
+pub(super) fn clone_tree(
+    dirfd: RawFd,
+    path: &Path,
+    at_flags: libc::c_int,
+) -> Result<OwnedFd, Errno> {
     let path = cpath(path)?;
     let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | at_flags as libc::c_uint;
     // SAFETY: `path` is NUL-terminated and only read by the kernel.
@@ -413,7 +438,7 @@ fn clone_tree(dirfd: RawFd, path: &Path, at_flags: libc::c_int) -> Result<OwnedF
 
 /// Attaches the detached tree `tree` onto the directory or file `at`, both
 /// descriptors (`move_mount(2)`): nothing is looked up by name.
-fn attach(tree: BorrowedFd<'_>, at: BorrowedFd<'_>) -> Result<(), Errno> {
+pub(super) fn attach(tree: BorrowedFd<'_>, at: BorrowedFd<'_>) -> Result<(), Errno> {
     let empty = c"";
     // SAFETY: both paths are the empty NUL-terminated string, both
     // descriptors are open for the duration of the call.
@@ -593,6 +618,10 @@ impl Applier {
                 self.root = Root::open(Path::new("/")).map_err(sys("open / in the new root"))?;
                 Ok(())
             }
+            MountStep::Mask { path } => masks::mask(&self.root, path),
+            MountStep::Sysfs { target, carry } => {
+                masks::fresh_sysfs(&self.root, &target.path, carry)
+            }
         }
     }
 }
@@ -614,13 +643,57 @@ mod tests {
         steps
             .iter()
             .filter_map(|s| match s {
-                MountStep::Mount { target, .. } | MountStep::Bind { target, .. } => {
-                    Some(target.path.display().to_string())
-                }
-                MountStep::ProtectReadonly { path } => Some(path.display().to_string()),
+                MountStep::Mount { target, .. }
+                | MountStep::Bind { target, .. }
+                | MountStep::Sysfs { target, .. } => Some(target.path.display().to_string()),
                 _ => None,
             })
             .collect()
+    }
+
+    /// The masking and read-only steps, in plan order.
+    fn kernel_file_steps(steps: &[MountStep]) -> Vec<MountStep> {
+        steps
+            .iter()
+            .filter(|s| matches!(s, MountStep::Mask { .. } | MountStep::ProtectReadonly { .. }))
+            .cloned()
+            .collect()
+    }
+
+    /// Where in the plan the first masking step is.
+    fn first_mask(steps: &[MountStep]) -> usize {
+        steps.iter().position(|s| matches!(s, MountStep::ProtectReadonly { .. })).unwrap()
+    }
+
+    #[test]
+    fn both_trees_mask_the_same_kernel_files_after_proc_and_sys() {
+        let mut c = cfg(&[Namespace::Pid, Namespace::Mount, Namespace::Net]);
+        let host = plan(&c);
+        c.rootfs = Some("/srv/root".into());
+        let rootfs = plan(&c);
+        let expected: Vec<MountStep> = masks::steps().collect();
+        assert_eq!(kernel_file_steps(&host), expected);
+        assert_eq!(kernel_file_steps(&rootfs), expected);
+        for steps in [&host, &rootfs] {
+            let sys = targets(&steps[..first_mask(steps)]);
+            assert!(sys.contains(&"/proc".to_owned()) && sys.contains(&"/sys".to_owned()));
+        }
+    }
+
+    #[test]
+    fn host_tree_masks_only_over_its_own_proc() {
+        assert_eq!(kernel_file_steps(&plan(&cfg(&[Namespace::Mount, Namespace::Net]))), []);
+    }
+
+    #[test]
+    fn a_network_namespace_gets_a_fresh_sysfs_keeping_the_cgroup_tree() {
+        let steps = plan(&cfg(&[Namespace::Mount, Namespace::Net]));
+        assert_eq!(targets(&steps), ["/sys", "/tmp"]);
+        assert!(steps.contains(&MountStep::Sysfs {
+            target: Target { path: "/sys".into(), within: Within::Host },
+            carry: vec!["/sys/fs/cgroup".into()],
+        }));
+        assert!(!targets(&plan(&cfg(&[Namespace::Mount]))).contains(&"/sys".to_owned()));
     }
 
     #[test]
@@ -695,18 +768,7 @@ mod tests {
         let steps = plan(&c);
         assert_eq!(
             targets(&steps),
-            [
-                "/proc",
-                "/proc/sys",
-                "/proc/sysrq-trigger",
-                "/sys",
-                "/dev",
-                "/dev/pts",
-                "/dev/shm",
-                "/tmp",
-                "/data",
-                "/scratch",
-            ]
+            ["/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/tmp", "/data", "/scratch",]
         );
         assert_eq!(steps[1], MountStep::EnterRootfs { rootfs: "/srv/root".into() });
         assert!(steps.contains(&MountStep::Mount {

@@ -92,6 +92,9 @@ pub enum LaunchError {
 
     #[error("job {job}, run {run}: cannot remove its cgroup: {source}")]
     RemoveCgroup { job: String, run: String, source: Box<CgroupError> },
+
+    #[error("job {job}, run {run}: {refusal}")]
+    Hugepages { job: String, run: String, refusal: super::hugepages::HugepageRefusal },
 }
 
 fn join(problems: &[ConfigProblem]) -> String {

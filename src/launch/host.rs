@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use super::devices::DeviceNumbers;
 use super::error::LaunchError;
+use super::hugepages::HugepageHost;
 use super::plan::{self, PlanInputs, RunInputs, RunPlan};
 use crate::cgroup::delegation::{self, Mode, RootRequest};
 use crate::cgroup::{
-    self, Anchor, CgroupManager, CgroupName, CgroupPath, HostPaths, ManagerConfig,
+    self, Anchor, CgroupManager, CgroupName, CgroupPath, Controller, HostPaths, ManagerConfig,
 };
 use crate::config::{AgentConfig, CgroupRoot};
 use crate::container::Launcher;
@@ -44,6 +45,8 @@ pub struct Host {
     launcher: Launcher,
     /// Where the cgroup tree is rooted, and why.
     cgroup_mode: Mode,
+    /// `<sysfs>/kernel/mm/hugepages`, read when a job limits huge pages.
+    hugepages_dir: PathBuf,
 }
 
 impl Host {
@@ -87,7 +90,14 @@ impl Host {
         };
         let manager_config = ManagerConfig { parent: parent_path, anchor, use_unified: true };
         let cgroups = CgroupManager::open(layout, &manager_config).map_err(cgroup_parent)?;
-        Ok(Host { config: config.clone(), topology, cgroups, launcher, cgroup_mode })
+        Ok(Host {
+            config: config.clone(),
+            topology,
+            cgroups,
+            launcher,
+            cgroup_mode,
+            hugepages_dir: roots.sysfs.join("kernel/mm/hugepages"),
+        })
     }
 
     /// Where the cgroup tree is rooted, and why.
@@ -132,24 +142,33 @@ impl Host {
     }
 
     /// The final plan of one placement of a run of `spec`, from the facts
-    /// gathered at discovery and the job's device nodes (nothing is
-    /// written).
+    /// gathered at discovery; nothing is written. Two things are read: the
+    /// nodes behind the job's device paths, and, for a job that limits huge
+    /// pages, the host's huge page pools (an administrator reserves pages
+    /// while the agent runs).
     pub fn plan(&self, spec: &JobSpec, run: &RunInputs<'_>) -> Result<RunPlan, LaunchError> {
         // Only the paths are needed here; a bad run id is reported by plan().
         let cgroup_procs = match CgroupName::new(run.run.as_str()) {
             Ok(name) => self.cgroups.job(&name).procs_files(),
             Err(_) => Vec::new(),
         };
-        // The one read: the nodes behind the job's device paths, which
-        // refuse the run here if the host lacks them.
+        // The nodes behind the job's device paths refuse the run here if the
+        // host lacks them.
         let devices = DeviceNumbers::resolve(spec)?;
-        plan::plan(
-            spec,
-            &PlanInputs {
-                devices: &devices,
-                ..PlanInputs::new(run, &self.config, self.cgroups.capabilities(), &cgroup_procs)
-            },
-        )
+        let hugepages = if spec.resources.hugepages.is_empty() {
+            None
+        } else {
+            let controller = self.cgroups.jobs_have(Controller::Hugetlb);
+            Some(HugepageHost::read(&self.hugepages_dir, controller))
+        };
+        let inputs = PlanInputs {
+            devices: &devices,
+            ..PlanInputs::new(run, &self.config, self.cgroups.capabilities(), &cgroup_procs)
+        };
+        match &hugepages {
+            Some(hugepages) => plan::plan(spec, &inputs.with_hugepages(hugepages)),
+            None => plan::plan(spec, &inputs),
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 //!   [`container_config()`] (job + agent config → container config), and
 //!   [`plan()`], all three at once as a final [`RunPlan`]; [`run_dir()`],
 //!   the one layout of run directories.
+//! - [`hugepages`]: whether the host can honour a job's huge page
+//!   limits ([`hugepages::check`]), from its pools read by the shell.
 //! - [`oom`]: which [`OomMode`](crate::cgroup::OomMode) a policy gets on a
 //!   host.
 //!
@@ -39,6 +41,7 @@
 pub mod devices;
 pub mod error;
 pub mod host;
+pub mod hugepages;
 pub mod oom;
 pub mod plan;
 pub mod run;

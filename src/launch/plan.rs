@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::devices::{device_rules, io_resources, rootfs_nodes, DeviceNumbers, NO_DEVICES};
 use super::error::{LaunchError, UserOrigin};
+use super::hugepages::{self, cgroup_limit, HugepageHost, UNKNOWN_HOST};
 use super::oom::oom_mode;
 use crate::cgroup::{self, Capabilities, CgroupName, MemoryLimits};
 use crate::config::AgentConfig;
@@ -93,6 +94,9 @@ pub struct PlanInputs<'a> {
     /// The host's nodes behind the job's device paths
     /// ([`DeviceNumbers::resolve`]); none by [`PlanInputs::new`].
     pub devices: &'a DeviceNumbers,
+    /// What the host offers for huge pages; read only for a job that
+    /// limits them ([`HugepageHost::read`]).
+    pub hugepages: &'a HugepageHost,
 }
 
 impl<'a> PlanInputs<'a> {
@@ -117,7 +121,13 @@ impl<'a> PlanInputs<'a> {
             env: run.env,
             tee_output: run.tee_output,
             devices: &NO_DEVICES,
+            hugepages: &UNKNOWN_HOST,
         }
+    }
+
+    /// The same, with the host's huge page facts.
+    pub fn with_hugepages(self, hugepages: &'a HugepageHost) -> PlanInputs<'a> {
+        PlanInputs { hugepages, ..self }
     }
 }
 
@@ -217,6 +227,7 @@ pub fn resources(
         oom: oom_mode(&spec.oom, capabilities),
         io: io_resources(spec, devices),
         devices: Some(device_rules(spec, devices)),
+        hugetlb: r.hugepages.iter().map(|l| cgroup_limit(l.size, l.limit)).collect(),
     }
 }
 
@@ -349,6 +360,10 @@ pub fn plan(spec: &JobSpec, inputs: &PlanInputs<'_>) -> Result<RunPlan, LaunchEr
         job: job.to_owned(),
         run: inputs.run.to_string(),
         problems,
+    })?;
+    // Refused rather than started without the limit.
+    hugepages::check(&spec.resources.hugepages, inputs.hugepages).map_err(|refusal| {
+        LaunchError::Hugepages { job: job.to_owned(), run: inputs.run.to_string(), refusal }
     })?;
     Ok(RunPlan {
         job: spec.name.clone(),

@@ -2,6 +2,7 @@
 
 use super::check::{Checker, Choice};
 use super::error::{FieldPath, SpecError};
+use super::hugepages::HugepageLimits;
 use super::tree::Node;
 use crate::vocab::Bytes;
 use crate::vocab::{CpuWeight, MilliCpus, NumaPolicy};
@@ -66,6 +67,9 @@ pub struct Resources {
     pub pids: Option<u32>,
     /// Block I/O weight and per-device throttles (`io.*` / `blkio.*`).
     pub io: super::io::IoLimits,
+    /// Most memory in huge pages, per page size: v1
+    /// `hugetlb.<size>.limit_in_bytes`, v2 `hugetlb.<size>.max`.
+    pub hugepages: HugepageLimits,
 }
 
 /// The smallest memory limit accepted: less cannot even start a shell.
@@ -74,7 +78,8 @@ pub const MIN_MEMORY: Bytes = Bytes::MIB;
 pub const MAX_PIDS: u32 = 4_194_304;
 pub const MAX_EXCLUSIVE_CPUS: u32 = 4096;
 
-const FIELDS: &[&str] = &["cpus", "cpu_weight", "cpu_quota", "numa", "memory", "pids", "io"];
+const FIELDS: &[&str] =
+    &["cpus", "cpu_weight", "cpu_quota", "numa", "memory", "pids", "io", "hugepages"];
 
 /// Compiles `resources`. Besides the result, returns the hard memory limit on its own
 /// (`None` if `memory` did not compile), so that the OOM policy can be checked against it
@@ -163,6 +168,10 @@ pub(super) fn compile(
         None => Some(super::io::IoLimits::default()),
         Some(n) => super::io::compile(cx, n, &fields.field("io")),
     };
+    let hugepages = match fields.get("hugepages") {
+        None => Some(HugepageLimits::default()),
+        Some(n) => super::hugepages::compile(cx, n, &fields.field("hugepages")),
+    };
 
     let hard = memory.map(|m| m.hard);
     let resources = (|| {
@@ -173,6 +182,7 @@ pub(super) fn compile(
             memory: memory?,
             pids: pids?,
             io: io?,
+            hugepages: hugepages?,
         })
     })();
     (resources, hard)

@@ -7,6 +7,7 @@ pub mod cpuacct;
 pub mod cpuset;
 pub mod devices;
 pub mod freezer;
+pub mod hugetlb;
 pub mod kill;
 pub mod memory;
 pub mod pids;

@@ -6,6 +6,7 @@ pub mod cpuset;
 pub mod devices;
 pub mod events;
 pub mod freezer;
+pub mod hugetlb;
 pub mod io;
 pub mod kill;
 pub mod memory;

@@ -163,6 +163,7 @@ fn a_shared_job_gets_its_weight_and_the_pool() {
             oom: OomMode::Kill,
             io: Default::default(),
             devices: Some(crate::cgroup::SAFE_DEVICES.to_vec()),
+            ..Default::default()
         }
     );
     // The default weight is written too: a shared job always says its weight.
@@ -581,6 +582,7 @@ fn plan_names_the_cgroup_after_the_run_and_keeps_the_oom_policy() {
         env: &no_env(),
         tee_output: false,
         devices: &NO_DEVICES,
+        hugepages: &crate::launch::hugepages::UNKNOWN_HOST,
     };
     let plan = plan(&job, &inputs).unwrap();
     assert_eq!(plan.job.as_str(), "etl");
@@ -610,6 +612,7 @@ fn a_run_id_that_cannot_be_a_cgroup_is_refused() {
         env: &no_env(),
         tee_output: false,
         devices: &NO_DEVICES,
+        hugepages: &crate::launch::hugepages::UNKNOWN_HOST,
     };
     let err = plan(&spec(""), &inputs).unwrap_err();
     assert!(matches!(&err, LaunchError::RunId { job, run, .. } if job == "etl" && run == "etl/7"));
@@ -639,6 +642,7 @@ fn a_job_naming_a_device_the_plan_was_not_given_is_refused() {
         env: &no_env(),
         tee_output: false,
         devices: &NO_DEVICES,
+        hugepages: &crate::launch::hugepages::UNKNOWN_HOST,
     };
     let err = plan(&job, &inputs).unwrap_err();
     assert!(matches!(&err, LaunchError::Device { path, .. } if path == Path::new("/dev/fuse")));
@@ -651,4 +655,44 @@ fn a_job_naming_a_device_the_plan_was_not_given_is_refused() {
     let plan = plan(&job, &PlanInputs { devices: &numbers, ..inputs }).unwrap();
     let rules = plan.resources.devices.unwrap();
     assert_eq!(rules.last().unwrap().to_string(), "c 10:229 rw");
+}
+
+// --- huge pages ----------------------------------------------------------------
+
+#[test]
+fn huge_page_limits_are_planned_where_the_host_has_pages_and_refused_elsewhere() {
+    use crate::launch::hugepages::{HugepageHost, HugepagePool, UNKNOWN_HOST};
+    let size = crate::spec::hugepages::ARCH_SIZES[0];
+    let job = spec(&format!("resources:\n  hugepages: [{{size: {size}, limit: {size}}}]\n"));
+    let cfg = config("state_dir: /state\n");
+    let pool = HugepagePool { pages: 4, overcommit: 0 };
+    let host = HugepageHost {
+        dir: "/sys/kernel/mm/hugepages".into(),
+        controller: true,
+        pools: [(size.get(), pool)].into(),
+    };
+    let inputs = PlanInputs {
+        config: &cfg,
+        run: &run(),
+        assignment: &shared(),
+        shared_pool: &cpus("0-1"),
+        capabilities: &caps(true),
+        cgroup_procs: &[],
+        dynamic_uid: Some(61184),
+        memory_limit: None,
+        run_dir: Path::new(RUN_DIR),
+        env: &no_env(),
+        tee_output: false,
+        devices: &NO_DEVICES,
+        hugepages: &host,
+    };
+    let planned = plan(&job, &inputs).unwrap();
+    assert_eq!(
+        planned.resources.hugetlb,
+        [cgroup::HugetlbLimit { page_size: size.get(), limit_bytes: size.get() }]
+    );
+    let err = plan(&job, &PlanInputs { hugepages: &UNKNOWN_HOST, ..inputs }).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, LaunchError::Hugepages { .. }), "{message}");
+    assert!(message.starts_with("job etl, run etl-7: resources.hugepages needs the hugetlb"));
 }

@@ -4,6 +4,7 @@
 
 mod agent;
 mod cgroups;
+mod contain;
 mod iodev;
 mod numa;
 mod oom;
@@ -161,6 +162,16 @@ pub const TESTS: &[GuestTest] = &[
         name: "agent_oom_burst_is_killed_then_grown_as_a_new_attempt",
         scope: Scope::Once,
         run: oom::agent_oom_burst_is_killed_then_grown_as_a_new_attempt,
+    },
+    GuestTest {
+        name: "huge_page_limits_land_in_the_v2_cgroup_or_the_run_is_refused",
+        scope: Scope::Once,
+        run: contain::huge_page_limits_land_in_the_v2_cgroup_or_the_run_is_refused,
+    },
+    GuestTest {
+        name: "a_root_job_without_rootfs_sees_masked_and_readonly_kernel_files",
+        scope: Scope::Once,
+        run: contain::a_root_job_without_rootfs_sees_masked_and_readonly_kernel_files,
     },
 ];
 
