@@ -739,7 +739,7 @@ mod tests {
         // The v2 tree carries only hugetlb, enabled for jobs' huge page limits.
         assert_eq!(fs.read(&fs.unified_root().join("cgroup.subtree_control")), "+hugetlb");
         assert!(m.jobs_have(Controller::Hugetlb) && m.jobs_have(Controller::Memory));
-        assert!(!m.jobs_have(Controller::Devices));
+        assert!(m.jobs_have(Controller::Devices));
         let caps = *m.capabilities();
         assert_eq!((caps.freezer, caps.kill), (FreezerKind::V2, KillKind::CgroupKill));
         assert!(caps.memsw && caps.pause_at_limit && caps.populated_events && caps.pressure);
