@@ -159,6 +159,9 @@ fn the_maintainer_scripts_are_valid_shell_with_the_snippets_placeholder() {
         let path = repo().join("packaging/debian").join(script);
         let body = std::fs::read_to_string(&path).unwrap();
         assert!(body.starts_with("#!/bin/sh\n"), "{script}");
+        // The token is replaced by the systemd snippets wherever it is,
+        // in a comment too: once, on a line of its own.
+        assert_eq!(body.matches("#DEBHELPER#").count(), 1, "{script}");
         assert!(body.contains("\n#DEBHELPER#\n"), "{script}: the systemd snippets go there");
         let out = Command::new("sh").arg("-n").arg(&path).output().unwrap();
         assert!(out.status.success(), "{script}: {}", text(&out.stderr));
