@@ -75,3 +75,32 @@ fn every_launch_of_a_restarted_run_can_be_printed() {
         text(&past.stderr)
     );
 }
+
+#[test]
+fn follow_goes_on_into_the_launch_of_a_restart() {
+    let mut agent = TestAgent::new("");
+    agent.start();
+    let marker = agent.data_file("slow-failed-once").display().to_string();
+    agent.write_job(
+        "slow.yaml",
+        &job(
+            "slow",
+            &format!(
+                "if [ -e {marker} ]; then echo second; \
+                 else touch {marker}; echo first; sleep 2; exit 3; fi"
+            ),
+            "restart: {on: failure, attempts: 2, backoff: 1s..1s}\n",
+        ),
+    );
+    agent.wait_phase("slow-1", "running", secs(30));
+    // Started during the first launch; ends when the run is over.
+    let followed = logs(&agent, &["slow-1", "-f"]);
+    assert!(followed.status.success(), "{}", text(&followed.stderr));
+    let stdout = text(&followed.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines[0], "first");
+    assert!(lines[1].starts_with("==> launch 2 of 2, placed "), "{stdout}");
+    assert_eq!(lines[2], "second");
+    assert_eq!(agent.phase("slow-1").as_deref(), Some("succeeded"));
+}

@@ -91,13 +91,12 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
     loop {
         out.copy_to(&mut std::io::stdout())?;
         err.copy_to(&mut std::io::stderr())?;
-        if !following || over(&args)? {
-            // What was written between the last read and the end.
-            out.copy_to(&mut std::io::stdout())?;
-            err.copy_to(&mut std::io::stderr())?;
+        if !following {
             return Ok(ExitCode::SUCCESS);
         }
-        std::thread::sleep(POLL);
+        // Asked before the launch is looked up: a run that was restarted
+        // and ended between two polls still has its last launch printed.
+        let ended = over(&args)?;
         let now = latest_run_dir(&args)?;
         if now != current {
             // Restarted: finish the old launch's files, then go on with the new one.
@@ -109,7 +108,15 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
             out = Tail::new(RunDir::new(&now).stdout_log());
             err = Tail::new(RunDir::new(&now).stderr_log());
             current = now;
+            continue;
         }
+        if ended {
+            // What was written between the last read and the end.
+            out.copy_to(&mut std::io::stdout())?;
+            err.copy_to(&mut std::io::stderr())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(POLL);
     }
 }
 
