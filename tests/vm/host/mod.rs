@@ -169,13 +169,22 @@ impl Environment {
                 )
             })?,
         };
-        let kernel = std::env::var_os("CORRAL_VM_KERNEL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| vm_dir().join("vmlinuz"));
+        let given_kernel = std::env::var_os("CORRAL_VM_KERNEL").map(PathBuf::from);
+        let kernel = given_kernel.clone().unwrap_or_else(|| vm_dir().join("vmlinuz"));
         if !kernel.is_file() {
             return Err(Missing::Prerequisite(format!(
                 "no guest kernel at {} (run tests/vm/fetch-kernel once)",
                 kernel.display()
+            )));
+        }
+        // The fetched kernel has the guest's disk driver as a module: without
+        // the modules, the I/O and device tests would fail on a missing
+        // /dev/vda rather than say what is missing.
+        let load_order = vm_dir().join("modules/load-order");
+        if given_kernel.is_none() && !load_order.is_file() {
+            return Err(Missing::Prerequisite(format!(
+                "no guest kernel modules at {} (run tests/vm/fetch-kernel once)",
+                load_order.display()
             )));
         }
         let busybox = PathBuf::from("/bin/busybox");
