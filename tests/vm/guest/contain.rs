@@ -4,11 +4,9 @@
 //! files, read-only `/proc/sys`, a sysfs of its own network namespace).
 
 use std::path::Path;
-use std::process::Command;
 
 use corral::container::masks::MASKED;
 
-use super::util::CORRAL;
 use super::Context;
 
 /// Where job files, the configuration and run directories go.
@@ -24,18 +22,7 @@ fn corral_run(name: &str, body: &str) -> (String, Option<i32>) {
     std::fs::write(&config, "allow_root_jobs: true\n").unwrap();
     let file = dir.join("jobs").join(format!("{name}.yaml"));
     std::fs::write(&file, format!("name: {name}\n{body}")).unwrap();
-    let out = Command::new(CORRAL)
-        .arg("run")
-        .arg(&file)
-        .arg("--config")
-        .arg(&config)
-        .args(["--state-dir", STATE_DIR])
-        .output()
-        .expect("run corral run");
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("$ corral run {name}.yaml  (exit {:?})\n{text}", out.status.code());
-    (text, out.status.code())
+    super::util::corral_run_file(&file, Some(&config), STATE_DIR)
 }
 
 fn shell(script: &str) -> String {

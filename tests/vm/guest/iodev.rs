@@ -6,7 +6,6 @@
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::process::Command;
 
 use super::Context;
 
@@ -27,18 +26,7 @@ fn run_root(name: &str, script: &str, extra: &str) -> (String, Option<i32>) {
         format!("name: {name}\nuser: root\ncommand: [/bin/sh, -c, '{script}']\n{extra}"),
     )
     .unwrap();
-    let out = Command::new(super::util::CORRAL)
-        .arg("run")
-        .arg(&file)
-        .arg("--config")
-        .arg(&config)
-        .args(["--state-dir", STATE_DIR])
-        .output()
-        .expect("run corral run");
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("$ corral run {name}.yaml  (exit {:?})\n{text}", out.status.code());
-    (text, out.status.code())
+    super::util::corral_run_file(&file, Some(&config), STATE_DIR)
 }
 
 /// Lines `PATH r ok|denied` and `PATH w ok|denied` for each path.

@@ -3,7 +3,6 @@
 //! kernel put them.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use corral::topology::{CpuSet, NodeId, NodeSet};
 
@@ -19,16 +18,7 @@ fn corral_run(name: &str, body: &str) -> (String, Option<i32>) {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, format!("name: {name}\n{body}")).unwrap();
-    let out = Command::new(super::util::CORRAL)
-        .arg("run")
-        .arg(&file)
-        .args(["--state-dir", STATE_DIR])
-        .output()
-        .expect("run corral run");
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("$ corral run {name}.yaml  (exit {:?})\n{text}", out.status.code());
-    (text, out.status.code())
+    super::util::corral_run_file(&file, None, STATE_DIR)
 }
 
 fn hog_command(mib: u64) -> String {

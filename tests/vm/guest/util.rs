@@ -22,6 +22,27 @@ pub const MI: u64 = 1 << 20;
 /// The v2 controllers corral uses.
 pub const CONTROLLERS: [&str; 5] = ["cpuset", "cpu", "io", "memory", "pids"];
 
+/// `corral run FILE` (under `--config CONFIG` when given) with its state in
+/// `state_dir`: its output (stdout, then stderr) and exit code, also printed
+/// for the test's log.
+pub fn corral_run_file(
+    file: &Path,
+    config: Option<&Path>,
+    state_dir: &str,
+) -> (String, Option<i32>) {
+    let mut command = Command::new(CORRAL);
+    command.arg("run").arg(file);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let out = command.args(["--state-dir", state_dir]).output().expect("run corral run");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    println!("$ corral run {name}  (exit {:?})\n{text}", out.status.code());
+    (text, out.status.code())
+}
+
 pub fn read(path: impl AsRef<Path>) -> String {
     let path = path.as_ref();
     std::fs::read_to_string(path)
