@@ -58,6 +58,23 @@ pub fn bfq_weight(weight: u16) -> u64 {
     rescale_weight(weight, 1, 100, 1000)
 }
 
+/// The weight a plan writes to the weight files among `names` the job's
+/// cgroup has: the job's, or the default when an update finds it unset;
+/// `None` when there is nothing to write.
+pub(crate) fn planned_weight(
+    res: &super::resources::Resources,
+    b: &super::plan::Builder<'_>,
+    names: &[&'static str],
+) -> Option<(u16, Vec<&'static str>)> {
+    let weight = match res.io.weight {
+        Some(weight) => weight,
+        None if b.updating() => WEIGHT_DEFAULT,
+        None => return None,
+    };
+    let files = b.ctx.io_weight_files.iter().copied().filter(|f| names.contains(f)).collect();
+    Some((weight, files))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@
 //! `blkio.bfq.weight` (BFQ, 1 to 1000) or `blkio.weight` (CFQ, 10 to 1000),
 //! whichever the kernel has: each exists only while its scheduler is loaded.
 
-use crate::cgroup::io::{bfq_weight, rescale_weight, WEIGHT_DEFAULT};
+use crate::cgroup::io::{bfq_weight, planned_weight, rescale_weight};
 use crate::cgroup::layout::Controller;
 use crate::cgroup::plan::{Builder, Target};
 use crate::cgroup::resources::Resources;
@@ -27,19 +27,7 @@ pub const WRITE_IOPS: &str = "blkio.throttle.write_iops_device";
 
 pub(crate) fn plan(res: &Resources, b: &mut Builder<'_>) {
     let target = Target::V1(Controller::Blkio);
-    let weight = match res.io.weight {
-        Some(weight) => Some(weight),
-        None if b.updating() => Some(WEIGHT_DEFAULT),
-        None => None,
-    };
-    if let Some(weight) = weight {
-        let files: Vec<&'static str> = b
-            .ctx
-            .io_weight_files
-            .iter()
-            .copied()
-            .filter(|f| [WEIGHT, BFQ_WEIGHT].contains(f))
-            .collect();
+    if let Some((weight, files)) = planned_weight(res, b, &[WEIGHT, BFQ_WEIGHT]) {
         for file in &files {
             let value = if *file == BFQ_WEIGHT {
                 bfq_weight(weight)

@@ -10,7 +10,7 @@
 //! systemd does, so the weight holds whichever of the two is in use; with
 //! `none`, `mq-deadline` or `kyber` and iocost off, neither divides disk time.
 
-use crate::cgroup::io::{bfq_weight, WEIGHT_DEFAULT};
+use crate::cgroup::io::{bfq_weight, planned_weight};
 use crate::cgroup::plan::{Builder, Target};
 use crate::cgroup::resources::Resources;
 use crate::cgroup::stats::DeviceIo;
@@ -22,19 +22,7 @@ pub const WEIGHT: &str = "io.weight";
 pub const BFQ_WEIGHT: &str = "io.bfq.weight";
 
 pub(crate) fn plan(res: &Resources, b: &mut Builder<'_>) {
-    let weight = match res.io.weight {
-        Some(weight) => Some(weight),
-        None if b.updating() => Some(WEIGHT_DEFAULT),
-        None => None,
-    };
-    if let Some(weight) = weight {
-        let files: Vec<&'static str> = b
-            .ctx
-            .io_weight_files
-            .iter()
-            .copied()
-            .filter(|f| [WEIGHT, BFQ_WEIGHT].contains(f))
-            .collect();
+    if let Some((weight, files)) = planned_weight(res, b, &[WEIGHT, BFQ_WEIGHT]) {
         for file in &files {
             let value = if *file == BFQ_WEIGHT { bfq_weight(weight) } else { u64::from(weight) };
             b.write(Target::Unified, file, format!("default {value}"));
