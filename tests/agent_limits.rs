@@ -50,12 +50,46 @@ fn the_agent_raises_its_open_file_limit_and_its_jobs_get_the_one_it_was_given() 
     assert_eq!(agent.read_data("plain.nofile"), "1024\n4096\n", "what the agent was given");
     assert_eq!(agent.read_data("own.nofile"), "2048\n2048\n", "the job's own rlimits.nofile");
     let log = agent.log_text();
-    assert!(log.contains("inherited_soft=1024 soft=4096 hard=4096"), "{log}");
-    // 4096 descriptors hold far fewer than the thousand runs an agent is
-    // built for: the agent says so, after the 129 the HTTP endpoint may
-    // hold at its default of 128 connections.
+    // 4096 descriptors hold 195 runs after the 129 the HTTP endpoint may
+    // hold at its default of 128 connections: far fewer than the thousand
+    // runs an agent is built for, but ample for an empty jobs directory,
+    // so nothing is worth a warning.
+    assert!(log.contains("inherited_soft=1024 soft=4096 hard=4096 live_runs=195"), "{log}");
+    assert!(!log.contains("the hard open file limit holds"), "{log}");
+}
+
+#[test]
+fn the_agent_warns_when_its_limit_cannot_hold_its_job_files() {
+    let mut agent = TestAgent::new("http: {max_connections: 8}\n");
+    // Yearly schedules: the files count, though none of their runs starts.
+    for n in 0..10 {
+        agent.write_job(
+            &format!("yearly-{n}.yaml"),
+            &format!("name: yearly-{n}\ncommand: [/bin/true]\nschedule: \"0 0 1 1 *\"\n"),
+        );
+    }
+    agent.start_with(|command| {
+        // 256 descriptors hold 9 runs beside the agent's own 64 and the 9
+        // of an HTTP endpoint of 8 connections: one short of 10 job files.
+        let limit = libc::rlimit { rlim_cur: 256, rlim_max: 256 };
+        let hook = move || {
+            // SAFETY: as in the test above.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        // SAFETY: see the hook.
+        unsafe { command.pre_exec(hook) };
+    });
+    agent.wait_for("the start's warnings", secs(20), || agent.log_text().contains("serving"));
+    let log = agent.log_text();
     assert!(
-        log.contains("the hard open file limit holds the statistics files of about 195 live runs"),
+        log.contains(
+            "the hard open file limit holds the statistics files of about 9 live runs, \
+             1 fewer than the runs taken over and the job files ask for"
+        ),
         "{log}"
     );
+    assert!(log.contains("job_files=10"), "{log}");
 }

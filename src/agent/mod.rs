@@ -156,7 +156,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     // Before the launcher is made: it records the limit shims get back.
-    raise_nofile(&config);
+    let nofile = raise_nofile(&config);
     check_http_budget(&config)?;
     let _lock = StateDirLock::acquire(&config.state_dir)?;
     let db_path = config.state_dir.join(SqliteStore::FILE_NAME);
@@ -180,6 +180,15 @@ pub async fn run(
         if !found.is_empty() {
             return Err(AgentError::LostStore { path: db_path, runs_dir, found });
         }
+    } else {
+        // A second start of the same configuration runs none of the
+        // one-shot jobs the first finished: say why, and how to start over.
+        info!(
+            state_dir = %config.state_dir.display(),
+            "going on from the state of earlier starts: one-shot jobs that ended are not run \
+             again; to start afresh, stop the agent once no run is left and remove the state \
+             directory"
+        );
     }
     let store = SqliteStore::open(&db_path)?;
     std::fs::create_dir_all(&runs_dir)
@@ -244,6 +253,9 @@ pub async fn run(
             "took over the runs of the previous agent"
         );
     }
+    if let Some(limit) = nofile {
+        warn_if_nofile_short(&config, limit, recovered.runs);
+    }
     // Before the first scrape can be served, so that no scrape after a
     // restart misses a run that ended within the retention.
     match supervisor.restore_finished() {
@@ -285,11 +297,12 @@ pub async fn run(
 }
 
 /// Raises the agent's descriptor limit for its runs' open statistics files
-/// (see [`crate::container::nofile`]). Not fatal: with the limit it was
-/// given the agent works, for fewer runs; a run whose files cannot be
-/// opened is still run, only without statistics.
-fn raise_nofile(config: &AgentConfig) {
-    use crate::container::nofile::{self, RECOMMENDED_HARD};
+/// (see [`crate::container::nofile`]) and returns the limit now in force.
+/// Not fatal: with the limit it was given the agent works, for fewer runs;
+/// a run whose files cannot be opened is still run, only without
+/// statistics.
+fn raise_nofile(config: &AgentConfig) -> Option<crate::container::nofile::NofileLimit> {
+    use crate::container::nofile;
     let http = nofile::http_needs(config.http.max_connections);
     match nofile::raise_to_hard() {
         Ok(raised) => {
@@ -302,19 +315,43 @@ fn raise_nofile(config: &AgentConfig) {
                 inherited_soft = raised.inherited.soft,
                 soft = raised.now.soft,
                 hard = raised.now.hard,
+                live_runs = nofile::runs_within(raised.now.hard.saturating_sub(http)),
                 "{what}"
             );
-            if raised.now.hard < RECOMMENDED_HARD + http {
-                warn!(
-                    hard = raised.now.hard,
-                    recommended = RECOMMENDED_HARD + http,
-                    "the hard open file limit holds the statistics files of about {} live runs; \
-                     raise it (LimitNOFILE= in a systemd unit, ulimit -Hn) for more",
-                    nofile::runs_within(raised.now.hard.saturating_sub(http))
-                );
-            }
+            Some(raised.now)
         }
-        Err(e) => warn!("{e}; going on with the limit the agent was started with"),
+        Err(e) => {
+            warn!("{e}; going on with the limit the agent was started with");
+            None
+        }
+    }
+}
+
+/// Warns when the hard descriptor limit cannot hold the runs this start
+/// already has ahead of it: those taken over and a run per job file (see
+/// [`crate::container::nofile::expected_load`]). A limit that merely falls
+/// short of the agent's design scale is no news on a machine that runs a
+/// few jobs.
+fn warn_if_nofile_short(
+    config: &AgentConfig,
+    limit: crate::container::nofile::NofileLimit,
+    taken_over: usize,
+) {
+    use crate::container::nofile;
+    let http = nofile::http_needs(config.http.max_connections);
+    // A directory that cannot be listed is reported by the watcher.
+    let job_files = crate::watch::job_files(&config.jobs_dir).map_or(0, |files| files.len());
+    let load = nofile::expected_load(taken_over, job_files);
+    if let Some(short) = nofile::runs_short(limit.hard, http, load) {
+        warn!(
+            hard = limit.hard,
+            taken_over,
+            job_files,
+            "the hard open file limit holds the statistics files of about {} live runs, \
+             {short} fewer than the runs taken over and the job files ask for; raise it \
+             (LimitNOFILE= in a systemd unit, ulimit -Hn) for more",
+            nofile::runs_within(limit.hard.saturating_sub(http))
+        );
     }
 }
 

@@ -17,8 +17,9 @@ use crate::config::{self, AgentConfig, CgroupParent, LogFormat};
 /// `--stop-jobs-on-exit` or `stop_jobs_on_exit` is set, and exits.
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// The agent configuration file.
-    #[arg(long, value_name = "FILE", default_value = config::DEFAULT_PATH)]
+    /// The agent configuration file; the commands that drive the agent read
+    /// `CORRAL_CONFIG` too, so one exported variable serves both.
+    #[arg(long, value_name = "FILE", env = "CORRAL_CONFIG", default_value = config::DEFAULT_PATH)]
     pub config: PathBuf,
     /// Directory of job files.
     #[arg(long, value_name = "DIR")]

@@ -17,6 +17,7 @@ pub mod agent;
 pub mod client;
 pub mod doctor;
 pub mod events;
+pub mod generate_docs;
 pub mod logs;
 pub mod ps;
 pub mod reload;
@@ -53,9 +54,14 @@ fn end_quietly_when_the_reader_goes() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
+/// The version and the commit it was built from (`build.rs`), as
+/// `corral --version` prints them: a bug report then names the exact build.
+pub const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("CORRAL_COMMIT"), ")");
+
 /// Declarative batch/job scheduler node agent.
 #[derive(Debug, Parser)]
-#[command(name = "corral", version, about, propagate_version = true)]
+#[command(name = "corral", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -98,6 +104,9 @@ pub enum Command {
     /// The per-run container supervisor (started by the launcher).
     #[command(name = "internal-shim", hide = true)]
     InternalShim(shim::ShimArgs),
+    /// Write the man pages and shell completions (run by the package build).
+    #[command(name = "generate-docs", hide = true)]
+    GenerateDocs(generate_docs::GenerateDocsArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -122,5 +131,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trigger(a) => act::run(&a.socket, Request::Trigger { job: a.job }),
         Command::Events(args) => events::run(args),
         Command::Reload(args) => reload::run(args),
+        Command::GenerateDocs(args) => generate_docs::run(args),
     }
 }

@@ -126,6 +126,23 @@ pub fn runs_within(limit: u64) -> u64 {
     limit.saturating_sub(BASE) / PER_RUN
 }
 
+/// The live runs an agent should have descriptors for when it starts: the
+/// runs it took over, and one for each job file in its jobs directory
+/// (every file declares at least one job, and each job may have a run at
+/// once). A machine with a handful of jobs needs nothing like
+/// [`EXPECTED_RUNS`], and is not warned about a limit it will never reach.
+pub fn expected_load(taken_over: usize, job_files: usize) -> u64 {
+    u64::try_from(taken_over.saturating_add(job_files)).unwrap_or(u64::MAX)
+}
+
+/// How many of `load` live runs a hard limit of `hard` leaves without
+/// descriptors, with `http` held back for the HTTP endpoint ([`http_needs`]);
+/// `None` when they all fit.
+pub fn runs_short(hard: u64, http: u64, load: u64) -> Option<u64> {
+    let held = runs_within(hard.saturating_sub(http));
+    (held < load).then(|| load - held)
+}
+
 /// What [`raise_to_hard`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Raised {
@@ -191,6 +208,22 @@ mod tests {
         assert!(runs_within(524_288) > EXPECTED_RUNS);
         assert_eq!(runs_within(4096), 201);
         assert_eq!(runs_within(10), 0);
+    }
+
+    #[test]
+    fn only_a_limit_below_what_the_load_needs_is_short() {
+        let http = http_needs(128);
+        // 20,000 (the test machine's hard limit) holds 990 runs beside the
+        // default HTTP share: ample for a few job files, short for 1,000.
+        assert_eq!(runs_within(20_000 - http), 990);
+        assert_eq!(runs_short(20_000, http, expected_load(0, 8)), None);
+        assert_eq!(runs_short(20_000, http, expected_load(0, 990)), None);
+        assert_eq!(runs_short(20_000, http, expected_load(500, 500)), Some(10));
+        // The smallest common hard limit, and a limit below the agent's own.
+        assert_eq!(runs_short(1024, http, expected_load(3, 40)), None);
+        assert_eq!(runs_short(1024, http, expected_load(0, 50)), Some(9));
+        assert_eq!(runs_short(10, http, 1), Some(1));
+        assert_eq!(runs_short(10, http, 0), None);
     }
 
     #[test]
