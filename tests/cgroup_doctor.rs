@@ -148,3 +148,58 @@ fn a_bad_mount_table_is_reported() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no usable cgroup hierarchy"));
 }
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: NUL-terminated strings and a slice that outlive the call.
+    let rc = unsafe {
+        libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+    };
+    assert_eq!(rc, 0, "setxattr {name:?}: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn the_cgroup_root_mode_and_its_reason_are_reported() {
+    let service = "sys/fs/cgroup/system.slice/corral.service";
+    let v2_files = |dir: &'static str| {
+        [
+            (dir, "cgroup.controllers", "cpuset cpu io memory pids\n"),
+            (dir, "cgroup.subtree_control", "cpuset cpu io memory pids\n"),
+            (dir, "memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"),
+        ]
+    };
+    let mut files = v2_files("sys/fs/cgroup").to_vec();
+    files.extend(v2_files("sys/fs/cgroup/system.slice/corral.service"));
+    files.push((service, "cgroup.freeze", "0\n"));
+    files.push((service, "cgroup.kill", ""));
+    let host = FixtureHost::new(
+        "mountinfo-v2",
+        "0::/system.slice/corral.service/agent\n",
+        "6.12.0\n",
+        &files,
+    );
+    let text = stdout(&host.run(&[]));
+    assert!(text.contains("cgroup root: the root of every hierarchy"), "{text}");
+    assert!(text.contains("is not delegated to it"), "{text}");
+
+    set_xattr(&host.root.path().join(service), "trusted.delegate", b"1");
+    let out = host.run(&[]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("cgroup root: delegated at /system.slice/corral.service"), "{text}");
+    assert!(text.contains("because it carries trusted.delegate=1"), "{text}");
+    let json: serde_json::Value = serde_json::from_slice(&host.run(&["--json"]).stdout).unwrap();
+    assert_eq!(json["cgroup_root"]["mode"]["mode"], "delegated");
+    assert_eq!(json["cgroup_root"]["mode"]["signal"], "trusted_xattr");
+
+    // A configured cgroup that does not hold the agent is an error.
+    let out = host.run(&["--agent-cgroup-root", "/system.slice/other.service"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("not in it or below it"), "{}", stdout(&out));
+
+    // This hybrid host, from doctor's own cgroup.
+    let text = stdout(&doctor(&[]));
+    assert!(text.contains("because the host's layout is hybrid"), "{text}");
+}

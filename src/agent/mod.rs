@@ -58,6 +58,8 @@
 //! - [`clock`], [`timers`]: time from `tokio::time`, so tests can pause it.
 //! - [`store_fault`]: holding, not stopping, while the store cannot be
 //!   written (a full state disk, a deleted database).
+//! - [`readiness`]: telling a service manager the agent is ready, and
+//!   stopping (`$NOTIFY_SOCKET`).
 //!
 //! The main loop waits on five things at once: shutdown, a batch of job file
 //! changes, an observation from a run, a request from the control socket
@@ -87,6 +89,7 @@ pub mod logging;
 pub mod ops;
 pub mod orders;
 pub mod placing;
+pub mod readiness;
 pub mod reconcile;
 pub mod recorder;
 pub mod recovery;
@@ -203,6 +206,7 @@ pub async fn run(
         jobs_dir = %config.jobs_dir.display(),
         state_dir = %config.state_dir.display(),
         cgroup_parent = %config.cgroup_parent,
+        cgroup_root = %host.cgroup_mode(),
         cpus = %ledger.allocatable(),
         "agent starting"
     );
@@ -285,6 +289,20 @@ pub async fn run(
         OnExit::StopJobs { wait: config.stop_grace + Duration::from_secs(15) }
     } else {
         OnExit::LeaveRunning
+    };
+    // Everything a client or a unit ordered after the agent needs is up:
+    // the store, the runs taken over, the HTTP endpoint, the control socket.
+    let readiness = readiness::Readiness::from_env();
+    readiness.ready(&format!(
+        "running; {} run(s) taken over, {} still running",
+        recovered.runs, recovered.running
+    ));
+    let shutdown = async {
+        shutdown.await;
+        readiness.stopping(match on_exit {
+            OnExit::LeaveRunning => "stopping; the runs keep running",
+            OnExit::StopJobs { .. } => "stopping every run",
+        });
     };
     let driven = drive(supervisor, files, observations, commands, shutdown, on_exit).await;
     let _ = stop_serving.send(());

@@ -67,6 +67,12 @@ pub enum CgroupError {
 
     #[error("event source {path}: {source}")]
     Event { path: PathBuf, source: io::Error },
+
+    #[error("cannot root the cgroup tree at {cgroup}: {reason}")]
+    Delegation { cgroup: String, reason: String },
+
+    #[error("cgroup {path} is outside the delegated cgroup {delegated}; refusing to write there")]
+    OutsideDelegation { path: PathBuf, delegated: PathBuf },
 }
 
 impl CgroupError {

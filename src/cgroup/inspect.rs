@@ -113,9 +113,10 @@ pub fn inspect(layout: &Layout, options: &InspectOptions) -> Inspection {
 
     let anchor_of =
         |mount_point: &Path, own: Option<&str>, dir_of: &dyn Fn(&str) -> Option<PathBuf>| {
-            match options.anchor {
+            match &options.anchor {
                 Anchor::HierarchyRoot => Some(mount_point.to_path_buf()),
                 Anchor::OwnCgroup => own.and_then(dir_of),
+                Anchor::Delegated(cgroup) => dir_of(cgroup),
             }
         };
 

@@ -17,7 +17,7 @@ use super::resources::Resources;
 use super::{v1, v2};
 
 /// Where the parent path is rooted in each hierarchy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Anchor {
     /// At the root of every hierarchy: `/sys/fs/cgroup/memory/<parent>`.
     #[default]
@@ -27,6 +27,10 @@ pub enum Anchor {
     /// agent. On v2, that cgroup must not hold processes itself once
     /// controllers are enabled in it (no-internal-process rule).
     OwnCgroup,
+    /// Under this cgroup of the v2 tree (`/system.slice/corral.service`),
+    /// delegated to the agent (see [`super::delegation`]): nothing is
+    /// created or written outside it, so it needs a pure v2 host.
+    Delegated(String),
 }
 
 #[derive(Debug, Clone)]
@@ -183,7 +187,7 @@ pub struct CgroupManager {
 }
 
 fn anchor_dir(
-    anchor: Anchor,
+    anchor: &Anchor,
     mount_point: &Path,
     own: Option<&str>,
     dir_of: impl Fn(&str) -> Result<PathBuf, CgroupError>,
@@ -195,6 +199,34 @@ fn anchor_dir(
             Some(own) => dir_of(own),
             None => Err(CgroupError::OwnCgroupUnknown { hierarchy: hierarchy.to_owned() }),
         },
+        Anchor::Delegated(cgroup) => dir_of(cgroup),
+    }
+}
+
+/// The delegated cgroup's directory when the tree is anchored in one; every
+/// directory the manager writes must be inside it.
+fn delegated_dir(layout: &Layout, anchor: &Anchor) -> Result<Option<PathBuf>, CgroupError> {
+    let Anchor::Delegated(cgroup) = anchor else { return Ok(None) };
+    match &layout.unified {
+        Some(u) if layout.v1.is_empty() => Ok(Some(u.dir_of(cgroup)?)),
+        _ => Err(CgroupError::Delegation {
+            cgroup: cgroup.clone(),
+            reason: format!(
+                "the host's layout is {}: its v1 hierarchies are outside any delegated cgroup",
+                layout.kind
+            ),
+        }),
+    }
+}
+
+/// Refuses a directory outside the delegated cgroup (the single-writer rule
+/// of a tree a service manager owns).
+fn confine(delegated: Option<&Path>, dir: &Path) -> Result<(), CgroupError> {
+    match delegated {
+        Some(root) if !dir.starts_with(root) => {
+            Err(CgroupError::OutsideDelegation { path: dir.to_owned(), delegated: root.to_owned() })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -212,17 +244,19 @@ impl CgroupManager {
     /// controllers enabled in `cgroup.subtree_control` from the anchor down.
     /// Then probes what the kernel offers there.
     pub fn open(layout: Layout, config: &ManagerConfig) -> Result<Self, CgroupError> {
+        let delegated = delegated_dir(&layout, &config.anchor)?;
         let mut unified_parent = None;
         let mut v2_enabled = Vec::new();
         let mut parent_levels = Vec::new();
         if let Some(u) = layout.unified_for_jobs(config.use_unified) {
             let anchor = anchor_dir(
-                config.anchor,
+                &config.anchor,
                 &u.mount_point,
                 u.own_cgroup.as_deref(),
                 |c| u.dir_of(c),
                 "unified",
             )?;
+            confine(delegated.as_deref(), &anchor)?;
             let available = v2::parse_controllers(&read_knob(&anchor.join(v2::CONTROLLERS))?);
             let wanted: BTreeSet<Controller> =
                 V2_USED.into_iter().filter(|c| available.contains(c)).collect();
@@ -266,12 +300,13 @@ impl CgroupManager {
                 continue;
             }
             let anchor = anchor_dir(
-                config.anchor,
+                &config.anchor,
                 &h.mount_point,
                 h.own_cgroup.as_deref(),
                 |c| h.dir_of(c),
                 &h.label(),
             )?;
+            confine(delegated.as_deref(), &anchor)?;
             let dirs = config.parent.dirs_under(&anchor);
             let mut above = anchor.clone();
             for dir in &dirs {

@@ -13,6 +13,8 @@
 //!   before the first write; the per-version mappings live in [`v1`] and
 //!   [`v2`], one file per controller.
 //! - [`stats`], [`events`]: accounting and kernel notifications.
+//! - [`delegation`]: whether the tree goes below a cgroup a service manager
+//!   delegated to the agent, or at the root of every hierarchy.
 //!
 //! # Layouts
 //!
@@ -73,6 +75,7 @@
 //! [`JobCgroup::update`] writes every knob, unset ones back to the kernel
 //! default.
 
+pub mod delegation;
 pub mod error;
 pub mod events;
 #[cfg(test)]

@@ -4,14 +4,17 @@
 //! missing, and prints what was found either way.
 
 use std::fmt::Write as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
+use crate::cgroup::delegation::{self, Mode, RootRequest};
 use crate::cgroup::inspect::{inspect, InspectOptions, Inspection, Severity};
 use crate::cgroup::{detect, Anchor, CgroupPath, FreezerKind, HostPaths, KillKind, LayoutKind};
+use crate::config::CgroupRoot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AnchorArg {
@@ -38,9 +41,18 @@ pub struct DoctorArgs {
     /// Parent cgroup of all jobs.
     #[arg(long, default_value = "corral")]
     pub parent: String,
-    /// Where the parent is rooted.
+    /// Where the parent is rooted when no delegated cgroup is used (see
+    /// --agent-cgroup-root).
     #[arg(long, value_enum, default_value_t = AnchorArg::Root)]
     pub anchor: AnchorArg,
+    /// The agent's `cgroup_root` setting: `auto` (a cgroup delegated to the
+    /// agent on a pure v2 host, else the hierarchy roots) or a cgroup path.
+    #[arg(long, value_name = "auto|PATH", default_value = "auto")]
+    pub agent_cgroup_root: String,
+    /// Judge the cgroup root from this running agent's cgroup (e.g.
+    /// `systemctl show -p MainPID --value corral`) instead of doctor's own.
+    #[arg(long, value_name = "PID")]
+    pub agent_pid: Option<u32>,
     /// On a hybrid host, do not use the v2 tree.
     #[arg(long)]
     pub no_unified: bool,
@@ -54,17 +66,35 @@ pub struct DoctorArgs {
 }
 
 pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let (self_cgroup, uid) = match args.agent_pid {
+        Some(pid) => {
+            let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+            let owner = std::fs::metadata(&proc_dir)
+                .with_context(|| format!("no process {pid} (--agent-pid)"))?
+                .uid();
+            (proc_dir.join("cgroup"), owner)
+        }
+        None => (args.self_cgroup.clone(), nix::unistd::geteuid().as_raw()),
+    };
     let paths = HostPaths {
         mountinfo: args.mountinfo.clone(),
-        self_cgroup: args.self_cgroup.clone(),
+        self_cgroup,
         cgroup_root: args.cgroup_root.clone(),
     };
     let layout = detect(&paths).context("cannot detect the cgroup layout")?;
+    let request = match CgroupRoot::parse(&args.agent_cgroup_root)
+        .map_err(|reason| anyhow::anyhow!("--agent-cgroup-root: {reason}"))?
+    {
+        CgroupRoot::Auto => RootRequest::Auto,
+        CgroupRoot::Delegated(cgroup) => RootRequest::Cgroup(cgroup),
+    };
+    let root = RootCheck::of(&layout, &request, uid);
     let options = InspectOptions {
         parent: CgroupPath::new(&args.parent).context("invalid --parent")?,
-        anchor: match args.anchor {
-            AnchorArg::Root => Anchor::HierarchyRoot,
-            AnchorArg::Own => Anchor::OwnCgroup,
+        anchor: match (&root, args.anchor) {
+            (RootCheck::Mode(Mode::Delegated(d)), _) => Anchor::Delegated(d.cgroup.clone()),
+            (_, AnchorArg::Root) => Anchor::HierarchyRoot,
+            (_, AnchorArg::Own) => Anchor::OwnCgroup,
         },
         use_unified: !args.no_unified,
         kernel_release: std::fs::read_to_string(&args.osrelease).ok(),
@@ -74,18 +104,59 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let state = args.state_dir.as_deref().map(StateDirCheck::of);
     if args.json {
         let mut value = serde_json::to_value(&report)?;
+        value["cgroup_root"] = serde_json::to_value(&root)?;
         if let Some(state) = &state {
             value["state_dir"] = serde_json::to_value(state)?;
         }
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
+        print!("{}", root.render());
         print!("{}", render(&report));
         if let Some(state) = &state {
             print!("{}", state.render());
         }
     }
     let state_ok = state.as_ref().is_none_or(StateDirCheck::usable);
-    Ok(if report.usable() && state_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    let root_ok = matches!(root, RootCheck::Mode(_));
+    Ok(if report.usable() && state_ok && root_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Where the agent's cgroup tree goes, and why; or why the configured
+/// cgroup cannot hold it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootCheck {
+    Mode(Mode),
+    Refused(String),
+}
+
+impl RootCheck {
+    pub fn of(layout: &crate::cgroup::Layout, request: &RootRequest, uid: u32) -> RootCheck {
+        match delegation::decide(layout, request, uid) {
+            Ok(mode) => RootCheck::Mode(mode),
+            Err(e) => RootCheck::Refused(e.to_string()),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        match self {
+            RootCheck::Mode(Mode::Delegated(d)) => format!(
+                "cgroup root: delegated at {}\n  because {}\n  agent in {}/{}, shims in {}/{}, \
+                 jobs below {}\n",
+                d.cgroup,
+                d.signal,
+                d.cgroup,
+                delegation::AGENT_LEAF,
+                d.cgroup,
+                delegation::SHIMS_LEAF,
+                d.cgroup,
+            ),
+            RootCheck::Mode(Mode::Root(why)) => {
+                format!("cgroup root: the root of every hierarchy\n  because {why}\n")
+            }
+            RootCheck::Refused(reason) => format!("cgroup root: error: {reason}\n"),
+        }
+    }
 }
 
 /// Below this much free space the agent's next writes may fail.

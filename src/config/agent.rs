@@ -53,6 +53,51 @@ impl fmt::Display for CgroupParent {
     }
 }
 
+/// Where the agent's cgroup tree is rooted (`cgroup_root`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CgroupRoot {
+    /// Below the cgroup delegated to the agent when there is one on a pure
+    /// cgroup v2 host, else at the root of every hierarchy.
+    #[default]
+    Auto,
+    /// Below this cgroup of the v2 hierarchy (`/system.slice/corral.service`),
+    /// which must hold the agent.
+    Delegated(String),
+}
+
+impl CgroupRoot {
+    /// `auto`, or an absolute cgroup path without `.`, `..` or empty parts.
+    pub fn parse(text: &str) -> Result<CgroupRoot, String> {
+        if text == "auto" {
+            return Ok(CgroupRoot::Auto);
+        }
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err("it must be `auto` or a cgroup path from the v2 root, \
+                        such as /system.slice/corral.service"
+                .to_owned());
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() {
+            return Err("the root of the hierarchy is not a delegated cgroup; \
+                        use `auto` to run at the root"
+                .to_owned());
+        }
+        if rest.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+            return Err("a cgroup path has no empty, `.` or `..` parts".to_owned());
+        }
+        Ok(CgroupRoot::Delegated(format!("/{rest}")))
+    }
+}
+
+impl fmt::Display for CgroupRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CgroupRoot::Auto => f.write_str("auto"),
+            CgroupRoot::Delegated(path) => f.write_str(path),
+        }
+    }
+}
+
 /// Where the agent looks for its configuration when not told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/corral/agent.yaml";
 
@@ -118,6 +163,9 @@ pub struct AgentConfig {
     /// How much of the agent the HTTP endpoint may hold: connections and
     /// how long each may take.
     pub http: HttpLimits,
+    /// Where the cgroup tree is rooted: a delegated cgroup or the hierarchy
+    /// roots.
+    pub cgroup_root: CgroupRoot,
 }
 
 /// Bounds on the HTTP endpoint, so that whoever can reach the port cannot
@@ -172,6 +220,7 @@ impl Default for AgentConfig {
             stop_jobs_on_exit: false,
             finished_run_retention: Duration::from_secs(15 * 60),
             http: HttpLimits::default(),
+            cgroup_root: CgroupRoot::Auto,
         }
     }
 }
@@ -199,6 +248,7 @@ const FIELDS: &[&str] = &[
     "stop_jobs_on_exit",
     "finished_run_retention",
     "http",
+    "cgroup_root",
 ];
 
 const HTTP_FIELDS: &[&str] =
@@ -441,6 +491,17 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         Some(n) => http_limits(cx, n, &fields.field("http")),
     };
 
+    let cgroup_root = match fields.get("cgroup_root") {
+        None => Some(defaults.cgroup_root),
+        Some(n) => cx.parsed(n, &fields.field("cgroup_root"), |text| {
+            CgroupRoot::parse(text).map_err(|reason| SpecError::Invalid {
+                what: "cgroup root",
+                value: text.to_owned(),
+                reason,
+            })
+        }),
+    };
+
     Some(AgentConfig {
         jobs_dir: jobs_dir?,
         state_dir: state_dir?,
@@ -464,6 +525,7 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         stop_jobs_on_exit: stop_jobs_on_exit?,
         finished_run_retention: finished_run_retention?,
         http: http?,
+        cgroup_root: cgroup_root?,
     })
 }
 

@@ -8,7 +8,7 @@ mod agent;
 mod error;
 
 pub use agent::{
-    compile_str, load, AgentConfig, CgroupParent, HttpLimits, LogFormat, DEFAULT_PATH,
+    compile_str, load, AgentConfig, CgroupParent, CgroupRoot, HttpLimits, LogFormat, DEFAULT_PATH,
     MAX_SOCKET_PATH,
 };
 pub use error::ConfigError;

@@ -41,6 +41,10 @@ pub struct Launcher {
     /// The descriptor limit shims start with, when this process raised its
     /// own: the one it was started with ([`nofile::inherited`]).
     child_nofile: Option<NofileLimit>,
+    /// The `cgroup.procs` file every shim writes itself to before it runs,
+    /// so that it leaves the agent's cgroup (see
+    /// [`crate::cgroup::delegation`]); `None`: it stays where the agent is.
+    shim_cgroup_procs: Option<PathBuf>,
 }
 
 impl Default for Launcher {
@@ -49,6 +53,44 @@ impl Default for Launcher {
     fn default() -> Self {
         Launcher::new("/proc/self/exe")
     }
+}
+
+/// Makes the child of `command` move itself into the cgroup of `procs`
+/// between fork and exec: before the shim runs at all, so nothing it starts
+/// is ever in the agent's cgroup.
+fn join_cgroup_before_exec(command: &mut Command, procs: &Path) -> Result<(), ContainerError> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    let path =
+        std::ffi::CString::new(procs.as_os_str().as_bytes()).map_err(|_| ContainerError::Io {
+            what: "move shims into the cgroup of",
+            path: procs.to_owned(),
+            source: std::io::Error::from(ErrorKind::InvalidInput),
+        })?;
+    let hook = move || {
+        // "0" moves the writing process (cgroup v1 and v2).
+        let zero = b"0";
+        // SAFETY: open, write and close are async-signal-safe, which is all
+        // a pre_exec hook may call; `path` is NUL-terminated and owned by
+        // the hook, `zero` outlives the write.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, zero.as_ptr().cast(), zero.len());
+            let error = std::io::Error::last_os_error();
+            libc::close(fd);
+            if written != zero.len() as isize {
+                return Err(error);
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook allocates nothing and calls only async-signal-safe
+    // functions (see above).
+    unsafe { command.pre_exec(hook) };
+    Ok(())
 }
 
 /// A started run, as seen by the process that launched it.
@@ -87,7 +129,16 @@ impl Launcher {
     /// when it has raised its own since: create the launcher after
     /// [`nofile::raise_to_hard`].
     pub fn new(shim_exe: impl Into<PathBuf>) -> Self {
-        Launcher { shim_exe: shim_exe.into(), child_nofile: nofile::inherited() }
+        Launcher {
+            shim_exe: shim_exe.into(),
+            child_nofile: nofile::inherited(),
+            shim_cgroup_procs: None,
+        }
+    }
+
+    /// Shims start in the cgroup whose `cgroup.procs` is `procs`.
+    pub fn with_shim_cgroup(self, procs: PathBuf) -> Self {
+        Launcher { shim_cgroup_procs: Some(procs), ..self }
     }
 
     /// Validates `cfg`, writes it to the run directory, starts the shim and
@@ -129,6 +180,11 @@ impl Launcher {
                 // The shim sets it first thing; the container's init and the
                 // job inherit it from there.
                 command.arg(SHIM_NOFILE_FLAG).arg(limit.to_string());
+            }
+            // The agent's readiness socket is the agent's alone.
+            command.env_remove("NOTIFY_SOCKET");
+            if let Some(procs) = &self.shim_cgroup_procs {
+                join_cgroup_before_exec(&mut command, procs)?;
             }
             command.spawn().map_err(|source| ContainerError::SpawnShim {
                 exe: self.shim_exe.clone(),

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use super::error::LaunchError;
 use super::plan::{self, PlanInputs, RunInputs, RunPlan};
+use crate::cgroup::delegation::{self, Mode, RootRequest};
 use crate::cgroup::{
     self, Anchor, CgroupManager, CgroupName, CgroupPath, HostPaths, ManagerConfig,
 };
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, CgroupRoot};
 use crate::container::Launcher;
 use crate::placement::{Ledger, PlacementConfig};
 use crate::spec::JobSpec;
@@ -40,6 +41,8 @@ pub struct Host {
     topology: Topology,
     cgroups: CgroupManager,
     launcher: Launcher,
+    /// Where the cgroup tree is rooted, and why.
+    cgroup_mode: Mode,
 }
 
 impl Host {
@@ -49,8 +52,11 @@ impl Host {
     }
 
     /// Reads the topology and the cgroup layout under `roots`, and creates
-    /// the cgroup parent (`config.cgroup_parent`) at the root of every
-    /// hierarchy if it is missing. Shims are this executable.
+    /// the cgroup parent (`config.cgroup_parent`) if it is missing: below
+    /// the cgroup delegated to this process (which moves itself into its
+    /// `agent` leaf there, its shims going to `shims`) when `cgroup_root`
+    /// finds or names one, else at the root of every hierarchy. Shims are
+    /// this executable.
     pub fn discover_at(config: &AgentConfig, roots: &HostRoots) -> Result<Host, LaunchError> {
         let topology = topology::discover(&roots.sysfs, &roots.procfs)
             .map_err(|e| LaunchError::Topology(e.into()))?;
@@ -61,17 +67,39 @@ impl Host {
             parent: parent.to_owned(),
             source: source.into(),
         };
-        let manager_config = ManagerConfig {
-            parent: CgroupPath::new(parent).map_err(cgroup_parent)?,
-            anchor: Anchor::HierarchyRoot,
-            use_unified: true,
+        let parent_path = CgroupPath::new(parent).map_err(cgroup_parent)?;
+        let request = match &config.cgroup_root {
+            CgroupRoot::Auto => RootRequest::Auto,
+            CgroupRoot::Delegated(cgroup) => RootRequest::Cgroup(cgroup.clone()),
         };
+        let cgroup_mode = delegation::decide(&layout, &request, nix::unistd::geteuid().as_raw())
+            .map_err(cgroup_parent)?;
+        let mut launcher = Launcher::default();
+        let anchor = match &cgroup_mode {
+            Mode::Root(_) => Anchor::HierarchyRoot,
+            Mode::Delegated(delegated) => {
+                let prepared = delegation::prepare(delegated, &parent_path, std::process::id())
+                    .map_err(cgroup_parent)?;
+                launcher = launcher.with_shim_cgroup(prepared.shims_procs);
+                Anchor::Delegated(delegated.cgroup.clone())
+            }
+        };
+        let manager_config = ManagerConfig { parent: parent_path, anchor, use_unified: true };
         let cgroups = CgroupManager::open(layout, &manager_config).map_err(cgroup_parent)?;
-        Ok(Host { config: config.clone(), topology, cgroups, launcher: Launcher::default() })
+        Ok(Host { config: config.clone(), topology, cgroups, launcher, cgroup_mode })
+    }
+
+    /// Where the cgroup tree is rooted, and why.
+    pub fn cgroup_mode(&self) -> &Mode {
+        &self.cgroup_mode
     }
 
     /// Starts shims from another executable (tests, benchmarks).
     pub fn with_launcher(self, launcher: Launcher) -> Host {
+        let launcher = match &self.cgroup_mode {
+            Mode::Delegated(d) => launcher.with_shim_cgroup(d.shims_dir().join("cgroup.procs")),
+            Mode::Root(_) => launcher,
+        };
         Host { launcher, ..self }
     }
 

@@ -6,6 +6,7 @@ mod agent;
 mod cgroups;
 mod numa;
 mod run;
+mod service;
 mod util;
 pub mod workload;
 
@@ -123,6 +124,11 @@ pub const TESTS: &[GuestTest] = &[
         name: "agent_killed_with_sigkill_leaves_jobs_running_for_the_next_agent",
         scope: Scope::Once,
         run: agent::agent_killed_with_sigkill_leaves_jobs_running_for_the_next_agent,
+    },
+    GuestTest {
+        name: "agent_in_a_delegated_cgroup_keeps_to_it_and_adopts_after_kill9",
+        scope: Scope::Once,
+        run: service::agent_in_a_delegated_cgroup_keeps_to_it_and_adopts_after_kill9,
     },
 ];
 
