@@ -17,6 +17,7 @@ use crate::vm::protocol::{self, Outcome};
 /// the same name in `guest/scenarios` and one result line here.
 const SCENARIOS: &[&str] = &[
     "install_enable_and_doctor",
+    "readme_install_steps",
     "job_runs_below_the_service_cgroup",
     "restart_adopts_a_running_job",
     "agent_killed_is_restarted_and_adopts",
