@@ -207,7 +207,9 @@ impl Environment {
                     find_in_path(&p.to_string_lossy())
                 }
             })
-            .ok_or_else(|| Missing::Prerequisite("no mkfs.ext4 (apt-get install e2fsprogs)".into()))?;
+            .ok_or_else(|| {
+                Missing::Prerequisite("no mkfs.ext4 (apt-get install e2fsprogs)".into())
+            })?;
         let work = image_dir.join("run");
         std::fs::create_dir_all(&work).map_err(|e| {
             Missing::Misconfigured(format!("cannot create {}: {e}", work.display()))
@@ -269,12 +271,9 @@ fn boot(env: &Environment, stage: &Path) -> std::io::Result<Booted> {
     cmd.args(["-append", KERNEL_CMDLINE]);
     // The image is shared by every run: the guest's writes go to a
     // throw-away overlay, so each run starts from the same machine.
-    cmd.arg("-drive").arg(format!(
-        "file={},format=raw,if=virtio,snapshot=on",
-        env.rootfs.display()
-    ));
     cmd.arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio,readonly=on", stage.display()));
+        .arg(format!("file={},format=raw,if=virtio,snapshot=on", env.rootfs.display()));
+    cmd.arg("-drive").arg(format!("file={},format=raw,if=virtio,readonly=on", stage.display()));
     cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
     // ttyS0: kernel and systemd; ttyS1: the scenarios' results.
     cmd.arg("-serial").arg(format!("file:{}", console_log.display()));
