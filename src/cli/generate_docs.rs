@@ -47,10 +47,10 @@ pub fn generate(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     // skips them, as the completions do.
     clap_mangen::generate_to(Cli::command(), &man)
         .with_context(|| format!("cannot write the man pages in {}", man.display()))?;
+    let mut offered = without_hidden_subcommands(Cli::command());
     for (shell, file) in SHELLS {
-        let written =
-            clap_complete::generate_to(shell, &mut Cli::command(), "corral", &completions)
-                .with_context(|| format!("cannot write the {shell} completions"))?;
+        let written = clap_complete::generate_to(shell, &mut offered, "corral", &completions)
+            .with_context(|| format!("cannot write the {shell} completions"))?;
         anyhow::ensure!(
             written.file_name() == Some(std::ffi::OsStr::new(file)),
             "the {shell} completions went to {}, not {file}",
@@ -65,4 +65,20 @@ pub fn generate(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     }
     written.sort();
     Ok(written)
+}
+
+/// `cli` with only the subcommands an operator uses. clap_complete offers
+/// hidden subcommands too, and clap cannot remove one from a command, so
+/// the root is made again around the visible ones.
+fn without_hidden_subcommands(cli: clap::Command) -> clap::Command {
+    let visible: Vec<clap::Command> =
+        cli.get_subcommands().filter(|sub| !sub.is_hide_set()).cloned().collect();
+    let mut root = clap::Command::new("corral")
+        .version(super::VERSION)
+        .subcommands(visible)
+        .propagate_version(true);
+    if let Some(about) = cli.get_about() {
+        root = root.about(about.clone());
+    }
+    root
 }

@@ -72,7 +72,8 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let latest = latest_run_dir(&args)?;
     let launches = launches_beside(&latest)?;
     let chosen = choose(&launches, args.launch).with_context(|| {
-        format!("{} has {} launch(es); `--launch` takes 1 to {0}", args.run, launches.len())
+        let (run, count) = (&args.run, launches.len());
+        format!("{run} was launched {count} time(s): --launch takes 1 to {count}, all or latest")
     })?;
     let headers = args.launch == LaunchChoice::All;
     let Some((last, earlier)) = chosen.split_last() else { return Ok(ExitCode::SUCCESS) };

@@ -220,7 +220,8 @@ mod tests {
         assert_eq!(runs_short(20_000, http, expected_load(0, 990)), None);
         assert_eq!(runs_short(20_000, http, expected_load(500, 500)), Some(10));
         // The smallest common hard limit, and a limit below the agent's own.
-        assert_eq!(runs_short(1024, http, expected_load(3, 40)), None);
+        assert_eq!(runs_within(1024 - http), 41);
+        assert_eq!(runs_short(1024, http, expected_load(1, 40)), None);
         assert_eq!(runs_short(1024, http, expected_load(0, 50)), Some(9));
         assert_eq!(runs_short(10, http, 1), Some(1));
         assert_eq!(runs_short(10, http, 0), None);
