@@ -228,12 +228,16 @@ pub fn decide(layout: &Layout, request: &RootRequest, uid: u32) -> Result<Mode, 
             if is_root(unified, own) {
                 return Ok(Mode::Root(AtRoot::RunningAtRoot));
             }
-            let mut candidates = vec![own.to_owned()];
+            // The one above first: were a service manager to mark the
+            // subgroup it starts the agent in too, the unit's cgroup would
+            // still be the root of the tree.
+            let mut candidates = Vec::new();
             if let Some((above, leaf)) = own.rsplit_once('/') {
                 if leaf == AGENT_LEAF && !above.is_empty() && !is_root(unified, above) {
                     candidates.push(above.to_owned());
                 }
             }
+            candidates.push(own.to_owned());
             for cgroup in &candidates {
                 let Ok(dir) = unified.dir_of(cgroup) else { continue };
                 if let Some(signal) = delegation_signal(&dir, uid) {
@@ -370,6 +374,12 @@ mod tests {
         assert_eq!(d.cgroup, SERVICE);
         assert_eq!(d.signal, Signal::UserXattr);
         assert_eq!(d.agent_cgroup, format!("{SERVICE}/agent"));
+        // A mark on the subgroup as well changes nothing.
+        set_xattr(&service_dir(&fs).join("agent"), "trusted.delegate", b"1");
+        let Mode::Delegated(d) = decide(&fs.layout(), &RootRequest::Auto, 0).unwrap() else {
+            panic!()
+        };
+        assert_eq!(d.cgroup, SERVICE);
     }
 
     #[test]

@@ -111,6 +111,11 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", root.render());
+        if args.agent_pid.is_none() {
+            println!(
+                "  (judged from doctor's own cgroup; --agent-pid PID judges a running agent's)"
+            );
+        }
         print!("{}", render(&report));
         if let Some(state) = &state {
             print!("{}", state.render());

@@ -886,4 +886,21 @@ mod tests {
         let missing = load(&dir.path().join("nope.yaml")).unwrap_err();
         assert!(missing.to_string().contains("cannot read"), "{missing}");
     }
+
+    #[test]
+    fn cgroup_root_is_auto_or_an_absolute_cgroup_path() {
+        assert_eq!(compile("").unwrap().cgroup_root, CgroupRoot::Auto);
+        assert_eq!(compile("cgroup_root: auto\n").unwrap().cgroup_root, CgroupRoot::Auto);
+        assert_eq!(
+            compile("cgroup_root: /system.slice/corral.service/\n").unwrap().cgroup_root,
+            CgroupRoot::Delegated("/system.slice/corral.service".into())
+        );
+        let relative = error("cgroup_root: system.slice/corral.service\n");
+        assert!(relative.contains("1 cgroup_root") && relative.contains("`auto`"), "{relative}");
+        assert!(error("cgroup_root: /\n").contains("not a delegated cgroup"));
+        for bad in ["/a//b", "/a/../b", "/a/./b"] {
+            let e = error(&format!("cgroup_root: {bad}\n"));
+            assert!(e.contains("no empty, `.` or `..` parts"), "{bad}: {e}");
+        }
+    }
 }
