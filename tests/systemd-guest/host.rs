@@ -344,6 +344,16 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A scenario named here but not defined in the script would only show
+    // up as a guest failure after a boot of minutes: refuse it at once.
+    let undefined: Vec<&&str> = SCENARIOS
+        .iter()
+        .filter(|s| !SCENARIO_SCRIPT.lines().any(|l| l == format!("{s}() {{")))
+        .collect();
+    if !undefined.is_empty() {
+        eprintln!("systemd_guest: guest/scenarios defines no function for {undefined:?}");
+        return ExitCode::FAILURE;
+    }
     let plan: Vec<&str> =
         SCENARIOS.iter().copied().filter(|s| options.selects(&test_name(s))).collect();
     let filtered = SCENARIOS.len() - plan.len();
