@@ -392,7 +392,10 @@ pub fn main(args: &[String]) -> ExitCode {
             env.package.display(),
             env.accel
         );
-        boot(&env, &stage)
+        let booted = boot(&env, &stage);
+        // The package's copy is of no use once the guest is off.
+        let _ = std::fs::remove_file(&stage);
+        booted
     });
     let mut failed: Vec<(String, String)> = Vec::new();
     let mut passed = 0;
