@@ -25,7 +25,7 @@ impl Accel {
         }
     }
 
-    fn args(self) -> [&'static str; 4] {
+    pub fn args(self) -> [&'static str; 4] {
         match self {
             Accel::Tcg => ["-accel", "tcg,thread=multi", "-cpu", "max"],
             Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
