@@ -22,6 +22,7 @@ const SCENARIOS: &[&str] = &[
     "restart_adopts_a_running_job",
     "agent_killed_is_restarted_and_adopts",
     "oom_kill_is_reported",
+    "oom_grow_freezes_and_grows_in_place",
     "stop_leaves_jobs_running_and_start_adopts",
     "remove_keeps_config_and_state",
     "upgrade_keeps_jobs_running",
