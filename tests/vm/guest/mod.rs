@@ -159,9 +159,9 @@ pub const TESTS: &[GuestTest] = &[
         run: oom::agent_oom_fail_is_killed_at_the_limit,
     },
     GuestTest {
-        name: "agent_oom_burst_is_killed_then_grown_as_a_new_attempt",
+        name: "agent_oom_burst_is_never_grown_in_place_after_a_kill",
         scope: Scope::Once,
-        run: oom::agent_oom_burst_is_killed_then_grown_as_a_new_attempt,
+        run: oom::agent_oom_burst_is_never_grown_in_place_after_a_kill,
     },
     GuestTest {
         name: "huge_page_limits_land_in_the_v2_cgroup_or_the_run_is_refused",

@@ -202,12 +202,12 @@ pub fn agent_oom_fail_is_killed_at_the_limit(_: &Context) {
     assert_eq!(agent.count_runs(), 1);
 }
 
-pub fn agent_oom_burst_is_killed_then_grown_as_a_new_attempt(_: &Context) {
+pub fn agent_oom_burst_is_never_grown_in_place_after_a_kill(_: &Context) {
     let mut agent = Agent::new("agent-oom-burst");
     agent.start();
     let out = agent.data("burst");
-    // 56 MiB in one system call: past memory.max (48 MiB) before anything
-    // in user space runs again, and within the grown 64 MiB.
+    // 56 MiB in one system call, past memory.max (48 MiB) unless the kernel
+    // holds it first, and within the grown 64 MiB.
     let seen = run_watched(
         &agent,
         "burst",
@@ -217,20 +217,27 @@ pub fn agent_oom_burst_is_killed_then_grown_as_a_new_attempt(_: &Context) {
     );
     let output = agent.read_data("burst");
     let events = agent.events("burst-1");
-    // A high event may be read before the kill (the kernel throttles the
-    // allocation at memory.high on its way to memory.max): it is then
-    // reported ("oom"), and the freeze that follows finds the kill.
-    assert!(
-        events == ["oom-killed", "oom-requeued"] || events == ["oom", "oom-killed", "oom-requeued"],
-        "not grown in place, one kill on record, then a new attempt: {events:?}\n{output}"
-    );
-    assert!(seen.oom_kills >= 1, "{seen:?}");
     let grown = 64 * MI;
-    assert_eq!(
-        limits(&output),
-        [(HARD + freeze_margin(HARD), HARD), (grown + freeze_margin(grown), grown)],
-        "{output}"
-    );
+    let first = (HARD + freeze_margin(HARD), HARD);
+    if seen.oom_kills == 0 {
+        // The kernel throttled the charge at memory.high inside the system
+        // call (in a killable sleep, which the freezer cannot stop before
+        // the call returns) and never reached memory.max: the agent's
+        // freeze timed out, the limit was raised, and the call went on in
+        // place. Nothing was killed, so growing in place was right.
+        assert_eq!(events, ["oom", "memory-grown"], "{output}");
+        assert_eq!(limits(&output), [first], "one attempt: {output}");
+    } else {
+        // Killed at memory.max: reported as a kill (a high event read
+        // before it is reported first, "oom", and the freeze that follows
+        // finds the kill), never grown in place, a new attempt.
+        assert!(
+            events == ["oom-killed", "oom-requeued"]
+                || events == ["oom", "oom-killed", "oom-requeued"],
+            "not grown in place, one kill on record, then a new attempt: {events:?}\n{output}"
+        );
+        assert_eq!(limits(&output), [first, (grown + freeze_margin(grown), grown)], "{output}");
+    }
     assert_eq!(output.matches("hog: allocated 56 MiB").count(), 1, "{output}");
     assert_eq!(agent.exit("burst-1"), (Some(0), None));
 }
