@@ -7,8 +7,9 @@
 //! guest's scenario runner reports on its second serial port into one
 //! libtest-style line per scenario. See `tests/systemd-guest/README.md`.
 
-// Shared with the VM suite: the result-port protocol, and qemu's accelerator
-// choice (which lives beside the suite's topologies it does not use here).
+// Shared with the VM suite: the result-port protocol, the command line and
+// prerequisites, and qemu's accelerator choice (which lives beside the
+// suite's topologies it does not use here).
 #[allow(dead_code)]
 mod vm {
     #[path = "protocol.rs"]
@@ -16,6 +17,8 @@ mod vm {
     #[path = "topology.rs"]
     pub mod topology;
     pub mod host {
+        #[path = "harness.rs"]
+        pub mod harness;
         #[path = "qemu.rs"]
         pub mod qemu;
     }

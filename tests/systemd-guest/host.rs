@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::vm::host::harness::{find_in_path, Missing, Options};
 use crate::vm::host::qemu::Accel;
 use crate::vm::protocol::{self, Outcome};
 
@@ -40,52 +41,6 @@ const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet systemd.show_status=1
 const GUEST_MEMORY_MIB: u32 = 1024;
 const GUEST_CPUS: u32 = 2;
 
-#[derive(Debug, Default)]
-struct Options {
-    filters: Vec<String>,
-    skips: Vec<String>,
-    exact: bool,
-    list: bool,
-    ignored_only: bool,
-    accel: Option<String>,
-}
-
-impl Options {
-    fn parse(args: &[String]) -> Result<Options, String> {
-        let mut o = Options::default();
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            let mut value = || inline.clone().or_else(|| it.next().cloned());
-            match flag {
-                "--list" => o.list = true,
-                "--exact" => o.exact = true,
-                "--ignored" => o.ignored_only = true,
-                "--accel" => o.accel = Some(value().ok_or("--accel needs tcg or kvm")?),
-                "--skip" => o.skips.push(value().ok_or("--skip needs a value")?),
-                "--test-threads" | "--format" | "--color" | "--logfile" | "-Z" => {
-                    let _ = value();
-                }
-                f if f.starts_with('-') => {}
-                _ => o.filters.push(arg.clone()),
-            }
-        }
-        Ok(o)
-    }
-
-    fn selects(&self, name: &str) -> bool {
-        if self.ignored_only {
-            return false;
-        }
-        let matches = |f: &String| if self.exact { name == f } else { name.contains(f.as_str()) };
-        (self.filters.is_empty() || self.filters.iter().any(matches))
-            && !self.skips.iter().any(matches)
-    }
-}
-
 fn test_name(scenario: &str) -> String {
     format!("systemd_guest::{scenario}")
 }
@@ -95,21 +50,6 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
-/// Why the guest cannot run here: what a developer may lack (skippable
-/// outside CI), or what is simply wrong.
-enum Missing {
-    Prerequisite(String),
-    Misconfigured(String),
 }
 
 struct Environment {

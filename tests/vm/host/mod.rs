@@ -5,6 +5,7 @@
 //! that fails, a kernel panic or a timeout is a failure, shown with the
 //! guest's console.
 
+pub mod harness;
 mod initramfs;
 mod qemu;
 
@@ -16,6 +17,7 @@ use crate::vm::guest::{Scope, TESTS};
 use crate::vm::protocol::{self, Outcome};
 use crate::vm::topology::{self, GuestTopology};
 
+use harness::{find_in_path, Missing, Options};
 use qemu::Accel;
 
 /// The guest's `/init`.
@@ -25,55 +27,6 @@ const INIT: &str = include_str!("../init");
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default limit for one guest test.
 const TEST_TIMEOUT_SECS: u64 = 120;
-
-/// Command-line options, libtest's where they make sense.
-#[derive(Debug, Default)]
-struct Options {
-    filters: Vec<String>,
-    skips: Vec<String>,
-    exact: bool,
-    list: bool,
-    /// `--ignored`: only ignored tests, of which this suite has none.
-    ignored_only: bool,
-    accel: Option<String>,
-}
-
-impl Options {
-    fn parse(args: &[String]) -> Result<Options, String> {
-        let mut o = Options::default();
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            let mut value = || inline.clone().or_else(|| it.next().cloned());
-            match flag {
-                "--list" => o.list = true,
-                "--exact" => o.exact = true,
-                "--ignored" => o.ignored_only = true,
-                "--accel" => o.accel = Some(value().ok_or("--accel needs tcg or kvm")?),
-                "--skip" => o.skips.push(value().ok_or("--skip needs a value")?),
-                // libtest options that take a value and mean nothing here.
-                "--test-threads" | "--format" | "--color" | "--logfile" | "-Z" => {
-                    let _ = value();
-                }
-                f if f.starts_with('-') => {} // --nocapture, --quiet, --include-ignored, ...
-                _ => o.filters.push(arg.clone()),
-            }
-        }
-        Ok(o)
-    }
-
-    fn selects(&self, name: &str) -> bool {
-        if self.ignored_only {
-            return false;
-        }
-        let matches = |f: &String| if self.exact { name == f } else { name.contains(f.as_str()) };
-        (self.filters.is_empty() || self.filters.iter().any(matches))
-            && !self.skips.iter().any(matches)
-    }
-}
 
 fn test_name(topology: &GuestTopology, test: &str) -> String {
     format!("vm::{}::{test}", topology.name)
@@ -117,26 +70,11 @@ fn vm_dir() -> PathBuf {
         .join("vm")
 }
 
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
 fn env_secs(var: &str) -> Result<Option<u64>, String> {
     match std::env::var(var) {
         Ok(v) => v.parse().map(Some).map_err(|_| format!("{var}={v}: not a number of seconds")),
         Err(_) => Ok(None),
     }
-}
-
-/// Why the suite cannot run here, split into what a developer may lack
-/// (skippable outside CI) and what is simply wrong.
-enum Missing {
-    Prerequisite(String),
-    Misconfigured(String),
 }
 
 impl Environment {
