@@ -81,17 +81,7 @@ fn newest_package(dir: &Path) -> Option<PathBuf> {
 
 impl Environment {
     fn find(options: &Options) -> Result<Environment, Missing> {
-        let accel_name = options
-            .accel
-            .clone()
-            .or_else(|| std::env::var("CORRAL_VM_ACCEL").ok())
-            .unwrap_or_else(|| "tcg".to_owned());
-        let accel = Accel::parse(&accel_name).ok_or_else(|| {
-            Missing::Misconfigured(format!("accelerator {accel_name:?}: use tcg or kvm"))
-        })?;
-        if accel == Accel::Kvm && !Path::new("/dev/kvm").exists() {
-            return Err(Missing::Misconfigured("kvm asked for, but there is no /dev/kvm".into()));
-        }
+        let accel = options.accelerator()?;
         let timeout = match std::env::var("CORRAL_GUEST_TIMEOUT") {
             Ok(v) => Duration::from_secs(v.parse().map_err(|_| {
                 Missing::Misconfigured(format!("CORRAL_GUEST_TIMEOUT={v}: not a number of seconds"))

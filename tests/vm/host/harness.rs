@@ -2,7 +2,9 @@
 //! host: libtest's command line, finding programs, and why a suite cannot
 //! run here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use super::qemu::Accel;
 
 /// Command-line options, libtest's where they make sense.
 #[derive(Debug, Default)]
@@ -41,6 +43,23 @@ impl Options {
             }
         }
         Ok(o)
+    }
+
+    /// The accelerator asked for (`--accel`, else `CORRAL_VM_ACCEL`, else
+    /// tcg), refused when the host cannot give it.
+    pub fn accelerator(&self) -> Result<Accel, Missing> {
+        let name = self
+            .accel
+            .clone()
+            .or_else(|| std::env::var("CORRAL_VM_ACCEL").ok())
+            .unwrap_or_else(|| "tcg".to_owned());
+        let accel = Accel::parse(&name).ok_or_else(|| {
+            Missing::Misconfigured(format!("accelerator {name:?}: use tcg or kvm"))
+        })?;
+        if accel == Accel::Kvm && !Path::new("/dev/kvm").exists() {
+            return Err(Missing::Misconfigured("kvm asked for, but there is no /dev/kvm".into()));
+        }
+        Ok(accel)
     }
 
     pub fn selects(&self, name: &str) -> bool {

@@ -79,17 +79,7 @@ fn env_secs(var: &str) -> Result<Option<u64>, String> {
 
 impl Environment {
     fn find(options: &Options) -> Result<Environment, Missing> {
-        let accel_name = options
-            .accel
-            .clone()
-            .or_else(|| std::env::var("CORRAL_VM_ACCEL").ok())
-            .unwrap_or_else(|| "tcg".to_owned());
-        let accel = Accel::parse(&accel_name).ok_or_else(|| {
-            Missing::Misconfigured(format!("accelerator {accel_name:?}: use tcg or kvm"))
-        })?;
-        if accel == Accel::Kvm && !Path::new("/dev/kvm").exists() {
-            return Err(Missing::Misconfigured("kvm asked for, but there is no /dev/kvm".into()));
-        }
+        let accel = options.accelerator()?;
         let boot_timeout = env_secs("CORRAL_VM_TIMEOUT")
             .map_err(Missing::Misconfigured)?
             .map_or(BOOT_TIMEOUT, Duration::from_secs);
