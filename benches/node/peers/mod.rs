@@ -9,6 +9,7 @@ pub mod crun;
 pub mod slurm;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// A peer program: where it is, or why it cannot be used here.
 #[derive(Debug, Clone)]
@@ -87,4 +88,21 @@ impl Throughput {
     pub fn jobs_per_sec(&self) -> f64 {
         self.jobs as f64 / self.elapsed.as_secs_f64()
     }
+}
+
+/// The controller-less cgroup2 mount of this hybrid host.
+const UNIFIED: &str = "/sys/fs/cgroup/unified";
+
+/// `sh -c script` (arguments follow as `$1`...) in a private mount namespace
+/// without the controller-less cgroup2 mount at /sys/fs/cgroup/unified:
+/// crun 1.8 refuses this machine's hybrid layout while that tree is
+/// mounted. The child moves, never the bench process (it has threads, and
+/// corral's own runs must see the host's layout). `unshare` makes the new
+/// namespace's mounts private, so the unmount stays inside it.
+pub fn in_private_mount_ns(script: &str) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!("if mountpoint -q {UNIFIED}; then umount {UNIFIED} || exit 1; fi\n{script}"))
+        .arg("peer");
+    cmd
 }
