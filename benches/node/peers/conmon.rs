@@ -64,8 +64,12 @@ pub fn footprint(bench: &Bench, runs: usize) -> Result<Figure, String> {
     let conmon = bench.peers.conmon.path()?.to_owned();
     let crun = bench.peers.crun.path()?.to_owned();
     let bundle = crun::bundle(bench, "conmon-sleep-bundle", &["/bin/sleep", "3600"])?;
-    let dir = bench.scratch.path().join("conmon");
-    let prefix = format!("corral-bench-conmon-{}", std::process::id());
+    // A fresh name and directory per call: a pid file left by an earlier
+    // call would pass for a container created by this one.
+    let prefix = crate::common::unique("corral-bench-conmon");
+    // (Short: the attach socket's path, under it, must fit a sun_path.)
+    let call = prefix.rsplit('-').next().unwrap_or_default();
+    let dir = bench.scratch.path().join(format!("conmon-{call}"));
     let ids: Vec<String> = (0..runs).map(|i| format!("{prefix}-{i}")).collect();
 
     let inner = in_private_mount_ns(SCRIPT);
@@ -107,6 +111,7 @@ pub fn footprint(bench: &Bench, runs: usize) -> Result<Figure, String> {
         monitors.len()
     );
     group.finish()?;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(Figure::mib(pss_kib as f64 * 1024.0 / runs as f64))
 }
 

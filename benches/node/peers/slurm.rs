@@ -126,7 +126,8 @@ fn output(cmd: &mut Command) -> Result<String, String> {
 
 fn run(bench: &Bench, name: &str, jobs: usize, tuned: bool) -> Result<Throughput, String> {
     let sbatch = bench.peers.slurm.path()?.to_owned();
-    let (slurmctld, slurmd, munged) = (program("slurmctld")?, program("slurmd")?, program("munged")?);
+    let (slurmctld, slurmd, munged) =
+        (program("slurmctld")?, program("slurmd")?, program("munged")?);
     let sinfo = program("sinfo")?;
     let dir = bench.scratch.path().join(format!("slurm-{name}"));
     for sub in ["ctld", "slurmd"] {
@@ -185,7 +186,10 @@ fn run(bench: &Bench, name: &str, jobs: usize, tuned: bool) -> Result<Throughput
 
     daemons.start(
         "slurmctld",
-        Command::new(&slurmctld).args(["-D", "-i", "-f"]).arg(&conf_path).env("SLURM_CONF", &conf_path),
+        Command::new(&slurmctld)
+            .args(["-D", "-i", "-f"])
+            .arg(&conf_path)
+            .env("SLURM_CONF", &conf_path),
     )?;
     daemons.start(
         "slurmd",
@@ -223,9 +227,12 @@ fn run(bench: &Bench, name: &str, jobs: usize, tuned: bool) -> Result<Throughput
     })?;
     let elapsed = start.elapsed();
     let log = fs::read_to_string(&jobcomp).map_err(|e| e.to_string())?;
-    let failed = log.lines().filter(|l| !l.contains("JobState=COMPLETED")).count();
-    if failed > 0 {
-        return Err(format!("{failed} of {ended} Slurm jobs did not complete (see {})", jobcomp.display()));
+    // The scratch directory goes with the daemons: the error carries the
+    // first failed job's line.
+    let mut failed = log.lines().filter(|l| !l.contains("JobState=COMPLETED"));
+    if let Some(first) = failed.next() {
+        let count = 1 + failed.count();
+        return Err(format!("{count} of {ended} Slurm jobs did not complete, first: {first}"));
     }
     daemons.stop()?;
     Ok(Throughput { jobs, elapsed })
@@ -258,7 +265,8 @@ struct Daemons {
 
 impl Daemons {
     fn start(&mut self, name: &'static str, cmd: &mut Command) -> Result<(), String> {
-        let log = fs::File::create(self.dir.join(format!("{name}.out"))).map_err(|e| e.to_string())?;
+        let log =
+            fs::File::create(self.dir.join(format!("{name}.out"))).map_err(|e| e.to_string())?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let child = cmd
             .stdin(Stdio::null())
@@ -275,7 +283,8 @@ impl Daemons {
     fn check_alive(&mut self) -> Result<(), String> {
         for (name, child) in &mut self.children {
             if let Ok(Some(status)) = child.try_wait() {
-                let out = fs::read_to_string(self.dir.join(format!("{name}.out"))).unwrap_or_default();
+                let out =
+                    fs::read_to_string(self.dir.join(format!("{name}.out"))).unwrap_or_default();
                 let tail: Vec<&str> = out.lines().rev().take(3).collect();
                 return Err(format!("{name} exited ({status}): {}", tail.join(" / ")));
             }
