@@ -59,8 +59,11 @@ const SCRIPT: &str = r#"
 "#;
 
 /// PSS per container of the conmon processes supervising `runs` sleeping
-/// containers (started through conmon with crun or runc).
+/// containers (started through conmon with crun as the runtime).
 pub fn footprint(bench: &Bench, runs: usize) -> Result<Figure, String> {
+    if runs == 0 {
+        return Err("no containers to measure".into());
+    }
     let conmon = bench.peers.conmon.path()?.to_owned();
     let crun = bench.peers.crun.path()?.to_owned();
     let bundle = crun::bundle(bench, "conmon-sleep-bundle", &["/bin/sleep", "3600"])?;
