@@ -28,7 +28,9 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn is_dirty() -> bool {
     // Untracked files do not change what is built from tracked ones.
-    git(&["status", "--porcelain", "--untracked-files=no"]).is_some()
+    // Without --no-optional-locks, status refreshes the index file, which
+    // is a rebuild trigger below: the next cargo run would build again.
+    git(&["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"]).is_some()
 }
 
 /// The files whose change means a new commit: `HEAD` itself (a checkout, a
