@@ -96,7 +96,8 @@ impl Recorder {
         alongside.exit = exit.as_ref();
         let launch = self.launch.take_if(|(of, _)| of == id);
         alongside.launch = launch.as_ref().map(|(_, l)| l);
-        if let Err(e) = store.record_transition_with(id, &run.state, &t.next, now, &t.reason, alongside)
+        if let Err(e) =
+            store.record_transition_with(id, &run.state, &t.next, now, &t.reason, alongside)
         {
             // Not on record: still waiting for a transition to take it.
             self.launch = self.launch.take().or(launch);
