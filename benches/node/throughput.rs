@@ -52,8 +52,12 @@ pub fn measure(bench: &Bench) -> Vec<Row> {
     let slurm = peers::slurm::throughput(bench, jobs);
     let rate = |t: &Throughput| Figure::new(t.jobs_per_sec(), "jobs/s");
     let what = format!("{jobs} /bin/true jobs dropped at once → all ended");
-    let why = "see the throughput note in the README: per run, the shim's exec and the \
-               container launch dominate; the agent's own share is the agent CPU row";
+    let why = "per run, the start of its processes dominates, not the agent's loop: in a \
+               profile of the burst most CPU goes to the shim (an exec and relocation of the \
+               whole corral binary) and the container init (joining the run's cgroups), then \
+               to the agent's launch threads (cgroup mkdir and knob writes, which queue on \
+               the kernel's cgroupfs lock); the agent's main loop is a few percent. The \
+               small shim binary and fewer cgroup writes per run are what would fix it";
     let mut rows = vec![
         Row::new(SECTION, format!("{what}: jobs/s"), Ok(rate(&shared.throughput())))
             .against("crun run, shell loop", crun.as_ref().map(rate).map_err(Clone::clone))
