@@ -10,8 +10,8 @@ use corral::scheduler::{
     ExitStatus, FailReason, Phase, PreemptionMode, RunEvent, RunState, StopReason,
 };
 use corral::store::{
-    CronDecision, CronJournal, Decided, ExitInfo, FiringDecision, JobVersion, JournalOutcome,
-    LaunchInfo, Retention, RunStore, SqliteStore, StoreError,
+    Alongside, CronDecision, CronJournal, Decided, ExitInfo, FiringDecision, JobVersion,
+    JournalOutcome, LaunchInfo, Retention, RunStore, SqliteStore, StoreError,
 };
 use corral::topology::NodeSet;
 use corral::vocab::Bytes;
@@ -557,4 +557,88 @@ fn a_cron_step_commits_its_state_decisions_and_runs_together() {
     store.forget_cron(&etl).unwrap();
     assert!(store.cron_states().unwrap().is_empty());
     assert_eq!(store.firings(&etl, 10).unwrap().len(), 1, "the journal outlives the state");
+}
+
+/// A transition and the records it explains are one commit: all there, or
+/// (the stored state was not the one expected) none of them.
+#[test]
+fn a_transition_and_its_records_are_one_commit_or_none() {
+    let (_dir, mut store) = open();
+    let st0 = pending();
+    let id = store.create_run(&job("etl"), &st0, t(0)).unwrap();
+    let assignment = Assignment {
+        owner: id.clone(),
+        cpus: CpuGrant::Exclusive("2-3".parse().unwrap()),
+        mems: "0".parse::<NodeSet>().unwrap(),
+        memory: [(corral::topology::NodeId(0), Bytes::from_gib(1))].into_iter().collect(),
+    };
+    let launch = LaunchInfo {
+        shim_pid: 4000,
+        init_pid: 4001,
+        pid_start_time: 123_456_789,
+        run_dir: PathBuf::from("/var/lib/corral/runs/etl-1"),
+        launched_at: t(20),
+    };
+    let exit = ExitInfo {
+        status: ExitStatus::Code(0),
+        exited_at: t(30),
+        peak_memory: Some(Bytes::from_mib(10)),
+        oom_kills: 0,
+        cpu_seconds: 0.5,
+    };
+    let commits = store.commits();
+
+    // Placed, with its placement.
+    let st1 = with_phase(&st0, Phase::Placed);
+    let placed = Alongside { placement: Some(Some(&assignment)), ..Alongside::default() };
+    store.record_transition_with(&id, &st0, &st1, t(10), "placed", placed).unwrap();
+    assert_eq!(store.commits(), commits + 1, "one commit");
+    let record = store.run(&id).unwrap().unwrap().record;
+    assert_eq!(record.assignment.as_ref(), Some(&assignment));
+
+    // A writer that expected another state records nothing of it: neither
+    // the launch nor the transition.
+    let st2 = with_phase(&st1, Phase::Running { since: t(20) });
+    let stale = Alongside { launch: Some(&launch), ..Alongside::default() };
+    let refused = store.record_transition_with(&id, &st0, &st2, t(20), "stale", stale);
+    assert!(matches!(refused, Err(StoreError::StateConflict { .. })), "{refused:?}");
+    let detail = store.run(&id).unwrap().unwrap();
+    assert_eq!(detail.record.launch, None, "the launch went with the refused transition");
+    assert_eq!(detail.record.state, st1);
+    assert_eq!(store.commits(), commits + 1, "a refused write is no commit");
+
+    // Running, with its launch.
+    let launched = Alongside { launch: Some(&launch), ..Alongside::default() };
+    store.record_transition_with(&id, &st1, &st2, t(20), "launched", launched).unwrap();
+    assert_eq!(store.run(&id).unwrap().unwrap().record.launch, Some(launch.clone()));
+
+    // Succeeded, with its exit and the placement released.
+    let st3 = with_phase(&st2, Phase::Succeeded);
+    let ended = Alongside { placement: Some(None), exit: Some(&exit), ..Alongside::default() };
+    store.record_transition_with(&id, &st2, &st3, t(30), "exited", ended).unwrap();
+    let detail = store.run(&id).unwrap().unwrap();
+    assert_eq!(detail.record.exit, Some(exit));
+    assert_eq!(detail.record.assignment, None);
+    assert_eq!(detail.record.state, st3);
+    let phases: Vec<_> = detail.transitions.iter().map(|t| t.to.clone()).collect();
+    assert_eq!(phases, ["pending", "placed", "running", "succeeded"]);
+    assert_eq!(store.commits(), commits + 3, "one commit per transition");
+}
+
+/// Pruning a job whose history is within its retention commits nothing.
+#[test]
+fn a_prune_that_removes_nothing_commits_nothing() {
+    let (_dir, mut store) = open();
+    let st = pending();
+    let id = store.create_run(&job("etl"), &st, t(0)).unwrap();
+    advance(&mut store, &id, &st, Phase::Succeeded, 1);
+    let commits = store.commits();
+    let keep = Retention { successful: 1, failed: 1 };
+    assert_eq!(store.prune(&job("etl"), keep).unwrap(), 0);
+    assert_eq!(store.commits(), commits);
+    let id = store.create_run(&job("etl"), &st, t(2)).unwrap();
+    advance(&mut store, &id, &st, Phase::Succeeded, 3);
+    let commits = store.commits();
+    assert_eq!(store.prune(&job("etl"), keep).unwrap(), 1, "the older success goes");
+    assert_eq!(store.commits(), commits + 1);
 }

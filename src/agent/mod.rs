@@ -502,6 +502,13 @@ fn warn_accounts_in_range(config: &AgentConfig, roots: &crate::dynamic_user::Hos
     }
 }
 
+/// While turns follow each other closely (a burst of reports), the
+/// published state (the metrics snapshot and the API views) is brought up to
+/// date at most this often, and this long after the last turn at the latest.
+/// A publish copies every run and job, so one per turn would make a burst of
+/// n reports cost O(n × runs); a turn after a quiet spell publishes at once.
+const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+
 /// How often the store is checked, so that a full disk or a deleted
 /// database shows in `/readyz` within this even when the agent has nothing
 /// to record. The check writes only when the disk looks full.
@@ -527,7 +534,11 @@ pub async fn drive<R: Runtime, S: RunStore>(
     let mut fault: Option<StoreFault> = None;
     let mut store_check = tokio::time::interval(STORE_CHECK);
     store_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the state was last published, and whether turns since changed it.
+    let mut published_at: Option<tokio::time::Instant> = None;
+    let mut unpublished = false;
     loop {
+        let publish_at = published_at.filter(|_| unpublished).map(|at| at + PUBLISH_EVERY);
         // While holding, only the next try of the store is due.
         let deadline = match &fault {
             Some(f) => Some(f.retry_at),
@@ -577,6 +588,8 @@ pub async fn drive<R: Runtime, S: RunStore>(
                 Some(_) => retry_store(&mut supervisor, &mut fault),
                 None => supervisor.fire_timers(),
             },
+            // The turn that follows publishes.
+            () = sleep_until(publish_at), if publish_at.is_some() => Ok(()),
             _ = store_check.tick(), if !holding => match supervisor.check_writable() {
                 // Only a store that cannot be written matters here; anything
                 // else (busy, say) is for the next real write to report.
@@ -597,6 +610,16 @@ pub async fn drive<R: Runtime, S: RunStore>(
             let scheduled = supervisor.schedule();
             absorb(scheduled, &mut supervisor, &mut fault)?;
         }
+        let now = tokio::time::Instant::now();
+        if published_at.is_none_or(|at| now >= at + PUBLISH_EVERY) {
+            supervisor.publish();
+            published_at = Some(now);
+            unpublished = false;
+        } else {
+            unpublished = true;
+        }
+    }
+    if unpublished {
         supervisor.publish();
     }
     info!("shutting down: no new work is taken");

@@ -10,7 +10,7 @@ use tracing::{debug, info};
 use crate::api::protocol::EventLine;
 use crate::api::EventFeed;
 use crate::scheduler::{Action, Event, RunEvent, RunState, Transition};
-use crate::store::RunStore;
+use crate::store::{Alongside, LaunchInfo, RunStore};
 use crate::vocab::{JobName, RunId, Timestamp};
 
 use super::error::AgentError;
@@ -22,6 +22,9 @@ use super::telemetry::Telemetry;
 pub(super) struct Recorder {
     /// Every transition and run event, to followers of `corral events -f`.
     feed: EventFeed,
+    /// A launch reported and not on record yet: it goes with the run's next
+    /// transition, which the report leads to (see [`Recorder::launched`]).
+    launch: Option<(RunId, LaunchInfo)>,
 }
 
 impl Recorder {
@@ -44,13 +47,28 @@ impl Recorder {
         });
     }
 
+    /// Run `id` was launched as `launch`: on record with the transition the
+    /// report leads to, in the same commit, before any of its actions runs.
+    /// What no transition took goes on record alone
+    /// ([`take_unrecorded_launch`](Self::take_unrecorded_launch)).
+    pub fn launched(&mut self, id: &RunId, launch: LaunchInfo) {
+        self.launch = Some((id.clone(), launch));
+    }
+
+    /// The launch [`launched`](Self::launched) kept that no transition put
+    /// on record.
+    pub fn take_unrecorded_launch(&mut self) -> Option<(RunId, LaunchInfo)> {
+        self.launch.take()
+    }
+
     /// Puts `t`, what `event` does to run `id`, on record before any of its
-    /// actions runs: the placement it makes and the exit it records first
-    /// (whoever reads a finished run from the store also finds its exit),
-    /// then the transition. Starts the span of a new attempt, and logs and
-    /// announces the transition.
+    /// actions runs, in one commit with what it explains: the placement it
+    /// makes or releases, the launch it follows and the exit it records
+    /// (whoever reads a finished run from the store also finds its exit).
+    /// Starts the span of a new attempt, and logs and announces the
+    /// transition.
     pub fn transition<S: RunStore>(
-        &self,
+        &mut self,
         store: &mut S,
         id: &RunId,
         run: &mut Run,
@@ -58,17 +76,33 @@ impl Recorder {
         t: &Transition,
         now: Timestamp,
     ) -> Result<(), AgentError> {
+        let mut alongside = Alongside::default();
         if let Event::Placed(assignment) = event {
-            // Before the transition: a run recorded as placed always has its
-            // placement on record.
-            store.set_placement(id, Some(assignment))?;
+            // A run recorded as placed always has its placement on record.
+            alongside.placement = Some(Some(assignment));
         }
+        let mut exit = None;
         for action in &t.actions {
-            if let Action::RecordExit(status) = action {
-                store.set_exit(id, &exit_on_record(run.exit.as_ref(), *status, now))?;
+            match action {
+                Action::RecordExit(status) => {
+                    exit = Some(exit_on_record(run.exit.as_ref(), *status, now));
+                }
+                // Released with the transition that releases it (the
+                // supervisor's release then changes only the ledger).
+                Action::ReleasePlacement => alongside.placement = Some(None),
+                _ => {}
             }
         }
-        store.record_transition(id, &run.state, &t.next, now, &t.reason)?;
+        alongside.exit = exit.as_ref();
+        let launch = self.launch.take_if(|(of, _)| of == id);
+        alongside.launch = launch.as_ref().map(|(_, l)| l);
+        if let Err(e) =
+            store.record_transition_with(id, &run.state, &t.next, now, &t.reason, alongside)
+        {
+            // Not on record: still waiting for a transition to take it.
+            self.launch = self.launch.take().or(launch);
+            return Err(e.into());
+        }
         if t.next.attempt != run.state.attempt {
             // The transition that starts an attempt is its span's first line.
             run.span = run_span(&run.job, id, t.next.attempt);

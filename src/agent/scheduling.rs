@@ -154,14 +154,9 @@ impl Scheduling {
     }
 
     /// Run `id` gives its placement back (its attempt is over, or was
-    /// never started): off the ledger and off the record.
-    pub fn release<S: RunStore>(
-        &mut self,
-        ledger: &mut Ledger,
-        store: &mut S,
-        id: &RunId,
-        run: &mut Run,
-    ) -> Result<(), AgentError> {
+    /// never started): off the ledger. The transition that asked for it put
+    /// the release on record with it.
+    pub fn release(&mut self, ledger: &mut Ledger, id: &RunId, run: &mut Run) {
         self.preempted(id);
         if run.launch == LaunchState::Launching {
             run.launch = LaunchState::NotStarted;
@@ -170,9 +165,7 @@ impl Scheduling {
             if let Err(e) = ledger.release(&held) {
                 debug!(parent: &run.span, "placement already released: {e}");
             }
-            store.set_placement(id, None)?;
         }
-        Ok(())
     }
 }
 

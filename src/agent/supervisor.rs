@@ -552,7 +552,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.scheduling.lend_cpus(&mut self.ledger, &mut self.store, id, run)?;
             }
             Action::ReleasePlacement => {
-                self.scheduling.release(&mut self.ledger, &mut self.store, id, run)?;
+                self.scheduling.release(&mut self.ledger, id, run);
                 run.send(Op::Remove);
             }
             Action::ArmTimer { timer, at } => self.timers.arm(id, timer, at),
@@ -700,8 +700,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             return Ok(());
         }
         let reading = reports::read(&id, run, obs.what);
-        if let Some(launch) = &reading.launch {
-            self.store.set_launch(&id, launch)?;
+        if let Some(launch) = reading.launch {
+            // On record with the transition it leads to, in one commit.
+            self.recorder.launched(&id, launch);
         }
         if let Some(status) = reading.exit {
             self.record_exit(&id, status, self.clock.now())?;
@@ -709,7 +710,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         if reading.preempted {
             self.scheduling.preempted(&id);
         }
-        self.carry_out_orders(reading.orders)
+        let carried = self.carry_out_orders(reading.orders);
+        // A launch that led to no transition (the event changed nothing)
+        // goes on record alone; nothing acted on it meanwhile.
+        if let Some((run, launch)) = self.recorder.take_unrecorded_launch() {
+            self.store.set_launch(&run, &launch)?;
+        }
+        carried
     }
 
     /// Delivers due timers.

@@ -149,6 +149,9 @@ impl Telemetry {
     /// files of runs launched since the last turn and lets go of those of
     /// runs that no longer have processes.
     pub(super) fn publish<R: Runtime, S: RunStore>(&mut self, agent: &AgentState<'_, R, S>) {
+        // The store counts its commits; the counter catches up once a turn.
+        let commits = &self.metrics.agent().store_commits;
+        commits.inc_by(agent.store.commits().saturating_sub(commits.get()));
         self.handles.retain(|id, (launch, _)| {
             agent.runs.get(id).is_some_and(|r| {
                 r.state.phase.may_have_processes() && launch_key(r) == Some(*launch)

@@ -264,6 +264,9 @@ pub struct AgentMetrics {
     pub scheduling_delay: Histogram,
     /// From placement to the run's process running.
     pub launch_latency: Histogram,
+    /// Transactions the agent committed to its store, as of the last turn
+    /// of its main loop.
+    pub store_commits: Counter,
 }
 
 impl AgentMetrics {
@@ -321,7 +324,14 @@ impl AgentMetrics {
             Unit::Seconds,
             launch_latency.clone(),
         );
+        let store_commits = Counter::default();
+        registry.register(
+            "store_commits",
+            "Transactions the agent committed to its state database (each one atomic write), as of the end of the agent's last main-loop turn",
+            store_commits.clone(),
+        );
         AgentMetrics {
+            store_commits,
             placement_decisions,
             preemptions,
             oom_events,

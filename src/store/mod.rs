@@ -82,5 +82,5 @@ pub use records::{
     EventRecord, ExitInfo, JobVersion, LaunchInfo, Retention, RunDetail, RunRecord,
     TransitionRecord,
 };
-pub use run_store::RunStore;
+pub use run_store::{Alongside, RunStore};
 pub use sqlite::{Durability, SqliteStore, StoreOptions};

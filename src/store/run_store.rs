@@ -11,6 +11,16 @@ use super::dynamic_users::DynamicUsers;
 use super::error::StoreError;
 use super::records::{ExitInfo, JobVersion, LaunchInfo, Retention, RunDetail, RunRecord};
 
+/// What a transition puts on record with it, in the same transaction (see
+/// [`RunStore::record_transition_with`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Alongside<'a> {
+    /// The run's placement from now on; `Some(None)`: released.
+    pub placement: Option<Option<&'a Assignment>>,
+    pub launch: Option<&'a LaunchInfo>,
+    pub exit: Option<&'a ExitInfo>,
+}
+
 /// Durable run records. Every write is atomic: after a crash a write is
 /// either wholly there or wholly absent.
 ///
@@ -54,6 +64,23 @@ pub trait RunStore: CronJournal + DynamicUsers + Send {
         to: &RunState,
         at: Timestamp,
         reason: &str,
+    ) -> Result<(), StoreError> {
+        self.record_transition_with(run, from, to, at, reason, Alongside::default())
+    }
+
+    /// [`record_transition`](Self::record_transition), with the records it
+    /// explains (`alongside`: the placement it makes or releases, the launch
+    /// or the exit it follows) written in the same transaction: after a
+    /// crash the transition is there with them or not at all, and it costs
+    /// one commit instead of one per record.
+    fn record_transition_with(
+        &mut self,
+        run: &RunId,
+        from: &RunState,
+        to: &RunState,
+        at: Timestamp,
+        reason: &str,
+        alongside: Alongside<'_>,
     ) -> Result<(), StoreError>;
 
     /// The run's current placement; `None` once released.
@@ -102,4 +129,8 @@ pub trait RunStore: CronJournal + DynamicUsers + Send {
     /// would not. It writes only when the disk looks full or read-only, and
     /// then changes nothing a reader sees.
     fn check_writable(&mut self) -> Result<(), StoreError>;
+
+    /// How many transactions this store has committed since it was opened:
+    /// each is one atomic write (and, with `synchronous=FULL`, one fsync).
+    fn commits(&self) -> u64;
 }

@@ -52,6 +52,8 @@ pub struct SqliteStore {
     /// `(device, inode)` of the file opened: a commit into a file that is
     /// no longer at `path` would be lost to every later reader.
     identity: (u64, u64),
+    /// Transactions committed through this connection since it was opened.
+    commits: u64,
 }
 
 impl SqliteStore {
@@ -109,6 +111,7 @@ impl SqliteStore {
             path: path.to_owned(),
             busy_timeout: options.busy_timeout,
             identity: (meta.dev(), meta.ino()),
+            commits: 0,
         })
     }
 
@@ -168,6 +171,9 @@ impl SqliteStore {
                 tx.commit().map_err(err)?;
                 Ok(value)
             });
+        if written.is_ok() {
+            self.commits += 1;
+        }
         written.map_err(|e| unwritable(e, &self.path))
     }
 

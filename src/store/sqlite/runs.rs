@@ -9,7 +9,7 @@ use crate::store::records::{
     EventRecord, ExitInfo, JobVersion, LaunchInfo, Retention, RunDetail, RunRecord,
     TransitionRecord,
 };
-use crate::store::run_store::RunStore;
+use crate::store::run_store::{Alongside, RunStore};
 use crate::vocab::run_id;
 use crate::vocab::JobName;
 use crate::vocab::RunId;
@@ -93,11 +93,170 @@ const FINISHED_SINCE: &str = "WHERE terminal = 1 AND finished_at >= ?1
      ORDER BY finished_at DESC, created_at DESC, id DESC LIMIT ?2";
 
 fn next_n(tx: &Transaction<'_>, table: &str, run: &RunId) -> rusqlite::Result<i64> {
-    tx.query_row(
-        &format!("SELECT COALESCE(MAX(n), 0) + 1 FROM {table} WHERE run_id = ?1"),
-        [run.as_str()],
-        |r| r.get(0),
+    tx.prepare_cached(&format!("SELECT COALESCE(MAX(n), 0) + 1 FROM {table} WHERE run_id = ?1"))?
+        .query_row([run.as_str()], |r| r.get(0))
+}
+
+/// Replaces the run's state `from` with `to` and appends the transition to
+/// its history, inside `tx`; refuses when the stored state is not `from`.
+fn write_transition(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    from: &RunState,
+    to: &RunState,
+    at: Timestamp,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let op = sql("recording a transition");
+    let stored: Option<String> = tx
+        .prepare_cached("SELECT state FROM runs WHERE id = ?1")
+        .and_then(|mut s| s.query_row([run.as_str()], |r| r.get(0)).optional())
+        .map_err(&op)?;
+    let Some(stored) = stored else {
+        return Err(StoreError::UnknownRun { run: run.clone() });
+    };
+    // Compare decoded states, not JSON text: an upgraded agent may spell
+    // the same state differently.
+    let stored: RunState = from_json(run.as_str(), "state", &stored)?;
+    if stored != *from {
+        return Err(StoreError::StateConflict {
+            run: run.clone(),
+            expected: from.phase.name(),
+            found: format!("{} (a different state)", stored.phase.name()),
+        });
+    }
+    let terminal = to.is_terminal();
+    tx.prepare_cached(
+        "UPDATE runs SET phase = ?2, terminal = ?3, state = ?4, updated_at = ?5,
+             finished_at = CASE WHEN ?3 THEN ?5 END
+         WHERE id = ?1",
     )
+    .and_then(|mut s| {
+        s.execute(params![run.as_str(), to.phase.name(), terminal, to_json(to), at.as_millis()])
+    })
+    .map_err(&op)?;
+    let n = next_n(tx, "transitions", run).map_err(&op)?;
+    tx.prepare_cached(
+        "INSERT INTO transitions (run_id, n, at, from_phase, to_phase, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            run.as_str(),
+            n,
+            at.as_millis(),
+            from.phase.name(),
+            to.phase.name(),
+            reason
+        ])
+    })
+    .map_err(&op)?;
+    Ok(())
+}
+
+/// The run's placement (JSON; `None`: released), inside `tx`.
+fn write_placement(
+    tx: &Transaction<'_>,
+    run: &RunId,
+    json: Option<&str>,
+) -> Result<(), StoreError> {
+    let rows = tx
+        .prepare_cached("UPDATE runs SET assignment = ?2 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![run.as_str(), json]))
+        .map_err(sql("storing a placement"))?;
+    touched(run, rows)
+}
+
+/// A launch as its columns hold it, checked before any write.
+struct LaunchRow<'a> {
+    launch: &'a LaunchInfo,
+    start: i64,
+    dir: &'a str,
+}
+
+impl<'a> LaunchRow<'a> {
+    fn of(run: &RunId, launch: &'a LaunchInfo) -> Result<LaunchRow<'a>, StoreError> {
+        let start = to_i64("pid start time", launch.pid_start_time)?;
+        let dir = launch.run_dir.to_str().ok_or_else(|| StoreError::Unstorable {
+            key: run.to_string(),
+            what: "run directory",
+            detail: format!("{} is not UTF-8", launch.run_dir.display()),
+        })?;
+        Ok(LaunchRow { launch, start, dir })
+    }
+}
+
+fn write_launch(tx: &Transaction<'_>, run: &RunId, row: &LaunchRow<'_>) -> Result<(), StoreError> {
+    let op = sql("storing a launch");
+    let launch = row.launch;
+    let rows = tx
+        .prepare_cached(
+            "UPDATE runs SET shim_pid = ?2, init_pid = ?3, pid_start_time = ?4,
+                 run_dir = ?5, launched_at = ?6
+             WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                run.as_str(),
+                launch.shim_pid,
+                launch.init_pid,
+                row.start,
+                row.dir,
+                launch.launched_at.as_millis()
+            ])
+        })
+        .map_err(&op)?;
+    touched(run, rows)?;
+    // A cron-started run's actual start is its first launch.
+    tx.prepare_cached(
+        "UPDATE cron_journal SET started_at = ?2 WHERE run_id = ?1 AND started_at IS NULL",
+    )
+    .and_then(|mut s| s.execute(params![run.as_str(), launch.launched_at.as_millis()]))
+    .map_err(&op)?;
+    Ok(())
+}
+
+/// An exit as its columns hold it, checked before any write.
+struct ExitRow<'a> {
+    exit: &'a ExitInfo,
+    code: Option<i32>,
+    signal: Option<i32>,
+    peak: Option<i64>,
+    kills: i64,
+}
+
+impl<'a> ExitRow<'a> {
+    fn of(exit: &'a ExitInfo) -> Result<ExitRow<'a>, StoreError> {
+        let (code, signal) = match exit.status {
+            ExitStatus::Code(c) => (Some(c), None),
+            ExitStatus::Signal(s) => (None, Some(s)),
+        };
+        let peak = exit.peak_memory.map(|b| to_i64("peak memory", b.get())).transpose()?;
+        let kills = to_i64("oom kills", exit.oom_kills)?;
+        Ok(ExitRow { exit, code, signal, peak, kills })
+    }
+}
+
+fn write_exit(tx: &Transaction<'_>, run: &RunId, row: &ExitRow<'_>) -> Result<(), StoreError> {
+    let rows = tx
+        .prepare_cached(
+            "UPDATE runs SET exit_code = ?2, exit_signal = ?3, exited_at = ?4,
+                 peak_memory = ?5, oom_kills = ?6, cpu_seconds = ?7
+             WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                run.as_str(),
+                row.code,
+                row.signal,
+                row.exit.exited_at.as_millis(),
+                row.peak,
+                row.kills,
+                row.exit.cpu_seconds
+            ])
+        })
+        .map_err(sql("storing an exit"))?;
+    touched(run, rows)
 }
 
 impl SqliteStore {
@@ -148,56 +307,33 @@ impl RunStore for SqliteStore {
         self.write("labelling a run", |tx| label(tx, run, version))
     }
 
-    fn record_transition(
+    fn record_transition_with(
         &mut self,
         run: &RunId,
         from: &RunState,
         to: &RunState,
         at: Timestamp,
         reason: &str,
+        alongside: Alongside<'_>,
     ) -> Result<(), StoreError> {
+        // Checked before the transaction: a record that cannot be stored
+        // refuses the whole write.
+        let launch = alongside.launch.map(|l| LaunchRow::of(run, l)).transpose()?;
+        let exit = alongside.exit.map(ExitRow::of).transpose()?;
+        let placement = alongside.placement.map(|a| a.map(to_json));
         self.write("recording a transition", |tx| {
-            let op = sql("recording a transition");
-            let stored: Option<String> = tx
-                .query_row("SELECT state FROM runs WHERE id = ?1", [run.as_str()], |r| r.get(0))
-                .optional()
-                .map_err(&op)?;
-            let Some(stored) = stored else {
-                return Err(StoreError::UnknownRun { run: run.clone() });
-            };
-            // Compare decoded states, not JSON text: an upgraded agent may
-            // spell the same state differently.
-            let stored: RunState = from_json(run.as_str(), "state", &stored)?;
-            if stored != *from {
-                return Err(StoreError::StateConflict {
-                    run: run.clone(),
-                    expected: from.phase.name(),
-                    found: format!("{} (a different state)", stored.phase.name()),
-                });
+            // The records the transition explains go first, in the same
+            // transaction: whoever reads the transition finds them.
+            if let Some(json) = &placement {
+                write_placement(tx, run, json.as_deref())?;
             }
-            let terminal = to.is_terminal();
-            tx.execute(
-                "UPDATE runs SET phase = ?2, terminal = ?3, state = ?4, updated_at = ?5,
-                     finished_at = CASE WHEN ?3 THEN ?5 END
-                 WHERE id = ?1",
-                params![run.as_str(), to.phase.name(), terminal, to_json(to), at.as_millis()],
-            )
-            .map_err(&op)?;
-            let n = next_n(tx, "transitions", run).map_err(&op)?;
-            tx.execute(
-                "INSERT INTO transitions (run_id, n, at, from_phase, to_phase, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    run.as_str(),
-                    n,
-                    at.as_millis(),
-                    from.phase.name(),
-                    to.phase.name(),
-                    reason
-                ],
-            )
-            .map_err(&op)?;
-            Ok(())
+            if let Some(launch) = &launch {
+                write_launch(tx, run, launch)?;
+            }
+            if let Some(exit) = &exit {
+                write_exit(tx, run, exit)?;
+            }
+            write_transition(tx, run, from, to, at, reason)
         })
     }
 
@@ -207,78 +343,17 @@ impl RunStore for SqliteStore {
         assignment: Option<&Assignment>,
     ) -> Result<(), StoreError> {
         let json = assignment.map(to_json);
-        self.write("storing a placement", |tx| {
-            let rows = tx
-                .execute(
-                    "UPDATE runs SET assignment = ?2 WHERE id = ?1",
-                    params![run.as_str(), json],
-                )
-                .map_err(sql("storing a placement"))?;
-            touched(run, rows)
-        })
+        self.write("storing a placement", |tx| write_placement(tx, run, json.as_deref()))
     }
 
     fn set_launch(&mut self, run: &RunId, launch: &LaunchInfo) -> Result<(), StoreError> {
-        let start = to_i64("pid start time", launch.pid_start_time)?;
-        let dir = launch.run_dir.to_str().ok_or_else(|| StoreError::Unstorable {
-            key: run.to_string(),
-            what: "run directory",
-            detail: format!("{} is not UTF-8", launch.run_dir.display()),
-        })?;
-        self.write("storing a launch", |tx| {
-            let op = sql("storing a launch");
-            let rows = tx
-                .execute(
-                    "UPDATE runs SET shim_pid = ?2, init_pid = ?3, pid_start_time = ?4,
-                         run_dir = ?5, launched_at = ?6
-                     WHERE id = ?1",
-                    params![
-                        run.as_str(),
-                        launch.shim_pid,
-                        launch.init_pid,
-                        start,
-                        dir,
-                        launch.launched_at.as_millis()
-                    ],
-                )
-                .map_err(&op)?;
-            touched(run, rows)?;
-            // A cron-started run's actual start is its first launch.
-            tx.execute(
-                "UPDATE cron_journal SET started_at = ?2 WHERE run_id = ?1 AND started_at IS NULL",
-                params![run.as_str(), launch.launched_at.as_millis()],
-            )
-            .map_err(&op)?;
-            Ok(())
-        })
+        let row = LaunchRow::of(run, launch)?;
+        self.write("storing a launch", |tx| write_launch(tx, run, &row))
     }
 
     fn set_exit(&mut self, run: &RunId, exit: &ExitInfo) -> Result<(), StoreError> {
-        let (code, signal) = match exit.status {
-            ExitStatus::Code(c) => (Some(c), None),
-            ExitStatus::Signal(s) => (None, Some(s)),
-        };
-        let peak = exit.peak_memory.map(|b| to_i64("peak memory", b.get())).transpose()?;
-        let kills = to_i64("oom kills", exit.oom_kills)?;
-        self.write("storing an exit", |tx| {
-            let rows = tx
-                .execute(
-                    "UPDATE runs SET exit_code = ?2, exit_signal = ?3, exited_at = ?4,
-                         peak_memory = ?5, oom_kills = ?6, cpu_seconds = ?7
-                     WHERE id = ?1",
-                    params![
-                        run.as_str(),
-                        code,
-                        signal,
-                        exit.exited_at.as_millis(),
-                        peak,
-                        kills,
-                        exit.cpu_seconds
-                    ],
-                )
-                .map_err(sql("storing an exit"))?;
-            touched(run, rows)
-        })
+        let row = ExitRow::of(exit)?;
+        self.write("storing an exit", |tx| write_exit(tx, run, &row))
     }
 
     fn record_event(
@@ -396,6 +471,22 @@ impl RunStore for SqliteStore {
     }
 
     fn prune(&mut self, job: &JobName, keep: Retention) -> Result<usize, StoreError> {
+        // Most ends push no record out: a read tells, without a commit.
+        let over: bool = self
+            .conn
+            .prepare_cached(
+                "SELECT (SELECT COUNT(*) FROM runs
+                         WHERE job = ?1 AND terminal = 1 AND phase = 'succeeded') > ?2
+                     OR (SELECT COUNT(*) FROM runs
+                         WHERE job = ?1 AND terminal = 1 AND phase IN ('failed', 'killed')) > ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![job.as_str(), keep.successful, keep.failed], |r| r.get(0))
+            })
+            .map_err(self.sql("pruning a job's runs"))?;
+        if !over {
+            return Ok(0);
+        }
         self.write("pruning a job's runs", |tx| {
             let op = sql("pruning a job's runs");
             let mut deleted = 0;
@@ -423,6 +514,10 @@ impl RunStore for SqliteStore {
 
     fn check_writable(&mut self) -> Result<(), StoreError> {
         self.check_writable_cheaply()
+    }
+
+    fn commits(&self) -> u64 {
+        self.commits
     }
 
     fn prune_all(&mut self, max_finished: usize) -> Result<usize, StoreError> {
