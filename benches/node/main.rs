@@ -96,9 +96,7 @@ fn main() {
     let full = args.iter().any(|a| a == "--bench");
     let chosen: Vec<&str> =
         args.iter().filter(|a| !a.starts_with('-')).map(String::as_str).collect();
-    if let Some(unknown) =
-        chosen.iter().find(|c| !SECTIONS.iter().any(|s| s.name == **c))
-    {
+    if let Some(unknown) = chosen.iter().find(|c| !SECTIONS.iter().any(|s| s.name == **c)) {
         eprintln!(
             "unknown section {unknown:?}; sections: {}",
             SECTIONS.iter().map(|s| s.name).collect::<Vec<_>>().join(" ")
