@@ -92,13 +92,15 @@ fn machine() -> String {
 }
 
 fn main() {
+    // The crun/runc timing child (see peers/oci.rs), before anything else.
+    if let Some(code) = peers::oci::child_main() {
+        std::process::exit(code);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let full = args.iter().any(|a| a == "--bench");
     let chosen: Vec<&str> =
         args.iter().filter(|a| !a.starts_with('-')).map(String::as_str).collect();
-    if let Some(unknown) =
-        chosen.iter().find(|c| !SECTIONS.iter().any(|s| s.name == **c))
-    {
+    if let Some(unknown) = chosen.iter().find(|c| !SECTIONS.iter().any(|s| s.name == **c)) {
         eprintln!(
             "unknown section {unknown:?}; sections: {}",
             SECTIONS.iter().map(|s| s.name).collect::<Vec<_>>().join(" ")
@@ -112,7 +114,10 @@ fn main() {
     let rootfs = common::busybox_rootfs(&scratch.path().join("rootfs"));
     let bench = Bench {
         full,
-        corral: PathBuf::from(env!("CARGO_BIN_EXE_corral")),
+        // CORRAL_NODE_BENCH_BINARY: another build of corral to measure (an
+        // earlier one, for a before/after comparison in one sitting).
+        corral: std::env::var_os("CORRAL_NODE_BENCH_BINARY")
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_corral")), PathBuf::from),
         rootfs,
         scratch,
         peers: peers::Peers::detect(),

@@ -82,7 +82,11 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(section: &'static str, what: impl Into<String>, corral: Result<Figure, String>) -> Row {
+    pub fn new(
+        section: &'static str,
+        what: impl Into<String>,
+        corral: Result<Figure, String>,
+    ) -> Row {
         Row {
             section,
             what: what.into(),
