@@ -87,9 +87,12 @@ pub fn measure(bench: &Bench) -> Vec<Row> {
             .against("crun run (its default spec, 9 v1 cgroups)", crun)
             .goal(Goal::RatioAtMost(0.5))
             .when_missed(
-                "the start of the shim, a copy of the whole corral binary (its relocations at \
-                 exec, see the row below), the fsync of status.json and the kernel's own \
-                 namespace, mount and cgroup work; a small shim executable removes the first",
+                "the shim's start: it is a copy of the whole 78 MB corral binary, and the \
+                 dynamic loader relocating it is most of its ~2.5 ms of CPU per run (row \
+                 below; a small shim executable removes it); then init's kernel work \
+                 (namespaces, mounts, cgroup moves: ~2.7 ms of CPU), the first cgroup move's \
+                 RCU grace period (started early, overlapping the shim's start) and the \
+                 fsync of status.json",
             ),
         Row::new(SECTION, "the same, beside runc", corral)
             .against("runc run (its default spec)", runc)
