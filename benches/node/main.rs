@@ -92,6 +92,10 @@ fn machine() -> String {
 }
 
 fn main() {
+    // The crun/runc timing child (see peers/oci.rs), before anything else.
+    if let Some(code) = peers::oci::child_main() {
+        std::process::exit(code);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let full = args.iter().any(|a| a == "--bench");
     let chosen: Vec<&str> =
@@ -110,7 +114,10 @@ fn main() {
     let rootfs = common::busybox_rootfs(&scratch.path().join("rootfs"));
     let bench = Bench {
         full,
-        corral: PathBuf::from(env!("CARGO_BIN_EXE_corral")),
+        // CORRAL_NODE_BENCH_BINARY: another build of corral to measure (an
+        // earlier one, for a before/after comparison in one sitting).
+        corral: std::env::var_os("CORRAL_NODE_BENCH_BINARY")
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_corral")), PathBuf::from),
         rootfs,
         scratch,
         peers: peers::Peers::detect(),

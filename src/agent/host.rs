@@ -447,11 +447,14 @@ impl Runtime for HostRuntime {
 /// file; `Err` when it ended without one.
 async fn wait_for_end(run_dir: &Path) -> Result<(JobExit, Timestamp), String> {
     for round in 0u32.. {
-        if round > 0 {
-            // An exited shim that is not this process's child stays a zombie
-            // (and so "alive") until its parent reaps it: wait a little
-            // rather than spin.
-            tokio::time::sleep(Duration::from_millis(10 * u64::from(round.min(10)))).await;
+        // The probe right after the shim's pidfd became readable is
+        // immediate: a shim records the status before it exits, so it is
+        // there now (waiting here would add its whole length to every
+        // run's end). Only when that probe still finds the shim "alive"
+        // does the loop back off: an exited shim that is not this process's
+        // child stays a zombie until its parent reaps it.
+        if round > 1 {
+            tokio::time::sleep(Duration::from_millis(10 * u64::from((round - 1).min(10)))).await;
         }
         let shim = match container::probe(run_dir) {
             Ok(container::ShimState::Finished(status)) => {

@@ -45,6 +45,10 @@ pub struct Launcher {
     /// so that it leaves the agent's cgroup (see
     /// [`crate::cgroup::delegation`]); `None`: it stays where the agent is.
     shim_cgroup_procs: Option<PathBuf>,
+    /// The `cgroup.procs` of the cgroup this process is in, which it
+    /// writes itself to (a move to where it is) while the shim starts: see
+    /// [`Launcher::with_attach_warm_up`].
+    warm_up_procs: Option<PathBuf>,
 }
 
 impl Default for Launcher {
@@ -133,12 +137,38 @@ impl Launcher {
             shim_exe: shim_exe.into(),
             child_nofile: nofile::inherited(),
             shim_cgroup_procs: None,
+            warm_up_procs: None,
         }
     }
 
     /// Shims start in the cgroup whose `cgroup.procs` is `procs`.
     pub fn with_shim_cgroup(self, procs: PathBuf) -> Self {
         Launcher { shim_cgroup_procs: Some(procs), ..self }
+    }
+
+    /// Every launch writes this process into `procs` (the `cgroup.procs`
+    /// of the cgroup it is in, so nothing moves) right after starting the
+    /// shim, so that the kernel's grace period for cgroup moves runs while
+    /// the shim starts rather than when the container's init joins the
+    /// job's cgroups.
+    ///
+    /// Moving a task between cgroups takes the kernel's global
+    /// `cgroup_threadgroup_rwsem` for writing, and the first writer after a
+    /// quiet spell waits for an RCU grace period (milliseconds; tens on a
+    /// busy machine); writers within the next grace period do not wait.
+    /// Init's join is the one move of a launch, and it sits on the path to
+    /// the job's start; a move of the launcher to where it already is takes
+    /// the same lock and starts the same wait, from the moment the shim is
+    /// running, so the wait overlaps with the shim's start (loading, reading
+    /// its configuration, forking init). A failed write changes nothing
+    /// and is ignored.
+    pub fn with_attach_warm_up(self, procs: Option<PathBuf>) -> Self {
+        Launcher { warm_up_procs: procs, ..self }
+    }
+
+    /// What [`with_attach_warm_up`](Self::with_attach_warm_up) set.
+    pub fn attach_warm_up(&self) -> Option<&Path> {
+        self.warm_up_procs.as_deref()
     }
 
     /// Validates `cfg`, writes it to the run directory, starts the shim and
@@ -159,7 +189,9 @@ impl Launcher {
                 }
                 other => other.map_err(io("create", run.config()))?,
             };
-        let json = serde_json::to_vec_pretty(cfg).expect("config serializes");
+        // Compact: read by one program, the shim; pretty printing costs
+        // time on every launch and a third more bytes.
+        let json = serde_json::to_vec(cfg).expect("config serializes");
         file.write_all(&json).map_err(io("write", run.config()))?;
         drop(file);
 
@@ -191,6 +223,10 @@ impl Launcher {
                 source,
             })?
         };
+        if let Some(procs) = &self.warm_up_procs {
+            // "0" is the writing process: it stays where it is.
+            let _ = OpenOptions::new().write(true).open(procs).and_then(|mut f| f.write_all(b"0"));
+        }
         let mut launched = Launched {
             shim_process,
             run_dir: run.root().to_owned(),

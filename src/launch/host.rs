@@ -1,6 +1,6 @@
 //! [`Host`]: what launching needs to know about the machine, gathered once.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::devices::DeviceNumbers;
 use super::error::LaunchError;
@@ -80,7 +80,10 @@ impl Host {
             .map_err(cgroup_parent)?;
         let mut launcher = Launcher::default();
         let anchor = match &cgroup_mode {
-            Mode::Root(_) => Anchor::HierarchyRoot,
+            Mode::Root(_) => {
+                launcher = launcher.with_attach_warm_up(own_cgroup_procs(&layout));
+                Anchor::HierarchyRoot
+            }
             Mode::Delegated(delegated) => {
                 let prepared = delegation::prepare(delegated, &parent_path, std::process::id())
                     .map_err(cgroup_parent)?;
@@ -109,7 +112,9 @@ impl Host {
     pub fn with_launcher(self, launcher: Launcher) -> Host {
         let launcher = match &self.cgroup_mode {
             Mode::Delegated(d) => launcher.with_shim_cgroup(d.shims_dir().join("cgroup.procs")),
-            Mode::Root(_) => launcher,
+            Mode::Root(_) => {
+                launcher.with_attach_warm_up(self.launcher.attach_warm_up().map(Path::to_path_buf))
+            }
         };
         Host { launcher, ..self }
     }
@@ -172,6 +177,23 @@ impl Host {
     }
 }
 
+/// The `cgroup.procs` of this process's own cgroup, for the launcher's
+/// warm-up move ([`Launcher::with_attach_warm_up`]): in the v2 tree if it
+/// is mounted (on a hybrid host it carries no controller that matters),
+/// else in the first v1 hierarchy. Only where the cgroup tree is rooted at
+/// the hierarchies' roots: a delegated agent moves itself after discovery,
+/// and its shims' own move (into `shims`) takes the same kernel lock.
+fn own_cgroup_procs(layout: &cgroup::Layout) -> Option<PathBuf> {
+    let unified = layout
+        .unified
+        .as_ref()
+        .and_then(|u| u.own_cgroup.as_deref().and_then(|own| u.dir_of(own).ok()));
+    let v1 = || {
+        layout.v1.iter().find_map(|h| h.own_cgroup.as_deref().and_then(|own| h.dir_of(own).ok()))
+    };
+    unified.or_else(v1).map(|dir| dir.join("cgroup.procs"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -201,6 +223,12 @@ mod tests {
         let host = Host::discover_at(&config, &roots).unwrap();
         assert_eq!(host.config().cgroup_parent.as_str(), "batch");
         assert!(host.cgroups().capabilities().pause_at_limit);
+        // The launcher's warm-up move is to where this process is: the root
+        // of the v2 tree here.
+        assert_eq!(
+            host.launcher().attach_warm_up(),
+            Some(fs.unified_root().join("cgroup.procs").as_path())
+        );
         assert_eq!(host.placement_config().reserved_memory.len(), 1);
 
         let text = "name: etl\ncommand: [/bin/true]\nresources: {cpus: 1, memory: {hard: 64Mi}}\noom: {action: grow, grow_to: 128Mi}\n";

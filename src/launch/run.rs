@@ -216,7 +216,11 @@ pub async fn collect(
             return Err((stats, err));
         }
     };
-    remove(job, run, cgroup, kill_timeout).await.map_err(|err| (stats, err))?;
+    // Empty already: killing again would only repeat the wait. If the
+    // removal still fails, `remove` kills and tries once more.
+    if remove_when_empty_async(cgroup).await.is_err() {
+        remove(job, run, cgroup, kill_timeout).await.map_err(|err| (stats, err))?;
+    }
     Ok(stats)
 }
 

@@ -6,6 +6,7 @@
 
 pub mod conmon;
 pub mod crun;
+pub mod oci;
 pub mod slurm;
 
 use std::path::{Path, PathBuf};

@@ -47,10 +47,6 @@ use crate::vocab::Bytes;
 use crate::vocab::RunId;
 use crate::vocab::Timestamp;
 
-/// How long the end of a run may take to be tidied up (the cgroup emptied
-/// and removed, the event streams closed) once it is over.
-const TIDY_TIMEOUT: Duration = Duration::from_secs(20);
-
 /// Prints corral's own progress lines, unless quiet.
 #[derive(Debug, Clone, Copy)]
 pub struct Notes {
@@ -539,21 +535,19 @@ impl Foreground {
         self.code = Some(code);
     }
 
-    /// Once the run is over: waits until the runtime's watchers are done
-    /// (the cgroup was emptied and removed by the last operation), so that
-    /// nothing is left behind when `corral run` exits.
+    /// Once the run is over (its end reported, and the cgroup emptied and
+    /// removed by the last operation, carried out here): says what the
+    /// operations reported. The memory event watcher is not waited for: its
+    /// stream ends only when the kernel takes the removed cgroup offline,
+    /// which on v1 trails the removal by a grace period (10 ms and more),
+    /// and an event from a cgroup that is gone changes nothing. It ends
+    /// with the runtime, and its descriptors with the process.
     async fn tidy_up(&mut self) {
         self.sink = None;
-        let drained = tokio::time::timeout(TIDY_TIMEOUT, async {
-            while let Some(observation) = self.observations.recv().await {
-                if let Seen::Failed(error) = observation.what {
-                    self.notes.say(&format!("{}: {} failed: {}", self.name, error.op, error.cause));
-                }
+        while let Ok(observation) = self.observations.try_recv() {
+            if let Seen::Failed(error) = observation.what {
+                self.notes.say(&format!("{}: {} failed: {}", self.name, error.op, error.cause));
             }
-        })
-        .await;
-        if drained.is_err() {
-            debug!("the run's watchers did not finish in {TIDY_TIMEOUT:?}");
         }
     }
 }
