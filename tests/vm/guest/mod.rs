@@ -8,6 +8,7 @@ mod contain;
 mod iodev;
 mod numa;
 mod oom;
+mod reaction;
 mod run;
 mod service;
 mod util;
@@ -162,6 +163,11 @@ pub const TESTS: &[GuestTest] = &[
         name: "agent_oom_burst_is_never_grown_in_place_after_a_kill",
         scope: Scope::Once,
         run: oom::agent_oom_burst_is_never_grown_in_place_after_a_kill,
+    },
+    GuestTest {
+        name: "agent_oom_reaction_is_measured",
+        scope: Scope::Once,
+        run: reaction::agent_oom_reaction_is_measured,
     },
     GuestTest {
         name: "huge_page_limits_land_in_the_v2_cgroup_or_the_run_is_refused",

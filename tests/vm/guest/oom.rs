@@ -17,14 +17,14 @@ use corral::cgroup::v2::memory::{freeze_margin, parse_events};
 use super::agent::Agent;
 use super::Context;
 
-const SECOND: Duration = Duration::from_secs(1);
+pub(super) const SECOND: Duration = Duration::from_secs(1);
 const MI: u64 = 1 << 20;
 /// The spec's hard limit in every test here.
-const HARD: u64 = 32 * MI;
+pub(super) const HARD: u64 = 32 * MI;
 
 /// A job script that appends its cgroup's `memory.max` and `memory.high` to
 /// `out`, then runs the hog with `hog_args`, its output appended to `out`.
-fn limits_then_hog(out: &Path, hog_args: &str) -> String {
+pub(super) fn limits_then_hog(out: &Path, hog_args: &str) -> String {
     let out = out.display();
     format!(
         "dir=/sys/fs/cgroup$(sed -n s/^0:://p /proc/self/cgroup); \
@@ -47,16 +47,16 @@ fn limits(output: &str) -> Vec<(u64, u64)> {
 
 /// What the test saw of one cgroup, polling it every millisecond.
 #[derive(Debug, Default, Clone, Copy)]
-struct Seen {
+pub(super) struct Seen {
     /// From the first `high` event to `frozen 1`.
-    reaction: Option<Duration>,
+    pub(super) reaction: Option<Duration>,
     /// `memory.current` above the hard limit once frozen.
-    past_limit: Option<u64>,
+    pub(super) past_limit: Option<u64>,
     /// `memory.high` and `memory.max` after the thaw.
-    after_thaw: Option<(u64, u64)>,
+    pub(super) after_thaw: Option<(u64, u64)>,
     /// From the first `high` event to `memory.high` raised.
-    grown_after: Option<Duration>,
-    oom_kills: u64,
+    pub(super) grown_after: Option<Duration>,
+    pub(super) oom_kills: u64,
 }
 
 /// Polls `dir` until `stop`: when `memory.events` first counts a `high`
@@ -106,7 +106,13 @@ fn watch(dir: std::path::PathBuf, stop: Arc<AtomicBool>) -> JoinHandle<Seen> {
 
 /// Runs `job` under `agent` with a watcher on its first attempt's cgroup,
 /// until the run is `phase`.
-fn run_watched(agent: &Agent, job: &str, script: &str, extra: &str, phase: &str) -> Seen {
+pub(super) fn run_watched(
+    agent: &Agent,
+    job: &str,
+    script: &str,
+    extra: &str,
+    phase: &str,
+) -> Seen {
     let run = format!("{job}-1");
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch(agent.cgroup(&run), Arc::clone(&stop));
