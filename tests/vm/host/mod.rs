@@ -156,7 +156,11 @@ impl Payload {
         c.binary("bin/busybox", &env.busybox, &env.busybox)?;
         c.binary("corral-vm/corral", &self.corral, Path::new(env!("CARGO_BIN_EXE_corral")))?;
         // The agent starts its runs' shims from beside itself.
-        c.binary("corral-vm/corral-shim", &self.shim, Path::new(env!("CARGO_BIN_EXE_corral-shim")))?;
+        c.binary(
+            "corral-vm/corral-shim",
+            &self.shim,
+            Path::new(env!("CARGO_BIN_EXE_corral-shim")),
+        )?;
         c.binary("corral-vm/vm_guest", &self.guest, &std::env::current_exe()?)?;
         c.data("init", 0o755, INIT);
         c.data("corral-vm/plan", 0o644, plan_line);
