@@ -231,7 +231,7 @@ fn every_subcommand_gets_a_man_page_and_every_shell_its_completions() {
         for word in ["reload", "config", "launch"] {
             assert!(body.contains(word), "{file} completes {word}");
         }
-        assert!(!body.contains("internal-shim"), "{file} offers a hidden command");
+        assert!(!body.contains("generate-docs"), "{file} offers a hidden command");
     }
 }
 
