@@ -126,7 +126,12 @@ fn status_is_recorded_after_the_launcher_is_sigkilled() {
     let ShimState::Running { shim, init } = probe(&run_dir).unwrap() else {
         panic!("run should be running")
     };
-    assert!(init.is_some());
+    // `corral run` started the small shim binary built beside it, not a
+    // copy of itself; the container's init is a fork of that shim.
+    let shim_exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_corral-shim")).unwrap();
+    let exe_of = |pid: i32| std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(exe_of(shim.pid), shim_exe);
+    assert_eq!(exe_of(init.expect("init on record").pid), shim_exe);
     agent.kill().unwrap(); // SIGKILL
     agent.wait().unwrap();
 
@@ -264,8 +269,7 @@ fn a_shim_that_reaches_a_given_up_run_directory_does_not_start_the_job() {
     // The report pipe of a launcher that is gone.
     let (dead_end, report) = nix::unistd::pipe().unwrap();
     drop(dead_end);
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
-        .arg(corral::container::launch::SHIM_SUBCOMMAND)
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_corral-shim"))
         .arg(run.root())
         .stdin(Stdio::from(report))
         .stdout(Stdio::null())

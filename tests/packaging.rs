@@ -155,6 +155,33 @@ fn the_installed_configuration_uses_the_package_paths_and_the_default_socket() {
     assert_eq!(quick_start.socket, default);
 }
 
+/// The package puts the shim where an installed agent looks for it:
+/// `/usr/bin/corral` finds it in `../libexec/corral/` from its directory.
+#[test]
+fn the_package_installs_the_shim_where_the_agent_looks_for_it() {
+    use corral::container::launch::{find_shim, SHIM_PLACES};
+    let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains(r#"["target/release/corral", "usr/bin/", "755"]"#),
+        "corral is not installed in /usr/bin"
+    );
+    assert!(
+        manifest.contains(r#"["target/release/corral-shim", "usr/libexec/corral/", "755"]"#),
+        "corral-shim is not installed in /usr/libexec/corral/"
+    );
+    // The same layout under a scratch root: the launcher's search, given the
+    // installed corral's directory, finds the installed shim.
+    let root = tempfile::tempdir().unwrap();
+    let bin = root.path().join("usr/bin");
+    let libexec = root.path().join("usr/libexec/corral");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&libexec).unwrap();
+    std::fs::write(libexec.join("corral-shim"), "").unwrap();
+    let found = find_shim(&bin).unwrap();
+    assert_eq!(found, bin.join(SHIM_PLACES[1]));
+    assert_eq!(found.canonicalize().unwrap(), libexec.join("corral-shim").canonicalize().unwrap());
+}
+
 #[test]
 fn the_maintainer_scripts_are_valid_shell_with_the_snippets_placeholder() {
     for script in ["postinst", "postrm"] {
@@ -204,7 +231,7 @@ fn every_subcommand_gets_a_man_page_and_every_shell_its_completions() {
         for word in ["reload", "config", "launch"] {
             assert!(body.contains(word), "{file} completes {word}");
         }
-        assert!(!body.contains("internal-shim"), "{file} offers a hidden command");
+        assert!(!body.contains("generate-docs"), "{file} offers a hidden command");
     }
 }
 

@@ -121,7 +121,7 @@ fn agent_path_in(bench: &Bench, config: &AgentConfig) -> Result<Vec<Duration>, S
     let spec = job_spec(&bench.rootfs)?;
     let host = Host::discover(config)
         .map_err(|e| format!("discover the host: {e}"))?
-        .with_launcher(Launcher::new(&bench.corral));
+        .with_launcher(Launcher::new(shim_of(bench)?));
     let mut ledger = host.ledger().map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -186,13 +186,21 @@ pub fn remove_parent(parent: &str) {
     }
 }
 
-/// Exec to exit of the `corral` binary started as a shim whose run
-/// directory does not exist: the process start (loading, relocating),
-/// the command line and the first file read, without a container.
+/// Exec to exit of the shim installed beside the `corral` under test,
+/// given a run directory that does not exist: the process start (loading,
+/// relocating), the command line and the first file read, without a
+/// container.
 fn shim_start(bench: &Bench) -> Result<Vec<Duration>, String> {
+    let shim = shim_of(bench)?;
     let absent = bench.scratch.path().join("no-such-run-dir");
-    let args = [corral::container::launch::SHIM_SUBCOMMAND, absent.to_str().ok_or("scratch path")?];
-    spawn_times(bench, &bench.corral, &args)
+    spawn_times(bench, &shim, &[absent.to_str().ok_or("scratch path")?])
+}
+
+/// The shim installed beside the `corral` under test, as the agent finds it.
+fn shim_of(bench: &Bench) -> Result<PathBuf, String> {
+    let dir = bench.corral.parent().ok_or("the corral binary has no directory")?;
+    corral::container::launch::find_shim(dir)
+        .map_err(|looked| format!("no shim beside {}: looked at {looked:?}", bench.corral.display()))
 }
 
 /// Spawn-to-exit times of `program args`, whatever its exit status.

@@ -23,7 +23,6 @@ pub mod ps;
 pub mod reload;
 pub mod run;
 pub mod schedule;
-pub mod shim;
 pub mod show;
 pub mod topology;
 pub mod validate;
@@ -33,7 +32,7 @@ impl Command {
     /// nobody reads what it prints. The agent, the shim and `corral run`
     /// may not: they look after runs whatever happens to their output.
     fn only_prints(&self) -> bool {
-        !matches!(self, Command::Agent(_) | Command::InternalShim(_) | Command::Run(_))
+        !matches!(self, Command::Agent(_) | Command::Run(_))
     }
 }
 
@@ -101,9 +100,6 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Read the jobs directory again now and show what came of it.
     Reload(reload::ReloadArgs),
-    /// The per-run container supervisor (started by the launcher).
-    #[command(name = "internal-shim", hide = true)]
-    InternalShim(shim::ShimArgs),
     /// Write the man pages and shell completions (run by the package build).
     #[command(name = "generate-docs", hide = true)]
     GenerateDocs(generate_docs::GenerateDocsArgs),
@@ -118,7 +114,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate::run(args),
         Command::Schedule(args) => schedule::run(args),
         Command::Topology(args) => topology::run(args),
-        Command::InternalShim(args) => Ok(shim::run(args)),
         Command::Doctor(args) => doctor::run(args),
         Command::Run(args) => run::run(args),
         Command::Ps(args) => ps::run(args),

@@ -98,6 +98,12 @@ pub enum ContainerError {
     RunDirInUse { path: PathBuf },
     #[error("failed to {what} {path}: {source}")]
     Io { what: &'static str, path: PathBuf, source: io::Error },
+    #[error(
+        "no corral-shim to start runs with (looked for {}): it is installed beside the corral \
+         binary, or in libexec/corral/ beside the binary's directory",
+        paths(looked)
+    )]
+    ShimMissing { looked: Vec<PathBuf> },
     #[error("failed to start the shim {exe}: {source}")]
     SpawnShim { exe: PathBuf, source: io::Error },
     #[error(transparent)]
@@ -110,6 +116,10 @@ pub enum ContainerError {
     Lost { run_dir: PathBuf },
     #[error("failed to signal the container init (pid {pid}): {}", describe(errno))]
     Signal { pid: i32, errno: i32 },
+}
+
+fn paths(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 fn join(problems: &[ConfigProblem]) -> String {

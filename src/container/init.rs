@@ -281,6 +281,9 @@ fn run_inner(plan: &InitPlan, messages: &mut File, stdio: JobStdio<'_>) -> Resul
     let signals = SignalFd::with_flags(&supervised_signals(), SfdFlags::SFD_CLOEXEC)
         .map_err(sys("signalfd"))?;
     let pid = start_job(&job, &stdio)?;
+    // From here on init only reaps: what setup allocated is done with.
+    drop(job);
+    super::shim::release_free_memory();
     // Init's copies of the job's output pipes are closed so the shim sees
     // end-of-file once the job and everything it started are gone.
     for fd in [stdio.stdout, stdio.stderr] {

@@ -7,10 +7,12 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufReader, ErrorKind, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -29,15 +31,34 @@ use super::status::RunStatus;
 
 const PROC: &str = "/proc";
 
-/// Name of the hidden subcommand that runs the shim.
-pub const SHIM_SUBCOMMAND: &str = "internal-shim";
+/// The shim's file name.
+pub const SHIM_EXE: &str = "corral-shim";
+/// Where the shim is looked for, relative to the directory of the running
+/// `corral`, in this order: beside it (a build tree, a tarball), then the
+/// packaged layout (`/usr/bin/corral`, `/usr/libexec/corral/corral-shim`).
+pub const SHIM_PLACES: [&str; 2] = [SHIM_EXE, "../libexec/corral/corral-shim"];
 /// The shim's option carrying the descriptor limit to start the run with.
 pub const SHIM_NOFILE_FLAG: &str = "--nofile";
 
-/// Starts shims from a given corral executable.
+/// Which shim executable a [`Launcher`] starts.
+#[derive(Debug, Clone)]
+enum ShimExe {
+    /// Executed by path at every launch (tests and benchmarks name the one
+    /// they built).
+    Path(PathBuf),
+    /// The shim found when the launcher was made, held open and executed
+    /// through `/proc/self/fd/N`: a package upgrade that replaces the file
+    /// does not change which shim this agent starts, so the agent and its
+    /// shims stay one version until the agent itself is restarted.
+    Pinned { file: Arc<OwnedFd>, path: PathBuf },
+    /// Nothing found; every launch fails and says where it looked.
+    Missing { looked: Vec<PathBuf> },
+}
+
+/// Starts shims.
 #[derive(Debug, Clone)]
 pub struct Launcher {
-    shim_exe: PathBuf,
+    shim_exe: ShimExe,
     /// The descriptor limit shims start with, when this process raised its
     /// own: the one it was started with ([`nofile::inherited`]).
     child_nofile: Option<NofileLimit>,
@@ -51,11 +72,49 @@ pub struct Launcher {
     warm_up_procs: Option<PathBuf>,
 }
 
-impl Default for Launcher {
-    /// The running executable, via `/proc/self/exe`, which still works after
-    /// the file on disk was replaced by an upgrade.
-    fn default() -> Self {
-        Launcher::new("/proc/self/exe")
+/// The first of [`SHIM_PLACES`] under `exe_dir` that is a file, or every
+/// path looked at.
+pub fn find_shim(exe_dir: &Path) -> Result<PathBuf, Vec<PathBuf>> {
+    let looked: Vec<PathBuf> = SHIM_PLACES.iter().map(|place| exe_dir.join(place)).collect();
+    looked.iter().find(|path| path.is_file()).cloned().ok_or(looked)
+}
+
+impl ShimExe {
+    /// The shim of the running `corral`, found from `/proc/self/exe` (the
+    /// file this process was started from, even if it has been replaced
+    /// since) and opened now.
+    fn of_current_exe() -> ShimExe {
+        let exe = match std::fs::read_link("/proc/self/exe") {
+            Ok(exe) => exe,
+            Err(_) => return ShimExe::Missing { looked: vec![PathBuf::from("/proc/self/exe")] },
+        };
+        // After an upgrade replaced the running file the link reads
+        // "/usr/bin/corral (deleted)": its directory is still the place.
+        let dir = exe.parent().unwrap_or(Path::new("/")).to_owned();
+        let path = match find_shim(&dir) {
+            Ok(path) => path,
+            Err(looked) => return ShimExe::Missing { looked },
+        };
+        match OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_CLOEXEC).open(&path)
+        {
+            Ok(file) => ShimExe::Pinned { file: Arc::new(file.into()), path },
+            Err(_) => ShimExe::Missing { looked: vec![path] },
+        }
+    }
+
+    /// What `execve` is given, and the `argv[0]` the shim sees.
+    fn program(&self) -> Result<(PathBuf, &Path), ContainerError> {
+        match self {
+            ShimExe::Path(path) => Ok((path.clone(), path)),
+            // The descriptor is close-on-exec, but the kernel opens the file
+            // it names before closing such descriptors, as fexecve(3) does.
+            ShimExe::Pinned { file, path } => {
+                Ok((PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())), path))
+            }
+            ShimExe::Missing { looked } => {
+                Err(ContainerError::ShimMissing { looked: looked.clone() })
+            }
+        }
     }
 }
 
@@ -64,7 +123,6 @@ impl Default for Launcher {
 /// is ever in the agent's cgroup.
 fn join_cgroup_before_exec(command: &mut Command, procs: &Path) -> Result<(), ContainerError> {
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::process::CommandExt;
     let path =
         std::ffi::CString::new(procs.as_os_str().as_bytes()).map_err(|_| ContainerError::Io {
             what: "move shims into the cgroup of",
@@ -123,9 +181,9 @@ pub enum ShimState {
     Lost,
 }
 
-/// Starts `cfg` with the running executable as the shim.
+/// Starts `cfg` with the shim installed with the running `corral`.
 pub fn launch(cfg: &ContainerConfig) -> Result<Launched, ContainerError> {
-    Launcher::default().launch(cfg)
+    Launcher::of_current_exe().launch(cfg)
 }
 
 impl Launcher {
@@ -133,12 +191,31 @@ impl Launcher {
     /// when it has raised its own since: create the launcher after
     /// [`nofile::raise_to_hard`].
     pub fn new(shim_exe: impl Into<PathBuf>) -> Self {
+        Launcher::with_shim(ShimExe::Path(shim_exe.into()))
+    }
+
+    /// Starts the shim installed with the running `corral` (see
+    /// [`SHIM_PLACES`]), found and held open now: an upgrade that replaces
+    /// it on disk leaves this launcher starting the shim of its own
+    /// version. When there is none, every launch fails with
+    /// [`ContainerError::ShimMissing`], naming where it looked;
+    /// [`Launcher::shim`] tells at once.
+    pub fn of_current_exe() -> Self {
+        Launcher::with_shim(ShimExe::of_current_exe())
+    }
+
+    fn with_shim(shim_exe: ShimExe) -> Self {
         Launcher {
-            shim_exe: shim_exe.into(),
+            shim_exe,
             child_nofile: nofile::inherited(),
             shim_cgroup_procs: None,
             warm_up_procs: None,
         }
+    }
+
+    /// The shim executable this launcher starts, or why there is none.
+    pub fn shim(&self) -> Result<&Path, ContainerError> {
+        self.shim_exe.program().map(|(_, shown)| shown)
     }
 
     /// Shims start in the cgroup whose `cgroup.procs` is `procs`.
@@ -195,15 +272,16 @@ impl Launcher {
         file.write_all(&json).map_err(io("write", run.config()))?;
         drop(file);
 
+        let (program, shown) = self.shim_exe.program()?;
         let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| io("create a pipe for", run.root().to_owned())(e.into()))?;
         let output = || if cfg.tee_output { Stdio::inherit() } else { Stdio::null() };
         let shim_process = {
             // The Command holds the pipe's write end; it must be gone before
             // reading, or the read would never see end-of-file.
-            let mut command = Command::new(&self.shim_exe);
+            let mut command = Command::new(&program);
             command
-                .arg(SHIM_SUBCOMMAND)
+                .arg0(shown)
                 .arg(run.root())
                 .stdin(Stdio::from(report_w))
                 .stdout(output())
@@ -218,10 +296,9 @@ impl Launcher {
             if let Some(procs) = &self.shim_cgroup_procs {
                 join_cgroup_before_exec(&mut command, procs)?;
             }
-            command.spawn().map_err(|source| ContainerError::SpawnShim {
-                exe: self.shim_exe.clone(),
-                source,
-            })?
+            command
+                .spawn()
+                .map_err(|source| ContainerError::SpawnShim { exe: shown.to_owned(), source })?
         };
         if let Some(procs) = &self.warm_up_procs {
             // "0" is the writing process: it stays where it is.
@@ -453,6 +530,23 @@ mod tests {
         assert_eq!(read_status(dir.path()).unwrap(), None);
         std::fs::write(temp_path(&run.status()), &json).unwrap();
         assert_eq!(read_status(dir.path()).unwrap(), Some(sample()));
+    }
+
+    #[test]
+    fn the_shim_is_found_beside_corral_first_then_in_libexec() {
+        let root = tempfile::tempdir().unwrap();
+        let bin = root.path().join("bin");
+        let libexec = root.path().join("libexec/corral");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&libexec).unwrap();
+        let looked = find_shim(&bin).unwrap_err();
+        assert_eq!(looked, [bin.join("corral-shim"), bin.join("../libexec/corral/corral-shim")]);
+        let missing = ContainerError::ShimMissing { looked }.to_string();
+        assert!(missing.contains(&bin.join("corral-shim").display().to_string()), "{missing}");
+        std::fs::write(libexec.join("corral-shim"), "").unwrap();
+        assert_eq!(find_shim(&bin).unwrap(), bin.join("../libexec/corral/corral-shim"));
+        std::fs::write(bin.join("corral-shim"), "").unwrap();
+        assert_eq!(find_shim(&bin).unwrap(), bin.join("corral-shim"));
     }
 
     #[test]

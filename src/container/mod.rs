@@ -3,7 +3,7 @@
 //! # Processes
 //!
 //! ```text
-//! agent (multi-threaded) ── launch() ── spawns ──▶ shim  `corral internal-shim RUN_DIR`
+//! agent (multi-threaded) ── launch() ── spawns ──▶ shim  `corral-shim RUN_DIR`
 //!                                                   │  own session, outside the job's
 //!                                                   │  namespaces and cgroups
 //!                                                   └─ fork ─▶ init  (PID 1 of the pid ns)
@@ -15,8 +15,11 @@
 //!
 //! The agent never forks itself into a container: a fork of a
 //! multi-threaded process may only run async-signal-safe code. It starts
-//! the shim, a fresh single-threaded exec of the same binary, which does
-//! the work; see [`shim`] and [`init`]. The shim outlives the launcher: it
+//! the shim, a fresh single-threaded process of the small `corral-shim`
+//! binary (src/bin/corral-shim.rs: this module and nothing of the agent's
+//! runtime), which does the work; see [`shim`] and [`init`]. The launcher
+//! finds that binary beside the running `corral` or in
+//! `../libexec/corral/` from its directory ([`launch::SHIM_PLACES`]). The shim outlives the launcher: it
 //! is not the launcher's to kill, and it records the job's end in the run
 //! directory whether or not anyone is still waiting.
 //!

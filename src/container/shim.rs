@@ -1,7 +1,7 @@
 //! The shim: one per run, the run's supervisor.
 //!
-//! Started by the launcher as `corral internal-shim RUN_DIR` (a fresh,
-//! single-threaded exec of the corral binary, so forking it is harmless),
+//! Started by the launcher as `corral-shim RUN_DIR` (a fresh,
+//! single-threaded exec of the small shim binary, so forking it is harmless),
 //! it leaves the launcher's session, reads `config.json`, forks the
 //! container's init (see [`super::init`]), reports "started" or the setup
 //! error to the launcher over its standard input (the launcher passes the
@@ -95,6 +95,7 @@ pub fn main(run_dir: &Path, nofile: Option<NofileLimit>) -> u8 {
             &ShimReport::Started { shim: running.shim, init: running.init },
         );
     }
+    release_free_memory();
     match running.supervise() {
         Ok(()) => 0,
         Err(error) => {
@@ -272,6 +273,20 @@ fn dup_std(fd: impl AsFd) -> Option<File> {
     let fd = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(3)).ok()?;
     // SAFETY: a fresh descriptor from F_DUPFD_CLOEXEC, owned by nobody else.
     Some(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Gives the heap's free pages back to the kernel. The shim and init stay
+/// resident for the whole run, one pair per run, and what setup allocated
+/// (the parsed configuration, account files, mount plans) is freed by the
+/// time they only wait: without this those pages stay private to each
+/// process until it exits.
+pub(crate) fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory of the allocator's own
+    // arenas to the kernel; it does not touch memory in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
@@ -581,7 +596,11 @@ fn user_namespace_stage(plan: &InitPlan, go: OwnedFd, out: &mut File) -> Result<
 impl Running {
     /// Copies output until init exits, then records the status.
     fn supervise(&mut self) -> std::io::Result<()> {
-        let mut buf = vec![0u8; 64 * 1024];
+        // Small on purpose: the shim lives as long as the run, and every page
+        // of the buffer that a read fills stays private to it. Output beyond
+        // a few KiB at a time costs more reads, not lost bytes (the pipe
+        // holds 64 KiB).
+        let mut buf = vec![0u8; 16 * 1024];
         loop {
             let (init_done, signal_ready, out_ready, err_ready) = {
                 let mut fds = vec![

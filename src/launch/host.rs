@@ -60,7 +60,8 @@ impl Host {
     /// the cgroup delegated to this process (which moves itself into its
     /// `agent` leaf there, its shims going to `shims`) when `cgroup_root`
     /// finds or names one, else at the root of every hierarchy. Shims are
-    /// this executable.
+    /// the `corral-shim` installed with this executable
+    /// ([`Launcher::of_current_exe`]).
     pub fn discover_at(config: &AgentConfig, roots: &HostRoots) -> Result<Host, LaunchError> {
         let topology = topology::discover(&roots.sysfs, &roots.procfs)
             .map_err(|e| LaunchError::Topology(e.into()))?;
@@ -78,7 +79,7 @@ impl Host {
         };
         let cgroup_mode = delegation::decide(&layout, &request, nix::unistd::geteuid().as_raw())
             .map_err(cgroup_parent)?;
-        let mut launcher = Launcher::default();
+        let mut launcher = Launcher::of_current_exe();
         let anchor = match &cgroup_mode {
             Mode::Root(_) => {
                 launcher = launcher.with_attach_warm_up(own_cgroup_procs(&layout));

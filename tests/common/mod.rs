@@ -34,9 +34,9 @@ pub fn cgroup_line<'a>(listing: &'a str, controller: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {controller} line in {listing}"))
 }
 
-/// The corral binary, which carries the shim subcommand.
+/// A launcher of the shim binary cargo built beside `corral`.
 pub fn launcher() -> Launcher {
-    Launcher::new(env!("CARGO_BIN_EXE_corral"))
+    Launcher::new(env!("CARGO_BIN_EXE_corral-shim"))
 }
 
 /// A name unique to this process and call, for run ids and cgroups.

@@ -132,6 +132,7 @@ impl Environment {
 /// The parts of the initramfs every topology shares, prepared once.
 struct Payload {
     corral: PathBuf,
+    shim: PathBuf,
     guest: PathBuf,
 }
 
@@ -140,8 +141,9 @@ impl Payload {
         let bin = env.work.join("bin");
         std::fs::create_dir_all(&bin)?;
         let corral = initramfs::stripped(Path::new(env!("CARGO_BIN_EXE_corral")), &bin)?;
+        let shim = initramfs::stripped(Path::new(env!("CARGO_BIN_EXE_corral-shim")), &bin)?;
         let guest = initramfs::stripped(&std::env::current_exe()?, &bin)?;
-        Ok(Payload { corral, guest })
+        Ok(Payload { corral, shim, guest })
     }
 
     fn contents(&self, env: &Environment, plan_line: &str) -> std::io::Result<initramfs::Contents> {
@@ -153,6 +155,12 @@ impl Payload {
         c.char_device("dev/null", 1, 3);
         c.binary("bin/busybox", &env.busybox, &env.busybox)?;
         c.binary("corral-vm/corral", &self.corral, Path::new(env!("CARGO_BIN_EXE_corral")))?;
+        // The agent starts its runs' shims from beside itself.
+        c.binary(
+            "corral-vm/corral-shim",
+            &self.shim,
+            Path::new(env!("CARGO_BIN_EXE_corral-shim")),
+        )?;
         c.binary("corral-vm/vm_guest", &self.guest, &std::env::current_exe()?)?;
         c.data("init", 0o755, INIT);
         c.data("corral-vm/plan", 0o644, plan_line);
