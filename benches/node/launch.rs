@@ -199,8 +199,9 @@ fn shim_start(bench: &Bench) -> Result<Vec<Duration>, String> {
 /// The shim installed beside the `corral` under test, as the agent finds it.
 fn shim_of(bench: &Bench) -> Result<PathBuf, String> {
     let dir = bench.corral.parent().ok_or("the corral binary has no directory")?;
-    corral::container::launch::find_shim(dir)
-        .map_err(|looked| format!("no shim beside {}: looked at {looked:?}", bench.corral.display()))
+    corral::container::launch::find_shim(dir).map_err(|looked| {
+        format!("no shim beside {}: looked at {looked:?}", bench.corral.display())
+    })
 }
 
 /// Spawn-to-exit times of `program args`, whatever its exit status.
