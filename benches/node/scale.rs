@@ -241,17 +241,18 @@ pub fn measure(bench: &Bench) -> Vec<Row> {
     agent.start_with(|c| {
         c.env("RUST_LOG", "info");
     });
-    agent.wait_for("the agent to start", secs(20), || {
-        agent.log_text().contains("agent starting")
-    });
+    agent.wait_for("the agent to start", secs(20), || agent.log_text().contains("agent starting"));
     let socket = agent.state.join("corral.sock");
     let pid = agent.pid();
-    let bare = Step { rss: rss_bytes(pid), descriptors: open_descriptors(pid), started_in: Duration::ZERO };
+    let bare = Step {
+        rss: rss_bytes(pid),
+        descriptors: open_descriptors(pid),
+        started_in: Duration::ZERO,
+    };
 
     let mut rows = Vec::new();
-    let failed = |why: String| {
-        vec![Row::new(SECTION, format!("agent with {large} live runs"), Err(why))]
-    };
+    let failed =
+        |why: String| vec![Row::new(SECTION, format!("agent with {large} live runs"), Err(why))];
     let settle = Duration::from_secs(bench.scale(12, 1) as u64);
     let at_small = match step(&agent, 0, small, settle) {
         Ok(s) => s,
@@ -279,9 +280,7 @@ pub fn measure(bench: &Bench) -> Vec<Row> {
     };
     rows.push(Row::new(SECTION, format!("agent RSS per added run, {small}→{large}"), per_run_kib));
     let growth = match (bare.rss, at_small.rss, at_large.rss) {
-        (Some(b), Some(s), Some(l)) if s > b => {
-            Ok(Figure::new((l - b) / (s - b), "×"))
-        }
+        (Some(b), Some(s), Some(l)) if s > b => Ok(Figure::new((l - b) / (s - b), "×")),
         _ => Err("no VmRSS growth to compare".to_owned()),
     };
     rows.push(
@@ -292,8 +291,8 @@ pub fn measure(bench: &Bench) -> Vec<Row> {
         )
         .against("linear", Ok(Figure::new((large as f64) / (small as f64), "×"))),
     );
-    let per_run_fds = (at_large.descriptors as f64 - at_small.descriptors as f64)
-        / (large - small) as f64;
+    let per_run_fds =
+        (at_large.descriptors as f64 - at_small.descriptors as f64) / (large - small) as f64;
     rows.push(Row::new(
         SECTION,
         format!(
@@ -336,12 +335,10 @@ pub fn measure(bench: &Bench) -> Vec<Row> {
             .goal(Goal::RatioAtMost(2.0))
             .when_missed("encoding the text exposition; see the note"),
     );
-    rows.push(
-        Row::new(SECTION, format!("GET /metrics, {small} runs"), scrape_small).against(
-            format!("reading the same runs' {} cgroup files", floor_small.1),
-            Ok(floor_small.0),
-        ),
-    );
+    rows.push(Row::new(SECTION, format!("GET /metrics, {small} runs"), scrape_small).against(
+        format!("reading the same runs' {} cgroup files", floor_small.1),
+        Ok(floor_small.0),
+    ));
 
     let ps_listed = ps_lines(&bench.corral, &socket);
     let ps: Result<Vec<Duration>, String> =

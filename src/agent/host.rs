@@ -209,12 +209,12 @@ impl Runtime for HostRuntime {
                             ))
                             .await
                             {
-                                    Ok(stats) => stats,
-                                    Err((stats, e)) => {
-                                        warn!("final statistics: {e}");
-                                        stats
-                                    }
-                                };
+                                Ok(stats) => stats,
+                                Err((stats, e)) => {
+                                    warn!("final statistics: {e}");
+                                    stats
+                                }
+                            };
                             Observed::Exited { status: exit_status(exit), at, stats }
                         }
                         Err(detail) => Observed::Lost(detail),

@@ -258,12 +258,7 @@ impl StatsReader {
         let has_io =
             files.iter().any(|(s, _)| matches!(s, Source::V1BlkioBytes | Source::V2IoStat));
         let has_pressure = files.iter().any(|(s, _)| matches!(s, Source::Pressure(_)));
-        Ok(StatsReader {
-            files,
-            clk_tck,
-            has_io,
-            has_pressure,
-        })
+        Ok(StatsReader { files, clk_tck, has_io, has_pressure })
     }
 
     /// The files this reader holds open.
