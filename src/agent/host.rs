@@ -198,16 +198,22 @@ impl Runtime for HostRuntime {
                             // a pid namespace) are killed first, so that the
                             // one reading is final.
                             let job = job_of(&run_id);
-                            let stats =
-                                match launch::empty_and_read(&job, &run_id, &ending, KILL_TIMEOUT)
-                                    .await
-                                {
-                                    Ok(stats) => stats,
-                                    Err((stats, e)) => {
-                                        warn!("final statistics: {e}");
-                                        stats
-                                    }
-                                };
+                            // Boxed: the task should not be the size of
+                            // this future while it waits for the end.
+                            let stats = match Box::pin(launch::empty_and_read(
+                                &job,
+                                &run_id,
+                                &ending,
+                                KILL_TIMEOUT,
+                            ))
+                            .await
+                            {
+                                Ok(stats) => stats,
+                                Err((stats, e)) => {
+                                    warn!("final statistics: {e}");
+                                    stats
+                                }
+                            };
                             Observed::Exited { status: exit_status(exit), at, stats }
                         }
                         Err(detail) => Observed::Lost(detail),

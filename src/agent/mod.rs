@@ -545,6 +545,11 @@ pub async fn drive<R: Runtime, S: RunStore>(
             None => supervisor.next_deadline(),
         };
         let holding = fault.is_some();
+        // A turn that changed nothing (a read-only request, a store check
+        // that found the store writable) needs no scheduling pass and no
+        // new snapshot: both cost a walk of every run, which at a thousand
+        // runs made `corral ps` slow and an idle agent busy every 10 s.
+        let mut quiet = false;
         let turn = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -578,7 +583,10 @@ pub async fn drive<R: Runtime, S: RunStore>(
                     files.ask_reload(reply);
                     Ok(())
                 }
-                Some(command) => supervisor.command(command),
+                Some(command) => {
+                    quiet = !command.request.changes_something();
+                    supervisor.command(command)
+                }
                 None => {
                     controlled = false;
                     Ok(())
@@ -597,14 +605,21 @@ pub async fn drive<R: Runtime, S: RunStore>(
                     warn!("checking the state database: {e}");
                     Ok(())
                 }
-                checked => checked,
+                checked => {
+                    quiet = checked.is_ok();
+                    checked
+                }
             },
         };
         absorb(turn, &mut supervisor, &mut fault)?;
         // Take everything already reported before deciding again.
         while let Ok(obs) = observations.try_recv() {
+            quiet = false;
             let delivered = deliver(&mut supervisor, &mut fault, obs);
             absorb(delivered, &mut supervisor, &mut fault)?;
+        }
+        if quiet && fault.is_none() {
+            continue;
         }
         if fault.is_none() {
             let scheduled = supervisor.schedule();

@@ -41,7 +41,9 @@ impl RunOps {
         let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Op, Span)>();
         tokio::spawn(async move {
             while let Some((epoch, op, span)) = rx.recv().await {
-                carry_out(&*runtime, &run, &sink, epoch, op).instrument(span).await;
+                // Boxed: the task waits on the channel most of its life,
+                // and should not be the size of a launch's future then.
+                Box::pin(carry_out(&*runtime, &run, &sink, epoch, op).instrument(span)).await;
             }
         });
         RunOps { tx }

@@ -221,7 +221,7 @@ impl Telemetry {
             if launch_key(run) != Some(*key) {
                 return None;
             }
-            let stats = handle.read().ok()?;
+            let stats = handle.read_usage().ok()?;
             Some(LiveUsage {
                 cpu_percent: stats
                     .cpu

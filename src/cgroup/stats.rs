@@ -177,8 +177,16 @@ pub struct StatsReader {
     clk_tck: u64,
     has_io: bool,
     has_pressure: bool,
-    buf: String,
-    blkio_bytes: String,
+}
+
+thread_local! {
+    /// What a read is parsed from, and the `blkio` bytes kept until the
+    /// ops file is read: one pair per thread rather than per reader, so a
+    /// thousand live runs do not each hold buffers the size of their
+    /// largest file between scrapes.
+    static SCRATCH: std::cell::RefCell<(String, String)> = const {
+        std::cell::RefCell::new((String::new(), String::new()))
+    };
 }
 
 impl StatsReader {
@@ -250,14 +258,7 @@ impl StatsReader {
         let has_io =
             files.iter().any(|(s, _)| matches!(s, Source::V1BlkioBytes | Source::V2IoStat));
         let has_pressure = files.iter().any(|(s, _)| matches!(s, Source::Pressure(_)));
-        Ok(StatsReader {
-            files,
-            clk_tck,
-            has_io,
-            has_pressure,
-            buf: String::new(),
-            blkio_bytes: String::new(),
-        })
+        Ok(StatsReader { files, clk_tck, has_io, has_pressure })
     }
 
     /// The files this reader holds open.
@@ -266,15 +267,52 @@ impl StatsReader {
     }
 
     pub fn read(&mut self) -> Result<Stats, CgroupError> {
+        self.read_sources(|_| true)
+    }
+
+    /// Reads only the files behind CPU usage (`cpu.usage_ns`) and memory in
+    /// use (`memory.usage_bytes`): what `corral ps` shows of every live run,
+    /// at one or two reads a run instead of every file's. Other fields are
+    /// `None`, or what those files also carry.
+    pub fn read_usage(&mut self) -> Result<Stats, CgroupError> {
+        let mut stats = self.read_sources(|source| {
+            matches!(
+                source,
+                Source::V1CpuacctUsage
+                    | Source::V2CpuStat
+                    | Source::V1MemoryUsage
+                    | Source::V2MemoryCurrent
+            )
+        })?;
+        // Not read: the working set needs memory.stat.
+        stats.memory.working_set_bytes = None;
+        stats.io = None;
+        stats.pressure = None;
+        Ok(stats)
+    }
+
+    fn read_sources(&mut self, wanted: impl Fn(Source) -> bool) -> Result<Stats, CgroupError> {
+        SCRATCH.with(|scratch| {
+            let (buf, blkio_bytes) = &mut *scratch.borrow_mut();
+            self.read_with(&wanted, buf, blkio_bytes)
+        })
+    }
+
+    fn read_with(
+        &self,
+        wanted: &impl Fn(Source) -> bool,
+        buf: &mut String,
+        blkio_bytes: &mut String,
+    ) -> Result<Stats, CgroupError> {
         let mut stats = Stats {
             io: self.has_io.then(Vec::new),
             pressure: self.has_pressure.then(PressureStats::default),
             ..Default::default()
         };
         let mut inactive_file = None;
-        for (source, file) in &self.files {
-            file.read_into(&mut self.buf)?;
-            let text = self.buf.as_str();
+        for (source, file) in self.files.iter().filter(|(s, _)| wanted(*s)) {
+            file.read_into(buf)?;
+            let text = buf.as_str();
             let number = || text.trim().parse::<u64>().ok();
             match source {
                 Source::V1CpuacctUsage => v1::cpuacct::parse_usage(text, &mut stats.cpu),
@@ -316,12 +354,10 @@ impl StatsReader {
                 Source::V2SwapCurrent => stats.memory.swap_bytes = number(),
                 Source::PidsCurrent => stats.pids.current = number(),
                 Source::V1BlkioBytes => {
-                    self.blkio_bytes.clear();
-                    self.blkio_bytes.push_str(text);
+                    blkio_bytes.clear();
+                    blkio_bytes.push_str(text);
                 }
-                Source::V1BlkioOps => {
-                    stats.io = Some(v1::blkio::parse_throttle(&self.blkio_bytes, text))
-                }
+                Source::V1BlkioOps => stats.io = Some(v1::blkio::parse_throttle(blkio_bytes, text)),
                 Source::V2IoStat => stats.io = Some(v2::io::parse_stat(text)),
                 // A job is frozen if either freezer of a hybrid host holds it.
                 Source::V1FreezerState => {
@@ -398,6 +434,30 @@ mod tests {
         assert_eq!(stats.pressure, None);
         // Reading again re-reads from offset 0.
         assert_eq!(reader.read().unwrap(), stats);
+    }
+
+    #[test]
+    fn a_usage_read_reads_cpu_usage_and_memory_in_use_only() {
+        let dir = fixture_dir(V1);
+        let sources = StatsSources {
+            v1: vec![
+                (Controller::Cpuacct, &dir),
+                (Controller::Memory, &dir),
+                (Controller::Pids, &dir),
+            ],
+            unified: None,
+        };
+        let mut reader = StatsReader::open(&sources, 100).unwrap();
+        let usage = reader.read_usage().unwrap();
+        assert_eq!(usage.cpu.usage_ns, Some(187_324_370));
+        assert_eq!(usage.memory.usage_bytes, Some(42_340_352));
+        // Fields from the files not read stay unknown.
+        assert_eq!(usage.cpu.user_ns, None);
+        assert_eq!(usage.memory.working_set_bytes, None);
+        assert_eq!(usage.memory.max_usage_bytes, None);
+        assert_eq!(usage.pids.current, None);
+        // A full read still reads everything.
+        assert_eq!(reader.read().unwrap().pids.current, Some(0));
     }
 
     #[test]

@@ -229,13 +229,17 @@ impl Collector for RunCollector {
             MetricType::Gauge,
             // The kernel's word where it can be read: a job frozen by hand
             // through the cgroup's freezer file shows too.
-            runs.iter().map(|r| {
-                let kernel = readings
-                    .iter()
-                    .find(|(read, _)| std::ptr::eq(*read, r))
-                    .and_then(|(_, stats)| stats.frozen);
-                (run_labels(r), u64::from(kernel.unwrap_or(r.frozen)))
-            }),
+            // `readings` follows `runs`' order, less the runs not read: one
+            // walk pairs them (a search per run is quadratic in runs).
+            {
+                let mut read = readings.iter().peekable();
+                runs.iter().map(move |r| {
+                    let kernel = read
+                        .next_if(|(read, _)| std::ptr::eq(*read, r))
+                        .and_then(|(_, stats)| stats.frozen);
+                    (run_labels(r), u64::from(kernel.unwrap_or(r.frozen)))
+                })
+            },
         )?;
         family(
             e,

@@ -134,11 +134,20 @@ fn count(n: usize) -> u32 {
 /// the agent, canned numbers in tests.
 pub trait ReadStats: Send {
     fn read_stats(&mut self) -> Result<Stats, CgroupError>;
+
+    /// At least CPU usage and memory in use, reading as little as it can.
+    fn read_usage(&mut self) -> Result<Stats, CgroupError> {
+        self.read_stats()
+    }
 }
 
 impl ReadStats for StatsReader {
     fn read_stats(&mut self) -> Result<Stats, CgroupError> {
         self.read()
+    }
+
+    fn read_usage(&mut self) -> Result<Stats, CgroupError> {
+        StatsReader::read_usage(self)
     }
 }
 
@@ -157,6 +166,12 @@ impl StatsHandle {
         // A reader that panicked mid-read holds no state a later read relies
         // on (each read starts from offset 0), so poisoning is ignored.
         self.0.lock().unwrap_or_else(PoisonError::into_inner).read_stats()
+    }
+
+    /// Reads CPU usage and memory in use (`corral ps`), and what else the
+    /// files behind them carry.
+    pub fn read_usage(&self) -> Result<Stats, CgroupError> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).read_usage()
     }
 }
 
