@@ -32,10 +32,13 @@ pub fn measure(bench: &Bench) -> Vec<Row> {
     .against("crun run", crun)
     .goal(Goal::RatioAtMost(1.0))
     .when_missed(
-        "the agent's launch path (see the launch rows) plus the start of the 78 MB binary twice \
-         (the command and its shim): the dynamic loader's relocations are ~2.4 ms of CPU of \
-         each start; a small shim removes one, and linking with packed relative relocations \
-         (-z pack-relative-relocs) or a smaller command binary cuts the other",
+        "the launch path (see the launch rows) plus the command's own start: loading the \
+         83 MB position-independent binary (the dynamic loader's relocations, ~2.4 ms of CPU \
+         in a perf profile), reading the topology and cgroup layout, and, in strace of one \
+         run, ~10 ms for the first move of a process into a cgroup (an RCU grace period) that \
+         a process living for one run cannot hide, where the agent overlaps it with the \
+         shim's start. Packed relative relocations (-z pack-relative-relocs) would cut the \
+         start; the grace period needs CLONE_INTO_CGROUP (pure v2)",
     )]
 }
 

@@ -202,8 +202,14 @@ pub fn render(rows: &[Row]) -> String {
     let missed: Vec<&Row> = rows.iter().filter(|r| r.met() == Some(false)).collect();
     if !missed.is_empty() {
         out += "\nGoals missed, and what dominates the cost:\n";
+        let mut told: Vec<&str> = Vec::new();
         for row in missed {
             let why = row.when_missed.as_deref().unwrap_or("(not analysed)");
+            // Rows of one measure against several peers share their reason.
+            if told.contains(&why) {
+                continue;
+            }
+            told.push(why);
             out += &format!("- {}: {why}\n", row.what);
         }
     }

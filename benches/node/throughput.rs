@@ -52,12 +52,15 @@ pub fn measure(bench: &Bench) -> Vec<Row> {
     let slurm = peers::slurm::throughput(bench, jobs);
     let rate = |t: &Throughput| Figure::new(t.jobs_per_sec(), "jobs/s");
     let what = format!("{jobs} /bin/true jobs dropped at once → all ended");
-    let why = "per run, the start of its processes dominates, not the agent's loop: in a \
-               profile of the burst most CPU goes to the shim (an exec and relocation of the \
-               whole corral binary) and the container init (joining the run's cgroups), then \
-               to the agent's launch threads (cgroup mkdir and knob writes, which queue on \
-               the kernel's cgroupfs lock); the agent's main loop is a few percent. The \
-               small shim binary and fewer cgroup writes per run are what would fix it";
+    let why = "CPU per job: the agent's own (all threads: cgroups made, knobs written and \
+               removed, the shim spawned, store commits) plus the container's init and job \
+               in their cgroup, shown below; on 2 CPUs their sum bounds the rate, before the \
+               kernel's deferred work (network namespace teardown, cgroup destruction) that \
+               no process is charged for. Before the small shim, a profile of the burst put \
+               34% of all CPU in the shim's start and 27% in init joining its cgroups; what \
+               is left is mostly kernel work per run: fewer v1 hierarchies per run and, on a \
+               pure v2 host, starting init straight in its cgroup (CLONE_INTO_CGROUP) would \
+               cut it";
     let mut rows = vec![
         Row::new(SECTION, format!("{what}: jobs/s"), Ok(rate(&shared.throughput())))
             .against("crun run, shell loop", crun.as_ref().map(rate).map_err(Clone::clone))
