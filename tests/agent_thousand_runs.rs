@@ -114,8 +114,28 @@ fn a_thousand_live_runs_all_have_their_ooms_handled_across_an_agent_restart() {
         count_phase(&agent, "succeeded") + count_phase(&agent, "failed") == RUNS
     });
     eprintln!("all {RUNS} ended {:.1} s after release", released.elapsed().as_secs_f64());
-    assert_eq!(count_phase(&agent, "succeeded"), RUNS);
     let db = agent.db().unwrap();
+    let failed: Vec<String> = db
+        .prepare("SELECT id FROM runs WHERE phase != 'succeeded' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    // The first few, with what happened to them, so that a failure says why.
+    let told: Vec<String> = failed
+        .iter()
+        .take(3)
+        .map(|run| {
+            format!(
+                "{run}: transitions {:?}, events {:?}, exit {:?}",
+                agent.transitions(run),
+                agent.events(run),
+                agent.exit(run)
+            )
+        })
+        .collect();
+    assert!(failed.is_empty(), "{} of {RUNS} runs did not succeed: {told:#?}", failed.len());
     let grown: i64 = db
         .query_row(
             "SELECT COUNT(DISTINCT run_id) FROM run_events WHERE kind = 'memory-grown'",

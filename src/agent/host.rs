@@ -44,7 +44,6 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tracing::{debug, warn, Instrument as _};
 
-use crate::cgroup::freezer::Backoff;
 use crate::cgroup::{CgroupEvent, CgroupName, JobCgroup, Notifier};
 use crate::container::rundir::RunDir;
 use crate::container::shim::pidfd_open;
@@ -66,6 +65,8 @@ use super::runtime::{
 
 /// How long the kernel gets to confirm a freeze or thaw.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a pending freeze checks whether the job is paused at its limit.
+const PAUSE_CHECK: Duration = Duration::from_millis(50);
 /// How long a shim found still setting up a job after an agent restart gets
 /// to finish (setup takes milliseconds).
 const SETUP_PATIENCE: Duration = Duration::from_secs(5);
@@ -262,13 +263,6 @@ impl Runtime for HostRuntime {
         let cgroup = self.cgroup(run, Operation::Freeze)?;
         let freeze = cgroup.freeze(FREEZE_TIMEOUT);
         tokio::pin!(freeze);
-        // Whether the job is paused at its limit is re-read at once, then
-        // after 1 ms doubling to 16 ms: the OOM notification that leads to
-        // this freeze comes as the pause begins, so the first look finds it
-        // and the policy is applied without waiting.
-        // A freeze that completes, as one of a running job does within a
-        // millisecond, ends the loop before more than a few reads.
-        let mut pause_check = Backoff::default();
         loop {
             tokio::select! {
                 result = &mut freeze => {
@@ -284,7 +278,7 @@ impl Runtime for HostRuntime {
                         _ => Ok(()),
                     };
                 }
-                () = pause_check.wait() => {
+                () = tokio::time::sleep(PAUSE_CHECK) => {
                     // Unreadable means not known to be paused: keep waiting
                     // for the freeze, which reports its own failure.
                     if cgroup.paused_at_limit().unwrap_or(false) {

@@ -28,9 +28,8 @@ impl fmt::Display for FreezerState {
 }
 
 /// Re-check schedule for state with no kernel notification (v1 freezer,
-/// v1 `cgroup.procs`, a job held at its v1 memory limit while a freeze waits):
-/// a few immediate re-checks, as freezing usually takes a fraction of a
-/// millisecond, then sleeps doubling from 1 ms to 16 ms.
+/// v1 `cgroup.procs`): a few immediate re-checks, as freezing usually takes a
+/// fraction of a millisecond, then sleeps doubling from 1 ms to 16 ms.
 #[derive(Debug, Default)]
 pub(crate) struct Backoff {
     step: u32,
