@@ -271,7 +271,7 @@ pub fn measure(bench: &Bench) -> Vec<Row> {
             .goal(Goal::AtMost(Figure::new(30.0, "MiB")))
             .when_missed(
                 "about 11.5 MiB is the binary's resident code (file pages, in RSS though not \
-                 page cache) and 25 MiB heap, ~23 KiB per live run: the run's operation task \
+                 private) and 25 MiB heap, ~23 KiB per live run: the run's operation task \
                  and its channel (~6 KB), the job's spec held inline (~4 KB), the watch tasks \
                  (~3 KB), one path per stats file (~2 KB); one task per run instead of three, \
                  a boxed spec and one directory per stats reader would cut it",
