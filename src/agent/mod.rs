@@ -584,6 +584,14 @@ pub async fn drive<R: Runtime, S: RunStore>(
                     Ok(())
                 }
                 Some(command) => {
+                    // An answer reads the published state too (the runs'
+                    // statistics handles), and what a client was told must
+                    // not be older than what the HTTP views serve after it.
+                    if unpublished {
+                        supervisor.publish();
+                        published_at = Some(tokio::time::Instant::now());
+                        unpublished = false;
+                    }
                     quiet = !command.request.changes_something();
                     supervisor.command(command)
                 }
