@@ -120,7 +120,7 @@ use tracing::{error, info, warn};
 pub use error::AgentError;
 pub use supervisor::Supervisor;
 
-use crate::api::{Answer, ControlError, Endpoints, FeedTap, Request};
+use crate::api::{Answer, ControlError, Endpoints, FeedTap, Freshness, Request};
 use crate::config::AgentConfig;
 use crate::launch::Host;
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
@@ -194,6 +194,7 @@ pub async fn run(
         );
     }
     let store = SqliteStore::open(&db_path)?;
+    let commit_counter = store.commit_counter();
     std::fs::create_dir_all(&runs_dir)
         .map_err(|source| AgentError::StateDir { path: runs_dir.clone(), source })?;
     // Bound before any run is touched: an agent that cannot serve its
@@ -235,7 +236,9 @@ pub async fn run(
         ..MetricsConfig::default()
     };
     let metrics = Arc::new(Metrics::new(&metrics_config, snapshot.clone()));
-    let telemetry = Telemetry::new(metrics.clone(), snapshot, Some(layout));
+    let mut telemetry = Telemetry::new(metrics.clone(), snapshot, Some(layout));
+    let fresh = Arc::new(Freshness::new(commit_counter));
+    telemetry.fresh = Some(fresh.clone());
     let views = telemetry.views.clone();
     // Before recovery: runs that ended while no agent ran are counted as
     // they are found (runs ended, OOM failures), like any other end.
@@ -276,7 +279,8 @@ pub async fn run(
     // Run details come from the store; the API reads through a connection
     // of its own, so a request never waits for the main loop.
     let api_store = SqliteStore::open(&db_path)?;
-    let endpoints = Endpoints { api: Arc::new(AgentApi::new(views, api_store)), metrics };
+    let api = Arc::new(AgentApi::new(views, api_store));
+    let endpoints = Endpoints { api, metrics, fresh: Some(fresh) };
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     info!(listen = %config.listen, "serving /metrics and the read-only API");
     let server = tokio::spawn(crate::api::serve(listener, endpoints, config.http, async {
@@ -509,6 +513,15 @@ fn warn_accounts_in_range(config: &AgentConfig, roots: &crate::dynamic_user::Hos
 /// n reports cost O(n × runs); a turn after a quiet spell publishes at once.
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 
+/// Resolves when an HTTP request waits for a publish (see [`Freshness`]);
+/// never without telemetry.
+async fn publish_asked(fresh: Option<&Freshness>) {
+    match fresh {
+        Some(fresh) => fresh.asked().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How often the store is checked, so that a full disk or a deleted
 /// database shows in `/readyz` within this even when the agent has nothing
 /// to record. The check writes only when the disk looks full.
@@ -537,7 +550,10 @@ pub async fn drive<R: Runtime, S: RunStore>(
     // When the state was last published, and whether turns since changed it.
     let mut published_at: Option<tokio::time::Instant> = None;
     let mut unpublished = false;
+    let fresh = supervisor.freshness();
     loop {
+        // An HTTP request found the views behind the store.
+        let mut asked = false;
         let publish_at = published_at.filter(|_| unpublished).map(|at| at + PUBLISH_EVERY);
         // While holding, only the next try of the store is due.
         let deadline = match &fault {
@@ -606,6 +622,10 @@ pub async fn drive<R: Runtime, S: RunStore>(
             },
             // The turn that follows publishes.
             () = sleep_until(publish_at), if publish_at.is_some() => Ok(()),
+            () = publish_asked(fresh.as_deref()) => {
+                asked = true;
+                Ok(())
+            }
             _ = store_check.tick(), if !holding => match supervisor.check_writable() {
                 // Only a store that cannot be written matters here; anything
                 // else (busy, say) is for the next real write to report.
@@ -626,7 +646,7 @@ pub async fn drive<R: Runtime, S: RunStore>(
             let delivered = deliver(&mut supervisor, &mut fault, obs);
             absorb(delivered, &mut supervisor, &mut fault)?;
         }
-        if quiet && fault.is_none() {
+        if quiet && fault.is_none() && !asked {
             continue;
         }
         if fault.is_none() {
@@ -634,7 +654,7 @@ pub async fn drive<R: Runtime, S: RunStore>(
             absorb(scheduled, &mut supervisor, &mut fault)?;
         }
         let now = tokio::time::Instant::now();
-        if published_at.is_none_or(|at| now >= at + PUBLISH_EVERY) {
+        if asked || published_at.is_none_or(|at| now >= at + PUBLISH_EVERY) {
             supervisor.publish();
             published_at = Some(now);
             unpublished = false;

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use tracing::{debug, error, info, warn, Span};
 
 use crate::api::protocol::Response;
-use crate::api::EventFeed;
 use crate::api::{Answer, Command};
+use crate::api::{EventFeed, Freshness};
 use crate::placement::{Assignment, Ledger};
 use crate::scheduler::{transition, Action, Event, Moment, Phase, RunEvent, RunState, StopReason};
 use crate::spec::{self, JobSpec};
@@ -222,6 +222,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     /// The feed the supervisor announces what it records on.
+    /// What the HTTP answers wait on; `None` without telemetry.
+    pub fn freshness(&self) -> Option<Arc<Freshness>> {
+        self.telemetry.as_ref().and_then(|t| t.fresh.clone())
+    }
+
     pub fn feed(&self) -> &EventFeed {
         self.recorder.feed()
     }

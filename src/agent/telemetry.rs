@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::api::model::{FileStatus, JobView, NodeView, RunListing, RunView};
-use crate::api::{ApiError, ApiSource};
+use crate::api::{ApiError, ApiSource, Freshness};
 use crate::cgroup::LayoutKind;
 use crate::metrics::agent::{EndState, OomAction, OomReached, PlacementOutcome, PreemptKind};
 use crate::metrics::events::{
@@ -67,6 +67,8 @@ pub struct Telemetry {
     /// last counted for them: a run that keeps waiting for the same reason
     /// is counted once, not on every pass.
     unplaced: HashMap<RunId, PlacementOutcome>,
+    /// Told what each publish includes, for the HTTP answers that wait for it.
+    pub fresh: Option<Arc<Freshness>>,
 }
 
 impl Telemetry {
@@ -83,6 +85,7 @@ impl Telemetry {
             layout,
             handles: HashMap::new(),
             unplaced: HashMap::new(),
+            fresh: None,
         }
     }
 }
@@ -150,8 +153,11 @@ impl Telemetry {
     /// runs that no longer have processes.
     pub(super) fn publish<R: Runtime, S: RunStore>(&mut self, agent: &AgentState<'_, R, S>) {
         // The store counts its commits; the counter catches up once a turn.
+        // Commits happen on the main loop only, so the state about to be
+        // published includes every one counted here.
+        let committed = agent.store.commits();
         let commits = &self.metrics.agent().store_commits;
-        commits.inc_by(agent.store.commits().saturating_sub(commits.get()));
+        commits.inc_by(committed.saturating_sub(commits.get()));
         self.handles.retain(|id, (launch, _)| {
             agent.runs.get(id).is_some_and(|r| {
                 r.state.phase.may_have_processes() && launch_key(r) == Some(*launch)
@@ -204,6 +210,9 @@ impl Telemetry {
             stats: self.handles.iter().map(|(id, (_, h))| (id.clone(), h.clone())).collect(),
         };
         *self.views.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(views));
+        if let Some(fresh) = &self.fresh {
+            fresh.published(committed);
+        }
     }
 
     /// The CPU the current attempt of `run` used since it was launched, as a

@@ -12,6 +12,9 @@
 //!
 //! Connections are served, capped and timed by [`super::server`].
 //!
+//! Every answer but `/healthz` waits, briefly, until the published state has
+//! every decision the agent stored before the request ([`Freshness`]).
+//!
 //! Errors are `{"error": "..."}` with the status. Everything the agent
 //! answers with may block (file reads, the store), so it runs on tokio's
 //! blocking threads and a slow scrape never stalls another request.
@@ -28,6 +31,7 @@ use axum::{Json, Router};
 use tokio::net::{TcpListener, TcpSocket};
 
 use super::error::ApiError;
+use super::fresh::Freshness;
 use super::model::{JobView, NodeView, RunView};
 use super::source::ApiSource;
 use crate::metrics::{Format, Metrics};
@@ -41,6 +45,19 @@ const TEXT: &str = "text/plain; charset=utf-8";
 pub struct Endpoints {
     pub api: Arc<dyn ApiSource>,
     pub metrics: Arc<Metrics>,
+    /// Keeps answers from being older than their requests; `None` serves
+    /// whatever was published last.
+    pub fresh: Option<Arc<Freshness>>,
+}
+
+impl Endpoints {
+    /// Before an answer from the published state: until it has every
+    /// decision stored so far (see [`Freshness`]).
+    async fn settle(&self) {
+        if let Some(fresh) = &self.fresh {
+            fresh.settle().await;
+        }
+    }
 }
 
 /// Connections the kernel completes and queues while the agent has not yet
@@ -86,6 +103,7 @@ async fn blocking<T: Send + 'static>(
 
 async fn metrics(State(e): State<Endpoints>, headers: HeaderMap) -> Result<Response, ApiError> {
     let format = Format::negotiate(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
+    e.settle().await;
     let body = blocking(move || e.metrics.render(format)).await??;
     Ok(([(CONTENT_TYPE, format.content_type())], body).into_response())
 }
@@ -95,6 +113,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(e): State<Endpoints>) -> Result<Response, ApiError> {
+    e.settle().await;
     Ok(match blocking(move || e.api.ready()).await? {
         Ok(()) => ([(CONTENT_TYPE, TEXT)], "ready\n".to_string()).into_response(),
         Err(waiting) => (
@@ -112,6 +131,7 @@ struct Jobs {
 }
 
 async fn jobs(State(e): State<Endpoints>) -> Result<Json<Jobs>, ApiError> {
+    e.settle().await;
     Ok(Json(Jobs { jobs: blocking(move || e.api.jobs()).await? }))
 }
 
@@ -121,6 +141,7 @@ async fn job(
 ) -> Result<Json<JobView>, ApiError> {
     // A name that is not a valid job name names no job.
     let Ok(parsed) = JobName::parse(&name) else { return Err(ApiError::NoSuchJob(name)) };
+    e.settle().await;
     blocking(move || e.api.job(&parsed)).await?.map(Json).ok_or(ApiError::NoSuchJob(name))
 }
 
@@ -129,10 +150,12 @@ async fn run(
     Path(id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
     let run_id = RunId::new(id.clone());
+    e.settle().await;
     blocking(move || e.api.run(&run_id)).await??.map(Json).ok_or(ApiError::NoSuchRun(id))
 }
 
 async fn node(State(e): State<Endpoints>) -> Result<Json<NodeView>, ApiError> {
+    e.settle().await;
     blocking(move || e.api.node())
         .await?
         .map(Json)

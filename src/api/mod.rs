@@ -7,6 +7,8 @@
 //! - [`server`]: the connections: capped, each under a deadline
 //!   ([`serve`](server::serve)).
 //! - [`source`]: [`ApiSource`], what the agent answers with.
+//! - [`fresh`]: [`Freshness`], which keeps an answer from being older than
+//!   its request.
 //! - [`model`]: the JSON documents.
 //! - [`run`]: [`RunFacts`](run::RunFacts), the one read model of a run, and
 //!   its projections onto the HTTP document and the control socket's lines.
@@ -30,6 +32,7 @@
 
 pub mod error;
 pub mod feed;
+pub mod fresh;
 pub mod http;
 pub mod model;
 pub mod protocol;
@@ -40,6 +43,7 @@ pub mod source;
 
 pub use error::ApiError;
 pub use feed::{EventFeed, FeedTap};
+pub use fresh::Freshness;
 pub use http::{bind, router, Endpoints};
 pub use model::{JobView, NodeView, RunView};
 pub use protocol::{Accepted, ControlError, Request, Response};

@@ -162,7 +162,7 @@ async fn start_limited(
         Arc::new(Metrics::new(&MetricsConfig::default(), Arc::new(PublishedSnapshot::default())));
     let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let endpoints = Endpoints { api, metrics: metrics.clone() };
+    let endpoints = Endpoints { api, metrics: metrics.clone(), fresh: None };
     tokio::spawn(serve(listener, endpoints, limits, std::future::pending()));
     (addr, metrics)
 }
@@ -477,7 +477,7 @@ async fn shutdown_waits_for_the_request_under_way_and_closes_idle_ones() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let endpoints = Endpoints { api, metrics: metrics.clone() };
+        let endpoints = Endpoints { api, metrics: metrics.clone(), fresh: None };
         let server = tokio::spawn(serve(listener, endpoints, HttpLimits::default(), async {
             let _ = stopped.await;
         }));

@@ -9,6 +9,8 @@ mod users;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
@@ -52,13 +54,19 @@ pub struct SqliteStore {
     /// `(device, inode)` of the file opened: a commit into a file that is
     /// no longer at `path` would be lost to every later reader.
     identity: (u64, u64),
-    /// Transactions committed through this connection since it was opened.
-    commits: u64,
+    /// Transactions committed through this connection since it was opened;
+    /// shared, so that the HTTP API can tell whether its views are behind.
+    commits: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
     /// The database's file name inside the state directory.
     pub const FILE_NAME: &'static str = "corral.db";
+
+    /// The count of commits through this connection, as it moves.
+    pub fn commit_counter(&self) -> Arc<AtomicU64> {
+        self.commits.clone()
+    }
 
     /// Below this much free space the disk is as good as full: a commit
     /// needs a few pages.
@@ -111,7 +119,7 @@ impl SqliteStore {
             path: path.to_owned(),
             busy_timeout: options.busy_timeout,
             identity: (meta.dev(), meta.ino()),
-            commits: 0,
+            commits: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -172,7 +180,7 @@ impl SqliteStore {
                 Ok(value)
             });
         if written.is_ok() {
-            self.commits += 1;
+            self.commits.fetch_add(1, Ordering::Release);
         }
         written.map_err(|e| unwritable(e, &self.path))
     }

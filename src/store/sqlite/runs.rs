@@ -517,7 +517,7 @@ impl RunStore for SqliteStore {
     }
 
     fn commits(&self) -> u64 {
-        self.commits
+        self.commits.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn prune_all(&mut self, max_finished: usize) -> Result<usize, StoreError> {
