@@ -69,7 +69,7 @@ fn server() -> &'static Server {
             &MetricsConfig::default(),
             Arc::new(PublishedSnapshot::default()),
         ));
-        let router = router(Endpoints { api: Arc::new(Recorder), metrics });
+        let router = router(Endpoints { api: Arc::new(Recorder), metrics, fresh: None });
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         Server { runtime, router }
     })
