@@ -88,7 +88,7 @@ pub use action::{Action, RunEvent, Timer};
 pub use backoff::{backoff_delay, Jitter};
 pub use error::InvalidTransition;
 pub use event::{Event, ExitStatus};
-pub use policy::{OomPolicy, Policy, PreemptionMode, RestartPolicy};
+pub use policy::{NoRestart, OomPolicy, Policy, PreemptionMode, RestartPolicy};
 pub use preempt::{Active, Step, Waiting};
 pub use queue::RunQueue;
 pub use run_meta::RunMeta;
