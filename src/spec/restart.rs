@@ -302,7 +302,7 @@ mod tests {
                 "3 restart.on_exit_codes[0]: 0 is out of range; allowed: 1 to 255",
                 "3 restart.on_exit_codes[1]: 256 is out of range; allowed: 1 to 255",
                 "3 restart.on_exit_codes[3]: \"3\" is listed twice",
-                "3 restart.never_on_exit_codes: expected a list, found a string",
+                "3 restart.never_on_exit_codes: expected a list, found the string \"x\"",
             ]
         );
         assert_eq!(

@@ -191,7 +191,7 @@ mod tests {
             "3 stop_signal: invalid signal \"QUIT\": a job can be sent one of SIGTERM, SIGINT, \
              SIGHUP, SIGUSR1, SIGUSR2 (the signals its container's init passes on)"
         );
-        assert_eq!(error("stop_signal: 15\n"), "3 stop_signal: expected a string, found an integer");
+        assert_eq!(error("stop_signal: 15\n"), "3 stop_signal: expected a string, found the integer 15");
     }
 
     #[test]
@@ -217,10 +217,10 @@ mod tests {
         assert_eq!(
             errors("timeout: 1m\ntimeout_signal: {signal: KILL, before: 0s, when: x}\n"),
             [
-                "4 timeout_signal.when: unknown field `when`",
                 "4 timeout_signal.signal: invalid signal \"KILL\": SIGKILL cannot be caught, so \
                  the job could not act on it; use one of SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2",
                 "4 timeout_signal.before: invalid duration \"0s\": it must be longer than zero",
+                "4 timeout_signal.when: unknown field `when`",
             ]
         );
         assert_eq!(
@@ -230,7 +230,7 @@ mod tests {
         // A wrong timeout is reported once, not again through timeout_signal.
         assert_eq!(
             error("timeout: soon\ntimeout_signal: {signal: USR1, before: 10s}\n"),
-            "3 timeout: invalid duration \"soon\": a number has no unit; add one of d, h, m, s, ms (for example 30s)"
+            "3 timeout: invalid duration \"soon\": a unit has no number in front of it"
         );
     }
 }
