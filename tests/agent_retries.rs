@@ -48,9 +48,7 @@ fn an_exit_code_in_on_exit_codes_restarts_and_the_next_success_ends_the_run() {
     let agent = started();
     let count = agent.data_file("temp.count").display().to_string();
     // 75 (EX_TEMPFAIL) the first time, 0 the second.
-    let script = format!(
-        "echo start >> {count}; [ $(wc -l < {count}) -ge 2 ] && exit 0; exit 75"
-    );
+    let script = format!("echo start >> {count}; [ $(wc -l < {count}) -ge 2 ] && exit 0; exit 75");
     let extra = "restart: {on: failure, attempts: 3, backoff: 200ms, on_exit_codes: [75]}\n";
     agent.write_job("temp.yaml", &job("temp", &script, extra));
     agent.wait_phase("temp-1", "succeeded", secs(30));
@@ -71,7 +69,8 @@ fn an_exit_code_in_never_on_exit_codes_is_not_restarted_and_show_says_why() {
     let count = agent.data_file("config.count").display().to_string();
     // `on: always` restarts everything, except what never_on_exit_codes names.
     let extra = "restart: {on: always, attempts: 3, backoff: 200ms, never_on_exit_codes: [2]}\n";
-    agent.write_job("config.yaml", &job("config", &format!("echo start >> {count}; exit 2"), extra));
+    agent
+        .write_job("config.yaml", &job("config", &format!("echo start >> {count}; exit 2"), extra));
     agent.wait_phase("config-1", "failed", secs(30));
     assert_eq!(agent.read_data("config.count").lines().count(), 1, "never restarted");
     assert!(agent.events("config-1").is_empty(), "no restart scheduled");

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use crate::spec::{ExitCodes, JobSignal, RestartOn, TimeoutSignal};
 use super::event::ExitStatus;
 use super::state::FailReason;
+use crate::spec::{ExitCodes, JobSignal, RestartOn, TimeoutSignal};
 use crate::vocab::Bytes;
 use crate::vocab::Factor;
 
@@ -103,10 +103,12 @@ impl std::fmt::Display for NoRestart {
             NoRestart::NeverOnExitCode(code) => {
                 write!(f, "exit code {code} is in never_on_exit_codes")
             }
-            NoRestart::NotInOnExitCodes(code) => write!(f, "exit code {code} is not in on_exit_codes"),
-            NoRestart::NotAnExitCode => {
-                f.write_str("it did not end with an exit code, and on_exit_codes restarts only those")
+            NoRestart::NotInOnExitCodes(code) => {
+                write!(f, "exit code {code} is not in on_exit_codes")
             }
+            NoRestart::NotAnExitCode => f.write_str(
+                "it did not end with an exit code, and on_exit_codes restarts only those",
+            ),
             NoRestart::OnlyOom => f.write_str("restart.on is oom and it did not run out of memory"),
         }
     }

@@ -590,11 +590,8 @@ impl Step<'_> {
         next.timeout_signal_sent = true;
         let before = warning.before;
         let event = RunEvent::TimeoutSignalled { signal: warning.signal, before };
-        let reason = format!(
-            "sent {} {}s ahead of its timeout",
-            warning.signal,
-            before.as_secs_f64()
-        );
+        let reason =
+            format!("sent {} {}s ahead of its timeout", warning.signal, before.as_secs_f64());
         self.to(next, vec![Action::RecordEvent(event), Action::Signal(warning.signal)], reason)
     }
 

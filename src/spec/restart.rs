@@ -158,11 +158,8 @@ pub(super) fn compile(
     path: &FieldPath,
 ) -> Option<RestartPolicy> {
     let Some(node) = node else { return Some(RestartPolicy::default()) };
-    let fields = cx.map(
-        node,
-        path,
-        &["on", "attempts", "backoff", "on_exit_codes", "never_on_exit_codes"],
-    )?;
+    let fields =
+        cx.map(node, path, &["on", "attempts", "backoff", "on_exit_codes", "never_on_exit_codes"])?;
     let on = match fields.get("on") {
         None => Some(RestartOn::Never),
         Some(n) => cx.choice(n, &fields.field("on")),
@@ -242,7 +239,11 @@ fn exit_codes(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<ExitCod
         };
         if set.contains(i32::from(code)) {
             ok = false;
-            cx.report(item.pos, &path.index(i), SpecError::DuplicateItem { value: code.to_string() });
+            cx.report(
+                item.pos,
+                &path.index(i),
+                SpecError::DuplicateItem { value: code.to_string() },
+            );
         }
         set.insert(code);
     }
@@ -297,7 +298,9 @@ mod tests {
     #[test]
     fn exit_code_mistakes() {
         assert_eq!(
-            errors("restart: {on: failure, on_exit_codes: [0, 256, 3, 3], never_on_exit_codes: x}\n"),
+            errors(
+                "restart: {on: failure, on_exit_codes: [0, 256, 3, 3], never_on_exit_codes: x}\n"
+            ),
             [
                 "3 restart.on_exit_codes[0]: 0 is out of range; allowed: 1 to 255",
                 "3 restart.on_exit_codes[1]: 256 is out of range; allowed: 1 to 255",

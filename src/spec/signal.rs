@@ -44,7 +44,9 @@ impl JobSignal {
         let reason = if name == "SIGKILL" || name == "SIGSTOP" {
             format!("{name} cannot be caught, so the job could not act on it; use one of {allowed}")
         } else {
-            format!("a job can be sent one of {allowed} (the signals its container's init passes on)")
+            format!(
+                "a job can be sent one of {allowed} (the signals its container's init passes on)"
+            )
         };
         Err(SpecError::Invalid { what: "signal", value: text.to_owned(), reason })
     }
@@ -100,7 +102,11 @@ impl TimeoutSignal {
     }
 }
 
-pub(super) fn compile_stop_signal(cx: &mut Checker, node: &Node, path: &FieldPath) -> Option<JobSignal> {
+pub(super) fn compile_stop_signal(
+    cx: &mut Checker,
+    node: &Node,
+    path: &FieldPath,
+) -> Option<JobSignal> {
     cx.parsed(node, path, JobSignal::parse)
 }
 
@@ -191,7 +197,10 @@ mod tests {
             "3 stop_signal: invalid signal \"QUIT\": a job can be sent one of SIGTERM, SIGINT, \
              SIGHUP, SIGUSR1, SIGUSR2 (the signals its container's init passes on)"
         );
-        assert_eq!(error("stop_signal: 15\n"), "3 stop_signal: expected a string, found the integer 15");
+        assert_eq!(
+            error("stop_signal: 15\n"),
+            "3 stop_signal: expected a string, found the integer 15"
+        );
     }
 
     #[test]

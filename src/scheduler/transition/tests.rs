@@ -1122,7 +1122,10 @@ fn exit_code_lists_decide_restarts_and_say_why_not() {
         "failed: exit code 2; not restarted: exit code 2 is in never_on_exit_codes"
     );
     let unlisted = transition(&running(), &exited(3), &p, at(5)).unwrap();
-    assert_eq!(unlisted.reason, "failed: exit code 3; not restarted: exit code 3 is not in on_exit_codes");
+    assert_eq!(
+        unlisted.reason,
+        "failed: exit code 3; not restarted: exit code 3 is not in on_exit_codes"
+    );
     let signal = transition(&running(), &Event::Exited(ExitStatus::Signal(9)), &p, at(5)).unwrap();
     assert!(signal.reason.ends_with(
         "not restarted: it did not end with an exit code, and on_exit_codes restarts only those"
@@ -1136,7 +1139,10 @@ fn exit_code_lists_decide_restarts_and_say_why_not() {
     assert_eq!(t2.next.phase, Phase::Failed { reason: failed_exit(2) });
     // Without lists, as before: the plain reason, and "no restarts left" at the end.
     let plain = with(|p| p.restart.on = RestartOn::Never);
-    assert_eq!(transition(&running(), &exited(1), &plain, at(5)).unwrap().reason, "failed: exit code 1");
+    assert_eq!(
+        transition(&running(), &exited(1), &plain, at(5)).unwrap().reason,
+        "failed: exit code 1"
+    );
     let mut spent = running();
     spent.restarts = 2;
     spent.attempt = 3;
@@ -1159,14 +1165,20 @@ fn restart_on_oom_restarts_only_what_the_oom_policy_gives_up() {
     st.oom_requeues = 1;
     st.attempt = 2;
     let second = transition(&st, &exited(137), &p, at(5)).unwrap();
-    assert!(matches!(second.next.phase, Phase::BackoffWaiting { after: Some(FailReason::Oom), .. }));
+    assert!(matches!(
+        second.next.phase,
+        Phase::BackoffWaiting { after: Some(FailReason::Oom), .. }
+    ));
     assert_eq!(second.next.restarts, 1);
     assert_eq!(second.next.memory_limit, Some(GIB), "the limit in force is kept");
     // Any other failure ends the run, and says why.
     let other = transition(&running(), &exited(1), &p, at(5)).unwrap();
     assert_eq!(other.next.phase, Phase::Failed { reason: failed_exit(1) });
-    assert!(other.reason.ends_with("not restarted: restart.on is oom and it did not run out of memory"));
-    let timed_out = transition(&stopping(StopIntent::Timeout, false), &exited(143), &p, at(5)).unwrap();
+    assert!(other
+        .reason
+        .ends_with("not restarted: restart.on is oom and it did not run out of memory"));
+    let timed_out =
+        transition(&stopping(StopIntent::Timeout, false), &exited(143), &p, at(5)).unwrap();
     assert_eq!(timed_out.next.phase, Phase::Failed { reason: FailReason::Timeout });
 }
 
