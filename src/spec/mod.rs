@@ -7,8 +7,8 @@
 //! is wrong with a file, each with its file, line, column and field path.
 //!
 //! Each part of a job has a file of its own: [`schedule`], [`resources`] (with [`io`]),
-//! [`oom`], [`restart`], [`signal`], [`isolation`] (with [`devices`]), [`rlimits`]; value types with
-//! their own syntax have theirs:
+//! [`oom`], [`restart`], [`signal`] (`stop_signal`, `timeout_signal`), [`isolation`] (with
+//! [`devices`]), [`rlimits`]; value types with their own syntax have theirs:
 //! [`duration`], [`paths`], [`identity`] (job names and byte quantities are shared words,
 //! in [`crate::vocab`]). [`load`] deals with files and directories and builds the
 //! [`JobSet`]; [`diff()`] compares two of those for a reload.
