@@ -6,7 +6,7 @@ mod agent_harness;
 
 use std::process::{Command, Output};
 
-use agent_harness::{job, secs, TestAgent};
+use agent_harness::{job, secs, TestAgent, OOM_HOG};
 
 fn corral(agent: &TestAgent, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_corral"))
@@ -78,6 +78,30 @@ fn an_exit_code_in_never_on_exit_codes_is_not_restarted_and_show_says_why() {
     assert_eq!(last_reason(&agent, "config-1"), why);
     let show = ok(&agent, &["show", "config-1"]);
     assert!(show.contains(why), "{show}");
+}
+
+#[test]
+fn restart_on_oom_restarts_an_oom_kill_and_nothing_else() {
+    let agent = started();
+    let count = agent.data_file("hog.count").display().to_string();
+    // Out of memory the first time (the kernel's OOM killer, `oom: fail`), done the second.
+    let script =
+        format!("echo start >> {count}; [ $(wc -l < {count}) -ge 2 ] && exit 0; {OOM_HOG}");
+    let extra = "resources: {memory: {hard: 16Mi}}\noom: {action: fail}\n\
+                 restart: {on: oom, attempts: 2, backoff: 200ms}\n";
+    agent.write_job("hog.yaml", &job("hog", &script, extra));
+    // A plain failure under the same policy ends the run.
+    agent.write_job("plain.yaml", &job("plain", "exit 1", extra));
+    agent.wait_phase("hog-1", "succeeded", secs(60));
+    assert_eq!(agent.read_data("hog.count").lines().count(), 2, "one restart");
+    let events = agent.events("hog-1");
+    assert_eq!(events.last().map(String::as_str), Some("restart-scheduled"), "{events:?}");
+    assert!(events.iter().any(|e| e == "oom-killed"), "{events:?}");
+    agent.wait_phase("plain-1", "failed", secs(30));
+    assert_eq!(
+        last_reason(&agent, "plain-1"),
+        "failed: exit code 1; not restarted: restart.on is oom and it did not run out of memory"
+    );
 }
 
 /// A shell job that writes `ready` once its traps are set, then waits
