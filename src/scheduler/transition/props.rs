@@ -298,3 +298,41 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Whatever the policy and wherever the run is, an exit with a code in
+    /// `never_on_exit_codes` starts no new attempt, unless the kernel
+    /// OOM-killed the attempt (then it is an OOM ending, which the OOM
+    /// policy and `restart` handle).
+    #[test]
+    fn an_exit_code_in_never_on_exit_codes_never_restarts(
+        policy in policy_strategy(),
+        code in 1i32..=255,
+        restarts in 0u32..4,
+        suspended in any::<bool>(),
+    ) {
+        let mut policy = policy;
+        policy.restart.never_on_exit_codes.insert(u8::try_from(code).unwrap());
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let mut st = RunState::new(None, now);
+        st.restarts = restarts.min(policy.restart.attempts);
+        st.attempt = 1 + st.restarts;
+        st.phase = if suspended {
+            Phase::Suspended { by: SuspendedBy::Operator, frozen: true, oom_pending: false }
+        } else {
+            Phase::Running { since: now }
+        };
+        let later = now.plus(Duration::from_secs(1));
+        let exit = Event::Exited(ExitStatus::Code(code));
+        let tr = transition(&st, &exit, &policy, Moment::new(later, Jitter::NONE)).unwrap();
+        prop_assert_eq!(tr.next.restarts, st.restarts);
+        prop_assert_eq!(tr.next.attempt, st.attempt);
+        let failed = Phase::Failed { reason: FailReason::Exit { status: ExitStatus::Code(code) } };
+        prop_assert_eq!(&tr.next.phase, &failed);
+        // `on: never` restarts nothing, so there is no rule to name.
+        if policy.restart.on != RestartOn::Never {
+            let why = format!("not restarted: exit code {code} is in never_on_exit_codes");
+            prop_assert!(tr.reason.ends_with(&why), "{}", tr.reason);
+        }
+    }
+}
