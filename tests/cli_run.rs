@@ -544,3 +544,29 @@ fn a_failed_run_is_restarted_as_its_policy_says() {
     assert_eq!(corral.run_dirs().len(), 3);
     assert_cleaned_up(&corral);
 }
+
+#[test]
+fn the_timeout_signal_and_the_stop_signal_reach_a_foreground_job() {
+    let sandbox = Sandbox::new();
+    let corral = CorralRun::new();
+    // `wait` returns on a trapped signal, so the traps run at once; the
+    // INT trap ends the job, which SIGTERM (untrapped) would have killed.
+    let script = "trap 'echo checkpoint' USR1; trap 'echo interrupted; exit 3' INT; \
+                  echo ready; sleep 60 & while :; do wait; done";
+    let file = corral.job_file(
+        "ckpt",
+        &boxed(
+            &sandbox,
+            "ckpt",
+            script,
+            "timeout: 2s\ntimeout_signal: {signal: USR1, before: 1s}\nstop_signal: SIGINT\n",
+        ),
+    );
+    let output = corral.run(&file);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(stdout, "ready\ncheckpoint\ninterrupted\n", "{stderr}");
+    assert_eq!(code(&output), 3, "{stderr}");
+    assert!(stderr.contains(": SIGUSR1 sent, 1s ahead of its timeout"), "{stderr}");
+    assert!(stderr.contains(": timed out after 2s; SIGINT, then everything is killed"), "{stderr}");
+    assert_cleaned_up(&corral);
+}

@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tracing::{Instrument as _, Span};
 
+use crate::spec::JobSignal;
 use crate::store::LaunchInfo;
 use crate::vocab::RunId;
 
@@ -27,6 +28,12 @@ pub enum Op {
     Signal(LaunchInfo, Signal),
     KillAll,
     Remove,
+}
+
+/// The kernel's signal for a job signal. Every [`JobSignal`] is one init
+/// forwards (see the test below), all of them signals nix knows.
+pub fn nix_signal(signal: JobSignal) -> Signal {
+    Signal::try_from(signal.number()).unwrap_or(Signal::SIGTERM)
 }
 
 /// The handle on a run's operation task. Dropping it lets the task finish
@@ -108,6 +115,26 @@ pub async fn carry_out<R: Runtime>(runtime: &R, run: &RunId, sink: &Sink, epoch:
             if let Err(e) = runtime.remove(run).await {
                 report(Observed::Failed(e));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job file may name only signals the container's init passes on:
+    /// any other sent to init (PID 1 of the job's pid namespace) from
+    /// outside would never reach the job.
+    #[test]
+    fn job_signals_are_the_ones_init_forwards() {
+        let named: Vec<Signal> = crate::spec::signal::JOB_SIGNALS
+            .iter()
+            .map(|(name, _)| nix_signal(JobSignal::parse(name).unwrap()))
+            .collect();
+        assert_eq!(named, crate::container::init::FORWARDED);
+        for (name, _) in crate::spec::signal::JOB_SIGNALS {
+            assert_eq!(nix_signal(JobSignal::parse(name).unwrap()).as_str(), name);
         }
     }
 }

@@ -8,12 +8,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use nix::sys::signal::Signal;
 use tracing::Span;
 
 use crate::placement::Assignment;
 use crate::scheduler::{ExitStatus, Jitter, Phase, RunMeta, RunState};
-use crate::spec::JobSpec;
+use crate::spec::{JobSignal, JobSpec};
 use crate::store::{ExitInfo, LaunchInfo};
 use crate::vocab::Bytes;
 use crate::vocab::JobName;
@@ -115,10 +114,17 @@ impl Run {
         }
     }
 
-    /// Asks the attempt's processes, once launched, to stop (SIGTERM).
+    /// Asks the attempt's processes, once launched, to stop: the job's
+    /// stop signal (SIGTERM unless it names another).
     pub fn terminate(&self) {
+        self.signal(self.meta.policy.stop_signal);
+    }
+
+    /// Sends `signal` to the attempt's init, once launched, which passes it
+    /// on to the job.
+    pub fn signal(&self, signal: JobSignal) {
         if let Some(launch) = self.launch.info() {
-            self.send(Op::Signal(launch.clone(), Signal::SIGTERM));
+            self.send(Op::Signal(launch.clone(), super::ops::nix_signal(signal)));
         }
     }
 

@@ -552,6 +552,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             }
             Action::UpdateSettings => self.push_settings(id),
             Action::Terminate => run.terminate(),
+            Action::Signal(signal) => run.signal(signal),
             Action::KillAll => run.send(Op::KillAll),
             Action::YieldCpus => {
                 self.scheduling.lend_cpus(&mut self.ledger, &mut self.store, id, run)?;

@@ -690,6 +690,47 @@ async fn timeouts_and_restarts_come_from_the_state_machine() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_timeout_signal_is_sent_once_across_a_restart_and_stops_use_the_stop_signal() {
+    use nix::sys::signal::Signal;
+    let mut b = Bench::new();
+    // The job lives through its warning (the fake ends a run on any signal
+    // unless told otherwise).
+    b.fake.set_term_kills(false);
+    let extra = "timeout: 10s\nstop_grace: 2s\nstop_signal: INT\n\
+                 timeout_signal: {signal: USR1, before: 4s}\n";
+    b.files(&[("w.yaml", &job("w", extra))]).await;
+    b.fake.clear();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    b.settle().await;
+    assert!(b.fake.calls().is_empty(), "not due before 6s of running time");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    b.settle().await;
+    assert_eq!(b.fake.calls(), [Call::Signal(RunId::new("w-1"), Signal::SIGUSR1)]);
+    assert!(b.state("w-1").timeout_signal_sent);
+    // A restarted agent adopts the run and does not send it again.
+    let launch = b.launch("w-1");
+    let fake = Arc::clone(&b.fake);
+    fake.set_probe(&launch.run_dir, Probe::Running { launch: launch.clone() });
+    fake.set_live(vec![(RunId::new("w-1"), None)]);
+    let mut b = b.restart_after(Duration::ZERO);
+    assert_eq!(b.sup.recover().unwrap().running, 1);
+    b.files(&[("w.yaml", &job("w", extra))]).await;
+    tokio::time::advance(Duration::from_secs(4)).await;
+    b.settle().await;
+    let calls = b.fake.calls();
+    let signals: Vec<_> = calls.iter().filter(|c| matches!(c, Call::Signal(..))).collect();
+    // The timeout: the job's stop signal, not SIGTERM, and no second USR1.
+    assert_eq!(signals, [&Call::Signal(RunId::new("w-1"), Signal::SIGINT)], "{calls:?}");
+    assert_eq!(b.phase("w-1"), "stopping");
+    b.fake.exit("w-1", 0);
+    b.settle().await;
+    assert!(matches!(
+        b.state("w-1").phase,
+        Phase::Failed { reason: crate::scheduler::FailReason::Timeout }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_restarted_agent_adopts_running_runs_and_learns_how_others_ended() {
     let mut b = Bench::new();
     b.files(&[

@@ -19,6 +19,7 @@ fn event(timer: Timer) -> Event {
         Timer::ActiveDeadline => Event::TimeoutElapsed,
         Timer::StopGrace => Event::GraceElapsed,
         Timer::Backoff => Event::BackoffElapsed,
+        Timer::TimeoutSignal => Event::TimeoutSignalDue,
     }
 }
 

@@ -9,6 +9,7 @@ use crate::vocab::RunId;
 use super::event::ExitStatus;
 use super::policy::PreemptionMode;
 use super::state::Outcome;
+use crate::spec::JobSignal;
 use crate::vocab::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +36,13 @@ pub enum Action {
     /// Send the run's current settings (its job's resources, its cpuset,
     /// its hard limit) to its cgroup: its job changed.
     UpdateSettings,
-    /// SIGTERM to the job's init process.
+    /// The job's stop signal ([`Policy::stop_signal`](super::Policy::stop_signal),
+    /// SIGTERM unless the job names another) to the job's init process,
+    /// which passes it on to the job.
     Terminate,
+    /// `signal` to the job's init process, which passes it on to the job;
+    /// nothing else follows from it (the `timeout_signal` warning).
+    Signal(JobSignal),
     /// SIGKILL to every process in the run's cgroup. The shell thaws the
     /// cgroup afterwards if it is frozen: a frozen cgroup-v1 task does not
     /// act on SIGKILL until thawed.
@@ -69,6 +75,8 @@ pub enum Timer {
     StopGrace,
     /// Delivers [`Event::BackoffElapsed`](super::Event::BackoffElapsed).
     Backoff,
+    /// Delivers [`Event::TimeoutSignalDue`](super::Event::TimeoutSignalDue).
+    TimeoutSignal,
 }
 
 /// Noteworthy things that happened to a run, kept in its history.
@@ -92,6 +100,8 @@ pub enum RunEvent {
     Released,
     /// The attempt ended and another follows after `delay`.
     RestartScheduled { restart: u32, delay: Duration },
+    /// The `timeout_signal` was sent, `before` ahead of the timeout.
+    TimeoutSignalled { signal: JobSignal, before: Duration },
 }
 
 impl RunEvent {
@@ -105,6 +115,7 @@ impl RunEvent {
             RunEvent::Resumed => "resumed",
             RunEvent::Released => "released",
             RunEvent::RestartScheduled { .. } => "restart-scheduled",
+            RunEvent::TimeoutSignalled { .. } => "timeout-signalled",
         }
     }
 

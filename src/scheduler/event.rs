@@ -127,6 +127,8 @@ pub enum Event {
     TimeoutElapsed,
     GraceElapsed,
     BackoffElapsed,
+    /// The attempt's running time reached its `timeout_signal` point.
+    TimeoutSignalDue,
     /// The agent restarted and found this run in the store; for runs with
     /// processes, the shell has checked that the recorded process is still
     /// the same one (pid and start time).
@@ -160,6 +162,7 @@ impl Event {
             Event::TimeoutElapsed => "timeout-elapsed",
             Event::GraceElapsed => "grace-elapsed",
             Event::BackoffElapsed => "backoff-elapsed",
+            Event::TimeoutSignalDue => "timeout-signal-due",
             Event::AdoptedAfterRestart => "adopted-after-restart",
         }
     }

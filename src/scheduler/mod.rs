@@ -30,7 +30,8 @@
 //!
 //! ```text
 //! Pending   ─Placed(a)──────────→ Placed      [Launch]
-//! Placed    ─Launched───────────→ Running     [ArmTimer(deadline)]
+//! Placed    ─Launched───────────→ Running     [ArmTimer(deadline), ArmTimer(timeout signal)]
+//! Running   ─TimeoutSignalDue───→ Running, signal sent on record  [RecordEvent, Signal]  (once per try)
 //! Placed    ─LaunchFailed───────→ (ending: failed)
 //! Running   ─Exited(0)──────────→ (ending: succeeded)       [RecordExit, ReleasePlacement]
 //! Running   ─Exited(≠0)/Lost────→ (ending: failed)
@@ -49,7 +50,8 @@
 //!                                 requeue: Pending (same attempt) · oom: (ending: oom)
 //! (ending: oom)       → Pending, attempt+1, larger limit   [Enqueue]   (requeue/grow policy allows)
 //!                     → (ending: failed)                               (otherwise)
-//! (ending: failed)    → BackoffWaiting{until} [ArmTimer(backoff)]      (restart policy allows)
+//! (ending: failed)    → BackoffWaiting{until} [ArmTimer(backoff)]      (restart policy allows:
+//!                                                  `RestartPolicy::decide`)
 //!                     → Failed                [RecordOutcome]
 //! (ending: succeeded) → BackoffWaiting (restart: always) | Succeeded
 //! BackoffWaiting ─BackoffElapsed→ Pending     [Enqueue]
@@ -88,7 +90,7 @@ pub use action::{Action, RunEvent, Timer};
 pub use backoff::{backoff_delay, Jitter};
 pub use error::InvalidTransition;
 pub use event::{Event, ExitStatus};
-pub use policy::{OomPolicy, Policy, PreemptionMode, RestartPolicy};
+pub use policy::{NoRestart, OomPolicy, Policy, PreemptionMode, RestartPolicy};
 pub use preempt::{Active, Step, Waiting};
 pub use queue::RunQueue;
 pub use run_meta::RunMeta;

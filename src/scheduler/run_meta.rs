@@ -19,6 +19,8 @@ pub fn policy(spec: &JobSpec, default_grace: Duration) -> Policy {
         attempts: spec.restart.attempts,
         backoff_min: spec.restart.backoff.min,
         backoff_max: spec.restart.backoff.max,
+        on_exit_codes: spec.restart.on_exit_codes,
+        never_on_exit_codes: spec.restart.never_on_exit_codes,
     };
     let oom = match spec.oom {
         spec::OomPolicy::Fail => OomPolicy::Fail,
@@ -31,6 +33,8 @@ pub fn policy(spec: &JobSpec, default_grace: Duration) -> Policy {
         preemption: preemption_mode(spec.preemption),
         timeout: spec.timeout,
         stop_grace: spec.stop_grace.unwrap_or(default_grace),
+        stop_signal: spec.stop_signal.unwrap_or_default(),
+        timeout_signal: spec.timeout_signal,
     }
 }
 
@@ -98,6 +102,23 @@ mod tests {
         let d = policy(&spec("name: a\ncommand: [/bin/true]\n"), Duration::from_secs(30));
         assert_eq!(d.stop_grace, Duration::from_secs(30));
         assert_eq!(d.preemption, PreemptionMode::Never);
+        assert_eq!(d.stop_signal, spec::JobSignal::SIGTERM);
+        assert_eq!(d.timeout_signal, None);
+    }
+
+    #[test]
+    fn policy_maps_retries_and_signals() {
+        let s = spec(
+            "name: a\ncommand: [/bin/true]\ntimeout: 1m\nstop_signal: INT\n\
+             timeout_signal: {signal: SIGUSR1, before: 10s}\n\
+             restart: {on: failure, on_exit_codes: [75], never_on_exit_codes: [2]}\n",
+        );
+        let p = policy(&s, Duration::from_secs(30));
+        assert_eq!(p.stop_signal.number(), libc::SIGINT);
+        let t = p.timeout_signal.unwrap();
+        assert_eq!((t.signal.number(), t.before), (libc::SIGUSR1, Duration::from_secs(10)));
+        assert_eq!(p.restart.on_exit_codes, spec::restart::ExitCodes::of([75]));
+        assert_eq!(p.restart.never_on_exit_codes, spec::restart::ExitCodes::of([2]));
     }
 
     #[test]

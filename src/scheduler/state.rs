@@ -41,6 +41,11 @@ pub struct RunState {
     /// existed read as `false`.
     #[serde(default)]
     pub finishing: bool,
+    /// This attempt's `timeout_signal` has been sent (stored before it is
+    /// sent, so a restarted agent never sends it twice). Records from
+    /// before read as `false`.
+    #[serde(default)]
+    pub timeout_signal_sent: bool,
 }
 
 impl RunState {
@@ -56,6 +61,7 @@ impl RunState {
             active: Duration::ZERO,
             oom_killed: false,
             finishing: false,
+            timeout_signal_sent: false,
         }
     }
 
@@ -353,6 +359,7 @@ mod tests {
         let now = Timestamp::from_millis(5);
         let mut stored = serde_json::to_value(RunState::new(None, now)).unwrap();
         stored.as_object_mut().unwrap().remove("finishing");
+        stored.as_object_mut().unwrap().remove("timeout_signal_sent");
         let read: RunState = serde_json::from_value(stored).unwrap();
         assert_eq!(read, RunState::new(None, now));
         assert!(!read.finishing);

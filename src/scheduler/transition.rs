@@ -17,11 +17,10 @@ use super::action::{Action, RunEvent, Timer};
 use super::backoff::{backoff_delay, Jitter};
 use super::error::InvalidTransition;
 use super::event::{Event, ExitStatus};
-use super::policy::{OomPolicy, Policy, PreemptionMode};
+use super::policy::{NoRestart, OomPolicy, Policy, PreemptionMode};
 use super::state::{
     FailReason, Outcome, Phase, RequeuedBy, RunState, StopIntent, StopReason, SuspendedBy,
 };
-use crate::spec::RestartOn;
 use crate::vocab::Timestamp;
 
 /// What the shell samples from the world for one transition.
@@ -101,6 +100,9 @@ pub fn transition(
         (_, E::BackoffElapsed) if !matches!(state.phase, P::BackoffWaiting { .. }) => {
             step.stale_timer()
         }
+        // Due while frozen: the clock of the attempt stopped, and the resume
+        // arms it again from the running time left.
+        (_, E::TimeoutSignalDue) if !matches!(state.phase, P::Running { .. }) => step.stale_timer(),
 
         (_, E::JobChanged { memory_hard }) => Ok(step.job_changed(*memory_hard)),
 
@@ -172,6 +174,7 @@ pub fn transition(
             Ok(step.begin_stop(StopIntent::Requeue { by: SuspendedBy::Operator }, vec![]))
         }
         (P::Running { .. }, E::TimeoutElapsed) => Ok(step.timeout_elapsed()),
+        (P::Running { .. }, E::TimeoutSignalDue) => Ok(step.timeout_signal_due()),
         (P::Running { .. }, E::Frozen | E::Thawed) => Ok(step.noop("stale freezer report")),
         (P::Running { .. }, E::AdoptedAfterRestart) => {
             let mut actions = vec![Action::Watch];
@@ -333,7 +336,9 @@ pub fn transition(
         (_, E::StopRequested { .. } | E::JobRemoved { .. } | E::AdoptedAfterRestart) => {
             step.invalid("not handled in this phase")
         }
-        (_, E::TimeoutElapsed | E::GraceElapsed | E::BackoffElapsed) => step.stale_timer(),
+        (_, E::TimeoutElapsed | E::GraceElapsed | E::BackoffElapsed | E::TimeoutSignalDue) => {
+            step.stale_timer()
+        }
     }
 }
 
@@ -414,10 +419,18 @@ impl Step<'_> {
         next
     }
 
-    fn arm_deadline(&self, state: &RunState) -> Option<Action> {
-        let timeout = self.policy.timeout?;
-        let left = timeout.saturating_sub(state.active_at(self.now));
-        Some(Action::ArmTimer { timer: Timer::ActiveDeadline, at: self.now.plus(left) })
+    /// The attempt's timers that count running time: the active deadline,
+    /// and the `timeout_signal` ahead of it until that has been sent.
+    fn arm_deadline(&self, state: &RunState) -> Vec<Action> {
+        let Some(timeout) = self.policy.timeout else { return vec![] };
+        let ran = state.active_at(self.now);
+        let at = |point: Duration| self.now.plus(point.saturating_sub(ran));
+        let mut actions = vec![Action::ArmTimer { timer: Timer::ActiveDeadline, at: at(timeout) }];
+        if let Some(warning) = self.policy.timeout_signal.filter(|_| !state.timeout_signal_sent) {
+            let due = warning.due_after(timeout);
+            actions.push(Action::ArmTimer { timer: Timer::TimeoutSignal, at: at(due) });
+        }
+        actions
     }
 
     /// `state` in `Running` from now, with the deadline timer armed.
@@ -556,6 +569,30 @@ impl Step<'_> {
             return self.noop("active deadline not reached yet");
         }
         self.begin_stop(StopIntent::Timeout, vec![])
+    }
+
+    /// Once per attempt, `before` ahead of the timeout in running time: the
+    /// fact is stored with the state before the signal goes out, so a
+    /// restarted agent does not send it again (and one stopped between the
+    /// two does not send it at all: at most once).
+    fn timeout_signal_due(&self) -> Transition {
+        let (Some(timeout), Some(warning)) = (self.policy.timeout, self.policy.timeout_signal)
+        else {
+            return self.noop("no timeout_signal set");
+        };
+        if self.from.timeout_signal_sent {
+            return self.noop("timeout_signal already sent for this attempt");
+        }
+        if self.from.active_at(self.now) < warning.due_after(timeout) {
+            return self.noop("timeout_signal not due yet");
+        }
+        let mut next = self.from.clone();
+        next.timeout_signal_sent = true;
+        let before = warning.before;
+        let event = RunEvent::TimeoutSignalled { signal: warning.signal, before };
+        let reason =
+            format!("sent {} {}s ahead of its timeout", warning.signal, before.as_secs_f64());
+        self.to(next, vec![Action::RecordEvent(event), Action::Signal(warning.signal)], reason)
     }
 
     fn preempt_suspend(&self, by: &RunId) -> Result<Transition, InvalidTransition> {
@@ -706,6 +743,7 @@ impl Step<'_> {
                 next.phase = Phase::Pending;
                 next.active = Duration::ZERO;
                 next.oom_killed = false;
+                next.timeout_signal_sent = false;
                 actions.push(Action::Enqueue);
                 let reason = format!("requeued for {by}; attempt {} kept", next.attempt);
                 self.to(next, actions, reason)
@@ -744,6 +782,7 @@ impl Step<'_> {
         next.memory_limit = to;
         next.active = Duration::ZERO;
         next.oom_killed = false;
+        next.timeout_signal_sent = false;
         next.phase = Phase::Pending;
         actions.push(Action::RecordEvent(RunEvent::OomRequeued { from: limit, to }));
         actions.push(Action::Enqueue);
@@ -761,11 +800,8 @@ impl Step<'_> {
         mut actions: Vec<Action>,
     ) -> Transition {
         let restart = &self.policy.restart;
-        let wanted = match restart.on {
-            RestartOn::Never => false,
-            RestartOn::Failure => failure.is_some(),
-            RestartOn::Always => true,
-        };
+        let decision = restart.decide(failure.as_ref());
+        let wanted = decision.is_ok();
         let mut next = state;
         if wanted && next.restarts < restart.attempts {
             let n = next.restarts + 1;
@@ -775,6 +811,7 @@ impl Step<'_> {
             next.attempt = next.attempt.saturating_add(1);
             next.active = Duration::ZERO;
             next.oom_killed = false;
+            next.timeout_signal_sent = false;
             let how = failure.as_ref().map_or("succeeded".to_owned(), ToString::to_string);
             next.phase = Phase::BackoffWaiting { until, after: failure };
             actions.push(Action::RecordEvent(RunEvent::RestartScheduled { restart: n, delay }));
@@ -790,10 +827,10 @@ impl Step<'_> {
         let (outcome, reason) = match failure {
             None => (Outcome::Succeeded, "succeeded".to_owned()),
             Some(reason) => {
-                let text = if wanted {
-                    format!("failed: {reason}; no restarts left")
-                } else {
-                    format!("failed: {reason}")
+                let text = match decision {
+                    Ok(()) => format!("failed: {reason}; no restarts left"),
+                    Err(NoRestart::NotWanted) => format!("failed: {reason}"),
+                    Err(why) => format!("failed: {reason}; not restarted: {why}"),
                 };
                 (Outcome::Failed { reason }, text)
             }

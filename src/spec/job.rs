@@ -14,6 +14,7 @@ use super::resources::{self, Resources};
 use super::restart::{self, RestartPolicy};
 use super::rlimits::{self, Rlimits};
 use super::schedule::{self, Recurrence};
+use super::signal::{self, JobSignal, TimeoutSignal};
 use super::tree::{Node, Value};
 use crate::vocab::JobName;
 
@@ -43,6 +44,10 @@ pub struct JobSpec {
     pub restart: RestartPolicy,
     /// A run still going after this long is stopped and counts as failed.
     pub timeout: Option<Duration>,
+    /// `None`: SIGTERM. The first signal of every stop of a run.
+    pub stop_signal: Option<JobSignal>,
+    /// A warning sent ahead of `timeout` (which it requires).
+    pub timeout_signal: Option<TimeoutSignal>,
     pub isolation: Isolation,
     pub rlimits: Rlimits,
 }
@@ -149,6 +154,8 @@ pub const FIELDS: &[&str] = &[
     "oom",
     "restart",
     "timeout",
+    "stop_signal",
+    "timeout_signal",
     "isolation",
     "rlimits",
 ];
@@ -198,6 +205,12 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
     let oom = oom::compile(cx, job.get("oom"), &field("oom"), hard);
     let restart = restart::compile(cx, job.get("restart"), &field("restart"));
     let timeout = optional(job.get("timeout"), |n| cx.positive_duration(n, &field("timeout")));
+    let stop_signal = optional(job.get("stop_signal"), |n| {
+        signal::compile_stop_signal(cx, n, &field("stop_signal"))
+    });
+    let timeout_signal = optional(job.get("timeout_signal"), |n| {
+        signal::compile_timeout_signal(cx, n, &field("timeout_signal"), timeout)
+    });
     let isolation = isolation::compile(cx, job.get("isolation"), &field("isolation"));
     let rlimits = rlimits::compile(cx, job.get("rlimits"), &field("rlimits"));
 
@@ -221,6 +234,8 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
         oom: oom?,
         restart: restart?,
         timeout: timeout?,
+        stop_signal: stop_signal?,
+        timeout_signal: timeout_signal?,
         isolation: isolation?,
         rlimits: rlimits?,
     })

@@ -7,8 +7,8 @@
 //! is wrong with a file, each with its file, line, column and field path.
 //!
 //! Each part of a job has a file of its own: [`schedule`], [`resources`] (with [`io`]),
-//! [`oom`], [`restart`], [`isolation`] (with [`devices`]), [`rlimits`]; value types with
-//! their own syntax have theirs:
+//! [`oom`], [`restart`], [`signal`] (`stop_signal`, `timeout_signal`), [`isolation`] (with
+//! [`devices`]), [`rlimits`]; value types with their own syntax have theirs:
 //! [`duration`], [`paths`], [`identity`] (job names and byte quantities are shared words,
 //! in [`crate::vocab`]). [`load`] deals with files and directories and builds the
 //! [`JobSet`]; [`diff()`] compares two of those for a reload.
@@ -34,6 +34,7 @@ pub mod resources;
 pub mod restart;
 pub mod rlimits;
 pub mod schedule;
+pub mod signal;
 pub mod source;
 #[cfg(test)]
 mod testutil;
@@ -52,7 +53,8 @@ pub use load::{compile_bytes, compile_str, load_file, Job, JobSet, Origin};
 pub use oom::OomPolicy;
 pub use paths::AbsPath;
 pub use resources::{CpuRequest, MemoryLimits, Resources};
-pub use restart::{Backoff, RestartOn, RestartPolicy};
+pub use restart::{Backoff, ExitCodes, RestartOn, RestartPolicy};
 pub use rlimits::{Rlimit, RlimitValue, Rlimits};
 pub use schedule::{CatchUp, Concurrency, History, Recurrence, Schedule};
+pub use signal::{JobSignal, TimeoutSignal};
 pub use tree::Pos;

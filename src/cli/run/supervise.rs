@@ -137,8 +137,9 @@ pub struct Foreground {
     observations: mpsc::UnboundedReceiver<Observation>,
     work: VecDeque<Work>,
     timers: BTreeMap<Timer, Timestamp>,
-    /// What the job gets when it is asked to stop: SIGTERM, or the signal
-    /// `corral run` received.
+    /// What the job gets when it is asked to stop: its `stop_signal`
+    /// (SIGTERM unless it names another), or the signal `corral run`
+    /// received.
     stop_signal: Signal,
     /// What was seen of the current attempt, for its summary line.
     observed: RunObservations,
@@ -163,6 +164,7 @@ impl Foreground {
             policy.oom = OomPolicy::Fail;
         }
         let clock = Clock::system();
+        let stop_signal = ops::nix_signal(policy.stop_signal);
         let (sink, observations) = mpsc::unbounded_channel();
         Ok(Foreground {
             runtime: Arc::new(runtime),
@@ -183,7 +185,7 @@ impl Foreground {
             observations,
             work: VecDeque::new(),
             timers: BTreeMap::new(),
-            stop_signal: Signal::SIGTERM,
+            stop_signal,
             observed: RunObservations::default(),
             code: None,
             notes,
@@ -221,6 +223,7 @@ impl Foreground {
                         Timer::ActiveDeadline => Event::TimeoutElapsed,
                         Timer::StopGrace => Event::GraceElapsed,
                         Timer::Backoff => Event::BackoffElapsed,
+                        Timer::TimeoutSignal => Event::TimeoutSignalDue,
                     };
                     self.handle(event);
                 }
@@ -462,6 +465,12 @@ impl Foreground {
                     self.work.push_back(Work::Op(Op::Signal(launch.clone(), self.stop_signal)));
                 }
             }
+            Action::Signal(signal) => {
+                if let Some(launch) = &self.launch {
+                    let signal = ops::nix_signal(signal);
+                    self.work.push_back(Work::Op(Op::Signal(launch.clone(), signal)));
+                }
+            }
             Action::KillAll => self.work.push_back(Work::Op(Op::KillAll)),
             // Nobody else runs here to take the CPUs.
             Action::YieldCpus => {}
@@ -509,6 +518,11 @@ impl Foreground {
                     limit(to)
                 ));
             }
+            RunEvent::TimeoutSignalled { signal, before } => self.notes.say(&format!(
+                "{}: {signal} sent, {} ahead of its timeout",
+                self.name,
+                crate::spec::duration::format(*before)
+            )),
             RunEvent::Preempted { .. } | RunEvent::Resumed | RunEvent::Released => {}
         }
     }

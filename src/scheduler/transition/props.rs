@@ -1,7 +1,9 @@
 //! Random event sequences: no panics, terminal stays terminal, budgets hold,
 //! placement is taken and returned exactly once per attempt, a changed job
 //! never lowers the limit of a run under way, a run left to finish is never
-//! started again, and a growth in place fits the room it was given.
+//! started again, a growth in place fits the room it was given, a restart
+//! follows only an ending its policy restarts (exit code lists, `on: oom`),
+//! and the `timeout_signal` goes out at most once per try, when it is due.
 
 use std::time::Duration;
 
@@ -10,11 +12,12 @@ use proptest::prelude::*;
 use super::*;
 use crate::placement::CpuGrant;
 use crate::scheduler::policy::RestartPolicy;
+use crate::spec::{ExitCodes, JobSignal, RestartOn, TimeoutSignal};
 use crate::topology::NodeSet;
 use crate::vocab::Factor;
 
 /// How many kinds of event [`event`] makes; the strategy draws from all of them.
-const EVENT_KINDS: u8 = 25;
+const EVENT_KINDS: u8 = 26;
 
 /// The hard limits a changed job may set: none, below, at and above the
 /// initial limits the test draws (1..4 GiB).
@@ -35,7 +38,7 @@ fn event(i: u8, by: u8) -> Event {
         2 => Event::Launched { pid: 100, start_time: 1 },
         3 => Event::LaunchFailed { detail: "exec".into() },
         4 => Event::Exited(ExitStatus::Code(0)),
-        5 => Event::Exited(ExitStatus::Code(1)),
+        5 => Event::Exited(ExitStatus::Code(EXIT_CODES[usize::from(by) % 4].into())),
         6 => Event::Exited(ExitStatus::Signal(9)),
         7 => Event::Lost { detail: "gone".into() },
         8 => Event::Frozen,
@@ -54,6 +57,7 @@ fn event(i: u8, by: u8) -> Event {
         22 => Event::JobRemoved { finish: by % 2 == 1 },
         23 => Event::NeverStarted { detail: "directory spent".into() },
         24 => Event::Refused { detail: "root".into() },
+        25 => Event::TimeoutSignalDue,
         _ => {
             if by == 0 {
                 Event::AdoptedAfterRestart
@@ -64,15 +68,27 @@ fn event(i: u8, by: u8) -> Event {
     }
 }
 
+/// The non-zero exit codes the events use, and the lists draw from.
+const EXIT_CODES: [u8; 4] = [1, 2, 3, 75];
+
+/// The codes of `EXIT_CODES` whose bit is set in `mask`.
+fn codes(mask: u8) -> ExitCodes {
+    ExitCodes::of((0..4).filter(|i| mask & (1 << i) != 0).map(|i| EXIT_CODES[i]))
+}
+
 fn policy_strategy() -> impl Strategy<Value = Policy> {
-    let restart = (0u8..3, 0u32..4, 1u64..20, 0u64..100).prop_map(|(on, attempts, min, extra)| {
-        RestartPolicy {
-            on: [RestartOn::Never, RestartOn::Failure, RestartOn::Always][on as usize],
+    let on = [RestartOn::Never, RestartOn::Failure, RestartOn::Always, RestartOn::Oom];
+    let restart = (0u8..4, 0u32..4, 1u64..20, 0u64..100, 0u8..16, 0u8..16).prop_map(
+        move |(on_index, attempts, min, extra, on_mask, never_mask)| RestartPolicy {
+            on: on[usize::from(on_index)],
             attempts,
             backoff_min: Duration::from_secs(min),
             backoff_max: Duration::from_secs(min + extra),
-        }
-    });
+            on_exit_codes: codes(on_mask),
+            // Overlaps the spec refuses are drawn too: never_ must still win.
+            never_on_exit_codes: codes(never_mask),
+        },
+    );
     let oom = prop_oneof![
         Just(OomPolicy::Fail),
         (100u32..400, proptest::option::of(1u64..8), 0u32..4).prop_map(|(f, cap, max)| {
@@ -92,13 +108,22 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
         Just(PreemptionMode::Requeue),
         Just(PreemptionMode::Never)
     ];
-    (restart, oom, preemption, proptest::option::of(0u64..200), 0u64..30).prop_map(
-        |(restart, oom, preemption, timeout, grace)| Policy {
+    let warning = proptest::option::of(1u64..200);
+    (restart, oom, preemption, proptest::option::of(0u64..200), 0u64..30, warning).prop_map(
+        |(restart, oom, preemption, timeout, grace, before)| Policy {
             restart,
             oom,
             preemption,
             timeout: timeout.map(Duration::from_secs),
             stop_grace: Duration::from_secs(grace),
+            stop_signal: JobSignal::SIGTERM,
+            // As the spec allows it: with a timeout, and shorter.
+            timeout_signal: before.filter(|b| timeout.is_some_and(|t| *b < t)).map(|b| {
+                TimeoutSignal {
+                    signal: JobSignal::parse("USR1").unwrap(),
+                    before: Duration::from_secs(b),
+                }
+            }),
         },
     )
 }
@@ -222,11 +247,92 @@ proptest! {
                         "running past the deadline without being stopped");
                 }
             }
+            // A restart follows only an ending its policy restarts.
+            let restarted = next.restarts > st.restarts;
+            if restarted {
+                let Phase::BackoffWaiting { after, .. } = &next.phase else {
+                    return Err(TestCaseError::fail(format!("restart into {}", next.phase)));
+                };
+                let r = &policy.restart;
+                match after {
+                    None => prop_assert_eq!(r.on, RestartOn::Always),
+                    Some(FailReason::Exit { status: ExitStatus::Code(code) }) => {
+                        prop_assert!(!r.never_on_exit_codes.contains(*code),
+                            "exit code {} is in never_on_exit_codes", code);
+                        prop_assert!(r.on_exit_codes.is_empty() || r.on_exit_codes.contains(*code));
+                        prop_assert!(matches!(r.on, RestartOn::Failure | RestartOn::Always));
+                    }
+                    Some(FailReason::Oom) => {
+                        prop_assert!(r.on == RestartOn::Oom || r.on_exit_codes.is_empty());
+                        prop_assert!(r.on != RestartOn::Never);
+                    }
+                    Some(other) => {
+                        prop_assert!(r.on_exit_codes.is_empty(), "{} restarted", other);
+                        prop_assert!(matches!(r.on, RestartOn::Failure | RestartOn::Always));
+                    }
+                }
+            }
+            // The timeout signal: once per try, when due, while running.
+            let signals = tr.actions.iter().filter(|a| matches!(a, Action::Signal(_))).count();
+            prop_assert!(signals <= 1);
+            if signals == 1 {
+                let warning = policy.timeout_signal.expect("sent without timeout_signal");
+                let timeout = policy.timeout.expect("timeout_signal without timeout");
+                prop_assert!(matches!(st.phase, Phase::Running { .. }), "sent in {}", st.phase);
+                prop_assert!(!st.timeout_signal_sent, "sent twice");
+                prop_assert!(next.timeout_signal_sent, "sent and not on record");
+                prop_assert!(st.active_at(now) >= warning.due_after(timeout), "sent early");
+            }
+            prop_assert!(!next.timeout_signal_sent || policy.timeout_signal.is_some());
+            if matches!(next.phase, Phase::Pending | Phase::BackoffWaiting { .. }) {
+                prop_assert!(!next.timeout_signal_sent, "a new try starts with the signal unsent");
+            }
+            if next.timeout_signal_sent && !st.timeout_signal_sent {
+                prop_assert_eq!(signals, 1, "on record as sent, never sent");
+            }
             let enqueued = tr.actions.contains(&Action::Enqueue);
             let entered_pending = next.phase == Phase::Pending && st.phase != Phase::Pending;
             let readopted = st.phase == Phase::Pending && matches!(ev, Event::AdoptedAfterRestart);
             prop_assert_eq!(enqueued, entered_pending || readopted);
             st = tr.next;
+        }
+    }
+}
+
+proptest! {
+    /// Whatever the policy and wherever the run is, an exit with a code in
+    /// `never_on_exit_codes` starts no new attempt, unless the kernel
+    /// OOM-killed the attempt (then it is an OOM ending, which the OOM
+    /// policy and `restart` handle).
+    #[test]
+    fn an_exit_code_in_never_on_exit_codes_never_restarts(
+        policy in policy_strategy(),
+        code in 1i32..=255,
+        restarts in 0u32..4,
+        suspended in any::<bool>(),
+    ) {
+        let mut policy = policy;
+        policy.restart.never_on_exit_codes.insert(u8::try_from(code).unwrap());
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let mut st = RunState::new(None, now);
+        st.restarts = restarts.min(policy.restart.attempts);
+        st.attempt = 1 + st.restarts;
+        st.phase = if suspended {
+            Phase::Suspended { by: SuspendedBy::Operator, frozen: true, oom_pending: false }
+        } else {
+            Phase::Running { since: now }
+        };
+        let later = now.plus(Duration::from_secs(1));
+        let exit = Event::Exited(ExitStatus::Code(code));
+        let tr = transition(&st, &exit, &policy, Moment::new(later, Jitter::NONE)).unwrap();
+        prop_assert_eq!(tr.next.restarts, st.restarts);
+        prop_assert_eq!(tr.next.attempt, st.attempt);
+        let failed = Phase::Failed { reason: FailReason::Exit { status: ExitStatus::Code(code) } };
+        prop_assert_eq!(&tr.next.phase, &failed);
+        // `on: never` restarts nothing, so there is no rule to name.
+        if policy.restart.on != RestartOn::Never {
+            let why = format!("not restarted: exit code {code} is in never_on_exit_codes");
+            prop_assert!(tr.reason.ends_with(&why), "{}", tr.reason);
         }
     }
 }

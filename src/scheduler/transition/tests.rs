@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::*;
 use crate::placement::CpuGrant;
 use crate::scheduler::policy::RestartPolicy;
+use crate::spec::{ExitCodes, JobSignal, RestartOn, TimeoutSignal};
 use crate::topology::NodeSet;
 use crate::vocab::Factor;
 
@@ -45,11 +46,15 @@ fn policy() -> Policy {
             attempts: 2,
             backoff_min: s(10),
             backoff_max: s(300),
+            on_exit_codes: ExitCodes::default(),
+            never_on_exit_codes: ExitCodes::default(),
         },
         oom: OomPolicy::Fail,
         preemption: PreemptionMode::Suspend,
         timeout: Some(s(100)),
         stop_grace: s(10),
+        stop_signal: JobSignal::SIGTERM,
+        timeout_signal: None,
     }
 }
 
@@ -1094,4 +1099,166 @@ fn an_oom_kill_while_stopping_is_recorded_once() {
     let t2 = transition(&t1.next, &Event::OomKilled, &policy(), at(11)).unwrap();
     assert!(t2.actions.is_empty(), "{:?}", t2.actions);
     assert_eq!(t2.next, t1.next);
+}
+
+fn exited(code: i32) -> Event {
+    Event::Exited(ExitStatus::Code(code))
+}
+
+#[test]
+fn exit_code_lists_decide_restarts_and_say_why_not() {
+    let p = with(|p| {
+        p.restart.on_exit_codes = ExitCodes::of([1, 75]);
+        p.restart.never_on_exit_codes = ExitCodes::of([2]);
+    });
+    let restarted = transition(&running(), &exited(75), &p, at(5)).unwrap();
+    assert!(matches!(restarted.next.phase, Phase::BackoffWaiting { .. }));
+    assert_eq!(restarted.next.restarts, 1);
+
+    let never = transition(&running(), &exited(2), &p, at(5)).unwrap();
+    assert_eq!(never.next.phase, Phase::Failed { reason: failed_exit(2) });
+    assert_eq!(
+        never.reason,
+        "failed: exit code 2; not restarted: exit code 2 is in never_on_exit_codes"
+    );
+    let unlisted = transition(&running(), &exited(3), &p, at(5)).unwrap();
+    assert_eq!(
+        unlisted.reason,
+        "failed: exit code 3; not restarted: exit code 3 is not in on_exit_codes"
+    );
+    let signal = transition(&running(), &Event::Exited(ExitStatus::Signal(9)), &p, at(5)).unwrap();
+    assert!(signal.reason.ends_with(
+        "not restarted: it did not end with an exit code, and on_exit_codes restarts only those"
+    ));
+    // never_on_exit_codes wins over `always`.
+    let always = with(|p| {
+        p.restart.on = RestartOn::Always;
+        p.restart.never_on_exit_codes = ExitCodes::of([2]);
+    });
+    let t2 = transition(&running(), &exited(2), &always, at(5)).unwrap();
+    assert_eq!(t2.next.phase, Phase::Failed { reason: failed_exit(2) });
+    // Without lists, as before: the plain reason, and "no restarts left" at the end.
+    let plain = with(|p| p.restart.on = RestartOn::Never);
+    assert_eq!(
+        transition(&running(), &exited(1), &plain, at(5)).unwrap().reason,
+        "failed: exit code 1"
+    );
+    let mut spent = running();
+    spent.restarts = 2;
+    spent.attempt = 3;
+    let last = transition(&spent, &exited(75), &p, at(5)).unwrap();
+    assert_eq!(last.reason, "failed: exit code 75; no restarts left");
+}
+
+#[test]
+fn restart_on_oom_restarts_only_what_the_oom_policy_gives_up() {
+    let p = with(|p| {
+        p.restart.on = RestartOn::Oom;
+        p.oom = OomPolicy::Requeue { factor: Factor::from_hundredths(200), cap: None, max: 1 };
+    });
+    // The OOM policy first: a requeue with a doubled limit, no restart used.
+    let mut st = stopping(StopIntent::Oom, true);
+    let first = transition(&st, &exited(137), &p, at(5)).unwrap();
+    assert_eq!(first.next.phase, Phase::Pending);
+    assert_eq!((first.next.oom_requeues, first.next.restarts), (1, 0));
+    // Requeues spent: now the restart policy has its say, and restarts it.
+    st.oom_requeues = 1;
+    st.attempt = 2;
+    let second = transition(&st, &exited(137), &p, at(5)).unwrap();
+    assert!(matches!(
+        second.next.phase,
+        Phase::BackoffWaiting { after: Some(FailReason::Oom), .. }
+    ));
+    assert_eq!(second.next.restarts, 1);
+    assert_eq!(second.next.memory_limit, Some(GIB), "the limit in force is kept");
+    // Any other failure ends the run, and says why.
+    let other = transition(&running(), &exited(1), &p, at(5)).unwrap();
+    assert_eq!(other.next.phase, Phase::Failed { reason: failed_exit(1) });
+    assert!(other
+        .reason
+        .ends_with("not restarted: restart.on is oom and it did not run out of memory"));
+    let timed_out =
+        transition(&stopping(StopIntent::Timeout, false), &exited(143), &p, at(5)).unwrap();
+    assert_eq!(timed_out.next.phase, Phase::Failed { reason: FailReason::Timeout });
+}
+
+fn warned() -> Policy {
+    with(|p| {
+        p.timeout_signal =
+            Some(TimeoutSignal { signal: JobSignal::parse("USR1").unwrap(), before: s(30) });
+    })
+}
+
+#[test]
+fn the_timeout_signal_is_armed_with_the_deadline_from_the_running_time_left() {
+    let placed = state(Phase::Placed);
+    let launched =
+        transition(&placed, &Event::Launched { pid: 7, start_time: 1 }, &warned(), at(2)).unwrap();
+    assert_eq!(launched.actions, [arm(Timer::ActiveDeadline, 102), arm(Timer::TimeoutSignal, 72)]);
+    // 40s ran before a suspension: 30s of running time left to the signal.
+    let mut frozen = suspended(true, false);
+    frozen.active = s(40);
+    let resumed = transition(&frozen, &Event::Resume, &warned(), at(500)).unwrap();
+    assert_eq!(
+        resumed.actions,
+        [
+            Action::Thaw,
+            Action::RecordEvent(RunEvent::Resumed),
+            arm(Timer::ActiveDeadline, 560),
+            arm(Timer::TimeoutSignal, 530)
+        ]
+    );
+    // Due while frozen: stale, the clock of the attempt is stopped.
+    assert!(transition(&frozen, &Event::TimeoutSignalDue, &warned(), at(900))
+        .unwrap()
+        .is_noop(&frozen));
+    // Once sent, an adoption re-arms only the deadline.
+    let mut sent = running();
+    sent.timeout_signal_sent = true;
+    let adopted = transition(&sent, &Event::AdoptedAfterRestart, &warned(), at(80)).unwrap();
+    assert_eq!(adopted.actions, [Action::Watch, arm(Timer::ActiveDeadline, 100)]);
+    let unsent = transition(&running(), &Event::AdoptedAfterRestart, &warned(), at(80)).unwrap();
+    assert_eq!(
+        unsent.actions,
+        [Action::Watch, arm(Timer::ActiveDeadline, 100), arm(Timer::TimeoutSignal, 80)]
+    );
+    // No timeout_signal: the deadline alone, as before.
+    let plain = transition(&placed, &Event::Launched { pid: 7, start_time: 1 }, &policy(), at(2));
+    assert_eq!(plain.unwrap().actions, [arm(Timer::ActiveDeadline, 102)]);
+}
+
+#[test]
+fn the_timeout_signal_is_sent_once_when_due_and_again_only_for_a_new_try() {
+    let usr1 = JobSignal::parse("USR1").unwrap();
+    let early = transition(&running(), &Event::TimeoutSignalDue, &warned(), at(69)).unwrap();
+    assert!(early.is_noop(&running()), "due at 70s of running time");
+    let due = transition(&running(), &Event::TimeoutSignalDue, &warned(), at(70)).unwrap();
+    assert!(due.next.timeout_signal_sent);
+    assert_eq!(
+        due.actions,
+        [
+            Action::RecordEvent(RunEvent::TimeoutSignalled { signal: usr1, before: s(30) }),
+            Action::Signal(usr1)
+        ]
+    );
+    assert_eq!(due.reason, "sent SIGUSR1 30s ahead of its timeout");
+    let again = transition(&due.next, &Event::TimeoutSignalDue, &warned(), at(75)).unwrap();
+    assert!(again.is_noop(&due.next), "never twice in one try");
+    // The timeout then stops it with the stop signal, as any timeout.
+    let timeout = transition(&due.next, &Event::TimeoutElapsed, &warned(), at(100)).unwrap();
+    assert!(timeout.actions.contains(&Action::Terminate));
+    // A restart and a requeue start a new try, with the signal unsent.
+    let ended = transition(&timeout.next, &exited(143), &warned(), at(101)).unwrap();
+    assert!(matches!(ended.next.phase, Phase::BackoffWaiting { .. }));
+    assert!(!ended.next.timeout_signal_sent);
+    let requeue = StopIntent::Requeue { by: SuspendedBy::Operator };
+    let mut stopping_sent = stopping(requeue, false);
+    stopping_sent.timeout_signal_sent = true;
+    let requeued = transition(&stopping_sent, &exited(143), &warned(), at(5)).unwrap();
+    assert_eq!(requeued.next.phase, Phase::Pending);
+    assert!(!requeued.next.timeout_signal_sent);
+    // Without the setting the event changes nothing.
+    assert!(transition(&running(), &Event::TimeoutSignalDue, &policy(), at(99))
+        .unwrap()
+        .is_noop(&running()));
 }
