@@ -95,6 +95,7 @@ pub mod init;
 pub mod inroot;
 pub mod launch;
 pub mod logs;
+pub mod logview;
 pub mod masks;
 pub mod mounts;
 pub mod net;
