@@ -162,6 +162,9 @@ impl LogView {
         // (it moved on to the next one): list again.
         for _ in 0..10 {
             let Some((first, segments)) = open_segments(&path)? else { continue };
+            if segments.is_empty() {
+                break;
+            }
             view.tail_start = limits.head + first * limits.tail;
             view.tail = segments
                 .into_iter()
@@ -295,6 +298,197 @@ impl LogCursor {
             out.write_all(&buf[..n])?;
             self.last = Some(buf[n - 1]);
             copied += n as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::container::logs::CappedLog;
+    use crate::container::status::{ExitSource, JobExit, RunStatus};
+    use crate::container::ProcessIdentity;
+
+    /// A run directory with a config that has these limits, and a writer
+    /// on its stdout log.
+    fn run(head: u64, tail: u64) -> (tempfile::TempDir, RunDir, CappedLog<Vec<u8>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let config =
+            format!(r#"{{"job": "j", "log_max_bytes": {head}, "log_tail_bytes": {tail}}}"#);
+        std::fs::write(run.config(), config).unwrap();
+        let path = run.stdout_log();
+        let log = CappedLog::new(
+            path.clone(),
+            File::create(&path).unwrap(),
+            None,
+            LogLimits { head, tail },
+        );
+        (dir, run, log)
+    }
+
+    /// What the shim does at the end, up to removing the segments.
+    fn end(run: &RunDir, log: &mut CappedLog<Vec<u8>>) -> LogStats {
+        let stats = log.finish(&mut [0u8; 64]);
+        let status = RunStatus {
+            job: "j".into(),
+            run: "j-1".into(),
+            exit: JobExit::Exited { code: 0 },
+            exit_source: ExitSource::Init,
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            init: ProcessIdentity { pid: 1, start_time: 1 },
+            stdout: stats,
+            stderr: LogStats::default(),
+        };
+        std::fs::write(run.status(), serde_json::to_vec(&status).unwrap()).unwrap();
+        stats
+    }
+
+    fn printed(run: &RunDir, cursor: &mut LogCursor) -> Vec<u8> {
+        let mut out = Vec::new();
+        cursor.copy(&LogView::read(run, Stream::Stdout).unwrap(), &mut out).unwrap();
+        out
+    }
+
+    fn once(run: &RunDir) -> Vec<u8> {
+        printed(run, &mut LogCursor::default())
+    }
+
+    #[test]
+    fn a_missing_log_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(once(&RunDir::new(dir.path())), b"");
+    }
+
+    #[test]
+    fn a_running_log_shows_the_head_the_count_so_far_and_the_segments() {
+        let (_dir, run, mut log) = run(4, 3);
+        log.write(b"head");
+        assert_eq!(once(&run), b"head");
+        // Segments 0 and 1: nothing dropped yet.
+        log.write(b"abcde");
+        assert_eq!(once(&run), b"headabcde");
+        // Segment 0 is gone; 1 and 2 hold "def" and "gh".
+        log.write(b"fgh");
+        let limits = LogLimits { head: 4, tail: 3 };
+        let marker = live_marker(3, limits);
+        let expected = [b"head\n".as_slice(), marker.as_bytes(), b"defgh"];
+        assert_eq!(once(&run), expected.concat());
+        // At the end, the log file as the shim assembled it, which has the
+        // exact count; also once the segments are gone.
+        end(&run, &mut log);
+        let file = std::fs::read(run.stdout_log()).unwrap();
+        assert_eq!(once(&run), file);
+        log.remove_segments();
+        assert_eq!(once(&run), file);
+        assert!(file.ends_with(b"---\nfgh"), "{}", String::from_utf8_lossy(&file));
+    }
+
+    #[test]
+    fn a_follower_that_falls_behind_the_tail_says_what_it_missed() {
+        let (_dir, run, mut log) = run(2, 2);
+        let mut cursor = LogCursor::default();
+        log.write(b"hh");
+        log.write(b"ab");
+        assert_eq!(printed(&run, &mut cursor), b"hhab");
+        // 7 more bytes: the tail keeps "ghi" of them, in segments 3 and 4.
+        log.write(b"cdefghi");
+        let expected = [b"\n".as_slice(), skipped_marker(4).as_bytes(), b"ghi"].concat();
+        assert_eq!(printed(&run, &mut cursor), expected);
+        end(&run, &mut log);
+        log.remove_segments();
+        // Nothing new at the end: the follower had the tail already.
+        assert_eq!(printed(&run, &mut cursor), b"");
+    }
+
+    #[test]
+    fn a_log_written_before_tails_is_printed_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let old_marker = "\n[corral: log limit of 5 bytes reached; further output is dropped]\n";
+        std::fs::write(run.stdout_log(), format!("abcde{old_marker}")).unwrap();
+        // A status of that time: no tail_bytes or dropped_lines.
+        let status = r#"{"job":"j","run":"j-1","exit":{"exited":{"code":0}},"exit_source":"init",
+            "started_at":{"secs_since_epoch":0,"nanos_since_epoch":0},
+            "finished_at":{"secs_since_epoch":0,"nanos_since_epoch":0},
+            "init":{"pid":1,"start_time":1},
+            "stdout":{"kept_bytes":5,"dropped_bytes":99},
+            "stderr":{"kept_bytes":0,"dropped_bytes":0}}"#;
+        std::fs::write(run.status(), status).unwrap();
+        assert_eq!(String::from_utf8(once(&run)).unwrap(), format!("abcde{old_marker}"));
+    }
+
+    fn sizes() -> impl Strategy<Value = Vec<usize>> {
+        prop::collection::vec(1usize..30, 0..30)
+    }
+
+    /// The stream the sizes make: numbered lines, so that a misplaced
+    /// byte shows.
+    fn stream(total: usize) -> Vec<u8> {
+        (0..).flat_map(|i| format!("{i}\n").into_bytes()).take(total).collect()
+    }
+
+    fn chunked<'a>(input: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
+        let mut rest = input;
+        sizes
+            .iter()
+            .map(|&n| {
+                let (chunk, after) = rest.split_at(n.min(rest.len()));
+                rest = after;
+                chunk
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn a_follower_that_keeps_up_sees_the_whole_stream(
+            sizes in sizes(), head in 1u64..40, tail in 30u64..60,
+        ) {
+            // Chunks of at most the tail: a read after each one keeps up.
+            let input = stream(sizes.iter().sum());
+            let (_dir, run, mut log) = run(head, tail);
+            let mut cursor = LogCursor::default();
+            let mut seen = Vec::new();
+            for chunk in chunked(&input, &sizes) {
+                log.write(chunk);
+                seen.extend(printed(&run, &mut cursor));
+            }
+            end(&run, &mut log);
+            seen.extend(printed(&run, &mut cursor));
+            log.remove_segments();
+            seen.extend(printed(&run, &mut cursor));
+            prop_assert_eq!(seen, input);
+        }
+
+        #[test]
+        fn a_reader_sees_the_head_and_the_latest_tail_at_any_time(
+            sizes in sizes(), head in 1u64..40, tail in 1u64..40,
+        ) {
+            let input = stream(sizes.iter().sum());
+            let (_dir, run, mut log) = run(head, tail);
+            let mut written = 0;
+            for chunk in chunked(&input, &sizes) {
+                log.write(chunk);
+                written += chunk.len();
+                let shown = once(&run);
+                let so_far = &input[..written];
+                let h = so_far.len().min(head as usize);
+                prop_assert!(shown.starts_with(&so_far[..h]));
+                let t = (so_far.len() - h).min(tail as usize);
+                prop_assert!(shown.ends_with(&so_far[so_far.len() - t..]));
+                prop_assert!(shown.len() <= so_far.len().max(h + 2 * tail as usize + 200));
+            }
+            end(&run, &mut log);
+            let file = std::fs::read(run.stdout_log()).unwrap();
+            prop_assert_eq!(once(&run), file.clone());
+            log.remove_segments();
+            prop_assert_eq!(once(&run), file);
         }
     }
 }
