@@ -193,7 +193,7 @@ pub struct ContainerConfig {
     pub refuse_ids_in: Option<(u32, u32)>,
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
-    /// Cap on each of `stdout.log` and `stderr.log`.
+    /// The head kept of each of `stdout.log` and `stderr.log`.
     #[serde(default = "default_log_max_bytes")]
     pub log_max_bytes: u64,
     /// The last this many bytes of each stream are kept too, after a marker
