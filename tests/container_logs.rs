@@ -4,8 +4,13 @@
 mod common;
 
 use common::{launcher, stderr_of, stdout_of, Sandbox};
+use std::time::{Duration, Instant};
+
 use corral::container::logs::{marker, segment_path, LogLimits};
+use corral::container::logview::{live_marker, LogCursor, LogView, Stream};
+use corral::container::rundir::RunDir;
 use corral::container::LogStats;
+use nix::sys::signal::Signal;
 
 #[test]
 fn stdout_and_stderr_go_to_their_own_files() {
@@ -97,4 +102,49 @@ fn output_of_background_processes_is_kept_until_the_container_ends() {
     let cfg = sandbox.config("bg", "(sleep 0.1; echo late) & echo early; wait");
     launcher().launch(&cfg).unwrap().wait().unwrap();
     assert_eq!(stdout_of(&cfg), "early\nlate\n");
+}
+
+/// The log of `cfg`'s run as `corral logs` prints it.
+fn shown(cfg: &corral::container::ContainerConfig) -> String {
+    let run = RunDir::new(&cfg.run_dir);
+    let mut out = Vec::new();
+    let view = LogView::read(&run, Stream::Stdout).unwrap();
+    LogCursor::default().copy(&view, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn a_killed_shim_leaves_a_readable_log_with_its_tail() {
+    let sandbox = Sandbox::new();
+    let mut cfg = sandbox.config(
+        "killed",
+        "i=0; while [ $i -lt 3000 ]; do echo \"line $i\"; i=$((i+1)); done; sleep 60",
+    );
+    cfg.log_max_bytes = 1024;
+    cfg.log_tail_bytes = 2048;
+    let launched = launcher().launch(&cfg).unwrap();
+    let stream: String = (0..3000).map(|i| format!("line {i}\n")).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !shown(&cfg).ends_with("line 2999\n") {
+        assert!(Instant::now() < deadline, "the job's output never showed: {}", shown(&cfg));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // No status, no assembled log: the shim dies as the host would take it.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(launched.shim().pid), Signal::SIGKILL)
+        .unwrap();
+    assert!(launched.wait().is_err());
+    let log = cfg.run_dir.join("stdout.log");
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), 1024, "the head file holds the head only");
+    // 28890 bytes: 1 KiB of head, segments 0 to 12 full and 13 started.
+    assert!(segment_path(&log, 12).exists() && segment_path(&log, 13).exists());
+    assert!(!segment_path(&log, 11).exists());
+    let limits = LogLimits { head: 1024, tail: 2048 };
+    let tail_start = 1024 + 12 * 2048;
+    let expected = format!(
+        "{}{}{}",
+        &stream[..1024],
+        live_marker(tail_start as u64 - 1024, limits),
+        &stream[tail_start..]
+    );
+    assert_eq!(shown(&cfg), expected);
 }
