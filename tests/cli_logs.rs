@@ -162,6 +162,20 @@ fn a_chatty_run_shows_its_head_a_marker_and_its_last_words() {
     assert_eq!(status["stdout"]["tail_bytes"], 2048);
     assert_eq!(status["stdout"]["dropped_bytes"], dropped.len() as u64);
     assert_eq!(status["stdout"]["dropped_lines"], dropped.matches('\n').count() as u64);
+    // `corral show` says so too.
+    let show = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["show", "chatty-1", "--config"])
+        .arg(&agent.config)
+        .env_remove("CORRAL_CONFIG")
+        .env_remove("CORRAL_SOCKET")
+        .output()
+        .unwrap();
+    let expected_line = format!(
+        "logs:      stdout: {} bytes ({} lines) dropped between head and tail, 3072 kept (2048 of them the tail)\n",
+        dropped.len(),
+        dropped.matches('\n').count()
+    );
+    assert!(text(&show.stdout).contains(&expected_line), "{}", text(&show.stdout));
     // Only the log itself is left in the run directory: no segments.
     let names: Vec<String> = std::fs::read_dir(&dirs[0])
         .unwrap()
