@@ -5,8 +5,15 @@
 //! (`<state>/runs/<run>/<placed-at>/`): every restart attempt, and every
 //! relaunch after a requeue. By default the latest is shown; `--launch`
 //! picks an earlier one or all of them in order.
+//!
+//! Each stream is printed as the job wrote it, less what the log did not
+//! keep: the head, a marker line saying how much was dropped, the tail
+//! (see [`crate::container::logview`]). With `-f`, once the head is full,
+//! the marker gives the count dropped so far and the tail is followed as it
+//! rolls; a follower that falls more than `log_tail_bytes` behind says so
+//! in a marker of its own and goes on from the oldest byte still kept.
 
-use std::io::{Seek as _, SeekFrom, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,6 +22,7 @@ use anyhow::Context as _;
 
 use super::client::SocketArgs;
 use crate::api::{Request, Response};
+use crate::container::logview::{LogCursor, LogView, Stream};
 use crate::container::rundir::RunDir;
 use crate::vocab::Timestamp;
 
@@ -86,8 +94,8 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
     // Only the latest launch can still be written to, so only it is followed.
     let following = args.follow && last.dir == latest;
     let mut current = last.dir.clone();
-    let mut out = Tail::new(RunDir::new(&current).stdout_log());
-    let mut err = Tail::new(RunDir::new(&current).stderr_log());
+    let mut out = Tail::new(&current, Stream::Stdout);
+    let mut err = Tail::new(&current, Stream::Stderr);
     loop {
         out.copy_to(&mut std::io::stdout())?;
         err.copy_to(&mut std::io::stderr())?;
@@ -105,8 +113,8 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
             let launch =
                 Launch { placed_at: placed_at(&now).unwrap_or_default(), dir: now.clone() };
             print_header(&header(&launch, &launches_beside(&now)?))?;
-            out = Tail::new(RunDir::new(&now).stdout_log());
-            err = Tail::new(RunDir::new(&now).stderr_log());
+            out = Tail::new(&now, Stream::Stdout);
+            err = Tail::new(&now, Stream::Stderr);
             current = now;
             continue;
         }
@@ -187,13 +195,13 @@ fn print_whole(launch: &Launch, header: Option<String>) -> anyhow::Result<()> {
     if let Some(header) = &header {
         print_header(header)?;
     }
-    Tail::new(dir.stdout_log()).copy_to(&mut std::io::stdout())?;
+    Tail::new(&launch.dir, Stream::Stdout).copy_to(&mut std::io::stdout())?;
     let stderr = dir.stderr_log();
     let has_errors = std::fs::metadata(&stderr).is_ok_and(|m| m.len() > 0);
     if let (Some(header), true) = (&header, has_errors) {
         eprintln!("{header}");
     }
-    Tail::new(stderr).copy_to(&mut std::io::stderr())?;
+    Tail::new(&launch.dir, Stream::Stderr).copy_to(&mut std::io::stderr())?;
     Ok(())
 }
 
@@ -214,33 +222,24 @@ fn over(args: &LogsArgs) -> anyhow::Result<bool> {
     Ok(!runs.iter().any(|r| r.run == args.run))
 }
 
-/// A log file read from where the last read stopped.
+/// One stream of a launch, read from where the last read stopped.
 struct Tail {
-    path: PathBuf,
-    offset: u64,
+    run: RunDir,
+    stream: Stream,
+    cursor: LogCursor,
 }
 
 impl Tail {
-    fn new(path: PathBuf) -> Tail {
-        Tail { path, offset: 0 }
+    fn new(dir: &Path, stream: Stream) -> Tail {
+        Tail { run: RunDir::new(dir), stream, cursor: LogCursor::default() }
     }
 
     fn copy_to(&mut self, to: &mut impl std::io::Write) -> anyhow::Result<()> {
-        let Some(mut file) = open(&self.path)? else { return Ok(()) };
-        file.seek(SeekFrom::Start(self.offset))?;
+        let log = || self.stream.log(&self.run).display().to_string();
+        let view = LogView::read(&self.run, self.stream)
+            .with_context(|| format!("cannot read {}", log()))?;
         // Streamed: a run's log can be larger than this process should hold.
-        self.offset += std::io::copy(&mut file, to)
-            .with_context(|| format!("cannot copy {}", self.path.display()))?;
-        to.flush()?;
-        Ok(())
-    }
-}
-
-fn open(path: &Path) -> anyhow::Result<Option<std::fs::File>> {
-    match std::fs::File::open(path) {
-        Ok(f) => Ok(Some(f)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot open {}", path.display())),
+        self.cursor.copy(&view, to).with_context(|| format!("cannot copy {}", log()))
     }
 }
 

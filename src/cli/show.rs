@@ -55,6 +55,9 @@ fn print_run(run: &ShownRun) {
     }
     if let Some(dir) = &run.run_dir {
         println!("run dir:   {dir}");
+        if let Some(line) = dropped_output(std::path::Path::new(dir)) {
+            println!("logs:      {line}");
+        }
     }
     if let Some(exit) = &run.exit {
         println!(
@@ -76,5 +79,46 @@ fn print_run(run: &ShownRun) {
         for e in &run.events {
             println!("  {}  {}: {}", e.at, e.kind, e.detail);
         }
+    }
+}
+
+/// What the run's logs dropped, from the `status.json` its shim wrote in
+/// the run directory (read here, as `corral logs` reads the logs); `None`
+/// while it runs or when nothing was dropped.
+fn dropped_output(run_dir: &std::path::Path) -> Option<String> {
+    let status = crate::container::read_status(run_dir).ok().flatten()?;
+    let streams: Vec<String> = [("stdout", status.stdout), ("stderr", status.stderr)]
+        .into_iter()
+        .filter(|(_, stats)| stats.dropped_bytes > 0)
+        .map(|(name, stats)| dropped_text(name, stats))
+        .collect();
+    (!streams.is_empty()).then(|| streams.join("; "))
+}
+
+fn dropped_text(stream: &str, stats: crate::container::LogStats) -> String {
+    format!(
+        "{stream}: {} bytes ({} lines) dropped between head and tail, {} kept ({} of them the tail)",
+        stats.dropped_bytes, stats.dropped_lines, stats.kept_bytes, stats.tail_bytes
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::LogStats;
+
+    #[test]
+    fn dropped_output_names_the_stream_and_its_counts() {
+        let stats = LogStats {
+            kept_bytes: 3072,
+            dropped_bytes: 45854,
+            tail_bytes: 2048,
+            dropped_lines: 4672,
+        };
+        assert_eq!(
+            dropped_text("stdout", stats),
+            "stdout: 45854 bytes (4672 lines) dropped between head and tail, 3072 kept \
+             (2048 of them the tail)"
+        );
     }
 }

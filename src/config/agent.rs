@@ -150,6 +150,10 @@ pub struct AgentConfig {
     /// The most output kept per run and per stream (stdout, stderr); older output is
     /// dropped first.
     pub log_max_bytes: Bytes,
+    /// Besides that head, the last this many bytes of each stream are kept,
+    /// after a marker line saying how much was dropped between them; 0 keeps
+    /// the head only.
+    pub log_tail_bytes: Bytes,
     /// A run is not preempted before it has run this long (since its start
     /// or its last resume), so that runs do not thrash between frozen and
     /// running.
@@ -216,6 +220,7 @@ impl Default for AgentConfig {
             catch_up_limit: 100,
             stop_grace: Duration::from_secs(30),
             log_max_bytes: Bytes(16 << 20),
+            log_tail_bytes: Bytes::MIB,
             min_runtime_before_preemption: Duration::from_secs(10),
             stop_jobs_on_exit: false,
             finished_run_retention: Duration::from_secs(15 * 60),
@@ -244,6 +249,7 @@ const FIELDS: &[&str] = &[
     "catch_up_limit",
     "stop_grace",
     "log_max_bytes",
+    "log_tail_bytes",
     "min_runtime_before_preemption",
     "stop_jobs_on_exit",
     "finished_run_retention",
@@ -456,6 +462,24 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
             Some(b)
         }),
     };
+    let log_tail_bytes = match fields.get("log_tail_bytes") {
+        None => Some(defaults.log_tail_bytes),
+        Some(n) => cx.bytes(n, &fields.field("log_tail_bytes")).and_then(|b| {
+            if b != Bytes(0) && b < MIN_LOG_BYTES {
+                cx.report(
+                    n.pos,
+                    &fields.field("log_tail_bytes"),
+                    SpecError::Invalid {
+                        what: "log tail size",
+                        value: b.to_string(),
+                        reason: format!("it must be 0 (no tail) or at least {MIN_LOG_BYTES}"),
+                    },
+                );
+                return None;
+            }
+            Some(b)
+        }),
+    };
     let min_runtime_before_preemption = match fields.get("min_runtime_before_preemption") {
         None => Some(defaults.min_runtime_before_preemption),
         Some(n) => cx.duration(n, &fields.field("min_runtime_before_preemption")),
@@ -521,6 +545,7 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         catch_up_limit: catch_up_limit?,
         stop_grace: stop_grace?,
         log_max_bytes: log_max_bytes?,
+        log_tail_bytes: log_tail_bytes?,
         min_runtime_before_preemption: min_runtime_before_preemption?,
         stop_jobs_on_exit: stop_jobs_on_exit?,
         finished_run_retention: finished_run_retention?,
@@ -755,6 +780,17 @@ mod tests {
         assert!(all[6].starts_with("7 stop_grace: invalid duration \"30\""));
         assert_eq!(all[7], "8 log_max_bytes: invalid log size \"10\": it must be at least 1Ki");
         assert_eq!(all[8], "9 job_dir: unknown field `job_dir`; did you mean `jobs_dir`?");
+    }
+
+    #[test]
+    fn log_tail_bytes_is_zero_or_at_least_a_kibibyte() {
+        assert_eq!(compile("").unwrap().log_tail_bytes, Bytes::MIB);
+        assert_eq!(compile("log_tail_bytes: 0\n").unwrap().log_tail_bytes, Bytes(0));
+        assert_eq!(compile("log_tail_bytes: 64Ki\n").unwrap().log_tail_bytes, Bytes(64 << 10));
+        assert_eq!(
+            error("stop_grace: 1s\nlog_tail_bytes: 100\n"),
+            "2 log_tail_bytes: invalid log tail size \"100\": it must be 0 (no tail) or at least 1Ki"
+        );
     }
 
     #[test]

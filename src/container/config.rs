@@ -19,6 +19,8 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 
 /// Default cap on each of `stdout.log` and `stderr.log`: 16 MiB.
 pub const DEFAULT_LOG_MAX_BYTES: u64 = 16 << 20;
+/// The rolling tail kept after the head of each log (see [`super::logs`]).
+pub const DEFAULT_LOG_TAIL_BYTES: u64 = 1 << 20;
 
 /// The longest hostname the kernel accepts (`HOST_NAME_MAX`).
 const HOSTNAME_MAX: usize = 64;
@@ -191,9 +193,14 @@ pub struct ContainerConfig {
     pub refuse_ids_in: Option<(u32, u32)>,
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
-    /// Cap on each of `stdout.log` and `stderr.log`.
+    /// The head kept of each of `stdout.log` and `stderr.log`.
     #[serde(default = "default_log_max_bytes")]
     pub log_max_bytes: u64,
+    /// The last this many bytes of each stream are kept too, after a marker
+    /// line; 0 keeps the head only. Absent (0) in a config written before
+    /// logs kept a tail, which is how such a run's logs are read.
+    #[serde(default)]
+    pub log_tail_bytes: u64,
     /// Also copy the job's output to the launcher's stdout and stderr, for a
     /// foreground run. Copying stops for good at the first failed write (a
     /// closed terminal or pipe); the log files are unaffected.
@@ -267,6 +274,7 @@ impl ContainerConfig {
             refuse_ids_in: None,
             rlimits: Vec::new(),
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+            log_tail_bytes: DEFAULT_LOG_TAIL_BYTES,
             tee_output: false,
             devices: Vec::new(),
         }

@@ -32,8 +32,9 @@
 //! | `config.json` | launcher   | before the shim starts       | the [`ContainerConfig`]; its presence marks the directory as used |
 //! | `shim.pid`    | shim       | first thing                  | `PID START_TIME` of the shim |
 //! | `init.pid`    | shim       | once the job has exec'd      | `PID START_TIME` of the container's init (host pid) |
-//! | `stdout.log`  | shim       | while the job runs           | the first `log_max_bytes` of the job's stdout, then one marker line |
-//! | `stderr.log`  | shim       | while the job runs           | the same for stderr |
+//! | `stdout.log`  | shim       | while the job runs; the end once it ended | the first `log_max_bytes` of the job's stdout; at the end, when more came, one marker line and the last `log_tail_bytes` |
+//! | `stdout.log.tail.N` | shim | while the job runs past the head; removed after `status.json` | the rolling tail: segment N holds the stream from `log_max_bytes + N * log_tail_bytes` on; at most two exist |
+//! | `stderr.log`, `stderr.log.tail.N` | shim | the same | the same for stderr |
 //! | `status.json` | shim       | once, after the job ended    | the [`RunStatus`]: exit code or signal, timestamps, log byte counts |
 //! | `shim.log`    | shim       | only if something went wrong after the launcher stopped listening | one line per problem |
 //! | `abandoned`   | a restarted agent | when it finds `config.json` but no `shim.pid` | empty; a shim that finds it after writing `shim.pid` gives up ([`abandon`]) |
@@ -79,7 +80,8 @@
 //!
 //! # Logs
 //!
-//! See [`logs`]: the head of each stream is kept, the rest counted.
+//! See [`logs`]: the head and the tail of each stream are kept, what is
+//! between them counted; [`logview`] reads them back in order.
 //!
 //! # Latency
 //!
@@ -95,6 +97,7 @@ pub mod init;
 pub mod inroot;
 pub mod launch;
 pub mod logs;
+pub mod logview;
 pub mod masks;
 pub mod mounts;
 pub mod net;

@@ -34,7 +34,7 @@ use super::config::{ContainerConfig, IdSpec};
 use super::error::SetupError;
 use super::init::{self, InitFds, InitPlan};
 use super::inroot::{ReadError, Root};
-use super::logs::CappedLog;
+use super::logs::{CappedLog, LogLimits};
 use super::mounts;
 use super::passwd::{self, CredentialError, Credentials};
 use super::procfs::ProcessIdentity;
@@ -308,8 +308,8 @@ struct Running {
     messages: BufReader<File>,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
-    stdout_log: CappedLog<File, File>,
-    stderr_log: CappedLog<File, File>,
+    stdout_log: CappedLog<File>,
+    stderr_log: CappedLog<File>,
     signals: SignalFd,
     started_at: SystemTime,
 }
@@ -334,8 +334,12 @@ fn start(run: &RunDir, cfg: ContainerConfig, shim: ProcessIdentity) -> Result<Ru
     } else {
         (None, None)
     };
-    let stdout_log = CappedLog::new(open_log(&run.stdout_log())?, tee_out, cfg.log_max_bytes);
-    let stderr_log = CappedLog::new(open_log(&run.stderr_log())?, tee_err, cfg.log_max_bytes);
+    let limits = LogLimits { head: cfg.log_max_bytes, tail: cfg.log_tail_bytes };
+    let log = |path: PathBuf, tee| -> Result<CappedLog<File>, SetupError> {
+        Ok(CappedLog::new(path.clone(), open_log(&path)?, tee, limits))
+    };
+    let stdout_log = log(run.stdout_log(), tee_out)?;
+    let stderr_log = log(run.stderr_log(), tee_err)?;
     let (stdout_r, stdout_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     let (stderr_r, stderr_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     let (messages_r, messages_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
@@ -678,8 +682,8 @@ impl Running {
             started_at: self.started_at,
             finished_at,
             init: self.init,
-            stdout: self.stdout_log.stats(),
-            stderr: self.stderr_log.stats(),
+            stdout: self.stdout_log.finish(&mut buf),
+            stderr: self.stderr_log.finish(&mut buf),
         };
         let json = serde_json::to_vec_pretty(&status).map_err(std::io::Error::other)?;
         // The status exists only in this process until it is written: on a
@@ -702,13 +706,18 @@ impl Running {
                     );
                 }
             },
-        )
+        )?;
+        // Only now: until the status says where the tail is in the log,
+        // the segments are how a reader finds it.
+        self.stdout_log.remove_segments();
+        self.stderr_log.remove_segments();
+        Ok(())
     }
 }
 
 /// Moves one chunk from a pipe into its log; false when nothing came
 /// (end of file, or nothing ready on a non-blocking pipe).
-fn pump(pipe: &mut Option<OwnedFd>, log: &mut CappedLog<File, File>, buf: &mut [u8]) -> bool {
+fn pump(pipe: &mut Option<OwnedFd>, log: &mut CappedLog<File>, buf: &mut [u8]) -> bool {
     let Some(fd) = pipe else { return false };
     match nix::unistd::read(&*fd, buf) {
         Ok(0) => {

@@ -46,10 +46,19 @@ impl JobExit {
 /// What became of one output stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogStats {
-    /// Bytes of job output kept in the log file.
+    /// Bytes of job output kept in the log file: the head and the tail.
     pub kept_bytes: u64,
-    /// Bytes the job wrote after the file reached `log_max_bytes`.
+    /// Bytes the job wrote that are not in the log: between the head
+    /// (`log_max_bytes`) and the tail (`log_tail_bytes`), or lost to a failed
+    /// write.
     pub dropped_bytes: u64,
+    /// Of `kept_bytes`, how many are the tail, after the marker line at the
+    /// end of the file. 0 in statuses written before logs kept a tail.
+    #[serde(default)]
+    pub tail_bytes: u64,
+    /// Newlines among the dropped bytes between head and tail.
+    #[serde(default)]
+    pub dropped_lines: u64,
 }
 
 /// Who observed the exit.

@@ -331,6 +331,7 @@ pub fn container_config(
         })
         .collect();
     cfg.log_max_bytes = config.log_max_bytes.get();
+    cfg.log_tail_bytes = config.log_tail_bytes.get();
     Ok(cfg)
 }
 

@@ -529,7 +529,7 @@ fn capabilities_rlimits_log_cap_and_cgroups() {
     let procs = [PathBuf::from("/sys/fs/cgroup/pids/corral/etl-7/cgroup.procs")];
     let cfg = container_config(
         &job,
-        &config("log_max_bytes: 1Mi\n"),
+        &config("log_max_bytes: 1Mi\nlog_tail_bytes: 64Ki\n"),
         &run(),
         Path::new(RUN_DIR),
         &no_env(),
@@ -559,8 +559,10 @@ fn capabilities_rlimits_log_cap_and_cgroups() {
         ])
     );
     assert_eq!(cfg.log_max_bytes, MI);
+    assert_eq!(cfg.log_tail_bytes, 64 << 10);
     assert_eq!(cfg.cgroup_procs, procs);
     assert_eq!(container("").log_max_bytes, 16 * MI, "the agent's default");
+    assert_eq!(container("").log_tail_bytes, MI, "the agent's default");
 }
 
 // --- the whole plan ----------------------------------------------------------
