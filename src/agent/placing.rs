@@ -29,7 +29,7 @@ pub(super) fn waiting(queue: &RunQueue, runs: &RunTable, held: &BTreeSet<RunId>)
         let Some(run) = runs.get(id) else { continue };
         let Some(spec) = &run.spec else { continue };
         let request = job::request(spec, id, run.state.memory_limit);
-        waiting.push(Waiting { priority, request, suspended: None });
+        waiting.push(Waiting { priority, request, suspended: None, limit: limit(run) });
     }
     let mut frozen: Vec<(&RunId, &Run)> = runs
         .iter()
@@ -44,23 +44,51 @@ pub(super) fn waiting(queue: &RunQueue, runs: &RunTable, held: &BTreeSet<RunId>)
             priority: run.meta.priority(),
             request,
             suspended: Some(holding.clone()),
+            limit: limit(run),
         });
     }
     waiting
 }
 
-/// The runs holding a placement that the pass may weigh for preemption; a
-/// run left to finish after its job was removed is not one of them.
+/// The runs holding a placement, with their end bounds for the head's
+/// reservation; the pass may weigh them for preemption, except a run left
+/// to finish after its job was removed.
 pub(super) fn active(runs: &RunTable, now: Timestamp, min_runtime: Duration) -> Vec<Active> {
     runs.iter()
-        .filter(|(_, r)| r.assignment.is_some() && !r.state.finishing)
+        .filter(|(_, r)| r.assignment.is_some())
         .map(|(id, r)| Active {
             run: id.clone(),
             priority: r.meta.priority(),
             mode: r.meta.policy.preemption,
-            preemptible: matches!(r.state.phase, Phase::Running { since } if now.since(since) >= min_runtime),
+            preemptible: !r.state.finishing
+                && matches!(r.state.phase, Phase::Running { since } if now.since(since) >= min_runtime),
+            ends_by: ends_by(r, now),
+            suspended: matches!(r.state.phase, Phase::Suspended { .. }),
         })
         .collect()
+}
+
+/// How long `run` holds a placement at most once started: the running time
+/// its timeout leaves, plus the stop grace that follows the timeout.
+fn limit(run: &Run) -> Option<Duration> {
+    let policy = &run.meta.policy;
+    policy.timeout.map(|t| t.saturating_sub(run.state.active) + policy.stop_grace)
+}
+
+/// When `run`, holding a placement, releases it at the latest: its timeout
+/// runs only while it runs, so a frozen run (suspended, or paused at its
+/// memory limit) has no bound; a stopping run is killed at its deadline.
+fn ends_by(run: &Run, now: Timestamp) -> Option<Timestamp> {
+    match run.state.phase {
+        Phase::Stopping { escalated: true, .. } => Some(now),
+        Phase::Stopping { deadline, .. } => Some(deadline.max(now)),
+        Phase::Running { since } => {
+            limit(run).map(|l| now.plus(l.saturating_sub(now.since(since))))
+        }
+        // Being launched: its running time starts about now.
+        Phase::Placed => limit(run).map(|l| now.plus(l)),
+        _ => None,
+    }
 }
 
 /// When the next running run becomes old enough to be preempted: the pass

@@ -37,6 +37,11 @@ pub(super) struct Scheduling {
     rescan_at: Option<Timestamp>,
     /// Freezes so far: a frozen run's number is its place in the resume order.
     freezes: u64,
+    /// The head of the queue holding a reservation after the last pass, and
+    /// its reserved start.
+    reservation: Option<(RunId, Option<Timestamp>)>,
+    /// Runs the last pass held back for the reservation.
+    deferred: BTreeSet<RunId>,
 }
 
 /// What one scheduling pass is handed.
@@ -60,6 +65,8 @@ impl Scheduling {
             pool: ledger.shared_pool().clone(),
             rescan_at: None,
             freezes: 0,
+            reservation: None,
+            deferred: BTreeSet::new(),
         }
     }
 
@@ -98,7 +105,58 @@ impl Scheduling {
             t.still_waiting(&waiting_ids);
         }
         let active = placing::active(runs, now, min_runtime);
-        preempt::pass(topology, ledger, waiting, &active, !self.preempting.is_empty())
+        preempt::pass(topology, ledger, waiting, &active, !self.preempting.is_empty(), now)
+    }
+
+    /// Notes the reservation and the runs held back for it in the pass's
+    /// `steps`: on each run (for `corral ps` and `show`), and in the log at
+    /// debug level when they change (the pass follows every turn of the
+    /// main loop).
+    pub fn note_reservation(&mut self, runs: &mut RunTable, steps: &[Step]) {
+        let mut reservation = None;
+        let mut deferred = BTreeSet::new();
+        for step in steps {
+            match step {
+                Step::Reserve { for_run, start } => reservation = Some((for_run.clone(), *start)),
+                Step::Deferred { run, for_run } => {
+                    deferred.insert(run.clone());
+                    let Some(r) = runs.get_mut(run) else { continue };
+                    if r.reserved_for.as_ref() != Some(for_run) {
+                        debug!(
+                            parent: &r.span, reserved_for = %for_run,
+                            "held back: it fits, but starting it could delay the reserved start of {for_run}"
+                        );
+                        r.reserved_for = Some(for_run.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        for id in self.deferred.difference(&deferred) {
+            if let Some(r) = runs.get_mut(id) {
+                r.reserved_for = None;
+            }
+        }
+        self.deferred = deferred;
+        if reservation == self.reservation {
+            return;
+        }
+        match &reservation {
+            Some((head, Some(start))) => debug!(
+                run = %head,
+                "reservation for the head of the queue: it starts by {start} at the latest if the runs holding placements end by their timeouts"
+            ),
+            Some((head, None)) => debug!(
+                run = %head,
+                "reservation for the head of the queue: its start is unknown (it waits for runs without a timeout), so lower runs may only take what it does not ask for"
+            ),
+            None => {
+                if let Some((head, _)) = &self.reservation {
+                    debug!(run = %head, "no reservation any more");
+                }
+            }
+        }
+        self.reservation = reservation;
     }
 
     /// `victim` took the preemption it was chosen for.
