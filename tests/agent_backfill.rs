@@ -165,6 +165,20 @@ fn a_blocked_high_priority_job_starts_when_the_job_it_waits_for_ends_and_only_ha
     );
     assert!(log.contains("reservation for the head of the queue"), "{log}");
 
+    // The reservation is made again from the stored runs by the next agent:
+    // long-1's running time (and so big-1's start) survives a kill -9.
+    agent.kill9();
+    agent.start();
+    agent.wait_for("the new agent to take over", secs(10), || {
+        agent.log_text().contains("took over the runs")
+    });
+    agent.run_marker("after-restart");
+    for run in ["open-1", "slow-1"] {
+        assert_eq!(ps_state(&agent, run).as_deref(), Some("pending (reserved for big-1)"), "{run}");
+    }
+    assert_eq!(agent.phase("big-1").as_deref(), Some("pending"));
+    assert_eq!(agent.phase("beside-1").as_deref(), Some("running"));
+
     // long-1 ends: big-1 starts from the pass that follows, ahead of the
     // runs held back for it.
     std::fs::write(agent.data_file("long.go"), "").unwrap();
