@@ -61,7 +61,7 @@ pub struct Reservation {
 enum Plan {
     /// The head fits at `start`; `leftover` is the ledger at `start` without
     /// the head, with the runs let through beside it.
-    Known { start: Timestamp, leftover: Ledger },
+    Known { start: Timestamp, leftover: Box<Ledger> },
     /// The head's start depends on runs without an end bound.
     /// `resumes_free`: it waits for what suspended runs hold.
     Unknown { resumes_free: bool },
@@ -93,7 +93,7 @@ impl Reservation {
                 continue;
             }
             if place(topology, &leftover, head).is_ok() {
-                return reservation(Plan::Known { start: at, leftover });
+                return reservation(Plan::Known { start: at, leftover: Box::new(leftover) });
             }
         }
         for a in active.iter().filter(|a| a.ends_by.is_none() && !a.suspended) {

@@ -43,6 +43,7 @@
 //! start, and each run becomes the head in its turn.
 
 use std::cmp::Reverse;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::backfill::Reservation;
@@ -171,9 +172,10 @@ pub fn pass(
         if reservation.is_none() && chosen.is_none() && !preempting {
             // Computed while its own frozen holding is off the ledger: the
             // head reuses that memory.
+            let restarted: BTreeSet<&RunId> = started.iter().map(|s| &s.run).collect();
             let holders: Vec<Active> = active
                 .iter()
-                .filter(|a| !started.iter().any(|s| s.run == a.run))
+                .filter(|a| !restarted.contains(&a.run))
                 .chain(&started)
                 .cloned()
                 .collect();
