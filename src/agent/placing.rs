@@ -157,3 +157,56 @@ pub(super) fn charged_for(ledger: &Ledger, held: &Assignment, limit: Bytes) -> A
     }
     wanted
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::runs::testing;
+    use crate::scheduler::{StopIntent, SuspendedBy};
+
+    fn t(s: u64) -> Timestamp {
+        Timestamp::EPOCH.plus(Duration::from_secs(s))
+    }
+
+    /// A run in `phase` with a one-minute timeout, 20 s of it spent before
+    /// its current stretch, and a 5 s stop grace.
+    fn timed(phase: Phase) -> Run {
+        let mut run = testing::run("a-1", phase, 10);
+        run.meta.policy.timeout = Some(Duration::from_secs(60));
+        run.meta.policy.stop_grace = Duration::from_secs(5);
+        run.state.active = Duration::from_secs(20);
+        run
+    }
+
+    #[tokio::test]
+    async fn end_bounds_are_the_running_time_left_plus_the_stop_grace() {
+        let running = timed(Phase::Running { since: t(100) });
+        assert_eq!(limit(&running), Some(Duration::from_secs(45)));
+        assert_eq!(ends_by(&running, t(110)), Some(t(145)));
+        // Past its bound (the timeout is being handled): any time now.
+        assert_eq!(ends_by(&running, t(200)), Some(t(200)));
+        // Being launched: its running time starts about now.
+        assert_eq!(ends_by(&timed(Phase::Placed), t(110)), Some(t(155)));
+        let stopping = |escalated| Phase::Stopping {
+            intent: StopIntent::Timeout,
+            deadline: t(130),
+            escalated,
+        };
+        assert_eq!(ends_by(&timed(stopping(false)), t(110)), Some(t(130)));
+        assert_eq!(ends_by(&timed(stopping(true)), t(110)), Some(t(110)));
+    }
+
+    #[tokio::test]
+    async fn frozen_runs_and_runs_without_a_timeout_have_no_end_bound() {
+        let suspended = Phase::Suspended {
+            by: SuspendedBy::Run(RunId::new("b-1")),
+            frozen: true,
+            oom_pending: false,
+        };
+        assert_eq!(ends_by(&timed(suspended), t(110)), None);
+        assert_eq!(ends_by(&timed(Phase::OomPaused { frozen: true }), t(110)), None);
+        let open = testing::run("a-1", Phase::Running { since: t(100) }, 10);
+        assert_eq!(limit(&open), None);
+        assert_eq!(ends_by(&open, t(110)), None);
+    }
+}
