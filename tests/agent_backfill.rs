@@ -157,6 +157,10 @@ fn a_blocked_high_priority_job_starts_when_the_job_it_waits_for_ends_and_only_ha
     }
     assert_eq!(agent.phase("big-1").as_deref(), Some("pending"));
     assert_eq!(agent.phase("long-1").as_deref(), Some("running"));
+    // Published after the turn that held them back.
+    agent.wait_for("the held-back gauge", secs(10), || {
+        agent.http_get("/metrics", None).2.lines().any(|l| l == "corral_queue_held_back 2")
+    });
     assert_eq!(reserved_for(&agent, "big-1"), None);
     let log = agent.log_text();
     assert!(

@@ -193,6 +193,7 @@ impl Telemetry {
             runs,
             jobs,
             queue_length,
+            held_back: agent.runs.values().filter(|r| r.reserved_for.is_some()).count() as u64,
             spec_files: SpecFiles { valid, invalid },
             layout: self.layout,
             numa: NumaAllocation::from_ledger(agent.topology, agent.ledger),
