@@ -310,6 +310,40 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn held_back_runs_are_marked_for_as_long_as_the_passes_hold_them_back() {
+        let topology = crate::topology::testing::fixture("vm-2cpu");
+        let ledger = Ledger::new(&topology, Default::default()).unwrap();
+        let mut scheduling = Scheduling::new(&ledger);
+        let mut runs = RunTable::default();
+        for id in ["big-1", "a-1", "b-1"] {
+            runs.insert(RunId::new(id), testing::run(id, Phase::Pending, 10));
+        }
+        let head = RunId::new("big-1");
+        let reserve = Step::Reserve { for_run: head.clone(), start: None };
+        let deferred = |id: &str| Step::Deferred { run: RunId::new(id), for_run: head.clone() };
+        let marks = |runs: &RunTable| -> Vec<(String, Option<RunId>)> {
+            runs.iter().map(|(id, r)| (id.to_string(), r.reserved_for.clone())).collect()
+        };
+        scheduling
+            .note_reservation(&mut runs, &[reserve.clone(), deferred("a-1"), deferred("b-1")]);
+        assert_eq!(
+            marks(&runs),
+            [
+                ("a-1".into(), Some(head.clone())),
+                ("b-1".into(), Some(head.clone())),
+                ("big-1".into(), None)
+            ]
+        );
+        // b-1 started, or fits the leftovers now.
+        scheduling.note_reservation(&mut runs, &[reserve, deferred("a-1")]);
+        assert_eq!(runs.get(&RunId::new("b-1")).unwrap().reserved_for, None);
+        assert_eq!(runs.get(&RunId::new("a-1")).unwrap().reserved_for, Some(head));
+        // The head started: no reservation, nothing held back.
+        scheduling.note_reservation(&mut runs, &[]);
+        assert!(marks(&runs).iter().all(|(_, m)| m.is_none()));
+    }
+
     #[test]
     fn frozen_runs_are_numbered_in_the_order_they_froze() {
         let topology = crate::topology::testing::fixture("vm-2cpu");
