@@ -172,10 +172,10 @@ pub fn pass(
         if reservation.is_none() && chosen.is_none() && !preempting {
             // Computed while its own frozen holding is off the ledger: the
             // head reuses that memory.
-            let restarted: BTreeSet<&RunId> = started.iter().map(|s| &s.run).collect();
+            let started_ids: BTreeSet<&RunId> = started.iter().map(|s| &s.run).collect();
             let holders: Vec<Active> = active
                 .iter()
-                .filter(|a| !restarted.contains(&a.run))
+                .filter(|a| !started_ids.contains(&a.run))
                 .chain(&started)
                 .cloned()
                 .collect();
