@@ -173,6 +173,7 @@ fn snapshot(host: &Host) -> Snapshot {
         runs,
         jobs,
         queue_length: 0,
+        held_back: 0,
         spec_files: SpecFiles { valid: 100, invalid: 0 },
         layout: Some(corral::cgroup::LayoutKind::V1),
         numa: vec![NumaAllocation {

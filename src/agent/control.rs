@@ -203,6 +203,7 @@ impl<S: RunStore> ControlView<'_, S> {
             next_fire: self.cron.next_fire(&record.job),
             dynamic_uid: None,
             stats: None,
+            reserved_for: live.and_then(|r| r.reserved_for.as_ref()),
         }
     }
 

@@ -29,7 +29,7 @@ pub(super) fn waiting(queue: &RunQueue, runs: &RunTable, held: &BTreeSet<RunId>)
         let Some(run) = runs.get(id) else { continue };
         let Some(spec) = &run.spec else { continue };
         let request = job::request(spec, id, run.state.memory_limit);
-        waiting.push(Waiting { priority, request, suspended: None });
+        waiting.push(Waiting { priority, request, suspended: None, limit: limit(run) });
     }
     let mut frozen: Vec<(&RunId, &Run)> = runs
         .iter()
@@ -44,23 +44,51 @@ pub(super) fn waiting(queue: &RunQueue, runs: &RunTable, held: &BTreeSet<RunId>)
             priority: run.meta.priority(),
             request,
             suspended: Some(holding.clone()),
+            limit: limit(run),
         });
     }
     waiting
 }
 
-/// The runs holding a placement that the pass may weigh for preemption; a
-/// run left to finish after its job was removed is not one of them.
+/// The runs holding a placement, with their end bounds for the head's
+/// reservation; the pass may weigh them for preemption, except a run left
+/// to finish after its job was removed.
 pub(super) fn active(runs: &RunTable, now: Timestamp, min_runtime: Duration) -> Vec<Active> {
     runs.iter()
-        .filter(|(_, r)| r.assignment.is_some() && !r.state.finishing)
+        .filter(|(_, r)| r.assignment.is_some())
         .map(|(id, r)| Active {
             run: id.clone(),
             priority: r.meta.priority(),
             mode: r.meta.policy.preemption,
-            preemptible: matches!(r.state.phase, Phase::Running { since } if now.since(since) >= min_runtime),
+            preemptible: !r.state.finishing
+                && matches!(r.state.phase, Phase::Running { since } if now.since(since) >= min_runtime),
+            ends_by: ends_by(r, now),
+            suspended: matches!(r.state.phase, Phase::Suspended { .. }),
         })
         .collect()
+}
+
+/// How long `run` holds a placement at most once started: the running time
+/// its timeout leaves, plus the stop grace that follows the timeout.
+fn limit(run: &Run) -> Option<Duration> {
+    let policy = &run.meta.policy;
+    policy.timeout.map(|t| t.saturating_sub(run.state.active) + policy.stop_grace)
+}
+
+/// When `run`, holding a placement, releases it at the latest: its timeout
+/// runs only while it runs, so a frozen run (suspended, or paused at its
+/// memory limit) has no bound; a stopping run is killed at its deadline.
+fn ends_by(run: &Run, now: Timestamp) -> Option<Timestamp> {
+    match run.state.phase {
+        Phase::Stopping { escalated: true, .. } => Some(now),
+        Phase::Stopping { deadline, .. } => Some(deadline.max(now)),
+        Phase::Running { since } => {
+            limit(run).map(|l| now.plus(l.saturating_sub(now.since(since))))
+        }
+        // Being launched: its running time starts about now.
+        Phase::Placed => limit(run).map(|l| now.plus(l)),
+        _ => None,
+    }
 }
 
 /// When the next running run becomes old enough to be preempted: the pass
@@ -128,4 +156,57 @@ pub(super) fn charged_for(ledger: &Ledger, held: &Assignment, limit: Bytes) -> A
         extra -= take;
     }
     wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::runs::testing;
+    use crate::scheduler::{StopIntent, SuspendedBy};
+
+    fn t(s: u64) -> Timestamp {
+        Timestamp::EPOCH.plus(Duration::from_secs(s))
+    }
+
+    /// A run in `phase` with a one-minute timeout, 20 s of it spent before
+    /// its current stretch, and a 5 s stop grace.
+    fn timed(phase: Phase) -> Run {
+        let mut run = testing::run("a-1", phase, 10);
+        run.meta.policy.timeout = Some(Duration::from_secs(60));
+        run.meta.policy.stop_grace = Duration::from_secs(5);
+        run.state.active = Duration::from_secs(20);
+        run
+    }
+
+    #[tokio::test]
+    async fn end_bounds_are_the_running_time_left_plus_the_stop_grace() {
+        let running = timed(Phase::Running { since: t(100) });
+        assert_eq!(limit(&running), Some(Duration::from_secs(45)));
+        assert_eq!(ends_by(&running, t(110)), Some(t(145)));
+        // Past its bound (the timeout is being handled): any time now.
+        assert_eq!(ends_by(&running, t(200)), Some(t(200)));
+        // Being launched: its running time starts about now.
+        assert_eq!(ends_by(&timed(Phase::Placed), t(110)), Some(t(155)));
+        let stopping = |escalated| Phase::Stopping {
+            intent: StopIntent::Timeout,
+            deadline: t(130),
+            escalated,
+        };
+        assert_eq!(ends_by(&timed(stopping(false)), t(110)), Some(t(130)));
+        assert_eq!(ends_by(&timed(stopping(true)), t(110)), Some(t(110)));
+    }
+
+    #[tokio::test]
+    async fn frozen_runs_and_runs_without_a_timeout_have_no_end_bound() {
+        let suspended = Phase::Suspended {
+            by: SuspendedBy::Run(RunId::new("b-1")),
+            frozen: true,
+            oom_pending: false,
+        };
+        assert_eq!(ends_by(&timed(suspended), t(110)), None);
+        assert_eq!(ends_by(&timed(Phase::OomPaused { frozen: true }), t(110)), None);
+        let open = testing::run("a-1", Phase::Running { since: t(100) }, 10);
+        assert_eq!(limit(&open), None);
+        assert_eq!(ends_by(&open, t(110)), None);
+    }
 }

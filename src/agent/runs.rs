@@ -68,6 +68,10 @@ pub(super) struct Run {
     pub exit: Option<ExitInfo>,
     /// When it was frozen, for resume order.
     pub suspended_at: u64,
+    /// The head of the queue this waiting run is held back for (it fits,
+    /// but starting could delay the head's reserved start); set by each
+    /// scheduling pass, never stored.
+    pub reserved_for: Option<RunId>,
     /// Its current attempt's span: every line logged about the run, here
     /// and on its operation task, is in it.
     pub span: Span,
@@ -97,6 +101,7 @@ impl Run {
             ops,
             exit: None,
             suspended_at: 0,
+            reserved_for: None,
             span,
         }
     }

@@ -37,6 +37,11 @@ pub(super) struct Scheduling {
     rescan_at: Option<Timestamp>,
     /// Freezes so far: a frozen run's number is its place in the resume order.
     freezes: u64,
+    /// The head of the queue holding a reservation after the last pass, and
+    /// its reserved start.
+    reservation: Option<(RunId, Option<Timestamp>)>,
+    /// Runs the last pass held back for the reservation.
+    deferred: BTreeSet<RunId>,
 }
 
 /// What one scheduling pass is handed.
@@ -60,6 +65,8 @@ impl Scheduling {
             pool: ledger.shared_pool().clone(),
             rescan_at: None,
             freezes: 0,
+            reservation: None,
+            deferred: BTreeSet::new(),
         }
     }
 
@@ -98,7 +105,58 @@ impl Scheduling {
             t.still_waiting(&waiting_ids);
         }
         let active = placing::active(runs, now, min_runtime);
-        preempt::pass(topology, ledger, waiting, &active, !self.preempting.is_empty())
+        preempt::pass(topology, ledger, waiting, &active, !self.preempting.is_empty(), now)
+    }
+
+    /// Notes the reservation and the runs held back for it in the pass's
+    /// `steps`: on each run (for `corral ps` and `show`), and in the log at
+    /// debug level when they change (the pass follows every turn of the
+    /// main loop).
+    pub fn note_reservation(&mut self, runs: &mut RunTable, steps: &[Step]) {
+        let mut reservation = None;
+        let mut deferred = BTreeSet::new();
+        for step in steps {
+            match step {
+                Step::Reserve { for_run, start } => reservation = Some((for_run.clone(), *start)),
+                Step::Deferred { run, for_run } => {
+                    deferred.insert(run.clone());
+                    let Some(r) = runs.get_mut(run) else { continue };
+                    if r.reserved_for.as_ref() != Some(for_run) {
+                        debug!(
+                            parent: &r.span, reserved_for = %for_run,
+                            "held back: it fits, but starting it could delay the reserved start of {for_run}"
+                        );
+                        r.reserved_for = Some(for_run.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        for id in self.deferred.difference(&deferred) {
+            if let Some(r) = runs.get_mut(id) {
+                r.reserved_for = None;
+            }
+        }
+        self.deferred = deferred;
+        if reservation == self.reservation {
+            return;
+        }
+        match &reservation {
+            Some((head, Some(start))) => debug!(
+                run = %head,
+                "reservation for the head of the queue: it starts by {start} at the latest if the runs holding placements end by their timeouts"
+            ),
+            Some((head, None)) => debug!(
+                run = %head,
+                "reservation for the head of the queue: its start is unknown (it waits for runs without a timeout), so lower runs may only take what it does not ask for"
+            ),
+            None => {
+                if let Some((head, _)) = &self.reservation {
+                    debug!(run = %head, "no reservation any more");
+                }
+            }
+        }
+        self.reservation = reservation;
     }
 
     /// `victim` took the preemption it was chosen for.
@@ -250,6 +308,40 @@ mod tests {
                 (RunId::new("mid-1"), Event::PreemptRequeue { by }),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn held_back_runs_are_marked_for_as_long_as_the_passes_hold_them_back() {
+        let topology = crate::topology::testing::fixture("vm-2cpu");
+        let ledger = Ledger::new(&topology, Default::default()).unwrap();
+        let mut scheduling = Scheduling::new(&ledger);
+        let mut runs = RunTable::default();
+        for id in ["big-1", "a-1", "b-1"] {
+            runs.insert(RunId::new(id), testing::run(id, Phase::Pending, 10));
+        }
+        let head = RunId::new("big-1");
+        let reserve = Step::Reserve { for_run: head.clone(), start: None };
+        let deferred = |id: &str| Step::Deferred { run: RunId::new(id), for_run: head.clone() };
+        let marks = |runs: &RunTable| -> Vec<(String, Option<RunId>)> {
+            runs.iter().map(|(id, r)| (id.to_string(), r.reserved_for.clone())).collect()
+        };
+        scheduling
+            .note_reservation(&mut runs, &[reserve.clone(), deferred("a-1"), deferred("b-1")]);
+        assert_eq!(
+            marks(&runs),
+            [
+                ("a-1".into(), Some(head.clone())),
+                ("b-1".into(), Some(head.clone())),
+                ("big-1".into(), None)
+            ]
+        );
+        // b-1 started, or fits the leftovers now.
+        scheduling.note_reservation(&mut runs, &[reserve, deferred("a-1")]);
+        assert_eq!(runs.get(&RunId::new("b-1")).unwrap().reserved_for, None);
+        assert_eq!(runs.get(&RunId::new("a-1")).unwrap().reserved_for, Some(head));
+        // The head started: no reservation, nothing held back.
+        scheduling.note_reservation(&mut runs, &[]);
+        assert!(marks(&runs).iter().all(|(_, m)| m.is_none()));
     }
 
     #[test]

@@ -754,6 +754,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             min_runtime: self.settings.min_runtime_before_preemption,
             telemetry: self.telemetry.as_mut(),
         });
+        self.scheduling.note_reservation(&mut self.runs, &steps);
         for step in steps {
             self.carry_out(step)?;
         }
@@ -763,6 +764,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     fn carry_out(&mut self, step: Step) -> Result<(), AgentError> {
         match step {
+            // Noted by `note_reservation`: nothing to carry out.
+            Step::Reserve { .. } | Step::Deferred { .. } => {}
             Step::NotPlaced { run, error } => {
                 if let (Some(t), Some(waiting)) = (&mut self.telemetry, self.runs.get(&run)) {
                     t.count_not_placed(&run, waiting, &error);

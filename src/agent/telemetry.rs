@@ -53,6 +53,9 @@ pub struct ApiViews {
     pub node: NodeView,
     /// Live runs' statistics, for run details.
     pub stats: HashMap<RunId, StatsHandle>,
+    /// Waiting runs held back for the reservation of the head of the queue,
+    /// with the head.
+    pub reserved: HashMap<RunId, RunId>,
 }
 
 /// Where the supervisor publishes, and what it counts into.
@@ -196,6 +199,7 @@ impl Telemetry {
             runs,
             jobs,
             queue_length,
+            held_back: agent.runs.values().filter(|r| r.reserved_for.is_some()).count() as u64,
             spec_files: SpecFiles { valid, invalid },
             layout: self.layout,
             numa: NumaAllocation::from_ledger(agent.topology, agent.ledger),
@@ -208,6 +212,11 @@ impl Telemetry {
             jobs: job_views(agent),
             node: NodeView::new(agent.topology, agent.ledger, self.layout, queue_length),
             stats: self.handles.iter().map(|(id, (_, h))| (id.clone(), h.clone())).collect(),
+            reserved: agent
+                .runs
+                .iter()
+                .filter_map(|(id, r)| Some((id.clone(), r.reserved_for.clone()?)))
+                .collect(),
         };
         *self.views.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(views));
         if let Some(fresh) = &self.fresh {
@@ -477,8 +486,11 @@ impl ApiSource for AgentApi {
     fn run(&self, id: &RunId) -> Result<Option<RunView>, ApiError> {
         let detail = self.store.lock().unwrap_or_else(PoisonError::into_inner).run(id)?;
         let Some(detail) = detail else { return Ok(None) };
-        let stats = self.views().and_then(|v| v.stats.get(id).and_then(|h| h.read().ok()));
-        Ok(Some(RunView::new(detail, stats)))
+        let views = self.views();
+        let stats = views.as_ref().and_then(|v| v.stats.get(id).and_then(|h| h.read().ok()));
+        let mut view = RunView::new(detail, stats);
+        view.reserved_for = views.and_then(|v| v.reserved.get(id).cloned());
+        Ok(Some(view))
     }
 
     fn node(&self) -> Option<NodeView> {

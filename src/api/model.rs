@@ -86,6 +86,10 @@ pub struct RunView {
     pub finished_at: Option<DateTime<Utc>>,
     /// CPUs, memory nodes and memory placement gave it.
     pub placement: Option<Assignment>,
+    /// While it waits though it fits: the head of the queue whose reserved
+    /// start it could delay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved_for: Option<RunId>,
     pub launch: Option<LaunchView>,
     pub exit: Option<ExitView>,
     pub transitions: Vec<TransitionView>,

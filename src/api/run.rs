@@ -14,7 +14,7 @@ use crate::cgroup::Stats;
 use crate::placement::{Assignment, CpuGrant};
 use crate::scheduler::{ExitStatus, RunState};
 use crate::store::{EventRecord, ExitInfo, LaunchInfo, RunDetail, RunRecord, TransitionRecord};
-use crate::vocab::Timestamp;
+use crate::vocab::{RunId, Timestamp};
 
 use super::model::{EventView, ExitView, LaunchView, RunView, TransitionView};
 use super::protocol::{EventLine, ExitLine, RunRow, ShownRun, TransitionLine};
@@ -40,6 +40,9 @@ pub struct LiveFacts<'a> {
     pub dynamic_uid: Option<u32>,
     /// Its cgroup's statistics, read for this request.
     pub stats: Option<Stats>,
+    /// A waiting run held back for the reservation of this run, the head of
+    /// the queue.
+    pub reserved_for: Option<&'a RunId>,
 }
 
 /// A run: its record, its history when it was read, and what the agent adds.
@@ -97,6 +100,7 @@ impl<'a> RunFacts<'a> {
             updated_at: record.updated_at.to_datetime(),
             finished_at: record.finished_at.and_then(Timestamp::to_datetime),
             placement: self.assignment().cloned(),
+            reserved_for: self.live.reserved_for.cloned(),
             launch: self.launch().map(|l| LaunchView {
                 shim_pid: l.shim_pid,
                 init_pid: l.init_pid,
@@ -141,6 +145,9 @@ impl<'a> RunFacts<'a> {
         let mut state = self.state().phase.name().to_owned();
         if self.live.held {
             state.push_str(" (by operator)");
+        }
+        if let Some(head) = self.live.reserved_for {
+            state.push_str(&format!(" (reserved for {head})"));
         }
         let next_fire = self.live.next_fire;
         RunRow {

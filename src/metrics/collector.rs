@@ -553,6 +553,14 @@ impl Collector for RunCollector {
         )?;
         family(
             e,
+            "queue_held_back",
+            "Waiting runs that fit but are held back so as not to delay the reserved start of the head of the queue.",
+            None,
+            MetricType::Gauge,
+            [(NoLabels, snapshot.held_back)],
+        )?;
+        family(
+            e,
             "store_writable",
             "1 while the agent's state database takes writes; 0 while it does not (a full state disk, a deleted database): no new work is taken then.",
             None,

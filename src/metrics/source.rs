@@ -37,6 +37,9 @@ pub struct Snapshot {
     pub jobs: Vec<JobInfo>,
     /// Runs waiting in the queue for CPUs or memory.
     pub queue_length: u64,
+    /// Waiting runs that fit but are held back for the reservation of the
+    /// head of the queue (backfill).
+    pub held_back: u64,
     pub spec_files: SpecFiles,
     /// `None` until the cgroup layout is known.
     pub layout: Option<LayoutKind>,

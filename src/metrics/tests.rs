@@ -191,6 +191,7 @@ fn node_families_and_zeroed_counters() {
             next_fire: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(60)),
         }],
         queue_length: 3,
+        held_back: 2,
         spec_files: SpecFiles { valid: 4, invalid: 1 },
         layout: Some(LayoutKind::Hybrid),
         numa: vec![NumaAllocation {
@@ -209,6 +210,7 @@ fn node_families_and_zeroed_counters() {
         "corral_store_writable 0",
         "corral_runs{state=\"running\"} 0",
         "corral_queue_length 3",
+        "corral_queue_held_back 2",
         "corral_spec_files{status=\"invalid\"} 1",
         "corral_cgroup_layout_info{layout=\"hybrid\"} 1",
         "corral_allocated_cpus{numa_node=\"0\"} 1",

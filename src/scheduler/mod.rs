@@ -20,7 +20,8 @@
 //! - [`queue`]: the queue of runs waiting for placement, by priority then
 //!   arrival. [`preempt`]: one scheduling pass over it: which runs start or
 //!   resume now, and whom to preempt for the most important one that does
-//!   not fit.
+//!   not fit. [`backfill`]: the reservation for the head of the queue, and
+//!   which lower runs may start ahead of it.
 //! - [`cron`]: recurring jobs: when a schedule fires (daylight saving time
 //!   included), what to catch up after downtime, what a firing does while the
 //!   previous run is still going, and the per-job state and journal that make
@@ -74,6 +75,7 @@
 //! the memory limit, does not count against the active deadline.
 
 pub mod action;
+pub mod backfill;
 pub mod backoff;
 pub mod cron;
 pub mod error;

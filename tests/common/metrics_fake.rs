@@ -131,6 +131,7 @@ pub fn full_snapshot() -> Snapshot {
             },
         ],
         queue_length: 1,
+        held_back: 1,
         spec_files: SpecFiles { valid: 2, invalid: 1 },
         layout: Some(LayoutKind::Hybrid),
         numa: vec![NumaAllocation {
