@@ -16,9 +16,13 @@ use std::time::{Duration, SystemTime};
 use crate::api::model::{FileStatus, JobView, NodeView, RunListing, RunView};
 use crate::api::{ApiError, ApiSource};
 use crate::cgroup::LayoutKind;
-use crate::metrics::agent::{EndState, OomAction, OomReached, PlacementOutcome, PreemptKind};
+use crate::metrics::agent::{
+    EndState, LabelValue as _, OomAction, OomReached, PlacementOutcome, PreemptKind,
+    PressureActionKind, StallLine,
+};
 use crate::metrics::events::{
-    Event as _, OomHandled, PlacementFailed, RunEnded, RunLaunched, RunPlaced, RunPreempted,
+    Event as _, OomHandled, PlacementFailed, PressureActed, RunEnded, RunLaunched, RunPlaced,
+    RunPreempted,
 };
 use crate::metrics::{
     FinishedRun, JobInfo, LiveRun, Metrics, NumaAllocation, PublishedSnapshot, Snapshot, SpecFiles,
@@ -294,6 +298,16 @@ impl Telemetry {
                 reached: OomReached::Paused,
             }
             .emit(agent),
+            RunEvent::PressureFrozen { reading }
+            | RunEvent::PressureRequeued { reading }
+            | RunEvent::PressureReleased { reading } => {
+                let action = match event {
+                    RunEvent::PressureFrozen { .. } => PressureActionKind::Freeze,
+                    RunEvent::PressureRequeued { .. } => PressureActionKind::Requeue,
+                    _ => PressureActionKind::Release,
+                };
+                PressureActed { job: &run.job, run: id, action, reading }.emit(agent)
+            }
             RunEvent::OomRequeued { .. } => OomHandled {
                 job: &run.job,
                 run: id,
@@ -303,6 +317,26 @@ impl Telemetry {
             .emit(agent),
             _ => {}
         }
+    }
+
+    /// Shows the last pressure reading and whether new runs are held back.
+    pub(super) fn pressure_reading(
+        &self,
+        reading: &crate::scheduler::pressure::Reading,
+        holding: bool,
+    ) {
+        let agent = self.metrics.agent();
+        for (line, value) in
+            [(StallLine::Some, reading.some_avg10), (StallLine::Full, reading.full_avg10)]
+        {
+            if let Some(v) = value {
+                agent.pressure_stall.get_or_create(&[(StallLine::KEY, line.as_str())]).set(v);
+            }
+        }
+        if let Some(a) = reading.available {
+            agent.pressure_available.set(a.get() as f64);
+        }
+        agent.pressure_holding.set(i64::from(holding));
     }
 
     /// Counts a run's end and keeps its final counters in the scrape.

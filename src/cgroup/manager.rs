@@ -394,6 +394,14 @@ impl CgroupManager {
         dirs
     }
 
+    /// The parent's `memory.pressure` in the v2 tree jobs are placed in, if
+    /// that tree has one there: PSI counts the stalls of every run below
+    /// it, with or without controllers (on a hybrid host too).
+    pub fn parent_memory_pressure(&self) -> Option<PathBuf> {
+        let file = self.shared.unified.as_ref()?.join(v2::psi::MEMORY);
+        file.exists().then_some(file)
+    }
+
     /// Makes the parent again in every tree where it is gone (an
     /// administrator removed it, after killing what ran under it), prepared
     /// as [`CgroupManager::open`] prepares it. Returns the trees' parent

@@ -92,6 +92,15 @@ pub enum RunEvent {
     Released,
     /// The attempt ended and another follows after `delay`.
     RestartScheduled { restart: u32, delay: Duration },
+    /// Frozen because the node's memory ran short; `reading` is what
+    /// crossed a threshold.
+    PressureFrozen { reading: String },
+    /// Frozen for pressure, and the pressure persisted: stopped and queued
+    /// again with its attempt.
+    PressureRequeued { reading: String },
+    /// The pressure is over: it may resume when there is room
+    /// ([`Resumed`](RunEvent::Resumed) then).
+    PressureReleased { reading: String },
 }
 
 impl RunEvent {
@@ -105,6 +114,9 @@ impl RunEvent {
             RunEvent::Resumed => "resumed",
             RunEvent::Released => "released",
             RunEvent::RestartScheduled { .. } => "restart-scheduled",
+            RunEvent::PressureFrozen { .. } => "pressure-frozen",
+            RunEvent::PressureRequeued { .. } => "pressure-requeued",
+            RunEvent::PressureReleased { .. } => "pressure-released",
         }
     }
 

@@ -21,6 +21,8 @@
 //!   arrival. [`preempt`]: one scheduling pass over it: which runs start or
 //!   resume now, and whom to preempt for the most important one that does
 //!   not fit.
+//! - [`pressure`]: node-pressure protection: which run to freeze, requeue
+//!   or release when the node's memory runs short, with hysteresis.
 //! - [`cron`]: recurring jobs: when a schedule fires (daylight saving time
 //!   included), what to catch up after downtime, what a firing does while the
 //!   previous run is still going, and the per-job state and journal that make
@@ -78,6 +80,7 @@ pub mod error;
 pub mod event;
 pub mod policy;
 pub mod preempt;
+pub mod pressure;
 pub mod queue;
 pub mod run_meta;
 pub mod state;

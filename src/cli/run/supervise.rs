@@ -509,7 +509,13 @@ impl Foreground {
                     limit(to)
                 ));
             }
-            RunEvent::Preempted { .. } | RunEvent::Resumed | RunEvent::Released => {}
+            // `corral run` has no pressure watch: these never come here.
+            RunEvent::Preempted { .. }
+            | RunEvent::Resumed
+            | RunEvent::Released
+            | RunEvent::PressureFrozen { .. }
+            | RunEvent::PressureRequeued { .. }
+            | RunEvent::PressureReleased { .. } => {}
         }
     }
 
