@@ -192,7 +192,7 @@ fn memory_pressure_freezes_the_lowest_preemptible_run_and_resumes_it_when_over()
     metric("corral_pressure_holding 0");
     let (_, _, metrics) = agent.http_get("/metrics", None);
     assert!(
-        metrics.contains("corral_pressure_memory_stall_avg10_percent{kind=\"some\"}"),
+        metrics.contains("corral_pressure_memory_stall_avg10_ratio{kind=\"some\"}"),
         "{metrics}"
     );
 

@@ -330,7 +330,9 @@ impl Telemetry {
             [(StallLine::Some, reading.some_avg10), (StallLine::Full, reading.full_avg10)]
         {
             if let Some(v) = value {
-                agent.pressure_stall.get_or_create(&[(StallLine::KEY, line.as_str())]).set(v);
+                // PSI gives percent; the metric is in base units.
+                let ratio = v / 100.0;
+                agent.pressure_stall.get_or_create(&[(StallLine::KEY, line.as_str())]).set(ratio);
             }
         }
         if let Some(a) = reading.available {

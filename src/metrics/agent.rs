@@ -365,9 +365,14 @@ impl AgentMetrics {
             "What node-pressure protection did to runs, by action: freeze, requeue (frozen and the pressure persisted), release (the pressure is over; the run resumes when there is room)",
         );
         let pressure_stall = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        // Every line from the start, like the counters' labels: 0 until the
+        // first check (and for good while pressure protection is off).
+        for line in StallLine::ALL {
+            drop(pressure_stall.get_or_create(&[(StallLine::KEY, line.as_str())]));
+        }
         registry.register(
-            "pressure_memory_stall_avg10_percent",
-            "Share of time tasks under the agent's parent cgroup stalled on memory over the last 10 s, by PSI line (some, full), at the last pressure check",
+            "pressure_memory_stall_avg10_ratio",
+            "Share of time (0 to 1) tasks under the agent's parent cgroup stalled on memory over the last 10 s, by PSI line (some, full), at the last pressure check",
             pressure_stall.clone(),
         );
         let pressure_available = Gauge::<f64, AtomicU64>::default();

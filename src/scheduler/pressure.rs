@@ -610,7 +610,8 @@ mod tests {
                 let low_from = if low { *low_run.get_or_insert(now) } else { low_run = None; now };
                 let Some(action) = d.action else { continue };
                 let chosen = cands.iter().find(|c| &c.run == action.run()).expect("a candidate");
-                prop_assert!(chosen.mode != PreemptionMode::Never || matches!(action, PressureAction::Release { .. }));
+                let is_release = matches!(action, PressureAction::Release { .. });
+                prop_assert!(chosen.mode != PreemptionMode::Never || is_release, "{:?}", action);
                 match &action {
                     PressureAction::Freeze { .. } => {
                         prop_assert!(*v > 20.0);
@@ -630,7 +631,9 @@ mod tests {
                     PressureAction::Release { .. } => {
                         prop_assert!(low);
                         prop_assert!(now - low_from >= t.release_after.as_secs());
-                        prop_assert!(matches!(chosen.state, CandidateState::Frozen { released: false, .. }));
+                        let unreleased_frozen =
+                            matches!(chosen.state, CandidateState::Frozen { released: false, .. });
+                        prop_assert!(unreleased_frozen, "{:?}", chosen);
                         let highest = unreleased(cands).map(|(c, _)| c.priority).max();
                         prop_assert_eq!(Some(chosen.priority), highest);
                         low_run = Some(now);
