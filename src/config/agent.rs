@@ -862,6 +862,68 @@ mod tests {
     /// label but not a cgroup name (every v1 cgroup holds a file of that name), so the
     /// agent accepted it and failed at its first launch.
     #[test]
+    fn pressure_is_off_unless_asked_for_and_all_defaults_when_empty() {
+        assert_eq!(compile("").unwrap().pressure, None);
+        assert_eq!(compile("pressure: {}\n").unwrap().pressure, Some(Thresholds::default()));
+    }
+
+    #[test]
+    fn pressure_takes_only_the_triggers_named_with_release_levels_derived() {
+        let p = compile(
+            "pressure:\n  memory_available_below: 512Mi\n  memory_some_above: 20\n  \
+             check_every: 1s\n  trigger_after: 2\n  release_after: 10s\n  requeue_after: 1m\n",
+        )
+        .unwrap()
+        .pressure
+        .unwrap();
+        assert_eq!(p.available_below, Some(MemoryAmount::Bytes(Bytes::from_mib(512))));
+        assert_eq!(p.available_release, Some(MemoryAmount::Bytes(Bytes::from_gib(1))));
+        assert_eq!((p.some_above, p.some_release), (Some(20.0), Some(10.0)));
+        assert_eq!((p.full_above, p.full_release), (None, None), "not named: off");
+        assert_eq!(p.check_every, Duration::from_secs(1));
+        assert_eq!(p.trigger_after, 2);
+        assert_eq!(p.release_after, Duration::from_secs(10));
+        assert_eq!(p.requeue_after, Duration::from_secs(60));
+        let p = compile("pressure: {memory_available_below: 5%, memory_full_above: 2.5, memory_full_release: 1}\n")
+            .unwrap()
+            .pressure
+            .unwrap();
+        assert_eq!(p.available_below, Some(MemoryAmount::Percent(5.0)));
+        assert_eq!(p.available_release, Some(MemoryAmount::Percent(10.0)));
+        assert_eq!((p.full_above, p.full_release), (Some(2.5), Some(1.0)));
+        assert_eq!(p.some_above, None);
+    }
+
+    #[test]
+    fn pressure_problems_are_all_reported_with_their_field() {
+        let all = compile(
+            "pressure:\n  memory_some_above: 120\n  memory_available_below: 5 percent\n  \
+             check_every: 5m\n  trigger_after: 0\n  memory_some_relase: 1\n",
+        )
+        .unwrap_err();
+        let joined = all.join("\n");
+        assert_eq!(all.len(), 5, "{joined}");
+        assert!(
+            joined.contains("2 pressure.memory_some_above: invalid stall percentage"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("3 pressure.memory_available_below: invalid memory amount"),
+            "{joined}"
+        );
+        assert!(joined.contains("4 pressure.check_every: invalid check interval"), "{joined}");
+        assert!(joined.contains("5 pressure.trigger_after"), "{joined}");
+        assert!(joined.contains("memory_some_relase"), "{joined}");
+        assert_eq!(
+            error("pressure: {memory_some_above: 10, memory_some_release: 20}\n"),
+            "1 pressure.memory_some_release: `memory_some_release` (20) must not be larger than \
+             `memory_some_above` (10)"
+        );
+        assert!(error("pressure: {memory_available_below: 2Gi, memory_available_release: 1Gi}\n")
+            .contains("`memory_available_below` (2147483648) must not be larger than `memory_available_release`"));
+    }
+
+    #[test]
     fn cgroup_parent_must_be_a_cgroup_name() {
         assert_eq!(
             error("cgroup_parent: tasks\n"),
