@@ -201,3 +201,55 @@ fn memory_pressure_freezes_the_lowest_preemptible_run_and_resumes_it_when_over()
         agent.wait_phase(&format!("{name}-1"), "succeeded", secs(30));
     }
 }
+
+#[test]
+fn pressure_that_persists_requeues_the_frozen_run_which_starts_again_with_its_attempt() {
+    let config = CONFIG.replace("requeue_after: 10m", "requeue_after: 3s");
+    let mut agent = TestAgent::new(&config);
+    let big = big_file(&agent);
+    agent.start();
+    let started = agent.data_file("low.starts").display().to_string();
+    let body = until_stopped(&agent, "low", "sleep 0.1");
+    agent.write_job(
+        "low.yaml",
+        &job("low", &format!("echo >> {started}; {body}"), "priority: 10\npreemption: requeue\n"),
+    );
+    agent.wait_phase("low-1", "running", secs(20));
+    agent.write_job(
+        "hog.yaml",
+        &job(
+            "hog",
+            &until_stopped(&agent, "hog", &format!("cat {big} > /dev/null")),
+            "priority: 50\npreemption: never\nresources: {memory: {hard: 64Mi}}\n",
+        ),
+    );
+    // Frozen first, whatever its mode; stopped and queued again once the
+    // pressure has lasted requeue_after.
+    agent.wait_for_or(
+        "low-1 requeued for memory pressure",
+        secs(90),
+        || agent.events("low-1").iter().any(|e| e == "pressure-requeued"),
+        || format!("events: {:?}\n{}", agent.events("low-1"), parent_pressure(&agent)),
+    );
+    assert_eq!(agent.events("low-1"), ["pressure-frozen", "pressure-requeued"]);
+    agent.wait_phase("low-1", "pending", secs(30));
+    let requeued = agent
+        .transitions("low-1")
+        .into_iter()
+        .find(|(_, _, reason)| reason.starts_with("stopping to requeue for memory-pressure: "));
+    assert!(requeued.is_some(), "{:?}", agent.transitions("low-1"));
+
+    stop(&agent, "hog");
+    agent.wait_phase("hog-1", "succeeded", secs(30));
+    agent.wait_for_or(
+        "low-1 started again once the pressure is over",
+        secs(120),
+        || agent.read_data("low.starts").lines().count() == 2,
+        || parent_pressure(&agent),
+    );
+    agent.wait_phase("low-1", "running", secs(20));
+    assert_eq!(agent.runs_of("low"), ["low-1"], "the same run, not a new one");
+    assert!(agent.state_json("low-1").contains(r#""attempt":1"#), "{}", agent.state_json("low-1"));
+    stop(&agent, "low");
+    agent.wait_phase("low-1", "succeeded", secs(30));
+}
