@@ -111,6 +111,8 @@ pub mod uids;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
+mod pressure_tests;
+#[cfg(test)]
 mod tests;
 
 use std::future::Future;
