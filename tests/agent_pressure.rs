@@ -129,6 +129,10 @@ fn memory_pressure_freezes_the_lowest_preemptible_run_and_resumes_it_when_over()
     };
     metric("corral_pressure_actions_total{action=\"freeze\"} 1");
     metric("corral_pressure_holding 1");
+    let (_, _, node) = agent.http_get("/v1/node", None);
+    let node: serde_json::Value = serde_json::from_str(&node).unwrap();
+    assert_eq!(node["pressure"]["holding"], true, "{node}");
+    assert!(node["pressure"]["reading"].as_str().unwrap().contains("memory.some avg10="), "{node}");
 
     // A crash while the run is frozen for pressure: the next agent keeps it
     // frozen, and holds new runs back, from its first reading.

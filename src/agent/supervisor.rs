@@ -750,8 +750,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     fn check_pressure(&mut self, now: Timestamp) -> Result<(), AgentError> {
         let Some(pressure) = &mut self.pressure else { return Ok(()) };
         let (reading, decision) = pressure.check(now, &self.runs);
-        if let Some(t) = &self.telemetry {
-            t.pressure_reading(&reading, decision.holding);
+        if let Some(t) = &mut self.telemetry {
+            t.pressure_reading(&reading, &decision.level, decision.holding);
         }
         if decision.began {
             let why = match &decision.level {

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::api::model::{FileStatus, JobView, NodeView, RunListing, RunView};
+use crate::api::model::{FileStatus, JobView, NodeView, PressureView, RunListing, RunView};
 use crate::api::{ApiError, ApiSource};
 use crate::cgroup::LayoutKind;
 use crate::metrics::agent::{
@@ -71,6 +71,8 @@ pub struct Telemetry {
     /// last counted for them: a run that keeps waiting for the same reason
     /// is counted once, not on every pass.
     unplaced: HashMap<RunId, PlacementOutcome>,
+    /// Node-pressure protection at its last reading, for `/v1/node`.
+    pressure: Option<PressureView>,
 }
 
 impl Telemetry {
@@ -87,6 +89,7 @@ impl Telemetry {
             layout,
             handles: HashMap::new(),
             unplaced: HashMap::new(),
+            pressure: None,
         }
     }
 }
@@ -204,7 +207,10 @@ impl Telemetry {
             ready: agent.ready,
             store_problem: agent.store_problem.map(str::to_owned),
             jobs: job_views(agent),
-            node: NodeView::new(agent.topology, agent.ledger, self.layout, queue_length),
+            node: NodeView {
+                pressure: self.pressure.clone(),
+                ..NodeView::new(agent.topology, agent.ledger, self.layout, queue_length)
+            },
             stats: self.handles.iter().map(|(id, (_, h))| (id.clone(), h.clone())).collect(),
         };
         *self.views.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(views));
@@ -321,10 +327,18 @@ impl Telemetry {
 
     /// Shows the last pressure reading and whether new runs are held back.
     pub(super) fn pressure_reading(
-        &self,
+        &mut self,
         reading: &crate::scheduler::pressure::Reading,
+        level: &crate::scheduler::pressure::Level,
         holding: bool,
     ) {
+        use crate::scheduler::pressure::Level;
+        let (level, reading_text) = match level {
+            Level::High(cause) => ("high", format!("{reading}: {cause}")),
+            Level::Band => ("band", reading.to_string()),
+            Level::Low => ("low", reading.to_string()),
+        };
+        self.pressure = Some(PressureView { holding, level, reading: reading_text });
         let agent = self.metrics.agent();
         for (line, value) in
             [(StallLine::Some, reading.some_avg10), (StallLine::Full, reading.full_avg10)]
