@@ -801,6 +801,18 @@ mod tests {
     }
 
     #[test]
+    fn the_parents_memory_pressure_is_in_the_v2_tree_where_there_is_one() {
+        for kind in [FakeKind::V1, FakeKind::V2, FakeKind::Hybrid] {
+            let fs = FakeFs::new(kind);
+            fs.add_cgroup("corral");
+            let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+            let want = (kind != FakeKind::V1)
+                .then(|| fs.unified_root().join("corral").join(v2::psi::MEMORY));
+            assert_eq!(m.parent_memory_pressure(), want, "{kind:?}");
+        }
+    }
+
+    #[test]
     fn a_job_reports_its_pause_at_the_limit_and_its_cpuset_on_every_layout() {
         for kind in [FakeKind::V1, FakeKind::V2, FakeKind::Hybrid] {
             let fs = FakeFs::new(kind);
