@@ -772,10 +772,14 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 self.handle(&run, Event::PressureRequeue { cause }).map(drop)
             }
             Some(PressureAction::Release { run, cause }) => {
-                pressure.release(run.clone());
+                // On record before the scheduling pass may resume it.
                 let reason = format!("released: {cause}");
                 let event = RunEvent::PressureReleased { reading: cause };
-                self.record_event(&run, &event, &reason, now)
+                self.record_event(&run, &event, &reason, now)?;
+                if let Some(pressure) = &mut self.pressure {
+                    pressure.release(run);
+                }
+                Ok(())
             }
         }
     }
