@@ -58,6 +58,9 @@
 //! - [`clock`], [`timers`]: time from `tokio::time`, so tests can pause it.
 //! - [`store_fault`]: holding, not stopping, while the store cannot be
 //!   written (a full state disk, a deleted database).
+//! - [`pressure`]: node-pressure protection: the readings, and the runs
+//!   released after it; the decisions are pure
+//!   ([`crate::scheduler::pressure`]) and carried out by the supervisor.
 //! - [`readiness`]: telling a service manager the agent is ready, and
 //!   stopping (`$NOTIFY_SOCKET`).
 //!
@@ -89,6 +92,7 @@ pub mod logging;
 pub mod ops;
 pub mod orders;
 pub mod placing;
+pub mod pressure;
 pub mod readiness;
 pub mod reconcile;
 pub mod recorder;
@@ -106,6 +110,8 @@ pub mod uids;
 
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod pressure_tests;
 #[cfg(test)]
 mod tests;
 
@@ -221,6 +227,12 @@ pub async fn run(
         admission: config.admission(),
         host_ids: crate::dynamic_user::HostRoots::default(),
     };
+    let pressure_sources = config.pressure.as_ref().map(|_| {
+        pressure::PressureSources::host(
+            host.cgroups().parent_memory_pressure(),
+            std::path::Path::new("/proc"),
+        )
+    });
     let runtime = Arc::new(HostRuntime::new(host));
     let (sink, observations) = mpsc::unbounded_channel();
     let mut supervisor =
@@ -230,6 +242,19 @@ pub async fn run(
         node: crate::scheduler::cron::jitter::node_name(),
         catch_up_limit: config.catch_up_limit,
     });
+    if let (Some(thresholds), Some(sources)) = (&config.pressure, pressure_sources) {
+        info!(
+            psi = %sources.psi.as_ref().map_or("none".into(), |p| p.display().to_string()),
+            meminfo = %sources.meminfo.display(),
+            check_every = %crate::spec::duration::format(thresholds.check_every),
+            "node-pressure protection on"
+        );
+        if sources.psi.is_none() {
+            warn!("no memory.pressure file: pressure protection goes by MemAvailable alone");
+        }
+        let now = supervisor.clock.now();
+        supervisor.set_pressure(pressure::Pressure::new(thresholds.clone(), sources, now));
+    }
     let snapshot = Arc::new(PublishedSnapshot::default());
     let metrics_config = MetricsConfig {
         finished_retention: config.finished_run_retention,

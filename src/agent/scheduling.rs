@@ -55,6 +55,9 @@ pub(super) struct PassInput<'a> {
     pub now: Timestamp,
     pub min_runtime: Duration,
     pub telemetry: Option<&'a mut Telemetry>,
+    /// The node is under memory pressure: no pending run is placed (frozen
+    /// runs may still resume on the memory they hold).
+    pub hold_pending: bool,
 }
 
 impl Scheduling {
@@ -87,8 +90,21 @@ impl Scheduling {
     /// the most important run that does not fit: the steps, in order. The
     /// ledger holds the placements the steps hand out.
     pub fn pass(&mut self, input: PassInput<'_>) -> Vec<Step> {
-        let PassInput { topology, ledger, queue, runs, held, now, min_runtime, telemetry } = input;
-        let waiting = placing::waiting(queue, runs, held);
+        let PassInput {
+            topology,
+            ledger,
+            queue,
+            runs,
+            held,
+            now,
+            min_runtime,
+            telemetry,
+            hold_pending,
+        } = input;
+        let mut waiting = placing::waiting(queue, runs, held);
+        if hold_pending {
+            waiting.retain(|w| w.suspended.is_some());
+        }
         if waiting.is_empty() {
             // Nothing to place, resume or preempt for: the pass follows every
             // turn of the main loop, and usually ends here.

@@ -44,6 +44,7 @@ use super::launching::{Launches, Planning};
 use super::ops::{Op, RunOps};
 use super::orders::Order;
 use super::placing;
+use super::pressure::Pressure;
 use super::reconcile::JobDirectory;
 use super::recorder::Recorder;
 use super::recovery::{self, Adopted, Recovered, Survey};
@@ -57,6 +58,7 @@ use super::timers::Timers;
 use super::uids::JobUids;
 use super::Settings;
 use crate::scheduler::preempt::Step;
+use crate::scheduler::pressure::{Level as PressureLevel, PressureAction};
 use crate::scheduler::RunMeta;
 use crate::scheduler::RunQueue;
 
@@ -96,6 +98,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     recorder: Recorder,
     /// Hands out the jobs' dynamic uids (recorded in `store`).
     uids: JobUids,
+    /// Node-pressure protection, when the agent configuration turns it on.
+    pressure: Option<Pressure>,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -132,7 +136,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             store_problem: None,
             recovering: false,
             recorder: Recorder::default(),
+            pressure: None,
         }
+    }
+
+    /// Turns node-pressure protection on (see [`pressure`](super::pressure)).
+    pub fn set_pressure(&mut self, pressure: Pressure) {
+        self.pressure = Some(pressure);
     }
 
     /// The agent settings for recurring jobs; set before [`recover`](Self::recover).
@@ -156,7 +166,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     }
 
     pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
-        let runs = [self.timers.next(), self.scheduling.rescan_at()].into_iter().flatten().min();
+        let pressure = self.pressure.as_ref().map(Pressure::next_check);
+        let runs =
+            [self.timers.next(), self.scheduling.rescan_at(), pressure].into_iter().flatten().min();
         let runs = runs.map(|at| self.clock.instant(at));
         // Firings are in calendar time, which may part from the runs' time line.
         let firings = self.cron.next_wake().map(|at| self.clock.calendar_instant(at));
@@ -732,7 +744,50 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         for (id, event) in self.timers.due(now) {
             self.handle(&id, event)?;
         }
+        if self.pressure.as_ref().is_some_and(|p| p.next_check() <= now) {
+            self.check_pressure(now)?;
+        }
         self.carry_out_orders(vec![Order::Then(JobStep::Wake)])
+    }
+
+    /// Takes a pressure reading and carries out what the watch decides:
+    /// a freeze or a requeue through the state machine, a release by
+    /// letting the scheduling pass resume the run.
+    fn check_pressure(&mut self, now: Timestamp) -> Result<(), AgentError> {
+        let Some(pressure) = &mut self.pressure else { return Ok(()) };
+        let (reading, decision) = pressure.check(now, &self.runs);
+        if let Some(t) = &mut self.telemetry {
+            t.pressure_reading(&reading, &decision.level, decision.holding);
+        }
+        if decision.began {
+            let why = match &decision.level {
+                PressureLevel::High(cause) => cause.clone(),
+                _ => format!("runs frozen for it earlier ({reading})"),
+            };
+            warn!("memory pressure: {why}; new runs are held back");
+        }
+        if decision.ended {
+            info!("memory pressure over ({reading}); new runs are placed again");
+        }
+        match decision.action {
+            None => Ok(()),
+            Some(PressureAction::Freeze { run, cause }) => {
+                self.handle(&run, Event::PressureFreeze { cause }).map(drop)
+            }
+            Some(PressureAction::Requeue { run, cause }) => {
+                self.handle(&run, Event::PressureRequeue { cause }).map(drop)
+            }
+            Some(PressureAction::Release { run, cause }) => {
+                // On record before the scheduling pass may resume it.
+                let reason = format!("released: {cause}");
+                let event = RunEvent::PressureReleased { reading: cause };
+                self.record_event(&run, &event, &reason, now)?;
+                if let Some(pressure) = &mut self.pressure {
+                    pressure.release(run);
+                }
+                Ok(())
+            }
+        }
     }
 
     // ---- Scheduling ----
@@ -744,15 +799,25 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         if !self.files_read {
             return Ok(());
         }
+        // Runs frozen for pressure stay frozen until released, like runs
+        // frozen by hand.
+        let pressure_held = self.pressure.as_ref().map(|p| p.held(&self.runs));
+        let held = match &pressure_held {
+            Some(ids) if !ids.is_empty() => {
+                std::borrow::Cow::Owned(self.held.iter().chain(ids).cloned().collect())
+            }
+            _ => std::borrow::Cow::Borrowed(&self.held),
+        };
         let steps = self.scheduling.pass(PassInput {
             topology: &self.topology,
             ledger: &mut self.ledger,
             queue: &self.queue,
             runs: &self.runs,
-            held: &self.held,
+            held: held.as_ref(),
             now: self.clock.now(),
             min_runtime: self.settings.min_runtime_before_preemption,
             telemetry: self.telemetry.as_mut(),
+            hold_pending: self.pressure.as_ref().is_some_and(Pressure::holding),
         });
         self.scheduling.note_reservation(&mut self.runs, &steps);
         for step in steps {

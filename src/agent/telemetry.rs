@@ -13,12 +13,16 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::api::model::{FileStatus, JobView, NodeView, RunListing, RunView};
+use crate::api::model::{FileStatus, JobView, NodeView, PressureView, RunListing, RunView};
 use crate::api::{ApiError, ApiSource, Freshness};
 use crate::cgroup::LayoutKind;
-use crate::metrics::agent::{EndState, OomAction, OomReached, PlacementOutcome, PreemptKind};
+use crate::metrics::agent::{
+    EndState, LabelValue as _, OomAction, OomReached, PlacementOutcome, PreemptKind,
+    PressureActionKind, StallLine,
+};
 use crate::metrics::events::{
-    Event as _, OomHandled, PlacementFailed, RunEnded, RunLaunched, RunPlaced, RunPreempted,
+    Event as _, OomHandled, PlacementFailed, PressureActed, RunEnded, RunLaunched, RunPlaced,
+    RunPreempted,
 };
 use crate::metrics::{
     FinishedRun, JobInfo, LiveRun, Metrics, NumaAllocation, PublishedSnapshot, Snapshot, SpecFiles,
@@ -72,6 +76,8 @@ pub struct Telemetry {
     unplaced: HashMap<RunId, PlacementOutcome>,
     /// Told what each publish includes, for the HTTP answers that wait for it.
     pub fresh: Option<Arc<Freshness>>,
+    /// Node-pressure protection at its last reading, for `/v1/node`.
+    pressure: Option<PressureView>,
 }
 
 impl Telemetry {
@@ -89,6 +95,7 @@ impl Telemetry {
             handles: HashMap::new(),
             unplaced: HashMap::new(),
             fresh: None,
+            pressure: None,
         }
     }
 }
@@ -210,7 +217,10 @@ impl Telemetry {
             ready: agent.ready,
             store_problem: agent.store_problem.map(str::to_owned),
             jobs: job_views(agent),
-            node: NodeView::new(agent.topology, agent.ledger, self.layout, queue_length),
+            node: NodeView {
+                pressure: self.pressure.clone(),
+                ..NodeView::new(agent.topology, agent.ledger, self.layout, queue_length)
+            },
             stats: self.handles.iter().map(|(id, (_, h))| (id.clone(), h.clone())).collect(),
             reserved: agent
                 .runs
@@ -312,6 +322,16 @@ impl Telemetry {
                 reached: OomReached::Paused,
             }
             .emit(agent),
+            RunEvent::PressureFrozen { reading }
+            | RunEvent::PressureRequeued { reading }
+            | RunEvent::PressureReleased { reading } => {
+                let action = match event {
+                    RunEvent::PressureFrozen { .. } => PressureActionKind::Freeze,
+                    RunEvent::PressureRequeued { .. } => PressureActionKind::Requeue,
+                    _ => PressureActionKind::Release,
+                };
+                PressureActed { job: &run.job, run: id, action, reading }.emit(agent)
+            }
             RunEvent::OomRequeued { .. } => OomHandled {
                 job: &run.job,
                 run: id,
@@ -321,6 +341,36 @@ impl Telemetry {
             .emit(agent),
             _ => {}
         }
+    }
+
+    /// Shows the last pressure reading and whether new runs are held back.
+    pub(super) fn pressure_reading(
+        &mut self,
+        reading: &crate::scheduler::pressure::Reading,
+        level: &crate::scheduler::pressure::Level,
+        holding: bool,
+    ) {
+        use crate::scheduler::pressure::Level;
+        let (level, reading_text) = match level {
+            Level::High(cause) => ("high", format!("{reading}: {cause}")),
+            Level::Band => ("band", reading.to_string()),
+            Level::Low => ("low", reading.to_string()),
+        };
+        self.pressure = Some(PressureView { holding, level, reading: reading_text });
+        let agent = self.metrics.agent();
+        for (line, value) in
+            [(StallLine::Some, reading.some_avg10), (StallLine::Full, reading.full_avg10)]
+        {
+            if let Some(v) = value {
+                // PSI gives percent; the metric is in base units.
+                let ratio = v / 100.0;
+                agent.pressure_stall.get_or_create(&[(StallLine::KEY, line.as_str())]).set(ratio);
+            }
+        }
+        if let Some(a) = reading.available {
+            agent.pressure_available.set(a.get() as f64);
+        }
+        agent.pressure_holding.set(i64::from(holding));
     }
 
     /// Counts a run's end and keeps its final counters in the scrape.

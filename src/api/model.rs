@@ -154,6 +154,20 @@ pub struct NodeView {
     /// Every placement in force.
     pub assignments: Vec<Assignment>,
     pub queue_length: u64,
+    /// Node-pressure protection at its last reading; `null` while it is off.
+    pub pressure: Option<PressureView>,
+}
+
+/// Node-pressure protection as of its last reading (see `docs/agent.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PressureView {
+    /// New runs are held back.
+    pub holding: bool,
+    /// `high`, `band` or `low` against the thresholds.
+    pub level: &'static str,
+    /// The reading (`MemAvailable=…, memory.some avg10=…`), and for a high
+    /// one what crossed which threshold.
+    pub reading: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -189,6 +203,7 @@ impl NodeView {
                 .collect(),
             assignments: ledger.assignments().cloned().collect(),
             queue_length,
+            pressure: None,
         }
     }
 }

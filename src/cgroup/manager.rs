@@ -394,6 +394,14 @@ impl CgroupManager {
         dirs
     }
 
+    /// The parent's `memory.pressure` in the v2 tree jobs are placed in, if
+    /// that tree has one there: PSI counts the stalls of every run below
+    /// it, with or without controllers (on a hybrid host too).
+    pub fn parent_memory_pressure(&self) -> Option<PathBuf> {
+        let file = self.shared.unified.as_ref()?.join(v2::psi::MEMORY);
+        file.exists().then_some(file)
+    }
+
     /// Makes the parent again in every tree where it is gone (an
     /// administrator removed it, after killing what ran under it), prepared
     /// as [`CgroupManager::open`] prepares it. Returns the trees' parent
@@ -790,6 +798,18 @@ mod tests {
         assert_eq!(fs.read(&state), "THAWED");
         // An empty job is killed at once.
         job.kill(std::time::Duration::from_millis(100)).await.unwrap();
+    }
+
+    #[test]
+    fn the_parents_memory_pressure_is_in_the_v2_tree_where_there_is_one() {
+        for kind in [FakeKind::V1, FakeKind::V2, FakeKind::Hybrid] {
+            let fs = FakeFs::new(kind);
+            fs.add_cgroup("corral");
+            let m = CgroupManager::open(fs.layout(), &config()).unwrap();
+            let want = (kind != FakeKind::V1)
+                .then(|| fs.unified_root().join("corral").join(v2::psi::MEMORY));
+            assert_eq!(m.parent_memory_pressure(), want, "{kind:?}");
+        }
     }
 
     #[test]

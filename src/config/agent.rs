@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 
 use super::error::ConfigError;
+use crate::scheduler::pressure::{MemoryAmount, Thresholds};
 use crate::spec::check::{choice, Checker, Fields};
 use crate::spec::error::{Diagnostic, Diagnostics, FieldPath};
 use crate::spec::schedule::parse_timezone;
@@ -170,6 +171,8 @@ pub struct AgentConfig {
     /// Where the cgroup tree is rooted: a delegated cgroup or the hierarchy
     /// roots.
     pub cgroup_root: CgroupRoot,
+    /// Node-pressure protection (`pressure`): off when the key is absent.
+    pub pressure: Option<Thresholds>,
 }
 
 /// Bounds on the HTTP endpoint, so that whoever can reach the port cannot
@@ -226,6 +229,7 @@ impl Default for AgentConfig {
             finished_run_retention: Duration::from_secs(15 * 60),
             http: HttpLimits::default(),
             cgroup_root: CgroupRoot::Auto,
+            pressure: None,
         }
     }
 }
@@ -255,7 +259,23 @@ const FIELDS: &[&str] = &[
     "finished_run_retention",
     "http",
     "cgroup_root",
+    "pressure",
 ];
+
+const PRESSURE_FIELDS: &[&str] = &[
+    "check_every",
+    "memory_available_below",
+    "memory_available_release",
+    "memory_some_above",
+    "memory_some_release",
+    "memory_full_above",
+    "memory_full_release",
+    "trigger_after",
+    "release_after",
+    "requeue_after",
+];
+/// Readings further apart than this let a hog fill the node between two.
+const MAX_PRESSURE_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 const HTTP_FIELDS: &[&str] =
     &["max_connections", "header_timeout", "idle_timeout", "request_timeout"];
@@ -526,6 +546,11 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         }),
     };
 
+    let pressure = match fields.get("pressure") {
+        None => Some(defaults.pressure),
+        Some(n) => pressure(cx, n, &fields.field("pressure")).map(Some),
+    };
+
     Some(AgentConfig {
         jobs_dir: jobs_dir?,
         state_dir: state_dir?,
@@ -551,6 +576,132 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         finished_run_retention: finished_run_retention?,
         http: http?,
         cgroup_root: cgroup_root?,
+        pressure: pressure?,
+    })
+}
+
+/// The `pressure` mapping. With no trigger named, the three default
+/// triggers apply; naming any trigger turns on only those named. A release
+/// level left out is half a PSI trigger, twice a `MemAvailable` one.
+fn pressure(cx: &mut Checker<ConfigError>, node: &Node, path: &FieldPath) -> Option<Thresholds> {
+    let defaults = Thresholds::default();
+    let fields = cx.map(node, path, PRESSURE_FIELDS)?;
+    let check_every = match fields.get("check_every") {
+        None => Some(defaults.check_every),
+        Some(n) => cx.positive_duration(n, &fields.field("check_every")).and_then(|d| {
+            if d > MAX_PRESSURE_CHECK_EVERY {
+                let max = crate::spec::duration::format(MAX_PRESSURE_CHECK_EVERY);
+                cx.report(
+                    n.pos,
+                    &fields.field("check_every"),
+                    SpecError::Invalid {
+                        what: "check interval",
+                        value: crate::spec::duration::format(d),
+                        reason: format!("it must be at most {max}"),
+                    },
+                );
+                return None;
+            }
+            Some(d)
+        }),
+    };
+    let mut amount = |key: &'static str| -> Option<Option<MemoryAmount>> {
+        let Some(n) = fields.get(key) else { return Some(None) };
+        cx.decimal(n, &fields.field(key), "a size or a percentage", "memory amount", |text| {
+            match text.strip_suffix('%') {
+                Some(p) => match p.trim().parse::<f64>() {
+                    Ok(p) if (0.0..=100.0).contains(&p) => Ok(MemoryAmount::Percent(p)),
+                    _ => Err("a percentage is a number from 0 to 100 followed by %".to_owned()),
+                },
+                None => Bytes::parse(text).map(MemoryAmount::Bytes).map_err(|e| e.to_string()),
+            }
+        })
+        .map(Some)
+    };
+    let available_below = amount("memory_available_below");
+    let available_release = amount("memory_available_release");
+    let mut percent = |key: &'static str| -> Option<Option<f64>> {
+        let Some(n) = fields.get(key) else { return Some(None) };
+        cx.decimal(n, &fields.field(key), "a percentage", "stall percentage", |text| {
+            match text.trim().trim_end_matches('%').parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+                _ => Err("it is the percent of time stalled, from 0 to 100".to_owned()),
+            }
+        })
+        .map(Some)
+    };
+    let some_above = percent("memory_some_above");
+    let some_release = percent("memory_some_release");
+    let full_above = percent("memory_full_above");
+    let full_release = percent("memory_full_release");
+    let trigger_after = match fields.get("trigger_after") {
+        None => Some(defaults.trigger_after),
+        Some(n) => cx.int(n, &fields.field("trigger_after"), 1..=100),
+    };
+    let mut duration = |key: &'static str, default: Duration| match fields.get(key) {
+        None => Some(default),
+        Some(n) => cx.duration(n, &fields.field(key)),
+    };
+    let release_after = duration("release_after", defaults.release_after);
+    let requeue_after = duration("requeue_after", defaults.requeue_after);
+
+    let (available_below, available_release) = (available_below?, available_release?);
+    let (some_above, some_release) = (some_above?, some_release?);
+    let (full_above, full_release) = (full_above?, full_release?);
+    let any_trigger = available_below.is_some() || some_above.is_some() || full_above.is_some();
+    let (available_below, some_above, full_above) = if any_trigger {
+        (available_below, some_above, full_above)
+    } else {
+        (defaults.available_below, defaults.some_above, defaults.full_above)
+    };
+    let mut checked = true;
+    let mut order =
+        |low: &'static str, high: &'static str, lower: Option<f64>, upper: Option<f64>| {
+            if let (Some(l), Some(u)) = (lower, upper) {
+                if l > u {
+                    cx.report(
+                        fields.key_pos(low),
+                        &fields.field(low),
+                        SpecError::NotInOrder {
+                            lower: low,
+                            lower_value: l.to_string(),
+                            upper: high,
+                            upper_value: u.to_string(),
+                        },
+                    );
+                    checked = false;
+                }
+            }
+        };
+    order("memory_some_release", "memory_some_above", some_release, some_above);
+    order("memory_full_release", "memory_full_above", full_release, full_above);
+    let value = |m: Option<MemoryAmount>, percent: bool| match m {
+        Some(MemoryAmount::Percent(p)) if percent => Some(p),
+        Some(MemoryAmount::Bytes(b)) if !percent => Some(b.get() as f64),
+        _ => None,
+    };
+    for percent in [false, true] {
+        order(
+            "memory_available_below",
+            "memory_available_release",
+            value(available_below, percent),
+            value(available_release, percent),
+        );
+    }
+    if !checked {
+        return None;
+    }
+    Some(Thresholds {
+        check_every: check_every?,
+        available_below,
+        available_release: available_release.or(available_below.map(MemoryAmount::doubled)),
+        some_above,
+        some_release: some_release.or(some_above.map(|t| t / 2.0)),
+        full_above,
+        full_release: full_release.or(full_above.map(|t| t / 2.0)),
+        trigger_after: trigger_after?,
+        release_after: release_after?,
+        requeue_after: requeue_after?,
     })
 }
 
@@ -735,6 +886,68 @@ mod tests {
     /// Found checking the `config_compile` fuzz target's invariant: `tasks` is a valid
     /// label but not a cgroup name (every v1 cgroup holds a file of that name), so the
     /// agent accepted it and failed at its first launch.
+    #[test]
+    fn pressure_is_off_unless_asked_for_and_all_defaults_when_empty() {
+        assert_eq!(compile("").unwrap().pressure, None);
+        assert_eq!(compile("pressure: {}\n").unwrap().pressure, Some(Thresholds::default()));
+    }
+
+    #[test]
+    fn pressure_takes_only_the_triggers_named_with_release_levels_derived() {
+        let p = compile(
+            "pressure:\n  memory_available_below: 512Mi\n  memory_some_above: 20\n  \
+             check_every: 1s\n  trigger_after: 2\n  release_after: 10s\n  requeue_after: 1m\n",
+        )
+        .unwrap()
+        .pressure
+        .unwrap();
+        assert_eq!(p.available_below, Some(MemoryAmount::Bytes(Bytes::from_mib(512))));
+        assert_eq!(p.available_release, Some(MemoryAmount::Bytes(Bytes::from_gib(1))));
+        assert_eq!((p.some_above, p.some_release), (Some(20.0), Some(10.0)));
+        assert_eq!((p.full_above, p.full_release), (None, None), "not named: off");
+        assert_eq!(p.check_every, Duration::from_secs(1));
+        assert_eq!(p.trigger_after, 2);
+        assert_eq!(p.release_after, Duration::from_secs(10));
+        assert_eq!(p.requeue_after, Duration::from_secs(60));
+        let p = compile("pressure: {memory_available_below: 5%, memory_full_above: 2.5, memory_full_release: 1}\n")
+            .unwrap()
+            .pressure
+            .unwrap();
+        assert_eq!(p.available_below, Some(MemoryAmount::Percent(5.0)));
+        assert_eq!(p.available_release, Some(MemoryAmount::Percent(10.0)));
+        assert_eq!((p.full_above, p.full_release), (Some(2.5), Some(1.0)));
+        assert_eq!(p.some_above, None);
+    }
+
+    #[test]
+    fn pressure_problems_are_all_reported_with_their_field() {
+        let all = compile(
+            "pressure:\n  memory_some_above: 120\n  memory_available_below: 5 percent\n  \
+             check_every: 5m\n  trigger_after: 0\n  memory_some_relase: 1\n",
+        )
+        .unwrap_err();
+        let joined = all.join("\n");
+        assert_eq!(all.len(), 5, "{joined}");
+        assert!(
+            joined.contains("2 pressure.memory_some_above: invalid stall percentage"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("3 pressure.memory_available_below: invalid memory amount"),
+            "{joined}"
+        );
+        assert!(joined.contains("4 pressure.check_every: invalid check interval"), "{joined}");
+        assert!(joined.contains("5 pressure.trigger_after"), "{joined}");
+        assert!(joined.contains("memory_some_relase"), "{joined}");
+        assert_eq!(
+            error("pressure: {memory_some_above: 10, memory_some_release: 20}\n"),
+            "1 pressure.memory_some_release: `memory_some_release` (20) must not be larger than \
+             `memory_some_above` (10)"
+        );
+        assert!(error("pressure: {memory_available_below: 2Gi, memory_available_release: 1Gi}\n")
+            .contains("`memory_available_below` (2147483648) must not be larger than `memory_available_release`"));
+    }
+
     #[test]
     fn cgroup_parent_must_be_a_cgroup_name() {
         assert_eq!(

@@ -8,8 +8,10 @@
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 
 use crate::placement::PlacementError;
 use crate::scheduler::cron::FiringOutcome;
@@ -184,6 +186,28 @@ label_enum!(
     }
 );
 
+label_enum!(
+    /// What node-pressure protection did to a run.
+    PressureActionKind, "action" {
+        /// Froze it (the suspend path).
+        Freeze => "freeze",
+        /// Stopped it, frozen, and queued it again: the pressure persisted.
+        Requeue => "requeue",
+        /// Let it resume: the pressure is over.
+        Release => "release",
+    }
+);
+
+label_enum!(
+    /// Which PSI line a stall gauge reads.
+    StallLine, "kind" {
+        /// Some tasks stalled.
+        Some => "some",
+        /// Every non-idle task stalled at once.
+        Full => "full",
+    }
+);
+
 type Labels = [(&'static str, &'static str); 1];
 
 /// A counter family over one closed label.
@@ -267,6 +291,11 @@ pub struct AgentMetrics {
     /// Transactions the agent committed to its store, as of the last turn
     /// of its main loop.
     pub store_commits: Counter,
+    pub pressure_actions: LabelledCounter<PressureActionKind>,
+    /// The last pressure reading (set only when pressure protection is on).
+    pub pressure_stall: Family<Labels, Gauge<f64, AtomicU64>>,
+    pub pressure_available: Gauge<f64, AtomicU64>,
+    pub pressure_holding: Gauge,
 }
 
 impl AgentMetrics {
@@ -330,7 +359,40 @@ impl AgentMetrics {
             "Transactions the agent committed to its state database (each one atomic write), as of the end of the agent's last main-loop turn",
             store_commits.clone(),
         );
+        let pressure_actions = LabelledCounter::register(
+            registry,
+            "pressure_actions",
+            "What node-pressure protection did to runs, by action: freeze, requeue (frozen and the pressure persisted), release (the pressure is over; the run resumes when there is room)",
+        );
+        let pressure_stall = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        // Every line from the start, like the counters' labels: 0 until the
+        // first check (and for good while pressure protection is off).
+        for line in StallLine::ALL {
+            drop(pressure_stall.get_or_create(&[(StallLine::KEY, line.as_str())]));
+        }
+        registry.register(
+            "pressure_memory_stall_avg10_ratio",
+            "Share of time (0 to 1) tasks under the agent's parent cgroup stalled on memory over the last 10 s, by PSI line (some, full), at the last pressure check",
+            pressure_stall.clone(),
+        );
+        let pressure_available = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "pressure_memory_available",
+            "MemAvailable at the last pressure check",
+            Unit::Bytes,
+            pressure_available.clone(),
+        );
+        let pressure_holding = Gauge::default();
+        registry.register(
+            "pressure_holding",
+            "1 while node-pressure protection holds new runs back (the node is under memory pressure, or runs frozen for it are not released yet), else 0",
+            pressure_holding.clone(),
+        );
         AgentMetrics {
+            pressure_actions,
+            pressure_stall,
+            pressure_available,
+            pressure_holding,
             store_commits,
             placement_decisions,
             preemptions,

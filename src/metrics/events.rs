@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::agent::{
     AgentMetrics, CronOutcome, EndState, HttpDeadline, LabelValue, OomAction, OomReached,
-    PlacementOutcome, PreemptKind, RefusedReason,
+    PlacementOutcome, PreemptKind, PressureActionKind, RefusedReason,
 };
 use crate::placement::PlacementError;
 use crate::scheduler::cron::{FiringOutcome, FiringRecord};
@@ -113,6 +113,31 @@ impl Event for OomHandled<'_> {
         let (action, reached) = (self.action.as_str(), self.reached.as_str());
         warn!(job = %self.job, run = %self.run, action, reached, "out of memory");
         metrics.oom_events.inc(self.action, self.reached);
+    }
+}
+
+/// Node-pressure protection froze, requeued or released a run.
+#[derive(Debug)]
+pub struct PressureActed<'a> {
+    pub job: &'a JobName,
+    pub run: &'a RunId,
+    pub action: PressureActionKind,
+    /// The reading that caused it.
+    pub reading: &'a str,
+}
+
+impl Event for PressureActed<'_> {
+    fn emit(&self, metrics: &AgentMetrics) {
+        let action = self.action.as_str();
+        match self.action {
+            PressureActionKind::Release => {
+                info!(job = %self.job, run = %self.run, action, "memory pressure over: {}", self.reading)
+            }
+            _ => {
+                warn!(job = %self.job, run = %self.run, action, "memory pressure: {}", self.reading)
+            }
+        }
+        metrics.pressure_actions.inc(self.action);
     }
 }
 

@@ -102,6 +102,15 @@ pub enum RunEvent {
     RestartScheduled { restart: u32, delay: Duration },
     /// The `timeout_signal` was sent, `before` ahead of the timeout.
     TimeoutSignalled { signal: JobSignal, before: Duration },
+    /// Frozen because the node's memory ran short; `reading` is what
+    /// crossed a threshold.
+    PressureFrozen { reading: String },
+    /// Frozen for pressure, and the pressure persisted: stopped and queued
+    /// again with its attempt.
+    PressureRequeued { reading: String },
+    /// The pressure is over: it may resume when there is room
+    /// ([`Resumed`](RunEvent::Resumed) then).
+    PressureReleased { reading: String },
 }
 
 impl RunEvent {
@@ -116,6 +125,9 @@ impl RunEvent {
             RunEvent::Released => "released",
             RunEvent::RestartScheduled { .. } => "restart-scheduled",
             RunEvent::TimeoutSignalled { .. } => "timeout-signalled",
+            RunEvent::PressureFrozen { .. } => "pressure-frozen",
+            RunEvent::PressureRequeued { .. } => "pressure-requeued",
+            RunEvent::PressureReleased { .. } => "pressure-released",
         }
     }
 

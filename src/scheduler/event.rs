@@ -101,6 +101,17 @@ pub enum Event {
     SuspendRequested,
     /// The run that caused a suspension no longer needs the room.
     Resume,
+    /// The node's memory ran short: freeze the run (the suspend path) if
+    /// its preemption mode is not `never`. `cause` is the reading that
+    /// crossed a threshold.
+    PressureFreeze {
+        cause: String,
+    },
+    /// The pressure persisted: stop the run frozen for it and queue it
+    /// again with its attempt (the requeue path).
+    PressureRequeue {
+        cause: String,
+    },
     StopRequested {
         reason: StopReason,
     },
@@ -155,6 +166,8 @@ impl Event {
             Event::SuspendRequested => "suspend-requested",
             Event::RequeueRequested => "requeue-requested",
             Event::Resume => "resume",
+            Event::PressureFreeze { .. } => "pressure-freeze",
+            Event::PressureRequeue { .. } => "pressure-requeue",
             Event::StopRequested { .. } => "stop-requested",
             Event::JobChanged { .. } => "job-changed",
             Event::JobRemoved { .. } => "job-removed",

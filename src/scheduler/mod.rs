@@ -22,6 +22,9 @@
 //!   resume now, and whom to preempt for the most important one that does
 //!   not fit. [`backfill`]: the reservation for the head of the queue, and
 //!   which lower runs may start ahead of it.
+//!   not fit.
+//! - [`pressure`]: node-pressure protection: which run to freeze, requeue
+//!   or release when the node's memory runs short, with hysteresis.
 //! - [`cron`]: recurring jobs: when a schedule fires (daylight saving time
 //!   included), what to catch up after downtime, what a firing does while the
 //!   previous run is still going, and the per-job state and journal that make
@@ -82,6 +85,7 @@ pub mod error;
 pub mod event;
 pub mod policy;
 pub mod preempt;
+pub mod pressure;
 pub mod queue;
 pub mod run_meta;
 pub mod state;

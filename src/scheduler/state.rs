@@ -218,15 +218,24 @@ pub enum SuspendedBy {
     Run(RunId),
     /// By hand (`corral freeze`); only a thaw by hand lets it run again.
     Operator,
+    /// By the agent, because the node's memory ran short (see
+    /// [`pressure`](super::pressure)); it resumes once the pressure is
+    /// over and the watch releases it.
+    Pressure,
 }
 
 impl SuspendedBy {
     /// How a freeze by hand is written, in the store and in reasons.
     pub const OPERATOR: &'static str = "operator";
+    /// How a freeze for node pressure is written. No run id has this form
+    /// either (it does not end in `-<number>`).
+    pub const PRESSURE: &'static str = "memory-pressure";
 
     fn from_stored(text: &str) -> SuspendedBy {
         if text == Self::OPERATOR {
             SuspendedBy::Operator
+        } else if text == Self::PRESSURE {
+            SuspendedBy::Pressure
         } else {
             SuspendedBy::Run(RunId::new(text))
         }
@@ -236,6 +245,7 @@ impl SuspendedBy {
         match self {
             SuspendedBy::Run(run) => run.as_str(),
             SuspendedBy::Operator => Self::OPERATOR,
+            SuspendedBy::Pressure => Self::PRESSURE,
         }
     }
 }
@@ -352,6 +362,15 @@ mod tests {
         assert_eq!(serde_json::from_str::<Phase>(older).unwrap(), by_hand);
         assert_eq!(SuspendedBy::Operator.to_string(), "operator");
         assert_eq!(SuspendedBy::Run(RunId::new("urgent-3")).to_string(), "urgent-3");
+
+        let by_pressure =
+            Phase::Suspended { by: SuspendedBy::Pressure, frozen: true, oom_pending: false };
+        let text = serde_json::to_string(&by_pressure).unwrap();
+        assert_eq!(
+            text,
+            r#"{"phase":"suspended","by":"memory-pressure","frozen":true,"oom_pending":false}"#
+        );
+        assert_eq!(serde_json::from_str::<Phase>(&text).unwrap(), by_pressure);
     }
 
     #[test]

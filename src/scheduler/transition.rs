@@ -170,6 +170,10 @@ pub fn transition(
         (P::Running { .. } | P::Suspended { .. }, E::PreemptRequeue { by }) => {
             step.preempt_requeue(by)
         }
+        (P::Running { .. }, E::PressureFreeze { cause }) => step.pressure_freeze(cause),
+        (P::Suspended { by: SuspendedBy::Pressure, .. }, E::PressureRequeue { cause }) => {
+            Ok(step.pressure_requeue(cause))
+        }
         (P::Running { .. } | P::Suspended { .. }, E::RequeueRequested) => {
             Ok(step.begin_stop(StopIntent::Requeue { by: SuspendedBy::Operator }, vec![]))
         }
@@ -191,8 +195,12 @@ pub fn transition(
             Ok(step.to(next, vec![Action::YieldCpus], format!("frozen for {by}")))
         }
         (P::Suspended { .. }, E::Thawed) => Ok(step.noop("stale freezer report")),
-        (P::Suspended { .. }, E::PreemptSuspend { .. } | E::SuspendRequested) => {
-            Ok(step.noop("already suspended"))
+        (
+            P::Suspended { .. },
+            E::PreemptSuspend { .. } | E::SuspendRequested | E::PressureFreeze { .. },
+        ) => Ok(step.noop("already suspended")),
+        (P::Suspended { .. }, E::PressureRequeue { .. }) => {
+            step.invalid("the run is not frozen for pressure")
         }
         (P::Suspended { by, oom_pending, .. }, E::Resume) => Ok(step.resume(by, *oom_pending)),
         (P::Suspended { by, frozen, .. }, E::OomNotified) => {
@@ -289,7 +297,9 @@ pub fn transition(
             | E::PreemptSuspend { .. }
             | E::SuspendRequested
             | E::PreemptRequeue { .. }
-            | E::RequeueRequested,
+            | E::RequeueRequested
+            | E::PressureFreeze { .. }
+            | E::PressureRequeue { .. },
         ) => Ok(step.noop("already stopping")),
         (P::Stopping { deadline, escalated, .. }, E::AdoptedAfterRestart) => {
             let mut actions = vec![Action::Watch];
@@ -321,7 +331,10 @@ pub fn transition(
         (_, E::PreemptSuspend { .. } | E::PreemptRequeue { .. }) => {
             step.invalid("only a running run can be preempted")
         }
-        (_, E::SuspendRequested) => step.invalid("only a running run can be frozen"),
+        (_, E::SuspendRequested | E::PressureFreeze { .. }) => {
+            step.invalid("only a running run can be frozen")
+        }
+        (_, E::PressureRequeue { .. }) => step.invalid("the run is not frozen for pressure"),
         (_, E::RequeueRequested) => step.invalid("only a running or suspended run can be requeued"),
         (_, E::Exited(_) | E::Lost { .. }) => step.invalid("the run has no process"),
         (_, E::Resume) => step.invalid("the run is not suspended"),
@@ -626,6 +639,33 @@ impl Step<'_> {
         self.to(next, vec![Action::Freeze], reason)
     }
 
+    /// Frozen for node pressure: the suspend path, for any preemption mode
+    /// but `never`.
+    fn pressure_freeze(&self, cause: &str) -> Result<Transition, InvalidTransition> {
+        if self.policy.preemption == PreemptionMode::Never {
+            return self.invalid("the job's preemption mode is never");
+        }
+        let mut next = self.paused();
+        next.phase =
+            Phase::Suspended { by: SuspendedBy::Pressure, frozen: false, oom_pending: false };
+        let event = RunEvent::PressureFrozen { reading: cause.to_owned() };
+        Ok(self.to(
+            next,
+            vec![Action::RecordEvent(event), Action::Freeze],
+            format!("freezing under memory pressure: {cause}"),
+        ))
+    }
+
+    /// Frozen for pressure that persisted: stopped and queued again with
+    /// its attempt, which frees its memory.
+    fn pressure_requeue(&self, cause: &str) -> Transition {
+        let event = RunEvent::PressureRequeued { reading: cause.to_owned() };
+        let intent = StopIntent::Requeue { by: SuspendedBy::Pressure };
+        let mut t = self.begin_stop(intent, vec![Action::RecordEvent(event)]);
+        t.reason = format!("{}: {cause}", t.reason);
+        t
+    }
+
     fn preempt_requeue(&self, by: &RunId) -> Result<Transition, InvalidTransition> {
         if self.policy.preemption != PreemptionMode::Requeue {
             return self.invalid(&format!(
@@ -647,7 +687,10 @@ impl Step<'_> {
         self.running(
             self.from.clone(),
             vec![Action::Thaw, Action::RecordEvent(RunEvent::Resumed)],
-            format!("resumed; {by} no longer needs the room"),
+            match by {
+                SuspendedBy::Pressure => "resumed; the memory pressure is over".to_owned(),
+                _ => format!("resumed; {by} no longer needs the room"),
+            },
         )
     }
 

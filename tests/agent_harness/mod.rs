@@ -277,6 +277,20 @@ impl TestAgent {
         });
     }
 
+    /// [`wait_for`](Self::wait_for), with `context()` (readings the test
+    /// took, say) before the agent's log in the failure message.
+    pub fn wait_for_or(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl FnMut() -> bool,
+        context: impl FnOnce() -> String,
+    ) {
+        wait::wait_until_or(what, timeout, done, || {
+            format!("\n{}\n--- agent log ---\n{}", context(), self.log_text())
+        });
+    }
+
     /// Whether the run's shim has recorded how the run ended (its
     /// `status.json`), which it does with or without an agent running.
     pub fn exit_recorded(&self, run: &str) -> bool {

@@ -523,7 +523,13 @@ impl Foreground {
                 self.name,
                 crate::spec::duration::format(*before)
             )),
-            RunEvent::Preempted { .. } | RunEvent::Resumed | RunEvent::Released => {}
+            // `corral run` has no pressure watch: these never come here.
+            RunEvent::Preempted { .. }
+            | RunEvent::Resumed
+            | RunEvent::Released
+            | RunEvent::PressureFrozen { .. }
+            | RunEvent::PressureRequeued { .. }
+            | RunEvent::PressureReleased { .. } => {}
         }
     }
 

@@ -17,7 +17,7 @@ use crate::topology::NodeSet;
 use crate::vocab::Factor;
 
 /// How many kinds of event [`event`] makes; the strategy draws from all of them.
-const EVENT_KINDS: u8 = 26;
+const EVENT_KINDS: u8 = 28;
 
 /// The hard limits a changed job may set: none, below, at and above the
 /// initial limits the test draws (1..4 GiB).
@@ -58,6 +58,8 @@ fn event(i: u8, by: u8) -> Event {
         23 => Event::NeverStarted { detail: "directory spent".into() },
         24 => Event::Refused { detail: "root".into() },
         25 => Event::TimeoutSignalDue,
+        26 => Event::PressureFreeze { cause: "memory.some avg10=50.00 above 20".into() },
+        27 => Event::PressureRequeue { cause: "memory.some avg10=50.00 above 20".into() },
         _ => {
             if by == 0 {
                 Event::AdoptedAfterRestart

@@ -891,6 +891,60 @@ fn a_requeue_by_hand_keeps_the_attempt_whatever_the_preemption_mode() {
 }
 
 #[test]
+fn memory_pressure_freezes_any_preemptible_run_then_requeues_it_with_its_attempt() {
+    let cause = "memory.some avg10=34.20 above 20".to_owned();
+    for mode in [PreemptionMode::Suspend, PreemptionMode::Requeue] {
+        let policy = with(|p| p.preemption = mode);
+        let freeze = Event::PressureFreeze { cause: cause.clone() };
+        let tr = transition(&running(), &freeze, &policy, at(50)).unwrap();
+        assert_eq!(
+            tr.next.phase,
+            Phase::Suspended { by: SuspendedBy::Pressure, frozen: false, oom_pending: false }
+        );
+        assert_eq!(
+            tr.actions,
+            [
+                Action::RecordEvent(RunEvent::PressureFrozen { reading: cause.clone() }),
+                Action::Freeze
+            ]
+        );
+        assert_eq!(tr.reason, format!("freezing under memory pressure: {cause}"));
+        assert_eq!(tr.next.active, s(50), "frozen time does not count against the deadline");
+        let frozen = transition(&tr.next, &Event::Frozen, &policy, at(51)).unwrap().next;
+        // A second freeze is nothing new; a requeue stops it, thawed so
+        // that the signal lands.
+        assert!(transition(&frozen, &freeze, &policy, at(52)).unwrap().is_noop(&frozen));
+        let requeue = Event::PressureRequeue { cause: cause.clone() };
+        let tr = transition(&frozen, &requeue, &policy, at(60)).unwrap();
+        assert!(tr.actions.contains(&Action::Thaw), "{:?}", tr.actions);
+        assert!(tr
+            .actions
+            .contains(&Action::RecordEvent(RunEvent::PressureRequeued { reading: cause.clone() })));
+        assert!(tr.reason.ends_with(&cause), "{}", tr.reason);
+        let st = transition(&tr.next, &Event::Exited(ExitStatus::Signal(15)), &policy, at(61))
+            .unwrap()
+            .next;
+        assert_eq!(st.phase, Phase::Pending);
+        assert_eq!((st.attempt, st.restarts), (1, 0));
+        // Resumed instead: a reason of its own.
+        let tr = transition(&frozen, &Event::Resume, &policy, at(70)).unwrap();
+        assert_eq!(tr.reason, "resumed; the memory pressure is over");
+    }
+}
+
+#[test]
+fn memory_pressure_never_touches_never_runs_nor_requeues_runs_frozen_for_others() {
+    let never = with(|p| p.preemption = PreemptionMode::Never);
+    let freeze = Event::PressureFreeze { cause: "x".into() };
+    assert!(transition(&running(), &freeze, &never, at(5)).is_err());
+    let requeue = Event::PressureRequeue { cause: "x".into() };
+    // Frozen for another run, or by hand: not the watch's to requeue.
+    assert!(transition(&suspended(true, false), &requeue, &policy(), at(5)).is_err());
+    assert!(transition(&running(), &requeue, &policy(), at(5)).is_err());
+    assert!(transition(&pending(), &freeze, &policy(), at(5)).is_err());
+}
+
+#[test]
 fn noop_transitions_are_recognisable() {
     let from = running();
     let tr = transition(&from, &Event::Thawed, &policy(), at(5)).unwrap();
