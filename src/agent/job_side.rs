@@ -28,6 +28,7 @@ use crate::store::RunStore;
 use crate::vocab::{JobName, RunId, Timestamp};
 
 use super::cron::{CronJobs, CronOrder, CronStep, NewRun};
+use super::dependencies;
 use super::error::AgentError;
 use super::job;
 use super::orders::Order;
@@ -84,6 +85,12 @@ pub(super) enum JobStep {
     RunFinished { job: JobName, run: RunId },
     /// After re-adoption: the cron states keep only the runs in the table.
     CronRecovered,
+    /// Blocked runs (`after:`) are judged: every one, or those that come
+    /// after one job (a run of it ended).
+    JudgeBlocked(Option<JobName>),
+    /// The job is gone: blocked runs waiting for a run of it that has not
+    /// ended fail.
+    PrerequisiteGone(JobName),
 }
 
 /// The orders for a batch of job file changes that made `diff`; `first`:
@@ -100,6 +107,9 @@ pub(super) fn batch(diff: &JobSetDiff, first: bool) -> Vec<Order> {
         orders.push(Order::Then(JobStep::FirstRead));
     }
     orders.push(Order::Then(JobStep::ReleaseUids));
+    // Last, once every new run of the batch exists: a blocked run judged
+    // before the new run of a job it comes after would see an older one.
+    orders.push(Order::Then(JobStep::JudgeBlocked(None)));
     orders
 }
 
@@ -130,7 +140,9 @@ impl<S: RunStore> JobSide<'_, S> {
                 let spec = Arc::new(found.spec.clone());
                 then([CronInForce(name.clone(), Arc::clone(&spec)), OneShot(name, spec)])
             }
-            Gone(name) => then([CronGone(name.clone()), StopCurrent(name)]),
+            Gone(name) => {
+                then([CronGone(name.clone()), StopCurrent(name.clone()), PrerequisiteGone(name)])
+            }
             FirstRead => {
                 *self.files_read = true;
                 // Recurring jobs known from the store whose file is gone.
@@ -182,7 +194,24 @@ impl<S: RunStore> JobSide<'_, S> {
             }
             RunFinished { job, run } => {
                 let (cron, mut step) = self.cron_step();
-                cron_orders(cron.run_finished(&mut step, &job, &run)?)
+                let mut orders = cron_orders(cron.run_finished(&mut step, &job, &run)?);
+                orders.push(Order::Then(JudgeBlocked(Some(job))));
+                orders
+            }
+            JudgeBlocked(job) => {
+                let mut orders = Vec::new();
+                for id in dependencies::blocked_on(self.runs, job.as_ref()) {
+                    orders.extend(dependencies::judge_run(
+                        self.runs,
+                        self.jobs,
+                        &*self.store,
+                        &id,
+                    )?);
+                }
+                orders
+            }
+            PrerequisiteGone(job) => {
+                dependencies::prerequisite_gone(self.runs, self.jobs, &*self.store, &job)?
             }
             CronRecovered => {
                 let live: BTreeSet<RunId> = self.runs.ids().into_iter().collect();
@@ -302,7 +331,11 @@ impl<S: RunStore> JobSide<'_, S> {
             debug!(job = %name, run = %latest.id, "this version of the job already has its run");
             return Ok(Vec::new());
         }
-        let initial = RunState::new(spec.resources.memory.hard, self.now);
+        let mut initial = RunState::new(spec.resources.memory.hard, self.now);
+        if !spec.after.is_empty() {
+            // Judged at the end of the batch, once every run it creates exists.
+            initial.phase = Phase::Blocked { after: crate::spec::after::describe(&spec.after) };
+        }
         let run = self.store.create_versioned_run(name, &initial, self.now, &version)?;
         let new = NewRun {
             run,
@@ -388,6 +421,7 @@ mod tests {
                 Order::Then(JobStep::Gone(n)) => format!("gone {n}"),
                 Order::Then(JobStep::FirstRead) => "first-read".into(),
                 Order::Then(JobStep::ReleaseUids) => "release-uids".into(),
+                Order::Then(JobStep::JudgeBlocked(None)) => "judge-blocked".into(),
                 other => format!("{other:?}"),
             })
             .collect()
@@ -402,13 +436,16 @@ mod tests {
         };
         assert_eq!(
             steps(&batch(&diff, false)),
-            ["in-force a", "in-force b", "gone c", "release-uids"]
+            ["in-force a", "in-force b", "gone c", "release-uids", "judge-blocked"]
         );
     }
 
     #[test]
     fn the_first_batch_settles_what_the_store_knew_before_the_uids() {
         let diff = JobSetDiff { added: vec![name("a")], ..JobSetDiff::default() };
-        assert_eq!(steps(&batch(&diff, true)), ["in-force a", "first-read", "release-uids"]);
+        assert_eq!(
+            steps(&batch(&diff, true)),
+            ["in-force a", "first-read", "release-uids", "judge-blocked"]
+        );
     }
 }

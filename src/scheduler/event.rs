@@ -127,6 +127,12 @@ pub enum Event {
     TimeoutElapsed,
     GraceElapsed,
     BackoffElapsed,
+    /// Every job a blocked run comes after has ended as asked: it may queue.
+    Released,
+    /// A job a blocked run comes after can no longer end as asked.
+    DependencyFailed {
+        detail: String,
+    },
     /// The agent restarted and found this run in the store; for runs with
     /// processes, the shell has checked that the recorded process is still
     /// the same one (pid and start time).
@@ -160,6 +166,8 @@ impl Event {
             Event::TimeoutElapsed => "timeout-elapsed",
             Event::GraceElapsed => "grace-elapsed",
             Event::BackoffElapsed => "backoff-elapsed",
+            Event::Released => "released",
+            Event::DependencyFailed { .. } => "dependency-failed",
             Event::AdoptedAfterRestart => "adopted-after-restart",
         }
     }

@@ -74,6 +74,7 @@
 pub mod action;
 pub mod backoff;
 pub mod cron;
+pub mod dependency;
 pub mod error;
 pub mod event;
 pub mod policy;

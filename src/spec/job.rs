@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use super::after::{self, After};
 use super::check::{choice, optional, Checker};
 use super::error::{FieldPath, SpecError};
 use super::identity::{GroupRef, UserRef};
@@ -45,6 +46,9 @@ pub struct JobSpec {
     pub timeout: Option<Duration>,
     pub isolation: Isolation,
     pub rlimits: Rlimits,
+    /// Jobs whose latest runs must have ended as asked before a run of this
+    /// one starts; empty: none.
+    pub after: Vec<After>,
 }
 
 /// The program and its arguments, passed to `execve` as they are: no shell is involved.
@@ -151,6 +155,7 @@ pub const FIELDS: &[&str] = &[
     "timeout",
     "isolation",
     "rlimits",
+    "after",
 ];
 
 /// Compiles one document. Every problem is reported to `cx`; the spec is returned only if
@@ -200,6 +205,7 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
     let timeout = optional(job.get("timeout"), |n| cx.positive_duration(n, &field("timeout")));
     let isolation = isolation::compile(cx, job.get("isolation"), &field("isolation"));
     let rlimits = rlimits::compile(cx, job.get("rlimits"), &field("rlimits"));
+    let after = after::compile(cx, job.get("after"), &field("after"), name.as_ref());
 
     if cx.error_count() > before {
         return None;
@@ -223,6 +229,7 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
         timeout: timeout?,
         isolation: isolation?,
         rlimits: rlimits?,
+        after: after?,
     })
 }
 

@@ -16,6 +16,7 @@
 //! The reference for the file format is `docs/spec.md`.
 
 pub mod admission;
+pub mod after;
 pub mod check;
 pub mod devices;
 pub mod diff;
@@ -40,6 +41,7 @@ mod testutil;
 pub mod tree;
 
 pub use admission::AdmissionRules;
+pub use after::{After, AfterWhen};
 pub use devices::{DeviceAccess, DeviceAllow};
 pub use diff::{diff, JobSetDiff};
 pub use error::{Diagnostic, Diagnostics, FieldPath, SpecError};

@@ -1,0 +1,104 @@
+//! Blocked runs (`after:`): judged against the latest runs of the jobs they
+//! come after, released or failed through their state machine.
+//!
+//! The rule is [`crate::scheduler::dependency::judge`]; this file gathers its
+//! inputs (the store's newest run of each prerequisite, whether the job is in
+//! force) and turns verdicts into orders. The run's own transition, stored
+//! before anything acts on it, is what makes a release durable: a run
+//! released before a `kill -9` is pending when the agent comes back, and one
+//! still blocked is judged again.
+
+use tracing::{debug, info};
+
+use crate::scheduler::dependency::{judge, Latest, Verdict};
+use crate::scheduler::{Event, Phase};
+use crate::spec::After;
+use crate::store::RunStore;
+use crate::vocab::{JobName, RunId};
+
+use super::error::AgentError;
+use super::orders::Order;
+use super::reconcile::JobDirectory;
+use super::runs::RunTable;
+
+/// Every blocked run that comes after one of `jobs` (all blocked runs for `None`).
+pub(super) fn blocked_on(runs: &RunTable, job: Option<&JobName>) -> Vec<RunId> {
+    runs.iter()
+        .filter(|(_, run)| matches!(run.state.phase, Phase::Blocked { .. }))
+        .filter(|(_, run)| match (job, &run.spec) {
+            (None, _) => true,
+            (Some(job), Some(spec)) => spec.after.iter().any(|a| a.job == *job),
+            // Re-adopted, its job not read yet: judged once it is.
+            (Some(_), None) => false,
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// What becomes of blocked run `id` now.
+pub(super) fn judge_run<S: RunStore>(
+    runs: &RunTable,
+    jobs: &JobDirectory,
+    store: &S,
+    id: &RunId,
+) -> Result<Vec<Order>, AgentError> {
+    let Some(run) = runs.get(id) else { return Ok(Vec::new()) };
+    if !matches!(run.state.phase, Phase::Blocked { .. }) {
+        return Ok(Vec::new());
+    }
+    // A run re-adopted after a restart knows its job once the directory is read.
+    let Some(spec) = &run.spec else { return Ok(Vec::new()) };
+    let mut prerequisites: Vec<(&After, Latest)> = Vec::with_capacity(spec.after.len());
+    for after in &spec.after {
+        prerequisites.push((after, latest(jobs, store, &after.job)?));
+    }
+    Ok(match judge(prerequisites) {
+        Verdict::Release => {
+            info!(parent: &run.span, "the jobs it comes after ended as asked: releasing it");
+            vec![Order::Feed(id.clone(), Event::Released)]
+        }
+        Verdict::Fail(detail) => vec![Order::Feed(id.clone(), Event::DependencyFailed { detail })],
+        Verdict::Wait(waiting) => {
+            debug!(parent: &run.span, "still blocked: {}", waiting.join("; "));
+            Vec::new()
+        }
+    })
+}
+
+/// Blocked runs that come after `job`, which is gone from the jobs
+/// directory, while its latest run has not ended (or it has none): they
+/// fail, as the run they wait for may never come. Those whose wait its
+/// ended latest run settles are judged as usual.
+pub(super) fn prerequisite_gone<S: RunStore>(
+    runs: &RunTable,
+    jobs: &JobDirectory,
+    store: &S,
+    job: &JobName,
+) -> Result<Vec<Order>, AgentError> {
+    let waiting = blocked_on(runs, Some(job));
+    if waiting.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Latest::Succeeded(_) | Latest::Unsuccessful(..) = latest(jobs, store, job)? {
+        return Ok(Vec::new());
+    }
+    let detail = format!("job {job} was removed before its run ended as asked");
+    Ok(waiting
+        .into_iter()
+        .map(|id| Order::Feed(id, Event::DependencyFailed { detail: detail.clone() }))
+        .collect())
+}
+
+/// How the latest run of `job` stands: the newest in the store, whatever
+/// version of the job made it.
+fn latest<S: RunStore>(
+    jobs: &JobDirectory,
+    store: &S,
+    job: &JobName,
+) -> Result<Latest, AgentError> {
+    Ok(match store.runs_for_job(job, 1)?.into_iter().next() {
+        Some(record) => Latest::of(record.id, &record.state.phase),
+        None if jobs.get(job).is_some() => Latest::NoRun,
+        None => Latest::NotLoaded,
+    })
+}
