@@ -172,3 +172,50 @@ fn a_dependency_cycle_across_files_is_refused_naming_every_file() {
     assert!(!out.status.success());
     assert!(stdout.contains("dependency cycle: one ("), "{stdout}");
 }
+
+#[test]
+fn a_pipeline_step_runs_once_after_each_upstream_run_that_succeeds_even_across_a_kill_9() {
+    let mut agent = started();
+    let flag = agent.data_file("fail-next");
+    let extract = format!(
+        "if [ -e {} ]; then exit 1; fi; sleep 1; {}",
+        flag.display(),
+        append(&agent, "extract")
+    );
+    // A schedule that does not fire during the test: its runs come from
+    // `corral trigger`.
+    agent.write_job("extract.yaml", &job("extract", &extract, "schedule: '0 0 1 1 *'\n"));
+    agent.write_job("load.yaml", &job("load", &append(&agent, "load"), "after: [extract]\n"));
+    agent.sync_files("sync");
+    assert!(agent.runs_of("load").is_empty(), "a pipeline step does not run when loaded");
+
+    ok(&agent, &["trigger", "extract"]);
+    agent.wait_phase("load-1", "succeeded", secs(30));
+    assert_eq!(agent.runs_of("extract"), ["extract-1"]);
+
+    // An upstream run that fails starts nothing.
+    std::fs::write(&flag, "").unwrap();
+    ok(&agent, &["trigger", "extract"]);
+    agent.wait_phase("extract-2", "failed", secs(30));
+    std::fs::remove_file(&flag).unwrap();
+
+    // The agent dies while the upstream runs, which ends while no agent is
+    // there: the restarted agent starts the step for it, once.
+    ok(&agent, &["trigger", "extract"]);
+    agent.wait_phase("extract-3", "running", secs(30));
+    agent.kill9();
+    agent.wait_for("extract-3's shim to record its end", secs(20), || {
+        agent.exit_recorded("extract-3")
+    });
+    agent.start();
+    agent.wait_phase("load-2", "succeeded", secs(30));
+
+    // Another restart starts nothing more.
+    agent.kill9();
+    agent.start();
+    agent.run_marker("after-restart");
+    assert_eq!(agent.runs_of("load"), ["load-1", "load-2"]);
+    assert_eq!(agent.read_data("chain.log"), "extract\nload\nextract\nload\n");
+    let log = agent.log_text();
+    assert!(log.contains("the pipeline step does not run after it: extract-2 failed"), "{log}");
+}

@@ -12,7 +12,7 @@ use tracing::{debug, info};
 
 use crate::scheduler::dependency::{judge, Latest, Verdict};
 use crate::scheduler::{Event, Phase};
-use crate::spec::After;
+use crate::spec::{After, JobSpec};
 use crate::store::RunStore;
 use crate::vocab::{JobName, RunId};
 
@@ -87,6 +87,24 @@ pub(super) fn prerequisite_gone<S: RunStore>(
         .into_iter()
         .map(|id| Order::Feed(id, Event::DependencyFailed { detail: detail.clone() }))
         .collect())
+}
+
+/// The verdict on pipeline step `spec` after run `ended` of `upstream`:
+/// that run for `upstream`, the latest runs of its other prerequisites.
+pub(super) fn judge_step<S: RunStore>(
+    jobs: &JobDirectory,
+    store: &S,
+    spec: &JobSpec,
+    upstream: &JobName,
+    ended: Latest,
+) -> Result<Verdict, AgentError> {
+    let mut prerequisites: Vec<(&After, Latest)> = Vec::with_capacity(spec.after.len());
+    for after in &spec.after {
+        let latest =
+            if after.job == *upstream { ended.clone() } else { latest(jobs, store, &after.job)? };
+        prerequisites.push((after, latest));
+    }
+    Ok(judge(prerequisites))
 }
 
 /// How the latest run of `job` stands: the newest in the store, whatever
