@@ -561,6 +561,7 @@ mod tests {
                 Order::Then(JobStep::FirstRead) => "first-read".into(),
                 Order::Then(JobStep::ReleaseUids) => "release-uids".into(),
                 Order::Then(JobStep::JudgeBlocked(None)) => "judge-blocked".into(),
+                Order::Then(JobStep::Pipelines(None)) => "pipelines".into(),
                 other => format!("{other:?}"),
             })
             .collect()
@@ -575,7 +576,7 @@ mod tests {
         };
         assert_eq!(
             steps(&batch(&diff, false)),
-            ["in-force a", "in-force b", "gone c", "release-uids", "judge-blocked"]
+            ["in-force a", "in-force b", "gone c", "release-uids", "judge-blocked", "pipelines"]
         );
     }
 
@@ -584,7 +585,7 @@ mod tests {
         let diff = JobSetDiff { added: vec![name("a")], ..JobSetDiff::default() };
         assert_eq!(
             steps(&batch(&diff, true)),
-            ["in-force a", "first-read", "release-uids", "judge-blocked"]
+            ["in-force a", "first-read", "release-uids", "judge-blocked", "pipelines"]
         );
     }
 }
