@@ -123,6 +123,44 @@ pub fn at_file(path: &Path, pos: Pos, error: SpecError) -> Diagnostics {
     Diagnostics(vec![Diagnostic::new(path, pos, FieldPath::root(), error)])
 }
 
+/// A dependency cycle that `jobs` (one file's) would close among
+/// themselves and the jobs `others` finds by name, told at the `after` of the
+/// first of `jobs` on it, with every job on the cycle and where it is
+/// defined (in other files too).
+pub fn dependency_cycle<'a>(
+    jobs: &'a [Job],
+    others: impl Fn(&JobName) -> Option<&'a Job>,
+) -> Option<Diagnostic> {
+    if jobs.iter().all(|j| j.spec.after.is_empty()) {
+        return None;
+    }
+    let adding: BTreeMap<&JobName, &Job> = jobs.iter().map(|j| (&j.spec.name, j)).collect();
+    let find = |name: &JobName| adding.get(name).copied().or_else(|| others(name));
+    let cycle = super::after::find_cycle(adding.keys().copied(), |name| {
+        find(name).map(|j| j.spec.after.as_slice())
+    })?;
+    let at =
+        cycle.iter().find_map(|name| adding.get(name)).expect("the cycle goes through a new job");
+    let told: Vec<String> = cycle
+        .iter()
+        .filter_map(|name| find(name))
+        .map(|job| {
+            format!(
+                "{} ({}:{})",
+                job.spec.name,
+                job.origin.file.display(),
+                job.origin.pos_of("after")
+            )
+        })
+        .collect();
+    Some(Diagnostic::new(
+        &at.origin.file,
+        at.origin.pos_of("after"),
+        FieldPath::root().key("after"),
+        SpecError::DependencyCycle { jobs: told.join(" waits for "), first: cycle[0].to_string() },
+    ))
+}
+
 /// Jobs by name; no name twice.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct JobSet {
@@ -166,43 +204,9 @@ impl JobSet {
         Ok(count)
     }
 
-    /// A dependency cycle that `jobs` would close if added, told at the
-    /// `after` of the first of them on it, with every job on the cycle and
-    /// where it is defined (in other files too).
+    /// A dependency cycle that `jobs` would close if added (see [`dependency_cycle`]).
     fn cycle_with(&self, jobs: &[Job]) -> Option<Diagnostic> {
-        if jobs.iter().all(|j| j.spec.after.is_empty()) {
-            return None;
-        }
-        let adding: BTreeMap<&JobName, &Job> = jobs.iter().map(|j| (&j.spec.name, j)).collect();
-        let find = |name: &JobName| adding.get(name).copied().or_else(|| self.jobs.get(name));
-        let cycle = super::after::find_cycle(adding.keys().copied(), |name| {
-            find(name).map(|j| j.spec.after.as_slice())
-        })?;
-        let at = cycle
-            .iter()
-            .find_map(|name| adding.get(name))
-            .expect("the cycle goes through a new job");
-        let told: Vec<String> = cycle
-            .iter()
-            .filter_map(|name| find(name))
-            .map(|job| {
-                format!(
-                    "{} ({}:{})",
-                    job.spec.name,
-                    job.origin.file.display(),
-                    job.origin.pos_of("after")
-                )
-            })
-            .collect();
-        Some(Diagnostic::new(
-            &at.origin.file,
-            at.origin.pos_of("after"),
-            FieldPath::root().key("after"),
-            SpecError::DependencyCycle {
-                jobs: told.join(" waits for "),
-                first: cycle[0].to_string(),
-            },
-        ))
+        dependency_cycle(jobs, |name| self.jobs.get(name))
     }
 
     /// A set from jobs, reporting every repeated name.

@@ -50,7 +50,7 @@ pub use identity::{DefaultUser, GroupRef, UidRange, UserRef};
 pub use io::{BlockDevice, IoDeviceLimit, IoLimits};
 pub use isolation::{Hostname, Isolation, Mount, MountKind};
 pub use job::{Command, JobSpec, OnRemoval, Preemption, Priority};
-pub use load::{compile_bytes, compile_str, load_file, Job, JobSet, Origin};
+pub use load::{compile_bytes, compile_str, dependency_cycle, load_file, Job, JobSet, Origin};
 pub use oom::OomPolicy;
 pub use paths::AbsPath;
 pub use resources::{CpuRequest, MemoryLimits, Resources};
