@@ -120,3 +120,86 @@ fn latest<S: RunStore>(
         None => Latest::NotLoaded,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::agent::runtime::Probe;
+    use crate::agent::tests::{job, Bench};
+    use crate::scheduler::ExitStatus;
+    use crate::vocab::Timestamp;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blocked_run_is_not_placed_until_released_and_then_starts_once() {
+        let mut b = Bench::new();
+        b.files(&[("a.yaml", &job("a", "")), ("b.yaml", &job("b", "after: [a]\n"))]).await;
+        // Both CPUs are free, yet b waits for a.
+        assert_eq!(b.fake.launched(), ["a-1"]);
+        assert_eq!(b.phase("b-1"), "blocked");
+        b.fake.exit("a-1", 0);
+        b.settle().await;
+        assert_eq!(b.fake.launched(), ["a-1", "b-1"]);
+        assert_eq!(b.phase("b-1"), "running");
+        // The same files again: nothing more.
+        b.files(&[("a.yaml", &job("a", "")), ("b.yaml", &job("b", "after: [a]\n"))]).await;
+        assert_eq!(b.fake.launched(), ["a-1", "b-1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_mid_chain_judges_again_and_starts_nothing_twice() {
+        let files = [
+            ("a.yaml", job("a", "")),
+            ("b.yaml", job("b", "after: [a]\n")),
+            ("c.yaml", job("c", "after: [{job: b, when: ended}]\n")),
+        ];
+        let files: Vec<(&str, &str)> = files.iter().map(|(f, t)| (*f, t.as_str())).collect();
+        let mut b = Bench::new();
+        b.files(&files).await;
+        b.fake.exit("a-1", 0);
+        b.settle().await;
+        assert_eq!(b.fake.launched(), ["a-1", "b-1"]);
+        assert_eq!(b.phase("c-1"), "blocked");
+        // The agent dies while b runs; b fails meanwhile.
+        let launch = b.launch("b-1");
+        let fake = Arc::clone(&b.fake);
+        fake.set_probe(
+            &launch.run_dir,
+            Probe::Finished {
+                launch: launch.clone(),
+                status: ExitStatus::Code(1),
+                at: Timestamp::EPOCH,
+            },
+        );
+        fake.set_live(vec![(crate::vocab::RunId::new("b-1"), None)]);
+        let mut b = b.restart();
+        b.sup.recover().unwrap();
+        // Re-adopted before its job is read: still blocked, not judged blind.
+        assert_eq!(b.phase("c-1"), "blocked");
+        b.files(&files).await;
+        assert_eq!(b.phase("b-1"), "failed");
+        assert_eq!(b.fake.launched(), ["c-1"], "c (after b ended) only, once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dependency_failure_fails_the_run_without_restarts() {
+        let mut b = Bench::new();
+        b.files(&[
+            ("a.yaml", &job("a", "")),
+            ("b.yaml", &job("b", "after: [a]\nrestart: {on: failure, attempts: 3}\n")),
+        ])
+        .await;
+        b.fake.exit("a-1", 2);
+        b.settle().await;
+        let state = b.state("b-1");
+        assert_eq!(state.phase.to_string(), "failed");
+        assert_eq!(
+            state.phase,
+            crate::scheduler::Phase::Failed {
+                reason: crate::scheduler::FailReason::Dependency { detail: "a-1 failed".into() }
+            }
+        );
+        assert_eq!((state.attempt, state.restarts), (1, 0));
+        assert_eq!(b.fake.launched(), ["a-1"]);
+    }
+}
