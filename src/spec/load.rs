@@ -143,7 +143,7 @@ pub fn dependency_cycle<'a>(
         cycle.iter().find_map(|name| adding.get(name)).expect("the cycle goes through a new job");
     let told: Vec<String> = cycle
         .iter()
-        .filter_map(|name| find(name))
+        .filter_map(find)
         .map(|job| {
             format!(
                 "{} ({}:{})",
