@@ -186,11 +186,15 @@ fn a_pipeline_step_runs_once_after_each_upstream_run_that_succeeds_even_across_a
     // `corral trigger`.
     agent.write_job("extract.yaml", &job("extract", &extract, "schedule: '0 0 1 1 *'\n"));
     agent.write_job("load.yaml", &job("load", &append(&agent, "load"), "after: [extract]\n"));
+    // A third step, after the second: a pipeline step too.
+    agent.write_job("publish.yaml", &job("publish", &append(&agent, "publish"), "after: [load]\n"));
     agent.sync_files("sync");
     assert!(agent.runs_of("load").is_empty(), "a pipeline step does not run when loaded");
+    assert!(agent.runs_of("publish").is_empty());
 
     ok(&agent, &["trigger", "extract"]);
-    agent.wait_phase("load-1", "succeeded", secs(30));
+    agent.wait_phase("publish-1", "succeeded", secs(30));
+    assert_eq!(agent.phase("load-1").as_deref(), Some("succeeded"));
     assert_eq!(agent.runs_of("extract"), ["extract-1"]);
 
     // An upstream run that fails starts nothing.
@@ -208,14 +212,15 @@ fn a_pipeline_step_runs_once_after_each_upstream_run_that_succeeds_even_across_a
         agent.exit_recorded("extract-3")
     });
     agent.start();
-    agent.wait_phase("load-2", "succeeded", secs(30));
+    agent.wait_phase("publish-2", "succeeded", secs(30));
 
     // Another restart starts nothing more.
     agent.kill9();
     agent.start();
     agent.run_marker("after-restart");
     assert_eq!(agent.runs_of("load"), ["load-1", "load-2"]);
-    assert_eq!(agent.read_data("chain.log"), "extract\nload\nextract\nload\n");
+    assert_eq!(agent.runs_of("publish"), ["publish-1", "publish-2"]);
+    assert_eq!(agent.read_data("chain.log"), "extract\nload\npublish\nextract\nload\npublish\n");
     let log = agent.log_text();
     assert!(log.contains("the pipeline step does not run after it: extract-2 failed"), "{log}");
 }

@@ -362,18 +362,34 @@ impl<S: RunStore> JobSide<'_, S> {
         Ok(vec![Order::Add { run: Box::new(new), current: true }])
     }
 
-    /// The recurring jobs in force that `spec` comes after, if it has no
+    /// The jobs in force that `spec` comes after and that run again and
+    /// again (recurring jobs, and pipeline steps after them), if it has no
     /// schedule of its own: it is then a pipeline step, run once after each
     /// of their runs that ends as asked, not once on load.
     fn upstream_of(&self, spec: &JobSpec) -> Vec<JobName> {
         if spec.recurrence.is_some() {
             return Vec::new();
         }
+        let mut seen = BTreeSet::from([spec.name.clone()]);
         spec.after
             .iter()
-            .filter(|a| self.jobs.get(&a.job).is_some_and(|j| j.spec.recurrence.is_some()))
+            .filter(|a| self.runs_again(&a.job, &mut seen))
             .map(|a| a.job.clone())
             .collect()
+    }
+
+    /// Whether job `name` is in force and runs again and again: it has a
+    /// schedule, or it is a pipeline step. (`seen` guards the walk; the
+    /// directory refuses cycles.)
+    fn runs_again(&self, name: &JobName, seen: &mut BTreeSet<JobName>) -> bool {
+        let Some(job) = self.jobs.get(name) else { return false };
+        if job.spec.recurrence.is_some() {
+            return true;
+        }
+        if !seen.insert(name.clone()) {
+            return false;
+        }
+        job.spec.after.iter().any(|a| self.runs_again(&a.job, seen))
     }
 
     /// Pipeline step `name` seen for the first time: the upstream runs that
