@@ -128,6 +128,7 @@ mod tests {
     use crate::agent::runtime::Probe;
     use crate::agent::tests::{job, Bench};
     use crate::scheduler::ExitStatus;
+    use crate::store::RunStore;
     use crate::vocab::Timestamp;
 
     #[tokio::test(start_paused = true)]
@@ -179,6 +180,60 @@ mod tests {
         b.files(&files).await;
         assert_eq!(b.phase("b-1"), "failed");
         assert_eq!(b.fake.launched(), ["c-1"], "c (after b ended) only, once");
+    }
+
+    /// Fires recurring job `job` by hand, a minute after the last time: a
+    /// firing is one per job and time.
+    async fn trigger(b: &mut Bench, job: &str) {
+        tokio::time::advance(std::time::Duration::from_secs(60)).await;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = crate::api::Request::Trigger { job: job.into() };
+        b.sup.command(crate::api::Command { request, reply }).unwrap();
+        b.settle().await;
+        assert!(answer.await.unwrap().is_ok(), "trigger {job}");
+    }
+
+    fn runs_of(b: &Bench, job: &str) -> Vec<String> {
+        let job = crate::vocab::JobName::parse(job).unwrap();
+        let mut ids: Vec<String> = b
+            .sup
+            .store()
+            .runs_for_job(&job, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        ids.reverse();
+        ids
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pipeline_step_runs_after_each_upstream_run_and_not_while_it_is_gone() {
+        let upstream = job("u", "schedule: '0 0 1 1 *'\n");
+        let step = job("d", "after: [u]\n");
+        let mut b = Bench::new();
+        b.files(&[("u.yaml", &upstream), ("d.yaml", &step)]).await;
+        assert!(runs_of(&b, "d").is_empty(), "no run when loaded");
+        trigger(&mut b, "u").await;
+        b.fake.exit("u-1", 0);
+        b.settle().await;
+        assert_eq!(runs_of(&b, "d"), ["d-1"]);
+        b.fake.exit("d-1", 0);
+        trigger(&mut b, "u").await;
+        b.fake.exit("u-2", 4);
+        b.settle().await;
+        assert_eq!(runs_of(&b, "d"), ["d-1"], "a failed upstream run starts nothing");
+        // Its upstream job gone, a changed step is no one-shot job run on
+        // the upstream's last run.
+        b.remove("u.yaml").await;
+        b.files(&[("d.yaml", &job("d", "after: [u]\nenv: {V: '2'}\n"))]).await;
+        assert_eq!(runs_of(&b, "d"), ["d-1"]);
+        // Back: the next upstream run starts it again.
+        b.files(&[("u.yaml", &upstream)]).await;
+        trigger(&mut b, "u").await;
+        b.fake.exit("u-3", 0);
+        b.settle().await;
+        assert_eq!(runs_of(&b, "d"), ["d-1", "d-2"]);
     }
 
     #[tokio::test(start_paused = true)]

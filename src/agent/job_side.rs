@@ -338,6 +338,13 @@ impl<S: RunStore> JobSide<'_, S> {
             self.pipeline_baseline(name, &spec)?;
             return Ok(Vec::new());
         }
+        if !spec.after.is_empty() && self.store.has_triggers(name)? {
+            // A pipeline step whose recurring prerequisite is gone: not a
+            // one-shot job now, which would run once more on that job's
+            // last run; it runs again when its prerequisite is back.
+            info!(job = %name, "pipeline step: none of the recurring jobs it comes after is loaded");
+            return Ok(Vec::new());
+        }
         let meta = RunMeta::of(&spec, self.default_grace);
         let version = job::version(&meta, &spec);
         let latest = self.store.runs_for_job(name, 1)?;
