@@ -138,12 +138,17 @@ mod tests {
         // Both CPUs are free, yet b waits for a.
         assert_eq!(b.fake.launched(), ["a-1"]);
         assert_eq!(b.phase("b-1"), "blocked");
-        b.fake.exit("a-1", 0);
+        // Its job changes what it waits for: the run shows it and is judged by it.
+        let ended = job("b", "after: [{job: a, when: ended}]\n");
+        b.files(&[("b.yaml", &ended)]).await;
+        let after = crate::scheduler::Phase::Blocked { after: "a ended".into() };
+        assert_eq!(b.state("b-1").phase, after);
+        b.fake.exit("a-1", 1);
         b.settle().await;
         assert_eq!(b.fake.launched(), ["a-1", "b-1"]);
         assert_eq!(b.phase("b-1"), "running");
         // The same files again: nothing more.
-        b.files(&[("a.yaml", &job("a", "")), ("b.yaml", &job("b", "after: [a]\n"))]).await;
+        b.files(&[("a.yaml", &job("a", "")), ("b.yaml", &ended)]).await;
         assert_eq!(b.fake.launched(), ["a-1", "b-1"]);
     }
 

@@ -541,7 +541,14 @@ impl<S: RunStore> JobSide<'_, S> {
                   (resources now where the kernel allows, command and environment at its next attempt)");
         }
         let memory_hard = spec.resources.memory.hard;
-        Ok(vec![Order::Feed(id.clone(), Event::JobChanged { memory_hard })])
+        let mut orders = vec![Order::Feed(id.clone(), Event::JobChanged { memory_hard })];
+        if matches!(run.state.phase, Phase::Blocked { .. }) {
+            // What it waits for is judged by the new version at the end of
+            // the batch; what it shows follows it now.
+            let after = crate::spec::after::describe(&spec.after);
+            orders.push(Order::Feed(id.clone(), Event::AfterChanged { after }));
+        }
+        Ok(orders)
     }
 
     /// Stops run `id` of a removed job, or lets it finish (`on_removal`).

@@ -146,6 +146,66 @@ mod tests {
         assert_eq!(judge([]), Verdict::Release);
     }
 
+    /// The state machine's side: a blocked run leaves by its dependencies
+    /// or a stop, and nothing else moves it.
+    #[test]
+    fn a_blocked_run_is_released_failed_or_stopped_and_nothing_else() {
+        use crate::scheduler::{
+            transition, Action, Event, FailReason, Jitter, Moment, Outcome, Policy, RunState,
+            StopReason,
+        };
+        use crate::vocab::Timestamp;
+        let now = Timestamp::from_millis(10);
+        let mut blocked = RunState::new(None, Timestamp::EPOCH);
+        blocked.phase = Phase::Blocked { after: "a succeeded".into() };
+        let policy = Policy::default();
+        let step = |event: Event| {
+            transition(&blocked, &event, &policy, Moment::new(now, Jitter::new(0.5)))
+        };
+
+        let released = step(Event::Released).unwrap();
+        assert_eq!(
+            (released.next.phase.clone(), released.actions),
+            (Phase::Pending, vec![Action::Enqueue])
+        );
+        assert_eq!(released.next.since, now);
+
+        let failed = step(Event::DependencyFailed { detail: "a-1 failed".into() }).unwrap();
+        let reason = FailReason::Dependency { detail: "a-1 failed".into() };
+        assert_eq!(failed.next.phase, Phase::Failed { reason: reason.clone() });
+        assert_eq!(failed.actions, [Action::RecordOutcome(Outcome::Failed { reason })]);
+        assert_eq!(failed.reason, "failed: dependency failed: a-1 failed; it never started");
+
+        let stopped = step(Event::StopRequested { reason: StopReason::JobRemoved }).unwrap();
+        assert_eq!(stopped.next.phase, Phase::Killed { reason: StopReason::JobRemoved });
+        let removed = step(Event::JobRemoved { finish: true }).unwrap();
+        assert_eq!(removed.next.phase, Phase::Killed { reason: StopReason::JobRemoved });
+
+        let adopted = step(Event::AdoptedAfterRestart).unwrap();
+        assert!(adopted.is_noop(&blocked), "{adopted:?}");
+        let changed = step(Event::AfterChanged { after: "a ended".into() }).unwrap();
+        assert_eq!(changed.next.phase, Phase::Blocked { after: "a ended".into() });
+        assert!(step(Event::AfterChanged { after: "a succeeded".into() })
+            .unwrap()
+            .is_noop(&blocked));
+
+        for event in [
+            Event::Launched { pid: 1, start_time: 1 },
+            Event::Exited(super::super::ExitStatus::Code(0)),
+            Event::Resume,
+        ] {
+            assert!(step(event.clone()).is_err(), "{event:?}");
+        }
+        let pending = RunState::new(None, Timestamp::EPOCH);
+        assert!(transition(
+            &pending,
+            &Event::Released,
+            &policy,
+            Moment::new(now, Jitter::new(0.5))
+        )
+        .is_err());
+    }
+
     fn latest_strategy() -> impl Strategy<Value = Latest> {
         prop_oneof![
             Just(Latest::NotLoaded),

@@ -133,6 +133,11 @@ pub enum Event {
     DependencyFailed {
         detail: String,
     },
+    /// A blocked run's job changed what it comes after: what it waits for
+    /// now, as [`Phase::Blocked`](super::Phase::Blocked) tells it.
+    AfterChanged {
+        after: String,
+    },
     /// The agent restarted and found this run in the store; for runs with
     /// processes, the shell has checked that the recorded process is still
     /// the same one (pid and start time).
@@ -168,6 +173,7 @@ impl Event {
             Event::BackoffElapsed => "backoff-elapsed",
             Event::Released => "released",
             Event::DependencyFailed { .. } => "dependency-failed",
+            Event::AfterChanged { .. } => "after-changed",
             Event::AdoptedAfterRestart => "adopted-after-restart",
         }
     }

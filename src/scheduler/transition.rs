@@ -119,6 +119,15 @@ pub fn transition(
         }
         (P::Blocked { after }, E::AdoptedAfterRestart) => Ok(step
             .same(vec![], &format!("re-adopted after agent restart; still waiting for {after}"))),
+        (P::Blocked { after }, E::AfterChanged { after: now }) => {
+            if after == now {
+                return Ok(step.noop("waits for the same jobs"));
+            }
+            let mut next = state.clone();
+            next.phase = P::Blocked { after: now.clone() };
+            Ok(step.to(next, vec![], format!("job changed: now waits for {now}")))
+        }
+        (_, E::AfterChanged { .. }) => Ok(step.noop("only a blocked run waits for other jobs")),
         (_, E::Released | E::DependencyFailed { .. }) => {
             step.invalid("the run is not waiting for the jobs it comes after")
         }

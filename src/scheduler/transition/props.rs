@@ -14,7 +14,7 @@ use crate::topology::NodeSet;
 use crate::vocab::Factor;
 
 /// How many kinds of event [`event`] makes; the strategy draws from all of them.
-const EVENT_KINDS: u8 = 27;
+const EVENT_KINDS: u8 = 28;
 
 /// The hard limits a changed job may set: none, below, at and above the
 /// initial limits the test draws (1..4 GiB).
@@ -56,6 +56,7 @@ fn event(i: u8, by: u8) -> Event {
         24 => Event::Refused { detail: "root".into() },
         25 => Event::Released,
         26 => Event::DependencyFailed { detail: "extract-1 failed".into() },
+        27 => Event::AfterChanged { after: format!("extract-{by} ended") },
         _ => {
             if by == 0 {
                 Event::AdoptedAfterRestart
