@@ -42,6 +42,8 @@ fn the_example_jobs_are_valid() {
         "memory-grow",
         "cleanup-hourly",
         "heartbeat",
+        "pipeline-extract",
+        "pipeline-load",
     ] {
         assert!(out.contains(&format!("OK jobs/{job}.yaml (1 job)")), "{job} missing from\n{out}");
     }

@@ -22,12 +22,14 @@ use tracing::{debug, info, Span};
 
 use crate::api::{Accepted, ControlError};
 use crate::metrics::Metrics;
+use crate::scheduler::dependency::{Latest, Verdict};
 use crate::scheduler::{Event, Phase, RunMeta, RunQueue, RunState, StopIntent};
 use crate::spec::{JobSetDiff, JobSpec};
 use crate::store::RunStore;
 use crate::vocab::{JobName, RunId, Timestamp};
 
 use super::cron::{CronJobs, CronOrder, CronStep, NewRun};
+use super::dependencies;
 use super::error::AgentError;
 use super::job;
 use super::orders::Order;
@@ -84,6 +86,18 @@ pub(super) enum JobStep {
     RunFinished { job: JobName, run: RunId },
     /// After re-adoption: the cron states keep only the runs in the table.
     CronRecovered,
+    /// Blocked runs (`after:`) are judged: every one, or those that come
+    /// after one job (a run of it ended).
+    JudgeBlocked(Option<JobName>),
+    /// The job is gone: blocked runs waiting for a run of it that has not
+    /// ended fail.
+    PrerequisiteGone(JobName),
+    /// Pipeline steps (`after:` a recurring job, no schedule of their own)
+    /// get a run for each upstream run that ended as asked: for this
+    /// upstream run, or (`None`) for the latest ended run of each of their
+    /// upstream jobs not yet on record, which catches up a start a `kill -9`
+    /// cut off.
+    Pipelines(Option<(JobName, RunId)>),
 }
 
 /// The orders for a batch of job file changes that made `diff`; `first`:
@@ -100,6 +114,10 @@ pub(super) fn batch(diff: &JobSetDiff, first: bool) -> Vec<Order> {
         orders.push(Order::Then(JobStep::FirstRead));
     }
     orders.push(Order::Then(JobStep::ReleaseUids));
+    // Last, once every new run of the batch exists: a blocked run judged
+    // before the new run of a job it comes after would see an older one.
+    orders.push(Order::Then(JobStep::JudgeBlocked(None)));
+    orders.push(Order::Then(JobStep::Pipelines(None)));
     orders
 }
 
@@ -130,7 +148,9 @@ impl<S: RunStore> JobSide<'_, S> {
                 let spec = Arc::new(found.spec.clone());
                 then([CronInForce(name.clone(), Arc::clone(&spec)), OneShot(name, spec)])
             }
-            Gone(name) => then([CronGone(name.clone()), StopCurrent(name)]),
+            Gone(name) => {
+                then([CronGone(name.clone()), StopCurrent(name.clone()), PrerequisiteGone(name)])
+            }
             FirstRead => {
                 *self.files_read = true;
                 // Recurring jobs known from the store whose file is gone.
@@ -182,7 +202,26 @@ impl<S: RunStore> JobSide<'_, S> {
             }
             RunFinished { job, run } => {
                 let (cron, mut step) = self.cron_step();
-                cron_orders(cron.run_finished(&mut step, &job, &run)?)
+                let mut orders = cron_orders(cron.run_finished(&mut step, &job, &run)?);
+                orders.push(Order::Then(JudgeBlocked(Some(job.clone()))));
+                orders.push(Order::Then(Pipelines(Some((job, run)))));
+                orders
+            }
+            Pipelines(upstream) => self.pipelines(upstream)?,
+            JudgeBlocked(job) => {
+                let mut orders = Vec::new();
+                for id in dependencies::blocked_on(self.runs, job.as_ref()) {
+                    orders.extend(dependencies::judge_run(
+                        self.runs,
+                        self.jobs,
+                        &*self.store,
+                        &id,
+                    )?);
+                }
+                orders
+            }
+            PrerequisiteGone(job) => {
+                dependencies::prerequisite_gone(self.runs, self.jobs, &*self.store, &job)?
             }
             CronRecovered => {
                 let live: BTreeSet<RunId> = self.runs.ids().into_iter().collect();
@@ -295,6 +334,17 @@ impl<S: RunStore> JobSide<'_, S> {
             debug!(job = %name, "recurring job: its runs are started by its schedule, not on load");
             return Ok(Vec::new());
         }
+        if !self.upstream_of(&spec).is_empty() {
+            self.pipeline_baseline(name, &spec)?;
+            return Ok(Vec::new());
+        }
+        if !spec.after.is_empty() && self.store.has_triggers(name)? {
+            // A pipeline step whose recurring prerequisite is gone: not a
+            // one-shot job now, which would run once more on that job's
+            // last run; it runs again when its prerequisite is back.
+            info!(job = %name, "pipeline step: none of the recurring jobs it comes after is loaded");
+            return Ok(Vec::new());
+        }
         let meta = RunMeta::of(&spec, self.default_grace);
         let version = job::version(&meta, &spec);
         let latest = self.store.runs_for_job(name, 1)?;
@@ -302,12 +352,157 @@ impl<S: RunStore> JobSide<'_, S> {
             debug!(job = %name, run = %latest.id, "this version of the job already has its run");
             return Ok(Vec::new());
         }
-        let initial = RunState::new(spec.resources.memory.hard, self.now);
+        let mut initial = RunState::new(spec.resources.memory.hard, self.now);
+        if !spec.after.is_empty() {
+            // Judged at the end of the batch, once every run it creates exists.
+            initial.phase = Phase::Blocked { after: crate::spec::after::describe(&spec.after) };
+        }
         let run = self.store.create_versioned_run(name, &initial, self.now, &version)?;
         let new = NewRun {
             run,
             job: name.clone(),
             spec,
+            meta,
+            fingerprint: version.fingerprint,
+            initial,
+        };
+        Ok(vec![Order::Add { run: Box::new(new), current: true }])
+    }
+
+    /// The jobs in force that `spec` comes after and that run again and
+    /// again (recurring jobs, and pipeline steps after them), if it has no
+    /// schedule of its own: it is then a pipeline step, run once after each
+    /// of their runs that ends as asked, not once on load.
+    fn upstream_of(&self, spec: &JobSpec) -> Vec<JobName> {
+        if spec.recurrence.is_some() {
+            return Vec::new();
+        }
+        let mut seen = BTreeSet::from([spec.name.clone()]);
+        spec.after
+            .iter()
+            .filter(|a| self.runs_again(&a.job, &mut seen))
+            .map(|a| a.job.clone())
+            .collect()
+    }
+
+    /// Whether job `name` is in force and runs again and again: it has a
+    /// schedule, or it is a pipeline step. (`seen` guards the walk; the
+    /// directory refuses cycles.)
+    fn runs_again(&self, name: &JobName, seen: &mut BTreeSet<JobName>) -> bool {
+        let Some(job) = self.jobs.get(name) else { return false };
+        if job.spec.recurrence.is_some() {
+            return true;
+        }
+        if !seen.insert(name.clone()) {
+            return false;
+        }
+        job.spec.after.iter().any(|a| self.runs_again(&a.job, seen))
+    }
+
+    /// Pipeline step `name` seen for the first time: the upstream runs that
+    /// ended before it are put on record as starting nothing, so only runs
+    /// that end from now on start it (and a restart can tell a start it
+    /// missed from a run that ended before the step existed).
+    fn pipeline_baseline(&mut self, name: &JobName, spec: &JobSpec) -> Result<(), AgentError> {
+        if self.store.has_triggers(name)? {
+            return Ok(());
+        }
+        for upstream in self.upstream_of(spec) {
+            // `<job>-0` names no run (a job's runs count from 1): the mark
+            // that the step was seen before its upstream job ever ran.
+            let before = match self.store.runs_for_job(&upstream, 1)?.into_iter().next() {
+                Some(latest) if latest.state.is_terminal() => latest.id,
+                _ => RunId::new(format!("{upstream}-0")),
+            };
+            self.store.pass_trigger(name, &before, self.now)?;
+        }
+        info!(job = %name, "pipeline step: it runs after each run of {} that ends as asked",
+              crate::spec::after::describe(&spec.after));
+        Ok(())
+    }
+
+    /// Runs of pipeline steps that `upstream` (or, for `None`, the latest
+    /// ended run of each of their upstream jobs) starts.
+    fn pipelines(&mut self, upstream: Option<(JobName, RunId)>) -> Result<Vec<Order>, AgentError> {
+        if !*self.files_read {
+            return Ok(Vec::new());
+        }
+        let steps: Vec<Arc<JobSpec>> = self
+            .jobs
+            .jobs()
+            .iter()
+            .map(|j| &j.spec)
+            .filter(|spec| match &upstream {
+                Some((job, _)) => self.upstream_of(spec).contains(job),
+                None => !self.upstream_of(spec).is_empty(),
+            })
+            .map(|spec| Arc::new(spec.clone()))
+            .collect();
+        let mut orders = Vec::new();
+        for spec in steps {
+            let candidates: Vec<(JobName, Option<RunId>)> = match &upstream {
+                Some((job, run)) => vec![(job.clone(), Some(run.clone()))],
+                None => self.upstream_of(&spec).into_iter().map(|job| (job, None)).collect(),
+            };
+            for (job, run) in candidates {
+                orders.extend(self.pipeline_run(&spec, &job, run.as_ref())?);
+            }
+        }
+        Ok(orders)
+    }
+
+    /// Whether run `run` of `upstream` (its latest run, for `None`) starts a
+    /// run of pipeline step `spec`; the run it starts.
+    fn pipeline_run(
+        &mut self,
+        spec: &Arc<JobSpec>,
+        upstream: &JobName,
+        run: Option<&RunId>,
+    ) -> Result<Vec<Order>, AgentError> {
+        let name = &spec.name;
+        // Recent runs: the one that ended is among them unless a newer one
+        // of a job that allows overlap started since and many ended.
+        let recent = self.store.runs_for_job(upstream, 8)?;
+        let ended = match run {
+            Some(id) => recent.into_iter().find(|r| &r.id == id),
+            None => recent.into_iter().next(),
+        };
+        let Some(ended) = ended.filter(|r| r.state.is_terminal()) else { return Ok(Vec::new()) };
+        if self.store.was_triggered(name, &ended.id)? {
+            return Ok(Vec::new());
+        }
+        let verdict = dependencies::judge_step(
+            self.jobs,
+            &*self.store,
+            spec,
+            upstream,
+            Latest::of(ended.id.clone(), &ended.state.phase),
+        )?;
+        let busy = self.runs.current(name).is_some();
+        if verdict != Verdict::Release || busy {
+            let why = match verdict {
+                _ if busy => "its previous run is still under way".to_owned(),
+                Verdict::Wait(waiting) => format!("still waiting for {}", waiting.join("; ")),
+                Verdict::Fail(detail) => detail,
+                Verdict::Release => unreachable!("a release with no run under way starts one"),
+            };
+            info!(job = %name, upstream = %ended.id, "the pipeline step does not run after it: {why}");
+            self.store.pass_trigger(name, &ended.id, self.now)?;
+            return Ok(Vec::new());
+        }
+        let meta = RunMeta::of(spec, self.default_grace);
+        let version = job::version(&meta, spec);
+        let initial = RunState::new(spec.resources.memory.hard, self.now);
+        let Some(run) =
+            self.store.create_triggered_run(name, &initial, self.now, &version, &ended.id)?
+        else {
+            return Ok(Vec::new());
+        };
+        info!(job = %name, run = %run, upstream = %ended.id, "pipeline step started after its upstream run");
+        let new = NewRun {
+            run,
+            job: name.clone(),
+            spec: Arc::clone(spec),
             meta,
             fingerprint: version.fingerprint,
             initial,
@@ -346,7 +541,14 @@ impl<S: RunStore> JobSide<'_, S> {
                   (resources now where the kernel allows, command and environment at its next attempt)");
         }
         let memory_hard = spec.resources.memory.hard;
-        Ok(vec![Order::Feed(id.clone(), Event::JobChanged { memory_hard })])
+        let mut orders = vec![Order::Feed(id.clone(), Event::JobChanged { memory_hard })];
+        if matches!(run.state.phase, Phase::Blocked { .. }) {
+            // What it waits for is judged by the new version at the end of
+            // the batch; what it shows follows it now.
+            let after = crate::spec::after::describe(&spec.after);
+            orders.push(Order::Feed(id.clone(), Event::AfterChanged { after }));
+        }
+        Ok(orders)
     }
 
     /// Stops run `id` of a removed job, or lets it finish (`on_removal`).
@@ -388,6 +590,8 @@ mod tests {
                 Order::Then(JobStep::Gone(n)) => format!("gone {n}"),
                 Order::Then(JobStep::FirstRead) => "first-read".into(),
                 Order::Then(JobStep::ReleaseUids) => "release-uids".into(),
+                Order::Then(JobStep::JudgeBlocked(None)) => "judge-blocked".into(),
+                Order::Then(JobStep::Pipelines(None)) => "pipelines".into(),
                 other => format!("{other:?}"),
             })
             .collect()
@@ -402,13 +606,16 @@ mod tests {
         };
         assert_eq!(
             steps(&batch(&diff, false)),
-            ["in-force a", "in-force b", "gone c", "release-uids"]
+            ["in-force a", "in-force b", "gone c", "release-uids", "judge-blocked", "pipelines"]
         );
     }
 
     #[test]
     fn the_first_batch_settles_what_the_store_knew_before_the_uids() {
         let diff = JobSetDiff { added: vec![name("a")], ..JobSetDiff::default() };
-        assert_eq!(steps(&batch(&diff, true)), ["in-force a", "first-read", "release-uids"]);
+        assert_eq!(
+            steps(&batch(&diff, true)),
+            ["in-force a", "first-read", "release-uids", "judge-blocked", "pipelines"]
+        );
     }
 }

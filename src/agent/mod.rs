@@ -83,6 +83,7 @@
 pub mod clock;
 pub mod control;
 pub mod cron;
+pub mod dependencies;
 pub mod error;
 pub mod host;
 pub mod job;

@@ -186,8 +186,10 @@ impl JobDirectory {
         for change in changes {
             match change {
                 FileChange::Upserted { path, bytes } => {
+                    let compiled = compile(&path, &bytes, admission)
+                        .and_then(|jobs| self.without_cycle(&path, jobs));
                     let entry = self.files.entry(path.clone()).or_default();
-                    match compile(&path, &bytes, admission) {
+                    match compiled {
                         Ok(jobs) => {
                             let names = jobs.iter().map(|j| j.spec.name.clone()).collect();
                             entry.good = jobs;
@@ -218,6 +220,26 @@ impl JobDirectory {
         let before = std::mem::take(&mut self.jobs);
         self.rebuild(&mut notes);
         Reconciled { diff: spec::diff(&before, &self.jobs), notes }
+    }
+
+    /// `jobs`, the new version of the file at `path`, unless they would
+    /// close a dependency cycle with the other files' last good versions:
+    /// then the version is invalid like one that does not compile, and the
+    /// last good one stays in force.
+    fn without_cycle(&self, path: &Path, jobs: Vec<Job>) -> Result<Vec<Job>, Vec<Diagnostic>> {
+        if jobs.iter().all(|j| j.spec.after.is_empty()) {
+            return Ok(jobs);
+        }
+        let others: BTreeMap<&JobName, &Job> = self
+            .files
+            .iter()
+            .filter(|(other, _)| other.as_path() != path)
+            .flat_map(|(_, e)| e.good.iter().map(|j| (&j.spec.name, j)))
+            .collect();
+        match spec::dependency_cycle(&jobs, |name| others.get(name).copied()) {
+            Some(cycle) => Err(vec![cycle]),
+            None => Ok(jobs),
+        }
     }
 
     /// The job set from every file's last good version, in path order.
@@ -464,6 +486,34 @@ mod tests {
         );
         assert!(dir.not_applied().is_empty());
         assert_eq!(dir.file_counts(), (2, 0));
+    }
+
+    #[test]
+    fn an_edit_that_closes_a_dependency_cycle_keeps_the_last_good_version() {
+        let mut dir = JobDirectory::new();
+        let one = "name: one\ncommand: [/bin/true]\nafter: [two]\n";
+        dir.apply(
+            vec![up("/j/one.yaml", one), up("/j/two.yaml", "name: two\ncommand: [/bin/true]\n")],
+            &allow_all,
+        );
+        let cyclic = "name: two\ncommand: [/bin/false]\nafter: [one]\n";
+        let r = dir.apply(vec![up("/j/two.yaml", cyclic)], &allow_all);
+        assert!(r.diff.is_empty(), "{:?}", r.diff);
+        let [FileNote::Invalid { problems, kept, .. }] = r.notes.as_slice() else {
+            panic!("{:?}", r.notes)
+        };
+        assert_eq!(
+            problems,
+            &["/j/two.yaml:3:8: after: dependency cycle: one (/j/one.yaml:3:8) waits for two \
+               (/j/two.yaml:3:8), which waits for one; none of them could ever start"]
+        );
+        assert_eq!(names(kept), ["two"], "the last good version stays in force");
+        assert!(dir.jobs().get(&JobName::parse("two").unwrap()).unwrap().spec.after.is_empty());
+        // Both new in one batch: the file that would close the cycle is refused.
+        let mut dir = JobDirectory::new();
+        let r = dir.apply(vec![up("/j/a.yaml", one), up("/j/b.yaml", cyclic)], &allow_all);
+        assert_eq!(names(&r.diff.added), ["one"]);
+        assert!(dir.problem(Path::new("/j/b.yaml")).is_some());
     }
 
     #[test]

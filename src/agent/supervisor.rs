@@ -472,7 +472,10 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         info!(parent: &span, priority = meta.priority, "run queued");
         self.recorder.created(name, &id, &initial);
         let ops = RunOps::spawn(Arc::clone(&self.runtime), id.clone(), self.sink.clone());
-        self.queue.push(id.clone(), meta.priority());
+        // A blocked run queues once it is released (`after:`).
+        if matches!(initial.phase, Phase::Pending) {
+            self.queue.push(id.clone(), meta.priority());
+        }
         let run = Run::new(name.clone(), Some(spec), meta, fingerprint, initial, ops, span);
         self.runs.insert(id, run);
     }

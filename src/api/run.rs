@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::cgroup::Stats;
 use crate::placement::{Assignment, CpuGrant};
-use crate::scheduler::{ExitStatus, RunState};
+use crate::scheduler::{ExitStatus, Phase, RunState};
 use crate::store::{EventRecord, ExitInfo, LaunchInfo, RunDetail, RunRecord, TransitionRecord};
 use crate::vocab::{RunId, Timestamp};
 
@@ -143,6 +143,9 @@ impl<'a> RunFacts<'a> {
         let record = self.record;
         let assignment = self.assignment();
         let mut state = self.state().phase.name().to_owned();
+        if let Phase::Blocked { after } = &self.state().phase {
+            state = format!("{state} (after {after})");
+        }
         if self.live.held {
             state.push_str(" (by operator)");
         }

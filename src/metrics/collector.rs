@@ -23,8 +23,16 @@ use crate::cgroup::Pressure;
 use crate::cgroup::Stats;
 
 /// Phases a run that has not ended can be in: the values of `corral_runs`.
-const LIVE_PHASES: [&str; 7] =
-    ["pending", "placed", "running", "suspended", "oom-paused", "stopping", "backoff-waiting"];
+const LIVE_PHASES: [&str; 8] = [
+    "blocked",
+    "pending",
+    "placed",
+    "running",
+    "suspended",
+    "oom-paused",
+    "stopping",
+    "backoff-waiting",
+];
 
 pub(super) struct RunCollector {
     pub source: Arc<dyn MetricsSource>,

@@ -140,6 +140,17 @@ pub enum Event {
     BackoffElapsed,
     /// The attempt's running time reached its `timeout_signal` point.
     TimeoutSignalDue,
+    /// Every job a blocked run comes after has ended as asked: it may queue.
+    Released,
+    /// A job a blocked run comes after can no longer end as asked.
+    DependencyFailed {
+        detail: String,
+    },
+    /// A blocked run's job changed what it comes after: what it waits for
+    /// now, as [`Phase::Blocked`](super::Phase::Blocked) tells it.
+    AfterChanged {
+        after: String,
+    },
     /// The agent restarted and found this run in the store; for runs with
     /// processes, the shell has checked that the recorded process is still
     /// the same one (pid and start time).
@@ -176,6 +187,9 @@ impl Event {
             Event::GraceElapsed => "grace-elapsed",
             Event::BackoffElapsed => "backoff-elapsed",
             Event::TimeoutSignalDue => "timeout-signal-due",
+            Event::Released => "released",
+            Event::DependencyFailed { .. } => "dependency-failed",
+            Event::AfterChanged { .. } => "after-changed",
             Event::AdoptedAfterRestart => "adopted-after-restart",
         }
     }

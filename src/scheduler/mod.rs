@@ -81,6 +81,7 @@ pub mod action;
 pub mod backfill;
 pub mod backoff;
 pub mod cron;
+pub mod dependency;
 pub mod error;
 pub mod event;
 pub mod policy;

@@ -98,6 +98,7 @@ impl RunState {
 /// The phases of a run.
 ///
 /// ```text
+/// Blocked ─Released→ Pending (or ─DependencyFailed→ Failed)
 /// Pending ─Placed→ Placed ─Launched→ Running ⇄ Suspended
 ///                                     │  ↘ OomPaused → Running | Stopping
 ///                                     ↓
@@ -107,6 +108,12 @@ impl RunState {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "phase", rename_all = "kebab-case")]
 pub enum Phase {
+    /// Waiting for the jobs it comes after (`after:`) to end as asked; not
+    /// in the queue yet.
+    Blocked {
+        /// What it waits for, as the job says it: `extract succeeded`.
+        after: String,
+    },
     /// Waiting in the queue for CPUs and memory.
     Pending,
     /// Placement held; the launch is under way.
@@ -161,6 +168,7 @@ impl Phase {
     /// A stable lower-case name, used in logs, metrics labels and the store.
     pub fn name(&self) -> &'static str {
         match self {
+            Phase::Blocked { .. } => "blocked",
             Phase::Pending => "pending",
             Phase::Placed => "placed",
             Phase::Running { .. } => "running",
@@ -175,7 +183,8 @@ impl Phase {
     }
 
     /// Every phase name, for exhaustive checks (metrics, store constraints).
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
+        "blocked",
         "pending",
         "placed",
         "running",
@@ -314,6 +323,7 @@ mod tests {
     fn names_lists_every_phase_once() {
         let by = RunId::new("x-1");
         let all = [
+            Phase::Blocked { after: "extract succeeded".into() },
             Phase::Pending,
             Phase::Placed,
             Phase::Running { since: Timestamp::EPOCH },
@@ -439,6 +449,11 @@ pub enum FailReason {
     Lost {
         detail: String,
     },
+    /// A job it comes after can no longer end as asked (`after:`): its run
+    /// ended the other way, or the job was removed. The run never started.
+    Dependency {
+        detail: String,
+    },
 }
 
 impl fmt::Display for FailReason {
@@ -449,6 +464,7 @@ impl fmt::Display for FailReason {
             FailReason::Oom => f.write_str("out of memory"),
             FailReason::LaunchFailed { detail } => write!(f, "launch failed: {detail}"),
             FailReason::Lost { detail } => write!(f, "process lost: {detail}"),
+            FailReason::Dependency { detail } => write!(f, "dependency failed: {detail}"),
         }
     }
 }

@@ -106,6 +106,34 @@ pub fn transition(
 
         (_, E::JobChanged { memory_hard }) => Ok(step.job_changed(*memory_hard)),
 
+        (P::Blocked { .. }, E::Released) => {
+            let mut next = state.clone();
+            next.phase = P::Pending;
+            Ok(step.to(
+                next,
+                vec![Action::Enqueue],
+                "every job it comes after ended as asked; queued".into(),
+            ))
+        }
+        (P::Blocked { .. }, E::DependencyFailed { detail }) => Ok(step.dependency_failed(detail)),
+        (P::Blocked { .. }, E::StopRequested { reason }) => {
+            Ok(step.killed(state.clone(), reason.clone(), vec![]))
+        }
+        (P::Blocked { after }, E::AdoptedAfterRestart) => Ok(step
+            .same(vec![], &format!("re-adopted after agent restart; still waiting for {after}"))),
+        (P::Blocked { after }, E::AfterChanged { after: now }) => {
+            if after == now {
+                return Ok(step.noop("waits for the same jobs"));
+            }
+            let mut next = state.clone();
+            next.phase = P::Blocked { after: now.clone() };
+            Ok(step.to(next, vec![], format!("job changed: now waits for {now}")))
+        }
+        (_, E::AfterChanged { .. }) => Ok(step.noop("only a blocked run waits for other jobs")),
+        (_, E::Released | E::DependencyFailed { .. }) => {
+            step.invalid("the run is not waiting for the jobs it comes after")
+        }
+
         (P::Pending, E::Placed(assignment)) => Ok(step.placed(assignment)),
         (P::Pending, E::StopRequested { reason }) => {
             Ok(step.killed(state.clone(), reason.clone(), vec![Action::Dequeue]))
@@ -475,6 +503,17 @@ impl Step<'_> {
         self.to(next, actions, text)
     }
 
+    /// A job the run comes after can no longer end as asked. No restart:
+    /// the run never started, and a new attempt would wait for the same
+    /// ended run.
+    fn dependency_failed(&self, detail: &str) -> Transition {
+        let mut next = self.from.clone();
+        let reason = FailReason::Dependency { detail: detail.to_owned() };
+        let text = format!("failed: {reason}; it never started");
+        next.phase = Phase::Failed { reason: reason.clone() };
+        self.to(next, vec![Action::RecordOutcome(Outcome::Failed { reason })], text)
+    }
+
     fn launched(&self, pid: u32) -> Transition {
         let reason = format!("attempt {} running as pid {pid}", self.from.attempt);
         self.running(self.from.clone(), vec![], reason)
@@ -525,8 +564,9 @@ impl Step<'_> {
     /// that was finishing after its job was removed is the job's run again.
     fn job_changed(&self, memory_hard: Option<Bytes>) -> Transition {
         let from = self.from;
-        let not_started =
-            matches!(from.phase, Phase::Pending) && from.attempt == 1 && from.oom_requeues == 0;
+        let not_started = matches!(from.phase, Phase::Pending | Phase::Blocked { .. })
+            && from.attempt == 1
+            && from.oom_requeues == 0;
         let limit = if not_started {
             memory_hard
         } else {

@@ -66,6 +66,9 @@ pub enum SpecError {
     DuplicateItem { value: String },
     #[error("job {name:?} is also defined at {other}")]
     DuplicateJob { name: String, other: String },
+    /// Jobs that wait for each other: none of them could ever start.
+    #[error("dependency cycle: {jobs}, which waits for {first}; none of them could ever start")]
+    DependencyCycle { jobs: String, first: String },
     /// The watcher's file rules (type, symlinks, owner, mode) refused it unread; the
     /// reason is the rule's own message.
     #[error("refused: {reason}")]
@@ -153,6 +156,8 @@ impl SpecError {
             }
             E::DuplicateItem { .. } => "listed twice".into(),
             E::DuplicateJob { other, .. } => format!("the job is also defined at {other}"),
+            // Job names and positions, as the duplicate above tells them.
+            E::DependencyCycle { .. } => self.to_string(),
             E::PrivilegedGroup { .. } => "the group is privileged (gid 0 or in the agent's \
                                           privileged_groups) and allow_root_jobs is false"
                 .into(),

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use super::after::{self, After};
 use super::check::{choice, optional, Checker};
 use super::error::{FieldPath, SpecError};
 use super::identity::{GroupRef, UserRef};
@@ -50,6 +51,9 @@ pub struct JobSpec {
     pub timeout_signal: Option<TimeoutSignal>,
     pub isolation: Isolation,
     pub rlimits: Rlimits,
+    /// Jobs whose latest runs must have ended as asked before a run of this
+    /// one starts; empty: none.
+    pub after: Vec<After>,
 }
 
 /// The program and its arguments, passed to `execve` as they are: no shell is involved.
@@ -158,6 +162,7 @@ pub const FIELDS: &[&str] = &[
     "timeout_signal",
     "isolation",
     "rlimits",
+    "after",
 ];
 
 /// Compiles one document. Every problem is reported to `cx`; the spec is returned only if
@@ -213,6 +218,7 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
     });
     let isolation = isolation::compile(cx, job.get("isolation"), &field("isolation"));
     let rlimits = rlimits::compile(cx, job.get("rlimits"), &field("rlimits"));
+    let after = after::compile(cx, job.get("after"), &field("after"), name.as_ref());
 
     if cx.error_count() > before {
         return None;
@@ -238,6 +244,7 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
         timeout_signal: timeout_signal?,
         isolation: isolation?,
         rlimits: rlimits?,
+        after: after?,
     })
 }
 

@@ -27,8 +27,9 @@ pub struct Origin {
     pub fields: BTreeMap<&'static str, Pos>,
 }
 
-/// The fields whose positions an [`Origin`] keeps.
-const ADMISSION_FIELDS: &[&str] = &["user", "group", "isolation", "isolation.namespaces"];
+/// The fields whose positions an [`Origin`] keeps: those [`super::admission`]
+/// judges, and `after`, where a dependency cycle through other files is told.
+const ADMISSION_FIELDS: &[&str] = &["user", "group", "isolation", "isolation.namespaces", "after"];
 
 impl Origin {
     fn new(file: &Path, document: &Node) -> Origin {
@@ -122,6 +123,44 @@ pub fn at_file(path: &Path, pos: Pos, error: SpecError) -> Diagnostics {
     Diagnostics(vec![Diagnostic::new(path, pos, FieldPath::root(), error)])
 }
 
+/// A dependency cycle that `jobs` (one file's) would close among
+/// themselves and the jobs `others` finds by name, told at the `after` of the
+/// first of `jobs` on it, with every job on the cycle and where it is
+/// defined (in other files too).
+pub fn dependency_cycle<'a>(
+    jobs: &'a [Job],
+    others: impl Fn(&JobName) -> Option<&'a Job>,
+) -> Option<Diagnostic> {
+    if jobs.iter().all(|j| j.spec.after.is_empty()) {
+        return None;
+    }
+    let adding: BTreeMap<&JobName, &Job> = jobs.iter().map(|j| (&j.spec.name, j)).collect();
+    let find = |name: &JobName| adding.get(name).copied().or_else(|| others(name));
+    let cycle = super::after::find_cycle(adding.keys().copied(), |name| {
+        find(name).map(|j| j.spec.after.as_slice())
+    })?;
+    let at =
+        cycle.iter().find_map(|name| adding.get(name)).expect("the cycle goes through a new job");
+    let told: Vec<String> = cycle
+        .iter()
+        .filter_map(find)
+        .map(|job| {
+            format!(
+                "{} ({}:{})",
+                job.spec.name,
+                job.origin.file.display(),
+                job.origin.pos_of("after")
+            )
+        })
+        .collect();
+    Some(Diagnostic::new(
+        &at.origin.file,
+        at.origin.pos_of("after"),
+        FieldPath::root().key("after"),
+        SpecError::DependencyCycle { jobs: told.join(" waits for "), first: cycle[0].to_string() },
+    ))
+}
+
 /// Jobs by name; no name twice.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct JobSet {
@@ -155,11 +194,19 @@ impl JobSet {
         if !diagnostics.is_empty() {
             return Err(diagnostics);
         }
+        if let Some(cycle) = self.cycle_with(&jobs) {
+            return Err(vec![cycle]);
+        }
         let count = jobs.len();
         for job in jobs {
             self.jobs.insert(job.spec.name.clone(), job);
         }
         Ok(count)
+    }
+
+    /// A dependency cycle that `jobs` would close if added (see [`dependency_cycle`]).
+    fn cycle_with(&self, jobs: &[Job]) -> Option<Diagnostic> {
+        dependency_cycle(jobs, |name| self.jobs.get(name))
     }
 
     /// A set from jobs, reporting every repeated name.
@@ -283,6 +330,37 @@ isolation:
         let problems: Vec<_> =
             JobSet::from_jobs(jobs).unwrap_err().into_iter().map(|d| d.to_string()).collect();
         assert_eq!(problems, ["x.yaml:4:1: name: job \"a\" is also defined at x.yaml:1:1"]);
+    }
+
+    #[test]
+    fn a_dependency_cycle_across_files_names_every_job_and_file_and_takes_none() {
+        let file = |path: &str, text: &str| compile_str(Path::new(path), text).unwrap();
+        let mut set = JobSet::new();
+        set.extend(file("a.yaml", "name: a\ncommand: [/bin/true]\nafter: [b]\n")).unwrap();
+        set.extend(file(
+            "b.yaml",
+            "name: b\ncommand: [/bin/true]\nafter: [{job: c, when: ended}]\n",
+        ))
+        .unwrap();
+        let problems: Vec<_> = set
+            .extend(file("c.yaml", "name: c\ncommand: [/bin/true]\n\nafter:\n  - a\n"))
+            .unwrap_err()
+            .into_iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(
+            problems,
+            ["c.yaml:5:3: after: dependency cycle: a (a.yaml:3:8) waits for b (b.yaml:3:8) \
+              waits for c (c.yaml:5:3), which waits for a; none of them could ever start"]
+        );
+        assert!(
+            !set.contains(&JobName::parse("c").unwrap()),
+            "the file is taken whole or not at all"
+        );
+        // Within one file too; a chain that ends at a job not loaded is fine.
+        let one = file("x.yaml", "name: x\ncommand: [/bin/true]\nafter: [y]\n---\nname: y\ncommand: [/bin/true]\nafter: [x]\n");
+        assert_eq!(JobSet::from_jobs(one).unwrap_err().len(), 1);
+        set.extend(file("d.yaml", "name: d\ncommand: [/bin/true]\nafter: [c, zz]\n")).unwrap();
     }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

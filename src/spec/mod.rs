@@ -16,6 +16,7 @@
 //! The reference for the file format is `docs/spec.md`.
 
 pub mod admission;
+pub mod after;
 pub mod check;
 pub mod devices;
 pub mod diff;
@@ -41,6 +42,7 @@ mod testutil;
 pub mod tree;
 
 pub use admission::AdmissionRules;
+pub use after::{After, AfterWhen};
 pub use devices::{DeviceAccess, DeviceAllow};
 pub use diff::{diff, JobSetDiff};
 pub use error::{Diagnostic, Diagnostics, FieldPath, SpecError};
@@ -49,7 +51,7 @@ pub use identity::{DefaultUser, GroupRef, UidRange, UserRef};
 pub use io::{BlockDevice, IoDeviceLimit, IoLimits};
 pub use isolation::{Hostname, Isolation, Mount, MountKind};
 pub use job::{Command, JobSpec, OnRemoval, Preemption, Priority};
-pub use load::{compile_bytes, compile_str, load_file, Job, JobSet, Origin};
+pub use load::{compile_bytes, compile_str, dependency_cycle, load_file, Job, JobSet, Origin};
 pub use oom::OomPolicy;
 pub use paths::AbsPath;
 pub use resources::{CpuRequest, MemoryLimits, Resources};

@@ -64,6 +64,7 @@
 //! deleted or rewritten, since it may be the only record of what runs on
 //! the machine.
 
+pub mod after_triggers;
 pub mod cron_journal;
 pub mod dynamic_users;
 pub mod error;
@@ -72,6 +73,7 @@ pub mod records;
 pub mod run_store;
 pub mod sqlite;
 
+pub use after_triggers::AfterTriggers;
 pub use cron_journal::{
     CronDecision, CronJournal, Decided, FiringDecision, JournalEntry, JournalOutcome,
 };

@@ -17,7 +17,7 @@ use crate::topology::NodeSet;
 use crate::vocab::Factor;
 
 /// How many kinds of event [`event`] makes; the strategy draws from all of them.
-const EVENT_KINDS: u8 = 28;
+const EVENT_KINDS: u8 = 31;
 
 /// The hard limits a changed job may set: none, below, at and above the
 /// initial limits the test draws (1..4 GiB).
@@ -60,6 +60,9 @@ fn event(i: u8, by: u8) -> Event {
         25 => Event::TimeoutSignalDue,
         26 => Event::PressureFreeze { cause: "memory.some avg10=50.00 above 20".into() },
         27 => Event::PressureRequeue { cause: "memory.some avg10=50.00 above 20".into() },
+        28 => Event::Released,
+        29 => Event::DependencyFailed { detail: "extract-1 failed".into() },
+        30 => Event::AfterChanged { after: format!("extract-{by} ended") },
         _ => {
             if by == 0 {
                 Event::AdoptedAfterRestart
@@ -147,6 +150,7 @@ proptest! {
     fn random_event_sequences_keep_the_invariants(
         policy in policy_strategy(),
         limit in proptest::option::of(1u64..4),
+        blocked in any::<bool>(),
         steps in proptest::collection::vec(
             (0..EVENT_KINDS, 0u8..4, 0u64..120_000, 0.0f64..=1.0, proptest::option::of(0u64..3)),
             0..60,
@@ -155,6 +159,9 @@ proptest! {
         let initial = limit.map(Bytes::from_gib);
         let mut now = Timestamp::from_millis(1_700_000_000_000);
         let mut st = RunState::new(initial, now);
+        if blocked {
+            st.phase = Phase::Blocked { after: "extract succeeded".into() };
+        }
         let mut holds_placement = false;
         // The largest limit a changed job has asked for so far.
         let mut asked = initial;
@@ -173,7 +180,23 @@ proptest! {
                 prop_assert!(result.is_err(), "terminal {} accepted {}", st.phase, ev.name());
                 continue;
             }
+            let was_blocked = matches!(st.phase, Phase::Blocked { .. });
+            if matches!(ev, Event::Released | Event::DependencyFailed { .. }) {
+                prop_assert_eq!(result.is_ok(), was_blocked, "{} took {}", st.phase, ev.name());
+            }
             let Ok(tr) = result else { continue };
+            if was_blocked {
+                // A blocked run leaves only by its dependencies or a stop:
+                // never placed, launched or ended by anything else.
+                let left = !matches!(tr.next.phase, Phase::Blocked { .. });
+                let by = matches!(ev, Event::Released | Event::DependencyFailed { .. }
+                    | Event::StopRequested { .. } | Event::JobRemoved { .. });
+                prop_assert!(!left || by, "blocked -{}-> {}", ev.name(), tr.next.phase);
+                if let Event::DependencyFailed { .. } = ev {
+                    prop_assert_eq!(tr.next.phase.name(), "failed");
+                    prop_assert_eq!(tr.next.attempt, 1, "no restart for a run that never started");
+                }
+            }
             for action in &tr.actions {
                 match action {
                     Action::Launch { memory_limit, .. } => {
@@ -200,8 +223,9 @@ proptest! {
             if let (Some(bound), Some(limit)) = (memory_bound(&policy, asked.unwrap_or_default()), next.memory_limit) {
                 prop_assert!(limit <= bound, "{limit} over {bound}");
             }
-            let not_started =
-                st.phase == Phase::Pending && st.attempt == 1 && st.oom_requeues == 0;
+            let not_started = matches!(st.phase, Phase::Pending | Phase::Blocked { .. })
+                && st.attempt == 1
+                && st.oom_requeues == 0;
             match &ev {
                 // The one place a limit may go down: a run that never ran
                 // takes its changed job's limit as it is.

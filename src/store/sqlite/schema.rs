@@ -14,7 +14,7 @@ use crate::store::error::StoreError;
 /// `PRAGMA application_id` of a corral state database: "corr" in ASCII.
 pub const APPLICATION_ID: i64 = 0x636f_7272;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -161,6 +161,20 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Which upstream run started which run of a pipeline step (`after:` a
+/// recurring job): one row per (step, upstream run), `run_id` NULL when the
+/// upstream run started nothing. See
+/// [`AfterTriggers`](crate::store::AfterTriggers).
+const V5: &str = "
+CREATE TABLE after_triggers (
+    job          TEXT NOT NULL,
+    upstream_run TEXT NOT NULL,
+    run_id       TEXT,
+    at           INTEGER NOT NULL,
+    PRIMARY KEY (job, upstream_run)
+) STRICT, WITHOUT ROWID;
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +200,7 @@ mod tests {
         assert_eq!(
             tables,
             [
+                "after_triggers",
                 "cron_journal",
                 "cron_state",
                 "dynamic_users",
@@ -207,13 +222,33 @@ mod tests {
         conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
         conn.execute("INSERT INTO cron_state (job, last_considered) VALUES ('a', 7)", []).unwrap();
         migrate(&mut conn, Path::new("x.db")).unwrap();
-        assert_eq!(version(&conn), 4);
+        // Up to the latest version, past the one this test is about.
+        assert_eq!(version(&conn), SCHEMA_VERSION);
         let kept: i64 =
             conn.query_row("SELECT last_considered FROM cron_state", [], |r| r.get(0)).unwrap();
         assert_eq!(kept, 7);
         conn.execute("INSERT INTO dynamic_users VALUES ('a', 61184, 1)", []).unwrap();
         assert!(conn.execute("INSERT INTO dynamic_users VALUES ('b', 61184, 1)", []).is_err());
         assert!(conn.execute("INSERT INTO dynamic_users VALUES ('c', 0, 1)", []).is_err());
+    }
+
+    #[test]
+    fn a_version_4_database_gains_the_after_triggers_table_and_keeps_its_runs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (version, migration) in (1..).zip(&MIGRATIONS[..4]) {
+            conn.execute_batch(migration).unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        conn.execute("INSERT INTO dynamic_users VALUES ('a', 61184, 1)", []).unwrap();
+        migrate(&mut conn, Path::new("x.db")).unwrap();
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        let kept: i64 = conn.query_row("SELECT uid FROM dynamic_users", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 61184);
+        conn.execute("INSERT INTO after_triggers VALUES ('load', 'extract-1', 'load-1', 1)", [])
+            .unwrap();
+        let twice = "INSERT INTO after_triggers VALUES ('load', 'extract-1', NULL, 2)";
+        assert!(conn.execute(twice, []).is_err(), "one row per step and upstream run");
     }
 
     #[test]
