@@ -77,6 +77,7 @@
 //! The directory semantics, preemption, OOM handling and recovery are
 //! described for operators in `docs/agent.md`.
 
+pub mod arrays;
 pub mod clock;
 pub mod control;
 pub mod cron;

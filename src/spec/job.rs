@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use super::array::{self, ArraySpec};
 use super::check::{choice, optional, Checker};
 use super::error::{FieldPath, SpecError};
 use super::identity::{GroupRef, UserRef};
@@ -45,6 +46,8 @@ pub struct JobSpec {
     pub timeout: Option<Duration>,
     pub isolation: Isolation,
     pub rlimits: Rlimits,
+    /// `Some`: one run per index instead of one run (see [`super::array`]).
+    pub array: Option<ArraySpec>,
 }
 
 /// The program and its arguments, passed to `execve` as they are: no shell is involved.
@@ -151,6 +154,7 @@ pub const FIELDS: &[&str] = &[
     "timeout",
     "isolation",
     "rlimits",
+    "array",
 ];
 
 /// Compiles one document. Every problem is reported to `cx`; the spec is returned only if
@@ -200,6 +204,18 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
     let timeout = optional(job.get("timeout"), |n| cx.positive_duration(n, &field("timeout")));
     let isolation = isolation::compile(cx, job.get("isolation"), &field("isolation"));
     let rlimits = rlimits::compile(cx, job.get("rlimits"), &field("rlimits"));
+    let array = array::compile(cx, job.get("array"), &field("array"));
+    if job.has("array") && job.has("schedule") {
+        cx.report(
+            job.key_pos("array"),
+            &field("array"),
+            SpecError::MutuallyExclusive {
+                first: "array",
+                second: "schedule",
+                why: "an array's runs start once, when it is loaded or submitted",
+            },
+        );
+    }
 
     if cx.error_count() > before {
         return None;
@@ -223,6 +239,7 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
         timeout: timeout?,
         isolation: isolation?,
         rlimits: rlimits?,
+        array: array?,
     })
 }
 

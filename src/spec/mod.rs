@@ -16,6 +16,7 @@
 //! The reference for the file format is `docs/spec.md`.
 
 pub mod admission;
+pub mod array;
 pub mod check;
 pub mod devices;
 pub mod diff;
@@ -35,11 +36,13 @@ pub mod restart;
 pub mod rlimits;
 pub mod schedule;
 pub mod source;
+pub mod submission;
 #[cfg(test)]
 mod testutil;
 pub mod tree;
 
 pub use admission::AdmissionRules;
+pub use array::ArraySpec;
 pub use devices::{DeviceAccess, DeviceAllow};
 pub use diff::{diff, JobSetDiff};
 pub use error::{Diagnostic, Diagnostics, FieldPath, SpecError};

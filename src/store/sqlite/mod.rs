@@ -1,6 +1,7 @@
 //! The SQLite implementation of [`RunStore`](super::RunStore) and
 //! [`CronJournal`](super::CronJournal).
 
+mod arrays;
 mod codec;
 mod cron;
 mod runs;

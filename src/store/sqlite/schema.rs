@@ -14,7 +14,7 @@ use crate::store::error::StoreError;
 /// `PRAGMA application_id` of a corral state database: "corr" in ASCII.
 pub const APPLICATION_ID: i64 = 0x636f_7272;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -130,6 +130,26 @@ CREATE TABLE dynamic_users (
 ) STRICT, WITHOUT ROWID;
 ";
 
+/// Arrays and submitted jobs (see [`ArrayRuns`](crate::store::ArrayRuns)):
+/// the index of each run of an array, dropped with its run; and the text and
+/// overrides of each submitted job, by job name.
+const V5: &str = "
+CREATE TABLE array_runs (
+    run_id TEXT PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+    job    TEXT NOT NULL,
+    idx    INTEGER NOT NULL CHECK (idx >= 0)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX array_runs_job ON array_runs (job, idx);
+
+CREATE TABLE submissions (
+    job          TEXT PRIMARY KEY,
+    file         TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    overrides    TEXT NOT NULL,
+    submitted_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+";
+
 /// Brings the database at `path` up to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let sql = |source| StoreError::Sql { op: "reading the schema version", source };
@@ -186,12 +206,14 @@ mod tests {
         assert_eq!(
             tables,
             [
+                "array_runs",
                 "cron_journal",
                 "cron_state",
                 "dynamic_users",
                 "run_events",
                 "run_seq",
                 "runs",
+                "submissions",
                 "transitions"
             ]
         );
@@ -207,13 +229,39 @@ mod tests {
         conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
         conn.execute("INSERT INTO cron_state (job, last_considered) VALUES ('a', 7)", []).unwrap();
         migrate(&mut conn, Path::new("x.db")).unwrap();
-        assert_eq!(version(&conn), 4);
+        assert_eq!(version(&conn), SCHEMA_VERSION);
         let kept: i64 =
             conn.query_row("SELECT last_considered FROM cron_state", [], |r| r.get(0)).unwrap();
         assert_eq!(kept, 7);
         conn.execute("INSERT INTO dynamic_users VALUES ('a', 61184, 1)", []).unwrap();
         assert!(conn.execute("INSERT INTO dynamic_users VALUES ('b', 61184, 1)", []).is_err());
         assert!(conn.execute("INSERT INTO dynamic_users VALUES ('c', 0, 1)", []).is_err());
+    }
+
+    #[test]
+    fn a_version_4_database_gains_the_array_tables_and_keeps_its_runs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (version, migration) in (1..).zip(&MIGRATIONS[..4]) {
+            conn.execute_batch(migration).unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        conn.execute(
+            "INSERT INTO runs (id, job, seq, phase, terminal, state, created_at, updated_at)
+             VALUES ('a-1', 'a', 1, 'pending', 0, '{}', 1, 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn, Path::new("x.db")).unwrap();
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        let kept: i64 = conn.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 1);
+        conn.execute("INSERT INTO array_runs VALUES ('a-1', 'a', 3)", []).unwrap();
+        conn.execute("PRAGMA foreign_keys = ON", []).unwrap();
+        conn.execute("DELETE FROM runs WHERE id = 'a-1'", []).unwrap();
+        let labels: i64 =
+            conn.query_row("SELECT COUNT(*) FROM array_runs", [], |r| r.get(0)).unwrap();
+        assert_eq!(labels, 0, "a label goes with its run");
     }
 
     #[test]
