@@ -216,6 +216,15 @@ fn an_array_runs_every_index_once_never_more_than_its_cap_at_once() {
                 && l.contains("6 pending (array limit 2)")
         })
     });
+    // Metrics: the waiting indices are counted per array, with no series
+    // of their own.
+    agent.wait_for("the array's counts in the scrape", secs(20), || {
+        let (_, _, scrape) = agent.http_get("/metrics", None);
+        scrape.contains("corral_array_runs{array=\"sweep\",state=\"pending\"} 6")
+            && scrape.contains("corral_array_runs{array=\"sweep\",state=\"running\"} 2")
+    });
+    let (_, _, scrape) = agent.http_get("/metrics", None);
+    assert!(!scrape.contains("run=\"sweep-8\""), "a waiting index has no series:\n{scrape}");
     let expanded = ok(&agent, &["ps", "sweep"]);
     assert_eq!(expanded.lines().filter(|l| l.starts_with("sweep ")).count(), 8, "{expanded}");
     assert!(expanded.contains("sweep-8 [14]"), "{expanded}");
