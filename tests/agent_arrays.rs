@@ -59,7 +59,11 @@ fn submit_file(agent: &TestAgent, name: &str, text: &str) -> PathBuf {
 /// `go` file (when `wait`), then logs its end.
 fn index_job(agent: &TestAgent, name: &str, wait: bool, extra: &str) -> String {
     let data = agent.data.display();
-    let wait = if wait { format!("while [ ! -e {data}/go ]; do sleep 0.05; done; ") } else { String::new() };
+    let wait = if wait {
+        format!("while [ ! -e {data}/go ]; do sleep 0.05; done; ")
+    } else {
+        String::new()
+    };
     job(
         name,
         &format!(
@@ -250,6 +254,12 @@ fn an_array_in_the_jobs_directory_runs_each_index_once() {
     // Reading the same file again asks for nothing new.
     agent.run_marker("after");
     assert_eq!(agent.runs_of("grid").len(), 5);
+
+    // The example in jobs/: indices 0, 2, 4, 6, 8, in index order.
+    agent.write_job("array-sweep.yaml", include_str!("../jobs/array-sweep.yaml"));
+    wait_all(&agent, "array-sweep", 5, "succeeded");
+    let out = ok(&agent, &["logs", "array-sweep-5"]);
+    assert_eq!(out, "index 8 of 5: 64\n");
 }
 
 #[test]

@@ -283,8 +283,8 @@ pub(super) fn members(runs: &RunTable, cron: &CronJobs, job: &JobName) -> Vec<Ru
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::runs::testing;
+    use super::*;
     use crate::spec::ArraySpec;
 
     fn array_run(id: &str, phase: Phase, parallel: Option<u32>) -> Run {

@@ -161,7 +161,12 @@ impl<S: RunStore> ControlView<'_, S> {
             // that task is gone.
             Request::Reload => answer(Err(ControlError::NotWatched)),
             Request::Submit { file, source, overrides } => {
-                Ok(ControlOrder::Submit(Box::new(Submitted { file, source, overrides, at: self.now })))
+                Ok(ControlOrder::Submit(Box::new(Submitted {
+                    file,
+                    source,
+                    overrides,
+                    at: self.now,
+                })))
             }
         }
     }
@@ -202,7 +207,12 @@ impl<S: RunStore> ControlView<'_, S> {
 
     /// Adds what `ps` says of a run of an array: the array, the index, and
     /// that it waits for its array's cap.
-    fn array_facts(&self, row: &mut RunRow, record: &RunRecord, caps: &Caps) -> Result<(), AgentError> {
+    fn array_facts(
+        &self,
+        row: &mut RunRow,
+        record: &RunRecord,
+        caps: &Caps,
+    ) -> Result<(), AgentError> {
         if let Some(index) = self.store.array_index(&record.id)? {
             row.array = Some(record.job.to_string());
             row.array_index = Some(index);

@@ -133,7 +133,9 @@ impl<S: RunStore> JobSide<'_, S> {
                 let spec = Arc::new(found.spec.clone());
                 then([CronInForce(name.clone(), Arc::clone(&spec)), OneShot(name, spec)])
             }
-            Gone(name) => then([CronGone(name.clone()), StopCurrent(name.clone()), StopArray(name)]),
+            Gone(name) => {
+                then([CronGone(name.clone()), StopCurrent(name.clone()), StopArray(name)])
+            }
             FirstRead => {
                 *self.files_read = true;
                 // Recurring jobs known from the store whose file is gone.
@@ -217,7 +219,9 @@ impl<S: RunStore> JobSide<'_, S> {
             }
             StopCurrent(name) => then(self.runs.current(&name).cloned().map(Remove)),
             Remove(run) => self.remove(run),
-            StopArray(name) => then(arrays::members(self.runs, self.cron, &name).into_iter().map(Remove)),
+            StopArray(name) => {
+                then(arrays::members(self.runs, self.cron, &name).into_iter().map(Remove))
+            }
             Removed { run, span, needs_launch_report } => {
                 if self.runs.get(&run).is_some_and(|r| r.state.finishing) {
                     info!(parent: &span, "job removed: its run is left to finish (on_removal: finish)");

@@ -21,8 +21,8 @@ use crate::metrics::events::{
     Event as _, OomHandled, PlacementFailed, RunEnded, RunLaunched, RunPlaced, RunPreempted,
 };
 use crate::metrics::{
-    ArrayCounts, FinishedRun, JobInfo, LiveRun, Metrics, NumaAllocation, PublishedSnapshot, Snapshot, SpecFiles,
-    StatsHandle,
+    ArrayCounts, FinishedRun, JobInfo, LiveRun, Metrics, NumaAllocation, PublishedSnapshot,
+    Snapshot, SpecFiles, StatsHandle,
 };
 use crate::placement::Ledger;
 use crate::placement::{CpuGrant, PlacementError};
@@ -411,7 +411,8 @@ fn launch_key(run: &Run) -> Option<(u32, u64)> {
 /// (`corral_array_runs`), without series of its own, so that the series an
 /// array makes are bounded by the runs it has started, not by its indices.
 fn array_pending(run: &Run) -> bool {
-    matches!(run.state.phase, Phase::Pending) && run.spec.as_ref().is_some_and(|s| s.array.is_some())
+    matches!(run.state.phase, Phase::Pending)
+        && run.spec.as_ref().is_some_and(|s| s.array.is_some())
 }
 
 /// The runs under way of every array, by state.

@@ -51,11 +51,8 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         eprintln!("corral: not submitted: {} problem(s)", problems.0.len());
         return Ok(ExitCode::FAILURE);
     }
-    let request = Request::Submit {
-        file: args.file.display().to_string(),
-        source: text,
-        overrides,
-    };
+    let request =
+        Request::Submit { file: args.file.display().to_string(), source: text, overrides };
     match args.socket.ask(&request)? {
         Response::Done { message } => println!("{message}"),
         other => anyhow::bail!("unexpected answer from the agent: {other:?}"),
@@ -76,7 +73,8 @@ mod tests {
 
     #[test]
     fn the_array_option_is_an_override_of_the_array_field() {
-        let cli = Cli::parse_from(["x", "job.yaml", "--set", "priority=80", "--array", "1,3,5-9%2"]);
+        let cli =
+            Cli::parse_from(["x", "job.yaml", "--set", "priority=80", "--array", "1,3,5-9%2"]);
         assert_eq!(overrides(&cli.args), ["priority=80", "array=\"1,3,5-9%2\""]);
         let job = spec::submission::compile(
             std::path::Path::new("job.yaml"),

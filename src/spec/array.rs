@@ -192,7 +192,11 @@ pub fn format_indices(indices: &[u32]) -> String {
 const FIELDS: &[&str] = &["indices", "parallel"];
 
 /// Compiles `array:` (absent: `Some(None)`).
-pub fn compile(cx: &mut Checker, node: Option<&Node>, path: &FieldPath) -> Option<Option<ArraySpec>> {
+pub fn compile(
+    cx: &mut Checker,
+    node: Option<&Node>,
+    path: &FieldPath,
+) -> Option<Option<ArraySpec>> {
     let Some(node) = node else { return Some(None) };
     let invalid = |value: &str, e: IndexError| SpecError::Invalid {
         what: "array",
@@ -284,10 +288,7 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(&parse_indices(text).unwrap_err(), expected, "{text}");
         }
-        assert_eq!(
-            parse_array("0-3%0").unwrap_err(),
-            IndexError::Parallel { value: "0".into() }
-        );
+        assert_eq!(parse_array("0-3%0").unwrap_err(), IndexError::Parallel { value: "0".into() });
         assert_eq!(
             parse_indices("3-1").unwrap_err().to_string(),
             "range \"3-1\" ends before it starts"

@@ -107,7 +107,9 @@ pub fn compile_document(file: &Path, document: &Node) -> Result<Job, Diagnostics
     let spec = job::compile(&mut cx, document);
     let diagnostics = cx.into_diagnostics();
     match spec {
-        Some(spec) if diagnostics.is_empty() => Ok(Job { spec, origin: Origin::new(file, document) }),
+        Some(spec) if diagnostics.is_empty() => {
+            Ok(Job { spec, origin: Origin::new(file, document) })
+        }
         _ => Err(Diagnostics(diagnostics)),
     }
 }

@@ -37,7 +37,9 @@ pub struct Override {
 pub enum OverrideError {
     #[error("--set {text:?}: expected KEY=VALUE, such as priority=80 or env.FOO=1")]
     NoEquals { text: String },
-    #[error("--set {text:?}: the key has an empty part; write dotted keys like resources.memory.hard")]
+    #[error(
+        "--set {text:?}: the key has an empty part; write dotted keys like resources.memory.hard"
+    )]
     EmptyKey { text: String },
     #[error("--set {text:?}: the value is not one YAML value: {reason}")]
     Value { text: String, reason: String },
@@ -114,12 +116,17 @@ fn apply(document: &mut Node, over: &Override) -> Result<(), OverrideError> {
 
 /// Compiles the one job in `text` (from `file`) with `overrides` applied.
 pub fn compile(file: &Path, text: &str, overrides: &[String]) -> Result<Job, Diagnostics> {
-    let at_file = |error: SpecError| Diagnostics(vec![Diagnostic::new(file, Pos::UNKNOWN, FieldPath::root(), error)]);
-    let parsed: Vec<Override> = overrides
-        .iter()
-        .map(|o| parse_override(o))
-        .collect::<Result<_, _>>()
-        .map_err(|e| at_file(SpecError::Invalid { what: "override", value: String::new(), reason: e.to_string() }))?;
+    let at_file = |error: SpecError| {
+        Diagnostics(vec![Diagnostic::new(file, Pos::UNKNOWN, FieldPath::root(), error)])
+    };
+    let parsed: Vec<Override> =
+        overrides.iter().map(|o| parse_override(o)).collect::<Result<_, _>>().map_err(|e| {
+            at_file(SpecError::Invalid {
+                what: "override",
+                value: String::new(),
+                reason: e.to_string(),
+            })
+        })?;
     let (mut documents, errors) = source::documents(text);
     if let Some((pos, error)) = errors.into_iter().next() {
         return Err(Diagnostics(vec![Diagnostic::new(file, pos, FieldPath::root(), error)]));
@@ -134,7 +141,11 @@ pub fn compile(file: &Path, text: &str, overrides: &[String]) -> Result<Job, Dia
     let mut document = documents.remove(0);
     for over in &parsed {
         apply(&mut document, over).map_err(|e| {
-            at_file(SpecError::Invalid { what: "override", value: over.text.clone(), reason: e.to_string() })
+            at_file(SpecError::Invalid {
+                what: "override",
+                value: over.text.clone(),
+                reason: e.to_string(),
+            })
         })?;
     }
     load::compile_document(file, &document).map_err(|Diagnostics(found)| {
@@ -148,7 +159,9 @@ fn blame(mut d: Diagnostic, overrides: &[Override]) -> Diagnostic {
     // The last override wins when several set the same place.
     let culprit = overrides.iter().rev().find(|o| {
         let key = o.keys.join(".");
-        field == key || field.starts_with(&format!("{key}.")) || field.starts_with(&format!("{key}["))
+        field == key
+            || field.starts_with(&format!("{key}."))
+            || field.starts_with(&format!("{key}["))
     });
     if let Some(o) = culprit {
         d.file = PathBuf::from(format!("--set {}", o.text));
@@ -192,7 +205,10 @@ mod tests {
         let err = job(&["priority=high"]).unwrap_err().to_string();
         assert!(err.starts_with("--set priority=high: priority: expected"), "{err}");
         let err = job(&["prority=3"]).unwrap_err().to_string();
-        assert!(err.contains("--set prority=3") && err.contains("did you mean `priority`"), "{err}");
+        assert!(
+            err.contains("--set prority=3") && err.contains("did you mean `priority`"),
+            "{err}"
+        );
         let err = job(&["name.x=1"]).unwrap_err().to_string();
         assert!(err.contains("\"name\" is a string in the file, not a mapping"), "{err}");
         assert!(job(&["novalue"]).unwrap_err().to_string().contains("expected KEY=VALUE"));
@@ -206,9 +222,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("s.yaml:2:10: command:"), "{err}");
-        let two = compile(Path::new("s.yaml"), "name: a\ncommand: [x]\n---\nname: b\ncommand: [x]\n", &[])
-            .unwrap_err()
-            .to_string();
+        let two = compile(
+            Path::new("s.yaml"),
+            "name: a\ncommand: [x]\n---\nname: b\ncommand: [x]\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(two.contains("exactly one job"), "{two}");
     }
 }

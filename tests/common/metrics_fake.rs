@@ -141,6 +141,7 @@ pub fn full_snapshot() -> Snapshot {
             allocated_memory: Bytes::from_mib(1536),
         }],
         store_unwritable: false,
+        arrays: Vec::new(),
     }
 }
 

@@ -23,7 +23,13 @@ impl ArrayRuns for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (job) DO UPDATE SET file = ?2, source = ?3, overrides = ?4,
                          submitted_at = ?5",
-                    params![s.job.as_str(), s.file, s.source, overrides, s.submitted_at.as_millis()],
+                    params![
+                        s.job.as_str(),
+                        s.file,
+                        s.source,
+                        overrides,
+                        s.submitted_at.as_millis()
+                    ],
                 )
                 .map_err(&op)?;
             }
