@@ -299,3 +299,50 @@ fn kill_9_in_the_middle_of_an_array_loses_no_index_and_runs_none_twice() {
     check_log(&agent, &[0, 1, 2, 3, 4, 5], 6, "durable", 2);
     assert!(!Path::new(&agent.jobs.join("durable.yaml")).exists());
 }
+
+#[test]
+fn kill_9_in_the_middle_of_an_array_of_the_jobs_directory_runs_each_index_once() {
+    let mut agent = started();
+    agent.write_job(
+        "grid.yaml",
+        &index_job(&agent, "grid", true, "array: {indices: 0-4, parallel: 2}\n"),
+    );
+    agent.wait_for("two indices started", secs(60), || starts(&agent) == 2);
+    agent.kill9();
+    agent.start();
+    // Its runs learn their spec from the job file again; none is added.
+    agent.run_marker("after");
+    assert_eq!(agent.runs_of("grid").len(), 5);
+    release(&agent);
+    wait_all(&agent, "grid", 5, "succeeded");
+    check_log(&agent, &[0, 1, 2, 3, 4], 5, "grid", 2);
+}
+
+#[test]
+fn a_changed_array_file_replaces_the_array_and_a_removed_one_stops_it() {
+    let agent = started();
+    agent.write_job(
+        "grid.yaml",
+        &index_job(&agent, "grid", true, "array: {indices: 0-3, parallel: 1}\n"),
+    );
+    agent.wait_for("one index started", secs(60), || starts(&agent) == 1);
+    // A new version: the old runs still under way stop, the new array starts.
+    agent.write_job(
+        "grid.yaml",
+        &index_job(&agent, "grid", true, "array: {indices: 10-12, parallel: 1}\npriority: 60\n"),
+    );
+    agent.wait_for("the old array stopped", secs(60), || {
+        let runs = agent.runs_of("grid");
+        runs.len() == 7 && runs[..4].iter().all(|r| agent.phase(r).as_deref() == Some("killed"))
+    });
+    agent.wait_for("the new array's first index started", secs(60), || starts(&agent) == 2);
+    let firsts: Vec<(String, String)> = log_lines(&agent);
+    assert_eq!(firsts[1], ("start".to_owned(), "10".to_owned()), "{firsts:?}");
+    // Removed: every run of it stops; the waiting ones never start. (The
+    // store keeps the newest array's indices; the older ones may be pruned.)
+    agent.remove_job("grid.yaml");
+    agent.wait_for("the new array stopped", secs(60), || {
+        ["grid-5", "grid-6", "grid-7"].iter().all(|r| agent.phase(r).as_deref() == Some("killed"))
+    });
+    assert_eq!(starts(&agent), 2);
+}

@@ -475,10 +475,54 @@ mod tests {
             ),
             (Accepted::Stopping { run: run() }.to_string(), "etl-3 is being stopped"),
             (Accepted::Started { run: run() }.to_string(), "started etl-3"),
+            (
+                Accepted::Submitted { job: job(), runs: vec![run()], array: None }.to_string(),
+                "submitted etl: run etl-3",
+            ),
+            (
+                Accepted::Submitted {
+                    job: job(),
+                    runs: vec![RunId::new("etl-3"), RunId::new("etl-4")],
+                    array: Some("0-1%1".into()),
+                }
+                .to_string(),
+                "submitted array etl (0-1%1): 2 runs, etl-3 to etl-4",
+            ),
+            (
+                Accepted::StoppingAll { job: job(), runs: 4 }.to_string(),
+                "etl: 4 runs are being stopped",
+            ),
+            (
+                ControlError::NameTaken { job: job(), why: "is a job of the jobs directory" }
+                    .to_string(),
+                "not submitted: etl is a job of the jobs directory",
+            ),
+            (
+                ControlError::NotSubmitted { problems: "a\nb".into() }.to_string(),
+                "not submitted:\na\nb",
+            ),
         ];
         for (text, expected) in cases {
             assert_eq!(text, expected);
         }
+    }
+
+    #[test]
+    fn a_submission_is_one_line_and_old_clients_need_not_send_overrides() {
+        let request = Request::Submit {
+            file: "s.yaml".into(),
+            source: "name: s\ncommand: [x]\n".into(),
+            overrides: vec!["priority=80".into()],
+        };
+        let text = serde_json::to_string(&request).unwrap();
+        assert!(!text.contains('\n'), "{text}");
+        assert_eq!(Request::decode(&text).unwrap(), request);
+        assert!(request.changes_something());
+        let bare = Request::decode(r#"{"request":"submit","file":"f","source":"s"}"#).unwrap();
+        assert_eq!(
+            bare,
+            Request::Submit { file: "f".into(), source: "s".into(), overrides: vec![] }
+        );
     }
 
     #[test]

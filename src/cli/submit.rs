@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::client::SocketArgs;
+use crate::api::socket::MAX_REQUEST_LINE;
 use crate::api::{Request, Response};
 use crate::spec::{self, source};
 
