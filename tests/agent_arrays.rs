@@ -190,6 +190,16 @@ fn set_changes_the_submitted_job_and_a_bad_one_is_refused_with_its_reason() {
     let array = corral(&agent, &["submit", path, "--array", "5-1"]);
     let stderr = String::from_utf8_lossy(&array.stderr);
     assert!(!array.status.success() && stderr.contains("ends before it starts"), "{stderr}");
+    // A file the socket would not take in one request line.
+    let big = submit_file(
+        &agent,
+        "big",
+        &format!("{}\n{}", "# padding ".repeat(7000), job("big", "true", "")),
+    );
+    let refused = corral(&agent, &["submit", big.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("too large to submit"), "{stderr}");
+    assert!(agent.runs_of("big").is_empty());
     assert_eq!(agent.runs_of("greet").len(), 1, "nothing refused was recorded");
 
     // A name the jobs directory uses is refused by the agent.

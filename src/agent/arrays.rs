@@ -230,11 +230,13 @@ pub(super) struct StoredSpecs {
 
 /// The spec run `run` of `job` runs, when the store knows it without the
 /// jobs directory: a submitted job's, with its index for an array. `None`:
-/// the job is not a submitted one (or its text no longer compiles, which is
-/// logged; the run is then settled as a run whose job is gone).
+/// the job is not a submitted one (or its text no longer compiles or is no
+/// longer admitted by `rules`, which is logged; the run is then settled as a
+/// run whose job is gone).
 pub(super) fn stored_spec<S: RunStore>(
     store: &S,
     specs: &mut StoredSpecs,
+    rules: &AdmissionRules,
     job: &JobName,
     run: &RunId,
 ) -> Result<Option<Arc<JobSpec>>, AgentError> {
@@ -243,7 +245,18 @@ pub(super) fn stored_spec<S: RunStore>(
             None => None,
             Some(s) => {
                 match spec::submission::compile(Path::new(&s.file), &s.source, &s.overrides) {
-                    Ok(compiled) => Some(Arc::new(compiled.spec)),
+                    // The agent's rules may have changed since it was
+                    // admitted: it is judged as a job file would be now.
+                    Ok(compiled) => match rules.check(&compiled).as_slice() {
+                        [] => Some(Arc::new(compiled.spec)),
+                        refused => {
+                            let problems: Vec<String> =
+                                refused.iter().map(ToString::to_string).collect();
+                            warn!(job = %job, "the submitted job is no longer admitted: {}",
+                                  problems.join("; "));
+                            None
+                        }
+                    },
                     Err(problems) => {
                         warn!(job = %job, "the submitted job no longer compiles: {problems}");
                         None

@@ -266,7 +266,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let id = a.id.clone();
         // A submitted job's runs know their spec without the jobs directory;
         // an array's runs are not their job's run under way.
-        let spec = arrays::stored_spec(&self.store, stored, &a.job, &id)?;
+        let rules = &self.settings.admission;
+        let spec = arrays::stored_spec(&self.store, stored, rules, &a.job, &id)?;
         let detached = spec.is_some() || self.store.array_index(&id)?.is_some();
         if let Some(found) = &a.launch_to_record {
             self.store.set_launch(&id, found)?;

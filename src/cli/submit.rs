@@ -54,6 +54,16 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     }
     let request =
         Request::Submit { file: args.file.display().to_string(), source: text, overrides };
+    // The agent reads one line per request, up to a bound: say so here
+    // rather than have the connection cut.
+    let line = serde_json::to_string(&request)?.len() as u64 + 1;
+    if line > MAX_REQUEST_LINE {
+        anyhow::bail!(
+            "{} is too large to submit: the request would be {line} bytes, and the control \
+             socket takes at most {MAX_REQUEST_LINE}; put the job in the jobs directory instead",
+            args.file.display()
+        );
+    }
     match args.socket.ask(&request)? {
         Response::Done { message } => println!("{message}"),
         other => anyhow::bail!("unexpected answer from the agent: {other:?}"),
