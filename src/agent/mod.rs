@@ -109,6 +109,8 @@ pub mod uids;
 mod fake;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_arrays;
 
 use std::future::Future;
 use std::path::PathBuf;
