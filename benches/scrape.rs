@@ -184,6 +184,7 @@ fn snapshot(host: &Host) -> Snapshot {
             allocated_memory: Bytes::from_mib(128 * host.jobs.len() as u64),
         }],
         store_unwritable: false,
+        arrays: Vec::new(),
     }
 }
 

@@ -97,7 +97,11 @@ fn memory_pressure_freezes_the_lowest_preemptible_run_and_resumes_it_when_over()
         "hog.yaml",
         &job(
             "hog",
-            &until_stopped(&agent, "hog", &format!("cat {big} > /dev/null & cat {big} > /dev/null; wait")),
+            &until_stopped(
+                &agent,
+                "hog",
+                &format!("cat {big} > /dev/null & cat {big} > /dev/null; wait"),
+            ),
             "priority: 50\npreemption: never\nresources: {memory: {hard: 64Mi}}\n",
         ),
     );
@@ -226,7 +230,11 @@ fn pressure_that_persists_requeues_the_frozen_run_which_starts_again_with_its_at
         "hog.yaml",
         &job(
             "hog",
-            &until_stopped(&agent, "hog", &format!("cat {big} > /dev/null & cat {big} > /dev/null; wait")),
+            &until_stopped(
+                &agent,
+                "hog",
+                &format!("cat {big} > /dev/null & cat {big} > /dev/null; wait"),
+            ),
             "priority: 50\npreemption: never\nresources: {memory: {hard: 64Mi}}\n",
         ),
     );

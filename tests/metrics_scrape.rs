@@ -34,6 +34,7 @@ const LABELS: &[&str] = &[
     "reason",
     "phase",
     "reached",
+    "array",
 ];
 
 /// `# TYPE` lines: family name → type.

@@ -36,6 +36,7 @@ use crate::vocab::RunId;
 use crate::vocab::Timestamp;
 use crate::watch::WatchError;
 
+use super::arrays::{self, Caps, Submitted};
 use super::cron::CronJobs;
 use super::error::AgentError;
 use super::reconcile::JobDirectory;
@@ -80,6 +81,10 @@ pub(super) enum ControlOrder {
     Release { run: RunId },
     /// Fire recurring job `job` now.
     Trigger { job: JobName },
+    /// Admit and queue a submitted job (see [`arrays`](super::arrays)).
+    Submit(Box<Submitted>),
+    /// Stop every run of array (or submitted job) `job` under way.
+    KillAll { job: JobName, runs: Vec<RunId> },
 }
 
 /// A change a request asks of one run's state machine.
@@ -155,6 +160,14 @@ impl<S: RunStore> ControlView<'_, S> {
             // come back through `apply_reload`; one arrives here only once
             // that task is gone.
             Request::Reload => answer(Err(ControlError::NotWatched)),
+            Request::Submit { file, source, overrides } => {
+                Ok(ControlOrder::Submit(Box::new(Submitted {
+                    file,
+                    source,
+                    overrides,
+                    at: self.now,
+                })))
+            }
         }
     }
 
@@ -182,7 +195,30 @@ impl<S: RunStore> ControlView<'_, S> {
     }
 
     fn ps(&self) -> Result<Vec<RunRow>, AgentError> {
-        Ok(self.store.active_runs()?.iter().map(|r| self.row(r)).collect())
+        let caps = Caps::of(self.runs);
+        let mut rows = Vec::new();
+        for record in self.store.active_runs()? {
+            let mut row = self.row(&record);
+            self.array_facts(&mut row, &record, &caps)?;
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
+    /// Adds what `ps` says of a run of an array: the array, the index, and
+    /// that it waits for its array's cap.
+    fn array_facts(
+        &self,
+        row: &mut RunRow,
+        record: &RunRecord,
+        caps: &Caps,
+    ) -> Result<(), AgentError> {
+        if let Some(index) = self.store.array_index(&record.id)? {
+            row.array = Some(record.job.to_string());
+            row.array_index = Some(index);
+        }
+        row.waiting_for = self.runs.get(&record.id).and_then(|run| arrays::waiting_for(caps, run));
+        Ok(())
     }
 
     /// What the agent knows of `record`'s run beyond the record.
@@ -238,7 +274,10 @@ impl<S: RunStore> ControlView<'_, S> {
             dynamic_uid: self.store.job_uid(&detail.record.job).ok().flatten(),
             ..self.live_facts(&detail.record)
         };
-        RunFacts::stored(detail).with_live(live).shown(self.now)
+        let mut shown = RunFacts::stored(detail).with_live(live).shown(self.now);
+        // Not refused for want of it either.
+        let _ = self.array_facts(&mut shown.row, &detail.record, &Caps::of(self.runs));
+        shown
     }
 
     /// The recent history of every job's latest runs, oldest first.
@@ -314,9 +353,17 @@ impl<S: RunStore> ControlView<'_, S> {
         })
     }
 
-    /// Stops `run` for good: SIGTERM, its grace period, SIGKILL.
+    /// Stops `run` for good: SIGTERM, its grace period, SIGKILL. A job's
+    /// name instead of a run's stops every run of that array or submitted
+    /// job under way.
     fn kill(&self, run: RunId) -> ControlOrder {
         if !self.runs.contains(&run) {
+            if let Ok(job) = JobName::parse(run.as_str()) {
+                let members = arrays::members(self.runs, self.cron, &job);
+                if !members.is_empty() {
+                    return ControlOrder::KillAll { job, runs: members };
+                }
+            }
             return refused(not_live(&run));
         }
         ControlOrder::Feed(Change {

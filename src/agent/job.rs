@@ -69,10 +69,17 @@ pub fn retention(spec: Option<&JobSpec>, recurring: bool) -> Option<Retention> {
         // A recurring job's history is known once its file is read again
         // after a restart; its next run's end prunes.
         (None, true) => None,
-        // At least one: "this version already has its run" reads it.
+        // At least one: "this version already has its run" reads it. An
+        // array keeps every index of its latest runs.
         _ => {
             let history = History::default();
-            Some(Retention { successful: history.successful.max(1), failed: history.failed.max(1) })
+            let least = spec
+                .and_then(|s| s.array.as_ref())
+                .map_or(1, |a| u32::try_from(a.count()).unwrap_or(u32::MAX));
+            Some(Retention {
+                successful: history.successful.max(least),
+                failed: history.failed.max(least),
+            })
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::spec::{JobSetDiff, JobSpec};
 use crate::store::RunStore;
 use crate::vocab::{JobName, RunId, Timestamp};
 
+use super::arrays;
 use super::cron::{CronJobs, CronOrder, CronStep, NewRun};
 use super::dependencies;
 use super::error::AgentError;
@@ -70,6 +71,8 @@ pub(super) enum JobStep {
     StopCurrent(JobName),
     /// A run of a job that is gone is stopped or left to finish.
     Remove(RunId),
+    /// The runs of an array of a job that is gone (see [`arrays`](super::arrays)).
+    StopArray(JobName),
     /// After the removal was fed: a re-adopted run that will never start is
     /// told so.
     Removed { run: RunId, span: Span, needs_launch_report: bool },
@@ -148,9 +151,12 @@ impl<S: RunStore> JobSide<'_, S> {
                 let spec = Arc::new(found.spec.clone());
                 then([CronInForce(name.clone(), Arc::clone(&spec)), OneShot(name, spec)])
             }
-            Gone(name) => {
-                then([CronGone(name.clone()), StopCurrent(name.clone()), PrerequisiteGone(name)])
-            }
+            Gone(name) => then([
+                CronGone(name.clone()),
+                StopCurrent(name.clone()),
+                PrerequisiteGone(name.clone()),
+                StopArray(name),
+            ]),
             FirstRead => {
                 *self.files_read = true;
                 // Recurring jobs known from the store whose file is gone.
@@ -161,6 +167,16 @@ impl<S: RunStore> JobSide<'_, S> {
             }
             Orphans => {
                 let mut orphans = self.runs.jobs_with_current();
+                // Runs of an array whose job file went while the agent was
+                // down (a submitted job's runs have their spec from the store).
+                orphans.extend(
+                    self.runs
+                        .iter()
+                        .filter(|(id, r)| r.spec.is_none() && self.cron.owner(id).is_none())
+                        .map(|(_, r)| r.job.clone()),
+                );
+                orphans.sort();
+                orphans.dedup();
                 orphans.retain(|name| self.jobs.get(name).is_none());
                 then(orphans.into_iter().map(Gone))
             }
@@ -243,6 +259,9 @@ impl<S: RunStore> JobSide<'_, S> {
             }
             StopCurrent(name) => then(self.runs.current(&name).cloned().map(Remove)),
             Remove(run) => self.remove(run),
+            StopArray(name) => {
+                then(arrays::members(self.runs, self.cron, &name).into_iter().map(Remove))
+            }
             Removed { run, span, needs_launch_report } => {
                 if self.runs.get(&run).is_some_and(|r| r.state.finishing) {
                     info!(parent: &span, "job removed: its run is left to finish (on_removal: finish)");
@@ -319,6 +338,9 @@ impl<S: RunStore> JobSide<'_, S> {
 
     /// One-shot job `name`'s version `spec` is in force.
     fn one_shot(&mut self, name: &JobName, spec: Arc<JobSpec>) -> Result<Vec<Order>, AgentError> {
+        if spec.array.is_some() {
+            return self.array_in_force(name, spec);
+        }
         if let Some(id) = self.runs.current(name).cloned() {
             let stopping_for_good = self.runs.get(&id).is_some_and(|r| {
                 matches!(r.state.phase, Phase::Stopping { intent: StopIntent::Stop { .. }, .. })
@@ -508,6 +530,36 @@ impl<S: RunStore> JobSide<'_, S> {
             initial,
         };
         Ok(vec![Order::Add { run: Box::new(new), current: true }])
+    }
+
+    /// Array job `name`'s version `spec` is in force. Its runs re-adopted
+    /// after a restart learn their spec; a version without its runs gets
+    /// them, all at once, and the runs of the version before are stopped.
+    fn array_in_force(
+        &mut self,
+        name: &JobName,
+        spec: Arc<JobSpec>,
+    ) -> Result<Vec<Order>, AgentError> {
+        let members = arrays::members(self.runs, self.cron, name);
+        for id in &members {
+            let index_spec = arrays::index_spec(&*self.store, &spec, id)?;
+            if let Some(run) = self.runs.get_mut(id).filter(|r| r.spec.is_none()) {
+                run.spec = Some(index_spec);
+            }
+        }
+        let meta = RunMeta::of(&spec, self.default_grace);
+        let version = job::version(&meta, &spec);
+        let latest = self.store.runs_for_job(name, 1)?;
+        if latest.first().is_some_and(|r| job::has_run_of(r, &version)) {
+            debug!(job = %name, "this version of the array already has its runs");
+            return Ok(Vec::new());
+        }
+        let mut orders = then(members.into_iter().map(JobStep::Remove));
+        let (ids, queued) =
+            arrays::create(self.store, (*spec).clone(), None, self.now, self.default_grace)?;
+        info!(job = %name, runs = ids.len(), "array queued");
+        orders.extend(queued);
+        Ok(orders)
     }
 
     /// The run under way takes the job's new version: settings the kernel

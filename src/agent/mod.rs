@@ -80,6 +80,7 @@
 //! The directory semantics, preemption, OOM handling and recovery are
 //! described for operators in `docs/agent.md`.
 
+pub mod arrays;
 pub mod clock;
 pub mod control;
 pub mod cron;
@@ -115,6 +116,8 @@ mod fake;
 mod pressure_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_arrays;
 
 use std::future::Future;
 use std::path::PathBuf;

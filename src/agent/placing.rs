@@ -16,18 +16,24 @@ use crate::vocab::Bytes;
 use crate::vocab::RunId;
 use crate::vocab::Timestamp;
 
+use super::arrays::Caps;
 use super::job;
 use super::runs::{Run, RunTable};
 use super::runtime::LiveSettings;
 
 /// The runs the pass is to place or resume: the queue in its order, then
 /// the frozen runs in the order they were frozen, except those frozen by
-/// hand (`held`).
+/// hand (`held`). An array's queued runs beyond the room under its
+/// `parallel` cap are left out ([`Caps`]).
 pub(super) fn waiting(queue: &RunQueue, runs: &RunTable, held: &BTreeSet<RunId>) -> Vec<Waiting> {
     let mut waiting = Vec::new();
+    let mut caps = Caps::of(runs);
     for (id, priority) in queue.iter() {
         let Some(run) = runs.get(id) else { continue };
         let Some(spec) = &run.spec else { continue };
+        if !caps.admit(run) {
+            continue;
+        }
         let request = job::request(spec, id, run.state.memory_limit);
         waiting.push(Waiting { priority, request, suspended: None, limit: limit(run) });
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use tracing::{debug, error, info, warn, Span};
 
-use crate::api::protocol::Response;
+use crate::api::protocol::{Accepted, Response};
 use crate::api::{Answer, Command};
 use crate::api::{EventFeed, Freshness};
 use crate::placement::{Assignment, Ledger};
@@ -34,6 +34,7 @@ use crate::vocab::RunId;
 use crate::vocab::Timestamp;
 use crate::watch::{FileChange, WatchError};
 
+use super::arrays;
 use super::clock::Clock;
 use super::control::{self, ControlOrder, ControlView};
 use super::cron::{CronJobs, CronOrder, CronSettings, NewRun};
@@ -267,8 +268,9 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         // shared-pool runs' cpusets follow.
         self.scheduling = Scheduling::new(&self.ledger);
         recovery::remove_strays(&self.runtime, plan.strays);
+        let mut stored = arrays::StoredSpecs::default();
         for adopted in plan.runs {
-            self.adopt(adopted)?;
+            self.adopt(adopted, &mut stored)?;
         }
         // Runs the cron states list that ended unnoticed leave them.
         self.carry_out_orders(vec![Order::Then(JobStep::CronRecovered)])?;
@@ -277,8 +279,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
 
     /// Manages run `a` of an earlier agent from now on, and tells it what
     /// happened while no agent ran.
-    fn adopt(&mut self, a: Adopted) -> Result<(), AgentError> {
+    fn adopt(&mut self, a: Adopted, stored: &mut arrays::StoredSpecs) -> Result<(), AgentError> {
         let id = a.id.clone();
+        // A submitted job's runs know their spec without the jobs directory;
+        // an array's runs are not their job's run under way.
+        let rules = &self.settings.admission;
+        let spec = arrays::stored_spec(&self.store, stored, rules, &a.job, &id)?;
+        let detached = spec.is_some() || self.store.array_index(&id)?.is_some();
         if let Some(found) = &a.launch_to_record {
             self.store.set_launch(&id, found)?;
         }
@@ -295,8 +302,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         if frozen {
             run.suspended_at = self.scheduling.frozen();
         }
+        if spec.is_some() {
+            run.spec = spec;
+        }
         self.runs.insert(id.clone(), run);
-        if one_shot {
+        if one_shot && !detached {
             // A recurring job's runs are found through its cron state.
             self.runs.make_current(&id);
         }
@@ -362,6 +372,29 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 let (outcome, orders) = self.job_side().trigger(&job)?;
                 self.carry_out_orders(orders)?;
                 control::done(outcome)
+            }
+            ControlOrder::Submit(submitted) => {
+                let (outcome, orders) = arrays::submit(
+                    &mut self.store,
+                    *submitted,
+                    &self.settings.admission,
+                    &self.jobs,
+                    &self.runs,
+                    self.settings.default_grace,
+                )?;
+                self.carry_out_orders(orders)?;
+                control::done(outcome)
+            }
+            ControlOrder::KillAll { job, runs } => {
+                let reason = StopReason::Requested { by: control::OPERATOR.into() };
+                let mut stopping = 0;
+                for run in runs {
+                    if self.handle(&run, Event::StopRequested { reason: reason.clone() })? {
+                        self.held.remove(&run);
+                        stopping += 1;
+                    }
+                }
+                control::done(Ok(Accepted::StoppingAll { job, runs: stopping }))
             }
         };
         // The client may have gone; the change stands either way.

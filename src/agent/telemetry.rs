@@ -9,7 +9,7 @@
 //! last published (an `Arc` swap), and reads the runs' cgroup files itself
 //! through [`StatsHandle`]s opened once per attempt.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -25,8 +25,8 @@ use crate::metrics::events::{
     RunPreempted,
 };
 use crate::metrics::{
-    FinishedRun, JobInfo, LiveRun, Metrics, NumaAllocation, PublishedSnapshot, Snapshot, SpecFiles,
-    StatsHandle,
+    ArrayCounts, FinishedRun, JobInfo, LiveRun, Metrics, NumaAllocation, PublishedSnapshot,
+    Snapshot, SpecFiles, StatsHandle,
 };
 use crate::placement::Ledger;
 use crate::placement::{CpuGrant, PlacementError};
@@ -185,8 +185,10 @@ impl Telemetry {
         let runs: Vec<LiveRun> = agent
             .runs
             .iter()
+            .filter(|(_, run)| !array_pending(run))
             .map(|(id, run)| live_run(id, run, self.handles.get(id).map(|(_, h)| h.clone())))
             .collect();
+        let arrays = array_counts(agent.runs);
         let jobs: Vec<JobInfo> = agent
             .jobs
             .jobs()
@@ -211,6 +213,7 @@ impl Telemetry {
             layout: self.layout,
             numa: NumaAllocation::from_ledger(agent.topology, agent.ledger),
             store_unwritable: agent.store_problem.is_some(),
+            arrays,
         });
 
         let views = ApiViews {
@@ -470,6 +473,31 @@ fn cpu_share(usage_ns: u64, wall: Duration) -> f64 {
 /// Identifies the attempt a statistics handle was opened for.
 fn launch_key(run: &Run) -> Option<(u32, u64)> {
     run.launch.info().map(|l| (l.init_pid, l.pid_start_time))
+}
+
+/// A run of an array still waiting in the queue: counted with its array
+/// (`corral_array_runs`), without series of its own, so that the series an
+/// array makes are bounded by the runs it has started, not by its indices.
+fn array_pending(run: &Run) -> bool {
+    matches!(run.state.phase, Phase::Pending)
+        && run.spec.as_ref().is_some_and(|s| s.array.is_some())
+}
+
+/// The runs under way of every array, by state.
+fn array_counts(runs: &RunTable) -> Vec<ArrayCounts> {
+    let mut arrays: BTreeMap<&JobName, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    for run in runs.values() {
+        if run.spec.as_ref().is_some_and(|s| s.array.is_some()) {
+            *arrays.entry(&run.job).or_default().entry(run.state.phase.name()).or_default() += 1;
+        }
+    }
+    arrays
+        .into_iter()
+        .map(|(array, by_state)| ArrayCounts {
+            array: array.clone(),
+            by_state: by_state.into_iter().collect(),
+        })
+        .collect()
 }
 
 fn live_run(id: &RunId, run: &Run, stats: Option<StatsHandle>) -> LiveRun {

@@ -36,6 +36,15 @@ pub enum Request {
     },
     /// Read the jobs directory again now, and say what came of it.
     Reload,
+    /// Run a job that need not be in the jobs directory (`corral submit`):
+    /// `source` is the job file's text, `overrides` its `KEY=VALUE`
+    /// changes, `file` the name it was read from (for messages).
+    Submit {
+        file: String,
+        source: String,
+        #[serde(default)]
+        overrides: Vec<String>,
+    },
 }
 
 impl Request {
@@ -49,7 +58,8 @@ impl Request {
             | Request::Requeue { .. }
             | Request::Kill { .. }
             | Request::Trigger { .. }
-            | Request::Reload => true,
+            | Request::Reload
+            | Request::Submit { .. } => true,
         }
     }
 
@@ -109,6 +119,11 @@ pub enum Accepted {
     Started { run: RunId },
     /// A firing of a recurring job queued behind its runs under way.
     QueuedBehind,
+    /// A submitted job's runs are queued: `runs` in index order; `array`:
+    /// the indices and cap, for an array.
+    Submitted { job: JobName, runs: Vec<RunId>, array: Option<String> },
+    /// Every run of array (or submitted job) `job` under way is stopping.
+    StoppingAll { job: JobName, runs: usize },
 }
 
 impl std::fmt::Display for Accepted {
@@ -130,6 +145,20 @@ impl std::fmt::Display for Accepted {
             Accepted::Started { run } => write!(f, "started {run}"),
             Accepted::QueuedBehind => {
                 f.write_str("queued behind the runs under way (concurrency: queue or replace)")
+            }
+            Accepted::Submitted { job, runs, array } => match (runs.as_slice(), array) {
+                ([one], None) => write!(f, "submitted {job}: run {one}"),
+                (runs, array) => write!(
+                    f,
+                    "submitted array {job} ({}): {} runs, {} to {}",
+                    array.as_deref().unwrap_or(""),
+                    runs.len(),
+                    runs.first().map(RunId::as_str).unwrap_or(""),
+                    runs.last().map(RunId::as_str).unwrap_or(""),
+                ),
+            },
+            Accepted::StoppingAll { job, runs } => {
+                write!(f, "{job}: {runs} runs are being stopped")
             }
         }
     }
@@ -166,6 +195,13 @@ pub enum ControlError {
     Skipped { reason: String },
     #[error("not started")]
     NotStarted,
+    /// A submitted job that does not compile or is not admitted; every
+    /// problem, one per line.
+    #[error("not submitted:\n{problems}")]
+    NotSubmitted { problems: String },
+    /// A submitted job's name is in use.
+    #[error("not submitted: {job} {why}")]
+    NameTaken { job: JobName, why: &'static str },
 
     // The agent cannot do it now.
     #[error("the agent is shutting down")]
@@ -257,6 +293,15 @@ pub struct RunRow {
     pub age_seconds: u64,
     /// Milliseconds since the epoch.
     pub created_at: i64,
+    /// The array (its job's name) the run is an index of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_index: Option<u32>,
+    /// Why a pending run is not placed yet, when the agent knows better than
+    /// "no room" (`array limit 2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// A run in detail (`corral show`), made by [`RunFacts::shown`](super::run::RunFacts::shown).
@@ -430,10 +475,54 @@ mod tests {
             ),
             (Accepted::Stopping { run: run() }.to_string(), "etl-3 is being stopped"),
             (Accepted::Started { run: run() }.to_string(), "started etl-3"),
+            (
+                Accepted::Submitted { job: job(), runs: vec![run()], array: None }.to_string(),
+                "submitted etl: run etl-3",
+            ),
+            (
+                Accepted::Submitted {
+                    job: job(),
+                    runs: vec![RunId::new("etl-3"), RunId::new("etl-4")],
+                    array: Some("0-1%1".into()),
+                }
+                .to_string(),
+                "submitted array etl (0-1%1): 2 runs, etl-3 to etl-4",
+            ),
+            (
+                Accepted::StoppingAll { job: job(), runs: 4 }.to_string(),
+                "etl: 4 runs are being stopped",
+            ),
+            (
+                ControlError::NameTaken { job: job(), why: "is a job of the jobs directory" }
+                    .to_string(),
+                "not submitted: etl is a job of the jobs directory",
+            ),
+            (
+                ControlError::NotSubmitted { problems: "a\nb".into() }.to_string(),
+                "not submitted:\na\nb",
+            ),
         ];
         for (text, expected) in cases {
             assert_eq!(text, expected);
         }
+    }
+
+    #[test]
+    fn a_submission_is_one_line_and_old_clients_need_not_send_overrides() {
+        let request = Request::Submit {
+            file: "s.yaml".into(),
+            source: "name: s\ncommand: [x]\n".into(),
+            overrides: vec!["priority=80".into()],
+        };
+        let text = serde_json::to_string(&request).unwrap();
+        assert!(!text.contains('\n'), "{text}");
+        assert_eq!(Request::decode(&text).unwrap(), request);
+        assert!(request.changes_something());
+        let bare = Request::decode(r#"{"request":"submit","file":"f","source":"s"}"#).unwrap();
+        assert_eq!(
+            bare,
+            Request::Submit { file: "f".into(), source: "s".into(), overrides: vec![] }
+        );
     }
 
     #[test]

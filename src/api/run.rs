@@ -174,6 +174,11 @@ impl<'a> RunFacts<'a> {
             }),
             age_seconds: now.since(record.created_at).as_secs(),
             created_at: record.created_at.as_millis(),
+            // The array's facts are the store's, not the record's: the
+            // control socket adds them (`agent/arrays.rs`).
+            array: None,
+            array_index: None,
+            waiting_for: None,
         }
     }
 

@@ -249,9 +249,10 @@ async fn connection(
     }
 }
 
-/// The longest request line read: requests are a few hundred bytes, and any
-/// local user may connect, so a line without an end must not grow the agent.
-const MAX_REQUEST_LINE: u64 = 64 * 1024;
+/// The longest request line read: requests are a few hundred bytes (a
+/// submitted job file a few kilobytes), and any local user may connect, so a
+/// line without an end must not grow the agent.
+pub const MAX_REQUEST_LINE: u64 = 64 * 1024;
 
 enum RequestLineError {
     TooLong,

@@ -16,6 +16,16 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct KillArgs {
+    /// The run id (`JOB-N`, as `corral ps` shows it), or the name of an
+    /// array or submitted job: every run of it under way is stopped, and
+    /// those still pending never start.
+    pub run: String,
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct JobArgs {
     /// The recurring job's name.
     pub job: String,

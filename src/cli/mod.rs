@@ -24,6 +24,7 @@ pub mod reload;
 pub mod run;
 pub mod schedule;
 pub mod show;
+pub mod submit;
 pub mod topology;
 pub mod validate;
 
@@ -90,8 +91,8 @@ pub enum Command {
     Freeze(act::RunArgs),
     /// Let a run frozen by `corral freeze` run again.
     Thaw(act::RunArgs),
-    /// Stop a run for good.
-    Kill(act::RunArgs),
+    /// Stop a run, or every run of an array, for good.
+    Kill(act::KillArgs),
     /// Stop a run gracefully and queue it again, keeping its attempt.
     Requeue(act::RunArgs),
     /// Start a run of a recurring job now.
@@ -100,6 +101,8 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Read the jobs directory again now and show what came of it.
     Reload(reload::ReloadArgs),
+    /// Run a job file (once, or as an array) without putting it in the jobs directory.
+    Submit(submit::SubmitArgs),
     /// Write the man pages and shell completions (run by the package build).
     #[command(name = "generate-docs", hide = true)]
     GenerateDocs(generate_docs::GenerateDocsArgs),
@@ -126,6 +129,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trigger(a) => act::run(&a.socket, Request::Trigger { job: a.job }),
         Command::Events(args) => events::run(args),
         Command::Reload(args) => reload::run(args),
+        Command::Submit(args) => submit::run(args),
         Command::GenerateDocs(args) => generate_docs::run(args),
     }
 }

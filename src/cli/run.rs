@@ -79,6 +79,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
+    // One run in the foreground has no place for an array's many.
+    if let Some(array) = &spec.array {
+        eprintln!(
+            "corral: {} is an array ({array}); `corral run` runs one run: submit it to the \
+             agent with `corral submit {}`",
+            spec.name,
+            args.file.display()
+        );
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
     match foreground(spec, &config, args.quiet) {
         Ok(code) => Ok(ExitCode::from(code)),
         Err(err) => {

@@ -543,6 +543,22 @@ impl Collector for RunCollector {
                 by_phase[i] += 1;
             }
         }
+        // An array's pending runs are counted per array, not listed.
+        if let Some(i) = LIVE_PHASES.iter().position(|p| *p == "pending") {
+            by_phase[i] += snapshot.arrays.iter().map(|a| a.count("pending")).sum::<u64>();
+        }
+        family(
+            e,
+            "array_runs",
+            "Runs of each array that have not ended, by state; an array's series go when its last run ends.",
+            None,
+            MetricType::Gauge,
+            snapshot.arrays.iter().flat_map(|a| {
+                a.by_state.iter().map(move |(state, n)| {
+                    ([("array", a.array.as_str()), ("state", *state)], *n)
+                })
+            }),
+        )?;
         family(
             e,
             "runs",

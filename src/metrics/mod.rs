@@ -50,8 +50,8 @@ pub use events::Event;
 pub use finished::{FinishedRun, FinishedRuns};
 pub use format::Format;
 pub use source::{
-    JobInfo, LiveRun, MetricsSource, NumaAllocation, PublishedSnapshot, ReadStats, Snapshot,
-    SpecFiles, StatsHandle,
+    ArrayCounts, JobInfo, LiveRun, MetricsSource, NumaAllocation, PublishedSnapshot, ReadStats,
+    Snapshot, SpecFiles, StatsHandle,
 };
 
 use collector::RunCollector;

@@ -48,6 +48,26 @@ pub struct Snapshot {
     /// The agent's store refuses writes (a full state disk, a deleted
     /// database): it takes no new work.
     pub store_unwritable: bool,
+    /// Every array with runs under way. Its pending runs are counted here
+    /// and are not in `runs`: an array of thousands of indices must not
+    /// make a series per index before any of them holds a cgroup.
+    pub arrays: Vec<ArrayCounts>,
+}
+
+/// How many runs of one array under way are in each state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrayCounts {
+    /// The array's job name.
+    pub array: JobName,
+    /// By state name (`pending`, `running`, …), each state present once.
+    pub by_state: Vec<(&'static str, u64)>,
+}
+
+impl ArrayCounts {
+    /// Its runs in state `state`.
+    pub fn count(&self, state: &str) -> u64 {
+        self.by_state.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n)
+    }
 }
 
 /// One run that has not ended.

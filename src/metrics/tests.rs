@@ -202,10 +202,17 @@ fn node_families_and_zeroed_counters() {
             allocated_memory: Bytes::MIB,
         }],
         store_unwritable: true,
+        // Pending runs of an array are counted with it, not listed.
+        arrays: vec![crate::metrics::ArrayCounts {
+            array: JobName::parse("sweep").unwrap(),
+            by_state: vec![("pending", 3)],
+        }],
     });
     let metrics = Metrics::new(&MetricsConfig::default(), Arc::new(source));
     let scrape = metrics.render(Format::Prometheus).unwrap();
     for line in [
+        "corral_array_runs{array=\"sweep\",state=\"pending\"} 3",
+        "corral_runs{state=\"pending\"} 3",
         "corral_runs{state=\"suspended\"} 1",
         "corral_store_writable 0",
         "corral_runs{state=\"running\"} 0",

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::after::{self, After};
+use super::array::{self, ArraySpec};
 use super::check::{choice, optional, Checker};
 use super::error::{FieldPath, SpecError};
 use super::identity::{GroupRef, UserRef};
@@ -54,6 +55,8 @@ pub struct JobSpec {
     /// Jobs whose latest runs must have ended as asked before a run of this
     /// one starts; empty: none.
     pub after: Vec<After>,
+    /// `Some`: one run per index instead of one run (see [`super::array`]).
+    pub array: Option<ArraySpec>,
 }
 
 /// The program and its arguments, passed to `execve` as they are: no shell is involved.
@@ -163,6 +166,7 @@ pub const FIELDS: &[&str] = &[
     "isolation",
     "rlimits",
     "after",
+    "array",
 ];
 
 /// Compiles one document. Every problem is reported to `cx`; the spec is returned only if
@@ -219,6 +223,29 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
     let isolation = isolation::compile(cx, job.get("isolation"), &field("isolation"));
     let rlimits = rlimits::compile(cx, job.get("rlimits"), &field("rlimits"));
     let after = after::compile(cx, job.get("after"), &field("after"), name.as_ref());
+    let array = array::compile(cx, job.get("array"), &field("array"));
+    if job.has("array") && job.has("schedule") {
+        cx.report(
+            job.key_pos("array"),
+            &field("array"),
+            SpecError::MutuallyExclusive {
+                first: "array",
+                second: "schedule",
+                why: "an array's runs start once, when it is loaded or submitted",
+            },
+        );
+    }
+    if job.has("array") && job.has("after") {
+        cx.report(
+            job.key_pos("array"),
+            &field("array"),
+            SpecError::MutuallyExclusive {
+                first: "array",
+                second: "after",
+                why: "an array's runs are queued all at once and do not wait for other jobs",
+            },
+        );
+    }
 
     if cx.error_count() > before {
         return None;
@@ -245,6 +272,7 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
         isolation: isolation?,
         rlimits: rlimits?,
         after: after?,
+        array: array?,
     })
 }
 

@@ -101,6 +101,20 @@ pub fn compile_str(file: &Path, text: &str) -> Result<Vec<Job>, Diagnostics> {
     }
 }
 
+/// Compiles one document already parsed (a submission with its overrides
+/// applied, see [`super::submission`]).
+pub fn compile_document(file: &Path, document: &Node) -> Result<Job, Diagnostics> {
+    let mut cx: Checker = Checker::new(file);
+    let spec = job::compile(&mut cx, document);
+    let diagnostics = cx.into_diagnostics();
+    match spec {
+        Some(spec) if diagnostics.is_empty() => {
+            Ok(Job { spec, origin: Origin::new(file, document) })
+        }
+        _ => Err(Diagnostics(diagnostics)),
+    }
+}
+
 /// Compiles the contents of a job file as read: refused as a whole, with the
 /// offending byte's position, when it is not text.
 pub fn compile_bytes(file: &Path, bytes: &[u8]) -> Result<Vec<Job>, Diagnostics> {

@@ -17,6 +17,7 @@
 
 pub mod admission;
 pub mod after;
+pub mod array;
 pub mod check;
 pub mod devices;
 pub mod diff;
@@ -37,12 +38,14 @@ pub mod rlimits;
 pub mod schedule;
 pub mod signal;
 pub mod source;
+pub mod submission;
 #[cfg(test)]
 mod testutil;
 pub mod tree;
 
 pub use admission::AdmissionRules;
 pub use after::{After, AfterWhen};
+pub use array::ArraySpec;
 pub use devices::{DeviceAccess, DeviceAllow};
 pub use diff::{diff, JobSetDiff};
 pub use error::{Diagnostic, Diagnostics, FieldPath, SpecError};

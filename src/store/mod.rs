@@ -8,6 +8,8 @@
 //! - [`dynamic_users`]: the [`DynamicUsers`] trait: the uid each job was
 //!   given from the agent's `dynamic_users` range.
 //! - [`sqlite`]: [`SqliteStore`], the traits on one SQLite file.
+//! - [`arrays`]: the [`ArrayRuns`] trait: runs created together (an
+//!   array's, labelled with their indices) and submitted jobs' texts.
 //! - [`lock`]: [`StateDirLock`], one agent per state directory.
 //!
 //! Run ids (`<job>-<seq>`) are made by [`crate::vocab::run_id()`]; the store
@@ -65,6 +67,7 @@
 //! the machine.
 
 pub mod after_triggers;
+pub mod arrays;
 pub mod cron_journal;
 pub mod dynamic_users;
 pub mod error;
@@ -74,6 +77,7 @@ pub mod run_store;
 pub mod sqlite;
 
 pub use after_triggers::AfterTriggers;
+pub use arrays::{ArrayRuns, NewRuns, Submission};
 pub use cron_journal::{
     CronDecision, CronJournal, Decided, FiringDecision, JournalEntry, JournalOutcome,
 };

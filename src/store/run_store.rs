@@ -7,6 +7,7 @@ use crate::vocab::RunId;
 use crate::vocab::Timestamp;
 
 use super::after_triggers::AfterTriggers;
+use super::arrays::ArrayRuns;
 use super::cron_journal::CronJournal;
 use super::dynamic_users::DynamicUsers;
 use super::error::StoreError;
@@ -28,7 +29,7 @@ pub struct Alongside<'a> {
 /// The cron journal is part of the same store: a cron decision creates the
 /// run it starts in the same transaction, so the two cannot live apart. The
 /// jobs' dynamic uids are kept beside them, as runs are launched with them.
-pub trait RunStore: CronJournal + DynamicUsers + AfterTriggers + Send {
+pub trait RunStore: CronJournal + DynamicUsers + AfterTriggers + ArrayRuns + Send {
     /// Creates a run of `job` in `initial` state and returns its id
     /// (`<job>-<seq>`, see [`run_id()`](super::run_id())). The creation is the
     /// run's first transition.

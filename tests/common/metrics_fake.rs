@@ -11,8 +11,8 @@ use corral::cgroup::v2::psi::{Pressure, PsiLine};
 use corral::cgroup::{CgroupError, LayoutKind, Stats};
 use corral::metrics::agent::{CronOutcome, OomAction, OomReached, PreemptKind};
 use corral::metrics::{
-    FinishedRun, JobInfo, LiveRun, Metrics, MetricsConfig, NumaAllocation, PublishedSnapshot,
-    ReadStats, Snapshot, SpecFiles, StatsHandle,
+    ArrayCounts, FinishedRun, JobInfo, LiveRun, Metrics, MetricsConfig, NumaAllocation,
+    PublishedSnapshot, ReadStats, Snapshot, SpecFiles, StatsHandle,
 };
 use corral::scheduler::{ExitStatus, FailReason, Phase, PreemptionMode};
 use corral::topology::{NodeId, NodeSet};
@@ -142,6 +142,8 @@ pub fn full_snapshot() -> Snapshot {
             allocated_memory: Bytes::from_mib(1536),
         }],
         store_unwritable: false,
+        // An array whose four runs wait: counted here, not listed above.
+        arrays: vec![ArrayCounts { array: job("sweep"), by_state: vec![("pending", 4)] }],
     }
 }
 

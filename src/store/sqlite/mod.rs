@@ -2,6 +2,7 @@
 //! [`CronJournal`](super::CronJournal).
 
 mod after_triggers;
+mod arrays;
 mod codec;
 mod cron;
 mod runs;

@@ -14,7 +14,7 @@ use crate::store::error::StoreError;
 /// `PRAGMA application_id` of a corral state database: "corr" in ASCII.
 pub const APPLICATION_ID: i64 = 0x636f_7272;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -175,6 +175,26 @@ CREATE TABLE after_triggers (
 ) STRICT, WITHOUT ROWID;
 ";
 
+/// Arrays and submitted jobs (see [`ArrayRuns`](crate::store::ArrayRuns)):
+/// the index of each run of an array, dropped with its run; and the text and
+/// overrides of each submitted job, by job name.
+const V6: &str = "
+CREATE TABLE array_runs (
+    run_id TEXT PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+    job    TEXT NOT NULL,
+    idx    INTEGER NOT NULL CHECK (idx >= 0)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX array_runs_job ON array_runs (job, idx);
+
+CREATE TABLE submissions (
+    job          TEXT PRIMARY KEY,
+    file         TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    overrides    TEXT NOT NULL,
+    submitted_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,12 +221,14 @@ mod tests {
             tables,
             [
                 "after_triggers",
+                "array_runs",
                 "cron_journal",
                 "cron_state",
                 "dynamic_users",
                 "run_events",
                 "run_seq",
                 "runs",
+                "submissions",
                 "transitions"
             ]
         );
@@ -249,6 +271,32 @@ mod tests {
             .unwrap();
         let twice = "INSERT INTO after_triggers VALUES ('load', 'extract-1', NULL, 2)";
         assert!(conn.execute(twice, []).is_err(), "one row per step and upstream run");
+    }
+
+    #[test]
+    fn a_version_5_database_gains_the_array_tables_and_keeps_its_runs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (version, migration) in (1..).zip(&MIGRATIONS[..5]) {
+            conn.execute_batch(migration).unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        conn.execute(
+            "INSERT INTO runs (id, job, seq, phase, terminal, state, created_at, updated_at)
+             VALUES ('a-1', 'a', 1, 'pending', 0, '{}', 1, 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn, Path::new("x.db")).unwrap();
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        let kept: i64 = conn.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 1);
+        conn.execute("INSERT INTO array_runs VALUES ('a-1', 'a', 3)", []).unwrap();
+        conn.execute("PRAGMA foreign_keys = ON", []).unwrap();
+        conn.execute("DELETE FROM runs WHERE id = 'a-1'", []).unwrap();
+        let labels: i64 =
+            conn.query_row("SELECT COUNT(*) FROM array_runs", [], |r| r.get(0)).unwrap();
+        assert_eq!(labels, 0, "a label goes with its run");
     }
 
     #[test]
