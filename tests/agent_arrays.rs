@@ -14,39 +14,8 @@ mod agent_harness;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use agent_harness::{job, secs, TestAgent};
-
-fn corral(agent: &TestAgent, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(args)
-        .arg("--config")
-        .arg(&agent.config)
-        .output()
-        .unwrap()
-}
-
-/// Runs `corral args`, which must succeed, and returns its stdout.
-fn ok(agent: &TestAgent, args: &[&str]) -> String {
-    let out = corral(agent, args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "corral {args:?}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn started() -> TestAgent {
-    let mut agent = TestAgent::new("");
-    agent.start();
-    let socket = agent.state.join("corral.sock");
-    agent.wait_for("the control socket", secs(20), || socket.exists());
-    agent
-}
 
 /// Writes a job file outside the jobs directory, for `corral submit`.
 fn submit_file(agent: &TestAgent, name: &str, text: &str) -> PathBuf {
@@ -127,23 +96,24 @@ fn wait_all(agent: &TestAgent, job: &str, n: usize, phase: &str) {
 
 #[test]
 fn a_submitted_job_runs_and_shows_in_ps_show_and_its_history() {
-    let agent = started();
+    let agent = TestAgent::started("");
     let file = submit_file(&agent, "adhoc", &index_job(&agent, "adhoc", true, ""));
-    let answer = ok(&agent, &["submit", file.to_str().unwrap()]);
+    let answer = agent.corral_ok(&["submit", file.to_str().unwrap()]);
     assert_eq!(answer.trim(), "submitted adhoc: run adhoc-1");
     agent.wait_phase("adhoc-1", "running", secs(30));
 
-    let table = ok(&agent, &["ps"]);
+    let table = agent.corral_ok(&["ps"]);
     let line = table.lines().find(|l| l.contains("adhoc-1")).expect("adhoc-1 listed");
     assert!(line.starts_with("adhoc ") && line.contains("running"), "{table}");
     // Not an array: no index, no array in the JSON.
-    let json: serde_json::Value = serde_json::from_str(&ok(&agent, &["ps", "--json"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&agent.corral_ok(&["ps", "--json"])).unwrap();
     let row = json.as_array().unwrap().iter().find(|r| r["run"] == "adhoc-1").unwrap();
     assert!(row.get("array").is_none(), "{row}");
 
     release(&agent);
     agent.wait_phase("adhoc-1", "succeeded", secs(30));
-    let shown = ok(&agent, &["show", "adhoc"]);
+    let shown = agent.corral_ok(&["show", "adhoc"]);
     assert!(shown.contains("adhoc-1") && shown.contains("succeeded"), "{shown}");
     // The history is the store's, as for any run.
     let phases: Vec<String> = agent.transitions("adhoc-1").into_iter().map(|t| t.0).collect();
@@ -153,14 +123,14 @@ fn a_submitted_job_runs_and_shows_in_ps_show_and_its_history() {
     assert!(std::fs::read_dir(&agent.jobs).unwrap().next().is_none());
     // Its name is free again once its runs are over.
     std::fs::remove_file(agent.data_file("log")).unwrap();
-    let again = ok(&agent, &["submit", file.to_str().unwrap()]);
+    let again = agent.corral_ok(&["submit", file.to_str().unwrap()]);
     assert_eq!(again.trim(), "submitted adhoc: run adhoc-2");
     agent.wait_phase("adhoc-2", "succeeded", secs(30));
 }
 
 #[test]
 fn set_changes_the_submitted_job_and_a_bad_one_is_refused_with_its_reason() {
-    let agent = started();
+    let agent = TestAgent::started("");
     let data = agent.data.display().to_string();
     let file = submit_file(
         &agent,
@@ -168,7 +138,7 @@ fn set_changes_the_submitted_job_and_a_bad_one_is_refused_with_its_reason() {
         &job("greet", &format!("echo \"$WORD\" > {data}/word"), "priority: 40\n"),
     );
     let path = file.to_str().unwrap();
-    ok(&agent, &["submit", path, "--set", "env.WORD=hello", "--set", "priority=80"]);
+    agent.corral_ok(&["submit", path, "--set", "env.WORD=hello", "--set", "priority=80"]);
     agent.wait_phase("greet-1", "succeeded", secs(30));
     assert_eq!(agent.read_data("word").trim(), "hello");
     // The version on record is the overridden one.
@@ -180,14 +150,14 @@ fn set_changes_the_submitted_job_and_a_bad_one_is_refused_with_its_reason() {
     assert!(meta.contains("\"priority\":80"), "{meta}");
 
     // Refused before anything is sent: the override is named.
-    let bad = corral(&agent, &["submit", path, "--set", "priority=high"]);
+    let bad = agent.corral(&["submit", path, "--set", "priority=high"]);
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("--set priority=high: priority: expected an integer"), "{stderr}");
-    let typo = corral(&agent, &["submit", path, "--set", "prioirty=3"]);
+    let typo = agent.corral(&["submit", path, "--set", "prioirty=3"]);
     let stderr = String::from_utf8_lossy(&typo.stderr);
     assert!(!typo.status.success() && stderr.contains("did you mean `priority`"), "{stderr}");
-    let array = corral(&agent, &["submit", path, "--array", "5-1"]);
+    let array = agent.corral(&["submit", path, "--array", "5-1"]);
     let stderr = String::from_utf8_lossy(&array.stderr);
     assert!(!array.status.success() && stderr.contains("ends before it starts"), "{stderr}");
     // A file the socket would not take in one request line.
@@ -196,7 +166,7 @@ fn set_changes_the_submitted_job_and_a_bad_one_is_refused_with_its_reason() {
         "big",
         &format!("{}\n{}", "# padding ".repeat(7000), job("big", "true", "")),
     );
-    let refused = corral(&agent, &["submit", big.to_str().unwrap()]);
+    let refused = agent.corral(&["submit", big.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("too large to submit"), "{stderr}");
     assert!(agent.runs_of("big").is_empty());
@@ -205,7 +175,7 @@ fn set_changes_the_submitted_job_and_a_bad_one_is_refused_with_its_reason() {
     // A name the jobs directory uses is refused by the agent.
     agent.write_job("dirjob.yaml", &job("dirjob", "true", ""));
     agent.wait_phase("dirjob-1", "succeeded", secs(30));
-    let taken = corral(&agent, &["submit", path, "--set", "name=dirjob"]);
+    let taken = agent.corral(&["submit", path, "--set", "name=dirjob"]);
     let stderr = String::from_utf8_lossy(&taken.stderr);
     assert!(
         !taken.status.success() && stderr.contains("dirjob is a job of the jobs directory"),
@@ -215,14 +185,14 @@ fn set_changes_the_submitted_job_and_a_bad_one_is_refused_with_its_reason() {
 
 #[test]
 fn an_array_runs_every_index_once_never_more_than_its_cap_at_once() {
-    let agent = started();
+    let agent = TestAgent::started("");
     let file = submit_file(&agent, "sweep", &index_job(&agent, "sweep", true, ""));
-    let answer = ok(&agent, &["submit", file.to_str().unwrap(), "--array", "0-14:2%2"]);
+    let answer = agent.corral_ok(&["submit", file.to_str().unwrap(), "--array", "0-14:2%2"]);
     assert_eq!(answer.trim(), "submitted array sweep (0-14:2%2): 8 runs, sweep-1 to sweep-8");
     agent.wait_for("two indices started", secs(60), || starts(&agent) == 2);
     // The rest wait for the cap, and say so.
     agent.wait_for("ps to show the array", secs(20), || {
-        let table = ok(&agent, &["ps"]);
+        let table = agent.corral_ok(&["ps"]);
         table.lines().any(|l| {
             l.starts_with("sweep ")
                 && l.contains("array: 8 runs")
@@ -239,10 +209,11 @@ fn an_array_runs_every_index_once_never_more_than_its_cap_at_once() {
     });
     let (_, _, scrape) = agent.http_get("/metrics", None);
     assert!(!scrape.contains("run=\"sweep-8\""), "a waiting index has no series:\n{scrape}");
-    let expanded = ok(&agent, &["ps", "sweep"]);
+    let expanded = agent.corral_ok(&["ps", "sweep"]);
     assert_eq!(expanded.lines().filter(|l| l.starts_with("sweep ")).count(), 8, "{expanded}");
     assert!(expanded.contains("sweep-8 [14]"), "{expanded}");
-    let json: serde_json::Value = serde_json::from_str(&ok(&agent, &["ps", "--json"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&agent.corral_ok(&["ps", "--json"])).unwrap();
     let rows = json.as_array().unwrap();
     assert_eq!(rows.iter().filter(|r| r["array"] == "sweep").count(), 8, "{json}");
     assert!(rows.iter().any(|r| r["array_index"] == 14));
@@ -254,7 +225,7 @@ fn an_array_runs_every_index_once_never_more_than_its_cap_at_once() {
 
 #[test]
 fn an_array_in_the_jobs_directory_runs_each_index_once() {
-    let agent = started();
+    let agent = TestAgent::started("");
     agent.write_job(
         "grid.yaml",
         &index_job(&agent, "grid", false, "array: {indices: '1,3,5-7', parallel: 3}\n"),
@@ -268,17 +239,17 @@ fn an_array_in_the_jobs_directory_runs_each_index_once() {
     // The example in jobs/: indices 0, 2, 4, 6, 8, in index order.
     agent.write_job("array-sweep.yaml", include_str!("../jobs/array-sweep.yaml"));
     wait_all(&agent, "array-sweep", 5, "succeeded");
-    let out = ok(&agent, &["logs", "array-sweep-5"]);
+    let out = agent.corral_ok(&["logs", "array-sweep-5"]);
     assert_eq!(out, "index 8 of 5: 64\n");
 }
 
 #[test]
 fn kill_of_an_array_ends_its_runs_and_the_pending_ones_never_start() {
-    let agent = started();
+    let agent = TestAgent::started("");
     let file = submit_file(&agent, "stopme", &index_job(&agent, "stopme", true, ""));
-    ok(&agent, &["submit", file.to_str().unwrap(), "--array", "0-5%2"]);
+    agent.corral_ok(&["submit", file.to_str().unwrap(), "--array", "0-5%2"]);
     agent.wait_for("two indices started", secs(60), || starts(&agent) == 2);
-    let answer = ok(&agent, &["kill", "stopme"]);
+    let answer = agent.corral_ok(&["kill", "stopme"]);
     assert_eq!(answer.trim(), "stopme: 6 runs are being stopped");
     wait_all(&agent, "stopme", 6, "killed");
     let ran: usize = agent
@@ -288,15 +259,15 @@ fn kill_of_an_array_ends_its_runs_and_the_pending_ones_never_start() {
         .count();
     assert_eq!(ran, 2, "only the two under way ever ran");
     assert_eq!(starts(&agent), 2);
-    let none = corral(&agent, &["kill", "stopme"]);
+    let none = agent.corral(&["kill", "stopme"]);
     assert!(!none.status.success(), "nothing left to kill");
 }
 
 #[test]
 fn kill_9_in_the_middle_of_an_array_loses_no_index_and_runs_none_twice() {
-    let mut agent = started();
+    let mut agent = TestAgent::started("");
     let file = submit_file(&agent, "durable", &index_job(&agent, "durable", true, ""));
-    ok(&agent, &["submit", file.to_str().unwrap(), "--array", "0-5%2"]);
+    agent.corral_ok(&["submit", file.to_str().unwrap(), "--array", "0-5%2"]);
     agent.wait_for("two indices started", secs(60), || starts(&agent) == 2);
     agent.kill9();
     agent.start();
@@ -312,7 +283,7 @@ fn kill_9_in_the_middle_of_an_array_loses_no_index_and_runs_none_twice() {
 
 #[test]
 fn kill_9_in_the_middle_of_an_array_of_the_jobs_directory_runs_each_index_once() {
-    let mut agent = started();
+    let mut agent = TestAgent::started("");
     agent.write_job(
         "grid.yaml",
         &index_job(&agent, "grid", true, "array: {indices: 0-4, parallel: 2}\n"),
@@ -330,7 +301,7 @@ fn kill_9_in_the_middle_of_an_array_of_the_jobs_directory_runs_each_index_once()
 
 #[test]
 fn a_changed_array_file_replaces_the_array_and_a_removed_one_stops_it() {
-    let agent = started();
+    let agent = TestAgent::started("");
     agent.write_job(
         "grid.yaml",
         &index_job(&agent, "grid", true, "array: {indices: 0-3, parallel: 1}\n"),

@@ -6,39 +6,8 @@
 mod agent_harness;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output};
 
 use agent_harness::{job, secs, TestAgent};
-
-fn corral(agent: &TestAgent, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(args)
-        .arg("--config")
-        .arg(&agent.config)
-        .output()
-        .unwrap()
-}
-
-/// Runs `corral args`, which must succeed, and returns its stdout.
-fn ok(agent: &TestAgent, args: &[&str]) -> String {
-    let out = corral(agent, args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "corral {args:?}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn started() -> TestAgent {
-    let mut agent = TestAgent::new("");
-    agent.start();
-    let socket = agent.state.join("corral.sock");
-    agent.wait_for("the control socket", secs(20), || socket.exists());
-    agent
-}
 
 /// A script that appends `line` to the shared `chain.log`, which every job
 /// may write to (each runs under a uid of its own).
@@ -58,12 +27,12 @@ fn phases(agent: &TestAgent, run: &str) -> Vec<String> {
 
 #[test]
 fn a_chain_runs_in_order_exactly_once_across_a_kill_9() {
-    let mut agent = started();
+    let mut agent = TestAgent::started("");
     // The last step first: its prerequisite's file is not there yet, and it
     // waits for it, visibly.
     agent.write_job("c.yaml", &job("c", &append(&agent, "c"), "after: [b]\n"));
     agent.wait_phase("c-1", "blocked", secs(20));
-    let ps = ok(&agent, &["ps"]);
+    let ps = agent.corral_ok(&["ps"]);
     assert!(ps.contains("blocked (after b succeeded)"), "{ps}");
 
     let b = format!("{}; sleep 2; {}", append(&agent, "b-start"), append(&agent, "b-end"));
@@ -102,7 +71,7 @@ fn a_chain_runs_in_order_exactly_once_across_a_kill_9() {
 
 #[test]
 fn each_condition_releases_or_fails_its_dependent_with_the_reason_shown() {
-    let agent = started();
+    let agent = TestAgent::started("");
     agent.write_job("bad.yaml", &job("bad", "sleep 0.5; exit 3", ""));
     agent.write_job("load.yaml", &job("load", "true", "after: [bad]\n"));
     agent.write_job("cleanup.yaml", &job("cleanup", "true", "after: [{job: bad, when: failed}]\n"));
@@ -111,12 +80,12 @@ fn each_condition_releases_or_fails_its_dependent_with_the_reason_shown() {
     agent.wait_phase("report-1", "succeeded", secs(30));
     agent.wait_phase("load-1", "failed", secs(30));
     assert_eq!(phases(&agent, "load-1"), ["blocked", "failed"], "it never started");
-    let shown = ok(&agent, &["show", "load-1"]);
+    let shown = agent.corral_ok(&["show", "load-1"]);
     assert!(shown.contains("failed: dependency failed: bad-1 failed; it never started"), "{shown}");
     let (status, _, body) = agent.http_get("/v1/runs/load-1", None);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""failure":"dependency","detail":"bad-1 failed""#), "{body}");
-    let events = ok(&agent, &["events"]);
+    let events = agent.corral_ok(&["events"]);
     assert!(events.contains("dependency failed: bad-1 failed"), "{events}");
 
     // A condition the prerequisite's latest run already meets: at once.
@@ -126,7 +95,7 @@ fn each_condition_releases_or_fails_its_dependent_with_the_reason_shown() {
     // Waiting for a job not loaded shows on ps and the HTTP view.
     agent.write_job("orphan.yaml", &job("orphan", "true", "after: [missing]\n"));
     agent.wait_phase("orphan-1", "blocked", secs(20));
-    let ps = ok(&agent, &["ps"]);
+    let ps = agent.corral_ok(&["ps"]);
     assert!(ps.contains("blocked (after missing succeeded)"), "{ps}");
     let (_, _, body) = agent.http_get("/v1/runs/orphan-1", None);
     assert!(body.contains(r#""phase":{"phase":"blocked","after":"missing succeeded"}"#), "{body}");
@@ -137,7 +106,7 @@ fn each_condition_releases_or_fails_its_dependent_with_the_reason_shown() {
 
 #[test]
 fn a_prerequisite_removed_before_it_ended_fails_its_waiting_dependent() {
-    let agent = started();
+    let agent = TestAgent::started("");
     agent.write_job("slow.yaml", &job("slow", "sleep 60", ""));
     agent.write_job("waiter.yaml", &job("waiter", "true", "after: [slow]\n"));
     agent.wait_phase("slow-1", "running", secs(20));
@@ -155,7 +124,7 @@ fn a_prerequisite_removed_before_it_ended_fails_its_waiting_dependent() {
 
 #[test]
 fn a_dependency_cycle_across_files_is_refused_naming_every_file() {
-    let agent = started();
+    let agent = TestAgent::started("");
     agent.write_job("one.yaml", &job("one", "true", "after: [two]\n"));
     agent.wait_phase("one-1", "blocked", secs(20));
     agent.write_job("two.yaml", &job("two", "true", "after: [one]\n"));
@@ -167,7 +136,7 @@ fn a_dependency_cycle_across_files_is_refused_naming_every_file() {
     assert!(line.contains("one.yaml:3:8") && line.contains("two.yaml:3:8"), "{line}");
     assert!(agent.runs_of("two").is_empty(), "a refused file adds no job");
     // `corral reload` lists the file not applied, and says so in its status.
-    let out = corral(&agent, &["reload"]);
+    let out = agent.corral(&["reload"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(stdout.contains("dependency cycle: one ("), "{stdout}");
@@ -175,7 +144,7 @@ fn a_dependency_cycle_across_files_is_refused_naming_every_file() {
 
 #[test]
 fn a_pipeline_step_runs_once_after_each_upstream_run_that_succeeds_even_across_a_kill_9() {
-    let mut agent = started();
+    let mut agent = TestAgent::started("");
     let flag = agent.data_file("fail-next");
     let extract = format!(
         "if [ -e {} ]; then exit 1; fi; sleep 1; {}",
@@ -192,20 +161,20 @@ fn a_pipeline_step_runs_once_after_each_upstream_run_that_succeeds_even_across_a
     assert!(agent.runs_of("load").is_empty(), "a pipeline step does not run when loaded");
     assert!(agent.runs_of("publish").is_empty());
 
-    ok(&agent, &["trigger", "extract"]);
+    agent.corral_ok(&["trigger", "extract"]);
     agent.wait_phase("publish-1", "succeeded", secs(30));
     assert_eq!(agent.phase("load-1").as_deref(), Some("succeeded"));
     assert_eq!(agent.runs_of("extract"), ["extract-1"]);
 
     // An upstream run that fails starts nothing.
     std::fs::write(&flag, "").unwrap();
-    ok(&agent, &["trigger", "extract"]);
+    agent.corral_ok(&["trigger", "extract"]);
     agent.wait_phase("extract-2", "failed", secs(30));
     std::fs::remove_file(&flag).unwrap();
 
     // The agent dies while the upstream runs, which ends while no agent is
     // there: the restarted agent starts the step for it, once.
-    ok(&agent, &["trigger", "extract"]);
+    agent.corral_ok(&["trigger", "extract"]);
     agent.wait_phase("extract-3", "running", secs(30));
     agent.kill9();
     agent.wait_for("extract-3's shim to record its end", secs(20), || {

@@ -4,39 +4,7 @@
 
 mod agent_harness;
 
-use std::process::{Command, Output};
-
 use agent_harness::{job, secs, TestAgent, OOM_HOG};
-
-fn corral(agent: &TestAgent, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(args)
-        .arg("--config")
-        .arg(&agent.config)
-        .output()
-        .unwrap()
-}
-
-/// Runs `corral args`, which must succeed, and returns its stdout.
-fn ok(agent: &TestAgent, args: &[&str]) -> String {
-    let out = corral(agent, args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "corral {args:?}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn started() -> TestAgent {
-    let mut agent = TestAgent::new("");
-    agent.start();
-    let socket = agent.state.join("corral.sock");
-    agent.wait_for("the control socket", secs(20), || socket.exists());
-    agent
-}
 
 /// The reason of the run's last transition.
 fn last_reason(agent: &TestAgent, run: &str) -> String {
@@ -45,7 +13,7 @@ fn last_reason(agent: &TestAgent, run: &str) -> String {
 
 #[test]
 fn an_exit_code_in_on_exit_codes_restarts_and_the_next_success_ends_the_run() {
-    let agent = started();
+    let agent = TestAgent::started("");
     let count = agent.data_file("temp.count").display().to_string();
     // 75 (EX_TEMPFAIL) the first time, 0 the second.
     let script = format!("echo start >> {count}; [ $(wc -l < {count}) -ge 2 ] && exit 0; exit 75");
@@ -65,7 +33,7 @@ fn an_exit_code_in_on_exit_codes_restarts_and_the_next_success_ends_the_run() {
 
 #[test]
 fn an_exit_code_in_never_on_exit_codes_is_not_restarted_and_show_says_why() {
-    let agent = started();
+    let agent = TestAgent::started("");
     let count = agent.data_file("config.count").display().to_string();
     // `on: always` restarts everything, except what never_on_exit_codes names.
     let extra = "restart: {on: always, attempts: 3, backoff: 200ms, never_on_exit_codes: [2]}\n";
@@ -76,13 +44,13 @@ fn an_exit_code_in_never_on_exit_codes_is_not_restarted_and_show_says_why() {
     assert!(agent.events("config-1").is_empty(), "no restart scheduled");
     let why = "failed: exit code 2; not restarted: exit code 2 is in never_on_exit_codes";
     assert_eq!(last_reason(&agent, "config-1"), why);
-    let show = ok(&agent, &["show", "config-1"]);
+    let show = agent.corral_ok(&["show", "config-1"]);
     assert!(show.contains(why), "{show}");
 }
 
 #[test]
 fn restart_on_oom_restarts_an_oom_kill_and_nothing_else() {
-    let agent = started();
+    let agent = TestAgent::started("");
     let count = agent.data_file("hog.count").display().to_string();
     // Out of memory the first time (the kernel's OOM killer, `oom: fail`), done the second.
     let script =
@@ -113,7 +81,7 @@ fn trapping(marker: &str, traps: &str) -> String {
 
 #[test]
 fn the_timeout_signal_comes_ahead_of_the_timeout_for_a_checkpoint() {
-    let agent = started();
+    let agent = TestAgent::started("");
     let marker = agent.data_file("ckpt.marker").display().to_string();
     let traps = format!(
         "trap 'echo checkpoint >> {marker}' USR1; trap 'echo stopped >> {marker}; exit 0' TERM"
@@ -133,7 +101,7 @@ fn the_timeout_signal_comes_ahead_of_the_timeout_for_a_checkpoint() {
 
 #[test]
 fn a_timeout_signal_not_sent_before_a_kill_9_is_sent_once_by_the_next_agent() {
-    let mut agent = started();
+    let mut agent = TestAgent::started("");
     let marker = agent.data_file("long.marker").display().to_string();
     let traps = format!(
         "trap 'echo checkpoint >> {marker}' USR1; trap 'echo stopped >> {marker}; exit 0' TERM"
@@ -153,13 +121,13 @@ fn a_timeout_signal_not_sent_before_a_kill_9_is_sent_once_by_the_next_agent() {
 
 #[test]
 fn corral_kill_sends_the_job_s_stop_signal() {
-    let agent = started();
+    let agent = TestAgent::started("");
     let marker = agent.data_file("int.marker").display().to_string();
     // Without a TERM trap, SIGTERM would kill the shell (exit signal 15).
     let traps = format!("trap 'echo interrupted >> {marker}; exit 0' INT");
     agent.write_job("int.yaml", &job("int", &trapping(&marker, &traps), "stop_signal: SIGINT\n"));
     agent.wait_for("the job's trap", secs(20), || agent.read_data("int.marker") == "ready\n");
-    ok(&agent, &["kill", "int-1"]);
+    agent.corral_ok(&["kill", "int-1"]);
     agent.wait_phase("int-1", "killed", secs(30));
     assert_eq!(agent.read_data("int.marker"), "ready\ninterrupted\n");
     assert_eq!(agent.exit("int-1"), (Some(0), None), "the trap ended it, not a kill");

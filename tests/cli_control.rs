@@ -14,49 +14,20 @@ use std::time::Instant;
 
 use agent_harness::{job, secs, TestAgent};
 
-fn corral(agent: &TestAgent, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(args)
-        .arg("--config")
-        .arg(&agent.config)
-        .output()
-        .unwrap()
-}
-
-/// Runs `corral args`, which must succeed, and returns its stdout.
-fn ok(agent: &TestAgent, args: &[&str]) -> String {
-    let out = corral(agent, args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "corral {args:?}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn started(extra: &str) -> TestAgent {
-    let mut agent = TestAgent::new(extra);
-    agent.start();
-    let socket = agent.state.join("corral.sock");
-    agent.wait_for("the control socket", secs(20), || socket.exists());
-    agent
-}
-
 #[test]
 fn ps_freeze_thaw_and_kill_act_on_the_kernel() {
-    let agent = started("");
+    let agent = TestAgent::started("");
     agent.write_job("work.yaml", &job("work", "echo hello from work; sleep 60", ""));
     agent.wait_phase("work-1", "running", secs(20));
 
-    let table = ok(&agent, &["ps"]);
+    let table = agent.corral_ok(&["ps"]);
     let header = table.lines().next().unwrap();
     assert!(header.starts_with("JOB") && header.contains("MEMORY"), "{table}");
     assert!(header.contains("CPU%") && header.contains("NEXT"), "{table}");
     let line = table.lines().find(|l| l.contains("work-1")).expect("work-1 listed");
     assert!(line.starts_with("work ") && line.contains("running"), "{table}");
-    let json: serde_json::Value = serde_json::from_str(&ok(&agent, &["ps", "--json"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&agent.corral_ok(&["ps", "--json"])).unwrap();
     assert_eq!(json[0]["run"], "work-1");
     assert_eq!(json[0]["state"], "running");
     assert!(json[0]["cpu_percent"].as_f64().is_some_and(|p| p >= 0.0), "{json}");
@@ -67,10 +38,10 @@ fn ps_freeze_thaw_and_kill_act_on_the_kernel() {
     assert!(json[0]["next_fire"].is_null(), "{json}");
 
     agent.wait_for("the job's output", secs(20), || {
-        ok(&agent, &["logs", "work-1"]).contains("hello from work")
+        agent.corral_ok(&["logs", "work-1"]).contains("hello from work")
     });
 
-    ok(&agent, &["freeze", "work-1"]);
+    agent.corral_ok(&["freeze", "work-1"]);
     agent.wait_for("work-1 frozen in the kernel", secs(20), || agent.frozen("work-1"));
     agent.wait_phase("work-1", "suspended", secs(20));
     let transitions = agent.transitions("work-1");
@@ -82,17 +53,17 @@ fn ps_freeze_thaw_and_kill_act_on_the_kernel() {
     // with room does not resume it.
     agent.run_marker("later");
     assert!(agent.frozen("work-1"));
-    assert!(ok(&agent, &["ps"]).contains("suspended (by operator)"));
+    assert!(agent.corral_ok(&["ps"]).contains("suspended (by operator)"));
 
-    ok(&agent, &["thaw", "work-1"]);
+    agent.corral_ok(&["thaw", "work-1"]);
     agent.wait_for("work-1 thawed", secs(20), || !agent.frozen("work-1"));
     agent.wait_phase("work-1", "running", secs(20));
-    let thaw_again = corral(&agent, &["thaw", "work-1"]);
+    let thaw_again = agent.corral(&["thaw", "work-1"]);
     assert!(!thaw_again.status.success(), "only a run frozen by hand can be thawed");
 
-    ok(&agent, &["kill", "work-1"]);
+    agent.corral_ok(&["kill", "work-1"]);
     agent.wait_phase("work-1", "killed", secs(20));
-    let shown = ok(&agent, &["show", "work-1"]);
+    let shown = agent.corral_ok(&["show", "work-1"]);
     assert!(shown.contains("state:     killed"), "{shown}");
     assert!(shown.contains("exit:"), "{shown}");
     // No `user`: a uid of its own from the default range (which one depends
@@ -101,7 +72,7 @@ fn ps_freeze_thaw_and_kill_act_on_the_kernel() {
     let uid: u32 = line.split_whitespace().nth(1).and_then(|u| u.parse().ok()).unwrap();
     assert_eq!(line, format!("uid:       {uid} (dynamic, gid {uid})"));
     assert!((61184..=65519).contains(&uid), "{shown}");
-    let events = ok(&agent, &["events"]);
+    let events = agent.corral_ok(&["events"]);
     assert!(events.contains("work-1") && events.contains("-> killed"), "{events}");
 }
 
@@ -109,7 +80,7 @@ fn ps_freeze_thaw_and_kill_act_on_the_kernel() {
 /// when the agent stops.
 #[test]
 fn events_follow_is_pushed_entries_as_they_happen_until_the_agent_stops() {
-    let mut agent = started("");
+    let mut agent = TestAgent::started("");
     let mut follower = Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["events", "--follow", "--json", "--config"])
         .arg(&agent.config)
@@ -147,11 +118,11 @@ fn events_follow_is_pushed_entries_as_they_happen_until_the_agent_stops() {
     wait_for_line("work-1 running", &|v| {
         v["run"] == "work-1" && v["detail"].as_str().is_some_and(|d| d.contains("-> running"))
     });
-    ok(&agent, &["freeze", "work-1"]);
+    agent.corral_ok(&["freeze", "work-1"]);
     wait_for_line("the freeze", &|v| {
         v["run"] == "work-1" && v["detail"] == "running -> suspended: frozen by operator"
     });
-    ok(&agent, &["kill", "work-1"]);
+    agent.corral_ok(&["kill", "work-1"]);
     wait_for_line("the kill", &|v| {
         v["run"] == "work-1" && v["detail"].as_str().is_some_and(|d| d.contains("-> killed"))
     });
@@ -181,7 +152,7 @@ fn events_follow_is_pushed_entries_as_they_happen_until_the_agent_stops() {
 
 #[test]
 fn requeue_stops_a_run_and_queues_it_again_with_its_attempt() {
-    let agent = started("");
+    let agent = TestAgent::started("");
     let starts = agent.data_file("starts").display().to_string();
     agent.write_job(
         "again.yaml",
@@ -189,7 +160,7 @@ fn requeue_stops_a_run_and_queues_it_again_with_its_attempt() {
     );
     agent.wait_phase("again-1", "running", secs(20));
 
-    let said = ok(&agent, &["requeue", "again-1"]);
+    let said = agent.corral_ok(&["requeue", "again-1"]);
     assert!(said.contains("queued again"), "{said}");
     agent.wait_for("a second start", secs(20), || agent.read_data("starts").lines().count() == 2);
     agent.wait_phase("again-1", "running", secs(20));
@@ -199,20 +170,20 @@ fn requeue_stops_a_run_and_queues_it_again_with_its_attempt() {
         "{transitions:?}"
     );
     let shown: serde_json::Value =
-        serde_json::from_str(&ok(&agent, &["show", "again-1", "--json"])).unwrap();
+        serde_json::from_str(&agent.corral_ok(&["show", "again-1", "--json"])).unwrap();
     assert_eq!(shown[0]["attempt"], 1, "the attempt is kept: {shown}");
     assert_eq!(agent.runs_of("again"), ["again-1"], "the same run, not a new one");
     // Not a preemption: nothing recorded as one.
     assert!(!agent.events("again-1").iter().any(|k| k == "preempted"));
 
-    let none = corral(&agent, &["requeue", "nope-1"]);
+    let none = agent.corral(&["requeue", "nope-1"]);
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("no run nope-1"));
 }
 
 #[test]
 fn trigger_starts_a_run_of_a_recurring_job_now() {
-    let agent = started("");
+    let agent = TestAgent::started("");
     let marker = agent.data_file("nightly.out").display().to_string();
     agent.write_job(
         "nightly.yaml",
@@ -220,17 +191,17 @@ fn trigger_starts_a_run_of_a_recurring_job_now() {
     );
     // The job file is read before the trigger names it.
     agent.wait_for("the job known", secs(20), || {
-        corral(&agent, &["trigger", "nightly"]).status.success()
+        agent.corral(&["trigger", "nightly"]).status.success()
     });
     agent.wait_phase("nightly-1", "succeeded", secs(20));
     assert_eq!(agent.read_data("nightly.out"), "ran\n");
-    assert_eq!(ok(&agent, &["logs", "nightly-1"]), "triggered\n");
+    assert_eq!(agent.corral_ok(&["logs", "nightly-1"]), "triggered\n");
     let shown: serde_json::Value =
-        serde_json::from_str(&ok(&agent, &["show", "nightly", "--json"])).unwrap();
+        serde_json::from_str(&agent.corral_ok(&["show", "nightly", "--json"])).unwrap();
     assert_eq!(shown[0]["run"], "nightly-1");
     assert_eq!(shown[0]["exit"]["exit_code"], 0);
 
-    let one_shot = corral(&agent, &["trigger", "missing"]);
+    let one_shot = agent.corral(&["trigger", "missing"]);
     assert!(!one_shot.status.success());
     assert!(String::from_utf8_lossy(&one_shot.stderr).contains("not a recurring job"));
 }
@@ -250,7 +221,7 @@ fn ps_as_nobody(socket: &std::path::Path, groups: &[&str]) -> Output {
 
 #[test]
 fn members_of_the_socket_group_may_drive_the_agent_and_others_may_not() {
-    let agent = started("socket_group: nogroup\n");
+    let agent = TestAgent::started("socket_group: nogroup\n");
     let socket = agent.state.join("corral.sock");
     let meta = std::fs::metadata(&socket).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
@@ -270,7 +241,7 @@ fn members_of_the_socket_group_may_drive_the_agent_and_others_may_not() {
 
 #[test]
 fn the_socket_is_root_only_and_a_stopped_agent_is_reported() {
-    let mut agent = started("");
+    let mut agent = TestAgent::started("");
     let socket = agent.state.join("corral.sock");
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -283,7 +254,7 @@ fn the_socket_is_root_only_and_a_stopped_agent_is_reported() {
 
     agent.stop();
     assert!(!socket.exists(), "the agent removes its socket when it stops");
-    let out = corral(&agent, &["ps"]);
+    let out = agent.corral(&["ps"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -297,7 +268,7 @@ fn the_socket_is_root_only_and_a_stopped_agent_is_reported() {
 
 #[test]
 fn the_http_api_does_not_quote_a_root_only_job_file_but_reload_does() {
-    let agent = started("");
+    let agent = TestAgent::started("");
     agent.write_job("vault.yaml", &job("vault", "exit 0", ""));
     agent.wait_phase("vault-1", "succeeded", secs(20));
     let secret = "hunter2-TOPSECRET-9f1c";
@@ -324,7 +295,7 @@ fn the_http_api_does_not_quote_a_root_only_job_file_but_reload_does() {
     assert!(!list.contains("TOPSECRET") && list.contains("invalid working directory"), "{list}");
 
     // Root asks over the control socket, and is told all of it.
-    let out = corral(&agent, &["reload"]);
+    let out = agent.corral(&["reload"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         said.contains(&format!("{file}:3:10: workdir: invalid working directory \"{secret}\"")),
@@ -334,14 +305,14 @@ fn the_http_api_does_not_quote_a_root_only_job_file_but_reload_does() {
 
 #[test]
 fn reload_reads_the_directory_now_and_exits_1_while_a_file_is_not_applied() {
-    let mut agent = started("");
+    let mut agent = TestAgent::started("");
     // Held open for writing, a file never settles, so the watcher never
     // reads it by itself: only the reload can have found it.
     let held_path = agent.jobs.join("held.yaml");
     let mut held = fs::File::create(&held_path).unwrap();
     fs::set_permissions(&held_path, fs::Permissions::from_mode(0o644)).unwrap();
     held.write_all(job("held", "exit 0", "").as_bytes()).unwrap();
-    let said = ok(&agent, &["reload"]);
+    let said = agent.corral_ok(&["reload"]);
     assert_eq!(
         said,
         format!("{}: 1 job file, applied\nadded: held\n", agent.jobs.display()),
@@ -357,7 +328,7 @@ fn reload_reads_the_directory_now_and_exits_1_while_a_file_is_not_applied() {
     agent.write_job("open.yaml", &job("open", "exit 0", ""));
     let open_path = agent.jobs.join("open.yaml");
     fs::set_permissions(&open_path, fs::Permissions::from_mode(0o666)).unwrap();
-    let out = corral(&agent, &["reload"]);
+    let out = agent.corral(&["reload"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{said}{}", String::from_utf8_lossy(&out.stderr));
     assert!(said.contains(": 3 job files, 1 applied, 2 not applied\n"), "{said}");
@@ -373,7 +344,7 @@ fn reload_reads_the_directory_now_and_exits_1_while_a_file_is_not_applied() {
 
     // The same, for scripts. Nothing changed since the last reload, yet
     // both files are still listed: the answer is the directory's state.
-    let out = corral(&agent, &["reload", "--json"]);
+    let out = agent.corral(&["reload", "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["jobs_dir"], agent.jobs.display().to_string());
@@ -394,13 +365,13 @@ fn reload_reads_the_directory_now_and_exits_1_while_a_file_is_not_applied() {
     // Both fixed: every file applied, exit 0.
     agent.write_job("bad.yaml", &job("bad", "exit 0", ""));
     fs::set_permissions(&open_path, fs::Permissions::from_mode(0o644)).unwrap();
-    let said = ok(&agent, &["reload"]);
+    let said = agent.corral_ok(&["reload"]);
     assert!(said.contains(": 3 job files, all applied\n"), "{said}");
     assert!(!said.contains("not applied"), "{said}");
 
     // No agent: the error every control command gives, with status 2.
     agent.stop();
-    let out = corral(&agent, &["reload"]);
+    let out = agent.corral(&["reload"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no agent is listening"));
 }

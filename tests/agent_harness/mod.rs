@@ -105,6 +105,39 @@ impl TestAgent {
         self.child = Some(command.spawn().unwrap());
     }
 
+    /// An agent on `extra` configuration, started, with its control socket
+    /// there for `corral` commands.
+    pub fn started(extra: &str) -> TestAgent {
+        let mut agent = TestAgent::new(extra);
+        agent.start();
+        let socket = agent.state.join("corral.sock");
+        agent.wait_for("the control socket", secs(20), || socket.exists());
+        agent
+    }
+
+    /// Runs `corral ARGS --config <this agent's configuration>`.
+    pub fn corral(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap()
+    }
+
+    /// [`TestAgent::corral`], which must succeed: its stdout.
+    pub fn corral_ok(&self, args: &[&str]) -> String {
+        let out = self.corral(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "corral {args:?}: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
     /// The agent's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("started").id()
