@@ -20,15 +20,45 @@ pub fn request(spec: &JobSpec, owner: &RunId, memory: Option<Bytes>) -> Request 
     Request { memory, ..crate::launch::request(spec, owner) }
 }
 
-/// A fingerprint equal for equal specs (within one build of corral, which is
-/// all "this version already ran" needs across agent restarts: an upgrade that
-/// changes the spec model may treat unchanged files as new versions once).
+/// A fingerprint equal for equal specs, and equal across upgrades of corral
+/// for a file that did not change: "this version already ran" is read from
+/// it, so a one-shot job whose fingerprint changed with the upgrade would run
+/// again.
 fn fingerprint(spec: &JobSpec) -> String {
-    // FNV-1a over the spec's full debug rendering, which lists every field,
-    // maps and sets in key order.
+    // FNV-1a over the spec's debug rendering, which lists every field, maps
+    // and sets in key order, without the fields the model gained since
+    // fingerprints were first stored while they keep their defaults.
     let mut hash = Fnv1a::new();
-    hash.write(format!("{spec:?}").as_bytes());
+    hash.write(without_added_defaults(format!("{spec:?}")).as_bytes());
     format!("{:016x}", hash.finish())
+}
+
+/// Fields added to the job model after fingerprints were first stored, as
+/// the debug rendering shows them at their defaults, each with the text
+/// that follows it there (so that a string in the spec that happens to hold
+/// the same words is left alone). A field added to `JobSpec` or a struct in
+/// it goes here too: `fingerprints_of_unchanged_files_survive_upgrades`
+/// fails until it does.
+const ADDED_AT_DEFAULT: &[(&str, &str)] = &[
+    // `restart.on_exit_codes` and `restart.never_on_exit_codes`.
+    (
+        ", on_exit_codes: ExitCodes([0, 0, 0, 0]), never_on_exit_codes: ExitCodes([0, 0, 0, 0])",
+        " }, timeout: ",
+    ),
+    // `stop_signal` and `timeout_signal`.
+    (", stop_signal: None, timeout_signal: None", ", isolation: Isolation { "),
+    // `after` and `array`, the last fields.
+    (", after: [], array: None", " }"),
+];
+
+fn without_added_defaults(mut text: String) -> String {
+    for (added, next) in ADDED_AT_DEFAULT {
+        let whole = format!("{added}{next}");
+        if let Some(at) = text.rfind(&whole) {
+            text.replace_range(at..at + added.len(), "");
+        }
+    }
+    text
 }
 
 /// The version record of `spec` as run with `meta`: its fingerprint, and the
@@ -95,6 +125,36 @@ mod tests {
 
     fn spec(text: &str) -> JobSpec {
         spec::compile_str(Path::new("t.yaml"), text).unwrap().remove(0).spec
+    }
+
+    /// The fingerprints corral 0.1.0 stored for these files before the job
+    /// model gained `after`, `array`, the exit code rules and the signals.
+    #[test]
+    fn fingerprints_of_unchanged_files_survive_upgrades() {
+        let minimal = spec("name: a\ncommand: [/bin/true]\n");
+        let full = spec(
+            "name: nightly\ncommand: [/bin/sh, -c, 'echo hi']\nenv: {A: '1'}\npriority: 70\n\
+             preemption: suspend\ntimeout: 1h\nrestart: {on: failure, attempts: 2, backoff: 5s..1m}\n\
+             resources: {cpus: 1, memory: {hard: 256Mi, soft: 128Mi}}\n\
+             oom: {action: grow, grow_to: 1Gi}\n",
+        );
+        let stored = [(&minimal, "b3b13365f73b29b3"), (&full, "4ec813172363a594")];
+        for (spec, was) in stored {
+            assert_eq!(
+                fingerprint(spec),
+                was,
+                "the fingerprint of an unchanged file moved: a field added to the job model \
+                 must be listed in ADDED_AT_DEFAULT with its default rendering\n{spec:?}"
+            );
+        }
+        // A new field set away from its default is a new version.
+        let signalled = spec("name: a\ncommand: [/bin/true]\nstop_signal: SIGINT\n");
+        let waiting = spec("name: a\ncommand: [/bin/true]\nafter: [b]\n");
+        let codes =
+            spec("name: a\ncommand: [/bin/true]\nrestart: {on: failure, on_exit_codes: [75]}\n");
+        let fingerprints = [&minimal, &signalled, &waiting, &codes].map(fingerprint);
+        let distinct: std::collections::BTreeSet<_> = fingerprints.iter().collect();
+        assert_eq!(distinct.len(), 4, "{fingerprints:?}");
     }
 
     #[test]
