@@ -66,6 +66,8 @@ pub(super) struct ControlView<'a, S: RunStore> {
     pub telemetry: Option<&'a Telemetry>,
     pub feed: &'a EventFeed,
     pub now: Timestamp,
+    /// Node-pressure protection holds pending runs back.
+    pub pressure_holding: bool,
 }
 
 /// What the supervisor does for a request: answer at once, or feed the run
@@ -205,8 +207,9 @@ impl<S: RunStore> ControlView<'_, S> {
         Ok(rows)
     }
 
-    /// Adds what `ps` says of a run of an array: the array, the index, and
-    /// that it waits for its array's cap.
+    /// Adds what `ps` says of a run of an array (the array, the index, and
+    /// that it waits for its array's cap), and that a pending run waits for
+    /// the node's memory pressure to end.
     fn array_facts(
         &self,
         row: &mut RunRow,
@@ -217,7 +220,12 @@ impl<S: RunStore> ControlView<'_, S> {
             row.array = Some(record.job.to_string());
             row.array_index = Some(index);
         }
-        row.waiting_for = self.runs.get(&record.id).and_then(|run| arrays::waiting_for(caps, run));
+        row.waiting_for = self.runs.get(&record.id).and_then(|run| {
+            arrays::waiting_for(caps, run).or_else(|| {
+                let held = self.pressure_holding && matches!(run.state.phase, Phase::Pending);
+                held.then(|| "held: memory pressure".to_owned())
+            })
+        });
         Ok(())
     }
 
@@ -465,6 +473,7 @@ mod tests {
                 telemetry: None,
                 feed: &self.feed,
                 now: Timestamp::EPOCH,
+                pressure_holding: false,
             };
             view.order(request).unwrap()
         }

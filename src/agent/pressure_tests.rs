@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::pressure::{Pressure, PressureSources};
 use super::runtime::Probe;
-use super::tests::{job, Bench};
+use super::tests::{ask, job, Bench};
 use crate::scheduler::pressure::Thresholds;
 
 /// Every second; 2 high readings to act; low (≤ 10) for 5 s to release.
@@ -71,6 +71,10 @@ async fn pressure_freezes_the_lowest_preemptible_run_holds_new_runs_and_releases
     // New runs wait while the node is under pressure.
     b.files(&[("late.yaml", &job("late", "priority: 90\n"))]).await;
     assert_eq!(b.phase("late-1"), "pending");
+    let ps = ask(&mut b, crate::api::Request::Ps).await;
+    let crate::api::Response::Ps { runs } = ps else { panic!("{ps:?}") };
+    let late = runs.iter().find(|r| r.run == "late-1").expect("late-1 listed");
+    assert_eq!(late.waiting_for.as_deref(), Some("held: memory pressure"), "{runs:#?}");
     readings(&mut b, 2).await;
     assert_eq!(b.phase("mid-1"), "suspended", "the next one, after two more high readings");
     // In the band: nothing moves, however long.

@@ -342,6 +342,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             telemetry: self.telemetry.as_ref(),
             feed: self.recorder.feed(),
             now: self.clock.now(),
+            pressure_holding: self.pressure.as_ref().is_some_and(Pressure::holding),
         }
     }
 

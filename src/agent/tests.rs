@@ -940,7 +940,7 @@ async fn every_recorded_entry_is_announced_as_the_history_reads_it() {
 }
 
 /// Asks the supervisor what the control socket would, and returns the answer.
-async fn ask(b: &mut Bench, request: crate::api::Request) -> crate::api::Response {
+pub(super) async fn ask(b: &mut Bench, request: crate::api::Request) -> crate::api::Response {
     let (reply, answer) = tokio::sync::oneshot::channel();
     b.sup.command(crate::api::Command { request, reply }).unwrap();
     b.settle().await;
