@@ -10,8 +10,6 @@
 
 mod agent_harness;
 
-use std::process::Command;
-
 use agent_harness::{job, secs, TestAgent};
 
 /// What the agent may charge on node 0, from `GET /v1/node`.
@@ -30,13 +28,8 @@ fn eighths(unit_mib: u64, n: u64) -> String {
 
 /// The `state` column of `corral ps --json` for `run`.
 fn ps_state(agent: &TestAgent, run: &str) -> Option<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["ps", "--json", "--config"])
-        .arg(&agent.config)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: serde_json::Value =
+        serde_json::from_str(&agent.corral_ok(&["ps", "--json"])).unwrap();
     let row = rows.as_array()?.iter().find(|r| r["run"] == run)?;
     row["state"].as_str().map(str::to_owned)
 }

@@ -53,6 +53,20 @@ fn until_stopped(agent: &TestAgent, name: &str, body: &str) -> String {
     format!("while [ ! -e {stop} ]; do {body}; done")
 }
 
+/// The hog: two readers of `big` at once, under a 64 MiB limit, until
+/// stopped; it outranks the runs the tests expect frozen and is never one.
+fn write_hog(agent: &TestAgent, big: &str) {
+    let readers = format!("cat {big} > /dev/null & cat {big} > /dev/null; wait");
+    agent.write_job(
+        "hog.yaml",
+        &job(
+            "hog",
+            &until_stopped(agent, "hog", &readers),
+            "priority: 50\npreemption: never\nresources: {memory: {hard: 64Mi}}\n",
+        ),
+    );
+}
+
 fn stop(agent: &TestAgent, name: &str) {
     std::fs::write(agent.data_file(&format!("{name}.stop")), "").unwrap();
 }
@@ -93,18 +107,7 @@ fn memory_pressure_freezes_the_lowest_preemptible_run_and_resumes_it_when_over()
     agent.wait_phase("keep-1", "running", secs(20));
     agent.wait_phase("low-1", "running", secs(20));
 
-    agent.write_job(
-        "hog.yaml",
-        &job(
-            "hog",
-            &until_stopped(
-                &agent,
-                "hog",
-                &format!("cat {big} > /dev/null & cat {big} > /dev/null; wait"),
-            ),
-            "priority: 50\npreemption: never\nresources: {memory: {hard: 64Mi}}\n",
-        ),
-    );
+    write_hog(&agent, &big);
     agent.wait_phase("hog-1", "running", secs(20));
     agent.wait_for_or(
         "low-1 frozen for memory pressure",
@@ -226,18 +229,7 @@ fn pressure_that_persists_requeues_the_frozen_run_which_starts_again_with_its_at
         &job("low", &format!("echo >> {started}; {body}"), "priority: 10\npreemption: requeue\n"),
     );
     agent.wait_phase("low-1", "running", secs(20));
-    agent.write_job(
-        "hog.yaml",
-        &job(
-            "hog",
-            &until_stopped(
-                &agent,
-                "hog",
-                &format!("cat {big} > /dev/null & cat {big} > /dev/null; wait"),
-            ),
-            "priority: 50\npreemption: never\nresources: {memory: {hard: 64Mi}}\n",
-        ),
-    );
+    write_hog(&agent, &big);
     // Frozen first, whatever its mode; stopped and queued again once the
     // pressure has lasted requeue_after.
     agent.wait_for_or(

@@ -79,27 +79,37 @@ fn run_ids_are_not_reused_after_pruning_or_reopening() {
     assert_eq!(store.create_run(&job("etl"), &pending(), t(2)).unwrap().as_str(), "etl-2");
 }
 
+/// A placement of `run` on CPUs 2-3 with 1 GiB on node 0.
+fn two_cpus_and_a_gib(run: &RunId) -> Assignment {
+    Assignment {
+        owner: run.clone(),
+        cpus: CpuGrant::Exclusive("2-3".parse().unwrap()),
+        mems: "0".parse::<NodeSet>().unwrap(),
+        memory: [(corral::topology::NodeId(0), Bytes::from_gib(1))].into_iter().collect(),
+    }
+}
+
+/// A launch of `run` at t(20).
+fn launched_at_20(run: &str) -> LaunchInfo {
+    LaunchInfo {
+        shim_pid: 4000,
+        init_pid: 4001,
+        pid_start_time: 123_456_789,
+        run_dir: PathBuf::from(format!("/var/lib/corral/runs/{run}")),
+        launched_at: t(20),
+    }
+}
+
 #[test]
 fn every_write_reads_back() {
     let (_dir, mut store) = open();
     let st0 = pending();
     let id = store.create_run(&job("etl"), &st0, t(0)).unwrap();
 
-    let assignment = Assignment {
-        owner: id.clone(),
-        cpus: CpuGrant::Exclusive("2-3".parse().unwrap()),
-        mems: "0".parse::<NodeSet>().unwrap(),
-        memory: [(corral::topology::NodeId(0), Bytes::from_gib(1))].into_iter().collect(),
-    };
+    let assignment = two_cpus_and_a_gib(&id);
     store.set_placement(&id, Some(&assignment)).unwrap();
     let st1 = advance(&mut store, &id, &st0, Phase::Placed, 10);
-    let launch = LaunchInfo {
-        shim_pid: 4000,
-        init_pid: 4001,
-        pid_start_time: 123_456_789,
-        run_dir: PathBuf::from("/var/lib/corral/runs/etl-1"),
-        launched_at: t(20),
-    };
+    let launch = launched_at_20("etl-1");
     store.set_launch(&id, &launch).unwrap();
     let st2 = advance(&mut store, &id, &st1, Phase::Running { since: t(20) }, 20);
     let preempted =
@@ -566,19 +576,8 @@ fn a_transition_and_its_records_are_one_commit_or_none() {
     let (_dir, mut store) = open();
     let st0 = pending();
     let id = store.create_run(&job("etl"), &st0, t(0)).unwrap();
-    let assignment = Assignment {
-        owner: id.clone(),
-        cpus: CpuGrant::Exclusive("2-3".parse().unwrap()),
-        mems: "0".parse::<NodeSet>().unwrap(),
-        memory: [(corral::topology::NodeId(0), Bytes::from_gib(1))].into_iter().collect(),
-    };
-    let launch = LaunchInfo {
-        shim_pid: 4000,
-        init_pid: 4001,
-        pid_start_time: 123_456_789,
-        run_dir: PathBuf::from("/var/lib/corral/runs/etl-1"),
-        launched_at: t(20),
-    };
+    let assignment = two_cpus_and_a_gib(&id);
+    let launch = launched_at_20("etl-1");
     let exit = ExitInfo {
         status: ExitStatus::Code(0),
         exited_at: t(30),

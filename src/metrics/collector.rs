@@ -21,18 +21,11 @@ use super::WallClock;
 use crate::cgroup::stats::DeviceIo;
 use crate::cgroup::Pressure;
 use crate::cgroup::Stats;
+use crate::scheduler::Phase;
 
-/// Phases a run that has not ended can be in: the values of `corral_runs`.
-const LIVE_PHASES: [&str; 8] = [
-    "blocked",
-    "pending",
-    "placed",
-    "running",
-    "suspended",
-    "oom-paused",
-    "stopping",
-    "backoff-waiting",
-];
+/// Phases a run that has not ended can be in: the values of `corral_runs`
+/// (every phase name but the three ends, which come last).
+const LIVE_PHASES: &[&str] = Phase::NAMES.split_at(Phase::NAMES.len() - 3).0;
 
 pub(super) struct RunCollector {
     pub source: Arc<dyn MetricsSource>,
@@ -679,7 +672,6 @@ impl EncodeLabelSet for NoLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::Phase;
 
     fn dev(major: u32, minor: u32, read_bytes: u64) -> DeviceIo {
         DeviceIo { major, minor, read_bytes, write_bytes: 1, read_ops: 2, write_ops: 3 }
