@@ -65,6 +65,7 @@ pub mod agent;
 pub mod api;
 pub mod cgroup;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod container;
 pub mod dynamic_user;

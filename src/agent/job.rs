@@ -47,7 +47,9 @@ const ADDED_AT_DEFAULT: &[(&str, &str)] = &[
     ),
     // `stop_signal` and `timeout_signal`.
     (", stop_signal: None, timeout_signal: None", ", isolation: Isolation { "),
-    // `after` and `array`, the last fields.
+    // `nodes`, the last field (node constraints, for cluster jobs).
+    (", nodes: NodeConstraints { names: [], selector: {}, spread: false }", " }"),
+    // `after` and `array`, the last fields before it.
     (", after: [], array: None", " }"),
 ];
 

@@ -173,6 +173,8 @@ pub struct AgentConfig {
     pub cgroup_root: CgroupRoot,
     /// Node-pressure protection (`pressure`): off when the key is absent.
     pub pressure: Option<Thresholds>,
+    /// Cluster mode (`cluster`): off when the key is absent.
+    pub cluster: Option<super::cluster::ClusterConfig>,
 }
 
 /// Bounds on the HTTP endpoint, so that whoever can reach the port cannot
@@ -230,6 +232,7 @@ impl Default for AgentConfig {
             http: HttpLimits::default(),
             cgroup_root: CgroupRoot::Auto,
             pressure: None,
+            cluster: None,
         }
     }
 }
@@ -260,6 +263,7 @@ const FIELDS: &[&str] = &[
     "http",
     "cgroup_root",
     "pressure",
+    "cluster",
 ];
 
 const PRESSURE_FIELDS: &[&str] = &[
@@ -551,6 +555,11 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         Some(n) => pressure(cx, n, &fields.field("pressure")).map(Some),
     };
 
+    let cluster = match fields.get("cluster") {
+        None => Some(None),
+        Some(n) => super::cluster::compile(cx, n, &fields.field("cluster"), base).map(Some),
+    };
+
     Some(AgentConfig {
         jobs_dir: jobs_dir?,
         state_dir: state_dir?,
@@ -577,6 +586,7 @@ fn compile(cx: &mut Checker<ConfigError>, document: &Node, base: &Path) -> Optio
         http: http?,
         cgroup_root: cgroup_root?,
         pressure: pressure?,
+        cluster: cluster?,
     })
 }
 
@@ -760,7 +770,7 @@ impl AgentConfig {
 }
 
 /// A path field: absolute as written, or relative to `base`.
-fn path(
+pub(super) fn path(
     cx: &mut Checker<ConfigError>,
     fields: &Fields,
     key: &'static str,

@@ -5,10 +5,12 @@
 //! runs from a checkout.
 
 mod agent;
+mod cluster;
 mod error;
 
 pub use agent::{
     compile_str, load, AgentConfig, CgroupParent, CgroupRoot, HttpLimits, LogFormat, DEFAULT_PATH,
     MAX_SOCKET_PATH,
 };
+pub use cluster::{ClusterConfig, ClusterTls};
 pub use error::ConfigError;

@@ -10,6 +10,7 @@ use super::check::{choice, optional, Checker};
 use super::error::{FieldPath, SpecError};
 use super::identity::{GroupRef, UserRef};
 use super::isolation::{self, Isolation};
+use super::nodes::{self, NodeConstraints};
 use super::oom::{self, OomPolicy};
 use super::paths::AbsPath;
 use super::resources::{self, Resources};
@@ -57,6 +58,8 @@ pub struct JobSpec {
     pub after: Vec<After>,
     /// `Some`: one run per index instead of one run (see [`super::array`]).
     pub array: Option<ArraySpec>,
+    /// Which cluster nodes may run it (see [`super::nodes`]).
+    pub nodes: NodeConstraints,
 }
 
 /// The program and its arguments, passed to `execve` as they are: no shell is involved.
@@ -167,6 +170,9 @@ pub const FIELDS: &[&str] = &[
     "rlimits",
     "after",
     "array",
+    "nodes",
+    "node_selector",
+    "spread",
 ];
 
 /// Compiles one document. Every problem is reported to `cx`; the spec is returned only if
@@ -224,6 +230,13 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
     let rlimits = rlimits::compile(cx, job.get("rlimits"), &field("rlimits"));
     let after = after::compile(cx, job.get("after"), &field("after"), name.as_ref());
     let array = array::compile(cx, job.get("array"), &field("array"));
+    let nodes = nodes::compile(
+        cx,
+        job.get("nodes"),
+        job.get("node_selector"),
+        job.get("spread"),
+        &root,
+    );
     if job.has("array") && job.has("schedule") {
         cx.report(
             job.key_pos("array"),
@@ -273,6 +286,7 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
         rlimits: rlimits?,
         after: after?,
         array: array?,
+        nodes: nodes?,
     })
 }
 

@@ -29,6 +29,7 @@ pub mod io;
 pub mod isolation;
 pub mod job;
 pub mod load;
+pub mod nodes;
 pub mod oom;
 pub mod paths;
 
@@ -55,6 +56,7 @@ pub use io::{BlockDevice, IoDeviceLimit, IoLimits};
 pub use isolation::{Hostname, Isolation, Mount, MountKind};
 pub use job::{Command, JobSpec, OnRemoval, Preemption, Priority};
 pub use load::{compile_bytes, compile_str, dependency_cycle, load_file, Job, JobSet, Origin};
+pub use nodes::NodeConstraints;
 pub use oom::OomPolicy;
 pub use paths::AbsPath;
 pub use resources::{CpuRequest, MemoryLimits, Resources};
