@@ -29,6 +29,8 @@ pub mod error;
 pub mod etcd;
 pub mod keys;
 pub mod records;
+#[cfg(test)]
+pub mod testing;
 
 pub use error::ClusterError;
 pub use keys::Keys;
