@@ -1,7 +1,8 @@
 //! The cluster harness itself, on real etcd: three members on loopback with
 //! TLS for clients and peers; corral's client reaches them with a node's
 //! certificate; a client without one, or with one from another CA, is
-//! refused; the cluster survives the loss of one member, which rejoins.
+//! refused; the cluster survives the loss of one member, which rejoins;
+//! agents start as nodes with the configuration the harness writes.
 
 mod agent_harness;
 mod cluster_harness;
@@ -9,7 +10,7 @@ mod cluster_harness;
 use std::time::Duration;
 
 use agent_harness::secs;
-use cluster_harness::{run_async, EtcdCluster, Pki, ROOT};
+use cluster_harness::{run_async, EtcdCluster, NodeOptions, Pki, ROOT};
 use corral::cluster::etcd::connect;
 use corral::config::ClusterConfig;
 use etcd_client::{Certificate, Client, Compare, CompareOp, ConnectOptions, TlsOptions, Txn, TxnOp};
@@ -204,4 +205,42 @@ fn with_one_member_killed_the_other_two_serve_writes_and_it_rejoins() {
     });
     let members = cluster.etcdctl_ok(ROOT, &["member", "list"]);
     assert_eq!(members.lines().filter(|l| l.contains(", started, ")).count(), 3, "{members}");
+}
+
+#[test]
+fn three_agents_join_as_nodes_of_different_memory() {
+    let Some(cluster) = EtcdCluster::start(3, true) else { return };
+    const GIB: u64 = 1 << 30;
+    let nodes = [("node-a", 2 * GIB, "a"), ("node-b", 4 * GIB, "b"), ("node-c", 8 * GIB, "c")];
+    let agents: Vec<_> = nodes
+        .iter()
+        .map(|&(name, memory, zone)| {
+            let labels = [("zone", zone)];
+            let options = NodeOptions { labels: &labels, memory, ..Default::default() };
+            (name, memory, cluster.started_agent(name, &options))
+        })
+        .collect();
+    for (name, memory, agent) in &agents {
+        let config = std::fs::read_to_string(&agent.config).unwrap();
+        assert!(config.contains(&format!("node_name: \"{name}\"")), "{config}");
+        assert!(config.contains(&cluster.prefix), "{config}");
+        // What the agent's own placement offers on its one NUMA node is
+        // what the harness asked for: memory tells the nodes apart.
+        let (status, _, body) = agent.http_get("/v1/node", None);
+        assert_eq!(status, 200, "{body}");
+        let node: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(node["numa_nodes"][0]["allocatable_memory_bytes"].as_u64(), Some(*memory), "{name}: {body}");
+        // Each runs jobs on its own, under its own cgroup parent.
+        agent.run_marker("marker");
+        assert!(agent.runs_of("marker").len() == 1);
+    }
+    let distinct = |f: &dyn Fn(&agent_harness::TestAgent) -> String| {
+        let mut all: Vec<String> = agents.iter().map(|(_, _, a)| f(a)).collect();
+        all.sort();
+        all.dedup();
+        all.len()
+    };
+    assert_eq!(distinct(&|a| a.parent.clone()), 3);
+    assert_eq!(distinct(&|a| a.listen.to_string()), 3);
+    assert_eq!(distinct(&|a| a.state.display().to_string()), 3);
 }
