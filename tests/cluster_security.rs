@@ -75,14 +75,20 @@ fn a_submitter_writes_jobs_and_nothing_else() {
     let error = put(&config, format!("{p}/runs/y")).unwrap_err();
     assert!(error.contains(DENIED), "{error}");
     let (jobs, runs) = (format!("{p}/jobs/z"), format!("{p}/runs/z"));
-    let error = run_async(async move {
+    let (one, two) = (format!("{p}/jobs/one"), format!("{p}/jobs/two"));
+    let (applied, error) = run_async(async move {
         let mut client = connect(&config).await.unwrap();
+        let apply = Txn::new().and_then([TxnOp::put(one, "{}", None), TxnOp::put(two, "{}", None)]);
+        let applied = client.txn(apply).await.unwrap().succeeded();
         let txn = Txn::new().and_then([TxnOp::put(jobs, "{}", None), TxnOp::put(runs, "{}", None)]);
-        client.txn(txn).await.unwrap_err().to_string()
+        (applied, client.txn(txn).await.unwrap_err().to_string())
     });
+    assert!(applied);
     assert!(error.contains(DENIED), "{error}");
     let stored = cluster.get_prefix_raw(&format!("{p}/"));
-    assert!(stored.contains_key(&format!("{p}/jobs/y")));
+    for key in ["jobs/y", "jobs/one", "jobs/two"] {
+        assert!(stored.contains_key(&format!("{p}/{key}")), "{key} missing: {stored:?}");
+    }
     for key in ["jobs/z", "runs/z", "runs/y"] {
         assert!(!stored.contains_key(&format!("{p}/{key}")), "{key} written: {stored:?}");
     }
@@ -174,4 +180,8 @@ fn a_certificate_that_names_no_user_gets_nothing_once_auth_is_on() {
     // A node added later is let in by its user, not by its certificate.
     cluster.add_agent_user("stranger");
     allowed(&cluster.etcdctl("stranger", &["put", &format!("{p}/runs/y"), "{}"]), "put as an agent");
+    // And shut out again by deleting the user, the CA untouched.
+    cluster.etcdctl_ok(ROOT, &["user", "delete", "stranger"]);
+    let got = cluster.etcdctl("stranger", &["get", &format!("{p}/runs/y")]);
+    assert!(!got.status.success(), "a deleted user still read the prefix");
 }

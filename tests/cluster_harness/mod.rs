@@ -26,17 +26,15 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use corral::config::{ClusterConfig, ClusterTls};
 
 use crate::agent_harness::{secs, TestAgent};
 
-// The agent harness has the same helper; a second copy is harmless.
-#[allow(clippy::duplicate_mod)]
-#[path = "../common/wait.rs"]
-mod wait;
-use wait::wait_until_or;
+
+/// How often [`EtcdCluster::start`] draws new ports when one was taken.
+const START_ATTEMPTS: usize = 3;
 
 /// The etcd user every administrative command runs as.
 pub const ROOT: &str = "root";
@@ -300,29 +298,62 @@ impl EtcdCluster {
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
         let pki = tls.then(|| Pki::new(&dir.path().join("pki")));
+        let mut cluster = EtcdCluster {
+            pki,
+            prefix: format!("/corral-{token}"),
+            token,
+            members: Vec::new(),
+            dir,
+        };
+        let all: Vec<usize> = (0..members).collect();
+        // Ports are free when drawn, but another test may bind one before
+        // etcd does: then the cluster starts again on new ones.
+        for attempt in 1..=START_ATTEMPTS {
+            cluster.members = cluster.new_members(members);
+            for &i in &all {
+                cluster.spawn(i);
+            }
+            let Err(died) = cluster.await_healthy(&all) else { return Some(cluster) };
+            let log = cluster.member_log(died);
+            if attempt == START_ATTEMPTS || !log.contains("address already in use") {
+                panic!("etcd member m{died} exited while starting{}", cluster.logs());
+            }
+            eprintln!("etcd member m{died} found its port taken; starting the cluster again");
+            cluster.kill_all();
+            for member in &cluster.members {
+                let _ = fs::remove_dir_all(&member.data);
+                let _ = fs::remove_file(&member.log);
+            }
+        }
+        unreachable!()
+    }
+
+    /// `count` members on ports free now, with data directories and logs
+    /// in the cluster's directory.
+    fn new_members(&self, count: usize) -> Vec<Member> {
         // Every port taken at once, so that no two members draw the same.
         let listeners: Vec<TcpListener> =
-            (0..2 * members).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+            (0..2 * count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
         let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
-        drop(listeners);
-        let members = (0..members)
+        (0..count)
             .map(|i| Member {
                 name: format!("m{i}"),
                 client_port: ports[2 * i],
                 peer_port: ports[2 * i + 1],
-                data: dir.path().join(format!("m{i}.data")),
-                log: dir.path().join(format!("m{i}.log")),
+                data: self.dir.path().join(format!("m{i}.data")),
+                log: self.dir.path().join(format!("m{i}.log")),
                 child: None,
             })
-            .collect();
-        let mut cluster =
-            EtcdCluster { pki, prefix: format!("/corral-{token}"), token, members, dir };
-        for i in 0..cluster.members.len() {
-            cluster.spawn(i);
+            .collect()
+    }
+
+    fn kill_all(&mut self) {
+        for member in &mut self.members {
+            if let Some(mut child) = member.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
-        let all: Vec<usize> = (0..cluster.members.len()).collect();
-        cluster.wait_healthy(&all);
-        Some(cluster)
     }
 
     pub fn dir(&self) -> &Path {
@@ -420,20 +451,43 @@ impl EtcdCluster {
     }
 
     /// Waits until each of `members` answers `endpoint health` (a quorum
-    /// read through it), failing with their logs.
-    pub fn wait_healthy(&self, members: &[usize]) {
-        for &i in members {
-            let endpoint = self.endpoint(i);
-            wait_until_or(
-                &format!("etcd member m{i} at {endpoint} to be healthy"),
-                secs(30),
-                || {
-                    self.etcdctl_at(&[i], ROOT, &["endpoint", "health", "--command-timeout=2s"])
-                        .status
-                        .success()
-                },
-                || self.logs(),
+    /// read through it), failing with their logs, also if one exits.
+    pub fn wait_healthy(&mut self, members: &[usize]) {
+        if let Err(died) = self.await_healthy(members) {
+            panic!("etcd member m{died} exited{}", self.logs());
+        }
+    }
+
+    /// [`wait_healthy`](Self::wait_healthy), or the first member that
+    /// exited instead (reaped, no longer running).
+    fn await_healthy(&mut self, members: &[usize]) -> Result<(), usize> {
+        let timeout = secs(30);
+        let deadline = Instant::now() + timeout;
+        let mut waiting = members.to_vec();
+        loop {
+            for &i in &waiting {
+                if let Some(child) = self.members[i].child.as_mut() {
+                    if child.try_wait().unwrap().is_some() {
+                        self.members[i].child = None;
+                        return Err(i);
+                    }
+                }
+            }
+            waiting.retain(|&i| {
+                !self
+                    .etcdctl_at(&[i], ROOT, &["endpoint", "health", "--command-timeout=2s"])
+                    .status
+                    .success()
+            });
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for etcd members {waiting:?} to be healthy{}",
+                self.logs()
             );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -700,12 +754,7 @@ impl Drop for EtcdCluster {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
-        for member in &mut self.members {
-            if let Some(mut child) = member.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+        self.kill_all();
     }
 }
 
