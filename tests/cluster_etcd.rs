@@ -13,7 +13,9 @@ use agent_harness::secs;
 use cluster_harness::{run_async, EtcdCluster, NodeOptions, Pki, ROOT};
 use corral::cluster::etcd::connect;
 use corral::config::ClusterConfig;
-use etcd_client::{Certificate, Client, Compare, CompareOp, ConnectOptions, TlsOptions, Txn, TxnOp};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, TlsOptions, Txn, TxnOp,
+};
 
 /// One request through corral's client as `config` says: a put then a get
 /// of `key`, or the first error, as text.
@@ -22,7 +24,11 @@ fn put_and_get(config: ClusterConfig, key: String, value: &'static str) -> Resul
         let mut client = connect(&config).await.map_err(|e| e.to_string())?;
         client.put(key.as_str(), value, None).await.map_err(|e| e.to_string())?;
         let got = client.get(key.as_str(), None).await.map_err(|e| e.to_string())?;
-        Ok(got.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()).unwrap_or_default())
+        Ok(got
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .unwrap_or_default())
     })
 }
 
@@ -57,7 +63,10 @@ fn a_node_certificate_reads_and_writes_under_the_prefix() {
     let Some(cluster) = EtcdCluster::start(3, true) else { return };
     let config = cluster.client_config("node-a", "node-a");
     let key = format!("{}/nodes/node-a", cluster.prefix);
-    assert_eq!(put_and_get(config.clone(), key.clone(), "{\"name\":\"node-a\"}").unwrap(), "{\"name\":\"node-a\"}");
+    assert_eq!(
+        put_and_get(config.clone(), key.clone(), "{\"name\":\"node-a\"}").unwrap(),
+        "{\"name\":\"node-a\"}"
+    );
 
     // A transaction conditioned on a key's absence, as corral's writes are:
     // the first takes, the second finds the key there.
@@ -114,14 +123,13 @@ fn a_client_without_a_certificate_is_refused() {
     let Some(cluster) = EtcdCluster::start(3, true) else { return };
     let pki = cluster.pki.as_ref().unwrap();
     let ca = std::fs::read(pki.ca()).unwrap();
-    let error = first_request_error(&cluster, ca, None).expect("a client without a certificate was served");
+    let error =
+        first_request_error(&cluster, ca, None).expect("a client without a certificate was served");
     // The client sees the connection fail; the member says why.
     eprintln!("the client's error: {error}");
-    agent_harness::wait_until(
-        "a member to log the refusal",
-        secs(10),
-        || (0..3).any(|i| cluster.member_log(i).contains("client didn't provide a certificate")),
-    );
+    agent_harness::wait_until("a member to log the refusal", secs(10), || {
+        (0..3).any(|i| cluster.member_log(i).contains("client didn't provide a certificate"))
+    });
     // etcdctl without a certificate is refused the same way, while with
     // one it is served.
     cluster.etcdctl_ok(ROOT, &["endpoint", "health"]);
@@ -161,7 +169,10 @@ fn a_certificate_from_another_ca_is_refused() {
     let genuine = (read(pki.cert("node-a")), read(pki.key("node-a")));
     let error = first_request_error(&cluster, read(stranger.ca()), Some(genuine))
         .expect("a client served by a server its CA did not sign");
-    assert!(error.to_lowercase().contains("certificate") || error.contains("UnknownIssuer"), "{error}");
+    assert!(
+        error.to_lowercase().contains("certificate") || error.contains("UnknownIssuer"),
+        "{error}"
+    );
     assert!(cluster.get_prefix_raw(&format!("{}/", cluster.prefix)).is_empty());
 }
 
@@ -187,7 +198,12 @@ fn with_one_member_killed_the_other_two_serve_writes_and_it_rejoins() {
     // And through each survivor on its own.
     for i in [1, 2] {
         let out = cluster.etcdctl_at(&[i], ROOT, &["put", &format!("{key}-m{i}"), "v"]);
-        assert!(out.status.success(), "m{i}: {}{}", String::from_utf8_lossy(&out.stderr), cluster.logs());
+        assert!(
+            out.status.success(),
+            "m{i}: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            cluster.logs()
+        );
     }
 
     cluster.start_member(0);
@@ -229,7 +245,11 @@ fn three_agents_join_as_nodes_of_different_memory() {
         let (status, _, body) = agent.http_get("/v1/node", None);
         assert_eq!(status, 200, "{body}");
         let node: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(node["numa_nodes"][0]["allocatable_memory_bytes"].as_u64(), Some(*memory), "{name}: {body}");
+        assert_eq!(
+            node["numa_nodes"][0]["allocatable_memory_bytes"].as_u64(),
+            Some(*memory),
+            "{name}: {body}"
+        );
         // Each runs jobs on its own, under its own cgroup parent.
         agent.run_marker("marker");
         assert!(agent.runs_of("marker").len() == 1);

@@ -56,7 +56,10 @@ fn a_submitter_writes_jobs_and_nothing_else() {
     allowed(&cluster.etcdctl(SUBMITTER, &["put", &format!("{p}/jobs/x"), "{}"]), "put jobs/x");
     allowed(&cluster.etcdctl(SUBMITTER, &["del", &format!("{p}/jobs/x")]), "delete jobs/x");
     for key in ["runs/x", "bindings/node-a/x", "status/x", "nodes/x", "cron/x", "leader"] {
-        refused(&cluster.etcdctl(SUBMITTER, &["put", &format!("{p}/{key}"), "{}"]), &format!("put {key}"));
+        refused(
+            &cluster.etcdctl(SUBMITTER, &["put", &format!("{p}/{key}"), "{}"]),
+            &format!("put {key}"),
+        );
     }
     refused(&cluster.etcdctl(SUBMITTER, &["del", &format!("{p}/runs/r-1")]), "delete runs/r-1");
     refused(&cluster.etcdctl(SUBMITTER, &["put", "/elsewhere/x", "1"]), "put outside the prefix");
@@ -102,7 +105,10 @@ fn a_reader_reads_and_writes_nothing() {
     allowed(&got, "read the prefix");
     assert_eq!(String::from_utf8_lossy(&got.stdout).lines().filter(|l| !l.is_empty()).count(), 4);
     for key in ["jobs/x", "runs/x", "status/x", "nodes/x", "leader"] {
-        refused(&cluster.etcdctl(READER, &["put", &format!("{p}/{key}"), "{}"]), &format!("put {key}"));
+        refused(
+            &cluster.etcdctl(READER, &["put", &format!("{p}/{key}"), "{}"]),
+            &format!("put {key}"),
+        );
     }
     refused(&cluster.etcdctl(READER, &["del", &format!("{p}/runs/r-1")]), "delete runs/r-1");
     refused(&cluster.etcdctl(READER, &["get", "/elsewhere/x"]), "read outside the prefix");
@@ -128,7 +134,11 @@ fn an_agent_writes_its_node_record_under_a_lease_and_fenced_runs_and_bindings() 
         let leader = format!("{p}/leader");
         let take = Txn::new()
             .when([Compare::create_revision(leader.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(leader.as_str(), "{}", Some(PutOptions::new().with_lease(lease)))]);
+            .and_then([TxnOp::put(
+                leader.as_str(),
+                "{}",
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
         let taken = client.txn(take).await.map_err(err)?;
         assert!(taken.succeeded());
         let held = client.get(leader.as_str(), None).await.map_err(err)?.kvs()[0].create_revision();
@@ -170,7 +180,10 @@ fn a_certificate_that_names_no_user_gets_nothing_once_auth_is_on() {
     let pki = cluster.pki.as_ref().unwrap();
     pki.issue_client("stranger");
     // Before auth: the CA's signature is all etcd asks for.
-    allowed(&cluster.etcdctl("stranger", &["put", &format!("{p}/jobs/x"), "{}"]), "put before auth");
+    allowed(
+        &cluster.etcdctl("stranger", &["put", &format!("{p}/jobs/x"), "{}"]),
+        "put before auth",
+    );
     cluster.enable_rbac(&p);
     let got = cluster.etcdctl("stranger", &["get", &format!("{p}/jobs/x")]);
     assert!(!got.status.success(), "a certificate naming no user read the prefix");
@@ -179,7 +192,10 @@ fn a_certificate_that_names_no_user_gets_nothing_once_auth_is_on() {
     refused(&cluster.etcdctl("stranger", &["put", &format!("{p}/jobs/y"), "{}"]), "put after auth");
     // A node added later is let in by its user, not by its certificate.
     cluster.add_agent_user("stranger");
-    allowed(&cluster.etcdctl("stranger", &["put", &format!("{p}/runs/y"), "{}"]), "put as an agent");
+    allowed(
+        &cluster.etcdctl("stranger", &["put", &format!("{p}/runs/y"), "{}"]),
+        "put as an agent",
+    );
     // And shut out again by deleting the user, the CA untouched.
     cluster.etcdctl_ok(ROOT, &["user", "delete", "stranger"]);
     let got = cluster.etcdctl("stranger", &["get", &format!("{p}/runs/y")]);

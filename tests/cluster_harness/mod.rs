@@ -32,7 +32,6 @@ use corral::config::{ClusterConfig, ClusterTls};
 
 use crate::agent_harness::{secs, TestAgent};
 
-
 /// How often [`EtcdCluster::start`] draws new ports when one was taken.
 const START_ATTEMPTS: usize = 3;
 
@@ -56,19 +55,20 @@ pub const READER_ROLE: &str = "corral-reader";
 /// `CI` the test fails (`.ci/run` installs them); otherwise it prints why it
 /// is skipped and the caller returns.
 pub fn tools_present() -> bool {
-    let missing: Vec<&str> = [("etcd", "--version"), ("etcdctl", "version"), ("openssl", "version")]
-        .into_iter()
-        .filter(|(tool, arg)| {
-            !Command::new(tool)
-                .arg(arg)
-                .env("ETCDCTL_API", "3")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .map(|(tool, _)| tool)
-        .collect();
+    let missing: Vec<&str> =
+        [("etcd", "--version"), ("etcdctl", "version"), ("openssl", "version")]
+            .into_iter()
+            .filter(|(tool, arg)| {
+                !Command::new(tool)
+                    .arg(arg)
+                    .env("ETCDCTL_API", "3")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+            .map(|(tool, _)| tool)
+            .collect();
     if missing.is_empty() {
         return true;
     }
@@ -139,8 +139,21 @@ impl Pki {
         // cluster's and a stranger's) are told apart in failure messages.
         let subject = format!("/CN=corral test CA {:016x}", rand_u64());
         pki.openssl(&[
-            "req", "-new", "-x509", "-config", "openssl.cnf", "-extensions", "ca", "-key",
-            "ca-key.pem", "-subj", &subject, "-days", "2", "-out", "ca.pem",
+            "req",
+            "-new",
+            "-x509",
+            "-config",
+            "openssl.cnf",
+            "-extensions",
+            "ca",
+            "-key",
+            "ca-key.pem",
+            "-subj",
+            &subject,
+            "-days",
+            "2",
+            "-out",
+            "ca.pem",
         ]);
         pki.sign("server", "server");
         for cn in [ROOT, SUBMITTER, READER].iter().chain(AGENT_NODES) {
@@ -226,9 +239,24 @@ impl Pki {
         // a serial file would be one more thing to keep in step.
         let serial = format!("0x{:016x}", rand_u64());
         self.openssl(&[
-            "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey",
-            "ca-key.pem", "-set_serial", &serial, "-days", "2", "-extfile", "openssl.cnf",
-            "-extensions", kind, "-out", &format!("{name}.pem"),
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-set_serial",
+            &serial,
+            "-days",
+            "2",
+            "-extfile",
+            "openssl.cnf",
+            "-extensions",
+            kind,
+            "-out",
+            &format!("{name}.pem"),
         ]);
     }
 
@@ -523,7 +551,11 @@ impl EtcdCluster {
             let log = self.member_log(i);
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-            out.push_str(&format!("\n--- etcd {} ({}) ---\n{tail}\n", member.name, self.endpoint(i)));
+            out.push_str(&format!(
+                "\n--- etcd {} ({}) ---\n{tail}\n",
+                member.name,
+                self.endpoint(i)
+            ));
         }
         out
     }
@@ -583,7 +615,8 @@ impl EtcdCluster {
         let config = self.client_config("test", ROOT);
         let wanted = prefix.to_owned();
         let read = run_async(async move {
-            let mut client = corral::cluster::etcd::connect(&config).await.map_err(|e| e.to_string())?;
+            let mut client =
+                corral::cluster::etcd::connect(&config).await.map_err(|e| e.to_string())?;
             let options = etcd_client::GetOptions::new().with_prefix();
             let got = client.get(wanted, Some(options)).await.map_err(|e| e.to_string())?;
             Ok::<_, String>(
@@ -678,7 +711,8 @@ impl EtcdCluster {
         // go in whatever they hold.
         let q = |s: &str| serde_json::to_string(s).unwrap();
         let endpoints: Vec<String> = self.endpoints().iter().map(|e| q(e)).collect();
-        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{}: {}", q(k), q(v))).collect();
+        let labels: Vec<String> =
+            labels.iter().map(|(k, v)| format!("{}: {}", q(k), q(v))).collect();
         let mut yaml = format!(
             "cluster:\n  endpoints: [{}]\n  node_name: {}\n  labels: {{{}}}\n  lease_ttl: {}s\n  \
              prefix: {}\n  scheduler: {scheduler}\n",
@@ -812,7 +846,12 @@ pub fn host_memory() -> u64 {
                         n.strip_prefix("node").is_some_and(|d| d.parse::<u32>().is_ok())
                     })
                 })
-                .map(|e| kib(&fs::read_to_string(e.path().join("meminfo")).unwrap_or_default(), "MemTotal:"))
+                .map(|e| {
+                    kib(
+                        &fs::read_to_string(e.path().join("meminfo")).unwrap_or_default(),
+                        "MemTotal:",
+                    )
+                })
                 .filter(|&m| m > 0)
                 .collect()
         })
