@@ -264,3 +264,24 @@ fn three_agents_join_as_nodes_of_different_memory() {
     assert_eq!(distinct(&|a| a.listen.to_string()), 3);
     assert_eq!(distinct(&|a| a.state.display().to_string()), 3);
 }
+
+#[test]
+fn records_are_read_with_corrals_decoder_and_awaited() {
+    use corral::cluster::records::{LeaderRecord, NodeRecord};
+    use corral::vocab::Timestamp;
+    let Some(cluster) = EtcdCluster::start(1, true) else { return };
+    let keys = cluster.keys();
+    let leader = LeaderRecord { node: "node-a".into(), since: Timestamp::now() };
+    cluster.put_raw(&keys.leader(), &corral::cluster::records::encode(&leader));
+    let read = cluster.records::<LeaderRecord>(&keys.all());
+    assert_eq!(read.get(&keys.leader()), Some(&leader));
+    // A record that is not what its key says fails the typed read, naming
+    // the key, as corral's decoder reports it.
+    cluster.put_raw(&keys.node("node-b"), b"{\"name\": 1}");
+    let bad =
+        std::panic::catch_unwind(|| cluster.records::<NodeRecord>(&keys.nodes())).unwrap_err();
+    let message = bad.downcast_ref::<String>().unwrap();
+    assert!(message.contains(&format!("bad record at {}", keys.node("node-b"))), "{message}");
+    let seen = cluster.wait_records("the node record", &keys.nodes(), secs(5), |r| r.len() == 1);
+    assert_eq!(seen[&keys.node("node-b")]["name"], 1);
+}

@@ -644,6 +644,68 @@ impl EtcdCluster {
             .collect()
     }
 
+    /// Every record under `prefix` decoded as a `T` with corral's own
+    /// decoder, by key; a value that does not decode fails the test.
+    pub fn records<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        prefix: &str,
+    ) -> BTreeMap<String, T> {
+        self.get_prefix_raw(prefix)
+            .into_iter()
+            .map(|(key, value)| {
+                let record = corral::cluster::records::decode(&key, &value)
+                    .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&value)));
+                (key, record)
+            })
+            .collect()
+    }
+
+    /// corral's key layout under this cluster's [`prefix`](Self::prefix).
+    pub fn keys(&self) -> corral::cluster::Keys {
+        corral::cluster::Keys::new(&self.prefix)
+    }
+
+    /// Puts `value` at `key` as [`ROOT`] through corral's own client: to
+    /// plant a record that is not what its key says, say.
+    pub fn put_raw(&self, key: &str, value: &[u8]) {
+        let config = self.client_config("test", ROOT);
+        let (key, value) = (key.to_owned(), value.to_vec());
+        let written = run_async(async move {
+            let mut client =
+                corral::cluster::etcd::connect(&config).await.map_err(|e| e.to_string())?;
+            client.put(key, value, None).await.map(drop).map_err(|e| e.to_string())
+        });
+        written.unwrap_or_else(|e| panic!("writing to etcd: {e}{}", self.logs()));
+    }
+
+    /// Waits until the records under `prefix` (JSON, by key) satisfy
+    /// `done`, failing with the last reading and the members' logs.
+    pub fn wait_records(
+        &self,
+        what: &str,
+        prefix: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&BTreeMap<String, serde_json::Value>) -> bool,
+    ) -> BTreeMap<String, serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let records = self.get_prefix_json(prefix);
+            if done(&records) {
+                return records;
+            }
+            if Instant::now() > deadline {
+                let shown = serde_json::to_string_pretty(&records).unwrap();
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; under {prefix}:\n{shown}{}",
+                    self.logs()
+                );
+            }
+            // etcd answers a range read in a few milliseconds; polling
+            // faster would only load the machine the agents share.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Turns on etcd's authentication with one role per purpose on
     /// `prefix` (docs/cluster-security.md), the users named as the
     /// certificates' common names: [`ROOT`]; [`AGENT_ROLE`] (readwrite on
