@@ -182,6 +182,10 @@ fn with_one_member_killed_the_other_two_serve_writes_and_it_rejoins() {
     let key = format!("{}/jobs/while-m0-was-down", cluster.prefix);
     cluster.kill_member(0);
     assert!(!cluster.member_running(0));
+    // If m0 led, the other two elect a leader first: up to two election
+    // timeouts (etcd draws each from 1x to 2x of 2.5 s), longer than
+    // etcdctl's 5 s for a request.
+    cluster.wait_healthy(&[1, 2]);
 
     // etcd's own client given every endpoint, the dead one first, as an
     // agent's configuration lists them: it fails over to a live member.
@@ -284,4 +288,62 @@ fn records_are_read_with_corrals_decoder_and_awaited() {
     assert!(message.contains(&format!("bad record at {}", keys.node("node-b"))), "{message}");
     let seen = cluster.wait_records("the node record", &keys.nodes(), secs(5), |r| r.len() == 1);
     assert_eq!(seen[&keys.node("node-b")]["name"], 1);
+}
+
+#[test]
+fn an_agent_in_a_network_namespace_reaches_etcd_over_the_bridge_until_cut_off() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(cluster) = EtcdCluster::start_bridged(3, true) else { return };
+    let net = cluster.net.as_ref().unwrap();
+    let mut agent =
+        cluster.started_agent("node-a", &NodeOptions { netns: true, ..Default::default() });
+    let inode = |path: String| std::fs::metadata(path).unwrap().ino();
+    let netns = net.netns(&agent.parent);
+    let own = inode(format!("/run/netns/{netns}"));
+    assert_eq!(inode(format!("/proc/{}/ns/net", agent.pid())), own, "the agent is in its netns");
+    assert_ne!(inode("/proc/self/ns/net".into()), own);
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    for endpoint in cluster.bridge_endpoints() {
+        assert!(config.contains(&endpoint), "{endpoint} in\n{config}");
+    }
+    // Its HTTP endpoint on its own address, reached from the host.
+    assert_eq!(agent.listen.ip(), std::net::IpAddr::V4(net.address(&agent.parent)));
+    assert_eq!(agent.http_get("/v1/node", None).0, 200);
+
+    // From its namespace etcd answers on the bridge, and not on loopback,
+    // which is the namespace's own.
+    let pki = cluster.pki.as_ref().unwrap();
+    let etcdctl = |endpoints: &[String], key: &str| {
+        let args = [
+            format!("--endpoints={}", endpoints.join(",")),
+            format!("--cacert={}", pki.ca().display()),
+            format!("--cert={}", pki.cert("node-a").display()),
+            format!("--key={}", pki.key("node-a").display()),
+            "--dial-timeout=1s".into(),
+            "--command-timeout=2s".into(),
+            "put".into(),
+            format!("{}/{key}", cluster.prefix),
+            "1".into(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut command = std::process::Command::new("etcdctl");
+        command.env("ETCDCTL_API", "3").args(&args);
+        net.enter(&agent.parent, &mut command);
+        command.output().unwrap().status.success()
+    };
+    assert!(etcdctl(&cluster.bridge_endpoints(), "over-the-bridge"));
+    assert!(!etcdctl(&cluster.endpoints(), "over-loopback"));
+    net.cut_off(&agent.parent);
+    assert!(!etcdctl(&cluster.bridge_endpoints(), "while-cut-off"));
+    net.reconnect(&agent.parent);
+    assert!(etcdctl(&cluster.bridge_endpoints(), "reconnected"));
+    let keys: Vec<String> =
+        cluster.get_prefix_raw(&format!("{}/", cluster.prefix)).into_keys().collect();
+    let p = &cluster.prefix;
+    assert_eq!(keys, [format!("{p}/over-the-bridge"), format!("{p}/reconnected")]);
+
+    // Restarted after kill -9, it is back in its namespace.
+    agent.kill9();
+    cluster.start_agent(&mut agent);
+    assert_eq!(inode(format!("/proc/{}/ns/net", agent.pid())), own);
 }

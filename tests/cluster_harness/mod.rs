@@ -12,16 +12,21 @@
 //! mod cluster_harness;
 //! ```
 //!
+//! With [`EtcdCluster::start_bridged`], agents can be given network
+//! namespaces of their own ([`net`]), reaching etcd over a bridge.
+//!
 //! Everything lives in one directory under `CARGO_TARGET_TMPDIR` per
 //! cluster, removed on drop after every member has been killed and reaped.
 //! A failing test prints the tail of every member's log from the drop.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod net;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -120,7 +125,7 @@ subjectKeyIdentifier = hash
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature
 extendedKeyUsage = serverAuth,clientAuth
-subjectAltName = IP:127.0.0.1,DNS:localhost
+subjectAltName = IP:127.0.0.1,DNS:localhost{more_addresses}
 [client]
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature
@@ -131,9 +136,16 @@ impl Pki {
     /// A new CA in `dir` (created), and certificates for the server,
     /// [`ROOT`], [`SUBMITTER`], [`READER`] and every one of [`AGENT_NODES`].
     pub fn new(dir: &Path) -> Pki {
+        Pki::with_addresses(dir, &[])
+    }
+
+    /// [`Pki::new`], the server certificate valid for `addresses` too.
+    pub fn with_addresses(dir: &Path, addresses: &[Ipv4Addr]) -> Pki {
         fs::create_dir_all(dir).unwrap();
         let pki = Pki { dir: dir.to_owned() };
-        fs::write(pki.dir.join("openssl.cnf"), OPENSSL_CONFIG).unwrap();
+        let more: String = addresses.iter().map(|a| format!(",IP:{a}")).collect();
+        let config = OPENSSL_CONFIG.replace("{more_addresses}", &more);
+        fs::write(pki.dir.join("openssl.cnf"), config).unwrap();
         pki.new_key("ca");
         // A random number in the CA's name: two CAs of one test (the
         // cluster's and a stranger's) are told apart in failure messages.
@@ -302,6 +314,8 @@ pub struct EtcdCluster {
     /// A key prefix of this cluster's own, for corral's keys
     /// (`cluster.prefix`).
     pub prefix: String,
+    /// Only from [`start_bridged`](Self::start_bridged).
+    pub net: Option<net::Bridge>,
     token: String,
     members: Vec<Member>,
     dir: tempfile::TempDir,
@@ -314,6 +328,17 @@ impl EtcdCluster {
     /// CA (`--client-cert-auth`, `--peer-client-cert-auth`). `None` (the
     /// reason printed) where the tools are missing outside CI.
     pub fn start(members: usize, tls: bool) -> Option<EtcdCluster> {
+        EtcdCluster::start_on(members, tls, false)
+    }
+
+    /// [`start`](Self::start), the members listening on a new bridge's
+    /// address too, for agents with network namespaces of their own
+    /// ([`NodeOptions::netns`]).
+    pub fn start_bridged(members: usize, tls: bool) -> Option<EtcdCluster> {
+        EtcdCluster::start_on(members, tls, true)
+    }
+
+    fn start_on(members: usize, tls: bool, bridged: bool) -> Option<EtcdCluster> {
         assert!(members >= 1);
         if !tools_present() {
             return None;
@@ -325,9 +350,12 @@ impl EtcdCluster {
             .prefix("etcd-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
-        let pki = tls.then(|| Pki::new(&dir.path().join("pki")));
+        let net = bridged.then(net::Bridge::new);
+        let addresses: Vec<Ipv4Addr> = net.iter().map(|n| n.gateway).collect();
+        let pki = tls.then(|| Pki::with_addresses(&dir.path().join("pki"), &addresses));
         let mut cluster = EtcdCluster {
             pki,
+            net,
             prefix: format!("/corral-{token}"),
             token,
             members: Vec::new(),
@@ -410,6 +438,15 @@ impl EtcdCluster {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
 
+    /// Every member's client URL on the bridge: what agents in network
+    /// namespaces of their own are given.
+    pub fn bridge_endpoints(&self) -> Vec<String> {
+        let net = self.net.as_ref().expect("a bridged cluster (start_bridged)");
+        (0..self.members.len())
+            .map(|i| format!("{}://{}:{}", self.scheme(), net.gateway, self.members[i].client_port))
+            .collect()
+    }
+
     /// The client URLs of the members running now.
     pub fn live_endpoints(&self) -> Vec<String> {
         (0..self.members.len())
@@ -429,13 +466,17 @@ impl EtcdCluster {
             .join(",");
         let member = &self.members[i];
         let client = self.endpoint(i);
+        let mut listen = vec![client.clone()];
+        if self.net.is_some() {
+            listen.push(self.bridge_endpoints()[i].clone());
+        }
         let peer = self.peer_url(i);
         let mut command = Command::new("etcd");
         command
             .arg(format!("--name={}", member.name))
             .arg(format!("--data-dir={}", member.data.display()))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-client-urls={}", listen.join(",")))
+            .arg(format!("--advertise-client-urls={}", listen.join(",")))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster={initial_cluster}"))
@@ -757,7 +798,7 @@ impl EtcdCluster {
         labels: &[(&str, &str)],
         lease_ttl: Duration,
     ) -> String {
-        self.section(node, identity, labels, lease_ttl, true, None)
+        self.section(node, identity, labels, lease_ttl, true, None, &self.endpoints())
     }
 
     fn section(
@@ -768,11 +809,12 @@ impl EtcdCluster {
         lease_ttl: Duration,
         scheduler: bool,
         publish_dir: Option<&Path>,
+        endpoints: &[String],
     ) -> String {
         // JSON strings are YAML double-quoted scalars: paths and URLs
         // go in whatever they hold.
         let q = |s: &str| serde_json::to_string(s).unwrap();
-        let endpoints: Vec<String> = self.endpoints().iter().map(|e| q(e)).collect();
+        let endpoints: Vec<String> = endpoints.iter().map(|e| q(e)).collect();
         let labels: Vec<String> =
             labels.iter().map(|(k, v)| format!("{}: {}", q(k), q(v))).collect();
         let mut yaml = format!(
@@ -809,6 +851,7 @@ impl EtcdCluster {
                 pki.issue_client(node);
             }
         }
+        let endpoints = if options.netns { self.bridge_endpoints() } else { self.endpoints() };
         let section = self.section(
             node,
             node,
@@ -816,6 +859,7 @@ impl EtcdCluster {
             options.lease_ttl,
             options.scheduler,
             options.publish_dir,
+            &endpoints,
         );
         let reserved = host_memory().checked_sub(options.memory).unwrap_or_else(|| {
             panic!("node {node}: {} bytes asked, the machine has {}", options.memory, host_memory())
@@ -832,16 +876,44 @@ impl EtcdCluster {
             first + 999,
             options.extra
         );
-        TestAgent::new(&extra)
+        let mut agent = TestAgent::new(&extra);
+        if options.netns {
+            let net = self.net.as_ref().expect("a bridged cluster (start_bridged)");
+            // Its HTTP endpoint on its own address, where the test and the
+            // other nodes reach it over the bridge.
+            let address = net.add_node(&agent.parent);
+            let listen = std::net::SocketAddr::from((address, agent.listen.port()));
+            let config = fs::read_to_string(&agent.config).unwrap();
+            let old = format!("listen: {}\n", agent.listen);
+            assert!(config.contains(&old), "{config}");
+            fs::write(&agent.config, config.replacen(&old, &format!("listen: {listen}\n"), 1))
+                .unwrap();
+            agent.listen = listen;
+        }
+        agent
     }
 
     /// [`agent`](Self::agent), started, with its control socket there.
     pub fn started_agent(&self, node: &str, options: &NodeOptions) -> TestAgent {
         let mut agent = self.agent(node, options);
-        agent.start();
+        self.start_agent(&mut agent);
+        agent
+    }
+
+    /// Starts (or restarts, after `kill9` or `stop`) an agent of this
+    /// cluster, in its network namespace if it has one, and waits for its
+    /// control socket. Use this rather than `TestAgent::start`, which
+    /// would start it in the host's network.
+    pub fn start_agent(&self, agent: &mut TestAgent) {
+        match &self.net {
+            Some(net) if net.has(&agent.parent) => {
+                let key = agent.parent.clone();
+                agent.start_with(|command| net.enter(&key, command))
+            }
+            _ => agent.start(),
+        }
         let socket = agent.state.join("corral.sock");
         agent.wait_for("the control socket", secs(20), || socket.exists());
-        agent
     }
 }
 
@@ -870,6 +942,10 @@ pub struct NodeOptions<'a> {
     pub publish_dir: Option<&'a Path>,
     /// Further top-level agent configuration (YAML lines).
     pub extra: &'a str,
+    /// A network namespace of its own, on the bridge of a cluster from
+    /// [`EtcdCluster::start_bridged`]; its HTTP endpoint listens on its
+    /// address there.
+    pub netns: bool,
 }
 
 impl Default for NodeOptions<'_> {
@@ -881,6 +957,7 @@ impl Default for NodeOptions<'_> {
             scheduler: true,
             publish_dir: None,
             extra: "",
+            netns: false,
         }
     }
 }
