@@ -60,30 +60,38 @@ pub const READER_ROLE: &str = "corral-reader";
 /// `CI` the test fails (`.ci/run` installs them); otherwise it prints why it
 /// is skipped and the caller returns.
 pub fn tools_present() -> bool {
-    let missing: Vec<&str> =
-        [("etcd", "--version"), ("etcdctl", "version"), ("openssl", "version")]
-            .into_iter()
-            .filter(|(tool, arg)| {
-                !Command::new(tool)
-                    .arg(arg)
-                    .env("ETCDCTL_API", "3")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            })
-            .map(|(tool, _)| tool)
-            .collect();
+    tools_here(&[("etcd", "--version"), ("etcdctl", "version"), ("openssl", "version")])
+}
+
+/// [`tools_present`], and `ip` (iproute2) for bridges and namespaces.
+pub fn network_tools_present() -> bool {
+    tools_present() && tools_here(&[("ip", "-V")])
+}
+
+fn tools_here(tools: &[(&'static str, &str)]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(tool, arg)| {
+            !Command::new(tool)
+                .arg(arg)
+                .env("ETCDCTL_API", "3")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(tool, _)| *tool)
+        .collect();
     if missing.is_empty() {
         return true;
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "{} missing; .ci/run installs etcd-server, etcd-client and openssl",
+        "{} missing; .ci/run installs etcd-server, etcd-client, openssl (and iproute2)",
         missing.join(", ")
     );
     eprintln!(
-        "skipped: {} not installed (apt-get install etcd-server etcd-client openssl)",
+        "skipped: {} not installed (apt-get install etcd-server etcd-client openssl iproute2)",
         missing.join(", ")
     );
     false
@@ -340,7 +348,8 @@ impl EtcdCluster {
 
     fn start_on(members: usize, tls: bool, bridged: bool) -> Option<EtcdCluster> {
         assert!(members >= 1);
-        if !tools_present() {
+        let present = if bridged { network_tools_present() } else { tools_present() };
+        if !present {
             return None;
         }
         static NEXT: AtomicU32 = AtomicU32::new(0);
