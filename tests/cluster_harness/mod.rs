@@ -807,19 +807,19 @@ impl EtcdCluster {
         labels: &[(&str, &str)],
         lease_ttl: Duration,
     ) -> String {
-        self.section(node, identity, labels, lease_ttl, true, None, &self.endpoints())
+        let options = NodeOptions { labels, lease_ttl, ..Default::default() };
+        self.section(node, identity, &options, &self.endpoints())
     }
 
+    /// The `cluster:` section of `options` (memory, netns and extra aside).
     fn section(
         &self,
         node: &str,
         identity: &str,
-        labels: &[(&str, &str)],
-        lease_ttl: Duration,
-        scheduler: bool,
-        publish_dir: Option<&Path>,
+        options: &NodeOptions,
         endpoints: &[String],
     ) -> String {
+        let NodeOptions { labels, lease_ttl, scheduler, publish_dir, .. } = *options;
         // JSON strings are YAML double-quoted scalars: paths and URLs
         // go in whatever they hold.
         let q = |s: &str| serde_json::to_string(s).unwrap();
@@ -861,15 +861,7 @@ impl EtcdCluster {
             }
         }
         let endpoints = if options.netns { self.bridge_endpoints() } else { self.endpoints() };
-        let section = self.section(
-            node,
-            node,
-            options.labels,
-            options.lease_ttl,
-            options.scheduler,
-            options.publish_dir,
-            &endpoints,
-        );
+        let section = self.section(node, node, options, &endpoints);
         let reserved = host_memory().checked_sub(options.memory).unwrap_or_else(|| {
             panic!("node {node}: {} bytes asked, the machine has {}", options.memory, host_memory())
         });
