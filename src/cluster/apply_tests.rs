@@ -138,7 +138,7 @@ fn loading_keeps_each_files_whole_text_and_refuses_what_the_cluster_cannot_run()
         "name: c\ncommand: [/bin/true]\nafter: [a]\n---\nname: d\ncommand: [/bin/true]\n\
          array: 3\n",
     );
-    let loaded = load(&[bad.clone()], &rules());
+    let loaded = load(std::slice::from_ref(&bad), &rules());
     assert!(!loaded.is_ok());
     assert!(loaded.wanted.is_empty());
     let problems: Vec<String> = loaded.diagnostics().map(ToString::to_string).collect();

@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 use super::apply::{self, cluster_problems, Applied, ApplyError, Owner, Stamp, Wanted};
 use super::keys::Keys;
 use crate::agent::reconcile::{FileNote, JobDirectory};
+use crate::config::{AgentConfig, ClusterConfig};
 use crate::spec::{AdmissionRules, Diagnostic, Job};
 use crate::vocab::Timestamp;
 use crate::watch::{FileChange, JobDirWatcher, WatchError, WatchOptions};
@@ -159,6 +160,71 @@ pub async fn run(
                 log_failed(&dir, &e);
                 due = Some(tokio::time::Instant::now() + RETRY);
             }
+        }
+    }
+}
+
+/// The publisher as the agent runs it: started when the agent's `cluster:`
+/// section names a `publish_dir`, stopped with the agent.
+pub struct Publishing {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publishing {
+    /// Starts publishing `config.cluster.publish_dir`, if set, on a task of
+    /// its own.
+    pub fn start(config: &AgentConfig) -> Option<Publishing> {
+        let cluster = config.cluster.clone()?;
+        let dir = cluster.publish_dir.clone()?;
+        let admission = config.admission();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(cluster, dir, admission, async {
+            let _ = stopped.await;
+        }));
+        Some(Publishing { stop, task })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Err(e) = self.task.await {
+            error!("the publish_dir task failed: {e}");
+        }
+    }
+}
+
+/// Connects to the cluster and publishes `dir` until `shutdown`; neither
+/// etcd being away nor the directory being unusable stops the agent: each
+/// is logged and tried again every [`RETRY`] (the directory's jobs stay in
+/// the cluster as last published meanwhile).
+pub async fn serve(
+    cluster: ClusterConfig,
+    dir: PathBuf,
+    admission: AdmissionRules,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let keys = Keys::new(&cluster.prefix);
+    loop {
+        let attempt = async {
+            let client = super::etcd::connect(&cluster).await.map_err(|e| e.to_string())?;
+            info!(dir = %dir.display(), "publish_dir: publishing to the cluster");
+            let publisher = cluster.node_name.clone();
+            run(client, keys.clone(), dir.clone(), publisher, admission.clone(), &mut shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match attempt.await {
+            Ok(()) => return,
+            Err(e) => error!(
+                dir = %dir.display(),
+                "publish_dir: not publishing, trying again in {}s: {e}",
+                RETRY.as_secs()
+            ),
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(RETRY) => {}
         }
     }
 }
