@@ -5,6 +5,8 @@
 //! those parts would write them, so that what the commands print can be
 //! checked line by line.
 
+mod agent_harness;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -305,4 +307,45 @@ fn nodes_ps_show_and_logs_read_the_cluster() {
         "{:?}",
         text(&out)
     );
+}
+
+/// The agent side of `publish_dir`: a real agent publishes the directory's
+/// files to the cluster, keeps a file's last good version through a bad
+/// edit, and deletes a job whose file is removed.
+#[test]
+fn an_agent_publishes_its_publish_dir() {
+    let Some(etcd) = Etcd::start() else { return };
+    let extra = format!(
+        "cluster:\n  endpoints: [\"{}\"]\n  node_name: pubnode\n  prefix: /agent-pub\n  \
+         publish_dir: published\n",
+        etcd.endpoint
+    );
+    let mut agent = agent_harness::TestAgent::new(&extra);
+    let published = agent.jobs.parent().unwrap().join("published");
+    std::fs::create_dir(&published).unwrap();
+    agent.start();
+    let jobs = || etcd.keys("/agent-pub/jobs/");
+    let names = |keys: Vec<(String, i64)>| -> Vec<String> {
+        keys.into_iter().map(|(k, _)| k.trim_start_matches("/agent-pub/jobs/").to_owned()).collect()
+    };
+    let secs = agent_harness::secs;
+
+    write(&published, "a.yaml", "name: a\ncommand: [/bin/true]\n");
+    agent.wait_for("a published", secs(30), || names(jobs()) == ["a"]);
+    let source = etcd.ctl(&["get", "/agent-pub/jobs/a", "--print-value-only"]);
+    let record: serde_json::Value = serde_json::from_slice(&source.stdout).unwrap();
+    assert_eq!(record["source"], "name: a\ncommand: [/bin/true]\n");
+    assert_eq!(record["origin"], format!("pubnode:{}", published.display()));
+    let a_revision = jobs()[0].1;
+
+    // A bad edit: a stays as it was; b, dropped after it, shows the batch was taken.
+    write(&published, "a.yaml", "name: a\ncommand: [/bin/true]\nprioritee: 1\n");
+    write(&published, "b.yaml", "name: b\ncommand: [/bin/true]\n");
+    agent.wait_for("b published", secs(30), || names(jobs()) == ["a", "b"]);
+    assert_eq!(jobs()[0].1, a_revision, "the last good version of a stays");
+    assert!(agent.log_text().contains("prioritee"), "the problem is logged");
+
+    std::fs::remove_file(published.join("a.yaml")).unwrap();
+    agent.wait_for("a deleted", secs(30), || names(jobs()) == ["b"]);
+    assert!(agent.stop().success());
 }

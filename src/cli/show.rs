@@ -39,6 +39,7 @@ pub fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
                 if let Some(code) = super::cluster::show(&cluster, &args.target, args.json)? {
                     return Ok(code);
                 }
+                eprintln!("corral: the cluster has no run or job named {:?} either", args.target);
             }
             return Err(local);
         }
