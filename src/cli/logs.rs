@@ -91,9 +91,14 @@ pub fn run(mut args: LogsArgs) -> anyhow::Result<ExitCode> {
             } else {
                 super::cluster::configured(&args.socket.config)?
             };
-            let at = match &cluster {
-                Some(cluster) => super::cluster::logs_at(cluster, &args.run)?,
-                None => None,
+            let at = match (&cluster, &local) {
+                (Some(cluster), _) if forced => super::cluster::logs_at(cluster, &args.run)?,
+                (Some(cluster), Err(_)) => super::cluster::logs_at(cluster, &args.run)
+                    .unwrap_or_else(|e| {
+                        eprintln!("corral: the cluster could not be asked either: {e:#}");
+                        None
+                    }),
+                _ => None,
             };
             match (at, local) {
                 (Some(LogsAt::Here { node_run }), _) => {

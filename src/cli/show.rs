@@ -36,10 +36,14 @@ pub fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
         Err(local) => {
             // Not this node's (or no agent here): perhaps a cluster run.
             if let Some(cluster) = super::cluster::configured(&args.socket.config)? {
-                if let Some(code) = super::cluster::show(&cluster, &args.target, args.json)? {
-                    return Ok(code);
+                match super::cluster::show(&cluster, &args.target, args.json) {
+                    Ok(Some(code)) => return Ok(code),
+                    Ok(None) => eprintln!(
+                        "corral: the cluster has no run or job named {:?} either",
+                        args.target
+                    ),
+                    Err(e) => eprintln!("corral: the cluster could not be asked either: {e:#}"),
                 }
-                eprintln!("corral: the cluster has no run or job named {:?} either", args.target);
             }
             return Err(local);
         }
