@@ -109,6 +109,78 @@ fn a_bad_record_is_overwritten_when_wanted_and_otherwise_reported() {
     assert!(plan.removed.is_empty());
 }
 
+/// One cluster job in a generated case: name index, text, origin and file.
+type Case = (u8, u8, Option<u8>, u8);
+
+fn case_record(&(name, text, origin, file): &Case) -> JobRecord {
+    record(
+        &format!("j{name}"),
+        &format!("/d{file}/j{name}.yaml"),
+        &format!("T{text}"),
+        origin.map(|o| format!("n{o}:/p")).as_deref(),
+    )
+}
+
+proptest::proptest! {
+    /// Whatever is wanted and whatever the cluster holds: each wanted job
+    /// lands in exactly one of added / changed / unchanged / held
+    /// elsewhere, each other job in exactly one of removed / left alone /
+    /// bad; only the owner's jobs are removed; nothing unchanged is written.
+    #[test]
+    fn the_plan_accounts_for_every_job_once(
+        wanted_cases in proptest::collection::vec((0u8..12, 0u8..3, proptest::option::of(0u8..2), 0u8..2), 0..10),
+        current_cases in proptest::collection::vec((0u8..12, 0u8..3, proptest::option::of(0u8..2), 0u8..2), 0..10),
+        bad in proptest::collection::btree_set(0u8..12, 0..3),
+        owner_kind in 0u8..3,
+    ) {
+        let want: BTreeMap<String, Wanted> = wanted_cases
+            .iter()
+            .map(|c| {
+                let r = case_record(c);
+                (r.name.clone(), Wanted { name: r.name, file: r.file, source: r.source })
+            })
+            .collect();
+        let mut have = current(current_cases.iter().map(case_record).collect());
+        for b in &bad {
+            let key = format!("/p/jobs/j{b}");
+            have.insert(format!("j{b}"), Current {
+                record: Err(BadRecord { key, reason: "x".into() }),
+                mod_revision: 1,
+            });
+        }
+        let owner = match owner_kind {
+            0 => Owner::Hand,
+            1 => Owner::HandPruning { files: BTreeSet::new(), dirs: ["/d0".to_owned()].into() },
+            _ => Owner::Origin("n0:/p".into()),
+        };
+        let plan = plan(&want, &have, &owner);
+        let count = |name: &String, lists: &[&Vec<String>]| lists.iter().filter(|l| l.contains(name)).count();
+        let held: Vec<String> = plan.held_elsewhere.iter().map(|(n, _)| n.clone()).collect();
+        for name in want.keys() {
+            proptest::prop_assert_eq!(count(name, &[&plan.added, &plan.changed, &plan.unchanged, &held]), 1);
+            proptest::prop_assert_eq!(count(name, &[&plan.removed, &plan.left_alone, &plan.bad]), 0);
+        }
+        for (name, c) in &have {
+            if want.contains_key(name) {
+                if plan.unchanged.contains(name) {
+                    proptest::prop_assert_eq!(&c.record.as_ref().unwrap().source, &want[name].source);
+                }
+                continue;
+            }
+            proptest::prop_assert_eq!(count(name, &[&plan.removed, &plan.left_alone, &plan.bad]), 1);
+            if plan.removed.contains(name) {
+                proptest::prop_assert!(owner.owns(c.record.as_ref().unwrap()));
+            }
+        }
+        for name in plan.added.iter() {
+            proptest::prop_assert!(!have.contains_key(name));
+        }
+        if owner == Owner::Hand {
+            proptest::prop_assert!(plan.removed.is_empty() && plan.held_elsewhere.is_empty());
+        }
+    }
+}
+
 fn rules() -> LoadRules {
     LoadRules { files: Rules::checking_as(nix::unistd::geteuid()), admission: None }
 }
@@ -251,4 +323,21 @@ async fn a_change_between_read_and_write_fails_the_transaction() {
     client.put(keys.job("junk"), "{", None).await.unwrap();
     let (jobs, _) = read_jobs(&mut client, &keys).await.unwrap();
     assert!(jobs["junk"].record.as_ref().unwrap_err().to_string().contains("/apply-t2/jobs/junk"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_etcd_takes_is_refused_whole_with_the_reason() {
+    let Some(etcd) = TestEtcd::start() else { return };
+    let keys = Keys::new("/apply-t3");
+    let mut client = connect(&etcd.config("n1", keys.prefix())).await.unwrap();
+    // etcd's default --max-txn-ops is 128; the test member keeps it.
+    let names: Vec<String> = (0..129).map(|i| format!("j{i}")).collect();
+    let jobs: Vec<(&str, &str, &str)> =
+        names.iter().map(|n| (n.as_str(), "/d/x.yaml", "X")).collect();
+    let error =
+        apply(&mut client, &keys, &wanted(&jobs), &Owner::Hand, &stamp(), false).await.unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, ApplyError::Write { keys: 129, .. }), "{text}");
+    assert!(text.contains("--max-txn-ops"), "{text}");
+    assert!(read_jobs(&mut client, &keys).await.unwrap().0.is_empty(), "nothing was written");
 }
