@@ -221,6 +221,21 @@ fn loading_keeps_each_files_whole_text_and_refuses_what_the_cluster_cannot_run()
         problems[1].contains("arrays run on one node: use corral submit there"),
         "{problems:?}"
     );
+
+    // A name defined twice across the files: refused as validate refuses it.
+    let first = write(dir.path(), "first.yaml", "name: dup\ncommand: [/bin/true]\n");
+    let second = write(dir.path(), "second.yaml", "name: dup\ncommand: [/bin/false]\n");
+    let loaded = load(&[first.clone(), second.clone()], &rules());
+    assert!(loaded.wanted.is_empty());
+    let problems: Vec<String> = loaded.diagnostics().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [format!(
+            "{}:1:1: name: job \"dup\" is also defined at {}:1:1",
+            second.display(),
+            first.display()
+        )]
+    );
 }
 
 // ---- against a real etcd -------------------------------------------------
