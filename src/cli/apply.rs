@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::cluster::{applied_by, block_on, cluster_config, connect, ClusterArgs};
+use super::cluster::{applied_by, block_on, cluster_config, cluster_of, connect, ClusterArgs};
 use crate::cluster::apply::{self, Owner, Stamp};
 use crate::vocab::Timestamp;
 use crate::watch::policy::Rules;
@@ -38,11 +38,11 @@ pub struct ApplyArgs {
 
 pub fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let config = super::load_config(&args.cluster.config)?;
-    let cluster = cluster_config(&args.cluster.config)?;
     let rules = LoadRules {
         files: Rules::checking_as(nix::unistd::geteuid()),
         admission: Some(config.admission()),
     };
+    let cluster = cluster_of(config, &args.cluster.config)?;
     let loaded = apply::load(&args.paths, &rules);
     if !loaded.is_ok() {
         let mut out = std::io::stdout().lock();

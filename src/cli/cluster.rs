@@ -29,7 +29,12 @@ pub struct ClusterArgs {
 /// The `cluster:` section of the configuration at `path`, or an error
 /// saying there is none.
 pub fn cluster_config(path: &Path) -> anyhow::Result<ClusterConfig> {
-    let config = super::load_config(path)?;
+    cluster_of(super::load_config(path)?, path)
+}
+
+/// The `cluster:` section of `config`, read from `path`, or an error saying
+/// there is none.
+pub fn cluster_of(config: config::AgentConfig, path: &Path) -> anyhow::Result<ClusterConfig> {
     config.cluster.with_context(|| {
         format!(
             "{} has no `cluster:` section, so this agent is not in a cluster; name the \
