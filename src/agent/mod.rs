@@ -337,7 +337,11 @@ pub async fn run(
             OnExit::StopJobs { .. } => "stopping every run",
         });
     };
+    let publishing = crate::cluster::publish::Publishing::start(&config);
     let driven = drive(supervisor, files, observations, commands, shutdown, on_exit).await;
+    if let Some(publishing) = publishing {
+        publishing.stop().await;
+    }
     let _ = stop_serving.send(());
     if let Err(e) = server.await {
         error!("the HTTP endpoint's task failed: {e}");

@@ -22,6 +22,7 @@ use anyhow::Context as _;
 
 use super::client::SocketArgs;
 use crate::api::{Request, Response};
+use crate::cluster::view::LogsAt;
 use crate::container::logview::{LogCursor, LogView, Stream};
 use crate::container::rundir::RunDir;
 use crate::vocab::Timestamp;
@@ -41,6 +42,11 @@ pub struct LogsArgs {
     /// header line naming it), or `latest`.
     #[arg(long, value_name = "N|all|latest", default_value = "latest")]
     pub launch: LaunchChoice,
+    /// RUN is a cluster run: print its logs when this node ran it, else say
+    /// which node did. Without it, a run this node's agent does not know is
+    /// looked up in the cluster when one is configured.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// The launches `corral logs` prints.
@@ -76,8 +82,40 @@ pub struct Launch {
 
 const POLL: Duration = Duration::from_millis(250);
 
-pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let latest = latest_run_dir(&args)?;
+pub fn run(mut args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let latest = match (args.cluster, latest_run_dir(&args)) {
+        (false, Ok(latest)) => latest,
+        (forced, local) => {
+            let cluster = if forced {
+                Some(super::cluster::cluster_config(&args.socket.config)?)
+            } else {
+                super::cluster::configured(&args.socket.config)?
+            };
+            let at = match (&cluster, &local) {
+                (Some(cluster), _) if forced => super::cluster::logs_at(cluster, &args.run)?,
+                (Some(cluster), Err(_)) => super::cluster::logs_at(cluster, &args.run)
+                    .unwrap_or_else(|e| {
+                        eprintln!("corral: the cluster could not be asked either: {e:#}");
+                        None
+                    }),
+                _ => None,
+            };
+            match (at, local) {
+                (Some(LogsAt::Here { node_run }), _) => {
+                    // This node ran it: its logs are the local run's.
+                    args.run = node_run;
+                    latest_run_dir(&args)?
+                }
+                (Some(elsewhere), _) => {
+                    let text = super::cluster::logs_elsewhere_text(&args.run, &elsewhere);
+                    eprintln!("corral: {}", text.unwrap_or_default());
+                    return Ok(ExitCode::from(1));
+                }
+                (None, Err(local)) if !forced => return Err(local),
+                (None, _) => anyhow::bail!("the cluster has no run {:?}", args.run),
+            }
+        }
+    };
     let launches = launches_beside(&latest)?;
     let chosen = choose(&launches, args.launch).with_context(|| {
         let (run, count) = (&args.run, launches.len());

@@ -14,11 +14,14 @@ use crate::config::{self, AgentConfig};
 
 pub mod act;
 pub mod agent;
+pub mod apply;
 pub mod client;
+pub mod cluster;
 pub mod doctor;
 pub mod events;
 pub mod generate_docs;
 pub mod logs;
+pub mod nodes;
 pub mod ps;
 pub mod reload;
 pub mod run;
@@ -103,6 +106,12 @@ pub enum Command {
     Reload(reload::ReloadArgs),
     /// Run a job file (once, or as an array) without putting it in the jobs directory.
     Submit(submit::SubmitArgs),
+    /// Put job files into the cluster (added, changed, unchanged; one transaction).
+    Apply(apply::ApplyArgs),
+    /// Delete jobs from the cluster.
+    Delete(apply::DeleteArgs),
+    /// List the cluster's nodes and which one schedules.
+    Nodes(nodes::NodesArgs),
     /// Write the man pages and shell completions (run by the package build).
     #[command(name = "generate-docs", hide = true)]
     GenerateDocs(generate_docs::GenerateDocsArgs),
@@ -130,6 +139,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => events::run(args),
         Command::Reload(args) => reload::run(args),
         Command::Submit(args) => submit::run(args),
+        Command::Apply(args) => apply::run(args),
+        Command::Delete(args) => apply::delete(args),
+        Command::Nodes(args) => nodes::run(args),
         Command::GenerateDocs(args) => generate_docs::run(args),
     }
 }

@@ -23,9 +23,16 @@ pub struct PsArgs {
     /// Print JSON for scripts: every run, arrays expanded.
     #[arg(long)]
     pub json: bool,
+    /// Every cluster run instead, from etcd (the `cluster:` section of
+    /// --config): its state, the node it is bound to and that node's run.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 pub fn run(args: PsArgs) -> anyhow::Result<ExitCode> {
+    if args.cluster {
+        return super::cluster::ps(&args.socket.config, args.job.as_deref(), args.json);
+    }
     let Response::Ps { mut runs } = args.socket.ask(&Request::Ps)? else {
         anyhow::bail!("the agent answered something else than a run list");
     };

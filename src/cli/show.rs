@@ -17,10 +17,38 @@ pub struct ShowArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+    /// Look the run or job up in the cluster (the `cluster:` section of
+    /// --config), not on this node. Without it, a target this node's agent
+    /// does not know is looked up in the cluster when one is configured.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 pub fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let Response::Show { runs } = args.socket.ask(&Request::Show { target: args.target })? else {
+    if args.cluster {
+        let cluster = super::cluster::cluster_config(&args.socket.config)?;
+        return super::cluster::show(&cluster, &args.target, args.json)?.ok_or_else(|| {
+            anyhow::anyhow!("the cluster has no run or job named {:?}", args.target)
+        });
+    }
+    let answer = match args.socket.ask(&Request::Show { target: args.target.clone() }) {
+        Ok(answer) => answer,
+        Err(local) => {
+            // Not this node's (or no agent here): perhaps a cluster run.
+            if let Some(cluster) = super::cluster::configured(&args.socket.config)? {
+                match super::cluster::show(&cluster, &args.target, args.json) {
+                    Ok(Some(code)) => return Ok(code),
+                    Ok(None) => eprintln!(
+                        "corral: the cluster has no run or job named {:?} either",
+                        args.target
+                    ),
+                    Err(e) => eprintln!("corral: the cluster could not be asked either: {e:#}"),
+                }
+            }
+            return Err(local);
+        }
+    };
+    let Response::Show { runs } = answer else {
         anyhow::bail!("the agent answered something else than run details");
     };
     if args.json {

@@ -21,16 +21,22 @@
 //!
 //! - [`keys`], [`records`]: the key layout and the values, JSON.
 //! - [`etcd`]: connecting, with TLS.
+//! - [`apply`]: job files into `jobs/` in one transaction (`corral apply`,
+//!   `corral delete`); [`publish`]: the same for a watched directory
+//!   (`publish_dir`); [`view`]: the cluster as the commands show it.
 //!
 //! docs/cluster.md describes the layout, the fencing rule and the failure
 //! model for operators.
 
+pub mod apply;
 pub mod error;
 pub mod etcd;
 pub mod keys;
+pub mod publish;
 pub mod records;
 #[cfg(test)]
 pub mod testing;
+pub mod view;
 
 pub use error::ClusterError;
 pub use keys::Keys;

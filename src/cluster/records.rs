@@ -94,6 +94,11 @@ pub struct JobRecord {
     pub applied_at: Timestamp,
     /// `user@host` of whoever applied it.
     pub applied_by: String,
+    /// The directory that publishes it (`publish_dir`), as
+    /// `{node}:{absolute path}`; `None` for a job applied by hand. A
+    /// publisher removes only its own jobs.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 /// A run of a cluster job: one for each version of a one-shot job, one per
