@@ -21,6 +21,7 @@
 //!
 //! - [`keys`], [`records`]: the key layout and the values, JSON.
 //! - [`etcd`]: connecting, with TLS.
+//! - [`scheduler`]: the elected cluster scheduler (runs, bindings, cron).
 //!
 //! docs/cluster.md describes the layout, the fencing rule and the failure
 //! model for operators.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod etcd;
 pub mod keys;
 pub mod records;
+pub mod scheduler;
 #[cfg(test)]
 pub mod testing;
 
