@@ -195,6 +195,7 @@ mod tests {
             default_timezone: chrono_tz::UTC,
             catch_up_limit: 10,
             now,
+            quiet: &BTreeSet::new(),
         };
         let mut fired = Vec::new();
         for w in decide(view, &specs, &settings) {

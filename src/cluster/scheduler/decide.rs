@@ -67,6 +67,11 @@ pub struct Settings<'a> {
     pub default_timezone: Tz,
     pub catch_up_limit: u32,
     pub now: Timestamp,
+    /// Runs whose pending reason was written a moment ago: a new reason
+    /// for them waits (free room changes with every binding, and a burst
+    /// of runs would otherwise rewrite every waiting run's reason each
+    /// time). A run's first reason is written at once.
+    pub quiet: &'a BTreeSet<String>,
 }
 
 /// A condition a write rests on.
@@ -236,7 +241,7 @@ pub fn decide(view: &View, specs: &Specs, settings: &Settings<'_>) -> Vec<Write>
                 continue;
             }
         }
-        if superseded(view, specs, r) {
+        if superseded(view, specs, keys, r) {
             match &r.state {
                 ClusterRunState::Pending { .. } => {
                     // Never started; its version of the job is gone, so it
@@ -280,6 +285,19 @@ pub fn decide(view: &View, specs: &Specs, settings: &Settings<'_>) -> Vec<Write>
 
     bind_pending(view, specs, settings, pending, &mut writes);
     clean_up(view, keys, &touched, &mut writes);
+    // The cursor of a deleted recurring job: applied again, the job starts
+    // with its next firing, as a new job does.
+    for (job, cursor) in &view.cursors {
+        let key = keys.cron(job);
+        if !view.jobs.contains_key(job) && !view.bad.contains_key(&keys.job(job)) {
+            writes.push(Write {
+                kind: Kind::Cleanup { key: key.clone() },
+                guards: vec![Guard::Revision(key.clone(), cursor.mod_revision)],
+                puts: vec![],
+                deletes: vec![key],
+            });
+        }
+    }
     retire(view, keys, now, &touched, &mut writes);
     writes
 }
@@ -292,9 +310,9 @@ fn is_ended(run: &ClusterRun) -> bool {
 /// changed since. A recurring job's firings keep running their version
 /// when the job changes; only deleting it removes them. A job whose record
 /// is bad is not gone: its runs are left alone until it is mended.
-fn superseded(view: &View, specs: &Specs, run: &ClusterRun) -> bool {
+fn superseded(view: &View, specs: &Specs, keys: &Keys, run: &ClusterRun) -> bool {
     let Some(job) = view.jobs.get(&run.job) else {
-        return !view.bad.keys().any(|k| k.ends_with(&format!("/jobs/{}", run.job)));
+        return !view.bad.contains_key(&keys.job(&run.job));
     };
     match specs.get(&(run.job.clone(), job.mod_revision)) {
         None => false,
@@ -423,7 +441,8 @@ fn bind_pending(
                     ClusterRunState::Pending { reason } => reason.as_deref(),
                     _ => None,
                 };
-                if current != Some(reason.as_str()) {
+                let hold = current.is_some() && settings.quiet.contains(&r.run);
+                if current != Some(reason.as_str()) && !hold {
                     let mut next = r.clone();
                     next.state = ClusterRunState::Pending { reason: Some(reason.clone()) };
                     writes.push(Write {
@@ -556,6 +575,7 @@ pub(super) mod tests {
             default_timezone: chrono_tz::UTC,
             catch_up_limit: 10,
             now: Timestamp::from_millis(now),
+            quiet: &BTreeSet::new(),
         };
         decide(view, &compile(view), &settings)
     }
@@ -738,6 +758,7 @@ pub(super) mod tests {
             default_timezone: chrono_tz::UTC,
             catch_up_limit: 10,
             now: Timestamp::from_millis(300),
+            quiet: &BTreeSet::new(),
         };
         let mut specs = compile(&view);
         specs.extend(old);

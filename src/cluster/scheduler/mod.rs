@@ -21,11 +21,11 @@ pub mod election;
 pub mod fit;
 pub mod metrics;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono_tz::Tz;
 use etcd_client::{
@@ -52,6 +52,8 @@ const COALESCE: Duration = Duration::from_millis(20);
 const TICK: Duration = Duration::from_secs(1);
 /// After an etcd error, wait this long before trying again.
 const RETRY: Duration = Duration::from_secs(1);
+/// A waiting run's reason is rewritten at most this often.
+const REASON_EVERY: Duration = Duration::from_secs(5);
 
 /// What the scheduler runs with.
 #[derive(Debug, Clone)]
@@ -136,6 +138,8 @@ struct Leader<'s> {
     seen: i64,
     /// The last revision this scheduler wrote.
     written: i64,
+    /// When each waiting run's reason was last written.
+    reasons: HashMap<String, Instant>,
 }
 
 impl<'s> Leader<'s> {
@@ -148,6 +152,7 @@ impl<'s> Leader<'s> {
             compiled: HashMap::new(),
             seen: 0,
             written: 0,
+            reasons: HashMap::new(),
         }
     }
 
@@ -364,12 +369,15 @@ impl<'s> Leader<'s> {
             by_state[i] += 1;
         }
         self.metrics.set_view(self.view.nodes.len(), by_state, self.view.bad.len() + failing);
+        self.reasons.retain(|_, at| at.elapsed() < REASON_EVERY);
+        let quiet: BTreeSet<String> = self.reasons.keys().cloned().collect();
         let settings = Settings {
             keys: &self.settings.keys,
             node: &self.settings.node,
             default_timezone: self.settings.default_timezone,
             catch_up_limit: self.settings.catch_up_limit,
             now: Timestamp::now(),
+            quiet: &quiet,
         };
         let writes = decide::decide(&self.view, &specs, &settings);
         for write in writes {
@@ -407,7 +415,8 @@ impl<'s> Leader<'s> {
                         self.metrics.binding(BindingOutcome::HandedBack);
                     }
                     Kind::Pending { run, reason } => {
-                        info!(run = %run, "cluster run waits: {reason}")
+                        info!(run = %run, "cluster run waits: {reason}");
+                        self.reasons.insert(run.clone(), Instant::now());
                     }
                     Kind::Cron { job, fired } if !fired.is_empty() => {
                         info!(job = %job, "cluster job fired: {}", fired.join(", "))

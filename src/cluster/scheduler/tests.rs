@@ -341,3 +341,58 @@ async fn a_cron_job_fires_once_per_schedule_across_a_change_of_leader() {
     }
     assert!(after.len() >= before.len() + 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_job_stops_its_run_per_on_removal_and_a_bad_record_is_left_alone() {
+    let Some(etcd) = TestEtcd::start() else { return };
+    let prefix = "/removal";
+    let keys = Keys::new(prefix);
+    let mut c = client(&etcd).await;
+    put(&mut c, keys.node("n1"), &node_rec("n1", 8 * GIB)).await;
+    let stop = put(&mut c, keys.job("s"), &job("s", "")).await;
+    let finish = put(&mut c, keys.job("f"), &job("f", "on_removal: finish\n")).await;
+    // Anything with write access can write this: it must not be run.
+    let broken = job("x", "resources: {memory: {hard: lots}}\n");
+    put(&mut c, keys.job("x"), &broken).await;
+    c.put(keys.run("junk-1"), "{not json", None).await.unwrap();
+    let scheduler = Scheduler::start(&etcd, prefix, "s1").await;
+
+    let (s_run, f_run) = (decide::one_shot_run("s", stop), decide::one_shot_run("f", finish));
+    until("s bound", || bound_to(&c, &keys, &s_run)).await;
+    until("f bound", || bound_to(&c, &keys, &f_run)).await;
+    c.delete(keys.job("s"), None).await.unwrap();
+    c.delete(keys.job("f"), None).await.unwrap();
+    let removed =
+        until("s removed", || async { run_of(&c, &keys, &s_run).await.filter(|r| r.removed) })
+            .await;
+    assert!(
+        matches!(removed.state, ClusterRunState::Bound { .. }),
+        "it ends when its node says so"
+    );
+    let bindings: BTreeMap<String, Binding> = list(&mut c, &keys.bindings_of("n1")).await;
+    assert_eq!(bindings.keys().collect::<Vec<_>>(), vec![&f_run], "finish: left to run");
+    assert!(!run_of(&c, &keys, &f_run).await.unwrap().removed);
+
+    let runs: BTreeMap<String, serde_json::Value> = {
+        let r = c.get(keys.runs(), Some(GetOptions::new().with_prefix())).await.unwrap();
+        r.kvs()
+            .iter()
+            .filter_map(|kv| {
+                let value = serde_json::from_slice(kv.value()).ok()?;
+                Some((kv.key_str().unwrap().to_owned(), value))
+            })
+            .collect()
+    };
+    assert!(runs.keys().all(|k| !k.contains("/x-")), "no run of a job that does not compile");
+    let junk = c.get(keys.run("junk-1"), None).await.unwrap();
+    assert_eq!(junk.kvs()[0].value(), b"{not json", "a bad record is reported, not rewritten");
+    let text = {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("corral");
+        registry.register_collector(Box::new(scheduler.metrics.clone()));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        out
+    };
+    assert!(text.contains("corral_cluster_bad_records 2"), "{text}");
+    scheduler.stop().await;
+}
