@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use super::decide::{new_run, Guard, Kind, Settings, Versioned, Write};
+use super::decide::{earlier_firing, new_run, Guard, Kind, Settings, Versioned, Write};
 use crate::cluster::records::{encode, ClusterRun, ClusterRunState, CronCursor};
 use crate::scheduler::cron::{on_fire, plan_catch_up, CronJob, OverlapDecision, RunSummary};
 use crate::spec::{JobSpec, Recurrence};
@@ -87,7 +87,7 @@ pub fn fire(
     // the queue slot (`queue`, `replace`).
     let mut queued = input.live.iter().any(|r| {
         matches!(r.state, ClusterRunState::Pending { .. })
-            && input.live.iter().any(|o| o.created_at < r.created_at)
+            && input.live.iter().any(|o| earlier_firing(o, r))
     });
     for scheduled in plan.to_start {
         let run = firing_run(input.job, scheduled);

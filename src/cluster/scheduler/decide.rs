@@ -241,11 +241,12 @@ pub fn decide(view: &View, specs: &Specs, settings: &Settings<'_>) -> Vec<Write>
                 continue;
             }
         }
-        if superseded(view, specs, keys, r) {
+        // Removed by `concurrency: replace`, or its job is gone.
+        if r.removed || superseded(view, specs, keys, r) {
             match &r.state {
                 ClusterRunState::Pending { .. } => {
-                    // Never started; its version of the job is gone, so it
-                    // could not be bound anyway.
+                    // Never started: nothing to stop, and its version of
+                    // the job may be gone, so it could not be bound anyway.
                     let mut next = r.clone();
                     next.removed = true;
                     next.state =
@@ -300,6 +301,12 @@ pub fn decide(view: &View, specs: &Specs, settings: &Settings<'_>) -> Vec<Write>
     }
     retire(view, keys, now, &touched, &mut writes);
     writes
+}
+
+/// Whether `a` comes before `b` among a recurring job's runs: by firing
+/// time (one pass may create several at once), then creation.
+pub(super) fn earlier_firing(a: &ClusterRun, b: &ClusterRun) -> bool {
+    (a.scheduled_for, a.created_at, &a.run) < (b.scheduled_for, b.created_at, &b.run)
 }
 
 fn is_ended(run: &ClusterRun) -> bool {
@@ -374,7 +381,7 @@ fn bind_pending(
             matches!(rec.concurrency, Concurrency::Queue | Concurrency::Replace)
         }) && view.runs.values().any(|o| {
             o.value.job == r.job
-                && o.value.created_at < r.created_at
+                && earlier_firing(&o.value, r)
                 && matches!(o.value.state, ClusterRunState::Bound { .. })
         });
         let choice = if waiting_for_previous {
@@ -768,5 +775,71 @@ pub(super) mod tests {
             kinds,
             vec![Kind::Create { run: "a-20".into() }, Kind::Remove { run: "a-5".into() }]
         );
+    }
+
+    #[test]
+    fn a_burst_binds_by_priority_and_never_past_a_nodes_free_room() {
+        let mut view = View::default();
+        view.nodes.insert("n1".into(), node("n1", 4 * GIB, 0));
+        for (i, priority) in [10, 10, 10, 10, 10, 900].iter().enumerate() {
+            let name = format!("j{i}");
+            let body = format!("priority: {priority}\nresources: {{memory: {{hard: 1Gi}}}}\n");
+            view.jobs.insert(
+                name.clone(),
+                Versioned { value: job(&name, &body), mod_revision: 5 + i as i64 },
+            );
+        }
+        let mut rev = 100;
+        for now in [100, 200] {
+            let writes = pass(&view, now);
+            apply(&mut view, &writes, &mut rev);
+        }
+        let bound: Vec<&str> = view
+            .runs
+            .values()
+            .filter(|r| matches!(r.value.state, ClusterRunState::Bound { .. }))
+            .map(|r| r.value.job.as_str())
+            .collect();
+        // Four fit; the high-priority job is among them although it came last.
+        assert_eq!(bound.len(), 4, "{bound:?}");
+        assert!(bound.contains(&"j5"), "{bound:?}");
+        let waiting: Vec<String> = view
+            .runs
+            .values()
+            .filter_map(|r| match &r.value.state {
+                ClusterRunState::Pending { reason } => reason.clone(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(waiting, vec!["n1: needs 1 GiB memory, 0 B free"; 2]);
+
+        // The node publishes its allocation: still no room, nothing rebound.
+        let mut record = node("n1", 4 * GIB, 300);
+        record.allocated.memory = 4 * GIB;
+        view.nodes.insert("n1".into(), record);
+        assert_eq!(pass(&view, 400), vec![]);
+    }
+
+    #[test]
+    fn a_pending_run_removed_by_replace_is_ended_not_bound() {
+        let mut view = View::default();
+        view.nodes.insert("n1".into(), node("n1", 4 * GIB, 0));
+        view.jobs.insert(
+            "c".into(),
+            Versioned { value: job("c", "schedule: '0 * * * *'\n"), mod_revision: 5 },
+        );
+        let mut run = new_run(
+            "c-60".into(),
+            "c",
+            5,
+            Some(Timestamp::from_millis(60_000)),
+            Timestamp::from_millis(1),
+        );
+        run.removed = true;
+        view.runs.insert("c-60".into(), Versioned { value: run, mod_revision: 7 });
+        let writes = pass(&view, 100);
+        let ends: Vec<&Kind> =
+            writes.iter().map(|w| &w.kind).filter(|k| !matches!(k, Kind::Cron { .. })).collect();
+        assert_eq!(ends, vec![&Kind::End { run: "c-60".into(), outcome: "removed".into() }]);
     }
 }

@@ -65,7 +65,9 @@ pub struct SchedulerSettings {
     pub default_timezone: Tz,
     /// Most runs one job's catch-up starts in one pass.
     pub catch_up_limit: u32,
-    /// The stop grace of runs the scheduler removes; the node applies it.
+    /// The agent's default stop grace. The scheduler does not use it yet:
+    /// it stops a run by deleting its binding, and the node that runs it
+    /// stops it with the job's `stop_grace` or its own default.
     pub default_grace: Duration,
 }
 
