@@ -110,6 +110,10 @@ impl ClusterMetrics {
         self.scheduling.observe(waited.as_secs_f64());
     }
 
+    pub fn leadership_changes(&self) -> u64 {
+        self.leadership_changes.load(Ordering::Relaxed)
+    }
+
     pub fn bindings_total(&self, outcome: BindingOutcome) -> u64 {
         let i = BindingOutcome::ALL.iter().position(|o| *o == outcome).expect("listed");
         self.bindings[i].load(Ordering::Relaxed)

@@ -177,9 +177,16 @@ impl<'s> Leader<'s> {
     async fn follow(&mut self, leadership: &Leadership) -> Result<(), ClusterError> {
         let keys = &self.settings.keys;
         let all = keys.all();
+        let leader_key = keys.leader();
         let listing = self.client.get(all.clone(), Some(GetOptions::new().with_prefix())).await?;
         let revision = listing.header().map_or(0, |h| h.revision());
         self.view = View::default();
+        let ours = listing.kvs().iter().any(|kv| {
+            kv.key() == leader_key.as_bytes() && kv.create_revision() == leadership.revision
+        });
+        if !ours {
+            return Err(ClusterError::Deposed);
+        }
         for kv in listing.kvs() {
             self.put(kv);
         }
@@ -204,6 +211,14 @@ impl<'s> Leader<'s> {
                         }
                         for event in response.events() {
                             let Some(kv) = event.kv() else { continue };
+                            // The leader key gone or taken by another: stop
+                            // now rather than at the next write.
+                            if kv.key() == leader_key.as_bytes()
+                                && (event.event_type() == EventType::Delete
+                                    || kv.create_revision() != leadership.revision)
+                            {
+                                return Err(ClusterError::Deposed);
+                            }
                             match event.event_type() {
                                 EventType::Put => self.put(kv),
                                 EventType::Delete => self.delete(kv),

@@ -396,3 +396,33 @@ async fn a_deleted_job_stops_its_run_per_on_removal_and_a_bad_record_is_left_alo
     assert!(text.contains("corral_cluster_bad_records 2"), "{text}");
     scheduler.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_key_is_taken_away_stops_and_campaigns_again() {
+    let Some(etcd) = TestEtcd::start() else { return };
+    let prefix = "/gone";
+    let keys = Keys::new(prefix);
+    let mut c = client(&etcd).await;
+    put(&mut c, keys.node("n1"), &node_rec("n1", 8 * GIB)).await;
+    let scheduler = Scheduler::start(&etcd, prefix, "s1").await;
+    let rev = put(&mut c, keys.job("a"), &job("a", "")).await;
+    let a_run = decide::one_shot_run("a", rev);
+    until("a bound", || bound_to(&c, &keys, &a_run)).await;
+    assert_eq!(scheduler.metrics.leadership_changes(), 1);
+    c.delete(keys.leader(), None).await.unwrap();
+    let metrics = scheduler.metrics.clone();
+    until("leading again", || {
+        let metrics = metrics.clone();
+        async move { (metrics.leadership_changes() == 2 && metrics.is_leader()).then_some(()) }
+    })
+    .await;
+    // And it schedules under its new leadership.
+    let rev = put(&mut c, keys.job("b"), &job("b", "")).await;
+    let b_run = decide::one_shot_run("b", rev);
+    until("b bound", || bound_to(&c, &keys, &b_run)).await;
+    let leader = c.get(keys.leader(), None).await.unwrap();
+    let record: crate::cluster::records::LeaderRecord =
+        decode(&keys.leader(), leader.kvs()[0].value()).unwrap();
+    assert_eq!(record.node, "s1");
+    scheduler.stop().await;
+}
