@@ -842,4 +842,103 @@ pub(super) mod tests {
             writes.iter().map(|w| &w.kind).filter(|k| !matches!(k, Kind::Cron { .. })).collect();
         assert_eq!(ends, vec![&Kind::End { run: "c-60".into(), outcome: "removed".into() }]);
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A job: memory in GiB (0: no hard limit), pinned to a node or not.
+        fn arb_jobs() -> impl Strategy<Value = Vec<(u64, Option<usize>)>> {
+            proptest::collection::vec((0u64..4, proptest::option::of(0usize..3)), 1..12)
+        }
+
+        proptest! {
+            // Each case compiles its jobs on every pass: fewer cases keep
+            // the debug build's run short.
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Over passes with nodes handing runs back at random: no pass
+            /// writes a run key twice, every binding is to a node the job
+            /// admits, and no node is bound more memory than it has free.
+            #[test]
+            fn passes_keep_their_invariants(
+                jobs in arb_jobs(),
+                memories in proptest::collection::vec(1u64..6, 3),
+                hand_backs in proptest::collection::vec(proptest::bool::weighted(0.3), 8),
+            ) {
+                let mut view = View::default();
+                for (i, gib) in memories.iter().enumerate() {
+                    let name = format!("n{i}");
+                    view.nodes.insert(name.clone(), node(&name, gib * GIB, 0));
+                }
+                for (i, (gib, pin)) in jobs.iter().enumerate() {
+                    let name = format!("j{i}");
+                    let mut body = String::new();
+                    if *gib > 0 {
+                        body.push_str(&format!("resources: {{memory: {{hard: {gib}Gi}}}}\n"));
+                    }
+                    if let Some(n) = pin {
+                        body.push_str(&format!("nodes: [n{n}]\n"));
+                    }
+                    view.jobs.insert(name.clone(), Versioned { value: job(&name, &body), mod_revision: 1 + i as i64 });
+                }
+                let mut rev = 100;
+                for (step, hand_back) in hand_backs.iter().enumerate() {
+                    let now = 1000 * (step as i64 + 1);
+                    let writes = pass(&view, now);
+                    let mut keys_written = BTreeSet::new();
+                    for w in &writes {
+                        for (key, _) in &w.puts {
+                            if key.starts_with("/c/runs/") {
+                                prop_assert!(keys_written.insert(key.clone()), "{key} twice");
+                            }
+                        }
+                    }
+                    apply(&mut view, &writes, &mut rev);
+                    // Memory bound per node never exceeds its capacity.
+                    let mut held: BTreeMap<String, u64> = BTreeMap::new();
+                    let spec = compile(&view);
+                    for ((n, _), b) in &view.bindings {
+                        let s = &spec[&(b.value.job.clone(), b.value.job_revision)];
+                        prop_assert!(s.nodes.admits(n, &view.nodes[n].labels));
+                        *held.entry(n.clone()).or_default() +=
+                            Demand::of(s, b.value.memory_hard).memory;
+                    }
+                    for (n, bytes) in &held {
+                        prop_assert!(*bytes <= view.nodes[n].capacity.memory, "{n}: {bytes}");
+                    }
+                    // A node hands back its first binding: it must come back
+                    // as the next attempt, never bound to that node again
+                    // until it publishes.
+                    if *hand_back {
+                        if let Some(((n, r), b)) = view.bindings.iter().next() {
+                            let status = RunStatus {
+                                run: r.clone(),
+                                node: n.clone(),
+                                attempt: b.value.attempt,
+                                node_run: None,
+                                phase: "handed-back".into(),
+                                detail: None,
+                                ended: None,
+                                handed_back: Some(HandBack {
+                                    reason: "no".into(),
+                                    needs_memory: None,
+                                    at: Timestamp::from_millis(now + 1),
+                                }),
+                                events: vec![],
+                                updated_at: Timestamp::from_millis(now + 1),
+                            };
+                            view.statuses.insert(r.clone(), Versioned { value: status, mod_revision: rev });
+                        }
+                    }
+                }
+                for run in view.runs.values() {
+                    if let ClusterRunState::Bound { node, .. } = &run.value.state {
+                        prop_assert!(!run.value.handed_back_by.contains_key(node));
+                    }
+                }
+            }
+        }
+    }
 }
