@@ -171,7 +171,7 @@ mod tests {
     use super::*;
     use crate::cluster::records::decode;
     use crate::cluster::scheduler::decide::tests::job;
-    use crate::cluster::scheduler::decide::{decide, Specs, View};
+    use crate::cluster::scheduler::decide::{decide, Guard, Specs, View};
     use crate::cluster::Keys;
 
     fn utc(text: &str) -> Timestamp {
@@ -266,5 +266,81 @@ mod tests {
         // Still live at the next firing: skipped, and the cursor moves on.
         assert_eq!(tick(&mut view, utc("2026-12-07T14:00:01Z"), &mut rev), Vec::<String>::new());
         assert_eq!(view.cursors["c"].value.last_fired, utc("2026-12-07T14:00:01Z"),);
+    }
+
+    #[test]
+    fn replace_stops_the_live_run_and_its_successor_waits_for_it_to_end() {
+        let mut view = View::default();
+        view.nodes
+            .insert("n1".into(), crate::cluster::scheduler::decide::tests::node("n1", 1 << 32, 0));
+        view.jobs.insert(
+            "c".into(),
+            Versioned {
+                value: job("c", "schedule: '0 * * * *'\nconcurrency: replace\n"),
+                mod_revision: 3,
+            },
+        );
+        let mut rev = 10;
+        tick(&mut view, utc("2026-12-07T10:30:00Z"), &mut rev);
+        let first = tick(&mut view, utc("2026-12-07T11:00:00.100Z"), &mut rev);
+        assert_eq!(first.len(), 1);
+        // Bind it as the pass after would.
+        let mut run = view.runs[&first[0]].value.clone();
+        run.state = ClusterRunState::Bound { node: "n1".into(), at: utc("2026-12-07T11:00:01Z") };
+        view.runs.insert(first[0].clone(), Versioned { value: run, mod_revision: 50 });
+
+        let keys = Keys::new("/c");
+        let mut specs = Specs::new();
+        let j = &view.jobs["c"];
+        let compiled = crate::spec::compile_str(Path::new(&j.value.file), &j.value.source).unwrap();
+        specs.insert(("c".into(), 3), Arc::new(compiled.into_iter().next().unwrap().spec));
+        let quiet = BTreeSet::new();
+        let settings = Settings {
+            keys: &keys,
+            node: "s",
+            default_timezone: chrono_tz::UTC,
+            catch_up_limit: 10,
+            now: utc("2026-12-07T12:00:00.100Z"),
+            quiet: &quiet,
+        };
+        let writes = decide(&view, &specs, &settings);
+        let cron = writes.iter().find(|w| matches!(w.kind, Kind::Cron { .. })).unwrap();
+        let second = firing_run("c", utc("2026-12-07T12:00:00Z").to_datetime().unwrap());
+        assert_eq!(cron.kind, Kind::Cron { job: "c".into(), fired: vec![second.clone()] });
+        assert_eq!(
+            cron.deletes,
+            vec![keys.binding("n1", &first[0])],
+            "stopping = deleting its binding"
+        );
+        let stopped: ClusterRun = cron
+            .puts
+            .iter()
+            .find(|(k, _)| *k == keys.run(&first[0]))
+            .map(|(k, v)| decode(k, v).unwrap())
+            .unwrap();
+        assert!(stopped.removed);
+        // One transaction, guarded on the old run's revision too.
+        assert!(cron.guards.contains(&Guard::Revision(keys.run(&first[0]), 50)));
+
+        // Applied: the new run waits while the old one is still bound.
+        for (key, value) in &cron.puts {
+            if let Some(run) = key.strip_prefix("/c/runs/") {
+                view.runs.insert(
+                    run.into(),
+                    Versioned { value: decode(key, value).unwrap(), mod_revision: 60 },
+                );
+            }
+        }
+        let settings = Settings { now: utc("2026-12-07T12:00:01Z"), ..settings };
+        let writes = decide(&view, &specs, &settings);
+        assert!(
+            writes.iter().any(|w| w.kind
+                == Kind::Pending {
+                    run: second.clone(),
+                    reason: "waiting for the previous run of the job to end".into()
+                }),
+            "{writes:?}"
+        );
+        assert!(!writes.iter().any(|w| matches!(w.kind, Kind::Bind { .. })), "{writes:?}");
     }
 }
