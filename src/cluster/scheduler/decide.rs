@@ -507,6 +507,20 @@ fn retire(
             ended.entry(run.value.job.as_str()).or_default().push((at, run));
         }
     }
+    // A status whose run is gone (a node reporting after the run was
+    // retired) goes once it is as old as the oldest run kept.
+    for (id, status) in &view.statuses {
+        let orphan = !view.runs.contains_key(id) && !view.bad.contains_key(&keys.run(id));
+        if orphan && now.since(status.value.updated_at) > KEEP_ENDED_FOR {
+            let key = keys.status(id);
+            writes.push(Write {
+                kind: Kind::Cleanup { key: key.clone() },
+                guards: vec![Guard::Revision(key.clone(), status.mod_revision)],
+                puts: vec![],
+                deletes: vec![key],
+            });
+        }
+    }
     for (job, mut runs) in ended {
         runs.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.value.run.cmp(&a.1.value.run)));
         let current = view.jobs.get(job).map(|j| one_shot_run(job, j.mod_revision));
@@ -940,5 +954,52 @@ pub(super) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_ended_runs_and_the_current_versions() {
+        let mut view = View::default();
+        view.jobs.insert("a".into(), Versioned { value: job("a", ""), mod_revision: 99 });
+        let day = 24 * 3600 * 1000;
+        let now = 3 * day;
+        // 25 ended runs of older versions, one of the current version from
+        // long ago, and an old status of a run already gone.
+        for i in 0..25i64 {
+            let mut run = new_run(one_shot_run("a", i), "a", i, None, Timestamp::from_millis(0));
+            run.state = ClusterRunState::Ended {
+                outcome: "succeeded".into(),
+                at: Timestamp::from_millis(now - 1000 * (25 - i)),
+                node: None,
+            };
+            view.runs.insert(run.run.clone(), Versioned { value: run, mod_revision: 10 + i });
+        }
+        let mut current = new_run(one_shot_run("a", 99), "a", 99, None, Timestamp::from_millis(0));
+        current.state = ClusterRunState::Ended {
+            outcome: "failed".into(),
+            at: Timestamp::from_millis(0),
+            node: None,
+        };
+        view.runs.insert(current.run.clone(), Versioned { value: current, mod_revision: 99 });
+        let status = RunStatus {
+            run: "gone-1".into(),
+            node: "n1".into(),
+            attempt: 1,
+            node_run: None,
+            phase: "succeeded".into(),
+            detail: None,
+            ended: None,
+            handed_back: None,
+            events: vec![],
+            updated_at: Timestamp::from_millis(0),
+        };
+        view.statuses.insert("gone-1".into(), Versioned { value: status, mod_revision: 5 });
+        let kinds: Vec<Kind> = pass(&view, now).into_iter().map(|w| w.kind).collect();
+        let mut expected: Vec<Kind> =
+            (0..5).map(|i| Kind::Retire { run: one_shot_run("a", i) }).collect();
+        expected.insert(0, Kind::Cleanup { key: "/c/status/gone-1".into() });
+        let mut got = kinds.clone();
+        got.sort_by_key(|k| format!("{k:?}"));
+        expected.sort_by_key(|k| format!("{k:?}"));
+        assert_eq!(got, expected);
     }
 }
