@@ -373,7 +373,11 @@ fn bind_pending(
 
     for run in pending {
         let r = &run.value;
-        let Some(job) = view.jobs.get(&r.job) else { continue };
+        // The binding carries the record's text: only a run of the record
+        // as it stands can be bound (older ones were ended above).
+        let Some(job) = view.jobs.get(&r.job).filter(|j| j.mod_revision == r.job_revision) else {
+            continue;
+        };
         let Some(spec) = specs.get(&(r.job.clone(), r.job_revision)) else { continue };
         let key = keys.run(&r.run);
         let guard = Guard::Revision(key.clone(), run.mod_revision);
