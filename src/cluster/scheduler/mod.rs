@@ -223,9 +223,10 @@ impl<'s> Leader<'s> {
                                 EventType::Put => self.put(kv),
                                 EventType::Delete => self.delete(kv),
                             }
-                        }
-                        if let Some(h) = response.header() {
-                            self.seen = self.seen.max(h.revision());
+                            // By the events, not the header: the watch's
+                            // first response carries the store's revision
+                            // before the events up to it have come.
+                            self.seen = self.seen.max(kv.mod_revision());
                         }
                         match tokio::time::timeout(COALESCE, stream.message()).await {
                             Ok(message) => next = message?,
