@@ -285,6 +285,8 @@ mod tests {
             memory_hard: Some(2 << 30),
             handed_back_by: BTreeMap::from([("n1".into(), "needs 2Gi, holds 1Gi".into())]),
             removed: false,
+            handed_back_at: BTreeMap::new(),
+            pending_since: None,
         };
         let binding = Binding {
             run: "a-7".into(),

@@ -24,6 +24,7 @@
 //! - [`apply`]: job files into `jobs/` in one transaction (`corral apply`,
 //!   `corral delete`); [`publish`]: the same for a watched directory
 //!   (`publish_dir`); [`view`]: the cluster as the commands show it.
+//! - [`scheduler`]: the elected cluster scheduler (runs, bindings, cron).
 //!
 //! docs/cluster.md describes the layout, the fencing rule and the failure
 //! model for operators.
@@ -34,6 +35,7 @@ pub mod etcd;
 pub mod keys;
 pub mod publish;
 pub mod records;
+pub mod scheduler;
 #[cfg(test)]
 pub mod testing;
 pub mod view;

@@ -128,6 +128,14 @@ pub struct ClusterRun {
     pub handed_back_by: BTreeMap<String, String>,
     /// Its job was deleted, or changed, and `on_removal: stop` applies.
     pub removed: bool,
+    /// When each node in `handed_back_by` handed it back: the node is a
+    /// candidate again once its record is newer than this.
+    #[serde(default)]
+    pub handed_back_at: BTreeMap<String, Timestamp>,
+    /// When it last became pending (created, or handed back): the start of
+    /// its scheduling latency.
+    #[serde(default)]
+    pub pending_since: Option<Timestamp>,
 }
 
 /// Where a cluster run stands, from the scheduler's side.
@@ -254,6 +262,8 @@ mod tests {
             memory_hard: None,
             handed_back_by: BTreeMap::new(),
             removed: false,
+            handed_back_at: BTreeMap::new(),
+            pending_since: None,
         };
         let back: ClusterRun = decode("/corral/runs/a-7", &encode(&run)).unwrap();
         assert_eq!(back, run);

@@ -17,6 +17,8 @@ fn run(name: &str, created: i64, attempt: u32, state: ClusterRunState) -> Cluste
         memory_hard: None,
         handed_back_by: BTreeMap::new(),
         removed: false,
+        handed_back_at: BTreeMap::new(),
+        pending_since: None,
     }
 }
 

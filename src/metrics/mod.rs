@@ -135,6 +135,12 @@ impl Metrics {
         }
     }
 
+    /// Adds the cluster scheduler's families (`corral_cluster_*`) to the
+    /// scrape: an agent in a cluster that stands for election.
+    pub fn register_cluster(&mut self, cluster: Arc<crate::cluster::scheduler::ClusterMetrics>) {
+        self.registry.register_collector(Box::new(cluster));
+    }
+
     /// What the metrics were made with: an agent that restarts asks the
     /// store for the runs that ended within `finished_retention`.
     pub fn config(&self) -> &MetricsConfig {

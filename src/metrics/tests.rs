@@ -271,3 +271,19 @@ fn openmetrics_has_units_types_and_eof() {
     assert!(!text.contains("# EOF"));
     assert!(text.contains("# TYPE corral_preemptions_total counter\n"));
 }
+
+#[test]
+fn the_cluster_families_join_the_agents_scrape_and_show_only_while_leading() {
+    let mut metrics =
+        Metrics::new(&MetricsConfig::default(), Arc::new(PublishedSnapshot::default()));
+    let cluster = Arc::new(crate::cluster::scheduler::ClusterMetrics::new());
+    metrics.register_cluster(cluster.clone());
+    let text = metrics.render(Format::Prometheus).unwrap();
+    assert_eq!(lines_for(&text, "corral_cluster_leader"), vec!["corral_cluster_leader 0"]);
+    assert!(lines_for(&text, "corral_cluster_runs").is_empty(), "{text}");
+    cluster.set_leader(true);
+    let text = metrics.render(Format::OpenMetrics).unwrap();
+    assert_eq!(lines_for(&text, "corral_cluster_leader"), vec!["corral_cluster_leader 1"]);
+    assert_eq!(lines_for(&text, "corral_cluster_runs").len(), 3, "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+}
