@@ -36,8 +36,7 @@ pub async fn connect(config: &ClusterConfig) -> Result<Client, ClusterError> {
                 .identity(Identity::from_pem(cert, key)),
         );
     }
-    Client::connect(&config.endpoints, Some(options)).await.map_err(|source| ClusterError::Etcd {
-        endpoints: config.endpoints.join(","),
-        source,
-    })
+    Client::connect(&config.endpoints, Some(options))
+        .await
+        .map_err(|source| ClusterError::Etcd { endpoints: config.endpoints.join(","), source })
 }

@@ -21,6 +21,8 @@
 //!
 //! - [`keys`], [`records`]: the key layout and the values, JSON.
 //! - [`etcd`]: connecting, with TLS.
+//! - [`node`]: the node side: the node's lease and record, the runs bound
+//!   to it, the statuses it reports.
 //!
 //! docs/cluster.md describes the layout, the fencing rule and the failure
 //! model for operators.
@@ -28,6 +30,7 @@
 pub mod error;
 pub mod etcd;
 pub mod keys;
+pub mod node;
 pub mod records;
 #[cfg(test)]
 pub mod testing;

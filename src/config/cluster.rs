@@ -299,8 +299,9 @@ mod tests {
         ] {
             assert!(e.contains(want), "{want} in {e}");
         }
-        let e = compile("cluster: {endpoints: [\"http://a:2379\"], tls: {ca: a, cert: b, key: c}}\n")
-            .unwrap_err();
+        let e =
+            compile("cluster: {endpoints: [\"http://a:2379\"], tls: {ca: a, cert: b, key: c}}\n")
+                .unwrap_err();
         assert!(e.contains("https://"), "{e}");
     }
 }

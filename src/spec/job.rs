@@ -230,13 +230,8 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
     let rlimits = rlimits::compile(cx, job.get("rlimits"), &field("rlimits"));
     let after = after::compile(cx, job.get("after"), &field("after"), name.as_ref());
     let array = array::compile(cx, job.get("array"), &field("array"));
-    let nodes = nodes::compile(
-        cx,
-        job.get("nodes"),
-        job.get("node_selector"),
-        job.get("spread"),
-        &root,
-    );
+    let nodes =
+        nodes::compile(cx, job.get("nodes"), job.get("node_selector"), job.get("spread"), &root);
     if job.has("array") && job.has("schedule") {
         cx.report(
             job.key_pos("array"),
