@@ -194,7 +194,7 @@ fn not_admitted(node: &str, labels: &BTreeMap<String, String>, spec: &JobSpec) -
     let mut why = Vec::new();
     let c = &spec.nodes;
     if !c.names.is_empty() && !c.names.iter().any(|n| n == node) {
-        why.push(format!("it is not in nodes [{}]", c.names.join(", ")));
+        why.push(format!("is not in nodes [{}]", c.names.join(", ")));
     }
     let unmet: Vec<String> = c
         .selector
@@ -203,9 +203,9 @@ fn not_admitted(node: &str, labels: &BTreeMap<String, String>, spec: &JobSpec) -
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     if !unmet.is_empty() {
-        why.push(format!("node_selector asks for {}", unmet.join(", ")));
+        why.push(format!("lacks node_selector {}", unmet.join(", ")));
     }
-    format!("this node ({node}, {shown}) {}", why.join(" and "))
+    format!("this node ({node}, labels: {shown}) {}", why.join(" and "))
 }
 
 /// Creates the local run of `binding` with `spec` and its mapping in one

@@ -119,6 +119,8 @@ mod pressure_tests;
 mod tests;
 #[cfg(test)]
 mod tests_arrays;
+#[cfg(test)]
+mod tests_cluster;
 
 use std::future::Future;
 use std::path::PathBuf;
