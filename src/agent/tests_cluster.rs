@@ -275,7 +275,15 @@ async fn a_binding_in_etcd_runs_here_and_its_status_ends_succeeded() {
     assert_eq!((record.capacity.cpus, record.labels["disk"].as_str()), (2, "ssd"));
     assert_eq!(record.allocated.runs, 0);
     let got = client.get(keys.node("n1"), None).await.unwrap();
-    assert_ne!(got.kvs()[0].lease(), 0, "the record lives under a lease");
+    let lease = got.kvs()[0].lease();
+    assert_ne!(lease, 0, "the record lives under a lease");
+    // The lease lost (revoked here, as an expiry would end it): the node
+    // takes a new one and publishes itself again.
+    client.lease_revoke(lease).await.unwrap();
+    let other_lease = |v: &[u8]| decode::<NodeRecord>("node", v).is_ok();
+    wait_for_key(&mut client, &keys.node("n1"), "the record again", Some(&other_lease)).await;
+    let got = client.get(keys.node("n1"), None).await.unwrap();
+    assert_ne!(got.kvs()[0].lease(), lease, "under a new lease");
 
     let bound = binding("etl-5", 1, &job("etl", ""));
     client.put(keys.binding("n1", "etl-5"), encode(&bound), None).await.unwrap();

@@ -231,3 +231,42 @@ async fn session(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::Timestamp;
+
+    fn status(run: &str, phase: &str) -> RunStatus {
+        RunStatus {
+            run: run.into(),
+            node: "n1".into(),
+            attempt: 1,
+            node_run: None,
+            phase: phase.into(),
+            detail: None,
+            ended: None,
+            handed_back: None,
+            events: Vec::new(),
+            updated_at: Timestamp::EPOCH,
+        }
+    }
+
+    #[test]
+    fn the_outbox_keeps_the_latest_status_per_run_in_first_queued_order() {
+        let mut out = Outbox::default();
+        out.push(status("a-1", "pending"));
+        out.push(status("b-1", "pending"));
+        out.push(status("a-1", "running"));
+        assert_eq!(
+            out.front().map(|s| (s.run.as_str(), s.phase.as_str())),
+            Some(("a-1", "running"))
+        );
+        out.pop();
+        assert_eq!(out.front().map(|s| s.run.as_str()), Some("b-1"));
+        out.pop();
+        assert!(out.front().is_none());
+        out.pop();
+        assert!(out.front().is_none());
+    }
+}
