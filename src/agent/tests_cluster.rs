@@ -68,6 +68,16 @@ async fn a_binding_becomes_one_run_and_reports_it_to_its_end() {
     b.settle().await;
     assert_eq!(local_runs(&b), 1);
     assert_eq!(b.fake.launched(), ["etl-1"]);
+    // `corral ps` lists it like a local run, with the cluster's id beside.
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    b.sup.command(crate::api::Command { request: crate::api::Request::Ps, reply }).unwrap();
+    let crate::api::Response::Ps { runs } = crate::api::socket::response(answer.await.unwrap())
+    else {
+        panic!("ps")
+    };
+    let row = runs.iter().find(|r| r.run == "etl-1").expect("listed");
+    let cluster = row.cluster_run.as_ref().expect("a cluster run");
+    assert_eq!((cluster.run.as_str(), cluster.attempt), ("etl-5", 1));
     b.fake.exit("etl-1", 0);
     b.settle().await;
     let ended = one(b.sup.cluster_statuses([RunId::new("etl-1")]).unwrap());
