@@ -113,18 +113,26 @@ pub struct Judge<'a> {
 impl Judge<'_> {
     /// The spec a binding runs here, or why not.
     pub fn judge(&self, binding: &Binding) -> Result<JobSpec, Refusal> {
-        let spec = compile(&binding.file, &binding.source, &binding.job, binding.memory_hard)
+        let job = compile(&binding.file, &binding.source, &binding.job, binding.memory_hard)
             .map_err(Refusal::new)?;
+        if let Some(why) = job.spec.nodes.refusal(&self.node.name, &self.node.labels) {
+            return Err(Refusal::new(why));
+        }
+        // The agent's rules may have changed since it was applied: it is
+        // judged as this node's own job file would be.
+        let refused = self.rules.check(&job);
+        if !refused.is_empty() {
+            let problems: Vec<String> = refused.iter().map(ToString::to_string).collect();
+            return Err(Refusal::new(format!(
+                "this node's rules do not admit it: {}",
+                problems.join("; ")
+            )));
+        }
+        let spec = job.spec;
         if self.jobs.get(&spec.name).is_some() {
             return Err(Refusal::new(format!(
                 "{} is a job of this node's own jobs directory; the node runs that one",
                 spec.name
-            )));
-        }
-        if !spec.nodes.admits(&self.node.name, &self.node.labels) {
-            return Err(Refusal::new(format!(
-                "node constraints: {}",
-                not_admitted(&self.node.name, &self.node.labels, &spec)
             )));
         }
         self.fits_ever(&spec, spec.resources.memory.hard)?;
@@ -152,18 +160,17 @@ pub fn compile(
     source: &str,
     job: &str,
     memory_hard: Option<u64>,
-) -> Result<JobSpec, String> {
+) -> Result<spec::Job, String> {
     let compiled = spec::compile_str(Path::new(file), source)
         .map_err(|d| format!("the job does not compile here: {d}"))?;
-    let mut spec = compiled
+    let mut found = compiled
         .into_iter()
-        .map(|j| j.spec)
-        .find(|s| s.name.as_str() == job)
+        .find(|j| j.spec.name.as_str() == job)
         .ok_or_else(|| format!("{file} holds no job named {job}"))?;
     if let Some(hard) = memory_hard {
-        spec.resources.memory.hard = Some(Bytes(hard));
+        found.spec.resources.memory.hard = Some(Bytes(hard));
     }
-    Ok(spec)
+    Ok(found)
 }
 
 /// The spec of local run `run` when it runs a cluster run: compiled again
@@ -176,36 +183,12 @@ pub(super) fn stored_spec<S: RunStore>(
 ) -> Result<Option<Arc<JobSpec>>, AgentError> {
     let Some(m) = store.cluster_run_of(run)? else { return Ok(None) };
     match compile(&m.file, &m.source, m.job.as_str(), m.memory_hard) {
-        Ok(spec) => Ok(Some(Arc::new(spec))),
+        Ok(job) => Ok(Some(Arc::new(job.spec))),
         Err(e) => {
             tracing::warn!(run = %run, cluster_run = %m.cluster_run, "{e}");
             Ok(None)
         }
     }
-}
-
-/// Why `spec`'s node constraints leave this node out, in words.
-fn not_admitted(node: &str, labels: &BTreeMap<String, String>, spec: &JobSpec) -> String {
-    let shown = if labels.is_empty() {
-        "no labels".to_owned()
-    } else {
-        labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
-    };
-    let mut why = Vec::new();
-    let c = &spec.nodes;
-    if !c.names.is_empty() && !c.names.iter().any(|n| n == node) {
-        why.push(format!("is not in nodes [{}]", c.names.join(", ")));
-    }
-    let unmet: Vec<String> = c
-        .selector
-        .iter()
-        .filter(|(k, v)| labels.get(*k) != Some(*v))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    if !unmet.is_empty() {
-        why.push(format!("lacks node_selector {}", unmet.join(", ")));
-    }
-    format!("this node ({node}, labels: {shown}) {}", why.join(" and "))
 }
 
 /// Creates the local run of `binding` with `spec` and its mapping in one
