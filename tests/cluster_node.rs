@@ -70,10 +70,8 @@ impl Etcd {
         let out = self.ctl(&["get", key, "--print-value-only"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let mut value = out.stdout;
-        // etcdctl ends the value with a newline of its own.
-        if value.pop().is_none() {
-            return None;
-        }
+        // etcdctl ends the value with a newline of its own; no output: no key.
+        value.pop()?;
         Some(value)
     }
 

@@ -205,13 +205,16 @@ async fn an_oom_requeue_past_this_node_is_handed_back_with_the_memory_it_needs()
     assert!(b.sup.cluster_statuses([RunId::new("etl-1")]).unwrap().is_empty());
 }
 
+/// Whether a value read from etcd is the one waited for.
+type Ready<'a> = &'a dyn Fn(&[u8]) -> bool;
+
 /// Waits (polling etcd, up to 20 s) until `key` holds a value `ready`
 /// accepts, or is gone when `ready` is `None`.
 async fn wait_for_key(
     client: &mut etcd_client::Client,
     key: &str,
     what: &str,
-    ready: Option<&dyn Fn(&[u8]) -> bool>,
+    ready: Option<Ready<'_>>,
 ) -> Option<Vec<u8>> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
