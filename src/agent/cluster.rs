@@ -227,6 +227,7 @@ pub(super) fn create<S: RunStore>(
         source: binding.source.clone(),
         memory_hard: binding.memory_hard,
         bound_at: now,
+        handed_back: None,
     };
     let new = NewRun {
         run: id,
@@ -239,12 +240,24 @@ pub(super) fn create<S: RunStore>(
     Ok(Some((mapping, Order::Add { run: Box::new(new), current: false })))
 }
 
-/// The status of local run `mapping.node_run` as the store has it.
+/// The status of local run `mapping.node_run` as the store has it: its
+/// hand-back, once it was given back.
 pub(super) fn status_of<S: RunStore>(
     store: &S,
     node: &str,
     mapping: &ClusterMapping,
     now: Timestamp,
 ) -> Result<Option<RunStatus>, AgentError> {
+    if let Some(back) = &mapping.handed_back {
+        return Ok(Some(status::handed_back(
+            node,
+            &mapping.cluster_run,
+            mapping.attempt,
+            Some(mapping.node_run.to_string()),
+            back.reason.clone(),
+            back.needs_memory,
+            back.at,
+        )));
+    }
     Ok(store.run(&mapping.node_run)?.map(|detail| status::of_run(node, mapping, &detail, now)))
 }

@@ -1026,7 +1026,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         let now = self.clock.now();
         let mut statuses = Vec::new();
         for m in self.store.live_cluster_runs()? {
-            node.map(&m);
+            // A run given back is the scheduler's again; its local run's
+            // last transitions are not reported.
+            if m.handed_back.is_none() {
+                node.map(&m);
+            }
             statuses.extend(cluster::status_of(&self.store, &node.name, &m, now)?);
         }
         self.cluster = Some(node);
@@ -1194,13 +1198,19 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             None => refused.reason,
         };
         warn!(parent: &run.span, cluster_run = %m.cluster_run, "handing the run back: {reason}");
+        let node = node.name.clone();
+        // On record before the scheduler hears of it and before the run
+        // stops: seen again, the binding is answered with the hand-back.
+        let handed =
+            crate::store::HandedBack { reason, needs_memory: limit.map(Bytes::get), at: now };
+        self.store.set_handed_back(&m.cluster_run, m.attempt, &handed)?;
         let back = crate::cluster::node::status::handed_back(
-            &node.name,
+            &node,
             &m.cluster_run,
             m.attempt,
             Some(id.to_string()),
-            reason,
-            limit.map(Bytes::get),
+            handed.reason,
+            handed.needs_memory,
             now,
         );
         if let Some(node) = &mut self.cluster {

@@ -203,6 +203,12 @@ async fn an_oom_requeue_past_this_node_is_handed_back_with_the_memory_it_needs()
     b.settle().await;
     assert_eq!(b.phase("etl-1"), "killed", "the local run ends with the hand-back");
     assert!(b.sup.cluster_statuses([RunId::new("etl-1")]).unwrap().is_empty());
+    // Seen again (a listing after a reconnection), the binding is answered
+    // with the hand-back, not with the end of the local run.
+    let again = one(b.sup.cluster_listed(&[binding("etl-5", 1, &job("etl", spec))]).unwrap());
+    assert_eq!(again.phase, HANDED_BACK);
+    assert_eq!(again.handed_back.unwrap().needs_memory, Some(Bytes::from_gib(32).get()));
+    assert_eq!(local_runs(&b), 1);
 }
 
 /// Whether a value read from etcd is the one waited for.

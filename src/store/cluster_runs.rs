@@ -32,6 +32,18 @@ pub struct ClusterMapping {
     /// A hard memory limit replacing the job's (an OOM requeue's), bytes.
     pub memory_hard: Option<u64>,
     pub bound_at: Timestamp,
+    /// The node gave the attempt back after taking it.
+    pub handed_back: Option<HandedBack>,
+}
+
+/// Why a node gave back an attempt it had taken, on record before the
+/// scheduler is told and before the local run is stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandedBack {
+    pub reason: String,
+    /// The memory limit the next node must hold, bytes.
+    pub needs_memory: Option<u64>,
+    pub at: Timestamp,
 }
 
 /// The local run a binding is to become.
@@ -66,4 +78,12 @@ pub trait ClusterRuns: Send {
 
     /// The mappings whose local run is not over, oldest first.
     fn live_cluster_runs(&self) -> Result<Vec<ClusterMapping>, StoreError>;
+
+    /// Records that attempt `attempt` of `cluster_run` is given back.
+    fn set_handed_back(
+        &mut self,
+        cluster_run: &str,
+        attempt: u32,
+        back: &HandedBack,
+    ) -> Result<(), StoreError>;
 }

@@ -81,7 +81,7 @@ pub mod sqlite;
 
 pub use after_triggers::AfterTriggers;
 pub use arrays::{ArrayRuns, NewRuns, Submission};
-pub use cluster_runs::{ClusterMapping, ClusterRuns, NewClusterRun};
+pub use cluster_runs::{ClusterMapping, ClusterRuns, HandedBack, NewClusterRun};
 pub use cron_journal::{
     CronDecision, CronJournal, Decided, FiringDecision, JournalEntry, JournalOutcome,
 };

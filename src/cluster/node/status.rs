@@ -123,6 +123,7 @@ mod tests {
             source: String::new(),
             memory_hard: None,
             bound_at: Timestamp::EPOCH,
+            handed_back: None,
         }
     }
 

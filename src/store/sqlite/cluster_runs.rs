@@ -2,7 +2,7 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use crate::store::cluster_runs::{ClusterMapping, ClusterRuns, NewClusterRun};
+use crate::store::cluster_runs::{ClusterMapping, ClusterRuns, HandedBack, NewClusterRun};
 use crate::store::error::StoreError;
 use crate::vocab::{JobName, RunId, Timestamp};
 
@@ -10,18 +10,30 @@ use super::codec::sql;
 use super::runs::{insert_run, label};
 use super::SqliteStore;
 
-const COLUMNS: &str =
-    "c.cluster_run, c.attempt, c.node_run, c.job, c.file, c.source, c.memory_hard, c.bound_at";
+const COLUMNS: &str = "c.cluster_run, c.attempt, c.node_run, c.job, c.file, c.source, \
+     c.memory_hard, c.bound_at, c.handed_back, c.needs_memory, c.handed_back_at";
 
 /// A row as read, before its job name is checked.
-type Raw = (String, u32, String, String, String, String, Option<i64>, i64);
+type Raw = (
+    (String, u32, String, String, String, String, Option<i64>, i64),
+    (Option<String>, Option<i64>, Option<i64>),
+);
 
 fn mapping(r: &Row<'_>) -> rusqlite::Result<Raw> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+    Ok((
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?),
+        (r.get(8)?, r.get(9)?, r.get(10)?),
+    ))
 }
 
 fn with_job(raw: Raw) -> Result<ClusterMapping, StoreError> {
-    let (cluster_run, attempt, node_run, job, file, source, memory_hard, bound_at) = raw;
+    let ((cluster_run, attempt, node_run, job, file, source, memory_hard, bound_at), back) = raw;
+    let (reason, needs_memory, back_at) = back;
+    let handed_back = reason.map(|reason| HandedBack {
+        reason,
+        needs_memory: needs_memory.and_then(|m| u64::try_from(m).ok()),
+        at: Timestamp::from_millis(back_at.unwrap_or_default()),
+    });
     let job = JobName::parse(&job).map_err(|e| StoreError::Decode {
         key: cluster_run.clone(),
         what: "cluster run's job name",
@@ -36,6 +48,7 @@ fn with_job(raw: Raw) -> Result<ClusterMapping, StoreError> {
         source,
         memory_hard: memory_hard.and_then(|m| u64::try_from(m).ok()),
         bound_at: Timestamp::from_millis(bound_at),
+        handed_back,
     })
 }
 
@@ -112,6 +125,24 @@ impl ClusterRuns for SqliteStore {
             .map_err(self.sql("listing cluster runs"))?;
         rows.into_iter().map(with_job).collect()
     }
+
+    fn set_handed_back(
+        &mut self,
+        cluster_run: &str,
+        attempt: u32,
+        back: &HandedBack,
+    ) -> Result<(), StoreError> {
+        self.write("recording a hand-back", |tx| {
+            let needs = back.needs_memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX));
+            tx.execute(
+                "UPDATE cluster_runs SET handed_back = ?3, needs_memory = ?4, handed_back_at = ?5
+                 WHERE cluster_run = ?1 AND attempt = ?2",
+                params![cluster_run, attempt, back.reason, needs, back.at.as_millis()],
+            )
+            .map_err(sql("recording a hand-back"))?;
+            Ok(())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +215,10 @@ mod tests {
         ended.phase = crate::scheduler::Phase::Succeeded;
         store.record_transition(&id, &initial, &ended, Timestamp::from_millis(9), "done").unwrap();
         assert!(store.live_cluster_runs().unwrap().is_empty());
-        assert!(store.cluster_mapping("etl-9", 1).unwrap().is_some());
+        assert!(store.cluster_mapping("etl-9", 1).unwrap().unwrap().handed_back.is_none());
+        let back =
+            HandedBack { reason: "too big".into(), needs_memory: Some(9), at: Timestamp::EPOCH };
+        store.set_handed_back("etl-9", 1, &back).unwrap();
+        assert_eq!(store.cluster_mapping("etl-9", 1).unwrap().unwrap().handed_back, Some(back));
     }
 }

@@ -199,17 +199,23 @@ CREATE TABLE submissions (
 /// local run each (cluster run, attempt) bound to this node became, with the
 /// job text it was bound with. No reference to `runs`: a row outlives its
 /// run's pruning, so that the binding, seen again, is still known as taken.
+/// `handed_back` is the reason the node gave the attempt back after taking
+/// it (an OOM requeue past the node), with the memory the next node needs.
 const V7: &str = "
 CREATE TABLE cluster_runs (
-    cluster_run TEXT NOT NULL,
-    attempt     INTEGER NOT NULL CHECK (attempt > 0),
-    node_run    TEXT NOT NULL UNIQUE,
-    job         TEXT NOT NULL,
-    file        TEXT NOT NULL,
-    source      TEXT NOT NULL,
-    memory_hard INTEGER,
-    bound_at    INTEGER NOT NULL,
-    PRIMARY KEY (cluster_run, attempt)
+    cluster_run     TEXT NOT NULL,
+    attempt         INTEGER NOT NULL CHECK (attempt > 0),
+    node_run        TEXT NOT NULL UNIQUE,
+    job             TEXT NOT NULL,
+    file            TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    memory_hard     INTEGER,
+    bound_at        INTEGER NOT NULL,
+    handed_back     TEXT,
+    needs_memory    INTEGER,
+    handed_back_at  INTEGER,
+    PRIMARY KEY (cluster_run, attempt),
+    CHECK ((handed_back IS NULL) = (handed_back_at IS NULL))
 ) STRICT, WITHOUT ROWID;
 ";
 
@@ -340,10 +346,12 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM runs JOIN submissions USING (job)", [], |r| r.get(0))
             .unwrap();
         assert_eq!(kept, 1);
-        let row = "INSERT INTO cluster_runs VALUES ('a-7', 1, 'a-1', 'a', 'a.yaml', 's', NULL, 1)";
+        let row = "INSERT INTO cluster_runs VALUES
+                   ('a-7', 1, 'a-1', 'a', 'a.yaml', 's', NULL, 1, NULL, NULL, NULL)";
         conn.execute(row, []).unwrap();
         assert!(conn.execute(row, []).is_err(), "one row per (cluster run, attempt)");
-        let zero = "INSERT INTO cluster_runs VALUES ('a-8', 0, 'a-2', 'a', 'a.yaml', 's', NULL, 1)";
+        let zero = "INSERT INTO cluster_runs VALUES
+                    ('a-8', 0, 'a-2', 'a', 'a.yaml', 's', NULL, 1, NULL, NULL, NULL)";
         assert!(conn.execute(zero, []).is_err(), "attempts count from 1");
     }
 
