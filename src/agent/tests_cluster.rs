@@ -311,6 +311,9 @@ async fn a_binding_in_etcd_runs_here_and_its_status_ends_succeeded() {
     };
     let running = is("running");
     wait_for_key(&mut client, &keys.status("etl-5"), "a running status", Some(&running)).await;
+    // The node's record follows what its runs hold.
+    let holding = |v: &[u8]| decode::<NodeRecord>("node", v).is_ok_and(|r| r.allocated.runs == 1);
+    wait_for_key(&mut client, &keys.node("n1"), "the run in the record", Some(&holding)).await;
     fake.exit("etl-1", 0);
     let succeeded = is("succeeded");
     let status =
