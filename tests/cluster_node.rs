@@ -108,6 +108,10 @@ fn status(etcd: &Etcd, key: &str) -> Option<RunStatus> {
     etcd.get(key).and_then(|v| decode(key, &v).ok())
 }
 
+fn phase_of(etcd: &Etcd, key: &str) -> String {
+    status(etcd, key).map(|s| s.phase).unwrap_or_default()
+}
+
 #[test]
 fn a_bound_run_runs_once_across_a_kill_9_and_reports_its_end() {
     let Some(etcd) = Etcd::start() else { return };
@@ -163,6 +167,34 @@ fn a_bound_run_runs_once_across_a_kill_9_and_reports_its_end() {
     assert_eq!(agent.read_data("out"), "ran\n");
     let shown = agent.corral_ok(&["ps", "--json"]);
     assert!(!shown.contains("work-2"), "{shown}");
+
+    // A binding the scheduler deletes stops its run.
+    let mut stays = binding.clone();
+    stays.run = "stays-8".into();
+    stays.job = "stays".into();
+    stays.source = job("stays", "sleep 600", "");
+    etcd.put(&format!("{prefix}/bindings/n1/stays-8"), &encode(&stays));
+    let stays_key = format!("{prefix}/status/stays-8");
+    agent.wait_for("stays to run", secs(30), || phase_of(&etcd, &stays_key) == "running");
+    let out = etcd.ctl(&["del", &format!("{prefix}/bindings/n1/stays-8")]);
+    assert!(out.status.success());
+    agent.wait_for("stays to be killed", secs(30), || phase_of(&etcd, &stays_key) == "killed");
+    let reason = status(&etcd, &stays_key).unwrap().ended.unwrap().reason.unwrap();
+    assert!(reason.contains("removed from the cluster"), "{reason}");
+
+    // One that can never fit here is handed back, with why.
+    let mut huge = binding.clone();
+    huge.run = "huge-9".into();
+    huge.job = "huge".into();
+    huge.source = job("huge", "true", "resources: {memory: {hard: 64Ti}}\n");
+    etcd.put(&format!("{prefix}/bindings/n1/huge-9"), &encode(&huge));
+    let huge_key = format!("{prefix}/status/huge-9");
+    agent.wait_for("huge to be handed back", secs(30), || {
+        phase_of(&etcd, &huge_key) == "handed-back"
+    });
+    let back = status(&etcd, &huge_key).unwrap().handed_back.unwrap();
+    assert!(back.reason.contains("can never fit this node (n1)"), "{}", back.reason);
+    assert!(agent.runs_of("huge").is_empty());
 
     agent.stop();
     agent.wait_for("the node record to go with its lease", secs(20), || {
