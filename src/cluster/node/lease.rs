@@ -34,6 +34,8 @@ pub(super) struct Lease {
     keeper: LeaseKeeper,
     stream: LeaseKeepAliveStream,
     renew: Interval,
+    /// When etcd last answered a renewal.
+    answered: Instant,
     /// What the record says now.
     written: NodeSummary,
     last_put: Instant,
@@ -62,6 +64,7 @@ impl Lease {
             keeper,
             stream,
             renew,
+            answered: Instant::now(),
             written,
             last_put: Instant::now(),
             dirty: false,
@@ -84,9 +87,19 @@ impl Lease {
     ) -> Result<(), Ended> {
         let due = self.dirty.then(|| self.last_put + MIN_PUT_INTERVAL);
         tokio::select! {
-            _ = self.renew.tick() => self.keeper.keep_alive().await?,
+            _ = self.renew.tick() => {
+                // Renewals unanswered for a whole TTL: the lease may be gone
+                // without the connection saying so. Start over.
+                if self.answered.elapsed() > self.ttl {
+                    return Err(Ended::Stalled(format!(
+                        "etcd has not answered the renewals of lease {} for {:?}",
+                        self.id, self.ttl
+                    )));
+                }
+                self.keeper.keep_alive().await?
+            }
             answer = self.stream.message() => match answer? {
-                Some(answer) if answer.ttl() > 0 => {}
+                Some(answer) if answer.ttl() > 0 => self.answered = Instant::now(),
                 _ => {
                     warn!(
                         node = %facts.name,
@@ -96,6 +109,7 @@ impl Lease {
                     );
                     let (id, keeper, stream) = grant(client, self.ttl).await?;
                     (self.id, self.keeper, self.stream) = (id, keeper, stream);
+                    self.answered = Instant::now();
                     self.written = summary.borrow_and_update().clone();
                     put(client, keys, facts, &self.written, self.id).await?;
                     self.last_put = Instant::now();

@@ -79,6 +79,8 @@ enum Ended {
     /// The main loop is gone: stop.
     Closed,
     Failed(ClusterError),
+    /// etcd stopped answering on a stream without the connection failing.
+    Stalled(String),
 }
 
 impl From<ClusterError> for Ended {
@@ -136,21 +138,17 @@ async fn run(
         let ended =
             session(&config, &keys, &facts, &mut summary, &mut statuses, &mut outbox, &events)
                 .await;
-        match ended {
+        let problem = match ended {
             Ended::Closed => return,
-            Ended::Failed(e) => {
-                // A session that ran a while was a working connection that
-                // broke: try again soon.
-                if started.elapsed() > MAX_BACKOFF {
-                    backoff = FIRST_BACKOFF;
-                }
-                warn!(
-                    node = %config.node_name,
-                    retry_in = ?backoff,
-                    "cluster: {e}; connecting again"
-                );
-            }
+            Ended::Failed(e) => e.to_string(),
+            Ended::Stalled(what) => what,
+        };
+        // A session that ran a while was a working connection that broke:
+        // try again soon.
+        if started.elapsed() > MAX_BACKOFF {
+            backoff = FIRST_BACKOFF;
         }
+        warn!(node = %config.node_name, retry_in = ?backoff, "cluster: {problem}; connecting again");
         // Statuses queued meanwhile are kept for the next session.
         let wait = tokio::time::sleep(backoff);
         tokio::pin!(wait);
