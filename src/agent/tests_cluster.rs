@@ -258,7 +258,7 @@ async fn a_binding_in_etcd_runs_here_and_its_status_ends_succeeded() {
 
     let mut b = Bench::new();
     b.files(&[]).await;
-    let (mut sup, rx, fake, _dir) = b.into_parts();
+    let (mut sup, rx, fake, dir) = b.into_parts();
     let rewritten = sup.join_cluster(ClusterNode::new("n1".into(), labels())).unwrap();
     assert!(rewritten.is_empty());
     let facts = NodeFacts {
@@ -314,7 +314,18 @@ async fn a_binding_in_etcd_runs_here_and_its_status_ends_succeeded() {
     // The node's record follows what its runs hold.
     let holding = |v: &[u8]| decode::<NodeRecord>("node", v).is_ok_and(|r| r.allocated.runs == 1);
     wait_for_key(&mut client, &keys.node("n1"), "the run in the record", Some(&holding)).await;
+    // The run ends while etcd does not answer: its status waits, and is
+    // written once etcd is back.
+    etcd.pause();
     fake.exit("etl-1", 0);
+    let store = crate::store::SqliteStore::open(&dir.path().join("corral.db")).unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.run(&RunId::new("etl-1")).unwrap().unwrap().record.state.phase.name() != "succeeded"
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the run's end on record");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    etcd.resume();
     let succeeded = is("succeeded");
     let status =
         wait_for_key(&mut client, &keys.status("etl-5"), "the end", Some(&succeeded)).await;
