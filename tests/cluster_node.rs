@@ -196,6 +196,18 @@ fn a_bound_run_runs_once_across_a_kill_9_and_reports_its_end() {
     assert!(back.reason.contains("can never fit this node (n1)"), "{}", back.reason);
     assert!(agent.runs_of("huge").is_empty());
 
+    // A job of the node's own directory that leaves the node out is a
+    // problem of its file, and does not run; one that names it runs.
+    agent.write_job("elsewhere.yaml", &job("elsewhere", "true", "nodes: [n2]\n"));
+    agent.write_job("here.yaml", &job("here", "true", "nodes: [n1]\n"));
+    agent.wait_phase("here-1", "succeeded", secs(30));
+    assert!(agent.runs_of("elsewhere").is_empty());
+    let log = agent.log_text();
+    assert!(
+        log.contains("nodes: refused: node constraints: this node (n1, labels: disk=ssd) is not in nodes [n2]"),
+        "{log}"
+    );
+
     agent.stop();
     agent.wait_for("the node record to go with its lease", secs(20), || {
         etcd.get(&node_key).is_none()
