@@ -165,8 +165,9 @@ fn a_bound_run_runs_once_across_a_kill_9_and_reports_its_end() {
     // The binding, listed again by the restarted agent, ran nothing new.
     assert_eq!(agent.runs_of("work"), ["work-1"]);
     assert_eq!(agent.read_data("out"), "ran\n");
-    let shown = agent.corral_ok(&["ps", "--json"]);
-    assert!(!shown.contains("work-2"), "{shown}");
+    // `corral show` on the node names the cluster run beside its own.
+    let shown = agent.corral_ok(&["show", "work-1"]);
+    assert!(shown.contains("cluster:   run work-7 (attempt 1)"), "{shown}");
 
     // A binding the scheduler deletes stops its run.
     let mut stays = binding.clone();
