@@ -72,10 +72,15 @@ impl ClusterNode {
 
     /// The live local runs of cluster run `cluster_run`, any attempt.
     pub fn runs_of(&self, cluster_run: &str) -> Vec<RunId> {
+        self.attempts_before(cluster_run, u32::MAX)
+    }
+
+    /// The live local runs of attempts of `cluster_run` before `attempt`.
+    pub fn attempts_before(&self, cluster_run: &str, attempt: u32) -> Vec<RunId> {
         let mut runs: Vec<RunId> = self
             .mapped
             .iter()
-            .filter(|(_, (run, _))| run == cluster_run)
+            .filter(|(_, (run, a))| run == cluster_run && *a < attempt)
             .map(|(id, _)| id.clone())
             .collect();
         runs.sort();

@@ -1080,6 +1080,17 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 return Ok(vec![back]);
             }
         };
+        // An earlier attempt still live here is over: the scheduler bound
+        // the run anew. Its last transitions are not reported, since the
+        // status is the new attempt's now.
+        for old in node.attempts_before(&binding.run, binding.attempt) {
+            info!(parent: &self.span(&old), cluster_run = %binding.run, "stopping: superseded");
+            if let Some(node) = &mut self.cluster {
+                node.forget(&old);
+            }
+            let by = format!("the cluster (superseded by attempt {})", binding.attempt);
+            self.handle(&old, Event::StopRequested { reason: StopReason::Requested { by } })?;
+        }
         let grace = self.settings.default_grace;
         let Some((mapping, order)) = cluster::create(&mut self.store, binding, spec, now, grace)?
         else {

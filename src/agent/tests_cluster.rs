@@ -140,6 +140,22 @@ async fn a_removed_binding_stops_its_run() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_new_attempt_bound_here_stops_the_earlier_one() {
+    let mut b = node().await;
+    b.sup.cluster_bound(&binding("etl-5", 1, &job("etl", ""))).unwrap();
+    b.settle().await;
+    assert_eq!(b.phase("etl-1"), "running");
+    let second = one(b.sup.cluster_bound(&binding("etl-5", 2, &job("etl", ""))).unwrap());
+    assert_eq!((second.attempt, second.node_run.as_deref()), (2, Some("etl-2")));
+    b.settle().await;
+    assert_eq!(b.phase("etl-1"), "killed");
+    assert_eq!(b.phase("etl-2"), "running");
+    // Only the new attempt reports.
+    let statuses = b.sup.cluster_statuses([RunId::new("etl-1"), RunId::new("etl-2")]).unwrap();
+    assert_eq!(one(statuses).attempt, 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn what_this_node_will_not_run_is_handed_back_with_why() {
     let mut b = node().await;
     b.files(&[("local.yaml", &job("etl", ""))]).await;
