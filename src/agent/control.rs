@@ -220,6 +220,12 @@ impl<S: RunStore> ControlView<'_, S> {
             row.array = Some(record.job.to_string());
             row.array_index = Some(index);
         }
+        if let Some(m) = self.store.cluster_run_of(&record.id)? {
+            row.cluster_run = Some(crate::api::protocol::ClusterRunRef {
+                run: m.cluster_run,
+                attempt: m.attempt,
+            });
+        }
         row.waiting_for = self.runs.get(&record.id).and_then(|run| {
             arrays::waiting_for(caps, run).or_else(|| {
                 let held = self.pressure_holding && matches!(run.state.phase, Phase::Pending);

@@ -82,6 +82,7 @@
 
 pub mod arrays;
 pub mod clock;
+pub mod cluster;
 pub mod control;
 pub mod cron;
 pub mod dependencies;
@@ -118,6 +119,8 @@ mod pressure_tests;
 mod tests;
 #[cfg(test)]
 mod tests_arrays;
+#[cfg(test)]
+mod tests_cluster;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -131,6 +134,8 @@ pub use error::AgentError;
 pub use supervisor::Supervisor;
 
 use crate::api::{Answer, ControlError, Endpoints, FeedTap, Freshness, Request};
+use crate::cluster::node::{NodeEvent, NodeLink, NodeSummary};
+use crate::cluster::records::RunStatus;
 use crate::config::AgentConfig;
 use crate::launch::Host;
 use crate::metrics::{Metrics, MetricsConfig, PublishedSnapshot};
@@ -330,6 +335,10 @@ pub async fn run(
         "running; {} run(s) taken over, {} still running",
         recovered.runs, recovered.running
     ));
+    let cluster = match &config.cluster {
+        Some(c) => Some(join_cluster(&mut supervisor, c, &config, layout)?),
+        None => None,
+    };
     let shutdown = async {
         shutdown.await;
         readiness.stopping(match on_exit {
@@ -338,7 +347,9 @@ pub async fn run(
         });
     };
     let publishing = crate::cluster::publish::Publishing::start(&config);
-    let driven = drive(supervisor, files, observations, commands, shutdown, on_exit).await;
+    let driven =
+        drive_in_cluster(supervisor, files, observations, commands, cluster, shutdown, on_exit)
+            .await;
     if let Some(publishing) = publishing {
         publishing.stop().await;
     }
@@ -567,14 +578,37 @@ const STORE_CHECK: Duration = Duration::from_secs(10);
 /// A store that cannot be written does not stop the loop: it holds (see
 /// [`store_fault`]) until a write goes through again.
 pub async fn drive<R: Runtime, S: RunStore>(
+    supervisor: Supervisor<R, S>,
+    files: JobFiles,
+    observations: mpsc::UnboundedReceiver<Observation>,
+    commands: Commands,
+    shutdown: impl Future<Output = ()>,
+    on_exit: OnExit,
+) -> Result<Supervisor<R, S>, AgentError> {
+    drive_in_cluster(supervisor, files, observations, commands, None, shutdown, on_exit).await
+}
+
+/// [`drive`], as a node of a cluster when `cluster` is given: bindings from
+/// the node task become local runs (or hand-backs), the cluster runs'
+/// transitions go back as their statuses, and the node's summary is handed
+/// over at publish time (see [`cluster`]).
+pub async fn drive_in_cluster<R: Runtime, S: RunStore>(
     mut supervisor: Supervisor<R, S>,
     mut files: JobFiles,
     mut observations: mpsc::UnboundedReceiver<Observation>,
     mut commands: Commands,
+    cluster: Option<NodeLink>,
     shutdown: impl Future<Output = ()>,
     on_exit: OnExit,
 ) -> Result<Supervisor<R, S>, AgentError> {
     tokio::pin!(shutdown);
+    // The events come in on one arm; the rest is used after the turn.
+    let (mut node_events, node_out) = match cluster {
+        Some(link) => (Some(link.events), Some((link.statuses, link.summary))),
+        None => (None, None),
+    };
+    // Every transition, to report the cluster runs' own.
+    let mut feed = node_out.as_ref().map(|_| supervisor.feed().subscribe());
     let mut watching = true;
     let mut controlled = true;
     let mut fault: Option<StoreFault> = None;
@@ -649,6 +683,21 @@ pub async fn drive<R: Runtime, S: RunStore>(
                     Ok(())
                 }
             },
+            event = node_event(node_events.as_mut()), if !holding && supervisor.jobs_read() => {
+                let statuses = match event {
+                    Some(NodeEvent::Bound(binding)) => supervisor.cluster_bound(&binding),
+                    Some(NodeEvent::Listed(bindings)) => supervisor.cluster_listed(&bindings),
+                    Some(NodeEvent::Unbound { run }) => {
+                        supervisor.cluster_unbound(&run).map(|()| Vec::new())
+                    }
+                    None => {
+                        warn!("the cluster task stopped; no more bindings will be taken");
+                        node_events = None;
+                        Ok(Vec::new())
+                    }
+                };
+                statuses.map(|statuses| send_statuses(node_out.as_ref(), statuses))
+            }
             () = sleep_until(deadline) => match &mut fault {
                 Some(_) => retry_store(&mut supervisor, &mut fault),
                 None => supervisor.fire_timers(),
@@ -679,6 +728,10 @@ pub async fn drive<R: Runtime, S: RunStore>(
             let delivered = deliver(&mut supervisor, &mut fault, obs);
             absorb(delivered, &mut supervisor, &mut fault)?;
         }
+        if let Some(feed) = &mut feed {
+            let reported = report_cluster_runs(&mut supervisor, feed, node_out.as_ref());
+            absorb(reported, &mut supervisor, &mut fault)?;
+        }
         if quiet && fault.is_none() && !asked {
             continue;
         }
@@ -691,6 +744,14 @@ pub async fn drive<R: Runtime, S: RunStore>(
             supervisor.publish();
             published_at = Some(now);
             unpublished = false;
+            if let Some((_, summary)) = &node_out {
+                let latest = supervisor.node_summary();
+                summary.send_if_modified(|s| {
+                    let changed = *s != latest;
+                    *s = latest;
+                    changed
+                });
+            }
         } else {
             unpublished = true;
         }
@@ -865,4 +926,79 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Joins the cluster of `c`: the live cluster runs taken over are known as
+/// such and their statuses written again; the node task starts, and
+/// connects (and reconnects) on its own, so an unreachable etcd never stops
+/// the agent or its local jobs.
+fn join_cluster<R: Runtime, S: RunStore>(
+    supervisor: &mut Supervisor<R, S>,
+    c: &crate::config::ClusterConfig,
+    config: &AgentConfig,
+    layout: crate::cgroup::LayoutKind,
+) -> Result<NodeLink, AgentError> {
+    let node = cluster::ClusterNode::new(c.node_name.clone(), c.labels.clone());
+    let statuses = supervisor.join_cluster(node)?;
+    let facts = crate::cluster::node::NodeFacts {
+        name: c.node_name.clone(),
+        labels: c.labels.clone(),
+        cgroup_mode: layout.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        api: Some(config.listen.to_string()),
+    };
+    info!(
+        node = %c.node_name,
+        endpoints = %c.endpoints.join(","),
+        cluster_runs = statuses.len(),
+        "joining the cluster"
+    );
+    let link = crate::cluster::node::spawn(c.clone(), facts, supervisor.node_summary());
+    for status in statuses {
+        let _ = link.statuses.send(status);
+    }
+    Ok(link)
+}
+
+/// The next event of the node task; never without one.
+async fn node_event(events: Option<&mut mpsc::Receiver<NodeEvent>>) -> Option<NodeEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the main loop hands the node task.
+type NodeOut = (mpsc::UnboundedSender<RunStatus>, tokio::sync::watch::Sender<NodeSummary>);
+
+/// Queues `statuses` for the node task; a task gone has said so already.
+fn send_statuses(out: Option<&NodeOut>, statuses: Vec<RunStatus>) {
+    let Some((tx, _)) = out else { return };
+    for status in statuses {
+        let _ = tx.send(status);
+    }
+}
+
+/// Reports the cluster runs among the runs the feed announced since the
+/// last turn. A feed that fell behind has every live cluster run reported.
+fn report_cluster_runs<R: Runtime, S: RunStore>(
+    supervisor: &mut Supervisor<R, S>,
+    feed: &mut tokio::sync::broadcast::Receiver<crate::api::feed::Announced>,
+    out: Option<&NodeOut>,
+) -> Result<(), AgentError> {
+    use tokio::sync::broadcast::error::TryRecvError;
+    let mut runs = Vec::new();
+    loop {
+        match feed.try_recv() {
+            Ok(announced) => runs.push(crate::vocab::RunId::new(announced.line.run)),
+            Err(TryRecvError::Lagged(_)) => runs.extend(supervisor.cluster_runs()),
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        }
+    }
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let statuses = supervisor.cluster_statuses(runs)?;
+    send_statuses(out, statuses);
+    Ok(())
 }

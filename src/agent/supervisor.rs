@@ -24,6 +24,7 @@ use tracing::{debug, error, info, warn, Span};
 use crate::api::protocol::{Accepted, Response};
 use crate::api::{Answer, Command};
 use crate::api::{EventFeed, Freshness};
+use crate::cluster::records::{Binding, RunStatus};
 use crate::placement::{Assignment, Ledger};
 use crate::scheduler::{transition, Action, Event, Moment, Phase, RunEvent, RunState, StopReason};
 use crate::spec::{self, JobSpec};
@@ -36,6 +37,7 @@ use crate::watch::{FileChange, WatchError};
 
 use super::arrays;
 use super::clock::Clock;
+use super::cluster;
 use super::control::{self, ControlOrder, ControlView};
 use super::cron::{CronJobs, CronOrder, CronSettings, NewRun};
 use super::error::AgentError;
@@ -101,6 +103,8 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     uids: JobUids,
     /// Node-pressure protection, when the agent configuration turns it on.
     pressure: Option<Pressure>,
+    /// This node in the cluster, in cluster mode (see [`cluster`](super::cluster)).
+    cluster: Option<cluster::ClusterNode>,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -138,6 +142,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             recovering: false,
             recorder: Recorder::default(),
             pressure: None,
+            cluster: None,
         }
     }
 
@@ -174,6 +179,12 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         // Firings are in calendar time, which may part from the runs' time line.
         let firings = self.cron.next_wake().map(|at| self.clock.calendar_instant(at));
         [runs, firings].into_iter().flatten().min()
+    }
+
+    /// Whether the jobs directory has been read once (a binding is judged
+    /// against its jobs only then).
+    pub fn jobs_read(&self) -> bool {
+        self.files_read
     }
 
     pub fn store(&self) -> &S {
@@ -284,7 +295,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
         // A submitted job's runs know their spec without the jobs directory;
         // an array's runs are not their job's run under way.
         let rules = &self.settings.admission;
-        let spec = arrays::stored_spec(&self.store, stored, rules, &a.job, &id)?;
+        // A cluster run's spec is the text it was bound with.
+        let spec = match cluster::stored_spec(&self.store, &id)? {
+            Some(spec) => Some(spec),
+            None => arrays::stored_spec(&self.store, stored, rules, &a.job, &id)?,
+        };
         let detached = spec.is_some() || self.store.array_index(&id)?.is_some();
         if let Some(found) = &a.launch_to_record {
             self.store.set_launch(&id, found)?;
@@ -997,6 +1012,224 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             Order::Feed(id, Event::StopRequested { reason })
         };
         self.carry_out_orders(self.runs.ids().into_iter().map(stop).collect())
+    }
+
+    // ---- The cluster ----
+
+    /// Takes part in the cluster as `node`: the live cluster runs taken over
+    /// are known as such. Returns their statuses, to be written again (one
+    /// lost in a crash is restored).
+    pub fn join_cluster(
+        &mut self,
+        mut node: cluster::ClusterNode,
+    ) -> Result<Vec<RunStatus>, AgentError> {
+        let now = self.clock.now();
+        let mut statuses = Vec::new();
+        for m in self.store.live_cluster_runs()? {
+            // A run given back is the scheduler's again; its local run's
+            // last transitions are not reported.
+            if m.handed_back.is_none() {
+                node.map(&m);
+            }
+            statuses.extend(cluster::status_of(&self.store, &node.name, &m, now)?);
+        }
+        self.cluster = Some(node);
+        Ok(statuses)
+    }
+
+    /// What this node publishes about its capacity and allocation.
+    pub fn node_summary(&self) -> crate::cluster::node::NodeSummary {
+        crate::cluster::node::record::summary(&self.topology, &self.ledger, self.queue.len())
+    }
+
+    /// Takes binding `binding`: a new local run, or a hand-back. A binding
+    /// taken before creates nothing; its run's status is reported again.
+    /// Returns the statuses to write.
+    pub fn cluster_bound(&mut self, binding: &Binding) -> Result<Vec<RunStatus>, AgentError> {
+        let Some(node) = &self.cluster else { return Ok(Vec::new()) };
+        let now = self.clock.now();
+        if let Some(m) = self.store.cluster_mapping(&binding.run, binding.attempt)? {
+            return Ok(cluster::status_of(&self.store, &node.name, &m, now)?.into_iter().collect());
+        }
+        let judged = cluster::Judge {
+            node,
+            rules: &self.settings.admission,
+            jobs: &self.jobs,
+            topology: &self.topology,
+            ledger: &self.ledger,
+        }
+        .judge(binding);
+        let spec = match judged {
+            Ok(spec) => spec,
+            Err(refused) => {
+                warn!(
+                    cluster_run = %binding.run,
+                    attempt = binding.attempt,
+                    "handing the binding back: {}",
+                    refused.reason
+                );
+                let back = crate::cluster::node::status::handed_back(
+                    &node.name,
+                    &binding.run,
+                    binding.attempt,
+                    None,
+                    refused.reason,
+                    refused.needs_memory,
+                    now,
+                );
+                return Ok(vec![back]);
+            }
+        };
+        // An earlier attempt still live here is over: the scheduler bound
+        // the run anew. Its last transitions are not reported, since the
+        // status is the new attempt's now.
+        for old in node.attempts_before(&binding.run, binding.attempt) {
+            info!(parent: &self.span(&old), cluster_run = %binding.run, "stopping: superseded");
+            if let Some(node) = &mut self.cluster {
+                node.forget(&old);
+            }
+            let by = format!("the cluster (superseded by attempt {})", binding.attempt);
+            self.handle(&old, Event::StopRequested { reason: StopReason::Requested { by } })?;
+        }
+        let grace = self.settings.default_grace;
+        let Some((mapping, order)) = cluster::create(&mut self.store, binding, spec, now, grace)?
+        else {
+            return Ok(Vec::new());
+        };
+        info!(
+            cluster_run = %binding.run,
+            attempt = binding.attempt,
+            run = %mapping.node_run,
+            "cluster run bound to this node"
+        );
+        if let Some(node) = &mut self.cluster {
+            node.map(&mapping);
+        }
+        self.carry_out_orders(vec![order])?;
+        let name = self.cluster.as_ref().map_or("", |n| n.name.as_str());
+        Ok(cluster::status_of(&self.store, name, &mapping, now)?.into_iter().collect())
+    }
+
+    /// The binding of cluster run `run` was deleted: its live local runs
+    /// stop, as `corral kill` stops them.
+    pub fn cluster_unbound(&mut self, run: &str) -> Result<(), AgentError> {
+        let Some(node) = &self.cluster else { return Ok(()) };
+        for id in node.runs_of(run) {
+            info!(parent: &self.span(&id), cluster_run = run, "stopping: removed from the cluster");
+            let reason = StopReason::Requested { by: cluster::REMOVED.into() };
+            self.handle(&id, Event::StopRequested { reason })?;
+        }
+        Ok(())
+    }
+
+    /// Everything bound to this node now: each binding taken, and the live
+    /// runs of cluster runs no longer bound here stopped.
+    pub fn cluster_listed(&mut self, bindings: &[Binding]) -> Result<Vec<RunStatus>, AgentError> {
+        let mut statuses = Vec::new();
+        for binding in bindings {
+            statuses.extend(self.cluster_bound(binding)?);
+        }
+        let Some(node) = &self.cluster else { return Ok(statuses) };
+        let bound: BTreeSet<&str> = bindings.iter().map(|b| b.run.as_str()).collect();
+        let gone: BTreeSet<String> = node
+            .live()
+            .filter(|(_, run)| !bound.contains(run))
+            .map(|(_, r)| r.to_owned())
+            .collect();
+        for run in gone {
+            self.cluster_unbound(&run)?;
+        }
+        Ok(statuses)
+    }
+
+    /// The statuses of the cluster runs among local runs `runs` (those the
+    /// feed announced since the last call). A pending cluster run whose
+    /// memory limit this node can never hold (an OOM requeue grew it past
+    /// the node) is handed back with the limit it needs, and stopped here.
+    pub fn cluster_statuses(
+        &mut self,
+        runs: impl IntoIterator<Item = RunId>,
+    ) -> Result<Vec<RunStatus>, AgentError> {
+        let mut statuses = Vec::new();
+        let now = self.clock.now();
+        for id in runs.into_iter().collect::<BTreeSet<_>>() {
+            let Some(node) = &self.cluster else { break };
+            if node.cluster_run(&id).is_none() {
+                continue;
+            }
+            let Some(m) = self.store.cluster_run_of(&id)? else { continue };
+            if let Some(back) = self.hand_back_if_too_big(&id, &m, now)? {
+                statuses.push(back);
+                continue;
+            }
+            let name = self.cluster.as_ref().map_or("", |n| n.name.as_str());
+            let Some(status) = cluster::status_of(&self.store, name, &m, now)? else { continue };
+            if status.ended.is_some() {
+                if let Some(node) = &mut self.cluster {
+                    node.forget(&id);
+                }
+            }
+            statuses.push(status);
+        }
+        Ok(statuses)
+    }
+
+    /// Every live local run of a cluster run.
+    pub fn cluster_runs(&self) -> Vec<RunId> {
+        self.cluster
+            .as_ref()
+            .map_or_else(Vec::new, |n| n.live().map(|(id, _)| id.clone()).collect())
+    }
+
+    /// Hands cluster run `m` back when its local run `id` waits with a
+    /// memory limit this node can never give; stops the local run.
+    fn hand_back_if_too_big(
+        &mut self,
+        id: &RunId,
+        m: &crate::store::ClusterMapping,
+        now: Timestamp,
+    ) -> Result<Option<RunStatus>, AgentError> {
+        let (Some(node), Some(run)) = (&self.cluster, self.runs.get(id)) else { return Ok(None) };
+        let (Some(spec), Phase::Pending) = (&run.spec, &run.state.phase) else { return Ok(None) };
+        let limit = run.state.memory_limit;
+        let judge = cluster::Judge {
+            node,
+            rules: &self.settings.admission,
+            jobs: &self.jobs,
+            topology: &self.topology,
+            ledger: &self.ledger,
+        };
+        let Err(refused) = judge.fits_ever(spec, limit) else { return Ok(None) };
+        let reason = match limit {
+            Some(limit) => format!(
+                "its memory limit grew to {} after running out of memory: {}",
+                limit.human(),
+                refused.reason
+            ),
+            None => refused.reason,
+        };
+        warn!(parent: &run.span, cluster_run = %m.cluster_run, "handing the run back: {reason}");
+        let node = node.name.clone();
+        // On record before the scheduler hears of it and before the run
+        // stops: seen again, the binding is answered with the hand-back.
+        let handed =
+            crate::store::HandedBack { reason, needs_memory: limit.map(Bytes::get), at: now };
+        self.store.set_handed_back(&m.cluster_run, m.attempt, &handed)?;
+        let back = crate::cluster::node::status::handed_back(
+            &node,
+            &m.cluster_run,
+            m.attempt,
+            Some(id.to_string()),
+            handed.reason,
+            handed.needs_memory,
+            now,
+        );
+        if let Some(node) = &mut self.cluster {
+            node.forget(id);
+        }
+        let stop = StopReason::Requested { by: "the cluster (handed back)".into() };
+        self.handle(id, Event::StopRequested { reason: stop })?;
+        Ok(Some(back))
     }
 }
 

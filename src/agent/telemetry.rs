@@ -562,12 +562,18 @@ impl ApiSource for AgentApi {
     }
 
     fn run(&self, id: &RunId) -> Result<Option<RunView>, ApiError> {
-        let detail = self.store.lock().unwrap_or_else(PoisonError::into_inner).run(id)?;
+        let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        let detail = store.run(id)?;
         let Some(detail) = detail else { return Ok(None) };
+        let cluster_run = crate::store::ClusterRuns::cluster_run_of(&*store, id)?.map(|m| {
+            crate::api::protocol::ClusterRunRef { run: m.cluster_run, attempt: m.attempt }
+        });
+        drop(store);
         let views = self.views();
         let stats = views.as_ref().and_then(|v| v.stats.get(id).and_then(|h| h.read().ok()));
         let mut view = RunView::new(detail, stats);
         view.reserved_for = views.and_then(|v| v.reserved.get(id).cloned());
+        view.cluster_run = cluster_run;
         Ok(Some(view))
     }
 

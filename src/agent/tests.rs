@@ -87,6 +87,19 @@ impl Bench {
         Bench { sup, rx, fake, dir }
     }
 
+    /// The supervisor, where its runs report, the fake machine and the
+    /// state directory: for a test that drives the main loop itself.
+    pub(super) fn into_parts(
+        self,
+    ) -> (
+        Supervisor<FakeRuntime, SqliteStore>,
+        mpsc::UnboundedReceiver<Observation>,
+        Arc<FakeRuntime>,
+        tempfile::TempDir,
+    ) {
+        (self.sup, self.rx, self.fake, self.dir)
+    }
+
     pub(super) fn restart(self) -> Bench {
         let Bench { sup, dir, fake, .. } = self;
         drop(sup);

@@ -90,6 +90,9 @@ pub struct RunView {
     /// start it could delay.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reserved_for: Option<RunId>,
+    /// The cluster run this local run runs, in cluster mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_run: Option<super::protocol::ClusterRunRef>,
     pub launch: Option<LaunchView>,
     pub exit: Option<ExitView>,
     pub transitions: Vec<TransitionView>,

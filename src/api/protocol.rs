@@ -302,6 +302,16 @@ pub struct RunRow {
     /// "no room" (`array limit 2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// The cluster run this local run runs, in cluster mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_run: Option<ClusterRunRef>,
+}
+
+/// Which attempt of which cluster run a local run runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRunRef {
+    pub run: String,
+    pub attempt: u32,
 }
 
 /// A run in detail (`corral show`), made by [`RunFacts::shown`](super::run::RunFacts::shown).

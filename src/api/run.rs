@@ -100,6 +100,8 @@ impl<'a> RunFacts<'a> {
             updated_at: record.updated_at.to_datetime(),
             finished_at: record.finished_at.and_then(Timestamp::to_datetime),
             placement: self.assignment().cloned(),
+            // The store's, not the record's: the API adds it.
+            cluster_run: None,
             reserved_for: self.live.reserved_for.cloned(),
             launch: self.launch().map(|l| LaunchView {
                 shim_pid: l.shim_pid,
@@ -179,6 +181,7 @@ impl<'a> RunFacts<'a> {
             array: None,
             array_index: None,
             waiting_for: None,
+            cluster_run: None,
         }
     }
 

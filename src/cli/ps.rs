@@ -130,6 +130,11 @@ fn run_row(r: &RunRow) -> Vec<String> {
         Some(index) => format!("{} [{index}]", r.run),
         None => r.run.clone(),
     };
+    // A cluster run's own id beside the node's.
+    let run = match &r.cluster_run {
+        Some(c) => format!("{run} ({})", c.run),
+        None => run,
+    };
     {
         {
             vec![
@@ -189,6 +194,7 @@ mod tests {
             array: array.map(|_| job.to_owned()),
             array_index: array,
             waiting_for: waiting.then(|| "array limit 2".into()),
+            cluster_run: None,
         }
     }
 

@@ -68,6 +68,9 @@ fn print_run(run: &ShownRun) {
     let r = &run.row;
     println!("run:       {} (job {}, attempt {})", r.run, r.job, run.attempt);
     println!("state:     {}", r.state);
+    if let Some(c) = &r.cluster_run {
+        println!("cluster:   run {} (attempt {})", c.run, c.attempt);
+    }
     if let Some(p) = r.priority {
         println!("priority:  {p}");
     }

@@ -25,6 +25,8 @@
 //!   `corral delete`); [`publish`]: the same for a watched directory
 //!   (`publish_dir`); [`view`]: the cluster as the commands show it.
 //! - [`scheduler`]: the elected cluster scheduler (runs, bindings, cron).
+//! - [`node`]: the node side: the node's lease and record, the runs bound
+//!   to it, the statuses it reports.
 //!
 //! docs/cluster.md describes the layout, the fencing rule and the failure
 //! model for operators.
@@ -33,6 +35,7 @@ pub mod apply;
 pub mod error;
 pub mod etcd;
 pub mod keys;
+pub mod node;
 pub mod publish;
 pub mod records;
 pub mod scheduler;

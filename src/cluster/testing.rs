@@ -86,8 +86,27 @@ impl TestEtcd {
     }
 }
 
+impl TestEtcd {
+    /// Stops the member (SIGSTOP): it answers nothing until
+    /// [`resume`](Self::resume), as an unreachable etcd would.
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+}
+
 impl Drop for TestEtcd {
     fn drop(&mut self) {
+        // A paused member would not die of SIGKILL any later, but say it.
+        self.resume();
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -765,6 +765,7 @@ impl AgentConfig {
             allow_root_jobs: self.allow_root_jobs,
             privileged_groups: self.privileged_groups.clone(),
             allow_shared_uid_without_pid_namespace: self.allow_shared_uid_without_pid_namespace,
+            cluster_node: self.cluster.as_ref().map(|c| (c.node_name.clone(), c.labels.clone())),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! gid in the job's `/etc/passwd` and `/etc/group`) is checked again by the
 //! container when the job starts.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use super::error::{Diagnostic, FieldPath, SpecError};
@@ -39,6 +40,9 @@ pub struct AdmissionRules {
     /// Whether a job that runs as `default_user` may go without a pid
     /// namespace, where every other such job can see and signal it.
     pub allow_shared_uid_without_pid_namespace: bool,
+    /// This node's name and labels, in cluster mode: a job of its own
+    /// directory whose node constraints leave it out is not run here.
+    pub cluster_node: Option<(String, BTreeMap<String, String>)>,
 }
 
 impl Default for AdmissionRules {
@@ -49,6 +53,7 @@ impl Default for AdmissionRules {
             allow_root_jobs: false,
             privileged_groups: default_privileged_groups(),
             allow_shared_uid_without_pid_namespace: false,
+            cluster_node: None,
         }
     }
 }
@@ -136,6 +141,19 @@ impl AdmissionRules {
                     "isolation.namespaces",
                     SpecError::SharedUidWithoutPid { user: shared.to_string() },
                 ));
+            }
+        }
+        // In a cluster, a job's node constraints say where it may run; a
+        // node's own job that leaves the node out is not run there.
+        if let Some((name, labels)) = &self.cluster_node {
+            if let Some(reason) = spec.nodes.refusal(name, labels) {
+                let field =
+                    if spec.nodes.names.iter().any(|n| n == name) || spec.nodes.names.is_empty() {
+                        "node_selector"
+                    } else {
+                        "nodes"
+                    };
+                problems.push(at(field, SpecError::Refused { reason }));
             }
         }
         problems
@@ -281,5 +299,34 @@ mod tests {
         };
         let text = shared.to_string();
         assert!(text.contains("default_user nobody; jobs without a pid namespace refused"));
+    }
+
+    #[test]
+    fn in_a_cluster_a_job_that_leaves_this_node_out_is_refused_at_its_field() {
+        let compile = |text: &str| {
+            crate::spec::compile_str(std::path::Path::new("j.yaml"), text).unwrap().remove(0)
+        };
+        let labels: BTreeMap<String, String> = [("disk".to_owned(), "ssd".to_owned())].into();
+        let rules = AdmissionRules {
+            cluster_node: Some(("n1".into(), labels)),
+            ..AdmissionRules::default()
+        };
+        let elsewhere = compile("name: a\ncommand: [/bin/true]\nnodes: [n2, n3]\n");
+        let problems: Vec<String> = rules.check(&elsewhere).iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            problems,
+            ["j.yaml:3:8: nodes: refused: node constraints: this node (n1, labels: disk=ssd) \
+              is not in nodes [n2, n3]"]
+        );
+        let hdd = compile("name: a\ncommand: [/bin/true]\nnode_selector: {disk: hdd}\n");
+        let problems: Vec<String> = rules.check(&hdd).iter().map(|d| d.to_string()).collect();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("node_selector: refused: node constraints"), "{problems:?}");
+        assert!(problems[0].ends_with("lacks node_selector disk=hdd"), "{problems:?}");
+        let here =
+            compile("name: a\ncommand: [/bin/true]\nnodes: [n1]\nnode_selector: {disk: ssd}\n");
+        assert!(rules.check(&here).is_empty());
+        // Alone (no cluster), constraints are the cluster's business.
+        assert!(AdmissionRules::default().check(&elsewhere).is_empty());
     }
 }

@@ -29,7 +29,8 @@ pub struct Origin {
 
 /// The fields whose positions an [`Origin`] keeps: those [`super::admission`]
 /// judges, and `after`, where a dependency cycle through other files is told.
-const ADMISSION_FIELDS: &[&str] = &["user", "group", "isolation", "isolation.namespaces", "after"];
+const ADMISSION_FIELDS: &[&str] =
+    &["user", "group", "isolation", "isolation.namespaces", "after", "nodes", "node_selector"];
 
 impl Origin {
     fn new(file: &Path, document: &Node) -> Origin {

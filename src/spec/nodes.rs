@@ -41,6 +41,33 @@ impl NodeConstraints {
     pub fn constrains(&self) -> bool {
         !self.names.is_empty() || !self.selector.is_empty()
     }
+
+    /// Why node `name` with `labels` does not meet the constraints, in
+    /// words; `None` when it does.
+    pub fn refusal(&self, name: &str, labels: &BTreeMap<String, String>) -> Option<String> {
+        if self.admits(name, labels) {
+            return None;
+        }
+        let mut why = Vec::new();
+        if !self.names.is_empty() && !self.names.iter().any(|n| n == name) {
+            why.push(format!("is not in nodes [{}]", self.names.join(", ")));
+        }
+        let unmet: Vec<String> = self
+            .selector
+            .iter()
+            .filter(|(k, v)| labels.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !unmet.is_empty() {
+            why.push(format!("lacks node_selector {}", unmet.join(", ")));
+        }
+        let shown = if labels.is_empty() {
+            "no labels".to_owned()
+        } else {
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+        };
+        Some(format!("node constraints: this node ({name}, labels: {shown}) {}", why.join(" and ")))
+    }
 }
 
 impl fmt::Display for NodeConstraints {

@@ -10,6 +10,8 @@
 //! - [`sqlite`]: [`SqliteStore`], the traits on one SQLite file.
 //! - [`arrays`]: the [`ArrayRuns`] trait: runs created together (an
 //!   array's, labelled with their indices) and submitted jobs' texts.
+//! - [`cluster_runs`]: the [`ClusterRuns`] trait: which local run each
+//!   cluster binding became, and the job text it was bound with.
 //! - [`lock`]: [`StateDirLock`], one agent per state directory.
 //!
 //! Run ids (`<job>-<seq>`) are made by [`crate::vocab::run_id()`]; the store
@@ -68,6 +70,7 @@
 
 pub mod after_triggers;
 pub mod arrays;
+pub mod cluster_runs;
 pub mod cron_journal;
 pub mod dynamic_users;
 pub mod error;
@@ -78,6 +81,7 @@ pub mod sqlite;
 
 pub use after_triggers::AfterTriggers;
 pub use arrays::{ArrayRuns, NewRuns, Submission};
+pub use cluster_runs::{ClusterMapping, ClusterRuns, HandedBack, NewClusterRun};
 pub use cron_journal::{
     CronDecision, CronJournal, Decided, FiringDecision, JournalEntry, JournalOutcome,
 };

@@ -8,6 +8,7 @@ use crate::vocab::Timestamp;
 
 use super::after_triggers::AfterTriggers;
 use super::arrays::ArrayRuns;
+use super::cluster_runs::ClusterRuns;
 use super::cron_journal::CronJournal;
 use super::dynamic_users::DynamicUsers;
 use super::error::StoreError;
@@ -29,7 +30,9 @@ pub struct Alongside<'a> {
 /// The cron journal is part of the same store: a cron decision creates the
 /// run it starts in the same transaction, so the two cannot live apart. The
 /// jobs' dynamic uids are kept beside them, as runs are launched with them.
-pub trait RunStore: CronJournal + DynamicUsers + AfterTriggers + ArrayRuns + Send {
+pub trait RunStore:
+    CronJournal + DynamicUsers + AfterTriggers + ArrayRuns + ClusterRuns + Send
+{
     /// Creates a run of `job` in `initial` state and returns its id
     /// (`<job>-<seq>`, see [`run_id()`](super::run_id())). The creation is the
     /// run's first transition.

@@ -3,6 +3,7 @@
 
 mod after_triggers;
 mod arrays;
+mod cluster_runs;
 mod codec;
 mod cron;
 mod runs;

@@ -14,7 +14,7 @@ use crate::store::error::StoreError;
 /// `PRAGMA application_id` of a corral state database: "corr" in ASCII.
 pub const APPLICATION_ID: i64 = 0x636f_7272;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -195,6 +195,30 @@ CREATE TABLE submissions (
 ) STRICT, WITHOUT ROWID;
 ";
 
+/// Cluster runs (see [`ClusterRuns`](crate::store::ClusterRuns)): which
+/// local run each (cluster run, attempt) bound to this node became, with the
+/// job text it was bound with. No reference to `runs`: a row outlives its
+/// run's pruning, so that the binding, seen again, is still known as taken.
+/// `handed_back` is the reason the node gave the attempt back after taking
+/// it (an OOM requeue past the node), with the memory the next node needs.
+const V7: &str = "
+CREATE TABLE cluster_runs (
+    cluster_run     TEXT NOT NULL,
+    attempt         INTEGER NOT NULL CHECK (attempt > 0),
+    node_run        TEXT NOT NULL UNIQUE,
+    job             TEXT NOT NULL,
+    file            TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    memory_hard     INTEGER,
+    bound_at        INTEGER NOT NULL,
+    handed_back     TEXT,
+    needs_memory    INTEGER,
+    handed_back_at  INTEGER,
+    PRIMARY KEY (cluster_run, attempt),
+    CHECK ((handed_back IS NULL) = (handed_back_at IS NULL))
+) STRICT, WITHOUT ROWID;
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +246,7 @@ mod tests {
             [
                 "after_triggers",
                 "array_runs",
+                "cluster_runs",
                 "cron_journal",
                 "cron_state",
                 "dynamic_users",
@@ -297,6 +322,37 @@ mod tests {
         let labels: i64 =
             conn.query_row("SELECT COUNT(*) FROM array_runs", [], |r| r.get(0)).unwrap();
         assert_eq!(labels, 0, "a label goes with its run");
+    }
+
+    #[test]
+    fn a_version_6_database_gains_the_cluster_runs_table_and_keeps_its_runs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (version, migration) in (1..).zip(&MIGRATIONS[..6]) {
+            conn.execute_batch(migration).unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+        conn.execute(
+            "INSERT INTO runs (id, job, seq, phase, terminal, state, created_at, updated_at)
+             VALUES ('a-1', 'a', 1, 'pending', 0, '{}', 1, 1)",
+            [],
+        )
+        .unwrap();
+        conn.execute("INSERT INTO submissions VALUES ('a', 'a.yaml', 'name: a', '[]', 1)", [])
+            .unwrap();
+        migrate(&mut conn, Path::new("x.db")).unwrap();
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        let kept: i64 = conn
+            .query_row("SELECT COUNT(*) FROM runs JOIN submissions USING (job)", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 1);
+        let row = "INSERT INTO cluster_runs VALUES
+                   ('a-7', 1, 'a-1', 'a', 'a.yaml', 's', NULL, 1, NULL, NULL, NULL)";
+        conn.execute(row, []).unwrap();
+        assert!(conn.execute(row, []).is_err(), "one row per (cluster run, attempt)");
+        let zero = "INSERT INTO cluster_runs VALUES
+                    ('a-8', 0, 'a-2', 'a', 'a.yaml', 's', NULL, 1, NULL, NULL, NULL)";
+        assert!(conn.execute(zero, []).is_err(), "attempts count from 1");
     }
 
     #[test]
