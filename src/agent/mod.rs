@@ -269,7 +269,18 @@ pub async fn run(
         finished_retention: config.finished_run_retention,
         ..MetricsConfig::default()
     };
-    let metrics = Arc::new(Metrics::new(&metrics_config, snapshot.clone()));
+    let mut metrics = Metrics::new(&metrics_config, snapshot.clone());
+    // The cluster scheduler's metrics are on every scheduling agent's
+    // scrape; only the leader's carry more than `corral_cluster_leader`.
+    let scheduler_metrics = config
+        .cluster
+        .as_ref()
+        .filter(|c| c.scheduler)
+        .map(|_| Arc::new(crate::cluster::scheduler::ClusterMetrics::default()));
+    if let Some(m) = &scheduler_metrics {
+        metrics.register_cluster(m.clone());
+    }
+    let metrics = Arc::new(metrics);
     let mut telemetry = Telemetry::new(metrics.clone(), snapshot, Some(layout));
     let fresh = Arc::new(Freshness::new(commit_counter));
     telemetry.fresh = Some(fresh.clone());
@@ -347,11 +358,28 @@ pub async fn run(
         });
     };
     let publishing = crate::cluster::publish::Publishing::start(&config);
+    let scheduling = match (&config.cluster, scheduler_metrics) {
+        (Some(c), Some(m)) => {
+            let settings = crate::cluster::scheduler::SchedulerSettings {
+                keys: crate::cluster::Keys::new(&c.prefix),
+                node: c.node_name.clone(),
+                lease_ttl: c.lease_ttl,
+                default_timezone: config.default_timezone,
+                catch_up_limit: config.catch_up_limit,
+                default_grace: config.stop_grace,
+            };
+            Some(crate::cluster::scheduler::Scheduling::start(c, settings, m))
+        }
+        _ => None,
+    };
     let driven =
         drive_in_cluster(supervisor, files, observations, commands, cluster, shutdown, on_exit)
             .await;
     if let Some(publishing) = publishing {
         publishing.stop().await;
+    }
+    if let Some(scheduling) = scheduling {
+        scheduling.stop().await;
     }
     let _ = stop_serving.send(());
     if let Err(e) = server.await {

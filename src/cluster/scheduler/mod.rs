@@ -464,3 +464,54 @@ pub fn compile(name: &str, file: &str, source: &str) -> Compiled {
 
 #[cfg(test)]
 mod tests;
+
+/// The scheduler as the agent runs it: started when the agent's `cluster:`
+/// section has `scheduler: true`, stopped (resigning) with the agent.
+pub struct Scheduling {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Scheduling {
+    /// Starts standing for election on a task of its own, with a connection
+    /// of its own: an etcd that cannot be reached is tried again every
+    /// [`RETRY`] and never stops the agent.
+    pub fn start(
+        cluster: &crate::config::ClusterConfig,
+        settings: SchedulerSettings,
+        metrics: Arc<ClusterMetrics>,
+    ) -> Scheduling {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let cluster = cluster.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            tokio::pin!(shutdown);
+            let client = loop {
+                match crate::cluster::etcd::connect(&cluster).await {
+                    Ok(client) => break client,
+                    Err(e) => warn!(
+                        "cluster scheduler: cannot reach etcd, trying again in {}s: {e}",
+                        RETRY.as_secs()
+                    ),
+                }
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep(RETRY) => {}
+                }
+            };
+            run(client, settings, metrics, shutdown).await;
+        });
+        Scheduling { stop, task }
+    }
+
+    /// Stops scheduling; a leader resigns, so another agent takes over at
+    /// once.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Err(e) = self.task.await {
+            tracing::error!("the cluster scheduler's task failed: {e}");
+        }
+    }
+}
