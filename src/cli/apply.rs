@@ -40,7 +40,7 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let config = super::load_config(&args.cluster.config)?;
     let rules = LoadRules {
         files: Rules::checking_as(nix::unistd::geteuid()),
-        admission: Some(config.admission()),
+        admission: Some(config.admission().for_cluster()),
     };
     let cluster = cluster_of(config, &args.cluster.config)?;
     let loaded = apply::load(&args.paths, &rules);

@@ -177,7 +177,7 @@ impl Publishing {
     pub fn start(config: &AgentConfig) -> Option<Publishing> {
         let cluster = config.cluster.clone()?;
         let dir = cluster.publish_dir.clone()?;
-        let admission = config.admission();
+        let admission = config.admission().for_cluster();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(cluster, dir, admission, async {
             let _ = stopped.await;

@@ -70,6 +70,13 @@ impl GroupRef {
 }
 
 impl AdmissionRules {
+    /// These rules for a job sent to the whole cluster (`corral apply`, a
+    /// `publish_dir`): its node constraints say where the scheduler may
+    /// bind it, not whether this node, which only submits it, would run it.
+    pub fn for_cluster(self) -> AdmissionRules {
+        AdmissionRules { cluster_node: None, ..self }
+    }
+
     /// Whether `group` is gid 0 or one of the privileged groups, as written
     /// (a number is compared with numbers, a name with names; the container
     /// compares resolved gids).

@@ -497,7 +497,11 @@ impl EtcdCluster {
             // 2-CPU machine busy with builds, a member that misses
             // heartbeats for a second would start needless elections.
             .arg("--heartbeat-interval=250")
-            .arg("--election-timeout=2500");
+            .arg("--election-timeout=2500")
+            // `corral apply` writes a whole set of jobs in one transaction;
+            // etcd's default cap of 128 operations would refuse a large one
+            // (docs/cluster.md).
+            .arg("--max-txn-ops=1024");
         if let Some(pki) = &self.pki {
             for (flag, path) in [
                 ("--trusted-ca-file", pki.ca()),
