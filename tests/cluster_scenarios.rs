@@ -29,7 +29,8 @@ struct Cluster {
 impl Cluster {
     fn start() -> Option<Cluster> {
         let etcd = EtcdCluster::start(3, true)?;
-        let shapes: [(&str, u64, &[(&str, &str)]); 3] = [
+        type Shape<'a> = (&'a str, u64, &'a [(&'a str, &'a str)]);
+        let shapes: [Shape; 3] = [
             ("node-a", 2 * GIB, &[("zone", "a")]),
             ("node-b", 4 * GIB, &[("disk", "ssd")]),
             ("node-c", 8 * GIB, &[]),

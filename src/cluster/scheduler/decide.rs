@@ -578,6 +578,7 @@ pub(super) mod tests {
             source: format!("name: {name}\ncommand: [/bin/true]\n{body}"),
             applied_at: Timestamp::from_millis(1),
             applied_by: "root@h".into(),
+            origin: None,
         }
     }
 
