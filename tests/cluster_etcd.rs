@@ -335,10 +335,17 @@ fn an_agent_in_a_network_namespace_reaches_etcd_over_the_bridge_until_cut_off() 
     assert!(!etcdctl(&cluster.bridge_endpoints(), "while-cut-off"));
     net.reconnect(&agent.parent);
     assert!(etcdctl(&cluster.bridge_endpoints(), "reconnected"));
-    let keys: Vec<String> =
-        cluster.get_prefix_raw(&format!("{}/", cluster.prefix)).into_keys().collect();
+    // The agent's own keys (its node record, the leader key) are there
+    // too: it joins the cluster over the same bridge.
+    let layout = cluster.keys();
+    let keys: Vec<String> = cluster
+        .get_prefix_raw(&format!("{}/", cluster.prefix))
+        .into_keys()
+        .filter(|k| !k.starts_with(&layout.nodes()) && *k != layout.leader())
+        .collect();
     let p = &cluster.prefix;
     assert_eq!(keys, [format!("{p}/over-the-bridge"), format!("{p}/reconnected")]);
+    assert!(cluster.get_prefix_raw(&layout.node("node-a")).len() == 1, "node-a joined");
 
     // Restarted after kill -9, it is back in its namespace.
     agent.kill9();
