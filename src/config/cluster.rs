@@ -94,30 +94,7 @@ pub(super) fn compile(
     };
     let labels = match fields.get("labels") {
         None => Some(BTreeMap::new()),
-        Some(n) => {
-            let path = fields.field("labels");
-            cx.free_map(n, &path).and_then(|entries| {
-                let mut labels = BTreeMap::new();
-                let mut ok = true;
-                for entry in entries {
-                    let key_path = path.key(&entry.key);
-                    if let Err(e) = check_name(&entry.key, "label name", true) {
-                        cx.report(entry.key_pos, &key_path, e);
-                        ok = false;
-                        continue;
-                    }
-                    match cx.parsed_text(entry.value, &key_path, |text| {
-                        check_name(text, "label value", false).map(|()| text.to_owned())
-                    }) {
-                        Some(value) => {
-                            labels.insert(entry.key.clone(), value);
-                        }
-                        None => ok = false,
-                    }
-                }
-                ok.then_some(labels)
-            })
-        }
+        Some(n) => crate::spec::nodes::labels(cx, n, &fields.field("labels")),
     };
     let lease_ttl = match fields.get("lease_ttl") {
         None => Some(DEFAULT_LEASE_TTL),

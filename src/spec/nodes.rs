@@ -109,6 +109,36 @@ pub fn check_name(text: &str, what: &'static str, slash: bool) -> Result<(), Spe
     Ok(())
 }
 
+/// Compiles a mapping of labels (a job's `node_selector`, a node's
+/// `labels` in the agent configuration): every bad key and value reported.
+pub fn labels<E: From<SpecError>>(
+    cx: &mut Checker<E>,
+    node: &Node,
+    path: &FieldPath,
+) -> Option<BTreeMap<String, String>> {
+    let entries = cx.free_map(node, path)?;
+    let mut labels = BTreeMap::new();
+    let mut ok = true;
+    for entry in entries {
+        let key_path = path.key(&entry.key);
+        if let Err(e) = check_name(&entry.key, "label name", true) {
+            cx.report(entry.key_pos, &key_path, e);
+            ok = false;
+            continue;
+        }
+        let value = cx.parsed_text(entry.value, &key_path, |text| {
+            check_name(text, "label value", false).map(|()| text.to_owned())
+        });
+        match value {
+            Some(value) => {
+                labels.insert(entry.key.clone(), value);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(labels)
+}
+
 /// Compiles the three fields from the job's mapping entries.
 pub(super) fn compile(
     cx: &mut Checker,
@@ -137,31 +167,7 @@ pub(super) fn compile(
     };
     let selector = match selector {
         None => Some(BTreeMap::new()),
-        Some(node) => {
-            let path = root.key("node_selector");
-            cx.free_map(node, &path).and_then(|entries| {
-                let mut labels = BTreeMap::new();
-                let mut ok = true;
-                for entry in entries {
-                    let key_path = path.key(&entry.key);
-                    if let Err(e) = check_name(&entry.key, "label name", true) {
-                        cx.report(entry.key_pos, &key_path, e);
-                        ok = false;
-                        continue;
-                    }
-                    let value = cx.parsed_text(entry.value, &key_path, |text| {
-                        check_name(text, "label value", false).map(|()| text.to_owned())
-                    });
-                    match value {
-                        Some(value) => {
-                            labels.insert(entry.key.clone(), value);
-                        }
-                        None => ok = false,
-                    }
-                }
-                ok.then_some(labels)
-            })
-        }
+        Some(node) => labels(cx, node, &root.key("node_selector")),
     };
     let spread = match spread {
         None => Some(false),
