@@ -6,69 +6,34 @@
 //! checked line by line.
 
 mod agent_harness;
+mod cluster_harness;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Output};
 
-/// One etcd member on loopback, removed on drop.
+use cluster_harness::EtcdCluster;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One plaintext etcd member on loopback (the cluster harness's), removed
+/// on drop.
 struct Etcd {
-    child: Child,
-    _dir: tempfile::TempDir,
+    member: EtcdCluster,
     endpoint: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Etcd {
     fn start() -> Option<Etcd> {
-        if Command::new("etcd").arg("--version").output().is_err() {
-            assert!(std::env::var_os("CI").is_none(), "etcd is not installed; .ci/run installs it");
-            eprintln!("skipped: etcd is not installed (apt-get install etcd-server)");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
-            .arg("--name=t")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=t={peer_url}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd");
-        let etcd = Etcd { child, _dir: dir, endpoint };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if etcd.ctl(&["endpoint", "health"]).status.success() {
-                return Some(etcd);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("etcd did not become healthy");
+        let member = EtcdCluster::start(1, false)?;
+        let endpoint = member.endpoint(0);
+        Some(Etcd { member, endpoint })
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoint])
-            .args(args)
-            .output()
-            .expect("run etcdctl")
+        self.member.etcdctl(cluster_harness::ROOT, args)
     }
 
     fn put(&self, key: &str, value: &str) {
-        let out = self.ctl(&["put", key, value]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        self.member.put_raw(key, value.as_bytes());
     }
 
     /// The keys under `prefix` with their mod revisions.
@@ -85,13 +50,6 @@ impl Etcd {
             }
         }
         keys
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -5,19 +5,16 @@
 //! lease.
 
 mod agent_harness;
-
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod cluster_harness;
 
 use agent_harness::{job, secs, TestAgent};
+use cluster_harness::EtcdCluster;
 use corral::cluster::records::{decode, encode, Binding, NodeRecord, RunStatus};
 use corral::vocab::Timestamp;
 
-/// One plaintext etcd member, removed when dropped.
+/// One plaintext etcd member (the cluster harness's), removed when dropped.
 struct Etcd {
-    child: Child,
-    dir: tempfile::TempDir,
+    member: EtcdCluster,
     endpoint: String,
 }
 
@@ -25,82 +22,26 @@ impl Etcd {
     /// Starts a member; `None` (saying why) where etcd is not installed and
     /// CI is not set.
     fn start() -> Option<Etcd> {
-        if Command::new("etcd").arg("--version").output().is_err() {
-            assert!(std::env::var_os("CI").is_none(), "etcd is not installed");
-            eprintln!("skipped: etcd is not installed (apt-get install etcd-server)");
-            return None;
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("etcd-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap();
-        let port = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let (client, peer) = (port(), port());
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
-            .arg("--name=n")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=n={peer_url}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let etcd = Etcd { child, dir, endpoint };
-        agent_harness::wait_until("etcd to answer", secs(20), || {
-            etcd.ctl(&["endpoint", "health"]).status.success()
-        });
-        Some(etcd)
-    }
-
-    fn ctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoint])
-            .args(args)
-            .output()
-            .unwrap()
+        let member = EtcdCluster::start(1, false)?;
+        let endpoint = member.endpoint(0);
+        Some(Etcd { member, endpoint })
     }
 
     fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let out = self.ctl(&["get", key, "--print-value-only"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let mut value = out.stdout;
-        // etcdctl ends the value with a newline of its own; no output: no key.
-        value.pop()?;
-        Some(value)
+        self.member.get_prefix_raw(key).remove(key)
     }
 
     fn put(&self, key: &str, value: &[u8]) {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoint, "put", key])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                // Without a value argument etcdctl reads it from stdin.
-                child.stdin.take().unwrap().write_all(value)?;
-                child.wait_with_output()
-            })
-            .unwrap();
-        assert!(out.status.success());
+        self.member.put_raw(key, value);
     }
 
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("etcd.log")
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        self.member.etcdctl(cluster_harness::ROOT, args)
     }
-}
 
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// The member's log, for failure messages.
+    fn log(&self) -> String {
+        self.member.logs()
     }
 }
 
@@ -156,7 +97,7 @@ fn a_bound_run_runs_once_across_a_kill_9_and_reports_its_end() {
         "the run to succeed",
         secs(30),
         || phase(&etcd).as_deref() == Some("succeeded"),
-        || format!("status: {:?}\netcd log: {}", status(&etcd, &status_key), etcd.log().display()),
+        || format!("status: {:?}\netcd log: {}", status(&etcd, &status_key), etcd.log()),
     );
     let end = status(&etcd, &status_key).unwrap();
     assert_eq!((end.node.as_str(), end.node_run.as_deref()), ("n1", Some("work-1")));
