@@ -69,6 +69,9 @@ pub struct SchedulerSettings {
     /// it stops a run by deleting its binding, and the node that runs it
     /// stops it with the job's `stop_grace` or its own default.
     pub default_grace: Duration,
+    /// How long a lost node's runs wait for it before they are bound anew
+    /// or ended (`cluster.node_loss_grace`).
+    pub node_loss_grace: Duration,
 }
 
 /// Stands for election and schedules while leading, until `shutdown`
@@ -174,7 +177,22 @@ impl<'s> Leader<'s> {
 
     /// Lists the prefix and follows it until the watch ends (`Ok`: compacted
     /// or closed, list again) or an error.
+    ///
+    /// Why a relist rather than a resume from the last revision seen: the
+    /// view is the whole prefix, and a fresh listing is it at one revision,
+    /// so nothing that happened in a gap (a watch cancelled because etcd
+    /// compacted past it, a stream broken by a member's death) is missed,
+    /// and nothing is applied twice (a put replaces, a delete of an absent
+    /// key is nothing). What is decided from it is guarded by the records'
+    /// revisions, so a decision made from the view before the gap cannot
+    /// write over what changed in it.
     async fn follow(&mut self, leadership: &Leadership) -> Result<(), ClusterError> {
+        let revision = self.list(leadership).await?;
+        self.watch(leadership, revision + 1).await
+    }
+
+    /// Reads the whole prefix into a new view; the revision it was read at.
+    async fn list(&mut self, leadership: &Leadership) -> Result<i64, ClusterError> {
         let keys = &self.settings.keys;
         let all = keys.all();
         let leader_key = keys.leader();
@@ -191,7 +209,15 @@ impl<'s> Leader<'s> {
             self.put(kv);
         }
         self.seen = revision;
-        let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+        Ok(revision)
+    }
+
+    /// Follows the prefix from revision `from`, deciding after each burst,
+    /// until the watch ends (`Ok`) or an error.
+    async fn watch(&mut self, leadership: &Leadership, from: i64) -> Result<(), ClusterError> {
+        let all = self.settings.keys.all();
+        let leader_key = self.settings.keys.leader();
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut stream = self.client.watch(all, Some(options)).await?;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -207,6 +233,13 @@ impl<'s> Leader<'s> {
                     loop {
                         let Some(response) = next else { return Ok(()) };
                         if response.canceled() {
+                            // Compacted past `from` (a gap the watch cannot
+                            // fill) or cancelled by the server: list again.
+                            info!(
+                                compact_revision = response.compact_revision(),
+                                "cluster scheduler: watch cancelled ({}); reading the cluster again",
+                                response.cancel_reason()
+                            );
                             return Ok(());
                         }
                         for event in response.events() {
@@ -377,16 +410,28 @@ impl<'s> Leader<'s> {
     /// One pass: decide, then write each decision fenced.
     async fn pass(&mut self, leadership: &Leadership) -> Result<(), ClusterError> {
         let (specs, failing) = self.specs();
-        let mut by_state = [0; 3];
+        let mut by_state = [0; 4];
+        let mut lost_nodes = BTreeSet::new();
         for run in self.view.runs.values() {
-            let i = match run.value.state {
+            let i = match &run.value.state {
                 ClusterRunState::Pending { .. } => 0,
                 ClusterRunState::Bound { .. } => 1,
                 ClusterRunState::Ended { .. } => 2,
+                ClusterRunState::Lost { node, .. } => {
+                    lost_nodes.insert(node.clone());
+                    3
+                }
             };
             by_state[i] += 1;
         }
-        self.metrics.set_view(self.view.nodes.len(), by_state, self.view.bad.len() + failing);
+        // A node whose record came back is ready, whatever its runs say.
+        lost_nodes.retain(|n| !self.view.nodes.contains_key(n));
+        self.metrics.set_view(
+            self.view.nodes.len(),
+            lost_nodes.len(),
+            by_state,
+            self.view.bad.len() + failing,
+        );
         self.reasons.retain(|_, at| at.elapsed() < REASON_EVERY);
         let quiet: BTreeSet<String> = self.reasons.keys().cloned().collect();
         let settings = Settings {
@@ -396,6 +441,7 @@ impl<'s> Leader<'s> {
             catch_up_limit: self.settings.catch_up_limit,
             now: Timestamp::now(),
             quiet: &quiet,
+            node_loss_grace: self.settings.node_loss_grace,
         };
         let writes = decide::decide(&self.view, &specs, &settings);
         for write in writes {
@@ -427,6 +473,20 @@ impl<'s> Leader<'s> {
                         info!(run = %run, node = %node, "cluster run bound");
                         self.metrics.binding(BindingOutcome::Bound);
                         self.metrics.scheduled(*waited);
+                    }
+                    Kind::Lost { run, node } => {
+                        warn!(run = %run, node = %node, "cluster run lost: its node left the cluster");
+                    }
+                    Kind::Recovered { run, node } => {
+                        info!(run = %run, node = %node, "cluster run bound again: its node is back");
+                    }
+                    Kind::Rescheduled { run, node } => {
+                        warn!(
+                            run = %run,
+                            node = %node,
+                            "cluster run rescheduled: its node stayed lost past the grace"
+                        );
+                        self.metrics.rescheduled();
                     }
                     Kind::HandedBack { run, node } => {
                         info!(run = %run, node = %node, "cluster run handed back");
