@@ -2,10 +2,13 @@
 //! package): an agent runs a job that the kernel OOM-kills and a job that is
 //! preempted; Prometheus, on loopback, scrapes the agent every second; its
 //! query API must then return the per-job series, the OOM kill and the
-//! preemption with the right values. Outside CI, a machine without the
+//! preemption with the right values; an agent leading a one-member etcd
+//! cluster must give every query of the cluster dashboard data. Outside CI,
+//! a machine without the
 //! prometheus binary skips the test with a note; under `CI=true` it fails.
 
 mod agent_harness;
+mod cluster_harness;
 #[path = "common/prometheus.rs"]
 mod prometheus;
 
@@ -188,4 +191,65 @@ fn prometheus_scrapes_per_job_series_an_oom_kill_and_a_preemption() {
 fn alert_expr(alert: &str) -> String {
     let rule = prometheus::alert_rules().into_iter().find(|r| r.alert == alert);
     rule.unwrap_or_else(|| panic!("no alert {alert}")).expr
+}
+
+#[test]
+fn every_query_of_the_cluster_dashboard_has_data_from_a_leading_agent() {
+    let Some(binary) = prometheus::installed("prometheus") else { return };
+    let Some(etcd) = cluster_harness::EtcdCluster::start(1, true) else { return };
+    let agent = etcd.started_agent("node-a", &cluster_harness::NodeOptions::default());
+    // One job applied and bound, so that the bindings counter and the
+    // scheduling histogram have observations, not only zeros.
+    let files = agent.data_file("cluster-jobs");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("once.yaml"), job("once", "true", "")).unwrap();
+    agent.corral_ok(&["apply", &files.to_string_lossy()]);
+    agent.wait_for("the leader to count a binding", secs(60), || {
+        let (_, _, body) = agent.http_get("/metrics", None);
+        body.contains("corral_cluster_bindings_total{outcome=\"bound\"} 1")
+            && body.contains("corral_cluster_scheduling_seconds_count 1")
+    });
+
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("dashboards/cluster-overview.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    // Each panel's queries with Grafana's variables as it would fill them:
+    // every agent, and a rate window holding several 1 s scrapes.
+    let mut queries: Vec<(String, String)> = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let filled = expr.replace("$instance", ".*").replace("$__rate_interval", "30s");
+            queries.push((panel["title"].as_str().unwrap().to_owned(), filled));
+        }
+    }
+    assert!(queries.len() >= 10, "{queries:?}");
+
+    let prometheus = Prometheus::start(&binary, agent.listen);
+    let mut empty: Vec<(String, String)> = Vec::new();
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        agent.wait_for("data for every cluster dashboard query", secs(90), || {
+            empty = queries
+                .iter()
+                .filter(|(_, q)| prometheus.query(q).is_none_or(|r| r.is_empty()))
+                .cloned()
+                .collect();
+            empty.is_empty()
+        })
+    }));
+    assert!(waited.is_ok(), "no data for {empty:#?}\nprometheus log:\n{}", prometheus.log());
+
+    // The leader panel names this agent; the counts are the cluster's.
+    let leader = prometheus.query(&queries[0].1).unwrap();
+    assert_eq!(leader.len(), 1, "{leader:?}");
+    assert_eq!(leader[0].0["instance"], agent.listen.to_string());
+    let nodes = prometheus.query("max(corral_cluster_nodes{state=\"ready\"})").unwrap();
+    assert_eq!(nodes[0].1, 1.0, "one node: {nodes:?}");
+    let bound = prometheus.query("sum(corral_cluster_bindings_total{outcome=\"bound\"})").unwrap();
+    assert_eq!(bound[0].1, 1.0, "{bound:?}");
 }

@@ -247,12 +247,23 @@ fn panels(dashboard: &Value) -> Vec<&Value> {
 }
 
 #[test]
-fn both_dashboards_are_there() {
+fn every_dashboard_is_there() {
     let names: Vec<_> = dashboard_files()
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["job-detail.json", "node-overview.json"]);
+    assert_eq!(names, ["cluster-overview.json", "job-detail.json", "node-overview.json"]);
+}
+
+/// The query variables a dashboard must have beside `$datasource`: the
+/// node dashboards pick jobs and runs; the cluster's has no per-run panel
+/// and picks the agents whose scrapes make up the cluster.
+fn query_variables(file: &Path) -> &'static [&'static str] {
+    if file.ends_with("cluster-overview.json") {
+        &["instance"]
+    } else {
+        &["job", "run"]
+    }
 }
 
 #[test]
@@ -268,7 +279,7 @@ fn dashboards_have_the_current_shape() {
         };
         assert_eq!(var("datasource")["type"], "datasource");
         assert_eq!(var("datasource")["query"], "prometheus");
-        for v in ["job", "run"] {
+        for v in query_variables(&file) {
             assert_eq!(var(v)["type"], "query", "{name}: ${v}");
             assert_eq!(var(v)["datasource"]["uid"], "${datasource}", "{name}: ${v}");
         }
@@ -334,6 +345,36 @@ fn dashboard_queries_use_exported_metrics_and_labels() {
         .filter(|m| !used.contains(*m) && !m.ends_with("_count") && !m.ends_with("_sum"))
         .collect();
     assert!(unused.is_empty(), "on no dashboard: {unused:?}");
+}
+
+#[test]
+fn the_cluster_dashboard_shows_every_cluster_family_and_nothing_else() {
+    let exported = Exported::from_fake();
+    let file = dashboards_dir().join("cluster-overview.json");
+    let d: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let mut problems = Vec::new();
+    let mut used = BTreeSet::new();
+    for panel in panels(&d) {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let context = format!("panel {:?}", panel["title"].as_str().unwrap());
+            used.extend(check_expr(
+                &exported,
+                t["expr"].as_str().unwrap(),
+                &context,
+                &mut problems,
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let cluster: BTreeSet<&String> = exported
+        .metrics
+        .keys()
+        .filter(|m| m.starts_with("corral_cluster_"))
+        .filter(|m| !m.ends_with("_count") && !m.ends_with("_sum"))
+        .collect();
+    assert!(cluster.len() >= 7, "the fake exports the cluster families: {cluster:?}");
+    let shown: BTreeSet<&String> = used.iter().collect();
+    assert_eq!(shown, cluster, "the cluster dashboard's metrics");
 }
 
 #[test]

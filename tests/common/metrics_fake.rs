@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use corral::cgroup::stats::{DeviceIo, PressureStats};
 use corral::cgroup::v2::psi::{Pressure, PsiLine};
 use corral::cgroup::{CgroupError, LayoutKind, Stats};
+use corral::cluster::scheduler::{BindingOutcome, ClusterMetrics};
 use corral::metrics::agent::{CronOutcome, OomAction, OomReached, PreemptKind};
 use corral::metrics::{
     ArrayCounts, FinishedRun, JobInfo, LiveRun, Metrics, MetricsConfig, NumaAllocation,
@@ -162,10 +163,12 @@ pub fn oom_killed_run() -> FinishedRun {
 }
 
 /// Metrics over [`full_snapshot`], with a finished run and one of each
-/// agent event counted, so every family has samples.
+/// agent event counted, and the cluster scheduler's families of a leading
+/// agent ([`leading_cluster`]), so every family has samples.
 pub fn full_metrics() -> Metrics {
     let source = Arc::new(PublishedSnapshot::new(full_snapshot()));
-    let metrics = Metrics::new(&MetricsConfig::default(), source);
+    let mut metrics = Metrics::new(&MetricsConfig::default(), source);
+    metrics.register_cluster(leading_cluster());
     metrics.run_finished(oom_killed_run());
     let agent = metrics.agent();
     agent.preemptions.inc(PreemptKind::Suspend);
@@ -175,6 +178,21 @@ pub fn full_metrics() -> Metrics {
     agent.scheduling_delay.observe(0.003);
     agent.launch_latency.observe(0.002);
     metrics
+}
+
+/// The cluster scheduler's metrics as a leading agent shows them (only the
+/// leader shows more than `corral_cluster_leader`): three ready nodes, runs
+/// in every state, a binding of each outcome, a scheduling latency, a bad
+/// record.
+pub fn leading_cluster() -> Arc<ClusterMetrics> {
+    let cluster = Arc::new(ClusterMetrics::new());
+    cluster.set_leader(true);
+    cluster.set_view(3, [2, 5, 40], 1);
+    cluster.binding(BindingOutcome::Bound);
+    cluster.binding(BindingOutcome::HandedBack);
+    cluster.binding(BindingOutcome::Conflict);
+    cluster.scheduled(Duration::from_millis(20));
+    cluster
 }
 
 /// The metric names of a Prometheus text scrape: every sample's name
