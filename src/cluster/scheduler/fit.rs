@@ -53,12 +53,16 @@ pub struct InFlight {
     pub cpus: u32,
     /// Per NUMA node, for `single-node` runs (the node the fit chose).
     pub numa: BTreeMap<u32, (u32, u64)>,
+    /// Runs bound: so that runs asking for no memory spread over equal
+    /// nodes instead of all going to the first by name.
+    pub runs: u32,
 }
 
 impl InFlight {
     pub fn charge(&mut self, demand: &Demand, numa: Option<u32>) {
         self.memory = self.memory.saturating_add(demand.memory);
         self.cpus = self.cpus.saturating_add(demand.cpus);
+        self.runs = self.runs.saturating_add(1);
         if let Some(n) = numa {
             let entry = self.numa.entry(n).or_default();
             entry.0 = entry.0.saturating_add(demand.cpus);
@@ -80,6 +84,12 @@ impl Candidate<'_> {
     fn free_memory(&self) -> u64 {
         let r = self.record;
         r.capacity.memory.saturating_sub(r.allocated.memory).saturating_sub(self.in_flight.memory)
+    }
+
+    /// Runs the node holds or queues, with those bound since it published.
+    fn load(&self) -> u32 {
+        let a = &self.record.allocated;
+        a.runs.saturating_add(a.pending).saturating_add(self.in_flight.runs)
     }
 
     fn free_cpus(&self) -> u32 {
@@ -261,7 +271,8 @@ pub struct HandedBack<'a> {
 /// the job's constraints admit, that have not handed the run back since
 /// they last published, and whose free room holds the demand — with
 /// `spread`, the one with the fewest live runs of the job, else the one
-/// with the most free memory; ties by name.
+/// with the most free memory; then the one with the fewest runs in all;
+/// then by name.
 pub fn choose(
     candidates: &[Candidate<'_>],
     constraints: &NodeConstraints,
@@ -314,6 +325,7 @@ fn prefer(a: &Candidate<'_>, b: &Candidate<'_>, spread: bool) -> bool {
         if spread { b.runs_of_job.cmp(&a.runs_of_job) } else { std::cmp::Ordering::Equal };
     by_spread
         .then(a.free_memory().cmp(&b.free_memory()))
+        .then(b.load().cmp(&a.load()))
         .then(b.record.name.cmp(&a.record.name))
         .is_gt()
 }
@@ -357,6 +369,25 @@ mod tests {
 
     fn mem(memory: u64) -> Demand {
         Demand { memory, cpus: 0, single_numa: false }
+    }
+
+    #[test]
+    fn runs_asking_for_no_memory_go_round_equal_nodes() {
+        let records = [
+            node("n1", 2, 4 * GIB, &[(2, 4 * GIB)]),
+            node("n2", 2, 4 * GIB, &[(2, 4 * GIB)]),
+            node("n3", 2, 4 * GIB, &[(2, 4 * GIB)]),
+        ];
+        let mut cands = candidates(&records);
+        let mut chosen = Vec::new();
+        for _ in 0..6 {
+            let choice =
+                choose(&cands, &NodeConstraints::default(), &BTreeMap::new(), &mem(0)).unwrap();
+            let i = cands.iter().position(|c| c.record.name == choice.node).unwrap();
+            cands[i].in_flight.charge(&mem(0), None);
+            chosen.push(choice.node);
+        }
+        assert_eq!(chosen, ["n1", "n2", "n3", "n1", "n2", "n3"]);
     }
 
     #[test]
