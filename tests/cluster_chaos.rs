@@ -79,10 +79,13 @@ fn chaos_of_kills_cuts_and_etcd_faults_loses_no_run_and_runs_none_twice_at_once(
                 let name = format!("j{}", one_shots.len());
                 let secs = 2 + rng.below(7) as u32;
                 c.write_stamp_job(&name, secs, "");
-                // Retried: with an etcd member down the client may need
-                // another try, and apply is not what this judges.
-                c.apply_within(Duration::from_secs(30));
-                timeline.note(format!("applied {name} ({secs} s of stamps)"));
+                // A failed apply (etcd unreachable from the host's client)
+                // is noted, not retried here, so that faults still heal on
+                // time: the file stays, and the next apply carries it.
+                match c.try_apply() {
+                    Ok(_) => timeline.note(format!("applied {name} ({secs} s of stamps)")),
+                    Err(e) => timeline.note(format!("wrote {name}; apply failed: {e}")),
+                }
                 one_shots.insert(name, secs * 10);
             }
             4..=5 => {

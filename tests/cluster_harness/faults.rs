@@ -346,6 +346,17 @@ impl FaultCluster {
         }
     }
 
+    /// One `corral apply --prune`: its stdout, or why it failed.
+    pub fn try_apply(&self) -> Result<String, String> {
+        let dir = self.files.to_string_lossy().into_owned();
+        let out = self.nodes[0].corral(&["apply", "--prune", &dir]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+
     /// [`apply_within`](Self::apply_within) without a retry: with etcd
     /// healthy (or one member down) it must succeed at once.
     pub fn apply(&self) -> String {
