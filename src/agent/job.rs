@@ -40,6 +40,9 @@ fn fingerprint(spec: &JobSpec) -> String {
 /// it goes here too: `fingerprints_of_unchanged_files_survive_upgrades`
 /// fails until it does.
 const ADDED_AT_DEFAULT: &[(&str, &str)] = &[
+    // `on_node_loss`, the last field (cluster jobs); first here, so that
+    // `nodes` below is then the last field again.
+    (", on_node_loss: None", " }"),
     // `restart.on_exit_codes` and `restart.never_on_exit_codes`.
     (
         ", on_exit_codes: ExitCodes([0, 0, 0, 0]), never_on_exit_codes: ExitCodes([0, 0, 0, 0])",

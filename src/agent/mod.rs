@@ -367,6 +367,7 @@ pub async fn run(
                 default_timezone: config.default_timezone,
                 catch_up_limit: config.catch_up_limit,
                 default_grace: config.stop_grace,
+                node_loss_grace: c.node_loss_grace,
             };
             Some(crate::cluster::scheduler::Scheduling::start(c, settings, m))
         }

@@ -180,6 +180,9 @@ pub fn show_text(shown: &ShownClusterRun<'_>) -> String {
             ClusterRunState::Pending { reason: Some(reason) } => format!("pending: {reason}"),
             ClusterRunState::Pending { reason: None } => "pending".into(),
             ClusterRunState::Bound { node, at } => format!("bound to {node} at {at}"),
+            ClusterRunState::Lost { node, since } => {
+                format!("lost: bound to {node}, whose record is gone since {since}")
+            }
             ClusterRunState::Ended { outcome, at, node } => match node {
                 Some(node) => format!("ended {outcome} at {at} on {node}"),
                 None => format!("ended {outcome} at {at}"),

@@ -146,6 +146,11 @@ pub enum ClusterRunState {
     Pending { reason: Option<String> },
     /// Bound to `node` as attempt `attempt` of the run.
     Bound { node: String, at: Timestamp },
+    /// Bound to `node`, whose record disappeared (its lease expired) at
+    /// `since`: the binding stays while the scheduler waits
+    /// `node_loss_grace` for the node to come back, then the run is bound
+    /// anew (`on_node_loss: reschedule`) or ends `lost` (`fail`).
+    Lost { node: String, since: Timestamp },
     /// Ended on a node (or was removed before it was bound).
     Ended { outcome: String, at: Timestamp, node: Option<String> },
 }
@@ -155,6 +160,7 @@ impl ClusterRunState {
         match self {
             ClusterRunState::Pending { .. } => "pending",
             ClusterRunState::Bound { .. } => "bound",
+            ClusterRunState::Lost { .. } => "lost",
             ClusterRunState::Ended { .. } => "ended",
         }
     }
@@ -269,6 +275,10 @@ mod tests {
         assert_eq!(back, run);
         let text = String::from_utf8(encode(&run.state)).unwrap();
         assert!(text.contains("\"state\":\"bound\""), "{text}");
+        let lost = ClusterRunState::Lost { node: "n1".into(), since: Timestamp::from_millis(3) };
+        let text = String::from_utf8(encode(&lost)).unwrap();
+        assert!(text.contains("\"state\":\"lost\""), "{text}");
+        assert_eq!(decode::<ClusterRunState>("k", text.as_bytes()).unwrap(), lost);
         let bad = decode::<ClusterRun>("/corral/runs/x", b"{\"run\": 3}").unwrap_err();
         assert!(bad.to_string().starts_with("bad record at /corral/runs/x: "), "{bad}");
     }

@@ -82,6 +82,7 @@ impl TestEtcd {
             prefix: prefix.to_owned(),
             scheduler: true,
             publish_dir: None,
+            node_loss_grace: Duration::from_secs(1),
         }
     }
 }

@@ -141,12 +141,15 @@ fn run_row(view: &ClusterView, run: &ClusterRun) -> RunRow {
             None => "bound".to_owned(),
         },
         ClusterRunState::Ended { outcome, .. } => format!("ended: {outcome}"),
+        ClusterRunState::Lost { since, .. } => format!("lost (node gone since {since})"),
     };
     if run.removed && !matches!(run.state, ClusterRunState::Ended { .. }) {
         state.push_str(", removed");
     }
     let node = match &run.state {
-        ClusterRunState::Bound { node, .. } => Some(node.clone()),
+        ClusterRunState::Bound { node, .. } | ClusterRunState::Lost { node, .. } => {
+            Some(node.clone())
+        }
         ClusterRunState::Ended { node, .. } => node.clone(),
         ClusterRunState::Pending { .. } => None,
     };

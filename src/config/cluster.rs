@@ -35,6 +35,11 @@ pub struct ClusterConfig {
     /// A directory whose job files this agent applies to the cluster, with
     /// the jobs directory's rules (see [`crate::cluster::publish`]).
     pub publish_dir: Option<PathBuf>,
+    /// How long the scheduler waits, after a node's record disappeared
+    /// (its lease expired), before it acts on that node's runs: binds them
+    /// elsewhere or ends them `lost` (`on_node_loss`). A node back within
+    /// it keeps its runs.
+    pub node_loss_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,9 +56,21 @@ pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
 /// Above this, a lost node takes minutes to leave the view.
 pub const MAX_LEASE_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_PREFIX: &str = "/corral";
+pub const DEFAULT_NODE_LOSS_GRACE: Duration = Duration::from_secs(10);
+/// A longer grace leaves a lost node's runs undone for more than an hour.
+pub const MAX_NODE_LOSS_GRACE: Duration = Duration::from_secs(3600);
 
-const FIELDS: &[&str] =
-    &["endpoints", "node_name", "labels", "lease_ttl", "tls", "prefix", "scheduler", "publish_dir"];
+const FIELDS: &[&str] = &[
+    "endpoints",
+    "node_name",
+    "labels",
+    "lease_ttl",
+    "tls",
+    "prefix",
+    "scheduler",
+    "publish_dir",
+    "node_loss_grace",
+];
 const TLS_FIELDS: &[&str] = &["ca", "cert", "key"];
 
 /// Compiles the `cluster` mapping; relative paths are taken from `base`.
@@ -187,6 +204,28 @@ pub(super) fn compile(
         Some(_) => path_in(cx, &fields, "publish_dir", base).map(Some),
     };
 
+    let node_loss_grace = match fields.get("node_loss_grace") {
+        None => Some(DEFAULT_NODE_LOSS_GRACE),
+        Some(n) => cx.duration(n, &fields.field("node_loss_grace")).and_then(|d| {
+            if d <= MAX_NODE_LOSS_GRACE {
+                return Some(d);
+            }
+            cx.report(
+                n.pos,
+                &fields.field("node_loss_grace"),
+                SpecError::Invalid {
+                    what: "node loss grace",
+                    value: crate::spec::duration::format(d),
+                    reason: format!(
+                        "it must be at most {}",
+                        crate::spec::duration::format(MAX_NODE_LOSS_GRACE)
+                    ),
+                },
+            );
+            None
+        }),
+    };
+
     let (endpoints, tls) = (endpoints?, tls?);
     let scheme = if tls.is_some() { "https://" } else { "http://" };
     if let Some(bad) = endpoints.iter().find(|url| !url.starts_with(scheme)) {
@@ -211,6 +250,7 @@ pub(super) fn compile(
         prefix: prefix?,
         scheduler: scheduler?,
         publish_dir: publish_dir?,
+        node_loss_grace: node_loss_grace?,
     })
 }
 
@@ -261,6 +301,7 @@ mod tests {
         let c = compile("cluster: {endpoints: [\"http://127.0.0.1:2379\"]}\n").unwrap().unwrap();
         assert_eq!(c.lease_ttl, DEFAULT_LEASE_TTL);
         assert_eq!(c.prefix, "/corral");
+        assert_eq!(c.node_loss_grace, DEFAULT_NODE_LOSS_GRACE);
         assert!(c.scheduler && c.tls.is_none() && c.labels.is_empty());
         assert_eq!(c.node_name, crate::scheduler::cron::jitter::node_name());
     }
@@ -271,7 +312,7 @@ mod tests {
             "cluster:\n  endpoints: [\"https://10.0.0.1:2379\"]\n  node_name: n1\n  \
              labels: {disk: ssd}\n  lease_ttl: 5s\n  \
              tls: {ca: pki/ca.pem, cert: /pki/n1.pem, key: pki/n1-key.pem}\n  \
-             publish_dir: cluster-jobs\n",
+             publish_dir: cluster-jobs\n  node_loss_grace: 0s\n",
         )
         .unwrap()
         .unwrap();
@@ -280,6 +321,7 @@ mod tests {
         assert_eq!(tls.cert, Path::new("/pki/n1.pem"));
         assert_eq!(c.publish_dir.unwrap(), Path::new("/etc/corral/cluster-jobs"));
         assert_eq!(c.lease_ttl, Duration::from_secs(5));
+        assert_eq!(c.node_loss_grace, Duration::ZERO);
         assert_eq!(c.labels.get("disk").map(String::as_str), Some("ssd"));
     }
 
@@ -287,7 +329,7 @@ mod tests {
     fn every_problem_is_reported_with_its_field() {
         let e = compile(
             "cluster:\n  endpoints: [\"etcd:2379\"]\n  node_name: \"a b\"\n  lease_ttl: 1s\n  \
-             tls: {ca: ca.pem}\n  prefix: corral/\n",
+             tls: {ca: ca.pem}\n  prefix: corral/\n  node_loss_grace: 2h\n",
         )
         .unwrap_err();
         for want in [
@@ -296,6 +338,7 @@ mod tests {
             "cluster.lease_ttl",
             "cluster.tls",
             "cluster.prefix",
+            "cluster.node_loss_grace",
         ] {
             assert!(e.contains(want), "{want} in {e}");
         }

@@ -60,6 +60,22 @@ pub struct JobSpec {
     pub array: Option<ArraySpec>,
     /// Which cluster nodes may run it (see [`super::nodes`]).
     pub nodes: NodeConstraints,
+    /// What the cluster scheduler does with a run whose node was lost;
+    /// `None`: as [`JobSpec::on_node_loss`] says by the job's kind.
+    pub on_node_loss: Option<OnNodeLoss>,
+}
+
+impl JobSpec {
+    /// What happens to a cluster run of this job when its node is lost:
+    /// as written, else `reschedule` for a one-shot job and `fail` for a
+    /// recurring one (its next firing comes anyway).
+    pub fn on_node_loss(&self) -> OnNodeLoss {
+        self.on_node_loss.unwrap_or(if self.recurrence.is_some() {
+            OnNodeLoss::Fail
+        } else {
+            OnNodeLoss::Reschedule
+        })
+    }
 }
 
 /// The program and its arguments, passed to `execve` as they are: no shell is involved.
@@ -138,6 +154,18 @@ pub enum OnRemoval {
 }
 choice!(OnRemoval { "stop" => Stop, "finish" => Finish });
 
+/// What the cluster scheduler does with a run whose node left the cluster
+/// (its lease expired) and did not come back within `node_loss_grace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OnNodeLoss {
+    /// Bind it to another node as its next attempt (the same run: a
+    /// recurring job's firing is not fired again).
+    Reschedule,
+    /// End it with the outcome `lost`.
+    Fail,
+}
+choice!(OnNodeLoss { "reschedule" => Reschedule, "fail" => Fail });
+
 /// Every top-level field of a job.
 pub const FIELDS: &[&str] = &[
     "name",
@@ -173,6 +201,7 @@ pub const FIELDS: &[&str] = &[
     "nodes",
     "node_selector",
     "spread",
+    "on_node_loss",
 ];
 
 /// Compiles one document. Every problem is reported to `cx`; the spec is returned only if
@@ -232,6 +261,7 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
     let array = array::compile(cx, job.get("array"), &field("array"));
     let nodes =
         nodes::compile(cx, job.get("nodes"), job.get("node_selector"), job.get("spread"), &root);
+    let on_node_loss = optional(job.get("on_node_loss"), |n| cx.choice(n, &field("on_node_loss")));
     if job.has("array") && job.has("schedule") {
         cx.report(
             job.key_pos("array"),
@@ -282,6 +312,7 @@ pub fn compile(cx: &mut Checker, document: &Node) -> Option<JobSpec> {
         after: after?,
         array: array?,
         nodes: nodes?,
+        on_node_loss: on_node_loss?,
     })
 }
 
@@ -585,6 +616,24 @@ mod tests {
             "3 timeout: invalid duration \"0s\": it must be longer than zero"
         );
         assert!(error("stop_grace: soon\n").starts_with("3 stop_grace: invalid duration \"soon\""));
+    }
+
+    #[test]
+    fn on_node_loss_defaults_by_the_jobs_kind() {
+        assert_eq!(ok("").on_node_loss(), OnNodeLoss::Reschedule);
+        assert_eq!(ok("schedule: '0 * * * *'\n").on_node_loss(), OnNodeLoss::Fail);
+        assert_eq!(ok("on_node_loss: fail\n").on_node_loss(), OnNodeLoss::Fail);
+        let recurring = ok("schedule: '0 * * * *'\non_node_loss: reschedule\n");
+        assert_eq!(recurring.on_node_loss(), OnNodeLoss::Reschedule);
+        assert_eq!(ok("").on_node_loss, None);
+        assert_eq!(
+            error("on_node_loss: retry\n"),
+            "3 on_node_loss: \"retry\" is not one of: reschedule, fail"
+        );
+        assert_eq!(
+            error("on_node_los: fail\n"),
+            "3 on_node_los: unknown field `on_node_los`; did you mean `on_node_loss`?"
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub use hugepages::{HugepageLimit, HugepageLimits};
 pub use identity::{DefaultUser, GroupRef, UidRange, UserRef};
 pub use io::{BlockDevice, IoDeviceLimit, IoLimits};
 pub use isolation::{Hostname, Isolation, Mount, MountKind};
-pub use job::{Command, JobSpec, OnRemoval, Preemption, Priority};
+pub use job::{Command, JobSpec, OnNodeLoss, OnRemoval, Preemption, Priority};
 pub use load::{compile_bytes, compile_str, dependency_cycle, load_file, Job, JobSet, Origin};
 pub use nodes::NodeConstraints;
 pub use oom::OomPolicy;

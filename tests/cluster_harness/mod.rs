@@ -661,6 +661,7 @@ impl EtcdCluster {
             prefix: self.prefix.clone(),
             scheduler: true,
             publish_dir: None,
+            node_loss_grace: Duration::from_secs(10),
         }
     }
 

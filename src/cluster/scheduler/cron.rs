@@ -157,7 +157,9 @@ fn stopped_bindings(
         .iter()
         .filter(|r| touched.contains(&r.run) && !fired.contains(&r.run))
         .filter_map(|r| match &r.state {
-            ClusterRunState::Bound { node, .. } => Some(settings.keys.binding(node, &r.run)),
+            ClusterRunState::Bound { node, .. } | ClusterRunState::Lost { node, .. } => {
+                Some(settings.keys.binding(node, &r.run))
+            }
             _ => None,
         })
         .collect()
@@ -196,6 +198,7 @@ mod tests {
             catch_up_limit: 10,
             now,
             quiet: &BTreeSet::new(),
+            node_loss_grace: std::time::Duration::from_secs(10),
         };
         let mut fired = Vec::new();
         for w in decide(view, &specs, &settings) {
@@ -302,6 +305,7 @@ mod tests {
             catch_up_limit: 10,
             now: utc("2026-12-07T12:00:00.100Z"),
             quiet: &quiet,
+            node_loss_grace: std::time::Duration::from_secs(10),
         };
         let writes = decide(&view, &specs, &settings);
         let cron = writes.iter().find(|w| matches!(w.kind, Kind::Cron { .. })).unwrap();

@@ -9,8 +9,9 @@
 //! data. Nothing here reads a clock or the network.
 //!
 //! One pass writes each run key at most once, with this precedence: the
-//! node's report on the current attempt (ended, handed back), then removal
-//! (its job deleted or changed), then binding.
+//! node's report on the current attempt (ended, handed back), then node
+//! loss (see [`node_loss`]), then removal (its job deleted or changed),
+//! then binding.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::cluster::records::{
     encode, Binding, ClusterRun, ClusterRunState, CronCursor, JobRecord, NodeRecord, RunStatus,
 };
 use crate::cluster::Keys;
-use crate::spec::{Concurrency, JobSpec, OnRemoval};
+use crate::spec::{Concurrency, JobSpec, OnNodeLoss, OnRemoval};
 use crate::vocab::Timestamp;
 
 /// Ended runs kept per job, newest first.
@@ -72,6 +73,9 @@ pub struct Settings<'a> {
     /// of runs would otherwise rewrite every waiting run's reason each
     /// time). A run's first reason is written at once.
     pub quiet: &'a BTreeSet<String>,
+    /// How long a run stays `lost` (its node's record gone) before it is
+    /// bound anew or ended, per its job's `on_node_loss`.
+    pub node_loss_grace: Duration,
 }
 
 /// A condition a write rests on.
@@ -86,15 +90,55 @@ pub enum Guard {
 /// What a write does, for logs and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    Create { run: String },
-    Bind { run: String, node: String, waited: Duration },
-    Pending { run: String, reason: String },
-    HandedBack { run: String, node: String },
-    End { run: String, outcome: String },
-    Remove { run: String },
-    Cleanup { key: String },
-    Retire { run: String },
-    Cron { job: String, fired: Vec<String> },
+    Create {
+        run: String,
+    },
+    Bind {
+        run: String,
+        node: String,
+        waited: Duration,
+    },
+    Pending {
+        run: String,
+        reason: String,
+    },
+    HandedBack {
+        run: String,
+        node: String,
+    },
+    End {
+        run: String,
+        outcome: String,
+    },
+    Remove {
+        run: String,
+    },
+    Cleanup {
+        key: String,
+    },
+    Retire {
+        run: String,
+    },
+    /// Its node's record is gone: the run waits for the grace.
+    Lost {
+        run: String,
+        node: String,
+    },
+    /// Its node came back within the grace, the binding intact.
+    Recovered {
+        run: String,
+        node: String,
+    },
+    /// Its node stayed lost past the grace: the old binding goes and the
+    /// run waits for a node as its next attempt.
+    Rescheduled {
+        run: String,
+        node: String,
+    },
+    Cron {
+        job: String,
+        fired: Vec<String>,
+    },
 }
 
 /// One fenced transaction: if every guard holds, put and delete.
@@ -199,7 +243,7 @@ pub fn decide(view: &View, specs: &Specs, settings: &Settings<'_>) -> Vec<Write>
         }
         let key = keys.run(id);
         let guard = Guard::Revision(key.clone(), run.mod_revision);
-        if let ClusterRunState::Bound { node, .. } = &r.state {
+        if let ClusterRunState::Bound { node, .. } | ClusterRunState::Lost { node, .. } = &r.state {
             let status = view
                 .statuses
                 .get(id)
@@ -241,8 +285,19 @@ pub fn decide(view: &View, specs: &Specs, settings: &Settings<'_>) -> Vec<Write>
                 continue;
             }
         }
+        let removed = r.removed || superseded(view, specs, keys, r);
+        if let Some(write) = node_loss(view, specs, settings, run, removed) {
+            writes.push(write);
+            touched.insert(id.clone());
+            continue;
+        }
+        if matches!(r.state, ClusterRunState::Lost { .. }) {
+            // Within the grace: nothing to do until the node is back or
+            // the grace is over.
+            continue;
+        }
         // Removed by `concurrency: replace`, or its job is gone.
-        if r.removed || superseded(view, specs, keys, r) {
+        if removed {
             match &r.state {
                 ClusterRunState::Pending { .. } => {
                     // Never started: nothing to stop, and its version of
@@ -311,6 +366,102 @@ pub(super) fn earlier_firing(a: &ClusterRun, b: &ClusterRun) -> bool {
 
 fn is_ended(run: &ClusterRun) -> bool {
     matches!(run.state, ClusterRunState::Ended { .. })
+}
+
+/// What node loss does to a live run, if anything: a bound run whose node
+/// has no record (its lease expired) becomes `lost`; a lost run whose node
+/// is back with the binding intact is bound again; past the grace (or
+/// with the node back but the binding gone) its binding is deleted and, in
+/// the same transaction, the run is set pending as its next attempt
+/// (`on_node_loss: reschedule`) or ended `lost` (`fail`); a removed one
+/// ends `removed`. The node finds its binding gone when it comes back,
+/// and kills what it still holds of the run (it froze it when it could no
+/// longer renew its lease: docs/cluster.md).
+fn node_loss(
+    view: &View,
+    specs: &Specs,
+    settings: &Settings<'_>,
+    run: &Versioned<ClusterRun>,
+    removed: bool,
+) -> Option<Write> {
+    let keys = settings.keys;
+    let r = &run.value;
+    let key = keys.run(&r.run);
+    let guard = Guard::Revision(key.clone(), run.mod_revision);
+    // A node record that does not parse is not evidence the node is gone.
+    let present =
+        |node: &str| view.nodes.contains_key(node) || view.bad.contains_key(&keys.node(node));
+    match &r.state {
+        ClusterRunState::Bound { node, .. } if !present(node) => {
+            let mut next = r.clone();
+            next.state = ClusterRunState::Lost { node: node.clone(), since: settings.now };
+            Some(Write {
+                kind: Kind::Lost { run: r.run.clone(), node: node.clone() },
+                guards: vec![guard],
+                puts: vec![(key, encode(&next))],
+                deletes: vec![],
+            })
+        }
+        ClusterRunState::Lost { node, since } => {
+            let binding = view
+                .bindings
+                .get(&(node.clone(), r.run.clone()))
+                .filter(|b| b.value.attempt == r.attempt);
+            let back = present(node);
+            if let (true, Some(binding)) = (back, binding) {
+                let mut next = r.clone();
+                next.state =
+                    ClusterRunState::Bound { node: node.clone(), at: binding.value.bound_at };
+                return Some(Write {
+                    kind: Kind::Recovered { run: r.run.clone(), node: node.clone() },
+                    guards: vec![
+                        guard,
+                        Guard::Revision(keys.binding(node, &r.run), binding.mod_revision),
+                    ],
+                    puts: vec![(key, encode(&next))],
+                    deletes: vec![],
+                });
+            }
+            if !back && settings.now.since(*since) < settings.node_loss_grace {
+                return None;
+            }
+            let mut next = r.clone();
+            let lost_node = node.clone();
+            let on_node_loss = specs
+                .get(&(r.job.clone(), r.job_revision))
+                .map_or(OnNodeLoss::Fail, |s| s.on_node_loss());
+            let kind = if removed {
+                next.removed = true;
+                next.state = ClusterRunState::Ended {
+                    outcome: "removed".into(),
+                    at: settings.now,
+                    node: Some(lost_node.clone()),
+                };
+                Kind::End { run: r.run.clone(), outcome: "removed".into() }
+            } else if on_node_loss == OnNodeLoss::Reschedule {
+                next.attempt += 1;
+                next.state = ClusterRunState::Pending { reason: None };
+                next.pending_since = Some(settings.now);
+                Kind::Rescheduled { run: r.run.clone(), node: lost_node.clone() }
+            } else {
+                next.state = ClusterRunState::Ended {
+                    outcome: "lost".into(),
+                    at: settings.now,
+                    node: Some(lost_node.clone()),
+                };
+                Kind::End { run: r.run.clone(), outcome: "lost".into() }
+            };
+            Some(Write {
+                kind,
+                guards: vec![guard],
+                puts: vec![(key, encode(&next))],
+                // Gone or not (a delete of an absent key is no error), in
+                // the same transaction as the run's new state.
+                deletes: vec![keys.binding(&lost_node, &r.run)],
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Whether the job a live run runs is gone: deleted, or (a one-shot job)
@@ -386,7 +537,10 @@ fn bind_pending(
         }) && view.runs.values().any(|o| {
             o.value.job == r.job
                 && earlier_firing(&o.value, r)
-                && matches!(o.value.state, ClusterRunState::Bound { .. })
+                && matches!(
+                    o.value.state,
+                    ClusterRunState::Bound { .. } | ClusterRunState::Lost { .. }
+                )
         });
         let choice = if waiting_for_previous {
             Err("waiting for the previous run of the job to end".to_owned())
@@ -478,7 +632,11 @@ fn clean_up(view: &View, keys: &Keys, touched: &BTreeSet<String>, writes: &mut V
         let current = view.runs.get(run).is_some_and(|r| {
             !r.value.removed
                 && r.value.attempt == binding.value.attempt
-                && matches!(&r.value.state, ClusterRunState::Bound { node: n, .. } if n == node)
+                && matches!(
+                    &r.value.state,
+                    ClusterRunState::Bound { node: n, .. } | ClusterRunState::Lost { node: n, .. }
+                        if n == node
+                )
         });
         // A bad run record is not evidence the binding is stale.
         if current || view.bad.contains_key(&keys.run(run)) {
@@ -553,6 +711,8 @@ pub(super) mod tests {
     use crate::cluster::records::{decode, Allocation, Capacity, HandBack, NumaCapacity, RunEnd};
 
     pub const GIB: u64 = 1 << 30;
+    /// The node loss grace of the tests' passes, ms.
+    pub const GRACE: Duration = Duration::from_millis(10_000);
 
     pub fn node(name: &str, memory: u64, updated: i64) -> NodeRecord {
         NodeRecord {
@@ -602,6 +762,7 @@ pub(super) mod tests {
             catch_up_limit: 10,
             now: Timestamp::from_millis(now),
             quiet: &BTreeSet::new(),
+            node_loss_grace: GRACE,
         };
         decide(view, &compile(view), &settings)
     }
@@ -785,6 +946,7 @@ pub(super) mod tests {
             catch_up_limit: 10,
             now: Timestamp::from_millis(300),
             quiet: &BTreeSet::new(),
+            node_loss_grace: GRACE,
         };
         let mut specs = compile(&view);
         specs.extend(old);
@@ -860,6 +1022,181 @@ pub(super) mod tests {
         let ends: Vec<&Kind> =
             writes.iter().map(|w| &w.kind).filter(|k| !matches!(k, Kind::Cron { .. })).collect();
         assert_eq!(ends, vec![&Kind::End { run: "c-60".into(), outcome: "removed".into() }]);
+    }
+
+    /// Two nodes and job `a` bound to n2 (the roomier) as attempt 1; a
+    /// recurring job's firing is written by the test, as one due earlier.
+    fn bound_on_n2(body: &str) -> (View, i64) {
+        let mut view = View::default();
+        view.nodes.insert("n1".into(), node("n1", 4 * GIB, 0));
+        view.nodes.insert("n2".into(), node("n2", 8 * GIB, 0));
+        view.jobs.insert("a".into(), Versioned { value: job("a", body), mod_revision: 5 });
+        if body.contains("schedule") {
+            let at = Timestamp::from_millis(60_000);
+            let run = new_run("a-60".into(), "a", 5, Some(at), Timestamp::from_millis(1));
+            view.runs.insert("a-60".into(), Versioned { value: run, mod_revision: 6 });
+        }
+        let mut rev = 10;
+        for now in [100, 200] {
+            let writes = pass(&view, now);
+            apply(&mut view, &writes, &mut rev);
+        }
+        assert_eq!(view.runs.len(), 1, "{:?}", view.runs);
+        let run = &view.runs.values().next().unwrap().value;
+        assert!(
+            matches!(&run.state, ClusterRunState::Bound { node, .. } if node == "n2"),
+            "{run:?}"
+        );
+        (view, rev)
+    }
+
+    /// The kinds of a pass's writes, without a cron cursor that fired
+    /// nothing.
+    fn kinds(writes: &[Write]) -> Vec<Kind> {
+        writes
+            .iter()
+            .map(|w| w.kind.clone())
+            .filter(|k| !matches!(k, Kind::Cron { fired, .. } if fired.is_empty()))
+            .collect()
+    }
+
+    #[test]
+    fn a_lost_nodes_run_waits_the_grace_then_is_bound_elsewhere_as_the_next_attempt() {
+        let (mut view, mut rev) = bound_on_n2("");
+        view.nodes.remove("n2");
+        let writes = pass(&view, 1_000);
+        assert_eq!(kinds(&writes), vec![Kind::Lost { run: "a-5".into(), node: "n2".into() }]);
+        apply(&mut view, &writes, &mut rev);
+        let since = Timestamp::from_millis(1_000);
+        assert_eq!(
+            view.runs["a-5"].value.state,
+            ClusterRunState::Lost { node: "n2".into(), since }
+        );
+        // The binding stays through the grace, and nothing else is written.
+        assert!(view.bindings.contains_key(&("n2".to_owned(), "a-5".to_owned())));
+        assert_eq!(pass(&view, 1_000 + 9_999), vec![]);
+        // Past it: the binding goes in the same write that makes the run
+        // pending as attempt 2.
+        let writes = pass(&view, 1_000 + 10_000);
+        assert_eq!(
+            kinds(&writes),
+            vec![Kind::Rescheduled { run: "a-5".into(), node: "n2".into() }]
+        );
+        assert_eq!(writes[0].deletes, vec!["/c/bindings/n2/a-5".to_owned()]);
+        assert_eq!(
+            writes[0].guards,
+            vec![Guard::Revision("/c/runs/a-5".into(), view.runs["a-5"].mod_revision)]
+        );
+        apply(&mut view, &writes, &mut rev);
+        assert!(view.bindings.is_empty());
+        let run = &view.runs["a-5"].value;
+        assert_eq!((run.attempt, run.state.name()), (2, "pending"));
+        // The next pass binds it to the node that is left, as attempt 2.
+        let writes = pass(&view, 11_100);
+        apply(&mut view, &writes, &mut rev);
+        assert!(
+            matches!(&view.runs["a-5"].value.state, ClusterRunState::Bound { node, .. } if node == "n1")
+        );
+        assert_eq!(view.bindings[&("n1".to_owned(), "a-5".to_owned())].value.attempt, 2);
+        // The lost node comes back: it gets nothing back, and a report on
+        // its old attempt is not acted on.
+        view.nodes.insert("n2".into(), node("n2", 8 * GIB, 12_000));
+        view.statuses.insert(
+            "a-5".into(),
+            Versioned {
+                value: RunStatus {
+                    run: "a-5".into(),
+                    node: "n2".into(),
+                    attempt: 1,
+                    node_run: None,
+                    phase: "killed".into(),
+                    detail: None,
+                    ended: Some(RunEnd {
+                        outcome: "killed".into(),
+                        exit_code: None,
+                        reason: Some("superseded".into()),
+                        oom_kills: 0,
+                        at: Timestamp::from_millis(12_000),
+                    }),
+                    handed_back: None,
+                    events: vec![],
+                    updated_at: Timestamp::from_millis(12_000),
+                },
+                mod_revision: rev + 1,
+            },
+        );
+        assert_eq!(pass(&view, 12_100), vec![]);
+    }
+
+    #[test]
+    fn a_node_back_within_the_grace_keeps_its_run() {
+        let (mut view, mut rev) = bound_on_n2("");
+        let bound_at = view.bindings[&("n2".to_owned(), "a-5".to_owned())].value.bound_at;
+        let record = view.nodes.remove("n2").unwrap();
+        let writes = pass(&view, 1_000);
+        apply(&mut view, &writes, &mut rev);
+        view.nodes.insert("n2".into(), record);
+        let writes = pass(&view, 5_000);
+        assert_eq!(kinds(&writes), vec![Kind::Recovered { run: "a-5".into(), node: "n2".into() }]);
+        apply(&mut view, &writes, &mut rev);
+        let run = &view.runs["a-5"].value;
+        assert_eq!(run.attempt, 1);
+        assert_eq!(run.state, ClusterRunState::Bound { node: "n2".into(), at: bound_at });
+        assert_eq!(pass(&view, 60_000), vec![]);
+    }
+
+    #[test]
+    fn on_node_loss_fail_ends_the_run_lost_and_a_recurring_firing_is_not_fired_again() {
+        // A recurring job fails by default; a one-shot one that asks to.
+        for body in ["on_node_loss: fail\n", "schedule: '0 0 1 1 *'\n"] {
+            let (mut view, mut rev) = bound_on_n2(body);
+            let id = view.runs.keys().next().unwrap().clone();
+            view.nodes.remove("n2");
+            let writes = pass(&view, 1_000);
+            apply(&mut view, &writes, &mut rev);
+            let writes = pass(&view, 11_000);
+            assert_eq!(
+                kinds(&writes),
+                vec![Kind::End { run: id.clone(), outcome: "lost".into() }],
+                "{body}"
+            );
+            let end = writes.iter().find(|w| matches!(w.kind, Kind::End { .. })).unwrap();
+            assert_eq!(end.deletes, vec![format!("/c/bindings/n2/{id}")]);
+            apply(&mut view, &writes, &mut rev);
+            assert_eq!(
+                view.runs[&id].value.state,
+                ClusterRunState::Ended {
+                    outcome: "lost".into(),
+                    at: Timestamp::from_millis(11_000),
+                    node: Some("n2".into())
+                }
+            );
+            assert!(view.bindings.is_empty());
+            // No run is created in its place.
+            assert_eq!(kinds(&pass(&view, 12_000)), vec![], "{body}");
+            assert_eq!(view.runs.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_bad_node_record_is_no_loss_and_a_removed_lost_run_ends_removed() {
+        let (mut view, mut rev) = bound_on_n2("");
+        view.nodes.remove("n2");
+        view.bad.insert("/c/nodes/n2".into(), "garbled".into());
+        assert_eq!(pass(&view, 1_000), vec![]);
+        view.bad.clear();
+        let writes = pass(&view, 1_000);
+        apply(&mut view, &writes, &mut rev);
+        // Its job deleted while it was lost: after the grace it ends
+        // removed, its binding deleted with it.
+        view.jobs.remove("a");
+        assert_eq!(pass(&view, 2_000), vec![]);
+        let writes = pass(&view, 11_000);
+        assert_eq!(
+            kinds(&writes),
+            vec![Kind::End { run: "a-5".into(), outcome: "removed".into() }]
+        );
+        assert_eq!(writes[0].deletes, vec!["/c/bindings/n2/a-5".to_owned()]);
     }
 
     mod props {

@@ -43,8 +43,12 @@ impl BindingOutcome {
 pub struct ClusterMetrics {
     leader: AtomicBool,
     ready_nodes: AtomicU64,
-    /// Pending, bound, ended.
-    runs: [AtomicU64; 3],
+    /// Nodes without a record that have lost runs.
+    lost_nodes: AtomicU64,
+    /// Pending, bound, ended, lost.
+    runs: [AtomicU64; 4],
+    /// Lost runs bound anew (`on_node_loss: reschedule`).
+    rescheduled: AtomicU64,
     bindings: [AtomicU64; 3],
     leadership_changes: AtomicU64,
     bad_records: AtomicU64,
@@ -63,7 +67,9 @@ impl Default for ClusterMetrics {
         ClusterMetrics {
             leader: AtomicBool::new(false),
             ready_nodes: AtomicU64::new(0),
+            lost_nodes: AtomicU64::new(0),
             runs: Default::default(),
+            rescheduled: AtomicU64::new(0),
             bindings: Default::default(),
             leadership_changes: AtomicU64::new(0),
             bad_records: AtomicU64::new(0),
@@ -73,7 +79,7 @@ impl Default for ClusterMetrics {
     }
 }
 
-const RUN_STATES: [&str; 3] = ["pending", "bound", "ended"];
+const RUN_STATES: [&str; 4] = ["pending", "bound", "ended", "lost"];
 
 impl ClusterMetrics {
     pub fn new() -> ClusterMetrics {
@@ -93,8 +99,15 @@ impl ClusterMetrics {
     }
 
     /// The cluster as the latest pass saw it.
-    pub fn set_view(&self, ready_nodes: usize, runs_by_state: [usize; 3], bad_records: usize) {
+    pub fn set_view(
+        &self,
+        ready_nodes: usize,
+        lost_nodes: usize,
+        runs_by_state: [usize; 4],
+        bad_records: usize,
+    ) {
         self.ready_nodes.store(ready_nodes as u64, Ordering::Relaxed);
+        self.lost_nodes.store(lost_nodes as u64, Ordering::Relaxed);
         for (gauge, n) in self.runs.iter().zip(runs_by_state) {
             gauge.store(n as u64, Ordering::Relaxed);
         }
@@ -104,6 +117,15 @@ impl ClusterMetrics {
     pub fn binding(&self, outcome: BindingOutcome) {
         let i = BindingOutcome::ALL.iter().position(|o| *o == outcome).expect("listed");
         self.bindings[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A lost run was set pending as its next attempt.
+    pub fn rescheduled(&self) {
+        self.rescheduled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rescheduled_total(&self) -> u64 {
+        self.rescheduled.load(Ordering::Relaxed)
     }
 
     pub fn scheduled(&self, waited: std::time::Duration) {
@@ -138,12 +160,14 @@ impl Collector for ClusterMetrics {
         }
         let mut m = e.encode_descriptor(
             "cluster_nodes",
-            "Nodes in the cluster by state; ready: its record is live under its lease.",
+            "Nodes in the cluster by state; ready: its record is live under its lease; lost: its record is gone (lease expired) and runs bound to it are lost.",
             None,
             MetricType::Gauge,
         )?;
         m.encode_family(&[("state", "ready")])?
             .encode_gauge(&self.ready_nodes.load(Ordering::Relaxed))?;
+        m.encode_family(&[("state", "lost")])?
+            .encode_gauge(&self.lost_nodes.load(Ordering::Relaxed))?;
         let mut m = e.encode_descriptor(
             "cluster_runs",
             "Cluster runs by state, as the scheduler last saw them.",
@@ -163,6 +187,13 @@ impl Collector for ClusterMetrics {
             m.encode_family(&[("outcome", outcome.label())])?
                 .encode_counter::<NoLabelSet, _, u64>(&value.load(Ordering::Relaxed), None)?;
         }
+        e.encode_descriptor(
+            "cluster_runs_rescheduled",
+            "Runs bound anew as their next attempt because their node stayed lost past the grace.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.rescheduled.load(Ordering::Relaxed), None)?;
         let m = e.encode_descriptor(
             "cluster_scheduling",
             "From a run being created or handed back to its binding.",
@@ -214,7 +245,8 @@ mod tests {
         assert!(!text.contains("corral_cluster_runs"), "{text}");
 
         metrics.set_leader(true);
-        metrics.set_view(3, [2, 1, 5], 1);
+        metrics.set_view(3, 1, [2, 1, 5, 4], 1);
+        metrics.rescheduled();
         metrics.binding(BindingOutcome::Bound);
         metrics.binding(BindingOutcome::Conflict);
         metrics.scheduled(std::time::Duration::from_millis(20));
@@ -224,6 +256,9 @@ mod tests {
             "corral_cluster_nodes{state=\"ready\"} 3",
             "corral_cluster_runs{state=\"pending\"} 2",
             "corral_cluster_runs{state=\"ended\"} 5",
+            "corral_cluster_runs{state=\"lost\"} 4",
+            "corral_cluster_nodes{state=\"lost\"} 1",
+            "corral_cluster_runs_rescheduled_total 1",
             "corral_cluster_bindings_total{outcome=\"bound\"} 1",
             "corral_cluster_bindings_total{outcome=\"handed_back\"} 0",
             "corral_cluster_bindings_total{outcome=\"conflict\"} 1",

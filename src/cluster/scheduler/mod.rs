@@ -69,6 +69,9 @@ pub struct SchedulerSettings {
     /// it stops a run by deleting its binding, and the node that runs it
     /// stops it with the job's `stop_grace` or its own default.
     pub default_grace: Duration,
+    /// How long a lost node's runs wait for it before they are bound anew
+    /// or ended (`cluster.node_loss_grace`).
+    pub node_loss_grace: Duration,
 }
 
 /// Stands for election and schedules while leading, until `shutdown`
@@ -377,16 +380,28 @@ impl<'s> Leader<'s> {
     /// One pass: decide, then write each decision fenced.
     async fn pass(&mut self, leadership: &Leadership) -> Result<(), ClusterError> {
         let (specs, failing) = self.specs();
-        let mut by_state = [0; 3];
+        let mut by_state = [0; 4];
+        let mut lost_nodes = BTreeSet::new();
         for run in self.view.runs.values() {
-            let i = match run.value.state {
+            let i = match &run.value.state {
                 ClusterRunState::Pending { .. } => 0,
                 ClusterRunState::Bound { .. } => 1,
                 ClusterRunState::Ended { .. } => 2,
+                ClusterRunState::Lost { node, .. } => {
+                    lost_nodes.insert(node.clone());
+                    3
+                }
             };
             by_state[i] += 1;
         }
-        self.metrics.set_view(self.view.nodes.len(), by_state, self.view.bad.len() + failing);
+        // A node whose record came back is ready, whatever its runs say.
+        lost_nodes.retain(|n| !self.view.nodes.contains_key(n));
+        self.metrics.set_view(
+            self.view.nodes.len(),
+            lost_nodes.len(),
+            by_state,
+            self.view.bad.len() + failing,
+        );
         self.reasons.retain(|_, at| at.elapsed() < REASON_EVERY);
         let quiet: BTreeSet<String> = self.reasons.keys().cloned().collect();
         let settings = Settings {
@@ -396,6 +411,7 @@ impl<'s> Leader<'s> {
             catch_up_limit: self.settings.catch_up_limit,
             now: Timestamp::now(),
             quiet: &quiet,
+            node_loss_grace: self.settings.node_loss_grace,
         };
         let writes = decide::decide(&self.view, &specs, &settings);
         for write in writes {
@@ -427,6 +443,20 @@ impl<'s> Leader<'s> {
                         info!(run = %run, node = %node, "cluster run bound");
                         self.metrics.binding(BindingOutcome::Bound);
                         self.metrics.scheduled(*waited);
+                    }
+                    Kind::Lost { run, node } => {
+                        warn!(run = %run, node = %node, "cluster run lost: its node left the cluster");
+                    }
+                    Kind::Recovered { run, node } => {
+                        info!(run = %run, node = %node, "cluster run bound again: its node is back");
+                    }
+                    Kind::Rescheduled { run, node } => {
+                        warn!(
+                            run = %run,
+                            node = %node,
+                            "cluster run rescheduled: its node stayed lost past the grace"
+                        );
+                        self.metrics.rescheduled();
                     }
                     Kind::HandedBack { run, node } => {
                         info!(run = %run, node = %node, "cluster run handed back");

@@ -34,6 +34,7 @@ impl Scheduler {
             default_timezone: chrono_tz::UTC,
             catch_up_limit: 10,
             default_grace: Duration::from_secs(10),
+            node_loss_grace: config.node_loss_grace,
         };
         let metrics = Arc::new(ClusterMetrics::new());
         let (stop, stopped) = oneshot::channel();
