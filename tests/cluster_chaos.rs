@@ -35,10 +35,9 @@ enum Fault {
 
 fn chaos_secs() -> u64 {
     match std::env::var("CORRAL_CHAOS_SECS") {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("CORRAL_CHAOS_SECS={text:?}: not a number of seconds ({e})")),
+        Ok(text) => text.trim().parse().unwrap_or_else(|e| {
+            panic!("CORRAL_CHAOS_SECS={text:?}: not a number of seconds ({e})")
+        }),
         Err(_) => 60,
     }
 }
@@ -162,8 +161,7 @@ fn chaos_of_kills_cuts_and_etcd_faults_loses_no_run_and_runs_none_twice_at_once(
     let distinct: BTreeSet<_> = times.iter().collect();
     assert_eq!(distinct.len(), times.len(), "a firing decided twice (seed {seed}): {times:?}");
     let lines = std::fs::read_to_string(&ticks).unwrap_or_default();
-    let executions: Vec<(&str, &str)> =
-        lines.lines().filter_map(|l| l.split_once(' ')).collect();
+    let executions: Vec<(&str, &str)> = lines.lines().filter_map(|l| l.split_once(' ')).collect();
     let named: Vec<&str> = executions.iter().map(|(r, _)| *r).filter(|r| *r != "none").collect();
     let unique: BTreeSet<&str> = named.iter().copied().collect();
     assert_eq!(unique.len(), named.len(), "a firing ran twice (seed {seed}): {lines}");

@@ -115,8 +115,7 @@ fn one_etcd_member_down_has_no_visible_effect() {
     c.apply();
     let runs = c.wait_runs("the runs placed with one member down", secs(90), |runs| {
         ["before", "during", "quick"].iter().all(|job| {
-            runs.values()
-                .any(|r| &r.job == job && matches!(r.state, ClusterRunState::Ended { .. }))
+            runs.values().any(|r| &r.job == job && matches!(r.state, ClusterRunState::Ended { .. }))
         })
     });
     assert_each_ran_once(&c, &runs, &["before", "during", "quick"]);
@@ -147,9 +146,17 @@ fn quorum_lost_and_back_keeps_bound_runs_and_places_nothing_meanwhile() {
     c.etcd.kill_member(1);
     c.etcd.kill_member(2);
     let lost_at = Instant::now();
-    // Well past the lease TTL: whatever the nodes do about their leases,
-    // the runs must come through it.
+    // Well past the lease TTL. Each node now reaches one member of three:
+    // it cannot tell a quorum loss from its own partition, so it fences
+    // (freezes its cluster runs) and thaws them when it renews its lease
+    // again, which a new etcd leader allows (it renews every lease when
+    // promoted). Either way the runs must come through it, once each.
     std::thread::sleep(TTL * 3);
+    for node in &c.nodes {
+        let (status, _, body) = node.http_get("/readyz", None);
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("the cluster is unavailable"), "{body}");
+    }
     // No quorum, so no binding could be written: no node started a run.
     let local_during: usize = c.nodes.iter().map(|n| n.count_runs()).sum();
     assert_eq!(local_during, local_before, "a run started while etcd had no quorum");
@@ -166,7 +173,8 @@ fn quorum_lost_and_back_keeps_bound_runs_and_places_nothing_meanwhile() {
     eprintln!("{}", stamps.assert_no_overlap("quorum lost and back"));
     // Every long run wrote most of its lines: it was not restarted.
     for i in 0..3 {
-        let copies = &stamps.runs[&format!("long-{i}")];
+        let run = &c.runs_of(&runs, &format!("long-{i}"))[0].run;
+        let copies = &stamps.runs[run];
         assert_eq!(copies.len(), 1, "{copies:?}");
     }
     c.assert_clean();
@@ -195,7 +203,8 @@ fn leader_kill9_moves_leadership_and_binds_no_run_twice() {
     c.wait_runs("the queued runs placed by the new leader", secs(60), |runs| {
         (0..4).all(|n| {
             runs.values().any(|r| {
-                r.job == format!("queued-{n}") && !matches!(r.state, ClusterRunState::Pending { .. })
+                r.job == format!("queued-{n}")
+                    && !matches!(r.state, ClusterRunState::Pending { .. })
             })
         })
     });
@@ -271,5 +280,129 @@ fn the_leader_cut_off_from_etcd_loses_leadership_and_placements_go_on() {
     let runs = c.settle(secs(90));
     assert_each_ran_once(&c, &runs, &["during", "after"]);
     eprintln!("{}", c.read_stamps().assert_no_overlap("leader cut off"));
+    c.assert_clean();
+}
+
+/// The local run of `job` on `name` (its only one).
+fn local_run(c: &FaultCluster, name: &str, job: &str) -> String {
+    let runs = c.node(name).runs_of(job);
+    assert_eq!(runs.len(), 1, "{job} on {name}: {runs:?}");
+    runs[0].clone()
+}
+
+#[test]
+fn a_node_cut_off_from_etcd_freezes_its_cluster_runs_and_its_copy_rebound_elsewhere_is_killed_frozen(
+) {
+    let Some(c) = FaultCluster::start(TTL, "") else { return };
+    c.write_stamp_job("victim", 40, "");
+    c.apply();
+    let first = c.wait_running("victim", secs(60));
+    let x = c.index(&first);
+    let copy = local_run(&c, &first, "victim");
+    // A local job on the same node: the fence is for cluster runs only.
+    c.nodes[x].write_job("local.yaml", &agent_harness::job("local", "sleep 25", ""));
+    c.nodes[x].wait_for("the local run", secs(30), || !c.nodes[x].runs_of("local").is_empty());
+    let local = local_run(&c, &first, "local");
+    c.nodes[x].wait_phase(&local, "running", secs(30));
+
+    c.cut(x);
+    let cut_at = Instant::now();
+    c.nodes[x]
+        .wait_for("the cluster run frozen by the fence", TTL * 3, || c.nodes[x].frozen(&copy));
+    let fenced_after = cut_at.elapsed();
+    // Before its lease could expire: the others still see its record.
+    assert!(fenced_after < TTL, "fenced {fenced_after:?} after the cut, lease TTL {TTL:?}");
+    assert!(!c.nodes[x].frozen(&local), "a local run frozen by the fence");
+    let ps = c.nodes[x].corral_ok(&["ps"]);
+    assert!(ps.contains("fenced: cluster unreachable"), "{ps}");
+    eprintln!("{first} fenced its run {fenced_after:?} after the cut");
+
+    // Lost, then after the grace bound elsewhere as attempt 2.
+    let runs = c.wait_runs("victim rebound elsewhere", secs(90), |runs| {
+        runs.values().any(|r| {
+            r.job == "victim"
+                && r.attempt == 2
+                && matches!(&r.state, ClusterRunState::Bound { node, .. } if *node != first)
+        })
+    });
+    let second = match &c.runs_of(&runs, "victim")[0].state {
+        ClusterRunState::Bound { node, .. } => node.clone(),
+        _ => unreachable!(),
+    };
+    eprintln!("victim rebound to {second} {:?} after the cut", cut_at.elapsed());
+    c.wait_running("victim", secs(60));
+    assert!(c.nodes[x].frozen(&copy), "the old copy thawed while cut off");
+
+    // Back: the old copy finds its binding gone and is killed as it is.
+    c.reconnect(x);
+    c.nodes[x].wait_phase(&copy, "killed", secs(60));
+    let transitions = c.nodes[x].transitions(&copy);
+    let last = transitions.last().unwrap();
+    assert!(last.2.contains("superseded"), "{transitions:?}");
+    // Never thawed: from its fence to its end it was suspended only.
+    let fenced = transitions.iter().rposition(|t| t.0 == "suspended").expect("suspended");
+    assert!(
+        transitions[fenced + 1..].iter().all(|t| t.0 != "running"),
+        "thawed before being killed: {transitions:?}"
+    );
+
+    let runs = c.settle(secs(120));
+    let victim = &c.runs_of(&runs, "victim")[0];
+    assert_eq!(outcome_and_node(victim), ("succeeded".to_owned(), second.clone()), "{victim:#?}");
+    assert_eq!(victim.attempt, 2);
+    let stamps = c.read_stamps();
+    eprintln!("{}", stamps.assert_no_overlap("node cut off from etcd"));
+    let copies = &stamps.runs[&victim.run];
+    assert_eq!(copies.iter().map(|c| c.attempt).collect::<Vec<_>>(), vec![1, 2], "{copies:?}");
+    assert!(copies[0].lines < 400 && copies[1].lines == 400, "{copies:?}");
+    c.nodes[x].wait_phase(&local, "succeeded", secs(60));
+    c.assert_clean();
+}
+
+#[test]
+fn a_lost_node_s_run_is_rescheduled_on_another_node_as_its_next_attempt() {
+    let Some(mut c) = FaultCluster::start(TTL, "") else { return };
+    c.write_stamp_job("orphan", 15, "");
+    c.apply();
+    let first = c.wait_running("orphan", secs(60));
+    let x = c.index(&first);
+    let copy = local_run(&c, &first, "orphan");
+
+    // The machine is gone: agent and job processes alike.
+    c.lose(x);
+    let lost_at = Instant::now();
+    c.wait_runs("orphan lost", TTL * 5, |runs| {
+        runs.values().any(|r| r.job == "orphan" && matches!(r.state, ClusterRunState::Lost { .. }))
+    });
+    let detected = lost_at.elapsed();
+    c.wait_runs("orphan rebound elsewhere", secs(90), |runs| {
+        runs.values().any(|r| {
+            r.job == "orphan"
+                && r.attempt == 2
+                && matches!(&r.state, ClusterRunState::Bound { node, .. } if *node != first)
+        })
+    });
+    c.wait_running("orphan", secs(60));
+    eprintln!(
+        "{first} lost: detected {detected:?}, replacement running {:?} after",
+        lost_at.elapsed()
+    );
+
+    // The machine comes back: its agent finds the run's binding gone and
+    // does not start attempt 1 again.
+    c.restart(x);
+    c.wait_nodes(3, secs(30));
+    let runs = c.settle(secs(120));
+    let orphan = &c.runs_of(&runs, "orphan")[0];
+    let (outcome, node) = outcome_and_node(orphan);
+    assert_eq!(outcome, "succeeded", "{orphan:#?}");
+    assert_ne!(node, first);
+    assert_eq!(orphan.attempt, 2);
+    assert_eq!(c.nodes[x].runs_of("orphan"), vec![copy.clone()], "attempt 1 started again");
+    assert_ne!(c.nodes[x].phase(&copy).as_deref(), Some("running"));
+    let stamps = c.read_stamps();
+    eprintln!("{}", stamps.assert_no_overlap("node loss"));
+    let attempts: Vec<u32> = stamps.runs[&orphan.run].iter().map(|c| c.attempt).collect();
+    assert_eq!(attempts, vec![1, 2]);
     c.assert_clean();
 }

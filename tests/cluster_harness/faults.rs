@@ -97,11 +97,11 @@ impl Stamps {
         for (n, line) in lines.iter().enumerate() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let parsed = match fields.as_slice() {
-                [run, attempt, token, ms] => {
-                    attempt.parse::<u32>().ok().zip(ms.parse::<i64>().ok()).map(|(a, ms)| {
-                        (run.to_string(), a, token.to_string(), ms)
-                    })
-                }
+                [run, attempt, token, ms] => attempt
+                    .parse::<u32>()
+                    .ok()
+                    .zip(ms.parse::<i64>().ok())
+                    .map(|(a, ms)| (run.to_string(), a, token.to_string(), ms)),
                 _ => None,
             };
             let Some((run, attempt, token, ms)) = parsed else {
@@ -119,7 +119,11 @@ impl Stamps {
                 lines: 0,
             });
             if copy.attempt != attempt {
-                return Err(format!("line {}: copy {} changed attempt: {line:?}", n + 1, copy.token));
+                return Err(format!(
+                    "line {}: copy {} changed attempt: {line:?}",
+                    n + 1,
+                    copy.token
+                ));
             }
             copy.first = copy.first.min(ms);
             copy.last = copy.last.max(ms);
@@ -194,8 +198,10 @@ impl Stamps {
         self.runs
             .iter()
             .map(|(run, copies)| {
-                let shown: Vec<String> =
-                    copies.iter().map(|c| format!("attempt {} ({} lines)", c.attempt, c.lines)).collect();
+                let shown: Vec<String> = copies
+                    .iter()
+                    .map(|c| format!("attempt {} ({} lines)", c.attempt, c.lines))
+                    .collect();
                 let gap = gaps.get(run).map(|g| format!(", gaps {g:?} ms")).unwrap_or_default();
                 format!("{run}: {}{gap}\n", shown.join(", "))
             })
@@ -452,9 +458,8 @@ impl FaultCluster {
     }
 
     pub fn wait_nodes(&self, count: usize, timeout: Duration) {
-        self.etcd.wait_records("node records", &self.etcd.keys().nodes(), timeout, |n| {
-            n.len() == count
-        });
+        self.etcd
+            .wait_records("node records", &self.etcd.keys().nodes(), timeout, |n| n.len() == count);
     }
 
     /// kill -9 of node `i`'s agent; its runs go on (a restarted agent
@@ -626,6 +631,9 @@ impl Timeline {
     }
 
     pub fn render(&self) -> String {
-        self.entries.iter().map(|(at, what)| format!("[{:>7.2}s] {what}\n", at.as_secs_f64())).collect()
+        self.entries
+            .iter()
+            .map(|(at, what)| format!("[{:>7.2}s] {what}\n", at.as_secs_f64()))
+            .collect()
     }
 }
