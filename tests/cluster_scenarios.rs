@@ -294,7 +294,7 @@ fn a_recurring_cluster_job_fires_once_per_schedule_across_the_cluster() {
     let reached = runs
         .iter()
         .filter(|r| match &r.state {
-            ClusterRunState::Bound { .. } => true,
+            ClusterRunState::Bound { .. } | ClusterRunState::Lost { .. } => true,
             ClusterRunState::Ended { node, .. } => node.is_some(),
             ClusterRunState::Pending { .. } => false,
         })

@@ -163,3 +163,16 @@ fn logs_are_here_elsewhere_or_not_yet() {
         LogsAt::NotStarted { state: "pending (no node has 64Gi of memory)".into() }
     );
 }
+
+#[test]
+fn a_lost_run_shows_its_node_and_since_when() {
+    let keys = Keys::new("/c");
+    let mut view = ClusterView::default();
+    let lost = ClusterRunState::Lost { node: "n3".into(), since: ts(7_000) };
+    view.take(&keys, &keys.run("d-2"), &encode(&run("d-2", 1, 1, lost)));
+    let rows = run_rows(&view);
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].state.starts_with("lost (node gone since "), "{}", rows[0].state);
+    assert!(rows[0].state.contains(&ts(7_000).to_string()), "{}", rows[0].state);
+    assert_eq!(rows[0].node.as_deref(), Some("n3"));
+}

@@ -1298,6 +1298,93 @@ pub(super) mod tests {
         }
     }
 
+    mod loss_props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Nodes leave and come back at random while time passes: a
+            /// run has at most one binding, of its current attempt, on the
+            /// node its state names; nothing is bound to a node without a
+            /// record; a lost run is acted on only past the grace or with
+            /// its node back; and every run keeps going (none ends but by
+            /// a node's report, which never comes here).
+            #[test]
+            fn node_loss_never_leaves_a_run_bound_twice(
+                jobs in 1usize..6,
+                steps in proptest::collection::vec((0usize..3, proptest::bool::ANY, 0i64..8_000), 1..24),
+            ) {
+                let mut view = View::default();
+                let records: Vec<NodeRecord> =
+                    (0..3).map(|i| node(&format!("n{i}"), 8 * GIB, 0)).collect();
+                for r in &records {
+                    view.nodes.insert(r.name.clone(), r.clone());
+                }
+                for i in 0..jobs {
+                    let name = format!("j{i}");
+                    view.jobs.insert(
+                        name.clone(),
+                        Versioned { value: job(&name, ""), mod_revision: 1 + i as i64 },
+                    );
+                }
+                let mut rev = 100;
+                let mut now = 1_000;
+                for (n, present, advance) in steps {
+                    if present {
+                        view.nodes.insert(records[n].name.clone(), records[n].clone());
+                    } else {
+                        view.nodes.remove(&records[n].name);
+                    }
+                    now += advance;
+                    let writes = pass(&view, now);
+                    for w in &writes {
+                        match &w.kind {
+                            Kind::Bind { node, .. } => {
+                                prop_assert!(view.nodes.contains_key(node), "bound to {node}, gone");
+                            }
+                            Kind::Rescheduled { run, node } => {
+                                let ClusterRunState::Lost { since, .. } = &view.runs[run].value.state
+                                else {
+                                    panic!("rescheduled but not lost: {:?}", view.runs[run]);
+                                };
+                                prop_assert!(
+                                    view.nodes.contains_key(node)
+                                        || Timestamp::from_millis(now).since(*since) >= GRACE
+                                );
+                            }
+                            Kind::End { outcome, .. } => prop_assert!(false, "ended {outcome}"),
+                            _ => {}
+                        }
+                    }
+                    apply(&mut view, &writes, &mut rev);
+                    let mut per_run: BTreeMap<&str, usize> = BTreeMap::new();
+                    for ((n, r), b) in &view.bindings {
+                        *per_run.entry(r.as_str()).or_default() += 1;
+                        let run = &view.runs[r].value;
+                        prop_assert_eq!(b.value.attempt, run.attempt);
+                        let named = match &run.state {
+                            ClusterRunState::Bound { node, .. }
+                            | ClusterRunState::Lost { node, .. } => Some(node),
+                            _ => None,
+                        };
+                        prop_assert_eq!(named, Some(n), "{:?}", run);
+                    }
+                    prop_assert!(per_run.values().all(|&c| c == 1), "{:?}", per_run);
+                    for run in view.runs.values() {
+                        if let ClusterRunState::Bound { node, .. } | ClusterRunState::Lost { node, .. } =
+                            &run.value.state
+                        {
+                            prop_assert!(view.bindings.contains_key(&(node.clone(), run.value.run.clone())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn retention_keeps_the_newest_ended_runs_and_the_current_versions() {
         let mut view = View::default();

@@ -177,7 +177,22 @@ impl<'s> Leader<'s> {
 
     /// Lists the prefix and follows it until the watch ends (`Ok`: compacted
     /// or closed, list again) or an error.
+    ///
+    /// Why a relist rather than a resume from the last revision seen: the
+    /// view is the whole prefix, and a fresh listing is it at one revision,
+    /// so nothing that happened in a gap (a watch cancelled because etcd
+    /// compacted past it, a stream broken by a member's death) is missed,
+    /// and nothing is applied twice (a put replaces, a delete of an absent
+    /// key is nothing). What is decided from it is guarded by the records'
+    /// revisions, so a decision made from the view before the gap cannot
+    /// write over what changed in it.
     async fn follow(&mut self, leadership: &Leadership) -> Result<(), ClusterError> {
+        let revision = self.list(leadership).await?;
+        self.watch(leadership, revision + 1).await
+    }
+
+    /// Reads the whole prefix into a new view; the revision it was read at.
+    async fn list(&mut self, leadership: &Leadership) -> Result<i64, ClusterError> {
         let keys = &self.settings.keys;
         let all = keys.all();
         let leader_key = keys.leader();
@@ -194,7 +209,15 @@ impl<'s> Leader<'s> {
             self.put(kv);
         }
         self.seen = revision;
-        let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+        Ok(revision)
+    }
+
+    /// Follows the prefix from revision `from`, deciding after each burst,
+    /// until the watch ends (`Ok`) or an error.
+    async fn watch(&mut self, leadership: &Leadership, from: i64) -> Result<(), ClusterError> {
+        let all = self.settings.keys.all();
+        let leader_key = self.settings.keys.leader();
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut stream = self.client.watch(all, Some(options)).await?;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -210,6 +233,13 @@ impl<'s> Leader<'s> {
                     loop {
                         let Some(response) = next else { return Ok(()) };
                         if response.canceled() {
+                            // Compacted past `from` (a gap the watch cannot
+                            // fill) or cancelled by the server: list again.
+                            info!(
+                                compact_revision = response.compact_revision(),
+                                "cluster scheduler: watch cancelled ({}); reading the cluster again",
+                                response.cancel_reason()
+                            );
                             return Ok(());
                         }
                         for event in response.events() {

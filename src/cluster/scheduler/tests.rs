@@ -427,3 +427,122 @@ async fn a_leader_whose_key_is_taken_away_stops_and_campaigns_again() {
     assert_eq!(record.node, "s1");
     scheduler.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_compacted_past_lists_again_and_neither_misses_nor_repeats_a_binding() {
+    let Some(etcd) = TestEtcd::start() else { return };
+    let prefix = "/compact";
+    let keys = Keys::new(prefix);
+    let mut c = client(&etcd).await;
+    put(&mut c, keys.node("n1"), &node_rec("n1", 8 * GIB)).await;
+    let a = put(&mut c, keys.job("a"), &job("a", "")).await;
+    let config = etcd.config("s1", prefix);
+    let settings = SchedulerSettings {
+        keys: keys.clone(),
+        node: "s1".into(),
+        lease_ttl: config.lease_ttl,
+        default_timezone: chrono_tz::UTC,
+        catch_up_limit: 10,
+        default_grace: Duration::from_secs(10),
+        node_loss_grace: config.node_loss_grace,
+    };
+    let mut sc = crate::cluster::etcd::connect(&config).await.unwrap();
+    let leadership = election::campaign(&mut sc, &keys, "s1", config.lease_ttl).await.unwrap();
+    let metrics = Arc::new(ClusterMetrics::new());
+    let mut leader = Leader::new(sc, &settings, metrics.clone());
+    let a_run = decide::one_shot_run("a", a);
+    tokio::select! {
+        e = leader.lead(&leadership) => panic!("stopped leading: {e}"),
+        _ = until("a bound", || bound_to(&c, &keys, &a_run)) => {}
+    }
+    let (_, bound) = bound_to(&c, &keys, &a_run).await.unwrap();
+
+    // The scheduler reads the cluster, then its watch starts late: in the
+    // gap, a's node reports it ended and job b is applied, and etcd
+    // compacts its history past the listing.
+    let listed = leader.list(&leadership).await.unwrap();
+    let end = RunStatus {
+        run: a_run.clone(),
+        node: "n1".into(),
+        attempt: bound.attempt,
+        node_run: Some("a-1".into()),
+        phase: "succeeded".into(),
+        detail: None,
+        ended: Some(crate::cluster::records::RunEnd {
+            outcome: "succeeded".into(),
+            exit_code: Some(0),
+            reason: None,
+            oom_kills: 0,
+            at: Timestamp::now(),
+        }),
+        handed_back: None,
+        events: vec![],
+        updated_at: Timestamp::now(),
+    };
+    put(&mut c, keys.status(&a_run), &end).await;
+    let b = put(&mut c, keys.job("b"), &job("b", "")).await;
+    c.compact(b, None).await.unwrap();
+    // The watch from after the listing cannot be served: it ends, and the
+    // one pass it made first (from the listing) wrote nothing stale.
+    let watched = tokio::time::timeout(WAIT, leader.watch(&leadership, listed + 1)).await;
+    assert!(matches!(watched, Ok(Ok(()))), "{watched:?}");
+    assert_eq!(metrics.bindings_total(BindingOutcome::Bound), 1);
+
+    // Leading on, it lists again: a's end is not missed (its binding goes)
+    // and b is bound, each once.
+    let b_run = decide::one_shot_run("b", b);
+    tokio::select! {
+        e = leader.lead(&leadership) => panic!("stopped leading: {e}"),
+        _ = until("a ended and b bound", || async {
+            let a = run_of(&c, &keys, &a_run).await?;
+            let b = bound_to(&c, &keys, &b_run).await?;
+            (a.state.name() == "ended").then_some(b)
+        }) => {}
+    }
+    let bindings: BTreeMap<String, Binding> = list(&mut c, &keys.bindings_of("n1")).await;
+    assert_eq!(bindings.keys().collect::<Vec<_>>(), vec![&b_run], "{bindings:?}");
+    assert_eq!(bindings[&b_run].attempt, 1);
+    let a_now = run_of(&c, &keys, &a_run).await.unwrap();
+    assert_eq!((a_now.attempt, a_now.state.name()), (1, "ended"));
+    assert_eq!(metrics.bindings_total(BindingOutcome::Bound), 2, "a and b, once each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_lease_expires_loses_its_run_which_moves_after_the_grace() {
+    let Some(etcd) = TestEtcd::start() else { return };
+    let prefix = "/loss";
+    let keys = Keys::new(prefix);
+    let mut c = client(&etcd).await;
+    // n2 (the roomier) lives under a lease of its own, as an agent's does.
+    let lease = c.lease_grant(2, None).await.unwrap().id();
+    let record = encode(&node_rec("n2", 8 * GIB));
+    c.put(keys.node("n2"), record, Some(PutOptions::new().with_lease(lease))).await.unwrap();
+    put(&mut c, keys.node("n1"), &node_rec("n1", 4 * GIB)).await;
+    let rev = put(&mut c, keys.job("a"), &job("a", "")).await;
+    let scheduler = Scheduler::start(&etcd, prefix, "s1").await;
+    let id = decide::one_shot_run("a", rev);
+    let (node, _) = until("a bound", || bound_to(&c, &keys, &id)).await;
+    assert_eq!(node, "n2");
+
+    // n2 stops renewing: its record goes with the lease, as after a
+    // kill -9 once the TTL has run out.
+    c.lease_revoke(lease).await.unwrap();
+    let lost = until("a lost", || async {
+        let run = run_of(&c, &keys, &id).await?;
+        matches!(run.state, ClusterRunState::Lost { .. }).then_some(run)
+    })
+    .await;
+    assert_eq!(lost.attempt, 1);
+    let bindings: BTreeMap<String, Binding> = list(&mut c, &keys.bindings_of("n2")).await;
+    assert!(bindings.contains_key(&id), "kept through the grace: {bindings:?}");
+    let (node, run) = until("a bound elsewhere", || async {
+        bound_to(&c, &keys, &id).await.filter(|(_, r)| r.attempt == 2)
+    })
+    .await;
+    assert_eq!(node, "n1");
+    assert!(run.handed_back_by.is_empty());
+    let bindings: BTreeMap<String, Binding> = list(&mut c, &keys.bindings_of("n2")).await;
+    assert!(bindings.is_empty(), "the lost node's binding is gone: {bindings:?}");
+    assert_eq!(scheduler.metrics.rescheduled_total(), 1);
+    scheduler.stop().await;
+}
