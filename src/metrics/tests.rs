@@ -284,6 +284,7 @@ fn the_cluster_families_join_the_agents_scrape_and_show_only_while_leading() {
     cluster.set_leader(true);
     let text = metrics.render(Format::OpenMetrics).unwrap();
     assert_eq!(lines_for(&text, "corral_cluster_leader"), vec!["corral_cluster_leader 1"]);
-    assert_eq!(lines_for(&text, "corral_cluster_runs").len(), 3, "{text}");
+    // pending, bound, ended, lost.
+    assert_eq!(lines_for(&text, "corral_cluster_runs").len(), 4, "{text}");
     assert!(text.ends_with("# EOF\n"), "{text}");
 }
