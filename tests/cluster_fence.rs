@@ -158,7 +158,7 @@ fn with_the_quorum_lost_a_node_keeps_its_cluster_runs_running_and_says_so() {
     std::thread::sleep(secs(1));
     assert!(ticks(&cluster_log).len() > before, "still writing");
     let (status, _, body) = a.http_get("/readyz", None);
-    assert_eq!(status, 503, "{body}");
+    assert_eq!(status, 503, "{body}\n{}", a.log_text());
     assert!(body.contains("cluster is unavailable") && body.contains("no quorum"), "{body}");
 
     node.etcd.start_member(1);

@@ -30,9 +30,11 @@
 //! refused connection means a stopped member, not a firewall answering
 //! for a running one (a partition made with REJECT and a TCP reset would
 //! be taken for a dead member: make partitions with DROP or by link).
-//! Once a leader is back the node's lease runs again from the election,
-//! and the node fences as soon as its own renewals still go unanswered: it
-//! checks again every TTL/[`RECHECK`], well inside the TTL.
+//! A probe sent at `t` that shows a lost quorum counts as a renewal sent at
+//! `t`: a leader elected after it renews the lease by a full TTL from its
+//! election. So the node asks again ahead of the next fence point, and
+//! fences there if a leader is back and its own renewals still go
+//! unanswered.
 //!
 //! **Lifting the fence.** A renewal of the same lease answered with TTL > 0
 //! proves the lease never lapsed: nobody can have rebound the node's runs
@@ -141,6 +143,17 @@ impl Fence {
         Fence { ttl, last: None, fenced_since: None, started }
     }
 
+    /// The members showed, in answer to a probe sent at `sent`, that no
+    /// leader can exist: nobody can expire the lease now, and a leader
+    /// elected after the probe renews it by a full TTL from its election,
+    /// which is later than `sent`. So the lease lives at least until
+    /// `sent + TTL`, as after a renewal sent then.
+    pub fn quorum_lost_at(&mut self, sent: Instant) {
+        if let Some(last) = self.last {
+            self.renewed(Renewal { lease: last.lease, sent });
+        }
+    }
+
     pub fn renewed(&mut self, renewal: Renewal) {
         if self.last.is_none_or(|l| l.sent <= renewal.sent || l.lease != renewal.lease) {
             self.last = Some(renewal);
@@ -199,14 +212,16 @@ pub async fn watch(
     let lead = fence.recheck();
     // The main loop was told the cluster is unavailable.
     let mut told = false;
-    // The members' answers, and the fence point they were asked for.
-    let mut asked: Option<(Instant, Vec<EndpointHealth>)> = None;
+    // The members' answers, when they were asked, and the fence point they
+    // were asked for.
+    let mut asked: Option<(Instant, Instant, Vec<EndpointHealth>)> = None;
     loop {
+        let renewed = renewals.has_changed().unwrap_or(false);
         if let Some(r) = *renewals.borrow_and_update() {
             fence.renewed(r);
         }
         let verdict = fence.verdict(Instant::now());
-        if told && matches!(verdict, Verdict::Wait { .. } | Verdict::Lift) {
+        if told && renewed && matches!(verdict, Verdict::Wait { .. } | Verdict::Lift) {
             // Renewals go through again: the cluster is available.
             told = false;
             if events.send(NodeEvent::Unavailable { problem: None }).await.is_err() {
@@ -216,11 +231,11 @@ pub async fn watch(
         let event = match verdict {
             Verdict::Wait { until } => {
                 let probe_at = until.checked_sub(lead).unwrap_or(until);
-                let due = asked.as_ref().is_none_or(|(point, _)| *point != until);
+                let due = asked.as_ref().is_none_or(|(point, _, _)| *point != until);
                 if due && Instant::now() >= probe_at {
-                    let health =
-                        probe(&config, until.saturating_duration_since(Instant::now())).await;
-                    asked = Some((until, health));
+                    let sent = Instant::now();
+                    let health = probe(&config, until.saturating_duration_since(sent)).await;
+                    asked = Some((until, sent, health));
                     continue;
                 }
                 let wake = if due { probe_at } else { until };
@@ -243,11 +258,11 @@ pub async fn watch(
             }
             Verdict::Due => {
                 let point = fence.point();
-                let health = match asked.take() {
-                    Some((asked_for, health)) if asked_for == point => health,
-                    // Not asked yet for this point (the agent just started,
-                    // or the quorum was lost at the last check): ask now.
-                    _ => probe(&config, lead).await,
+                let (sent, health) = match asked.take() {
+                    Some((asked_for, sent, health)) if asked_for == point => (sent, health),
+                    // Not asked yet for this point (the agent just started):
+                    // ask now.
+                    _ => (Instant::now(), probe(&config, lead).await),
                 };
                 // A renewal may have come while probing.
                 if renewals.has_changed().unwrap_or(false) {
@@ -260,14 +275,21 @@ pub async fn watch(
                         "cluster: cannot renew the lease, but {why}: nobody can expire it, \
                          so the cluster runs keep running"
                     );
-                    told = true;
-                    let send = events.send(NodeEvent::Unavailable { problem: Some(why) });
-                    if send.await.is_err() {
-                        return;
+                    fence.quorum_lost_at(sent);
+                    if !told {
+                        told = true;
+                        let send = events.send(NodeEvent::Unavailable { problem: Some(why) });
+                        if send.await.is_err() {
+                            return;
+                        }
                     }
-                    tokio::select! {
-                        () = tokio::time::sleep(fence.recheck()) => {}
-                        changed = renewals.changed() => if changed.is_err() { return },
+                    if fence.point() <= Instant::now() {
+                        // Not joined yet: nothing to count from; ask again
+                        // a little later.
+                        tokio::select! {
+                            () = tokio::time::sleep(fence.recheck()) => {}
+                            changed = renewals.changed() => if changed.is_err() { return },
+                        }
                     }
                     continue;
                 }
@@ -354,6 +376,19 @@ mod tests {
     }
 
     const ONE: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_lost_quorum_moves_the_fence_point_as_a_renewal_would() {
+        let t0 = Instant::now();
+        let mut f = Fence::new(TTL, t0);
+        f.quorum_lost_at(t0);
+        assert_eq!(f.verdict(t0), Verdict::Due, "not joined: nothing to count from");
+        f.renewed(Renewal { lease: 7, sent: t0 });
+        assert_eq!(f.verdict(t0 + 2 * ONE), Verdict::Due);
+        f.quorum_lost_at(t0 + 2 * ONE);
+        assert_eq!(f.verdict(t0 + 2 * ONE), Verdict::Wait { until: t0 + 4 * ONE });
+        assert_eq!(f.verdict(t0 + 4 * ONE), Verdict::Due, "a leader back, no renewal: fence");
+    }
 
     #[test]
     fn an_old_renewal_answered_late_lifts_nothing_past_its_point() {
