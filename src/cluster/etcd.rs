@@ -38,7 +38,12 @@ pub struct EndpointHealth {
 pub enum EndpointState {
     /// It answered: its member id, and the leader it knows (0: none).
     Answered { member: u64, leader: u64 },
-    /// It did not answer in time, or refused.
+    /// Its host refused the connection: nothing listens on its port, so
+    /// the member is down, and cannot be part of a quorum until it starts
+    /// again.
+    Down { error: String },
+    /// It did not answer in time, or failed otherwise: it may be running,
+    /// cut off from this node only.
     Unreachable { error: String },
 }
 
@@ -77,11 +82,21 @@ fn options(config: &ClusterConfig, connect: Duration) -> Result<ConnectOptions, 
 /// Asks every endpoint of `config` for its status, all at once, each with
 /// [`PROBE_TIMEOUT`]; in the order of the configuration.
 pub async fn probe(config: &ClusterConfig) -> Result<Vec<EndpointHealth>, ClusterError> {
-    let options = options(config, PROBE_TIMEOUT)?;
+    probe_within(config, PROBE_TIMEOUT * 2).await
+}
+
+/// [`probe`], done within `budget`: half of it for the status request, the
+/// other half for telling a member that is down from one that is cut off.
+pub async fn probe_within(
+    config: &ClusterConfig,
+    budget: Duration,
+) -> Result<Vec<EndpointHealth>, ClusterError> {
+    let wait = (budget / 2).min(PROBE_TIMEOUT);
+    let options = options(config, wait)?;
     let asks: Vec<_> = config
         .endpoints
         .iter()
-        .map(|endpoint| tokio::spawn(probe_one(endpoint.clone(), options.clone())))
+        .map(|endpoint| tokio::spawn(probe_one(endpoint.clone(), options.clone(), wait)))
         .collect();
     let mut health = Vec::with_capacity(asks.len());
     for (ask, endpoint) in asks.into_iter().zip(&config.endpoints) {
@@ -93,22 +108,35 @@ pub async fn probe(config: &ClusterConfig) -> Result<Vec<EndpointHealth>, Cluste
     Ok(health)
 }
 
-async fn probe_one(endpoint: String, options: ConnectOptions) -> EndpointHealth {
+async fn probe_one(endpoint: String, options: ConnectOptions, wait: Duration) -> EndpointHealth {
     let asked = async {
         let mut client = Client::connect([endpoint.as_str()], Some(options)).await?;
         client.status().await
     };
-    let state = match tokio::time::timeout(PROBE_TIMEOUT, asked).await {
+    let state = match tokio::time::timeout(wait, asked).await {
         Ok(Ok(status)) => EndpointState::Answered {
             member: status.header().map_or(0, |h| h.member_id()),
             leader: status.leader(),
         },
-        Ok(Err(e)) => EndpointState::Unreachable { error: e.to_string() },
-        Err(_) => {
-            EndpointState::Unreachable { error: format!("no answer within {PROBE_TIMEOUT:?}") }
-        }
+        Ok(Err(e)) => classify(&endpoint, e.to_string(), wait).await,
+        Err(_) => classify(&endpoint, format!("no answer within {wait:?}"), wait).await,
     };
     EndpointHealth { endpoint, state }
+}
+
+/// Why `endpoint` did not answer: a plain TCP connection to it tells a
+/// member that is down (refused: its host is there, its port closed) from
+/// one this node cannot reach (no route, no answer), which may be running.
+async fn classify(endpoint: &str, error: String, wait: Duration) -> EndpointState {
+    let address = endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest);
+    let address = address.trim_end_matches('/');
+    let tried = tokio::time::timeout(wait, tokio::net::TcpStream::connect(address)).await;
+    match tried {
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            EndpointState::Down { error }
+        }
+        _ => EndpointState::Unreachable { error },
+    }
 }
 
 /// Connects to the endpoints of `config` that answer a probe; to all of

@@ -15,14 +15,26 @@
 //!
 //! **Quorum loss.** etcd expires leases only on a leader, and a member
 //! that becomes leader renews every lease it holds by a full TTL. While no
-//! member has a leader nobody can expire the node's lease, so a node that
-//! reaches a *majority* of the configured members and hears from every one
-//! it reaches that none knows a leader does not fence ([`quorum_lost`]).
-//! A majority is needed: a node that reaches only a minority may be cut
-//! off from a majority that still has a leader and expires its lease. Once
-//! a leader is back the node's lease runs again from the election, and the
-//! node fences as soon as its own renewals still go unanswered (it is
-//! checked again every [`RECHECK`] fraction of the TTL, well inside it).
+//! leader can exist nobody can expire the node's lease, so the node does
+//! not fence then ([`quorum_lost`]). A leader needs a majority of the
+//! members behind it. The node asks every member for its status: one that
+//! answers and knows no leader is not behind one; one whose host refuses
+//! the connection is down. Only the members it cannot tell about (no
+//! route, no answer: they may be running, cut off from this node only)
+//! could form a majority with a leader, so the node does not fence when
+//! those are no majority and no member that answered knows a leader. This
+//! widens the rule "a majority answers and none knows a leader" by the
+//! members known to be down, which is what a quorum lost to dead members
+//! looks like: two of three killed leave one member, which answers
+//! without a leader, and two refused connections. It assumes that a
+//! refused connection means a stopped member, not a firewall answering
+//! for a running one (a partition made with REJECT and a TCP reset would
+//! be taken for a dead member: make partitions with DROP or by link).
+//! A probe sent at `t` that shows a lost quorum counts as a renewal sent at
+//! `t`: a leader elected after it renews the lease by a full TTL from its
+//! election. So the node asks again ahead of the next fence point, and
+//! fences there if a leader is back and its own renewals still go
+//! unanswered.
 //!
 //! **Lifting the fence.** A renewal of the same lease answered with TTL > 0
 //! proves the lease never lapsed: nobody can have rebound the node's runs
@@ -61,25 +73,32 @@ pub fn fence_point(sent: Instant, ttl: Duration) -> Instant {
 /// because the quorum is lost checks again.
 pub const RECHECK: u32 = 6;
 
-/// Whether the members a node reaches show a lost quorum: a majority of
-/// the `configured` endpoints answered, and none of them knows a leader.
+/// Whether no leader can exist among the `configured` members, as `health`
+/// shows them: no member that answered knows a leader, and the members
+/// this node cannot tell about (unreachable, or missing from `health`) are
+/// no majority.
 pub fn quorum_lost(configured: usize, health: &[EndpointHealth]) -> bool {
-    let leaders: Vec<u64> = health
+    let with_leader = health
         .iter()
-        .filter_map(|h| match h.state {
-            EndpointState::Answered { leader, .. } => Some(leader),
-            EndpointState::Unreachable { .. } => None,
-        })
-        .collect();
-    leaders.len() * 2 > configured && leaders.iter().all(|&l| l == 0)
+        .any(|h| matches!(h.state, EndpointState::Answered { leader, .. } if leader != 0));
+    let told = health
+        .iter()
+        .filter(|h| !matches!(h.state, EndpointState::Unreachable { .. }))
+        .count()
+        .min(configured);
+    let unknown = configured - told;
+    !with_leader && configured > 0 && unknown <= configured / 2
 }
 
 /// How the cluster looks from the node, for `/readyz` and the logs:
 /// `None` when it is available.
 pub fn unavailable(configured: usize, health: &[EndpointHealth]) -> Option<String> {
     let answered = health.iter().filter(|h| h.answered()).count();
+    let down = health.iter().filter(|h| matches!(h.state, EndpointState::Down { .. })).count();
     if answered == 0 {
-        return Some(format!("no etcd member answers (0 of {configured})"));
+        return Some(format!(
+            "no etcd member answers (0 of {configured}; {down} refuse connections)"
+        ));
     }
     let with_leader = health
         .iter()
@@ -122,6 +141,17 @@ pub enum Verdict {
 impl Fence {
     pub fn new(ttl: Duration, started: Instant) -> Fence {
         Fence { ttl, last: None, fenced_since: None, started }
+    }
+
+    /// The members showed, in answer to a probe sent at `sent`, that no
+    /// leader can exist: nobody can expire the lease now, and a leader
+    /// elected after the probe renews it by a full TTL from its election,
+    /// which is later than `sent`. So the lease lives at least until
+    /// `sent + TTL`, as after a renewal sent then.
+    pub fn quorum_lost_at(&mut self, sent: Instant) {
+        if let Some(last) = self.last {
+            self.renewed(Renewal { lease: last.lease, sent });
+        }
     }
 
     pub fn renewed(&mut self, renewal: Renewal) {
@@ -168,6 +198,10 @@ impl Fence {
 /// Applies the fence rule to the renewals the node's sessions report:
 /// tells the main loop to fence and to lift the fence. Ends when the main
 /// loop is gone.
+///
+/// The members are asked for their status ahead of the fence point, within
+/// TTL/[`RECHECK`] of it, so that the answer is there when the point comes
+/// and the fence is not late by the probe's time.
 pub async fn watch(
     config: ClusterConfig,
     mut renewals: watch::Receiver<Option<Renewal>>,
@@ -175,14 +209,19 @@ pub async fn watch(
 ) {
     let mut fence = Fence::new(config.lease_ttl, Instant::now());
     let configured = config.endpoints.len();
+    let lead = fence.recheck();
     // The main loop was told the cluster is unavailable.
     let mut told = false;
+    // The members' answers, when they were asked, and the fence point they
+    // were asked for.
+    let mut asked: Option<(Instant, Instant, Vec<EndpointHealth>)> = None;
     loop {
+        let renewed = renewals.has_changed().unwrap_or(false);
         if let Some(r) = *renewals.borrow_and_update() {
             fence.renewed(r);
         }
         let verdict = fence.verdict(Instant::now());
-        if told && matches!(verdict, Verdict::Wait { .. } | Verdict::Lift) {
+        if told && renewed && matches!(verdict, Verdict::Wait { .. } | Verdict::Lift) {
             // Renewals go through again: the cluster is available.
             told = false;
             if events.send(NodeEvent::Unavailable { problem: None }).await.is_err() {
@@ -191,8 +230,17 @@ pub async fn watch(
         }
         let event = match verdict {
             Verdict::Wait { until } => {
+                let probe_at = until.checked_sub(lead).unwrap_or(until);
+                let due = asked.as_ref().is_none_or(|(point, _, _)| *point != until);
+                if due && Instant::now() >= probe_at {
+                    let sent = Instant::now();
+                    let health = probe(&config, until.saturating_duration_since(sent)).await;
+                    asked = Some((until, sent, health));
+                    continue;
+                }
+                let wake = if due { probe_at } else { until };
                 tokio::select! {
-                    () = tokio::time::sleep_until(until) => {}
+                    () = tokio::time::sleep_until(wake) => {}
                     changed = renewals.changed() => if changed.is_err() { return },
                 }
                 continue;
@@ -209,12 +257,12 @@ pub async fn watch(
                 NodeEvent::Unfenced
             }
             Verdict::Due => {
-                let health = match crate::cluster::etcd::probe(&config).await {
-                    Ok(health) => health,
-                    Err(e) => {
-                        warn!(node = %config.node_name, "cluster: cannot probe etcd: {e}");
-                        Vec::new()
-                    }
+                let point = fence.point();
+                let (sent, health) = match asked.take() {
+                    Some((asked_for, sent, health)) if asked_for == point => (sent, health),
+                    // Not asked yet for this point (the agent just started):
+                    // ask now.
+                    _ => (Instant::now(), probe(&config, lead).await),
                 };
                 // A renewal may have come while probing.
                 if renewals.has_changed().unwrap_or(false) {
@@ -227,14 +275,21 @@ pub async fn watch(
                         "cluster: cannot renew the lease, but {why}: nobody can expire it, \
                          so the cluster runs keep running"
                     );
-                    told = true;
-                    let send = events.send(NodeEvent::Unavailable { problem: Some(why) });
-                    if send.await.is_err() {
-                        return;
+                    fence.quorum_lost_at(sent);
+                    if !told {
+                        told = true;
+                        let send = events.send(NodeEvent::Unavailable { problem: Some(why) });
+                        if send.await.is_err() {
+                            return;
+                        }
                     }
-                    tokio::select! {
-                        () = tokio::time::sleep(fence.recheck()) => {}
-                        changed = renewals.changed() => if changed.is_err() { return },
+                    if fence.point() <= Instant::now() {
+                        // Not joined yet: nothing to count from; ask again
+                        // a little later.
+                        tokio::select! {
+                            () = tokio::time::sleep(fence.recheck()) => {}
+                            changed = renewals.changed() => if changed.is_err() { return },
+                        }
                     }
                     continue;
                 }
@@ -258,6 +313,18 @@ pub async fn watch(
     }
 }
 
+/// The members' status, within `budget`; none known when the probe itself
+/// cannot be made (a TLS file gone: logged).
+async fn probe(config: &ClusterConfig, budget: Duration) -> Vec<EndpointHealth> {
+    match crate::cluster::etcd::probe_within(config, budget).await {
+        Ok(health) => health,
+        Err(e) => {
+            warn!(node = %config.node_name, "cluster: cannot ask etcd's members: {e}");
+            Vec::new()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,10 +339,17 @@ mod tests {
         }
     }
 
+    fn down() -> EndpointHealth {
+        EndpointHealth {
+            endpoint: "e".into(),
+            state: EndpointState::Down { error: "refused".into() },
+        }
+    }
+
     fn unreachable() -> EndpointHealth {
         EndpointHealth {
             endpoint: "e".into(),
-            state: EndpointState::Unreachable { error: "refused".into() },
+            state: EndpointState::Unreachable { error: "no route".into() },
         }
     }
 
@@ -304,6 +378,19 @@ mod tests {
     const ONE: Duration = Duration::from_secs(1);
 
     #[test]
+    fn a_lost_quorum_moves_the_fence_point_as_a_renewal_would() {
+        let t0 = Instant::now();
+        let mut f = Fence::new(TTL, t0);
+        f.quorum_lost_at(t0);
+        assert_eq!(f.verdict(t0), Verdict::Due, "not joined: nothing to count from");
+        f.renewed(Renewal { lease: 7, sent: t0 });
+        assert_eq!(f.verdict(t0 + 2 * ONE), Verdict::Due);
+        f.quorum_lost_at(t0 + 2 * ONE);
+        assert_eq!(f.verdict(t0 + 2 * ONE), Verdict::Wait { until: t0 + 4 * ONE });
+        assert_eq!(f.verdict(t0 + 4 * ONE), Verdict::Due, "a leader back, no renewal: fence");
+    }
+
+    #[test]
     fn an_old_renewal_answered_late_lifts_nothing_past_its_point() {
         let t0 = Instant::now();
         let mut f = Fence::new(TTL, t0);
@@ -316,13 +403,54 @@ mod tests {
     }
 
     #[test]
-    fn the_quorum_is_lost_only_when_a_majority_answers_without_a_leader() {
+    fn the_quorum_is_lost_only_when_no_leader_can_exist() {
         assert!(quorum_lost(3, &[answered(0), answered(0), unreachable()]));
         assert!(quorum_lost(3, &[answered(0), answered(0), answered(0)]));
-        assert!(!quorum_lost(3, &[answered(0), unreachable(), unreachable()]), "a minority");
+        assert!(quorum_lost(3, &[answered(0), down(), down()]), "two of three killed");
+        assert!(quorum_lost(3, &[down(), down(), down()]), "all of them down");
+        assert!(
+            quorum_lost(3, &[answered(0), down(), unreachable()]),
+            "one unknown is no majority"
+        );
+        assert!(
+            !quorum_lost(3, &[answered(0), unreachable(), unreachable()]),
+            "two unknown may lead"
+        );
+        assert!(!quorum_lost(3, &[unreachable(), unreachable(), unreachable()]), "cut off");
         assert!(!quorum_lost(3, &[answered(0), answered(5), unreachable()]), "one has a leader");
-        assert!(!quorum_lost(3, &[]));
-        assert!(!quorum_lost(5, &[answered(0), answered(0)]), "two of five is no majority");
+        assert!(!quorum_lost(3, &[answered(0)]), "two not asked may lead");
+        assert!(!quorum_lost(4, &[answered(0), answered(0), unreachable(), unreachable()]));
+        assert!(quorum_lost(4, &[answered(0), answered(0), down(), unreachable()]));
+        assert!(!quorum_lost(
+            5,
+            &[answered(0), answered(0), unreachable(), unreachable(), unreachable()]
+        ));
+    }
+
+    proptest! {
+        /// Whenever the rule says the quorum is lost, the members that could
+        /// be running together (those not known to be down or leaderless)
+        /// are fewer than a majority: no leader can exist among them.
+        #[test]
+        fn a_lost_quorum_leaves_no_possible_majority(
+            states in proptest::collection::vec(0u8..4, 1..8),
+        ) {
+            let configured = states.len();
+            let health: Vec<EndpointHealth> = states
+                .iter()
+                .map(|s| match s {
+                    0 => answered(0),
+                    1 => answered(3),
+                    2 => down(),
+                    _ => unreachable(),
+                })
+                .collect();
+            if quorum_lost(configured, &health) {
+                let possible = states.iter().filter(|&&s| s == 3 || s == 1).count();
+                prop_assert!(possible <= configured / 2, "{states:?}");
+                prop_assert!(!states.contains(&1));
+            }
+        }
     }
 
     #[test]

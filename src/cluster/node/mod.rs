@@ -194,7 +194,9 @@ async fn run(
                 },
             }
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        // Never longer than a third of the TTL: a node that could renew
+        // again must not sit out its fence point waiting to reconnect.
+        backoff = (backoff * 2).min(MAX_BACKOFF).min(config.lease_ttl / 3);
     }
 }
 
