@@ -215,9 +215,14 @@ pub async fn watch(
     // The members' answers, when they were asked, and the fence point they
     // were asked for.
     let mut asked: Option<(Instant, Instant, Vec<EndpointHealth>)> = None;
+    let mut seen: Option<Renewal> = None;
     loop {
-        let renewed = renewals.has_changed().unwrap_or(false);
-        if let Some(r) = *renewals.borrow_and_update() {
+        // A renewal since the last turn (the waits below mark the channel
+        // seen, so it is told by its value).
+        let latest = *renewals.borrow_and_update();
+        let renewed = latest != seen;
+        seen = latest;
+        if let Some(r) = latest {
             fence.renewed(r);
         }
         let verdict = fence.verdict(Instant::now());
