@@ -424,7 +424,9 @@ mod tests {
         assert!(!quorum_lost(3, &[unreachable(), unreachable(), unreachable()]), "cut off");
         assert!(!quorum_lost(3, &[answered(0), answered(5), unreachable()]), "one has a leader");
         assert!(!quorum_lost(3, &[answered(0)]), "two not asked may lead");
-        assert!(!quorum_lost(4, &[answered(0), answered(0), unreachable(), unreachable()]));
+        // Two of four are no majority (three are).
+        assert!(quorum_lost(4, &[answered(0), answered(0), unreachable(), unreachable()]));
+        assert!(!quorum_lost(4, &[answered(0), unreachable(), unreachable(), unreachable()]));
         assert!(quorum_lost(4, &[answered(0), answered(0), down(), unreachable()]));
         assert!(!quorum_lost(
             5,
