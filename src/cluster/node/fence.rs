@@ -215,9 +215,14 @@ pub async fn watch(
     // The members' answers, when they were asked, and the fence point they
     // were asked for.
     let mut asked: Option<(Instant, Instant, Vec<EndpointHealth>)> = None;
+    let mut seen: Option<Renewal> = None;
     loop {
-        let renewed = renewals.has_changed().unwrap_or(false);
-        if let Some(r) = *renewals.borrow_and_update() {
+        // A renewal since the last turn (the waits below mark the channel
+        // seen, so it is told by its value).
+        let latest = *renewals.borrow_and_update();
+        let renewed = latest != seen;
+        seen = latest;
+        if let Some(r) = latest {
             fence.renewed(r);
         }
         let verdict = fence.verdict(Instant::now());
@@ -419,7 +424,9 @@ mod tests {
         assert!(!quorum_lost(3, &[unreachable(), unreachable(), unreachable()]), "cut off");
         assert!(!quorum_lost(3, &[answered(0), answered(5), unreachable()]), "one has a leader");
         assert!(!quorum_lost(3, &[answered(0)]), "two not asked may lead");
-        assert!(!quorum_lost(4, &[answered(0), answered(0), unreachable(), unreachable()]));
+        // Two of four are no majority (three are).
+        assert!(quorum_lost(4, &[answered(0), answered(0), unreachable(), unreachable()]));
+        assert!(!quorum_lost(4, &[answered(0), unreachable(), unreachable(), unreachable()]));
         assert!(quorum_lost(4, &[answered(0), answered(0), down(), unreachable()]));
         assert!(!quorum_lost(
             5,
