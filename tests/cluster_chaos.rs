@@ -109,7 +109,10 @@ fn chaos_of_kills_cuts_and_etcd_faults_loses_no_run_and_runs_none_twice_at_once(
                 let i = rng.below(3) as usize;
                 if !down(&|f| matches!(f, Fault::AgentDown(j) | Fault::LinkCut(j) if *j == i)) {
                     c.cut(i);
-                    let back = rng.millis(1000, 8000);
+                    // Up to 20 s: a cut past the lease TTL and the
+                    // scheduler's node_loss_grace (3 + 10 s) loses the
+                    // node, and its runs move while it is frozen.
+                    let back = rng.millis(1000, 20000);
                     timeline.note(format!("cut {} off (reconnect in {back:?})", NODES[i]));
                     faults.push((Instant::now() + back, Fault::LinkCut(i)));
                 }
