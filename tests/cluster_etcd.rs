@@ -335,11 +335,10 @@ fn an_agent_in_a_network_namespace_reaches_etcd_over_the_bridge_until_cut_off() 
     assert!(!etcdctl(&cluster.bridge_endpoints(), "while-cut-off"));
     net.reconnect(&agent.parent);
     assert!(etcdctl(&cluster.bridge_endpoints(), "reconnected"));
-    // The agent's own keys (its node record, the leader key) are there
-    // too: it joins the cluster over the same bridge.
+    // The agent's own records (it joins over the bridge too) aside.
     let layout = cluster.keys();
     let keys: Vec<String> = cluster
-        .get_prefix_raw(&format!("{}/", cluster.prefix))
+        .get_prefix_raw(&layout.all())
         .into_keys()
         .filter(|k| !k.starts_with(&layout.nodes()) && *k != layout.leader())
         .collect();
@@ -351,4 +350,94 @@ fn an_agent_in_a_network_namespace_reaches_etcd_over_the_bridge_until_cut_off() 
     agent.kill9();
     cluster.start_agent(&mut agent);
     assert_eq!(inode(format!("/proc/{}/ns/net", agent.pid())), own);
+}
+
+/// Issue 18's dead-member problem, measured: with one member of three
+/// killed, `requests` puts through etcd's client given every endpoint (the
+/// dead one first) as corral connected before, and through corral's
+/// [`connect`], which probes the members and connects to those that
+/// answer. Returns (failures before, failures after, reconnects after).
+fn puts_with_a_member_down(
+    config: ClusterConfig,
+    key: String,
+    requests: usize,
+) -> (usize, usize, usize) {
+    run_async(async move {
+        // As `connect` did before: every configured endpoint.
+        let tls = config.tls.clone().unwrap();
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(3))
+            .with_tls(
+                TlsOptions::new()
+                    .ca_certificate(Certificate::from_pem(std::fs::read(&tls.ca).unwrap()))
+                    .identity(etcd_client::Identity::from_pem(
+                        std::fs::read(&tls.cert).unwrap(),
+                        std::fs::read(&tls.key).unwrap(),
+                    )),
+            );
+        let mut plain = Client::connect(&config.endpoints, Some(options)).await.unwrap();
+        let mut before = 0;
+        for i in 0..requests {
+            if plain.put(format!("{key}-before-{i}"), "v", None).await.is_err() {
+                before += 1;
+            }
+        }
+        let mut client = connect(&config).await.unwrap();
+        let (mut after, mut reconnects) = (0, 0);
+        for i in 0..requests {
+            let k = format!("{key}-after-{i}");
+            if client.put(k.as_str(), "v", None).await.is_ok() {
+                continue;
+            }
+            // A failed request is a reason to connect again, as the node
+            // task, the scheduler and the publisher do; the retry counts.
+            reconnects += 1;
+            client = connect(&config).await.unwrap();
+            if client.put(k.as_str(), "v", None).await.is_err() {
+                after += 1;
+            }
+        }
+        (before, after, reconnects)
+    })
+}
+
+#[test]
+fn with_one_member_down_every_request_succeeds_and_the_probe_names_it() {
+    let Some(mut cluster) = EtcdCluster::start(3, true) else { return };
+    let key = format!("{}/jobs/dead-member", cluster.prefix);
+    cluster.kill_member(0);
+    cluster.wait_healthy(&[1, 2]);
+    let config = cluster.client_config("node-b", "node-b");
+    assert_eq!(config.endpoints[0], cluster.endpoint(0), "the dead member first");
+
+    let health = run_async({
+        let config = config.clone();
+        async move { corral::cluster::etcd::probe(&config).await.unwrap() }
+    });
+    assert!(!health[0].answered(), "{health:?}");
+    assert!(health[1].answered() && health[2].answered(), "{health:?}");
+    use corral::cluster::node::fence::{quorum_lost, unavailable};
+    assert!(!quorum_lost(3, &health), "two members with a leader: {health:?}");
+    assert_eq!(unavailable(3, &health), None);
+
+    const N: usize = 100;
+    let (before, after, reconnects) = puts_with_a_member_down(config.clone(), key, N);
+    println!(
+        "one member of three down, {N} puts: {before} failed through a client of every \
+         endpoint; {after} failed through corral's connect ({reconnects} reconnects)"
+    );
+    assert_eq!(after, 0, "every request succeeds after at most one reconnect");
+
+    // Two members down: the one left answers without a leader, the other
+    // two refuse connections: no leader can exist.
+    cluster.kill_member(1);
+    std::thread::sleep(secs(6));
+    let health = run_async(async move { corral::cluster::etcd::probe(&config).await.unwrap() });
+    assert_eq!(health.iter().filter(|h| h.answered()).count(), 1, "{health:?}");
+    assert!(quorum_lost(3, &health), "two refuse, one knows no leader: {health:?}");
+    let why = unavailable(3, &health).unwrap();
+    assert!(why.starts_with("no quorum: 1 of 3"), "{why}");
+    cluster.start_member(0);
+    cluster.start_member(1);
 }

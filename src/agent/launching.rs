@@ -77,6 +77,11 @@ impl Launches {
 
 /// What planning one placement reads, and the store the job's dynamic uid
 /// is recorded in before anything is launched.
+/// The cluster run a run of a cluster run is, in its environment.
+pub const CLUSTER_RUN_ENV: &str = "CORRAL_CLUSTER_RUN";
+/// Its attempt, counted from 1.
+pub const CLUSTER_ATTEMPT_ENV: &str = "CORRAL_CLUSTER_ATTEMPT";
+
 pub(super) struct Planning<'a, R, S> {
     pub runtime: &'a R,
     pub store: &'a mut S,
@@ -84,6 +89,8 @@ pub(super) struct Planning<'a, R, S> {
     pub admission: &'a AdmissionRules,
     pub cron: &'a CronJobs,
     pub runs_dir: &'a Path,
+    /// The cluster run and attempt the run is, in cluster mode.
+    pub cluster_run: Option<&'a (String, u32)>,
     pub shared_pool: &'a CpuSet,
     pub now: Timestamp,
 }
@@ -110,7 +117,11 @@ impl<R: Runtime, S: RunStore> Planning<'_, R, S> {
             Err(detail) => return Ok(Some(Err(detail))),
         };
         let run_dir = run_dir(self.runs_dir, id, placed_at);
-        let env = self.cron.env_for(id);
+        let mut env = self.cron.env_for(id);
+        if let Some((cluster_run, attempt)) = self.cluster_run {
+            env.insert(CLUSTER_RUN_ENV.to_owned(), cluster_run.clone());
+            env.insert(CLUSTER_ATTEMPT_ENV.to_owned(), attempt.to_string());
+        }
         let inputs = crate::launch::RunInputs {
             run: id,
             assignment,

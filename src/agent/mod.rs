@@ -719,6 +719,17 @@ pub async fn drive_in_cluster<R: Runtime, S: RunStore>(
                     Some(NodeEvent::Unbound { run }) => {
                         supervisor.cluster_unbound(&run).map(|()| Vec::new())
                     }
+                    Some(NodeEvent::Fenced { problem }) => {
+                        supervisor.cluster_fenced(problem).map(|()| Vec::new())
+                    }
+                    Some(NodeEvent::Unfenced) => {
+                        supervisor.cluster_unfenced();
+                        Ok(Vec::new())
+                    }
+                    Some(NodeEvent::Unavailable { problem }) => {
+                        supervisor.set_cluster_problem(problem);
+                        Ok(Vec::new())
+                    }
                     None => {
                         warn!("the cluster task stopped; no more bindings will be taken");
                         node_events = None;
@@ -767,6 +778,10 @@ pub async fn drive_in_cluster<R: Runtime, S: RunStore>(
         if fault.is_none() {
             let scheduled = supervisor.schedule();
             absorb(scheduled, &mut supervisor, &mut fault)?;
+            // A cluster run launched or thawed while the node is fenced is
+            // frozen in the same turn.
+            let swept = supervisor.fence_sweep();
+            absorb(swept, &mut supervisor, &mut fault)?;
         }
         let now = tokio::time::Instant::now();
         if asked || published_at.is_none_or(|at| now >= at + PUBLISH_EVERY) {

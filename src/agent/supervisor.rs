@@ -26,7 +26,9 @@ use crate::api::{Answer, Command};
 use crate::api::{EventFeed, Freshness};
 use crate::cluster::records::{Binding, RunStatus};
 use crate::placement::{Assignment, Ledger};
-use crate::scheduler::{transition, Action, Event, Moment, Phase, RunEvent, RunState, StopReason};
+use crate::scheduler::{
+    transition, Action, Event, Moment, Phase, RunEvent, RunState, StopReason, SuspendedBy,
+};
 use crate::spec::{self, JobSpec};
 use crate::store::RunStore;
 use crate::topology::Topology;
@@ -105,6 +107,11 @@ pub struct Supervisor<R: Runtime, S: RunStore> {
     pressure: Option<Pressure>,
     /// This node in the cluster, in cluster mode (see [`cluster`](super::cluster)).
     cluster: Option<cluster::ClusterNode>,
+    /// Why this node's cluster runs are fenced, while they are (see
+    /// `cluster::node::fence`): every live one is kept frozen.
+    fenced: Option<String>,
+    /// Why the cluster cannot be used now, for `/readyz`.
+    cluster_problem: Option<String>,
 }
 
 impl<R: Runtime, S: RunStore> Supervisor<R, S> {
@@ -143,6 +150,8 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             recorder: Recorder::default(),
             pressure: None,
             cluster: None,
+            fenced: None,
+            cluster_problem: None,
         }
     }
 
@@ -240,6 +249,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             store: &self.store,
             runtime: &*self.runtime,
             store_problem: self.store_problem.as_deref(),
+            cluster_problem: self.cluster_problem.as_deref(),
             ready: self.files_read,
             default_user: &self.settings.admission.default_user,
         });
@@ -668,6 +678,7 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             admission: &self.settings.admission,
             cron: &self.cron,
             runs_dir: &self.settings.runs_dir,
+            cluster_run: self.cluster.as_ref().and_then(|n| n.cluster_run(id)),
             shared_pool: self.ledger.shared_pool(),
             now: self.clock.now(),
         };
@@ -859,6 +870,13 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
                 std::borrow::Cow::Owned(self.held.iter().chain(ids).cloned().collect())
             }
             _ => std::borrow::Cow::Borrowed(&self.held),
+        };
+        // Runs frozen by the fence stay frozen until it is lifted.
+        let fence_held = self.fence_held();
+        let held = if fence_held.is_empty() {
+            held
+        } else {
+            std::borrow::Cow::Owned(held.iter().chain(&fence_held).cloned().collect())
         };
         let steps = self.scheduling.pass(PassInput {
             topology: &self.topology,
@@ -1088,6 +1106,11 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             if let Some(node) = &mut self.cluster {
                 node.forget(&old);
             }
+            // One frozen by the fence is killed as it is, never thawed.
+            if self.is_fenced_run(&old) {
+                self.handle(&old, Event::Superseded { cluster_run: binding.run.clone() })?;
+                continue;
+            }
             let by = format!("the cluster (superseded by attempt {})", binding.attempt);
             self.handle(&old, Event::StopRequested { reason: StopReason::Requested { by } })?;
         }
@@ -1115,6 +1138,18 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
     pub fn cluster_unbound(&mut self, run: &str) -> Result<(), AgentError> {
         let Some(node) = &self.cluster else { return Ok(()) };
         for id in node.runs_of(run) {
+            if self.is_fenced_run(&id) {
+                // Frozen while this node could not reach the cluster, and
+                // bound elsewhere meanwhile (or removed): killed as it is,
+                // never thawed. Its end is not reported: `status/{run}` is
+                // the new attempt's now.
+                warn!(parent: &self.span(&id), cluster_run = run, "killing: superseded");
+                if let Some(node) = &mut self.cluster {
+                    node.forget(&id);
+                }
+                self.handle(&id, Event::Superseded { cluster_run: run.to_owned() })?;
+                continue;
+            }
             info!(parent: &self.span(&id), cluster_run = run, "stopping: removed from the cluster");
             let reason = StopReason::Requested { by: cluster::REMOVED.into() };
             self.handle(&id, Event::StopRequested { reason })?;
@@ -1172,6 +1207,88 @@ impl<R: Runtime, S: RunStore> Supervisor<R, S> {
             statuses.push(status);
         }
         Ok(statuses)
+    }
+
+    // ---- Self-fencing (see `cluster::node::fence`) ----
+
+    /// This node cannot renew its lease: every live cluster run is frozen
+    /// (recorded first, as every transition), local runs untouched.
+    pub fn cluster_fenced(&mut self, problem: String) -> Result<(), AgentError> {
+        warn!(cluster_runs = self.cluster_runs().len(), "fencing: {problem}");
+        self.cluster_problem = Some(problem.clone());
+        self.fenced = Some(problem);
+        self.fence_sweep()
+    }
+
+    /// While fenced: freezes every cluster run that runs (one launched
+    /// since the fence, one an OOM growth thawed). Called after each turn.
+    pub fn fence_sweep(&mut self) -> Result<(), AgentError> {
+        let (Some(cause), Some(node)) = (&self.fenced, &self.cluster) else { return Ok(()) };
+        let cause = cause.clone();
+        let mut ids: Vec<RunId> = node
+            .live()
+            .map(|(id, _)| id.clone())
+            .filter(|id| {
+                self.runs.get(id).is_some_and(|r| {
+                    matches!(
+                        r.state.phase,
+                        Phase::Running { .. }
+                            | Phase::Suspended {
+                                by: SuspendedBy::Run(_) | SuspendedBy::Pressure,
+                                ..
+                            }
+                    )
+                })
+            })
+            .collect();
+        ids.sort();
+        for id in ids {
+            self.handle(&id, Event::FenceFreeze { cause: cause.clone() })?;
+        }
+        Ok(())
+    }
+
+    /// The lease is renewed: the fence is lifted, and the scheduling pass
+    /// thaws the fenced runs (placing them again as any frozen run).
+    pub fn cluster_unfenced(&mut self) {
+        if self.fenced.take().is_some() {
+            info!(
+                thawing = self.fence_held().len(),
+                "the cluster lease is renewed; lifting the fence"
+            );
+        }
+        self.cluster_problem = None;
+    }
+
+    /// The cluster is unavailable without this node fencing (no quorum),
+    /// or available again.
+    pub fn set_cluster_problem(&mut self, problem: Option<String>) {
+        if self.fenced.is_none() {
+            self.cluster_problem = problem;
+        }
+    }
+
+    /// Since a fence, why; `None` when the node is not fenced.
+    pub fn fence(&self) -> Option<&str> {
+        self.fenced.as_deref()
+    }
+
+    fn is_fenced_run(&self, id: &RunId) -> bool {
+        self.runs.get(id).is_some_and(|r| {
+            matches!(r.state.phase, Phase::Suspended { by: SuspendedBy::Fence, .. })
+        })
+    }
+
+    /// The runs the fence keeps frozen: none once it is lifted.
+    fn fence_held(&self) -> BTreeSet<RunId> {
+        if self.fenced.is_none() {
+            return BTreeSet::new();
+        }
+        self.runs
+            .iter()
+            .filter(|(id, _)| self.is_fenced_run(id))
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Every live local run of a cluster run.

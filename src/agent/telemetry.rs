@@ -53,6 +53,9 @@ pub struct ApiViews {
     /// Why the store cannot be written, while it cannot: the agent takes no
     /// new work then.
     pub store_problem: Option<String>,
+    /// Why the cluster cannot be used, in cluster mode, while it cannot:
+    /// local runs go on, cluster runs may be fenced.
+    pub cluster_problem: Option<String>,
     pub jobs: Vec<JobView>,
     pub node: NodeView,
     /// Live runs' statistics, for run details.
@@ -120,6 +123,7 @@ pub(super) struct AgentState<'a, R: Runtime, S: RunStore> {
     /// Opens the statistics files of runs launched since the last snapshot.
     pub runtime: &'a R,
     pub store_problem: Option<&'a str>,
+    pub cluster_problem: Option<&'a str>,
     /// The jobs directory has been read and earlier runs taken over.
     pub ready: bool,
     /// Who jobs without a `user` run as.
@@ -219,6 +223,7 @@ impl Telemetry {
         let views = ApiViews {
             ready: agent.ready,
             store_problem: agent.store_problem.map(str::to_owned),
+            cluster_problem: agent.cluster_problem.map(str::to_owned),
             jobs: job_views(agent),
             node: NodeView {
                 pressure: self.pressure.clone(),
@@ -546,6 +551,10 @@ impl ApiSource for AgentApi {
             Some(v) if v.store_problem.is_some() => Err(format!(
                 "the state database cannot be written, so no new work is taken ({})",
                 v.store_problem.as_deref().unwrap_or_default()
+            )),
+            Some(v) if v.cluster_problem.is_some() => Err(format!(
+                "the cluster is unavailable ({}); local runs go on",
+                v.cluster_problem.as_deref().unwrap_or_default()
             )),
             Some(v) if v.ready => Ok(()),
             Some(_) => Err("reading the jobs directory".into()),

@@ -357,3 +357,166 @@ async fn a_binding_in_etcd_runs_here_and_its_status_ends_succeeded() {
     // Nothing renews the lease now: the record goes when it lapses.
     wait_for_key(&mut client, &keys.node("n1"), "the record to go", None).await;
 }
+
+// ---- Self-fencing ----
+
+use super::fake::Call;
+use crate::scheduler::{Phase, StopIntent, StopReason, SuspendedBy};
+
+fn ps_state(b: &mut Bench, run: &str) -> String {
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    b.sup.command(crate::api::Command { request: crate::api::Request::Ps, reply }).unwrap();
+    let crate::api::Response::Ps { runs } =
+        crate::api::socket::response(answer.try_recv().unwrap())
+    else {
+        panic!("ps")
+    };
+    runs.iter().find(|r| r.run == run).expect("listed").state.clone()
+}
+
+fn position(calls: &[Call], wanted: &Call) -> Option<usize> {
+    calls.iter().position(|c| c == wanted)
+}
+
+/// A node with cluster run etl-5 (local etl-1, attempt 2) and local job
+/// `local` running.
+async fn running_both() -> Bench {
+    let mut b = node().await;
+    b.files(&[("local.yaml", &job("local", ""))]).await;
+    b.sup.cluster_bound(&binding("etl-5", 2, &job("etl", "preemption: never\n"))).unwrap();
+    b.settle().await;
+    assert_eq!((b.phase("etl-1"), b.phase("local-1")), ("running", "running"));
+    b
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_run_knows_its_cluster_run_and_attempt() {
+    let b = running_both().await;
+    let env = b.fake.env("etl-1");
+    assert_eq!(
+        (env["CORRAL_CLUSTER_RUN"].as_str(), env["CORRAL_CLUSTER_ATTEMPT"].as_str()),
+        ("etl-5", "2")
+    );
+    assert!(!b.fake.env("local-1").contains_key("CORRAL_CLUSTER_RUN"), "a local run is none");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fence_freezes_the_cluster_runs_only_and_a_renewal_thaws_them() {
+    let mut b = running_both().await;
+    b.fake.clear();
+    b.sup.cluster_fenced("no etcd member answers (0 of 3)".into()).unwrap();
+    b.settle().await;
+    // Frozen whatever its preemption mode (`never` here), for the fence.
+    assert!(
+        matches!(
+            b.state("etl-1").phase,
+            Phase::Suspended { by: SuspendedBy::Fence, frozen: true, .. }
+        ),
+        "{:?}",
+        b.state("etl-1").phase
+    );
+    assert_eq!(b.phase("local-1"), "running", "a local run is never fenced");
+    let calls = b.fake.calls();
+    assert!(calls.contains(&Call::Freeze(RunId::new("etl-1"))), "{calls:?}");
+    assert!(!calls.contains(&Call::Freeze(RunId::new("local-1"))), "{calls:?}");
+    assert_eq!(ps_state(&mut b, "etl-1"), "suspended (fenced: cluster unreachable)");
+    let detail = b.sup.store().run(&RunId::new("etl-1")).unwrap().unwrap();
+    let last = &detail.transitions.last().unwrap().reason;
+    assert!(last.contains("fence"), "{last}");
+    // The scheduling pass keeps it frozen while the fence holds.
+    b.settle().await;
+    assert!(!b.fake.calls().contains(&Call::Thaw(RunId::new("etl-1"))));
+    // Its status says so.
+    let status = one(b.sup.cluster_statuses([RunId::new("etl-1")]).unwrap());
+    assert_eq!(status.phase, "suspended");
+
+    b.sup.cluster_unfenced();
+    b.settle().await;
+    assert_eq!(b.phase("etl-1"), "running");
+    assert!(b.fake.calls().contains(&Call::Thaw(RunId::new("etl-1"))));
+    let detail = b.sup.store().run(&RunId::new("etl-1")).unwrap().unwrap();
+    let last = &detail.transitions.last().unwrap().reason;
+    assert!(last.contains("renewed its cluster lease"), "{last}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fenced_run_bound_elsewhere_meanwhile_is_killed_without_a_thaw() {
+    let mut b = running_both().await;
+    b.sup.cluster_fenced("cannot renew".into()).unwrap();
+    b.settle().await;
+    b.fake.clear();
+    // The node's new lease lists its bindings: etl-5 is not among them.
+    let statuses = b.sup.cluster_listed(&[]).unwrap();
+    assert!(statuses.is_empty(), "{statuses:?}");
+    b.settle().await;
+    let calls = b.fake.calls();
+    assert!(position(&calls, &Call::KillAll(RunId::new("etl-1"))).is_some(), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::Thaw(_) | Call::Signal(..))),
+        "killed as it is, never thawed nor signalled: {calls:?}"
+    );
+    let reason = StopReason::Superseded { cluster_run: "etl-5".into() };
+    assert_eq!(b.state("etl-1").phase, Phase::Killed { reason: reason.clone() });
+    assert_eq!(reason.to_string(), "superseded: run etl-5 rebound elsewhere");
+    // Its end is not written over the new attempt's status.
+    assert!(b.sup.cluster_runs().is_empty());
+    assert!(b.sup.cluster_statuses([RunId::new("etl-1")]).unwrap().is_empty());
+    b.sup.cluster_unfenced();
+    b.settle().await;
+    assert_eq!(b.phase("local-1"), "running");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fenced_run_still_bound_is_thawed_after_the_listing() {
+    let mut b = running_both().await;
+    b.sup.cluster_fenced("cannot renew".into()).unwrap();
+    b.settle().await;
+    let source = job("etl", "preemption: never\n");
+    b.sup.cluster_listed(&[binding("etl-5", 2, &source)]).unwrap();
+    b.settle().await;
+    assert!(matches!(b.state("etl-1").phase, Phase::Suspended { by: SuspendedBy::Fence, .. }));
+    b.sup.cluster_unfenced();
+    b.settle().await;
+    assert_eq!(b.phase("etl-1"), "running");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newer_attempt_bound_here_kills_the_fenced_one_without_a_thaw() {
+    let mut b = running_both().await;
+    b.sup.cluster_fenced("cannot renew".into()).unwrap();
+    b.settle().await;
+    b.fake.clear();
+    b.sup.cluster_bound(&binding("etl-5", 3, &job("etl", "preemption: never\n"))).unwrap();
+    let calls = b.fake.calls();
+    assert!(!calls.contains(&Call::Thaw(RunId::new("etl-1"))), "{calls:?}");
+    assert!(matches!(
+        b.state("etl-1").phase,
+        Phase::Stopping { intent: StopIntent::Stop { .. }, escalated: true, .. }
+            | Phase::Killed { .. }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_run_started_while_fenced_is_frozen_by_the_sweep() {
+    let mut b = node().await;
+    b.sup.cluster_fenced("cannot renew".into()).unwrap();
+    b.sup.cluster_bound(&binding("etl-5", 1, &job("etl", ""))).unwrap();
+    b.settle().await;
+    b.sup.fence_sweep().unwrap();
+    b.settle().await;
+    assert!(
+        matches!(b.state("etl-1").phase, Phase::Suspended { by: SuspendedBy::Fence, .. }),
+        "{:?}",
+        b.state("etl-1").phase
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn quorum_loss_is_reported_without_fencing() {
+    let mut b = running_both().await;
+    b.sup.set_cluster_problem(Some("no quorum".into()));
+    b.settle().await;
+    assert_eq!(b.phase("etl-1"), "running");
+    assert_eq!(b.sup.fence(), None);
+    b.sup.set_cluster_problem(None);
+}

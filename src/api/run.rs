@@ -151,6 +151,11 @@ impl<'a> RunFacts<'a> {
         if self.live.held {
             state.push_str(" (by operator)");
         }
+        if let Phase::Suspended { by: crate::scheduler::SuspendedBy::Fence, .. } =
+            &self.state().phase
+        {
+            state.push_str(" (fenced: cluster unreachable)");
+        }
         if let Some(head) = self.live.reserved_for {
             state.push_str(&format!(" (reserved for {head})"));
         }

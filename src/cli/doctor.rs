@@ -63,6 +63,10 @@ pub struct DoctorArgs {
     /// and a database lost while run directories show an earlier agent.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Also check the cluster of this agent configuration's `cluster:`
+    /// section: its members, quorum, and this node's lease.
+    #[arg(long, value_name = "CONFIG")]
+    pub cluster: Option<PathBuf>,
 }
 
 pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
@@ -102,11 +106,21 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     };
     let report = inspect(&layout, &options);
     let state = args.state_dir.as_deref().map(StateDirCheck::of);
+    let cluster = match &args.cluster {
+        Some(path) => {
+            let config = super::cluster::cluster_config(path)?;
+            Some(super::cluster::block_on(super::doctor_cluster::ClusterCheck::of(&config))??)
+        }
+        None => None,
+    };
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         value["cgroup_root"] = serde_json::to_value(&root)?;
         if let Some(state) = &state {
             value["state_dir"] = serde_json::to_value(state)?;
+        }
+        if let Some(cluster) = &cluster {
+            value["cluster"] = serde_json::to_value(cluster)?;
         }
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
@@ -120,10 +134,18 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         if let Some(state) = &state {
             print!("{}", state.render());
         }
+        if let Some(cluster) = &cluster {
+            print!("{}", cluster.render());
+        }
     }
     let state_ok = state.as_ref().is_none_or(StateDirCheck::usable);
     let root_ok = matches!(root, RootCheck::Mode(_));
-    Ok(if report.usable() && state_ok && root_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    let cluster_ok = cluster.as_ref().is_none_or(super::doctor_cluster::ClusterCheck::usable);
+    Ok(if report.usable() && state_ok && root_ok && cluster_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Where the agent's cgroup tree goes, and why; or why the configured

@@ -18,6 +18,7 @@ pub mod apply;
 pub mod client;
 pub mod cluster;
 pub mod doctor;
+pub mod doctor_cluster;
 pub mod events;
 pub mod generate_docs;
 pub mod logs;

@@ -112,6 +112,20 @@ pub enum Event {
     PressureRequeue {
         cause: String,
     },
+    /// This node cannot renew its cluster lease: freeze the cluster run
+    /// (the suspend path, whatever its preemption mode), as
+    /// [`SuspendedBy::Fence`](super::SuspendedBy::Fence). `cause` says why.
+    /// A run frozen for another run or for pressure stays frozen, now for
+    /// the fence; one frozen by hand stays the operator's.
+    FenceFreeze {
+        cause: String,
+    },
+    /// The cluster run was bound elsewhere while this node had it frozen:
+    /// kill it at once, frozen, without a stop grace (which would thaw it
+    /// to let it handle SIGTERM).
+    Superseded {
+        cluster_run: String,
+    },
     StopRequested {
         reason: StopReason,
     },
@@ -179,6 +193,8 @@ impl Event {
             Event::Resume => "resume",
             Event::PressureFreeze { .. } => "pressure-freeze",
             Event::PressureRequeue { .. } => "pressure-requeue",
+            Event::FenceFreeze { .. } => "fence-freeze",
+            Event::Superseded { .. } => "superseded",
             Event::StopRequested { .. } => "stop-requested",
             Event::JobChanged { .. } => "job-changed",
             Event::JobRemoved { .. } => "job-removed",

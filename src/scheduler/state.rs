@@ -231,6 +231,11 @@ pub enum SuspendedBy {
     /// [`pressure`](super::pressure)); it resumes once the pressure is
     /// over and the watch releases it.
     Pressure,
+    /// By the agent, because this node cannot renew its cluster lease: a
+    /// cluster run is frozen before the lease can lapse, so that it never
+    /// runs unfrozen beside an attempt bound elsewhere (see
+    /// `cluster::node::fence`). Thawed once the lease is renewed.
+    Fence,
 }
 
 impl SuspendedBy {
@@ -239,12 +244,16 @@ impl SuspendedBy {
     /// How a freeze for node pressure is written. No run id has this form
     /// either (it does not end in `-<number>`).
     pub const PRESSURE: &'static str = "memory-pressure";
+    /// How a freeze by the node's self-fencing is written; no run id either.
+    pub const FENCE: &'static str = "cluster-fence";
 
     fn from_stored(text: &str) -> SuspendedBy {
         if text == Self::OPERATOR {
             SuspendedBy::Operator
         } else if text == Self::PRESSURE {
             SuspendedBy::Pressure
+        } else if text == Self::FENCE {
+            SuspendedBy::Fence
         } else {
             SuspendedBy::Run(RunId::new(text))
         }
@@ -255,6 +264,7 @@ impl SuspendedBy {
             SuspendedBy::Run(run) => run.as_str(),
             SuspendedBy::Operator => Self::OPERATOR,
             SuspendedBy::Pressure => Self::PRESSURE,
+            SuspendedBy::Fence => Self::FENCE,
         }
     }
 }
@@ -313,6 +323,10 @@ pub enum StopReason {
     /// Its memory notifications could not be set up, so a memory limit
     /// would go unhandled (never grown, never reported).
     Unwatched { detail: String },
+    /// A cluster run this node had frozen while it could not reach the
+    /// cluster was bound elsewhere meanwhile: this copy is killed without
+    /// running again.
+    Superseded { cluster_run: String },
 }
 
 #[cfg(test)]
@@ -426,6 +440,9 @@ impl fmt::Display for StopReason {
             StopReason::Requested { by } => write!(f, "stop requested by {by}"),
             StopReason::Unwatched { detail } => {
                 write!(f, "its memory notifications could not be set up: {detail}")
+            }
+            StopReason::Superseded { cluster_run } => {
+                write!(f, "superseded: run {cluster_run} rebound elsewhere")
             }
         }
     }

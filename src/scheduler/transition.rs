@@ -198,6 +198,28 @@ pub fn transition(
         (P::Running { .. } | P::Suspended { .. }, E::PreemptRequeue { by }) => {
             step.preempt_requeue(by)
         }
+        (P::Running { .. }, E::FenceFreeze { cause }) => Ok(step.fence_freeze(cause)),
+        (
+            P::Suspended { by: SuspendedBy::Run(_) | SuspendedBy::Pressure, .. },
+            E::FenceFreeze { .. },
+        ) => {
+            // Already frozen (or being frozen): now for the fence, so that
+            // the end of the other cause does not thaw it.
+            let mut next = state.clone();
+            if let P::Suspended { by, .. } = &mut next.phase {
+                *by = SuspendedBy::Fence;
+            }
+            Ok(step.to(
+                next,
+                vec![],
+                "kept frozen: this node cannot renew its cluster lease".into(),
+            ))
+        }
+        (P::Suspended { .. } | P::OomPaused { .. }, E::Superseded { cluster_run })
+        | (P::Running { .. }, E::Superseded { cluster_run }) => Ok(step.superseded(cluster_run)),
+        (P::Stopping { .. }, E::Superseded { .. }) => Ok(step.noop("already stopping")),
+        (_, E::FenceFreeze { .. }) => Ok(step.noop("not running: nothing to fence")),
+        (_, E::Superseded { .. }) => step.invalid("the run has no process"),
         (P::Running { .. }, E::PressureFreeze { cause }) => step.pressure_freeze(cause),
         (P::Suspended { by: SuspendedBy::Pressure, .. }, E::PressureRequeue { cause }) => {
             Ok(step.pressure_requeue(cause))
@@ -696,6 +718,29 @@ impl Step<'_> {
         ))
     }
 
+    /// Frozen because this node cannot renew its cluster lease: the
+    /// suspend path for any preemption mode, `never` included, since the
+    /// alternative is a run that may go on beside its next attempt.
+    fn fence_freeze(&self, cause: &str) -> Transition {
+        let mut next = self.paused();
+        next.phase = Phase::Suspended { by: SuspendedBy::Fence, frozen: false, oom_pending: false };
+        self.to(next, vec![Action::Freeze], format!("fenced: cluster unreachable ({cause})"))
+    }
+
+    /// Bound elsewhere while frozen here: killed as it is, every process
+    /// at once (the kill freezes, signals, then thaws, so no process runs
+    /// another instruction of its own).
+    fn superseded(&self, cluster_run: &str) -> Transition {
+        let reason = StopReason::Superseded { cluster_run: cluster_run.to_owned() };
+        let mut next = self.paused();
+        next.phase = Phase::Stopping {
+            intent: StopIntent::Stop { reason: reason.clone() },
+            deadline: self.now,
+            escalated: true,
+        };
+        self.to(next, vec![Action::KillAll], format!("killing: {reason}"))
+    }
+
     /// Frozen for pressure that persisted: stopped and queued again with
     /// its attempt, which frees its memory.
     fn pressure_requeue(&self, cause: &str) -> Transition {
@@ -729,6 +774,7 @@ impl Step<'_> {
             vec![Action::Thaw, Action::RecordEvent(RunEvent::Resumed)],
             match by {
                 SuspendedBy::Pressure => "resumed; the memory pressure is over".to_owned(),
+                SuspendedBy::Fence => "thawed; this node renewed its cluster lease".to_owned(),
                 _ => format!("resumed; {by} no longer needs the room"),
             },
         )

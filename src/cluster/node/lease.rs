@@ -6,10 +6,12 @@
 //! third of its TTL, so two renewals may be lost before it lapses. A renewal
 //! etcd answers with TTL 0 means the lease already lapsed (the agent paused
 //! longer than the TTL, etcd lost its leader): the node takes a new lease
-//! and puts its record again, which is all joining takes. Freezing the
-//! node's cluster runs when it cannot renew is the next step of cluster
-//! mode, not done here.
+//! ends the session: the next one takes a new lease, puts the record and
+//! lists the node's bindings again, since the scheduler may have rebound
+//! some of them meanwhile. Every renewal etcd answers is reported with the
+//! time it was sent, for the fence rule ([`super::fence`]).
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
@@ -17,6 +19,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::warn;
 
+use super::fence::Renewal;
 use super::{Ended, NodeFacts, NodeSummary};
 use crate::cluster::records::encode;
 use crate::cluster::Keys;
@@ -36,6 +39,12 @@ pub(super) struct Lease {
     renew: Interval,
     /// When etcd last answered a renewal.
     answered: Instant,
+    /// When the renewals not answered yet were sent, oldest first: etcd
+    /// answers them in order on the stream.
+    in_flight: VecDeque<Instant>,
+    /// When the lease was asked for: its first "renewal".
+    granted: Instant,
+    renewals: watch::Sender<Option<Renewal>>,
     /// What the record says now.
     written: NodeSummary,
     last_put: Instant,
@@ -51,8 +60,10 @@ impl Lease {
         keys: &Keys,
         facts: &NodeFacts,
         summary: &mut watch::Receiver<NodeSummary>,
+        renewals: watch::Sender<Option<Renewal>>,
     ) -> Result<Lease, Ended> {
         let ttl = config.lease_ttl;
+        let granted = Instant::now();
         let (id, keeper, stream) = grant(client, ttl).await?;
         let mut renew = tokio::time::interval(ttl / 3);
         renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -65,6 +76,9 @@ impl Lease {
             stream,
             renew,
             answered: Instant::now(),
+            in_flight: VecDeque::new(),
+            granted,
+            renewals,
             written,
             last_put: Instant::now(),
             dirty: false,
@@ -73,6 +87,13 @@ impl Lease {
 
     pub fn id(&self) -> i64 {
         self.id
+    }
+
+    /// Counts the new lease as renewed: called once the node's bindings
+    /// were listed under it, so that the fence is lifted only after the
+    /// main loop knows which of its runs are still bound here.
+    pub fn joined(&self) {
+        self.renewals.send_replace(Some(Renewal { lease: self.id, sent: self.granted }));
     }
 
     /// Does the next thing the lease needs: a renewal, taking a new lease
@@ -96,24 +117,24 @@ impl Lease {
                         self.id, self.ttl
                     )));
                 }
+                self.in_flight.push_back(Instant::now());
                 self.keeper.keep_alive().await?
             }
             answer = self.stream.message() => match answer? {
-                Some(answer) if answer.ttl() > 0 => self.answered = Instant::now(),
+                Some(answer) if answer.ttl() > 0 => {
+                    self.answered = Instant::now();
+                    // An answer nothing was sent for (none expected) counts
+                    // from the oldest moment that could be its send time.
+                    let sent = self.in_flight.pop_front().unwrap_or(self.granted);
+                    self.renewals.send_replace(Some(Renewal { lease: self.id, sent }));
+                }
                 _ => {
                     warn!(
                         node = %facts.name,
                         lease = self.id,
-                        "cluster: the node's lease lapsed; taking a new one and publishing \
-                         the node again"
+                        "cluster: the node's lease lapsed; joining again with a new one"
                     );
-                    let (id, keeper, stream) = grant(client, self.ttl).await?;
-                    (self.id, self.keeper, self.stream) = (id, keeper, stream);
-                    self.answered = Instant::now();
-                    self.written = summary.borrow_and_update().clone();
-                    put(client, keys, facts, &self.written, self.id).await?;
-                    self.last_put = Instant::now();
-                    self.dirty = false;
+                    return Err(Ended::Stalled(format!("lease {} lapsed", self.id)));
                 }
             },
             changed = summary.changed(), if !self.dirty => match changed {

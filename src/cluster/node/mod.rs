@@ -10,6 +10,8 @@
 //! - [`status`]: what the node reports of each cluster run (`status/{run}`),
 //!   made from the local run's record.
 //! - [`record`]: what the node publishes about itself (pure).
+//! - [`fence`]: self-fencing: freezing the node's cluster runs when its
+//!   lease cannot be renewed, and the quorum-loss exception.
 //!
 //! One task holds one connection. When etcd cannot be reached, or the
 //! connection breaks, the task connects again with backoff and starts over:
@@ -17,6 +19,7 @@
 //! latest per run, and are written in order once it is back.
 
 pub mod bindings;
+pub mod fence;
 pub mod lease;
 pub mod record;
 pub mod status;
@@ -44,6 +47,15 @@ pub enum NodeEvent {
     Bound(Binding),
     /// The binding of cluster run `run` was deleted.
     Unbound { run: String },
+    /// The node's lease went unrenewed to the fence point: freeze every
+    /// live cluster run (see [`fence`]). `problem` says why.
+    Fenced { problem: String },
+    /// The lease is renewed again (the same one, or a new one after the
+    /// bindings were listed again under it): thaw the fenced runs.
+    Unfenced,
+    /// The cluster became unavailable without the node fencing (the
+    /// quorum is lost), or available again (`None`).
+    Unavailable { problem: Option<String> },
 }
 
 /// The main loop's end of the node task.
@@ -70,7 +82,9 @@ pub fn spawn(config: ClusterConfig, facts: NodeFacts, summary: NodeSummary) -> N
     let (statuses, statuses_rx) = mpsc::unbounded_channel();
     let (summary_tx, summary_rx) = watch::channel(summary);
     let node = config.node_name.clone();
-    tokio::spawn(run(config, facts, summary_rx, statuses_rx, events_tx));
+    let (renewals, renewals_rx) = watch::channel(None);
+    tokio::spawn(fence::watch(config.clone(), renewals_rx, events_tx.clone()));
+    tokio::spawn(run(config, facts, summary_rx, statuses_rx, events_tx, renewals));
     NodeLink { events, statuses, summary: summary_tx, node }
 }
 
@@ -115,6 +129,16 @@ impl Outbox {
         self.order.first().and_then(|run| self.latest.get(run))
     }
 
+    /// Keeps only the statuses of attempts `bound` still binds here: one
+    /// queued while the node was cut off, of an attempt the scheduler has
+    /// since bound elsewhere, would be written over the new attempt's.
+    fn keep_bound(&mut self, bound: &[Binding]) {
+        let still = |s: &RunStatus| bound.iter().any(|b| b.run == s.run && b.attempt == s.attempt);
+        self.latest.retain(|_, s| still(s));
+        let latest = &self.latest;
+        self.order.retain(|run| latest.contains_key(run));
+    }
+
     fn pop(&mut self) {
         if !self.order.is_empty() {
             let run = self.order.remove(0);
@@ -129,15 +153,24 @@ async fn run(
     mut summary: watch::Receiver<NodeSummary>,
     mut statuses: mpsc::UnboundedReceiver<RunStatus>,
     events: mpsc::Sender<NodeEvent>,
+    renewals: watch::Sender<Option<fence::Renewal>>,
 ) {
     let keys = Keys::new(&config.prefix);
     let mut outbox = Outbox::default();
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = tokio::time::Instant::now();
-        let ended =
-            session(&config, &keys, &facts, &mut summary, &mut statuses, &mut outbox, &events)
-                .await;
+        let ended = session(
+            &config,
+            &keys,
+            &facts,
+            &mut summary,
+            &mut statuses,
+            &mut outbox,
+            &events,
+            &renewals,
+        )
+        .await;
         let problem = match ended {
             Ended::Closed => return,
             Ended::Failed(e) => e.to_string(),
@@ -161,11 +194,14 @@ async fn run(
                 },
             }
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        // Never longer than a third of the TTL: a node that could renew
+        // again must not sit out its fence point waiting to reconnect.
+        backoff = (backoff * 2).min(MAX_BACKOFF).min(config.lease_ttl / 3);
     }
 }
 
 /// One connection: join, list, then serve until something fails.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     config: &ClusterConfig,
     keys: &Keys,
@@ -174,21 +210,27 @@ async fn session(
     statuses: &mut mpsc::UnboundedReceiver<RunStatus>,
     outbox: &mut Outbox,
     events: &mpsc::Sender<NodeEvent>,
+    renewals: &watch::Sender<Option<fence::Renewal>>,
 ) -> Ended {
     let mut client = match crate::cluster::etcd::connect(config).await {
         Ok(client) => client,
         Err(e) => return Ended::Failed(e),
     };
-    let mut lease = match lease::Lease::join(&mut client, config, keys, facts, summary).await {
+    let joined = lease::Lease::join(&mut client, config, keys, facts, summary, renewals.clone());
+    let mut lease = match joined.await {
         Ok(lease) => lease,
         Err(e) => return e,
     };
     info!(node = %config.node_name, lease = lease.id(), "joined the cluster");
     let mut watching = match bindings::Bindings::start(&mut client, keys, &config.node_name).await {
         Ok((watching, listed)) => {
+            outbox.keep_bound(&listed);
             if events.send(NodeEvent::Listed(listed)).await.is_err() {
                 return Ended::Closed;
             }
+            // Only now may a fence be lifted: the main loop has the listing
+            // ahead of it and kills what is no longer bound here first.
+            lease.joined();
             watching
         }
         Err(e) => return e.into(),
@@ -266,5 +308,28 @@ mod tests {
         assert!(out.front().is_none());
         out.pop();
         assert!(out.front().is_none());
+    }
+
+    #[test]
+    fn after_a_listing_only_statuses_of_attempts_still_bound_here_are_written() {
+        let mut out = Outbox::default();
+        out.push(status("a-1", "suspended"));
+        out.push(status("b-1", "running"));
+        let binding = |run: &str, attempt| Binding {
+            run: run.into(),
+            job: "a".into(),
+            attempt,
+            job_revision: 1,
+            file: "a.yaml".into(),
+            source: String::new(),
+            memory_hard: None,
+            scheduled_for: None,
+            bound_by: "n0".into(),
+            bound_at: Timestamp::EPOCH,
+        };
+        out.keep_bound(&[binding("b-1", 1), binding("a-1", 2)]);
+        assert_eq!(out.front().map(|s| s.run.as_str()), Some("b-1"));
+        out.pop();
+        assert!(out.front().is_none(), "a-1's attempt 1 was rebound: not written");
     }
 }

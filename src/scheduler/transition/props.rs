@@ -17,7 +17,7 @@ use crate::topology::NodeSet;
 use crate::vocab::Factor;
 
 /// How many kinds of event [`event`] makes; the strategy draws from all of them.
-const EVENT_KINDS: u8 = 31;
+const EVENT_KINDS: u8 = 33;
 
 /// The hard limits a changed job may set: none, below, at and above the
 /// initial limits the test draws (1..4 GiB).
@@ -63,6 +63,8 @@ fn event(i: u8, by: u8) -> Event {
         28 => Event::Released,
         29 => Event::DependencyFailed { detail: "extract-1 failed".into() },
         30 => Event::AfterChanged { after: format!("extract-{by} ended") },
+        31 => Event::FenceFreeze { cause: "no etcd member answers (0 of 3)".into() },
+        32 => Event::Superseded { cluster_run: "job-9".into() },
         _ => {
             if by == 0 {
                 Event::AdoptedAfterRestart
