@@ -181,13 +181,14 @@ pub fn full_metrics() -> Metrics {
 }
 
 /// The cluster scheduler's metrics as a leading agent shows them (only the
-/// leader shows more than `corral_cluster_leader`): three ready nodes, runs
-/// in every state, a binding of each outcome, a scheduling latency, a bad
-/// record.
+/// leader shows more than `corral_cluster_leader`): three ready nodes and a
+/// lost one, runs in every state, a rescheduled run, a binding of each
+/// outcome, a scheduling latency, a bad record.
 pub fn leading_cluster() -> Arc<ClusterMetrics> {
     let cluster = Arc::new(ClusterMetrics::new());
     cluster.set_leader(true);
-    cluster.set_view(3, [2, 5, 40], 1);
+    cluster.set_view(3, 1, [2, 5, 40, 1], 1);
+    cluster.rescheduled();
     cluster.binding(BindingOutcome::Bound);
     cluster.binding(BindingOutcome::HandedBack);
     cluster.binding(BindingOutcome::Conflict);
