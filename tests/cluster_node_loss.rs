@@ -21,11 +21,6 @@ use corral::vocab::Timestamp;
 
 const GIB: u64 = 1 << 30;
 
-/// Records by their key's last part.
-fn strip<T>(records: BTreeMap<String, T>) -> BTreeMap<String, T> {
-    records.into_iter().map(|(k, v)| (k.rsplit('/').next().unwrap().to_owned(), v)).collect()
-}
-
 struct Cluster {
     // Dropped first: the agents stop before etcd does.
     nodes: Vec<TestAgent>,
@@ -35,30 +30,17 @@ struct Cluster {
 
 impl Cluster {
     fn runs(&self) -> BTreeMap<String, ClusterRun> {
-        strip(self.etcd.records(&self.etcd.keys().runs()))
+        self.etcd.cluster_runs()
     }
 
+    /// Waits until `done` holds of the cluster runs, failing with them.
     fn wait_runs(
         &self,
         what: &str,
         timeout: Duration,
-        mut done: impl FnMut(&BTreeMap<String, ClusterRun>) -> bool,
+        done: impl FnMut(&BTreeMap<String, ClusterRun>) -> bool,
     ) -> BTreeMap<String, ClusterRun> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let runs = self.runs();
-            if done(&runs) {
-                return runs;
-            }
-            let statuses: BTreeMap<String, RunStatus> =
-                strip(self.etcd.records(&self.etcd.keys().statuses()));
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}:\n{runs:#?}\nstatuses: {statuses:#?}\n{}",
-                self.etcd.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.etcd.wait_runs(what, timeout, done)
     }
 }
 
@@ -136,7 +118,7 @@ fn a_lost_nodes_one_shot_run_moves_as_attempt_2_and_its_cron_firing_ends_lost() 
     // node-x's local runs, to kill with the machine.
     let deadline = Instant::now() + secs(60);
     let local: Vec<String> = loop {
-        let statuses: BTreeMap<String, RunStatus> = strip(c.etcd.records(&keys.statuses()));
+        let statuses: BTreeMap<String, RunStatus> = c.etcd.cluster_statuses();
         let running: Vec<String> = [&loss_id, &tick_id]
             .iter()
             .filter_map(|id| statuses.get(*id).filter(|s| s.phase == "running"))

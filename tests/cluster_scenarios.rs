@@ -75,11 +75,11 @@ impl Cluster {
     }
 
     fn runs(&self) -> BTreeMap<String, ClusterRun> {
-        strip(self.etcd.records(&self.etcd.keys().runs()))
+        self.etcd.cluster_runs()
     }
 
     fn statuses(&self) -> BTreeMap<String, RunStatus> {
-        strip(self.etcd.records(&self.etcd.keys().statuses()))
+        self.etcd.cluster_statuses()
     }
 
     /// Waits until `done` holds of the cluster runs, failing with them.
@@ -87,22 +87,9 @@ impl Cluster {
         &self,
         what: &str,
         timeout: Duration,
-        mut done: impl FnMut(&BTreeMap<String, ClusterRun>) -> bool,
+        done: impl FnMut(&BTreeMap<String, ClusterRun>) -> bool,
     ) -> BTreeMap<String, ClusterRun> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let runs = self.runs();
-            if done(&runs) {
-                return runs;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}:\n{runs:#?}\nstatuses: {:#?}\n{}",
-                self.statuses(),
-                self.etcd.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.etcd.wait_runs(what, timeout, done)
     }
 
     /// The run of `job` (its only one), once it has ended.
@@ -119,11 +106,6 @@ impl Cluster {
         let key = self.etcd.keys().leader();
         self.etcd.records::<LeaderRecord>(&key).into_values().next().map(|l| l.node)
     }
-}
-
-/// Records by their key's last part.
-fn strip<T>(records: BTreeMap<String, T>) -> BTreeMap<String, T> {
-    records.into_iter().map(|(k, v)| (k.rsplit('/').next().unwrap().to_owned(), v)).collect()
 }
 
 fn outcome_and_node(run: &ClusterRun) -> (String, String) {

@@ -370,7 +370,7 @@ impl FaultCluster {
     }
 
     pub fn runs(&self) -> BTreeMap<String, ClusterRun> {
-        strip(self.etcd.records(&self.etcd.keys().runs()))
+        self.etcd.cluster_runs()
     }
 
     /// Waits until `done` holds of the cluster runs, failing with them.
@@ -378,21 +378,9 @@ impl FaultCluster {
         &self,
         what: &str,
         timeout: Duration,
-        mut done: impl FnMut(&BTreeMap<String, ClusterRun>) -> bool,
+        done: impl FnMut(&BTreeMap<String, ClusterRun>) -> bool,
     ) -> BTreeMap<String, ClusterRun> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let runs = self.runs();
-            if done(&runs) {
-                return runs;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}:\n{runs:#?}\n{}",
-                self.etcd.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.etcd.wait_runs(what, timeout, done)
     }
 
     /// The runs of `job`.
@@ -569,7 +557,9 @@ impl FaultCluster {
             });
         }
         let jobs: BTreeSet<String> =
-            strip(self.etcd.get_prefix_raw(&self.etcd.keys().jobs())).into_keys().collect();
+            super::by_name(self.etcd.get_prefix_raw(&self.etcd.keys().jobs()))
+                .into_keys()
+                .collect();
         assert_eq!(jobs, self.applied(), "the cluster's jobs are the applied files");
     }
 }
@@ -597,11 +587,6 @@ pub fn shared_file(agent: &TestAgent, name: &str) -> PathBuf {
     fs::write(&path, "").unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
     path
-}
-
-/// Records by their key's last part.
-pub fn strip<T>(records: BTreeMap<String, T>) -> BTreeMap<String, T> {
-    records.into_iter().map(|(k, v)| (k.rsplit('/').next().unwrap().to_owned(), v)).collect()
 }
 
 /// The outcome of an ended run and the node it ended on.

@@ -34,6 +34,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use corral::cluster::records::{ClusterRun, RunStatus};
 use corral::config::{ClusterConfig, ClusterTls};
 
 use crate::agent_harness::{secs, TestAgent};
@@ -738,6 +739,40 @@ impl EtcdCluster {
         written.unwrap_or_else(|e| panic!("writing to etcd: {e}{}", self.logs()));
     }
 
+    /// The cluster runs (`runs/`), by run id.
+    pub fn cluster_runs(&self) -> BTreeMap<String, ClusterRun> {
+        by_name(self.records(&self.keys().runs()))
+    }
+
+    /// The nodes' run statuses (`status/`), by run id.
+    pub fn cluster_statuses(&self) -> BTreeMap<String, RunStatus> {
+        by_name(self.records(&self.keys().statuses()))
+    }
+
+    /// Waits until `done` holds of the cluster runs, failing with them, the
+    /// statuses and the members' logs.
+    pub fn wait_runs(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&BTreeMap<String, ClusterRun>) -> bool,
+    ) -> BTreeMap<String, ClusterRun> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let runs = self.cluster_runs();
+            if done(&runs) {
+                return runs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}:\n{runs:#?}\nstatuses: {:#?}\n{}",
+                self.cluster_statuses(),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits until the records under `prefix` (JSON, by key) satisfy
     /// `done`, failing with the last reading and the members' logs.
     pub fn wait_records(
@@ -1012,4 +1047,9 @@ pub fn host_memory() -> u64 {
         many => many.iter().sum(),
     };
     total * 1024
+}
+
+/// Records by the last part of their key (a run id, a node name).
+pub fn by_name<T>(records: BTreeMap<String, T>) -> BTreeMap<String, T> {
+    records.into_iter().map(|(k, v)| (k.rsplit('/').next().unwrap_or(&k).to_owned(), v)).collect()
 }
