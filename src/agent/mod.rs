@@ -63,12 +63,18 @@
 //!   ([`crate::scheduler::pressure`]) and carried out by the supervisor.
 //! - [`readiness`]: telling a service manager the agent is ready, and
 //!   stopping (`$NOTIFY_SOCKET`).
+//! - [`cluster`]: in cluster mode, the runs bound to this node: a binding
+//!   becomes one local run (or a hand-back), a deleted binding stops it, and
+//!   the node fences (freezes) its cluster runs while it cannot renew its
+//!   lease. The etcd side (lease, record, bindings watch, statuses) is the
+//!   node task's ([`crate::cluster::node`]); the elected scheduler and the
+//!   `publish_dir` publisher run on tasks of their own, beside the loop.
 //!
-//! The main loop waits on five things at once: shutdown, a batch of job file
+//! The main loop waits on these at once: shutdown, a batch of job file
 //! changes, an observation from a run, a request from the control socket
-//! ([`control`]), and the next timer (a run's, or a recurring job's next
-//! firing). After each, the
-//! scheduling pass runs. Nothing in the loop blocks on the kernel: launches,
+//! ([`control`]), an event of the cluster node task (in cluster mode), and
+//! the next timer (a run's, or a recurring job's next firing). After each,
+//! the scheduling pass runs. Nothing in the loop blocks on the kernel: launches,
 //! freezes and kills run on each run's operation task and report back.
 //!
 //! Nor does it read the jobs directory: a reload asked for on the control
