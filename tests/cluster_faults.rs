@@ -273,7 +273,7 @@ fn the_leader_cut_off_from_etcd_loses_leadership_and_placements_go_on() {
     // The old leader comes back as a node, not as a second leader: the
     // leader key names one node, and it stays the new one while that one
     // holds its lease.
-    c.wait_nodes(3, secs(30));
+    c.wait_nodes(3, secs(60));
     assert_eq!(c.leader().as_deref(), Some(second.as_str()));
     c.write_stamp_job("after", 2, "");
     c.apply();
@@ -367,6 +367,9 @@ fn a_lost_node_s_run_is_rescheduled_on_another_node_as_its_next_attempt() {
     let first = c.wait_running("orphan", secs(60));
     let x = c.index(&first);
     let copy = local_run(&c, &first, "orphan");
+    // Running is not yet writing: the first stamp comes a moment later.
+    let orphan_run = c.runs().into_values().find(|r| r.job == "orphan").unwrap().run;
+    c.wait_stamp(&orphan_run, 1, secs(30));
 
     // The machine is gone: agent and job processes alike.
     c.lose(x);
@@ -391,7 +394,7 @@ fn a_lost_node_s_run_is_rescheduled_on_another_node_as_its_next_attempt() {
     // The machine comes back: its agent finds the run's binding gone and
     // does not start attempt 1 again.
     c.restart(x);
-    c.wait_nodes(3, secs(30));
+    c.wait_nodes(3, secs(90));
     let runs = c.settle(secs(120));
     let orphan = &c.runs_of(&runs, "orphan")[0];
     let (outcome, node) = outcome_and_node(orphan);

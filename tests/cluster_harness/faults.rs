@@ -275,11 +275,21 @@ pub struct FaultCluster {
     pub lease_ttl: Duration,
     /// Nodes whose blackhole routes to the other nodes are in place.
     isolated: BTreeSet<usize>,
+    /// Dropped last: one fault cluster at a time in a test binary.
+    _alone: std::sync::MutexGuard<'static, ()>,
 }
+
+/// Held by each fault cluster while it lives. Three etcd members and three
+/// agents per cluster are a machine's worth of work on a small test host:
+/// several at once starve each other's elections and lease renewals, and a
+/// fault test must see the faults it makes, not ones the load makes.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl FaultCluster {
     /// `extra`: further agent configuration (YAML lines) for every node.
     pub fn start(lease_ttl: Duration, extra: &str) -> Option<FaultCluster> {
+        // A test that failed while holding it poisoned it; the next may go.
+        let alone = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let etcd = EtcdCluster::start_bridged(3, true)?;
         let nodes: Vec<TestAgent> = NODES
             .iter()
@@ -291,9 +301,16 @@ impl FaultCluster {
         let files = nodes[0].data_file("cluster-jobs");
         fs::create_dir_all(&files).unwrap();
         let stamps = shared_file(&nodes[0], "stamps");
-        let cluster =
-            FaultCluster { nodes, etcd, files, stamps, lease_ttl, isolated: BTreeSet::new() };
-        cluster.wait_nodes(3, secs(30));
+        let cluster = FaultCluster {
+            nodes,
+            etcd,
+            files,
+            stamps,
+            lease_ttl,
+            isolated: BTreeSet::new(),
+            _alone: alone,
+        };
+        cluster.wait_nodes(3, secs(60));
         Some(cluster)
     }
 
@@ -445,9 +462,51 @@ impl FaultCluster {
             .collect()
     }
 
+    /// Waits until `count` nodes have a record, failing with the agents'
+    /// logs (why one did not join) and the members'.
     pub fn wait_nodes(&self, count: usize, timeout: Duration) {
-        self.etcd
-            .wait_records("node records", &self.etcd.keys().nodes(), timeout, |n| n.len() == count);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let there = self.etcd.get_prefix_raw(&self.etcd.keys().nodes()).len();
+            if there == count {
+                return;
+            }
+            if Instant::now() > deadline {
+                let agents: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|a| {
+                        let log = a.log_text();
+                        let lines: Vec<&str> = log.lines().collect();
+                        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                        format!("--- agent {} ---\n{tail}", a.parent)
+                    })
+                    .collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for {count} node records, {there} there\n{}\n{}",
+                    agents.join("\n"),
+                    self.etcd.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until a copy of `run`'s attempt `attempt` has written a stamp.
+    pub fn wait_stamp(&self, run: &str, attempt: u32, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self
+            .read_stamps()
+            .runs
+            .get(run)
+            .is_some_and(|copies| copies.iter().any(|c| c.attempt == attempt))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no stamp of {run} attempt {attempt} in {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// kill -9 of node `i`'s agent; its runs go on (a restarted agent
